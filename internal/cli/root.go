@@ -1,0 +1,69 @@
+// Package cli builds the acgs command tree: one file per subcommand, each turning
+// flags and environment into a config and running it. It holds no service logic.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// subcommands is filled by each subcommand file's init so that files can be
+// added without editing this one.
+var subcommands []func() *cobra.Command
+
+func register(f func() *cobra.Command) { subcommands = append(subcommands, f) }
+
+// ExitError carries a process exit code (for gates such as load and slo that
+// exit 1 on a violation) without printing a usage message.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit status %d", e.Code)
+	}
+	return e.Err.Error()
+}
+
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// NewRoot builds the root command with every registered subcommand.
+func NewRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "acgs",
+		Short:         "ACGS-1 Lite: a constitutional policy decision service built on OPA",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	for _, f := range subcommands {
+		root.AddCommand(f())
+	}
+	return root
+}
+
+// Execute runs the root command and returns the process exit code.
+func Execute() int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	err := NewRoot().ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		if ee.Err != nil {
+			fmt.Fprintln(os.Stderr, "acgs:", ee.Err)
+		}
+		return ee.Code
+	}
+	fmt.Fprintln(os.Stderr, "acgs:", err)
+	return 1
+}
