@@ -47,12 +47,14 @@ type Stats struct {
 	L2Hits, L2Misses uint64
 	L2Errors         uint64 // Redis errors and timeouts on reads and writes
 	L2Rejected       uint64 // entries that failed signature or decoding checks
+	L2Skipped        uint64 // L1 misses not looked up in L2: not connected or breaker open
 	L1Entries        int
 	L1Capacity       int
 	L1Evictions      uint64
 	WriteQueueLen    int
 	WriteQueueCap    int
 	WriteDropped     uint64 // write-behind entries dropped because the queue was full
+	WriteSkipped     uint64 // dequeued entries not written: L2 unavailable, epoch flushed, expired or not encodable
 	WriteBatches     uint64 // pipelines flushed to Redis
 	WriteEntries     uint64 // entries written to Redis
 	L2RoundTrips     uint64 // read round trips to Redis (an MGET of many keys counts once)

@@ -1,0 +1,198 @@
+package cache
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"sync"
+
+	"github.com/zeebo/xxh3"
+)
+
+// Type tags of the canonical encoding. Every value starts with one tag and
+// every variable-length part carries its length, so the encoding is a
+// prefix-free code: no choice of user strings can make two different values
+// encode to the same bytes (there is no delimiter to forge).
+const (
+	tagNull   = 'z'
+	tagFalse  = 'f'
+	tagTrue   = 't'
+	tagString = 's'
+	tagNumber = 'n'
+	tagObject = 'o'
+	tagArray  = 'a'
+)
+
+// maxPooledBuf bounds the buffers kept in the pool, so one huge input does not
+// pin its memory for the life of the process.
+const maxPooledBuf = 64 << 10
+
+// scratch is the per-call working memory of NewKey: the encoding buffer and a
+// stack of object keys being sorted. Pooled so a key costs no allocation.
+type scratch struct {
+	buf  []byte
+	keys []string
+}
+
+var scratchPool = sync.Pool{New: func() any {
+	return &scratch{buf: make([]byte, 0, 1024), keys: make([]string, 0, 64)}
+}}
+
+func getScratch() *scratch { return scratchPool.Get().(*scratch) }
+
+func putScratch(s *scratch) {
+	if cap(s.buf) > maxPooledBuf {
+		return
+	}
+	s.buf = s.buf[:0]
+	s.keys = s.keys[:0]
+	scratchPool.Put(s)
+}
+
+// AppendCanonical appends the canonical encoding of v to dst: a type tag per
+// value, a length before every string, number, object and array, object keys
+// sorted bytewise. Two values get the same bytes exactly when they are equal
+// as decoded JSON (reflect.DeepEqual after decoding with UseNumber).
+//
+// Numbers are encoded by their literal text, not by their numeric value: "1"
+// and "1.0" get different encodings. That only costs a cache miss, and it keeps
+// a cached result byte-exact when a policy echoes or formats an input number
+// (OPA keeps the literal text of a number, so sprintf or json.marshal of 1.0
+// and of 1 differ). Go numbers (int, int64, float64) are encoded as the text
+// encoding/json writes for them, so float64(1), int(1) and json.Number("1")
+// agree. The text of a json.Number is not validated: it is hashed as given.
+//
+// Supported: nil, bool, string, json.Number, float64, int, int64,
+// map[string]any and []any. Any other type, NaN or an infinity is an error.
+func AppendCanonical(dst []byte, v any) ([]byte, error) {
+	s := getScratch()
+	defer putScratch(s)
+	return appendValue(dst, v, &s.keys)
+}
+
+// NewKey returns the cache key of one decision: XXH3-128 over the
+// length-prefixed revision, the length-prefixed path and the canonical
+// encoding of input. It does not allocate in the steady state.
+func NewKey(revision, path string, input any) (Key, error) {
+	s := getScratch()
+	b := binary.AppendUvarint(s.buf[:0], uint64(len(revision)))
+	b = append(b, revision...)
+	b = binary.AppendUvarint(b, uint64(len(path)))
+	b = append(b, path...)
+	b, err := appendValue(b, input, &s.keys)
+	s.buf = b
+	if err != nil {
+		putScratch(s)
+		return Key{}, err
+	}
+	h := xxh3.Hash128(b)
+	putScratch(s)
+	return Key{Hi: h.Hi, Lo: h.Lo}, nil
+}
+
+// appendValue encodes v. keys is a stack shared by all nesting levels: each
+// object pushes its keys, sorts its own segment and pops it when done.
+func appendValue(b []byte, v any, keys *[]string) ([]byte, error) {
+	switch x := v.(type) {
+	case nil:
+		return append(b, tagNull), nil
+	case bool:
+		if x {
+			return append(b, tagTrue), nil
+		}
+		return append(b, tagFalse), nil
+	case string:
+		b = append(b, tagString)
+		b = binary.AppendUvarint(b, uint64(len(x)))
+		return append(b, x...), nil
+	case json.Number:
+		b = append(b, tagNumber)
+		b = binary.AppendUvarint(b, uint64(len(x)))
+		return append(b, x...), nil
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return b, fmt.Errorf("cache: cannot encode %v in a cache key: not a JSON number", x)
+		}
+		b = append(b, tagNumber, 0)
+		return endShortNumber(appendJSONFloat(b, x), len(b)), nil
+	case int:
+		b = append(b, tagNumber, 0)
+		return endShortNumber(strconv.AppendInt(b, int64(x), 10), len(b)), nil
+	case int64:
+		b = append(b, tagNumber, 0)
+		return endShortNumber(strconv.AppendInt(b, x, 10), len(b)), nil
+	case map[string]any:
+		return appendObject(b, x, keys)
+	case []any:
+		b = append(b, tagArray)
+		b = binary.AppendUvarint(b, uint64(len(x)))
+		var err error
+		for _, e := range x {
+			if b, err = appendValue(b, e, keys); err != nil {
+				return b, err
+			}
+		}
+		return b, nil
+	default:
+		return b, fmt.Errorf("cache: cannot encode %T in a cache key", v)
+	}
+}
+
+// endShortNumber fills in the length byte reserved just before at, for a
+// number text appended from at on. Go numbers format to at most 24 bytes, so
+// the uvarint length always fits that single byte.
+func endShortNumber(b []byte, at int) []byte {
+	b[at-1] = byte(len(b) - at)
+	return b
+}
+
+// appendJSONFloat formats f exactly as encoding/json does, so that a Go
+// float64 and the json.Number decoded from its marshalled text share a key.
+func appendJSONFloat(b []byte, f float64) []byte {
+	abs := math.Abs(f)
+	format := byte('f')
+	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' {
+		// clean up e-09 to e-9, as encoding/json does
+		n := len(b)
+		if n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b
+}
+
+func appendObject(b []byte, m map[string]any, keys *[]string) ([]byte, error) {
+	b = append(b, tagObject)
+	b = binary.AppendUvarint(b, uint64(len(m)))
+	start := len(*keys)
+	for k := range m {
+		*keys = append(*keys, k)
+	}
+	// Nested objects may grow *keys past this segment (even reallocate it);
+	// own keeps this level's view, which nested appends never overwrite.
+	own := (*keys)[start:]
+	if len(own) > 1 {
+		slices.Sort(own)
+	}
+	var err error
+	for _, k := range own {
+		b = binary.AppendUvarint(b, uint64(len(k)))
+		b = append(b, k...)
+		if b, err = appendValue(b, m[k], keys); err != nil {
+			break
+		}
+	}
+	// Do not keep the caller's strings alive in the pool.
+	clear(own)
+	clear((*keys)[start:])
+	*keys = (*keys)[:start]
+	return b, err
+}

@@ -1,0 +1,624 @@
+package cache
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/rueidis"
+	"github.com/sony/gobreaker/v2"
+)
+
+// Timings of the L2 machinery that are not worth a setting.
+const (
+	healthInterval = time.Second            // epoch re-read and ping; heals a missed pub/sub message
+	adminTimeout   = time.Second            // epoch reads, flushes, pings without a caller deadline
+	flushTimeout   = 500 * time.Millisecond // one write-behind pipeline
+	closeTimeout   = 2 * time.Second        // Close waits this long for pending writes
+	startupWait    = 2 * time.Second        // New waits this long for the first connection
+	breakerOpenFor = time.Second            // open → half-open
+	maxBackoff     = 2 * time.Second
+)
+
+// errCallerGone marks an L2 failure caused by the caller's context ending; the
+// breaker ignores it because it says nothing about Redis.
+var errCallerGone = errors.New("cache: caller context ended")
+
+// errNotConnected is returned by Flush while Redis has not been reached.
+var errNotConnected = errors.New("cache: L2 (Redis) is not connected")
+
+// pending is one queued write-behind entry. The epoch and time are those of
+// the Set, so an entry is never written under an epoch flushed since, and
+// readers see its true age.
+type pending struct {
+	k       Key
+	v       Value
+	epoch   uint64
+	created time.Time
+}
+
+// l2 is the Redis tier: signed entries under epoch-scoped keys, a breaker
+// around every Redis call on the request path, a write-behind batcher and a
+// supervisor that connects, follows the epoch and pings.
+type l2 struct {
+	t        *Tiered
+	opt      rueidis.ClientOption
+	signer   *signer
+	breaker  *gobreaker.TwoStepCircuitBreaker[struct{}]
+	client   atomic.Pointer[rueidis.Client] // nil until connected and the epoch is known
+	pingOK   atomic.Bool
+	dataKey  string // KeyPrefix + "d:"
+	epochKey string
+	channel  string
+	queue    chan pending
+	refresh  chan struct{} // asks the supervisor to re-read the epoch now
+
+	ctx       context.Context // background work; cancelled by close
+	cancel    context.CancelFunc
+	stopFlush chan struct{}
+	flushDone chan struct{}
+	wg        sync.WaitGroup
+
+	hits, misses, errs, rejected, skipped, roundTrips atomic.Uint64
+	dropped, writeSkipped, batches, entries           atomic.Uint64
+
+	rejectLog, errorLog logLimiter
+}
+
+// parseRedisURL turns REDIS_URL into client options. It accepts a comma
+// separated host list in the authority ("redis://:pw@h1:1,h2:2/0") for a
+// cluster. Errors never include the URL: it may hold a password.
+func parseRedisURL(raw string) (rueidis.ClientOption, error) {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return rueidis.ClientOption{}, errors.New("cache: REDIS_URL must start with redis://, rediss:// or unix://")
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	authority, tail := rest[:end], rest[end:]
+	userinfo, hosts := "", authority
+	if i := strings.LastIndex(authority, "@"); i >= 0 {
+		userinfo, hosts = authority[:i+1], authority[i+1:]
+	}
+	list := strings.Split(hosts, ",")
+	opt, err := rueidis.ParseURL(scheme + "://" + userinfo + list[0] + tail)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return opt, fmt.Errorf("cache: REDIS_URL: %w", err)
+	}
+	for _, h := range list[1:] {
+		h = strings.TrimSpace(h)
+		if _, _, err := net.SplitHostPort(h); err != nil {
+			return opt, fmt.Errorf("cache: REDIS_URL: cluster address #%d is not host:port", len(opt.InitAddress)+1)
+		}
+		opt.InitAddress = append(opt.InitAddress, h)
+	}
+	return opt, nil
+}
+
+func startL2(ctx context.Context, t *Tiered) (*l2, error) {
+	opt, err := parseRedisURL(t.cfg.RedisURL)
+	if err != nil {
+		return nil, err
+	}
+	opt.DisableCache = true // L1 is our client-side cache; no CLIENT TRACKING
+	opt.ClientName = "acgs-cache"
+	if opt.Dialer.Timeout == 0 {
+		opt.Dialer.Timeout = time.Second
+	}
+	if opt.ConnWriteTimeout == 0 {
+		opt.ConnWriteTimeout = time.Second
+	}
+	// Entries are small: 64 KiB buffers instead of 0.5 MiB per connection.
+	opt.ReadBufferEachConn = 64 << 10
+	opt.WriteBufferEachConn = 64 << 10
+
+	p := t.cfg.KeyPrefix
+	l := &l2{
+		t:         t,
+		opt:       opt,
+		signer:    newSigner(t.cfg.SigningKey, t.cfg.PreviousSigningKeys),
+		dataKey:   p + "d:",
+		epochKey:  p + "epoch",
+		channel:   p + "epoch",
+		queue:     make(chan pending, t.cfg.QueueSize),
+		refresh:   make(chan struct{}, 1),
+		stopFlush: make(chan struct{}),
+		flushDone: make(chan struct{}),
+	}
+	l.breaker = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:         "redis-l2",
+		MaxRequests:  1,
+		Interval:     10 * time.Second,
+		BucketPeriod: time.Second,
+		Timeout:      breakerOpenFor,
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			return c.ConsecutiveFailures >= 5 || (c.Requests >= 20 && c.TotalFailures*2 >= c.Requests)
+		},
+		IsExcluded: func(err error) bool { return errors.Is(err, errCallerGone) },
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			t.log.Warn("cache: L2 circuit breaker changed state", "from", from.String(), "to", to.String())
+		},
+	})
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	l.wg.Add(1)
+	go l.supervise(ready)
+	go l.flushLoop()
+	select {
+	case <-ready:
+	case <-ctx.Done():
+	case <-time.After(startupWait):
+	}
+	if l.client.Load() == nil {
+		t.log.Warn("cache: Redis not reachable at start; serving from L1 and retrying in the background")
+	}
+	return l, nil
+}
+
+// supervise connects (retrying with backoff), learns the epoch, then keeps
+// the epoch fresh and the health known until close. It closes ready after the
+// first connection attempt, successful or not.
+func (l *l2) supervise(ready chan struct{}) {
+	defer l.wg.Done()
+	var once sync.Once
+	signal := func() { once.Do(func() { close(ready) }) }
+	defer signal()
+
+	var c rueidis.Client
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, maxBackoff) {
+		var err error
+		if c, err = rueidis.NewClient(l.opt); err == nil {
+			if err = l.refreshEpoch(c); err == nil {
+				break
+			}
+			c.Close()
+		}
+		l.pingOK.Store(false)
+		if l.errorLog.allow() {
+			l.t.log.Warn("cache: cannot reach Redis; retrying", "err", err, "retry_in", backoff)
+		}
+		signal()
+		if !sleepCtx(l.ctx, backoff) {
+			return
+		}
+	}
+	l.client.Store(&c)
+	signal()
+	l.t.log.Info("cache: L2 connected", "addrs", l.opt.InitAddress, "epoch", l.t.epoch.Load())
+
+	var sub sync.WaitGroup
+	sub.Add(1)
+	go func() {
+		defer sub.Done()
+		l.subscribe(c)
+	}()
+	tick := time.NewTicker(healthInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-l.ctx.Done():
+			sub.Wait()
+			l.client.Store(nil)
+			c.Close()
+			return
+		case <-tick.C:
+		case <-l.refresh:
+		}
+		if err := l.refreshEpoch(c); err != nil && l.errorLog.allow() {
+			l.t.log.Warn("cache: Redis health check failed", "err", err)
+		}
+	}
+}
+
+// subscribe follows the epoch channel. A message only triggers a re-read of
+// the epoch key (the key, not the message, is the truth, so late or reordered
+// messages cannot move the epoch backwards). Reconnects with backoff.
+func (l *l2) subscribe(c rueidis.Client) {
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, maxBackoff) {
+		err := c.Receive(l.ctx, c.B().Subscribe().Channel(l.channel).Build(), func(rueidis.PubSubMessage) {
+			l.triggerRefresh()
+		})
+		if l.ctx.Err() != nil {
+			return
+		}
+		l.t.log.Debug("cache: epoch subscription ended; resubscribing", "err", err)
+		l.triggerRefresh() // messages may have been missed
+		if !sleepCtx(l.ctx, backoff) {
+			return
+		}
+	}
+}
+
+func (l *l2) triggerRefresh() {
+	select {
+	case l.refresh <- struct{}{}:
+	default:
+	}
+}
+
+// refreshEpoch reads the epoch (creating it if missing) and records the
+// health of Redis. It also feeds the breaker, so that an idle instance
+// notices an outage and a recovery without waiting for traffic.
+func (l *l2) refreshEpoch(c rueidis.Client) error {
+	done, berr := l.breaker.Allow()
+	ctx, cancel := context.WithTimeout(l.ctx, adminTimeout)
+	e, err := l.readEpoch(ctx, c)
+	cancel()
+	if berr == nil {
+		done(classify(l.ctx, err))
+	}
+	l.pingOK.Store(err == nil)
+	if err != nil {
+		return err
+	}
+	l.t.adoptEpoch(e)
+	return nil
+}
+
+// readEpoch returns the epoch in Redis. A missing key is created with the
+// current time in milliseconds rather than 0, so that a Redis that lost its
+// data never hands out an epoch that was already used before.
+func (l *l2) readEpoch(ctx context.Context, c rueidis.Client) (uint64, error) {
+	s, err := c.Do(ctx, c.B().Get().Key(l.epochKey).Build()).ToString()
+	if rueidis.IsRedisNil(err) {
+		seed := strconv.FormatInt(time.Now().UnixMilli(), 10)
+		res := c.DoMulti(ctx,
+			c.B().Set().Key(l.epochKey).Value(seed).Nx().Build(),
+			c.B().Get().Key(l.epochKey).Build())
+		if err = res[0].Error(); err != nil && !rueidis.IsRedisNil(err) {
+			return 0, err
+		}
+		s, err = res[1].ToString()
+	}
+	if err != nil {
+		return 0, err
+	}
+	e, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("cache: Redis key %s does not hold an epoch number", l.epochKey)
+	}
+	return e, nil
+}
+
+// flush increments the epoch in Redis and announces it.
+func (l *l2) flush(ctx context.Context) (uint64, error) {
+	cp := l.client.Load()
+	if cp == nil {
+		return l.t.epoch.Load(), fmt.Errorf("cache: flush: %w; L1 was purged", errNotConnected)
+	}
+	c := *cp
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, adminTimeout)
+		defer cancel()
+	}
+	if _, err := l.readEpoch(ctx, c); err != nil { // makes sure the key exists, so INCR never restarts at 1
+		return l.t.epoch.Load(), fmt.Errorf("cache: flush: read epoch: %w", err)
+	}
+	n, err := c.Do(ctx, c.B().Incr().Key(l.epochKey).Build()).AsInt64()
+	if err != nil {
+		return l.t.epoch.Load(), fmt.Errorf("cache: flush: increment epoch: %w", err)
+	}
+	e := uint64(n)
+	l.t.adoptEpoch(e)
+	if err := c.Do(ctx, c.B().Publish().Channel(l.channel).Message(strconv.FormatUint(e, 10)).Build()).Error(); err != nil {
+		// Other instances still adopt the epoch at their next periodic read.
+		l.t.log.Warn("cache: flush: publish epoch failed", "err", err)
+	}
+	return e, nil
+}
+
+// redisKey is KeyPrefix + "d:" + epoch + ":" + hex(key).
+func (l *l2) redisKey(epoch uint64, k Key) string {
+	var raw [16]byte
+	binary.BigEndian.PutUint64(raw[:8], k.Hi)
+	binary.BigEndian.PutUint64(raw[8:], k.Lo)
+	b := make([]byte, 0, len(l.dataKey)+20+1+32)
+	b = append(b, l.dataKey...)
+	b = strconv.AppendUint(b, epoch, 10)
+	b = append(b, ':')
+	b = hex.AppendEncode(b, raw[:])
+	return string(b)
+}
+
+// acquire returns the client and a breaker ticket, or ok=false when L2 is
+// not connected or the breaker is open; then n is added to skipped.
+func (l *l2) acquire(n int, skipped *atomic.Uint64) (c rueidis.Client, done func(error), ok bool) {
+	cp := l.client.Load()
+	if cp == nil {
+		skipped.Add(uint64(n))
+		return nil, nil, false
+	}
+	done, err := l.breaker.Allow()
+	if err != nil {
+		skipped.Add(uint64(n))
+		return nil, nil, false
+	}
+	return *cp, done, true
+}
+
+// classify maps a Redis call's error to what the breaker should record: nil
+// for success or a missing key, errCallerGone when the caller's context (not
+// Redis) ended the call.
+func classify(parent context.Context, err error) error {
+	if err == nil || rueidis.IsRedisNil(err) {
+		return nil
+	}
+	if parent.Err() != nil {
+		return errCallerGone
+	}
+	return err
+}
+
+func (l *l2) get(ctx context.Context, k Key) (Value, bool) {
+	c, done, ok := l.acquire(1, &l.skipped)
+	if !ok {
+		return Value{}, false
+	}
+	epoch := l.t.epoch.Load()
+	rk := l.redisKey(epoch, k)
+	rctx, cancel := context.WithTimeout(ctx, l.t.cfg.L2Timeout)
+	l.roundTrips.Add(1)
+	b, err := c.Do(rctx, c.B().Get().Key(rk).Build()).AsBytes()
+	cancel()
+	err = classify(ctx, err)
+	done(err)
+	return l.result(k, rk, epoch, b, err)
+}
+
+func (l *l2) getMany(ctx context.Context, keys []Key, misses []int, vals []Value, tiers []Tier, found []bool) {
+	c, done, ok := l.acquire(len(misses), &l.skipped)
+	if !ok {
+		return
+	}
+	epoch := l.t.epoch.Load()
+	rks := make([]string, len(misses))
+	cmds := make(rueidis.Commands, len(misses))
+	for j, i := range misses {
+		rks[j] = l.redisKey(epoch, keys[i])
+		cmds[j] = c.B().Get().Key(rks[j]).Build()
+	}
+	rctx, cancel := context.WithTimeout(ctx, l.t.cfg.L2Timeout)
+	l.roundTrips.Add(1)
+	res := c.DoMulti(rctx, cmds...)
+	cancel()
+	var first error
+	for j, i := range misses {
+		b, err := res[j].AsBytes()
+		err = classify(ctx, err)
+		if first == nil {
+			first = err
+		}
+		if v, ok := l.result(keys[i], rks[j], epoch, b, err); ok {
+			vals[i], tiers[i], found[i] = v, TierL2, true
+		}
+	}
+	done(first)
+}
+
+// result turns one GET reply into a hit or a miss: counts it, verifies the
+// envelope and promotes a good entry to L1 for the rest of its life.
+func (l *l2) result(k Key, rk string, epoch uint64, b []byte, err error) (Value, bool) {
+	switch {
+	case errors.Is(err, errCallerGone):
+		return Value{}, false
+	case err != nil:
+		l.errs.Add(1)
+		if l.errorLog.allow() {
+			l.t.log.Warn("cache: L2 read failed", "err", err)
+		}
+		return Value{}, false
+	case b == nil:
+		l.misses.Add(1)
+		return Value{}, false
+	}
+	v, created, err := l.signer.open(rk, b)
+	if err != nil {
+		l.rejected.Add(1)
+		if l.rejectLog.allow() {
+			// The value is not logged: it is untrusted and may be large.
+			l.t.log.Warn("cache: L2 entry rejected", "key", rk, "reason", err, "bytes", len(b))
+		}
+		return Value{}, false
+	}
+	ttl := l.t.cfg.TTL - time.Since(created)
+	if ttl <= 0 || l.t.epoch.Load() != epoch {
+		l.misses.Add(1) // expired here, or flushed while we read it
+		return Value{}, false
+	}
+	ttl = min(ttl, l.t.cfg.TTL) // a writer's clock ahead of ours must not extend it
+	l.t.l1.Set(k, l1Entry{v: v, ttl: ttl})
+	if l.t.epoch.Load() != epoch { // a flush raced with the promotion
+		l.t.l1.Invalidate(k)
+	}
+	l.hits.Add(1)
+	return v, true
+}
+
+func (l *l2) enqueue(k Key, v Value) {
+	select {
+	case l.queue <- pending{k: k, v: v, epoch: l.t.epoch.Load(), created: time.Now()}:
+	default:
+		l.dropped.Add(1)
+	}
+}
+
+// flushLoop is the one write-behind goroutine: it sends a pipeline when
+// BatchSize entries are queued or BatchWindow after the first one, and on
+// close drains the queue.
+func (l *l2) flushLoop() {
+	defer close(l.flushDone)
+	size := l.t.cfg.BatchSize
+	batch := make([]pending, 0, size)
+	window := time.NewTimer(time.Hour)
+	window.Stop()
+	for {
+		select {
+		case p := <-l.queue:
+			batch = append(batch, p)
+		case <-l.stopFlush:
+			l.drain(batch)
+			return
+		}
+		window.Reset(l.t.cfg.BatchWindow)
+	collect:
+		for len(batch) < size {
+			select {
+			case p := <-l.queue:
+				batch = append(batch, p)
+			case <-window.C:
+				break collect
+			case <-l.stopFlush:
+				window.Stop()
+				l.drain(batch)
+				return
+			}
+		}
+		window.Stop()
+		l.write(batch)
+		batch = batch[:0]
+	}
+}
+
+// drain writes batch and everything still queued, in batches, until the queue
+// is empty or closeTimeout has passed.
+func (l *l2) drain(batch []pending) {
+	deadline := time.Now().Add(closeTimeout)
+	for time.Now().Before(deadline) {
+	fill:
+		for len(batch) < l.t.cfg.BatchSize {
+			select {
+			case p := <-l.queue:
+				batch = append(batch, p)
+			default:
+				break fill
+			}
+		}
+		if len(batch) == 0 {
+			return
+		}
+		l.write(batch)
+		batch = batch[:0]
+	}
+}
+
+// write sends one pipeline of SET key envelope PX remaining-ttl.
+func (l *l2) write(batch []pending) {
+	c, done, ok := l.acquire(len(batch), &l.writeSkipped)
+	if !ok {
+		return
+	}
+	cur := l.t.epoch.Load()
+	cmds := make(rueidis.Commands, 0, len(batch))
+	for _, p := range batch {
+		ttl := l.t.cfg.TTL - time.Since(p.created)
+		if p.epoch != cur || ttl < time.Millisecond {
+			l.writeSkipped.Add(1) // flushed since, or already expired
+			continue
+		}
+		rk := l.redisKey(p.epoch, p.k)
+		env, err := l.signer.seal(rk, p.v, p.created)
+		if err != nil {
+			l.writeSkipped.Add(1)
+			l.t.log.Warn("cache: L2 write skipped", "err", err)
+			continue
+		}
+		cmds = append(cmds, c.B().Set().Key(rk).Value(rueidis.BinaryString(env)).PxMilliseconds(ttl.Milliseconds()).Build())
+	}
+	if len(cmds) == 0 {
+		done(nil)
+		return
+	}
+	ctx, cancel := context.WithTimeout(l.ctx, flushTimeout)
+	res := c.DoMulti(ctx, cmds...)
+	cancel()
+	var first error
+	for _, r := range res {
+		if err := r.Error(); err != nil {
+			l.errs.Add(1)
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		l.entries.Add(1)
+	}
+	done(classify(l.ctx, first))
+	l.batches.Add(1)
+	if first != nil && l.errorLog.allow() {
+		l.t.log.Warn("cache: L2 write failed", "err", first, "entries", len(cmds))
+	}
+	if l.t.cfg.OnFlush != nil {
+		l.t.cfg.OnFlush(len(cmds))
+	}
+}
+
+func (l *l2) stats(s *Stats) {
+	state := l.breaker.State()
+	connected := l.client.Load() != nil
+	s.L2Enabled = true
+	s.L2Healthy = connected && state == gobreaker.StateClosed && l.pingOK.Load()
+	s.BreakerState = state.String()
+	s.L2Hits = l.hits.Load()
+	s.L2Misses = l.misses.Load()
+	s.L2Errors = l.errs.Load()
+	s.L2Rejected = l.rejected.Load()
+	s.L2Skipped = l.skipped.Load()
+	s.L2RoundTrips = l.roundTrips.Load()
+	s.WriteQueueLen = len(l.queue)
+	s.WriteQueueCap = cap(l.queue)
+	s.WriteDropped = l.dropped.Load()
+	s.WriteSkipped = l.writeSkipped.Load()
+	s.WriteBatches = l.batches.Load()
+	s.WriteEntries = l.entries.Load()
+}
+
+// close drains the write-behind queue (bounded), then stops the background
+// goroutines and closes the client.
+func (l *l2) close() {
+	close(l.stopFlush)
+	select {
+	case <-l.flushDone:
+	case <-time.After(closeTimeout + flushTimeout):
+		l.t.log.Warn("cache: close: pending L2 writes abandoned")
+	}
+	l.cancel()
+	l.wg.Wait()
+}
+
+// sleepCtx sleeps for d or until ctx ends; it reports whether ctx is alive.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// logLimiter lets one warning of a kind through per second, so a flood of
+// bad entries or a Redis outage cannot flood the log.
+type logLimiter struct{ next atomic.Int64 }
+
+func (g *logLimiter) allow() bool {
+	now := time.Now().UnixNano()
+	next := g.next.Load()
+	return now >= next && g.next.CompareAndSwap(next, now+int64(time.Second))
+}

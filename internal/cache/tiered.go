@@ -1,0 +1,294 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/maypok86/otter/v2"
+)
+
+// Defaults of Config, applied to zero fields.
+const (
+	DefaultL1Size      = 10000
+	DefaultTTL         = 300 * time.Second
+	DefaultL2Timeout   = 2 * time.Millisecond
+	DefaultBatchSize   = 10
+	DefaultBatchWindow = 5 * time.Millisecond
+	DefaultQueueSize   = 10000
+	DefaultKeyPrefix   = "acgs:"
+	// MinSigningKeyLen is the shortest CACHE_SIGNING_KEY accepted: an HMAC-SHA256
+	// key shorter than the hash output weakens it.
+	MinSigningKeyLen = 32
+)
+
+// Config configures a Tiered cache. Zero fields take the defaults above; the
+// environment variable each field comes from is named in its comment.
+type Config struct {
+	L1Size int           // L1_CACHE_SIZE: entries kept in process
+	TTL    time.Duration // DEFAULT_CACHE_TTL: life of an entry in L1 and L2
+	// RedisURL (REDIS_URL) enables L2; empty means L1 only. redis:// or
+	// rediss:// (TLS), user and password in the URL, db as path or ?db=.
+	// Several hosts separated by commas ("redis://:pw@h1:7000,h2:7001") give a
+	// cluster; one host is probed and used as cluster or single node.
+	RedisURL string
+	// SigningKey (CACHE_SIGNING_KEY) signs L2 entries with HMAC-SHA256.
+	// Required with RedisURL, at least MinSigningKeyLen bytes.
+	SigningKey []byte
+	// PreviousSigningKeys still verify (never sign) during a key rotation.
+	PreviousSigningKeys [][]byte
+	L2Timeout           time.Duration // L2_TIMEOUT: deadline of every L2 read
+	BatchSize           int           // BATCH_SIZE: max entries per write-behind pipeline
+	BatchWindow         time.Duration // BATCH_WINDOW: max wait before a partial batch is flushed
+	QueueSize           int           // write-behind queue bound; a full queue drops and counts
+	KeyPrefix           string        // prefix of every Redis key and channel
+	Logger              *slog.Logger  // nil means slog.Default()
+	// OnFlush, when set, is called from the write-behind goroutine with the
+	// size of each pipeline sent to Redis (for a batch-size histogram).
+	OnFlush func(n int)
+}
+
+// withDefaults returns c with zero fields set to their defaults.
+func (c Config) withDefaults() Config {
+	if c.L1Size == 0 {
+		c.L1Size = DefaultL1Size
+	}
+	if c.TTL == 0 {
+		c.TTL = DefaultTTL
+	}
+	if c.L2Timeout == 0 {
+		c.L2Timeout = DefaultL2Timeout
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.BatchWindow == 0 {
+		c.BatchWindow = DefaultBatchWindow
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = DefaultQueueSize
+	}
+	if c.KeyPrefix == "" {
+		c.KeyPrefix = DefaultKeyPrefix
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate reports the first configuration error, naming the environment
+// variable to fix. Zero fields are valid (they take defaults).
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.L1Size < 0:
+		return fmt.Errorf("cache: L1_CACHE_SIZE must be positive, got %d", c.L1Size)
+	case c.TTL < 0:
+		return fmt.Errorf("cache: DEFAULT_CACHE_TTL must be positive, got %s", c.TTL)
+	case c.L2Timeout < 0:
+		return fmt.Errorf("cache: L2_TIMEOUT must be positive, got %s", c.L2Timeout)
+	case c.BatchSize < 0:
+		return fmt.Errorf("cache: BATCH_SIZE must be positive, got %d", c.BatchSize)
+	case c.BatchWindow < 0:
+		return fmt.Errorf("cache: BATCH_WINDOW must be positive, got %s", c.BatchWindow)
+	case c.QueueSize < 0:
+		return fmt.Errorf("cache: write-behind queue size must be positive, got %d", c.QueueSize)
+	}
+	if c.RedisURL == "" {
+		return nil
+	}
+	if len(c.SigningKey) == 0 {
+		return errors.New("cache: CACHE_SIGNING_KEY is required when REDIS_URL is set (it signs shared L2 entries)")
+	}
+	if len(c.SigningKey) < MinSigningKeyLen {
+		return fmt.Errorf("cache: CACHE_SIGNING_KEY must be at least %d bytes, got %d", MinSigningKeyLen, len(c.SigningKey))
+	}
+	for i, k := range c.PreviousSigningKeys {
+		if len(k) < MinSigningKeyLen {
+			return fmt.Errorf("cache: previous CACHE_SIGNING_KEY #%d must be at least %d bytes, got %d", i+1, MinSigningKeyLen, len(k))
+		}
+	}
+	if _, err := parseRedisURL(c.RedisURL); err != nil {
+		return err
+	}
+	return nil
+}
+
+// l1Entry is what L1 stores: the value itself (no serialization) and how long
+// it may live, which is shorter than TTL for an entry promoted from L2.
+type l1Entry struct {
+	v   Value
+	ttl time.Duration
+}
+
+// counter is an atomic counter alone on its cache line, for the counters every
+// request touches, so concurrent requests do not contend on a shared line.
+type counter struct {
+	atomic.Uint64
+	_ [56]byte
+}
+
+// Tiered is the decision cache: L1 in process, then L2 in Redis when
+// configured. All methods are safe for concurrent use. Redis being slow or
+// down never fails or blocks a request beyond L2Timeout: L2 is skipped.
+type Tiered struct {
+	cfg    Config
+	log    *slog.Logger
+	l1     *otter.Cache[Key, l1Entry]
+	epoch  atomic.Uint64
+	closed atomic.Bool
+	once   sync.Once
+
+	l1Hits, l1Misses counter
+	l1Evictions      atomic.Uint64
+
+	l2 *l2 // nil without RedisURL
+}
+
+// New builds the cache. Only bad configuration is an error: with Redis
+// configured but unreachable it starts degraded (L1 only) and keeps trying to
+// connect in the background. ctx bounds the wait for the first connection.
+func New(ctx context.Context, cfg Config) (*Tiered, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	t := &Tiered{cfg: cfg, log: cfg.Logger}
+	l1, err := otter.New(&otter.Options[Key, l1Entry]{
+		MaximumSize:     cfg.L1Size,
+		InitialCapacity: min(cfg.L1Size, 1024),
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[Key, l1Entry]) time.Duration {
+			return e.Value.ttl
+		}),
+		OnAtomicDeletion: func(e otter.DeletionEvent[Key, l1Entry]) {
+			if e.WasEvicted() {
+				t.l1Evictions.Add(1)
+			}
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cache: build L1: %w", err)
+	}
+	t.l1 = l1
+	if cfg.RedisURL != "" {
+		if t.l2, err = startL2(ctx, t); err != nil {
+			t.l1.StopAllGoroutines()
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// Get looks k up in L1, then in L2. An L2 hit has a verified signature and is
+// promoted to L1. It never returns an error: any L2 failure is a miss.
+func (t *Tiered) Get(ctx context.Context, k Key) (Value, Tier, bool) {
+	if e, ok := t.l1.GetIfPresent(k); ok {
+		t.l1Hits.Add(1)
+		return e.v, TierL1, true
+	}
+	t.l1Misses.Add(1)
+	if t.l2 == nil {
+		return Value{}, TierNone, false
+	}
+	if v, ok := t.l2.get(ctx, k); ok {
+		return v, TierL2, true
+	}
+	return Value{}, TierNone, false
+}
+
+// GetMany looks up keys[i] into vals[i], tiers[i], found[i]: L1 for all, then
+// one L2 round trip for all L1 misses. The four slices must have equal length.
+func (t *Tiered) GetMany(ctx context.Context, keys []Key, vals []Value, tiers []Tier, found []bool) {
+	if len(vals) != len(keys) || len(tiers) != len(keys) || len(found) != len(keys) {
+		panic("cache: GetMany needs vals, tiers and found as long as keys")
+	}
+	var misses []int
+	for i, k := range keys {
+		if e, ok := t.l1.GetIfPresent(k); ok {
+			t.l1Hits.Add(1)
+			vals[i], tiers[i], found[i] = e.v, TierL1, true
+			continue
+		}
+		t.l1Misses.Add(1)
+		vals[i], tiers[i], found[i] = Value{}, TierNone, false
+		misses = append(misses, i)
+	}
+	if t.l2 != nil && len(misses) > 0 {
+		t.l2.getMany(ctx, keys, misses, vals, tiers, found)
+	}
+}
+
+// Set stores v under k in L1 now and queues it for L2. It never blocks: when
+// the write-behind queue is full the L2 write is dropped and counted.
+func (t *Tiered) Set(k Key, v Value) {
+	t.l1.Set(k, l1Entry{v: v, ttl: t.cfg.TTL})
+	if t.l2 != nil && !t.closed.Load() {
+		t.l2.enqueue(k, v)
+	}
+}
+
+// Purge empties L1, for a new policy revision. L2 needs no purge: the
+// revision is part of every key, so old entries are never read again.
+func (t *Tiered) Purge() { t.l1.InvalidateAll() }
+
+// Flush empties the cache for every instance (DELETE /v1/cache): it purges L1,
+// increments the epoch in Redis (which is part of every L2 key, so older
+// entries are no longer read) and publishes it so that other instances purge
+// their L1 too. Without L2 it bumps a local epoch. With L2 configured but
+// unreachable, L1 is purged and an error is returned.
+func (t *Tiered) Flush(ctx context.Context) (uint64, error) {
+	if t.l2 == nil {
+		e := t.epoch.Add(1)
+		t.l1.InvalidateAll()
+		return e, nil
+	}
+	t.l1.InvalidateAll()
+	return t.l2.flush(ctx)
+}
+
+// Epoch returns the cache epoch this instance reads and writes L2 under.
+func (t *Tiered) Epoch() uint64 { return t.epoch.Load() }
+
+// adoptEpoch switches to epoch e (read from Redis); a change purges L1 because
+// entries promoted under the old epoch may have been flushed elsewhere.
+func (t *Tiered) adoptEpoch(e uint64) {
+	if old := t.epoch.Swap(e); old != e {
+		t.l1.InvalidateAll()
+		t.log.Info("cache epoch changed: L1 purged", "from", old, "to", e)
+	}
+}
+
+// Stats returns the current counters.
+func (t *Tiered) Stats() Stats {
+	s := Stats{
+		L1Hits:       t.l1Hits.Load(),
+		L1Misses:     t.l1Misses.Load(),
+		L1Entries:    t.l1.EstimatedSize(),
+		L1Capacity:   t.cfg.L1Size,
+		L1Evictions:  t.l1Evictions.Load(),
+		BreakerState: "disabled",
+		Epoch:        t.epoch.Load(),
+	}
+	if t.l2 != nil {
+		t.l2.stats(&s)
+	}
+	return s
+}
+
+// Close flushes the pending L2 writes (waiting a bounded time), then closes
+// the Redis client. The cache must not be used afterwards.
+func (t *Tiered) Close() error {
+	t.once.Do(func() {
+		t.closed.Store(true)
+		if t.l2 != nil {
+			t.l2.close()
+		}
+		t.l1.StopAllGoroutines()
+	})
+	return nil
+}

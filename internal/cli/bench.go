@@ -1,0 +1,97 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/acgs-lite/acgs/internal/loadgen"
+)
+
+func init() { register(newBenchCmd) }
+
+func newBenchCmd() *cobra.Command {
+	var (
+		url          string
+		workloadPath string
+		cfg          loadgen.BenchConfig
+		asJSON       bool
+		asBenchfmt   bool
+		timeout      time.Duration
+		allowRemote  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Benchmark each workload scenario over HTTP: latency, throughput per concurrency, cold versus warm cache",
+		Long: `bench measures every scenario of a workload (default: the built-in acgs-mixed)
+on its own against a running service:
+
+  - per concurrency level: latency (min, mean, p50, p90, p95, p99, max), req/s
+    and scaling efficiency = (rps(c)/rps(c0)) / (c/c0), where c0 is the lowest
+    level (1.0 = throughput grew in proportion to the workers);
+  - cold versus warm: the first request for unique inputs (varied fields carry
+    a per-run nonce, so they miss every cache) against repeats of them,
+    sequentially; speedup = cold p50 / warm p50.
+
+Caches are warmed over each scenario's key space before the levels run.
+--benchfmt prints Go benchmark format (one line per --count repetition) for
+benchstat and "acgs regress".`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if asJSON && asBenchfmt {
+				return errors.New("--json and --benchfmt are exclusive")
+			}
+			ctx := cmd.Context()
+			if !allowRemote {
+				if err := loadgen.CheckLoopback(ctx, url); err != nil {
+					return err
+				}
+			}
+			w, err := loadgen.LoadWorkload(workloadPath)
+			if err != nil {
+				return err
+			}
+			maxC := 1
+			for _, c := range cfg.Concurrency {
+				maxC = max(maxC, c)
+			}
+			target := loadgen.Target{BaseURL: url, Client: loadgen.NewHTTPClient(maxC, timeout)}
+			if perfStderrIsTTY() {
+				cfg.Progress = func(msg string) { fmt.Fprintf(os.Stderr, "\r\033[K%s", msg) }
+			}
+			res, err := loadgen.RunBench(ctx, target, w, cfg)
+			if cfg.Progress != nil {
+				fmt.Fprint(os.Stderr, "\r\033[K")
+			}
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			switch {
+			case asJSON:
+				return perfWriteJSON(out, res)
+			case asBenchfmt:
+				return res.WriteBenchfmt(out)
+			default:
+				return res.WriteTable(out)
+			}
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&url, "url", "http://127.0.0.1:8004", "base URL of the service")
+	f.StringVar(&workloadPath, "workload", "", "workload file (default: built-in acgs-mixed)")
+	f.IntVar(&cfg.Requests, "requests", 1000, "requests per scenario, concurrency level and repetition")
+	f.IntSliceVar(&cfg.Concurrency, "concurrency", []int{10, 50, 100}, "concurrency levels")
+	f.IntVar(&cfg.Count, "count", 1, "repetitions of each level (samples for benchstat; use >= 5 for regress compare)")
+	f.IntVar(&cfg.ColdSamples, "cold-samples", 100, "unique inputs for cold versus warm (0 skips it)")
+	f.IntVar(&cfg.WarmRepeats, "warm-repeats", 3, "times the cold inputs are repeated warm")
+	f.Uint64Var(&cfg.Seed, "seed", 1, "seed for key choice")
+	f.BoolVar(&asJSON, "json", false, "print JSON")
+	f.BoolVar(&asBenchfmt, "benchfmt", false, "print Go benchmark format")
+	f.DurationVar(&timeout, "timeout", 10*time.Second, "per-request timeout")
+	f.BoolVar(&allowRemote, "allow-remote", false, "allow a URL that is not a loopback address")
+	return cmd
+}

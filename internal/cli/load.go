@@ -1,0 +1,188 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/acgs-lite/acgs/internal/loadgen"
+)
+
+func init() { register(newLoadCmd) }
+
+// perfP99DefaultMs is the p99 objective unless --p99-ms is given:
+// PERFORMANCE_TARGET_P99_MS, else 5 ms (a loose bound for a shared 2-core CI
+// machine; the spec's 1 ms target is checked by the comparison script).
+func perfP99DefaultMs() float64 {
+	if v, err := strconv.ParseFloat(os.Getenv("PERFORMANCE_TARGET_P99_MS"), 64); err == nil && v > 0 {
+		return v
+	}
+	return 5
+}
+
+func perfStderrIsTTY() bool { return term.IsTerminal(int(os.Stderr.Fd())) }
+
+func perfWriteJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newLoadCmd() *cobra.Command {
+	var (
+		host, workloadPath, scenario string
+		users                        int
+		spawnRate                    float64
+		runTime                      time.Duration
+		rate                         float64
+		duration, warmup, timeout    time.Duration
+		connections                  int
+		reportDir, jsonPath          string
+		slo                          loadgen.LoadSLO
+		seed                         uint64
+		allowRemote, quiet           bool
+	)
+	cmd := &cobra.Command{
+		Use:   "load",
+		Short: "Load-test a service with a workload, closed loop (users) or open loop (constant rate), and gate on SLOs",
+		Long: `load sends a workload's scenarios, mixed by weight, to a running service.
+
+Closed loop (default): --users users, started at --spawn-rate per second, each
+sending a request and waiting for its answer, for --run-time.
+
+Open loop (--rate): requests are scheduled at a constant rate for --duration
+and latency is measured from each request's scheduled send time (wrk2's
+method), so a stalled server shows up as latency instead of as fewer
+requests. A run that achieves less than 95% of --rate is invalid.
+
+Requests sent during --warmup are not measured. Percentiles come from HDR
+histograms merged across workers. Compliance = mean of the share of
+expect-allow decisions that were allowed and of expect-deny decisions that
+were denied. Exit status 1 when the run is invalid or an SLO is violated.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if host == "" {
+				return errors.New("--host is required")
+			}
+			if !allowRemote {
+				if err := loadgen.CheckLoopback(ctx, host); err != nil {
+					return err
+				}
+			}
+			w, err := loadgen.LoadWorkload(workloadPath)
+			if err != nil {
+				return err
+			}
+			open := cmd.Flags().Changed("rate")
+			if open && (cmd.Flags().Changed("users") || cmd.Flags().Changed("spawn-rate") || cmd.Flags().Changed("run-time")) {
+				return errors.New("--rate (open loop) cannot be combined with --users, --spawn-rate or --run-time (closed loop)")
+			}
+			conc := users
+			if open {
+				conc = connections
+			}
+			opts := loadgen.Options{
+				Target:   loadgen.Target{BaseURL: host, Client: loadgen.NewHTTPClient(conc, timeout)},
+				Workload: w, Scenario: scenario, Seed: seed,
+			}
+			var bar *progressbar.ProgressBar
+			if !quiet && perfStderrIsTTY() {
+				total := runTime
+				if open {
+					total = warmup + duration
+				}
+				bar = progressbar.NewOptions64(total.Milliseconds(),
+					progressbar.OptionSetWriter(os.Stderr),
+					progressbar.OptionSetWidth(24),
+					progressbar.OptionThrottle(200*time.Millisecond),
+					progressbar.OptionClearOnFinish(),
+					progressbar.OptionSetPredictTime(false),
+				)
+				opts.OnProgress = func(p loadgen.Progress) {
+					bar.Describe(fmt.Sprintf("%d done, %d failed, last-second p99 %.2f ms", p.Completed, p.Failed, p.LastP99Ms))
+					_ = bar.Set64(min(p.Elapsed.Milliseconds(), total.Milliseconds()))
+				}
+			}
+			var res *loadgen.Result
+			if open {
+				res, err = loadgen.RunOpen(ctx, loadgen.OpenLoop{Rate: rate, Duration: duration, Warmup: warmup, Connections: connections}, opts)
+			} else {
+				res, err = loadgen.RunClosed(ctx, loadgen.ClosedLoop{Users: users, SpawnRate: spawnRate, Duration: runTime, Warmup: warmup}, opts)
+			}
+			if bar != nil {
+				_ = bar.Finish()
+			}
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if !cmd.Flags().Changed("p99-ms") {
+				slo.P99Ms = perfP99DefaultMs()
+			}
+			rep := slo.Evaluate(res)
+			if err := loadgen.WriteResultTable(out, res); err != nil {
+				return err
+			}
+			fmt.Fprintln(out)
+			if err := rep.WriteTable(out); err != nil {
+				return err
+			}
+			if jsonPath != "" {
+				doc := struct {
+					*loadgen.Result
+					SLO *loadgen.Report `json:"slo"`
+				}{res, rep}
+				if err := loadgen.WriteJSON(jsonPath, doc); err != nil {
+					return err
+				}
+			}
+			if reportDir != "" {
+				files, err := loadgen.WriteReport(reportDir, res, rep)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "report: %s\n", strings.Join(files, ", "))
+			}
+			switch {
+			case !res.Valid:
+				return &ExitError{Code: 1, Err: fmt.Errorf("load run invalid: %s", res.InvalidReason)}
+			case rep.ExitCode() != 0:
+				return &ExitError{Code: 1, Err: fmt.Errorf("SLO violated: %s", strings.Join(rep.Failed(), ", "))}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&host, "host", "", "base URL of the service, e.g. http://127.0.0.1:8004")
+	f.StringVar(&workloadPath, "workload", "", "workload file (default: built-in acgs-mixed)")
+	f.StringVar(&scenario, "scenario", "", "run only this scenario of the workload")
+	f.IntVar(&users, "users", 10, "closed loop: concurrent users")
+	f.Float64Var(&spawnRate, "spawn-rate", 0, "closed loop: users started per second (0: all at once)")
+	f.DurationVar(&runTime, "run-time", 30*time.Second, "closed loop: run time, warm-up included")
+	f.Float64Var(&rate, "rate", 0, "open loop: requests per second (switches to open loop)")
+	f.DurationVar(&duration, "duration", 30*time.Second, "open loop: measured duration after warm-up")
+	f.IntVar(&connections, "connections", 64, "open loop: concurrent connections (max in flight)")
+	f.DurationVar(&warmup, "warmup", 0, "time at the start that is not measured")
+	f.DurationVar(&timeout, "timeout", 10*time.Second, "per-request timeout")
+	f.StringVar(&reportDir, "report", "", "write results.json and PNG plots into this directory")
+	f.StringVar(&jsonPath, "json", "", "write results as JSON to this file")
+	f.Float64Var(&slo.MinRPS, "min-rps", 0, "SLO: minimum achieved req/s (0: not checked)")
+	f.Float64Var(&slo.P99Ms, "p99-ms", 5, "SLO: maximum p99 latency in ms (default: $PERFORMANCE_TARGET_P99_MS or 5)")
+	f.Float64Var(&slo.MaxErrorRate, "max-error-rate", 0.01, "SLO: maximum share of failed requests")
+	f.Float64Var(&slo.MinCompliance, "min-compliance", 0.95, "SLO: minimum constitutional compliance (0: not checked)")
+	f.Float64Var(&slo.WarnFraction, "warn-fraction", 0.8, "warn once this share of an SLO's budget is used")
+	f.Uint64Var(&seed, "seed", 1, "seed for scenario and key choice")
+	f.BoolVar(&allowRemote, "allow-remote", false, "allow a host that is not a loopback address")
+	f.BoolVarP(&quiet, "quiet", "q", false, "no live progress line")
+	return cmd
+}

@@ -1,0 +1,253 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/acgs-lite/acgs/internal/perfhistory"
+)
+
+func init() { register(newRegressCmd) }
+
+// regressThresholdDefault is REGRESSION_THRESHOLD_PERCENT, else 10.
+func regressThresholdDefault() float64 {
+	if v, err := strconv.ParseFloat(os.Getenv("REGRESSION_THRESHOLD_PERCENT"), 64); err == nil && v >= 0 {
+		return v
+	}
+	return perfhistory.DefaultThresholdPct
+}
+
+func regressReadInput(path string) ([]byte, error) {
+	if path == "" {
+		return nil, errors.New("--input is required (a Go benchmark format file, or - for stdin)")
+	}
+	if path == "-" {
+		return io.ReadAll(os.Stdin)
+	}
+	return os.ReadFile(path)
+}
+
+// regressWriteMarkdown renders to a buffer first so that a failed report
+// never leaves half a comment behind.
+func regressWriteMarkdown(path string, write func(io.Writer) error) error {
+	if path == "" {
+		return nil
+	}
+	var buf bytes.Buffer
+	if err := write(&buf); err != nil {
+		return err
+	}
+	return os.WriteFile(path, buf.Bytes(), 0o644)
+}
+
+func newRegressCmd() *cobra.Command {
+	var store string
+	cmd := &cobra.Command{
+		Use:   "regress",
+		Short: "Record benchmark results over time and detect regressions (Mann-Whitney U, as benchstat)",
+		Long: `regress keeps Go benchmark format results in a store, one file per record named
+<time>_<commit>.txt, in a directory or an S3-compatible bucket
+(--store s3://bucket/prefix; env AWS_REGION, S3_BUCKET, S3_ENDPOINT,
+S3_INSECURE, S3_CREATE_BUCKET, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+
+A metric regresses only when the Mann-Whitney U test says the change is
+significant (p < --alpha) and its median moved by more than --threshold
+percent (REGRESSION_THRESHOLD_PERCENT, default 10) in the worse direction:
+higher is worse for time, bytes, allocations and other costs; lower is worse
+for rates (any unit ending in /s).`,
+	}
+	cmd.PersistentFlags().StringVar(&store, "store", "", "directory or s3://bucket/prefix")
+	openStore := func(cmd *cobra.Command) (perfhistory.Store, error) {
+		if store == "" {
+			return nil, errors.New("--store is required")
+		}
+		return perfhistory.OpenStore(cmd.Context(), store)
+	}
+	cmd.AddCommand(newRegressRecordCmd(openStore), newRegressCompareCmd(openStore), newRegressTrendCmd(openStore))
+	return cmd
+}
+
+type regressStoreOpener func(*cobra.Command) (perfhistory.Store, error)
+
+func newRegressRecordCmd(open regressStoreOpener) *cobra.Command {
+	var input, commit, at string
+	cmd := &cobra.Command{
+		Use:   "record",
+		Short: "Store a benchmark result for a commit",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			data, err := regressReadInput(input)
+			if err != nil {
+				return err
+			}
+			t := time.Now()
+			if at != "" {
+				if t, err = time.Parse(time.RFC3339, at); err != nil {
+					return fmt.Errorf("--time: %w", err)
+				}
+			}
+			if commit == "" {
+				commit = os.Getenv("GITHUB_SHA")
+			}
+			rec, err := perfhistory.NewRecord(t, commit, data)
+			if err != nil {
+				return fmt.Errorf("%s: %w", input, err)
+			}
+			s, err := open(cmd)
+			if err != nil {
+				return err
+			}
+			if err := s.Put(cmd.Context(), rec); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "recorded %s\n", rec.Name)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&input, "input", "", "Go benchmark format file (- for stdin)")
+	cmd.Flags().StringVar(&commit, "commit", "", "commit of the result (default: $GITHUB_SHA, else unknown)")
+	cmd.Flags().StringVar(&at, "time", "", "time of the result, RFC 3339 (default: now)")
+	return cmd
+}
+
+func newRegressCompareCmd(open regressStoreOpener) *cobra.Command {
+	var (
+		input, baselineCommit, commit, markdown string
+		days                                    int
+		opts                                    perfhistory.CompareOptions
+		asJSON                                  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "compare",
+		Short: "Compare a benchmark result with a stored baseline; exit 1 on a regression",
+		Long: `compare judges --input against a baseline: the newest record of
+--baseline-commit, or the newest record at least --days old, or (default) the
+newest record. Records of --commit (the input's own commit) are skipped.
+With no baseline in the store it reports so and exits 0.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			data, err := regressReadInput(input)
+			if err != nil {
+				return err
+			}
+			cur, err := perfhistory.ParseBenchmarks(data)
+			if err != nil {
+				return fmt.Errorf("%s: %w", input, err)
+			}
+			if len(cur.Keys) == 0 {
+				return fmt.Errorf("%s: no benchmark results", input)
+			}
+			if !cmd.Flags().Changed("threshold") {
+				opts.ThresholdPct = regressThresholdDefault()
+			}
+			s, err := open(cmd)
+			if err != nil {
+				return err
+			}
+			metas, err := s.List(ctx)
+			if err != nil {
+				return err
+			}
+			if commit == "" {
+				commit = os.Getenv("GITHUB_SHA")
+			}
+			out := cmd.OutOrStdout()
+			base, err := perfhistory.SelectBaseline(metas, baselineCommit, days, time.Now(), commit)
+			if errors.Is(err, perfhistory.ErrNoBaseline) {
+				fmt.Fprintf(out, "%v: nothing to compare\n", err)
+				empty := &perfhistory.Comparison{Alpha: opts.Alpha, ThresholdPct: opts.ThresholdPct}
+				return regressWriteMarkdown(markdown, func(w io.Writer) error { return perfhistory.WriteCompareMarkdown(w, empty) })
+			}
+			if err != nil {
+				return err
+			}
+			old, err := perfhistory.LoadRecord(ctx, s, base)
+			if err != nil {
+				return err
+			}
+			c := perfhistory.Compare(old, cur, opts)
+			c.Baseline = &base
+			if asJSON {
+				err = perfWriteJSON(out, c)
+			} else {
+				err = perfhistory.WriteCompareTable(out, c)
+			}
+			if err != nil {
+				return err
+			}
+			if err := regressWriteMarkdown(markdown, func(w io.Writer) error { return perfhistory.WriteCompareMarkdown(w, c) }); err != nil {
+				return err
+			}
+			if regs := c.Regressions(); len(regs) > 0 {
+				return &ExitError{Code: 1, Err: fmt.Errorf("%d performance regression(s) against %s", len(regs), base.Name)}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&input, "input", "", "new Go benchmark format file (- for stdin)")
+	f.StringVar(&baselineCommit, "baseline-commit", "", "compare with the newest record of this commit (prefix)")
+	f.IntVar(&days, "days", 0, "compare with the newest record at least this many days old")
+	f.StringVar(&commit, "commit", "", "commit of the input, whose records are not used as baseline (default: $GITHUB_SHA)")
+	f.Float64Var(&opts.ThresholdPct, "threshold", perfhistory.DefaultThresholdPct, "minimum worsening of the median, in percent (default: $REGRESSION_THRESHOLD_PERCENT or 10)")
+	f.Float64Var(&opts.Alpha, "alpha", perfhistory.DefaultAlpha, "significance level of the Mann-Whitney U test")
+	f.StringVar(&markdown, "markdown", "", "write a Markdown report (for a pull-request comment) to this file")
+	f.BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newRegressTrendCmd(open regressStoreOpener) *cobra.Command {
+	var (
+		days      int
+		threshold float64
+		markdown  string
+		asJSON    bool
+	)
+	cmd := &cobra.Command{
+		Use:   "trend",
+		Short: "Summarise each benchmark over the last days: first, last, min, max, median, direction",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if days < 1 {
+				return errors.New("--days must be >= 1")
+			}
+			if !cmd.Flags().Changed("threshold") {
+				threshold = regressThresholdDefault()
+			}
+			s, err := open(cmd)
+			if err != nil {
+				return err
+			}
+			metas, sets, err := perfhistory.LoadSince(cmd.Context(), s, time.Now().Add(-time.Duration(days)*24*time.Hour))
+			if err != nil {
+				return err
+			}
+			ts := perfhistory.ComputeTrends(metas, sets, threshold)
+			out := cmd.OutOrStdout()
+			if asJSON {
+				err = perfWriteJSON(out, ts)
+			} else {
+				fmt.Fprintf(out, "%d record(s)\n", len(metas))
+				err = perfhistory.WriteTrendTable(out, ts, days)
+			}
+			if err != nil {
+				return err
+			}
+			return regressWriteMarkdown(markdown, func(w io.Writer) error { return perfhistory.WriteTrendMarkdown(w, ts, days) })
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&days, "days", 30, "period, in days back from now")
+	f.Float64Var(&threshold, "threshold", perfhistory.DefaultThresholdPct, "changes within this percent are flat (default: $REGRESSION_THRESHOLD_PERCENT or 10)")
+	f.StringVar(&markdown, "markdown", "", "write a Markdown report to this file")
+	f.BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}

@@ -1,0 +1,281 @@
+// Package config holds the service configuration: one typed struct with
+// defaults, loaded from environment variables and command-line flags (a flag
+// wins over its variable), and Validate() whose messages name the bad setting
+// and the values it accepts. It reads settings; it never starts anything.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// DefaultConstitutionalHash is the hash of the built-in constitution.
+const DefaultConstitutionalHash = "cdd01ef066bc6cf2"
+
+// Config is every setting of `acgs serve`.
+type Config struct {
+	Server   Server
+	Policy   Policy
+	Cache    Cache
+	Log      Log
+	Perf     Perf
+	AdminTok []string // ADMIN_TOKEN: comma-separated; every listed token is accepted (rotation window)
+}
+
+// Server is the HTTP listener and its limits.
+type Server struct {
+	Host              string
+	Port              int
+	MaxRequestBytes   int64
+	MaxDepth          int
+	MaxBatchItems     int
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+	ShutdownTimeout   time.Duration
+	MaxHeaderBytes    int
+}
+
+// Policy is where the constitution comes from and how it is evaluated.
+type Policy struct {
+	BundlePath         string // directory or .tar.gz; empty = the embedded bundle
+	ConfigFile         string // OPA-format configuration (services, bundles, keys) for remote bundles
+	ConstitutionalHash string
+	EvalTimeout        time.Duration
+	DefaultDecision    string   // path used by POST / (OPA's default decision)
+	PartialEval        bool     // PARTIAL_EVAL: use partial-evaluation plans
+	PartialEvalKeys    []string // specialisation fields, e.g. input.type
+	PlanCacheSize      int
+	CacheWarmFile      string
+}
+
+// Cache is the two-tier decision cache.
+type Cache struct {
+	Enabled             bool
+	L1Size              int
+	TTL                 time.Duration
+	RedisURL            string
+	SigningKey          string
+	PreviousSigningKeys []string
+	L2Timeout           time.Duration
+	BatchSize           int
+	BatchWindow         time.Duration
+	QueueSize           int
+	KeyPrefix           string
+}
+
+// Log is process logging and the decision audit log.
+type Log struct {
+	Level           string // debug|info|warn|error
+	Format          string // json|text
+	DecisionLog     string // off|stdout|file:/path
+	DecisionLogMask []string
+	DecisionLogSize int
+}
+
+// Perf holds the targets reported by /v1/metrics and health.
+type Perf struct {
+	TargetP50MS        float64
+	TargetP95MS        float64
+	TargetP99MS        float64
+	CacheHitRateTarget float64
+	WindowSpan         time.Duration
+}
+
+// Default returns the configuration used when nothing is set: port 8004, the
+// embedded bundle, L1 only.
+func Default() Config {
+	return Config{
+		Server: Server{
+			Port:              8004,
+			MaxRequestBytes:   1 << 20,
+			MaxDepth:          64,
+			MaxBatchItems:     1000,
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			ShutdownTimeout:   25 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+		},
+		Policy: Policy{
+			ConstitutionalHash: DefaultConstitutionalHash,
+			EvalTimeout:        100 * time.Millisecond,
+			DefaultDecision:    "acgs/main/decision",
+			PartialEval:        true,
+			PartialEvalKeys:    []string{"input.type", "input.action", "input.constitutional_hash"},
+			PlanCacheSize:      1024,
+		},
+		Cache: Cache{
+			Enabled:     true,
+			L1Size:      10000,
+			TTL:         300 * time.Second,
+			L2Timeout:   2 * time.Millisecond,
+			BatchSize:   10,
+			BatchWindow: 5 * time.Millisecond,
+			QueueSize:   10000,
+			KeyPrefix:   "acgs:",
+		},
+		Log: Log{
+			Level:           "info",
+			Format:          "json",
+			DecisionLog:     "off",
+			DecisionLogSize: 10000,
+		},
+		Perf: Perf{
+			TargetP50MS:        0.5,
+			TargetP95MS:        0.8,
+			TargetP99MS:        1,
+			CacheHitRateTarget: 0.95,
+			WindowSpan:         60 * time.Second,
+		},
+	}
+}
+
+var (
+	hashRE     = regexp.MustCompile(`^[0-9a-f]{16}$`)
+	inputKeyRE = regexp.MustCompile(`^input(\.[A-Za-z_][A-Za-z0-9_]*)+$`)
+	pathRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$`)
+)
+
+// Validate checks every setting and returns all problems at once, each naming
+// the setting (by its environment variable) and what it accepts.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{name}, args...)...))
+	}
+	s := c.Server
+	if s.Port < 1 || s.Port > 65535 {
+		bad("PORT", "%d is not a TCP port (accepted: 1-65535)", s.Port)
+	}
+	if s.MaxRequestBytes < 1024 || s.MaxRequestBytes > 1<<30 {
+		bad("MAX_REQUEST_BYTES", "%d is out of range (accepted: 1024 to 1073741824 bytes)", s.MaxRequestBytes)
+	}
+	if s.MaxDepth < 2 || s.MaxDepth > 1000 {
+		bad("MAX_REQUEST_DEPTH", "%d is out of range (accepted: 2-1000)", s.MaxDepth)
+	}
+	if s.MaxBatchItems < 1 || s.MaxBatchItems > 100000 {
+		bad("MAX_BATCH_ITEMS", "%d is out of range (accepted: 1-100000)", s.MaxBatchItems)
+	}
+	for name, d := range map[string]time.Duration{
+		"READ_HEADER_TIMEOUT": s.ReadHeaderTimeout, "READ_TIMEOUT": s.ReadTimeout,
+		"WRITE_TIMEOUT": s.WriteTimeout, "IDLE_TIMEOUT": s.IdleTimeout, "SHUTDOWN_TIMEOUT": s.ShutdownTimeout,
+	} {
+		if d <= 0 {
+			bad(name, "%s must be a positive duration such as 5s", d)
+		}
+	}
+	p := c.Policy
+	if !hashRE.MatchString(p.ConstitutionalHash) {
+		bad("CONSTITUTIONAL_HASH", "%q is not a constitutional hash (accepted: 16 lowercase hex digits, e.g. %s)", p.ConstitutionalHash, DefaultConstitutionalHash)
+	}
+	if p.EvalTimeout < time.Millisecond || p.EvalTimeout > time.Minute {
+		bad("EVAL_TIMEOUT", "%s is out of range (accepted: 1ms to 1m)", p.EvalTimeout)
+	}
+	if !pathRE.MatchString(p.DefaultDecision) {
+		bad("DEFAULT_DECISION", "%q is not a policy path (accepted: slash-separated identifiers such as acgs/main/decision)", p.DefaultDecision)
+	}
+	for _, k := range p.PartialEvalKeys {
+		if !inputKeyRE.MatchString(k) {
+			bad("PARTIAL_EVAL_KEYS", "%q is not an input field (accepted: comma-separated refs such as input.type,input.action)", k)
+		}
+	}
+	if p.PlanCacheSize < 1 {
+		bad("PLAN_CACHE_SIZE", "%d must be at least 1", p.PlanCacheSize)
+	}
+	if p.BundlePath != "" && p.ConfigFile != "" {
+		bad("POLICY_BUNDLE_PATH", "cannot be combined with CONFIG_FILE (remote bundles): choose one source")
+	}
+	cc := c.Cache
+	if cc.L1Size < 1 || cc.L1Size > 10_000_000 {
+		bad("L1_CACHE_SIZE", "%d is out of range (accepted: 1-10000000 entries)", cc.L1Size)
+	}
+	if cc.TTL < time.Second {
+		bad("DEFAULT_CACHE_TTL", "%s is too short (accepted: 1s or more)", cc.TTL)
+	}
+	if cc.RedisURL != "" {
+		for _, u := range strings.Split(cc.RedisURL, ",") {
+			pu, err := url.Parse(strings.TrimSpace(u))
+			if err != nil || (pu.Scheme != "redis" && pu.Scheme != "rediss" && pu.Scheme != "unix") || (pu.Host == "" && pu.Scheme != "unix") {
+				bad("REDIS_URL", "%q is not a Redis URL (accepted: redis://[:password@]host:port[/db], rediss:// for TLS, several comma-separated for a cluster)", redact(u))
+			}
+		}
+		if len(cc.SigningKey) < 32 {
+			bad("CACHE_SIGNING_KEY", "is required when REDIS_URL is set and must be at least 32 bytes (got %d); generate one with: openssl rand -hex 32", len(cc.SigningKey))
+		}
+		for i, k := range cc.PreviousSigningKeys {
+			if len(k) < 32 {
+				bad("CACHE_SIGNING_KEY_PREVIOUS", "key %d is shorter than 32 bytes", i+1)
+			}
+		}
+	}
+	if cc.L2Timeout < 100*time.Microsecond || cc.L2Timeout > 10*time.Second {
+		bad("L2_TIMEOUT", "%s is out of range (accepted: 100µs to 10s)", cc.L2Timeout)
+	}
+	if cc.BatchSize < 1 || cc.BatchSize > 10000 {
+		bad("BATCH_SIZE", "%d is out of range (accepted: 1-10000)", cc.BatchSize)
+	}
+	if cc.BatchWindow < 100*time.Microsecond || cc.BatchWindow > 10*time.Second {
+		bad("BATCH_WINDOW", "%s is out of range (accepted: 100µs to 10s)", cc.BatchWindow)
+	}
+	if cc.QueueSize < 1 {
+		bad("CACHE_WRITE_QUEUE_SIZE", "%d must be at least 1", cc.QueueSize)
+	}
+	l := c.Log
+	switch l.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("LOG_LEVEL", "%q is not a level (accepted: debug, info, warn, error)", l.Level)
+	}
+	switch l.Format {
+	case "json", "text":
+	default:
+		bad("LOG_FORMAT", "%q is not a format (accepted: json, text)", l.Format)
+	}
+	if l.DecisionLog != "off" && l.DecisionLog != "stdout" && (!strings.HasPrefix(l.DecisionLog, "file:") || len(l.DecisionLog) == len("file:")) {
+		bad("DECISION_LOG", "%q is not a sink (accepted: off, stdout, file:/path/to/file)", l.DecisionLog)
+	}
+	for _, m := range l.DecisionLogMask {
+		if !strings.HasPrefix(m, "/") {
+			bad("DECISION_LOG_MASK", "%q is not a JSON pointer (accepted: comma-separated pointers such as /context/agent/id)", m)
+		}
+	}
+	if l.DecisionLogSize < 1 {
+		bad("DECISION_LOG_QUEUE_SIZE", "%d must be at least 1", l.DecisionLogSize)
+	}
+	pf := c.Perf
+	for name, v := range map[string]float64{"PERFORMANCE_TARGET_P50_MS": pf.TargetP50MS, "PERFORMANCE_TARGET_P95_MS": pf.TargetP95MS, "PERFORMANCE_TARGET_P99_MS": pf.TargetP99MS} {
+		if v <= 0 {
+			bad(name, "%g must be a positive number of milliseconds", v)
+		}
+	}
+	if pf.CacheHitRateTarget < 0 || pf.CacheHitRateTarget > 1 {
+		bad("CACHE_HIT_RATE_TARGET", "%g is out of range (accepted: 0-1)", pf.CacheHitRateTarget)
+	}
+	if pf.WindowSpan < time.Second || pf.WindowSpan > time.Hour {
+		bad("METRICS_WINDOW", "%s is out of range (accepted: 1s to 1h)", pf.WindowSpan)
+	}
+	for i, t := range c.AdminTok {
+		if len(t) < 16 {
+			bad("ADMIN_TOKEN", "token %d is shorter than 16 characters", i+1)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Addr is the listen address.
+func (c *Config) Addr() string { return fmt.Sprintf("%s:%d", c.Server.Host, c.Server.Port) }
+
+func redact(u string) string {
+	pu, err := url.Parse(strings.TrimSpace(u))
+	if err != nil {
+		return "<unparseable>"
+	}
+	return pu.Redacted()
+}

@@ -1,0 +1,162 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// Loader binds every setting to a flag whose default comes from its
+// environment variable (or the built-in default), so that `acgs serve --help`
+// lists them all with the variable's name and a flag wins over the variable.
+type Loader struct {
+	cfg     *Config
+	envErrs []error
+	lookup  func(string) (string, bool)
+	adminTo string
+	mask    string
+	pekeys  string
+	prevKey string
+}
+
+// NewLoader registers the flags of cfg (pre-filled with Default()) on fs,
+// reading the environment through lookup (os.LookupEnv when nil).
+func NewLoader(fs *pflag.FlagSet, lookup func(string) (string, bool)) *Loader {
+	if lookup == nil {
+		lookup = os.LookupEnv
+	}
+	c := Default()
+	l := &Loader{cfg: &c, lookup: lookup}
+
+	l.str(fs, &c.Server.Host, "host", "HOST", "address to listen on (empty: all interfaces)")
+	l.int(fs, &c.Server.Port, "port", "PORT", "HTTP port")
+	l.int64(fs, &c.Server.MaxRequestBytes, "max-request-bytes", "MAX_REQUEST_BYTES", "largest accepted request body in bytes, after gzip decompression")
+	l.int(fs, &c.Server.MaxDepth, "max-request-depth", "MAX_REQUEST_DEPTH", "deepest accepted JSON nesting")
+	l.int(fs, &c.Server.MaxBatchItems, "max-batch-items", "MAX_BATCH_ITEMS", "most items in one batch request")
+	l.dur(fs, &c.Server.ReadHeaderTimeout, "read-header-timeout", "READ_HEADER_TIMEOUT", "time allowed to read request headers")
+	l.dur(fs, &c.Server.ReadTimeout, "read-timeout", "READ_TIMEOUT", "time allowed to read a whole request")
+	l.dur(fs, &c.Server.WriteTimeout, "write-timeout", "WRITE_TIMEOUT", "time allowed to write a response")
+	l.dur(fs, &c.Server.IdleTimeout, "idle-timeout", "IDLE_TIMEOUT", "keep-alive idle timeout")
+	l.dur(fs, &c.Server.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", "time allowed for in-flight requests on SIGTERM")
+
+	l.str(fs, &c.Policy.BundlePath, "bundle", "POLICY_BUNDLE_PATH", "policy bundle directory or .tar.gz (empty: the embedded constitution)")
+	l.str(fs, &c.Policy.ConfigFile, "config-file", "CONFIG_FILE", "OPA configuration file (services, bundles, keys) for remote bundles")
+	l.str(fs, &c.Policy.ConstitutionalHash, "constitutional-hash", "CONSTITUTIONAL_HASH", "constitutional hash that requests and bundles must carry")
+	l.dur(fs, &c.Policy.EvalTimeout, "eval-timeout", "EVAL_TIMEOUT", "deadline of one policy evaluation (fail closed beyond it)")
+	l.str(fs, &c.Policy.DefaultDecision, "default-decision", "DEFAULT_DECISION", "policy path answered by POST /")
+	l.bool(fs, &c.Policy.PartialEval, "partial-eval", "PARTIAL_EVAL", "answer through partial-evaluation plans where they are faster")
+	l.pekeys = strings.Join(c.Policy.PartialEvalKeys, ",")
+	l.str(fs, &l.pekeys, "partial-eval-keys", "PARTIAL_EVAL_KEYS", "input fields the plans are specialised on (comma-separated)")
+	l.int(fs, &c.Policy.PlanCacheSize, "plan-cache-size", "PLAN_CACHE_SIZE", "most partial-evaluation plans kept (LRU)")
+	l.str(fs, &c.Policy.CacheWarmFile, "cache-warm-file", "CACHE_WARM_FILE", "JSON file of warm-up requests (empty: the built-in scenarios)")
+
+	l.bool(fs, &c.Cache.Enabled, "cache", "CACHE_ENABLED", "use the decision cache")
+	l.int(fs, &c.Cache.L1Size, "l1-cache-size", "L1_CACHE_SIZE", "most decisions kept in process")
+	l.dur(fs, &c.Cache.TTL, "cache-ttl", "DEFAULT_CACHE_TTL", "lifetime of a cached decision (L1 and L2)")
+	l.str(fs, &c.Cache.RedisURL, "redis-url", "REDIS_URL", "Redis for the shared L2 cache: redis://, rediss://, or several comma-separated cluster nodes (empty: L1 only)")
+	l.str(fs, &c.Cache.SigningKey, "cache-signing-key", "CACHE_SIGNING_KEY", "HMAC key (≥ 32 bytes) signing L2 entries; required with REDIS_URL")
+	l.str(fs, &l.prevKey, "cache-signing-key-previous", "CACHE_SIGNING_KEY_PREVIOUS", "older signing keys still accepted while rotating (comma-separated)")
+	l.dur(fs, &c.Cache.L2Timeout, "l2-timeout", "L2_TIMEOUT", "deadline of one L2 read")
+	l.int(fs, &c.Cache.BatchSize, "batch-size", "BATCH_SIZE", "most entries per write-behind pipeline to Redis")
+	l.dur(fs, &c.Cache.BatchWindow, "batch-window", "BATCH_WINDOW", "longest wait before a partial write-behind batch is flushed")
+	l.int(fs, &c.Cache.QueueSize, "cache-write-queue-size", "CACHE_WRITE_QUEUE_SIZE", "bound of the write-behind queue (full: drop and count)")
+	l.str(fs, &c.Cache.KeyPrefix, "cache-key-prefix", "CACHE_KEY_PREFIX", "prefix of every Redis key")
+
+	l.str(fs, &c.Log.Level, "log-level", "LOG_LEVEL", "debug, info, warn or error")
+	l.str(fs, &c.Log.Format, "log-format", "LOG_FORMAT", "json or text")
+	l.str(fs, &c.Log.DecisionLog, "decision-log", "DECISION_LOG", "decision audit log: off, stdout or file:/path")
+	l.str(fs, &l.mask, "decision-log-mask", "DECISION_LOG_MASK", "input JSON pointers erased from the decision log (comma-separated)")
+	l.int(fs, &c.Log.DecisionLogSize, "decision-log-queue-size", "DECISION_LOG_QUEUE_SIZE", "bound of the decision log queue (full: drop and count)")
+
+	l.float(fs, &c.Perf.TargetP50MS, "target-p50-ms", "PERFORMANCE_TARGET_P50_MS", "p50 latency target reported by /v1/metrics")
+	l.float(fs, &c.Perf.TargetP95MS, "target-p95-ms", "PERFORMANCE_TARGET_P95_MS", "p95 latency target")
+	l.float(fs, &c.Perf.TargetP99MS, "target-p99-ms", "PERFORMANCE_TARGET_P99_MS", "p99 latency target")
+	l.float(fs, &c.Perf.CacheHitRateTarget, "target-cache-hit-rate", "CACHE_HIT_RATE_TARGET", "cache hit rate target (0-1)")
+	l.dur(fs, &c.Perf.WindowSpan, "metrics-window", "METRICS_WINDOW", "span of the rolling latency window")
+
+	l.str(fs, &l.adminTo, "admin-token", "ADMIN_TOKEN", "bearer token(s) for admin endpoints, comma-separated during rotation (empty: admin endpoints answer 404)")
+	return l
+}
+
+// Config returns the loaded configuration after flags were parsed, or the
+// environment errors (a variable that does not parse names itself).
+func (l *Loader) Config() (Config, error) {
+	if len(l.envErrs) > 0 {
+		return Config{}, errors.Join(l.envErrs...)
+	}
+	c := *l.cfg
+	c.Policy.PartialEvalKeys = splitList(l.pekeys)
+	c.Log.DecisionLogMask = splitList(l.mask)
+	c.Cache.PreviousSigningKeys = splitList(l.prevKey)
+	c.AdminTok = splitList(l.adminTo)
+	return c, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (l *Loader) env(name string, parse func(string) error, accepted string) {
+	v, ok := l.lookup(name)
+	if !ok {
+		return
+	}
+	if err := parse(strings.TrimSpace(v)); err != nil {
+		l.envErrs = append(l.envErrs, fmt.Errorf("%s: %q is not %s", name, v, accepted))
+	}
+}
+
+func usage(u, env string) string { return fmt.Sprintf("%s (env %s)", u, env) }
+
+func (l *Loader) str(fs *pflag.FlagSet, p *string, flag, env, u string) {
+	if v, ok := l.lookup(env); ok {
+		*p = v
+	}
+	fs.StringVar(p, flag, *p, usage(u, env))
+}
+
+func (l *Loader) int(fs *pflag.FlagSet, p *int, flag, env, u string) {
+	l.env(env, func(s string) error { n, err := strconv.Atoi(s); *p = n; return err }, "an integer")
+	fs.IntVar(p, flag, *p, usage(u, env))
+}
+
+func (l *Loader) int64(fs *pflag.FlagSet, p *int64, flag, env, u string) {
+	l.env(env, func(s string) error { n, err := strconv.ParseInt(s, 10, 64); *p = n; return err }, "an integer")
+	fs.Int64Var(p, flag, *p, usage(u, env))
+}
+
+func (l *Loader) float(fs *pflag.FlagSet, p *float64, flag, env, u string) {
+	l.env(env, func(s string) error { f, err := strconv.ParseFloat(s, 64); *p = f; return err }, "a number")
+	fs.Float64Var(p, flag, *p, usage(u, env))
+}
+
+func (l *Loader) bool(fs *pflag.FlagSet, p *bool, flag, env, u string) {
+	l.env(env, func(s string) error { b, err := strconv.ParseBool(s); *p = b; return err }, "a boolean (true or false)")
+	fs.BoolVar(p, flag, *p, usage(u, env))
+}
+
+// dur accepts Go durations ("5ms") and, like the original service, plain
+// numbers of seconds ("300").
+func (l *Loader) dur(fs *pflag.FlagSet, p *time.Duration, flag, env, u string) {
+	l.env(env, func(s string) error {
+		if f, err := strconv.ParseFloat(s, 64); err == nil {
+			*p = time.Duration(f * float64(time.Second))
+			return nil
+		}
+		d, err := time.ParseDuration(s)
+		*p = d
+		return err
+	}, "a duration (such as 5ms, 2s, or a number of seconds)")
+	fs.DurationVar(p, flag, *p, usage(u, env))
+}

@@ -1,0 +1,352 @@
+// Package engine embeds OPA: it activates a policy bundle into an immutable
+// snapshot (revision, compiler, store, prepared queries, partial-evaluation
+// plans) swapped atomically, and answers Decide through the decision cache,
+// single flight, the plan cache and full evaluation, failing closed. It knows
+// nothing of HTTP.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/topdown/builtins"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/acgs-lite/acgs/internal/apierror"
+	"github.com/acgs-lite/acgs/internal/cache"
+)
+
+// Cache is what the engine needs of the decision cache (*cache.Tiered).
+type Cache interface {
+	Get(ctx context.Context, k cache.Key) (cache.Value, cache.Tier, bool)
+	GetMany(ctx context.Context, keys []cache.Key, vals []cache.Value, tiers []cache.Tier, found []bool)
+	Set(k cache.Key, v cache.Value)
+	Purge()
+}
+
+var _ Cache = (*cache.Tiered)(nil)
+
+// Source says what produced a decision.
+type Source uint8
+
+// Sources of a decision, fastest first.
+const (
+	SourceFull Source = iota
+	SourceL1
+	SourceL2
+	SourcePlanConstant
+	SourcePlanResidual
+)
+
+// String is the metric label of the source.
+func (s Source) String() string {
+	switch s {
+	case SourceL1:
+		return "l1"
+	case SourceL2:
+		return "l2"
+	case SourcePlanConstant:
+		return "plan_constant"
+	case SourcePlanResidual:
+		return "plan_residual"
+	default:
+		return "full"
+	}
+}
+
+// CacheTier is the API's cache_tier: none, l1 or l2.
+func (s Source) CacheTier() string {
+	switch s {
+	case SourceL1:
+		return "l1"
+	case SourceL2:
+		return "l2"
+	default:
+		return "none"
+	}
+}
+
+// Partial reports whether a partial-evaluation plan decided.
+func (s Source) Partial() bool { return s == SourcePlanConstant || s == SourcePlanResidual }
+
+// Decision is the answer for one input.
+type Decision struct {
+	Result   any // decoded JSON value of the policy; nil when undefined; shared, never mutate
+	Defined  bool
+	Revision string
+	Source   Source
+	EvalNS   int64 // time in OPA evaluation; 0 when a cache or a constant plan answered
+}
+
+// Options configure an engine.
+type Options struct {
+	ConstitutionalHash string
+	EvalTimeout        time.Duration
+	Cache              Cache // nil: no decision cache
+	Logger             *slog.Logger
+	// OnReload is told the result of every activation attempt ("success" or "failure").
+	OnReload func(result string, revision string, err error)
+}
+
+// Engine answers policy decisions from the active snapshot.
+type Engine struct {
+	opts   Options
+	source BundleSource
+	cur    atomic.Pointer[snapshot]
+	sf     singleflight.Group
+	reload sync.Mutex
+	log    *slog.Logger
+
+	lastErr atomic.Pointer[reloadError]
+}
+
+type reloadError struct {
+	err error
+	at  time.Time
+}
+
+// New loads and activates the first bundle from src; it fails when that
+// bundle cannot be loaded, compiled or verified.
+func New(ctx context.Context, src BundleSource, opts Options) (*Engine, error) {
+	if opts.EvalTimeout <= 0 {
+		opts.EvalTimeout = 100 * time.Millisecond
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	e := &Engine{opts: opts, source: src, log: opts.Logger}
+	if src != nil {
+		if err := e.Reload(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// Reload loads the bundle from the engine's source and activates it. On any
+// failure the active snapshot stays in place.
+func (e *Engine) Reload(ctx context.Context) error {
+	if e.source == nil {
+		return errors.New("no bundle source configured")
+	}
+	b, err := e.source.Load(ctx)
+	if err != nil {
+		e.failed(err)
+		return err
+	}
+	return e.Activate(ctx, b, e.source.String())
+}
+
+// Activate compiles and verifies b and makes it the active policy. The old
+// snapshot keeps serving until the swap; the decision cache is purged after
+// it (keys are revision-scoped anyway, so no old entry can answer).
+func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle, source string) error {
+	e.reload.Lock()
+	defer e.reload.Unlock()
+	s, err := activate(ctx, b, e.opts.ConstitutionalHash, source)
+	if err == nil {
+		err = s.prepareDefaults(ctx)
+	}
+	if err != nil {
+		e.failed(err)
+		return err
+	}
+	old := e.cur.Swap(s)
+	if e.opts.Cache != nil {
+		e.opts.Cache.Purge()
+	}
+	e.lastErr.Store(nil)
+	oldRev := ""
+	if old != nil {
+		oldRev = old.revision
+	}
+	e.log.Info("policy bundle activated", "revision", s.revision, "previous_revision", oldRev, "source", source, "modules", len(s.modules))
+	if e.opts.OnReload != nil {
+		e.opts.OnReload("success", s.revision, nil)
+	}
+	return nil
+}
+
+func (e *Engine) failed(err error) {
+	e.lastErr.Store(&reloadError{err: err, at: time.Now()})
+	e.log.Error("policy bundle refused; the previous one stays active", "error", err)
+	if e.opts.OnReload != nil {
+		e.opts.OnReload("failure", "", err)
+	}
+}
+
+// prepareDefaults prepares the entry points of the constitution so the first
+// request does not pay for it.
+func (s *snapshot) prepareDefaults(ctx context.Context) error {
+	for _, p := range []string{"acgs/main/decision", "acgs/main/allow"} {
+		if _, err := s.query(ctx, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Info describes the active policy.
+type Info struct {
+	Revision           string
+	Scope              string
+	ConstitutionalHash string
+	Activated          time.Time
+	Source             string
+	Roots              []string
+	LastError          error
+	LastErrorAt        time.Time
+}
+
+// Info returns what is active; ok is false before the first activation.
+func (e *Engine) Info() (Info, bool) {
+	s := e.cur.Load()
+	var inf Info
+	if le := e.lastErr.Load(); le != nil {
+		inf.LastError, inf.LastErrorAt = le.err, le.at
+	}
+	if s == nil {
+		return inf, false
+	}
+	inf.Revision, inf.Scope, inf.ConstitutionalHash = s.revision, s.scope, s.hash
+	inf.Activated, inf.Source, inf.Roots = s.activated, s.source, s.roots
+	return inf, true
+}
+
+// Modules returns the active policy modules.
+func (e *Engine) Modules() []Module {
+	if s := e.cur.Load(); s != nil {
+		return s.modules
+	}
+	return nil
+}
+
+// Decide answers the policy at path (e.g. "acgs/main/decision") for input,
+// a decoded JSON value. Errors are *apierror.Error; on error there is no
+// decision and callers must deny.
+func (e *Engine) Decide(ctx context.Context, path string, input any) (Decision, error) {
+	s := e.cur.Load()
+	if s == nil {
+		return Decision{}, apierror.New(apierror.Unavailable, "no policy bundle is active")
+	}
+	c := e.opts.Cache
+	if c == nil {
+		return e.evaluate(ctx, s, path, input)
+	}
+	key, err := cache.NewKey(s.scope, path, input)
+	if err != nil {
+		// An input the key cannot encode is still a valid policy input; it is just not cached.
+		return e.evaluate(ctx, s, path, input)
+	}
+	if v, tier, ok := c.Get(ctx, key); ok {
+		src := SourceL1
+		if tier == cache.TierL2 {
+			src = SourceL2
+		}
+		return Decision{Result: v.Result, Defined: v.Defined, Revision: s.revision, Source: src}, nil
+	}
+	return e.decideMiss(ctx, s, key, path, input)
+}
+
+type flightResult struct {
+	d         Decision
+	cacheable bool
+}
+
+// decideMiss evaluates once per key however many requests miss at the same
+// time. The shared evaluation is detached from any one caller's cancellation
+// and bounded by EVAL_TIMEOUT instead.
+func (e *Engine) decideMiss(ctx context.Context, s *snapshot, key cache.Key, path string, input any) (Decision, error) {
+	var kb [16]byte
+	putKey(&kb, key)
+	ch := e.sf.DoChan(string(kb[:]), func() (any, error) {
+		d, cacheable, err := e.eval(context.WithoutCancel(ctx), s, path, input)
+		if err != nil {
+			return nil, err
+		}
+		if cacheable && e.cur.Load() == s {
+			e.opts.Cache.Set(key, cache.Value{Result: d.Result, Defined: d.Defined})
+		}
+		return flightResult{d: d, cacheable: cacheable}, nil
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return Decision{}, r.Err
+		}
+		return r.Val.(flightResult).d, nil
+	case <-ctx.Done():
+		return Decision{}, apierror.Wrap(apierror.EvaluationError, ctx.Err(), "request cancelled while waiting for evaluation: %v", ctx.Err())
+	}
+}
+
+func putKey(b *[16]byte, k cache.Key) {
+	for i := 0; i < 8; i++ {
+		b[i] = byte(k.Hi >> (8 * i))
+		b[8+i] = byte(k.Lo >> (8 * i))
+	}
+}
+
+// evaluate runs the policy without the cache.
+func (e *Engine) evaluate(ctx context.Context, s *snapshot, path string, input any) (Decision, error) {
+	d, _, err := e.eval(ctx, s, path, input)
+	return d, err
+}
+
+// eval is full evaluation with the deadline and fail-closed error mapping.
+// cacheable is false when a non-deterministic built-in ran.
+func (e *Engine) eval(ctx context.Context, s *snapshot, path string, input any) (Decision, bool, error) {
+	pq, err := s.query(ctx, path)
+	if err != nil {
+		return Decision{}, false, err
+	}
+	var opts [3]rego.EvalOption
+	n := 0
+	if input != nil {
+		v, err := ast.InterfaceToValue(input)
+		if err != nil {
+			return Decision{}, false, apierror.Wrap(apierror.InvalidParameter, err, "input is not a JSON value: %v", err)
+		}
+		opts[n] = rego.EvalParsedInput(v)
+		n++
+	}
+	ndb := builtins.NDBCache{}
+	opts[n] = rego.EvalNDBuiltinCache(ndb)
+	n++
+	ctx, cancel := context.WithTimeout(ctx, e.opts.EvalTimeout)
+	defer cancel()
+	start := time.Now()
+	rs, err := pq.Eval(ctx, opts[:n]...)
+	took := time.Since(start)
+	if err != nil {
+		return Decision{}, false, evalError(err, ctx, e.opts.EvalTimeout)
+	}
+	d := Decision{Revision: s.revision, Source: SourceFull, EvalNS: took.Nanoseconds()}
+	if len(rs) > 0 && len(rs[0].Expressions) > 0 {
+		d.Result, d.Defined = rs[0].Expressions[0].Value, true
+	}
+	return d, len(ndb) == 0, nil
+}
+
+func evalError(err error, ctx context.Context, timeout time.Duration) error {
+	if ctx.Err() != nil {
+		return apierror.Wrap(apierror.EvaluationError, err, "policy evaluation exceeded EVAL_TIMEOUT (%s)", timeout)
+	}
+	return apierror.Wrap(apierror.EvaluationError, err, "policy evaluation failed: %v", err)
+}
+
+// String describes the engine for logs.
+func (e *Engine) String() string {
+	if s := e.cur.Load(); s != nil {
+		return fmt.Sprintf("engine(revision=%s)", s.revision)
+	}
+	return "engine(inactive)"
+}

@@ -1,0 +1,293 @@
+package engine_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+
+	"github.com/acgs-lite/acgs/internal/apierror"
+	"github.com/acgs-lite/acgs/internal/cache"
+	"github.com/acgs-lite/acgs/internal/engine"
+	"github.com/acgs-lite/acgs/policies"
+)
+
+const hash = "cdd01ef066bc6cf2"
+
+// MustOpen activates the embedded constitution with the given cache.
+func mustOpen(tb testing.TB, c engine.Cache) *engine.Engine {
+	tb.Helper()
+	e, err := engine.New(context.Background(), engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.Options{
+		ConstitutionalHash: hash, EvalTimeout: time.Second, Cache: c,
+	})
+	if err != nil {
+		tb.Fatalf("activating the embedded constitution: %v", err)
+	}
+	return e
+}
+
+// loadRequest reads testdata/requests/<name>.json decoded as the server decodes.
+func loadRequest(tb testing.TB, name string) map[string]any {
+	tb.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "requests", name+".json"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v map[string]any
+	if err := dec.Decode(&v); err != nil {
+		tb.Fatal(err)
+	}
+	return v
+}
+
+func TestWorkedExamples(t *testing.T) {
+	e := mustOpen(t, nil)
+	for _, tc := range []struct {
+		name  string
+		allow bool
+		score string
+	}{
+		{"safe", true, "0.96"},
+		{"complex", true, ""},
+		{"dangerous", false, "0"},
+		{"low_trust", false, "0.96"},
+		{"data_access", true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := e.Decide(context.Background(), "acgs/main/decision", loadRequest(t, tc.name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			obj, ok := d.Result.(map[string]any)
+			if !ok || !d.Defined {
+				t.Fatalf("decision is not an object: %#v", d.Result)
+			}
+			if obj["allow"] != tc.allow {
+				t.Errorf("allow = %v, want %v (reasons %v)", obj["allow"], tc.allow, obj["reasons"])
+			}
+			if tc.score != "" && obj["compliance_score"].(json.Number).String() != tc.score {
+				t.Errorf("compliance_score = %v, want %s", obj["compliance_score"], tc.score)
+			}
+			if d.Source != engine.SourceFull || d.Revision != "constitution-1.0.0" {
+				t.Errorf("source %v revision %q", d.Source, d.Revision)
+			}
+		})
+	}
+}
+
+// bundleFS builds an in-memory bundle with a manifest carrying h.
+func bundleFS(h, rego string) fstest.MapFS {
+	return fstest.MapFS{
+		".manifest":     {Data: []byte(`{"revision":"t1","roots":["acgs","t"],"metadata":{"constitutional_hash":"` + h + `"}}`)},
+		"t/policy.rego": {Data: []byte(rego)},
+	}
+}
+
+func TestActivationRefusesWrongHashAndKeepsOldBundle(t *testing.T) {
+	e := mustOpen(t, nil)
+	for name, fsys := range map[string]fstest.MapFS{
+		"wrong hash":   bundleFS("ffffffffffffffff", "package t\nx := 1\n"),
+		"missing hash": {".manifest": {Data: []byte(`{"revision":"t1"}`)}, "t/p.rego": {Data: []byte("package t\nx := 1\n")}},
+		"bad rego":     bundleFS(hash, "package t\nx := \n"),
+		"conflict":     bundleFS(hash, "package t\nx := 1 if true\nx := 2 if true\ny := z\n"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			b, err := engine.FSSource{FS: fsys, Name: name}.Load(context.Background())
+			if err == nil {
+				err = e.Activate(context.Background(), b, name)
+			}
+			if err == nil {
+				t.Fatal("bundle was activated")
+			}
+			info, ok := e.Info()
+			if !ok || info.Revision != "constitution-1.0.0" || info.LastError == nil {
+				t.Fatalf("old bundle not kept: %+v", info)
+			}
+			d, err := e.Decide(context.Background(), "acgs/main/decision", loadRequest(t, "safe"))
+			if err != nil || d.Result.(map[string]any)["allow"] != true {
+				t.Fatalf("old bundle does not answer: %v %v", d, err)
+			}
+		})
+	}
+}
+
+func TestEvalTimeoutFailsClosed(t *testing.T) {
+	slow := "package t\nimport rego.v1\nslow := count([x | some x in numbers.range(1, 100000000); x % 7 == 0])\n"
+	b, err := engine.FSSource{FS: bundleFS(hash, slow), Name: "slow"}.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := engine.New(context.Background(), nil, engine.Options{ConstitutionalHash: hash, EvalTimeout: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The slow rule is not in the default entry points, so activation succeeds.
+	if err := e.Activate(context.Background(), b, "slow"); err != nil && !strings.Contains(err.Error(), "acgs") {
+		t.Fatal(err)
+	}
+	_, err = e.Decide(context.Background(), "t/slow", nil)
+	if apierror.CodeOf(err) != apierror.EvaluationError || !strings.Contains(err.Error(), "EVAL_TIMEOUT") {
+		t.Fatalf("want an evaluation_error naming EVAL_TIMEOUT, got %v", err)
+	}
+}
+
+func TestEvaluationErrorIsReturnedNotDecided(t *testing.T) {
+	conflict := "package t\nimport rego.v1\nx := 1 if input.a\nx := 2 if input.b\n"
+	b, err := engine.FSSource{FS: bundleFS(hash, conflict), Name: "conflict"}.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := engine.New(context.Background(), nil, engine.Options{ConstitutionalHash: hash})
+	if err := e.Activate(context.Background(), b, "conflict"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := e.Decide(context.Background(), "t/x", map[string]any{"a": true, "b": true})
+	if apierror.CodeOf(err) != apierror.EvaluationError || d.Defined {
+		t.Fatalf("want evaluation_error and no decision, got %+v %v", d, err)
+	}
+}
+
+func TestNonDeterministicDecisionsAreNotCached(t *testing.T) {
+	c, err := cache.New(context.Background(), cache.Config{L1Size: 100, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	src := "package t\nimport rego.v1\nnow := time.now_ns() if input.nd\nnow := 1 if not input.nd\n"
+	b, err := engine.FSSource{FS: bundleFS(hash, src), Name: "nd"}.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := engine.New(context.Background(), nil, engine.Options{ConstitutionalHash: hash, Cache: c})
+	if err := e.Activate(context.Background(), b, "nd"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		d, err := e.Decide(context.Background(), "t/now", map[string]any{"nd": true})
+		if err != nil || d.Source != engine.SourceFull {
+			t.Fatalf("non-deterministic decision %d came from %v (%v)", i, d.Source, err)
+		}
+	}
+	_, _ = e.Decide(context.Background(), "t/now", map[string]any{"nd": false})
+	d, _ := e.Decide(context.Background(), "t/now", map[string]any{"nd": false})
+	if d.Source != engine.SourceL1 {
+		t.Fatalf("deterministic decision not cached: %v", d.Source)
+	}
+}
+
+func TestCacheIsRevisionScoped(t *testing.T) {
+	c, err := cache.New(context.Background(), cache.Config{L1Size: 100, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	e := mustOpen(t, c)
+	in := loadRequest(t, "safe")
+	if _, err := e.Decide(context.Background(), "acgs/main/decision", in); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := e.Decide(context.Background(), "acgs/main/decision", in); d.Source != engine.SourceL1 {
+		t.Fatalf("second decision from %v, want l1", d.Source)
+	}
+	// A bundle with the same revision string but different content must not share entries.
+	fsys := fstest.MapFS{}
+	_ = copyFS(policies.FS, fsys)
+	fsys["acgs/extra.rego"] = &fstest.MapFile{Data: []byte("package acgs.extra\nx := 1\n")}
+	b, err := engine.FSSource{FS: fsys, Name: "changed"}.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Activate(context.Background(), b, "changed"); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := e.Decide(context.Background(), "acgs/main/decision", in); d.Source != engine.SourceFull {
+		t.Fatalf("after a new revision the decision came from %v", d.Source)
+	}
+}
+
+func copyFS(src interface {
+	ReadFile(string) ([]byte, error)
+	ReadDir(string) ([]os.DirEntry, error)
+}, dst fstest.MapFS) error {
+	var walk func(dir string) error
+	walk = func(dir string) error {
+		ents, err := src.ReadDir(dir)
+		if err != nil {
+			return err
+		}
+		for _, en := range ents {
+			p := en.Name()
+			if dir != "." {
+				p = dir + "/" + p
+			}
+			if en.IsDir() {
+				if err := walk(p); err != nil {
+					return err
+				}
+				continue
+			}
+			b, err := src.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			dst[p] = &fstest.MapFile{Data: b}
+		}
+		return nil
+	}
+	return walk(".")
+}
+
+// BenchmarkDecide compares full evaluation through engine.Decide (no cache)
+// with raw rego.PreparedEvalQuery.Eval on a pre-parsed input, same query,
+// same input, same run (performance.md: target ratio ≤ 1.1).
+func BenchmarkDecide(b *testing.B) {
+	for _, name := range []string{"safe", "complex", "dangerous"} {
+		in := loadRequest(b, name)
+		b.Run("engine/"+name, func(b *testing.B) {
+			e := mustOpen(b, nil)
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := e.Decide(ctx, "acgs/main/decision", in); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("raw/"+name, func(b *testing.B) {
+			bnd, err := engine.FSSource{FS: policies.FS, Name: "embedded"}.Load(context.Background())
+			if err != nil {
+				b.Fatal(err)
+			}
+			mods := make([]func(*rego.Rego), 0, len(bnd.Modules)+2)
+			for _, m := range bnd.Modules {
+				mods = append(mods, rego.ParsedModule(m.Parsed))
+			}
+			opts := append(mods, rego.Query("data.acgs.main.decision"), rego.Store(inmemStore(bnd.Data)))
+			pq, err := rego.New(opts...).PrepareForEval(context.Background())
+			if err != nil {
+				b.Fatal(err)
+			}
+			v, err := ast.InterfaceToValue(in)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := pq.Eval(ctx, rego.EvalParsedInput(v)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

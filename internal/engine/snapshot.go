@@ -1,0 +1,162 @@
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+
+	"github.com/acgs-lite/acgs/internal/apierror"
+)
+
+// maxPreparedPaths bounds the prepared queries kept per snapshot: paths come
+// from requests, so an unbounded map would let clients grow memory.
+const maxPreparedPaths = 256
+
+// Module is one policy file of the active bundle.
+type Module struct {
+	ID  string `json:"id"`
+	Raw string `json:"raw"`
+	AST *ast.Module
+}
+
+// snapshot is one activated bundle. It is never mutated after activation
+// except for its bounded, internally locked query and plan caches.
+type snapshot struct {
+	revision  string // the manifest's revision, shown to clients
+	scope     string // revision plus content digest: scopes cache keys, so two bundles never share entries
+	hash      string
+	compiler  *ast.Compiler
+	store     storage.Store
+	modules   []Module
+	roots     []string
+	activated time.Time
+	source    string
+
+	mu      sync.RWMutex
+	queries map[string]*rego.PreparedEvalQuery
+
+}
+
+// activate compiles b into a snapshot after checking its constitutional hash.
+func activate(ctx context.Context, b *bundle.Bundle, wantHash, source string) (*snapshot, error) {
+	got, _ := b.Manifest.Metadata["constitutional_hash"].(string)
+	if got == "" {
+		return nil, fmt.Errorf("bundle %s: manifest declares no metadata.constitutional_hash (expected %s)", source, wantHash)
+	}
+	if got != wantHash {
+		return nil, fmt.Errorf("bundle %s: constitutional hash %s does not match the configured %s", source, got, wantHash)
+	}
+	mods := make(map[string]*ast.Module, len(b.Modules))
+	modules := make([]Module, 0, len(b.Modules))
+	digest := sha256.New()
+	sorted := append([]bundle.ModuleFile(nil), b.Modules...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Path < sorted[j].Path })
+	for _, mf := range sorted {
+		id := strings.TrimPrefix(mf.Path, "/")
+		mods[id] = mf.Parsed
+		modules = append(modules, Module{ID: id, Raw: string(mf.Raw), AST: mf.Parsed})
+		fmt.Fprintf(digest, "%d:%s%d:", len(id), id, len(mf.Raw))
+		digest.Write(mf.Raw)
+	}
+	data := b.Data
+	if data == nil {
+		data = map[string]any{}
+	}
+	dataJSON, err := json.Marshal(data)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: data is not JSON: %w", source, err)
+	}
+	fmt.Fprintf(digest, "data%d:", len(dataJSON))
+	digest.Write(dataJSON)
+	manifestJSON, _ := json.Marshal(b.Manifest)
+	digest.Write(manifestJSON)
+
+	compiler := ast.NewCompiler().WithEnablePrintStatements(false)
+	compiler.Compile(mods)
+	if compiler.Failed() {
+		return nil, fmt.Errorf("bundle %s: compile: %w", source, compiler.Errors)
+	}
+	store := inmem.NewFromObjectWithOpts(data, inmem.OptRoundTripOnWrite(false))
+	var roots []string
+	if b.Manifest.Roots != nil {
+		roots = append(roots, *b.Manifest.Roots...)
+	}
+	rev := b.Manifest.Revision
+	sum := hex.EncodeToString(digest.Sum(nil))[:16]
+	if rev == "" {
+		rev = sum
+	}
+	s := &snapshot{
+		revision:  rev,
+		scope:     rev + "#" + sum,
+		hash:      got,
+		compiler:  compiler,
+		store:     store,
+		modules:   modules,
+		roots:     roots,
+		activated: time.Now(),
+		source:    source,
+		queries:   make(map[string]*rego.PreparedEvalQuery),
+	}
+	_ = ctx
+	return s, nil
+}
+
+// ParsePath turns an API path ("acgs/main/decision", "" for the whole
+// document) into a data reference, refusing empty segments.
+func ParsePath(path string) (ast.Ref, error) {
+	ref := ast.Ref{ast.DefaultRootDocument}
+	path = strings.Trim(path, "/")
+	if path == "" {
+		return ref, nil
+	}
+	for _, seg := range strings.Split(path, "/") {
+		if seg == "" {
+			return nil, apierror.New(apierror.InvalidParameter, "invalid path %q: empty segment", path)
+		}
+		ref = append(ref, ast.StringTerm(seg))
+	}
+	return ref, nil
+}
+
+// query returns the prepared query for a path, preparing it on first use.
+func (s *snapshot) query(ctx context.Context, path string) (*rego.PreparedEvalQuery, error) {
+	s.mu.RLock()
+	pq, ok := s.queries[path]
+	s.mu.RUnlock()
+	if ok {
+		return pq, nil
+	}
+	ref, err := ParsePath(path)
+	if err != nil {
+		return nil, err
+	}
+	prepared, err := rego.New(
+		rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
+		rego.Compiler(s.compiler),
+		rego.Store(s.store),
+	).PrepareForEval(ctx)
+	if err != nil {
+		return nil, apierror.Wrap(apierror.EvaluationError, err, "preparing query for %q: %v", path, err)
+	}
+	s.mu.Lock()
+	if existing, ok := s.queries[path]; ok {
+		prepared = *existing
+	} else if len(s.queries) < maxPreparedPaths {
+		s.queries[path] = &prepared
+	}
+	s.mu.Unlock()
+	return &prepared, nil
+}

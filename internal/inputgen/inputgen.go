@@ -1,0 +1,322 @@
+// Package inputgen generates random constitution inputs for differential
+// tests: every request type and action class, with fields missing, wrongly
+// typed and on their boundaries. It is deterministic for a seed, and its
+// values are what encoding/json with UseNumber produces (json.Number, not
+// float64), so they are exactly what the server hands the engine.
+package inputgen
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+)
+
+// Hash is the default constitutional hash.
+const Hash = "cdd01ef066bc6cf2"
+
+// Prohibited are the constitution's prohibited actions.
+var Prohibited = []string{
+	"system.execute_shell", "network.bypass_firewall", "auth.escalate_privileges", "file.delete_system",
+	"file.write_system", "network.raw_socket", "process.spawn_root", "process.spawn_child",
+	"memory.access_kernel", "system.modify_configuration", "crypto.break_encryption", "data.exfiltrate",
+}
+
+// NeedsExplanation are the actions that need an explanation of 50+ characters.
+var NeedsExplanation = []string{
+	"decision.make_automated", "data.process_personal", "policy.update_rules", "user.recommend_action", "system.modify_behavior",
+}
+
+// Ordinary are actions of every rate-limit category and of none.
+var Ordinary = []string{
+	"data.read_public", "data.read", "data.write", "network.http_get", "network.dns_lookup", "system.status",
+	"compute.analyze", "compute.train", "report.generate", "report.export", "file.read", "ui.render", "nodot", "", ".leading", "data.",
+}
+
+// Types are the request types, including unknown ones.
+var Types = []string{"constitutional_evaluation", "action_authorization", "evolution_approval", "data_access", "unknown_kind", ""}
+
+// Gen produces inputs.
+type Gen struct{ r *rand.Rand }
+
+// New returns a generator for a seed.
+func New(seed uint64) *Gen { return &Gen{r: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))} }
+
+func (g *Gen) chance(p float64) bool { return g.r.Float64() < p }
+
+func (g *Gen) pick(ss []string) string { return ss[g.r.IntN(len(ss))] }
+
+// num returns a JSON number as encoding/json.UseNumber would decode it.
+func num(f float64) json.Number { return json.Number(strconv.FormatFloat(f, 'f', -1, 64)) }
+
+// score draws a value in [0,1] with the boundaries over-represented.
+func (g *Gen) score() json.Number {
+	switch g.r.IntN(6) {
+	case 0:
+		return num(0)
+	case 1:
+		return num(1)
+	case 2:
+		return num([]float64{0.2, 0.3, 0.5, 0.8, 0.9, 0.95, 0.79, 0.81}[g.r.IntN(8)])
+	default:
+		return num(float64(g.r.IntN(1001)) / 1000)
+	}
+}
+
+// wrong returns a value of a random wrong-ish type.
+func (g *Gen) wrong() any {
+	switch g.r.IntN(7) {
+	case 0:
+		return "0.9"
+	case 1:
+		return "true"
+	case 2:
+		return nil
+	case 3:
+		return []any{num(1), "x"}
+	case 4:
+		return map[string]any{"v": num(1)}
+	case 5:
+		return true
+	default:
+		return num(-1)
+	}
+}
+
+// maybe returns v, a wrong-typed value, or omits the field (ok=false).
+func (g *Gen) maybe(v any) (any, bool) {
+	switch x := g.r.IntN(20); {
+	case x == 0:
+		return nil, false
+	case x == 1:
+		return g.wrong(), true
+	default:
+		return v, true
+	}
+}
+
+func (g *Gen) set(m map[string]any, k string, v any) {
+	if v, ok := g.maybe(v); ok {
+		m[k] = v
+	}
+}
+
+// Action draws an action from every class.
+func (g *Gen) Action() string {
+	switch g.r.IntN(4) {
+	case 0:
+		return g.pick(Prohibited)
+	case 1:
+		return g.pick(NeedsExplanation)
+	default:
+		return g.pick(Ordinary)
+	}
+}
+
+// Input returns one random ACGS request (the policy input).
+func (g *Gen) Input() map[string]any {
+	in := map[string]any{}
+	g.set(in, "type", g.pick(Types))
+	switch {
+	case g.chance(0.85):
+		in["constitutional_hash"] = Hash
+	case g.chance(0.5):
+		in["constitutional_hash"] = "0000000000000000"
+	default:
+		g.set(in, "constitutional_hash", Hash)
+	}
+	g.set(in, "action", g.Action())
+	if g.chance(0.9) {
+		g.set(in, "context", g.Context())
+	}
+	if g.chance(0.5) || in["type"] == "evolution_approval" {
+		g.set(in, "evolution_request", g.Evolution())
+	}
+	if g.chance(0.5) || in["type"] == "data_access" {
+		g.set(in, "data_request", g.DataRequest())
+	}
+	if g.chance(0.05) {
+		in["extra_field"] = g.wrong()
+	}
+	return in
+}
+
+// Context is the context of a constitutional evaluation.
+func (g *Gen) Context() map[string]any {
+	env := map[string]any{}
+	g.set(env, "sandbox_enabled", g.chance(0.8))
+	g.set(env, "audit_enabled", g.chance(0.8))
+	res := map[string]any{}
+	limits := map[string]float64{"cpu_cores": 2, "memory_gb": 4, "disk_gb": 10, "network_bandwidth_mbps": 10, "max_execution_time_seconds": 300, "max_file_operations_per_minute": 100, "max_network_requests_per_minute": 50}
+	for k, lim := range limits {
+		if g.chance(0.3) {
+			var v float64
+			switch g.r.IntN(4) {
+			case 0:
+				v = lim
+			case 1:
+				v = lim * 2
+			case 2:
+				v = 0
+			default:
+				v = float64(g.r.IntN(int(lim*3) + 1))
+			}
+			g.set(res, k, num(v))
+		}
+	}
+	agent := map[string]any{"id": fmt.Sprintf("agent-%d", g.r.IntN(50))}
+	g.set(agent, "trust_level", g.score())
+	g.set(agent, "requested_resources", res)
+	c := map[string]any{}
+	g.set(c, "agent", agent)
+	g.set(c, "environment", env)
+	if g.chance(0.8) {
+		g.set(c, "responsible_party", g.pick([]string{"ops_team", "", "load_test_user"}))
+	}
+	if g.chance(0.7) {
+		g.set(c, "explanation", g.pick([]string{"short", "Safe public data access for dashboard", "This explanation is deliberately longer than fifty characters in total."}))
+	}
+	for _, k := range []string{"user_consent", "overrides_user_preference", "affects_protected_groups"} {
+		if g.chance(0.3) {
+			g.set(c, k, g.chance(0.5))
+		}
+	}
+	for _, k := range []string{"benefit_assessment", "harm_risk_assessment", "fairness_assessment"} {
+		if g.chance(0.4) {
+			g.set(c, k, g.score())
+		}
+	}
+	if g.chance(0.4) {
+		g.set(c, "current_usage_count", num(float64([]int{0, 9, 10, 19, 20, 49, 50, 99, 100, 199, 200, 500}[g.r.IntN(12)])))
+	}
+	return c
+}
+
+// Evolution is an evolution_request.
+func (g *Gen) Evolution() map[string]any {
+	e := map[string]any{"id": fmt.Sprintf("evo-%d", g.r.IntN(50))}
+	g.set(e, "type", g.pick([]string{"minor_update", "patch", "configuration", "feature_addition", "major_update", "architecture_change", "other"}))
+	if g.chance(0.9) {
+		e["constitutional_hash"] = Hash
+	} else {
+		g.set(e, "constitutional_hash", "ffffffffffffffff")
+	}
+	ch := map[string]any{}
+	if g.chance(0.3) {
+		g.set(ch, "external_dependencies", []any{"lib"})
+	} else if g.chance(0.5) {
+		g.set(ch, "external_dependencies", []any{})
+	}
+	for _, k := range []string{"privilege_escalation", "network_changes", "experimental_features", "logging_disabled", "audit_disabled", "data_encryption_weakened", "security_changes"} {
+		if g.chance(0.25) {
+			g.set(ch, k, g.chance(0.5))
+		}
+	}
+	g.set(e, "changes", ch)
+	mit := map[string]any{}
+	for _, k := range []string{"sandbox_deployment", "gradual_rollout", "enhanced_monitoring"} {
+		if g.chance(0.4) {
+			g.set(mit, k, g.chance(0.6))
+		}
+	}
+	g.set(e, "mitigations", mit)
+	pa := map[string]any{}
+	for _, k := range []string{"complexity_delta", "memory_delta", "latency_delta", "resource_delta"} {
+		if g.chance(0.8) {
+			g.set(pa, k, num(float64(g.r.IntN(81)-20)/100))
+		}
+	}
+	g.set(e, "performance_analysis", pa)
+	if g.chance(0.8) {
+		rp := map[string]any{}
+		for _, k := range []string{"procedure", "verification", "timeline", "dependencies"} {
+			if g.chance(0.7) {
+				g.set(rp, k, g.pick([]string{"", "documented"}))
+			}
+		}
+		g.set(rp, "tested", g.chance(0.6))
+		g.set(rp, "automated", g.chance(0.6))
+		g.set(e, "rollback_plan", rp)
+	}
+	for _, k := range []string{"human_approved", "security_review_passed", "peer_reviewed"} {
+		if g.chance(0.5) {
+			g.set(e, k, g.chance(0.6))
+		}
+	}
+	return e
+}
+
+// DataRequest is a data_request.
+func (g *Gen) DataRequest() map[string]any {
+	cats := []string{"analytics", "personal_identifiable_information", "financial_information", "health_records", "biometric_data", "authentication_credentials", "cryptographic_keys", "trade_secrets", "legal_documents", "public"}
+	n := g.r.IntN(13)
+	fields := make([]any, 0, n)
+	names := []any{}
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("f%d", i)
+		f := map[string]any{"name": name}
+		g.set(f, "category", g.pick(cats))
+		g.set(f, "classification_level", num(float64(g.r.IntN(5))))
+		g.set(f, "purpose_relevance", g.score())
+		if g.chance(0.05) {
+			fields = append(fields, g.wrong())
+			continue
+		}
+		fields = append(fields, f)
+		if g.chance(0.8) {
+			names = append(names, name)
+		}
+	}
+	d := map[string]any{}
+	g.set(d, "data_fields", fields)
+	g.set(d, "requester_clearance_level", num(float64(g.r.IntN(5))))
+	g.set(d, "special_authorization", g.chance(0.5))
+	purposes := []string{"service_improvement", "security_monitoring", "marketing"}
+	if g.chance(0.85) {
+		g.set(d, "purpose", g.pick(purposes))
+	}
+	g.set(d, "allowed_purposes", []any{"service_improvement", "security_monitoring"})
+	g.set(d, "justified_fields", names)
+	subjects := []any{}
+	records := []any{}
+	for i := 0; i < g.r.IntN(4); i++ {
+		id := fmt.Sprintf("user-%d", i)
+		subjects = append(subjects, id)
+		if g.chance(0.8) {
+			rec := map[string]any{"subject_id": id}
+			g.set(rec, "status", g.pick([]string{"granted", "granted", "revoked"}))
+			g.set(rec, "allowed_purposes", []any{g.pick(purposes)})
+			g.set(rec, "expiry_time", num(float64([]int{1764201599, 1764201600, 1764201601, 4102444800}[g.r.IntN(4)])))
+			records = append(records, rec)
+		}
+	}
+	g.set(d, "data_subjects", subjects)
+	g.set(d, "consent_records", records)
+	if g.chance(0.9) {
+		g.set(d, "timestamp", num(1764201600))
+	}
+	if g.chance(0.7) {
+		rp := map[string]any{}
+		for _, c := range cats[1:5] {
+			if g.chance(0.5) {
+				g.set(rp, c, num(float64([]int{86400, 2592000, 2592001, 31536000, 315360000, 400000000}[g.r.IntN(6)])))
+			}
+		}
+		g.set(d, "retention_policy", rp)
+	}
+	if g.chance(0.7) {
+		g.set(d, "encryption_config", map[string]any{"encrypted_fields": names})
+	}
+	g.set(d, "record_count", num(float64([]int{10, 1000, 1001, 50000}[g.r.IntN(4)])))
+	g.set(d, "automated_request", g.chance(0.3))
+	return d
+}
+
+// Inputs returns n inputs.
+func (g *Gen) Inputs(n int) []map[string]any {
+	out := make([]map[string]any, n)
+	for i := range out {
+		out[i] = g.Input()
+	}
+	return out
+}

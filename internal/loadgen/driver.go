@@ -1,0 +1,529 @@
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// MinAchievedRatio is the share of the target rate an open-loop run must
+// achieve to be valid. Below it the generator (or the server) could not keep
+// the schedule and the latencies describe a different load than the one asked
+// for, so they are not reported as the answer.
+const MinAchievedRatio = 0.95
+
+// Target is where and how requests are sent.
+type Target struct {
+	BaseURL string       // e.g. http://127.0.0.1:8004
+	Client  *http.Client // nil: NewHTTPClient sized to the run's concurrency
+}
+
+// Progress is a live snapshot handed to Options.OnProgress.
+type Progress struct {
+	Elapsed   time.Duration
+	Total     time.Duration // planned run length including warm-up; 0 if bounded by count
+	Completed int64
+	Failed    int64
+	LastP99Ms float64 // p99 of the last complete second
+}
+
+// Options are shared by both drivers.
+type Options struct {
+	Target   Target
+	Workload *Workload
+	// Scenario restricts the run to one scenario (by name); empty means the
+	// weighted mix.
+	Scenario string
+	// Seed makes scenario and key choice reproducible.
+	Seed uint64
+	// KeySuffix is appended to every varied value (see Scenario.AppendBody).
+	KeySuffix string
+	// OnProgress, if set, is called about every ProgressEvery (default
+	// 250ms) from a separate goroutine.
+	OnProgress    func(Progress)
+	ProgressEvery time.Duration
+}
+
+// ClosedLoop drives Users concurrent users, each sending a request, waiting
+// for the answer and sending the next (Locust's model). Throughput is what the
+// server gives back; latency is service time.
+type ClosedLoop struct {
+	Users     int
+	SpawnRate float64       // users started per second; <= 0 starts all at once
+	Duration  time.Duration // total run time including warm-up; 0 with MaxRequests
+	Warmup    time.Duration // requests started before this are not recorded
+	// MaxRequests stops the run after this many requests (0: unbounded).
+	MaxRequests int64
+}
+
+// OpenLoop sends at a constant Rate whatever the server does (wrk2's model).
+// Each request has a scheduled send time; latency is measured from it, so a
+// server stall shows as latency of every request that should have been sent
+// during the stall instead of as a pause in sending (coordinated omission).
+type OpenLoop struct {
+	Rate        float64       // requests per second
+	Duration    time.Duration // measured time, after Warmup
+	Warmup      time.Duration // sent at Rate but not recorded
+	Connections int           // concurrent senders (max in flight); default 64
+	// MaxLag abandons the run when sending falls this far behind schedule
+	// (default 10s): the run is then reported invalid rather than left to
+	// hammer a dead server with a backlog.
+	MaxLag time.Duration
+}
+
+// ScenarioStats are the results of one scenario (or of all, as Total).
+type ScenarioStats struct {
+	Name        string         `json:"name"`
+	ExpectAllow *bool          `json:"expect_allow,omitempty"`
+	Requests    int64          `json:"requests"`
+	Failures    int64          `json:"failures"`
+	Allowed     int64          `json:"allowed"`
+	Denied      int64          `json:"denied"`
+	ErrorRate   float64        `json:"error_rate"`
+	RPS         float64        `json:"rps"`
+	Latency     LatencySummary `json:"latency"`
+}
+
+// Result is the outcome of a load run.
+type Result struct {
+	Workload      string        `json:"workload"`
+	Mode          string        `json:"mode"` // "closed" or "open"
+	URL           string        `json:"url"`
+	StartedAt     time.Time     `json:"started_at"`
+	WarmupSec     float64       `json:"warmup_seconds"`
+	DurationSec   float64       `json:"duration_seconds"` // measured window
+	Users         int           `json:"users,omitempty"`
+	Connections   int           `json:"connections,omitempty"`
+	TargetRate    float64       `json:"target_rate,omitempty"`
+	AchievedRate  float64       `json:"achieved_rate"`
+	Unsent        int64         `json:"unsent,omitempty"`
+	Valid         bool          `json:"valid"`
+	InvalidReason string        `json:"invalid_reason,omitempty"`
+	FirstError    string        `json:"first_error,omitempty"`
+	Total         ScenarioStats `json:"total"`
+	// ServiceLatency (open loop only) is measured from the actual send time,
+	// the figure a tool with coordinated omission would report.
+	ServiceLatency *LatencySummary   `json:"service_latency,omitempty"`
+	Scenarios      []ScenarioStats   `json:"scenarios"`
+	Compliance     *float64          `json:"constitutional_compliance,omitempty"`
+	Timeline       []TimelinePoint   `json:"timeline,omitempty"`
+	Distribution   []PercentilePoint `json:"distribution,omitempty"`
+
+	// Hist is the merged latency histogram of all measured requests (ns).
+	Hist *hdrhistogram.Histogram `json:"-"`
+}
+
+// run is the state shared by the workers of one run.
+type run struct {
+	opts      Options
+	scenarios []int // indices the run may pick from
+	recs      []*recorder
+	tl        *timeline
+	completed atomic.Int64
+	failed    atomic.Int64
+	firstErr  atomic.Pointer[string]
+}
+
+func (o *Options) prepare(concurrency int) (*run, error) {
+	if o.Workload == nil {
+		return nil, errors.New("loadgen: no workload")
+	}
+	if o.Target.BaseURL == "" {
+		return nil, errors.New("loadgen: no target URL")
+	}
+	if o.Target.Client == nil {
+		o.Target.Client = NewHTTPClient(concurrency, 10*time.Second)
+	}
+	r := &run{opts: *o}
+	if o.Scenario != "" {
+		found := false
+		for i, s := range o.Workload.Scenarios {
+			if s.Name == o.Scenario {
+				r.scenarios = []int{i}
+				found = true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("loadgen: workload %q has no scenario %q", o.Workload.Name, o.Scenario)
+		}
+	}
+	return r, nil
+}
+
+func (r *run) pick(rng *rand.Rand) int {
+	if len(r.scenarios) == 1 {
+		return r.scenarios[0]
+	}
+	return r.opts.Workload.Pick(rng)
+}
+
+func (r *run) newWorker(id int) (*recorder, *requester, *rand.Rand) {
+	rec := newRecorder(len(r.opts.Workload.Scenarios))
+	r.recs[id] = rec
+	rq := newRequester(r.opts.Target.Client, r.opts.Target.BaseURL, r.opts.Workload)
+	rng := rand.New(rand.NewPCG(r.opts.Seed, uint64(id)+1))
+	return rec, rq, rng
+}
+
+func (r *run) send(ctx context.Context, rq *requester, rng *rand.Rand) (int, Outcome) {
+	si := r.pick(rng)
+	s := &r.opts.Workload.Scenarios[si]
+	o, err := rq.do(ctx, s, rng.Int64N(s.KeySpace()), r.opts.KeySuffix)
+	if err != nil {
+		msg := fmt.Sprintf("%s: %v", s.Name, err)
+		r.firstErr.CompareAndSwap(nil, &msg)
+	}
+	return si, o
+}
+
+func (r *run) progressLoop(ctx context.Context, start time.Time, total time.Duration) func() {
+	if r.opts.OnProgress == nil {
+		return func() {}
+	}
+	every := r.opts.ProgressEvery
+	if every <= 0 {
+		every = 250 * time.Millisecond
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				r.opts.OnProgress(Progress{
+					Elapsed: time.Since(start), Total: total,
+					Completed: r.completed.Load(), Failed: r.failed.Load(),
+					LastP99Ms: r.tl.lastP99(),
+				})
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+// RunClosed runs a closed-loop test.
+func RunClosed(ctx context.Context, cfg ClosedLoop, opts Options) (*Result, error) {
+	if cfg.Users < 1 {
+		return nil, errors.New("loadgen: users must be >= 1")
+	}
+	if cfg.Duration <= 0 && cfg.MaxRequests <= 0 {
+		return nil, errors.New("loadgen: closed loop needs a run time or a request count")
+	}
+	if cfg.Duration > 0 && cfg.Warmup >= cfg.Duration {
+		return nil, errors.New("loadgen: warm-up must be shorter than the run time")
+	}
+	r, err := opts.prepare(cfg.Users)
+	if err != nil {
+		return nil, err
+	}
+	r.recs = make([]*recorder, cfg.Users)
+	start := time.Now()
+	measureFrom := start.Add(cfg.Warmup)
+	r.tl = newTimeline(measureFrom)
+	var end time.Time
+	if cfg.Duration > 0 {
+		end = start.Add(cfg.Duration)
+	}
+	var issued atomic.Int64
+	var lastDone atomic.Int64 // unix nanos of the last measured completion
+	stopProgress := r.progressLoop(ctx, start, cfg.Duration)
+
+	var wg sync.WaitGroup
+	for u := 0; u < cfg.Users; u++ {
+		rec, rq, rng := r.newWorker(u)
+		var delay time.Duration
+		if cfg.SpawnRate > 0 {
+			delay = time.Duration(float64(u) / cfg.SpawnRate * float64(time.Second))
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if delay > 0 && !sleepUntil(ctx, start.Add(delay)) {
+				return
+			}
+			for ctx.Err() == nil {
+				if cfg.MaxRequests > 0 && issued.Add(1) > cfg.MaxRequests {
+					return
+				}
+				t0 := time.Now()
+				if !end.IsZero() && !t0.Before(end) {
+					return
+				}
+				si, o := r.send(ctx, rq, rng)
+				t1 := time.Now()
+				if ctx.Err() != nil {
+					return // an interrupted request is not a measurement
+				}
+				r.completed.Add(1)
+				if o == OutcomeFailure {
+					r.failed.Add(1)
+				}
+				if t0.Before(measureFrom) {
+					continue
+				}
+				rec.record(si, t1.Sub(t0), o)
+				r.tl.record(t1, t1.Sub(t0), o == OutcomeFailure)
+				storeMax(&lastDone, t1.UnixNano())
+			}
+		}()
+	}
+	wg.Wait()
+	stopProgress()
+	finish := time.Unix(0, lastDone.Load())
+	if lastDone.Load() == 0 {
+		finish = time.Now()
+	}
+	res := r.result(opts, "closed", start, measureFrom, finish)
+	res.Users = cfg.Users
+	res.Valid = true
+	if ctx.Err() != nil {
+		res.Valid, res.InvalidReason = false, "interrupted"
+	}
+	return res, nil
+}
+
+// RunOpen runs an open-loop constant-rate test.
+func RunOpen(ctx context.Context, cfg OpenLoop, opts Options) (*Result, error) {
+	if !(cfg.Rate > 0) {
+		return nil, errors.New("loadgen: rate must be > 0")
+	}
+	if cfg.Duration <= 0 {
+		return nil, errors.New("loadgen: duration must be > 0")
+	}
+	if cfg.Connections <= 0 {
+		cfg.Connections = 64
+	}
+	if cfg.MaxLag <= 0 {
+		cfg.MaxLag = 10 * time.Second
+	}
+	r, err := opts.prepare(cfg.Connections)
+	if err != nil {
+		return nil, err
+	}
+	r.recs = make([]*recorder, cfg.Connections)
+	interval := float64(time.Second) / cfg.Rate
+	warmN := int64(cfg.Warmup.Seconds() * cfg.Rate)
+	totalN := warmN + int64(cfg.Duration.Seconds()*cfg.Rate)
+	if totalN == warmN {
+		totalN++ // at least one measured request
+	}
+	// Start slightly in the future so that all senders are parked on their
+	// first slot before the schedule begins.
+	start := time.Now().Add(5 * time.Millisecond)
+	measureFrom := start.Add(time.Duration(float64(warmN) * interval))
+	r.tl = newTimeline(measureFrom)
+	var next, sent atomic.Int64
+	var abandoned atomic.Bool
+	var lastDone atomic.Int64
+	stopProgress := r.progressLoop(ctx, start, cfg.Warmup+cfg.Duration)
+
+	var wg sync.WaitGroup
+	for c := 0; c < cfg.Connections; c++ {
+		rec, rq, rng := r.newWorker(c)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil && !abandoned.Load() {
+				i := next.Add(1) - 1
+				if i >= totalN {
+					return
+				}
+				sched := start.Add(time.Duration(float64(i) * interval))
+				if lag := time.Since(sched); lag > cfg.MaxLag {
+					abandoned.Store(true)
+					return
+				}
+				if !sleepUntil(ctx, sched) {
+					return
+				}
+				sent.Add(1)
+				t0 := time.Now()
+				si, o := r.send(ctx, rq, rng)
+				t1 := time.Now()
+				if ctx.Err() != nil {
+					return
+				}
+				r.completed.Add(1)
+				if o == OutcomeFailure {
+					r.failed.Add(1)
+				}
+				if i < warmN {
+					continue
+				}
+				lat := t1.Sub(sched) // from the scheduled time, not the actual send
+				rec.record(si, lat, o)
+				recordLatency(rec.svc, t1.Sub(t0))
+				r.tl.record(t1, lat, o == OutcomeFailure)
+				storeMax(&lastDone, t1.UnixNano())
+			}
+		}()
+	}
+	wg.Wait()
+	stopProgress()
+	finish := time.Unix(0, lastDone.Load())
+	if lastDone.Load() == 0 {
+		finish = time.Now()
+	}
+	// The measured window is at least the planned duration: finishing early
+	// is impossible on schedule, and a short window would inflate the rate.
+	if min := measureFrom.Add(cfg.Duration); finish.Before(min) {
+		finish = min
+	}
+	res := r.result(opts, "open", start, measureFrom, finish)
+	res.Connections = cfg.Connections
+	res.TargetRate = cfg.Rate
+	svc := NewHistogram()
+	for _, rec := range r.recs {
+		if rec != nil {
+			svc.Merge(rec.svc)
+		}
+	}
+	sl := Summarize(svc)
+	res.ServiceLatency = &sl
+	res.Unsent = totalN - sent.Load()
+	res.Valid = true
+	switch {
+	case ctx.Err() != nil:
+		res.Valid, res.InvalidReason = false, "interrupted"
+	case abandoned.Load():
+		res.Valid, res.InvalidReason = false, fmt.Sprintf("fell more than %s behind schedule; %d requests never sent", cfg.MaxLag, res.Unsent)
+	case res.AchievedRate < MinAchievedRatio*cfg.Rate:
+		res.Valid, res.InvalidReason = false, fmt.Sprintf("achieved %.1f req/s, below %.0f%% of the target %.1f req/s", res.AchievedRate, MinAchievedRatio*100, cfg.Rate)
+	}
+	return res, nil
+}
+
+func (r *run) result(opts Options, mode string, start, measureFrom, finish time.Time) *Result {
+	w := opts.Workload
+	total := newRecorder(len(w.Scenarios))
+	for _, rec := range r.recs {
+		if rec != nil {
+			total.merge(rec)
+		}
+	}
+	window := finish.Sub(measureFrom).Seconds()
+	if window <= 0 {
+		window = 1e-9
+	}
+	res := &Result{
+		Workload:    w.Name,
+		Mode:        mode,
+		URL:         opts.Target.BaseURL,
+		StartedAt:   start.UTC(),
+		WarmupSec:   measureFrom.Sub(start).Seconds(),
+		DurationSec: window,
+		Hist:        NewHistogram(),
+		Timeline:    r.tl.points(),
+	}
+	if p := r.firstErr.Load(); p != nil {
+		res.FirstError = *p
+	}
+	all := ScenarioStats{Name: "total"}
+	var expAllowN, expAllowOK, expDenyN, expDenyOK int64
+	for i, c := range total.scen {
+		s := w.Scenarios[i]
+		if len(r.scenarios) == 1 && r.scenarios[0] != i {
+			continue
+		}
+		st := ScenarioStats{
+			Name: s.Name, Requests: c.requests, Failures: c.failures,
+			Allowed: c.allowed, Denied: c.denied,
+			RPS: float64(c.requests) / window, Latency: Summarize(c.hist),
+		}
+		if c.requests > 0 {
+			st.ErrorRate = float64(c.failures) / float64(c.requests)
+		}
+		if s.Expect != nil && s.Expect.Allow != nil {
+			v := *s.Expect.Allow
+			st.ExpectAllow = &v
+			if v {
+				expAllowN += c.allowed + c.denied
+				expAllowOK += c.allowed
+			} else {
+				expDenyN += c.allowed + c.denied
+				expDenyOK += c.denied
+			}
+		}
+		res.Scenarios = append(res.Scenarios, st)
+		res.Hist.Merge(c.hist)
+		all.Requests += c.requests
+		all.Failures += c.failures
+		all.Allowed += c.allowed
+		all.Denied += c.denied
+	}
+	all.RPS = float64(all.Requests) / window
+	if all.Requests > 0 {
+		all.ErrorRate = float64(all.Failures) / float64(all.Requests)
+	}
+	all.Latency = Summarize(res.Hist)
+	res.Total = all
+	res.AchievedRate = all.RPS
+	res.Compliance = Compliance(expAllowOK, expAllowN, expDenyOK, expDenyN)
+	res.Distribution = PercentileCurve(res.Hist)
+	return res
+}
+
+// Compliance is the constitutional compliance of a run: the mean of the share
+// of expect-allow decisions that were allows and the share of expect-deny
+// decisions that were denies, so that a mix with 10% dangerous requests cannot
+// hide a policy that allows all of them. A class with no decisions is left
+// out; nil means neither class had any. Failed requests are not decisions:
+// they count against the error-rate objective instead.
+func Compliance(allowOK, allowN, denyOK, denyN int64) *float64 {
+	var parts []float64
+	if allowN > 0 {
+		parts = append(parts, float64(allowOK)/float64(allowN))
+	}
+	if denyN > 0 {
+		parts = append(parts, float64(denyOK)/float64(denyN))
+	}
+	if len(parts) == 0 {
+		return nil
+	}
+	sum := 0.0
+	for _, p := range parts {
+		sum += p
+	}
+	v := sum / float64(len(parts))
+	return &v
+}
+
+func storeMax(a *atomic.Int64, v int64) {
+	for {
+		cur := a.Load()
+		if v <= cur || a.CompareAndSwap(cur, v) {
+			return
+		}
+	}
+}
+
+// sleepUntil waits for t or for ctx; it reports false if ctx ended first.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	}
+}

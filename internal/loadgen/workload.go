@@ -1,0 +1,321 @@
+// Package loadgen is the performance validation toolkit's measuring side: the
+// workload model, the closed-loop (users) and open-loop (constant rate) HTTP
+// drivers, HDR latency statistics, plots and SLO evaluation.
+//
+// It talks to the service only over HTTP and must not import the service's
+// packages: what it measures has to be what a client sees, and it has to work
+// against any build (or a stock OPA) listening on an address.
+package loadgen
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// defaultWorkloadJSON is a byte-for-byte copy of the spec's acgs-mixed.json so
+// that `acgs bench` works without a checkout of the spec; a test keeps the two
+// identical when the spec is present.
+//
+//go:embed workloads/acgs-mixed.json
+var defaultWorkloadJSON []byte
+
+// DefaultWorkloadJSON returns the embedded acgs-mixed workload file.
+func DefaultWorkloadJSON() []byte { return slices.Clone(defaultWorkloadJSON) }
+
+// DefaultWorkload parses the embedded acgs-mixed workload.
+func DefaultWorkload() (*Workload, error) { return ParseWorkload(defaultWorkloadJSON) }
+
+// Workload is a weighted mix of request scenarios, in the format of
+// shared/spec/workloads/acgs-mixed.json.
+type Workload struct {
+	Name        string     `json:"name"`
+	Description string     `json:"description,omitempty"`
+	Method      string     `json:"method,omitempty"`
+	Path        string     `json:"path"`
+	Scenarios   []Scenario `json:"scenarios"`
+
+	cumulative []float64 // running sum of weights, for Pick
+}
+
+// Scenario is one kind of request with its share of the mix, the decision the
+// constitution is expected to give, and the fields varied per request so that
+// caches see a bounded key space instead of one hot key.
+type Scenario struct {
+	Name    string              `json:"name"`
+	Weight  float64             `json:"weight"`
+	Expect  *Expect             `json:"expect,omitempty"`
+	Vary    map[string]VarySpec `json:"vary,omitempty"`
+	Request json.RawMessage     `json:"request"`
+
+	tmpl bodyTemplate
+}
+
+// Expect is the decision a scenario should get; a nil Allow means "not judged"
+// (such requests do not count towards constitutional compliance).
+type Expect struct {
+	Allow *bool `json:"allow"`
+}
+
+// VarySpec replaces the string at a dotted path of the request with
+// fmt.Sprintf(Format, i) for i in [0, Cardinality).
+type VarySpec struct {
+	Format      string `json:"format"`
+	Cardinality int64  `json:"cardinality"`
+}
+
+// LoadWorkload reads and validates a workload file; an empty path means the
+// embedded acgs-mixed workload.
+func LoadWorkload(path string) (*Workload, error) {
+	if path == "" {
+		return DefaultWorkload()
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("workload: %w", err)
+	}
+	w, err := ParseWorkload(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return w, nil
+}
+
+// ParseWorkload decodes and validates a workload. Unknown fields are errors
+// (outside the free-form request templates) because a misspelt "cardinality"
+// or "weight" would otherwise silently change what is measured.
+func ParseWorkload(data []byte) (*Workload, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var w Workload
+	if err := dec.Decode(&w); err != nil {
+		return nil, fmt.Errorf("workload: invalid JSON: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("workload: invalid JSON: trailing data after the workload object")
+	}
+	if err := w.compile(); err != nil {
+		return nil, err
+	}
+	return &w, nil
+}
+
+func (w *Workload) compile() error {
+	if strings.TrimSpace(w.Name) == "" {
+		return errors.New("workload: missing name")
+	}
+	if w.Method == "" {
+		w.Method = "POST"
+	}
+	w.Method = strings.ToUpper(w.Method)
+	if w.Method != "POST" && w.Method != "PUT" {
+		return fmt.Errorf("workload %q: method %q: only POST and PUT carry a request body", w.Name, w.Method)
+	}
+	if !strings.HasPrefix(w.Path, "/") {
+		return fmt.Errorf("workload %q: path %q must start with /", w.Name, w.Path)
+	}
+	if len(w.Scenarios) == 0 {
+		return fmt.Errorf("workload %q: no scenarios", w.Name)
+	}
+	seen := map[string]bool{}
+	w.cumulative = w.cumulative[:0]
+	total := 0.0
+	for i := range w.Scenarios {
+		s := &w.Scenarios[i]
+		if strings.TrimSpace(s.Name) == "" {
+			return fmt.Errorf("workload %q: scenario %d: missing name", w.Name, i)
+		}
+		if seen[s.Name] {
+			return fmt.Errorf("workload %q: scenario %q: duplicate name", w.Name, s.Name)
+		}
+		seen[s.Name] = true
+		if !(s.Weight > 0) {
+			return fmt.Errorf("workload %q: scenario %q: weight must be > 0 (got %v)", w.Name, s.Name, s.Weight)
+		}
+		if err := s.compile(); err != nil {
+			return fmt.Errorf("workload %q: scenario %q: %w", w.Name, s.Name, err)
+		}
+		total += s.Weight
+		w.cumulative = append(w.cumulative, total)
+	}
+	return nil
+}
+
+// Pick chooses a scenario index in proportion to the weights.
+func (w *Workload) Pick(r *rand.Rand) int {
+	x := r.Float64() * w.cumulative[len(w.cumulative)-1]
+	i, _ := slices.BinarySearch(w.cumulative, x)
+	if i < len(w.cumulative) && w.cumulative[i] == x {
+		i++ // x equal to a boundary belongs to the next scenario
+	}
+	return min(i, len(w.cumulative)-1)
+}
+
+// Scenario returns the scenario with the given name, or nil.
+func (w *Workload) Scenario(name string) *Scenario {
+	for i := range w.Scenarios {
+		if w.Scenarios[i].Name == name {
+			return &w.Scenarios[i]
+		}
+	}
+	return nil
+}
+
+// verbRE matches one integer verb such as %d or %05d.
+var verbRE = regexp.MustCompile(`%[-+# 0]*[0-9]*d`)
+
+func checkFormat(format string) error {
+	rest := strings.ReplaceAll(format, "%%", "")
+	if n := len(verbRE.FindAllString(rest, -1)); n != 1 {
+		return fmt.Errorf("format %q must contain exactly one %%d verb (found %d)", format, n)
+	}
+	if strings.Contains(verbRE.ReplaceAllString(rest, ""), "%") {
+		return fmt.Errorf("format %q: only one %%d verb is allowed", format)
+	}
+	return nil
+}
+
+func (s *Scenario) compile() error {
+	if r := bytes.TrimSpace(s.Request); len(r) == 0 || string(r) == "null" {
+		return errors.New("missing request")
+	}
+	var req map[string]any
+	d := json.NewDecoder(bytes.NewReader(s.Request))
+	d.UseNumber() // keep numbers exactly as written (no float64 round trip)
+	if err := d.Decode(&req); err != nil || req == nil {
+		return errors.New("request must be a JSON object")
+	}
+	paths := make([]string, 0, len(s.Vary))
+	for p := range s.Vary {
+		paths = append(paths, p)
+	}
+	slices.Sort(paths) // deterministic bodies regardless of map order
+	s.tmpl = bodyTemplate{}
+	for i, p := range paths {
+		spec := s.Vary[p]
+		if err := checkFormat(spec.Format); err != nil {
+			return fmt.Errorf("vary %q: %w", p, err)
+		}
+		if spec.Cardinality <= 0 {
+			return fmt.Errorf("vary %q: cardinality must be > 0 (got %d)", p, spec.Cardinality)
+		}
+		if err := setPath(req, p, sentinel(i)); err != nil {
+			return fmt.Errorf("vary %q: %w", p, err)
+		}
+		s.tmpl.varies = append(s.tmpl.varies, compiledVary{path: p, format: spec.Format, card: spec.Cardinality})
+	}
+	raw, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("request: %w", err)
+	}
+	// Split the rendered body at each quoted sentinel so that a body is a
+	// concatenation of constant parts and varied values: no re-marshalling per
+	// request, which would make the load tool the bottleneck.
+	rest := raw
+	for i := range s.tmpl.varies {
+		q := []byte(strconv.Quote(sentinel(i)))
+		at := bytes.Index(rest, q)
+		if at < 0 {
+			return fmt.Errorf("vary %q: internal error: placeholder lost", s.tmpl.varies[i].path)
+		}
+		s.tmpl.parts = append(s.tmpl.parts, rest[:at])
+		rest = rest[at+len(q):]
+	}
+	s.tmpl.parts = append(s.tmpl.parts, rest)
+	return nil
+}
+
+func sentinel(i int) string { return fmt.Sprintf("@@acgs-loadgen-vary-%d@@", i) }
+
+// setPath replaces an existing scalar leaf; the leaf must exist so that a typo
+// in a vary path is an error rather than a new field the policy ignores.
+func setPath(obj map[string]any, path, value string) error {
+	keys := strings.Split(path, ".")
+	for i, k := range keys {
+		if k == "" {
+			return errors.New("bad path: empty segment")
+		}
+		v, ok := obj[k]
+		if !ok {
+			return fmt.Errorf("bad path: key %q not found in request", strings.Join(keys[:i+1], "."))
+		}
+		if i == len(keys)-1 {
+			switch v.(type) {
+			case map[string]any, []any:
+				return fmt.Errorf("bad path: %q is not a string or number", path)
+			}
+			obj[k] = value
+			return nil
+		}
+		next, ok := v.(map[string]any)
+		if !ok {
+			return fmt.Errorf("bad path: %q is not an object", strings.Join(keys[:i+1], "."))
+		}
+		obj = next
+	}
+	return nil
+}
+
+type compiledVary struct {
+	path   string
+	format string
+	card   int64
+}
+
+type bodyTemplate struct {
+	parts  [][]byte // len(parts) == len(varies)+1
+	varies []compiledVary
+}
+
+// KeySpace is the number of distinct bodies the scenario produces (the
+// largest cardinality; all varied fields move together with the index).
+func (s *Scenario) KeySpace() int64 {
+	n := int64(1)
+	for _, v := range s.tmpl.varies {
+		n = max(n, v.card)
+	}
+	return n
+}
+
+// Varies reports whether the scenario has at least one varied field, which
+// is what makes cache-missing (cold) inputs possible.
+func (s *Scenario) Varies() bool { return len(s.tmpl.varies) > 0 }
+
+// AppendBody appends the request body for key index idx to dst. Each varied
+// field takes fmt.Sprintf(format, idx mod cardinality); a non-empty suffix is
+// appended to every varied value, which is how cold inputs are made unique
+// (a run nonce) so that they miss every cache tier.
+func (s *Scenario) AppendBody(dst []byte, idx int64, suffix string) []byte {
+	t := &s.tmpl
+	for i, v := range t.varies {
+		dst = append(dst, t.parts[i]...)
+		val := fmt.Sprintf(v.format, idx%v.card) + suffix
+		dst = appendJSONString(dst, val)
+	}
+	return append(dst, t.parts[len(t.parts)-1]...)
+}
+
+func appendJSONString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+		case c < 0x20:
+			dst = append(dst, fmt.Sprintf(`\u%04x`, c)...)
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return append(dst, '"')
+}

@@ -1,0 +1,246 @@
+package perfhistory
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/perf/benchfmt"
+	"golang.org/x/perf/benchmath"
+)
+
+// DefaultAlpha is benchstat's significance level.
+const DefaultAlpha = 0.05
+
+// DefaultThresholdPct is how far a median must move, in percent, before a
+// significant change is called a regression: small significant shifts are
+// usual between runs on a shared 2-core machine and are not worth a red PR.
+const DefaultThresholdPct = 10.0
+
+// Direction says which way a unit improves.
+type Direction int
+
+// Directions.
+const (
+	LowerIsBetter  Direction = -1
+	HigherIsBetter Direction = 1
+)
+
+func (d Direction) String() string {
+	if d == HigherIsBetter {
+		return "higher is better"
+	}
+	return "lower is better"
+}
+
+// UnitDirection decides how a unit improves: an explicit "better" unit
+// metadata line wins; a rate (any unit ending in "/s": req/s, ops/s, B/s) is
+// better higher; everything else (sec/op, B/op, allocs/op, p99-sec/op,
+// errors) is a cost and better lower.
+func UnitDirection(unit string, meta benchfmt.UnitMetadataMap) Direction {
+	if meta != nil && meta.Get(unit, "better") != nil {
+		if meta.GetBetter(unit) > 0 {
+			return HigherIsBetter
+		}
+		if meta.GetBetter(unit) < 0 {
+			return LowerIsBetter
+		}
+	}
+	if strings.HasSuffix(unit, "/s") {
+		return HigherIsBetter
+	}
+	return LowerIsBetter
+}
+
+// Verdict is the outcome for one metric.
+type Verdict string
+
+// Verdicts.
+const (
+	VerdictRegression   Verdict = "regression"
+	VerdictImprovement  Verdict = "improvement"
+	VerdictWithin       Verdict = "within threshold" // significant but small
+	VerdictNoChange     Verdict = "no significant change"
+	VerdictInsufficient Verdict = "too few samples"
+	VerdictAdded        Verdict = "new"
+	VerdictRemoved      Verdict = "missing"
+)
+
+// Delta is the comparison of one metric.
+type Delta struct {
+	Key
+	Direction Direction `json:"-"`
+	OldMedian float64   `json:"old_median"`
+	NewMedian float64   `json:"new_median"`
+	OldN      int       `json:"old_n"`
+	NewN      int       `json:"new_n"`
+	P         float64   `json:"p"`
+	// ChangePct is (new-old)/old in percent; +Inf when old is 0 and new is not.
+	ChangePct float64 `json:"change_pct"`
+	Verdict   Verdict `json:"verdict"`
+	Note      string  `json:"note,omitempty"`
+}
+
+// CompareOptions are the decision thresholds.
+type CompareOptions struct {
+	Alpha        float64 // default DefaultAlpha
+	ThresholdPct float64 // default DefaultThresholdPct
+}
+
+// Comparison is a new result judged against a baseline.
+type Comparison struct {
+	Baseline     *RecordMeta `json:"baseline,omitempty"`
+	Alpha        float64     `json:"alpha"`
+	ThresholdPct float64     `json:"threshold_pct"`
+	Deltas       []Delta     `json:"deltas"`
+}
+
+// Count returns how many deltas have the verdict.
+func (c *Comparison) Count(v Verdict) int {
+	n := 0
+	for _, d := range c.Deltas {
+		if d.Verdict == v {
+			n++
+		}
+	}
+	return n
+}
+
+// Regressions returns the regressed metrics.
+func (c *Comparison) Regressions() []Delta {
+	var out []Delta
+	for _, d := range c.Deltas {
+		if d.Verdict == VerdictRegression {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// Compare judges every metric of cur against old. A metric regresses only
+// when both hold: the Mann-Whitney U test rejects "same distribution" at
+// alpha (so noise is not a regression), and the median moved by more than the
+// threshold in the worse direction (so a tiny but consistent shift is not
+// one either).
+func Compare(old, cur *Set, opts CompareOptions) *Comparison {
+	if opts.Alpha <= 0 {
+		opts.Alpha = DefaultAlpha
+	}
+	if opts.ThresholdPct < 0 {
+		opts.ThresholdPct = 0
+	}
+	th := benchmath.Thresholds{CompareAlpha: opts.Alpha}
+	cmp := &Comparison{Alpha: opts.Alpha, ThresholdPct: opts.ThresholdPct}
+	for _, k := range cur.Keys {
+		nv := cur.Values[k]
+		dir := UnitDirection(k.Unit, cur.Units)
+		ov, ok := old.Values[k]
+		if !ok {
+			s := benchmath.NewSample(nv, &th)
+			cmp.Deltas = append(cmp.Deltas, Delta{Key: k, Direction: dir, NewMedian: median(s), NewN: len(nv), P: math.NaN(), ChangePct: math.NaN(), Verdict: VerdictAdded})
+			continue
+		}
+		cmp.Deltas = append(cmp.Deltas, compareSamples(k, dir, ov, nv, &th, opts.ThresholdPct))
+	}
+	for _, k := range old.Keys {
+		if _, ok := cur.Values[k]; !ok {
+			s := benchmath.NewSample(old.Values[k], &th)
+			cmp.Deltas = append(cmp.Deltas, Delta{Key: k, Direction: UnitDirection(k.Unit, old.Units), OldMedian: median(s), OldN: len(old.Values[k]), P: math.NaN(), ChangePct: math.NaN(), Verdict: VerdictRemoved})
+		}
+	}
+	return cmp
+}
+
+func median(s *benchmath.Sample) float64 {
+	return benchmath.AssumeNothing.Summary(s, 0.95).Center
+}
+
+func compareSamples(k Key, dir Direction, ov, nv []float64, th *benchmath.Thresholds, thresholdPct float64) Delta {
+	oldS, newS := benchmath.NewSample(ov, th), benchmath.NewSample(nv, th)
+	c := benchmath.AssumeNothing.Compare(oldS, newS)
+	d := Delta{Key: k, Direction: dir, OldMedian: median(oldS), NewMedian: median(newS), OldN: len(ov), NewN: len(nv), P: c.P}
+	switch {
+	case d.OldMedian == d.NewMedian:
+		d.ChangePct = 0
+	case d.OldMedian == 0:
+		d.ChangePct = math.Copysign(math.Inf(1), d.NewMedian)
+	default:
+		d.ChangePct = (d.NewMedian - d.OldMedian) / math.Abs(d.OldMedian) * 100
+	}
+	var notes []string
+	for _, w := range c.Warnings {
+		notes = append(notes, w.Error())
+	}
+	d.Note = strings.Join(notes, "; ")
+	worse := float64(dir) * -d.ChangePct // > 0 when the change is for the worse
+	significant := c.P < c.Alpha
+	switch {
+	case !significant && tooFewSamples(c):
+		d.Verdict = VerdictInsufficient
+	case !significant:
+		d.Verdict = VerdictNoChange
+	case worse > thresholdPct:
+		d.Verdict = VerdictRegression
+	case -worse > thresholdPct:
+		d.Verdict = VerdictImprovement
+	default:
+		d.Verdict = VerdictWithin
+	}
+	return d
+}
+
+// tooFewSamples reports whether the U test could not have reached
+// significance whatever the data (benchmath warns "need >= N samples").
+func tooFewSamples(c benchmath.Comparison) bool {
+	for _, w := range c.Warnings {
+		if strings.Contains(w.Error(), "samples to detect a difference") {
+			return true
+		}
+	}
+	return false
+}
+
+// ErrNoBaseline means the store has no record that fits the selection.
+var ErrNoBaseline = errors.New("no baseline record")
+
+// SelectBaseline picks the baseline among records (any order): the newest
+// record of the given commit (a prefix is enough) if commit is set; else the
+// newest record at least `days` days older than now if days > 0; else the
+// newest record. Records of excludeCommit are skipped (a run is not its own
+// baseline).
+func SelectBaseline(metas []RecordMeta, commit string, days int, now time.Time, excludeCommit string) (RecordMeta, error) {
+	ms := slices.Clone(metas)
+	sortMetas(ms)
+	exclude := ""
+	if excludeCommit != "" {
+		exclude = sanitizeCommit(excludeCommit)
+	}
+	for i := len(ms) - 1; i >= 0; i-- {
+		m := ms[i]
+		if exclude != "" && m.Commit == exclude {
+			continue
+		}
+		switch {
+		case commit != "":
+			if strings.HasPrefix(m.Commit, sanitizeCommit(commit)) {
+				return m, nil
+			}
+		case days > 0:
+			if !m.Time.After(now.Add(-time.Duration(days) * 24 * time.Hour)) {
+				return m, nil
+			}
+		default:
+			return m, nil
+		}
+	}
+	switch {
+	case commit != "":
+		return RecordMeta{}, fmt.Errorf("%w for commit %s", ErrNoBaseline, commit)
+	case days > 0:
+		return RecordMeta{}, fmt.Errorf("%w at least %d days old", ErrNoBaseline, days)
+	}
+	return RecordMeta{}, ErrNoBaseline
+}

@@ -1,0 +1,160 @@
+package perfhistory
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/perf/benchunit"
+)
+
+// FormatValue renders a value in its tidied unit with an SI prefix, the way
+// benchstat prints it (52.3µ sec/op).
+func FormatValue(v float64, unit string) string {
+	if math.IsNaN(v) {
+		return "-"
+	}
+	return benchunit.Scale(v, benchunit.ClassOf(unit)) + " " + unit
+}
+
+func formatPct(p float64) string {
+	switch {
+	case math.IsNaN(p):
+		return "-"
+	case math.IsInf(p, 0):
+		return fmt.Sprintf("%c∞", map[bool]rune{true: '+', false: '-'}[p > 0])
+	}
+	return fmt.Sprintf("%+.2f%%", p)
+}
+
+func formatP(p float64) string {
+	if math.IsNaN(p) {
+		return "-"
+	}
+	return fmt.Sprintf("%.3f", p)
+}
+
+// WriteCompareTable prints a comparison for a terminal.
+func WriteCompareTable(w io.Writer, c *Comparison) error {
+	if c.Baseline != nil {
+		fmt.Fprintf(w, "baseline: %s (commit %s, %s)\n", c.Baseline.Name, c.Baseline.Commit, c.Baseline.Time.Format(time.RFC3339))
+	}
+	fmt.Fprintf(w, "regression = Mann-Whitney U p < %.2f and median worse by > %.1f%%\n", c.Alpha, c.ThresholdPct)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "BENCHMARK\tUNIT\tOLD\tNEW\tCHANGE\tP\tN\tVERDICT")
+	for _, d := range c.Deltas {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d+%d\t%s\n", d.Name, d.Unit,
+			fmtOpt(d.OldMedian, d.OldN, d.Unit), fmtOpt(d.NewMedian, d.NewN, d.Unit),
+			formatPct(d.ChangePct), formatP(d.P), d.OldN, d.NewN, verdictText(d))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "%d regression(s), %d improvement(s), %d metric(s) with too few samples\n",
+		c.Count(VerdictRegression), c.Count(VerdictImprovement), c.Count(VerdictInsufficient))
+	return nil
+}
+
+func fmtOpt(v float64, n int, unit string) string {
+	if n == 0 {
+		return "-"
+	}
+	return FormatValue(v, unit)
+}
+
+func verdictText(d Delta) string {
+	s := string(d.Verdict)
+	if d.Verdict == VerdictInsufficient && d.Note != "" {
+		s += " (" + d.Note + ")"
+	}
+	return s
+}
+
+var verdictIcon = map[Verdict]string{
+	VerdictRegression:   "🔴",
+	VerdictImprovement:  "🟢",
+	VerdictWithin:       "⚪",
+	VerdictNoChange:     "⚪",
+	VerdictInsufficient: "⚠️",
+	VerdictAdded:        "🆕",
+	VerdictRemoved:      "➖",
+}
+
+// WriteCompareMarkdown writes a report fit for a pull-request comment:
+// verdict first, regressions listed, full table folded.
+func WriteCompareMarkdown(w io.Writer, c *Comparison) error {
+	regs := c.Regressions()
+	fmt.Fprintln(w, "## Performance regression check")
+	fmt.Fprintln(w)
+	switch {
+	case c.Baseline == nil:
+		fmt.Fprintln(w, "No baseline record was found, so nothing was compared. This run is recorded as the first baseline.")
+		return nil
+	case len(regs) > 0:
+		fmt.Fprintf(w, "🔴 **%d regression(s)** against `%s` (commit `%s`).\n", len(regs), c.Baseline.Name, c.Baseline.Commit)
+	default:
+		fmt.Fprintf(w, "🟢 **No regression** against `%s` (commit `%s`).\n", c.Baseline.Name, c.Baseline.Commit)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "A metric regresses when the Mann-Whitney U test gives p < %.2f **and** its median is worse by more than %.1f%%.", c.Alpha, c.ThresholdPct)
+	if n := c.Count(VerdictInsufficient); n > 0 {
+		fmt.Fprintf(w, " %d metric(s) had too few samples to decide (run the benchmark with more repetitions).", n)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w)
+	writeRows := func(ds []Delta) {
+		fmt.Fprintln(w, "| | benchmark | unit | baseline | new | change | p | n |")
+		fmt.Fprintln(w, "|---|---|---|--:|--:|--:|--:|--:|")
+		for _, d := range ds {
+			fmt.Fprintf(w, "| %s | `%s` | %s | %s | %s | %s | %s | %d+%d |\n", verdictIcon[d.Verdict], d.Name, d.Unit,
+				fmtOpt(d.OldMedian, d.OldN, d.Unit), fmtOpt(d.NewMedian, d.NewN, d.Unit),
+				formatPct(d.ChangePct), formatP(d.P), d.OldN, d.NewN)
+		}
+	}
+	if len(regs) > 0 {
+		fmt.Fprintln(w, "### Regressions")
+		fmt.Fprintln(w)
+		writeRows(regs)
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w, "<details><summary>All metrics</summary>")
+	fmt.Fprintln(w)
+	writeRows(c.Deltas)
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "</details>")
+	return nil
+}
+
+// WriteTrendTable prints trends for a terminal.
+func WriteTrendTable(w io.Writer, ts []Trend, days int) error {
+	fmt.Fprintf(w, "last %d days, one point per record (median of its samples)\n", days)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "BENCHMARK\tUNIT\tN\tFIRST\tLAST\tMIN\tMAX\tMEDIAN\tCHANGE\tDIRECTION\tTREND")
+	for _, t := range ts {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, t.Unit, len(t.Points),
+			FormatValue(t.First, t.Unit), FormatValue(t.Last, t.Unit), FormatValue(t.Min, t.Unit),
+			FormatValue(t.Max, t.Unit), FormatValue(t.Median, t.Unit), formatPct(t.ChangePct), t.Direction, t.Sparkline())
+	}
+	return tw.Flush()
+}
+
+// WriteTrendMarkdown writes trends as a Markdown table.
+func WriteTrendMarkdown(w io.Writer, ts []Trend, days int) error {
+	fmt.Fprintf(w, "## Performance trend, last %d days\n\n", days)
+	if len(ts) == 0 {
+		_, err := fmt.Fprintln(w, "No records in this period.")
+		return err
+	}
+	fmt.Fprintln(w, "| benchmark | unit | records | first | last | min | max | median | change | direction | trend |")
+	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|---|---|")
+	for _, t := range ts {
+		fmt.Fprintf(w, "| `%s` | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", t.Name, t.Unit, len(t.Points),
+			FormatValue(t.First, t.Unit), FormatValue(t.Last, t.Unit), FormatValue(t.Min, t.Unit),
+			FormatValue(t.Max, t.Unit), FormatValue(t.Median, t.Unit), formatPct(t.ChangePct), t.Direction,
+			strings.TrimSpace(t.Sparkline()))
+	}
+	return nil
+}

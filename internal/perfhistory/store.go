@@ -1,0 +1,260 @@
+// Package perfhistory keeps benchmark results over time and judges changes:
+// a result store (local directory or S3-compatible bucket), the comparison of
+// a new result with a baseline by the Mann-Whitney U test (as benchstat does),
+// 30-day trends, and Markdown reports for pull requests.
+//
+// It reads and writes Go benchmark format only; it does not run benchmarks or
+// talk to the service.
+package perfhistory
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/perf/benchfmt"
+)
+
+// RecordMeta identifies a stored result.
+type RecordMeta struct {
+	Time   time.Time `json:"time"`
+	Commit string    `json:"commit"`
+	// Name is the object or file name, <time>_<commit>.txt.
+	Name string `json:"name"`
+}
+
+// Record is one stored benchmark result file.
+type Record struct {
+	RecordMeta
+	Data []byte // Go benchmark format
+}
+
+// Store keeps records. Names are the index: listing a store is listing its
+// names, so no separate index can disagree with the records.
+type Store interface {
+	Put(ctx context.Context, rec Record) error
+	List(ctx context.Context) ([]RecordMeta, error)
+	Get(ctx context.Context, meta RecordMeta) (Record, error)
+}
+
+// nameTimeLayout is RFC 3339 in UTC with '-' for ':' in the clock: a colon
+// is not allowed in file names on Windows nor in GitHub Actions artifact
+// paths, and the CI uploads the history directory as an artifact. The
+// layout still sorts lexically in time order.
+const nameTimeLayout = "2006-01-02T15-04-05Z"
+
+// NewRecord builds a record for a result file, checking that it holds at
+// least one benchmark result (an empty or garbled file would become a
+// baseline that hides every regression).
+func NewRecord(t time.Time, commit string, data []byte) (Record, error) {
+	set, err := ParseBenchmarks(data)
+	if err != nil {
+		return Record{}, err
+	}
+	if len(set.Keys) == 0 {
+		return Record{}, errors.New("no benchmark results in input")
+	}
+	commit = sanitizeCommit(commit)
+	t = t.UTC().Truncate(time.Second)
+	return Record{
+		RecordMeta: RecordMeta{Time: t, Commit: commit, Name: RecordName(t, commit)},
+		Data:       data,
+	}, nil
+}
+
+// RecordName is the file or object name of a record.
+func RecordName(t time.Time, commit string) string {
+	return t.UTC().Format(nameTimeLayout) + "_" + sanitizeCommit(commit) + ".txt"
+}
+
+// ParseRecordName reads a record name back; it also accepts a plain RFC 3339
+// time (with colons) written by other tools.
+func ParseRecordName(name string) (RecordMeta, error) {
+	base := strings.TrimSuffix(name, ".txt")
+	if base == name {
+		return RecordMeta{}, fmt.Errorf("record name %q: want <time>_<commit>.txt", name)
+	}
+	ts, commit, ok := strings.Cut(base, "_")
+	if !ok || commit == "" {
+		return RecordMeta{}, fmt.Errorf("record name %q: want <time>_<commit>.txt", name)
+	}
+	t, err := time.Parse(nameTimeLayout, ts)
+	if err != nil {
+		if t, err = time.Parse(time.RFC3339, ts); err != nil {
+			return RecordMeta{}, fmt.Errorf("record name %q: bad time %q", name, ts)
+		}
+	}
+	return RecordMeta{Time: t.UTC(), Commit: commit, Name: name}, nil
+}
+
+func sanitizeCommit(c string) string {
+	c = strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '-':
+			return r
+		}
+		return '-'
+	}, strings.TrimSpace(c))
+	if c == "" {
+		return "unknown"
+	}
+	return c
+}
+
+func sortMetas(ms []RecordMeta) {
+	slices.SortFunc(ms, func(a, b RecordMeta) int {
+		if c := a.Time.Compare(b.Time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+}
+
+// FSStore keeps records as files in a directory.
+type FSStore struct {
+	Dir string
+}
+
+var _ Store = (*FSStore)(nil)
+
+// Put writes the record atomically (temporary file and rename), so a
+// concurrent List never sees half a file.
+func (s *FSStore) Put(_ context.Context, rec Record) error {
+	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(s.Dir, ".put-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(rec.Data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), filepath.Join(s.Dir, rec.Name))
+}
+
+// List returns the records oldest first; files that are not records are
+// ignored. A missing directory is an empty store.
+func (s *FSStore) List(_ context.Context) ([]RecordMeta, error) {
+	ents, err := os.ReadDir(s.Dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []RecordMeta
+	for _, e := range ents {
+		if e.IsDir() {
+			continue
+		}
+		if m, err := ParseRecordName(e.Name()); err == nil {
+			out = append(out, m)
+		}
+	}
+	sortMetas(out)
+	return out, nil
+}
+
+// Get reads one record.
+func (s *FSStore) Get(_ context.Context, meta RecordMeta) (Record, error) {
+	if meta.Name == "" || meta.Name != filepath.Base(meta.Name) {
+		return Record{}, fmt.Errorf("bad record name %q", meta.Name)
+	}
+	b, err := os.ReadFile(filepath.Join(s.Dir, meta.Name))
+	if err != nil {
+		return Record{}, err
+	}
+	return Record{RecordMeta: meta, Data: b}, nil
+}
+
+// OpenStore opens "s3://bucket/prefix" (bucket may be empty to take
+// S3_BUCKET) as an S3Store configured from the environment, and anything else
+// as a directory.
+func OpenStore(ctx context.Context, spec string) (Store, error) {
+	if rest, ok := strings.CutPrefix(spec, "s3://"); ok {
+		bucket, prefix, _ := strings.Cut(rest, "/")
+		cfg := S3ConfigFromEnv()
+		if bucket == "" {
+			bucket = cfg.Bucket
+		}
+		if bucket == "" {
+			return nil, errors.New("s3 store: no bucket in the URL and S3_BUCKET is not set")
+		}
+		return NewS3Store(ctx, cfg, bucket, prefix)
+	}
+	if spec == "" {
+		return nil, errors.New("no store given")
+	}
+	return &FSStore{Dir: spec}, nil
+}
+
+// LoadRecord fetches and parses a record.
+func LoadRecord(ctx context.Context, s Store, meta RecordMeta) (*Set, error) {
+	rec, err := s.Get(ctx, meta)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", meta.Name, err)
+	}
+	set, err := ParseBenchmarks(rec.Data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", meta.Name, err)
+	}
+	return set, nil
+}
+
+// Key identifies a metric: a benchmark's full name and a (tidied) unit.
+type Key struct {
+	Name string `json:"name"`
+	Unit string `json:"unit"`
+}
+
+// Set is the parsed content of a benchmark file: every sample of every
+// metric, keyed by benchmark and unit, in first-seen order.
+type Set struct {
+	Keys   []Key
+	Values map[Key][]float64
+	Units  benchfmt.UnitMetadataMap
+}
+
+// ParseBenchmarks reads Go benchmark format. Units are tidied the way
+// benchstat tidies them (ns/op becomes sec/op), so files written by
+// different tools compare.
+func ParseBenchmarks(data []byte) (*Set, error) {
+	r := benchfmt.NewReader(bytes.NewReader(data), "input")
+	s := &Set{Values: map[Key][]float64{}}
+	var syntaxErrs []string
+	for r.Scan() {
+		switch rec := r.Result().(type) {
+		case *benchfmt.Result:
+			name := rec.Name.String()
+			for _, v := range rec.Values {
+				k := Key{Name: name, Unit: v.Unit}
+				if _, ok := s.Values[k]; !ok {
+					s.Keys = append(s.Keys, k)
+				}
+				s.Values[k] = append(s.Values[k], v.Value)
+			}
+		case *benchfmt.SyntaxError:
+			syntaxErrs = append(syntaxErrs, rec.Error())
+		}
+	}
+	if err := r.Err(); err != nil {
+		return nil, err
+	}
+	if len(s.Keys) == 0 && len(syntaxErrs) > 0 {
+		return nil, fmt.Errorf("not Go benchmark format: %s", syntaxErrs[0])
+	}
+	s.Units = r.Units()
+	return s, nil
+}

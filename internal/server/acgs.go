@@ -1,0 +1,234 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"time"
+
+	"github.com/acgs-lite/acgs/internal/apierror"
+	"github.com/acgs-lite/acgs/internal/telemetry"
+	"github.com/acgs-lite/acgs/internal/version"
+)
+
+const decisionPath = "acgs/main/decision"
+
+// handleDecision serves POST /v1/data/acgs/main/decision in both dialects: a
+// body with a top-level "input" key is an OPA request, anything else an ACGS one.
+func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	buf, err := readBody(r, s.cfg.Server.MaxRequestBytes)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer putBuf(buf)
+	body, err := decodeJSON(buf.Bytes(), s.cfg.Server.MaxDepth)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if obj, ok := body.(map[string]any); ok {
+		if _, isOPA := obj["input"]; isOPA {
+			s.serveOPAData(w, r, decisionPath, obj, true, start)
+			return
+		}
+	}
+	req, err := s.validateACGS(body)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	resp := s.acgsDecision(r.Context(), req, start, "")
+	writeJSON(w, http.StatusOK, resp, r.URL.Query().Has("pretty"))
+}
+
+// validateACGS checks the envelope of an ACGS request: required strings,
+// optional objects, and the constitutional hash. Fields inside the objects
+// are the policy's to judge.
+func (s *Server) validateACGS(body any) (map[string]any, error) {
+	obj, ok := body.(map[string]any)
+	if !ok {
+		return nil, apierror.New(apierror.InvalidParameter, "request body must be a JSON object, got %s", jsonType(body))
+	}
+	for _, f := range []string{"type", "constitutional_hash"} {
+		v, present := obj[f]
+		if !present {
+			return nil, apierror.New(apierror.InvalidParameter, "missing required field %q", f)
+		}
+		if _, ok := v.(string); !ok {
+			return nil, apierror.New(apierror.InvalidParameter, "field %q must be a string, got %s", f, jsonType(v))
+		}
+	}
+	if v, present := obj["action"]; present {
+		if _, ok := v.(string); !ok {
+			return nil, apierror.New(apierror.InvalidParameter, "field %q must be a string, got %s", "action", jsonType(v))
+		}
+	}
+	for _, f := range []string{"context", "evolution_request", "data_request"} {
+		if v, present := obj[f]; present {
+			if _, ok := v.(map[string]any); !ok {
+				return nil, apierror.New(apierror.InvalidParameter, "field %q must be an object, got %s", f, jsonType(v))
+			}
+		}
+	}
+	if obj["constitutional_hash"].(string) != s.hash {
+		s.d.Metrics.HashMismatch()
+		return nil, apierror.New(apierror.ConstitutionalHashMismatch, "Invalid constitutional hash. Expected: %s", s.hash)
+	}
+	return obj, nil
+}
+
+// acgsDecision evaluates a validated ACGS request and builds its response.
+// An evaluation failure denies with a reason naming it (fail closed).
+func (s *Server) acgsDecision(ctx context.Context, req map[string]any, start time.Time, batchID string) map[string]any {
+	d := s.decide(ctx, decisionPath, req, batchID)
+	resp := make(map[string]any, 16)
+	if d.Err == nil {
+		if obj, ok := d.Result.(map[string]any); ok && d.Defined {
+			for k, v := range obj {
+				resp[k] = v
+			}
+		}
+	}
+	allow, ok := resp["allow"].(bool)
+	switch {
+	case d.Err != nil:
+		resp = failClosed(s.hash, "Policy evaluation failed: "+apierror.As(d.Err).Message)
+	case !ok:
+		resp = failClosed(s.hash, "Policy produced no decision")
+	default:
+		resp["allow"] = allow
+	}
+	if _, ok := resp["reasons"]; !ok {
+		resp["reasons"] = []any{}
+	}
+	if _, ok := resp["evaluation_details"]; !ok {
+		resp["evaluation_details"] = map[string]any{}
+	}
+	if _, ok := resp["compliance_score"]; !ok {
+		resp["compliance_score"] = 0
+	}
+	resp["constitutional_hash"] = s.hash
+	resp["decision_id"] = d.ID
+	resp["policy_revision"] = d.Revision
+	resp["cache_hit"] = d.Source.CacheTier() != "none" && d.Err == nil
+	resp["cache_tier"] = d.Source.CacheTier()
+	resp["partial_evaluation"] = d.Source.Partial() && d.Err == nil
+	lat := time.Since(start)
+	resp["latency_ms"] = math.Round(float64(lat.Nanoseconds())/1e3) / 1e3
+	s.d.Window.Record(lat, telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial()})
+	return resp
+}
+
+func failClosed(hash, reason string) map[string]any {
+	return map[string]any{
+		"allow":               false,
+		"compliance_score":    0,
+		"constitutional_hash": hash,
+		"reasons":             []any{reason},
+		"evaluation_details":  map[string]any{},
+	}
+}
+
+// handleACGSAllow serves GET /v1/data/acgs/main/allow?type=&constitutional_hash=&action=.
+// With an "input" query parameter it is an ordinary OPA Data API GET.
+func (s *Server) handleACGSAllow(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if q.Has("input") {
+		s.handleOPAData(w, r)
+		return
+	}
+	start := time.Now()
+	input := map[string]any{}
+	for _, f := range []string{"type", "constitutional_hash", "action"} {
+		if q.Has(f) {
+			input[f] = q.Get(f)
+		}
+	}
+	allow := false
+	if input["constitutional_hash"] == s.hash {
+		d := s.decide(r.Context(), "acgs/main/allow", input, "")
+		allow, _ = d.Result.(bool)
+		allow = allow && d.Err == nil && d.Defined
+		s.d.Window.Record(time.Since(start), telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial()})
+	} else {
+		s.d.Metrics.HashMismatch()
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"allow": allow}, q.Has("pretty"))
+}
+
+// handleACGSHealth serves the original service's health document.
+func (s *Server) handleACGSHealth(w http.ResponseWriter, r *http.Request) {
+	info, active := s.d.Engine.Info()
+	status := "healthy"
+	cacheStats := map[string]any{"l1_size": 0, "l1_max_size": s.cfg.Cache.L1Size, "l1_utilization": 0.0, "l2_enabled": false, "l2_healthy": nil}
+	if s.d.Cache != nil {
+		st := s.d.Cache.Stats()
+		util := 0.0
+		if st.L1Capacity > 0 {
+			util = math.Round(float64(st.L1Entries)/float64(st.L1Capacity)*1e4) / 1e4
+		}
+		cacheStats["l1_size"] = st.L1Entries
+		cacheStats["l1_max_size"] = st.L1Capacity
+		cacheStats["l1_utilization"] = util
+		cacheStats["l2_enabled"] = st.L2Enabled
+		if st.L2Enabled {
+			cacheStats["l2_healthy"] = st.L2Healthy
+			cacheStats["l2_breaker"] = st.BreakerState
+			if !st.L2Healthy {
+				status = "degraded"
+			}
+		}
+		cacheStats["epoch"] = st.Epoch
+	}
+	code := http.StatusOK
+	if !active {
+		status, code = "unhealthy", http.StatusServiceUnavailable
+	}
+	doc := map[string]any{
+		"status":              status,
+		"constitutional_hash": s.hash,
+		"version":             version.Version,
+		"policy_revision":     info.Revision,
+		"performance":         s.d.Window.Snapshot().HealthPerformance(s.targets),
+		"cache_stats":         cacheStats,
+	}
+	if info.LastError != nil {
+		doc["last_reload_error"] = info.LastError.Error()
+		doc["last_reload_error_at"] = info.LastErrorAt.UTC().Format(time.RFC3339)
+	}
+	writeJSON(w, code, doc, r.URL.Query().Has("pretty"))
+}
+
+// handleMetricsJSON serves /v1/metrics: the rolling-window summary, or the
+// Prometheus exposition with ?format=prometheus.
+func (s *Server) handleMetricsJSON(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("format") == "prometheus" {
+		s.handlePrometheus(w, r)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.d.Window.Snapshot().MetricsJSON(s.targets), r.URL.Query().Has("pretty"))
+}
+
+func jsonType(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	case string:
+		return "a string"
+	case json.Number, float64, int:
+		return "a number"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "an object"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+func itoa(n int) string { return fmt.Sprint(n) }

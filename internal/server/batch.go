@@ -1,0 +1,219 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/acgs-lite/acgs/internal/apierror"
+	"github.com/acgs-lite/acgs/internal/engine"
+	"github.com/acgs-lite/acgs/internal/telemetry"
+)
+
+func sampleOf(d engine.Decision) telemetry.Sample {
+	return telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial()}
+}
+
+// parallel runs f(i) for i in [0,n) on at most GOMAXPROCS goroutines.
+func parallel(n int, f func(i int)) {
+	workers := runtime.GOMAXPROCS(0)
+	if workers > n {
+		workers = n
+	}
+	if workers <= 1 {
+		for i := 0; i < n; i++ {
+			f(i)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	next := 0
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				i := next
+				next++
+				mu.Unlock()
+				if i >= n {
+					return
+				}
+				f(i)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// deepMerge returns common with input merged over it: objects merge
+// recursively, and on any other conflict the input wins. Neither argument is
+// modified.
+func deepMerge(common, input any) any {
+	co, ok1 := common.(map[string]any)
+	io, ok2 := input.(map[string]any)
+	if !ok1 || !ok2 {
+		return input
+	}
+	out := make(map[string]any, len(co)+len(io))
+	for k, v := range co {
+		out[k] = v
+	}
+	for k, v := range io {
+		if cv, ok := out[k]; ok {
+			out[k] = deepMerge(cv, v)
+		} else {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// handleOPABatch serves Enterprise OPA's batch API.
+func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	path := dataPath(r, "/v1/batch/data")
+	if _, err := engine.ParsePath(path); err != nil {
+		writeError(w, err)
+		return
+	}
+	buf, err := readBody(r, s.cfg.Server.MaxRequestBytes)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer putBuf(buf)
+	body, err := decodeJSON(buf.Bytes(), s.cfg.Server.MaxDepth)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	obj, ok := body.(map[string]any)
+	if !ok {
+		writeError(w, apierror.New(apierror.InvalidParameter, "batch body must be an object like {\"inputs\": {\"id\": ...}}, got %s", jsonType(body)))
+		return
+	}
+	for k := range obj {
+		if k != "inputs" && k != "common_input" {
+			writeError(w, apierror.New(apierror.InvalidParameter, "unknown batch field %q (accepted: inputs, common_input)", k))
+			return
+		}
+	}
+	inputs, ok := obj["inputs"].(map[string]any)
+	if !ok {
+		writeError(w, apierror.New(apierror.InvalidParameter, "batch field \"inputs\" must be an object mapping ids to inputs, got %s", jsonType(obj["inputs"])))
+		return
+	}
+	if len(inputs) > s.cfg.Server.MaxBatchItems {
+		writeError(w, apierror.New(apierror.RequestTooLarge, "batch has %d inputs, more than MAX_BATCH_ITEMS (%d)", len(inputs), s.cfg.Server.MaxBatchItems))
+		return
+	}
+	common, hasCommon := obj["common_input"]
+	ids := make([]string, 0, len(inputs))
+	items := make([]any, 0, len(inputs))
+	for id, in := range inputs {
+		if hasCommon {
+			in = deepMerge(common, in)
+		}
+		ids = append(ids, id)
+		items = append(items, in)
+	}
+	batchID := telemetry.NewDecisionID()
+	results := s.decideMany(r.Context(), path, items, batchID)
+	s.d.Metrics.ObserveBatch(len(items))
+	failed := 0
+	for _, d := range results {
+		if d.Err != nil {
+			failed++
+		}
+	}
+	mixed := failed > 0 && failed < len(results)
+	responses := make(map[string]any, len(results))
+	for i, d := range results {
+		var item map[string]any
+		if d.Err != nil {
+			e := apierror.As(d.Err)
+			item = map[string]any{"code": e.Code, "message": e.Message}
+			if mixed || failed == len(results) {
+				item["http_status_code"] = strconv.Itoa(e.Code.Status())
+			}
+		} else {
+			item = map[string]any{"decision_id": d.ID}
+			if d.Defined {
+				item["result"] = d.Result
+			}
+			if mixed {
+				item["http_status_code"] = "200"
+			}
+		}
+		responses[ids[i]] = item
+	}
+	status := http.StatusOK
+	switch {
+	case mixed:
+		status = http.StatusMultiStatus
+	case failed > 0:
+		status = http.StatusInternalServerError
+	}
+	s.d.Window.Record(time.Since(start), telemetry.Sample{CacheTier: "none", BatchSize: len(items)})
+	writeJSON(w, status, map[string]any{"batch_decision_id": batchID, "responses": responses}, r.URL.Query().Has("pretty"))
+}
+
+// decideMany evaluates items in parallel through the engine's batch path.
+func (s *Server) decideMany(ctx context.Context, path string, items []any, batchID string) []decided {
+	out := make([]decided, len(items))
+	parallel(len(items), func(i int) {
+		out[i] = s.decide(ctx, path, items[i], batchID)
+	})
+	return out
+}
+
+// handleACGSBatch serves POST /v1/acgs/batch for the original clients: each
+// request is validated on its own and a bad one gets its error in place.
+func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	buf, err := readBody(r, s.cfg.Server.MaxRequestBytes)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer putBuf(buf)
+	body, err := decodeJSON(buf.Bytes(), s.cfg.Server.MaxDepth)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	obj, ok := body.(map[string]any)
+	if !ok {
+		writeError(w, apierror.New(apierror.InvalidParameter, "batch body must be an object like {\"requests\": [...]}, got %s", jsonType(body)))
+		return
+	}
+	reqs, ok := obj["requests"].([]any)
+	if !ok {
+		writeError(w, apierror.New(apierror.InvalidParameter, "field \"requests\" must be an array of ACGS requests, got %s", jsonType(obj["requests"])))
+		return
+	}
+	if len(reqs) > s.cfg.Server.MaxBatchItems {
+		writeError(w, apierror.New(apierror.RequestTooLarge, "batch has %d requests, more than MAX_BATCH_ITEMS (%d)", len(reqs), s.cfg.Server.MaxBatchItems))
+		return
+	}
+	batchID := telemetry.NewDecisionID()
+	responses := make([]any, len(reqs))
+	parallel(len(reqs), func(i int) {
+		req, err := s.validateACGS(reqs[i])
+		if err != nil {
+			e := apierror.As(err)
+			responses[i] = map[string]any{"code": e.Code, "message": e.Message}
+			return
+		}
+		responses[i] = s.acgsDecision(r.Context(), req, time.Now(), batchID)
+	})
+	s.d.Metrics.ObserveBatch(len(reqs))
+	s.d.Window.Record(time.Since(start), telemetry.Sample{CacheTier: "none", BatchSize: len(reqs)})
+	writeJSON(w, http.StatusOK, map[string]any{"batch_decision_id": batchID, "responses": responses}, r.URL.Query().Has("pretty"))
+}

@@ -1,0 +1,86 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/acgs-lite/acgs/internal/apierror"
+	"github.com/acgs-lite/acgs/internal/engine"
+	"github.com/acgs-lite/acgs/internal/telemetry"
+)
+
+// decided is one decision with what the server adds to it.
+type decided struct {
+	engine.Decision
+	ID  string
+	Err error
+}
+
+// decide asks the engine and records the decision in metrics and the audit
+// log. Errors come back in the result: callers fail closed.
+func (s *Server) decide(ctx context.Context, path string, input any, batchID string) decided {
+	start := time.Now()
+	d, err := s.d.Engine.Decide(ctx, path, input)
+	took := time.Since(start)
+	out := decided{Decision: d, ID: telemetry.NewDecisionID(), Err: err}
+	outcome := outcomeOf(d, err)
+	src := d.Source.String()
+	if err != nil {
+		src = "error"
+		if apierror.CodeOf(err) == apierror.EvaluationError {
+			s.d.Metrics.EvalError()
+		}
+	}
+	s.d.Metrics.ObserveDecision(path, outcome, src, took)
+	if s.d.DecisionLog != nil {
+		ev := &telemetry.DecisionEvent{
+			DecisionID:         out.ID,
+			BatchDecisionID:    batchID,
+			Path:               path,
+			Input:              input,
+			Timestamp:          start.UTC(),
+			RequestID:          requestID(ctx),
+			CacheTier:          d.Source.CacheTier(),
+			ConstitutionalHash: s.hash,
+			Metrics:            map[string]any{"timer_server_decision_ns": took.Nanoseconds(), "timer_rego_query_eval_ns": d.EvalNS},
+			Labels:             map[string]string{"source": src},
+		}
+		if d.Defined {
+			ev.Result = d.Result
+		}
+		if d.Revision != "" {
+			ev.Bundles = map[string]telemetry.BundleInfo{"acgs": {Revision: d.Revision}}
+		}
+		if err != nil {
+			ev.Error = err.Error()
+		}
+		s.d.DecisionLog.Log(ev)
+	}
+	return out
+}
+
+// outcomeOf labels a decision for metrics: allow or deny for booleans and
+// objects with an allow field, undefined, error, or defined for other values.
+func outcomeOf(d engine.Decision, err error) string {
+	switch {
+	case err != nil:
+		return "error"
+	case !d.Defined:
+		return "undefined"
+	}
+	switch v := d.Result.(type) {
+	case bool:
+		if v {
+			return "allow"
+		}
+		return "deny"
+	case map[string]any:
+		if a, ok := v["allow"].(bool); ok {
+			if a {
+				return "allow"
+			}
+			return "deny"
+		}
+	}
+	return "defined"
+}

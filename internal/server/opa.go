@@ -1,0 +1,242 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/acgs-lite/acgs/internal/apierror"
+	"github.com/acgs-lite/acgs/internal/engine"
+	"github.com/acgs-lite/acgs/internal/version"
+)
+
+// dataPath extracts the policy path after a prefix such as /v1/data.
+func dataPath(r *http.Request, prefix string) string {
+	p := r.URL.Path
+	if r.URL.RawPath != "" {
+		if up, err := url.PathUnescape(strings.TrimPrefix(r.URL.RawPath, prefix)); err == nil {
+			return strings.Trim(up, "/")
+		}
+	}
+	return strings.Trim(strings.TrimPrefix(p, prefix), "/")
+}
+
+// handleOPAData serves OPA's v1 Data API: GET with ?input=<json>, POST with
+// {"input": ...}.
+func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	path := dataPath(r, "/v1/data")
+	if _, err := engine.ParsePath(path); err != nil {
+		writeError(w, err)
+		return
+	}
+	if r.Method == http.MethodGet {
+		q := r.URL.Query()
+		var obj map[string]any
+		hasInput := false
+		if raw := q.Get("input"); q.Has("input") {
+			v, err := decodeJSON([]byte(raw), s.cfg.Server.MaxDepth)
+			if err != nil {
+				writeError(w, apierror.New(apierror.InvalidParameter, "query parameter input: %s", apierror.As(err).Message))
+				return
+			}
+			obj, hasInput = map[string]any{"input": v}, true
+		}
+		s.serveOPAData(w, r, path, obj, hasInput, start)
+		return
+	}
+	buf, err := readBody(r, s.cfg.Server.MaxRequestBytes)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer putBuf(buf)
+	if len(bytes.TrimSpace(buf.Bytes())) == 0 {
+		s.serveOPAData(w, r, path, nil, false, start)
+		return
+	}
+	body, err := decodeJSON(buf.Bytes(), s.cfg.Server.MaxDepth)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	obj, ok := body.(map[string]any)
+	if !ok {
+		writeError(w, apierror.New(apierror.InvalidParameter, "request body must be a JSON object like {\"input\": ...}, got %s", jsonType(body)))
+		return
+	}
+	_, hasInput := obj["input"]
+	s.serveOPAData(w, r, path, obj, hasInput, start)
+}
+
+// serveOPAData answers {"result": ...} for body["input"] at path.
+func (s *Server) serveOPAData(w http.ResponseWriter, r *http.Request, path string, body map[string]any, hasInput bool, start time.Time) {
+	q := r.URL.Query()
+	var input any
+	if hasInput {
+		input = body["input"]
+	}
+	d := s.decide(r.Context(), path, input, "")
+	if d.Err != nil {
+		writeError(w, d.Err)
+		return
+	}
+	resp := make(map[string]any, 6)
+	if d.Defined {
+		resp["result"] = d.Result
+	}
+	resp["decision_id"] = d.ID
+	if !hasInput {
+		resp["warning"] = map[string]any{"code": "api_usage_warning", "message": "'input' key missing from the request"}
+	}
+	if q.Has("metrics") {
+		m := map[string]any{
+			"timer_server_handler_ns":  time.Since(start).Nanoseconds(),
+			"timer_rego_query_eval_ns": d.EvalNS,
+		}
+		for k, v := range cacheCounters(d.Decision) {
+			m[k] = v
+		}
+		resp["metrics"] = m
+	}
+	if q.Has("provenance") {
+		resp["provenance"] = s.provenance(d.Revision)
+	}
+	lat := time.Since(start)
+	s.d.Window.Record(lat, sampleOf(d.Decision))
+	writeJSON(w, http.StatusOK, resp, q.Has("pretty"))
+}
+
+func cacheCounters(d engine.Decision) map[string]any {
+	hit := func(b bool) int {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	return map[string]any{
+		"counter_decision_cache_hit":    hit(d.Source == engine.SourceL1 || d.Source == engine.SourceL2),
+		"counter_decision_cache_l1_hit": hit(d.Source == engine.SourceL1),
+		"counter_decision_cache_l2_hit": hit(d.Source == engine.SourceL2),
+		"counter_partial_eval_plan":     hit(d.Source.Partial()),
+	}
+}
+
+func (s *Server) provenance(rev string) map[string]any {
+	return map[string]any{
+		"version":      version.Version,
+		"build_commit": version.Commit(),
+		"revision":     rev,
+		"bundles":      map[string]any{"acgs": map[string]any{"revision": rev}},
+	}
+}
+
+// handleV0Data serves OPA's v0 Data API: the raw body is the input and the
+// raw value is returned; undefined is 404.
+func (s *Server) handleV0Data(w http.ResponseWriter, r *http.Request) {
+	s.serveRaw(w, r, dataPath(r, "/v0/data"))
+}
+
+// handleDefaultDecision serves POST /: OPA's default decision.
+func (s *Server) handleDefaultDecision(w http.ResponseWriter, r *http.Request) {
+	s.serveRaw(w, r, s.cfg.Policy.DefaultDecision)
+}
+
+func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, path string) {
+	start := time.Now()
+	if _, err := engine.ParsePath(path); err != nil {
+		writeError(w, err)
+		return
+	}
+	buf, err := readBody(r, s.cfg.Server.MaxRequestBytes)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer putBuf(buf)
+	var input any
+	if len(bytes.TrimSpace(buf.Bytes())) > 0 {
+		if input, err = decodeJSON(buf.Bytes(), s.cfg.Server.MaxDepth); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	d := s.decide(r.Context(), path, input, "")
+	if d.Err != nil {
+		writeError(w, d.Err)
+		return
+	}
+	s.d.Window.Record(time.Since(start), sampleOf(d.Decision))
+	if !d.Defined {
+		writeError(w, apierror.New(apierror.UndefinedDocument, "document undefined: data.%s", strings.ReplaceAll(path, "/", ".")))
+		return
+	}
+	writeJSON(w, http.StatusOK, d.Result, r.URL.Query().Has("pretty"))
+}
+
+// handleHealth is OPA's /health: 200 {} when a policy is active.
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.d.Engine.Info(); !ok {
+		writeJSON(w, http.StatusInternalServerError, map[string]any{"error": "no policy bundle is active"}, false)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{}, false)
+}
+
+// handleLive answers while the process is up.
+func (s *Server) handleLive(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{}, false)
+}
+
+// handleReady answers 200 while a policy is active and the server is not draining.
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		writeJSON(w, http.StatusInternalServerError, map[string]any{"error": "shutting down"}, false)
+		return
+	}
+	s.handleHealth(w, r)
+}
+
+func (s *Server) handlePrometheus(w http.ResponseWriter, r *http.Request) {
+	s.d.Metrics.Handler().ServeHTTP(w, r)
+}
+
+type policyDoc struct {
+	ID  string          `json:"id"`
+	Raw string          `json:"raw"`
+	AST json.RawMessage `json:"ast,omitempty"`
+}
+
+func policyOf(m engine.Module) policyDoc {
+	doc := policyDoc{ID: m.ID, Raw: m.Raw}
+	if m.AST != nil {
+		if b, err := json.Marshal(m.AST); err == nil {
+			doc.AST = b
+		}
+	}
+	return doc
+}
+
+// handlePolicies lists the active modules (read-only: policies come from bundles).
+func (s *Server) handlePolicies(w http.ResponseWriter, r *http.Request) {
+	mods := s.d.Engine.Modules()
+	out := make([]policyDoc, 0, len(mods))
+	for _, m := range mods {
+		out = append(out, policyOf(m))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"result": out}, r.URL.Query().Has("pretty"))
+}
+
+func (s *Server) handlePolicy(w http.ResponseWriter, r *http.Request) {
+	id := dataPath(r, "/v1/policies")
+	for _, m := range s.d.Engine.Modules() {
+		if m.ID == id {
+			writeJSON(w, http.StatusOK, map[string]any{"result": policyOf(m)}, r.URL.Query().Has("pretty"))
+			return
+		}
+	}
+	writeError(w, apierror.New(apierror.ResourceNotFound, "storage_not_found_error: policy id %q", id))
+}

@@ -1,0 +1,35 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+
+	"github.com/acgs-lite/acgs/internal/apierror"
+)
+
+// writeJSON writes v with status; pretty indents like OPA's ?pretty.
+func writeJSON(w http.ResponseWriter, status int, v any, pretty bool) {
+	buf := bufPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer putBuf(buf)
+	enc := json.NewEncoder(buf)
+	enc.SetEscapeHTML(false)
+	if pretty {
+		enc.SetIndent("", "  ")
+	}
+	if err := enc.Encode(v); err != nil {
+		buf.Reset()
+		status = http.StatusInternalServerError
+		_ = json.NewEncoder(buf).Encode(apierror.New(apierror.InternalError, "encoding response: %v", err))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// writeError writes OPA's error body with the status of the error's code.
+func writeError(w http.ResponseWriter, err error) {
+	e := apierror.As(err)
+	writeJSON(w, e.Code.Status(), e, false)
+}

@@ -1,0 +1,287 @@
+// Package server is the HTTP face of the service: routing, the ACGS-1 Lite
+// and OPA dialects, admin endpoints, request limits and the one error writer.
+// It decodes and encodes; every decision comes from the engine.
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/acgs-lite/acgs/internal/apierror"
+	"github.com/acgs-lite/acgs/internal/cache"
+	"github.com/acgs-lite/acgs/internal/config"
+	"github.com/acgs-lite/acgs/internal/engine"
+	"github.com/acgs-lite/acgs/internal/telemetry"
+)
+
+// CacheAdmin is what the server needs of the decision cache beyond the engine.
+type CacheAdmin interface {
+	Stats() cache.Stats
+	Flush(ctx context.Context) (uint64, error)
+}
+
+// Deps are the components a server answers with; Engine is required.
+type Deps struct {
+	Config      config.Config
+	Engine      *engine.Engine
+	Cache       CacheAdmin // nil when the cache is off
+	Metrics     *telemetry.Metrics
+	Window      *telemetry.Window
+	DecisionLog *telemetry.DecisionLog // nil when off
+	Logger      *slog.Logger
+	// Reload reloads the policy from its source (POST /v1/admin/reload).
+	Reload func(ctx context.Context) error
+}
+
+// Server routes requests to the dialect handlers.
+type Server struct {
+	d        Deps
+	cfg      config.Config
+	hash     string
+	log      *slog.Logger
+	targets  telemetry.Targets
+	reqSeq   atomic.Uint64
+	draining atomic.Bool
+	warm     []warmRequest
+	pprof    http.Handler
+}
+
+// New builds a server from its dependencies.
+func New(d Deps) (*Server, error) {
+	if d.Engine == nil {
+		return nil, errors.New("server: an engine is required")
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	if d.Metrics == nil {
+		d.Metrics = telemetry.NewMetrics(telemetry.BuildInfo{})
+	}
+	if d.Window == nil {
+		d.Window = telemetry.NewWindow(d.Config.Perf.WindowSpan)
+	}
+	s := &Server{
+		d:    d,
+		cfg:  d.Config,
+		hash: d.Config.Policy.ConstitutionalHash,
+		log:  d.Logger,
+		targets: telemetry.Targets{
+			P50MS: d.Config.Perf.TargetP50MS, P95MS: d.Config.Perf.TargetP95MS,
+			P99MS: d.Config.Perf.TargetP99MS, CacheHitRate: d.Config.Perf.CacheHitRateTarget,
+		},
+	}
+	warm, err := loadWarmup(d.Config.Policy.CacheWarmFile)
+	if err != nil {
+		return nil, err
+	}
+	s.warm = warm
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	s.pprof = mux
+	return s, nil
+}
+
+// route is one endpoint: its metric label and its handler per method.
+type route struct {
+	name    string
+	methods map[string]http.HandlerFunc
+}
+
+// ServeHTTP routes a request. Routing is a switch rather than a pattern mux
+// so that unknown paths and wrong methods get OPA's error body, not text.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	w.Header().Set("X-Constitutional-Hash", s.hash)
+	rid := r.Header.Get("X-Request-Id")
+	if rid == "" || len(rid) > 128 {
+		rid = s.newRequestID()
+	}
+	w.Header().Set("X-Request-Id", rid)
+	sw := &statusWriter{ResponseWriter: w}
+	name := "unknown"
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			s.log.Error("panic while serving a request", "request_id", rid, "path", r.URL.Path, "panic", p)
+			if !sw.wrote {
+				writeError(sw, apierror.New(apierror.InternalError, "internal error (request %s)", rid))
+			}
+		}
+		s.d.Metrics.ObserveHTTP(name, sw.code(), time.Since(start))
+	}()
+	rt := s.match(r.URL.Path)
+	name = rt.name
+	h, ok := rt.methods[r.Method]
+	if !ok && r.Method == http.MethodHead {
+		h, ok = rt.methods[http.MethodGet]
+	}
+	if !ok {
+		if len(rt.methods) == 0 {
+			writeError(sw, apierror.New(apierror.ResourceNotFound, "no such endpoint: %s", r.URL.Path))
+			return
+		}
+		allow := make([]string, 0, len(rt.methods))
+		for m := range rt.methods {
+			allow = append(allow, m)
+		}
+		sw.Header().Set("Allow", strings.Join(sortStrings(allow), ", "))
+		writeError(sw, apierror.New(apierror.MethodNotAllowed, "method %s is not allowed on %s", r.Method, r.URL.Path))
+		return
+	}
+	ctx := context.WithValue(r.Context(), requestIDKey{}, rid)
+	h(sw, r.WithContext(ctx))
+}
+
+type requestIDKey struct{}
+
+func requestID(ctx context.Context) string {
+	s, _ := ctx.Value(requestIDKey{}).(string)
+	return s
+}
+
+func (s *Server) newRequestID() string {
+	return telemetry.NewDecisionID()
+}
+
+func (s *Server) match(p string) route {
+	switch p {
+	case "/v1/data/acgs/main/decision":
+		return route{"acgs_decision", map[string]http.HandlerFunc{http.MethodPost: s.handleDecision, http.MethodGet: s.handleOPAData}}
+	case "/v1/data/acgs/main/allow":
+		return route{"acgs_allow", map[string]http.HandlerFunc{http.MethodGet: s.handleACGSAllow, http.MethodPost: s.handleOPAData}}
+	case "/v1/data/acgs/main/health":
+		return route{"acgs_health", map[string]http.HandlerFunc{http.MethodGet: s.handleACGSHealth, http.MethodPost: s.handleOPAData}}
+	case "/v1/acgs/batch":
+		return route{"acgs_batch", map[string]http.HandlerFunc{http.MethodPost: s.handleACGSBatch}}
+	case "/v1/metrics":
+		return route{"metrics_json", map[string]http.HandlerFunc{http.MethodGet: s.handleMetricsJSON}}
+	case "/v1/cache/warm":
+		return route{"cache_warm", map[string]http.HandlerFunc{http.MethodGet: s.handleWarm, http.MethodPost: s.handleWarm}}
+	case "/v1/cache":
+		return route{"cache_flush", map[string]http.HandlerFunc{http.MethodDelete: s.admin(s.handleCacheFlush)}}
+	case "/v1/admin/reload":
+		return route{"admin_reload", map[string]http.HandlerFunc{http.MethodPost: s.admin(s.handleReload)}}
+	case "/":
+		return route{"default_decision", map[string]http.HandlerFunc{http.MethodPost: s.handleDefaultDecision}}
+	case "/health":
+		return route{"health", map[string]http.HandlerFunc{http.MethodGet: s.handleHealth}}
+	case "/health/live":
+		return route{"health_live", map[string]http.HandlerFunc{http.MethodGet: s.handleLive}}
+	case "/health/ready":
+		return route{"health_ready", map[string]http.HandlerFunc{http.MethodGet: s.handleReady}}
+	case "/metrics":
+		return route{"metrics", map[string]http.HandlerFunc{http.MethodGet: s.handlePrometheus}}
+	case "/v1/policies":
+		return route{"policies", map[string]http.HandlerFunc{http.MethodGet: s.handlePolicies}}
+	case "/v1/data":
+		return route{"data", map[string]http.HandlerFunc{http.MethodGet: s.handleOPAData, http.MethodPost: s.handleOPAData}}
+	}
+	switch {
+	case strings.HasPrefix(p, "/v1/data/"):
+		return route{"data", map[string]http.HandlerFunc{http.MethodGet: s.handleOPAData, http.MethodPost: s.handleOPAData}}
+	case strings.HasPrefix(p, "/v0/data/"):
+		return route{"data_v0", map[string]http.HandlerFunc{http.MethodPost: s.handleV0Data}}
+	case strings.HasPrefix(p, "/v1/batch/data/"):
+		return route{"batch", map[string]http.HandlerFunc{http.MethodPost: s.handleOPABatch}}
+	case strings.HasPrefix(p, "/v1/policies/"):
+		return route{"policies", map[string]http.HandlerFunc{http.MethodGet: s.handlePolicy}}
+	case strings.HasPrefix(p, "/debug/pprof/"):
+		return route{"pprof", map[string]http.HandlerFunc{http.MethodGet: s.admin(s.pprof.ServeHTTP), http.MethodPost: s.admin(s.pprof.ServeHTTP)}}
+	}
+	return route{name: "unknown"}
+}
+
+// admin guards a handler with the admin bearer token. Without a configured
+// token admin endpoints do not exist (404). Every configured token is
+// compared in constant time so that rotation windows leak nothing.
+func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if len(s.cfg.AdminTok) == 0 {
+			writeError(w, apierror.New(apierror.ResourceNotFound, "no such endpoint: %s (admin endpoints are off: set ADMIN_TOKEN)", r.URL.Path))
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		match := 0
+		for _, t := range s.cfg.AdminTok {
+			match |= subtle.ConstantTimeCompare([]byte(got), []byte(t))
+		}
+		if !ok || match != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="acgs-admin"`)
+			writeError(w, apierror.New(apierror.Unauthorized, "admin endpoint requires Authorization: Bearer <ADMIN_TOKEN>"))
+			return
+		}
+		h(w, r)
+	}
+}
+
+// statusWriter records the status code for metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.status, w.wrote = http.StatusOK, true
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) code() int {
+	if !w.wrote {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+// Unwrap lets http.ResponseController reach the connection (pprof needs flushes).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func sortStrings(ss []string) []string {
+	for i := 1; i < len(ss); i++ {
+		for j := i; j > 0 && ss[j] < ss[j-1]; j-- {
+			ss[j], ss[j-1] = ss[j-1], ss[j]
+		}
+	}
+	return ss
+}
+
+// HTTPServer returns an http.Server with the configured timeouts and limits.
+func (s *Server) HTTPServer() *http.Server {
+	c := s.cfg.Server
+	return &http.Server{
+		Addr:              net.JoinHostPort(c.Host, itoa(c.Port)),
+		Handler:           s,
+		ReadHeaderTimeout: c.ReadHeaderTimeout,
+		ReadTimeout:       c.ReadTimeout,
+		WriteTimeout:      c.WriteTimeout,
+		IdleTimeout:       c.IdleTimeout,
+		MaxHeaderBytes:    c.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// SetDraining makes readiness fail while in-flight requests finish.
+func (s *Server) SetDraining() { s.draining.Store(true) }

@@ -1,0 +1,84 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/acgs-lite/acgs/internal/apierror"
+	"github.com/acgs-lite/acgs/internal/loadgen"
+)
+
+// maxWarmRequests bounds the warm-up set so a large key space in a workload
+// file cannot turn a warm-up call into a load test.
+const maxWarmRequests = 20000
+
+// warmRequest is one decoded request of the warm-up set.
+type warmRequest struct {
+	scenario string
+	body     any
+}
+
+// loadWarmup expands a workload file (the built-in acgs-mixed one when path
+// is empty) into every body of every scenario's key space: the requests a
+// client of that workload will send, so that warming makes them all hits.
+func loadWarmup(path string) ([]warmRequest, error) {
+	wl, err := loadgen.LoadWorkload(path)
+	if err != nil {
+		return nil, fmt.Errorf("CACHE_WARM_FILE: %w", err)
+	}
+	var out []warmRequest
+	var buf []byte
+	for i := range wl.Scenarios {
+		sc := &wl.Scenarios[i]
+		for idx := int64(0); idx < sc.KeySpace() && len(out) < maxWarmRequests; idx++ {
+			buf = sc.AppendBody(buf[:0], idx, "")
+			v, err := decodeJSON(buf, 1000)
+			if err != nil {
+				return nil, fmt.Errorf("CACHE_WARM_FILE: scenario %s: %w", sc.Name, err)
+			}
+			out = append(out, warmRequest{scenario: sc.Name, body: v})
+		}
+	}
+	return out, nil
+}
+
+// Warm evaluates the warm-up set through the normal pipeline.
+func (s *Server) Warm(ctx context.Context) (warmed, total int) {
+	results := make([]bool, len(s.warm))
+	parallel(len(s.warm), func(i int) {
+		if ctx.Err() != nil {
+			return
+		}
+		req, err := s.validateACGS(s.warm[i].body)
+		if err != nil {
+			return
+		}
+		d := s.d.Engine
+		if _, err := d.Decide(ctx, decisionPath, req); err == nil {
+			results[i] = true
+		}
+	})
+	for _, ok := range results {
+		if ok {
+			warmed++
+		}
+	}
+	return warmed, len(s.warm)
+}
+
+// handleWarm serves GET|POST /v1/cache/warm.
+func (s *Server) handleWarm(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	warmed, total := s.Warm(r.Context())
+	if r.Context().Err() != nil {
+		writeError(w, apierror.New(apierror.Unavailable, "warm-up cancelled after %d of %d scenarios", warmed, total))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"warmed_scenarios": warmed,
+		"total_scenarios":  total,
+		"duration_ms":      float64(time.Since(start).Microseconds()) / 1000,
+	}, false)
+}

@@ -1,0 +1,231 @@
+// Package service wires the components of `acgs serve` (config, logger,
+// telemetry, cache, engine, server) into one value with Run and Close, so
+// that end-to-end tests start exactly what production starts.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"time"
+
+	opaversion "github.com/open-policy-agent/opa/v1/version"
+
+	"github.com/acgs-lite/acgs/internal/cache"
+	"github.com/acgs-lite/acgs/internal/config"
+	"github.com/acgs-lite/acgs/internal/engine"
+	"github.com/acgs-lite/acgs/internal/server"
+	"github.com/acgs-lite/acgs/internal/telemetry"
+	"github.com/acgs-lite/acgs/internal/version"
+	"github.com/acgs-lite/acgs/policies"
+)
+
+// Service is one running instance.
+type Service struct {
+	Config  config.Config
+	Log     *slog.Logger
+	Metrics *telemetry.Metrics
+	Cache   *cache.Tiered // nil when CACHE_ENABLED=false
+	Engine  *engine.Engine
+	Server  *server.Server
+	DLog    *telemetry.DecisionLog
+
+	source   engine.BundleSource
+	listener net.Listener
+	http     *http.Server
+}
+
+// Options adjust wiring for tests and embedding.
+type Options struct {
+	LogOutput io.Writer           // default os.Stderr
+	Listener  net.Listener        // default: listen on Config.Addr()
+	Source    engine.BundleSource // default: POLICY_BUNDLE_PATH or the embedded bundle
+}
+
+// New builds every component; it fails on bad config or a bundle that cannot
+// be activated. It does not start serving.
+func New(ctx context.Context, cfg config.Config, o Options) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	if o.LogOutput == nil {
+		o.LogOutput = os.Stderr
+	}
+	logger, err := newLogger(cfg.Log.Level, cfg.Log.Format, o.LogOutput)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{Config: cfg, Log: logger}
+	s.Metrics = telemetry.NewMetrics(telemetry.BuildInfo{
+		Version: version.Version, Commit: version.Commit(), GoVersion: runtime.Version(), OPAVersion: opaversion.Version,
+	})
+	if cfg.Cache.Enabled {
+		prev := make([][]byte, 0, len(cfg.Cache.PreviousSigningKeys))
+		for _, k := range cfg.Cache.PreviousSigningKeys {
+			prev = append(prev, []byte(k))
+		}
+		s.Cache, err = cache.New(ctx, cache.Config{
+			L1Size: cfg.Cache.L1Size, TTL: cfg.Cache.TTL, RedisURL: cfg.Cache.RedisURL,
+			SigningKey: []byte(cfg.Cache.SigningKey), PreviousSigningKeys: prev,
+			L2Timeout: cfg.Cache.L2Timeout, BatchSize: cfg.Cache.BatchSize, BatchWindow: cfg.Cache.BatchWindow,
+			QueueSize: cfg.Cache.QueueSize, KeyPrefix: cfg.Cache.KeyPrefix, Logger: logger,
+			OnFlush: s.Metrics.ObserveWriteBehindBatch,
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.Metrics.RegisterCacheStats(s.Cache.Stats)
+	}
+	s.source = o.Source
+	if s.source == nil {
+		if cfg.Policy.BundlePath != "" {
+			s.source = engine.PathSource{Path: cfg.Policy.BundlePath}
+		} else {
+			s.source = engine.FSSource{FS: policies.FS, Name: "embedded constitution"}
+		}
+	}
+	eopts := engine.Options{
+		ConstitutionalHash: cfg.Policy.ConstitutionalHash,
+		EvalTimeout:        cfg.Policy.EvalTimeout,
+		Logger:             logger,
+		OnReload: func(result, revision string, _ error) {
+			s.Metrics.PolicyReload(result)
+			if result == "success" {
+				s.Metrics.SetActivePolicy(revision, cfg.Policy.ConstitutionalHash)
+			}
+		},
+	}
+	if s.Cache != nil {
+		eopts.Cache = s.Cache
+	}
+	s.Engine, err = engine.New(ctx, s.source, eopts)
+	if err != nil {
+		s.closeCache()
+		return nil, err
+	}
+	if cfg.Log.DecisionLog != "off" {
+		s.DLog, err = telemetry.NewDecisionLog(telemetry.DecisionLogConfig{
+			Sink: cfg.Log.DecisionLog, Mask: cfg.Log.DecisionLogMask, QueueSize: cfg.Log.DecisionLogSize, Logger: logger,
+		})
+		if err != nil {
+			s.closeCache()
+			return nil, err
+		}
+		s.Metrics.RegisterDecisionLog(s.DLog)
+	}
+	deps := server.Deps{
+		Config: cfg, Engine: s.Engine, Metrics: s.Metrics, DecisionLog: s.DLog, Logger: logger,
+		Window: telemetry.NewWindow(cfg.Perf.WindowSpan), Reload: s.Engine.Reload,
+	}
+	if s.Cache != nil {
+		deps.Cache = s.Cache
+	}
+	s.Server, err = server.New(deps)
+	if err != nil {
+		s.closeCache()
+		return nil, err
+	}
+	s.listener = o.Listener
+	return s, nil
+}
+
+// Addr is the address the service listens on, once Run has started it.
+func (s *Service) Addr() string {
+	if s.listener == nil {
+		return ""
+	}
+	return s.listener.Addr().String()
+}
+
+// Listen opens the listener (Run does it if it was not done).
+func (s *Service) Listen() error {
+	if s.listener != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", s.Config.Addr())
+	if err != nil {
+		return fmt.Errorf("listening on %s (PORT): %w", s.Config.Addr(), err)
+	}
+	s.listener = ln
+	return nil
+}
+
+// Run serves until ctx is done, reloading the bundle on SIGHUP, then shuts
+// down gracefully: readiness fails first, in-flight requests finish within
+// SHUTDOWN_TIMEOUT, then the cache flushes its pending writes.
+func (s *Service) Run(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	s.http = s.Server.HTTPServer()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				s.Log.Info("SIGHUP: reloading the policy bundle", "source", s.source.String())
+				_ = s.Engine.Reload(ctx)
+			}
+		}
+	}()
+	errc := make(chan error, 1)
+	go func() { errc <- s.http.Serve(s.listener) }()
+	info, _ := s.Engine.Info()
+	s.Log.Info("acgs serving", "addr", s.Addr(), "version", version.Version, "policy_revision", info.Revision,
+		"constitutional_hash", s.Config.Policy.ConstitutionalHash, "l2", s.Config.Cache.RedisURL != "")
+	select {
+	case err := <-errc:
+		s.closeRest()
+		return err
+	case <-ctx.Done():
+	}
+	s.Log.Info("shutting down: finishing in-flight requests", "timeout", s.Config.Server.ShutdownTimeout)
+	s.Server.SetDraining()
+	sctx, cancel := context.WithTimeout(context.Background(), s.Config.Server.ShutdownTimeout)
+	defer cancel()
+	err := s.http.Shutdown(sctx)
+	if err != nil {
+		s.Log.Warn("shutdown did not finish in time", "error", err)
+	}
+	s.closeRest()
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("graceful shutdown exceeded SHUTDOWN_TIMEOUT: %w", err)
+	}
+	s.Log.Info("stopped")
+	return nil
+}
+
+// Close releases everything without serving (for tests that never ran Run).
+func (s *Service) Close() {
+	if s.listener != nil && s.http == nil {
+		_ = s.listener.Close()
+	}
+	s.closeRest()
+}
+
+func (s *Service) closeRest() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if s.DLog != nil {
+		_ = s.DLog.Close(ctx)
+	}
+	s.closeCache()
+}
+
+func (s *Service) closeCache() {
+	if s.Cache != nil {
+		_ = s.Cache.Close()
+	}
+}

@@ -1,0 +1,424 @@
+package telemetry
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// DefaultDecisionLogQueue is the decision log's queue length when the config
+// leaves it 0: ten thousand events is a few seconds of peak traffic, enough
+// to ride out a slow disk without holding much memory.
+const DefaultDecisionLogQueue = 10000
+
+// decisionLogFlushBytes bounds how much the writer batches into one Write.
+const decisionLogFlushBytes = 64 << 10
+
+// DecisionLogConfig configures the decision log.
+type DecisionLogConfig struct {
+	// Sink is "off", "stdout" or "file:/path" (appended to, created 0640).
+	// The empty string means off.
+	Sink string
+	// Mask lists JSON pointers (RFC 6901) into the input whose values are
+	// erased from logged events, e.g. /context/agent/id.
+	Mask []string
+	// QueueSize bounds the events waiting for the writer
+	// (DefaultDecisionLogQueue when 0). Past it, events are dropped and
+	// counted, never waited for.
+	QueueSize int
+	// Labels are put on events that carry none, as OPA does with its
+	// instance id and version.
+	Labels map[string]string
+	// Logger receives the log's own problems (write errors); slog.Default()
+	// when nil.
+	Logger *slog.Logger
+	// Writer, when set, receives the events instead of Sink's destination.
+	// It is for tests and for embedding the log elsewhere.
+	Writer io.Writer
+}
+
+// BundleInfo is an entry of DecisionEvent.Bundles, as in OPA's events.
+type BundleInfo struct {
+	Revision string `json:"revision"`
+}
+
+// DecisionEvent is one logged decision, in OPA's decision-log event format
+// plus the ACGS fields (cache tier, constitutional hash), so that tools that
+// read OPA decision logs read these.
+type DecisionEvent struct {
+	DecisionID      string                `json:"decision_id"`
+	BatchDecisionID string                `json:"batch_decision_id,omitempty"`
+	Path            string                `json:"path"`
+	Input           any                   `json:"input,omitempty"`
+	Result          any                   `json:"result,omitempty"`
+	Bundles         map[string]BundleInfo `json:"bundles,omitempty"`
+	Timestamp       time.Time             `json:"timestamp"`
+	Metrics         map[string]any        `json:"metrics,omitempty"`
+	Labels          map[string]string     `json:"labels,omitempty"`
+	RequestID       string                `json:"req_id,omitempty"`
+	RequestedBy     string                `json:"requested_by,omitempty"`
+	// Erased lists the masked input fields as OPA does (/input/...). The
+	// log fills it; a caller may leave it empty.
+	Erased             []string `json:"erased,omitempty"`
+	CacheTier          string   `json:"cache_tier"`
+	ConstitutionalHash string   `json:"constitutional_hash"`
+	Error              string   `json:"error,omitempty"`
+}
+
+// DecisionLog writes decision events as JSON lines from one goroutine, so
+// that a request pays only a channel send for its event: the masking, the
+// encoding and the I/O happen off the request path. When the sink cannot keep
+// up and the queue is full, events are dropped and counted rather than slowing
+// requests down — a decision log must never become the service's bottleneck.
+//
+// A nil *DecisionLog, and one built with Sink "off", accept Log and Close and
+// do nothing.
+type DecisionLog struct {
+	off    bool
+	ch     chan *DecisionEvent
+	w      io.Writer
+	closer io.Closer
+	mask   []maskPointer
+	labels map[string]string
+	logger *slog.Logger
+
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	closed    atomic.Bool
+	abandon   atomic.Bool
+	closeErr  error // set by the writer before done is closed
+
+	dropped, written, failed atomic.Uint64
+}
+
+// ParseDecisionLogSink checks a DECISION_LOG sink value ("off", "stdout",
+// "file:/path"); config validation uses it so that a typo is refused at start
+// rather than at the first decision.
+func ParseDecisionLogSink(s string) error {
+	_, _, err := parseSink(s)
+	return err
+}
+
+func parseSink(s string) (kind, path string, err error) {
+	switch {
+	case s == "" || s == "off":
+		return "off", "", nil
+	case s == "stdout":
+		return "stdout", "", nil
+	case strings.HasPrefix(s, "file:"):
+		path = strings.TrimPrefix(s, "file:")
+		if path == "" {
+			return "", "", fmt.Errorf("decision log sink %q: file: needs a path", s)
+		}
+		return "file", path, nil
+	}
+	return "", "", fmt.Errorf("decision log sink %q: want off, stdout or file:/path", s)
+}
+
+// NewDecisionLog validates cfg, opens the sink and starts the writer.
+func NewDecisionLog(cfg DecisionLogConfig) (*DecisionLog, error) {
+	kind, path, err := parseSink(cfg.Sink)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.QueueSize < 0 {
+		return nil, fmt.Errorf("decision log queue size %d: must not be negative", cfg.QueueSize)
+	}
+	mask := make([]maskPointer, 0, len(cfg.Mask))
+	for _, p := range cfg.Mask {
+		mp, err := parseMaskPointer(p)
+		if err != nil {
+			return nil, err
+		}
+		mask = append(mask, mp)
+	}
+	l := &DecisionLog{
+		mask:   mask,
+		labels: cfg.Labels,
+		logger: cfg.Logger,
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	if l.logger == nil {
+		l.logger = slog.Default()
+	}
+	switch {
+	case cfg.Writer != nil:
+		l.w = cfg.Writer
+	case kind == "off":
+		l.off = true
+		close(l.done)
+		return l, nil
+	case kind == "stdout":
+		l.w = os.Stdout
+	case kind == "file":
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		if err != nil {
+			return nil, fmt.Errorf("decision log: %w", err)
+		}
+		l.w, l.closer = f, f
+	}
+	q := cfg.QueueSize
+	if q == 0 {
+		q = DefaultDecisionLogQueue
+	}
+	l.ch = make(chan *DecisionEvent, q)
+	go l.run()
+	return l, nil
+}
+
+// Log queues e for writing and returns at once. The log owns e afterwards:
+// the caller must not change it (the log fills the timestamp, labels and
+// erased fields). e.Input and e.Result are only read, never changed, so they
+// may be shared with the cache. If the queue is full, or the log is closed,
+// e is dropped and counted. Events logged concurrently with Close may be
+// neither written nor counted.
+func (l *DecisionLog) Log(e *DecisionEvent) {
+	if l == nil || l.off || e == nil {
+		return
+	}
+	if l.closed.Load() {
+		l.dropped.Add(1)
+		return
+	}
+	if e.Timestamp.IsZero() {
+		e.Timestamp = time.Now()
+	}
+	select {
+	case l.ch <- e:
+	default:
+		l.dropped.Add(1)
+	}
+}
+
+// Close stops accepting events and waits, at most until ctx is done, for the
+// queued ones to be written; then it closes a file sink. If ctx ends first,
+// the writer drops what is still queued (counted) and Close returns ctx's
+// error.
+func (l *DecisionLog) Close(ctx context.Context) error {
+	if l == nil || l.off {
+		return nil
+	}
+	l.closeOnce.Do(func() {
+		l.closed.Store(true)
+		close(l.stop)
+	})
+	select {
+	case <-l.done:
+		return l.closeErr
+	case <-ctx.Done():
+		l.abandon.Store(true)
+		return fmt.Errorf("decision log: %d events not yet written at close: %w", len(l.ch), ctx.Err())
+	}
+}
+
+// Dropped is the number of events dropped: queue full, log closed, or still
+// queued when Close's deadline passed.
+func (l *DecisionLog) Dropped() uint64 {
+	if l == nil {
+		return 0
+	}
+	return l.dropped.Load()
+}
+
+// Written is the number of events written to the sink.
+func (l *DecisionLog) Written() uint64 {
+	if l == nil {
+		return 0
+	}
+	return l.written.Load()
+}
+
+// Failed is the number of events lost to an encoding or write error.
+func (l *DecisionLog) Failed() uint64 {
+	if l == nil {
+		return 0
+	}
+	return l.failed.Load()
+}
+
+// Queued is the number of events waiting for the writer.
+func (l *DecisionLog) Queued() int {
+	if l == nil {
+		return 0
+	}
+	return len(l.ch)
+}
+
+// QueueCapacity is the queue's bound (0 when the log is off).
+func (l *DecisionLog) QueueCapacity() int {
+	if l == nil {
+		return 0
+	}
+	return cap(l.ch)
+}
+
+// run is the writer goroutine. It encodes events into one buffer and writes
+// the buffer when the queue runs empty or the buffer is large, so a burst
+// costs few writes and a single event is not held back.
+func (l *DecisionLog) run() {
+	defer close(l.done)
+	var (
+		buf     bytes.Buffer
+		pending uint64
+		lastErr time.Time
+	)
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	report := func(msg string, err error, n uint64) {
+		l.failed.Add(n)
+		// One report per ten seconds: a full disk must not flood the log.
+		if now := time.Now(); now.Sub(lastErr) >= 10*time.Second {
+			lastErr = now
+			l.logger.Warn(msg, "error", err, "events", n, "failed_total", l.failed.Load())
+		}
+	}
+	flush := func() {
+		if buf.Len() == 0 {
+			return
+		}
+		if _, err := l.w.Write(buf.Bytes()); err != nil {
+			report("decision log: write failed", err, pending)
+		} else {
+			l.written.Add(pending)
+		}
+		buf.Reset()
+		pending = 0
+	}
+	encode := func(e *DecisionEvent) {
+		l.prepare(e)
+		mark := buf.Len()
+		if err := enc.Encode(e); err != nil {
+			buf.Truncate(mark)
+			report("decision log: cannot encode event", err, 1)
+			return
+		}
+		pending++
+		if buf.Len() >= decisionLogFlushBytes {
+			flush()
+		}
+	}
+	for {
+		select {
+		case e := <-l.ch:
+			encode(e)
+			if len(l.ch) == 0 {
+				flush()
+			}
+		case <-l.stop:
+			for {
+				select {
+				case e := <-l.ch:
+					if l.abandon.Load() {
+						l.dropped.Add(1)
+						continue
+					}
+					encode(e)
+				default:
+					flush()
+					if l.closer != nil {
+						l.closeErr = l.closer.Close()
+					}
+					return
+				}
+			}
+		}
+	}
+}
+
+// prepare fills what the log owns in an event, in the writer goroutine.
+func (l *DecisionLog) prepare(e *DecisionEvent) {
+	if e.DecisionID == "" {
+		e.DecisionID = NewDecisionID()
+	}
+	e.Timestamp = e.Timestamp.UTC()
+	if e.Labels == nil && l.labels != nil {
+		e.Labels = l.labels
+	}
+	if len(l.mask) > 0 {
+		var erased []string
+		e.Input, erased = maskInput(e.Input, l.mask)
+		e.Erased = append(e.Erased, erased...)
+	}
+}
+
+// NewDecisionID returns a random (version 4) UUID for a decision. The 122
+// random bits come from math/rand/v2's global source — the runtime's
+// per-thread ChaCha8, seeded from the operating system — rather than from
+// crypto/rand as uuid.New does, because it is on every request: no system
+// call, no lock. A decision ID must be unique, not secret.
+func NewDecisionID() string {
+	var u uuid.UUID
+	a, b := rand.Uint64(), rand.Uint64()
+	for i := range 8 {
+		u[i] = byte(a >> (8 * i))
+		u[8+i] = byte(b >> (8 * i))
+	}
+	u[6] = (u[6] & 0x0f) | 0x40 // version 4
+	u[8] = (u[8] & 0x3f) | 0x80 // RFC 4122 variant
+	return u.String()
+}
+
+// decisionLogCollector reads the log's counters at scrape time, like the
+// cache collector, so Log stays a channel send and nothing more.
+type decisionLogCollector struct {
+	log atomic.Pointer[DecisionLog]
+
+	dropped, written, failed *prometheus.Desc
+	queue, capacity          *prometheus.Desc
+}
+
+func newDecisionLogCollector() *decisionLogCollector {
+	return &decisionLogCollector{
+		dropped:  prometheus.NewDesc("acgs_decision_log_dropped_total", "Decision-log events dropped because the queue was full or the log was closing.", nil, nil),
+		written:  prometheus.NewDesc("acgs_decision_log_written_total", "Decision-log events written to the sink.", nil, nil),
+		failed:   prometheus.NewDesc("acgs_decision_log_failed_total", "Decision-log events lost to an encoding or write error.", nil, nil),
+		queue:    prometheus.NewDesc("acgs_decision_log_queue_entries", "Decision-log events waiting for the writer.", nil, nil),
+		capacity: prometheus.NewDesc("acgs_decision_log_queue_capacity_entries", "Capacity of the decision-log queue.", nil, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *decisionLogCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.dropped
+	ch <- c.written
+	ch <- c.failed
+	ch <- c.queue
+	ch <- c.capacity
+}
+
+// Collect implements prometheus.Collector.
+func (c *decisionLogCollector) Collect(ch chan<- prometheus.Metric) {
+	l := c.log.Load()
+	if l == nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(l.Dropped()))
+	ch <- prometheus.MustNewConstMetric(c.written, prometheus.CounterValue, float64(l.Written()))
+	ch <- prometheus.MustNewConstMetric(c.failed, prometheus.CounterValue, float64(l.Failed()))
+	ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(l.Queued()))
+	ch <- prometheus.MustNewConstMetric(c.capacity, prometheus.GaugeValue, float64(l.QueueCapacity()))
+}
+
+// RegisterDecisionLog exposes l's counters (acgs_decision_log_*). A later
+// call replaces l, for a log reopened at run time; nil removes the series.
+func (m *Metrics) RegisterDecisionLog(l *DecisionLog) {
+	m.logOnce.Do(func() {
+		m.declog = newDecisionLogCollector()
+		m.reg.MustRegister(m.declog)
+	})
+	m.declog.log.Store(l)
+}

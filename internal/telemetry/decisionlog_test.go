@@ -1,0 +1,507 @@
+package telemetry
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// memSink collects what the log writes; delay makes it a slow sink.
+type memSink struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	writes int
+	delay  time.Duration
+	fail   error
+}
+
+func (s *memSink) Write(p []byte) (int, error) {
+	if s.delay > 0 {
+		time.Sleep(s.delay)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return 0, s.fail
+	}
+	s.writes++
+	return s.buf.Write(p)
+}
+
+// events decodes the JSON lines written so far; every line must be one event.
+func (s *memSink) events(t *testing.T) []map[string]any {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(s.buf.Bytes()))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var e map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatalf("line %q is not one JSON event: %v", sc.Text(), err)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func closeLog(t *testing.T, l *DecisionLog) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := l.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
+
+func TestDecisionLogOneLinePerEvent(t *testing.T) {
+	sink := &memSink{}
+	l, err := NewDecisionLog(DecisionLogConfig{Writer: sink, Labels: map[string]string{"id": "inst-1", "version": "0.1.0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := time.Date(2026, 12, 1, 13, 0, 0, 0, time.FixedZone("CET", 3600))
+	const n = 250
+	for i := range n {
+		l.Log(&DecisionEvent{
+			DecisionID:         NewDecisionID(),
+			Path:               "acgs/main/decision",
+			Input:              map[string]any{"type": "data_access", "i": i, "html": "<b>&</b>"},
+			Result:             map[string]any{"allow": i%2 == 0},
+			Bundles:            map[string]BundleInfo{"acgs": {Revision: "rev-7"}},
+			Timestamp:          ts,
+			Metrics:            map[string]any{"timer_rego_query_eval_ns": 1234},
+			RequestID:          "req-1",
+			CacheTier:          "l1",
+			ConstitutionalHash: "cdd01ef066bc6cf2",
+		})
+	}
+	l.Log(&DecisionEvent{Path: "acgs/main/allow", Labels: map[string]string{"id": "own"}}) // the log fills the ID and timestamp
+	closeLog(t, l)
+
+	evs := sink.events(t)
+	if len(evs) != n+1 || l.Written() != n+1 || l.Dropped() != 0 || l.Failed() != 0 {
+		t.Fatalf("%d lines, written %d, dropped %d, failed %d; want %d lines all written", len(evs), l.Written(), l.Dropped(), l.Failed(), n+1)
+	}
+	first := evs[0]
+	for k, want := range map[string]any{
+		"path":                "acgs/main/decision",
+		"timestamp":           "2026-12-01T12:00:00Z",
+		"req_id":              "req-1",
+		"cache_tier":          "l1",
+		"constitutional_hash": "cdd01ef066bc6cf2",
+	} {
+		if first[k] != want {
+			t.Errorf("%s = %v, want %v", k, first[k], want)
+		}
+	}
+	if rev := first["bundles"].(map[string]any)["acgs"].(map[string]any)["revision"]; rev != "rev-7" {
+		t.Errorf("bundles.acgs.revision = %v", rev)
+	}
+	if lb := first["labels"].(map[string]any); lb["id"] != "inst-1" || lb["version"] != "0.1.0" {
+		t.Errorf("labels = %v, want the configured ones", lb)
+	}
+	if in := first["input"].(map[string]any); in["html"] != "<b>&</b>" {
+		t.Errorf("input.html = %v: HTML must not be escaped", in["html"])
+	}
+	for _, k := range []string{"erased", "error", "batch_decision_id"} {
+		if _, ok := first[k]; ok {
+			t.Errorf("%s present although empty", k)
+		}
+	}
+	last := evs[n]
+	if id, _ := last["decision_id"].(string); uuid.Validate(id) != nil {
+		t.Errorf("filled decision_id %q is not a UUID", id)
+	}
+	if ts, _ := last["timestamp"].(string); !strings.HasSuffix(ts, "Z") || strings.HasPrefix(ts, "0001") {
+		t.Errorf("filled timestamp %q, want a current UTC time", ts)
+	}
+	if lb := last["labels"].(map[string]any); lb["id"] != "own" {
+		t.Errorf("event's own labels replaced: %v", lb)
+	}
+}
+
+func TestDecisionLogMask(t *testing.T) {
+	input := func() map[string]any {
+		return map[string]any{
+			"type": "action_authorization",
+			"context": map[string]any{
+				"agent":    map[string]any{"id": "agent-7", "role": "reader"},
+				"tokens":   []any{"t0", map[string]any{"secret": "s1", "keep": "k"}},
+				"a/b":      "slash",
+				"tilde~":   "tilde",
+				"password": "hunter2",
+			},
+			"constitutional_hash": "cdd01ef066bc6cf2",
+		}
+	}
+	tests := []struct {
+		name       string
+		mask       []string
+		wantErased []string
+		check      func(t *testing.T, in map[string]any)
+	}{
+		{
+			name:       "nested object field",
+			mask:       []string{"/context/agent/id"},
+			wantErased: []string{"/input/context/agent/id"},
+			check: func(t *testing.T, in map[string]any) {
+				agent := in["context"].(map[string]any)["agent"].(map[string]any)
+				if _, ok := agent["id"]; ok || agent["role"] != "reader" {
+					t.Errorf("agent = %v, want id erased and role kept", agent)
+				}
+			},
+		},
+		{
+			name:       "missing paths are skipped",
+			mask:       []string{"/context/nope", "/nope/deeper", "/context/agent/id/deeper", "/context/tokens/9", "/context/tokens/x"},
+			wantErased: nil,
+			check: func(t *testing.T, in map[string]any) {
+				if !reflect.DeepEqual(in, input()) {
+					t.Errorf("input changed although no pointer matched: %v", in)
+				}
+			},
+		},
+		{
+			name:       "array element and inside an array",
+			mask:       []string{"/context/tokens/1/secret", "/context/tokens/0"},
+			wantErased: []string{"/input/context/tokens/1/secret", "/input/context/tokens/0"},
+			check: func(t *testing.T, in map[string]any) {
+				toks := in["context"].(map[string]any)["tokens"].([]any)
+				if len(toks) != 2 || toks[0] != nil || !reflect.DeepEqual(toks[1], map[string]any{"keep": "k"}) {
+					t.Errorf("tokens = %#v, want [nil {keep:1}]", toks)
+				}
+			},
+		},
+		{
+			name:       "escaped tokens and a whole subtree",
+			mask:       []string{"/context/a~1b", "/context/tilde~0", "/context/agent"},
+			wantErased: []string{"/input/context/a~1b", "/input/context/tilde~0", "/input/context/agent"},
+			check: func(t *testing.T, in map[string]any) {
+				ctx := in["context"].(map[string]any)
+				for _, k := range []string{"a/b", "tilde~", "agent"} {
+					if _, ok := ctx[k]; ok {
+						t.Errorf("context[%q] not erased", k)
+					}
+				}
+				if ctx["password"] != "hunter2" {
+					t.Errorf("unmasked field lost")
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sink := &memSink{}
+			l, err := NewDecisionLog(DecisionLogConfig{Writer: sink, Mask: tt.mask})
+			if err != nil {
+				t.Fatal(err)
+			}
+			shared := input()
+			l.Log(&DecisionEvent{Path: "acgs/main/decision", Input: shared})
+			closeLog(t, l)
+			if !reflect.DeepEqual(shared, input()) {
+				t.Fatalf("the caller's input was modified: %v", shared)
+			}
+			evs := sink.events(t)
+			if len(evs) != 1 {
+				t.Fatalf("%d events", len(evs))
+			}
+			var erased []string
+			if e, ok := evs[0]["erased"].([]any); ok {
+				for _, x := range e {
+					erased = append(erased, x.(string))
+				}
+			}
+			if !reflect.DeepEqual(erased, tt.wantErased) {
+				t.Errorf("erased = %v, want %v", erased, tt.wantErased)
+			}
+			in, _ := evs[0]["input"].(map[string]any)
+			tt.check(t, in)
+		})
+	}
+}
+
+// TestMaskNonGenericInput: a typed input (struct) is converted through JSON
+// before masking, and the struct itself is left alone.
+func TestMaskNonGenericInput(t *testing.T) {
+	type agent struct {
+		ID   string `json:"id"`
+		Role string `json:"role"`
+	}
+	type req struct {
+		Agent agent `json:"agent"`
+	}
+	in := &req{Agent: agent{ID: "a1", Role: "r"}}
+	p, err := parseMaskPointer("/agent/id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, erased := maskInput(in, []maskPointer{p})
+	if in.Agent.ID != "a1" {
+		t.Fatal("typed input modified")
+	}
+	want := map[string]any{"agent": map[string]any{"role": "r"}}
+	if !reflect.DeepEqual(out, want) || !reflect.DeepEqual(erased, []string{"/input/agent/id"}) {
+		t.Errorf("masked = %v erased %v", out, erased)
+	}
+}
+
+func TestParseDecisionLogSink(t *testing.T) {
+	tests := []struct {
+		sink    string
+		wantErr bool
+	}{
+		{"off", false},
+		{"", false},
+		{"stdout", false},
+		{"file:/var/log/acgs/decisions.jsonl", false},
+		{"file:relative.jsonl", false},
+		{"file:", true},
+		{"stderr", true},
+		{"STDOUT", true},
+		{"http://collector", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.sink, func(t *testing.T) {
+			if err := ParseDecisionLogSink(tt.sink); (err != nil) != tt.wantErr {
+				t.Errorf("ParseDecisionLogSink(%q) = %v, want error %v", tt.sink, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestNewDecisionLogRejects(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  DecisionLogConfig
+	}{
+		{"bad sink", DecisionLogConfig{Sink: "syslog"}},
+		{"negative queue", DecisionLogConfig{Sink: "stdout", QueueSize: -1}},
+		{"pointer without slash", DecisionLogConfig{Sink: "stdout", Mask: []string{"context/agent"}}},
+		{"empty pointer", DecisionLogConfig{Sink: "stdout", Mask: []string{""}}},
+		{"bad escape", DecisionLogConfig{Sink: "stdout", Mask: []string{"/a~2b"}}},
+		{"unwritable file", DecisionLogConfig{Sink: "file:/nonexistent-dir/x/decisions.jsonl"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if l, err := NewDecisionLog(tt.cfg); err == nil {
+				_ = l.Close(context.Background())
+				t.Errorf("NewDecisionLog(%+v) accepted", tt.cfg)
+			}
+		})
+	}
+}
+
+func TestDecisionLogFileSink(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.jsonl")
+	if err := os.WriteFile(path, []byte("{\"previous\":true}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		l.Log(&DecisionEvent{Path: "p"})
+	}
+	closeLog(t, l)
+	l.Log(&DecisionEvent{Path: "after close"})
+	if l.Dropped() != 1 {
+		t.Errorf("Log after Close: dropped = %d, want 1", l.Dropped())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Count(string(b), "\n"); lines != 4 || !strings.HasPrefix(string(b), "{\"previous\":true}\n") {
+		t.Errorf("file has %d lines, want the previous one kept and 3 appended:\n%s", lines, b)
+	}
+}
+
+func TestDecisionLogOffAndNil(t *testing.T) {
+	l, err := NewDecisionLog(DecisionLogConfig{Sink: "off"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nilLog *DecisionLog
+	for _, lg := range []*DecisionLog{l, nilLog} {
+		lg.Log(&DecisionEvent{Path: "p"})
+		if err := lg.Close(context.Background()); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if lg.Dropped()+lg.Written()+lg.Failed() != 0 || lg.Queued() != 0 || lg.QueueCapacity() != 0 {
+			t.Errorf("an off log counted something")
+		}
+	}
+}
+
+func TestDecisionLogWriteAndEncodeErrors(t *testing.T) {
+	sink := &memSink{fail: errors.New("disk full")}
+	l, err := NewDecisionLog(DecisionLogConfig{Writer: sink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Log(&DecisionEvent{Path: "p"})
+	l.Log(&DecisionEvent{Path: "p", Result: make(chan int)}) // cannot be encoded
+	closeLog(t, l)
+	if l.Failed() != 2 || l.Written() != 0 {
+		t.Errorf("failed %d written %d, want 2 failed", l.Failed(), l.Written())
+	}
+}
+
+// TestDecisionLogCloseDeadline: a sink that never returns in time must not
+// hold Close past its deadline, and what is abandoned is counted.
+func TestDecisionLogCloseDeadline(t *testing.T) {
+	release := make(chan struct{})
+	blocked := writerFunc(func(p []byte) (int, error) { <-release; return len(p), nil })
+	l, err := NewDecisionLog(DecisionLogConfig{Writer: blocked, QueueSize: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 10
+	for range n {
+		l.Log(&DecisionEvent{Path: "p"})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := l.Close(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Close with a dead context = %v, want context.Canceled", err)
+	}
+	close(release)
+	<-l.done
+	if got := l.Written() + l.Dropped(); got != n {
+		t.Errorf("written %d + dropped %d = %d, want %d", l.Written(), l.Dropped(), got, n)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestDecisionLogSlowSinkDrops: with a sink far slower than the callers, the
+// queue fills and events are dropped and counted — Log does not wait. The
+// per-call cost of Log with a slow and a fast sink is reported, not asserted.
+func TestDecisionLogSlowSinkDrops(t *testing.T) {
+	const n = 20000
+	run := func(sink *memSink, queue int) (perLog time.Duration, l *DecisionLog) {
+		l, err := NewDecisionLog(DecisionLogConfig{Writer: sink, QueueSize: queue})
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs := make([]*DecisionEvent, n)
+		for i := range evs {
+			evs[i] = &DecisionEvent{DecisionID: NewDecisionID(), Path: "acgs/main/decision", Input: map[string]any{"i": i}, CacheTier: "l1"}
+		}
+		start := time.Now()
+		for _, e := range evs {
+			l.Log(e)
+		}
+		perLog = time.Since(start) / n
+		closeLog(t, l)
+		return perLog, l
+	}
+	slowSink := &memSink{delay: 5 * time.Millisecond}
+	slowPer, slow := run(slowSink, 64)
+	fastSink := &memSink{}
+	fastPer, fast := run(fastSink, n)
+
+	t.Logf("Log() with a slow sink (5ms per write, queue 64): %v per call; written %d, dropped %d, sink writes %d",
+		slowPer, slow.Written(), slow.Dropped(), slowSink.writes)
+	t.Logf("Log() with a fast sink (memory, queue %d):        %v per call; written %d, dropped %d, sink writes %d",
+		n, fastPer, fast.Written(), fast.Dropped(), fastSink.writes)
+
+	if slow.Dropped() == 0 {
+		t.Errorf("slow sink: nothing dropped")
+	}
+	for name, l := range map[string]*DecisionLog{"slow": slow, "fast": fast} {
+		if got := l.Written() + l.Dropped() + l.Failed(); got != n {
+			t.Errorf("%s: written %d + dropped %d + failed %d = %d, want %d logged", name, l.Written(), l.Dropped(), l.Failed(), got, n)
+		}
+	}
+	if got := uint64(len(slowSink.events(t))); got != slow.Written() {
+		t.Errorf("slow sink holds %d lines, log says %d written", got, slow.Written())
+	}
+	if fast.Dropped() != 0 {
+		t.Errorf("fast sink with a queue as large as the burst dropped %d", fast.Dropped())
+	}
+}
+
+var uuidV4 = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+
+func TestNewDecisionID(t *testing.T) {
+	seen := make(map[string]bool, 10000)
+	for range 10000 {
+		id := NewDecisionID()
+		if !uuidV4.MatchString(id) {
+			t.Fatalf("%q is not a version-4 UUID", id)
+		}
+		u := uuid.MustParse(id)
+		if u.Version() != 4 || u.Variant() != uuid.RFC4122 {
+			t.Fatalf("%q: version %v variant %v", id, u.Version(), u.Variant())
+		}
+		if seen[id] {
+			t.Fatalf("duplicate %q", id)
+		}
+		seen[id] = true
+	}
+}
+
+func BenchmarkNewDecisionID(b *testing.B) {
+	b.Run("math-rand-v2", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				_ = NewDecisionID()
+			}
+		})
+	})
+	b.Run("uuid.NewString-crypto-rand", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				_ = uuid.NewString()
+			}
+		})
+	})
+}
+
+// BenchmarkDecisionLogLog measures the request-path cost of Log with a sink
+// that keeps up and with one that does not (drops).
+func BenchmarkDecisionLogLog(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		delay time.Duration
+	}{{"fast-sink", 0}, {"slow-sink-5ms", 5 * time.Millisecond}} {
+		b.Run(bc.name, func(b *testing.B) {
+			l, err := NewDecisionLog(DecisionLogConfig{Writer: &memSink{delay: bc.delay}, QueueSize: 1024})
+			if err != nil {
+				b.Fatal(err)
+			}
+			e := DecisionEvent{Path: "acgs/main/decision", Input: map[string]any{"type": "data_access"}, CacheTier: "l1"}
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					ev := e
+					l.Log(&ev)
+				}
+			})
+			b.StopTimer()
+			_ = l.Close(context.Background())
+			b.ReportMetric(float64(l.Dropped())/float64(b.N), "dropped/op")
+		})
+	}
+}

@@ -1,0 +1,430 @@
+# METADATA
+# title: Data access
+# description: |
+#   Scores a data access request (classification, consent, purpose,
+#   minimisation, retention, encryption) and decides allow/deny.
+#   Every threshold, weight, category and limit comes from
+#   data.acgs.config.data_access.
+#
+#   Inputs are untrusted: a field of the wrong type counts as missing.
+#   Fail-safe choices (documented where they are made):
+#   - a data_fields element that is not an object counts as a field with
+#     no name, no category and no classification level;
+#   - a field whose classification_level is not a number counts as above
+#     the requester's clearance (unclassified data is not released);
+#   - with no numeric request timestamp, consent expiry cannot be verified,
+#     so no consent is valid and every data subject is a violation;
+#   - a consent without a numeric expiry_time does not expire.
+#
+#   Only input.data_request is read here. Deterministic: expiry is compared
+#   with the request's own timestamp, never with the clock.
+package acgs.data
+
+import data.acgs.config
+
+decision := {
+	"allow": allow,
+	"compliance_score": access_score,
+	"access_score": access_score,
+	"access_conditions": access_conditions,
+	"audit_requirements": audit_requirements,
+	"reasons": reasons,
+	"constitutional_hash": config.constitutional_hash,
+	"policy": "data_access",
+	"evaluation_details": evaluation_details,
+}
+
+# ---------------------------------------------------------------------------
+# Typed views of the input
+# ---------------------------------------------------------------------------
+
+default request_present := false
+
+request_present if is_object(input.data_request)
+
+default fields := []
+
+fields := [f |
+	some x in input.data_request.data_fields
+	f := as_object(x)
+] if {
+	is_array(input.data_request.data_fields)
+}
+
+field_count := count(fields)
+
+default clearance := 0
+
+clearance := c if {
+	c := input.data_request.requester_clearance_level
+	is_number(c)
+}
+
+default special_authorization := false
+
+special_authorization if input.data_request.special_authorization == true
+
+default purpose := ""
+
+purpose := p if {
+	p := input.data_request.purpose
+	is_string(p)
+}
+
+default purpose_stated := false
+
+purpose_stated if purpose != ""
+
+default allowed_purposes := []
+
+allowed_purposes := a if {
+	a := input.data_request.allowed_purposes
+	is_array(a)
+}
+
+default justified_fields := set()
+
+justified_fields := {n | some n in input.data_request.justified_fields} if {
+	is_array(input.data_request.justified_fields)
+}
+
+default data_subjects := []
+
+data_subjects := s if {
+	s := input.data_request.data_subjects
+	is_array(s)
+}
+
+default consent_records := []
+
+consent_records := [r |
+	some r in input.data_request.consent_records
+	is_object(r)
+] if {
+	is_array(input.data_request.consent_records)
+}
+
+timestamp := t if {
+	t := input.data_request.timestamp
+	is_number(t)
+}
+
+default timestamp_known := false
+
+timestamp_known if is_number(timestamp)
+
+default record_count := 0
+
+record_count := n if {
+	n := input.data_request.record_count
+	is_number(n)
+}
+
+default automated_request := false
+
+automated_request if input.data_request.automated_request == true
+
+default retention_policy := {}
+
+retention_policy := p if {
+	p := input.data_request.retention_policy
+	is_object(p)
+}
+
+default encrypted_fields := set()
+
+encrypted_fields := {n | some n in input.data_request.encryption_config.encrypted_fields} if {
+	is_array(input.data_request.encryption_config.encrypted_fields)
+}
+
+sensitive_categories := {c | some c in config.data_access.sensitive_categories}
+
+# ---------------------------------------------------------------------------
+# Classification
+# ---------------------------------------------------------------------------
+
+# A field is within clearance only when its level is a number <= clearance.
+within_clearance(f) if {
+	level := f.classification_level
+	is_number(level)
+	level <= clearance
+}
+
+fields_above_clearance := [field_label(f) |
+	some f in fields
+	not within_clearance(f)
+]
+
+sensitive_fields := [f |
+	some f in fields
+	f.category in sensitive_categories
+]
+
+sensitive_count := count(sensitive_fields)
+
+default sensitive_without_authorization := 0
+
+sensitive_without_authorization := sensitive_count if not special_authorization
+
+classification_score := clamp01(1 - ((count(fields_above_clearance) + sensitive_without_authorization) / max([1, field_count])))
+
+# ---------------------------------------------------------------------------
+# Consent
+# ---------------------------------------------------------------------------
+
+# A consent record is expired when its numeric expiry_time is before the
+# request timestamp. Without a numeric timestamp no record is valid
+# (fail-safe: expiry cannot be verified).
+expired(record) if {
+	e := record.expiry_time
+	is_number(e)
+	e < timestamp
+}
+
+consented_subjects contains subject if {
+	timestamp_known
+	purpose_stated
+	some record in consent_records
+	record.status == "granted"
+	is_array(record.allowed_purposes)
+	purpose in record.allowed_purposes
+	not expired(record)
+	subject := record.subject_id
+}
+
+consent_violations := [s |
+	some s in data_subjects
+	not s in consented_subjects
+]
+
+consent_score := 1 - (count(consent_violations) / max([1, count(data_subjects)]))
+
+# ---------------------------------------------------------------------------
+# Purpose
+# ---------------------------------------------------------------------------
+
+default purpose_allowed := false
+
+purpose_allowed if {
+	purpose_stated
+	purpose in allowed_purposes
+}
+
+purpose_score := config.data_access.purpose_scores.allowed if purpose_allowed
+
+purpose_score := config.data_access.purpose_scores.not_allowed if {
+	purpose_stated
+	not purpose_allowed
+}
+
+purpose_score := config.data_access.purpose_scores.missing if not purpose_stated
+
+# ---------------------------------------------------------------------------
+# Minimisation
+# ---------------------------------------------------------------------------
+
+# A field without a name is never justified. (Helper function, because
+# `not f.name in s` is undefined, not true, when f has no name.)
+justified(f) if f.name in justified_fields
+
+unjustified_fields := [field_label(f) |
+	some f in fields
+	not justified(f)
+]
+
+bulk_indicators contains "record_count" if record_count > config.data_access.bulk_indicators.max_record_count
+
+bulk_indicators contains "field_count" if field_count > config.data_access.bulk_indicators.max_fields
+
+bulk_indicators contains "automated_request" if automated_request
+
+minimisation_score := clamp01(1 - ((count(unjustified_fields) + count(bulk_indicators)) / max([1, field_count + config.data_access.bulk_indicators.minimisation_denominator_extra])))
+
+# ---------------------------------------------------------------------------
+# Retention (limits in seconds; non-numeric policy entries are ignored)
+# ---------------------------------------------------------------------------
+
+default has_retention_policy := false
+
+has_retention_policy if count(retention_policy) > 0
+
+retention_violations contains category if {
+	some category, limit in config.data_access.retention_limits_seconds
+	seconds := retention_policy[category]
+	is_number(seconds)
+	seconds > limit
+}
+
+retention_score := config.data_access.retention_scores.compliant if {
+	has_retention_policy
+	count(retention_violations) == 0
+}
+
+retention_score := config.data_access.retention_scores.violations if {
+	has_retention_policy
+	count(retention_violations) > 0
+}
+
+retention_score := config.data_access.retention_scores.missing if not has_retention_policy
+
+# ---------------------------------------------------------------------------
+# Encryption
+# ---------------------------------------------------------------------------
+
+# A sensitive field without a name cannot be listed as encrypted.
+encrypted(f) if f.name in encrypted_fields
+
+unencrypted_sensitive_fields := [field_label(f) |
+	some f in sensitive_fields
+	not encrypted(f)
+]
+
+encryption_score := 1 - (count(unencrypted_sensitive_fields) / max([1, sensitive_count]))
+
+# ---------------------------------------------------------------------------
+# Score and decision
+# ---------------------------------------------------------------------------
+
+raw_score := ((((((config.data_access.weights.classification * classification_score) + (config.data_access.weights.consent * consent_score)) + (config.data_access.weights.purpose * purpose_score)) + (config.data_access.weights.minimisation * minimisation_score)) + (config.data_access.weights.retention * retention_score)) + (config.data_access.weights.encryption * encryption_score))
+
+access_score := round4(clamp01(raw_score))
+
+default allow := false
+
+allow if access_score >= config.data_access.access_threshold
+
+reasons := [] if allow
+
+reasons := [msg | some [_, msg] in sort(concerns)] if not allow
+
+evaluation_details := {
+	"classification": round4(classification_score),
+	"consent": round4(consent_score),
+	"purpose": purpose_score,
+	"minimisation": round4(minimisation_score),
+	"retention": retention_score,
+	"encryption": round4(encryption_score),
+	"field_count": field_count,
+	"sensitive_field_count": sensitive_count,
+	"consent_violations": count(consent_violations),
+	"bulk_indicators": sort(bulk_indicators),
+}
+
+access_conditions := [c | some [_, c] in sort(conditions)]
+
+audit_requirements := [a | some [_, a] in sort(audits)]
+
+conditions contains [0, sprintf("Use limited to the stated purpose '%s'", [purpose])] if purpose_stated
+
+conditions contains [1, "Access limited to the requested, justified fields"]
+
+conditions contains [2, "Sensitive fields must stay encrypted at rest and in transit"] if sensitive_count > 0
+
+conditions contains [3, "Special authorization must be recorded with the access"] if {
+	sensitive_count > 0
+	special_authorization
+}
+
+conditions contains [4, "Data must be deleted at the end of the retention period"] if has_retention_policy
+
+audits contains [0, "Log requester, purpose and fields accessed"]
+
+audits contains [1, msg] if {
+	sensitive_count > 0
+	msg := sprintf("Audit logging for sensitive field access: %v", [[field_label(f) | some f in sensitive_fields]])
+}
+
+audits contains [2, msg] if {
+	count(data_subjects) > 0
+	msg := sprintf("Record consent verification for %d data subjects", [count(data_subjects)])
+}
+
+audits contains [3, "Review bulk or automated access"] if count(bulk_indicators) > 0
+
+# ---------------------------------------------------------------------------
+# Concerns ([order, message] pairs)
+# ---------------------------------------------------------------------------
+
+concerns contains [0, "Data request missing or not an object"] if not request_present
+
+concerns contains [1, msg] if {
+	count(fields_above_clearance) > 0
+	msg := sprintf("Fields above requester clearance %v (or unclassified): %v", [clearance, fields_above_clearance])
+}
+
+concerns contains [2, msg] if {
+	sensitive_without_authorization > 0
+	msg := sprintf("Sensitive fields without special authorization: %v", [[field_label(f) | some f in sensitive_fields]])
+}
+
+concerns contains [3, "Request timestamp missing: consent expiry cannot be verified"] if {
+	count(data_subjects) > 0
+	not timestamp_known
+}
+
+concerns contains [4, msg] if {
+	count(consent_violations) > 0
+	msg := sprintf(
+		"No valid consent (granted, covering the purpose, not expired) for %d of %d data subjects",
+		[count(consent_violations), count(data_subjects)],
+	)
+}
+
+concerns contains [5, "Purpose not stated"] if not purpose_stated
+
+concerns contains [5, msg] if {
+	purpose_stated
+	not purpose_allowed
+	msg := sprintf("Purpose '%s' is not an allowed purpose", [purpose])
+}
+
+concerns contains [6, msg] if {
+	count(unjustified_fields) > 0
+	msg := sprintf("Unjustified fields: %v", [unjustified_fields])
+}
+
+concerns contains [7, msg] if {
+	"record_count" in bulk_indicators
+	msg := sprintf("Bulk access: record_count %v exceeds %v", [record_count, config.data_access.bulk_indicators.max_record_count])
+}
+
+concerns contains [7, msg] if {
+	"field_count" in bulk_indicators
+	msg := sprintf("Bulk access: %d fields exceeds %v", [field_count, config.data_access.bulk_indicators.max_fields])
+}
+
+concerns contains [7, "Automated request counts as bulk access"] if automated_request
+
+concerns contains [8, "No retention policy"] if not has_retention_policy
+
+concerns contains [9, msg] if {
+	some category in retention_violations
+	msg := sprintf(
+		"Retention for %s %v seconds exceeds limit %v seconds",
+		[category, retention_policy[category], config.data_access.retention_limits_seconds[category]],
+	)
+}
+
+concerns contains [10, msg] if {
+	count(unencrypted_sensitive_fields) > 0
+	msg := sprintf("Sensitive fields not encrypted: %v", [unencrypted_sensitive_fields])
+}
+
+concerns contains [11, msg] if {
+	msg := sprintf("Access score %v below %v", [access_score, config.data_access.access_threshold])
+}
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+# Names are reported as given (any JSON value); a missing name as "<unnamed>".
+field_label(f) := object.get(f, "name", "<unnamed>")
+
+as_object(x) := x if is_object(x)
+
+as_object(x) := {} if not is_object(x)
+
+clamp01(x) := min([1, max([0, x])])
+
+round4(x) := round(x * 10000) / 10000

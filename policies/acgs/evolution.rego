@@ -1,0 +1,312 @@
+# METADATA
+# title: Evolution approval
+# description: |
+#   Scores a proposed system evolution (risk, constitutional impact,
+#   performance, rollback readiness, reviews) and picks an approval path:
+#   auto_approve (allow), fast_track or human_review (deny).
+#   Every threshold, weight and list comes from data.acgs.config.evolution.
+#
+#   Inputs are untrusted: a field of the wrong type counts as missing.
+#   Change and mitigation flags count only when they are boolean true;
+#   changes.external_dependencies counts when it is a non-empty array.
+#
+#   Only input.evolution_request is read here.
+package acgs.evolution
+
+import data.acgs.config
+
+decision := {
+	"allow": allow,
+	"compliance_score": evolution_score,
+	"evolution_score": evolution_score,
+	"approval_path": approval_path,
+	"required_actions": required_actions,
+	"reasons": reasons,
+	"constitutional_hash": config.constitutional_hash,
+	"policy": "evolution",
+	"evaluation_details": evaluation_details,
+}
+
+# ---------------------------------------------------------------------------
+# Typed views of the input
+# ---------------------------------------------------------------------------
+
+default request_present := false
+
+request_present if is_object(input.evolution_request)
+
+default evolution_type := ""
+
+evolution_type := t if {
+	t := input.evolution_request.type
+	is_string(t)
+}
+
+# Keys of changes / mitigations whose value is boolean true.
+default changes_true := set()
+
+changes_true := {k |
+	some k, v in input.evolution_request.changes
+	v == true
+} if {
+	is_object(input.evolution_request.changes)
+}
+
+default mitigations_true := set()
+
+mitigations_true := {k |
+	some k, v in input.evolution_request.mitigations
+	v == true
+} if {
+	is_object(input.evolution_request.mitigations)
+}
+
+default has_external_dependencies := false
+
+has_external_dependencies if {
+	deps := input.evolution_request.changes.external_dependencies
+	is_array(deps)
+	count(deps) > 0
+}
+
+# Numeric performance deltas; anything else is 0.
+default performance_deltas := {}
+
+performance_deltas := {k: v |
+	some k, v in input.evolution_request.performance_analysis
+	is_number(v)
+} if {
+	is_object(input.evolution_request.performance_analysis)
+}
+
+default rollback_plan := {}
+
+rollback_plan := p if {
+	p := input.evolution_request.rollback_plan
+	is_object(p)
+}
+
+# ---------------------------------------------------------------------------
+# Risk (score = 1 - adjusted risk)
+# ---------------------------------------------------------------------------
+
+base_risk := object.get(config.evolution.base_risks, evolution_type, config.evolution.default_base_risk)
+
+default external_dependencies_risk := 0
+
+external_dependencies_risk := config.evolution.external_dependencies_risk if has_external_dependencies
+
+risk_additions := sum([w |
+	some flag, w in config.evolution.risk_factors
+	flag in changes_true
+]) + external_dependencies_risk
+
+risk_mitigations := sum([w |
+	some flag, w in config.evolution.mitigations
+	flag in mitigations_true
+])
+
+adjusted_risk := clamp01((base_risk + risk_additions) - risk_mitigations)
+
+risk_score := 1 - adjusted_risk
+
+# ---------------------------------------------------------------------------
+# Constitutional impact
+# ---------------------------------------------------------------------------
+
+default hash_ok := false
+
+hash_ok if input.evolution_request.constitutional_hash == config.constitutional_hash
+
+default hash_penalty := 0
+
+hash_penalty := config.evolution.hash_mismatch_penalty if not hash_ok
+
+constitutional_penalties := sum([w |
+	some flag, w in config.evolution.constitutional_violations
+	flag in changes_true
+])
+
+constitutional_score := clamp01((1 - constitutional_penalties) - hash_penalty)
+
+# ---------------------------------------------------------------------------
+# Performance: 1 - mean of min(1, max(0, delta) / limit)
+# ---------------------------------------------------------------------------
+
+performance_penalties := [p |
+	some name, limit in config.evolution.performance_limits
+	p := min([1, max([0, object.get(performance_deltas, name, 0)]) / limit])
+]
+
+performance_score := 1 - (sum(performance_penalties) / max([1, count(performance_penalties)]))
+
+# ---------------------------------------------------------------------------
+# Rollback readiness
+# ---------------------------------------------------------------------------
+
+default has_rollback_plan := false
+
+has_rollback_plan if count(rollback_plan) > 0
+
+default rollback_plan_points := 0
+
+rollback_plan_points := config.evolution.rollback.plan if has_rollback_plan
+
+rollback_fields_present := count([f |
+	some f in config.evolution.rollback.fields
+	s := rollback_plan[f]
+	is_string(s)
+	s != ""
+])
+
+default rollback_tested := false
+
+rollback_tested if rollback_plan.tested == true
+
+default rollback_automated := false
+
+rollback_automated if rollback_plan.automated == true
+
+default rollback_tested_points := 0
+
+rollback_tested_points := config.evolution.rollback.tested if rollback_tested
+
+default rollback_automated_points := 0
+
+rollback_automated_points := config.evolution.rollback.automated if rollback_automated
+
+rollback_score := clamp01(((rollback_plan_points + (config.evolution.rollback.field * rollback_fields_present)) + rollback_tested_points) + rollback_automated_points)
+
+# ---------------------------------------------------------------------------
+# Reviews
+# ---------------------------------------------------------------------------
+
+required_reviews contains name if {
+	some name, review in config.evolution.required_reviews
+	evolution_type in review.types
+}
+
+required_reviews contains name if {
+	some name, review in config.evolution.required_reviews
+	review.triggered_by_change in changes_true
+}
+
+satisfied_reviews contains name if {
+	some name in required_reviews
+	input.evolution_request[config.evolution.required_reviews[name].field] == true
+}
+
+missing_reviews := required_reviews - satisfied_reviews
+
+approvals_score := 1 if count(required_reviews) == 0
+
+approvals_score := count(satisfied_reviews) / count(required_reviews) if count(required_reviews) > 0
+
+# ---------------------------------------------------------------------------
+# Score, path and decision
+# ---------------------------------------------------------------------------
+
+raw_score := (((((config.evolution.weights.risk * risk_score) + (config.evolution.weights.constitutional * constitutional_score)) + (config.evolution.weights.performance * performance_score)) + (config.evolution.weights.rollback * rollback_score)) + (config.evolution.weights.approvals * approvals_score))
+
+evolution_score := round4(clamp01(raw_score))
+
+approval_path := "auto_approve" if evolution_score >= config.evolution.auto_approve_threshold
+
+approval_path := "fast_track" if {
+	evolution_score < config.evolution.auto_approve_threshold
+	evolution_score >= config.evolution.fast_track_threshold
+}
+
+approval_path := "human_review" if evolution_score < config.evolution.fast_track_threshold
+
+default allow := false
+
+allow if approval_path == "auto_approve"
+
+required_actions := array.concat(
+	config.evolution.path_actions[approval_path],
+	[config.evolution.required_reviews[name].action | some name in missing_reviews],
+)
+
+reasons := [] if allow
+
+reasons := [msg | some [_, msg] in sort(concerns)] if not allow
+
+evaluation_details := {
+	"risk": round4(risk_score),
+	"adjusted_risk": round4(adjusted_risk),
+	"constitutional": round4(constitutional_score),
+	"performance": round4(performance_score),
+	"rollback": round4(rollback_score),
+	"approvals": round4(approvals_score),
+	"evolution_type": evolution_type,
+	"required_reviews": sort(required_reviews),
+	"missing_reviews": sort(missing_reviews),
+	"approval_path": approval_path,
+}
+
+# ---------------------------------------------------------------------------
+# Concerns ([order, message] pairs)
+# ---------------------------------------------------------------------------
+
+concerns contains [0, "Evolution request missing or not an object"] if not request_present
+
+concerns contains [1, msg] if {
+	adjusted_risk > 0
+	msg := sprintf("Adjusted risk %v for change type '%s'", [round4(adjusted_risk), evolution_type])
+}
+
+concerns contains [2, "Adds external dependencies"] if has_external_dependencies
+
+concerns contains [3, msg] if {
+	some flag, _ in config.evolution.risk_factors
+	flag in changes_true
+	msg := sprintf("Risky change: %s", [flag])
+}
+
+concerns contains [4, msg] if {
+	some flag, _ in config.evolution.constitutional_violations
+	flag in changes_true
+	msg := sprintf("Constitutional violation: %s", [flag])
+}
+
+concerns contains [5, "Evolution request constitutional hash missing or mismatched"] if not hash_ok
+
+concerns contains [6, msg] if {
+	some name, limit in config.evolution.performance_limits
+	delta := object.get(performance_deltas, name, 0)
+	delta > limit
+	msg := sprintf("Performance %s %v exceeds limit %v", [name, delta, limit])
+}
+
+concerns contains [7, "No rollback plan"] if not has_rollback_plan
+
+concerns contains [8, "Rollback plan not tested"] if {
+	has_rollback_plan
+	not rollback_tested
+}
+
+concerns contains [9, "Rollback plan not automated"] if {
+	has_rollback_plan
+	not rollback_automated
+}
+
+concerns contains [10, msg] if {
+	some name in missing_reviews
+	msg := sprintf("Missing required review: %s", [name])
+}
+
+concerns contains [11, msg] if {
+	msg := sprintf(
+		"Evolution score %v below auto-approval threshold %v (path %s)",
+		[evolution_score, config.evolution.auto_approve_threshold, approval_path],
+	)
+}
+
+# ---------------------------------------------------------------------------
+# Helpers (numbers only)
+# ---------------------------------------------------------------------------
+
+clamp01(x) := min([1, max([0, x])])
+
+round4(x) := round(x * 10000) / 10000

@@ -1,0 +1,172 @@
+# METADATA
+# title: ACGS-1 Lite entry point
+# description: |
+#   Routes every request to exactly one decision.
+#
+#   The policy reads only these top-level input fields:
+#     type, action, constitutional_hash, context, evolution_request, data_request
+#   (context is read by acgs.constitutional, evolution_request by
+#   acgs.evolution, data_request by acgs.data). Partial evaluation with
+#   type, action and constitutional_hash known and the other three unknown
+#   therefore covers the whole input.
+#
+#   The hash check, the type routing and the prohibited-action short-circuit
+#   are mutually exclusive rule bodies (no `else`): OPA's partial evaluation
+#   does not inline `else` chains, and a `default` on `decision` would force a
+#   support rule for every plan. With exclusive bodies a prohibited action,
+#   a hash mismatch or an unknown type reduce to a constant under partial
+#   evaluation. The bodies below cover every input:
+#
+#     hash wrong or missing                          -> hash mismatch deny
+#     hash ok, constitutional type, prohibited       -> prohibited deny
+#     hash ok, constitutional type, not prohibited   -> acgs.constitutional
+#     hash ok, evolution_approval                    -> acgs.evolution
+#     hash ok, data_access                           -> acgs.data
+#     hash ok, any other (or missing) type           -> unknown type deny
+#
+#   and each routed decision is total (defined for every input), so
+#   exactly one `decision` exists for every input and no eval_conflict_error
+#   is possible. The deny-by-default object ("No matching policy") is
+#   `default_decision`; it is what `decision` answers should a routed
+#   package ever produce no decision.
+package acgs.main
+
+import data.acgs.config
+import data.acgs.constitutional
+import data.acgs.data as data_access
+import data.acgs.evolution
+
+# ---------------------------------------------------------------------------
+# Guards (all depend only on type, action and constitutional_hash)
+# ---------------------------------------------------------------------------
+
+default hash_ok := false
+
+hash_ok if input.constitutional_hash == config.constitutional_hash
+
+default is_constitutional := false
+
+is_constitutional if input.type == "constitutional_evaluation"
+
+is_constitutional if input.type == "action_authorization"
+
+default is_evolution := false
+
+is_evolution if input.type == "evolution_approval"
+
+default is_data_access := false
+
+is_data_access if input.type == "data_access"
+
+default known_type := false
+
+known_type if is_constitutional
+
+known_type if is_evolution
+
+known_type if is_data_access
+
+# ---------------------------------------------------------------------------
+# decision: mutually exclusive complete-rule definitions
+# ---------------------------------------------------------------------------
+
+decision := hash_mismatch_decision if not hash_ok
+
+decision := constitutional.prohibited_decision if {
+	hash_ok
+	is_constitutional
+	constitutional.prohibited
+}
+
+decision := constitutional.evaluated_decision if {
+	hash_ok
+	is_constitutional
+	not constitutional.prohibited
+}
+
+decision := evolution.decision if {
+	hash_ok
+	is_evolution
+}
+
+decision := data_access.decision if {
+	hash_ok
+	is_data_access
+}
+
+decision := unknown_type_decision if {
+	hash_ok
+	not known_type
+}
+
+default allow := false
+
+allow if decision.allow == true
+
+health := {
+	"status": "healthy",
+	"constitutional_hash": config.constitutional_hash,
+	"version": config.version,
+	"packages": config.packages,
+	"request_types": [
+		"constitutional_evaluation",
+		"action_authorization",
+		"evolution_approval",
+		"data_access",
+	],
+	"prohibited_action_count": count(config.prohibited_actions),
+}
+
+# ---------------------------------------------------------------------------
+# Constant deny objects
+# ---------------------------------------------------------------------------
+
+default_decision := {
+	"allow": false,
+	"compliance_score": 0,
+	"reasons": ["No matching policy"],
+	"constitutional_hash": config.constitutional_hash,
+	"policy": "default",
+	"evaluation_details": {},
+}
+
+hash_mismatch_decision := {
+	"allow": false,
+	"compliance_score": 0,
+	"reasons": ["Constitutional hash mismatch"],
+	"constitutional_hash": config.constitutional_hash,
+	"policy": "hash_check",
+	"evaluation_details": {},
+}
+
+unknown_type_decision := {
+	"allow": false,
+	"compliance_score": 0,
+	"reasons": [sprintf("Unknown request type: %s", [type_label])],
+	"constitutional_hash": config.constitutional_hash,
+	"policy": "router",
+	"evaluation_details": {},
+}
+
+# The type as shown in the unknown-type reason: strings as they are, other
+# JSON values in their JSON-ish %v form, a missing type as <missing>.
+# Truncated so that a hostile input cannot make the reason arbitrarily long.
+type_label := truncate(t) if {
+	t := input.type
+	is_string(t)
+}
+
+type_label := truncate(sprintf("%v", [t])) if {
+	t := input.type
+	not is_string(t)
+}
+
+type_label := "<missing>" if not has_type
+
+default has_type := false
+
+has_type if {
+	_ = input.type
+}
+
+truncate(s) := substring(s, 0, config.max_reason_value_length)
