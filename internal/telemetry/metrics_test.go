@@ -16,6 +16,7 @@ import (
 	"github.com/acgs-lite/acgs/internal/cache"
 	"github.com/acgs-lite/acgs/internal/telemetry"
 	"github.com/acgs-lite/acgs/internal/telemetry/telemetrytest"
+	"github.com/acgs-lite/acgs/internal/testenv"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -94,7 +95,7 @@ next:
 // TestPromtoolCheckMetrics lints the exposition of a registry that has seen
 // every observation with the real promtool: any output is a problem.
 func TestPromtoolCheckMetrics(t *testing.T) {
-	promtool := telemetrytest.RequireBinary(t, "promtool", "prometheus")
+	promtool := testenv.RequireBinary(t, "promtool", "prometheus")
 	body := scrape(t, exercised(t).Handler())
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
