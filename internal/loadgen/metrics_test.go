@@ -69,7 +69,7 @@ func TestServiceSLOExitCodes(t *testing.T) {
 			map[string]Status{"p99 latency": StatusOK, "error rate": StatusOK, "cache hit rate": StatusOK}},
 		{"p99 violated", ServiceSLO{P99Ms: 4, MaxErrorRate: 0.05}, 1,
 			map[string]Status{"p99 latency": StatusViolation, "error rate": StatusOK}},
-		{"p50 and p95 checked", ServiceSLO{P50Ms: 0.4, P95Ms: 3, MaxErrorRate: 0.05}, 1,
+		{"p50 and p95 checked", ServiceSLO{P50Ms: 0.4, P95Ms: 2.5, MaxErrorRate: 0.05}, 1,
 			map[string]Status{"p50 latency": StatusViolation, "p95 latency": StatusWarning}},
 		{"error rate violated", ServiceSLO{MaxErrorRate: 0.005}, 1,
 			map[string]Status{"error rate": StatusViolation}},

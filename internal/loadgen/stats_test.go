@@ -114,9 +114,9 @@ func TestRecorderMergeEqualsSingleHistogram(t *testing.T) {
 
 func TestCompliance(t *testing.T) {
 	for _, tc := range []struct {
-		name                          string
+		name                           string
 		allowOK, allowN, denyOK, denyN int64
-		want                          float64 // NaN: nil
+		want                           float64 // NaN: nil
 	}{
 		{"all correct", 70, 70, 10, 10, 1},
 		{"dangerous all allowed", 90, 90, 0, 10, 0.5},

@@ -84,10 +84,17 @@ type Delta struct {
 	Note      string  `json:"note,omitempty"`
 }
 
-// CompareOptions are the decision thresholds.
+// CompareOptions are the decision thresholds. ThresholdPct is taken as
+// given (0 flags any significant worsening); start from
+// DefaultCompareOptions.
 type CompareOptions struct {
-	Alpha        float64 // default DefaultAlpha
-	ThresholdPct float64 // default DefaultThresholdPct
+	Alpha        float64 // <= 0 means DefaultAlpha
+	ThresholdPct float64
+}
+
+// DefaultCompareOptions are benchstat's alpha and a 10% threshold.
+func DefaultCompareOptions() CompareOptions {
+	return CompareOptions{Alpha: DefaultAlpha, ThresholdPct: DefaultThresholdPct}
 }
 
 // Comparison is a new result judged against a baseline.
@@ -192,15 +199,20 @@ func compareSamples(k Key, dir Direction, ov, nv []float64, th *benchmath.Thresh
 	return d
 }
 
-// tooFewSamples reports whether the U test could not have reached
-// significance whatever the data (benchmath warns "need >= N samples").
+// tooFewSamples reports whether the two-sided U test could not have reached
+// significance whatever the data: its smallest possible p-value, when the
+// samples do not overlap at all, is 2/C(n1+n2, n1) (0.1 for 3+3, 0.029 for
+// 4+4), so below that a "no change" means "cannot tell".
 func tooFewSamples(c benchmath.Comparison) bool {
-	for _, w := range c.Warnings {
-		if strings.Contains(w.Error(), "samples to detect a difference") {
-			return true
-		}
+	if c.N1 == 0 || c.N2 == 0 {
+		return true
 	}
-	return false
+	// C(n1+n2, n1) computed in floating point; it only needs to beat 2/alpha.
+	comb := 1.0
+	for i := 1; i <= c.N1; i++ {
+		comb = comb * float64(c.N2+i) / float64(i)
+	}
+	return 2/comb > c.Alpha
 }
 
 // ErrNoBaseline means the store has no record that fits the selection.

@@ -1,0 +1,145 @@
+package loadgen
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/perf/benchfmt"
+)
+
+func TestRunBench(t *testing.T) {
+	w, err := DefaultWorkload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &judgeHandler{}
+	srv := newLoopbackServer(t, h)
+	res, err := RunBench(context.Background(), Target{BaseURL: srv.URL}, w, BenchConfig{
+		Requests: 40, Concurrency: []int{4, 1}, Count: 2, ColdSamples: 10, WarmRepeats: 2,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Scenarios) != 3 {
+		t.Fatalf("%d scenarios, want 3", len(res.Scenarios))
+	}
+	for _, s := range res.Scenarios {
+		if len(s.Levels) != 2 || s.Levels[0].Concurrency != 1 || s.Levels[1].Concurrency != 4 {
+			t.Fatalf("%s: levels not sorted: %+v", s.Name, s.Levels)
+		}
+		for _, l := range s.Levels {
+			if l.Requests != 80 || len(l.Runs) != 2 || l.Failures != 0 {
+				t.Errorf("%s c=%d: %d requests in %d runs, %d failures", s.Name, l.Concurrency, l.Requests, len(l.Runs), l.Failures)
+			}
+		}
+		if s.Levels[0].Efficiency != 1 {
+			t.Errorf("%s: efficiency of the base level %v, want 1 by definition", s.Name, s.Levels[0].Efficiency)
+		}
+		cw := s.ColdWarm
+		if cw == nil || cw.Cold.Count != 10 || cw.Warm.Count != 20 || cw.Speedup <= 0 {
+			t.Errorf("%s: cold/warm %+v", s.Name, cw)
+		}
+	}
+
+	// Cold inputs are unique (each sent once cold, then only as its warm
+	// repeats) and carry the run's nonce, so they cannot hit a cache filled
+	// by earlier runs or by the warm-up pass.
+	coldBodies := 0
+	for body, n := range h.bodies {
+		if strings.Contains(body, res.Nonce) {
+			coldBodies++
+			if n != 3 {
+				t.Errorf("cold input sent %d times, want 1 cold + 2 warm: %s", n, body)
+			}
+		}
+	}
+	if coldBodies != 30 {
+		t.Errorf("%d distinct cold inputs, want 10 per scenario", coldBodies)
+	}
+
+	var buf bytes.Buffer
+	if err := res.WriteBenchfmt(&buf); err != nil {
+		t.Fatal(err)
+	}
+	r := benchfmt.NewReader(bytes.NewReader(buf.Bytes()), "bench.txt")
+	names := map[string]int{}
+	for r.Scan() {
+		switch rec := r.Result().(type) {
+		case *benchfmt.SyntaxError:
+			t.Fatalf("benchfmt cannot read our output: %v\n%s", rec, buf.String())
+		case *benchfmt.Result:
+			names[rec.Name.String()]++
+			if _, ok := rec.Value("sec/op"); !ok {
+				t.Errorf("%s: no ns/op", rec.Name)
+			}
+		}
+	}
+	if names["HTTP/scenario=safe_action/c=4"] != 2 || names["HTTPCold/scenario=dangerous_action"] != 1 {
+		t.Fatalf("unexpected benchmark names: %v\n%s", names, buf.String())
+	}
+	buf.Reset()
+	if err := res.WriteTable(&buf); err != nil || !strings.Contains(buf.String(), "speedup") {
+		t.Fatalf("table: %v\n%s", err, buf.String())
+	}
+}
+
+func TestWriteReport(t *testing.T) {
+	w, err := DefaultWorkload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newLoopbackServer(t, &judgeHandler{})
+	res, err := RunOpen(context.Background(), OpenLoop{Rate: 200, Duration: 1500 * time.Millisecond, Connections: 4}, Options{
+		Target: Target{BaseURL: srv.URL}, Workload: w,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	rep := LoadSLO{P99Ms: 1000, MaxErrorRate: 0.01, MinCompliance: 0.95}.Evaluate(res)
+	files, err := WriteReport(dir, res, rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != 3 {
+		t.Fatalf("files %v", files)
+	}
+	for _, name := range []string{"latency-over-time.png", "latency-distribution.png"} {
+		f, err := os.Open(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(f)
+		f.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if b := img.Bounds(); b.Dx() < 300 || b.Dy() < 100 {
+			t.Fatalf("%s: tiny image %v", name, b)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Mode       string          `json:"mode"`
+		TargetRate float64         `json:"target_rate"`
+		Total      ScenarioStats   `json:"total"`
+		Timeline   []TimelinePoint `json:"timeline"`
+		SLO        Report          `json:"slo"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.Mode != "open" || doc.TargetRate != 200 || doc.Total.Requests != 300 || len(doc.Timeline) == 0 || len(doc.SLO.Checks) == 0 {
+		t.Fatalf("results.json incomplete: %+v", doc)
+	}
+}

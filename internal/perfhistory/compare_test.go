@@ -1,0 +1,243 @@
+package perfhistory
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+)
+
+// benchText renders a Go benchmark file with one line per sample: ns/op
+// around nsCenter and req/s around rpsCenter, each with relative normal
+// noise of sd, from a fixed seed.
+func benchText(seed uint64, n int, nsCenter, rpsCenter, sd float64) []byte {
+	rng := rand.New(rand.NewPCG(seed, seed*7+1))
+	var b bytes.Buffer
+	b.WriteString("goos: linux\ngoarch: amd64\npkg: example\n")
+	for range n {
+		ns := nsCenter * (1 + sd*rng.NormFloat64())
+		rps := rpsCenter * (1 + sd*rng.NormFloat64())
+		fmt.Fprintf(&b, "BenchmarkHTTP/scenario=safe_action/c=10\t1000\t%.0f ns/op\t%.2f req/s\n", ns, rps)
+	}
+	return b.Bytes()
+}
+
+func mustSet(t *testing.T, data []byte) *Set {
+	t.Helper()
+	s, err := ParseBenchmarks(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func verdicts(c *Comparison) map[string]Delta {
+	out := map[string]Delta{}
+	for _, d := range c.Deltas {
+		out[d.Unit] = d
+	}
+	return out
+}
+
+func TestCompareDecisions(t *testing.T) {
+	const n = 12
+	base := benchText(1, n, 100000, 10000, 0.02)
+	for _, tc := range []struct {
+		name     string
+		cur      []byte
+		opts     CompareOptions
+		secOp    Verdict
+		reqS     Verdict
+		wantSig  bool // the U test must find the change significant
+		checkSig bool
+	}{
+		{"15% slower and 15% less throughput", benchText(2, n, 115000, 8500, 0.02), DefaultCompareOptions(), VerdictRegression, VerdictRegression, true, true},
+		{"15% faster and 15% more throughput: improvements", benchText(3, n, 85000, 11500, 0.02), DefaultCompareOptions(), VerdictImprovement, VerdictImprovement, true, true},
+		{"noise alone", benchText(4, n, 100000, 10000, 0.02), DefaultCompareOptions(), VerdictNoChange, VerdictNoChange, false, false},
+		{"significant 5% change is within a 10% threshold", benchText(5, n, 105000, 9500, 0.005), CompareOptions{Alpha: 0.05, ThresholdPct: 10}, VerdictWithin, VerdictWithin, true, true},
+		{"the same 5% change regresses at a 3% threshold", benchText(5, n, 105000, 9500, 0.005), CompareOptions{Alpha: 0.05, ThresholdPct: 3}, VerdictRegression, VerdictRegression, true, true},
+		{"15% slower with 3 samples: too few to decide", benchText(6, 3, 115000, 8500, 0.02), DefaultCompareOptions(), VerdictInsufficient, VerdictInsufficient, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			old := base
+			if strings.Contains(tc.name, "3 samples") {
+				old = benchText(1, 3, 100000, 10000, 0.02)
+			}
+			c := Compare(mustSet(t, old), mustSet(t, tc.cur), tc.opts)
+			v := verdicts(c)
+			if v["sec/op"].Verdict != tc.secOp {
+				t.Errorf("sec/op: %s (p=%.4f change %.1f%%), want %s", v["sec/op"].Verdict, v["sec/op"].P, v["sec/op"].ChangePct, tc.secOp)
+			}
+			if v["req/s"].Verdict != tc.reqS {
+				t.Errorf("req/s: %s (p=%.4f change %.1f%%), want %s", v["req/s"].Verdict, v["req/s"].P, v["req/s"].ChangePct, tc.reqS)
+			}
+			if tc.checkSig {
+				for _, d := range v {
+					if (d.P < c.Alpha) != tc.wantSig {
+						t.Errorf("%s: p=%.4f, want significant=%v", d.Unit, d.P, tc.wantSig)
+					}
+				}
+			}
+			if want := tc.secOp == VerdictRegression; (len(c.Regressions()) > 0) != want {
+				t.Errorf("regressions %v, want some: %v", c.Regressions(), want)
+			}
+		})
+	}
+}
+
+// Noise alone must never be called a regression: over many seed pairs the U
+// test is sometimes "significant" by chance (about alpha of the time), and the
+// threshold is what keeps those from failing a pull request.
+func TestNoiseIsNeverARegression(t *testing.T) {
+	for seed := uint64(10); seed < 60; seed++ {
+		c := Compare(mustSet(t, benchText(seed, 10, 100000, 10000, 0.03)), mustSet(t, benchText(seed+1000, 10, 100000, 10000, 0.03)), DefaultCompareOptions())
+		if regs := c.Regressions(); len(regs) > 0 {
+			t.Fatalf("seed %d: noise flagged as regression: %+v", seed, regs)
+		}
+	}
+}
+
+func TestCompareAddedAndRemoved(t *testing.T) {
+	old := mustSet(t, []byte("BenchmarkA 1 10 ns/op\nBenchmarkGone 1 5 ns/op\n"))
+	cur := mustSet(t, []byte("BenchmarkA 1 10 ns/op\nBenchmarkNew 1 7 ns/op\n"))
+	c := Compare(old, cur, DefaultCompareOptions())
+	got := map[string]Verdict{}
+	for _, d := range c.Deltas {
+		got[d.Name] = d.Verdict
+	}
+	if got["New"] != VerdictAdded || got["Gone"] != VerdictRemoved || got["A"] != VerdictInsufficient {
+		t.Fatalf("verdicts %v", got)
+	}
+}
+
+func TestUnitDirection(t *testing.T) {
+	meta := mustSet(t, []byte("Unit score/op better=higher\nBenchmarkA 1 3 score/op\n")).Units
+	for _, tc := range []struct {
+		unit string
+		want Direction
+	}{
+		{"sec/op", LowerIsBetter},
+		{"B/op", LowerIsBetter},
+		{"allocs/op", LowerIsBetter},
+		{"p99-sec/op", LowerIsBetter},
+		{"errors", LowerIsBetter},
+		{"req/s", HigherIsBetter},
+		{"ops/s", HigherIsBetter},
+		{"B/s", HigherIsBetter},
+		{"score/op", HigherIsBetter}, // explicit unit metadata wins
+	} {
+		if got := UnitDirection(tc.unit, meta); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.unit, got, tc.want)
+		}
+	}
+}
+
+func TestSelectBaseline(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	day := 24 * time.Hour
+	meta := func(ago time.Duration, commit string) RecordMeta {
+		tm := now.Add(-ago)
+		return RecordMeta{Time: tm, Commit: commit, Name: RecordName(tm, commit)}
+	}
+	metas := []RecordMeta{meta(10*day, "aaa111"), meta(3*day, "bbb222"), meta(1*day, "aaa111"), meta(time.Hour, "ccc333")}
+	for _, tc := range []struct {
+		name    string
+		commit  string
+		days    int
+		exclude string
+		want    string // commit@days-ago, or "" for ErrNoBaseline
+	}{
+		{"newest", "", 0, "", "ccc333"},
+		{"newest of a commit", "aaa111", 0, "", "aaa111@1"},
+		{"commit prefix", "bbb", 0, "", "bbb222@3"},
+		{"at least 2 days old", "", 2, "", "bbb222@3"},
+		{"at least 5 days old", "", 5, "", "aaa111@10"},
+		{"nothing that old", "", 30, "", ""},
+		{"unknown commit", "fff", 0, "", ""},
+		{"own commit is not its baseline", "", 0, "ccc333", "aaa111@1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := SelectBaseline(metas, tc.commit, tc.days, now, tc.exclude)
+			if tc.want == "" {
+				if !errors.Is(err, ErrNoBaseline) {
+					t.Fatalf("got %+v, %v; want ErrNoBaseline", got, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			commit, ago, _ := strings.Cut(tc.want, "@")
+			if got.Commit != commit {
+				t.Fatalf("got %s, want %s", got.Name, tc.want)
+			}
+			if ago != "" && got.Time != now.Add(-time.Duration(ago[0]-'0')*day) && got.Time != now.Add(-10*day) {
+				t.Fatalf("got %s, want %s", got.Name, tc.want)
+			}
+		})
+	}
+}
+
+func TestCompareMarkdown(t *testing.T) {
+	c := Compare(mustSet(t, benchText(1, 10, 100000, 10000, 0.02)), mustSet(t, benchText(2, 10, 120000, 10000, 0.02)), DefaultCompareOptions())
+	c.Baseline = &RecordMeta{Name: "2026-11-26T10-00-00Z_abc.txt", Commit: "abc"}
+	var buf bytes.Buffer
+	if err := WriteCompareMarkdown(&buf, c); err != nil {
+		t.Fatal(err)
+	}
+	md := buf.String()
+	for _, want := range []string{"## Performance regression check", "**1 regression(s)**", "### Regressions", "`HTTP/scenario=safe_action/c=10`", "| 🔴 |", "<details>"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	buf.Reset()
+	if err := WriteCompareTable(&buf, c); err != nil || !strings.Contains(buf.String(), "regression") {
+		t.Fatalf("table: %v\n%s", err, buf.String())
+	}
+}
+
+func TestTrends(t *testing.T) {
+	start := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	var metas []RecordMeta
+	var sets []*Set
+	// ns/op grows 100 -> 130 µs over 4 records; req/s stays flat.
+	for i, ns := range []float64{100000, 110000, 90000, 130000} {
+		tm := start.Add(time.Duration(i) * 24 * time.Hour)
+		metas = append(metas, RecordMeta{Time: tm, Commit: fmt.Sprint(i), Name: RecordName(tm, fmt.Sprint(i))})
+		sets = append(sets, mustSet(t, benchText(uint64(i+1), 5, ns, 10000, 0.001)))
+	}
+	ts := ComputeTrends(metas, sets, 10)
+	if len(ts) != 2 {
+		t.Fatalf("%d trends, want 2", len(ts))
+	}
+	for _, tr := range ts {
+		if len(tr.Points) != 4 {
+			t.Fatalf("%s: %d points", tr.Unit, len(tr.Points))
+		}
+		switch tr.Unit {
+		case "sec/op":
+			if tr.Direction != "worsening" || tr.Min > 91e-6 || tr.Max < 129e-6 || tr.First > 101e-6 || tr.Last < 129e-6 {
+				t.Errorf("sec/op trend %+v", tr)
+			}
+			if tr.Median < 104e-6 || tr.Median > 106e-6 { // median of 90, 100, 110, 130
+				t.Errorf("sec/op median %v, want 105µs", tr.Median)
+			}
+		case "req/s":
+			if tr.Direction != "flat" {
+				t.Errorf("req/s trend %+v", tr)
+			}
+		}
+	}
+	var buf bytes.Buffer
+	if err := WriteTrendMarkdown(&buf, ts, 30); err != nil || !strings.Contains(buf.String(), "worsening") {
+		t.Fatalf("markdown: %v\n%s", err, buf.String())
+	}
+	buf.Reset()
+	if err := WriteTrendTable(&buf, ts, 30); err != nil || !strings.Contains(buf.String(), "flat") {
+		t.Fatalf("table: %v\n%s", err, buf.String())
+	}
+}
