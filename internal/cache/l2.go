@@ -199,7 +199,7 @@ func (l *l2) supervise(ready chan struct{}) {
 	}
 	l.client.Store(&c)
 	signal()
-	l.t.log.Info("cache: L2 connected", "addrs", l.opt.InitAddress, "epoch", l.t.epoch.Load())
+	l.t.log.Info("cache: L2 connected", "addrs", l.opt.InitAddress, "epoch", l.t.Epoch())
 
 	var sub sync.WaitGroup
 	sub.Add(1)
@@ -299,7 +299,7 @@ func (l *l2) readEpoch(ctx context.Context, c rueidis.Client) (uint64, error) {
 func (l *l2) flush(ctx context.Context) (uint64, error) {
 	cp := l.client.Load()
 	if cp == nil {
-		return l.t.epoch.Load(), fmt.Errorf("cache: flush: %w; L1 was purged", errNotConnected)
+		return l.t.Epoch(), fmt.Errorf("cache: flush: %w; L1 was purged", errNotConnected)
 	}
 	c := *cp
 	if _, ok := ctx.Deadline(); !ok {
@@ -308,11 +308,11 @@ func (l *l2) flush(ctx context.Context) (uint64, error) {
 		defer cancel()
 	}
 	if _, err := l.readEpoch(ctx, c); err != nil { // makes sure the key exists, so INCR never restarts at 1
-		return l.t.epoch.Load(), fmt.Errorf("cache: flush: read epoch: %w", err)
+		return l.t.Epoch(), fmt.Errorf("cache: flush: read epoch: %w", err)
 	}
 	n, err := c.Do(ctx, c.B().Incr().Key(l.epochKey).Build()).AsInt64()
 	if err != nil {
-		return l.t.epoch.Load(), fmt.Errorf("cache: flush: increment epoch: %w", err)
+		return l.t.Epoch(), fmt.Errorf("cache: flush: increment epoch: %w", err)
 	}
 	e := uint64(n)
 	l.t.adoptEpoch(e)

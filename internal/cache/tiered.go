@@ -137,12 +137,15 @@ type counter struct {
 // configured. All methods are safe for concurrent use. Redis being slow or
 // down never fails or blocks a request beyond L2Timeout: L2 is skipped.
 type Tiered struct {
-	cfg    Config
-	log    *slog.Logger
-	l1     *otter.Cache[Key, l1Entry]
-	epoch  atomic.Uint64
-	closed atomic.Bool
-	once   sync.Once
+	cfg Config
+	log *slog.Logger
+	l1  *otter.Cache[Key, l1Entry]
+	// epoch scopes L2 keys; applied is the epoch whose L1 purge has finished,
+	// what Epoch reports. adoptMu orders concurrent adoptions.
+	epoch, applied atomic.Uint64
+	adoptMu        sync.Mutex
+	closed         atomic.Bool
+	once           sync.Once
 
 	l1Hits, l1Misses counter
 	l1Evictions      atomic.Uint64
@@ -243,8 +246,11 @@ func (t *Tiered) Purge() { t.l1.InvalidateAll() }
 // unreachable, L1 is purged and an error is returned.
 func (t *Tiered) Flush(ctx context.Context) (uint64, error) {
 	if t.l2 == nil {
+		t.adoptMu.Lock()
+		defer t.adoptMu.Unlock()
 		e := t.epoch.Add(1)
 		t.l1.InvalidateAll()
+		t.applied.Store(e)
 		return e, nil
 	}
 	t.l1.InvalidateAll()
@@ -252,15 +258,21 @@ func (t *Tiered) Flush(ctx context.Context) (uint64, error) {
 }
 
 // Epoch returns the cache epoch this instance reads and writes L2 under.
-func (t *Tiered) Epoch() uint64 { return t.epoch.Load() }
+// Once it reports an epoch, L1 holds nothing from earlier epochs.
+func (t *Tiered) Epoch() uint64 { return t.applied.Load() }
 
 // adoptEpoch switches to epoch e (read from Redis); a change purges L1 because
-// entries promoted under the old epoch may have been flushed elsewhere.
+// entries promoted under the old epoch may have been flushed elsewhere. The
+// L2 epoch moves first, so a promotion racing with the purge either is purged
+// or sees the new epoch and drops its entry (see l2.result).
 func (t *Tiered) adoptEpoch(e uint64) {
+	t.adoptMu.Lock()
+	defer t.adoptMu.Unlock()
 	if old := t.epoch.Swap(e); old != e {
 		t.l1.InvalidateAll()
-		t.log.Info("cache epoch changed: L1 purged", "from", old, "to", e)
+		t.log.Info("cache: epoch changed, L1 purged", "from", old, "to", e)
 	}
+	t.applied.Store(e)
 }
 
 // Stats returns the current counters.
@@ -272,7 +284,7 @@ func (t *Tiered) Stats() Stats {
 		L1Capacity:   t.cfg.L1Size,
 		L1Evictions:  t.l1Evictions.Load(),
 		BreakerState: "disabled",
-		Epoch:        t.epoch.Load(),
+		Epoch:        t.applied.Load(),
 	}
 	if t.l2 != nil {
 		t.l2.stats(&s)

@@ -1,0 +1,505 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/acgs-lite/acgs/internal/testenv"
+	"github.com/redis/rueidis"
+)
+
+// waitL2 polls c until k is answered from L2 (the write-behind flush of
+// another instance has landed) and returns that value.
+func waitL2(t *testing.T, c *Tiered, k Key) Value {
+	t.Helper()
+	var got Value
+	eventually(t, 5*time.Second, "entry reaches the other instance through L2", func() bool {
+		v, tier, ok := c.Get(context.Background(), k)
+		if ok && tier != TierL2 {
+			t.Fatalf("hit from %v before L2 answered", tier)
+		}
+		got = v
+		return ok
+	})
+	return got
+}
+
+func TestTwoInstancesShareL2(t *testing.T) {
+	tests := []struct {
+		name string
+		opts []testenv.RedisOption
+	}{
+		{name: "no password"},
+		{name: "password", opts: []testenv.RedisOption{testenv.WithPassword("pa ss@word")}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := startRedis(t, tt.opts...)
+			url := r.URL()
+			if tt.name == "password" {
+				url = "redis://:pa%20ss%40word@" + r.Addr()
+			}
+			a, b := newCache(t, url), newCache(t, url)
+			eventually(t, 5*time.Second, "both instances healthy", func() bool {
+				return a.Stats().L2Healthy && b.Stats().L2Healthy
+			})
+			if a.Epoch() != b.Epoch() || a.Epoch() == 0 {
+				t.Fatalf("epochs %d and %d, want equal and seeded", a.Epoch(), b.Epoch())
+			}
+
+			k, undef := key(t, 1), key(t, 2)
+			want := decision(t, true)
+			a.Set(k, want)
+			a.Set(undef, Value{})
+			if got := waitL2(t, b, k); !reflect.DeepEqual(got, want) {
+				t.Fatalf("L2 value %s, want %s", mustJSON(got), mustJSON(want))
+			}
+			if got := waitL2(t, b, undef); got.Defined || got.Result != nil {
+				t.Fatalf("undefined decision came back as %+v", got)
+			}
+			if _, tier, ok := b.Get(context.Background(), k); !ok || tier != TierL1 {
+				t.Fatalf("second Get: tier %v ok %v, want promoted to L1", tier, ok)
+			}
+			s := b.Stats()
+			if s.L2Hits != 2 || s.L2Rejected != 0 || s.L2Errors != 0 {
+				t.Fatalf("stats %+v", s)
+			}
+		})
+	}
+}
+
+func TestL2RejectsTamperedEntries(t *testing.T) {
+	r := startRedis(t)
+	raw := rawClient(t, r.URL())
+	c := newCache(t, r.URL())
+	eventually(t, 5*time.Second, "connected", func() bool { return c.Stats().L2Healthy })
+	ctx := context.Background()
+	good := decision(t, true)
+	now := time.Now()
+
+	seal := func(s *signer, rk string, v Value) []byte {
+		b, err := s.seal(rk, v, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	tests := []struct {
+		name  string
+		entry func(rk string) []byte
+	}{
+		{"signed with another key", func(rk string) []byte { return seal(newSigner(testKey2, nil), rk, good) }},
+		{"result changed", func(rk string) []byte {
+			b := seal(c.l2.signer, rk, good)
+			b[envelopeHeader+2] ^= 0x20
+			return b
+		}},
+		{"defined flag flipped", func(rk string) []byte {
+			b := seal(c.l2.signer, rk, good)
+			b[1] ^= flagDefined
+			return b
+		}},
+		{"creation time extended", func(rk string) []byte {
+			b := seal(c.l2.signer, rk, good)
+			b[5]++
+			return b
+		}},
+		{"truncated", func(rk string) []byte { b := seal(c.l2.signer, rk, good); return b[:len(b)-1] }},
+		{"too short", func(string) []byte { return []byte{1, 1} }},
+		{"unknown version", func(rk string) []byte { b := seal(c.l2.signer, rk, good); b[0] = 9; return b }},
+		{"garbage", func(string) []byte {
+			return []byte("not an envelope at all, but long enough to have a mac field in it")
+		}},
+		{"replayed from another key", func(string) []byte {
+			return seal(c.l2.signer, c.l2.redisKey(c.Epoch(), key(t, 999)), Value{Defined: true, Result: "allow everything"})
+		}},
+		{"replayed from an older epoch", func(string) []byte {
+			return seal(c.l2.signer, c.l2.redisKey(c.Epoch()-1, key(t, 100)), good)
+		}},
+		{"signed but not JSON", func(rk string) []byte {
+			b := make([]byte, envelopeHeader, 64)
+			b[0], b[1] = envelopeVersion, flagDefined
+			b = append(b, "{not json"...)
+			return c.l2.signer.mac(b, 0, rk, b)
+		}},
+		{"signed with trailing JSON", func(rk string) []byte {
+			b := make([]byte, envelopeHeader, 64)
+			b[0], b[1] = envelopeVersion, flagDefined
+			b = append(b, `true false`...)
+			return c.l2.signer.mac(b, 0, rk, b)
+		}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			k := key(t, 100+i)
+			rk := c.l2.redisKey(c.Epoch(), k)
+			if err := raw.Do(ctx, raw.B().Set().Key(rk).Value(rueidis.BinaryString(tt.entry(rk))).Build()).Error(); err != nil {
+				t.Fatal(err)
+			}
+			before := c.Stats().L2Rejected
+			if v, tier, ok := c.Get(ctx, k); ok {
+				t.Fatalf("tampered entry served from %v: %+v", tier, v)
+			}
+			if got := c.Stats().L2Rejected; got != before+1 {
+				t.Fatalf("L2Rejected %d → %d, want +1", before, got)
+			}
+			// A rejected entry is not promoted: the next Get asks L2 again.
+			if _, _, ok := c.Get(ctx, k); ok {
+				t.Fatal("served on second Get")
+			}
+		})
+	}
+	// The same machinery accepts a correctly signed entry.
+	k := key(t, 1)
+	rk := c.l2.redisKey(c.Epoch(), k)
+	raw.Do(ctx, raw.B().Set().Key(rk).Value(rueidis.BinaryString(seal(c.l2.signer, rk, good))).Build())
+	if v, tier, ok := c.Get(ctx, k); !ok || tier != TierL2 || !reflect.DeepEqual(v, good) {
+		t.Fatalf("valid entry: %v %v %+v", tier, ok, v)
+	}
+}
+
+func TestSigningKeyRotation(t *testing.T) {
+	r := startRedis(t)
+	old := newCache(t, r.URL()) // signs with testKey1
+	rotated := newCache(t, r.URL(), func(c *Config) {
+		c.SigningKey, c.PreviousSigningKeys = testKey2, [][]byte{testKey1}
+	})
+	newOnly := newCache(t, r.URL(), func(c *Config) { c.SigningKey = testKey2 })
+	k := key(t, 1)
+	old.Set(k, decision(t, true))
+	waitL2(t, rotated, k)
+	eventually(t, time.Second, "entry rejected by an instance without the old key", func() bool {
+		newOnly.Get(context.Background(), k)
+		return newOnly.Stats().L2Rejected > 0
+	})
+}
+
+func TestL2TTL(t *testing.T) {
+	r := startRedis(t)
+	raw := rawClient(t, r.URL())
+	ttl := 400 * time.Millisecond
+	a := newCache(t, r.URL(), func(c *Config) { c.TTL = ttl })
+	b := newCache(t, r.URL(), func(c *Config) { c.TTL = ttl })
+	k := key(t, 1)
+	a.Set(k, decision(t, true))
+	waitL2(t, b, k) // promoted with the rest of its life, not a fresh TTL
+	rk := a.l2.redisKey(a.Epoch(), k)
+	pttl, err := raw.Do(context.Background(), raw.B().Pttl().Key(rk).Build()).AsInt64()
+	if err != nil || pttl <= 0 || pttl > ttl.Milliseconds() {
+		t.Fatalf("PTTL = %d, %v; want in (0, %d]", pttl, err, ttl.Milliseconds())
+	}
+	eventually(t, 3*time.Second, "entry expires from L1 and L2", func() bool {
+		_, _, okA := a.Get(context.Background(), k)
+		_, _, okB := b.Get(context.Background(), k)
+		n, _ := raw.Do(context.Background(), raw.B().Exists().Key(rk).Build()).AsInt64()
+		return !okA && !okB && n == 0
+	})
+}
+
+func TestFlushReachesOtherInstances(t *testing.T) {
+	r := startRedis(t)
+	a, b := newCache(t, r.URL()), newCache(t, r.URL())
+	ctx := context.Background()
+	eventually(t, 5*time.Second, "both connected", func() bool { return a.Stats().L2Healthy && b.Stats().L2Healthy })
+	k := key(t, 1)
+	a.Set(k, decision(t, true))
+	waitL2(t, b, k)
+	before := b.Epoch()
+	e, err := a.Flush(ctx)
+	if err != nil || e != before+1 || a.Epoch() != e {
+		t.Fatalf("Flush = %d, %v; epoch before %d", e, err, before)
+	}
+	if _, _, ok := a.Get(ctx, k); ok {
+		t.Fatal("flushing instance still answers")
+	}
+	// Pub/sub delivers in milliseconds; the periodic re-read heals within 1s.
+	eventually(t, 3*time.Second, "other instance adopts the new epoch", func() bool { return b.Epoch() == e })
+	if v, tier, ok := b.Get(ctx, k); ok {
+		t.Fatalf("old entry still served from %v: %+v", tier, v)
+	}
+	// The cache keeps working under the new epoch.
+	a.Set(k, decision(t, false))
+	if got := waitL2(t, b, k); !reflect.DeepEqual(got, decision(t, false)) {
+		t.Fatalf("after flush got %s", mustJSON(got))
+	}
+}
+
+func TestFlushWithoutSubscriptionHealsByPolling(t *testing.T) {
+	r := startRedis(t)
+	a := newCache(t, r.URL())
+	eventually(t, 5*time.Second, "connected", func() bool { return a.Stats().L2Healthy })
+	// Another fleet member bumps the epoch without publishing.
+	if _, err := r.Do("INCR", DefaultKeyPrefix+"epoch"); err != nil {
+		t.Fatal(err)
+	}
+	want := a.Epoch() + 1
+	eventually(t, 3*time.Second, "epoch re-read", func() bool { return a.Epoch() == want })
+}
+
+func TestRedisOutageAndRecovery(t *testing.T) {
+	r := startRedis(t)
+	timeout := 20 * time.Millisecond
+	slack := 250 * time.Millisecond // scheduling on a loaded 2-core machine with -race
+	a := newCache(t, r.URL(), func(c *Config) { c.L2Timeout = timeout })
+	b := newCache(t, r.URL(), func(c *Config) { c.L2Timeout = timeout })
+	ctx := context.Background()
+	eventually(t, 5*time.Second, "connected", func() bool { return a.Stats().L2Healthy && b.Stats().L2Healthy })
+
+	r.Stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; ; i++ {
+		k := key(t, 1000+i)
+		start := time.Now()
+		if _, _, ok := a.Get(ctx, k); ok {
+			t.Fatal("hit for a key never set")
+		}
+		if d := time.Since(start); d > timeout+slack {
+			t.Fatalf("Get took %s during the outage, want ≤ L2Timeout+%s", d, slack)
+		}
+		start = time.Now()
+		a.Set(k, decision(t, true))
+		if d := time.Since(start); d > slack {
+			t.Fatalf("Set took %s during the outage", d)
+		}
+		if _, _, ok := a.Get(ctx, k); !ok {
+			t.Fatal("L1 stopped working during the outage")
+		}
+		s := a.Stats()
+		if s.BreakerState == "open" && !s.L2Healthy {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("breaker did not open: %+v", s)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// While open, Get skips L2 at once.
+	start := time.Now()
+	for i := range 100 {
+		a.Get(ctx, key(t, 5000+i))
+	}
+	if d := time.Since(start); d > slack {
+		t.Fatalf("100 Gets with the breaker open took %s", d)
+	}
+	if s := a.Stats(); s.L2Errors == 0 || s.L2Skipped == 0 {
+		t.Fatalf("outage not counted: %+v", s)
+	}
+
+	r.Start() // same port, empty data set
+	restarted := time.Now()
+	eventually(t, 5*time.Second, "L2 healthy again on both instances", func() bool {
+		return a.Stats().L2Healthy && b.Stats().L2Healthy
+	})
+	k := key(t, 1)
+	a.Set(k, decision(t, true))
+	waitL2(t, b, k)
+	t.Logf("L2 recovered %s after the restart", time.Since(restarted).Round(time.Millisecond))
+}
+
+func TestStartWithRedisDown(t *testing.T) {
+	r := startRedis(t)
+	r.Stop()
+	start := time.Now()
+	a := newCache(t, r.URL())
+	if d := time.Since(start); d > startupWait+time.Second {
+		t.Fatalf("New took %s with Redis down", d)
+	}
+	s := a.Stats()
+	if !s.L2Enabled || s.L2Healthy {
+		t.Fatalf("stats with Redis down: %+v", s)
+	}
+	if _, err := a.Flush(context.Background()); !errors.Is(err, errNotConnected) {
+		t.Fatalf("Flush with Redis down = %v", err)
+	}
+	k := key(t, 1)
+	a.Set(k, decision(t, true))
+	if _, tier, ok := a.Get(context.Background(), k); !ok || tier != TierL1 {
+		t.Fatal("L1 not serving while degraded")
+	}
+	r.Start()
+	eventually(t, 5*time.Second, "connects in the background", func() bool { return a.Stats().L2Healthy })
+	b := newCache(t, r.URL())
+	k2 := key(t, 2)
+	a.Set(k2, decision(t, false))
+	waitL2(t, b, k2)
+}
+
+func TestWriteBehindBatches(t *testing.T) {
+	r := startRedis(t)
+	var mu sync.Mutex
+	var sizes []int
+	a := newCache(t, r.URL(), func(c *Config) {
+		c.BatchSize = 4
+		c.BatchWindow = 20 * time.Millisecond
+		c.OnFlush = func(n int) { mu.Lock(); sizes = append(sizes, n); mu.Unlock() }
+	})
+	eventually(t, 5*time.Second, "connected", func() bool { return a.Stats().L2Healthy })
+	for i := range 10 {
+		a.Set(key(t, i), decision(t, true))
+	}
+	eventually(t, 5*time.Second, "10 entries written", func() bool { return a.Stats().WriteEntries == 10 })
+	mu.Lock()
+	total := 0
+	for _, n := range sizes {
+		if n < 1 || n > 4 {
+			t.Fatalf("batch of %d, want 1..4: %v", n, sizes)
+		}
+		total += n
+	}
+	if total != 10 || a.Stats().WriteBatches != uint64(len(sizes)) {
+		t.Fatalf("batches %v (total %d), WriteBatches %d", sizes, total, a.Stats().WriteBatches)
+	}
+	sizes = nil
+	mu.Unlock()
+
+	// A lone entry goes out when the window closes, as a batch of one.
+	a.Set(key(t, 100), decision(t, true))
+	eventually(t, 5*time.Second, "window flush", func() bool { return a.Stats().WriteEntries == 11 })
+	mu.Lock()
+	if !reflect.DeepEqual(sizes, []int{1}) {
+		t.Fatalf("window flush batches %v, want [1]", sizes)
+	}
+	mu.Unlock()
+	if n, _ := r.Do("DBSIZE"); n != "12" { // 11 entries and the epoch
+		t.Fatalf("DBSIZE = %s, want 12", n)
+	}
+}
+
+func TestWriteBehindQueueFullDrops(t *testing.T) {
+	r := startRedis(t)
+	a := newCache(t, r.URL(), func(c *Config) {
+		c.BatchSize = 2
+		c.QueueSize = 4
+	})
+	eventually(t, 5*time.Second, "connected", func() bool { return a.Stats().L2Healthy })
+	if _, err := r.Do("CLIENT", "PAUSE", "2000", "WRITE"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	start := time.Now()
+	for i := range n {
+		a.Set(key(t, i), decision(t, true))
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("%d Sets took %s against a paused Redis", n, d)
+	}
+	s := a.Stats()
+	if s.WriteDropped == 0 || s.WriteQueueCap != 4 {
+		t.Fatalf("nothing dropped with a paused Redis: %+v", s)
+	}
+	if _, err := r.Do("CLIENT", "UNPAUSE"); err != nil {
+		t.Fatal(err)
+	}
+	// Every Set is accounted for: written, dropped, skipped or failed.
+	eventually(t, 10*time.Second, "queue settles", func() bool {
+		s = a.Stats()
+		return s.WriteQueueLen == 0 && s.WriteDropped+s.WriteEntries+s.WriteSkipped+s.L2Errors == n
+	})
+	t.Logf("dropped %d, written %d, skipped %d, failed %d", s.WriteDropped, s.WriteEntries, s.WriteSkipped, s.L2Errors)
+}
+
+func TestCloseFlushesPendingWrites(t *testing.T) {
+	r := startRedis(t)
+	a := newCache(t, r.URL(), func(c *Config) {
+		c.BatchSize = 100
+		c.BatchWindow = time.Hour // only Close can flush
+	})
+	eventually(t, 5*time.Second, "connected", func() bool { return a.Stats().L2Healthy })
+	for i := range 5 {
+		a.Set(key(t, i), decision(t, true))
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := r.Do("DBSIZE"); n != "6" {
+		t.Fatalf("DBSIZE after Close = %s, want 6 (5 entries and the epoch)", n)
+	}
+}
+
+func TestGetManyOneRoundTrip(t *testing.T) {
+	r := startRedis(t)
+	a, b := newCache(t, r.URL()), newCache(t, r.URL())
+	ctx := context.Background()
+	keys := make([]Key, 15)
+	for i := range keys {
+		keys[i] = key(t, i)
+		if i < 10 {
+			a.Set(keys[i], decision(t, i%2 == 0))
+		}
+	}
+	eventually(t, 5*time.Second, "written", func() bool { return a.Stats().WriteEntries == 10 })
+	b.Set(keys[0], decision(t, true)) // one L1 hit
+	vals, tiers, found := make([]Value, 15), make([]Tier, 15), make([]bool, 15)
+	before := b.Stats().L2RoundTrips
+	b.GetMany(ctx, keys, vals, tiers, found)
+	if rt := b.Stats().L2RoundTrips - before; rt != 1 {
+		t.Fatalf("GetMany made %d L2 round trips, want 1", rt)
+	}
+	for i := range keys {
+		wantTier := map[bool]Tier{true: TierL2, false: TierNone}[i < 10]
+		if i == 0 {
+			wantTier = TierL1
+		}
+		if found[i] != (i < 10) || tiers[i] != wantTier {
+			t.Fatalf("key %d: found %v tier %v, want tier %v", i, found[i], tiers[i], wantTier)
+		}
+		if i < 10 && !reflect.DeepEqual(vals[i], decision(t, i%2 == 0)) {
+			t.Fatalf("key %d: value %s", i, mustJSON(vals[i]))
+		}
+	}
+	b.GetMany(ctx, keys[:10], vals[:10], tiers[:10], found[:10])
+	for i := range 10 {
+		if tiers[i] != TierL1 {
+			t.Fatalf("key %d not promoted: %v", i, tiers[i])
+		}
+	}
+}
+
+func TestCallerCancellationIsNotARedisFailure(t *testing.T) {
+	r := startRedis(t)
+	a := newCache(t, r.URL())
+	eventually(t, 5*time.Second, "connected", func() bool { return a.Stats().L2Healthy })
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := range 50 {
+		if _, _, ok := a.Get(ctx, key(t, i)); ok {
+			t.Fatal("hit")
+		}
+	}
+	if s := a.Stats(); s.BreakerState != "closed" || s.L2Errors != 0 {
+		t.Fatalf("cancelled callers tripped the breaker: %+v", s)
+	}
+}
+
+func TestCluster(t *testing.T) {
+	cl := testenv.StartRedisCluster(t, 3)
+	a, b := newCache(t, cl.URL()), newCache(t, cl.URL())
+	ctx := context.Background()
+	eventually(t, 10*time.Second, "connected to the cluster", func() bool { return a.Stats().L2Healthy && b.Stats().L2Healthy })
+	keys := make([]Key, 30) // spread over all slots and nodes
+	for i := range keys {
+		keys[i] = key(t, i)
+		a.Set(keys[i], Value{Defined: true, Result: strconv.Itoa(i)})
+	}
+	eventually(t, 5*time.Second, "written", func() bool { return a.Stats().WriteEntries == 30 })
+	vals, tiers, found := make([]Value, 30), make([]Tier, 30), make([]bool, 30)
+	b.GetMany(ctx, keys, vals, tiers, found)
+	for i := range keys {
+		if !found[i] || tiers[i] != TierL2 || vals[i].Result != strconv.Itoa(i) {
+			t.Fatalf("key %d: found %v tier %v value %v", i, found[i], tiers[i], vals[i].Result)
+		}
+	}
+	e, err := a.Flush(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 3*time.Second, "flush reaches the other instance", func() bool { return b.Epoch() == e })
+	if _, _, ok := b.Get(ctx, keys[0]); ok {
+		t.Fatal("served after flush")
+	}
+}
