@@ -45,10 +45,23 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp, r.URL.Query().Has("pretty"))
 }
 
-// validateACGS checks the envelope of an ACGS request: required strings,
-// optional objects, and the constitutional hash. Fields inside the objects
-// are the policy's to judge.
+// validateACGS checks the envelope of an ACGS request and its
+// constitutional hash, counting mismatches.
 func (s *Server) validateACGS(body any) (map[string]any, error) {
+	obj, err := s.validateEnvelope(body)
+	if err != nil {
+		return nil, err
+	}
+	if obj["constitutional_hash"].(string) != s.hash {
+		s.d.Metrics.HashMismatch()
+		return nil, apierror.New(apierror.ConstitutionalHashMismatch, "Invalid constitutional hash. Expected: %s", s.hash)
+	}
+	return obj, nil
+}
+
+// validateEnvelope checks the fields of an ACGS request: required strings and
+// optional objects. Fields inside the objects are the policy's to judge.
+func (s *Server) validateEnvelope(body any) (map[string]any, error) {
 	obj, ok := body.(map[string]any)
 	if !ok {
 		return nil, apierror.New(apierror.InvalidParameter, "request body must be a JSON object, got %s", jsonType(body))
@@ -73,10 +86,6 @@ func (s *Server) validateACGS(body any) (map[string]any, error) {
 				return nil, apierror.New(apierror.InvalidParameter, "field %q must be an object, got %s", f, jsonType(v))
 			}
 		}
-	}
-	if obj["constitutional_hash"].(string) != s.hash {
-		s.d.Metrics.HashMismatch()
-		return nil, apierror.New(apierror.ConstitutionalHashMismatch, "Invalid constitutional hash. Expected: %s", s.hash)
 	}
 	return obj, nil
 }
