@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/zeebo/xxh3"
@@ -30,15 +31,23 @@ const (
 // pin its memory for the life of the process.
 const maxPooledBuf = 64 << 10
 
+// member is one object member waiting to be sorted. Keeping the value next to
+// its key saves a second map lookup per member after sorting.
+type member struct {
+	k string
+	v any
+}
+
 // scratch is the per-call working memory of NewKey: the encoding buffer and a
-// stack of object keys being sorted. Pooled so a key costs no allocation.
+// stack of object members being sorted. Pooled so a key costs no allocation.
 type scratch struct {
-	buf  []byte
-	keys []string
+	buf     []byte
+	members []member
+	used    int // high-water mark of members, cleared on release
 }
 
 var scratchPool = sync.Pool{New: func() any {
-	return &scratch{buf: make([]byte, 0, 1024), keys: make([]string, 0, 64)}
+	return &scratch{buf: make([]byte, 0, 1024), members: make([]member, 0, 64)}
 }}
 
 func getScratch() *scratch { return scratchPool.Get().(*scratch) }
@@ -47,8 +56,9 @@ func putScratch(s *scratch) {
 	if cap(s.buf) > maxPooledBuf {
 		return
 	}
-	s.buf = s.buf[:0]
-	s.keys = s.keys[:0]
+	// Do not keep the caller's strings and values alive in the pool.
+	clear(s.members[:s.used])
+	s.buf, s.members, s.used = s.buf[:0], s.members[:0], 0
 	scratchPool.Put(s)
 }
 
@@ -70,7 +80,7 @@ func putScratch(s *scratch) {
 func AppendCanonical(dst []byte, v any) ([]byte, error) {
 	s := getScratch()
 	defer putScratch(s)
-	return appendValue(dst, v, &s.keys)
+	return appendValue(dst, v, s)
 }
 
 // NewKey returns the cache key of one decision: XXH3-128 over the
@@ -82,7 +92,7 @@ func NewKey(revision, path string, input any) (Key, error) {
 	b = append(b, revision...)
 	b = binary.AppendUvarint(b, uint64(len(path)))
 	b = append(b, path...)
-	b, err := appendValue(b, input, &s.keys)
+	b, err := appendValue(b, input, s)
 	s.buf = b
 	if err != nil {
 		putScratch(s)
@@ -93,9 +103,9 @@ func NewKey(revision, path string, input any) (Key, error) {
 	return Key{Hi: h.Hi, Lo: h.Lo}, nil
 }
 
-// appendValue encodes v. keys is a stack shared by all nesting levels: each
-// object pushes its keys, sorts its own segment and pops it when done.
-func appendValue(b []byte, v any, keys *[]string) ([]byte, error) {
+// appendValue encodes v. s.members is a stack shared by all nesting levels:
+// each object pushes its members, sorts its own segment and pops it when done.
+func appendValue(b []byte, v any, s *scratch) ([]byte, error) {
 	switch x := v.(type) {
 	case nil:
 		return append(b, tagNull), nil
@@ -125,13 +135,13 @@ func appendValue(b []byte, v any, keys *[]string) ([]byte, error) {
 		b = append(b, tagNumber, 0)
 		return endShortNumber(strconv.AppendInt(b, x, 10), len(b)), nil
 	case map[string]any:
-		return appendObject(b, x, keys)
+		return appendObject(b, x, s)
 	case []any:
 		b = append(b, tagArray)
 		b = binary.AppendUvarint(b, uint64(len(x)))
 		var err error
 		for _, e := range x {
-			if b, err = appendValue(b, e, keys); err != nil {
+			if b, err = appendValue(b, e, s); err != nil {
 				return b, err
 			}
 		}
@@ -169,30 +179,30 @@ func appendJSONFloat(b []byte, f float64) []byte {
 	return b
 }
 
-func appendObject(b []byte, m map[string]any, keys *[]string) ([]byte, error) {
+func compareMembers(a, b member) int { return strings.Compare(a.k, b.k) }
+
+func appendObject(b []byte, m map[string]any, s *scratch) ([]byte, error) {
 	b = append(b, tagObject)
 	b = binary.AppendUvarint(b, uint64(len(m)))
-	start := len(*keys)
-	for k := range m {
-		*keys = append(*keys, k)
+	start := len(s.members)
+	for k, v := range m {
+		s.members = append(s.members, member{k, v})
 	}
-	// Nested objects may grow *keys past this segment (even reallocate it);
-	// own keeps this level's view, which nested appends never overwrite.
-	own := (*keys)[start:]
+	s.used = max(s.used, len(s.members))
+	// Nested objects may grow s.members past this segment (even reallocate
+	// it); own keeps this level's view, which nested appends never overwrite.
+	own := s.members[start:]
 	if len(own) > 1 {
-		slices.Sort(own)
+		slices.SortFunc(own, compareMembers)
 	}
 	var err error
-	for _, k := range own {
-		b = binary.AppendUvarint(b, uint64(len(k)))
-		b = append(b, k...)
-		if b, err = appendValue(b, m[k], keys); err != nil {
+	for _, e := range own {
+		b = binary.AppendUvarint(b, uint64(len(e.k)))
+		b = append(b, e.k...)
+		if b, err = appendValue(b, e.v, s); err != nil {
 			break
 		}
 	}
-	// Do not keep the caller's strings alive in the pool.
-	clear(own)
-	clear((*keys)[start:])
-	*keys = (*keys)[:start]
+	s.members = s.members[:start]
 	return b, err
 }
