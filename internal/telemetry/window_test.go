@@ -359,3 +359,83 @@ func BenchmarkWindowSnapshot(b *testing.B) {
 		_ = w.Snapshot()
 	}
 }
+
+// referenceStats computes what Snapshot must return the slow, obvious way:
+// hdr Merge of every live shard, no cache.
+func referenceStats(w *Window) (count uint64, p50, p95, p99 float64) {
+	cur := w.now().UnixNano() / int64(windowSlot)
+	merged := newWindowHistogram()
+	for i := range w.ring {
+		sh := &w.ring[i]
+		sh.mu.Lock()
+		if w.live(sh.slot, cur) {
+			count += sh.count
+			merged.Merge(sh.hist)
+		}
+		sh.mu.Unlock()
+	}
+	if count == 0 {
+		return 0, 0, 0, 0
+	}
+	q := func(p float64) float64 { return float64(merged.ValueAtQuantile(p)) / 1e6 }
+	return count, q(50), q(95), q(99)
+}
+
+// TestWindowSnapshotCache interleaves records, clock steps and snapshots, and
+// checks every snapshot against an uncached merge: the per-slot sums must be
+// refreshed when a slot gains records, when its ring position is reused for a
+// later second, and when it leaves the window.
+func TestWindowSnapshotCache(t *testing.T) {
+	type step struct {
+		advance time.Duration
+		n       int
+		d       time.Duration
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"growing current slot", []step{{0, 10, time.Millisecond}, {0, 10, 3 * time.Millisecond}, {0, 1, 9 * time.Millisecond}}},
+		{"finished slots then new ones", []step{{0, 50, 100 * time.Microsecond}, {time.Second, 50, 2 * time.Millisecond}, {time.Second, 5, 50 * time.Millisecond}, {0, 0, 0}}},
+		{"ring position reused", []step{{0, 20, time.Millisecond}, {30 * time.Second, 20, 5 * time.Millisecond}, {31 * time.Second, 1, 20 * time.Millisecond}, {0, 20, time.Millisecond}}},
+		{"slots expire one by one", []step{{0, 10, time.Millisecond}, {20 * time.Second, 10, 2 * time.Millisecond}, {20 * time.Second, 10, 4 * time.Millisecond}, {21 * time.Second, 0, 0}, {20 * time.Second, 0, 0}, {20 * time.Second, 0, 0}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newFakeClock()
+			w := newWindow(time.Minute, clk.now)
+			for i, s := range tt.steps {
+				clk.advance(s.advance)
+				for range s.n {
+					w.Record(s.d, Sample{CacheTier: "l1"})
+				}
+				got := w.Snapshot()
+				n, p50, p95, p99 := referenceStats(w)
+				if got.RequestCount != n || got.P50MS != p50 || got.P95MS != p95 || got.P99MS != p99 {
+					t.Errorf("step %d: snapshot count %d p50 %v p95 %v p99 %v; merge gives %d %v %v %v",
+						i, got.RequestCount, got.P50MS, got.P95MS, got.P99MS, n, p50, p95, p99)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkWindowSnapshotFull is a snapshot of a full window: 60 seconds of
+// 20,000 decisions each, spread from 20µs to 2ms.
+func BenchmarkWindowSnapshotFull(b *testing.B) {
+	clk := newFakeClock()
+	w := newWindow(time.Minute, clk.now)
+	for range 60 {
+		for i := range 20000 {
+			w.Record(time.Duration(20000+(i*7919)%2000000), Sample{CacheTier: "l1"})
+		}
+		clk.advance(time.Second)
+	}
+	clk.advance(-time.Second)
+	w.Snapshot() // fill the per-slot sums, as the first call after each second does
+	b.ReportAllocs()
+	for b.Loop() {
+		w.Record(time.Millisecond, Sample{CacheTier: "l1"}) // the current slot changes between calls
+		_ = w.Snapshot()
+	}
+}
