@@ -22,6 +22,7 @@ func newBenchCmd() *cobra.Command {
 		asBenchfmt   bool
 		timeout      time.Duration
 		allowRemote  bool
+		saveJSON     string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -69,6 +70,11 @@ benchstat and "acgs regress".`,
 			if err != nil {
 				return err
 			}
+			if saveJSON != "" {
+				if err := loadgen.WriteJSON(saveJSON, res); err != nil {
+					return err
+				}
+			}
 			out := cmd.OutOrStdout()
 			switch {
 			case asJSON:
@@ -91,6 +97,7 @@ benchstat and "acgs regress".`,
 	f.Uint64Var(&cfg.Seed, "seed", 1, "seed for key choice")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	f.BoolVar(&asBenchfmt, "benchfmt", false, "print Go benchmark format")
+	f.StringVar(&saveJSON, "save-json", "", "also write the JSON result to this file")
 	f.DurationVar(&timeout, "timeout", 10*time.Second, "per-request timeout")
 	f.BoolVar(&allowRemote, "allow-remote", false, "allow a URL that is not a loopback address")
 	return cmd

@@ -24,7 +24,7 @@ type BenchConfig struct {
 	Requests    int   // per scenario, concurrency level and repetition
 	Concurrency []int // levels, e.g. 10,50,100
 	Count       int   // repetitions of each level (samples for benchstat)
-	ColdSamples int   // unique inputs for the cold-versus-warm comparison; 0 skips it
+	ColdSamples int   // unique inputs per repetition for cold versus warm; 0 skips it
 	WarmRepeats int   // how many times the cold inputs are repeated warm
 	Seed        uint64
 	// Progress, if set, is told what is being measured.
@@ -62,9 +62,16 @@ type ColdWarm struct {
 	Cold    LatencySummary `json:"cold"`
 	Warm    LatencySummary `json:"warm"`
 	// Speedup is cold p50 / warm p50.
-	Speedup  float64 `json:"speedup"`
-	Failures int64   `json:"failures"`
-	Note     string  `json:"note,omitempty"`
+	Speedup  float64       `json:"speedup"`
+	Failures int64         `json:"failures"`
+	Note     string        `json:"note,omitempty"`
+	Runs     []ColdWarmRun `json:"runs,omitempty"`
+}
+
+// ColdWarmRun is one repetition of the cold-versus-warm measurement.
+type ColdWarmRun struct {
+	Cold LatencySummary `json:"cold"`
+	Warm LatencySummary `json:"warm"`
 }
 
 // BenchScenario is the benchmark of one scenario.
@@ -209,29 +216,37 @@ func coldWarm(ctx context.Context, target Target, w *Workload, s *Scenario, nonc
 	}
 	rq := newRequester(target.Client, target.BaseURL, w)
 	cold, warm := NewHistogram(), NewHistogram()
-	measure := func(h *hdrhistogram.Histogram, i int) {
-		// One suffix per input: unique across inputs and runs (nonce), equal
-		// between the cold request and its warm repeats.
-		suffix := fmt.Sprintf("-cold-%s-%d", nonce, i)
-		t0 := time.Now()
-		o, _ := rq.do(ctx, s, int64(i), suffix)
-		recordLatency(h, time.Since(t0))
-		if o == OutcomeFailure {
-			cw.Failures++
+	// One round per repetition, each with inputs of its own, so that the
+	// regression detector gets a sample per round.
+	for round := range cfg.Count {
+		rc, rw := NewHistogram(), NewHistogram()
+		measure := func(h *hdrhistogram.Histogram, i int) {
+			// One suffix per input: unique across inputs, rounds and runs
+			// (nonce), equal between the cold request and its warm repeats.
+			suffix := fmt.Sprintf("-cold-%s-r%d-%d", nonce, round, i)
+			t0 := time.Now()
+			o, _ := rq.do(ctx, s, int64(i), suffix)
+			recordLatency(h, time.Since(t0))
+			if o == OutcomeFailure {
+				cw.Failures++
+			}
 		}
-	}
-	// Sequential on purpose: one request at a time measures the cache, not
-	// the contention between concurrent requests.
-	for i := 0; i < cfg.ColdSamples && ctx.Err() == nil; i++ {
-		measure(cold, i)
-	}
-	for range cfg.WarmRepeats {
+		// Sequential on purpose: one request at a time measures the cache,
+		// not the contention between concurrent requests.
 		for i := 0; i < cfg.ColdSamples && ctx.Err() == nil; i++ {
-			measure(warm, i)
+			measure(rc, i)
 		}
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
+		for range cfg.WarmRepeats {
+			for i := 0; i < cfg.ColdSamples && ctx.Err() == nil; i++ {
+				measure(rw, i)
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		cold.Merge(rc)
+		warm.Merge(rw)
+		cw.Runs = append(cw.Runs, ColdWarmRun{Cold: Summarize(rc), Warm: Summarize(rw)})
 	}
 	cw.Cold, cw.Warm = Summarize(cold), Summarize(warm)
 	if cw.Warm.P50Ms > 0 {
@@ -291,9 +306,13 @@ func (b *BenchResult) WriteBenchfmt(w io.Writer) error {
 					scen, l.Concurrency, r.Requests, ns(r.Latency.MeanMs), r.RPS, ns(r.Latency.P50Ms), ns(r.Latency.P99Ms), r.Failures)
 			}
 		}
-		if cw := s.ColdWarm; cw != nil && cw.Note == "" && cw.Cold.Count > 0 {
-			fmt.Fprintf(w, "BenchmarkHTTPCold/scenario=%s\t%d\t%.0f ns/op\t%.0f p50-ns/op\n", scen, cw.Cold.Count, ns(cw.Cold.MeanMs), ns(cw.Cold.P50Ms))
-			fmt.Fprintf(w, "BenchmarkHTTPWarm/scenario=%s\t%d\t%.0f ns/op\t%.0f p50-ns/op\n", scen, cw.Warm.Count, ns(cw.Warm.MeanMs), ns(cw.Warm.P50Ms))
+		if cw := s.ColdWarm; cw != nil && cw.Note == "" {
+			for _, r := range cw.Runs {
+				fmt.Fprintf(w, "BenchmarkHTTPCold/scenario=%s\t%d\t%.0f ns/op\t%.0f p50-ns/op\n", scen, r.Cold.Count, ns(r.Cold.MeanMs), ns(r.Cold.P50Ms))
+			}
+			for _, r := range cw.Runs {
+				fmt.Fprintf(w, "BenchmarkHTTPWarm/scenario=%s\t%d\t%.0f ns/op\t%.0f p50-ns/op\n", scen, r.Warm.Count, ns(r.Warm.MeanMs), ns(r.Warm.P50Ms))
+			}
 		}
 	}
 	return nil

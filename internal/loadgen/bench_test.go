@@ -43,7 +43,7 @@ func TestRunBench(t *testing.T) {
 			t.Errorf("%s: efficiency of the base level %v, want 1 by definition", s.Name, s.Levels[0].Efficiency)
 		}
 		cw := s.ColdWarm
-		if cw == nil || cw.Cold.Count != 10 || cw.Warm.Count != 20 || cw.Speedup <= 0 {
+		if cw == nil || cw.Cold.Count != 20 || cw.Warm.Count != 40 || len(cw.Runs) != 2 || cw.Speedup <= 0 {
 			t.Errorf("%s: cold/warm %+v", s.Name, cw)
 		}
 	}
@@ -60,8 +60,8 @@ func TestRunBench(t *testing.T) {
 			}
 		}
 	}
-	if coldBodies != 30 {
-		t.Errorf("%d distinct cold inputs, want 10 per scenario", coldBodies)
+	if coldBodies != 60 {
+		t.Errorf("%d distinct cold inputs, want 10 per scenario and repetition", coldBodies)
 	}
 
 	var buf bytes.Buffer
@@ -81,7 +81,7 @@ func TestRunBench(t *testing.T) {
 			}
 		}
 	}
-	if names["HTTP/scenario=safe_action/c=4"] != 2 || names["HTTPCold/scenario=dangerous_action"] != 1 {
+	if names["HTTP/scenario=safe_action/c=4"] != 2 || names["HTTPCold/scenario=dangerous_action"] != 2 {
 		t.Fatalf("unexpected benchmark names: %v\n%s", names, buf.String())
 	}
 	buf.Reset()

@@ -149,7 +149,11 @@ func PercentileCurve(h *hdrhistogram.Histogram) []PercentilePoint {
 		pts = append(pts, PercentilePoint{p, float64(h.ValueAtQuantile(p)) / 1e6})
 	}
 	for k := 1; k <= 20; k++ {
-		p := 100 * (1 - math.Pow(0.5, float64(k)))
+		tail := math.Pow(0.5, float64(k))
+		if tail*float64(h.TotalCount()) < 1 {
+			break // beyond here every percentile is the maximum
+		}
+		p := 100 * (1 - tail)
 		pts = append(pts, PercentilePoint{p, float64(h.ValueAtQuantile(p)) / 1e6})
 	}
 	pts = append(pts, PercentilePoint{100, float64(h.Max()) / 1e6})

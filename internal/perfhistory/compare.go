@@ -169,10 +169,10 @@ func compareSamples(k Key, dir Direction, ov, nv []float64, th *benchmath.Thresh
 	oldS, newS := benchmath.NewSample(ov, th), benchmath.NewSample(nv, th)
 	c := benchmath.AssumeNothing.Compare(oldS, newS)
 	d := Delta{Key: k, Direction: dir, OldMedian: median(oldS), NewMedian: median(newS), OldN: len(ov), NewN: len(nv), P: c.P}
-	switch {
-	case d.OldMedian == d.NewMedian:
+	switch d.OldMedian {
+	case d.NewMedian:
 		d.ChangePct = 0
-	case d.OldMedian == 0:
+	case 0:
 		d.ChangePct = math.Copysign(math.Inf(1), d.NewMedian)
 	default:
 		d.ChangePct = (d.NewMedian - d.OldMedian) / math.Abs(d.OldMedian) * 100

@@ -91,10 +91,10 @@ func ComputeTrends(metas []RecordMeta, sets []*Set, thresholdPct float64) []Tren
 		sorted := slices.Clone(vals)
 		slices.Sort(sorted)
 		t.Median = median(benchmath.NewSample(sorted, &th))
-		switch {
-		case t.First == t.Last:
+		switch t.First {
+		case t.Last:
 			t.ChangePct = 0
-		case t.First == 0:
+		case 0:
 			t.ChangePct = math.Copysign(math.Inf(1), t.Last)
 		default:
 			t.ChangePct = (t.Last - t.First) / math.Abs(t.First) * 100
