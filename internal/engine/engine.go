@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/cache"
+	"github.com/acgs-lite/acgs/internal/jsoneq"
 )
 
 // Cache is what the engine needs of the decision cache (*cache.Tiered).
@@ -92,6 +94,13 @@ type Options struct {
 	EvalTimeout        time.Duration
 	Cache              Cache // nil: no decision cache
 	Logger             *slog.Logger
+	// PartialEval turns on partial-evaluation plans, specialised on
+	// PartialEvalKeys (refs such as input.type), at most PlanCacheSize kept.
+	PartialEval     bool
+	PartialEvalKeys []string
+	PlanCacheSize   int
+	// OnPlan is told the plan kind of every decision a plan was looked up for.
+	OnPlan func(kind string)
 	// OnReload is told the result of every activation attempt ("success" or "failure").
 	OnReload func(result string, revision string, err error)
 }
@@ -154,6 +163,11 @@ func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle, source string) 
 	s, err := activate(ctx, b, e.opts.ConstitutionalHash, source)
 	if err == nil {
 		err = s.prepareDefaults(ctx)
+	}
+	if err == nil && e.opts.PartialEval {
+		s.plans = newPlanner(s, e.opts.PartialEvalKeys, e.opts.PlanCacheSize, s.parsed)
+		s.plans.log = func(msg string, args ...any) { e.log.Warn(msg, args...) }
+		e.buildActivationPlans(ctx, s, b.Data)
 	}
 	if err != nil {
 		e.failed(err)
@@ -301,30 +315,53 @@ func (e *Engine) evaluate(ctx context.Context, s *snapshot, path string, input a
 	return d, err
 }
 
-// eval is full evaluation with the deadline and fail-closed error mapping.
-// cacheable is false when a non-deterministic built-in ran.
+// eval answers a cache miss: through a partial-evaluation plan when one
+// exists and pays, else by full evaluation, with the deadline and fail-closed
+// error mapping. cacheable is false when a non-deterministic built-in ran.
 func (e *Engine) eval(ctx context.Context, s *snapshot, path string, input any) (Decision, bool, error) {
-	pq, err := s.query(ctx, path)
-	if err != nil {
-		return Decision{}, false, err
+	var pl *plan
+	if s.plans != nil {
+		// A constant plan answers before the input is even converted.
+		if pl = s.plans.get(path, input); pl != nil && pl.Kind() == PlanConstant {
+			e.onPlan(PlanConstant)
+			return Decision{Result: pl.value, Defined: pl.defined, Revision: s.revision, Source: SourcePlanConstant}, true, nil
+		}
 	}
-	var opts [3]rego.EvalOption
-	n := 0
+	var in ast.Value
 	if input != nil {
 		v, err := ast.InterfaceToValue(input)
 		if err != nil {
 			return Decision{}, false, apierror.Wrap(apierror.InvalidParameter, err, "input is not a JSON value: %v", err)
 		}
-		opts[n] = rego.EvalParsedInput(v)
-		n++
+		in = v
 	}
-	ndb := builtins.NDBCache{}
-	opts[n] = rego.EvalNDBuiltinCache(ndb)
-	n++
 	ctx, cancel := context.WithTimeout(ctx, e.opts.EvalTimeout)
 	defer cancel()
+	if pl != nil {
+		if pl.Kind() == PlanResidual {
+			if d, cacheable, ok, err := e.evalPlan(ctx, s, pl, path, in); ok || err != nil {
+				return d, cacheable, err
+			}
+		}
+		e.onPlan(PlanFallback)
+	}
+	return e.evalFull(ctx, s, path, in)
+}
+
+// evalFull evaluates the prepared query of path.
+func (e *Engine) evalFull(ctx context.Context, s *snapshot, path string, in ast.Value) (Decision, bool, error) {
+	pq, err := s.query(ctx, path)
+	if err != nil {
+		return Decision{}, false, err
+	}
+	ndb := builtins.NDBCache{}
 	start := time.Now()
-	rs, err := pq.Eval(ctx, opts[:n]...)
+	var rs rego.ResultSet
+	if in != nil {
+		rs, err = pq.Eval(ctx, rego.EvalParsedInput(in), rego.EvalNDBuiltinCache(ndb))
+	} else {
+		rs, err = pq.Eval(ctx, rego.EvalNDBuiltinCache(ndb))
+	}
 	took := time.Since(start)
 	if err != nil {
 		return Decision{}, false, evalError(err, ctx, e.opts.EvalTimeout)
@@ -334,6 +371,60 @@ func (e *Engine) eval(ctx context.Context, s *snapshot, path string, input any) 
 		d.Result, d.Defined = rs[0].Expressions[0].Value, true
 	}
 	return d, len(ndb) == 0, nil
+}
+
+// evalPlan evaluates a residual plan. The first input that reaches a plan
+// also runs full evaluation: the plan is kept only if it gave the same
+// decision and was faster (best of three each); otherwise it becomes a
+// fallback. ok is false when full evaluation must answer.
+func (e *Engine) evalPlan(ctx context.Context, s *snapshot, pl *plan, path string, in ast.Value) (Decision, bool, bool, error) {
+	if in == nil {
+		return Decision{}, false, false, nil
+	}
+	ndb := builtins.NDBCache{}
+	start := time.Now()
+	val, defined, ok, err := evalResidual(ctx, pl, in, ndb)
+	took := time.Since(start)
+	if err != nil {
+		return Decision{}, false, false, evalError(err, ctx, e.opts.EvalTimeout)
+	}
+	if !ok {
+		return Decision{}, false, false, nil
+	}
+	d := Decision{Result: val, Defined: defined, Revision: s.revision, Source: SourcePlanResidual, EvalNS: took.Nanoseconds()}
+	if pl.measured.CompareAndSwap(false, true) {
+		full, _, ferr := e.evalFull(ctx, s, path, in)
+		if ferr != nil {
+			return Decision{}, false, false, ferr
+		}
+		if full.Defined != defined || !jsoneq.Equal(full.Result, val) {
+			pl.kind.Store(PlanFallback)
+			e.log.Error("partial-evaluation plan disagreed with full evaluation; plan disabled", "path", path)
+			return full, len(ndb) == 0, true, nil
+		}
+		residualBest, fullBest := took, time.Duration(full.EvalNS)
+		for i := 0; i < 2; i++ {
+			t0 := time.Now()
+			_, _, _, _ = evalResidual(ctx, pl, in, builtins.NDBCache{})
+			residualBest = min(residualBest, time.Since(t0))
+			f, _, _ := e.evalFull(ctx, s, path, in)
+			fullBest = min(fullBest, time.Duration(f.EvalNS))
+		}
+		if residualBest >= fullBest {
+			pl.kind.Store(PlanFallback)
+			e.log.Debug("residual plan is not faster than full evaluation; using full evaluation", "path", path, "residual", residualBest, "full", fullBest)
+			full.Source = SourceFull
+			return full, len(ndb) == 0, true, nil
+		}
+	}
+	e.onPlan(PlanResidual)
+	return d, len(ndb) == 0, true, nil
+}
+
+func (e *Engine) onPlan(kind string) {
+	if e.opts.OnPlan != nil {
+		e.opts.OnPlan(kind)
+	}
 }
 
 func evalError(err error, ctx context.Context, timeout time.Duration) error {
@@ -349,4 +440,124 @@ func (e *Engine) String() string {
 		return fmt.Sprintf("engine(revision=%s)", s.revision)
 	}
 	return "engine(inactive)"
+}
+
+// EvaluateFull evaluates input without the cache or plans: the reference
+// that every fast path must equal (differential tests use it).
+func (e *Engine) EvaluateFull(ctx context.Context, path string, input any) (Decision, error) {
+	s := e.cur.Load()
+	if s == nil {
+		return Decision{}, apierror.New(apierror.Unavailable, "no policy bundle is active")
+	}
+	var in ast.Value
+	if input != nil {
+		v, err := ast.InterfaceToValue(input)
+		if err != nil {
+			return Decision{}, apierror.Wrap(apierror.InvalidParameter, err, "input is not a JSON value: %v", err)
+		}
+		in = v
+	}
+	ctx, cancel := context.WithTimeout(ctx, e.opts.EvalTimeout)
+	defer cancel()
+	d, _, err := e.evalFull(ctx, s, path, in)
+	return d, err
+}
+
+// PlanKind returns the kind of the plan that input at path would use now
+// ("constant", "residual", "fallback"), or "" when it has none yet (looking
+// starts a build in the background).
+func (e *Engine) PlanKind(path string, input any) string {
+	s := e.cur.Load()
+	if s == nil || s.plans == nil {
+		return ""
+	}
+	if pl := s.plans.get(path, input); pl != nil {
+		return pl.Kind()
+	}
+	return ""
+}
+
+// DecideBatch answers many inputs for one path: one L2 round trip for all
+// the L1 misses, then the remaining misses evaluated in parallel (single
+// flight, plans) on GOMAXPROCS workers. Results and errors are in input order.
+func (e *Engine) DecideBatch(ctx context.Context, path string, inputs []any) ([]Decision, []error) {
+	out := make([]Decision, len(inputs))
+	errs := make([]error, len(inputs))
+	s := e.cur.Load()
+	if s == nil {
+		for i := range errs {
+			errs[i] = apierror.New(apierror.Unavailable, "no policy bundle is active")
+		}
+		return out, errs
+	}
+	c := e.opts.Cache
+	if c == nil {
+		parallel(len(inputs), func(i int) { out[i], errs[i] = e.evaluate(ctx, s, path, inputs[i]) })
+		return out, errs
+	}
+	keys := make([]cache.Key, 0, len(inputs))
+	idx := make([]int, 0, len(inputs))
+	var direct []int
+	for i, in := range inputs {
+		k, err := cache.NewKey(s.scope, path, in)
+		if err != nil {
+			direct = append(direct, i)
+			continue
+		}
+		keys = append(keys, k)
+		idx = append(idx, i)
+	}
+	vals := make([]cache.Value, len(keys))
+	tiers := make([]cache.Tier, len(keys))
+	found := make([]bool, len(keys))
+	c.GetMany(ctx, keys, vals, tiers, found)
+	var miss []int // positions in keys
+	for j, ok := range found {
+		if !ok {
+			miss = append(miss, j)
+			continue
+		}
+		src := SourceL1
+		if tiers[j] == cache.TierL2 {
+			src = SourceL2
+		}
+		out[idx[j]] = Decision{Result: vals[j].Result, Defined: vals[j].Defined, Revision: s.revision, Source: src}
+	}
+	parallel(len(miss)+len(direct), func(m int) {
+		if m < len(miss) {
+			j := miss[m]
+			out[idx[j]], errs[idx[j]] = e.decideMiss(ctx, s, keys[j], path, inputs[idx[j]])
+			return
+		}
+		i := direct[m-len(miss)]
+		out[i], errs[i] = e.evaluate(ctx, s, path, inputs[i])
+	})
+	return out, errs
+}
+
+// parallel runs f(i) for i in [0,n) on at most GOMAXPROCS goroutines.
+func parallel(n int, f func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 {
+		for i := 0; i < n; i++ {
+			f(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				f(i)
+			}
+		}()
+	}
+	wg.Wait()
 }

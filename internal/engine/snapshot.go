@@ -44,9 +44,11 @@ type snapshot struct {
 	activated time.Time
 	source    string
 
+	parsed map[string]*ast.Module // the bundle's modules as parsed, for plan compilers
+	plans  *planner               // nil when partial evaluation is off
+
 	mu      sync.RWMutex
 	queries map[string]*rego.PreparedEvalQuery
-
 }
 
 // activate compiles b into a snapshot after checking its constitutional hash.
@@ -109,6 +111,7 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source string) (*
 		activated: time.Now(),
 		source:    source,
 		queries:   make(map[string]*rego.PreparedEvalQuery),
+		parsed:    mods,
 	}
 	_ = ctx
 	return s, nil

@@ -93,7 +93,12 @@ func (s *Server) validateEnvelope(body any) (map[string]any, error) {
 // acgsDecision evaluates a validated ACGS request and builds its response.
 // An evaluation failure denies with a reason naming it (fail closed).
 func (s *Server) acgsDecision(ctx context.Context, req map[string]any, start time.Time, batchID string) map[string]any {
-	d := s.decide(ctx, decisionPath, req, batchID)
+	return s.acgsResponse(s.decide(ctx, decisionPath, req, batchID), start)
+}
+
+// acgsResponse builds the ACGS response of a decision. An evaluation failure
+// denies with a reason naming it (fail closed).
+func (s *Server) acgsResponse(d decided, start time.Time) map[string]any {
 	resp := make(map[string]any, 16)
 	if d.Err == nil {
 		if obj, ok := d.Result.(map[string]any); ok && d.Defined {

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"net/http"
 	"runtime"
 	"strconv"
@@ -164,15 +163,6 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, map[string]any{"batch_decision_id": batchID, "responses": responses}, r.URL.Query().Has("pretty"))
 }
 
-// decideMany evaluates items in parallel through the engine's batch path.
-func (s *Server) decideMany(ctx context.Context, path string, items []any, batchID string) []decided {
-	out := make([]decided, len(items))
-	parallel(len(items), func(i int) {
-		out[i] = s.decide(ctx, path, items[i], batchID)
-	})
-	return out
-}
-
 // handleACGSBatch serves POST /v1/acgs/batch for the original clients: each
 // request is validated on its own and a bad one gets its error in place.
 func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
@@ -204,15 +194,21 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	batchID := telemetry.NewDecisionID()
 	responses := make([]any, len(reqs))
-	parallel(len(reqs), func(i int) {
-		req, err := s.validateACGS(reqs[i])
+	valid := make([]any, 0, len(reqs))
+	pos := make([]int, 0, len(reqs))
+	for i, item := range reqs {
+		req, err := s.validateACGS(item)
 		if err != nil {
 			e := apierror.As(err)
 			responses[i] = map[string]any{"code": e.Code, "message": e.Message}
-			return
+			continue
 		}
-		responses[i] = s.acgsDecision(r.Context(), req, time.Now(), batchID)
-	})
+		valid = append(valid, req)
+		pos = append(pos, i)
+	}
+	for j, d := range s.decideMany(r.Context(), decisionPath, valid, batchID) {
+		responses[pos[j]] = s.acgsResponse(d, start)
+	}
 	s.d.Metrics.ObserveBatch(len(reqs))
 	s.d.Window.Record(time.Since(start), telemetry.Sample{CacheTier: "none", BatchSize: len(reqs)})
 	writeJSON(w, http.StatusOK, map[string]any{"batch_decision_id": batchID, "responses": responses}, r.URL.Query().Has("pretty"))

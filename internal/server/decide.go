@@ -21,7 +21,24 @@ type decided struct {
 func (s *Server) decide(ctx context.Context, path string, input any, batchID string) decided {
 	start := time.Now()
 	d, err := s.d.Engine.Decide(ctx, path, input)
+	return s.record(ctx, path, input, batchID, d, err, start, time.Since(start))
+}
+
+// decideMany answers a batch through the engine's batch path (one L2 round
+// trip for all L1 misses, parallel evaluation), in input order.
+func (s *Server) decideMany(ctx context.Context, path string, inputs []any, batchID string) []decided {
+	start := time.Now()
+	ds, errs := s.d.Engine.DecideBatch(ctx, path, inputs)
 	took := time.Since(start)
+	out := make([]decided, len(inputs))
+	for i := range inputs {
+		out[i] = s.record(ctx, path, inputs[i], batchID, ds[i], errs[i], start, took)
+	}
+	return out
+}
+
+// record gives a decision its id and counts and logs it.
+func (s *Server) record(ctx context.Context, path string, input any, batchID string, d engine.Decision, err error, start time.Time, took time.Duration) decided {
 	out := decided{Decision: d, ID: telemetry.NewDecisionID(), Err: err}
 	outcome := outcomeOf(d, err)
 	src := d.Source.String()

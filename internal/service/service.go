@@ -96,6 +96,10 @@ func New(ctx context.Context, cfg config.Config, o Options) (*Service, error) {
 		ConstitutionalHash: cfg.Policy.ConstitutionalHash,
 		EvalTimeout:        cfg.Policy.EvalTimeout,
 		Logger:             logger,
+		PartialEval:        cfg.Policy.PartialEval,
+		PartialEvalKeys:    cfg.Policy.PartialEvalKeys,
+		PlanCacheSize:      cfg.Policy.PlanCacheSize,
+		OnPlan:             s.Metrics.ObservePartialEval,
 		OnReload: func(result, revision string, _ error) {
 			s.Metrics.PolicyReload(result)
 			if result == "success" {

@@ -1,0 +1,369 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/topdown/builtins"
+
+	"github.com/acgs-lite/acgs/internal/cache"
+)
+
+// Plan kinds, also the labels of the partial-evaluation metrics.
+const (
+	PlanConstant = "constant" // the decision is known from the specialisation fields alone
+	PlanResidual = "residual" // a smaller query, prepared once, decides
+	PlanFallback = "fallback" // partial evaluation failed or did not pay: use full evaluation
+)
+
+const planNamespace = "acgs_plan"
+
+// plan is the result of partially evaluating one path for one combination of
+// the specialisation fields. kind moves from residual to fallback at most once:
+// when its first real input shows the residual is not faster, or not equal.
+type plan struct {
+	kind     atomic.Value // string
+	value    any          // constant: the decision (decoded JSON); nil+!defined = undefined
+	defined  bool
+	residual *rego.PreparedEvalQuery
+	measured atomic.Bool
+}
+
+func (p *plan) Kind() string { return p.kind.Load().(string) }
+
+// planner builds and keeps the plans of one snapshot.
+type planner struct {
+	s        *snapshot
+	keys     [][]string  // specialisation fields as paths under input
+	unknowns []*ast.Term // every input.X the policy reads, except the specialisation fields
+	disabled string      // why no plan can be built for this snapshot ("" = plans on)
+	modules  map[string]*ast.Module
+	lru      *lru.Cache[string, *plan]
+	building sync.Map // plan key -> struct{}: builds in flight
+	sem      chan struct{}
+	onPlan   func(kind string)
+	log      func(msg string, args ...any)
+}
+
+// newPlanner prepares partial evaluation for a snapshot. It refuses (disabled)
+// policies that read input as a whole or through a computed key, whose
+// unknowns cannot be listed, and policies that call non-deterministic
+// built-ins, which partial evaluation would freeze into constants.
+func newPlanner(s *snapshot, keys []string, size int, parsed map[string]*ast.Module) *planner {
+	p := &planner{s: s, modules: parsed, sem: make(chan struct{}, 1)}
+	p.lru, _ = lru.New[string, *plan](max(size, 1))
+	known := map[string]bool{}
+	for _, k := range keys {
+		parts := strings.Split(strings.TrimPrefix(k, "input."), ".")
+		p.keys = append(p.keys, parts)
+		if len(parts) == 1 {
+			known[parts[0]] = true
+		}
+	}
+	fields := map[string]bool{}
+	for name, m := range parsed {
+		if strings.HasSuffix(name, "_test.rego") {
+			continue
+		}
+		ast.WalkRefs(m, func(r ast.Ref) bool {
+			if !r[0].Equal(ast.InputRootDocument) {
+				return false
+			}
+			if len(r) == 1 {
+				p.disabled = "the policy reads input as a whole"
+				return false
+			}
+			if s, ok := r[1].Value.(ast.String); ok {
+				fields[string(s)] = true
+			} else {
+				p.disabled = "the policy reads input through a computed key"
+			}
+			return false
+		})
+		ast.WalkTerms(m, func(t *ast.Term) bool {
+			if call, ok := t.Value.(ast.Call); ok {
+				if bi := ast.BuiltinMap[call[0].String()]; bi != nil && bi.Nondeterministic {
+					p.disabled = "the policy calls the non-deterministic built-in " + bi.Name
+				}
+			}
+			return false
+		})
+	}
+	names := make([]string, 0, len(fields))
+	for f := range fields {
+		if !known[f] {
+			names = append(names, f)
+		}
+	}
+	sort.Strings(names)
+	for _, f := range names {
+		p.unknowns = append(p.unknowns, ast.NewTerm(ast.InputRootRef.Append(ast.StringTerm(f))))
+	}
+	return p
+}
+
+// key returns the plan key of input at path; with withKnown it also returns
+// the known part of input (only needed to build a plan). ok is false when a
+// specialisation field holds an object or array (such inputs are evaluated
+// in full).
+func (p *planner) key(path string, input any, withKnown bool) (string, map[string]any, bool) {
+	obj, isObj := input.(map[string]any)
+	if !isObj {
+		return "", nil, false
+	}
+	var scratch [128]byte
+	buf := append(scratch[:0], path...)
+	buf = append(buf, 0)
+	var known map[string]any
+	if withKnown {
+		known = make(map[string]any, len(p.keys))
+	}
+	for _, parts := range p.keys {
+		var v any = obj
+		present := true
+		for _, part := range parts {
+			m, ok := v.(map[string]any)
+			if !ok {
+				present = false
+				break
+			}
+			if v, ok = m[part]; !ok {
+				present = false
+				break
+			}
+		}
+		if !present {
+			buf = append(buf, 'u')
+			continue
+		}
+		switch v.(type) {
+		case map[string]any, []any:
+			return "", nil, false
+		}
+		var err error
+		buf = append(buf, 'k')
+		if buf, err = cache.AppendCanonical(buf, v); err != nil {
+			return "", nil, false
+		}
+		if withKnown {
+			setPath(known, parts, v)
+		}
+	}
+	return string(buf), known, true
+}
+
+func setPath(m map[string]any, parts []string, v any) {
+	for _, part := range parts[:len(parts)-1] {
+		next, ok := m[part].(map[string]any)
+		if !ok {
+			next = map[string]any{}
+			m[part] = next
+		}
+		m = next
+	}
+	m[parts[len(parts)-1]] = v
+}
+
+// get returns the plan for input, or nil when there is none yet; a missing
+// plan is built in the background so this request is not delayed by it.
+func (p *planner) get(path string, input any) *plan {
+	if p.disabled != "" {
+		return nil
+	}
+	k, _, ok := p.key(path, input, false)
+	if !ok {
+		return nil
+	}
+	if pl, ok := p.lru.Get(k); ok {
+		return pl
+	}
+	_, known, _ := p.key(path, input, true)
+	if _, busy := p.building.LoadOrStore(k, struct{}{}); !busy {
+		go func() {
+			defer p.building.Delete(k)
+			p.sem <- struct{}{}
+			defer func() { <-p.sem }()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			p.lru.Add(k, p.build(ctx, path, known))
+		}()
+	}
+	return nil
+}
+
+// buildNow builds and stores the plan for a known input (activation time).
+func (p *planner) buildNow(ctx context.Context, path string, known map[string]any) *plan {
+	if p.disabled != "" {
+		return nil
+	}
+	k, kn, ok := p.key(path, known, true)
+	if !ok {
+		return nil
+	}
+	pl := p.build(ctx, path, kn)
+	p.lru.Add(k, pl)
+	return pl
+}
+
+// build partially evaluates path with the known fields and every other input
+// field unknown.
+func (p *planner) build(ctx context.Context, path string, known map[string]any) *plan {
+	pl := &plan{}
+	pl.kind.Store(PlanFallback)
+	ref, err := ParsePath(path)
+	if err != nil {
+		return pl
+	}
+	knownVal, err := ast.InterfaceToValue(known)
+	if err != nil {
+		return pl
+	}
+	x := ast.VarTerm("__acgs_result__")
+	query := ast.NewBody(ast.Equality.Expr(x, ast.NewTerm(ref)))
+	pq, err := rego.New(
+		rego.ParsedQuery(query),
+		rego.Compiler(p.s.compiler),
+		rego.Store(p.s.store),
+		rego.ParsedInput(knownVal),
+		rego.ParsedUnknowns(p.unknowns),
+		rego.PartialNamespace(planNamespace),
+	).Partial(ctx)
+	if err != nil {
+		p.log("partial evaluation failed; full evaluation will be used", "path", path, "error", err)
+		return pl
+	}
+	switch {
+	case len(pq.Queries) == 0:
+		pl.kind.Store(PlanConstant) // undefined whatever the unknowns
+		return pl
+	case len(pq.Queries) > 1:
+		return pl // a disjunction: full evaluation detects conflicts for us
+	}
+	body := pq.Queries[0]
+	if len(body) == 1 && len(pq.Support) == 0 {
+		if terms, ok := body[0].Terms.([]*ast.Term); ok && len(terms) == 3 && body[0].IsEquality() {
+			for _, t := range terms[1:] {
+				if t.Equal(x) {
+					continue
+				}
+				if t.IsGround() {
+					v, err := ast.JSON(t.Value)
+					if err == nil {
+						pl.value, pl.defined = normalise(v), true
+						pl.kind.Store(PlanConstant)
+						return pl
+					}
+				}
+			}
+		}
+	}
+	mods := make(map[string]*ast.Module, len(p.modules)+len(pq.Support))
+	for k, m := range p.modules {
+		mods[k] = m
+	}
+	for i, m := range pq.Support {
+		mods[fmt.Sprintf("%s/support_%d.rego", planNamespace, i)] = m
+	}
+	comp := ast.NewCompiler().WithEnablePrintStatements(false)
+	comp.Compile(mods)
+	if comp.Failed() {
+		p.log("compiling a residual plan failed; full evaluation will be used", "path", path, "error", comp.Errors)
+		return pl
+	}
+	prepared, err := rego.New(rego.ParsedQuery(body), rego.Compiler(comp), rego.Store(p.s.store)).PrepareForEval(ctx)
+	if err != nil {
+		p.log("preparing a residual plan failed; full evaluation will be used", "path", path, "error", err)
+		return pl
+	}
+	pl.residual = &prepared
+	pl.kind.Store(PlanResidual)
+	return pl
+}
+
+// normalise turns the numbers of ast.JSON output into json.Number, like
+// every other decision the engine returns.
+func normalise(v any) any {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return v
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.UseNumber()
+	var out any
+	if dec.Decode(&out) != nil {
+		return v
+	}
+	return out
+}
+
+// evalResidual evaluates a residual plan. ok is false when the residual
+// cannot decide alone (several answers: full evaluation reports the conflict).
+func evalResidual(ctx context.Context, pl *plan, in ast.Value, ndb builtins.NDBCache) (any, bool, bool, error) {
+	rs, err := pl.residual.Eval(ctx, rego.EvalParsedInput(in), rego.EvalNDBuiltinCache(ndb))
+	if err != nil {
+		return nil, false, false, err
+	}
+	switch len(rs) {
+	case 0:
+		return nil, false, true, nil
+	case 1:
+		return rs[0].Bindings["__acgs_result__"], true, true, nil
+	}
+	return nil, false, false, nil
+}
+
+// buildActivationPlans builds, before the snapshot serves, the plans for the
+// action lists of the bundle's data (data.acgs.config.prohibited_actions and
+// common_actions) under the constitutional request types, so that even the
+// first request for those actions is answered by a plan.
+func (e *Engine) buildActivationPlans(ctx context.Context, s *snapshot, data map[string]any) {
+	cfg := lookup(data, "acgs", "config")
+	var actions []string
+	for _, list := range []string{"prohibited_actions", "common_actions"} {
+		if arr, ok := lookup(cfg, list).([]any); ok {
+			for _, a := range arr {
+				if str, ok := a.(string); ok {
+					actions = append(actions, str)
+				}
+			}
+		}
+	}
+	start := time.Now()
+	counts := map[string]int{}
+	for _, typ := range []string{"constitutional_evaluation", "action_authorization"} {
+		for _, a := range actions {
+			pl := s.plans.buildNow(ctx, "acgs/main/decision", map[string]any{
+				"type": typ, "action": a, "constitutional_hash": s.hash,
+			})
+			if pl != nil {
+				counts[pl.Kind()]++
+			}
+		}
+	}
+	if s.plans.disabled != "" {
+		e.log.Info("partial evaluation is off for this bundle", "reason", s.plans.disabled)
+		return
+	}
+	e.log.Info("partial-evaluation plans built", "constant", counts[PlanConstant], "residual", counts[PlanResidual],
+		"fallback", counts[PlanFallback], "took", time.Since(start).Round(time.Millisecond))
+}
+
+func lookup(v any, path ...string) any {
+	for _, p := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[p]
+	}
+	return v
+}
