@@ -23,8 +23,15 @@ import (
 // to ride out a slow disk without holding much memory.
 const DefaultDecisionLogQueue = 10000
 
-// decisionLogFlushBytes bounds how much the writer batches into one Write.
-const decisionLogFlushBytes = 64 << 10
+// Bounds on how much the writer batches into one Write. Stdout is usually a
+// pipe (a container runtime, a log shipper) shared with the process log, and
+// only writes of at most PIPE_BUF (4096 bytes on Linux) are atomic there: a
+// larger batch could be split by a process-log line landing in its middle,
+// corrupting both. Files and other writers get larger batches.
+const (
+	decisionLogBatchBytes       = 64 << 10
+	decisionLogStdoutBatchBytes = 4096
+)
 
 // DecisionLogConfig configures the decision log.
 type DecisionLogConfig struct {
@@ -47,6 +54,8 @@ type DecisionLogConfig struct {
 	// Writer, when set, receives the events instead of Sink's destination.
 	// It is for tests and for embedding the log elsewhere.
 	Writer io.Writer
+
+	batchBytes int // tests: overrides the Write size bound
 }
 
 // BundleInfo is an entry of DecisionEvent.Bundles, as in OPA's events.
@@ -93,6 +102,7 @@ type DecisionLog struct {
 	mask   []maskPointer
 	labels map[string]string
 	logger *slog.Logger
+	batch  int // bytes per Write, see decisionLogBatchBytes
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -149,6 +159,7 @@ func NewDecisionLog(cfg DecisionLogConfig) (*DecisionLog, error) {
 		mask:   mask,
 		labels: cfg.Labels,
 		logger: cfg.Logger,
+		batch:  decisionLogBatchBytes,
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
@@ -164,12 +175,16 @@ func NewDecisionLog(cfg DecisionLogConfig) (*DecisionLog, error) {
 		return l, nil
 	case kind == "stdout":
 		l.w = os.Stdout
+		l.batch = decisionLogStdoutBatchBytes
 	case kind == "file":
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 		if err != nil {
 			return nil, fmt.Errorf("decision log: %w", err)
 		}
 		l.w, l.closer = f, f
+	}
+	if cfg.batchBytes > 0 {
+		l.batch = cfg.batchBytes
 	}
 	q := cfg.QueueSize
 	if q == 0 {
@@ -276,8 +291,6 @@ func (l *DecisionLog) run() {
 		pending uint64
 		lastErr time.Time
 	)
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
 	report := func(msg string, err error, n uint64) {
 		l.failed.Add(n)
 		// One report per ten seconds: a full disk must not flood the log.
@@ -298,16 +311,25 @@ func (l *DecisionLog) run() {
 		buf.Reset()
 		pending = 0
 	}
+	// Each event is encoded on its own first, so that a batch is flushed
+	// before an event would push it past l.batch: a Write then holds whole
+	// lines and stays within the bound unless one event alone exceeds it.
+	var one bytes.Buffer
+	enc := json.NewEncoder(&one)
+	enc.SetEscapeHTML(false)
 	encode := func(e *DecisionEvent) {
 		l.prepare(e)
-		mark := buf.Len()
+		one.Reset()
 		if err := enc.Encode(e); err != nil {
-			buf.Truncate(mark)
 			report("decision log: cannot encode event", err, 1)
 			return
 		}
+		if buf.Len() > 0 && buf.Len()+one.Len() > l.batch {
+			flush()
+		}
+		buf.Write(one.Bytes())
 		pending++
-		if buf.Len() >= decisionLogFlushBytes {
+		if buf.Len() >= l.batch {
 			flush()
 		}
 	}

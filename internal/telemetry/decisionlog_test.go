@@ -23,6 +23,8 @@ type memSink struct {
 	mu     sync.Mutex
 	buf    bytes.Buffer
 	writes int
+	sizes  []int // bytes per Write
+	lines  []int // lines per Write
 	delay  time.Duration
 	fail   error
 }
@@ -37,6 +39,11 @@ func (s *memSink) Write(p []byte) (int, error) {
 		return 0, s.fail
 	}
 	s.writes++
+	s.sizes = append(s.sizes, len(p))
+	s.lines = append(s.lines, bytes.Count(p, []byte("\n")))
+	if len(p) == 0 || p[len(p)-1] != '\n' {
+		return 0, errors.New("memSink: a write that does not end a line")
+	}
 	return s.buf.Write(p)
 }
 
@@ -361,6 +368,60 @@ func TestDecisionLogWriteAndEncodeErrors(t *testing.T) {
 	if l.Failed() != 2 || l.Written() != 0 {
 		t.Errorf("failed %d written %d, want 2 failed", l.Failed(), l.Written())
 	}
+}
+
+// TestDecisionLogWriteBound checks that batches respect the Write size bound
+// (4096 bytes for stdout, where larger writes to a pipe are not atomic) and
+// hold whole lines; a single event larger than the bound goes alone.
+func TestDecisionLogWriteBound(t *testing.T) {
+	tests := []struct {
+		name   string
+		bound  int
+		events []int // approximate input size of each event
+	}{
+		{"small events batch up to the bound", 4096, repeatInts(300, 2000)},
+		{"an event larger than the bound goes alone", 4096, append(append(repeatInts(50, 10), 20000), repeatInts(50, 10)...)},
+		{"tiny bound", 1, repeatInts(10, 100)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// A slow first write lets the queue fill so that batching happens.
+			sink := &memSink{delay: time.Millisecond}
+			l, err := NewDecisionLog(DecisionLogConfig{Writer: sink, QueueSize: len(tt.events), batchBytes: tt.bound})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, size := range tt.events {
+				l.Log(&DecisionEvent{Path: "p", Input: map[string]any{"pad": strings.Repeat("x", size)}})
+			}
+			closeLog(t, l)
+			if got := len(sink.events(t)); got != len(tt.events) || l.Failed() != 0 {
+				t.Fatalf("%d events written (failed %d), want %d", got, l.Failed(), len(tt.events))
+			}
+			sink.mu.Lock()
+			defer sink.mu.Unlock()
+			var batched bool
+			for i, n := range sink.sizes {
+				if n > tt.bound && sink.lines[i] != 1 {
+					t.Errorf("a write of %d bytes and %d lines exceeds the bound %d", n, sink.lines[i], tt.bound)
+				}
+				if sink.lines[i] > 1 {
+					batched = true
+				}
+			}
+			if tt.bound >= 4096 && !batched {
+				t.Errorf("no batching seen: write sizes %v", sink.sizes)
+			}
+		})
+	}
+}
+
+func repeatInts(v, n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = v
+	}
+	return out
 }
 
 // TestDecisionLogCloseDeadline: a sink that never returns in time must not
