@@ -1,0 +1,90 @@
+package perfhistory
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+// The CI workflow that runs scripts/ci-validate.sh must stay valid YAML with
+// the triggers, toolchain and steps the performance gate relies on; GitHub
+// reports a broken workflow only when a pull request is already open.
+func TestPerformanceWorkflow(t *testing.T) {
+	path := filepath.Join("..", "..", ".github", "workflows", "performance-validation.yml")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wf struct {
+		Name string `yaml:"name"`
+		On   struct {
+			PullRequest struct {
+				Paths []string `yaml:"paths"`
+			} `yaml:"pull_request"`
+		} `yaml:"on"`
+		Permissions map[string]string `yaml:"permissions"`
+		Jobs        map[string]struct {
+			RunsOn string `yaml:"runs-on"`
+			Steps  []struct {
+				Name string            `yaml:"name"`
+				Uses string            `yaml:"uses"`
+				Run  string            `yaml:"run"`
+				If   string            `yaml:"if"`
+				With map[string]string `yaml:"with"`
+				Env  map[string]string `yaml:"env"`
+			} `yaml:"steps"`
+		} `yaml:"jobs"`
+	}
+	if err := yaml.Unmarshal(b, &wf); err != nil {
+		t.Fatalf("%s is not valid YAML for a workflow: %v", path, err)
+	}
+	for _, p := range []string{"cmd/**", "internal/**", "policies/**", "go.mod", "go.sum", "scripts/**"} {
+		if !slices.Contains(wf.On.PullRequest.Paths, p) {
+			t.Errorf("pull_request paths lack %q: %v", p, wf.On.PullRequest.Paths)
+		}
+	}
+	if wf.Permissions["pull-requests"] != "write" {
+		t.Errorf("the PR comment needs pull-requests: write, got %v", wf.Permissions)
+	}
+	if len(wf.Jobs) == 0 {
+		t.Fatal("no jobs")
+	}
+	var goVersion, runsScript, apt, upload, comment bool
+	for name, job := range wf.Jobs {
+		if job.RunsOn == "" {
+			t.Errorf("job %s has no runs-on", name)
+		}
+		for _, s := range job.Steps {
+			switch {
+			case strings.HasPrefix(s.Uses, "actions/setup-go@"):
+				goVersion = s.With["go-version"] == "1.26"
+			case strings.Contains(s.Run, "scripts/ci-validate.sh"):
+				runsScript = true
+			case strings.Contains(s.Run, "apt-get install") && strings.Contains(s.Run, "redis-server") && strings.Contains(s.Run, "wrk"):
+				apt = true
+			case strings.HasPrefix(s.Uses, "actions/upload-artifact@"):
+				upload = strings.Contains(s.With["path"], "ci-validation-results") && strings.HasPrefix(s.If, "always()")
+			case strings.HasPrefix(s.Uses, "marocchino/sticky-pull-request-comment@"), strings.HasPrefix(s.Uses, "actions/github-script@"):
+				comment = strings.Contains(s.With["path"]+s.With["script"], "summary.md")
+			}
+		}
+	}
+	for what, ok := range map[string]bool{
+		"setup-go with go-version 1.26":               goVersion,
+		"a step running scripts/ci-validate.sh":       runsScript,
+		"apt-get install of redis-server and wrk":     apt,
+		"artifact upload of ci-validation-results":    upload,
+		"pull-request comment of the markdown report": comment,
+	} {
+		if !ok {
+			t.Errorf("workflow lacks %s", what)
+		}
+	}
+	if _, err := os.Stat(filepath.Join("..", "..", "scripts", "ci-validate.sh")); err != nil {
+		t.Errorf("the workflow runs scripts/ci-validate.sh: %v", err)
+	}
+}
