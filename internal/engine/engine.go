@@ -427,9 +427,12 @@ func (e *Engine) onPlan(kind string) {
 	}
 }
 
+// ErrEvalTimeout is wrapped by evaluation errors caused by EVAL_TIMEOUT.
+var ErrEvalTimeout = errors.New("policy evaluation exceeded EVAL_TIMEOUT")
+
 func evalError(err error, ctx context.Context, timeout time.Duration) error {
 	if ctx.Err() != nil {
-		return apierror.Wrap(apierror.EvaluationError, err, "policy evaluation exceeded EVAL_TIMEOUT (%s)", timeout)
+		return apierror.Wrap(apierror.EvaluationError, fmt.Errorf("%w: %w", ErrEvalTimeout, err), "policy evaluation exceeded EVAL_TIMEOUT (%s)", timeout)
 	}
 	return apierror.Wrap(apierror.EvaluationError, err, "policy evaluation failed: %v", err)
 }

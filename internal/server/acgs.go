@@ -133,7 +133,7 @@ func (s *Server) acgsResponse(d decided, start time.Time) map[string]any {
 	resp["partial_evaluation"] = d.Source.Partial() && d.Err == nil
 	lat := time.Since(start)
 	resp["latency_ms"] = math.Round(float64(lat.Nanoseconds())/1e3) / 1e3
-	s.d.Window.Record(lat, telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial()})
+	s.d.Window.Record(lat, telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial(), Batch: d.Batch})
 	return resp
 }
 

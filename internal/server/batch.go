@@ -134,6 +134,7 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 	mixed := failed > 0 && failed < len(results)
 	responses := make(map[string]any, len(results))
 	for i, d := range results {
+		s.d.Window.Record(time.Since(start), telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial(), Batch: true})
 		var item map[string]any
 		if d.Err != nil {
 			e := apierror.As(d.Err)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/acgs-lite/acgs/internal/apierror"
@@ -12,8 +13,9 @@ import (
 // decided is one decision with what the server adds to it.
 type decided struct {
 	engine.Decision
-	ID  string
-	Err error
+	ID    string
+	Err   error
+	Batch bool // one item of a batch request
 }
 
 // decide asks the engine and records the decision in metrics and the audit
@@ -33,6 +35,7 @@ func (s *Server) decideMany(ctx context.Context, path string, inputs []any, batc
 	out := make([]decided, len(inputs))
 	for i := range inputs {
 		out[i] = s.record(ctx, path, inputs[i], batchID, ds[i], errs[i], start, took)
+		out[i].Batch = true
 	}
 	return out
 }
@@ -44,7 +47,10 @@ func (s *Server) record(ctx context.Context, path string, input any, batchID str
 	src := d.Source.String()
 	if err != nil {
 		src = "error"
-		if apierror.CodeOf(err) == apierror.EvaluationError {
+		switch {
+		case errors.Is(err, engine.ErrEvalTimeout):
+			s.d.Metrics.EvalTimeout()
+		case apierror.CodeOf(err) == apierror.EvaluationError:
 			s.d.Metrics.EvalError()
 		}
 	}
