@@ -62,9 +62,10 @@ func (s *signer) mac(dst []byte, i int, redisKey string, payload []byte) []byte 
 	h := s.pools[i].Get().(hash.Hash)
 	h.Reset()
 	var n [binary.MaxVarintLen64]byte
-	h.Write(n[:binary.PutUvarint(n[:], uint64(len(redisKey)))])
-	io.WriteString(h, redisKey)
-	h.Write(payload)
+	// Writes to a hash never fail.
+	_, _ = h.Write(n[:binary.PutUvarint(n[:], uint64(len(redisKey)))])
+	_, _ = io.WriteString(h, redisKey)
+	_, _ = h.Write(payload)
 	dst = h.Sum(dst)
 	s.pools[i].Put(h)
 	return dst
