@@ -158,7 +158,7 @@ func TestClosedLoopClassifiesFailures(t *testing.T) {
 // Measured from the actual send time (coordinated omission), the stall
 // touches only the few requests that were in flight, and p99 hides it.
 func TestOpenLoopCorrectsCoordinatedOmission(t *testing.T) {
-	const stall = 300 * time.Millisecond
+	const stall = 500 * time.Millisecond
 	w, err := DefaultWorkload()
 	if err != nil {
 		t.Fatal(err)

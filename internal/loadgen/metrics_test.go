@@ -1,13 +1,16 @@
 package loadgen
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +18,8 @@ import (
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/acgs-lite/acgs/internal/testenv"
 )
 
 func approx(t *testing.T, name string, got *float64, want float64) {
@@ -179,72 +184,139 @@ func TestScrapeLiveRegistry(t *testing.T) {
 	approx(t, "window hit rate", d.CacheHitRate, 1)
 }
 
-// fakePrometheus answers the Prometheus HTTP API's instant queries from a
-// table, recording the queries it was asked.
-type fakePrometheus struct {
-	mu      sync.Mutex
-	answers map[string]string // substring of the query -> value ("" = empty vector)
-	asked   []string
-}
-
-func (f *fakePrometheus) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/api/v1/query" {
-		http.NotFound(w, r)
-		return
+// TestPromQLAgainstPrometheus runs a real Prometheus server (Debian's
+// prometheus package) scraping a client_golang registry on loopback, and
+// reads the SLO figures through PromQL the way `acgs slo --prometheus-url`
+// does. Traffic is added in one burst between scrapes, so every rate() over
+// the window sees whole increments and the ratios are exact.
+func TestPromQLAgainstPrometheus(t *testing.T) {
+	bin := testenv.RequireBinary(t, "prometheus", "prometheus")
+	reg := prometheus.NewRegistry()
+	dur := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "acgs_http_request_duration_seconds", Help: "h",
+		Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01},
+	}, []string{"handler", "code"})
+	reqs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "acgs_http_requests_total", Help: "r"}, []string{"handler", "code"})
+	hits := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "acgs_cache_hits_total", Help: "h"}, []string{"tier"})
+	misses := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "acgs_cache_misses_total", Help: "m"}, []string{"tier"})
+	reg.MustRegister(dur, reqs, hits, misses)
+	series := []struct{ handler, code string }{{"decision", "200"}, {"decision", "500"}, {"metrics", "200"}}
+	for _, s := range series { // every series exists at 0 from the first scrape
+		dur.WithLabelValues(s.handler, s.code)
+		reqs.WithLabelValues(s.handler, s.code)
 	}
-	q := r.FormValue("query")
-	f.mu.Lock()
-	f.asked = append(f.asked, q)
-	f.mu.Unlock()
-	w.Header().Set("Content-Type", "application/json")
-	for sub, v := range f.answers {
-		if strings.Contains(q, sub) {
-			if v == "" {
-				fmt.Fprint(w, `{"status":"success","data":{"resultType":"vector","result":[]}}`)
-				return
+	for _, tier := range []string{"l1", "l2"} {
+		hits.WithLabelValues(tier)
+		misses.WithLabelValues(tier)
+	}
+	target := newLoopbackServer(t, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "prometheus.yml")
+	conf := fmt.Sprintf("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: acgs\n    static_configs:\n      - targets: [%q]\n",
+		strings.TrimPrefix(target.URL, "http://"))
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr, "--log.level=warn")
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	c, err := api.NewClient(api.Config{Address: "http://" + addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	papi := promv1.NewAPI(c)
+	// waitFor polls a query until cond holds for its scalar answer.
+	waitFor := func(what, q string, cond func(float64) bool) {
+		t.Helper()
+		for {
+			v, _, _, err := papi.Query(ctx, q, time.Now())
+			if err == nil {
+				if x := scalarOf(v); x != nil && cond(*x) {
+					return
+				}
 			}
-			fmt.Fprintf(w, `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1764201600,%q]}]}}`, v)
-			return
+			select {
+			case <-ctx.Done():
+				t.Fatalf("prometheus: %s: %v\n%s", what, err, logs.String())
+			case <-time.After(200 * time.Millisecond):
+			}
 		}
 	}
-	w.WriteHeader(http.StatusBadRequest)
-	fmt.Fprintf(w, `{"status":"error","errorType":"bad_data","error":"unexpected query %s"}`, q)
+	waitFor("two scrapes before the traffic", `count_over_time(up{job="acgs"}[1m])`, func(x float64) bool { return x >= 2 })
+
+	for range 80 {
+		dur.WithLabelValues("decision", "200").Observe(0.0003)
+	}
+	for range 10 {
+		dur.WithLabelValues("decision", "200").Observe(0.004)
+	}
+	for range 10 {
+		dur.WithLabelValues("decision", "500").Observe(0.004)
+	}
+	for range 50 {
+		dur.WithLabelValues("metrics", "200").Observe(0.05) // excluded
+	}
+	reqs.WithLabelValues("decision", "200").Add(90)
+	reqs.WithLabelValues("decision", "500").Add(10)
+	reqs.WithLabelValues("metrics", "200").Add(50)
+	hits.WithLabelValues("l1").Add(90)
+	hits.WithLabelValues("l2").Add(5)
+	misses.WithLabelValues("l1").Add(10)
+	misses.WithLabelValues("l2").Add(5)
+	waitFor("the burst scraped", `sum(acgs_http_requests_total)`, func(x float64) bool { return x == 150 })
+
+	src := &PromQLSource{API: papi, Window: time.Minute, Names: DefaultMetricNames()}
+	m, err := src.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	near := func(name string, got *float64, want float64) {
+		t.Helper()
+		if got == nil || math.Abs(*got-want) > 0.01*want {
+			t.Errorf("%s = %v, want %v (within 1%%)", name, got, want)
+		}
+	}
+	// Buckets of the non-excluded handlers: 80 of 100 at <= 0.5 ms, the
+	// other 20 in (2.5, 5] ms.
+	near("p50 ms", m.P50Ms, 0.5*50/80)
+	near("p95 ms", m.P95Ms, 2.5+2.5*(95.0-80)/20)
+	near("p99 ms", m.P99Ms, 2.5+2.5*(99.0-80)/20)
+	near("error rate", m.ErrorRate, 0.1)
+	near("cache hit rate", m.CacheHitRate, 0.95)
+	if m.Requests == nil || *m.Requests < 100 {
+		t.Errorf("requests %v, want >= 100", m.Requests)
+	}
+	if rep := (ServiceSLO{P99Ms: 5, MaxErrorRate: 0.01, MinCacheHitRate: 0.95, WarnFraction: 0.8}).Evaluate(m); rep.ExitCode() != 1 || rep.Failed()[0] != "error rate" {
+		t.Errorf("SLO: exit %d, failed %v; want exit 1 on the error rate", rep.ExitCode(), rep.Failed())
+	}
 }
 
-func TestPromQLSource(t *testing.T) {
-	fake := &fakePrometheus{answers: map[string]string{
-		"histogram_quantile(0.5,":  "0.0004",
-		"histogram_quantile(0.95,": "0.0021",
-		"histogram_quantile(0.99,": "0.0044",
-		"sum(increase(":            "12000",
-		`code=~"5.."`:              "",
-		"acgs_cache_hits_total":    "0.97",
-	}}
-	srv := newLoopbackServer(t, fake)
-	c, err := api.NewClient(api.Config{Address: srv.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := &PromQLSource{API: promv1.NewAPI(c), Window: 5 * time.Minute, Names: DefaultMetricNames()}
-	m, err := src.Metrics(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	approx(t, "p50 ms", m.P50Ms, 0.4)
-	approx(t, "p95 ms", m.P95Ms, 2.1)
-	approx(t, "p99 ms", m.P99Ms, 4.4)
-	approx(t, "requests", m.Requests, 12000)
-	approx(t, "error rate (no 5xx series)", m.ErrorRate, 0)
-	approx(t, "cache hit rate", m.CacheHitRate, 0.97)
-	want := `histogram_quantile(0.99, sum by (le) (rate(acgs_http_request_duration_seconds_bucket{handler!~".*(metrics|health).*"}[5m])))`
-	found := false
-	for _, q := range fake.asked {
-		found = found || q == want
-	}
-	if !found {
-		t.Errorf("p99 query not asked as %s; asked %q", want, fake.asked)
-	}
-	if rep := (ServiceSLO{P99Ms: 5, MaxErrorRate: 0.01, MinCacheHitRate: 0.95}).Evaluate(m); rep.ExitCode() != 0 {
-		t.Errorf("exit %d, want 0: %+v", rep.ExitCode(), rep.Checks)
+func TestPromQLQueries(t *testing.T) {
+	q := (&PromQLSource{Window: 5 * time.Minute, Names: DefaultMetricNames()}).Queries()
+	for name, want := range map[string]string{
+		"p99":            `histogram_quantile(0.99, sum by (le) (rate(acgs_http_request_duration_seconds_bucket{handler!~".*(metrics|health).*"}[5m])))`,
+		"errors":         `sum(rate(acgs_http_requests_total{handler!~".*(metrics|health).*",code=~"5.."}[5m])) / sum(rate(acgs_http_requests_total{handler!~".*(metrics|health).*"}[5m]))`,
+		"cache_hit_rate": `sum(rate(acgs_cache_hits_total{tier=~"l1|l2"}[5m])) / (sum(rate(acgs_cache_hits_total{tier="l1"}[5m])) + sum(rate(acgs_cache_misses_total{tier="l1"}[5m])))`,
+	} {
+		if q[name] != want {
+			t.Errorf("%s query:\n got %s\nwant %s", name, q[name], want)
+		}
 	}
 }
