@@ -50,7 +50,6 @@ type planner struct {
 	lru      *lru.Cache[string, *plan]
 	building sync.Map // plan key -> struct{}: builds in flight
 	sem      chan struct{}
-	onPlan   func(kind string)
 	log      func(msg string, args ...any)
 }
 

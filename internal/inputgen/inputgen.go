@@ -85,10 +85,10 @@ func (g *Gen) wrong() any {
 
 // maybe returns v, a wrong-typed value, or omits the field (ok=false).
 func (g *Gen) maybe(v any) (any, bool) {
-	switch x := g.r.IntN(20); {
-	case x == 0:
+	switch g.r.IntN(20) {
+	case 0:
 		return nil, false
-	case x == 1:
+	case 1:
 		return g.wrong(), true
 	default:
 		return v, true

@@ -48,7 +48,6 @@ type Server struct {
 	hash     string
 	log      *slog.Logger
 	targets  telemetry.Targets
-	reqSeq   atomic.Uint64
 	draining atomic.Bool
 	warm     []warmRequest
 	pprof    http.Handler

@@ -25,11 +25,10 @@ type BuildInfo struct {
 // see the first event of a series that appears with it, which would hide the
 // first policy-reload failure from the alert that watches for it.
 var (
-	decisionOutcomes = []string{"allow", "deny", "undefined", "error"}
-	decisionSources  = []string{"l1", "l2", "plan_constant", "plan_residual", "full"}
-	partialOutcomes  = []string{"constant", "residual", "fallback"}
-	reloadResults    = []string{"success", "failure"}
-	evalFailures     = []string{"timeout", "error"}
+	decisionSources = []string{"l1", "l2", "plan_constant", "plan_residual", "full"}
+	partialOutcomes = []string{"constant", "residual", "fallback"}
+	reloadResults   = []string{"success", "failure"}
+	evalFailures    = []string{"timeout", "error"}
 )
 
 // maxPathLabels bounds the number of distinct values of the "path" label of

@@ -129,7 +129,7 @@ func TestExpositionConventions(t *testing.T) {
 		if strings.TrimSpace(mf.GetHelp()) == "" {
 			t.Errorf("%s: no help text", name)
 		}
-		if !model.IsValidLegacyMetricName(name) {
+		if !model.LegacyValidation.IsValidMetricName(name) {
 			t.Errorf("%s: not a legacy-valid metric name", name)
 		}
 	}

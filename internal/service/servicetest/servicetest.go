@@ -4,9 +4,11 @@ package servicetest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
@@ -68,7 +70,10 @@ func (in *Instance) Stop() {
 	in.cancel()
 	in.cancel = nil
 	select {
-	case <-in.done:
+	case err := <-in.done:
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "servicetest: service stopped with:", err)
+		}
 	case <-time.After(30 * time.Second):
 	}
 }

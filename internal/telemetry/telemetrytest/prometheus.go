@@ -72,8 +72,8 @@ func StartPrometheus(tb testing.TB, scrapeTargets []string, ruleFiles ...string)
 		logf.Close()
 		tb.Fatalf("starting prometheus: %v", err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	tb.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
