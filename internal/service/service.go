@@ -22,6 +22,7 @@ import (
 	"github.com/acgs-lite/acgs/internal/cache"
 	"github.com/acgs-lite/acgs/internal/config"
 	"github.com/acgs-lite/acgs/internal/engine"
+	"github.com/acgs-lite/acgs/internal/remote"
 	"github.com/acgs-lite/acgs/internal/server"
 	"github.com/acgs-lite/acgs/internal/telemetry"
 	"github.com/acgs-lite/acgs/internal/version"
@@ -41,6 +42,11 @@ type Service struct {
 	source   engine.BundleSource
 	listener net.Listener
 	http     *http.Server
+
+	// remote bundles (CONFIG_FILE), see remote.go: remote is nil without
+	// one; reload is what SIGHUP and POST /v1/admin/reload call.
+	remote *remote.Remote
+	reload func(context.Context) error
 }
 
 // Options adjust wiring for tests and embedding.
@@ -85,7 +91,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*Service, error) {
 		s.Metrics.RegisterCacheStats(s.Cache.Stats)
 	}
 	s.source = o.Source
-	if s.source == nil {
+	if s.source == nil && cfg.Policy.ConfigFile == "" { // with CONFIG_FILE the engine starts empty (remote.go)
 		if cfg.Policy.BundlePath != "" {
 			s.source = engine.PathSource{Path: cfg.Policy.BundlePath}
 		} else {
@@ -127,7 +133,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*Service, error) {
 	}
 	deps := server.Deps{
 		Config: cfg, Engine: s.Engine, Metrics: s.Metrics, DecisionLog: s.DLog, Logger: logger,
-		Window: telemetry.NewWindow(cfg.Perf.WindowSpan), Reload: s.Engine.Reload,
+		Window: telemetry.NewWindow(cfg.Perf.WindowSpan), Reload: s.reloadPolicy,
 	}
 	if s.Cache != nil {
 		deps.Cache = s.Cache
@@ -138,6 +144,11 @@ func New(ctx context.Context, cfg config.Config, o Options) (*Service, error) {
 		return nil, err
 	}
 	s.listener = o.Listener
+	// remote bundles (issue 7)
+	if err := s.setupRemote(); err != nil {
+		s.closeCache()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -169,6 +180,12 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := s.Listen(); err != nil {
 		return err
 	}
+	// remote bundles (issue 7)
+	if err := s.startRemote(ctx); err != nil {
+		_ = s.listener.Close()
+		s.closeRest()
+		return err
+	}
 	s.http = s.Server.HTTPServer()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -179,8 +196,8 @@ func (s *Service) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				return
 			case <-hup:
-				s.Log.Info("SIGHUP: reloading the policy bundle", "source", s.source.String())
-				_ = s.Engine.Reload(ctx)
+				s.Log.Info("SIGHUP: reloading the policy bundle", "source", s.sourceName())
+				_ = s.reloadPolicy(ctx)
 			}
 		}
 	}()
@@ -222,6 +239,7 @@ func (s *Service) Close() {
 func (s *Service) closeRest() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	s.stopRemote(ctx) // remote bundles (issue 7)
 	if s.DLog != nil {
 		_ = s.DLog.Close(ctx)
 	}

@@ -1,0 +1,158 @@
+package remote_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"io/fs"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/bundle"
+
+	"github.com/acgs-lite/acgs/internal/remote"
+	"github.com/acgs-lite/acgs/policies"
+)
+
+const hash = "cdd01ef066bc6cf2"
+
+// keyPair returns a fresh RSA key as PEM (private PKCS#1, public PKIX).
+func keyPair(tb testing.TB) (priv, pub string) {
+	tb.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	priv = string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}))
+	pub = string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))
+	return priv, pub
+}
+
+// constitutionDir writes the embedded constitution to a temporary directory
+// with its manifest's revision and constitutional hash replaced, plus extra
+// files (path → content).
+func constitutionDir(tb testing.TB, revision, chash string, extra map[string]string) string {
+	tb.Helper()
+	dir := tb.TempDir()
+	err := fs.WalkDir(policies.FS, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.HasSuffix(p, "_test.rego") {
+			return err // Rego tests are not part of what is served
+		}
+		b, err := fs.ReadFile(policies.FS, p)
+		if err != nil {
+			return err
+		}
+		if p == ".manifest" {
+			var m map[string]any
+			if err := json.Unmarshal(b, &m); err != nil {
+				return err
+			}
+			m["revision"] = revision
+			m["metadata"].(map[string]any)["constitutional_hash"] = chash
+			if b, err = json.Marshal(m); err != nil {
+				return err
+			}
+		}
+		return writeFile(filepath.Join(dir, p), string(b))
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for p, content := range extra {
+		if err := writeFile(filepath.Join(dir, p), content); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func writeFile(p, content string) error {
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(p, []byte(content), 0o644)
+}
+
+// bundleServer serves dir with the FileServer on a loopback port.
+func bundleServer(tb testing.TB, dir string) string {
+	tb.Helper()
+	fsrv := &remote.FileServer{Dir: dir, Check: 20 * time.Millisecond}
+	srv := httptest.NewServer(fsrv)
+	tb.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+		fsrv.Close()
+	})
+	return srv.URL
+}
+
+// publish builds srcDir into serveDir/bundle.tar.gz.
+func publish(tb testing.TB, srcDir, serveDir string, o remote.BuildOptions) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := remote.BuildFile(ctx, srcDir, filepath.Join(serveDir, "bundle.tar.gz"), o); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// opaConfig is an OPA configuration polling url/bundle.tar.gz every 1-2s,
+// verified with pub when it is set; extra is appended to the bundle block.
+func opaConfig(url, pub, extra string) []byte {
+	var b strings.Builder
+	b.WriteString("services:\n  bundles:\n    url: " + url + "\n")
+	if pub != "" {
+		b.WriteString("keys:\n  constitution:\n    algorithm: RS256\n    key: |\n")
+		for _, line := range strings.Split(strings.TrimSpace(pub), "\n") {
+			b.WriteString("      " + line + "\n")
+		}
+	}
+	b.WriteString("bundles:\n  acgs:\n    service: bundles\n    resource: bundle.tar.gz\n")
+	b.WriteString("    polling:\n      min_delay_seconds: 1\n      max_delay_seconds: 2\n")
+	if pub != "" {
+		b.WriteString("    signing:\n      keyid: constitution\n")
+	}
+	b.WriteString(extra)
+	return []byte(b.String())
+}
+
+// eventually polls cond every 20ms until it holds or timeout passes.
+func eventually(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("after %s: %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// writeUncheckedBundle archives dir with OPA's bundle reader and writer
+// only (parsing, no compilation), for bundles that `opa build` would refuse.
+func writeUncheckedBundle(tb testing.TB, dir, out string) {
+	tb.Helper()
+	b, err := bundle.NewCustomReader(bundle.NewDirectoryLoader(dir)).Read()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := bundle.NewWriter(&buf).Write(b); err != nil {
+		tb.Fatal(err)
+	}
+	if err := remote.WriteFileAtomic(out, buf.Bytes()); err != nil {
+		tb.Fatal(err)
+	}
+}

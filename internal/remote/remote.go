@@ -1,0 +1,315 @@
+// Package remote takes the constitution from bundle servers with OPA's own
+// bundle plugin, so that an OPA configuration file (services, bundles with
+// polling or long polling, keys, bundle signing) works unchanged, and hands
+// every bundle that plugin activates to the engine. It also builds (and
+// signs) bundle archives and serves them to OPA's downloader. It never
+// evaluates policy: the engine does, and decides what is active.
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	bundleplugin "github.com/open-policy-agent/opa/v1/plugins/bundle"
+
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/plugins"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+
+	"github.com/acgs-lite/acgs/internal/engine"
+)
+
+// Target is what the remote source activates bundles into (*engine.Engine).
+type Target interface {
+	Activate(ctx context.Context, b *bundle.Bundle, source string) error
+	RecordFailure(err error)
+}
+
+var _ Target = (*engine.Engine)(nil)
+
+// Options configure a remote source.
+type Options struct {
+	// Config is the OPA configuration (YAML or JSON), as read by ReadConfig.
+	Config []byte
+	// Name says where Config came from (the CONFIG_FILE path), for messages.
+	Name string
+	// ID identifies this instance to bundle servers (OPA's labels.id).
+	ID     string
+	Target Target
+	Logger *slog.Logger
+	// ActivateTimeout bounds one activation into Target (default 30s).
+	ActivateTimeout time.Duration
+}
+
+// Remote runs OPA's plugin manager with the bundle plugin for one service
+// instance. Its listener turns the plugin's status updates into engine
+// activations and recorded failures.
+type Remote struct {
+	opts    Options
+	log     *slog.Logger
+	manager *plugins.Manager
+	plugin  *bundleplugin.Plugin
+
+	ctx    context.Context // for activations started by the plugin's goroutines
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	bundles  []string             // configured bundle names
+	seen     map[string]time.Time // LastSuccessfulActivation handed to the target, per bundle
+	attempts uint64               // status updates processed
+	lastErr  error                // outcome of the last status update (nil: fine or unchanged)
+	active   bool                 // a remote bundle has been activated into the target
+}
+
+// envRE matches ${VAR} as OPA's configuration loader does.
+var envRE = regexp.MustCompile(`(?U:\${.*})`)
+
+// ReadConfig reads an OPA configuration file and substitutes ${VAR} with
+// environment variables the way `opa run --config-file` does (an unset
+// variable is left as written), so secrets such as bearer tokens can stay
+// out of the file.
+func ReadConfig(path string) ([]byte, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("CONFIG_FILE: %w", err)
+	}
+	out := envRE.ReplaceAllStringFunc(string(raw), func(s string) string {
+		if v, ok := os.LookupEnv(s[2 : len(s)-1]); ok {
+			return v
+		}
+		return s
+	})
+	return []byte(out), nil
+}
+
+// New parses the configuration with OPA's parsers and builds the plugin
+// manager and the bundle plugin; nothing is downloaded before Start.
+// Configurations this service cannot honour fail here rather than being
+// half applied: no bundles, or discovery (which would let a remote
+// configuration replace the bundle sources).
+func New(opts Options) (*Remote, error) {
+	if opts.Target == nil {
+		return nil, errors.New("remote: a target engine is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.ActivateTimeout <= 0 {
+		opts.ActivateTimeout = 30 * time.Second
+	}
+	if opts.ID == "" {
+		host, _ := os.Hostname()
+		opts.ID = "acgs-" + host
+	}
+	log := opts.Logger.With("component", "remote_bundles", "config_file", opts.Name)
+	ol := &opaLogger{l: log}
+	mgr, err := plugins.New(opts.Config, opts.ID, inmem.New(),
+		plugins.Logger(ol), plugins.ConsoleLogger(ol), plugins.EnablePrintStatements(false))
+	if err != nil {
+		return nil, fmt.Errorf("CONFIG_FILE %s: %w", opts.Name, err)
+	}
+	cfg := mgr.GetConfig()
+	for _, w := range cfg.Warnings {
+		log.Warn("OPA configuration warning", "warning", w)
+	}
+	if len(cfg.Discovery) > 0 {
+		return nil, fmt.Errorf("CONFIG_FILE %s: discovery is not supported; list the bundles under \"bundles\"", opts.Name)
+	}
+	for name, section := range map[string][]byte{"decision_logs": cfg.DecisionLogs, "status": cfg.Status} {
+		if len(section) > 0 && string(section) != "null" {
+			log.Warn("OPA configuration section ignored: acgs has its own decision log and metrics", "section", name)
+		}
+	}
+	if len(cfg.Plugins) > 0 {
+		log.Warn("OPA configuration section ignored: custom plugins are not available in acgs", "section", "plugins")
+	}
+	bcfg, err := bundleConfig(mgr, cfg.Bundle, cfg.Bundles)
+	if err != nil {
+		return nil, fmt.Errorf("CONFIG_FILE %s: %w", opts.Name, err)
+	}
+	r := &Remote{opts: opts, log: log, manager: mgr, seen: map[string]time.Time{}}
+	for name := range bcfg.Bundles {
+		r.bundles = append(r.bundles, name)
+	}
+	sort.Strings(r.bundles)
+	r.plugin = bundleplugin.New(bcfg, mgr)
+	mgr.Register(bundleplugin.Name, r.plugin)
+	r.plugin.Register(listenerKey{}, r.onStatus)
+	return r, nil
+}
+
+type listenerKey struct{}
+
+// bundleConfig parses the bundle section as OPA's runtime does: the
+// deprecated single "bundle" when present, else "bundles" with the keys.
+func bundleConfig(mgr *plugins.Manager, legacy, bundles []byte) (*bundleplugin.Config, error) {
+	c, err := bundleplugin.ParseConfig(legacy, mgr.Services()) //nolint:staticcheck // OPA still accepts the legacy form, so do we
+	if err != nil {
+		return nil, err
+	}
+	if c == nil {
+		c, err = bundleplugin.NewConfigBuilder().WithBytes(bundles).WithServices(mgr.Services()).
+			WithKeyConfigs(mgr.PublicKeys()).Parse()
+		if err != nil {
+			return nil, err
+		}
+	}
+	if c == nil || len(c.Bundles) == 0 {
+		return nil, errors.New("configures no bundles (expected a \"bundles\" section naming at least one bundle)")
+	}
+	for _, src := range c.Bundles {
+		// OPA's default limit is 1 GiB; the engine's bound on hostile archives applies here too.
+		if src.SizeLimitBytes == bundle.DefaultSizeLimitBytes {
+			src.SizeLimitBytes = engine.MaxBundleBytes
+		}
+	}
+	return c, nil
+}
+
+// Start starts downloading. A bundle persisted by an earlier run (bundles
+// with persist: true) is activated into the target at once.
+func (r *Remote) Start(ctx context.Context) error {
+	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	if err := r.manager.Start(r.ctx); err != nil {
+		return fmt.Errorf("starting remote bundles (%s): %w", r.opts.Name, err)
+	}
+	names, err := r.storedBundles()
+	if err == nil && len(names) > 0 {
+		r.mu.Lock()
+		r.activateStored("persisted bundles loaded at start")
+		r.mu.Unlock()
+	}
+	for name, src := range r.plugin.Config().Bundles {
+		r.log.Info("polling remote bundle", "bundle", name, "service", src.Service, "resource", src.Resource,
+			"signed", src.Signing != nil, "long_polling", src.Polling.LongPollingTimeoutSeconds != nil)
+	}
+	return nil
+}
+
+// Stop stops every downloader and the plugin manager.
+func (r *Remote) Stop(ctx context.Context) {
+	r.manager.Stop(ctx)
+	if r.cancel != nil {
+		r.cancel()
+	}
+}
+
+// Reload downloads every bundle now (SIGHUP, POST /v1/admin/reload) and
+// returns the error of the attempt when the bundle was refused.
+func (r *Remote) Reload(ctx context.Context) error {
+	r.mu.Lock()
+	before := r.attempts
+	r.mu.Unlock()
+	if err := r.plugin.Trigger(ctx); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.attempts > before && r.lastErr != nil {
+		return r.lastErr
+	}
+	return nil
+}
+
+// Active reports whether a remote bundle has been activated into the target.
+func (r *Remote) Active() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.active
+}
+
+// String names the source for logs.
+func (r *Remote) String() string { return "remote bundles (" + r.opts.Name + ")" }
+
+// onStatus is the bundle plugin's listener. The plugin calls it under its
+// own lock after every download attempt, once the bundle is activated into
+// the manager's store (or refused), so no other activation can interleave
+// with reading that store back here.
+func (r *Remote) onStatus(s bundleplugin.Status) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.attempts++
+	if err := statusError(s); err != nil {
+		// Downloads, signature checks and OPA's compilation happen before the
+		// store changes: the engine keeps its snapshot and records why.
+		r.lastErr = err
+		r.opts.Target.RecordFailure(err)
+		return
+	}
+	if s.LastSuccessfulActivation.IsZero() || s.LastSuccessfulActivation.Equal(r.seen[s.Name]) {
+		r.lastErr = nil // 304 Not Modified, or nothing new
+		return
+	}
+	r.seen[s.Name] = s.LastSuccessfulActivation
+	if !r.active {
+		// With several bundles, the first policy is the whole set: a
+		// constitution without its data bundle (or the reverse) never serves.
+		for _, name := range r.bundles {
+			if r.seen[name].IsZero() {
+				r.lastErr = nil
+				r.log.Info("remote bundle downloaded; waiting for the other bundles before the first activation",
+					"bundle", s.Name, "waiting_for", name)
+				return
+			}
+		}
+	}
+	r.activateStored(fmt.Sprintf("bundle %q revision %q", s.Name, s.ActiveRevision))
+}
+
+// activateStored reads what the plugin activated back from the manager's
+// store and activates it into the target. r.mu must be held.
+func (r *Remote) activateStored(why string) {
+	ctx, cancel := context.WithTimeout(r.ctx, r.opts.ActivateTimeout)
+	defer cancel()
+	b, names, err := fromStore(ctx, r.manager.Store, r.manager.ParserOptions())
+	source := fmt.Sprintf("remote %s from %s", strings.Join(names, ","), r.opts.Name)
+	if err == nil {
+		err = r.opts.Target.Activate(ctx, b, source)
+	} else {
+		r.opts.Target.RecordFailure(err)
+	}
+	r.lastErr = err
+	if err != nil {
+		r.log.Error("remote bundle refused; the previous policy stays active", "update", why, "error", err)
+		return
+	}
+	r.active = true
+}
+
+// statusError is the error a bundle status reports, nil when none.
+func statusError(s bundleplugin.Status) error {
+	if s.Code == "" && s.Message == "" && len(s.Errors) == 0 {
+		return nil
+	}
+	msg := s.Message
+	if msg == "" {
+		msg = s.Code
+	}
+	if len(s.Errors) > 0 {
+		parts := make([]string, len(s.Errors))
+		for i, e := range s.Errors {
+			parts[i] = e.Error()
+		}
+		msg += ": " + strings.Join(parts, "; ")
+	}
+	if s.HTTPCode != "" {
+		msg += " (HTTP " + string(s.HTTPCode) + ")"
+	}
+	return fmt.Errorf("remote bundle %q: %s", s.Name, msg)
+}
+
+func (r *Remote) storedBundles() ([]string, error) {
+	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+	defer cancel()
+	names, err := storedNames(ctx, r.manager.Store)
+	sort.Strings(names)
+	return names, err
+}

@@ -1,0 +1,327 @@
+package remote_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/acgs-lite/acgs/internal/engine"
+	"github.com/acgs-lite/acgs/internal/remote"
+)
+
+// fleetEngine is an engine with no policy yet, as `acgs serve` starts one
+// with CONFIG_FILE, counting reload results as the metrics do.
+type fleetEngine struct {
+	*engine.Engine
+	successes, failures atomic.Int64
+}
+
+func newEngine(tb testing.TB) *fleetEngine {
+	tb.Helper()
+	fe := &fleetEngine{}
+	e, err := engine.New(context.Background(), nil, engine.Options{
+		ConstitutionalHash: hash, EvalTimeout: time.Second,
+		OnReload: func(result, _ string, _ error) {
+			if result == "success" {
+				fe.successes.Add(1)
+			} else {
+				fe.failures.Add(1)
+			}
+		},
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	fe.Engine = e
+	return fe
+}
+
+func (fe *fleetEngine) revision() string {
+	inf, _ := fe.Info()
+	return inf.Revision
+}
+
+func (fe *fleetEngine) lastError() string {
+	inf, _ := fe.Info()
+	if inf.LastError == nil {
+		return ""
+	}
+	return inf.LastError.Error()
+}
+
+// allowSafe decides the safe request of testdata and returns the decision.
+func (fe *fleetEngine) decideSafe(tb testing.TB) engine.Decision {
+	tb.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "requests", "safe.json"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var in any
+	if err := json.Unmarshal(b, &in); err != nil {
+		tb.Fatal(err)
+	}
+	d, err := fe.Decide(context.Background(), "acgs/main/decision", in)
+	if err != nil {
+		tb.Fatalf("deciding the safe request: %v", err)
+	}
+	if allow, _ := d.Result.(map[string]any)["allow"].(bool); !allow {
+		tb.Fatalf("safe request denied under revision %s: %v", d.Revision, d.Result)
+	}
+	return d
+}
+
+func startRemote(tb testing.TB, e *fleetEngine, cfg []byte) *remote.Remote {
+	tb.Helper()
+	r, err := remote.New(remote.Options{Config: cfg, Name: "test-config.yaml", ID: "test", Target: e})
+	if err != nil {
+		tb.Fatalf("remote.New: %v\nconfig:\n%s", err, cfg)
+	}
+	if err := r.Start(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r.Stop(ctx)
+	})
+	return r
+}
+
+const poll = "    polling:\n      min_delay_seconds: 1\n      max_delay_seconds: 2\n"
+
+// TestRemoteSignedBundles drives one instance through the bundle server's
+// publications: each refused bundle (bad signature, no signature, wrong
+// constitutional hash, Rego that does not compile) leaves the last good
+// revision answering and is reported as the last reload error and a failure;
+// a good one replaces it and clears the error.
+func TestRemoteSignedBundles(t *testing.T) {
+	priv, pub := keyPair(t)
+	otherPriv, _ := keyPair(t)
+	serveDir := t.TempDir()
+	url := bundleServer(t, serveDir)
+	publish(t, constitutionDir(t, "r1", hash, nil), serveDir, remote.BuildOptions{SigningKey: priv})
+
+	e := newEngine(t)
+	if _, ok := e.Info(); ok {
+		t.Fatal("engine active before any remote bundle")
+	}
+	startRemote(t, e, opaConfig(url, pub, poll))
+	eventually(t, 10*time.Second, "revision r1 active", func() bool { return e.revision() == "r1" })
+	if d := e.decideSafe(t); d.Revision != "r1" {
+		t.Fatalf("decision revision %q, want r1", d.Revision)
+	}
+
+	steps := []struct {
+		name     string
+		dir      string
+		opts     remote.BuildOptions
+		wantRev  string // active after the step
+		wantErr  string // in the last reload error; "" = none
+		failures bool   // a failure must have been counted
+	}{
+		{"signed by another key", constitutionDir(t, "r2", hash, nil), remote.BuildOptions{SigningKey: otherPriv}, "r1", "verif", true},
+		{"unsigned", constitutionDir(t, "r3", hash, nil), remote.BuildOptions{}, "r1", ".signatures.json", true},
+		{"wrong constitutional hash", constitutionDir(t, "r4", "0123456789abcdef", nil), remote.BuildOptions{SigningKey: priv}, "r1", "constitutional hash 0123456789abcdef", true},
+		{"new revision", constitutionDir(t, "r5", hash, nil), remote.BuildOptions{SigningKey: priv}, "r5", "", false},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			failuresBefore, successesBefore := e.failures.Load(), e.successes.Load()
+			publish(t, st.dir, serveDir, st.opts)
+			if st.wantErr != "" {
+				eventually(t, 10*time.Second, "last reload error containing "+st.wantErr, func() bool {
+					return strings.Contains(e.lastError(), st.wantErr)
+				})
+			} else {
+				eventually(t, 10*time.Second, "revision "+st.wantRev, func() bool { return e.revision() == st.wantRev })
+				if le := e.lastError(); le != "" {
+					t.Errorf("last reload error %q after a good bundle, want none", le)
+				}
+				if e.successes.Load() <= successesBefore {
+					t.Error("no successful reload counted")
+				}
+			}
+			t.Logf("last reload error: %s", e.lastError())
+			if got := e.revision(); got != st.wantRev {
+				t.Fatalf("active revision %q, want %q (last error: %s)", got, st.wantRev, e.lastError())
+			}
+			if d := e.decideSafe(t); d.Revision != st.wantRev {
+				t.Fatalf("decision from revision %q, want %q", d.Revision, st.wantRev)
+			}
+			if st.failures && e.failures.Load() <= failuresBefore {
+				t.Error("refused bundle not counted as a reload failure")
+			}
+		})
+	}
+}
+
+// TestRemoteCompileError checks that Rego OPA cannot compile is refused
+// before it reaches the engine, which keeps the good revision.
+func TestRemoteCompileError(t *testing.T) {
+	serveDir := t.TempDir()
+	url := bundleServer(t, serveDir)
+	publish(t, constitutionDir(t, "good", hash, nil), serveDir, remote.BuildOptions{})
+	e := newEngine(t)
+	startRemote(t, e, opaConfig(url, "", poll))
+	eventually(t, 10*time.Second, "revision good active", func() bool { return e.revision() == "good" })
+
+	// opa build refuses broken Rego, so the archive is made by hand from a
+	// good build with one module replaced.
+	bad := constitutionDir(t, "broken", hash, map[string]string{"acgs/broken.rego": "package acgs.broken\n\nallow if { undefined_function(1) }\n"})
+	writeUncheckedBundle(t, bad, filepath.Join(serveDir, "bundle.tar.gz"))
+	eventually(t, 10*time.Second, "compile error reported", func() bool {
+		return strings.Contains(e.lastError(), "undefined_function")
+	})
+	if got := e.revision(); got != "good" {
+		t.Fatalf("active revision %q after a broken bundle, want good", got)
+	}
+	e.decideSafe(t)
+}
+
+// TestRemoteLongPolling checks that with long polling a publication is
+// active long before the polling interval (10s) would fetch it.
+func TestRemoteLongPolling(t *testing.T) {
+	serveDir := t.TempDir()
+	url := bundleServer(t, serveDir)
+	publish(t, constitutionDir(t, "lp1", hash, nil), serveDir, remote.BuildOptions{})
+	e := newEngine(t)
+	startRemote(t, e, opaConfig(url, "", "    polling:\n      min_delay_seconds: 10\n      max_delay_seconds: 20\n      long_polling_timeout_seconds: 10\n"))
+	eventually(t, 10*time.Second, "revision lp1 active", func() bool { return e.revision() == "lp1" })
+	time.Sleep(300 * time.Millisecond) // the next request is now held by the server
+	start := time.Now()
+	publish(t, constitutionDir(t, "lp2", hash, nil), serveDir, remote.BuildOptions{})
+	eventually(t, 5*time.Second, "revision lp2 active through long polling", func() bool { return e.revision() == "lp2" })
+	t.Logf("long poll delivered the new revision in %s", time.Since(start).Round(time.Millisecond))
+}
+
+// TestRemoteReload checks that a reload downloads at once and returns the
+// reason a bundle was refused (what POST /v1/admin/reload answers).
+func TestRemoteReload(t *testing.T) {
+	serveDir := t.TempDir()
+	url := bundleServer(t, serveDir)
+	publish(t, constitutionDir(t, "a", hash, nil), serveDir, remote.BuildOptions{})
+	e := newEngine(t)
+	// Polling too slow to interfere: only Start and Reload download.
+	r := startRemote(t, e, opaConfig(url, "", "    polling:\n      min_delay_seconds: 300\n      max_delay_seconds: 600\n"))
+	eventually(t, 10*time.Second, "revision a active", func() bool { return e.revision() == "a" })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		rev, chash, wantRev, wantErr string
+	}{
+		{"b", "0123456789abcdef", "a", "does not match"},
+		{"c", hash, "c", ""},
+		{"c", hash, "c", ""}, // unchanged: 304, nothing to do, no error
+	} {
+		publish(t, constitutionDir(t, tc.rev, tc.chash, nil), serveDir, remote.BuildOptions{})
+		err := r.Reload(ctx)
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("reload to %s: %v", tc.rev, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("reload to %s: error %v, want one containing %q", tc.rev, err, tc.wantErr)
+		}
+		if got := e.revision(); got != tc.wantRev {
+			t.Errorf("after reload to %s: active %q, want %q", tc.rev, got, tc.wantRev)
+		}
+	}
+	if !r.Active() {
+		t.Error("Active() false after activations")
+	}
+}
+
+// TestRemoteSeveralBundles splits the constitution into a policy bundle and
+// a data bundle: nothing is activated until both have arrived, then the two
+// are served as one policy whose revision names both.
+func TestRemoteSeveralBundles(t *testing.T) {
+	serveDir := t.TempDir()
+	url := bundleServer(t, serveDir)
+	full := constitutionDir(t, "unused", hash, nil)
+	policyDir, dataDir := t.TempDir(), t.TempDir()
+	for _, f := range []string{"main.rego", "constitutional.rego", "data_access.rego", "evolution.rego"} {
+		b, err := os.ReadFile(filepath.Join(full, "acgs", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := writeFile(filepath.Join(policyDir, "acgs", f), string(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, err := os.ReadFile(filepath.Join(full, "acgs", "config", "data.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest := func(rev string, roots ...string) string {
+		b, _ := json.Marshal(map[string]any{"revision": rev, "roots": roots, "metadata": map[string]any{"constitutional_hash": hash}})
+		return string(b)
+	}
+	for _, w := range []struct{ path, content string }{
+		{filepath.Join(policyDir, ".manifest"), manifest("p1", "acgs/main", "acgs/constitutional", "acgs/data", "acgs/evolution")},
+		{filepath.Join(dataDir, ".manifest"), manifest("d1", "acgs/config")},
+		{filepath.Join(dataDir, "acgs", "config", "data.json"), string(data)},
+	} {
+		if err := writeFile(w.path, w.content); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	if err := remote.BuildFile(ctx, policyDir, filepath.Join(serveDir, "policy.tar.gz"), remote.BuildOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := "services:\n  s:\n    url: " + url + "\nbundles:\n" +
+		"  policy:\n    resource: policy.tar.gz\n" + poll +
+		"  config:\n    resource: config.tar.gz\n" + poll
+	e := newEngine(t)
+	startRemote(t, e, []byte(cfg))
+	time.Sleep(2500 * time.Millisecond) // policy downloaded; config still 404
+	if inf, ok := e.Info(); ok {
+		t.Fatalf("activated %s with only one of two bundles", inf.Revision)
+	}
+	if err := remote.BuildFile(ctx, dataDir, filepath.Join(serveDir, "config.tar.gz"), remote.BuildOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "both bundles active", func() bool { return e.revision() == "config@d1,policy@p1" })
+	e.decideSafe(t)
+}
+
+// TestNewRefusesConfig checks configurations that cannot be honoured fail
+// at start with a message naming the problem.
+func TestNewRefusesConfig(t *testing.T) {
+	e := newEngine(t)
+	for _, tc := range []struct{ name, config, want string }{
+		{"no bundles", "services:\n  s:\n    url: http://127.0.0.1:1\n", "configures no bundles"},
+		{"unknown service", "services:\n  s:\n    url: http://127.0.0.1:1\nbundles:\n  b:\n    service: nope\n", "service name \"nope\" not found"},
+		{"discovery", "services:\n  s:\n    url: http://127.0.0.1:1\ndiscovery:\n  resource: /d.tar.gz\n", "discovery is not supported"},
+		{"signing with unknown key", "services:\n  s:\n    url: http://127.0.0.1:1\nbundles:\n  b:\n    signing:\n      keyid: missing\n", "missing"},
+		{"not YAML", "services: [", "CONFIG_FILE test-config.yaml"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := remote.New(remote.Options{Config: []byte(tc.config), Name: "test-config.yaml", Target: e})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestReadConfigSubstitutesEnv checks ${VAR} substitution as OPA does it.
+func TestReadConfigSubstitutesEnv(t *testing.T) {
+	t.Setenv("ACGS_TEST_TOKEN", "s3cret")
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(p, []byte("token: ${ACGS_TEST_TOKEN}\nkeep: ${ACGS_TEST_UNSET_VAR}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := remote.ReadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "token: s3cret\nkeep: ${ACGS_TEST_UNSET_VAR}\n"; string(got) != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
