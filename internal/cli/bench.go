@@ -35,7 +35,8 @@ on its own against a running service:
     level (1.0 = throughput grew in proportion to the workers);
   - cold versus warm: the first request for unique inputs (varied fields carry
     a per-run nonce, so they miss every cache) against repeats of them,
-    sequentially; speedup = cold p50 / warm p50.
+    sequentially, with fresh inputs in each --count round;
+    speedup = cold p50 / warm p50.
 
 Caches are warmed over each scenario's key space before the levels run.
 --benchfmt prints Go benchmark format (one line per --count repetition) for
