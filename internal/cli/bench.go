@@ -39,6 +39,7 @@ on its own against a running service:
     speedup = cold p50 / warm p50.
 
 Caches are warmed over each scenario's key space before the levels run.
+Exit status 1 when any request failed (non-200, transport error, no "allow").
 --benchfmt prints Go benchmark format (one line per --count repetition) for
 benchstat and "acgs regress".`,
 		Args: cobra.NoArgs,
@@ -79,12 +80,19 @@ benchstat and "acgs regress".`,
 			out := cmd.OutOrStdout()
 			switch {
 			case asJSON:
-				return perfWriteJSON(out, res)
+				err = perfWriteJSON(out, res)
 			case asBenchfmt:
-				return res.WriteBenchfmt(out)
+				err = res.WriteBenchfmt(out)
 			default:
-				return res.WriteTable(out)
+				err = res.WriteTable(out)
 			}
+			if err != nil {
+				return err
+			}
+			if failed, total := res.Failures(); failed > 0 {
+				return &ExitError{Code: 1, Err: fmt.Errorf("%d of %d requests failed: the figures describe errors, not decisions", failed, total)}
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()

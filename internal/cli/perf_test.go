@@ -163,6 +163,20 @@ func TestRegressCommands(t *testing.T) {
 	}
 }
 
+// A benchmark of error responses is not a benchmark: bench must fail.
+func TestBenchFailsOnFailedRequests(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + l.Addr().String()
+	l.Close() // nothing listens there: every request fails to connect
+	out, code, err := perfRun(t, "bench", "--url", url, "--requests", "3", "--concurrency", "1", "--cold-samples", "1")
+	if code != 1 || err == nil || !strings.Contains(err.Error(), "requests failed") {
+		t.Fatalf("exit %d err %v, want exit 1 naming the failed requests\n%s", code, err, out)
+	}
+}
+
 func TestLoadAndBenchRefuseBadTargets(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "bad.json")
 	if err := os.WriteFile(bad, []byte(`{"name": "x", "path": "/p", "scenarios": [{"name": "s", "weight": 0, "request": {}}]}`), 0o644); err != nil {

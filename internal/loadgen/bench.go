@@ -255,6 +255,23 @@ func coldWarm(ctx context.Context, target Target, w *Workload, s *Scenario, nonc
 	return cw, nil
 }
 
+// Failures counts failed requests over all scenarios, levels and the
+// cold-versus-warm rounds: a benchmark of error responses measures the
+// error path, so the command treats any failure as a failed run.
+func (b *BenchResult) Failures() (failed, total int64) {
+	for _, s := range b.Scenarios {
+		for _, l := range s.Levels {
+			failed += l.Failures
+			total += l.Requests
+		}
+		if cw := s.ColdWarm; cw != nil {
+			failed += cw.Failures
+			total += cw.Cold.Count + cw.Warm.Count
+		}
+	}
+	return failed, total
+}
+
 // WriteTable prints the benchmark as tables.
 func (b *BenchResult) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "workload %s against %s (nonce %s)\n", b.Workload, b.URL, b.Nonce)

@@ -93,21 +93,23 @@ type ScenarioStats struct {
 
 // Result is the outcome of a load run.
 type Result struct {
-	Workload      string        `json:"workload"`
-	Mode          string        `json:"mode"` // "closed" or "open"
-	URL           string        `json:"url"`
-	StartedAt     time.Time     `json:"started_at"`
-	WarmupSec     float64       `json:"warmup_seconds"`
-	DurationSec   float64       `json:"duration_seconds"` // measured window
-	Users         int           `json:"users,omitempty"`
-	Connections   int           `json:"connections,omitempty"`
-	TargetRate    float64       `json:"target_rate,omitempty"`
-	AchievedRate  float64       `json:"achieved_rate"`
-	Unsent        int64         `json:"unsent,omitempty"`
-	Valid         bool          `json:"valid"`
-	InvalidReason string        `json:"invalid_reason,omitempty"`
-	FirstError    string        `json:"first_error,omitempty"`
-	Total         ScenarioStats `json:"total"`
+	Workload      string    `json:"workload"`
+	Mode          string    `json:"mode"` // "closed" or "open"
+	URL           string    `json:"url"`
+	StartedAt     time.Time `json:"started_at"`
+	WarmupSec     float64   `json:"warmup_seconds"`
+	DurationSec   float64   `json:"duration_seconds"` // measured window
+	Users         int       `json:"users,omitempty"`
+	Connections   int       `json:"connections,omitempty"`
+	TargetRate    float64   `json:"target_rate,omitempty"`
+	AchievedRate  float64   `json:"achieved_rate"`
+	Unsent        int64     `json:"unsent,omitempty"`
+	Valid         bool      `json:"valid"`
+	InvalidReason string    `json:"invalid_reason,omitempty"`
+	// FirstError is the first failure of the run, warm-up included, so
+	// that a run whose measured part is clean still shows a startup error.
+	FirstError string        `json:"first_error,omitempty"`
+	Total      ScenarioStats `json:"total"`
 	// ServiceLatency (open loop only) is measured from the actual send time,
 	// the figure a tool with coordinated omission would report.
 	ServiceLatency *LatencySummary   `json:"service_latency,omitempty"`

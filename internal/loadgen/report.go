@@ -163,7 +163,7 @@ func WriteResultTable(w io.Writer, res *Result) error {
 		fmt.Fprintf(w, "constitutional compliance: %.2f%%\n", *res.Compliance*100)
 	}
 	if res.FirstError != "" {
-		fmt.Fprintf(w, "first error: %s\n", res.FirstError)
+		fmt.Fprintf(w, "first error (warm-up included): %s\n", res.FirstError)
 	}
 	return nil
 }
