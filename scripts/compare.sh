@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# The side-by-side run of shared/spec/performance.md: the stock OPA server of
+# go.mod's version, the no-op HTTP floor, and acgs serve (L1 only, and L1+L2
+# with a local redis-server) answer the same workload on this machine, through
+# wrk (closed loop) and acgs load --rate (open loop, latency from the scheduled
+# send time). Prints one table of absolute figures and ratios (and writes it to
+# $OUT/compare.md). Everything listens on 127.0.0.1 and stops at exit.
+#
+#   scripts/compare.sh                 DURATION=10s CONNS=32 THREADS=2
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-32}
+THREADS=${THREADS:-2}
+OUT=${OUT:-$ROOT/ci-validation-results/compare}
+mkdir -p "$OUT" bin
+for b in wrk redis-server curl python3; do command -v $b >/dev/null || { echo "compare.sh needs $b (Debian package: wrk, redis-server, curl, python3)"; exit 1; }; done
+go build -o bin/acgs ./cmd/acgs
+[ -x bin/opa ] || go build -o bin/opa github.com/open-policy-agent/opa
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_url() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "not ready: $1"; return 1; }
+
+P_FLOOR=$(freeport); P_OPA=$(freeport); P_L1=$(freeport); P_L2=$(freeport); P_REDIS=$(freeport)
+bin/acgs noop-server --addr 127.0.0.1:$P_FLOOR & pids+=($!)
+bin/opa run --server --addr 127.0.0.1:$P_OPA --log-level error --bundle policies >"$OUT/opa.log" 2>&1 & pids+=($!)
+redis-server --port $P_REDIS --bind 127.0.0.1 --save '' --appendonly no --daemonize no >"$OUT/redis.log" 2>&1 & pids+=($!)
+PORT=$P_L1 HOST=127.0.0.1 LOG_LEVEL=warn bin/acgs serve >"$OUT/acgs-l1.log" 2>&1 & pids+=($!)
+PORT=$P_L2 HOST=127.0.0.1 LOG_LEVEL=warn REDIS_URL=redis://127.0.0.1:$P_REDIS CACHE_SIGNING_KEY=compare-signing-key-0123456789abcdef \
+  bin/acgs serve >"$OUT/acgs-l2.log" 2>&1 & pids+=($!)
+wait_url http://127.0.0.1:$P_FLOOR/
+wait_url http://127.0.0.1:$P_OPA/health
+wait_url http://127.0.0.1:$P_L1/health/ready
+wait_url http://127.0.0.1:$P_L2/health/ready
+
+bin/acgs workload-lua --dialect acgs > "$OUT/mixed-acgs.lua"
+bin/acgs workload-lua --dialect opa > "$OUT/mixed-opa.lua"
+bin/acgs workload-lua --dialect acgs --unique > "$OUT/unique-acgs.lua"
+bin/acgs workload-lua --dialect opa --unique > "$OUT/unique-opa.lua"
+
+# wrk_run NAME URL SCRIPT -> "rps p50_ms p99_ms errors"
+declare -A RPS P50 P99 ERR
+wrk_run() {
+  local name=$1 url=$2 script=$3 out="$OUT/wrk-$1.txt"
+  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$script" "$url" > "$out" 2>&1
+  RPS[$name]=$(awk '/Requests\/sec/ {print $2}' "$out")
+  P50[$name]=$(awk '$1=="50%" {print $2}' "$out")
+  P99[$name]=$(awk '$1=="99%" {print $2}' "$out")
+  ERR[$name]=$(awk '/Non-2xx|Socket errors/ {e=e" "$0} END {print (e==""?"0":e)}' "$out")
+  echo "  $name: ${RPS[$name]} req/s, p50 ${P50[$name]}, p99 ${P99[$name]}, errors ${ERR[$name]}"
+}
+warm() { curl -fsS -X POST "$1/v1/cache/warm" >/dev/null; }
+
+echo "== closed loop: wrk -t$THREADS -c$CONNS -d$DURATION, workload acgs-mixed"
+wrk_run floor http://127.0.0.1:$P_FLOOR "$OUT/mixed-acgs.lua"
+wrk_run opa http://127.0.0.1:$P_OPA "$OUT/mixed-opa.lua"
+warm http://127.0.0.1:$P_L1; wrk_run acgs_l1 http://127.0.0.1:$P_L1 "$OUT/mixed-acgs.lua"
+warm http://127.0.0.1:$P_L2; wrk_run acgs_l2 http://127.0.0.1:$P_L2 "$OUT/mixed-acgs.lua"
+echo "== closed loop, every input unique (no cache help)"
+wrk_run opa_unique http://127.0.0.1:$P_OPA "$OUT/unique-opa.lua"
+wrk_run acgs_unique http://127.0.0.1:$P_L1 "$OUT/unique-acgs.lua"
+
+# Open loop at 25% of the floor's closed-loop maximum.
+RATE=$(python3 -c "print(int(float('${RPS[floor]}')*0.25))")
+echo "== open loop: acgs load --rate $RATE (25% of the floor's max), latency from scheduled send time"
+declare -A OP50 OP99 OVALID
+load_run() {
+  local name=$1 url=$2
+  set +e
+  bin/acgs load --host "$url" --rate "$RATE" --duration "$DURATION" --warmup 2s -q --min-compliance 0 --p99-ms 100000 \
+    --connections 64 --json "$OUT/load-$name.json" > "$OUT/load-$name.txt" 2>&1
+  set -e
+  read -r OP50[$name] OP99[$name] OVALID[$name] < <(python3 - "$OUT/load-$name.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+lat = d["total"]["latency"]
+print(round(lat["p50_ms"], 3), round(lat["p99_ms"], 3), d.get("valid"))
+PY
+)
+  echo "  $name: p50 ${OP50[$name]} ms, p99 ${OP99[$name]} ms, valid ${OVALID[$name]}"
+}
+load_run floor http://127.0.0.1:$P_FLOOR
+load_run acgs_l1 http://127.0.0.1:$P_L1
+
+ratio() { python3 -c "a,b=float('$1' or 0),float('$2' or 0); print(f'{a/b:.2f}' if b else 'n/a')"; }
+ms() { python3 -c "
+s='$1'
+import re
+m=re.match(r'([0-9.]+)(us|ms|s)',s)
+print('?' if not m else {'us':float(m.group(1))/1000,'ms':float(m.group(1)),'s':float(m.group(1))*1000}[m.group(2)])"; }
+{
+  echo "### scripts/compare.sh — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo
+  echo "wrk -t$THREADS -c$CONNS -d$DURATION on loopback, workload acgs-mixed (70% safe, 20% evolution, 10% prohibited); acgs warmed with POST /v1/cache/warm; OPA answers the same inputs in its dialect."
+  echo
+  echo "| what | req/s | p50 | p99 | errors | ratio | target |"
+  echo "| --- | --- | --- | --- | --- | --- | --- |"
+  echo "| no-op floor | ${RPS[floor]} | ${P50[floor]} | ${P99[floor]} | ${ERR[floor]} | 1.00 × floor | |"
+  echo "| stock OPA $(bin/opa version | awk '/^Version/ {print $2}') | ${RPS[opa]} | ${P50[opa]} | ${P99[opa]} | ${ERR[opa]} | $(ratio ${RPS[opa]} ${RPS[floor]}) × floor | |"
+  echo "| acgs, L1 | ${RPS[acgs_l1]} | ${P50[acgs_l1]} | ${P99[acgs_l1]} | ${ERR[acgs_l1]} | $(ratio ${RPS[acgs_l1]} ${RPS[floor]}) × floor, $(ratio ${RPS[acgs_l1]} ${RPS[opa]}) × OPA | ≥ 0.80 × floor, ≥ 10 × OPA |"
+  echo "| acgs, L1+L2 (Redis) | ${RPS[acgs_l2]} | ${P50[acgs_l2]} | ${P99[acgs_l2]} | ${ERR[acgs_l2]} | $(ratio ${RPS[acgs_l2]} ${RPS[floor]}) × floor, $(ratio ${RPS[acgs_l2]} ${RPS[opa]}) × OPA | ≥ 0.80 × floor, ≥ 10 × OPA |"
+  echo "| stock OPA, unique inputs | ${RPS[opa_unique]} | ${P50[opa_unique]} | ${P99[opa_unique]} | ${ERR[opa_unique]} | | |"
+  echo "| acgs, unique inputs | ${RPS[acgs_unique]} | ${P50[acgs_unique]} | ${P99[acgs_unique]} | ${ERR[acgs_unique]} | $(ratio ${RPS[acgs_unique]} ${RPS[opa_unique]}) × OPA | ≥ 2 × OPA |"
+  echo
+  echo "Open loop, acgs load --rate $RATE (25% of the floor's max) for $DURATION after 2s warm-up, latency from the scheduled send time:"
+  echo
+  echo "| what | p50 ms | p99 ms | valid run | ratio | target |"
+  echo "| --- | --- | --- | --- | --- | --- |"
+  echo "| no-op floor | ${OP50[floor]} | ${OP99[floor]} | ${OVALID[floor]} | | |"
+  echo "| acgs, L1 | ${OP50[acgs_l1]} | ${OP99[acgs_l1]} | ${OVALID[acgs_l1]} | $(ratio ${OP99[acgs_l1]} ${OP99[floor]}) × floor p99 | p99 ≤ 1 ms and ≤ 1.3 × floor |"
+} | tee "$OUT/compare.md"
