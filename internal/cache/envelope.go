@@ -73,9 +73,12 @@ func (s *signer) mac(dst []byte, i int, redisKey string, payload []byte) []byte 
 
 // seal returns the signed envelope of v for redisKey.
 func (s *signer) seal(redisKey string, v Value, created time.Time) ([]byte, error) {
-	result, err := json.Marshal(v.Result)
-	if err != nil {
-		return nil, fmt.Errorf("cache: encode result for L2: %w", err)
+	result := v.JSON
+	if result == nil {
+		var err error
+		if result, err = json.Marshal(v.Result); err != nil {
+			return nil, fmt.Errorf("cache: encode result for L2: %w", err)
+		}
 	}
 	b := make([]byte, envelopeHeader, envelopeHeader+len(result)+macSize)
 	b[0] = envelopeVersion
@@ -121,5 +124,9 @@ func (s *signer) open(redisKey string, b []byte) (Value, time.Time, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return Value{}, time.Time{}, errEnvelopeResult
 	}
-	return Value{Result: result, Defined: b[1]&flagDefined != 0}, created, nil
+	v := Value{Result: result, Defined: b[1]&flagDefined != 0}
+	if v.Defined { // as the engine writes it: JSON only for a defined result
+		v.JSON = append([]byte(nil), payload[envelopeHeader:]...)
+	}
+	return v, created, nil
 }

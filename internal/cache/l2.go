@@ -230,11 +230,15 @@ func (l *l2) supervise(ready chan struct{}) {
 // messages cannot move the epoch backwards). Reconnects with backoff.
 func (l *l2) subscribe(c rueidis.Client) {
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, maxBackoff) {
+		start := time.Now()
 		err := c.Receive(l.ctx, c.B().Subscribe().Channel(l.channel).Build(), func(rueidis.PubSubMessage) {
 			l.triggerRefresh()
 		})
 		if l.ctx.Err() != nil {
 			return
+		}
+		if time.Since(start) > maxBackoff { // it had been working: retry soon
+			backoff = 100 * time.Millisecond
 		}
 		l.t.log.Debug("cache: epoch subscription ended; resubscribing", "err", err)
 		l.triggerRefresh() // messages may have been missed

@@ -56,10 +56,10 @@ func TestTwoInstancesShareL2(t *testing.T) {
 			want := decision(t, true)
 			a.Set(k, want)
 			a.Set(undef, Value{})
-			if got := waitL2(t, b, k); !reflect.DeepEqual(got, want) {
+			if got := waitL2(t, b, k); !sameDecision(got, want) {
 				t.Fatalf("L2 value %s, want %s", mustJSON(got), mustJSON(want))
 			}
-			if got := waitL2(t, b, undef); got.Defined || got.Result != nil {
+			if got := waitL2(t, b, undef); got.Defined || got.Result != nil || got.JSON != nil {
 				t.Fatalf("undefined decision came back as %+v", got)
 			}
 			if _, tier, ok := b.Get(context.Background(), k); !ok || tier != TierL1 {
@@ -68,6 +68,33 @@ func TestTwoInstancesShareL2(t *testing.T) {
 			s := b.Stats()
 			if s.L2Hits != 2 || s.L2Rejected != 0 || s.L2Errors != 0 {
 				t.Fatalf("stats %+v", s)
+			}
+		})
+	}
+}
+
+// TestL2CarriesResultJSON checks that the JSON encoding a writer attaches to
+// a value is what readers get back, byte for byte, and that a value without
+// one gets the encoding of its result.
+func TestL2CarriesResultJSON(t *testing.T) {
+	r := startRedis(t)
+	a, b := newCache(t, r.URL()), newCache(t, r.URL())
+	tests := []struct {
+		name     string
+		v        Value
+		wantJSON string
+	}{
+		{"attached", Value{Defined: true, Result: decodeJSON(t, `{"allow":true,"score":1.50}`), JSON: []byte(`{"allow":true,"score":1.50}`)}, `{"allow":true,"score":1.50}`},
+		{"encoded by the writer", Value{Defined: true, Result: decodeJSON(t, `{"b":[1.0],"a":"<"}`)}, `{"a":"\u003c","b":[1.0]}`},
+		{"undefined", Value{}, ""},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			k := key(t, i)
+			a.Set(k, tt.v)
+			got := waitL2(t, b, k)
+			if !sameDecision(got, tt.v) || string(got.JSON) != tt.wantJSON {
+				t.Fatalf("got %+v with JSON %q, want JSON %q", got, got.JSON, tt.wantJSON)
 			}
 		})
 	}
@@ -158,7 +185,7 @@ func TestL2RejectsTamperedEntries(t *testing.T) {
 	k := key(t, 1)
 	rk := c.l2.redisKey(c.Epoch(), k)
 	raw.Do(ctx, raw.B().Set().Key(rk).Value(rueidis.BinaryString(seal(c.l2.signer, rk, good))).Build())
-	if v, tier, ok := c.Get(ctx, k); !ok || tier != TierL2 || !reflect.DeepEqual(v, good) {
+	if v, tier, ok := c.Get(ctx, k); !ok || tier != TierL2 || !sameDecision(v, good) {
 		t.Fatalf("valid entry: %v %v %+v", tier, ok, v)
 	}
 }
@@ -224,7 +251,7 @@ func TestFlushReachesOtherInstances(t *testing.T) {
 	}
 	// The cache keeps working under the new epoch.
 	a.Set(k, decision(t, false))
-	if got := waitL2(t, b, k); !reflect.DeepEqual(got, decision(t, false)) {
+	if got := waitL2(t, b, k); !sameDecision(got, decision(t, false)) {
 		t.Fatalf("after flush got %s", mustJSON(got))
 	}
 }
@@ -450,7 +477,7 @@ func TestGetManyOneRoundTrip(t *testing.T) {
 		if found[i] != (i < 10) || tiers[i] != wantTier {
 			t.Fatalf("key %d: found %v tier %v, want tier %v", i, found[i], tiers[i], wantTier)
 		}
-		if i < 10 && !reflect.DeepEqual(vals[i], decision(t, i%2 == 0)) {
+		if i < 10 && !sameDecision(vals[i], decision(t, i%2 == 0)) {
 			t.Fatalf("key %d: value %s", i, mustJSON(vals[i]))
 		}
 	}

@@ -39,6 +39,9 @@ func (t Tier) String() string {
 type Value struct {
 	Result  any
 	Defined bool
+	// JSON is Result encoded as JSON, when the writer had it: responses are
+	// written from it without encoding the result again on every hit.
+	JSON []byte
 }
 
 // Stats is a point-in-time view of the cache counters for metrics and health.
