@@ -7,6 +7,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -85,7 +86,8 @@ type Decision struct {
 	Defined  bool
 	Revision string
 	Source   Source
-	EvalNS   int64 // time in OPA evaluation; 0 when a cache or a constant plan answered
+	EvalNS   int64  // time in OPA evaluation; 0 when a cache or a constant plan answered
+	JSON     []byte // Result encoded as JSON when known (cached and constant decisions); nil otherwise
 }
 
 // Options configure an engine.
@@ -265,7 +267,7 @@ func (e *Engine) Decide(ctx context.Context, path string, input any) (Decision, 
 		if tier == cache.TierL2 {
 			src = SourceL2
 		}
-		return Decision{Result: v.Result, Defined: v.Defined, Revision: s.revision, Source: src}, nil
+		return Decision{Result: v.Result, Defined: v.Defined, Revision: s.revision, Source: src, JSON: v.JSON}, nil
 	}
 	return e.decideMiss(ctx, s, key, path, input)
 }
@@ -287,7 +289,10 @@ func (e *Engine) decideMiss(ctx context.Context, s *snapshot, key cache.Key, pat
 			return nil, err
 		}
 		if cacheable && e.cur.Load() == s {
-			e.opts.Cache.Set(key, cache.Value{Result: d.Result, Defined: d.Defined})
+			if d.JSON == nil && d.Defined {
+				d.JSON, _ = json.Marshal(d.Result) // once per miss, so that every hit is written without encoding
+			}
+			e.opts.Cache.Set(key, cache.Value{Result: d.Result, Defined: d.Defined, JSON: d.JSON})
 		}
 		return flightResult{d: d, cacheable: cacheable}, nil
 	})
@@ -324,7 +329,7 @@ func (e *Engine) eval(ctx context.Context, s *snapshot, path string, input any) 
 		// A constant plan answers before the input is even converted.
 		if pl = s.plans.get(path, input); pl != nil && pl.Kind() == PlanConstant {
 			e.onPlan(PlanConstant)
-			return Decision{Result: pl.value, Defined: pl.defined, Revision: s.revision, Source: SourcePlanConstant}, true, nil
+			return Decision{Result: pl.value, Defined: pl.defined, Revision: s.revision, Source: SourcePlanConstant, JSON: pl.json}, true, nil
 		}
 	}
 	var in ast.Value
@@ -524,7 +529,7 @@ func (e *Engine) DecideBatch(ctx context.Context, path string, inputs []any) ([]
 		if tiers[j] == cache.TierL2 {
 			src = SourceL2
 		}
-		out[idx[j]] = Decision{Result: vals[j].Result, Defined: vals[j].Defined, Revision: s.revision, Source: src}
+		out[idx[j]] = Decision{Result: vals[j].Result, Defined: vals[j].Defined, Revision: s.revision, Source: src, JSON: vals[j].JSON}
 	}
 	parallel(len(miss)+len(direct), func(m int) {
 		if m < len(miss) {

@@ -33,6 +33,7 @@ const planNamespace = "acgs_plan"
 type plan struct {
 	kind     atomic.Value // string
 	value    any          // constant: the decision (decoded JSON); nil+!defined = undefined
+	json     []byte       // constant: value encoded
 	defined  bool
 	residual *rego.PreparedEvalQuery
 	measured atomic.Bool
@@ -258,6 +259,7 @@ func (p *planner) build(ctx context.Context, path string, known map[string]any) 
 					v, err := ast.JSON(t.Value)
 					if err == nil {
 						pl.value, pl.defined = normalise(v), true
+						pl.json, _ = json.Marshal(pl.value)
 						pl.kind.Store(PlanConstant)
 						return pl
 					}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -73,16 +74,38 @@ func (s PathSource) Load(context.Context) (*bundle.Bundle, error) {
 func (s PathSource) String() string { return s.Path }
 
 // ReadTarball reads a bundle from .tar.gz bytes with OPA's reader, which
-// rejects path traversal; every file is bounded by MaxBundleBytes.
+// rejects path traversal. MaxBundleBytes bounds the archive, every member
+// (declared and actual size) and the whole archive decompressed, so that a
+// hostile .tar.gz can exhaust neither memory nor the process.
 func ReadTarball(r io.Reader, name string) (*bundle.Bundle, error) {
-	data, err := io.ReadAll(io.LimitReader(r, MaxBundleBytes+1))
+	return readTarball(r, name, MaxBundleBytes)
+}
+
+func readTarball(r io.Reader, name string, limit int64) (*bundle.Bundle, error) {
+	data, err := io.ReadAll(io.LimitReader(r, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading bundle %s: %w", name, err)
 	}
-	if len(data) > MaxBundleBytes {
-		return nil, fmt.Errorf("bundle %s is larger than %d bytes", name, MaxBundleBytes)
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("bundle %s is larger than %d bytes", name, limit)
 	}
-	b, err := bundle.NewReader(bytes.NewReader(data)).WithSizeLimitBytes(MaxBundleBytes).Read()
+	// OPA's reader bounds each member but not their sum: measure the
+	// decompressed archive first (a gzip bomb spread over many members).
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("reading bundle %s: not a gzip archive: %w", name, err)
+	}
+	n, err := io.Copy(io.Discard, io.LimitReader(zr, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading bundle %s: %w", name, err)
+	}
+	if n > limit {
+		return nil, fmt.Errorf("bundle %s decompresses to more than %d bytes", name, limit)
+	}
+	// The loader needs the limit itself: otherwise it preallocates whatever
+	// size a member's header declares before the reader's check runs.
+	loader := bundle.NewTarballLoaderWithBaseURL(bytes.NewReader(data), "").WithSizeLimitBytes(limit)
+	b, err := bundle.NewCustomReader(loader).WithSizeLimitBytes(limit).Read()
 	if err != nil {
 		return nil, fmt.Errorf("reading bundle %s: %w", name, err)
 	}

@@ -1,11 +1,13 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/acgs-lite/acgs/internal/apierror"
@@ -41,8 +43,76 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	resp := s.acgsDecision(r.Context(), req, start, "")
-	writeJSON(w, http.StatusOK, resp, r.URL.Query().Has("pretty"))
+	d := s.decide(r.Context(), decisionPath, req, "")
+	if !r.URL.Query().Has("pretty") {
+		buf := bufPool.Get().(*bytes.Buffer)
+		defer putBuf(buf)
+		if b, ok := s.appendACGSFast(buf.AvailableBuffer(), d, start); ok {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(b)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, s.acgsResponse(d, start), r.URL.Query().Has("pretty"))
+}
+
+// serverFields are the fields the server adds to an ACGS response.
+var serverFields = [...]string{"decision_id", "policy_revision", "cache_hit", "cache_tier", "partial_evaluation", "latency_ms"}
+
+// appendACGSFast appends the ACGS response of d built from the decision's
+// cached JSON encoding, so that a cache hit is not encoded again. It applies
+// only when the policy's object is complete and names none of the server's
+// fields; otherwise ok is false and acgsResponse builds the answer. Both
+// paths give the same document (a test checks it).
+func (s *Server) appendACGSFast(dst []byte, d decided, start time.Time) ([]byte, bool) {
+	if d.Err != nil || !d.Defined || len(d.JSON) < 2 || d.JSON[0] != '{' {
+		return dst, false
+	}
+	obj, ok := d.Result.(map[string]any)
+	if !ok {
+		return dst, false
+	}
+	if _, ok := obj["allow"].(bool); !ok {
+		return dst, false
+	}
+	if h, _ := obj["constitutional_hash"].(string); h != s.hash {
+		return dst, false
+	}
+	for _, k := range [...]string{"reasons", "evaluation_details", "compliance_score"} {
+		if _, ok := obj[k]; !ok {
+			return dst, false
+		}
+	}
+	for _, k := range serverFields {
+		if _, ok := obj[k]; ok {
+			return dst, false
+		}
+	}
+	tier := d.Source.CacheTier()
+	dst = append(dst, `{"decision_id":`...)
+	dst = strconv.AppendQuote(dst, d.ID)
+	dst = append(dst, `,"policy_revision":`...)
+	rev, err := json.Marshal(d.Revision)
+	if err != nil {
+		return dst, false
+	}
+	dst = append(dst, rev...)
+	dst = append(dst, `,"cache_hit":`...)
+	dst = strconv.AppendBool(dst, tier != "none")
+	dst = append(dst, `,"cache_tier":"`...)
+	dst = append(dst, tier...)
+	dst = append(dst, `","partial_evaluation":`...)
+	dst = strconv.AppendBool(dst, d.Source.Partial())
+	lat := time.Since(start)
+	dst = append(dst, `,"latency_ms":`...)
+	dst = strconv.AppendFloat(dst, math.Round(float64(lat.Nanoseconds())/1e3)/1e3, 'f', -1, 64)
+	if len(d.JSON) > 2 {
+		dst = append(dst, ',')
+	}
+	dst = append(dst, d.JSON[1:]...)
+	dst = append(dst, '\n')
+	s.d.Window.Record(lat, telemetry.Sample{CacheTier: tier, Partial: d.Source.Partial(), Batch: d.Batch})
+	return dst, true
 }
 
 // validateACGS checks the envelope of an ACGS request and its
