@@ -169,7 +169,8 @@ func BenchmarkHTTPBatchVsSingle(b *testing.B) {
 	run("cold/batch100", batchItems, batchBody, batch, true)
 	for _, mode := range []string{"warm", "cold"} {
 		if s, bt := rates[mode+"/single"], rates[mode+"/batch100"]; s > 0 && bt > 0 {
-			b.Logf("%s: single %.0f decisions/s, batch100 %.0f decisions/s, ratio %.1f× (target ≥ 5×)", mode, s, bt, bt/s)
+			b.Logf("%s: single %.0f decisions/s, batch100 %.0f decisions/s, ratio %.1f×", mode, s, bt, bt/s)
 		}
 	}
+	b.Logf("target (performance.md): warm batch100 ≥ 5× single; cold is evaluation-bound, batching saves only HTTP")
 }
