@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -49,8 +48,7 @@ type planner struct {
 	disabled string      // why no plan can be built for this snapshot ("" = plans on)
 	modules  map[string]*ast.Module
 	lru      *lru.Cache[string, *plan]
-	building sync.Map // plan key -> struct{}: builds in flight
-	sem      chan struct{}
+	sem      chan struct{} // holds a token while a background build runs
 	log      func(msg string, args ...any)
 }
 
@@ -186,17 +184,20 @@ func (p *planner) get(path string, input any) *plan {
 	if pl, ok := p.lru.Get(k); ok {
 		return pl
 	}
-	_, known, _ := p.key(path, input, true)
-	if _, busy := p.building.LoadOrStore(k, struct{}{}); !busy {
-		go func() {
-			defer p.building.Delete(k)
-			p.sem <- struct{}{}
-			defer func() { <-p.sem }()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			p.lru.Add(k, p.build(ctx, path, known))
-		}()
+	// One build at a time, and none queued: while the builder is busy the
+	// request is evaluated in full and a later request asks again.
+	select {
+	case p.sem <- struct{}{}:
+	default:
+		return nil
 	}
+	_, known, _ := p.key(path, input, true)
+	go func() {
+		defer func() { <-p.sem }()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		p.lru.Add(k, p.build(ctx, path, known))
+	}()
 	return nil
 }
 
