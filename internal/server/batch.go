@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"net/http"
 	"runtime"
 	"strconv"
@@ -113,6 +114,10 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	common, hasCommon := obj["common_input"]
+	if _, isObj := common.(map[string]any); hasCommon && !isObj && common != nil {
+		writeError(w, apierror.New(apierror.InvalidParameter, "batch field \"common_input\" must be an object, got %s", jsonType(common)))
+		return
+	}
 	ids := make([]string, 0, len(inputs))
 	items := make([]any, 0, len(inputs))
 	for id, in := range inputs {
@@ -132,24 +137,38 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	mixed := failed > 0 && failed < len(results)
-	responses := make(map[string]any, len(results))
+	// Items are encoded one by one, successful ones from the decision's
+	// cached JSON, so a warm batch is not re-encoded result by result.
+	responses := make(map[string]json.RawMessage, len(results))
 	for i, d := range results {
 		s.d.Window.Record(time.Since(start), telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial(), Batch: true})
-		var item map[string]any
+		var item []byte
 		if d.Err != nil {
 			e := apierror.As(d.Err)
-			item = map[string]any{"code": e.Code, "message": e.Message}
+			m := map[string]any{"code": e.Code, "message": e.Message}
 			if mixed || failed == len(results) {
-				item["http_status_code"] = strconv.Itoa(e.Code.Status())
+				m["http_status_code"] = strconv.Itoa(e.Code.Status())
 			}
+			item, _ = json.Marshal(m)
 		} else {
-			item = map[string]any{"decision_id": d.ID}
+			item = append(item, `{"decision_id":`...)
+			item = strconv.AppendQuote(item, d.ID)
 			if d.Defined {
-				item["result"] = d.Result
+				res := d.JSON
+				if res == nil {
+					var err error
+					if res, err = json.Marshal(d.Result); err != nil {
+						writeError(w, apierror.Wrap(apierror.InternalError, err, "encoding result: %v", err))
+						return
+					}
+				}
+				item = append(item, `,"result":`...)
+				item = append(item, res...)
 			}
 			if mixed {
-				item["http_status_code"] = "200"
+				item = append(item, `,"http_status_code":"200"`...)
 			}
+			item = append(item, '}')
 		}
 		responses[ids[i]] = item
 	}
