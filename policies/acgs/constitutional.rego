@@ -78,12 +78,7 @@ default audit_enabled := false
 
 audit_enabled if input.context.environment.audit_enabled == true
 
-default usage_count := 0
-
-usage_count := n if {
-	n := input.context.current_usage_count
-	is_number(n)
-}
+usage_count := object.get(context_numbers, "current_usage_count", 0)
 
 default overrides_user_preference := false
 
@@ -112,32 +107,29 @@ explanation_length := count(e) if {
 	is_string(e)
 }
 
-# Numeric context fields, clamped to [0,1]; the config default when missing
-# or not a number. (The validity checks are separate rules: `not
-# is_number(input.x)` would be undefined, not true, when input.x is missing.)
-default benefit_given := false
+# Numeric context fields (wrong type == missing), clamped to [0,1]; the
+# config default when missing. One body each, so that partial evaluation
+# does not multiply alternatives.
+default context_numbers := {}
 
-benefit_given if is_number(input.context.benefit_assessment)
+context_numbers := {k: v |
+	some k, v in input.context
+	is_number(v)
+} if {
+	is_object(input.context)
+}
 
-benefit := clamp01(input.context.benefit_assessment) if benefit_given
+default benefit := 0
 
-benefit := config.constitutional.principles.default_benefit if not benefit_given
+benefit := clamp01(object.get(context_numbers, "benefit_assessment", config.constitutional.principles.default_benefit))
 
-default harm_risk_given := false
+default harm_risk := 1
 
-harm_risk_given if is_number(input.context.harm_risk_assessment)
+harm_risk := clamp01(object.get(context_numbers, "harm_risk_assessment", config.constitutional.principles.default_harm_risk))
 
-harm_risk := clamp01(input.context.harm_risk_assessment) if harm_risk_given
+default fairness_assessment := 0
 
-harm_risk := config.constitutional.principles.default_harm_risk if not harm_risk_given
-
-default fairness_given := false
-
-fairness_given if is_number(input.context.fairness_assessment)
-
-fairness_assessment := clamp01(input.context.fairness_assessment) if fairness_given
-
-fairness_assessment := config.constitutional.principles.default_fairness if not fairness_given
+fairness_assessment := clamp01(object.get(context_numbers, "fairness_assessment", config.constitutional.principles.default_fairness))
 
 # Requested resources: only numeric entries of an object count; anything else is 0.
 default requested := {}
@@ -153,6 +145,8 @@ requested := {k: v |
 # Safety
 # ---------------------------------------------------------------------------
 
+default rate_limit := 0
+
 rate_limit := object.get(config.constitutional.rate_limits, category, config.constitutional.default_rate_limit)
 
 default within_rate_limit := false
@@ -167,23 +161,29 @@ default rate_points := 0
 
 rate_points := config.constitutional.safety.rate_limit if within_rate_limit
 
+default safety := 0
+
 safety := (config.constitutional.safety.base + sandbox_points) + rate_points
 
 # ---------------------------------------------------------------------------
 # Constitutional principles
 # ---------------------------------------------------------------------------
 
-autonomy := config.constitutional.principles.autonomy_no_override if not overrides_user_preference
+default autonomy_case := "autonomy_no_override"
 
-autonomy := config.constitutional.principles.autonomy_override_with_consent if {
+autonomy_case := "autonomy_override_with_consent" if {
 	overrides_user_preference
 	user_consent
 }
 
-autonomy := config.constitutional.principles.autonomy_override_without_consent if {
+autonomy_case := "autonomy_override_without_consent" if {
 	overrides_user_preference
 	not user_consent
 }
+
+default autonomy := 0
+
+autonomy := object.get(config.constitutional.principles, autonomy_case, 0)
 
 beneficence := benefit
 
@@ -199,20 +199,36 @@ default accountability_party := 0
 
 accountability_party := config.constitutional.principles.accountability_responsible_party if has_responsible_party
 
+default accountability := 0
+
 accountability := accountability_audit + accountability_party
 
-constitutional_score := ((((autonomy + beneficence) + non_maleficence) + fairness) + accountability) / 5
+default constitutional_score := 0
+
+# (sum([...]) rather than nested +: OPA prints partial-evaluation residuals
+# without parentheses, and `(a + b) / 5` would come out as `a + b / 5`.)
+constitutional_score := sum([autonomy, beneficence, non_maleficence, fairness, accountability]) / 5
 
 # ---------------------------------------------------------------------------
-# Resources: mean over the configured limits of min(1, limit / max(requested, 1)).
+# Resources: mean over the configured limits of min(1, limit / max(requested, 1)),
+# computed as 1 - (sum of the shortfalls) / (number of limits) so that only the
+# limits actually exceeded cost any arithmetic (the common case is none).
 # ---------------------------------------------------------------------------
 
-resource_ratios := [r |
+resource_shortfalls := [shortfall |
 	some name, limit in config.constitutional.resource_limits
-	r := min([1, limit / max([object.get(requested, name, 0), 1])])
+	m := max([object.get(requested, name, 0), 1])
+	m > limit
+	shortfall := 1 - (limit / m)
 ]
 
-resources := sum(resource_ratios) / max([1, count(resource_ratios)])
+default resources := 0
+
+resources := 1 if count(resource_shortfalls) == 0
+
+resources := 1 - (sum(resource_shortfalls) / count(config.constitutional.resource_limits)) if {
+	count(resource_shortfalls) > 0
+}
 
 # ---------------------------------------------------------------------------
 # Transparency
@@ -236,13 +252,20 @@ default transparency_audit_points := 0
 
 transparency_audit_points := config.constitutional.transparency.audit if audit_enabled
 
+default transparency := 0
+
 transparency := (config.constitutional.transparency.base + explanation_points) + transparency_audit_points
 
 # ---------------------------------------------------------------------------
 # Score and decision
 # ---------------------------------------------------------------------------
 
-raw_score := (((config.constitutional.weights.safety * safety) + (config.constitutional.weights.constitutional * constitutional_score)) + (config.constitutional.weights.resources * resources)) + (config.constitutional.weights.transparency * transparency)
+raw_score := score if {
+	w := config.constitutional.weights
+	score := (((w.safety * safety) + (w.constitutional * constitutional_score)) + (w.resources * resources)) + (w.transparency * transparency)
+}
+
+default compliance_score := 0
 
 compliance_score := round4(clamp01(raw_score))
 
@@ -263,20 +286,24 @@ allow if {
 	trust_ok
 }
 
-reasons := [] if allow
+default reasons := []
 
 reasons := [msg | some [_, msg] in sort(concerns)] if not allow
 
+default evaluation_details := {}
+
+# Sums of configured weights are exact; quotients and differences are rounded
+# (OPA's decimal arithmetic gives 1 - 0.9 = 0.10000000000000000002).
 evaluation_details := {
-	"safety": round4(safety),
+	"safety": safety,
 	"constitutional": round4(constitutional_score),
 	"resources": round4(resources),
-	"transparency": round4(transparency),
-	"autonomy": round4(autonomy),
-	"beneficence": round4(beneficence),
+	"transparency": transparency,
+	"autonomy": autonomy,
+	"beneficence": beneficence,
 	"non_maleficence": round4(non_maleficence),
-	"fairness": round4(fairness),
-	"accountability": round4(accountability),
+	"fairness": fairness,
+	"accountability": accountability,
 	"trust_level": trust_level,
 	"action_category": category,
 }

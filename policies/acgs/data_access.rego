@@ -14,7 +14,9 @@
 #     the requester's clearance (unclassified data is not released);
 #   - with no numeric request timestamp, consent expiry cannot be verified,
 #     so no consent is valid and every data subject is a violation;
-#   - a consent without a numeric expiry_time does not expire.
+#   - a consent without expiry_time (or null) does not expire; one whose
+#     expiry_time is present but not a number cannot be verified and counts
+#     as expired.
 #
 #   Only input.data_request is read here. Deterministic: expiry is compared
 #   with the request's own timestamp, never with the clock.
@@ -50,6 +52,8 @@ fields := [f |
 ] if {
 	is_array(input.data_request.data_fields)
 }
+
+default field_count := 0
 
 field_count := count(fields)
 
@@ -150,15 +154,21 @@ within_clearance(f) if {
 	level <= clearance
 }
 
+default fields_above_clearance := []
+
 fields_above_clearance := [field_label(f) |
 	some f in fields
 	not within_clearance(f)
 ]
 
+default sensitive_fields := []
+
 sensitive_fields := [f |
 	some f in fields
 	f.category in sensitive_categories
 ]
+
+default sensitive_count := 0
 
 sensitive_count := count(sensitive_fields)
 
@@ -166,19 +176,30 @@ default sensitive_without_authorization := 0
 
 sensitive_without_authorization := sensitive_count if not special_authorization
 
-classification_score := clamp01(1 - ((count(fields_above_clearance) + sensitive_without_authorization) / max([1, field_count])))
+default classification_score := 0
+
+# (sum([...]) rather than a nested +: see constitutional_score in acgs.constitutional.)
+classification_score := clamp01(1 - (sum([count(fields_above_clearance), sensitive_without_authorization]) / max([1, field_count])))
 
 # ---------------------------------------------------------------------------
 # Consent
 # ---------------------------------------------------------------------------
 
 # A consent record is expired when its numeric expiry_time is before the
-# request timestamp. Without a numeric timestamp no record is valid
-# (fail-safe: expiry cannot be verified).
+# request timestamp. An expiry_time that is present but not a number cannot
+# be verified and counts as expired (fail-safe); a record without
+# expiry_time (or with null) does not expire. Without a numeric request
+# timestamp no record is valid at all (see consented_subjects).
 expired(record) if {
 	e := record.expiry_time
 	is_number(e)
 	e < timestamp
+}
+
+expired(record) if {
+	e := record.expiry_time
+	e != null
+	not is_number(e)
 }
 
 consented_subjects contains subject if {
@@ -192,10 +213,14 @@ consented_subjects contains subject if {
 	subject := record.subject_id
 }
 
+default consent_violations := []
+
 consent_violations := [s |
 	some s in data_subjects
 	not s in consented_subjects
 ]
+
+default consent_score := 0
 
 consent_score := 1 - (count(consent_violations) / max([1, count(data_subjects)]))
 
@@ -209,6 +234,8 @@ purpose_allowed if {
 	purpose_stated
 	purpose in allowed_purposes
 }
+
+default purpose_score := 0
 
 purpose_score := config.data_access.purpose_scores.allowed if purpose_allowed
 
@@ -227,6 +254,8 @@ purpose_score := config.data_access.purpose_scores.missing if not purpose_stated
 # `not f.name in s` is undefined, not true, when f has no name.)
 justified(f) if f.name in justified_fields
 
+default unjustified_fields := []
+
 unjustified_fields := [field_label(f) |
 	some f in fields
 	not justified(f)
@@ -238,7 +267,9 @@ bulk_indicators contains "field_count" if field_count > config.data_access.bulk_
 
 bulk_indicators contains "automated_request" if automated_request
 
-minimisation_score := clamp01(1 - ((count(unjustified_fields) + count(bulk_indicators)) / max([1, field_count + config.data_access.bulk_indicators.minimisation_denominator_extra])))
+default minimisation_score := 0
+
+minimisation_score := clamp01(1 - (sum([count(unjustified_fields), count(bulk_indicators)]) / max([1, field_count + config.data_access.bulk_indicators.minimisation_denominator_extra])))
 
 # ---------------------------------------------------------------------------
 # Retention (limits in seconds; non-numeric policy entries are ignored)
@@ -254,6 +285,8 @@ retention_violations contains category if {
 	is_number(seconds)
 	seconds > limit
 }
+
+default retention_score := 0
 
 retention_score := config.data_access.retention_scores.compliant if {
 	has_retention_policy
@@ -274,10 +307,14 @@ retention_score := config.data_access.retention_scores.missing if not has_retent
 # A sensitive field without a name cannot be listed as encrypted.
 encrypted(f) if f.name in encrypted_fields
 
+default unencrypted_sensitive_fields := []
+
 unencrypted_sensitive_fields := [field_label(f) |
 	some f in sensitive_fields
 	not encrypted(f)
 ]
+
+default encryption_score := 0
 
 encryption_score := 1 - (count(unencrypted_sensitive_fields) / max([1, sensitive_count]))
 
@@ -285,7 +322,12 @@ encryption_score := 1 - (count(unencrypted_sensitive_fields) / max([1, sensitive
 # Score and decision
 # ---------------------------------------------------------------------------
 
-raw_score := ((((((config.data_access.weights.classification * classification_score) + (config.data_access.weights.consent * consent_score)) + (config.data_access.weights.purpose * purpose_score)) + (config.data_access.weights.minimisation * minimisation_score)) + (config.data_access.weights.retention * retention_score)) + (config.data_access.weights.encryption * encryption_score))
+raw_score := score if {
+	w := config.data_access.weights
+	score := (((((w.classification * classification_score) + (w.consent * consent_score)) + (w.purpose * purpose_score)) + (w.minimisation * minimisation_score)) + (w.retention * retention_score)) + (w.encryption * encryption_score)
+}
+
+default access_score := 0
 
 access_score := round4(clamp01(raw_score))
 
@@ -293,9 +335,11 @@ default allow := false
 
 allow if access_score >= config.data_access.access_threshold
 
-reasons := [] if allow
+default reasons := []
 
 reasons := [msg | some [_, msg] in sort(concerns)] if not allow
+
+default evaluation_details := {}
 
 evaluation_details := {
 	"classification": round4(classification_score),
@@ -310,7 +354,11 @@ evaluation_details := {
 	"bulk_indicators": sort(bulk_indicators),
 }
 
+default access_conditions := []
+
 access_conditions := [c | some [_, c] in sort(conditions)]
+
+default audit_requirements := []
 
 audit_requirements := [a | some [_, a] in sort(audits)]
 

@@ -90,6 +90,8 @@ rollback_plan := p if {
 # Risk (score = 1 - adjusted risk)
 # ---------------------------------------------------------------------------
 
+default base_risk := 1
+
 base_risk := object.get(config.evolution.base_risks, evolution_type, config.evolution.default_base_risk)
 
 default external_dependencies_risk := 0
@@ -106,7 +108,11 @@ risk_mitigations := sum([w |
 	flag in mitigations_true
 ])
 
+default adjusted_risk := 1
+
 adjusted_risk := clamp01((base_risk + risk_additions) - risk_mitigations)
+
+default risk_score := 0
 
 risk_score := 1 - adjusted_risk
 
@@ -127,6 +133,8 @@ constitutional_penalties := sum([w |
 	flag in changes_true
 ])
 
+default constitutional_score := 0
+
 constitutional_score := clamp01((1 - constitutional_penalties) - hash_penalty)
 
 # ---------------------------------------------------------------------------
@@ -137,6 +145,8 @@ performance_penalties := [p |
 	some name, limit in config.evolution.performance_limits
 	p := min([1, max([0, object.get(performance_deltas, name, 0)]) / limit])
 ]
+
+default performance_score := 0
 
 performance_score := 1 - (sum(performance_penalties) / max([1, count(performance_penalties)]))
 
@@ -151,6 +161,8 @@ has_rollback_plan if count(rollback_plan) > 0
 default rollback_plan_points := 0
 
 rollback_plan_points := config.evolution.rollback.plan if has_rollback_plan
+
+default rollback_fields_present := 0
 
 rollback_fields_present := count([f |
 	some f in config.evolution.rollback.fields
@@ -175,6 +187,8 @@ default rollback_automated_points := 0
 
 rollback_automated_points := config.evolution.rollback.automated if rollback_automated
 
+default rollback_score := 0
+
 rollback_score := clamp01(((rollback_plan_points + (config.evolution.rollback.field * rollback_fields_present)) + rollback_tested_points) + rollback_automated_points)
 
 # ---------------------------------------------------------------------------
@@ -196,7 +210,11 @@ satisfied_reviews contains name if {
 	input.evolution_request[config.evolution.required_reviews[name].field] == true
 }
 
+default missing_reviews := set()
+
 missing_reviews := required_reviews - satisfied_reviews
+
+default approvals_score := 0
 
 approvals_score := 1 if count(required_reviews) == 0
 
@@ -206,9 +224,16 @@ approvals_score := count(satisfied_reviews) / count(required_reviews) if count(r
 # Score, path and decision
 # ---------------------------------------------------------------------------
 
-raw_score := (((((config.evolution.weights.risk * risk_score) + (config.evolution.weights.constitutional * constitutional_score)) + (config.evolution.weights.performance * performance_score)) + (config.evolution.weights.rollback * rollback_score)) + (config.evolution.weights.approvals * approvals_score))
+raw_score := score if {
+	w := config.evolution.weights
+	score := ((((w.risk * risk_score) + (w.constitutional * constitutional_score)) + (w.performance * performance_score)) + (w.rollback * rollback_score)) + (w.approvals * approvals_score)
+}
+
+default evolution_score := 0
 
 evolution_score := round4(clamp01(raw_score))
+
+default approval_path := "human_review"
 
 approval_path := "auto_approve" if evolution_score >= config.evolution.auto_approve_threshold
 
@@ -223,14 +248,18 @@ default allow := false
 
 allow if approval_path == "auto_approve"
 
+default required_actions := []
+
 required_actions := array.concat(
 	config.evolution.path_actions[approval_path],
 	[config.evolution.required_reviews[name].action | some name in missing_reviews],
 )
 
-reasons := [] if allow
+default reasons := []
 
 reasons := [msg | some [_, msg] in sort(concerns)] if not allow
+
+default evaluation_details := {}
 
 evaluation_details := {
 	"risk": round4(risk_score),
@@ -252,8 +281,14 @@ evaluation_details := {
 concerns contains [0, "Evolution request missing or not an object"] if not request_present
 
 concerns contains [1, msg] if {
-	adjusted_risk > 0
-	msg := sprintf("Adjusted risk %v for change type '%s'", [round4(adjusted_risk), evolution_type])
+	not evolution_type in object.keys(config.evolution.base_risks)
+	msg := sprintf("Unknown evolution type '%s' (base risk %v)", [evolution_type, base_risk])
+}
+
+concerns contains [1, msg] if {
+	evolution_type in object.keys(config.evolution.base_risks)
+	base_risk >= config.evolution.high_base_risk
+	msg := sprintf("High-risk evolution type '%s' (base risk %v)", [evolution_type, base_risk])
 }
 
 concerns contains [2, "Adds external dependencies"] if has_external_dependencies

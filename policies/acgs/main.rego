@@ -24,11 +24,18 @@
 #     hash ok, data_access                           -> acgs.data
 #     hash ok, any other (or missing) type           -> unknown type deny
 #
-#   and each routed decision is total (defined for every input), so
-#   exactly one `decision` exists for every input and no eval_conflict_error
-#   is possible. The deny-by-default object ("No matching policy") is
-#   `default_decision`; it is what `decision` answers should a routed
-#   package ever produce no decision.
+#   and each routed decision is total: it is one object built from rules
+#   that all have a fail-closed `default` (score 0, allow false, ...), so it
+#   is defined for every input. Hence exactly one `decision` exists for
+#   every input and no eval_conflict_error is possible (tested with hostile
+#   inputs in main_test.rego).
+#
+#   Why no `default decision`: a default on `decision` makes OPA's partial
+#   evaluation emit a support module (rule + default) even for a constant
+#   answer, instead of the constant itself; and a default's value cannot
+#   reference data, so it could not carry the configured hash. The
+#   contract's deny-by-default object is `default_decision` below; since the
+#   routing above is exhaustive, no input reaches it.
 package acgs.main
 
 import data.acgs.config
