@@ -26,7 +26,7 @@ const hash = "cdd01ef066bc6cf2"
 func mustOpen(tb testing.TB, c engine.Cache) *engine.Engine {
 	tb.Helper()
 	e, err := engine.New(context.Background(), engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.Options{
-		ConstitutionalHash: hash, EvalTimeout: time.Second, Cache: c,
+		ConstitutionalHash: hash, EvalTimeout: time.Second, Cache: c, Logger: quiet,
 	})
 	if err != nil {
 		tb.Fatalf("activating the embedded constitution: %v", err)

@@ -1,6 +1,8 @@
 package engine_test
 
 import (
+	"log/slog"
+
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 )
@@ -11,3 +13,6 @@ func inmemStore(data map[string]any) storage.Store {
 	}
 	return inmem.NewFromObject(data)
 }
+
+// quiet keeps activation logs out of test and benchmark output.
+var quiet = slog.New(slog.DiscardHandler)

@@ -16,7 +16,7 @@ var planKeys = []string{"input.type", "input.action", "input.constitutional_hash
 func mustOpenPlans(tb testing.TB) *engine.Engine {
 	tb.Helper()
 	e, err := engine.New(context.Background(), engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.Options{
-		ConstitutionalHash: hash, EvalTimeout: 10 * time.Second,
+		ConstitutionalHash: hash, EvalTimeout: 10 * time.Second, Logger: quiet,
 		PartialEval: true, PartialEvalKeys: planKeys, PlanCacheSize: 1024,
 	})
 	if err != nil {
