@@ -681,4 +681,3 @@ func TestDeployScript(t *testing.T) {
 		t.Errorf("%s is not executable", deployScript)
 	}
 }
-
