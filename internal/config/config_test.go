@@ -1,0 +1,118 @@
+package config_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/acgs-lite/acgs/internal/config"
+)
+
+func load(t *testing.T, env map[string]string, args ...string) (config.Config, error) {
+	t.Helper()
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	l := config.NewLoader(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err := fs.Parse(args); err != nil {
+		return config.Config{}, err
+	}
+	return l.Config()
+}
+
+func TestDefaultsAreValid(t *testing.T) {
+	c, err := load(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("defaults do not validate: %v", err)
+	}
+	if c.Server.Port != 8004 || c.Policy.ConstitutionalHash != config.DefaultConstitutionalHash || c.Policy.EvalTimeout != 100*time.Millisecond ||
+		c.Cache.L1Size != 10000 || c.Cache.TTL != 300*time.Second || c.Cache.L2Timeout != 2*time.Millisecond || c.Cache.BatchSize != 10 ||
+		c.Cache.BatchWindow != 5*time.Millisecond || c.Server.MaxRequestBytes != 1<<20 || c.Server.MaxBatchItems != 1000 || c.Cache.RedisURL != "" {
+		t.Errorf("unexpected defaults: %+v", c)
+	}
+}
+
+func TestEnvAndFlags(t *testing.T) {
+	c, err := load(t, map[string]string{
+		"PORT": "9000", "EVAL_TIMEOUT": "250ms", "DEFAULT_CACHE_TTL": "60", "ADMIN_TOKEN": "aaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbb",
+		"PARTIAL_EVAL_KEYS": "input.type", "DECISION_LOG_MASK": "/a,/b/c", "REDIS_URL": "redis://127.0.0.1:6379",
+		"CACHE_SIGNING_KEY": strings.Repeat("k", 32),
+	}, "--port", "9100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Server.Port != 9100 {
+		t.Errorf("flag did not win over env: %d", c.Server.Port)
+	}
+	if c.Policy.EvalTimeout != 250*time.Millisecond || c.Cache.TTL != time.Minute {
+		t.Errorf("durations: %v %v", c.Policy.EvalTimeout, c.Cache.TTL)
+	}
+	if len(c.AdminTok) != 2 || len(c.Policy.PartialEvalKeys) != 1 || len(c.Log.DecisionLogMask) != 2 {
+		t.Errorf("lists: %v %v %v", c.AdminTok, c.Policy.PartialEvalKeys, c.Log.DecisionLogMask)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("valid config refused: %v", err)
+	}
+}
+
+func TestBadEnvNamesTheVariable(t *testing.T) {
+	for _, tc := range []struct{ env, val string }{
+		{"PORT", "abc"}, {"EVAL_TIMEOUT", "soon"}, {"CACHE_ENABLED", "maybe"}, {"CACHE_HIT_RATE_TARGET", "high"},
+	} {
+		_, err := load(t, map[string]string{tc.env: tc.val})
+		if err == nil || !strings.Contains(err.Error(), tc.env) {
+			t.Errorf("%s=%s: error %v does not name the variable", tc.env, tc.val, err)
+		}
+	}
+}
+
+func TestValidateNamesSettingAndAcceptedValues(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mutate func(*config.Config)
+		want   []string
+	}{
+		{"port", func(c *config.Config) { c.Server.Port = 70000 }, []string{"PORT", "1-65535"}},
+		{"hash", func(c *config.Config) { c.Policy.ConstitutionalHash = "xyz" }, []string{"CONSTITUTIONAL_HASH", "16 lowercase hex"}},
+		{"eval timeout", func(c *config.Config) { c.Policy.EvalTimeout = 0 }, []string{"EVAL_TIMEOUT", "1ms to 1m"}},
+		{"log level", func(c *config.Config) { c.Log.Level = "loud" }, []string{"LOG_LEVEL", "debug, info, warn, error"}},
+		{"log format", func(c *config.Config) { c.Log.Format = "xml" }, []string{"LOG_FORMAT", "json, text"}},
+		{"decision log", func(c *config.Config) { c.Log.DecisionLog = "syslog" }, []string{"DECISION_LOG", "off, stdout, file:"}},
+		{"mask", func(c *config.Config) { c.Log.DecisionLogMask = []string{"context.agent"} }, []string{"DECISION_LOG_MASK", "JSON pointer"}},
+		{"redis url", func(c *config.Config) { c.Cache.RedisURL = "http://x"; c.Cache.SigningKey = strings.Repeat("k", 32) }, []string{"REDIS_URL", "redis://"}},
+		{"signing key required", func(c *config.Config) { c.Cache.RedisURL = "redis://127.0.0.1:6379" }, []string{"CACHE_SIGNING_KEY", "at least 32 bytes"}},
+		{"short admin token", func(c *config.Config) { c.AdminTok = []string{"short"} }, []string{"ADMIN_TOKEN", "16 characters"}},
+		{"partial eval keys", func(c *config.Config) { c.Policy.PartialEvalKeys = []string{"type"} }, []string{"PARTIAL_EVAL_KEYS", "input.type"}},
+		{"bundle and config file", func(c *config.Config) { c.Policy.BundlePath = "x"; c.Policy.ConfigFile = "y" }, []string{"POLICY_BUNDLE_PATH", "CONFIG_FILE"}},
+		{"l1 size", func(c *config.Config) { c.Cache.L1Size = 0 }, []string{"L1_CACHE_SIZE"}},
+		{"batch items", func(c *config.Config) { c.Server.MaxBatchItems = 0 }, []string{"MAX_BATCH_ITEMS"}},
+		{"hit rate target", func(c *config.Config) { c.Perf.CacheHitRateTarget = 2 }, []string{"CACHE_HIT_RATE_TARGET", "0-1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := config.Default()
+			tc.mutate(&c)
+			err := c.Validate()
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	c := config.Default()
+	c.Server.Port = 0
+	c.Log.Level = "x"
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), "PORT") || !strings.Contains(err.Error(), "LOG_LEVEL") {
+		t.Fatalf("want both problems, got %v", err)
+	}
+}
