@@ -52,6 +52,7 @@ of it.`,
 	f.StringVar(&o.SigningKey, "signing-key", "", "PEM private key (or HMAC secret), or a file holding it, to sign the bundle")
 	f.StringVar(&o.SigningAlg, "signing-alg", "", "JWT signing algorithm (default RS256)")
 	f.StringVar(&o.KeyID, "signing-key-id", "", "key id written in the signature (optional)")
+	f.StringArrayVar(&o.Ignore, "ignore", nil, "leave out files matching this shell pattern, e.g. '*_test.rego' (repeatable)")
 	return cmd
 }
 

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 
 	"github.com/open-policy-agent/opa/v1/bundle"
@@ -25,6 +27,9 @@ type BuildOptions struct {
 	// KeyID is put in the signature's kid header when set; verifiers then
 	// look that key up instead of their configured keyid.
 	KeyID string
+	// Ignore leaves out files and directories whose names match any of these
+	// shell patterns (as `opa build --ignore`), e.g. "*_test.rego".
+	Ignore []string
 }
 
 // Build writes dir as a .tar.gz bundle to w with OPA's compiler, exactly as
@@ -39,9 +44,26 @@ func Build(ctx context.Context, dir string, w io.Writer, o BuildOptions) error {
 	if !st.IsDir() {
 		return fmt.Errorf("bundle directory: %s is not a directory", dir)
 	}
-	c := compile.New().WithPaths(dir).WithAsBundle(true).WithOutput(w)
+	// Read through an fs.FS rooted at dir so the archive's paths are relative
+	// to the bundle root (/acgs/main.rego), not to wherever it was built.
+	c := compile.New().WithFS(os.DirFS(dir)).WithPaths(".").WithAsBundle(true).WithOutput(w)
 	if o.Revision != "" {
 		c = c.WithRevision(o.Revision)
+	}
+	if len(o.Ignore) > 0 {
+		for _, p := range o.Ignore {
+			if _, err := path.Match(p, ""); err != nil {
+				return fmt.Errorf("--ignore %q: %w", p, err)
+			}
+		}
+		c = c.WithFilter(func(_ string, info fs.FileInfo, depth int) bool {
+			for _, p := range o.Ignore {
+				if ok, _ := path.Match(p, info.Name()); ok && depth >= 1 {
+					return true
+				}
+			}
+			return false
+		})
 	}
 	if o.SigningKey != "" {
 		c = c.WithBundleSigningConfig(bundle.NewSigningConfig(o.SigningKey, o.SigningAlg, "")).

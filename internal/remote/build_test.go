@@ -88,3 +88,37 @@ func TestBuildRefuses(t *testing.T) {
 		})
 	}
 }
+
+// TestBuildIgnore checks --ignore leaves matching files out, and that paths
+// in the archive are relative to the bundle root.
+func TestBuildIgnore(t *testing.T) {
+	dir := constitutionDir(t, "i", hash, map[string]string{"acgs/extra_test.rego": "package acgs.extra_test\n\ntest_ok if true\n"})
+	for _, tc := range []struct {
+		ignore   []string
+		wantTest bool
+	}{
+		{nil, true},
+		{[]string{"*_test.rego"}, false},
+	} {
+		var buf bytes.Buffer
+		if err := remote.Build(context.Background(), dir, &buf, remote.BuildOptions{Ignore: tc.ignore}); err != nil {
+			t.Fatal(err)
+		}
+		b, err := bundle.NewReader(&buf).Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		hasTest := false
+		for _, m := range b.Modules {
+			if strings.HasSuffix(m.Path, "_test.rego") {
+				hasTest = true
+			}
+			if !strings.HasPrefix(m.Path, "/acgs/") {
+				t.Errorf("module path %q is not relative to the bundle root", m.Path)
+			}
+		}
+		if hasTest != tc.wantTest {
+			t.Errorf("ignore %v: test module present = %v, want %v", tc.ignore, hasTest, tc.wantTest)
+		}
+	}
+}
