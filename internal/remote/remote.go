@@ -249,6 +249,9 @@ func (r *Remote) onStatus(s bundleplugin.Status) {
 		return
 	}
 	r.seen[s.Name] = s.LastSuccessfulActivation
+	// Logged apart from the engine's "policy bundle activated" so that the
+	// download-and-verify latency and the activation time can be told apart.
+	r.log.Info("remote bundle downloaded and verified", "bundle", s.Name, "revision", s.ActiveRevision)
 	if !r.active {
 		// With several bundles, the first policy is the whole set: a
 		// constitution without its data bundle (or the reverse) never serves.
