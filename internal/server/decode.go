@@ -86,7 +86,16 @@ var errEmptyBody = apierror.New(apierror.InvalidParameter, "request body is empt
 
 // decodeJSON decodes exactly one JSON value, with numbers as json.Number so
 // that no precision is lost before the policy sees them. It refuses invalid
-// UTF-8, nesting deeper than maxDepth, and anything after the value.
+// UTF-8, nesting deeper than maxDepth, duplicate object keys, and anything
+// after the value.
+//
+// Duplicate keys are refused because parsers disagree on them (first wins,
+// last wins, error): a proxy or audit log that reads {"action":"a",
+// "action":"b"} differently from us would see a different request from the
+// one we authorize. Detecting them costs one counter in the depth scan (every
+// ':' outside a string follows a key) and a walk of the decoded value that
+// sums object sizes: fewer entries than keys means a duplicate, and only
+// then is the body scanned again to name it.
 func decodeJSON(b []byte, maxDepth int) (any, error) {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return nil, errEmptyBody
@@ -94,7 +103,8 @@ func decodeJSON(b []byte, maxDepth int) (any, error) {
 	if !utf8.Valid(b) {
 		return nil, apierror.New(apierror.InvalidParameter, "request body is not valid UTF-8")
 	}
-	if err := checkDepth(b, maxDepth); err != nil {
+	keys, err := checkDepth(b, maxDepth)
+	if err != nil {
 		return nil, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
@@ -106,12 +116,16 @@ func decodeJSON(b []byte, maxDepth int) (any, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, apierror.New(apierror.InvalidParameter, "request body has data after the JSON value")
 	}
+	if keys > 1 && countEntries(v) != keys {
+		return nil, duplicateKeyError(b)
+	}
 	return v, nil
 }
 
 // checkDepth scans b for nesting deeper than max without building anything,
-// so a depth bomb is refused before the decoder allocates for it.
-func checkDepth(b []byte, max int) error {
+// so a depth bomb is refused before the decoder allocates for it. It returns
+// the number of object keys (colons outside strings) for the duplicate check.
+func checkDepth(b []byte, max int) (keys int, err error) {
 	depth, inStr, esc := 0, false, false
 	for _, c := range b {
 		if inStr {
@@ -128,14 +142,102 @@ func checkDepth(b []byte, max int) error {
 		switch c {
 		case '"':
 			inStr = true
+		case ':':
+			keys++
 		case '{', '[':
 			depth++
 			if depth > max {
-				return apierror.New(apierror.InvalidParameter, "request body nests deeper than MAX_REQUEST_DEPTH (%d)", max)
+				return 0, apierror.New(apierror.InvalidParameter, "request body nests deeper than MAX_REQUEST_DEPTH (%d)", max)
 			}
 		case '}', ']':
 			depth--
 		}
 	}
-	return nil
+	return keys, nil
+}
+
+// countEntries sums the sizes of all objects in a decoded value.
+func countEntries(v any) int {
+	switch t := v.(type) {
+	case map[string]any:
+		n := len(t)
+		for _, e := range t {
+			n += countEntries(e)
+		}
+		return n
+	case []any:
+		n := 0
+		for _, e := range t {
+			n += countEntries(e)
+		}
+		return n
+	}
+	return 0
+}
+
+// duplicateKeyError names the first duplicate key of b (already known to be
+// valid JSON) and the JSON pointer of its object; keys compare as decoded.
+func duplicateKeyError(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	type level struct {
+		keys   map[string]struct{} // nil for an array
+		name   string              // this container's key or index in its parent
+		index  int                 // next array index
+		expect bool                // object: the next string token is a key
+	}
+	var stack []*level
+	pointer := func() string {
+		var sb strings.Builder
+		for _, l := range stack[1:] {
+			sb.WriteByte('/')
+			sb.WriteString(strings.NewReplacer("~", "~0", "/", "~1").Replace(l.name))
+		}
+		if sb.Len() == 0 {
+			return "/"
+		}
+		return sb.String()
+	}
+	var pending string // key or index naming the next value
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			break
+		}
+		var top *level
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if top != nil && top.keys != nil && top.expect {
+			if k, ok := tok.(string); ok {
+				if _, dup := top.keys[k]; dup {
+					return apierror.New(apierror.InvalidParameter, "request body has a duplicate key %q in the object at %s", k, pointer())
+				}
+				top.keys[k] = struct{}{}
+				top.expect = false
+				pending = k
+				continue
+			}
+		}
+		if top != nil {
+			if top.keys != nil {
+				top.expect = true
+			} else {
+				pending = itoa(top.index)
+				top.index++
+			}
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &level{keys: map[string]struct{}{}, name: pending, expect: true})
+		case json.Delim('['):
+			stack = append(stack, &level{name: pending})
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			if len(stack) > 0 && stack[len(stack)-1].keys != nil {
+				stack[len(stack)-1].expect = true
+			}
+		}
+	}
+	return apierror.New(apierror.InvalidParameter, "request body has a duplicate object key")
 }

@@ -58,3 +58,35 @@ func BenchmarkDecodeJSON(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDuplicateKeyCheck isolates what the duplicate-key check adds to a
+// decode: the walk summing object sizes (the colon count rides on the depth
+// scan, which BenchmarkCheckDepth measures with it).
+func BenchmarkDuplicateKeyCheck(b *testing.B) {
+	for _, name := range []string{"safe", "complex"} {
+		body, err := os.ReadFile(filepath.Join("..", "..", "testdata", "requests", name+".json"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		v, err := decodeJSON(body, 64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run("walk/"+name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if countEntries(v) == 0 {
+					b.Fatal("no entries")
+				}
+			}
+		})
+		b.Run("scan/"+name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := checkDepth(body, 64); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
