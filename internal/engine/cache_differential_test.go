@@ -19,7 +19,7 @@ const signingKey = "0123456789abcdef0123456789abcdef-test"
 func mustOpenTiered(tb testing.TB, redisURL string) (*engine.Engine, *cache.Tiered) {
 	tb.Helper()
 	c, err := cache.New(context.Background(), cache.Config{
-		L1Size: 20000, TTL: time.Minute, RedisURL: redisURL, SigningKey: []byte(signingKey),
+		L1Size: 20000, TTL: 30 * time.Minute, RedisURL: redisURL, SigningKey: []byte(signingKey),
 		L2Timeout: 200 * time.Millisecond, BatchSize: 64, BatchWindow: time.Millisecond,
 	})
 	if err != nil {
