@@ -24,7 +24,9 @@
 # Other settings: CLUSTER_POLL_MIN / CLUSTER_POLL_MAX (bundle polling, 1 / 2 s),
 # CLUSTER_LONG_POLL (seconds; off by default), CLUSTER_WAIT (readiness bound,
 # 90 s), CLUSTER_BIN (use this acgs binary instead of building bin/acgs),
-# CLUSTER_L2_TIMEOUT (50ms: loopback on a shared machine), LOG_LEVEL (info).
+# CLUSTER_L2_TIMEOUT (50ms) and CLUSTER_EVAL_TIMEOUT (1s): looser than the
+# service defaults (2ms, 100ms) because seven processes share the machine's
+# cores here, and a starved evaluation would fail closed; LOG_LEVEL (info).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,6 +37,7 @@ poll_max="${CLUSTER_POLL_MAX:-2}"
 long_poll="${CLUSTER_LONG_POLL:-}"
 wait_s="${CLUSTER_WAIT:-90}"
 l2_timeout="${CLUSTER_L2_TIMEOUT:-50ms}"
+eval_timeout="${CLUSTER_EVAL_TIMEOUT:-1s}"
 log_level="${LOG_LEVEL:-info}"
 
 nginx_port=$base
@@ -46,7 +49,7 @@ prom_port=$((base + 90))
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 say() { echo "cluster.sh: $*" >&2; }
-usage() { sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 
 need() {
     local bin=$1 pkg=$2
@@ -295,7 +298,7 @@ up() {
         start "acgs-$((i + 1))" "$run/logs/acgs-$((i + 1)).log" env \
             HOST=127.0.0.1 PORT="${acgs_ports[$i]}" CONFIG_FILE="$run/opa-config.yaml" \
             REDIS_URL="$redis_url" CACHE_SIGNING_KEY="$CACHE_SIGNING_KEY" ADMIN_TOKEN="$ADMIN_TOKEN" \
-            L2_TIMEOUT="$l2_timeout" LOG_LEVEL="$log_level" LOG_FORMAT=json \
+            L2_TIMEOUT="$l2_timeout" EVAL_TIMEOUT="$eval_timeout" LOG_LEVEL="$log_level" LOG_FORMAT=json \
             "$(acgs_bin)" serve
         # `env` execs acgs: the recorded pid is the instance's, its executable acgs.
         echo "$(cut -d' ' -f1 "$run/pids/acgs-$((i + 1))") $(acgs_bin)" >"$run/pids/acgs-$((i + 1))"
