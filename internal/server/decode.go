@@ -122,12 +122,23 @@ func decodeJSON(b []byte, maxDepth int) (any, error) {
 	return v, nil
 }
 
-// checkDepth scans b for nesting deeper than max without building anything,
-// so a depth bomb is refused before the decoder allocates for it. It returns
-// the number of object keys (colons outside strings) for the duplicate check.
+// Number literals are bounded because OPA's arithmetic on them is not
+// interruptible by EVAL_TIMEOUT and costs more than linear time in their
+// size (big.Float formatting): one 100,000-digit cpu_cores held a CPU for
+// 13 s. No authorization input needs more than float64 or int64 precision.
+const (
+	maxNumberLen = 100  // characters in one number literal
+	maxNumberExp = 1000 // magnitude of its decimal exponent
+)
+
+// checkDepth scans b for nesting deeper than max and for number literals over
+// the bounds without building anything, so a depth bomb or a number bomb is
+// refused before the decoder allocates for it. It returns the number of
+// object keys (colons outside strings) for the duplicate check.
 func checkDepth(b []byte, max int) (keys int, err error) {
 	depth, inStr, esc := 0, false, false
-	for _, c := range b {
+	numStart, expAt := -1, -1
+	for i, c := range b {
 		if inStr {
 			switch {
 			case esc:
@@ -139,11 +150,26 @@ func checkDepth(b []byte, max int) (keys int, err error) {
 			}
 			continue
 		}
+		if numStart >= 0 {
+			switch {
+			case c >= '0' && c <= '9', c == '.', c == '+', c == '-':
+				continue
+			case c == 'e', c == 'E':
+				expAt = i
+				continue
+			}
+			if err := checkNumber(b[numStart:i], expAt-numStart); err != nil {
+				return 0, err
+			}
+			numStart = -1
+		}
 		switch c {
 		case '"':
 			inStr = true
 		case ':':
 			keys++
+		case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+			numStart, expAt = i, -1
 		case '{', '[':
 			depth++
 			if depth > max {
@@ -153,7 +179,34 @@ func checkDepth(b []byte, max int) (keys int, err error) {
 			depth--
 		}
 	}
+	if numStart >= 0 {
+		if err := checkNumber(b[numStart:], expAt-numStart); err != nil {
+			return 0, err
+		}
+	}
 	return keys, nil
+}
+
+// checkNumber bounds one number literal; exp is the index of its exponent
+// marker, negative when it has none. Malformed literals are the decoder's
+// to refuse.
+func checkNumber(lit []byte, exp int) error {
+	if len(lit) > maxNumberLen {
+		return apierror.New(apierror.InvalidParameter, "request body has a number literal of %d characters, more than %d", len(lit), maxNumberLen)
+	}
+	if exp < 0 {
+		return nil
+	}
+	e := 0
+	for _, c := range lit[exp+1:] {
+		if c >= '0' && c <= '9' {
+			e = e*10 + int(c-'0') // at most 100 digits: capped below
+			if e > maxNumberExp {
+				return apierror.New(apierror.InvalidParameter, "request body has a number with an exponent beyond ±%d (%s)", maxNumberExp, lit)
+			}
+		}
+	}
+	return nil
 }
 
 // countEntries sums the sizes of all objects in a decoded value.

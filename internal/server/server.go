@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"log/slog"
@@ -212,7 +213,9 @@ func (s *Server) match(p string) route {
 
 // admin guards a handler with the admin bearer token. Without a configured
 // token admin endpoints do not exist (404). Every configured token is
-// compared in constant time so that rotation windows leak nothing.
+// compared in constant time so that rotation windows leak nothing; the
+// comparison is over SHA-256 digests because ConstantTimeCompare returns at
+// once when the lengths differ, which would leak the token's length.
 func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if len(s.cfg.AdminTok) == 0 {
@@ -220,9 +223,11 @@ func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		gotSum := sha256.Sum256([]byte(got))
 		match := 0
 		for _, t := range s.cfg.AdminTok {
-			match |= subtle.ConstantTimeCompare([]byte(got), []byte(t))
+			want := sha256.Sum256([]byte(t))
+			match |= subtle.ConstantTimeCompare(gotSum[:], want[:])
 		}
 		if !ok || match != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="acgs-admin"`)
