@@ -3,6 +3,7 @@ package remote_test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,7 +26,7 @@ func newEngine(tb testing.TB) *fleetEngine {
 	tb.Helper()
 	fe := &fleetEngine{}
 	e, err := engine.New(context.Background(), nil, engine.Options{
-		ConstitutionalHash: hash, EvalTimeout: time.Second,
+		ConstitutionalHash: hash, EvalTimeout: time.Second, Logger: testLogger(tb),
 		OnReload: func(result, _ string, _ error) {
 			if result == "success" {
 				fe.successes.Add(1)
@@ -75,9 +76,14 @@ func (fe *fleetEngine) decideSafe(tb testing.TB) engine.Decision {
 	return d
 }
 
+// testLogger logs into the test's output (shown with -v or on failure).
+func testLogger(tb testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
 func startRemote(tb testing.TB, e *fleetEngine, cfg []byte) *remote.Remote {
 	tb.Helper()
-	r, err := remote.New(remote.Options{Config: cfg, Name: "test-config.yaml", ID: "test", Target: e})
+	r, err := remote.New(remote.Options{Config: cfg, Name: "test-config.yaml", ID: "test", Target: e, Logger: testLogger(tb)})
 	if err != nil {
 		tb.Fatalf("remote.New: %v\nconfig:\n%s", err, cfg)
 	}
@@ -302,7 +308,7 @@ func TestNewRefusesConfig(t *testing.T) {
 		{"not YAML", "services: [", "CONFIG_FILE test-config.yaml"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := remote.New(remote.Options{Config: []byte(tc.config), Name: "test-config.yaml", Target: e})
+			_, err := remote.New(remote.Options{Config: []byte(tc.config), Name: "test-config.yaml", Target: e, Logger: testLogger(t)})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
 			}
@@ -323,5 +329,28 @@ func TestReadConfigSubstitutesEnv(t *testing.T) {
 	}
 	if want := "token: s3cret\nkeep: ${ACGS_TEST_UNSET_VAR}\n"; string(got) != want {
 		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+// TestRemoteRegoV0Bundle checks a bundle whose manifest declares Rego v0 is
+// read back from the plugin's store with the version OPA recorded for it.
+func TestRemoteRegoV0Bundle(t *testing.T) {
+	serveDir, src := t.TempDir(), t.TempDir()
+	url := bundleServer(t, serveDir)
+	for p, content := range map[string]string{
+		".manifest":      `{"revision": "v0", "roots": ["acgs"], "rego_version": 0, "metadata": {"constitutional_hash": "` + hash + `"}}`,
+		"acgs/main.rego": "package acgs.main\n\ndecision = {\"allow\": true} { true }\n",
+	} {
+		if err := writeFile(filepath.Join(src, p), content); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeUncheckedBundle(t, src, filepath.Join(serveDir, "bundle.tar.gz"))
+	e := newEngine(t)
+	startRemote(t, e, opaConfig(url, "", poll))
+	eventually(t, 10*time.Second, "the v0 bundle active", func() bool { return e.revision() == "v0" })
+	d, err := e.Decide(context.Background(), "acgs/main/decision", map[string]any{})
+	if err != nil || d.Result.(map[string]any)["allow"] != true {
+		t.Fatalf("decision %v, %v", d.Result, err)
 	}
 }

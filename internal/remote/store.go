@@ -178,8 +178,11 @@ func readModules(ctx context.Context, store storage.Store, txn storage.Transacti
 		v, err := store.Read(ctx, txn, storage.Path{"system", "modules", strings.Trim(id, "/"), "rego_version"})
 		if err == nil {
 			var n int
-			if decodeJSON(v, &n) == nil {
-				opts.RegoVersion = ast.RegoVersionFromInt(n)
+			if err := decodeJSON(v, &n); err != nil {
+				return nil, fmt.Errorf("rego version of policy %s: %w", id, err)
+			}
+			if opts.RegoVersion, err = ast.RegoVersionFromIntStrict(n); err != nil {
+				return nil, fmt.Errorf("rego version of policy %s: %w", id, err)
 			}
 		}
 		m, err := ast.ParseModuleWithOpts(id, string(raw), opts)
