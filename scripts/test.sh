@@ -64,7 +64,7 @@ if [ $QUICK = 0 ]; then
   if ! command -v golangci-lint >/dev/null 2>&1; then
     GOBIN="$ROOT/bin" go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
   fi
-  golangci-lint run ./...
+  golangci-lint run --allow-parallel-runners ./...
 fi
 
 # --- policy ------------------------------------------------------------------
