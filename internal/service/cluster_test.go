@@ -1,6 +1,8 @@
 package service_test
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -156,28 +158,31 @@ func TestL2SharedOnRedisCluster(t *testing.T) {
 				t.Errorf("%s: B answered from %v after the flush, want a fresh evaluation", name, d["cache_tier"])
 			}
 		}
-		// The new epoch is shared too: B's fresh entries serve A.
-		deadline := time.Now().Add(10 * time.Second)
-		for decisionKeys(t, rc, epoch) < len(requests) {
-			if time.Now().After(deadline) {
-				for _, node := range rc.Nodes {
-					out, _ := node.Do("KEYS", "*")
-					t.Logf("node %s keys:\n%s", node.Addr(), out)
-				}
-				_, _, h := httpDo(t, http.MethodGet, b.URL+"/v1/data/acgs/main/health", "", nil)
-				_, _, m := httpDo(t, http.MethodGet, b.URL+"/metrics", "", nil)
-				var cacheLines []string
-				for _, l := range strings.Split(m, "\n") {
-					if strings.HasPrefix(l, "acgs_cache") || strings.HasPrefix(l, "acgs_l2") {
-						cacheLines = append(cacheLines, l)
-					}
-				}
-				t.Fatalf("B's decisions under epoch %s not written to the cluster after 10s\nB health: %s\nB cache metrics:\n%s", epoch, h, strings.Join(cacheLines, "\n"))
+		// The new epoch is shared too: an entry B writes now serves A. A unique
+		// input per attempt: a write-behind that did not land (a busy machine
+		// can trip the L2 breaker) costs an attempt, not the test.
+		var safe map[string]any
+		if err := json.Unmarshal(requests["safe"], &safe); err != nil {
+			t.Fatal(err)
+		}
+		var tiers []any
+		for attempt := 1; attempt <= 10; attempt++ {
+			safe["context"].(map[string]any)["explanation"] = fmt.Sprintf("epoch probe %d", attempt)
+			body, _ := json.Marshal(safe)
+			before := decisionKeys(t, rc, epoch)
+			if d := decide(b, body); d["cache_tier"] != "none" {
+				t.Fatalf("B answered a new input from %v", d["cache_tier"])
 			}
-			time.Sleep(50 * time.Millisecond)
+			for w := 0; w < 40 && decisionKeys(t, rc, epoch) <= before; w++ {
+				time.Sleep(50 * time.Millisecond)
+			}
+			d := decide(a, body)
+			if d["cache_tier"] == "l2" {
+				return
+			}
+			tiers = append(tiers, d["cache_tier"])
 		}
-		if d := decide(a, requests["complex"]); d["cache_tier"] != "l2" {
-			t.Fatalf("A answered B's new-epoch decision from %v, want l2", d["cache_tier"])
-		}
+		_, _, h := httpDo(t, http.MethodGet, b.URL+"/v1/data/acgs/main/health", "", nil)
+		t.Fatalf("A never answered B's new-epoch decisions from L2 (tiers %v); B health: %s", tiers, h)
 	})
 }
