@@ -160,12 +160,6 @@ func (s *Server) validateEnvelope(body any) (map[string]any, error) {
 	return obj, nil
 }
 
-// acgsDecision evaluates a validated ACGS request and builds its response.
-// An evaluation failure denies with a reason naming it (fail closed).
-func (s *Server) acgsDecision(ctx context.Context, req map[string]any, start time.Time, batchID string) map[string]any {
-	return s.acgsResponse(s.decide(ctx, decisionPath, req, batchID), start)
-}
-
 // acgsResponse builds the ACGS response of a decision. An evaluation failure
 // denies with a reason naming it (fail closed).
 func (s *Server) acgsResponse(d decided, start time.Time) map[string]any {
