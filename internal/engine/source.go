@@ -49,21 +49,29 @@ func (s FSSource) String() string { return s.Name }
 // PathSource reads a bundle directory or a .tar.gz archive from disk.
 type PathSource struct{ Path string }
 
-// Load reads the bundle at Path; a regular file is read as a tarball.
+// Load reads the bundle at Path; a regular file is read as a tarball. A
+// symlinked Path (a Kubernetes ConfigMap mount, a "current" link swapped at
+// deploy) is resolved once per load, so a swap during a load cannot mix two
+// bundles, and the directory walk, which does not follow a symlinked root,
+// sees the real directory.
 func (s PathSource) Load(context.Context) (*bundle.Bundle, error) {
-	st, err := os.Stat(s.Path)
+	path, err := filepath.EvalSymlinks(s.Path)
+	if err != nil {
+		return nil, fmt.Errorf("policy bundle %s: %w", s.Path, err)
+	}
+	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("policy bundle %s: %w", s.Path, err)
 	}
 	if st.IsDir() {
-		loader := bundle.NewDirectoryLoader(s.Path)
+		loader := bundle.NewDirectoryLoader(path)
 		b, err := bundle.NewCustomReader(loader).WithSizeLimitBytes(MaxBundleBytes).Read()
 		if err != nil {
 			return nil, fmt.Errorf("reading bundle directory %s: %w", s.Path, err)
 		}
 		return &b, nil
 	}
-	f, err := os.Open(s.Path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("policy bundle %s: %w", s.Path, err)
 	}
