@@ -61,6 +61,7 @@ type Remote struct {
 	ctx    context.Context // for activations started by the plugin's goroutines
 	cancel context.CancelFunc
 
+	reloadMu sync.Mutex // serialises manual downloads
 	mu       sync.Mutex
 	bundles  []string             // configured bundle names
 	seen     map[string]time.Time // LastSuccessfulActivation handed to the target, per bundle
@@ -187,29 +188,70 @@ func (r *Remote) Start(ctx context.Context) error {
 		r.activateStored("persisted bundles loaded at start")
 		r.mu.Unlock()
 	}
+	manual := false
 	for name, src := range r.plugin.Config().Bundles {
-		r.log.Info("polling remote bundle", "bundle", name, "service", src.Service, "resource", src.Resource,
+		trigger := string(*src.Trigger)
+		manual = manual || *src.Trigger == plugins.TriggerManual
+		r.log.Info("remote bundle source", "bundle", name, "service", src.Service, "resource", src.Resource, "trigger", trigger,
 			"signed", src.Signing != nil, "long_polling", src.Polling.LongPollingTimeoutSeconds != nil)
+	}
+	if manual {
+		// Manual bundles download only when triggered: the first time is now.
+		go func() {
+			ctx, cancel := context.WithTimeout(r.ctx, r.opts.ActivateTimeout)
+			defer cancel()
+			if err := r.Reload(ctx); err != nil {
+				r.log.Error("first download of the manual-trigger bundles failed", "error", err)
+			}
+		}()
 	}
 	return nil
 }
 
 // Stop stops every downloader and the plugin manager.
 func (r *Remote) Stop(ctx context.Context) {
-	r.manager.Stop(ctx)
 	if r.cancel != nil {
-		r.cancel()
+		r.cancel() // ends a manual download in flight
 	}
+	r.manager.Stop(ctx)
 }
 
-// Reload downloads every bundle now (SIGHUP, POST /v1/admin/reload) and
-// returns the error of the attempt when the bundle was refused.
+// ErrPolled is returned by Reload when no bundle is in manual trigger mode.
+var ErrPolled = errors.New("remote bundles are polled: a new bundle is activated at the next poll; " +
+	"set \"trigger: manual\" on a bundle in CONFIG_FILE to download it on reload instead")
+
+// Reload downloads the bundles configured with "trigger: manual" now
+// (SIGHUP, POST /v1/admin/reload) and returns why the download was refused,
+// if it was. Polled bundles are left to their own loop: OPA's downloader
+// must not be triggered while it polls (the two would race), so with only
+// polled bundles Reload returns ErrPolled and changes nothing.
 func (r *Remote) Reload(ctx context.Context) error {
+	r.reloadMu.Lock() // one manual download at a time, for the same reason
+	defer r.reloadMu.Unlock()
+	var manual []string
+	for name, src := range r.plugin.Config().Bundles {
+		if src.Trigger != nil && *src.Trigger == plugins.TriggerManual {
+			manual = append(manual, name)
+		}
+	}
+	if len(manual) == 0 {
+		return ErrPolled
+	}
+	sort.Strings(manual)
 	r.mu.Lock()
 	before := r.attempts
 	r.mu.Unlock()
-	if err := r.plugin.Trigger(ctx); err != nil {
-		return err
+	loaders := r.plugin.Loaders()
+	var errs []error
+	for _, name := range manual {
+		if l, ok := loaders[name]; ok {
+			if err := l.Trigger(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("remote bundle %q: %w", name, err))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -3,6 +3,7 @@ package remote_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -205,16 +206,24 @@ func TestRemoteLongPolling(t *testing.T) {
 	t.Logf("long poll delivered the new revision in %s", time.Since(start).Round(time.Millisecond))
 }
 
-// TestRemoteReload checks that a reload downloads at once and returns the
-// reason a bundle was refused (what POST /v1/admin/reload answers).
+// TestRemoteReload checks that with "trigger: manual" the first download
+// happens at start and each reload downloads at once, returning the reason
+// a bundle was refused (what POST /v1/admin/reload answers); and that polled
+// bundles are not triggered (OPA's downloader would race with its loop).
 func TestRemoteReload(t *testing.T) {
 	serveDir := t.TempDir()
 	url := bundleServer(t, serveDir)
 	publish(t, constitutionDir(t, "a", hash, nil), serveDir, remote.BuildOptions{})
+	polled, err := remote.New(remote.Options{Config: opaConfig(url, "", poll), Name: "polled.yaml", Target: newEngine(t), Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := polled.Reload(context.Background()); !errors.Is(err, remote.ErrPolled) {
+		t.Fatalf("reload of polled bundles: %v, want ErrPolled", err)
+	}
 	e := newEngine(t)
-	// Polling too slow to interfere: only Start and Reload download.
-	r := startRemote(t, e, opaConfig(url, "", "    polling:\n      min_delay_seconds: 300\n      max_delay_seconds: 600\n"))
-	eventually(t, 10*time.Second, "revision a active", func() bool { return e.revision() == "a" })
+	r := startRemote(t, e, opaConfig(url, "", "    trigger: manual\n"))
+	eventually(t, 10*time.Second, "revision a active (first manual download at start)", func() bool { return e.revision() == "a" })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
