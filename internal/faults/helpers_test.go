@@ -1,0 +1,220 @@
+package faults_test
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/acgs-lite/acgs/internal/faults"
+	"github.com/acgs-lite/acgs/internal/testenv"
+	"github.com/acgs-lite/acgs/policies"
+)
+
+// scale is how long and how hard a scenario runs: the full version under
+// scripts/faults.sh (ACGS_FAULTS=1), a short one in the default suite.
+type scale struct {
+	full  bool
+	rate  float64
+	phase time.Duration
+}
+
+func params() scale {
+	if os.Getenv("ACGS_FAULTS") == "1" {
+		return scale{true, envFloat("FAULTS_RATE", 200), envDur("FAULTS_PHASE", 10*time.Second)}
+	}
+	return scale{false, 40, 2 * time.Second}
+}
+
+func envFloat(name string, def float64) float64 {
+	if v, err := strconv.ParseFloat(os.Getenv(name), 64); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func envDur(name string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+	binDir  string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// acgsBin is the acgs binary the scenarios run: $ACGS_BIN, or one built
+// from this checkout once per test run.
+func acgsBin(tb testing.TB) string {
+	tb.Helper()
+	if p := os.Getenv("ACGS_BIN"); p != "" {
+		return p
+	}
+	binOnce.Do(func() {
+		binDir, binErr = os.MkdirTemp("", "acgs-faults-")
+		if binErr != nil {
+			return
+		}
+		gobin, err := exec.LookPath("go")
+		if err != nil {
+			gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		}
+		binPath = filepath.Join(binDir, "acgs")
+		cmd := exec.Command(gobin, "build", "-o", binPath, "github.com/acgs-lite/acgs/cmd/acgs")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		tb.Fatal(binErr)
+	}
+	return binPath
+}
+
+// policyDir writes the embedded constitution (without its Rego tests) to
+// dir with the given manifest revision.
+func policyDir(tb testing.TB, dir, revision string) string {
+	tb.Helper()
+	err := fs.WalkDir(policies.FS, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.HasSuffix(p, "_test.rego") {
+			return err
+		}
+		b, err := fs.ReadFile(policies.FS, p)
+		if err != nil {
+			return err
+		}
+		if p == ".manifest" {
+			var m map[string]any
+			if err := json.Unmarshal(b, &m); err != nil {
+				return err
+			}
+			m["revision"] = revision
+			b, _ = json.Marshal(m)
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dir, p), b, 0o644)
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return dir
+}
+
+// rsaKeys writes a fresh RSA key pair as PEM files in dir.
+func rsaKeys(tb testing.TB, dir, name string) (privFile, pub string) {
+	tb.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	privFile = filepath.Join(dir, name+".pem")
+	if err := os.WriteFile(privFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return privFile, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+}
+
+// healthPoint is one reading of the health document.
+type healthPoint struct {
+	at      time.Time
+	ok      bool // the request answered
+	l2      *bool
+	breaker string
+	rev     string
+}
+
+// watchHealth reads base's health every 100 ms until stopped.
+func watchHealth(base string) (stop func() []healthPoint) {
+	var mu sync.Mutex
+	var pts []healthPoint
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			h, err := faults.GetHealth(base)
+			mu.Lock()
+			pts = append(pts, healthPoint{at: time.Now(), ok: err == nil, l2: h.CacheStats.L2Healthy, breaker: h.CacheStats.Breaker, rev: h.Revision})
+			mu.Unlock()
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() []healthPoint {
+		close(done)
+		<-finished
+		mu.Lock()
+		defer mu.Unlock()
+		return pts
+	}
+}
+
+// waitFor polls cond every 50 ms for up to timeout and returns how long it
+// took, or false.
+func waitFor(timeout time.Duration, cond func() bool) (time.Duration, bool) {
+	start := time.Now()
+	for time.Since(start) < timeout {
+		if cond() {
+			return time.Since(start), true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return time.Since(start), false
+}
+
+func l2Healthy(base string) bool {
+	h, err := faults.GetHealth(base)
+	return err == nil && h.CacheStats.L2Healthy != nil && *h.CacheStats.L2Healthy
+}
+
+func requireRedis(tb testing.TB, opts ...testenv.RedisOption) *testenv.Redis {
+	tb.Helper()
+	testenv.RequireBinary(tb, "redis-server", "redis-server")
+	return testenv.StartRedis(tb, opts...)
+}
+
+const signingKey = "faults-cache-signing-key-0123456789abcdef"
+
+// evalTimeout is the EVAL_TIMEOUT of the scenarios' instances: on a shared,
+// loaded machine the default 100 ms is exceeded by CPU starvation alone
+// (failing closed: a deny, i.e. a wrong decision that is the neighbours'
+// doing, not the fault's); scripts/cluster.sh uses 1 s for the same reason.
+func evalTimeout() string { return envDur("FAULTS_EVAL_TIMEOUT", time.Second).String() }
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1e3) }
