@@ -15,8 +15,8 @@ import (
 // manifest's metadata kept, the revision overridden on request, and a
 // signed bundle verifying with its public key and only with it.
 func TestBuild(t *testing.T) {
-	priv, pub := keyPair(t)
-	_, otherPub := keyPair(t)
+	priv, pub := keyPair(t, 0)
+	_, otherPub := keyPair(t, 1)
 	dir := constitutionDir(t, "from-manifest", hash, nil)
 	verify := func(pub string) *bundle.VerificationConfig {
 		return bundle.NewVerificationConfig(map[string]*bundle.KeyConfig{"k": {Key: pub, Algorithm: "RS256"}}, "k", "", nil)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,9 +25,20 @@ import (
 
 const hash = "cdd01ef066bc6cf2"
 
-// keyPair returns a fresh RSA key as PEM (private PKCS#1, public PKIX).
-func keyPair(tb testing.TB) (priv, pub string) {
+var (
+	keysMu sync.Mutex
+	keys   = map[int][2]string{}
+)
+
+// keyPair returns RSA key number n as PEM (private PKCS#1, public PKIX),
+// generated once per test binary: generation is slow under the race detector.
+func keyPair(tb testing.TB, n int) (priv, pub string) {
 	tb.Helper()
+	keysMu.Lock()
+	defer keysMu.Unlock()
+	if k, ok := keys[n]; ok {
+		return k[0], k[1]
+	}
 	k, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		tb.Fatal(err)
@@ -37,6 +49,7 @@ func keyPair(tb testing.TB) (priv, pub string) {
 	}
 	priv = string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}))
 	pub = string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))
+	keys[n] = [2]string{priv, pub}
 	return priv, pub
 }
 

@@ -107,8 +107,8 @@ const poll = "    polling:\n      min_delay_seconds: 1\n      max_delay_seconds:
 // revision answering and is reported as the last reload error and a failure;
 // a good one replaces it and clears the error.
 func TestRemoteSignedBundles(t *testing.T) {
-	priv, pub := keyPair(t)
-	otherPriv, _ := keyPair(t)
+	priv, pub := keyPair(t, 0)
+	otherPriv, _ := keyPair(t, 1)
 	serveDir := t.TempDir()
 	url := bundleServer(t, serveDir)
 	publish(t, constitutionDir(t, "r1", hash, nil), serveDir, remote.BuildOptions{SigningKey: priv})
