@@ -65,6 +65,11 @@ func clusterURL(tb testing.TB, rc *testenv.RedisCluster) string {
 // request's key hashing to its own slot, so all masters take part), and a
 // cache flush on one (DELETE /v1/cache) moves both to a new epoch, after
 // which neither answers from entries written before it.
+//
+// Each probe carries a top-level "probe" field, which the constitution does
+// not read but the cache key includes: when a write-behind does not land (a
+// busy machine can trip the L2 breaker), a fresh probe is tried instead of
+// the whole test failing; ten misses in a row still fail it.
 func TestL2SharedOnRedisCluster(t *testing.T) {
 	rc := testenv.StartRedisCluster(t, 3)
 	redisURL := clusterURL(t, rc)
@@ -73,32 +78,47 @@ func TestL2SharedOnRedisCluster(t *testing.T) {
 		c.Cache.SigningKey = strings.Repeat("cluster-signing-key-", 2)
 		c.Cache.L2Timeout = 500 * time.Millisecond // correctness, not latency: a busy test machine must not turn a hit into a miss
 		c.AdminTok = []string{clusterAdminToken}
+		c.Policy.PartialEval = false // plans are beside the point here, and slow to build under -race
 	}
 	a := servicetest.Start(t, mutate)
 	b := servicetest.Start(t, mutate)
 	for _, in := range []*servicetest.Instance{a, b} {
-		waitFor(t, 15*time.Second, in.URL+" connected to the cluster", func() bool {
+		waitFor(t, 30*time.Second, in.URL+" connected to the cluster", func() bool {
 			_, doc, _ := httpDo(t, http.MethodGet, in.URL+"/v1/data/acgs/main/health", "", nil)
 			cs, _ := doc["cache_stats"].(map[string]any)
 			return cs["l2_healthy"] == true
 		})
 	}
-	decide := func(in *servicetest.Instance, body []byte) map[string]any {
-		t.Helper()
-		code, doc, raw := httpDo(t, http.MethodPost, in.URL+"/v1/data/acgs/main/decision", "", body)
-		if code != http.StatusOK {
-			t.Fatalf("decision on %s: %d %s", in.URL, code, raw)
+	requests := map[string]map[string]any{}
+	names := []string{"safe", "dangerous", "complex", "data_access", "low_trust"}
+	for _, name := range names {
+		raw, err := os.ReadFile(filepath.Join("..", "..", "testdata", "requests", name+".json"))
+		if err != nil {
+			t.Fatal(err)
 		}
-		return doc
+		var req map[string]any
+		if err := json.Unmarshal(raw, &req); err != nil {
+			t.Fatal(err)
+		}
+		requests[name] = req
 	}
-	// writtenBy waits until the write-behind queue of the deciding instance
-	// has put a new entry in Redis, so the other instance finds it.
-	decideAndStore := func(in *servicetest.Instance, body []byte) map[string]any {
+
+	// shareOnce has from decide a probe of req and to answer it, once the
+	// entry is in the cluster (or 2s passed); it returns both answers.
+	shareOnce := func(t *testing.T, from, to *servicetest.Instance, req map[string]any, probe, epoch string) (first, second map[string]any) {
 		t.Helper()
-		before := decisionKeys(t, rc, "*")
-		doc := decide(in, body)
-		waitFor(t, 10*time.Second, "the decision written to the cluster", func() bool { return decisionKeys(t, rc, "*") > before })
-		return doc
+		req["probe"] = probe
+		body, _ := json.Marshal(req)
+		delete(req, "probe")
+		before := decisionKeys(t, rc, epoch)
+		first = clusterDecide(t, from, body)
+		if first["cache_tier"] != "none" {
+			t.Fatalf("first decision of %s on %s from cache tier %v", probe, from.URL, first["cache_tier"])
+		}
+		for w := 0; w < 40 && decisionKeys(t, rc, epoch) <= before; w++ {
+			time.Sleep(50 * time.Millisecond)
+		}
+		return first, clusterDecide(t, to, body)
 	}
 	same := func(x, y map[string]any) bool {
 		for _, f := range []string{"allow", "compliance_score", "reasons", "policy_revision"} {
@@ -109,34 +129,46 @@ func TestL2SharedOnRedisCluster(t *testing.T) {
 		return true
 	}
 
-	requests := map[string][]byte{}
-	for _, name := range []string{"safe", "dangerous", "complex", "data_access", "low_trust"} {
-		body, err := os.ReadFile(filepath.Join("..", "..", "testdata", "requests", name+".json"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		requests[name] = body
-	}
-	for _, name := range []string{"safe", "dangerous", "complex", "data_access", "low_trust"} {
+	for _, name := range names {
 		t.Run("shared/"+name, func(t *testing.T) {
-			first := decideAndStore(a, requests[name])
-			if first["cache_tier"] != "none" {
-				t.Fatalf("first decision on A from cache tier %v", first["cache_tier"])
+			var tiers []any
+			for attempt := 1; attempt <= 10; attempt++ {
+				probe := fmt.Sprintf("shared-%s-%d", name, attempt)
+				first, fromL2 := shareOnce(t, a, b, requests[name], probe, "*")
+				if fromL2["cache_tier"] != "l2" {
+					tiers = append(tiers, fromL2["cache_tier"])
+					continue
+				}
+				if fromL2["cache_hit"] != true || !same(first, fromL2) {
+					t.Fatalf("B's L2 answer differs from A's decision:\nA: %v\nB: %v", first, fromL2)
+				}
+				req := requests[name]
+				req["probe"] = probe
+				body, _ := json.Marshal(req)
+				delete(req, "probe")
+				if again := clusterDecide(t, b, body); again["cache_tier"] != "l1" {
+					t.Fatalf("B's second answer from %v, want l1 (promoted)", again["cache_tier"])
+				}
+				return
 			}
-			fromL2 := decide(b, requests[name])
-			if fromL2["cache_tier"] != "l2" || fromL2["cache_hit"] != true {
-				t.Fatalf("B answered from %v (cache_hit %v), want l2", fromL2["cache_tier"], fromL2["cache_hit"])
-			}
-			if !same(first, fromL2) {
-				t.Fatalf("B's L2 answer differs from A's decision:\nA: %v\nB: %v", first, fromL2)
-			}
-			if again := decide(b, requests[name]); again["cache_tier"] != "l1" {
-				t.Fatalf("B's second answer from %v, want l1 (promoted)", again["cache_tier"])
-			}
+			t.Fatalf("B never answered A's decision from L2 (tiers %v)", tiers)
 		})
 	}
 
 	t.Run("flush moves every instance to a new epoch", func(t *testing.T) {
+		// B holds these in L1 and the cluster under the current epoch.
+		var held [][]byte
+		for _, name := range names {
+			req := requests[name]
+			req["probe"] = "held-" + name
+			body, _ := json.Marshal(req)
+			delete(req, "probe")
+			clusterDecide(t, b, body)
+			if d := clusterDecide(t, b, body); d["cache_tier"] != "l1" {
+				t.Fatalf("%s: B's second answer from %v, want l1", name, d["cache_tier"])
+			}
+			held = append(held, body)
+		}
 		code, doc, raw := httpDo(t, http.MethodDelete, a.URL+"/v1/cache", clusterAdminToken, nil)
 		if code != http.StatusOK || doc["flushed"] != true {
 			t.Fatalf("DELETE /v1/cache: %d %s", code, raw)
@@ -151,38 +183,32 @@ func TestL2SharedOnRedisCluster(t *testing.T) {
 			m := epochRE.FindStringSubmatch(h)
 			return m != nil && m[1] == epoch
 		})
-		// B had every request in L1 and the cluster had them under the old
-		// epoch: none of it may answer now.
-		for name, body := range requests {
-			if d := decide(b, body); d["cache_tier"] != "none" {
-				t.Errorf("%s: B answered from %v after the flush, want a fresh evaluation", name, d["cache_tier"])
+		// Neither B's L1 nor the cluster's older entries may answer now.
+		for i, body := range held {
+			if d := clusterDecide(t, b, body); d["cache_tier"] != "none" {
+				t.Errorf("%s: B answered from %v after the flush, want a fresh evaluation", names[i], d["cache_tier"])
 			}
 		}
-		// The new epoch is shared too: an entry B writes now serves A. A unique
-		// input per attempt: a write-behind that did not land (a busy machine
-		// can trip the L2 breaker) costs an attempt, not the test.
-		var safe map[string]any
-		if err := json.Unmarshal(requests["safe"], &safe); err != nil {
-			t.Fatal(err)
-		}
+		// The new epoch is shared too: an entry B writes now serves A.
 		var tiers []any
 		for attempt := 1; attempt <= 10; attempt++ {
-			safe["context"].(map[string]any)["explanation"] = fmt.Sprintf("epoch probe %d", attempt)
-			body, _ := json.Marshal(safe)
-			before := decisionKeys(t, rc, epoch)
-			if d := decide(b, body); d["cache_tier"] != "none" {
-				t.Fatalf("B answered a new input from %v", d["cache_tier"])
-			}
-			for w := 0; w < 40 && decisionKeys(t, rc, epoch) <= before; w++ {
-				time.Sleep(50 * time.Millisecond)
-			}
-			d := decide(a, body)
-			if d["cache_tier"] == "l2" {
+			_, fromL2 := shareOnce(t, b, a, requests["safe"], fmt.Sprintf("epoch-%d", attempt), epoch)
+			if fromL2["cache_tier"] == "l2" {
 				return
 			}
-			tiers = append(tiers, d["cache_tier"])
+			tiers = append(tiers, fromL2["cache_tier"])
 		}
 		_, _, h := httpDo(t, http.MethodGet, b.URL+"/v1/data/acgs/main/health", "", nil)
 		t.Fatalf("A never answered B's new-epoch decisions from L2 (tiers %v); B health: %s", tiers, h)
 	})
+}
+
+// clusterDecide posts an ACGS decision and fails t unless it is answered 200.
+func clusterDecide(t *testing.T, in *servicetest.Instance, body []byte) map[string]any {
+	t.Helper()
+	code, doc, raw := httpDo(t, http.MethodPost, in.URL+"/v1/data/acgs/main/decision", "", body)
+	if code != http.StatusOK {
+		t.Fatalf("decision on %s: %d %s", in.URL, code, raw)
+	}
+	return doc
 }
