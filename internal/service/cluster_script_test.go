@@ -33,7 +33,6 @@ const (
 
 // fleet is one scripts/cluster.sh run.
 type fleet struct {
-	t    *testing.T
 	root string
 	dir  string
 	base int
@@ -84,7 +83,7 @@ func startFleet(t *testing.T, upArgs ...string) *fleet {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	f := &fleet{t: t, root: root, dir: t.TempDir(), base: freeBase(t)}
+	f := &fleet{root: root, dir: t.TempDir(), base: freeBase(t)}
 	f.env = append(os.Environ(),
 		"CLUSTER_DIR="+f.dir, "CLUSTER_BASE_PORT="+strconv.Itoa(f.base), "CLUSTER_BIN="+acgs,
 		"CLUSTER_POLL_MIN="+strconv.Itoa(pollMin), "CLUSTER_POLL_MAX="+strconv.Itoa(pollMax),
@@ -95,7 +94,7 @@ func startFleet(t *testing.T, upArgs ...string) *fleet {
 		}
 	})
 	if out, err := f.script(5*time.Minute, append([]string{"up"}, upArgs...)...); err != nil {
-		f.dumpLogs()
+		f.dumpLogs(t)
 		t.Fatalf("cluster.sh up: %v\n%s", err, out)
 	}
 	return f
@@ -112,14 +111,14 @@ func (f *fleet) script(timeout time.Duration, args ...string) (string, error) {
 	return string(out), err
 }
 
-func (f *fleet) dumpLogs() {
+func (f *fleet) dumpLogs(t *testing.T) {
 	logs, _ := filepath.Glob(filepath.Join(f.dir, "logs", "*.log"))
 	for _, l := range logs {
 		b, _ := os.ReadFile(l)
 		if len(b) > 3000 {
 			b = b[len(b)-3000:]
 		}
-		f.t.Logf("--- %s (tail)\n%s", filepath.Base(l), b)
+		t.Logf("--- %s (tail)\n%s", filepath.Base(l), b)
 	}
 }
 
@@ -131,22 +130,22 @@ func (f *fleet) promURL() string { return "http://127.0.0.1:" + strconv.Itoa(f.b
 
 // publish runs `cluster.sh publish` and returns when the new archive was
 // put in place (its modification time, taken just before the rename).
-func (f *fleet) publish(args ...string) time.Time {
-	f.t.Helper()
+func (f *fleet) publish(t *testing.T, args ...string) time.Time {
+	t.Helper()
 	if out, err := f.script(2*time.Minute, append([]string{"publish"}, args...)...); err != nil {
-		f.t.Fatalf("cluster.sh publish %v: %v\n%s", args, err, out)
+		t.Fatalf("cluster.sh publish %v: %v\n%s", args, err, out)
 	}
 	st, err := os.Stat(filepath.Join(f.dir, "bundles", "bundle.tar.gz"))
 	if err != nil {
-		f.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return st.ModTime()
 }
 
 // health returns an instance's ACGS health document.
-func (f *fleet) health(i int) map[string]any {
-	f.t.Helper()
-	_, doc, _ := httpDo(f.t, http.MethodGet, f.instanceURL(i)+"/v1/data/acgs/main/health", "", nil)
+func (f *fleet) health(t *testing.T, i int) map[string]any {
+	t.Helper()
+	_, doc, _ := httpDo(t, http.MethodGet, f.instanceURL(i)+"/v1/data/acgs/main/health", "", nil)
 	return doc
 }
 
@@ -389,12 +388,12 @@ func TestClusterScript(t *testing.T) {
 
 	t.Run("new signed revision everywhere", func(t *testing.T) {
 		l := startLoad(t, targets, bodies)
-		published := f.publish("--revision", "r2")
+		published := f.publish(t, "--revision", "r2")
 		activeAt := map[int]time.Time{}
 		deadline := time.Now().Add(60 * time.Second)
 		for len(activeAt) < 3 && time.Now().Before(deadline) {
 			for i := 1; i <= 3; i++ {
-				if _, done := activeAt[i]; !done && f.health(i)["policy_revision"] == "r2" {
+				if _, done := activeAt[i]; !done && f.health(t, i)["policy_revision"] == "r2" {
 					activeAt[i] = time.Now()
 				}
 			}
@@ -403,7 +402,7 @@ func TestClusterScript(t *testing.T) {
 		time.Sleep(time.Second) // traffic after the activation, too
 		obs := l.halt()
 		if len(activeAt) < 3 {
-			f.dumpLogs()
+			f.dumpLogs(t)
 			t.Fatalf("only %d instances active on r2 after 60s", len(activeAt))
 		}
 		if bad := failures(obs, "cluster-initial", "r2"); len(bad) > 0 {
@@ -468,17 +467,17 @@ func TestClusterScript(t *testing.T) {
 				failuresBefore[i] = reloadFailures(t, f.instanceURL(i))
 			}
 			l := startLoad(t, targets, bodies)
-			f.publish(tc.args...)
+			f.publish(t, tc.args...)
 			for i := 1; i <= 3; i++ {
 				waitFor(t, 30*time.Second, fmt.Sprintf("acgs-%d reporting %q", i, tc.wantErr), func() bool {
-					msg, _ := f.health(i)["last_reload_error"].(string)
+					msg, _ := f.health(t, i)["last_reload_error"].(string)
 					return strings.Contains(msg, tc.wantErr)
 				})
 			}
 			time.Sleep(2 * pollMax * time.Second) // two more polling intervals: still refused
 			obs := l.halt()
 			for i := 1; i <= 3; i++ {
-				if rev := f.health(i)["policy_revision"]; rev != "r2" {
+				if rev := f.health(t, i)["policy_revision"]; rev != "r2" {
 					t.Errorf("acgs-%d serves %v, want r2 still", i, rev)
 				}
 				if got := reloadFailures(t, f.instanceURL(i)); got <= failuresBefore[i] {
