@@ -7,6 +7,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"regexp"
 	"strings"
@@ -200,10 +201,26 @@ func (c *Config) Validate() error {
 		bad("DEFAULT_CACHE_TTL", "%s is too short (accepted: 1s or more)", cc.TTL)
 	}
 	if cc.RedisURL != "" {
-		for _, u := range strings.Split(cc.RedisURL, ",") {
-			pu, err := url.Parse(strings.TrimSpace(u))
-			if err != nil || (pu.Scheme != "redis" && pu.Scheme != "rediss" && pu.Scheme != "unix") || (pu.Host == "" && pu.Scheme != "unix") {
-				bad("REDIS_URL", "%q is not a Redis URL (accepted: redis://[:password@]host:port[/db], rediss:// for TLS, several comma-separated for a cluster)", redact(u))
+		// A cluster is one URL whose host list is comma-separated:
+		// redis://[:pw@]h1:p1,h2:p2[/db]. Validate the URL with the first
+		// host, and every further entry as host:port.
+		first, rest, _ := strings.Cut(strings.TrimSpace(cc.RedisURL), ",")
+		var extra []string
+		if rest != "" {
+			var tail string
+			if i := strings.IndexAny(rest, "/?"); i >= 0 {
+				rest, tail = rest[:i], rest[i:]
+			}
+			extra = strings.Split(rest, ",")
+			first += tail
+		}
+		pu, err := url.Parse(first)
+		if err != nil || (pu.Scheme != "redis" && pu.Scheme != "rediss" && pu.Scheme != "unix") || (pu.Host == "" && pu.Scheme != "unix") {
+			bad("REDIS_URL", "%q is not a Redis URL (accepted: redis://[:password@]host:port[/db], rediss:// for TLS, redis://h1:p1,h2:p2 for a cluster)", redact(first))
+		}
+		for _, hp := range extra {
+			if _, _, err := net.SplitHostPort(strings.TrimSpace(hp)); err != nil {
+				bad("REDIS_URL", "cluster node %q is not host:port", hp)
 			}
 		}
 		if len(cc.SigningKey) < 32 {

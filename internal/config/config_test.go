@@ -107,6 +107,22 @@ func TestValidateNamesSettingAndAcceptedValues(t *testing.T) {
 	}
 }
 
+func TestRedisClusterURL(t *testing.T) {
+	for url, ok := range map[string]bool{
+		"redis://:pw@127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003/0": true,
+		"redis://127.0.0.1:7001,127.0.0.1:7002":                      true,
+		"rediss://h1:6380":                                           true,
+		"redis://127.0.0.1:7001,notaport":                            false,
+		"http://127.0.0.1:7001,127.0.0.1:7002":                       false,
+	} {
+		c := config.Default()
+		c.Cache.RedisURL, c.Cache.SigningKey = url, strings.Repeat("k", 32)
+		if err := c.Validate(); (err == nil) != ok {
+			t.Errorf("%s: accepted=%v, want %v (%v)", url, err == nil, ok, err)
+		}
+	}
+}
+
 func TestValidateReportsEveryProblem(t *testing.T) {
 	c := config.Default()
 	c.Server.Port = 0
