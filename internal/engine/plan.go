@@ -323,7 +323,7 @@ func evalResidual(ctx context.Context, pl *plan, in ast.Value, ndb builtins.NDBC
 	return nil, false, false, nil
 }
 
-// buildActivationPlans builds, before the snapshot serves, the plans for the
+// buildActivationPlans builds, right after the snapshot starts serving, the plans for the
 // action lists of the bundle's data (data.acgs.config.prohibited_actions and
 // common_actions) under the constitutional request types, so that even the
 // first request for those actions is answered by a plan.
