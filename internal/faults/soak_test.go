@@ -3,6 +3,7 @@ package faults_test
 import (
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,7 +14,10 @@ type soakPoint struct {
 	at         time.Duration
 	rssKiB     int
 	goroutines float64
-	heap       float64
+	heap       float64 // heap in use
+	retained   float64 // idle heap not returned to the OS (heap_idle - heap_released)
+	nextGC     float64
+	load1      string
 }
 
 // TestFaultSoak runs a fixed rate against one instance (with Redis) for
@@ -50,7 +54,11 @@ func TestFaultSoak(t *testing.T) {
 		}
 		g, _ := faults.Metric(a.URL, "go_goroutines")
 		h, _ := faults.Metric(a.URL, "go_memstats_heap_inuse_bytes")
-		pts = append(pts, soakPoint{at, rss, g, h})
+		idle, _ := faults.Metric(a.URL, "go_memstats_heap_idle_bytes")
+		released, _ := faults.Metric(a.URL, "go_memstats_heap_released_bytes")
+		next, _ := faults.Metric(a.URL, "go_memstats_next_gc_bytes")
+		la, _ := os.ReadFile("/proc/loadavg")
+		pts = append(pts, soakPoint{at, rss, g, h, idle - released, next, strings.Fields(string(la) + " ?")[0]})
 	}
 	samples := load.Wait()
 	phases := []faults.Phase{{Name: "warm-up", From: 0, To: warm}}
@@ -89,10 +97,14 @@ func TestFaultSoak(t *testing.T) {
 	}
 	for _, p := range pts {
 		if int(p.at.Seconds())%60 == 0 {
-			rep.Event(nil, "t=%4.0fs VmRSS %6.1f MiB, goroutines %3.0f, heap in use %6.1f MiB", p.at.Seconds(), float64(p.rssKiB)/1024, p.goroutines, p.heap/(1<<20))
+			rep.Event(nil, "t=%4.0fs VmRSS %6.1f MiB, goroutines %3.0f, heap in use %6.1f MiB, idle heap kept %6.1f MiB, next GC at %6.1f MiB, load1 %s",
+				p.at.Seconds(), float64(p.rssKiB)/1024, p.goroutines, p.heap/(1<<20), p.retained/(1<<20), p.nextGC/(1<<20), p.load1)
 		}
 	}
 	growth := (rssEnd - rssBase) / rssBase
+	heapGrowth := (mean(end, func(p soakPoint) float64 { return p.heap }) - mean(base, func(p soakPoint) float64 { return p.heap })) /
+		mean(base, func(p soakPoint) float64 { return p.heap })
+	rep.Event(nil, "heap in use after warm-up: %+.1f%% (end vs start, means of three readings)", heapGrowth*100)
 	total := rep.Phases[len(rep.Phases)-1]
 	rep.Check("failed requests", total.Failed == 0, fmt.Sprint(total.Failed), "0")
 	rep.Check("wrong decisions", total.Wrong == 0, fmt.Sprint(total.Wrong), "0")
