@@ -1,17 +1,12 @@
 package faults_test
 
 import (
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,7 +76,7 @@ func acgsBin(tb testing.TB) string {
 		}
 		gobin, err := exec.LookPath("go")
 		if err != nil {
-			gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+			gobin = "/usr/local/go/bin/go"
 		}
 		binPath = filepath.Join(binDir, "acgs")
 		cmd := exec.Command(gobin, "build", "-o", binPath, "github.com/acgs-lite/acgs/cmd/acgs")
@@ -125,24 +120,6 @@ func policyDir(tb testing.TB, dir, revision string) string {
 		tb.Fatal(err)
 	}
 	return dir
-}
-
-// rsaKeys writes a fresh RSA key pair as PEM files in dir.
-func rsaKeys(tb testing.TB, dir, name string) (privFile, pub string) {
-	tb.Helper()
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	privFile = filepath.Join(dir, name+".pem")
-	if err := os.WriteFile(privFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}), 0o600); err != nil {
-		tb.Fatal(err)
-	}
-	return privFile, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
 }
 
 // healthPoint is one reading of the health document.
