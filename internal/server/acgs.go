@@ -43,6 +43,10 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := s.decide(r.Context(), decisionPath, req, "")
+	if unavailable(d.Err) {
+		writeError(w, d.Err)
+		return
+	}
 	if !r.URL.Query().Has("pretty") {
 		buf := bufPool.Get().(*bytes.Buffer)
 		defer putBuf(buf)
@@ -53,6 +57,15 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, s.acgsResponse(d, start), r.URL.Query().Has("pretty"))
+}
+
+// unavailable reports a decision refused because no policy is active (an
+// instance with remote bundles before its first one). Such a request is
+// answered 503, which a proxy retries on another instance, rather than with
+// a fail-closed deny that the client would take for the constitution's
+// answer; either way it is never an allow.
+func unavailable(err error) bool {
+	return err != nil && apierror.CodeOf(err) == apierror.Unavailable
 }
 
 // serverFields are the fields the server adds to an ACGS response.
@@ -228,6 +241,10 @@ func (s *Server) handleACGSAllow(w http.ResponseWriter, r *http.Request) {
 	allow := false
 	if input["constitutional_hash"] == s.hash {
 		d := s.decide(r.Context(), "acgs/main/allow", input, "")
+		if unavailable(d.Err) {
+			writeError(w, d.Err)
+			return
+		}
 		allow, _ = d.Result.(bool)
 		allow = allow && d.Err == nil && d.Defined
 		s.d.Window.Record(time.Since(start), telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial()})

@@ -129,6 +129,12 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 	}
 	batchID := telemetry.NewDecisionID()
 	results := s.decideMany(r.Context(), path, items, batchID)
+	for _, d := range results {
+		if unavailable(d.Err) {
+			writeError(w, d.Err)
+			return
+		}
+	}
 	s.d.Metrics.ObserveBatch(len(items))
 	failed := 0
 	for _, d := range results {
@@ -226,7 +232,14 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 		valid = append(valid, req)
 		pos = append(pos, i)
 	}
-	for j, d := range s.decideMany(r.Context(), decisionPath, valid, batchID) {
+	decisions := s.decideMany(r.Context(), decisionPath, valid, batchID)
+	for _, d := range decisions {
+		if unavailable(d.Err) {
+			writeError(w, d.Err)
+			return
+		}
+	}
+	for j, d := range decisions {
 		responses[pos[j]] = s.acgsResponse(d, start)
 	}
 	s.d.Metrics.ObserveBatch(len(reqs))
