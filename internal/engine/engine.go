@@ -169,17 +169,16 @@ func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle, source string) 
 	if err == nil && e.opts.PartialEval {
 		s.plans = newPlanner(s, e.opts.PartialEvalKeys, e.opts.PlanCacheSize, s.parsed)
 		s.plans.log = func(msg string, args ...any) { e.log.Warn(msg, args...) }
+		// Built before the swap, while no request can start a concurrent
+		// partial evaluation on the same compiler (OPA's copy propagation
+		// rewrites shared terms; the race detector caught builds overlapping).
+		e.buildActivationPlans(ctx, s, b.Data)
 	}
 	if err != nil {
 		e.failed(err)
 		return err
 	}
 	old := e.cur.Swap(s)
-	if s.plans != nil {
-		// Plans are an optimisation: build them after the swap so that a new
-		// revision serves at once (full evaluation until each plan exists).
-		go e.buildActivationPlans(context.WithoutCancel(ctx), s, b.Data)
-	}
 	if e.opts.Cache != nil {
 		e.opts.Cache.Purge()
 	}

@@ -210,6 +210,10 @@ func (p *planner) buildNow(ctx context.Context, path string, known map[string]an
 	if !ok {
 		return nil
 	}
+	// OPA's partial evaluation rewrites shared terms (copy propagation), so
+	// two builds on one compiler must never run at once: take the builder's token.
+	p.sem <- struct{}{}
+	defer func() { <-p.sem }()
 	pl := p.build(ctx, path, kn)
 	p.lru.Add(k, pl)
 	return pl
@@ -323,7 +327,7 @@ func evalResidual(ctx context.Context, pl *plan, in ast.Value, ndb builtins.NDBC
 	return nil, false, false, nil
 }
 
-// buildActivationPlans builds, right after the snapshot starts serving, the plans for the
+// buildActivationPlans builds, before the snapshot serves, the plans for the
 // action lists of the bundle's data (data.acgs.config.prohibited_actions and
 // common_actions) under the constitutional request types, so that even the
 // first request for those actions is answered by a plan.
