@@ -184,20 +184,11 @@ func (p *planner) get(path string, input any) *plan {
 	if pl, ok := p.lru.Get(k); ok {
 		return pl
 	}
-	// One build at a time, and none queued: while the builder is busy the
-	// request is evaluated in full and a later request asks again.
-	select {
-	case p.sem <- struct{}{}:
-	default:
-		return nil
-	}
-	_, known, _ := p.key(path, input, true)
-	go func() {
-		defer func() { <-p.sem }()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		p.lru.Add(k, p.build(ctx, path, known))
-	}()
+	// No build on the request path or in the background: OPA's partial
+	// evaluation rewrites terms shared with the compiler, so plans are only
+	// built at activation, before the snapshot serves (the race detector
+	// reported a background build overlapping other evaluations). Inputs
+	// without a plan are evaluated in full, which is always correct.
 	return nil
 }
 
