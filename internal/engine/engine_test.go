@@ -102,8 +102,12 @@ func TestActivationRefusesWrongHashAndKeepsOldBundle(t *testing.T) {
 		"conflict":     bundleFS(hash, "package t\nx := 1 if true\nx := 2 if true\ny := z\n"),
 	} {
 		t.Run(name, func(t *testing.T) {
+			// Reload's order: a bundle that does not load is recorded as a
+			// failure, one that loads goes through Activate.
 			b, err := engine.FSSource{FS: fsys, Name: name}.Load(context.Background())
-			if err == nil {
+			if err != nil {
+				e.RecordFailure(err)
+			} else {
 				err = e.Activate(context.Background(), b, name)
 			}
 			if err == nil {
