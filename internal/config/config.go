@@ -52,6 +52,7 @@ type Policy struct {
 	PartialEval        bool     // PARTIAL_EVAL: use partial-evaluation plans
 	PartialEvalKeys    []string // specialisation fields, e.g. input.type
 	PlanCacheSize      int
+	PlanMaxResidual    int // residual plans kept at once (each holds a compiled policy)
 	CacheWarmFile      string
 }
 
@@ -111,6 +112,7 @@ func Default() Config {
 			PartialEval:        true,
 			PartialEvalKeys:    []string{"input.type", "input.action", "input.constitutional_hash"},
 			PlanCacheSize:      1024,
+			PlanMaxResidual:    64,
 		},
 		Cache: Cache{
 			Enabled:     true,
@@ -189,6 +191,9 @@ func (c *Config) Validate() error {
 	}
 	if p.PlanCacheSize < 1 {
 		bad("PLAN_CACHE_SIZE", "%d must be at least 1", p.PlanCacheSize)
+	}
+	if p.PlanMaxResidual < 0 || p.PlanMaxResidual > p.PlanCacheSize {
+		bad("PLAN_MAX_RESIDUAL", "%d must be between 0 and PLAN_CACHE_SIZE (%d)", p.PlanMaxResidual, p.PlanCacheSize)
 	}
 	if p.BundlePath != "" && p.ConfigFile != "" {
 		bad("POLICY_BUNDLE_PATH", "cannot be combined with CONFIG_FILE (remote bundles): choose one source")

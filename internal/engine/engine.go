@@ -101,6 +101,14 @@ type Options struct {
 	PartialEval     bool
 	PartialEvalKeys []string
 	PlanCacheSize   int
+	// MaxResidualPlans bounds the residual plans kept at once (each holds a
+	// compiled copy of the modules it reaches, under a megabyte for the
+	// constitution); beyond it a new residual is a fallback. 0: constants only.
+	MaxResidualPlans int
+	// KeepSlowResiduals keeps a residual plan that its first input shows
+	// slower than full evaluation (it must still agree with it). For
+	// differential tests, so that they exercise residuals on every input.
+	KeepSlowResiduals bool
 	// OnPlan is told the plan kind of every decision a plan was looked up for.
 	OnPlan func(kind string)
 	// OnReload is told the result of every activation attempt ("success" or "failure").
@@ -167,7 +175,7 @@ func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle, source string) 
 		err = s.prepareDefaults(ctx)
 	}
 	if err == nil && e.opts.PartialEval {
-		s.plans = newPlanner(s, e.opts.PartialEvalKeys, e.opts.PlanCacheSize, s.parsed)
+		s.plans = newPlanner(s, e.opts.PartialEvalKeys, e.opts.PlanCacheSize, e.opts.MaxResidualPlans, s.parsed)
 		s.plans.log = func(msg string, args ...any) { e.log.Warn(msg, args...) }
 		// Built before the swap, while no request can start a concurrent
 		// partial evaluation on the same compiler (OPA's copy propagation
@@ -418,7 +426,7 @@ func (e *Engine) evalPlan(ctx context.Context, s *snapshot, pl *plan, path strin
 			f, _, _ := e.evalFull(ctx, s, path, in)
 			fullBest = min(fullBest, time.Duration(f.EvalNS))
 		}
-		if residualBest >= fullBest {
+		if residualBest >= fullBest && !e.opts.KeepSlowResiduals {
 			pl.kind.Store(PlanFallback)
 			e.log.Debug("residual plan is not faster than full evaluation; using full evaluation", "path", path, "residual", residualBest, "full", fullBest)
 			full.Source = SourceFull

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,17 +49,36 @@ type planner struct {
 	disabled string      // why no plan can be built for this snapshot ("" = plans on)
 	modules  map[string]*ast.Module
 	lru      *lru.Cache[string, *plan]
-	sem      chan struct{} // holds a token while a background build runs
-	log      func(msg string, args ...any)
+	sem      chan struct{} // holds a token while a build runs: one at a time
+	pending  sync.Map      // plan keys queued or being built in the background
+	// residuals counts the residual plans in lru; maxResidual bounds it.
+	residuals   atomic.Int64
+	maxResidual int64
+	warnedFull  atomic.Bool
+	log         func(msg string, args ...any)
+
+	// comp is the planner's own compiler, compiled from the same modules as
+	// the snapshot's but used by nothing else. OPA's partial evaluation
+	// rewrites terms it shares with its compiler (copy propagation), so a
+	// build on the serving compiler would race with evaluations; on this
+	// one, builds (one at a time, under sem) are its only users.
+	comp *ast.Compiler
 }
+
+// buildTimeout bounds one partial evaluation started by a request.
+const buildTimeout = 10 * time.Second
 
 // newPlanner prepares partial evaluation for a snapshot. It refuses (disabled)
 // policies that read input as a whole or through a computed key, whose
 // unknowns cannot be listed, and policies that call non-deterministic
 // built-ins, which partial evaluation would freeze into constants.
-func newPlanner(s *snapshot, keys []string, size int, parsed map[string]*ast.Module) *planner {
-	p := &planner{s: s, modules: parsed, sem: make(chan struct{}, 1)}
-	p.lru, _ = lru.New[string, *plan](max(size, 1))
+func newPlanner(s *snapshot, keys []string, size, maxResidual int, parsed map[string]*ast.Module) *planner {
+	p := &planner{s: s, modules: parsed, sem: make(chan struct{}, 1), maxResidual: int64(maxResidual)}
+	p.lru, _ = lru.NewWithEvict[string, *plan](max(size, 1), func(_ string, pl *plan) {
+		if pl.residual != nil {
+			p.residuals.Add(-1)
+		}
+	})
 	known := map[string]bool{}
 	for _, k := range keys {
 		parts := strings.Split(strings.TrimPrefix(k, "input."), ".")
@@ -172,7 +192,9 @@ func setPath(m map[string]any, parts []string, v any) {
 }
 
 // get returns the plan for input, or nil when there is none yet; a missing
-// plan is built in the background so this request is not delayed by it.
+// plan is built in the background (one build at a time; while one runs,
+// other misses are simply evaluated in full) so this request is not
+// delayed by it.
 func (p *planner) get(path string, input any) *plan {
 	if p.disabled != "" {
 		return nil
@@ -184,12 +206,36 @@ func (p *planner) get(path string, input any) *plan {
 	if pl, ok := p.lru.Get(k); ok {
 		return pl
 	}
-	// No build on the request path or in the background: OPA's partial
-	// evaluation rewrites terms shared with the compiler, so plans are only
-	// built at activation, before the snapshot serves (the race detector
-	// reported a background build overlapping other evaluations). Inputs
-	// without a plan are evaluated in full, which is always correct.
+	p.buildLater(k, path, input)
 	return nil
+}
+
+// buildLater starts a background build of the plan for key k unless one is
+// already running (the caller is answered by full evaluation meanwhile).
+func (p *planner) buildLater(k, path string, input any) {
+	select {
+	case p.sem <- struct{}{}:
+	default:
+		return // a build is running; a later request for k will ask again
+	}
+	if _, busy := p.pending.LoadOrStore(k, true); busy {
+		<-p.sem
+		return
+	}
+	_, known, ok := p.key(path, input, true)
+	if !ok {
+		p.pending.Delete(k)
+		<-p.sem
+		return
+	}
+	go func() {
+		defer func() { p.pending.Delete(k); <-p.sem }()
+		ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+		defer cancel()
+		if _, done := p.lru.Peek(k); !done {
+			p.lru.Add(k, p.build(ctx, path, known))
+		}
+	}()
 }
 
 // buildNow builds and stores the plan for a known input (activation time).
@@ -202,19 +248,32 @@ func (p *planner) buildNow(ctx context.Context, path string, known map[string]an
 		return nil
 	}
 	// OPA's partial evaluation rewrites shared terms (copy propagation), so
-	// two builds on one compiler must never run at once: take the builder's token.
+	// two builds on the planner's compiler must never run at once: take the
+	// builder's token.
 	p.sem <- struct{}{}
 	defer func() { <-p.sem }()
+	if pl, ok := p.lru.Peek(k); ok {
+		return pl // a list named the action twice
+	}
 	pl := p.build(ctx, path, kn)
 	p.lru.Add(k, pl)
 	return pl
 }
 
 // build partially evaluates path with the known fields and every other input
-// field unknown.
+// field unknown, on the planner's own compiler. The caller holds sem.
 func (p *planner) build(ctx context.Context, path string, known map[string]any) *plan {
 	pl := &plan{}
 	pl.kind.Store(PlanFallback)
+	if p.comp == nil {
+		comp := ast.NewCompiler().WithEnablePrintStatements(false)
+		comp.Compile(p.modules) // Compile copies the modules: nothing is shared with the snapshot
+		if comp.Failed() {
+			p.log("compiling the planner's copy of the policy failed; full evaluation will be used", "error", comp.Errors)
+			return pl
+		}
+		p.comp = comp
+	}
 	ref, err := ParsePath(path)
 	if err != nil {
 		return pl
@@ -227,7 +286,7 @@ func (p *planner) build(ctx context.Context, path string, known map[string]any) 
 	query := ast.NewBody(ast.Equality.Expr(x, ast.NewTerm(ref)))
 	pq, err := rego.New(
 		rego.ParsedQuery(query),
-		rego.Compiler(p.s.compiler),
+		rego.Compiler(p.comp),
 		rego.Store(p.s.store),
 		rego.ParsedInput(knownVal),
 		rego.ParsedUnknowns(p.unknowns),
@@ -244,7 +303,8 @@ func (p *planner) build(ctx context.Context, path string, known map[string]any) 
 	case len(pq.Queries) > 1:
 		return pl // a disjunction: full evaluation detects conflicts for us
 	}
-	body := pq.Queries[0]
+	// Copies: later builds may rewrite terms the results share with p.comp.
+	body := pq.Queries[0].Copy()
 	if len(body) == 1 && len(pq.Support) == 0 {
 		if terms, ok := body[0].Terms.([]*ast.Term); ok && len(terms) == 3 && body[0].IsEquality() {
 			for _, t := range terms[1:] {
@@ -263,13 +323,19 @@ func (p *planner) build(ctx context.Context, path string, known map[string]any) 
 			}
 		}
 	}
-	mods := make(map[string]*ast.Module, len(p.modules)+len(pq.Support))
-	for k, m := range p.modules {
-		mods[k] = m
+	if p.residuals.Load() >= p.maxResidual {
+		if p.warnedFull.CompareAndSwap(false, true) {
+			p.log("residual plan budget reached (PLAN_MAX_RESIDUAL); further combinations use full evaluation", "max", p.maxResidual)
+		}
+		return pl
 	}
+	support := make(map[string]*ast.Module, len(pq.Support))
 	for i, m := range pq.Support {
-		mods[fmt.Sprintf("%s/support_%d.rego", planNamespace, i)] = m
+		support[fmt.Sprintf("%s/support_%d.rego", planNamespace, i)] = m.Copy()
 	}
+	// Only the modules the residual can reach: each residual holds its own
+	// compiler, and compiling every module made one about 3.6 MB.
+	mods := reachable(p.modules, body, support)
 	comp := ast.NewCompiler().WithEnablePrintStatements(false)
 	comp.Compile(mods)
 	if comp.Failed() {
@@ -283,6 +349,7 @@ func (p *planner) build(ctx context.Context, path string, known map[string]any) 
 	}
 	pl.residual = &prepared
 	pl.kind.Store(PlanResidual)
+	p.residuals.Add(1) // the caller stores pl; eviction subtracts
 	return pl
 }
 
@@ -363,4 +430,50 @@ func lookup(v any, path ...string) any {
 		v = m[p]
 	}
 	return v
+}
+
+// reachable returns the support modules plus every policy module the query
+// or a module already included can refer to: a module is included when a
+// data reference (or an import) points into its package or the package lies
+// under the reference. Anything left out is unreachable from the residual,
+// so compiling without it cannot change a decision (and the first input of
+// every residual plan is checked against full evaluation anyway).
+func reachable(all map[string]*ast.Module, query ast.Body, support map[string]*ast.Module) map[string]*ast.Module {
+	out := make(map[string]*ast.Module, len(support)+len(all))
+	var refs []ast.Ref
+	collect := func(x any) {
+		ast.WalkRefs(x, func(r ast.Ref) bool {
+			if r[0].Equal(ast.DefaultRootDocument) {
+				refs = append(refs, r.ConstantPrefix())
+			}
+			return false
+		})
+	}
+	collectModule := func(m *ast.Module) {
+		for _, imp := range m.Imports {
+			if r, ok := imp.Path.Value.(ast.Ref); ok && r[0].Equal(ast.DefaultRootDocument) {
+				refs = append(refs, r.ConstantPrefix())
+			}
+		}
+		collect(m)
+	}
+	collect(query)
+	for name, m := range support {
+		out[name] = m
+		collectModule(m)
+	}
+	for len(refs) > 0 {
+		r := refs[len(refs)-1]
+		refs = refs[:len(refs)-1]
+		for name, m := range all {
+			if _, done := out[name]; done {
+				continue
+			}
+			if pkg := m.Package.Path; pkg.HasPrefix(r) || r.HasPrefix(pkg) {
+				out[name] = m
+				collectModule(m)
+			}
+		}
+	}
+	return out
 }

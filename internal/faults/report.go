@@ -21,6 +21,11 @@ type Check struct {
 	OK    bool   `json:"ok"`
 	Value string `json:"value"`
 	Want  string `json:"want"`
+	// Timing marks a latency target: it fails the test only in the
+	// full-length runs of scripts/faults.sh (ACGS_FAULTS=1). The short
+	// versions in the default suite (80 samples a phase, often under the
+	// race detector on a shared machine) report it without asserting it.
+	Timing bool `json:"timing,omitempty"`
 }
 
 // Report is the outcome of one scenario run.
@@ -68,6 +73,11 @@ func (r *Report) Check(name string, ok bool, value, want string) {
 	r.Checks = append(r.Checks, Check{Name: name, OK: ok, Value: value, Want: want})
 }
 
+// TimingCheck records a latency criterion (see Check.Timing).
+func (r *Report) TimingCheck(name string, ok bool, value, want string) {
+	r.Checks = append(r.Checks, Check{Name: name, OK: ok, Value: value, Want: want, Timing: true})
+}
+
 // Finish writes the report as JSON and Markdown, logs the table and fails
 // the test for every failed check.
 func (r *Report) Finish() {
@@ -94,8 +104,13 @@ func (r *Report) Finish() {
 		r.tb.Fatal(err)
 	}
 	r.tb.Log("\n" + md)
+	enforceTiming := os.Getenv("ACGS_FAULTS") == "1"
 	for _, c := range r.Checks {
-		if !c.OK {
+		switch {
+		case c.OK:
+		case c.Timing && !enforceTiming:
+			r.tb.Logf("%s: %s: got %s, want %s (latency target: enforced only by scripts/faults.sh)", r.Scenario, c.Name, c.Value, c.Want)
+		default:
 			r.tb.Errorf("%s: %s: got %s, want %s", r.Scenario, c.Name, c.Value, c.Want)
 		}
 	}

@@ -649,7 +649,7 @@ func TestDecideBatchEqualsFullEvaluation(t *testing.T) {
 	t.Cleanup(func() { c.Close() })
 	e, err := engine.New(context.Background(), engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.Options{
 		ConstitutionalHash: hash, EvalTimeout: 10 * time.Second, Cache: c,
-		PartialEval: plans, PartialEvalKeys: cfg.Policy.PartialEvalKeys, PlanCacheSize: 1024,
+		PartialEval: plans, PartialEvalKeys: cfg.Policy.PartialEvalKeys, PlanCacheSize: 1024, MaxResidualPlans: 64,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -105,6 +105,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*Service, error) {
 		PartialEval:        cfg.Policy.PartialEval,
 		PartialEvalKeys:    cfg.Policy.PartialEvalKeys,
 		PlanCacheSize:      cfg.Policy.PlanCacheSize,
+		MaxResidualPlans:   cfg.Policy.PlanMaxResidual,
 		OnPlan:             s.Metrics.ObservePartialEval,
 		OnReload: func(result, revision string, _ error) {
 			s.Metrics.PolicyReload(result)
