@@ -78,11 +78,17 @@ bin/acgs policy test
 # --- Go tests ----------------------------------------------------------------
 # Full sizes (10,000-input differential tests, 5,000 against stock OPA) run
 # without the race detector, which slows OPA evaluation about tenfold; the race
-# run covers every test again with -short sizes.
+# run covers every test again with -short sizes, and the two packages where
+# the concurrency lives (the cache; the engine's single flight, snapshots and
+# background plan builds) again at full sizes.
 step "go test ./... (full sizes)"
 go test -count=1 -timeout 30m ./...
 step "go test -race -short ./..."
 go test -race -short -count=1 -timeout 30m ./...
+if [ $QUICK = 0 ]; then
+  step "go test -race ./internal/cache ./internal/engine (full sizes)"
+  go test -race -count=1 -timeout 30m ./internal/cache ./internal/engine
+fi
 
 # --- fuzzing -----------------------------------------------------------------
 if [ $QUICK = 0 ]; then
