@@ -20,15 +20,8 @@ const decisionPath = "acgs/main/decision"
 // body with a top-level "input" key is an OPA request, anything else an ACGS one.
 func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	buf, err := readBody(r, s.cfg.Server.MaxRequestBytes)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer putBuf(buf)
-	body, err := decodeJSON(buf.Bytes(), s.cfg.Server.MaxDepth)
-	if err != nil {
-		writeError(w, err)
+	body, _, ok := s.readJSON(w, r, false)
+	if !ok {
 		return
 	}
 	if obj, ok := body.(map[string]any); ok {

@@ -82,15 +82,8 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	buf, err := readBody(r, s.cfg.Server.MaxRequestBytes)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer putBuf(buf)
-	body, err := decodeJSON(buf.Bytes(), s.cfg.Server.MaxDepth)
-	if err != nil {
-		writeError(w, err)
+	body, _, ok := s.readJSON(w, r, false)
+	if !ok {
 		return
 	}
 	obj, ok := body.(map[string]any)
@@ -193,15 +186,8 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 // request is validated on its own and a bad one gets its error in place.
 func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	buf, err := readBody(r, s.cfg.Server.MaxRequestBytes)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer putBuf(buf)
-	body, err := decodeJSON(buf.Bytes(), s.cfg.Server.MaxDepth)
-	if err != nil {
-		writeError(w, err)
+	body, _, ok := s.readJSON(w, r, false)
+	if !ok {
 		return
 	}
 	obj, ok := body.(map[string]any)

@@ -20,6 +20,27 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // readBody reads the request body within the size limit, which applies after
 // gzip decompression, and refuses media types that are not JSON. The caller
 // returns the buffer to bufPool.
+// readJSON reads the request body within readBody's limits and decodes it
+// with decodeJSON's, writing the error response itself: ok is false when it
+// did. With allowEmpty an empty or all-space body is (nil, true, true). The
+// pooled body buffer is released before it returns (decoded values do not
+// point into it).
+func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, allowEmpty bool) (v any, empty, ok bool) {
+	buf, err := readBody(r, s.cfg.Server.MaxRequestBytes)
+	if err == nil {
+		defer putBuf(buf)
+		if allowEmpty && len(bytes.TrimSpace(buf.Bytes())) == 0 {
+			return nil, true, true
+		}
+		v, err = decodeJSON(buf.Bytes(), s.cfg.Server.MaxDepth)
+	}
+	if err != nil {
+		writeError(w, err)
+		return nil, false, false
+	}
+	return v, false, true
+}
+
 func readBody(r *http.Request, limit int64) (*bytes.Buffer, error) {
 	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
 		return nil, err

@@ -49,19 +49,12 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 		s.serveOPAData(w, r, path, obj, hasInput, start)
 		return
 	}
-	buf, err := readBody(r, s.cfg.Server.MaxRequestBytes)
-	if err != nil {
-		writeError(w, err)
+	body, empty, ok := s.readJSON(w, r, true)
+	if !ok {
 		return
 	}
-	defer putBuf(buf)
-	if len(bytes.TrimSpace(buf.Bytes())) == 0 {
+	if empty {
 		s.serveOPAData(w, r, path, nil, false, start)
-		return
-	}
-	body, err := decodeJSON(buf.Bytes(), s.cfg.Server.MaxDepth)
-	if err != nil {
-		writeError(w, err)
 		return
 	}
 	obj, ok := body.(map[string]any)
@@ -168,18 +161,9 @@ func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, path string) {
 		writeError(w, err)
 		return
 	}
-	buf, err := readBody(r, s.cfg.Server.MaxRequestBytes)
-	if err != nil {
-		writeError(w, err)
+	input, _, ok := s.readJSON(w, r, true)
+	if !ok {
 		return
-	}
-	defer putBuf(buf)
-	var input any
-	if len(bytes.TrimSpace(buf.Bytes())) > 0 {
-		if input, err = decodeJSON(buf.Bytes(), s.cfg.Server.MaxDepth); err != nil {
-			writeError(w, err)
-			return
-		}
 	}
 	d := s.decide(r.Context(), path, input, "")
 	if d.Err != nil {
