@@ -2,13 +2,11 @@ package engine
 
 import (
 	"context"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
-	"github.com/acgs-lite/acgs/policies"
+	"github.com/acgs-lite/acgs/internal/testenv"
 )
 
 // TestPathSourceFollowsSymlinks is the regression test for a symlinked
@@ -19,22 +17,7 @@ import (
 func TestPathSourceFollowsSymlinks(t *testing.T) {
 	dir := t.TempDir()
 	real := filepath.Join(dir, "bundle-v1")
-	err := fs.WalkDir(policies.FS, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || strings.HasSuffix(p, "_test.rego") {
-			return err
-		}
-		b, err := fs.ReadFile(policies.FS, p)
-		if err != nil {
-			return err
-		}
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(real, p)), 0o755); err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(real, p), b, 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	testenv.WriteConstitution(t, real, nil, nil)
 	tarball := filepath.Join(dir, "bundle.tar.gz")
 	if err := os.WriteFile(tarball, gzipBytes(makeTar(t, policyEntries(t))), 0o644); err != nil {
 		t.Fatal(err)

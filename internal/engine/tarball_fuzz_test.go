@@ -7,15 +7,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/acgs-lite/acgs/internal/testenv"
 	"github.com/acgs-lite/acgs/policies"
 )
 
@@ -83,20 +84,10 @@ func gzipBytes(b []byte) []byte {
 func policyEntries(tb testing.TB) []tarEntry {
 	tb.Helper()
 	var out []tarEntry
-	err := fs.WalkDir(policies.FS, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || strings.HasSuffix(p, "_test.rego") {
-			return err
-		}
-		b, err := fs.ReadFile(policies.FS, p)
-		if err != nil {
-			return err
-		}
+	for p, b := range testenv.ConstitutionFiles(tb, nil) {
 		out = append(out, tarEntry{name: "/" + p, body: string(b)})
-		return nil
-	})
-	if err != nil {
-		tb.Fatal(err)
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name }) // stable archives
 	return out
 }
 

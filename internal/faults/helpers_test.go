@@ -1,21 +1,17 @@
 package faults_test
 
 import (
-	"encoding/json"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/acgs-lite/acgs/internal/faults"
 	"github.com/acgs-lite/acgs/internal/testenv"
-	"github.com/acgs-lite/acgs/policies"
 )
 
 // scale is how long and how hard a scenario runs: the full version under
@@ -95,31 +91,7 @@ func acgsBin(tb testing.TB) string {
 // dir with the given manifest revision.
 func policyDir(tb testing.TB, dir, revision string) string {
 	tb.Helper()
-	err := fs.WalkDir(policies.FS, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || strings.HasSuffix(p, "_test.rego") {
-			return err
-		}
-		b, err := fs.ReadFile(policies.FS, p)
-		if err != nil {
-			return err
-		}
-		if p == ".manifest" {
-			var m map[string]any
-			if err := json.Unmarshal(b, &m); err != nil {
-				return err
-			}
-			m["revision"] = revision
-			b, _ = json.Marshal(m)
-		}
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755); err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dir, p), b, 0o644)
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return dir
+	return testenv.WriteConstitution(tb, dir, func(m map[string]any) { m["revision"] = revision }, nil)
 }
 
 // healthPoint is one reading of the health document.

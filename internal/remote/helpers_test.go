@@ -6,9 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
-	"io/fs"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -20,7 +18,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/bundle"
 
 	"github.com/acgs-lite/acgs/internal/remote"
-	"github.com/acgs-lite/acgs/policies"
+	"github.com/acgs-lite/acgs/internal/testenv"
 )
 
 const hash = "cdd01ef066bc6cf2"
@@ -58,37 +56,10 @@ func keyPair(tb testing.TB, n int) (priv, pub string) {
 // files (path → content).
 func constitutionDir(tb testing.TB, revision, chash string, extra map[string]string) string {
 	tb.Helper()
-	dir := tb.TempDir()
-	err := fs.WalkDir(policies.FS, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || strings.HasSuffix(p, "_test.rego") {
-			return err // Rego tests are not part of what is served
-		}
-		b, err := fs.ReadFile(policies.FS, p)
-		if err != nil {
-			return err
-		}
-		if p == ".manifest" {
-			var m map[string]any
-			if err := json.Unmarshal(b, &m); err != nil {
-				return err
-			}
-			m["revision"] = revision
-			m["metadata"].(map[string]any)["constitutional_hash"] = chash
-			if b, err = json.Marshal(m); err != nil {
-				return err
-			}
-		}
-		return writeFile(filepath.Join(dir, p), string(b))
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for p, content := range extra {
-		if err := writeFile(filepath.Join(dir, p), content); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	return dir
+	return testenv.WriteConstitution(tb, tb.TempDir(), func(m map[string]any) {
+		m["revision"] = revision
+		m["metadata"].(map[string]any)["constitutional_hash"] = chash
+	}, extra)
 }
 
 func writeFile(p, content string) error {

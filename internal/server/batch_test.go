@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"maps"
 	"slices"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/acgs-lite/acgs/internal/jsoneq"
 	"github.com/acgs-lite/acgs/internal/server"
 	"github.com/acgs-lite/acgs/internal/telemetry"
+	"github.com/acgs-lite/acgs/internal/testenv"
 	"github.com/acgs-lite/acgs/policies"
 )
 
@@ -65,28 +65,12 @@ func mustOpenBatch(tb testing.TB, mutate ...func(*config.Config)) *harness {
 func withTestPolicy(tb testing.TB, h *harness) {
 	tb.Helper()
 	fsys := fstest.MapFS{}
-	err := fs.WalkDir(policies.FS, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || strings.HasSuffix(p, "_test.rego") {
-			return err // Rego tests are not needed to serve
-		}
-		b, err := fs.ReadFile(policies.FS, p)
-		if err != nil {
-			return err
-		}
+	for p, b := range testenv.ConstitutionFiles(tb, func(m map[string]any) {
+		m["roots"] = []string{"acgs", "t"}
+		m["revision"] = "constitution-batch-test"
+	}) {
 		fsys[p] = &fstest.MapFile{Data: b}
-		return nil
-	})
-	if err != nil {
-		tb.Fatal(err)
 	}
-	var manifest map[string]any
-	if err := json.Unmarshal(fsys[".manifest"].Data, &manifest); err != nil {
-		tb.Fatal(err)
-	}
-	manifest["roots"] = []string{"acgs", "t"}
-	manifest["revision"] = "constitution-batch-test"
-	mb, _ := json.Marshal(manifest)
-	fsys[".manifest"] = &fstest.MapFile{Data: mb}
 	fsys["t/batch.rego"] = &fstest.MapFile{Data: []byte(testRego)}
 	b, err := engine.FSSource{FS: fsys, Name: "batch-test"}.Load(context.Background())
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"io"
-	"io/fs"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,7 +22,7 @@ import (
 	"github.com/acgs-lite/acgs/internal/config"
 	"github.com/acgs-lite/acgs/internal/remote"
 	"github.com/acgs-lite/acgs/internal/service"
-	"github.com/acgs-lite/acgs/policies"
+	"github.com/acgs-lite/acgs/internal/testenv"
 )
 
 const testHash = config.DefaultConstitutionalHash
@@ -48,32 +47,10 @@ func signingKeys(tb testing.TB) (priv, pub string) {
 // serveDir/bundle.tar.gz.
 func publishConstitution(tb testing.TB, serveDir, revision, chash, priv string) {
 	tb.Helper()
-	dir := tb.TempDir()
-	err := fs.WalkDir(policies.FS, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || strings.HasSuffix(p, "_test.rego") {
-			return err
-		}
-		b, err := fs.ReadFile(policies.FS, p)
-		if err != nil {
-			return err
-		}
-		if p == ".manifest" {
-			var m map[string]any
-			if err := json.Unmarshal(b, &m); err != nil {
-				return err
-			}
-			m["revision"] = revision
-			m["metadata"].(map[string]any)["constitutional_hash"] = chash
-			b, _ = json.Marshal(m)
-		}
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755); err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dir, p), b, 0o644)
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	dir := testenv.WriteConstitution(tb, tb.TempDir(), func(m map[string]any) {
+		m["revision"] = revision
+		m["metadata"].(map[string]any)["constitutional_hash"] = chash
+	}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := remote.BuildFile(ctx, dir, filepath.Join(serveDir, "bundle.tar.gz"), remote.BuildOptions{SigningKey: priv}); err != nil {

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,7 +17,6 @@ import (
 	"github.com/acgs-lite/acgs/internal/config"
 	"github.com/acgs-lite/acgs/internal/service/servicetest"
 	"github.com/acgs-lite/acgs/internal/testenv"
-	"github.com/acgs-lite/acgs/policies"
 )
 
 // tsTestRego is served next to the constitution so that the client's batch
@@ -30,41 +28,9 @@ const tsTestRego = "package t\n\nx := 1 if input.a\nx := 2 if input.b\n"
 // bundle directory.
 func writeTestBundle(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	err := fs.WalkDir(policies.FS, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || strings.HasSuffix(p, "_test.rego") {
-			return err // Rego tests are not needed to serve
-		}
-		b, err := fs.ReadFile(policies.FS, p)
-		if err != nil {
-			return err
-		}
-		if p == ".manifest" {
-			var m map[string]any
-			if err := json.Unmarshal(b, &m); err != nil {
-				return err
-			}
-			m["roots"] = []string{"acgs", "t"}
-			if b, err = json.Marshal(m); err != nil {
-				return err
-			}
-		}
-		dst := filepath.Join(dir, filepath.FromSlash(p))
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			return err
-		}
-		return os.WriteFile(dst, b, 0o644)
-	})
-	if err == nil {
-		err = os.MkdirAll(filepath.Join(dir, "t"), 0o755)
-	}
-	if err == nil {
-		err = os.WriteFile(filepath.Join(dir, "t", "batch.rego"), []byte(tsTestRego), 0o644)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dir
+	return testenv.WriteConstitution(t, t.TempDir(), func(m map[string]any) {
+		m["roots"] = []string{"acgs", "t"}
+	}, map[string]string{"t/batch.rego": tsTestRego})
 }
 
 // installTSClient copies test/tsclient (package.json, package-lock.json,
