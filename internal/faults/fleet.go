@@ -34,10 +34,17 @@ type Fleet struct {
 func (f *Fleet) NginxURL() string         { return "http://127.0.0.1:" + strconv.Itoa(f.Base) }
 func (f *Fleet) InstanceURL(i int) string { return "http://127.0.0.1:" + strconv.Itoa(f.Base+i) } // i in 1..3
 func (f *Fleet) BundleAddr() string       { return "127.0.0.1:" + strconv.Itoa(f.Base+80) }
+func (f *Fleet) PromURL() string          { return "http://127.0.0.1:" + strconv.Itoa(f.Base+90) }
 
-// StartFleet runs `cluster.sh up` with bin as the acgs binary on a free port
-// range and registers `down`. Polling is 1-2 s.
-func StartFleet(tb testing.TB, bin string) *Fleet {
+// Bundle polling of the fleet's instances (CLUSTER_POLL_MIN/MAX), seconds.
+const (
+	PollMin = 1
+	PollMax = 2
+)
+
+// StartFleet runs `cluster.sh up` (with upArgs, e.g. --cluster) with bin as
+// the acgs binary on a free port range and registers `down`.
+func StartFleet(tb testing.TB, bin string, upArgs ...string) *Fleet {
 	tb.Helper()
 	for b, pkg := range map[string]string{
 		"bash": "bash", "nginx": "nginx", "redis-server": "redis-server", "redis-cli": "redis-tools",
@@ -52,21 +59,22 @@ func StartFleet(tb testing.TB, bin string) *Fleet {
 	f := &Fleet{tb: tb, root: root, Dir: tb.TempDir(), Base: freeBase(tb), bin: bin}
 	f.env = append(os.Environ(),
 		"CLUSTER_DIR="+f.Dir, "CLUSTER_BASE_PORT="+strconv.Itoa(f.Base), "CLUSTER_BIN="+bin,
-		"CLUSTER_POLL_MIN=1", "CLUSTER_POLL_MAX=2", "CLUSTER_WAIT=180", "LOG_LEVEL=info")
+		"CLUSTER_POLL_MIN="+strconv.Itoa(PollMin), "CLUSTER_POLL_MAX="+strconv.Itoa(PollMax), "CLUSTER_WAIT=180", "LOG_LEVEL=info")
 	tb.Cleanup(func() {
 		if out, err := f.Script(3*time.Minute, "down"); err != nil {
 			tb.Errorf("cluster.sh down: %v\n%s", err, out)
 		}
 	})
-	if out, err := f.Script(6*time.Minute, "up"); err != nil {
+	if out, err := f.Script(6*time.Minute, append([]string{"up"}, upArgs...)...); err != nil {
 		tb.Fatalf("cluster.sh up: %v\n%s\n%s", err, out, f.Logs())
 	}
 	return f
 }
 
-// freeBase finds a CLUSTER_BASE_PORT whose ports are all free.
+// freeBase finds a CLUSTER_BASE_PORT whose every port (and, for --cluster,
+// every Redis Cluster node and bus port) is free.
 func freeBase(tb testing.TB) int {
-	offsets := []int{0, 1, 2, 3, 79, 80, 90}
+	offsets := []int{0, 1, 2, 3, 71, 72, 73, 79, 80, 90, 10071, 10072, 10073}
 	for range 50 {
 		base := 30000 + 10*rand.IntN(2000)
 		ok := true

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/acgs-lite/acgs/internal/faults"
 	"github.com/acgs-lite/acgs/internal/testenv"
 )
 
@@ -26,116 +26,34 @@ import (
 // Redis Cluster), Prometheus, three acgs processes and the bundle server, all
 // on loopback, with traffic only to 127.0.0.1 and every wait bounded.
 
-const (
-	pollMin = 1 // min_delay_seconds of the instances' bundle polling
-	pollMax = 2 // max_delay_seconds
-)
+const pollMax = faults.PollMax
 
-// fleet is one scripts/cluster.sh run.
-type fleet struct {
-	root string
-	dir  string
-	base int
-	env  []string
-}
-
-// freeBase finds a CLUSTER_BASE_PORT whose every port (and Redis Cluster
-// bus port) is free.
-func freeBase(t *testing.T) int {
-	t.Helper()
-	offsets := []int{0, 1, 2, 3, 71, 72, 73, 79, 80, 90, 10071, 10072, 10073}
-	for range 50 {
-		base := 20000 + 10*rand.IntN(2000)
-		ok := true
-		for _, off := range offsets {
-			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(base+off))
-			if err != nil {
-				ok = false
-				break
-			}
-			ln.Close()
-		}
-		if ok {
-			return base
-		}
-	}
-	t.Fatal("no free port range for the cluster")
-	return 0
-}
+// fleet is one scripts/cluster.sh run (faults.Fleet) with this file's checks.
+type fleet struct{ *faults.Fleet }
 
 // startFleet builds acgs, runs `cluster.sh up` (with extra args) and
 // registers `down` for the end of the test.
 func startFleet(t *testing.T, upArgs ...string) *fleet {
 	t.Helper()
-	for bin, pkg := range map[string]string{
-		"bash": "bash", "nginx": "nginx", "redis-server": "redis-server", "redis-cli": "redis-tools",
-		"prometheus": "prometheus", "promtool": "prometheus", "openssl": "openssl", "curl": "curl",
-	} {
-		testenv.RequireBinary(t, bin, pkg)
-	}
-	root := testenv.ModuleRoot(t)
-	binDir := t.TempDir()
-	acgs := filepath.Join(binDir, "acgs")
+	acgs := filepath.Join(t.TempDir(), "acgs")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	build := exec.CommandContext(ctx, "go", "build", "-o", acgs, "./cmd/acgs")
-	build.Dir = root
+	build.Dir = testenv.ModuleRoot(t)
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	f := &fleet{root: root, dir: t.TempDir(), base: freeBase(t)}
-	f.env = append(os.Environ(),
-		"CLUSTER_DIR="+f.dir, "CLUSTER_BASE_PORT="+strconv.Itoa(f.base), "CLUSTER_BIN="+acgs,
-		"CLUSTER_POLL_MIN="+strconv.Itoa(pollMin), "CLUSTER_POLL_MAX="+strconv.Itoa(pollMax),
-		"CLUSTER_WAIT=120", "LOG_LEVEL=info")
-	t.Cleanup(func() {
-		if out, err := f.script(2*time.Minute, "down"); err != nil {
-			t.Errorf("cluster.sh down: %v\n%s", err, out)
-		}
-	})
-	if out, err := f.script(5*time.Minute, append([]string{"up"}, upArgs...)...); err != nil {
-		f.dumpLogs(t)
-		t.Fatalf("cluster.sh up: %v\n%s", err, out)
-	}
-	return f
+	return &fleet{faults.StartFleet(t, acgs, upArgs...)}
 }
-
-// script runs scripts/cluster.sh with a deadline.
-func (f *fleet) script(timeout time.Duration, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", append([]string{filepath.Join(f.root, "scripts", "cluster.sh")}, args...)...)
-	cmd.Env = f.env
-	cmd.Dir = f.root
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
-func (f *fleet) dumpLogs(t *testing.T) {
-	logs, _ := filepath.Glob(filepath.Join(f.dir, "logs", "*.log"))
-	for _, l := range logs {
-		b, _ := os.ReadFile(l)
-		if len(b) > 3000 {
-			b = b[len(b)-3000:]
-		}
-		t.Logf("--- %s (tail)\n%s", filepath.Base(l), b)
-	}
-}
-
-func (f *fleet) nginxURL() string { return "http://127.0.0.1:" + strconv.Itoa(f.base) }
-func (f *fleet) instanceURL(i int) string {
-	return "http://127.0.0.1:" + strconv.Itoa(f.base+i)
-}
-func (f *fleet) promURL() string { return "http://127.0.0.1:" + strconv.Itoa(f.base+90) }
 
 // publish runs `cluster.sh publish` and returns when the new archive was
 // put in place (its modification time, taken just before the rename).
 func (f *fleet) publish(t *testing.T, args ...string) time.Time {
 	t.Helper()
-	if out, err := f.script(2*time.Minute, append([]string{"publish"}, args...)...); err != nil {
+	if out, err := f.Script(2*time.Minute, append([]string{"publish"}, args...)...); err != nil {
 		t.Fatalf("cluster.sh publish %v: %v\n%s", args, err, out)
 	}
-	st, err := os.Stat(filepath.Join(f.dir, "bundles", "bundle.tar.gz"))
+	st, err := os.Stat(filepath.Join(f.Dir, "bundles", "bundle.tar.gz"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,13 +63,13 @@ func (f *fleet) publish(t *testing.T, args ...string) time.Time {
 // health returns an instance's ACGS health document.
 func (f *fleet) health(t *testing.T, i int) map[string]any {
 	t.Helper()
-	_, doc, _ := httpDo(t, http.MethodGet, f.instanceURL(i)+"/v1/data/acgs/main/health", "", nil)
+	_, doc, _ := httpDo(t, http.MethodGet, f.InstanceURL(i)+"/v1/data/acgs/main/health", "", nil)
 	return doc
 }
 
 // logTime returns when instance i logged msg for revision, zero if not yet.
 func (f *fleet) logTime(i int, msg, revision string) time.Time {
-	file, err := os.Open(filepath.Join(f.dir, "logs", fmt.Sprintf("acgs-%d.log", i)))
+	file, err := os.Open(filepath.Join(f.Dir, "logs", fmt.Sprintf("acgs-%d.log", i)))
 	if err != nil {
 		return time.Time{}
 	}
@@ -296,12 +214,12 @@ func probeL2(t *testing.T, f *fleet) {
 	for attempt := 1; attempt <= 10; attempt++ {
 		safe["context"].(map[string]any)["explanation"] = fmt.Sprintf("l2 probe %d %d", time.Now().UnixNano(), attempt)
 		body, _ := json.Marshal(safe)
-		code, first, raw := httpDo(t, http.MethodPost, f.instanceURL(1)+"/v1/data/acgs/main/decision", "", body)
+		code, first, raw := httpDo(t, http.MethodPost, f.InstanceURL(1)+"/v1/data/acgs/main/decision", "", body)
 		if code != http.StatusOK || first["cache_tier"] != "none" {
 			t.Fatalf("instance 1: %d %s", code, raw)
 		}
 		time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
-		_, second, _ := httpDo(t, http.MethodPost, f.instanceURL(2)+"/v1/data/acgs/main/decision", "", body)
+		_, second, _ := httpDo(t, http.MethodPost, f.InstanceURL(2)+"/v1/data/acgs/main/decision", "", body)
 		if second["cache_tier"] == "l2" {
 			if second["allow"] != first["allow"] || second["policy_revision"] != first["policy_revision"] {
 				t.Fatalf("L2 answer %v differs from the decision %v", second, first)
@@ -327,7 +245,7 @@ func TestClusterScript(t *testing.T) {
 	bodies := requestBodies(t)
 
 	t.Run("status", func(t *testing.T) {
-		out, err := f.script(time.Minute, "status")
+		out, err := f.Script(time.Minute, "status")
 		if err != nil {
 			t.Fatalf("status: %v\n%s", err, out)
 		}
@@ -337,7 +255,7 @@ func TestClusterScript(t *testing.T) {
 	})
 
 	t.Run("load through nginx", func(t *testing.T) {
-		l := startLoad(t, map[string]string{"nginx": f.nginxURL()}, bodies)
+		l := startLoad(t, map[string]string{"nginx": f.NginxURL()}, bodies)
 		time.Sleep(3 * time.Second)
 		obs := l.halt()
 		if len(obs) < 50 {
@@ -355,7 +273,7 @@ func TestClusterScript(t *testing.T) {
 		var last string
 		deadline := time.Now().Add(30 * time.Second)
 		for time.Now().Before(deadline) {
-			_, _, raw := httpDo(t, http.MethodGet, f.promURL()+"/api/v1/targets?state=active", "", nil)
+			_, _, raw := httpDo(t, http.MethodGet, f.PromURL()+"/api/v1/targets?state=active", "", nil)
 			var doc struct {
 				Data struct {
 					ActiveTargets []struct {
@@ -381,9 +299,9 @@ func TestClusterScript(t *testing.T) {
 		t.Fatalf("Prometheus does not report 3 acgs targets up after 30s: %s", last)
 	})
 
-	targets := map[string]string{"nginx": f.nginxURL()}
+	targets := map[string]string{"nginx": f.NginxURL()}
 	for i := 1; i <= 3; i++ {
-		targets[fmt.Sprintf("acgs-%d", i)] = f.instanceURL(i)
+		targets[fmt.Sprintf("acgs-%d", i)] = f.InstanceURL(i)
 	}
 
 	t.Run("new signed revision everywhere", func(t *testing.T) {
@@ -402,7 +320,7 @@ func TestClusterScript(t *testing.T) {
 		time.Sleep(time.Second) // traffic after the activation, too
 		obs := l.halt()
 		if len(activeAt) < 3 {
-			f.dumpLogs(t)
+			t.Log(f.Logs())
 			t.Fatalf("only %d instances active on r2 after 60s", len(activeAt))
 		}
 		if bad := failures(obs, "cluster-initial", "r2"); len(bad) > 0 {
@@ -464,7 +382,7 @@ func TestClusterScript(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			failuresBefore := make([]float64, 4)
 			for i := 1; i <= 3; i++ {
-				failuresBefore[i] = reloadFailures(t, f.instanceURL(i))
+				failuresBefore[i] = reloadFailures(t, f.InstanceURL(i))
 			}
 			l := startLoad(t, targets, bodies)
 			f.publish(t, tc.args...)
@@ -480,7 +398,7 @@ func TestClusterScript(t *testing.T) {
 				if rev := f.health(t, i)["policy_revision"]; rev != "r2" {
 					t.Errorf("acgs-%d serves %v, want r2 still", i, rev)
 				}
-				if got := reloadFailures(t, f.instanceURL(i)); got <= failuresBefore[i] {
+				if got := reloadFailures(t, f.InstanceURL(i)); got <= failuresBefore[i] {
 					t.Errorf("acgs-%d: reload failures %v, not more than before (%v)", i, got, failuresBefore[i])
 				}
 			}
@@ -491,16 +409,16 @@ func TestClusterScript(t *testing.T) {
 	}
 
 	t.Run("down stops everything", func(t *testing.T) {
-		if out, err := f.script(2*time.Minute, "down"); err != nil {
+		if out, err := f.Script(2*time.Minute, "down"); err != nil {
 			t.Fatalf("down: %v\n%s", err, out)
 		}
 		for _, off := range []int{0, 1, 2, 3, 79, 80, 90} {
-			if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(f.base+off), time.Second); err == nil {
+			if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(f.Base+off), time.Second); err == nil {
 				c.Close()
-				t.Errorf("port %d still open after down", f.base+off)
+				t.Errorf("port %d still open after down", f.Base+off)
 			}
 		}
-		if out, err := f.script(time.Minute, "status"); err == nil {
+		if out, err := f.Script(time.Minute, "status"); err == nil {
 			t.Errorf("status exits 0 after down:\n%s", out)
 		}
 	})
@@ -513,7 +431,7 @@ func TestClusterScriptRedisCluster(t *testing.T) {
 		t.Skip("starts a whole fleet")
 	}
 	f := startFleet(t, "--cluster")
-	out, err := f.script(time.Minute, "status")
+	out, err := f.Script(time.Minute, "status")
 	if err != nil {
 		t.Fatalf("status: %v\n%s", err, out)
 	}
@@ -523,7 +441,7 @@ func TestClusterScriptRedisCluster(t *testing.T) {
 		}
 	}
 	probeL2(t, f)
-	l := startLoad(t, map[string]string{"nginx": f.nginxURL()}, requestBodies(t))
+	l := startLoad(t, map[string]string{"nginx": f.NginxURL()}, requestBodies(t))
 	time.Sleep(2 * time.Second)
 	if bad := failures(l.halt(), "cluster-initial"); len(bad) > 0 {
 		t.Fatalf("%d requests failed, e.g. %s", len(bad), bad[0])
