@@ -271,36 +271,32 @@ func TestL2ForgedAndReplayedEntries(t *testing.T) {
 		t.Fatalf("genuine entry not served from L2: %v", doc)
 	}
 
-	t.Run("allow entry replayed under the key of a denied request", func(t *testing.T) {
-		if out, err := r.Do("COPY", safeKey, dangerKey, "REPLACE"); err != nil || out != "1" {
-			t.Fatalf("COPY: %q %v", out, err)
-		}
-		c := l2Instance(t, r, key)
-		waitL2Healthy(t, c)
-		_, doc := abusePost(t, c.URL, dangerous)
-		if doc["allow"] != false || doc["cache_tier"] == "l2" {
-			t.Fatalf("replayed entry answered: %v", doc)
-		}
-		if n := c.Service.Cache.Stats().L2Rejected; n != 1 {
-			t.Fatalf("L2 rejections = %d, want 1", n)
-		}
-	})
-	t.Run("entry forged without the signing key", func(t *testing.T) {
+	// Entries planted under the denied request's key: each must be rejected
+	// (counted once) and the request answered by evaluation.
+	for _, tc := range []struct {
+		name       string
+		cmd        []string
+		wantReturn string
+	}{
+		{"allow entry replayed under the key of a denied request", []string{"COPY", safeKey, dangerKey, "REPLACE"}, "1"},
 		// Version 1, flags "defined", a creation time, an allow, and 32 bytes of would-be MAC.
-		forged := "\x01\x01\x00\x00\x01\x90\x00\x00\x00\x00" + `{"allow":true,"compliance_score":1,"reasons":[]}` + strings.Repeat("\x00", 32)
-		if out, err := r.Do("SET", dangerKey, forged); err != nil || out != "OK" {
-			t.Fatalf("SET: %q %v", out, err)
-		}
-		c := l2Instance(t, r, key)
-		waitL2Healthy(t, c)
-		_, doc := abusePost(t, c.URL, dangerous)
-		if doc["allow"] != false || doc["cache_tier"] == "l2" {
-			t.Fatalf("forged entry answered: %v", doc)
-		}
-		if n := c.Service.Cache.Stats().L2Rejected; n != 1 {
-			t.Fatalf("L2 rejections = %d, want 1", n)
-		}
-	})
+		{"entry forged without the signing key", []string{"SET", dangerKey, "\x01\x01\x00\x00\x01\x90\x00\x00\x00\x00" + `{"allow":true,"compliance_score":1,"reasons":[]}` + strings.Repeat("\x00", 32)}, "OK"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if out, err := r.Do(tc.cmd...); err != nil || out != tc.wantReturn {
+				t.Fatalf("%v: %q %v", tc.cmd[0], out, err)
+			}
+			c := l2Instance(t, r, key)
+			waitL2Healthy(t, c)
+			_, doc := abusePost(t, c.URL, dangerous)
+			if doc["allow"] != false || doc["cache_tier"] == "l2" {
+				t.Fatalf("planted entry answered: %v", doc)
+			}
+			if n := c.Service.Cache.Stats().L2Rejected; n != 1 {
+				t.Fatalf("L2 rejections = %d, want 1", n)
+			}
+		})
+	}
 	t.Run("entry replayed under its own key stays a correct decision", func(t *testing.T) {
 		// What HMAC cannot prevent: the same entry put back under the same
 		// key (e.g. after a delete) answers the same input of the same
