@@ -100,6 +100,9 @@ func (f *Fleet) Script(timeout time.Duration, args ...string) (string, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", append([]string{filepath.Join(f.root, "scripts", "cluster.sh")}, args...)...)
 	cmd.Dir, cmd.Env = f.root, f.env
+	// A child still holding the output pipe (redis-cli, openssl) must not
+	// keep Run waiting once the deadline has killed bash.
+	cmd.WaitDelay = 10 * time.Second
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -273,32 +272,6 @@ func Post(base, path, token string, body []byte) (int, []byte, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, b, err
-}
-
-// RedisCmd sends one command to addr over a fresh connection and returns
-// the first line of the reply; timeout bounds the whole exchange (DEBUG
-// SLEEP answers only when it is over).
-func RedisCmd(addr string, timeout time.Duration, args ...string) (string, error) {
-	c, err := net.DialTimeout("tcp", addr, timeout)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(timeout))
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
-	if _, err := io.WriteString(c, b.String()); err != nil {
-		return "", err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	line = strings.TrimSpace(line)
-	if strings.HasPrefix(line, "-") {
-		return line, errors.New(line)
-	}
-	return line, err
 }
 
 // Machine describes where a scenario ran; the load average is sampled

@@ -114,14 +114,14 @@ func TestFaultRedisSlow(t *testing.T) {
 	rep.Event(load, "DEBUG SLEEP 1 in a loop")
 	sleeps := 0
 	for time.Now().Before(load.At(W + 2*P - 500*time.Millisecond)) {
-		if _, err := faults.RedisCmd(r.Addr(), 5*time.Second, "DEBUG", "SLEEP", "1"); err != nil {
+		if _, err := r.Do("DEBUG", "SLEEP", "1"); err != nil {
 			t.Fatalf("DEBUG SLEEP: %v", err)
 		}
 		sleeps++
 	}
 	rep.Event(load, "%d DEBUG SLEEP 1 done", sleeps)
 	load.SleepUntil(W + 2*P)
-	if out, err := faults.RedisCmd(r.Addr(), 5*time.Second, "CLIENT", "PAUSE", fmt.Sprint(pause.Milliseconds())); err != nil {
+	if out, err := r.Do("CLIENT", "PAUSE", fmt.Sprint(pause.Milliseconds())); err != nil {
 		t.Fatalf("CLIENT PAUSE: %q %v", out, err)
 	}
 	rep.Event(load, "CLIENT PAUSE %d", pause.Milliseconds())

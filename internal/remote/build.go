@@ -13,6 +13,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/compile"
+	"github.com/open-policy-agent/opa/v1/loader"
 )
 
 // BuildOptions say how Build writes a bundle.
@@ -56,9 +57,14 @@ func Build(ctx context.Context, dir string, w io.Writer, o BuildOptions) error {
 				return fmt.Errorf("--ignore %q: %w", p, err)
 			}
 		}
-		c = c.WithFilter(func(_ string, info fs.FileInfo, depth int) bool {
-			for _, p := range o.Ignore {
-				if ok, _ := path.Match(p, info.Name()); ok && depth >= 1 {
+		// The filter `opa build --ignore` uses: the base name matched at depth >= 1.
+		filters := make([]loader.Filter, len(o.Ignore))
+		for i, p := range o.Ignore {
+			filters[i] = loader.GlobExcludeName(p, 1)
+		}
+		c = c.WithFilter(func(abspath string, info fs.FileInfo, depth int) bool {
+			for _, f := range filters {
+				if f(abspath, info, depth) {
 					return true
 				}
 			}
