@@ -177,9 +177,8 @@ func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle, source string) 
 	if err == nil && e.opts.PartialEval {
 		s.plans = newPlanner(s, e.opts.PartialEvalKeys, e.opts.PlanCacheSize, e.opts.MaxResidualPlans, s.parsed)
 		s.plans.log = func(msg string, args ...any) { e.log.Warn(msg, args...) }
-		// Built before the swap, while no request can start a concurrent
-		// partial evaluation on the same compiler (OPA's copy propagation
-		// rewrites shared terms; the race detector caught builds overlapping).
+		// Built before the swap so that even the first requests of the new
+		// revision for the bundle's listed actions are answered by plans.
 		e.buildActivationPlans(ctx, s, b.Data)
 	}
 	if err != nil {
@@ -414,7 +413,7 @@ func (e *Engine) evalPlan(ctx context.Context, s *snapshot, pl *plan, path strin
 			return Decision{}, false, false, ferr
 		}
 		if full.Defined != defined || !jsoneq.Equal(full.Result, val) {
-			pl.kind.Store(PlanFallback)
+			s.plans.demote(pl)
 			e.log.Error("partial-evaluation plan disagreed with full evaluation; plan disabled", "path", path)
 			return full, len(ndb) == 0, true, nil
 		}
@@ -427,7 +426,7 @@ func (e *Engine) evalPlan(ctx context.Context, s *snapshot, pl *plan, path strin
 			fullBest = min(fullBest, time.Duration(f.EvalNS))
 		}
 		if residualBest >= fullBest && !e.opts.KeepSlowResiduals {
-			pl.kind.Store(PlanFallback)
+			s.plans.demote(pl)
 			e.log.Debug("residual plan is not faster than full evaluation; using full evaluation", "path", path, "residual", residualBest, "full", fullBest)
 			full.Source = SourceFull
 			return full, len(ndb) == 0, true, nil

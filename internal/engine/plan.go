@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,8 +34,9 @@ type plan struct {
 	value    any          // constant: the decision (decoded JSON); nil+!defined = undefined
 	json     []byte       // constant: value encoded
 	defined  bool
-	residual *rego.PreparedEvalQuery
+	residual atomic.Pointer[rego.PreparedEvalQuery] // nil once demoted: its compiler is freed
 	measured atomic.Bool
+	counted  atomic.Bool // counts against the planner's residual budget
 }
 
 func (p *plan) Kind() string { return p.kind.Load().(string) }
@@ -50,7 +50,6 @@ type planner struct {
 	modules  map[string]*ast.Module
 	lru      *lru.Cache[string, *plan]
 	sem      chan struct{} // holds a token while a build runs: one at a time
-	pending  sync.Map      // plan keys queued or being built in the background
 	// residuals counts the residual plans in lru; maxResidual bounds it.
 	residuals   atomic.Int64
 	maxResidual int64
@@ -74,11 +73,7 @@ const buildTimeout = 10 * time.Second
 // built-ins, which partial evaluation would freeze into constants.
 func newPlanner(s *snapshot, keys []string, size, maxResidual int, parsed map[string]*ast.Module) *planner {
 	p := &planner{s: s, modules: parsed, sem: make(chan struct{}, 1), maxResidual: int64(maxResidual)}
-	p.lru, _ = lru.NewWithEvict[string, *plan](max(size, 1), func(_ string, pl *plan) {
-		if pl.residual != nil {
-			p.residuals.Add(-1)
-		}
-	})
+	p.lru, _ = lru.NewWithEvict[string, *plan](max(size, 1), func(_ string, pl *plan) { p.uncount(pl) })
 	known := map[string]bool{}
 	for _, k := range keys {
 		parts := strings.Split(strings.TrimPrefix(k, "input."), ".")
@@ -218,18 +213,9 @@ func (p *planner) buildLater(k, path string, input any) {
 	default:
 		return // a build is running; a later request for k will ask again
 	}
-	if _, busy := p.pending.LoadOrStore(k, true); busy {
-		<-p.sem
-		return
-	}
-	_, known, ok := p.key(path, input, true)
-	if !ok {
-		p.pending.Delete(k)
-		<-p.sem
-		return
-	}
+	_, known, _ := p.key(path, input, true) // ok: get computed k from the same input
 	go func() {
-		defer func() { p.pending.Delete(k); <-p.sem }()
+		defer func() { <-p.sem }()
 		ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 		defer cancel()
 		if _, done := p.lru.Peek(k); !done {
@@ -331,7 +317,7 @@ func (p *planner) build(ctx context.Context, path string, known map[string]any) 
 	}
 	support := make(map[string]*ast.Module, len(pq.Support))
 	for i, m := range pq.Support {
-		support[fmt.Sprintf("%s/support_%d.rego", planNamespace, i)] = m.Copy()
+		support[fmt.Sprintf("%s/support_%d.rego", planNamespace, i)] = m // Compile copies it
 	}
 	// Only the modules the residual can reach: each residual holds its own
 	// compiler, and compiling every module made one about 3.6 MB.
@@ -347,10 +333,27 @@ func (p *planner) build(ctx context.Context, path string, known map[string]any) 
 		p.log("preparing a residual plan failed; full evaluation will be used", "path", path, "error", err)
 		return pl
 	}
-	pl.residual = &prepared
+	pl.residual.Store(&prepared)
 	pl.kind.Store(PlanResidual)
-	p.residuals.Add(1) // the caller stores pl; eviction subtracts
+	pl.counted.Store(true) // the caller stores pl; eviction or demotion uncounts it
+	p.residuals.Add(1)
 	return pl
+}
+
+// demote turns a residual plan into a fallback (it disagreed with, or was
+// not faster than, full evaluation), dropping its prepared query and its
+// place in the budget.
+func (p *planner) demote(pl *plan) {
+	pl.kind.Store(PlanFallback)
+	pl.residual.Store(nil)
+	p.uncount(pl)
+}
+
+// uncount takes pl out of the residual budget, once.
+func (p *planner) uncount(pl *plan) {
+	if pl.counted.CompareAndSwap(true, false) {
+		p.residuals.Add(-1)
+	}
 }
 
 // normalise turns the numbers of ast.JSON output into json.Number, like
@@ -372,7 +375,11 @@ func normalise(v any) any {
 // evalResidual evaluates a residual plan. ok is false when the residual
 // cannot decide alone (several answers: full evaluation reports the conflict).
 func evalResidual(ctx context.Context, pl *plan, in ast.Value, ndb builtins.NDBCache) (any, bool, bool, error) {
-	rs, err := pl.residual.Eval(ctx, rego.EvalParsedInput(in), rego.EvalNDBuiltinCache(ndb))
+	q := pl.residual.Load()
+	if q == nil {
+		return nil, false, false, nil // demoted meanwhile: full evaluation answers
+	}
+	rs, err := q.Eval(ctx, rego.EvalParsedInput(in), rego.EvalNDBuiltinCache(ndb))
 	if err != nil {
 		return nil, false, false, err
 	}
@@ -440,27 +447,34 @@ func lookup(v any, path ...string) any {
 // every residual plan is checked against full evaluation anyway).
 func reachable(all map[string]*ast.Module, query ast.Body, support map[string]*ast.Module) map[string]*ast.Module {
 	out := make(map[string]*ast.Module, len(support)+len(all))
+	seen := map[string]bool{}
 	var refs []ast.Ref
-	collect := func(x any) {
-		ast.WalkRefs(x, func(r ast.Ref) bool {
-			if r[0].Equal(ast.DefaultRootDocument) {
-				refs = append(refs, r.ConstantPrefix())
-			}
-			return false
-		})
+	add := func(r ast.Ref) {
+		if !r[0].Equal(ast.DefaultRootDocument) {
+			return
+		}
+		r = r.ConstantPrefix()
+		if k := r.String(); !seen[k] {
+			seen[k] = true
+			refs = append(refs, r)
+		}
 	}
-	collectModule := func(m *ast.Module) {
+	// Rules and imports only: a module's own package ref says nothing about
+	// what it reads.
+	collect := func(m *ast.Module) {
 		for _, imp := range m.Imports {
-			if r, ok := imp.Path.Value.(ast.Ref); ok && r[0].Equal(ast.DefaultRootDocument) {
-				refs = append(refs, r.ConstantPrefix())
+			if r, ok := imp.Path.Value.(ast.Ref); ok {
+				add(r)
 			}
 		}
-		collect(m)
+		for _, rule := range m.Rules {
+			ast.WalkRefs(rule, func(r ast.Ref) bool { add(r); return false })
+		}
 	}
-	collect(query)
+	ast.WalkRefs(query, func(r ast.Ref) bool { add(r); return false })
 	for name, m := range support {
 		out[name] = m
-		collectModule(m)
+		collect(m)
 	}
 	for len(refs) > 0 {
 		r := refs[len(refs)-1]
@@ -471,7 +485,7 @@ func reachable(all map[string]*ast.Module, query ast.Body, support map[string]*a
 			}
 			if pkg := m.Package.Path; pkg.HasPrefix(r) || r.HasPrefix(pkg) {
 				out[name] = m
-				collectModule(m)
+				collect(m)
 			}
 		}
 	}

@@ -17,9 +17,6 @@ import (
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// readBody reads the request body within the size limit, which applies after
-// gzip decompression, and refuses media types that are not JSON. The caller
-// returns the buffer to bufPool.
 // readJSON reads the request body within readBody's limits and decodes it
 // with decodeJSON's, writing the error response itself: ok is false when it
 // did. With allowEmpty an empty or all-space body is (nil, true, true). The
@@ -41,6 +38,9 @@ func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, allowEmpty boo
 	return v, false, true
 }
 
+// readBody reads the request body within the size limit, which applies after
+// gzip decompression, and refuses media types that are not JSON. The caller
+// returns the buffer to bufPool.
 func readBody(r *http.Request, limit int64) (*bytes.Buffer, error) {
 	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
 		return nil, err
