@@ -74,6 +74,13 @@ type l2 struct {
 	rejectLog, errorLog logLimiter
 }
 
+// ValidateRedisURL reports whether raw is a REDIS_URL the L2 cache accepts
+// (config validation uses it, so startup and the cache agree).
+func ValidateRedisURL(raw string) error {
+	_, err := parseRedisURL(raw)
+	return err
+}
+
 // parseRedisURL turns REDIS_URL into client options. It accepts a comma
 // separated host list in the authority ("redis://:pw@h1:1,h2:2/0") for a
 // cluster. Errors never include the URL: it may hold a password.

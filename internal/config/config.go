@@ -7,11 +7,11 @@ package config
 import (
 	"errors"
 	"fmt"
-	"net"
-	"net/url"
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/acgs-lite/acgs/internal/cache"
 )
 
 // DefaultConstitutionalHash is the hash of the built-in constitution.
@@ -206,27 +206,10 @@ func (c *Config) Validate() error {
 		bad("DEFAULT_CACHE_TTL", "%s is too short (accepted: 1s or more)", cc.TTL)
 	}
 	if cc.RedisURL != "" {
-		// A cluster is one URL whose host list is comma-separated:
-		// redis://[:pw@]h1:p1,h2:p2[/db]. Validate the URL with the first
-		// host, and every further entry as host:port.
-		first, rest, _ := strings.Cut(strings.TrimSpace(cc.RedisURL), ",")
-		var extra []string
-		if rest != "" {
-			var tail string
-			if i := strings.IndexAny(rest, "/?"); i >= 0 {
-				rest, tail = rest[:i], rest[i:]
-			}
-			extra = strings.Split(rest, ",")
-			first += tail
-		}
-		pu, err := url.Parse(first)
-		if err != nil || (pu.Scheme != "redis" && pu.Scheme != "rediss" && pu.Scheme != "unix") || (pu.Host == "" && pu.Scheme != "unix") {
-			bad("REDIS_URL", "%q is not a Redis URL (accepted: redis://[:password@]host:port[/db], rediss:// for TLS, redis://h1:p1,h2:p2 for a cluster)", redact(first))
-		}
-		for _, hp := range extra {
-			if _, _, err := net.SplitHostPort(strings.TrimSpace(hp)); err != nil {
-				bad("REDIS_URL", "cluster node %q is not host:port", hp)
-			}
+		// The cache's own parser, so that what starts is what connects; its
+		// errors never include the URL (it may hold a password).
+		if err := cache.ValidateRedisURL(strings.TrimSpace(cc.RedisURL)); err != nil {
+			bad("REDIS_URL", "%v (accepted: redis://[:password@]host:port[/db], rediss:// for TLS, redis://[:password@]h1:p1,h2:p2 for a cluster)", err)
 		}
 		if len(cc.SigningKey) < 32 {
 			bad("CACHE_SIGNING_KEY", "is required when REDIS_URL is set and must be at least 32 bytes (got %d); generate one with: openssl rand -hex 32", len(cc.SigningKey))
@@ -293,11 +276,3 @@ func (c *Config) Validate() error {
 
 // Addr is the listen address.
 func (c *Config) Addr() string { return fmt.Sprintf("%s:%d", c.Server.Host, c.Server.Port) }
-
-func redact(u string) string {
-	pu, err := url.Parse(strings.TrimSpace(u))
-	if err != nil {
-		return "<unparseable>"
-	}
-	return pu.Redacted()
-}

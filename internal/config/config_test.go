@@ -114,6 +114,7 @@ func TestRedisClusterURL(t *testing.T) {
 		"redis://127.0.0.1:7001,127.0.0.1:7002":                      true,
 		"rediss://h1:6380":                                           true,
 		"redis://127.0.0.1:7001,notaport":                            false,
+		"redis://:pa,ss@127.0.0.1:7001":                              true, // a comma in the password is not a node list
 		"http://127.0.0.1:7001,127.0.0.1:7002":                       false,
 	} {
 		c := config.Default()
