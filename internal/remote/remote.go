@@ -226,8 +226,6 @@ var ErrPolled = errors.New("remote bundles are polled: a new bundle is activated
 // must not be triggered while it polls (the two would race), so with only
 // polled bundles Reload returns ErrPolled and changes nothing.
 func (r *Remote) Reload(ctx context.Context) error {
-	r.reloadMu.Lock() // one manual download at a time, for the same reason
-	defer r.reloadMu.Unlock()
 	var manual []string
 	for name, src := range r.plugin.Config().Bundles {
 		if src.Trigger != nil && *src.Trigger == plugins.TriggerManual {
@@ -238,6 +236,33 @@ func (r *Remote) Reload(ctx context.Context) error {
 		return ErrPolled
 	}
 	sort.Strings(manual)
+	// The download runs under the Remote's own context and keeps reloadMu
+	// until it is over: OPA's Trigger returns when its context ends but
+	// leaves its download running, so a download bounded by the caller's
+	// context (an HTTP request that went away) could overlap the next one.
+	// The caller's ctx only bounds how long the caller waits.
+	done := make(chan error, 1)
+	go func() {
+		r.reloadMu.Lock() // one manual download at a time
+		defer r.reloadMu.Unlock()
+		base := r.ctx
+		if base == nil { // not started: no loaders either, nothing to download
+			base = context.Background()
+		}
+		dctx, cancel := context.WithTimeout(base, r.opts.ActivateTimeout)
+		defer cancel()
+		done <- r.trigger(dctx, manual)
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// trigger downloads the manual bundles now; the caller holds reloadMu.
+func (r *Remote) trigger(ctx context.Context, manual []string) error {
 	r.mu.Lock()
 	before := r.attempts
 	r.mu.Unlock()
