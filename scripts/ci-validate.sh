@@ -31,6 +31,9 @@
 #   PERFORMANCE_TARGET_P99_MS     p99 gate of the open loop and slo (default 5)
 #   REGRESSION_THRESHOLD_PERCENT  default 10
 set -uo pipefail
+# Loopback traffic never goes through a proxy the environment may set
+# (module downloads still may).
+export no_proxy="127.0.0.1,localhost,::1${no_proxy:+,$no_proxy}" NO_PROXY="127.0.0.1,localhost,::1${NO_PROXY:+,$NO_PROXY}"
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 OUT=${RESULTS_DIR:-ci-validation-results}

@@ -28,6 +28,9 @@
 # service defaults (2ms, 100ms) because seven processes share the machine's
 # cores here, and a starved evaluation would fail closed; LOG_LEVEL (info).
 set -euo pipefail
+# Loopback traffic never goes through a proxy the environment may set
+# (module downloads still may).
+export no_proxy="127.0.0.1,localhost,::1${no_proxy:+,$no_proxy}" NO_PROXY="127.0.0.1,localhost,::1${NO_PROXY:+,$NO_PROXY}"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 run="${CLUSTER_DIR:-$root/.cluster}"

@@ -8,6 +8,9 @@
 #
 #   scripts/compare.sh                 DURATION=10s CONNS=32 THREADS=2
 set -euo pipefail
+# Loopback traffic never goes through a proxy the environment may set
+# (module downloads still may).
+export no_proxy="127.0.0.1,localhost,::1${no_proxy:+,$no_proxy}" NO_PROXY="127.0.0.1,localhost,::1${NO_PROXY:+,$NO_PROXY}"
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 DURATION=${DURATION:-10s}

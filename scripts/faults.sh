@@ -23,6 +23,9 @@
 # Each scenario writes <name>.json and <name>.md there; the Markdown is
 # printed at the end. Exit status 1 when any scenario fails a check.
 set -euo pipefail
+# Loopback traffic never goes through a proxy the environment may set
+# (module downloads still may).
+export no_proxy="127.0.0.1,localhost,::1${no_proxy:+,$no_proxy}" NO_PROXY="127.0.0.1,localhost,::1${NO_PROXY:+,$NO_PROXY}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export PATH="$PATH:/usr/sbin:/usr/local/go/bin"

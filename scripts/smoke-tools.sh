@@ -4,6 +4,9 @@
 # are deliberately loose (a shared 2-core CI machine is not a benchmark
 # rig): this checks that the tools run, measure and judge, not the figures.
 set -euo pipefail
+# Loopback traffic never goes through a proxy the environment may set
+# (module downloads still may).
+export no_proxy="127.0.0.1,localhost,::1${no_proxy:+,$no_proxy}" NO_PROXY="127.0.0.1,localhost,::1${NO_PROXY:+,$NO_PROXY}"
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 OUT=${OUT:-$ROOT/ci-validation-results/smoke}
