@@ -328,6 +328,12 @@ func (p *planner) build(ctx context.Context, path string, known map[string]any) 
 		p.log("compiling a residual plan failed; full evaluation will be used", "path", path, "error", comp.Errors)
 		return pl
 	}
+	// rego copies each top-level expression's source text into every result
+	// (ExpressionValue.Text). A residual's expressions carry the location of
+	// the policy rule they came from, whose text can be kilobytes long.
+	for _, expr := range body {
+		expr.Location = nil
+	}
 	prepared, err := rego.New(rego.ParsedQuery(body), rego.Compiler(comp), rego.Store(p.s.store)).PrepareForEval(ctx)
 	if err != nil {
 		p.log("preparing a residual plan failed; full evaluation will be used", "path", path, "error", err)

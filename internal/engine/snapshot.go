@@ -90,7 +90,7 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source string) (*
 	if compiler.Failed() {
 		return nil, fmt.Errorf("bundle %s: compile: %w", source, compiler.Errors)
 	}
-	store := inmem.NewFromObjectWithOpts(data, inmem.OptRoundTripOnWrite(false))
+	store := inmem.NewFromObjectWithOpts(data, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
 	var roots []string
 	if b.Manifest.Roots != nil {
 		roots = append(roots, *b.Manifest.Roots...)

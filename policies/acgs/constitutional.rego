@@ -42,17 +42,9 @@ decision := prohibited_decision if prohibited
 
 decision := evaluated_decision if not prohibited
 
-evaluated_decision := {
-	"allow": allow,
-	"compliance_score": compliance_score,
-	"reasons": reasons,
-	"constitutional_hash": config.constitutional_hash,
-	"policy": "constitutional",
-	"evaluation_details": evaluation_details,
-}
-
 # ---------------------------------------------------------------------------
-# Typed views of the input (wrong type == missing).
+# Views that depend on the action alone. They are separate rules so that
+# partial evaluation with input.action known folds them to constants.
 # ---------------------------------------------------------------------------
 
 default action := ""
@@ -63,328 +55,223 @@ default category := ""
 
 category := split(action, ".")[0]
 
-default trust_level := 0
-
-trust_level := t if {
-	t := input.context.agent.trust_level
-	is_number(t)
-}
-
-default sandbox_enabled := false
-
-sandbox_enabled if input.context.environment.sandbox_enabled == true
-
-default audit_enabled := false
-
-audit_enabled if input.context.environment.audit_enabled == true
-
-usage_count := object.get(context_numbers, "current_usage_count", 0)
-
-default overrides_user_preference := false
-
-overrides_user_preference if input.context.overrides_user_preference == true
-
-default user_consent := false
-
-user_consent if input.context.user_consent == true
-
-default affects_protected_groups := false
-
-affects_protected_groups if input.context.affects_protected_groups == true
-
-default has_responsible_party := false
-
-has_responsible_party if {
-	p := input.context.responsible_party
-	is_string(p)
-	p != ""
-}
-
-default explanation_length := 0
-
-explanation_length := count(e) if {
-	e := input.context.explanation
-	is_string(e)
-}
-
-# Numeric context fields (wrong type == missing), clamped to [0,1]; the
-# config default when missing. One body each, so that partial evaluation
-# does not multiply alternatives.
-default context_numbers := {}
-
-context_numbers := {k: v |
-	some k, v in input.context
-	is_number(v)
-} if {
-	is_object(input.context)
-}
-
-default benefit := 0
-
-benefit := clamp01(object.get(context_numbers, "benefit_assessment", config.constitutional.principles.default_benefit))
-
-default harm_risk := 1
-
-harm_risk := clamp01(object.get(context_numbers, "harm_risk_assessment", config.constitutional.principles.default_harm_risk))
-
-default fairness_assessment := 0
-
-fairness_assessment := clamp01(object.get(context_numbers, "fairness_assessment", config.constitutional.principles.default_fairness))
-
-# Requested resources: only numeric entries of an object count; anything else is 0.
-default requested := {}
-
-requested := {k: v |
-	some k, v in input.context.agent.requested_resources
-	is_number(v)
-} if {
-	is_object(input.context.agent.requested_resources)
-}
-
-# ---------------------------------------------------------------------------
-# Safety
-# ---------------------------------------------------------------------------
-
-default rate_limit := 0
-
 rate_limit := object.get(config.constitutional.rate_limits, category, config.constitutional.default_rate_limit)
 
-default within_rate_limit := false
-
-within_rate_limit if usage_count < rate_limit
-
-default sandbox_points := 0
-
-sandbox_points := config.constitutional.safety.sandbox if sandbox_enabled
-
-default rate_points := 0
-
-rate_points := config.constitutional.safety.rate_limit if within_rate_limit
-
-default safety := 0
-
-safety := (config.constitutional.safety.base + sandbox_points) + rate_points
+needs_explanation := action in config.constitutional.actions_requiring_explanation
 
 # ---------------------------------------------------------------------------
-# Constitutional principles
+# The evaluated decision: one rule with one body, with every expression in it
+# total (defined for any input), so that it never fails and needs no default.
+#
+# Written for OPA's partial evaluation (the plan cache specialises the policy
+# on type, action and hash). A rule with a `default` is never inlined (it
+# stays a support rule, evaluated like any other rule), and a rule with
+# several bodies is inlined as several alternative queries; a single total
+# body is inlined whole. The body has two parts:
+#   - values known once the action is (config, category, rate limit,
+#     explanation requirement, prohibited): partial evaluation folds them to
+#     constants;
+#   - everything that reads input.context, inside one comprehension of
+#     exactly one element. Partial evaluation keeps a comprehension as it is,
+#     so each intermediate value is computed once; inlined as plain
+#     expressions, OPA's copy propagation would repeat a call at every use
+#     (the score would be computed four times).
+#
+# How the context is read totally: object.get with a path over
+# {"c": [input.context]} gives the default for a missing context, a missing
+# field or a non-object step; typed(x, t, d) gives d when x is not of type t
+# (a wrong type counts as missing); `x == true` is false for anything but true.
 # ---------------------------------------------------------------------------
 
-default autonomy_case := "autonomy_no_override"
+evaluated_decision := [out |
+	# Object views of the context (anything else counts as an empty object)
+	# and its numeric fields (a wrong type counts as missing).
+	ctx := array.concat([x | x := input.context; is_object(x)], [{}])[0]
+	env := array.concat([x | x := ctx.environment; is_object(x)], [{}])[0]
+	agent := array.concat([x | x := ctx.agent; is_object(x)], [{}])[0]
+	numbers := {k: v | some k, v in ctx; is_number(v)}
+	requested := {k: v | some k, v in array.concat([x | x := agent.requested_resources; is_object(x)], [{}])[0]; is_number(v)}
 
-autonomy_case := "autonomy_override_with_consent" if {
-	overrides_user_preference
-	user_consent
-}
+	trust := object.get(agent, "trust_level", 0)
+	trust_level := object.get({"number": trust}, type_name(trust), 0)
+	sandbox_enabled := object.get(env, "sandbox_enabled", false) == true
+	audit_enabled := object.get(env, "audit_enabled", false) == true
+	overrides := object.get(ctx, "overrides_user_preference", false) == true
+	consent := object.get(ctx, "user_consent", false) == true
+	protected_groups := object.get(ctx, "affects_protected_groups", false) == true
+	party := object.get(ctx, "responsible_party", "")
+	has_party := [is_string(party), party != ""] == [true, true]
+	explanation := object.get(ctx, "explanation", "")
+	explanation_length := count(object.get({"string": explanation}, type_name(explanation), ""))
+	usage_count := object.get(numbers, "current_usage_count", 0)
 
-autonomy_case := "autonomy_override_without_consent" if {
-	overrides_user_preference
-	not user_consent
-}
+	# Assessments given as numbers are clamped to [0,1]; missing ones take the
+	# configured default (in [0,1]: checked by test_config_defaults_in_range).
+	assessments := {k: min([1, max([0, v])]) |
+		some k in ["benefit_assessment", "harm_risk_assessment", "fairness_assessment"]
+		v := numbers[k]
+	}
+	benefit := object.get(assessments, "benefit_assessment", default_benefit)
+	harm_risk := object.get(assessments, "harm_risk_assessment", default_harm_risk)
+	fairness := object.get(assessments, "fairness_assessment", default_fairness)
 
-default autonomy := 0
+	# Safety
+	within_rate_limit := usage_count < rate
+	safety := (safety_base + object.get(sandbox_points, sandbox_enabled, 0)) + object.get(rate_points, within_rate_limit, 0)
 
-autonomy := object.get(config.constitutional.principles, autonomy_case, 0)
+	# Constitutional principles (mean of five)
+	# (by [overrides user preference][user consent])
+	autonomy := object.get(autonomy_by, [overrides, consent], 0)
+	non_maleficence := 1 - harm_risk
+	accountability := object.get(audit_accountability, audit_enabled, 0) + object.get(party_accountability, has_party, 0)
 
-beneficence := benefit
+	# (sum([...]) rather than nested +: OPA prints partial-evaluation residuals
+	# without parentheses, and `(a + b) / 5` would come out as `a + b / 5`.)
+	constitutional := sum([autonomy, benefit, non_maleficence, fairness, accountability]) / 5
 
-non_maleficence := 1 - harm_risk
+	# Resources: mean over the configured limits of min(1, limit / max(requested, 1)),
+	# computed as 1 - (sum of the shortfalls) / (number of limits) so that only the
+	# limits actually exceeded cost any arithmetic: with none, resources is 1.
+	# Only numeric requests count; anything else is 0.
+	shortfalls := [shortfall |
+		some name, limit in limits
+		m := max([object.get(requested, name, 0), 1])
+		m > limit
+		shortfall := 1 - (limit / m)
+	]
+	resources := array.concat([r | count(shortfalls) > 0; r := 1 - (sum(shortfalls) / n_limits)], [1])[0]
 
-fairness := fairness_assessment
+	# Transparency
+	explanation_ok := object.get({false: true}, needs, explanation_length >= min_explanation)
+	transparency := (transparency_base + object.get(explanation_points, explanation_ok, 0)) + object.get(audit_points, audit_enabled, 0)
 
-default accountability_audit := 0
+	# Score and decision
+	raw_score := (((w_safety * safety) + (w_constitutional * constitutional)) + (w_resources * resources)) + (w_transparency * transparency)
+	score := round(min([1, max([0, raw_score])]) * 10000) / 10000
+	score_ok := score >= threshold
+	trust_ok := trust_level >= min_trust
+	allow := [act != "", is_prohibited, score_ok, trust_ok] == [true, false, true, true]
 
-accountability_audit := config.constitutional.principles.accountability_audit if audit_enabled
+	# Every failed check in words, in a fixed order; only for a deny.
+	reasons := [msg |
+		allow == false
+		some part in [
+			[m | act == ""; m := "Action is missing or not a string"],
+			[m | trust_ok == false; m := sprintf("Agent trust level %v below required %v", [trust_level, min_trust])],
+			[m | sandbox_enabled == false; m := "Sandbox is not enabled"],
+			[m |
+				within_rate_limit == false
+				m := sprintf("Rate limit exceeded for category '%s': usage %v, limit %v", [cat, usage_count, rate])
+			],
+			sort([m |
+				some name, limit in limits
+				object.get(requested, name, 0) > limit
+				m := sprintf("Requested %s %v exceeds limit %v", [name, requested[name], limit])
+			]),
+			[m | audit_enabled == false; m := "Audit logging is not enabled (no audit trail)"],
+			[m | has_party == false; m := "No responsible party specified"],
+			[m |
+				needs
+				explanation_length == 0
+				m := sprintf("Action '%s' requires an explanation but none was given", [act])
+			],
+			[m |
+				needs
+				explanation_length > 0
+				explanation_length < min_explanation
+				m := sprintf(
+					"Explanation for action '%s' is too short (%d characters, minimum %v)",
+					[act, explanation_length, min_explanation],
+				)
+			],
+			[m | harm_risk > t.max_harm_risk; m := sprintf("Harm risk %v exceeds %v", [harm_risk, t.max_harm_risk])],
+			[m | benefit < t.min_benefit; m := sprintf("Benefit assessment %v below %v", [benefit, t.min_benefit])],
+			[m |
+				protected_groups
+				fairness < t.min_fairness_protected_groups
+				m := sprintf(
+					"Fairness assessment %v below %v while protected groups are affected",
+					[fairness, t.min_fairness_protected_groups],
+				)
+			],
+			[m | overrides; consent == false; m := "Overrides user preference without consent"],
+			[m | score_ok == false; m := sprintf("Compliance score %v below %v", [score, threshold])],
+		]
+		some msg in part
+	]
 
-default accountability_party := 0
-
-accountability_party := config.constitutional.principles.accountability_responsible_party if has_responsible_party
-
-default accountability := 0
-
-accountability := accountability_audit + accountability_party
-
-default constitutional_score := 0
-
-# (sum([...]) rather than nested +: OPA prints partial-evaluation residuals
-# without parentheses, and `(a + b) / 5` would come out as `a + b / 5`.)
-constitutional_score := sum([autonomy, beneficence, non_maleficence, fairness, accountability]) / 5
-
-# ---------------------------------------------------------------------------
-# Resources: mean over the configured limits of min(1, limit / max(requested, 1)),
-# computed as 1 - (sum of the shortfalls) / (number of limits) so that only the
-# limits actually exceeded cost any arithmetic (the common case is none).
-# ---------------------------------------------------------------------------
-
-resource_shortfalls := [shortfall |
-	some name, limit in config.constitutional.resource_limits
-	m := max([object.get(requested, name, 0), 1])
-	m > limit
-	shortfall := 1 - (limit / m)
-]
-
-default resources := 0
-
-resources := 1 if count(resource_shortfalls) == 0
-
-resources := 1 - (sum(resource_shortfalls) / count(config.constitutional.resource_limits)) if {
-	count(resource_shortfalls) > 0
-}
-
-# ---------------------------------------------------------------------------
-# Transparency
-# ---------------------------------------------------------------------------
-
-default needs_explanation := false
-
-needs_explanation if action in config.constitutional.actions_requiring_explanation
-
-default explanation_ok := false
-
-explanation_ok if not needs_explanation
-
-explanation_ok if explanation_length >= config.constitutional.min_explanation_length
-
-default explanation_points := 0
-
-explanation_points := config.constitutional.transparency.explanation if explanation_ok
-
-default transparency_audit_points := 0
-
-transparency_audit_points := config.constitutional.transparency.audit if audit_enabled
-
-default transparency := 0
-
-transparency := (config.constitutional.transparency.base + explanation_points) + transparency_audit_points
-
-# ---------------------------------------------------------------------------
-# Score and decision
-# ---------------------------------------------------------------------------
-
-raw_score := score if {
-	w := config.constitutional.weights
-	score := (((w.safety * safety) + (w.constitutional * constitutional_score)) + (w.resources * resources)) + (w.transparency * transparency)
-}
-
-default compliance_score := 0
-
-compliance_score := round4(clamp01(raw_score))
-
-default score_ok := false
-
-score_ok if compliance_score >= config.constitutional.compliance_threshold
-
-default trust_ok := false
-
-trust_ok if trust_level >= config.constitutional.min_trust_level
-
-default allow := false
-
-allow if {
-	not prohibited
-	action != ""
-	score_ok
-	trust_ok
-}
-
-default reasons := []
-
-reasons := [msg | some [_, msg] in sort(concerns)] if not allow
-
-default evaluation_details := {}
-
-# Sums of configured weights are exact; quotients and differences are rounded
-# (OPA's decimal arithmetic gives 1 - 0.9 = 0.10000000000000000002).
-evaluation_details := {
-	"safety": safety,
-	"constitutional": round4(constitutional_score),
-	"resources": round4(resources),
-	"transparency": transparency,
-	"autonomy": autonomy,
-	"beneficence": beneficence,
-	"non_maleficence": round4(non_maleficence),
-	"fairness": fairness,
-	"accountability": accountability,
-	"trust_level": trust_level,
-	"action_category": category,
-}
-
-# ---------------------------------------------------------------------------
-# Concerns: every failed check in words, as [order, message] pairs so that
-# the reasons keep a stable, meaningful order.
-# ---------------------------------------------------------------------------
-
-concerns contains [0, "Action is missing or not a string"] if action == ""
-
-concerns contains [1, sprintf("Agent trust level %v below required %v", [trust_level, config.constitutional.min_trust_level])] if {
-	not trust_ok
-}
-
-concerns contains [2, "Sandbox is not enabled"] if not sandbox_enabled
-
-concerns contains [3, msg] if {
-	not within_rate_limit
-	msg := sprintf("Rate limit exceeded for category '%s': usage %v, limit %v", [category, usage_count, rate_limit])
-}
-
-concerns contains [4, msg] if {
-	some name, limit in config.constitutional.resource_limits
-	req := object.get(requested, name, 0)
-	req > limit
-	msg := sprintf("Requested %s %v exceeds limit %v", [name, req, limit])
-}
-
-concerns contains [5, "Audit logging is not enabled (no audit trail)"] if not audit_enabled
-
-concerns contains [6, "No responsible party specified"] if not has_responsible_party
-
-concerns contains [7, msg] if {
-	needs_explanation
-	explanation_length == 0
-	msg := sprintf("Action '%s' requires an explanation but none was given", [action])
-}
-
-concerns contains [7, msg] if {
-	needs_explanation
-	explanation_length > 0
-	explanation_length < config.constitutional.min_explanation_length
-	msg := sprintf(
-		"Explanation for action '%s' is too short (%d characters, minimum %v)",
-		[action, explanation_length, config.constitutional.min_explanation_length],
-	)
-}
-
-concerns contains [8, msg] if {
-	harm_risk > config.constitutional.concern_thresholds.max_harm_risk
-	msg := sprintf("Harm risk %v exceeds %v", [harm_risk, config.constitutional.concern_thresholds.max_harm_risk])
-}
-
-concerns contains [9, msg] if {
-	benefit < config.constitutional.concern_thresholds.min_benefit
-	msg := sprintf("Benefit assessment %v below %v", [benefit, config.constitutional.concern_thresholds.min_benefit])
-}
-
-concerns contains [10, msg] if {
-	affects_protected_groups
-	fairness_assessment < config.constitutional.concern_thresholds.min_fairness_protected_groups
-	msg := sprintf(
-		"Fairness assessment %v below %v while protected groups are affected",
-		[fairness_assessment, config.constitutional.concern_thresholds.min_fairness_protected_groups],
-	)
-}
-
-concerns contains [11, "Overrides user preference without consent"] if {
-	overrides_user_preference
-	not user_consent
-}
-
-concerns contains [12, msg] if {
-	not score_ok
-	msg := sprintf("Compliance score %v below %v", [compliance_score, config.constitutional.compliance_threshold])
+	out := {
+		"allow": allow,
+		"compliance_score": score,
+		"reasons": reasons,
+		"constitutional_hash": hash,
+		"policy": "constitutional",
+		# Sums of configured weights are exact; quotients and differences are
+		# rounded (OPA's decimal arithmetic gives 1 - 0.9 = 0.10000000000000000002).
+		"evaluation_details": {
+			"safety": safety,
+			"constitutional": round(constitutional * 10000) / 10000,
+			"resources": array.concat([r | resources != 1; r := round(resources * 10000) / 10000], [1])[0],
+			"transparency": transparency,
+			"autonomy": autonomy,
+			"beneficence": benefit,
+			"non_maleficence": round(non_maleficence * 10000) / 10000,
+			"fairness": fairness,
+			"accountability": accountability,
+			"trust_level": trust_level,
+			"action_category": cat,
+		},
+	}
+][0] if {
+	# Known once the action is: partial evaluation folds all of these to
+	# constants, so the comprehension above reads no data at all.
+	c := config.constitutional
+	p := c.principles
+	t := c.concern_thresholds
+	hash := config.constitutional_hash
+	act := action
+	cat := category
+	rate := rate_limit
+	needs := needs_explanation
+	is_prohibited := action in config.prohibited_actions
+	limits := c.resource_limits
+	n_limits := count(limits)
+	min_explanation := c.min_explanation_length
+	min_trust := c.min_trust_level
+	threshold := c.compliance_threshold
+	default_benefit := p.default_benefit
+	default_harm_risk := p.default_harm_risk
+	default_fairness := p.default_fairness
+	safety_base := c.safety.base
+	sandbox_points := {true: c.safety.sandbox}
+	rate_points := {true: c.safety.rate_limit}
+	autonomy_by := {
+		true: {
+			true: object.get(p, "autonomy_override_with_consent", 0),
+			false: object.get(p, "autonomy_override_without_consent", 0),
+		},
+		false: {true: object.get(p, "autonomy_no_override", 0), false: object.get(p, "autonomy_no_override", 0)},
+	}
+	audit_accountability := {true: p.accountability_audit}
+	party_accountability := {true: p.accountability_responsible_party}
+	transparency_base := c.transparency.base
+	explanation_points := {true: c.transparency.explanation}
+	audit_points := {true: c.transparency.audit}
+	[w_safety, w_constitutional, w_resources, w_transparency] := [
+		c.weights.safety, c.weights.constitutional,
+		c.weights.resources, c.weights.transparency,
+	]
 }
 
 # ---------------------------------------------------------------------------
-# Helpers (numbers only; callers guarantee is_number).
+# Helpers (total; numbers only where a number is needed).
 # ---------------------------------------------------------------------------
+
+# x when it is of type t (as type_name names it), d otherwise.
+typed(x, t, d) := object.get({t: x}, type_name(x), d)
+
+# v when cond is true, 0 otherwise.
+points(cond, v) := object.get({true: v}, cond, 0)
 
 clamp01(x) := min([1, max([0, x])])
 

@@ -530,3 +530,14 @@ test_action_wrong_type_denied if {
 		"Action is missing or not a string" in d.reasons
 	}
 }
+
+# The defaults of the assessments are used unclamped (only given values are
+# clamped), so the configuration must keep them in [0,1].
+test_config_defaults_in_range if {
+	every k in ["default_benefit", "default_harm_risk", "default_fairness"] {
+		v := config.constitutional.principles[k]
+		is_number(v)
+		v >= 0
+		v <= 1
+	}
+}
