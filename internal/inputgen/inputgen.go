@@ -147,8 +147,17 @@ func (g *Gen) Context() map[string]any {
 	g.set(env, "sandbox_enabled", g.chance(0.8))
 	g.set(env, "audit_enabled", g.chance(0.8))
 	res := map[string]any{}
-	limits := map[string]float64{"cpu_cores": 2, "memory_gb": 4, "disk_gb": 10, "network_bandwidth_mbps": 10, "max_execution_time_seconds": 300, "max_file_operations_per_minute": 100, "max_network_requests_per_minute": 50}
-	for k, lim := range limits {
+	// A slice, not a map: map order would make the inputs differ between
+	// runs for the same seed.
+	limits := []struct {
+		k   string
+		lim float64
+	}{
+		{"cpu_cores", 2}, {"memory_gb", 4}, {"disk_gb", 10}, {"network_bandwidth_mbps", 10},
+		{"max_execution_time_seconds", 300}, {"max_file_operations_per_minute", 100}, {"max_network_requests_per_minute", 50},
+	}
+	for _, l := range limits {
+		k, lim := l.k, l.lim
 		if g.chance(0.3) {
 			var v float64
 			switch g.r.IntN(4) {
