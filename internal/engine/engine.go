@@ -105,12 +105,14 @@ type Options struct {
 	// compiled copy of the modules it reaches, under a megabyte for the
 	// constitution); beyond it a new residual is a fallback. 0: constants only.
 	MaxResidualPlans int
-	// KeepSlowResiduals keeps a residual plan that its first input shows
-	// slower than full evaluation (it must still agree with it). For
-	// differential tests, so that they exercise residuals on every input.
-	KeepSlowResiduals bool
 	// OnPlan is told the plan kind of every decision a plan was looked up for.
 	OnPlan func(kind string)
+
+	// keepSlowResiduals keeps a residual plan that its first input shows
+	// slower than full evaluation (it must still agree with it), so that
+	// differential tests exercise residuals on every input. Tests set it
+	// through KeepSlowResiduals (export_test.go); it is no setting.
+	keepSlowResiduals bool
 	// OnReload is told the result of every activation attempt ("success" or "failure").
 	OnReload func(result string, revision string, err error)
 }
@@ -425,7 +427,7 @@ func (e *Engine) evalPlan(ctx context.Context, s *snapshot, pl *plan, path strin
 			f, _, _ := e.evalFull(ctx, s, path, in)
 			fullBest = min(fullBest, time.Duration(f.EvalNS))
 		}
-		if residualBest >= fullBest && !e.opts.KeepSlowResiduals {
+		if residualBest >= fullBest && !e.opts.keepSlowResiduals {
 			s.plans.demote(pl)
 			e.log.Debug("residual plan is not faster than full evaluation; using full evaluation", "path", path, "residual", residualBest, "full", fullBest)
 			full.Source = SourceFull

@@ -18,11 +18,10 @@ var planKeys = []string{"input.type", "input.action", "input.constitutional_hash
 
 func mustOpenPlans(tb testing.TB) *engine.Engine {
 	tb.Helper()
-	e, err := engine.New(context.Background(), engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.Options{
+	e, err := engine.New(context.Background(), engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.KeepSlowResiduals(engine.Options{
 		ConstitutionalHash: hash, EvalTimeout: 10 * time.Second, Logger: quiet,
 		PartialEval: true, PartialEvalKeys: planKeys, PlanCacheSize: 1024, MaxResidualPlans: 512,
-		KeepSlowResiduals: true,
-	})
+	}))
 	if err != nil {
 		tb.Fatal(err)
 	}

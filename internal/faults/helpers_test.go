@@ -3,8 +3,6 @@ package faults_test
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -43,49 +41,11 @@ func envDur(name string, def time.Duration) time.Duration {
 	return def
 }
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-	binDir  string
-)
+func TestMain(m *testing.M) { testenv.Main(m) }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
-
-// acgsBin is the acgs binary the scenarios run: $ACGS_BIN, or one built
-// from this checkout once per test run.
-func acgsBin(tb testing.TB) string {
-	tb.Helper()
-	if p := os.Getenv("ACGS_BIN"); p != "" {
-		return p
-	}
-	binOnce.Do(func() {
-		binDir, binErr = os.MkdirTemp("", "acgs-faults-")
-		if binErr != nil {
-			return
-		}
-		gobin, err := exec.LookPath("go")
-		if err != nil {
-			gobin = "/usr/local/go/bin/go"
-		}
-		binPath = filepath.Join(binDir, "acgs")
-		cmd := exec.Command(gobin, "build", "-o", binPath, "github.com/acgs-lite/acgs/cmd/acgs")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		tb.Fatal(binErr)
-	}
-	return binPath
-}
+// acgsBin is the acgs binary the scenarios run ($ACGS_BIN, or one built
+// from this checkout once per test run).
+func acgsBin(tb testing.TB) string { return testenv.ACGSBinary(tb) }
 
 // policyDir writes the embedded constitution (without its Rego tests) to
 // dir with the given manifest revision.

@@ -55,6 +55,7 @@ type Server struct {
 	ridPrefix string
 	warm      []warmRequest
 	pprof     http.Handler
+	adminSums [][sha256.Size]byte // digests of the configured admin tokens
 }
 
 // New builds a server from its dependencies.
@@ -87,6 +88,9 @@ func New(d Deps) (*Server, error) {
 		return nil, err
 	}
 	s.warm = warm
+	for _, t := range d.Config.AdminTok {
+		s.adminSums = append(s.adminSums, sha256.Sum256([]byte(t)))
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -218,15 +222,14 @@ func (s *Server) match(p string) route {
 // once when the lengths differ, which would leak the token's length.
 func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if len(s.cfg.AdminTok) == 0 {
+		if len(s.adminSums) == 0 {
 			writeError(w, apierror.New(apierror.ResourceNotFound, "no such endpoint: %s (admin endpoints are off: set ADMIN_TOKEN)", r.URL.Path))
 			return
 		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		gotSum := sha256.Sum256([]byte(got))
 		match := 0
-		for _, t := range s.cfg.AdminTok {
-			want := sha256.Sum256([]byte(t))
+		for _, want := range s.adminSums {
 			match |= subtle.ConstantTimeCompare(gotSum[:], want[:])
 		}
 		if !ok || match != 1 {

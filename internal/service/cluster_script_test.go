@@ -3,14 +3,12 @@ package service_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -35,14 +33,7 @@ type fleet struct{ *faults.Fleet }
 // registers `down` for the end of the test.
 func startFleet(t *testing.T, upArgs ...string) *fleet {
 	t.Helper()
-	acgs := filepath.Join(t.TempDir(), "acgs")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	build := exec.CommandContext(ctx, "go", "build", "-o", acgs, "./cmd/acgs")
-	build.Dir = testenv.ModuleRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	acgs := testenv.ACGSBinary(t)
 	return &fleet{faults.StartFleet(t, acgs, upArgs...)}
 }
 
