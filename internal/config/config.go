@@ -53,6 +53,7 @@ type Policy struct {
 	PartialEvalKeys    []string // specialisation fields, e.g. input.type
 	PlanCacheSize      int
 	PlanMaxResidual    int // residual plans kept at once (each holds a compiled policy)
+	PlanVerifyEvery    int // PLAN_VERIFY_EVERY: every Nth residual decision is also evaluated in full (0: only the first)
 	CacheWarmFile      string
 }
 
@@ -113,6 +114,7 @@ func Default() Config {
 			PartialEvalKeys:    []string{"input.type", "input.action", "input.constitutional_hash"},
 			PlanCacheSize:      1024,
 			PlanMaxResidual:    64,
+			PlanVerifyEvery:    1024,
 		},
 		Cache: Cache{
 			Enabled:     true,
@@ -194,6 +196,9 @@ func (c *Config) Validate() error {
 	}
 	if p.PlanMaxResidual < 0 || p.PlanMaxResidual > p.PlanCacheSize {
 		bad("PLAN_MAX_RESIDUAL", "%d must be between 0 and PLAN_CACHE_SIZE (%d)", p.PlanMaxResidual, p.PlanCacheSize)
+	}
+	if p.PlanVerifyEvery < 0 {
+		bad("PLAN_VERIFY_EVERY", "%d must be 0 (check only each plan's first decision) or more", p.PlanVerifyEvery)
 	}
 	if p.BundlePath != "" && p.ConfigFile != "" {
 		bad("POLICY_BUNDLE_PATH", "cannot be combined with CONFIG_FILE (remote bundles): choose one source")

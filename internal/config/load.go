@@ -54,6 +54,7 @@ func NewLoader(fs *pflag.FlagSet, lookup func(string) (string, bool)) *Loader {
 	l.str(fs, &l.pekeys, "partial-eval-keys", "PARTIAL_EVAL_KEYS", "input fields the plans are specialised on (comma-separated)")
 	l.int(fs, &c.Policy.PlanCacheSize, "plan-cache-size", "PLAN_CACHE_SIZE", "most partial-evaluation plans kept (LRU)")
 	l.int(fs, &c.Policy.PlanMaxResidual, "plan-max-residual", "PLAN_MAX_RESIDUAL", "most residual plans kept at once (each holds a compiled copy of the policy it needs; 0: constants only)")
+	l.int(fs, &c.Policy.PlanVerifyEvery, "plan-verify-every", "PLAN_VERIFY_EVERY", "also evaluate every Nth residual-plan decision in full; a plan that disagrees, or is slower over 8 samples, is dropped (0: only each plan's first decision)")
 	l.str(fs, &c.Policy.CacheWarmFile, "cache-warm-file", "CACHE_WARM_FILE", "JSON file of warm-up requests (empty: the built-in scenarios)")
 
 	l.bool(fs, &c.Cache.Enabled, "cache", "CACHE_ENABLED", "use the decision cache")

@@ -262,3 +262,97 @@ func TestPlanBuildsDuringConcurrentDecisions(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestSampledVerificationDemotesResiduals checks the shadow evaluation of
+// sampled residual decisions: a residual that starts to disagree with full
+// evaluation is demoted on the next sample (which is answered by full
+// evaluation), and one that is consistently slower is demoted after the
+// sampled timings.
+func TestSampledVerificationDemotesResiduals(t *testing.T) {
+	ctx := context.Background()
+	open := func(opts engine.Options) *engine.Engine {
+		opts.ConstitutionalHash, opts.EvalTimeout, opts.Logger = hash, 10*time.Second, quiet
+		opts.PartialEval, opts.PartialEvalKeys, opts.PlanCacheSize, opts.MaxResidualPlans = true, planKeys, 64, 64
+		e, err := engine.New(ctx, engine.FSSource{FS: policies.FS, Name: "embedded"}, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	const path = "acgs/main/decision"
+	in := loadRequest(t, "safe")
+	in["action"] = "data.read_sampled" // not an activation plan: built on first sight
+
+	t.Run("disagreement", func(t *testing.T) {
+		// Slow residuals kept: only agreement is under test here.
+		e := open(engine.KeepSlowResiduals(engine.Options{PlanVerifyEvery: 4}))
+		if k := waitPlan(t, e, in); k != engine.PlanResidual {
+			t.Fatalf("the plan is %s, not a residual", k)
+		}
+		want, err := e.EvaluateFull(ctx, path, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, err := e.Decide(ctx, path, in); err != nil || d.Source != engine.SourcePlanResidual {
+			t.Fatalf("first decision: %v via %v", err, d.Source)
+		}
+		if err := engine.ReplaceResidual(ctx, e, path, in, `__acgs_result__ = {"allow": true, "tampered": true}`); err != nil {
+			t.Fatal(err)
+		}
+		var sources []engine.Source
+		for range 4 {
+			d, err := e.Decide(ctx, path, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sources = append(sources, d.Source)
+			if len(sources) == 3 && !jsoneq.Equal(d.Result, want.Result) {
+				t.Fatalf("the sampled (4th) decision was not checked: %v", d.Result)
+			}
+		}
+		// Uses 2 and 3 answer from the tampered residual (sampling, not every
+		// decision, is checked); use 4 is sampled, disagrees and is answered
+		// in full; after that the plan is a fallback.
+		if sources[0] != engine.SourcePlanResidual || sources[2] != engine.SourceFull || sources[3] != engine.SourceFull {
+			t.Errorf("sources %v, want residual, residual, full, full", sources)
+		}
+		if k := e.PlanKind(path, in); k != engine.PlanFallback {
+			t.Errorf("plan kind after the disagreement: %s", k)
+		}
+	})
+
+	t.Run("slower", func(t *testing.T) {
+		e := open(engine.Options{PlanVerifyEvery: 1})
+		if k := waitPlan(t, e, in); k != engine.PlanResidual {
+			t.Fatalf("the plan is %s, not a residual", k)
+		}
+		if d, err := e.Decide(ctx, path, in); err != nil {
+			t.Fatal(err)
+		} else if d.Source != engine.SourcePlanResidual {
+			// The first decision times the real residual against full
+			// evaluation (best of three each); on a starved machine it can
+			// lose, and then there is no residual left to test.
+			t.Skipf("the residual lost its first timing against full evaluation (%v); nothing to sample", d.Source)
+		}
+		// The same answer as full evaluation, after some busy work.
+		slow := `__acgs_result__ = data.acgs.main.decision; count([x | some x in numbers.range(1, 50000)]) > 0`
+		if err := engine.ReplaceResidual(ctx, e, path, in, slow); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 8 {
+			d, err := e.Decide(ctx, path, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Source != engine.SourcePlanResidual {
+				t.Fatalf("decision %d via %v before the 8 samples were taken", i, d.Source)
+			}
+		}
+		if k := e.PlanKind(path, in); k != engine.PlanFallback {
+			t.Errorf("plan kind after 8 slow samples: %s", k)
+		}
+		if d, _ := e.Decide(ctx, path, in); d.Source != engine.SourceFull {
+			t.Errorf("decision after demotion via %v", d.Source)
+		}
+	})
+}
