@@ -77,10 +77,13 @@ needs_explanation := action in config.constitutional.actions_requiring_explanati
 #     expressions, OPA's copy propagation would repeat a call at every use
 #     (the score would be computed four times).
 #
-# How the context is read totally: object.get with a path over
-# {"c": [input.context]} gives the default for a missing context, a missing
-# field or a non-object step; typed(x, t, d) gives d when x is not of type t
-# (a wrong type counts as missing); `x == true` is false for anything but true.
+# How the context is read totally: ctx, env and agent are the object found
+# there or {} (a guarded comprehension concatenated with [{}]), so object.get
+# on them is always defined; object.get({"number": x}, type_name(x), d) is x
+# when x is a number and d otherwise (a wrong type counts as missing); and
+# `x == true` is false for anything but true. (Written out rather than as
+# helper functions: each function call costs a rule evaluation, here on
+# every decision.)
 # ---------------------------------------------------------------------------
 
 evaluated_decision := [out |
@@ -262,17 +265,3 @@ evaluated_decision := [out |
 		c.weights.resources, c.weights.transparency,
 	]
 }
-
-# ---------------------------------------------------------------------------
-# Helpers (total; numbers only where a number is needed).
-# ---------------------------------------------------------------------------
-
-# x when it is of type t (as type_name names it), d otherwise.
-typed(x, t, d) := object.get({t: x}, type_name(x), d)
-
-# v when cond is true, 0 otherwise.
-points(cond, v) := object.get({true: v}, cond, 0)
-
-clamp01(x) := min([1, max([0, x])])
-
-round4(x) := round(x * 10000) / 10000
