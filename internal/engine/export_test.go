@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 )
 
@@ -25,7 +26,14 @@ func ReplaceResidual(ctx context.Context, e *Engine, path string, input any, que
 	if pl == nil || pl.Kind() != PlanResidual {
 		return fmt.Errorf("no residual plan for %v", input)
 	}
-	q, err := rego.New(rego.Query(query), rego.Compiler(s.compiler), rego.Store(s.store)).PrepareForEval(ctx)
+	body, err := ast.ParseBody(query)
+	if err != nil {
+		return err
+	}
+	for _, expr := range body {
+		expr.Location = nil // as build does
+	}
+	q, err := rego.New(rego.ParsedQuery(body), rego.Compiler(s.compiler), rego.Store(s.store)).PrepareForEval(ctx)
 	if err != nil {
 		return err
 	}
