@@ -371,7 +371,17 @@ func TestWriteBehindBatches(t *testing.T) {
 	for i := range 10 {
 		a.Set(key(t, i), decision(t, true))
 	}
-	eventually(t, 5*time.Second, "10 entries written", func() bool { return a.Stats().WriteEntries == 10 })
+	// OnFlush runs after a batch's entries are counted: wait for both.
+	flushed := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, s := range sizes {
+			n += s
+		}
+		return n
+	}
+	eventually(t, 5*time.Second, "10 entries written", func() bool { return a.Stats().WriteEntries == 10 && flushed() == 10 })
 	mu.Lock()
 	total := 0
 	for _, n := range sizes {
@@ -388,7 +398,7 @@ func TestWriteBehindBatches(t *testing.T) {
 
 	// A lone entry goes out when the window closes, as a batch of one.
 	a.Set(key(t, 100), decision(t, true))
-	eventually(t, 5*time.Second, "window flush", func() bool { return a.Stats().WriteEntries == 11 })
+	eventually(t, 5*time.Second, "window flush", func() bool { return a.Stats().WriteEntries == 11 && flushed() == 1 })
 	mu.Lock()
 	if !reflect.DeepEqual(sizes, []int{1}) {
 		t.Fatalf("window flush batches %v, want [1]", sizes)
