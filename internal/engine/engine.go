@@ -194,11 +194,11 @@ func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle, source string) 
 		e.failed(err)
 		return err
 	}
+	e.lastErr.Store(nil) // before the swap: whoever sees the new revision sees no stale error
 	old := e.cur.Swap(s)
 	if e.opts.Cache != nil {
 		e.opts.Cache.Purge()
 	}
-	e.lastErr.Store(nil)
 	oldRev := ""
 	if old != nil {
 		oldRev = old.revision
