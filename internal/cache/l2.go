@@ -273,11 +273,14 @@ func (l *l2) refreshEpoch(c rueidis.Client) error {
 	if berr == nil {
 		done(classify(l.ctx, err))
 	}
-	l.pingOK.Store(err == nil)
 	if err != nil {
+		l.pingOK.Store(false)
 		return err
 	}
+	// Healthy only once the epoch is adopted: an entry written in between
+	// would go out under the old epoch, where no instance reads it.
 	l.t.adoptEpoch(e)
+	l.pingOK.Store(true)
 	return nil
 }
 

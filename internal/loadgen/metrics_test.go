@@ -273,13 +273,15 @@ func TestPromQLAgainstPrometheus(t *testing.T) {
 	for range 50 {
 		dur.WithLabelValues("metrics", "200").Observe(0.05) // excluded
 	}
-	reqs.WithLabelValues("decision", "200").Add(90)
-	reqs.WithLabelValues("decision", "500").Add(10)
-	reqs.WithLabelValues("metrics", "200").Add(50)
+	// Request counters last: the wait below is on them, so a scrape that
+	// sees them sees everything else too.
 	hits.WithLabelValues("l1").Add(90)
 	hits.WithLabelValues("l2").Add(5)
 	misses.WithLabelValues("l1").Add(10)
 	misses.WithLabelValues("l2").Add(5)
+	reqs.WithLabelValues("decision", "200").Add(90)
+	reqs.WithLabelValues("decision", "500").Add(10)
+	reqs.WithLabelValues("metrics", "200").Add(50)
 	waitFor("the burst scraped", `sum(acgs_http_requests_total)`, func(x float64) bool { return x == 150 })
 
 	src := &PromQLSource{API: papi, Window: time.Minute, Names: DefaultMetricNames()}

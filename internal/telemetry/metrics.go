@@ -214,8 +214,10 @@ func (m *Metrics) Handler() http.Handler {
 // from a fixed set (not the raw URL path), or the label would be unbounded.
 func (m *Metrics) ObserveHTTP(handler string, code int, d time.Duration) {
 	c := codeLabel(code)
-	m.httpRequests.WithLabelValues(handler, c).Inc()
+	// Duration first: a scrape that sees the request counted sees its
+	// duration too (tests compare the two counts).
 	m.httpDuration.WithLabelValues(handler, c).Observe(d.Seconds())
+	m.httpRequests.WithLabelValues(handler, c).Inc()
 }
 
 func codeLabel(code int) string {
