@@ -106,11 +106,11 @@ type Options struct {
 	// constitution); beyond it a new residual is a fallback. 0: constants only.
 	MaxResidualPlans int
 	// PlanVerifyEvery: every so many decisions a residual plan answers, the
-	// same input is also evaluated in full. A disagreement demotes the plan
-	// (and is logged as an error); so does a residual that, over its first
-	// eight such samples, took longer in total than full evaluation. The
-	// first decision of every residual is always checked. 0: 1,024;
-	// negative: only the first decision.
+	// same input is also evaluated in full. A disagreement
+	// demotes the plan (and is logged as an error); so does a residual that,
+	// over its first eight such samples, took longer in total than full
+	// evaluation. The first decision of every residual is always checked.
+	// 0: only the first (PLAN_VERIFY_EVERY's default is 1,024).
 	PlanVerifyEvery int
 	// OnPlan is told the plan kind of every decision a plan was looked up for.
 	OnPlan func(kind string)
@@ -417,19 +417,12 @@ func (e *Engine) evalPlan(ctx context.Context, s *snapshot, pl *plan, path strin
 	}
 	d := Decision{Result: val, Defined: defined, Revision: s.revision, Source: SourcePlanResidual, EvalNS: took.Nanoseconds()}
 	uses := pl.uses.Add(1)
-	if every := e.verifyEvery(); every > 0 && uses%every == 0 && pl.measured.Load() {
-		if full, ok := e.verifyResidual(ctx, s, pl, path, in, d); ok {
-			return full, len(ndb) == 0, true, nil
-		}
-	}
 	if pl.measured.CompareAndSwap(false, true) {
-		full, _, ferr := e.evalFull(ctx, s, path, in)
-		if ferr != nil {
-			return Decision{}, false, false, ferr
+		full, disagreed, err := e.checkResidual(ctx, s, pl, path, in, d)
+		if err != nil {
+			return Decision{}, false, false, err
 		}
-		if full.Defined != defined || !jsoneq.Equal(full.Result, val) {
-			s.plans.demote(pl)
-			e.log.Error("partial-evaluation plan disagreed with full evaluation; plan disabled", "path", path)
+		if disagreed {
 			return full, len(ndb) == 0, true, nil
 		}
 		residualBest, fullBest := took, time.Duration(full.EvalNS)
@@ -446,49 +439,50 @@ func (e *Engine) evalPlan(ctx context.Context, s *snapshot, pl *plan, path strin
 			full.Source = SourceFull
 			return full, len(ndb) == 0, true, nil
 		}
+	} else if every := e.opts.PlanVerifyEvery; every > 0 && uses%uint64(every) == 0 {
+		// A sampled decision; a failed full evaluation proves nothing and
+		// the residual's answer stands.
+		if full, disagreed, err := e.checkResidual(ctx, s, pl, path, in, d); err == nil {
+			if disagreed {
+				return full, len(ndb) == 0, true, nil
+			}
+			e.judgeSample(s, pl, path, d.EvalNS, full.EvalNS)
+		}
 	}
 	e.onPlan(PlanResidual)
 	return d, len(ndb) == 0, true, nil
 }
 
-// verifyEvery is the sampling period of verifyResidual (0: never).
-func (e *Engine) verifyEvery() uint64 {
-	switch n := e.opts.PlanVerifyEvery; {
-	case n < 0:
-		return 0
-	case n == 0:
-		return 1024
-	default:
-		return uint64(n)
+// checkResidual evaluates in full the input of residual decision d and
+// demotes the plan when the two disagree (logged as an error: a plan must
+// never be wrong); the caller then answers with full.
+func (e *Engine) checkResidual(ctx context.Context, s *snapshot, pl *plan, path string, in ast.Value, d Decision) (full Decision, disagreed bool, err error) {
+	full, _, err = e.evalFull(ctx, s, path, in)
+	if err != nil {
+		return Decision{}, false, err
 	}
+	if full.Defined != d.Defined || !jsoneq.Equal(full.Result, d.Result) {
+		s.plans.demote(pl)
+		e.log.Error("partial-evaluation plan disagreed with full evaluation; plan disabled", "path", path)
+		return full, true, nil
+	}
+	return full, false, nil
 }
 
 // verifySamples is how many sampled timings judge a residual's speed.
 const verifySamples = 8
 
-// verifyResidual evaluates the input of a sampled residual decision d in
-// full as well: a residual that disagrees is demoted at once (and the full
-// answer returned, ok true); one that over verifySamples samples took longer
-// in total than full evaluation is demoted too, though its answer stands.
-// The first input alone can be unrepresentative of the traffic a plan sees.
-func (e *Engine) verifyResidual(ctx context.Context, s *snapshot, pl *plan, path string, in ast.Value, d Decision) (Decision, bool) {
-	full, _, err := e.evalFull(ctx, s, path, in)
-	if err != nil {
-		return Decision{}, false // the residual answered; a failed check proves nothing
-	}
-	if full.Defined != d.Defined || !jsoneq.Equal(full.Result, d.Result) {
-		s.plans.demote(pl)
-		e.log.Error("partial-evaluation plan disagreed with full evaluation on a sampled decision; plan disabled", "path", path)
-		return full, true
-	}
-	pl.residualNS.Add(d.EvalNS)
-	pl.fullNS.Add(full.EvalNS)
+// judgeSample adds one sampled pair of timings to pl; at the verifySamples-th
+// it demotes a residual that took longer in total than full evaluation (the
+// first input alone can be unrepresentative of the traffic a plan sees).
+func (e *Engine) judgeSample(s *snapshot, pl *plan, path string, residualNS, fullNS int64) {
+	pl.residualNS.Add(residualNS)
+	pl.fullNS.Add(fullNS)
 	if pl.samples.Add(1) == verifySamples && pl.residualNS.Load() >= pl.fullNS.Load() && !e.opts.keepSlowResiduals {
 		s.plans.demote(pl)
 		e.log.Debug("residual plan was slower than full evaluation on sampled decisions; using full evaluation", "path", path,
 			"residual", time.Duration(pl.residualNS.Load()), "full", time.Duration(pl.fullNS.Load()))
 	}
-	return Decision{}, false
 }
 
 func (e *Engine) onPlan(kind string) {

@@ -37,8 +37,8 @@ type plan struct {
 	residual atomic.Pointer[rego.PreparedEvalQuery] // nil once demoted: its compiler is freed
 	measured atomic.Bool
 	counted  atomic.Bool // counts against the planner's residual budget
-	// Sampled verification (Engine.verifyResidual): decisions answered, and
-	// the summed timings of the sampled ones.
+	// Sampled verification (Engine.checkResidual, judgeSample): decisions
+	// answered, and the summed timings of the sampled ones.
 	uses       atomic.Uint64
 	samples    atomic.Int64
 	residualNS atomic.Int64

@@ -106,7 +106,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*Service, error) {
 		PartialEvalKeys:    cfg.Policy.PartialEvalKeys,
 		PlanCacheSize:      cfg.Policy.PlanCacheSize,
 		MaxResidualPlans:   cfg.Policy.PlanMaxResidual,
-		PlanVerifyEvery:    planVerifyEvery(cfg.Policy.PlanVerifyEvery),
+		PlanVerifyEvery:    cfg.Policy.PlanVerifyEvery,
 		OnPlan:             s.Metrics.ObservePartialEval,
 		OnReload: func(result, revision string, _ error) {
 			s.Metrics.PolicyReload(result)
@@ -252,13 +252,4 @@ func (s *Service) closeCache() {
 	if s.Cache != nil {
 		_ = s.Cache.Close()
 	}
-}
-
-// planVerifyEvery maps PLAN_VERIFY_EVERY (0: only the first decision) onto
-// engine.Options.PlanVerifyEvery (0 there means its default).
-func planVerifyEvery(n int) int {
-	if n == 0 {
-		return -1
-	}
-	return n
 }
