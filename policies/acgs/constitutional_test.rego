@@ -451,6 +451,34 @@ test_resource_huge_request if {
 	d.allow == false
 }
 
+# A limit below 1 is exceeded even by a resource nobody requested (the
+# request counts as max(0, 1) = 1); shortfalls are summed over all seven
+# limits. (`with` on the limits object replaces the values of these keys.)
+low_limits := {"cpu_cores": 0.25, "memory_gb": 0.5}
+
+test_resource_limit_below_one_unrequested if {
+	every req in [{}, {"cpu_cores": 0.1}, {"cpu_cores": "x"}, {"cpu_cores": 1, "memory_gb": -3}] {
+		d := main.decision with input as set_context(["agent", "requested_resources"], req)
+			with data.acgs.config.constitutional.resource_limits as low_limits
+
+		# cpu_cores 1 - 0.25/1 = 0.75, memory_gb 1 - 0.5/1 = 0.5: 1 - 1.25/7
+		d.evaluation_details.resources == 0.8214
+	}
+}
+
+test_resource_limit_below_one_with_requests_over if {
+	d := main.decision with input as set_context(["agent", "requested_resources"], {"disk_gb": 20, "memory_gb": 2})
+		with data.acgs.config.constitutional.resource_limits as low_limits
+
+	# cpu_cores 0.75, disk_gb 1 - 10/20 = 0.5, memory_gb 1 - 0.5/2 = 0.75: 1 - 2/7
+	d.evaluation_details.resources == 0.7143
+	d.reasons == [
+		"Requested disk_gb 20 exceeds limit 10",
+		"Requested memory_gb 2 exceeds limit 0.5",
+		sprintf("Compliance score %v below 0.95", [d.compliance_score]),
+	]
+}
+
 # ---------------------------------------------------------------------------
 # Transparency: 0.6 + 0.2 explanation + 0.2 audit
 # ---------------------------------------------------------------------------
