@@ -340,7 +340,14 @@ func (p *planner) build(ctx context.Context, path string, known map[string]any) 
 	for _, expr := range body {
 		expr.Location = nil
 	}
-	prepared, err := rego.New(rego.ParsedQuery(body), rego.Compiler(comp), rego.Store(p.s.store)).PrepareForEval(ctx)
+	prepare := func(q ast.Body) (rego.PreparedEvalQuery, error) {
+		return rego.New(rego.ParsedQuery(q), rego.Compiler(comp), rego.Store(p.s.store)).PrepareForEval(ctx)
+	}
+	prepared, err := prepare(simplifyResidual(body.Copy(), x.Value.(ast.Var)))
+	if err != nil {
+		p.log("the simplified residual did not compile; using it as partial evaluation gave it", "path", path, "error", err)
+		prepared, err = prepare(body)
+	}
 	if err != nil {
 		p.log("preparing a residual plan failed; full evaluation will be used", "path", path, "error", err)
 		return pl

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"sync"
 	"testing"
@@ -18,8 +19,13 @@ var planKeys = []string{"input.type", "input.action", "input.constitutional_hash
 
 func mustOpenPlans(tb testing.TB) *engine.Engine {
 	tb.Helper()
+	return openPlans(tb, quiet)
+}
+
+func openPlans(tb testing.TB, log *slog.Logger) *engine.Engine {
+	tb.Helper()
 	e, err := engine.New(context.Background(), engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.KeepSlowResiduals(engine.Options{
-		ConstitutionalHash: hash, EvalTimeout: 10 * time.Second, Logger: quiet,
+		ConstitutionalHash: hash, EvalTimeout: 10 * time.Second, Logger: log,
 		PartialEval: true, PartialEvalKeys: planKeys, PlanCacheSize: 1024, MaxResidualPlans: 512,
 	}))
 	if err != nil {
@@ -86,7 +92,10 @@ func TestPlansEqualFullEvaluation(t *testing.T) {
 	if testing.Short() {
 		n = 1000
 	}
-	e := mustOpenPlans(t)
+	// No plan build may fall back (a simplified residual that does not
+	// compile, say): the fast paths must be the ones tested.
+	warned := &warnings{}
+	e := openPlans(t, slog.New(warned))
 	ctx := context.Background()
 	inputs := inputgen.New(7).Inputs(n)
 	// Plans exist for the actions of the bundle's lists (built at
@@ -124,6 +133,9 @@ func TestPlansEqualFullEvaluation(t *testing.T) {
 	if counts[engine.SourcePlanConstant] < len(inputs)/10 || counts[engine.SourcePlanResidual] < len(inputs)/10 {
 		t.Errorf("the differential test did not exercise both plan kinds: %v", counts)
 	}
+	if w := warned.logged(); len(w) > 0 {
+		t.Errorf("plan builds warned: %q", w)
+	}
 }
 
 // BenchmarkPlans measures the plan paths against full evaluation of the same
@@ -153,6 +165,26 @@ func BenchmarkPlans(b *testing.B) {
 				d, _ = e.Decide(ctx, "acgs/main/decision", in)
 			}
 			b.Logf("decided by %v", d.Source)
+		})
+		// The ratio itself, from the two paths interleaved decision by
+		// decision: a shared machine's load drifts between the runs above,
+		// but here every full evaluation has a plan decision beside it.
+		b.Run("side_by_side_"+kind+"/"+tc.name, func(b *testing.B) {
+			var full, plan time.Duration
+			for b.Loop() {
+				t0 := time.Now()
+				if _, err := e.EvaluateFull(ctx, "acgs/main/decision", in); err != nil {
+					b.Fatal(err)
+				}
+				t1 := time.Now()
+				if _, err := e.Decide(ctx, "acgs/main/decision", in); err != nil {
+					b.Fatal(err)
+				}
+				full, plan = full+t1.Sub(t0), plan+time.Since(t1)
+			}
+			b.ReportMetric(float64(full)/float64(plan), "x-faster")
+			b.ReportMetric(float64(full.Nanoseconds())/float64(b.N), "full-ns/op")
+			b.ReportMetric(float64(plan.Nanoseconds())/float64(b.N), "plan-ns/op")
 		})
 	}
 }
