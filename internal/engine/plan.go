@@ -343,7 +343,15 @@ func (p *planner) build(ctx context.Context, path string, known map[string]any) 
 	prepare := func(q ast.Body) (rego.PreparedEvalQuery, error) {
 		return rego.New(rego.ParsedQuery(q), rego.Compiler(comp), rego.Store(p.s.store)).PrepareForEval(ctx)
 	}
-	prepared, err := prepare(simplifyResidual(body.Copy(), x.Value.(ast.Var)))
+	simplified := func() (q rego.PreparedEvalQuery, err error) {
+		defer func() { // OPA's compiler panics on some malformed queries; never let it take the process
+			if r := recover(); r != nil {
+				err = fmt.Errorf("compiling the simplified residual panicked: %v", r)
+			}
+		}()
+		return prepare(simplifyResidual(body.Copy(), x.Value.(ast.Var)))
+	}
+	prepared, err := simplified()
 	if err != nil {
 		p.log("the simplified residual did not compile; using it as partial evaluation gave it", "path", path, "error", err)
 		prepared, err = prepare(body)

@@ -171,16 +171,21 @@ func BenchmarkPlans(b *testing.B) {
 		// but here every full evaluation has a plan decision beside it.
 		b.Run("side_by_side_"+kind+"/"+tc.name, func(b *testing.B) {
 			var full, plan time.Duration
+			var d engine.Decision
 			for b.Loop() {
 				t0 := time.Now()
 				if _, err := e.EvaluateFull(ctx, "acgs/main/decision", in); err != nil {
 					b.Fatal(err)
 				}
 				t1 := time.Now()
-				if _, err := e.Decide(ctx, "acgs/main/decision", in); err != nil {
+				var err error
+				if d, err = e.Decide(ctx, "acgs/main/decision", in); err != nil {
 					b.Fatal(err)
 				}
 				full, plan = full+t1.Sub(t0), plan+time.Since(t1)
+			}
+			if d.Source != engine.SourcePlanConstant && d.Source != engine.SourcePlanResidual {
+				b.Fatalf("the plan side was decided by %v", d.Source)
 			}
 			b.ReportMetric(float64(full)/float64(plan), "x-faster")
 			b.ReportMetric(float64(full.Nanoseconds())/float64(b.N), "full-ns/op")

@@ -27,11 +27,14 @@ import (
 //
 // A replacement is made only where it cannot change scope: every occurrence
 // of v lies in the body that holds the expression (or in closures nested
-// in it, or the head of its comprehension); and a ground value never
-// replaces a variable at the head of a reference. The caller still compiles
-// the result and keeps the unsimplified query when that fails.
+// in it, or the head of its comprehension); neither v nor a variable
+// replacing it is declared by `some` or `every` anywhere in the query (a
+// declaration is a new scope, and a constant there does not parse); and a
+// constant never replaces a variable at the head of a reference. The
+// caller still compiles the result, and keeps the unsimplified query when
+// that fails or panics.
 func simplifyResidual(body ast.Body, keep ast.Var) ast.Body {
-	s := simplifier{keep: keep}
+	s := simplifier{keep: keep, declared: declaredVars(body)}
 	for {
 		s.all = countVars(body)
 		if !s.step(&body, func() any { return body }) {
@@ -41,16 +44,22 @@ func simplifyResidual(body ast.Body, keep ast.Var) ast.Body {
 }
 
 type simplifier struct {
-	keep ast.Var         // never replaced: the caller reads its binding
-	all  map[ast.Var]int // occurrences in the whole query
+	keep     ast.Var         // never replaced: the caller reads its binding
+	declared ast.VarSet      // declared by some or every: never replaced nor replacing
+	all      map[ast.Var]int // occurrences in the whole query
 }
 
 // step makes one replacement in *b or in a comprehension nested in it, and
 // reports whether it did. scope returns the node that bounds *b's variables
 // (the whole query, or the comprehension whose body *b is).
 func (s *simplifier) step(b *ast.Body, scope func() any) bool {
+	var local map[ast.Var]int // occurrences in scope(), counted once per step
 	for i, expr := range *b {
-		if v, val, ok := s.candidate(expr); ok && countVars(scope())[v] == s.all[v] {
+		v, val, ok := s.candidate(expr)
+		if ok && local == nil {
+			local = countVars(scope())
+		}
+		if ok && local[v] == s.all[v] {
 			if _, isVar := val.Value.(ast.Var); isVar || !refHead(scope(), v) {
 				rest := make(ast.Body, 0, len(*b)-1)
 				rest = append(append(rest, (*b)[:i]...), (*b)[i+1:]...)
@@ -93,12 +102,12 @@ func (s *simplifier) candidate(expr *ast.Expr) (ast.Var, *ast.Term, bool) {
 	a, b := expr.Operand(0), expr.Operand(1)
 	for _, pair := range [2][2]*ast.Term{{a, b}, {b, a}} {
 		v, ok := pair[0].Value.(ast.Var)
-		if !ok || v.Equal(s.keep) {
+		if !ok || v.Equal(s.keep) || s.declared.Contains(v) {
 			continue
 		}
 		switch w := pair[1].Value.(type) {
 		case ast.Var:
-			if !w.Equal(v) {
+			if !w.Equal(v) && !s.declared.Contains(w) {
 				return v, pair[1], true
 			}
 		default:
@@ -108,6 +117,27 @@ func (s *simplifier) candidate(expr *ast.Expr) (ast.Var, *ast.Term, bool) {
 		}
 	}
 	return "", nil, false
+}
+
+// declaredVars returns the variables that `some` and `every` declare under x.
+func declaredVars(x any) ast.VarSet {
+	out := ast.NewVarSet()
+	ast.NewGenericVisitor(func(n any) bool {
+		switch d := n.(type) {
+		case *ast.SomeDecl:
+			for _, t := range d.Symbols {
+				out.Update(t.Vars())
+			}
+		case *ast.Every:
+			for _, t := range []*ast.Term{d.Key, d.Value} {
+				if t != nil {
+					out.Update(t.Vars())
+				}
+			}
+		}
+		return false
+	}).Walk(x)
+	return out
 }
 
 // countVars counts the occurrences of each variable under x, closures included.

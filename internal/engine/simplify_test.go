@@ -61,6 +61,26 @@ func TestSimplifyResidual(t *testing.T) {
 			want:  `r = [y | y = input.xs[_]; 2 = 1]`,
 		},
 		{
+			name:  "a variable an every declares is not replaced, nor replaces",
+			query: `w = input.x; v = w; r = [1 | every v in input.xs { v > w }]`,
+			want:  `w = input.x; v = w; r = [1 | every v in input.xs { v > w }]`,
+		},
+		{
+			name:  "a constant never replaces an every's variable",
+			query: `v = 5; r = [1 | every v in input.xs { v > 0 }]`,
+			want:  `v = 5; r = [1 | every v in input.xs { v > 0 }]`,
+		},
+		{
+			name:  "a variable some declares is neither replaced nor replacing",
+			query: `r = [y | some y; y = input.xs[_]; z = y]`,
+			want:  `r = [y | some y; y = input.xs[_]; z = y]`,
+		},
+		{
+			name:  "inside not and with values",
+			query: `c = 1; not input.x = c; r = true with input.x as c`,
+			want:  `not input.x = 1; r = true with input.x as 1`,
+		},
+		{
 			name:  "the kept variable is never replaced",
 			query: `r = 5`,
 			want:  `r = 5`,

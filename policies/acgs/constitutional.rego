@@ -119,10 +119,10 @@ evaluated_decision := [out |
 	fairness := object.get(assessments, "fairness_assessment", default_fairness)
 
 	# Sums are written sum([a, b, c]) rather than (a + b) + c: one built-in call
-	# instead of a chain, with the same value. Each + rounds to a 64-bit
-	# binary float and prints the shortest decimal that reads back as that
-	# float, and sum adds left to right at the same precision, so both round
-	# at the same steps. (Checked against the chained form on 60,000
+	# instead of a chain, with the same value for numbers below 2^64 (these
+	# are scores and weights). Each + rounds to a 64-bit binary float and
+	# prints the shortest decimal that reads back as that float, and sum adds
+	# left to right at the same precision, so both round at the same steps. (Checked against the chained form on 60,000
 	# generated inputs; decisions.golden.jsonl.gz was written by it.)
 
 	# Safety
