@@ -8,8 +8,8 @@ import (
 // that OPA's partial evaluation leaves inside comprehensions, where its own
 // copy propagation does not go:
 //
-//   - v = <ground value>: a value known at build time (a threshold, a
-//     category, a table from the bundle's data) bound to a local;
+//   - v = <constant>: a value known at build time (a threshold, a category,
+//     a table from the bundle's data) bound to a local;
 //   - v = w: a copy of one local into another (every `x := f(y)` compiles to
 //     f(y, t); x = t).
 //
@@ -33,64 +33,96 @@ import (
 // constant never replaces a variable at the head of a reference. The
 // caller still compiles the result, and keeps the unsimplified query when
 // that fails or panics.
+//
+// Occurrence counts are taken once and kept up to date as expressions are
+// dropped, and each body is walked once per pass (a second pass finds what a
+// replacement made newly removable), rather than recounting the query after
+// every replacement.
 func simplifyResidual(body ast.Body, keep ast.Var) ast.Body {
-	s := simplifier{keep: keep, declared: declaredVars(body)}
-	for {
-		s.all = countVars(body)
-		if !s.step(&body, func() any { return body }) {
-			return body
-		}
+	return newSimplifier(body, keep).run(body)
+}
+
+func newSimplifier(body ast.Body, keep ast.Var) *simplifier {
+	return &simplifier{keep: keep, declared: declaredVars(body), all: countVars(body)}
+}
+
+// run simplifies body, the query s was made for.
+func (s *simplifier) run(body ast.Body) ast.Body {
+	for s.pass(&body, nil, nil) { // a replacement can make an earlier expression a candidate
 	}
+	return body
 }
 
 type simplifier struct {
 	keep     ast.Var         // never replaced: the caller reads its binding
 	declared ast.VarSet      // declared by some or every: never replaced nor replacing
-	all      map[ast.Var]int // occurrences in the whole query
+	all      map[ast.Var]int // occurrences in the whole query, kept up to date
 }
 
-// step makes one replacement in *b or in a comprehension nested in it, and
-// reports whether it did. scope returns the node that bounds *b's variables
-// (the whole query, or the comprehension whose body *b is).
-func (s *simplifier) step(b *ast.Body, scope func() any) bool {
-	var local map[ast.Var]int // occurrences in scope(), counted once per step
-	for i, expr := range *b {
-		v, val, ok := s.candidate(expr)
-		if ok && local == nil {
-			local = countVars(scope())
+// pass makes every replacement it can in one walk of *b and of the
+// comprehensions nested in it, and reports whether it made any. owner is the
+// comprehension whose body *b is (nil: *b is the query); outer holds the
+// occurrence counts of the scopes around it, which replacements here update.
+func (s *simplifier) pass(b *ast.Body, owner any, outer []map[ast.Var]int) bool {
+	scope := func() any {
+		if owner == nil {
+			return *b
 		}
-		if ok && local[v] == s.all[v] {
-			if _, isVar := val.Value.(ast.Var); isVar || !refHead(scope(), v) {
-				rest := make(ast.Body, 0, len(*b)-1)
-				rest = append(append(rest, (*b)[:i]...), (*b)[i+1:]...)
-				if len(rest) == 0 {
-					rest = append(rest, ast.NewExpr(ast.BooleanTerm(true))) // a body is never empty
-				}
-				for j := range rest {
-					rest[j].Index = j
-				}
-				*b = rest
+		return owner
+	}
+	local := countVars(scope())
+	counts := append(append(make([]map[ast.Var]int, 0, len(outer)+2), outer...), local, s.all)
+	changed := false
+	for i := 0; i < len(*b); i++ {
+		expr := (*b)[i]
+		if v, val, ok := s.candidate(expr); ok && local[v] == s.all[v] {
+			w, isVar := val.Value.(ast.Var)
+			if isVar || !refHead(scope(), v) {
+				removed := countVars(expr)
+				*b = remove(*b, i)
 				replaceVar(scope(), v, val)
-				return true
+				// v's other occurrences, all inside this scope, are now w's.
+				for _, m := range counts {
+					for x, n := range removed {
+						m[x] -= n
+					}
+					if isVar {
+						m[w] += m[v]
+					}
+					delete(m, v)
+				}
+				i-- // the next expression now has index i
+				changed = true
+				continue
 			}
 		}
-		found := false
 		ast.WalkClosures(expr, func(x any) bool {
 			switch c := x.(type) {
 			case *ast.ArrayComprehension:
-				found = found || s.step(&c.Body, func() any { return c })
+				changed = s.pass(&c.Body, c, counts[:len(counts)-1]) || changed
 			case *ast.SetComprehension:
-				found = found || s.step(&c.Body, func() any { return c })
+				changed = s.pass(&c.Body, c, counts[:len(counts)-1]) || changed
 			case *ast.ObjectComprehension:
-				found = found || s.step(&c.Body, func() any { return c })
+				changed = s.pass(&c.Body, c, counts[:len(counts)-1]) || changed
 			}
 			return true // nested closures are reached through the recursion
 		})
-		if found {
-			return true
-		}
 	}
-	return false
+	return changed
+}
+
+// remove returns b without its i-th expression, renumbered; a body is never
+// left empty.
+func remove(b ast.Body, i int) ast.Body {
+	rest := make(ast.Body, 0, len(b))
+	rest = append(append(rest, b[:i]...), b[i+1:]...)
+	if len(rest) == 0 {
+		rest = append(rest, ast.NewExpr(ast.BooleanTerm(true)))
+	}
+	for j := range rest {
+		rest[j].Index = j
+	}
+	return rest
 }
 
 // candidate reports whether expr is v = w or v = <ground>, with v not the

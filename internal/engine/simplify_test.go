@@ -2,12 +2,17 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
+	"io/fs"
+	"strings"
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
 	"github.com/acgs-lite/acgs/internal/jsoneq"
+	"github.com/acgs-lite/acgs/policies"
 )
 
 // TestSimplifyResidual checks each rule of simplifyResidual on small
@@ -93,10 +98,12 @@ func TestSimplifyResidual(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			orig := ast.MustParseBody(tc.query)
-			got := simplifyResidual(orig.Copy(), ast.Var("r"))
+			s := newSimplifier(orig.Copy(), ast.Var("r"))
+			got := s.run(orig.Copy())
 			if want := ast.MustParseBody(tc.want); !got.Equal(want) {
 				t.Errorf("got  %v\nwant %v", got, want)
 			}
+			checkCounts(t, s, got)
 			for _, in := range []map[string]any{
 				{"x": 3, "xs": []any{1, 7}},
 				{"x": 1, "xs": []any{}},
@@ -109,6 +116,66 @@ func TestSimplifyResidual(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSimplifyConstitutionResidual simplifies the residual of the safe
+// request under the built-in constitution, the query the benchmarks time.
+func TestSimplifyConstitutionResidual(t *testing.T) {
+	modules := map[string]string{}
+	err := fs.WalkDir(policies.FS, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".rego") || strings.HasSuffix(p, "_test.rego") {
+			return err
+		}
+		b, err := fs.ReadFile(policies.FS, p)
+		modules[p] = string(b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var data map[string]any
+	raw, err := fs.ReadFile(policies.FS, "acgs/config/data.json")
+	if err != nil || json.Unmarshal(raw, &data) != nil {
+		t.Fatal("reading the bundle's data:", err)
+	}
+	opts := []func(*rego.Rego){
+		rego.Query("__acgs_result__ = data.acgs.main.decision"),
+		rego.Store(inmem.NewFromObject(map[string]any{"acgs": map[string]any{"config": data}})),
+		rego.Input(map[string]any{"type": "constitutional_evaluation", "action": "data.read_public", "constitutional_hash": "cdd01ef066bc6cf2"}),
+		rego.Unknowns([]string{"input.context", "input.evolution_request", "input.data_request"}),
+	}
+	for name, src := range modules {
+		opts = append(opts, rego.Module(name, src))
+	}
+	pq, err := rego.New(opts...).Partial(context.Background())
+	if err != nil || len(pq.Queries) != 1 || len(pq.Support) != 0 {
+		t.Fatalf("partial evaluation: %v (%d queries, %d support modules)", err, len(pq.Queries), len(pq.Support))
+	}
+	s := newSimplifier(pq.Queries[0], ast.Var("__acgs_result__"))
+	got := s.run(pq.Queries[0].Copy())
+	checkCounts(t, s, got)
+	before, after := len(countVars(pq.Queries[0])), len(countVars(got))
+	if after >= before {
+		t.Errorf("simplification left %d of %d variables", after, before)
+	}
+	t.Logf("variables: %d -> %d", before, after)
+}
+
+// checkCounts fails unless the occurrence counts s kept up to date while
+// simplifying are the real ones of its result.
+func checkCounts(t *testing.T, s *simplifier, got ast.Body) {
+	t.Helper()
+	real := countVars(got)
+	for v, n := range s.all {
+		if n != real[v] {
+			t.Errorf("%v occurs %d times, the simplifier counted %d", v, real[v], n)
+		}
+	}
+	for v, n := range real {
+		if s.all[v] != n {
+			t.Errorf("%v occurs %d times, the simplifier counted %d", v, n, s.all[v])
+		}
 	}
 }
 
