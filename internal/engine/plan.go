@@ -346,10 +346,11 @@ func (p *planner) build(ctx context.Context, path string, known map[string]any) 
 	simplified := func() (q rego.PreparedEvalQuery, err error) {
 		defer func() { // OPA's compiler panics on some malformed queries; never let it take the process
 			if r := recover(); r != nil {
-				err = fmt.Errorf("compiling the simplified residual panicked: %v", r)
+				err = fmt.Errorf("simplifying or compiling the residual panicked: %v", r)
 			}
 		}()
-		return prepare(simplifyResidual(body.Copy(), x.Value.(ast.Var)))
+		keep := x.Value.(ast.Var)
+		return prepare(simplifyResidual(tabulate(ctx, simplifyResidual(body.Copy(), keep), keep), keep))
 	}
 	prepared, err := simplified()
 	if err != nil {
