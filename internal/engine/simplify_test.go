@@ -122,6 +122,21 @@ func TestSimplifyResidual(t *testing.T) {
 // TestSimplifyConstitutionResidual simplifies the residual of the safe
 // request under the built-in constitution, the query the benchmarks time.
 func TestSimplifyConstitutionResidual(t *testing.T) {
+	q := constitutionResidual(t)
+	s := newSimplifier(q, ast.Var("__acgs_result__"))
+	got := s.run(q.Copy())
+	checkCounts(t, s, got)
+	before, after := len(countVars(q)), len(countVars(got))
+	if after >= before {
+		t.Errorf("simplification left %d of %d variables", after, before)
+	}
+	t.Logf("variables: %d -> %d", before, after)
+}
+
+// constitutionResidual partially evaluates the built-in constitution for
+// the safe request's type, action and hash, as the plan builder does.
+func constitutionResidual(t *testing.T) ast.Body {
+	t.Helper()
 	modules := map[string]string{}
 	err := fs.WalkDir(policies.FS, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".rego") || strings.HasSuffix(p, "_test.rego") {
@@ -152,14 +167,7 @@ func TestSimplifyConstitutionResidual(t *testing.T) {
 	if err != nil || len(pq.Queries) != 1 || len(pq.Support) != 0 {
 		t.Fatalf("partial evaluation: %v (%d queries, %d support modules)", err, len(pq.Queries), len(pq.Support))
 	}
-	s := newSimplifier(pq.Queries[0], ast.Var("__acgs_result__"))
-	got := s.run(pq.Queries[0].Copy())
-	checkCounts(t, s, got)
-	before, after := len(countVars(pq.Queries[0])), len(countVars(got))
-	if after >= before {
-		t.Errorf("simplification left %d of %d variables", after, before)
-	}
-	t.Logf("variables: %d -> %d", before, after)
+	return pq.Queries[0]
 }
 
 // checkCounts fails unless the occurrence counts s kept up to date while

@@ -44,9 +44,11 @@ func tabulate(ctx context.Context, query ast.Body, keep ast.Var) ast.Body {
 	t := &tabulator{ctx: ctx, query: query, keep: keep, declared: declaredVars(query), foldOnly: true}
 	// Calls on constants first, each group folded to its values and put in
 	// place: a group of calls on booleans may read one.
+	t.all = countVars(t.query)
 	t.body(&t.query, nil)
 	t.query = simplifyResidual(t.query, keep)
 	t.foldOnly = false
+	t.all = countVars(t.query)
 	t.body(&t.query, nil)
 	return t.query
 }
@@ -80,7 +82,9 @@ type tabulator struct {
 	query    ast.Body
 	keep     ast.Var // read by the caller: always an output of its group
 	declared ast.VarSet
-	foldOnly bool // only calls that read no boolean
+	foldOnly bool            // only calls that read no boolean
+	all      map[ast.Var]int // occurrences in the whole query, kept up to date
+	comp     *ast.Compiler   // compiles the queries that compute tables
 }
 
 // member is one grouped call of a body.
@@ -98,7 +102,7 @@ func (t *tabulator) body(b *ast.Body, owner any) {
 	if owner != nil {
 		scope = owner
 	}
-	all, local := countVars(t.query), countVars(scope)
+	all, local := t.all, countVars(scope)
 	seen := ast.NewVarSet()
 	roots := ast.NewVarSet()
 	members := map[ast.Var]*member{}
@@ -138,7 +142,7 @@ func (t *tabulator) body(b *ast.Body, owner any) {
 		seen.Update(expr.Vars(ast.VarVisitorParams{SkipClosures: false}))
 	}
 	for _, group := range groups(order, members) {
-		t.replace(b, group, countVars(t.query)) // counts as left by the groups before
+		t.replace(b, group)
 	}
 	for _, expr := range *b {
 		ast.WalkClosures(expr, func(x any) bool {
@@ -227,7 +231,8 @@ func keyOf(group []*member) []ast.Var {
 
 // replace evaluates group for every combination of its booleans and, when
 // that succeeds, puts the lookup in its place in *b.
-func (t *tabulator) replace(b *ast.Body, group []*member, all map[ast.Var]int) {
+func (t *tabulator) replace(b *ast.Body, group []*member) {
+	all := t.all
 	inGroup := map[ast.Var]int{}
 	for _, m := range group {
 		for v, n := range countVars(m.expr) {
@@ -314,15 +319,25 @@ func (t *tabulator) replace(b *ast.Body, group []*member, all map[ast.Var]int) {
 		}
 	}
 	*b = dropUnread(nb, all, inGroup, added)
+	for v, n := range inGroup {
+		all[v] -= n
+	}
+	for v, n := range added {
+		all[v] += n
+	}
 }
 
-// dropUnread removes from b the comparisons whose booleans only the
-// removed calls read: all counts the query's variables before the change,
-// removed those of the calls and added those of their lookup.
+// dropUnread removes from b the tests whose booleans only the removed calls
+// read: all counts the query's variables before the change, removed those of
+// the calls (to which it adds those of the tests it drops) and added those
+// of their lookup.
 func dropUnread(b ast.Body, all, removed, added map[ast.Var]int) ast.Body {
 	out := b[:0:0]
 	for _, e := range b {
 		if name, ops, v, ok := callWithOutput(e); ok && booleans[name] && removed[v] > 0 && all[v]-removed[v]+added[v] == 1 && !readsRef(ops) {
+			for x, n := range countVars(e) {
+				removed[x] += n // the caller takes these from its counts
+			}
 			continue
 		}
 		out = append(out, e)
@@ -373,8 +388,11 @@ func (t *tabulator) rows(group []*member, key, sinks []ast.Var) ([]*ast.Term, er
 	}
 	q.Append(ast.Equality.Expr(row, ast.ArrayTerm(ast.ArrayTerm(keyTerms...), several(sinks, ast.NewTerm))))
 
-	comp := ast.NewCompiler()
-	comp.Compile(nil)
+	if t.comp == nil {
+		t.comp = ast.NewCompiler()
+		t.comp.Compile(nil)
+	}
+	comp := t.comp
 	compiled, err := comp.QueryCompiler().Compile(q)
 	if err != nil {
 		return nil, err

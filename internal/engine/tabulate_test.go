@@ -115,3 +115,34 @@ func TestTabulateResidual(t *testing.T) {
 		})
 	}
 }
+
+// TestTabulateConstitutionResidual runs the plan builder's rewriting on the
+// residual of the safe request under the built-in constitution: the scores
+// of safety, accountability and transparency become lookups, so arithmetic
+// calls go. (That its decisions equal full evaluation is
+// TestPlansEqualFullEvaluation's part.)
+func TestTabulateConstitutionResidual(t *testing.T) {
+	keep := ast.Var("__acgs_result__")
+	simplified := simplifyResidual(constitutionResidual(t), keep)
+	got := tabulate(context.Background(), simplified.Copy(), keep)
+	before, after := arithmeticCalls(simplified), arithmeticCalls(got)
+	if after >= before {
+		t.Errorf("tabulation left %d of %d arithmetic calls", after, before)
+	}
+	t.Logf("arithmetic calls: %d -> %d", before, after)
+}
+
+// arithmeticCalls counts the calls to arithmetic built-ins under x.
+func arithmeticCalls(x any) int {
+	n := 0
+	ast.WalkExprs(x, func(e *ast.Expr) bool {
+		if e.IsCall() {
+			switch e.Operator().String() {
+			case "plus", "minus", "mul", "div", "sum", "round":
+				n++
+			}
+		}
+		return false
+	})
+	return n
+}
