@@ -20,7 +20,7 @@ import (
 // and the bundle's constants (object.get({true: 0.3}, b, 0) + ..., then a
 // weight times that) takes at most 2^k values, and OPA's decimal arithmetic
 // costs microseconds a call. For the safe request of the built-in
-// constitution, three groups of 16 calls (five of them arithmetic) become
+// constitution, three groups of 13 calls (five of them arithmetic) become
 // three lookups.
 //
 // The table is exact by construction: OPA evaluates the very calls it
