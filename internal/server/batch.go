@@ -1,10 +1,13 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -138,7 +141,7 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 	mixed := failed > 0 && failed < len(results)
 	// Items are encoded one by one, successful ones from the decision's
 	// cached JSON, so a warm batch is not re-encoded result by result.
-	responses := make(map[string]json.RawMessage, len(results))
+	encoded := make([][]byte, len(results))
 	for i, d := range results {
 		s.d.Window.Record(time.Since(start), telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial(), Batch: true})
 		var item []byte
@@ -169,7 +172,7 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 			}
 			item = append(item, '}')
 		}
-		responses[ids[i]] = item
+		encoded[i] = item
 	}
 	status := http.StatusOK
 	switch {
@@ -178,8 +181,68 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 	case failed > 0:
 		status = http.StatusInternalServerError
 	}
-	s.d.Window.Record(time.Since(start), telemetry.Sample{CacheTier: "none", BatchSize: len(items)})
-	writeJSON(w, status, map[string]any{"batch_decision_id": batchID, "responses": responses}, r.URL.Query().Has("pretty"))
+	s.d.Window.Record(time.Since(start), telemetry.Sample{CacheTier: "none", BatchSize: len(results)})
+	if r.URL.Query().Has("pretty") {
+		responses := make(map[string]json.RawMessage, len(results))
+		for i, item := range encoded {
+			responses[ids[i]] = item
+		}
+		writeJSON(w, status, map[string]any{"batch_decision_id": batchID, "responses": responses}, true)
+		return
+	}
+	writeBatch(w, status, batchID, ids, encoded)
+}
+
+// writeBatch writes {"batch_decision_id": ..., "responses": {id: item}}
+// from the items' encodings, ids in sorted order as encoding/json writes a
+// map. encoding/json would validate and compact every item again (a tenth of
+// the CPU of a warm batch), and the items are compact JSON already.
+func writeBatch(w http.ResponseWriter, status int, batchID string, ids []string, items [][]byte) {
+	order := make([]int, len(ids))
+	size := 64
+	for i := range order {
+		order[i] = i
+		size += len(ids[i]) + len(items[i]) + 4
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(ids[a], ids[b]) })
+	b := make([]byte, 0, size)
+	b = append(b, `{"batch_decision_id":`...)
+	b = appendJSONString(b, batchID)
+	b = append(b, `,"responses":{`...)
+	for n, i := range order {
+		if n > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, ids[i])
+		b = append(b, ':')
+		b = append(b, items[i]...)
+	}
+	b = append(b, "}}\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// appendJSONString appends s as a JSON string, escaped as writeJSON's
+// encoder escapes it (no HTML escaping).
+func appendJSONString(dst []byte, s string) []byte {
+	plain := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		dst = append(dst, '"')
+		dst = append(dst, s...)
+		return append(dst, '"')
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s) // a string always encodes
+	return append(dst, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
 }
 
 // handleACGSBatch serves POST /v1/acgs/batch for the original clients: each
