@@ -343,16 +343,28 @@ func (p *planner) build(ctx context.Context, path string, known map[string]any) 
 	prepare := func(q ast.Body) (rego.PreparedEvalQuery, error) {
 		return rego.New(rego.ParsedQuery(q), rego.Compiler(comp), rego.Store(p.s.store)).PrepareForEval(ctx)
 	}
-	simplified := func() (q rego.PreparedEvalQuery, err error) {
+	// Simplified, with calls on booleans tabulated, then simplified again
+	// (tabulate.go, simplify.go); failing that, simplified only (a folded
+	// constant can meet a type check that the call it replaced did not);
+	// failing that, as partial evaluation gave it.
+	keep := x.Value.(ast.Var)
+	rewrite := func(tab bool) (q rego.PreparedEvalQuery, err error) {
 		defer func() { // OPA's compiler panics on some malformed queries; never let it take the process
 			if r := recover(); r != nil {
 				err = fmt.Errorf("simplifying or compiling the residual panicked: %v", r)
 			}
 		}()
-		keep := x.Value.(ast.Var)
-		return prepare(simplifyResidual(tabulate(ctx, simplifyResidual(body.Copy(), keep), keep), keep))
+		q2 := simplifyResidual(body.Copy(), keep)
+		if tab {
+			q2 = simplifyResidual(tabulate(ctx, q2, keep), keep)
+		}
+		return prepare(q2)
 	}
-	prepared, err := simplified()
+	prepared, err := rewrite(true)
+	if err != nil {
+		p.log("the simplified and tabulated residual did not compile; trying it simplified only", "path", path, "error", err)
+		prepared, err = rewrite(false)
+	}
 	if err != nil {
 		p.log("the simplified residual did not compile; using it as partial evaluation gave it", "path", path, "error", err)
 		prepared, err = prepare(body)

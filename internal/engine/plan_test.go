@@ -126,6 +126,10 @@ func TestPlansEqualFullEvaluation(t *testing.T) {
 		if got.Defined != want.Defined || !jsoneq.Equal(got.Result, want.Result) {
 			t.Fatalf("input %d via %v differs at %s\ninput: %v", i, got.Source, jsoneq.Diff(want.Result, got.Result), in)
 		}
+		// As text too: a client sees 1 and 1.0 differently.
+		if !jsoneq.SameText(got.Result, want.Result) {
+			t.Fatalf("input %d via %v: numbers spelt differently from full evaluation\ninput: %v", i, got.Source, in)
+		}
 	}
 	t.Logf("%d inputs: %d constant, %d residual, %d full", n, counts[engine.SourcePlanConstant], counts[engine.SourcePlanResidual], counts[engine.SourceFull])
 	// KeepSlowResiduals: residuals are kept whatever their speed, so both

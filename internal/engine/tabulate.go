@@ -135,7 +135,7 @@ func (t *tabulator) body(b *ast.Body, owner any) {
 				m.roots = slices.Compact(m.roots)
 				members[out] = m
 				order = append(order, m)
-			case booleans[name]:
+			case booleans[name] && boundBefore(ops, seen):
 				roots.Add(out)
 			}
 		}
@@ -145,6 +145,9 @@ func (t *tabulator) body(b *ast.Body, owner any) {
 		t.replace(b, group)
 	}
 	for _, expr := range *b {
+		if len(expr.With) > 0 {
+			continue // with may replace a built-in for the closures too, and the tables use the real ones
+		}
 		ast.WalkClosures(expr, func(x any) bool {
 			switch c := x.(type) {
 			case *ast.ArrayComprehension:
@@ -157,6 +160,21 @@ func (t *tabulator) body(b *ast.Body, owner any) {
 			return true // nested closures are reached through the recursion
 		})
 	}
+}
+
+// boundBefore reports whether every variable of ops, other than input and
+// data, occurs in seen: the test is then safe where it stands, so the
+// compiler leaves it, and the calls reading its boolean, in body order.
+// (A residual is in evaluation order; this guards the rest.)
+func boundBefore(ops []*ast.Term, seen ast.VarSet) bool {
+	for _, op := range ops {
+		for v := range op.Vars() {
+			if !seen.Contains(v) && !ast.RootDocumentNames.Contains(ast.NewTerm(v)) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // callWithOutput returns the built-in name, the input operands and the
@@ -232,6 +250,9 @@ func keyOf(group []*member) []ast.Var {
 // replace evaluates group for every combination of its booleans and, when
 // that succeeds, puts the lookup in its place in *b.
 func (t *tabulator) replace(b *ast.Body, group []*member) {
+	if interleaved(*b, group) {
+		return
+	}
 	all := t.all
 	inGroup := map[ast.Var]int{}
 	for _, m := range group {
@@ -318,7 +339,7 @@ func (t *tabulator) replace(b *ast.Body, group []*member) {
 			added[v] += n
 		}
 	}
-	*b = dropUnread(nb, all, inGroup, added)
+	*b = dropUnread(nb, t.keep, all, inGroup, added)
 	for v, n := range inGroup {
 		all[v] -= n
 	}
@@ -327,14 +348,40 @@ func (t *tabulator) replace(b *ast.Body, group []*member) {
 	}
 }
 
+// interleaved reports whether an expression between the group's first and
+// last calls reads one of their outputs. The lookup takes the last call's
+// place, so such an expression would run before the output is bound: it
+// could bind it itself (from the input, say, as 1.0 where the call gave 1),
+// or be a test the group's key reads, a cycle the compiler refuses.
+func interleaved(b ast.Body, group []*member) bool {
+	outs := ast.NewVarSet()
+	for _, m := range group {
+		outs.Add(m.out)
+	}
+	first := slices.IndexFunc(b, func(e *ast.Expr) bool { return e == group[0].expr })
+	last := slices.IndexFunc(b, func(e *ast.Expr) bool { return e == group[len(group)-1].expr })
+	if first < 0 || last < 0 {
+		return true
+	}
+	for _, e := range b[first:last] {
+		if slices.ContainsFunc(group, func(m *member) bool { return m.expr == e }) {
+			continue
+		}
+		if len(e.Vars(ast.VarVisitorParams{}).Intersect(outs)) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // dropUnread removes from b the tests whose booleans only the removed calls
 // read: all counts the query's variables before the change, removed those of
 // the calls (to which it adds those of the tests it drops) and added those
-// of their lookup.
-func dropUnread(b ast.Body, all, removed, added map[ast.Var]int) ast.Body {
+// of their lookup. keep, which the caller reads, always stays.
+func dropUnread(b ast.Body, keep ast.Var, all, removed, added map[ast.Var]int) ast.Body {
 	out := b[:0:0]
 	for _, e := range b {
-		if name, ops, v, ok := callWithOutput(e); ok && booleans[name] && removed[v] > 0 && all[v]-removed[v]+added[v] == 1 && !readsRef(ops) {
+		if name, ops, v, ok := callWithOutput(e); ok && booleans[name] && !v.Equal(keep) && removed[v] > 0 && all[v]-removed[v]+added[v] == 1 && !readsRef(ops) {
 			for x, n := range countVars(e) {
 				removed[x] += n // the caller takes these from its counts
 			}

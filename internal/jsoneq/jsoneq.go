@@ -17,6 +17,15 @@ func Equal(a, b any) bool { return Diff(a, b) == "" }
 // Diff returns "" when a and b are equal, else the path of the first difference.
 func Diff(a, b any) string { return diff("$", a, b) }
 
+// SameText reports whether a and b encode to the same JSON text: Equal, and
+// each number spelt the same (1 and 1.0 differ). A client reads the text, so
+// fast paths that compute a number must print it as full evaluation does.
+func SameText(a, b any) bool {
+	ja, errA := json.Marshal(a)
+	jb, errB := json.Marshal(b)
+	return errA == nil && errB == nil && string(ja) == string(jb)
+}
+
 func num(v any) (*big.Float, bool) {
 	var s string
 	switch x := v.(type) {
