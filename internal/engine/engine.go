@@ -454,14 +454,15 @@ func (e *Engine) evalPlan(ctx context.Context, s *snapshot, pl *plan, path strin
 }
 
 // checkResidual evaluates in full the input of residual decision d and
-// demotes the plan when the two disagree (logged as an error: a plan must
-// never be wrong); the caller then answers with full.
+// demotes the plan when the two disagree, in value or in the text of a
+// number (1 and 1.0: a client sees the text), logged as an error: a plan
+// must never be wrong. The caller then answers with full.
 func (e *Engine) checkResidual(ctx context.Context, s *snapshot, pl *plan, path string, in ast.Value, d Decision) (full Decision, disagreed bool, err error) {
 	full, _, err = e.evalFull(ctx, s, path, in)
 	if err != nil {
 		return Decision{}, false, err
 	}
-	if full.Defined != d.Defined || !jsoneq.Equal(full.Result, d.Result) {
+	if full.Defined != d.Defined || !jsoneq.SameText(full.Result, d.Result) {
 		s.plans.demote(pl)
 		e.log.Error("partial-evaluation plan disagreed with full evaluation; plan disabled", "path", path)
 		return full, true, nil

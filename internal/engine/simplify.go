@@ -48,7 +48,7 @@ func newSimplifier(body ast.Body, keep ast.Var) *simplifier {
 
 // run simplifies body, the query s was made for.
 func (s *simplifier) run(body ast.Body) ast.Body {
-	for s.pass(&body, nil, nil) { // a replacement can make an earlier expression a candidate
+	for s.pass(&body, nil, nil, ast.NewVarSet()) { // a replacement can make an earlier expression a candidate
 	}
 	return body
 }
@@ -62,20 +62,33 @@ type simplifier struct {
 // pass makes every replacement it can in one walk of *b and of the
 // comprehensions nested in it, and reports whether it made any. owner is the
 // comprehension whose body *b is (nil: *b is the query); outer holds the
-// occurrence counts of the scopes around it, which replacements here update.
-func (s *simplifier) pass(b *ast.Body, owner any, outer []map[ast.Var]int) bool {
+// occurrence counts of the scopes around it, which replacements here update;
+// bound the variables of those scopes bound when *b runs. *b is put in
+// evaluation order first (bind.go); a body whose order is not known is left
+// as it is, with the comprehensions in it.
+func (s *simplifier) pass(b *ast.Body, owner any, outer []map[ast.Var]int, bound ast.VarSet) bool {
 	scope := func() any {
 		if owner == nil {
 			return *b
 		}
 		return owner
 	}
+	order, ok := evalOrder(*b, bound)
+	if !ok {
+		return false
+	}
+	*b = order
 	local := countVars(scope())
 	counts := append(append(make([]map[ast.Var]int, 0, len(outer)+2), outer...), local, s.all)
 	changed := false
+	body := bodyVars(*b)
+	bound = bound.Copy()
+	seen := ast.NewVarSet()              // in the expressions before, closures aside
+	before := map[*ast.Expr]ast.VarSet{} // bound before each expression holding a closure
 	for i := 0; i < len(*b); i++ {
 		expr := (*b)[i]
-		if v, val, ok := s.candidate(expr); ok && local[v] == s.all[v] {
+		outs, _ := binds(expr, bound, body)
+		if v, val, ok := s.candidate(expr, outs, seen); ok && local[v] == s.all[v] {
 			w, isVar := val.Value.(ast.Var)
 			if isVar || !refHead(scope(), v) {
 				removed := countVars(expr)
@@ -91,19 +104,36 @@ func (s *simplifier) pass(b *ast.Body, owner any, outer []map[ast.Var]int) bool 
 					}
 					delete(m, v)
 				}
+				// The body stays in a safe order, and each variable keeps
+				// its first binding: what read v reads its value, bound
+				// (or constant) by then. Expressions that waited for v
+				// could now run earlier, but need not.
+				bound.Update(outs)
+				seen.Update(val.Vars())
 				i-- // the next expression now has index i
 				changed = true
 				continue
 			}
 		}
+		if ast.ContainsClosures(expr) {
+			before[expr] = bound.Copy()
+		}
+		bound.Update(outs)
+		seen.Update(expr.Vars(ast.VarVisitorParams{SkipClosures: true}))
+	}
+	for _, expr := range *b {
+		outer, ok := before[expr]
+		if !ok {
+			continue
+		}
 		ast.WalkClosures(expr, func(x any) bool {
 			switch c := x.(type) {
 			case *ast.ArrayComprehension:
-				changed = s.pass(&c.Body, c, counts[:len(counts)-1]) || changed
+				changed = s.pass(&c.Body, c, counts[:len(counts)-1], outer) || changed
 			case *ast.SetComprehension:
-				changed = s.pass(&c.Body, c, counts[:len(counts)-1]) || changed
+				changed = s.pass(&c.Body, c, counts[:len(counts)-1], outer) || changed
 			case *ast.ObjectComprehension:
-				changed = s.pass(&c.Body, c, counts[:len(counts)-1]) || changed
+				changed = s.pass(&c.Body, c, counts[:len(counts)-1], outer) || changed
 			}
 			return true // nested closures are reached through the recursion
 		})
@@ -126,11 +156,16 @@ func remove(b ast.Body, i int) ast.Body {
 }
 
 // candidate reports whether expr is v = w or v = <ground>, with v not the
-// kept variable, and returns v and the term that replaces it.
-func (s *simplifier) candidate(expr *ast.Expr) (ast.Var, *ast.Term, bool) {
+// kept variable, and returns v and the term that replaces it. expr must be
+// where v (or, for v = w, one of the two) gets its value: it binds it
+// (outs) and no expression before it holds it (seen). Were both bound
+// before, by the input say, the expression would be a check between two
+// values that can differ in text (1 and 1.0), and only one would be left.
+func (s *simplifier) candidate(expr *ast.Expr, outs, seen ast.VarSet) (ast.Var, *ast.Term, bool) {
 	if expr.Negated || len(expr.With) > 0 || !expr.IsEquality() {
 		return "", nil, false
 	}
+	fresh := func(v ast.Var) bool { return outs.Contains(v) && !seen.Contains(v) }
 	a, b := expr.Operand(0), expr.Operand(1)
 	for _, pair := range [2][2]*ast.Term{{a, b}, {b, a}} {
 		v, ok := pair[0].Value.(ast.Var)
@@ -139,11 +174,11 @@ func (s *simplifier) candidate(expr *ast.Expr) (ast.Var, *ast.Term, bool) {
 		}
 		switch w := pair[1].Value.(type) {
 		case ast.Var:
-			if !w.Equal(v) && !s.declared.Contains(w) {
+			if !w.Equal(v) && !s.declared.Contains(w) && (fresh(v) || fresh(w)) {
 				return v, pair[1], true
 			}
 		default:
-			if ast.IsConstant(w) { // no variable, reference, call or comprehension
+			if ast.IsConstant(w) && fresh(v) { // no variable, reference, call or comprehension
 				return v, pair[1], true
 			}
 		}

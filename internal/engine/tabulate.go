@@ -45,11 +45,11 @@ func tabulate(ctx context.Context, query ast.Body, keep ast.Var) ast.Body {
 	// Calls on constants first, each group folded to its values and put in
 	// place: a group of calls on booleans may read one.
 	t.all = countVars(t.query)
-	t.body(&t.query, nil)
+	t.body(&t.query, nil, ast.NewVarSet())
 	t.query = simplifyResidual(t.query, keep)
 	t.foldOnly = false
 	t.all = countVars(t.query)
-	t.body(&t.query, nil)
+	t.body(&t.query, nil, ast.NewVarSet())
 	return t.query
 }
 
@@ -96,8 +96,19 @@ type member struct {
 }
 
 // body tabulates *b, whose owner is the comprehension holding it (nil for
-// the query), then the comprehensions nested in it.
-func (t *tabulator) body(b *ast.Body, owner any) {
+// the query), then the comprehensions nested in it. bound holds the
+// variables of enclosing bodies bound when *b runs. *b is put in evaluation
+// order first (bind.go), so that an expression's place says what is bound
+// there; a body whose order is not known is left as it is, with the
+// comprehensions in it.
+func (t *tabulator) body(b *ast.Body, owner any, bound ast.VarSet) {
+	ordered, ok := evalOrder(*b, bound)
+	if !ok {
+		return
+	}
+	*b = ordered
+	bound = bound.Copy()
+	body := bodyVars(*b)
 	scope := any(*b)
 	if owner != nil {
 		scope = owner
@@ -107,7 +118,13 @@ func (t *tabulator) body(b *ast.Body, owner any) {
 	roots := ast.NewVarSet()
 	members := map[ast.Var]*member{}
 	var order []*member
+	before := map[*ast.Expr]ast.VarSet{} // bound before each expression holding a closure
 	for _, expr := range *b {
+		if ast.ContainsClosures(expr) {
+			before[expr] = bound.Copy()
+		}
+		outs, _ := binds(expr, bound, body)
+		bound.Update(outs)
 		if name, ops, out, ok := callWithOutput(expr); ok && !seen.Contains(out) && local[out] == all[out] && !t.declared.Contains(out) {
 			m := &member{expr: expr, out: out}
 			finite := tabulable[name]
@@ -135,7 +152,7 @@ func (t *tabulator) body(b *ast.Body, owner any) {
 				m.roots = slices.Compact(m.roots)
 				members[out] = m
 				order = append(order, m)
-			case booleans[name] && boundBefore(ops, seen):
+			case booleans[name]:
 				roots.Add(out)
 			}
 		}
@@ -148,33 +165,22 @@ func (t *tabulator) body(b *ast.Body, owner any) {
 		if len(expr.With) > 0 {
 			continue // with may replace a built-in for the closures too, and the tables use the real ones
 		}
+		outer, ok := before[expr]
+		if !ok {
+			continue // a lookup, or a test dropped: no closure
+		}
 		ast.WalkClosures(expr, func(x any) bool {
 			switch c := x.(type) {
 			case *ast.ArrayComprehension:
-				t.body(&c.Body, c)
+				t.body(&c.Body, c, outer)
 			case *ast.SetComprehension:
-				t.body(&c.Body, c)
+				t.body(&c.Body, c, outer)
 			case *ast.ObjectComprehension:
-				t.body(&c.Body, c)
+				t.body(&c.Body, c, outer)
 			}
 			return true // nested closures are reached through the recursion
 		})
 	}
-}
-
-// boundBefore reports whether every variable of ops, other than input and
-// data, occurs in seen: the test is then safe where it stands, so the
-// compiler leaves it, and the calls reading its boolean, in body order.
-// (A residual is in evaluation order; this guards the rest.)
-func boundBefore(ops []*ast.Term, seen ast.VarSet) bool {
-	for _, op := range ops {
-		for v := range op.Vars() {
-			if !seen.Contains(v) && !ast.RootDocumentNames.Contains(ast.NewTerm(v)) {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // callWithOutput returns the built-in name, the input operands and the

@@ -109,9 +109,19 @@ func TestTabulateResidual(t *testing.T) {
 			want:  `gt(input.n, 2, x); object.get({true: 1}, x, 0, p); gt(p, input.m, c); object.get({true: 2}, c, 0, q); plus(p, q, r)`,
 		},
 		{
-			name:  "no key from a test the compiler would move: its operands are bound later",
+			name:  "in evaluation order: an output bound before its call is not the group's",
 			query: `gt(v, 2, x); object.get({true: 1, false: 1.0}, x, 0, p); plus(p, 0, s); r = [p, s]; p = input.p; v = input.n`,
-			want:  `gt(v, 2, x); object.get({true: 1, false: 1.0}, x, 0, p); plus(p, 0, s); r = [p, s]; p = input.p; v = input.n`,
+			want:  `p = input.p; v = input.n; gt(v, 2, x); object.get({true: 1, false: 1.0}, x, 0, p); plus(p, 0, s); r = [p, s]`,
+		},
+		{
+			name:  "in evaluation order: a key test waiting for a later expression runs after it",
+			query: `count(w, v); gt(v, 1, x); object.get({true: 1}, x, 0, p); object.get({"k": p}, "k", 0, s); input.xs[_] = p; r = [p, s]; w = input.xs`,
+			want:  `input.xs[_] = p; w = input.xs; count(w, v); gt(v, 1, x); object.get({true: 1}, x, 0, p); object.get({"k": p}, "k", 0, s); r = [p, s]`,
+		},
+		{
+			name:  "a body holding a form whose order is not modelled is left alone",
+			query: `some v; gt(v, 0, x); object.get({true: 1}, x, 0, p); object.get({"k": p}, "k", 0, s); input.xs[_] = p; r = [p, s]; v = input.n`,
+			want:  `some v; gt(v, 0, x); object.get({true: 1}, x, 0, p); object.get({"k": p}, "k", 0, s); input.xs[_] = p; r = [p, s]; v = input.n`,
 		},
 		{
 			name:  "negated and with-modified calls are left alone",
