@@ -25,6 +25,11 @@ import (
 // OPA's copypropagation package is not used: it also replaces the output
 // of a call by the call itself at every use, which would repeat the call.
 //
+// A replacement is made only where the expression gives v its value (for
+// v = w, v or w): each body is put in evaluation order first (bind.go), and
+// an expression between two variables already bound is a check that stays.
+// Replacing a check could change the text of a number (1 for 1.0).
+//
 // A replacement is made only where it cannot change scope: every occurrence
 // of v lies in the body that holds the expression (or in closures nested
 // in it, or the head of its comprehension); neither v nor a variable

@@ -37,7 +37,10 @@ import (
 // A boolean is the output of equal, neq, lt, gt, lte, gte or is_<type>:
 // these give true or false whatever their operands. Only calls to the
 // built-ins in tabulable, with every operand a constant, such a boolean or
-// the output of another such call of the same body, are grouped. The caller
+// the output of another such call of the same body, are grouped, and only
+// when nothing between a group's calls reads their outputs: the lookup takes
+// the last call's place. Each body is put in evaluation order first
+// (bind.go), so that a call's place says what is bound there. The caller
 // compiles the result and keeps the query it was given when that fails or
 // panics.
 func tabulate(ctx context.Context, query ast.Body, keep ast.Var) ast.Body {
