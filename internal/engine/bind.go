@@ -25,6 +25,11 @@ import (
 // an expression is of a form binds does not model (or is never safe), and
 // then the order is unknown and b is returned as it is.
 func evalOrder(b ast.Body, bound ast.VarSet) (ast.Body, bool) {
+	for _, e := range b {
+		if patterned(e) {
+			return b, false
+		}
+	}
 	bound = bound.Copy()
 	body := bodyVars(b)
 	placed := make([]bool, len(b))
@@ -51,6 +56,48 @@ func evalOrder(b ast.Body, bound ast.VarSet) (ast.Body, bool) {
 			return b, false
 		}
 	}
+}
+
+// patterned reports whether expr binds through a form binds does not
+// model but OPA does: a pattern ([1, y] = input.pair, {"a": y} = o), a
+// variable on both sides of = (input.xs[i] = i), a composite reference
+// operand holding a variable (s[[y]]). binds would call such an expression
+// unsafe until another one binds its variables, where OPA runs it first.
+func patterned(expr *ast.Expr) bool {
+	found := false
+	ast.WalkRefs(expr, func(r ast.Ref) bool {
+		for _, op := range r[1:] {
+			if _, isVar := op.Value.(ast.Var); !isVar && len(op.Vars()) > 0 {
+				found = true
+			}
+		}
+		return found
+	})
+	if found || !expr.IsEquality() {
+		return found
+	}
+	a, b := expr.Operand(0), expr.Operand(1)
+	for _, p := range [2][2]*ast.Term{{a, b}, {b, a}} {
+		if v, ok := p[0].Value.(ast.Var); ok {
+			return p[1].Vars().Contains(v)
+		}
+	}
+	// Neither side a variable: only references' heads may be variables.
+	for _, t := range []*ast.Term{a, b} {
+		heads := ast.NewVarSet()
+		ast.WalkRefs(t, func(r ast.Ref) bool {
+			if v, ok := r[0].Value.(ast.Var); ok {
+				heads.Add(v)
+			}
+			return false
+		})
+		for v := range t.Vars() {
+			if !heads.Contains(v) && !ast.RootDocumentNames.Contains(ast.NewTerm(v)) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // bodyVars returns the variables of b outside its closures, as the

@@ -23,6 +23,10 @@ func TestEvalOrder(t *testing.T) {
 		{"with waits for its value", `y = true with input.x as v; v = input.v`, true},
 		{"some is not modelled", `some v; v = input.n`, false},
 		{"a pattern is not modelled", `[a, b] = input.pair`, false},
+		{"a pattern is not modelled, even when a later expression binds its variable", `[1, y] = input.pair; y = 1; r = y`, false},
+		{"an object pattern", `{"a": y} = input.o; y = 1; r = y`, false},
+		{"a composite reference operand", `s = {[1.0]}; s[[y]]; y = 1; r = y`, false},
+		{"a variable on both sides", `input.xs[i] = i; i = 0; r = i`, false},
 		{"never safe", `plus(a, 1, b); plus(b, 1, a)`, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

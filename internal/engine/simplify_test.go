@@ -106,6 +106,16 @@ func TestSimplifyResidual(t *testing.T) {
 			want:  `v = input.xs[0]; r = input.xs[1]; v = r`,
 		},
 		{
+			name:  "a body with a pattern keeps its order: enumeration order is the result's",
+			query: `r = [[a, b] | [a] = input.ps[_]; b = input.xs[_]; a = input.ys[_]]`,
+			want:  `r = [[a, b] | [a] = input.ps[_]; b = input.xs[_]; a = input.ys[_]]`,
+		},
+		{
+			name:  "a pattern binds first: the constant after it is a check",
+			query: `[1, y] = input.pair; y = 1; r = y`,
+			want:  `[1, y] = input.pair; y = 1; r = y`,
+		},
+		{
 			name:  "a constant that unifies with a call output still checks it",
 			query: `n = 2; count(input.xs, n); r = n`,
 			want:  `count(input.xs, 2); r = 2`,
@@ -125,6 +135,7 @@ func TestSimplifyResidual(t *testing.T) {
 				{"xs": []any{2, 9}},
 				{"x": "s"},
 				{"x": json.Number("2.0"), "p": 1, "xs": []any{json.Number("1.0"), 1}},
+				{"ps": []any{[]any{1}, []any{2}}, "xs": []any{10, 20}, "ys": []any{1, 2}, "pair": []any{1, json.Number("1.0")}},
 			} {
 				// As JSON text: 1 and 1.0 are one value that prints two ways.
 				a, b := evalR(t, orig, in), evalR(t, got, in)
