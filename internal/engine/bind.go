@@ -1,8 +1,6 @@
 package engine
 
 import (
-	"slices"
-
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
@@ -21,19 +19,21 @@ import (
 // the body in that order, which the compiler keeps as it is.
 
 // evalOrder returns b's expressions in the order OPA's compiler runs them
-// (renumbered), given the variables bound when b starts; ok is false when
-// an expression is of a form binds does not model (or is never safe), and
-// then the order is unknown and b is returned as it is.
-func evalOrder(b ast.Body, bound ast.VarSet) (ast.Body, bool) {
+// (renumbered), given the variables bound when b starts, with the variables
+// each binds there (binds); ok is false when an expression is of a form
+// binds does not model (or is never safe), and then the order is unknown
+// and b is returned as it is.
+func evalOrder(b ast.Body, bound ast.VarSet) (ast.Body, []ast.VarSet, bool) {
 	for _, e := range b {
 		if patterned(e) {
-			return b, false
+			return b, nil, false
 		}
 	}
 	bound = bound.Copy()
 	body := bodyVars(b)
 	placed := make([]bool, len(b))
 	order := make(ast.Body, 0, len(b))
+	binding := make([]ast.VarSet, 0, len(b))
 	for {
 		n := len(order)
 		for i, e := range b {
@@ -43,6 +43,7 @@ func evalOrder(b ast.Body, bound ast.VarSet) (ast.Body, bool) {
 			if outs, safe := binds(e, bound, body); safe {
 				placed[i] = true
 				order = append(order, e)
+				binding = append(binding, outs)
 				bound.Update(outs)
 			}
 		}
@@ -50,12 +51,29 @@ func evalOrder(b ast.Body, bound ast.VarSet) (ast.Body, bool) {
 			for i := range order {
 				order[i].Index = i
 			}
-			return order, true
+			return order, binding, true
 		}
 		if len(order) == n {
-			return b, false
+			return b, nil, false
 		}
 	}
+}
+
+// eachComprehension calls f with the body of each comprehension in expr
+// and the comprehension, not those nested in them (f's recursion reaches
+// those).
+func eachComprehension(expr *ast.Expr, f func(body *ast.Body, owner any)) {
+	ast.WalkClosures(expr, func(x any) bool {
+		switch c := x.(type) {
+		case *ast.ArrayComprehension:
+			f(&c.Body, c)
+		case *ast.SetComprehension:
+			f(&c.Body, c)
+		case *ast.ObjectComprehension:
+			f(&c.Body, c)
+		}
+		return true
+	})
 }
 
 // patterned reports whether expr binds through a form binds does not
@@ -200,13 +218,11 @@ func readable(t *ast.Term, bound, body, outs ast.VarSet) bool {
 		}
 		return true
 	case *ast.Array:
-		return !slices.ContainsFunc(termsOf(v), func(e *ast.Term) bool { return !readable(e, bound, body, outs) })
+		return !v.Until(func(e *ast.Term) bool { return !readable(e, bound, body, outs) })
 	case ast.Set:
-		return !slices.ContainsFunc(v.Slice(), func(e *ast.Term) bool { return !readable(e, bound, body, outs) })
+		return !v.Until(func(e *ast.Term) bool { return !readable(e, bound, body, outs) })
 	case ast.Object:
-		ok := true
-		v.Foreach(func(k, e *ast.Term) { ok = ok && readable(k, bound, body, outs) && readable(e, bound, body, outs) })
-		return ok
+		return !v.Until(func(k, e *ast.Term) bool { return !readable(k, bound, body, outs) || !readable(e, bound, body, outs) })
 	case *ast.ArrayComprehension, *ast.SetComprehension, *ast.ObjectComprehension:
 		// Its variables that the body also has are the body's: bound first.
 		vis := ast.NewVarVisitor().WithParams(ast.VarVisitorParams{SkipRefCallHead: true})
@@ -221,11 +237,4 @@ func readable(t *ast.Term, bound, body, outs ast.VarSet) bool {
 		return false
 	}
 	return ast.IsScalar(t.Value)
-}
-
-// termsOf returns the elements of a.
-func termsOf(a *ast.Array) []*ast.Term {
-	out := make([]*ast.Term, 0, a.Len())
-	a.Foreach(func(t *ast.Term) { out = append(out, t) })
-	return out
 }

@@ -31,7 +31,7 @@ func TestEvalOrder(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			body := ast.MustParseBody(tc.body)
-			order, ok := evalOrder(body.Copy(), ast.NewVarSet())
+			order, _, ok := evalOrder(body.Copy(), ast.NewVarSet())
 			if ok != tc.known {
 				t.Fatalf("known = %v, want %v", ok, tc.known)
 			}

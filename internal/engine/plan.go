@@ -354,11 +354,11 @@ func (p *planner) build(ctx context.Context, path string, known map[string]any) 
 				err = fmt.Errorf("simplifying or compiling the residual panicked: %v", r)
 			}
 		}()
-		q2 := simplifyResidual(body.Copy(), keep)
+		rewritten := simplifyResidual(body.Copy(), keep)
 		if tab {
-			q2 = simplifyResidual(tabulate(ctx, q2, keep), keep)
+			rewritten = simplifyResidual(tabulate(ctx, rewritten, keep), keep)
 		}
-		return prepare(q2)
+		return prepare(rewritten)
 	}
 	prepared, err := rewrite(true)
 	if err != nil {

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"slices"
+
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
@@ -78,7 +80,7 @@ func (s *simplifier) pass(b *ast.Body, owner any, outer []map[ast.Var]int, bound
 		}
 		return owner
 	}
-	order, ok := evalOrder(*b, bound)
+	order, binding, ok := evalOrder(*b, bound)
 	if !ok {
 		return false
 	}
@@ -86,13 +88,12 @@ func (s *simplifier) pass(b *ast.Body, owner any, outer []map[ast.Var]int, bound
 	local := countVars(scope())
 	counts := append(append(make([]map[ast.Var]int, 0, len(outer)+2), outer...), local, s.all)
 	changed := false
-	body := bodyVars(*b)
 	bound = bound.Copy()
 	seen := ast.NewVarSet()              // in the expressions before, closures aside
 	before := map[*ast.Expr]ast.VarSet{} // bound before each expression holding a closure
 	for i := 0; i < len(*b); i++ {
 		expr := (*b)[i]
-		outs, _ := binds(expr, bound, body)
+		outs := binding[i]
 		if v, val, ok := s.candidate(expr, outs, seen); ok && local[v] == s.all[v] {
 			w, isVar := val.Value.(ast.Var)
 			if isVar || !refHead(scope(), v) {
@@ -115,6 +116,10 @@ func (s *simplifier) pass(b *ast.Body, owner any, outer []map[ast.Var]int, bound
 				// could now run earlier, but need not.
 				bound.Update(outs)
 				seen.Update(val.Vars())
+				binding = slices.Delete(binding, i, i+1)
+				if len(binding) < len(*b) { // remove left `true` in an empty body
+					binding = append(binding, ast.NewVarSet())
+				}
 				i-- // the next expression now has index i
 				changed = true
 				continue
@@ -131,16 +136,8 @@ func (s *simplifier) pass(b *ast.Body, owner any, outer []map[ast.Var]int, bound
 		if !ok {
 			continue
 		}
-		ast.WalkClosures(expr, func(x any) bool {
-			switch c := x.(type) {
-			case *ast.ArrayComprehension:
-				changed = s.pass(&c.Body, c, counts[:len(counts)-1], outer) || changed
-			case *ast.SetComprehension:
-				changed = s.pass(&c.Body, c, counts[:len(counts)-1], outer) || changed
-			case *ast.ObjectComprehension:
-				changed = s.pass(&c.Body, c, counts[:len(counts)-1], outer) || changed
-			}
-			return true // nested closures are reached through the recursion
+		eachComprehension(expr, func(body *ast.Body, owner any) {
+			changed = s.pass(body, owner, counts[:len(counts)-1], outer) || changed
 		})
 	}
 	return changed

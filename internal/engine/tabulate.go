@@ -105,13 +105,12 @@ type member struct {
 // there; a body whose order is not known is left as it is, with the
 // comprehensions in it.
 func (t *tabulator) body(b *ast.Body, owner any, bound ast.VarSet) {
-	ordered, ok := evalOrder(*b, bound)
+	ordered, binding, ok := evalOrder(*b, bound)
 	if !ok {
 		return
 	}
 	*b = ordered
 	bound = bound.Copy()
-	body := bodyVars(*b)
 	scope := any(*b)
 	if owner != nil {
 		scope = owner
@@ -122,12 +121,11 @@ func (t *tabulator) body(b *ast.Body, owner any, bound ast.VarSet) {
 	members := map[ast.Var]*member{}
 	var order []*member
 	before := map[*ast.Expr]ast.VarSet{} // bound before each expression holding a closure
-	for _, expr := range *b {
+	for i, expr := range *b {
 		if ast.ContainsClosures(expr) {
 			before[expr] = bound.Copy()
 		}
-		outs, _ := binds(expr, bound, body)
-		bound.Update(outs)
+		bound.Update(binding[i])
 		if name, ops, out, ok := callWithOutput(expr); ok && !seen.Contains(out) && local[out] == all[out] && !t.declared.Contains(out) {
 			m := &member{expr: expr, out: out}
 			finite := tabulable[name]
@@ -172,17 +170,7 @@ func (t *tabulator) body(b *ast.Body, owner any, bound ast.VarSet) {
 		if !ok {
 			continue // a lookup, or a test dropped: no closure
 		}
-		ast.WalkClosures(expr, func(x any) bool {
-			switch c := x.(type) {
-			case *ast.ArrayComprehension:
-				t.body(&c.Body, c, outer)
-			case *ast.SetComprehension:
-				t.body(&c.Body, c, outer)
-			case *ast.ObjectComprehension:
-				t.body(&c.Body, c, outer)
-			}
-			return true // nested closures are reached through the recursion
-		})
+		eachComprehension(expr, func(body *ast.Body, owner any) { t.body(body, owner, outer) })
 	}
 }
 
