@@ -26,6 +26,9 @@ const (
 	EvaluationError            Code = "evaluation_error"
 	InternalError              Code = "internal_error"
 	Unavailable                Code = "unavailable"
+	// Overloaded: no evaluation slot was free in time. Not a decision: the
+	// client should retry after the response's Retry-After.
+	Overloaded Code = "overloaded"
 )
 
 // Status is the HTTP status of a code.
@@ -43,7 +46,7 @@ func (c Code) Status() int {
 		return http.StatusNotFound
 	case MethodNotAllowed:
 		return http.StatusMethodNotAllowed
-	case Unavailable:
+	case Unavailable, Overloaded:
 		return http.StatusServiceUnavailable
 	default:
 		return http.StatusInternalServerError

@@ -120,6 +120,12 @@ type Options struct {
 	// differential tests exercise residuals on every input. Tests set it
 	// through KeepSlowResiduals (export_test.go); it is no setting.
 	keepSlowResiduals bool
+	// Admit, when set, is asked for a slot before every evaluation that
+	// neither the cache nor a constant plan answered, and release is called
+	// when it ends. An error (an *apierror.Error with code Overloaded) means
+	// no slot was free in time: the decision is not made and the caller
+	// must not present it as a denial. The wait is bounded by ctx.
+	Admit func(ctx context.Context) (release func(), err error)
 	// OnReload is told the result of every activation attempt ("success" or "failure").
 	OnReload func(result string, revision string, err error)
 }
@@ -358,6 +364,13 @@ func (e *Engine) eval(ctx context.Context, s *snapshot, path string, input any) 
 			return Decision{}, false, apierror.Wrap(apierror.InvalidParameter, err, "input is not a JSON value: %v", err)
 		}
 		in = v
+	}
+	if e.opts.Admit != nil {
+		release, err := e.opts.Admit(ctx)
+		if err != nil {
+			return Decision{}, false, err
+		}
+		defer release()
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.opts.EvalTimeout)
 	defer cancel()
