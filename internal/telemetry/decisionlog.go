@@ -54,6 +54,11 @@ type DecisionLogConfig struct {
 	// Writer, when set, receives the events instead of Sink's destination.
 	// It is for tests and for embedding the log elsewhere.
 	Writer io.Writer
+	// Chain makes every event carry prev_hash, the hash of the previous
+	// line of the log (see chain.go), so that a removed or edited record
+	// is found by VerifyChain (`acgs audit verify`). A file sink that
+	// already holds events continues their chain.
+	Chain bool
 
 	batchBytes int // tests: overrides the Write size bound
 }
@@ -84,6 +89,9 @@ type DecisionEvent struct {
 	CacheTier          string   `json:"cache_tier"`
 	ConstitutionalHash string   `json:"constitutional_hash"`
 	Error              string   `json:"error,omitempty"`
+	// PrevHash is the hash of the previous line of the log ("sha256:<hex>",
+	// ChainGenesis for the first), set by the log when Chain is on.
+	PrevHash string `json:"prev_hash,omitempty"`
 }
 
 // DecisionLog writes decision events as JSON lines from one goroutine, so
@@ -103,6 +111,8 @@ type DecisionLog struct {
 	labels map[string]string
 	logger *slog.Logger
 	batch  int // bytes per Write, see decisionLogBatchBytes
+	chain  bool
+	prev   string // with chain: hash of the last line encoded (writer goroutine only)
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -182,6 +192,16 @@ func NewDecisionLog(cfg DecisionLogConfig) (*DecisionLog, error) {
 			return nil, fmt.Errorf("decision log: %w", err)
 		}
 		l.w, l.closer = f, f
+		if cfg.Chain {
+			if l.prev, err = lastLineHash(path); err != nil {
+				_ = f.Close()
+				return nil, fmt.Errorf("decision log: %w", err)
+			}
+		}
+	}
+	l.chain = cfg.Chain
+	if l.chain && l.prev == "" {
+		l.prev = ChainGenesis
 	}
 	if cfg.batchBytes > 0 {
 		l.batch = cfg.batchBytes
@@ -319,10 +339,16 @@ func (l *DecisionLog) run() {
 	enc.SetEscapeHTML(false)
 	encode := func(e *DecisionEvent) {
 		l.prepare(e)
+		if l.chain {
+			e.PrevHash = l.prev
+		}
 		one.Reset()
 		if err := enc.Encode(e); err != nil {
 			report("decision log: cannot encode event", err, 1)
 			return
+		}
+		if l.chain {
+			l.prev = LineHash(bytes.TrimSuffix(one.Bytes(), []byte{'\n'}))
 		}
 		if buf.Len() > 0 && buf.Len()+one.Len() > l.batch {
 			flush()

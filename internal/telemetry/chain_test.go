@@ -1,0 +1,202 @@
+package telemetry
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// writeChained logs n events to a chained file log at path and closes it.
+func writeChained(t *testing.T, path string, from, n int, mask ...string) {
+	t.Helper()
+	l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: true, Mask: mask})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := from; i < from+n; i++ {
+		l.Log(&DecisionEvent{
+			Path:  "acgs/main/decision",
+			Input: map[string]any{"type": "tool_call", "i": i, "tool_call": map[string]any{"arguments": map[string]any{"password": "hunter2"}}},
+			Result: map[string]any{
+				"allow": i%2 == 0, "outcome": "allow",
+			},
+			CacheTier: "none",
+		})
+	}
+	if err := l.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readLines(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(string(b), "\n")
+	if lines[len(lines)-1] == "" {
+		lines = lines[:len(lines)-1]
+	}
+	return lines
+}
+
+func verify(t *testing.T, data string, o VerifyChainOptions) ChainReport {
+	t.Helper()
+	rep, err := VerifyChain(strings.NewReader(data), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
+func TestChainIntactLogVerifies(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.jsonl")
+	writeChained(t, path, 0, 20, "/tool_call/arguments/password")
+	lines := readLines(t, path)
+	if len(lines) != 20 {
+		t.Fatalf("%d lines, want 20", len(lines))
+	}
+	var first map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil {
+		t.Fatal(err)
+	}
+	if first["prev_hash"] != ChainGenesis {
+		t.Fatalf("first prev_hash %v, want genesis", first["prev_hash"])
+	}
+	if strings.Contains(strings.Join(lines, ""), "hunter2") {
+		t.Fatal("masking must still apply to a chained log")
+	}
+	rep := verify(t, strings.Join(lines, ""), VerifyChainOptions{})
+	if !rep.OK() || rep.Records != 20 {
+		t.Fatalf("intact log: %+v", rep)
+	}
+	if rep.Head != LineHash([]byte(strings.TrimSuffix(lines[19], "\n"))) {
+		t.Fatalf("head %s is not the last line's hash", rep.Head)
+	}
+	// the head, given back, passes
+	if rep2 := verify(t, strings.Join(lines, ""), VerifyChainOptions{Head: rep.Head}); !rep2.OK() {
+		t.Fatalf("with its own head: %+v", rep2)
+	}
+}
+
+func TestChainContinuesAcrossReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.jsonl")
+	writeChained(t, path, 0, 5)
+	writeChained(t, path, 5, 5)
+	b, _ := os.ReadFile(path)
+	if rep := verify(t, string(b), VerifyChainOptions{}); !rep.OK() || rep.Records != 10 {
+		t.Fatalf("reopened log: %+v", rep)
+	}
+}
+
+func TestChainDetectsRemovedRecord(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.jsonl")
+	writeChained(t, path, 0, 10)
+	lines := readLines(t, path)
+	cut := append(append([]string{}, lines[:4]...), lines[5:]...) // line 5 removed
+	rep := verify(t, strings.Join(cut, ""), VerifyChainOptions{})
+	if len(rep.Problems) != 1 || rep.Problems[0].Line != 5 || !strings.Contains(rep.Problems[0].Reason, "removed") {
+		t.Fatalf("removed record: %+v", rep)
+	}
+	// removing the first record is found too
+	rep = verify(t, strings.Join(lines[1:], ""), VerifyChainOptions{})
+	if len(rep.Problems) != 1 || rep.Problems[0].Line != 1 {
+		t.Fatalf("removed first record: %+v", rep)
+	}
+	// ... unless the caller says where the file starts
+	h0 := LineHash([]byte(strings.TrimSuffix(lines[0], "\n")))
+	if rep := verify(t, strings.Join(lines[1:], ""), VerifyChainOptions{From: h0}); !rep.OK() {
+		t.Fatalf("with --from: %+v", rep)
+	}
+	// removing the last record needs the recorded head
+	full := verify(t, strings.Join(lines, ""), VerifyChainOptions{})
+	rep = verify(t, strings.Join(lines[:9], ""), VerifyChainOptions{Head: full.Head})
+	if rep.OK() {
+		t.Fatal("a cut at the end must be found against the recorded head")
+	}
+}
+
+func TestChainDetectsEditedRecord(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.jsonl")
+	writeChained(t, path, 0, 10)
+	lines := readLines(t, path)
+	edited := append([]string{}, lines...)
+	if !strings.Contains(edited[3], `"allow":false`) {
+		t.Fatalf("line 4 is not a deny: %s", edited[3])
+	}
+	edited[3] = strings.Replace(edited[3], `"allow":false`, `"allow":true`, 1)
+	rep := verify(t, strings.Join(edited, ""), VerifyChainOptions{})
+	if len(rep.Problems) != 1 || rep.Problems[0].Line != 5 || !strings.Contains(rep.Problems[0].Reason, "edited") {
+		t.Fatalf("edited record: %+v", rep)
+	}
+	// an edit that keeps the bytes valid JSON but drops the link
+	var m map[string]any
+	_ = json.Unmarshal([]byte(lines[6]), &m)
+	delete(m, "prev_hash")
+	nb, _ := json.Marshal(m)
+	edited = append([]string{}, lines...)
+	edited[6] = string(nb) + "\n"
+	rep = verify(t, strings.Join(edited, ""), VerifyChainOptions{})
+	if len(rep.Problems) != 2 || rep.Problems[0].Line != 7 || rep.Problems[1].Line != 8 {
+		t.Fatalf("record without prev_hash: %+v", rep)
+	}
+	// garbage and a torn last line
+	edited = append([]string{}, lines...)
+	edited[2] = "not json\n"
+	rep = verify(t, strings.Join(edited, "")+`{"prev_hash":"x"`, VerifyChainOptions{})
+	if rep.OK() || rep.Problems[0].Line != 3 {
+		t.Fatalf("garbage: %+v", rep)
+	}
+}
+
+func TestChainWithWriterAndEmptyInput(t *testing.T) {
+	var buf bytes.Buffer
+	l, err := NewDecisionLog(DecisionLogConfig{Writer: &buf, Chain: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Log(&DecisionEvent{Path: "p"})
+	l.Log(&DecisionEvent{Path: "q"})
+	_ = l.Close(context.Background())
+	if rep := verify(t, buf.String(), VerifyChainOptions{}); !rep.OK() || rep.Records != 2 {
+		t.Fatalf("writer sink: %+v", rep)
+	}
+	if rep := verify(t, "", VerifyChainOptions{}); !rep.OK() || rep.Records != 0 {
+		t.Fatalf("empty: %+v", rep)
+	}
+	// without Chain nothing changes in the events
+	buf.Reset()
+	l, _ = NewDecisionLog(DecisionLogConfig{Writer: &buf})
+	l.Log(&DecisionEvent{Path: "p"})
+	_ = l.Close(context.Background())
+	if strings.Contains(buf.String(), "prev_hash") {
+		t.Fatal("prev_hash written without Chain")
+	}
+}
+
+func TestLastLineHashTornAndLong(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "a")
+	long := strings.Repeat("x", 200<<10)
+	if err := os.WriteFile(p, []byte("first\n"+long+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h, err := lastLineHash(p)
+	if err != nil || h != LineHash([]byte(long)) {
+		t.Fatalf("long last line: %s %v", h, err)
+	}
+	if err := os.WriteFile(p, []byte("first\ntorn"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := lastLineHash(p); h != LineHash([]byte("torn")) {
+		t.Fatal("torn last line")
+	}
+	if h, _ := lastLineHash(filepath.Join(dir, "missing")); h != "" {
+		t.Fatal("missing file")
+	}
+}
