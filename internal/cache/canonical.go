@@ -11,6 +11,8 @@ import (
 	"sync"
 
 	"github.com/zeebo/xxh3"
+
+	"github.com/acgs-lite/acgs/internal/readset"
 )
 
 // Type tags of the canonical encoding. Every value starts with one tag and
@@ -92,6 +94,7 @@ func NewKey(revision, path string, input any) (Key, error) {
 	b = append(b, revision...)
 	b = binary.AppendUvarint(b, uint64(len(path)))
 	b = append(b, path...)
+	b = append(b, tagWhole)
 	b, err := appendValue(b, input, s)
 	s.buf = b
 	if err != nil {
@@ -205,4 +208,75 @@ func appendObject(b []byte, m map[string]any, s *scratch) ([]byte, error) {
 	}
 	s.members = s.members[:start]
 	return b, err
+}
+
+// Tags that start the input part of a key: the whole input, or its
+// projection onto a read set. A projection never hashes like a whole input.
+const (
+	tagWhole      = 'W'
+	tagProjection = 'P'
+	tagMissing    = 'm' // a read path absent from the input (never like null)
+)
+
+// NewProjectedKey returns the cache key of a decision whose policy reads
+// only paths of the input (a read set, readset.Set.Paths: minimal, each
+// read whole). It hashes the revision, the path and, for each read path in
+// order, the canonical value there or a missing marker. Two inputs get the
+// same key exactly when they agree on every read path, so a field the
+// policy cannot read (a request id, a timestamp) does not change the key,
+// and a missing field never hashes like a present one. Navigation follows
+// reference semantics: a string element looks up an object member, an int
+// element indexes an array; anything else is missing.
+func NewProjectedKey(revision, path string, paths []readset.Path, input any) (Key, error) {
+	s := getScratch()
+	b := binary.AppendUvarint(s.buf[:0], uint64(len(revision)))
+	b = append(b, revision...)
+	b = binary.AppendUvarint(b, uint64(len(path)))
+	b = append(b, path...)
+	b = append(b, tagProjection)
+	b = binary.AppendUvarint(b, uint64(len(paths)))
+	var err error
+	for _, p := range paths {
+		v, ok := lookup(input, p)
+		if !ok {
+			b = append(b, tagMissing)
+			continue
+		}
+		if b, err = appendValue(b, v, s); err != nil {
+			break
+		}
+	}
+	s.buf = b
+	if err != nil {
+		putScratch(s)
+		return Key{}, err
+	}
+	h := xxh3.Hash128(b)
+	putScratch(s)
+	return Key{Hi: h.Hi, Lo: h.Lo}, nil
+}
+
+// lookup follows p from v as a Rego reference would.
+func lookup(v any, p readset.Path) (any, bool) {
+	for _, e := range p {
+		switch k := e.(type) {
+		case string:
+			m, ok := v.(map[string]any)
+			if !ok {
+				return nil, false
+			}
+			if v, ok = m[k]; !ok {
+				return nil, false
+			}
+		case int:
+			a, ok := v.([]any)
+			if !ok || k < 0 || k >= len(a) {
+				return nil, false
+			}
+			v = a[k]
+		default:
+			return nil, false
+		}
+	}
+	return v, true
 }

@@ -65,7 +65,7 @@ func TestCachedDecisionsEqualFullEvaluation(t *testing.T) {
 				t.Fatalf("%s: input %d: %v", stage, i, err)
 			}
 			counts[got.Source]++
-			if got.Defined != want[i].Defined || !jsoneq.Equal(got.Result, want[i].Result) {
+			if got.Defined != want[i].Defined || !jsoneq.SameText(got.Result, want[i].Result) {
 				t.Fatalf("%s: input %d via %v differs at %s", stage, i, got.Source, jsoneq.Diff(want[i].Result, got.Result))
 			}
 		}
@@ -90,6 +90,50 @@ func TestCachedDecisionsEqualFullEvaluation(t *testing.T) {
 	if r := ca.Stats().L2Rejected; r != 0 {
 		t.Errorf("%d L2 entries rejected", r)
 	}
+
+	// The same inputs carrying what real agent traffic adds (a never-repeated
+	// request id, ids, timestamps and metadata at every level): keys on the
+	// read set answer most of them from the cache, and every answer must be
+	// what full evaluation of the noisy input gives.
+	gen := inputgen.New(12)
+	noisy := make([]map[string]any, n)
+	for i, in := range inputs {
+		noisy[i] = gen.WithNoise(in)
+		d, err := a.EvaluateFull(ctx, "acgs/main/decision", noisy[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i] = d
+	}
+	inputs = noisy
+	hits := check("noisy, L1", a)
+	if hits[engine.SourceL1] < n*9/10 {
+		t.Errorf("noisy inputs: only %d of %d answered from L1 (read-set keys should ignore the noise)", hits[engine.SourceL1], n)
+	}
+	check("noisy, second instance", b)
+
+	// The batch path: a third instance, cold in L1, sharing the Redis.
+	c, _ := mustOpenTiered(t, redis.URL())
+	counts := map[engine.Source]int{}
+	for lo := 0; lo < n; lo += 100 {
+		hi := min(lo+100, n)
+		batch := make([]any, 0, hi-lo)
+		for _, in := range noisy[lo:hi] {
+			batch = append(batch, in)
+		}
+		got, errs := c.DecideBatch(ctx, "acgs/main/decision", batch)
+		for j := range got {
+			i := lo + j
+			if errs[j] != nil {
+				t.Fatalf("batch: input %d: %v", i, errs[j])
+			}
+			counts[got[j].Source]++
+			if got[j].Defined != want[i].Defined || !jsoneq.SameText(got[j].Result, want[i].Result) {
+				t.Fatalf("batch: input %d via %v differs at %s", i, got[j].Source, jsoneq.Diff(want[i].Result, got[j].Result))
+			}
+		}
+	}
+	t.Logf("noisy, batch on a third instance: %v", counts)
 }
 
 // TestForgedL2EntryIsNeverServed overwrites a real L2 entry in Redis: the engine must evaluate instead.

@@ -112,6 +112,9 @@ type Options struct {
 	// evaluation. The first decision of every residual is always checked.
 	// 0: only the first (PLAN_VERIFY_EVERY's default is 1,024).
 	PlanVerifyEvery int
+	// OnKey is told, for every decision looked up in the cache, how its
+	// key was made (on the read set, on the whole input, or not cached).
+	OnKey func(KeyKind)
 	// OnPlan is told the plan kind of every decision a plan was looked up for.
 	OnPlan func(kind string)
 
@@ -210,6 +213,7 @@ func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle, source string) 
 		oldRev = old.revision
 	}
 	e.log.Info("policy bundle activated", "revision", s.revision, "previous_revision", oldRev, "source", source, "modules", len(s.modules))
+	e.logReadSets(s)
 	if e.opts.OnReload != nil {
 		e.opts.OnReload("success", s.revision, nil)
 	}
@@ -227,10 +231,12 @@ func (e *Engine) failed(err error) {
 // prepareDefaults prepares the entry points of the constitution so the first
 // request does not pay for it.
 func (s *snapshot) prepareDefaults(ctx context.Context) error {
-	for _, p := range []string{"acgs/main/decision", "acgs/main/allow"} {
+	s.entryPoints = []string{"acgs/main/decision", "acgs/main/allow"}
+	for _, p := range s.entryPoints {
 		if _, err := s.query(ctx, p); err != nil {
 			return err
 		}
+		s.reads.get(p)
 	}
 	return nil
 }
@@ -282,9 +288,9 @@ func (e *Engine) Decide(ctx context.Context, path string, input any) (Decision, 
 	if c == nil {
 		return e.evaluate(ctx, s, path, input)
 	}
-	key, err := cache.NewKey(s.scope, path, input)
-	if err != nil {
-		// An input the key cannot encode is still a valid policy input; it is just not cached.
+	key, kind, ok := s.key(path, input)
+	e.onKey(kind)
+	if !ok {
 		return e.evaluate(ctx, s, path, input)
 	}
 	if v, tier, ok := c.Get(ctx, key); ok {
@@ -328,7 +334,11 @@ func (e *Engine) decideMiss(ctx context.Context, s *snapshot, key cache.Key, pat
 		}
 		return r.Val.(flightResult).d, nil
 	case <-ctx.Done():
-		return Decision{}, apierror.Wrap(apierror.EvaluationError, ctx.Err(), "request cancelled while waiting for evaluation: %v", ctx.Err())
+		// The request's deadline passed (or it was cancelled) while the
+		// shared evaluation was still waiting for an admission slot or
+		// running: nothing was decided for it, so it is overloaded (503,
+		// Retry-After), never a denial.
+		return Decision{}, apierror.Wrap(apierror.Overloaded, ctx.Err(), "no decision before the request's deadline: the shared evaluation was still queued or running (%v); retry later", ctx.Err())
 	}
 }
 
@@ -580,8 +590,9 @@ func (e *Engine) DecideBatch(ctx context.Context, path string, inputs []any) ([]
 	idx := make([]int, 0, len(inputs))
 	var direct []int
 	for i, in := range inputs {
-		k, err := cache.NewKey(s.scope, path, in)
-		if err != nil {
+		k, kind, ok := s.key(path, in)
+		e.onKey(kind)
+		if !ok {
 			direct = append(direct, i)
 			continue
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
 	"github.com/acgs-lite/acgs/internal/apierror"
+	"github.com/acgs-lite/acgs/internal/readset"
 )
 
 // maxPreparedPaths bounds the prepared queries kept per snapshot: paths come
@@ -43,6 +44,9 @@ type snapshot struct {
 	roots     []string
 	activated time.Time
 	source    string
+
+	reads       *readSets // what each document can read of the input: the cache key's scope
+	entryPoints []string  // paths prepared (and their read sets computed) at activation
 
 	parsed map[string]*ast.Module // the bundle's modules as parsed, for plan compilers
 	plans  *planner               // nil when partial evaluation is off
@@ -112,6 +116,7 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source string) (*
 		source:    source,
 		queries:   make(map[string]*rego.PreparedEvalQuery),
 		parsed:    mods,
+		reads:     newReadSets(readset.New(compiler)),
 	}
 	_ = ctx
 	return s, nil

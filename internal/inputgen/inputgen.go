@@ -329,3 +329,59 @@ func (g *Gen) Inputs(n int) []map[string]any {
 	}
 	return out
 }
+
+// NoiseKeys are the fields WithNoise adds: what real agent traffic carries
+// beside the fields a constitution reads (ids, timestamps, free-form
+// metadata). None of them is a field the constitution names.
+var NoiseKeys = []string{"request_id", "trace_id", "session_id", "client_sent_at", "agent_metadata"}
+
+// WithNoise returns a deep copy of in with noise fields added at every
+// object level (never replacing a field that is there): a never-repeated
+// request id at the top, and random ids, timestamps and nested metadata
+// objects below.
+func (g *Gen) WithNoise(in map[string]any) map[string]any {
+	out, _ := g.noise(in, 0).(map[string]any)
+	out["request_id"] = fmt.Sprintf("req-%016x", g.r.Uint64())
+	return out
+}
+
+func (g *Gen) noise(v any, depth int) any {
+	switch x := v.(type) {
+	case map[string]any:
+		m := make(map[string]any, len(x)+2)
+		for k, e := range x {
+			m[k] = g.noise(e, depth+1)
+		}
+		for n := g.r.IntN(3); n > 0; n-- {
+			k := g.pick(NoiseKeys)
+			if _, taken := m[k]; !taken {
+				m[k] = g.noiseValue(depth)
+			}
+		}
+		return m
+	case []any:
+		a := make([]any, len(x))
+		for i, e := range x {
+			a[i] = g.noise(e, depth+1)
+		}
+		return a
+	default:
+		return v
+	}
+}
+
+func (g *Gen) noiseValue(depth int) any {
+	switch g.r.IntN(4) {
+	case 0:
+		return fmt.Sprintf("%016x", g.r.Uint64())
+	case 1:
+		return num(float64(1_700_000_000_000 + g.r.IntN(1_000_000_000)))
+	case 2:
+		if depth < 4 {
+			return map[string]any{"source": g.pick([]string{"sdk", "cli", "gateway"}), "seq": num(float64(g.r.IntN(1 << 20))), "tags": []any{"a", fmt.Sprint(g.r.IntN(100))}}
+		}
+		return nil
+	default:
+		return []any{num(float64(g.r.IntN(1000))), g.r.IntN(2) == 0}
+	}
+}

@@ -1,0 +1,133 @@
+package cache
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/acgs-lite/acgs/internal/readset"
+)
+
+func decode(tb testing.TB, s string) any {
+	tb.Helper()
+	var v any
+	d := json.NewDecoder(stringsReader(s))
+	d.UseNumber()
+	if err := d.Decode(&v); err != nil {
+		tb.Fatal(err)
+	}
+	return v
+}
+
+// TestProjectedKey: inputs that agree on every read path share a key, and
+// any difference on a read path (a value, a type, presence) separates them.
+func TestProjectedKey(t *testing.T) {
+	paths := []readset.Path{{"action"}, {"context", "agent", "trust_level"}, {"items"}, {"xs", 0, "name"}}
+	base := `{"action":"read","context":{"agent":{"trust_level":0.9}},"items":[1,2],"xs":[{"name":"a"}]}`
+	cases := []struct {
+		name  string
+		input string
+		same  bool
+	}{
+		{"identical", base, true},
+		{"an id and a timestamp outside the read set", `{"request_id":"r-1","ts":123,"action":"read","context":{"session":"s","agent":{"id":"x","trust_level":0.9}},"items":[1,2],"xs":[{"name":"a","extra":true},{"name":"b"}]}`, true},
+		{"member order", `{"xs":[{"name":"a"}],"items":[1,2],"context":{"agent":{"trust_level":0.9}},"action":"read"}`, true},
+		{"a read value differs", `{"action":"write","context":{"agent":{"trust_level":0.9}},"items":[1,2],"xs":[{"name":"a"}]}`, false},
+		{"number text differs (0.90)", `{"action":"read","context":{"agent":{"trust_level":0.90}},"items":[1,2],"xs":[{"name":"a"}]}`, false},
+		{"a read field missing", `{"action":"read","context":{"agent":{}},"items":[1,2],"xs":[{"name":"a"}]}`, false},
+		{"a read field null", `{"action":"read","context":{"agent":{"trust_level":null}},"items":[1,2],"xs":[{"name":"a"}]}`, false},
+		{"an array read whole: order", `{"action":"read","context":{"agent":{"trust_level":0.9}},"items":[2,1],"xs":[{"name":"a"}]}`, false},
+		{"an array read whole: an element more", `{"action":"read","context":{"agent":{"trust_level":0.9}},"items":[1,2,3],"xs":[{"name":"a"}]}`, false},
+		{"an indexed element", `{"action":"read","context":{"agent":{"trust_level":0.9}},"items":[1,2],"xs":[{"name":"b"},{"name":"a"}]}`, false},
+		{"string for number", `{"action":"read","context":{"agent":{"trust_level":"0.9"}},"items":[1,2],"xs":[{"name":"a"}]}`, false},
+	}
+	want, err := NewProjectedKey("rev", "p", paths, decode(t, base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := NewProjectedKey("rev", "p", paths, decode(t, tc.input))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (got == want) != tc.same {
+				t.Errorf("same key = %v, want %v", got == want, tc.same)
+			}
+		})
+	}
+}
+
+// TestProjectedKeyMissingIsNeverAValue: a missing path, a null and every
+// kind of container that makes the path missing are told apart only as the
+// reference would tell them apart: undefined is undefined, whatever the
+// parent was, and never like a present value.
+func TestProjectedKeyMissingIsNeverAValue(t *testing.T) {
+	paths := []readset.Path{{"a", "b"}, {"xs", 1}}
+	key := func(s string) Key {
+		k, err := NewProjectedKey("rev", "p", paths, decode(t, s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	missing := key(`{}`)
+	for _, s := range []string{`{"a":"str"}`, `{"a":[1]}`, `{"a":{}}`, `{"a":null}`, `{"xs":{"1":2}}`, `{"xs":[0]}`, `{"xs":"ab"}`, `null`, `[1,2]`} {
+		if k := key(s); k != missing {
+			t.Errorf("%s: a missing path hashed differently from {}", s)
+		}
+	}
+	for _, s := range []string{`{"a":{"b":null}}`, `{"a":{"b":false}}`, `{"a":{"b":""}}`, `{"a":{"b":0}}`, `{"a":{"b":{}}}`, `{"a":{"b":[]}}`, `{"xs":[0,null]}`} {
+		if k := key(s); k == missing {
+			t.Errorf("%s: a present value hashed like a missing path", s)
+		}
+	}
+	// Tags: the projection onto no path never hashes like the whole input.
+	whole, _ := NewKey("rev", "p", map[string]any{})
+	none, _ := NewProjectedKey("rev", "p", nil, map[string]any{})
+	if whole == none {
+		t.Errorf("an empty projection hashed like the whole empty input")
+	}
+	// Revision and path scope the key.
+	a, _ := NewProjectedKey("rev", "p", paths, map[string]any{})
+	b, _ := NewProjectedKey("rev2", "p", paths, map[string]any{})
+	c, _ := NewProjectedKey("rev", "q", paths, map[string]any{})
+	if a == b || a == c {
+		t.Errorf("revision or path did not change the key")
+	}
+}
+
+// FuzzProjectedKey: a member added outside the read set never changes the
+// key; encoding never panics on any decoded JSON.
+func FuzzProjectedKey(f *testing.F) {
+	f.Add(`{"action":"read","context":{"agent":{"trust_level":0.9}}}`, "noise")
+	f.Add(`{"a":[{"b":1}],"context":null}`, "context")
+	f.Add(`[1,{"a":2}]`, "a")
+	paths := []readset.Path{{"action"}, {"context", "agent", "trust_level"}, {"a", 0, "b"}}
+	f.Fuzz(func(t *testing.T, doc, extra string) {
+		var v any
+		d := json.NewDecoder(stringsReader(doc))
+		d.UseNumber()
+		if d.Decode(&v) != nil {
+			return
+		}
+		k1, err := NewProjectedKey("rev", "p", paths, v)
+		if err != nil {
+			return
+		}
+		m, ok := v.(map[string]any)
+		if !ok || extra == "action" || extra == "context" || extra == "a" {
+			return
+		}
+		if _, taken := m[extra]; taken {
+			return
+		}
+		m[extra] = "noise"
+		k2, err := NewProjectedKey("rev", "p", paths, m)
+		if err != nil || k1 != k2 {
+			t.Fatalf("a member outside the read set changed the key (%v)", err)
+		}
+	})
+}
+
+func stringsReader(s string) *strings.Reader { return strings.NewReader(s) }

@@ -1,0 +1,147 @@
+package engine
+
+import (
+	"sync"
+
+	"github.com/acgs-lite/acgs/internal/cache"
+	"github.com/acgs-lite/acgs/internal/readset"
+)
+
+// maxReadSetPaths bounds the read sets kept per snapshot: paths come from
+// requests, so an unbounded map would let clients grow memory. Beyond it a
+// path's read set is computed again on every decision (correct, slower).
+const maxReadSetPaths = 1024
+
+// KeyKind says how a decision's cache key was made, for metrics.
+type KeyKind uint8
+
+// Kinds of cache key.
+const (
+	// KeyReadSet: the key covers only the input paths the policy can read.
+	KeyReadSet KeyKind = iota
+	// KeyWholeInput: the policy may read the whole input, so the key covers it.
+	KeyWholeInput
+	// KeyUncached: the decision is not cached (a non-deterministic built-in
+	// is reachable, or the input cannot be encoded).
+	KeyUncached
+)
+
+// String is the metric label of the kind.
+func (k KeyKind) String() string {
+	switch k {
+	case KeyReadSet:
+		return "read_set"
+	case KeyWholeInput:
+		return "whole_input"
+	default:
+		return "uncached"
+	}
+}
+
+// readSets holds one snapshot's analyzer and the read sets computed so far.
+type readSets struct {
+	an *readset.Analyzer
+	mu sync.RWMutex
+	m  map[string]*readset.Set
+}
+
+func newReadSets(an *readset.Analyzer) *readSets {
+	return &readSets{an: an, m: make(map[string]*readset.Set)}
+}
+
+// get returns the read set of the document at path; nil when the path is
+// not a valid reference (such a request fails before any cache matters).
+func (r *readSets) get(path string) *readset.Set {
+	r.mu.RLock()
+	rs, ok := r.m[path]
+	r.mu.RUnlock()
+	if ok {
+		return rs
+	}
+	ref, err := ParsePath(path)
+	if err != nil {
+		return nil
+	}
+	rs = r.an.Analyze(ref)
+	r.mu.Lock()
+	if existing, ok := r.m[path]; ok {
+		rs = existing
+	} else if len(r.m) < maxReadSetPaths {
+		r.m[path] = rs
+	}
+	r.mu.Unlock()
+	return rs
+}
+
+// key returns the cache key of input at path: on the projection of the
+// input onto the path's read set, or on the whole input when the policy may
+// read it whole. ok is false when the decision must not be cached.
+func (s *snapshot) key(path string, input any) (cache.Key, KeyKind, bool) {
+	rs := s.reads.get(path)
+	if rs != nil && !rs.Cacheable() {
+		return cache.Key{}, KeyUncached, false
+	}
+	if rs == nil || rs.Whole {
+		k, err := cache.NewKey(s.scope, path, input)
+		if err != nil {
+			// An input the key cannot encode is still a valid policy input; it is just not cached.
+			return cache.Key{}, KeyUncached, false
+		}
+		return k, KeyWholeInput, true
+	}
+	k, err := cache.NewProjectedKey(s.scope, path, rs.Paths, input)
+	if err != nil {
+		return cache.Key{}, KeyUncached, false
+	}
+	return k, KeyReadSet, true
+}
+
+// ReadSet returns the read set of the document at path under the active
+// policy; ok is false when no policy is active or the path is invalid.
+func (e *Engine) ReadSet(path string) (*readset.Set, bool) {
+	s := e.cur.Load()
+	if s == nil {
+		return nil, false
+	}
+	rs := s.reads.get(path)
+	return rs, rs != nil
+}
+
+// ReadSets returns the read sets of the active policy's entry points (the
+// paths prepared at activation), by path.
+func (e *Engine) ReadSets() map[string]*readset.Set {
+	s := e.cur.Load()
+	if s == nil {
+		return nil
+	}
+	out := make(map[string]*readset.Set, len(s.entryPoints))
+	for _, p := range s.entryPoints {
+		if rs := s.reads.get(p); rs != nil {
+			out[p] = rs
+		}
+	}
+	return out
+}
+
+func (e *Engine) onKey(k KeyKind) {
+	if e.opts.OnKey != nil {
+		e.opts.OnKey(k)
+	}
+}
+
+// logReadSets says at activation what each entry point's decisions are keyed
+// on, and which are never cached.
+func (e *Engine) logReadSets(s *snapshot) {
+	for _, p := range s.entryPoints {
+		rs := s.reads.get(p)
+		switch {
+		case rs == nil:
+		case !rs.Cacheable():
+			e.log.Warn("decisions call non-deterministic built-ins and are never cached", "path", p, "builtins", rs.Nondeterministic)
+		case rs.Whole:
+			e.log.Info("read set: the whole input (cache keys cover every field)", "path", p, "why", rs.WholeWhy, "rules", rs.Rules)
+		default:
+			e.log.Info("read set", "path", p, "input_paths", len(rs.Paths), "rules", rs.Rules)
+		}
+	}
+}

@@ -1,0 +1,440 @@
+// Package readset computes, from a compiled policy, which parts of the input
+// an evaluation of one document can read, so that the decision cache can key
+// a decision on those parts alone (a request id or a timestamp the policy
+// never reads then no longer defeats the cache).
+//
+// The analysis is sound by construction rather than clever: every reference
+// rooted at input, anywhere in a rule or function reachable from the
+// document, contributes the whole subtree at its longest constant prefix
+// (string keys and non-negative integer indexes). Whatever is then done with
+// that value (iteration, a built-in, a function argument, walk, a variable
+// or computed key further down) stays inside the subtree, so it needs no
+// modelling. Reachability follows every reference into data, including
+// dynamic ones (data.pkg[x] reaches every rule under data.pkg), across
+// packages. A bare input, or a with modifier that replaces any part of the
+// input, widens to the whole input. It never evaluates anything.
+package readset
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// Path is one input path read whole: each element is a string (an object
+// key) or an int (an array index).
+type Path []any
+
+// String writes p as a reference, e.g. input.context.agent["trust level"][0].
+func (p Path) String() string {
+	var b strings.Builder
+	b.WriteString("input")
+	for _, e := range p {
+		switch x := e.(type) {
+		case string:
+			if isIdent(x) {
+				b.WriteByte('.')
+				b.WriteString(x)
+			} else {
+				b.WriteByte('[')
+				b.WriteString(strconv.Quote(x))
+				b.WriteByte(']')
+			}
+		case int:
+			b.WriteByte('[')
+			b.WriteString(strconv.Itoa(x))
+			b.WriteByte(']')
+		}
+	}
+	return b.String()
+}
+
+func isIdent(s string) bool {
+	if s == "" || ast.IsKeyword(s) {
+		return false
+	}
+	for i, r := range s {
+		if r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (i > 0 && r >= '0' && r <= '9') {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// Set is what an evaluation of one document can read of the input.
+type Set struct {
+	// Whole is true when the input may be read whole; Paths is then nil.
+	Whole bool
+	// WholeWhy says what widened the set to the whole input (a location and
+	// the construct), for operators; empty when Whole is false.
+	WholeWhy string
+	// Paths are the subtrees read, each whole: no path is a prefix of
+	// another, sorted. Empty (and Whole false) when the input is not read.
+	Paths []Path
+	// Nondeterministic lists the non-deterministic built-ins reachable from
+	// the document (time.now_ns, rand.intn, http.send, ...), sorted. A
+	// decision that may call one is never cached.
+	Nondeterministic []string
+	// Rules is the number of rules and functions the document can reach.
+	Rules int
+}
+
+// Cacheable reports whether decisions of the document may be cached at all.
+func (s *Set) Cacheable() bool { return len(s.Nondeterministic) == 0 }
+
+// Size is the number of paths, or -1 for the whole input.
+func (s *Set) Size() int {
+	if s.Whole {
+		return -1
+	}
+	return len(s.Paths)
+}
+
+// String lists the set one path a line.
+func (s *Set) String() string {
+	var b strings.Builder
+	switch {
+	case s.Whole:
+		fmt.Fprintf(&b, "input (whole: %s)\n", s.WholeWhy)
+	case len(s.Paths) == 0:
+		b.WriteString("(no input read)\n")
+	default:
+		for _, p := range s.Paths {
+			b.WriteString(p.String())
+			b.WriteByte('\n')
+		}
+	}
+	for _, n := range s.Nondeterministic {
+		fmt.Fprintf(&b, "non-deterministic built-in: %s (never cached)\n", n)
+	}
+	return b.String()
+}
+
+// Analyzer answers read sets for the documents of one compiled policy.
+type Analyzer struct {
+	rules []indexedRule
+}
+
+type indexedRule struct {
+	rule   *ast.Rule
+	prefix ast.Ref // ground prefix of the rule's full reference
+}
+
+// New indexes the rules of a compiled policy. c must have compiled
+// successfully; its modules are read, never changed.
+func New(c *ast.Compiler) *Analyzer {
+	a := &Analyzer{}
+	for _, id := range sortedKeys(c.Modules) {
+		for _, r := range c.Modules[id].Rules {
+			a.rules = append(a.rules, indexedRule{rule: r, prefix: r.Ref().GroundPrefix()})
+		}
+	}
+	return a
+}
+
+func sortedKeys(m map[string]*ast.Module) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// RulePaths returns the ground reference of every rule that is not a
+// function, once each, sorted: the documents a client can ask for by rule.
+func (a *Analyzer) RulePaths() []ast.Ref {
+	var out []ast.Ref
+	seen := map[string]bool{}
+	for _, r := range a.rules {
+		if len(r.prefix) < 2 || len(r.rule.Head.Args) > 0 {
+			continue
+		}
+		k := r.prefix.String()
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, r.prefix)
+		}
+	}
+	slices.SortFunc(out, func(x, y ast.Ref) int { return strings.Compare(x.String(), y.String()) })
+	return out
+}
+
+// Analyze returns the read set of the document at ref (data.a.b.c), or of a
+// query: extra terms (for example a residual query) are walked as well.
+func (a *Analyzer) Analyze(ref ast.Ref, extra ...*ast.Term) *Set {
+	w := &walker{a: a, visited: make([]bool, len(a.rules)), nd: map[string]bool{}}
+	w.reachData(ref)
+	for _, t := range extra {
+		w.walk(t)
+	}
+	for len(w.queue) > 0 {
+		i := w.queue[len(w.queue)-1]
+		w.queue = w.queue[:len(w.queue)-1]
+		w.rulesSeen++
+		for r := a.rules[i].rule; r != nil; r = r.Else {
+			w.walk(r)
+		}
+	}
+	s := &Set{Rules: w.rulesSeen}
+	if w.whole != "" {
+		s.Whole, s.WholeWhy = true, w.whole
+	} else {
+		s.Paths = minimal(w.paths)
+	}
+	for n := range w.nd {
+		s.Nondeterministic = append(s.Nondeterministic, n)
+	}
+	slices.Sort(s.Nondeterministic)
+	return s
+}
+
+// AnalyzeBody returns the read set of a query body evaluated against the
+// analyzer's policy (for example a partial-evaluation residual, given with
+// its support modules already compiled into the analyzer's compiler).
+func (a *Analyzer) AnalyzeBody(body ast.Body) *Set {
+	return a.Analyze(nil, ast.ArrayComprehensionTerm(ast.NullTerm(), body))
+}
+
+type walker struct {
+	a         *Analyzer
+	visited   []bool
+	queue     []int
+	rulesSeen int
+	paths     []Path
+	whole     string // why the whole input is read; "" if not
+	nd        map[string]bool
+}
+
+func (w *walker) widen(why string, loc *ast.Location) {
+	if w.whole != "" {
+		return
+	}
+	if loc != nil {
+		why = fmt.Sprintf("%s at %s:%d", why, loc.File, loc.Row)
+	}
+	w.whole = why
+}
+
+// reachData queues every rule a reference into data can evaluate: those
+// whose ground path and the reference's ground prefix are one a prefix of
+// the other (data.a.b reaches data.a.b.c.d and data.a; data.a[x] reaches
+// everything under data.a). A nil ref reaches nothing.
+func (w *walker) reachData(ref ast.Ref) {
+	if len(ref) == 0 {
+		return
+	}
+	prefix := ref.GroundPrefix()
+	for i, r := range w.a.rules {
+		if w.visited[i] {
+			continue
+		}
+		if comparable(prefix, r.prefix) {
+			w.visited[i] = true
+			w.queue = append(w.queue, i)
+		}
+	}
+}
+
+func comparable(x, y ast.Ref) bool {
+	n := min(len(x), len(y))
+	for i := 0; i < n; i++ {
+		if !x[i].Equal(y[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// walk visits every node under x. References are handled as a whole (their
+// head decides what they read) and their other elements walked after.
+func (w *walker) walk(x any) {
+	ast.NewGenericVisitor(func(n any) bool {
+		switch v := n.(type) {
+		case *ast.Term:
+			switch tv := v.Value.(type) {
+			case ast.Ref:
+				w.ref(tv, v.Location)
+				return true
+			case ast.Var:
+				w.variable(tv, v.Location)
+				return true
+			case ast.Call:
+				w.call(tv)
+			}
+		case ast.Ref:
+			w.ref(v, nil)
+			return true
+		case ast.Var:
+			w.variable(v, nil)
+			return true
+		case *ast.Expr:
+			if v.IsCall() {
+				w.call(v.Terms.([]*ast.Term))
+			}
+			for _, with := range v.With {
+				if ref, ok := with.Target.Value.(ast.Ref); ok && ref.HasPrefix(ast.InputRootRef) {
+					w.widen("with "+ref.String(), with.Location)
+				}
+				// The target names what is replaced, not something read;
+				// the value is an ordinary term.
+				w.walk(with.Value)
+			}
+			if len(v.With) > 0 {
+				// Walk the expression's own terms without its modifiers.
+				cp := *v
+				cp.With = nil
+				w.walk(cp.Terms)
+				return true
+			}
+		}
+		return false
+	}).Walk(x)
+}
+
+// call records a non-deterministic built-in; the operator and the operands
+// are walked as ordinary terms.
+func (w *walker) call(terms []*ast.Term) {
+	if len(terms) == 0 {
+		return
+	}
+	op, ok := terms[0].Value.(ast.Ref)
+	if !ok {
+		return
+	}
+	if b, ok := ast.BuiltinMap[op.String()]; ok && b.Nondeterministic {
+		w.nd[b.Name] = true
+	}
+}
+
+func (w *walker) variable(v ast.Var, loc *ast.Location) {
+	switch {
+	case v.Equal(ast.InputRootDocument.Value):
+		w.widen("the whole input", loc)
+	case v.Equal(ast.DefaultRootDocument.Value):
+		w.reachData(ast.DefaultRootRef)
+	}
+}
+
+func (w *walker) ref(r ast.Ref, loc *ast.Location) {
+	if len(r) == 0 {
+		return
+	}
+	switch {
+	case r[0].Equal(ast.InputRootDocument):
+		w.inputRef(r, loc)
+	case r[0].Equal(ast.DefaultRootDocument):
+		w.reachData(r)
+	default:
+		if _, isVar := r[0].Value.(ast.Var); !isVar {
+			w.walk(r[0]) // a composite or call at the head of a reference
+		}
+	}
+	for _, t := range r[1:] {
+		w.walk(t)
+	}
+}
+
+// inputRef records the longest constant prefix of a reference into input.
+func (w *walker) inputRef(r ast.Ref, loc *ast.Location) {
+	var p Path
+	for _, t := range r[1:] {
+		e, ok := pathElem(t.Value)
+		if !ok {
+			break
+		}
+		p = append(p, e)
+	}
+	if len(p) == 0 {
+		w.widen(r.String(), loc)
+		return
+	}
+	w.paths = append(w.paths, p)
+}
+
+// pathElem converts a constant reference element to a path element: a
+// string, or a number that indexes an array exactly as topdown does (an
+// integer literal). Anything else is not constant for the analysis.
+func pathElem(v ast.Value) (any, bool) {
+	switch x := v.(type) {
+	case ast.String:
+		return string(x), true
+	case ast.Number:
+		i, err := strconv.ParseInt(string(x), 10, 64)
+		if err != nil || i < 0 || i > 1<<31 {
+			return nil, false
+		}
+		return int(i), true
+	}
+	return nil, false
+}
+
+// minimal sorts paths and drops every path that has a (not necessarily
+// proper) prefix earlier in the set.
+func minimal(paths []Path) []Path {
+	slices.SortFunc(paths, comparePaths)
+	var out []Path
+	for _, p := range paths {
+		if len(out) > 0 && hasPrefix(p, out[len(out)-1]) {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func hasPrefix(p, prefix Path) bool {
+	if len(prefix) > len(p) {
+		return false
+	}
+	for i := range prefix {
+		if !sameElem(p[i], prefix[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func sameElem(x, y any) bool {
+	switch a := x.(type) {
+	case string:
+		b, ok := y.(string)
+		return ok && a == b
+	case int:
+		b, ok := y.(int)
+		return ok && a == b
+	}
+	return false
+}
+
+// comparePaths orders element by element (ints before strings), a prefix
+// before its extensions, so that after sorting a path's ancestors in the
+// set come right before its subtree.
+func comparePaths(x, y Path) int {
+	for i := 0; i < min(len(x), len(y)); i++ {
+		if c := compareElem(x[i], y[i]); c != 0 {
+			return c
+		}
+	}
+	return len(x) - len(y)
+}
+
+func compareElem(x, y any) int {
+	switch a := x.(type) {
+	case int:
+		if b, ok := y.(int); ok {
+			return a - b
+		}
+		return -1
+	case string:
+		if b, ok := y.(string); ok {
+			return strings.Compare(a, b)
+		}
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,328 @@
+package readset_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+
+	"github.com/acgs-lite/acgs/internal/readset"
+)
+
+// readSetCases are small policies with the read set each entry point must
+// get: the precise cases, and every construct that must widen.
+var smallPolicies = []struct {
+	name    string
+	modules map[string]string
+	path    string   // entry point, data.<path>
+	want    []string // paths, or "input (whole)"; nil: no input read
+	nd      []string
+	data    map[string]any // base documents
+	seed    map[string]any // input fields that make the rules defined, put in half the generated inputs
+}{
+	{
+		name: "fields by name",
+		modules: map[string]string{"p.rego": `package p
+allow if { input.user.role == "admin"; input.action == "read" }`},
+		path: "p.allow",
+		seed: map[string]any{"user": map[string]any{"role": "admin", "id": "u1"}, "action": "read"},
+		want: []string{"input.action", "input.user.role"},
+	},
+	{
+		name: "an ancestor read whole subsumes its fields",
+		modules: map[string]string{"p.rego": `package p
+allow if { input.user.role == "admin"; is_object(input.user) }`},
+		path: "p.allow",
+		seed: map[string]any{"user": map[string]any{"role": "admin"}},
+		want: []string{"input.user"},
+	},
+	{
+		name: "some ... in iterates the whole subtree",
+		modules: map[string]string{"p.rego": `package p
+allow if { some x in input.items; x == 1; input.n > 0 }`},
+		path: "p.allow",
+		seed: map[string]any{"items": []any{json.Number("1")}, "n": json.Number("2")},
+		want: []string{"input.items", "input.n"},
+	},
+	{
+		name: "every iterates the whole subtree",
+		modules: map[string]string{"p.rego": `package p
+allow if every x in input.xs { x > 0 }`},
+		path: "p.allow",
+		seed: map[string]any{"xs": []any{json.Number("1"), json.Number("3")}},
+		want: []string{"input.xs"},
+	},
+	{
+		name: "a variable key reads the whole object",
+		modules: map[string]string{"p.rego": `package p
+allow if { some k; input.m[k] == data.want }`},
+		path: "p.allow",
+		data: map[string]any{"want": json.Number("7")}, seed: map[string]any{"m": map[string]any{"x": json.Number("7")}},
+		want: []string{"input.m"},
+	},
+	{
+		name: "a computed key reads the whole object",
+		modules: map[string]string{"p.rego": `package p
+allow if input.m[concat("", ["a", "b"])] == 1`},
+		path: "p.allow",
+		seed: map[string]any{"m": map[string]any{"ab": json.Number("1")}},
+		want: []string{"input.m"},
+	},
+	{
+		name: "a key taken from the input itself",
+		modules: map[string]string{"p.rego": `package p
+allow if input.roles[input.user] == "admin"`},
+		path: "p.allow",
+		seed: map[string]any{"roles": map[string]any{"a": "admin"}, "user": "a"},
+		want: []string{"input.roles", "input.user"},
+	},
+	{
+		name: "walk of a subtree",
+		modules: map[string]string{"p.rego": `package p
+allow if { some path, v; walk(input.tree, [path, v]); v == "x" }`},
+		path: "p.allow",
+		seed: map[string]any{"tree": map[string]any{"k": []any{"x"}}},
+		want: []string{"input.tree"},
+	},
+	{
+		name: "walk of the whole input",
+		modules: map[string]string{"p.rego": `package p
+allow if { some path, v; walk(input, [path, v]); v == "x" }`},
+		path: "p.allow",
+		seed: map[string]any{"tree": "x"},
+		want: []string{"input (whole)"},
+	},
+	{
+		name: "json.marshal of a subtree",
+		modules: map[string]string{"p.rego": `package p
+allow if count(json.marshal(input.doc)) < 100`},
+		path: "p.allow",
+		seed: map[string]any{"doc": map[string]any{"a": "b"}},
+		want: []string{"input.doc"},
+	},
+	{
+		name: "bare input bound to a variable",
+		modules: map[string]string{"p.rego": `package p
+allow if { x := input; x.a == 1 }`},
+		path: "p.allow",
+		seed: map[string]any{"a": json.Number("1")},
+		want: []string{"input (whole)"},
+	},
+	{
+		name: "with input replaces the input: widen",
+		modules: map[string]string{"p.rego": `package p
+q if input.a == 1
+allow if { q with input.a as 1; input.b }`},
+		path: "p.allow",
+		seed: map[string]any{"b": true},
+		want: []string{"input (whole)"},
+	},
+	{
+		name: "with on data only reads the value",
+		modules: map[string]string{"p.rego": `package p
+q if data.flag == input.a
+allow if q with data.flag as input.b`},
+		path: "p.allow",
+		seed: map[string]any{"a": "x", "b": "x"},
+		want: []string{"input.a", "input.b"},
+	},
+	{
+		name: "object.get on a subtree reads it whole",
+		modules: map[string]string{"p.rego": `package p
+allow if object.get(input.ctx, "k", 0) > 1`},
+		path: "p.allow",
+		seed: map[string]any{"ctx": map[string]any{"k": json.Number("5")}},
+		want: []string{"input.ctx"},
+	},
+	{
+		name: "a function given an input value, and one reading input itself",
+		modules: map[string]string{"p.rego": `package p
+f(x) := x.a
+g(y) := y if input.z
+allow if { f(input.obj) == 1; g(2) == 2 }`},
+		path: "p.allow",
+		seed: map[string]any{"obj": map[string]any{"a": json.Number("1")}, "z": true},
+		want: []string{"input.obj", "input.z"},
+	},
+	{
+		name: "a rule whose value is an input subtree",
+		modules: map[string]string{"p.rego": `package p
+r := input.obj
+allow if r.k == 1`},
+		path: "p.allow",
+		seed: map[string]any{"obj": map[string]any{"k": json.Number("1")}},
+		want: []string{"input.obj"},
+	},
+	{
+		name: "rules and functions in other packages, through imports",
+		modules: map[string]string{
+			"p.rego": `package p
+import data.lib
+import data.lib.util.norm
+allow if { lib.check; norm(input.name) == "x" }`,
+			"lib.rego": `package lib
+check if input.lib_field == 1
+other if input.never_reached`,
+			"util.rego": `package lib.util
+norm(s) := lower(s) if input.locale == "en"`,
+		},
+		path: "p.allow",
+		seed: map[string]any{"lib_field": json.Number("1"), "locale": "en", "name": "X"},
+		want: []string{"input.lib_field", "input.locale", "input.name"},
+	},
+	{
+		name: "a dynamic reference into data reaches every rule under its prefix",
+		modules: map[string]string{
+			"p.rego": `package p
+allow if { some k; data.lib[k] == true }`,
+			"lib.rego": `package lib
+a if input.a
+b if input.b`,
+			"other.rego": `package other
+c if input.c`,
+		},
+		path: "p.allow",
+		seed: map[string]any{"a": true},
+		want: []string{"input.a", "input.b"},
+	},
+	{
+		name: "the whole data document reaches every rule",
+		modules: map[string]string{
+			"p.rego": `package p
+allow if { some k; data[k].c }`,
+			"other.rego": `package other
+c if input.c`,
+		},
+		path: "p.allow",
+		seed: map[string]any{"c": true},
+		want: []string{"input.c"},
+	},
+	{
+		name: "a package path reaches all of its rules",
+		modules: map[string]string{"p.rego": `package p
+a if input.a
+b := input.b`},
+		path: "p",
+		seed: map[string]any{"a": true, "b": json.Number("3")},
+		want: []string{"input.a", "input.b"},
+	},
+	{
+		name: "rules not reachable contribute nothing",
+		modules: map[string]string{"p.rego": `package p
+allow if input.a
+unrelated if input.secret`},
+		path: "p.allow",
+		seed: map[string]any{"a": true, "secret": true},
+		want: []string{"input.a"},
+	},
+	{
+		name: "integer indexes, keys that are not identifiers, negative index",
+		modules: map[string]string{"p.rego": `package p
+allow if { input.xs[0].name == "a"; input["odd key"] == 1; input.ys[-1] == 2 }`},
+		path: "p.allow",
+		seed: map[string]any{"xs": []any{map[string]any{"name": "a"}}, "odd key": json.Number("1"), "ys": []any{json.Number("2")}},
+		want: []string{`input["odd key"]`, "input.xs[0].name", "input.ys"},
+	},
+	{
+		name: "import of an input path",
+		modules: map[string]string{"p.rego": `package p
+import input.context as ctx
+allow if ctx.agent.level > 2`},
+		path: "p.allow",
+		seed: map[string]any{"context": map[string]any{"agent": map[string]any{"level": json.Number("3")}}},
+		want: []string{"input.context.agent.level"},
+	},
+	{
+		name: "else chains, defaults and heads",
+		modules: map[string]string{"p.rego": `package p
+default level := 0
+level := input.a if input.x else := input.b if input.y
+out := {"v": input.v, "k": level}`},
+		path: "p.out",
+		seed: map[string]any{"x": true, "a": json.Number("1"), "v": "v"},
+		want: []string{"input.a", "input.b", "input.v", "input.x", "input.y"},
+	},
+	{
+		name: "comprehensions over a subtree",
+		modules: map[string]string{"p.rego": `package p
+names := {n | some e in input.list; n := e.name}
+allow if count(names) > 0`},
+		path: "p.allow",
+		seed: map[string]any{"list": []any{map[string]any{"name": "n"}}},
+		want: []string{"input.list"},
+	},
+	{
+		name: "ref heads with variables are reached through their ground prefix",
+		modules: map[string]string{"p.rego": `package p
+a.b[k] := 1 if k := input.key
+allow if data.p.a.b.x == 1`},
+		path: "p.allow",
+		seed: map[string]any{"key": "x"},
+		want: []string{"input.key"},
+	},
+	{
+		name: "no input read",
+		modules: map[string]string{"p.rego": `package p
+allow if data.flag`},
+		path: "p.allow",
+		data: map[string]any{"flag": true},
+		want: nil,
+	},
+	{
+		name: "non-deterministic built-ins are listed",
+		modules: map[string]string{"p.rego": `package p
+allow if { time.now_ns() > input.deadline; rand.intn("x", 10) > 1 }`},
+		path: "p.allow",
+		seed: map[string]any{"deadline": json.Number("1")},
+		want: []string{"input.deadline"},
+		nd:   []string{"rand.intn", "time.now_ns"},
+	},
+}
+
+func compile(tb testing.TB, modules map[string]string) *ast.Compiler {
+	tb.Helper()
+	c, err := ast.CompileModules(modules)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+func TestReadSets(t *testing.T) {
+	for _, tc := range smallPolicies {
+		t.Run(tc.name, func(t *testing.T) {
+			a := readset.New(compile(t, tc.modules))
+			rs := a.Analyze(ast.MustParseRef("data." + tc.path))
+			var got []string
+			if rs.Whole {
+				got = []string{"input (whole)"}
+				if rs.WholeWhy == "" {
+					t.Errorf("whole input without a reason")
+				}
+			}
+			for _, p := range rs.Paths {
+				got = append(got, p.String())
+			}
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Errorf("read set:\n got %q\nwant %q", got, tc.want)
+			}
+			if strings.Join(rs.Nondeterministic, ",") != strings.Join(tc.nd, ",") {
+				t.Errorf("non-deterministic: got %v, want %v", rs.Nondeterministic, tc.nd)
+			}
+			if rs.Cacheable() != (len(tc.nd) == 0) {
+				t.Errorf("Cacheable() = %v", rs.Cacheable())
+			}
+		})
+	}
+}
+
+func storeFor(tb testing.TB, data map[string]any) storage.Store {
+	tb.Helper()
+	if data == nil {
+		data = map[string]any{}
+	}
+	return inmem.NewFromObject(data)
+}
