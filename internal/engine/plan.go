@@ -15,6 +15,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/topdown/builtins"
 
 	"github.com/acgs-lite/acgs/internal/cache"
+	"github.com/acgs-lite/acgs/internal/readset"
 )
 
 // Plan kinds, also the labels of the partial-evaluation metrics.
@@ -333,6 +334,16 @@ func (p *planner) build(ctx context.Context, path string, known map[string]any) 
 	if comp.Failed() {
 		p.log("compiling a residual plan failed; full evaluation will be used", "path", path, "error", comp.Errors)
 		return pl
+	}
+	// A residual is the document specialised on a few input fields, so it
+	// can read nothing the document cannot: if the read-set analysis says it
+	// does, the analysis or partial evaluation is wrong, and neither the plan
+	// nor cache keys on the document's read set should be trusted with it.
+	if full := p.s.reads.get(path); full != nil {
+		if rs := readset.New(comp).AnalyzeBody(body); !full.Covers(rs) {
+			p.log("a residual plan reads input outside its document's read set; full evaluation will be used", "path", path, "residual_reads", rs.String())
+			return pl
+		}
 	}
 	// rego copies each top-level expression's source text into every result
 	// (ExpressionValue.Text). A residual's expressions carry the location of

@@ -16,3 +16,24 @@ func TestMinimal(t *testing.T) {
 		t.Errorf("got %v, want %s", s, want)
 	}
 }
+
+func TestCovers(t *testing.T) {
+	s := &Set{Paths: []Path{{"a"}, {"b", "c"}}}
+	for _, tc := range []struct {
+		other *Set
+		want  bool
+	}{
+		{&Set{}, true},
+		{&Set{Paths: []Path{{"a", "x"}, {"b", "c"}}}, true},
+		{&Set{Paths: []Path{{"b"}}}, false},
+		{&Set{Paths: []Path{{"b", "d"}}}, false},
+		{&Set{Whole: true}, false},
+	} {
+		if got := s.Covers(tc.other); got != tc.want {
+			t.Errorf("Covers(%v) = %v, want %v", tc.other.Paths, got, tc.want)
+		}
+	}
+	if !(&Set{Whole: true}).Covers(&Set{Whole: true}) {
+		t.Errorf("the whole input does not cover itself")
+	}
+}

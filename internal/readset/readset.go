@@ -94,6 +94,23 @@ func (s *Set) Size() int {
 	return len(s.Paths)
 }
 
+// Covers reports whether every path other reads lies within a path s
+// reads (a residual of s's document must read nothing s does not).
+func (s *Set) Covers(other *Set) bool {
+	if s.Whole {
+		return true
+	}
+	if other.Whole {
+		return false
+	}
+	for _, p := range other.Paths {
+		if !slices.ContainsFunc(s.Paths, func(q Path) bool { return hasPrefix(p, q) }) {
+			return false
+		}
+	}
+	return true
+}
+
 // String lists the set one path a line.
 func (s *Set) String() string {
 	var b strings.Builder
