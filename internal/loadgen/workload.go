@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -213,25 +214,104 @@ func (s *Scenario) compile() error {
 		}
 		s.tmpl.varies = append(s.tmpl.varies, compiledVary{path: p, format: spec.Format, card: spec.Cardinality})
 	}
+	// Every decimal fraction of the request becomes a slot too: a unique
+	// (cold) body perturbs each of them below its printed precision, so that
+	// it also differs in fields the policy reads. Varying an id alone no
+	// longer makes an input cold for a cache keyed on what the policy reads.
+	var fracs []string
+	req = markFractions(req, &fracs).(map[string]any)
 	raw, err := json.Marshal(req)
 	if err != nil {
 		return fmt.Errorf("request: %w", err)
 	}
 	// Split the rendered body at each quoted sentinel so that a body is a
-	// concatenation of constant parts and varied values: no re-marshalling per
+	// concatenation of constant parts and slots: no re-marshalling per
 	// request, which would make the load tool the bottleneck.
-	rest := raw
-	for i := range s.tmpl.varies {
-		q := []byte(strconv.Quote(sentinel(i)))
-		at := bytes.Index(rest, q)
-		if at < 0 {
-			return fmt.Errorf("vary %q: internal error: placeholder lost", s.tmpl.varies[i].path)
-		}
-		s.tmpl.parts = append(s.tmpl.parts, rest[:at])
-		rest = rest[at+len(q):]
+	type placed struct {
+		pos, len int
+		slot     slot
 	}
-	s.tmpl.parts = append(s.tmpl.parts, rest)
+	var found []placed
+	find := func(sentinel string, sl slot) error {
+		q := strconv.Quote(sentinel)
+		pos := bytes.Index(raw, []byte(q))
+		if pos < 0 {
+			return fmt.Errorf("internal error: placeholder %s lost", sentinel)
+		}
+		found = append(found, placed{pos: pos, len: len(q), slot: sl})
+		return nil
+	}
+	for i := range s.tmpl.varies {
+		if err := find(sentinel(i), slot{vary: i}); err != nil {
+			return fmt.Errorf("vary %q: %w", s.tmpl.varies[i].path, err)
+		}
+	}
+	for i, f := range fracs {
+		if err := find(fracSentinel(i), slot{vary: -1, frac: f}); err != nil {
+			return err
+		}
+	}
+	slices.SortFunc(found, func(a, b placed) int { return a.pos - b.pos })
+	last := 0
+	for _, p := range found {
+		s.tmpl.parts = append(s.tmpl.parts, raw[last:p.pos])
+		s.tmpl.slots = append(s.tmpl.slots, p.slot)
+		last = p.pos + p.len
+	}
+	s.tmpl.parts = append(s.tmpl.parts, raw[last:])
 	return nil
+}
+
+// markFractions replaces every json.Number written as a plain decimal
+// fraction (digits, a point, digits; no exponent) with a sentinel string and
+// records its text, in the order it walks.
+func markFractions(v any, fracs *[]string) any {
+	switch x := v.(type) {
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			x[k] = markFractions(x[k], fracs)
+		}
+		return x
+	case []any:
+		for i := range x {
+			x[i] = markFractions(x[i], fracs)
+		}
+		return x
+	case json.Number:
+		t := string(x)
+		if strings.Contains(t, ".") && !strings.ContainsAny(t, "eE") {
+			*fracs = append(*fracs, t)
+			return fracSentinel(len(*fracs) - 1)
+		}
+		return x
+	default:
+		return v
+	}
+}
+
+func fracSentinel(i int) string { return fmt.Sprintf("@@acgs-loadgen-frac-%d@@", i) }
+
+// UniqueDigitsMarker, in a suffix, makes AppendBody write this marker in
+// place of a perturbation's digits, for a generator (the wrk script of
+// acgs workload-lua) that substitutes them per request itself.
+const UniqueDigitsMarker = "@UNIQN@"
+
+// appendPerturbation writes the digits that make a fraction unique for a
+// suffix: nine zeros (the value moves by less than 1e-9 of a unit in its
+// last written place) and then digits derived from the suffix.
+func appendPerturbation(dst []byte, suffix string) []byte {
+	dst = append(dst, "000000000"...)
+	if strings.Contains(suffix, "@UNIQ@") {
+		return append(dst, UniqueDigitsMarker...)
+	}
+	h := fnv.New64a()
+	h.Write([]byte(suffix))
+	return strconv.AppendUint(dst, h.Sum64()|1, 10) // never ends in 0: the digits are not trimmed away by a decimal parser
 }
 
 func sentinel(i int) string { return fmt.Sprintf("@@acgs-loadgen-vary-%d@@", i) }
@@ -272,8 +352,16 @@ type compiledVary struct {
 }
 
 type bodyTemplate struct {
-	parts  [][]byte // len(parts) == len(varies)+1
+	parts  [][]byte // len(parts) == len(slots)+1
+	slots  []slot   // between parts, in body order
 	varies []compiledVary
+}
+
+// slot is a varied string (vary >= 0, an index into varies) or a decimal
+// fraction of the request (vary < 0, frac its text).
+type slot struct {
+	vary int
+	frac string
 }
 
 // KeySpace is the number of distinct bodies the scenario produces (the
@@ -286,18 +374,29 @@ func (s *Scenario) KeySpace() int64 {
 	return n
 }
 
-// Varies reports whether the scenario has at least one varied field, which
-// is what makes cache-missing (cold) inputs possible.
-func (s *Scenario) Varies() bool { return len(s.tmpl.varies) > 0 }
+// Varies reports whether the scenario has at least one varied field or
+// decimal fraction, which is what makes cache-missing (cold) inputs possible.
+func (s *Scenario) Varies() bool { return len(s.tmpl.slots) > 0 }
 
 // AppendBody appends the request body for key index idx to dst. Each varied
-// field takes fmt.Sprintf(format, idx mod cardinality); a non-empty suffix is
-// appended to every varied value, which is how cold inputs are made unique
-// (a run nonce) so that they miss every cache tier.
+// field takes fmt.Sprintf(format, idx mod cardinality). A non-empty suffix
+// is how cold inputs are made unique (a run nonce) so that they miss every
+// cache tier: it is appended to every varied value, and every decimal
+// fraction of the request gets digits derived from it below its printed
+// precision (0.9 becomes 0.9000000000<digits>), so that the input also
+// differs in what the policy reads, not only in ids it ignores.
 func (s *Scenario) AppendBody(dst []byte, idx int64, suffix string) []byte {
 	t := &s.tmpl
-	for i, v := range t.varies {
+	for i, sl := range t.slots {
 		dst = append(dst, t.parts[i]...)
+		if sl.vary < 0 {
+			dst = append(dst, sl.frac...)
+			if suffix != "" {
+				dst = appendPerturbation(dst, suffix)
+			}
+			continue
+		}
+		v := t.varies[sl.vary]
 		val := fmt.Sprintf(v.format, idx%v.card) + suffix
 		dst = appendJSONString(dst, val)
 	}
