@@ -10,7 +10,15 @@
 #   Values are type-checked before any ordering comparison, arithmetic or
 #   iteration, so no input can raise a runtime error.
 #
-#   Only input.action and input.context are read here.
+#   Reads input.action and these fields of input.context, each by its
+#   full path (so ids, timestamps and any other field an agent adds to the
+#   context, the agent or the environment are never read):
+#     agent.trust_level, agent.requested_resources (a map of resource
+#     name to amount, read whole), environment.sandbox_enabled,
+#     environment.audit_enabled, responsible_party, explanation,
+#     user_consent, overrides_user_preference, benefit_assessment,
+#     harm_risk_assessment, fairness_assessment, affects_protected_groups,
+#     current_usage_count.
 package acgs.constitutional
 
 import data.acgs.config
@@ -77,46 +85,50 @@ needs_explanation := action in config.constitutional.actions_requiring_explanati
 #     expressions, OPA's copy propagation would repeat a call at every use
 #     (the score would be computed four times).
 #
-# How the context is read totally: ctx, env and agent are the object found
-# there or {} (a guarded comprehension concatenated with [{}]), so object.get
-# on them is always defined; object.get({"number": x}, type_name(x), d) is x
-# when x is a number and d otherwise (a wrong type counts as missing); and
-# `x == true` is false for anything but true. (Written out rather than as
-# helper functions: each function call costs a rule evaluation, here on
-# every decision.)
+# How the context is read totally, one field at a time by its full path
+# (never a whole object, so that nothing else in it is read). A reference
+# through a missing field or through a non-object (a string context, an
+# array agent) is undefined, so [x | x := <path>; <type test>] is [value]
+# when the field is there with the right type and [] when it is missing or
+# of a wrong type (which therefore count the same):
+#   - array.concat([x | ...], [d])[0] is the value, or the default d;
+#   - [x | x := <path>; x == true] != [] is true only for boolean true.
+# (Written out rather than as helper functions: each function call costs a
+# rule evaluation, here on every decision; and a function cannot take a
+# path that is undefined.)
 # ---------------------------------------------------------------------------
 
 evaluated_decision := [out |
-	# Object views of the context (anything else counts as an empty object)
-	# and its numeric fields (a wrong type counts as missing).
-	ctx := array.concat([x | x := input.context; is_object(x)], [{}])[0]
-	env := array.concat([x | x := ctx.environment; is_object(x)], [{}])[0]
-	agent := array.concat([x | x := ctx.agent; is_object(x)], [{}])[0]
-	numbers := {k: v | some k, v in ctx; is_number(v)}
-	requested := {k: v | some k, v in array.concat([x | x := agent.requested_resources; is_object(x)], [{}])[0]; is_number(v)}
+	# The context's fields, each by its full path; a field missing or of a
+	# wrong type takes the default (see above).
 
-	trust := object.get(agent, "trust_level", 0)
-	trust_level := object.get({"number": trust}, type_name(trust), 0)
-	sandbox_enabled := object.get(env, "sandbox_enabled", false) == true
-	audit_enabled := object.get(env, "audit_enabled", false) == true
-	overrides := object.get(ctx, "overrides_user_preference", false) == true
-	consent := object.get(ctx, "user_consent", false) == true
-	protected_groups := object.get(ctx, "affects_protected_groups", false) == true
-	party := object.get(ctx, "responsible_party", "")
-	has_party := [is_string(party), party != ""] == [true, true]
-	explanation := object.get(ctx, "explanation", "")
-	explanation_length := count(object.get({"string": explanation}, type_name(explanation), ""))
-	usage_count := object.get(numbers, "current_usage_count", 0)
+	# The agent. Requested resources are a map keyed by resource name, read
+	# whole; only numeric requests count.
+	trust_level := array.concat([x | x := input.context.agent.trust_level; is_number(x)], [0])[0]
+	requested := {name: v |
+		is_object(input.context.agent.requested_resources)
+		some name, v in input.context.agent.requested_resources
+		is_number(v)
+	}
+
+	# Flags count only when they are boolean true.
+	sandbox_enabled := [x | x := input.context.environment.sandbox_enabled; x == true] != []
+	audit_enabled := [x | x := input.context.environment.audit_enabled; x == true] != []
+	overrides := [x | x := input.context.overrides_user_preference; x == true] != []
+	consent := [x | x := input.context.user_consent; x == true] != []
+	protected_groups := [x | x := input.context.affects_protected_groups; x == true] != []
+
+	# A responsible party is a non-empty string; an explanation counts only
+	# as a string, and by its characters.
+	has_party := [x | x := input.context.responsible_party; is_string(x); x != ""] != []
+	explanation_length := count(array.concat([x | x := input.context.explanation; is_string(x)], [""])[0])
+	usage_count := array.concat([x | x := input.context.current_usage_count; is_number(x)], [0])[0]
 
 	# Assessments given as numbers are clamped to [0,1]; missing ones take the
 	# configured default (in [0,1]: checked by test_config_defaults_in_range).
-	assessments := {k: min([1, max([0, v])]) |
-		some k in ["benefit_assessment", "harm_risk_assessment", "fairness_assessment"]
-		v := numbers[k]
-	}
-	benefit := object.get(assessments, "benefit_assessment", default_benefit)
-	harm_risk := object.get(assessments, "harm_risk_assessment", default_harm_risk)
-	fairness := object.get(assessments, "fairness_assessment", default_fairness)
+	benefit := array.concat([min([1, max([0, x])]) | x := input.context.benefit_assessment; is_number(x)], [default_benefit])[0]
+	harm_risk := array.concat([min([1, max([0, x])]) | x := input.context.harm_risk_assessment; is_number(x)], [default_harm_risk])[0]
+	fairness := array.concat([min([1, max([0, x])]) | x := input.context.fairness_assessment; is_number(x)], [default_fairness])[0]
 
 	# Sums are written sum([a, b, c]) rather than (a + b) + c: one built-in call
 	# instead of a chain, with the same value for numbers below 2^64 (these

@@ -569,3 +569,107 @@ test_config_defaults_in_range if {
 		v <= 1
 	}
 }
+
+# ---------------------------------------------------------------------------
+# Only the named fields are read, each by its full path
+# ---------------------------------------------------------------------------
+
+# What agents add beside the named fields: an id, a timestamp and nested
+# free-form metadata, some of it named like the fields that are read (each
+# field is read at its own path only, never a look-alike further down).
+noise := {
+	"id": "req-7f3a9c",
+	"timestamp": 1764201600123,
+	"metadata": {
+		"source": "sdk",
+		"tags": ["a", "b"],
+		"trust_level": 1,
+		"sandbox_enabled": true,
+		"responsible_party": "someone",
+		"agent": {"trust_level": 1, "requested_resources": {"cpu_cores": 64}},
+	},
+}
+
+# Allowed and denied requests, and ones where the context, the agent or the
+# environment is missing or empty (noise then adds an object of unknown
+# fields only, which must count as missing).
+noise_bases := [
+	safe_input,
+	set_context(["agent", "trust_level"], 0.5),
+	with_context({"overrides_user_preference": true, "benefit_assessment": 0.2, "current_usage_count": 500}),
+	json.remove(safe_input, ["context/environment"]),
+	json.remove(safe_input, ["context/agent"]),
+	set_context([], {}),
+	json.remove(safe_input, ["context"]),
+]
+
+test_unknown_fields_in_context_agent_environment_change_nothing if {
+	every x in noise_bases {
+		d := decide(x)
+		every patch in [
+			{"context": noise},
+			{"context": {"agent": noise}},
+			{"context": {"environment": noise}},
+			{"context": object.union(noise, {"agent": noise, "environment": noise})},
+		] {
+			decide(object.union(x, patch)) == d
+		}
+	}
+}
+
+# A request in which every field read matters: removing any one of them
+# changes the decision.
+typed_base := object.union(safe_input, {
+	"action": "data.process_personal",
+	"context": {
+		"agent": {"requested_resources": {"cpu_cores": 4}},
+		"explanation": explanation_50,
+		"user_consent": true,
+		"overrides_user_preference": true,
+		"benefit_assessment": 0.9,
+		"harm_risk_assessment": 0.1,
+		"fairness_assessment": 0.5,
+		"affects_protected_groups": true,
+		"current_usage_count": 150,
+	},
+})
+
+# Every context field read, with values of a wrong type for it.
+wrong_typed := {
+	"agent/trust_level": ["0.9", true, null, [0.9], {"value": 0.9}],
+	"agent/requested_resources": ["cpu_cores: 4", 4, [4], true],
+	"environment/sandbox_enabled": ["true", 1, null, [true], {"value": true}],
+	"environment/audit_enabled": ["true", 1, null, [true]],
+	"responsible_party": [1, true, ["ops_team"], {"name": "ops_team"}, null],
+	"explanation": [[explanation_50], 50, {"text": explanation_50}, true],
+	"user_consent": ["true", 1, [true]],
+	"overrides_user_preference": ["true", 1, [true]],
+	"benefit_assessment": ["0.9", true, [0.9], {"value": 0.9}],
+	"harm_risk_assessment": ["0.1", true, [0.1]],
+	"fairness_assessment": ["0.5", false, [0.5]],
+	"affects_protected_groups": ["true", 1, [true]],
+	"current_usage_count": ["150", [150], true, {"value": 150}],
+}
+
+test_wrong_typed_field_counts_as_missing if {
+	every field, values in wrong_typed {
+		path := array.concat(["context"], split(field, "/"))
+		missing := decide(json.remove(typed_base, [path]))
+		missing != decide(typed_base) # the field matters in typed_base
+		every v in values {
+			decide(json.patch(typed_base, [{"op": "add", "path": path, "value": v}])) == missing
+		}
+	}
+}
+
+test_wrong_typed_context_agent_environment_count_as_missing if {
+	every field in ["agent", "environment"] {
+		missing := decide(json.remove(typed_base, [["context", field]]))
+		every v in ["x", 1, true, null, [typed_base.context[field]]] {
+			decide(json.patch(typed_base, [{"op": "add", "path": ["context", field], "value": v}])) == missing
+		}
+	}
+	every v in ["x", 1, true, null, [typed_base.context]] {
+		decide(object.union(typed_base, {"context": v})) == decide(json.remove(typed_base, ["context"]))
+	}
+}
