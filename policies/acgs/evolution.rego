@@ -10,7 +10,12 @@
 #   Change and mitigation flags count only when they are boolean true;
 #   changes.external_dependencies counts when it is a non-empty array.
 #
-#   Only input.evolution_request is read here.
+#   Reads these fields of input.evolution_request, each by its full path:
+#   type, constitutional_hash, human_approved, security_review_passed,
+#   peer_reviewed, and the maps changes, mitigations, performance_analysis
+#   and rollback_plan (read whole: their keys come from the config, and any
+#   member makes a rollback plan non-empty). Besides, whether the request
+#   is an object at all (request_present) needs the whole request: see there.
 package acgs.evolution
 
 import data.acgs.config
@@ -31,6 +36,11 @@ decision := {
 # Typed views of the input
 # ---------------------------------------------------------------------------
 
+# Whether the request is an object at all, for the concern "Evolution
+# request missing or not an object". The one read of the whole request (so
+# its id and any other field are part of the cache key): an empty object
+# and a missing request differ only here, and no path below the request
+# tells them apart.
 default request_present := false
 
 request_present if is_object(input.evolution_request)
@@ -205,9 +215,18 @@ required_reviews contains name if {
 	review.triggered_by_change in changes_true
 }
 
+# The review flags that are boolean true, each read by its own path (the
+# spec's names; config.evolution.required_reviews[_].field names one of
+# them: test_config_review_fields_are_read).
+review_flags_true contains "human_approved" if input.evolution_request.human_approved == true
+
+review_flags_true contains "security_review_passed" if input.evolution_request.security_review_passed == true
+
+review_flags_true contains "peer_reviewed" if input.evolution_request.peer_reviewed == true
+
 satisfied_reviews contains name if {
 	some name in required_reviews
-	input.evolution_request[config.evolution.required_reviews[name].field] == true
+	config.evolution.required_reviews[name].field in review_flags_true
 }
 
 default missing_reviews := set()

@@ -464,3 +464,77 @@ test_changes_wrong_type if {
 	d.evaluation_details.adjusted_risk == 0.1
 	d.evaluation_details.constitutional == 1
 }
+
+# ---------------------------------------------------------------------------
+# Only the named fields are read, each by its full path
+# ---------------------------------------------------------------------------
+
+# What clients add beside the named fields: an id, a timestamp and nested
+# free-form metadata, some of it named like the fields that are read.
+noise := {
+	"id": "evo-9f2c",
+	"timestamp": 1764201600123,
+	"metadata": {
+		"source": "ci",
+		"type": "patch",
+		"human_approved": true,
+		"changes": {"privilege_escalation": true},
+		"rollback_plan": {"tested": true},
+	},
+}
+
+test_unknown_request_fields_change_nothing if {
+	every x in [
+		complex_input,
+		with_request({"type": "major_update", "human_approved": true}),
+		with_request({"changes": {"privilege_escalation": true}, "constitutional_hash": "x"}),
+		set_request([], {}),
+	] {
+		decide(object.union(x, {"evolution_request": noise})) == decide(x)
+	}
+}
+
+# A request in which every field read matters: removing any one of them
+# changes the decision.
+typed_base := with_request({
+	"type": "major_update",
+	"changes": {"network_changes": true},
+	"mitigations": {"sandbox_deployment": true},
+	"human_approved": true,
+	"security_review_passed": true,
+	"peer_reviewed": true,
+})
+
+# Every request field read, with values of a wrong type for it.
+wrong_typed := {
+	"type": [5, ["major_update"], {"name": "major_update"}, null],
+	"constitutional_hash": [1, [hash], {"hash": hash}],
+	"changes": [["network_changes"], "network_changes", true],
+	"mitigations": [["sandbox_deployment"], "sandbox_deployment", 1],
+	"performance_analysis": [[0.03, 0.01], "small", 0.1],
+	"rollback_plan": ["git revert", ["procedure"], true],
+	"human_approved": ["true", 1, [true]],
+	"security_review_passed": ["true", 1, [true]],
+	"peer_reviewed": ["true", 1, [true], {"value": true}],
+}
+
+test_wrong_typed_field_counts_as_missing if {
+	every field, values in wrong_typed {
+		path := ["evolution_request", field]
+		missing := decide(json.remove(typed_base, [path]))
+		missing != decide(typed_base) # the field matters in typed_base
+		every v in values {
+			decide(json.patch(typed_base, [{"op": "add", "path": path, "value": v}])) == missing
+		}
+	}
+}
+
+# Each configured review names a flag the policy reads (by its own path):
+# that flag alone satisfies the review.
+test_config_review_fields_are_read if {
+	every name, review in config.evolution.required_reviews {
+		d := decide(with_request({"type": "major_update", review.field: true}))
+		not name in d.evaluation_details.missing_reviews
+		name in d.evaluation_details.required_reviews
+	}
+}
