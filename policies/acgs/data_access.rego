@@ -18,8 +18,15 @@
 #     expiry_time is present but not a number cannot be verified and counts
 #     as expired.
 #
-#   Only input.data_request is read here. Deterministic: expiry is compared
-#   with the request's own timestamp, never with the clock.
+#   Reads these fields of input.data_request, each by its full path:
+#   data_fields, requester_clearance_level, special_authorization, purpose,
+#   allowed_purposes, justified_fields, data_subjects, consent_records,
+#   timestamp, retention_policy, encryption_config.encrypted_fields,
+#   record_count, automated_request (the lists and the retention map are
+#   read whole). Besides, whether the request is an object at all
+#   (request_present) needs the whole request: see there.
+#   Deterministic: expiry is compared with the request's own timestamp,
+#   never with the clock.
 package acgs.data
 
 import data.acgs.config
@@ -40,6 +47,11 @@ decision := {
 # Typed views of the input
 # ---------------------------------------------------------------------------
 
+# Whether the request is an object at all, for the concern "Data request
+# missing or not an object". The one read of the whole request (so its id
+# and any other field are part of the cache key): an empty object and a
+# missing request differ only here, and no path below the request tells
+# them apart.
 default request_present := false
 
 request_present if is_object(input.data_request)

@@ -556,3 +556,64 @@ test_field_count_bulk_reason if {
 		"Access score 0.9393 below 0.95",
 	]
 }
+
+# ---------------------------------------------------------------------------
+# Only the named fields are read, each by its full path
+# ---------------------------------------------------------------------------
+
+# What clients add beside the named fields: an id, a time of sending (the
+# request's own `timestamp` is a named field) and nested free-form metadata,
+# some of it named like the fields that are read.
+noise := {
+	"id": "dar-5e1b",
+	"sent_at": 1764201600123,
+	"metadata": {
+		"source": "portal",
+		"purpose": "marketing",
+		"special_authorization": false,
+		"encryption_config": {"encrypted_fields": []},
+	},
+}
+
+test_unknown_request_fields_change_nothing if {
+	every x in [
+		example,
+		with_request({"purpose": "marketing", "record_count": 5000}),
+		without(["timestamp"]),
+		set_request([], {}),
+	] {
+		decide(object.union(x, {"data_request": noise})) == decide(x)
+	}
+}
+
+# A request in which every field read matters: removing any one of them
+# changes the decision.
+typed_base := with_request({"record_count": 5000, "automated_request": true})
+
+# Every request field read, with values of a wrong type for it.
+wrong_typed := {
+	"data_fields": ["page_views", {"name": "page_views"}, 2],
+	"requester_clearance_level": ["2", [2], true],
+	"special_authorization": ["true", 1, [true]],
+	"purpose": [1, ["service_improvement"], {"name": "service_improvement"}],
+	"allowed_purposes": ["service_improvement", {"service_improvement": true}],
+	"justified_fields": ["page_views", {"page_views": true}],
+	"data_subjects": ["user-1", {"user-1": true}],
+	"consent_records": ["granted", {"user-1": "granted"}],
+	"timestamp": ["1764201600", [1764201600], true],
+	"retention_policy": ["30 days", [86400], 86400],
+	"encryption_config/encrypted_fields": ["email", {"email": true}],
+	"record_count": ["5000", [5000], true],
+	"automated_request": ["true", 1, [true]],
+}
+
+test_wrong_typed_field_counts_as_missing if {
+	every field, values in wrong_typed {
+		path := array.concat(["data_request"], split(field, "/"))
+		missing := decide(json.remove(typed_base, [path]))
+		missing != decide(typed_base) # the field matters in typed_base
+		every v in values {
+			decide(json.patch(typed_base, [{"op": "add", "path": path, "value": v}])) == missing
+		}
+	}
+}
