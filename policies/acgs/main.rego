@@ -3,12 +3,26 @@
 # description: |
 #   Routes every request to exactly one decision.
 #
-#   The policy reads only these top-level input fields:
-#     type, action, constitutional_hash, context, evolution_request, data_request
-#   (context is read by acgs.constitutional, evolution_request by
-#   acgs.evolution, data_request by acgs.data). Partial evaluation with
-#   type, action and constitutional_hash known and the other three unknown
-#   therefore covers the whole input.
+#   The policy reads only these input paths, each by its full path (the
+#   decision cache keys on them: an id, a timestamp or any other field
+#   outside them does not change the key):
+#     type, constitutional_hash, action;
+#     context.agent.trust_level, context.agent.requested_resources,
+#     context.environment.sandbox_enabled,
+#     context.environment.audit_enabled, context.responsible_party,
+#     context.explanation, context.user_consent,
+#     context.overrides_user_preference, context.benefit_assessment,
+#     context.harm_risk_assessment, context.fairness_assessment,
+#     context.affects_protected_groups, context.current_usage_count
+#     (read by acgs.constitutional);
+#     evolution_request and data_request, whole (read by acgs.evolution
+#     and acgs.data: each tells a missing request from an empty object,
+#     which no path below the request can; the fields each reads by name
+#     are listed in its package).
+#   A route added in another file of this package says there what it
+#   reads. Partial evaluation with type, action and constitutional_hash
+#   known and context, evolution_request and data_request unknown
+#   therefore covers every path these routes read.
 #
 #   The hash check, the type routing and the prohibited-action short-circuit
 #   are mutually exclusive rule bodies (no `else`): OPA's partial evaluation

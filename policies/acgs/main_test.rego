@@ -616,3 +616,19 @@ test_other_top_level_fields_ignored if {
 		a == b
 	}
 }
+
+# Ids, times and free-form metadata at every level of the worked examples
+# change no decision: each field used is read by its full path.
+test_noise_at_every_level_changes_nothing if {
+	noise := {"request_id": "req-1f0c", "sent_at": 1764201600123, "metadata": {"trace": {"id": "t-1"}, "tags": ["a"]}}
+	noisy := object.union(noise, {
+		"context": object.union(noise, {"agent": noise, "environment": noise}),
+		"evolution_request": noise,
+		"data_request": noise,
+	})
+	every x in [safe_input, dangerous_input, complex_input, data_access_input, low_trust_input] {
+		a := main.decision with input as x
+		b := main.decision with input as object.union(x, noisy)
+		a == b
+	}
+}
