@@ -285,6 +285,22 @@ func (l *DecisionLog) Failed() uint64 {
 	return l.failed.Load()
 }
 
+// ChainHead is the hash of the last line written by a chained log (what
+// the next record would link to), once Close has returned; "" before, and
+// for a log without Chain. Record it elsewhere to detect a cut at the end
+// of the log (`acgs audit verify --head`).
+func (l *DecisionLog) ChainHead() string {
+	if l == nil || l.off || !l.chain {
+		return ""
+	}
+	select {
+	case <-l.done:
+		return l.prev
+	default:
+		return ""
+	}
+}
+
 // Queued is the number of events waiting for the writer.
 func (l *DecisionLog) Queued() int {
 	if l == nil {

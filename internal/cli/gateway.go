@@ -1,0 +1,144 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/acgs-lite/acgs/internal/config"
+	"github.com/acgs-lite/acgs/internal/gateway"
+	"github.com/acgs-lite/acgs/internal/service"
+	"github.com/acgs-lite/acgs/internal/telemetry"
+)
+
+func init() { register(newGatewayCmd) }
+
+func newGatewayCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "gateway --config FILE",
+		Short: "Run the MCP gateway: the constitution decides every tool call an agent makes to its MCP servers",
+		Long: `Run the MCP governance gateway: an MCP server to the agent (stdio, or
+streamable HTTP with listen:) and an MCP client to the upstream MCP servers of
+the configuration file (child processes over stdio, remote servers over
+streamable HTTP). tools/list merges the upstreams' tools as <upstream>__<tool>
+and hides the ones the constitution prohibits outright; every tools/call is a
+decision of the tool_call type (docs/tool-calls.md): allowed calls are
+forwarded unchanged, denied ones answer a tool error with the reasons and the
+decision id, and calls that need approval wait for
+'acgs approvals approve|deny' (or the timeout, which denies).
+
+The configuration file is YAML or JSON (docs/gateway.md). The engine's
+settings are those of 'acgs serve' (flags and environment: bundle, cache,
+REDIS_URL, EVAL_TIMEOUT, DECISION_LOG, ADMIN_TOKEN, ...). The decision log is
+hash-chained: 'acgs audit verify FILE' checks it. SIGHUP reloads the bundle.`,
+		Args: cobra.NoArgs,
+	}
+	var file string
+	cmd.Flags().StringVar(&file, "config", os.Getenv("ACGS_GATEWAY_CONFIG"), "gateway configuration file, YAML or JSON (env ACGS_GATEWAY_CONFIG)")
+	loader := config.NewLoader(cmd.Flags(), nil)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if file == "" {
+			return fmt.Errorf("--config FILE is required (see docs/gateway.md)")
+		}
+		gcfg, err := gateway.LoadConfig(file)
+		if err != nil {
+			return err
+		}
+		cfg, err := loader.Config()
+		if err != nil {
+			return err
+		}
+		return runGateway(cmd.Context(), cmd, gcfg, cfg)
+	}
+	return cmd
+}
+
+func runGateway(ctx context.Context, cmd *cobra.Command, gcfg gateway.Config, cfg config.Config) error {
+	// The gateway writes its own, hash-chained decision log; the engine's
+	// wiring is that of acgs serve without the HTTP API.
+	sink := gcfg.DecisionLog
+	if sink == "" {
+		sink = cfg.Log.DecisionLog
+	}
+	if gcfg.Listen == "" && sink == "stdout" {
+		return fmt.Errorf("DECISION_LOG=stdout: stdout is the MCP stream of a stdio agent; use file:/path")
+	}
+	mask := append(append([]string{}, cfg.Log.DecisionLogMask...), gcfg.DecisionLogMask...)
+	cfg.Log.DecisionLog = "off"
+	if gcfg.RedisURL == "" {
+		gcfg.RedisURL = cfg.Cache.RedisURL
+	}
+	svc, err := service.New(ctx, cfg, service.Options{LogOutput: cmd.ErrOrStderr()})
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+	dlog, err := telemetry.NewDecisionLog(telemetry.DecisionLogConfig{
+		Sink: sink, Mask: mask, QueueSize: cfg.Log.DecisionLogSize, Logger: svc.Log, Chain: true,
+	})
+	if err != nil {
+		return err
+	}
+	svc.Metrics.RegisterDecisionLog(dlog)
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := dlog.Close(cctx); err != nil {
+			svc.Log.Warn("decision log: not every event was written", "error", err)
+		}
+		if head := dlog.ChainHead(); head != "" {
+			svc.Log.Info("decision log closed; record this head to check the end of the log later (acgs audit verify --head)", "head", head, "sink", sink)
+		}
+	}()
+	tokens := cfg.AdminTok
+	if gcfg.Admin.TokenEnv != "ADMIN_TOKEN" {
+		tokens = nil
+		for _, t := range strings.Split(os.Getenv(gcfg.Admin.TokenEnv), ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				tokens = append(tokens, t)
+			}
+		}
+	}
+	g, err := gateway.New(gcfg, gateway.Deps{
+		Engine:             svc.Engine,
+		ConstitutionalHash: cfg.Policy.ConstitutionalHash,
+		DecisionLog:        dlog,
+		Metrics:            svc.Metrics,
+		Registerer:         svc.Metrics.Registry(),
+		Logger:             svc.Log,
+		AdminTokens:        tokens,
+	})
+	if err != nil {
+		return err
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				svc.Log.Info("SIGHUP: reloading the policy bundle")
+				if err := svc.Engine.Reload(ctx); err != nil {
+					svc.Log.Error("policy reload failed; the previous bundle keeps serving", "error", err)
+				}
+			}
+		}
+	}()
+	return g.Run(ctx, gateway.RunOptions{
+		Stdin:   cmd.InOrStdin(),
+		Stdout:  cmd.OutOrStdout(),
+		Metrics: svc.Metrics.Handler(),
+		Ready: func(agent, admin string) {
+			svc.Log.Info("gateway ready", "agent_addr", agent, "admin_addr", admin)
+		},
+	})
+}

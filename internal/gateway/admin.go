@@ -1,0 +1,171 @@
+package gateway
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/acgs-lite/acgs/internal/apierror"
+)
+
+// Admin API paths.
+const (
+	ApprovalsPath = "/v1/gateway/approvals"
+	HealthPath    = "/health"
+	MetricsPath   = "/metrics"
+)
+
+// ApprovalList is the body of GET /v1/gateway/approvals.
+type ApprovalList struct {
+	Approvals []Approval `json:"approvals"`
+}
+
+// ApprovalRequest is the optional body of POST .../approve and .../deny.
+type ApprovalRequest struct {
+	By   string `json:"by,omitempty"`   // who decided, recorded in the decision log
+	Note string `json:"note,omitempty"` // why; sent to the agent with a refusal
+}
+
+// ApprovalResult is the answer to POST .../approve and .../deny.
+type ApprovalResult struct {
+	Verdict  Verdict  `json:"verdict"`
+	Approval Approval `json:"approval"`
+}
+
+// AdminHandler serves the approvals API (bearer token), the metrics (the
+// given handler) and health.
+func (g *Gateway) AdminHandler(metrics http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+ApprovalsPath, g.authorised(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, ApprovalList{Approvals: g.approvals.list()})
+	}))
+	mux.HandleFunc("POST "+ApprovalsPath+"/{id}/{action}", g.authorised(g.resolveApproval))
+	mux.HandleFunc("GET "+HealthPath, func(w http.ResponseWriter, r *http.Request) {
+		ups := map[string]string{}
+		for _, u := range g.order {
+			u.mu.Lock()
+			state := "up"
+			if u.session == nil {
+				state = "down"
+			}
+			u.mu.Unlock()
+			ups[u.cfg.Name] = state
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "upstreams": ups, "approvals_pending": len(g.approvals.list())})
+	})
+	if metrics != nil {
+		mux.Handle("GET "+MetricsPath, metrics)
+	}
+	return mux
+}
+
+func (g *Gateway) resolveApproval(w http.ResponseWriter, r *http.Request) {
+	var v Verdict
+	switch r.PathValue("action") {
+	case "approve":
+		v = Approved
+	case "deny":
+		v = Refused
+	default:
+		writeError(w, apierror.New(apierror.ResourceNotFound, "unknown action %q: approve or deny", r.PathValue("action")))
+		return
+	}
+	var body ApprovalRequest
+	b, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	if err != nil {
+		writeError(w, apierror.New(apierror.InvalidParameter, "reading the body: %v", err))
+		return
+	}
+	if len(strings.TrimSpace(string(b))) > 0 {
+		if err := json.Unmarshal(b, &body); err != nil {
+			writeError(w, apierror.New(apierror.InvalidParameter, "body: %v (want {\"by\": ..., \"note\": ...})", err))
+			return
+		}
+	}
+	a, err := g.approvals.resolve(r.PathValue("id"), resolution{verdict: v, by: body.By, note: body.Note})
+	if err != nil {
+		writeError(w, apierror.New(apierror.ResourceNotFound, "%s: %v", r.PathValue("id"), err))
+		return
+	}
+	g.log.Info("gateway: approval decided", "approval_id", a.ID, "decision_id", a.DecisionID, "verdict", v, "by", body.By)
+	writeJSON(w, http.StatusOK, ApprovalResult{Verdict: v, Approval: a})
+}
+
+// authorised wraps an admin handler: 404 with no token configured (as
+// `acgs serve` does), 401 without a valid bearer token.
+func (g *Gateway) authorised(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if len(g.d.AdminTokens) == 0 {
+			writeError(w, apierror.New(apierror.ResourceNotFound, "admin endpoints are disabled: no admin token is configured"))
+			return
+		}
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || !anyEqual(tok, g.d.AdminTokens) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="acgs-gateway"`)
+			writeError(w, apierror.New(apierror.Unauthorized, "a valid admin bearer token is required"))
+			return
+		}
+		h(w, r)
+	}
+}
+
+func anyEqual(tok string, tokens []string) bool {
+	ok := 0
+	for _, t := range tokens {
+		ok |= subtle.ConstantTimeCompare([]byte(tok), []byte(t))
+	}
+	return ok == 1 && tok != ""
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	e := apierror.As(err)
+	writeJSON(w, e.Code.Status(), e)
+}
+
+// HTTPHandler serves agents over streamable HTTP at Config.Path. A bearer
+// token names the agent (Config.Agents); without one the agent is
+// Config.AnonymousAgent, or the request is refused (401).
+func (g *Gateway) HTTPHandler() http.Handler {
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.server }, &mcp.StreamableHTTPOptions{
+		Logger:         g.log,
+		SessionTimeout: 30 * time.Minute,
+	})
+	verify := func(_ context.Context, token string, _ *http.Request) (*auth.TokenInfo, error) {
+		var agent string
+		for t, a := range g.tokens {
+			if subtle.ConstantTimeCompare([]byte(token), []byte(t)) == 1 {
+				agent = a
+			}
+		}
+		if agent == "" {
+			return nil, errors.Join(auth.ErrInvalidToken, errors.New("unknown agent token"))
+		}
+		return &auth.TokenInfo{UserID: agent}, nil
+	}
+	authed := auth.RequireBearerToken(verify, &auth.RequireBearerTokenOptions{AllowMissingExpiration: true})(h)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != g.cfg.Path {
+			http.NotFound(w, r)
+			return
+		}
+		if r.Header.Get("Authorization") == "" && g.cfg.AnonymousAgent != "" {
+			h.ServeHTTP(w, r)
+			return
+		}
+		authed.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,117 @@
+package gateway
+
+import (
+	"crypto/rand"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Verdict is how a held call ended.
+type Verdict string
+
+// Verdicts of a held call.
+const (
+	Approved  Verdict = "approved"
+	Refused   Verdict = "refused"
+	TimedOut  Verdict = "timed_out"
+	Cancelled Verdict = "cancelled" // the agent gave up (its request was cancelled)
+)
+
+// Approval is one call held for a human decision, as the admin API lists it.
+type Approval struct {
+	ID         string    `json:"id"`
+	DecisionID string    `json:"decision_id"`
+	Agent      string    `json:"agent"`
+	Session    string    `json:"session"`
+	Tool       string    `json:"tool"` // full name, <upstream>__<tool>
+	Upstream   string    `json:"upstream"`
+	Arguments  any       `json:"arguments,omitempty"` // as decided on (masked like the decision log)
+	Reasons    []string  `json:"reasons"`
+	Created    time.Time `json:"created"`
+	Expires    time.Time `json:"expires"`
+}
+
+// resolution is what an approver sent.
+type resolution struct {
+	verdict Verdict
+	by      string
+	note    string
+}
+
+type pending struct {
+	Approval
+	done chan resolution // buffered 1; written once
+}
+
+// approvals holds the calls waiting for a verdict.
+type approvals struct {
+	mu      sync.Mutex
+	byID    map[string]*pending
+	max     int
+	onCount func(a Approval, delta int) // metrics: pending per upstream and tool
+}
+
+var (
+	errApprovalNotFound = errors.New("no pending approval with this id (unknown, already decided or expired)")
+	errTooManyPending   = errors.New("too many calls are waiting for approval")
+)
+
+func newApprovals(max int, onCount func(Approval, int)) *approvals {
+	if onCount == nil {
+		onCount = func(Approval, int) {}
+	}
+	return &approvals{byID: map[string]*pending{}, max: max, onCount: onCount}
+}
+
+// add holds a call; the caller waits on p.done and must call remove.
+func (s *approvals) add(a Approval) (*pending, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.byID) >= s.max {
+		return nil, errTooManyPending
+	}
+	a.ID = "apr_" + rand.Text()
+	p := &pending{Approval: a, done: make(chan resolution, 1)}
+	s.byID[a.ID] = p
+	s.onCount(a, 1)
+	return p, nil
+}
+
+// remove forgets a held call (after its verdict, timeout or cancellation).
+func (s *approvals) remove(p *pending) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byID[p.ID] == p {
+		delete(s.byID, p.ID)
+		s.onCount(p.Approval, -1)
+	}
+}
+
+// resolve delivers an approver's verdict; the held call proceeds or is
+// refused. It fails for an id that is not pending.
+func (s *approvals) resolve(id string, r resolution) (Approval, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.byID[id]
+	if !ok {
+		return Approval{}, errApprovalNotFound
+	}
+	delete(s.byID, id)
+	s.onCount(p.Approval, -1)
+	p.done <- r
+	return p.Approval, nil
+}
+
+// list returns the pending approvals, oldest first.
+func (s *approvals) list() []Approval {
+	s.mu.Lock()
+	out := make([]Approval, 0, len(s.byID))
+	for _, p := range s.byID {
+		out = append(out, p.Approval)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(a, b Approval) int { return a.Created.Compare(b.Created) })
+	return out
+}

@@ -1,0 +1,110 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Limits on a call's arguments, as `acgs serve` has on request bodies (the
+// MCP transport already bounds the message size).
+const (
+	maxArgumentDepth  = 64
+	maxNumberLiteral  = 100
+	maxNumberExponent = 1000
+)
+
+// decodeArguments decodes a call's raw arguments into the engine's input
+// values (map[string]any, []any, json.Number, string, bool, nil). The raw
+// bytes are what the upstream receives, so anything two JSON parsers could
+// read differently is refused: an object that repeats a key (the policy
+// would judge one value and the upstream might use the other), data after
+// the value, nesting deeper than 64, and number literals that OPA's decimal
+// arithmetic could not finish quickly. Absent arguments decode to absent
+// (ok false).
+func decodeArguments(raw json.RawMessage) (v any, ok bool, err error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return nil, false, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	v, err = decodeValue(dec, 0, "")
+	if err != nil {
+		return nil, false, err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, false, errors.New("data after the arguments' JSON value")
+	}
+	return v, true, nil
+}
+
+func decodeValue(dec *json.Decoder, depth int, at string) (any, error) {
+	if depth > maxArgumentDepth {
+		return nil, fmt.Errorf("arguments nest deeper than %d at %q", maxArgumentDepth, at)
+	}
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, fmt.Errorf("arguments are not valid JSON: %w", err)
+	}
+	switch t := tok.(type) {
+	case json.Delim:
+		switch t {
+		case '{':
+			m := map[string]any{}
+			for dec.More() {
+				kt, err := dec.Token()
+				if err != nil {
+					return nil, fmt.Errorf("arguments are not valid JSON: %w", err)
+				}
+				k := kt.(string)
+				if _, dup := m[k]; dup {
+					return nil, fmt.Errorf("arguments repeat the key %q at %q", k, at+"/"+k)
+				}
+				v, err := decodeValue(dec, depth+1, at+"/"+k)
+				if err != nil {
+					return nil, err
+				}
+				m[k] = v
+			}
+			_, err := dec.Token() // }
+			return m, err
+		case '[':
+			a := []any{}
+			for i := 0; dec.More(); i++ {
+				v, err := decodeValue(dec, depth+1, fmt.Sprintf("%s/%d", at, i))
+				if err != nil {
+					return nil, err
+				}
+				a = append(a, v)
+			}
+			_, err := dec.Token() // ]
+			return a, err
+		}
+		return nil, fmt.Errorf("arguments are not valid JSON: unexpected %v", t)
+	case json.Number:
+		if err := checkNumber(string(t)); err != nil {
+			return nil, fmt.Errorf("arguments: %w at %q", err, at)
+		}
+		return t, nil
+	default:
+		return t, nil // string, bool, nil
+	}
+}
+
+func checkNumber(s string) error {
+	if len(s) > maxNumberLiteral {
+		return fmt.Errorf("a number literal longer than %d characters", maxNumberLiteral)
+	}
+	if i := strings.IndexAny(s, "eE"); i >= 0 {
+		exp := strings.TrimLeft(s[i+1:], "+-")
+		exp = strings.TrimLeft(exp, "0")
+		if len(exp) > 4 || (len(exp) == 4 && exp > "1000") {
+			return fmt.Errorf("a number with an exponent beyond ±%d", maxNumberExponent)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,293 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the gateway's configuration file (YAML, or JSON, which is YAML):
+// its upstreams, how agents reach it and who they are, approvals, shadow
+// mode and the audit log. The engine's own settings (bundle, cache, Redis,
+// EVAL_TIMEOUT, ...) are those of `acgs serve`, from the environment and
+// flags.
+type Config struct {
+	// Upstreams are the MCP servers behind the gateway.
+	Upstreams []Upstream `yaml:"upstreams"`
+
+	// Listen, when set, serves agents over streamable HTTP at this
+	// address (host:port) and Path; when empty, the gateway serves one
+	// agent over its own stdin/stdout.
+	Listen string `yaml:"listen"`
+	// Path of the MCP endpoint on Listen (default /mcp).
+	Path string `yaml:"path"`
+	// Agents are the identities of HTTP clients, by bearer token.
+	Agents []Agent `yaml:"agents"`
+	// AnonymousAgent, when set, is the identity of HTTP clients that send
+	// no token; when empty such clients get 401.
+	AnonymousAgent string `yaml:"anonymous_agent"`
+	// StdioAgent is the identity of the stdio client (default "stdio").
+	StdioAgent string `yaml:"stdio_agent"`
+
+	// Admin serves approvals, metrics and health.
+	Admin Admin `yaml:"admin"`
+	// Approvals: how long a call needing approval is held.
+	Approvals Approvals `yaml:"approvals"`
+
+	// DecisionTimeout bounds one decision, including waiting for an
+	// evaluation slot (default 1s); beyond it the call is denied.
+	DecisionTimeout time.Duration `yaml:"decision_timeout"`
+	// CallTimeout bounds one upstream call unless the upstream sets its
+	// own (default 60s).
+	CallTimeout time.Duration `yaml:"call_timeout"`
+	// ConnectTimeout bounds starting and initialising one upstream
+	// (default 30s: npx may download the server first).
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+
+	// DecisionLog is where tool-call decisions go: off, stdout (not with
+	// a stdio agent, whose stdout is the MCP stream) or file:/path. Empty:
+	// DECISION_LOG. The log is hash-chained (`acgs audit verify`).
+	DecisionLog string `yaml:"decision_log"`
+	// DecisionLogMask: JSON pointers into the input erased from the log,
+	// added to DECISION_LOG_MASK (e.g. /tool_call/arguments/content).
+	DecisionLogMask []string `yaml:"decision_log_mask"`
+
+	// RedisURL, when set, keeps the per-agent call counters in Redis so
+	// that gateway replicas share them (default: REDIS_URL; "off": in
+	// process even when REDIS_URL is set).
+	RedisURL string `yaml:"redis_url"`
+	// CounterKeyPrefix prefixes the Redis counter keys (default acgs:gw:).
+	CounterKeyPrefix string `yaml:"counter_key_prefix"`
+}
+
+// Upstream is one MCP server behind the gateway: a child process over stdio
+// (Command) or a remote server over streamable HTTP (URL).
+type Upstream struct {
+	// Name prefixes its tools (<name>__<tool>); letters, digits, - and _,
+	// no "__".
+	Name    string            `yaml:"name"`
+	Command []string          `yaml:"command"`
+	Env     map[string]string `yaml:"env"` // added to the gateway's environment
+	Dir     string            `yaml:"dir"`
+	URL     string            `yaml:"url"`
+	Headers map[string]string `yaml:"headers"` // sent with every HTTP request; values may be ${ENV}
+
+	// Shadow: decide and log every call of this upstream, but forward it
+	// whatever the outcome (counted as would-deny or would-hold).
+	Shadow bool `yaml:"shadow"`
+	// ShadowTools: the same for these tools only (the upstream's names).
+	ShadowTools []string `yaml:"shadow_tools"`
+
+	CallTimeout time.Duration `yaml:"call_timeout"`
+}
+
+// Agent is an HTTP client identity.
+type Agent struct {
+	ID       string `yaml:"id"`
+	Token    string `yaml:"token"`     // literal bearer token
+	TokenEnv string `yaml:"token_env"` // or the variable holding it
+}
+
+// Admin is the admin listener: approvals, /metrics, /health.
+type Admin struct {
+	// Listen, e.g. 127.0.0.1:8096; empty: no admin listener (approvals
+	// can then only time out).
+	Listen string `yaml:"listen"`
+	// TokenEnv names the variable with the bearer token(s), comma
+	// separated (default ADMIN_TOKEN).
+	TokenEnv string `yaml:"token_env"`
+}
+
+// Approvals configure held calls.
+type Approvals struct {
+	// Timeout: a held call not approved within it is denied (default 2m).
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxPending bounds the calls held at once (default 1000); beyond it
+	// a call needing approval is denied.
+	MaxPending int `yaml:"max_pending"`
+}
+
+// Separator joins an upstream's name and its tool's name.
+const Separator = "__"
+
+var upstreamName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
+
+// LoadConfig reads and validates a configuration file.
+func LoadConfig(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("gateway configuration: %w", err)
+	}
+	c, err := ParseConfig(b)
+	if err != nil {
+		return Config{}, fmt.Errorf("gateway configuration %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ParseConfig decodes a configuration (unknown keys are errors), fills the
+// defaults and validates it.
+func ParseConfig(b []byte) (Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return Config{}, err
+	}
+	c.defaults()
+	return c, c.Validate()
+}
+
+func (c *Config) defaults() {
+	if c.Path == "" {
+		c.Path = "/mcp"
+	}
+	if c.StdioAgent == "" {
+		c.StdioAgent = "stdio"
+	}
+	if c.Admin.TokenEnv == "" {
+		c.Admin.TokenEnv = "ADMIN_TOKEN"
+	}
+	if c.Approvals.Timeout == 0 {
+		c.Approvals.Timeout = 2 * time.Minute
+	}
+	if c.Approvals.MaxPending == 0 {
+		c.Approvals.MaxPending = 1000
+	}
+	if c.DecisionTimeout == 0 {
+		c.DecisionTimeout = time.Second
+	}
+	if c.CallTimeout == 0 {
+		c.CallTimeout = 60 * time.Second
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 30 * time.Second
+	}
+	if c.CounterKeyPrefix == "" {
+		c.CounterKeyPrefix = "acgs:gw:"
+	}
+	for i := range c.Upstreams {
+		if c.Upstreams[i].CallTimeout == 0 {
+			c.Upstreams[i].CallTimeout = c.CallTimeout
+		}
+	}
+}
+
+// Validate reports every problem, each naming its setting.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if len(c.Upstreams) == 0 {
+		bad("upstreams: at least one is needed")
+	}
+	seen := map[string]bool{}
+	for i, u := range c.Upstreams {
+		where := fmt.Sprintf("upstreams[%d] (%s)", i, u.Name)
+		switch {
+		case !upstreamName.MatchString(u.Name):
+			bad("%s: name must be letters, digits, - and _ (starting with a letter or digit)", where)
+		case strings.Contains(u.Name, Separator):
+			bad("%s: name must not contain %q, which separates it from the tool's name", where, Separator)
+		case seen[u.Name]:
+			bad("%s: name used twice", where)
+		}
+		seen[u.Name] = true
+		switch {
+		case len(u.Command) > 0 && u.URL != "":
+			bad("%s: give command or url, not both", where)
+		case len(u.Command) == 0 && u.URL == "":
+			bad("%s: give command (a stdio server) or url (a streamable HTTP server)", where)
+		case u.URL != "":
+			if p, err := url.Parse(u.URL); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+				bad("%s: url %q must be http:// or https:// with a host", where, u.URL)
+			}
+		}
+		if u.CallTimeout < 0 {
+			bad("%s: call_timeout must not be negative", where)
+		}
+	}
+	ids := map[string]bool{}
+	for i, a := range c.Agents {
+		if a.ID == "" {
+			bad("agents[%d]: id is required", i)
+		}
+		if (a.Token == "") == (a.TokenEnv == "") {
+			bad("agents[%d] (%s): give token or token_env", i, a.ID)
+		}
+		if a.TokenEnv != "" && os.Getenv(a.TokenEnv) == "" {
+			bad("agents[%d] (%s): token_env %s is not set", i, a.ID, a.TokenEnv)
+		}
+		if ids[a.ID] {
+			bad("agents[%d]: id %q used twice", i, a.ID)
+		}
+		ids[a.ID] = true
+	}
+	if c.Listen != "" && len(c.Agents) == 0 && c.AnonymousAgent == "" {
+		bad("listen: HTTP agents need an identity: give agents (bearer tokens) or anonymous_agent")
+	}
+	if c.Listen == "" && len(c.Agents) > 0 {
+		bad("agents: bearer tokens need listen (streamable HTTP); a stdio agent is stdio_agent")
+	}
+	if c.Listen == "" && c.DecisionLog == "stdout" {
+		bad("decision_log: stdout is the MCP stream of a stdio agent; use file:/path")
+	}
+	if c.Approvals.Timeout < 0 || c.DecisionTimeout < 0 || c.CallTimeout < 0 || c.ConnectTimeout < 0 {
+		bad("approvals.timeout, decision_timeout, call_timeout, connect_timeout: must not be negative")
+	}
+	if c.Approvals.MaxPending < 0 {
+		bad("approvals.max_pending: must not be negative")
+	}
+	if c.Path[0] != '/' {
+		bad("path %q must start with /", c.Path)
+	}
+	return errors.Join(errs...)
+}
+
+// Upstream returns the upstream named name.
+func (c *Config) Upstream(name string) (Upstream, bool) {
+	for _, u := range c.Upstreams {
+		if u.Name == name {
+			return u, true
+		}
+	}
+	return Upstream{}, false
+}
+
+// shadowed reports whether calls of tool (the upstream's name) are in
+// shadow mode.
+func (u *Upstream) shadowed(tool string) bool {
+	if u.Shadow {
+		return true
+	}
+	for _, t := range u.ShadowTools {
+		if t == tool {
+			return true
+		}
+	}
+	return false
+}
+
+// tokens maps each bearer token to its agent.
+func (c *Config) tokens() map[string]string {
+	m := make(map[string]string, len(c.Agents))
+	for _, a := range c.Agents {
+		t := a.Token
+		if a.TokenEnv != "" {
+			t = os.Getenv(a.TokenEnv)
+		}
+		m[t] = a.ID
+	}
+	return m
+}
+
+// expandHeader replaces ${VAR} in a header value with the environment's.
+func expandHeader(v string) string {
+	return os.Expand(v, os.Getenv)
+}

@@ -1,0 +1,147 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// window is the span of calls_last_minute.
+const window = 60 // seconds
+
+// Counter counts each agent's tool calls: what the constitution's rate
+// limit reads as calls_last_minute. The agent cannot forge it: the gateway
+// counts the calls it receives.
+type Counter interface {
+	// Add records one call by agent at now and returns how many calls the
+	// agent made in the minute before it (the seconds now-59s .. now,
+	// this call excluded).
+	Add(ctx context.Context, agent string, now time.Time) (int64, error)
+	Close()
+}
+
+// localCounter counts in process: sixty one-second buckets per agent.
+type localCounter struct {
+	mu     sync.Mutex
+	agents map[string]*buckets
+}
+
+type buckets struct {
+	sec   [window]int64 // the second each bucket counts
+	calls [window]int64
+}
+
+func newLocalCounter() *localCounter { return &localCounter{agents: map[string]*buckets{}} }
+
+func (c *localCounter) Add(_ context.Context, agent string, now time.Time) (int64, error) {
+	s := now.Unix()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := c.agents[agent]
+	if b == nil {
+		b = &buckets{}
+		c.agents[agent] = b
+	}
+	var n int64
+	for i := range b.sec {
+		if b.sec[i] > s-window && b.sec[i] <= s {
+			n += b.calls[i]
+		}
+	}
+	i := s % window
+	if b.sec[i] != s {
+		b.sec[i], b.calls[i] = s, 0
+	}
+	b.calls[i]++
+	return n, nil
+}
+
+func (c *localCounter) Close() {}
+
+// redisCounter keeps the buckets in Redis, one key per agent and second
+// (<prefix>calls:{<agent>}:<unix second>, expiring after two minutes), so
+// that every replica of the gateway sees every call. The agent is the key's
+// hash tag, so one agent's keys share a cluster slot and one MGET reads
+// them. A Redis error falls back to the in-process counter for that call.
+type redisCounter struct {
+	client   rueidis.Client
+	prefix   string
+	fallback *localCounter
+	timeout  time.Duration
+	onError  func(error)
+}
+
+func newRedisCounter(rawURL, prefix string, onError func(error)) (*redisCounter, error) {
+	list := strings.Split(rawURL, ",")
+	opt, err := rueidis.ParseURL(strings.TrimSpace(list[0]))
+	if err != nil {
+		return nil, fmt.Errorf("gateway counters: redis url: %w", err)
+	}
+	for _, extra := range list[1:] {
+		o, err := rueidis.ParseURL(strings.TrimSpace(extra))
+		if err != nil {
+			return nil, fmt.Errorf("gateway counters: redis url: %w", err)
+		}
+		opt.InitAddress = append(opt.InitAddress, o.InitAddress...)
+	}
+	opt.DisableCache = true
+	client, err := rueidis.NewClient(opt)
+	if err != nil {
+		return nil, fmt.Errorf("gateway counters: connecting to redis: %w", err)
+	}
+	if onError == nil {
+		onError = func(error) {}
+	}
+	return &redisCounter{client: client, prefix: prefix, fallback: newLocalCounter(), timeout: 50 * time.Millisecond, onError: onError}, nil
+}
+
+func (c *redisCounter) key(agent string, sec int64) string {
+	// Braces in the agent would move the hash tag: escape them.
+	a := strings.NewReplacer("{", "%7B", "}", "%7D").Replace(agent)
+	return c.prefix + "calls:{" + a + "}:" + strconv.FormatInt(sec, 10)
+}
+
+func (c *redisCounter) Add(ctx context.Context, agent string, now time.Time) (int64, error) {
+	s := now.Unix()
+	keys := make([]string, 0, window)
+	for sec := s - window + 1; sec <= s; sec++ {
+		keys = append(keys, c.key(agent, sec))
+	}
+	cur := keys[len(keys)-1]
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	res := c.client.DoMulti(ctx,
+		c.client.B().Mget().Key(keys...).Build(),
+		c.client.B().Incr().Key(cur).Build(),
+		c.client.B().Expire().Key(cur).Seconds(2*window).Build(),
+	)
+	for _, r := range res {
+		if err := r.Error(); err != nil {
+			c.onError(err)
+			return c.fallback.Add(ctx, agent, now)
+		}
+	}
+	vals, err := res[0].ToArray()
+	if err != nil {
+		c.onError(err)
+		return c.fallback.Add(ctx, agent, now)
+	}
+	var n int64
+	for _, v := range vals {
+		if v.IsNil() {
+			continue
+		}
+		x, err := v.AsInt64()
+		if err == nil {
+			n += x
+		}
+	}
+	return n, nil
+}
+
+func (c *redisCounter) Close() { c.client.Close() }

@@ -1,0 +1,676 @@
+// Package gateway is the MCP governance gateway (`acgs gateway`): an MCP
+// server to agents (stdio or streamable HTTP) and an MCP client to upstream
+// MCP servers (child processes over stdio, remote servers over streamable
+// HTTP), built on the official Go SDK. Every tools/call is a decision of the
+// constitution (data.acgs.main.decision, type tool_call) through the same
+// engine, cache and decision log as `acgs serve`; allowed calls are
+// forwarded unchanged, denied ones never reach the upstream, and calls that
+// need approval are held until a human decides or the timeout passes.
+//
+// It does not evaluate policy itself (every rule is in the bundle), it
+// reaches the engine only through Decide and Info, and it never forwards a
+// call the constitution did not allow, except in shadow mode, which an
+// operator turns on per upstream or tool. A failed decision denies.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/acgs-lite/acgs/internal/engine"
+	"github.com/acgs-lite/acgs/internal/telemetry"
+	"github.com/acgs-lite/acgs/internal/version"
+)
+
+// Policy paths the gateway asks.
+const (
+	DecisionPath   = "acgs/main/decision"
+	hiddenPath     = "acgs/tool_call/hidden"
+	thresholdsPath = "acgs/tool_call/rate_thresholds"
+)
+
+// The outcomes of a tool_call decision.
+const (
+	OutcomeAllow    = "allow"
+	OutcomeDeny     = "deny"
+	OutcomeApproval = "approval_required"
+	outcomeError    = "error" // metrics only: the decision failed (denied)
+)
+
+// metaKey is the _meta key of the gateway's results: the decision id,
+// outcome and reasons, for clients that read more than the text.
+const metaKey = "io.acgs/decision"
+
+// Decider is what the gateway needs of the engine (*engine.Engine).
+type Decider interface {
+	Decide(ctx context.Context, path string, input any) (engine.Decision, error)
+	Info() (engine.Info, bool)
+}
+
+var _ Decider = (*engine.Engine)(nil)
+
+// Deps are the components the gateway shares with the rest of the process.
+type Deps struct {
+	Engine             Decider
+	ConstitutionalHash string
+	// DecisionLog receives every tool-call decision and approval verdict
+	// (nil: none are logged). Build it with Chain for `acgs audit verify`.
+	DecisionLog *telemetry.DecisionLog
+	// Metrics, when set, counts the gateway's decisions with the engine's
+	// (acgs_decisions_total).
+	Metrics *telemetry.Metrics
+	// Registerer takes the acgs_gateway_* series (nil: not registered).
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	// AdminTokens authorise the admin endpoints (none: they answer 404).
+	AdminTokens []string
+	// Counter counts calls per agent; nil: Redis when Config.RedisURL is
+	// set, else in process.
+	Counter Counter
+}
+
+// Gateway is one running gateway.
+type Gateway struct {
+	cfg       Config
+	d         Deps
+	log       *slog.Logger
+	ups       map[string]*upstream
+	order     []*upstream
+	server    *mcp.Server
+	approvals *approvals
+	m         *metrics
+	counter   Counter
+	tokens    map[string]string
+
+	thresholds   atomic.Pointer[thresholds]
+	stdioSession string
+
+	closeOnce sync.Once
+}
+
+type thresholds struct {
+	revision string
+	values   []float64 // ascending; nil when the policy has none
+	texts    []string  // the same as JSON numbers
+}
+
+var (
+	labelsEnforce = map[string]string{"source": "gateway", "mode": "enforce"}
+	labelsShadow  = map[string]string{"source": "gateway", "mode": "shadow"}
+)
+
+// New builds a gateway; Start connects its upstreams.
+func New(cfg Config, d Deps) (*Gateway, error) {
+	if d.Engine == nil {
+		return nil, errors.New("gateway: no engine")
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	g := &Gateway{
+		cfg:          cfg,
+		d:            d,
+		log:          d.Logger,
+		ups:          map[string]*upstream{},
+		m:            newMetrics(d.Registerer),
+		tokens:       cfg.tokens(),
+		stdioSession: "stdio-" + rand.Text(),
+	}
+	g.approvals = newApprovals(cfg.Approvals.MaxPending, func(a Approval, delta int) {
+		up, tool := g.labels(a.Upstream, strings.TrimPrefix(a.Tool, a.Upstream+Separator))
+		g.m.pending.WithLabelValues(up, tool).Add(float64(delta))
+	})
+	for _, uc := range cfg.Upstreams {
+		name := uc.Name
+		gauge := g.m.up.WithLabelValues(name)
+		gauge.Set(0)
+		u := newUpstream(uc, g.log, cfg.ConnectTimeout, func(up bool) {
+			if up {
+				gauge.Set(1)
+			} else {
+				gauge.Set(0)
+			}
+		})
+		g.ups[name] = u
+		g.order = append(g.order, u)
+	}
+	g.counter = d.Counter
+	if g.counter == nil {
+		if cfg.RedisURL != "" && cfg.RedisURL != "off" {
+			rc, err := newRedisCounter(cfg.RedisURL, cfg.CounterKeyPrefix, func(err error) {
+				g.m.counterErrs.Inc()
+				g.log.Debug("gateway: redis counter error", "error", err)
+			})
+			if err != nil {
+				return nil, err
+			}
+			g.counter = rc
+		} else {
+			g.counter = newLocalCounter()
+		}
+	}
+	g.server = mcp.NewServer(&mcp.Implementation{Name: "acgs-gateway", Title: "ACGS-1 Lite MCP gateway", Version: version.Version}, &mcp.ServerOptions{
+		Logger:       g.log,
+		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{}},
+		// Every decision carries the agent's session. The 2026-07-28
+		// protocol has no sessions over HTTP, so agents are offered the
+		// session-based versions (an SDK client falls back by itself).
+		SupportedProtocolVersions: sessionVersions(),
+		Instructions:              "Tool calls through this gateway are decided by the ACGS constitution: a refused call returns an error naming its reasons and decision id.",
+	})
+	g.server.AddReceivingMiddleware(g.middleware)
+	return g, nil
+}
+
+func sessionVersions() []string {
+	var out []string
+	for _, v := range mcp.SupportedProtocolVersions() {
+		if v < "2026-07-28" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// Start connects every upstream (in parallel). An upstream that cannot be
+// reached is logged and retried when it is next needed; Start fails only
+// when none can be reached.
+func (g *Gateway) Start(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(g.order))
+	for i, u := range g.order {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = u.get(ctx)
+		}()
+	}
+	wg.Wait()
+	failed := 0
+	for _, err := range errs {
+		if err != nil {
+			failed++
+		}
+	}
+	if failed == len(g.order) {
+		return fmt.Errorf("gateway: no upstream could be reached: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// Server is the agent-facing MCP server.
+func (g *Gateway) Server() *mcp.Server { return g.server }
+
+// Close ends the upstream sessions (child processes exit) and the counters.
+// Held calls are refused as their agents' requests end.
+func (g *Gateway) Close() {
+	g.closeOnce.Do(func() {
+		var wg sync.WaitGroup
+		for _, u := range g.order {
+			wg.Add(1)
+			go func() { defer wg.Done(); u.Close() }()
+		}
+		wg.Wait()
+		g.counter.Close()
+	})
+}
+
+// middleware answers tools/list and tools/call; everything else (initialize,
+// ping, ...) is the SDK's.
+func (g *Gateway) middleware(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		switch r := req.(type) {
+		case *mcp.ListToolsRequest:
+			return g.listTools(ctx, r)
+		case *mcp.CallToolRequest:
+			return g.callTool(ctx, r)
+		}
+		return next(ctx, method, req)
+	}
+}
+
+// identity is who is calling: the agent from the bearer token (HTTP) or
+// the stdio identity, and the session.
+func (g *Gateway) identity(ss *mcp.ServerSession, extra *mcp.RequestExtra) (agent, session string) {
+	if extra != nil && extra.Header != nil { // HTTP
+		agent = g.cfg.AnonymousAgent
+		if extra.TokenInfo != nil && extra.TokenInfo.UserID != "" {
+			agent = extra.TokenInfo.UserID
+		}
+		if ss != nil {
+			session = ss.ID()
+		}
+		return agent, session
+	}
+	return g.cfg.StdioAgent, g.stdioSession
+}
+
+// labels bounds metric labels to configured upstreams and listed tools.
+func (g *Gateway) labels(upName, tool string) (string, string) {
+	u := g.ups[upName]
+	if u == nil {
+		return "unknown", "other"
+	}
+	if !u.Known(tool) {
+		return upName, "other"
+	}
+	return upName, tool
+}
+
+// ---------------------------------------------------------------------------
+// tools/list
+// ---------------------------------------------------------------------------
+
+func (g *Gateway) listTools(ctx context.Context, req *mcp.ListToolsRequest) (*mcp.ListToolsResult, error) {
+	agent, _ := g.identity(req.Session, req.Extra)
+	out := []*mcp.Tool{}
+	for _, u := range g.order {
+		tools, err := u.Tools(ctx)
+		if err != nil {
+			g.log.Warn("gateway: tools/list of an upstream failed; using its last list", "upstream", u.cfg.Name, "error", err)
+		}
+		for _, t := range tools {
+			full := u.cfg.Name + Separator + t.Name
+			if !u.cfg.shadowed(t.Name) && g.hidden(ctx, full, u.cfg.Name, t.Name, agent) {
+				continue
+			}
+			c := *t
+			c.Name = full
+			out = append(out, &c)
+		}
+	}
+	return &mcp.ListToolsResult{Tools: out}, nil
+}
+
+// hidden asks the constitution whether a tool is refused whatever its
+// arguments; a failed decision hides it (fail closed).
+func (g *Gateway) hidden(ctx context.Context, full, upName, tool, agent string) bool {
+	in := map[string]any{
+		"type":                "tool_call",
+		"constitutional_hash": g.d.ConstitutionalHash,
+		"tool_call": map[string]any{
+			"name": full, "tool": tool, "upstream": upName,
+			"agent": map[string]any{"id": agent},
+		},
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.DecisionTimeout)
+	defer cancel()
+	d, err := g.d.Engine.Decide(ctx, hiddenPath, in)
+	if err != nil || !d.Defined {
+		g.log.Warn("gateway: cannot tell whether a tool is prohibited; hiding it", "tool", full, "error", err)
+		return true
+	}
+	h, _ := d.Result.(bool)
+	return h
+}
+
+// ---------------------------------------------------------------------------
+// tools/call
+// ---------------------------------------------------------------------------
+
+// verdict is a decision as the gateway acts on it.
+type verdict struct {
+	outcome string // allow, deny, approval_required
+	reasons []string
+	failed  bool // the decision itself failed (outcome deny)
+	err     error
+	dec     engine.Decision
+}
+
+func (g *Gateway) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	start := time.Now()
+	p := req.Params
+	agent, session := g.identity(req.Session, req.Extra)
+	upName, tool, _ := strings.Cut(p.Name, Separator)
+	u := g.ups[upName]
+	upLabel, toolLabel := g.labels(upName, tool)
+	id := telemetry.NewDecisionID()
+
+	calls, _ := g.counter.Add(ctx, agent, start)
+	args, argsPresent, argErr := decodeArguments(p.Arguments)
+	tc := map[string]any{
+		"name":     p.Name,
+		"tool":     tool,
+		"upstream": upName,
+		"agent":    map[string]any{"id": agent, "session": session},
+		"context":  map[string]any{"calls_last_minute": g.roundCalls(ctx, calls)},
+	}
+	if argsPresent {
+		tc["arguments"] = args
+	}
+	input := map[string]any{"type": "tool_call", "constitutional_hash": g.d.ConstitutionalHash, "tool_call": tc}
+
+	var v verdict
+	if argErr != nil {
+		v = verdict{outcome: OutcomeDeny, failed: true, err: argErr, reasons: []string{"Arguments refused: " + argErr.Error()}}
+	} else {
+		dctx, cancel := context.WithTimeout(ctx, g.cfg.DecisionTimeout)
+		d, err := g.d.Engine.Decide(dctx, DecisionPath, input)
+		cancel()
+		v = interpret(d, err)
+	}
+	took := time.Since(start)
+	shadow := u != nil && u.cfg.shadowed(tool)
+	g.logDecision(id, input, v, shadow, calls, start, took)
+	metricOutcome := v.outcome
+	if v.failed {
+		metricOutcome = outcomeError
+	}
+	g.m.decisions.WithLabelValues(upLabel, toolLabel, metricOutcome).Inc()
+	if g.d.Metrics != nil {
+		src := v.dec.Source.String()
+		o := "deny"
+		if v.outcome == OutcomeAllow {
+			o = "allow"
+		}
+		if v.failed {
+			src, o = "error", "error"
+		}
+		g.d.Metrics.ObserveDecision(DecisionPath, o, src, took)
+	}
+
+	switch {
+	case v.outcome == OutcomeAllow:
+		return g.forward(ctx, u, p, tool, id, upLabel, toolLabel, start, 0)
+	case shadow:
+		g.m.shadow.WithLabelValues(upLabel, toolLabel, metricOutcome).Inc()
+		g.log.Info("gateway: shadow mode forwards a call the constitution did not allow",
+			"decision_id", id, "tool", p.Name, "agent", agent, "outcome", v.outcome, "reasons", v.reasons)
+		return g.forward(ctx, u, p, tool, id, upLabel, toolLabel, start, 0)
+	case v.outcome == OutcomeApproval:
+		return g.hold(ctx, u, p, tool, id, agent, session, args, v, upLabel, toolLabel, start)
+	default:
+		return refusal(id, OutcomeDeny, "Denied by the constitution", v.reasons), nil
+	}
+}
+
+// interpret turns the engine's answer into a verdict. Anything but a
+// well-formed tool_call decision denies.
+func interpret(d engine.Decision, err error) verdict {
+	if err != nil {
+		msg := "the decision failed: " + err.Error()
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, engine.ErrEvalTimeout) {
+			msg = "the decision timed out: " + err.Error()
+		}
+		return verdict{outcome: OutcomeDeny, failed: true, err: err, reasons: []string{msg}, dec: d}
+	}
+	res, _ := d.Result.(map[string]any)
+	outcome, _ := res["outcome"].(string)
+	allow, _ := res["allow"].(bool)
+	var reasons []string
+	if rs, ok := res["reasons"].([]any); ok {
+		for _, r := range rs {
+			if s, ok := r.(string); ok {
+				reasons = append(reasons, s)
+			}
+		}
+	}
+	switch {
+	case !d.Defined || res == nil:
+		return verdict{outcome: OutcomeDeny, failed: true, reasons: []string{"the policy gave no decision"}, dec: d}
+	case outcome == OutcomeAllow && allow:
+		return verdict{outcome: OutcomeAllow, dec: d}
+	case outcome == OutcomeApproval && !allow:
+		return verdict{outcome: OutcomeApproval, reasons: reasons, dec: d}
+	case outcome == OutcomeDeny && !allow:
+		return verdict{outcome: OutcomeDeny, reasons: reasons, dec: d}
+	case outcome == "" && !allow:
+		// a decision of another type (hash mismatch, unknown type): a deny
+		return verdict{outcome: OutcomeDeny, reasons: reasons, dec: d}
+	}
+	return verdict{outcome: OutcomeDeny, failed: true, reasons: []string{fmt.Sprintf("the policy gave an inconsistent decision (outcome %q, allow %v)", outcome, allow)}, dec: d}
+}
+
+// forward calls the upstream and returns its result unchanged. waited is
+// time spent waiting for approval (not the gateway's overhead).
+func (g *Gateway) forward(ctx context.Context, u *upstream, p *mcp.CallToolParamsRaw, tool, id, upLabel, toolLabel string, start time.Time, waited time.Duration) (*mcp.CallToolResult, error) {
+	if u == nil {
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("unknown tool %q: no upstream is named %q (tools are named <upstream>%s<tool>)", p.Name, strings.SplitN(p.Name, Separator, 2)[0], Separator)}
+	}
+	upStart := time.Now()
+	res, err := u.Call(ctx, tool, p.Arguments, nil)
+	upTook := time.Since(upStart)
+	g.m.upstreamDur.WithLabelValues(upLabel).Observe(upTook.Seconds())
+	g.m.observeOverhead(upLabel, time.Since(start)-upTook-waited)
+	if err != nil {
+		g.m.upstream.WithLabelValues(upLabel, toolLabel, "failed").Inc()
+		g.log.Warn("gateway: upstream call failed", "decision_id", id, "tool", p.Name, "error", err)
+		return errorResult(id, fmt.Sprintf("%v. The call was allowed (decision %s) but not completed.", err, id)), nil
+	}
+	if res.IsError {
+		g.m.upstream.WithLabelValues(upLabel, toolLabel, "tool_error").Inc()
+	} else {
+		g.m.upstream.WithLabelValues(upLabel, toolLabel, "ok").Inc()
+	}
+	return res, nil
+}
+
+// hold waits for an approver, the timeout or the agent giving up.
+func (g *Gateway) hold(ctx context.Context, u *upstream, p *mcp.CallToolParamsRaw, tool, id, agent, session string, args any, v verdict, upLabel, toolLabel string, start time.Time) (*mcp.CallToolResult, error) {
+	now := time.Now()
+	pend, err := g.approvals.add(Approval{
+		DecisionID: id, Agent: agent, Session: session, Tool: p.Name, Upstream: strings.SplitN(p.Name, Separator, 2)[0],
+		Arguments: args, Reasons: v.reasons, Created: now, Expires: now.Add(g.cfg.Approvals.Timeout),
+	})
+	if err != nil {
+		g.logApproval(pend, id, TimedOut, "", err.Error())
+		return refusal(id, OutcomeDeny, "Denied", []string{"approval required, but " + err.Error()}), nil
+	}
+	g.log.Info("gateway: call held for approval", "approval_id", pend.ID, "decision_id", id, "tool", p.Name, "agent", agent)
+	timer := time.NewTimer(g.cfg.Approvals.Timeout)
+	defer timer.Stop()
+	var r resolution
+	select {
+	case r = <-pend.done:
+	case <-timer.C:
+		r = g.settle(pend, TimedOut)
+	case <-ctx.Done():
+		r = g.settle(pend, Cancelled)
+	}
+	g.m.approvals.WithLabelValues(upLabel, toolLabel, string(r.verdict)).Inc()
+	g.logApproval(pend, id, r.verdict, r.by, r.note)
+	waited := time.Since(now)
+	switch r.verdict {
+	case Approved:
+		return g.forward(ctx, u, p, tool, id, upLabel, toolLabel, start, waited)
+	case Refused:
+		reason := "refused by the approver"
+		if r.by != "" {
+			reason = "refused by " + r.by
+		}
+		if r.note != "" {
+			reason += ": " + r.note
+		}
+		return refusal(id, OutcomeDeny, "Not approved", append(v.reasons, reason)), nil
+	case TimedOut:
+		return refusal(id, OutcomeDeny, "Not approved", append(v.reasons, fmt.Sprintf("no approval within %s", g.cfg.Approvals.Timeout))), nil
+	}
+	return refusal(id, OutcomeDeny, "Not approved", append(v.reasons, "the request was cancelled while waiting for approval")), nil
+}
+
+// settle ends a hold without a verdict unless one arrived in the meantime
+// (an approver who got a 200 must not see the call refused).
+func (g *Gateway) settle(p *pending, v Verdict) resolution {
+	g.approvals.remove(p)
+	select {
+	case r := <-p.done:
+		return r
+	default:
+		return resolution{verdict: v}
+	}
+}
+
+// refusal is the result of a call that was not forwarded: an MCP tool
+// error (isError) whose text names the reasons and the decision id, so the
+// model sees why; the same in _meta for programs.
+func refusal(id, outcome, title string, reasons []string) *mcp.CallToolResult {
+	text := fmt.Sprintf("%s (decision %s)", title, id)
+	if len(reasons) > 0 {
+		text += ": " + strings.Join(reasons, "; ")
+	}
+	if reasons == nil {
+		reasons = []string{}
+	}
+	return &mcp.CallToolResult{
+		Content: []mcp.Content{&mcp.TextContent{Text: text}},
+		IsError: true,
+		Meta:    mcp.Meta{metaKey: map[string]any{"decision_id": id, "outcome": outcome, "reasons": reasons}},
+	}
+}
+
+func errorResult(id, text string) *mcp.CallToolResult {
+	return &mcp.CallToolResult{
+		Content: []mcp.Content{&mcp.TextContent{Text: text}},
+		IsError: true,
+		Meta:    mcp.Meta{metaKey: map[string]any{"decision_id": id, "outcome": OutcomeAllow, "upstream_error": text}},
+	}
+}
+
+// ---------------------------------------------------------------------------
+// calls_last_minute rounding (see data.acgs.tool_call.rate_thresholds)
+// ---------------------------------------------------------------------------
+
+// roundCalls rounds n down to the largest rate threshold it has reached (0
+// below all), which the rate rule answers exactly as it answers n; equal
+// calls then share a cache entry. Without thresholds n is sent as it is.
+func (g *Gateway) roundCalls(ctx context.Context, n int64) json.Number {
+	exact := json.Number(strconv.FormatInt(n, 10))
+	info, ok := g.d.Engine.Info()
+	if !ok {
+		return exact
+	}
+	t := g.thresholds.Load()
+	if t == nil || t.revision != info.Revision {
+		t = g.loadThresholds(ctx, info.Revision)
+		g.thresholds.Store(t)
+	}
+	if t.values == nil {
+		return exact
+	}
+	r := json.Number("0")
+	for i, v := range t.values {
+		if float64(n) >= v {
+			r = json.Number(t.texts[i])
+		}
+	}
+	return r
+}
+
+func (g *Gateway) loadThresholds(ctx context.Context, revision string) *thresholds {
+	t := &thresholds{revision: revision}
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.DecisionTimeout)
+	defer cancel()
+	d, err := g.d.Engine.Decide(ctx, thresholdsPath, nil)
+	if err != nil || !d.Defined {
+		g.log.Warn("gateway: no rate thresholds from the policy; sending exact call counts", "error", err)
+		return t
+	}
+	arr, _ := d.Result.([]any)
+	for _, x := range arr {
+		f, s, ok := number(x)
+		if !ok {
+			g.log.Warn("gateway: a rate threshold is not a number; sending exact call counts", "value", x)
+			return &thresholds{revision: revision}
+		}
+		t.values = append(t.values, f)
+		t.texts = append(t.texts, s)
+	}
+	if t.values == nil {
+		t.values, t.texts = []float64{}, []string{}
+	}
+	return t
+}
+
+func number(x any) (float64, string, bool) {
+	switch v := x.(type) {
+	case json.Number:
+		f, err := v.Float64()
+		return f, v.String(), err == nil && !math.IsInf(f, 0)
+	case float64:
+		return v, strconv.FormatFloat(v, 'g', -1, 64), true
+	case int:
+		return float64(v), strconv.Itoa(v), true
+	case int64:
+		return float64(v), strconv.FormatInt(v, 10), true
+	}
+	return 0, "", false
+}
+
+// ---------------------------------------------------------------------------
+// decision log
+// ---------------------------------------------------------------------------
+
+func (g *Gateway) logDecision(id string, input map[string]any, v verdict, shadow bool, calls int64, start time.Time, took time.Duration) {
+	if g.d.DecisionLog == nil {
+		return
+	}
+	ev := &telemetry.DecisionEvent{
+		DecisionID:         id,
+		Path:               DecisionPath,
+		Input:              input,
+		Timestamp:          start.UTC(),
+		CacheTier:          v.dec.Source.CacheTier(),
+		ConstitutionalHash: g.d.ConstitutionalHash,
+		Metrics: map[string]any{
+			"timer_gateway_decision_ns": took.Nanoseconds(),
+			"timer_rego_query_eval_ns":  v.dec.EvalNS,
+			"gateway_calls_last_minute": calls,
+		},
+		Labels: labelsEnforce,
+	}
+	if shadow {
+		ev.Labels = labelsShadow
+	}
+	if v.dec.Defined {
+		ev.Result = v.dec.Result
+	}
+	if v.dec.Revision != "" {
+		ev.Bundles = map[string]telemetry.BundleInfo{"acgs": {Revision: v.dec.Revision}}
+	}
+	if v.err != nil {
+		ev.Error = v.err.Error()
+	} else if v.failed {
+		ev.Error = strings.Join(v.reasons, "; ")
+	}
+	g.d.DecisionLog.Log(ev)
+}
+
+// logApproval records how a held call ended, linked to its decision.
+func (g *Gateway) logApproval(p *pending, decisionID string, v Verdict, by, note string) {
+	if g.d.DecisionLog == nil {
+		return
+	}
+	res := map[string]any{"decision_id": decisionID, "verdict": string(v)}
+	if p != nil {
+		res["approval_id"] = p.ID
+		res["tool"] = p.Tool
+		res["agent"] = p.Agent
+	}
+	if by != "" {
+		res["by"] = by
+	}
+	if note != "" {
+		res["note"] = note
+	}
+	g.d.DecisionLog.Log(&telemetry.DecisionEvent{
+		Path:               "acgs/gateway/approval",
+		Result:             res,
+		ConstitutionalHash: g.d.ConstitutionalHash,
+		CacheTier:          "none",
+		Labels:             labelsEnforce,
+	})
+}

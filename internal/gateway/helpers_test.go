@@ -1,0 +1,420 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/acgs-lite/acgs/internal/config"
+	"github.com/acgs-lite/acgs/internal/gateway"
+	"github.com/acgs-lite/acgs/internal/gateway/mcptest"
+	"github.com/acgs-lite/acgs/internal/service"
+	"github.com/acgs-lite/acgs/internal/telemetry"
+	"github.com/acgs-lite/acgs/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	mcptest.MainIfRequested() // the stdio upstream is this binary
+	testenv.Main(m)
+}
+
+const (
+	adminToken = "admin-secret-token"
+	hash       = config.DefaultConstitutionalHash
+)
+
+// env is one gateway in process: the real engine wiring of acgs serve
+// (embedded constitution), a chained decision log in a file, upstream
+// "local" (this test binary as a stdio child) and "remote" (mcptest over
+// streamable HTTP in process), agents over streamable HTTP on loopback.
+type env struct {
+	t        testing.TB
+	svc      *service.Service
+	g        *gateway.Gateway
+	remote   *mcptest.Server
+	stopRem  func()
+	remURL   string
+	agentURL string
+	adminURL string
+	logPath  string
+	dlog     *telemetry.DecisionLog
+	cancel   context.CancelFunc
+	done     chan error
+	logs     *syncBuffer
+	stopOnce sync.Once
+}
+
+type envOptions struct {
+	extraYAML   string               // appended to the configuration
+	upstreams   string               // replaces the default upstreams section
+	mutate      func(*config.Config) // engine settings
+	counter     gateway.Counter
+	adminTokens []string
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// stdioUpstream is the YAML of an upstream that runs this test binary as
+// the mcptest server over stdio.
+func stdioUpstream(name string, extra string) string {
+	exe, _ := os.Executable()
+	return fmt.Sprintf("  - name: %s\n    command: [%q]\n    env: {%s: stdio}\n%s", name, exe, mcptest.EnvServer, extra)
+}
+
+func startEnv(t testing.TB, o envOptions) *env {
+	t.Helper()
+	e := &env{t: t, logs: &syncBuffer{}}
+	e.remote = mcptest.New()
+	var err error
+	e.remURL, e.stopRem, err = e.remote.ServeHTTP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.stopRem)
+	ups := o.upstreams
+	if ups == "" {
+		ups = stdioUpstream("local", "") + fmt.Sprintf("  - name: remote\n    url: %s\n", e.remURL)
+	}
+	yml := fmt.Sprintf(`
+listen: 127.0.0.1:0
+agents:
+  - {id: agent-1, token: token-1}
+  - {id: agent-2, token: token-2}
+admin: {listen: 127.0.0.1:0}
+approvals: {timeout: 30s}
+call_timeout: 10s
+connect_timeout: 20s
+upstreams:
+%s
+`, ups)
+	yml = overrideTopLevel(yml, o.extraYAML) + o.extraYAML
+	gcfg, err := gateway.ParseConfig([]byte(yml))
+	if err != nil {
+		t.Fatalf("configuration: %v\n%s", err, yml)
+	}
+	cfg := config.Default()
+	cfg.Log.Level = "warn"
+	if o.mutate != nil {
+		o.mutate(&cfg)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	e.svc, err = service.New(ctx, cfg, service.Options{LogOutput: e.logs})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	e.logPath = filepath.Join(t.TempDir(), "decisions.jsonl")
+	e.dlog, err = telemetry.NewDecisionLog(telemetry.DecisionLogConfig{Sink: "file:" + e.logPath, Chain: true, Mask: []string{"/tool_call/arguments/secret_note"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := o.adminTokens
+	if tokens == nil {
+		tokens = []string{adminToken}
+	}
+	e.g, err = gateway.New(gcfg, gateway.Deps{
+		Engine: e.svc.Engine, ConstitutionalHash: hash, DecisionLog: e.dlog, Metrics: e.svc.Metrics,
+		Registerer: e.svc.Metrics.Registry(), Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		AdminTokens: tokens, Counter: o.counter,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	e.done = make(chan error, 1)
+	go func() {
+		e.done <- e.g.Run(ctx, gateway.RunOptions{Metrics: e.svc.Metrics.Handler(), Ready: func(agent, admin string) {
+			e.agentURL = "http://" + agent + gcfg.Path
+			e.adminURL = "http://" + admin
+			close(ready)
+		}})
+	}()
+	select {
+	case <-ready:
+	case err := <-e.done:
+		t.Fatalf("gateway stopped: %v\n%s", err, e.logs.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("gateway not ready in 60s\n%s", e.logs.String())
+	}
+	t.Cleanup(e.stop)
+	return e
+}
+
+// overrideTopLevel drops the lines of base whose top-level key extra sets
+// (extra is appended after it).
+func overrideTopLevel(base, extra string) string {
+	keys := map[string]bool{}
+	for _, l := range strings.Split(extra, "\n") {
+		if k, _, ok := strings.Cut(l, ":"); ok && k != "" && !strings.HasPrefix(l, " ") {
+			keys[k] = true
+		}
+	}
+	var out []string
+	for _, l := range strings.Split(base, "\n") {
+		if k, _, ok := strings.Cut(l, ":"); ok && keys[k] && !strings.HasPrefix(l, " ") {
+			continue
+		}
+		out = append(out, l)
+	}
+	return strings.Join(out, "\n")
+}
+
+// stop shuts the gateway down and closes the decision log.
+func (e *env) stop() {
+	e.stopOnce.Do(func() {
+		e.cancel()
+		select {
+		case err := <-e.done:
+			if err != nil {
+				e.t.Errorf("gateway: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			e.t.Errorf("gateway did not stop in 20s")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = e.dlog.Close(ctx)
+		e.svc.Close()
+	})
+}
+
+type bearer struct {
+	token string
+	base  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	if b.token != "" {
+		r.Header.Set("Authorization", "Bearer "+b.token)
+	}
+	return b.base.RoundTrip(r)
+}
+
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// agent connects the SDK's client to the gateway over streamable HTTP.
+func (e *env) agent(t testing.TB, token string) *mcp.ClientSession {
+	t.Helper()
+	return connectHTTP(t, e.agentURL, token)
+}
+
+func connectHTTP(t testing.TB, url, token string) *mcp.ClientSession {
+	t.Helper()
+	hc := &http.Client{Transport: bearer{token: token, base: http.DefaultTransport}}
+	c := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, nil)
+	cs, err := c.Connect(testCtx(t), &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: hc, MaxRetries: -1}, nil)
+	if err != nil {
+		t.Fatalf("connecting to %s: %v", url, err)
+	}
+	t.Cleanup(func() { _ = cs.Close() })
+	return cs
+}
+
+func call(t testing.TB, cs *mcp.ClientSession, name string, args any) *mcp.CallToolResult {
+	t.Helper()
+	res, err := cs.CallTool(testCtx(t), &mcp.CallToolParams{Name: name, Arguments: args})
+	if err != nil {
+		t.Fatalf("tools/call %s: %v", name, err)
+	}
+	return res
+}
+
+func text(res *mcp.CallToolResult) string {
+	var parts []string
+	for _, c := range res.Content {
+		if tc, ok := c.(*mcp.TextContent); ok {
+			parts = append(parts, tc.Text)
+		}
+	}
+	return strings.Join(parts, "\n")
+}
+
+// decisionMeta is the gateway's _meta on a refusal.
+func decisionMeta(t testing.TB, res *mcp.CallToolResult) (id, outcome string, reasons []string) {
+	t.Helper()
+	m, ok := res.Meta["io.acgs/decision"].(map[string]any)
+	if !ok {
+		t.Fatalf("no io.acgs/decision in _meta: %#v", res.Meta)
+	}
+	id, _ = m["decision_id"].(string)
+	outcome, _ = m["outcome"].(string)
+	if rs, ok := m["reasons"].([]any); ok {
+		for _, r := range rs {
+			reasons = append(reasons, r.(string))
+		}
+	}
+	return id, outcome, reasons
+}
+
+func toolNames(t testing.TB, cs *mcp.ClientSession) map[string]bool {
+	t.Helper()
+	res, err := cs.ListTools(testCtx(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, tl := range res.Tools {
+		names[tl.Name] = true
+	}
+	return names
+}
+
+// counter reads a counter or gauge of the gateway's registry (the sum over
+// series whose labels include want).
+func (e *env) metric(t testing.TB, name string, want map[string]string) float64 {
+	t.Helper()
+	return gather(t, e.svc.Metrics.Registry(), name, want)
+}
+
+func gather(t testing.TB, g prometheus.Gatherer, name string, want map[string]string) float64 {
+	t.Helper()
+	fams, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			for k, v := range want {
+				if labels[k] != v {
+					continue series
+				}
+			}
+			sum += value(m)
+		}
+	}
+	return sum
+}
+
+func value(m *dto.Metric) float64 {
+	switch {
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	case m.Histogram != nil:
+		return float64(m.Histogram.GetSampleCount())
+	}
+	return 0
+}
+
+// admin calls the admin API.
+func (e *env) admin(t testing.TB, method, path, token string, body any, out any) int {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequestWithContext(testCtx(t), method, e.adminURL+path, rd)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if out != nil && resp.StatusCode == http.StatusOK {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// waitPending waits until n calls are held and returns them.
+func (e *env) waitPending(t testing.TB, n int) []gateway.Approval {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var l gateway.ApprovalList
+		if code := e.admin(t, http.MethodGet, gateway.ApprovalsPath, adminToken, nil, &l); code != http.StatusOK {
+			t.Fatalf("list approvals: %d", code)
+		}
+		if len(l.Approvals) >= n {
+			return l.Approvals
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d approvals pending after 20s, want %d", len(l.Approvals), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// records reads the decision log (after stop).
+func (e *env) records(t testing.TB) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(e.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, line := range bytes.Split(bytes.TrimSpace(b), []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal(line, &m); err != nil {
+			t.Fatalf("decision log line: %v: %s", err, line)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// freeAddr is a loopback address nobody listens on.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}

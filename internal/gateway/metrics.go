@@ -1,0 +1,74 @@
+package gateway
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the gateway's Prometheus series (acgs_gateway_*), labelled by
+// upstream and tool. Labels come only from the configuration and the
+// upstreams' tool lists: a tool name an agent makes up is counted as
+// "other", an unknown upstream as "unknown", so agents cannot create series.
+type metrics struct {
+	decisions   *prometheus.CounterVec   // upstream, tool, outcome: allow|deny|approval_required|error
+	shadow      *prometheus.CounterVec   // upstream, tool, outcome: what shadow mode forwarded anyway
+	approvals   *prometheus.CounterVec   // upstream, tool, verdict
+	pending     *prometheus.GaugeVec     // upstream, tool
+	upstream    *prometheus.CounterVec   // upstream, tool, result: ok|tool_error|failed
+	overhead    *prometheus.HistogramVec // upstream
+	upstreamDur *prometheus.HistogramVec // upstream
+	up          *prometheus.GaugeVec     // upstream
+	counterErrs prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "acgs_gateway_tool_calls_total",
+			Help: "MCP tool calls through the gateway by the constitution's outcome (error: the decision failed and the call was denied).",
+		}, []string{"upstream", "tool", "outcome"}),
+		shadow: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "acgs_gateway_shadow_forwarded_total",
+			Help: "Tool calls in shadow mode that the constitution did not allow but the gateway forwarded anyway, by outcome (deny, approval_required, error).",
+		}, []string{"upstream", "tool", "outcome"}),
+		approvals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "acgs_gateway_approvals_total",
+			Help: "Held tool calls by how they ended: approved, refused, timed_out, cancelled.",
+		}, []string{"upstream", "tool", "verdict"}),
+		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "acgs_gateway_approvals_pending",
+			Help: "Tool calls waiting for approval now.",
+		}, []string{"upstream", "tool"}),
+		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "acgs_gateway_upstream_calls_total",
+			Help: "Calls forwarded to upstreams by result: ok, tool_error (the tool answered isError), failed (no answer).",
+		}, []string{"upstream", "tool", "result"}),
+		overhead: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "acgs_gateway_overhead_seconds",
+			Help:    "Time a forwarded call spent in the gateway itself: the whole call minus the upstream's answer (and minus any wait for approval).",
+			Buckets: []float64{25e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 25e-3, 100e-3},
+		}, []string{"upstream"}),
+		upstreamDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "acgs_gateway_upstream_duration_seconds",
+			Help:    "Time upstreams took to answer forwarded calls.",
+			Buckets: prometheus.ExponentialBuckets(100e-6, 4, 10),
+		}, []string{"upstream"}),
+		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "acgs_gateway_upstream_up",
+			Help: "1 when the gateway has a live session with the upstream.",
+		}, []string{"upstream"}),
+		counterErrs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "acgs_gateway_counter_errors_total",
+			Help: "Redis errors of the per-agent call counters (the call was counted in process instead).",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.decisions, m.shadow, m.approvals, m.pending, m.upstream, m.overhead, m.upstreamDur, m.up, m.counterErrs)
+	}
+	return m
+}
+
+func (m *metrics) observeOverhead(upstream string, d time.Duration) {
+	m.overhead.WithLabelValues(upstream).Observe(d.Seconds())
+}

@@ -1,0 +1,253 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/acgs-lite/acgs/internal/version"
+)
+
+// reconnectEvery bounds how often a dead upstream is restarted: a call
+// within it of the last failed attempt gets that attempt's error at once.
+const reconnectEvery = time.Second
+
+// upstream is the gateway's MCP client session with one upstream server,
+// restarted (a new child process, or a new HTTP session) when it is needed
+// after it died.
+type upstream struct {
+	cfg            Upstream
+	log            *slog.Logger
+	connectTimeout time.Duration
+
+	mu      sync.Mutex
+	session *mcp.ClientSession
+	tools   []*mcp.Tool
+	known   map[string]bool // tool names seen in the last list
+	lastTry time.Time
+	lastErr error
+	up      func(bool) // metrics: the upstream is connected or not
+}
+
+func newUpstream(cfg Upstream, log *slog.Logger, connectTimeout time.Duration, up func(bool)) *upstream {
+	if up == nil {
+		up = func(bool) {}
+	}
+	return &upstream{cfg: cfg, log: log.With("upstream", cfg.Name), connectTimeout: connectTimeout, known: map[string]bool{}, up: up}
+}
+
+// transport builds a new transport: a child process or an HTTP endpoint.
+func (u *upstream) transport() mcp.Transport {
+	if len(u.cfg.Command) > 0 {
+		cmd := exec.Command(u.cfg.Command[0], u.cfg.Command[1:]...)
+		cmd.Dir = u.cfg.Dir
+		cmd.Env = os.Environ()
+		for k, v := range u.cfg.Env {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		cmd.Stderr = &lineLogger{log: u.log}
+		cmd.WaitDelay = 2 * time.Second
+		return &mcp.CommandTransport{Command: cmd, TerminateDuration: 2 * time.Second}
+	}
+	hc := &http.Client{Transport: headerTransport{base: http.DefaultTransport, headers: u.cfg.Headers}}
+	return &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: hc, MaxRetries: 1, DisableStandaloneSSE: true}
+}
+
+// get returns a live session, connecting (or reconnecting) when there is
+// none and the last attempt is more than reconnectEvery ago.
+func (u *upstream) get(ctx context.Context) (*mcp.ClientSession, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.session != nil {
+		return u.session, nil
+	}
+	if !u.lastTry.IsZero() && time.Since(u.lastTry) < reconnectEvery && u.lastErr != nil {
+		return nil, u.lastErr
+	}
+	u.lastTry = time.Now()
+	cs, tools, err := u.connect(ctx)
+	if err != nil {
+		u.lastErr = fmt.Errorf("upstream %q is unavailable: %w", u.cfg.Name, err)
+		u.log.Warn("gateway: cannot connect to upstream", "error", err)
+		return nil, u.lastErr
+	}
+	u.session, u.lastErr = cs, nil
+	u.setTools(tools)
+	u.up(true)
+	u.log.Info("gateway: upstream connected", "tools", len(tools))
+	go func() {
+		err := cs.Wait()
+		u.mu.Lock()
+		if u.session == cs {
+			u.session = nil
+			u.lastErr = fmt.Errorf("upstream %q is unavailable: its connection closed", u.cfg.Name)
+			u.lastTry = time.Now()
+			u.up(false)
+			u.log.Warn("gateway: upstream connection closed", "error", err)
+		}
+		u.mu.Unlock()
+	}()
+	return cs, nil
+}
+
+func (u *upstream) connect(ctx context.Context) (*mcp.ClientSession, []*mcp.Tool, error) {
+	ctx, cancel := context.WithTimeout(ctx, u.connectTimeout)
+	defer cancel()
+	client := mcp.NewClient(&mcp.Implementation{Name: "acgs-gateway", Version: version.Version}, &mcp.ClientOptions{
+		Capabilities: &mcp.ClientCapabilities{},
+	})
+	cs, err := client.Connect(ctx, u.transport(), nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	tools, err := listAll(ctx, cs)
+	if err != nil {
+		_ = cs.Close()
+		return nil, nil, fmt.Errorf("tools/list: %w", err)
+	}
+	return cs, tools, nil
+}
+
+func listAll(ctx context.Context, cs *mcp.ClientSession) ([]*mcp.Tool, error) {
+	var tools []*mcp.Tool
+	for t, err := range cs.Tools(ctx, nil) {
+		if err != nil {
+			return nil, err
+		}
+		tools = append(tools, t)
+	}
+	return tools, nil
+}
+
+func (u *upstream) setTools(tools []*mcp.Tool) {
+	u.tools = tools
+	known := make(map[string]bool, len(tools))
+	for _, t := range tools {
+		known[t.Name] = true
+	}
+	u.known = known
+}
+
+// Tools lists the upstream's tools now, or returns the last list when the
+// upstream cannot answer (with the error, for the log).
+func (u *upstream) Tools(ctx context.Context) ([]*mcp.Tool, error) {
+	cs, err := u.get(ctx)
+	if err != nil {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		return u.tools, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, u.connectTimeout)
+	defer cancel()
+	tools, err := listAll(ctx, cs)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err != nil {
+		return u.tools, err
+	}
+	u.setTools(tools)
+	return tools, nil
+}
+
+// Known reports whether tool was in the upstream's last list (for metric
+// labels: names an agent makes up must not create series).
+func (u *upstream) Known(tool string) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.known[tool]
+}
+
+// Call forwards one call with its arguments exactly as the agent sent them.
+func (u *upstream) Call(ctx context.Context, tool string, args json.RawMessage, meta mcp.Meta) (*mcp.CallToolResult, error) {
+	cs, err := u.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, u.cfg.CallTimeout)
+	defer cancel()
+	p := &mcp.CallToolParams{Name: tool, Meta: meta}
+	if len(args) > 0 {
+		p.Arguments = args
+	}
+	res, err := cs.CallTool(ctx, p)
+	if err != nil {
+		switch {
+		case errors.Is(err, mcp.ErrConnectionClosed):
+			return nil, fmt.Errorf("upstream %q is unavailable: its connection closed during the call", u.cfg.Name)
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			return nil, fmt.Errorf("upstream %q did not answer within %s", u.cfg.Name, u.cfg.CallTimeout)
+		}
+		return nil, fmt.Errorf("upstream %q: %w", u.cfg.Name, err)
+	}
+	return res, nil
+}
+
+// Close ends the session (a child process gets its stdin closed, then
+// SIGTERM).
+func (u *upstream) Close() {
+	u.mu.Lock()
+	cs := u.session
+	u.session = nil
+	u.lastErr = fmt.Errorf("upstream %q: the gateway is shutting down", u.cfg.Name)
+	u.lastTry = time.Now().Add(time.Hour)
+	u.mu.Unlock()
+	if cs != nil {
+		_ = cs.Close()
+	}
+}
+
+// headerTransport adds the configured headers to every upstream request.
+type headerTransport struct {
+	base    http.RoundTripper
+	headers map[string]string
+}
+
+func (t headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if len(t.headers) == 0 {
+		return t.base.RoundTrip(r)
+	}
+	r = r.Clone(r.Context())
+	for k, v := range t.headers {
+		r.Header.Set(k, expandHeader(v))
+	}
+	return t.base.RoundTrip(r)
+}
+
+// lineLogger logs a child's stderr line by line.
+type lineLogger struct {
+	log *slog.Logger
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (l *lineLogger) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			break
+		}
+		l.log.Info("upstream stderr", "line", string(l.buf[:i]))
+		l.buf = l.buf[i+1:]
+	}
+	if len(l.buf) > 64<<10 { // a line without end: log what there is
+		l.log.Info("upstream stderr", "line", string(l.buf))
+		l.buf = nil
+	}
+	return len(p), nil
+}
+
+var _ io.Writer = (*lineLogger)(nil)
