@@ -1,0 +1,182 @@
+package vm
+
+import (
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/ir"
+	"github.com/open-policy-agent/opa/v1/topdown"
+)
+
+// builtinImpl is a built-in function as the VM calls it: OPA's own
+// implementation (topdown's), or one the caller declared.
+type builtinImpl struct {
+	name     string
+	fn       topdown.BuiltinFunc
+	void     bool // no result: defined when the implementation calls iter
+	relation bool // every output is collected into an array
+	nd       bool // non-deterministic: consults the NDBCache like topdown
+	skipBctx bool // needs no BuiltinContext but the call's location
+}
+
+// builtinSite is one call of a built-in in the plan.
+type builtinSite struct {
+	impl *builtinImpl
+	loc  *ast.Location
+}
+
+func (c *compiler) builtin(name string) (*builtinImpl, error) {
+	if bi, ok := c.bis[name]; ok {
+		return bi, nil
+	}
+	var decl *ast.Builtin
+	var fn topdown.BuiltinFunc
+	if custom := c.opts.Builtins[name]; custom != nil && custom.Func != nil {
+		decl, fn = custom.Decl, custom.Func
+	} else {
+		fn = topdown.GetBuiltin(name)
+		decl = ast.BuiltinMap[name]
+	}
+	if fn == nil || decl == nil || decl.Decl == nil {
+		return nil, unsupported("built-in %s has no implementation the VM can call", name)
+	}
+	bi := &builtinImpl{
+		name:     name,
+		fn:       fn,
+		void:     decl.Decl.Result() == nil,
+		relation: decl.Relation,
+		nd:       decl.Nondeterministic,
+		skipBctx: decl.CanSkipBctx,
+	}
+	c.bis[name] = bi
+	return bi, nil
+}
+
+func (c *compiler) builtinCall(s *ir.CallStmt, args []operand, res int32) (stmt, error) {
+	for _, a := range s.Args {
+		if l, ok := a.Value.(ir.Local); ok {
+			c.read(l)
+		}
+	}
+	if f := c.nativeBuiltin(s.Func, args, res); f != nil {
+		return f, nil
+	}
+	bi, err := c.builtin(s.Func)
+	if err != nil {
+		return nil, err
+	}
+	site := &builtinSite{impl: bi, loc: c.location(s.GetLocation())}
+	c.prog.builtins = append(c.prog.builtins, site)
+	n := len(args)
+	return func(st *state, l []*ast.Term) ctl {
+		buf := st.argBuf(n)
+		for i, a := range args {
+			t := a.get(l)
+			if t == nil {
+				return 0
+			}
+			buf[i] = t
+		}
+		r, c := st.callBuiltin(site, buf)
+		if c != ctlNext {
+			return c
+		}
+		if r != nil {
+			l[res] = r
+		}
+		return ctlNext
+	}, nil
+}
+
+// callBuiltin calls a built-in as topdown's evaluator does: the NDBCache
+// first for non-deterministic built-ins, a BuiltinContext with the call's
+// location, a Halt error always an error, any other error an error under
+// strict built-in errors and otherwise an undefined call.
+func (st *state) callBuiltin(site *builtinSite, args []*ast.Term) (*ast.Term, ctl) {
+	bi := site.impl
+	useNDB := bi.nd && !bi.skipBctx && st.ectx != nil && st.ectx.NDBCache() != nil
+	var key *ast.Array
+	if useNDB {
+		key = ast.NewArray(append([]*ast.Term(nil), args...)...)
+		if v, ok := st.ectx.NDBCache().Get(bi.name, key); ok {
+			return ast.NewTerm(v), ctlNext
+		}
+	}
+	var bctx topdown.BuiltinContext
+	if !bi.skipBctx {
+		bctx = *st.builtinContext()
+	}
+	bctx.Location = site.loc
+	st.out, st.called = nil, false
+	st.outs = st.outs[:0]
+	var err error
+	if bi.relation {
+		err = bi.fn(bctx, args, st.collectFn)
+	} else {
+		err = bi.fn(bctx, args, st.captureFn)
+	}
+	if err != nil {
+		if h, ok := err.(topdown.Halt); ok {
+			return nil, st.fail(h.Err)
+		}
+		if st.strict {
+			return nil, st.fail(err)
+		}
+		return nil, 0
+	}
+	if !st.called {
+		return nil, 0
+	}
+	var out *ast.Term
+	switch {
+	case bi.relation:
+		out = ast.ArrayTerm(append([]*ast.Term(nil), st.outs...)...)
+	case bi.void:
+		return nil, ctlNext
+	default:
+		out = st.out
+		if out == nil {
+			return nil, 0
+		}
+	}
+	if useNDB && !bi.relation {
+		st.ectx.NDBCache().Put(bi.name, key, out.Value)
+	}
+	return out, ctlNext
+}
+
+// nativeBuiltin returns a statement computing a built-in directly, for the
+// built-ins whose topdown implementation it repeats exactly; nil otherwise.
+func (c *compiler) nativeBuiltin(name string, args []operand, res int32) stmt {
+	if _, custom := c.opts.Builtins[name]; custom {
+		return nil
+	}
+	if len(args) != 2 {
+		return nil
+	}
+	a, b := args[0], args[1]
+	// topdown/comparison.go: Equal and Compare on the operands, boolean result.
+	var cmp func(x, y *ast.Term) bool
+	switch name {
+	case ast.Equal.Name:
+		cmp = func(x, y *ast.Term) bool { return x.Equal(y) }
+	case ast.NotEqual.Name:
+		cmp = func(x, y *ast.Term) bool { return !x.Equal(y) }
+	case ast.LessThan.Name:
+		cmp = func(x, y *ast.Term) bool { return x.Value.Compare(y.Value) < 0 }
+	case ast.LessThanEq.Name:
+		cmp = func(x, y *ast.Term) bool { return x.Value.Compare(y.Value) <= 0 }
+	case ast.GreaterThan.Name:
+		cmp = func(x, y *ast.Term) bool { return x.Value.Compare(y.Value) > 0 }
+	case ast.GreaterThanEq.Name:
+		cmp = func(x, y *ast.Term) bool { return x.Value.Compare(y.Value) >= 0 }
+	default:
+		return nil
+	}
+	return func(_ *state, l []*ast.Term) ctl {
+		x, y := a.get(l), b.get(l)
+		if x == nil || y == nil {
+			return 0
+		}
+		l[res] = ast.InternedTerm(cmp(x, y))
+		return ctlNext
+	}
+}

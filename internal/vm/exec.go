@@ -1,0 +1,297 @@
+package vm
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/builtins"
+)
+
+// checkEvery is how many loop iterations and function calls run between two
+// looks at the context and the cancel signal.
+const checkEvery = 256
+
+type memoEntry struct {
+	gen uint64
+	val *ast.Term // nil: the function was undefined
+}
+
+// state is one evaluation in progress. States are pooled per Program.
+type state struct {
+	prog    *Program
+	ctx     context.Context
+	ectx    *rego.EvalContext
+	runtime *ast.Term
+	strict  bool
+	done    <-chan struct{}
+	ext     topdown.Cancel
+	budget  int
+	err     error
+
+	stack []*ast.Term
+	sp    int
+	high  int
+
+	memo     []memoEntry
+	gen      uint64
+	nextGen  uint64
+	genStack []uint64
+
+	ret     *ast.Term
+	results ast.Set
+
+	// built-in calls
+	args      []*ast.Term
+	out       *ast.Term
+	outs      []*ast.Term
+	called    bool
+	captureFn func(*ast.Term) error
+	collectFn func(*ast.Term) error
+	bctx      topdown.BuiltinContext
+	bctxOK    bool
+	cancel    ctxCancel
+}
+
+func newState(p *Program) *state {
+	st := &state{
+		prog:  p,
+		stack: make([]*ast.Term, max(p.maxFrame, 8)),
+		memo:  make([]memoEntry, p.nmemo),
+		args:  make([]*ast.Term, 0, 8),
+	}
+	st.captureFn = func(t *ast.Term) error {
+		if !st.called {
+			st.out = t
+		}
+		st.called = true
+		return nil
+	}
+	st.collectFn = func(t *ast.Term) error {
+		st.called = true
+		st.outs = append(st.outs, t)
+		return nil
+	}
+	return st
+}
+
+func (st *state) reset(ctx context.Context, ectx *rego.EvalContext, rt ast.Value) {
+	st.ctx, st.ectx = ctx, ectx
+	st.done = ctx.Done()
+	st.ext = nil
+	st.strict = false
+	if ectx != nil {
+		st.ext = ectx.ExternalCancel()
+		st.strict = ectx.StrictBuiltinErrors()
+	}
+	st.runtime = nil
+	if rt != nil {
+		st.runtime = ast.NewTerm(rt)
+	}
+	st.budget = checkEvery
+	st.err = nil
+	st.sp = 0
+	st.nextGen++
+	st.gen = st.nextGen
+	st.genStack = st.genStack[:0]
+	st.ret = nil
+	st.results = ast.NewSet()
+	st.bctxOK = false
+	st.cancel = ctxCancel{done: st.done, ext: st.ext}
+}
+
+// release clears what the state holds of the evaluation and pools it.
+func (st *state) release() {
+	clear(st.stack[:min(st.high, len(st.stack))])
+	st.high = 0
+	clear(st.args[:cap(st.args)])
+	clear(st.outs[:cap(st.outs)])
+	st.out, st.ret, st.results = nil, nil, nil
+	st.ctx, st.ectx, st.runtime, st.done, st.ext, st.err = nil, nil, nil, nil, nil, nil
+	st.bctx = topdown.BuiltinContext{}
+	st.cancel = ctxCancel{}
+	st.prog.pool.Put(st)
+}
+
+// fail records err as the evaluation's error.
+func (st *state) fail(err error) ctl {
+	if st.err == nil {
+		st.err = err
+	}
+	return ctlErr
+}
+
+// tick counts a step; every checkEvery steps it looks whether the caller
+// cancelled, and then fails the evaluation as topdown does.
+func (st *state) tick() bool {
+	st.budget--
+	if st.budget > 0 {
+		return false
+	}
+	st.budget = checkEvery
+	if st.cancel.Cancelled() {
+		st.fail(cancelled())
+		return true
+	}
+	return false
+}
+
+func cancelled() error {
+	return &topdown.Error{Code: topdown.CancelErr, Message: "caller cancelled query execution"}
+}
+
+func (st *state) argBuf(n int) []*ast.Term {
+	if cap(st.args) < n {
+		st.args = make([]*ast.Term, n)
+	}
+	return st.args[:n]
+}
+
+func (st *state) pushMemo() {
+	st.genStack = append(st.genStack, st.gen)
+	st.nextGen++
+	st.gen = st.nextGen
+}
+
+func (st *state) popMemo() {
+	st.gen = st.genStack[len(st.genStack)-1]
+	st.genStack = st.genStack[:len(st.genStack)-1]
+}
+
+// frame returns n cleared slots on top of the stack.
+func (st *state) frame(n int) []*ast.Term {
+	top := st.sp + n
+	if top > len(st.stack) {
+		// Frames below keep their own slices of the old stack.
+		st.stack = make([]*ast.Term, 2*top)
+		st.high = 0
+	}
+	fl := st.stack[st.sp:top:top]
+	clear(fl)
+	st.sp = top
+	st.high = max(st.high, top)
+	return fl
+}
+
+// call runs fn with the arguments read from the caller's frame l. The
+// result is nil when fn is undefined.
+func (st *state) call(fn *function, args []operand, l []*ast.Term) (*ast.Term, ctl) {
+	if fn.memo >= 0 {
+		if e := st.memo[fn.memo]; e.gen == st.gen {
+			return e.val, ctlNext
+		}
+	}
+	if st.tick() {
+		return nil, ctlErr
+	}
+	base := st.sp
+	fl := st.frame(fn.nlocals)
+	for i, a := range args {
+		fl[fn.params[i]] = a.get(l)
+	}
+	var r *ast.Term
+	for _, b := range fn.blocks {
+		c := b.run(st, fl)
+		if c == ctlReturn {
+			r = st.ret
+			break
+		}
+		if c == ctlErr {
+			st.sp = base
+			return nil, ctlErr
+		}
+	}
+	st.sp = base
+	if fn.memo >= 0 {
+		st.memo[fn.memo] = memoEntry{gen: st.gen, val: r}
+	}
+	return r, ctlNext
+}
+
+// runPlan evaluates a plan on input and data (nil when undefined) and
+// returns its result set.
+func (st *state) runPlan(pl *plan, input, data *ast.Term) (ast.Set, error) {
+	if st.cancel.Cancelled() {
+		return nil, cancelled()
+	}
+	l := st.frame(pl.nlocals)
+	l[0], l[1] = input, data
+	for _, b := range pl.blocks {
+		if c := b.run(st, l); c == ctlErr {
+			return nil, st.err
+		}
+	}
+	return st.results, nil
+}
+
+// builtinContext is the evaluation's BuiltinContext, made on first use:
+// what topdown gives a built-in from the same EvalContext.
+func (st *state) builtinContext() *topdown.BuiltinContext {
+	if st.bctxOK {
+		return &st.bctx
+	}
+	st.bctxOK = true
+	b := topdown.BuiltinContext{
+		Context: st.ctx,
+		Cancel:  &st.cancel,
+		Runtime: st.runtime,
+		Cache:   builtins.Cache{},
+	}
+	now := time.Time{}
+	var seed io.Reader
+	if e := st.ectx; e != nil {
+		now = e.Time()
+		seed = e.Seed()
+		b.Metrics = e.Metrics()
+		b.InterQueryBuiltinCache = e.InterQueryBuiltinCache()
+		b.InterQueryBuiltinValueCache = e.InterQueryBuiltinValueCache()
+		b.NDBuiltinCache = e.NDBCache()
+		b.PrintHook = e.PrintHook()
+		b.DistributedTracingOpts = e.TracingOpts()
+		b.QueryTracers = e.QueryTracers()
+		b.Capabilities = e.Capabilities()
+	}
+	if b.Capabilities == nil {
+		b.Capabilities = st.prog.caps
+	}
+	if b.Metrics == nil {
+		b.Metrics = metrics.New()
+	}
+	if now.IsZero() {
+		now = time.Now()
+	}
+	if seed == nil {
+		seed = rand.Reader
+	}
+	b.Seed = seed
+	b.Time = ast.NumberTerm(json.Number(strconv.FormatInt(now.UnixNano(), 10)))
+	st.bctx = b
+	return &st.bctx
+}
+
+// ctxCancel is the topdown.Cancel built-ins see: cancelled when the
+// evaluation's context is done or the caller's external cancel fired.
+type ctxCancel struct {
+	done <-chan struct{}
+	ext  topdown.Cancel
+}
+
+func (c *ctxCancel) Cancel() {}
+
+func (c *ctxCancel) Cancelled() bool {
+	if c.done != nil {
+		select {
+		case <-c.done:
+			return true
+		default:
+		}
+	}
+	return c.ext != nil && c.ext.Cancelled()
+}

@@ -1,0 +1,165 @@
+package vm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/ir"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/util"
+)
+
+// Target is the name of the rego target the VM registers: pass
+// rego.Target(vm.Target) to rego.New.
+const Target = "acgs-vm"
+
+func init() {
+	rego.RegisterPlugin(Target, plugin{})
+}
+
+// env is what a preparation needs besides the plan, carried by the
+// context given to PrepareForEval (rego hands a target plugin the plan only).
+type env struct {
+	store storage.Store
+	caps  *ast.Capabilities
+}
+
+type envKey struct{}
+
+// WithStore returns a context for rego's PrepareForEval that tells the VM
+// which store holds the base documents (the one given to rego.Store): the
+// VM reads them with each evaluation's transaction, as topdown does. A
+// store returning AST values (inmem.OptReturnASTValuesOnRead) is read at
+// no cost; any other is converted on every evaluation.
+func WithStore(ctx context.Context, store storage.Store) context.Context {
+	e := envFrom(ctx)
+	e.store = store
+	return context.WithValue(ctx, envKey{}, e)
+}
+
+// WithCapabilities returns a context for PrepareForEval that gives the
+// built-ins the compiler's capabilities (topdown passes them to http.send,
+// net.lookup_ip_addr, json.match_schema) when the evaluation has none.
+func WithCapabilities(ctx context.Context, caps *ast.Capabilities) context.Context {
+	e := envFrom(ctx)
+	e.caps = caps
+	return context.WithValue(ctx, envKey{}, e)
+}
+
+func envFrom(ctx context.Context) env {
+	e, _ := ctx.Value(envKey{}).(env)
+	return e
+}
+
+type plugin struct{}
+
+func (plugin) IsTarget(t string) bool { return t == Target }
+
+func (plugin) PrepareForEval(ctx context.Context, pol *ir.Policy, opts ...rego.PrepareOption) (rego.TargetPluginEval, error) {
+	cfg := &rego.PrepareConfig{}
+	for _, o := range opts {
+		o(cfg)
+	}
+	prog, err := Compile(pol, Options{Builtins: cfg.BuiltinFuncs()})
+	if err != nil {
+		return nil, err
+	}
+	e := envFrom(ctx)
+	if prog.readsData && e.store == nil {
+		return nil, unsupported("the plan reads base documents and no store was given (vm.WithStore)")
+	}
+	prog.caps = e.caps
+	return &prepared{prog: prog, store: e.store}, nil
+}
+
+// prepared is a query lowered for the VM.
+type prepared struct {
+	prog  *Program
+	store storage.Store
+}
+
+// Eval evaluates the query: rego calls it from PreparedEvalQuery.Eval with
+// the evaluation's context and its runtime document.
+func (p *prepared) Eval(ctx context.Context, ectx *rego.EvalContext, rt ast.Value) (ast.Value, error) {
+	var input *ast.Term
+	if v := ectx.ParsedInput(); v != nil {
+		input = ast.NewTerm(v)
+	} else if raw := ectx.RawInput(); raw != nil {
+		// As rego parses a raw input for topdown.
+		ptr := util.Reference(raw)
+		if err := util.RoundTripFast(ptr); err != nil {
+			return nil, err
+		}
+		v, err := ast.InterfaceToValue(*ptr)
+		if err != nil {
+			return nil, err
+		}
+		input = ast.NewTerm(v)
+	}
+	var data *ast.Term
+	if p.prog.readsData {
+		v, err := p.store.Read(ctx, ectx.Transaction(), storage.RootPath)
+		if err != nil {
+			return nil, err
+		}
+		dv, ok := v.(ast.Value)
+		if !ok {
+			if dv, err = ast.InterfaceToValue(v); err != nil {
+				return nil, err
+			}
+		}
+		data = ast.NewTerm(dv)
+	}
+	return p.prog.Eval(ctx, ectx, rt, input, data)
+}
+
+// Eval runs the program's first plan on input and data (nil: undefined)
+// and returns its result set, a set of objects binding the query's
+// variables (what rego turns into a ResultSet). ectx may be nil.
+func (p *Program) Eval(ctx context.Context, ectx *rego.EvalContext, rt ast.Value, input, data *ast.Term) (ast.Set, error) {
+	st := p.pool.Get().(*state)
+	st.reset(ctx, ectx, rt)
+	rs, err := st.runPlan(p.plans[0], input, data)
+	st.release()
+	return rs, err
+}
+
+// Prepare prepares query (a body such as data.x.y) for evaluation on the
+// VM against compiler and store, with the rego options extra (for example
+// rego.EvalMode or rego.Capabilities). It returns an error wrapping
+// ErrUnsupported when the VM cannot run the query: the caller prepares it
+// for topdown instead. Evaluate with the result's Eval as for topdown.
+//
+// rego switches a compiler used with a target plugin to IR evaluation mode
+// (which only stops later topdown queries compiled with it from building
+// comprehension indices); Prepare sets it back to topdown's mode. rego
+// writes that field without a lock, so do not prepare on a compiler that
+// other goroutines compile queries with at the same time (prepare at
+// activation, or under the same lock as topdown preparations).
+func Prepare(ctx context.Context, compiler *ast.Compiler, store storage.Store, query ast.Body, extra ...func(*rego.Rego)) (rego.PreparedEvalQuery, error) {
+	opts := []func(*rego.Rego){
+		rego.ParsedQuery(query),
+		rego.Compiler(compiler),
+		rego.Store(store),
+		rego.Target(Target),
+		rego.EvalMode(ast.EvalModeTopdown),
+	}
+	opts = append(opts, extra...)
+	ctx = WithStore(ctx, store)
+	if compiler != nil {
+		ctx = WithCapabilities(ctx, compiler.Capabilities())
+	}
+	pq, err := rego.New(opts...).PrepareForEval(ctx)
+	if err != nil {
+		if errors.Is(err, ErrUnsupported) {
+			return rego.PreparedEvalQuery{}, err
+		}
+		// The planner refuses what it cannot plan (and compile errors
+		// end up here too): topdown decides.
+		return rego.PreparedEvalQuery{}, fmt.Errorf("%w: planning: %w", ErrUnsupported, err)
+	}
+	return pq, nil
+}

@@ -1,0 +1,204 @@
+package vm_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/ir"
+	"github.com/open-policy-agent/opa/v1/metrics"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/builtins"
+	"github.com/open-policy-agent/opa/v1/types"
+
+	"github.com/acgs-lite/acgs/internal/vm"
+)
+
+func TestSmoke(t *testing.T) {
+	ctx := context.Background()
+	mod := `package x
+import rego.v1
+default allow := false
+allow if { input.user == "alice"; count(input.roles) > 1 }
+roles contains r if { some r in input.roles; startswith(r, "a") }
+obj[k] := v if { some k, v in data.base }
+f(x) := x + 1
+g := f(41)
+arr := [y | some y in input.roles]
+`
+	store := inmem.NewFromObject(map[string]any{"base": map[string]any{"a": 1, "b": "two"}})
+	input := ast.MustParseTerm(`{"user": "alice", "roles": ["admin", "b", "audit"]}`).Value
+	for _, q := range []string{"data.x.allow", "data.x.roles", "data.x.obj", "data.x.g", "data.x.arr", "data.x", "x = data.x.roles[_]"} {
+		td, err := rego.New(rego.Query(q), rego.Module("x.rego", mod), rego.Store(store)).PrepareForEval(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pq, err := rego.New(rego.Query(q), rego.Module("x.rego", mod), rego.Store(store), rego.Target(vm.Target)).PrepareForEval(vm.WithStore(ctx, store))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := td.Eval(ctx, rego.EvalParsedInput(input))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := pq.Eval(ctx, rego.EvalParsedInput(input))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ja, _ := json.Marshal(a)
+		jb, _ := json.Marshal(b)
+		if string(ja) != string(jb) {
+			t.Errorf("%s:\ntopdown %s\nvm      %s", q, ja, jb)
+		}
+	}
+}
+
+// prepare prepares query over mod on the VM and on topdown.
+func prepare(t *testing.T, mod, query string, opts ...func(*rego.Rego)) (vmq, tdq rego.PreparedEvalQuery) {
+	t.Helper()
+	ctx := context.Background()
+	store := inmem.New()
+	base := []func(*rego.Rego){rego.Query(query), rego.Module("m.rego", mod), rego.Store(store)}
+	var err error
+	tdq, err = rego.New(append(base, opts...)...).PrepareForEval(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vmq, err = rego.New(append(append(base, opts...), rego.Target(vm.Target))...).PrepareForEval(vm.WithStore(ctx, store))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vmq, tdq
+}
+
+func TestCancellation(t *testing.T) {
+	// A loop of a hundred million steps: only cancellation ends it in time.
+	q, _ := prepare(t, "package x\np if { some i in numbers.range(1, 10000); some j in numbers.range(1, 10000); i + j < 0 }", "data.x.p")
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := q.Eval(ctx)
+	var te *topdown.Error
+	if !errors.As(err, &te) || te.Code != topdown.CancelErr {
+		t.Fatalf("got %v, want a %s error", err, topdown.CancelErr)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("cancellation took %v", took)
+	}
+}
+
+func TestNDBCacheAndPrint(t *testing.T) {
+	q, tq := prepare(t, "package x\np := [t, r] if { t := time.now_ns(); r := rand.intn(\"k\", 1000); print(\"r\", r) }", "data.x.p", rego.EnablePrintStatements(true))
+	var out, tout bytes.Buffer
+	for _, c := range []struct {
+		q   rego.PreparedEvalQuery
+		buf *bytes.Buffer
+	}{{q, &out}, {tq, &tout}} {
+		ndb := builtins.NDBCache{}
+		ctx := context.Background()
+		rs, err := c.q.Eval(ctx, rego.EvalNDBuiltinCache(ndb), rego.EvalPrintHook(topdown.NewPrintHook(c.buf)))
+		if err != nil || len(rs) != 1 {
+			t.Fatal(rs, err)
+		}
+		if len(ndb) != 2 {
+			t.Fatalf("NDBCache holds %v, want time.now_ns and rand.intn", ndb)
+		}
+		// The same cache answers a second evaluation the same.
+		rs2, err := c.q.Eval(ctx, rego.EvalNDBuiltinCache(ndb), rego.EvalPrintHook(topdown.NewPrintHook(io.Discard)))
+		if err != nil || fmt.Sprint(rs2[0].Expressions[0].Value) != fmt.Sprint(rs[0].Expressions[0].Value) {
+			t.Fatalf("second evaluation %v, first %v (%v)", rs2, rs, err)
+		}
+	}
+	if !strings.HasPrefix(out.String(), "r ") || strings.Count(out.String(), "\n") != strings.Count(tout.String(), "\n") {
+		t.Fatalf("print: vm %q, topdown %q", out.String(), tout.String())
+	}
+}
+
+func TestStrictBuiltinErrors(t *testing.T) {
+	mod := "package x\np := to_number(input.s)\nq := 1 if { not p }"
+	for _, strict := range []bool{false, true} {
+		q, tq := prepare(t, mod, "data.x", rego.StrictBuiltinErrors(strict))
+		in := rego.EvalInput(map[string]any{"s": "not a number"})
+		rs, err := q.Eval(context.Background(), in)
+		trs, terr := tq.Eval(context.Background(), in)
+		if (err != nil) != (terr != nil) || fmt.Sprint(rs) != fmt.Sprint(trs) {
+			t.Fatalf("strict=%v: vm %v %v, topdown %v %v", strict, rs, err, trs, terr)
+		}
+		if strict != (err != nil) {
+			t.Fatalf("strict=%v: error %v", strict, err)
+		}
+	}
+}
+
+func TestConflictError(t *testing.T) {
+	q, _ := prepare(t, "package x\np := 1 if input.a\np := 2 if input.b\nf(x) := 1 if x\nf(x) := 2 if x\ng := f(true)", "data.x.p")
+	_, err := q.Eval(context.Background(), rego.EvalInput(map[string]any{"a": true, "b": true}))
+	var te *topdown.Error
+	if !errors.As(err, &te) || te.Code != topdown.ConflictErr || !strings.Contains(te.Message, "data.x.p") {
+		t.Fatalf("got %v", err)
+	}
+	q, _ = prepare(t, "package x\nf(x) := 1 if x\nf(x) := 2 if x\ng := f(true)", "data.x.g")
+	if _, err := q.Eval(context.Background()); !errors.As(err, &te) || !strings.Contains(te.Message, "function data.x.f") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestUnsupported(t *testing.T) {
+	ctx := context.Background()
+	// A built-in the VM has no implementation of.
+	decl := &ast.Builtin{Name: "acme.nothing", Decl: types.NewFunction(types.Args(types.S), types.S)}
+	pol := &ir.Policy{
+		Static: &ir.Static{Strings: []*ir.StringConst{{Value: "x"}}},
+		Plans: &ir.Plans{Plans: []*ir.Plan{{Name: "eval", Blocks: []*ir.Block{{Stmts: []ir.Stmt{
+			&ir.CallStmt{Func: decl.Name, Args: []ir.Operand{{Value: ir.StringIndex(0)}}, Result: 2},
+		}}}}}},
+	}
+	if _, err := vm.Compile(pol, vm.Options{}); !errors.Is(err, vm.ErrUnsupported) || !strings.Contains(err.Error(), "acme.nothing") {
+		t.Fatalf("unknown built-in: %v", err)
+	}
+	// A break out of the function.
+	pol.Plans.Plans[0].Blocks[0].Stmts = []ir.Stmt{&ir.BreakStmt{Index: 1}}
+	if _, err := vm.Compile(pol, vm.Options{}); !errors.Is(err, vm.ErrUnsupported) {
+		t.Fatalf("break: %v", err)
+	}
+	// What OPA's planner refuses comes back from Prepare as unsupported.
+	c := ast.MustCompileModules(map[string]string{"m.rego": "package x\np[x] := 1 if { x := \"a\" }\np.b := 2 if { data.x.p.a == 1 }"})
+	_, err := vm.Prepare(ctx, c, inmem.New(), ast.MustParseBody("data.x.p"))
+	if !errors.Is(err, vm.ErrUnsupported) {
+		t.Fatalf("planner: %v", err)
+	}
+	// No store given for a plan that reads base documents.
+	_, err = rego.New(rego.Query("data.y"), rego.Target(vm.Target)).PrepareForEval(ctx)
+	if !errors.Is(err, vm.ErrUnsupported) {
+		t.Fatalf("no store: %v", err)
+	}
+}
+
+func TestPrepareKeepsCompilerMode(t *testing.T) {
+	c := ast.MustCompileModules(map[string]string{"m.rego": "package x\np := [y | some y in input.a]"})
+	pq, err := vm.Prepare(context.Background(), c, inmem.New(), ast.MustParseBody("data.x.p"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := pq.Eval(context.Background(), rego.EvalInput(map[string]any{"a": []any{1, 2}}))
+	if err != nil || fmt.Sprint(rs[0].Expressions[0].Value) != "[1 2]" {
+		t.Fatal(rs, err)
+	}
+	// Topdown queries prepared afterwards still build comprehension indices.
+	m := metrics.New()
+	if _, err := rego.New(rego.Query("data.x.p"), rego.Compiler(c), rego.Metrics(m), rego.Instrument(true)).PrepareForEval(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.All()["timer_query_compile_stage_build_comprehension_index_ns"]; !ok {
+		t.Fatalf("compiler left in IR mode: %v", m.All())
+	}
+}
