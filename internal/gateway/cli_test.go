@@ -1,0 +1,282 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/acgs-lite/acgs/internal/gateway"
+	"github.com/acgs-lite/acgs/internal/gateway/mcptest"
+	"github.com/acgs-lite/acgs/internal/testenv"
+)
+
+// These tests run the acgs binary: `acgs gateway` started by the SDK's
+// client over stdio (as an agent host starts an MCP server) and over
+// streamable HTTP, `acgs approvals` against its admin API, and `acgs audit
+// verify` on the decision log it wrote.
+
+// runACGS runs an acgs subcommand and returns its output and exit code.
+func runACGS(t *testing.T, env []string, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, testenv.ACGSBinary(t), args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &ee):
+		return string(out), ee.ExitCode()
+	}
+	t.Fatalf("acgs %v: %v", args, err)
+	return "", -1
+}
+
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "gateway.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestBinaryStdioApprovalsAndAudit(t *testing.T) {
+	acgs := testenv.ACGSBinary(t)
+	remote := mcptest.New()
+	remURL, stop, err := remote.ServeHTTP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "decisions.jsonl")
+	adminAddr := freeAddr(t)
+	cfg := writeConfig(t, fmt.Sprintf(`
+stdio_agent: desktop-agent
+admin: {listen: %q}
+approvals: {timeout: 3s}
+decision_log: file:%s
+upstreams:
+%s  - name: remote
+    url: %s
+`, adminAddr, logPath, stdioUpstream("local", ""), remURL))
+	const token = "cli-admin-token-0123456789"
+	adminEnv := []string{"ACGS_GATEWAY_ADMIN_URL=http://" + adminAddr, "ADMIN_TOKEN=" + token}
+
+	var stderr syncBuffer
+	cmd := exec.Command(acgs, "gateway", "--config", cfg)
+	cmd.Env = append(os.Environ(), "ADMIN_TOKEN="+token, "LOG_FORMAT=text")
+	cmd.Stderr = &stderr
+	c := mcp.NewClient(&mcp.Implementation{Name: "agent-host", Version: "1"}, nil)
+	cs, err := c.Connect(testCtx(t), &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatalf("starting acgs gateway over stdio: %v\n%s", err, stderr.String())
+	}
+	defer cs.Close()
+
+	names := toolNames(t, cs)
+	if !names["local__echo"] || !names["remote__echo"] || names["local__exec"] || names["remote__exec"] {
+		t.Fatalf("tools/list: %v", names)
+	}
+	if res := call(t, cs, "local__echo", map[string]any{"text": "hi"}); res.IsError {
+		t.Fatalf("echo: %q", text(res))
+	}
+	if res := call(t, cs, "remote__exec", map[string]any{"command": "id"}); !res.IsError || !strings.Contains(text(res), "prohibited") {
+		t.Fatalf("exec: %q", text(res))
+	}
+
+	// held, then approved with acgs approvals
+	held := func(id string) chan *mcp.CallToolResult {
+		ch := make(chan *mcp.CallToolResult, 1)
+		go func() {
+			res, err := cs.CallTool(testCtx(t), &mcp.CallToolParams{Name: "remote__delete_record", Arguments: map[string]any{"id": id}})
+			if err != nil {
+				res = &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: err.Error()}}}
+			}
+			ch <- res
+		}()
+		return ch
+	}
+	waitListed := func() gateway.Approval {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			out, code := runACGS(t, adminEnv, "approvals", "list", "--json")
+			if code != 0 {
+				t.Fatalf("acgs approvals list: %d %s", code, out)
+			}
+			var l gateway.ApprovalList
+			if err := json.Unmarshal([]byte(out), &l); err != nil {
+				t.Fatalf("approvals list --json: %v: %s", err, out)
+			}
+			if len(l.Approvals) == 1 {
+				return l.Approvals[0]
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no held call listed: %s", out)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	first := held("one")
+	a := waitListed()
+	if a.Agent != "desktop-agent" || a.Tool != "remote__delete_record" {
+		t.Fatalf("listed: %+v", a)
+	}
+	if out, code := runACGS(t, adminEnv, "approvals", "list"); code != 0 || !strings.Contains(out, a.ID) || !strings.Contains(out, "desktop-agent") {
+		t.Fatalf("approvals list (table): %d %s", code, out)
+	}
+	if out, code := runACGS(t, adminEnv, "approvals", "approve", a.ID, "--by", "tester"); code != 0 || !strings.Contains(out, "approved") {
+		t.Fatalf("approvals approve: %d %s", code, out)
+	}
+	if res := <-first; res.IsError || text(res) != "deleted one" {
+		t.Fatalf("approved call: %q", text(res))
+	}
+	if out, code := runACGS(t, []string{"ACGS_GATEWAY_ADMIN_URL=http://" + adminAddr, "ADMIN_TOKEN=wrong"}, "approvals", "list"); code == 0 || !strings.Contains(out, "401") {
+		t.Fatalf("a wrong admin token: %d %s", code, out)
+	}
+
+	// refused with a note
+	second := held("two")
+	b := waitListed()
+	if out, code := runACGS(t, adminEnv, "approvals", "deny", b.ID, "--note", "not today"); code != 0 {
+		t.Fatalf("approvals deny: %d %s", code, out)
+	}
+	if res := <-second; !res.IsError || !strings.Contains(text(res), "not today") {
+		t.Fatalf("refused call: %q", text(res))
+	}
+	// and one left to time out
+	if res := <-held("three"); !res.IsError || !strings.Contains(text(res), "no approval within 3s") {
+		t.Fatalf("timed-out call: %q", text(res))
+	}
+	if remote.Calls("delete_record") != 1 {
+		t.Fatalf("upstream delete_record calls: %d, want 1", remote.Calls("delete_record"))
+	}
+
+	// the agent goes away: the gateway exits and closes its log
+	if err := cs.Close(); err != nil {
+		t.Logf("close: %v", err)
+	}
+	if !strings.Contains(stderr.String(), "head=sha256:") {
+		t.Fatalf("the gateway did not log the chain head at exit:\n%s", stderr.String())
+	}
+
+	out, code := runACGS(t, nil, "audit", "verify", logPath)
+	if code != 0 || !strings.Contains(out, "intact") {
+		t.Fatalf("audit verify of the intact log: %d %s", code, out)
+	}
+	data, _ := os.ReadFile(logPath)
+	lines := strings.SplitAfter(strings.TrimSuffix(string(data), "\n"), "\n")
+	if len(lines) < 8 { // 4 list-free decisions + 3 held + 3 verdicts (tools/list is not logged)
+		t.Fatalf("%d records in the log", len(lines))
+	}
+	// a record removed from the middle
+	cut := filepath.Join(dir, "cut.jsonl")
+	_ = os.WriteFile(cut, []byte(strings.Join(append(append([]string{}, lines[:3]...), lines[4:]...), "")), 0o600)
+	if out, code := runACGS(t, nil, "audit", "verify", cut); code != 1 || !strings.Contains(out, "cut.jsonl:4:") || !strings.Contains(out, "BROKEN") {
+		t.Fatalf("audit verify of a log with a removed record: %d %s", code, out)
+	}
+	// a record edited in the middle: the denial of exec turned into an allow
+	edited := filepath.Join(dir, "edited.jsonl")
+	var idx = -1
+	for i, l := range lines {
+		if strings.Contains(l, `"outcome":"deny"`) {
+			idx = i
+			break
+		}
+	}
+	if idx < 0 || idx == len(lines)-1 {
+		t.Fatalf("no deny record to edit in %d lines", len(lines))
+	}
+	changed := append([]string{}, lines...)
+	changed[idx] = strings.Replace(strings.Replace(changed[idx], `"outcome":"deny"`, `"outcome":"allow"`, 1), `"allow":false`, `"allow":true`, 1)
+	_ = os.WriteFile(edited, []byte(strings.Join(changed, "")), 0o600)
+	out, code = runACGS(t, nil, "audit", "verify", "--json", edited)
+	if code != 1 || !strings.Contains(out, fmt.Sprintf(`"line": %d`, idx+2)) {
+		t.Fatalf("audit verify of an edited log: %d %s", code, out)
+	}
+}
+
+func TestBinaryStreamableHTTP(t *testing.T) {
+	acgs := testenv.ACGSBinary(t)
+	remote := mcptest.New()
+	remURL, stop, err := remote.ServeHTTP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	addr, adminAddr := freeAddr(t), freeAddr(t)
+	cfg := writeConfig(t, fmt.Sprintf(`
+listen: %q
+admin: {listen: %q}
+agents:
+  - {id: ci-agent, token_env: CI_AGENT_TOKEN}
+upstreams:
+  - name: remote
+    url: %s
+`, addr, adminAddr, remURL))
+	var stderr syncBuffer
+	cmd := exec.Command(acgs, "gateway", "--config", cfg)
+	cmd.Env = append(os.Environ(), "CI_AGENT_TOKEN=ci-token", "DECISION_LOG=off")
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("acgs gateway exited with %v after SIGTERM\n%s", err, stderr.String())
+			}
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Error("acgs gateway did not stop within 20s of SIGTERM")
+		}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + adminAddr + gateway.HealthPath)
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("acgs gateway not ready: %v\n%s", err, stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cs := connectHTTP(t, "http://"+addr+"/mcp", "ci-token")
+	res := call(t, cs, "remote__add", map[string]any{"a": 1, "b": 2})
+	if res.IsError || text(res) != `{"sum":3}` {
+		t.Fatalf("add: %q", text(res))
+	}
+	resp, err := http.Get("http://" + adminAddr + gateway.MetricsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body bytes.Buffer
+	_, _ = body.ReadFrom(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`acgs_gateway_tool_calls_total{outcome="allow",tool="add",upstream="remote"} 1`, "acgs_gateway_overhead_seconds_bucket", `acgs_gateway_upstream_up{upstream="remote"} 1`, "acgs_decisions_total"} {
+		if !strings.Contains(body.String(), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
