@@ -219,24 +219,26 @@ const (
 )
 
 // NewProjectedKey returns the cache key of a decision whose policy reads
-// only paths of the input (a read set, readset.Set.Paths: minimal, each
-// read whole). It hashes the revision, the path and, for each read path in
-// order, the canonical value there or a missing marker. Two inputs get the
+// only paths of the input (a read set: rs.Paths, each read whole, and
+// rs.Types, of which only the type is read). It hashes the revision, the
+// path and, for each read path in order, the canonical value there or a
+// missing marker, then for each type path the type there or a missing
+// marker. Two inputs get the
 // same key exactly when they agree on every read path, so a field the
 // policy cannot read (a request id, a timestamp) does not change the key,
 // and a missing field never hashes like a present one. Navigation follows
 // reference semantics: a string element looks up an object member, an int
 // element indexes an array; anything else is missing.
-func NewProjectedKey(revision, path string, paths []readset.Path, input any) (Key, error) {
+func NewProjectedKey(revision, path string, rs *readset.Set, input any) (Key, error) {
 	s := getScratch()
 	b := binary.AppendUvarint(s.buf[:0], uint64(len(revision)))
 	b = append(b, revision...)
 	b = binary.AppendUvarint(b, uint64(len(path)))
 	b = append(b, path...)
 	b = append(b, tagProjection)
-	b = binary.AppendUvarint(b, uint64(len(paths)))
+	b = binary.AppendUvarint(b, uint64(len(rs.Paths)))
 	var err error
-	for _, p := range paths {
+	for _, p := range rs.Paths {
 		v, ok := lookup(input, p)
 		if !ok {
 			b = append(b, tagMissing)
@@ -244,6 +246,21 @@ func NewProjectedKey(revision, path string, paths []readset.Path, input any) (Ke
 		}
 		if b, err = appendValue(b, v, s); err != nil {
 			break
+		}
+	}
+	if err == nil {
+		b = binary.AppendUvarint(b, uint64(len(rs.Types)))
+		for _, p := range rs.Types {
+			v, ok := lookup(input, p)
+			if !ok {
+				b = append(b, tagMissing)
+				continue
+			}
+			var t byte
+			if t, err = typeTag(v); err != nil {
+				break
+			}
+			b = append(b, t)
 		}
 	}
 	s.buf = b
@@ -254,6 +271,26 @@ func NewProjectedKey(revision, path string, paths []readset.Path, input any) (Ke
 	h := xxh3.Hash128(b)
 	putScratch(s)
 	return Key{Hi: h.Hi, Lo: h.Lo}, nil
+}
+
+// typeTag is one byte per JSON type: what a type test (is_object,
+// type_name, ...) can tell of a value. true and false share one.
+func typeTag(v any) (byte, error) {
+	switch v.(type) {
+	case nil:
+		return tagNull, nil
+	case bool:
+		return 'b', nil
+	case string:
+		return tagString, nil
+	case json.Number, float64, int, int64:
+		return tagNumber, nil
+	case map[string]any:
+		return tagObject, nil
+	case []any:
+		return tagArray, nil
+	}
+	return 0, fmt.Errorf("cache: cannot encode %T in a cache key", v)
 }
 
 // lookup follows p from v as a Rego reference would.

@@ -41,13 +41,13 @@ func TestProjectedKey(t *testing.T) {
 		{"an indexed element", `{"action":"read","context":{"agent":{"trust_level":0.9}},"items":[1,2],"xs":[{"name":"b"},{"name":"a"}]}`, false},
 		{"string for number", `{"action":"read","context":{"agent":{"trust_level":"0.9"}},"items":[1,2],"xs":[{"name":"a"}]}`, false},
 	}
-	want, err := NewProjectedKey("rev", "p", paths, decode(t, base))
+	want, err := NewProjectedKey("rev", "p", &readset.Set{Paths: paths}, decode(t, base))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := NewProjectedKey("rev", "p", paths, decode(t, tc.input))
+			got, err := NewProjectedKey("rev", "p", &readset.Set{Paths: paths}, decode(t, tc.input))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -65,7 +65,7 @@ func TestProjectedKey(t *testing.T) {
 func TestProjectedKeyMissingIsNeverAValue(t *testing.T) {
 	paths := []readset.Path{{"a", "b"}, {"xs", 1}}
 	key := func(s string) Key {
-		k, err := NewProjectedKey("rev", "p", paths, decode(t, s))
+		k, err := NewProjectedKey("rev", "p", &readset.Set{Paths: paths}, decode(t, s))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -84,14 +84,14 @@ func TestProjectedKeyMissingIsNeverAValue(t *testing.T) {
 	}
 	// Tags: the projection onto no path never hashes like the whole input.
 	whole, _ := NewKey("rev", "p", map[string]any{})
-	none, _ := NewProjectedKey("rev", "p", nil, map[string]any{})
+	none, _ := NewProjectedKey("rev", "p", &readset.Set{}, map[string]any{})
 	if whole == none {
 		t.Errorf("an empty projection hashed like the whole empty input")
 	}
 	// Revision and path scope the key.
-	a, _ := NewProjectedKey("rev", "p", paths, map[string]any{})
-	b, _ := NewProjectedKey("rev2", "p", paths, map[string]any{})
-	c, _ := NewProjectedKey("rev", "q", paths, map[string]any{})
+	a, _ := NewProjectedKey("rev", "p", &readset.Set{Paths: paths}, map[string]any{})
+	b, _ := NewProjectedKey("rev2", "p", &readset.Set{Paths: paths}, map[string]any{})
+	c, _ := NewProjectedKey("rev", "q", &readset.Set{Paths: paths}, map[string]any{})
 	if a == b || a == c {
 		t.Errorf("revision or path did not change the key")
 	}
@@ -111,7 +111,7 @@ func FuzzProjectedKey(f *testing.F) {
 		if d.Decode(&v) != nil {
 			return
 		}
-		k1, err := NewProjectedKey("rev", "p", paths, v)
+		k1, err := NewProjectedKey("rev", "p", &readset.Set{Paths: paths}, v)
 		if err != nil {
 			return
 		}
@@ -123,7 +123,7 @@ func FuzzProjectedKey(f *testing.F) {
 			return
 		}
 		m[extra] = "noise"
-		k2, err := NewProjectedKey("rev", "p", paths, m)
+		k2, err := NewProjectedKey("rev", "p", &readset.Set{Paths: paths}, m)
 		if err != nil || k1 != k2 {
 			t.Fatalf("a member outside the read set changed the key (%v)", err)
 		}
@@ -131,3 +131,36 @@ func FuzzProjectedKey(f *testing.F) {
 }
 
 func stringsReader(s string) *strings.Reader { return strings.NewReader(s) }
+
+// TestProjectedKeyTypes: of a path whose type only is read, the type counts
+// and the contents do not.
+func TestProjectedKeyTypes(t *testing.T) {
+	rs := &readset.Set{Paths: []readset.Path{{"r", "kind"}}, Types: []readset.Path{{"r"}}}
+	key := func(s string) Key {
+		k, err := NewProjectedKey("rev", "p", rs, decode(t, s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	obj := key(`{"r":{"kind":"a"}}`)
+	for _, s := range []string{`{"r":{"kind":"a","id":"x"}}`, `{"r":{"kind":"a","meta":{"n":[1]}},"x":1}`} {
+		if key(s) != obj {
+			t.Errorf("%s: contents outside the read paths changed the key", s)
+		}
+	}
+	seen := map[Key]string{obj: "object"}
+	for _, s := range []string{`{}`, `{"r":null}`, `{"r":true}`, `{"r":"a"}`, `{"r":1}`, `{"r":[]}`, `{"r":{"kind":"b"}}`} {
+		k := key(s)
+		if prev, dup := seen[k]; dup {
+			t.Errorf("%s hashed like %s", s, prev)
+		}
+		seen[k] = s
+	}
+	if key(`{"r":true}`) != key(`{"r":false}`) {
+		t.Errorf("true and false are one type")
+	}
+	if key(`{"r":1}`) != key(`{"r":2.5}`) {
+		t.Errorf("1 and 2.5 are one type")
+	}
+}

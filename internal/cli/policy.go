@@ -95,9 +95,12 @@ means the decision is never cached.`,
 				case rs.Whole:
 					fmt.Fprintf(out, "%s: the whole input (%s)\n", ref, rs.WholeWhy)
 				default:
-					fmt.Fprintf(out, "%s: %d input paths (%d rules reachable)\n", ref, len(rs.Paths), rs.Rules)
+					fmt.Fprintf(out, "%s: %d input paths (%d rules reachable)\n", ref, rs.Size(), rs.Rules)
 					for _, p := range rs.Paths {
 						fmt.Fprintf(out, "  %s\n", p)
+					}
+					for _, p := range rs.Types {
+						fmt.Fprintf(out, "  type of %s\n", p)
 					}
 				}
 				for _, n := range rs.Nondeterministic {
@@ -122,16 +125,20 @@ type readsetJSON struct {
 	WholeInput       bool     `json:"whole_input"`
 	WholeWhy         string   `json:"whole_input_why,omitempty"`
 	InputPaths       []string `json:"input_paths"`
+	TypeOnly         []string `json:"type_only_paths"`
 	Nondeterministic []string `json:"nondeterministic_builtins,omitempty"`
 	Cached           bool     `json:"cached"`
 	Rules            int      `json:"rules"`
 }
 
 func newReadsetJSON(ref ast.Ref, rs *readset.Set) readsetJSON {
-	j := readsetJSON{Path: ref.String(), WholeInput: rs.Whole, WholeWhy: rs.WholeWhy, InputPaths: []string{},
+	j := readsetJSON{Path: ref.String(), WholeInput: rs.Whole, WholeWhy: rs.WholeWhy, InputPaths: []string{}, TypeOnly: []string{},
 		Nondeterministic: rs.Nondeterministic, Cached: rs.Cacheable(), Rules: rs.Rules}
 	for _, p := range rs.Paths {
 		j.InputPaths = append(j.InputPaths, p.String())
+	}
+	for _, p := range rs.Types {
+		j.TypeOnly = append(j.TypeOnly, p.String())
 	}
 	return j
 }

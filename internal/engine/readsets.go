@@ -89,7 +89,7 @@ func (s *snapshot) key(path string, input any) (cache.Key, KeyKind, bool) {
 		}
 		return k, KeyWholeInput, true
 	}
-	k, err := cache.NewProjectedKey(s.scope, path, rs.Paths, input)
+	k, err := cache.NewProjectedKey(s.scope, path, rs, input)
 	if err != nil {
 		return cache.Key{}, KeyUncached, false
 	}
@@ -141,7 +141,7 @@ func (e *Engine) logReadSets(s *snapshot) {
 		case rs.Whole:
 			e.log.Info("read set: the whole input (cache keys cover every field)", "path", p, "why", rs.WholeWhy, "rules", rs.Rules)
 		default:
-			e.log.Info("read set", "path", p, "input_paths", len(rs.Paths), "rules", rs.Rules)
+			e.log.Info("read set", "path", p, "input_paths", len(rs.Paths), "type_only_paths", len(rs.Types), "rules", rs.Rules)
 		}
 	}
 }

@@ -385,3 +385,53 @@ func (g *Gen) noiseValue(depth int) any {
 		return []any{num(float64(g.r.IntN(1000))), g.r.IntN(2) == 0}
 	}
 }
+
+// WithRequestNoise returns a deep copy of in with what agents add to a
+// request beside the fields a constitution names: a never-repeated request
+// id and a trace id at the top, and ids, timestamps and metadata in the
+// objects the spec defines field by field (context, its agent and
+// environment, evolution_request, data_request). Unlike WithNoise it leaves
+// the maps and lists the spec reads whole (requested resources, changes,
+// data fields) as they are.
+func (g *Gen) WithRequestNoise(in map[string]any) map[string]any {
+	out, _ := deepCopy(in).(map[string]any)
+	out["request_id"] = fmt.Sprintf("req-%016x", g.r.Uint64())
+	out["trace_id"] = fmt.Sprintf("%032x", g.r.Uint64())
+	for _, path := range [][]string{{"context"}, {"context", "agent"}, {"context", "environment"}, {"evolution_request"}, {"data_request"}} {
+		var v any = out
+		for _, k := range path {
+			if m, ok := v.(map[string]any); ok {
+				v = m[k]
+			} else {
+				v = nil
+			}
+		}
+		if m, ok := v.(map[string]any); ok {
+			for _, k := range NoiseKeys {
+				if _, taken := m[k]; !taken && g.chance(0.5) {
+					m[k] = g.noiseValue(2)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func deepCopy(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		m := make(map[string]any, len(x))
+		for k, e := range x {
+			m[k] = deepCopy(e)
+		}
+		return m
+	case []any:
+		a := make([]any, len(x))
+		for i, e := range x {
+			a[i] = deepCopy(e)
+		}
+		return a
+	default:
+		return v
+	}
+}

@@ -12,7 +12,10 @@
 // modelling. Reachability follows every reference into data, including
 // dynamic ones (data.pkg[x] reaches every rule under data.pkg), across
 // packages. A bare input, or a with modifier that replaces any part of the
-// input, widens to the whole input. It never evaluates anything.
+// input, widens to the whole input. One narrowing is modelled: a type test
+// (is_object, is_string, type_name, ...) applied directly to a constant
+// input path reads only the type of the value there, not its contents. It
+// never evaluates anything.
 package readset
 
 import (
@@ -75,6 +78,11 @@ type Set struct {
 	// Paths are the subtrees read, each whole: no path is a prefix of
 	// another, sorted. Empty (and Whole false) when the input is not read.
 	Paths []Path
+	// Types are paths of which only the type is read (a type test such as
+	// is_object(input.request) applied to the path itself): whether the
+	// value is missing, null, a boolean, a number, a string, an array or an
+	// object, not what it holds. None lies within a path of Paths; sorted.
+	Types []Path
 	// Nondeterministic lists the non-deterministic built-ins reachable from
 	// the document (time.now_ns, rand.intn, http.send, ...), sorted. A
 	// decision that may call one is never cached.
@@ -86,12 +94,13 @@ type Set struct {
 // Cacheable reports whether decisions of the document may be cached at all.
 func (s *Set) Cacheable() bool { return len(s.Nondeterministic) == 0 }
 
-// Size is the number of paths, or -1 for the whole input.
+// Size is the number of paths (read whole or by type), or -1 for the whole
+// input.
 func (s *Set) Size() int {
 	if s.Whole {
 		return -1
 	}
-	return len(s.Paths)
+	return len(s.Paths) + len(s.Types)
 }
 
 // Covers reports whether every path other reads lies within a path s
@@ -108,6 +117,12 @@ func (s *Set) Covers(other *Set) bool {
 			return false
 		}
 	}
+	for _, p := range other.Types {
+		if !slices.ContainsFunc(s.Paths, func(q Path) bool { return hasPrefix(p, q) }) &&
+			!slices.ContainsFunc(s.Types, func(q Path) bool { return comparePaths(p, q) == 0 }) {
+			return false
+		}
+	}
 	return true
 }
 
@@ -117,12 +132,15 @@ func (s *Set) String() string {
 	switch {
 	case s.Whole:
 		fmt.Fprintf(&b, "input (whole: %s)\n", s.WholeWhy)
-	case len(s.Paths) == 0:
+	case len(s.Paths) == 0 && len(s.Types) == 0:
 		b.WriteString("(no input read)\n")
 	default:
 		for _, p := range s.Paths {
 			b.WriteString(p.String())
 			b.WriteByte('\n')
+		}
+		for _, p := range s.Types {
+			fmt.Fprintf(&b, "type of %s\n", p)
 		}
 	}
 	for _, n := range s.Nondeterministic {
@@ -194,14 +212,17 @@ func (a *Analyzer) Analyze(ref ast.Ref, extra ...*ast.Term) *Set {
 		w.queue = w.queue[:len(w.queue)-1]
 		w.rulesSeen++
 		for r := a.rules[i].rule; r != nil; r = r.Else {
+			w.typeOnly = typeOnlyLocals(r)
 			w.walk(r)
 		}
+		w.typeOnly = nil
 	}
 	s := &Set{Rules: w.rulesSeen}
 	if w.whole != "" {
 		s.Whole, s.WholeWhy = true, w.whole
 	} else {
 		s.Paths = minimal(w.paths)
+		s.Types = typesOutside(w.types, s.Paths)
 	}
 	for n := range w.nd {
 		s.Nondeterministic = append(s.Nondeterministic, n)
@@ -223,7 +244,9 @@ type walker struct {
 	queue     []int
 	rulesSeen int
 	paths     []Path
-	whole     string // why the whole input is read; "" if not
+	types     []Path           // paths of which only the type is read
+	typeOnly  map[ast.Var]bool // in the rule being walked: variables only given to a type test
+	whole     string           // why the whole input is read; "" if not
 	nd        map[string]bool
 }
 
@@ -282,6 +305,9 @@ func (w *walker) walk(x any) {
 				return true
 			case ast.Call:
 				w.call(tv)
+				if w.typeTest(tv) {
+					return true
+				}
 			}
 		case ast.Ref:
 			w.ref(v, nil)
@@ -290,8 +316,14 @@ func (w *walker) walk(x any) {
 			w.variable(v, nil)
 			return true
 		case *ast.Expr:
+			if w.typeOnlyBinding(v) {
+				return true
+			}
 			if v.IsCall() {
 				w.call(v.Terms.([]*ast.Term))
+				if len(v.With) == 0 && w.typeTest(v.Terms.([]*ast.Term)) {
+					return true
+				}
 			}
 			for _, with := range v.With {
 				if ref, ok := with.Target.Value.(ast.Ref); ok && ref.HasPrefix(ast.InputRootRef) {
@@ -326,6 +358,99 @@ func (w *walker) call(terms []*ast.Term) {
 	if b, ok := ast.BuiltinMap[op.String()]; ok && b.Nondeterministic {
 		w.nd[b.Name] = true
 	}
+}
+
+// typeTests are the built-ins whose result depends only on the type of
+// their operand.
+var typeTests = map[string]bool{
+	"is_object": true, "is_array": true, "is_string": true, "is_number": true,
+	"is_boolean": true, "is_null": true, "is_set": true, "type_name": true,
+}
+
+// typeTest handles a call of a type test whose operand is an input
+// reference with a constant path: only the type there is read. It walks the
+// call's other terms itself and reports whether it did.
+func (w *walker) typeTest(terms []*ast.Term) bool {
+	if len(terms) < 2 || !typeTests[terms[0].String()] {
+		return false
+	}
+	p, ok := constantInputPath(terms[1])
+	if !ok {
+		return false // not constant: an ordinary read of the prefix
+	}
+	w.types = append(w.types, p)
+	for _, t := range terms[2:] {
+		w.walk(t)
+	}
+	return true
+}
+
+// typeOnlyLocals finds the variables of a rule that occur exactly twice:
+// once as the first operand of a type test, and once more. The compiler
+// turns is_object(input.r) into x = input.r; is_object(x): for such an x,
+// only the type of what it is bound to is read.
+func typeOnlyLocals(r *ast.Rule) map[ast.Var]bool {
+	count := map[ast.Var]int{}
+	ast.WalkVars(r, func(v ast.Var) bool {
+		count[v]++
+		return false
+	})
+	var out map[ast.Var]bool
+	ast.WalkExprs(r, func(e *ast.Expr) bool {
+		if !e.IsCall() || len(e.With) > 0 {
+			return false
+		}
+		terms := e.Terms.([]*ast.Term)
+		if len(terms) < 2 || !typeTests[terms[0].String()] {
+			return false
+		}
+		if v, ok := terms[1].Value.(ast.Var); ok && count[v] == 2 {
+			if out == nil {
+				out = map[ast.Var]bool{}
+			}
+			out[v] = true
+		}
+		return false
+	})
+	return out
+}
+
+// typeOnlyBinding handles x = input.r (or input.r = x) where x is only
+// given to a type test: the type at r is read. It reports whether it did.
+func (w *walker) typeOnlyBinding(e *ast.Expr) bool {
+	if len(w.typeOnly) == 0 || !e.IsEquality() || len(e.With) > 0 || e.Negated {
+		return false
+	}
+	terms := e.Terms.([]*ast.Term)
+	for _, pair := range [][2]*ast.Term{{terms[1], terms[2]}, {terms[2], terms[1]}} {
+		v, ok := pair[0].Value.(ast.Var)
+		if !ok || !w.typeOnly[v] {
+			continue
+		}
+		if p, ok := constantInputPath(pair[1]); ok {
+			w.types = append(w.types, p)
+			return true
+		}
+	}
+	return false
+}
+
+// constantInputPath returns the path of an input reference whose elements
+// are all constant.
+func constantInputPath(t *ast.Term) (Path, bool) {
+	r, ok := t.Value.(ast.Ref)
+	if !ok || len(r) < 2 || !r[0].Equal(ast.InputRootDocument) {
+		return nil, false
+	}
+	p := make(Path, 0, len(r)-1)
+	for _, t := range r[1:] {
+		e, ok := pathElem(t.Value)
+		if !ok {
+			return nil, false
+		}
+		p = append(p, e)
+	}
+	return p, true
 }
 
 func (w *walker) variable(v ast.Var, loc *ast.Location) {
@@ -397,6 +522,23 @@ func minimal(paths []Path) []Path {
 	var out []Path
 	for _, p := range paths {
 		if len(out) > 0 && hasPrefix(p, out[len(out)-1]) {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// typesOutside sorts and dedupes type-read paths, dropping those that lie
+// within a path read whole (its contents, type included, are read anyway).
+func typesOutside(types, whole []Path) []Path {
+	slices.SortFunc(types, comparePaths)
+	var out []Path
+	for _, p := range types {
+		if len(out) > 0 && comparePaths(out[len(out)-1], p) == 0 {
+			continue
+		}
+		if slices.ContainsFunc(whole, func(q Path) bool { return hasPrefix(p, q) }) {
 			continue
 		}
 		out = append(out, p)

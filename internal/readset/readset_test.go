@@ -34,7 +34,7 @@ allow if { input.user.role == "admin"; input.action == "read" }`},
 	{
 		name: "an ancestor read whole subsumes its fields",
 		modules: map[string]string{"p.rego": `package p
-allow if { input.user.role == "admin"; is_object(input.user) }`},
+allow if { input.user.role == "admin"; count(input.user) < 5 }`},
 		path: "p.allow",
 		seed: map[string]any{"user": map[string]any{"role": "admin"}},
 		want: []string{"input.user"},
@@ -264,6 +264,49 @@ allow if data.p.a.b.x == 1`},
 		want: []string{"input.key"},
 	},
 	{
+		name: "a type test on a constant input path reads only the type",
+		modules: map[string]string{"p.rego": `package p
+present if is_object(input.request)
+kind := type_name(input.other)
+allow if { present; input.request.kind == "a"; kind == "string" }`},
+		path: "p.allow",
+		want: []string{"input.request.kind", "type of input.other", "type of input.request"},
+		seed: map[string]any{"request": map[string]any{"kind": "a", "id": "r1"}, "other": "s"},
+	},
+	{
+		name: "a variable given only to a type test reads only the type",
+		modules: map[string]string{"p.rego": `package p
+allow if { x := input.request; is_object(x) }`},
+		path: "p.allow",
+		want: []string{"type of input.request"},
+		seed: map[string]any{"request": map[string]any{"kind": "a"}},
+	},
+	{
+		name: "a variable given to a type test and used otherwise reads the value whole",
+		modules: map[string]string{"p.rego": `package p
+allow if { x := input.request; is_object(x); x.kind == "a" }
+also if { y := input.other; is_string(y); count([z | z := y]) == 1 }`},
+		path: "p",
+		want: []string{"input.other", "input.request"},
+		seed: map[string]any{"request": map[string]any{"kind": "a"}},
+	},
+	{
+		name: "a type test inside a subtree read whole adds nothing",
+		modules: map[string]string{"p.rego": `package p
+allow if { is_array(input.r.list); count(input.r) > 1 }`},
+		path: "p.allow",
+		want: []string{"input.r"},
+		seed: map[string]any{"r": map[string]any{"list": []any{}, "x": true}},
+	},
+	{
+		name: "a type test with a computed key reads the prefix whole",
+		modules: map[string]string{"p.rego": `package p
+allow if { some k; is_string(input.m[k]) }`},
+		path: "p.allow",
+		want: []string{"input.m"},
+		seed: map[string]any{"m": map[string]any{"a": "s"}},
+	},
+	{
 		name: "no input read",
 		modules: map[string]string{"p.rego": `package p
 allow if data.flag`},
@@ -305,6 +348,9 @@ func TestReadSets(t *testing.T) {
 			}
 			for _, p := range rs.Paths {
 				got = append(got, p.String())
+			}
+			for _, p := range rs.Types {
+				got = append(got, "type of "+p.String())
 			}
 			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
 				t.Errorf("read set:\n got %q\nwant %q", got, tc.want)
