@@ -23,8 +23,8 @@
 #   allowed_purposes, justified_fields, data_subjects, consent_records,
 #   timestamp, retention_policy, encryption_config.encrypted_fields,
 #   record_count, automated_request (the lists and the retention map are
-#   read whole). Besides, whether the request is an object at all
-#   (request_present) needs the whole request: see there.
+#   read whole). Of the request itself, only whether it is an object
+#   (request_present).
 #   Deterministic: expiry is compared with the request's own timestamp,
 #   never with the clock.
 package acgs.data
@@ -48,10 +48,9 @@ decision := {
 # ---------------------------------------------------------------------------
 
 # Whether the request is an object at all, for the concern "Data request
-# missing or not an object". The one read of the whole request (so its id
-# and any other field are part of the cache key): an empty object and a
-# missing request differ only here, and no path below the request tells
-# them apart.
+# missing or not an object". A type test applied to the path itself: the
+# read-set analysis counts it as reading the request's type only, so its id
+# and other fields stay outside the cache key.
 default request_present := false
 
 request_present if is_object(input.data_request)

@@ -14,8 +14,8 @@
 #   type, constitutional_hash, human_approved, security_review_passed,
 #   peer_reviewed, and the maps changes, mitigations, performance_analysis
 #   and rollback_plan (read whole: their keys come from the config, and any
-#   member makes a rollback plan non-empty). Besides, whether the request
-#   is an object at all (request_present) needs the whole request: see there.
+#   member makes a rollback plan non-empty). Of the request itself, only
+#   whether it is an object (request_present).
 package acgs.evolution
 
 import data.acgs.config
@@ -37,10 +37,9 @@ decision := {
 # ---------------------------------------------------------------------------
 
 # Whether the request is an object at all, for the concern "Evolution
-# request missing or not an object". The one read of the whole request (so
-# its id and any other field are part of the cache key): an empty object
-# and a missing request differ only here, and no path below the request
-# tells them apart.
+# request missing or not an object". A type test applied to the path
+# itself: the read-set analysis counts it as reading the request's type
+# only, so its id and other fields stay outside the cache key.
 default request_present := false
 
 request_present if is_object(input.evolution_request)

@@ -15,10 +15,10 @@
 #     context.harm_risk_assessment, context.fairness_assessment,
 #     context.affects_protected_groups, context.current_usage_count
 #     (read by acgs.constitutional);
-#     evolution_request and data_request, whole (read by acgs.evolution
-#     and acgs.data: each tells a missing request from an empty object,
-#     which no path below the request can; the fields each reads by name
-#     are listed in its package).
+#     fields of evolution_request and data_request by name (listed in
+#     acgs.evolution and acgs.data), and of each request itself only
+#     whether it is an object (is_object: the cache keys on its type, not
+#     on its contents).
 #   A route added in another file of this package says there what it
 #   reads. Partial evaluation with type, action and constitutional_hash
 #   known and context, evolution_request and data_request unknown
