@@ -19,12 +19,13 @@ const DefaultConstitutionalHash = "cdd01ef066bc6cf2"
 
 // Config is every setting of `acgs serve`.
 type Config struct {
-	Server   Server
-	Policy   Policy
-	Cache    Cache
-	Log      Log
-	Perf     Perf
-	AdminTok []string // ADMIN_TOKEN: comma-separated; every listed token is accepted (rotation window)
+	Server    Server
+	Policy    Policy
+	Admission Admission
+	Cache     Cache
+	Log       Log
+	Perf      Perf
+	AdminTok  []string // ADMIN_TOKEN: comma-separated; every listed token is accepted (rotation window)
 }
 
 // Server is the HTTP listener and its limits.
@@ -55,6 +56,18 @@ type Policy struct {
 	PlanMaxResidual    int // residual plans kept at once (each holds a compiled policy)
 	PlanVerifyEvery    int // PLAN_VERIFY_EVERY: every Nth residual decision is also evaluated in full (0: only the first)
 	CacheWarmFile      string
+}
+
+// Admission bounds the policy evaluations in flight (internal/admission):
+// a request that a cache or a constant plan cannot answer waits for one of
+// MaxInFlight slots (in turn, or newest first once the queue stands) for at
+// most QueueTimeout (and at most
+// until its own deadline) among at most MaxQueue waiters; past that it is
+// shed with 503 overloaded and Retry-After, never answered as a denial.
+type Admission struct {
+	MaxInFlight  int           // ADMISSION_MAX_IN_FLIGHT: 0 = GOMAXPROCS-1, at least 1
+	MaxQueue     int           // ADMISSION_MAX_QUEUE: 0 = 64 × the evaluations in flight
+	QueueTimeout time.Duration // ADMISSION_QUEUE_TIMEOUT: 0 = EVAL_TIMEOUT
 }
 
 // Cache is the two-tier decision cache.
@@ -202,6 +215,16 @@ func (c *Config) Validate() error {
 	}
 	if p.BundlePath != "" && p.ConfigFile != "" {
 		bad("POLICY_BUNDLE_PATH", "cannot be combined with CONFIG_FILE (remote bundles): choose one source")
+	}
+	a := c.Admission
+	if a.MaxInFlight < 0 || a.MaxInFlight > 100000 {
+		bad("ADMISSION_MAX_IN_FLIGHT", "%d is out of range (accepted: 0 for GOMAXPROCS-1, or 1-100000)", a.MaxInFlight)
+	}
+	if a.MaxQueue < 0 || a.MaxQueue > 1000000 {
+		bad("ADMISSION_MAX_QUEUE", "%d is out of range (accepted: 0 for 64 × ADMISSION_MAX_IN_FLIGHT, or 1-1000000)", a.MaxQueue)
+	}
+	if a.QueueTimeout < 0 || a.QueueTimeout > 10*time.Second {
+		bad("ADMISSION_QUEUE_TIMEOUT", "%s is out of range (accepted: 0 for EVAL_TIMEOUT, up to 10s)", a.QueueTimeout)
 	}
 	cc := c.Cache
 	if cc.L1Size < 1 || cc.L1Size > 10_000_000 {

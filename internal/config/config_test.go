@@ -92,6 +92,10 @@ func TestValidateNamesSettingAndAcceptedValues(t *testing.T) {
 		{"l1 size", func(c *config.Config) { c.Cache.L1Size = 0 }, []string{"L1_CACHE_SIZE"}},
 		{"batch items", func(c *config.Config) { c.Server.MaxBatchItems = 0 }, []string{"MAX_BATCH_ITEMS"}},
 		{"hit rate target", func(c *config.Config) { c.Perf.CacheHitRateTarget = 2 }, []string{"CACHE_HIT_RATE_TARGET", "0-1"}},
+		{"admission in flight negative", func(c *config.Config) { c.Admission.MaxInFlight = -1 }, []string{"ADMISSION_MAX_IN_FLIGHT", "GOMAXPROCS-1"}},
+		{"admission queue negative", func(c *config.Config) { c.Admission.MaxQueue = -2 }, []string{"ADMISSION_MAX_QUEUE", "1-1000000"}},
+		{"admission queue timeout too long", func(c *config.Config) { c.Admission.QueueTimeout = time.Minute }, []string{"ADMISSION_QUEUE_TIMEOUT", "up to 10s"}},
+		{"admission queue timeout negative", func(c *config.Config) { c.Admission.QueueTimeout = -time.Millisecond }, []string{"ADMISSION_QUEUE_TIMEOUT"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := config.Default()
@@ -106,6 +110,45 @@ func TestValidateNamesSettingAndAcceptedValues(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestAdmissionSettings(t *testing.T) {
+	c, err := load(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Admission != (config.Admission{}) {
+		t.Errorf("admission defaults: %+v", c.Admission)
+	}
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want config.Admission
+	}{
+		{"env", map[string]string{"ADMISSION_MAX_IN_FLIGHT": "3", "ADMISSION_MAX_QUEUE": "40", "ADMISSION_QUEUE_TIMEOUT": "20ms"}, nil,
+			config.Admission{MaxInFlight: 3, MaxQueue: 40, QueueTimeout: 20 * time.Millisecond}},
+		{"seconds", map[string]string{"ADMISSION_QUEUE_TIMEOUT": "0.25"}, nil, config.Admission{QueueTimeout: 250 * time.Millisecond}},
+		{"as long as an evaluation", map[string]string{"ADMISSION_QUEUE_TIMEOUT": "0"}, nil, config.Admission{}},
+		{"flags win", map[string]string{"ADMISSION_MAX_IN_FLIGHT": "3"}, []string{"--admission-max-in-flight", "5", "--admission-max-queue", "7", "--admission-queue-timeout", "1s"},
+			config.Admission{MaxInFlight: 5, MaxQueue: 7, QueueTimeout: time.Second}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := load(t, tc.env, tc.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Admission != tc.want {
+				t.Errorf("got %+v, want %+v", c.Admission, tc.want)
+			}
+			if err := c.Validate(); err != nil {
+				t.Errorf("refused: %v", err)
+			}
+		})
+	}
+	if _, err := load(t, map[string]string{"ADMISSION_MAX_QUEUE": "lots"}); err == nil || !strings.Contains(err.Error(), "ADMISSION_MAX_QUEUE") {
+		t.Errorf("bad ADMISSION_MAX_QUEUE: %v", err)
 	}
 }
 

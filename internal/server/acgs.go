@@ -40,6 +40,23 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 		writeError(w, d.Err)
 		return
 	}
+	if overloaded(d.Err) {
+		// Not a decision: 503 with Retry-After, and a body that still
+		// denies for a client that reads only "allow". Written directly:
+		// under overload every microsecond spent refusing is taken from
+		// the evaluations.
+		w.Header().Set("Retry-After", retryAfter)
+		if r.URL.Query().Has("pretty") {
+			writeJSON(w, http.StatusServiceUnavailable, s.acgsResponse(d, start), true)
+			return
+		}
+		buf := bufPool.Get().(*bytes.Buffer)
+		defer putBuf(buf)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write(s.appendACGSOverloaded(buf.AvailableBuffer(), d, start))
+		return
+	}
 	if !r.URL.Query().Has("pretty") {
 		buf := bufPool.Get().(*bytes.Buffer)
 		defer putBuf(buf)
@@ -120,6 +137,29 @@ func (s *Server) appendACGSFast(dst []byte, d decided, start time.Time) ([]byte,
 	return dst, true
 }
 
+// appendACGSOverloaded appends the ACGS body of a decision shed by
+// admission control: the document acgsResponse builds for it (a test checks
+// that they are the same), without a map or encoding/json.
+func (s *Server) appendACGSOverloaded(dst []byte, d decided, start time.Time) []byte {
+	msg := apierror.As(d.Err).Message
+	dst = append(dst, `{"allow":false,"code":"overloaded","message":`...)
+	dst = appendJSONString(dst, msg)
+	dst = append(dst, `,"compliance_score":0,"constitutional_hash":`...)
+	dst = appendJSONString(dst, s.hash)
+	dst = append(dst, `,"reasons":[`...)
+	dst = appendJSONString(dst, "Not evaluated: "+msg)
+	dst = append(dst, `],"evaluation_details":{},"decision_id":`...)
+	dst = appendJSONString(dst, d.ID)
+	dst = append(dst, `,"policy_revision":`...)
+	dst = appendJSONString(dst, d.Revision)
+	dst = append(dst, `,"cache_hit":false,"cache_tier":"none","partial_evaluation":false,"latency_ms":`...)
+	lat := time.Since(start)
+	dst = strconv.AppendFloat(dst, math.Round(float64(lat.Nanoseconds())/1e3)/1e3, 'f', -1, 64)
+	dst = append(dst, "}\n"...)
+	s.d.Window.Record(lat, telemetry.Sample{CacheTier: "none"})
+	return dst
+}
+
 // validateACGS checks the envelope of an ACGS request and its
 // constitutional hash, counting mismatches.
 func (s *Server) validateACGS(body any) (map[string]any, error) {
@@ -166,7 +206,9 @@ func (s *Server) validateEnvelope(body any) (map[string]any, error) {
 }
 
 // acgsResponse builds the ACGS response of a decision. An evaluation failure
-// denies with a reason naming it (fail closed).
+// denies with a reason naming it (fail closed). A decision shed by admission
+// control (overloaded) gets the same denying body plus the error's code and
+// message, which the caller sends with 503 and Retry-After.
 func (s *Server) acgsResponse(d decided, start time.Time) map[string]any {
 	resp := make(map[string]any, 16)
 	if d.Err == nil {
@@ -178,6 +220,10 @@ func (s *Server) acgsResponse(d decided, start time.Time) map[string]any {
 	}
 	allow, ok := resp["allow"].(bool)
 	switch {
+	case overloaded(d.Err):
+		e := apierror.As(d.Err)
+		resp = failClosed(s.hash, "Not evaluated: "+e.Message)
+		resp["code"], resp["message"] = e.Code, e.Message
 	case d.Err != nil:
 		resp = failClosed(s.hash, "Policy evaluation failed: "+apierror.As(d.Err).Message)
 	case !ok:
@@ -236,6 +282,12 @@ func (s *Server) handleACGSAllow(w http.ResponseWriter, r *http.Request) {
 		d := s.decide(r.Context(), "acgs/main/allow", input, "")
 		if unavailable(d.Err) {
 			writeError(w, d.Err)
+			return
+		}
+		if overloaded(d.Err) {
+			e := apierror.As(d.Err)
+			w.Header().Set("Retry-After", retryAfter)
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"allow": false, "code": e.Code, "message": e.Message}, q.Has("pretty"))
 			return
 		}
 		allow, _ = d.Result.(bool)

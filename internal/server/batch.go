@@ -132,10 +132,13 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.d.Metrics.ObserveBatch(len(items))
-	failed := 0
+	failed, shed := 0, 0
 	for _, d := range results {
 		if d.Err != nil {
 			failed++
+		}
+		if overloaded(d.Err) {
+			shed++
 		}
 	}
 	mixed := failed > 0 && failed < len(results)
@@ -174,12 +177,9 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 		}
 		encoded[i] = item
 	}
-	status := http.StatusOK
-	switch {
-	case mixed:
-		status = http.StatusMultiStatus
-	case failed > 0:
-		status = http.StatusInternalServerError
+	status := batchStatus(len(results), failed, shed)
+	if shed > 0 {
+		w.Header().Set("Retry-After", retryAfter)
 	}
 	s.d.Window.Record(time.Since(start), telemetry.Sample{CacheTier: "none", BatchSize: len(results)})
 	if r.URL.Query().Has("pretty") {
@@ -191,6 +191,25 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeBatch(w, status, batchID, ids, encoded)
+}
+
+// batchStatus is the HTTP status of a batch of n items of which failed
+// failed, shed of them for overload, after Enterprise OPA's batch API: 200
+// when none failed, 207 when some did (every item then carries its own
+// http_status_code), 500 when all failed. When all failed for overload
+// alone it is 503 (with Retry-After): nothing was decided and the whole
+// batch can be retried, as for a single request.
+func batchStatus(n, failed, shed int) int {
+	switch {
+	case failed == 0:
+		return http.StatusOK
+	case failed < n:
+		return http.StatusMultiStatus
+	case shed == n:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
 }
 
 // writeBatch writes {"batch_decision_id": ..., "responses": {id: item}}
@@ -282,16 +301,42 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 		pos = append(pos, i)
 	}
 	decisions := s.decideMany(r.Context(), decisionPath, valid, batchID)
+	shed := 0
 	for _, d := range decisions {
 		if unavailable(d.Err) {
 			writeError(w, d.Err)
 			return
 		}
+		if overloaded(d.Err) {
+			shed++
+		}
 	}
 	for j, d := range decisions {
 		responses[pos[j]] = s.acgsResponse(d, start)
 	}
+	// As the original API did, a batch is 200 with every item in place,
+	// invalid ones included, while nothing was shed. Items shed for
+	// overload make it 503 when every item was shed, else Enterprise OPA's
+	// 207 (every item then carries its http_status_code: 200, 400, 503);
+	// either way with Retry-After, and each shed item still says
+	// "allow": false.
+	status := http.StatusOK
+	if shed > 0 {
+		w.Header().Set("Retry-After", retryAfter)
+		status = http.StatusServiceUnavailable
+		if shed < len(reqs) {
+			status = http.StatusMultiStatus
+			for _, item := range responses {
+				m := item.(map[string]any)
+				code := http.StatusOK
+				if c, ok := m["code"].(apierror.Code); ok {
+					code = c.Status()
+				}
+				m["http_status_code"] = strconv.Itoa(code)
+			}
+		}
+	}
 	s.d.Metrics.ObserveBatch(len(reqs))
 	s.d.Window.Record(time.Since(start), telemetry.Sample{CacheTier: "none", BatchSize: len(reqs)})
-	writeJSON(w, http.StatusOK, map[string]any{"batch_decision_id": batchID, "responses": responses}, r.URL.Query().Has("pretty"))
+	writeJSON(w, status, map[string]any{"batch_decision_id": batchID, "responses": responses}, r.URL.Query().Has("pretty"))
 }

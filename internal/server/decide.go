@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/acgs-lite/acgs/internal/admission"
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/engine"
 	"github.com/acgs-lite/acgs/internal/telemetry"
@@ -48,6 +49,9 @@ func (s *Server) record(ctx context.Context, path string, input any, batchID str
 	if err != nil {
 		src = "error"
 		switch {
+		case overloaded(err):
+			src = "shed"
+			s.d.Metrics.Shed(shedReason(err))
 		case errors.Is(err, engine.ErrEvalTimeout):
 			s.d.Metrics.EvalTimeout()
 		case apierror.CodeOf(err) == apierror.EvaluationError:
@@ -82,10 +86,37 @@ func (s *Server) record(ctx context.Context, path string, input any, batchID str
 	return out
 }
 
+// overloaded reports a decision that was not made because no evaluation
+// slot was free in time. It is answered 503 with Retry-After in every
+// dialect (the ACGS body still says "allow": false), never as a denial.
+func overloaded(err error) bool {
+	return err != nil && apierror.CodeOf(err) == apierror.Overloaded
+}
+
+// retryAfter is the Retry-After of an overloaded answer, in seconds: the
+// shortest the header can say; a queue that overflowed has usually drained
+// well within it.
+const retryAfter = "1"
+
+// shedReason is the metric label of an overloaded error's cause.
+func shedReason(err error) string {
+	switch {
+	case errors.Is(err, admission.ErrQueueFull):
+		return "queue_full"
+	case errors.Is(err, admission.ErrQueueTimeout):
+		return "queue_timeout"
+	default:
+		return "deadline"
+	}
+}
+
 // outcomeOf labels a decision for metrics: allow or deny for booleans and
-// objects with an allow field, undefined, error, or defined for other values.
+// objects with an allow field, undefined, overloaded (not evaluated: shed
+// by admission control), error, or defined for other values.
 func outcomeOf(d engine.Decision, err error) string {
 	switch {
+	case overloaded(err):
+		return "overloaded"
 	case err != nil:
 		return "error"
 	case !d.Defined:

@@ -28,8 +28,12 @@ func writeJSON(w http.ResponseWriter, status int, v any, pretty bool) {
 	_, _ = w.Write(buf.Bytes())
 }
 
-// writeError writes OPA's error body with the status of the error's code.
+// writeError writes OPA's error body with the status of the error's code;
+// an overloaded error also gets Retry-After.
 func writeError(w http.ResponseWriter, err error) {
 	e := apierror.As(err)
+	if e.Code == apierror.Overloaded {
+		w.Header().Set("Retry-After", retryAfter)
+	}
 	writeJSON(w, e.Code.Status(), e, false)
 }

@@ -19,6 +19,7 @@ import (
 
 	opaversion "github.com/open-policy-agent/opa/v1/version"
 
+	"github.com/acgs-lite/acgs/internal/admission"
 	"github.com/acgs-lite/acgs/internal/cache"
 	"github.com/acgs-lite/acgs/internal/config"
 	"github.com/acgs-lite/acgs/internal/engine"
@@ -36,6 +37,7 @@ type Service struct {
 	Metrics *telemetry.Metrics
 	Cache   *cache.Tiered // nil when CACHE_ENABLED=false
 	Engine  *engine.Engine
+	Admit   *admission.Controller
 	Server  *server.Server
 	DLog    *telemetry.DecisionLog
 
@@ -98,6 +100,17 @@ func New(ctx context.Context, cfg config.Config, o Options) (*Service, error) {
 			s.source = engine.FSSource{FS: policies.FS, Name: "embedded constitution"}
 		}
 	}
+	// Admission control: evaluations that no cache or constant plan
+	// answered wait for one of a bounded number of slots, or are shed.
+	// A request waits for a slot at most as long as an evaluation may take.
+	wait := cfg.Admission.QueueTimeout
+	if wait == 0 {
+		wait = cfg.Policy.EvalTimeout
+	}
+	s.Admit = admission.New(admission.Config{
+		MaxInFlight: cfg.Admission.MaxInFlight, MaxQueue: cfg.Admission.MaxQueue, MaxWait: wait,
+	})
+	s.Metrics.RegisterAdmission(s.Admit.Stats)
 	eopts := engine.Options{
 		ConstitutionalHash: cfg.Policy.ConstitutionalHash,
 		EvalTimeout:        cfg.Policy.EvalTimeout,
@@ -108,6 +121,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*Service, error) {
 		MaxResidualPlans:   cfg.Policy.PlanMaxResidual,
 		PlanVerifyEvery:    cfg.Policy.PlanVerifyEvery,
 		OnPlan:             s.Metrics.ObservePartialEval,
+		Admit:              s.Admit.Admit,
 		OnReload: func(result, revision string, _ error) {
 			s.Metrics.PolicyReload(result)
 			if result == "success" {

@@ -29,6 +29,8 @@ var (
 	partialOutcomes = []string{"constant", "residual", "fallback"}
 	reloadResults   = []string{"success", "failure"}
 	evalFailures    = []string{"timeout", "error"}
+	// ShedReasons are the reason label values of acgs_decisions_shed_total.
+	ShedReasons = []string{"queue_full", "queue_timeout", "deadline"}
 )
 
 // maxPathLabels bounds the number of distinct values of the "path" label of
@@ -86,6 +88,7 @@ type Metrics struct {
 	evalFailures     *prometheus.CounterVec
 	evalTimeout      prometheus.Counter
 	evalError        prometheus.Counter
+	shed             *prometheus.CounterVec
 
 	paths sync.Map // path label value -> struct{}; see maxPathLabels
 	pathN sync.Mutex
@@ -98,6 +101,9 @@ type Metrics struct {
 	cache     *cacheCollector
 	logOnce   sync.Once
 	declog    *decisionLogCollector
+
+	admissionOnce sync.Once
+	admission     *admissionCollector
 }
 
 // NewMetrics builds the registry with the Go runtime and process collectors,
@@ -169,9 +175,15 @@ func NewMetrics(info BuildInfo) *Metrics {
 		Help: "Policy evaluations that failed and were answered fail-closed, by reason (timeout: EVAL_TIMEOUT exceeded; error: evaluation error).",
 	}, []string{"reason"})
 
+	m.shed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "acgs_decisions_shed_total",
+		Help: "Decisions not made because no evaluation slot was free in time (admission control), answered 503 overloaded with Retry-After; " +
+			"batch items count one by one. Reason: queue_full, queue_timeout, deadline (the request's deadline passed or it was cancelled while it waited).",
+	}, []string{"reason"})
+
 	m.reg.MustRegister(buildInfo, m.httpRequests, m.httpDuration, m.decisions,
 		m.decisionDuration, m.partialEval, m.batchItems, m.writeBatch,
-		m.hashMismatches, m.policyReloads, m.policyInfo, m.evalFailures)
+		m.hashMismatches, m.policyReloads, m.policyInfo, m.evalFailures, m.shed)
 
 	for _, s := range decisionSources {
 		m.decisionDuration.WithLabelValues(s)
@@ -184,6 +196,9 @@ func NewMetrics(info BuildInfo) *Metrics {
 	}
 	for _, r := range evalFailures {
 		m.evalFailures.WithLabelValues(r)
+	}
+	for _, r := range ShedReasons {
+		m.shed.WithLabelValues(r)
 	}
 	m.evalTimeout = m.evalFailures.WithLabelValues("timeout")
 	m.evalError = m.evalFailures.WithLabelValues("error")
@@ -283,6 +298,10 @@ func (m *Metrics) EvalTimeout() { m.evalTimeout.Inc() }
 
 // EvalError counts one evaluation that failed with an error.
 func (m *Metrics) EvalError() { m.evalError.Inc() }
+
+// Shed counts one decision refused by admission control; reason is one of
+// ShedReasons.
+func (m *Metrics) Shed(reason string) { m.shed.WithLabelValues(reason).Inc() }
 
 // SetActivePolicy makes acgs_policy_info show exactly one series: the active
 // revision and hash. The old label set is removed, not zeroed, so that a

@@ -177,6 +177,16 @@ func TestObservedValues(t *testing.T) {
 		{"acgs_cache_l2_written_entries_total", nil, 40},
 		{"acgs_cache_epoch", nil, 2},
 		{"acgs_decision_log_queue_capacity_entries", nil, 8},
+		{"acgs_decisions_shed_total", map[string]string{"reason": "queue_timeout"}, 1},
+		{"acgs_decisions_total", map[string]string{"path": "acgs/main/decision", "outcome": "overloaded"}, 1},
+		{"acgs_admission_in_flight", nil, 2},
+		{"acgs_admission_waiting", nil, 5},
+		{"acgs_admission_max_in_flight", nil, 2},
+		{"acgs_admission_max_queue", nil, 16},
+		{"acgs_admission_admitted_total", nil, 100},
+		{"acgs_admission_queued_total", nil, 40},
+		{"acgs_admission_refused_total", map[string]string{"reason": "queue_full"}, 3},
+		{"acgs_admission_refused_total", map[string]string{"reason": "deadline"}, 1},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.name, tt.labels), func(t *testing.T) {
@@ -202,6 +212,9 @@ func TestSeriesExistBeforeEvents(t *testing.T) {
 		{"acgs_policy_reloads_total", map[string]string{"result": "failure"}},
 		{"acgs_policy_reloads_total", map[string]string{"result": "success"}},
 		{"acgs_evaluation_failures_total", map[string]string{"reason": "timeout"}},
+		{"acgs_decisions_shed_total", map[string]string{"reason": "queue_full"}},
+		{"acgs_decisions_shed_total", map[string]string{"reason": "queue_timeout"}},
+		{"acgs_decisions_shed_total", map[string]string{"reason": "deadline"}},
 		{"acgs_partial_eval_plans_total", map[string]string{"outcome": "constant"}},
 		{"acgs_decision_duration_seconds", map[string]string{"source": "l1"}},
 		{"acgs_constitutional_hash_mismatches_total", nil},
@@ -321,6 +334,13 @@ func TestMetricNames(t *testing.T) {
 	}
 	sort.Strings(got)
 	want := []string{
+		"acgs_admission_admitted_total",
+		"acgs_admission_in_flight",
+		"acgs_admission_max_in_flight",
+		"acgs_admission_max_queue",
+		"acgs_admission_queued_total",
+		"acgs_admission_refused_total",
+		"acgs_admission_waiting",
 		"acgs_batch_request_items",
 		"acgs_build_info",
 		"acgs_cache_epoch",
@@ -348,6 +368,7 @@ func TestMetricNames(t *testing.T) {
 		"acgs_decision_log_queue_capacity_entries",
 		"acgs_decision_log_queue_entries",
 		"acgs_decision_log_written_total",
+		"acgs_decisions_shed_total",
 		"acgs_decisions_total",
 		"acgs_evaluation_failures_total",
 		"acgs_http_request_duration_seconds",

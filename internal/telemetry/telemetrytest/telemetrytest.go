@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/acgs-lite/acgs/internal/admission"
 	"github.com/acgs-lite/acgs/internal/cache"
 	"github.com/acgs-lite/acgs/internal/telemetry"
 )
@@ -24,6 +25,13 @@ var ExerciseStats = cache.Stats{
 	L1Evictions: 3, WriteQueueLen: 2, WriteQueueCap: 4096, WriteDropped: 1,
 	WriteBatches: 5, WriteEntries: 40, L2RoundTrips: 7, BreakerState: "half-open",
 	L2Enabled: true, L2Healthy: true, Epoch: 2,
+}
+
+// ExerciseAdmission is the admission snapshot Exercise registers: every
+// slot busy, some waiting, every counter non-zero.
+var ExerciseAdmission = admission.Stats{
+	MaxInFlight: 2, MaxQueue: 16, InFlight: 2, Waiting: 5,
+	Admitted: 100, Queued: 40, QueueFull: 3, Timeout: 2, Deadline: 1,
 }
 
 // Exercise makes m see at least one observation of every kind, with every
@@ -53,6 +61,11 @@ func Exercise(tb testing.TB, m *telemetry.Metrics) {
 	m.SetActivePolicy("rev-1", "cdd01ef066bc6cf2")
 	m.EvalTimeout()
 	m.EvalError()
+	for _, r := range telemetry.ShedReasons {
+		m.Shed(r)
+	}
+	m.ObserveDecision("acgs/main/decision", "overloaded", "shed", 20*time.Microsecond)
+	m.RegisterAdmission(func() admission.Stats { return ExerciseAdmission })
 	m.RegisterCacheStats(func() cache.Stats { return ExerciseStats })
 
 	l, err := telemetry.NewDecisionLog(telemetry.DecisionLogConfig{Sink: "stdout", Writer: io.Discard, QueueSize: 8})

@@ -1,0 +1,296 @@
+// Package admission bounds the policy evaluations in flight, so that more
+// work than the CPUs can do is refused quickly and honestly (an
+// apierror.Overloaded, which the server answers 503 with Retry-After)
+// instead of queueing until every evaluation runs past its deadline and is
+// answered as a fail-closed denial that no policy made.
+//
+// A Controller has a fixed number of slots and a bounded queue of waiters.
+// A waiter gets a slot within MaxWait (or before its context's deadline), or
+// it is shed; when the queue is full, a newcomer displaces (sheds) the
+// oldest waiter at once. A freed slot goes to the oldest waiter (first come,
+// first served) while the queue is at most half full and its oldest member
+// has waited less than half of MaxWait, and to the newest one otherwise.
+// A closed group of clients (a connection pool, a closed-loop benchmark)
+// can never fill more of the queue than it has members, so it is served in
+// turn; sustained overload fills the queue, and then serving its oldest
+// member first would make every admitted request wait as long as the queue
+// is deep, while newest-first admits requests that have barely waited and
+// sheds the ones that have waited longest, whose clients are the likeliest
+// to have given up. This is the adaptive LIFO of Facebook's "Fail at Scale"
+// (ACM Queue, 2015), switched by the depth and age of the queue.
+//
+// Why not golang.org/x/sync/semaphore: its waiters are strictly first come,
+// first served and unbounded in number, which under sustained overload
+// makes every admitted request wait the whole limit (docs/reliability.md).
+//
+// The package knows nothing of HTTP, policies or caches; it must not be
+// asked for a slot by a request that a cache or a constant plan answers.
+package admission
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/acgs-lite/acgs/internal/apierror"
+)
+
+// Causes of a refusal, wrapped by the *apierror.Error (code Overloaded)
+// that Admit returns; errors.Is tells them apart (for metrics).
+var (
+	// ErrQueueFull: a newer request displaced this one from a full queue.
+	ErrQueueFull = errors.New("admission queue full")
+	// ErrQueueTimeout: no slot was free within the queue-wait limit.
+	ErrQueueTimeout = errors.New("admission queue-wait limit reached")
+	// ErrDeadline: the request's own deadline passed (or it was cancelled)
+	// while it waited for a slot.
+	ErrDeadline = errors.New("request deadline passed while waiting for an evaluation slot")
+)
+
+// Config sizes a Controller.
+type Config struct {
+	// MaxInFlight is the number of evaluations run at once; 0 means
+	// DefaultMaxInFlight().
+	MaxInFlight int
+	// MaxQueue is the number of requests that may wait for a slot; beyond
+	// it a newcomer displaces the oldest waiter. 0 means DefaultMaxQueue
+	// (MaxInFlight); negative means no waiting at all.
+	MaxQueue int
+	// MaxWait bounds the wait for a slot (a context deadline may shorten
+	// it); 0 means no waiting at all.
+	MaxWait time.Duration
+	// LIFOAfter: once the oldest waiter has waited this long, freed slots
+	// go to the newest waiter instead (as they do while the queue is more
+	// than half full). 0 means MaxWait/2.
+	LIFOAfter time.Duration
+}
+
+// DefaultMaxInFlight is GOMAXPROCS-1, at least 1. An evaluation is CPU
+// work: more of them at once than there are CPUs only makes each slower.
+// One CPU's worth is kept for the front door (reading and decoding
+// requests, cache hits, refusals): when every CPU evaluates, the requests
+// that would be answered from the cache, or refused in microseconds, queue
+// behind evaluations, and a refusal that cannot be made in time is no
+// protection. Measured in docs/reliability.md; ADMISSION_MAX_IN_FLIGHT
+// overrides it.
+func DefaultMaxInFlight() int { return max(1, runtime.GOMAXPROCS(0)-1) }
+
+// DefaultMaxQueue is the number of waiters allowed for maxInFlight slots:
+// enough for a few dozen concurrent clients per slot to queue in turn
+// (about 30 ms of evaluations of the built-in constitution per slot); under
+// sustained overload a full queue is what makes the oldest be shed at once
+// rather than at the end of MaxWait.
+func DefaultMaxQueue(maxInFlight int) int { return 64 * maxInFlight }
+
+// Stats is a snapshot of a Controller.
+type Stats struct {
+	MaxInFlight int
+	MaxQueue    int
+	InFlight    int
+	Waiting     int
+	Admitted    uint64 // slots granted, at once or after waiting
+	Queued      uint64 // of those requests, how many had to wait
+	QueueFull   uint64 // refused: displaced from a full queue
+	Timeout     uint64 // refused: queue-wait limit
+	Deadline    uint64 // refused: the request's deadline passed or it was cancelled
+}
+
+// Controller hands out evaluation slots. Its zero value is not usable; build
+// one with New. All methods are safe for concurrent use.
+type Controller struct {
+	maxInFlight int
+	maxQueue    int
+	maxWait     time.Duration
+	lifoAfter   time.Duration
+	releaseFn   func() // c.release, made once: a method value allocates
+
+	mu      sync.Mutex
+	inUse   int
+	waiters []*waiter // oldest first
+
+	admitted, queued            atomic.Uint64
+	queueFull, timeout, expired atomic.Uint64
+}
+
+// waiter is one request waiting for a slot. ch receives exactly once, under
+// the controller's lock, when the waiter is granted a slot or displaced;
+// state says which.
+type waiter struct {
+	ch    chan struct{}
+	state uint8
+	since time.Time
+}
+
+const (
+	waiting uint8 = iota
+	granted
+	displaced
+)
+
+var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan struct{}, 1)} }}
+
+// New returns a controller for cfg.
+func New(cfg Config) *Controller {
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight()
+	}
+	switch {
+	case cfg.MaxQueue == 0:
+		cfg.MaxQueue = DefaultMaxQueue(cfg.MaxInFlight)
+	case cfg.MaxQueue < 0:
+		cfg.MaxQueue = 0
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxQueue = 0
+	}
+	if cfg.LIFOAfter <= 0 {
+		cfg.LIFOAfter = cfg.MaxWait / 2
+	}
+	c := &Controller{maxInFlight: cfg.MaxInFlight, maxQueue: cfg.MaxQueue, maxWait: cfg.MaxWait, lifoAfter: cfg.LIFOAfter}
+	c.releaseFn = c.release
+	c.waiters = make([]*waiter, 0, cfg.MaxQueue)
+	return c
+}
+
+// Admit waits for an evaluation slot for at most the queue-wait limit and
+// at most until ctx's deadline. On success the caller must call release
+// exactly once when its evaluation ends. Otherwise err is an *apierror.Error
+// with code Overloaded that wraps ErrQueueFull, ErrQueueTimeout or
+// ErrDeadline. Its signature fits engine.Options.Admit.
+func (c *Controller) Admit(ctx context.Context) (release func(), err error) {
+	c.mu.Lock()
+	if c.inUse < c.maxInFlight {
+		c.inUse++
+		c.mu.Unlock()
+		c.admitted.Add(1)
+		return c.releaseFn, nil
+	}
+	wait := c.maxWait
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(dl))
+	}
+	if ctx.Err() != nil || (c.maxQueue > 0 && wait <= 0) {
+		c.mu.Unlock()
+		return nil, c.refuse(ErrDeadline)
+	}
+	if c.maxQueue == 0 {
+		c.mu.Unlock()
+		return nil, c.refuse(ErrQueueFull)
+	}
+	if len(c.waiters) >= c.maxQueue {
+		old := c.waiters[0]
+		copy(c.waiters, c.waiters[1:])
+		c.waiters[len(c.waiters)-1] = nil
+		c.waiters = c.waiters[:len(c.waiters)-1]
+		old.state = displaced
+		old.ch <- struct{}{}
+	}
+	w := waiterPool.Get().(*waiter)
+	w.state = waiting
+	w.since = time.Now()
+	c.waiters = append(c.waiters, w)
+	c.mu.Unlock()
+	c.queued.Add(1)
+
+	timer := time.NewTimer(wait)
+	var cause error
+	select {
+	case <-w.ch:
+		timer.Stop()
+		return c.settle(w)
+	case <-timer.C:
+		cause = ErrQueueTimeout
+		if dl, ok := ctx.Deadline(); ok && !dl.After(time.Now()) {
+			cause = ErrDeadline
+		}
+	case <-ctx.Done():
+		timer.Stop()
+		cause = ErrDeadline
+	}
+	c.mu.Lock()
+	if w.state != waiting {
+		// Granted or displaced between the wake-up and the lock: the
+		// channel holds the signal; take it so that w can be reused.
+		c.mu.Unlock()
+		<-w.ch
+		return c.settle(w)
+	}
+	for i := range c.waiters {
+		if c.waiters[i] == w {
+			copy(c.waiters[i:], c.waiters[i+1:])
+			c.waiters[len(c.waiters)-1] = nil
+			c.waiters = c.waiters[:len(c.waiters)-1]
+			break
+		}
+	}
+	c.mu.Unlock()
+	waiterPool.Put(w)
+	return nil, c.refuse(cause)
+}
+
+// settle ends a wait whose signal was received.
+func (c *Controller) settle(w *waiter) (func(), error) {
+	st := w.state
+	waiterPool.Put(w)
+	if st == granted {
+		c.admitted.Add(1)
+		return c.releaseFn, nil
+	}
+	return nil, c.refuse(ErrQueueFull)
+}
+
+// release passes the slot to a waiter (the oldest while the queue is
+// shallow and young, else the newest), or frees it.
+func (c *Controller) release() {
+	c.mu.Lock()
+	if n := len(c.waiters); n > 0 {
+		var w *waiter
+		if 2*n <= c.maxQueue && time.Since(c.waiters[0].since) < c.lifoAfter {
+			w = c.waiters[0]
+			copy(c.waiters, c.waiters[1:])
+		} else {
+			w = c.waiters[n-1]
+		}
+		c.waiters[n-1] = nil
+		c.waiters = c.waiters[:n-1]
+		w.state = granted
+		w.ch <- struct{}{}
+		c.mu.Unlock()
+		return
+	}
+	c.inUse--
+	c.mu.Unlock()
+}
+
+func (c *Controller) refuse(cause error) error {
+	var msg string
+	switch cause {
+	case ErrQueueFull:
+		c.queueFull.Add(1)
+		msg = fmt.Sprintf("service overloaded: all %d evaluation slots busy and %d requests already waiting; retry later", c.maxInFlight, c.maxQueue)
+	case ErrQueueTimeout:
+		c.timeout.Add(1)
+		msg = fmt.Sprintf("service overloaded: no evaluation slot free within %s; retry later", c.maxWait)
+	default:
+		c.expired.Add(1)
+		msg = "service overloaded: the request's deadline passed while it waited for an evaluation slot; retry later"
+	}
+	return apierror.Wrap(apierror.Overloaded, cause, "%s", msg)
+}
+
+// Stats returns a snapshot of the controller.
+func (c *Controller) Stats() Stats {
+	c.mu.Lock()
+	inUse, waiting := c.inUse, len(c.waiters)
+	c.mu.Unlock()
+	return Stats{
+		MaxInFlight: c.maxInFlight, MaxQueue: c.maxQueue,
+		InFlight: inUse, Waiting: waiting,
+		Admitted: c.admitted.Load(), Queued: c.queued.Load(),
+		QueueFull: c.queueFull.Load(), Timeout: c.timeout.Load(), Deadline: c.expired.Load(),
+	}
+}

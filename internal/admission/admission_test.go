@@ -1,0 +1,343 @@
+package admission_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/acgs-lite/acgs/internal/admission"
+	"github.com/acgs-lite/acgs/internal/apierror"
+)
+
+// waitFor polls cond every millisecond for up to 5 s: a bound for a
+// failure, not a measurement.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// fill takes every slot of c and returns their releases.
+func fill(t *testing.T, c *admission.Controller) []func() {
+	t.Helper()
+	var rel []func()
+	for range c.Stats().MaxInFlight {
+		r, err := c.Admit(context.Background())
+		if err != nil {
+			t.Fatalf("slot %d refused: %v", len(rel)+1, err)
+		}
+		rel = append(rel, r)
+	}
+	return rel
+}
+
+// wantOverloaded checks err is an overloaded apierror with cause.
+func wantOverloaded(t *testing.T, err, cause error) {
+	t.Helper()
+	if err == nil {
+		t.Fatal("admitted, want refused")
+	}
+	if apierror.CodeOf(err) != apierror.Overloaded {
+		t.Errorf("code %q, want overloaded (%v)", apierror.CodeOf(err), err)
+	}
+	if apierror.CodeOf(err).Status() != 503 {
+		t.Errorf("status %d, want 503", apierror.CodeOf(err).Status())
+	}
+	if !errors.Is(err, cause) {
+		t.Errorf("error %v does not wrap %v", err, cause)
+	}
+}
+
+type result struct {
+	release func()
+	err     error
+	took    time.Duration
+}
+
+// admitAsync asks for a slot in the background.
+func admitAsync(ctx context.Context, c *admission.Controller) <-chan result {
+	ch := make(chan result, 1)
+	go func() {
+		t0 := time.Now()
+		r, err := c.Admit(ctx)
+		ch <- result{r, err, time.Since(t0)}
+	}()
+	return ch
+}
+
+func TestRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		cfg   admission.Config
+		ctx   func() (context.Context, context.CancelFunc)
+		cause error
+		// minTook and maxTook bound how long the refusal took.
+		minTook, maxTook time.Duration
+	}{
+		{
+			name:    "no waiting allowed: refused at once",
+			cfg:     admission.Config{MaxInFlight: 2, MaxWait: 0},
+			ctx:     func() (context.Context, context.CancelFunc) { return context.Background(), func() {} },
+			cause:   admission.ErrQueueFull,
+			maxTook: time.Second,
+		},
+		{
+			name:    "queue-wait limit",
+			cfg:     admission.Config{MaxInFlight: 1, MaxWait: 30 * time.Millisecond},
+			ctx:     func() (context.Context, context.CancelFunc) { return context.Background(), func() {} },
+			cause:   admission.ErrQueueTimeout,
+			minTook: 30 * time.Millisecond, maxTook: 5 * time.Second,
+		},
+		{
+			name: "the request's deadline comes before the limit",
+			cfg:  admission.Config{MaxInFlight: 1, MaxWait: 10 * time.Second},
+			ctx: func() (context.Context, context.CancelFunc) {
+				return context.WithTimeout(context.Background(), 30*time.Millisecond)
+			},
+			cause:   admission.ErrDeadline,
+			minTook: 25 * time.Millisecond, maxTook: 5 * time.Second,
+		},
+		{
+			name: "deadline already passed",
+			cfg:  admission.Config{MaxInFlight: 1, MaxWait: 10 * time.Second},
+			ctx: func() (context.Context, context.CancelFunc) {
+				return context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+			},
+			cause:   admission.ErrDeadline,
+			maxTook: time.Second,
+		},
+		{
+			name: "cancelled while waiting",
+			cfg:  admission.Config{MaxInFlight: 1, MaxWait: 10 * time.Second},
+			ctx: func() (context.Context, context.CancelFunc) {
+				ctx, cancel := context.WithCancel(context.Background())
+				time.AfterFunc(30*time.Millisecond, cancel)
+				return ctx, cancel
+			},
+			cause:   admission.ErrDeadline,
+			minTook: 25 * time.Millisecond, maxTook: 5 * time.Second,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := admission.New(tc.cfg)
+			rel := fill(t, c)
+			ctx, cancel := tc.ctx()
+			defer cancel()
+			r := <-admitAsync(ctx, c)
+			wantOverloaded(t, r.err, tc.cause)
+			if r.took < tc.minTook || r.took > tc.maxTook {
+				t.Errorf("refused after %s, want between %s and %s", r.took, tc.minTook, tc.maxTook)
+			}
+			st := c.Stats()
+			if st.Waiting != 0 || st.InFlight != tc.cfg.MaxInFlight {
+				t.Errorf("after the refusal: %+v", st)
+			}
+			for _, f := range rel {
+				f()
+			}
+			if st := c.Stats(); st.InFlight != 0 {
+				t.Errorf("after releasing every slot: %d in flight", st.InFlight)
+			}
+		})
+	}
+}
+
+func TestWaiterGetsReleasedSlot(t *testing.T) {
+	c := admission.New(admission.Config{MaxInFlight: 1, MaxWait: 10 * time.Second})
+	rel := fill(t, c)
+	ch := admitAsync(context.Background(), c)
+	waitFor(t, "a waiter", func() bool { return c.Stats().Waiting == 1 })
+	rel[0]()
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("waiter refused: %v", r.err)
+	}
+	if st := c.Stats(); st.InFlight != 1 || st.Waiting != 0 || st.Admitted != 2 || st.Queued != 1 {
+		t.Errorf("the slot should have passed to the waiter: %+v", st)
+	}
+	r.release()
+	if st := c.Stats(); st.InFlight != 0 {
+		t.Errorf("in flight %d after the last release", st.InFlight)
+	}
+}
+
+// TestOldestWaiterFirstWhileYoung: while the queue drains, first come,
+// first served.
+func TestOldestWaiterFirstWhileYoung(t *testing.T) {
+	c := admission.New(admission.Config{MaxInFlight: 1, MaxWait: 10 * time.Second})
+	rel := fill(t, c)
+	old := admitAsync(context.Background(), c)
+	waitFor(t, "the first waiter", func() bool { return c.Stats().Waiting == 1 })
+	newer := admitAsync(context.Background(), c)
+	waitFor(t, "the second waiter", func() bool { return c.Stats().Waiting == 2 })
+	rel[0]()
+	r := <-old
+	if r.err != nil {
+		t.Fatalf("oldest waiter refused: %v", r.err)
+	}
+	select {
+	case r := <-newer:
+		t.Fatalf("newest waiter answered (%v) while the slot is held", r.err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	r.release()
+	if r := <-newer; r.err != nil {
+		t.Fatalf("newest waiter refused after the second release: %v", r.err)
+	} else {
+		r.release()
+	}
+}
+
+// TestNewestWaiterFirstWhenOld: once the oldest waiter has waited
+// LIFOAfter, a released slot goes to the request that waited least, so
+// that under sustained overload admitted requests have barely queued (a
+// full queue does the same: TestFullQueueShedsOldest).
+func TestNewestWaiterFirstWhenOld(t *testing.T) {
+	c := admission.New(admission.Config{MaxInFlight: 1, MaxWait: 10 * time.Second, LIFOAfter: 10 * time.Millisecond})
+	rel := fill(t, c)
+	old := admitAsync(context.Background(), c)
+	waitFor(t, "the first waiter", func() bool { return c.Stats().Waiting == 1 })
+	newer := admitAsync(context.Background(), c)
+	waitFor(t, "the second waiter", func() bool { return c.Stats().Waiting == 2 })
+	time.Sleep(20 * time.Millisecond) // the oldest is now older than LIFOAfter
+	rel[0]()
+	r := <-newer
+	if r.err != nil {
+		t.Fatalf("newest waiter refused: %v", r.err)
+	}
+	select {
+	case r := <-old:
+		t.Fatalf("oldest waiter answered (%v) while the slot is held", r.err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	r.release()
+	if r := <-old; r.err != nil {
+		t.Fatalf("oldest waiter refused after the second release: %v", r.err)
+	} else {
+		r.release()
+	}
+}
+
+// TestFullQueueShedsOldest: a newcomer to a full queue displaces the
+// oldest waiter, which is refused at once instead of at its time limit.
+func TestFullQueueShedsOldest(t *testing.T) {
+	c := admission.New(admission.Config{MaxInFlight: 1, MaxQueue: 2, MaxWait: 10 * time.Second})
+	rel := fill(t, c)
+	var waiters []<-chan result
+	for i := range 3 {
+		waiters = append(waiters, admitAsync(context.Background(), c))
+		if i < 2 {
+			n := i + 1
+			waitFor(t, "a waiter", func() bool { return c.Stats().Waiting == n })
+		}
+	}
+	r := <-waiters[0]
+	wantOverloaded(t, r.err, admission.ErrQueueFull)
+	if r.took > 5*time.Second {
+		t.Errorf("displaced after %s", r.took)
+	}
+	waitFor(t, "two waiters", func() bool { return c.Stats().Waiting == 2 })
+	rel[0]()
+	for _, i := range []int{2, 1} { // a full queue serves the newest first
+		r := <-waiters[i]
+		if r.err != nil {
+			t.Fatalf("waiter %d refused: %v", i, r.err)
+		}
+		r.release()
+	}
+	st := c.Stats()
+	if st.QueueFull != 1 || st.InFlight != 0 || st.Waiting != 0 || st.Admitted != 3 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c := admission.New(admission.Config{MaxWait: time.Second})
+	st := c.Stats()
+	if st.MaxInFlight != admission.DefaultMaxInFlight() || st.MaxQueue != admission.DefaultMaxQueue(st.MaxInFlight) || st.MaxInFlight < 1 {
+		t.Errorf("defaults: %+v", st)
+	}
+	if st := admission.New(admission.Config{MaxInFlight: 3}).Stats(); st.MaxQueue != 0 {
+		t.Errorf("without a wait there is no queue: %+v", st)
+	}
+}
+
+// TestConcurrentBound hammers a controller from many goroutines: never more
+// evaluations in flight than slots, every request answered, every slot
+// returned, and the counters add up.
+func TestConcurrentBound(t *testing.T) {
+	const slots, workers, each = 3, 32, 200
+	c := admission.New(admission.Config{MaxInFlight: slots, MaxQueue: 8, MaxWait: 2 * time.Millisecond})
+	var running, peak, ok, refused atomic.Int64
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				ctx, cancel := context.Background(), context.CancelFunc(func() {})
+				if (w+i)%7 == 0 {
+					ctx, cancel = context.WithTimeout(ctx, time.Millisecond)
+				}
+				release, err := c.Admit(ctx)
+				cancel()
+				if err != nil {
+					if apierror.CodeOf(err) != apierror.Overloaded {
+						t.Errorf("refusal with code %q", apierror.CodeOf(err))
+					}
+					refused.Add(1)
+					continue
+				}
+				n := running.Add(1)
+				for {
+					p := peak.Load()
+					if n <= p || peak.CompareAndSwap(p, n) {
+						break
+					}
+				}
+				time.Sleep(50 * time.Microsecond)
+				running.Add(-1)
+				ok.Add(1)
+				release()
+			}
+		}()
+	}
+	wg.Wait()
+	if p := peak.Load(); p > slots {
+		t.Errorf("%d evaluations ran at once, limit %d", p, slots)
+	}
+	st := c.Stats()
+	if st.InFlight != 0 || st.Waiting != 0 {
+		t.Errorf("left over: %+v", st)
+	}
+	if got := ok.Load() + refused.Load(); got != workers*each {
+		t.Errorf("%d answers for %d requests", got, workers*each)
+	}
+	if st.Admitted != uint64(ok.Load()) || st.QueueFull+st.Timeout+st.Deadline != uint64(refused.Load()) {
+		t.Errorf("counters %+v; admitted %d refused %d", st, ok.Load(), refused.Load())
+	}
+}
+
+func BenchmarkAdmitRelease(b *testing.B) {
+	c := admission.New(admission.Config{MaxInFlight: 4, MaxWait: time.Second})
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			r, err := c.Admit(ctx)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			r()
+		}
+	})
+}

@@ -1,0 +1,299 @@
+package service_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/acgs-lite/acgs/internal/config"
+	"github.com/acgs-lite/acgs/internal/faults"
+	"github.com/acgs-lite/acgs/internal/jsoneq"
+	"github.com/acgs-lite/acgs/internal/service/servicetest"
+)
+
+// Admission control end to end: the real service with one evaluation slot,
+// which the test takes, so that every request that needs an evaluation is
+// shed at once while cache hits and constant plans are still answered.
+
+var admissionSeq atomic.Int64
+
+// newSafe is an allowed request no cache has seen.
+func newSafe() string {
+	return fmt.Sprintf(`{"type":"constitutional_evaluation","constitutional_hash":"cdd01ef066bc6cf2","action":"data.read_public",`+
+		`"context":{"environment":{"sandbox_enabled":true,"audit_enabled":true},"agent":{"id":"agent-adm-%d","trust_level":0.9,`+
+		`"requested_resources":{"cpu_cores":1}},"current_usage_count":%d,"responsible_party":"load_test_user",`+
+		`"explanation":"Safe public data access for dashboard"}}`, admissionSeq.Add(1), admissionSeq.Load()%100)
+}
+
+// newProhibited is a request for a prohibited action, which a constant
+// partial-evaluation plan denies whatever the rest of the input says.
+func newProhibited() string {
+	return fmt.Sprintf(`{"type":"constitutional_evaluation","constitutional_hash":"cdd01ef066bc6cf2","action":"system.execute_shell",`+
+		`"context":{"environment":{"sandbox_enabled":false},"agent":{"id":"rogue-adm-%d","trust_level":0.3}}}`, admissionSeq.Add(1))
+}
+
+type httpAnswer struct {
+	status int
+	header http.Header
+	doc    map[string]any
+	raw    string
+}
+
+func admissionDo(t *testing.T, method, url, body string) httpAnswer {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	a := httpAnswer{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
+	if err := json.Unmarshal(raw, &a.doc); err != nil {
+		t.Fatalf("%s %s: answer is not a JSON object (%v): %s", method, url, err, raw)
+	}
+	return a
+}
+
+// wantShed checks an overloaded answer: 503, Retry-After, code and message.
+func wantShed(t *testing.T, a httpAnswer, doc map[string]any) {
+	t.Helper()
+	if a.status != http.StatusServiceUnavailable {
+		t.Errorf("status %d, want 503: %s", a.status, a.raw)
+	}
+	if ra := a.header.Get("Retry-After"); ra != "1" {
+		t.Errorf("Retry-After %q, want 1", ra)
+	}
+	if doc["code"] != "overloaded" || !strings.Contains(fmt.Sprint(doc["message"]), "overloaded") {
+		t.Errorf("want code overloaded and a message saying so: %v", doc)
+	}
+}
+
+func TestAdmissionShedsOnlyEvaluations(t *testing.T) {
+	in := servicetest.Start(t, func(c *config.Config) {
+		c.Admission.MaxInFlight = 1
+		c.Admission.QueueTimeout = time.Nanosecond // shed at once
+	})
+	cached := newSafe()
+	if a := admissionDo(t, "POST", in.URL+"/v1/data/acgs/main/decision", cached); a.status != 200 || a.doc["allow"] != true {
+		t.Fatalf("priming the cache: %d %s", a.status, a.raw)
+	}
+	release, err := in.Service.Admit.Admit(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := true
+	defer func() {
+		if held {
+			release()
+		}
+	}()
+
+	acgs := in.URL + "/v1/data/acgs/main/decision"
+	for _, tc := range []struct {
+		name, method, url, body string
+		check                   func(t *testing.T, a httpAnswer)
+	}{
+		{"ACGS, new input: shed, still allow false", "POST", acgs, newSafe(), func(t *testing.T, a httpAnswer) {
+			wantShed(t, a, a.doc)
+			if a.doc["allow"] != false || a.doc["constitutional_hash"] != "cdd01ef066bc6cf2" || a.doc["decision_id"] == "" {
+				t.Errorf("ACGS overloaded body: %s", a.raw)
+			}
+			if a.header.Get("X-Constitutional-Hash") != "cdd01ef066bc6cf2" {
+				t.Errorf("no X-Constitutional-Hash")
+			}
+		}},
+		{"ACGS, new input, ?pretty: same answer", "POST", acgs + "?pretty", newSafe(), func(t *testing.T, a httpAnswer) {
+			wantShed(t, a, a.doc)
+			if a.doc["allow"] != false {
+				t.Errorf("allow: %v", a.doc["allow"])
+			}
+		}},
+		{"ACGS, cached input: answered from the cache", "POST", acgs, cached, func(t *testing.T, a httpAnswer) {
+			if a.status != 200 || a.doc["allow"] != true || a.doc["cache_hit"] != true {
+				t.Errorf("cache hit shed or changed: %d %s", a.status, a.raw)
+			}
+		}},
+		{"ACGS, prohibited action: a constant plan answers", "POST", acgs, newProhibited(), func(t *testing.T, a httpAnswer) {
+			if a.status != 200 || a.doc["allow"] != false || a.doc["partial_evaluation"] != true || a.doc["code"] != nil {
+				t.Errorf("constant plan shed or changed: %d %s", a.status, a.raw)
+			}
+		}},
+		{"OPA v1, new input", "POST", acgs, `{"input":` + newSafe() + `}`, func(t *testing.T, a httpAnswer) {
+			wantShed(t, a, a.doc)
+			if _, ok := a.doc["result"]; ok {
+				t.Errorf("a result in an overloaded answer: %s", a.raw)
+			}
+		}},
+		{"OPA v1, other path, new input", "POST", in.URL + "/v1/data/acgs/main", `{"input":` + newSafe() + `}`, func(t *testing.T, a httpAnswer) {
+			wantShed(t, a, a.doc)
+		}},
+		{"OPA v1, cached input", "POST", acgs, `{"input":` + cached + `}`, func(t *testing.T, a httpAnswer) {
+			res, _ := a.doc["result"].(map[string]any)
+			if a.status != 200 || res["allow"] != true {
+				t.Errorf("cache hit shed: %d %s", a.status, a.raw)
+			}
+		}},
+		{"OPA v0, new input", "POST", in.URL + "/v0/data/acgs/main/decision", newSafe(), func(t *testing.T, a httpAnswer) {
+			wantShed(t, a, a.doc)
+		}},
+		{"OPA default decision, new input", "POST", in.URL + "/", newSafe(), func(t *testing.T, a httpAnswer) {
+			wantShed(t, a, a.doc)
+		}},
+		{"OPA batch, mixed: 207, the new item 503", "POST", in.URL + "/v1/batch/data/acgs/main/decision",
+			`{"inputs":{"hit":` + cached + `,"new":` + newSafe() + `}}`, func(t *testing.T, a httpAnswer) {
+				if a.status != http.StatusMultiStatus || a.header.Get("Retry-After") != "1" {
+					t.Errorf("status %d Retry-After %q, want 207 and 1", a.status, a.header.Get("Retry-After"))
+				}
+				rs, _ := a.doc["responses"].(map[string]any)
+				hit, _ := rs["hit"].(map[string]any)
+				item, _ := rs["new"].(map[string]any)
+				if hit["http_status_code"] != "200" || hit["result"] == nil {
+					t.Errorf("cached item: %v", hit)
+				}
+				if item["http_status_code"] != "503" || item["code"] != "overloaded" || item["result"] != nil {
+					t.Errorf("shed item: %v", item)
+				}
+			}},
+		{"OPA batch, every item new: 503", "POST", in.URL + "/v1/batch/data/acgs/main/decision",
+			`{"inputs":{"a":` + newSafe() + `,"b":` + newSafe() + `}}`, func(t *testing.T, a httpAnswer) {
+				if a.status != http.StatusServiceUnavailable || a.header.Get("Retry-After") != "1" {
+					t.Errorf("status %d Retry-After %q, want 503 and 1", a.status, a.header.Get("Retry-After"))
+				}
+				rs, _ := a.doc["responses"].(map[string]any)
+				for id, it := range rs {
+					if item, _ := it.(map[string]any); item["http_status_code"] != "503" || item["code"] != "overloaded" {
+						t.Errorf("item %s: %v", id, item)
+					}
+				}
+			}},
+		{"ACGS batch, mixed: 207, items carry their status", "POST", in.URL + "/v1/acgs/batch",
+			`{"requests":[` + cached + `,` + newSafe() + `,{"type":"x"}]}`, func(t *testing.T, a httpAnswer) {
+				if a.status != http.StatusMultiStatus || a.header.Get("Retry-After") != "1" {
+					t.Errorf("status %d Retry-After %q, want 207 and 1", a.status, a.header.Get("Retry-After"))
+				}
+				rs, _ := a.doc["responses"].([]any)
+				if len(rs) != 3 {
+					t.Fatalf("responses: %s", a.raw)
+				}
+				hit, shed, bad := rs[0].(map[string]any), rs[1].(map[string]any), rs[2].(map[string]any)
+				if hit["allow"] != true || hit["http_status_code"] != "200" {
+					t.Errorf("cached item: %v", hit)
+				}
+				if shed["allow"] != false || shed["code"] != "overloaded" || shed["http_status_code"] != "503" {
+					t.Errorf("shed item: %v", shed)
+				}
+				if bad["code"] != "invalid_parameter" || bad["http_status_code"] != "400" {
+					t.Errorf("invalid item: %v", bad)
+				}
+			}},
+		{"ACGS batch, every item new: 503", "POST", in.URL + "/v1/acgs/batch",
+			`{"requests":[` + newSafe() + `,` + newSafe() + `]}`, func(t *testing.T, a httpAnswer) {
+				if a.status != http.StatusServiceUnavailable || a.header.Get("Retry-After") != "1" {
+					t.Errorf("status %d Retry-After %q, want 503 and 1", a.status, a.header.Get("Retry-After"))
+				}
+				for _, it := range a.doc["responses"].([]any) {
+					if item := it.(map[string]any); item["allow"] != false || item["code"] != "overloaded" {
+						t.Errorf("item: %v", item)
+					}
+				}
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.check(t, admissionDo(t, tc.method, tc.url, tc.body)) })
+	}
+
+	// The overloaded ACGS body is written directly; ?pretty builds it
+	// field by field: the two are the same document.
+	body := newSafe()
+	fast, general := admissionDo(t, "POST", acgs, body), admissionDo(t, "POST", acgs+"?pretty", body)
+	for _, k := range []string{"decision_id", "latency_ms"} {
+		delete(fast.doc, k)
+		delete(general.doc, k)
+	}
+	if d := jsoneq.Diff(general.doc, fast.doc); d != "" || fast.status != general.status {
+		t.Errorf("overloaded bodies differ at %s (status %d vs %d)\nfast:    %s\ngeneral: %s", d, fast.status, general.status, fast.raw, general.raw)
+	}
+
+	shed, err := faults.Metric(in.URL, "acgs_decisions_shed_total")
+	if err != nil || shed < 10 {
+		t.Errorf("acgs_decisions_shed_total = %v (%v), want every shed decision counted", shed, err)
+	}
+	if f, _ := faults.Metric(in.URL, "acgs_evaluation_failures_total"); f != 0 {
+		t.Errorf("acgs_evaluation_failures_total = %v: a shed request is not an evaluation failure", f)
+	}
+	if o, _ := faults.Metric(in.URL, "acgs_decisions_total", `outcome="overloaded"`); o != shed {
+		t.Errorf("acgs_decisions_total{outcome=overloaded} = %v, want %v", o, shed)
+	}
+
+	// The shed input was not cached as anything: with the slot back, it is
+	// evaluated and allowed.
+	release()
+	held = false
+	again := newSafe()
+	release, err = in.Service.Admit.Admit(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := admissionDo(t, "POST", acgs, again)
+	wantShed(t, a, a.doc)
+	release()
+	if a := admissionDo(t, "POST", acgs, again); a.status != 200 || a.doc["allow"] != true || a.doc["cache_hit"] != false {
+		t.Errorf("after the slot came back: %d %s", a.status, a.raw)
+	}
+}
+
+// TestAdmissionDeadlineWhileWaiting: a request whose context ends while it
+// waits for a slot (its client gave up) is counted as shed for its
+// deadline, never as an evaluation failure or a denial; with the cache
+// (waiting for a shared evaluation) and without it (waiting for the slot
+// itself).
+func TestAdmissionDeadlineWhileWaiting(t *testing.T) {
+	for _, cacheOn := range []bool{true, false} {
+		t.Run(fmt.Sprintf("cache=%v", cacheOn), func(t *testing.T) {
+			in := servicetest.Start(t, func(c *config.Config) {
+				c.Admission.MaxInFlight = 1
+				c.Admission.QueueTimeout = 10 * time.Second
+				c.Cache.Enabled = cacheOn
+			})
+			release, err := in.Service.Admit.Admit(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer release()
+			client := &http.Client{Timeout: 300 * time.Millisecond}
+			resp, err := client.Post(in.URL+"/v1/data/acgs/main/decision", "application/json", bytes.NewReader([]byte(newSafe())))
+			if err == nil {
+				resp.Body.Close()
+				t.Fatalf("answered %s while the only slot was held", resp.Status)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				n, _ := faults.Metric(in.URL, "acgs_decisions_shed_total", `reason="deadline"`)
+				if n == 1 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("acgs_decisions_shed_total{reason=deadline} = %v, want 1", n)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if f, _ := faults.Metric(in.URL, "acgs_evaluation_failures_total"); f != 0 {
+				t.Errorf("acgs_evaluation_failures_total = %v, want 0", f)
+			}
+			if d, _ := faults.Metric(in.URL, "acgs_decisions_total", `outcome="deny"`); d != 0 {
+				t.Errorf("%v denials counted for a request that was never decided", d)
+			}
+		})
+	}
+}
