@@ -39,7 +39,10 @@ on its own against a running service:
     speedup = cold p50 / warm p50.
 
 Caches are warmed over each scenario's key space before the levels run.
-Exit status 1 when any request failed (non-200, transport error, no "allow").
+Requests the service shed for overload (503 overloaded with Retry-After) are
+counted in their own column, apart from failures, and kept out of the latency
+figures. Exit status 1 when any request failed (non-200 other than a shed,
+transport error, no "allow").
 --benchfmt prints Go benchmark format (one line per --count repetition) for
 benchstat and "acgs regress".`,
 		Args: cobra.NoArgs,
@@ -88,6 +91,9 @@ benchstat and "acgs regress".`,
 			}
 			if err != nil {
 				return err
+			}
+			if shed, total := res.Shed(); shed > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: %d of %d requests were shed for overload (503 overloaded): the service was saturated at some level; they are not in the latency figures\n", shed, total)
 			}
 			if failed, total := res.Failures(); failed > 0 {
 				return &ExitError{Code: 1, Err: fmt.Errorf("%d of %d requests failed: the figures describe errors, not decisions", failed, total)}

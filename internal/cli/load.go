@@ -67,7 +67,11 @@ requests. A run that achieves less than 95% of --rate is invalid.
 Requests sent during --warmup are not measured. Percentiles come from HDR
 histograms merged across workers. Compliance = mean of the share of
 expect-allow decisions that were allowed and of expect-deny decisions that
-were denied. Exit status 1 when the run is invalid or an SLO is violated.`,
+were denied. Requests the service shed for overload (503 overloaded with
+Retry-After) are neither decisions nor failures: they are reported apart
+(with goodput, the decisions per second), kept out of compliance and of the
+latency figures, and judged by --max-shed-rate. Exit status 1 when the run is
+invalid or an SLO is violated.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -109,7 +113,7 @@ were denied. Exit status 1 when the run is invalid or an SLO is violated.`,
 					progressbar.OptionSetPredictTime(false),
 				)
 				opts.OnProgress = func(p loadgen.Progress) {
-					bar.Describe(fmt.Sprintf("%d done, %d failed, last-second p99 %.2f ms", p.Completed, p.Failed, p.LastP99Ms))
+					bar.Describe(fmt.Sprintf("%d done, %d failed, %d shed, last-second p99 %.2f ms", p.Completed, p.Failed, p.Shed, p.LastP99Ms))
 					_ = bar.Set64(min(p.Elapsed.Milliseconds(), total.Milliseconds()))
 				}
 			}
@@ -179,6 +183,7 @@ were denied. Exit status 1 when the run is invalid or an SLO is violated.`,
 	f.Float64Var(&slo.MinRPS, "min-rps", 0, "SLO: minimum achieved req/s (0: not checked)")
 	f.Float64Var(&slo.P99Ms, "p99-ms", 5, "SLO: maximum p99 latency in ms (default: $PERFORMANCE_TARGET_P99_MS or 5)")
 	f.Float64Var(&slo.MaxErrorRate, "max-error-rate", 0.01, "SLO: maximum share of failed requests")
+	f.Float64Var(&slo.MaxShedRate, "max-shed-rate", 0.01, "SLO: maximum share of requests shed for overload (503 overloaded) (0: not checked)")
 	f.Float64Var(&slo.MinCompliance, "min-compliance", 0.95, "SLO: minimum constitutional compliance (0: not checked)")
 	f.Float64Var(&slo.WarnFraction, "warn-fraction", 0.8, "warn once this share of an SLO's budget is used")
 	f.Uint64Var(&seed, "seed", 1, "seed for scenario and key choice")

@@ -35,6 +35,7 @@ type BenchConfig struct {
 type BenchRun struct {
 	Requests  int64          `json:"requests"`
 	Failures  int64          `json:"failures"`
+	Shed      int64          `json:"shed"`
 	ElapsedMs float64        `json:"elapsed_ms"`
 	RPS       float64        `json:"rps"`
 	Latency   LatencySummary `json:"latency"`
@@ -42,11 +43,14 @@ type BenchRun struct {
 
 // BenchLevel is a concurrency level, all repetitions merged.
 type BenchLevel struct {
-	Concurrency int            `json:"concurrency"`
-	Requests    int64          `json:"requests"`
-	Failures    int64          `json:"failures"`
-	RPS         float64        `json:"rps"`
-	Latency     LatencySummary `json:"latency"`
+	Concurrency int   `json:"concurrency"`
+	Requests    int64 `json:"requests"`
+	Failures    int64 `json:"failures"`
+	// Shed requests were refused for overload (503 overloaded): counted
+	// apart from failures, and out of the latency figures.
+	Shed    int64          `json:"shed"`
+	RPS     float64        `json:"rps"`
+	Latency LatencySummary `json:"latency"`
 	// Efficiency is the scaling efficiency against the lowest level c0:
 	// (rps(c)/rps(c0)) / (c/c0). 1 means throughput grew in proportion to
 	// the workers; on a machine with fewer cores than workers it falls as
@@ -64,6 +68,7 @@ type ColdWarm struct {
 	// Speedup is cold p50 / warm p50.
 	Speedup  float64       `json:"speedup"`
 	Failures int64         `json:"failures"`
+	Shed     int64         `json:"shed"`
 	Note     string        `json:"note,omitempty"`
 	Runs     []ColdWarmRun `json:"runs,omitempty"`
 }
@@ -162,8 +167,9 @@ func RunBench(ctx context.Context, target Target, w *Workload, cfg BenchConfig) 
 				elapsed += r.DurationSec
 				lvl.Requests += r.Total.Requests
 				lvl.Failures += r.Total.Failures
+				lvl.Shed += r.Total.Shed
 				lvl.Runs = append(lvl.Runs, BenchRun{
-					Requests: r.Total.Requests, Failures: r.Total.Failures,
+					Requests: r.Total.Requests, Failures: r.Total.Failures, Shed: r.Total.Shed,
 					ElapsedMs: r.DurationSec * 1000, RPS: r.Total.RPS, Latency: r.Total.Latency,
 				})
 			}
@@ -226,10 +232,14 @@ func coldWarm(ctx context.Context, target Target, w *Workload, s *Scenario, nonc
 			suffix := fmt.Sprintf("-cold-%s-r%d-%d", nonce, round, i)
 			t0 := time.Now()
 			o, _ := rq.do(ctx, s, int64(i), suffix)
-			recordLatency(h, time.Since(t0))
-			if o == OutcomeFailure {
+			switch o {
+			case OutcomeFailure:
 				cw.Failures++
+			case OutcomeShed:
+				cw.Shed++ // not a latency of a decision
+				return
 			}
+			recordLatency(h, time.Since(t0))
 		}
 		// Sequential on purpose: one request at a time measures the cache,
 		// not the contention between concurrent requests.
@@ -272,17 +282,34 @@ func (b *BenchResult) Failures() (failed, total int64) {
 	return failed, total
 }
 
+// Shed counts the requests refused for overload (503 overloaded) over all
+// scenarios, levels and cold-versus-warm rounds. They are neither decisions
+// nor failures; a run with many of them measured a saturated service.
+func (b *BenchResult) Shed() (shed, total int64) {
+	for _, s := range b.Scenarios {
+		for _, l := range s.Levels {
+			shed += l.Shed
+			total += l.Requests
+		}
+		if cw := s.ColdWarm; cw != nil {
+			shed += cw.Shed
+			total += cw.Cold.Count + cw.Warm.Count + cw.Shed
+		}
+	}
+	return shed, total
+}
+
 // WriteTable prints the benchmark as tables.
 func (b *BenchResult) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "workload %s against %s (nonce %s)\n", b.Workload, b.URL, b.Nonce)
 	for _, s := range b.Scenarios {
 		fmt.Fprintf(w, "\nscenario %s\n", s.Name)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "c\trequests\tfailures\treq/s\tefficiency\tmin ms\tmean ms\tp50 ms\tp90 ms\tp95 ms\tp99 ms\tmax ms\t")
+		fmt.Fprintln(tw, "c\trequests\tfailures\tshed\treq/s\tefficiency\tmin ms\tmean ms\tp50 ms\tp90 ms\tp95 ms\tp99 ms\tmax ms\t")
 		for _, l := range s.Levels {
 			x := l.Latency
-			fmt.Fprintf(tw, "%d\t%d\t%d\t%.1f\t%.2f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t\n",
-				l.Concurrency, l.Requests, l.Failures, l.RPS, l.Efficiency,
+			fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%.1f\t%.2f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t\n",
+				l.Concurrency, l.Requests, l.Failures, l.Shed, l.RPS, l.Efficiency,
 				x.MinMs, x.MeanMs, x.P50Ms, x.P90Ms, x.P95Ms, x.P99Ms, x.MaxMs)
 		}
 		if err := tw.Flush(); err != nil {
@@ -297,6 +324,9 @@ func (b *BenchResult) WriteTable(w io.Writer) error {
 				cw.Samples, cw.Cold.P50Ms, cw.Cold.P99Ms, cw.Warm.P50Ms, cw.Warm.P99Ms, cw.Speedup)
 			if cw.Failures > 0 {
 				fmt.Fprintf(w, " (%d failures)", cw.Failures)
+			}
+			if cw.Shed > 0 {
+				fmt.Fprintf(w, " (%d shed for overload)", cw.Shed)
 			}
 			fmt.Fprintln(w)
 		}
@@ -319,8 +349,8 @@ func (b *BenchResult) WriteBenchfmt(w io.Writer) error {
 		scen := benchName(s.Name)
 		for _, l := range s.Levels {
 			for _, r := range l.Runs {
-				fmt.Fprintf(w, "BenchmarkHTTP/scenario=%s/c=%d\t%d\t%.0f ns/op\t%.2f req/s\t%.0f p50-ns/op\t%.0f p99-ns/op\t%d errors\n",
-					scen, l.Concurrency, r.Requests, ns(r.Latency.MeanMs), r.RPS, ns(r.Latency.P50Ms), ns(r.Latency.P99Ms), r.Failures)
+				fmt.Fprintf(w, "BenchmarkHTTP/scenario=%s/c=%d\t%d\t%.0f ns/op\t%.2f req/s\t%.0f p50-ns/op\t%.0f p99-ns/op\t%d errors\t%d shed\n",
+					scen, l.Concurrency, r.Requests, ns(r.Latency.MeanMs), r.RPS, ns(r.Latency.P50Ms), ns(r.Latency.P99Ms), r.Failures, r.Shed)
 			}
 		}
 		if cw := s.ColdWarm; cw != nil && cw.Note == "" {

@@ -88,13 +88,18 @@ func newRequester(client *http.Client, base string, w *Workload) *requester {
 }
 
 // decision is the part of an answer the tool judges: ACGS dialect puts allow
-// at the top level; the OPA dialect wraps it in result.
+// at the top level; the OPA dialect wraps it in result. Code is the error
+// code of a refusal ("overloaded" for a shed request).
 type decision struct {
 	Allow  *bool `json:"allow"`
 	Result *struct {
 		Allow *bool `json:"allow"`
 	} `json:"result"`
+	Code string `json:"code"`
 }
+
+// shedCode is the error code of a request refused for overload.
+const shedCode = "overloaded"
 
 var errNoAllow = errors.New(`response has no boolean "allow"`)
 
@@ -117,6 +122,9 @@ func (r *requester) do(ctx context.Context, s *Scenario, idx int64, suffix strin
 	if err != nil {
 		return OutcomeFailure, err
 	}
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		return classifyUnavailable(resp.Header, r.resp.Bytes())
+	}
 	if resp.StatusCode != http.StatusOK {
 		return OutcomeFailure, fmt.Errorf("HTTP %d: %s", resp.StatusCode, truncate(r.resp.String(), 200))
 	}
@@ -135,6 +143,20 @@ func (r *requester) do(ctx context.Context, s *Scenario, idx int64, suffix strin
 		return OutcomeAllow, nil
 	}
 	return OutcomeDeny, nil
+}
+
+// classifyUnavailable judges a 503: shed when the service says it is
+// overloaded and when to retry (Retry-After); anything else, an overload
+// answer without Retry-After included, is a failure.
+func classifyUnavailable(h http.Header, body []byte) (Outcome, error) {
+	var d decision
+	if json.Unmarshal(body, &d) == nil && d.Code == shedCode {
+		if h.Get("Retry-After") == "" {
+			return OutcomeFailure, errors.New("HTTP 503 overloaded without a Retry-After header")
+		}
+		return OutcomeShed, nil
+	}
+	return OutcomeFailure, fmt.Errorf("HTTP 503: %s", truncate(string(body), 200))
 }
 
 func truncate(s string, n int) string {

@@ -31,6 +31,7 @@ type Progress struct {
 	Total     time.Duration // planned run length including warm-up; 0 if bounded by count
 	Completed int64
 	Failed    int64
+	Shed      int64   // refused for overload (503 overloaded): not decisions, not failures
 	LastP99Ms float64 // p99 of the last complete second
 }
 
@@ -79,6 +80,10 @@ type OpenLoop struct {
 }
 
 // ScenarioStats are the results of one scenario (or of all, as Total).
+// Requests = Allowed + Denied + Failures + Shed. Shed requests (503
+// overloaded with Retry-After) are neither decisions nor failures: they are
+// out of the compliance figure, of ErrorRate's numerator and of Latency,
+// which describes the answered requests.
 type ScenarioStats struct {
 	Name        string         `json:"name"`
 	ExpectAllow *bool          `json:"expect_allow,omitempty"`
@@ -86,37 +91,44 @@ type ScenarioStats struct {
 	Failures    int64          `json:"failures"`
 	Allowed     int64          `json:"allowed"`
 	Denied      int64          `json:"denied"`
+	Shed        int64          `json:"shed"`
 	ErrorRate   float64        `json:"error_rate"`
+	ShedRate    float64        `json:"shed_rate"`
 	RPS         float64        `json:"rps"`
 	Latency     LatencySummary `json:"latency"`
 }
 
 // Result is the outcome of a load run.
 type Result struct {
-	Workload      string    `json:"workload"`
-	Mode          string    `json:"mode"` // "closed" or "open"
-	URL           string    `json:"url"`
-	StartedAt     time.Time `json:"started_at"`
-	WarmupSec     float64   `json:"warmup_seconds"`
-	DurationSec   float64   `json:"duration_seconds"` // measured window
-	Users         int       `json:"users,omitempty"`
-	Connections   int       `json:"connections,omitempty"`
-	TargetRate    float64   `json:"target_rate,omitempty"`
-	AchievedRate  float64   `json:"achieved_rate"`
-	Unsent        int64     `json:"unsent,omitempty"`
-	Valid         bool      `json:"valid"`
-	InvalidReason string    `json:"invalid_reason,omitempty"`
+	Workload     string    `json:"workload"`
+	Mode         string    `json:"mode"` // "closed" or "open"
+	URL          string    `json:"url"`
+	StartedAt    time.Time `json:"started_at"`
+	WarmupSec    float64   `json:"warmup_seconds"`
+	DurationSec  float64   `json:"duration_seconds"` // measured window
+	Users        int       `json:"users,omitempty"`
+	Connections  int       `json:"connections,omitempty"`
+	TargetRate   float64   `json:"target_rate,omitempty"`
+	AchievedRate float64   `json:"achieved_rate"`
+	// Goodput is decisions (allowed or denied) per second of the measured
+	// window: AchievedRate less the failed and the shed requests.
+	Goodput       float64 `json:"goodput"`
+	Unsent        int64   `json:"unsent,omitempty"`
+	Valid         bool    `json:"valid"`
+	InvalidReason string  `json:"invalid_reason,omitempty"`
 	// FirstError is the first failure of the run, warm-up included, so
 	// that a run whose measured part is clean still shows a startup error.
 	FirstError string        `json:"first_error,omitempty"`
 	Total      ScenarioStats `json:"total"`
 	// ServiceLatency (open loop only) is measured from the actual send time,
 	// the figure a tool with coordinated omission would report.
-	ServiceLatency *LatencySummary   `json:"service_latency,omitempty"`
-	Scenarios      []ScenarioStats   `json:"scenarios"`
-	Compliance     *float64          `json:"constitutional_compliance,omitempty"`
-	Timeline       []TimelinePoint   `json:"timeline,omitempty"`
-	Distribution   []PercentilePoint `json:"distribution,omitempty"`
+	ServiceLatency *LatencySummary `json:"service_latency,omitempty"`
+	// ShedLatency is how long the shed requests took to be refused.
+	ShedLatency  *LatencySummary   `json:"shed_latency,omitempty"`
+	Scenarios    []ScenarioStats   `json:"scenarios"`
+	Compliance   *float64          `json:"constitutional_compliance,omitempty"`
+	Timeline     []TimelinePoint   `json:"timeline,omitempty"`
+	Distribution []PercentilePoint `json:"distribution,omitempty"`
 
 	// Hist is the merged latency histogram of all measured requests (ns).
 	Hist *hdrhistogram.Histogram `json:"-"`
@@ -130,6 +142,7 @@ type run struct {
 	tl        *timeline
 	completed atomic.Int64
 	failed    atomic.Int64
+	shed      atomic.Int64
 	firstErr  atomic.Pointer[string]
 }
 
@@ -209,7 +222,7 @@ func (r *run) progressLoop(ctx context.Context, start time.Time, total time.Dura
 			case <-t.C:
 				r.opts.OnProgress(Progress{
 					Elapsed: time.Since(start), Total: total,
-					Completed: r.completed.Load(), Failed: r.failed.Load(),
+					Completed: r.completed.Load(), Failed: r.failed.Load(), Shed: r.shed.Load(),
 					LastP99Ms: r.tl.lastP99(),
 				})
 			}
@@ -271,15 +284,14 @@ func RunClosed(ctx context.Context, cfg ClosedLoop, opts Options) (*Result, erro
 				if ctx.Err() != nil {
 					return // an interrupted request is not a measurement
 				}
-				r.completed.Add(1)
-				if o == OutcomeFailure {
-					r.failed.Add(1)
-				}
+				r.count(o)
 				if t0.Before(measureFrom) {
 					continue
 				}
 				rec.record(si, t1.Sub(t0), o)
-				r.tl.record(t1, t1.Sub(t0), o == OutcomeFailure)
+				if o != OutcomeShed {
+					r.tl.record(t1, t1.Sub(t0), o == OutcomeFailure)
+				}
 				storeMax(&lastDone, t1.UnixNano())
 			}
 		}()
@@ -360,17 +372,16 @@ func RunOpen(ctx context.Context, cfg OpenLoop, opts Options) (*Result, error) {
 				if ctx.Err() != nil {
 					return
 				}
-				r.completed.Add(1)
-				if o == OutcomeFailure {
-					r.failed.Add(1)
-				}
+				r.count(o)
 				if i < warmN {
 					continue
 				}
 				lat := t1.Sub(sched) // from the scheduled time, not the actual send
 				rec.record(si, lat, o)
-				recordLatency(rec.svc, t1.Sub(t0))
-				r.tl.record(t1, lat, o == OutcomeFailure)
+				if o != OutcomeShed {
+					recordLatency(rec.svc, t1.Sub(t0))
+					r.tl.record(t1, lat, o == OutcomeFailure)
+				}
 				storeMax(&lastDone, t1.UnixNano())
 			}
 		}()
@@ -410,6 +421,17 @@ func RunOpen(ctx context.Context, cfg OpenLoop, opts Options) (*Result, error) {
 	return res, nil
 }
 
+// count tallies one completed request for the progress line.
+func (r *run) count(o Outcome) {
+	r.completed.Add(1)
+	switch o {
+	case OutcomeFailure:
+		r.failed.Add(1)
+	case OutcomeShed:
+		r.shed.Add(1)
+	}
+}
+
 func (r *run) result(opts Options, mode string, start, measureFrom, finish time.Time) *Result {
 	w := opts.Workload
 	total := newRecorder(len(w.Scenarios))
@@ -444,11 +466,12 @@ func (r *run) result(opts Options, mode string, start, measureFrom, finish time.
 		}
 		st := ScenarioStats{
 			Name: s.Name, Requests: c.requests, Failures: c.failures,
-			Allowed: c.allowed, Denied: c.denied,
+			Allowed: c.allowed, Denied: c.denied, Shed: c.shed,
 			RPS: float64(c.requests) / window, Latency: Summarize(c.hist),
 		}
 		if c.requests > 0 {
 			st.ErrorRate = float64(c.failures) / float64(c.requests)
+			st.ShedRate = float64(c.shed) / float64(c.requests)
 		}
 		if s.Expect != nil && s.Expect.Allow != nil {
 			v := *s.Expect.Allow
@@ -467,14 +490,21 @@ func (r *run) result(opts Options, mode string, start, measureFrom, finish time.
 		all.Failures += c.failures
 		all.Allowed += c.allowed
 		all.Denied += c.denied
+		all.Shed += c.shed
 	}
 	all.RPS = float64(all.Requests) / window
 	if all.Requests > 0 {
 		all.ErrorRate = float64(all.Failures) / float64(all.Requests)
+		all.ShedRate = float64(all.Shed) / float64(all.Requests)
+	}
+	if all.Shed > 0 {
+		sl := Summarize(total.shed)
+		res.ShedLatency = &sl
 	}
 	all.Latency = Summarize(res.Hist)
 	res.Total = all
 	res.AchievedRate = all.RPS
+	res.Goodput = float64(all.Allowed+all.Denied) / window
 	res.Compliance = Compliance(expAllowOK, expAllowN, expDenyOK, expDenyN)
 	res.Distribution = PercentileCurve(res.Hist)
 	return res
@@ -485,7 +515,9 @@ func (r *run) result(opts Options, mode string, start, measureFrom, finish time.
 // decisions that were denies, so that a mix with 10% dangerous requests cannot
 // hide a policy that allows all of them. A class with no decisions is left
 // out; nil means neither class had any. Failed requests are not decisions:
-// they count against the error-rate objective instead.
+// they count against the error-rate objective instead; nor are shed ones
+// (the service refused them for overload), which the shed-rate objective
+// judges.
 func Compliance(allowOK, allowN, denyOK, denyN int64) *float64 {
 	var parts []float64
 	if allowN > 0 {

@@ -281,3 +281,84 @@ func TestCheckLoopback(t *testing.T) {
 		}
 	}
 }
+
+// TestShedIsNeitherDecisionNorFailure: a 503 overloaded with Retry-After
+// is counted as shed, apart from allows, denies and failures, and kept out
+// of compliance, the error rate and the latency; without Retry-After, or
+// with another code, a 503 is a failure. Both drivers, and the report.
+func TestShedIsNeitherDecisionNorFailure(t *testing.T) {
+	w, err := DefaultWorkload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	shedEvery := func(retryAfter, code string) http.Handler {
+		j := &judgeHandler{}
+		return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			if j.n.Load()%2 == 1 { // every other request
+				j.n.Add(1)
+				if retryAfter != "" {
+					rw.Header().Set("Retry-After", retryAfter)
+				}
+				rw.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = io.WriteString(rw, `{"allow":false,"code":"`+code+`","message":"service overloaded"}`)
+				return
+			}
+			j.ServeHTTP(rw, r)
+		})
+	}
+	for _, tc := range []struct {
+		name              string
+		h                 http.Handler
+		wantShed, wantErr bool
+	}{
+		{"overloaded with Retry-After", shedEvery("1", "overloaded"), true, false},
+		{"overloaded without Retry-After", shedEvery("", "overloaded"), false, true},
+		{"another 503", shedEvery("1", "unavailable"), false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newLoopbackServer(t, tc.h)
+			for _, mode := range []string{"closed", "open"} {
+				opts := Options{Target: Target{BaseURL: srv.URL}, Workload: w, Scenario: "safe_action"}
+				var res *Result
+				if mode == "closed" {
+					res, err = RunClosed(context.Background(), ClosedLoop{Users: 1, MaxRequests: 40}, opts)
+				} else {
+					res, err = RunOpen(context.Background(), OpenLoop{Rate: 200, Duration: 200 * time.Millisecond, Connections: 1}, opts)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				tot := res.Total
+				if tot.Requests != tot.Allowed+tot.Denied+tot.Failures+tot.Shed || tot.Requests < 10 {
+					t.Fatalf("%s: counts do not add up: %+v", mode, tot)
+				}
+				half := tot.Requests / 2
+				if tc.wantShed {
+					if tot.Shed < half-1 || tot.Failures != 0 || tot.ErrorRate != 0 || tot.ShedRate == 0 {
+						t.Errorf("%s: want about half shed and no failure: %+v", mode, tot)
+					}
+					if tot.Latency.Count != tot.Allowed+tot.Denied || res.ShedLatency == nil || res.ShedLatency.Count != tot.Shed {
+						t.Errorf("%s: latency counts %d (shed %v), want decisions only", mode, tot.Latency.Count, res.ShedLatency)
+					}
+					if res.Compliance == nil || *res.Compliance != 1 {
+						t.Errorf("%s: compliance %v, want 1: shed requests are not denials", mode, res.Compliance)
+					}
+					if want := float64(tot.Allowed) / res.DurationSec; res.Goodput < want*0.99 || res.Goodput > want*1.01 {
+						t.Errorf("%s: goodput %v, want %v", mode, res.Goodput, want)
+					}
+					var b strings.Builder
+					if err := WriteResultTable(&b, res); err != nil || !strings.Contains(b.String(), "shed (503 overloaded") {
+						t.Errorf("%s: report does not show the shed requests: %v\n%s", mode, err, b.String())
+					}
+					rep := LoadSLO{MaxErrorRate: 0.01, MaxShedRate: 0.01}.Evaluate(res)
+					if !strings.Contains(strings.Join(rep.Failed(), ","), "shed rate") || strings.Contains(strings.Join(rep.Failed(), ","), "error rate") {
+						t.Errorf("%s: SLO failed %v, want the shed rate only", mode, rep.Failed())
+					}
+				}
+				if tc.wantErr && (tot.Shed != 0 || tot.Failures < half-1) {
+					t.Errorf("%s: want failures, not shed: %+v", mode, tot)
+				}
+			}
+		})
+	}
+}

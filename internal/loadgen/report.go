@@ -142,11 +142,11 @@ func WriteResultTable(w io.Writer, res *Result) error {
 		fmt.Fprintf(w, "%d users, %.1f req/s\n", res.Users, res.AchievedRate)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\trequests\tfailures\treq/s\tallow\tdeny\tmin ms\tp50 ms\tp90 ms\tp95 ms\tp99 ms\tmax ms\t")
+	fmt.Fprintln(tw, "scenario\trequests\tfailures\tshed\treq/s\tallow\tdeny\tmin ms\tp50 ms\tp90 ms\tp95 ms\tp99 ms\tmax ms\t")
 	row := func(s ScenarioStats) {
 		l := s.Latency
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f\t%d\t%d\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t\n",
-			s.Name, s.Requests, s.Failures, s.RPS, s.Allowed, s.Denied, l.MinMs, l.P50Ms, l.P90Ms, l.P95Ms, l.P99Ms, l.MaxMs)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.1f\t%d\t%d\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t\n",
+			s.Name, s.Requests, s.Failures, s.Shed, s.RPS, s.Allowed, s.Denied, l.MinMs, l.P50Ms, l.P90Ms, l.P95Ms, l.P99Ms, l.MaxMs)
 	}
 	for _, s := range res.Scenarios {
 		row(s)
@@ -158,6 +158,10 @@ func WriteResultTable(w io.Writer, res *Result) error {
 	if res.ServiceLatency != nil {
 		fmt.Fprintf(w, "service time (from actual send, not corrected): p50 %.3f ms, p99 %.3f ms\n",
 			res.ServiceLatency.P50Ms, res.ServiceLatency.P99Ms)
+	}
+	if res.Total.Shed > 0 {
+		fmt.Fprintf(w, "shed (503 overloaded, Retry-After; not decisions, not in latency or compliance): %d (%.2f%%), refused in p50 %.3f ms, p99 %.3f ms; goodput %.1f decisions/s\n",
+			res.Total.Shed, res.Total.ShedRate*100, res.ShedLatency.P50Ms, res.ShedLatency.P99Ms, res.Goodput)
 	}
 	if res.Compliance != nil {
 		fmt.Fprintf(w, "constitutional compliance: %.2f%%\n", *res.Compliance*100)

@@ -168,6 +168,7 @@ func formatValue(v float64, unit string) string {
 type LoadSLO struct {
 	P99Ms         float64 // 0: not checked
 	MaxErrorRate  float64
+	MaxShedRate   float64 // share of requests shed for overload; 0: not checked
 	MinRPS        float64 // 0: not checked
 	MinCompliance float64 // 0: not checked
 	WarnFraction  float64
@@ -194,6 +195,13 @@ func (s LoadSLO) Evaluate(res *Result) *Report {
 		rep.Add(MaxObjective("p99 latency", "ms", s.P99Ms, wf), lat)
 	}
 	rep.Add(MaxObjective("error rate", "ratio", s.MaxErrorRate, wf), errRate)
+	if s.MaxShedRate > 0 {
+		var shed *float64
+		if res.Total.Requests > 0 {
+			shed = &res.Total.ShedRate
+		}
+		rep.Add(MaxObjective("shed rate", "ratio", s.MaxShedRate, wf), shed)
+	}
 	if s.MinRPS > 0 {
 		rps := res.AchievedRate
 		rep.Add(MinObjective("throughput", "req/s", s.MinRPS, wf), &rps)

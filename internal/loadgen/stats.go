@@ -37,12 +37,17 @@ func recordLatency(h *hdrhistogram.Histogram, d time.Duration) {
 // Outcome is what one request produced, as the drivers classify it.
 type Outcome uint8
 
-// Outcomes. A failure is an HTTP status other than 200, a transport error, or
-// a body that is not JSON with a boolean "allow".
+// Outcomes. Shed is a request the service refused for overload (503 with
+// code "overloaded" and a Retry-After header): not a decision, and not a
+// failure of the service either, so it is counted apart from both and kept
+// out of compliance and of the decision latency. A failure is any other
+// HTTP status than 200, a transport error, or a body that is not JSON with a
+// boolean "allow".
 const (
 	OutcomeAllow Outcome = iota
 	OutcomeDeny
 	OutcomeFailure
+	OutcomeShed
 )
 
 // counts is the per-scenario tally kept by one worker.
@@ -52,6 +57,7 @@ type counts struct {
 	failures int64
 	allowed  int64
 	denied   int64
+	shed     int64
 }
 
 // recorder holds one worker's results. Each worker owns its recorder, so the
@@ -63,10 +69,13 @@ type recorder struct {
 	// open-loop requests: kept beside the corrected latency so that a report
 	// shows how much of the latency was queueing behind a slow server.
 	svc *hdrhistogram.Histogram
+	// shed is the latency of shed requests: how quickly the service said
+	// no. The scenarios' histograms hold the answered requests only.
+	shed *hdrhistogram.Histogram
 }
 
 func newRecorder(nScenarios int) *recorder {
-	r := &recorder{scen: make([]counts, nScenarios), svc: NewHistogram()}
+	r := &recorder{scen: make([]counts, nScenarios), svc: NewHistogram(), shed: NewHistogram()}
 	for i := range r.scen {
 		r.scen[i].hist = NewHistogram()
 	}
@@ -76,6 +85,11 @@ func newRecorder(nScenarios int) *recorder {
 func (r *recorder) record(scenario int, latency time.Duration, o Outcome) {
 	c := &r.scen[scenario]
 	c.requests++
+	if o == OutcomeShed {
+		c.shed++
+		recordLatency(r.shed, latency)
+		return
+	}
 	recordLatency(c.hist, latency)
 	switch o {
 	case OutcomeAllow:
@@ -89,6 +103,7 @@ func (r *recorder) record(scenario int, latency time.Duration, o Outcome) {
 
 func (r *recorder) merge(o *recorder) {
 	r.svc.Merge(o.svc)
+	r.shed.Merge(o.shed)
 	for i := range r.scen {
 		a, b := &r.scen[i], &o.scen[i]
 		a.hist.Merge(b.hist)
@@ -96,6 +111,7 @@ func (r *recorder) merge(o *recorder) {
 		a.failures += b.failures
 		a.allowed += b.allowed
 		a.denied += b.denied
+		a.shed += b.shed
 	}
 }
 
