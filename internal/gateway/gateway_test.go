@@ -580,3 +580,36 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+func TestRedisCountersAreSharedByReplicas(t *testing.T) {
+	r := testenv.StartRedis(t)
+	extra := "redis_url: " + r.URL() + "\n"
+	a := startEnv(t, envOptions{extraYAML: extra, upstreams: "  - name: remote\n    url: REMOTE\n"})
+	b := startEnv(t, envOptions{extraYAML: extra, upstreams: "  - name: remote\n    url: REMOTE\n"})
+	ca, cb := a.agent(t, "token-1"), b.agent(t, "token-1")
+	for i := range 120 {
+		cs := ca
+		if i%2 == 1 {
+			cs = cb
+		}
+		if res := call(t, cs, "remote__noop", map[string]any{}); res.IsError {
+			t.Fatalf("call %d: %q", i+1, text(res))
+		}
+	}
+	// 60 calls on each replica: the limit of 120 is reached on both
+	for _, cs := range []*mcp.ClientSession{ca, cb} {
+		res := call(t, cs, "remote__noop", map[string]any{})
+		if _, _, reasons := decisionMeta(t, res); !res.IsError || !strings.Contains(strings.Join(reasons, " "), "limit 120") {
+			t.Fatalf("after 120 calls across replicas: %q", text(res))
+		}
+	}
+	// Redis down: each replica falls back to counting in process (counted)
+	r.Kill()
+	res := call(t, ca, "remote__noop", map[string]any{})
+	if res.IsError {
+		t.Fatalf("with Redis down, a replica's own count is below the limit: %q", text(res))
+	}
+	if got := a.metric(t, "acgs_gateway_counter_errors_total", nil); got < 1 {
+		t.Errorf("counter errors = %v", got)
+	}
+}

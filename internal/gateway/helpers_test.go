@@ -57,6 +57,7 @@ type env struct {
 	done     chan error
 	logs     *syncBuffer
 	stopOnce sync.Once
+	stdio    *mcp.ClientSession // the agent, with envOptions.stdio
 }
 
 type envOptions struct {
@@ -65,6 +66,7 @@ type envOptions struct {
 	mutate      func(*config.Config) // engine settings
 	counter     gateway.Counter
 	adminTokens []string
+	stdio       bool // one agent over pipes (as over stdio) instead of HTTP agents
 }
 
 type syncBuffer struct {
@@ -101,22 +103,26 @@ func startEnv(t testing.TB, o envOptions) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.stopRem)
-	ups := o.upstreams
+	ups := strings.ReplaceAll(o.upstreams, "REMOTE", e.remURL)
 	if ups == "" {
 		ups = stdioUpstream("local", "") + fmt.Sprintf("  - name: remote\n    url: %s\n", e.remURL)
 	}
-	yml := fmt.Sprintf(`
-listen: 127.0.0.1:0
+	agents := `listen: 127.0.0.1:0
 agents:
   - {id: agent-1, token: token-1}
-  - {id: agent-2, token: token-2}
+  - {id: agent-2, token: token-2}`
+	if o.stdio {
+		agents = "stdio_agent: agent-1"
+	}
+	yml := fmt.Sprintf(`
+%s
 admin: {listen: 127.0.0.1:0}
 approvals: {timeout: 30s}
 call_timeout: 10s
 connect_timeout: 20s
 upstreams:
 %s
-`, ups)
+`, agents, ups)
 	yml = overrideTopLevel(yml, o.extraYAML) + o.extraYAML
 	gcfg, err := gateway.ParseConfig([]byte(yml))
 	if err != nil {
@@ -153,13 +159,26 @@ upstreams:
 	}
 	ready := make(chan struct{})
 	e.done = make(chan error, 1)
-	go func() {
-		e.done <- e.g.Run(ctx, gateway.RunOptions{Metrics: e.svc.Metrics.Handler(), Ready: func(agent, admin string) {
-			e.agentURL = "http://" + agent + gcfg.Path
-			e.adminURL = "http://" + admin
-			close(ready)
-		}})
-	}()
+	ro := gateway.RunOptions{Metrics: e.svc.Metrics.Handler(), Ready: func(agent, admin string) {
+		e.agentURL = "http://" + agent + gcfg.Path
+		e.adminURL = "http://" + admin
+		close(ready)
+	}}
+	var agentIn, agentOut *os.File // the agent's ends of the stdio pipes
+	if o.stdio {
+		toGw, fromAgent, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		toAgent, fromGw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ro.Stdin, ro.Stdout = toGw, fromGw
+		agentIn, agentOut = toAgent, fromAgent
+		t.Cleanup(func() { _ = toGw.Close(); _ = fromGw.Close() })
+	}
+	go func() { e.done <- e.g.Run(ctx, ro) }()
 	select {
 	case <-ready:
 	case err := <-e.done:
@@ -168,6 +187,14 @@ upstreams:
 		t.Fatalf("gateway not ready in 60s\n%s", e.logs.String())
 	}
 	t.Cleanup(e.stop)
+	if o.stdio {
+		c := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, nil)
+		e.stdio, err = c.Connect(testCtx(t), &mcp.IOTransport{Reader: agentIn, Writer: agentOut}, nil)
+		if err != nil {
+			t.Fatalf("connecting over pipes: %v", err)
+		}
+		t.Cleanup(func() { _ = e.stdio.Close() })
+	}
 	return e
 }
 
