@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/acgs-lite/acgs/internal/gateway"
 	"github.com/acgs-lite/acgs/internal/telemetry"
 	"github.com/acgs-lite/acgs/internal/telemetry/telemetrytest"
 	"github.com/acgs-lite/acgs/internal/testenv"
@@ -203,6 +204,7 @@ func exposedNames(t *testing.T) map[string]bool {
 	t.Helper()
 	m := telemetry.NewMetrics(telemetry.BuildInfo{Version: "test"})
 	telemetrytest.Exercise(t, m)
+	gateway.RegisterExampleSeries(m.Registry()) // acgs gateway's series (the dashboard's gateway row)
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	p := expfmt.NewTextParser(model.LegacyValidation)

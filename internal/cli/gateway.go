@@ -60,6 +60,12 @@ hash-chained: 'acgs audit verify FILE' checks it. SIGHUP reloads the bundle.`,
 }
 
 func runGateway(ctx context.Context, cmd *cobra.Command, gcfg gateway.Config, cfg config.Config) error {
+	if cfg.Policy.ConfigFile != "" {
+		// Remote bundles are downloaded by the service's Run, which the
+		// gateway does not call: the engine would stay empty and deny
+		// every call. Refuse rather than fail closed forever.
+		return fmt.Errorf("CONFIG_FILE (remote bundles) is not supported by acgs gateway yet; give the bundle with POLICY_BUNDLE_PATH")
+	}
 	// The gateway writes its own, hash-chained decision log; the engine's
 	// wiring is that of acgs serve without the HTTP API.
 	sink := gcfg.DecisionLog

@@ -72,3 +72,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 func (m *metrics) observeOverhead(upstream string, d time.Duration) {
 	m.overhead.WithLabelValues(upstream).Observe(d.Seconds())
 }
+
+// RegisterExampleSeries registers the acgs_gateway_* series on reg with a
+// child each, as a gateway that has seen every kind of call exposes them:
+// for tests that check dashboards and alerts against the exposition.
+func RegisterExampleSeries(reg prometheus.Registerer) {
+	m := newMetrics(reg)
+	m.decisions.WithLabelValues("files", "read_file", OutcomeAllow).Inc()
+	m.shadow.WithLabelValues("files", "read_file", OutcomeDeny).Inc()
+	m.approvals.WithLabelValues("db", "delete_record", string(Approved)).Inc()
+	m.pending.WithLabelValues("db", "delete_record").Set(0)
+	m.upstream.WithLabelValues("files", "read_file", "ok").Inc()
+	m.observeOverhead("files", 50*time.Microsecond)
+	m.upstreamDur.WithLabelValues("files").Observe(1e-3)
+	m.up.WithLabelValues("files").Set(1)
+	m.counterErrs.Add(0)
+}

@@ -1,7 +1,7 @@
 // The official TypeScript MCP client (@modelcontextprotocol/sdk) against
 // acgs gateway over streamable HTTP, for the gateway's end-to-end tests.
 //
-//   node client.mjs URL TOKEN '[{"name": "...", "arguments": {...}}, ...]'
+//   node client.mjs URL TOKEN|- '[{"name": "...", "arguments": {...}}, ...]'
 //
 // Prints one JSON object: {"tools": [names], "calls": [{"result": ...} or
 // {"error": "..."}]}, in the order of the calls.
@@ -9,9 +9,9 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 
 const [url, token, callsJSON] = process.argv.slice(2);
-const transport = new StreamableHTTPClientTransport(new URL(url), {
-  requestInit: { headers: { Authorization: `Bearer ${token}` } },
-});
+// TOKEN "-": no Authorization header (the gateway's anonymous_agent).
+const headers = token && token !== "-" ? { Authorization: `Bearer ${token}` } : {};
+const transport = new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers } });
 const client = new Client({ name: "acgs-ts-agent", version: "1.0.0" });
 await client.connect(transport);
 const { tools } = await client.listTools();
