@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"image/png"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -141,5 +143,45 @@ func TestWriteReport(t *testing.T) {
 	}
 	if doc.Mode != "open" || doc.TargetRate != 200 || doc.Total.Requests != 300 || len(doc.Timeline) == 0 || len(doc.SLO.Checks) == 0 {
 		t.Fatalf("results.json incomplete: %+v", doc)
+	}
+}
+
+// TestRunBenchCountsShedApart: requests shed for overload are counted in
+// their own column, not as failures, and stay out of the latency figures.
+func TestRunBenchCountsShedApart(t *testing.T) {
+	w, err := ParseWorkload([]byte(`{"name":"one","path":"/v1/data/acgs/main/decision","scenarios":[
+		{"name":"safe","weight":1,"expect":{"allow":true},"vary":{"context.agent.id":{"format":"a-%d","cardinality":10}},
+		 "request":{"type":"constitutional_evaluation","action":"data.read_public","context":{"agent":{"id":"a-0"}}}}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := &judgeHandler{}
+	var n atomic.Int64
+	srv := newLoopbackServer(t, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if n.Add(1)%3 == 0 {
+			rw.Header().Set("Retry-After", "1")
+			rw.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = rw.Write([]byte(`{"allow":false,"code":"overloaded","message":"service overloaded"}`))
+			return
+		}
+		j.ServeHTTP(rw, r)
+	}))
+	res, err := RunBench(context.Background(), Target{BaseURL: srv.URL}, w, BenchConfig{Requests: 30, Concurrency: []int{1}, ColdSamples: 6, WarmRepeats: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := res.Scenarios[0].Levels[0]
+	if l.Failures != 0 || l.Shed == 0 || l.Latency.Count != l.Requests-l.Shed {
+		t.Errorf("level: %d requests, %d failures, %d shed, %d latencies", l.Requests, l.Failures, l.Shed, l.Latency.Count)
+	}
+	if failed, _ := res.Failures(); failed != 0 {
+		t.Errorf("%d failures, want shed requests counted apart", failed)
+	}
+	if shed, total := res.Shed(); shed < l.Shed || total < l.Requests {
+		t.Errorf("Shed() = %d of %d", shed, total)
+	}
+	var b bytes.Buffer
+	if err := res.WriteBenchfmt(&b); err != nil || !strings.Contains(b.String(), " shed") {
+		t.Errorf("benchfmt without the shed count: %v\n%s", err, b.String())
 	}
 }

@@ -463,11 +463,13 @@ func TestOverloadShedsHonestly(t *testing.T) {
 		loadavg, _ := os.ReadFile("/proc/loadavg")
 		t.Logf("attempt %d (load average %s):\n  saturation, closed loop, %d users: %s\n  unloaded, open loop at %.0f/s: %s\n  overload, open loop at %.0f/s: %s",
 			attempt, strings.TrimSpace(string(loadavg)), overloadSaturationUsers, sat, rate/4, unloaded, 2*rate, over)
-		if over.shed == 0 {
-			t.Errorf("attempt %d: nothing was shed at twice the saturation rate: the service was not overloaded", attempt)
-			return
-		}
 		var problems []string
+		if over.shed == 0 {
+			// On a quiet machine twice the saturation rate must overload
+			// the service; a saturation rate measured while neighbours
+			// took the CPUs may be too low to.
+			problems = append(problems, "nothing was shed at twice the saturation rate: the service was not overloaded")
+		}
 		if g := over.goodput(); g < 0.9*rate {
 			problems = append(problems, fmt.Sprintf("goodput %.0f/s is %.0f%% of the saturation rate %.0f/s (want at least 90%%)", g, 100*g/rate, rate))
 		}
