@@ -65,6 +65,15 @@ func (c *compiler) builtinCall(s *ir.CallStmt, args []operand, res int32) (stmt,
 	}
 	site := &builtinSite{impl: bi, loc: c.location(s.GetLocation())}
 	c.prog.builtins = append(c.prog.builtins, site)
+	generic := genericCall(site, args, res)
+	if fast := c.arithmeticBuiltin(s.Func, args, res, generic); fast != nil {
+		return fast, nil
+	}
+	return generic, nil
+}
+
+// genericCall calls the built-in of site with the operands args.
+func genericCall(site *builtinSite, args []operand, res int32) stmt {
 	n := len(args)
 	return func(st *state, l []*ast.Term) ctl {
 		buf := st.argBuf(n)
@@ -83,7 +92,78 @@ func (c *compiler) builtinCall(s *ir.CallStmt, args []operand, res int32) (stmt,
 			l[res] = r
 		}
 		return ctlNext
-	}, nil
+	}
+}
+
+// arithmeticBuiltin returns a statement computing plus, minus, mul, div,
+// round or sum of numbers as topdown does (numeric.go), calling generic
+// whenever that is not certain; nil for other built-ins.
+func (c *compiler) arithmeticBuiltin(name string, args []operand, res int32, generic stmt) stmt {
+	if _, custom := c.opts.Builtins[name]; custom {
+		return nil
+	}
+	var op arith
+	switch name {
+	case ast.Plus.Name:
+		op = opAdd
+	case ast.Minus.Name:
+		op = opSub
+	case ast.Multiply.Name:
+		op = opMul
+	case ast.Divide.Name:
+		op = opQuo
+	case ast.Round.Name:
+		if len(args) != 1 {
+			return nil
+		}
+		a := args[0]
+		return func(st *state, l []*ast.Term) ctl {
+			if x := a.get(l); x != nil {
+				if n, ok := x.Value.(ast.Number); ok {
+					if r, ok := roundNumber(n); ok {
+						l[res] = r
+						return ctlNext
+					}
+				}
+			}
+			return generic(st, l)
+		}
+	case ast.Sum.Name:
+		if len(args) != 1 {
+			return nil
+		}
+		a := args[0]
+		return func(st *state, l []*ast.Term) ctl {
+			if x := a.get(l); x != nil {
+				if arr, ok := x.Value.(*ast.Array); ok {
+					if r, ok := sumNumbers(arr); ok {
+						l[res] = r
+						return ctlNext
+					}
+				}
+			}
+			return generic(st, l)
+		}
+	default:
+		return nil
+	}
+	if len(args) != 2 {
+		return nil
+	}
+	a, b := args[0], args[1]
+	return func(st *state, l []*ast.Term) ctl {
+		if x, y := a.get(l), b.get(l); x != nil && y != nil {
+			n1, ok1 := x.Value.(ast.Number)
+			n2, ok2 := y.Value.(ast.Number)
+			if ok1 && ok2 {
+				if r, ok := arithmetic(op, n1, n2); ok {
+					l[res] = r
+					return ctlNext
+				}
+			}
+		}
+		return generic(st, l)
+	}
 }
 
 // callBuiltin calls a built-in as topdown's evaluator does: the NDBCache

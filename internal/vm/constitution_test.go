@@ -32,6 +32,7 @@ import (
 type bundleFixture struct {
 	compiler *ast.Compiler
 	store    storage.Store
+	data     map[string]any
 }
 
 func loadConstitution(t testing.TB) bundleFixture {
@@ -57,7 +58,7 @@ func loadConstitution(t testing.TB) bundleFixture {
 		data = map[string]any{}
 	}
 	store := inmem.NewFromObjectWithOpts(data, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
-	return bundleFixture{compiler: c, store: store}
+	return bundleFixture{compiler: c, store: store, data: data}
 }
 
 // decisionPaths are the bundle's decision documents: every package's
