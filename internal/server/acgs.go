@@ -335,6 +335,14 @@ func (s *Server) handleACGSHealth(w http.ResponseWriter, r *http.Request) {
 		"performance":         s.d.Window.Snapshot().HealthPerformance(s.targets),
 		"cache_stats":         cacheStats,
 	}
+	if rs := s.d.Engine.ReadSets(); len(rs) > 0 {
+		// What each entry point's cache keys cover (acgs policy readset lists the paths).
+		sets := make(map[string]any, len(rs))
+		for path, set := range rs {
+			sets[path] = map[string]any{"input_paths": len(set.Paths), "type_only_paths": len(set.Types), "whole_input": set.Whole, "cached": set.Cacheable()}
+		}
+		doc["read_sets"] = sets
+	}
 	if info.LastError != nil {
 		doc["last_reload_error"] = info.LastError.Error()
 		doc["last_reload_error_at"] = info.LastErrorAt.UTC().Format(time.RFC3339)

@@ -121,6 +121,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*Service, error) {
 		MaxResidualPlans:   cfg.Policy.PlanMaxResidual,
 		PlanVerifyEvery:    cfg.Policy.PlanVerifyEvery,
 		OnPlan:             s.Metrics.ObservePartialEval,
+		OnKey:              func(k engine.KeyKind) { s.Metrics.ObserveCacheKey(k.String()) },
 		Admit:              s.Admit.Admit,
 		OnReload: func(result, revision string, _ error) {
 			s.Metrics.PolicyReload(result)

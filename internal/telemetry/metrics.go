@@ -104,6 +104,8 @@ type Metrics struct {
 
 	admissionOnce sync.Once
 	admission     *admissionCollector
+
+	keys *cacheKeys
 }
 
 // NewMetrics builds the registry with the Go runtime and process collectors,
@@ -185,6 +187,7 @@ func NewMetrics(info BuildInfo) *Metrics {
 		m.decisionDuration, m.partialEval, m.batchItems, m.writeBatch,
 		m.hashMismatches, m.policyReloads, m.policyInfo, m.evalFailures, m.shed)
 
+	m.initCacheKeys()
 	for _, s := range decisionSources {
 		m.decisionDuration.WithLabelValues(s)
 	}

@@ -345,6 +345,7 @@ func TestMetricNames(t *testing.T) {
 		"acgs_build_info",
 		"acgs_cache_epoch",
 		"acgs_cache_hits_total",
+		"acgs_cache_keys_total",
 		"acgs_cache_l1_capacity_entries",
 		"acgs_cache_l1_entries",
 		"acgs_cache_l1_evictions_total",
