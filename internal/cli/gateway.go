@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -74,6 +75,9 @@ func runGateway(ctx context.Context, cmd *cobra.Command, gcfg gateway.Config, cf
 	}
 	if gcfg.Listen == "" && sink == "stdout" {
 		return fmt.Errorf("DECISION_LOG=stdout: stdout is the MCP stream of a stdio agent; use file:/path")
+	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gateway.DefaultGCPercent)
 	}
 	mask := append(append([]string{}, cfg.Log.DecisionLogMask...), gcfg.DecisionLogMask...)
 	cfg.Log.DecisionLog = "off"

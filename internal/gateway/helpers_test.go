@@ -67,6 +67,7 @@ type envOptions struct {
 	counter     gateway.Counter
 	adminTokens []string
 	stdio       bool // one agent over pipes (as over stdio) instead of HTTP agents
+	noLog       bool // no decision log (the default configuration: DECISION_LOG=off)
 }
 
 type syncBuffer struct {
@@ -141,9 +142,11 @@ upstreams:
 		t.Fatal(err)
 	}
 	e.logPath = filepath.Join(t.TempDir(), "decisions.jsonl")
-	e.dlog, err = telemetry.NewDecisionLog(telemetry.DecisionLogConfig{Sink: "file:" + e.logPath, Chain: true, Mask: []string{"/tool_call/arguments/secret_note"}})
-	if err != nil {
-		t.Fatal(err)
+	if !o.noLog {
+		e.dlog, err = telemetry.NewDecisionLog(telemetry.DecisionLogConfig{Sink: "file:" + e.logPath, Chain: true, Mask: []string{"/tool_call/arguments/secret_note"}})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	tokens := o.adminTokens
 	if tokens == nil {
