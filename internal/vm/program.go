@@ -115,7 +115,11 @@ type compiler struct {
 	conflict string         // message of a conflicting result of the function being lowered
 	depth    int            // enclosing blocks of the statement being lowered
 	base     map[int32]bool // locals holding base documents reached from data by dots and scans
-	callees  []*function    // functions the current function or plan calls
+
+	lits         map[*ir.MakeArrayStmt]*literal // array literals of the blocks lowered
+	litPos       map[*ir.ArrayAppendStmt]int
+	constAppends map[*ir.ArrayAppendStmt]bool
+	callees      []*function // functions the current function or plan calls
 }
 
 // Compile lowers pol into a Program. An error wrapping ErrUnsupported says
@@ -124,7 +128,8 @@ func Compile(pol *ir.Policy, opts Options) (prog *Program, err error) {
 	if pol == nil || pol.Plans == nil || len(pol.Plans.Plans) == 0 {
 		return nil, unsupported("policy has no plan")
 	}
-	c := &compiler{pol: pol, opts: opts, prog: &Program{}, byName: map[string]*function{}, bis: map[string]*builtinImpl{}}
+	c := &compiler{pol: pol, opts: opts, prog: &Program{}, byName: map[string]*function{}, bis: map[string]*builtinImpl{},
+		lits: map[*ir.MakeArrayStmt]*literal{}, litPos: map[*ir.ArrayAppendStmt]int{}, constAppends: map[*ir.ArrayAppendStmt]bool{}}
 	if pol.Static != nil {
 		for _, s := range pol.Static.Strings {
 			c.strs = append(c.strs, ast.StringTerm(s.Value))
@@ -334,6 +339,7 @@ func (c *compiler) topBlock(b *ir.Block) (block, error) {
 func (c *compiler) block(b *ir.Block) (block, error) {
 	c.depth++
 	defer func() { c.depth-- }()
+	c.scanLiterals(b)
 	out := make(block, 0, len(b.Stmts))
 	for _, s := range b.Stmts {
 		ls, err := c.stmt(s)
@@ -451,12 +457,7 @@ func (c *compiler) stmt(s ir.Stmt) (stmt, error) {
 			return ctlNext
 		}, nil
 	case *ir.MakeArrayStmt:
-		t := c.local(s.Target)
-		n := max(int(s.Capacity), 0)
-		return func(_ *state, l []*ast.Term) ctl {
-			l[t] = ast.NewTerm(ast.NewArrayWithCapacity(n))
-			return ctlNext
-		}, nil
+		return c.makeArray(s), nil
 	case *ir.MakeObjectStmt:
 		t := c.local(s.Target)
 		return func(_ *state, l []*ast.Term) ctl {
@@ -524,22 +525,7 @@ func (c *compiler) stmt(s ir.Stmt) (stmt, error) {
 			return ctlNext
 		}, nil
 	case *ir.ArrayAppendStmt:
-		v, err := c.operand(s.Value)
-		if err != nil {
-			return nil, err
-		}
-		arr := c.local(s.Array)
-		return func(st *state, l []*ast.Term) ctl {
-			t, x := l[arr], v.get(l)
-			a, ok := t.Value.(*ast.Array)
-			if !ok || x == nil {
-				return st.fail(internalError(nil, "array append to a non-array"))
-			}
-			// The array is still being built by this frame (MakeArray
-			// made it; nothing has read it yet): replace it in its term.
-			t.Value = a.Append(x)
-			return ctlNext
-		}, nil
+		return c.arrayAppend(s)
 	case *ir.ObjectInsertStmt:
 		return c.objectInsert(s.Object, s.Key, s.Value, "", nil, false)
 	case *ir.ObjectInsertOnceStmt:
