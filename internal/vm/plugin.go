@@ -119,10 +119,17 @@ func (p *prepared) Eval(ctx context.Context, ectx *rego.EvalContext, rt ast.Valu
 // Eval runs the program's first plan on input and data (nil: undefined)
 // and returns its result set, a set of objects binding the query's
 // variables (what rego turns into a ResultSet). ectx may be nil.
-func (p *Program) Eval(ctx context.Context, ectx *rego.EvalContext, rt ast.Value, input, data *ast.Term) (ast.Set, error) {
+func (p *Program) Eval(ctx context.Context, ectx *rego.EvalContext, rt ast.Value, input, data *ast.Term) (rs ast.Set, err error) {
 	st := p.pool.Get().(*state)
+	defer func() {
+		// A plan the lowering misjudged must fail one decision, not the
+		// process; the state is dropped, not pooled.
+		if r := recover(); r != nil {
+			rs, err = nil, internalError(nil, fmt.Sprintf("evaluation panicked: %v", r))
+		}
+	}()
 	st.reset(ctx, ectx, rt)
-	rs, err := st.runPlan(p.plans[0], input, data)
+	rs, err = st.runPlan(p.plans[0], input, data)
 	st.release()
 	return rs, err
 }
