@@ -30,9 +30,100 @@ func decodeArguments(raw json.RawMessage) (v any, ok bool, err error) {
 	if len(raw) == 0 {
 		return nil, false, nil
 	}
+	// Fast path: one byte scan (members and depth), the standard decoder,
+	// one walk of the value. A repeated key shows as fewer members decoded
+	// than scanned; the slow path then names it.
+	members, depth := scanJSON(raw)
+	if depth > maxArgumentDepth {
+		return nil, false, fmt.Errorf("arguments nest deeper than %d", maxArgumentDepth)
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
-	v, err = decodeValue(dec, 0, "")
+	if err := dec.Decode(&v); err != nil {
+		return nil, false, fmt.Errorf("arguments are not valid JSON: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, false, errors.New("data after the arguments' JSON value")
+	}
+	n, err := checkValue(v, "")
+	if err != nil {
+		return nil, false, err
+	}
+	if n != members {
+		return decodeArgumentsStrict(raw)
+	}
+	return v, true, nil
+}
+
+// scanJSON counts the object members of a JSON text (the colons outside
+// strings) and its deepest nesting.
+func scanJSON(b []byte) (members, maxDepth int) {
+	depth := 0
+	inString, escaped := false, false
+	for _, c := range b {
+		if inString {
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+		case ':':
+			members++
+		case '{', '[':
+			depth++
+			maxDepth = max(maxDepth, depth)
+		case '}', ']':
+			depth--
+		}
+	}
+	return members, maxDepth
+}
+
+// checkValue counts the members of every object in v and checks its
+// number literals.
+func checkValue(v any, at string) (int, error) {
+	switch x := v.(type) {
+	case map[string]any:
+		n := len(x)
+		for k, e := range x {
+			m, err := checkValue(e, at+"/"+k)
+			if err != nil {
+				return 0, err
+			}
+			n += m
+		}
+		return n, nil
+	case []any:
+		n := 0
+		for i, e := range x {
+			m, err := checkValue(e, fmt.Sprintf("%s/%d", at, i))
+			if err != nil {
+				return 0, err
+			}
+			n += m
+		}
+		return n, nil
+	case json.Number:
+		if err := checkNumber(string(x)); err != nil {
+			return 0, fmt.Errorf("arguments: %w at %q", err, at)
+		}
+	}
+	return 0, nil
+}
+
+// decodeArgumentsStrict decodes token by token, naming a repeated key.
+func decodeArgumentsStrict(raw json.RawMessage) (any, bool, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	v, err := decodeValue(dec, 0, "")
 	if err != nil {
 		return nil, false, err
 	}
