@@ -40,7 +40,7 @@ const (
 	overloadBusyShare = 0.15
 	// overloadQuietWait bounds how long an attempt waits for a quiet
 	// second before it starts (other packages' tests run beside this one).
-	overloadQuietWait = 60 * time.Second
+	overloadQuietWait = 30 * time.Second
 )
 
 // overloadSeq numbers the inputs: every request of the test is new.
