@@ -50,6 +50,7 @@ type Policy struct {
 	ConstitutionalHash string
 	EvalTimeout        time.Duration
 	DefaultDecision    string   // path used by POST / (OPA's default decision)
+	Evaluator          string   // EVALUATOR: vm (the compiled evaluator, topdown for what it cannot run) or topdown
 	PartialEval        bool     // PARTIAL_EVAL: use partial-evaluation plans
 	PartialEvalKeys    []string // specialisation fields, e.g. input.type
 	PlanCacheSize      int
@@ -123,6 +124,7 @@ func Default() Config {
 			ConstitutionalHash: DefaultConstitutionalHash,
 			EvalTimeout:        100 * time.Millisecond,
 			DefaultDecision:    "acgs/main/decision",
+			Evaluator:          "vm",
 			PartialEval:        true,
 			PartialEvalKeys:    []string{"input.type", "input.action", "input.constitutional_hash"},
 			PlanCacheSize:      1024,
@@ -209,6 +211,9 @@ func (c *Config) Validate() error {
 	}
 	if p.PlanMaxResidual < 0 || p.PlanMaxResidual > p.PlanCacheSize {
 		bad("PLAN_MAX_RESIDUAL", "%d must be between 0 and PLAN_CACHE_SIZE (%d)", p.PlanMaxResidual, p.PlanCacheSize)
+	}
+	if p.Evaluator != "vm" && p.Evaluator != "topdown" {
+		bad("EVALUATOR", "%q is not an evaluator (accepted: vm, topdown)", p.Evaluator)
 	}
 	if p.PlanVerifyEvery < 0 {
 		bad("PLAN_VERIFY_EVERY", "%d must be 0 (check only each plan's first decision) or more", p.PlanVerifyEvery)

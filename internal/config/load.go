@@ -49,6 +49,7 @@ func NewLoader(fs *pflag.FlagSet, lookup func(string) (string, bool)) *Loader {
 	l.str(fs, &c.Policy.ConstitutionalHash, "constitutional-hash", "CONSTITUTIONAL_HASH", "constitutional hash that requests and bundles must carry")
 	l.dur(fs, &c.Policy.EvalTimeout, "eval-timeout", "EVAL_TIMEOUT", "deadline of one policy evaluation (fail closed beyond it)")
 	l.str(fs, &c.Policy.DefaultDecision, "default-decision", "DEFAULT_DECISION", "policy path answered by POST /")
+	l.str(fs, &c.Policy.Evaluator, "evaluator", "EVALUATOR", "vm (OPA's plans run by the compiled evaluator; topdown for what it cannot run) or topdown")
 	l.bool(fs, &c.Policy.PartialEval, "partial-eval", "PARTIAL_EVAL", "answer through partial-evaluation plans where they are faster")
 	l.pekeys = strings.Join(c.Policy.PartialEvalKeys, ",")
 	l.str(fs, &l.pekeys, "partial-eval-keys", "PARTIAL_EVAL_KEYS", "input fields the plans are specialised on (comma-separated)")

@@ -47,6 +47,7 @@ const (
 	SourceL2
 	SourcePlanConstant
 	SourcePlanResidual
+	SourceVM // the compiled evaluator (full evaluation on the Rego VM)
 )
 
 // String is the metric label of the source.
@@ -60,6 +61,8 @@ func (s Source) String() string {
 		return "plan_constant"
 	case SourcePlanResidual:
 		return "plan_residual"
+	case SourceVM:
+		return "vm"
 	default:
 		return "full"
 	}
@@ -112,6 +115,14 @@ type Options struct {
 	// evaluation. The first decision of every residual is always checked.
 	// 0: only the first (PLAN_VERIFY_EVERY's default is 1,024).
 	PlanVerifyEvery int
+	// Compiled evaluates decisions on the compiled evaluator (internal/vm:
+	// OPA's plan run by the Rego VM) wherever it can run the query, and with
+	// topdown elsewhere (logged at preparation, shown by Evaluators).
+	// EvaluateFull, the reference of the differential tests, stays topdown.
+	Compiled bool
+	// OnEvaluator is told which evaluator ran each evaluation ("vm" or
+	// "topdown") that no cache or constant plan answered.
+	OnEvaluator func(evaluator string)
 	// OnKey is told, for every decision looked up in the cache, how its
 	// key was made (on the read set, on the whole input, or not cached).
 	OnKey func(KeyKind)
@@ -192,8 +203,19 @@ func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle, source string) 
 	if err == nil {
 		err = s.prepareDefaults(ctx)
 	}
+	if err == nil && e.opts.Compiled {
+		for _, p := range s.entryPoints {
+			s.compiled(ctx, p, e.log)
+		}
+	}
 	if err == nil && e.opts.PartialEval {
-		s.plans = newPlanner(s, e.opts.PartialEvalKeys, e.opts.PlanCacheSize, e.opts.MaxResidualPlans, s.parsed)
+		maxResidual := e.opts.MaxResidualPlans
+		if e.opts.Compiled {
+			// The compiled evaluator runs the whole policy faster than
+			// topdown runs a residual: only constant plans still pay.
+			maxResidual = 0
+		}
+		s.plans = newPlanner(s, e.opts.PartialEvalKeys, e.opts.PlanCacheSize, maxResidual, s.parsed)
 		s.plans.log = func(msg string, args ...any) { e.log.Warn(msg, args...) }
 		// Built before the swap so that even the first requests of the new
 		// revision for the bundle's listed actions are answered by plans.
@@ -384,6 +406,18 @@ func (e *Engine) eval(ctx context.Context, s *snapshot, path string, input any) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.opts.EvalTimeout)
 	defer cancel()
+	if e.opts.Compiled {
+		if pq := s.compiled(ctx, path, e.log); pq != nil {
+			// The VM runs the whole policy faster than topdown runs any
+			// residual, so residual plans are not consulted.
+			if pl != nil {
+				e.onPlan(PlanFallback)
+			}
+			e.onEvaluator("vm")
+			return e.evalPrepared(ctx, s, pq, in, SourceVM)
+		}
+	}
+	e.onEvaluator("topdown")
 	if pl != nil {
 		if pl.Kind() == PlanResidual {
 			if d, cacheable, ok, err := e.evalPlan(ctx, s, pl, path, in); ok || err != nil {
@@ -395,12 +429,19 @@ func (e *Engine) eval(ctx context.Context, s *snapshot, path string, input any) 
 	return e.evalFull(ctx, s, path, in)
 }
 
-// evalFull evaluates the prepared query of path.
+// evalFull evaluates the prepared topdown query of path.
 func (e *Engine) evalFull(ctx context.Context, s *snapshot, path string, in ast.Value) (Decision, bool, error) {
 	pq, err := s.query(ctx, path)
 	if err != nil {
 		return Decision{}, false, err
 	}
+	return e.evalPrepared(ctx, s, pq, in, SourceFull)
+}
+
+// evalPrepared evaluates a prepared query of the whole document (topdown's
+// or the VM's) on in, failing closed.
+func (e *Engine) evalPrepared(ctx context.Context, s *snapshot, pq *rego.PreparedEvalQuery, in ast.Value, src Source) (Decision, bool, error) {
+	var err error
 	ndb := builtins.NDBCache{}
 	start := time.Now()
 	var rs rego.ResultSet
@@ -413,7 +454,7 @@ func (e *Engine) evalFull(ctx context.Context, s *snapshot, path string, in ast.
 	if err != nil {
 		return Decision{}, false, evalError(err, ctx, e.opts.EvalTimeout)
 	}
-	d := Decision{Revision: s.revision, Source: SourceFull, EvalNS: took.Nanoseconds()}
+	d := Decision{Revision: s.revision, Source: src, EvalNS: took.Nanoseconds()}
 	if len(rs) > 0 && len(rs[0].Expressions) > 0 {
 		d.Result, d.Defined = rs[0].Expressions[0].Value, true
 	}
@@ -506,6 +547,12 @@ func (e *Engine) judgeSample(s *snapshot, pl *plan, path string, residualNS, ful
 		s.plans.demote(pl)
 		e.log.Debug("residual plan was slower than full evaluation on sampled decisions; using full evaluation", "path", path,
 			"residual", time.Duration(pl.residualNS.Load()), "full", time.Duration(pl.fullNS.Load()))
+	}
+}
+
+func (e *Engine) onEvaluator(name string) {
+	if e.opts.OnEvaluator != nil {
+		e.opts.OnEvaluator(name)
 	}
 }
 

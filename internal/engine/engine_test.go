@@ -167,7 +167,7 @@ func TestNonDeterministicDecisionsAreNotCached(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	src := "package t\nimport rego.v1\nnow := time.now_ns() if input.nd\nnow := 1 if not input.nd\n"
+	src := "package t\nimport rego.v1\nnow := time.now_ns() if input.nd\nnow := 1 if not input.nd\nother := input.x\n"
 	b, err := engine.FSSource{FS: bundleFS(hash, src), Name: "nd"}.Load(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -182,10 +182,21 @@ func TestNonDeterministicDecisionsAreNotCached(t *testing.T) {
 			t.Fatalf("non-deterministic decision %d came from %v (%v)", i, d.Source, err)
 		}
 	}
-	_, _ = e.Decide(context.Background(), "t/now", map[string]any{"nd": false})
-	d, _ := e.Decide(context.Background(), "t/now", map[string]any{"nd": false})
+	// A path that can reach a non-deterministic built-in is never cached,
+	// even for an input that does not call it (its read set says so at
+	// activation); a path that cannot reach one is cached.
+	for i := 0; i < 2; i++ {
+		if d, _ := e.Decide(context.Background(), "t/now", map[string]any{"nd": false}); d.Source != engine.SourceFull {
+			t.Fatalf("decision of a path reaching time.now_ns came from %v", d.Source)
+		}
+	}
+	_, _ = e.Decide(context.Background(), "t/other", map[string]any{"x": 1})
+	d, _ := e.Decide(context.Background(), "t/other", map[string]any{"x": 1, "id": "r2"})
 	if d.Source != engine.SourceL1 {
 		t.Fatalf("deterministic decision not cached: %v", d.Source)
+	}
+	if rs, ok := e.ReadSet("t/now"); !ok || rs.Cacheable() || len(rs.Nondeterministic) != 1 {
+		t.Fatalf("read set of t/now: %+v", rs)
 	}
 }
 

@@ -145,3 +145,24 @@ func (e *Engine) logReadSets(s *snapshot) {
 		}
 	}
 }
+
+// Evaluators says, for each path prepared so far, which evaluator answers
+// its cache misses: "vm", or "topdown" and why the VM cannot run it.
+// Empty when the compiled evaluator is off.
+func (e *Engine) Evaluators() map[string]string {
+	s := e.cur.Load()
+	if s == nil || !e.opts.Compiled {
+		return nil
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make(map[string]string, len(s.compiles))
+	for p, c := range s.compiles {
+		if c.pq != nil {
+			out[p] = "vm"
+		} else {
+			out[p] = "topdown: " + c.why
+		}
+	}
+	return out
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/readset"
+	"github.com/acgs-lite/acgs/internal/vm"
 )
 
 // maxPreparedPaths bounds the prepared queries kept per snapshot: paths come
@@ -51,8 +53,18 @@ type snapshot struct {
 	parsed map[string]*ast.Module // the bundle's modules as parsed, for plan compilers
 	plans  *planner               // nil when partial evaluation is off
 
-	mu      sync.RWMutex
-	queries map[string]*rego.PreparedEvalQuery
+	mu       sync.RWMutex
+	queries  map[string]*rego.PreparedEvalQuery
+	compiles map[string]*compiledQuery // the VM's, by path; nil pq: topdown runs it (why says why)
+	// prepMu serialises preparations: rego sets a field of the shared
+	// compiler, without a lock, when it prepares for a target plugin.
+	prepMu sync.Mutex
+}
+
+// compiledQuery is one path prepared for the compiled evaluator, or why not.
+type compiledQuery struct {
+	pq  *rego.PreparedEvalQuery
+	why string
 }
 
 // activate compiles b into a snapshot after checking its constitutional hash.
@@ -115,6 +127,7 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source string) (*
 		activated: time.Now(),
 		source:    source,
 		queries:   make(map[string]*rego.PreparedEvalQuery),
+		compiles:  make(map[string]*compiledQuery),
 		parsed:    mods,
 		reads:     newReadSets(readset.New(compiler)),
 	}
@@ -151,11 +164,13 @@ func (s *snapshot) query(ctx context.Context, path string) (*rego.PreparedEvalQu
 	if err != nil {
 		return nil, err
 	}
+	s.prepMu.Lock()
 	prepared, err := rego.New(
 		rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
 		rego.Compiler(s.compiler),
 		rego.Store(s.store),
 	).PrepareForEval(ctx)
+	s.prepMu.Unlock()
 	if err != nil {
 		return nil, apierror.Wrap(apierror.EvaluationError, err, "preparing query for %q: %v", path, err)
 	}
@@ -167,4 +182,40 @@ func (s *snapshot) query(ctx context.Context, path string) (*rego.PreparedEvalQu
 	}
 	s.mu.Unlock()
 	return &prepared, nil
+}
+
+// compiled returns the path's query prepared for the compiled evaluator
+// (internal/vm), preparing it on first use; nil when the VM cannot run it
+// (then topdown does, and the reason is logged once and kept for
+// Evaluators) or the path is invalid.
+func (s *snapshot) compiled(ctx context.Context, path string, log *slog.Logger) *rego.PreparedEvalQuery {
+	s.mu.RLock()
+	c, ok := s.compiles[path]
+	s.mu.RUnlock()
+	if ok {
+		return c.pq
+	}
+	ref, err := ParsePath(path)
+	if err != nil {
+		return nil
+	}
+	s.prepMu.Lock()
+	pq, err := vm.Prepare(context.WithoutCancel(ctx), s.compiler, s.store, ast.NewBody(ast.NewExpr(ast.NewTerm(ref))))
+	s.prepMu.Unlock()
+	c = &compiledQuery{}
+	if err != nil {
+		c.why = err.Error()
+		log.Warn("the compiled evaluator cannot run this policy path; topdown evaluates it", "path", path, "why", c.why)
+	} else {
+		c.pq = &pq
+		log.Debug("policy path runs on the compiled evaluator", "path", path)
+	}
+	s.mu.Lock()
+	if existing, ok := s.compiles[path]; ok {
+		c = existing
+	} else if len(s.compiles) < maxPreparedPaths {
+		s.compiles[path] = c
+	}
+	s.mu.Unlock()
+	return c.pq
 }

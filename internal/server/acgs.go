@@ -343,6 +343,11 @@ func (s *Server) handleACGSHealth(w http.ResponseWriter, r *http.Request) {
 		}
 		doc["read_sets"] = sets
 	}
+	if ev := s.d.Engine.Evaluators(); len(ev) > 0 {
+		// Which evaluator answers each prepared path's cache misses, and why
+		// a path runs on topdown when the compiled evaluator cannot run it.
+		doc["evaluators"] = ev
+	}
 	if info.LastError != nil {
 		doc["last_reload_error"] = info.LastError.Error()
 		doc["last_reload_error_at"] = info.LastErrorAt.UTC().Format(time.RFC3339)

@@ -120,6 +120,8 @@ func New(ctx context.Context, cfg config.Config, o Options) (*Service, error) {
 		PlanCacheSize:      cfg.Policy.PlanCacheSize,
 		MaxResidualPlans:   cfg.Policy.PlanMaxResidual,
 		PlanVerifyEvery:    cfg.Policy.PlanVerifyEvery,
+		Compiled:           cfg.Policy.Evaluator == "vm",
+		OnEvaluator:        s.Metrics.ObserveEvaluator,
 		OnPlan:             s.Metrics.ObservePartialEval,
 		OnKey:              func(k engine.KeyKind) { s.Metrics.ObserveCacheKey(k.String()) },
 		Admit:              s.Admit.Admit,

@@ -40,3 +40,31 @@ func (m *Metrics) ObserveCacheKey(kind string) {
 		m.keys.uncached.Inc()
 	}
 }
+
+// evaluators counts evaluations by the evaluator that ran them.
+type evaluators struct {
+	vec     *prometheus.CounterVec
+	vm      prometheus.Counter
+	topdown prometheus.Counter
+}
+
+func (m *Metrics) initEvaluators() {
+	e := &evaluators{vec: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "acgs_evaluations_total",
+		Help: "Evaluations that no cache or constant plan answered, by evaluator: vm (the compiled evaluator, OPA's plan on the Rego VM) or topdown " +
+			"(OPA's interpreter: EVALUATOR=topdown, or a policy path the VM cannot run, logged at preparation).",
+	}, []string{"evaluator"})}
+	e.vm = e.vec.WithLabelValues("vm")
+	e.topdown = e.vec.WithLabelValues("topdown")
+	m.reg.MustRegister(e.vec)
+	m.evals = e
+}
+
+// ObserveEvaluator counts one evaluation by its evaluator ("vm" or "topdown").
+func (m *Metrics) ObserveEvaluator(name string) {
+	if name == "vm" {
+		m.evals.vm.Inc()
+		return
+	}
+	m.evals.topdown.Inc()
+}

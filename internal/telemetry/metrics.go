@@ -25,7 +25,7 @@ type BuildInfo struct {
 // see the first event of a series that appears with it, which would hide the
 // first policy-reload failure from the alert that watches for it.
 var (
-	decisionSources = []string{"l1", "l2", "plan_constant", "plan_residual", "full"}
+	decisionSources = []string{"l1", "l2", "plan_constant", "plan_residual", "vm", "full"}
 	partialOutcomes = []string{"constant", "residual", "fallback"}
 	reloadResults   = []string{"success", "failure"}
 	evalFailures    = []string{"timeout", "error"}
@@ -105,7 +105,8 @@ type Metrics struct {
 	admissionOnce sync.Once
 	admission     *admissionCollector
 
-	keys *cacheKeys
+	keys  *cacheKeys
+	evals *evaluators
 }
 
 // NewMetrics builds the registry with the Go runtime and process collectors,
@@ -143,7 +144,7 @@ func NewMetrics(info BuildInfo) *Metrics {
 	}, []string{"path", "outcome"})
 	m.decisionDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "acgs_decision_duration_seconds",
-		Help:    "Time to produce one decision inside the engine, by what produced it (l1, l2, plan_constant, plan_residual, full).",
+		Help:    "Time to produce one decision inside the engine, by what produced it (l1, l2, plan_constant, plan_residual, vm: the compiled evaluator, full: topdown).",
 		Buckets: decisionDurationBuckets,
 	}, []string{"source"})
 	m.partialEval = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -188,6 +189,7 @@ func NewMetrics(info BuildInfo) *Metrics {
 		m.hashMismatches, m.policyReloads, m.policyInfo, m.evalFailures, m.shed)
 
 	m.initCacheKeys()
+	m.initEvaluators()
 	for _, s := range decisionSources {
 		m.decisionDuration.WithLabelValues(s)
 	}

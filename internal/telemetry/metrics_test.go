@@ -372,6 +372,7 @@ func TestMetricNames(t *testing.T) {
 		"acgs_decisions_shed_total",
 		"acgs_decisions_total",
 		"acgs_evaluation_failures_total",
+		"acgs_evaluations_total",
 		"acgs_http_request_duration_seconds",
 		"acgs_http_requests_total",
 		"acgs_partial_eval_plans_total",
