@@ -66,10 +66,12 @@ func clusterURL(tb testing.TB, rc *testenv.RedisCluster) string {
 // cache flush on one (DELETE /v1/cache) moves both to a new epoch, after
 // which neither answers from entries written before it.
 //
-// Each probe carries a top-level "probe" field, which the constitution does
-// not read but the cache key includes: when a write-behind does not land (a
-// busy machine can trip the L2 breaker), a fresh probe is tried instead of
-// the whole test failing; ten misses in a row still fail it.
+// Each probe carries its name as context.explanation, which the decision's
+// read set (and so the cache key) includes but which decides nothing for
+// these requests: when a write-behind does not land (a busy machine can trip
+// the L2 breaker), a fresh probe is tried instead of the whole test failing;
+// ten misses in a row still fail it. (A top-level field the constitution
+// does not read would not change the key at all.)
 func TestL2SharedOnRedisCluster(t *testing.T) {
 	rc := testenv.StartRedisCluster(t, 3)
 	redisURL := clusterURL(t, rc)
@@ -107,9 +109,7 @@ func TestL2SharedOnRedisCluster(t *testing.T) {
 	// entry is in the cluster (or 2s passed); it returns both answers.
 	shareOnce := func(t *testing.T, from, to *servicetest.Instance, req map[string]any, probe, epoch string) (first, second map[string]any) {
 		t.Helper()
-		req["probe"] = probe
-		body, _ := json.Marshal(req)
-		delete(req, "probe")
+		body := withProbe(req, probe)
 		before := decisionKeys(t, rc, epoch)
 		first = clusterDecide(t, from, body)
 		if first["cache_tier"] != "none" {
@@ -143,9 +143,7 @@ func TestL2SharedOnRedisCluster(t *testing.T) {
 					t.Fatalf("B's L2 answer differs from A's decision:\nA: %v\nB: %v", first, fromL2)
 				}
 				req := requests[name]
-				req["probe"] = probe
-				body, _ := json.Marshal(req)
-				delete(req, "probe")
+				body := withProbe(req, probe)
 				if again := clusterDecide(t, b, body); again["cache_tier"] != "l1" {
 					t.Fatalf("B's second answer from %v, want l1 (promoted)", again["cache_tier"])
 				}
@@ -160,9 +158,7 @@ func TestL2SharedOnRedisCluster(t *testing.T) {
 		var held [][]byte
 		for _, name := range names {
 			req := requests[name]
-			req["probe"] = "held-" + name
-			body, _ := json.Marshal(req)
-			delete(req, "probe")
+			body := withProbe(req, "held-"+name)
 			clusterDecide(t, b, body)
 			if d := clusterDecide(t, b, body); d["cache_tier"] != "l1" {
 				t.Fatalf("%s: B's second answer from %v, want l1", name, d["cache_tier"])
@@ -211,4 +207,25 @@ func clusterDecide(t *testing.T, in *servicetest.Instance, body []byte) map[stri
 		t.Fatalf("decision on %s: %d %s", in.URL, code, raw)
 	}
 	return doc
+}
+
+// withProbe encodes req with probe as its context.explanation (a field the
+// decision's read set includes, so that each probe has a cache key of its
+// own; none of these requests' actions needs an explanation, so it decides
+// nothing), leaving req unchanged.
+func withProbe(req map[string]any, probe string) []byte {
+	cp := make(map[string]any, len(req))
+	for k, v := range req {
+		cp[k] = v
+	}
+	ctx := map[string]any{}
+	if c, ok := req["context"].(map[string]any); ok {
+		for k, v := range c {
+			ctx[k] = v
+		}
+	}
+	ctx["explanation"] = probe
+	cp["context"] = ctx
+	body, _ := json.Marshal(cp)
+	return body
 }
