@@ -26,7 +26,7 @@ const (
 // arithmetic could not finish quickly. Absent arguments decode to absent
 // (ok false).
 func decodeArguments(raw json.RawMessage) (v any, ok bool, err error) {
-	raw = bytes.TrimSpace(raw)
+	raw = bytes.Trim(raw, jsonSpace)
 	if len(raw) == 0 {
 		return nil, false, nil
 	}
@@ -132,6 +132,9 @@ func decodeArgumentsStrict(raw json.RawMessage) (any, bool, error) {
 	}
 	return v, true, nil
 }
+
+// jsonSpace is JSON's whitespace (RFC 8259), less than unicode.IsSpace.
+const jsonSpace = " \t\n\r"
 
 func decodeValue(dec *json.Decoder, depth int, at string) (any, error) {
 	if depth > maxArgumentDepth {

@@ -63,3 +63,38 @@ func BenchmarkDecodeArguments(b *testing.B) {
 		}
 	}
 }
+
+// FuzzDecodeArguments checks the fast decoder against the token-by-token
+// one: whatever the fast path accepts, the strict path accepts with the same
+// value (so no repeated key slips through the member count), and whatever
+// the strict path refuses for a repeated key, the fast path refuses.
+func FuzzDecodeArguments(f *testing.F) {
+	for _, s := range []string{`{}`, `{"a":1,"a":2}`, `{"a":"x:y","b":{"c":[1,"\"}:{"]}}`, `[{"k":1},{"k":1,"k":2}]`,
+		`{"a\\":1,"a\\":1}`, `{"n":1e1000}`, `{"\u0061":1,"a":2}`, `[[[]]]`, `"x"`, `{"a":{"b":{}},"b":1}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		fast, fastOK, fastErr := decodeArguments(raw)
+		trimmed := strings.Trim(string(raw), jsonSpace)
+		if trimmed == "" {
+			return
+		}
+		strict, strictOK, strictErr := decodeArgumentsStrict(json.RawMessage(trimmed))
+		if fastErr == nil && fastOK {
+			if !json.Valid(raw) {
+				t.Fatalf("accepted invalid JSON %q", raw)
+			}
+			if strictErr != nil || !strictOK {
+				t.Fatalf("fast path accepted %q, strict path: %v", raw, strictErr)
+			}
+			a, _ := json.Marshal(fast)
+			b, _ := json.Marshal(strict)
+			if string(a) != string(b) {
+				t.Fatalf("%q: fast %s, strict %s", raw, a, b)
+			}
+		}
+		if strictErr != nil && strings.Contains(strictErr.Error(), "repeat the key") && fastErr == nil {
+			t.Fatalf("%q: a repeated key passed the fast path", raw)
+		}
+	})
+}
