@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	_ "github.com/open-policy-agent/opa/v1/features/wasm" // OPA's wasm target, in process
@@ -78,5 +79,55 @@ func BenchmarkDecision(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkDecisionPaired alternates topdown and the VM on the same input
+// within every iteration and reports each one's mean time and the ratio:
+// on a shared, noisy machine the two see the same load, which separate
+// benchmarks run one after the other do not.
+func BenchmarkDecisionPaired(b *testing.B) {
+	f := loadConstitution(b)
+	vmq, tdq := f.prepare(b, "data.acgs.main.decision")
+	ctx := context.Background()
+	for _, r := range benchRequests {
+		raw, err := os.ReadFile(filepath.Join("..", "..", "testdata", "requests", r.file))
+		if err != nil {
+			b.Fatal(err)
+		}
+		var in any
+		if err := json.Unmarshal(raw, &in); err != nil {
+			b.Fatal(err)
+		}
+		input, err := ast.InterfaceToValue(in)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(r.name, func(b *testing.B) {
+			var td, v time.Duration
+			eval := func(pq rego.PreparedEvalQuery) time.Duration {
+				start := time.Now()
+				rs, err := pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalNDBuiltinCache(builtins.NDBCache{}))
+				d := time.Since(start)
+				if err != nil || len(rs) != 1 {
+					b.Fatal(rs, err)
+				}
+				return d
+			}
+			n := 0
+			for b.Loop() {
+				if n%2 == 0 {
+					td += eval(tdq)
+					v += eval(vmq)
+				} else {
+					v += eval(vmq)
+					td += eval(tdq)
+				}
+				n++
+			}
+			b.ReportMetric(float64(td.Nanoseconds())/float64(n), "topdown-ns/op")
+			b.ReportMetric(float64(v.Nanoseconds())/float64(n), "vm-ns/op")
+			b.ReportMetric(float64(td)/float64(v), "speedup")
+		})
 	}
 }

@@ -166,6 +166,15 @@ func reason(err error) string {
 	return strings.TrimSpace(msg)
 }
 
+// shortErr is an error's message without locations, cut to a line.
+func shortErr(err error) string {
+	msg := reSpace.ReplaceAllString(reLocation.ReplaceAllString(err.Error(), ""), " ")
+	if len(msg) > 110 {
+		msg = msg[:110] + "…"
+	}
+	return msg
+}
+
 type caseResult struct {
 	note       string
 	file       string
@@ -211,9 +220,12 @@ func TestConformance(t *testing.T) {
 
 	counts := map[string]int{}
 	reasons := map[string][]string{}
+	var noCompile []string
 	for _, r := range results {
 		counts[r.kind]++
 		switch r.kind {
+		case "compile-error":
+			noCompile = append(noCompile, r.note+": "+shortErr(r.td.prepareErr))
 		case "fail":
 			t.Errorf("%s (%s): VM differs from topdown\ntopdown: %s\nvm:      %s", r.note, r.file, r.td, r.vmOut)
 		case "unsupported":
@@ -222,7 +234,7 @@ func TestConformance(t *testing.T) {
 	}
 	summary := formatSummary(len(all), counts, reasons)
 	golden := filepath.Join("testdata", "conformance.golden")
-	full := summary + "\n" + formatCases(reasons)
+	full := summary + "\n" + formatCases(reasons) + "\nCases that do not compile (on either evaluator):\n  " + strings.Join(noCompile, "\n  ") + "\n"
 	if *update {
 		if err := os.WriteFile(golden, []byte(full), 0o644); err != nil {
 			t.Fatal(err)
