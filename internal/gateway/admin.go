@@ -51,12 +51,10 @@ func (g *Gateway) AdminHandler(metrics http.Handler) http.Handler {
 	mux.HandleFunc("GET "+HealthPath, func(w http.ResponseWriter, r *http.Request) {
 		ups := map[string]string{}
 		for _, u := range g.order {
-			u.mu.Lock()
-			state := "up"
-			if u.session == nil {
-				state = "down"
+			state := "down"
+			if u.Up() {
+				state = "up"
 			}
-			u.mu.Unlock()
 			ups[u.cfg.Name] = state
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "upstreams": ups, "approvals_pending": len(g.approvals.list())})

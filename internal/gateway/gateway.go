@@ -467,8 +467,9 @@ func (g *Gateway) hold(ctx context.Context, u *upstream, p *mcp.CallToolParamsRa
 		Arguments: args, Reasons: v.reasons, Created: now, Expires: now.Add(g.cfg.Approvals.Timeout),
 	})
 	if err != nil {
-		g.logApproval(pend, id, TimedOut, "", err.Error())
-		return refusal(id, OutcomeDeny, "Denied", []string{"approval required, but " + err.Error()}), nil
+		g.m.approvals.WithLabelValues(upLabel, toolLabel, string(Refused)).Inc()
+		g.logApproval(nil, id, Refused, "gateway", err.Error())
+		return refusal(id, OutcomeDeny, "Not approved", append(v.reasons, "approval required, but "+err.Error())), nil
 	}
 	g.log.Info("gateway: call held for approval", "approval_id", pend.ID, "decision_id", id, "tool", p.Name, "agent", agent)
 	timer := time.NewTimer(g.cfg.Approvals.Timeout)

@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -611,5 +612,37 @@ func TestRedisCountersAreSharedByReplicas(t *testing.T) {
 	}
 	if got := a.metric(t, "acgs_gateway_counter_errors_total", nil); got < 1 {
 		t.Errorf("counter errors = %v", got)
+	}
+}
+
+func TestApprovalQueueBoundAndCancellation(t *testing.T) {
+	e := startEnv(t, envOptions{extraYAML: "approvals: {timeout: 30s, max_pending: 1}\n"})
+	gw := e.agent(t, "token-1")
+	ctx, cancel := context.WithCancel(testCtx(t))
+	held := make(chan error, 1)
+	go func() {
+		_, err := gw.CallTool(ctx, &mcp.CallToolParams{Name: "remote__delete_record", Arguments: map[string]any{"id": "1"}})
+		held <- err
+	}()
+	e.waitPending(t, 1)
+	// the queue is full: the next call needing approval is denied at once
+	res := call(t, gw, "remote__delete_record", map[string]any{"id": "2"})
+	if !res.IsError || !strings.Contains(text(res), "too many calls are waiting for approval") {
+		t.Fatalf("over max_pending: %q", text(res))
+	}
+	// the agent gives up on the held call: it is dropped, not forwarded
+	cancel()
+	if err := <-held; err == nil {
+		t.Fatal("a cancelled call returned no error")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for e.metric(t, "acgs_gateway_approvals_total", map[string]string{"verdict": "cancelled"}) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the cancelled hold was not counted; pending %v", e.metric(t, "acgs_gateway_approvals_pending", nil))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if e.remote.Calls("delete_record") != 0 {
+		t.Fatal("a cancelled or refused call reached the upstream")
 	}
 }

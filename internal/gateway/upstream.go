@@ -31,13 +31,15 @@ type upstream struct {
 	log            *slog.Logger
 	connectTimeout time.Duration
 
-	mu      sync.Mutex
-	session *mcp.ClientSession
-	tools   []*mcp.Tool
-	known   map[string]bool // tool names seen in the last list
-	lastTry time.Time
-	lastErr error
-	up      func(bool) // metrics: the upstream is connected or not
+	mu         sync.Mutex
+	session    *mcp.ClientSession
+	connecting chan struct{} // closed when the attempt in progress ends
+	closed     bool
+	tools      []*mcp.Tool
+	known      map[string]bool // tool names seen in the last list
+	lastTry    time.Time
+	lastErr    error
+	up         func(bool) // metrics: the upstream is connected or not
 }
 
 func newUpstream(cfg Upstream, log *slog.Logger, connectTimeout time.Duration, up func(bool)) *upstream {
@@ -65,20 +67,47 @@ func (u *upstream) transport() mcp.Transport {
 }
 
 // get returns a live session, connecting (or reconnecting) when there is
-// none and the last attempt is more than reconnectEvery ago.
+// none and the last attempt is more than reconnectEvery ago. The connection
+// is made outside the lock (health checks and metric labels do not wait for
+// it); calls that arrive meanwhile wait for that one attempt.
 func (u *upstream) get(ctx context.Context) (*mcp.ClientSession, error) {
 	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.session != nil {
-		return u.session, nil
+	for u.connecting != nil {
+		ch := u.connecting
+		u.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("upstream %q: %w while it was connecting", u.cfg.Name, ctx.Err())
+		}
+		u.mu.Lock()
 	}
-	if !u.lastTry.IsZero() && time.Since(u.lastTry) < reconnectEvery && u.lastErr != nil {
+	if u.session != nil {
+		cs := u.session
+		u.mu.Unlock()
+		return cs, nil
+	}
+	if u.closed || (!u.lastTry.IsZero() && time.Since(u.lastTry) < reconnectEvery && u.lastErr != nil) {
+		err := u.lastErr
+		u.mu.Unlock()
+		return nil, err
+	}
+	ch := make(chan struct{})
+	u.connecting, u.lastTry = ch, time.Now()
+	u.mu.Unlock()
+
+	cs, tools, err := u.connect(ctx)
+
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.connecting = nil
+	close(ch)
+	if err == nil && u.closed { // Close ran meanwhile
+		_ = cs.Close()
 		return nil, u.lastErr
 	}
-	u.lastTry = time.Now()
-	cs, tools, err := u.connect(ctx)
 	if err != nil {
-		u.lastErr = fmt.Errorf("upstream %q is unavailable: %w", u.cfg.Name, err)
+		u.lastErr, u.lastTry = fmt.Errorf("upstream %q is unavailable: %w", u.cfg.Name, err), time.Now()
 		u.log.Warn("gateway: cannot connect to upstream", "error", err)
 		return nil, u.lastErr
 	}
@@ -99,6 +128,13 @@ func (u *upstream) get(ctx context.Context) (*mcp.ClientSession, error) {
 		u.mu.Unlock()
 	}()
 	return cs, nil
+}
+
+// Up reports whether the upstream has a live session.
+func (u *upstream) Up() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.session != nil
 }
 
 func (u *upstream) connect(ctx context.Context) (*mcp.ClientSession, []*mcp.Tool, error) {
@@ -199,8 +235,8 @@ func (u *upstream) Close() {
 	u.mu.Lock()
 	cs := u.session
 	u.session = nil
+	u.closed = true
 	u.lastErr = fmt.Errorf("upstream %q: the gateway is shutting down", u.cfg.Name)
-	u.lastTry = time.Now().Add(time.Hour)
 	u.mu.Unlock()
 	if cs != nil {
 		_ = cs.Close()
