@@ -202,3 +202,22 @@ func TestPrepareKeepsCompilerMode(t *testing.T) {
 		t.Fatalf("compiler left in IR mode: %v", m.All())
 	}
 }
+
+func TestCustomBuiltin(t *testing.T) {
+	double := rego.Function1(&rego.Function{Name: "acme.double", Decl: types.NewFunction(types.Args(types.N), types.N)},
+		func(_ rego.BuiltinContext, a *ast.Term) (*ast.Term, error) {
+			n, ok := a.Value.(ast.Number)
+			if !ok {
+				return nil, errors.New("not a number")
+			}
+			i, _ := n.Int()
+			return ast.IntNumberTerm(2 * i), nil
+		})
+	q, tq := prepare(t, "package x\np := acme.double(input.n)\nq := acme.double(input.s)", "data.x", double)
+	for _, pq := range []rego.PreparedEvalQuery{q, tq} {
+		rs, err := pq.Eval(context.Background(), rego.EvalInput(map[string]any{"n": 21}))
+		if err != nil || len(rs) != 1 || fmt.Sprint(rs[0].Expressions[0].Value) != "map[p:42]" {
+			t.Fatalf("%v %v", rs, err)
+		}
+	}
+}
