@@ -11,8 +11,14 @@
 #   hash ok, tool_call -> acgs.tool_call
 #
 # and acgs.tool_call.decision is total (built from rules with fail-closed
-# defaults), so exactly one decision still exists for every input. It
-# reads input.tool_call only (besides type and constitutional_hash).
+# defaults), so exactly one decision still exists for every input.
+#
+# What this route reads (besides type and constitutional_hash), each by its
+# full path, which the decision cache keys on (`acgs policy readset
+# acgs/tool_call/decision`): tool_call.name, tool_call.upstream,
+# tool_call.agent.id, tool_call.agent.session,
+# tool_call.context.calls_last_minute, and tool_call.arguments whole (the
+# argument rules look at every value in it).
 package acgs.main
 
 import data.acgs.tool_call
