@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -158,7 +159,12 @@ type answer struct {
 func (l *Load) one(ctx context.Context, client *http.Client, rng *rand.Rand, buf *[]byte, at time.Time) (s Sample) {
 	w := l.cfg.Workload
 	sc := &w.Scenarios[w.Pick(rng)]
-	*buf = sc.AppendBody((*buf)[:0], rng.Int64N(sc.KeySpace()), "")
+	// The key index also goes into a suffix, which perturbs the request's
+	// decimal fractions (loadgen.Scenario.AppendBody): a varied id alone is
+	// outside what the constitution reads, so without it the whole key space
+	// would share one cache key and the L1 would never miss into L2.
+	idx := rng.Int64N(sc.KeySpace())
+	*buf = sc.AppendBody((*buf)[:0], idx, "-k"+strconv.FormatInt(idx, 10))
 	s = Sample{Sched: at, Sent: time.Now()}
 	if sc.Expect != nil {
 		s.Expect = sc.Expect.Allow
