@@ -115,6 +115,12 @@ type compiler struct {
 	conflict string         // message of a conflicting result of the function being lowered
 	depth    int            // enclosing blocks of the statement being lowered
 	base     map[int32]bool // locals holding base documents reached from data by dots and scans
+	// Under `with data...` topdown reads the replaced documents with the
+	// AST's key semantics (data.x[2] is not data.x["2"] there), elsewhere
+	// with the store's; the VM does not track which is which, so it
+	// refuses plans that replace data and look keys up that the two read
+	// differently (a computed key, or a string that is an array index).
+	withData, baseKeyed bool
 
 	lits         map[*ir.MakeArrayStmt]*literal // array literals of the blocks lowered
 	litPos       map[*ir.ArrayAppendStmt]int
@@ -229,6 +235,9 @@ func Compile(pol *ir.Policy, opts Options) (prog *Program, err error) {
 		pl.nlocals = int(c.maxLocal) + 1
 		pl.callees = c.callees
 		c.prog.plans = append(c.prog.plans, pl)
+	}
+	if c.withData && c.baseKeyed {
+		return nil, unsupported("with on data and a base document looked up by a computed key")
 	}
 	for _, pl := range c.prog.plans {
 		d := 0
@@ -723,6 +732,11 @@ func (c *compiler) dot(s *ir.DotStmt) (stmt, error) {
 		// store, by a path of strings: data.x[2] is data.x["2"].
 		get = lookupBase
 		c.base[t] = true
+		if key.k == nil {
+			c.baseKeyed = true
+		} else if ks, ok := key.k.Value.(ast.String); !ok || isIndex(string(ks)) {
+			c.baseKeyed = true
+		}
 	}
 	if key.k != nil {
 		k := key.k
@@ -801,6 +815,12 @@ func lookupBase(s, k *ast.Term) *ast.Term {
 		return lookup(s, k)
 	}
 	return nil
+}
+
+// isIndex reports whether s reads as an array index in a storage path.
+func isIndex(s string) bool {
+	_, ok := util.Atoi(s)
+	return ok
 }
 
 // withoutSystem is the data document as topdown reads it whole: without
@@ -921,6 +941,9 @@ func (c *compiler) scan(s *ir.ScanStmt) (stmt, error) {
 }
 
 func (c *compiler) with(s *ir.WithStmt) (stmt, error) {
+	if s.Local == ir.Data {
+		c.withData = true
+	}
 	target := c.read(s.Local)
 	val, err := c.operand(s.Value)
 	if err != nil {

@@ -221,3 +221,27 @@ func TestCustomBuiltin(t *testing.T) {
 		}
 	}
 }
+
+// TestWithDataKeys: under `with data.x as ...` topdown reads the replaced
+// document with the AST's key semantics (data.x[2] is undefined for
+// {"2": ...}) and the store's documents with the store's ("2"): the VM
+// refuses such plans rather than answer differently.
+func TestWithDataKeys(t *testing.T) {
+	ctx := context.Background()
+	store := inmem.NewFromObject(map[string]any{"y": map[string]any{"2": "store"}})
+	prep := func(q string) (rego.PreparedEvalQuery, error) {
+		return rego.New(rego.Query(q), rego.Store(store), rego.Target(vm.Target)).PrepareForEval(vm.WithStore(ctx, store))
+	}
+	if _, err := prep(`x := data.x[2] with data.x as {"2": "a"}`); !errors.Is(err, vm.ErrUnsupported) {
+		t.Fatalf("with on data and a number key: %v", err)
+	}
+	// Without with, a number key reads the store's key, as in topdown.
+	pq, err := prep(`k := 2; x := data.y[k]`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := pq.Eval(ctx)
+	if err != nil || len(rs) != 1 || rs[0].Bindings["x"] != "store" {
+		t.Fatalf("%v %v", rs, err)
+	}
+}
