@@ -69,7 +69,7 @@ func TestBinaryStdioApprovalsAndAudit(t *testing.T) {
 	cfg := writeConfig(t, fmt.Sprintf(`
 stdio_agent: desktop-agent
 admin: {listen: %q}
-approvals: {timeout: 3s}
+approvals: {timeout: 10s}
 decision_log: file:%s
 upstreams:
 %s  - name: remote
@@ -160,7 +160,7 @@ upstreams:
 		t.Fatalf("refused call: %q", text(res))
 	}
 	// and one left to time out
-	if res := <-held("three"); !res.IsError || !strings.Contains(text(res), "no approval within 3s") {
+	if res := <-held("three"); !res.IsError || !strings.Contains(text(res), "no approval within 10s") {
 		t.Fatalf("timed-out call: %q", text(res))
 	}
 	if remote.Calls("delete_record") != 1 {
