@@ -245,3 +245,62 @@ func TestWithDataKeys(t *testing.T) {
 		t.Fatalf("%v %v", rs, err)
 	}
 }
+
+// TestExpressionsMatchTopdown evaluates small policies on both evaluators,
+// for corners the conformance suite leaves thin: number spelling, -0,
+// big integers, iteration order, missing input, unicode, with.
+func TestExpressionsMatchTopdown(t *testing.T) {
+	ctx := context.Background()
+	rules := []string{
+		`p := [1.0, 1e2, 1.50, -0, 0.0, 100000000000000000000]`,
+		`p := [0 * -1.5, -0.0 * 2.5, 0 / -2.5, 1 - 1.0, 2.5 - 2.5, 0.1 + 0.2, 1 / 3, 10 / 4, 7 % 2, -7 % 2]`,
+		`p := [round(-2.5), round(2.5), round(0.49999999999999999999), round(-0.5), ceil(1.2), floor(-1.2), abs(-2.5)]`,
+		`p := [12345678901234567890123 + 1, 9223372036854775807 + 1, -9223372036854775808 - 1, 3037000500 * 3037000500]`,
+		`p := sum([0.1, 0.2, 0.3, 1e-30, 1e30])`,
+		`p := [x | some x in {3, 1, "b", "a", [1], {"k": 1}, null, true}]`,
+		`p := {k: v | some k, v in {"b": 1, "a": 2, "c": 3}}`,
+		`p := [sprintf("%v|%d|%s", [1.0, 2, "x"]), sprintf("%v", [0.1 + 0.2])]`,
+		`p := [count("héllo"), count([]), count({}), count(set())]`,
+		`p := input`,
+		`p := input.x.y`,
+		`p := object.get(input, ["x", "y"], "default")`,
+		`p := [min([1, 0.9, 0.90000000000000000003]), max([1, 1.0]), 1 == 1.0, 1 < 1.0000000000000000001]`,
+		`p := [x | x := input.arr[_]; x > 1]`,
+		`p := {x | x := input.arr[_]} | {5}`,
+		`p := count([x | x := input.arr[i]; i > 0])`,
+		`p := [x | x := input.o[k]] `,
+		`p := input.o[1]`,
+		`p := input.arr[1.0]`,
+		`q := input.a
+p := v if { v := q with input.a as 7 }`,
+		`q := [input.a, data.x.r]
+r := 1
+p := v if { v := q with input.a as 7 with data.x.r as 2 }`,
+		`f(x) := x * 2
+p := [f(1), f(1.5), f(input.arr[0])]`,
+		`p := [numbers.range(1, 3), split("a.b.c", "."), concat("-", ["a", "b"]), trim_space(" x ")]`,
+		`p := {"a": 1} == {"a": 1.0}`,
+		`p := [1, 2] == [1, 2.0]`,
+		`p := to_number("1.50") + 1`,
+		`p := json.marshal({"n": 1.0, "m": 0.1 + 0.2})`,
+		`p := [is_number(input.arr), is_string("x"), type_name(input.o)]`,
+		`s contains x if some x in input.arr
+p := s`,
+		`p := [x | some x in input.arr; x != 2] == [1, 3]`,
+		`p := {"a": 1, "a": 1}`,
+	}
+	input := map[string]any{"arr": []any{1, 2, 3}, "o": map[string]any{"1": "one", "b": "two"}, "a": 1}
+	for _, r := range rules {
+		mod := "package x\n" + r
+		q, tq := prepare(t, mod, "data.x.p")
+		for _, in := range []rego.EvalOption{rego.EvalInput(input), rego.EvalInput(map[string]any{})} {
+			a, aerr := tq.Eval(ctx, in)
+			b, berr := q.Eval(ctx, in)
+			ja, _ := json.Marshal(a)
+			jb, _ := json.Marshal(b)
+			if string(ja) != string(jb) || (aerr != nil) != (berr != nil) {
+				t.Errorf("%s\ntopdown %s %v\nvm      %s %v", r, ja, aerr, jb, berr)
+			}
+		}
+	}
+}
