@@ -71,6 +71,15 @@ func (plugin) PrepareForEval(ctx context.Context, pol *ir.Policy, opts ...rego.P
 	if prog.readsData && e.store == nil {
 		return nil, unsupported("the plan reads base documents and no store was given (vm.WithStore)")
 	}
+	if prog.readsData && prog.dataSystemRisk {
+		root, err := storage.ReadOne(ctx, e.store, storage.RootPath)
+		if err != nil {
+			return nil, err
+		}
+		if hasSystem(root) {
+			return nil, unsupported("data has a system document and the plan copies data or replaces it with with")
+		}
+	}
 	prog.caps = e.caps
 	return &prepared{prog: prog, store: e.store}, nil
 }
@@ -169,4 +178,17 @@ func Prepare(ctx context.Context, compiler *ast.Compiler, store storage.Store, q
 		return rego.PreparedEvalQuery{}, fmt.Errorf("%w: planning: %w", ErrUnsupported, err)
 	}
 	return pq, nil
+}
+
+// hasSystem reports whether a data root read from a store has a top-level
+// "system" document.
+func hasSystem(root any) bool {
+	switch r := root.(type) {
+	case ast.Object:
+		return r.Get(systemKey) != nil
+	case map[string]any:
+		_, ok := r[string(ast.SystemDocumentKey)]
+		return ok
+	}
+	return false
 }

@@ -87,11 +87,15 @@ type Program struct {
 	funcs     []*function
 	dyn       *dynNode
 	readsData bool // some statement reads the data document (not only passes it on)
-	nmemo     int
-	maxFrame  int
-	builtins  []*builtinSite
-	caps      *ast.Capabilities // given to built-ins when the evaluation has none
-	pool      sync.Pool
+	// dataSystemRisk: the plan copies data whole or replaces part of it
+	// with `with`; with a top-level "system" document in the store the VM
+	// would not drop it where topdown does, so preparation refuses then.
+	dataSystemRisk bool
+	nmemo          int
+	maxFrame       int
+	builtins       []*builtinSite
+	caps           *ast.Capabilities // given to built-ins when the evaluation has none
+	pool           sync.Pool
 }
 
 // Options configure Compile.
@@ -121,6 +125,16 @@ type compiler struct {
 	// refuses plans that replace data and look keys up that the two read
 	// differently (a computed key, or a string that is an array index).
 	withData, baseKeyed bool
+	// A local set both by a CallDynamic (a rule's value: AST keys) and by
+	// its fallback to the base documents (store keys) is mixed; a computed
+	// key into it would be read one way by the VM and the other by topdown.
+	dynResult, mixed map[int32]bool
+	mixedKeyed       bool
+	mixedEnum        bool // an enumeration over rule and base documents (see scan)
+	// The plan copies the data document or replaces part of it with
+	// `with`: topdown's whole-data reads drop its system key, which the VM
+	// only does where it reads data whole; see Program.dataSystemRisk.
+	dataCopied bool
 
 	lits         map[*ir.MakeArrayStmt]*literal // array literals of the blocks lowered
 	litPos       map[*ir.ArrayAppendStmt]int
@@ -209,6 +223,7 @@ func Compile(pol *ir.Policy, opts Options) (prog *Program, err error) {
 		c.callees = nil
 		c.conflict = fn.conflict
 		c.base = map[int32]bool{int32(ir.Data): true}
+		c.dynResult, c.mixed = map[int32]bool{}, map[int32]bool{}
 		for _, b := range f.Blocks {
 			lb, err := c.topBlock(b)
 			if err != nil {
@@ -224,6 +239,7 @@ func Compile(pol *ir.Policy, opts Options) (prog *Program, err error) {
 		c.callees = nil
 		c.conflict = ""
 		c.base = map[int32]bool{int32(ir.Data): true}
+		c.dynResult, c.mixed = map[int32]bool{}, map[int32]bool{}
 		pl := &plan{name: p.Name}
 		for _, b := range p.Blocks {
 			lb, err := c.topBlock(b)
@@ -239,6 +255,13 @@ func Compile(pol *ir.Policy, opts Options) (prog *Program, err error) {
 	if c.withData && c.baseKeyed {
 		return nil, unsupported("with on data and a base document looked up by a computed key")
 	}
+	if c.mixedKeyed {
+		return nil, unsupported("a computed key into a reference that is a rule's value or a base document")
+	}
+	if c.mixedEnum {
+		return nil, unsupported("an iteration over both rules and base documents (topdown orders it differently)")
+	}
+	c.prog.dataSystemRisk = c.withData || c.dataCopied
 	for _, pl := range c.prog.plans {
 		d := 0
 		for _, f := range pl.callees {
@@ -429,6 +452,14 @@ func (c *compiler) stmt(s ir.Stmt) (stmt, error) {
 			}, nil
 		}
 		from := src.slot
+		if s.Source.Value == ir.Data {
+			c.dataCopied = true
+		}
+		if c.base[from] && c.dynResult[t] {
+			// The base-document fallback of a CallDynamic: the local holds
+			// a base document or a rule's value, read differently below.
+			c.mixed[t] = true
+		}
 		return func(_ *state, l []*ast.Term) ctl {
 			l[t] = l[from]
 			return ctlNext
@@ -727,6 +758,14 @@ func (c *compiler) dot(s *ir.DotStmt) (stmt, error) {
 	}
 	from := src.slot
 	get := lookup
+	if c.mixed[from] {
+		c.mixed[t] = true
+		if key.k == nil {
+			c.mixedKeyed = true
+		} else if ks, ok := key.k.Value.(ast.String); !ok || isIndex(string(ks)) {
+			c.mixedKeyed = true
+		}
+	}
 	if c.base[from] {
 		// Topdown reads a reference into the base documents from the
 		// store, by a path of strings: data.x[2] is data.x["2"].
@@ -817,6 +856,26 @@ func lookupBase(s, k *ast.Term) *ast.Term {
 	return nil
 }
 
+// excludesVirtual reports whether a scan's body skips the keys of a set
+// (NotStmt { Dot(set, scan key) }): the planner's base scan after it has
+// enumerated the rules under the same reference.
+func excludesVirtual(s *ir.ScanStmt) bool {
+	for _, st := range s.Block.Stmts {
+		n, ok := st.(*ir.NotStmt)
+		if !ok || len(n.Block.Stmts) != 1 {
+			continue
+		}
+		d, ok := n.Block.Stmts[0].(*ir.DotStmt)
+		if !ok {
+			continue
+		}
+		if k, ok := d.Key.Value.(ir.Local); ok && k == s.Key {
+			return true
+		}
+	}
+	return false
+}
+
 // isIndex reports whether s reads as an array index in a storage path.
 func isIndex(s string) bool {
 	_, ok := util.Atoi(s)
@@ -879,7 +938,19 @@ func (c *compiler) scan(s *ir.ScanStmt) (stmt, error) {
 	if c.base[src] {
 		c.base[val] = true
 	}
+	if c.mixed[src] {
+		// An iteration's keys are the collection's own: no conversion.
+		c.mixed[val] = true
+	}
 	whole := s.Source == ir.Data
+	if c.base[src] && excludesVirtual(s) {
+		// The planner enumerates a document that has rules and maybe base
+		// documents as: each rule's key, then the base keys that are not
+		// rule keys. Topdown goes base keys first, then the others, and
+		// takes the base document for a key in both: an array built from
+		// the enumeration would differ in order.
+		c.mixedEnum = true
+	}
 	body, err := c.block(s.Block)
 	if err != nil {
 		return nil, err
@@ -1039,6 +1110,7 @@ func (c *compiler) callDynamic(s *ir.CallDynamicStmt) (stmt, error) {
 		args[i] = operand{slot: c.local(a)}
 	}
 	res := c.local(s.Result)
+	c.dynResult[res] = true
 	c.dynCallees(c.prog.dyn, path)
 	return func(st *state, l []*ast.Term) ctl {
 		n := st.prog.dyn

@@ -304,3 +304,52 @@ p := s`,
 		}
 	}
 }
+
+// TestBaseAndVirtualKeys: a reference through a variable that may select a
+// rule (its value read with AST keys) or a base document (store keys: 2 is
+// "2") is left to topdown, which decides per reference.
+func TestBaseAndVirtualKeys(t *testing.T) {
+	ctx := context.Background()
+	store := inmem.NewFromObject(map[string]any{"a": map[string]any{"d": map[string]any{"b": map[string]any{"2": "base"}}}})
+	mod := "package a\nr1 := {\"b\": {\"2\": \"virtual\"}}\n"
+	_, err := rego.New(rego.Query(`x := input.x; y := 2; v := data.a[x].b[y]`), rego.Module("m.rego", mod), rego.Store(store),
+		rego.Target(vm.Target)).PrepareForEval(vm.WithStore(ctx, store))
+	if !errors.Is(err, vm.ErrUnsupported) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// TestSystemDocument: topdown reads the data document whole without its
+// "system" key, and data.system by name.
+func TestSystemDocument(t *testing.T) {
+	ctx := context.Background()
+	store := inmem.NewFromObject(map[string]any{"a": 1, "system": map[string]any{"s": 1}})
+	mod := "package p\nr := 2\ns := data.system.s\n"
+	for _, q := range []string{"ks := [k | data[k]]", "x := data", "data[k]", "data.p.s", "x := data.system"} {
+		td, err := rego.New(rego.Query(q), rego.Module("m.rego", mod), rego.Store(store)).PrepareForEval(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pq, err := rego.New(rego.Query(q), rego.Module("m.rego", mod), rego.Store(store), rego.Target(vm.Target)).PrepareForEval(vm.WithStore(ctx, store))
+		if errors.Is(err, vm.ErrUnsupported) {
+			continue // left to topdown
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, _ := td.Eval(ctx)
+		b, _ := pq.Eval(ctx)
+		ja, _ := json.Marshal(a)
+		jb, _ := json.Marshal(b)
+		if string(ja) != string(jb) {
+			t.Errorf("%s:\ntopdown %s\nvm      %s", q, ja, jb)
+		}
+	}
+	// Replacing part of data with `with` while a system document exists
+	// is left to topdown.
+	_, err := rego.New(rego.Query(`x := data.p.r with data.a as 3`), rego.Module("m.rego", mod), rego.Store(store),
+		rego.Target(vm.Target)).PrepareForEval(vm.WithStore(ctx, store))
+	if !errors.Is(err, vm.ErrUnsupported) {
+		t.Fatalf("with on data and a system document: %v", err)
+	}
+}
