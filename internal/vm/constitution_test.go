@@ -232,7 +232,7 @@ func (g *toolCalls) input(base map[string]any) map[string]any {
 	if g.r.IntN(10) > 0 {
 		in["type"] = "tool_call"
 	}
-	upstream := g.pick("fs", "shell", "web", "db", "mail", "deploy", "", 7).(any)
+	upstream := g.pick("fs", "shell", "web", "db", "mail", "deploy", "", 7)
 	tool := g.pick("read_file", "write_file", "delete_file", "bash", "execute_command", "fetch", "drop_table",
 		"send_email", "deploy_service", "query", "list_dir", "transfer_funds", "status").(string)
 	call := map[string]any{"tool": tool}
