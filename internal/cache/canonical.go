@@ -90,12 +90,23 @@ func AppendCanonical(dst []byte, v any) ([]byte, error) {
 // encoding of input. It does not allocate in the steady state.
 func NewKey(revision, path string, input any) (Key, error) {
 	s := getScratch()
-	b := binary.AppendUvarint(s.buf[:0], uint64(len(revision)))
+	b := append(appendScope(s.buf[:0], revision, path), tagWhole)
+	b, err := appendValue(b, input, s)
+	return finishKey(s, b, err)
+}
+
+// appendScope appends the length-prefixed revision and path every key
+// starts with.
+func appendScope(b []byte, revision, path string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(revision)))
 	b = append(b, revision...)
 	b = binary.AppendUvarint(b, uint64(len(path)))
-	b = append(b, path...)
-	b = append(b, tagWhole)
-	b, err := appendValue(b, input, s)
+	return append(b, path...)
+}
+
+// finishKey hashes the encoding b (unless encoding failed) and returns the
+// scratch to its pool.
+func finishKey(s *scratch, b []byte, err error) (Key, error) {
 	s.buf = b
 	if err != nil {
 		putScratch(s)
@@ -231,11 +242,7 @@ const (
 // element indexes an array; anything else is missing.
 func NewProjectedKey(revision, path string, rs *readset.Set, input any) (Key, error) {
 	s := getScratch()
-	b := binary.AppendUvarint(s.buf[:0], uint64(len(revision)))
-	b = append(b, revision...)
-	b = binary.AppendUvarint(b, uint64(len(path)))
-	b = append(b, path...)
-	b = append(b, tagProjection)
+	b := append(appendScope(s.buf[:0], revision, path), tagProjection)
 	b = binary.AppendUvarint(b, uint64(len(rs.Paths)))
 	var err error
 	for _, p := range rs.Paths {
@@ -263,14 +270,7 @@ func NewProjectedKey(revision, path string, rs *readset.Set, input any) (Key, er
 			b = append(b, t)
 		}
 	}
-	s.buf = b
-	if err != nil {
-		putScratch(s)
-		return Key{}, err
-	}
-	h := xxh3.Hash128(b)
-	putScratch(s)
-	return Key{Hi: h.Hi, Lo: h.Lo}, nil
+	return finishKey(s, b, err)
 }
 
 // typeTag is one byte per JSON type: what a type test (is_object,

@@ -394,7 +394,7 @@ func (g *Gen) noiseValue(depth int) any {
 // the maps and lists the spec reads whole (requested resources, changes,
 // data fields) as they are.
 func (g *Gen) WithRequestNoise(in map[string]any) map[string]any {
-	out, _ := deepCopy(in).(map[string]any)
+	out, _ := DeepCopy(in).(map[string]any)
 	out["request_id"] = fmt.Sprintf("req-%016x", g.r.Uint64())
 	out["trace_id"] = fmt.Sprintf("%032x", g.r.Uint64())
 	for _, path := range [][]string{{"context"}, {"context", "agent"}, {"context", "environment"}, {"evolution_request"}, {"data_request"}} {
@@ -417,18 +417,19 @@ func (g *Gen) WithRequestNoise(in map[string]any) map[string]any {
 	return out
 }
 
-func deepCopy(v any) any {
+// DeepCopy copies decoded JSON (maps and slices; scalars are shared).
+func DeepCopy(v any) any {
 	switch x := v.(type) {
 	case map[string]any:
 		m := make(map[string]any, len(x))
 		for k, e := range x {
-			m[k] = deepCopy(e)
+			m[k] = DeepCopy(e)
 		}
 		return m
 	case []any:
 		a := make([]any, len(x))
 		for i, e := range x {
-			a[i] = deepCopy(e)
+			a[i] = DeepCopy(e)
 		}
 		return a
 	default:

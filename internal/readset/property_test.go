@@ -62,7 +62,7 @@ type mutator struct {
 // mutate changes up to n places of a deep copy of v that are outside rs:
 // a value replaced, a member added or a member removed, at any depth.
 func (m *mutator) mutate(v any, rs *readset.Set, n int) (any, int) {
-	out := deepCopy(v)
+	out := inputgen.DeepCopy(v)
 	done := 0
 	for try := 0; try < 20*n && done < n; try++ {
 		if m.once(&out, nil, rs) {
@@ -168,25 +168,6 @@ func (m *mutator) value(depth int) any {
 			return o
 		}
 		return json.Number("7")
-	}
-}
-
-func deepCopy(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		m := make(map[string]any, len(x))
-		for k, e := range x {
-			m[k] = deepCopy(e)
-		}
-		return m
-	case []any:
-		a := make([]any, len(x))
-		for i, e := range x {
-			a[i] = deepCopy(e)
-		}
-		return a
-	default:
-		return v
 	}
 }
 
@@ -354,6 +335,6 @@ func seed(in map[string]any, m *mutator, fields map[string]any) {
 		return
 	}
 	for k, v := range fields {
-		in[k] = deepCopy(v)
+		in[k] = inputgen.DeepCopy(v)
 	}
 }
