@@ -1,0 +1,112 @@
+package engine_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	_ "github.com/open-policy-agent/opa/v1/features/wasm" // OPA's wasm target, in process
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/topdown/builtins"
+
+	"github.com/acgs-lite/acgs/internal/engine"
+	"github.com/acgs-lite/acgs/internal/jsoneq"
+	"github.com/acgs-lite/acgs/policies"
+)
+
+// evaluatorRequests are the constitution's decision types, each one of the
+// repository's example requests.
+var evaluatorRequests = []struct{ name, file string }{
+	{"safe", "safe"},
+	{"evolution", "complex"},
+	{"data_access", "data_access"},
+	{"prohibited", "dangerous"},
+}
+
+// BenchmarkEvaluators measures one cold decision (no decision cache) of
+// acgs/main/decision per decision type on every evaluator the engine could
+// adopt, in one run so that the ratios share the machine's load:
+//
+//   - topdown: engine.Decide with full topdown evaluation;
+//   - plans: engine.Decide with partial-evaluation plans (a constant or a
+//     residual query run by topdown), as the engine answered before the VM;
+//   - vm: engine.Decide on the compiled evaluator (internal/vm);
+//   - wasm: OPA's wasm target in process (rego.Target("wasm")).
+//
+// Every variant must give topdown's decision for the input, checked first.
+func BenchmarkEvaluators(b *testing.B) {
+	ctx := context.Background()
+	open := func(o engine.Options) *engine.Engine {
+		o.ConstitutionalHash, o.EvalTimeout, o.Logger = hash, 10*time.Second, quiet
+		e, err := engine.New(ctx, engine.FSSource{FS: policies.FS, Name: "embedded"}, o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return e
+	}
+	topdown := open(engine.Options{})
+	vm := open(engine.Options{Compiled: true})
+	plans := mustOpenPlans(b)
+
+	bnd, err := engine.FSSource{FS: policies.FS, Name: "embedded"}.Load(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	opts := []func(*rego.Rego){rego.Query("data.acgs.main.decision"), rego.Target("wasm"), rego.Store(inmemStore(bnd.Data))}
+	for _, m := range bnd.Modules {
+		opts = append(opts, rego.ParsedModule(m.Parsed))
+	}
+	wasm, werr := rego.New(opts...).PrepareForEval(ctx)
+	if werr != nil {
+		b.Logf("wasm target unavailable: %v", werr)
+	}
+
+	for _, r := range evaluatorRequests {
+		in := loadRequest(b, r.file)
+		want, err := topdown.EvaluateFull(ctx, "acgs/main/decision", in)
+		if err != nil {
+			b.Fatal(err)
+		}
+		kind := waitPlan(b, plans, in)
+		decide := map[string]*engine.Engine{"topdown": topdown, "plans": plans, "vm": vm}
+		for _, name := range []string{"topdown", "plans", "vm"} {
+			e := decide[name]
+			d, err := e.Decide(ctx, "acgs/main/decision", in) // a residual's first decision also times full evaluation
+			if err != nil || !jsoneq.SameText(d.Result, want.Result) {
+				b.Fatalf("%s %s: %v (%v), topdown %v", r.name, name, d.Result, err, want.Result)
+			}
+			label := name
+			if name == "plans" {
+				label = "plans_" + kind
+			}
+			b.Run(r.name+"/"+label, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := e.Decide(ctx, "acgs/main/decision", in); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+		if werr != nil {
+			continue
+		}
+		v, err := ast.InterfaceToValue(in)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rs, err := wasm.Eval(ctx, rego.EvalParsedInput(v))
+		if err != nil || len(rs) != 1 || !jsoneq.Equal(rs[0].Expressions[0].Value, want.Result) {
+			b.Fatalf("%s wasm: %v (%v), topdown %v", r.name, rs, err, want.Result)
+		}
+		b.Run(r.name+"/wasm", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := wasm.Eval(ctx, rego.EvalParsedInput(v), rego.EvalNDBuiltinCache(builtins.NDBCache{})); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
