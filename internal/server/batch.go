@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/acgs-lite/acgs/internal/apierror"
@@ -18,40 +16,6 @@ import (
 
 func sampleOf(d engine.Decision) telemetry.Sample {
 	return telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial()}
-}
-
-// parallel runs f(i) for i in [0,n) on at most GOMAXPROCS goroutines.
-func parallel(n int, f func(i int)) {
-	workers := runtime.GOMAXPROCS(0)
-	if workers > n {
-		workers = n
-	}
-	if workers <= 1 {
-		for i := 0; i < n; i++ {
-			f(i)
-		}
-		return
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	next := 0
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				mu.Lock()
-				i := next
-				next++
-				mu.Unlock()
-				if i >= n {
-					return
-				}
-				f(i)
-			}
-		}()
-	}
-	wg.Wait()
 }
 
 // deepMerge returns common with input merged over it: objects merge

@@ -8,6 +8,7 @@ import (
 
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/loadgen"
+	"github.com/acgs-lite/acgs/internal/parallel"
 )
 
 // maxWarmRequests bounds the warm-up set so a large key space in a workload
@@ -47,7 +48,7 @@ func loadWarmup(path string) ([]warmRequest, error) {
 // Warm evaluates the warm-up set through the normal pipeline.
 func (s *Server) Warm(ctx context.Context) (warmed, total int) {
 	results := make([]bool, len(s.warm))
-	parallel(len(s.warm), func(i int) {
+	parallel.For(len(s.warm), func(i int) {
 		if ctx.Err() != nil {
 			return
 		}
