@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/acgs-lite/acgs/internal/apierror"
-	"github.com/acgs-lite/acgs/internal/loadgen"
 	"github.com/acgs-lite/acgs/internal/parallel"
+	"github.com/acgs-lite/acgs/internal/workload"
 )
 
 // maxWarmRequests bounds the warm-up set so a large key space in a workload
@@ -25,7 +25,7 @@ type warmRequest struct {
 // is empty) into every body of every scenario's key space: the requests a
 // client of that workload will send, so that warming makes them all hits.
 func loadWarmup(path string) ([]warmRequest, error) {
-	wl, err := loadgen.LoadWorkload(path)
+	wl, err := workload.Load(path)
 	if err != nil {
 		return nil, fmt.Errorf("CACHE_WARM_FILE: %w", err)
 	}

@@ -1,4 +1,4 @@
-package loadgen
+package workload
 
 import (
 	"bytes"
@@ -18,13 +18,13 @@ func TestEmbeddedWorkloadMatchesSpec(t *testing.T) {
 	if err != nil {
 		t.Skipf("spec not available: %v", err)
 	}
-	if !bytes.Equal(DefaultWorkloadJSON(), want) {
-		t.Fatalf("internal/loadgen/workloads/acgs-mixed.json differs from %s: copy it again", spec)
+	if !bytes.Equal(DefaultJSON(), want) {
+		t.Fatalf("internal/workload/workloads/acgs-mixed.json differs from %s: copy it again", spec)
 	}
 }
 
 func TestDefaultWorkload(t *testing.T) {
-	w, err := DefaultWorkload()
+	w, err := Default()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestParseWorkloadErrors(t *testing.T) {
 		{"duplicate scenario", strings.Replace(validWorkload, `"scenarios": [{`, `"scenarios": [{"name": "s", "weight": 1, "request": {}}, {`, 1), "duplicate name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseWorkload([]byte(tc.input))
+			_, err := Parse([]byte(tc.input))
 			if err == nil {
 				t.Fatalf("no error, want one containing %q", tc.want)
 			}
@@ -103,13 +103,13 @@ func TestParseWorkloadErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, err := ParseWorkload([]byte(validWorkload)); err != nil {
+	if _, err := Parse([]byte(validWorkload)); err != nil {
 		t.Fatalf("valid workload rejected: %v", err)
 	}
 }
 
 func TestAppendBody(t *testing.T) {
-	w, err := ParseWorkload([]byte(validWorkload))
+	w, err := Parse([]byte(validWorkload))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func TestAppendBody(t *testing.T) {
 }
 
 func TestPickFollowsWeights(t *testing.T) {
-	w, err := DefaultWorkload()
+	w, err := Default()
 	if err != nil {
 		t.Fatal(err)
 	}
