@@ -1,9 +1,13 @@
 package cli
 
 import (
+	"math"
+	"os"
+
 	"github.com/spf13/cobra"
 
 	"github.com/acgs-lite/acgs/internal/config"
+	"github.com/acgs-lite/acgs/internal/memlimit"
 	"github.com/acgs-lite/acgs/internal/service"
 )
 
@@ -27,11 +31,30 @@ SIGHUP reloads the policy bundle; SIGTERM/SIGINT drain in-flight requests.`,
 		if err != nil {
 			return err
 		}
+		// The memory limit is set before the bundle is compiled, and logged
+		// once the logger exists (an invalid ratio sets nothing here and is
+		// refused by service.New's validation).
+		mem, limit := memlimit.Apply(cfg.Memory.LimitRatio, os.LookupEnv)
 		svc, err := service.New(cmd.Context(), cfg, service.Options{LogOutput: cmd.ErrOrStderr()})
 		if err != nil {
 			return err
 		}
+		logMemoryLimit(svc, mem, limit)
 		return svc.Run(cmd.Context())
 	}
 	return cmd
+}
+
+// logMemoryLimit says at startup what memory limit the runtime has and why.
+func logMemoryLimit(svc *service.Service, d memlimit.Decision, limit int64) {
+	attrs := []any{"source", string(d.Source), "reason", d.Reason}
+	if limit == math.MaxInt64 {
+		attrs = append(attrs, "gomemlimit", "none")
+	} else {
+		attrs = append(attrs, "gomemlimit_bytes", limit)
+	}
+	if d.CgroupLimit > 0 {
+		attrs = append(attrs, "cgroup_limit_bytes", d.CgroupLimit, "ratio", d.Ratio)
+	}
+	svc.Log.Info("memory limit", attrs...)
 }

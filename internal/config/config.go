@@ -7,11 +7,13 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"strings"
 	"time"
 
 	"github.com/acgs-lite/acgs/internal/cache"
+	"github.com/acgs-lite/acgs/internal/memlimit"
 )
 
 // DefaultConstitutionalHash is the hash of the built-in constitution.
@@ -25,6 +27,7 @@ type Config struct {
 	Cache     Cache
 	Log       Log
 	Perf      Perf
+	Memory    Memory
 	AdminTok  []string // ADMIN_TOKEN: comma-separated; every listed token is accepted (rotation window)
 }
 
@@ -104,6 +107,15 @@ type Perf struct {
 	WindowSpan         time.Duration
 }
 
+// Memory sizes the Go runtime to its container (internal/memlimit): unless
+// GOMEMLIMIT is set in the environment (it always wins), the runtime's soft
+// memory limit is LimitRatio × the container's (cgroup's) memory limit, so
+// the garbage collector works harder near the limit instead of the process
+// being killed past it.
+type Memory struct {
+	LimitRatio float64 // MEMORY_LIMIT_RATIO: share of the cgroup limit given to GOMEMLIMIT, in (0, 1]; 0 = off (Go's default: no limit)
+}
+
 // Default returns the configuration used when nothing is set: port 8004, the
 // embedded bundle, L1 only.
 func Default() Config {
@@ -154,6 +166,7 @@ func Default() Config {
 			CacheHitRateTarget: 0.95,
 			WindowSpan:         60 * time.Second,
 		},
+		Memory: Memory{LimitRatio: memlimit.DefaultRatio},
 	}
 }
 
@@ -298,6 +311,9 @@ func (c *Config) Validate() error {
 	}
 	if pf.WindowSpan < time.Second || pf.WindowSpan > time.Hour {
 		bad("METRICS_WINDOW", "%s is out of range (accepted: 1s to 1h)", pf.WindowSpan)
+	}
+	if r := c.Memory.LimitRatio; math.IsNaN(r) || r < 0 || r > 1 {
+		bad("MEMORY_LIMIT_RATIO", "%g is out of range (accepted: 0 to turn it off, or a share of the container's memory limit above 0 and at most 1, e.g. %g)", r, memlimit.DefaultRatio)
 	}
 	for i, t := range c.AdminTok {
 		if len(t) < 16 {

@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -95,6 +96,9 @@ func TestValidateNamesSettingAndAcceptedValues(t *testing.T) {
 		{"admission in flight negative", func(c *config.Config) { c.Admission.MaxInFlight = -1 }, []string{"ADMISSION_MAX_IN_FLIGHT", "GOMAXPROCS-1"}},
 		{"admission queue negative", func(c *config.Config) { c.Admission.MaxQueue = -2 }, []string{"ADMISSION_MAX_QUEUE", "1-1000000"}},
 		{"admission queue timeout too long", func(c *config.Config) { c.Admission.QueueTimeout = time.Minute }, []string{"ADMISSION_QUEUE_TIMEOUT", "up to 10s"}},
+		{"memory limit ratio above 1", func(c *config.Config) { c.Memory.LimitRatio = 90 }, []string{"MEMORY_LIMIT_RATIO", "0 to turn it off", "at most 1"}},
+		{"memory limit ratio negative", func(c *config.Config) { c.Memory.LimitRatio = -0.5 }, []string{"MEMORY_LIMIT_RATIO"}},
+		{"memory limit ratio NaN", func(c *config.Config) { c.Memory.LimitRatio = math.NaN() }, []string{"MEMORY_LIMIT_RATIO"}},
 		{"admission queue timeout negative", func(c *config.Config) { c.Admission.QueueTimeout = -time.Millisecond }, []string{"ADMISSION_QUEUE_TIMEOUT"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -149,6 +153,37 @@ func TestAdmissionSettings(t *testing.T) {
 	}
 	if _, err := load(t, map[string]string{"ADMISSION_MAX_QUEUE": "lots"}); err == nil || !strings.Contains(err.Error(), "ADMISSION_MAX_QUEUE") {
 		t.Errorf("bad ADMISSION_MAX_QUEUE: %v", err)
+	}
+}
+
+func TestMemorySettings(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want float64
+	}{
+		{"default", nil, nil, 0.9},
+		{"env", map[string]string{"MEMORY_LIMIT_RATIO": "0.75"}, nil, 0.75},
+		{"off", map[string]string{"MEMORY_LIMIT_RATIO": "0"}, nil, 0},
+		{"whole limit", nil, []string{"--memory-limit-ratio", "1"}, 1},
+		{"flag wins", map[string]string{"MEMORY_LIMIT_RATIO": "0.5"}, []string{"--memory-limit-ratio", "0"}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := load(t, tc.env, tc.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Memory.LimitRatio != tc.want {
+				t.Errorf("got %g, want %g", c.Memory.LimitRatio, tc.want)
+			}
+			if err := c.Validate(); err != nil {
+				t.Errorf("refused: %v", err)
+			}
+		})
+	}
+	if _, err := load(t, map[string]string{"MEMORY_LIMIT_RATIO": "90%"}); err == nil || !strings.Contains(err.Error(), "MEMORY_LIMIT_RATIO") {
+		t.Errorf("bad MEMORY_LIMIT_RATIO: %v", err)
 	}
 }
 

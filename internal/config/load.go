@@ -86,6 +86,8 @@ func NewLoader(fs *pflag.FlagSet, lookup func(string) (string, bool)) *Loader {
 	l.float(fs, &c.Perf.CacheHitRateTarget, "target-cache-hit-rate", "CACHE_HIT_RATE_TARGET", "cache hit rate target (0-1)")
 	l.dur(fs, &c.Perf.WindowSpan, "metrics-window", "METRICS_WINDOW", "span of the rolling latency window")
 
+	l.float(fs, &c.Memory.LimitRatio, "memory-limit-ratio", "MEMORY_LIMIT_RATIO", "GOMEMLIMIT = this share of the container's (cgroup's) memory limit, unless GOMEMLIMIT is set (0: off)")
+
 	l.str(fs, &l.adminTo, "admin-token", "ADMIN_TOKEN", "bearer token(s) for admin endpoints, comma-separated during rotation (empty: admin endpoints answer 404)")
 	return l
 }
