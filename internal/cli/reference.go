@@ -61,7 +61,7 @@ func newNoopServerCmd() *cobra.Command {
 func newWorkloadLuaCmd() *cobra.Command {
 	var file, dialect string
 	var count int
-	var unique, requestID bool
+	var unique, requestID, varied bool
 	var seed uint64
 	cmd := &cobra.Command{
 		Use:    "workload-lua",
@@ -75,6 +75,21 @@ func newWorkloadLuaCmd() *cobra.Command {
 			}
 			if dialect != "acgs" && dialect != "opa" {
 				return fmt.Errorf("--dialect %q: accepted acgs or opa", dialect)
+			}
+			if varied {
+				// The script draws its own requests: nothing of a
+				// workload file's templates or of the other modes applies.
+				for _, f := range []string{"workload", "count", "unique", "request-id"} {
+					if cmd.Flags().Changed(f) {
+						return fmt.Errorf("--varied generates every request itself: --%s does not apply", f)
+					}
+				}
+				script, err := loadgen.VariedLua(wl.Path, dialect, seed)
+				if err != nil {
+					return err
+				}
+				_, err = io.WriteString(cmd.OutOrStdout(), script)
+				return err
 			}
 			r := rand.New(rand.NewPCG(seed, seed))
 			suffix := ""
@@ -128,6 +143,7 @@ function request()
 	cmd.Flags().IntVar(&count, "count", 1000, "requests in the cycle")
 	cmd.Flags().BoolVar(&unique, "unique", false, "make every request unique in what the policy reads (no cache help)")
 	cmd.Flags().BoolVar(&requestID, "request-id", false, "add a never-repeated top-level request_id to every request (the policy does not read it)")
+	cmd.Flags().BoolVar(&varied, "varied", false, "generate every request in the script, each decision-relevant field drawn across its domain (allowed and denied decisions; no cache can help)")
 	cmd.Flags().Uint64Var(&seed, "seed", 1, "seed")
 	return cmd
 }
