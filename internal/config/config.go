@@ -55,10 +55,8 @@ type Policy struct {
 	DefaultDecision    string   // path used by POST / (OPA's default decision)
 	Evaluator          string   // EVALUATOR: vm (the compiled evaluator, topdown for what it cannot run) or topdown
 	PartialEval        bool     // PARTIAL_EVAL: use partial-evaluation plans
-	PartialEvalKeys    []string // specialisation fields, e.g. input.type
+	PartialEvalKeys    []string // plan keys (e.g. input.type) of documents whose entry-point annotation declares none
 	PlanCacheSize      int
-	PlanMaxResidual    int // residual plans kept at once (each holds a compiled policy)
-	PlanVerifyEvery    int // PLAN_VERIFY_EVERY: every Nth residual decision is also evaluated in full (0: only the first)
 	CacheWarmFile      string
 }
 
@@ -138,10 +136,7 @@ func Default() Config {
 			DefaultDecision:    "acgs/main/decision",
 			Evaluator:          "vm",
 			PartialEval:        true,
-			PartialEvalKeys:    []string{"input.type", "input.action", "input.constitutional_hash"},
 			PlanCacheSize:      1024,
-			PlanMaxResidual:    64,
-			PlanVerifyEvery:    1024,
 		},
 		Cache: Cache{
 			Enabled:     true,
@@ -222,14 +217,8 @@ func (c *Config) Validate() error {
 	if p.PlanCacheSize < 1 {
 		bad("PLAN_CACHE_SIZE", "%d must be at least 1", p.PlanCacheSize)
 	}
-	if p.PlanMaxResidual < 0 || p.PlanMaxResidual > p.PlanCacheSize {
-		bad("PLAN_MAX_RESIDUAL", "%d must be between 0 and PLAN_CACHE_SIZE (%d)", p.PlanMaxResidual, p.PlanCacheSize)
-	}
 	if p.Evaluator != "vm" && p.Evaluator != "topdown" {
 		bad("EVALUATOR", "%q is not an evaluator (accepted: vm, topdown)", p.Evaluator)
-	}
-	if p.PlanVerifyEvery < 0 {
-		bad("PLAN_VERIFY_EVERY", "%d must be 0 (check only each plan's first decision) or more", p.PlanVerifyEvery)
 	}
 	if p.BundlePath != "" && p.ConfigFile != "" {
 		bad("POLICY_BUNDLE_PATH", "cannot be combined with CONFIG_FILE (remote bundles): choose one source")

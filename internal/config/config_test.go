@@ -87,8 +87,6 @@ func TestValidateNamesSettingAndAcceptedValues(t *testing.T) {
 		{"signing key required", func(c *config.Config) { c.Cache.RedisURL = "redis://127.0.0.1:6379" }, []string{"CACHE_SIGNING_KEY", "at least 32 bytes"}},
 		{"short admin token", func(c *config.Config) { c.AdminTok = []string{"short"} }, []string{"ADMIN_TOKEN", "16 characters"}},
 		{"partial eval keys", func(c *config.Config) { c.Policy.PartialEvalKeys = []string{"type"} }, []string{"PARTIAL_EVAL_KEYS", "input.type"}},
-		{"plan max residual above the plan cache", func(c *config.Config) { c.Policy.PlanMaxResidual = 2000 }, []string{"PLAN_MAX_RESIDUAL", "PLAN_CACHE_SIZE (1024)"}},
-		{"plan verify every negative", func(c *config.Config) { c.Policy.PlanVerifyEvery = -1 }, []string{"PLAN_VERIFY_EVERY", "-1"}},
 		{"bundle and config file", func(c *config.Config) { c.Policy.BundlePath = "x"; c.Policy.ConfigFile = "y" }, []string{"POLICY_BUNDLE_PATH", "CONFIG_FILE"}},
 		{"l1 size", func(c *config.Config) { c.Cache.L1Size = 0 }, []string{"L1_CACHE_SIZE"}},
 		{"batch items", func(c *config.Config) { c.Server.MaxBatchItems = 0 }, []string{"MAX_BATCH_ITEMS"}},

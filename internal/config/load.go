@@ -52,10 +52,8 @@ func NewLoader(fs *pflag.FlagSet, lookup func(string) (string, bool)) *Loader {
 	l.str(fs, &c.Policy.Evaluator, "evaluator", "EVALUATOR", "vm (OPA's plans run by the compiled evaluator; topdown for what it cannot run) or topdown")
 	l.bool(fs, &c.Policy.PartialEval, "partial-eval", "PARTIAL_EVAL", "answer through partial-evaluation plans where they are faster")
 	l.pekeys = strings.Join(c.Policy.PartialEvalKeys, ",")
-	l.str(fs, &l.pekeys, "partial-eval-keys", "PARTIAL_EVAL_KEYS", "input fields the plans are specialised on (comma-separated)")
+	l.str(fs, &l.pekeys, "partial-eval-keys", "PARTIAL_EVAL_KEYS", "plan keys (comma-separated input refs such as input.type) of documents whose entry-point annotation declares none (custom.plans)")
 	l.int(fs, &c.Policy.PlanCacheSize, "plan-cache-size", "PLAN_CACHE_SIZE", "most partial-evaluation plans kept (LRU)")
-	l.int(fs, &c.Policy.PlanMaxResidual, "plan-max-residual", "PLAN_MAX_RESIDUAL", "most residual plans kept at once (each holds a compiled copy of the policy it needs; 0: constants only)")
-	l.int(fs, &c.Policy.PlanVerifyEvery, "plan-verify-every", "PLAN_VERIFY_EVERY", "also evaluate every Nth residual-plan decision in full; a plan that disagrees, or is slower over 8 samples, is dropped (0: only each plan's first decision)")
 	l.str(fs, &c.Policy.CacheWarmFile, "cache-warm-file", "CACHE_WARM_FILE", "JSON file of warm-up requests (empty: the built-in scenarios)")
 
 	l.int(fs, &c.Admission.MaxInFlight, "admission-max-in-flight", "ADMISSION_MAX_IN_FLIGHT", "policy evaluations run at once; more wait or are shed with 503 overloaded (0: GOMAXPROCS-1, at least 1)")

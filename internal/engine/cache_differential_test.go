@@ -28,7 +28,7 @@ func mustOpenTiered(tb testing.TB, redisURL string) (*engine.Engine, *cache.Tier
 	tb.Cleanup(func() { c.Close() })
 	e, err := engine.New(context.Background(), engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.Options{
 		ConstitutionalHash: hash, EvalTimeout: 10 * time.Second, Cache: c, Logger: quiet,
-		PartialEval: true, PartialEvalKeys: planKeys, PlanCacheSize: 1024, MaxResidualPlans: 64, Compiled: true,
+		PartialEval: true, PartialEvalKeys: planKeys, PlanCacheSize: 1024, Compiled: true,
 	})
 	if err != nil {
 		tb.Fatal(err)

@@ -1,8 +1,10 @@
 // Package engine embeds OPA: it activates a policy bundle into an immutable
-// snapshot (revision, compiler, store, prepared queries, partial-evaluation
+// snapshot (revision, compiler, store, prepared queries, read sets, constant
 // plans) swapped atomically, and answers Decide through the decision cache,
-// single flight, the plan cache and full evaluation, failing closed. It knows
-// nothing of HTTP.
+// single flight, constant plans and evaluation (the compiled evaluator,
+// topdown for what it cannot run), failing closed. It knows nothing of HTTP
+// and no policy: what it prepares at activation comes from the bundle's
+// entry-point annotations.
 package engine
 
 import (
@@ -11,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,7 +25,8 @@ import (
 
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/cache"
-	"github.com/acgs-lite/acgs/internal/jsoneq"
+	"github.com/acgs-lite/acgs/internal/parallel"
+	"github.com/acgs-lite/acgs/internal/plan"
 )
 
 // Cache is what the engine needs of the decision cache (*cache.Tiered).
@@ -46,7 +48,6 @@ const (
 	SourceL1
 	SourceL2
 	SourcePlanConstant
-	SourcePlanResidual
 	SourceVM // the compiled evaluator (full evaluation on the Rego VM)
 )
 
@@ -59,8 +60,6 @@ func (s Source) String() string {
 		return "l2"
 	case SourcePlanConstant:
 		return "plan_constant"
-	case SourcePlanResidual:
-		return "plan_residual"
 	case SourceVM:
 		return "vm"
 	default:
@@ -81,7 +80,7 @@ func (s Source) CacheTier() string {
 }
 
 // Partial reports whether a partial-evaluation plan decided.
-func (s Source) Partial() bool { return s == SourcePlanConstant || s == SourcePlanResidual }
+func (s Source) Partial() bool { return s == SourcePlanConstant }
 
 // Decision is the answer for one input.
 type Decision struct {
@@ -99,22 +98,13 @@ type Options struct {
 	EvalTimeout        time.Duration
 	Cache              Cache // nil: no decision cache
 	Logger             *slog.Logger
-	// PartialEval turns on partial-evaluation plans, specialised on
-	// PartialEvalKeys (refs such as input.type), at most PlanCacheSize kept.
+	// PartialEval turns on constant plans (internal/plan): decisions that
+	// the plan keys alone settle are answered without evaluating. Plan keys
+	// are what an entry point's annotation declares (custom.plans), else
+	// PartialEvalKeys (refs such as input.type); at most PlanCacheSize kept.
 	PartialEval     bool
 	PartialEvalKeys []string
 	PlanCacheSize   int
-	// MaxResidualPlans bounds the residual plans kept at once (each holds a
-	// compiled copy of the modules it reaches, under a megabyte for the
-	// constitution); beyond it a new residual is a fallback. 0: constants only.
-	MaxResidualPlans int
-	// PlanVerifyEvery: every so many decisions a residual plan answers, the
-	// same input is also evaluated in full. A disagreement
-	// demotes the plan (and is logged as an error); so does a residual that,
-	// over its first eight such samples, took longer in total than full
-	// evaluation. The first decision of every residual is always checked.
-	// 0: only the first (PLAN_VERIFY_EVERY's default is 1,024).
-	PlanVerifyEvery int
 	// Compiled evaluates decisions on the compiled evaluator (internal/vm:
 	// OPA's plan run by the Rego VM) wherever it can run the query, and with
 	// topdown elsewhere (logged at preparation, shown by Evaluators).
@@ -129,11 +119,6 @@ type Options struct {
 	// OnPlan is told the plan kind of every decision a plan was looked up for.
 	OnPlan func(kind string)
 
-	// keepSlowResiduals keeps a residual plan that its first input shows
-	// slower than full evaluation (it must still agree with it), so that
-	// differential tests exercise residuals on every input. Tests set it
-	// through KeepSlowResiduals (export_test.go); it is no setting.
-	keepSlowResiduals bool
 	// Admit, when set, is asked for a slot before every evaluation that
 	// neither the cache nor a constant plan answered, and release is called
 	// when it ends. An error (an *apierror.Error with code Overloaded) means
@@ -200,8 +185,12 @@ func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle, source string) 
 	e.reload.Lock()
 	defer e.reload.Unlock()
 	s, err := activate(ctx, b, e.opts.ConstitutionalHash, source)
+	var eps []entryPoint
 	if err == nil {
-		err = s.prepareDefaults(ctx)
+		eps, err = entryPoints(s.compiler, b.Data)
+	}
+	if err == nil {
+		err = s.prepareEntryPoints(ctx, eps)
 	}
 	if err == nil && e.opts.Compiled {
 		for _, p := range s.entryPoints {
@@ -209,17 +198,13 @@ func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle, source string) 
 		}
 	}
 	if err == nil && e.opts.PartialEval {
-		maxResidual := e.opts.MaxResidualPlans
-		if e.opts.Compiled {
-			// The compiled evaluator runs the whole policy faster than
-			// topdown runs a residual: only constant plans still pay.
-			maxResidual = 0
-		}
-		s.plans = newPlanner(s, e.opts.PartialEvalKeys, e.opts.PlanCacheSize, maxResidual, s.parsed)
-		s.plans.log = func(msg string, args ...any) { e.log.Warn(msg, args...) }
+		s.plans = plan.New(s.parsed, s.store, s.reads.get, plan.Options{
+			Keys: e.opts.PartialEvalKeys, Size: e.opts.PlanCacheSize,
+			Log: func(msg string, args ...any) { e.log.Warn(msg, args...) },
+		})
 		// Built before the swap so that even the first requests of the new
-		// revision for the bundle's listed actions are answered by plans.
-		e.buildActivationPlans(ctx, s, b.Data)
+		// revision for the seeded values are answered by plans.
+		e.buildSeedPlans(ctx, s, eps)
 	}
 	if err != nil {
 		e.failed(err)
@@ -250,17 +235,48 @@ func (e *Engine) failed(err error) {
 	}
 }
 
-// prepareDefaults prepares the entry points of the constitution so the first
-// request does not pay for it.
-func (s *snapshot) prepareDefaults(ctx context.Context) error {
-	s.entryPoints = []string{"acgs/main/decision", "acgs/main/allow"}
-	for _, p := range s.entryPoints {
-		if _, err := s.query(ctx, p); err != nil {
+// prepareEntryPoints prepares the bundle's entry points and computes their
+// read sets, so that their first requests pay for neither.
+func (s *snapshot) prepareEntryPoints(ctx context.Context, eps []entryPoint) error {
+	for _, ep := range eps {
+		s.entryPoints = append(s.entryPoints, ep.path)
+		if _, err := s.query(ctx, ep.path); err != nil {
 			return err
 		}
-		s.reads.get(p)
+		s.reads.get(ep.path)
 	}
 	return nil
+}
+
+// buildSeedPlans declares each entry point's plan keys and builds the
+// plans of its seed values.
+func (e *Engine) buildSeedPlans(ctx context.Context, s *snapshot, eps []entryPoint) {
+	start := time.Now()
+	counts := map[string]int{}
+	for _, ep := range eps {
+		if ep.keys != nil {
+			s.plans.Declare(ep.path, ep.keys)
+		}
+		if why := s.plans.Disabled(ep.path); why != "" {
+			if ep.keys != nil || len(e.opts.PartialEvalKeys) > 0 {
+				e.log.Info("no constant plans for this entry point", "path", ep.path, "why", why)
+			}
+			continue
+		}
+		inputs, truncated := ep.seedInputs()
+		if truncated {
+			e.log.Warn("the entry point's seed lists make too many plans; building the first ones only", "path", ep.path, "built", len(inputs))
+		}
+		for _, in := range inputs {
+			if pl := s.plans.Build(ctx, ep.path, in); pl != nil {
+				counts[pl.Kind()]++
+			}
+		}
+	}
+	if len(counts) > 0 {
+		e.log.Info("constant plans built from the entry points' seeds", "constant", counts[plan.Constant],
+			"fallback", counts[plan.Fallback], "took", time.Since(start).Round(time.Millisecond))
+	}
 }
 
 // Info describes the active policy.
@@ -377,16 +393,16 @@ func (e *Engine) evaluate(ctx context.Context, s *snapshot, path string, input a
 	return d, err
 }
 
-// eval answers a cache miss: through a partial-evaluation plan when one
-// exists and pays, else by full evaluation, with the deadline and fail-closed
-// error mapping. cacheable is false when a non-deterministic built-in ran.
+// eval answers a cache miss: from a constant plan when one exists, else by
+// evaluation, with the deadline and fail-closed error mapping. cacheable is false when a non-deterministic built-in ran.
 func (e *Engine) eval(ctx context.Context, s *snapshot, path string, input any) (Decision, bool, error) {
-	var pl *plan
 	if s.plans != nil {
 		// A constant plan answers before the input is even converted.
-		if pl = s.plans.get(path, input); pl != nil && pl.Kind() == PlanConstant {
-			e.onPlan(PlanConstant)
-			return Decision{Result: pl.value, Defined: pl.defined, Revision: s.revision, Source: SourcePlanConstant, JSON: pl.json}, true, nil
+		if pl := s.plans.Get(path, input); pl != nil {
+			e.onPlan(pl.Kind())
+			if pl.Kind() == plan.Constant {
+				return Decision{Result: pl.Value, Defined: pl.Defined, Revision: s.revision, Source: SourcePlanConstant, JSON: pl.JSON}, true, nil
+			}
 		}
 	}
 	var in ast.Value
@@ -408,24 +424,11 @@ func (e *Engine) eval(ctx context.Context, s *snapshot, path string, input any) 
 	defer cancel()
 	if e.opts.Compiled {
 		if pq := s.compiled(ctx, path, e.log); pq != nil {
-			// The VM runs the whole policy faster than topdown runs any
-			// residual, so residual plans are not consulted.
-			if pl != nil {
-				e.onPlan(PlanFallback)
-			}
 			e.onEvaluator("vm")
 			return e.evalPrepared(ctx, s, pq, in, SourceVM)
 		}
 	}
 	e.onEvaluator("topdown")
-	if pl != nil {
-		if pl.Kind() == PlanResidual {
-			if d, cacheable, ok, err := e.evalPlan(ctx, s, pl, path, in); ok || err != nil {
-				return d, cacheable, err
-			}
-		}
-		e.onPlan(PlanFallback)
-	}
 	return e.evalFull(ctx, s, path, in)
 }
 
@@ -459,95 +462,6 @@ func (e *Engine) evalPrepared(ctx context.Context, s *snapshot, pq *rego.Prepare
 		d.Result, d.Defined = rs[0].Expressions[0].Value, true
 	}
 	return d, len(ndb) == 0, nil
-}
-
-// evalPlan evaluates a residual plan. The first input that reaches a plan
-// also runs full evaluation: the plan is kept only if it gave the same
-// decision and was faster (best of three each); otherwise it becomes a
-// fallback. ok is false when full evaluation must answer.
-func (e *Engine) evalPlan(ctx context.Context, s *snapshot, pl *plan, path string, in ast.Value) (Decision, bool, bool, error) {
-	if in == nil {
-		return Decision{}, false, false, nil
-	}
-	ndb := builtins.NDBCache{}
-	start := time.Now()
-	val, defined, ok, err := evalResidual(ctx, pl, in, ndb)
-	took := time.Since(start)
-	if err != nil {
-		return Decision{}, false, false, evalError(err, ctx, e.opts.EvalTimeout)
-	}
-	if !ok {
-		return Decision{}, false, false, nil
-	}
-	d := Decision{Result: val, Defined: defined, Revision: s.revision, Source: SourcePlanResidual, EvalNS: took.Nanoseconds()}
-	uses := pl.uses.Add(1)
-	if pl.measured.CompareAndSwap(false, true) {
-		full, disagreed, err := e.checkResidual(ctx, s, pl, path, in, d)
-		if err != nil {
-			return Decision{}, false, false, err
-		}
-		if disagreed {
-			return full, len(ndb) == 0, true, nil
-		}
-		residualBest, fullBest := took, time.Duration(full.EvalNS)
-		for i := 0; i < 2; i++ {
-			t0 := time.Now()
-			_, _, _, _ = evalResidual(ctx, pl, in, builtins.NDBCache{})
-			residualBest = min(residualBest, time.Since(t0))
-			f, _, _ := e.evalFull(ctx, s, path, in)
-			fullBest = min(fullBest, time.Duration(f.EvalNS))
-		}
-		if residualBest >= fullBest && !e.opts.keepSlowResiduals {
-			s.plans.demote(pl)
-			e.log.Debug("residual plan is not faster than full evaluation; using full evaluation", "path", path, "residual", residualBest, "full", fullBest)
-			full.Source = SourceFull
-			return full, len(ndb) == 0, true, nil
-		}
-	} else if every := e.opts.PlanVerifyEvery; every > 0 && uses%uint64(every) == 0 {
-		// A sampled decision; a failed full evaluation proves nothing and
-		// the residual's answer stands.
-		if full, disagreed, err := e.checkResidual(ctx, s, pl, path, in, d); err == nil {
-			if disagreed {
-				return full, len(ndb) == 0, true, nil
-			}
-			e.judgeSample(s, pl, path, d.EvalNS, full.EvalNS)
-		}
-	}
-	e.onPlan(PlanResidual)
-	return d, len(ndb) == 0, true, nil
-}
-
-// checkResidual evaluates in full the input of residual decision d and
-// demotes the plan when the two disagree, in value or in the text of a
-// number (1 and 1.0: a client sees the text), logged as an error: a plan
-// must never be wrong. The caller then answers with full.
-func (e *Engine) checkResidual(ctx context.Context, s *snapshot, pl *plan, path string, in ast.Value, d Decision) (full Decision, disagreed bool, err error) {
-	full, _, err = e.evalFull(ctx, s, path, in)
-	if err != nil {
-		return Decision{}, false, err
-	}
-	if full.Defined != d.Defined || !jsoneq.SameText(full.Result, d.Result) {
-		s.plans.demote(pl)
-		e.log.Error("partial-evaluation plan disagreed with full evaluation; plan disabled", "path", path)
-		return full, true, nil
-	}
-	return full, false, nil
-}
-
-// verifySamples is how many sampled timings judge a residual's speed.
-const verifySamples = 8
-
-// judgeSample adds one sampled pair of timings to pl; at the verifySamples-th
-// it demotes a residual that took longer in total than full evaluation (the
-// first input alone can be unrepresentative of the traffic a plan sees).
-func (e *Engine) judgeSample(s *snapshot, pl *plan, path string, residualNS, fullNS int64) {
-	pl.residualNS.Add(residualNS)
-	pl.fullNS.Add(fullNS)
-	if pl.samples.Add(1) == verifySamples && pl.residualNS.Load() >= pl.fullNS.Load() && !e.opts.keepSlowResiduals {
-		s.plans.demote(pl)
-		e.log.Debug("residual plan was slower than full evaluation on sampled decisions; using full evaluation", "path", path,
-			"residual", time.Duration(pl.residualNS.Load()), "full", time.Duration(pl.fullNS.Load()))
-	}
 }
 
 func (e *Engine) onEvaluator(name string) {
@@ -602,14 +516,14 @@ func (e *Engine) EvaluateFull(ctx context.Context, path string, input any) (Deci
 }
 
 // PlanKind returns the kind of the plan that input at path would use now
-// ("constant", "residual", "fallback"), or "" when it has none yet (looking
-// starts a build in the background).
+// ("constant" or "fallback"), or "" when it has none yet (looking starts a
+// build in the background).
 func (e *Engine) PlanKind(path string, input any) string {
 	s := e.cur.Load()
 	if s == nil || s.plans == nil {
 		return ""
 	}
-	if pl := s.plans.get(path, input); pl != nil {
+	if pl := s.plans.Get(path, input); pl != nil {
 		return pl.Kind()
 	}
 	return ""
@@ -630,7 +544,7 @@ func (e *Engine) DecideBatch(ctx context.Context, path string, inputs []any) ([]
 	}
 	c := e.opts.Cache
 	if c == nil {
-		parallel(len(inputs), func(i int) { out[i], errs[i] = e.evaluate(ctx, s, path, inputs[i]) })
+		parallel.For(len(inputs), func(i int) { out[i], errs[i] = e.evaluate(ctx, s, path, inputs[i]) })
 		return out, errs
 	}
 	keys := make([]cache.Key, 0, len(inputs))
@@ -662,7 +576,7 @@ func (e *Engine) DecideBatch(ctx context.Context, path string, inputs []any) ([]
 		}
 		out[idx[j]] = Decision{Result: vals[j].Result, Defined: vals[j].Defined, Revision: s.revision, Source: src, JSON: vals[j].JSON}
 	}
-	parallel(len(miss)+len(direct), func(m int) {
+	parallel.For(len(miss)+len(direct), func(m int) {
 		if m < len(miss) {
 			j := miss[m]
 			out[idx[j]], errs[idx[j]] = e.decideMiss(ctx, s, keys[j], path, inputs[idx[j]])
@@ -672,31 +586,4 @@ func (e *Engine) DecideBatch(ctx context.Context, path string, inputs []any) ([]
 		out[i], errs[i] = e.evaluate(ctx, s, path, inputs[i])
 	})
 	return out, errs
-}
-
-// parallel runs f(i) for i in [0,n) on at most GOMAXPROCS goroutines.
-func parallel(n int, f func(i int)) {
-	workers := min(runtime.GOMAXPROCS(0), n)
-	if workers <= 1 {
-		for i := 0; i < n; i++ {
-			f(i)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				f(i)
-			}
-		}()
-	}
-	wg.Wait()
 }

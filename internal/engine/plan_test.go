@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/acgs-lite/acgs/internal/engine"
 	"github.com/acgs-lite/acgs/internal/inputgen"
 	"github.com/acgs-lite/acgs/internal/jsoneq"
+	"github.com/acgs-lite/acgs/internal/plan"
 	"github.com/acgs-lite/acgs/policies"
 )
 
@@ -24,10 +24,10 @@ func mustOpenPlans(tb testing.TB) *engine.Engine {
 
 func openPlans(tb testing.TB, log *slog.Logger) *engine.Engine {
 	tb.Helper()
-	e, err := engine.New(context.Background(), engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.KeepSlowResiduals(engine.Options{
+	e, err := engine.New(context.Background(), engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.Options{
 		ConstitutionalHash: hash, EvalTimeout: 10 * time.Second, Logger: log,
-		PartialEval: true, PartialEvalKeys: planKeys, PlanCacheSize: 1024, MaxResidualPlans: 512,
-	}))
+		PartialEval: true, PartialEvalKeys: planKeys, PlanCacheSize: 1024,
+	})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -64,36 +64,40 @@ func waitPlan(tb testing.TB, e *engine.Engine, in map[string]any) string {
 	return ""
 }
 
+// TestEveryProhibitedActionHasAConstantPlan: the constitution's entry-point
+// annotation seeds plans for every prohibited action, so each is a constant
+// before any request has been seen, and a safe action is not.
 func TestEveryProhibitedActionHasAConstantPlan(t *testing.T) {
 	e := mustOpenPlans(t)
-	for _, typ := range []string{"constitutional_evaluation", "action_authorization"} {
-		for _, a := range inputgen.Prohibited {
-			in := map[string]any{"type": typ, "action": a, "constitutional_hash": hash, "context": map[string]any{"agent": map[string]any{"trust_level": 1}}}
-			if k := waitPlan(t, e, in); k != engine.PlanConstant {
-				t.Errorf("%s %s: plan %q, want constant", typ, a, k)
-			}
-			d, err := e.Decide(context.Background(), "acgs/main/decision", in)
-			if err != nil || d.Source != engine.SourcePlanConstant {
-				t.Errorf("%s %s: decided by %v (%v)", typ, a, d.Source, err)
+	for _, path := range []string{"acgs/main/decision"} {
+		for _, typ := range []string{"constitutional_evaluation", "action_authorization"} {
+			for _, a := range inputgen.Prohibited {
+				in := map[string]any{"type": typ, "action": a, "constitutional_hash": hash, "context": map[string]any{"agent": map[string]any{"trust_level": 1}}}
+				if k := e.PlanKind(path, in); k != plan.Constant {
+					t.Errorf("%s %s %s: plan %q right after activation, want constant", path, typ, a, k)
+				}
+				d, err := e.Decide(context.Background(), path, in)
+				if err != nil || d.Source != engine.SourcePlanConstant {
+					t.Errorf("%s %s %s: decided by %v (%v)", path, typ, a, d.Source, err)
+				}
 			}
 		}
 	}
 	safe := loadRequest(t, "safe")
-	if k := waitPlan(t, e, safe); k == engine.PlanConstant {
+	if k := waitPlan(t, e, safe); k == plan.Constant {
 		t.Errorf("a safe action cannot be a constant plan")
 	}
 }
 
-// TestPlansEqualFullEvaluation is the differential test of the fast paths:
+// TestPlansEqualFullEvaluation is the differential test of constant plans:
 // generated inputs across every request type and action class give the same
-// decision through constants, residuals and full evaluation.
+// decision through a constant plan as through full evaluation.
 func TestPlansEqualFullEvaluation(t *testing.T) {
 	n := 10000
 	if testing.Short() {
 		n = 1000
 	}
-	// No plan build may fall back (a simplified residual that does not
-	// compile, say): the fast paths must be the ones tested.
+	// No plan build may fail (a partial evaluation that errs, say).
 	warned := &warnings{}
 	e := openPlans(t, slog.New(warned))
 	ctx := context.Background()
@@ -131,29 +135,23 @@ func TestPlansEqualFullEvaluation(t *testing.T) {
 			t.Fatalf("input %d via %v: numbers spelt differently from full evaluation\ninput: %v", i, got.Source, in)
 		}
 	}
-	t.Logf("%d inputs: %d constant, %d residual, %d full", n, counts[engine.SourcePlanConstant], counts[engine.SourcePlanResidual], counts[engine.SourceFull])
-	// KeepSlowResiduals: residuals are kept whatever their speed, so both
-	// fast paths must have answered a large share of the inputs.
-	if counts[engine.SourcePlanConstant] < len(inputs)/10 || counts[engine.SourcePlanResidual] < len(inputs)/10 {
-		t.Errorf("the differential test did not exercise both plan kinds: %v", counts)
+	t.Logf("%d inputs: %d constant, %d full", n, counts[engine.SourcePlanConstant], counts[engine.SourceFull])
+	if counts[engine.SourcePlanConstant] < len(inputs)/20 {
+		t.Errorf("the differential test did not exercise constant plans: %v", counts)
 	}
 	if w := warned.logged(); len(w) > 0 {
 		t.Errorf("plan builds warned: %q", w)
 	}
 }
 
-// BenchmarkPlans measures the plan paths against full evaluation of the same
-// input in the same run (performance.md: constant ≥ 10×, residual ≥ 2× faster).
+// BenchmarkPlans measures a constant plan against full evaluation of the
+// same input in the same run (performance.md: constant ≥ 10× faster).
 func BenchmarkPlans(b *testing.B) {
 	e := mustOpenPlans(b)
 	ctx := context.Background()
-	for _, tc := range []struct{ name, req string }{{"dangerous", "dangerous"}, {"safe", "safe"}} {
+	for _, tc := range []struct{ name, req string }{{"dangerous", "dangerous"}} {
 		in := loadRequest(b, tc.req)
 		kind := waitPlan(b, e, in)
-		// The first decision through a residual plan measures it against full evaluation.
-		if _, err := e.Decide(ctx, "acgs/main/decision", in); err != nil {
-			b.Fatal(err)
-		}
 		b.Run("full/"+tc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
@@ -188,7 +186,7 @@ func BenchmarkPlans(b *testing.B) {
 				}
 				full, plan = full+t1.Sub(t0), plan+time.Since(t1)
 			}
-			if d.Source != engine.SourcePlanConstant && d.Source != engine.SourcePlanResidual {
+			if d.Source != engine.SourcePlanConstant {
 				b.Fatalf("the plan side was decided by %v", d.Source)
 			}
 			b.ReportMetric(float64(full)/float64(plan), "x-faster")
@@ -198,71 +196,36 @@ func BenchmarkPlans(b *testing.B) {
 	}
 }
 
-// TestPlansAreBuiltForNewCombinations checks the background builds: an
-// action in none of the bundle's lists gets a plan after it is first seen,
-// no more residual plans are kept than the budget allows, and every decision
-// still equals full evaluation.
+// TestPlansAreBuiltForNewCombinations checks the background builds: a
+// combination no seed named gets a plan after it is first seen (a constant
+// for an unknown request type, a fallback for an unlisted safe action), and
+// every decision still equals full evaluation.
 func TestPlansAreBuiltForNewCombinations(t *testing.T) {
-	const budget = 20 // the activation plans of common_actions use some of it
-	e, err := engine.New(context.Background(), engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.Options{
-		ConstitutionalHash: hash, EvalTimeout: 10 * time.Second, Logger: quiet,
-		PartialEval: true, PartialEvalKeys: planKeys, PlanCacheSize: 1024, MaxResidualPlans: budget,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := mustOpenPlans(t)
 	ctx := context.Background()
-	kinds := map[string]int{}
-	for i := range 30 {
-		in := loadRequest(t, "safe")
-		in["action"] = fmt.Sprintf("data.read_unlisted_%d", i)
-		if k := e.PlanKind("acgs/main/decision", in); k != "" {
-			t.Fatalf("action %s already had a %s plan before it was seen", in["action"], k)
-		}
-		kinds[waitPlan(t, e, in)]++
-		want, err := e.EvaluateFull(ctx, "acgs/main/decision", in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := e.Decide(ctx, "acgs/main/decision", in)
-		if err != nil || !jsoneq.Equal(got.Result, want.Result) {
-			t.Fatalf("%s via %v: %v (%v), want %v", in["action"], got.Source, got.Result, err, want.Result)
+	for i := range 10 {
+		for _, tc := range []struct{ typ, want string }{
+			{fmt.Sprintf("unheard_of_%d", i), plan.Constant},
+			{"constitutional_evaluation", plan.Fallback},
+		} {
+			in := loadRequest(t, "safe")
+			in["type"], in["action"] = tc.typ, fmt.Sprintf("data.read_unlisted_%d", i)
+			if k := e.PlanKind("acgs/main/decision", in); k != "" {
+				t.Fatalf("%v already had a %s plan before it was seen", in["action"], k)
+			}
+			if k := waitPlan(t, e, in); k != tc.want {
+				t.Errorf("%s %s: plan %s, want %s", tc.typ, in["action"], k, tc.want)
+			}
+			want, err := e.EvaluateFull(ctx, "acgs/main/decision", in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := e.Decide(ctx, "acgs/main/decision", in)
+			if err != nil || !jsoneq.SameText(got.Result, want.Result) {
+				t.Fatalf("%s via %v: %v (%v), want %v", in["action"], got.Source, got.Result, err, want.Result)
+			}
 		}
 	}
-	if kinds[engine.PlanResidual] == 0 || kinds[engine.PlanResidual] > budget {
-		t.Errorf("residual plans for new actions: %d, want 1..%d (kinds %v)", kinds[engine.PlanResidual], budget, kinds)
-	}
-	if kinds[engine.PlanFallback] == 0 {
-		t.Errorf("the budget of %d residual plans was never reached: %v", budget, kinds)
-	}
-}
-
-// BenchmarkResidualPlanMemory reports the heap one residual plan holds (its
-// compiled copy of the modules it reaches): the basis of PLAN_MAX_RESIDUAL.
-func BenchmarkResidualPlanMemory(b *testing.B) {
-	var total float64
-	for n := 0; b.Loop(); n++ {
-		e, err := engine.New(context.Background(), engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.Options{
-			ConstitutionalHash: hash, EvalTimeout: 10 * time.Second, Logger: quiet,
-			PartialEval: true, PartialEvalKeys: planKeys, PlanCacheSize: 1024, MaxResidualPlans: 1024,
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		const plans = 40
-		for i := range plans {
-			in := map[string]any{"type": "constitutional_evaluation", "action": fmt.Sprintf("data.read_m%d_%d", n, i), "constitutional_hash": hash}
-			waitPlan(b, e, in)
-		}
-		runtime.GC()
-		runtime.ReadMemStats(&after)
-		total += float64(int64(after.HeapInuse)-int64(before.HeapInuse)) / plans
-		runtime.KeepAlive(e)
-	}
-	b.ReportMetric(total/float64(b.N)/(1<<20), "MB/residual-plan")
 }
 
 // TestPlanBuildsDuringConcurrentDecisions runs decisions on four goroutines
@@ -302,98 +265,4 @@ func TestPlanBuildsDuringConcurrentDecisions(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-}
-
-// TestSampledVerificationDemotesResiduals checks the shadow evaluation of
-// sampled residual decisions: a residual that starts to disagree with full
-// evaluation is demoted on the next sample (which is answered by full
-// evaluation), and one that is consistently slower is demoted after the
-// sampled timings.
-func TestSampledVerificationDemotesResiduals(t *testing.T) {
-	ctx := context.Background()
-	open := func(opts engine.Options) *engine.Engine {
-		opts.ConstitutionalHash, opts.EvalTimeout, opts.Logger = hash, 10*time.Second, quiet
-		opts.PartialEval, opts.PartialEvalKeys, opts.PlanCacheSize, opts.MaxResidualPlans = true, planKeys, 64, 64
-		e, err := engine.New(ctx, engine.FSSource{FS: policies.FS, Name: "embedded"}, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return e
-	}
-	const path = "acgs/main/decision"
-	in := loadRequest(t, "safe")
-	in["action"] = "data.read_sampled" // not an activation plan: built on first sight
-
-	t.Run("disagreement", func(t *testing.T) {
-		// Slow residuals kept: only agreement is under test here.
-		e := open(engine.KeepSlowResiduals(engine.Options{PlanVerifyEvery: 4}))
-		if k := waitPlan(t, e, in); k != engine.PlanResidual {
-			t.Fatalf("the plan is %s, not a residual", k)
-		}
-		want, err := e.EvaluateFull(ctx, path, in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d, err := e.Decide(ctx, path, in); err != nil || d.Source != engine.SourcePlanResidual {
-			t.Fatalf("first decision: %v via %v", err, d.Source)
-		}
-		if err := engine.ReplaceResidual(ctx, e, path, in, `__acgs_result__ = {"allow": true, "tampered": true}`); err != nil {
-			t.Fatal(err)
-		}
-		var sources []engine.Source
-		for range 4 {
-			d, err := e.Decide(ctx, path, in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sources = append(sources, d.Source)
-			if len(sources) == 3 && !jsoneq.Equal(d.Result, want.Result) {
-				t.Fatalf("the sampled (4th) decision was not checked: %v", d.Result)
-			}
-		}
-		// Uses 2 and 3 answer from the tampered residual (sampling, not every
-		// decision, is checked); use 4 is sampled, disagrees and is answered
-		// in full; after that the plan is a fallback.
-		if sources[0] != engine.SourcePlanResidual || sources[2] != engine.SourceFull || sources[3] != engine.SourceFull {
-			t.Errorf("sources %v, want residual, residual, full, full", sources)
-		}
-		if k := e.PlanKind(path, in); k != engine.PlanFallback {
-			t.Errorf("plan kind after the disagreement: %s", k)
-		}
-	})
-
-	t.Run("slower", func(t *testing.T) {
-		e := open(engine.Options{PlanVerifyEvery: 1})
-		if k := waitPlan(t, e, in); k != engine.PlanResidual {
-			t.Fatalf("the plan is %s, not a residual", k)
-		}
-		if d, err := e.Decide(ctx, path, in); err != nil {
-			t.Fatal(err)
-		} else if d.Source != engine.SourcePlanResidual {
-			// The first decision times the real residual against full
-			// evaluation (best of three each); on a starved machine it can
-			// lose, and then there is no residual left to test.
-			t.Skipf("the residual lost its first timing against full evaluation (%v); nothing to sample", d.Source)
-		}
-		// The same answer as full evaluation, after some busy work.
-		slow := `__acgs_result__ = data.acgs.main.decision; count([x | some x in numbers.range(1, 50000)]) > 0`
-		if err := engine.ReplaceResidual(ctx, e, path, in, slow); err != nil {
-			t.Fatal(err)
-		}
-		for i := range 8 {
-			d, err := e.Decide(ctx, path, in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if d.Source != engine.SourcePlanResidual {
-				t.Fatalf("decision %d via %v before the 8 samples were taken", i, d.Source)
-			}
-		}
-		if k := e.PlanKind(path, in); k != engine.PlanFallback {
-			t.Errorf("plan kind after 8 slow samples: %s", k)
-		}
-		if d, _ := e.Decide(ctx, path, in); d.Source != engine.SourceFull {
-			t.Errorf("decision after demotion via %v", d.Source)
-		}
-	})
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
 	"github.com/acgs-lite/acgs/internal/apierror"
+	"github.com/acgs-lite/acgs/internal/plan"
 	"github.com/acgs-lite/acgs/internal/readset"
 	"github.com/acgs-lite/acgs/internal/vm"
 )
@@ -51,7 +52,7 @@ type snapshot struct {
 	entryPoints []string  // paths prepared (and their read sets computed) at activation
 
 	parsed map[string]*ast.Module // the bundle's modules as parsed, for plan compilers
-	plans  *planner               // nil when partial evaluation is off
+	plans  *plan.Planner          // nil when partial evaluation is off
 
 	mu       sync.RWMutex
 	queries  map[string]*rego.PreparedEvalQuery

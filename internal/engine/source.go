@@ -37,7 +37,7 @@ func (s FSSource) Load(context.Context) (*bundle.Bundle, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := bundle.NewCustomReader(loader).WithSizeLimitBytes(MaxBundleBytes).Read()
+	b, err := bundle.NewCustomReader(loader).WithProcessAnnotations(true).WithSizeLimitBytes(MaxBundleBytes).Read()
 	if err != nil {
 		return nil, fmt.Errorf("reading bundle %s: %w", s.Name, err)
 	}
@@ -65,7 +65,7 @@ func (s PathSource) Load(context.Context) (*bundle.Bundle, error) {
 	}
 	if st.IsDir() {
 		loader := bundle.NewDirectoryLoader(path)
-		b, err := bundle.NewCustomReader(loader).WithSizeLimitBytes(MaxBundleBytes).Read()
+		b, err := bundle.NewCustomReader(loader).WithProcessAnnotations(true).WithSizeLimitBytes(MaxBundleBytes).Read()
 		if err != nil {
 			return nil, fmt.Errorf("reading bundle directory %s: %w", s.Path, err)
 		}
@@ -113,7 +113,7 @@ func readTarball(r io.Reader, name string, limit int64) (*bundle.Bundle, error) 
 	// The loader needs the limit itself: otherwise it preallocates whatever
 	// size a member's header declares before the reader's check runs.
 	loader := bundle.NewTarballLoaderWithBaseURL(bytes.NewReader(data), "").WithSizeLimitBytes(limit)
-	b, err := bundle.NewCustomReader(loader).WithSizeLimitBytes(limit).Read()
+	b, err := bundle.NewCustomReader(loader).WithProcessAnnotations(true).WithSizeLimitBytes(limit).Read()
 	if err != nil {
 		return nil, fmt.Errorf("reading bundle %s: %w", name, err)
 	}

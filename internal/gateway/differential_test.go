@@ -116,7 +116,6 @@ func TestToolCallDifferentialAgainstStockOPA(t *testing.T) {
 	cfg := config.Default()
 	cfg.Log.Level = "error"
 	cfg.Policy.EvalTimeout = 10 * time.Second // a loaded machine must not turn a slow evaluation into a (correct) fail-closed error
-	cfg.Policy.PlanVerifyEvery = 1
 	svc, err := service.New(context.Background(), cfg, service.Options{LogOutput: io.Discard})
 	if err != nil {
 		t.Fatal(err)

@@ -104,7 +104,8 @@ func (s *Set) Size() int {
 }
 
 // Covers reports whether every path other reads lies within a path s
-// reads (a residual of s's document must read nothing s does not).
+// reads (a query derived from s's document, a specialisation say, must read
+// nothing s does not).
 func (s *Set) Covers(other *Set) bool {
 	if s.Whole {
 		return true
@@ -229,13 +230,6 @@ func (a *Analyzer) Analyze(ref ast.Ref, extra ...*ast.Term) *Set {
 	}
 	slices.Sort(s.Nondeterministic)
 	return s
-}
-
-// AnalyzeBody returns the read set of a query body evaluated against the
-// analyzer's policy (for example a partial-evaluation residual, given with
-// its support modules already compiled into the analyzer's compiler).
-func (a *Analyzer) AnalyzeBody(body ast.Body) *Set {
-	return a.Analyze(nil, ast.ArrayComprehensionTerm(ast.NullTerm(), body))
 }
 
 type walker struct {

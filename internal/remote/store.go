@@ -175,6 +175,7 @@ func readModules(ctx context.Context, store storage.Store, txn storage.Transacti
 			return nil, fmt.Errorf("reading policy %s: %w", id, err)
 		}
 		opts := popts
+		opts.ProcessAnnotation = true // entry points and their plan seeds are annotations
 		v, err := store.Read(ctx, txn, storage.Path{"system", "modules", strings.Trim(id, "/"), "rego_version"})
 		if err == nil {
 			var n int

@@ -633,7 +633,7 @@ func TestDecideBatchEqualsFullEvaluation(t *testing.T) {
 	t.Cleanup(func() { c.Close() })
 	e, err := engine.New(context.Background(), engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.Options{
 		ConstitutionalHash: hash, EvalTimeout: 10 * time.Second, Cache: c,
-		PartialEval: plans, PartialEvalKeys: cfg.Policy.PartialEvalKeys, PlanCacheSize: 1024, MaxResidualPlans: 64,
+		PartialEval: plans, PartialEvalKeys: cfg.Policy.PartialEvalKeys, PlanCacheSize: 1024,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -681,7 +681,7 @@ func TestDecideBatchEqualsFullEvaluation(t *testing.T) {
 		t.Errorf("warm pass: %d of %d from L1", warm[engine.SourceL1], len(inputs))
 	}
 	if plans {
-		// Cold again with the plans built by now: constants and residuals answer more.
+		// Cold again with the plans built by now: constants answer more.
 		c.Purge()
 		check("cold with plans", 100)
 	}

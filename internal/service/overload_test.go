@@ -463,7 +463,7 @@ func TestOverloadShedsHonestly(t *testing.T) {
 	d := newOverloadDriver(srv.URL, srv.Pid())
 	defer d.close()
 
-	// Warm-up: connections, the residual plan of the input's type and
+	// Warm-up: connections, the plan of the input's type and
 	// action, the garbage collector's pacing.
 	checkHonest(t, "warm-up", d.closed(overloadSaturationUsers, 2*time.Second))
 

@@ -118,8 +118,6 @@ func New(ctx context.Context, cfg config.Config, o Options) (*Service, error) {
 		PartialEval:        cfg.Policy.PartialEval,
 		PartialEvalKeys:    cfg.Policy.PartialEvalKeys,
 		PlanCacheSize:      cfg.Policy.PlanCacheSize,
-		MaxResidualPlans:   cfg.Policy.PlanMaxResidual,
-		PlanVerifyEvery:    cfg.Policy.PlanVerifyEvery,
 		Compiled:           cfg.Policy.Evaluator == "vm",
 		OnEvaluator:        s.Metrics.ObserveEvaluator,
 		OnPlan:             s.Metrics.ObservePartialEval,

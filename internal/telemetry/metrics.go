@@ -25,8 +25,8 @@ type BuildInfo struct {
 // see the first event of a series that appears with it, which would hide the
 // first policy-reload failure from the alert that watches for it.
 var (
-	decisionSources = []string{"l1", "l2", "plan_constant", "plan_residual", "vm", "full"}
-	partialOutcomes = []string{"constant", "residual", "fallback"}
+	decisionSources = []string{"l1", "l2", "plan_constant", "vm", "full"}
+	partialOutcomes = []string{"constant", "fallback"}
 	reloadResults   = []string{"success", "failure"}
 	evalFailures    = []string{"timeout", "error"}
 	// ShedReasons are the reason label values of acgs_decisions_shed_total.
@@ -144,12 +144,12 @@ func NewMetrics(info BuildInfo) *Metrics {
 	}, []string{"path", "outcome"})
 	m.decisionDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "acgs_decision_duration_seconds",
-		Help:    "Time to produce one decision inside the engine, by what produced it (l1, l2, plan_constant, plan_residual, vm: the compiled evaluator, full: topdown).",
+		Help:    "Time to produce one decision inside the engine, by what produced it (l1, l2, plan_constant, vm: the compiled evaluator, full: topdown).",
 		Buckets: decisionDurationBuckets,
 	}, []string{"source"})
 	m.partialEval = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "acgs_partial_eval_plans_total",
-		Help: "Decisions that reached the partial-evaluation stage, by what the plan did: constant (the plan answered), residual (a residual query was evaluated), fallback (no usable plan, full evaluation).",
+		Help: "Decisions that reached the partial-evaluation stage, by what the plan did: constant (the plan answered), fallback (the plan keys do not settle the decision: the evaluator answered).",
 	}, []string{"outcome"})
 	m.batchItems = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "acgs_batch_request_items",
@@ -249,7 +249,7 @@ func codeLabel(code int) string {
 
 // ObserveDecision records one decision of the engine: outcome is allow, deny,
 // undefined or error; source is where it came from (l1, l2, plan_constant,
-// plan_residual, full). Batch items are individual decisions and are
+// vm, full). Batch items are individual decisions and are
 // recorded one by one.
 func (m *Metrics) ObserveDecision(path, outcome, source string, d time.Duration) {
 	m.decisions.WithLabelValues(m.pathLabel(path), outcome).Inc()
@@ -277,9 +277,9 @@ func (m *Metrics) pathLabel(path string) string {
 }
 
 // ObservePartialEval counts one decision that went through the plan cache,
-// by what the plan did: constant, residual or fallback. It counts decisions,
-// not plans built, so that constant+residual over all three is the share of
-// decisions partial evaluation served.
+// by what the plan did: constant or fallback. It counts decisions, not
+// plans built, so that constant over both is the share of decisions
+// partial evaluation served.
 func (m *Metrics) ObservePartialEval(outcome string) {
 	m.partialEval.WithLabelValues(outcome).Inc()
 }

@@ -158,7 +158,7 @@ func TestObservedValues(t *testing.T) {
 		{"acgs_decisions_total", map[string]string{"path": "acgs/main/decision", "outcome": "deny"}, 1},
 		{"acgs_decision_duration_seconds", map[string]string{"source": "full"}, 5},
 		{"acgs_decision_duration_seconds", map[string]string{"source": "plan_constant"}, 1},
-		{"acgs_partial_eval_plans_total", map[string]string{"outcome": "residual"}, 1},
+		{"acgs_partial_eval_plans_total", map[string]string{"outcome": "fallback"}, 1},
 		{"acgs_batch_request_items", nil, 1},
 		{"acgs_cache_l2_write_batch_entries", nil, 1},
 		{"acgs_constitutional_hash_mismatches_total", nil, 1},

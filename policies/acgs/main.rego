@@ -91,6 +91,24 @@ known_type if is_data_access
 # decision: mutually exclusive complete-rule definitions
 # ---------------------------------------------------------------------------
 
+# METADATA
+# title: decision
+# description: |
+#   The decision for every request (the routing table above). Its plan keys
+#   and seeds tell the service which decisions to settle without evaluating:
+#   with type, action and constitutional_hash known, a prohibited action (or
+#   a wrong hash, or an unknown type) is one constant decision whatever the
+#   rest of the input, built at activation for every listed action.
+# scope: document
+# entrypoint: true
+# custom:
+#   plans:
+#     input.type: [constitutional_evaluation, action_authorization]
+#     input.action:
+#       - data: acgs.config.prohibited_actions
+#       - data: acgs.config.common_actions
+#     input.constitutional_hash:
+#       - data: acgs.config.constitutional_hash
 decision := hash_mismatch_decision if not hash_ok
 
 decision := constitutional.prohibited_decision if {
@@ -120,6 +138,14 @@ decision := unknown_type_decision if {
 	not known_type
 }
 
+# METADATA
+# title: allow
+# description: |
+#   Whether the decision allows. No plan keys: its default makes OPA's
+#   partial evaluation answer with a support rule, never a constant, and a
+#   miss costs a few microseconds on the compiled evaluator anyway.
+# scope: document
+# entrypoint: true
 default allow := false
 
 allow if decision.allow == true

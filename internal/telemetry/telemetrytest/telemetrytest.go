@@ -47,10 +47,10 @@ func Exercise(tb testing.TB, m *telemetry.Metrics) {
 	for _, outcome := range []string{"allow", "deny", "undefined", "error"} {
 		m.ObserveDecision("acgs/main/decision", outcome, "full", 50*time.Microsecond)
 	}
-	for _, source := range []string{"l1", "l2", "plan_constant", "plan_residual", "full"} {
+	for _, source := range []string{"l1", "l2", "plan_constant", "vm", "full"} {
 		m.ObserveDecision("acgs/main/decision", "allow", source, 3*time.Microsecond)
 	}
-	for _, o := range []string{"constant", "residual", "fallback"} {
+	for _, o := range []string{"constant", "fallback"} {
 		m.ObservePartialEval(o)
 	}
 	m.ObserveBatch(100)
