@@ -405,6 +405,15 @@ func (e *Engine) eval(ctx context.Context, s *snapshot, path string, input any) 
 			}
 		}
 	}
+	// Admission first: converting the input is work too, and a request
+	// that will be shed should not pay for it.
+	if e.opts.Admit != nil {
+		release, err := e.opts.Admit(ctx)
+		if err != nil {
+			return Decision{}, false, err
+		}
+		defer release()
+	}
 	var in ast.Value
 	if input != nil {
 		v, err := ast.InterfaceToValue(input)
@@ -412,13 +421,6 @@ func (e *Engine) eval(ctx context.Context, s *snapshot, path string, input any) 
 			return Decision{}, false, apierror.Wrap(apierror.InvalidParameter, err, "input is not a JSON value: %v", err)
 		}
 		in = v
-	}
-	if e.opts.Admit != nil {
-		release, err := e.opts.Admit(ctx)
-		if err != nil {
-			return Decision{}, false, err
-		}
-		defer release()
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.opts.EvalTimeout)
 	defer cancel()
