@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/signal"
 	"runtime/debug"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -61,12 +59,6 @@ hash-chained: 'acgs audit verify FILE' checks it. SIGHUP reloads the bundle.`,
 }
 
 func runGateway(ctx context.Context, cmd *cobra.Command, gcfg gateway.Config, cfg config.Config) error {
-	if cfg.Policy.ConfigFile != "" {
-		// Remote bundles are downloaded by the service's Run, which the
-		// gateway does not call: the engine would stay empty and deny
-		// every call. Refuse rather than fail closed forever.
-		return fmt.Errorf("CONFIG_FILE (remote bundles) is not supported by acgs gateway yet; give the bundle with POLICY_BUNDLE_PATH")
-	}
 	// The gateway writes its own, hash-chained decision log; the engine's
 	// wiring is that of acgs serve without the HTTP API.
 	sink := gcfg.DecisionLog
@@ -127,22 +119,13 @@ func runGateway(ctx context.Context, cmd *cobra.Command, gcfg gateway.Config, cf
 	if err != nil {
 		return err
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				svc.Log.Info("SIGHUP: reloading the policy bundle")
-				if err := svc.Engine.Reload(ctx); err != nil {
-					svc.Log.Error("policy reload failed; the previous bundle keeps serving", "error", err)
-				}
-			}
-		}
-	}()
+	// Remote bundles (CONFIG_FILE) and SIGHUP reloads, as in acgs serve;
+	// until a remote bundle arrives every call is denied (fail closed).
+	pctx, stopPolicy := context.WithCancel(ctx)
+	defer stopPolicy()
+	if err := svc.StartPolicy(pctx); err != nil {
+		return err
+	}
 	return g.Run(ctx, gateway.RunOptions{
 		Stdin:   cmd.InOrStdin(),
 		Stdout:  cmd.OutOrStdout(),

@@ -255,3 +255,49 @@ func TestServeRefusesBadConfigFile(t *testing.T) {
 		})
 	}
 }
+
+// TestStartPolicyWithoutRun: acgs gateway runs the engine without the HTTP
+// API, so StartPolicy alone must download, verify and activate remote
+// bundles (CONFIG_FILE), with every decision denied until the first one.
+func TestStartPolicyWithoutRun(t *testing.T) {
+	priv, pub := signingKeys(t)
+	serveDir := t.TempDir()
+	fsrv := &remote.FileServer{Dir: serveDir, Check: 20 * time.Millisecond}
+	bs := httptest.NewServer(fsrv)
+	t.Cleanup(func() { bs.CloseClientConnections(); bs.Close(); fsrv.Close() })
+
+	cfg := config.Default()
+	cfg.Log.Level = "error"
+	cfg.Policy.ConfigFile = writeOPAConfig(t, bs.URL, pub)
+	cfg.Policy.PartialEval = false
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	svc, err := service.New(ctx, cfg, service.Options{LogOutput: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	if err := svc.StartPolicy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join("..", "..", "testdata", "requests", "safe.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var safe map[string]any
+	if err := json.Unmarshal(raw, &safe); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := svc.Engine.Decide(ctx, "acgs/main/decision", safe); err == nil {
+		t.Fatalf("decided with no bundle active: %v", d.Result)
+	}
+	publishConstitution(t, serveDir, "remote-gw", testHash, priv)
+	waitFor(t, 90*time.Second, "remote-gw active", func() bool {
+		info, ok := svc.Engine.Info()
+		return ok && info.Revision == "remote-gw"
+	})
+	d, err := svc.Engine.Decide(ctx, "acgs/main/decision", safe)
+	if err != nil || d.Result.(map[string]any)["allow"] != true {
+		t.Fatalf("safe request under the remote bundle: %v (%v)", d.Result, err)
+	}
+}

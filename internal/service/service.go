@@ -190,24 +190,17 @@ func (s *Service) Listen() error {
 	return nil
 }
 
-// Run serves until ctx is done, reloading the bundle on SIGHUP, then shuts
-// down gracefully: readiness fails first, in-flight requests finish within
-// SHUTDOWN_TIMEOUT, then the cache flushes its pending writes.
-func (s *Service) Run(ctx context.Context) error {
-	if err := s.Listen(); err != nil {
-		return err
-	}
-	// remote bundles (issue 7)
+// StartPolicy starts what keeps the policy current while ctx lives: remote
+// bundle downloads (CONFIG_FILE) and a reload on every SIGHUP. Run calls
+// it; so does acgs gateway, which serves the engine without the HTTP API.
+func (s *Service) StartPolicy(ctx context.Context) error {
 	if err := s.startRemote(ctx); err != nil {
-		_ = s.listener.Close()
-		s.closeRest()
 		return err
 	}
-	s.http = s.Server.HTTPServer()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	go func() {
+		defer signal.Stop(hup)
 		for {
 			select {
 			case <-ctx.Done():
@@ -218,6 +211,22 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		}
 	}()
+	return nil
+}
+
+// Run serves until ctx is done, reloading the bundle on SIGHUP, then shuts
+// down gracefully: readiness fails first, in-flight requests finish within
+// SHUTDOWN_TIMEOUT, then the cache flushes its pending writes.
+func (s *Service) Run(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	if err := s.StartPolicy(ctx); err != nil {
+		_ = s.listener.Close()
+		s.closeRest()
+		return err
+	}
+	s.http = s.Server.HTTPServer()
 	errc := make(chan error, 1)
 	go func() { errc <- s.http.Serve(s.listener) }()
 	info, _ := s.Engine.Info()
