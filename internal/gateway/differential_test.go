@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,13 +8,13 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/acgs-lite/acgs/internal/config"
 	"github.com/acgs-lite/acgs/internal/jsoneq"
 	"github.com/acgs-lite/acgs/internal/service"
+	"github.com/acgs-lite/acgs/internal/service/servicetest"
 	"github.com/acgs-lite/acgs/internal/testenv"
 )
 
@@ -127,29 +126,12 @@ func TestToolCallDifferentialAgainstStockOPA(t *testing.T) {
 		inputs[i] = gen.input()
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
-	var mu sync.Mutex
-	var failures []string
-	fail := func(format string, args ...any) {
-		mu.Lock()
-		defer mu.Unlock()
-		if len(failures) < 10 {
-			failures = append(failures, fmt.Sprintf(format, args...))
-		}
-	}
+	var failures servicetest.Failures
+	fail := failures.Add
 	check := func(path string, in any) {
-		b, _ := json.Marshal(map[string]any{"input": in})
-		resp, err := client.Post(opaURL+"/v1/data/"+path, "application/json", bytes.NewReader(b))
-		if err != nil {
-			fail("opa: %v", err)
-			return
-		}
-		var want map[string]any
-		dec := json.NewDecoder(resp.Body)
-		dec.UseNumber()
-		err = dec.Decode(&want)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != 200 {
-			fail("opa: %d %v", resp.StatusCode, err)
+		code, want, err := servicetest.Post(client, opaURL+"/v1/data/"+path, map[string]any{"input": in})
+		if err != nil || code != 200 {
+			fail("opa: %d %v", code, err)
 			return
 		}
 		for round := range 2 {
@@ -163,27 +145,12 @@ func TestToolCallDifferentialAgainstStockOPA(t *testing.T) {
 			}
 		}
 	}
-	work := make(chan any)
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for in := range work {
-				check("acgs/main/decision", in)
-				check("acgs/tool_call/hidden", in)
-			}
-		}()
-	}
-	for _, in := range inputs {
-		work <- in
-	}
-	close(work)
-	wg.Wait()
+	servicetest.Each(inputs, 4, func(in any) {
+		check("acgs/main/decision", in)
+		check("acgs/tool_call/hidden", in)
+	})
 	check("acgs/tool_call/rate_thresholds", nil)
-	for _, f := range failures {
-		t.Error(f)
-	}
+	failures.Report(t)
 	// the generator reaches every outcome
 	outcomes := map[string]int{}
 	for _, in := range inputs {

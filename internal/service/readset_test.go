@@ -40,11 +40,11 @@ func TestRequestIDsDoNotDefeatTheCache(t *testing.T) {
 		return m
 	}
 	client := &http.Client{}
-	code, first, err := post(client, svc.URL+"/v1/data/acgs/main/decision", with("r-1"))
+	code, first, err := servicetest.Post(client, svc.URL+"/v1/data/acgs/main/decision", with("r-1"))
 	if err != nil || code != 200 {
 		t.Fatalf("first: %d %v", code, err)
 	}
-	code, second, err := post(client, svc.URL+"/v1/data/acgs/main/decision", with("r-2"))
+	code, second, err := servicetest.Post(client, svc.URL+"/v1/data/acgs/main/decision", with("r-2"))
 	if err != nil || code != 200 {
 		t.Fatalf("second: %d %v", code, err)
 	}
@@ -57,14 +57,14 @@ func TestRequestIDsDoNotDefeatTheCache(t *testing.T) {
 		}
 	}
 	// OPA dialect and a batch: still the same decision, from the cache.
-	code, opa, err := post(client, svc.URL+"/v1/data/acgs/main/decision", map[string]any{"input": with("r-3")})
+	code, opa, err := servicetest.Post(client, svc.URL+"/v1/data/acgs/main/decision", map[string]any{"input": with("r-3")})
 	if err != nil || code != 200 {
 		t.Fatalf("OPA dialect: %d %v", code, err)
 	}
 	if d := jsoneq.Diff(opa["result"].(map[string]any)["allow"], first["allow"]); d != "" {
 		t.Errorf("OPA dialect allow differs: %s", d)
 	}
-	code, batch, err := post(client, svc.URL+"/v1/batch/data/acgs/main/decision", map[string]any{"inputs": map[string]any{"a": with("r-4"), "b": with("r-5")}})
+	code, batch, err := servicetest.Post(client, svc.URL+"/v1/batch/data/acgs/main/decision", map[string]any{"inputs": map[string]any{"a": with("r-4"), "b": with("r-5")}})
 	if err != nil || code != 200 {
 		t.Fatalf("batch: %d %v %v", code, err, batch)
 	}
