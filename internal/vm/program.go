@@ -511,37 +511,9 @@ func (c *compiler) stmt(s ir.Stmt) (stmt, error) {
 			return ctlNext
 		}, nil
 	case *ir.EqualStmt:
-		a, err := c.operand(s.A)
-		if err != nil {
-			return nil, err
-		}
-		b, err := c.operand(s.B)
-		if err != nil {
-			return nil, err
-		}
-		return func(_ *state, l []*ast.Term) ctl {
-			x, y := a.get(l), b.get(l)
-			if x == nil || y == nil || !x.Equal(y) {
-				return 0
-			}
-			return ctlNext
-		}, nil
+		return c.compare(s.A, s.B, true)
 	case *ir.NotEqualStmt:
-		a, err := c.operand(s.A)
-		if err != nil {
-			return nil, err
-		}
-		b, err := c.operand(s.B)
-		if err != nil {
-			return nil, err
-		}
-		return func(_ *state, l []*ast.Term) ctl {
-			x, y := a.get(l), b.get(l)
-			if x == nil || y == nil || x.Equal(y) {
-				return 0
-			}
-			return ctlNext
-		}, nil
+		return c.compare(s.A, s.B, false)
 	case *ir.IsArrayStmt:
 		return c.isType(s.Source, func(v ast.Value) bool { _, ok := v.(*ast.Array); return ok })
 	case *ir.IsObjectStmt:
@@ -549,21 +521,9 @@ func (c *compiler) stmt(s ir.Stmt) (stmt, error) {
 	case *ir.IsSetStmt:
 		return c.isType(s.Source, func(v ast.Value) bool { _, ok := v.(ast.Set); return ok })
 	case *ir.IsDefinedStmt:
-		src := c.read(s.Source)
-		return func(_ *state, l []*ast.Term) ctl {
-			if l[src] == nil {
-				return 0
-			}
-			return ctlNext
-		}, nil
+		return c.defined(s.Source, true), nil
 	case *ir.IsUndefinedStmt:
-		src := c.read(s.Source)
-		return func(_ *state, l []*ast.Term) ctl {
-			if l[src] != nil {
-				return 0
-			}
-			return ctlNext
-		}, nil
+		return c.defined(s.Source, false), nil
 	case *ir.ArrayAppendStmt:
 		return c.arrayAppend(s)
 	case *ir.ObjectInsertStmt:
@@ -611,6 +571,37 @@ func (c *compiler) stmt(s ir.Stmt) (stmt, error) {
 		return c.with(s)
 	}
 	return nil, unsupported("statement %T", s)
+}
+
+// compare lowers EqualStmt (equal) and NotEqualStmt (!equal): the block
+// goes on when both operands are defined and are (not) equal.
+func (c *compiler) compare(ao, bo ir.Operand, equal bool) (stmt, error) {
+	a, err := c.operand(ao)
+	if err != nil {
+		return nil, err
+	}
+	b, err := c.operand(bo)
+	if err != nil {
+		return nil, err
+	}
+	return func(_ *state, l []*ast.Term) ctl {
+		x, y := a.get(l), b.get(l)
+		if x == nil || y == nil || x.Equal(y) != equal {
+			return 0
+		}
+		return ctlNext
+	}, nil
+}
+
+// defined lowers IsDefinedStmt (want) and IsUndefinedStmt (!want).
+func (c *compiler) defined(src ir.Local, want bool) stmt {
+	i := c.read(src)
+	return func(_ *state, l []*ast.Term) ctl {
+		if (l[i] != nil) != want {
+			return 0
+		}
+		return ctlNext
+	}
 }
 
 func (c *compiler) number(i int) *ast.Term {
