@@ -165,7 +165,7 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 	}
 	g.server = mcp.NewServer(&mcp.Implementation{Name: "acgs-gateway", Title: "ACGS-1 Lite MCP gateway", Version: version.Version}, &mcp.ServerOptions{
 		Logger:       g.log,
-		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{}},
+		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{}, Resources: &mcp.ResourceCapabilities{}, Prompts: &mcp.PromptCapabilities{}},
 		// Every decision carries the agent's session. The 2026-07-28
 		// protocol has no sessions over HTTP, so agents are offered the
 		// session-based versions (an SDK client falls back by itself).
@@ -229,8 +229,9 @@ func (g *Gateway) Close() {
 	})
 }
 
-// middleware answers tools/list and tools/call; everything else (initialize,
-// ping, ...) is the SDK's.
+// middleware answers tools/list and tools/call, and proxies resources and
+// prompts (resources.go); everything else (initialize, ping, ...) is the
+// SDK's.
 func (g *Gateway) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 		switch r := req.(type) {
@@ -238,6 +239,16 @@ func (g *Gateway) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 			return g.listTools(ctx, r)
 		case *mcp.CallToolRequest:
 			return g.callTool(ctx, r)
+		case *mcp.ListResourcesRequest:
+			return g.listResources(ctx, r)
+		case *mcp.ListResourceTemplatesRequest:
+			return g.listResourceTemplates(ctx, r)
+		case *mcp.ReadResourceRequest:
+			return g.readResource(ctx, r)
+		case *mcp.ListPromptsRequest:
+			return g.listPrompts(ctx, r)
+		case *mcp.GetPromptRequest:
+			return g.getPrompt(ctx, r)
 		}
 		return next(ctx, method, req)
 	}

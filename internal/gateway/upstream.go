@@ -37,9 +37,14 @@ type upstream struct {
 	closed     bool
 	tools      []*mcp.Tool
 	known      map[string]bool // tool names seen in the last list
-	lastTry    time.Time
-	lastErr    error
-	up         func(bool) // metrics: the upstream is connected or not
+	// resources, templates and prompts from the last lists (resources.go)
+	resources    []*mcp.Resource
+	templates    []*mcp.ResourceTemplate
+	resourceURIs map[string]bool
+	prompts      []*mcp.Prompt
+	lastTry      time.Time
+	lastErr      error
+	up           func(bool) // metrics: the upstream is connected or not
 }
 
 func newUpstream(cfg Upstream, log *slog.Logger, connectTimeout time.Duration, up func(bool)) *upstream {

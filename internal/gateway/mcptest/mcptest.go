@@ -1,8 +1,9 @@
 // Package mcptest is a small, real MCP server for the gateway's tests and
 // benchmarks, built on the official Go SDK: tools that answer at once
 // (echo, add, noop), tools whose arguments the constitution judges
-// (read_file, fetch, exec, delete_record), and tools that misbehave (slow,
-// crash). It runs in process over streamable HTTP, or as a child process
+// (read_file, fetch, exec, delete_record), tools that misbehave (slow,
+// crash), and unless told otherwise a resource, a resource template and a
+// prompt. It runs in process over streamable HTTP, or as a child process
 // over stdio: a test binary whose TestMain calls MainIfRequested becomes the
 // server when started with ACGS_MCPTEST_SERVER=stdio. It holds no gateway
 // logic and must not be used outside tests.
@@ -73,10 +74,34 @@ type slowIn struct {
 
 type none struct{}
 
-// New builds the server.
-func New() *Server {
+// EnvName names the stdio server (Options.Name).
+const EnvName = "ACGS_MCPTEST_NAME"
+
+// Options change what the server offers.
+type Options struct {
+	// Name goes into its resource URIs, mcptest://<name>/..., and texts
+	// (default "mcptest"), so that tests can tell servers apart.
+	Name string
+	// ToolsOnly leaves out the resources and prompts (and so their
+	// capabilities).
+	ToolsOnly bool
+}
+
+// New builds the server with its tools, a resource
+// (mcptest://<name>/readme), a resource template
+// (mcptest://<name>/records/{id}) and a prompt (review).
+func New() *Server { return NewWith(Options{}) }
+
+// NewWith builds the server as o says.
+func NewWith(o Options) *Server {
+	if o.Name == "" {
+		o.Name = "mcptest"
+	}
 	s := &Server{calls: map[string]int{}}
 	s.MCP = mcp.NewServer(&mcp.Implementation{Name: "acgs-mcptest", Version: "1.0.0"}, nil)
+	if !o.ToolsOnly {
+		s.addResourcesAndPrompts(o.Name)
+	}
 	count := func(name string) {
 		s.mu.Lock()
 		s.calls[name]++
@@ -136,7 +161,37 @@ func New() *Server {
 	return s
 }
 
-// Calls is how many times tool was called.
+func (s *Server) addResourcesAndPrompts(name string) {
+	count := func(what string) {
+		s.mu.Lock()
+		s.calls[what]++
+		s.mu.Unlock()
+	}
+	readme := "mcptest://" + name + "/readme"
+	s.MCP.AddResource(&mcp.Resource{URI: readme, Name: "readme", Title: "Read me", MIMEType: "text/plain", Description: "A short text"},
+		func(_ context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+			count("resources/read")
+			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/plain", Text: "readme of " + name}}}, nil
+		})
+	records := "mcptest://" + name + "/records/"
+	s.MCP.AddResourceTemplate(&mcp.ResourceTemplate{URITemplate: records + "{id}", Name: "record", MIMEType: "application/json", Description: "One record by id"},
+		func(_ context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+			count("resources/read")
+			id := strings.TrimPrefix(req.Params.URI, records)
+			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "application/json", Text: fmt.Sprintf(`{"id":%q,"server":%q}`, id, name)}}}, nil
+		})
+	s.MCP.AddPrompt(&mcp.Prompt{Name: "review", Description: "Ask for a review of a topic", Arguments: []*mcp.PromptArgument{{Name: "topic", Required: true}}},
+		func(_ context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+			count("prompts/get")
+			return &mcp.GetPromptResult{
+				Description: "review from " + name,
+				Messages:    []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "Please review " + req.Params.Arguments["topic"] + " (" + name + ")"}}},
+			}, nil
+		})
+}
+
+// Calls is how many times tool was called (resources/read and prompts/get
+// count the reads of any resource and gets of any prompt).
 func (s *Server) Calls(tool string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -175,7 +230,7 @@ func MainIfRequested() {
 	if os.Getenv(EnvServer) != "stdio" {
 		return
 	}
-	if err := New().MCP.Run(context.Background(), &mcp.StdioTransport{}); err != nil {
+	if err := NewWith(Options{Name: os.Getenv(EnvName)}).MCP.Run(context.Background(), &mcp.StdioTransport{}); err != nil {
 		fmt.Fprintln(os.Stderr, "mcptest:", err)
 		os.Exit(1)
 	}

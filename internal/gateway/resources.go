@@ -1,0 +1,336 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// Resources and prompts are proxied, not decided one by one: an upstream's
+// resources (and its prompts) are shown to an agent and read (got) by it
+// only when the constitution does not hide the pseudo-tool
+// "<upstream>__resources/read" ("<upstream>__prompts/get") for that agent,
+// the same data.acgs.tool_call.hidden query as tools/list: a blocked
+// upstream, an upstream not allowed for the agent, or a prohibited_tools
+// pattern matching the pseudo-tool's name. The argument rules, the rate
+// limit, approvals and the decision log apply to tools/call only.
+const (
+	resourcesTool = "resources/read"
+	promptsTool   = "prompts/get"
+)
+
+// hiddenFeature reports whether the constitution hides an upstream's
+// resources or prompts (feature: resourcesTool or promptsTool) from agent.
+// Shadow mode for the upstream (or for the pseudo-tool) shows them.
+func (g *Gateway) hiddenFeature(ctx context.Context, u *upstream, feature, agent string) bool {
+	if u.cfg.shadowed(feature) {
+		return false
+	}
+	return g.hidden(ctx, u.cfg.Name+Separator+feature, u.cfg.Name, feature, agent)
+}
+
+// ---------------------------------------------------------------------------
+// resources/list, resources/templates/list, resources/read
+// ---------------------------------------------------------------------------
+
+// listResources merges the upstreams' resources. URIs are left as the
+// upstream gave them (links in tool results and in resource contents keep
+// working); names get the upstream's prefix as tools do. When two upstreams
+// list the same URI, the first in the configuration owns it.
+func (g *Gateway) listResources(ctx context.Context, req *mcp.ListResourcesRequest) (*mcp.ListResourcesResult, error) {
+	agent, _ := g.identity(req.Session, req.Extra)
+	g.refreshResources(ctx)
+	out := []*mcp.Resource{}
+	for _, u := range g.order {
+		res, _ := u.lastResources()
+		if len(res) == 0 || g.hiddenFeature(ctx, u, resourcesTool, agent) {
+			continue
+		}
+		for _, r := range res {
+			if owner := g.listedOwner(r.URI); owner != u {
+				g.log.Warn("gateway: two upstreams list the same resource; the first configured serves it",
+					"uri", r.URI, "upstream", u.cfg.Name, "served_by", owner.cfg.Name)
+				continue
+			}
+			c := *r
+			c.Name = u.cfg.Name + Separator + r.Name
+			out = append(out, &c)
+		}
+	}
+	return &mcp.ListResourcesResult{Resources: out}, nil
+}
+
+func (g *Gateway) listResourceTemplates(ctx context.Context, req *mcp.ListResourceTemplatesRequest) (*mcp.ListResourceTemplatesResult, error) {
+	agent, _ := g.identity(req.Session, req.Extra)
+	g.refreshResources(ctx)
+	out := []*mcp.ResourceTemplate{}
+	for _, u := range g.order {
+		_, tmpls := u.lastResources()
+		if len(tmpls) == 0 || g.hiddenFeature(ctx, u, resourcesTool, agent) {
+			continue
+		}
+		for _, t := range tmpls {
+			c := *t
+			c.Name = u.cfg.Name + Separator + t.Name
+			out = append(out, &c)
+		}
+	}
+	return &mcp.ListResourceTemplatesResult{ResourceTemplates: out}, nil
+}
+
+// readResource forwards a read to the upstream that owns the URI (see
+// resourceOwner) and returns its answer unchanged.
+func (g *Gateway) readResource(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+	agent, _ := g.identity(req.Session, req.Extra)
+	uri := req.Params.URI
+	u := g.resourceOwner(uri)
+	if u == nil { // not in the last lists: the upstreams may have new ones
+		g.refreshResources(ctx)
+		u = g.resourceOwner(uri)
+	}
+	if u == nil {
+		return nil, mcp.ResourceNotFoundError(uri)
+	}
+	if g.hiddenFeature(ctx, u, resourcesTool, agent) {
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("resource %q: the constitution does not let agent %q read resources of upstream %q", uri, agent, u.cfg.Name)}
+	}
+	return u.ReadResource(ctx, req.Params)
+}
+
+// refreshResources lists the resources and templates of every upstream
+// that has them (an upstream that cannot answer keeps its last lists).
+func (g *Gateway) refreshResources(ctx context.Context) {
+	for _, u := range g.order {
+		if err := u.refreshResources(ctx); err != nil {
+			g.log.Warn("gateway: resources/list of an upstream failed; using its last list", "upstream", u.cfg.Name, "error", err)
+		}
+	}
+}
+
+// listedOwner is the first upstream (in configuration order) whose last
+// list has uri.
+func (g *Gateway) listedOwner(uri string) *upstream {
+	for _, u := range g.order {
+		if u.hasResource(uri) {
+			return u
+		}
+	}
+	return nil
+}
+
+// resourceOwner is the upstream a read of uri goes to: the first whose
+// last list has it, else the one with a resource template whose literal
+// beginning (up to its first "{") is the longest beginning of uri (a URI
+// made from a template, or a link in a tool result); nil when none.
+func (g *Gateway) resourceOwner(uri string) *upstream {
+	if u := g.listedOwner(uri); u != nil {
+		return u
+	}
+	var best *upstream
+	bestLen := -1
+	for _, u := range g.order {
+		_, tmpls := u.lastResources()
+		for _, t := range tmpls {
+			lit, _, _ := strings.Cut(t.URITemplate, "{")
+			if strings.HasPrefix(uri, lit) && len(lit) > bestLen {
+				best, bestLen = u, len(lit)
+			}
+		}
+	}
+	return best
+}
+
+// ---------------------------------------------------------------------------
+// prompts/list, prompts/get
+// ---------------------------------------------------------------------------
+
+func (g *Gateway) listPrompts(ctx context.Context, req *mcp.ListPromptsRequest) (*mcp.ListPromptsResult, error) {
+	agent, _ := g.identity(req.Session, req.Extra)
+	out := []*mcp.Prompt{}
+	for _, u := range g.order {
+		prompts, err := u.Prompts(ctx)
+		if err != nil {
+			g.log.Warn("gateway: prompts/list of an upstream failed; using its last list", "upstream", u.cfg.Name, "error", err)
+		}
+		if len(prompts) == 0 || g.hiddenFeature(ctx, u, promptsTool, agent) {
+			continue
+		}
+		for _, p := range prompts {
+			c := *p
+			c.Name = u.cfg.Name + Separator + p.Name
+			out = append(out, &c)
+		}
+	}
+	return &mcp.ListPromptsResult{Prompts: out}, nil
+}
+
+func (g *Gateway) getPrompt(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+	agent, _ := g.identity(req.Session, req.Extra)
+	upName, prompt, ok := strings.Cut(req.Params.Name, Separator)
+	u := g.ups[upName]
+	if !ok || u == nil {
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("unknown prompt %q: no upstream is named %q (prompts are named <upstream>%s<prompt>)", req.Params.Name, upName, Separator)}
+	}
+	if g.hiddenFeature(ctx, u, promptsTool, agent) {
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("prompt %q: the constitution does not let agent %q get prompts of upstream %q", req.Params.Name, agent, upName)}
+	}
+	p := *req.Params
+	p.Name = prompt
+	return u.GetPrompt(ctx, &p)
+}
+
+// ---------------------------------------------------------------------------
+// the upstream side
+// ---------------------------------------------------------------------------
+
+// serverCaps is what the upstream said it serves (nil before it connects).
+func serverCaps(cs *mcp.ClientSession) *mcp.ServerCapabilities {
+	if ir := cs.InitializeResult(); ir != nil {
+		return ir.Capabilities
+	}
+	return nil
+}
+
+// refreshResources lists the upstream's resources and templates now; an
+// upstream without the resources capability has none (it is not asked).
+func (u *upstream) refreshResources(ctx context.Context) error {
+	cs, err := u.get(ctx)
+	if err != nil {
+		return err
+	}
+	if caps := serverCaps(cs); caps == nil || caps.Resources == nil {
+		u.mu.Lock()
+		u.resources, u.templates = nil, nil
+		u.mu.Unlock()
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, u.connectTimeout)
+	defer cancel()
+	var res []*mcp.Resource
+	for r, err := range cs.Resources(ctx, nil) {
+		if err != nil {
+			return fmt.Errorf("resources/list: %w", err)
+		}
+		res = append(res, r)
+	}
+	var tmpls []*mcp.ResourceTemplate
+	for t, err := range cs.ResourceTemplates(ctx, nil) {
+		if err != nil {
+			if isMethodNotFound(err) { // resources without templates
+				break
+			}
+			return fmt.Errorf("resources/templates/list: %w", err)
+		}
+		tmpls = append(tmpls, t)
+	}
+	uris := make(map[string]bool, len(res))
+	for _, r := range res {
+		uris[r.URI] = true
+	}
+	u.mu.Lock()
+	u.resources, u.templates, u.resourceURIs = res, tmpls, uris
+	u.mu.Unlock()
+	return nil
+}
+
+func (u *upstream) lastResources() ([]*mcp.Resource, []*mcp.ResourceTemplate) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.resources, u.templates
+}
+
+func (u *upstream) hasResource(uri string) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.resourceURIs[uri]
+}
+
+// Prompts lists the upstream's prompts now, or returns the last list when
+// it cannot answer (with the error, for the log).
+func (u *upstream) Prompts(ctx context.Context) ([]*mcp.Prompt, error) {
+	cs, err := u.get(ctx)
+	if err != nil {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		return u.prompts, err
+	}
+	if caps := serverCaps(cs); caps == nil || caps.Prompts == nil {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, u.connectTimeout)
+	defer cancel()
+	var prompts []*mcp.Prompt
+	for p, err := range cs.Prompts(ctx, nil) {
+		if err != nil {
+			u.mu.Lock()
+			defer u.mu.Unlock()
+			return u.prompts, fmt.Errorf("prompts/list: %w", err)
+		}
+		prompts = append(prompts, p)
+	}
+	u.mu.Lock()
+	u.prompts = prompts
+	u.mu.Unlock()
+	return prompts, nil
+}
+
+// ReadResource forwards one read.
+func (u *upstream) ReadResource(ctx context.Context, p *mcp.ReadResourceParams) (*mcp.ReadResourceResult, error) {
+	cs, err := u.get(ctx)
+	if err != nil {
+		return nil, upstreamError(err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, u.cfg.CallTimeout)
+	defer cancel()
+	res, err := cs.ReadResource(ctx, p)
+	if err != nil {
+		return nil, u.callError(ctx, err)
+	}
+	return res, nil
+}
+
+// GetPrompt forwards one prompts/get (p.Name is the upstream's own name).
+func (u *upstream) GetPrompt(ctx context.Context, p *mcp.GetPromptParams) (*mcp.GetPromptResult, error) {
+	cs, err := u.get(ctx)
+	if err != nil {
+		return nil, upstreamError(err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, u.cfg.CallTimeout)
+	defer cancel()
+	res, err := cs.GetPrompt(ctx, p)
+	if err != nil {
+		return nil, u.callError(ctx, err)
+	}
+	return res, nil
+}
+
+// callError passes the upstream's own JSON-RPC errors (resource not found,
+// invalid params) to the agent as they are, and says what happened
+// otherwise.
+func (u *upstream) callError(ctx context.Context, err error) error {
+	var je *jsonrpc.Error
+	switch {
+	case errors.As(err, &je):
+		return je
+	case errors.Is(err, mcp.ErrConnectionClosed):
+		return upstreamError(fmt.Errorf("upstream %q is unavailable: its connection closed during the request", u.cfg.Name))
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return upstreamError(fmt.Errorf("upstream %q did not answer within %s", u.cfg.Name, u.cfg.CallTimeout))
+	}
+	return upstreamError(fmt.Errorf("upstream %q: %w", u.cfg.Name, err))
+}
+
+// upstreamError is a JSON-RPC internal error naming the upstream's problem
+// (resources/read and prompts/get have no isError result to carry it).
+func upstreamError(err error) error {
+	return &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: err.Error()}
+}
+
+func isMethodNotFound(err error) bool {
+	var je *jsonrpc.Error
+	return errors.As(err, &je) && je.Code == jsonrpc.CodeMethodNotFound
+}

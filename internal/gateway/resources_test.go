@@ -1,0 +1,250 @@
+package gateway_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/acgs-lite/acgs/internal/config"
+	"github.com/acgs-lite/acgs/internal/gateway/mcptest"
+	"github.com/acgs-lite/acgs/internal/testenv"
+)
+
+// resourceEnv is a gateway in front of three upstreams: "local" (this
+// binary over stdio, resources mcptest://local/...), "remote" (in process
+// over HTTP, mcptest://mcptest/...) and "plain" (tools only: no resources,
+// no prompts). agent-2 may use only "remote" and "plain" (agent_upstreams).
+// prohibit is added to prohibited_tools.
+func resourceEnv(t *testing.T, prohibit ...string) *env {
+	t.Helper()
+	plain := mcptest.NewWith(mcptest.Options{Name: "plain", ToolsOnly: true})
+	plainURL, stop, err := plain.ServeHTTP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	files := testenv.ConstitutionFiles(t, nil)
+	const dataPath = "acgs/config/data.json"
+	var data map[string]any
+	if err := json.Unmarshal(files[dataPath], &data); err != nil {
+		t.Fatalf("%s: %v", dataPath, err)
+	}
+	tc := data["tool_call"].(map[string]any)
+	tc["agent_upstreams"] = map[string]any{"agent-2": []string{"remote", "plain"}}
+	for _, p := range prohibit {
+		tc["prohibited_tools"] = append(tc["prohibited_tools"].([]any), p)
+	}
+	b, _ := json.Marshal(data)
+	dir := testenv.WriteConstitution(t, t.TempDir(), nil, map[string]string{dataPath: string(b)})
+	exe, _ := os.Executable()
+	ups := fmt.Sprintf("  - name: local\n    command: [%q]\n    env: {%s: stdio, %s: local}\n", exe, mcptest.EnvServer, mcptest.EnvName) +
+		"  - name: remote\n    url: REMOTE\n" +
+		fmt.Sprintf("  - name: plain\n    url: %s\n", plainURL)
+	return startEnv(t, envOptions{upstreams: ups, mutate: func(c *config.Config) { c.Policy.BundlePath = dir }})
+}
+
+func TestResourcesThroughGateway(t *testing.T) {
+	e := resourceEnv(t)
+	gw := e.agent(t, "token-1")
+	ctx := testCtx(t)
+
+	list, err := gw.ListResources(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range list.Resources {
+		got[r.Name] = r.URI
+	}
+	want := map[string]string{"local__readme": "mcptest://local/readme", "remote__readme": "mcptest://mcptest/readme"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("resources/list = %v, want %v (plain has none)", got, want)
+	}
+
+	tmpls, err := gw.ListResourceTemplates(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tnames []string
+	for _, tm := range tmpls.ResourceTemplates {
+		tnames = append(tnames, tm.Name+"="+tm.URITemplate)
+	}
+	sort.Strings(tnames)
+	if w := []string{"local__record=mcptest://local/records/{id}", "remote__record=mcptest://mcptest/records/{id}"}; !reflect.DeepEqual(tnames, w) {
+		t.Fatalf("resources/templates/list = %v, want %v", tnames, w)
+	}
+
+	// Each listed URI goes to its own upstream, and a URI made from a
+	// template to the upstream of the template.
+	for uri, wantText := range map[string]string{
+		"mcptest://local/readme":       "readme of local",
+		"mcptest://mcptest/readme":     "readme of mcptest",
+		"mcptest://local/records/42":   `{"id":"42","server":"local"}`,
+		"mcptest://mcptest/records/a7": `{"id":"a7","server":"mcptest"}`,
+	} {
+		res, err := gw.ReadResource(ctx, &mcp.ReadResourceParams{URI: uri})
+		if err != nil {
+			t.Fatalf("read %s: %v", uri, err)
+		}
+		if len(res.Contents) != 1 || res.Contents[0].Text != wantText || res.Contents[0].URI != uri {
+			t.Fatalf("read %s = %+v, want text %q", uri, res.Contents, wantText)
+		}
+	}
+	if n := e.remote.Calls("resources/read"); n != 2 {
+		t.Errorf("remote served %d reads, want 2", n)
+	}
+
+	// Unchanged: the same read made directly.
+	direct := connectHTTP(t, e.remURL, "")
+	for _, uri := range []string{"mcptest://mcptest/readme", "mcptest://mcptest/records/x"} {
+		a, err := gw.ReadResource(ctx, &mcp.ReadResourceParams{URI: uri})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := direct.ReadResource(ctx, &mcp.ReadResourceParams{URI: uri})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ja, _ := json.Marshal(a)
+		jd, _ := json.Marshal(d)
+		if string(ja) != string(jd) {
+			t.Errorf("read %s through the gateway\n%s\ndirectly\n%s", uri, ja, jd)
+		}
+	}
+
+	// A URI nobody serves.
+	_, err = gw.ReadResource(ctx, &mcp.ReadResourceParams{URI: "mcptest://nobody/readme"})
+	var je *jsonrpc.Error
+	if !errors.As(err, &je) || je.Code != jsonrpc.CodeInvalidParams || je.Message != "Resource not found" {
+		t.Fatalf("read of an unknown URI: %v, want resource not found", err)
+	}
+
+	// The upstream without resources still serves its tools.
+	if res := call(t, gw, "plain__echo", map[string]any{"text": "hi"}); res.IsError {
+		t.Fatalf("plain__echo: %q", text(res))
+	}
+}
+
+func TestPromptsThroughGateway(t *testing.T) {
+	e := resourceEnv(t)
+	gw := e.agent(t, "token-1")
+	ctx := testCtx(t)
+
+	list, err := gw.ListPrompts(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range list.Prompts {
+		names = append(names, p.Name)
+		if len(p.Arguments) != 1 || p.Arguments[0].Name != "topic" || !p.Arguments[0].Required {
+			t.Errorf("prompt %s arguments %+v", p.Name, p.Arguments)
+		}
+	}
+	sort.Strings(names)
+	if w := []string{"local__review", "remote__review"}; !reflect.DeepEqual(names, w) {
+		t.Fatalf("prompts/list = %v, want %v", names, w)
+	}
+
+	res, err := gw.GetPrompt(ctx, &mcp.GetPromptParams{Name: "local__review", Arguments: map[string]string{"topic": "the gateway"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Description != "review from local" || len(res.Messages) != 1 || res.Messages[0].Content.(*mcp.TextContent).Text != "Please review the gateway (local)" {
+		t.Fatalf("prompts/get local__review = %+v", res)
+	}
+
+	direct := connectHTTP(t, e.remURL, "")
+	p := &mcp.GetPromptParams{Name: "remote__review", Arguments: map[string]string{"topic": "x"}}
+	a, err := gw.GetPrompt(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := direct.GetPrompt(ctx, &mcp.GetPromptParams{Name: "review", Arguments: p.Arguments})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ja, _ := json.Marshal(a)
+	jd, _ := json.Marshal(d)
+	if string(ja) != string(jd) {
+		t.Errorf("prompts/get through the gateway\n%s\ndirectly\n%s", ja, jd)
+	}
+
+	for _, name := range []string{"plain__review", "nobody__review", "review"} {
+		if _, err := gw.GetPrompt(ctx, &mcp.GetPromptParams{Name: name}); err == nil {
+			t.Errorf("prompts/get %s: no error", name)
+		}
+	}
+}
+
+// TestResourcesAndPromptsFollowUpstreamRules: an agent that may not use an
+// upstream sees none of its resources or prompts and cannot read or get
+// them, as it does not see its tools.
+func TestResourcesAndPromptsFollowUpstreamRules(t *testing.T) {
+	e := resourceEnv(t)
+	gw := e.agent(t, "token-2")
+	ctx := testCtx(t)
+
+	if names := toolNames(t, gw); names["local__echo"] || !names["remote__echo"] {
+		t.Fatalf("agent-2 tools: local__echo %v, remote__echo %v", names["local__echo"], names["remote__echo"])
+	}
+	list, err := gw.ListResources(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Resources) != 1 || list.Resources[0].Name != "remote__readme" {
+		t.Fatalf("agent-2 resources: %+v", list.Resources)
+	}
+	prompts, err := gw.ListPrompts(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(prompts.Prompts) != 1 || prompts.Prompts[0].Name != "remote__review" {
+		t.Fatalf("agent-2 prompts: %+v", prompts.Prompts)
+	}
+	for _, uri := range []string{"mcptest://local/readme", "mcptest://local/records/1"} {
+		_, err = gw.ReadResource(ctx, &mcp.ReadResourceParams{URI: uri})
+		if err == nil || !strings.Contains(err.Error(), "does not let agent \"agent-2\" read resources of upstream \"local\"") {
+			t.Fatalf("agent-2 read %s: %v", uri, err)
+		}
+	}
+	if _, err := gw.GetPrompt(ctx, &mcp.GetPromptParams{Name: "local__review", Arguments: map[string]string{"topic": "x"}}); err == nil || !strings.Contains(err.Error(), "does not let agent") {
+		t.Fatalf("agent-2 get local__review: %v", err)
+	}
+	if _, err := gw.ReadResource(ctx, &mcp.ReadResourceParams{URI: "mcptest://mcptest/readme"}); err != nil {
+		t.Fatalf("agent-2 read of remote: %v", err)
+	}
+}
+
+// TestResourcesProhibitedByPattern: a prohibited_tools pattern on the
+// pseudo-tool turns every upstream's resources off and leaves the prompts.
+func TestResourcesProhibitedByPattern(t *testing.T) {
+	e := resourceEnv(t, "*__resources/read")
+	gw := e.agent(t, "token-1")
+	ctx := testCtx(t)
+	list, err := gw.ListResources(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Resources) != 0 {
+		t.Fatalf("resources listed though prohibited: %+v", list.Resources)
+	}
+	if _, err := gw.ReadResource(ctx, &mcp.ReadResourceParams{URI: "mcptest://mcptest/readme"}); err == nil || !strings.Contains(err.Error(), "does not let agent") {
+		t.Fatalf("read though prohibited: %v", err)
+	}
+	if e.remote.Calls("resources/read") != 0 {
+		t.Fatal("a prohibited read reached the upstream")
+	}
+	prompts, err := gw.ListPrompts(ctx, nil)
+	if err != nil || len(prompts.Prompts) != 2 {
+		t.Fatalf("prompts: %v %+v", err, prompts)
+	}
+}
