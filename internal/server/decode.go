@@ -124,10 +124,23 @@ func decodeJSON(b []byte, maxDepth int) (any, error) {
 	if !utf8.Valid(b) {
 		return nil, apierror.New(apierror.InvalidParameter, "request body is not valid UTF-8")
 	}
-	keys, err := checkDepth(b, maxDepth)
+	keys, plain, err := checkDepth(b, maxDepth)
 	if err != nil {
 		return nil, err
 	}
+	if plain {
+		if v, ok := decodeFast(b, keys); ok {
+			return v, nil
+		}
+		// Invalid JSON or a duplicate key: the standard decoder below
+		// words the refusal.
+	}
+	return decodeStd(b, keys)
+}
+
+// decodeStd is decodeJSON's general path: encoding/json, which every
+// refusal's wording and every string escape follow.
+func decodeStd(b []byte, keys int) (any, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	var v any
@@ -155,19 +168,24 @@ const (
 // checkDepth scans b for nesting deeper than max and for number literals over
 // the bounds without building anything, so a depth bomb or a number bomb is
 // refused before the decoder allocates for it. It returns the number of
-// object keys (colons outside strings) for the duplicate check.
-func checkDepth(b []byte, max int) (keys int, err error) {
+// object keys (colons outside strings) for the duplicate check, and plain:
+// no string holds an escape or a control character, so decodeFast's
+// reading of every string is byte for byte encoding/json's.
+func checkDepth(b []byte, max int) (keys int, plain bool, err error) {
 	depth, inStr, esc := 0, false, false
 	numStart, expAt := -1, -1
+	plain = true
 	for i, c := range b {
 		if inStr {
 			switch {
 			case esc:
 				esc = false
 			case c == '\\':
-				esc = true
+				esc, plain = true, false
 			case c == '"':
 				inStr = false
+			case c < 0x20:
+				plain = false
 			}
 			continue
 		}
@@ -180,7 +198,7 @@ func checkDepth(b []byte, max int) (keys int, err error) {
 				continue
 			}
 			if err := checkNumber(b[numStart:i], expAt-numStart); err != nil {
-				return 0, err
+				return 0, false, err
 			}
 			numStart = -1
 		}
@@ -194,7 +212,7 @@ func checkDepth(b []byte, max int) (keys int, err error) {
 		case '{', '[':
 			depth++
 			if depth > max {
-				return 0, apierror.New(apierror.InvalidParameter, "request body nests deeper than MAX_REQUEST_DEPTH (%d)", max)
+				return 0, false, apierror.New(apierror.InvalidParameter, "request body nests deeper than MAX_REQUEST_DEPTH (%d)", max)
 			}
 		case '}', ']':
 			depth--
@@ -202,10 +220,10 @@ func checkDepth(b []byte, max int) (keys int, err error) {
 	}
 	if numStart >= 0 {
 		if err := checkNumber(b[numStart:], expAt-numStart); err != nil {
-			return 0, err
+			return 0, false, err
 		}
 	}
-	return keys, nil
+	return keys, plain, nil
 }
 
 // checkNumber bounds one number literal; exp is the index of its exponent

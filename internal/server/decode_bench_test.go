@@ -41,21 +41,35 @@ func BenchmarkDecodeJSON(b *testing.B) {
 	}
 	wide.WriteString(`}}`)
 	bodies["wide-1000"] = []byte(wide.String())
+	// std: the same checks with encoding/json decoding, the path bodies
+	// with escaped strings take (and every body took before decodeFast).
+	std := func(b []byte, depth int) (any, error) {
+		keys, _, err := checkDepth(b, depth)
+		if err != nil {
+			return nil, err
+		}
+		return decodeStd(b, keys)
+	}
 	for _, name := range []string{"safe", "complex", "wide-1000"} {
-		body := bodies[name]
-		b.Run(name, func(b *testing.B) {
-			b.SetBytes(int64(len(body)))
-			b.ReportAllocs()
-			cpu0 := processCPUTime()
-			for b.Loop() {
-				if _, err := decodeJSON(body, 64); err != nil {
-					b.Fatal(err)
+		for _, dec := range []struct {
+			name string
+			f    func([]byte, int) (any, error)
+		}{{"fast", decodeJSON}, {"std", std}} {
+			body := bodies[name]
+			b.Run(name+"/"+dec.name, func(b *testing.B) {
+				b.SetBytes(int64(len(body)))
+				b.ReportAllocs()
+				cpu0 := processCPUTime()
+				for b.Loop() {
+					if _, err := dec.f(body, 64); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-			// CPU time per op: on a shared, loaded machine wall-clock ns/op
-			// also counts the time spent waiting for a CPU.
-			b.ReportMetric(float64(processCPUTime()-cpu0)/float64(b.N), "cpu-ns/op")
-		})
+				// CPU time per op: on a shared, loaded machine wall-clock ns/op
+				// also counts the time spent waiting for a CPU.
+				b.ReportMetric(float64(processCPUTime()-cpu0)/float64(b.N), "cpu-ns/op")
+			})
+		}
 	}
 }
 
@@ -83,7 +97,7 @@ func BenchmarkDuplicateKeyCheck(b *testing.B) {
 		b.Run("scan/"+name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := checkDepth(body, 64); err != nil {
+				if _, _, err := checkDepth(body, 64); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/telemetry"
@@ -35,6 +37,8 @@ var decodeFuzzSeeds = []string{
 	strings.Repeat("[", 16) + strings.Repeat("]", 16), strings.Repeat("[", 17) + strings.Repeat("]", 17),
 	`{"a":` + strings.Repeat(`{"a":`, 15) + `1` + strings.Repeat("}", 16),
 	`1e400`, `-1e999999`, `{"n":` + strings.Repeat("9", 2000) + `}`, `{"n":0.` + strings.Repeat("0", 500) + `1}`, `-0`, `1E+2`, `01`,
+	`{"a":NaN}`, `{"a":nan}`, `{"a":Infinity}`, `{"a":-inf}`, `{"a":1.}`, `{"a":.5}`, `{"a":+1}`, `{"a":0x1}`, `{"a":1e}`, `{"a":tru}`, `{"a":nul}`,
+	"{\"a\":\"\t\"}", `{"a":1,}`, `[1,]`, `{"a" 1}`, `{'a':1}`, `{"a":1}` + "\x00", `{"a":[1,{"b":2,"b":3}]}`, `{"":1,"":2}`,
 	`{"a":"\"}\\"}`, `{"a":"\ud83d\ude00"}`, `{"a":"\ud83d"}`, "{\"a\":\"\x00\"}", `{"a":"` + strings.Repeat(`\u0041`, 100) + `"}`,
 }
 
@@ -50,6 +54,14 @@ func FuzzDecode(f *testing.F) {
 	s := &Server{hash: "cdd01ef066bc6cf2", d: Deps{Metrics: telemetry.NewMetrics(telemetry.BuildInfo{})}}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		v, err := decodeJSON(b, 16)
+		// The fast path (fastjson) must give exactly what encoding/json
+		// gives, value and refusal alike.
+		if keys, _, cerr := checkDepth(b, 16); cerr == nil && len(bytes.TrimSpace(b)) > 0 && utf8.Valid(b) {
+			sv, serr := decodeStd(b, keys)
+			if (err == nil) != (serr == nil) || (err != nil && err.Error() != serr.Error()) || !reflect.DeepEqual(v, sv) {
+				t.Fatalf("decodeJSON %#v (%v), encoding/json %#v (%v) for %q", v, err, sv, serr, b)
+			}
+		}
 		dup, depth, valid := oracleScan(b)
 		if err != nil {
 			e := apierror.As(err)
