@@ -456,7 +456,7 @@ func (l *l2) result(k Key, rk string, epoch uint64, b []byte, err error) (Value,
 		return Value{}, false
 	}
 	ttl = min(ttl, l.t.cfg.TTL) // a writer's clock ahead of ours must not extend it
-	l.t.l1.Set(k, l1Entry{v: v, ttl: ttl})
+	l.t.l1.Set(k, l1Entry{v: l.t.values.intern(v), ttl: ttl})
 	if l.t.epoch.Load() != epoch { // a flush raced with the promotion
 		l.t.l1.Invalidate(k)
 	}

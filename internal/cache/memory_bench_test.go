@@ -75,7 +75,7 @@ func memInUse() int64 {
 // (inputgen seed 2026, as the engine's golden decisions; a repeated input is
 // skipped), each evaluated and stored as on a cache miss, so every value is
 // in its own memory as the engine's are. It counts the whole cache (otter's
-// nodes, sketch and tables, the values) after a full collection;
+// nodes, sketch and tables, the shared values) after a full collection;
 // ns/op is the time to evaluate and store them all.
 func BenchmarkL1BytesPerEntry(b *testing.B) {
 	pq := constitutionQuery(b)
@@ -94,6 +94,7 @@ func BenchmarkL1BytesPerEntry(b *testing.B) {
 		}
 	}
 	var perEntry, jsonBytes float64
+	var results int
 	b.ReportAllocs()
 	for b.Loop() {
 		before := memInUse()
@@ -112,9 +113,11 @@ func BenchmarkL1BytesPerEntry(b *testing.B) {
 			b.Fatalf("L1 holds %d entries, want %d", n, len(keys))
 		}
 		perEntry = float64(after-before) / float64(len(keys))
+		results = c.values.size()
 		c.Close()
 	}
 	b.ReportMetric(perEntry, "B/entry")
 	b.ReportMetric(float64(len(keys)), "entries")
+	b.ReportMetric(float64(results), "stored-values")
 	b.ReportMetric(jsonBytes/float64(len(keys)), "json-B/entry")
 }

@@ -122,10 +122,11 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// l1Entry is what L1 stores: the value itself (no serialization) and how long
+// l1Entry is what L1 stores: the value itself (no serialization), shared
+// with every other entry whose decision is alike (see interner), and how long
 // it may live, which is shorter than TTL for an entry promoted from L2.
 type l1Entry struct {
-	v   Value
+	v   *Value
 	ttl time.Duration
 }
 
@@ -144,6 +145,8 @@ type Tiered struct {
 	log   *slog.Logger
 	l1    *otter.Cache[Key, l1Entry]
 	clock *otter.CoarseClock
+	// values holds one stored Value per distinct decision in L1.
+	values *interner
 	// epoch scopes L2 keys; applied is the epoch whose L1 purge has finished,
 	// what Epoch reports. adoptMu orders concurrent adoptions.
 	epoch, applied atomic.Uint64
@@ -167,7 +170,7 @@ func New(ctx context.Context, cfg Config) (*Tiered, error) {
 	cfg = cfg.withDefaults()
 	// A coarse clock makes an L1 read cost an atomic load instead of a clock
 	// read (about a tenth of a hit); TTLs are minutes, so 10ms precision is plenty.
-	t := &Tiered{cfg: cfg, log: cfg.Logger, clock: otter.NewCoarseClock(l1ClockResolution)}
+	t := &Tiered{cfg: cfg, log: cfg.Logger, clock: otter.NewCoarseClock(l1ClockResolution), values: newInterner()}
 	l1, err := otter.New(&otter.Options[Key, l1Entry]{
 		MaximumSize:     cfg.L1Size,
 		InitialCapacity: min(cfg.L1Size, 1024),
@@ -205,7 +208,7 @@ func New(ctx context.Context, cfg Config) (*Tiered, error) {
 func (t *Tiered) Get(ctx context.Context, k Key) (Value, Tier, bool) {
 	if e, ok := t.l1.GetIfPresent(k); ok {
 		t.l1Hits.Add(1)
-		return e.v, TierL1, true
+		return *e.v, TierL1, true
 	}
 	t.l1Misses.Add(1)
 	if t.l2 == nil {
@@ -227,7 +230,7 @@ func (t *Tiered) GetMany(ctx context.Context, keys []Key, vals []Value, tiers []
 	for i, k := range keys {
 		if e, ok := t.l1.GetIfPresent(k); ok {
 			t.l1Hits.Add(1)
-			vals[i], tiers[i], found[i] = e.v, TierL1, true
+			vals[i], tiers[i], found[i] = *e.v, TierL1, true
 			continue
 		}
 		t.l1Misses.Add(1)
@@ -242,7 +245,7 @@ func (t *Tiered) GetMany(ctx context.Context, keys []Key, vals []Value, tiers []
 // Set stores v under k in L1 now and queues it for L2. It never blocks: when
 // the write-behind queue is full the L2 write is dropped and counted.
 func (t *Tiered) Set(k Key, v Value) {
-	t.l1.Set(k, l1Entry{v: v, ttl: t.cfg.TTL})
+	t.l1.Set(k, l1Entry{v: t.values.intern(v), ttl: t.cfg.TTL})
 	if t.l2 != nil && !t.closed.Load() {
 		t.l2.enqueue(k, v)
 	}
