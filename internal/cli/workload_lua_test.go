@@ -29,7 +29,7 @@ import (
 // wrkCapture runs wrk (one thread, one connection) with script against a
 // server that records the first max request bodies, and returns them with
 // wrk's output.
-func wrkCapture(t *testing.T, wrk, script string, max int) ([][]byte, string) {
+func wrkCapture(t testing.TB, wrk, script string, max int) ([][]byte, string) {
 	t.Helper()
 	var mu sync.Mutex
 	var bodies [][]byte
@@ -275,5 +275,67 @@ func TestWorkloadLuaVaried(t *testing.T) {
 	}
 	if got := len(values["evolution_request.type"]); got < len(inputgen.EvolutionTypes)+1 {
 		t.Errorf("evolution types: %d distinct", got)
+	}
+}
+
+// BenchmarkVariedEvaluators: the decision alone, in process, on requests
+// the --varied script sent (captured from wrk), by kind: the compiled
+// evaluator (engine.Decide with Compiled, no cache) against topdown
+// (EvaluateFull). With the HTTP figures of scripts/compare.sh it tells how
+// much of a varied request's cost is the evaluator's.
+//
+//	go test ./internal/cli -run '^$' -bench VariedEvaluators -benchmem -benchtime 2000x -count 2
+func BenchmarkVariedEvaluators(b *testing.B) {
+	wrk := testenv.RequireBinary(b, "wrk", "wrk")
+	script, err := loadgen.VariedLua("/v1/data/acgs/main/decision", "acgs", 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := filepath.Join(b.TempDir(), "varied.lua")
+	if err := os.WriteFile(p, []byte(script), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	bodies, _ := wrkCapture(b, wrk, p, 2000)
+	kinds := map[string][]any{}
+	for _, body := range bodies {
+		in, err := decodeNumbers(body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		k, _ := in["type"].(string)
+		switch a, _ := in["action"].(string); {
+		case slices.Contains(inputgen.Prohibited, a):
+			k = "prohibited"
+		case k == "action_authorization" || k == "constitutional_evaluation":
+			k = "constitutional"
+		}
+		kinds[k] = append(kinds[k], in)
+		kinds["all"] = append(kinds["all"], in)
+	}
+	ctx := context.Background()
+	e, err := engine.New(ctx, engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.Options{ConstitutionalHash: inputgen.Hash, EvalTimeout: time.Minute, Compiled: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const path = "acgs/main/decision"
+	for _, k := range []string{"all", "constitutional", "evolution_approval", "data_access", "prohibited"} {
+		ins := kinds[k]
+		if len(ins) == 0 {
+			b.Fatalf("no %s request captured", k)
+		}
+		b.Run(k+"/vm", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if _, err := e.Decide(ctx, path, ins[i%len(ins)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(k+"/topdown", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if _, err := e.EvaluateFull(ctx, path, ins[i%len(ins)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
