@@ -46,6 +46,8 @@ bin/acgs workload-lua --dialect acgs --unique > "$OUT/unique-acgs.lua"
 bin/acgs workload-lua --dialect opa --unique > "$OUT/unique-opa.lua"
 bin/acgs workload-lua --dialect acgs --request-id > "$OUT/rid-acgs.lua"
 bin/acgs workload-lua --dialect opa --request-id > "$OUT/rid-opa.lua"
+bin/acgs workload-lua --dialect acgs --varied > "$OUT/varied-acgs.lua"
+bin/acgs workload-lua --dialect opa --varied > "$OUT/varied-opa.lua"
 
 # wrk_run NAME URL SCRIPT -> "rps p50_ms p99_ms errors"
 declare -A RPS P50 P99 ERR
@@ -79,6 +81,19 @@ echo "  acgs_rid L1 hit rate over the run: $RID_HIT ($((H1-H0)) hits, $((M1-M0))
 echo "== closed loop, every input unique in what the policy reads (no cache help)"
 wrk_run opa_unique http://127.0.0.1:$P_OPA "$OUT/unique-opa.lua"
 wrk_run acgs_unique http://127.0.0.1:$P_L1 "$OUT/unique-acgs.lua"
+echo "== closed loop, every decision-relevant field of every request drawn across its domain (acgs workload-lua --varied; no cache can help)"
+# Decisions by outcome from the service's metrics, summed over paths.
+outcomes() { curl -fsS "$1/metrics" | awk '/^acgs_decisions_total\{/ && /outcome="allow"/ {a+=$NF} /^acgs_decisions_total\{/ && /outcome="deny"/ {d+=$NF} END {printf "%d %d\n", a, d}'; }
+wrk_run opa_varied http://127.0.0.1:$P_OPA "$OUT/varied-opa.lua"
+read -r H0 M0 < <(l1_counts http://127.0.0.1:$P_L1)
+read -r A0 D0 < <(outcomes http://127.0.0.1:$P_L1)
+wrk_run acgs_varied http://127.0.0.1:$P_L1 "$OUT/varied-acgs.lua"
+read -r H1 M1 < <(l1_counts http://127.0.0.1:$P_L1)
+read -r A1 D1 < <(outcomes http://127.0.0.1:$P_L1)
+VARIED_HIT=$(python3 -c "h,m=$H1-$H0,$M1-$M0; print(f'{100*h/(h+m):.2f}%' if h+m else 'n/a')")
+VARIED_ALLOW=$(python3 -c "a,d=$A1-$A0,$D1-$D0; print(f'{100*a/(a+d):.1f}%' if a+d else 'n/a')")
+echo "  acgs_varied L1 hit rate over the run: $VARIED_HIT ($((H1-H0)) hits, $((M1-M0)) misses); allowed $VARIED_ALLOW ($((A1-A0)) allow, $((D1-D0)) deny)"
+grep -h "varied requests generated" "$OUT/wrk-opa_varied.txt" "$OUT/wrk-acgs_varied.txt" | sed 's/^/  /'
 
 # Open loop at 25% of the floor's closed-loop maximum.
 RATE=$(python3 -c "print(int(float('${RPS[floor]}')*0.25))")
@@ -123,6 +138,10 @@ print('?' if not m else {'us':float(m.group(1))/1000,'ms':float(m.group(1)),'s':
   echo "| acgs, L1, never-repeated request_id | ${RPS[acgs_rid]} | ${P50[acgs_rid]} | ${P99[acgs_rid]} | ${ERR[acgs_rid]} | $(ratio ${RPS[acgs_rid]} ${RPS[opa_rid]}) × OPA, L1 hit rate $RID_HIT | ≥ 10 × OPA, ≥ 99% hits |"
   echo "| stock OPA, unique inputs | ${RPS[opa_unique]} | ${P50[opa_unique]} | ${P99[opa_unique]} | ${ERR[opa_unique]} | | |"
   echo "| acgs, unique inputs | ${RPS[acgs_unique]} | ${P50[acgs_unique]} | ${P99[acgs_unique]} | ${ERR[acgs_unique]} | $(ratio ${RPS[acgs_unique]} ${RPS[opa_unique]}) × OPA | ≥ 2 × OPA |"
+  echo "| stock OPA, varied inputs (every decision-relevant field varies) | ${RPS[opa_varied]} | ${P50[opa_varied]} | ${P99[opa_varied]} | ${ERR[opa_varied]} | | |"
+  echo "| acgs, L1, varied inputs (every decision-relevant field varies) | ${RPS[acgs_varied]} | ${P50[acgs_varied]} | ${P99[acgs_varied]} | ${ERR[acgs_varied]} | $(ratio ${RPS[acgs_varied]} ${RPS[opa_varied]}) × OPA, L1 hit rate $VARIED_HIT, $VARIED_ALLOW allowed | ≥ 3 × OPA, no cache hits |"
+  echo
+  echo "Varied inputs: \`acgs workload-lua --varied\` (60% constitutional evaluations, 20% evolution approvals, 10% data access, 10% prohibited actions), every field the constitution reads drawn per request in the wrk script; L1 hit rate and allowed share from the service's /metrics over the run."
   echo
   echo "Open loop, acgs load --rate $RATE (25% of the floor's max) for $DURATION after 2s warm-up, latency from the scheduled send time:"
   echo
