@@ -66,7 +66,9 @@ func TestInternSharesAlikeDecisions(t *testing.T) {
 	if a == c || reflect.DeepEqual(a.Result, c.Result) {
 		t.Error("two different decisions share a stored value")
 	}
-	if in.intern(Value{}) != in.intern(Value{}) {
+	u1 := in.intern(Value{})
+	u2 := in.intern(Value{})
+	if u1 != u2 {
 		t.Error("undefined decisions are stored more than once")
 	}
 	// Leaves are shared between different decisions: the same box, not
