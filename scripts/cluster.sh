@@ -108,10 +108,17 @@ all_names() {
 }
 
 # wait_http URL [SECONDS]: until URL answers 2xx, bounded.
+# wait_http URL [SECONDS] [NAME]: until URL answers 2xx; with NAME, give up
+# at once when that process has exited (a port taken, a bad setting) rather
+# than waiting out the limit.
 wait_http() {
-    local url=$1 limit=${2:-$wait_s} i
+    local url=$1 limit=${2:-$wait_s} name=${3:-} i
     for ((i = 0; i < limit * 5; i++)); do
         curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null && return 0
+        if [[ -n "$name" ]] && ! alive "$name"; then
+            say "$name exited before it was ready"
+            return 1
+        fi
         sleep 0.2
     done
     return 1
@@ -307,7 +314,7 @@ up() {
         echo "$(cut -d' ' -f1 "$run/pids/acgs-$((i + 1))") $(acgs_bin)" >"$run/pids/acgs-$((i + 1))"
     done
     for i in 0 1 2; do
-        wait_http "http://127.0.0.1:${acgs_ports[$i]}/health/ready" ||
+        wait_http "http://127.0.0.1:${acgs_ports[$i]}/health/ready" "$wait_s" "acgs-$((i + 1))" ||
             die "acgs-$((i + 1)) not ready within ${wait_s}s: see $run/logs/acgs-$((i + 1)).log"
     done
     say "3 instances ready on ${acgs_ports[*]}"
