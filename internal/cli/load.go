@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +41,8 @@ func perfWriteJSON(w io.Writer, v any) error {
 func newLoadCmd() *cobra.Command {
 	var (
 		host, workloadPath, scenario string
+		requestPath, reqURLPath      string
+		expect, cpuProfile           string
 		users                        int
 		spawnRate                    float64
 		runTime                      time.Duration
@@ -64,6 +67,10 @@ and latency is measured from each request's scheduled send time (wrk2's
 method), so a stalled server shows up as latency instead of as fewer
 requests. A run that achieves less than 95% of --rate is invalid.
 
+--request FILE sends that one JSON body, byte for byte, to --path for every
+request instead of a workload (to compare with another load tool sending the
+same request); --expect allow|deny judges its decisions for compliance.
+
 Requests sent during --warmup are not measured. Percentiles come from HDR
 histograms merged across workers. Compliance = mean of the share of
 expect-allow decisions that were allowed and of expect-deny decisions that
@@ -83,21 +90,53 @@ invalid or an SLO is violated.`,
 					return err
 				}
 			}
-			w, err := loadgen.LoadWorkload(workloadPath)
-			if err != nil {
+			var (
+				w    *loadgen.Workload
+				body []byte
+				err  error
+			)
+			if requestPath != "" {
+				if cmd.Flags().Changed("workload") || cmd.Flags().Changed("scenario") {
+					return errors.New("--request (one fixed request) cannot be combined with --workload or --scenario")
+				}
+				var want *bool
+				switch expect {
+				case "":
+				case "allow", "deny":
+					v := expect == "allow"
+					want = &v
+				default:
+					return fmt.Errorf("--expect %q: want allow or deny", expect)
+				}
+				if body, err = os.ReadFile(requestPath); err != nil {
+					return err
+				}
+				if w, err = loadgen.FixedWorkload("POST", reqURLPath, body, want); err != nil {
+					return fmt.Errorf("%s: %w", requestPath, err)
+				}
+			} else if w, err = loadgen.LoadWorkload(workloadPath); err != nil {
 				return err
+			}
+			if cpuProfile != "" {
+				pf, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				if err := pprof.StartCPUProfile(pf); err != nil {
+					pf.Close()
+					return err
+				}
+				defer func() { pprof.StopCPUProfile(); pf.Close() }()
 			}
 			open := cmd.Flags().Changed("rate")
 			if open && (cmd.Flags().Changed("users") || cmd.Flags().Changed("spawn-rate") || cmd.Flags().Changed("run-time")) {
 				return errors.New("--rate (open loop) cannot be combined with --users, --spawn-rate or --run-time (closed loop)")
 			}
-			conc := users
-			if open {
-				conc = connections
-			}
 			opts := loadgen.Options{
-				Target:   loadgen.Target{BaseURL: host, Client: loadgen.NewHTTPClient(conc, timeout)},
-				Workload: w, Scenario: scenario, Seed: seed,
+				// No client: each sender keeps an HTTP/1.1 connection of its
+				// own (net/http's client for an https host).
+				Target:   loadgen.Target{BaseURL: host, Timeout: timeout},
+				Workload: w, Scenario: scenario, Seed: seed, Body: body,
 			}
 			var bar *progressbar.ProgressBar
 			if !quiet && perfStderrIsTTY() {
@@ -170,6 +209,11 @@ invalid or an SLO is violated.`,
 	f.StringVar(&host, "host", "", "base URL of the service, e.g. http://127.0.0.1:8004")
 	f.StringVar(&workloadPath, "workload", "", "workload file (default: built-in acgs-mixed)")
 	f.StringVar(&scenario, "scenario", "", "run only this scenario of the workload")
+	f.StringVar(&requestPath, "request", "", "send this JSON file, byte for byte, as every request's body (one fixed request instead of a workload)")
+	f.StringVar(&reqURLPath, "path", "/v1/data/acgs/main/decision", "with --request: the URL path to POST it to")
+	f.StringVar(&expect, "expect", "", "with --request: the decision it should get (allow or deny), for compliance")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the load tool itself to this file")
+	_ = f.MarkHidden("cpuprofile")
 	f.IntVar(&users, "users", 10, "closed loop: concurrent users")
 	f.Float64Var(&spawnRate, "spawn-rate", 0, "closed loop: users started per second (0: all at once)")
 	f.DurationVar(&runTime, "run-time", 30*time.Second, "closed loop: run time, warm-up included")

@@ -74,11 +74,13 @@ func CheckLoopback(ctx context.Context, base string) error {
 }
 
 // requester sends workload requests and classifies answers. One per worker:
-// it owns its body buffer.
+// it owns its body buffer (and its connection, when direct).
 type requester struct {
 	client *http.Client
+	direct *directConn // if set, requests go through it instead of client
 	url    string
 	method string
+	fixed  []byte // if set, the body of every request (Options.Body)
 	buf    []byte
 	resp   bytes.Buffer
 }
@@ -106,27 +108,30 @@ var errNoAllow = errors.New(`response has no boolean "allow"`)
 // do sends one request built from scenario s with key idx and reports the
 // outcome; err explains a failure (for the first-error report).
 func (r *requester) do(ctx context.Context, s *Scenario, idx int64, suffix string) (Outcome, error) {
-	r.buf = s.AppendBody(r.buf[:0], idx, suffix)
-	req, err := http.NewRequestWithContext(ctx, r.method, r.url, bytes.NewReader(r.buf))
-	if err != nil {
-		return OutcomeFailure, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return OutcomeFailure, err
+	body := r.fixed
+	if body == nil {
+		r.buf = s.AppendBody(r.buf[:0], idx, suffix)
+		body = r.buf
 	}
 	r.resp.Reset()
-	_, err = r.resp.ReadFrom(io.LimitReader(resp.Body, 8<<20))
-	resp.Body.Close()
+	var (
+		status int
+		header http.Header
+		err    error
+	)
+	if r.direct != nil {
+		status, header, err = r.direct.do(ctx, body, &r.resp)
+	} else {
+		status, header, err = r.viaClient(ctx, body)
+	}
 	if err != nil {
 		return OutcomeFailure, err
 	}
-	if resp.StatusCode == http.StatusServiceUnavailable {
-		return classifyUnavailable(resp.Header, r.resp.Bytes())
+	if status == http.StatusServiceUnavailable {
+		return classifyUnavailable(header, r.resp.Bytes())
 	}
-	if resp.StatusCode != http.StatusOK {
-		return OutcomeFailure, fmt.Errorf("HTTP %d: %s", resp.StatusCode, truncate(r.resp.String(), 200))
+	if status != http.StatusOK {
+		return OutcomeFailure, fmt.Errorf("HTTP %d: %s", status, truncate(r.resp.String(), 200))
 	}
 	var d decision
 	if err := json.Unmarshal(r.resp.Bytes(), &d); err != nil {
@@ -143,6 +148,26 @@ func (r *requester) do(ctx context.Context, s *Scenario, idx int64, suffix strin
 		return OutcomeAllow, nil
 	}
 	return OutcomeDeny, nil
+}
+
+// viaClient sends one request through the net/http client and reads the
+// answer into r.resp.
+func (r *requester) viaClient(ctx context.Context, body []byte) (int, http.Header, error) {
+	req, err := http.NewRequestWithContext(ctx, r.method, r.url, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	_, err = r.resp.ReadFrom(io.LimitReader(resp.Body, 8<<20))
+	resp.Body.Close()
+	if err != nil {
+		return 0, nil, err
+	}
+	return resp.StatusCode, resp.Header, nil
 }
 
 // classifyUnavailable judges a 503: shed when the service says it is

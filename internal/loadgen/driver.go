@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,8 +22,14 @@ const MinAchievedRatio = 0.95
 
 // Target is where and how requests are sent.
 type Target struct {
-	BaseURL string       // e.g. http://127.0.0.1:8004
-	Client  *http.Client // nil: NewHTTPClient sized to the run's concurrency
+	BaseURL string // e.g. http://127.0.0.1:8004
+	// Client, if set, sends every request. If nil, the load drivers give
+	// each sender a keep-alive HTTP/1.1 connection of its own that it
+	// writes and reads itself (directConn; wrk's way), for an http URL; an
+	// https URL gets NewHTTPClient sized to the run's concurrency.
+	Client *http.Client
+	// Timeout bounds each request (default 10s); a Client has its own.
+	Timeout time.Duration
 }
 
 // Progress is a live snapshot handed to Options.OnProgress.
@@ -46,6 +53,11 @@ type Options struct {
 	Seed uint64
 	// KeySuffix is appended to every varied value (see Scenario.AppendBody).
 	KeySuffix string
+	// Body, if set, is sent byte for byte as every request's body instead
+	// of the workload's rendered bodies (the workload still names the path,
+	// the method and the scenario the requests are counted under): one fixed
+	// request, as another load tool would send it. See FixedWorkload.
+	Body []byte
 	// OnProgress, if set, is called about every ProgressEvery (default
 	// 250ms) from a separate goroutine.
 	OnProgress    func(Progress)
@@ -123,6 +135,10 @@ type Result struct {
 	// ServiceLatency (open loop only) is measured from the actual send time,
 	// the figure a tool with coordinated omission would report.
 	ServiceLatency *LatencySummary `json:"service_latency,omitempty"`
+	// SendLag (open loop only) is how late requests were sent after their
+	// scheduled time: waiting for a free connection while the server is
+	// slow, and the load tool's own lateness. It is part of Latency.
+	SendLag *LatencySummary `json:"send_lag,omitempty"`
 	// ShedLatency is how long the shed requests took to be refused.
 	ShedLatency  *LatencySummary   `json:"shed_latency,omitempty"`
 	Scenarios    []ScenarioStats   `json:"scenarios"`
@@ -137,6 +153,9 @@ type Result struct {
 // run is the state shared by the workers of one run.
 type run struct {
 	opts      Options
+	direct    *url.URL      // if set, senders use their own connections (directConn)
+	timeout   time.Duration // per request, for direct connections
+	conns     []*directConn
 	scenarios []int // indices the run may pick from
 	recs      []*recorder
 	tl        *timeline
@@ -153,10 +172,19 @@ func (o *Options) prepare(concurrency int) (*run, error) {
 	if o.Target.BaseURL == "" {
 		return nil, errors.New("loadgen: no target URL")
 	}
-	if o.Target.Client == nil {
-		o.Target.Client = NewHTTPClient(concurrency, 10*time.Second)
+	timeout := o.Target.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
 	}
-	r := &run{opts: *o}
+	var direct *url.URL
+	if o.Target.Client == nil {
+		if u, err := url.Parse(o.Target.BaseURL); err == nil && u.Scheme == "http" {
+			direct = u
+		} else {
+			o.Target.Client = NewHTTPClient(concurrency, timeout)
+		}
+	}
+	r := &run{opts: *o, direct: direct, timeout: timeout}
 	if o.Scenario != "" {
 		found := false
 		for i, s := range o.Workload.Scenarios {
@@ -179,12 +207,25 @@ func (r *run) pick(rng *rand.Rand) int {
 	return r.opts.Workload.Pick(rng)
 }
 
-func (r *run) newWorker(id int) (*recorder, *requester, *rand.Rand) {
+func (r *run) newWorker(ctx context.Context, id int) (*recorder, *requester, *rand.Rand) {
 	rec := newRecorder(len(r.opts.Workload.Scenarios))
 	r.recs[id] = rec
 	rq := newRequester(r.opts.Target.Client, r.opts.Target.BaseURL, r.opts.Workload)
+	rq.fixed = r.opts.Body
+	if r.direct != nil {
+		w := r.opts.Workload
+		rq.direct = newDirectConn(ctx, r.direct, w.Method, w.Path, r.timeout)
+		r.conns = append(r.conns, rq.direct)
+	}
 	rng := rand.New(rand.NewPCG(r.opts.Seed, uint64(id)+1))
 	return rec, rq, rng
+}
+
+// closeConns closes the senders' own connections after a run.
+func (r *run) closeConns() {
+	for _, d := range r.conns {
+		d.close()
+	}
 }
 
 func (r *run) send(ctx context.Context, rq *requester, rng *rand.Rand) (int, Outcome) {
@@ -259,8 +300,9 @@ func RunClosed(ctx context.Context, cfg ClosedLoop, opts Options) (*Result, erro
 	stopProgress := r.progressLoop(ctx, start, cfg.Duration)
 
 	var wg sync.WaitGroup
+	defer r.closeConns()
 	for u := 0; u < cfg.Users; u++ {
-		rec, rq, rng := r.newWorker(u)
+		rec, rq, rng := r.newWorker(ctx, u)
 		var delay time.Duration
 		if cfg.SpawnRate > 0 {
 			delay = time.Duration(float64(u) / cfg.SpawnRate * float64(time.Second))
@@ -346,9 +388,37 @@ func RunOpen(ctx context.Context, cfg OpenLoop, opts Options) (*Result, error) {
 	var lastDone atomic.Int64
 	stopProgress := r.progressLoop(ctx, start, cfg.Warmup+cfg.Duration)
 
+	// Each sender waits for its slot with a waiter of its own (a timerfd on
+	// Linux: a Go timer would wake it up to a millisecond late, and that
+	// lateness would be counted as the service's latency). A cancelled run
+	// fires them all at once.
+	waiters := make([]waiter, cfg.Connections)
+	for c := range waiters {
+		if w, err := newWaiter(); err == nil {
+			waiters[c] = w
+		}
+	}
+	woken := make(chan struct{})
+	stopWake := context.AfterFunc(ctx, func() {
+		defer close(woken)
+		for c := range waiters {
+			waiters[c].wake()
+		}
+	})
+	defer func() {
+		if !stopWake() {
+			<-woken
+		}
+		for c := range waiters {
+			waiters[c].close()
+		}
+	}()
+
 	var wg sync.WaitGroup
+	defer r.closeConns()
 	for c := 0; c < cfg.Connections; c++ {
-		rec, rq, rng := r.newWorker(c)
+		rec, rq, rng := r.newWorker(ctx, c)
+		wt := &waiters[c]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -362,7 +432,7 @@ func RunOpen(ctx context.Context, cfg OpenLoop, opts Options) (*Result, error) {
 					abandoned.Store(true)
 					return
 				}
-				if !sleepUntil(ctx, sched) {
+				if !wt.wait(ctx, sched) {
 					return
 				}
 				sent.Add(1)
@@ -370,7 +440,7 @@ func RunOpen(ctx context.Context, cfg OpenLoop, opts Options) (*Result, error) {
 				si, o := r.send(ctx, rq, rng)
 				t1 := time.Now()
 				if ctx.Err() != nil {
-					return
+					return // an interrupted request is not a measurement
 				}
 				r.count(o)
 				if i < warmN {
@@ -378,6 +448,7 @@ func RunOpen(ctx context.Context, cfg OpenLoop, opts Options) (*Result, error) {
 				}
 				lat := t1.Sub(sched) // from the scheduled time, not the actual send
 				rec.record(si, lat, o)
+				recordLatency(rec.lag, t0.Sub(sched))
 				if o != OutcomeShed {
 					recordLatency(rec.svc, t1.Sub(t0))
 					r.tl.record(t1, lat, o == OutcomeFailure)
@@ -400,14 +471,15 @@ func RunOpen(ctx context.Context, cfg OpenLoop, opts Options) (*Result, error) {
 	res := r.result(opts, "open", start, measureFrom, finish)
 	res.Connections = cfg.Connections
 	res.TargetRate = cfg.Rate
-	svc := NewHistogram()
+	svc, lag := NewHistogram(), NewHistogram()
 	for _, rec := range r.recs {
 		if rec != nil {
 			svc.Merge(rec.svc)
+			lag.Merge(rec.lag)
 		}
 	}
-	sl := Summarize(svc)
-	res.ServiceLatency = &sl
+	sl, ll := Summarize(svc), Summarize(lag)
+	res.ServiceLatency, res.SendLag = &sl, &ll
 	res.Unsent = totalN - sent.Load()
 	res.Valid = true
 	switch {

@@ -159,6 +159,9 @@ func WriteResultTable(w io.Writer, res *Result) error {
 		fmt.Fprintf(w, "service time (from actual send, not corrected): p50 %.3f ms, p99 %.3f ms\n",
 			res.ServiceLatency.P50Ms, res.ServiceLatency.P99Ms)
 	}
+	if res.SendLag != nil {
+		fmt.Fprintf(w, "sent after the scheduled time by: p50 %.3f ms, p99 %.3f ms\n", res.SendLag.P50Ms, res.SendLag.P99Ms)
+	}
 	if res.Total.Shed > 0 {
 		fmt.Fprintf(w, "shed (503 overloaded, Retry-After; not decisions, not in latency or compliance): %d (%.2f%%), refused in p50 %.3f ms, p99 %.3f ms; goodput %.1f decisions/s\n",
 			res.Total.Shed, res.Total.ShedRate*100, res.ShedLatency.P50Ms, res.ShedLatency.P99Ms, res.Goodput)

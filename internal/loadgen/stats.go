@@ -69,13 +69,15 @@ type recorder struct {
 	// open-loop requests: kept beside the corrected latency so that a report
 	// shows how much of the latency was queueing behind a slow server.
 	svc *hdrhistogram.Histogram
+	// lag is how late open-loop requests were sent after their schedule.
+	lag *hdrhistogram.Histogram
 	// shed is the latency of shed requests: how quickly the service said
 	// no. The scenarios' histograms hold the answered requests only.
 	shed *hdrhistogram.Histogram
 }
 
 func newRecorder(nScenarios int) *recorder {
-	r := &recorder{scen: make([]counts, nScenarios), svc: NewHistogram(), shed: NewHistogram()}
+	r := &recorder{scen: make([]counts, nScenarios), svc: NewHistogram(), lag: NewHistogram(), shed: NewHistogram()}
 	for i := range r.scen {
 		r.scen[i].hist = NewHistogram()
 	}
@@ -103,6 +105,7 @@ func (r *recorder) record(scenario int, latency time.Duration, o Outcome) {
 
 func (r *recorder) merge(o *recorder) {
 	r.svc.Merge(o.svc)
+	r.lag.Merge(o.lag)
 	r.shed.Merge(o.shed)
 	for i := range r.scen {
 		a, b := &r.scen[i], &o.scen[i]

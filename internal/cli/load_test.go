@@ -1,0 +1,84 @@
+package cli
+
+import (
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// TestLoadFixedRequest runs `acgs load --request` against a loopback stand-in
+// that answers allow and records what it was sent: every request is the file,
+// byte for byte, at --path; the profile flag writes a profile.
+func TestLoadFixedRequest(t *testing.T) {
+	dir := t.TempDir()
+	req := filepath.Join(dir, "req.json")
+	body := "{\n  \"type\": \"constitutional_evaluation\",\n  \"action\": \"data.read_public\"\n}\n"
+	if err := os.WriteFile(req, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &httptest.Server{Listener: l, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		seen[r.Method+" "+r.URL.Path+" "+string(b)]++
+		mu.Unlock()
+		_, _ = io.WriteString(w, `{"allow":true}`)
+	})}}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	out := filepath.Join(dir, "out.json")
+	prof := filepath.Join(dir, "cpu.pprof")
+	text, code, err := perfRun(t, "load", "--host", srv.URL, "--request", req, "--path", "/v1/x", "--expect", "allow",
+		"--rate", "200", "--duration", "250ms", "-q", "--json", out, "--cpuprofile", prof,
+		"--p99-ms", "1e9") // no timing is asserted
+	if code != 0 || err != nil {
+		t.Fatalf("exit %d: %v\n%s", code, err, text)
+	}
+	if len(seen) != 1 || seen["POST /v1/x "+body] != 50 {
+		t.Fatalf("server saw %v, want the file 50 times", seen)
+	}
+	var res struct {
+		Workload   string   `json:"workload"`
+		Compliance *float64 `json:"constitutional_compliance"`
+		SendLag    *struct {
+			Count int64 `json:"count"`
+		} `json:"send_lag"`
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Workload != "fixed" || res.Compliance == nil || *res.Compliance != 1 || res.SendLag == nil || res.SendLag.Count != 50 {
+		t.Fatalf("result %s", b)
+	}
+	if st, err := os.Stat(prof); err != nil || st.Size() == 0 {
+		t.Fatalf("no CPU profile written: %v", err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--workload", req}, "cannot be combined"},
+		{[]string{"--expect", "maybe"}, "want allow or deny"},
+	} {
+		args := append([]string{"load", "--host", srv.URL, "--request", req, "--rate", "10", "--duration", "100ms", "-q"}, tc.args...)
+		if _, code, err := perfRun(t, args...); code == 0 || err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: exit %d, %v; want an error naming %q", tc.args, code, err, tc.want)
+		}
+	}
+}
