@@ -414,15 +414,20 @@ func RunOpen(ctx context.Context, cfg OpenLoop, opts Options) (*Result, error) {
 		}
 	}()
 
+	// Which senders hold the coming slots: a few, the most recently used
+	// first (relay.go).
+	rl := newRelay(time.Duration(interval), cfg.Connections)
 	var wg sync.WaitGroup
 	defer r.closeConns()
 	for c := 0; c < cfg.Connections; c++ {
 		rec, rq, rng := r.newWorker(ctx, c)
 		wt := &waiters[c]
+		me := make(chan struct{}, 1)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for ctx.Err() == nil && !abandoned.Load() {
+			defer rl.finish() // a sender leaves only when the run is over
+			for ctx.Err() == nil && !abandoned.Load() && rl.take(ctx, me) {
 				i := next.Add(1) - 1
 				if i >= totalN {
 					return
@@ -435,6 +440,7 @@ func RunOpen(ctx context.Context, cfg OpenLoop, opts Options) (*Result, error) {
 				if !wt.wait(ctx, sched) {
 					return
 				}
+				rl.fired()
 				sent.Add(1)
 				t0 := time.Now()
 				si, o := r.send(ctx, rq, rng)
