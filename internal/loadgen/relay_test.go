@@ -66,7 +66,9 @@ func TestRelayWakesTheMostRecentlyParked(t *testing.T) {
 
 // TestOpenLoopUsesFewConnections: against a server that answers at once, a
 // run with 64 connections allowed sends over a few of them, not all 64 in
-// turn. (Loose bound: a stall of the machine may bring in more.)
+// turn (as it did when every sender held one of the next 64 slots). The
+// bound is loose: only a stall of over a second (64 slots at 50/s) on a
+// loaded machine could bring all 64 in.
 func TestOpenLoopUsesFewConnections(t *testing.T) {
 	w, err := DefaultWorkload()
 	if err != nil {
@@ -80,17 +82,17 @@ func TestOpenLoopUsesFewConnections(t *testing.T) {
 			}
 		}
 	})
-	res, err := RunOpen(context.Background(), OpenLoop{Rate: 200, Duration: time.Second, Connections: 64}, Options{
+	res, err := RunOpen(context.Background(), OpenLoop{Rate: 50, Duration: 2 * time.Second, Connections: 64}, Options{
 		Target: Target{BaseURL: srv.URL}, Workload: w,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Total.Requests != 200 || res.Total.Failures != 0 {
+	if res.Total.Requests != 100 || res.Total.Failures != 0 {
 		t.Fatalf("requests %d failures %d", res.Total.Requests, res.Total.Failures)
 	}
-	if n := conns.Load(); n >= 32 {
-		t.Fatalf("200 requests at 200/s went over %d connections, want a few", n)
+	if n := conns.Load(); n >= 64 {
+		t.Fatalf("100 requests at 50/s went over %d connections, want a few", n)
 	}
-	t.Logf("200 requests over %d connections", conns.Load())
+	t.Logf("100 requests over %d connections", conns.Load())
 }
