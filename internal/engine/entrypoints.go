@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/acgs-lite/acgs/internal/plan"
 )
 
 // entryPoint is a document the bundle declares an entry point with OPA's
@@ -172,7 +174,7 @@ func (ep entryPoint) seedInputs() (inputs []map[string]any, truncated bool) {
 					return next, true
 				}
 				c := deepCopyMap(in)
-				setPath(c, parts, v)
+				plan.SetPath(c, parts, v)
 				next = append(next, c)
 			}
 		}
@@ -193,16 +195,4 @@ func deepCopyMap(m map[string]any) map[string]any {
 		out[k] = v
 	}
 	return out
-}
-
-func setPath(m map[string]any, parts []string, v any) {
-	for _, part := range parts[:len(parts)-1] {
-		next, ok := m[part].(map[string]any)
-		if !ok {
-			next = map[string]any{}
-			m[part] = next
-		}
-		m = next
-	}
-	m[parts[len(parts)-1]] = v
 }

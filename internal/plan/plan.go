@@ -198,18 +198,23 @@ func known(keys [][]string, input map[string]any) map[string]any {
 		if !ok {
 			continue
 		}
-		m := out
-		for _, part := range parts[:len(parts)-1] {
-			next, ok := m[part].(map[string]any)
-			if !ok {
-				next = map[string]any{}
-				m[part] = next
-			}
-			m = next
-		}
-		m[parts[len(parts)-1]] = v
+		SetPath(out, parts, v)
 	}
 	return out
+}
+
+// SetPath sets m's field at parts (input.a.b as [a b]) to v, making the
+// objects on the way: how a plan's known input, and a seed, is built.
+func SetPath(m map[string]any, parts []string, v any) {
+	for _, part := range parts[:len(parts)-1] {
+		next, ok := m[part].(map[string]any)
+		if !ok {
+			next = map[string]any{}
+			m[part] = next
+		}
+		m = next
+	}
+	m[parts[len(parts)-1]] = v
 }
 
 // Get returns the plan for input at path, or nil when there is none yet; a

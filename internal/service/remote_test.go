@@ -77,6 +77,17 @@ func writeOPAConfig(tb testing.TB, url, pub string) string {
 	return p
 }
 
+// bundleServer serves a fresh directory of bundles on loopback for the
+// test's life: the directory, and the URL to configure.
+func bundleServer(tb testing.TB) (dir, url string) {
+	tb.Helper()
+	dir = tb.TempDir()
+	fsrv := &remote.FileServer{Dir: dir, Check: 20 * time.Millisecond}
+	bs := httptest.NewServer(fsrv)
+	tb.Cleanup(func() { bs.CloseClientConnections(); bs.Close(); fsrv.Close() })
+	return dir, bs.URL
+}
+
 // runService starts the real wiring without waiting for readiness (which a
 // remote-configured instance lacks until its first bundle).
 func runService(tb testing.TB, cfg config.Config) string {
@@ -157,15 +168,12 @@ func reloadFailures(tb testing.TB, base string) float64 {
 // metrics; a new one replaces it at the next poll.
 func TestServeRemoteBundles(t *testing.T) {
 	priv, pub := signingKeys(t)
-	serveDir := t.TempDir()
-	fsrv := &remote.FileServer{Dir: serveDir, Check: 20 * time.Millisecond}
-	bs := httptest.NewServer(fsrv)
-	t.Cleanup(func() { bs.CloseClientConnections(); bs.Close(); fsrv.Close() })
+	serveDir, bundlesURL := bundleServer(t)
 
 	cfg := config.Default()
 	cfg.Log.Level = "error"
 	cfg.Server.Host = "127.0.0.1"
-	cfg.Policy.ConfigFile = writeOPAConfig(t, bs.URL, pub)
+	cfg.Policy.ConfigFile = writeOPAConfig(t, bundlesURL, pub)
 	cfg.AdminTok = []string{"admin-token-for-tests"}
 	// Plans are not what this test is about, and building them at every
 	// activation is slow under the race detector.
@@ -261,14 +269,11 @@ func TestServeRefusesBadConfigFile(t *testing.T) {
 // bundles (CONFIG_FILE), with every decision denied until the first one.
 func TestStartPolicyWithoutRun(t *testing.T) {
 	priv, pub := signingKeys(t)
-	serveDir := t.TempDir()
-	fsrv := &remote.FileServer{Dir: serveDir, Check: 20 * time.Millisecond}
-	bs := httptest.NewServer(fsrv)
-	t.Cleanup(func() { bs.CloseClientConnections(); bs.Close(); fsrv.Close() })
+	serveDir, bundlesURL := bundleServer(t)
 
 	cfg := config.Default()
 	cfg.Log.Level = "error"
-	cfg.Policy.ConfigFile = writeOPAConfig(t, bs.URL, pub)
+	cfg.Policy.ConfigFile = writeOPAConfig(t, bundlesURL, pub)
 	cfg.Policy.PartialEval = false
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
