@@ -220,6 +220,17 @@ func (t *Tiered) Get(ctx context.Context, k Key) (Value, Tier, bool) {
 	return Value{}, TierNone, false
 }
 
+// GetL1 looks k up in L1 only, counting a hit when it is there and nothing
+// when it is not: for a caller that falls back to Get on a miss (the
+// server's raw-body tier), which then counts the miss once.
+func (t *Tiered) GetL1(k Key) (Value, bool) {
+	if e, ok := t.l1.GetIfPresent(k); ok {
+		t.l1Hits.Add(1)
+		return *e.v, true
+	}
+	return Value{}, false
+}
+
 // GetMany looks up keys[i] into vals[i], tiers[i], found[i]: L1 for all, then
 // one L2 round trip for all L1 misses. The four slices must have equal length.
 func (t *Tiered) GetMany(ctx context.Context, keys []Key, vals []Value, tiers []Tier, found []bool) {

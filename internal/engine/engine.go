@@ -32,6 +32,7 @@ import (
 // Cache is what the engine needs of the decision cache (*cache.Tiered).
 type Cache interface {
 	Get(ctx context.Context, k cache.Key) (cache.Value, cache.Tier, bool)
+	GetL1(k cache.Key) (cache.Value, bool)
 	GetMany(ctx context.Context, keys []cache.Key, vals []cache.Value, tiers []cache.Tier, found []bool)
 	Set(k cache.Key, v cache.Value)
 	Purge()
@@ -90,6 +91,7 @@ type Decision struct {
 	Source   Source
 	EvalNS   int64  // time in OPA evaluation; 0 when a cache or a constant plan answered
 	JSON     []byte // Result encoded as JSON when known (cached and constant decisions); nil otherwise
+	ref      Ref    // the cache entry the decision was looked up under, when it was
 }
 
 // Options configure an engine.
@@ -331,14 +333,17 @@ func (e *Engine) Decide(ctx context.Context, path string, input any) (Decision, 
 	if !ok {
 		return e.evaluate(ctx, s, path, input)
 	}
+	ref := Ref{key: key, kind: kind, scope: s.scope}
 	if v, tier, ok := c.Get(ctx, key); ok {
 		src := SourceL1
 		if tier == cache.TierL2 {
 			src = SourceL2
 		}
-		return Decision{Result: v.Result, Defined: v.Defined, Revision: s.revision, Source: src, JSON: v.JSON}, nil
+		return Decision{Result: v.Result, Defined: v.Defined, Revision: s.revision, Source: src, JSON: v.JSON, ref: ref}, nil
 	}
-	return e.decideMiss(ctx, s, key, path, input)
+	d, err := e.decideMiss(ctx, s, key, path, input)
+	d.ref = ref
+	return d, err
 }
 
 type flightResult struct {
