@@ -10,7 +10,9 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown/builtins"
 
+	"github.com/acgs-lite/acgs/internal/cache"
 	"github.com/acgs-lite/acgs/internal/engine"
+	"github.com/acgs-lite/acgs/internal/inputgen"
 	"github.com/acgs-lite/acgs/internal/jsoneq"
 	"github.com/acgs-lite/acgs/policies"
 )
@@ -111,5 +113,65 @@ func BenchmarkEvaluators(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// missCache is the service's decision cache (L1 only) except that lookups
+// never answer: every Decide takes the miss path (key, single flight,
+// evaluation, JSON encoding of the result, Set into L1), as a request whose
+// decision-relevant fields are all new does in the service.
+type missCache struct{ *cache.Tiered }
+
+func (missCache) Get(context.Context, cache.Key) (cache.Value, cache.Tier, bool) {
+	return cache.Value{}, 0, false
+}
+
+func (missCache) GetMany(_ context.Context, _ []cache.Key, _ []cache.Value, _ []cache.Tier, found []bool) {
+	clear(found)
+}
+
+// BenchmarkDecideMiss measures engine.Decide on the service's evaluator
+// (the VM behind constant plans) when no cache can answer: the varied
+// inputs of internal/inputgen, each decided as a cache miss.
+//
+//	go test ./internal/engine -run '^$' -bench DecideMiss -benchmem -count 5
+func BenchmarkDecideMiss(b *testing.B) {
+	ctx := context.Background()
+	l1, err := cache.New(ctx, cache.Config{Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l1.Close()
+	e, err := engine.New(ctx, engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.Options{
+		ConstitutionalHash: hash, EvalTimeout: 10 * time.Second, Logger: quiet,
+		Compiled: true, PartialEval: true, PlanCacheSize: 1024, Cache: missCache{l1},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ins := inputgen.New(17).Inputs(4096)
+	// Plans are built in the background on first sight: wait until no more
+	// appear (some inputs have none), as in a service after its warm-up.
+	for last, stable := -1, 0; stable < 3; {
+		n := 0
+		for _, in := range ins {
+			if e.PlanKind("acgs/main/decision", in) != "" {
+				n++
+			}
+		}
+		if n == last {
+			stable++
+		} else {
+			last, stable = n, 0
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := e.Decide(ctx, "acgs/main/decision", ins[i%len(ins)]); err != nil {
+			b.Fatal(err)
+		}
+		i++
 	}
 }
