@@ -74,8 +74,14 @@ type Admission struct {
 
 // Cache is the two-tier decision cache.
 type Cache struct {
-	Enabled             bool
-	L1Size              int
+	Enabled bool
+	L1Size  int
+	// RawSize bounds the raw-body tier (RAW_CACHE_SIZE; 0 turns it off):
+	// request bodies already decided, by a hash of their bytes, mapped to
+	// the L1 entry of their decision, so that a byte-identical repeat is
+	// answered without decoding it. Off while the decision log is on (the
+	// log records each request's decoded input).
+	RawSize             int
 	TTL                 time.Duration
 	RedisURL            string
 	SigningKey          string
@@ -141,6 +147,7 @@ func Default() Config {
 		Cache: Cache{
 			Enabled:     true,
 			L1Size:      10000,
+			RawSize:     4096,
 			TTL:         300 * time.Second,
 			L2Timeout:   2 * time.Millisecond,
 			BatchSize:   10,
@@ -236,6 +243,9 @@ func (c *Config) Validate() error {
 	cc := c.Cache
 	if cc.L1Size < 1 || cc.L1Size > 10_000_000 {
 		bad("L1_CACHE_SIZE", "%d is out of range (accepted: 1-10000000 entries)", cc.L1Size)
+	}
+	if cc.RawSize < 0 || cc.RawSize > 10_000_000 {
+		bad("RAW_CACHE_SIZE", "%d is out of range (accepted: 0 to turn the raw-body tier off, up to 10000000 entries)", cc.RawSize)
 	}
 	if cc.TTL < time.Second {
 		bad("DEFAULT_CACHE_TTL", "%s is too short (accepted: 1s or more)", cc.TTL)

@@ -62,6 +62,7 @@ func NewLoader(fs *pflag.FlagSet, lookup func(string) (string, bool)) *Loader {
 
 	l.bool(fs, &c.Cache.Enabled, "cache", "CACHE_ENABLED", "use the decision cache")
 	l.int(fs, &c.Cache.L1Size, "l1-cache-size", "L1_CACHE_SIZE", "most decisions kept in process")
+	l.int(fs, &c.Cache.RawSize, "raw-cache-size", "RAW_CACHE_SIZE", "most request bodies whose L1 entry is remembered by their bytes, so a byte-identical repeat is not decoded (0: off; off while the decision log is on)")
 	l.dur(fs, &c.Cache.TTL, "cache-ttl", "DEFAULT_CACHE_TTL", "lifetime of a cached decision (L1 and L2)")
 	l.str(fs, &c.Cache.RedisURL, "redis-url", "REDIS_URL", "Redis for the shared L2 cache: redis://, rediss://, or several comma-separated cluster nodes (empty: L1 only)")
 	l.str(fs, &c.Cache.SigningKey, "cache-signing-key", "CACHE_SIGNING_KEY", "HMAC key (≥ 32 bytes) signing L2 entries; required with REDIS_URL")

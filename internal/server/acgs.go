@@ -17,16 +17,35 @@ import (
 const decisionPath = "acgs/main/decision"
 
 // handleDecision serves POST /v1/data/acgs/main/decision in both dialects: a
-// body with a top-level "input" key is an OPA request, anything else an ACGS one.
+// body with a top-level "input" key is an OPA request, anything else an ACGS
+// one. A body decided before, byte for byte, is answered from the raw-body
+// tier without decoding it.
 func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	body, _, ok := s.readJSON(w, r, false)
-	if !ok {
+	buf, err := readBody(r, s.cfg.Server.MaxRequestBytes)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer putBuf(buf)
+	raw := buf.Bytes()
+	if d, opa, ok := s.rawLookup(r, decisionPath, raw, true); ok {
+		if opa {
+			s.writeOPA(w, r, d, true)
+		} else {
+			s.writeACGS(w, r, d)
+		}
+		return
+	}
+	body, err := decodeJSON(raw, s.cfg.Server.MaxDepth)
+	if err != nil {
+		writeError(w, err)
 		return
 	}
 	if obj, ok := body.(map[string]any); ok {
-		if _, isOPA := obj["input"]; isOPA {
-			s.serveOPAData(w, r, decisionPath, obj, true, start)
+		if in, isOPA := obj["input"]; isOPA {
+			d := s.decide(r.Context(), decisionPath, in, "")
+			s.rawRemember(r, decisionPath, raw, d, true)
+			s.writeOPA(w, r, d, true)
 			return
 		}
 	}
@@ -36,37 +55,49 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := s.decide(r.Context(), decisionPath, req, "")
+	s.rawRemember(r, decisionPath, raw, d, false)
+	s.writeACGS(w, r, d)
+}
+
+// writeACGS writes the ACGS response of one decision: from the decision's
+// cached JSON when it can (appendACGSFast), else built field by field; a
+// decision shed for overload is 503 with Retry-After and a body that still
+// denies for a client that reads only "allow"; no active policy is OPA's
+// 503 error.
+func (s *Server) writeACGS(w http.ResponseWriter, r *http.Request, d decided) {
 	if unavailable(d.Err) {
 		writeError(w, d.Err)
 		return
 	}
+	observe(w, telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial()})
+	lat := time.Since(startOf(w))
+	status := http.StatusOK
 	if overloaded(d.Err) {
-		// Not a decision: 503 with Retry-After, and a body that still
-		// denies for a client that reads only "allow". Written directly:
-		// under overload every microsecond spent refusing is taken from
-		// the evaluations.
 		w.Header().Set("Retry-After", retryAfter)
-		if r.URL.Query().Has("pretty") {
-			writeJSON(w, http.StatusServiceUnavailable, s.acgsResponse(d, start), true)
-			return
-		}
-		buf := bufPool.Get().(*bytes.Buffer)
-		defer putBuf(buf)
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write(s.appendACGSOverloaded(buf.AvailableBuffer(), d, start))
-		return
+		status = http.StatusServiceUnavailable
 	}
-	if !r.URL.Query().Has("pretty") {
+	pretty := r.URL.RawQuery != "" && r.URL.Query().Has("pretty")
+	if !pretty {
 		buf := bufPool.Get().(*bytes.Buffer)
 		defer putBuf(buf)
-		if b, ok := s.appendACGSFast(buf.AvailableBuffer(), d, start); ok {
+		b, ok := buf.AvailableBuffer(), true
+		if status == http.StatusServiceUnavailable {
+			// Under overload every microsecond spent refusing is taken
+			// from the evaluations: no map, no encoding/json.
+			b = s.appendACGSOverloaded(b, d, lat)
+		} else {
+			b, ok = s.appendACGSFast(b, d, lat)
+		}
+		if ok {
 			w.Header().Set("Content-Type", "application/json")
+			if status != http.StatusOK {
+				w.WriteHeader(status)
+			}
 			_, _ = w.Write(b)
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, s.acgsResponse(d, start), r.URL.Query().Has("pretty"))
+	writeJSON(w, status, s.acgsResponse(d, lat), pretty)
 }
 
 // unavailable reports a decision refused because no policy is active (an
@@ -86,7 +117,7 @@ var serverFields = [...]string{"decision_id", "policy_revision", "cache_hit", "c
 // only when the policy's object is complete and names none of the server's
 // fields; otherwise ok is false and acgsResponse builds the answer. Both
 // paths give the same document (a test checks it).
-func (s *Server) appendACGSFast(dst []byte, d decided, start time.Time) ([]byte, bool) {
+func (s *Server) appendACGSFast(dst []byte, d decided, lat time.Duration) ([]byte, bool) {
 	if d.Err != nil || !d.Defined || len(d.JSON) < 2 || d.JSON[0] != '{' {
 		return dst, false
 	}
@@ -125,7 +156,6 @@ func (s *Server) appendACGSFast(dst []byte, d decided, start time.Time) ([]byte,
 	dst = append(dst, tier...)
 	dst = append(dst, `","partial_evaluation":`...)
 	dst = strconv.AppendBool(dst, d.Source.Partial())
-	lat := time.Since(start)
 	dst = append(dst, `,"latency_ms":`...)
 	dst = strconv.AppendFloat(dst, math.Round(float64(lat.Nanoseconds())/1e3)/1e3, 'f', -1, 64)
 	if len(d.JSON) > 2 {
@@ -133,14 +163,13 @@ func (s *Server) appendACGSFast(dst []byte, d decided, start time.Time) ([]byte,
 	}
 	dst = append(dst, d.JSON[1:]...)
 	dst = append(dst, '\n')
-	s.d.Window.Record(lat, telemetry.Sample{CacheTier: tier, Partial: d.Source.Partial(), Batch: d.Batch})
 	return dst, true
 }
 
 // appendACGSOverloaded appends the ACGS body of a decision shed by
 // admission control: the document acgsResponse builds for it (a test checks
 // that they are the same), without a map or encoding/json.
-func (s *Server) appendACGSOverloaded(dst []byte, d decided, start time.Time) []byte {
+func (s *Server) appendACGSOverloaded(dst []byte, d decided, lat time.Duration) []byte {
 	msg := apierror.As(d.Err).Message
 	dst = append(dst, `{"allow":false,"code":"overloaded","message":`...)
 	dst = appendJSONString(dst, msg)
@@ -153,10 +182,8 @@ func (s *Server) appendACGSOverloaded(dst []byte, d decided, start time.Time) []
 	dst = append(dst, `,"policy_revision":`...)
 	dst = appendJSONString(dst, d.Revision)
 	dst = append(dst, `,"cache_hit":false,"cache_tier":"none","partial_evaluation":false,"latency_ms":`...)
-	lat := time.Since(start)
 	dst = strconv.AppendFloat(dst, math.Round(float64(lat.Nanoseconds())/1e3)/1e3, 'f', -1, 64)
 	dst = append(dst, "}\n"...)
-	s.d.Window.Record(lat, telemetry.Sample{CacheTier: "none"})
 	return dst
 }
 
@@ -209,7 +236,7 @@ func (s *Server) validateEnvelope(body any) (map[string]any, error) {
 // denies with a reason naming it (fail closed). A decision shed by admission
 // control (overloaded) gets the same denying body plus the error's code and
 // message, which the caller sends with 503 and Retry-After.
-func (s *Server) acgsResponse(d decided, start time.Time) map[string]any {
+func (s *Server) acgsResponse(d decided, lat time.Duration) map[string]any {
 	resp := make(map[string]any, 16)
 	if d.Err == nil {
 		if obj, ok := d.Result.(map[string]any); ok && d.Defined {
@@ -246,9 +273,7 @@ func (s *Server) acgsResponse(d decided, start time.Time) map[string]any {
 	resp["cache_hit"] = d.Source.CacheTier() != "none" && d.Err == nil
 	resp["cache_tier"] = d.Source.CacheTier()
 	resp["partial_evaluation"] = d.Source.Partial() && d.Err == nil
-	lat := time.Since(start)
 	resp["latency_ms"] = math.Round(float64(lat.Nanoseconds())/1e3) / 1e3
-	s.d.Window.Record(lat, telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial(), Batch: d.Batch})
 	return resp
 }
 
@@ -270,7 +295,6 @@ func (s *Server) handleACGSAllow(w http.ResponseWriter, r *http.Request) {
 		s.handleOPAData(w, r)
 		return
 	}
-	start := time.Now()
 	input := map[string]any{}
 	for _, f := range []string{"type", "constitutional_hash", "action"} {
 		if q.Has(f) {
@@ -292,7 +316,7 @@ func (s *Server) handleACGSAllow(w http.ResponseWriter, r *http.Request) {
 		}
 		allow, _ = d.Result.(bool)
 		allow = allow && d.Err == nil && d.Defined
-		s.d.Window.Record(time.Since(start), telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial()})
+		observe(w, telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial()})
 	} else {
 		s.d.Metrics.HashMismatch()
 	}

@@ -43,7 +43,6 @@ func deepMerge(common, input any) any {
 
 // handleOPABatch serves Enterprise OPA's batch API.
 func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
 	path := dataPath(r, "/v1/batch/data")
 	if _, err := engine.ParsePath(path); err != nil {
 		writeError(w, err)
@@ -110,7 +109,7 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 	// cached JSON, so a warm batch is not re-encoded result by result.
 	encoded := make([][]byte, len(results))
 	for i, d := range results {
-		s.d.Window.Record(time.Since(start), telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial(), Batch: true})
+		observe(w, telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial(), Batch: true})
 		var item []byte
 		if d.Err != nil {
 			e := apierror.As(d.Err)
@@ -145,7 +144,7 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 	if shed > 0 {
 		w.Header().Set("Retry-After", retryAfter)
 	}
-	s.d.Window.Record(time.Since(start), telemetry.Sample{CacheTier: "none", BatchSize: len(results)})
+	observe(w, telemetry.Sample{CacheTier: "none", BatchSize: len(results)})
 	if r.URL.Query().Has("pretty") {
 		responses := make(map[string]json.RawMessage, len(results))
 		for i, item := range encoded {
@@ -231,7 +230,6 @@ func appendJSONString(dst []byte, s string) []byte {
 // handleACGSBatch serves POST /v1/acgs/batch for the original clients: each
 // request is validated on its own and a bad one gets its error in place.
 func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
 	body, _, ok := s.readJSON(w, r, false)
 	if !ok {
 		return
@@ -275,8 +273,10 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 			shed++
 		}
 	}
+	lat := time.Since(startOf(w))
 	for j, d := range decisions {
-		responses[pos[j]] = s.acgsResponse(d, start)
+		observe(w, telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial(), Batch: true})
+		responses[pos[j]] = s.acgsResponse(d, lat)
 	}
 	// As the original API did, a batch is 200 with every item in place,
 	// invalid ones included, while nothing was shed. Items shed for
@@ -301,6 +301,6 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.d.Metrics.ObserveBatch(len(reqs))
-	s.d.Window.Record(time.Since(start), telemetry.Sample{CacheTier: "none", BatchSize: len(reqs)})
+	observe(w, telemetry.Sample{CacheTier: "none", BatchSize: len(reqs)})
 	writeJSON(w, status, map[string]any{"batch_decision_id": batchID, "responses": responses}, r.URL.Query().Has("pretty"))
 }

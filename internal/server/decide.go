@@ -14,9 +14,8 @@ import (
 // decided is one decision with what the server adds to it.
 type decided struct {
 	engine.Decision
-	ID    string
-	Err   error
-	Batch bool // one item of a batch request
+	ID  string
+	Err error
 }
 
 // decide asks the engine and records the decision in metrics and the audit
@@ -36,7 +35,6 @@ func (s *Server) decideMany(ctx context.Context, path string, inputs []any, batc
 	out := make([]decided, len(inputs))
 	for i := range inputs {
 		out[i] = s.record(ctx, path, inputs[i], batchID, ds[i], errs[i], start, took)
-		out[i].Batch = true
 	}
 	return out
 }

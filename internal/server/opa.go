@@ -26,9 +26,9 @@ func dataPath(r *http.Request, prefix string) string {
 }
 
 // handleOPAData serves OPA's v1 Data API: GET with ?input=<json>, POST with
-// {"input": ...}.
+// {"input": ...}. A POST body decided before, byte for byte, is answered
+// from the raw-body tier without decoding it.
 func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
 	path := dataPath(r, "/v1/data")
 	if _, err := engine.ParsePath(path); err != nil {
 		writeError(w, err)
@@ -36,25 +36,36 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Method == http.MethodGet {
 		q := r.URL.Query()
-		var obj map[string]any
-		hasInput := false
 		if raw := q.Get("input"); q.Has("input") {
 			v, err := decodeJSON([]byte(raw), s.cfg.Server.MaxDepth)
 			if err != nil {
 				writeError(w, apierror.New(apierror.InvalidParameter, "query parameter input: %s", apierror.As(err).Message))
 				return
 			}
-			obj, hasInput = map[string]any{"input": v}, true
+			s.writeOPA(w, r, s.decide(r.Context(), path, v, ""), true)
+			return
 		}
-		s.serveOPAData(w, r, path, obj, hasInput, start)
+		s.writeOPA(w, r, s.decide(r.Context(), path, nil, ""), false)
 		return
 	}
-	body, empty, ok := s.readJSON(w, r, true)
-	if !ok {
+	buf, err := readBody(r, s.cfg.Server.MaxRequestBytes)
+	if err != nil {
+		writeError(w, err)
 		return
 	}
-	if empty {
-		s.serveOPAData(w, r, path, nil, false, start)
+	defer putBuf(buf)
+	raw := buf.Bytes()
+	if len(bytes.TrimSpace(raw)) == 0 {
+		s.writeOPA(w, r, s.decide(r.Context(), path, nil, ""), false)
+		return
+	}
+	if d, _, ok := s.rawLookup(r, path, raw, false); ok {
+		s.writeOPA(w, r, d, true)
+		return
+	}
+	body, err := decodeJSON(raw, s.cfg.Server.MaxDepth)
+	if err != nil {
+		writeError(w, err)
 		return
 	}
 	obj, ok := body.(map[string]any)
@@ -62,24 +73,29 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apierror.New(apierror.InvalidParameter, "request body must be a JSON object like {\"input\": ...}, got %s", jsonType(body)))
 		return
 	}
-	_, hasInput := obj["input"]
-	s.serveOPAData(w, r, path, obj, hasInput, start)
+	input, hasInput := obj["input"]
+	d := s.decide(r.Context(), path, input, "")
+	if hasInput {
+		s.rawRemember(r, path, raw, d, true)
+	}
+	s.writeOPA(w, r, d, hasInput)
 }
 
-// serveOPAData answers {"result": ...} for body["input"] at path.
-func (s *Server) serveOPAData(w http.ResponseWriter, r *http.Request, path string, body map[string]any, hasInput bool, start time.Time) {
-	q := r.URL.Query()
-	var input any
-	if hasInput {
-		input = body["input"]
-	}
-	d := s.decide(r.Context(), path, input, "")
+// writeOPA writes OPA's Data API response of one decision: {"decision_id",
+// "result"} from the decision's cached JSON in the common case, else built
+// field by field with what the query asks for (?metrics, ?provenance,
+// ?pretty) and OPA's warning when the request had no input.
+func (s *Server) writeOPA(w http.ResponseWriter, r *http.Request, d decided, hasInput bool) {
 	if d.Err != nil {
 		writeError(w, d.Err)
 		return
 	}
+	observe(w, sampleOf(d.Decision))
+	var q url.Values
+	if r.URL.RawQuery != "" {
+		q = r.URL.Query()
+	}
 	if hasInput && (d.JSON != nil || !d.Defined) && !q.Has("metrics") && !q.Has("provenance") && !q.Has("pretty") {
-		// The common case, written from the cached encoding of the result.
 		buf := bufPool.Get().(*bytes.Buffer)
 		defer putBuf(buf)
 		b := append(buf.AvailableBuffer(), `{"decision_id":`...)
@@ -89,7 +105,6 @@ func (s *Server) serveOPAData(w http.ResponseWriter, r *http.Request, path strin
 			b = append(b, d.JSON...)
 		}
 		b = append(b, "}\n"...)
-		s.d.Window.Record(time.Since(start), sampleOf(d.Decision))
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(b)
 		return
@@ -104,7 +119,7 @@ func (s *Server) serveOPAData(w http.ResponseWriter, r *http.Request, path strin
 	}
 	if q.Has("metrics") {
 		m := map[string]any{
-			"timer_server_handler_ns":  time.Since(start).Nanoseconds(),
+			"timer_server_handler_ns":  time.Since(startOf(w)).Nanoseconds(),
 			"timer_rego_query_eval_ns": d.EvalNS,
 		}
 		for k, v := range cacheCounters(d.Decision) {
@@ -115,8 +130,6 @@ func (s *Server) serveOPAData(w http.ResponseWriter, r *http.Request, path strin
 	if q.Has("provenance") {
 		resp["provenance"] = s.provenance(d.Revision)
 	}
-	lat := time.Since(start)
-	s.d.Window.Record(lat, sampleOf(d.Decision))
 	writeJSON(w, http.StatusOK, resp, q.Has("pretty"))
 }
 
@@ -156,7 +169,6 @@ func (s *Server) handleDefaultDecision(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, path string) {
-	start := time.Now()
 	if _, err := engine.ParsePath(path); err != nil {
 		writeError(w, err)
 		return
@@ -170,7 +182,7 @@ func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, path string) {
 		writeError(w, d.Err)
 		return
 	}
-	s.d.Window.Record(time.Since(start), sampleOf(d.Decision))
+	observe(w, sampleOf(d.Decision))
 	if !d.Defined {
 		writeError(w, apierror.New(apierror.UndefinedDocument, "document undefined: data.%s", strings.ReplaceAll(path, "/", ".")))
 		return

@@ -54,6 +54,7 @@ type Server struct {
 	reqSeq    atomic.Uint64
 	ridPrefix string
 	warm      []warmRequest
+	raw       *rawTier // nil: off
 	pprof     http.Handler
 	adminSums [][sha256.Size]byte // digests of the configured admin tokens
 }
@@ -88,6 +89,11 @@ func New(d Deps) (*Server, error) {
 		return nil, err
 	}
 	s.warm = warm
+	if d.Config.Cache.Enabled && d.DecisionLog == nil {
+		if s.raw, err = newRawTier(d.Config.Cache.RawSize); err != nil {
+			return nil, err
+		}
+	}
 	for _, t := range d.Config.AdminTok {
 		s.adminSums = append(s.adminSums, sha256.Sum256([]byte(t)))
 	}
@@ -117,7 +123,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rid = s.newRequestID()
 	}
 	w.Header().Set("X-Request-Id", rid)
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &statusWriter{ResponseWriter: w, start: start}
 	name := "unknown"
 	defer func() {
 		if p := recover(); p != nil {
@@ -129,7 +135,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				writeError(sw, apierror.New(apierror.InternalError, "internal error (request %s)", rid))
 			}
 		}
-		s.d.Metrics.ObserveHTTP(name, sw.code(), time.Since(start))
+		// Latency is recorded here, once, from the request's one clock:
+		// the rolling window gets the decisions the handler answered.
+		lat := time.Since(start)
+		for _, smp := range sw.samples {
+			s.d.Window.Record(lat, smp)
+		}
+		s.d.Metrics.ObserveHTTP(name, sw.code(), lat)
 	}()
 	rt := s.match(r.URL.Path)
 	name = rt.name
@@ -241,11 +253,37 @@ func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// statusWriter records the status code for metrics.
+// statusWriter is one request's response as the server sees it: the status
+// code for metrics, the request's start (the one clock latency is measured
+// from: the response's latency_ms, the rolling window and the HTTP
+// histogram) and the decisions answered, which ServeHTTP records in the
+// rolling window once the handler has returned.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
-	wrote  bool
+	status  int
+	wrote   bool
+	start   time.Time
+	samples []telemetry.Sample
+	one     [1]telemetry.Sample // samples' storage for the usual single decision
+}
+
+// startOf returns when the request w answers started.
+func startOf(w http.ResponseWriter) time.Time {
+	if sw, ok := w.(*statusWriter); ok {
+		return sw.start
+	}
+	return time.Now()
+}
+
+// observe adds a decision answered on w to what ServeHTTP records in the
+// rolling window.
+func observe(w http.ResponseWriter, smp telemetry.Sample) {
+	if sw, ok := w.(*statusWriter); ok {
+		if sw.samples == nil {
+			sw.samples = sw.one[:0]
+		}
+		sw.samples = append(sw.samples, smp)
+	}
 }
 
 func (w *statusWriter) WriteHeader(code int) {

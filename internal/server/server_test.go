@@ -55,9 +55,16 @@ func mustOpen(tb testing.TB, mutate ...func(*config.Config)) *harness {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	var dlog *telemetry.DecisionLog
+	if cfg.Log.DecisionLog != "off" {
+		if dlog, err = telemetry.NewDecisionLog(telemetry.DecisionLogConfig{Sink: cfg.Log.DecisionLog}); err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { _ = dlog.Close(context.Background()) })
+	}
 	s, err := server.New(server.Deps{
 		Config: cfg, Engine: e, Cache: c, Metrics: telemetry.NewMetrics(telemetry.BuildInfo{}),
-		Window: telemetry.NewWindow(time.Minute),
+		Window: telemetry.NewWindow(time.Minute), DecisionLog: dlog,
 		Reload: func(ctx context.Context) error {
 			return e.Activate(ctx, mustBundle(tb), "reload")
 		},

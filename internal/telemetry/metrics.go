@@ -89,6 +89,7 @@ type Metrics struct {
 	evalTimeout      prometheus.Counter
 	evalError        prometheus.Counter
 	shed             *prometheus.CounterVec
+	rawHit, rawMiss  prometheus.Counter
 
 	paths sync.Map // path label value -> struct{}; see maxPathLabels
 	pathN sync.Mutex
@@ -184,9 +185,16 @@ func NewMetrics(info BuildInfo) *Metrics {
 			"batch items count one by one. Reason: queue_full, queue_timeout, deadline (the request's deadline passed or it was cancelled while it waited).",
 	}, []string{"reason"})
 
+	raw := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "acgs_raw_body_lookups_total",
+		Help: "Decision requests looked up by the exact bytes of their body (the raw-body tier, RAW_CACHE_SIZE): hit when they were answered from the L1 entry " +
+			"of an identical earlier body without being decoded, miss when they were decoded and decided as usual.",
+	}, []string{"result"})
+	m.rawHit, m.rawMiss = raw.WithLabelValues("hit"), raw.WithLabelValues("miss")
+
 	m.reg.MustRegister(buildInfo, m.httpRequests, m.httpDuration, m.decisions,
 		m.decisionDuration, m.partialEval, m.batchItems, m.writeBatch,
-		m.hashMismatches, m.policyReloads, m.policyInfo, m.evalFailures, m.shed)
+		m.hashMismatches, m.policyReloads, m.policyInfo, m.evalFailures, m.shed, raw)
 
 	m.initCacheKeys()
 	m.initEvaluators()
@@ -290,6 +298,15 @@ func (m *Metrics) ObserveBatch(size int) { m.batchItems.Observe(float64(size)) }
 // ObserveWriteBehindBatch records the size of one write-behind pipeline sent
 // to L2. Its signature fits cache.Config.OnFlush.
 func (m *Metrics) ObserveWriteBehindBatch(n int) { m.writeBatch.Observe(float64(n)) }
+
+// RawLookup counts one lookup of a request body in the raw-body tier.
+func (m *Metrics) RawLookup(hit bool) {
+	if hit {
+		m.rawHit.Inc()
+		return
+	}
+	m.rawMiss.Inc()
+}
 
 // HashMismatch counts one request refused for a wrong constitutional hash.
 func (m *Metrics) HashMismatch() { m.hashMismatches.Inc() }

@@ -378,6 +378,7 @@ func TestMetricNames(t *testing.T) {
 		"acgs_partial_eval_plans_total",
 		"acgs_policy_info",
 		"acgs_policy_reloads_total",
+		"acgs_raw_body_lookups_total",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("acgs_ families:\n got %q\nwant %q", got, want)

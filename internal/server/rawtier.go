@@ -1,0 +1,93 @@
+package server
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/maypok86/otter/v2"
+	"github.com/zeebo/xxh3"
+
+	"github.com/acgs-lite/acgs/internal/engine"
+)
+
+// rawTier answers byte-identical repeats of decision requests (a client
+// polling with the same request, retries, an agent fleet sending one
+// template) without decoding them: it maps a 128-bit hash of the path and
+// the exact body bytes to the L1 entry the normal path found or filled for
+// them (engine.Ref). The mapping is sound because the decoded input, and so
+// the cache key, is a function of the bytes; everything that can change the
+// decision is re-checked on every hit by engine.Lookup (the entry must still
+// be in L1, under the active bundle), and anything else goes the normal way.
+// A hit gives the same response, metrics and decision as the normal path:
+// both write through the same functions.
+//
+// It is only consulted for requests without a query string (?pretty and
+// OPA's ?metrics and ?provenance change the response) and is off while the
+// decision log is on, since the log records each request's decoded input.
+type rawTier struct {
+	c *otter.Cache[rawKey, rawEntry]
+}
+
+type rawKey struct{ hi, lo uint64 }
+
+type rawEntry struct {
+	ref engine.Ref
+	opa bool // the body was OPA's {"input": ...} (the decision path takes both dialects)
+}
+
+// newRawTier returns a tier of at most size bodies, or nil for size 0.
+func newRawTier(size int) (*rawTier, error) {
+	if size <= 0 {
+		return nil, nil
+	}
+	c, err := otter.New(&otter.Options[rawKey, rawEntry]{MaximumSize: size})
+	if err != nil {
+		return nil, err
+	}
+	return &rawTier{c: c}, nil
+}
+
+// keyOf hashes path and body: the path seeds the body's hash, so one body
+// sent to two documents gives two keys.
+func keyOf(path string, body []byte) rawKey {
+	h := xxh3.Hash128Seed(body, xxh3.HashString(path))
+	return rawKey{h.Hi, h.Lo}
+}
+
+// usable reports whether r may be answered from, and remembered in, the tier.
+func (t *rawTier) usable(r *http.Request) bool {
+	return t != nil && r.URL.RawQuery == ""
+}
+
+// rawLookup answers body at path from the raw-body tier when the L1 entry
+// remembered for it is still there under the active bundle, recording the
+// decision as the normal path would. An ACGS-dialect entry answers only
+// where the ACGS dialect is spoken (acgs): elsewhere the same bytes are an
+// OPA request without "input".
+func (s *Server) rawLookup(r *http.Request, path string, body []byte, acgs bool) (d decided, opa, ok bool) {
+	t := s.raw
+	if !t.usable(r) {
+		return decided{}, false, false
+	}
+	e, found := t.c.GetIfPresent(keyOf(path, body))
+	if found && (e.opa || acgs) {
+		start := time.Now()
+		var dd engine.Decision
+		if dd, ok = s.d.Engine.Lookup(e.ref); ok {
+			d = s.record(r.Context(), path, nil, "", dd, nil, start, time.Since(start))
+		}
+	}
+	s.d.Metrics.RawLookup(ok)
+	return d, e.opa, ok
+}
+
+// rawRemember maps body at path to the cache entry its decision d was
+// looked up under, when d came from the cache or was cached.
+func (s *Server) rawRemember(r *http.Request, path string, body []byte, d decided, opa bool) {
+	if !s.raw.usable(r) || d.Err != nil {
+		return
+	}
+	if ref, ok := d.Ref(); ok {
+		s.raw.c.Set(keyOf(path, body), rawEntry{ref: ref, opa: opa})
+	}
+}
