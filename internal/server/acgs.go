@@ -89,7 +89,7 @@ func (s *Server) writeACGS(w http.ResponseWriter, r *http.Request, d decided) {
 			b, ok = s.appendACGSFast(b, d, lat)
 		}
 		if ok {
-			w.Header().Set("Content-Type", "application/json")
+			w.Header()["Content-Type"] = jsonContentType
 			if status != http.StatusOK {
 				w.WriteHeader(status)
 			}
@@ -145,11 +145,7 @@ func (s *Server) appendACGSFast(dst []byte, d decided, lat time.Duration) ([]byt
 	dst = append(dst, `{"decision_id":`...)
 	dst = strconv.AppendQuote(dst, d.ID)
 	dst = append(dst, `,"policy_revision":`...)
-	rev, err := json.Marshal(d.Revision)
-	if err != nil {
-		return dst, false
-	}
-	dst = append(dst, rev...)
+	dst = appendJSONString(dst, d.Revision)
 	dst = append(dst, `,"cache_hit":`...)
 	dst = strconv.AppendBool(dst, tier != "none")
 	dst = append(dst, `,"cache_tier":"`...)

@@ -200,7 +200,7 @@ func writeBatch(w http.ResponseWriter, status int, batchID string, ids []string,
 		b = append(b, items[i]...)
 	}
 	b = append(b, "}}\n"...)
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
 }

@@ -105,7 +105,7 @@ func (s *Server) writeOPA(w http.ResponseWriter, r *http.Request, d decided, has
 			b = append(b, d.JSON...)
 		}
 		b = append(b, "}\n"...)
-		w.Header().Set("Content-Type", "application/json")
+		w.Header()["Content-Type"] = jsonContentType
 		_, _ = w.Write(b)
 		return
 	}

@@ -8,6 +8,11 @@ import (
 	"github.com/acgs-lite/acgs/internal/apierror"
 )
 
+// jsonContentType is the Content-Type of every JSON response, one slice
+// shared by all of them (net/http never mutates header values, and an Add
+// to it would copy), so that setting it allocates nothing.
+var jsonContentType = []string{"application/json"}
+
 // writeJSON writes v with status; pretty indents like OPA's ?pretty.
 func writeJSON(w http.ResponseWriter, status int, v any, pretty bool) {
 	buf := bufPool.Get().(*bytes.Buffer)
@@ -23,7 +28,7 @@ func writeJSON(w http.ResponseWriter, status int, v any, pretty bool) {
 		status = http.StatusInternalServerError
 		_ = json.NewEncoder(buf).Encode(apierror.New(apierror.InternalError, "encoding response: %v", err))
 	}
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
 }

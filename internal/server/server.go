@@ -56,6 +56,9 @@ type Server struct {
 	warm      []warmRequest
 	raw       *rawTier // nil: off
 	pprof     http.Handler
+	exact     map[string]*route
+	prefixed  []prefixRoute
+	hashHdr   []string // X-Constitutional-Hash's value, shared by every response (never mutated)
 	adminSums [][sha256.Size]byte // digests of the configured admin tokens
 }
 
@@ -89,6 +92,7 @@ func New(d Deps) (*Server, error) {
 		return nil, err
 	}
 	s.warm = warm
+	s.hashHdr = []string{s.hash}
 	if d.Config.Cache.Enabled && d.DecisionLog == nil {
 		if s.raw, err = newRawTier(d.Config.Cache.RawSize); err != nil {
 			return nil, err
@@ -104,6 +108,7 @@ func New(d Deps) (*Server, error) {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	s.pprof = mux
+	s.buildRoutes()
 	return s, nil
 }
 
@@ -117,12 +122,15 @@ type route struct {
 // so that unknown paths and wrong methods get OPA's error body, not text.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	w.Header().Set("X-Constitutional-Hash", s.hash)
+	// Canonical keys assigned directly: Header().Set would canonicalize
+	// and allocate a value slice per header on every request.
+	h := w.Header()
+	h["X-Constitutional-Hash"] = s.hashHdr
 	rid := r.Header.Get("X-Request-Id")
 	if rid == "" || len(rid) > 128 {
 		rid = s.newRequestID()
 	}
-	w.Header().Set("X-Request-Id", rid)
+	h["X-Request-Id"] = []string{rid}
 	sw := &statusWriter{ResponseWriter: w, start: start}
 	name := "unknown"
 	defer func() {
@@ -145,9 +153,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	rt := s.match(r.URL.Path)
 	name = rt.name
-	h, ok := rt.methods[r.Method]
+	handler, ok := rt.methods[r.Method]
 	if !ok && r.Method == http.MethodHead {
-		h, ok = rt.methods[http.MethodGet]
+		handler, ok = rt.methods[http.MethodGet]
 	}
 	if !ok {
 		if len(rt.methods) == 0 {
@@ -162,8 +170,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(sw, apierror.New(apierror.MethodNotAllowed, "method %s is not allowed on %s", r.Method, r.URL.Path))
 		return
 	}
-	ctx := context.WithValue(r.Context(), requestIDKey{}, rid)
-	h(sw, r.WithContext(ctx))
+	if s.d.DecisionLog != nil {
+		// The request id travels to the decision log in the context; a
+		// request copy per request is not paid when nothing reads it.
+		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, rid))
+	}
+	handler(sw, r)
 }
 
 type requestIDKey struct{}
@@ -179,52 +191,54 @@ func (s *Server) newRequestID() string {
 	return s.ridPrefix + strconv.FormatUint(s.reqSeq.Add(1), 36)
 }
 
-func (s *Server) match(p string) route {
-	switch p {
-	case "/v1/data/acgs/main/decision":
-		return route{"acgs_decision", map[string]http.HandlerFunc{http.MethodPost: s.handleDecision, http.MethodGet: s.handleOPAData}}
-	case "/v1/data/acgs/main/allow":
-		return route{"acgs_allow", map[string]http.HandlerFunc{http.MethodGet: s.handleACGSAllow, http.MethodPost: s.handleOPAData}}
-	case "/v1/data/acgs/main/health":
-		return route{"acgs_health", map[string]http.HandlerFunc{http.MethodGet: s.handleACGSHealth, http.MethodPost: s.handleOPAData}}
-	case "/v1/acgs/batch":
-		return route{"acgs_batch", map[string]http.HandlerFunc{http.MethodPost: s.handleACGSBatch}}
-	case "/v1/metrics":
-		return route{"metrics_json", map[string]http.HandlerFunc{http.MethodGet: s.handleMetricsJSON}}
-	case "/v1/cache/warm":
-		return route{"cache_warm", map[string]http.HandlerFunc{http.MethodGet: s.handleWarm, http.MethodPost: s.handleWarm}}
-	case "/v1/cache":
-		return route{"cache_flush", map[string]http.HandlerFunc{http.MethodDelete: s.admin(s.handleCacheFlush)}}
-	case "/v1/admin/reload":
-		return route{"admin_reload", map[string]http.HandlerFunc{http.MethodPost: s.admin(s.handleReload)}}
-	case "/":
-		return route{"default_decision", map[string]http.HandlerFunc{http.MethodPost: s.handleDefaultDecision}}
-	case "/health":
-		return route{"health", map[string]http.HandlerFunc{http.MethodGet: s.handleHealth}}
-	case "/health/live":
-		return route{"health_live", map[string]http.HandlerFunc{http.MethodGet: s.handleLive}}
-	case "/health/ready":
-		return route{"health_ready", map[string]http.HandlerFunc{http.MethodGet: s.handleReady}}
-	case "/metrics":
-		return route{"metrics", map[string]http.HandlerFunc{http.MethodGet: s.handlePrometheus}}
-	case "/v1/policies":
-		return route{"policies", map[string]http.HandlerFunc{http.MethodGet: s.handlePolicies}}
-	case "/v1/data":
-		return route{"data", map[string]http.HandlerFunc{http.MethodGet: s.handleOPAData, http.MethodPost: s.handleOPAData}}
+// buildRoutes makes the routing table once: exact paths, then the prefixed
+// families, each with its metric label and its handler per method.
+func (s *Server) buildRoutes() {
+	s.exact = map[string]*route{
+		"/v1/data/acgs/main/decision": {"acgs_decision", map[string]http.HandlerFunc{http.MethodPost: s.handleDecision, http.MethodGet: s.handleOPAData}},
+		"/v1/data/acgs/main/allow":    {"acgs_allow", map[string]http.HandlerFunc{http.MethodGet: s.handleACGSAllow, http.MethodPost: s.handleOPAData}},
+		"/v1/data/acgs/main/health":   {"acgs_health", map[string]http.HandlerFunc{http.MethodGet: s.handleACGSHealth, http.MethodPost: s.handleOPAData}},
+		"/v1/acgs/batch":              {"acgs_batch", map[string]http.HandlerFunc{http.MethodPost: s.handleACGSBatch}},
+		"/v1/metrics":                 {"metrics_json", map[string]http.HandlerFunc{http.MethodGet: s.handleMetricsJSON}},
+		"/v1/cache/warm":              {"cache_warm", map[string]http.HandlerFunc{http.MethodGet: s.handleWarm, http.MethodPost: s.handleWarm}},
+		"/v1/cache":                   {"cache_flush", map[string]http.HandlerFunc{http.MethodDelete: s.admin(s.handleCacheFlush)}},
+		"/v1/admin/reload":            {"admin_reload", map[string]http.HandlerFunc{http.MethodPost: s.admin(s.handleReload)}},
+		"/":                           {"default_decision", map[string]http.HandlerFunc{http.MethodPost: s.handleDefaultDecision}},
+		"/health":                     {"health", map[string]http.HandlerFunc{http.MethodGet: s.handleHealth}},
+		"/health/live":                {"health_live", map[string]http.HandlerFunc{http.MethodGet: s.handleLive}},
+		"/health/ready":               {"health_ready", map[string]http.HandlerFunc{http.MethodGet: s.handleReady}},
+		"/metrics":                    {"metrics", map[string]http.HandlerFunc{http.MethodGet: s.handlePrometheus}},
+		"/v1/policies":                {"policies", map[string]http.HandlerFunc{http.MethodGet: s.handlePolicies}},
+		"/v1/data":                    {"data", map[string]http.HandlerFunc{http.MethodGet: s.handleOPAData, http.MethodPost: s.handleOPAData}},
 	}
-	switch {
-	case strings.HasPrefix(p, "/v1/data/"):
-		return route{"data", map[string]http.HandlerFunc{http.MethodGet: s.handleOPAData, http.MethodPost: s.handleOPAData}}
-	case strings.HasPrefix(p, "/v0/data/"):
-		return route{"data_v0", map[string]http.HandlerFunc{http.MethodPost: s.handleV0Data}}
-	case strings.HasPrefix(p, "/v1/batch/data/"):
-		return route{"batch", map[string]http.HandlerFunc{http.MethodPost: s.handleOPABatch}}
-	case strings.HasPrefix(p, "/v1/policies/"):
-		return route{"policies", map[string]http.HandlerFunc{http.MethodGet: s.handlePolicy}}
-	case strings.HasPrefix(p, "/debug/pprof/"):
-		return route{"pprof", map[string]http.HandlerFunc{http.MethodGet: s.admin(s.pprof.ServeHTTP), http.MethodPost: s.admin(s.pprof.ServeHTTP)}}
+	s.prefixed = []prefixRoute{
+		{"/v1/data/", s.exact["/v1/data"]},
+		{"/v0/data/", &route{"data_v0", map[string]http.HandlerFunc{http.MethodPost: s.handleV0Data}}},
+		{"/v1/batch/data/", &route{"batch", map[string]http.HandlerFunc{http.MethodPost: s.handleOPABatch}}},
+		{"/v1/policies/", &route{"policies", map[string]http.HandlerFunc{http.MethodGet: s.handlePolicy}}},
+		{"/debug/pprof/", &route{"pprof", map[string]http.HandlerFunc{http.MethodGet: s.admin(s.pprof.ServeHTTP), http.MethodPost: s.admin(s.pprof.ServeHTTP)}}},
 	}
-	return route{name: "unknown"}
+}
+
+type prefixRoute struct {
+	prefix string
+	rt     *route
+}
+
+var unknownRoute = &route{name: "unknown"}
+
+// match returns the route of path p from the table buildRoutes made (no
+// allocation on the request path).
+func (s *Server) match(p string) *route {
+	if rt, ok := s.exact[p]; ok {
+		return rt
+	}
+	for _, pr := range s.prefixed {
+		if strings.HasPrefix(p, pr.prefix) {
+			return pr.rt
+		}
+	}
+	return unknownRoute
 }
 
 // admin guards a handler with the admin bearer token. Without a configured
