@@ -58,7 +58,7 @@ type Server struct {
 	pprof     http.Handler
 	exact     map[string]*route
 	prefixed  []prefixRoute
-	hashHdr   []string // X-Constitutional-Hash's value, shared by every response (never mutated)
+	hashHdr   []string            // X-Constitutional-Hash's value, shared by every response (never mutated)
 	adminSums [][sha256.Size]byte // digests of the configured admin tokens
 }
 
