@@ -9,7 +9,6 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -364,7 +363,7 @@ func (e *Engine) decideMiss(ctx context.Context, s *snapshot, key cache.Key, pat
 		}
 		if cacheable && e.cur.Load() == s {
 			if d.JSON == nil && d.Defined {
-				d.JSON, _ = json.Marshal(d.Result) // once per miss, so that every hit is written without encoding
+				d.JSON, _ = encodeResult(d.Result) // json.Marshal's bytes, once per miss, so that every hit is written without encoding
 			}
 			e.opts.Cache.Set(key, cache.Value{Result: d.Result, Defined: d.Defined, JSON: d.JSON})
 		}
