@@ -80,6 +80,8 @@ func (s *Server) writeACGS(w http.ResponseWriter, r *http.Request, d decided) {
 	if !pretty {
 		buf := bufPool.Get().(*bytes.Buffer)
 		defer putBuf(buf)
+		buf.Reset()
+		buf.Grow(len(d.JSON) + 512) // the pooled buffer holds the whole answer: appends past it would allocate every time
 		b, ok := buf.AvailableBuffer(), true
 		if status == http.StatusServiceUnavailable {
 			// Under overload every microsecond spent refusing is taken

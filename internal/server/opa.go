@@ -98,6 +98,8 @@ func (s *Server) writeOPA(w http.ResponseWriter, r *http.Request, d decided, has
 	if hasInput && (d.JSON != nil || !d.Defined) && !q.Has("metrics") && !q.Has("provenance") && !q.Has("pretty") {
 		buf := bufPool.Get().(*bytes.Buffer)
 		defer putBuf(buf)
+		buf.Reset()
+		buf.Grow(len(d.JSON) + 128) // the whole answer fits the pooled buffer
 		b := append(buf.AvailableBuffer(), `{"decision_id":`...)
 		b = strconv.AppendQuote(b, d.ID)
 		if d.Defined {
