@@ -41,7 +41,7 @@ func BenchmarkL1Hit(b *testing.B) {
 	c := newCache(b, "")
 	in := loadInput(b, "safe_action")
 	k, _ := NewKey("rev", benchPath, in)
-	c.Set(k, decision(b, true))
+	c.Set(k, decisionWithJSON(b, true))
 	b.ReportAllocs()
 	cpu, ok := processCPU()
 	for b.Loop() {
@@ -63,7 +63,7 @@ func BenchmarkL1HitParallel(b *testing.B) {
 	c := newCache(b, "")
 	in := loadInput(b, "safe_action")
 	k, _ := NewKey("rev", benchPath, in)
-	c.Set(k, decision(b, true))
+	c.Set(k, decisionWithJSON(b, true))
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {

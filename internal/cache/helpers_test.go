@@ -96,6 +96,15 @@ func decision(tb testing.TB, allow bool) Value {
 		`{"allow":%v,"compliance_score":0.96,"reasons":[],"evaluation_details":{"n":[1,2.5,"x"]}}`, allow))}
 }
 
+// decisionWithJSON is decision with its JSON, as the engine stores a
+// decision (L1 keeps such a value encoded and decodes it when it is read).
+func decisionWithJSON(tb testing.TB, allow bool) Value {
+	tb.Helper()
+	v := decision(tb, allow)
+	v.JSON = []byte(mustJSON(v.Result))
+	return v
+}
+
 // sameDecision compares what a decision says, not whether it carries its
 // JSON encoding (an entry read from L2 does, one built in a test may not).
 func sameDecision(a, b Value) bool {

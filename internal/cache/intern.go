@@ -3,98 +3,123 @@ package cache
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"weak"
 
 	"github.com/zeebo/xxh3"
 )
 
-// interner keeps the decisions stored in L1 compact. Two things make an
-// entry large: the decoded result (maps, slices and a boxed value for every
-// string and number: about 1-3 KB for the constitution's decisions, beside
-// 350-800 bytes of JSON) and there being one per key. But many keys get the
-// same decision (inputs that differ in a field that moves no rule across a
-// threshold; many agents asking the same thing), and distinct decisions are
-// mostly made of the same strings and numbers (reasons, categories, scores).
+// interner keeps the decisions stored in L1 compact. A decision is kept as
+// its JSON, not as its decoded result: decoded, one of the constitution's
+// decisions is two Go maps and a boxed value for every string and number,
+// about 1.1 KB beside 330 bytes of JSON, and 10,000 of them doubled by the
+// garbage collector's pacing were most of the service's resident memory.
 // So:
 //
-//   - entries whose decisions are alike share one stored Value. Values are
+//   - entries whose decisions are alike share one stored value. Values are
 //     matched on their JSON encoding (the same bytes are the same JSON
 //     document, so the same decoded value); only a defined value with its
-//     JSON is shared, any other is stored on its own. The table holds weak
-//     pointers, so it never keeps alive a value that no entry uses; dead
-//     slots are swept when the table has doubled since the last sweep;
-//   - a new distinct decision is stored as a copy of its result whose short
-//     strings and numbers are the ones already stored for other decisions
-//     (the same boxed value, not only equal text), and whose empty lists and
-//     objects are one shared empty list and object. The table of those
-//     leaves is bounded: it starts again empty when it reaches leafTableMax
-//     entries, so it holds at most twice that many leaves that no entry
-//     uses any more.
+//     JSON is shared and kept encoded, any other is stored as it is, on its
+//     own. The table holds weak pointers, so it never keeps alive a value
+//     that no entry uses; dead slots are swept when the table has doubled
+//     since the last sweep;
+//   - the JSON is kept as a skeleton shared with every other decision that
+//     differs from it in numbers only (scores, echoed trust levels) and the
+//     text of its own numbers: about 50 bytes instead of 330 for the
+//     constitution's decisions. The split is a partition of the bytes, so
+//     the JSON put back together is byte for byte the one stored, whatever
+//     it holds;
+//   - the decoded result is made again from the JSON when an entry is read
+//     and kept, with the JSON, in a bounded set of recently read values (a
+//     CLOCK: hotMax values, hotMaxBytes of JSON), so that a decision read
+//     again and again is decoded once, and one stored but never read is
+//     never decoded.
 //
-// A stored Value and everything in it are never modified (as for every
-// cached value), and its JSON has no spare capacity, so that a caller
-// appending to it copies.
+// A stored value and everything it hands out are never modified (as for
+// every cached value), and the JSON it hands out has no spare capacity, so
+// that a caller appending to it copies.
 type interner struct {
 	mu      sync.Mutex
-	m       map[Key]weak.Pointer[Value]
+	m       map[Key]weak.Pointer[stored]
 	sweepAt int
-	// leaves and oldLeaves map a short string or number to its stored boxed
-	// value: the current generation and the one before it.
-	leaves, oldLeaves map[leaf]any
+	// skels holds the skeletons in use, by the hash of their text and cuts.
+	skels       map[Key]weak.Pointer[skeleton]
+	skelSweepAt int
+
+	hot hotSet
 }
 
-// leaf is a string or the text of a json.Number.
-type leaf struct {
-	s   string
-	num bool
+// stored is one distinct decision as L1 keeps it: either fixed, a Value kept
+// as it is (undefined, or without JSON), or the encoded JSON of a defined
+// value (sk and nums) and, while it is in the hot set, its decoded form.
+type stored struct {
+	fixed *Value
+	sk    *skeleton
+	nums  string // the numbers cut out of the JSON: for each, its length (one byte) and its text
+	size  int32  // length of the JSON
+	// used is the CLOCK bit: set when the value is read while decoded.
+	used atomic.Bool
+	hot  atomic.Pointer[Value]
+}
+
+// skeleton is the text of a JSON document with its numbers cut out: number
+// i goes at offset cuts[i] of text.
+type skeleton struct {
+	text []byte
+	cuts []uint32
 }
 
 const (
 	// minSweep is the table size below which dead slots are left alone.
 	minSweep = 1024
-	// leafTableMax is the number of leaves in one generation of the table.
-	leafTableMax = 1 << 14
-	// maxLeafLen is the longest string shared as a leaf: long strings rarely
-	// repeat and would make the table's bound a bound on little.
-	maxLeafLen = 128
+	// maxNumberLen is the longest number cut out of a skeleton (its length
+	// is one byte); a longer one stays in the skeleton's text.
+	maxNumberLen = 255
+	// hotMax and hotMaxBytes bound the set of decoded values: at most hotMax
+	// values whose JSON adds up to at most hotMaxBytes. A value whose JSON is
+	// longer than hotMaxBytes is decoded for each read.
+	hotMax      = 1024
+	hotMaxBytes = 1 << 20
 )
 
-var (
-	// undefined is the one stored Value of every undefined decision.
-	undefined = &Value{}
-	// emptyList and emptyObject are the stored empty list and object.
-	emptyList   any = []any{}
-	emptyObject any = map[string]any{}
-)
+// undefined is the one stored Value of every undefined decision.
+var undefined = &stored{fixed: &Value{}}
 
 func newInterner() *interner {
-	return &interner{m: make(map[Key]weak.Pointer[Value]), sweepAt: minSweep, leaves: make(map[leaf]any)}
+	return &interner{
+		m: make(map[Key]weak.Pointer[stored]), sweepAt: minSweep,
+		skels: make(map[Key]weak.Pointer[skeleton]), skelSweepAt: minSweep,
+		hot: hotSet{ring: make([]*stored, hotMax)},
+	}
 }
 
-// intern returns the stored form of v: the Value already stored for the same
+// intern returns the stored form of v: the one already stored for the same
 // decision if one is alive, else a new compact one.
-func (in *interner) intern(v Value) *Value {
+func (in *interner) intern(v Value) *stored {
 	if !v.Defined && v.Result == nil && v.JSON == nil {
 		return undefined
 	}
-	if !v.Defined || v.JSON == nil {
-		return &Value{Result: v.Result, Defined: v.Defined, JSON: v.JSON[:len(v.JSON):len(v.JSON)]}
+	if !v.Defined || v.JSON == nil || len(v.JSON) > 1<<30 || !json.Valid(v.JSON) {
+		return &stored{fixed: &Value{Result: v.Result, Defined: v.Defined, JSON: v.JSON[:len(v.JSON):len(v.JSON)]}}
 	}
 	h := xxh3.Hash128(v.JSON)
 	k := Key{Hi: h.Hi, Lo: h.Lo}
+	text, cuts, nums := split(v.JSON)
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	sk := in.skeleton(text, cuts)
 	if wp, ok := in.m[k]; ok {
 		if p := wp.Value(); p != nil {
-			if bytes.Equal(p.JSON, v.JSON) {
+			if p.sk == sk && p.nums == string(nums) {
 				return p
 			}
 			// Two documents with one 128-bit hash: keep this one unshared.
-			return &Value{Result: in.compact(v.Result), Defined: true, JSON: v.JSON[:len(v.JSON):len(v.JSON)]}
+			return &stored{sk: sk, nums: string(nums), size: int32(len(v.JSON))}
 		}
 	}
-	p := &Value{Result: in.compact(v.Result), Defined: true, JSON: v.JSON[:len(v.JSON):len(v.JSON)]}
+	p := &stored{sk: sk, nums: string(nums), size: int32(len(v.JSON))}
 	in.m[k] = weak.Make(p)
 	if len(in.m) >= in.sweepAt {
 		for k, wp := range in.m {
@@ -107,61 +132,198 @@ func (in *interner) intern(v Value) *Value {
 	return p
 }
 
-// compact returns a copy of a decoded JSON value made of stored leaves, with
-// maps and slices of exactly their size. Values of other types are kept as
-// they are.
-func (in *interner) compact(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		if len(x) == 0 {
-			return emptyObject
-		}
-		m := make(map[string]any, len(x))
-		for k, e := range x {
-			if len(k) <= maxLeafLen {
-				k = in.leaf(leaf{s: k}, k).(string)
-			}
-			m[k] = in.compact(e)
-		}
-		return m
-	case []any:
-		if len(x) == 0 {
-			return emptyList
-		}
-		a := make([]any, len(x))
-		for i, e := range x {
-			a[i] = in.compact(e)
-		}
-		return a
-	case string:
-		if len(x) > maxLeafLen {
-			return x
-		}
-		return in.leaf(leaf{s: x}, x)
-	case json.Number:
-		if len(x) > maxLeafLen {
-			return x
-		}
-		return in.leaf(leaf{s: string(x), num: true}, x)
-	default:
-		return v
+// skeleton returns the stored skeleton of text and cuts, storing a copy if
+// there is none; in.mu is held.
+func (in *interner) skeleton(text []byte, cuts []uint32) *skeleton {
+	d := xxh3.New128()
+	var b [4]byte
+	for _, c := range cuts {
+		b[0], b[1], b[2], b[3] = byte(c), byte(c>>8), byte(c>>16), byte(c>>24)
+		_, _ = d.Write(b[:])
 	}
+	b[0], b[1], b[2], b[3] = byte(len(cuts)), byte(len(cuts)>>8), byte(len(cuts)>>16), byte(len(cuts)>>24)
+	_, _ = d.Write(b[:])
+	_, _ = d.Write(text)
+	h := d.Sum128()
+	k := Key{Hi: h.Hi, Lo: h.Lo}
+	if wp, ok := in.skels[k]; ok {
+		if s := wp.Value(); s != nil && bytes.Equal(s.text, text) && slices.Equal(s.cuts, cuts) {
+			return s
+		}
+	}
+	s := &skeleton{text: bytes.Clone(text), cuts: append([]uint32(nil), cuts...)}
+	if wp, ok := in.skels[k]; ok && wp.Value() != nil {
+		return s // another live skeleton has this hash: this one stays out of the table
+	}
+	in.skels[k] = weak.Make(s)
+	if len(in.skels) >= in.skelSweepAt {
+		for k, wp := range in.skels {
+			if wp.Value() == nil {
+				delete(in.skels, k)
+			}
+		}
+		in.skelSweepAt = max(2*len(in.skels), minSweep)
+	}
+	return s
 }
 
-// leaf returns the stored boxed value of l, storing v as it if there is none.
-func (in *interner) leaf(l leaf, v any) any {
-	if s, ok := in.leaves[l]; ok {
-		return s
+// split cuts the numbers out of a JSON document: text is the document
+// without them, number i was at offset cuts[i] of text, and nums holds each
+// number's length (one byte) and text. A number is a run of the characters
+// of JSON numbers, outside strings, that starts with a digit or a minus
+// sign. Whatever the input, put (join) gives it back byte for byte: text and
+// the numbers are a partition of its bytes.
+func split(doc []byte) (text []byte, cuts []uint32, nums []byte) {
+	text = make([]byte, 0, len(doc))
+	inString, escaped := false, false
+	for i := 0; i < len(doc); {
+		c := doc[i]
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '-' || (c >= '0' && c <= '9'):
+			j := i + 1
+			for j < len(doc) && isNumberByte(doc[j]) {
+				j++
+			}
+			if j-i <= maxNumberLen {
+				cuts = append(cuts, uint32(len(text)))
+				nums = append(nums, byte(j-i))
+				nums = append(nums, doc[i:j]...)
+				i = j
+				continue
+			}
+			text = append(text, doc[i:j]...)
+			i = j
+			continue
+		}
+		text = append(text, c)
+		i++
 	}
-	if s, ok := in.oldLeaves[l]; ok {
-		in.leaves[l] = s
-		return s
+	return text, cuts, nums
+}
+
+func isNumberByte(c byte) bool {
+	return (c >= '0' && c <= '9') || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-'
+}
+
+// join puts a document split by split together again.
+func join(dst []byte, sk *skeleton, nums string) []byte {
+	prev := 0
+	for _, c := range sk.cuts {
+		dst = append(dst, sk.text[prev:c]...)
+		n := int(nums[0])
+		dst = append(dst, nums[1:1+n]...)
+		nums = nums[1+n:]
+		prev = int(c)
 	}
-	if len(in.leaves) >= leafTableMax {
-		in.oldLeaves, in.leaves = in.leaves, make(map[leaf]any, leafTableMax/4)
+	return append(dst, sk.text[prev:]...)
+}
+
+// value returns the decision p stores, decoding it when it is not in the
+// hot set.
+func (in *interner) value(p *stored) Value {
+	if p.fixed != nil {
+		return *p.fixed
 	}
-	in.leaves[l] = v
+	if h := p.hot.Load(); h != nil {
+		if !p.used.Load() {
+			p.used.Store(true)
+		}
+		return *h
+	}
+	return in.decode(p)
+}
+
+// decode makes p's decision again from its JSON and offers it to the hot set.
+func (in *interner) decode(p *stored) Value {
+	j := join(make([]byte, 0, p.size), p.sk, p.nums)
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.UseNumber()
+	var r any
+	if err := dec.Decode(&r); err != nil {
+		panic("cache: stored JSON does not decode: " + err.Error()) // intern stores valid JSON only
+	}
+	v := &Value{Result: r, Defined: true, JSON: j}
+	return *in.hot.admit(p, v)
+}
+
+// hotSet is the bounded set of stored values kept decoded: a CLOCK over a
+// ring of slots. A value read while decoded gets its bit set; the hand
+// passing a value clears its bit, or drops its decoded form when the bit is
+// already clear.
+type hotSet struct {
+	mu    sync.Mutex
+	ring  []*stored
+	hand  int
+	bytes int // JSON bytes of the values in the ring
+}
+
+// admit keeps v as p's decoded form if it fits, and returns p's decoded
+// form (v, or the one another reader installed first).
+func (h *hotSet) admit(p *stored, v *Value) *Value {
+	need := len(v.JSON)
+	if need > hotMaxBytes {
+		return v
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if cur := p.hot.Load(); cur != nil {
+		return cur
+	}
+	// Every step moves the hand or empties a slot, and two turns clear
+	// every bit, so this ends.
+	for steps := 0; steps <= 4*len(h.ring); steps++ {
+		q := h.ring[h.hand]
+		switch {
+		case q == nil && h.bytes+need <= hotMaxBytes:
+			p.used.Store(false)
+			p.hot.Store(v)
+			h.ring[h.hand] = p
+			h.bytes += need
+			h.hand = (h.hand + 1) % len(h.ring)
+			return v
+		case q == nil:
+		case q.used.Load():
+			q.used.Store(false) // a second chance
+		default:
+			h.evict(h.hand)
+			continue
+		}
+		h.hand = (h.hand + 1) % len(h.ring)
+	}
 	return v
+}
+
+// evict drops the decoded form of the value in slot i; h.mu is held.
+func (h *hotSet) evict(i int) {
+	q := h.ring[i]
+	if v := q.hot.Swap(nil); v != nil {
+		h.bytes -= len(v.JSON)
+	}
+	h.ring[i] = nil
+}
+
+// clear drops every decoded form (after L1 is emptied, so that the values
+// of a purged revision are not kept).
+func (h *hotSet) clear() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, q := range h.ring {
+		if q != nil {
+			h.evict(i)
+		}
+	}
+	h.hand = 0
 }
 
 // size is the number of stored values in the table, live or not yet swept.

@@ -122,11 +122,11 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// l1Entry is what L1 stores: the value itself (no serialization), shared
-// with every other entry whose decision is alike (see interner), and how long
-// it may live, which is shorter than TTL for an entry promoted from L2.
+// l1Entry is what L1 stores: the value in its stored form (see interner),
+// shared with every other entry whose decision is alike, and how long it may
+// live, which is shorter than TTL for an entry promoted from L2.
 type l1Entry struct {
-	v   *Value
+	v   *stored
 	ttl time.Duration
 }
 
@@ -208,7 +208,7 @@ func New(ctx context.Context, cfg Config) (*Tiered, error) {
 func (t *Tiered) Get(ctx context.Context, k Key) (Value, Tier, bool) {
 	if e, ok := t.l1.GetIfPresent(k); ok {
 		t.l1Hits.Add(1)
-		return *e.v, TierL1, true
+		return t.values.value(e.v), TierL1, true
 	}
 	t.l1Misses.Add(1)
 	if t.l2 == nil {
@@ -226,7 +226,7 @@ func (t *Tiered) Get(ctx context.Context, k Key) (Value, Tier, bool) {
 func (t *Tiered) GetL1(k Key) (Value, bool) {
 	if e, ok := t.l1.GetIfPresent(k); ok {
 		t.l1Hits.Add(1)
-		return *e.v, true
+		return t.values.value(e.v), true
 	}
 	return Value{}, false
 }
@@ -241,7 +241,7 @@ func (t *Tiered) GetMany(ctx context.Context, keys []Key, vals []Value, tiers []
 	for i, k := range keys {
 		if e, ok := t.l1.GetIfPresent(k); ok {
 			t.l1Hits.Add(1)
-			vals[i], tiers[i], found[i] = *e.v, TierL1, true
+			vals[i], tiers[i], found[i] = t.values.value(e.v), TierL1, true
 			continue
 		}
 		t.l1Misses.Add(1)
@@ -264,7 +264,13 @@ func (t *Tiered) Set(k Key, v Value) {
 
 // Purge empties L1, for a new policy revision. L2 needs no purge: the
 // revision is part of every key, so old entries are never read again.
-func (t *Tiered) Purge() { t.l1.InvalidateAll() }
+func (t *Tiered) Purge() { t.purgeL1() }
+
+// purgeL1 empties L1 and drops the decoded values kept for it.
+func (t *Tiered) purgeL1() {
+	t.l1.InvalidateAll()
+	t.values.hot.clear()
+}
 
 // Flush empties the cache for every instance (DELETE /v1/cache): it purges L1,
 // increments the epoch in Redis (which is part of every L2 key, so older
@@ -276,11 +282,11 @@ func (t *Tiered) Flush(ctx context.Context) (uint64, error) {
 		t.adoptMu.Lock()
 		defer t.adoptMu.Unlock()
 		e := t.epoch.Add(1)
-		t.l1.InvalidateAll()
+		t.purgeL1()
 		t.applied.Store(e)
 		return e, nil
 	}
-	t.l1.InvalidateAll()
+	t.purgeL1()
 	return t.l2.flush(ctx)
 }
 
@@ -296,7 +302,7 @@ func (t *Tiered) adoptEpoch(e uint64) {
 	t.adoptMu.Lock()
 	defer t.adoptMu.Unlock()
 	if old := t.epoch.Swap(e); old != e {
-		t.l1.InvalidateAll()
+		t.purgeL1()
 		t.log.Info("cache: epoch changed, L1 purged", "from", old, "to", e)
 	}
 	t.applied.Store(e)

@@ -170,7 +170,7 @@ func TestL1HitDoesNotAllocate(t *testing.T) {
 	c := newCache(t, "")
 	in := loadInput(t, "safe_action")
 	k, _ := NewKey("rev", "acgs/main/decision", in)
-	c.Set(k, decision(t, true))
+	c.Set(k, decisionWithJSON(t, true))
 	allocs := testing.AllocsPerRun(1000, func() {
 		k, _ := NewKey("rev", "acgs/main/decision", in)
 		if _, _, ok := c.Get(ctx, k); !ok {
