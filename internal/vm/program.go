@@ -140,6 +140,9 @@ type compiler struct {
 	litPos       map[*ir.ArrayAppendStmt]int
 	constAppends map[*ir.ArrayAppendStmt]bool
 	callees      []*function // functions the current function or plan calls
+	// inserts counts, per local, the object inserts of the function or
+	// plan being lowered: the capacity its MakeObject allocates.
+	inserts map[ir.Local]int
 }
 
 // Compile lowers pol into a Program. An error wrapping ErrUnsupported says
@@ -221,6 +224,7 @@ func Compile(pol *ir.Policy, opts Options) (prog *Program, err error) {
 			c.maxLocal = max(c.maxLocal, p)
 		}
 		c.callees = nil
+		c.countInserts(f.Blocks)
 		c.conflict = fn.conflict
 		c.base = map[int32]bool{int32(ir.Data): true}
 		c.dynResult, c.mixed = map[int32]bool{}, map[int32]bool{}
@@ -237,6 +241,7 @@ func Compile(pol *ir.Policy, opts Options) (prog *Program, err error) {
 	for _, p := range pol.Plans.Plans {
 		c.maxLocal = int32(ir.Data)
 		c.callees = nil
+		c.countInserts(p.Blocks)
 		c.conflict = ""
 		c.base = map[int32]bool{int32(ir.Data): true}
 		c.dynResult, c.mixed = map[int32]bool{}, map[int32]bool{}
@@ -275,6 +280,34 @@ func Compile(pol *ir.Policy, opts Options) (prog *Program, err error) {
 	}
 	c.prog.pool.New = func() any { return newState(c.prog) }
 	return c.prog, nil
+}
+
+// countInserts records in c.inserts how many object insert statements
+// each local is the object of, in blocks and the blocks nested in them.
+func (c *compiler) countInserts(blocks []*ir.Block) {
+	c.inserts = map[ir.Local]int{}
+	var walk func(bs []*ir.Block)
+	walk = func(bs []*ir.Block) {
+		for _, b := range bs {
+			for _, s := range b.Stmts {
+				switch x := s.(type) {
+				case *ir.ObjectInsertStmt:
+					c.inserts[x.Object]++
+				case *ir.ObjectInsertOnceStmt:
+					c.inserts[x.Object]++
+				case *ir.BlockStmt:
+					walk(x.Blocks)
+				case *ir.ScanStmt:
+					walk([]*ir.Block{x.Block})
+				case *ir.NotStmt:
+					walk([]*ir.Block{x.Block})
+				case *ir.WithStmt:
+					walk([]*ir.Block{x.Block})
+				}
+			}
+		}
+	}
+	walk(blocks)
 }
 
 // frameDepth is the most frame slots a call of f can occupy.
@@ -500,8 +533,11 @@ func (c *compiler) stmt(s ir.Stmt) (stmt, error) {
 		return c.makeArray(s), nil
 	case *ir.MakeObjectStmt:
 		t := c.local(s.Target)
+		// Allocated at the size its inserts give it (those of a loop
+		// counted once): no growth of its key slice and map as it fills.
+		n := min(c.inserts[s.Target], 32)
 		return func(_ *state, l []*ast.Term) ctl {
-			l[t] = ast.NewTerm(ast.NewObject())
+			l[t] = ast.NewTerm(ast.NewObjectWithCapacity(n))
 			return ctlNext
 		}, nil
 	case *ir.MakeSetStmt:
