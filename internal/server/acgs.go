@@ -59,47 +59,60 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 	s.writeACGS(w, r, d)
 }
 
-// writeACGS writes the ACGS response of one decision: from the decision's
-// cached JSON when it can (appendACGSFast), else built field by field; a
+// writeACGS writes the ACGS response of one decision (acgsBody); a
 // decision shed for overload is 503 with Retry-After and a body that still
 // denies for a client that reads only "allow"; no active policy is OPA's
-// 503 error.
+// 503 error; ?pretty indents the same document.
 func (s *Server) writeACGS(w http.ResponseWriter, r *http.Request, d decided) {
 	if unavailable(d.Err) {
 		writeError(w, d.Err)
 		return
 	}
 	observe(w, telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial()})
-	lat := time.Since(startOf(w))
-	status := http.StatusOK
+	buf := bufPool.Get().(*bytes.Buffer)
+	defer putBuf(buf)
+	buf.Reset()
+	buf.Grow(len(d.JSON) + 512) // the pooled buffer holds the whole answer: appends past it would allocate every time
+	b, err := s.acgsBody(buf.AvailableBuffer(), d, time.Since(startOf(w)))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if r.URL.RawQuery != "" && r.URL.Query().Has("pretty") {
+		var out bytes.Buffer
+		_ = json.Indent(&out, b, "", "  ") // b is valid JSON: acgsBody wrote it
+		b = out.Bytes()
+	}
+	b = append(b, '\n')
+	w.Header()["Content-Type"] = jsonContentType
 	if overloaded(d.Err) {
 		w.Header().Set("Retry-After", retryAfter)
-		status = http.StatusServiceUnavailable
+		w.WriteHeader(http.StatusServiceUnavailable)
 	}
-	pretty := r.URL.RawQuery != "" && r.URL.Query().Has("pretty")
-	if !pretty {
-		buf := bufPool.Get().(*bytes.Buffer)
-		defer putBuf(buf)
-		buf.Reset()
-		buf.Grow(len(d.JSON) + 512) // the pooled buffer holds the whole answer: appends past it would allocate every time
-		b, ok := buf.AvailableBuffer(), true
-		if status == http.StatusServiceUnavailable {
-			// Under overload every microsecond spent refusing is taken
-			// from the evaluations: no map, no encoding/json.
-			b = s.appendACGSOverloaded(b, d, lat)
-		} else {
-			b, ok = s.appendACGSFast(b, d, lat)
-		}
-		if ok {
-			w.Header()["Content-Type"] = jsonContentType
-			if status != http.StatusOK {
-				w.WriteHeader(status)
-			}
-			_, _ = w.Write(b)
-			return
-		}
+	_, _ = w.Write(b)
+}
+
+// acgsBody appends the ACGS document of one decision, compact, with no
+// final newline: the one place a decision becomes ACGS bytes, for single
+// requests and batch items. Written from the decision's cached JSON when it
+// can (appendACGSFast) and by hand for an overloaded one; otherwise built
+// field by field (acgsResponse) and encoded.
+func (s *Server) acgsBody(dst []byte, d decided, lat time.Duration) ([]byte, error) {
+	if overloaded(d.Err) {
+		// Under overload every microsecond spent refusing is taken from
+		// the evaluations: no map, no encoding/json.
+		return s.appendACGSOverloaded(dst, d, lat), nil
 	}
-	writeJSON(w, status, s.acgsResponse(d, lat), pretty)
+	if b, ok := s.appendACGSFast(dst, d, lat); ok {
+		return b, nil
+	}
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(s.acgsResponse(d, lat)); err != nil {
+		return dst, apierror.Wrap(apierror.InternalError, err, "encoding response: %v", err)
+	}
+	return append(dst, bytes.TrimSuffix(out.Bytes(), []byte("\n"))...), nil
 }
 
 // unavailable reports a decision refused because no policy is active (an
@@ -160,7 +173,6 @@ func (s *Server) appendACGSFast(dst []byte, d decided, lat time.Duration) ([]byt
 		dst = append(dst, ',')
 	}
 	dst = append(dst, d.JSON[1:]...)
-	dst = append(dst, '\n')
 	return dst, true
 }
 
@@ -181,7 +193,7 @@ func (s *Server) appendACGSOverloaded(dst []byte, d decided, lat time.Duration) 
 	dst = appendJSONString(dst, d.Revision)
 	dst = append(dst, `,"cache_hit":false,"cache_tier":"none","partial_evaluation":false,"latency_ms":`...)
 	dst = strconv.AppendFloat(dst, math.Round(float64(lat.Nanoseconds())/1e3)/1e3, 'f', -1, 64)
-	dst = append(dst, "}\n"...)
+	dst = append(dst, '}')
 	return dst
 }
 

@@ -249,14 +249,16 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	batchID := telemetry.NewDecisionID()
-	responses := make([]any, len(reqs))
+	responses := make([]json.RawMessage, len(reqs))
+	codes := make([]int, len(reqs)) // each item's status, for a 207
 	valid := make([]any, 0, len(reqs))
 	pos := make([]int, 0, len(reqs))
 	for i, item := range reqs {
 		req, err := s.validateACGS(item)
 		if err != nil {
 			e := apierror.As(err)
-			responses[i] = map[string]any{"code": e.Code, "message": e.Message}
+			responses[i] = appendErrorItem(nil, e)
+			codes[i] = e.Code.Status()
 			continue
 		}
 		valid = append(valid, req)
@@ -276,7 +278,16 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 	lat := time.Since(startOf(w))
 	for j, d := range decisions {
 		observe(w, telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial(), Batch: true})
-		responses[pos[j]] = s.acgsResponse(d, lat)
+		b, err := s.acgsBody(nil, d, lat)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		responses[pos[j]] = b
+		codes[pos[j]] = http.StatusOK
+		if overloaded(d.Err) {
+			codes[pos[j]] = http.StatusServiceUnavailable
+		}
 	}
 	// As the original API did, a batch is 200 with every item in place,
 	// invalid ones included, while nothing was shed. Items shed for
@@ -290,17 +301,36 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusServiceUnavailable
 		if shed < len(reqs) {
 			status = http.StatusMultiStatus
-			for _, item := range responses {
-				m := item.(map[string]any)
-				code := http.StatusOK
-				if c, ok := m["code"].(apierror.Code); ok {
-					code = c.Status()
-				}
-				m["http_status_code"] = strconv.Itoa(code)
+			for i, item := range responses {
+				responses[i] = withStatusCode(item, codes[i])
 			}
 		}
 	}
 	s.d.Metrics.ObserveBatch(len(reqs))
 	observe(w, telemetry.Sample{CacheTier: "none", BatchSize: len(reqs)})
 	writeJSON(w, status, map[string]any{"batch_decision_id": batchID, "responses": responses}, r.URL.Query().Has("pretty"))
+}
+
+// appendErrorItem appends the batch item of a refused request:
+// {"code": ..., "message": ...}, as OPA words its errors.
+func appendErrorItem(dst []byte, e *apierror.Error) []byte {
+	dst = append(dst, `{"code":`...)
+	dst = appendJSONString(dst, string(e.Code))
+	dst = append(dst, `,"message":`...)
+	dst = appendJSONString(dst, e.Message)
+	return append(dst, '}')
+}
+
+// withStatusCode returns the object item with "http_status_code" (the
+// item's status as a string, as Enterprise OPA's 207 answers carry it)
+// as its first member.
+func withStatusCode(item []byte, code int) []byte {
+	out := make([]byte, 0, len(item)+28)
+	out = append(out, `{"http_status_code":"`...)
+	out = strconv.AppendInt(out, int64(code), 10)
+	out = append(out, '"')
+	if len(item) > 2 {
+		out = append(out, ',')
+	}
+	return append(out, item[1:]...)
 }

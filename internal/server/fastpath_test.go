@@ -10,9 +10,12 @@ import (
 	"github.com/acgs-lite/acgs/internal/jsoneq"
 )
 
-// TestFastPathEqualsGeneralPath: responses written from the cached JSON of
-// a decision (the second, cached request) equal those built field by field
-// (?pretty forces the general path), for generated inputs in both dialects.
+// TestFastPathEqualsGeneralPath: responses to the second, cached request
+// (answered by the raw-body tier from the decision's cached JSON) equal
+// those to a ?pretty request (no raw tier: decoded, keyed, and in the OPA
+// dialect built field by field), for generated inputs in both dialects.
+// TestACGSBodyPathsAgree compares the ACGS document's hand-written and
+// general encodings directly.
 func TestFastPathEqualsGeneralPath(t *testing.T) {
 	h := mustOpen(t)
 	inputs := inputgen.New(5).Inputs(300)

@@ -213,8 +213,9 @@ func TestAdmissionShedsOnlyEvaluations(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) { tc.check(t, admissionDo(t, tc.method, tc.url, tc.body)) })
 	}
 
-	// The overloaded ACGS body is written directly; ?pretty builds it
-	// field by field: the two are the same document.
+	// The overloaded ACGS body, compact and with ?pretty: the same
+	// document (TestACGSBodyPathsAgree in internal/server also holds it to
+	// the one built field by field).
 	body := newSafe()
 	fast, general := admissionDo(t, "POST", acgs, body), admissionDo(t, "POST", acgs+"?pretty", body)
 	for _, k := range []string{"decision_id", "latency_ms"} {
