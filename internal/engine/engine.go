@@ -420,7 +420,7 @@ func (e *Engine) eval(ctx context.Context, s *snapshot, path string, input any) 
 	}
 	var in ast.Value
 	if input != nil {
-		v, err := ast.InterfaceToValue(input)
+		v, err := s.inputValue(input) // ast.InterfaceToValue's value, with shared strings
 		if err != nil {
 			return Decision{}, false, apierror.Wrap(apierror.InvalidParameter, err, "input is not a JSON value: %v", err)
 		}

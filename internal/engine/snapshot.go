@@ -52,6 +52,7 @@ type snapshot struct {
 	entryPoints []string  // paths prepared (and their read sets computed) at activation
 
 	parsed map[string]*ast.Module // the bundle's modules as parsed, for plan compilers
+	strs   map[string]ast.Value   // strings of the modules and data, shared by converted inputs
 	plans  *plan.Planner          // nil when partial evaluation is off
 
 	mu       sync.RWMutex
@@ -131,6 +132,7 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source string) (*
 		compiles:  make(map[string]*compiledQuery),
 		parsed:    mods,
 		reads:     newReadSets(readset.New(compiler)),
+		strs:      internStrings(compiler.Modules, data),
 	}
 	_ = ctx
 	return s, nil
