@@ -224,11 +224,12 @@ func (c *compiler) makeArray(s *ir.MakeArrayStmt) stmt {
 		}
 		n := lit.n
 		return func(_ *state, l []*ast.Term) ctl {
-			elems := make([]*ast.Term, n)
+			term, elems := literalTerm(n)
 			for i := range elems {
 				elems[i] = ast.InternedNullTerm
 			}
-			l[t] = ast.NewTerm(ast.NewArray(elems...))
+			term.Value = ast.NewArray(elems...)
+			l[t] = term
 			return ctlNext
 		}
 	}
@@ -236,6 +237,50 @@ func (c *compiler) makeArray(s *ir.MakeArrayStmt) stmt {
 		l[t] = emptyArray
 		return ctlNext
 	}
+}
+
+// literalTerm returns a new term and the element slice of an array literal
+// of n elements, for the small sizes in one allocation.
+func literalTerm(n int) (*ast.Term, []*ast.Term) {
+	switch n {
+	case 1:
+		b := new(struct {
+			t ast.Term
+			e [1]*ast.Term
+		})
+		return &b.t, b.e[:]
+	case 2:
+		b := new(struct {
+			t ast.Term
+			e [2]*ast.Term
+		})
+		return &b.t, b.e[:]
+	case 3:
+		b := new(struct {
+			t ast.Term
+			e [3]*ast.Term
+		})
+		return &b.t, b.e[:]
+	case 4:
+		b := new(struct {
+			t ast.Term
+			e [4]*ast.Term
+		})
+		return &b.t, b.e[:]
+	case 5, 6:
+		b := new(struct {
+			t ast.Term
+			e [6]*ast.Term
+		})
+		return &b.t, b.e[:n:n]
+	case 7, 8:
+		b := new(struct {
+			t ast.Term
+			e [8]*ast.Term
+		})
+		return &b.t, b.e[:n:n]
+	}
+	return new(ast.Term), make([]*ast.Term, n)
 }
 
 // arrayAppend lowers an ArrayAppend statement.
