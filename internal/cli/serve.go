@@ -3,6 +3,7 @@ package cli
 import (
 	"math"
 	"os"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 
@@ -40,6 +41,13 @@ SIGHUP reloads the policy bundle; SIGTERM/SIGINT drain in-flight requests.`,
 			return err
 		}
 		logMemoryLimit(svc, mem, limit)
+		// Compiling the bundle (twice: the serving compiler and the
+		// planner's) and building its plans is a one-off burst: the heap
+		// grows to about 45 MB for 18 MB that stay live. Hand the rest back
+		// to the OS now rather than leaving it to the background scavenger,
+		// which keeps what the GC's goal allows: idle resident memory
+		// 70 → 57 MiB for the embedded constitution (issue 18).
+		debug.FreeOSMemory()
 		return svc.Run(cmd.Context())
 	}
 	return cmd
