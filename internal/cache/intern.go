@@ -247,13 +247,7 @@ func (in *interner) value(p *stored) Value {
 // decode makes p's decision again from its JSON and offers it to the hot set.
 func (in *interner) decode(p *stored) Value {
 	j := join(make([]byte, 0, p.size), p.sk, p.nums)
-	dec := json.NewDecoder(bytes.NewReader(j))
-	dec.UseNumber()
-	var r any
-	if err := dec.Decode(&r); err != nil {
-		panic("cache: stored JSON does not decode: " + err.Error()) // intern stores valid JSON only
-	}
-	v := &Value{Result: r, Defined: true, JSON: j}
+	v := &Value{Result: decodeStored(j), Defined: true, JSON: j}
 	return *in.hot.admit(p, v)
 }
 

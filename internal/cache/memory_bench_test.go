@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"runtime"
 	"runtime/metrics"
 	"testing"
@@ -120,4 +121,65 @@ func BenchmarkL1BytesPerEntry(b *testing.B) {
 	b.ReportMetric(float64(len(keys)), "entries")
 	b.ReportMetric(float64(results), "stored-values")
 	b.ReportMetric(jsonBytes/float64(len(keys)), "json-B/entry")
+}
+
+// trustDecision is the constitution's decision for the safe request with
+// agent trust level tl, which it echoes: every trust level is its own
+// decision, as in scripts/memcheck.py --vary trust (the worst case for L1).
+func trustDecision(tb testing.TB, tl string) Value {
+	tb.Helper()
+	doc := `{"allow":true,"compliance_score":0.96,"constitutional_hash":"cdd01ef066bc6cf2","evaluation_details":{"accountability":1,"action_category":"data","autonomy":1.0,"beneficence":0.5,"constitutional":0.9,"fairness":1.0,"non_maleficence":1,"resources":1,"safety":1,"transparency":1,"trust_level":` + tl + `},"policy":"constitutional","reasons":[]}`
+	return Value{Result: decodeJSON(tb, doc), Defined: true, JSON: []byte(doc)}
+}
+
+// BenchmarkL1BytesPerEntryAllDifferent is BenchmarkL1BytesPerEntry for
+// 10,000 decisions that all differ (in the trust level they echo), each
+// stored once and never read: what memcheck.py --vary trust puts in L1.
+func BenchmarkL1BytesPerEntryAllDifferent(b *testing.B) {
+	vals := make([]Value, l1MemoryEntries)
+	for i := range vals {
+		vals[i] = trustDecision(b, fmt.Sprintf("%.7f", 0.9+float64(i)*1e-7))
+	}
+	var perEntry float64
+	for b.Loop() {
+		before := memInUse()
+		c, err := New(context.Background(), Config{L1Size: l1MemoryEntries, TTL: time.Hour, Logger: testLogger()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i, v := range vals {
+			c.Set(key(b, i), v)
+		}
+		after := memInUse()
+		if n := c.Stats().L1Entries; n != len(vals) {
+			b.Fatalf("L1 holds %d entries, want %d", n, len(vals))
+		}
+		perEntry = float64(after-before) / float64(len(vals))
+		c.Close()
+	}
+	b.ReportMetric(perEntry, "B/entry")
+}
+
+// BenchmarkL1HitCold is an L1 hit on a decision that is not in the set of
+// decoded values: its JSON is put together again and decoded (then kept
+// decoded until the CLOCK drops it). Reads go round 4 × hotMax different
+// decisions, so that every one is cold.
+func BenchmarkL1HitCold(b *testing.B) {
+	ctx := context.Background()
+	c := newCache(b, "", func(cfg *Config) { cfg.L1Size = 4 * hotMax })
+	keys := make([]Key, 4*hotMax)
+	for i := range keys {
+		keys[i] = key(b, i)
+		c.Set(keys[i], trustDecision(b, fmt.Sprintf("%.7f", 0.9+float64(i)*1e-7)))
+	}
+	b.ReportAllocs()
+	cpu, ok := processCPU()
+	i := 0
+	for b.Loop() {
+		if _, _, ok := c.Get(ctx, keys[i]); !ok {
+			b.Fatal("miss")
+		}
+		i = (i + 1) % len(keys)
+	}
+	reportCPU(b, cpu, ok)
 }
