@@ -26,6 +26,7 @@ import (
 	"github.com/acgs-lite/acgs/internal/cache"
 	"github.com/acgs-lite/acgs/internal/parallel"
 	"github.com/acgs-lite/acgs/internal/plan"
+	"github.com/acgs-lite/acgs/internal/vm"
 )
 
 // Cache is what the engine needs of the decision cache (*cache.Tiered).
@@ -429,9 +430,9 @@ func (e *Engine) eval(ctx context.Context, s *snapshot, path string, input any) 
 	ctx, cancel := context.WithTimeout(ctx, e.opts.EvalTimeout)
 	defer cancel()
 	if e.opts.Compiled {
-		if pq := s.compiled(ctx, path, e.log); pq != nil {
+		if q := s.compiled(ctx, path, e.log); q != nil {
 			e.onEvaluator("vm")
-			return e.evalPrepared(ctx, s, pq, in, SourceVM)
+			return e.evalVM(ctx, s, q, in)
 		}
 	}
 	e.onEvaluator("topdown")
@@ -445,6 +446,31 @@ func (e *Engine) evalFull(ctx context.Context, s *snapshot, path string, in ast.
 		return Decision{}, false, err
 	}
 	return e.evalPrepared(ctx, s, pq, in, SourceFull)
+}
+
+// evalVM evaluates a query on the VM directly (vm.Query.Eval: no rego
+// evaluation context, transaction wrapper or result set around it), with
+// the decision evalPrepared gives for its PreparedEvalQuery; a result set
+// that is not one value goes through evalPrepared.
+func (e *Engine) evalVM(ctx context.Context, s *snapshot, q *vm.Query, in ast.Value) (Decision, bool, error) {
+	ndb := builtins.NDBCache{}
+	start := time.Now()
+	v, defined, ok, err := q.Eval(ctx, in, ndb)
+	if err == nil && !ok {
+		return e.evalPrepared(ctx, s, &q.PreparedEvalQuery, in, SourceVM)
+	}
+	if err == nil && defined {
+		var r any
+		if r, err = ast.JSON(v); err == nil { // as rego converts its result
+			took := time.Since(start)
+			return Decision{Result: r, Defined: true, Revision: s.revision, Source: SourceVM, EvalNS: took.Nanoseconds()}, len(ndb) == 0, nil
+		}
+	}
+	took := time.Since(start)
+	if err != nil {
+		return Decision{}, false, evalError(err, ctx, e.opts.EvalTimeout)
+	}
+	return Decision{Revision: s.revision, Source: SourceVM, EvalNS: took.Nanoseconds()}, len(ndb) == 0, nil
 }
 
 // evalPrepared evaluates a prepared query of the whole document (topdown's

@@ -158,7 +158,7 @@ func (e *Engine) Evaluators() map[string]string {
 	defer s.mu.RUnlock()
 	out := make(map[string]string, len(s.compiles))
 	for p, c := range s.compiles {
-		if c.pq != nil {
+		if c.q != nil {
 			out[p] = "vm"
 		} else {
 			out[p] = "topdown: " + c.why

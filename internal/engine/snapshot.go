@@ -57,7 +57,7 @@ type snapshot struct {
 
 	mu       sync.RWMutex
 	queries  map[string]*rego.PreparedEvalQuery
-	compiles map[string]*compiledQuery // the VM's, by path; nil pq: topdown runs it (why says why)
+	compiles map[string]*compiledQuery // the VM's, by path; nil q: topdown runs it (why says why)
 	// prepMu serialises preparations: rego sets a field of the shared
 	// compiler, without a lock, when it prepares for a target plugin.
 	prepMu sync.Mutex
@@ -65,7 +65,7 @@ type snapshot struct {
 
 // compiledQuery is one path prepared for the compiled evaluator, or why not.
 type compiledQuery struct {
-	pq  *rego.PreparedEvalQuery
+	q   *vm.Query
 	why string
 }
 
@@ -191,26 +191,26 @@ func (s *snapshot) query(ctx context.Context, path string) (*rego.PreparedEvalQu
 // (internal/vm), preparing it on first use; nil when the VM cannot run it
 // (then topdown does, and the reason is logged once and kept for
 // Evaluators) or the path is invalid.
-func (s *snapshot) compiled(ctx context.Context, path string, log *slog.Logger) *rego.PreparedEvalQuery {
+func (s *snapshot) compiled(ctx context.Context, path string, log *slog.Logger) *vm.Query {
 	s.mu.RLock()
 	c, ok := s.compiles[path]
 	s.mu.RUnlock()
 	if ok {
-		return c.pq
+		return c.q
 	}
 	ref, err := ParsePath(path)
 	if err != nil {
 		return nil
 	}
 	s.prepMu.Lock()
-	pq, err := vm.Prepare(context.WithoutCancel(ctx), s.compiler, s.store, ast.NewBody(ast.NewExpr(ast.NewTerm(ref))))
+	q, err := vm.PrepareQuery(context.WithoutCancel(ctx), s.compiler, s.store, ref)
 	s.prepMu.Unlock()
 	c = &compiledQuery{}
 	if err != nil {
 		c.why = err.Error()
 		log.Warn("the compiled evaluator cannot run this policy path; topdown evaluates it", "path", path, "why", c.why)
 	} else {
-		c.pq = &pq
+		c.q = q
 		log.Debug("policy path runs on the compiled evaluator", "path", path)
 	}
 	s.mu.Lock()
@@ -220,5 +220,5 @@ func (s *snapshot) compiled(ctx context.Context, path string, log *slog.Logger) 
 		s.compiles[path] = c
 	}
 	s.mu.Unlock()
-	return c.pq
+	return c.q
 }

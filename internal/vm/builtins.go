@@ -172,11 +172,12 @@ func (c *compiler) arithmeticBuiltin(name string, args []operand, res int32, gen
 // strict built-in errors and otherwise an undefined call.
 func (st *state) callBuiltin(site *builtinSite, args []*ast.Term) (*ast.Term, ctl) {
 	bi := site.impl
-	useNDB := bi.nd && !bi.skipBctx && st.ectx != nil && st.ectx.NDBCache() != nil
+	ndb := st.ndbCache()
+	useNDB := bi.nd && !bi.skipBctx && ndb != nil
 	var key *ast.Array
 	if useNDB {
 		key = ast.NewArray(append([]*ast.Term(nil), args...)...)
-		if v, ok := st.ectx.NDBCache().Get(bi.name, key); ok {
+		if v, ok := ndb.Get(bi.name, key); ok {
 			return ast.NewTerm(v), ctlNext
 		}
 	}
@@ -218,7 +219,7 @@ func (st *state) callBuiltin(site *builtinSite, args []*ast.Term) (*ast.Term, ct
 		}
 	}
 	if useNDB && !bi.relation {
-		st.ectx.NDBCache().Put(bi.name, key, out.Value)
+		ndb.Put(bi.name, key, out.Value)
 	}
 	return out, ctlNext
 }

@@ -29,6 +29,7 @@ type state struct {
 	prog    *Program
 	ctx     context.Context
 	ectx    *rego.EvalContext
+	ndb     builtins.NDBCache // the direct path's (Query.Eval); rego's is in ectx
 	runtime *ast.Term
 	strict  bool
 	done    <-chan struct{}
@@ -115,6 +116,7 @@ func (st *state) release() {
 	clear(st.outs[:cap(st.outs)])
 	st.out, st.ret, st.results = nil, nil, nil
 	st.ctx, st.ectx, st.runtime, st.done, st.ext, st.err = nil, nil, nil, nil, nil, nil
+	st.ndb = nil
 	st.bctx = topdown.BuiltinContext{}
 	st.cancel = ctxCancel{}
 	st.prog.pool.Put(st)
@@ -231,6 +233,15 @@ func (st *state) runPlan(pl *plan, input, data *ast.Term) (ast.Set, error) {
 	return st.results, nil
 }
 
+// ndbCache is the evaluation's cache of non-deterministic built-in
+// results: rego's evaluation context's, or the direct path's.
+func (st *state) ndbCache() builtins.NDBCache {
+	if st.ectx != nil {
+		return st.ectx.NDBCache()
+	}
+	return st.ndb
+}
+
 // builtinContext is the evaluation's BuiltinContext, made on first use:
 // what topdown gives a built-in from the same EvalContext.
 func (st *state) builtinContext() *topdown.BuiltinContext {
@@ -260,6 +271,9 @@ func (st *state) builtinContext() *topdown.BuiltinContext {
 	}
 	if b.Capabilities == nil {
 		b.Capabilities = st.prog.caps
+	}
+	if b.NDBuiltinCache == nil && st.ndb != nil {
+		b.NDBuiltinCache = st.ndb
 	}
 	if b.Metrics == nil {
 		b.Metrics = metrics.New()

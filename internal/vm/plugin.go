@@ -9,6 +9,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ir"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/topdown/builtins"
 	"github.com/open-policy-agent/opa/v1/util"
 )
 
@@ -28,6 +29,10 @@ type env struct {
 }
 
 type envKey struct{}
+
+// captureKey carries, in a preparation's context, where PrepareForEval
+// leaves the prepared query (PrepareQuery reads it back).
+type captureKey struct{}
 
 // WithStore returns a context for rego's PrepareForEval that tells the VM
 // which store holds the base documents (the one given to rego.Store): the
@@ -81,7 +86,11 @@ func (plugin) PrepareForEval(ctx context.Context, pol *ir.Policy, opts ...rego.P
 		}
 	}
 	prog.caps = e.caps
-	return &prepared{prog: prog, store: e.store}, nil
+	p := &prepared{prog: prog, store: e.store}
+	if c, ok := ctx.Value(captureKey{}).(**prepared); ok {
+		*c = p
+	}
+	return p, nil
 }
 
 // prepared is a query lowered for the VM.
@@ -129,6 +138,12 @@ func (p *prepared) Eval(ctx context.Context, ectx *rego.EvalContext, rt ast.Valu
 // and returns its result set, a set of objects binding the query's
 // variables (what rego turns into a ResultSet). ectx may be nil.
 func (p *Program) Eval(ctx context.Context, ectx *rego.EvalContext, rt ast.Value, input, data *ast.Term) (rs ast.Set, err error) {
+	return p.eval(ctx, ectx, rt, input, data, nil)
+}
+
+// eval is Eval with the cache of non-deterministic built-in results of an
+// evaluation without rego's context (ectx nil).
+func (p *Program) eval(ctx context.Context, ectx *rego.EvalContext, rt ast.Value, input, data *ast.Term, ndb builtins.NDBCache) (rs ast.Set, err error) {
 	st := p.pool.Get().(*state)
 	defer func() {
 		// A plan the lowering misjudged must fail one decision, not the
@@ -138,6 +153,7 @@ func (p *Program) Eval(ctx context.Context, ectx *rego.EvalContext, rt ast.Value
 		}
 	}()
 	st.reset(ctx, ectx, rt)
+	st.ndb = ndb
 	rs, err = st.runPlan(p.plans[0], input, data)
 	st.release()
 	return rs, err
@@ -178,6 +194,79 @@ func Prepare(ctx context.Context, compiler *ast.Compiler, store storage.Store, q
 		return rego.PreparedEvalQuery{}, fmt.Errorf("%w: planning: %w", ErrUnsupported, err)
 	}
 	return pq, nil
+}
+
+// Query is a query of one reference (such as data.x.y) prepared for the
+// VM, evaluated either through rego (PreparedEvalQuery) or directly (Eval):
+// without rego's evaluation context, metrics and result set, which cost
+// more than a small policy's evaluation.
+type Query struct {
+	PreparedEvalQuery rego.PreparedEvalQuery
+	p                 *prepared
+}
+
+// PrepareQuery is Prepare for a query of one reference, returning it as a
+// Query that can also be evaluated directly.
+func PrepareQuery(ctx context.Context, compiler *ast.Compiler, store storage.Store, ref ast.Ref, extra ...func(*rego.Rego)) (*Query, error) {
+	var p *prepared
+	pq, err := Prepare(context.WithValue(ctx, captureKey{}, &p), compiler, store, ast.NewBody(ast.NewExpr(ast.NewTerm(ref))), extra...)
+	if err != nil {
+		return nil, err
+	}
+	if p == nil {
+		return nil, unsupported("the query was not prepared by the VM plugin")
+	}
+	return &Query{PreparedEvalQuery: pq, p: p}, nil
+}
+
+// Eval evaluates the query on input (nil: none) as PreparedEvalQuery.Eval
+// with rego.EvalParsedInput(input) and rego.EvalNDBuiltinCache(ndb) does,
+// and returns the AST value of its first result's expression (which rego
+// converts with ast.JSON); defined is false when there is no result. ok is
+// false when the result set is not one rego would turn into that single
+// value: the caller evaluates through PreparedEvalQuery then.
+func (q *Query) Eval(ctx context.Context, input ast.Value, ndb builtins.NDBCache) (v ast.Value, defined, ok bool, err error) {
+	var in *ast.Term
+	if input != nil {
+		in = ast.NewTerm(input)
+	}
+	var data *ast.Term
+	if q.p.prog.readsData {
+		// A transaction per evaluation, as rego opens one.
+		txn, err := q.p.store.NewTransaction(ctx)
+		if err != nil {
+			return nil, false, true, err
+		}
+		defer q.p.store.Abort(ctx, txn)
+		x, err := q.p.store.Read(ctx, txn, storage.RootPath)
+		if err != nil {
+			return nil, false, true, err
+		}
+		dv, isAST := x.(ast.Value)
+		if !isAST {
+			if dv, err = ast.InterfaceToValue(x); err != nil {
+				return nil, false, true, err
+			}
+		}
+		data = ast.NewTerm(dv)
+	}
+	rs, err := q.p.prog.eval(ctx, nil, nil, in, data, ndb)
+	if err != nil {
+		return nil, false, true, err
+	}
+	switch rs.Len() {
+	case 0:
+		return nil, false, true, nil
+	case 1:
+		obj, isObj := rs.Slice()[0].Value.(ast.Object)
+		if !isObj || obj.Len() != 1 {
+			return nil, false, false, nil
+		}
+		var val *ast.Term
+		obj.Foreach(func(_, x *ast.Term) { val = x })
+		return val.Value, true, true, nil
+	}
+	return nil, false, false, nil
 }
 
 // hasSystem reports whether a data root read from a store has a top-level
