@@ -31,11 +31,12 @@ import (
 //     constitution's decisions. The split is a partition of the bytes, so
 //     the JSON put back together is byte for byte the one stored, whatever
 //     it holds;
-//   - the decoded result is made again from the JSON when an entry is read
-//     and kept, with the JSON, in a bounded set of recently read values (a
-//     CLOCK: hotMax values, hotMaxBytes of JSON), so that a decision read
-//     again and again is decoded once, and one stored but never read is
-//     never decoded.
+//   - the decoded result is made again from the JSON when an entry is read,
+//     and from its second decoding on kept, with the JSON, in a bounded set
+//     of recently read values (a CLOCK: hotMax values, hotMaxBytes of JSON),
+//     so that a decision read again and again is decoded twice, one stored
+//     but never read is never decoded, and one-off reads of many decisions
+//     take no room.
 //
 // A stored value and everything it hands out are never modified (as for
 // every cached value), and the JSON it hands out has no spare capacity, so
@@ -59,8 +60,9 @@ type stored struct {
 	sk    *skeleton
 	nums  string // the numbers cut out of the JSON: for each, its length (one byte) and its text
 	size  int32  // length of the JSON
-	// used is the CLOCK bit: set when the value is read while decoded.
-	used atomic.Bool
+	// bits holds bitUsed, the CLOCK bit (set when the value is read while
+	// decoded), and bitSeen (set when it was decoded once and not kept).
+	bits atomic.Uint32
 	hot  atomic.Pointer[Value]
 }
 
@@ -80,8 +82,8 @@ const (
 	// hotMax and hotMaxBytes bound the set of decoded values: at most hotMax
 	// values whose JSON adds up to at most hotMaxBytes. A value whose JSON is
 	// longer than hotMaxBytes is decoded for each read.
-	hotMax      = 1024
-	hotMaxBytes = 1 << 20
+	hotMax      = 256
+	hotMaxBytes = 256 << 10
 )
 
 // undefined is the one stored Value of every undefined decision.
@@ -236,18 +238,30 @@ func (in *interner) value(p *stored) Value {
 		return *p.fixed
 	}
 	if h := p.hot.Load(); h != nil {
-		if !p.used.Load() {
-			p.used.Store(true)
+		if p.bits.Load()&bitUsed == 0 {
+			p.bits.Or(bitUsed)
 		}
 		return *h
 	}
 	return in.decode(p)
 }
 
-// decode makes p's decision again from its JSON and offers it to the hot set.
+const (
+	bitUsed = 1 << iota
+	bitSeen
+)
+
+// decode makes p's decision again from its JSON. The first time, that is
+// all: a decision read once (a burst of one-off requests, a second pass over
+// many keys) takes no room in the hot set; from the second time on, it is
+// offered to the hot set.
 func (in *interner) decode(p *stored) Value {
 	j := join(make([]byte, 0, p.size), p.sk, p.nums)
 	v := &Value{Result: decodeStored(j), Defined: true, JSON: j}
+	if p.bits.Load()&bitSeen == 0 {
+		p.bits.Or(bitSeen)
+		return *v
+	}
 	return *in.hot.admit(p, v)
 }
 
@@ -280,15 +294,15 @@ func (h *hotSet) admit(p *stored, v *Value) *Value {
 		q := h.ring[h.hand]
 		switch {
 		case q == nil && h.bytes+need <= hotMaxBytes:
-			p.used.Store(false)
+			p.bits.And(^uint32(bitUsed))
 			p.hot.Store(v)
 			h.ring[h.hand] = p
 			h.bytes += need
 			h.hand = (h.hand + 1) % len(h.ring)
 			return v
 		case q == nil:
-		case q.used.Load():
-			q.used.Store(false) // a second chance
+		case q.bits.Load()&bitUsed != 0:
+			q.bits.And(^uint32(bitUsed)) // a second chance
 		default:
 			h.evict(h.hand)
 			continue

@@ -171,6 +171,9 @@ func TestL1HitDoesNotAllocate(t *testing.T) {
 	in := loadInput(t, "safe_action")
 	k, _ := NewKey("rev", "acgs/main/decision", in)
 	c.Set(k, decisionWithJSON(t, true))
+	for range 2 { // decoded, then decoded and kept (see interner)
+		c.Get(ctx, k)
+	}
 	allocs := testing.AllocsPerRun(1000, func() {
 		k, _ := NewKey("rev", "acgs/main/decision", in)
 		if _, _, ok := c.Get(ctx, k); !ok {
