@@ -128,6 +128,39 @@ func (c *compiler) arithmeticBuiltin(name string, args []operand, res int32, gen
 			}
 			return generic(st, l)
 		}
+	case ast.Max.Name, ast.Min.Name:
+		// topdown/aggregates.go on an array: the last greatest (first
+		// least ... last of the equal least) element's value in a new term;
+		// sets and errors are topdown's.
+		if len(args) != 1 {
+			return nil
+		}
+		a, isMax := args[0], name == ast.Max.Name
+		return func(st *state, l []*ast.Term) ctl {
+			if x := a.get(l); x != nil {
+				if arr, ok := x.Value.(*ast.Array); ok && arr.Len() > 0 {
+					var m ast.Value
+					if isMax {
+						m = ast.InternedNullTerm.Value
+						arr.Foreach(func(e *ast.Term) {
+							if compareValues(m, e.Value) <= 0 {
+								m = e.Value
+							}
+						})
+					} else {
+						m = arr.Elem(0).Value
+						arr.Foreach(func(e *ast.Term) {
+							if compareValues(m, e.Value) >= 0 {
+								m = e.Value
+							}
+						})
+					}
+					l[res] = ast.NewTerm(m)
+					return ctlNext
+				}
+			}
+			return generic(st, l)
+		}
 	case ast.Sum.Name:
 		if len(args) != 1 {
 			return nil
@@ -237,18 +270,19 @@ func (c *compiler) nativeBuiltin(name string, args []operand, res int32) stmt {
 	// topdown/comparison.go: Equal and Compare on the operands, boolean result.
 	var cmp func(x, y *ast.Term) bool
 	switch name {
+	// (termsEqual and compareValues: the same, without math/big for numbers.)
 	case ast.Equal.Name:
-		cmp = func(x, y *ast.Term) bool { return x.Equal(y) }
+		cmp = termsEqual
 	case ast.NotEqual.Name:
-		cmp = func(x, y *ast.Term) bool { return !x.Equal(y) }
+		cmp = func(x, y *ast.Term) bool { return !termsEqual(x, y) }
 	case ast.LessThan.Name:
-		cmp = func(x, y *ast.Term) bool { return x.Value.Compare(y.Value) < 0 }
+		cmp = func(x, y *ast.Term) bool { return compareValues(x.Value, y.Value) < 0 }
 	case ast.LessThanEq.Name:
-		cmp = func(x, y *ast.Term) bool { return x.Value.Compare(y.Value) <= 0 }
+		cmp = func(x, y *ast.Term) bool { return compareValues(x.Value, y.Value) <= 0 }
 	case ast.GreaterThan.Name:
-		cmp = func(x, y *ast.Term) bool { return x.Value.Compare(y.Value) > 0 }
+		cmp = func(x, y *ast.Term) bool { return compareValues(x.Value, y.Value) > 0 }
 	case ast.GreaterThanEq.Name:
-		cmp = func(x, y *ast.Term) bool { return x.Value.Compare(y.Value) >= 0 }
+		cmp = func(x, y *ast.Term) bool { return compareValues(x.Value, y.Value) >= 0 }
 	default:
 		return nil
 	}

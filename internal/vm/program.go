@@ -622,7 +622,7 @@ func (c *compiler) compare(ao, bo ir.Operand, equal bool) (stmt, error) {
 	}
 	return func(_ *state, l []*ast.Term) ctl {
 		x, y := a.get(l), b.get(l)
-		if x == nil || y == nil || x.Equal(y) != equal {
+		if x == nil || y == nil || termsEqual(x, y) != equal {
 			return 0
 		}
 		return ctlNext
