@@ -246,6 +246,20 @@ func (in *interner) value(p *stored) Value {
 	return in.decode(p)
 }
 
+// encoded returns p's decision with its JSON, and with its decoded Result
+// only when p already holds it decoded (nil otherwise): for a reader that
+// needs the bytes and not the value, without the cost of decoding a cold
+// entry or touching the hot set.
+func (in *interner) encoded(p *stored) Value {
+	if p.fixed != nil {
+		return *p.fixed
+	}
+	if h := p.hot.Load(); h != nil {
+		return *h
+	}
+	return Value{Defined: true, JSON: join(make([]byte, 0, p.size), p.sk, p.nums)}
+}
+
 const (
 	bitUsed = 1 << iota
 	bitSeen

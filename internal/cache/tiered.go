@@ -222,11 +222,14 @@ func (t *Tiered) Get(ctx context.Context, k Key) (Value, Tier, bool) {
 
 // GetL1 looks k up in L1 only, counting a hit when it is there and nothing
 // when it is not: for a caller that falls back to Get on a miss (the
-// server's raw-body tier), which then counts the miss once.
+// server's raw-body tier), which then counts the miss once. The value's
+// Result is nil unless L1 holds it decoded (JSON is set for every defined
+// decision): that caller writes the answer from the JSON and already knows
+// what it needs of the value, so a cold entry is not decoded for it.
 func (t *Tiered) GetL1(k Key) (Value, bool) {
 	if e, ok := t.l1.GetIfPresent(k); ok {
 		t.l1Hits.Add(1)
-		return t.values.value(e.v), true
+		return t.values.encoded(e.v), true
 	}
 	return Value{}, false
 }

@@ -20,9 +20,11 @@ func (d Decision) Ref() (Ref, bool) { return d.ref, d.ref.scope != "" }
 
 // Lookup answers from L1 the decision that ref names, when it is still there
 // and still the active snapshot's, as Decide would have for the input that
-// produced ref: the same result, source, revision and metrics (key kind, an
-// L1 hit). ok is false otherwise, and nothing is counted: the caller then
-// decides through Decide, which counts the miss once.
+// produced ref: the same JSON, source, revision and metrics (key kind, an
+// L1 hit). Its Result is nil unless L1 holds it decoded: the caller writes
+// the answer from JSON and remembers what it needs of the value from the
+// decision that gave it ref. ok is false otherwise, and nothing is counted:
+// the caller then decides through Decide, which counts the miss once.
 func (e *Engine) Lookup(ref Ref) (Decision, bool) {
 	s := e.cur.Load()
 	c := e.opts.Cache
@@ -30,7 +32,7 @@ func (e *Engine) Lookup(ref Ref) (Decision, bool) {
 		return Decision{}, false
 	}
 	v, ok := c.GetL1(ref.key)
-	if !ok {
+	if !ok || (v.Defined && v.JSON == nil) {
 		return Decision{}, false
 	}
 	e.onKey(ref.kind)

@@ -133,28 +133,8 @@ var serverFields = [...]string{"decision_id", "policy_revision", "cache_hit", "c
 // fields; otherwise ok is false and acgsResponse builds the answer. Both
 // paths give the same document (a test checks it).
 func (s *Server) appendACGSFast(dst []byte, d decided, lat time.Duration) ([]byte, bool) {
-	if d.Err != nil || !d.Defined || len(d.JSON) < 2 || d.JSON[0] != '{' {
+	if !d.acgsChecked && !s.acgsFastOK(d) {
 		return dst, false
-	}
-	obj, ok := d.Result.(map[string]any)
-	if !ok {
-		return dst, false
-	}
-	if _, ok := obj["allow"].(bool); !ok {
-		return dst, false
-	}
-	if h, _ := obj["constitutional_hash"].(string); h != s.hash {
-		return dst, false
-	}
-	for _, k := range [...]string{"reasons", "evaluation_details", "compliance_score"} {
-		if _, ok := obj[k]; !ok {
-			return dst, false
-		}
-	}
-	for _, k := range serverFields {
-		if _, ok := obj[k]; ok {
-			return dst, false
-		}
 	}
 	tier := d.Source.CacheTier()
 	dst = append(dst, `{"decision_id":`...)
@@ -174,6 +154,36 @@ func (s *Server) appendACGSFast(dst []byte, d decided, lat time.Duration) ([]byt
 	}
 	dst = append(dst, d.JSON[1:]...)
 	return dst, true
+}
+
+// acgsFastOK reports whether appendACGSFast may write d from its JSON: a
+// complete ACGS object (allow, this service's hash, reasons, details,
+// score) that names none of the server's fields.
+func (s *Server) acgsFastOK(d decided) bool {
+	if d.Err != nil || !d.Defined || len(d.JSON) < 2 || d.JSON[0] != '{' {
+		return false
+	}
+	obj, ok := d.Result.(map[string]any)
+	if !ok {
+		return false
+	}
+	if _, ok := obj["allow"].(bool); !ok {
+		return false
+	}
+	if h, _ := obj["constitutional_hash"].(string); h != s.hash {
+		return false
+	}
+	for _, k := range [...]string{"reasons", "evaluation_details", "compliance_score"} {
+		if _, ok := obj[k]; !ok {
+			return false
+		}
+	}
+	for _, k := range serverFields {
+		if _, ok := obj[k]; ok {
+			return false
+		}
+	}
+	return true
 }
 
 // appendACGSOverloaded appends the ACGS body of a decision shed by

@@ -16,6 +16,10 @@ type decided struct {
 	engine.Decision
 	ID  string
 	Err error
+	// acgsChecked says the decision's value is known to pass
+	// appendACGSFast's checks (the raw-body tier remembered it), so that
+	// its answer is written from JSON without the value.
+	acgsChecked bool
 }
 
 // decide asks the engine and records the decision in metrics and the audit
@@ -41,8 +45,13 @@ func (s *Server) decideMany(ctx context.Context, path string, inputs []any, batc
 
 // record gives a decision its id and counts and logs it.
 func (s *Server) record(ctx context.Context, path string, input any, batchID string, d engine.Decision, err error, start time.Time, took time.Duration) decided {
+	return s.recordAs(ctx, path, input, batchID, d, err, start, took, outcomeOf(d, err))
+}
+
+// recordAs is record with the decision's outcome given (the raw-body tier
+// remembers it: its decisions come without their decoded value).
+func (s *Server) recordAs(ctx context.Context, path string, input any, batchID string, d engine.Decision, err error, start time.Time, took time.Duration, outcome string) decided {
 	out := decided{Decision: d, ID: telemetry.NewDecisionID(), Err: err}
-	outcome := outcomeOf(d, err)
 	src := d.Source.String()
 	if err != nil {
 		src = "error"

@@ -30,9 +30,14 @@ type rawTier struct {
 
 type rawKey struct{ hi, lo uint64 }
 
+// rawEntry is what the tier remembers of a decided body: where its
+// decision is, and what the answer needs of the decision's value, so that
+// a hit is written from the decision's JSON without decoding it (L1 keeps
+// most decisions encoded).
 type rawEntry struct {
-	ref engine.Ref
-	opa bool // the body was OPA's {"input": ...} (the decision path takes both dialects)
+	ref     engine.Ref
+	outcome string // the metric label of the decision (allow, deny, ...)
+	opa     bool   // the body was OPA's {"input": ...} (the decision path takes both dialects)
 }
 
 // newRawTier returns a tier of at most size bodies, or nil for size 0.
@@ -74,7 +79,8 @@ func (s *Server) rawLookup(r *http.Request, path string, body []byte, acgs bool)
 		start := time.Now()
 		var dd engine.Decision
 		if dd, ok = s.d.Engine.Lookup(e.ref); ok {
-			d = s.record(r.Context(), path, nil, "", dd, nil, start, time.Since(start))
+			d = s.recordAs(r.Context(), path, nil, "", dd, nil, start, time.Since(start), e.outcome)
+			d.acgsChecked = !e.opa
 		}
 	}
 	s.d.Metrics.RawLookup(ok)
@@ -82,12 +88,14 @@ func (s *Server) rawLookup(r *http.Request, path string, body []byte, acgs bool)
 }
 
 // rawRemember maps body at path to the cache entry its decision d was
-// looked up under, when d came from the cache or was cached.
+// looked up under, when d came from the cache or was cached, and its answer
+// can be written from the decision's JSON (an ACGS answer that needs the
+// value field by field is left to the normal path).
 func (s *Server) rawRemember(r *http.Request, path string, body []byte, d decided, opa bool) {
-	if !s.raw.usable(r) || d.Err != nil {
+	if !s.raw.usable(r) || d.Err != nil || (d.Defined && d.JSON == nil) || (!opa && !s.acgsFastOK(d)) {
 		return
 	}
 	if ref, ok := d.Ref(); ok {
-		s.raw.c.Set(keyOf(path, body), rawEntry{ref: ref, opa: opa})
+		s.raw.c.Set(keyOf(path, body), rawEntry{ref: ref, outcome: outcomeOf(d.Decision, nil), opa: opa})
 	}
 }
