@@ -16,6 +16,7 @@ type metrics struct {
 	approvals   *prometheus.CounterVec   // upstream, tool, verdict
 	pending     *prometheus.GaugeVec     // upstream, tool
 	upstream    *prometheus.CounterVec   // upstream, tool, result: ok|tool_error|failed
+	proxied     *prometheus.CounterVec   // upstream, method, outcome: ok|error|failed|hidden|not_found
 	overhead    *prometheus.HistogramVec // upstream
 	upstreamDur *prometheus.HistogramVec // upstream
 	up          *prometheus.GaugeVec     // upstream
@@ -44,6 +45,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "acgs_gateway_upstream_calls_total",
 			Help: "Calls forwarded to upstreams by result: ok, tool_error (the tool answered isError), failed (no answer).",
 		}, []string{"upstream", "tool", "result"}),
+		proxied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "acgs_gateway_proxied_requests_total",
+			Help: "Resources and prompts requests of agents (method: resources/list, resources/templates/list, resources/read, prompts/list, prompts/get) by upstream and outcome: ok (the upstream answered), error (it answered a JSON-RPC error, passed on unchanged), failed (no answer; a list then shows the upstream's last one), hidden (the constitution hides the upstream's resources or prompts from the agent; a read or get is refused, not forwarded), not_found (no upstream serves the URI or prompt name; upstream \"unknown\"). A list counts once for each upstream it asked: one that serves resources (prompts), or one that could not be reached (failed).",
+		}, []string{"upstream", "method", "outcome"}),
 		overhead: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "acgs_gateway_overhead_seconds",
 			Help:    "Time a forwarded call spent in the gateway itself: the whole call minus the upstream's answer (and minus any wait for approval).",
@@ -64,7 +69,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.decisions, m.shadow, m.approvals, m.pending, m.upstream, m.overhead, m.upstreamDur, m.up, m.counterErrs)
+		reg.MustRegister(m.decisions, m.shadow, m.approvals, m.pending, m.upstream, m.proxied, m.overhead, m.upstreamDur, m.up, m.counterErrs)
 	}
 	return m
 }
@@ -83,6 +88,7 @@ func RegisterExampleSeries(reg prometheus.Registerer) {
 	m.approvals.WithLabelValues("db", "delete_record", string(Approved)).Inc()
 	m.pending.WithLabelValues("db", "delete_record").Set(0)
 	m.upstream.WithLabelValues("files", "read_file", "ok").Inc()
+	m.proxied.WithLabelValues("files", methodResourcesRead, proxiedOK).Inc()
 	m.observeOverhead("files", 50*time.Microsecond)
 	m.upstreamDur.WithLabelValues("files").Observe(1e-3)
 	m.up.WithLabelValues("files").Set(1)

@@ -23,6 +23,44 @@ const (
 	promptsTool   = "prompts/get"
 )
 
+// The method label of acgs_gateway_proxied_requests_total.
+const (
+	methodResourcesList = "resources/list"
+	methodTemplatesList = "resources/templates/list"
+	methodResourcesRead = "resources/read"
+	methodPromptsList   = "prompts/list"
+	methodPromptsGet    = "prompts/get"
+)
+
+// The outcome label of acgs_gateway_proxied_requests_total.
+const (
+	proxiedOK       = "ok"        // the upstream answered
+	proxiedError    = "error"     // it answered a JSON-RPC error, passed on as it is
+	proxiedFailed   = "failed"    // no answer (unavailable, connection lost, call_timeout)
+	proxiedHidden   = "hidden"    // the constitution hides the upstream's resources or prompts from the agent
+	proxiedNotFound = "not_found" // no upstream serves the URI or prompt name (upstream "unknown")
+)
+
+// countProxied counts one resources or prompts request of an agent.
+func (g *Gateway) countProxied(upstream, method, outcome string) {
+	g.m.proxied.WithLabelValues(upstream, method, outcome).Inc()
+}
+
+// countListed counts what a list request did with one upstream: asked is
+// the result of asking it (proxiedOK, proxiedFailed, or "" when it does
+// not serve the feature and was not asked, which is not counted). An
+// upstream that did not answer counts as failed even when its last list is
+// hidden from the agent: the failure is what operators need to see.
+func (g *Gateway) countListed(u *upstream, method, asked string, hidden bool) {
+	switch {
+	case asked == "":
+		return
+	case asked == proxiedOK && hidden:
+		asked = proxiedHidden
+	}
+	g.countProxied(u.cfg.Name, method, asked)
+}
+
 // hiddenFeature reports whether the constitution hides an upstream's
 // resources or prompts (feature: resourcesTool or promptsTool) from agent.
 // Shadow mode for the upstream (or for the pseudo-tool) shows them.
@@ -43,11 +81,13 @@ func (g *Gateway) hiddenFeature(ctx context.Context, u *upstream, feature, agent
 // list the same URI, the first in the configuration owns it.
 func (g *Gateway) listResources(ctx context.Context, req *mcp.ListResourcesRequest) (*mcp.ListResourcesResult, error) {
 	agent, _ := g.identity(req.Session, req.Extra)
-	g.refreshResources(ctx)
+	asked := g.refreshResources(ctx)
 	out := []*mcp.Resource{}
 	for _, u := range g.order {
 		res, _ := u.lastResources()
-		if len(res) == 0 || g.hiddenFeature(ctx, u, resourcesTool, agent) {
+		hidden := len(res) > 0 && g.hiddenFeature(ctx, u, resourcesTool, agent)
+		g.countListed(u, methodResourcesList, asked[u], hidden)
+		if len(res) == 0 || hidden {
 			continue
 		}
 		for _, r := range res {
@@ -66,11 +106,13 @@ func (g *Gateway) listResources(ctx context.Context, req *mcp.ListResourcesReque
 
 func (g *Gateway) listResourceTemplates(ctx context.Context, req *mcp.ListResourceTemplatesRequest) (*mcp.ListResourceTemplatesResult, error) {
 	agent, _ := g.identity(req.Session, req.Extra)
-	g.refreshResources(ctx)
+	asked := g.refreshResources(ctx)
 	out := []*mcp.ResourceTemplate{}
 	for _, u := range g.order {
 		_, tmpls := u.lastResources()
-		if len(tmpls) == 0 || g.hiddenFeature(ctx, u, resourcesTool, agent) {
+		hidden := len(tmpls) > 0 && g.hiddenFeature(ctx, u, resourcesTool, agent)
+		g.countListed(u, methodTemplatesList, asked[u], hidden)
+		if len(tmpls) == 0 || hidden {
 			continue
 		}
 		for _, t := range tmpls {
@@ -93,22 +135,35 @@ func (g *Gateway) readResource(ctx context.Context, req *mcp.ReadResourceRequest
 		u = g.resourceOwner(uri)
 	}
 	if u == nil {
+		g.countProxied("unknown", methodResourcesRead, proxiedNotFound)
 		return nil, mcp.ResourceNotFoundError(uri)
 	}
 	if g.hiddenFeature(ctx, u, resourcesTool, agent) {
+		g.countProxied(u.cfg.Name, methodResourcesRead, proxiedHidden)
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("resource %q: the constitution does not let agent %q read resources of upstream %q", uri, agent, u.cfg.Name)}
 	}
-	return u.ReadResource(ctx, req.Params)
+	res, outcome, err := u.ReadResource(ctx, req.Params)
+	g.countProxied(u.cfg.Name, methodResourcesRead, outcome)
+	return res, err
 }
 
 // refreshResources lists the resources and templates of every upstream
-// that has them (an upstream that cannot answer keeps its last lists).
-func (g *Gateway) refreshResources(ctx context.Context) {
+// that has them (an upstream that cannot answer keeps its last lists). It
+// returns what asking each upstream gave: proxiedOK, proxiedFailed, or
+// nothing for an upstream without resources (not asked).
+func (g *Gateway) refreshResources(ctx context.Context) map[*upstream]string {
+	asked := make(map[*upstream]string, len(g.order))
 	for _, u := range g.order {
-		if err := u.refreshResources(ctx); err != nil {
+		served, err := u.refreshResources(ctx)
+		switch {
+		case err != nil:
 			g.log.Warn("gateway: resources/list of an upstream failed; using its last list", "upstream", u.cfg.Name, "error", err)
+			asked[u] = proxiedFailed
+		case served:
+			asked[u] = proxiedOK
 		}
 	}
+	return asked
 }
 
 // listedOwner is the first upstream (in configuration order) whose last
@@ -152,11 +207,18 @@ func (g *Gateway) listPrompts(ctx context.Context, req *mcp.ListPromptsRequest) 
 	agent, _ := g.identity(req.Session, req.Extra)
 	out := []*mcp.Prompt{}
 	for _, u := range g.order {
-		prompts, err := u.Prompts(ctx)
-		if err != nil {
+		prompts, served, err := u.Prompts(ctx)
+		asked := ""
+		switch {
+		case err != nil:
 			g.log.Warn("gateway: prompts/list of an upstream failed; using its last list", "upstream", u.cfg.Name, "error", err)
+			asked = proxiedFailed
+		case served:
+			asked = proxiedOK
 		}
-		if len(prompts) == 0 || g.hiddenFeature(ctx, u, promptsTool, agent) {
+		hidden := len(prompts) > 0 && g.hiddenFeature(ctx, u, promptsTool, agent)
+		g.countListed(u, methodPromptsList, asked, hidden)
+		if len(prompts) == 0 || hidden {
 			continue
 		}
 		for _, p := range prompts {
@@ -173,14 +235,18 @@ func (g *Gateway) getPrompt(ctx context.Context, req *mcp.GetPromptRequest) (*mc
 	upName, prompt, ok := strings.Cut(req.Params.Name, Separator)
 	u := g.ups[upName]
 	if !ok || u == nil {
+		g.countProxied("unknown", methodPromptsGet, proxiedNotFound)
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("unknown prompt %q: no upstream is named %q (prompts are named <upstream>%s<prompt>)", req.Params.Name, upName, Separator)}
 	}
 	if g.hiddenFeature(ctx, u, promptsTool, agent) {
+		g.countProxied(u.cfg.Name, methodPromptsGet, proxiedHidden)
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("prompt %q: the constitution does not let agent %q get prompts of upstream %q", req.Params.Name, agent, upName)}
 	}
 	p := *req.Params
 	p.Name = prompt
-	return u.GetPrompt(ctx, &p)
+	res, outcome, err := u.GetPrompt(ctx, &p)
+	g.countProxied(u.cfg.Name, methodPromptsGet, outcome)
+	return res, err
 }
 
 // ---------------------------------------------------------------------------
@@ -196,24 +262,25 @@ func serverCaps(cs *mcp.ClientSession) *mcp.ServerCapabilities {
 }
 
 // refreshResources lists the upstream's resources and templates now; an
-// upstream without the resources capability has none (it is not asked).
-func (u *upstream) refreshResources(ctx context.Context) error {
+// upstream without the resources capability has none (it is not asked:
+// served is false).
+func (u *upstream) refreshResources(ctx context.Context) (served bool, err error) {
 	cs, err := u.get(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if caps := serverCaps(cs); caps == nil || caps.Resources == nil {
 		u.mu.Lock()
 		u.resources, u.templates = nil, nil
 		u.mu.Unlock()
-		return nil
+		return false, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, u.connectTimeout)
 	defer cancel()
 	var res []*mcp.Resource
 	for r, err := range cs.Resources(ctx, nil) {
 		if err != nil {
-			return fmt.Errorf("resources/list: %w", err)
+			return true, fmt.Errorf("resources/list: %w", err)
 		}
 		res = append(res, r)
 	}
@@ -223,7 +290,7 @@ func (u *upstream) refreshResources(ctx context.Context) error {
 			if isMethodNotFound(err) { // resources without templates
 				break
 			}
-			return fmt.Errorf("resources/templates/list: %w", err)
+			return true, fmt.Errorf("resources/templates/list: %w", err)
 		}
 		tmpls = append(tmpls, t)
 	}
@@ -234,7 +301,7 @@ func (u *upstream) refreshResources(ctx context.Context) error {
 	u.mu.Lock()
 	u.resources, u.templates, u.resourceURIs = res, tmpls, uris
 	u.mu.Unlock()
-	return nil
+	return true, nil
 }
 
 func (u *upstream) lastResources() ([]*mcp.Resource, []*mcp.ResourceTemplate) {
@@ -250,78 +317,92 @@ func (u *upstream) hasResource(uri string) bool {
 }
 
 // Prompts lists the upstream's prompts now, or returns the last list when
-// it cannot answer (with the error, for the log).
-func (u *upstream) Prompts(ctx context.Context) ([]*mcp.Prompt, error) {
+// it cannot answer (with the error, for the log). served is false for an
+// upstream without the prompts capability (not asked).
+func (u *upstream) Prompts(ctx context.Context) (prompts []*mcp.Prompt, served bool, err error) {
 	cs, err := u.get(ctx)
 	if err != nil {
 		u.mu.Lock()
 		defer u.mu.Unlock()
-		return u.prompts, err
+		return u.prompts, false, err
 	}
 	if caps := serverCaps(cs); caps == nil || caps.Prompts == nil {
-		return nil, nil
+		return nil, false, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, u.connectTimeout)
 	defer cancel()
-	var prompts []*mcp.Prompt
 	for p, err := range cs.Prompts(ctx, nil) {
 		if err != nil {
 			u.mu.Lock()
 			defer u.mu.Unlock()
-			return u.prompts, fmt.Errorf("prompts/list: %w", err)
+			return u.prompts, true, fmt.Errorf("prompts/list: %w", err)
 		}
 		prompts = append(prompts, p)
 	}
 	u.mu.Lock()
 	u.prompts = prompts
 	u.mu.Unlock()
-	return prompts, nil
+	return prompts, true, nil
 }
 
-// ReadResource forwards one read.
-func (u *upstream) ReadResource(ctx context.Context, p *mcp.ReadResourceParams) (*mcp.ReadResourceResult, error) {
+// ReadResource forwards one read; outcome is proxiedOK, proxiedError or
+// proxiedFailed (see callError).
+func (u *upstream) ReadResource(ctx context.Context, p *mcp.ReadResourceParams) (res *mcp.ReadResourceResult, outcome string, err error) {
 	cs, err := u.get(ctx)
 	if err != nil {
-		return nil, upstreamError(err)
+		return nil, proxiedFailed, upstreamError(err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, u.cfg.CallTimeout)
 	defer cancel()
-	res, err := cs.ReadResource(ctx, p)
+	res, err = cs.ReadResource(ctx, p)
 	if err != nil {
-		return nil, u.callError(ctx, err)
+		outcome, err = u.callError(ctx, err)
+		return nil, outcome, err
 	}
-	return res, nil
+	return res, proxiedOK, nil
 }
 
-// GetPrompt forwards one prompts/get (p.Name is the upstream's own name).
-func (u *upstream) GetPrompt(ctx context.Context, p *mcp.GetPromptParams) (*mcp.GetPromptResult, error) {
+// GetPrompt forwards one prompts/get (p.Name is the upstream's own name);
+// outcome as for ReadResource.
+func (u *upstream) GetPrompt(ctx context.Context, p *mcp.GetPromptParams) (res *mcp.GetPromptResult, outcome string, err error) {
 	cs, err := u.get(ctx)
 	if err != nil {
-		return nil, upstreamError(err)
+		return nil, proxiedFailed, upstreamError(err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, u.cfg.CallTimeout)
 	defer cancel()
-	res, err := cs.GetPrompt(ctx, p)
+	res, err = cs.GetPrompt(ctx, p)
 	if err != nil {
-		return nil, u.callError(ctx, err)
+		outcome, err = u.callError(ctx, err)
+		return nil, outcome, err
 	}
-	return res, nil
+	return res, proxiedOK, nil
 }
+
+// The go-sdk's own codes for a request that got no answer from the
+// upstream (its internal jsonrpc2 ErrRejected, which wraps transport
+// failures such as a refused connection, ErrServerClosing and
+// ErrClientClosing): not the upstream's answer.
+const (
+	codeRejectedByTransport = -32005
+	codeServerClosing       = -32004
+	codeClientClosing       = -32003
+)
 
 // callError passes the upstream's own JSON-RPC errors (resource not found,
-// invalid params) to the agent as they are, and says what happened
-// otherwise.
-func (u *upstream) callError(ctx context.Context, err error) error {
+// invalid params) to the agent as they are (outcome proxiedError), and says
+// what happened otherwise (proxiedFailed: the upstream did not answer).
+func (u *upstream) callError(ctx context.Context, err error) (string, error) {
 	var je *jsonrpc.Error
 	switch {
-	case errors.As(err, &je):
-		return je
+	case errors.As(err, &je) && je.Code != codeRejectedByTransport && je.Code != codeServerClosing && je.Code != codeClientClosing:
+		return proxiedError, je
 	case errors.Is(err, mcp.ErrConnectionClosed):
-		return upstreamError(fmt.Errorf("upstream %q is unavailable: its connection closed during the request", u.cfg.Name))
+		return proxiedFailed, upstreamError(fmt.Errorf("upstream %q is unavailable: its connection closed during the request", u.cfg.Name))
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return upstreamError(fmt.Errorf("upstream %q did not answer within %s", u.cfg.Name, u.cfg.CallTimeout))
+		return proxiedFailed, upstreamError(fmt.Errorf("upstream %q did not answer within %s", u.cfg.Name, u.cfg.CallTimeout))
 	}
-	return upstreamError(fmt.Errorf("upstream %q: %w", u.cfg.Name, err))
+	return proxiedFailed, upstreamError(fmt.Errorf("upstream %q: %w", u.cfg.Name, err))
 }
 
 // upstreamError is a JSON-RPC internal error naming the upstream's problem

@@ -248,3 +248,105 @@ func TestResourcesProhibitedByPattern(t *testing.T) {
 		t.Fatalf("prompts: %v %+v", err, prompts)
 	}
 }
+
+// TestResourcesAndPromptsMetrics: acgs_gateway_proxied_requests_total
+// counts every resources and prompts request by upstream, method and
+// outcome; an upstream without resources or prompts is not counted for
+// lists, and names no upstream serves are "unknown".
+func TestResourcesAndPromptsMetrics(t *testing.T) {
+	e := resourceEnv(t)
+	gw := e.agent(t, "token-1")
+	gw2 := e.agent(t, "token-2") // may not use "local"
+	ctx := testCtx(t)
+	const name = "acgs_gateway_proxied_requests_total"
+	check := func(when, upstream, method, outcome string, want float64) {
+		t.Helper()
+		if got := e.metric(t, name, map[string]string{"upstream": upstream, "method": method, "outcome": outcome}); got != want {
+			t.Errorf("%s: %s{upstream=%q, method=%q, outcome=%q} = %v, want %v", when, name, upstream, method, outcome, got, want)
+		}
+	}
+
+	if _, err := gw.ListResources(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gw.ListResourceTemplates(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gw.ListPrompts(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, up := range []string{"local", "remote"} {
+		check("agent-1 lists", up, "resources/list", "ok", 1)
+		check("agent-1 lists", up, "resources/templates/list", "ok", 1)
+		check("agent-1 lists", up, "prompts/list", "ok", 1)
+	}
+	if got := e.metric(t, name, map[string]string{"upstream": "plain"}); got != 0 {
+		t.Errorf("plain (no resources, no prompts) counted %v times", got)
+	}
+
+	if _, err := gw.ReadResource(ctx, &mcp.ReadResourceParams{URI: "mcptest://mcptest/records/7"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gw.GetPrompt(ctx, &mcp.GetPromptParams{Name: "local__review", Arguments: map[string]string{"topic": "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	check("read", "remote", "resources/read", "ok", 1)
+	check("get", "local", "prompts/get", "ok", 1)
+
+	// The upstream's own error, and names nobody serves.
+	if _, err := gw.GetPrompt(ctx, &mcp.GetPromptParams{Name: "remote__nosuch"}); err == nil {
+		t.Fatal("prompts/get remote__nosuch: no error")
+	}
+	check("get of a prompt the upstream does not have", "remote", "prompts/get", "error", 1)
+	if _, err := gw.ReadResource(ctx, &mcp.ReadResourceParams{URI: "mcptest://nobody/readme"}); err == nil {
+		t.Fatal("read of an unknown URI: no error")
+	}
+	if _, err := gw.GetPrompt(ctx, &mcp.GetPromptParams{Name: "nobody__review"}); err == nil {
+		t.Fatal("prompts/get nobody__review: no error")
+	}
+	check("unknown URI", "unknown", "resources/read", "not_found", 1)
+	check("unknown upstream", "unknown", "prompts/get", "not_found", 1)
+
+	// What the constitution hides from agent-2 is counted as hidden and
+	// not forwarded.
+	reads := e.remote.Calls("resources/read")
+	if _, err := gw2.ListResources(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gw2.ListPrompts(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gw2.ReadResource(ctx, &mcp.ReadResourceParams{URI: "mcptest://local/readme"}); err == nil {
+		t.Fatal("agent-2 read a resource of local")
+	}
+	if _, err := gw2.GetPrompt(ctx, &mcp.GetPromptParams{Name: "local__review", Arguments: map[string]string{"topic": "x"}}); err == nil {
+		t.Fatal("agent-2 got a prompt of local")
+	}
+	check("agent-2 lists", "local", "resources/list", "hidden", 1)
+	check("agent-2 lists", "local", "prompts/list", "hidden", 1)
+	check("agent-2 lists", "remote", "resources/list", "ok", 2)
+	check("agent-2 lists", "remote", "prompts/list", "ok", 2)
+	check("agent-2 read", "local", "resources/read", "hidden", 1)
+	check("agent-2 get", "local", "prompts/get", "hidden", 1)
+	check("agent-2 read", "local", "resources/read", "ok", 0)
+	if e.remote.Calls("resources/read") != reads {
+		t.Error("agent-2's requests reached remote")
+	}
+
+	// An upstream that went away: no answer.
+	e.stopRem()
+	// The SDK reports the refused connection as its own JSON-RPC error
+	// ("rejected by transport"): not the upstream's answer.
+	_, err := gw.ReadResource(ctx, &mcp.ReadResourceParams{URI: "mcptest://mcptest/readme"})
+	var je *jsonrpc.Error
+	if !errors.As(err, &je) || je.Code != jsonrpc.CodeInternalError || !strings.Contains(je.Message, `upstream "remote"`) {
+		t.Fatalf("read from a stopped upstream: %v, want an internal error naming the upstream", err)
+	}
+	check("read from a stopped upstream", "remote", "resources/read", "error", 0)
+	check("read from a stopped upstream", "remote", "resources/read", "failed", 1)
+	if _, err := gw.ListResources(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	check("list with a stopped upstream", "remote", "resources/list", "failed", 1)
+	check("list with a stopped upstream", "local", "resources/list", "ok", 2)
+}
