@@ -85,7 +85,7 @@ func (s Source) Partial() bool { return s == SourcePlanConstant }
 
 // Decision is the answer for one input.
 type Decision struct {
-	Result   any // decoded JSON value of the policy; nil when undefined; shared, never mutate
+	Result   any // decoded JSON value of the policy; nil when undefined, and from Lookup unless L1 holds it decoded; shared, never mutate
 	Defined  bool
 	Revision string
 	Source   Source

@@ -88,6 +88,8 @@ func TestAbuse(t *testing.T) {
 		// gzip bombs: the limit applies after decompression
 		{name: "gzip bomb: 64 MiB of one letter", method: "POST", path: decision, body: func() io.Reader { return gzipBomb(64 << 20) }, hdr: gzipHdr, code: 413, errCode: "request_too_large", msg: "MAX_REQUEST_BYTES", within: 3 * time.Second},
 		{name: "gzip bomb: 200 concatenated members", method: "POST", path: decision, body: func() io.Reader { return gzipMembers(200, 64<<10) }, hdr: gzipHdr, code: 413, errCode: "request_too_large", within: 3 * time.Second},
+		// Empty members decompress to nothing: the body as sent is bounded too.
+		{name: "gzip padding: 4 MiB of empty members after a request", method: "POST", path: decision, body: func() io.Reader { return gzipPadded(safe, 4<<20) }, hdr: gzipHdr, code: 413, errCode: "request_too_large", msg: "MAX_REQUEST_BYTES", within: 3 * time.Second},
 		{name: "gzip body just under the limit", method: "POST", path: decision, body: func() io.Reader { return gz(safe + strings.Repeat(" ", (1<<20)-len(safe)-1)) }, hdr: gzipHdr, code: 200, check: allowed},
 		{name: "gzip body one byte over the limit", method: "POST", path: decision, body: func() io.Reader { return gz(safe + strings.Repeat(" ", (1<<20)-len(safe)+1)) }, hdr: gzipHdr, code: 413, errCode: "request_too_large"},
 		{name: "gzip truncated", method: "POST", path: decision, body: func() io.Reader { b, _ := io.ReadAll(gz(safe)); return bytes.NewReader(b[:len(b)/2]) }, hdr: gzipHdr, code: 400, errCode: "invalid_parameter", msg: "gzip"},
@@ -253,6 +255,22 @@ func gzipMembers(n, size int) io.Reader {
 		w, _ := gzip.NewWriterLevel(&b, gzip.BestCompression)
 		_, _ = w.Write(chunk)
 		_ = w.Close()
+	}
+	return &b
+}
+
+// gzipPadded is body gzipped, followed by empty gzip members up to about
+// size bytes: a small document in a large body.
+func gzipPadded(body string, size int) io.Reader {
+	var b bytes.Buffer
+	w := gzip.NewWriter(&b)
+	_, _ = w.Write([]byte(body))
+	_ = w.Close()
+	var empty bytes.Buffer
+	w = gzip.NewWriter(&empty)
+	_ = w.Close()
+	for b.Len() < size {
+		b.Write(empty.Bytes())
 	}
 	return &b
 }

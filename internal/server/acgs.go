@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/acgs-lite/acgs/internal/apierror"
-	"github.com/acgs-lite/acgs/internal/telemetry"
 	"github.com/acgs-lite/acgs/internal/version"
 )
 
@@ -68,7 +67,6 @@ func (s *Server) writeACGS(w http.ResponseWriter, r *http.Request, d decided) {
 		writeError(w, d.Err)
 		return
 	}
-	observe(w, telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial()})
 	buf := bufPool.Get().(*bytes.Buffer)
 	defer putBuf(buf)
 	buf.Reset()
@@ -78,6 +76,7 @@ func (s *Server) writeACGS(w http.ResponseWriter, r *http.Request, d decided) {
 		writeError(w, err)
 		return
 	}
+	observe(w, sampleOf(d.Decision))
 	if r.URL.RawQuery != "" && r.URL.Query().Has("pretty") {
 		var out bytes.Buffer
 		_ = json.Indent(&out, b, "", "  ") // b is valid JSON: acgsBody wrote it
@@ -130,8 +129,10 @@ var serverFields = [...]string{"decision_id", "policy_revision", "cache_hit", "c
 // appendACGSFast appends the ACGS response of d built from the decision's
 // cached JSON encoding, so that a cache hit is not encoded again. It applies
 // only when the policy's object is complete and names none of the server's
-// fields; otherwise ok is false and acgsResponse builds the answer. Both
-// paths give the same document (a test checks it).
+// fields (acgsFastOK, or d.acgsChecked when the raw-body tier remembered
+// that of the decision and d comes without its value); otherwise ok is
+// false and acgsResponse builds the answer. Both paths give the same
+// document (TestACGSBodyPathsAgree).
 func (s *Server) appendACGSFast(dst []byte, d decided, lat time.Duration) ([]byte, bool) {
 	if !d.acgsChecked && !s.acgsFastOK(d) {
 		return dst, false
@@ -336,7 +337,7 @@ func (s *Server) handleACGSAllow(w http.ResponseWriter, r *http.Request) {
 		}
 		allow, _ = d.Result.(bool)
 		allow = allow && d.Err == nil && d.Defined
-		observe(w, telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial()})
+		observe(w, sampleOf(d.Decision))
 	} else {
 		s.d.Metrics.HashMismatch()
 	}

@@ -277,12 +277,12 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	lat := time.Since(startOf(w))
 	for j, d := range decisions {
-		observe(w, telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial(), Batch: true})
 		b, err := s.acgsBody(nil, d, lat)
 		if err != nil {
 			writeError(w, err)
 			return
 		}
+		observe(w, telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial(), Batch: true})
 		responses[pos[j]] = b
 		codes[pos[j]] = http.StatusOK
 		if overloaded(d.Err) {

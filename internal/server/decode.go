@@ -38,18 +38,24 @@ func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, allowEmpty boo
 	return v, false, true
 }
 
-// readBody reads the request body within the size limit, which applies after
-// gzip decompression, and refuses media types that are not JSON. The caller
-// returns the buffer to bufPool.
+// readBody reads the request body within the size limit, which applies to
+// the body as sent and, for gzip, after decompression too (so that neither a
+// large decompressed body nor a long stream of padding that decompresses to
+// little is read past it), and refuses media types that are not JSON. The
+// caller returns the buffer to bufPool.
 func readBody(r *http.Request, limit int64) (*bytes.Buffer, error) {
 	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
 		return nil, err
 	}
 	var body io.Reader = r.Body
+	var sent *io.LimitedReader // the compressed body, when there is one
 	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
 	case "", "identity":
 	case "gzip", "x-gzip":
-		zr, err := gzip.NewReader(body)
+		// limit+2: having read limit+2 bytes means the body sent is over
+		// limit+1, the bound the decompressed body has too.
+		sent = &io.LimitedReader{R: r.Body, N: limit + 2}
+		zr, err := gzip.NewReader(sent)
 		if err != nil {
 			return nil, apierror.New(apierror.InvalidParameter, "request body is not valid gzip: %v", err)
 		}
@@ -61,9 +67,12 @@ func readBody(r *http.Request, limit int64) (*bytes.Buffer, error) {
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	err := readLimited(buf, body, limit)
+	if err == nil && sent != nil && sent.N == 0 {
+		err = errTooLarge
+	}
 	if err != nil {
 		bufPool.Put(buf)
-		if errors.Is(err, errTooLarge) {
+		if errors.Is(err, errTooLarge) || (sent != nil && sent.N == 0) {
 			return nil, apierror.New(apierror.RequestTooLarge, "request body exceeds MAX_REQUEST_BYTES (%d bytes)", limit)
 		}
 		if errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader) || errors.Is(err, io.ErrUnexpectedEOF) {
@@ -77,10 +86,10 @@ func readBody(r *http.Request, limit int64) (*bytes.Buffer, error) {
 var errTooLarge = errors.New("body over the limit")
 
 // readLimited reads body into buf until EOF, failing with errTooLarge as
-// soon as it holds more than limit bytes. It does what
-// http.MaxBytesReader and io.LimitReader around buf.ReadFrom did, without
-// allocating the two readers on every request; a body left unread past the
-// limit is net/http's to discard or to close the connection on.
+// soon as it holds more than limit bytes, without allocating a reader per
+// request as http.MaxBytesReader and io.LimitReader did (readBody bounds a
+// compressed body itself); a body left unread past the limit is net/http's
+// to discard or to close the connection on.
 func readLimited(buf *bytes.Buffer, body io.Reader, limit int64) error {
 	for {
 		if int64(buf.Len()) > limit {

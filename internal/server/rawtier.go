@@ -1,6 +1,7 @@
 package server
 
 import (
+	"math/rand/v2"
 	"net/http"
 	"time"
 
@@ -52,10 +53,16 @@ func newRawTier(size int) (*rawTier, error) {
 	return &rawTier{c: c}, nil
 }
 
-// keyOf hashes path and body: the path seeds the body's hash, so one body
-// sent to two documents gives two keys.
+// rawSeed is a secret of this process mixed into every key: the path and
+// the body are the client's, and a client that could make two bodies
+// collide under a known seed could have one answered with the other's
+// decision, validation included.
+var rawSeed = rand.Uint64()
+
+// keyOf hashes path and body: the path (with rawSeed) seeds the body's
+// hash, so one body sent to two documents gives two keys.
 func keyOf(path string, body []byte) rawKey {
-	h := xxh3.Hash128Seed(body, xxh3.HashString(path))
+	h := xxh3.Hash128Seed(body, rawSeed^xxh3.HashString(path))
 	return rawKey{h.Hi, h.Lo}
 }
 

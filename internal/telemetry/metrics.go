@@ -188,7 +188,7 @@ func NewMetrics(info BuildInfo) *Metrics {
 	raw := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "acgs_raw_body_lookups_total",
 		Help: "Decision requests looked up by the exact bytes of their body (the raw-body tier, RAW_CACHE_SIZE): hit when they were answered from the L1 entry " +
-			"of an identical earlier body without being decoded, miss when they were decoded and decided as usual.",
+			"of an identical earlier body without being decoded, miss when they were not and went the normal way (decoded, then decided or refused).",
 	}, []string{"result"})
 	m.rawHit, m.rawMiss = raw.WithLabelValues("hit"), raw.WithLabelValues("miss")
 
