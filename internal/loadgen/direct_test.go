@@ -82,6 +82,21 @@ func TestDirectConnectionsSurviveServerClosing(t *testing.T) {
 	}
 }
 
+// newHangingServer is a loopback server that never answers: each request
+// waits until its client goes away or the test ends.
+func newHangingServer(t *testing.T) *httptest.Server {
+	t.Helper()
+	release := make(chan struct{})
+	srv := newLoopbackServer(t, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(func() { close(release) }) // before the server's own cleanup closes it
+	return srv
+}
+
 // TestDirectConnectionCancelEndsRequestInFlight: cancelling a run ends a
 // request the server never answers, instead of waiting for its timeout.
 func TestDirectConnectionCancelEndsRequestInFlight(t *testing.T) {
@@ -89,14 +104,7 @@ func TestDirectConnectionCancelEndsRequestInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	release := make(chan struct{})
-	defer close(release)
-	srv := newLoopbackServer(t, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
+	srv := newHangingServer(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(200*time.Millisecond, cancel)
 	began := time.Now()
@@ -119,14 +127,7 @@ func TestDirectConnectionTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	release := make(chan struct{})
-	defer close(release)
-	srv := newLoopbackServer(t, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
+	srv := newHangingServer(t)
 	res, err := RunClosed(context.Background(), ClosedLoop{Users: 1, MaxRequests: 2}, Options{Target: Target{BaseURL: srv.URL, Timeout: 100 * time.Millisecond}, Workload: w})
 	if err != nil {
 		t.Fatal(err)

@@ -20,9 +20,8 @@ const decisionPath = "acgs/main/decision"
 // one. A body decided before, byte for byte, is answered from the raw-body
 // tier without decoding it.
 func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
-	buf, err := readBody(r, s.cfg.Server.MaxRequestBytes)
-	if err != nil {
-		writeError(w, err)
+	buf, ok := s.readRaw(w, r)
+	if !ok {
 		return
 	}
 	defer putBuf(buf)
@@ -54,6 +53,7 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := s.decide(r.Context(), decisionPath, req, "")
+	d.acgsChecked = s.acgsFastOK(d) // once, for the raw tier and the answer
 	s.rawRemember(r, decisionPath, raw, d, false)
 	s.writeACGS(w, r, d)
 }

@@ -17,8 +17,9 @@ type decided struct {
 	ID  string
 	Err error
 	// acgsChecked says the decision's value is known to pass
-	// appendACGSFast's checks (the raw-body tier remembered it), so that
-	// its answer is written from JSON without the value.
+	// appendACGSFast's checks (handleDecision checked it once, or the
+	// raw-body tier remembered it), so that its answer is written from
+	// JSON without looking at the value again.
 	acgsChecked bool
 }
 

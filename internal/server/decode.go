@@ -23,19 +23,32 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // pooled body buffer is released before it returns (decoded values do not
 // point into it).
 func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, allowEmpty bool) (v any, empty, ok bool) {
-	buf, err := readBody(r, s.cfg.Server.MaxRequestBytes)
-	if err == nil {
-		defer putBuf(buf)
-		if allowEmpty && len(bytes.TrimSpace(buf.Bytes())) == 0 {
-			return nil, true, true
-		}
-		v, err = decodeJSON(buf.Bytes(), s.cfg.Server.MaxDepth)
+	buf, ok := s.readRaw(w, r)
+	if !ok {
+		return nil, false, false
 	}
+	defer putBuf(buf)
+	if allowEmpty && len(bytes.TrimSpace(buf.Bytes())) == 0 {
+		return nil, true, true
+	}
+	v, err := decodeJSON(buf.Bytes(), s.cfg.Server.MaxDepth)
 	if err != nil {
 		writeError(w, err)
 		return nil, false, false
 	}
 	return v, false, true
+}
+
+// readRaw reads the request body within readBody's limits, writing the
+// error response itself: ok is false when it did. The caller returns the
+// buffer to bufPool.
+func (s *Server) readRaw(w http.ResponseWriter, r *http.Request) (*bytes.Buffer, bool) {
+	buf, err := readBody(r, s.cfg.Server.MaxRequestBytes)
+	if err != nil {
+		writeError(w, err)
+		return nil, false
+	}
+	return buf, true
 }
 
 // readBody reads the request body within the size limit, which applies to

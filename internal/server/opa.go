@@ -48,9 +48,8 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 		s.writeOPA(w, r, s.decide(r.Context(), path, nil, ""), false)
 		return
 	}
-	buf, err := readBody(r, s.cfg.Server.MaxRequestBytes)
-	if err != nil {
-		writeError(w, err)
+	buf, ok := s.readRaw(w, r)
+	if !ok {
 		return
 	}
 	defer putBuf(buf)

@@ -96,10 +96,11 @@ func (s *Server) rawLookup(r *http.Request, path string, body []byte, acgs bool)
 
 // rawRemember maps body at path to the cache entry its decision d was
 // looked up under, when d came from the cache or was cached, and its answer
-// can be written from the decision's JSON (an ACGS answer that needs the
-// value field by field is left to the normal path).
+// can be written from the decision's JSON (an ACGS decision must come with
+// acgsChecked; one whose answer needs the value field by field is left to
+// the normal path).
 func (s *Server) rawRemember(r *http.Request, path string, body []byte, d decided, opa bool) {
-	if !s.raw.usable(r) || d.Err != nil || (d.Defined && d.JSON == nil) || (!opa && !s.acgsFastOK(d)) {
+	if !s.raw.usable(r) || d.Err != nil || (d.Defined && d.JSON == nil) || (!opa && !d.acgsChecked) {
 		return
 	}
 	if ref, ok := d.Ref(); ok {
