@@ -5,7 +5,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"unicode/utf8"
+
+	"github.com/acgs-lite/acgs/internal/jsonenc"
 )
 
 // encodeResult returns json.Marshal(v), byte for byte, for the values an
@@ -55,7 +56,7 @@ func (sc *scratch) appendValue(dst []byte, v any) ([]byte, bool) {
 		}
 		return append(dst, "false"...), true
 	case string:
-		return appendJSONString(dst, x), true
+		return jsonenc.AppendString(dst, x, true), true
 	case json.Number:
 		s := string(x)
 		if s == "" {
@@ -98,7 +99,7 @@ func (sc *scratch) appendValue(dst []byte, v any) ([]byte, bool) {
 			if i > base {
 				dst = append(dst, ',')
 			}
-			dst = appendJSONString(dst, k)
+			dst = jsonenc.AppendString(dst, k, true)
 			dst = append(dst, ':')
 			var ok bool
 			if dst, ok = sc.appendValue(dst, x[k]); !ok {
@@ -114,61 +115,6 @@ func (sc *scratch) appendValue(dst []byte, v any) ([]byte, bool) {
 		}
 		return append(dst, b...), true
 	}
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString appends s quoted as encoding/json writes a string with
-// HTML escaping on (its default).
-func appendJSONString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if b := s[i]; b < utf8.RuneSelf {
-			if b >= 0x20 && b != '"' && b != '\\' && b != '<' && b != '>' && b != '&' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch b {
-			case '\\', '"':
-				dst = append(dst, '\\', b)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		c, size := utf8.DecodeRuneInString(s[i:])
-		if c == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if c == '\u2028' || c == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[c&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }
 
 // validNumber is encoding/json's grammar of a number it writes.

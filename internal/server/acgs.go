@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/acgs-lite/acgs/internal/apierror"
+	"github.com/acgs-lite/acgs/internal/jsonenc"
 	"github.com/acgs-lite/acgs/internal/version"
 )
 
@@ -141,7 +142,7 @@ func (s *Server) appendACGSFast(dst []byte, d decided, lat time.Duration) ([]byt
 	dst = append(dst, `{"decision_id":`...)
 	dst = strconv.AppendQuote(dst, d.ID)
 	dst = append(dst, `,"policy_revision":`...)
-	dst = appendJSONString(dst, d.Revision)
+	dst = jsonenc.AppendString(dst, d.Revision, false)
 	dst = append(dst, `,"cache_hit":`...)
 	dst = strconv.AppendBool(dst, tier != "none")
 	dst = append(dst, `,"cache_tier":"`...)
@@ -193,15 +194,15 @@ func (s *Server) acgsFastOK(d decided) bool {
 func (s *Server) appendACGSOverloaded(dst []byte, d decided, lat time.Duration) []byte {
 	msg := apierror.As(d.Err).Message
 	dst = append(dst, `{"allow":false,"code":"overloaded","message":`...)
-	dst = appendJSONString(dst, msg)
+	dst = jsonenc.AppendString(dst, msg, false)
 	dst = append(dst, `,"compliance_score":0,"constitutional_hash":`...)
-	dst = appendJSONString(dst, s.hash)
+	dst = jsonenc.AppendString(dst, s.hash, false)
 	dst = append(dst, `,"reasons":[`...)
-	dst = appendJSONString(dst, "Not evaluated: "+msg)
+	dst = jsonenc.AppendString(dst, "Not evaluated: "+msg, false)
 	dst = append(dst, `],"evaluation_details":{},"decision_id":`...)
-	dst = appendJSONString(dst, d.ID)
+	dst = jsonenc.AppendString(dst, d.ID, false)
 	dst = append(dst, `,"policy_revision":`...)
-	dst = appendJSONString(dst, d.Revision)
+	dst = jsonenc.AppendString(dst, d.Revision, false)
 	dst = append(dst, `,"cache_hit":false,"cache_tier":"none","partial_evaluation":false,"latency_ms":`...)
 	dst = strconv.AppendFloat(dst, math.Round(float64(lat.Nanoseconds())/1e3)/1e3, 'f', -1, 64)
 	dst = append(dst, '}')

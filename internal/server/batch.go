@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"slices"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/engine"
+	"github.com/acgs-lite/acgs/internal/jsonenc"
 	"github.com/acgs-lite/acgs/internal/telemetry"
 )
 
@@ -189,13 +189,13 @@ func writeBatch(w http.ResponseWriter, status int, batchID string, ids []string,
 	slices.SortFunc(order, func(a, b int) int { return strings.Compare(ids[a], ids[b]) })
 	b := make([]byte, 0, size)
 	b = append(b, `{"batch_decision_id":`...)
-	b = appendJSONString(b, batchID)
+	b = jsonenc.AppendString(b, batchID, false)
 	b = append(b, `,"responses":{`...)
 	for n, i := range order {
 		if n > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, ids[i])
+		b = jsonenc.AppendString(b, ids[i], false)
 		b = append(b, ':')
 		b = append(b, items[i]...)
 	}
@@ -203,28 +203,6 @@ func writeBatch(w http.ResponseWriter, status int, batchID string, ids []string,
 	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
-}
-
-// appendJSONString appends s as a JSON string, escaped as writeJSON's
-// encoder escapes it (no HTML escaping).
-func appendJSONString(dst []byte, s string) []byte {
-	plain := true
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
-			plain = false
-			break
-		}
-	}
-	if plain {
-		dst = append(dst, '"')
-		dst = append(dst, s...)
-		return append(dst, '"')
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(s) // a string always encodes
-	return append(dst, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
 }
 
 // handleACGSBatch serves POST /v1/acgs/batch for the original clients: each
@@ -315,9 +293,9 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 // {"code": ..., "message": ...}, as OPA words its errors.
 func appendErrorItem(dst []byte, e *apierror.Error) []byte {
 	dst = append(dst, `{"code":`...)
-	dst = appendJSONString(dst, string(e.Code))
+	dst = jsonenc.AppendString(dst, string(e.Code), false)
 	dst = append(dst, `,"message":`...)
-	dst = appendJSONString(dst, e.Message)
+	dst = jsonenc.AppendString(dst, e.Message, false)
 	return append(dst, '}')
 }
 
