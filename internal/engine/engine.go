@@ -445,7 +445,7 @@ func (e *Engine) evalFull(ctx context.Context, s *snapshot, path string, in ast.
 	if err != nil {
 		return Decision{}, false, err
 	}
-	return e.evalPrepared(ctx, s, pq, in, SourceFull)
+	return e.evalPrepared(ctx, s, pq, in, SourceFull, builtins.NDBCache{})
 }
 
 // evalVM evaluates a query on the VM directly (vm.Query.Eval: no rego
@@ -457,7 +457,9 @@ func (e *Engine) evalVM(ctx context.Context, s *snapshot, q *vm.Query, in ast.Va
 	start := time.Now()
 	v, defined, ok, err := q.Eval(ctx, in, ndb)
 	if err == nil && !ok {
-		return e.evalPrepared(ctx, s, &q.PreparedEvalQuery, in, SourceVM)
+		// Through rego with the same NDBCache: a non-deterministic
+		// built-in the VM already called answers as it did, not again.
+		return e.evalPrepared(ctx, s, &q.PreparedEvalQuery, in, SourceVM, ndb)
 	}
 	if err == nil && defined {
 		var r any
@@ -474,10 +476,10 @@ func (e *Engine) evalVM(ctx context.Context, s *snapshot, q *vm.Query, in ast.Va
 }
 
 // evalPrepared evaluates a prepared query of the whole document (topdown's
-// or the VM's) on in, failing closed.
-func (e *Engine) evalPrepared(ctx context.Context, s *snapshot, pq *rego.PreparedEvalQuery, in ast.Value, src Source) (Decision, bool, error) {
+// or the VM's) on in with ndb (empty, or what an evaluation of the same
+// decision already filled), failing closed.
+func (e *Engine) evalPrepared(ctx context.Context, s *snapshot, pq *rego.PreparedEvalQuery, in ast.Value, src Source, ndb builtins.NDBCache) (Decision, bool, error) {
 	var err error
-	ndb := builtins.NDBCache{}
 	start := time.Now()
 	var rs rego.ResultSet
 	if in != nil {
