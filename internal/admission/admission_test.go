@@ -3,6 +3,8 @@ package admission_test
 import (
 	"context"
 	"errors"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -338,6 +340,268 @@ func BenchmarkAdmitRelease(b *testing.B) {
 				return
 			}
 			r()
+		}
+	})
+}
+
+// goid is the current goroutine's number, from its stack header: the tests
+// below check which goroutine ran an evaluation.
+func goid() string {
+	b := make([]byte, 64)
+	b = b[:runtime.Stack(b, false)]
+	f := strings.Fields(string(b))
+	return f[1]
+}
+
+type doResult struct {
+	started bool
+	err     error
+	ranOn   string // goroutine that ran fn ("" if it did not run)
+	caller  string
+}
+
+// doAsync calls Do in the background with an fn that records its goroutine
+// and then waits for hold (nil: returns at once).
+func doAsync(ctx context.Context, c *admission.Controller, hold <-chan struct{}) <-chan doResult {
+	ch := make(chan doResult, 1)
+	go func() {
+		var r doResult
+		r.caller = goid()
+		var ran atomic.Pointer[string]
+		r.started, r.err = c.Do(ctx, func() {
+			id := goid()
+			ran.Store(&id)
+			if hold != nil {
+				<-hold
+			}
+		})
+		if p := ran.Load(); p != nil {
+			r.ranOn = *p
+		}
+		ch <- r
+	}()
+	return ch
+}
+
+// TestDoRunsInlineWhenFree: with a free slot, Do runs fn in its caller's
+// goroutine and returns the slot.
+func TestDoRunsInlineWhenFree(t *testing.T) {
+	c := admission.New(admission.Config{MaxInFlight: 1, MaxWait: time.Second})
+	r := <-doAsync(context.Background(), c, nil)
+	if !r.started || r.err != nil || r.ranOn != r.caller {
+		t.Fatalf("Do on a free slot: %+v, want run in the caller", r)
+	}
+	if st := c.Stats(); st.InFlight != 0 || st.Admitted != 1 || st.Queued != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestDoWaitersRunOnTheSlotsGoroutine: queued Do waiters are run one after
+// another by one goroutine that is none of their callers (no hand-off of
+// the slot between them), and a queued Admit waiter then gets the slot.
+func TestDoWaitersRunOnTheSlotsGoroutine(t *testing.T) {
+	c := admission.New(admission.Config{MaxInFlight: 1, MaxQueue: 8, MaxWait: 10 * time.Second})
+	rel := fill(t, c)
+	var dos []<-chan doResult
+	for i := range 3 {
+		dos = append(dos, doAsync(context.Background(), c, nil))
+		waitFor(t, "a Do waiter", func() bool { return c.Stats().Waiting == i+1 })
+	}
+	adm := admitAsync(context.Background(), c)
+	waitFor(t, "the Admit waiter", func() bool { return c.Stats().Waiting == 4 })
+	rel[0]()
+	var runner string
+	for i, ch := range dos {
+		r := <-ch
+		if !r.started || r.err != nil {
+			t.Fatalf("Do waiter %d: %+v", i, r)
+		}
+		if r.ranOn == r.caller {
+			t.Errorf("Do waiter %d ran in its caller's goroutine", i)
+		}
+		if runner == "" {
+			runner = r.ranOn
+		} else if r.ranOn != runner {
+			t.Errorf("Do waiter %d ran on goroutine %s, the one before on %s", i, r.ranOn, runner)
+		}
+	}
+	a := <-adm
+	if a.err != nil {
+		t.Fatalf("Admit waiter after the Do waiters: %v", a.err)
+	}
+	if st := c.Stats(); st.InFlight != 1 || st.Waiting != 0 || st.Admitted != 5 {
+		t.Errorf("stats with the Admit waiter holding the slot: %+v", st)
+	}
+	a.release()
+	if st := c.Stats(); st.InFlight != 0 {
+		t.Errorf("in flight %d after the last release", st.InFlight)
+	}
+}
+
+// TestDoRefusals: a Do waiter that is displaced, reaches the queue-wait
+// limit or its deadline is refused and its fn never runs; once fn runs,
+// the queue-wait limit no longer applies, and a deadline returns at once
+// while fn runs on to its end.
+func TestDoRefusals(t *testing.T) {
+	t.Run("displaced", func(t *testing.T) {
+		c := admission.New(admission.Config{MaxInFlight: 1, MaxQueue: 1, MaxWait: 10 * time.Second})
+		rel := fill(t, c)
+		first := doAsync(context.Background(), c, nil)
+		waitFor(t, "a waiter", func() bool { return c.Stats().Waiting == 1 })
+		second := doAsync(context.Background(), c, nil)
+		r := <-first
+		wantOverloaded(t, r.err, admission.ErrQueueFull)
+		if r.started || r.ranOn != "" {
+			t.Errorf("displaced waiter: %+v", r)
+		}
+		rel[0]()
+		if r := <-second; !r.started || r.err != nil {
+			t.Errorf("second waiter: %+v", r)
+		}
+	})
+	t.Run("queue-wait limit", func(t *testing.T) {
+		c := admission.New(admission.Config{MaxInFlight: 1, MaxWait: 20 * time.Millisecond})
+		rel := fill(t, c)
+		r := <-doAsync(context.Background(), c, nil)
+		wantOverloaded(t, r.err, admission.ErrQueueTimeout)
+		if r.started || r.ranOn != "" {
+			t.Errorf("timed-out waiter: %+v", r)
+		}
+		rel[0]()
+		if st := c.Stats(); st.InFlight != 0 || st.Waiting != 0 || st.Timeout != 1 {
+			t.Errorf("stats %+v", st)
+		}
+	})
+	t.Run("deadline while queued", func(t *testing.T) {
+		c := admission.New(admission.Config{MaxInFlight: 1, MaxWait: 10 * time.Second})
+		rel := fill(t, c)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		defer cancel()
+		r := <-doAsync(ctx, c, nil)
+		wantOverloaded(t, r.err, admission.ErrDeadline)
+		if r.started || r.ranOn != "" {
+			t.Errorf("expired waiter: %+v", r)
+		}
+		rel[0]()
+	})
+	t.Run("running past the queue-wait limit", func(t *testing.T) {
+		c := admission.New(admission.Config{MaxInFlight: 1, MaxWait: 20 * time.Millisecond})
+		rel := fill(t, c)
+		hold := make(chan struct{})
+		ch := doAsync(context.Background(), c, hold)
+		waitFor(t, "a waiter", func() bool { return c.Stats().Waiting == 1 })
+		rel[0]()
+		waitFor(t, "the waiter to run", func() bool { return c.Stats().Waiting == 0 })
+		time.Sleep(40 * time.Millisecond) // past MaxWait, while fn runs
+		close(hold)
+		if r := <-ch; !r.started || r.err != nil {
+			t.Errorf("a running evaluation was cut by the queue-wait limit: %+v", r)
+		}
+	})
+	t.Run("deadline while running", func(t *testing.T) {
+		c := admission.New(admission.Config{MaxInFlight: 1, MaxWait: 10 * time.Second})
+		rel := fill(t, c)
+		hold := make(chan struct{})
+		ctx, cancel := context.WithCancel(context.Background())
+		ch := doAsync(ctx, c, hold)
+		waitFor(t, "a waiter", func() bool { return c.Stats().Waiting == 1 })
+		rel[0]()
+		waitFor(t, "the waiter to run", func() bool { return c.Stats().Waiting == 0 })
+		cancel()
+		r := <-ch
+		wantOverloaded(t, r.err, admission.ErrDeadline)
+		if !r.started {
+			t.Errorf("want started: %+v", r)
+		}
+		if st := c.Stats(); st.InFlight != 1 {
+			t.Errorf("the evaluation still runs, want its slot held: %+v", st)
+		}
+		close(hold)
+		waitFor(t, "the slot to be free", func() bool { return c.Stats().InFlight == 0 })
+	})
+}
+
+// TestDoConcurrentBound: Do and Admit callers together never run more
+// evaluations at once than there are slots, every call is answered, and
+// every slot is returned.
+func TestDoConcurrentBound(t *testing.T) {
+	const slots, workers, each = 2, 32, 200
+	c := admission.New(admission.Config{MaxInFlight: slots, MaxQueue: 8, MaxWait: 2 * time.Millisecond})
+	var running, peak, ok, refused atomic.Int64
+	work := func() {
+		n := running.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(20 * time.Microsecond)
+		running.Add(-1)
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				ctx, cancel := context.Background(), context.CancelFunc(func() {})
+				if (w+i)%7 == 0 {
+					ctx, cancel = context.WithTimeout(ctx, time.Millisecond)
+				}
+				var err error
+				if w%4 == 0 {
+					var release func()
+					if release, err = c.Admit(ctx); err == nil {
+						work()
+						release()
+					}
+				} else {
+					var started bool
+					started, err = c.Do(ctx, work)
+					if started && err != nil {
+						err = nil // its deadline passed while it ran: it did run
+					}
+				}
+				cancel()
+				if err != nil {
+					if apierror.CodeOf(err) != apierror.Overloaded {
+						t.Errorf("refusal with code %q", apierror.CodeOf(err))
+					}
+					refused.Add(1)
+					continue
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	waitFor(t, "every slot back", func() bool { return c.Stats().InFlight == 0 })
+	if p := peak.Load(); p > slots {
+		t.Errorf("%d evaluations ran at once, limit %d", p, slots)
+	}
+	st := c.Stats()
+	if st.Waiting != 0 {
+		t.Errorf("left over: %+v", st)
+	}
+	if got := ok.Load() + refused.Load(); got != workers*each {
+		t.Errorf("%d answers for %d requests", got, workers*each)
+	}
+	if st.Admitted != uint64(ok.Load()) {
+		t.Errorf("counters %+v; ran %d refused %d", st, ok.Load(), refused.Load())
+	}
+}
+
+func BenchmarkDo(b *testing.B) {
+	c := admission.New(admission.Config{MaxInFlight: 1, MaxWait: time.Second})
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := c.Do(ctx, func() {}); err != nil {
+				b.Error(err)
+				return
+			}
 		}
 	})
 }

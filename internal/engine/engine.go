@@ -20,7 +20,6 @@ import (
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown/builtins"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/cache"
@@ -121,12 +120,15 @@ type Options struct {
 	// OnPlan is told the plan kind of every decision a plan was looked up for.
 	OnPlan func(kind string)
 
-	// Admit, when set, is asked for a slot before every evaluation that
-	// neither the cache nor a constant plan answered, and release is called
-	// when it ends. An error (an *apierror.Error with code Overloaded) means
-	// no slot was free in time: the decision is not made and the caller
-	// must not present it as a denial. The wait is bounded by ctx.
-	Admit func(ctx context.Context) (release func(), err error)
+	// Admit, when set, runs every evaluation that neither the cache nor a
+	// constant plan answered (fn) on an evaluation slot, in the caller's
+	// goroutine or another (admission.Controller.Do). An error that is not
+	// started (an *apierror.Error with code Overloaded) means no slot was
+	// free in time: the decision is not made and the caller must not
+	// present it as a denial. The wait is bounded by ctx; when ctx is done
+	// after fn started, Admit may return (started, with an error) while fn
+	// runs on.
+	Admit func(ctx context.Context, fn func()) (started bool, err error)
 	// OnReload is told the result of every activation attempt ("success" or "failure").
 	OnReload func(result string, revision string, err error)
 }
@@ -136,9 +138,16 @@ type Engine struct {
 	opts   Options
 	source BundleSource
 	cur    atomic.Pointer[snapshot]
-	sf     singleflight.Group
-	reload sync.Mutex
-	log    *slog.Logger
+	// flights holds the evaluation in progress for each cache key, so
+	// that concurrent misses of one key evaluate once. Not
+	// golang.org/x/sync/singleflight: its DoChan starts a goroutine per
+	// evaluation, which then waits for admission, and the evaluation must
+	// be able to run on an admission slot's goroutine and end the flight
+	// there (admission.Controller.Do).
+	fmu     sync.Mutex
+	flights map[cache.Key]*flight
+	reload  sync.Mutex
+	log     *slog.Logger
 
 	lastErr atomic.Pointer[reloadError]
 }
@@ -346,36 +355,35 @@ func (e *Engine) Decide(ctx context.Context, path string, input any) (Decision, 
 	return d, err
 }
 
-type flightResult struct {
-	d         Decision
-	cacheable bool
+// flight is one evaluation shared by the concurrent misses of a key.
+type flight struct {
+	done chan struct{} // closed when d and err are set
+	d    Decision
+	err  error
 }
 
 // decideMiss evaluates once per key however many requests miss at the same
-// time. The shared evaluation is detached from any one caller's cancellation
-// and bounded by EVAL_TIMEOUT instead.
+// time. The first request starts the evaluation; it and the others wait for
+// it or for their own deadline. The shared evaluation is detached from any
+// one caller's cancellation and bounded by EVAL_TIMEOUT instead (the first
+// request's deadline bounds only its wait for an admission slot).
 func (e *Engine) decideMiss(ctx context.Context, s *snapshot, key cache.Key, path string, input any) (Decision, error) {
-	var kb [16]byte
-	putKey(&kb, key)
-	ch := e.sf.DoChan(string(kb[:]), func() (any, error) {
-		d, cacheable, err := e.eval(context.WithoutCancel(ctx), s, path, input)
-		if err != nil {
-			return nil, err
+	e.fmu.Lock()
+	f := e.flights[key]
+	if f == nil {
+		f = &flight{done: make(chan struct{})}
+		if e.flights == nil {
+			e.flights = make(map[cache.Key]*flight)
 		}
-		if cacheable && e.cur.Load() == s {
-			if d.JSON == nil && d.Defined {
-				d.JSON, _ = encodeResult(d.Result) // json.Marshal's bytes, once per miss, so that every hit is written without encoding
-			}
-			e.opts.Cache.Set(key, cache.Value{Result: d.Result, Defined: d.Defined, JSON: d.JSON})
-		}
-		return flightResult{d: d, cacheable: cacheable}, nil
-	})
+		e.flights[key] = f
+		e.fmu.Unlock()
+		e.fly(ctx, f, s, key, path, input)
+	} else {
+		e.fmu.Unlock()
+	}
 	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return Decision{}, r.Err
-		}
-		return r.Val.(flightResult).d, nil
+	case <-f.done:
+		return f.d, f.err
 	case <-ctx.Done():
 		// The request's deadline passed (or it was cancelled) while the
 		// shared evaluation was still waiting for an admission slot or
@@ -385,40 +393,79 @@ func (e *Engine) decideMiss(ctx context.Context, s *snapshot, key cache.Key, pat
 	}
 }
 
-func putKey(b *[16]byte, k cache.Key) {
-	for i := 0; i < 8; i++ {
-		b[i] = byte(k.Hi >> (8 * i))
-		b[8+i] = byte(k.Lo >> (8 * i))
+// fly makes the decision of flight f and ends it: from a constant plan, or
+// by an evaluation on an admission slot, which ends the flight on the
+// slot's goroutine (where it stores the decision in the cache).
+func (e *Engine) fly(ctx context.Context, f *flight, s *snapshot, key cache.Key, path string, input any) {
+	end := func(d Decision, cacheable bool, err error) {
+		if err == nil && cacheable && e.cur.Load() == s {
+			if d.JSON == nil && d.Defined {
+				d.JSON, _ = encodeResult(d.Result) // json.Marshal's bytes, once per miss, so that every hit is written without encoding
+			}
+			e.opts.Cache.Set(key, cache.Value{Result: d.Result, Defined: d.Defined, JSON: d.JSON})
+		}
+		f.d, f.err = d, err
+		e.fmu.Lock()
+		delete(e.flights, key)
+		e.fmu.Unlock()
+		close(f.done)
+	}
+	if d, ok := e.constant(s, path, input); ok {
+		end(d, true, nil)
+		return
+	}
+	if e.opts.Admit == nil {
+		end(e.evalNow(context.WithoutCancel(ctx), s, path, input))
+		return
+	}
+	started, err := e.opts.Admit(ctx, func() { end(e.evalNow(context.WithoutCancel(ctx), s, path, input)) })
+	if !started {
+		end(Decision{}, false, err)
 	}
 }
 
 // evaluate runs the policy without the cache.
 func (e *Engine) evaluate(ctx context.Context, s *snapshot, path string, input any) (Decision, error) {
-	d, _, err := e.eval(ctx, s, path, input)
+	if d, ok := e.constant(s, path, input); ok {
+		return d, nil
+	}
+	if e.opts.Admit == nil {
+		d, _, err := e.evalNow(ctx, s, path, input)
+		return d, err
+	}
+	var d Decision
+	var err error
+	started, aerr := e.opts.Admit(ctx, func() { d, _, err = e.evalNow(context.WithoutCancel(ctx), s, path, input) })
+	if aerr != nil {
+		// Not started, or started and ctx is done: fn may still be
+		// running, so d and err are not read.
+		_ = started
+		return Decision{}, aerr
+	}
 	return d, err
 }
 
-// eval answers a cache miss: from a constant plan when one exists, else by
-// evaluation, with the deadline and fail-closed error mapping. cacheable is false when a non-deterministic built-in ran.
-func (e *Engine) eval(ctx context.Context, s *snapshot, path string, input any) (Decision, bool, error) {
-	if s.plans != nil {
-		// A constant plan answers before the input is even converted.
-		if pl := s.plans.Get(path, input); pl != nil {
-			e.onPlan(pl.Kind())
-			if pl.Kind() == plan.Constant {
-				return Decision{Result: pl.Value, Defined: pl.Defined, Revision: s.revision, Source: SourcePlanConstant, JSON: pl.JSON}, true, nil
-			}
-		}
+// constant answers from a constant plan, when one settles the decision.
+func (e *Engine) constant(s *snapshot, path string, input any) (Decision, bool) {
+	if s.plans == nil {
+		return Decision{}, false
 	}
-	// Admission first: converting the input is work too, and a request
-	// that will be shed should not pay for it.
-	if e.opts.Admit != nil {
-		release, err := e.opts.Admit(ctx)
-		if err != nil {
-			return Decision{}, false, err
-		}
-		defer release()
+	pl := s.plans.Get(path, input)
+	if pl == nil {
+		return Decision{}, false
 	}
+	e.onPlan(pl.Kind())
+	if pl.Kind() != plan.Constant {
+		return Decision{}, false
+	}
+	return Decision{Result: pl.Value, Defined: pl.Defined, Revision: s.revision, Source: SourcePlanConstant, JSON: pl.JSON}, true
+}
+
+// evalNow evaluates a decision that no cache or constant plan answered,
+// with EVAL_TIMEOUT and the fail-closed error mapping; the caller holds
+// an admission slot when there is admission control. cacheable is false
+// when a non-deterministic built-in ran.
+func (e *Engine) evalNow(ctx context.Context, s *snapshot, path string, input any) (Decision, bool, error) {
 	var in ast.Value
 	if input != nil {
 		v, err := s.inputValue(input) // ast.InterfaceToValue's value, with shared strings

@@ -73,6 +73,8 @@ type overloadStats struct {
 	other     int // anything else: transport errors, other statuses
 	examples  []string
 	latencies []time.Duration // of allowed requests (open loop: from the scheduled send time)
+	late      []time.Duration // open loop: how late each request was sent (the generator's own lag)
+	trip      []time.Duration // open loop: each request's round trip from its actual send
 	elapsed   time.Duration
 	busy      float64 // share of the machine's CPU that other processes took
 	srvCPU    float64 // CPU seconds the service used
@@ -85,21 +87,30 @@ func (s *overloadStats) example(msg string) {
 	}
 }
 
-func (s *overloadStats) p99() time.Duration {
-	if len(s.latencies) == 0 {
+func (s *overloadStats) p99() time.Duration { return quantile(s.latencies, 99) }
+
+// quantile is the nearest-rank percentile pct of l (0 when l is empty).
+func quantile(l []time.Duration, pct int) time.Duration {
+	if len(l) == 0 {
 		return 0
 	}
-	l := slices.Clone(s.latencies)
+	l = slices.Clone(l)
 	slices.Sort(l)
-	return l[(len(l)*99)/100]
+	return l[(len(l)*pct)/100]
 }
 
 func (s *overloadStats) goodput() float64 { return float64(s.allowed) / s.elapsed.Seconds() }
 
 func (s *overloadStats) String() string {
+	var open string
+	if len(s.late) > 0 {
+		r := func(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }
+		open = fmt.Sprintf("; sent late p50 %s, p99 %s; round trip from the send (every answer) p50 %s, p99 %s",
+			r(quantile(s.late, 50)), r(quantile(s.late, 99)), r(quantile(s.trip, 50)), r(quantile(s.trip, 99)))
+	}
 	return fmt.Sprintf("%d sent in %.1fs: %d allowed (%.0f/s, p99 %s), %d shed, %d denied, %d bad 503, %d other; CPU: service %.2f, generator %.2f, other processes %.0f%% of the machine",
 		s.sent, s.elapsed.Seconds(), s.allowed, s.goodput(), s.p99().Round(10*time.Microsecond), s.shed, s.denied, s.badShed, s.other,
-		s.srvCPU/s.elapsed.Seconds(), s.genCPU/s.elapsed.Seconds(), s.busy*100)
+		s.srvCPU/s.elapsed.Seconds(), s.genCPU/s.elapsed.Seconds(), s.busy*100) + open
 }
 
 // overloadDriver sends decision requests over keep-alive HTTP/1.1
@@ -253,13 +264,21 @@ func (c *overloadConn) roundTrip() (int, string, []byte, error) {
 	return status, retry, body, nil
 }
 
-// one sends input i and records the answer; lat is measured from from.
-func (d *overloadDriver) one(s *overloadStats, i int64, from time.Time) {
+// one sends input i and records the answer; lat is measured from from,
+// and with open set (open loop: from is the scheduled time) how late the
+// request was sent and its round trip from the send are kept too.
+func (d *overloadDriver) one(s *overloadStats, i int64, from time.Time, open bool) {
+	sent := time.Now()
 	a, err := d.post(i)
-	lat := time.Since(from)
+	now := time.Now()
+	lat := now.Sub(from)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sent++
+	if open {
+		s.late = append(s.late, sent.Sub(from))
+		s.trip = append(s.trip, now.Sub(sent))
+	}
 	switch {
 	case err != nil:
 		s.other++
@@ -293,7 +312,7 @@ func (d *overloadDriver) closed(users int, dur time.Duration) *overloadStats {
 		go func() {
 			defer wg.Done()
 			for time.Now().Before(end) {
-				d.one(s, overloadSeq.Add(1), time.Now())
+				d.one(s, overloadSeq.Add(1), time.Now(), false)
 			}
 		}()
 	}
@@ -327,7 +346,7 @@ func (d *overloadDriver) open(rate float64, dur time.Duration, conns int) *overl
 				if w := time.Until(sched); w > 0 {
 					time.Sleep(w)
 				}
-				d.one(s, overloadSeq.Add(1), sched)
+				d.one(s, overloadSeq.Add(1), sched, true)
 			}
 		}()
 	}
@@ -459,7 +478,13 @@ func TestOverloadShedsHonestly(t *testing.T) {
 	// and the fail-closed denial that follows would be their doing. Load
 	// itself cannot: admission control bounds the evaluations that share
 	// the CPUs. (Without it, this load queues evaluations for seconds.)
-	srv := faults.StartACGS(t, testenv.ACGSBinary(t), t.TempDir(), "acgs", "LOG_LEVEL=warn", "EVAL_TIMEOUT=1s")
+	//
+	// For comparisons (docs/reliability.md): ACGS_OVERLOAD_ENV adds
+	// settings of the service (e.g. "ADMISSION_MAX_QUEUE=16 GOGC=200"), and
+	// ACGS_OVERLOAD_RATE replaces the measured saturation rate by a given
+	// one, so that two builds are driven at the same rates.
+	env := append([]string{"LOG_LEVEL=warn", "EVAL_TIMEOUT=1s"}, strings.Fields(os.Getenv("ACGS_OVERLOAD_ENV"))...)
+	srv := faults.StartACGS(t, testenv.ACGSBinary(t), t.TempDir(), "acgs", env...)
 	d := newOverloadDriver(srv.URL, srv.Pid())
 	defer d.close()
 
@@ -474,6 +499,13 @@ func TestOverloadShedsHonestly(t *testing.T) {
 		sat := d.closed(overloadSaturationUsers, 3*time.Second)
 		checkHonest(t, "saturation", sat)
 		rate := sat.goodput()
+		if fixed := os.Getenv("ACGS_OVERLOAD_RATE"); fixed != "" {
+			r, err := strconv.ParseFloat(fixed, 64)
+			if err != nil || r <= 0 {
+				t.Fatalf("ACGS_OVERLOAD_RATE=%q: want a rate per second", fixed)
+			}
+			rate = r
+		}
 		unloaded := d.open(rate/4, 3*time.Second, overloadConnections)
 		checkHonest(t, "unloaded", unloaded)
 		over := d.open(2*rate, 20*time.Second, overloadConnections)

@@ -122,7 +122,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*Service, error) {
 		OnEvaluator:        s.Metrics.ObserveEvaluator,
 		OnPlan:             s.Metrics.ObservePartialEval,
 		OnKey:              func(k engine.KeyKind) { s.Metrics.ObserveCacheKey(k.String()) },
-		Admit:              s.Admit.Admit,
+		Admit:              s.Admit.Do,
 		OnReload: func(result, revision string, _ error) {
 			s.Metrics.PolicyReload(result)
 			if result == "success" {
