@@ -352,28 +352,35 @@ func (c *Controller) settleDo(w *waiter) (bool, error) {
 // is one, starting with w (already marked running). It returns the slot
 // (to an Admit waiter or free) when no Do waiter is next.
 func (c *Controller) work(w *waiter) {
-	for {
+	for w != nil {
 		w.fn()
 		c.mu.Lock()
 		w.state = finished
 		w.ch <- struct{}{}
-		next := c.next()
-		if next == nil {
-			c.inUse--
-			c.mu.Unlock()
-			return
-		}
-		c.admitted.Add(1)
-		if next.fn == nil {
-			next.state = granted
-			next.ch <- struct{}{}
-			c.mu.Unlock()
-			return
-		}
-		next.state = running
-		c.mu.Unlock()
-		w = next
+		w = c.pass()
 	}
+}
+
+// pass gives a slot whose work ended to the next waiter: an Admit waiter
+// is granted it, a Do waiter is returned (marked running) for the caller
+// to run, and with no waiter the slot is freed. Called with c.mu held; it
+// unlocks.
+func (c *Controller) pass() *waiter {
+	w := c.next()
+	switch {
+	case w == nil:
+		c.inUse--
+	case w.fn == nil:
+		c.admitted.Add(1)
+		w.state = granted
+		w.ch <- struct{}{}
+		w = nil
+	default:
+		c.admitted.Add(1)
+		w.state = running
+	}
+	c.mu.Unlock()
+	return w
 }
 
 // next takes the waiter a freed slot goes to (the oldest while the queue
@@ -411,22 +418,9 @@ func (c *Controller) settle(w *waiter) (func(), error) {
 // frees it.
 func (c *Controller) release() {
 	c.mu.Lock()
-	w := c.next()
-	if w == nil {
-		c.inUse--
-		c.mu.Unlock()
-		return
+	if w := c.pass(); w != nil {
+		go c.work(w)
 	}
-	c.admitted.Add(1)
-	if w.fn == nil {
-		w.state = granted
-		w.ch <- struct{}{}
-		c.mu.Unlock()
-		return
-	}
-	w.state = running
-	c.mu.Unlock()
-	go c.work(w)
 }
 
 func (c *Controller) refuse(cause error) error {

@@ -272,60 +272,91 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
-// TestConcurrentBound hammers a controller from many goroutines: never more
-// evaluations in flight than slots, every request answered, every slot
-// returned, and the counters add up.
+// TestConcurrentBound hammers a controller from many goroutines, with
+// Admit alone and with Admit and Do together: never more evaluations in
+// flight than slots, every request answered, every slot returned, and the
+// counters add up.
 func TestConcurrentBound(t *testing.T) {
-	const slots, workers, each = 3, 32, 200
-	c := admission.New(admission.Config{MaxInFlight: slots, MaxQueue: 8, MaxWait: 2 * time.Millisecond})
-	var running, peak, ok, refused atomic.Int64
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range each {
-				ctx, cancel := context.Background(), context.CancelFunc(func() {})
-				if (w+i)%7 == 0 {
-					ctx, cancel = context.WithTimeout(ctx, time.Millisecond)
-				}
-				release, err := c.Admit(ctx)
-				cancel()
-				if err != nil {
-					if apierror.CodeOf(err) != apierror.Overloaded {
-						t.Errorf("refusal with code %q", apierror.CodeOf(err))
+	for _, tc := range []struct {
+		name  string
+		slots int
+		do    func(worker int) bool // whether this worker calls Do (else Admit)
+	}{
+		{"admit", 3, func(int) bool { return false }},
+		{"admit and do", 2, func(w int) bool { return w%4 != 0 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const workers, each = 32, 200
+			c := admission.New(admission.Config{MaxInFlight: tc.slots, MaxQueue: 8, MaxWait: 2 * time.Millisecond})
+			var running, peak, ok, refused, late atomic.Int64
+			work := func() { track(&running, &peak, 30*time.Microsecond) }
+			var wg sync.WaitGroup
+			for w := range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range each {
+						ctx, cancel := context.Background(), context.CancelFunc(func() {})
+						if (w+i)%7 == 0 {
+							ctx, cancel = context.WithTimeout(ctx, time.Millisecond)
+						}
+						var err error
+						if tc.do(w) {
+							var started bool
+							if started, err = c.Do(ctx, work); started && err != nil {
+								late.Add(1) // its deadline passed while it ran: it did run
+								err = nil
+							}
+						} else {
+							var release func()
+							if release, err = c.Admit(ctx); err == nil {
+								work()
+								release()
+							}
+						}
+						cancel()
+						if err != nil {
+							if apierror.CodeOf(err) != apierror.Overloaded {
+								t.Errorf("refusal with code %q", apierror.CodeOf(err))
+							}
+							refused.Add(1)
+							continue
+						}
+						ok.Add(1)
 					}
-					refused.Add(1)
-					continue
-				}
-				n := running.Add(1)
-				for {
-					p := peak.Load()
-					if n <= p || peak.CompareAndSwap(p, n) {
-						break
-					}
-				}
-				time.Sleep(50 * time.Microsecond)
-				running.Add(-1)
-				ok.Add(1)
-				release()
+				}()
 			}
-		}()
+			wg.Wait()
+			waitFor(t, "every slot back", func() bool { return c.Stats().InFlight == 0 })
+			if p := peak.Load(); p > int64(tc.slots) {
+				t.Errorf("%d evaluations ran at once, limit %d", p, tc.slots)
+			}
+			st := c.Stats()
+			if st.Waiting != 0 {
+				t.Errorf("left over: %+v", st)
+			}
+			if got := ok.Load() + refused.Load(); got != workers*each {
+				t.Errorf("%d answers for %d requests", got, workers*each)
+			}
+			if st.Admitted != uint64(ok.Load()) || st.QueueFull+st.Timeout+st.Deadline != uint64(refused.Load()+late.Load()) {
+				t.Errorf("counters %+v; ran %d (%d past their deadline), refused %d", st, ok.Load(), late.Load(), refused.Load())
+			}
+		})
 	}
-	wg.Wait()
-	if p := peak.Load(); p > slots {
-		t.Errorf("%d evaluations ran at once, limit %d", p, slots)
+}
+
+// track stands for an evaluation of d: it counts itself in running for
+// that long and raises peak to the most seen at once.
+func track(running, peak *atomic.Int64, d time.Duration) {
+	n := running.Add(1)
+	for {
+		p := peak.Load()
+		if n <= p || peak.CompareAndSwap(p, n) {
+			break
+		}
 	}
-	st := c.Stats()
-	if st.InFlight != 0 || st.Waiting != 0 {
-		t.Errorf("left over: %+v", st)
-	}
-	if got := ok.Load() + refused.Load(); got != workers*each {
-		t.Errorf("%d answers for %d requests", got, workers*each)
-	}
-	if st.Admitted != uint64(ok.Load()) || st.QueueFull+st.Timeout+st.Deadline != uint64(refused.Load()) {
-		t.Errorf("counters %+v; admitted %d refused %d", st, ok.Load(), refused.Load())
-	}
+	time.Sleep(d)
+	running.Add(-1)
 }
 
 func BenchmarkAdmitRelease(b *testing.B) {
@@ -519,77 +550,6 @@ func TestDoRefusals(t *testing.T) {
 		close(hold)
 		waitFor(t, "the slot to be free", func() bool { return c.Stats().InFlight == 0 })
 	})
-}
-
-// TestDoConcurrentBound: Do and Admit callers together never run more
-// evaluations at once than there are slots, every call is answered, and
-// every slot is returned.
-func TestDoConcurrentBound(t *testing.T) {
-	const slots, workers, each = 2, 32, 200
-	c := admission.New(admission.Config{MaxInFlight: slots, MaxQueue: 8, MaxWait: 2 * time.Millisecond})
-	var running, peak, ok, refused atomic.Int64
-	work := func() {
-		n := running.Add(1)
-		for {
-			p := peak.Load()
-			if n <= p || peak.CompareAndSwap(p, n) {
-				break
-			}
-		}
-		time.Sleep(20 * time.Microsecond)
-		running.Add(-1)
-	}
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range each {
-				ctx, cancel := context.Background(), context.CancelFunc(func() {})
-				if (w+i)%7 == 0 {
-					ctx, cancel = context.WithTimeout(ctx, time.Millisecond)
-				}
-				var err error
-				if w%4 == 0 {
-					var release func()
-					if release, err = c.Admit(ctx); err == nil {
-						work()
-						release()
-					}
-				} else {
-					var started bool
-					started, err = c.Do(ctx, work)
-					if started && err != nil {
-						err = nil // its deadline passed while it ran: it did run
-					}
-				}
-				cancel()
-				if err != nil {
-					if apierror.CodeOf(err) != apierror.Overloaded {
-						t.Errorf("refusal with code %q", apierror.CodeOf(err))
-					}
-					refused.Add(1)
-					continue
-				}
-				ok.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	waitFor(t, "every slot back", func() bool { return c.Stats().InFlight == 0 })
-	if p := peak.Load(); p > slots {
-		t.Errorf("%d evaluations ran at once, limit %d", p, slots)
-	}
-	st := c.Stats()
-	if st.Waiting != 0 {
-		t.Errorf("left over: %+v", st)
-	}
-	if got := ok.Load() + refused.Load(); got != workers*each {
-		t.Errorf("%d answers for %d requests", got, workers*each)
-	}
-	if st.Admitted != uint64(ok.Load()) {
-		t.Errorf("counters %+v; ran %d refused %d", st, ok.Load(), refused.Load())
-	}
 }
 
 func BenchmarkDo(b *testing.B) {
