@@ -218,6 +218,11 @@ func (c *Controller) Admit(ctx context.Context) (release func(), err error) {
 // one (refused: the error to return at once). Called with c.mu held; on a
 // free slot or a refusal it unlocks.
 func (c *Controller) admitNow(ctx context.Context) (free bool, wait time.Duration, refused error) {
+	if ctx.Err() != nil {
+		// Nobody waits for this evaluation any more.
+		c.mu.Unlock()
+		return false, 0, c.refuse(ErrDeadline)
+	}
 	if c.inUse < c.maxInFlight {
 		c.inUse++
 		c.mu.Unlock()
@@ -228,7 +233,7 @@ func (c *Controller) admitNow(ctx context.Context) (free bool, wait time.Duratio
 	if dl, ok := ctx.Deadline(); ok {
 		wait = min(wait, time.Until(dl))
 	}
-	if ctx.Err() != nil || (c.maxQueue > 0 && wait <= 0) {
+	if c.maxQueue > 0 && wait <= 0 {
 		c.mu.Unlock()
 		return false, 0, c.refuse(ErrDeadline)
 	}

@@ -565,3 +565,23 @@ func BenchmarkDo(b *testing.B) {
 		}
 	})
 }
+
+// TestDoneContextRefusedWithFreeSlot: a request whose deadline has passed
+// (or that was cancelled) is refused even when a slot is free: nobody
+// waits for its evaluation.
+func TestDoneContextRefusedWithFreeSlot(t *testing.T) {
+	c := admission.New(admission.Config{MaxInFlight: 1, MaxWait: time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := c.Admit(ctx)
+	wantOverloaded(t, err, admission.ErrDeadline)
+	ran := false
+	started, err := c.Do(ctx, func() { ran = true })
+	wantOverloaded(t, err, admission.ErrDeadline)
+	if started || ran {
+		t.Errorf("Do with a done context: started %v, ran %v", started, ran)
+	}
+	if st := c.Stats(); st.InFlight != 0 || st.Admitted != 0 || st.Deadline != 2 {
+		t.Errorf("stats %+v", st)
+	}
+}

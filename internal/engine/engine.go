@@ -382,6 +382,11 @@ func (e *Engine) decideMiss(ctx context.Context, s *snapshot, key cache.Key, pat
 		e.fmu.Unlock()
 	}
 	select {
+	case <-f.done: // first: a decision made after the deadline is still the decision
+		return f.d, f.err
+	default:
+	}
+	select {
 	case <-f.done:
 		return f.d, f.err
 	case <-ctx.Done():
@@ -433,13 +438,13 @@ func (e *Engine) evaluate(ctx context.Context, s *snapshot, path string, input a
 		d, _, err := e.evalNow(ctx, s, path, input)
 		return d, err
 	}
+	// Unlike a shared flight, this evaluation is its caller's alone: ctx
+	// bounds it, wherever it runs.
 	var d Decision
 	var err error
-	started, aerr := e.opts.Admit(ctx, func() { d, _, err = e.evalNow(context.WithoutCancel(ctx), s, path, input) })
-	if aerr != nil {
+	if _, aerr := e.opts.Admit(ctx, func() { d, _, err = e.evalNow(ctx, s, path, input) }); aerr != nil {
 		// Not started, or started and ctx is done: fn may still be
 		// running, so d and err are not read.
-		_ = started
 		return Decision{}, aerr
 	}
 	return d, err
