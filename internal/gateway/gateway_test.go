@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -443,6 +444,36 @@ func TestPerAgentRateLimit(t *testing.T) {
 	m, _ := last["metrics"].(map[string]any)
 	if m["gateway_calls_last_minute"] != float64(0) { // agent-2's first call
 		t.Errorf("last record's exact count %v", m["gateway_calls_last_minute"])
+	}
+}
+
+// TestHTTPUpstreamConnectionsAreReused: concurrent calls to an HTTP
+// upstream go over kept-alive connections, not a new TCP connection per
+// call beyond the second at once (http.DefaultTransport keeps 2 idle per
+// host).
+func TestHTTPUpstreamConnectionsAreReused(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	const callers, each = 8, 12 // 48 calls per agent, below its rate limit
+	agents := []*mcp.ClientSession{e.agent(t, "token-1"), e.agent(t, "token-2")}
+	call(t, agents[0], "remote__noop", map[string]any{}) // the upstream session is up
+	before := e.remote.Conns()
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				res, err := agents[i%2].CallTool(testCtx(t), &mcp.CallToolParams{Name: "remote__noop", Arguments: map[string]any{}})
+				if err != nil || res.IsError {
+					t.Errorf("call: %v %v", err, res)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if opened := e.remote.Conns() - before; opened > callers {
+		t.Errorf("%d calls, at most %d at once, opened %d new connections to the upstream; want at most %d", callers*each, callers, opened, callers)
 	}
 }
 

@@ -67,7 +67,7 @@ func (u *upstream) transport() mcp.Transport {
 		cmd.WaitDelay = 2 * time.Second
 		return &mcp.CommandTransport{Command: cmd, TerminateDuration: 2 * time.Second}
 	}
-	hc := &http.Client{Transport: headerTransport{base: http.DefaultTransport, headers: u.cfg.Headers}}
+	hc := &http.Client{Transport: headerTransport{base: upstreamHTTP, headers: u.cfg.Headers}}
 	return &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: hc, MaxRetries: 1, DisableStandaloneSSE: true}
 }
 
@@ -249,6 +249,17 @@ func (u *upstream) Close() {
 }
 
 // headerTransport adds the configured headers to every upstream request.
+// upstreamHTTP carries the calls to every HTTP upstream. Unlike
+// http.DefaultTransport, which keeps 2 idle connections per host, it keeps
+// as many as calls in flight to one upstream are likely to be: with 2, each
+// call beyond the second at once opened a new TCP connection and closed it
+// after one request (docs/performance.md, gateway overhead).
+var upstreamHTTP = func() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 256
+	return t
+}()
+
 type headerTransport struct {
 	base    http.RoundTripper
 	headers map[string]string

@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -32,6 +33,7 @@ type Server struct {
 
 	mu    sync.Mutex
 	calls map[string]int
+	conns atomic.Int64 // TCP connections accepted over streamable HTTP
 }
 
 type textIn struct {
@@ -219,10 +221,18 @@ func (s *Server) ServeHTTP() (endpoint string, stop func(), err error) {
 		return "", nil, err
 	}
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s.MCP }, nil)
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second,
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				s.conns.Add(1)
+			}
+		}}
 	go func() { _ = srv.Serve(ln) }()
 	return "http://" + ln.Addr().String() + "/mcp", func() { _ = srv.Close() }, nil
 }
+
+// Conns is the number of TCP connections ServeHTTP has accepted.
+func (s *Server) Conns() int64 { return s.conns.Load() }
 
 // MainIfRequested runs the server over stdio and exits when EnvServer is
 // "stdio"; otherwise it returns at once. Call it first in TestMain.
