@@ -119,19 +119,10 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 			}
 			item, _ = json.Marshal(m)
 		} else {
-			item = append(item, `{"decision_id":`...)
-			item = strconv.AppendQuote(item, d.ID)
-			if d.Defined {
-				res := d.JSON
-				if res == nil {
-					var err error
-					if res, err = json.Marshal(d.Result); err != nil {
-						writeError(w, apierror.Wrap(apierror.InternalError, err, "encoding result: %v", err))
-						return
-					}
-				}
-				item = append(item, `,"result":`...)
-				item = append(item, res...)
+			var err error
+			if item, err = appendOPADecision(item, d); err != nil {
+				writeError(w, err)
+				return
 			}
 			if mixed {
 				item = append(item, `,"http_status_code":"200"`...)

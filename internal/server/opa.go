@@ -99,12 +99,8 @@ func (s *Server) writeOPA(w http.ResponseWriter, r *http.Request, d decided, has
 		defer putBuf(buf)
 		buf.Reset()
 		buf.Grow(len(d.JSON) + 128) // the whole answer fits the pooled buffer
-		b := append(buf.AvailableBuffer(), `{"decision_id":`...)
-		b = strconv.AppendQuote(b, d.ID)
-		if d.Defined {
-			b = append(b, `,"result":`...)
-			b = append(b, d.JSON...)
-		}
+		// d.JSON is set or the result undefined: nothing to encode, no error.
+		b, _ := appendOPADecision(buf.AvailableBuffer(), d)
 		b = append(b, "}\n"...)
 		w.Header()["Content-Type"] = jsonContentType
 		_, _ = w.Write(b)
@@ -132,6 +128,28 @@ func (s *Server) writeOPA(w http.ResponseWriter, r *http.Request, d decided, has
 		resp["provenance"] = s.provenance(d.Revision)
 	}
 	writeJSON(w, http.StatusOK, resp, q.Has("pretty"))
+}
+
+// appendOPADecision appends OPA's answer to one decision,
+// {"decision_id": ..., "result": ...} with the result left out when it is
+// undefined, and leaves the object open for the caller's members (a batch
+// item's http_status_code). The result is the decision's cached JSON, or
+// encoded here when it has none.
+func appendOPADecision(b []byte, d decided) ([]byte, error) {
+	b = append(b, `{"decision_id":`...)
+	b = strconv.AppendQuote(b, d.ID)
+	if !d.Defined {
+		return b, nil
+	}
+	res := d.JSON
+	if res == nil {
+		var err error
+		if res, err = json.Marshal(d.Result); err != nil {
+			return b, apierror.Wrap(apierror.InternalError, err, "encoding result: %v", err)
+		}
+	}
+	b = append(b, `,"result":`...)
+	return append(b, res...), nil
 }
 
 func cacheCounters(d engine.Decision) map[string]any {
