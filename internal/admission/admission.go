@@ -172,7 +172,7 @@ func New(cfg Config) *Controller {
 // at most until ctx's deadline. On success the caller must call release
 // exactly once when its evaluation ends. Otherwise err is an *apierror.Error
 // with code Overloaded that wraps ErrQueueFull, ErrQueueTimeout or
-// ErrDeadline. Its signature fits engine.Options.Admit.
+// ErrDeadline.
 func (c *Controller) Admit(ctx context.Context) (release func(), err error) {
 	c.mu.Lock()
 	free, wait, refused := c.admitNow(ctx)
@@ -281,7 +281,7 @@ func (c *Controller) remove(w *waiter) {
 // whether fn began; err is nil when fn has returned. When ctx is done
 // after fn began, Do returns at once with started true and an overloaded
 // error (ErrDeadline), and fn runs to its end on the slot: fn must not need
-// its caller to be waiting.
+// its caller to be waiting. Its signature fits engine.Options.Admit.
 func (c *Controller) Do(ctx context.Context, fn func()) (started bool, err error) {
 	c.mu.Lock()
 	free, wait, refused := c.admitNow(ctx)

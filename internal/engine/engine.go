@@ -122,9 +122,9 @@ type Options struct {
 
 	// Admit, when set, runs every evaluation that neither the cache nor a
 	// constant plan answered (fn) on an evaluation slot, in the caller's
-	// goroutine or another (admission.Controller.Do). An error that is not
-	// started (an *apierror.Error with code Overloaded) means no slot was
-	// free in time: the decision is not made and the caller must not
+	// goroutine or another (admission.Controller.Do). When fn did not
+	// start, err (an *apierror.Error with code Overloaded) means no slot
+	// was free in time: the decision is not made and the caller must not
 	// present it as a denial. The wait is bounded by ctx; when ctx is done
 	// after fn started, Admit may return (started, with an error) while fn
 	// runs on.
@@ -423,7 +423,19 @@ func (e *Engine) fly(ctx context.Context, f *flight, s *snapshot, key cache.Key,
 		end(e.evalNow(context.WithoutCancel(ctx), s, path, input))
 		return
 	}
-	started, err := e.opts.Admit(ctx, func() { end(e.evalNow(context.WithoutCancel(ctx), s, path, input)) })
+	started, err := e.opts.Admit(ctx, func() {
+		// A panic would leave the flight open, with every later miss of
+		// the key waiting on it (and, on a slot's own goroutine, end the
+		// process): it ends the flight as a failed evaluation instead,
+		// which denies.
+		defer func() {
+			if r := recover(); r != nil {
+				e.log.Error("policy evaluation panicked", "path", path, "panic", r)
+				end(Decision{}, false, apierror.New(apierror.EvaluationError, "policy evaluation failed: internal error (%v)", r))
+			}
+		}()
+		end(e.evalNow(context.WithoutCancel(ctx), s, path, input))
+	})
 	if !started {
 		end(Decision{}, false, err)
 	}
