@@ -423,19 +423,7 @@ func (e *Engine) fly(ctx context.Context, f *flight, s *snapshot, key cache.Key,
 		end(e.evalNow(context.WithoutCancel(ctx), s, path, input))
 		return
 	}
-	started, err := e.opts.Admit(ctx, func() {
-		// A panic would leave the flight open, with every later miss of
-		// the key waiting on it (and, on a slot's own goroutine, end the
-		// process): it ends the flight as a failed evaluation instead,
-		// which denies.
-		defer func() {
-			if r := recover(); r != nil {
-				e.log.Error("policy evaluation panicked", "path", path, "panic", r)
-				end(Decision{}, false, apierror.New(apierror.EvaluationError, "policy evaluation failed: internal error (%v)", r))
-			}
-		}()
-		end(e.evalNow(context.WithoutCancel(ctx), s, path, input))
-	})
+	started, err := e.opts.Admit(ctx, func() { end(e.evalNow(context.WithoutCancel(ctx), s, path, input)) })
 	if !started {
 		end(Decision{}, false, err)
 	}
@@ -482,7 +470,17 @@ func (e *Engine) constant(s *snapshot, path string, input any) (Decision, bool) 
 // with EVAL_TIMEOUT and the fail-closed error mapping; the caller holds
 // an admission slot when there is admission control. cacheable is false
 // when a non-deterministic built-in ran.
-func (e *Engine) evalNow(ctx context.Context, s *snapshot, path string, input any) (Decision, bool, error) {
+//
+// A panic becomes a failed evaluation (which denies): left to unwind, it
+// would leave a flight open with every later miss of its key waiting on
+// it, or end the process on an admission slot's own goroutine.
+func (e *Engine) evalNow(ctx context.Context, s *snapshot, path string, input any) (d Decision, cacheable bool, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			e.log.Error("policy evaluation panicked", "path", path, "panic", r)
+			d, cacheable, err = Decision{}, false, apierror.New(apierror.EvaluationError, "policy evaluation failed: internal error (%v)", r)
+		}
+	}()
 	var in ast.Value
 	if input != nil {
 		v, err := s.inputValue(input) // ast.InterfaceToValue's value, with shared strings
