@@ -453,7 +453,7 @@ func TestPerAgentRateLimit(t *testing.T) {
 // host).
 func TestHTTPUpstreamConnectionsAreReused(t *testing.T) {
 	e := startEnv(t, envOptions{})
-	const callers, each = 8, 12 // 48 calls per agent, below its rate limit
+	const callers, each = 8, 25 // 100 calls per agent, below its rate limit
 	agents := []*mcp.ClientSession{e.agent(t, "token-1"), e.agent(t, "token-2")}
 	call(t, agents[0], "remote__noop", map[string]any{}) // the upstream session is up
 	before := e.remote.Conns()
@@ -472,8 +472,14 @@ func TestHTTPUpstreamConnectionsAreReused(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if opened := e.remote.Conns() - before; opened > callers {
-		t.Errorf("%d calls, at most %d at once, opened %d new connections to the upstream; want at most %d", callers*each, callers, opened, callers)
+	// Kept-alive connections: about one per call in flight (8-17 seen,
+	// under -race too; a call that finds no idle connection at the instant
+	// another is being returned dials a new one). Two idle connections per
+	// host opened one for a third or more of the calls (65-79 of 200).
+	opened := e.remote.Conns() - before
+	t.Logf("%d calls, at most %d at once: %d new connections to the upstream", callers*each, callers, opened)
+	if limit := int64(callers * each / 4); opened > limit {
+		t.Errorf("%d calls, at most %d at once, opened %d new connections to the upstream; want at most %d", callers*each, callers, opened, limit)
 	}
 }
 
