@@ -9,6 +9,8 @@ import (
 	"weak"
 
 	"github.com/zeebo/xxh3"
+
+	"github.com/acgs-lite/acgs/internal/jsonenc"
 )
 
 // interner keeps the decisions stored in L1 compact. A decision is kept as
@@ -177,22 +179,10 @@ func (in *interner) skeleton(text []byte, cuts []uint32) *skeleton {
 // the numbers are a partition of its bytes.
 func split(doc []byte) (text []byte, cuts []uint32, nums []byte) {
 	text = make([]byte, 0, len(doc))
-	inString, escaped := false, false
+	var strs jsonenc.Strings
 	for i := 0; i < len(doc); {
 		c := doc[i]
-		switch {
-		case inString:
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-		case c == '"':
-			inString = true
-		case c == '-' || (c >= '0' && c <= '9'):
+		if strs.Outside(c) && (c == '-' || (c >= '0' && c <= '9')) {
 			j := i + 1
 			for j < len(doc) && isNumberByte(doc[j]) {
 				j++

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/acgs-lite/acgs/internal/jsonenc"
 )
 
 // Limits on a call's arguments, as `acgs serve` has on request bodies (the
@@ -59,22 +61,12 @@ func decodeArguments(raw json.RawMessage) (v any, ok bool, err error) {
 // strings) and its deepest nesting.
 func scanJSON(b []byte) (members, maxDepth int) {
 	depth := 0
-	inString, escaped := false, false
+	var strs jsonenc.Strings
 	for _, c := range b {
-		if inString {
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
+		if !strs.Outside(c) {
 			continue
 		}
 		switch c {
-		case '"':
-			inString = true
 		case ':':
 			members++
 		case '{', '[':

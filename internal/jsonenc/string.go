@@ -1,6 +1,8 @@
 // Package jsonenc writes JSON strings exactly as encoding/json does,
 // without its reflection and buffers: for the hand-written encoders of the
-// engine (a decision's JSON) and the server (responses).
+// engine (a decision's JSON) and the server (responses). It also follows a
+// byte scan of JSON text in and out of strings (Strings), for the scanners
+// that look at a document's structure without decoding it.
 package jsonenc
 
 import "unicode/utf8"
