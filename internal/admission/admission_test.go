@@ -359,20 +359,40 @@ func track(running, peak *atomic.Int64, d time.Duration) {
 	running.Add(-1)
 }
 
-func BenchmarkAdmitRelease(b *testing.B) {
-	c := admission.New(admission.Config{MaxInFlight: 4, MaxWait: time.Second})
-	ctx := context.Background()
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
+// BenchmarkAdmission: the cost of taking and returning a slot, with Admit
+// and release, and with Do around an empty evaluation.
+func BenchmarkAdmission(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		slots int
+		one   func(c *admission.Controller, ctx context.Context) error
+	}{
+		{"admit-release", 4, func(c *admission.Controller, ctx context.Context) error {
 			r, err := c.Admit(ctx)
-			if err != nil {
-				b.Error(err)
-				return
+			if err == nil {
+				r()
 			}
-			r()
-		}
-	})
+			return err
+		}},
+		{"do", 1, func(c *admission.Controller, ctx context.Context) error {
+			_, err := c.Do(ctx, func() {})
+			return err
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			c := admission.New(admission.Config{MaxInFlight: bc.slots, MaxWait: time.Second})
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := bc.one(c, ctx); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
 }
 
 // goid is the current goroutine's number, from its stack header: the tests
@@ -549,20 +569,6 @@ func TestDoRefusals(t *testing.T) {
 		}
 		close(hold)
 		waitFor(t, "the slot to be free", func() bool { return c.Stats().InFlight == 0 })
-	})
-}
-
-func BenchmarkDo(b *testing.B) {
-	c := admission.New(admission.Config{MaxInFlight: 1, MaxWait: time.Second})
-	ctx := context.Background()
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := c.Do(ctx, func() {}); err != nil {
-				b.Error(err)
-				return
-			}
-		}
 	})
 }
 
