@@ -29,7 +29,7 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 	raw := buf.Bytes()
 	if d, opa, ok := s.rawLookup(r, decisionPath, raw, true); ok {
 		if opa {
-			s.writeOPA(w, r, d, true)
+			s.writeOPA(w, queryOf(r), d, true)
 		} else {
 			s.writeACGS(w, r, d)
 		}
@@ -44,7 +44,7 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 		if in, isOPA := obj["input"]; isOPA {
 			d := s.decide(r.Context(), decisionPath, in, "")
 			s.rawRemember(r, decisionPath, raw, d, true)
-			s.writeOPA(w, r, d, true)
+			s.writeOPA(w, queryOf(r), d, true)
 			return
 		}
 	}

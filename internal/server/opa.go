@@ -35,17 +35,17 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodGet {
-		q := r.URL.Query()
+		q := queryOf(r)
 		if raw := q.Get("input"); q.Has("input") {
 			v, err := decodeJSON([]byte(raw), s.cfg.Server.MaxDepth)
 			if err != nil {
 				writeError(w, apierror.New(apierror.InvalidParameter, "query parameter input: %s", apierror.As(err).Message))
 				return
 			}
-			s.writeOPA(w, r, s.decide(r.Context(), path, v, ""), true)
+			s.writeOPA(w, q, s.decide(r.Context(), path, v, ""), true)
 			return
 		}
-		s.writeOPA(w, r, s.decide(r.Context(), path, nil, ""), false)
+		s.writeOPA(w, q, s.decide(r.Context(), path, nil, ""), false)
 		return
 	}
 	buf, ok := s.readRaw(w, r)
@@ -55,11 +55,11 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 	defer putBuf(buf)
 	raw := buf.Bytes()
 	if len(bytes.TrimSpace(raw)) == 0 {
-		s.writeOPA(w, r, s.decide(r.Context(), path, nil, ""), false)
+		s.writeOPA(w, queryOf(r), s.decide(r.Context(), path, nil, ""), false)
 		return
 	}
 	if d, _, ok := s.rawLookup(r, path, raw, false); ok {
-		s.writeOPA(w, r, d, true)
+		s.writeOPA(w, queryOf(r), d, true)
 		return
 	}
 	body, err := decodeJSON(raw, s.cfg.Server.MaxDepth)
@@ -77,23 +77,22 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 	if hasInput {
 		s.rawRemember(r, path, raw, d, true)
 	}
-	s.writeOPA(w, r, d, hasInput)
+	s.writeOPA(w, queryOf(r), d, hasInput)
 }
 
 // writeOPA writes OPA's Data API response of one decision: {"decision_id",
 // "result"} from the decision's cached JSON in the common case, else built
 // field by field with what the query asks for (?metrics, ?provenance,
 // ?pretty) and OPA's warning when the request had no input.
-func (s *Server) writeOPA(w http.ResponseWriter, r *http.Request, d decided, hasInput bool) {
+//
+// q is the request's query (queryOf), parsed once by the caller: a GET's
+// ?input= can be the larger part of the URL.
+func (s *Server) writeOPA(w http.ResponseWriter, q url.Values, d decided, hasInput bool) {
 	if d.Err != nil {
 		writeError(w, d.Err)
 		return
 	}
 	observe(w, sampleOf(d.Decision))
-	var q url.Values
-	if r.URL.RawQuery != "" {
-		q = r.URL.Query()
-	}
 	if hasInput && (d.JSON != nil || !d.Defined) && !q.Has("metrics") && !q.Has("provenance") && !q.Has("pretty") {
 		buf := bufPool.Get().(*bytes.Buffer)
 		defer putBuf(buf)
@@ -128,6 +127,14 @@ func (s *Server) writeOPA(w http.ResponseWriter, r *http.Request, d decided, has
 		resp["provenance"] = s.provenance(d.Revision)
 	}
 	writeJSON(w, http.StatusOK, resp, q.Has("pretty"))
+}
+
+// queryOf is r's query, nil without one (most requests: no parsing).
+func queryOf(r *http.Request) url.Values {
+	if r.URL.RawQuery == "" {
+		return nil
+	}
+	return r.URL.Query()
 }
 
 // appendOPADecision appends OPA's answer to one decision,
