@@ -27,11 +27,12 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 	}
 	defer putBuf(buf)
 	raw := buf.Bytes()
-	if d, opa, ok := s.rawLookup(r, decisionPath, raw, true); ok {
+	hit, opa, rk, ok := s.rawLookup(r, decisionPath, raw, true)
+	if ok {
 		if opa {
-			s.writeOPA(w, queryOf(r), d, true)
+			s.writeOPA(w, queryOf(r), hit, true)
 		} else {
-			s.writeACGS(w, r, d)
+			s.writeACGS(w, r, hit)
 		}
 		return
 	}
@@ -43,7 +44,7 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 	if obj, ok := body.(map[string]any); ok {
 		if in, isOPA := obj["input"]; isOPA {
 			d := s.decide(r.Context(), decisionPath, in, "")
-			s.rawRemember(r, decisionPath, raw, d, true)
+			s.rawRemember(r, rk, d, true)
 			s.writeOPA(w, queryOf(r), d, true)
 			return
 		}
@@ -55,7 +56,7 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 	}
 	d := s.decide(r.Context(), decisionPath, req, "")
 	d.acgsChecked = s.acgsFastOK(d) // once, for the raw tier and the answer
-	s.rawRemember(r, decisionPath, raw, d, false)
+	s.rawRemember(r, rk, d, false)
 	s.writeACGS(w, r, d)
 }
 

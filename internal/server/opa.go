@@ -58,8 +58,9 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 		s.writeOPA(w, queryOf(r), s.decide(r.Context(), path, nil, ""), false)
 		return
 	}
-	if d, _, ok := s.rawLookup(r, path, raw, false); ok {
-		s.writeOPA(w, queryOf(r), d, true)
+	hit, _, rk, ok := s.rawLookup(r, path, raw, false)
+	if ok {
+		s.writeOPA(w, queryOf(r), hit, true)
 		return
 	}
 	body, err := decodeJSON(raw, s.cfg.Server.MaxDepth)
@@ -75,7 +76,7 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 	input, hasInput := obj["input"]
 	d := s.decide(r.Context(), path, input, "")
 	if hasInput {
-		s.rawRemember(r, path, raw, d, true)
+		s.rawRemember(r, rk, d, true)
 	}
 	s.writeOPA(w, queryOf(r), d, hasInput)
 }

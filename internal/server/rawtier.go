@@ -75,13 +75,15 @@ func (t *rawTier) usable(r *http.Request) bool {
 // remembered for it is still there under the active bundle, recording the
 // decision as the normal path would. An ACGS-dialect entry answers only
 // where the ACGS dialect is spoken (acgs): elsewhere the same bytes are an
-// OPA request without "input".
-func (s *Server) rawLookup(r *http.Request, path string, body []byte, acgs bool) (d decided, opa, ok bool) {
+// OPA request without "input". k is the body's key in the tier, for
+// rawRemember after a miss (the body is hashed once).
+func (s *Server) rawLookup(r *http.Request, path string, body []byte, acgs bool) (d decided, opa bool, k rawKey, ok bool) {
 	t := s.raw
 	if !t.usable(r) {
-		return decided{}, false, false
+		return decided{}, false, rawKey{}, false
 	}
-	e, found := t.c.GetIfPresent(keyOf(path, body))
+	k = keyOf(path, body)
+	e, found := t.c.GetIfPresent(k)
 	if found && (e.opa || acgs) {
 		start := time.Now()
 		var dd engine.Decision
@@ -91,19 +93,19 @@ func (s *Server) rawLookup(r *http.Request, path string, body []byte, acgs bool)
 		}
 	}
 	s.d.Metrics.RawLookup(ok)
-	return d, e.opa, ok
+	return d, e.opa, k, ok
 }
 
-// rawRemember maps body at path to the cache entry its decision d was
+// rawRemember maps the body of key k (from rawLookup) to the cache entry its decision d was
 // looked up under, when d came from the cache or was cached, and its answer
 // can be written from the decision's JSON (an ACGS decision must come with
 // acgsChecked; one whose answer needs the value field by field is left to
 // the normal path).
-func (s *Server) rawRemember(r *http.Request, path string, body []byte, d decided, opa bool) {
+func (s *Server) rawRemember(r *http.Request, k rawKey, d decided, opa bool) {
 	if !s.raw.usable(r) || d.Err != nil || (d.Defined && d.JSON == nil) || (!opa && !d.acgsChecked) {
 		return
 	}
 	if ref, ok := d.Ref(); ok {
-		s.raw.c.Set(keyOf(path, body), rawEntry{ref: ref, outcome: outcomeOf(d.Decision, nil), opa: opa})
+		s.raw.c.Set(k, rawEntry{ref: ref, outcome: outcomeOf(d.Decision, nil), opa: opa})
 	}
 }
