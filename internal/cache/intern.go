@@ -111,9 +111,10 @@ func (in *interner) intern(v Value) *stored {
 	h := xxh3.Hash128(v.JSON)
 	k := Key{Hi: h.Hi, Lo: h.Lo}
 	text, cuts, nums := split(v.JSON)
+	skk := skeletonKey(text, cuts) // hashed before the lock: concurrent writes need not wait for it
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	sk := in.skeleton(text, cuts)
+	sk := in.skeleton(skk, text, cuts)
 	if wp, ok := in.m[k]; ok {
 		if p := wp.Value(); p != nil {
 			if p.sk == sk && p.nums == string(nums) {
@@ -136,9 +137,8 @@ func (in *interner) intern(v Value) *stored {
 	return p
 }
 
-// skeleton returns the stored skeleton of text and cuts, storing a copy if
-// there is none; in.mu is held.
-func (in *interner) skeleton(text []byte, cuts []uint32) *skeleton {
+// skeletonKey is the table key of the skeleton of text and cuts.
+func skeletonKey(text []byte, cuts []uint32) Key {
 	d := xxh3.New128()
 	var b [4]byte
 	for _, c := range cuts {
@@ -149,7 +149,12 @@ func (in *interner) skeleton(text []byte, cuts []uint32) *skeleton {
 	_, _ = d.Write(b[:])
 	_, _ = d.Write(text)
 	h := d.Sum128()
-	k := Key{Hi: h.Hi, Lo: h.Lo}
+	return Key{Hi: h.Hi, Lo: h.Lo}
+}
+
+// skeleton returns the stored skeleton of text and cuts (whose key is k),
+// storing a copy if there is none; in.mu is held.
+func (in *interner) skeleton(k Key, text []byte, cuts []uint32) *skeleton {
 	if wp, ok := in.skels[k]; ok {
 		if s := wp.Value(); s != nil && bytes.Equal(s.text, text) && slices.Equal(s.cuts, cuts) {
 			return s
