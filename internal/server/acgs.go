@@ -141,7 +141,7 @@ func (s *Server) appendACGSFast(dst []byte, d decided, lat time.Duration) ([]byt
 	}
 	tier := d.Source.CacheTier()
 	dst = append(dst, `{"decision_id":`...)
-	dst = strconv.AppendQuote(dst, d.ID)
+	dst = jsonenc.AppendString(dst, d.ID, false)
 	dst = append(dst, `,"policy_revision":`...)
 	dst = jsonenc.AppendString(dst, d.Revision, false)
 	dst = append(dst, `,"cache_hit":`...)

@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/engine"
+	"github.com/acgs-lite/acgs/internal/jsonenc"
 	"github.com/acgs-lite/acgs/internal/version"
 )
 
@@ -145,7 +145,7 @@ func queryOf(r *http.Request) url.Values {
 // encoded here when it has none.
 func appendOPADecision(b []byte, d decided) ([]byte, error) {
 	b = append(b, `{"decision_id":`...)
-	b = strconv.AppendQuote(b, d.ID)
+	b = jsonenc.AppendString(b, d.ID, false)
 	if !d.Defined {
 		return b, nil
 	}
