@@ -167,3 +167,5 @@ require (
 )
 
 tool github.com/open-policy-agent/opa
+
+replace github.com/modelcontextprotocol/go-sdk => ./third_party/go-sdk
