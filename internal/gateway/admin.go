@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -40,8 +41,8 @@ type ApprovalResult struct {
 	Approval Approval `json:"approval"`
 }
 
-// AdminHandler serves the approvals API (bearer token), the metrics (the
-// given handler) and health.
+// AdminHandler serves the approvals API and Go's profiles (bearer token),
+// the metrics (the given handler) and health.
 func (g *Gateway) AdminHandler(metrics http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+ApprovalsPath, g.authorised(func(w http.ResponseWriter, r *http.Request) {
@@ -62,6 +63,12 @@ func (g *Gateway) AdminHandler(metrics http.Handler) http.Handler {
 	if metrics != nil {
 		mux.Handle("GET "+MetricsPath, metrics)
 	}
+	// Go's profiles, behind the admin token as in acgs serve: where a
+	// gateway's CPU goes is the first question about its overhead.
+	mux.HandleFunc("GET /debug/pprof/", g.authorised(pprof.Index))
+	mux.HandleFunc("GET /debug/pprof/profile", g.authorised(pprof.Profile))
+	mux.HandleFunc("GET /debug/pprof/trace", g.authorised(pprof.Trace))
+	mux.HandleFunc("GET /debug/pprof/symbol", g.authorised(pprof.Symbol))
 	return mux
 }
 

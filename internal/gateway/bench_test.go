@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/acgs-lite/acgs/internal/config"
 	"github.com/acgs-lite/acgs/internal/gateway"
@@ -194,21 +195,26 @@ func ownTime(b *testing.B, e *env, upstream string) func() float64 {
 		if err != nil {
 			b.Fatal(err)
 		}
-		for _, f := range fams {
-			if f.GetName() != "acgs_gateway_overhead_seconds" {
-				continue
-			}
-			for _, m := range f.GetMetric() {
-				for _, l := range m.GetLabel() {
-					if l.GetName() == "upstream" && l.GetValue() == upstream && m.GetHistogram().GetSampleCount() > 0 {
-						h := m.GetHistogram()
-						return h.GetSampleSum() / float64(h.GetSampleCount()) * 1e6
-					}
+		return ownMean(fams, upstream)
+	}
+}
+
+// ownMean is the mean of upstream's acgs_gateway_overhead_seconds in µs.
+func ownMean(fams []*dto.MetricFamily, upstream string) float64 {
+	for _, f := range fams {
+		if f.GetName() != "acgs_gateway_overhead_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "upstream" && l.GetValue() == upstream && m.GetHistogram().GetSampleCount() > 0 {
+					h := m.GetHistogram()
+					return h.GetSampleSum() / float64(h.GetSampleCount()) * 1e6
 				}
 			}
 		}
-		return 0
 	}
+	return 0
 }
 
 func p50(d []time.Duration) time.Duration {

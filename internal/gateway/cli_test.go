@@ -46,7 +46,7 @@ func runACGS(t *testing.T, env []string, args ...string) (string, int) {
 	return "", -1
 }
 
-func writeConfig(t *testing.T, yaml string) string {
+func writeConfig(t testing.TB, yaml string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "gateway.yaml")
 	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
