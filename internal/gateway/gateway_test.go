@@ -181,6 +181,15 @@ func TestApprovalHeldThenApprovedAndAnotherTimesOut(t *testing.T) {
 	if code := e.admin(t, http.MethodPost, gateway.ApprovalsPath+"/"+a.ID+"/approve", "wrong", nil, nil); code != http.StatusUnauthorized {
 		t.Fatalf("approve with a wrong token: %d", code)
 	}
+	// so do the profiles
+	for _, c := range []struct {
+		token string
+		want  int
+	}{{"", http.StatusUnauthorized}, {"wrong", http.StatusUnauthorized}, {adminToken, http.StatusOK}} {
+		if code := e.admin(t, http.MethodGet, "/debug/pprof/goroutine?debug=1", c.token, nil, nil); code != c.want {
+			t.Fatalf("profile with token %q: %d, want %d", c.token, code, c.want)
+		}
+	}
 	var out gateway.ApprovalResult
 	if code := e.admin(t, http.MethodPost, gateway.ApprovalsPath+"/"+a.ID+"/approve", adminToken, gateway.ApprovalRequest{By: "alice"}, &out); code != http.StatusOK || out.Verdict != gateway.Approved {
 		t.Fatalf("approve: %d %+v", code, out)
