@@ -113,11 +113,11 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 		var item []byte
 		if d.Err != nil {
 			e := apierror.As(d.Err)
-			m := map[string]any{"code": e.Code, "message": e.Message}
+			status := 0
 			if mixed || failed == len(results) {
-				m["http_status_code"] = strconv.Itoa(e.Code.Status())
+				status = e.Code.Status()
 			}
-			item, _ = json.Marshal(m)
+			item = appendErrorItem(nil, e, status, true)
 		} else {
 			var err error
 			if item, err = appendOPADecision(item, d); err != nil {
@@ -168,29 +168,49 @@ func batchStatus(n, failed, shed int) int {
 
 // writeBatch writes {"batch_decision_id": ..., "responses": {id: item}}
 // from the items' encodings, ids in sorted order as encoding/json writes a
-// map. encoding/json would validate and compact every item again (a tenth of
-// the CPU of a warm batch), and the items are compact JSON already.
-func writeBatch(w http.ResponseWriter, status int, batchID string, ids []string, items [][]byte) {
-	order := make([]int, len(ids))
+// map (the OPA batch). encoding/json would validate and compact every item
+// again (a tenth of the CPU of a warm batch), and the items are compact JSON
+// already.
+func writeBatch[T ~[]byte](w http.ResponseWriter, status int, batchID string, ids []string, items []T) {
+	writeBatchEnvelope(w, status, batchID, ids, items, true)
+}
+
+// writeBatchArray writes {"batch_decision_id": ..., "responses": [item, ...]}
+// as writeBatch does (the ACGS batch).
+func writeBatchArray[T ~[]byte](w http.ResponseWriter, status int, batchID string, items []T) {
+	writeBatchEnvelope(w, status, batchID, nil, items, false)
+}
+
+func writeBatchEnvelope[T ~[]byte](w http.ResponseWriter, status int, batchID string, ids []string, items []T, keyed bool) {
+	order := make([]int, len(items))
 	size := 64
 	for i := range order {
 		order[i] = i
-		size += len(ids[i]) + len(items[i]) + 4
+		size += len(items[i]) + 4
+		if keyed {
+			size += len(ids[i])
+		}
 	}
-	slices.SortFunc(order, func(a, b int) int { return strings.Compare(ids[a], ids[b]) })
+	open, end := `,"responses":[`, "]}\n"
+	if keyed {
+		slices.SortFunc(order, func(a, b int) int { return strings.Compare(ids[a], ids[b]) })
+		open, end = `,"responses":{`, "}}\n"
+	}
 	b := make([]byte, 0, size)
 	b = append(b, `{"batch_decision_id":`...)
 	b = jsonenc.AppendString(b, batchID, false)
-	b = append(b, `,"responses":{`...)
+	b = append(b, open...)
 	for n, i := range order {
 		if n > 0 {
 			b = append(b, ',')
 		}
-		b = jsonenc.AppendString(b, ids[i], false)
-		b = append(b, ':')
+		if keyed {
+			b = jsonenc.AppendString(b, ids[i], false)
+			b = append(b, ':')
+		}
 		b = append(b, items[i]...)
 	}
-	b = append(b, "}}\n"...)
+	b = append(b, end...)
 	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
@@ -226,7 +246,7 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 		req, err := s.validateACGS(item)
 		if err != nil {
 			e := apierror.As(err)
-			responses[i] = appendErrorItem(nil, e)
+			responses[i] = appendErrorItem(nil, e, 0, false)
 			codes[i] = e.Code.Status()
 			continue
 		}
@@ -277,16 +297,29 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	s.d.Metrics.ObserveBatch(len(reqs))
 	observe(w, telemetry.Sample{CacheTier: "none", BatchSize: len(reqs)})
-	writeJSON(w, status, map[string]any{"batch_decision_id": batchID, "responses": responses}, r.URL.Query().Has("pretty"))
+	if r.URL.Query().Has("pretty") {
+		writeJSON(w, status, map[string]any{"batch_decision_id": batchID, "responses": responses}, true)
+		return
+	}
+	writeBatchArray(w, status, batchID, responses)
 }
 
 // appendErrorItem appends the batch item of a refused request:
-// {"code": ..., "message": ...}, as OPA words its errors.
-func appendErrorItem(dst []byte, e *apierror.Error) []byte {
+// {"code": ..., "message": ...}, as OPA words its errors, with
+// "http_status_code" between them (where encoding/json's sorted keys put
+// it) when status is not 0. escapeHTML as in AppendString: the OPA batch
+// has always escaped its error items as json.Marshal does, the ACGS batch
+// has not.
+func appendErrorItem(dst []byte, e *apierror.Error, status int, escapeHTML bool) []byte {
 	dst = append(dst, `{"code":`...)
-	dst = jsonenc.AppendString(dst, string(e.Code), false)
+	dst = jsonenc.AppendString(dst, string(e.Code), escapeHTML)
+	if status != 0 {
+		dst = append(dst, `,"http_status_code":"`...)
+		dst = strconv.AppendInt(dst, int64(status), 10)
+		dst = append(dst, '"')
+	}
 	dst = append(dst, `,"message":`...)
-	dst = jsonenc.AppendString(dst, e.Message, false)
+	dst = jsonenc.AppendString(dst, e.Message, escapeHTML)
 	return append(dst, '}')
 }
 

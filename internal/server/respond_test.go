@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"testing"
+
+	"github.com/acgs-lite/acgs/internal/apierror"
 )
 
 // checkWriteBatch fails unless writeBatch writes exactly what writeJSON
@@ -61,4 +64,51 @@ func FuzzWriteBatch(f *testing.F) {
 		items := [][]byte{[]byte(`{"code":"x","message":"m"}`), []byte(`{"decision_id":"d","result":1}`)}
 		checkWriteBatch(t, b, []string{a, b}, items)
 	})
+}
+
+// TestWriteBatchArrayMatchesEncoder pins the ACGS batch envelope to what
+// writeJSON wrote for it (a slice of raw items) byte for byte.
+func TestWriteBatchArrayMatchesEncoder(t *testing.T) {
+	item := json.RawMessage(`{"allow":true,"reasons":[],"note":"<&>"}`)
+	for _, n := range []int{0, 1, 3} {
+		items := make([]json.RawMessage, n)
+		for i := range items {
+			items[i] = item
+		}
+		for _, batchID := range []string{"b-1", "batch-<1>\u2028"} {
+			want := httptest.NewRecorder()
+			writeJSON(want, http.StatusOK, map[string]any{"batch_decision_id": batchID, "responses": items}, false)
+			got := httptest.NewRecorder()
+			writeBatchArray(got, http.StatusOK, batchID, items)
+			if got.Code != want.Code || got.Header().Get("Content-Type") != want.Header().Get("Content-Type") || !bytes.Equal(got.Body.Bytes(), want.Body.Bytes()) {
+				t.Errorf("%d items, id %q: writeBatchArray wrote\n%s\nwriteJSON wrote\n%s", n, batchID, got.Body.Bytes(), want.Body.Bytes())
+			}
+		}
+	}
+}
+
+// TestErrorItemMatchesMarshal pins the OPA batch's error items (escaped,
+// with and without a status) to the json.Marshal of the map they were
+// made from, and the ACGS batch's (unescaped) to an Encoder's output.
+func TestErrorItemMatchesMarshal(t *testing.T) {
+	for _, msg := range []string{"plain", `quote " and \ backslash`, "<html> & co", "\u2028 \x01 bad\xffutf8 🙂"} {
+		e := apierror.New(apierror.Overloaded, "%s", msg)
+		for _, status := range []int{0, http.StatusServiceUnavailable} {
+			m := map[string]any{"code": e.Code, "message": e.Message}
+			if status != 0 {
+				m["http_status_code"] = strconv.Itoa(status)
+			}
+			want, _ := json.Marshal(m)
+			if got := appendErrorItem(nil, e, status, true); !bytes.Equal(got, want) {
+				t.Errorf("escaped, status %d: got %s, want %s", status, got, want)
+			}
+		}
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(map[string]any{"code": e.Code, "message": e.Message})
+		if got := appendErrorItem(nil, e, 0, false); !bytes.Equal(append(got, '\n'), buf.Bytes()) {
+			t.Errorf("unescaped: got %s, want %s", got, buf.Bytes())
+		}
+	}
 }
