@@ -167,4 +167,4 @@ require (
 
 tool github.com/open-policy-agent/opa
 
-replace github.com/modelcontextprotocol/go-sdk => ./third_party/go-sdk
+replace github.com/modelcontextprotocol/go-sdk v1.8.0 => ./third_party/go-sdk

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 BENCHTIME=${BENCHTIME:-4000x}
 COUNT=${COUNT:-1}
 command -v taskset >/dev/null || { echo "gateway-overhead: taskset is missing (apt-get install util-linux)" >&2; exit 1; }
-[ "$(nproc)" -ge 2 ] || { echo "gateway-overhead: needs at least 2 CPUs" >&2; exit 1; }
+taskset -c 0,1 true 2>/dev/null || { echo "gateway-overhead: needs CPUs 0 and 1 (taskset -c 0,1)" >&2; exit 1; }
 mkdir -p bin
 go build -o bin/acgs ./cmd/acgs
 go test -c -o bin/gateway.test ./internal/gateway
@@ -25,7 +25,7 @@ export ACGS_BIN=$PWD/bin/acgs
 for i in $(seq "$COUNT"); do
 	echo "== round $i, $(date -u +%H:%M:%SZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "-- shared CPUs"
-	bin/gateway.test -test.run '^$' -test.bench '^BenchmarkOverhead$' -test.benchtime "$BENCHTIME" | grep '^Benchmark'
+	bin/gateway.test -test.run '^$' -test.bench '^BenchmarkOverhead$' -test.benchtime "$BENCHTIME" | grep -E '^(Benchmark|--- FAIL|FAIL|panic)'
 	echo "-- gateway on CPU 1; agent and upstream on CPU 0"
-	ACGS_GATEWAY_CPU=1 GOMAXPROCS=1 taskset -c 0 bin/gateway.test -test.run '^$' -test.bench '^BenchmarkOverheadOwnCPU$' -test.benchtime "$BENCHTIME" | grep '^Benchmark'
+	ACGS_GATEWAY_CPU=1 GOMAXPROCS=1 taskset -c 0 bin/gateway.test -test.run '^$' -test.bench '^BenchmarkOverheadOwnCPU$' -test.benchtime "$BENCHTIME" | grep -E '^(Benchmark|--- FAIL|FAIL|panic|\s+bench_)'
 done

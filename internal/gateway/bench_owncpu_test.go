@@ -113,6 +113,11 @@ func startProcess(b *testing.B, cmd *exec.Cmd, health string) func() {
 			resp.Body.Close()
 			return stop
 		}
+		select {
+		case werr := <-exited:
+			b.Fatalf("%s exited before it was ready (%v)\n%s", cmd, werr, stderr.String())
+		default:
+		}
 		if time.Now().After(deadline) {
 			stop()
 			b.Fatalf("%s not ready: %v\n%s", cmd, err, stderr.String())

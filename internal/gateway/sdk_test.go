@@ -18,7 +18,7 @@ func TestSDKDecodesInPlace(t *testing.T) {
 	if _, err := jsonrpc.DecodeMessage(msg); err != nil {
 		t.Fatal(err)
 	}
-	const n = 200
+	const n = 2000
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
