@@ -77,14 +77,7 @@ func BenchmarkOverheadOwnCPU(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer gw.Close()
-		cmd := exec.Command(exe)
-		cmd.Env = append(os.Environ(), mcptest.EnvServer+"=stdio")
-		direct, err := mcp.NewClient(&mcp.Implementation{Name: "bench-direct", Version: "1"}, nil).Connect(testCtx(b), &mcp.CommandTransport{Command: cmd}, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer direct.Close()
-		measure(b, noop(direct), prefixed(gw, "local__noop"), scrapedOwnTime(b, "http://"+adminAddr+gateway.MetricsPath, "local"))
+		measure(b, noop(directStdio(b)), prefixed(gw, "local__noop"), scrapedOwnTime(b, "http://"+adminAddr+gateway.MetricsPath, "local"))
 	})
 }
 

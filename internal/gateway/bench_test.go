@@ -98,16 +98,23 @@ func BenchmarkOverhead(b *testing.B) {
 	})
 	b.Run("stdio", func(b *testing.B) {
 		e := startEnv(b, envOptions{mutate: mutate, noLog: true, stdio: true, upstreams: stdioUpstream("local", "")})
-		exe, _ := os.Executable()
-		cmd := exec.Command(exe)
-		cmd.Env = append(os.Environ(), mcptest.EnvServer+"=stdio")
-		direct, err := mcp.NewClient(&mcp.Implementation{Name: "bench-direct", Version: "1"}, nil).Connect(testCtx(b), &mcp.CommandTransport{Command: cmd}, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer direct.Close()
-		measure(b, noop(direct), prefixed(e.stdio, "local__noop"), ownTime(b, e, "local"))
+		measure(b, noop(directStdio(b)), prefixed(e.stdio, "local__noop"), ownTime(b, e, "local"))
 	})
+}
+
+// directStdio starts mcptest's stdio server as a child of this process and
+// connects the SDK's client to it: the direct path of the stdio benchmarks.
+func directStdio(b *testing.B) *mcp.ClientSession {
+	b.Helper()
+	exe, _ := os.Executable()
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), mcptest.EnvServer+"=stdio")
+	direct, err := mcp.NewClient(&mcp.Implementation{Name: "bench-direct", Version: "1"}, nil).Connect(testCtx(b), &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = direct.Close() })
+	return direct
 }
 
 // measure runs b.N calls through each path: sequential latency in
