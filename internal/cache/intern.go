@@ -105,11 +105,26 @@ func (in *interner) intern(v Value) *stored {
 	if !v.Defined && v.Result == nil && v.JSON == nil {
 		return undefined
 	}
-	if !v.Defined || v.JSON == nil || len(v.JSON) > 1<<30 || !json.Valid(v.JSON) {
+	if !v.Defined || v.JSON == nil || len(v.JSON) > 1<<30 {
 		return &stored{fixed: &Value{Result: v.Result, Defined: v.Defined, JSON: v.JSON[:len(v.JSON):len(v.JSON)]}}
 	}
 	h := xxh3.Hash128(v.JSON)
 	k := Key{Hi: h.Hi, Lo: h.Lo}
+	// Most decisions stored are alike (many keys, few distinct decisions):
+	// one already stored is found by comparing the bytes, without
+	// validating, splitting and hashing its skeleton again (it was valid
+	// JSON when it was stored, so the same bytes are).
+	in.mu.Lock()
+	if wp, ok := in.m[k]; ok {
+		if p := wp.Value(); p != nil && joinedEqual(v.JSON, p.sk, p.nums) {
+			in.mu.Unlock()
+			return p
+		}
+	}
+	in.mu.Unlock()
+	if !json.Valid(v.JSON) {
+		return &stored{fixed: &Value{Result: v.Result, Defined: v.Defined, JSON: v.JSON[:len(v.JSON):len(v.JSON)]}}
+	}
 	text, cuts, nums := split(v.JSON)
 	skk := skeletonKey(text, cuts) // hashed before the lock: concurrent writes need not wait for it
 	in.mu.Lock()
@@ -224,6 +239,26 @@ func join(dst []byte, sk *skeleton, nums string) []byte {
 		prev = int(c)
 	}
 	return append(dst, sk.text[prev:]...)
+}
+
+// joinedEqual reports whether doc is the document join(nil, sk, nums) would
+// make, without making it.
+func joinedEqual(doc []byte, sk *skeleton, nums string) bool {
+	prev := 0
+	for _, c := range sk.cuts {
+		part := sk.text[prev:c]
+		if len(doc) < len(part) || string(doc[:len(part)]) != string(part) {
+			return false
+		}
+		doc = doc[len(part):]
+		n := int(nums[0])
+		if len(doc) < n || string(doc[:n]) != nums[1:1+n] {
+			return false
+		}
+		doc, nums = doc[n:], nums[1+n:]
+		prev = int(c)
+	}
+	return string(doc) == string(sk.text[prev:])
 }
 
 // value returns the decision p stores, decoding it when it is not in the

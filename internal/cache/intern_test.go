@@ -109,7 +109,29 @@ func TestSplitJoin(t *testing.T) {
 		if got := join(nil, sk, string(nums)); string(got) != doc {
 			t.Errorf("split and joined %q: got %q", doc, got)
 		}
+		if !joinedEqual([]byte(doc), sk, string(nums)) {
+			t.Errorf("joinedEqual(%q) of its own split is false", doc)
+		}
+		for _, other := range []string{doc + "1", doc + " ", "1" + doc, strings.Replace(doc, "1", "2", 1)} {
+			if other != doc && joinedEqual([]byte(other), sk, string(nums)) {
+				t.Errorf("joinedEqual(%q) of the split of %q is true", other, doc)
+			}
+		}
 	}
+}
+
+// joinedEqual(b, split(a)) holds exactly when a and b are the same bytes:
+// the interner trusts it to find a stored decision.
+func FuzzJoinedEqual(f *testing.F) {
+	f.Add([]byte(`{"score":0.96,"r":["a 1"]}`), []byte(`{"score":0.97,"r":["a 1"]}`))
+	f.Add([]byte(`[1,2]`), []byte(`[12]`))
+	f.Add([]byte(`1`), []byte(`1`))
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		text, cuts, nums := split(a)
+		if got, want := joinedEqual(b, &skeleton{text: text, cuts: cuts}, string(nums)), bytes.Equal(a, b); got != want {
+			t.Fatalf("joinedEqual(%q, split(%q)) = %v, want %v", b, a, got, want)
+		}
+	})
 }
 
 func FuzzSplitJoin(f *testing.F) {

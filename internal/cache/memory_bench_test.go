@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/metrics"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -182,4 +184,35 @@ func BenchmarkL1HitCold(b *testing.B) {
 		i = (i + 1) % len(keys)
 	}
 	reportCPU(b, cpu, ok)
+}
+
+// BenchmarkIntern is the interner's part of storing a decision in L1: one
+// alike to a decision already stored (the common case), and one never seen.
+func BenchmarkIntern(b *testing.B) {
+	const doc = `{"allow":true,"compliance_score":0.96,"constitutional_hash":"cdd01ef066bc6cf2","evaluation_details":{"trust_level":0.9,"checks":["hash","trust","sandbox"]},"reasons":[]}`
+	for _, tc := range []struct {
+		name string
+		next func(i int) []byte
+	}{
+		{"stored", func(int) []byte { return []byte(doc) }},
+		{"new", func(i int) []byte {
+			return []byte(strings.Replace(doc, "0.96", strconv.Itoa(i), 1))
+		}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			in := newInterner()
+			keep := in.intern(Value{Defined: true, JSON: []byte(doc)})
+			docs := make([][]byte, b.N)
+			for i := range docs {
+				docs[i] = tc.next(i)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				_ = in.intern(Value{Defined: true, JSON: docs[i]})
+			}
+			b.StopTimer()
+			runtime.KeepAlive(keep)
+		})
+	}
 }
