@@ -5,9 +5,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	dto "github.com/prometheus/client_model/go"
@@ -54,16 +52,11 @@ func BenchmarkOverheadOwnCPU(b *testing.B) {
 	}
 
 	b.Run("http", func(b *testing.B) {
-		remote := mcptest.New()
-		remURL, stop, err := remote.ServeHTTP()
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer stop()
+		_, remURL := serveMCP(b)
 		addr, adminAddr := freeAddr(b), freeAddr(b)
 		cfg := writeConfig(b, fmt.Sprintf("listen: %q\nadmin: {listen: %q}\nagents:\n  - {id: agent-1, token_env: BENCH_AGENT_TOKEN}\nupstreams:\n  - name: remote\n    url: %s\n", addr, adminAddr, remURL))
 		stopGateway := startProcess(b, gatewayCmd(cfg), "http://"+adminAddr+gateway.HealthPath)
-		defer stopGateway()
+		defer func() { _ = stopGateway() }()
 		direct := connectHTTP(b, remURL, "")
 		gw := connectHTTP(b, "http://"+addr+"/mcp", "token-1")
 		measure(b, noop(direct), prefixed(gw, "remote__noop"), scrapedOwnTime(b, "http://"+adminAddr+gateway.MetricsPath, "remote"))
@@ -79,43 +72,6 @@ func BenchmarkOverheadOwnCPU(b *testing.B) {
 		defer gw.Close()
 		measure(b, noop(directStdio(b)), prefixed(gw, "local__noop"), scrapedOwnTime(b, "http://"+adminAddr+gateway.MetricsPath, "local"))
 	})
-}
-
-// startProcess starts cmd, waits until health answers, and returns a stop
-// function (SIGTERM, then SIGKILL after 10 s).
-func startProcess(b *testing.B, cmd *exec.Cmd, health string) func() {
-	b.Helper()
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-		}
-	}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		resp, err := http.Get(health)
-		if err == nil {
-			resp.Body.Close()
-			return stop
-		}
-		select {
-		case werr := <-exited:
-			b.Fatalf("%s exited before it was ready (%v)\n%s", cmd, werr, stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			stop()
-			b.Fatalf("%s not ready: %v\n%s", cmd, err, stderr.String())
-		}
-	}
 }
 
 // scrapedOwnTime is ownTime for a gateway in another process: the mean of

@@ -11,14 +11,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/acgs-lite/acgs/internal/gateway"
-	"github.com/acgs-lite/acgs/internal/gateway/mcptest"
 	"github.com/acgs-lite/acgs/internal/testenv"
 )
 
@@ -57,12 +55,7 @@ func writeConfig(t testing.TB, yaml string) string {
 
 func TestBinaryStdioApprovalsAndAudit(t *testing.T) {
 	acgs := testenv.ACGSBinary(t)
-	remote := mcptest.New()
-	remURL, stop, err := remote.ServeHTTP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
+	remote, remURL := serveMCP(t)
 	dir := t.TempDir()
 	logPath := filepath.Join(dir, "decisions.jsonl")
 	adminAddr := freeAddr(t)
@@ -213,12 +206,7 @@ upstreams:
 
 func TestBinaryStreamableHTTP(t *testing.T) {
 	acgs := testenv.ACGSBinary(t)
-	remote := mcptest.New()
-	remURL, stop, err := remote.ServeHTTP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
+	_, remURL := serveMCP(t)
 	addr, adminAddr := freeAddr(t), freeAddr(t)
 	cfg := writeConfig(t, fmt.Sprintf(`
 listen: %q
@@ -229,39 +217,14 @@ upstreams:
   - name: remote
     url: %s
 `, addr, adminAddr, remURL))
-	var stderr syncBuffer
 	cmd := exec.Command(acgs, "gateway", "--config", cfg)
 	cmd.Env = append(os.Environ(), "CI_AGENT_TOKEN=ci-token", "DECISION_LOG=off")
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	stop := startProcess(t, cmd, "http://"+adminAddr+gateway.HealthPath)
 	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("acgs gateway exited with %v after SIGTERM\n%s", err, stderr.String())
-			}
-		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Error("acgs gateway did not stop within 20s of SIGTERM")
+		if err := stop(); err != nil {
+			t.Error(err)
 		}
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + adminAddr + gateway.HealthPath)
-		if err == nil {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("acgs gateway not ready: %v\n%s", err, stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 	cs := connectHTTP(t, "http://"+addr+"/mcp", "ci-token")
 	res := call(t, cs, "remote__add", map[string]any{"a": 1, "b": 2})
 	if res.IsError || text(res) != `{"sum":3}` {

@@ -10,9 +10,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -92,6 +94,62 @@ func (s *syncBuffer) String() string {
 func stdioUpstream(name string, extra string) string {
 	exe, _ := os.Executable()
 	return fmt.Sprintf("  - name: %s\n    command: [%q]\n    env: {%s: stdio}\n%s", name, exe, mcptest.EnvServer, extra)
+}
+
+// serveMCP starts mcptest's server over streamable HTTP on loopback for the
+// rest of the test and returns it with its URL.
+func serveMCP(tb testing.TB) (*mcptest.Server, string) {
+	tb.Helper()
+	s := mcptest.New()
+	url, stop, err := s.ServeHTTP()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(stop)
+	return s, url
+}
+
+// startProcess starts cmd (an acgs gateway), waits until health answers,
+// and returns stop: SIGTERM, then an error unless the process exited
+// cleanly within 20 s (it is killed then).
+func startProcess(tb testing.TB, cmd *exec.Cmd, health string) (stop func() error) {
+	tb.Helper()
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stop = func() error {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				return fmt.Errorf("%s exited with %v after SIGTERM\n%s", cmd, err, stderr.String())
+			}
+			return nil
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			return fmt.Errorf("%s did not stop within 20s of SIGTERM", cmd)
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		resp, err := http.Get(health)
+		if err == nil {
+			resp.Body.Close()
+			return stop
+		}
+		select {
+		case werr := <-exited:
+			tb.Fatalf("%s exited before it was ready (%v)\n%s", cmd, werr, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			_ = stop()
+			tb.Fatalf("%s not ready: %v\n%s", cmd, err, stderr.String())
+		}
+	}
 }
 
 func startEnv(t testing.TB, o envOptions) *env {
