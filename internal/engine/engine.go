@@ -357,44 +357,54 @@ func (e *Engine) Decide(ctx context.Context, path string, input any) (Decision, 
 
 // flight is one evaluation shared by the concurrent misses of a key.
 type flight struct {
-	done chan struct{} // closed when d and err are set
+	done chan struct{} // closed when d, err and retry are set
 	d    Decision
 	err  error
+	// retry: the flight was refused before it started because its first
+	// request's own context ended (its client left, or its deadline came
+	// first); the others were not refused and start a flight of their own.
+	retry bool
 }
 
 // decideMiss evaluates once per key however many requests miss at the same
 // time. The first request starts the evaluation; it and the others wait for
 // it or for their own deadline. The shared evaluation is detached from any
 // one caller's cancellation and bounded by EVAL_TIMEOUT instead (the first
-// request's deadline bounds only its wait for an admission slot).
+// request's deadline bounds only its wait for an admission slot; when that
+// ends the wait, the others are not refused for it but start again).
 func (e *Engine) decideMiss(ctx context.Context, s *snapshot, key cache.Key, path string, input any) (Decision, error) {
-	e.fmu.Lock()
-	f := e.flights[key]
-	if f == nil {
-		f = &flight{done: make(chan struct{})}
-		if e.flights == nil {
-			e.flights = make(map[cache.Key]*flight)
+	for {
+		e.fmu.Lock()
+		f := e.flights[key]
+		lead := f == nil
+		if lead {
+			f = &flight{done: make(chan struct{})}
+			if e.flights == nil {
+				e.flights = make(map[cache.Key]*flight)
+			}
+			e.flights[key] = f
 		}
-		e.flights[key] = f
 		e.fmu.Unlock()
-		e.fly(ctx, f, s, key, path, input)
-	} else {
-		e.fmu.Unlock()
-	}
-	select {
-	case <-f.done: // first: a decision made after the deadline is still the decision
+		if lead {
+			e.fly(ctx, f, s, key, path, input)
+		}
+		select {
+		case <-f.done: // first: a decision made after the deadline is still the decision
+		default:
+			select {
+			case <-f.done:
+			case <-ctx.Done():
+				// The request's deadline passed (or it was cancelled) while the
+				// shared evaluation was still waiting for an admission slot or
+				// running: nothing was decided for it, so it is overloaded (503,
+				// Retry-After), never a denial.
+				return Decision{}, apierror.Wrap(apierror.Overloaded, ctx.Err(), "no decision before the request's deadline: the shared evaluation was still queued or running (%v); retry later", ctx.Err())
+			}
+		}
+		if f.retry && !lead && ctx.Err() == nil {
+			continue
+		}
 		return f.d, f.err
-	default:
-	}
-	select {
-	case <-f.done:
-		return f.d, f.err
-	case <-ctx.Done():
-		// The request's deadline passed (or it was cancelled) while the
-		// shared evaluation was still waiting for an admission slot or
-		// running: nothing was decided for it, so it is overloaded (503,
-		// Retry-After), never a denial.
-		return Decision{}, apierror.Wrap(apierror.Overloaded, ctx.Err(), "no decision before the request's deadline: the shared evaluation was still queued or running (%v); retry later", ctx.Err())
 	}
 }
 
@@ -425,6 +435,9 @@ func (e *Engine) fly(ctx context.Context, f *flight, s *snapshot, key cache.Key,
 	}
 	started, err := e.opts.Admit(ctx, func() { end(e.evalNow(context.WithoutCancel(ctx), s, path, input)) })
 	if !started {
+		// The others in the flight were refused nothing when it was this
+		// request's own context that ended: they start again (decideMiss).
+		f.retry = ctx.Err() != nil
 		end(Decision{}, false, err)
 	}
 }

@@ -254,6 +254,58 @@ func TestAdmissionShedsOnlyEvaluations(t *testing.T) {
 	}
 }
 
+// TestFlightOutlivesItsFirstRequest: a request that joined a shared
+// evaluation is not shed because the request that started it gave up while
+// it waited for a slot; it starts the evaluation again and is decided.
+func TestFlightOutlivesItsFirstRequest(t *testing.T) {
+	in := servicetest.Start(t, func(c *config.Config) {
+		c.Admission.MaxInFlight = 1
+		c.Admission.QueueTimeout = 10 * time.Second
+	})
+	release, err := in.Service.Admit.Admit(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := newSafe()
+	url := in.URL + "/v1/data/acgs/main/decision"
+	first := make(chan error, 1)
+	go func() {
+		client := &http.Client{Timeout: 300 * time.Millisecond}
+		resp, err := client.Post(url, "application/json", bytes.NewReader([]byte(body)))
+		if err == nil {
+			resp.Body.Close()
+		}
+		first <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the first request leads the flight
+	type answer struct {
+		status int
+		raw    []byte
+		err    error
+	}
+	second := make(chan answer, 1)
+	go func() {
+		resp, err := http.Post(url, "application/json", strings.NewReader(body))
+		if err != nil {
+			second <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		raw, err := io.ReadAll(resp.Body)
+		second <- answer{resp.StatusCode, raw, err}
+	}()
+	if err := <-first; err == nil {
+		t.Fatal("the first request was answered while the only slot was held")
+	}
+	time.Sleep(100 * time.Millisecond) // the first request's wait has ended
+	release()
+	a := <-second
+	var doc map[string]any
+	if a.err != nil || a.status != 200 || json.Unmarshal(a.raw, &doc) != nil || doc["allow"] != true {
+		t.Fatalf("the request that joined the flight: %d %s %v, want 200 allow", a.status, a.raw, a.err)
+	}
+}
+
 // TestAdmissionDeadlineWhileWaiting: a request whose context ends while it
 // waits for a slot (its client gave up) is counted as shed for its
 // deadline, never as an evaluation failure or a denial; with the cache
