@@ -429,11 +429,7 @@ func (e *Engine) fly(ctx context.Context, f *flight, s *snapshot, key cache.Key,
 		end(d, true, nil)
 		return
 	}
-	if e.opts.Admit == nil {
-		end(e.evalNow(context.WithoutCancel(ctx), s, path, input))
-		return
-	}
-	started, err := e.opts.Admit(ctx, func() { end(e.evalNow(context.WithoutCancel(ctx), s, path, input)) })
+	started, err := e.admit(ctx, func() { end(e.evalNow(context.WithoutCancel(ctx), s, path, input)) })
 	if !started {
 		// The others in the flight were refused nothing when it was this
 		// request's own context that ended: they start again (decideMiss).
@@ -447,20 +443,26 @@ func (e *Engine) evaluate(ctx context.Context, s *snapshot, path string, input a
 	if d, ok := e.constant(s, path, input); ok {
 		return d, nil
 	}
-	if e.opts.Admit == nil {
-		d, _, err := e.evalNow(ctx, s, path, input)
-		return d, err
-	}
 	// Unlike a shared flight, this evaluation is its caller's alone: ctx
 	// bounds it, wherever it runs.
 	var d Decision
 	var err error
-	if _, aerr := e.opts.Admit(ctx, func() { d, _, err = e.evalNow(ctx, s, path, input) }); aerr != nil {
+	if _, aerr := e.admit(ctx, func() { d, _, err = e.evalNow(ctx, s, path, input) }); aerr != nil {
 		// Not started, or started and ctx is done: fn may still be
 		// running, so d and err are not read.
 		return Decision{}, aerr
 	}
 	return d, err
+}
+
+// admit runs fn through Options.Admit, or at once when there is no
+// admission control.
+func (e *Engine) admit(ctx context.Context, fn func()) (started bool, err error) {
+	if e.opts.Admit == nil {
+		fn()
+		return true, nil
+	}
+	return e.opts.Admit(ctx, fn)
 }
 
 // constant answers from a constant plan, when one settles the decision.

@@ -248,7 +248,6 @@ func (u *upstream) Close() {
 	}
 }
 
-// headerTransport adds the configured headers to every upstream request.
 // upstreamHTTP carries the calls to every HTTP upstream. Unlike
 // http.DefaultTransport, which keeps 2 idle connections per host, it keeps
 // as many as calls in flight to one upstream are likely to be: with 2, each
@@ -260,6 +259,7 @@ var upstreamHTTP = func() *http.Transport {
 	return t
 }()
 
+// headerTransport adds the configured headers to every upstream request.
 type headerTransport struct {
 	base    http.RoundTripper
 	headers map[string]string

@@ -79,7 +79,7 @@ func (s *Server) writeACGS(w http.ResponseWriter, r *http.Request, d decided) {
 		return
 	}
 	observe(w, sampleOf(d.Decision))
-	if r.URL.RawQuery != "" && r.URL.Query().Has("pretty") {
+	if queryOf(r).Has("pretty") {
 		var out bytes.Buffer
 		_ = json.Indent(&out, b, "", "  ") // b is valid JSON: acgsBody wrote it
 		b = out.Bytes()
