@@ -192,10 +192,7 @@ func (c *Controller) Admit(ctx context.Context) (release func(), err error) {
 		timer.Stop()
 		return c.settle(w)
 	case <-timer.C:
-		cause = ErrQueueTimeout
-		if dl, ok := ctx.Deadline(); ok && !dl.After(time.Now()) {
-			cause = ErrDeadline
-		}
+		cause = timeoutCause(ctx)
 	case <-ctx.Done():
 		timer.Stop()
 		cause = ErrDeadline
@@ -305,10 +302,7 @@ func (c *Controller) Do(ctx context.Context, fn func()) (started bool, err error
 		case <-w.ch:
 			return c.settleDo(w)
 		case <-tick:
-			cause = ErrQueueTimeout
-			if dl, ok := ctx.Deadline(); ok && !dl.After(time.Now()) {
-				cause = ErrDeadline
-			}
+			cause = timeoutCause(ctx)
 		case <-ctx.Done():
 			cause = ErrDeadline
 		}
@@ -426,6 +420,15 @@ func (c *Controller) release() {
 	if w := c.pass(); w != nil {
 		go c.work(w)
 	}
+}
+
+// timeoutCause is why a wait for a slot ended when its timer fired: the
+// queue-wait limit, or ctx's deadline when that has passed too.
+func timeoutCause(ctx context.Context) error {
+	if dl, ok := ctx.Deadline(); ok && !dl.After(time.Now()) {
+		return ErrDeadline
+	}
+	return ErrQueueTimeout
 }
 
 func (c *Controller) refuse(cause error) error {
