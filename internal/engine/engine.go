@@ -411,13 +411,21 @@ func (e *Engine) decideMiss(ctx context.Context, s *snapshot, key cache.Key, pat
 // fly makes the decision of flight f and ends it: from a constant plan, or
 // by an evaluation on an admission slot, which ends the flight on the
 // slot's goroutine (where it stores the decision in the cache).
+//
+// The flight ends exactly once whatever panics: evalNow turns a panic of
+// the evaluation into a failed evaluation, store loses only the cache entry
+// to a panic of the cache, and a panic anywhere else here (a plan, the
+// admission control) fails the decision. A flight left open would keep every
+// later miss of its key waiting until its deadline, and a panic on an
+// admission slot's goroutine would end the process.
 func (e *Engine) fly(ctx context.Context, f *flight, s *snapshot, key cache.Key, path string, input any) {
+	var ended atomic.Bool
 	end := func(d Decision, cacheable bool, err error) {
+		if !ended.CompareAndSwap(false, true) {
+			return
+		}
 		if err == nil && cacheable && e.cur.Load() == s {
-			if d.JSON == nil && d.Defined {
-				d.JSON, _ = encodeResult(d.Result) // json.Marshal's bytes, once per miss, so that every hit is written without encoding
-			}
-			e.opts.Cache.Set(key, cache.Value{Result: d.Result, Defined: d.Defined, JSON: d.JSON})
+			e.store(key, &d)
 		}
 		f.d, f.err = d, err
 		e.fmu.Lock()
@@ -425,6 +433,12 @@ func (e *Engine) fly(ctx context.Context, f *flight, s *snapshot, key cache.Key,
 		e.fmu.Unlock()
 		close(f.done)
 	}
+	defer func() {
+		if r := recover(); r != nil {
+			e.log.Error("deciding a cache miss panicked", "path", path, "panic", r)
+			end(Decision{}, false, apierror.New(apierror.EvaluationError, "policy evaluation failed: internal error (%v)", r))
+		}
+	}()
 	if d, ok := e.constant(s, path, input); ok {
 		end(d, true, nil)
 		return
@@ -436,6 +450,21 @@ func (e *Engine) fly(ctx context.Context, f *flight, s *snapshot, key cache.Key,
 		f.retry = ctx.Err() != nil
 		end(Decision{}, false, err)
 	}
+}
+
+// store puts a decision in the cache, with its JSON encoded once per miss
+// so that every hit is written without encoding. A panic in the cache loses
+// the entry, not the decision.
+func (e *Engine) store(key cache.Key, d *Decision) {
+	defer func() {
+		if r := recover(); r != nil {
+			e.log.Error("storing a decision in the cache panicked; it is answered uncached", "panic", r)
+		}
+	}()
+	if d.JSON == nil && d.Defined {
+		d.JSON, _ = encodeResult(d.Result)
+	}
+	e.opts.Cache.Set(key, cache.Value{Result: d.Result, Defined: d.Defined, JSON: d.JSON})
 }
 
 // evaluate runs the policy without the cache.

@@ -306,3 +306,56 @@ func BenchmarkDecide(b *testing.B) {
 		})
 	}
 }
+
+// panicCache is a Tiered cache whose Set panics: a bug in a cache.
+type panicCache struct{ *cache.Tiered }
+
+func (panicCache) Set(cache.Key, cache.Value) { panic("cache bug") }
+
+// A panic while a cache miss is decided ends its flight: the request gets
+// the decision (a panicking cache loses only the entry) or a failed
+// evaluation (a panic elsewhere), and the next miss of the same key is
+// decided again instead of waiting for a flight that never ends.
+func TestFlightEndsWhateverPanics(t *testing.T) {
+	c, err := cache.New(context.Background(), cache.Config{L1Size: 100, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	in := loadRequest(t, "safe")
+	for _, tc := range []struct {
+		name      string
+		cache     engine.Cache
+		admit     func(context.Context, func()) (bool, error)
+		wantAllow bool // else a failed evaluation (EvaluationError)
+	}{
+		{"the cache's Set panics", panicCache{c}, nil, true},
+		{"admission panics before the evaluation", c, func(context.Context, func()) (bool, error) { panic("admission bug") }, false},
+		{"admission panics after the evaluation", c, func(_ context.Context, fn func()) (bool, error) { fn(); panic("admission bug") }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c.Purge()
+			e, err := engine.New(context.Background(), engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.Options{
+				ConstitutionalHash: hash, EvalTimeout: time.Second, Cache: tc.cache, Logger: quiet, Admit: tc.admit,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 2 {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				d, err := e.Decide(ctx, "acgs/main/decision", in)
+				cancel()
+				if tc.wantAllow {
+					res, _ := d.Result.(map[string]any)
+					if err != nil || res["allow"] != true {
+						t.Fatalf("decision %d: %v, %v; want the constitution's allow", i, d.Result, err)
+					}
+					continue
+				}
+				if apierror.CodeOf(err) != apierror.EvaluationError {
+					t.Fatalf("decision %d: %v, %v; want a failed evaluation", i, d.Result, err)
+				}
+			}
+		})
+	}
+}
