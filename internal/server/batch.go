@@ -14,8 +14,21 @@ import (
 	"github.com/acgs-lite/acgs/internal/telemetry"
 )
 
+// sampleOf is what the rolling window records of a decision answered alone.
 func sampleOf(d engine.Decision) telemetry.Sample {
 	return telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial()}
+}
+
+// itemSampleOf is what it records of a decision answered in a batch.
+func itemSampleOf(d engine.Decision) telemetry.Sample {
+	smp := sampleOf(d)
+	smp.Batch = true
+	return smp
+}
+
+// batchSample is what it records of a batch of n items as a whole.
+func batchSample(n int) telemetry.Sample {
+	return telemetry.Sample{CacheTier: "none", BatchSize: n}
 }
 
 // deepMerge returns common with input merged over it: objects merge
@@ -109,7 +122,7 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 	// cached JSON, so a warm batch is not re-encoded result by result.
 	encoded := make([][]byte, len(results))
 	for i, d := range results {
-		observe(w, telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial(), Batch: true})
+		observe(w, itemSampleOf(d.Decision))
 		var item []byte
 		if d.Err != nil {
 			e := apierror.As(d.Err)
@@ -135,7 +148,7 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 	if shed > 0 {
 		w.Header().Set("Retry-After", retryAfter)
 	}
-	observe(w, telemetry.Sample{CacheTier: "none", BatchSize: len(results)})
+	observe(w, batchSample(len(results)))
 	if r.URL.Query().Has("pretty") {
 		responses := make(map[string]json.RawMessage, len(results))
 		for i, item := range encoded {
@@ -271,7 +284,7 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
-		observe(w, telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial(), Batch: true})
+		observe(w, itemSampleOf(d.Decision))
 		responses[pos[j]] = b
 		codes[pos[j]] = http.StatusOK
 		if overloaded(d.Err) {
@@ -296,7 +309,7 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.d.Metrics.ObserveBatch(len(reqs))
-	observe(w, telemetry.Sample{CacheTier: "none", BatchSize: len(reqs)})
+	observe(w, batchSample(len(reqs)))
 	if r.URL.Query().Has("pretty") {
 		writeJSON(w, status, map[string]any{"batch_decision_id": batchID, "responses": responses}, true)
 		return
