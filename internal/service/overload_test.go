@@ -346,40 +346,32 @@ func (d *overloadDriver) open(rate float64, dur time.Duration, maxConns int) *ov
 	interval := float64(time.Second) / rate
 	cpu := d.cpuStart()
 	start := time.Now().Add(5 * time.Millisecond)
-	type job struct {
-		n     int64
-		sched time.Time
-	}
-	work := make(chan job)
+	work := make(chan time.Time) // each request's scheduled send time
 	var wg sync.WaitGroup
-	worker := func(j job) {
+	worker := func(sched time.Time) {
 		defer wg.Done()
-		for {
-			d.one(s, overloadSeq.Add(1), j.sched, true)
-			var ok bool
-			if j, ok = <-work; !ok {
-				return
-			}
+		for ok := true; ok; sched, ok = <-work {
+			d.one(s, overloadSeq.Add(1), sched, true)
 		}
 	}
 	workers := 0
 	for n := range total {
-		j := job{n: n, sched: start.Add(time.Duration(float64(n) * interval))}
-		if w := time.Until(j.sched); w > 0 {
+		sched := start.Add(time.Duration(float64(n) * interval))
+		if w := time.Until(sched); w > 0 {
 			time.Sleep(w)
 		}
 		select {
-		case work <- j:
+		case work <- sched:
 			continue
 		default:
 		}
 		if workers < maxConns {
 			workers++
 			wg.Add(1)
-			go worker(j)
+			go worker(sched)
 			continue
 		}
-		work <- j // every worker busy and no more allowed: the lag shows as latency
+		work <- sched // every worker busy and no more allowed: the lag shows as latency
 	}
 	close(work)
 	wg.Wait()
