@@ -101,7 +101,7 @@ type Stats struct {
 	InFlight    int
 	Waiting     int
 	Admitted    uint64 // slots granted, at once or after waiting
-	Queued      uint64 // of those requests, how many had to wait
+	Queued      uint64 // requests that had to wait for a slot, admitted or not
 	QueueFull   uint64 // refused: displaced from a full queue
 	Timeout     uint64 // refused: queue-wait limit
 	Deadline    uint64 // refused: the request's deadline passed or it was cancelled (while waiting, or while its Do evaluation ran on)
@@ -278,7 +278,8 @@ func (c *Controller) remove(w *waiter) {
 // whether fn began; err is nil when fn has returned. When ctx is done
 // after fn began, Do returns at once with started true and an overloaded
 // error (ErrDeadline), and fn runs to its end on the slot: fn must not need
-// its caller to be waiting. Its signature fits engine.Options.Admit.
+// its caller to be waiting, and must not panic (on a slot's goroutine a
+// panic would end the process). Its signature fits engine.Options.Admit.
 func (c *Controller) Do(ctx context.Context, fn func()) (started bool, err error) {
 	c.mu.Lock()
 	free, wait, refused := c.admitNow(ctx)

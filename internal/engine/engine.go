@@ -447,9 +447,21 @@ func (e *Engine) fly(ctx context.Context, f *flight, s *snapshot, key cache.Key,
 	if !started {
 		// The others in the flight were refused nothing when it was this
 		// request's own context that ended: they start again (decideMiss).
-		f.retry = ctx.Err() != nil
+		f.retry = expired(ctx)
 		end(Decision{}, false, err)
 	}
+}
+
+// expired reports whether ctx is done or its deadline has passed. Admission
+// reads the deadline from the clock, and refuses a request at it before
+// the context's own timer has cancelled it (about half of the time in a
+// test of 400 queued requests).
+func expired(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }
 
 // store puts a decision in the cache, with its JSON encoded once per miss

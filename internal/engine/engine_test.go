@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -357,5 +358,69 @@ func TestFlightEndsWhateverPanics(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// lateCtx is a context whose deadline has passed but whose timer has not
+// yet cancelled it: what admission may see when it refuses a request at
+// its deadline.
+type lateCtx struct{ context.Context }
+
+func (lateCtx) Deadline() (time.Time, bool) { return time.Now().Add(-time.Millisecond), true }
+
+// A request that joined a shared evaluation is not refused because the
+// request that started it was refused at its own deadline, even before
+// that request's context was cancelled: it starts the evaluation again.
+func TestFlightRetriesAfterItsLeadersDeadline(t *testing.T) {
+	c, err := cache.New(context.Background(), cache.Config{L1Size: 100, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var calls atomic.Int32
+	joined := make(chan struct{})
+	admit := func(ctx context.Context, fn func()) (bool, error) {
+		if calls.Add(1) == 1 {
+			<-joined // the second request waits on this flight
+			return false, apierror.Wrap(apierror.Overloaded, context.DeadlineExceeded, "the request's deadline passed while it waited for an evaluation slot")
+		}
+		fn()
+		return true, nil
+	}
+	e, err := engine.New(context.Background(), engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.Options{
+		ConstitutionalHash: hash, EvalTimeout: time.Second, Logger: quiet, Admit: admit, Cache: c,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := loadRequest(t, "safe")
+	leader := make(chan error, 1)
+	go func() {
+		_, err := e.Decide(lateCtx{context.Background()}, "acgs/main/decision", in)
+		leader <- err
+	}()
+	for calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	follower := make(chan error, 1)
+	var d engine.Decision
+	go func() {
+		var err error
+		d, err = e.Decide(context.Background(), "acgs/main/decision", in)
+		follower <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the second request joins the flight
+	close(joined)
+	if err := <-leader; apierror.CodeOf(err) != apierror.Overloaded {
+		t.Fatalf("the first request: %v, want overloaded", err)
+	}
+	if err := <-follower; err != nil {
+		t.Fatalf("the request that joined the flight: %v, want the constitution's decision", err)
+	}
+	if res, _ := d.Result.(map[string]any); res["allow"] != true {
+		t.Fatalf("the request that joined the flight: %v, want allow", d.Result)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("%d admissions, want 2 (the refused flight and the one started again)", n)
 	}
 }
