@@ -631,6 +631,11 @@ func (e *Engine) onPlan(kind string) {
 // ErrEvalTimeout is wrapped by evaluation errors caused by EVAL_TIMEOUT.
 var ErrEvalTimeout = errors.New("policy evaluation exceeded EVAL_TIMEOUT")
 
+// ErrPathNotQueryable is wrapped by the error (InvalidParameter) of a
+// decision whose path a query cannot name (a function, which must be
+// called): the same for every input, so a batch answers it once.
+var ErrPathNotQueryable = errors.New("the path cannot be queried")
+
 func evalError(err error, ctx context.Context, timeout time.Duration) error {
 	if ctx.Err() != nil {
 		return apierror.Wrap(apierror.EvaluationError, fmt.Errorf("%w: %w", ErrEvalTimeout, err), "policy evaluation exceeded EVAL_TIMEOUT (%s)", timeout)

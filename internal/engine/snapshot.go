@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -175,6 +176,14 @@ func (s *snapshot) query(ctx context.Context, path string) (*rego.PreparedEvalQu
 	).PrepareForEval(ctx)
 	s.prepMu.Unlock()
 	if err != nil {
+		var astErrs ast.Errors
+		if errors.As(err, &astErrs) {
+			// The bundle compiled when it was activated: what does not
+			// compile now is the path the client asked for (a function,
+			// which a query cannot name without calling it). Bad input,
+			// not a failing policy.
+			return nil, apierror.Wrap(apierror.InvalidParameter, errors.Join(ErrPathNotQueryable, err), "path %q cannot be queried: %v", path, err)
+		}
 		return nil, apierror.Wrap(apierror.EvaluationError, err, "preparing query for %q: %v", path, err)
 	}
 	s.mu.Lock()

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"strconv"
@@ -102,7 +103,9 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 	batchID := telemetry.NewDecisionID()
 	results := s.decideMany(r.Context(), path, items, batchID)
 	for _, d := range results {
-		if unavailable(d.Err) {
+		// No active policy, or a path no query can name: the same for
+		// every item, so the whole batch is answered with it.
+		if unavailable(d.Err) || errors.Is(d.Err, engine.ErrPathNotQueryable) {
 			writeError(w, d.Err)
 			return
 		}

@@ -266,6 +266,10 @@ func TestEndpoints(t *testing.T) {
 			}
 		}},
 		{"opa empty segment", "POST", "/v1/data/acgs//main", str(`{"input":{}}`), nil, 400, "invalid_parameter", nil},
+		{"opa function path", "POST", "/v1/data/acgs/main/truncate", str(`{"input":{}}`), nil, 400, "invalid_parameter", msgHas("cannot be queried")},
+		{"opa get function path", "GET", "/v1/data/acgs/main/truncate", nil, nil, 400, "invalid_parameter", msgHas("cannot be queried")},
+		{"v0 function path", "POST", "/v0/data/acgs/data/within_clearance", str(`{}`), nil, 400, "invalid_parameter", msgHas("cannot be queried")},
+		{"batch function path", "POST", "/v1/batch/data/acgs/main/truncate", str(`{"inputs":{"a":{},"b":{}}}`), nil, 400, "invalid_parameter", msgHas("cannot be queried")},
 		{"v0 data", "POST", "/v0/data/acgs/main/decision", str(safe), nil, 200, "", func(t *testing.T, r resp) {
 			if r.obj["allow"] != true {
 				t.Errorf("got %s", r.body)
