@@ -395,3 +395,51 @@ func TestAdminTokenRotationOverTheWire(t *testing.T) {
 		}
 	}
 }
+
+// The embedded constitution is served without its Rego tests: a query of
+// the whole tree does not run them (they took about 0.5 s, past the default
+// EVAL_TIMEOUT, and answered 500), they are not documents, and
+// GET /v1/policies does not list them.
+func TestEmbeddedTestsAreNotServed(t *testing.T) {
+	// What is checked is what the tree holds, not how fast it is read.
+	in := servicetest.Start(t, func(c *config.Config) { c.Policy.EvalTimeout = 30 * time.Second })
+	get := func(method, path, body string) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest(method, in.URL+path, strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var doc map[string]any
+		raw, _ := io.ReadAll(resp.Body)
+		if err := json.Unmarshal(raw, &doc); err != nil {
+			t.Fatalf("%s %s: not JSON (%v): %s", method, path, err, raw)
+		}
+		return resp.StatusCode, doc
+	}
+	if code, doc := get("POST", "/v1/data/acgs/main_test", `{"input":{}}`); code != 200 || doc["result"] != nil {
+		t.Errorf("data.acgs.main_test: %d %v, want 200 undefined", code, doc)
+	}
+	code, doc := get("POST", "/v1/data/acgs", `{"input":{}}`)
+	res, _ := doc["result"].(map[string]any)
+	if code != 200 || res["main"] == nil {
+		t.Errorf("data.acgs: %d %v, want 200 with the constitution's documents", code, doc)
+	}
+	for k := range res {
+		if strings.HasSuffix(k, "_test") {
+			t.Errorf("data.acgs has %s", k)
+		}
+	}
+	_, doc = get("GET", "/v1/policies", "")
+	list, _ := doc["result"].([]any)
+	if len(list) == 0 {
+		t.Fatalf("GET /v1/policies: %v", doc)
+	}
+	for _, p := range list {
+		id, _ := p.(map[string]any)["id"].(string)
+		if strings.HasSuffix(id, "_test.rego") {
+			t.Errorf("GET /v1/policies lists %s", id)
+		}
+	}
+}

@@ -97,7 +97,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*Service, error) {
 		if cfg.Policy.BundlePath != "" {
 			s.source = engine.PathSource{Path: cfg.Policy.BundlePath}
 		} else {
-			s.source = engine.FSSource{FS: policies.FS, Name: "embedded constitution"}
+			s.source = engine.FSSource{FS: policies.Served, Name: "embedded constitution"}
 		}
 	}
 	// Admission control: evaluations that no cache or constant plan
