@@ -28,7 +28,7 @@ func newPolicyCmd() *cobra.Command {
 
 // loadBundle loads the bundle at path, or the embedded constitution.
 func loadBundle(cmd *cobra.Command, path string) (*bundle.Bundle, string, error) {
-	var src engine.BundleSource = engine.FSSource{FS: policies.FS, Name: "embedded constitution"}
+	var src engine.BundleSource = engine.FSSource{FS: policies.Served, Name: "embedded constitution"} // as acgs serve activates it
 	if path != "" {
 		src = engine.PathSource{Path: path}
 	}
