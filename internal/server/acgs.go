@@ -30,7 +30,7 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 	hit, opa, rk, ok := s.rawLookup(r, decisionPath, raw, true)
 	if ok {
 		if opa {
-			s.writeOPA(w, queryOf(r), hit, true)
+			s.writeOPA(w, queryOf(r), hit, false)
 		} else {
 			s.writeACGS(w, r, hit)
 		}
@@ -45,7 +45,7 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 		if in, isOPA := obj["input"]; isOPA {
 			d := s.decide(r.Context(), decisionPath, in, "")
 			s.rawRemember(r, rk, d, true)
-			s.writeOPA(w, queryOf(r), d, true)
+			s.writeOPA(w, queryOf(r), d, false)
 			return
 		}
 	}
@@ -79,7 +79,7 @@ func (s *Server) writeACGS(w http.ResponseWriter, r *http.Request, d decided) {
 		return
 	}
 	observe(w, sampleOf(d.Decision))
-	if queryOf(r).Has("pretty") {
+	if boolParam(queryOf(r), "pretty") {
 		var out bytes.Buffer
 		_ = json.Indent(&out, b, "", "  ") // b is valid JSON: acgsBody wrote it
 		b = out.Bytes()
@@ -334,7 +334,7 @@ func (s *Server) handleACGSAllow(w http.ResponseWriter, r *http.Request) {
 		if overloaded(d.Err) {
 			e := apierror.As(d.Err)
 			w.Header().Set("Retry-After", retryAfter)
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"allow": false, "code": e.Code, "message": e.Message}, q.Has("pretty"))
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"allow": false, "code": e.Code, "message": e.Message}, boolParam(q, "pretty"))
 			return
 		}
 		allow, _ = d.Result.(bool)
@@ -343,7 +343,7 @@ func (s *Server) handleACGSAllow(w http.ResponseWriter, r *http.Request) {
 	} else {
 		s.d.Metrics.HashMismatch()
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"allow": allow}, q.Has("pretty"))
+	writeJSON(w, http.StatusOK, map[string]any{"allow": allow}, boolParam(q, "pretty"))
 }
 
 // handleACGSHealth serves the original service's health document.
@@ -399,7 +399,7 @@ func (s *Server) handleACGSHealth(w http.ResponseWriter, r *http.Request) {
 		doc["last_reload_error"] = info.LastError.Error()
 		doc["last_reload_error_at"] = info.LastErrorAt.UTC().Format(time.RFC3339)
 	}
-	writeJSON(w, code, doc, r.URL.Query().Has("pretty"))
+	writeJSON(w, code, doc, boolParam(queryOf(r), "pretty"))
 }
 
 // handleMetricsJSON serves /v1/metrics: the rolling-window summary, or the
@@ -409,7 +409,7 @@ func (s *Server) handleMetricsJSON(w http.ResponseWriter, r *http.Request) {
 		s.handlePrometheus(w, r)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.d.Window.Snapshot().MetricsJSON(s.targets), r.URL.Query().Has("pretty"))
+	writeJSON(w, http.StatusOK, s.d.Window.Snapshot().MetricsJSON(s.targets), boolParam(queryOf(r), "pretty"))
 }
 
 func jsonType(v any) string {

@@ -152,7 +152,7 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", retryAfter)
 	}
 	observe(w, batchSample(len(results)))
-	if r.URL.Query().Has("pretty") {
+	if boolParam(queryOf(r), "pretty") {
 		responses := make(map[string]json.RawMessage, len(results))
 		for i, item := range encoded {
 			responses[ids[i]] = item
@@ -313,7 +313,7 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	s.d.Metrics.ObserveBatch(len(reqs))
 	observe(w, batchSample(len(reqs)))
-	if r.URL.Query().Has("pretty") {
+	if boolParam(queryOf(r), "pretty") {
 		writeJSON(w, status, map[string]any{"batch_decision_id": batchID, "responses": responses}, true)
 		return
 	}

@@ -42,10 +42,10 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 				writeError(w, apierror.New(apierror.InvalidParameter, "query parameter input: %s", apierror.As(err).Message))
 				return
 			}
-			s.writeOPA(w, q, s.decide(r.Context(), path, v, ""), true)
+			s.writeOPA(w, q, s.decide(r.Context(), path, v, ""), false)
 			return
 		}
-		s.writeOPA(w, q, s.decide(r.Context(), path, nil, ""), false)
+		s.writeOPA(w, q, s.decide(r.Context(), path, nil, ""), false) // OPA warns of a missing input only on POST
 		return
 	}
 	buf, ok := s.readRaw(w, r)
@@ -55,12 +55,12 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 	defer putBuf(buf)
 	raw := buf.Bytes()
 	if len(bytes.TrimSpace(raw)) == 0 {
-		s.writeOPA(w, queryOf(r), s.decide(r.Context(), path, nil, ""), false)
+		s.writeOPA(w, queryOf(r), s.decide(r.Context(), path, nil, ""), true)
 		return
 	}
 	hit, _, rk, ok := s.rawLookup(r, path, raw, false)
 	if ok {
-		s.writeOPA(w, queryOf(r), hit, true)
+		s.writeOPA(w, queryOf(r), hit, false)
 		return
 	}
 	body, err := decodeJSON(raw, s.cfg.Server.MaxDepth)
@@ -78,23 +78,25 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 	if hasInput {
 		s.rawRemember(r, rk, d, true)
 	}
-	s.writeOPA(w, queryOf(r), d, hasInput)
+	s.writeOPA(w, queryOf(r), d, !hasInput)
 }
 
 // writeOPA writes OPA's Data API response of one decision: {"decision_id",
 // "result"} from the decision's cached JSON in the common case, else built
 // field by field with what the query asks for (?metrics, ?provenance,
-// ?pretty) and OPA's warning when the request had no input.
+// ?pretty, read as OPA reads them: boolParam) and OPA's warning when a POST
+// had no input (warnNoInput).
 //
 // q is the request's query (queryOf), parsed once by the caller: a GET's
 // ?input= can be the larger part of the URL.
-func (s *Server) writeOPA(w http.ResponseWriter, q url.Values, d decided, hasInput bool) {
+func (s *Server) writeOPA(w http.ResponseWriter, q url.Values, d decided, warnNoInput bool) {
 	if d.Err != nil {
 		writeError(w, d.Err)
 		return
 	}
 	observe(w, sampleOf(d.Decision))
-	if hasInput && (d.JSON != nil || !d.Defined) && !q.Has("metrics") && !q.Has("provenance") && !q.Has("pretty") {
+	metrics, provenance, pretty := boolParam(q, "metrics"), boolParam(q, "provenance"), boolParam(q, "pretty")
+	if !warnNoInput && (d.JSON != nil || !d.Defined) && !metrics && !provenance && !pretty {
 		buf := bufPool.Get().(*bytes.Buffer)
 		defer putBuf(buf)
 		buf.Reset()
@@ -111,10 +113,10 @@ func (s *Server) writeOPA(w http.ResponseWriter, q url.Values, d decided, hasInp
 		resp["result"] = d.Result
 	}
 	resp["decision_id"] = d.ID
-	if !hasInput {
+	if warnNoInput {
 		resp["warning"] = map[string]any{"code": "api_usage_warning", "message": "'input' key missing from the request"}
 	}
-	if q.Has("metrics") {
+	if metrics {
 		m := map[string]any{
 			"timer_server_handler_ns":  time.Since(startOf(w)).Nanoseconds(),
 			"timer_rego_query_eval_ns": d.EvalNS,
@@ -124,10 +126,29 @@ func (s *Server) writeOPA(w http.ResponseWriter, q url.Values, d decided, hasInp
 		}
 		resp["metrics"] = m
 	}
-	if q.Has("provenance") {
+	if provenance {
 		resp["provenance"] = s.provenance(d.Revision)
 	}
-	writeJSON(w, http.StatusOK, resp, q.Has("pretty"))
+	writeJSON(w, http.StatusOK, resp, pretty)
+}
+
+// boolParam reads a boolean query parameter as OPA does: set when given
+// without a value (?pretty) or with the value true in any case; absent,
+// false (?pretty=false) or anything else is unset.
+func boolParam(q url.Values, name string) bool {
+	vs, ok := q[name]
+	if !ok {
+		return false
+	}
+	if len(vs) == 1 && vs[0] == "" {
+		return true
+	}
+	for _, v := range vs {
+		if strings.EqualFold(v, "true") {
+			return true
+		}
+	}
+	return false
 }
 
 // queryOf is r's query, nil without one (most requests: no parsing).
@@ -214,7 +235,7 @@ func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, path string) {
 		writeError(w, apierror.New(apierror.UndefinedDocument, "document undefined: data.%s", strings.ReplaceAll(path, "/", ".")))
 		return
 	}
-	writeJSON(w, http.StatusOK, d.Result, r.URL.Query().Has("pretty"))
+	writeJSON(w, http.StatusOK, d.Result, boolParam(queryOf(r), "pretty"))
 }
 
 // handleHealth is OPA's /health: 200 {} when a policy is active.
@@ -267,14 +288,14 @@ func (s *Server) handlePolicies(w http.ResponseWriter, r *http.Request) {
 	for _, m := range mods {
 		out = append(out, policyOf(m))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"result": out}, r.URL.Query().Has("pretty"))
+	writeJSON(w, http.StatusOK, map[string]any{"result": out}, boolParam(queryOf(r), "pretty"))
 }
 
 func (s *Server) handlePolicy(w http.ResponseWriter, r *http.Request) {
 	id := dataPath(r, "/v1/policies")
 	for _, m := range s.d.Engine.Modules() {
 		if m.ID == id {
-			writeJSON(w, http.StatusOK, map[string]any{"result": policyOf(m)}, r.URL.Query().Has("pretty"))
+			writeJSON(w, http.StatusOK, map[string]any{"result": policyOf(m)}, boolParam(queryOf(r), "pretty"))
 			return
 		}
 	}

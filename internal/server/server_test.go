@@ -265,6 +265,21 @@ func TestEndpoints(t *testing.T) {
 				t.Errorf("got %s", r.body)
 			}
 		}},
+		{"opa flags set to false", "POST", "/v1/data/acgs/main/decision?pretty=false&metrics=false&provenance=FALSE", str(`{"input":` + safe + `}`), nil, 200, "", func(t *testing.T, r resp) {
+			if r.obj["metrics"] != nil || r.obj["provenance"] != nil || bytes.Contains(r.body, []byte("\n  ")) {
+				t.Errorf("?x=false read as set (OPA reads only an empty value or true): %s", r.body)
+			}
+		}},
+		{"opa flags set to true", "POST", "/v1/data/acgs/main/decision?pretty=TRUE&metrics=true", str(`{"input":` + safe + `}`), nil, 200, "", func(t *testing.T, r resp) {
+			if r.obj["metrics"] == nil || !bytes.Contains(r.body, []byte("\n  ")) {
+				t.Errorf("?x=true not read as set: %s", r.body)
+			}
+		}},
+		{"opa get without input does not warn", "GET", "/v1/data/acgs/main/decision", nil, nil, 200, "", func(t *testing.T, r resp) {
+			if r.obj["warning"] != nil || r.obj["result"] == nil {
+				t.Errorf("OPA warns of a missing input only on POST: %s", r.body)
+			}
+		}},
 		{"opa empty segment", "POST", "/v1/data/acgs//main", str(`{"input":{}}`), nil, 400, "invalid_parameter", nil},
 		{"opa function path", "POST", "/v1/data/acgs/main/truncate", str(`{"input":{}}`), nil, 400, "invalid_parameter", msgHas("cannot be queried")},
 		{"opa get function path", "GET", "/v1/data/acgs/main/truncate", nil, nil, 400, "invalid_parameter", msgHas("cannot be queried")},
