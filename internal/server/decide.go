@@ -55,16 +55,7 @@ func (s *Server) recordAs(ctx context.Context, path string, input any, batchID s
 	out := decided{Decision: d, ID: telemetry.NewDecisionID(), Err: err}
 	src := d.Source.String()
 	if err != nil {
-		src = "error"
-		switch {
-		case overloaded(err):
-			src = "shed"
-			s.d.Metrics.Shed(shedReason(err))
-		case errors.Is(err, engine.ErrEvalTimeout):
-			s.d.Metrics.EvalTimeout()
-		case apierror.CodeOf(err) == apierror.EvaluationError:
-			s.d.Metrics.EvalError()
-		}
+		src = s.countFailure(err)
 	}
 	s.d.Metrics.ObserveDecision(path, outcome, src, took)
 	if s.d.DecisionLog != nil {
@@ -92,6 +83,23 @@ func (s *Server) recordAs(ctx context.Context, path string, input any, batchID s
 		s.d.DecisionLog.Log(ev)
 	}
 	return out
+}
+
+// countFailure counts a decision that failed by its cause (shed, an
+// evaluation timeout or error) and returns its source label for
+// ObserveDecision. The cache warm-up counts its failures here too, without
+// counting its decisions.
+func (s *Server) countFailure(err error) (source string) {
+	switch {
+	case overloaded(err):
+		s.d.Metrics.Shed(shedReason(err))
+		return "shed"
+	case errors.Is(err, engine.ErrEvalTimeout):
+		s.d.Metrics.EvalTimeout()
+	case apierror.CodeOf(err) == apierror.EvaluationError:
+		s.d.Metrics.EvalError()
+	}
+	return "error"
 }
 
 // overloaded reports a decision that was not made because no evaluation

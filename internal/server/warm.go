@@ -54,7 +54,8 @@ func loadWarmup(path string) ([]warmRequest, error) {
 	return out, nil
 }
 
-// Warm evaluates the warm-up set through the normal pipeline.
+// Warm evaluates the warm-up set through the engine (the caches, the
+// evaluator and admission), as the requests' pipeline does.
 func (s *Server) Warm(ctx context.Context) (warmed, total int) {
 	results := make([]bool, len(s.warm))
 	parallel.For(len(s.warm), func(i int) {
@@ -69,8 +70,11 @@ func (s *Server) Warm(ctx context.Context) (warmed, total int) {
 		if err != nil {
 			return
 		}
-		d := s.d.Engine
-		if _, err := d.Decide(ctx, decisionPath, req); err == nil {
+		// Not recorded as a decision (no client asked for it), but a
+		// failure is counted as one would be.
+		if _, err := s.d.Engine.Decide(ctx, decisionPath, req); err != nil {
+			s.countFailure(err)
+		} else {
 			results[i] = true
 		}
 	})
