@@ -103,9 +103,9 @@ type Gateway struct {
 }
 
 type thresholds struct {
-	revision string
-	values   []float64 // ascending; nil when the policy has none
-	texts    []string  // the same as JSON numbers
+	scope  string    // the bundle's revision and content (engine.Info's Scope): a bundle's data can change under the same revision
+	values []float64 // ascending; nil when the policy has none
+	texts  []string  // the same as JSON numbers
 }
 
 var (
@@ -566,8 +566,8 @@ func (g *Gateway) roundCalls(ctx context.Context, n int64) json.Number {
 		return exact
 	}
 	t := g.thresholds.Load()
-	if t == nil || t.revision != info.Revision {
-		t = g.loadThresholds(ctx, info.Revision)
+	if t == nil || t.scope != info.Scope {
+		t = g.loadThresholds(ctx, info.Scope)
 		g.thresholds.Store(t)
 	}
 	if t.values == nil {
@@ -582,8 +582,8 @@ func (g *Gateway) roundCalls(ctx context.Context, n int64) json.Number {
 	return r
 }
 
-func (g *Gateway) loadThresholds(ctx context.Context, revision string) *thresholds {
-	t := &thresholds{revision: revision}
+func (g *Gateway) loadThresholds(ctx context.Context, scope string) *thresholds {
+	t := &thresholds{scope: scope}
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.DecisionTimeout)
 	defer cancel()
 	d, err := g.d.Engine.Decide(ctx, thresholdsPath, nil)
@@ -596,7 +596,7 @@ func (g *Gateway) loadThresholds(ctx context.Context, revision string) *threshol
 		f, s, ok := number(x)
 		if !ok {
 			g.log.Warn("gateway: a rate threshold is not a number; sending exact call counts", "value", x)
-			return &thresholds{revision: revision}
+			return &thresholds{scope: scope}
 		}
 		t.values = append(t.values, f)
 		t.texts = append(t.texts, s)

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,9 +16,11 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/acgs-lite/acgs/internal/config"
+	"github.com/acgs-lite/acgs/internal/engine"
 	"github.com/acgs-lite/acgs/internal/gateway"
 	"github.com/acgs-lite/acgs/internal/telemetry"
 	"github.com/acgs-lite/acgs/internal/testenv"
+	"github.com/acgs-lite/acgs/policies"
 )
 
 func TestToolsListMergesUpstreamsAndHidesProhibited(t *testing.T) {
@@ -690,5 +693,45 @@ func TestApprovalQueueBoundAndCancellation(t *testing.T) {
 	}
 	if e.remote.Calls("delete_record") != 0 {
 		t.Fatal("a cancelled or refused call reached the upstream")
+	}
+}
+
+// TestRateLimitFollowsANewBundleOfTheSameRevision: the rate thresholds the
+// gateway rounds call counts to come from the active bundle's content, not
+// its revision name: a reload that lowers the limit under the same
+// revision (an operator editing data.json) applies at once.
+func TestRateLimitFollowsANewBundleOfTheSameRevision(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	a1 := e.agent(t, "token-1")
+	for i := range 3 {
+		if res := call(t, a1, "remote__noop", map[string]any{}); res.IsError {
+			t.Fatalf("call %d under the embedded limit: %q", i+1, text(res))
+		}
+	}
+	raw, err := fs.ReadFile(policies.FS, "acgs/config/data.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var data map[string]any
+	if err := json.Unmarshal(raw, &data); err != nil {
+		t.Fatal(err)
+	}
+	data["tool_call"].(map[string]any)["rate_limit"].(map[string]any)["per_agent"] = map[string]any{"agent-1": 3}
+	b, _ := json.Marshal(data)
+	dir := testenv.WriteConstitution(t, t.TempDir(), nil, map[string]string{"acgs/config/data.json": string(b)})
+	bundle, err := engine.PathSource{Path: dir}.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := e.svc.Engine.Info()
+	if err := e.svc.Engine.Activate(context.Background(), bundle, "edited data.json"); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := e.svc.Engine.Info(); after.Revision != before.Revision || after.Scope == before.Scope {
+		t.Fatalf("revision %q → %q, scope %q → %q: want the same revision and another content", before.Revision, after.Revision, before.Scope, after.Scope)
+	}
+	res := call(t, a1, "remote__noop", map[string]any{})
+	if _, _, reasons := decisionMeta(t, res); !res.IsError || !contains(reasons, "Agent 'agent-1' made at least 3 tool calls in the last minute (limit 3)") {
+		t.Fatalf("4th call after the limit was lowered to 3: %q", reasons)
 	}
 }

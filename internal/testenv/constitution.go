@@ -5,7 +5,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/acgs-lite/acgs/policies"
@@ -18,11 +17,11 @@ import (
 func ConstitutionFiles(tb testing.TB, edit func(manifest map[string]any)) map[string][]byte {
 	tb.Helper()
 	files := map[string][]byte{}
-	err := fs.WalkDir(policies.FS, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || strings.HasSuffix(p, "_test.rego") {
+	err := fs.WalkDir(policies.Served, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
 			return err
 		}
-		b, err := fs.ReadFile(policies.FS, p)
+		b, err := fs.ReadFile(policies.Served, p)
 		files[p] = b
 		return err
 	})
