@@ -92,8 +92,12 @@ func (g *Gateway) listResources(ctx context.Context, req *mcp.ListResourcesReque
 		}
 		for _, r := range res {
 			if owner := g.listedOwner(r.URI); owner != u {
-				g.log.Warn("gateway: two upstreams list the same resource; the first configured serves it",
-					"uri", r.URI, "upstream", u.cfg.Name, "served_by", owner.cfg.Name)
+				if owner != nil {
+					g.log.Warn("gateway: two upstreams list the same resource; the first configured serves it",
+						"uri", r.URI, "upstream", u.cfg.Name, "served_by", owner.cfg.Name)
+				}
+				// nil: a list refreshed since res was read dropped the
+				// URI; it is not listed.
 				continue
 			}
 			c := *r
@@ -271,7 +275,7 @@ func (u *upstream) refreshResources(ctx context.Context) (served bool, err error
 	}
 	if caps := serverCaps(cs); caps == nil || caps.Resources == nil {
 		u.mu.Lock()
-		u.resources, u.templates = nil, nil
+		u.resources, u.templates, u.resourceURIs = nil, nil, nil
 		u.mu.Unlock()
 		return false, nil
 	}
