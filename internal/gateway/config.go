@@ -195,6 +195,10 @@ func (c *Config) Validate() error {
 			bad("%s: name must be letters, digits, - and _ (starting with a letter or digit)", where)
 		case strings.Contains(u.Name, Separator):
 			bad("%s: name must not contain %q, which separates it from the tool's name", where, Separator)
+		case strings.HasSuffix(u.Name, "_"):
+			// "files_" + "__" + "echo" would be read back as upstream
+			// "files" and tool "_echo".
+			bad("%s: name must not end with _, which would run into the %q before the tool's name", where, Separator)
 		case seen[u.Name]:
 			bad("%s: name used twice", where)
 		}
@@ -228,6 +232,9 @@ func (c *Config) Validate() error {
 			bad("agents[%d]: id %q used twice", i, a.ID)
 		}
 		ids[a.ID] = true
+	}
+	if c.AnonymousAgent != "" && ids[c.AnonymousAgent] {
+		bad("anonymous_agent: %q is also an agent with a token; clients without a token would act as it", c.AnonymousAgent)
 	}
 	if c.Listen != "" && len(c.Agents) == 0 && c.AnonymousAgent == "" {
 		bad("listen: HTTP agents need an identity: give agents (bearer tokens) or anonymous_agent")
@@ -287,7 +294,12 @@ func (c *Config) tokens() map[string]string {
 	return m
 }
 
+// envRef is ${VAR} in a header value.
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
 // expandHeader replaces ${VAR} in a header value with the environment's.
+// Only the braced form: os.Expand would also take a bare $VAR, and a
+// literal $ in a value (abc$def) would lose what follows it.
 func expandHeader(v string) string {
-	return os.Expand(v, os.Getenv)
+	return envRef.ReplaceAllStringFunc(v, func(m string) string { return os.Getenv(m[2 : len(m)-1]) })
 }

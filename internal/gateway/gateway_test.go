@@ -571,6 +571,8 @@ func TestConfigValidation(t *testing.T) {
 		{"upstreams: [{name: a}]", "give command"},
 		{"upstreams: [{name: a, command: [x], url: 'http://h'}]", "not both"},
 		{"upstreams: [{name: a__b, command: [x]}]", `must not contain "__"`},
+		{"upstreams: [{name: files_, command: [x]}]", "must not end with _"},
+		{"listen: ':1'\nanonymous_agent: a\nagents: [{id: a, token: t}]\nupstreams: [{name: u, command: [x]}]", "also an agent with a token"},
 		{"upstreams: [{name: a, command: [x]}, {name: a, command: [y]}]", "used twice"},
 		{"upstreams: [{name: a, url: 'ftp://h'}]", "http:// or https://"},
 		{"listen: ':1'\nupstreams: [{name: a, command: [x]}]", "need an identity"},
