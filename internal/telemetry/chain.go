@@ -30,42 +30,43 @@ func LineHash(line []byte) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-// lastLineHash is the chain hash of the last complete line of the file at
-// path: where a chained log appended to it continues. "" for a missing or
-// empty file (the chain starts at ChainGenesis). Only the file's tail is
-// read.
-func lastLineHash(path string) (string, error) {
+// lastLineHash is the chain hash of the last line of the file at path:
+// where a chained log appended to it continues. "" for a missing or empty
+// file (the chain starts at ChainGenesis). torn says the file does not end
+// with a newline (a crash mid-write): the fragment is still the last line,
+// which the next record links to and verify reports, and the appender must
+// end it with a newline first. Only the file's tail is read.
+func lastLineHash(path string) (hash string, torn bool, err error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return "", nil
+		return "", false, nil
 	}
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	size := st.Size()
 	if size == 0 {
-		return "", nil
+		return "", false, nil
 	}
 	// Read backwards in growing windows until a whole last line is held.
 	for window := int64(64 << 10); ; window *= 4 {
 		off := max(size-window, 0)
 		buf := make([]byte, size-off)
 		if _, err := f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
-			return "", err
+			return "", false, err
 		}
-		// A torn last line (no newline: a crash mid-write) is still the
-		// last line: the next record links to it, and verify reports it.
+		torn := buf[len(buf)-1] != '\n'
 		body := bytes.TrimSuffix(buf, []byte{'\n'})
 		if i := bytes.LastIndexByte(body, '\n'); i >= 0 {
-			return LineHash(body[i+1:]), nil
+			return LineHash(body[i+1:]), torn, nil
 		}
 		if off == 0 {
-			return LineHash(body), nil
+			return LineHash(body), torn, nil
 		}
 	}
 }

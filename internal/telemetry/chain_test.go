@@ -186,17 +186,43 @@ func TestLastLineHashTornAndLong(t *testing.T) {
 	if err := os.WriteFile(p, []byte("first\n"+long+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	h, err := lastLineHash(p)
-	if err != nil || h != LineHash([]byte(long)) {
-		t.Fatalf("long last line: %s %v", h, err)
+	h, torn, err := lastLineHash(p)
+	if err != nil || h != LineHash([]byte(long)) || torn {
+		t.Fatalf("long last line: %s %v %v", h, torn, err)
 	}
 	if err := os.WriteFile(p, []byte("first\ntorn"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if h, _ := lastLineHash(p); h != LineHash([]byte("torn")) {
+	if h, torn, _ := lastLineHash(p); h != LineHash([]byte("torn")) || !torn {
 		t.Fatal("torn last line")
 	}
-	if h, _ := lastLineHash(filepath.Join(dir, "missing")); h != "" {
+	if h, _, _ := lastLineHash(filepath.Join(dir, "missing")); h != "" {
 		t.Fatal("missing file")
+	}
+}
+
+// A log reopened after a crash mid-write (its last line torn) goes on from
+// a new line: the fragment is the one problem verify reports, and the
+// records written after it are intact and linked to it.
+func TestChainContinuesAfterATornLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.jsonl")
+	writeChained(t, path, 0, 2)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(`{"decision_id":"torn","prev_`); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	writeChained(t, path, 2, 2)
+	lines := readLines(t, path)
+	if len(lines) != 5 || lines[2] != `{"decision_id":"torn","prev_`+"\n" {
+		t.Fatalf("lines after the reopen: %q", lines)
+	}
+	b, _ := os.ReadFile(path)
+	rep := verify(t, string(b), VerifyChainOptions{})
+	if len(rep.Problems) != 1 || rep.Problems[0].Line != 3 {
+		t.Fatalf("want one problem, the torn line 3: %+v", rep)
 	}
 }

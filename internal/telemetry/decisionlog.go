@@ -193,9 +193,21 @@ func NewDecisionLog(cfg DecisionLogConfig) (*DecisionLog, error) {
 		}
 		l.w, l.closer = f, f
 		if cfg.Chain {
-			if l.prev, err = lastLineHash(path); err != nil {
+			var torn bool
+			if l.prev, torn, err = lastLineHash(path); err == nil && torn {
+				// The next record on a line of its own: appended to the
+				// fragment, it would be lost in a line that is not JSON.
+				_, err = f.Write([]byte{'\n'})
+			}
+			if err != nil {
 				_ = f.Close()
 				return nil, fmt.Errorf("decision log: %w", err)
+			}
+			if l.prev != "" {
+				// Compare with the head logged when the log was last
+				// closed: a difference is a cut or an edit at the end
+				// that the chain alone cannot show.
+				l.logger.Info("decision log: the hash chain continues from the file's last line", "prev_hash", l.prev, "torn", torn, "sink", "file:"+path)
 			}
 		}
 	}
