@@ -42,15 +42,19 @@ type resolution struct {
 
 type pending struct {
 	Approval
-	done chan resolution // buffered 1; written once
+	done    chan resolution // buffered 1; written once
+	counted func()          // undoes onAdd's count (the labels it counted under)
 }
 
 // approvals holds the calls waiting for a verdict.
 type approvals struct {
-	mu      sync.Mutex
-	byID    map[string]*pending
-	max     int
-	onCount func(a Approval, delta int) // metrics: pending per upstream and tool
+	mu   sync.Mutex
+	byID map[string]*pending
+	max  int
+	// onAdd counts a held call (metrics: pending per upstream and tool) and
+	// returns what uncounts it: the labels are the ones of the moment it
+	// was held, though the tool lists may change while it waits.
+	onAdd func(a Approval) (uncount func())
 }
 
 var (
@@ -58,11 +62,11 @@ var (
 	errTooManyPending   = errors.New("too many calls are waiting for approval")
 )
 
-func newApprovals(max int, onCount func(Approval, int)) *approvals {
-	if onCount == nil {
-		onCount = func(Approval, int) {}
+func newApprovals(max int, onAdd func(Approval) func()) *approvals {
+	if onAdd == nil {
+		onAdd = func(Approval) func() { return func() {} }
 	}
-	return &approvals{byID: map[string]*pending{}, max: max, onCount: onCount}
+	return &approvals{byID: map[string]*pending{}, max: max, onAdd: onAdd}
 }
 
 // add holds a call; the caller waits on p.done and must call remove.
@@ -73,9 +77,8 @@ func (s *approvals) add(a Approval) (*pending, error) {
 		return nil, errTooManyPending
 	}
 	a.ID = "apr_" + rand.Text()
-	p := &pending{Approval: a, done: make(chan resolution, 1)}
+	p := &pending{Approval: a, done: make(chan resolution, 1), counted: s.onAdd(a)}
 	s.byID[a.ID] = p
-	s.onCount(a, 1)
 	return p, nil
 }
 
@@ -85,7 +88,7 @@ func (s *approvals) remove(p *pending) {
 	defer s.mu.Unlock()
 	if s.byID[p.ID] == p {
 		delete(s.byID, p.ID)
-		s.onCount(p.Approval, -1)
+		p.counted()
 	}
 }
 
@@ -99,7 +102,7 @@ func (s *approvals) resolve(id string, r resolution) (Approval, error) {
 		return Approval{}, errApprovalNotFound
 	}
 	delete(s.byID, id)
-	s.onCount(p.Approval, -1)
+	p.counted()
 	p.done <- r
 	return p.Approval, nil
 }

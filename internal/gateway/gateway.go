@@ -130,9 +130,10 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		tokens:       cfg.tokens(),
 		stdioSession: "stdio-" + rand.Text(),
 	}
-	g.approvals = newApprovals(cfg.Approvals.MaxPending, func(a Approval, delta int) {
-		up, tool := g.labels(a.Upstream, strings.TrimPrefix(a.Tool, a.Upstream+Separator))
-		g.m.pending.WithLabelValues(up, tool).Add(float64(delta))
+	g.approvals = newApprovals(cfg.Approvals.MaxPending, func(a Approval) func() {
+		gauge := g.m.pending.WithLabelValues(g.labels(a.Upstream, strings.TrimPrefix(a.Tool, a.Upstream+Separator)))
+		gauge.Inc()
+		return gauge.Dec
 	})
 	for _, uc := range cfg.Upstreams {
 		name := uc.Name
