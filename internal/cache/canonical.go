@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -9,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-
-	"github.com/zeebo/xxh3"
 
 	"github.com/acgs-lite/acgs/internal/readset"
 )
@@ -85,7 +84,7 @@ func AppendCanonical(dst []byte, v any) ([]byte, error) {
 	return appendValue(dst, v, s)
 }
 
-// NewKey returns the cache key of one decision: XXH3-128 over the
+// NewKey returns the cache key of one decision: a hash (finishKey) of the
 // length-prefixed revision, the length-prefixed path and the canonical
 // encoding of input. It does not allocate in the steady state.
 func NewKey(revision, path string, input any) (Key, error) {
@@ -98,6 +97,7 @@ func NewKey(revision, path string, input any) (Key, error) {
 // appendScope appends the length-prefixed revision and path every key
 // starts with.
 func appendScope(b []byte, revision, path string) []byte {
+	b = append(b, keyFormat)
 	b = binary.AppendUvarint(b, uint64(len(revision)))
 	b = append(b, revision...)
 	b = binary.AppendUvarint(b, uint64(len(path)))
@@ -105,16 +105,22 @@ func appendScope(b []byte, revision, path string) []byte {
 }
 
 // finishKey hashes the encoding b (unless encoding failed) and returns the
-// scratch to its pool.
+// scratch to its pool. The hash is SHA-256, truncated to 128 bits: a key
+// stands for a decision in every instance's L1 and in the shared L2, and
+// the input is the client's, so two inputs must not be made to collide. A
+// fast non-cryptographic hash (XXH3, as keys were until 2026-12-05) lets
+// anyone who knows it build two inputs with one key, and have the second
+// answered with the first's decision; SHA-256 costs about 0.2-0.3 µs for
+// a key's few hundred bytes on this hardware.
 func finishKey(s *scratch, b []byte, err error) (Key, error) {
 	s.buf = b
 	if err != nil {
 		putScratch(s)
 		return Key{}, err
 	}
-	h := xxh3.Hash128(b)
+	sum := sha256.Sum256(b)
 	putScratch(s)
-	return Key{Hi: h.Hi, Lo: h.Lo}, nil
+	return Key{Hi: binary.BigEndian.Uint64(sum[0:8]), Lo: binary.BigEndian.Uint64(sum[8:16])}, nil
 }
 
 // appendValue encodes v. s.members is a stack shared by all nesting levels:
@@ -223,6 +229,11 @@ func appendObject(b []byte, m map[string]any, s *scratch) ([]byte, error) {
 
 // Tags that start the input part of a key: the whole input, or its
 // projection onto a read set. A projection never hashes like a whole input.
+// keyFormat starts every key's encoding: change it when the encoding
+// changes, so that instances of two versions sharing an L2 never read each
+// other's entries.
+const keyFormat = 2
+
 const (
 	tagWhole      = 'W'
 	tagProjection = 'P'
@@ -243,6 +254,10 @@ const (
 func NewProjectedKey(revision, path string, rs *readset.Set, input any) (Key, error) {
 	s := getScratch()
 	b := append(appendScope(s.buf[:0], revision, path), tagProjection)
+	// The read set itself: another version of the analysis may project
+	// another set of paths, under which other inputs give the same values.
+	fp := rs.Fingerprint()
+	b = append(b, fp[:]...)
 	b = binary.AppendUvarint(b, uint64(len(rs.Paths)))
 	var err error
 	for _, p := range rs.Paths {

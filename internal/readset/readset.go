@@ -19,6 +19,7 @@
 package readset
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"slices"
 	"strconv"
@@ -89,6 +90,37 @@ type Set struct {
 	Nondeterministic []string
 	// Rules is the number of rules and functions the document can reach.
 	Rules int
+
+	fp [16]byte // Fingerprint, computed by Analyze
+}
+
+// Fingerprint identifies what the set reads (Whole, Paths, Types): two
+// sets that read differently have different fingerprints. A cache key on a
+// projection includes it, so that instances whose analyses differ (two
+// versions sharing an L2) never share a key for two inputs that agree only
+// on the values their sets project.
+func (s *Set) Fingerprint() [16]byte {
+	if s.fp != ([16]byte{}) {
+		return s.fp
+	}
+	return s.fingerprint()
+}
+
+func (s *Set) fingerprint() [16]byte {
+	h := sha256.New()
+	if s.Whole {
+		h.Write([]byte("whole\n"))
+	}
+	for _, group := range [...][]Path{s.Paths, s.Types} {
+		fmt.Fprintf(h, "%d\n", len(group))
+		for _, p := range group {
+			h.Write([]byte(p.String()))
+			h.Write([]byte{'\n'})
+		}
+	}
+	var fp [16]byte
+	copy(fp[:], h.Sum(nil))
+	return fp
 }
 
 // Cacheable reports whether decisions of the document may be cached at all.
@@ -229,6 +261,7 @@ func (a *Analyzer) Analyze(ref ast.Ref, extra ...*ast.Term) *Set {
 		s.Nondeterministic = append(s.Nondeterministic, n)
 	}
 	slices.Sort(s.Nondeterministic)
+	s.fp = s.fingerprint()
 	return s
 }
 

@@ -1,19 +1,20 @@
 package server
 
 import (
-	"math/rand/v2"
+	"crypto/sha256"
+	"encoding/binary"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/maypok86/otter/v2"
-	"github.com/zeebo/xxh3"
 
 	"github.com/acgs-lite/acgs/internal/engine"
 )
 
 // rawTier answers byte-identical repeats of decision requests (a client
 // polling with the same request, retries, an agent fleet sending one
-// template) without decoding them: it maps a 128-bit hash of the path and
+// template) without decoding them: it maps a 128-bit hash (keyOf) of the path and
 // the exact body bytes to the L1 entry the normal path found or filled for
 // them (engine.Ref). The mapping is sound because the decoded input, and so
 // the cache key, is a function of the bytes; everything that can change the
@@ -53,18 +54,30 @@ func newRawTier(size int) (*rawTier, error) {
 	return &rawTier{c: c}, nil
 }
 
-// rawSeed is a secret of this process mixed into every key: the path and
-// the body are the client's, and a client that could make two bodies
-// collide under a known seed could have one answered with the other's
-// decision, validation included.
-var rawSeed = rand.Uint64()
-
-// keyOf hashes path and body: the path (with rawSeed) seeds the body's
-// hash, so one body sent to two documents gives two keys.
+// keyOf hashes path and body with SHA-256 (truncated to 128 bits): the path
+// and the body are the client's, and a client that could make two bodies
+// collide could have one answered with the other's decision, validation
+// included. A seeded fast hash (XXH3 with a secret seed, as until
+// 2026-12-05) is not made to resist that; SHA-256 costs about 0.3 µs for a
+// body of a few hundred bytes on this hardware.
 func keyOf(path string, body []byte) rawKey {
-	h := xxh3.Hash128Seed(body, rawSeed^xxh3.HashString(path))
-	return rawKey{h.Hi, h.Lo}
+	bp := keyBufs.Get().(*[]byte)
+	b := binary.AppendUvarint((*bp)[:0], uint64(len(path)))
+	b = append(b, path...)
+	b = append(b, body...)
+	sum := sha256.Sum256(b)
+	if cap(b) <= maxPooledKeyBuf {
+		*bp = b[:0]
+		keyBufs.Put(bp)
+	}
+	return rawKey{binary.BigEndian.Uint64(sum[0:8]), binary.BigEndian.Uint64(sum[8:16])}
 }
+
+// keyBufs hold the bytes keyOf hashes; one grown past maxPooledKeyBuf by a
+// large body is left to the collector.
+var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+const maxPooledKeyBuf = 64 << 10
 
 // usable reports whether r may be answered from, and remembered in, the tier.
 func (t *rawTier) usable(r *http.Request) bool {
