@@ -403,8 +403,12 @@ func (g *Gateway) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.
 		g.log.Info("gateway: shadow mode forwards a call the constitution did not allow",
 			"decision_id", id, "tool", p.Name, "agent", agent, "outcome", v.outcome, "reasons", v.reasons)
 		return g.forward(ctx, u, p, tool, id, upLabel, toolLabel, start, 0)
-	case v.outcome == OutcomeApproval:
+	case v.outcome == OutcomeApproval && u != nil:
 		return g.hold(ctx, u, p, tool, id, agent, session, args, v, upLabel, toolLabel, start)
+	case v.outcome == OutcomeApproval:
+		// No such upstream: nothing to hold a call for (held, such calls
+		// could fill the approval queue); forward answers the error.
+		return g.forward(ctx, u, p, tool, id, upLabel, toolLabel, start, 0)
 	default:
 		return refusal(id, OutcomeDeny, "Denied by the constitution", v.reasons), nil
 	}

@@ -737,3 +737,21 @@ func TestRateLimitFollowsANewBundleOfTheSameRevision(t *testing.T) {
 		t.Fatalf("4th call after the limit was lowered to 3: %q", reasons)
 	}
 }
+
+// TestCallToAnUnknownUpstreamIsNotHeld: a call that would need approval
+// but names no configured upstream is answered at once with the error of
+// an unknown tool, not held (such calls could fill the approval queue).
+func TestCallToAnUnknownUpstreamIsNotHeld(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	a1 := e.agent(t, "token-1")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := a1.CallTool(ctx, &mcp.CallToolParams{Name: "nosuch__delete_everything", Arguments: map[string]any{}})
+	if err == nil || !strings.Contains(err.Error(), `no upstream is named "nosuch"`) {
+		t.Fatalf("call to an unknown upstream: %v, want the unknown-tool error at once", err)
+	}
+	var l gateway.ApprovalList
+	if code := e.admin(t, http.MethodGet, gateway.ApprovalsPath, adminToken, nil, &l); code != http.StatusOK || len(l.Approvals) != 0 {
+		t.Fatalf("approvals: %d %+v, want none held", code, l.Approvals)
+	}
+}
