@@ -67,7 +67,8 @@ func (c *localCounter) Close() {}
 // (<prefix>calls:{<agent>}:<unix second>, expiring after two minutes), so
 // that every replica of the gateway sees every call. The agent is the key's
 // hash tag, so one agent's keys share a cluster slot and one MGET reads
-// them. A Redis error falls back to the in-process counter for that call.
+// them. A Redis error falls back to the in-process counter for that call,
+// which counts this replica's calls all along.
 type redisCounter struct {
 	client   rueidis.Client
 	prefix   string
@@ -115,21 +116,28 @@ func (c *redisCounter) Add(ctx context.Context, agent string, now time.Time) (in
 	cur := keys[len(keys)-1]
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	// This replica's own count goes on too: when Redis fails, the
+	// fallback answers with this replica's calls of the last minute, not
+	// from zero.
+	local, _ := c.fallback.Add(ctx, agent, now)
+	// INCR before MGET: a call made at the same time on another replica
+	// is then seen by at least one of the two (MGET first, neither saw the
+	// other). The sum includes this call's own INCR.
 	res := c.client.DoMulti(ctx,
-		c.client.B().Mget().Key(keys...).Build(),
 		c.client.B().Incr().Key(cur).Build(),
 		c.client.B().Expire().Key(cur).Seconds(2*window).Build(),
+		c.client.B().Mget().Key(keys...).Build(),
 	)
 	for _, r := range res {
 		if err := r.Error(); err != nil {
 			c.onError(err)
-			return c.fallback.Add(ctx, agent, now)
+			return local, nil
 		}
 	}
-	vals, err := res[0].ToArray()
+	vals, err := res[2].ToArray()
 	if err != nil {
 		c.onError(err)
-		return c.fallback.Add(ctx, agent, now)
+		return local, nil
 	}
 	var n int64
 	for _, v := range vals {
@@ -141,7 +149,7 @@ func (c *redisCounter) Add(ctx context.Context, agent string, now time.Time) (in
 			n += x
 		}
 	}
-	return n, nil
+	return max(n-1, 0), nil
 }
 
 func (c *redisCounter) Close() { c.client.Close() }

@@ -664,6 +664,18 @@ func TestRedisCountersAreSharedByReplicas(t *testing.T) {
 	if got := a.metric(t, "acgs_gateway_counter_errors_total", nil); got < 1 {
 		t.Errorf("counter errors = %v", got)
 	}
+	// ... from this replica's calls of the last minute, not from zero
+	a.stop()
+	var last map[string]any
+	for _, r := range a.records(t) {
+		if r["path"] == gateway.DecisionPath {
+			last = r
+		}
+	}
+	m, _ := last["metrics"].(map[string]any)
+	if n, _ := m["gateway_calls_last_minute"].(float64); n < 61 {
+		t.Errorf("with Redis down the count was %v, want this replica's 61 calls before it", m["gateway_calls_last_minute"])
+	}
 }
 
 func TestApprovalQueueBoundAndCancellation(t *testing.T) {
