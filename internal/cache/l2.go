@@ -33,6 +33,11 @@ const (
 // breaker ignores it because it says nothing about Redis.
 var errCallerGone = errors.New("cache: caller context ended")
 
+// errNotAsked marks a call that sent Redis nothing (every write of a batch
+// was skipped): neither a success nor a failure to the breaker, which,
+// half-open, would otherwise close without a round trip.
+var errNotAsked = errors.New("cache: nothing sent to redis")
+
 // errNotConnected is returned by Flush while Redis has not been reached.
 var errNotConnected = errors.New("cache: L2 (Redis) is not connected")
 
@@ -156,7 +161,7 @@ func startL2(ctx context.Context, t *Tiered) (*l2, error) {
 		ReadyToTrip: func(c gobreaker.Counts) bool {
 			return c.ConsecutiveFailures >= 5 || (c.Requests >= 20 && c.TotalFailures*2 >= c.Requests)
 		},
-		IsExcluded: func(err error) bool { return errors.Is(err, errCallerGone) },
+		IsExcluded: func(err error) bool { return errors.Is(err, errCallerGone) || errors.Is(err, errNotAsked) },
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			t.log.Warn("cache: L2 circuit breaker changed state", "from", from.String(), "to", to.String())
 		},
@@ -555,7 +560,7 @@ func (l *l2) write(batch []pending) {
 		cmds = append(cmds, c.B().Set().Key(rk).Value(rueidis.BinaryString(env)).PxMilliseconds(ttl.Milliseconds()).Build())
 	}
 	if len(cmds) == 0 {
-		done(nil)
+		done(errNotAsked)
 		return
 	}
 	ctx, cancel := context.WithTimeout(l.ctx, flushTimeout)
