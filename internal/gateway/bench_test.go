@@ -2,9 +2,7 @@ package gateway_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"runtime/debug"
@@ -19,8 +17,6 @@ import (
 	"github.com/acgs-lite/acgs/internal/config"
 	"github.com/acgs-lite/acgs/internal/gateway"
 	"github.com/acgs-lite/acgs/internal/gateway/mcptest"
-	"github.com/acgs-lite/acgs/internal/testenv"
-	"github.com/acgs-lite/acgs/policies"
 )
 
 // The gateway's overhead (performance.md: added p50 ≤ 0.2 ms for a cached
@@ -45,18 +41,7 @@ import (
 // of calls a minute, and every one must be an allowed, cached decision.
 func benchBundle(tb testing.TB) string {
 	tb.Helper()
-	raw, err := fs.ReadFile(policies.FS, "acgs/config/data.json")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var data map[string]any
-	if err := json.Unmarshal(raw, &data); err != nil {
-		tb.Fatal(err)
-	}
-	rl := data["tool_call"].(map[string]any)["rate_limit"].(map[string]any)
-	rl["per_agent"] = map[string]any{"agent-1": 1e9}
-	b, _ := json.Marshal(data)
-	return testenv.WriteConstitution(tb, tb.TempDir(), nil, map[string]string{"acgs/config/data.json": string(b)})
+	return perAgentLimits(tb, map[string]any{"agent-1": 1e9})
 }
 
 type caller func(ctx context.Context) error

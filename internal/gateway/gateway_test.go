@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
-	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,7 +19,6 @@ import (
 	"github.com/acgs-lite/acgs/internal/gateway"
 	"github.com/acgs-lite/acgs/internal/telemetry"
 	"github.com/acgs-lite/acgs/internal/testenv"
-	"github.com/acgs-lite/acgs/policies"
 )
 
 func TestToolsListMergesUpstreamsAndHidesProhibited(t *testing.T) {
@@ -446,14 +444,7 @@ func TestPerAgentRateLimit(t *testing.T) {
 	if hits := e.metric(t, "acgs_cache_hits_total", nil); hits < 100 {
 		t.Errorf("cache hits %v: calls below the limit should share a cached decision", hits)
 	}
-	e.stop()
-	var last map[string]any
-	for _, r := range e.records(t) {
-		if r["path"] == gateway.DecisionPath {
-			last = r
-		}
-	}
-	m, _ := last["metrics"].(map[string]any)
+	m := e.lastCallMetrics(t)
 	if m["gateway_calls_last_minute"] != float64(0) { // agent-2's first call
 		t.Errorf("last record's exact count %v", m["gateway_calls_last_minute"])
 	}
@@ -665,14 +656,7 @@ func TestRedisCountersAreSharedByReplicas(t *testing.T) {
 		t.Errorf("counter errors = %v", got)
 	}
 	// ... from this replica's calls of the last minute, not from zero
-	a.stop()
-	var last map[string]any
-	for _, r := range a.records(t) {
-		if r["path"] == gateway.DecisionPath {
-			last = r
-		}
-	}
-	m, _ := last["metrics"].(map[string]any)
+	m := a.lastCallMetrics(t)
 	if n, _ := m["gateway_calls_last_minute"].(float64); n < 61 {
 		t.Errorf("with Redis down the count was %v, want this replica's 61 calls before it", m["gateway_calls_last_minute"])
 	}
@@ -722,18 +706,7 @@ func TestRateLimitFollowsANewBundleOfTheSameRevision(t *testing.T) {
 			t.Fatalf("call %d under the embedded limit: %q", i+1, text(res))
 		}
 	}
-	raw, err := fs.ReadFile(policies.FS, "acgs/config/data.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var data map[string]any
-	if err := json.Unmarshal(raw, &data); err != nil {
-		t.Fatal(err)
-	}
-	data["tool_call"].(map[string]any)["rate_limit"].(map[string]any)["per_agent"] = map[string]any{"agent-1": 3}
-	b, _ := json.Marshal(data)
-	dir := testenv.WriteConstitution(t, t.TempDir(), nil, map[string]string{"acgs/config/data.json": string(b)})
-	bundle, err := engine.PathSource{Path: dir}.Load(context.Background())
+	bundle, err := engine.PathSource{Path: perAgentLimits(t, map[string]any{"agent-1": 3})}.Load(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

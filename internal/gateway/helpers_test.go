@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -28,6 +29,7 @@ import (
 	"github.com/acgs-lite/acgs/internal/service"
 	"github.com/acgs-lite/acgs/internal/telemetry"
 	"github.com/acgs-lite/acgs/internal/testenv"
+	"github.com/acgs-lite/acgs/policies"
 )
 
 func TestMain(m *testing.M) {
@@ -505,4 +507,37 @@ func freeAddr(t testing.TB) string {
 	addr := ln.Addr().String()
 	_ = ln.Close()
 	return addr
+}
+
+// perAgentLimits writes the constitution with data.json's per-agent tool
+// call limits set to limits (an operator's tuning) and returns its
+// directory.
+func perAgentLimits(tb testing.TB, limits map[string]any) string {
+	tb.Helper()
+	raw, err := fs.ReadFile(policies.FS, "acgs/config/data.json")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var data map[string]any
+	if err := json.Unmarshal(raw, &data); err != nil {
+		tb.Fatal(err)
+	}
+	data["tool_call"].(map[string]any)["rate_limit"].(map[string]any)["per_agent"] = limits
+	b, _ := json.Marshal(data)
+	return testenv.WriteConstitution(tb, tb.TempDir(), nil, map[string]string{"acgs/config/data.json": string(b)})
+}
+
+// lastCallMetrics stops e and returns the metrics of the last tool-call
+// record of its decision log.
+func (e *env) lastCallMetrics(t testing.TB) map[string]any {
+	t.Helper()
+	e.stop()
+	var last map[string]any
+	for _, r := range e.records(t) {
+		if r["path"] == gateway.DecisionPath {
+			last = r
+		}
+	}
+	m, _ := last["metrics"].(map[string]any)
+	return m
 }
