@@ -86,6 +86,9 @@ func checkValue(v any, at string) (int, error) {
 	case map[string]any:
 		n := len(x)
 		for k, e := range x {
+			if err := checkKey(k, at); err != nil {
+				return 0, err
+			}
 			m, err := checkValue(e, at+"/"+k)
 			if err != nil {
 				return 0, err
@@ -147,6 +150,9 @@ func decodeValue(dec *json.Decoder, depth int, at string) (any, error) {
 					return nil, fmt.Errorf("arguments are not valid JSON: %w", err)
 				}
 				k := kt.(string)
+				if err := checkKey(k, at); err != nil {
+					return nil, err
+				}
 				if _, dup := m[k]; dup {
 					return nil, fmt.Errorf("arguments repeat the key %q at %q", k, at+"/"+k)
 				}
@@ -179,6 +185,23 @@ func decodeValue(dec *json.Decoder, depth int, at string) (any, error) {
 	default:
 		return t, nil // string, bool, nil
 	}
+}
+
+// foldsToASCII are the two characters that Unicode case folding maps to
+// ASCII letters: the long s (ſ, to s) and the Kelvin sign (K, to k). A
+// server that decodes arguments into Go structs with encoding/json (which
+// matches field names case-insensitively, with folding) reads "ſource" as
+// "source", while the constitution's argument rules, which lower-case
+// names, do not: such a name would pass the rules as another argument.
+const foldsToASCII = "\u017f\u212a"
+
+// checkKey refuses an argument name the rules could read as another name
+// than an upstream does.
+func checkKey(k, at string) error {
+	if strings.ContainsAny(k, foldsToASCII) {
+		return fmt.Errorf("the argument name %q at %q holds a character that some servers read as an ASCII letter (U+017F or U+212A)", k, at+"/"+k)
+	}
+	return nil
 }
 
 func checkNumber(s string) error {

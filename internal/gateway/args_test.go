@@ -20,6 +20,9 @@ func TestDecodeArguments(t *testing.T) {
 		{raw: `{"a":1,"a":2}`, err: `repeat the key "a" at "/a"`},
 		{raw: `{"o":{"k":1,"k":1}}`, err: `repeat the key "k" at "/o/k"`},
 		{raw: `[{"k":1},{"k":1,"k":2}]`, err: `repeat the key "k" at "/1/k"`},
+		{raw: `{"\u017fource":"/etc/passwd"}`, err: "U+017F or U+212A"}, // ſource: "source" to a Go struct decoder
+		{raw: `{"o":{"toKen":"x"}}`, err: `at "/o/to`},                  // Kelvin sign: "token"
+		{raw: `{"a":1,"a":2,"ſ":1}`, err: "U+017F or U+212A"},           // the strict path too
 		{raw: `{"a":1} {}`, err: "data after"},
 		{raw: `{"a":}`, err: "not valid JSON"},
 		{raw: `{"n":1e1001}`, err: "exponent"},
