@@ -37,7 +37,7 @@ type BenchRun struct {
 	Failures  int64          `json:"failures"`
 	Shed      int64          `json:"shed"`
 	ElapsedMs float64        `json:"elapsed_ms"`
-	RPS       float64        `json:"rps"`
+	RPS       float64        `json:"rps"` // decisions per second: failed and shed requests left out
 	Latency   LatencySummary `json:"latency"`
 }
 
@@ -49,7 +49,7 @@ type BenchLevel struct {
 	// Shed requests were refused for overload (503 overloaded): counted
 	// apart from failures, and out of the latency figures.
 	Shed    int64          `json:"shed"`
-	RPS     float64        `json:"rps"`
+	RPS     float64        `json:"rps"` // decisions per second, as BenchRun's
 	Latency LatencySummary `json:"latency"`
 	// Efficiency is the scaling efficiency against the lowest level c0:
 	// (rps(c)/rps(c0)) / (c/c0). 1 means throughput grew in proportion to
@@ -168,14 +168,16 @@ func RunBench(ctx context.Context, target Target, w *Workload, cfg BenchConfig) 
 				lvl.Requests += r.Total.Requests
 				lvl.Failures += r.Total.Failures
 				lvl.Shed += r.Total.Shed
+				// Throughput is decisions: a change that starts failing or
+				// shedding (503 overloaded) must not read as more req/s.
 				lvl.Runs = append(lvl.Runs, BenchRun{
 					Requests: r.Total.Requests, Failures: r.Total.Failures, Shed: r.Total.Shed,
-					ElapsedMs: r.DurationSec * 1000, RPS: r.Total.RPS, Latency: r.Total.Latency,
+					ElapsedMs: r.DurationSec * 1000, RPS: decided(r.Total) / r.DurationSec, Latency: r.Total.Latency,
 				})
 			}
 			lvl.Latency = Summarize(merged)
 			if elapsed > 0 {
-				lvl.RPS = float64(lvl.Requests) / elapsed
+				lvl.RPS = float64(lvl.Requests-lvl.Failures-lvl.Shed) / elapsed
 			}
 			bs.Levels = append(bs.Levels, lvl)
 		}
@@ -374,4 +376,10 @@ func benchName(s string) string {
 		}
 		return r
 	}, s)
+}
+
+// decided is the number of requests of s that were decided (allowed or
+// denied): neither failed nor shed.
+func decided(s ScenarioStats) float64 {
+	return float64(s.Requests - s.Failures - s.Shed)
 }

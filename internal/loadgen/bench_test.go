@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"image/png"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -176,6 +177,11 @@ func TestRunBenchCountsShedApart(t *testing.T) {
 	}
 	if failed, _ := res.Failures(); failed != 0 {
 		t.Errorf("%d failures, want shed requests counted apart", failed)
+	}
+	// Throughput is decisions: the shed third is not in req/s.
+	run := l.Runs[0]
+	if want := float64(run.Requests-run.Shed) / (run.ElapsedMs / 1000); math.Abs(run.RPS-want) > 1e-6*want {
+		t.Errorf("run req/s %.2f, want the decisions' %.2f (%d requests, %d shed)", run.RPS, want, run.Requests, run.Shed)
 	}
 	if shed, total := res.Shed(); shed < l.Shed || total < l.Requests {
 		t.Errorf("Shed() = %d of %d", shed, total)

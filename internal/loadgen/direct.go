@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -106,10 +107,18 @@ func (d *directConn) do(ctx context.Context, body []byte, dst io.Writer) (status
 		if closed || ctx.Err() != nil {
 			return 0, nil, errCancelled
 		}
-		if !reused || answered || attempt > 0 {
+		// A timeout is not a connection the server had closed: the request
+		// may be in the server's hands, and sent again it would be counted
+		// once and offered twice.
+		if !reused || answered || attempt > 0 || isTimeout(err) {
 			return 0, nil, err
 		}
 	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // ensure dials if there is no connection; reused reports an existing one.

@@ -136,3 +136,35 @@ func TestDirectConnectionTimeout(t *testing.T) {
 		t.Fatalf("failures %d, first error %q; want 2 timeouts", res.Total.Failures, res.FirstError)
 	}
 }
+
+// TestDirectConnectionTimeoutIsNotResent: a request that timed out on a
+// kept-alive connection is a failure, not sent again on a new one (the
+// server may be working on it: sent again, it would be offered twice and
+// counted once).
+func TestDirectConnectionTimeoutIsNotResent(t *testing.T) {
+	w, err := DefaultWorkload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var received atomic.Int32
+	release := make(chan struct{})
+	srv := newLoopbackServer(t, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if received.Add(1) == 1 {
+			rw.Header().Set("Content-Type", "application/json")
+			_, _ = rw.Write([]byte(`{"allow":true}`))
+			return
+		}
+		select { // every later request hangs
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(func() { close(release) })
+	res, err := RunClosed(context.Background(), ClosedLoop{Users: 1, MaxRequests: 2}, Options{Target: Target{BaseURL: srv.URL, Timeout: 200 * time.Millisecond}, Workload: w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Total.Failures != 1 || received.Load() != 2 {
+		t.Fatalf("%d failures, %d requests received; want 1 timeout and 2 requests (the one that timed out not sent again)", res.Total.Failures, received.Load())
+	}
+}

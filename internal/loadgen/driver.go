@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -374,7 +375,9 @@ func RunOpen(ctx context.Context, cfg OpenLoop, opts Options) (*Result, error) {
 	r.recs = make([]*recorder, cfg.Connections)
 	interval := float64(time.Second) / cfg.Rate
 	warmN := int64(cfg.Warmup.Seconds() * cfg.Rate)
-	totalN := warmN + int64(cfg.Duration.Seconds()*cfg.Rate)
+	// Rounded up: rounded down, a short run at a low rate sends fewer
+	// requests than its duration holds and looks slower than it was.
+	totalN := warmN + int64(math.Ceil(cfg.Duration.Seconds()*cfg.Rate-1e-9))
 	if totalN == warmN {
 		totalN++ // at least one measured request
 	}
@@ -386,6 +389,7 @@ func RunOpen(ctx context.Context, cfg OpenLoop, opts Options) (*Result, error) {
 	var next, sent atomic.Int64
 	var abandoned atomic.Bool
 	var lastDone atomic.Int64
+	var measuredSent, lastSent atomic.Int64 // after the warm-up: sends, and the last one's time
 	stopProgress := r.progressLoop(ctx, start, cfg.Warmup+cfg.Duration)
 
 	// Each sender waits for its slot with a waiter of its own (a timerfd on
@@ -443,6 +447,10 @@ func RunOpen(ctx context.Context, cfg OpenLoop, opts Options) (*Result, error) {
 				rl.fired()
 				sent.Add(1)
 				t0 := time.Now()
+				if i >= warmN {
+					measuredSent.Add(1)
+					storeMax(&lastSent, t0.UnixNano())
+				}
 				si, o := r.send(ctx, rq, rng)
 				t1 := time.Now()
 				if ctx.Err() != nil {
@@ -477,6 +485,15 @@ func RunOpen(ctx context.Context, cfg OpenLoop, opts Options) (*Result, error) {
 	res := r.result(opts, "open", start, measureFrom, finish)
 	res.Connections = cfg.Connections
 	res.TargetRate = cfg.Rate
+	// The achieved rate is the rate requests were sent at: over the window
+	// up to the last send (at least the planned duration), not up to the
+	// last answer, or one slow answer at the end would make a run that
+	// kept its schedule look like one that fell behind.
+	sendEnd := measureFrom.Add(cfg.Duration)
+	if last := time.Unix(0, lastSent.Load()); last.After(sendEnd) {
+		sendEnd = last
+	}
+	res.AchievedRate = float64(measuredSent.Load()) / sendEnd.Sub(measureFrom).Seconds()
 	svc, lag := NewHistogram(), NewHistogram()
 	for _, rec := range r.recs {
 		if rec != nil {

@@ -237,6 +237,52 @@ func TestOpenLoopBelowTargetIsInvalid(t *testing.T) {
 	}
 }
 
+// A run that sent every request on time is valid even when its last
+// answer comes long after the planned end: the achieved rate is the
+// rate of sending, not of answers.
+func TestOpenLoopSlowLastAnswerIsValid(t *testing.T) {
+	w, err := DefaultWorkload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	judge := &judgeHandler{}
+	var seen atomic.Int64
+	srv := newLoopbackServer(t, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if seen.Add(1) == 50 { // the last request of 1 s at 50/s
+			time.Sleep(700 * time.Millisecond)
+		}
+		judge.ServeHTTP(rw, r)
+	}))
+	res, err := RunOpen(context.Background(), OpenLoop{Rate: 50, Duration: time.Second, Connections: 4}, Options{
+		Target: Target{BaseURL: srv.URL}, Workload: w,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Total.Requests != 50 || !res.Valid || res.AchievedRate < 0.95*50 {
+		t.Fatalf("%d requests, valid %v (%s), achieved %.1f req/s: want 50 requests sent on time, a valid run", res.Total.Requests, res.Valid, res.InvalidReason, res.AchievedRate)
+	}
+}
+
+// A short run at a low rate sends what its duration holds (rate ×
+// duration, rounded up), and so is not judged slower than it was.
+func TestOpenLoopShortRunRoundsUp(t *testing.T) {
+	w, err := DefaultWorkload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newLoopbackServer(t, &judgeHandler{})
+	res, err := RunOpen(context.Background(), OpenLoop{Rate: 3, Duration: 1500 * time.Millisecond, Connections: 1}, Options{
+		Target: Target{BaseURL: srv.URL}, Workload: w,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Total.Requests != 5 || !res.Valid {
+		t.Fatalf("%d requests, valid %v (%s, achieved %.2f req/s); want 5 and a valid run", res.Total.Requests, res.Valid, res.InvalidReason, res.AchievedRate)
+	}
+}
+
 func TestWarmupIsNotMeasured(t *testing.T) {
 	w, err := DefaultWorkload()
 	if err != nil {

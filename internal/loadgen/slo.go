@@ -186,10 +186,18 @@ func (s LoadSLO) Evaluate(res *Result) *Report {
 		ratio := res.AchievedRate / res.TargetRate
 		rep.Add(MinObjective("achieved rate / target", "", MinAchievedRatio, 1), &ratio)
 	}
+	// Shed requests (503 overloaded) have no latency in the histogram and
+	// are judged by the shed-rate objective: the latency objective needs
+	// answered requests (a run all shed has none, which is no data, not
+	// 0 ms), and the error rate is of the requests the service answered.
 	var lat, errRate *float64
-	if res.Total.Requests > 0 {
-		p99, e := res.Total.Latency.P99Ms, res.Total.ErrorRate
-		lat, errRate = &p99, &e
+	if res.Total.Latency.Count > 0 {
+		p99 := res.Total.Latency.P99Ms
+		lat = &p99
+	}
+	if answered := res.Total.Requests - res.Total.Shed; answered > 0 {
+		e := float64(res.Total.Failures) / float64(answered)
+		errRate = &e
 	}
 	if s.P99Ms > 0 {
 		rep.Add(MaxObjective("p99 latency", "ms", s.P99Ms, wf), lat)
@@ -203,7 +211,8 @@ func (s LoadSLO) Evaluate(res *Result) *Report {
 		rep.Add(MaxObjective("shed rate", "ratio", s.MaxShedRate, wf), shed)
 	}
 	if s.MinRPS > 0 {
-		rps := res.AchievedRate
+		// Decisions per second: requests refused or failed are not throughput.
+		rps := res.Goodput
 		rep.Add(MinObjective("throughput", "req/s", s.MinRPS, wf), &rps)
 	}
 	if s.MinCompliance > 0 {

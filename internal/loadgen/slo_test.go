@@ -67,8 +67,8 @@ func TestReportExitCode(t *testing.T) {
 func TestLoadSLOEvaluate(t *testing.T) {
 	base := func() *Result {
 		return &Result{
-			Valid: true, AchievedRate: 500,
-			Total:      ScenarioStats{Requests: 1000, Failures: 2, ErrorRate: 0.002, Latency: LatencySummary{P99Ms: 2}},
+			Valid: true, AchievedRate: 500, Goodput: 499,
+			Total:      ScenarioStats{Requests: 1000, Failures: 2, ErrorRate: 0.002, Latency: LatencySummary{Count: 998, P99Ms: 2}},
 			Compliance: f64(0.99),
 		}
 	}
@@ -82,7 +82,13 @@ func TestLoadSLOEvaluate(t *testing.T) {
 	}{
 		{"all met", defaults, func(*Result) {}, 0, ""},
 		{"p99 over", defaults, func(r *Result) { r.Total.Latency.P99Ms = 6 }, 1, "p99 latency"},
-		{"errors over", defaults, func(r *Result) { r.Total.ErrorRate = 0.02 }, 1, "error rate"},
+		{"errors over", defaults, func(r *Result) { r.Total.Failures, r.Total.ErrorRate = 20, 0.02 }, 1, "error rate"},
+		// Shed requests are judged by the shed rate, not hidden in the others:
+		{"errors over among the answered", defaults, func(r *Result) { r.Total.Shed, r.Total.Failures = 500, 8 }, 1, "error rate"}, // 8 of 500 answered
+		{"all shed: no latency", defaults, func(r *Result) {
+			r.Total.Shed, r.Total.Failures, r.Total.Latency = 1000, 0, LatencySummary{}
+		}, 1, "p99 latency"},
+		{"throughput is decisions", LoadSLO{MaxErrorRate: 0.01, MinRPS: 400}, func(r *Result) { r.Goodput = 300 }, 1, "throughput"},
 		{"compliance under", defaults, func(r *Result) { r.Compliance = f64(0.9) }, 1, "constitutional compliance"},
 		{"compliance not measurable", defaults, func(r *Result) { r.Compliance = nil }, 1, "constitutional compliance"},
 		{"rps under the floor", LoadSLO{MaxErrorRate: 0.01, MinRPS: 600}, func(*Result) {}, 1, "throughput"},
