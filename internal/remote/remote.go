@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -185,7 +186,25 @@ func (r *Remote) Start(ctx context.Context) error {
 	names, err := r.storedBundles()
 	if err == nil && len(names) > 0 {
 		r.mu.Lock()
-		r.activateStored("persisted bundles loaded at start")
+		var missing []string
+		for _, name := range r.bundles {
+			if !slices.Contains(names, name) {
+				missing = append(missing, name)
+			}
+		}
+		if len(missing) == 0 {
+			r.activateStored("persisted bundles loaded at start")
+		} else {
+			// A constitution without its data bundle (or the reverse)
+			// never serves: the persisted ones wait, as downloaded ones
+			// do (onStatus), for the others' first download.
+			now := time.Now()
+			for _, name := range names {
+				r.seen[name] = now
+			}
+			r.log.Info("persisted bundles loaded; waiting for the other bundles before the first activation",
+				"persisted", names, "waiting_for", missing)
+		}
 		r.mu.Unlock()
 	}
 	manual := false
