@@ -147,6 +147,7 @@ type Engine struct {
 	fmu     sync.Mutex
 	flights map[cache.Key]*flight
 	reload  sync.Mutex
+	reloads sync.Mutex // orders Reload calls, load and activation together
 	log     *slog.Logger
 
 	lastErr atomic.Pointer[reloadError]
@@ -177,10 +178,16 @@ func New(ctx context.Context, src BundleSource, opts Options) (*Engine, error) {
 
 // Reload loads the bundle from the engine's source and activates it. On any
 // failure the active snapshot stays in place.
+//
+// Reloads run one at a time from load to activation: two at once (a
+// SIGHUP and POST /v1/admin/reload around a swap of the bundle directory)
+// could otherwise activate the older load last.
 func (e *Engine) Reload(ctx context.Context) error {
 	if e.source == nil {
 		return errors.New("no bundle source configured")
 	}
+	e.reloads.Lock()
+	defer e.reloads.Unlock()
 	b, err := e.source.Load(ctx)
 	if err != nil {
 		e.failed(err)

@@ -7,12 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/fstest"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/rego"
 
 	"github.com/acgs-lite/acgs/internal/apierror"
@@ -422,5 +424,60 @@ func TestFlightRetriesAfterItsLeadersDeadline(t *testing.T) {
 	}
 	if n := calls.Load(); n != 2 {
 		t.Fatalf("%d admissions, want 2 (the refused flight and the one started again)", n)
+	}
+}
+
+// seqSource hands out its bundles in turn; the first Load waits for
+// release, so that a second reload can overtake it.
+type seqSource struct {
+	mu      sync.Mutex
+	n       int
+	fs      []fstest.MapFS
+	release chan struct{}
+	loading chan struct{} // closed when the first Load has begun
+}
+
+func (s *seqSource) Load(ctx context.Context) (*bundle.Bundle, error) {
+	s.mu.Lock()
+	i := s.n
+	s.n++
+	s.mu.Unlock()
+	if i == 1 { // the first Load after New's own
+		close(s.loading)
+		<-s.release
+	}
+	return engine.FSSource{FS: s.fs[min(i, len(s.fs)-1)], Name: "seq"}.Load(ctx)
+}
+
+func (s *seqSource) String() string { return "seq" }
+
+// Two reloads at once activate in the order they loaded: the one that
+// began later, and loaded the newer bundle, is the one left active.
+func TestConcurrentReloadsKeepTheLatestLoad(t *testing.T) {
+	v := func(rev string) fstest.MapFS {
+		f := bundleFS(hash, "package t\nx := 1\n")
+		f[".manifest"] = &fstest.MapFile{Data: []byte(`{"revision":"` + rev + `","roots":["acgs","t"],"metadata":{"constitutional_hash":"` + hash + `"}}`)}
+		return f
+	}
+	src := &seqSource{fs: []fstest.MapFS{v("v0"), v("v1"), v("v2")}, release: make(chan struct{}), loading: make(chan struct{})}
+	e, err := engine.New(context.Background(), src, engine.Options{ConstitutionalHash: hash, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan error, 1)
+	go func() { first <- e.Reload(context.Background()) }() // loads v1, slowly
+	<-src.loading
+	second := make(chan error, 1)
+	go func() { second <- e.Reload(context.Background()) }() // v2
+	time.Sleep(50 * time.Millisecond)
+	close(src.release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := e.Info(); info.Revision != "v2" {
+		t.Fatalf("active revision %q after reloads of v1 then v2, want v2", info.Revision)
 	}
 }
