@@ -179,6 +179,11 @@ var (
 )
 
 // Validate checks every setting and returns all problems at once, each naming
+// maxQueueSize bounds the in-process queues (entries, each a pointer): a
+// larger size would fail to allocate at start, or panic, rather than be
+// refused here.
+const maxQueueSize = 10_000_000
+
 // the setting (by its environment variable) and what it accepts.
 func (c *Config) Validate() error {
 	var errs []error
@@ -274,8 +279,8 @@ func (c *Config) Validate() error {
 	if cc.BatchWindow < 100*time.Microsecond || cc.BatchWindow > 10*time.Second {
 		bad("BATCH_WINDOW", "%s is out of range (accepted: 100µs to 10s)", cc.BatchWindow)
 	}
-	if cc.QueueSize < 1 {
-		bad("CACHE_WRITE_QUEUE_SIZE", "%d must be at least 1", cc.QueueSize)
+	if cc.QueueSize < 1 || cc.QueueSize > maxQueueSize {
+		bad("CACHE_WRITE_QUEUE_SIZE", "%d is out of range (accepted: 1-%d)", cc.QueueSize, maxQueueSize)
 	}
 	l := c.Log
 	switch l.Level {
@@ -296,8 +301,8 @@ func (c *Config) Validate() error {
 			bad("DECISION_LOG_MASK", "%q is not a JSON pointer (accepted: comma-separated pointers such as /context/agent/id)", m)
 		}
 	}
-	if l.DecisionLogSize < 1 {
-		bad("DECISION_LOG_QUEUE_SIZE", "%d must be at least 1", l.DecisionLogSize)
+	if l.DecisionLogSize < 1 || l.DecisionLogSize > maxQueueSize {
+		bad("DECISION_LOG_QUEUE_SIZE", "%d is out of range (accepted: 1-%d)", l.DecisionLogSize, maxQueueSize)
 	}
 	pf := c.Perf
 	for name, v := range map[string]float64{"PERFORMANCE_TARGET_P50_MS": pf.TargetP50MS, "PERFORMANCE_TARGET_P95_MS": pf.TargetP95MS, "PERFORMANCE_TARGET_P99_MS": pf.TargetP99MS} {

@@ -90,6 +90,8 @@ func TestValidateNamesSettingAndAcceptedValues(t *testing.T) {
 		{"bundle and config file", func(c *config.Config) { c.Policy.BundlePath = "x"; c.Policy.ConfigFile = "y" }, []string{"POLICY_BUNDLE_PATH", "CONFIG_FILE"}},
 		{"l1 size", func(c *config.Config) { c.Cache.L1Size = 0 }, []string{"L1_CACHE_SIZE"}},
 		{"batch items", func(c *config.Config) { c.Server.MaxBatchItems = 0 }, []string{"MAX_BATCH_ITEMS"}},
+		{"decision log queue too large", func(c *config.Config) { c.Log.DecisionLogSize = 100_000_000_000 }, []string{"DECISION_LOG_QUEUE_SIZE", "1-10000000"}},
+		{"cache write queue too large", func(c *config.Config) { c.Cache.QueueSize = 100_000_000_000 }, []string{"CACHE_WRITE_QUEUE_SIZE", "1-10000000"}},
 		{"hit rate target", func(c *config.Config) { c.Perf.CacheHitRateTarget = 2 }, []string{"CACHE_HIT_RATE_TARGET", "0-1"}},
 		{"admission in flight negative", func(c *config.Config) { c.Admission.MaxInFlight = -1 }, []string{"ADMISSION_MAX_IN_FLIGHT", "GOMAXPROCS-1"}},
 		{"admission queue negative", func(c *config.Config) { c.Admission.MaxQueue = -2 }, []string{"ADMISSION_MAX_QUEUE", "1-1000000"}},

@@ -36,13 +36,13 @@ func (o *opaLogger) WithFields(fields map[string]any) logging.Logger {
 	return &opaLogger{l: o.l.With(args...)}
 }
 
-// GetLevel reports the most verbose level the handler accepts (OPA skips
-// work, such as reading error bodies, below Debug).
+// GetLevel reports the most verbose level the handler accepts, at most
+// Info: at Debug, OPA's HTTP client logs every request's headers (masking
+// only Authorization and X-Amz-Security-Token: a bundle service's API key
+// header would be logged in clear) and reads error bodies whole.
 func (o *opaLogger) GetLevel() logging.Level {
 	ctx := context.Background()
 	switch {
-	case o.l.Enabled(ctx, slog.LevelDebug):
-		return logging.Debug
 	case o.l.Enabled(ctx, slog.LevelInfo):
 		return logging.Info
 	case o.l.Enabled(ctx, slog.LevelWarn):
