@@ -213,3 +213,29 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		t.Fatalf("want both problems, got %v", err)
 	}
 }
+
+// Secrets given in the environment are used, and a flag still overrides
+// them, but --help never prints them as a flag's default.
+func TestSecretsStayOutOfHelp(t *testing.T) {
+	env := map[string]string{
+		"ADMIN_TOKEN":                "admin-token-from-env-0123456789",
+		"CACHE_SIGNING_KEY":          "signing-key-from-env-0123456789abcdef",
+		"CACHE_SIGNING_KEY_PREVIOUS": "previous-key-from-env-0123456789abcdef",
+		"REDIS_URL":                  "redis://:hunter2-password@127.0.0.1:6379",
+	}
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	l := config.NewLoader(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if help := fs.FlagUsages(); strings.Contains(help, "from-env") || strings.Contains(help, "hunter2") {
+		t.Fatalf("--help shows a secret:\n%s", help)
+	}
+	if err := fs.Parse([]string{"--admin-token", "admin-token-from-flag-0123456789"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := l.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Cache.SigningKey != env["CACHE_SIGNING_KEY"] || c.Cache.RedisURL != env["REDIS_URL"] || len(c.AdminTok) != 1 || c.AdminTok[0] != "admin-token-from-flag-0123456789" {
+		t.Fatalf("secrets not taken from the environment and the flag: key %q, url %q, admin %q", c.Cache.SigningKey, c.Cache.RedisURL, c.AdminTok)
+	}
+}

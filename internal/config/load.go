@@ -64,9 +64,9 @@ func NewLoader(fs *pflag.FlagSet, lookup func(string) (string, bool)) *Loader {
 	l.int(fs, &c.Cache.L1Size, "l1-cache-size", "L1_CACHE_SIZE", "most decisions kept in process")
 	l.int(fs, &c.Cache.RawSize, "raw-cache-size", "RAW_CACHE_SIZE", "most request bodies whose L1 entry is remembered by their bytes, so a byte-identical repeat is not decoded (0: off; off while the decision log is on)")
 	l.dur(fs, &c.Cache.TTL, "cache-ttl", "DEFAULT_CACHE_TTL", "lifetime of a cached decision (L1 and L2)")
-	l.str(fs, &c.Cache.RedisURL, "redis-url", "REDIS_URL", "Redis for the shared L2 cache: redis://, rediss://, or several comma-separated cluster nodes (empty: L1 only)")
-	l.str(fs, &c.Cache.SigningKey, "cache-signing-key", "CACHE_SIGNING_KEY", "HMAC key (≥ 32 bytes) signing L2 entries; required with REDIS_URL")
-	l.str(fs, &l.prevKey, "cache-signing-key-previous", "CACHE_SIGNING_KEY_PREVIOUS", "older signing keys still accepted while rotating (comma-separated)")
+	l.secret(fs, &c.Cache.RedisURL, "redis-url", "REDIS_URL", "Redis for the shared L2 cache: redis://, rediss://, or several comma-separated cluster nodes (empty: L1 only)")
+	l.secret(fs, &c.Cache.SigningKey, "cache-signing-key", "CACHE_SIGNING_KEY", "HMAC key (≥ 32 bytes) signing L2 entries; required with REDIS_URL")
+	l.secret(fs, &l.prevKey, "cache-signing-key-previous", "CACHE_SIGNING_KEY_PREVIOUS", "older signing keys still accepted while rotating (comma-separated)")
 	l.dur(fs, &c.Cache.L2Timeout, "l2-timeout", "L2_TIMEOUT", "deadline of one L2 read")
 	l.int(fs, &c.Cache.BatchSize, "batch-size", "BATCH_SIZE", "most entries per write-behind pipeline to Redis")
 	l.dur(fs, &c.Cache.BatchWindow, "batch-window", "BATCH_WINDOW", "longest wait before a partial write-behind batch is flushed")
@@ -87,7 +87,7 @@ func NewLoader(fs *pflag.FlagSet, lookup func(string) (string, bool)) *Loader {
 
 	l.float(fs, &c.Memory.LimitRatio, "memory-limit-ratio", "MEMORY_LIMIT_RATIO", "GOMEMLIMIT = this share of the container's (cgroup's) memory limit, unless GOMEMLIMIT is set (0: off)")
 
-	l.str(fs, &l.adminTo, "admin-token", "ADMIN_TOKEN", "bearer token(s) for admin endpoints, comma-separated during rotation (empty: admin endpoints answer 404)")
+	l.secret(fs, &l.adminTo, "admin-token", "ADMIN_TOKEN", "bearer token(s) for admin endpoints, comma-separated during rotation (empty: admin endpoints answer 404)")
 	return l
 }
 
@@ -133,6 +133,24 @@ func (l *Loader) str(fs *pflag.FlagSet, p *string, flag, env, u string) {
 	}
 	fs.StringVar(p, flag, *p, usage(u, env))
 }
+
+// secret is str for a value that must not show as the flag's default in
+// --help (a token, a signing key, a URL with a password): the environment's
+// value is kept, and the flag reports no default.
+func (l *Loader) secret(fs *pflag.FlagSet, p *string, flag, env, u string) {
+	if v, ok := l.lookup(env); ok {
+		*p = v
+	}
+	fs.Var(secretValue{p}, flag, usage(u, env))
+}
+
+// secretValue is a string flag whose String (what --help prints as the
+// default) is empty.
+type secretValue struct{ p *string }
+
+func (v secretValue) String() string     { return "" }
+func (v secretValue) Set(s string) error { *v.p = s; return nil }
+func (v secretValue) Type() string       { return "string" }
 
 func (l *Loader) int(fs *pflag.FlagSet, p *int, flag, env, u string) {
 	l.env(env, func(s string) error { n, err := strconv.Atoi(s); *p = n; return err }, "an integer")
