@@ -118,9 +118,16 @@ func finishKey(s *scratch, b []byte, err error) (Key, error) {
 		putScratch(s)
 		return Key{}, err
 	}
-	sum := sha256.Sum256(b)
+	k := Sum(b)
 	putScratch(s)
-	return Key{Hi: binary.BigEndian.Uint64(sum[0:8]), Lo: binary.BigEndian.Uint64(sum[8:16])}, nil
+	return k, nil
+}
+
+// Sum is the 128-bit hash of b that keys are made of: SHA-256 truncated to
+// 128 bits, for bytes a client chooses (see finishKey).
+func Sum(b []byte) Key {
+	sum := sha256.Sum256(b)
+	return Key{Hi: binary.BigEndian.Uint64(sum[0:8]), Lo: binary.BigEndian.Uint64(sum[8:16])}
 }
 
 // appendValue encodes v. s.members is a stack shared by all nesting levels:

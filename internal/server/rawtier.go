@@ -1,7 +1,6 @@
 package server
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
 	"net/http"
 	"sync"
@@ -9,6 +8,7 @@ import (
 
 	"github.com/maypok86/otter/v2"
 
+	"github.com/acgs-lite/acgs/internal/cache"
 	"github.com/acgs-lite/acgs/internal/engine"
 )
 
@@ -30,7 +30,7 @@ type rawTier struct {
 	c *otter.Cache[rawKey, rawEntry]
 }
 
-type rawKey struct{ hi, lo uint64 }
+type rawKey cache.Key // a body's hash, not a decision's key
 
 // rawEntry is what the tier remembers of a decided body: where its
 // decision is, and what the answer needs of the decision's value, so that
@@ -54,7 +54,7 @@ func newRawTier(size int) (*rawTier, error) {
 	return &rawTier{c: c}, nil
 }
 
-// keyOf hashes path and body with SHA-256 (truncated to 128 bits): the path
+// keyOf hashes path and body with cache.Sum (SHA-256, truncated): the path
 // and the body are the client's, and a client that could make two bodies
 // collide could have one answered with the other's decision, validation
 // included. A seeded fast hash (XXH3 with a secret seed, as until
@@ -65,12 +65,12 @@ func keyOf(path string, body []byte) rawKey {
 	b := binary.AppendUvarint((*bp)[:0], uint64(len(path)))
 	b = append(b, path...)
 	b = append(b, body...)
-	sum := sha256.Sum256(b)
+	k := rawKey(cache.Sum(b))
 	if cap(b) <= maxPooledKeyBuf {
 		*bp = b[:0]
 		keyBufs.Put(bp)
 	}
-	return rawKey{binary.BigEndian.Uint64(sum[0:8]), binary.BigEndian.Uint64(sum[8:16])}
+	return k
 }
 
 // keyBufs hold the bytes keyOf hashes; one grown past maxPooledKeyBuf by a
