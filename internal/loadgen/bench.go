@@ -151,6 +151,7 @@ func RunBench(ctx context.Context, target Target, w *Workload, cfg BenchConfig) 
 			lvl := BenchLevel{Concurrency: c}
 			merged := NewHistogram()
 			var elapsed float64
+			var decidedN int64
 			for run := 0; run < cfg.Count; run++ {
 				progress(fmt.Sprintf("%s: c=%d run %d/%d", s.Name, c, run+1, cfg.Count))
 				r, err := RunClosed(ctx, ClosedLoop{Users: c, MaxRequests: int64(cfg.Requests)}, Options{
@@ -168,16 +169,17 @@ func RunBench(ctx context.Context, target Target, w *Workload, cfg BenchConfig) 
 				lvl.Requests += r.Total.Requests
 				lvl.Failures += r.Total.Failures
 				lvl.Shed += r.Total.Shed
+				decidedN += r.Total.Decided()
 				// Throughput is decisions: a change that starts failing or
 				// shedding (503 overloaded) must not read as more req/s.
 				lvl.Runs = append(lvl.Runs, BenchRun{
 					Requests: r.Total.Requests, Failures: r.Total.Failures, Shed: r.Total.Shed,
-					ElapsedMs: r.DurationSec * 1000, RPS: decided(r.Total) / r.DurationSec, Latency: r.Total.Latency,
+					ElapsedMs: r.DurationSec * 1000, RPS: float64(r.Total.Decided()) / r.DurationSec, Latency: r.Total.Latency,
 				})
 			}
 			lvl.Latency = Summarize(merged)
 			if elapsed > 0 {
-				lvl.RPS = float64(lvl.Requests-lvl.Failures-lvl.Shed) / elapsed
+				lvl.RPS = float64(decidedN) / elapsed
 			}
 			bs.Levels = append(bs.Levels, lvl)
 		}
@@ -376,10 +378,4 @@ func benchName(s string) string {
 		}
 		return r
 	}, s)
-}
-
-// decided is the number of requests of s that were decided (allowed or
-// denied): neither failed nor shed.
-func decided(s ScenarioStats) float64 {
-	return float64(s.Requests - s.Failures - s.Shed)
 }

@@ -111,6 +111,10 @@ type ScenarioStats struct {
 	Latency     LatencySummary `json:"latency"`
 }
 
+// Decided is the number of requests decided (allowed or denied): neither
+// failed nor shed. Throughput figures count these.
+func (s ScenarioStats) Decided() int64 { return s.Allowed + s.Denied }
+
 // Result is the outcome of a load run.
 type Result struct {
 	Workload     string    `json:"workload"`
@@ -599,7 +603,7 @@ func (r *run) result(opts Options, mode string, start, measureFrom, finish time.
 	all.Latency = Summarize(res.Hist)
 	res.Total = all
 	res.AchievedRate = all.RPS
-	res.Goodput = float64(all.Allowed+all.Denied) / window
+	res.Goodput = float64(all.Decided()) / window
 	res.Compliance = Compliance(expAllowOK, expAllowN, expDenyOK, expDenyN)
 	res.Distribution = PercentileCurve(res.Hist)
 	return res
