@@ -408,7 +408,7 @@ func (e *Engine) decideMiss(ctx context.Context, s *snapshot, key cache.Key, pat
 				return Decision{}, apierror.Wrap(apierror.Overloaded, ctx.Err(), "no decision before the request's deadline: the shared evaluation was still queued or running (%v); retry later", ctx.Err())
 			}
 		}
-		if f.retry && !lead && ctx.Err() == nil {
+		if f.retry && !lead && !expired(ctx) {
 			continue
 		}
 		return f.d, f.err
