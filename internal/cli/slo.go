@@ -29,15 +29,24 @@ func newSLOCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "slo",
 		Short: "Check service-level objectives from the service's Prometheus metrics",
-		Long: `slo reads the service's metrics and judges latency percentiles, error rate and
-cache hit rate against objectives.
+		Long: `slo reads the service's metrics and judges latency percentiles, error rate,
+refused rate and cache hit rate against objectives.
 
 --metrics-url scrapes a Prometheus text endpoint (the service's /metrics) and
 computes p50/p95/p99 from the request-duration histogram buckets summed over
-labels (handlers matching --exclude-handlers left out), the error rate from
-5xx responses, and the cache hit rate as (l1 hits + l2 hits) / (l1 hits + l1
-misses). Figures are cumulative since the service started unless --interval
-is set, in which case two scrapes are taken and their difference is judged.
+labels (handlers matching --exclude-handlers left out of every figure), the
+error rate, the refused rate, and the cache hit rate as (l1 hits + l2 hits) /
+(l1 hits + l1 misses). Figures are cumulative since the service started unless
+--interval is set, in which case two scrapes are taken and their difference
+is judged.
+
+A 503 is not a decision: the service sheds a request it cannot admit in time
+(503 overloaded, with Retry-After) and answers 503 unavailable while no policy
+is active. 503 answers are left out of the percentiles (they are fast, and
+would pull p99 down during overload) and out of the error rate (5xx other
+than 503 over the requests not answered 503); the refused rate is 503 answers
+over all requests, judged by --max-refused-rate, so a run refused entirely
+fails rather than passing with no errors.
 
 --prometheus-url asks a Prometheus server the same through PromQL over --window.
 
@@ -120,7 +129,8 @@ status 1 when an objective is violated or has no data; warnings exit 0.`,
 	f.Float64Var(&slo.P50Ms, "p50-ms", 0, "SLO: maximum p50 latency in ms (0: not checked)")
 	f.Float64Var(&slo.P95Ms, "p95-ms", 0, "SLO: maximum p95 latency in ms (0: not checked)")
 	f.Float64Var(&slo.P99Ms, "p99-ms", 5, "SLO: maximum p99 latency in ms (default: $PERFORMANCE_TARGET_P99_MS or 5)")
-	f.Float64Var(&slo.MaxErrorRate, "error-rate", 0.01, "SLO: maximum share of 5xx responses")
+	f.Float64Var(&slo.MaxErrorRate, "error-rate", 0.01, "SLO: maximum share of 5xx responses other than 503, among requests not answered 503")
+	f.Float64Var(&slo.MaxRefusedRate, "max-refused-rate", 0.01, "SLO: maximum share of requests answered 503 (shed for overload, or no policy active)")
 	f.Float64Var(&slo.MinCacheHitRate, "cache-hit-rate", 0.95, "SLO: minimum cache hit rate (0: not checked)")
 	f.Float64Var(&slo.WarnFraction, "warn-fraction", 0.8, "warn once this share of an SLO's budget is used")
 	f.DurationVar(&window, "window", 5*time.Minute, "PromQL rate window")

@@ -27,10 +27,19 @@ type MetricNames struct {
 	CacheHits   string // counter, label tier
 	CacheMisses string // counter, label tier
 	// ExcludeHandlers is an RE2 pattern, anchored as PromQL anchors it, for
-	// handler label values left out of latency and error rate: scrapes and
-	// health probes are not user traffic and would flatter the percentiles.
+	// handler label values left out of every figure (latency, error rate,
+	// refused rate, requests): scrapes and health probes are not user
+	// traffic and would flatter the percentiles.
 	ExcludeHandlers string
 }
+
+// RefusedCode is the status code of a request the service did not decide:
+// shed for overload (503 overloaded, with Retry-After) or answered before any
+// policy was active (503 unavailable). Such an answer is neither a decision
+// nor an error of one: it is left out of the latency percentiles (it is
+// fast, and would pull p99 down exactly when the service is overloaded) and
+// out of the error rate, and judged by the refused rate instead.
+const RefusedCode = "503"
 
 // DefaultMetricNames are the names the ACGS service exports.
 func DefaultMetricNames() MetricNames {
@@ -46,20 +55,27 @@ func DefaultMetricNames() MetricNames {
 // ServiceMetrics are the figures the slo command judges. A nil field had no
 // data (no requests, no cache lookups, or no such series).
 type ServiceMetrics struct {
-	Requests     *float64 `json:"requests"`
-	P50Ms        *float64 `json:"p50_ms"`
-	P95Ms        *float64 `json:"p95_ms"`
-	P99Ms        *float64 `json:"p99_ms"`
-	ErrorRate    *float64 `json:"error_rate"`
+	Requests *float64 `json:"requests"` // all of them, 503 included
+	// Percentiles of the requests answered with another code than 503.
+	P50Ms *float64 `json:"p50_ms"`
+	P95Ms *float64 `json:"p95_ms"`
+	P99Ms *float64 `json:"p99_ms"`
+	// ErrorRate is 5xx other than 503 over the requests not answered 503;
+	// no data when every request was a 503.
+	ErrorRate *float64 `json:"error_rate"`
+	// RefusedRate is 503 (shed for overload, or no policy active) over all
+	// requests; 0 when there were requests but no 503 series.
+	RefusedRate  *float64 `json:"refused_rate"`
 	CacheHitRate *float64 `json:"cache_hit_rate"`
 }
 
 // Scrape is the part of one /metrics exposition the SLOs need, summed over
 // all label sets that are not excluded.
 type Scrape struct {
-	buckets   map[float64]float64 // upper bound -> cumulative count
-	requests  float64
-	errors    float64 // 5xx
+	buckets   map[float64]float64 // upper bound -> cumulative count, 503 left out
+	requests  float64             // all, 503 included
+	refused   float64             // 503
+	errors    float64             // 5xx other than 503
 	l1Hits    float64
 	l2Hits    float64
 	l1Misses  float64
@@ -89,7 +105,7 @@ func ParseExposition(r io.Reader, names MetricNames) (*Scrape, error) {
 			return nil, fmt.Errorf("%s is a %s, not a histogram", names.Duration, f.GetType())
 		}
 		for _, m := range f.GetMetric() {
-			if excluded(m) {
+			if excluded(m) || label(m, "code") == RefusedCode {
 				continue
 			}
 			s.hasHist = true
@@ -112,7 +128,10 @@ func ParseExposition(r io.Reader, names MetricNames) (*Scrape, error) {
 			s.hasReqs = true
 			v := counterValue(m)
 			s.requests += v
-			if c := label(m, "code"); len(c) == 3 && c[0] == '5' {
+			switch c := label(m, "code"); {
+			case c == RefusedCode:
+				s.refused += v
+			case len(c) == 3 && c[0] == '5':
 				s.errors += v
 			}
 		}
@@ -198,6 +217,7 @@ func (s *Scrape) Sub(prev *Scrape) *Scrape {
 		d.buckets[le] = v - prev.buckets[le]
 	}
 	d.requests -= prev.requests
+	d.refused -= prev.refused
 	d.errors -= prev.errors
 	d.l1Hits -= prev.l1Hits
 	d.l2Hits -= prev.l2Hits
@@ -227,7 +247,11 @@ func (s *Scrape) Metrics() ServiceMetrics {
 		n := s.requests
 		m.Requests = &n
 		if n > 0 {
-			e := s.errors / n
+			r := s.refused / n
+			m.RefusedRate = &r
+		}
+		if answered := n - s.refused; answered > 0 {
+			e := s.errors / answered
 			m.ErrorRate = &e
 		}
 	}
@@ -322,32 +346,37 @@ type PromQLSource struct {
 func (p *PromQLSource) Queries() map[string]string {
 	w := model.Duration(p.Window).String()
 	n := p.Names
-	sel := fmt.Sprintf(`handler!~%q`, n.ExcludeHandlers)
-	if n.ExcludeHandlers == "" {
-		sel = ""
+	excl := ""
+	if n.ExcludeHandlers != "" {
+		excl = fmt.Sprintf(`handler!~%q`, n.ExcludeHandlers)
 	}
+	// sel joins label matchers, the handler exclusion first.
+	sel := func(matchers ...string) string {
+		return strings.Join(slices.DeleteFunc(append([]string{excl}, matchers...), func(m string) bool { return m == "" }), ",")
+	}
+	answered := fmt.Sprintf(`code!=%q`, RefusedCode)
 	q := func(quantile float64) string {
-		return fmt.Sprintf(`histogram_quantile(%g, sum by (le) (rate(%s_bucket{%s}[%s])))`, quantile, n.Duration, sel, w)
-	}
-	errSel := `code=~"5.."`
-	if sel != "" {
-		errSel = sel + "," + errSel
+		return fmt.Sprintf(`histogram_quantile(%g, sum by (le) (rate(%s_bucket{%s}[%s])))`, quantile, n.Duration, sel(answered), w)
 	}
 	return map[string]string{
 		"p50":      q(0.5),
 		"p95":      q(0.95),
 		"p99":      q(0.99),
-		"requests": fmt.Sprintf(`sum(increase(%s{%s}[%s]))`, n.Requests, sel, w),
+		"requests": fmt.Sprintf(`sum(increase(%s{%s}[%s]))`, n.Requests, sel(), w),
 		"errors": fmt.Sprintf(`sum(rate(%s{%s}[%s])) / sum(rate(%s{%s}[%s]))`,
-			n.Requests, errSel, w, n.Requests, sel, w),
+			n.Requests, sel(`code=~"5.."`, answered), w, n.Requests, sel(answered), w),
+		"refused": fmt.Sprintf(`sum(rate(%s{%s}[%s])) / sum(rate(%s{%s}[%s]))`,
+			n.Requests, sel(fmt.Sprintf(`code=%q`, RefusedCode)), w, n.Requests, sel(), w),
 		"cache_hit_rate": fmt.Sprintf(`sum(rate(%s{tier=~"l1|l2"}[%s])) / (sum(rate(%s{tier="l1"}[%s])) + sum(rate(%s{tier="l1"}[%s])))`,
 			n.CacheHits, w, n.CacheHits, w, n.CacheMisses, w),
 	}
 }
 
 // Metrics runs the queries. A query with an empty or NaN answer leaves its
-// figure nil (no data); the error rate is 0, not "no data", when there were
-// requests but no 5xx series at all.
+// figure nil (no data); when there were requests, the refused rate is 0, not
+// "no data", if there is no 503 series at all, and so is the error rate if
+// there is no 5xx series other than 503 (unless every request was a 503:
+// then no request was answered and the error rate has no data).
 func (p *PromQLSource) Metrics(ctx context.Context) (ServiceMetrics, error) {
 	if p.Window <= 0 {
 		return ServiceMetrics{}, errors.New("promql: window must be > 0")
@@ -383,6 +412,7 @@ func (p *PromQLSource) Metrics(ctx context.Context) (ServiceMetrics, error) {
 		{"p95", &m.P95Ms, ms},
 		{"p99", &m.P99Ms, ms},
 		{"errors", &m.ErrorRate, nil},
+		{"refused", &m.RefusedRate, nil},
 		{"cache_hit_rate", &m.CacheHitRate, nil},
 	} {
 		var v *float64
@@ -394,9 +424,15 @@ func (p *PromQLSource) Metrics(ctx context.Context) (ServiceMetrics, error) {
 		}
 		*f.dst = v
 	}
-	if m.ErrorRate == nil && m.Requests != nil && *m.Requests > 0 {
-		zero := 0.0
-		m.ErrorRate = &zero
+	if m.Requests != nil && *m.Requests > 0 {
+		if m.RefusedRate == nil {
+			zero := 0.0
+			m.RefusedRate = &zero
+		}
+		if m.ErrorRate == nil && *m.RefusedRate < 1 {
+			zero := 0.0
+			m.ErrorRate = &zero
+		}
 	}
 	return m, nil
 }
@@ -421,12 +457,16 @@ func scalarOf(v model.Value) *float64 {
 }
 
 // ServiceSLO is the set of objectives `acgs slo` gates on; a zero limit is
-// not checked (except the error rate, whose zero limit means "no errors").
+// not checked (except the error and refused rates, whose zero limit means
+// "none").
 type ServiceSLO struct {
 	P50Ms, P95Ms, P99Ms float64
 	MaxErrorRate        float64
-	MinCacheHitRate     float64
-	WarnFraction        float64
+	// MaxRefusedRate bounds the share of 503 answers: without it a run the
+	// service refused entirely would have no error to count.
+	MaxRefusedRate  float64
+	MinCacheHitRate float64
+	WarnFraction    float64
 }
 
 // Evaluate judges service metrics.
@@ -446,6 +486,7 @@ func (s ServiceSLO) Evaluate(m ServiceMetrics) *Report {
 		}
 	}
 	rep.Add(MaxObjective("error rate", "ratio", s.MaxErrorRate, wf), m.ErrorRate)
+	rep.Add(MaxObjective("refused rate (503)", "ratio", s.MaxRefusedRate, wf), m.RefusedRate)
 	if s.MinCacheHitRate > 0 {
 		rep.Add(MinRatioObjective("cache hit rate", s.MinCacheHitRate, wf), m.CacheHitRate)
 	}
