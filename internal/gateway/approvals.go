@@ -51,6 +51,12 @@ type approvals struct {
 	mu   sync.Mutex
 	byID map[string]*pending
 	max  int
+	// byAgent counts the entries of byID per Approval.Agent; an agent
+	// with none has no key (the map does not grow with every agent that
+	// was ever held). perAgent bounds each count, so that one agent (a
+	// runaway loop) cannot take all max slots from the others.
+	byAgent  map[string]int
+	perAgent int
 	// onAdd counts a held call (metrics: pending per upstream and tool) and
 	// returns what uncounts it: the labels are the ones of the moment it
 	// was held, though the tool lists may change while it waits.
@@ -60,26 +66,50 @@ type approvals struct {
 var (
 	errApprovalNotFound = errors.New("no pending approval with this id (unknown, already decided or expired)")
 	errTooManyPending   = errors.New("too many calls are waiting for approval")
+	// errTooManyPendingForAgent: the agent's own bound, not the global
+	// one (the text says which setting the operator would raise).
+	errTooManyPendingForAgent = errors.New("too many calls of this agent are waiting for approval (approvals.max_pending_per_agent)")
 )
 
-func newApprovals(max int, onAdd func(Approval) func()) *approvals {
+func newApprovals(max, perAgent int, onAdd func(Approval) func()) *approvals {
 	if onAdd == nil {
 		onAdd = func(Approval) func() { return func() {} }
 	}
-	return &approvals{byID: map[string]*pending{}, max: max, onAdd: onAdd}
+	return &approvals{byID: map[string]*pending{}, max: max, byAgent: map[string]int{}, perAgent: perAgent, onAdd: onAdd}
 }
 
 // add holds a call; the caller waits on p.done and must call remove.
+// The global bound is checked first: the per-agent one is the reason only
+// when there is room for others' calls (with max_pending_per_agent equal
+// to max_pending, as when max_pending is below 100 and the per-agent bound
+// is not set, the outcome is the global bound's alone, as before it).
 func (s *approvals) add(a Approval) (*pending, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.byID) >= s.max {
 		return nil, errTooManyPending
 	}
+	if s.byAgent[a.Agent] >= s.perAgent {
+		return nil, errTooManyPendingForAgent
+	}
 	a.ID = "apr_" + rand.Text()
 	p := &pending{Approval: a, done: make(chan resolution, 1), counted: s.onAdd(a)}
 	s.byID[a.ID] = p
+	s.byAgent[a.Agent]++
 	return p, nil
+}
+
+// drop takes p out of byID and undoes its counts; s.mu is held and p is in
+// byID, so that each held call is dropped exactly once (by remove or
+// resolve, whichever comes first).
+func (s *approvals) drop(p *pending) {
+	delete(s.byID, p.ID)
+	if n := s.byAgent[p.Agent] - 1; n > 0 {
+		s.byAgent[p.Agent] = n
+	} else {
+		delete(s.byAgent, p.Agent)
+	}
+	p.counted()
 }
 
 // remove forgets a held call (after its verdict, timeout or cancellation).
@@ -87,8 +117,7 @@ func (s *approvals) remove(p *pending) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.byID[p.ID] == p {
-		delete(s.byID, p.ID)
-		p.counted()
+		s.drop(p)
 	}
 }
 
@@ -101,8 +130,7 @@ func (s *approvals) resolve(id string, r resolution) (Approval, error) {
 	if !ok {
 		return Approval{}, errApprovalNotFound
 	}
-	delete(s.byID, id)
-	p.counted()
+	s.drop(p)
 	p.done <- r
 	return p.Approval, nil
 }

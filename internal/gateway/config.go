@@ -112,6 +112,11 @@ type Approvals struct {
 	// MaxPending bounds the calls held at once (default 1000); beyond it
 	// a call needing approval is denied.
 	MaxPending int `yaml:"max_pending"`
+	// MaxPendingPerAgent bounds the calls of one agent held at once
+	// (default 100, or MaxPending when that is lower; at most
+	// MaxPending), so that one agent cannot take every slot: beyond it
+	// that agent's calls needing approval are denied, others' still held.
+	MaxPendingPerAgent int `yaml:"max_pending_per_agent"`
 }
 
 // Separator joins an upstream's name and its tool's name.
@@ -160,6 +165,15 @@ func (c *Config) defaults() {
 	}
 	if c.Approvals.MaxPending == 0 {
 		c.Approvals.MaxPending = 1000
+	}
+	if c.Approvals.MaxPendingPerAgent == 0 {
+		// the default never exceeds a lower max_pending given alone
+		// (max_pending: 50 stays valid); a negative max_pending is
+		// refused by Validate, not carried over.
+		c.Approvals.MaxPendingPerAgent = 100
+		if m := c.Approvals.MaxPending; m > 0 && m < 100 {
+			c.Approvals.MaxPendingPerAgent = m
+		}
 	}
 	if c.DecisionTimeout == 0 {
 		c.DecisionTimeout = time.Second
@@ -250,6 +264,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Approvals.MaxPending < 0 {
 		bad("approvals.max_pending: must not be negative")
+	}
+	if c.Approvals.MaxPendingPerAgent < 0 {
+		bad("approvals.max_pending_per_agent: must not be negative")
+	} else if c.Approvals.MaxPending >= 0 && c.Approvals.MaxPendingPerAgent > c.Approvals.MaxPending {
+		bad("approvals.max_pending_per_agent (%d) must not exceed approvals.max_pending (%d), the bound for all agents together",
+			c.Approvals.MaxPendingPerAgent, c.Approvals.MaxPending)
 	}
 	if c.Path[0] != '/' {
 		bad("path %q must start with /", c.Path)

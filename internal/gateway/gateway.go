@@ -130,7 +130,7 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		tokens:       cfg.tokens(),
 		stdioSession: "stdio-" + rand.Text(),
 	}
-	g.approvals = newApprovals(cfg.Approvals.MaxPending, func(a Approval) func() {
+	g.approvals = newApprovals(cfg.Approvals.MaxPending, cfg.Approvals.MaxPendingPerAgent, func(a Approval) func() {
 		gauge := g.m.pending.WithLabelValues(g.labels(a.Upstream, strings.TrimPrefix(a.Tool, a.Upstream+Separator)))
 		gauge.Inc()
 		return gauge.Dec

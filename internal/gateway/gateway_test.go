@@ -694,6 +694,85 @@ func TestApprovalQueueBoundAndCancellation(t *testing.T) {
 	}
 }
 
+// TestApprovalPerAgentBound: an agent at approvals.max_pending_per_agent
+// has its next call needing approval denied at once, with a text naming
+// that bound (not the global one), counted and logged as a refusal like
+// the global bound's; another agent's calls are still held, and a verdict
+// frees the first agent's slot.
+func TestApprovalPerAgentBound(t *testing.T) {
+	e := startEnv(t, envOptions{extraYAML: "approvals: {timeout: 30s, max_pending: 3, max_pending_per_agent: 1}\n"})
+	a1, a2 := e.agent(t, "token-1"), e.agent(t, "token-2")
+	type answer struct {
+		res *mcp.CallToolResult
+		err error
+	}
+	answers := make(chan answer, 3)
+	hold := func(cs *mcp.ClientSession, id string) {
+		go func() {
+			res, err := cs.CallTool(testCtx(t), &mcp.CallToolParams{Name: "remote__delete_record", Arguments: map[string]any{"id": id}})
+			answers <- answer{res, err}
+		}()
+	}
+	hold(a1, "1")
+	e.waitPending(t, 1)
+	// agent-1 has its one slot: its next call is denied at once
+	const perAgent = "approval required, but too many calls of this agent are waiting for approval (approvals.max_pending_per_agent)"
+	res := call(t, a1, "remote__delete_record", map[string]any{"id": "2"})
+	if _, outcome, reasons := decisionMeta(t, res); !res.IsError || outcome != "deny" || !contains(reasons, perAgent) ||
+		strings.Contains(text(res), "too many calls are waiting") {
+		t.Fatalf("over max_pending_per_agent: %q %q", outcome, text(res))
+	}
+	if got := e.metric(t, "acgs_gateway_approvals_total", map[string]string{"verdict": "refused"}); got != 1 {
+		t.Errorf("refused = %v, want 1 (the per-agent denial)", got)
+	}
+	// agent-2 is still held though agent-1 is at its bound
+	hold(a2, "3")
+	pend := e.waitPending(t, 2)
+	byAgent := map[string]gateway.Approval{}
+	for _, a := range pend {
+		byAgent[a.Agent] = a
+	}
+	if len(byAgent) != 2 || byAgent["agent-1"].ID == "" || byAgent["agent-2"].ID == "" {
+		t.Fatalf("pending: %+v, want one call of each agent", pend)
+	}
+	// approving agent-1's call frees its slot
+	if code := e.admin(t, http.MethodPost, gateway.ApprovalsPath+"/"+byAgent["agent-1"].ID+"/approve", adminToken, nil, nil); code != http.StatusOK {
+		t.Fatalf("approve: %d", code)
+	}
+	if r := <-answers; r.err != nil || r.res.IsError || text(r.res) != "deleted 1" {
+		t.Fatalf("approved call: %+v %v", r.res, r.err)
+	}
+	hold(a1, "4")
+	for _, a := range e.waitPending(t, 2) {
+		if code := e.admin(t, http.MethodPost, gateway.ApprovalsPath+"/"+a.ID+"/deny", adminToken, nil, nil); code != http.StatusOK {
+			t.Fatalf("deny %s's call: %d", a.Agent, code)
+		}
+	}
+	for range 2 {
+		if r := <-answers; r.err != nil || !r.res.IsError || !strings.Contains(text(r.res), "refused by") {
+			t.Fatalf("refused call: %+v %v", r.res, r.err)
+		}
+	}
+	if got := e.metric(t, "acgs_gateway_approvals_pending", nil); got != 0 {
+		t.Errorf("pending after every verdict = %v", got)
+	}
+	if e.remote.Calls("delete_record") != 1 {
+		t.Fatalf("upstream got %d delete_record calls, want 1 (the approved one)", e.remote.Calls("delete_record"))
+	}
+	e.stop()
+	var logged int
+	for _, r := range e.records(t) {
+		res, _ := r["result"].(map[string]any)
+		if note, _ := res["note"].(string); r["path"] == "acgs/gateway/approval" && res["verdict"] == "refused" && res["by"] == "gateway" &&
+			strings.Contains(note, "approvals.max_pending_per_agent") {
+			logged++
+		}
+	}
+	if logged != 1 {
+		t.Errorf("%d per-agent refusals in the decision log, want 1", logged)
+	}
+}
+
 // TestRateLimitFollowsANewBundleOfTheSameRevision: the rate thresholds the
 // gateway rounds call counts to come from the active bundle's content, not
 // its revision name: a reload that lowers the limit under the same

@@ -1,0 +1,53 @@
+package gateway_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/acgs-lite/acgs/internal/gateway"
+)
+
+// TestConfigMaxPendingPerAgent: approvals.max_pending_per_agent defaults to
+// 100 (0 is the default), never above a lower max_pending given alone, and
+// is refused when negative or above max_pending.
+func TestConfigMaxPendingPerAgent(t *testing.T) {
+	const ups = "upstreams: [{name: a, command: [x]}]\n"
+	for _, c := range []struct {
+		approvals         string // the approvals mapping, "" for none
+		max, perAgent     int    // when valid
+		wantErr, unwanted string // when not: a text the error has, one it must not have
+	}{
+		{approvals: "", max: 1000, perAgent: 100},
+		{approvals: "{max_pending_per_agent: 0}", max: 1000, perAgent: 100},
+		{approvals: "{max_pending_per_agent: 7}", max: 1000, perAgent: 7},
+		{approvals: "{max_pending: 50}", max: 50, perAgent: 50},
+		{approvals: "{max_pending: 500}", max: 500, perAgent: 100},
+		{approvals: "{max_pending: 20, max_pending_per_agent: 20}", max: 20, perAgent: 20},
+		{approvals: "{max_pending_per_agent: -1}", wantErr: "approvals.max_pending_per_agent: must not be negative"},
+		{approvals: "{max_pending: 10, max_pending_per_agent: 11}", wantErr: "approvals.max_pending_per_agent (11) must not exceed approvals.max_pending (10)"},
+		{approvals: "{max_pending_per_agent: 1001}", wantErr: "approvals.max_pending_per_agent (1001) must not exceed approvals.max_pending (1000)"},
+		// a negative max_pending is its own error, not also the per-agent one's
+		{approvals: "{max_pending: -1}", wantErr: "approvals.max_pending: must not be negative", unwanted: "max_pending_per_agent"},
+		{approvals: "{max_pending: -1, max_pending_per_agent: 5}", wantErr: "approvals.max_pending: must not be negative", unwanted: "max_pending_per_agent"},
+	} {
+		yml := ups
+		if c.approvals != "" {
+			yml += "approvals: " + c.approvals + "\n"
+		}
+		cfg, err := gateway.ParseConfig([]byte(yml))
+		if c.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) || (c.unwanted != "" && strings.Contains(err.Error(), c.unwanted)) {
+				t.Errorf("approvals %s: %v, want an error containing %q (and not %q)", c.approvals, err, c.wantErr, c.unwanted)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("approvals %s: %v", c.approvals, err)
+			continue
+		}
+		if cfg.Approvals.MaxPending != c.max || cfg.Approvals.MaxPendingPerAgent != c.perAgent {
+			t.Errorf("approvals %s: max_pending %d, max_pending_per_agent %d; want %d, %d",
+				c.approvals, cfg.Approvals.MaxPending, cfg.Approvals.MaxPendingPerAgent, c.max, c.perAgent)
+		}
+	}
+}
