@@ -94,21 +94,8 @@ func readTarball(r io.Reader, name string, limit int64) (*bundle.Bundle, error) 
 	if err != nil {
 		return nil, fmt.Errorf("reading bundle %s: %w", name, err)
 	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("bundle %s is larger than %d bytes", name, limit)
-	}
-	// OPA's reader bounds each member but not their sum: measure the
-	// decompressed archive first (a gzip bomb spread over many members).
-	zr, err := gzip.NewReader(bytes.NewReader(data))
-	if err != nil {
-		return nil, fmt.Errorf("reading bundle %s: not a gzip archive: %w", name, err)
-	}
-	n, err := io.Copy(io.Discard, io.LimitReader(zr, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading bundle %s: %w", name, err)
-	}
-	if n > limit {
-		return nil, fmt.Errorf("bundle %s decompresses to more than %d bytes", name, limit)
+	if err := CheckTarball(data, name, limit); err != nil {
+		return nil, err
 	}
 	// The loader needs the limit itself: otherwise it preallocates whatever
 	// size a member's header declares before the reader's check runs.
@@ -123,4 +110,27 @@ func readTarball(r io.Reader, name string, limit int64) (*bundle.Bundle, error) 
 		}
 	}
 	return &b, nil
+}
+
+// CheckTarball refuses .tar.gz bytes that are larger than limit (in this
+// service MaxBundleBytes) or decompress to more, before OPA's reader sees
+// them: that reader bounds each member but not their sum (a gzip bomb
+// spread over many members). Remote bundle downloads pass through it as
+// local archives do.
+func CheckTarball(data []byte, name string, limit int64) error {
+	if int64(len(data)) > limit {
+		return fmt.Errorf("bundle %s is larger than %d bytes", name, limit)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return fmt.Errorf("reading bundle %s: not a gzip archive: %w", name, err)
+	}
+	n, err := io.Copy(io.Discard, io.LimitReader(zr, limit+1))
+	if err != nil {
+		return fmt.Errorf("reading bundle %s: %w", name, err)
+	}
+	if n > limit {
+		return fmt.Errorf("bundle %s decompresses to more than %d bytes", name, limit)
+	}
+	return nil
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/plugins"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/tracing"
 
 	"github.com/acgs-lite/acgs/internal/engine"
 )
@@ -48,6 +49,9 @@ type Options struct {
 	Logger *slog.Logger
 	// ActivateTimeout bounds one activation into Target (default 30s).
 	ActivateTimeout time.Duration
+	// MaxBundleBytes bounds a downloaded bundle, compressed and
+	// decompressed (default engine.MaxBundleBytes, as for local archives).
+	MaxBundleBytes int64
 }
 
 // Remote runs OPA's plugin manager with the bundle plugin for one service
@@ -107,6 +111,9 @@ func New(opts Options) (*Remote, error) {
 	if opts.ActivateTimeout <= 0 {
 		opts.ActivateTimeout = 30 * time.Second
 	}
+	if opts.MaxBundleBytes <= 0 {
+		opts.MaxBundleBytes = engine.MaxBundleBytes
+	}
 	if opts.ID == "" {
 		host, _ := os.Hostname()
 		opts.ID = "acgs-" + host
@@ -114,7 +121,8 @@ func New(opts Options) (*Remote, error) {
 	log := opts.Logger.With("component", "remote_bundles", "config_file", opts.Name)
 	ol := &opaLogger{l: log}
 	mgr, err := plugins.New(opts.Config, opts.ID, inmem.New(),
-		plugins.Logger(ol), plugins.ConsoleLogger(ol), plugins.EnablePrintStatements(false))
+		plugins.Logger(ol), plugins.ConsoleLogger(ol), plugins.EnablePrintStatements(false),
+		plugins.WithDistributedTracingOpts(tracing.NewOptions(bodyLimit{opts.MaxBundleBytes})))
 	if err != nil {
 		return nil, fmt.Errorf("CONFIG_FILE %s: %w", opts.Name, err)
 	}
@@ -133,7 +141,7 @@ func New(opts Options) (*Remote, error) {
 	if len(cfg.Plugins) > 0 {
 		log.Warn("OPA configuration section ignored: custom plugins are not available in acgs", "section", "plugins")
 	}
-	bcfg, err := bundleConfig(mgr, cfg.Bundle, cfg.Bundles)
+	bcfg, err := bundleConfig(mgr, cfg.Bundle, cfg.Bundles, opts.MaxBundleBytes)
 	if err != nil {
 		return nil, fmt.Errorf("CONFIG_FILE %s: %w", opts.Name, err)
 	}
@@ -152,7 +160,7 @@ type listenerKey struct{}
 
 // bundleConfig parses the bundle section as OPA's runtime does: the
 // deprecated single "bundle" when present, else "bundles" with the keys.
-func bundleConfig(mgr *plugins.Manager, legacy, bundles []byte) (*bundleplugin.Config, error) {
+func bundleConfig(mgr *plugins.Manager, legacy, bundles []byte, limit int64) (*bundleplugin.Config, error) {
 	c, err := bundleplugin.ParseConfig(legacy, mgr.Services()) //nolint:staticcheck // OPA still accepts the legacy form, so do we
 	if err != nil {
 		return nil, err
@@ -168,9 +176,10 @@ func bundleConfig(mgr *plugins.Manager, legacy, bundles []byte) (*bundleplugin.C
 		return nil, errors.New("configures no bundles (expected a \"bundles\" section naming at least one bundle)")
 	}
 	for _, src := range c.Bundles {
-		// OPA's default limit is 1 GiB; the engine's bound on hostile archives applies here too.
-		if src.SizeLimitBytes == bundle.DefaultSizeLimitBytes {
-			src.SizeLimitBytes = engine.MaxBundleBytes
+		// OPA's default limit is 1 GiB; the bound on hostile archives
+		// applies here too (and to the whole archive: limitTransport).
+		if src.SizeLimitBytes == bundle.DefaultSizeLimitBytes || src.SizeLimitBytes > limit {
+			src.SizeLimitBytes = limit
 		}
 	}
 	return c, nil

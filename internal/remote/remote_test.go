@@ -1,12 +1,20 @@
 package remote_test
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -365,4 +373,114 @@ func TestRemoteRegoV0Bundle(t *testing.T) {
 	if err != nil || d.Result.(map[string]any)["allow"] != true {
 		t.Fatalf("decision %v, %v", d.Result, err)
 	}
+}
+
+// TestRemoteBundleSizeLimit serves archives past the bound on a downloaded
+// bundle (1 MiB here, engine.MaxBundleBytes by default) whose members are
+// each under it, so that OPA's own per-file size_limit_bytes lets them
+// through and its loader would hold them all in memory: one whose members
+// together decompress past the bound (a gzip bomb), and one larger than it
+// compressed. Each is refused as a failed download naming the bound, the
+// active revision keeps answering, and a good archive afterwards is
+// activated.
+func TestRemoteBundleSizeLimit(t *testing.T) {
+	const limit = 1 << 20
+	random := func(n int) []byte {
+		b := make([]byte, n*3/4)
+		if _, err := rand.Read(b); err != nil {
+			t.Fatal(err)
+		}
+		return []byte(`"` + base64.StdEncoding.EncodeToString(b) + `"`)
+	}
+	zeros := []byte(`"` + strings.Repeat("0", 600<<10) + `"`)
+	serveDir := t.TempDir()
+	url := bundleServer(t, serveDir)
+	publish(t, constitutionDir(t, "good", hash, nil), serveDir, remote.BuildOptions{})
+	good, err := os.ReadFile(filepath.Join(serveDir, "bundle.tar.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEngine(t)
+	r, err := remote.New(remote.Options{Config: opaConfig(url, "", poll), Name: "test-config.yaml", ID: "test",
+		Target: e, Logger: testLogger(t), MaxBundleBytes: limit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r.Stop(ctx)
+	})
+	eventually(t, 10*time.Second, "revision good active", func() bool { return e.revision() == "good" })
+	for _, tc := range []struct {
+		name    string
+		extra   map[string][]byte
+		wantErr string
+	}{
+		{"members under the bound, their sum past it", map[string][]byte{
+			"/acgs/pad/a/data.json": zeros, "/acgs/pad/b/data.json": zeros,
+		}, "decompresses to more than 1048576 bytes"},
+		{"larger than the bound compressed", map[string][]byte{
+			"/acgs/pad/a/data.json": random(600 << 10), "/acgs/pad/b/data.json": random(600 << 10), "/acgs/pad/c/data.json": random(600 << 10),
+		}, "is larger than 1048576 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := remote.WriteFileAtomic(filepath.Join(serveDir, "bundle.tar.gz"), withMembers(t, good, tc.extra)); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 10*time.Second, "refusal reported", func() bool { return strings.Contains(e.lastError(), tc.wantErr) })
+			if got := e.revision(); got != "good" {
+				t.Fatalf("active revision %q after a refused archive, want good", got)
+			}
+			e.decideSafe(t)
+		})
+	}
+	publish(t, constitutionDir(t, "good2", hash, nil), serveDir, remote.BuildOptions{})
+	eventually(t, 10*time.Second, "revision good2 active", func() bool { return e.revision() == "good2" })
+}
+
+// withMembers returns the .tar.gz archive with extra members appended.
+func withMembers(tb testing.TB, archive []byte, extra map[string][]byte) []byte {
+	tb.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(archive))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	var out bytes.Buffer
+	zw := gzip.NewWriter(&out)
+	tw := tar.NewWriter(zw)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(extra)) {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(extra[name])), Typeflag: tar.TypeReg}); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := tw.Write(extra[name]); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	return out.Bytes()
 }
