@@ -72,6 +72,7 @@ type Remote struct {
 	seen     map[string]time.Time // LastSuccessfulActivation handed to the target, per bundle
 	attempts uint64               // status updates processed
 	lastErr  error                // outcome of the last status update (nil: fine or unchanged)
+	refused  error                // why the target refused the plugin's last activation (nil: it took it)
 	active   bool                 // a remote bundle has been activated into the target
 }
 
@@ -340,7 +341,10 @@ func (r *Remote) onStatus(s bundleplugin.Status) {
 		return
 	}
 	if s.LastSuccessfulActivation.IsZero() || s.LastSuccessfulActivation.Equal(r.seen[s.Name]) {
-		r.lastErr = nil // 304 Not Modified, or nothing new
+		// 304 Not Modified, or nothing new: what the bundle server serves
+		// is what was last handed to the target, so a reload reports the
+		// target's refusal of it again rather than success.
+		r.lastErr = r.refused
 		return
 	}
 	r.seen[s.Name] = s.LastSuccessfulActivation
@@ -374,7 +378,7 @@ func (r *Remote) activateStored(why string) {
 	} else {
 		r.opts.Target.RecordFailure(err)
 	}
-	r.lastErr = err
+	r.lastErr, r.refused = err, err
 	if err != nil {
 		r.log.Error("remote bundle refused; the previous policy stays active", "update", why, "error", err)
 		return

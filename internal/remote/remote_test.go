@@ -242,6 +242,7 @@ func TestRemoteReload(t *testing.T) {
 		rev, chash, wantRev, wantErr string
 	}{
 		{"b", "0123456789abcdef", "a", "does not match"},
+		{"b", "0123456789abcdef", "a", "does not match"}, // unchanged: 304, still refused
 		{"c", hash, "c", ""},
 		{"c", hash, "c", ""}, // unchanged: 304, nothing to do, no error
 	} {
