@@ -70,7 +70,8 @@ type Remote struct {
 	mu       sync.Mutex
 	bundles  []string             // configured bundle names
 	seen     map[string]time.Time // LastSuccessfulActivation handed to the target, per bundle
-	attempts uint64               // status updates processed
+	tries    map[string]uint64    // status updates processed, per bundle
+	updated  chan struct{}        // closed (and replaced) at every status update
 	lastErr  error                // outcome of the last status update (nil: fine or unchanged)
 	refused  error                // why the target refused the plugin's last activation (nil: it took it)
 	active   bool                 // a remote bundle has been activated into the target
@@ -146,7 +147,8 @@ func New(opts Options) (*Remote, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CONFIG_FILE %s: %w", opts.Name, err)
 	}
-	r := &Remote{opts: opts, log: log, manager: mgr, seen: map[string]time.Time{}}
+	r := &Remote{opts: opts, log: log, manager: mgr, seen: map[string]time.Time{},
+		tries: map[string]uint64{}, updated: make(chan struct{})}
 	for name := range bcfg.Bundles {
 		r.bundles = append(r.bundles, name)
 	}
@@ -293,26 +295,66 @@ func (r *Remote) Reload(ctx context.Context) error {
 // trigger downloads the manual bundles now; the caller holds reloadMu.
 func (r *Remote) trigger(ctx context.Context, manual []string) error {
 	r.mu.Lock()
-	before := r.attempts
+	before := make(map[string]uint64, len(manual))
+	for _, name := range manual {
+		before[name] = r.tries[name]
+	}
 	r.mu.Unlock()
 	loaders := r.plugin.Loaders()
 	var errs []error
+	var started []string
 	for _, name := range manual {
 		if l, ok := loaders[name]; ok {
+			started = append(started, name)
 			if err := l.Trigger(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("remote bundle %q: %w", name, err))
 			}
 		}
 	}
+	updated := r.awaitStatus(started, before)
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.attempts > before && r.lastErr != nil {
+	if updated && r.lastErr != nil {
 		return r.lastErr
 	}
 	return nil
+}
+
+// awaitStatus waits until every bundle named has reported a status update
+// since before (OPA's downloader reports exactly one per Trigger), at most
+// ActivateTimeout, and reports whether any did. OPA's Trigger returns when
+// its context ends but leaves the download to end on its own: without the
+// wait, the next reload (once reloadMu is free) could start a second
+// download of the same bundle beside it, two writers of one downloader.
+func (r *Remote) awaitStatus(names []string, before map[string]uint64) (updated bool) {
+	timer := time.NewTimer(r.opts.ActivateTimeout)
+	defer timer.Stop()
+	for {
+		r.mu.Lock()
+		waiting := ""
+		for _, name := range names {
+			if r.tries[name] == before[name] {
+				waiting = name
+			} else {
+				updated = true
+			}
+		}
+		ch := r.updated
+		r.mu.Unlock()
+		if waiting == "" {
+			return updated
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			r.log.Warn("a manual bundle download still runs after its timeout; the next reload may run beside it",
+				"bundle", waiting, "waited", r.opts.ActivateTimeout)
+			return updated
+		}
+	}
 }
 
 // Active reports whether a remote bundle has been activated into the target.
@@ -332,7 +374,9 @@ func (r *Remote) String() string { return "remote bundles (" + r.opts.Name + ")"
 func (r *Remote) onStatus(s bundleplugin.Status) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.attempts++
+	r.tries[s.Name]++
+	close(r.updated)
+	r.updated = make(chan struct{})
 	if err := statusError(s); err != nil {
 		// Downloads, signature checks and OPA's compilation happen before the
 		// store changes: the engine keeps its snapshot and records why.

@@ -12,6 +12,8 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -484,4 +486,64 @@ func withMembers(tb testing.TB, archive []byte, extra map[string][]byte) []byte 
 		tb.Fatal(err)
 	}
 	return out.Bytes()
+}
+
+// TestRemoteReloadOutlastingItsTimeout holds the bundle server's answers
+// past ActivateTimeout: each reload (and the first download at start)
+// returns the deadline, the active revision is left alone, and once the
+// server answers in time the next reload activates its bundle. Under the
+// race detector it also runs the wait for OPA's abandoned download (which
+// a reload must not run beside) on every timed-out reload.
+func TestRemoteReloadOutlastingItsTimeout(t *testing.T) {
+	serveDir := t.TempDir()
+	publish(t, constitutionDir(t, "first", hash, nil), serveDir, remote.BuildOptions{})
+	fsrv := &remote.FileServer{Dir: serveDir, Check: 20 * time.Millisecond}
+	var slow atomic.Bool
+	slow.Store(true)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if slow.Load() {
+			select {
+			case <-req.Context().Done():
+				return
+			case <-time.After(5 * time.Second):
+			}
+		}
+		fsrv.ServeHTTP(w, req)
+	}))
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+		fsrv.Close()
+	})
+	e := newEngine(t)
+	r, err := remote.New(remote.Options{Config: opaConfig(srv.URL, "", "    trigger: manual\n"), Name: "test-config.yaml",
+		ID: "test", Target: e, Logger: testLogger(t), ActivateTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r.Stop(ctx)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 2 {
+		if err := r.Reload(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("reload %d against a server answering late: %v, want the deadline", i, err)
+		}
+		if got := e.revision(); got != "" {
+			t.Fatalf("revision %q active after downloads that timed out", got)
+		}
+	}
+	slow.Store(false)
+	if err := r.Reload(ctx); err != nil {
+		t.Fatalf("reload once the server answers in time: %v", err)
+	}
+	if got := e.revision(); got != "first" {
+		t.Fatalf("active revision %q, want first", got)
+	}
 }
