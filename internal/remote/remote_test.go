@@ -94,9 +94,17 @@ func testLogger(tb testing.TB) *slog.Logger {
 
 func startRemote(tb testing.TB, e *fleetEngine, cfg []byte) *remote.Remote {
 	tb.Helper()
-	r, err := remote.New(remote.Options{Config: cfg, Name: "test-config.yaml", ID: "test", Target: e, Logger: testLogger(tb)})
+	return startRemoteWith(tb, remote.Options{Config: cfg, Target: e})
+}
+
+// startRemoteWith starts a source with opts, named and logged as
+// startRemote's are.
+func startRemoteWith(tb testing.TB, opts remote.Options) *remote.Remote {
+	tb.Helper()
+	opts.Name, opts.ID, opts.Logger = "test-config.yaml", "test", testLogger(tb)
+	r, err := remote.New(opts)
 	if err != nil {
-		tb.Fatalf("remote.New: %v\nconfig:\n%s", err, cfg)
+		tb.Fatalf("remote.New: %v\nconfig:\n%s", err, opts.Config)
 	}
 	if err := r.Start(context.Background()); err != nil {
 		tb.Fatal(err)
@@ -404,19 +412,7 @@ func TestRemoteBundleSizeLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newEngine(t)
-	r, err := remote.New(remote.Options{Config: opaConfig(url, "", poll), Name: "test-config.yaml", ID: "test",
-		Target: e, Logger: testLogger(t), MaxBundleBytes: limit})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		r.Stop(ctx)
-	})
+	startRemoteWith(t, remote.Options{Config: opaConfig(url, "", poll), Target: e, MaxBundleBytes: limit})
 	eventually(t, 10*time.Second, "revision good active", func() bool { return e.revision() == "good" })
 	for _, tc := range []struct {
 		name    string
@@ -516,19 +512,7 @@ func TestRemoteReloadOutlastingItsTimeout(t *testing.T) {
 		fsrv.Close()
 	})
 	e := newEngine(t)
-	r, err := remote.New(remote.Options{Config: opaConfig(srv.URL, "", "    trigger: manual\n"), Name: "test-config.yaml",
-		ID: "test", Target: e, Logger: testLogger(t), ActivateTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		r.Stop(ctx)
-	})
+	r := startRemoteWith(t, remote.Options{Config: opaConfig(srv.URL, "", "    trigger: manual\n"), Target: e, ActivateTimeout: time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for i := range 2 {
