@@ -133,18 +133,26 @@ func TestBucketQuantile(t *testing.T) {
 	}
 }
 
-// A real client_golang registry served on loopback, scraped the way `acgs
-// slo --metrics-url` scrapes the service.
-func TestScrapeLiveRegistry(t *testing.T) {
+// httpRegistry is a registry with the service's HTTP request histogram
+// (a few of its buckets) and counter, labelled by handler and code.
+func httpRegistry() (*prometheus.Registry, *prometheus.HistogramVec, *prometheus.CounterVec) {
 	reg := prometheus.NewRegistry()
 	dur := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "acgs_http_request_duration_seconds", Help: "h",
 		Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01},
 	}, []string{"handler", "code"})
 	reqs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "acgs_http_requests_total", Help: "r"}, []string{"handler", "code"})
+	reg.MustRegister(dur, reqs)
+	return reg, dur, reqs
+}
+
+// A real client_golang registry served on loopback, scraped the way `acgs
+// slo --metrics-url` scrapes the service.
+func TestScrapeLiveRegistry(t *testing.T) {
+	reg, dur, reqs := httpRegistry()
 	hits := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "acgs_cache_hits_total", Help: "h"}, []string{"tier"})
 	misses := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "acgs_cache_misses_total", Help: "m"}, []string{"tier"})
-	reg.MustRegister(dur, reqs, hits, misses)
+	reg.MustRegister(hits, misses)
 	observe := func(handler, code string, seconds float64, n int) {
 		for range n {
 			dur.WithLabelValues(handler, code).Observe(seconds)
@@ -193,15 +201,10 @@ func TestScrapeLiveRegistry(t *testing.T) {
 // the window sees whole increments and the ratios are exact.
 func TestPromQLAgainstPrometheus(t *testing.T) {
 	bin := testenv.RequireBinary(t, "prometheus", "prometheus")
-	reg := prometheus.NewRegistry()
-	dur := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "acgs_http_request_duration_seconds", Help: "h",
-		Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01},
-	}, []string{"handler", "code"})
-	reqs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "acgs_http_requests_total", Help: "r"}, []string{"handler", "code"})
+	reg, dur, reqs := httpRegistry()
 	hits := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "acgs_cache_hits_total", Help: "h"}, []string{"tier"})
 	misses := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "acgs_cache_misses_total", Help: "m"}, []string{"tier"})
-	reg.MustRegister(dur, reqs, hits, misses)
+	reg.MustRegister(hits, misses)
 	series := []struct{ handler, code string }{{"decision", "200"}, {"decision", "500"}, {"decision", "503"}, {"metrics", "200"}}
 	for _, s := range series { // every series exists at 0 from the first scrape
 		dur.WithLabelValues(s.handler, s.code)
@@ -364,13 +367,7 @@ type answers struct {
 // exposition after each batch: one scrape per batch, cumulative.
 func registryScrapes(t *testing.T, names MetricNames, batches ...[]answers) []*Scrape {
 	t.Helper()
-	reg := prometheus.NewRegistry()
-	dur := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "acgs_http_request_duration_seconds", Help: "h",
-		Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01},
-	}, []string{"handler", "code"})
-	reqs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "acgs_http_requests_total", Help: "r"}, []string{"handler", "code"})
-	reg.MustRegister(dur, reqs)
+	reg, dur, reqs := httpRegistry()
 	var out []*Scrape
 	for _, batch := range batches {
 		for _, a := range batch {
