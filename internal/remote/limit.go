@@ -2,6 +2,7 @@ package remote
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -30,11 +31,22 @@ func init() { tracing.RegisterHTTPTracing(limitTracing{}) }
 
 func (limitTracing) NewTransport(next http.RoundTripper, opts tracing.Options) http.RoundTripper {
 	for _, o := range opts {
-		if l, ok := o.(bodyLimit); ok {
+		if l, ok := o.(*bodyLimit); ok {
 			return limitTransport{next: next, limit: l.bytes}
 		}
 	}
 	return next
+}
+
+// check fails when the hook does not wrap this limit's clients: another
+// package (OPA's OpenTelemetry feature, say) registered its own tracing
+// service after this one, and downloads would go unbounded.
+func (l *bodyLimit) check() error {
+	if _, ok := tracing.NewTransport(http.DefaultTransport, tracing.NewOptions(l)).(limitTransport); !ok {
+		return errors.New("remote bundles: the bound on downloaded bundles is not in place " +
+			"(another HTTP tracing service replaced it); refusing to download unbounded archives")
+	}
+	return nil
 }
 
 func (limitTracing) NewHandler(h http.Handler, _ string, _ tracing.Options) http.Handler { return h }

@@ -50,7 +50,10 @@ type Options struct {
 	// ActivateTimeout bounds one activation into Target (default 30s).
 	ActivateTimeout time.Duration
 	// MaxBundleBytes bounds a downloaded bundle, compressed and
-	// decompressed (default engine.MaxBundleBytes, as for local archives).
+	// decompressed, and each of its files (default engine.MaxBundleBytes,
+	// as for local archives). A bundle's size_limit_bytes in Config, when
+	// given, bounds its files instead and raises the bound on the whole
+	// archive to it if it is larger.
 	MaxBundleBytes int64
 }
 
@@ -122,9 +125,12 @@ func New(opts Options) (*Remote, error) {
 	}
 	log := opts.Logger.With("component", "remote_bundles", "config_file", opts.Name)
 	ol := &opaLogger{l: log}
+	// The bound is known once the bundles are parsed (below); the plugin
+	// builds its HTTP clients, and reads it, at the first download.
+	limit := &bodyLimit{}
 	mgr, err := plugins.New(opts.Config, opts.ID, inmem.New(),
 		plugins.Logger(ol), plugins.ConsoleLogger(ol), plugins.EnablePrintStatements(false),
-		plugins.WithDistributedTracingOpts(tracing.NewOptions(bodyLimit{opts.MaxBundleBytes})))
+		plugins.WithDistributedTracingOpts(tracing.NewOptions(limit)))
 	if err != nil {
 		return nil, fmt.Errorf("CONFIG_FILE %s: %w", opts.Name, err)
 	}
@@ -143,9 +149,19 @@ func New(opts Options) (*Remote, error) {
 	if len(cfg.Plugins) > 0 {
 		log.Warn("OPA configuration section ignored: custom plugins are not available in acgs", "section", "plugins")
 	}
-	bcfg, err := bundleConfig(mgr, cfg.Bundle, cfg.Bundles, opts.MaxBundleBytes)
+	bcfg, err := bundleConfig(mgr, cfg.Bundle, cfg.Bundles)
 	if err != nil {
 		return nil, fmt.Errorf("CONFIG_FILE %s: %w", opts.Name, err)
+	}
+	limit.bytes = opts.MaxBundleBytes
+	for _, src := range bcfg.Bundles {
+		if src.SizeLimitBytes == bundle.DefaultSizeLimitBytes { // not given: OPA's default of 1 GiB
+			src.SizeLimitBytes = opts.MaxBundleBytes
+		}
+		limit.bytes = max(limit.bytes, src.SizeLimitBytes)
+	}
+	if err := limit.check(); err != nil {
+		return nil, err
 	}
 	r := &Remote{opts: opts, log: log, manager: mgr, seen: map[string]time.Time{},
 		tries: map[string]uint64{}, updated: make(chan struct{})}
@@ -163,7 +179,7 @@ type listenerKey struct{}
 
 // bundleConfig parses the bundle section as OPA's runtime does: the
 // deprecated single "bundle" when present, else "bundles" with the keys.
-func bundleConfig(mgr *plugins.Manager, legacy, bundles []byte, limit int64) (*bundleplugin.Config, error) {
+func bundleConfig(mgr *plugins.Manager, legacy, bundles []byte) (*bundleplugin.Config, error) {
 	c, err := bundleplugin.ParseConfig(legacy, mgr.Services()) //nolint:staticcheck // OPA still accepts the legacy form, so do we
 	if err != nil {
 		return nil, err
@@ -178,11 +194,12 @@ func bundleConfig(mgr *plugins.Manager, legacy, bundles []byte, limit int64) (*b
 	if c == nil || len(c.Bundles) == 0 {
 		return nil, errors.New("configures no bundles (expected a \"bundles\" section naming at least one bundle)")
 	}
-	for _, src := range c.Bundles {
-		// OPA's default limit is 1 GiB; the bound on hostile archives
-		// applies here too (and to the whole archive: limitTransport).
-		if src.SizeLimitBytes == bundle.DefaultSizeLimitBytes || src.SizeLimitBytes > limit {
-			src.SizeLimitBytes = limit
+	for name, src := range c.Bundles {
+		// OPA's OCI downloader builds its own HTTP client, which the bound
+		// on a whole archive (limitTransport) cannot reach.
+		if sc := mgr.Client(src.Service).Config(); sc != nil && sc.Type == "oci" {
+			return nil, fmt.Errorf("bundle %q: service %q is an OCI registry, which acgs does not download from "+
+				"(it could not bound the archive's size); serve the bundle over HTTP", name, src.Service)
 		}
 	}
 	return c, nil

@@ -337,6 +337,8 @@ func TestNewRefusesConfig(t *testing.T) {
 		{"discovery", "services:\n  s:\n    url: http://127.0.0.1:1\ndiscovery:\n  resource: /d.tar.gz\n", "discovery is not supported"},
 		{"signing with unknown key", "services:\n  s:\n    url: http://127.0.0.1:1\nbundles:\n  b:\n    signing:\n      keyid: missing\n", "missing"},
 		{"not YAML", "services: [", "CONFIG_FILE test-config.yaml"},
+		{"OCI registry", "services:\n  s:\n    url: https://127.0.0.1:1\n    type: oci\nbundles:\n  b:\n    service: s\n    resource: 127.0.0.1:1/acgs:1\n",
+			"service \"s\" is an OCI registry"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := remote.New(remote.Options{Config: []byte(tc.config), Name: "test-config.yaml", Target: e, Logger: testLogger(t)})
@@ -439,6 +441,20 @@ func TestRemoteBundleSizeLimit(t *testing.T) {
 	}
 	publish(t, constitutionDir(t, "good2", hash, nil), serveDir, remote.BuildOptions{})
 	eventually(t, 10*time.Second, "revision good2 active", func() bool { return e.revision() == "good2" })
+
+	// A size_limit_bytes given in the configuration raises the bound on
+	// the whole archive to it: the first archive above is then taken.
+	e2 := newEngine(t)
+	startRemoteWith(t, remote.Options{Config: opaConfig(url, "", poll+"    size_limit_bytes: 2000000\n"), Target: e2, MaxBundleBytes: limit})
+	eventually(t, 10*time.Second, "revision good2 active under the raised bound", func() bool { return e2.revision() == "good2" })
+	withPads := withMembers(t, good, map[string][]byte{"/acgs/pad/a/data.json": zeros, "/acgs/pad/b/data.json": zeros})
+	if err := remote.WriteFileAtomic(filepath.Join(serveDir, "bundle.tar.gz"), withPads); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "revision good active with its pads under the raised bound", func() bool { return e2.revision() == "good" })
+	if msg := e2.lastError(); msg != "" {
+		t.Fatalf("error under the raised bound: %s", msg)
+	}
 }
 
 // withMembers returns the .tar.gz archive with extra members appended.
