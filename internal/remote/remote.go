@@ -75,7 +75,8 @@ type Remote struct {
 	seen     map[string]time.Time // LastSuccessfulActivation handed to the target, per bundle
 	tries    map[string]uint64    // status updates processed, per bundle
 	updated  chan struct{}        // closed (and replaced) at every status update
-	lastErr  error                // outcome of the last status update (nil: fine or unchanged)
+	outcome  map[string]error     // per bundle, what its last status update came to (nil: fine, or waiting for the others)
+	same     map[string]bool      // per bundle, whether its last status update brought nothing new (304)
 	refused  error                // why the target refused the plugin's last activation (nil: it took it)
 	active   bool                 // a remote bundle has been activated into the target
 }
@@ -164,7 +165,7 @@ func New(opts Options) (*Remote, error) {
 		return nil, err
 	}
 	r := &Remote{opts: opts, log: log, manager: mgr, seen: map[string]time.Time{},
-		tries: map[string]uint64{}, updated: make(chan struct{})}
+		tries: map[string]uint64{}, updated: make(chan struct{}), outcome: map[string]error{}, same: map[string]bool{}}
 	for name := range bcfg.Bundles {
 		r.bundles = append(r.bundles, name)
 	}
@@ -222,7 +223,7 @@ func (r *Remote) Start(ctx context.Context) error {
 			}
 		}
 		if len(missing) == 0 {
-			r.activateStored("persisted bundles loaded at start")
+			_ = r.activateStored("persisted bundles loaded at start") // logged and recorded by the target
 		} else {
 			// A constitution without its data bundle (or the reverse)
 			// never serves: the persisted ones wait, as downloaded ones
@@ -319,34 +320,54 @@ func (r *Remote) trigger(ctx context.Context, manual []string) error {
 	r.mu.Unlock()
 	loaders := r.plugin.Loaders()
 	var errs []error
-	var started []string
+	var started, pending []string
 	for _, name := range manual {
 		if l, ok := loaders[name]; ok {
 			started = append(started, name)
-			if err := l.Trigger(ctx); err != nil {
+			err := l.Trigger(ctx)
+			if err != nil {
 				errs = append(errs, fmt.Errorf("remote bundle %q: %w", name, err))
+			}
+			// A download that ended reported before Trigger returned; one
+			// that Trigger left at its deadline reports when it ends.
+			if err == nil || ctx.Err() != nil {
+				pending = append(pending, name)
 			}
 		}
 	}
-	updated := r.awaitStatus(started, before)
+	r.awaitStatus(pending, before)
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if updated && r.lastErr != nil {
-		return r.lastErr
+	if r.refused != nil && slices.ContainsFunc(started, func(n string) bool { return r.tries[n] > before[n] && r.same[n] }) {
+		// The servers still serve what the target refused: a reload
+		// hands it over again, for a refusal may have been passing (an
+		// activation past its deadline on a busy machine).
+		err := r.activateStored("reload of bundles refused before")
+		for _, n := range started {
+			if r.same[n] {
+				r.outcome[n] = err
+			}
+		}
 	}
-	return nil
+	var out []error
+	for _, n := range started {
+		if err := r.outcome[n]; r.tries[n] > before[n] && err != nil && !slices.Contains(out, err) {
+			out = append(out, err)
+		}
+	}
+	return errors.Join(out...)
 }
 
 // awaitStatus waits until every bundle named has reported a status update
-// since before (OPA's downloader reports exactly one per Trigger), at most
-// ActivateTimeout, and reports whether any did. OPA's Trigger returns when
-// its context ends but leaves the download to end on its own: without the
+// since before (OPA's downloader reports exactly one per download), at most
+// ActivateTimeout or until the source stops. OPA's Trigger returns when its
+// context ends but leaves the download to end on its own: without the
 // wait, the next reload (once reloadMu is free) could start a second
 // download of the same bundle beside it, two writers of one downloader.
-func (r *Remote) awaitStatus(names []string, before map[string]uint64) (updated bool) {
+func (r *Remote) awaitStatus(names []string, before map[string]uint64) {
 	timer := time.NewTimer(r.opts.ActivateTimeout)
 	defer timer.Stop()
 	for {
@@ -355,21 +376,21 @@ func (r *Remote) awaitStatus(names []string, before map[string]uint64) (updated 
 		for _, name := range names {
 			if r.tries[name] == before[name] {
 				waiting = name
-			} else {
-				updated = true
 			}
 		}
 		ch := r.updated
 		r.mu.Unlock()
 		if waiting == "" {
-			return updated
+			return
 		}
 		select {
 		case <-ch:
+		case <-r.ctx.Done():
+			return
 		case <-timer.C:
 			r.log.Warn("a manual bundle download still runs after its timeout; the next reload may run beside it",
 				"bundle", waiting, "waited", r.opts.ActivateTimeout)
-			return updated
+			return
 		}
 	}
 }
@@ -394,18 +415,20 @@ func (r *Remote) onStatus(s bundleplugin.Status) {
 	r.tries[s.Name]++
 	close(r.updated)
 	r.updated = make(chan struct{})
+	r.same[s.Name] = false
 	if err := statusError(s); err != nil {
 		// Downloads, signature checks and OPA's compilation happen before the
 		// store changes: the engine keeps its snapshot and records why.
-		r.lastErr = err
+		r.outcome[s.Name] = err
 		r.opts.Target.RecordFailure(err)
 		return
 	}
 	if s.LastSuccessfulActivation.IsZero() || s.LastSuccessfulActivation.Equal(r.seen[s.Name]) {
 		// 304 Not Modified, or nothing new: what the bundle server serves
-		// is what was last handed to the target, so a reload reports the
-		// target's refusal of it again rather than success.
-		r.lastErr = r.refused
+		// is what was last handed to the target, so this bundle's outcome
+		// is the target's refusal of it, if it refused (a reload then hands
+		// it over again: trigger).
+		r.outcome[s.Name], r.same[s.Name] = r.refused, true
 		return
 	}
 	r.seen[s.Name] = s.LastSuccessfulActivation
@@ -417,19 +440,20 @@ func (r *Remote) onStatus(s bundleplugin.Status) {
 		// constitution without its data bundle (or the reverse) never serves.
 		for _, name := range r.bundles {
 			if r.seen[name].IsZero() {
-				r.lastErr = nil
+				r.outcome[s.Name] = nil
 				r.log.Info("remote bundle downloaded; waiting for the other bundles before the first activation",
 					"bundle", s.Name, "waiting_for", name)
 				return
 			}
 		}
 	}
-	r.activateStored(fmt.Sprintf("bundle %q revision %q", s.Name, s.ActiveRevision))
+	r.outcome[s.Name] = r.activateStored(fmt.Sprintf("bundle %q revision %q", s.Name, s.ActiveRevision))
 }
 
 // activateStored reads what the plugin activated back from the manager's
-// store and activates it into the target. r.mu must be held.
-func (r *Remote) activateStored(why string) {
+// store, activates it into the target and returns why the target refused
+// it, if it did. r.mu must be held.
+func (r *Remote) activateStored(why string) error {
 	ctx, cancel := context.WithTimeout(r.ctx, r.opts.ActivateTimeout)
 	defer cancel()
 	b, names, err := fromStore(ctx, r.manager.Store, r.manager.ParserOptions())
@@ -439,12 +463,13 @@ func (r *Remote) activateStored(why string) {
 	} else {
 		r.opts.Target.RecordFailure(err)
 	}
-	r.lastErr, r.refused = err, err
+	r.refused = err
 	if err != nil {
 		r.log.Error("remote bundle refused; the previous policy stays active", "update", why, "error", err)
-		return
+		return err
 	}
 	r.active = true
+	return nil
 }
 
 // statusError is the error a bundle status reports, nil when none.

@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/open-policy-agent/opa/v1/bundle"
+
 	"github.com/acgs-lite/acgs/internal/engine"
 	"github.com/acgs-lite/acgs/internal/remote"
 )
@@ -545,5 +547,51 @@ func TestRemoteReloadOutlastingItsTimeout(t *testing.T) {
 	}
 	if got := e.revision(); got != "first" {
 		t.Fatalf("active revision %q, want first", got)
+	}
+}
+
+// flakyTarget refuses the next fail activations, as an engine does whose
+// activation ran past its deadline on a busy machine.
+type flakyTarget struct {
+	*fleetEngine
+	fail atomic.Int32
+}
+
+func (f *flakyTarget) Activate(ctx context.Context, b *bundle.Bundle, source string) error {
+	if f.fail.Add(-1) >= 0 {
+		err := errors.New("activation deadline exceeded (a passing refusal)")
+		f.RecordFailure(err)
+		return err
+	}
+	return f.fleetEngine.Activate(ctx, b, source)
+}
+
+// TestRemoteReloadRetriesARefusedBundle: a bundle the engine refused for a
+// passing reason is handed over again by the next reload, although the
+// server answers 304 (OPA counts it active already): without that, the
+// instance would keep its old policy until a new revision is published.
+func TestRemoteReloadRetriesARefusedBundle(t *testing.T) {
+	serveDir := t.TempDir()
+	url := bundleServer(t, serveDir)
+	publish(t, constitutionDir(t, "a", hash, nil), serveDir, remote.BuildOptions{})
+	ft := &flakyTarget{fleetEngine: newEngine(t)}
+	r := startRemoteWith(t, remote.Options{Config: opaConfig(url, "", "    trigger: manual\n"), Target: ft})
+	eventually(t, 10*time.Second, "revision a active", func() bool { return ft.revision() == "a" })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	publish(t, constitutionDir(t, "b", hash, nil), serveDir, remote.BuildOptions{})
+	ft.fail.Store(1)
+	if err := r.Reload(ctx); err == nil || !strings.Contains(err.Error(), "passing refusal") {
+		t.Fatalf("reload while the engine refuses: %v, want its refusal", err)
+	}
+	if got := ft.revision(); got != "a" {
+		t.Fatalf("active %q after a refused activation, want a", got)
+	}
+	if err := r.Reload(ctx); err != nil {
+		t.Fatalf("reload of the same bundle once the engine takes it: %v", err)
+	}
+	if got := ft.revision(); got != "b" {
+		t.Fatalf("active %q after the reload, want b", got)
 	}
 }
