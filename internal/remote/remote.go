@@ -69,16 +69,18 @@ type Remote struct {
 	ctx    context.Context // for activations started by the plugin's goroutines
 	cancel context.CancelFunc
 
-	reloadMu sync.Mutex // serialises manual downloads
-	mu       sync.Mutex
-	bundles  []string             // configured bundle names
-	seen     map[string]time.Time // LastSuccessfulActivation handed to the target, per bundle
-	tries    map[string]uint64    // status updates processed, per bundle
-	updated  chan struct{}        // closed (and replaced) at every status update
-	outcome  map[string]error     // per bundle, what its last status update came to (nil: fine, or waiting for the others)
-	same     map[string]bool      // per bundle, whether its last status update brought nothing new (304)
-	refused  error                // why the target refused the plugin's last activation (nil: it took it)
-	active   bool                 // a remote bundle has been activated into the target
+	reloadMu  sync.Mutex   // guards the two below
+	reloading bool         // a goroutine runs manual downloads (runReloads)
+	nextLoad  *reloadBatch // the reloads asked for since the running download started
+	mu        sync.Mutex
+	bundles   []string             // configured bundle names
+	seen      map[string]time.Time // LastSuccessfulActivation handed to the target, per bundle
+	tries     map[string]uint64    // status updates processed, per bundle
+	updated   chan struct{}        // closed (and replaced) at every status update
+	outcome   map[string]error     // per bundle, what its last status update came to (nil: fine, or waiting for the others)
+	same      map[string]bool      // per bundle, whether its last status update brought nothing new (304)
+	refused   error                // why the target refused the plugin's last activation (nil: it took it)
+	active    bool                 // a remote bundle has been activated into the target
 }
 
 // envRE matches ${VAR} as OPA's configuration loader does.
@@ -285,32 +287,61 @@ func (r *Remote) Reload(ctx context.Context) error {
 		return ErrPolled
 	}
 	sort.Strings(manual)
-	// The download runs under the Remote's own context and keeps reloadMu
-	// until it is over: OPA's Trigger returns when its context ends but
-	// leaves its download running, so a download bounded by the caller's
-	// context (an HTTP request that went away) could overlap the next one.
+	// Downloads run one at a time on one goroutine, under the Remote's own
+	// context: OPA's Trigger returns when its context ends but leaves its
+	// download running, so a download bounded by the caller's context (an
+	// HTTP request that went away) could overlap the next one. Reloads
+	// asked for while one runs share the next download, which starts after
+	// they asked (a burst of SIGHUPs is one download, not a queue of them).
 	// The caller's ctx only bounds how long the caller waits.
-	done := make(chan error, 1)
-	go func() {
-		r.reloadMu.Lock() // one manual download at a time
-		defer r.reloadMu.Unlock()
-		base := r.ctx
-		if base == nil { // not started: no loaders either, nothing to download
-			base = context.Background()
-		}
-		dctx, cancel := context.WithTimeout(base, r.opts.ActivateTimeout)
-		defer cancel()
-		done <- r.trigger(dctx, manual)
-	}()
+	r.reloadMu.Lock()
+	if r.nextLoad == nil {
+		r.nextLoad = &reloadBatch{done: make(chan struct{})}
+	}
+	b := r.nextLoad
+	if !r.reloading {
+		r.reloading = true
+		go r.runReloads(manual)
+	}
+	r.reloadMu.Unlock()
 	select {
-	case err := <-done:
-		return err
+	case <-b.done:
+		return b.err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
-// trigger downloads the manual bundles now; the caller holds reloadMu.
+// reloadBatch is one manual download and the reloads that wait for it.
+type reloadBatch struct {
+	done chan struct{} // closed once err is set
+	err  error
+}
+
+// runReloads runs the batches of reloads until none is waiting.
+func (r *Remote) runReloads(manual []string) {
+	base := r.ctx
+	if base == nil { // not started: no loaders either, nothing to download
+		base = context.Background()
+	}
+	for {
+		r.reloadMu.Lock()
+		b := r.nextLoad
+		r.nextLoad = nil
+		if b == nil {
+			r.reloading = false
+			r.reloadMu.Unlock()
+			return
+		}
+		r.reloadMu.Unlock()
+		ctx, cancel := context.WithTimeout(base, r.opts.ActivateTimeout)
+		b.err = r.trigger(ctx, manual)
+		cancel()
+		close(b.done)
+	}
+}
+
+// trigger downloads the manual bundles now (on runReloads' goroutine only).
 func (r *Remote) trigger(ctx context.Context, manual []string) error {
 	r.mu.Lock()
 	before := make(map[string]uint64, len(manual))
@@ -365,7 +396,7 @@ func (r *Remote) trigger(ctx context.Context, manual []string) error {
 // since before (OPA's downloader reports exactly one per download), at most
 // ActivateTimeout or until the source stops. OPA's Trigger returns when its
 // context ends but leaves the download to end on its own: without the
-// wait, the next reload (once reloadMu is free) could start a second
+// wait, the next reload (runReloads' next batch) could start a second
 // download of the same bundle beside it, two writers of one downloader.
 func (r *Remote) awaitStatus(names []string, before map[string]uint64) {
 	timer := time.NewTimer(r.opts.ActivateTimeout)
@@ -385,7 +416,7 @@ func (r *Remote) awaitStatus(names []string, before map[string]uint64) {
 		}
 		select {
 		case <-ch:
-		case <-r.ctx.Done():
+		case <-ctxDone(r.ctx):
 			return
 		case <-timer.C:
 			r.log.Warn("a manual bundle download still runs after its timeout; the next reload may run beside it",
@@ -470,6 +501,14 @@ func (r *Remote) activateStored(why string) error {
 	}
 	r.active = true
 	return nil
+}
+
+// ctxDone is ctx.Done(), nil (never ready) for a nil ctx.
+func ctxDone(ctx context.Context) <-chan struct{} {
+	if ctx == nil {
+		return nil
+	}
+	return ctx.Done()
 }
 
 // statusError is the error a bundle status reports, nil when none.

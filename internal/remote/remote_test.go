@@ -595,3 +595,42 @@ func TestRemoteReloadRetriesARefusedBundle(t *testing.T) {
 		t.Fatalf("active %q after the reload, want b", got)
 	}
 }
+
+// TestRemoteReloadsShareADownload: reloads asked for while a manual
+// download runs share the next one instead of queueing one each (a burst
+// of SIGHUPs or admin reloads during a slow download).
+func TestRemoteReloadsShareADownload(t *testing.T) {
+	serveDir := t.TempDir()
+	publish(t, constitutionDir(t, "a", hash, nil), serveDir, remote.BuildOptions{})
+	fsrv := &remote.FileServer{Dir: serveDir, Check: 20 * time.Millisecond}
+	var gets atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		gets.Add(1)
+		time.Sleep(200 * time.Millisecond)
+		fsrv.ServeHTTP(w, req)
+	}))
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+		fsrv.Close()
+	})
+	e := newEngine(t)
+	r := startRemoteWith(t, remote.Options{Config: opaConfig(srv.URL, "", "    trigger: manual\n"), Target: e})
+	eventually(t, 10*time.Second, "revision a active", func() bool { return e.revision() == "a" })
+	before := gets.Load()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const reloads = 10
+	errs := make(chan error, reloads)
+	for range reloads {
+		go func() { errs <- r.Reload(ctx) }()
+	}
+	for range reloads {
+		if err := <-errs; err != nil {
+			t.Errorf("reload: %v", err)
+		}
+	}
+	if n := gets.Load() - before; n < 1 || n > 2 {
+		t.Fatalf("%d reloads at once made %d downloads, want 1 or 2 (the one running and the one they share)", reloads, n)
+	}
+}
