@@ -42,8 +42,10 @@ is judged.
 
 A 503 is not a decision: the service sheds a request it cannot admit in time
 (503 overloaded, with Retry-After) and answers 503 unavailable while no policy
-is active. 503 answers are left out of the percentiles (they are fast, and
-would pull p99 down during overload) and out of the error rate (5xx other
+is active. 503 answers are left out of the percentiles (most are answered at
+once and would pull p99 down during overload; a shed that waited for a slot
+until ADMISSION_QUEUE_TIMEOUT or its deadline is left out too, so read the
+refused rate beside p99) and out of the error rate (5xx other
 than 503 over the requests not answered 503); the refused rate is 503 answers
 over all requests, judged by --max-refused-rate, so a run refused entirely
 fails rather than passing with no errors.

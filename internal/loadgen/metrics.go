@@ -36,9 +36,12 @@ type MetricNames struct {
 // RefusedCode is the status code of a request the service did not decide:
 // shed for overload (503 overloaded, with Retry-After) or answered before any
 // policy was active (503 unavailable). Such an answer is neither a decision
-// nor an error of one: it is left out of the latency percentiles (it is
-// fast, and would pull p99 down exactly when the service is overloaded) and
-// out of the error rate, and judged by the refused rate instead.
+// nor an error of one: it is left out of the latency percentiles (most are
+// answered at once and would pull p99 down exactly when the service is
+// overloaded; those shed after waiting for a slot go too, which is why the
+// refused rate is judged beside p99) and out of the error rate, and judged
+// by the refused rate instead. A 503 of an admin endpoint counts as refused
+// too: --exclude-handlers leaves such handlers out.
 const RefusedCode = "503"
 
 // DefaultMetricNames are the names the ACGS service exports.
