@@ -174,6 +174,13 @@ func (g *Gateway) HTTPHandler() http.Handler {
 			http.NotFound(w, r)
 			return
 		}
+		if r.Method != http.MethodGet {
+			// Run's shutdown waits for these to be answered before it
+			// closes the sessions (which drops the answers not yet sent);
+			// an event stream (GET) ends only then.
+			g.answering.Add(1)
+			defer g.answering.Add(-1)
+		}
 		if r.Header.Get("Authorization") == "" && g.cfg.AnonymousAgent != "" {
 			h.ServeHTTP(w, r)
 			return

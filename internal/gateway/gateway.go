@@ -99,6 +99,13 @@ type Gateway struct {
 	thresholds   atomic.Pointer[thresholds]
 	stdioSession string
 
+	// stopping ends (refuseHeld) when the gateway stops: every held call,
+	// and any held after it, is refused at once.
+	stopping  context.Context
+	refuseAll context.CancelFunc
+	// answering counts the HTTP agents' requests being served, except
+	// their event streams (GET): Run's shutdown waits for their answers.
+	answering atomic.Int64
 	closeOnce sync.Once
 }
 
@@ -130,6 +137,7 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		tokens:       cfg.tokens(),
 		stdioSession: "stdio-" + rand.Text(),
 	}
+	g.stopping, g.refuseAll = context.WithCancel(context.Background())
 	g.approvals = newApprovals(cfg.Approvals.MaxPending, cfg.Approvals.MaxPendingPerAgent, func(a Approval) func() {
 		gauge := g.m.pending.WithLabelValues(g.labels(a.Upstream, strings.TrimPrefix(a.Tool, a.Upstream+Separator)))
 		gauge.Inc()
@@ -216,9 +224,10 @@ func (g *Gateway) Start(ctx context.Context) error {
 // Server is the agent-facing MCP server.
 func (g *Gateway) Server() *mcp.Server { return g.server }
 
-// Close ends the upstream sessions (child processes exit) and the counters.
-// Held calls are refused as their agents' requests end.
+// Close refuses the held calls (the gateway is stopping) and ends the
+// upstream sessions (child processes exit) and the counters.
 func (g *Gateway) Close() {
+	g.refuseHeld()
 	g.closeOnce.Do(func() {
 		var wg sync.WaitGroup
 		for _, u := range g.order {
@@ -229,6 +238,18 @@ func (g *Gateway) Close() {
 		g.counter.Close()
 	})
 }
+
+// stopRefusal is the verdict on the calls held when the gateway stops: a
+// refusal by the gateway, as at the approvals bounds (an approver can no
+// longer decide, and an agent waiting up to approvals.timeout would hold
+// the shutdown as long: an agent session's Close waits for its requests).
+var stopRefusal = resolution{verdict: Refused, by: "gateway", note: "the gateway is stopping"}
+
+// refuseHeld answers every held call, and any held from now on, with
+// stopRefusal. Run calls it when its context ends, before the agents'
+// sessions close (which drops the answers not yet sent); Close calls it
+// too.
+func (g *Gateway) refuseHeld() { g.refuseAll() }
 
 // middleware answers tools/list and tools/call, and proxies resources and
 // prompts (resources.go); everything else (initialize, ping, ...) is the
@@ -475,7 +496,8 @@ func (g *Gateway) forward(ctx context.Context, u *upstream, p *mcp.CallToolParam
 	return res, nil
 }
 
-// hold waits for an approver, the timeout or the agent giving up.
+// hold waits for an approver, the timeout, the agent giving up or the
+// gateway stopping.
 func (g *Gateway) hold(ctx context.Context, u *upstream, p *mcp.CallToolParamsRaw, tool, id, agent, session string, args any, v verdict, upLabel, toolLabel string, start time.Time) (*mcp.CallToolResult, error) {
 	now := time.Now()
 	pend, err := g.approvals.add(Approval{
@@ -494,9 +516,11 @@ func (g *Gateway) hold(ctx context.Context, u *upstream, p *mcp.CallToolParamsRa
 	select {
 	case r = <-pend.done:
 	case <-timer.C:
-		r = g.settle(pend, TimedOut)
+		r = g.settle(pend, resolution{verdict: TimedOut})
+	case <-g.stopping.Done():
+		r = g.settle(pend, stopRefusal)
 	case <-ctx.Done():
-		r = g.settle(pend, Cancelled)
+		r = g.settle(pend, resolution{verdict: Cancelled})
 	}
 	g.m.approvals.WithLabelValues(upLabel, toolLabel, string(r.verdict)).Inc()
 	g.logApproval(pend, id, r.verdict, r.by, r.note)
@@ -519,15 +543,16 @@ func (g *Gateway) hold(ctx context.Context, u *upstream, p *mcp.CallToolParamsRa
 	return refusal(id, OutcomeDeny, "Not approved", append(v.reasons, "the request was cancelled while waiting for approval")), nil
 }
 
-// settle ends a hold without a verdict unless one arrived in the meantime
-// (an approver who got a 200 must not see the call refused).
-func (g *Gateway) settle(p *pending, v Verdict) resolution {
+// settle ends a hold with the gateway's own verdict r (a timeout, a
+// cancellation, a refusal as it stops) unless an approver's arrived in the
+// meantime (an approver who got a 200 must not see the call refused).
+func (g *Gateway) settle(p *pending, r resolution) resolution {
 	g.approvals.remove(p)
 	select {
-	case r := <-p.done:
-		return r
+	case ar := <-p.done:
+		return ar
 	default:
-		return resolution{verdict: v}
+		return r
 	}
 }
 

@@ -1,12 +1,14 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -20,6 +22,12 @@ import (
 // quarter of the CPU in BenchmarkOverhead; at 400 it runs a quarter as
 // often, for a heap of about 100 MB.
 const DefaultGCPercent = 400
+
+// shutdownTimeout bounds the shutdown once Run's context ends: the
+// requests being served get this long to be answered. Held calls do not
+// wait for an approver or approvals.timeout: they are refused at once
+// (refuseHeld).
+const shutdownTimeout = 5 * time.Second
 
 // RunOptions say where the gateway serves.
 type RunOptions struct {
@@ -40,8 +48,8 @@ type RunOptions struct {
 }
 
 // Run starts the upstreams and serves until ctx is done or, with a stdio
-// agent, until the agent closes the connection; then it shuts down and
-// closes the upstreams.
+// agent, until the agent closes the connection; then it refuses the held
+// calls, shuts down within shutdownTimeout and closes the upstreams.
 func (g *Gateway) Run(ctx context.Context, o RunOptions) error {
 	defer g.Close()
 	if err := g.Start(ctx); err != nil {
@@ -73,19 +81,30 @@ func (g *Gateway) Run(ctx context.Context, o RunOptions) error {
 			g.log.Warn("gateway: no admin token: approvals can only time out", "token_env", g.cfg.Admin.TokenEnv)
 		}
 	}
+	var stdout *stdioWriter // the stdio agent's stream
 	defer func() {
-		// Agents' sessions end first (their open event streams would hold
-		// Shutdown until its deadline), then the listeners.
-		for ss := range g.server.Sessions() {
-			_ = ss.Close()
-		}
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// Held calls are refused first, and answered while the agents'
+		// sessions are open: a session's Close waits for its requests (a
+		// held call among them, until approvals.timeout) and drops the
+		// answers not yet sent. The listeners close, the requests being
+		// served are answered, then the sessions end (and with them the
+		// agents' event streams, which would hold Shutdown until its
+		// deadline); all within shutdownTimeout.
+		answered := stdout.await(g.approvals.list())
+		g.refuseHeld()
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		defer cancel()
+		var wg sync.WaitGroup
 		for _, s := range servers {
-			if s.Shutdown(sctx) != nil {
-				_ = s.Close()
-			}
+			wg.Go(func() {
+				if s.Shutdown(sctx) != nil {
+					_ = s.Close()
+				}
+			})
 		}
+		g.drain(sctx, answered)
+		g.closeSessions(sctx)
+		wg.Wait()
 	}()
 
 	if g.cfg.Listen == "" { // one stdio agent
@@ -93,15 +112,26 @@ func (g *Gateway) Run(ctx context.Context, o RunOptions) error {
 			o.Ready("", adminAddr)
 		}
 		g.log.Info("acgs gateway serving an agent on stdio", "agent", g.cfg.StdioAgent, "admin", adminAddr, "upstreams", len(g.order))
+		// Not Server.Run: it closes the session as ctx ends, before the
+		// held calls' refusals are written (see the deferred shutdown).
+		stdout = &stdioWriter{w: o.Stdout}
+		ss, err := g.server.Connect(ctx, &mcp.IOTransport{Reader: io.NopCloser(o.Stdin), Writer: stdout}, nil)
+		if err != nil {
+			return err
+		}
 		done := make(chan error, 1)
 		go func() {
-			done <- g.server.Run(ctx, &mcp.IOTransport{Reader: io.NopCloser(o.Stdin), Writer: nopWriteCloser{o.Stdout}})
+			err := ss.Wait()
+			stdout.end()
+			done <- err
 		}()
 		select {
-		case err := <-done:
+		case err := <-done: // the agent closed the connection
 			if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, io.EOF) {
 				return err
 			}
+			return nil
+		case <-ctx.Done():
 			return nil
 		case err := <-errc:
 			return err
@@ -129,6 +159,106 @@ func (g *Gateway) Run(ctx context.Context, o RunOptions) error {
 	}
 }
 
-type nopWriteCloser struct{ io.Writer }
+// drain waits until ctx is done for the requests being served to be
+// answered: the refusals of the calls held when the gateway stopped
+// written to the stdio agent (answered), the HTTP agents' requests.
+func (g *Gateway) drain(ctx context.Context, answered <-chan struct{}) {
+	select {
+	case <-answered:
+	case <-ctx.Done():
+		g.log.Warn("gateway: held calls' refusals were not all sent to the stdio agent by the shutdown deadline", "timeout", shutdownTimeout)
+		return
+	}
+	for g.answering.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return // closeSessions says so
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
 
-func (nopWriteCloser) Close() error { return nil }
+// closeSessions ends the agents' sessions until ctx is done. Each waits
+// for its requests (calls still being forwarded); those left at the
+// deadline end as the listeners and the upstreams close.
+func (g *Gateway) closeSessions(ctx context.Context) {
+	var wg sync.WaitGroup
+	for ss := range g.server.Sessions() {
+		wg.Go(func() { _ = ss.Close() })
+	}
+	closed := make(chan struct{})
+	go func() { wg.Wait(); close(closed) }()
+	select {
+	case <-closed:
+	case <-ctx.Done():
+		g.log.Warn("gateway: agents' requests were still running at the shutdown deadline; stopping without their answers", "timeout", shutdownTimeout)
+	}
+}
+
+// stdioWriter is the stdio agent's stream. As the gateway stops it tells
+// when the refusals of the calls held then have been written (one write
+// per message, each naming its decision id): the session's Close drops
+// the answers not yet written.
+type stdioWriter struct {
+	w       io.Writer
+	mu      sync.Mutex
+	awaited map[string]bool // decision ids
+	written chan struct{}   // closed when awaited empties or the session ends
+	ended   bool            // the session ended: nothing more is written
+}
+
+func (s *stdioWriter) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	s.mu.Lock()
+	if len(s.awaited) > 0 {
+		for id := range s.awaited {
+			if bytes.Contains(p, []byte(id)) {
+				delete(s.awaited, id)
+			}
+		}
+		if len(s.awaited) == 0 {
+			close(s.written)
+		}
+	}
+	s.mu.Unlock()
+	return n, err
+}
+
+func (*stdioWriter) Close() error { return nil }
+
+// await returns a channel closed once the answers to held have all been
+// written, or the session has ended; at once without a stdio agent (s
+// nil). (A call an approver approves as the gateway stops is forwarded:
+// its answer, the upstream's, names no decision id and is waited for
+// until the shutdown deadline.)
+func (s *stdioWriter) await(held []Approval) <-chan struct{} {
+	c := make(chan struct{})
+	if s == nil {
+		close(c)
+		return c
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.awaited = map[string]bool{}
+	for _, a := range held {
+		s.awaited[a.DecisionID] = true
+	}
+	s.written = c
+	if s.ended || len(s.awaited) == 0 {
+		s.awaited = nil
+		close(c)
+	}
+	return c
+}
+
+// end says the session ended (the agent closed the connection, or the
+// gateway the session).
+func (s *stdioWriter) end() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ended = true
+	if len(s.awaited) > 0 {
+		s.awaited = nil
+		close(s.written)
+	}
+}
