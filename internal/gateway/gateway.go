@@ -500,13 +500,14 @@ func (g *Gateway) forward(ctx context.Context, u *upstream, p *mcp.CallToolParam
 // gateway stopping.
 func (g *Gateway) hold(ctx context.Context, u *upstream, p *mcp.CallToolParamsRaw, tool, id, agent, session string, args any, v verdict, upLabel, toolLabel string, start time.Time) (*mcp.CallToolResult, error) {
 	now := time.Now()
-	pend, err := g.approvals.add(Approval{
+	a := Approval{
 		DecisionID: id, Agent: agent, Session: session, Tool: p.Name, Upstream: strings.SplitN(p.Name, Separator, 2)[0],
 		Arguments: args, Reasons: v.reasons, Created: now, Expires: now.Add(g.cfg.Approvals.Timeout),
-	})
+	}
+	pend, err := g.approvals.add(a)
 	if err != nil {
 		g.m.approvals.WithLabelValues(upLabel, toolLabel, string(Refused)).Inc()
-		g.logApproval(nil, id, Refused, "gateway", err.Error())
+		g.logApproval(a, Refused, "gateway", err.Error())
 		return refusal(id, OutcomeDeny, "Not approved", append(v.reasons, "approval required, but "+err.Error())), nil
 	}
 	g.log.Info("gateway: call held for approval", "approval_id", pend.ID, "decision_id", id, "tool", p.Name, "agent", agent)
@@ -523,7 +524,7 @@ func (g *Gateway) hold(ctx context.Context, u *upstream, p *mcp.CallToolParamsRa
 		r = g.settle(pend, resolution{verdict: Cancelled})
 	}
 	g.m.approvals.WithLabelValues(upLabel, toolLabel, string(r.verdict)).Inc()
-	g.logApproval(pend, id, r.verdict, r.by, r.note)
+	g.logApproval(pend.Approval, r.verdict, r.by, r.note)
 	waited := time.Since(now)
 	switch r.verdict {
 	case Approved:
@@ -691,16 +692,16 @@ func (g *Gateway) logDecision(id string, input map[string]any, v verdict, shadow
 	g.d.DecisionLog.Log(ev)
 }
 
-// logApproval records how a held call ended, linked to its decision.
-func (g *Gateway) logApproval(p *pending, decisionID string, v Verdict, by, note string) {
+// logApproval records how a call needing approval ended, linked to its
+// decision: a held call (a.ID set) or one refused at the approvals bounds
+// without being held (no approval id).
+func (g *Gateway) logApproval(a Approval, v Verdict, by, note string) {
 	if g.d.DecisionLog == nil {
 		return
 	}
-	res := map[string]any{"decision_id": decisionID, "verdict": string(v)}
-	if p != nil {
-		res["approval_id"] = p.ID
-		res["tool"] = p.Tool
-		res["agent"] = p.Agent
+	res := map[string]any{"decision_id": a.DecisionID, "verdict": string(v), "tool": a.Tool, "agent": a.Agent}
+	if a.ID != "" {
+		res["approval_id"] = a.ID
 	}
 	if by != "" {
 		res["by"] = by

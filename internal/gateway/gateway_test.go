@@ -718,7 +718,8 @@ func TestApprovalPerAgentBound(t *testing.T) {
 	// agent-1 has its one slot: its next call is denied at once
 	const perAgent = "approval required, but too many calls of this agent are waiting for approval (approvals.max_pending_per_agent)"
 	res := call(t, a1, "remote__delete_record", map[string]any{"id": "2"})
-	if _, outcome, reasons := decisionMeta(t, res); !res.IsError || outcome != "deny" || !contains(reasons, perAgent) ||
+	refusedID, outcome, reasons := decisionMeta(t, res)
+	if !res.IsError || outcome != "deny" || !contains(reasons, perAgent) ||
 		strings.Contains(text(res), "too many calls are waiting") {
 		t.Fatalf("over max_pending_per_agent: %q %q", outcome, text(res))
 	}
@@ -761,15 +762,27 @@ func TestApprovalPerAgentBound(t *testing.T) {
 	}
 	e.stop()
 	var logged int
+	var decision map[string]any // the refused call's tool_call, as decided
 	for _, r := range e.records(t) {
 		res, _ := r["result"].(map[string]any)
+		if r["path"] == gateway.DecisionPath && r["decision_id"] == refusedID {
+			input, _ := r["input"].(map[string]any)
+			decision, _ = input["tool_call"].(map[string]any)
+		}
 		if note, _ := res["note"].(string); r["path"] == "acgs/gateway/approval" && res["verdict"] == "refused" && res["by"] == "gateway" &&
 			strings.Contains(note, "approvals.max_pending_per_agent") {
 			logged++
+			// as the other approval records, and the decision it links to
+			if res["decision_id"] != refusedID || res["agent"] != "agent-1" || res["tool"] != "remote__delete_record" || res["approval_id"] != nil {
+				t.Errorf("per-agent refusal record: %v, want decision %s, agent agent-1, tool remote__delete_record, no approval id (never held)", res, refusedID)
+			}
 		}
 	}
 	if logged != 1 {
 		t.Errorf("%d per-agent refusals in the decision log, want 1", logged)
+	}
+	if agent, _ := decision["agent"].(map[string]any); decision["name"] != "remote__delete_record" || agent["id"] != "agent-1" {
+		t.Errorf("the refused call's decision record: %v", decision)
 	}
 }
 
