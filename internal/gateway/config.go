@@ -113,9 +113,11 @@ type Approvals struct {
 	// a call needing approval is denied.
 	MaxPending int `yaml:"max_pending"`
 	// MaxPendingPerAgent bounds the calls of one agent held at once
-	// (default 100, or MaxPending when that is lower; at most
-	// MaxPending), so that one agent cannot take every slot: beyond it
-	// that agent's calls needing approval are denied, others' still held.
+	// (default 100, or MaxPending when that is lower or when calls carry
+	// one identity only; at most MaxPending), so that one agent cannot
+	// take every slot: beyond it that agent's calls needing approval are
+	// denied, others' still held. HTTP clients without a token are one
+	// agent (anonymous_agent) and share one such bound.
 	MaxPendingPerAgent int `yaml:"max_pending_per_agent"`
 }
 
@@ -169,9 +171,11 @@ func (c *Config) defaults() {
 	if c.Approvals.MaxPendingPerAgent == 0 {
 		// the default never exceeds a lower max_pending given alone
 		// (max_pending: 50 stays valid); a negative max_pending is
-		// refused by Validate, not carried over.
+		// refused by Validate, not carried over. Where every call has
+		// one identity (stdio, or HTTP with one agent or only anonymous
+		// clients) a bound per agent would only lower max_pending.
 		c.Approvals.MaxPendingPerAgent = 100
-		if m := c.Approvals.MaxPending; m > 0 && m < 100 {
+		if m := c.Approvals.MaxPending; m > 0 && (m < 100 || c.identities() <= 1) {
 			c.Approvals.MaxPendingPerAgent = m
 		}
 	}
@@ -299,6 +303,20 @@ func (u *Upstream) shadowed(tool string) bool {
 		}
 	}
 	return false
+}
+
+// identities counts the agent identities calls can carry: one over stdio;
+// over HTTP the agents with tokens and the anonymous one (all clients
+// without a token share it).
+func (c *Config) identities() int {
+	if c.Listen == "" {
+		return 1
+	}
+	n := len(c.Agents)
+	if c.AnonymousAgent != "" {
+		n++
+	}
+	return n
 }
 
 // tokens maps each bearer token to its agent.

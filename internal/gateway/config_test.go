@@ -11,13 +11,20 @@ import (
 // 100 (0 is the default), never above a lower max_pending given alone, and
 // is refused when negative or above max_pending.
 func TestConfigMaxPendingPerAgent(t *testing.T) {
-	const ups = "upstreams: [{name: a, command: [x]}]\n"
+	const ups = "upstreams: [{name: a, command: [x]}]\nlisten: 127.0.0.1:0\nagents: [{id: a1, token: tok-aaaaaaaaaaaaaaaa}, {id: a2, token: tok-bbbbbbbbbbbbbbbb}]\n"
+	const upsStdio = "upstreams: [{name: a, command: [x]}]\n"
+	const upsAnonymous = "upstreams: [{name: a, command: [x]}]\nlisten: 127.0.0.1:0\nanonymous_agent: anyone\n"
 	for _, c := range []struct {
 		approvals         string // the approvals mapping, "" for none
+		base              string // the rest of the configuration ("": two agents with tokens)
 		max, perAgent     int    // when valid
 		wantErr, unwanted string // when not: a text the error has, one it must not have
 	}{
 		{approvals: "", max: 1000, perAgent: 100},
+		// one identity only: a bound per agent would only lower max_pending
+		{approvals: "", base: upsStdio, max: 1000, perAgent: 1000},
+		{approvals: "", base: upsAnonymous, max: 1000, perAgent: 1000},
+		{approvals: "{max_pending_per_agent: 10}", base: upsAnonymous, max: 1000, perAgent: 10},
 		{approvals: "{max_pending_per_agent: 0}", max: 1000, perAgent: 100},
 		{approvals: "{max_pending_per_agent: 7}", max: 1000, perAgent: 7},
 		{approvals: "{max_pending: 50}", max: 50, perAgent: 50},
@@ -31,6 +38,9 @@ func TestConfigMaxPendingPerAgent(t *testing.T) {
 		{approvals: "{max_pending: -1, max_pending_per_agent: 5}", wantErr: "approvals.max_pending: must not be negative", unwanted: "max_pending_per_agent"},
 	} {
 		yml := ups
+		if c.base != "" {
+			yml = c.base
+		}
 		if c.approvals != "" {
 			yml += "approvals: " + c.approvals + "\n"
 		}
