@@ -127,7 +127,7 @@ func VerifyChain(r io.Reader, o VerifyChainOptions) (ChainReport, error) {
 		}
 		switch {
 		case json.Unmarshal(b, &rec) != nil:
-			rep.Problems = append(rep.Problems, ChainProblem{line, "not a JSON record (edited, or torn by a crash)"})
+			rep.Problems = append(rep.Problems, ChainProblem{line, "not a JSON record (edited, or torn by a crash or a failed write)"})
 		case rec.PrevHash == nil:
 			rep.Problems = append(rep.Problems, ChainProblem{line, "no prev_hash: not written by a chained log, or inserted"})
 		case *rec.PrevHash != want:

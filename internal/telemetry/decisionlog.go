@@ -112,7 +112,7 @@ type DecisionLog struct {
 	logger *slog.Logger
 	batch  int // bytes per Write, see decisionLogBatchBytes
 	chain  bool
-	prev   string // with chain: hash of the last line encoded (writer goroutine only)
+	prev   string // with chain: hash of the last line buffered or written (writer goroutine only)
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -337,6 +337,8 @@ func (l *DecisionLog) run() {
 	var (
 		buf     bytes.Buffer
 		pending uint64
+		bufPrev string // with chain: what the first line in buf links to
+		torn    bool   // a Write failed part-way: the sink ends with a fragment of a line
 		lastErr time.Time
 	)
 	report := func(msg string, err error, n uint64) {
@@ -347,42 +349,99 @@ func (l *DecisionLog) run() {
 			l.logger.Warn(msg, "error", err, "events", n, "failed_total", l.failed.Load())
 		}
 	}
+	// flush writes buf. A Write that fails part-way (a full disk) leaves
+	// the sink ending in a fragment of a line: the next flush first ends it
+	// with a newline, as NewDecisionLog does for a file torn by a crash, so
+	// that the next record is not lost inside a line that is not JSON. Only
+	// the lines that landed whole count as written, the rest (the fragment's
+	// record included) as failed, and the chain goes on from what landed —
+	// the fragment, which verify and a reopen take as the last line, or the
+	// last whole line — not from records that never reached the sink.
 	flush := func() {
 		if buf.Len() == 0 {
 			return
 		}
-		if _, err := l.w.Write(buf.Bytes()); err != nil {
-			report("decision log: write failed", err, pending)
-		} else {
-			l.written.Add(pending)
+		defer func() { buf.Reset(); pending = 0 }()
+		if torn {
+			if n, err := l.w.Write([]byte{'\n'}); n != 1 {
+				if err == nil {
+					err = io.ErrShortWrite
+				}
+				report("decision log: write failed", err, pending)
+				if l.chain {
+					l.prev = bufPrev
+				}
+				return
+			}
+			torn = false
 		}
-		buf.Reset()
-		pending = 0
+		b := buf.Bytes()
+		n, err := l.w.Write(b)
+		if err == nil && n < len(b) {
+			err = io.ErrShortWrite
+		}
+		if err == nil {
+			l.written.Add(pending)
+			return
+		}
+		landed := b[:min(max(n, 0), len(b))]
+		whole := bytes.LastIndexByte(landed, '\n') + 1 // bytes of whole lines
+		lines := uint64(bytes.Count(landed[:whole], []byte{'\n'}))
+		l.written.Add(lines)
+		report("decision log: write failed", err, pending-lines)
+		torn = whole < len(landed)
+		if l.chain {
+			switch {
+			case torn:
+				l.prev = LineHash(landed[whole:])
+			case whole > 0:
+				last := landed[:whole-1]
+				l.prev = LineHash(last[bytes.LastIndexByte(last, '\n')+1:])
+			default:
+				l.prev = bufPrev
+			}
+		}
 	}
 	// Each event is encoded on its own first, so that a batch is flushed
 	// before an event would push it past l.batch: a Write then holds whole
 	// lines and stays within the bound unless one event alone exceeds it.
+	// l.prev is the hash of the last line in buf, or of the last line that
+	// landed when buf is empty.
 	var one bytes.Buffer
 	enc := json.NewEncoder(&one)
 	enc.SetEscapeHTML(false)
-	encode := func(e *DecisionEvent) {
-		l.prepare(e)
+	encodeOne := func(e *DecisionEvent) bool {
 		if l.chain {
 			e.PrevHash = l.prev
 		}
 		one.Reset()
 		if err := enc.Encode(e); err != nil {
 			report("decision log: cannot encode event", err, 1)
-			return
+			return false
 		}
-		if l.chain {
-			l.prev = LineHash(bytes.TrimSuffix(one.Bytes(), []byte{'\n'}))
+		return true
+	}
+	encode := func(e *DecisionEvent) {
+		l.prepare(e)
+		if !encodeOne(e) {
+			return
 		}
 		if buf.Len() > 0 && buf.Len()+one.Len() > l.batch {
 			flush()
+			// A failed flush moved the chain back to what landed: the
+			// event links to a line that did not.
+			if l.chain && e.PrevHash != l.prev && !encodeOne(e) {
+				return
+			}
+		}
+		if buf.Len() == 0 {
+			bufPrev = e.PrevHash
 		}
 		buf.Write(one.Bytes())
 		pending++
+		if l.chain {
+			l.prev = LineHash(bytes.TrimSuffix(one.Bytes(), []byte{'\n'}))
+		}
 		if buf.Len() >= l.batch {
 			flush()
 		}

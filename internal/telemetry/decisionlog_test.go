@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -563,6 +564,213 @@ func BenchmarkDecisionLogLog(b *testing.B) {
 			b.StopTimer()
 			_ = l.Close(context.Background())
 			b.ReportMetric(float64(l.Dropped())/float64(b.N), "dropped/op")
+		})
+	}
+}
+
+// cutSink is a sink whose Writes can fail part-way, as a write to a full
+// disk does: cut(call, p) returns how many bytes of the call-th Write (from
+// 1) land before it fails, or -1 for a Write that succeeds. With hold set,
+// the first Write waits for it to be closed, so that a test can queue a
+// batch behind it.
+type cutSink struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	calls int
+	cut   func(call int, p []byte) int
+	held  chan struct{} // the first Write has started (with hold)
+	hold  chan struct{}
+}
+
+func (s *cutSink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	s.calls++
+	call := s.calls
+	s.mu.Unlock()
+	if call == 1 && s.hold != nil {
+		close(s.held)
+		<-s.hold
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := s.cut(call, p); n >= 0 {
+		s.buf.Write(p[:n])
+		return n, errors.New("no space left on device")
+	}
+	return s.buf.Write(p)
+}
+
+func (s *cutSink) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+// waitHandled waits until the log has written or failed n events in all.
+func waitHandled(t *testing.T, l *DecisionLog, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for l.Written()+l.Failed() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s: written %d failed %d, want %d handled", l.Written(), l.Failed(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestDecisionLogPartialWrite: a Write that fails part-way (a full disk)
+// leaves a fragment of a line. The next records must start on a line of
+// their own and link to the fragment (the last line, as verify and a reopen
+// see it), only the lines that landed whole count as written, and a Write
+// that fails entirely must not leave the chain linking to records that
+// never landed: verify then reports the fragment alone.
+func TestDecisionLogPartialWrite(t *testing.T) {
+	ts := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	event := func(name string) *DecisionEvent {
+		return &DecisionEvent{
+			DecisionID: "00000000-0000-4000-8000-00000000000" + name[:1],
+			Path:       "acgs/main/decision", Input: map[string]any{"name": name, "pad": strings.Repeat("x", 200)},
+			Timestamp: ts, CacheTier: "none",
+		}
+	}
+	firstLine := func(p []byte) int { return bytes.IndexByte(p, '\n') + 1 }
+	tests := []struct {
+		name string
+		// cut as in cutSink; batch, when set, queues the events after the
+		// first behind a held first Write, so that they are written in
+		// batches rather than one by one.
+		cut       func(call int, p []byte) int
+		batch     bool
+		halfBatch bool
+		events    []string
+		lines     int   // lines in the sink
+		torn      []int // 1-based lines that are fragments
+		written   uint64
+		failed    uint64
+	}{
+		{
+			name:    "a write torn in the middle of a record",
+			cut:     func(call int, p []byte) int { return map[bool]int{true: 20, false: -1}[call == 2] },
+			events:  []string{"a", "b", "c"},
+			lines:   3,
+			torn:    []int{2},
+			written: 2, failed: 1,
+		},
+		{
+			name:    "a write that fails entirely",
+			cut:     func(call int, p []byte) int { return map[bool]int{true: 0, false: -1}[call == 2] },
+			events:  []string{"a", "b", "c"},
+			lines:   2,
+			written: 2, failed: 1,
+		},
+		{
+			name: "the newline that ends the fragment fails too",
+			cut: func(call int, p []byte) int {
+				switch call {
+				case 2:
+					return 20
+				case 3: // the newline before c
+					return 0
+				}
+				return -1
+			},
+			events:  []string{"a", "b", "c", "d"},
+			lines:   3, // a, b's fragment, d
+			torn:    []int{2},
+			written: 2, failed: 2,
+		},
+		{
+			name: "a batch torn after its first record",
+			cut: func(call int, p []byte) int {
+				if call == 2 {
+					return firstLine(p) + 10
+				}
+				return -1
+			},
+			batch:   true,
+			events:  []string{"w", "a", "b", "c", "d"}, // a, b, c in one batch
+			lines:   4,                                 // w, a, b's fragment, d
+			torn:    []int{3},
+			written: 3, failed: 2,
+		},
+		{
+			name: "the flush before a record that would overflow the batch fails part-way",
+			cut: func(call int, p []byte) int {
+				if call == 2 {
+					return 10
+				}
+				return -1
+			},
+			batch:     true,
+			halfBatch: true, // a is flushed when b is encoded
+			events:    []string{"w", "a", "b", "c"},
+			lines:     4, // w, a's fragment, b, c
+			torn:      []int{2},
+			written:   3, failed: 1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sink := &cutSink{cut: tt.cut}
+			if tt.batch {
+				sink.held, sink.hold = make(chan struct{}), make(chan struct{})
+			}
+			cfg := DecisionLogConfig{Writer: sink, Chain: true, Logger: slog.New(slog.DiscardHandler)}
+			if tt.halfBatch {
+				e := event("a")
+				e.PrevHash = ChainGenesis
+				b, err := json.Marshal(e)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg.batchBytes = (len(b) + 1) * 3 / 2
+			}
+			l, err := NewDecisionLog(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, name := range tt.events {
+				l.Log(event(name))
+				switch {
+				case !tt.batch:
+					waitHandled(t, l, uint64(i+1))
+				case i == 0:
+					<-sink.held
+				case i == len(tt.events)-2: // all but the last queued behind the first
+					close(sink.hold)
+					waitHandled(t, l, uint64(i+1))
+				case i == len(tt.events)-1:
+					waitHandled(t, l, uint64(i+1))
+				}
+			}
+			closeLog(t, l)
+			out := sink.String()
+			lines := strings.SplitAfter(out, "\n")
+			if lines[len(lines)-1] == "" {
+				lines = lines[:len(lines)-1]
+			}
+			if len(lines) != tt.lines {
+				t.Fatalf("%d lines, want %d:\n%s", len(lines), tt.lines, out)
+			}
+			if l.Written() != tt.written || l.Failed() != tt.failed {
+				t.Errorf("written %d failed %d, want %d and %d", l.Written(), l.Failed(), tt.written, tt.failed)
+			}
+			rep := verify(t, out, VerifyChainOptions{Head: l.ChainHead()})
+			var bad []int
+			for _, p := range rep.Problems {
+				bad = append(bad, p.Line)
+				if !strings.Contains(p.Reason, "not a JSON record") {
+					t.Errorf("line %d: %s", p.Line, p.Reason)
+				}
+			}
+			if !reflect.DeepEqual(bad, tt.torn) {
+				t.Errorf("verify found problems on lines %v, want only the fragments %v: %+v", bad, tt.torn, rep)
+			}
+			// The last event logged is always whole: the sink recovered.
+			var last map[string]any
+			if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil || last["input"].(map[string]any)["name"] != tt.events[len(tt.events)-1] {
+				t.Errorf("last line %q is not the last event (%v)", lines[len(lines)-1], err)
+			}
 		})
 	}
 }
