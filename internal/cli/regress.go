@@ -130,7 +130,12 @@ func newRegressCompareCmd(open regressStoreOpener) *cobra.Command {
 		Long: `compare judges --input against a baseline: the newest record of
 --baseline-commit, or the newest record at least --days old, or (default) the
 newest record. Records of --commit (the input's own commit) are skipped.
-With no baseline in the store it reports so and exits 0.`,
+With no baseline in the store it reports so and exits 0; with a baseline that
+shares no benchmark with the input it exits 1, as nothing was compared.
+
+Benchmarks are matched by name without the "-N" GOMAXPROCS suffix, so a run
+on a machine with another core count still compares; the report warns when
+the two sides ran at different GOMAXPROCS.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -185,6 +190,12 @@ With no baseline in the store it reports so and exits 0.`,
 			}
 			if err := regressWriteMarkdown(markdown, func(w io.Writer) error { return perfhistory.WriteCompareMarkdown(w, c) }); err != nil {
 				return err
+			}
+			if c.Compared() == 0 {
+				// A baseline sharing no benchmark with the input judges
+				// nothing; passing would hide every regression.
+				return &ExitError{Code: 1, Err: fmt.Errorf("no benchmark of %s is in the baseline %s (%d new, %d missing): nothing was compared; were the benchmarks renamed?",
+					input, base.Name, c.Count(perfhistory.VerdictAdded), c.Count(perfhistory.VerdictRemoved))}
 			}
 			if regs := c.Regressions(); len(regs) > 0 {
 				return &ExitError{Code: 1, Err: fmt.Errorf("%d performance regression(s) against %s", len(regs), base.Name)}

@@ -82,6 +82,16 @@ type Delta struct {
 	ChangePct float64 `json:"change_pct"`
 	Verdict   Verdict `json:"verdict"`
 	Note      string  `json:"note,omitempty"`
+	// OldProcs and NewProcs are the GOMAXPROCS of each side (0 for the side
+	// that lacks the metric).
+	OldProcs int `json:"old_gomaxprocs,omitempty"`
+	NewProcs int `json:"new_gomaxprocs,omitempty"`
+}
+
+// ProcsChanged reports whether both sides have the metric and ran it at
+// different GOMAXPROCS.
+func (d *Delta) ProcsChanged() bool {
+	return d.OldProcs > 0 && d.NewProcs > 0 && d.OldProcs != d.NewProcs
 }
 
 // CompareOptions are the decision thresholds. ThresholdPct is taken as
@@ -103,6 +113,16 @@ type Comparison struct {
 	Alpha        float64     `json:"alpha"`
 	ThresholdPct float64     `json:"threshold_pct"`
 	Deltas       []Delta     `json:"deltas"`
+	// Warnings say what makes the comparison less sound than usual, such as
+	// a different GOMAXPROCS on the two sides.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Compared returns how many metrics are in both the baseline and the new
+// result. None means the two share no benchmark (renamed, or another
+// suite), so nothing was judged at all.
+func (c *Comparison) Compared() int {
+	return len(c.Deltas) - c.Count(VerdictAdded) - c.Count(VerdictRemoved)
 }
 
 // Count returns how many deltas have the verdict.
@@ -147,18 +167,45 @@ func Compare(old, cur *Set, opts CompareOptions) *Comparison {
 		ov, ok := old.Values[k]
 		if !ok {
 			s := benchmath.NewSample(nv, &th)
-			cmp.Deltas = append(cmp.Deltas, Delta{Key: k, Direction: dir, NewMedian: median(s), NewN: len(nv), P: math.NaN(), ChangePct: math.NaN(), Verdict: VerdictAdded})
+			cmp.Deltas = append(cmp.Deltas, Delta{Key: k, Direction: dir, NewMedian: median(s), NewN: len(nv), P: math.NaN(), ChangePct: math.NaN(), Verdict: VerdictAdded, NewProcs: cur.Procs[k]})
 			continue
 		}
-		cmp.Deltas = append(cmp.Deltas, compareSamples(k, dir, ov, nv, &th, opts.ThresholdPct))
+		d := compareSamples(k, dir, ov, nv, &th, opts.ThresholdPct)
+		d.OldProcs, d.NewProcs = old.Procs[k], cur.Procs[k]
+		cmp.Deltas = append(cmp.Deltas, d)
 	}
 	for _, k := range old.Keys {
 		if _, ok := cur.Values[k]; !ok {
 			s := benchmath.NewSample(old.Values[k], &th)
-			cmp.Deltas = append(cmp.Deltas, Delta{Key: k, Direction: UnitDirection(k.Unit, old.Units), OldMedian: median(s), OldN: len(old.Values[k]), P: math.NaN(), ChangePct: math.NaN(), Verdict: VerdictRemoved})
+			cmp.Deltas = append(cmp.Deltas, Delta{Key: k, Direction: UnitDirection(k.Unit, old.Units), OldMedian: median(s), OldN: len(old.Values[k]), P: math.NaN(), ChangePct: math.NaN(), Verdict: VerdictRemoved, OldProcs: old.Procs[k]})
 		}
 	}
+	cmp.Warnings = procsWarnings(cmp.Deltas)
 	return cmp
+}
+
+// procsWarnings says, once per pair of GOMAXPROCS, how many metrics ran at
+// a different GOMAXPROCS than in the baseline: times and rates then change
+// with the machine, not only with the code.
+func procsWarnings(ds []Delta) []string {
+	type pair struct{ old, cur int }
+	var order []pair
+	n := map[pair]int{}
+	for _, d := range ds {
+		if !d.ProcsChanged() {
+			continue
+		}
+		p := pair{d.OldProcs, d.NewProcs}
+		if n[p] == 0 {
+			order = append(order, p)
+		}
+		n[p]++
+	}
+	var out []string
+	for _, p := range order {
+		out = append(out, fmt.Sprintf("%d metric(s) ran at GOMAXPROCS %d in the baseline and %d in this run: a change may come from the machine, not the code", n[p], p.old, p.cur))
+	}
+	return out
 }
 
 func median(s *benchmath.Sample) float64 {

@@ -241,3 +241,110 @@ func TestTrends(t *testing.T) {
 		t.Fatalf("table: %v\n%s", err, buf.String())
 	}
 }
+
+// procsBench renders n samples of each named benchmark (name with any -N
+// GOMAXPROCS suffix) at nsCenter ns/op with 1% noise.
+func procsBench(seed uint64, n int, nsCenter float64, names ...string) []byte {
+	rng := rand.New(rand.NewPCG(seed, 3))
+	var b bytes.Buffer
+	for range n {
+		for _, name := range names {
+			fmt.Fprintf(&b, "Benchmark%s\t1000\t%.0f ns/op\n", name, nsCenter*(1+0.01*rng.NormFloat64()))
+		}
+	}
+	return b.Bytes()
+}
+
+// A GOMAXPROCS suffix is not part of a benchmark's identity: a runner with
+// another core count (or GOMAXPROCS=1, where go test writes no suffix) must
+// still be compared, with a warning, not reported as new and missing.
+func TestCompareAcrossGOMAXPROCS(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		old, cur  []byte
+		wantRegs  []string // names of the regressed metrics
+		wantNames []string // names of every delta
+		warn      string   // in the text report; "" for no GOMAXPROCS warning
+	}{
+		{"-2 then -4, twice as slow", procsBench(1, 10, 1000, "Decide-2"), procsBench(2, 10, 2000, "Decide-4"),
+			[]string{"Decide"}, []string{"Decide"}, "GOMAXPROCS 2 in the baseline and 4 in this run"},
+		{"-4 then GOMAXPROCS=1 (no suffix), twice as slow", procsBench(1, 10, 1000, "Decide-4"), procsBench(2, 10, 2000, "Decide"),
+			[]string{"Decide"}, []string{"Decide"}, "GOMAXPROCS 4 in the baseline and 1 in this run"},
+		{"sub-benchmark, -8 then -2", procsBench(1, 10, 1000, "HTTP/c=10-8"), procsBench(2, 10, 2000, "HTTP/c=10-2"),
+			[]string{"HTTP/c=10"}, []string{"HTTP/c=10"}, "GOMAXPROCS 8 in the baseline and 2"},
+		{"same GOMAXPROCS: no warning", procsBench(1, 10, 1000, "Decide-4"), procsBench(2, 10, 2000, "Decide-4"),
+			[]string{"Decide"}, []string{"Decide"}, ""},
+		{"noise at another GOMAXPROCS is no regression", procsBench(1, 10, 1000, "Decide"), procsBench(2, 10, 1000, "Decide-8"),
+			nil, []string{"Decide"}, "GOMAXPROCS 1 in the baseline and 8"},
+		{"-cpu 1,2 on both sides stay apart", procsBench(1, 10, 1000, "Decide", "Decide-2"),
+			append(procsBench(2, 10, 1000, "Decide"), procsBench(3, 10, 2000, "Decide-2")...),
+			[]string{"Decide-2"}, []string{"Decide-1", "Decide-2"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Compare(mustSet(t, tc.old), mustSet(t, tc.cur), DefaultCompareOptions())
+			var regs, names []string
+			for _, d := range c.Regressions() {
+				regs = append(regs, d.Name)
+			}
+			for _, d := range c.Deltas {
+				names = append(names, d.Name)
+			}
+			if fmt.Sprint(regs) != fmt.Sprint(tc.wantRegs) || fmt.Sprint(names) != fmt.Sprint(tc.wantNames) {
+				t.Errorf("regressions %v of deltas %v, want %v of %v", regs, names, tc.wantRegs, tc.wantNames)
+			}
+			var buf bytes.Buffer
+			if err := WriteCompareTable(&buf, c); err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(buf.String(), "GOMAXPROCS"); got != (tc.warn != "") || !strings.Contains(buf.String(), tc.warn) {
+				t.Errorf("report, want GOMAXPROCS warning %q:\n%s", tc.warn, buf.String())
+			}
+			buf.Reset()
+			c.Baseline = &RecordMeta{Name: "b.txt", Commit: "b"}
+			if err := WriteCompareMarkdown(&buf, c); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(buf.String(), tc.warn) {
+				t.Errorf("markdown lacks %q:\n%s", tc.warn, buf.String())
+			}
+		})
+	}
+}
+
+// A baseline that shares no benchmark with the new result compares nothing;
+// the reports must say so instead of "no regression".
+func TestCompareNothingInCommon(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		old, cur []byte
+		want     string // in the markdown; "" when something was compared
+	}{
+		{"renamed benchmarks", procsBench(1, 5, 1000, "Old"), procsBench(2, 5, 2000, "New"), "**Nothing compared**"},
+		{"same names, other units", []byte("BenchmarkA 1 5 ns/op\n"), []byte("BenchmarkA 1 5 req/s\n"), "**Nothing compared**"},
+		{"one shared benchmark is enough", procsBench(1, 5, 1000, "Old", "Both"), procsBench(2, 5, 1000, "New", "Both"), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Compare(mustSet(t, tc.old), mustSet(t, tc.cur), DefaultCompareOptions())
+			c.Baseline = &RecordMeta{Name: "b.txt", Commit: "b"}
+			var md, table bytes.Buffer
+			if err := WriteCompareMarkdown(&md, c); err != nil {
+				t.Fatal(err)
+			}
+			if err := WriteCompareTable(&table, c); err != nil {
+				t.Fatal(err)
+			}
+			if tc.want == "" {
+				if strings.Contains(md.String(), "Nothing compared") || strings.Contains(table.String(), "nothing compared") {
+					t.Errorf("nothing compared reported with a shared benchmark:\n%s\n%s", md.String(), table.String())
+				}
+				return
+			}
+			if !strings.Contains(md.String(), tc.want) || strings.Contains(md.String(), "No regression") {
+				t.Errorf("markdown lacks %q:\n%s", tc.want, md.String())
+			}
+			if !strings.Contains(table.String(), "nothing compared") {
+				t.Errorf("table lacks nothing compared:\n%s", table.String())
+			}
+		})
+	}
+}

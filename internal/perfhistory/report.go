@@ -43,6 +43,9 @@ func WriteCompareTable(w io.Writer, c *Comparison) error {
 		fmt.Fprintf(w, "baseline: %s (commit %s, %s)\n", c.Baseline.Name, c.Baseline.Commit, c.Baseline.Time.Format(time.RFC3339))
 	}
 	fmt.Fprintf(w, "regression = Mann-Whitney U p < %.2f and median worse by > %.1f%%\n", c.Alpha, c.ThresholdPct)
+	for _, warn := range c.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", warn)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "BENCHMARK\tUNIT\tOLD\tNEW\tCHANGE\tP\tN\tVERDICT")
 	for _, d := range c.Deltas {
@@ -55,6 +58,10 @@ func WriteCompareTable(w io.Writer, c *Comparison) error {
 	}
 	fmt.Fprintf(w, "%d regression(s), %d improvement(s), %d metric(s) with too few samples\n",
 		c.Count(VerdictRegression), c.Count(VerdictImprovement), c.Count(VerdictInsufficient))
+	if c.Baseline != nil && c.Compared() == 0 {
+		fmt.Fprintf(w, "nothing compared: no benchmark of this run is in the baseline (%d new, %d missing)\n",
+			c.Count(VerdictAdded), c.Count(VerdictRemoved))
+	}
 	return nil
 }
 
@@ -69,6 +76,9 @@ func verdictText(d Delta) string {
 	s := string(d.Verdict)
 	if d.Verdict == VerdictInsufficient && d.Note != "" {
 		s += " (" + d.Note + ")"
+	}
+	if d.ProcsChanged() {
+		s += fmt.Sprintf(" (GOMAXPROCS %d→%d)", d.OldProcs, d.NewProcs)
 	}
 	return s
 }
@@ -93,6 +103,9 @@ func WriteCompareMarkdown(w io.Writer, c *Comparison) error {
 	case c.Baseline == nil:
 		fmt.Fprintln(w, "No baseline record was found, so nothing was compared. This run is recorded as the first baseline.")
 		return nil
+	case c.Compared() == 0:
+		fmt.Fprintf(w, "🔴 **Nothing compared**: no benchmark of this run is in `%s` (commit `%s`): %d new, %d missing. Were the benchmarks renamed?\n",
+			c.Baseline.Name, c.Baseline.Commit, c.Count(VerdictAdded), c.Count(VerdictRemoved))
 	case len(regs) > 0:
 		fmt.Fprintf(w, "🔴 **%d regression(s)** against `%s` (commit `%s`).\n", len(regs), c.Baseline.Name, c.Baseline.Commit)
 	default:
@@ -105,6 +118,9 @@ func WriteCompareMarkdown(w io.Writer, c *Comparison) error {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w)
+	for _, warn := range c.Warnings {
+		fmt.Fprintf(w, "⚠️ %s.\n\n", warn)
+	}
 	writeRows := func(ds []Delta) {
 		fmt.Fprintln(w, "| | benchmark | unit | baseline | new | change | p | n |")
 		fmt.Fprintln(w, "|---|---|---|--:|--:|--:|--:|--:|")

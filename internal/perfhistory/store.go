@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -213,7 +214,13 @@ func LoadRecord(ctx context.Context, s Store, meta RecordMeta) (*Set, error) {
 	return set, nil
 }
 
-// Key identifies a metric: a benchmark's full name and a (tidied) unit.
+// Key identifies a metric: a benchmark's name and a (tidied) unit. The name
+// leaves out the "-N" GOMAXPROCS suffix go test appends (and omits at
+// GOMAXPROCS=1), so that a runner with another core count, or results of
+// go test -bench mixed with history, still compare; Set.Procs keeps the
+// GOMAXPROCS. A file that ran one benchmark at several GOMAXPROCS
+// (go test -cpu 1,2,4) keeps the suffix on each, "-1" included, since those
+// are different configurations, not repetitions.
 type Key struct {
 	Name string `json:"name"`
 	Unit string `json:"unit"`
@@ -225,25 +232,48 @@ type Set struct {
 	Keys   []Key
 	Values map[Key][]float64
 	Units  benchfmt.UnitMetadataMap
+	// Procs is the GOMAXPROCS each metric ran at, from the "-N" suffix of
+	// its benchmark name (1 when there is none, as go test writes it).
+	Procs map[Key]int
+}
+
+// splitProcs splits the "-N" GOMAXPROCS suffix off a benchmark name the way
+// benchfmt (and so benchstat) reads it: 1 when there is none.
+func splitProcs(n benchfmt.Name) (string, int) {
+	if _, parts := n.Parts(); len(parts) > 0 {
+		last := parts[len(parts)-1]
+		if last[0] == '-' {
+			if p, err := strconv.Atoi(string(last[1:])); err == nil && p > 0 {
+				return string(n[:len(n)-len(last)]), p
+			}
+		}
+	}
+	return string(n), 1
 }
 
 // ParseBenchmarks reads Go benchmark format. Units are tidied the way
 // benchstat tidies them (ns/op becomes sec/op), so files written by
 // different tools compare.
 func ParseBenchmarks(data []byte) (*Set, error) {
+	type sample struct {
+		base  string
+		procs int
+		unit  string
+		value float64
+	}
+	var samples []sample
+	procsOf := map[string][]int{} // distinct GOMAXPROCS of each name
 	r := benchfmt.NewReader(bytes.NewReader(data), "input")
-	s := &Set{Values: map[Key][]float64{}}
 	var syntaxErrs []string
 	for r.Scan() {
 		switch rec := r.Result().(type) {
 		case *benchfmt.Result:
-			name := rec.Name.String()
+			base, procs := splitProcs(rec.Name)
+			if !slices.Contains(procsOf[base], procs) {
+				procsOf[base] = append(procsOf[base], procs)
+			}
 			for _, v := range rec.Values {
-				k := Key{Name: name, Unit: v.Unit}
-				if _, ok := s.Values[k]; !ok {
-					s.Keys = append(s.Keys, k)
-				}
-				s.Values[k] = append(s.Values[k], v.Value)
+				samples = append(samples, sample{base, procs, v.Unit, v.Value})
 			}
 		case *benchfmt.SyntaxError:
 			syntaxErrs = append(syntaxErrs, rec.Error())
@@ -251,6 +281,19 @@ func ParseBenchmarks(data []byte) (*Set, error) {
 	}
 	if err := r.Err(); err != nil {
 		return nil, err
+	}
+	s := &Set{Values: map[Key][]float64{}, Procs: map[Key]int{}}
+	for _, smp := range samples {
+		name := smp.base
+		if len(procsOf[smp.base]) > 1 {
+			name += "-" + strconv.Itoa(smp.procs)
+		}
+		k := Key{Name: name, Unit: smp.unit}
+		if _, ok := s.Values[k]; !ok {
+			s.Keys = append(s.Keys, k)
+			s.Procs[k] = smp.procs
+		}
+		s.Values[k] = append(s.Values[k], smp.value)
 	}
 	if len(s.Keys) == 0 && len(syntaxErrs) > 0 {
 		return nil, fmt.Errorf("not Go benchmark format: %s", syntaxErrs[0])
