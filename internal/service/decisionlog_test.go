@@ -2,15 +2,20 @@ package service_test
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/acgs-lite/acgs/internal/config"
+	"github.com/acgs-lite/acgs/internal/service"
 	"github.com/acgs-lite/acgs/internal/service/servicetest"
+	"github.com/acgs-lite/acgs/internal/telemetry"
 	"github.com/acgs-lite/acgs/internal/testenv"
 )
 
@@ -98,5 +103,83 @@ func TestDecisionLogOneEventPerDecision(t *testing.T) {
 		if seen[id] != 1 {
 			t.Errorf("decision %s logged %d times", id, seen[id])
 		}
+	}
+}
+
+// syncLog is a log output the test reads while the service writes it.
+type syncLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *syncLog) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *syncLog) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+// TestDecisionLogClosedBeforeRemoteStop: stopping remote bundles can take
+// its whole shutdown budget (it waits for the bundle loaders, and for an
+// activation in progress). The decision log must not share that budget: it
+// is closed first, with a deadline of its own, every queued event is
+// written, and the close is logged with its counts.
+func TestDecisionLogClosedBeforeRemoteStop(t *testing.T) {
+	_, bundlesURL := bundleServer(t)
+	_, pub := signingKeys(t)
+	logPath := filepath.Join(t.TempDir(), "decisions.jsonl")
+	cfg := config.Default()
+	cfg.Log.Level = "info"
+	cfg.Log.DecisionLog = "file:" + logPath
+	cfg.Policy.ConfigFile = writeOPAConfig(t, bundlesURL, pub)
+	cfg.Policy.PartialEval = false
+	out := &syncLog{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	svc, err := service.New(ctx, cfg, service.Options{LogOutput: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.StartPolicy(ctx); err != nil {
+		svc.Close()
+		t.Fatal(err)
+	}
+	const n = 100
+	for range n {
+		svc.DLog.Log(&telemetry.DecisionEvent{Path: "acgs/main/decision", CacheTier: "none"})
+	}
+	svc.Close()
+
+	closedAt, stopAt := -1, -1
+	var closed map[string]any
+	for i, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			continue
+		}
+		switch msg, _ := rec["msg"].(string); {
+		case msg == "decision log closed" && closedAt < 0:
+			closedAt, closed = i, rec
+		case strings.Contains(msg, "Stopping bundle loader") && stopAt < 0:
+			stopAt = i
+		}
+	}
+	if closedAt < 0 || stopAt < 0 || closedAt > stopAt {
+		t.Fatalf("want the decision log closed (line %d) before the remote bundles stop (line %d):\n%s", closedAt, stopAt, out.String())
+	}
+	if closed["written"] != float64(n) || closed["dropped"] != float64(0) || closed["failed"] != float64(0) || closed["level"] != "INFO" {
+		t.Errorf("close logged as %v, want %d written, none dropped or failed", closed, n)
+	}
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(string(b), "\n"); got != n {
+		t.Errorf("%d lines in the decision log, want %d", got, n)
 	}
 }
