@@ -254,6 +254,9 @@ func (a *Analyzer) Analyze(ref ast.Ref, extra ...*ast.Term) *Set {
 	if w.whole != "" {
 		s.Whole, s.WholeWhy = true, w.whole
 	} else {
+		if w.typeMocked {
+			w.paths, w.types = append(w.paths, w.types...), nil
+		}
 		s.Paths = minimal(w.paths)
 		s.Types = typesOutside(w.types, s.Paths)
 	}
@@ -275,6 +278,11 @@ type walker struct {
 	typeOnly  map[ast.Var]bool // in the rule being walked: variables only given to a type test
 	whole     string           // why the whole input is read; "" if not
 	nd        map[string]bool
+	// typeMocked: a reachable with replaces a type test (with is_object
+	// as f). The mock stays in force in every rule evaluated under that
+	// expression and may read all of what a type test is given there, so
+	// no read can be narrowed to a type.
+	typeMocked bool
 }
 
 func (w *walker) widen(why string, loc *ast.Location) {
@@ -356,15 +364,30 @@ func (w *walker) walk(x any) {
 				if ref, ok := with.Target.Value.(ast.Ref); ok && ref.HasPrefix(ast.InputRootRef) {
 					w.widen("with "+ref.String(), with.Location)
 				}
+				if typeTests[with.Target.String()] {
+					w.typeMocked = true
+				}
 				// The target names what is replaced, not something read;
-				// the value is an ordinary term.
+				// the value is an ordinary term (a mock that is a
+				// non-deterministic built-in is recorded as its call is).
+				w.call([]*ast.Term{with.Value})
 				w.walk(with.Value)
 			}
 			if len(v.With) > 0 {
-				// Walk the expression's own terms without its modifiers.
-				cp := *v
-				cp.With = nil
-				w.walk(cp.Terms)
+				// Walk the expression's own terms without its modifiers
+				// (and without the type-test narrowing, walked as v is: a
+				// mocked call may read all of its operand). The generic
+				// visitor does not descend into a bare []*ast.Term (the
+				// terms of a call or an equality): walk each.
+				if ts, ok := v.Terms.([]*ast.Term); ok {
+					for _, t := range ts {
+						w.walk(t)
+					}
+				} else {
+					cp := *v
+					cp.With = nil
+					w.walk(cp.Terms)
+				}
 				return true
 			}
 		}

@@ -130,6 +130,50 @@ allow if q with data.flag as input.b`},
 		want: []string{"input.a", "input.b"},
 	},
 	{
+		name: "with on a call reads the call's operands",
+		modules: map[string]string{"p.rego": `package p
+allow if { input.secret == 1 with data.z as 2 }`},
+		path: "p.allow",
+		seed: map[string]any{"secret": json.Number("1")},
+		want: []string{"input.secret"},
+	},
+	{
+		name: "with on an assignment reaches the rules it calls",
+		modules: map[string]string{"p.rego": `package p
+q if input.secret == 1
+allow if { x := q with data.z as 2; x }`},
+		path: "p.allow",
+		seed: map[string]any{"secret": json.Number("1")},
+		want: []string{"input.secret"},
+	},
+	{
+		name: "a mocked type test reads its operand whole, in every rule",
+		modules: map[string]string{"p.rego": `package p
+t if is_object(input.x)
+f(v) if v.secret == 1
+allow if { t with is_object as f }`},
+		path: "p.allow",
+		seed: map[string]any{"x": map[string]any{"secret": json.Number("1")}},
+		want: []string{"input.x"},
+	},
+	{
+		name: "a mocked type_name reads its operand whole",
+		modules: map[string]string{"p.rego": `package p
+n := type_name(input.x)
+out := m if { m := n with type_name as json.marshal }`},
+		path: "p.out",
+		seed: map[string]any{"x": map[string]any{"k": "v"}},
+		want: []string{"input.x"},
+	},
+	{
+		name: "a non-deterministic built-in as a mock value",
+		modules: map[string]string{"p.rego": `package p
+f(_, n) := n
+r := x if { x := f("k", 1000000000) with f as rand.intn }`},
+		path: "p.r",
+		nd:   []string{"rand.intn"},
+	},
+	{
 		name: "object.get on a subtree reads it whole",
 		modules: map[string]string{"p.rego": `package p
 allow if object.get(input.ctx, "k", 0) > 1`},
