@@ -405,9 +405,18 @@ func (w *walker) call(terms []*ast.Term) {
 	if !ok {
 		return
 	}
-	if b, ok := ast.BuiltinMap[op.String()]; ok && b.Nondeterministic {
+	if b, ok := ast.BuiltinMap[op.String()]; ok && (b.Nondeterministic || clockDependent[b.Name]) {
 		w.nd[b.Name] = true
 	}
+}
+
+// clockDependent are built-ins OPA does not mark non-deterministic whose
+// result still depends on the time of the call: certificate chains are
+// verified against the current time unless the options give one, so a
+// cached "valid" would outlive the certificate's expiry.
+var clockDependent = map[string]bool{
+	"crypto.x509.parse_and_verify_certificates":              true,
+	"crypto.x509.parse_and_verify_certificates_with_options": true,
 }
 
 // typeTests are the built-ins whose result depends only on the type of

@@ -174,6 +174,14 @@ r := x if { x := f("k", 1000000000) with f as rand.intn }`},
 		nd:   []string{"rand.intn"},
 	},
 	{
+		name: "certificate verification depends on the clock",
+		modules: map[string]string{"p.rego": `package p
+valid if { [ok, _] := crypto.x509.parse_and_verify_certificates(input.chain); ok }`},
+		path: "p.valid",
+		want: []string{"input.chain"},
+		nd:   []string{"crypto.x509.parse_and_verify_certificates"},
+	},
+	{
 		name: "object.get on a subtree reads it whole",
 		modules: map[string]string{"p.rego": `package p
 allow if object.get(input.ctx, "k", 0) > 1`},
