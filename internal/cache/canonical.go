@@ -154,7 +154,11 @@ func appendValue(b []byte, v any, s *scratch) ([]byte, error) {
 			return b, fmt.Errorf("cache: cannot encode %v in a cache key: not a JSON number", x)
 		}
 		b = append(b, tagNumber, 0)
-		return endShortNumber(appendJSONFloat(b, x), len(b)), nil
+		// As OPA turns a Go float64 into a number ('g', shortest): OPA
+		// keeps a number's text (json.marshal writes it back), so 1e-7
+		// given as float64 (1e-07) and as json.Number("1e-7") are two
+		// inputs, and two keys.
+		return endShortNumber(strconv.AppendFloat(b, x, 'g', -1, 64), len(b)), nil
 	case int:
 		b = append(b, tagNumber, 0)
 		return endShortNumber(strconv.AppendInt(b, int64(x), 10), len(b)), nil
@@ -183,26 +187,6 @@ func appendValue(b []byte, v any, s *scratch) ([]byte, error) {
 // the uvarint length always fits that single byte.
 func endShortNumber(b []byte, at int) []byte {
 	b[at-1] = byte(len(b) - at)
-	return b
-}
-
-// appendJSONFloat formats f exactly as encoding/json does, so that a Go
-// float64 and the json.Number decoded from its marshalled text share a key.
-func appendJSONFloat(b []byte, f float64) []byte {
-	abs := math.Abs(f)
-	format := byte('f')
-	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
-		format = 'e'
-	}
-	b = strconv.AppendFloat(b, f, format, -1, 64)
-	if format == 'e' {
-		// clean up e-09 to e-9, as encoding/json does
-		n := len(b)
-		if n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
-			b[n-2] = b[n-1]
-			b = b[:n-1]
-		}
-	}
 	return b
 }
 

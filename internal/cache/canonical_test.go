@@ -12,6 +12,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/open-policy-agent/opa/v1/ast"
 )
 
 // decodeJSON decodes one JSON document the way the service does (UseNumber).
@@ -104,8 +106,9 @@ func TestCanonicalEqual(t *testing.T) {
 		{"go int64 vs json number", int64(-42), json.Number("-42")},
 		{"go float vs json number", 0.9, json.Number("0.9")},
 		{"go whole float vs json number", float64(3), json.Number("3")},
-		{"go tiny float as encoding/json writes it", 1e-7, json.Number("1e-7")},
-		{"go huge float as encoding/json writes it", 1e21, json.Number("1e+21")},
+		{"go tiny float as OPA writes it", 1e-7, json.Number("1e-07")},
+		{"go huge float as OPA writes it", 1e21, json.Number("1e+21")},
+		{"go large float as OPA writes it", 1e20, json.Number("1e+20")},
 		{"go literal vs decoded", map[string]any{"a": []any{true, nil, "x"}}, `{"a":[true,null,"x"]}`},
 	}
 	for _, tt := range tests {
@@ -124,14 +127,23 @@ func TestCanonicalEqual(t *testing.T) {
 	}
 }
 
-func TestCanonicalGoFloatsMatchEncodingJSON(t *testing.T) {
-	for _, f := range []float64{0, 1, -1, 0.1, 1.5e-7, 123456789, 1e20, 1e21, 5e-324, math.MaxFloat64, -2.5e-10} {
-		text, err := json.Marshal(f)
+// TestCanonicalGoFloatsMatchOPA: a Go float64 is keyed as the number OPA
+// makes of it (its text, which json.marshal gives back), so a float64 and
+// a json.Number share a key exactly when OPA cannot tell them apart.
+func TestCanonicalGoFloatsMatchOPA(t *testing.T) {
+	for _, f := range []float64{0, 1, -1, 0.1, 1.5e-7, 1e-7, 123456789, 1e20, 1e21, 5e-324, math.MaxFloat64, -2.5e-10} {
+		n, err := ast.InterfaceToValue(f)
 		if err != nil {
 			t.Fatal(err)
 		}
+		text := n.String()
 		if a, b := canonical(t, f), canonical(t, json.Number(text)); !bytes.Equal(a, b) {
-			t.Errorf("float64 %v encodes as %q, json.Number(%s) as %q", f, a, text, b)
+			t.Errorf("float64 %v encodes as %q, json.Number(%s) (OPA's number) as %q", f, a, text, b)
+		}
+		if js, _ := json.Marshal(f); string(js) != text {
+			if a, b := canonical(t, f), canonical(t, json.Number(js)); bytes.Equal(a, b) {
+				t.Errorf("float64 %v and json.Number(%s) share a key, but OPA keeps %s and %s apart", f, js, text, js)
+			}
 		}
 	}
 }
