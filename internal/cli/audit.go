@@ -50,6 +50,11 @@ a rotated one, give the previous file's head as --from.`,
 				for _, p := range rep.Problems {
 					fmt.Fprintf(out, "%s:%d: %s\n", args[0], p.Line, p.Reason)
 				}
+				if rep.Records == 0 {
+					// A log closed before its first decision, or a file
+					// emptied: only --head tells them apart.
+					fmt.Fprintf(out, "%s: the file has no records: its head is where the chain starts (--from, or the genesis hash)\n", args[0])
+				}
 				if rep.OK() {
 					fmt.Fprintf(out, "%s: intact: %d records, head %s\n", args[0], rep.Records, rep.Head)
 				} else {

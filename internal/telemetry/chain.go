@@ -80,7 +80,7 @@ type ChainProblem struct {
 // ChainReport is what VerifyChain found.
 type ChainReport struct {
 	Records  int            `json:"records"`
-	Head     string         `json:"head"` // hash of the last line: what a later record would link to
+	Head     string         `json:"head"` // hash of the last line: what a later record would link to (From, or ChainGenesis, with no records)
 	Problems []ChainProblem `json:"problems,omitempty"`
 }
 
@@ -141,13 +141,10 @@ func VerifyChain(r io.Reader, o VerifyChainOptions) (ChainReport, error) {
 			break
 		}
 	}
+	// With no records the head is where the chain starts (From, or
+	// ChainGenesis): what a chained log closed without events reports as
+	// its ChainHead, and what its first record will link to.
 	rep.Head = want
-	if rep.Records == 0 {
-		rep.Head = ""
-		if o.From != "" {
-			rep.Head = o.From
-		}
-	}
 	if o.Head != "" && rep.Head != o.Head {
 		rep.Problems = append(rep.Problems, ChainProblem{line, fmt.Sprintf("the log ends at %s, not at the expected head %s: records removed from the end, or the last one edited", rep.Head, o.Head)})
 	}

@@ -226,3 +226,37 @@ func TestChainContinuesAfterATornLine(t *testing.T) {
 		t.Fatalf("want one problem, the torn line 3: %+v", rep)
 	}
 }
+
+// A chained log closed before its first event reports the genesis hash as
+// its head, and verify must agree: an empty file (or an empty rotated one,
+// with From) ends where its chain starts, so checking it against the
+// recorded head passes.
+func TestChainEmptyLogHead(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.jsonl")
+	l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	head := l.ChainHead()
+	if head != ChainGenesis {
+		t.Fatalf("ChainHead of an empty log = %q, want the genesis hash", head)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) != 0 {
+		t.Fatalf("file %q (%v), want it empty", b, err)
+	}
+	rep := verify(t, string(b), VerifyChainOptions{Head: head})
+	if !rep.OK() || rep.Records != 0 || rep.Head != ChainGenesis {
+		t.Fatalf("empty log against its own head: %+v", rep)
+	}
+	from := LineHash([]byte("the last line of the previous file"))
+	if rep := verify(t, "", VerifyChainOptions{From: from, Head: from}); !rep.OK() || rep.Head != from {
+		t.Fatalf("empty rotated file: %+v", rep)
+	}
+	if rep := verify(t, "", VerifyChainOptions{Head: from}); rep.OK() {
+		t.Fatalf("an empty file must not pass against the head of a log that had records: %+v", rep)
+	}
+}
