@@ -132,6 +132,8 @@ func newRegressCompareCmd(open regressStoreOpener) *cobra.Command {
 newest record. Records of --commit (the input's own commit) are skipped.
 With no baseline in the store it reports so and exits 0; with a baseline that
 shares no benchmark with the input it exits 1, as nothing was compared.
+Damaged records (empty, unparsable) are skipped, and named, for the next
+one that fits; when every record that fits is damaged it exits 1.
 
 Benchmarks are matched by name without the "-N" GOMAXPROCS suffix, so a run
 on a machine with another core count still compares; the report warns when
@@ -165,21 +167,21 @@ the two sides ran at different GOMAXPROCS.`,
 				commit = os.Getenv("GITHUB_SHA")
 			}
 			out := cmd.OutOrStdout()
-			base, err := perfhistory.SelectBaseline(metas, baselineCommit, days, time.Now(), commit)
+			base, old, skipped, err := perfhistory.LoadBaseline(ctx, s, metas, baselineCommit, days, time.Now(), commit)
 			if errors.Is(err, perfhistory.ErrNoBaseline) {
 				fmt.Fprintf(out, "%v: nothing to compare\n", err)
 				empty := &perfhistory.Comparison{Alpha: opts.Alpha, ThresholdPct: opts.ThresholdPct}
 				return regressWriteMarkdown(markdown, func(w io.Writer) error { return perfhistory.WriteCompareMarkdown(w, empty) })
 			}
 			if err != nil {
-				return err
-			}
-			old, err := perfhistory.LoadRecord(ctx, s, base)
-			if err != nil {
+				for _, sk := range skipped {
+					fmt.Fprintf(cmd.ErrOrStderr(), "skipped %s\n", sk.Reason)
+				}
 				return err
 			}
 			c := perfhistory.Compare(old, cur, opts)
 			c.Baseline = &base
+			c.Skipped = skipped
 			if asJSON {
 				err = perfWriteJSON(out, c)
 			} else {
@@ -237,12 +239,19 @@ func newRegressTrendCmd(open regressStoreOpener) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			metas, sets, err := perfhistory.LoadSince(cmd.Context(), s, time.Now().Add(-time.Duration(days)*24*time.Hour))
+			metas, sets, skipped, err := perfhistory.LoadSince(cmd.Context(), s, time.Now().Add(-time.Duration(days)*24*time.Hour))
 			if err != nil {
 				return err
 			}
 			ts := perfhistory.ComputeTrends(metas, sets, threshold)
 			out := cmd.OutOrStdout()
+			notes := out // skipped records, kept out of the JSON document
+			if asJSON {
+				notes = cmd.ErrOrStderr()
+			}
+			for _, sk := range skipped {
+				fmt.Fprintf(notes, "skipped %s\n", sk.Reason)
+			}
 			if asJSON {
 				err = perfWriteJSON(out, ts)
 			} else {
@@ -252,7 +261,15 @@ func newRegressTrendCmd(open regressStoreOpener) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return regressWriteMarkdown(markdown, func(w io.Writer) error { return perfhistory.WriteTrendMarkdown(w, ts, days) })
+			return regressWriteMarkdown(markdown, func(w io.Writer) error {
+				if err := perfhistory.WriteTrendMarkdown(w, ts, days); err != nil {
+					return err
+				}
+				for _, sk := range skipped {
+					fmt.Fprintf(w, "\nSkipped damaged record `%s`.\n", sk.Name)
+				}
+				return nil
+			})
 		},
 	}
 	f := cmd.Flags()

@@ -73,3 +73,57 @@ func TestRegressCompareMatching(t *testing.T) {
 		})
 	}
 }
+
+// A damaged newest record (empty after a crash, or not benchmark format)
+// must be skipped, and named, not taken as a baseline that passes
+// everything; with nothing but damaged records compare fails.
+func TestRegressCompareDamagedBaseline(t *testing.T) {
+	t.Setenv("REGRESSION_THRESHOLD_PERCENT", "")
+	t.Setenv("GITHUB_SHA", "")
+	good := regressBench(1, 10, 1000, "Decide")
+	slower := regressBench(2, 10, 2000, "Decide")
+	for _, tc := range []struct {
+		name    string
+		records map[string]string // record file name -> content
+		code    int
+		want    []string
+	}{
+		{"newest empty", map[string]string{"2026-11-01T10-00-00Z_aaa.txt": good, "2026-11-20T10-00-00Z_bbb.txt": ""},
+			1, []string{"1 regression(s)", "baseline: 2026-11-01T10-00-00Z_aaa.txt", "skipped 2026-11-20T10-00-00Z_bbb.txt"}},
+		{"newest headers only", map[string]string{"2026-11-01T10-00-00Z_aaa.txt": good, "2026-11-20T10-00-00Z_bbb.txt": "goos: linux\ngoarch: amd64\n"},
+			1, []string{"1 regression(s)", "skipped 2026-11-20T10-00-00Z_bbb.txt"}},
+		{"newest garbled", map[string]string{"2026-11-01T10-00-00Z_aaa.txt": good, "2026-11-20T10-00-00Z_bbb.txt": "<html>502</html>\n"},
+			1, []string{"1 regression(s)", "skipped 2026-11-20T10-00-00Z_bbb.txt"}},
+		{"only damaged records", map[string]string{"2026-11-20T10-00-00Z_bbb.txt": ""},
+			1, []string{"skipped 2026-11-20T10-00-00Z_bbb.txt", "no usable baseline"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			store := filepath.Join(dir, "history")
+			if err := os.MkdirAll(store, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for name, content := range tc.records {
+				regressWrite(t, store, name, content)
+			}
+			in := regressWrite(t, dir, "new.txt", slower)
+			out, code, err := perfRun(t, "regress", "compare", "--store", store, "--input", in, "--commit", "ccc")
+			if err != nil {
+				out += "\nerror: " + err.Error()
+			}
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d\n%s", code, tc.code, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			out, code, err = perfRun(t, "regress", "trend", "--store", store, "--days", "36500")
+			wantRecords := fmt.Sprintf("%d record(s)", len(tc.records)-1)
+			if code != 0 || !strings.Contains(out, wantRecords) || !strings.Contains(out, "skipped 2026-11-20T10-00-00Z_bbb.txt") {
+				t.Errorf("trend: exit %d %v, want %s and the damaged record skipped\n%s", code, err, wantRecords, out)
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package perfhistory
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -116,6 +117,8 @@ type Comparison struct {
 	// Warnings say what makes the comparison less sound than usual, such as
 	// a different GOMAXPROCS on the two sides.
 	Warnings []string `json:"warnings,omitempty"`
+	// Skipped are the damaged records passed over to reach the baseline.
+	Skipped []SkippedRecord `json:"skipped_records,omitempty"`
 }
 
 // Compared returns how many metrics are in both the baseline and the new
@@ -269,14 +272,49 @@ var ErrNoBaseline = errors.New("no baseline record")
 // record of the given commit (a prefix is enough) if commit is set; else the
 // newest record at least `days` days older than now if days > 0; else the
 // newest record. Records of excludeCommit are skipped (a run is not its own
-// baseline).
+// baseline). It looks at names only; LoadBaseline also passes over records
+// that turn out to be damaged.
 func SelectBaseline(metas []RecordMeta, commit string, days int, now time.Time, excludeCommit string) (RecordMeta, error) {
+	ms := baselineCandidates(metas, commit, days, now, excludeCommit)
+	if len(ms) == 0 {
+		return RecordMeta{}, noBaselineError(commit, days)
+	}
+	return ms[0], nil
+}
+
+// LoadBaseline selects the baseline as SelectBaseline does and loads it,
+// passing over damaged records (ErrBadRecord: empty, unparsable, too large)
+// to the next one that fits, and returning those it skipped. When every
+// record that fits is damaged, it fails: that is not a store without a
+// baseline, and passing would hide every regression.
+func LoadBaseline(ctx context.Context, s Store, metas []RecordMeta, commit string, days int, now time.Time, excludeCommit string) (RecordMeta, *Set, []SkippedRecord, error) {
+	ms := baselineCandidates(metas, commit, days, now, excludeCommit)
+	if len(ms) == 0 {
+		return RecordMeta{}, nil, nil, noBaselineError(commit, days)
+	}
+	var skipped []SkippedRecord
+	for _, m := range ms {
+		set, err := loadOrSkip(ctx, s, m, &skipped)
+		if err != nil {
+			return RecordMeta{}, nil, skipped, err
+		}
+		if set != nil {
+			return m, set, skipped, nil
+		}
+	}
+	return RecordMeta{}, nil, skipped, fmt.Errorf("no usable baseline: all %d record(s) that fit are damaged (newest: %s)", len(skipped), skipped[0].Reason)
+}
+
+// baselineCandidates returns the records that fit the selection, best
+// (newest) first.
+func baselineCandidates(metas []RecordMeta, commit string, days int, now time.Time, excludeCommit string) []RecordMeta {
 	ms := slices.Clone(metas)
 	sortMetas(ms)
 	exclude := ""
 	if excludeCommit != "" {
 		exclude = sanitizeCommit(excludeCommit)
 	}
+	var out []RecordMeta
 	for i := len(ms) - 1; i >= 0; i-- {
 		m := ms[i]
 		if exclude != "" && m.Commit == exclude {
@@ -285,21 +323,25 @@ func SelectBaseline(metas []RecordMeta, commit string, days int, now time.Time, 
 		switch {
 		case commit != "":
 			if strings.HasPrefix(m.Commit, sanitizeCommit(commit)) {
-				return m, nil
+				out = append(out, m)
 			}
 		case days > 0:
 			if !m.Time.After(now.Add(-time.Duration(days) * 24 * time.Hour)) {
-				return m, nil
+				out = append(out, m)
 			}
 		default:
-			return m, nil
+			out = append(out, m)
 		}
 	}
+	return out
+}
+
+func noBaselineError(commit string, days int) error {
 	switch {
 	case commit != "":
-		return RecordMeta{}, fmt.Errorf("%w for commit %s", ErrNoBaseline, commit)
+		return fmt.Errorf("%w for commit %s", ErrNoBaseline, commit)
 	case days > 0:
-		return RecordMeta{}, fmt.Errorf("%w at least %d days old", ErrNoBaseline, days)
+		return fmt.Errorf("%w at least %d days old", ErrNoBaseline, days)
 	}
-	return RecordMeta{}, ErrNoBaseline
+	return ErrNoBaseline
 }

@@ -42,6 +42,9 @@ func WriteCompareTable(w io.Writer, c *Comparison) error {
 	if c.Baseline != nil {
 		fmt.Fprintf(w, "baseline: %s (commit %s, %s)\n", c.Baseline.Name, c.Baseline.Commit, c.Baseline.Time.Format(time.RFC3339))
 	}
+	for _, sk := range c.Skipped {
+		fmt.Fprintf(w, "skipped %s\n", sk.Reason)
+	}
 	fmt.Fprintf(w, "regression = Mann-Whitney U p < %.2f and median worse by > %.1f%%\n", c.Alpha, c.ThresholdPct)
 	for _, warn := range c.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", warn)
@@ -121,6 +124,7 @@ func WriteCompareMarkdown(w io.Writer, c *Comparison) error {
 	for _, warn := range c.Warnings {
 		fmt.Fprintf(w, "⚠️ %s.\n\n", warn)
 	}
+	writeSkippedMarkdown(w, c.Skipped)
 	writeRows := func(ds []Delta) {
 		fmt.Fprintln(w, "| | benchmark | unit | baseline | new | change | p | n |")
 		fmt.Fprintln(w, "|---|---|---|--:|--:|--:|--:|--:|")
@@ -142,6 +146,13 @@ func WriteCompareMarkdown(w io.Writer, c *Comparison) error {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "</details>")
 	return nil
+}
+
+// writeSkippedMarkdown lists the damaged records passed over.
+func writeSkippedMarkdown(w io.Writer, skipped []SkippedRecord) {
+	for _, sk := range skipped {
+		fmt.Fprintf(w, "⚠️ Skipped `%s`: %s\n\n", sk.Name, strings.TrimPrefix(sk.Reason, sk.Name+": "))
+	}
 }
 
 // WriteTrendTable prints trends for a terminal.

@@ -146,7 +146,12 @@ func (s *S3Store) List(ctx context.Context) ([]RecordMeta, error) {
 	return out, nil
 }
 
-// Get downloads one record.
+// maxS3RecordBytes bounds what Get reads: records are a few kilobytes, and
+// an object far larger is not one.
+const maxS3RecordBytes = 64 << 20
+
+// Get downloads one record; an object larger than maxS3RecordBytes is
+// ErrBadRecord rather than read in part.
 func (s *S3Store) Get(ctx context.Context, meta RecordMeta) (Record, error) {
 	if meta.Name == "" || strings.Contains(meta.Name, "/") {
 		return Record{}, fmt.Errorf("bad record name %q", meta.Name)
@@ -156,7 +161,12 @@ func (s *S3Store) Get(ctx context.Context, meta RecordMeta) (Record, error) {
 		return Record{}, fmt.Errorf("s3 get %s: %w", meta.Name, err)
 	}
 	defer obj.Close()
-	b, err := io.ReadAll(io.LimitReader(obj, 64<<20))
+	b, err := io.ReadAll(io.LimitReader(obj, maxS3RecordBytes+1))
+	if err == nil && len(b) > maxS3RecordBytes {
+		// Cut short, it would parse as a shorter result, or fail on its
+		// last line far from the cause.
+		return Record{}, fmt.Errorf("s3 get %s: %w: larger than %d MiB", meta.Name, ErrBadRecord, maxS3RecordBytes>>20)
+	}
 	if err != nil {
 		var er minio.ErrorResponse
 		if errors.As(err, &er) && er.Code == "NoSuchKey" {

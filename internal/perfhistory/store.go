@@ -124,8 +124,25 @@ type FSStore struct {
 
 var _ Store = (*FSStore)(nil)
 
+// syncFile and syncDir flush a file's data and a directory's entries to
+// stable storage; variables so that tests can see the order of the steps.
+var (
+	syncFile = (*os.File).Sync
+	syncDir  = func(dir string) error {
+		d, err := os.Open(dir)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		return d.Sync()
+	}
+)
+
 // Put writes the record atomically (temporary file and rename), so a
-// concurrent List never sees half a file.
+// concurrent List never sees half a file. The data is synced before the
+// rename: otherwise a crash can leave the new name on a zero-length file,
+// a baseline that compares nothing. The directory is synced after it, best
+// effort (not every file system can), so the name itself survives a crash.
 func (s *FSStore) Put(_ context.Context, rec Record) error {
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		return err
@@ -139,10 +156,18 @@ func (s *FSStore) Put(_ context.Context, rec Record) error {
 		tmp.Close()
 		return err
 	}
+	if err := syncFile(tmp); err != nil {
+		tmp.Close()
+		return fmt.Errorf("sync %s: %w", rec.Name, err)
+	}
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), filepath.Join(s.Dir, rec.Name))
+	if err := os.Rename(tmp.Name(), filepath.Join(s.Dir, rec.Name)); err != nil {
+		return err
+	}
+	_ = syncDir(s.Dir)
+	return nil
 }
 
 // List returns the records oldest first; files that are not records are
@@ -201,7 +226,13 @@ func OpenStore(ctx context.Context, spec string) (Store, error) {
 	return &FSStore{Dir: spec}, nil
 }
 
-// LoadRecord fetches and parses a record.
+// ErrBadRecord means a stored record is damaged: empty (a crash during a
+// write), not Go benchmark format, or too large to be one.
+var ErrBadRecord = errors.New("damaged record")
+
+// LoadRecord fetches and parses a record. A record without any benchmark
+// result is ErrBadRecord, as is one that does not parse: either would make a
+// baseline that compares nothing.
 func LoadRecord(ctx context.Context, s Store, meta RecordMeta) (*Set, error) {
 	rec, err := s.Get(ctx, meta)
 	if err != nil {
@@ -209,9 +240,29 @@ func LoadRecord(ctx context.Context, s Store, meta RecordMeta) (*Set, error) {
 	}
 	set, err := ParseBenchmarks(rec.Data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", meta.Name, err)
+		return nil, fmt.Errorf("%s: %w: %w", meta.Name, ErrBadRecord, err)
+	}
+	if len(set.Keys) == 0 {
+		return nil, fmt.Errorf("%s: %w: no benchmark results (%d bytes)", meta.Name, ErrBadRecord, len(rec.Data))
 	}
 	return set, nil
+}
+
+// SkippedRecord is a damaged record passed over, and why.
+type SkippedRecord struct {
+	Name   string `json:"name"`
+	Reason string `json:"reason"`
+}
+
+// loadOrSkip loads a record and, when it is damaged, appends it to skipped rather
+// than failing; other errors (the store cannot be read) are returned.
+func loadOrSkip(ctx context.Context, s Store, m RecordMeta, skipped *[]SkippedRecord) (*Set, error) {
+	set, err := LoadRecord(ctx, s, m)
+	if errors.Is(err, ErrBadRecord) {
+		*skipped = append(*skipped, SkippedRecord{Name: m.Name, Reason: err.Error()})
+		return nil, nil
+	}
+	return set, err
 }
 
 // Key identifies a metric: a benchmark's name and a (tidied) unit. The name

@@ -3,11 +3,14 @@ package perfhistory
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -237,5 +240,221 @@ func TestRecordNames(t *testing.T) {
 	}
 	if _, err := NewRecord(at, "c", []byte("no benchmarks here\n")); err == nil {
 		t.Error("NewRecord accepted a file without results")
+	}
+}
+
+// Put must sync the data before the rename (else a crash can leave the
+// record's name on a zero-length file) and the directory after it, best
+// effort.
+func TestFSStorePutSyncs(t *testing.T) {
+	errSync := errors.New("sync failed")
+	for _, tc := range []struct {
+		name            string
+		fileErr, dirErr error
+		wantErr         bool
+		wantRecord      bool
+		wantSyncs       string
+	}{
+		{"data synced before the rename, directory after", nil, nil, false, true, "file,dir"},
+		{"a failed data sync fails the put and leaves no record", errSync, nil, true, false, "file"},
+		{"a failed directory sync is best effort", nil, errSync, false, true, "file,dir"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &FSStore{Dir: filepath.Join(t.TempDir(), "history")}
+			rec, err := NewRecord(time.Date(2026, 11, 20, 8, 0, 0, 0, time.UTC), "abc", []byte("BenchmarkA 1 5 ns/op\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			final := filepath.Join(s.Dir, rec.Name)
+			var syncs []string
+			oldFile, oldDir := syncFile, syncDir
+			t.Cleanup(func() { syncFile, syncDir = oldFile, oldDir })
+			syncFile = func(f *os.File) error {
+				syncs = append(syncs, "file")
+				if _, err := os.Stat(final); err == nil {
+					t.Error("data synced after the rename")
+				}
+				if fi, err := f.Stat(); err != nil || fi.Size() != int64(len(rec.Data)) {
+					t.Errorf("data synced before it was all written: %v %v", fi, err)
+				}
+				if tc.fileErr != nil {
+					return tc.fileErr
+				}
+				return f.Sync()
+			}
+			syncDir = func(dir string) error {
+				syncs = append(syncs, "dir")
+				if _, err := os.Stat(final); err != nil || dir != s.Dir {
+					t.Errorf("directory %s synced before the rename: %v", dir, err)
+				}
+				if tc.dirErr != nil {
+					return tc.dirErr
+				}
+				return oldDir(dir)
+			}
+			err = s.Put(context.Background(), rec)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("Put: %v, want error %v", err, tc.wantErr)
+			}
+			if got := strings.Join(syncs, ","); got != tc.wantSyncs {
+				t.Errorf("syncs %s, want %s", got, tc.wantSyncs)
+			}
+			ms, _ := s.List(context.Background())
+			if (len(ms) == 1) != tc.wantRecord {
+				t.Errorf("records %v, want one: %v", ms, tc.wantRecord)
+			}
+			ents, _ := os.ReadDir(s.Dir)
+			for _, e := range ents {
+				if strings.HasPrefix(e.Name(), ".put-") {
+					t.Errorf("temporary file %s left behind", e.Name())
+				}
+			}
+		})
+	}
+}
+
+// failingStore fails every Get, as an unreachable bucket does.
+type failingStore struct{ Store }
+
+func (failingStore) Get(context.Context, RecordMeta) (Record, error) {
+	return Record{}, errors.New("connection refused")
+}
+
+// A damaged record must never become the baseline: LoadRecord refuses it
+// and LoadBaseline passes over it to the next record that fits, naming it.
+func TestLoadBaselineSkipsDamaged(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	good := "goos: linux\nBenchmarkA 1 5 ns/op\n"
+	type rec struct {
+		ago    time.Duration
+		commit string
+		data   string
+	}
+	for _, tc := range []struct {
+		name        string
+		recs        []rec
+		commit      string
+		failGet     bool
+		want        string // commit of the baseline; "" for an error
+		wantSkipped []string
+		noBaseline  bool // the error is ErrNoBaseline
+	}{
+		{"newest empty (crash during a write)", []rec{{48, "aaa", good}, {1, "bbb", ""}}, "", false, "aaa", []string{"bbb"}, false},
+		{"newest headers only", []rec{{48, "aaa", good}, {1, "bbb", "goos: linux\ngoarch: amd64\n"}}, "", false, "aaa", []string{"bbb"}, false},
+		{"newest not benchmark format", []rec{{48, "aaa", good}, {1, "bbb", "<html>502 Bad Gateway</html>\n"}}, "", false, "aaa", []string{"bbb"}, false},
+		{"two damaged in a row", []rec{{72, "aaa", good}, {48, "bbb", ""}, {1, "ccc", "junk\n"}}, "", false, "aaa", []string{"ccc", "bbb"}, false},
+		{"by commit: the older record of that commit", []rec{{72, "aaa", good}, {48, "aaa", ""}, {1, "ccc", good}}, "aaa", false, "aaa", []string{"aaa"}, false},
+		{"all damaged is an error, not a missing baseline", []rec{{48, "aaa", ""}, {1, "bbb", "junk\n"}}, "", false, "", []string{"bbb", "aaa"}, false},
+		{"no record of the commit is still no baseline", []rec{{1, "aaa", good}}, "zzz", false, "", nil, true},
+		{"an unreadable store is an error, not a skip", []rec{{48, "aaa", good}, {1, "bbb", good}}, "", true, "", nil, false},
+		{"sound newest record", []rec{{48, "aaa", good}, {1, "bbb", good}}, "", false, "bbb", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := &FSStore{Dir: t.TempDir()}
+			for _, r := range tc.recs {
+				name := RecordName(now.Add(-r.ago*time.Hour), r.commit)
+				if err := os.WriteFile(filepath.Join(fs.Dir, name), []byte(r.data), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var s Store = fs
+			if tc.failGet {
+				s = failingStore{fs}
+			}
+			metas, err := s.List(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			base, set, skipped, err := LoadBaseline(ctx, s, metas, tc.commit, 0, now, "")
+			var skippedCommits []string
+			for _, sk := range skipped {
+				m, _ := ParseRecordName(sk.Name)
+				skippedCommits = append(skippedCommits, m.Commit)
+				if !strings.Contains(sk.Reason, sk.Name) {
+					t.Errorf("reason %q does not name %s", sk.Reason, sk.Name)
+				}
+			}
+			if fmt.Sprint(skippedCommits) != fmt.Sprint(tc.wantSkipped) {
+				t.Errorf("skipped %v, want %v", skippedCommits, tc.wantSkipped)
+			}
+			if tc.want == "" {
+				if err == nil {
+					t.Fatalf("baseline %s, want an error", base.Name)
+				}
+				if errors.Is(err, ErrNoBaseline) != tc.noBaseline {
+					t.Fatalf("error %v: ErrNoBaseline %v, want %v", err, errors.Is(err, ErrNoBaseline), tc.noBaseline)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if base.Commit != tc.want || set == nil || len(set.Keys) == 0 {
+				t.Fatalf("baseline %s (%v), want commit %s", base.Name, set, tc.want)
+			}
+			for _, m := range metas {
+				_, err := LoadRecord(ctx, s, m)
+				if damaged := slices.Contains(tc.wantSkipped, m.Commit) && m.Name != base.Name; damaged != errors.Is(err, ErrBadRecord) {
+					t.Errorf("LoadRecord(%s) = %v, want ErrBadRecord: %v", m.Name, err, damaged)
+				}
+			}
+		})
+	}
+}
+
+// Trends pass over damaged records instead of failing or counting them.
+func TestLoadSinceSkipsDamaged(t *testing.T) {
+	fs := &FSStore{Dir: t.TempDir()}
+	now := time.Now().UTC()
+	for i, data := range []string{"BenchmarkA 1 5 ns/op\n", "", "BenchmarkA 1 6 ns/op\n", "junk\n"} {
+		name := RecordName(now.Add(-time.Duration(4-i)*time.Hour), fmt.Sprint("c", i))
+		if err := os.WriteFile(filepath.Join(fs.Dir, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ms, sets, skipped, err := LoadSince(context.Background(), fs, now.Add(-24*time.Hour))
+	if err != nil || len(ms) != 2 || len(sets) != 2 || len(skipped) != 2 || ms[1].Commit != "c2" {
+		t.Fatalf("LoadSince = %v %v skipped %v, %v; want c0, c2 loaded and c1, c3 skipped", ms, sets, skipped, err)
+	}
+}
+
+// An S3 object larger than a record can be is refused, not cut short into a
+// shorter result.
+func TestS3GetRefusesOversized(t *testing.T) {
+	ctx := context.Background()
+	s, err := NewS3Store(ctx, testS3Config(startS3(t)), "perf", "history")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := []byte("BenchmarkA 1 5 ns/op\n")
+	for _, tc := range []struct {
+		name    string
+		size    int
+		wantErr bool
+	}{
+		{"small record", len(line), false},
+		{"one byte over 64 MiB", 64<<20 + 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.size > 1<<20 && testing.Short() {
+				t.Skip("uploads 64 MiB")
+			}
+			data := bytes.Repeat(line, tc.size/len(line)+1)[:tc.size]
+			name := RecordName(time.Date(2026, 11, 20, 8, 0, 0, 0, time.UTC), "s"+fmt.Sprint(tc.size))
+			if _, err := s.client.PutObject(ctx, s.bucket, s.prefix+name, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			rec, err := s.Get(ctx, RecordMeta{Name: name})
+			if tc.wantErr {
+				if err == nil || !strings.Contains(err.Error(), "larger than 64 MiB") {
+					t.Fatalf("Get: %d bytes, err %v; want a size error", len(rec.Data), err)
+				}
+				return
+			}
+			if err != nil || !bytes.Equal(rec.Data, data) {
+				t.Fatalf("Get: %d bytes, %v", len(rec.Data), err)
+			}
+		})
 	}
 }

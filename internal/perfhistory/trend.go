@@ -34,26 +34,30 @@ type Trend struct {
 	Direction string `json:"direction"`
 }
 
-// LoadSince fetches and parses every record not older than since.
-func LoadSince(ctx context.Context, s Store, since time.Time) ([]RecordMeta, []*Set, error) {
+// LoadSince fetches and parses every record not older than since, passing
+// over damaged ones (ErrBadRecord), which it returns apart.
+func LoadSince(ctx context.Context, s Store, since time.Time) ([]RecordMeta, []*Set, []SkippedRecord, error) {
 	metas, err := s.List(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var ms []RecordMeta
 	var sets []*Set
+	var skipped []SkippedRecord
 	for _, m := range metas {
 		if m.Time.Before(since) {
 			continue
 		}
-		set, err := LoadRecord(ctx, s, m)
+		set, err := loadOrSkip(ctx, s, m, &skipped)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		ms = append(ms, m)
-		sets = append(sets, set)
+		if set != nil {
+			ms = append(ms, m)
+			sets = append(sets, set)
+		}
 	}
-	return ms, sets, nil
+	return ms, sets, skipped, nil
 }
 
 // ComputeTrends builds one trend per metric from records (oldest first),
