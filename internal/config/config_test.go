@@ -83,6 +83,8 @@ func TestValidateNamesSettingAndAcceptedValues(t *testing.T) {
 		{"log format", func(c *config.Config) { c.Log.Format = "xml" }, []string{"LOG_FORMAT", "json, text"}},
 		{"decision log", func(c *config.Config) { c.Log.DecisionLog = "syslog" }, []string{"DECISION_LOG", "off, stdout, file:"}},
 		{"mask", func(c *config.Config) { c.Log.DecisionLogMask = []string{"context.agent"} }, []string{"DECISION_LOG_MASK", "JSON pointer"}},
+		{"mask on the result", func(c *config.Config) { c.Log.DecisionLogMask = []string{"/input/context/agent/id", "/result/reasons"} }, []string{"DECISION_LOG_MASK", "/result/reasons", "result is not supported", "/input/context/agent/id"}},
+		{"mask of the whole input", func(c *config.Config) { c.Log.DecisionLogMask = []string{"/input"} }, []string{"DECISION_LOG_MASK", "whole input"}},
 		{"redis url", func(c *config.Config) { c.Cache.RedisURL = "http://x"; c.Cache.SigningKey = strings.Repeat("k", 32) }, []string{"REDIS_URL", "redis://"}},
 		{"signing key required", func(c *config.Config) { c.Cache.RedisURL = "redis://127.0.0.1:6379" }, []string{"CACHE_SIGNING_KEY", "at least 32 bytes"}},
 		{"short admin token", func(c *config.Config) { c.AdminTok = []string{"short"} }, []string{"ADMIN_TOKEN", "16 characters"}},
@@ -237,5 +239,15 @@ func TestSecretsStayOutOfHelp(t *testing.T) {
 	}
 	if c.Cache.SigningKey != env["CACHE_SIGNING_KEY"] || c.Cache.RedisURL != env["REDIS_URL"] || len(c.AdminTok) != 1 || c.AdminTok[0] != "admin-token-from-flag-0123456789" {
 		t.Fatalf("secrets not taken from the environment and the flag: key %q, url %q, admin %q", c.Cache.SigningKey, c.Cache.RedisURL, c.AdminTok)
+	}
+}
+
+// DECISION_LOG_MASK takes pointers into the input written relative to it or
+// under /input, as OPA's mask policies and the log's erased field write them.
+func TestDecisionLogMaskInputForm(t *testing.T) {
+	c := config.Default()
+	c.Log.DecisionLogMask = []string{"/context/agent/id", "/input/context/agent/id", "/input/result/x", "/results"}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("pointers into the input refused: %v", err)
 	}
 }

@@ -39,7 +39,9 @@ type DecisionLogConfig struct {
 	// The empty string means off.
 	Sink string
 	// Mask lists JSON pointers (RFC 6901) into the input whose values are
-	// erased from logged events, e.g. /context/agent/id.
+	// erased from logged events, e.g. /context/agent/id, or as OPA writes
+	// them /input/context/agent/id. /result/... is refused: only the input
+	// is masked (see parseMaskPointer).
 	Mask []string
 	// QueueSize bounds the events waiting for the writer
 	// (DefaultDecisionLogQueue when 0). Past it, events are dropped and

@@ -210,6 +210,25 @@ func TestDecisionLogMask(t *testing.T) {
 				}
 			},
 		},
+		{
+			// The form OPA's mask policies use, and the log's erased field
+			// shows: it must mask what the relative form masks.
+			name:       "pointers under /input, as OPA writes them",
+			mask:       []string{"/input/context/agent/id", "/input/context/tokens/1/secret", "/context/password"},
+			wantErased: []string{"/input/context/agent/id", "/input/context/tokens/1/secret", "/input/context/password"},
+			check: func(t *testing.T, in map[string]any) {
+				ctx := in["context"].(map[string]any)
+				if _, ok := ctx["agent"].(map[string]any)["id"]; ok {
+					t.Errorf("/input/context/agent/id not erased: %v", ctx["agent"])
+				}
+				if _, ok := ctx["password"]; ok {
+					t.Errorf("/context/password not erased")
+				}
+				if toks := ctx["tokens"].([]any); !reflect.DeepEqual(toks[1], map[string]any{"keep": "k"}) {
+					t.Errorf("tokens = %#v, want the secret erased", toks)
+				}
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -268,6 +287,31 @@ func TestMaskNonGenericInput(t *testing.T) {
 	}
 }
 
+// TestMaskPointerForms: only a leading /input/ segment is taken off (an
+// input field named input is /input/input/...), and /result is refused
+// with a message that says result masking is not supported and names the
+// form to use.
+func TestMaskPointerForms(t *testing.T) {
+	for p, want := range map[string][]string{
+		"/context/agent/id":       {"context", "agent", "id"},
+		"/input/context/agent/id": {"context", "agent", "id"},
+		"/input/input/x":          {"input", "x"},
+		"/inputs/x":               {"inputs", "x"},
+		"/input~1x":               {"input/x"},
+		"/results/x":              {"results", "x"},
+		"/input/result/x":         {"result", "x"},
+	} {
+		mp, err := parseMaskPointer(p)
+		if err != nil || !reflect.DeepEqual(mp.segs, want) {
+			t.Errorf("parseMaskPointer(%q) = %q, %v; want %q", p, mp.segs, err, want)
+		}
+	}
+	_, err := parseMaskPointer("/result/allow")
+	if err == nil || !strings.Contains(err.Error(), "not supported") || !strings.Contains(err.Error(), "/input/context/agent/id") {
+		t.Errorf("/result/allow: %v, want a refusal saying result masking is not supported and naming the input form", err)
+	}
+}
+
 func TestParseDecisionLogSink(t *testing.T) {
 	tests := []struct {
 		sink    string
@@ -302,6 +346,9 @@ func TestNewDecisionLogRejects(t *testing.T) {
 		{"pointer without slash", DecisionLogConfig{Sink: "stdout", Mask: []string{"context/agent"}}},
 		{"empty pointer", DecisionLogConfig{Sink: "stdout", Mask: []string{""}}},
 		{"bad escape", DecisionLogConfig{Sink: "stdout", Mask: []string{"/a~2b"}}},
+		{"the whole input, OPA's form", DecisionLogConfig{Sink: "stdout", Mask: []string{"/input"}}},
+		{"a result field", DecisionLogConfig{Sink: "stdout", Mask: []string{"/result/reasons"}}},
+		{"the whole result", DecisionLogConfig{Sink: "stdout", Mask: []string{"/result"}}},
 		{"unwritable file", DecisionLogConfig{Sink: "file:/nonexistent-dir/x/decisions.jsonl"}},
 	}
 	for _, tt := range tests {

@@ -10,25 +10,40 @@ import (
 
 // maskPointer is one parsed JSON pointer (RFC 6901) into a decision's input.
 type maskPointer struct {
-	raw  string   // as configured, e.g. /context/agent/id
+	raw  string   // relative to the input, e.g. /context/agent/id
 	segs []string // unescaped reference tokens
 }
 
-// parseMaskPointer parses an RFC 6901 pointer. The empty pointer (the whole
-// input) is refused: erasing the whole input is what an "off" sink or an
-// input-less log is for, and it is more likely a typo than a wish.
+// parseMaskPointer parses an RFC 6901 pointer into the input. It is written
+// relative to the input (/context/agent/id), or as OPA's mask policies and
+// the log's own erased field write it, under /input (/input/context/agent/id):
+// that prefix is taken off, so a top-level input field named input is
+// /input/input/... . /result/... is refused rather than read as an input
+// field named result: the log masks the input only, and a pointer that
+// silently masked nothing would log what it was meant to hide. The empty
+// pointer and /input (the whole input) are refused too: erasing the whole
+// input is what an "off" sink or an input-less log is for, and it is more
+// likely a typo than a wish.
 func parseMaskPointer(p string) (maskPointer, error) {
-	if p == "" {
-		return maskPointer{}, fmt.Errorf("decision log mask %q: empty pointer would erase the whole input", p)
+	if p == "" || p == "/input" {
+		return maskPointer{}, fmt.Errorf("decision log mask %q: the pointer would erase the whole input", p)
 	}
 	if !strings.HasPrefix(p, "/") {
 		return maskPointer{}, fmt.Errorf("decision log mask %q: a JSON pointer starts with /", p)
+	}
+	if p == "/result" || strings.HasPrefix(p, "/result/") {
+		return maskPointer{}, fmt.Errorf("decision log mask %q: masking the result is not supported, only the input "+
+			"(a pointer relative to the input such as /context/agent/id, or /input/context/agent/id; an input field named result is /input/result/...)", p)
+	}
+	orig := p
+	if strings.HasPrefix(p, "/input/") {
+		p = p[len("/input"):]
 	}
 	raw := strings.Split(p[1:], "/")
 	segs := make([]string, len(raw))
 	for i, t := range raw {
 		if strings.Contains(strings.ReplaceAll(strings.ReplaceAll(t, "~0", ""), "~1", ""), "~") {
-			return maskPointer{}, fmt.Errorf("decision log mask %q: bad escape in %q (only ~0 and ~1)", p, t)
+			return maskPointer{}, fmt.Errorf("decision log mask %q: bad escape in %q (only ~0 and ~1)", orig, t)
 		}
 		segs[i] = strings.ReplaceAll(strings.ReplaceAll(t, "~1", "/"), "~0", "~")
 	}
