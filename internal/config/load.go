@@ -76,7 +76,7 @@ func NewLoader(fs *pflag.FlagSet, lookup func(string) (string, bool)) *Loader {
 	l.str(fs, &c.Log.Level, "log-level", "LOG_LEVEL", "debug, info, warn or error")
 	l.str(fs, &c.Log.Format, "log-format", "LOG_FORMAT", "json or text")
 	l.str(fs, &c.Log.DecisionLog, "decision-log", "DECISION_LOG", "decision audit log: off, stdout or file:/path")
-	l.str(fs, &l.mask, "decision-log-mask", "DECISION_LOG_MASK", "input JSON pointers erased from the decision log (comma-separated)")
+	l.str(fs, &l.mask, "decision-log-mask", "DECISION_LOG_MASK", "input JSON pointers erased from the decision log, comma-separated (/context/agent/id or, as OPA writes them, /input/context/agent/id)")
 	l.int(fs, &c.Log.DecisionLogSize, "decision-log-queue-size", "DECISION_LOG_QUEUE_SIZE", "bound of the decision log queue (full: drop and count)")
 
 	l.float(fs, &c.Perf.TargetP50MS, "target-p50-ms", "PERFORMANCE_TARGET_P50_MS", "p50 latency target reported by /v1/metrics")

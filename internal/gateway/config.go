@@ -56,7 +56,8 @@ type Config struct {
 	// DECISION_LOG. The log is hash-chained (`acgs audit verify`).
 	DecisionLog string `yaml:"decision_log"`
 	// DecisionLogMask: JSON pointers into the input erased from the log,
-	// added to DECISION_LOG_MASK (e.g. /tool_call/arguments/content).
+	// added to DECISION_LOG_MASK (e.g. /tool_call/arguments/content, or
+	// /input/tool_call/arguments/content as OPA writes it).
 	DecisionLogMask []string `yaml:"decision_log_mask"`
 
 	// RedisURL, when set, keeps the per-agent call counters in Redis so
