@@ -14,6 +14,7 @@ package plan
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -143,8 +144,13 @@ func (p *Planner) keysOf(path string) [][]string {
 // Disabled says why path can have no plan ("" when it can): without keys
 // nothing is specialised; a document that may read the input whole cannot
 // list its unknowns; one that may call a non-deterministic built-in would
-// have it frozen into a constant.
+// have it frozen into a constant. The root document (data, path "" or
+// "/") is never planned: a plan queries the path's segments, and the
+// root has none to query.
 func (p *Planner) Disabled(path string) string {
+	if strings.Trim(path, "/") == "" {
+		return "it is the root document"
+	}
 	if len(p.keysOf(path)) == 0 {
 		return "no plan keys are declared for it"
 	}
@@ -169,8 +175,10 @@ func (p *Planner) key(path string, keys [][]string, input any) (string, bool) {
 		return "", false
 	}
 	var scratch [128]byte
-	buf := append(scratch[:0], path...)
-	buf = append(buf, 0)
+	// The path's length first: a path may hold any byte (NUL too), and
+	// the key must not let one path and its values read as another's.
+	buf := binary.AppendUvarint(scratch[:0], uint64(len(path)))
+	buf = append(buf, path...)
 	for _, parts := range keys {
 		v, present := lookup(obj, parts)
 		if !present {

@@ -208,3 +208,45 @@ func TestDeclareOverridesDefaultKeys(t *testing.T) {
 		t.Fatalf("declared key gave %v", pl)
 	}
 }
+
+// TestRootDocumentIsNotPlanned: the root document (data: path "" or "/")
+// has no plan; a plan of it queried data[""] and answered undefined where
+// topdown answers the whole document.
+func TestRootDocumentIsNotPlanned(t *testing.T) {
+	p := compile(t, routing, nil).planner([]string{"input.action"})
+	for _, path := range []string{"", "/"} {
+		if why := p.Disabled(path); why == "" {
+			t.Errorf("path %q may be planned", path)
+		}
+		if pl := p.Build(context.Background(), path, map[string]any{"action": "rm"}); pl != nil && pl.Kind() == plan.Constant {
+			t.Errorf("path %q: a constant plan", path)
+		}
+	}
+}
+
+// TestPlanKeysNameTheirPath: a path holding a NUL byte and plan-key values
+// never read as another path's key and values, whichever is planned first.
+func TestPlanKeysNameTheirPath(t *testing.T) {
+	f := compile(t, routing, nil)
+	p := f.planner([]string{"input.action"})
+	// With a NUL separator and no length, path "t/decision" with action
+	// "a\x00u" and the path "t/decision\x00ks\x03a" with no action made
+	// the same bytes; with the length first they cannot.
+	odd := "t/decision\x00ks\x03a"
+	wait := func(path string, in map[string]any) *plan.Plan {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if pl := p.Get(path, in); pl != nil {
+				return pl
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no plan for %q after 10s", path)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	pl := wait("t/decision", map[string]any{"action": "a\x00u"})
+	if other := p.Get(odd, map[string]any{}); other == pl {
+		t.Fatalf("path %q got the plan of t/decision", odd)
+	}
+}
