@@ -417,7 +417,7 @@ func TestRemoteBundleSizeLimit(t *testing.T) {
 	}
 	e := newEngine(t)
 	startRemoteWith(t, remote.Options{Config: opaConfig(url, "", poll), Target: e, MaxBundleBytes: limit})
-	eventually(t, 10*time.Second, "revision good active", func() bool { return e.revision() == "good" })
+	eventually(t, 20*time.Second, "revision good active", func() bool { return e.revision() == "good" })
 	for _, tc := range []struct {
 		name    string
 		extra   map[string][]byte
@@ -434,7 +434,7 @@ func TestRemoteBundleSizeLimit(t *testing.T) {
 			if err := remote.WriteFileAtomic(filepath.Join(serveDir, "bundle.tar.gz"), withMembers(t, good, tc.extra)); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, 10*time.Second, "refusal reported", func() bool { return strings.Contains(e.lastError(), tc.wantErr) })
+			eventually(t, 20*time.Second, "refusal reported", func() bool { return strings.Contains(e.lastError(), tc.wantErr) })
 			if got := e.revision(); got != "good" {
 				t.Fatalf("active revision %q after a refused archive, want good", got)
 			}
@@ -442,18 +442,18 @@ func TestRemoteBundleSizeLimit(t *testing.T) {
 		})
 	}
 	publish(t, constitutionDir(t, "good2", hash, nil), serveDir, remote.BuildOptions{})
-	eventually(t, 10*time.Second, "revision good2 active", func() bool { return e.revision() == "good2" })
+	eventually(t, 20*time.Second, "revision good2 active", func() bool { return e.revision() == "good2" })
 
 	// A size_limit_bytes given in the configuration raises the bound on
 	// the whole archive to it: the first archive above is then taken.
 	e2 := newEngine(t)
 	startRemoteWith(t, remote.Options{Config: opaConfig(url, "", poll+"    size_limit_bytes: 2000000\n"), Target: e2, MaxBundleBytes: limit})
-	eventually(t, 10*time.Second, "revision good2 active under the raised bound", func() bool { return e2.revision() == "good2" })
+	eventually(t, 20*time.Second, "revision good2 active under the raised bound", func() bool { return e2.revision() == "good2" })
 	withPads := withMembers(t, good, map[string][]byte{"/acgs/pad/a/data.json": zeros, "/acgs/pad/b/data.json": zeros})
 	if err := remote.WriteFileAtomic(filepath.Join(serveDir, "bundle.tar.gz"), withPads); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "revision good active with its pads under the raised bound", func() bool { return e2.revision() == "good" })
+	eventually(t, 20*time.Second, "revision good active with its pads under the raised bound", func() bool { return e2.revision() == "good" })
 	if msg := e2.lastError(); msg != "" {
 		t.Fatalf("error under the raised bound: %s", msg)
 	}
@@ -505,7 +505,7 @@ func withMembers(tb testing.TB, archive []byte, extra map[string][]byte) []byte 
 // TestRemoteReloadOutlastingItsTimeout holds the bundle server's answers
 // past ActivateTimeout: each reload (and the first download at start)
 // returns the deadline, the active revision is left alone, and once the
-// server answers in time the next reload activates its bundle. Under the
+// server answers in time reloads activate its bundle. Under the
 // race detector it also runs the wait for OPA's abandoned download (which
 // a reload must not run beside) on every timed-out reload.
 func TestRemoteReloadOutlastingItsTimeout(t *testing.T) {
@@ -542,9 +542,10 @@ func TestRemoteReloadOutlastingItsTimeout(t *testing.T) {
 		}
 	}
 	slow.Store(false)
-	if err := r.Reload(ctx); err != nil {
-		t.Fatalf("reload once the server answers in time: %v", err)
-	}
+	// On a loaded machine the activation alone can outlast the second
+	// given: the bundle is then activated after the deadline, and the
+	// next reload finds it unchanged and reports success.
+	eventually(t, 20*time.Second, "a reload succeeds once the server answers in time", func() bool { return r.Reload(ctx) == nil })
 	if got := e.revision(); got != "first" {
 		t.Fatalf("active revision %q, want first", got)
 	}
@@ -606,7 +607,7 @@ func TestRemoteReloadsShareADownload(t *testing.T) {
 	var gets atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		gets.Add(1)
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(500 * time.Millisecond)
 		fsrv.ServeHTTP(w, req)
 	}))
 	t.Cleanup(func() {
