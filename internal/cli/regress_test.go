@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -123,6 +124,59 @@ func TestRegressCompareDamagedBaseline(t *testing.T) {
 			wantRecords := fmt.Sprintf("%d record(s)", len(tc.records)-1)
 			if code != 0 || !strings.Contains(out, wantRecords) || !strings.Contains(out, "skipped 2026-11-20T10-00-00Z_bbb.txt") {
 				t.Errorf("trend: exit %d %v, want %s and the damaged record skipped\n%s", code, err, wantRecords, out)
+			}
+		})
+	}
+}
+
+// --json must write a JSON document, and keep the exit code, when a metric
+// is new or missing (no p-value, no change) or a median is 0 (an infinite
+// change): NaN and ±Inf are written as null.
+func TestRegressJSONNonFinite(t *testing.T) {
+	t.Setenv("REGRESSION_THRESHOLD_PERCENT", "")
+	t.Setenv("GITHUB_SHA", "")
+	zeroAllocs := strings.Repeat("BenchmarkDecide\t1000\t1000 ns/op\t0 allocs/op\n", 8)
+	twoAllocs := strings.Repeat("BenchmarkDecide\t1000\t1000 ns/op\t2 allocs/op\n", 8)
+	for _, tc := range []struct {
+		name, baseline, input string
+		code                  int
+		want                  []string // in the JSON
+	}{
+		{"new metric next to a regression", regressBench(1, 10, 1000, "Decide"), regressBench(2, 10, 2000, "Decide", "Added"),
+			1, []string{`"verdict": "new"`, `"p": null`, `"verdict": "regression"`}},
+		{"missing metric, no regression", regressBench(1, 10, 1000, "Decide", "Gone"), regressBench(2, 10, 1000, "Decide"),
+			0, []string{`"verdict": "missing"`, `"p": null`}},
+		{"zero median before", zeroAllocs, twoAllocs, 1, []string{`"change_pct": null`, `"verdict": "regression"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			store := filepath.Join(dir, "history")
+			base := regressWrite(t, dir, "base.txt", tc.baseline)
+			in := regressWrite(t, dir, "new.txt", tc.input)
+			if out, code, err := perfRun(t, "regress", "record", "--store", store, "--input", base, "--commit", "aaa", "--time", "2026-11-01T10:00:00Z"); code != 0 {
+				t.Fatalf("record: exit %d %v\n%s", code, err, out)
+			}
+			out, code, err := perfRun(t, "regress", "compare", "--store", store, "--input", in, "--commit", "bbb", "--json")
+			if code != tc.code {
+				t.Fatalf("exit %d (%v), want %d\n%s", code, err, tc.code, out)
+			}
+			if err != nil && strings.Contains(err.Error(), "json") {
+				t.Fatalf("JSON error: %v", err)
+			}
+			if !json.Valid([]byte(out)) {
+				t.Fatalf("output is not JSON:\n%s", out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("JSON lacks %s:\n%s", w, out)
+				}
+			}
+			if out, code, err = perfRun(t, "regress", "record", "--store", store, "--input", in, "--commit", "bbb", "--time", "2026-11-02T10:00:00Z"); code != 0 {
+				t.Fatalf("record: exit %d %v\n%s", code, err, out)
+			}
+			out, code, err = perfRun(t, "regress", "trend", "--store", store, "--days", "36500", "--json")
+			if code != 0 || !json.Valid([]byte(out)) {
+				t.Fatalf("trend --json: exit %d %v\n%s", code, err, out)
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package perfhistory
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -87,6 +88,38 @@ type Delta struct {
 	// that lacks the metric).
 	OldProcs int `json:"old_gomaxprocs,omitempty"`
 	NewProcs int `json:"new_gomaxprocs,omitempty"`
+}
+
+// finite returns v, or nil for NaN and ±Inf, which JSON has no number for:
+// the p-value and change of a metric on one side only, a change from a zero
+// median, a NaN sample in the input.
+func finite(v float64) *float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	return &v
+}
+
+// MarshalJSON writes the values that are NaN or infinite as null, and the
+// median of a side without samples (a new or missing metric) too: the
+// default encoder fails on NaN and ±Inf, and with it compare --json, exit
+// code and all.
+func (d Delta) MarshalJSON() ([]byte, error) {
+	type plain Delta // without this method
+	oldMedian, newMedian := finite(d.OldMedian), finite(d.NewMedian)
+	if d.OldN == 0 {
+		oldMedian = nil
+	}
+	if d.NewN == 0 {
+		newMedian = nil
+	}
+	return json.Marshal(struct {
+		plain
+		OldMedian *float64 `json:"old_median"`
+		NewMedian *float64 `json:"new_median"`
+		P         *float64 `json:"p"`
+		ChangePct *float64 `json:"change_pct"`
+	}{plain(d), oldMedian, newMedian, finite(d.P), finite(d.ChangePct)})
 }
 
 // ProcsChanged reports whether both sides have the metric and ran it at

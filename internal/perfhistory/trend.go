@@ -2,6 +2,7 @@ package perfhistory
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
@@ -32,6 +33,30 @@ type Trend struct {
 	// from first to last is within the regression threshold, so that the
 	// word agrees with what compare would say.
 	Direction string `json:"direction"`
+}
+
+// MarshalJSON writes a NaN or infinite median as null (see Delta.MarshalJSON).
+func (p TrendPoint) MarshalJSON() ([]byte, error) {
+	type plain TrendPoint
+	return json.Marshal(struct {
+		plain
+		Median *float64 `json:"median"`
+	}{plain(p), finite(p.Median)})
+}
+
+// MarshalJSON writes the values that are NaN or infinite as null: ChangePct
+// is infinite when the first median is 0.
+func (t Trend) MarshalJSON() ([]byte, error) {
+	type plain Trend
+	return json.Marshal(struct {
+		plain
+		First     *float64 `json:"first"`
+		Last      *float64 `json:"last"`
+		Min       *float64 `json:"min"`
+		Max       *float64 `json:"max"`
+		Median    *float64 `json:"median"`
+		ChangePct *float64 `json:"change_pct"`
+	}{plain(t), finite(t.First), finite(t.Last), finite(t.Min), finite(t.Max), finite(t.Median), finite(t.ChangePct)})
 }
 
 // LoadSince fetches and parses every record not older than since, passing
