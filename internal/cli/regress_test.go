@@ -95,6 +95,8 @@ func TestRegressCompareDamagedBaseline(t *testing.T) {
 			1, []string{"1 regression(s)", "skipped 2026-11-20T10-00-00Z_bbb.txt"}},
 		{"newest garbled", map[string]string{"2026-11-01T10-00-00Z_aaa.txt": good, "2026-11-20T10-00-00Z_bbb.txt": "<html>502</html>\n"},
 			1, []string{"1 regression(s)", "skipped 2026-11-20T10-00-00Z_bbb.txt"}},
+		{"newest holds a NaN sample", map[string]string{"2026-11-01T10-00-00Z_aaa.txt": good, "2026-11-20T10-00-00Z_bbb.txt": good + "BenchmarkDecide\t1000\tNaN ns/op\n"},
+			1, []string{"1 regression(s)", "skipped 2026-11-20T10-00-00Z_bbb.txt", "NaN ns/op is not a measurement"}},
 		{"only damaged records", map[string]string{"2026-11-20T10-00-00Z_bbb.txt": ""},
 			1, []string{"skipped 2026-11-20T10-00-00Z_bbb.txt", "no usable baseline"}},
 	} {

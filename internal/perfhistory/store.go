@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -304,7 +305,9 @@ func splitProcs(n benchfmt.Name) (string, int) {
 
 // ParseBenchmarks reads Go benchmark format. Units are tidied the way
 // benchstat tidies them (ns/op becomes sec/op), so files written by
-// different tools compare.
+// different tools compare. A NaN or infinite value is an error: it is no
+// measurement, and the Mann-Whitney test of benchmath runs out of memory on
+// a sample holding NaN.
 func ParseBenchmarks(data []byte) (*Set, error) {
 	type sample struct {
 		base  string
@@ -324,6 +327,13 @@ func ParseBenchmarks(data []byte) (*Set, error) {
 				procsOf[base] = append(procsOf[base], procs)
 			}
 			for _, v := range rec.Values {
+				if math.IsNaN(v.Value) || math.IsInf(v.Value, 0) {
+					unit := v.OrigUnit
+					if unit == "" {
+						unit = v.Unit
+					}
+					return nil, fmt.Errorf("Benchmark%s: %v %s is not a measurement", rec.Name, v.Value, unit)
+				}
 				samples = append(samples, sample{base, procs, v.Unit, v.Value})
 			}
 		case *benchfmt.SyntaxError:

@@ -458,3 +458,35 @@ func TestS3GetRefusesOversized(t *testing.T) {
 		})
 	}
 }
+
+// A NaN or infinite value is no measurement: ParseBenchmarks refuses it (the
+// Mann-Whitney test of benchmath runs out of memory on a NaN sample), so
+// record refuses the file and a stored record holding one is skipped as
+// damaged.
+func TestParseBenchmarksRefusesNonFinite(t *testing.T) {
+	for _, tc := range []struct {
+		name, data string
+		wantErr    string // "" for no error
+	}{
+		{"finite", "BenchmarkA 1 5 ns/op 10 req/s\n", ""},
+		{"NaN time", "BenchmarkA 1 5 ns/op\nBenchmarkA 1 NaN ns/op\n", "BenchmarkA: NaN ns/op is not a measurement"},
+		{"infinite rate", "BenchmarkA 1 5 ns/op +Inf req/s\n", "BenchmarkA: +Inf req/s is not a measurement"},
+		{"negative infinity", "BenchmarkB-4 1 -Inf B/op\n", "BenchmarkB-4: -Inf B/op is not a measurement"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			set, err := ParseBenchmarks([]byte(tc.data))
+			if tc.wantErr == "" {
+				if err != nil || len(set.Keys) == 0 {
+					t.Fatalf("ParseBenchmarks: %+v, %v", set, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("ParseBenchmarks: %+v, %v; want error %q", set, err, tc.wantErr)
+			}
+			if _, err := NewRecord(time.Now(), "c", []byte(tc.data)); err == nil {
+				t.Error("NewRecord accepted it")
+			}
+		})
+	}
+}
