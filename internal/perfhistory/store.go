@@ -332,7 +332,7 @@ func ParseBenchmarks(data []byte) (*Set, error) {
 					if unit == "" {
 						unit = v.Unit
 					}
-					return nil, fmt.Errorf("Benchmark%s: %v %s is not a measurement", rec.Name, v.Value, unit)
+					return nil, fmt.Errorf("benchmark %s: %v %s is not a measurement", rec.Name, v.Value, unit)
 				}
 				samples = append(samples, sample{base, procs, v.Unit, v.Value})
 			}

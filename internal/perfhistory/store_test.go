@@ -469,9 +469,9 @@ func TestParseBenchmarksRefusesNonFinite(t *testing.T) {
 		wantErr    string // "" for no error
 	}{
 		{"finite", "BenchmarkA 1 5 ns/op 10 req/s\n", ""},
-		{"NaN time", "BenchmarkA 1 5 ns/op\nBenchmarkA 1 NaN ns/op\n", "BenchmarkA: NaN ns/op is not a measurement"},
-		{"infinite rate", "BenchmarkA 1 5 ns/op +Inf req/s\n", "BenchmarkA: +Inf req/s is not a measurement"},
-		{"negative infinity", "BenchmarkB-4 1 -Inf B/op\n", "BenchmarkB-4: -Inf B/op is not a measurement"},
+		{"NaN time", "BenchmarkA 1 5 ns/op\nBenchmarkA 1 NaN ns/op\n", "benchmark A: NaN ns/op is not a measurement"},
+		{"infinite rate", "BenchmarkA 1 5 ns/op +Inf req/s\n", "benchmark A: +Inf req/s is not a measurement"},
+		{"negative infinity", "BenchmarkB-4 1 -Inf B/op\n", "benchmark B-4: -Inf B/op is not a measurement"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			set, err := ParseBenchmarks([]byte(tc.data))
