@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -72,8 +73,15 @@ func writeFile(p, content string) error {
 // bundleServer serves dir with the FileServer on a loopback port.
 func bundleServer(tb testing.TB, dir string) string {
 	tb.Helper()
+	return bundleServerVia(tb, dir, func(fs http.Handler) http.Handler { return fs })
+}
+
+// bundleServerVia serves dir with the FileServer behind the handler wrap
+// makes of it (a slow or counting server) on a loopback port.
+func bundleServerVia(tb testing.TB, dir string, wrap func(http.Handler) http.Handler) string {
+	tb.Helper()
 	fsrv := &remote.FileServer{Dir: dir, Check: 20 * time.Millisecond}
-	srv := httptest.NewServer(fsrv)
+	srv := httptest.NewServer(wrap(fsrv))
 	tb.Cleanup(func() {
 		srv.CloseClientConnections()
 		srv.Close()

@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -511,26 +510,22 @@ func withMembers(tb testing.TB, archive []byte, extra map[string][]byte) []byte 
 func TestRemoteReloadOutlastingItsTimeout(t *testing.T) {
 	serveDir := t.TempDir()
 	publish(t, constitutionDir(t, "first", hash, nil), serveDir, remote.BuildOptions{})
-	fsrv := &remote.FileServer{Dir: serveDir, Check: 20 * time.Millisecond}
 	var slow atomic.Bool
 	slow.Store(true)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if slow.Load() {
-			select {
-			case <-req.Context().Done():
-				return
-			case <-time.After(5 * time.Second):
+	url := bundleServerVia(t, serveDir, func(fs http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if slow.Load() {
+				select {
+				case <-req.Context().Done():
+					return
+				case <-time.After(5 * time.Second):
+				}
 			}
-		}
-		fsrv.ServeHTTP(w, req)
-	}))
-	t.Cleanup(func() {
-		srv.CloseClientConnections()
-		srv.Close()
-		fsrv.Close()
+			fs.ServeHTTP(w, req)
+		})
 	})
 	e := newEngine(t)
-	r := startRemoteWith(t, remote.Options{Config: opaConfig(srv.URL, "", "    trigger: manual\n"), Target: e, ActivateTimeout: time.Second})
+	r := startRemoteWith(t, remote.Options{Config: opaConfig(url, "", "    trigger: manual\n"), Target: e, ActivateTimeout: time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for i := range 2 {
@@ -603,20 +598,16 @@ func TestRemoteReloadRetriesARefusedBundle(t *testing.T) {
 func TestRemoteReloadsShareADownload(t *testing.T) {
 	serveDir := t.TempDir()
 	publish(t, constitutionDir(t, "a", hash, nil), serveDir, remote.BuildOptions{})
-	fsrv := &remote.FileServer{Dir: serveDir, Check: 20 * time.Millisecond}
 	var gets atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		gets.Add(1)
-		time.Sleep(500 * time.Millisecond)
-		fsrv.ServeHTTP(w, req)
-	}))
-	t.Cleanup(func() {
-		srv.CloseClientConnections()
-		srv.Close()
-		fsrv.Close()
+	url := bundleServerVia(t, serveDir, func(fs http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			gets.Add(1)
+			time.Sleep(500 * time.Millisecond)
+			fs.ServeHTTP(w, req)
+		})
 	})
 	e := newEngine(t)
-	r := startRemoteWith(t, remote.Options{Config: opaConfig(srv.URL, "", "    trigger: manual\n"), Target: e})
+	r := startRemoteWith(t, remote.Options{Config: opaConfig(url, "", "    trigger: manual\n"), Target: e})
 	eventually(t, 10*time.Second, "revision a active", func() bool { return e.revision() == "a" })
 	before := gets.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
