@@ -46,17 +46,7 @@ func TestStopDeniesHeldCalls(t *testing.T) {
 			}()
 			a := e.waitPending(t, 1)[0]
 
-			start := time.Now()
-			e.cancel()
-			select {
-			case err := <-e.done:
-				if took := time.Since(start); took > 5*time.Second {
-					t.Errorf("the gateway stopped after %s, beyond its 5s shutdown deadline", took)
-				}
-				e.done <- err // for e.stop
-			case <-time.After(10 * time.Second):
-				t.Fatalf("the gateway did not stop within 10s of its context's end with a call held (approvals.timeout 30s)")
-			}
+			stopWithinDeadline(t, e, "with a call held (approvals.timeout 30s)")
 
 			select {
 			case r := <-held:
@@ -122,17 +112,7 @@ func TestStopAnswersCallsBeingForwarded(t *testing.T) {
 			t.Fatal("the call did not reach the upstream in 10s")
 		}
 	}
-	start := time.Now()
-	e.cancel()
-	select {
-	case err := <-e.done:
-		if took := time.Since(start); took > 5*time.Second {
-			t.Errorf("the gateway stopped after %s, beyond its 5s shutdown deadline", took)
-		}
-		e.done <- err
-	case <-time.After(10 * time.Second):
-		t.Fatal("the gateway did not stop within 10s with a call being forwarded")
-	}
+	stopWithinDeadline(t, e, "with a call being forwarded")
 	if r := <-forwarded; r.err != nil || r.res.IsError || text(r.res) != "slept" {
 		t.Errorf("the call being forwarded: %+v %v, want the upstream's answer", r.res, r.err)
 	}
@@ -215,4 +195,22 @@ func retryingAgent(t testing.TB, url, token string) *mcp.ClientSession {
 	}
 	t.Cleanup(func() { _ = cs.Close() })
 	return cs
+}
+
+// stopWithinDeadline ends the gateway's context and fails unless Run
+// returns within its 5s shutdown deadline (fatally after 10s); Run's
+// result is put back for e.stop.
+func stopWithinDeadline(t *testing.T, e *env, what string) {
+	t.Helper()
+	start := time.Now()
+	e.cancel()
+	select {
+	case err := <-e.done:
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("the gateway stopped after %s, beyond its 5s shutdown deadline", took)
+		}
+		e.done <- err
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the gateway did not stop within 10s of its context's end %s", what)
+	}
 }
