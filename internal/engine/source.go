@@ -90,11 +90,8 @@ func ReadTarball(r io.Reader, name string) (*bundle.Bundle, error) {
 }
 
 func readTarball(r io.Reader, name string, limit int64) (*bundle.Bundle, error) {
-	data, err := io.ReadAll(io.LimitReader(r, limit+1))
+	data, err := ReadArchive(r, name, limit)
 	if err != nil {
-		return nil, fmt.Errorf("reading bundle %s: %w", name, err)
-	}
-	if err := CheckTarball(data, name, limit); err != nil {
 		return nil, err
 	}
 	// The loader needs the limit itself: otherwise it preallocates whatever
@@ -110,6 +107,19 @@ func readTarball(r io.Reader, name string, limit int64) (*bundle.Bundle, error) 
 		}
 	}
 	return &b, nil
+}
+
+// ReadArchive reads .tar.gz bytes from r, at most limit of them, and
+// checks them with CheckTarball.
+func ReadArchive(r io.Reader, name string, limit int64) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading bundle %s: %w", name, err)
+	}
+	if err := CheckTarball(data, name, limit); err != nil {
+		return nil, err
+	}
+	return data, nil
 }
 
 // CheckTarball refuses .tar.gz bytes that are larger than limit (in this

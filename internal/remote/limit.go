@@ -3,7 +3,6 @@ package remote
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 
@@ -32,7 +31,7 @@ func init() { tracing.RegisterHTTPTracing(limitTracing{}) }
 func (limitTracing) NewTransport(next http.RoundTripper, opts tracing.Options) http.RoundTripper {
 	for _, o := range opts {
 		if l, ok := o.(*bodyLimit); ok {
-			return limitTransport{next: next, limit: l.bytes}
+			return limitTransport{next: next, limit: l}
 		}
 	}
 	return next
@@ -59,7 +58,7 @@ func (limitTracing) NewHandler(h http.Handler, _ string, _ tracing.Options) http
 // each at most limit bytes compressed.
 type limitTransport struct {
 	next  http.RoundTripper
-	limit int64
+	limit *bodyLimit // read at each answer: New sets it once the bundles are parsed
 }
 
 func (t limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -67,12 +66,9 @@ func (t limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil || resp.StatusCode != http.StatusOK || resp.Body == nil || req.Method != http.MethodGet {
 		return resp, err
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, t.limit+1))
+	data, err := engine.ReadArchive(resp.Body, req.URL.Redacted(), t.limit.bytes)
 	_ = resp.Body.Close()
 	if err != nil {
-		return nil, fmt.Errorf("reading the bundle from %s: %w", req.URL.Redacted(), err)
-	}
-	if err := engine.CheckTarball(data, req.URL.Redacted(), t.limit); err != nil {
 		return nil, err
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(data))

@@ -53,7 +53,8 @@ type Options struct {
 	// decompressed, and each of its files (default engine.MaxBundleBytes,
 	// as for local archives). A bundle's size_limit_bytes in Config, when
 	// given, bounds its files instead and raises the bound on the whole
-	// archive to it if it is larger.
+	// archive to it if it is larger: for every bundle, as one transport
+	// serves them all.
 	MaxBundleBytes int64
 }
 
@@ -128,8 +129,8 @@ func New(opts Options) (*Remote, error) {
 	}
 	log := opts.Logger.With("component", "remote_bundles", "config_file", opts.Name)
 	ol := &opaLogger{l: log}
-	// The bound is known once the bundles are parsed (below); the plugin
-	// builds its HTTP clients, and reads it, at the first download.
+	// The bound is known once the bundles are parsed (below); the
+	// transport reads it at every answer.
 	limit := &bodyLimit{}
 	mgr, err := plugins.New(opts.Config, opts.ID, inmem.New(),
 		plugins.Logger(ol), plugins.ConsoleLogger(ol), plugins.EnablePrintStatements(false),
@@ -352,7 +353,14 @@ func (r *Remote) trigger(ctx context.Context, manual []string) error {
 	loaders := r.plugin.Loaders()
 	var errs []error
 	var started, pending []string
-	for _, name := range manual {
+	for i, name := range manual {
+		if err := ctx.Err(); err != nil {
+			// Past the deadline a Trigger would only start a download
+			// bound to fail (and forget the bundle's ETag): the rest wait
+			// for the next reload.
+			errs = append(errs, fmt.Errorf("remote bundles %s not downloaded: %w", strings.Join(manual[i:], ", "), err))
+			break
+		}
 		if l, ok := loaders[name]; ok {
 			started = append(started, name)
 			err := l.Trigger(ctx)
@@ -372,15 +380,19 @@ func (r *Remote) trigger(ctx context.Context, manual []string) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.refused != nil && slices.ContainsFunc(started, func(n string) bool { return r.tries[n] > before[n] && r.same[n] }) {
+	var unchanged []string // the bundles this reload found as they were (304)
+	for _, n := range started {
+		if r.tries[n] > before[n] && r.same[n] {
+			unchanged = append(unchanged, n)
+		}
+	}
+	if r.refused != nil && len(unchanged) > 0 {
 		// The servers still serve what the target refused: a reload
 		// hands it over again, for a refusal may have been passing (an
 		// activation past its deadline on a busy machine).
 		err := r.activateStored("reload of bundles refused before")
-		for _, n := range started {
-			if r.same[n] {
-				r.outcome[n] = err
-			}
+		for _, n := range unchanged {
+			r.outcome[n] = err
 		}
 	}
 	var out []error
