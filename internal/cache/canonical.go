@@ -73,8 +73,9 @@ func putScratch(s *scratch) {
 // a cached result byte-exact when a policy echoes or formats an input number
 // (OPA keeps the literal text of a number, so sprintf or json.marshal of 1.0
 // and of 1 differ). Go numbers (int, int64, float64) are encoded as the text
-// encoding/json writes for them, so float64(1), int(1) and json.Number("1")
-// agree. The text of a json.Number is not validated: it is hashed as given.
+// OPA makes of them (a float64 as FormatFloat 'g' writes it: 1e+20, 1e-07),
+// so float64(1), int(1) and json.Number("1") agree, and a float64 shares a
+// key with a json.Number exactly when OPA cannot tell them apart. The text of a json.Number is not validated: it is hashed as given.
 //
 // Supported: nil, bool, string, json.Number, float64, int, int64,
 // map[string]any and []any. Any other type, NaN or an infinity is an error.

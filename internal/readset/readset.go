@@ -384,9 +384,7 @@ func (w *walker) walk(x any) {
 						w.walk(t)
 					}
 				} else {
-					cp := *v
-					cp.With = nil
-					w.walk(cp.Terms)
+					w.walk(v.Terms)
 				}
 				return true
 			}
