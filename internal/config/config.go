@@ -14,6 +14,7 @@ import (
 
 	"github.com/acgs-lite/acgs/internal/cache"
 	"github.com/acgs-lite/acgs/internal/memlimit"
+	"github.com/acgs-lite/acgs/internal/telemetry"
 )
 
 // DefaultConstitutionalHash is the hash of the built-in constitution.
@@ -297,13 +298,8 @@ func (c *Config) Validate() error {
 		bad("DECISION_LOG", "%q is not a sink (accepted: off, stdout, file:/path/to/file)", l.DecisionLog)
 	}
 	for _, m := range l.DecisionLogMask {
-		switch {
-		case !strings.HasPrefix(m, "/"):
-			bad("DECISION_LOG_MASK", "%q is not a JSON pointer (accepted: comma-separated pointers such as /context/agent/id)", m)
-		case m == "/result" || strings.HasPrefix(m, "/result/"):
-			bad("DECISION_LOG_MASK", "%q: masking the result is not supported, only the input (accepted: pointers into the input such as /context/agent/id or, as OPA writes them, /input/context/agent/id; an input field named result is /input/result/...)", m)
-		case m == "/input":
-			bad("DECISION_LOG_MASK", "%q would erase the whole input (accepted: pointers to fields of the input such as /context/agent/id or /input/context/agent/id)", m)
+		if err := telemetry.CheckMaskPointer(m); err != nil {
+			bad("DECISION_LOG_MASK", "%v (accepted: comma-separated pointers into the input such as /context/agent/id or, as OPA writes them, /input/context/agent/id)", err)
 		}
 	}
 	if l.DecisionLogSize < 1 || l.DecisionLogSize > maxQueueSize {

@@ -85,6 +85,7 @@ func TestValidateNamesSettingAndAcceptedValues(t *testing.T) {
 		{"mask", func(c *config.Config) { c.Log.DecisionLogMask = []string{"context.agent"} }, []string{"DECISION_LOG_MASK", "JSON pointer"}},
 		{"mask on the result", func(c *config.Config) { c.Log.DecisionLogMask = []string{"/input/context/agent/id", "/result/reasons"} }, []string{"DECISION_LOG_MASK", "/result/reasons", "result is not supported", "/input/context/agent/id"}},
 		{"mask of the whole input", func(c *config.Config) { c.Log.DecisionLogMask = []string{"/input"} }, []string{"DECISION_LOG_MASK", "whole input"}},
+		{"mask with a bad escape", func(c *config.Config) { c.Log.DecisionLogMask = []string{"/a~2b"} }, []string{"DECISION_LOG_MASK", "bad escape"}},
 		{"redis url", func(c *config.Config) { c.Cache.RedisURL = "http://x"; c.Cache.SigningKey = strings.Repeat("k", 32) }, []string{"REDIS_URL", "redis://"}},
 		{"signing key required", func(c *config.Config) { c.Cache.RedisURL = "redis://127.0.0.1:6379" }, []string{"CACHE_SIGNING_KEY", "at least 32 bytes"}},
 		{"short admin token", func(c *config.Config) { c.AdminTok = []string{"short"} }, []string{"ADMIN_TOKEN", "16 characters"}},

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/acgs-lite/acgs/internal/telemetry"
 )
 
 // Config is the gateway's configuration file (YAML, or JSON, which is YAML):
@@ -260,6 +262,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Listen == "" && len(c.Agents) > 0 {
 		bad("agents: bearer tokens need listen (streamable HTTP); a stdio agent is stdio_agent")
+	}
+	for _, m := range c.DecisionLogMask {
+		if err := telemetry.CheckMaskPointer(m); err != nil {
+			bad("decision_log_mask: %v", err)
+		}
 	}
 	if c.Listen == "" && c.DecisionLog == "stdout" {
 		bad("decision_log: stdout is the MCP stream of a stdio agent; use file:/path")

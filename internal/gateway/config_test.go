@@ -61,3 +61,25 @@ func TestConfigMaxPendingPerAgent(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigDecisionLogMask: the gateway's mask pointers are checked when
+// its configuration is read, by the decision log's own rules, not first
+// when the log opens.
+func TestConfigDecisionLogMask(t *testing.T) {
+	const base = "upstreams: [{name: a, command: [x]}]\n"
+	for _, c := range []struct{ mask, wantErr string }{
+		{"[/tool_call/arguments/content]", ""},
+		{"[/input/tool_call/arguments/content]", ""},
+		{"[tool_call]", "decision_log_mask"},
+		{"[/result/reasons]", "masking the result is not supported"},
+		{"[/a~2b]", "bad escape"},
+	} {
+		_, err := gateway.ParseConfig([]byte(base + "decision_log_mask: " + c.mask + "\n"))
+		switch {
+		case c.wantErr == "" && err != nil:
+			t.Errorf("mask %s: %v", c.mask, err)
+		case c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)):
+			t.Errorf("mask %s: %v, want an error containing %q", c.mask, err, c.wantErr)
+		}
+	}
+}

@@ -50,6 +50,13 @@ func parseMaskPointer(p string) (maskPointer, error) {
 	return maskPointer{raw: p, segs: segs}, nil
 }
 
+// CheckMaskPointer says why p is not a mask pointer the decision log
+// takes (nil when it is), for configuration checks before a log is opened.
+func CheckMaskPointer(p string) error {
+	_, err := parseMaskPointer(p)
+	return err
+}
+
 // maskInput returns input with every pointer's value removed, and the
 // pointers that were present, in OPA's "erased" form (/input/...). Pointers
 // that lead nowhere are skipped silently: a mask names fields that may be
