@@ -88,16 +88,7 @@ func runGateway(ctx context.Context, cmd *cobra.Command, gcfg gateway.Config, cf
 		return err
 	}
 	svc.Metrics.RegisterDecisionLog(dlog)
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := dlog.Close(cctx); err != nil {
-			svc.Log.Warn("decision log: not every event was written", "error", err)
-		}
-		if head := dlog.ChainHead(); head != "" {
-			svc.Log.Info("decision log closed; record this head to check the end of the log later (acgs audit verify --head)", "head", head, "sink", sink)
-		}
-	}()
+	defer dlog.CloseAndReport(svc.Log, sink, 5*time.Second)
 	tokens := cfg.AdminTok
 	if gcfg.Admin.TokenEnv != "ADMIN_TOKEN" {
 		tokens = nil

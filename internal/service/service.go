@@ -267,19 +267,7 @@ func (s *Service) closeRest() {
 	// stop that took its whole budget (it waits for a bundle download in
 	// flight), a shared deadline would have passed, and Close would drop
 	// the queued events (up to DECISION_LOG_QUEUE_SIZE) without a word.
-	if s.DLog != nil {
-		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err := s.DLog.Close(dctx)
-		dcancel()
-		if err != nil {
-			s.Log.Warn("decision log: not every event was written", "error", err)
-		}
-		lvl := slog.LevelInfo
-		if s.DLog.Dropped() > 0 || s.DLog.Failed() > 0 {
-			lvl = slog.LevelWarn
-		}
-		s.Log.Log(context.Background(), lvl, "decision log closed", "written", s.DLog.Written(), "dropped", s.DLog.Dropped(), "failed", s.DLog.Failed(), "sink", s.Config.Log.DecisionLog)
-	}
+	s.DLog.CloseAndReport(s.Log, s.Config.Log.DecisionLog, 5*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	s.stopRemote(ctx) // remote bundles (issue 7)

@@ -274,6 +274,33 @@ func (l *DecisionLog) Close(ctx context.Context) error {
 	}
 }
 
+// CloseAndReport closes the log (waiting at most timeout for the queued
+// events) and logs how it ended: the events written, dropped and failed
+// (a warning when any were lost) and, for a chained log, the head to keep
+// for checking the log's end later (acgs audit verify --head). Both acgs
+// serve and acgs gateway end their logs with it.
+func (l *DecisionLog) CloseAndReport(log *slog.Logger, sink string, timeout time.Duration) {
+	if l == nil || l.off {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	err := l.Close(ctx)
+	cancel()
+	if err != nil {
+		log.Warn("decision log: not every event was written", "error", err)
+	}
+	written, dropped, failed := l.Written(), l.Dropped(), l.Failed()
+	lvl := slog.LevelInfo
+	if dropped > 0 || failed > 0 {
+		lvl = slog.LevelWarn
+	}
+	attrs := []any{"written", written, "dropped", dropped, "failed", failed, "sink", sink}
+	if head := l.ChainHead(); head != "" {
+		attrs = append(attrs, "head", head, "head_use", "record it to check the end of the log later: acgs audit verify --head")
+	}
+	log.Log(context.Background(), lvl, "decision log closed", attrs...)
+}
+
 // Dropped is the number of events dropped: queue full, log closed, or still
 // queued when Close's deadline passed.
 func (l *DecisionLog) Dropped() uint64 {
