@@ -243,7 +243,9 @@ func (g *Gateway) Close() {
 // refusal by the gateway, as at the approvals bounds (an approver can no
 // longer decide, and an agent waiting up to approvals.timeout would hold
 // the shutdown as long: an agent session's Close waits for its requests).
-var stopRefusal = resolution{verdict: Refused, by: "gateway", note: "the gateway is stopping"}
+var stopRefusal = resolution{verdict: Refused, by: "gateway", note: errStopping.Error()}
+
+var errStopping = errors.New("the gateway is stopping")
 
 // refuseHeld answers every held call, and any held from now on, with
 // stopRefusal. Run calls it when its context ends, before the agents'
@@ -504,7 +506,11 @@ func (g *Gateway) hold(ctx context.Context, u *upstream, p *mcp.CallToolParamsRa
 		DecisionID: id, Agent: agent, Session: session, Tool: p.Name, Upstream: strings.SplitN(p.Name, Separator, 2)[0],
 		Arguments: args, Reasons: v.reasons, Created: now, Expires: now.Add(g.cfg.Approvals.Timeout),
 	}
-	pend, err := g.approvals.add(a)
+	var pend *pending
+	err := errStopping // a call that arrives as the gateway stops is not held, to be refused at once
+	if g.stopping.Err() == nil {
+		pend, err = g.approvals.add(a)
+	}
 	if err != nil {
 		g.m.approvals.WithLabelValues(upLabel, toolLabel, string(Refused)).Inc()
 		g.logApproval(a, Refused, "gateway", err.Error())

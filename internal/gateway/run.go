@@ -90,7 +90,11 @@ func (g *Gateway) Run(ctx context.Context, o RunOptions) error {
 		// served are answered, then the sessions end (and with them the
 		// agents' event streams, which would hold Shutdown until its
 		// deadline); all within shutdownTimeout.
-		answered := stdout.await(g.approvals.list())
+		var held []Approval // whose refusals the stdio agent must get
+		if stdout != nil {
+			held = g.approvals.list()
+		}
+		answered := stdout.await(held)
 		g.refuseHeld()
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		defer cancel()
