@@ -92,7 +92,7 @@ type Delta struct {
 
 // finite returns v, or nil for NaN and ±Inf, which JSON has no number for:
 // the p-value and change of a metric on one side only, a change from a zero
-// median, a NaN sample in the input.
+// median. (Samples are finite: ParseBenchmarks refuses NaN and ±Inf.)
 func finite(v float64) *float64 {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return nil

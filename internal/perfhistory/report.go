@@ -151,7 +151,7 @@ func WriteCompareMarkdown(w io.Writer, c *Comparison) error {
 // writeSkippedMarkdown lists the damaged records passed over.
 func writeSkippedMarkdown(w io.Writer, skipped []SkippedRecord) {
 	for _, sk := range skipped {
-		fmt.Fprintf(w, "⚠️ Skipped `%s`: %s\n\n", sk.Name, strings.TrimPrefix(sk.Reason, sk.Name+": "))
+		fmt.Fprintf(w, "⚠️ Skipped a damaged record: %s\n\n", sk.Reason) // the reason names the record
 	}
 }
 
