@@ -557,7 +557,16 @@ func (e *Engine) evalNow(ctx context.Context, s *snapshot, path string, input an
 	if e.opts.Compiled {
 		if q := s.compiled(ctx, path, e.log); q != nil {
 			e.onEvaluator("vm")
-			return e.evalVM(ctx, s, q, in)
+			d, cacheable, err = e.evalVM(ctx, s, q, in)
+			if err == nil || ctx.Err() != nil {
+				return d, cacheable, err
+			}
+			// The VM runs the planner's IR, without topdown's short cuts
+			// (early exit, rule indexing, a partial document looked up by
+			// its key): it can reach a body topdown never evaluates, and
+			// raise a conflict there. Its error is not the reference's
+			// answer; topdown's is.
+			e.log.Debug("the VM failed; topdown answers", "path", path, "error", err)
 		}
 	}
 	e.onEvaluator("topdown")
