@@ -229,17 +229,9 @@ upstreams:
 	}}
 	var agentIn, agentOut *os.File // the agent's ends of the stdio pipes
 	if o.stdio {
-		toGw, fromAgent, err := os.Pipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		toAgent, fromGw, err := os.Pipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ro.Stdin, ro.Stdout = toGw, fromGw
-		agentIn, agentOut = toAgent, fromAgent
-		t.Cleanup(func() { _ = toGw.Close(); _ = fromGw.Close() })
+		p := newStdioPipes(t)
+		ro.Stdin, ro.Stdout = p.toGw, p.fromGw
+		agentIn, agentOut = p.toAgent, p.fromAgent
 	}
 	go func() { e.done <- e.g.Run(ctx, ro) }()
 	select {
@@ -540,4 +532,23 @@ func (e *env) lastCallMetrics(t testing.TB) map[string]any {
 	}
 	m, _ := last["metrics"].(map[string]any)
 	return m
+}
+
+// stdioPipes connect a stdio agent and the gateway: the gateway reads
+// toGw and writes fromGw; the agent reads toAgent and writes fromAgent.
+type stdioPipes struct{ toGw, fromGw, toAgent, fromAgent *os.File }
+
+// newStdioPipes opens the two pipes, closed when the test ends.
+func newStdioPipes(t testing.TB) stdioPipes {
+	t.Helper()
+	var p stdioPipes
+	var err error
+	if p.toGw, p.fromAgent, err = os.Pipe(); err != nil {
+		t.Fatal(err)
+	}
+	if p.toAgent, p.fromGw, err = os.Pipe(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.toGw.Close(); _ = p.fromGw.Close(); _ = p.toAgent.Close(); _ = p.fromAgent.Close() })
+	return p
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -133,19 +132,11 @@ func TestStdioAgentLeavingWithACallHeld(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	toGw, fromAgent, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	toAgent, fromGw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = toGw.Close(); _ = fromGw.Close(); _ = toAgent.Close(); _ = fromAgent.Close() })
+	p := newStdioPipes(t)
 	done := make(chan error, 1)
-	go func() { done <- g.Run(context.Background(), gateway.RunOptions{Stdin: toGw, Stdout: fromGw}) }()
+	go func() { done <- g.Run(context.Background(), gateway.RunOptions{Stdin: p.toGw, Stdout: p.fromGw}) }()
 	c := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, nil)
-	cs, err := c.Connect(testCtx(t), &mcp.IOTransport{Reader: toAgent, Writer: fromAgent}, nil)
+	cs, err := c.Connect(testCtx(t), &mcp.IOTransport{Reader: p.toAgent, Writer: p.fromAgent}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,8 +150,8 @@ func TestStdioAgentLeavingWithACallHeld(t *testing.T) {
 	}
 
 	start := time.Now()
-	_ = fromAgent.Close() // the gateway's stdin ends
-	_ = toAgent.Close()
+	_ = p.fromAgent.Close() // the gateway's stdin ends
+	_ = p.toAgent.Close()
 	select {
 	case err := <-done:
 		if err != nil {
