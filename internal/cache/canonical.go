@@ -75,7 +75,8 @@ func putScratch(s *scratch) {
 // and of 1 differ). Go numbers (int, int64, float64) are encoded as the text
 // OPA makes of them (a float64 as FormatFloat 'g' writes it: 1e+20, 1e-07),
 // so float64(1), int(1) and json.Number("1") agree, and a float64 shares a
-// key with a json.Number exactly when OPA cannot tell them apart. The text of a json.Number is not validated: it is hashed as given.
+// key with a json.Number exactly when OPA cannot tell them apart. The text
+// of a json.Number is not validated: it is hashed as given.
 //
 // Supported: nil, bool, string, json.Number, float64, int, int64,
 // map[string]any and []any. Any other type, NaN or an infinity is an error.
@@ -219,13 +220,13 @@ func appendObject(b []byte, m map[string]any, s *scratch) ([]byte, error) {
 	return b, err
 }
 
-// Tags that start the input part of a key: the whole input, or its
-// projection onto a read set. A projection never hashes like a whole input.
 // keyFormat starts every key's encoding: change it when the encoding
 // changes, so that instances of two versions sharing an L2 never read each
 // other's entries.
 const keyFormat = 2
 
+// Tags that start the input part of a key: the whole input, or its
+// projection onto a read set. A projection never hashes like a whole input.
 const (
 	tagWhole      = 'W'
 	tagProjection = 'P'
