@@ -223,7 +223,7 @@ func appendObject(b []byte, m map[string]any, s *scratch) ([]byte, error) {
 // keyFormat starts every key's encoding: change it when the encoding
 // changes, so that instances of two versions sharing an L2 never read each
 // other's entries.
-const keyFormat = 2
+const keyFormat = 3 // 3: Go float64s as OPA writes them (03f1a77)
 
 // Tags that start the input part of a key: the whole input, or its
 // projection onto a read set. A projection never hashes like a whole input.
