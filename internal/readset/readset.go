@@ -235,22 +235,13 @@ func (a *Analyzer) RulePaths() []ast.Ref {
 // Analyze returns the read set of the document at ref (data.a.b.c), or of a
 // query: extra terms (for example a residual query) are walked as well.
 func (a *Analyzer) Analyze(ref ast.Ref, extra ...*ast.Term) *Set {
-	w := &walker{a: a, visited: make([]bool, len(a.rules)), nd: map[string]bool{}}
-	w.reachData(ref)
-	for _, t := range extra {
-		w.walk(t)
-	}
-	for len(w.queue) > 0 {
-		i := w.queue[len(w.queue)-1]
-		w.queue = w.queue[:len(w.queue)-1]
-		w.rulesSeen++
-		for r := a.rules[i].rule; r != nil; r = r.Else {
-			w.typeOnly = typeOnlyLocals(r)
-			w.walk(r)
+	w := a.reach(func(w *walker) {
+		w.reachData(ref)
+		for _, t := range extra {
+			w.walk(t)
 		}
-		w.typeOnly = nil
-	}
-	s := &Set{Rules: w.rulesSeen}
+	})
+	s := &Set{Rules: len(w.reached)}
 	if w.whole != "" {
 		s.Whole, s.WholeWhy = true, w.whole
 	} else {
@@ -268,16 +259,40 @@ func (a *Analyzer) Analyze(ref ast.Ref, extra ...*ast.Term) *Set {
 	return s
 }
 
+// Reachable returns the rules evaluating query can reach (each rule once,
+// its else branches with it): those Analyze walks.
+func (a *Analyzer) Reachable(query ast.Body) []*ast.Rule {
+	return a.reach(func(w *walker) { w.walk(query) }).reached
+}
+
+// reach walks what start reaches, then every rule reached, until no new
+// rule is.
+func (a *Analyzer) reach(start func(*walker)) *walker {
+	w := &walker{a: a, visited: make([]bool, len(a.rules)), nd: map[string]bool{}}
+	start(w)
+	for len(w.queue) > 0 {
+		i := w.queue[len(w.queue)-1]
+		w.queue = w.queue[:len(w.queue)-1]
+		w.reached = append(w.reached, a.rules[i].rule)
+		for r := a.rules[i].rule; r != nil; r = r.Else {
+			w.typeOnly = typeOnlyLocals(r)
+			w.walk(r)
+		}
+		w.typeOnly = nil
+	}
+	return w
+}
+
 type walker struct {
-	a         *Analyzer
-	visited   []bool
-	queue     []int
-	rulesSeen int
-	paths     []Path
-	types     []Path           // paths of which only the type is read
-	typeOnly  map[ast.Var]bool // in the rule being walked: variables only given to a type test
-	whole     string           // why the whole input is read; "" if not
-	nd        map[string]bool
+	a        *Analyzer
+	visited  []bool
+	queue    []int
+	reached  []*ast.Rule
+	paths    []Path
+	types    []Path           // paths of which only the type is read
+	typeOnly map[ast.Var]bool // in the rule being walked: variables only given to a type test
+	whole    string           // why the whole input is read; "" if not
+	nd       map[string]bool
 	// typeMocked: a reachable with replaces a type test (with is_object
 	// as f). The mock stays in force in every rule evaluated under that
 	// expression and may read all of what a type test is given there, so

@@ -26,6 +26,9 @@ func init() {
 type env struct {
 	store storage.Store
 	caps  *ast.Capabilities
+	// strictRisk: why the query cannot run on the VM under strict
+	// built-in errors (see findIndexRisk); set by Prepare.
+	strictRisk string
 }
 
 type envKey struct{}
@@ -86,6 +89,7 @@ func (plugin) PrepareForEval(ctx context.Context, pol *ir.Policy, opts ...rego.P
 		}
 	}
 	prog.caps = e.caps
+	prog.strictRisk = e.strictRisk
 	p := &prepared{prog: prog, store: e.store}
 	if c, ok := ctx.Value(captureKey{}).(**prepared); ok {
 		*c = p
@@ -153,6 +157,10 @@ func (p *Program) eval(ctx context.Context, ectx *rego.EvalContext, rt ast.Value
 		}
 	}()
 	st.reset(ctx, ectx, rt)
+	if st.strict && p.strictRisk != "" {
+		st.release()
+		return nil, unsupported("under strict built-in errors, %s", p.strictRisk)
+	}
 	st.ndb = ndb
 	rs, err = st.runPlan(p.plans[0], input, data)
 	st.release()
@@ -183,6 +191,13 @@ func Prepare(ctx context.Context, compiler *ast.Compiler, store storage.Store, q
 	ctx = WithStore(ctx, store)
 	if compiler != nil {
 		ctx = WithCapabilities(ctx, compiler.Capabilities())
+		risk := findIndexRisk(compiler, query)
+		if risk.always != "" {
+			return rego.PreparedEvalQuery{}, unsupported("%s", risk.always)
+		}
+		e := envFrom(ctx)
+		e.strictRisk = risk.strict
+		ctx = context.WithValue(ctx, envKey{}, e)
 	}
 	pq, err := rego.New(opts...).PrepareForEval(ctx)
 	if err != nil {

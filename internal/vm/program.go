@@ -91,11 +91,15 @@ type Program struct {
 	// with `with`; with a top-level "system" document in the store the VM
 	// would not drop it where topdown does, so preparation refuses then.
 	dataSystemRisk bool
-	nmemo          int
-	maxFrame       int
-	builtins       []*builtinSite
-	caps           *ast.Capabilities // given to built-ins when the evaluation has none
-	pool           sync.Pool
+	// strictRisk: why an evaluation under strict built-in errors is
+	// refused (a comprehension topdown indexes calls built-ins that may
+	// fail in rows the VM does not evaluate); see findIndexRisk.
+	strictRisk string
+	nmemo      int
+	maxFrame   int
+	builtins   []*builtinSite
+	caps       *ast.Capabilities // given to built-ins when the evaluation has none
+	pool       sync.Pool
 }
 
 // Options configure Compile.
@@ -143,6 +147,12 @@ type compiler struct {
 	// inserts counts, per local, the object inserts of the function or
 	// plan being lowered: the capacity its MakeObject allocates.
 	inserts map[ir.Local]int
+	// comprehension holds the once-only inserts that build object
+	// comprehensions (the others build rules' objects).
+	comprehension map[*ir.ObjectInsertOnceStmt]bool
+	// rulesInsert: more than one rule of the function being lowered
+	// inserts into its object (see insertOnceKeepFirst).
+	rulesInsert bool
 }
 
 // Compile lowers pol into a Program. An error wrapping ErrUnsupported says
@@ -152,7 +162,8 @@ func Compile(pol *ir.Policy, opts Options) (prog *Program, err error) {
 		return nil, unsupported("policy has no plan")
 	}
 	c := &compiler{pol: pol, opts: opts, prog: &Program{}, byName: map[string]*function{}, bis: map[string]*builtinImpl{},
-		lits: map[*ir.MakeArrayStmt]*literal{}, litPos: map[*ir.ArrayAppendStmt]int{}, constAppends: map[*ir.ArrayAppendStmt]bool{}}
+		lits: map[*ir.MakeArrayStmt]*literal{}, litPos: map[*ir.ArrayAppendStmt]int{}, constAppends: map[*ir.ArrayAppendStmt]bool{},
+		comprehension: map[*ir.ObjectInsertOnceStmt]bool{}}
 	if pol.Static != nil {
 		for _, s := range pol.Static.Strings {
 			c.strs = append(c.strs, ast.StringTerm(s.Value))
@@ -283,18 +294,32 @@ func Compile(pol *ir.Policy, opts Options) (prog *Program, err error) {
 }
 
 // countInserts records in c.inserts how many object insert statements
-// each local is the object of, in blocks and the blocks nested in them.
+// each local is the object of, in blocks and the blocks nested in them,
+// and in c.comprehension the inserts that build object comprehensions.
 func (c *compiler) countInserts(blocks []*ir.Block) {
 	c.inserts = map[ir.Local]int{}
+	var once []*ir.ObjectInsertOnceStmt
 	var walk func(bs []*ir.Block)
 	walk = func(bs []*ir.Block) {
 		for _, b := range bs {
-			for _, s := range b.Stmts {
+			for i, s := range b.Stmts {
 				switch x := s.(type) {
+				case *ir.MakeObjectStmt:
+					// The planner writes an object comprehension as a
+					// MakeObject followed by the block of its body, which
+					// inserts once into that object; a rule head's object
+					// is made in a block of its own or by a DotStmt's
+					// fallback, and never followed by such a block.
+					if i+1 < len(b.Stmts) {
+						if body, ok := b.Stmts[i+1].(*ir.BlockStmt); ok {
+							c.markComprehension(body.Blocks, x.Target)
+						}
+					}
 				case *ir.ObjectInsertStmt:
 					c.inserts[x.Object]++
 				case *ir.ObjectInsertOnceStmt:
 					c.inserts[x.Object]++
+					once = append(once, x)
 				case *ir.BlockStmt:
 					walk(x.Blocks)
 				case *ir.ScanStmt:
@@ -308,6 +333,37 @@ func (c *compiler) countInserts(blocks []*ir.Block) {
 		}
 	}
 	walk(blocks)
+	heads := 0
+	for _, x := range once {
+		if !c.comprehension[x] {
+			heads++
+		}
+	}
+	c.rulesInsert = heads > 1
+}
+
+// markComprehension records the once-only inserts into obj in blocks: the
+// inserts of an object comprehension. Topdown keeps the last of two equal
+// values under one key there (1 and 1.0), and the first in a rule's object.
+func (c *compiler) markComprehension(blocks []*ir.Block, obj ir.Local) {
+	for _, b := range blocks {
+		for _, s := range b.Stmts {
+			switch x := s.(type) {
+			case *ir.ObjectInsertOnceStmt:
+				if x.Object == obj {
+					c.comprehension[x] = true
+				}
+			case *ir.BlockStmt:
+				c.markComprehension(x.Blocks, obj)
+			case *ir.ScanStmt:
+				c.markComprehension([]*ir.Block{x.Block}, obj)
+			case *ir.NotStmt:
+				c.markComprehension([]*ir.Block{x.Block}, obj)
+			case *ir.WithStmt:
+				c.markComprehension([]*ir.Block{x.Block}, obj)
+			}
+		}
+	}
 }
 
 // frameDepth is the most frame slots a call of f can occupy.
@@ -563,9 +619,16 @@ func (c *compiler) stmt(s ir.Stmt) (stmt, error) {
 	case *ir.ArrayAppendStmt:
 		return c.arrayAppend(s)
 	case *ir.ObjectInsertStmt:
-		return c.objectInsert(s.Object, s.Key, s.Value, "", nil, false)
+		return c.objectInsert(s.Object, s.Key, s.Value, "", nil, insertAlways)
 	case *ir.ObjectInsertOnceStmt:
-		return c.objectInsert(s.Object, s.Key, s.Value, "object keys must be unique", c.location(s.GetLocation()), true)
+		mode := insertOnceKeepFirst
+		switch {
+		case c.comprehension[s]:
+			mode = insertOnceKeepLast
+		case c.rulesInsert:
+			mode = insertOnceRules
+		}
+		return c.objectInsert(s.Object, s.Key, s.Value, "object keys must be unique", c.location(s.GetLocation()), mode)
 	case *ir.ObjectMergeStmt:
 		a, b, t := c.read(s.A), c.read(s.B), c.local(s.Target)
 		whole := s.A == ir.Data
@@ -739,7 +802,17 @@ func (c *compiler) assignOnce(s *ir.AssignVarOnceStmt) (stmt, error) {
 	}, nil
 }
 
-func (c *compiler) objectInsert(obj ir.Local, key, val ir.Operand, conflict string, loc *ast.Location, once bool) (stmt, error) {
+// insertMode is how an object insert treats a key already present.
+type insertMode uint8
+
+const (
+	insertAlways        insertMode = iota // replace the value
+	insertOnceKeepFirst                   // a different value conflicts; an equal one is dropped (one rule's object)
+	insertOnceRules                       // as insertOnceKeepFirst, but an equal value of another text is refused (several rules' object)
+	insertOnceKeepLast                    // a different value conflicts; an equal one replaces it (a comprehension)
+)
+
+func (c *compiler) objectInsert(obj ir.Local, key, val ir.Operand, conflict string, loc *ast.Location, mode insertMode) (stmt, error) {
 	k, err := c.operand(key)
 	if err != nil {
 		return nil, err
@@ -755,12 +828,22 @@ func (c *compiler) objectInsert(obj ir.Local, key, val ir.Operand, conflict stri
 		if !ok || kt == nil || vt == nil {
 			return st.fail(internalError(nil, "object insert into a non-object"))
 		}
-		if once {
+		if mode != insertAlways {
 			if cur := ov.Get(kt); cur != nil {
 				if !cur.Equal(vt) {
 					return st.fail(&topdown.Error{Code: topdown.ConflictErr, Location: loc, Message: conflict})
 				}
-				return ctlNext
+				if mode != insertOnceKeepLast {
+					// Within one rule topdown keeps the first value, as
+					// here; across rules it keeps the value of the rule it
+					// evaluates first, which is not the planner's order
+					// (o.a[k] := v and o.a.b := 1.0). Where the two values
+					// read differently, the VM cannot say which is kept.
+					if mode == insertOnceRules && cur.Value.String() != vt.Value.String() {
+						return st.fail(internalError(loc, "a rule's object got one key twice with equal values of different texts; topdown decides which it keeps"))
+					}
+					return ctlNext
+				}
 			}
 		}
 		ov.Insert(kt, vt)
