@@ -131,16 +131,26 @@ func CheckTarball(data []byte, name string, limit int64) error {
 	if int64(len(data)) > limit {
 		return fmt.Errorf("bundle %s is larger than %d bytes", name, limit)
 	}
-	zr, err := gzip.NewReader(bytes.NewReader(data))
+	br := bytes.NewReader(data)
+	zr, err := gzip.NewReader(br)
 	if err != nil {
 		return fmt.Errorf("reading bundle %s: not a gzip archive: %w", name, err)
 	}
-	n, err := io.Copy(io.Discard, io.LimitReader(zr, limit+1))
-	if err != nil {
-		return fmt.Errorf("reading bundle %s: %w", name, err)
-	}
-	if n > limit {
-		return fmt.Errorf("bundle %s decompresses to more than %d bytes", name, limit)
+	// Member by member, as OPA's reader decompresses them all. Bytes after
+	// the last member that are not another member are left alone, as OPA
+	// leaves them (its tar reader stops at the end of the archive).
+	// The next member's header ends the loop when it is io.EOF, or
+	// trailing bytes that are not a member.
+	var n int64
+	for more := true; more; more = zr.Reset(br) == nil {
+		zr.Multistream(false)
+		m, err := io.Copy(io.Discard, io.LimitReader(zr, limit+1-n))
+		if err != nil {
+			return fmt.Errorf("reading bundle %s: %w", name, err)
+		}
+		if n += m; n > limit {
+			return fmt.Errorf("bundle %s decompresses to more than %d bytes", name, limit)
+		}
 	}
 	return nil
 }

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/open-policy-agent/opa/v1/bundle"
+
 	"github.com/acgs-lite/acgs/internal/testenv"
 	"github.com/acgs-lite/acgs/policies"
 )
@@ -365,5 +367,41 @@ func TestWriteTarballCorpus(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestReadTarballTrailingBytes: bytes after the archive's last gzip member
+// that are not another member are ignored, as OPA's own reader ignores
+// them; a further member still counts towards the decompressed bound.
+func TestReadTarballTrailingBytes(t *testing.T) {
+	good := gzipBytes(makeTar(t, []tarEntry{manifest(fuzzHash, "t"), {name: "x/p.rego", body: "package x\np := 1\n"}}))
+	bomb := gzipBytes(make([]byte, 2*fuzzBundleLimit))
+	for _, tc := range []struct {
+		name, tail string
+		refused    string // "" when read
+	}{
+		{"none", "", ""},
+		{"text", "junk", ""},
+		{"zeros", strings.Repeat("\x00", 600), ""},
+		{"a cut gzip header", string(good[:6]), ""},
+		{"the archive again", string(good), ""},
+		{"a member that decompresses past the bound", string(bomb), "decompresses to more than"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := append(append([]byte{}, good...), tc.tail...)
+			_, err := readTarball(bytes.NewReader(data), "t.tar.gz", fuzzBundleLimit)
+			if tc.refused == "" && err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if tc.refused != "" && (err == nil || !strings.Contains(err.Error(), tc.refused)) {
+				t.Fatalf("got %v, want %q", err, tc.refused)
+			}
+			if tc.refused == "" {
+				// OPA's reader, alone, reads the same bytes.
+				if _, err := bundle.NewCustomReader(bundle.NewTarballLoaderWithBaseURL(bytes.NewReader(data), "")).Read(); err != nil {
+					t.Fatalf("OPA refuses it too: %v", err)
+				}
+			}
+		})
 	}
 }
