@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"os"
 	"path"
@@ -146,11 +145,7 @@ func (s *S3Store) List(ctx context.Context) ([]RecordMeta, error) {
 	return out, nil
 }
 
-// maxS3RecordBytes bounds what Get reads: records are a few kilobytes, and
-// an object far larger is not one.
-const maxS3RecordBytes = 64 << 20
-
-// Get downloads one record; an object larger than maxS3RecordBytes is
+// Get downloads one record; an object larger than maxRecordBytes is
 // ErrBadRecord rather than read in part.
 func (s *S3Store) Get(ctx context.Context, meta RecordMeta) (Record, error) {
 	if meta.Name == "" || strings.Contains(meta.Name, "/") {
@@ -161,11 +156,9 @@ func (s *S3Store) Get(ctx context.Context, meta RecordMeta) (Record, error) {
 		return Record{}, fmt.Errorf("s3 get %s: %w", meta.Name, err)
 	}
 	defer obj.Close()
-	b, err := io.ReadAll(io.LimitReader(obj, maxS3RecordBytes+1))
-	if err == nil && len(b) > maxS3RecordBytes {
-		// Cut short, it would parse as a shorter result, or fail on its
-		// last line far from the cause.
-		return Record{}, fmt.Errorf("s3 get %s: %w: larger than %d MiB", meta.Name, ErrBadRecord, maxS3RecordBytes>>20)
+	b, err := readRecord(obj, "s3 get "+meta.Name)
+	if errors.Is(err, ErrBadRecord) {
+		return Record{}, err
 	}
 	if err != nil {
 		var er minio.ErrorResponse

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -194,16 +195,36 @@ func (s *FSStore) List(_ context.Context) ([]RecordMeta, error) {
 	return out, nil
 }
 
-// Get reads one record.
+// Get reads one record; one larger than maxRecordBytes is ErrBadRecord.
 func (s *FSStore) Get(_ context.Context, meta RecordMeta) (Record, error) {
 	if meta.Name == "" || meta.Name != filepath.Base(meta.Name) {
 		return Record{}, fmt.Errorf("bad record name %q", meta.Name)
 	}
-	b, err := os.ReadFile(filepath.Join(s.Dir, meta.Name))
+	f, err := os.Open(filepath.Join(s.Dir, meta.Name))
+	if err != nil {
+		return Record{}, err
+	}
+	defer f.Close()
+	b, err := readRecord(f, meta.Name)
 	if err != nil {
 		return Record{}, err
 	}
 	return Record{RecordMeta: meta, Data: b}, nil
+}
+
+// maxRecordBytes bounds what Get reads: records are a few kilobytes, and a
+// file or an object far larger is not one (a variable for tests).
+var maxRecordBytes int64 = 64 << 20
+
+// readRecord reads a record from r: one larger than maxRecordBytes is
+// ErrBadRecord rather than read in part (cut short, it would parse as a
+// shorter result, or fail on its last line far from the cause).
+func readRecord(r io.Reader, name string) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxRecordBytes+1))
+	if err == nil && int64(len(b)) > maxRecordBytes {
+		return nil, fmt.Errorf("%s: %w: larger than %d MiB", name, ErrBadRecord, maxRecordBytes>>20)
+	}
+	return b, err
 }
 
 // OpenStore opens "s3://bucket/prefix" (bucket may be empty to take

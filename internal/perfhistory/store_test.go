@@ -490,3 +490,30 @@ func TestParseBenchmarksRefusesNonFinite(t *testing.T) {
 		})
 	}
 }
+
+// TestGetRefusesOversizeRecords: a record larger than the bound is damaged
+// (ErrBadRecord), not read whole into memory or in part, in either store.
+func TestGetRefusesOversizeRecords(t *testing.T) {
+	ctx := context.Background()
+	at := time.Date(2026, 11, 20, 8, 30, 0, 0, time.UTC)
+	for _, sc := range storeCases() {
+		t.Run(sc.name, func(t *testing.T) {
+			s := sc.open(t)
+			rec, err := NewRecord(at, "aaa", []byte("BenchmarkX\t100\t1000 ns/op\n"+strings.Repeat("# padding\n", 20)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Put(ctx, rec); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Get(ctx, rec.RecordMeta); err != nil {
+				t.Fatalf("under the bound: %v", err)
+			}
+			defer func(n int64) { maxRecordBytes = n }(maxRecordBytes)
+			maxRecordBytes = int64(len(rec.Data)) - 1
+			if _, err := s.Get(ctx, rec.RecordMeta); !errors.Is(err, ErrBadRecord) {
+				t.Fatalf("over the bound: %v, want ErrBadRecord", err)
+			}
+		})
+	}
+}
