@@ -301,22 +301,11 @@ func tooFewSamples(c benchmath.Comparison) bool {
 // ErrNoBaseline means the store has no record that fits the selection.
 var ErrNoBaseline = errors.New("no baseline record")
 
-// SelectBaseline picks the baseline among records (any order): the newest
-// record of the given commit (a prefix is enough) if commit is set; else the
-// newest record at least `days` days older than now if days > 0; else the
-// newest record. Records of excludeCommit are skipped (a run is not its own
-// baseline). It looks at names only; LoadBaseline also passes over records
-// that turn out to be damaged.
-func SelectBaseline(metas []RecordMeta, commit string, days int, now time.Time, excludeCommit string) (RecordMeta, error) {
-	ms := baselineCandidates(metas, commit, days, now, excludeCommit)
-	if len(ms) == 0 {
-		return RecordMeta{}, noBaselineError(commit, days)
-	}
-	return ms[0], nil
-}
-
-// LoadBaseline selects the baseline as SelectBaseline does and loads it,
-// passing over damaged records (ErrBadRecord: empty, unparsable, too large)
+// LoadBaseline selects the baseline among records (any order) and loads
+// it: the newest record of the given commit (a prefix is enough) if commit
+// is set; else the newest record at least `days` days older than now if
+// days > 0; else the newest record. Records of excludeCommit are skipped (a
+// run is not its own baseline). It passes over damaged records (ErrBadRecord: empty, unparsable, too large)
 // to the next one that fits, and returning those it skipped. When every
 // record that fits is damaged, it fails: that is not a store without a
 // baseline, and passing would hide every regression.
