@@ -47,7 +47,6 @@ func TestVMErrorsAreAnsweredByTopdown(t *testing.T) {
 				t.Fatalf("t/p runs on %q, want the VM (all: %v)", got, e.Evaluators())
 			}
 			want, err := e.EvaluateFull(ctx, "t/p", tc.input)
-
 			if err != nil {
 				t.Fatalf("topdown: %v", err)
 			}

@@ -80,30 +80,49 @@ p := json.marshal(c)`,
 // fails topdown's evaluation only. Such queries are left to topdown; the
 // others keep the VM, and answer as topdown does.
 func TestIndexedComprehensions(t *testing.T) {
-	const funcs = "f(x) := 1 if x > 0\nf(x) := 2 if x > 1\nr := 1 if input.a\nr := 2 if input.b\nw := 1 if input.c == 2\nw := 2 if input.b\n"
+	const funcs = "f(x) := 1 if x > 0\nf(x) := 2 if x > 1\nr := 1 if input.a\nr := 2 if input.b\nw := 1 if input.c == 2\nw := 2 if input.b\n" +
+		"g(a, b) := true if a > 0\ng(a, b) := false if a > 1\n"
 	input := map[string]any{"x": "a", "a": true, "b": true, "ys": []any{
 		map[string]any{"k": "a", "v": json.Number("1")}, map[string]any{"k": "b", "v": json.Number("2")}, map[string]any{"k": "b", "v": "zz"},
 	}}
 	for _, tc := range []struct {
 		name, body string
 		want       string // "vm", "topdown" (refused at preparation), "strict" (refused under strict errors)
+		query      string // data.x.p when empty
+		input      map[string]any
 	}{
-		{"keys only (as the constitution's)", `p if { x := input.x; c := [y.v | some y in input.ys; y.k == x]; count(c) > 0 }`, "vm"},
-		{"a function that conflicts in another row", `p if { x := input.x; c := {y.v | some y in input.ys; y.k == x; f(y.v) > 0}; count(c) > 0 }`, "topdown"},
-		{"a rule that conflicts", `p if { x := input.x; c := [y.v | some y in input.ys; y.k == x; y.v == 2; r == 1]; count(c) >= 0 }`, "topdown"},
-		{"a with", `p if { x := input.x; c := [y.v | some y in input.ys; y.k == x; w == 2 with input.c as y.v]; count(c) > 0 }`, "topdown"},
-		{"a nested object comprehension", `p if { x := input.x; c := [o | some y in input.ys; y.k == x; o := {z.k: z.v | some z in input.ys; z.k == y.k}]; count(c) > 0 }`, "topdown"},
-		{"a built-in", `p if { x := input.x; c := [y.v | some y in input.ys; y.k == x; to_number(y.v) > 0]; count(c) > 0 }`, "strict"},
-		{"not indexed (no key from outside)", `p if { c := [y.v | some y in input.ys; f(y.v) > 0]; count(c) > 0 }`, "vm"},
+		{"keys only (as the constitution's)", `p if { x := input.x; c := [y.v | some y in input.ys; y.k == x]; count(c) > 0 }`, "vm", "", nil},
+		{"a function that conflicts in another row", `p if { x := input.x; c := {y.v | some y in input.ys; y.k == x; f(y.v) > 0}; count(c) > 0 }`, "topdown", "", nil},
+		{"a rule that conflicts", `p if { x := input.x; c := [y.v | some y in input.ys; y.k == x; y.v == 2; r == 1]; count(c) >= 0 }`, "topdown", "", nil},
+		{"a with", `p if { x := input.x; c := [y.v | some y in input.ys; y.k == x; w == 2 with input.c as y.v]; count(c) > 0 }`, "topdown", "", nil},
+		{"a nested object comprehension", `p if { x := input.x; c := [o | some y in input.ys; y.k == x; o := {z.k: z.v | some z in input.ys; z.k == y.k}]; count(c) > 0 }`, "topdown", "", nil},
+		{"a built-in", `p if { x := input.x; c := [y.v | some y in input.ys; y.k == x; to_number(y.v) > 0]; count(c) > 0 }`, "strict", "", nil},
+		{"a built-in mocked by a function", `q if { x := input.x; c := [y.v | some y in input.ys; y.k == x; y.v > 0]; count(c) > 0 }
+p if { q with gt as g }`, "topdown", "", nil},
+		{"a built-in mocked in the query", `q if { x := input.x; c := [y.v | some y in input.ys; y.k == x; abs(y.v) > 0]; count(c) > 0 }`, "topdown", "data.x.q with abs as data.x.f", nil},
+		{"the key given to a call before it is bound", `p := c if { x := input.x; c := [y.v | some y in input.ys; x != "z"; y.k == x] }`, "topdown", "",
+			map[string]any{"x": "z", "ys": []any{map[string]any{"k": "z", "v": "a"}, map[string]any{"k": "b", "v": "b"}}}},
+		{"the key in the head", `p := json.marshal(c) if { x := input.x; c := [[x, y.v] | some y in input.ys; y.k == x] }`, "topdown", "",
+			map[string]any{"x": json.Number("1"), "ys": []any{map[string]any{"k": json.Number("1.0"), "v": "a"}, map[string]any{"k": json.Number("1"), "v": "b"}}}},
+		{"base documents only", `p if { x := input.x; c := [y.v | some y in input.ys; y.k == x; y.v in data.lists.banned]; count(c) > 0 }`, "vm", "",
+			map[string]any{"x": "a", "ys": []any{map[string]any{"k": "a", "v": "wipe"}, map[string]any{"k": "b", "v": "read"}}}},
+		{"not indexed (no key from outside)", `p if { c := [y.v | some y in input.ys; f(y.v) > 0]; count(c) > 0 }`, "vm", "", nil},
 		{"indexed, in a rule the query does not reach", `q if { x := input.x; c := {y.v | some y in input.ys; y.k == x; f(y.v) > 0}; count(c) > 0 }
-p if input.x == "a"`, "vm"},
+p if input.x == "a"`, "vm", "", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			c := ast.MustCompileModules(map[string]string{"m.rego": "package x\n" + funcs + tc.body})
-			store := inmem.New()
+			store := inmem.NewFromObject(map[string]any{"lists": map[string]any{"banned": []any{"wipe"}}})
+			query, in := tc.query, tc.input
+			if query == "" {
+				query = "data.x.p"
+			}
+			if in == nil {
+				in = input
+			}
 			for _, strict := range []bool{false, true} {
-				q, err := vm.Prepare(ctx, c, store, ast.MustParseBody("data.x.p"), rego.StrictBuiltinErrors(strict))
+				q, err := vm.Prepare(ctx, c, store, ast.MustParseBody(query), rego.StrictBuiltinErrors(strict))
 				if tc.want == "topdown" {
 					if !errors.Is(err, vm.ErrUnsupported) || !strings.Contains(err.Error(), "indexes") {
 						t.Fatalf("prepared on the VM (%v), want it left to topdown", err)
@@ -113,12 +132,16 @@ p if input.x == "a"`, "vm"},
 				if err != nil {
 					t.Fatal(err)
 				}
-				td, err := rego.New(rego.Compiler(c), rego.Store(store), rego.Query("data.x.p"), rego.StrictBuiltinErrors(strict)).PrepareForEval(ctx)
+				td, err := rego.New(rego.Compiler(c), rego.Store(store), rego.Query(query), rego.StrictBuiltinErrors(strict)).PrepareForEval(ctx)
 				if err != nil {
 					t.Fatal(err)
 				}
-				a, aerr := td.Eval(ctx, rego.EvalInput(input))
-				b, berr := q.Eval(ctx, rego.EvalInput(input))
+				v, err := ast.InterfaceToValue(in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				a, aerr := td.Eval(ctx, rego.EvalParsedInput(v))
+				b, berr := q.Eval(ctx, rego.EvalParsedInput(v))
 				if strict && tc.want == "strict" {
 					if !errors.Is(berr, vm.ErrUnsupported) {
 						t.Fatalf("strict: vm %v %v (topdown %v %v), want the evaluation refused", b, berr, a, aerr)
