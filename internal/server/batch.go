@@ -128,12 +128,14 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 		observe(w, itemSampleOf(d.Decision))
 		var item []byte
 		if d.Err != nil {
-			e := apierror.As(d.Err)
+			// Enterprise OPA's items carry "200" or "500", and only in a
+			// 207 (its SDKs accept nothing else); the code says which
+			// failure (overloaded, evaluation_error).
 			status := 0
-			if mixed || failed == len(results) {
-				status = e.Code.Status()
+			if mixed {
+				status = http.StatusInternalServerError
 			}
-			item = appendErrorItem(nil, e, status, true)
+			item = appendErrorItem(nil, apierror.As(d.Err), status, true)
 		} else {
 			var err error
 			if item, err = appendOPADecision(item, d); err != nil {
