@@ -103,6 +103,14 @@ type Gateway struct {
 	// and any held after it, is refused at once.
 	stopping  context.Context
 	refuseAll context.CancelFunc
+	// lifetime bounds every request to an upstream (upstream.bound). It
+	// ends (abandonCalls) at the shutdown deadline, less answerGrace, and
+	// in Close, with errStopped as its cause: the requests still waiting
+	// for an upstream's answer then end, and their agents get an error.
+	// Closing an upstream session waits for its requests: without this a
+	// call the upstream does not answer held the exit until call_timeout.
+	lifetime context.Context
+	abandon  context.CancelCauseFunc
 	// answering counts the HTTP agents' requests being served, except
 	// their event streams (GET): Run's shutdown waits for their answers.
 	answering atomic.Int64
@@ -138,6 +146,7 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		stdioSession: "stdio-" + rand.Text(),
 	}
 	g.stopping, g.refuseAll = context.WithCancel(context.Background())
+	g.lifetime, g.abandon = context.WithCancelCause(context.Background())
 	g.approvals = newApprovals(cfg.Approvals.MaxPending, cfg.Approvals.MaxPendingPerAgent, func(a Approval) func() {
 		gauge := g.m.pending.WithLabelValues(g.labels(a.Upstream, strings.TrimPrefix(a.Tool, a.Upstream+Separator)))
 		gauge.Inc()
@@ -147,7 +156,7 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		name := uc.Name
 		gauge := g.m.up.WithLabelValues(name)
 		gauge.Set(0)
-		u := newUpstream(uc, g.log, cfg.ConnectTimeout, func(up bool) {
+		u := newUpstream(uc, g.log, cfg.ConnectTimeout, g.lifetime, func(up bool) {
 			if up {
 				gauge.Set(1)
 			} else {
@@ -224,10 +233,13 @@ func (g *Gateway) Start(ctx context.Context) error {
 // Server is the agent-facing MCP server.
 func (g *Gateway) Server() *mcp.Server { return g.server }
 
-// Close refuses the held calls (the gateway is stopping) and ends the
-// upstream sessions (child processes exit) and the counters.
+// Close refuses the held calls (the gateway is stopping), ends the
+// requests still waiting for an upstream's answer (their agents get an
+// error) and then the upstream sessions (child processes exit) and the
+// counters.
 func (g *Gateway) Close() {
 	g.refuseHeld()
+	g.abandonCalls()
 	g.closeOnce.Do(func() {
 		var wg sync.WaitGroup
 		for _, u := range g.order {
@@ -252,6 +264,18 @@ var errStopping = errors.New("the gateway is stopping")
 // sessions close (which drops the answers not yet sent); Close calls it
 // too.
 func (g *Gateway) refuseHeld() { g.refuseAll() }
+
+// errStopped ends the requests to upstreams still waiting for an answer
+// when the gateway gives up on them (abandonCalls).
+var errStopped = errors.New("the gateway stopped")
+
+// abandonCalls ends every request to an upstream still waiting for its
+// answer, and any made from now on: the agent's call ends with an
+// upstream failure saying the gateway stopped. Run calls it answerGrace
+// before its shutdown deadline, so that these answers reach the agents
+// before the sessions close; Close calls it before it closes the upstream
+// sessions (which wait for their requests).
+func (g *Gateway) abandonCalls() { g.abandon(errStopped) }
 
 // middleware answers tools/list and tools/call, and proxies resources and
 // prompts (resources.go); everything else (initialize, ping, ...) is the

@@ -36,7 +36,7 @@ const (
 const (
 	proxiedOK       = "ok"        // the upstream answered
 	proxiedError    = "error"     // it answered a JSON-RPC error, passed on as it is
-	proxiedFailed   = "failed"    // no answer (unavailable, connection lost, call_timeout)
+	proxiedFailed   = "failed"    // no answer (unavailable, connection lost, call_timeout, the gateway stopped)
 	proxiedHidden   = "hidden"    // the constitution hides the upstream's resources or prompts from the agent
 	proxiedNotFound = "not_found" // no upstream serves the URI or prompt name (upstream "unknown")
 )
@@ -279,7 +279,7 @@ func (u *upstream) refreshResources(ctx context.Context) (served bool, err error
 		u.mu.Unlock()
 		return false, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, u.connectTimeout)
+	ctx, cancel := u.bound(ctx, u.connectTimeout)
 	defer cancel()
 	var res []*mcp.Resource
 	for r, err := range cs.Resources(ctx, nil) {
@@ -333,7 +333,7 @@ func (u *upstream) Prompts(ctx context.Context) (prompts []*mcp.Prompt, served b
 	if caps := serverCaps(cs); caps == nil || caps.Prompts == nil {
 		return nil, false, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, u.connectTimeout)
+	ctx, cancel := u.bound(ctx, u.connectTimeout)
 	defer cancel()
 	for p, err := range cs.Prompts(ctx, nil) {
 		if err != nil {
@@ -356,7 +356,7 @@ func (u *upstream) ReadResource(ctx context.Context, p *mcp.ReadResourceParams) 
 	if err != nil {
 		return nil, proxiedFailed, upstreamError(err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, u.cfg.CallTimeout)
+	ctx, cancel := u.bound(ctx, u.cfg.CallTimeout)
 	defer cancel()
 	res, err = cs.ReadResource(ctx, p)
 	if err != nil {
@@ -373,7 +373,7 @@ func (u *upstream) GetPrompt(ctx context.Context, p *mcp.GetPromptParams) (res *
 	if err != nil {
 		return nil, proxiedFailed, upstreamError(err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, u.cfg.CallTimeout)
+	ctx, cancel := u.bound(ctx, u.cfg.CallTimeout)
 	defer cancel()
 	res, err = cs.GetPrompt(ctx, p)
 	if err != nil {
@@ -403,6 +403,8 @@ func (u *upstream) callError(ctx context.Context, err error) (string, error) {
 		return proxiedError, je
 	case errors.Is(err, mcp.ErrConnectionClosed):
 		return proxiedFailed, upstreamError(fmt.Errorf("upstream %q is unavailable: its connection closed during the request", u.cfg.Name))
+	case stopped(ctx):
+		return proxiedFailed, upstreamError(fmt.Errorf("upstream %q had not answered when %v", u.cfg.Name, errStopped))
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return proxiedFailed, upstreamError(fmt.Errorf("upstream %q did not answer within %s", u.cfg.Name, u.cfg.CallTimeout))
 	}

@@ -26,8 +26,16 @@ const DefaultGCPercent = 400
 // shutdownTimeout bounds the shutdown once Run's context ends: the
 // requests being served get this long to be answered. Held calls do not
 // wait for an approver or approvals.timeout: they are refused at once
-// (refuseHeld).
+// (refuseHeld). Calls being forwarded get until answerGrace before the
+// deadline for their upstreams' answers: then they are ended
+// (abandonCalls) and their agents get a tool error saying the gateway
+// stopped, not a call_timeout's wait.
 const shutdownTimeout = 5 * time.Second
+
+// answerGrace is the end of shutdownTimeout kept for the answers of the
+// calls the gateway stopped waiting for (abandonCalls) to reach their
+// agents before the sessions and listeners close.
+const answerGrace = time.Second
 
 // RunOptions say where the gateway serves.
 type RunOptions struct {
@@ -89,7 +97,10 @@ func (g *Gateway) Run(ctx context.Context, o RunOptions) error {
 		// answers not yet sent. The listeners close, the requests being
 		// served are answered, then the sessions end (and with them the
 		// agents' event streams, which would hold Shutdown until its
-		// deadline); all within shutdownTimeout.
+		// deadline); all within shutdownTimeout. The calls still being
+		// forwarded answerGrace before it are ended (their agents get an
+		// error then, instead of after call_timeout; closing an upstream
+		// waits for its calls).
 		var held []Approval // whose refusals the stdio agent must get
 		if stdout != nil {
 			held = g.approvals.list()
@@ -98,6 +109,8 @@ func (g *Gateway) Run(ctx context.Context, o RunOptions) error {
 		g.refuseHeld()
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		defer cancel()
+		abandon := time.AfterFunc(shutdownTimeout-answerGrace, g.abandonCalls)
+		defer abandon.Stop()
 		var wg sync.WaitGroup
 		for _, s := range servers {
 			wg.Go(func() {

@@ -205,3 +205,84 @@ func stopWithinDeadline(t *testing.T, e *env, what string) {
 		t.Fatalf("the gateway did not stop within 10s of its context's end %s", what)
 	}
 }
+
+// TestStopCancelsCallsBeingForwardedAtTheDeadline: a call being forwarded
+// to an upstream that does not answer (call_timeout 60s) when the gateway
+// stops is ended before the shutdown deadline (5s): the gateway stops
+// within seconds instead of after call_timeout (closing an upstream
+// session waits for its calls), the call counts as a failed upstream call,
+// and an HTTP agent gets a tool error saying the gateway stopped. To an
+// upstream over streamable HTTP and over stdio. A stdio agent's session
+// closes as the gateway stops (which drops the answers not yet written):
+// it sees its connection end with the process.
+func TestStopCancelsCallsBeingForwardedAtTheDeadline(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		stdio    bool   // the agent's transport
+		upstream string // remote (streamable HTTP) or local (stdio)
+	}{
+		{"http agent, http upstream", false, "remote"},
+		{"http agent, stdio upstream", false, "local"},
+		{"stdio agent, http upstream", true, "remote"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := startEnv(t, envOptions{stdio: c.stdio, extraYAML: "call_timeout: 60s\n"})
+			agent := e.stdio
+			if !c.stdio {
+				agent = retryingAgent(t, e.agentURL, "token-1")
+			}
+			type answer struct {
+				res *mcp.CallToolResult
+				err error
+			}
+			forwarded := make(chan answer, 1)
+			go func() {
+				res, err := agent.CallTool(testCtx(t), &mcp.CallToolParams{Name: c.upstream + "__slow", Arguments: map[string]any{"ms": 120000}})
+				forwarded <- answer{res, err}
+			}()
+			reached := func() bool { return e.remote.Calls("slow") > 0 }
+			if c.upstream == "local" { // a child process: ask it
+				reached = func() bool { return strings.Contains(text(call(t, agent, "local__stats", map[string]any{})), "slow=1") }
+			}
+			for deadline := time.Now().Add(10 * time.Second); !reached(); time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the call did not reach the upstream in 10s")
+				}
+			}
+
+			start := time.Now()
+			e.cancel()
+			select {
+			case err := <-e.done:
+				took := time.Since(start)
+				if took > 15*time.Second {
+					t.Errorf("the gateway stopped after %s with a call its upstream does not answer (call_timeout 60s)", took)
+				}
+				t.Logf("stopped %s after its context ended", took)
+				e.done <- err
+			case <-time.After(30 * time.Second):
+				t.Fatal("the gateway did not stop within 30s of its context's end with a call its upstream does not answer (call_timeout 60s)")
+			}
+			if got := e.metric(t, "acgs_gateway_upstream_calls_total", map[string]string{"upstream": c.upstream, "tool": "slow", "result": "failed"}); got != 1 {
+				t.Errorf("failed upstream calls = %v, want 1", got)
+			}
+			if !strings.Contains(e.logs.String(), "had not answered when the gateway stopped") {
+				t.Errorf("no upstream failure logged:\n%s", e.logs.String())
+			}
+			if c.stdio {
+				return
+			}
+			select {
+			case r := <-forwarded:
+				if r.err != nil {
+					t.Fatalf("the call being forwarded: %v, want a tool error", r.err)
+				}
+				if !r.res.IsError || !strings.Contains(text(r.res), "had not answered when the gateway stopped") {
+					t.Errorf("the call being forwarded answered %q (isError %v), want a tool error saying the gateway stopped", text(r.res), r.res.IsError)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the call being forwarded was not answered when the gateway stopped")
+			}
+		})
+	}
+}

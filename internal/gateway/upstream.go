@@ -30,6 +30,9 @@ type upstream struct {
 	cfg            Upstream
 	log            *slog.Logger
 	connectTimeout time.Duration
+	// lifetime is the gateway's (Gateway.lifetime): every request to the
+	// upstream ends with it (bound).
+	lifetime context.Context
 
 	mu         sync.Mutex
 	session    *mcp.ClientSession
@@ -47,12 +50,30 @@ type upstream struct {
 	up           func(bool) // metrics: the upstream is connected or not
 }
 
-func newUpstream(cfg Upstream, log *slog.Logger, connectTimeout time.Duration, up func(bool)) *upstream {
+func newUpstream(cfg Upstream, log *slog.Logger, connectTimeout time.Duration, lifetime context.Context, up func(bool)) *upstream {
 	if up == nil {
 		up = func(bool) {}
 	}
-	return &upstream{cfg: cfg, log: log.With("upstream", cfg.Name), connectTimeout: connectTimeout, known: map[string]bool{}, up: up}
+	return &upstream{cfg: cfg, log: log.With("upstream", cfg.Name), connectTimeout: connectTimeout, lifetime: lifetime, known: map[string]bool{}, up: up}
 }
+
+// bound is the context of one request to the upstream (connecting, a
+// list, a forwarded call): ctx for at most d, ended also with the
+// gateway's lifetime, errStopped then being its cause (stopped).
+func (u *upstream) bound(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(u.lifetime, func() { cancel(context.Cause(u.lifetime)) })
+	ctx, cancelTimeout := context.WithTimeout(ctx, d)
+	return ctx, func() {
+		stop()
+		cancelTimeout()
+		cancel(nil)
+	}
+}
+
+// stopped reports whether a request of context ctx (made by bound) ended
+// because the gateway stopped waiting for the upstreams' answers.
+func stopped(ctx context.Context) bool { return errors.Is(context.Cause(ctx), errStopped) }
 
 // transport builds a new transport: a child process or an HTTP endpoint.
 func (u *upstream) transport() mcp.Transport {
@@ -143,7 +164,7 @@ func (u *upstream) Up() bool {
 }
 
 func (u *upstream) connect(ctx context.Context) (*mcp.ClientSession, []*mcp.Tool, error) {
-	ctx, cancel := context.WithTimeout(ctx, u.connectTimeout)
+	ctx, cancel := u.bound(ctx, u.connectTimeout)
 	defer cancel()
 	client := mcp.NewClient(&mcp.Implementation{Name: "acgs-gateway", Version: version.Version}, &mcp.ClientOptions{
 		Capabilities: &mcp.ClientCapabilities{},
@@ -189,7 +210,7 @@ func (u *upstream) Tools(ctx context.Context) ([]*mcp.Tool, error) {
 		defer u.mu.Unlock()
 		return u.tools, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, u.connectTimeout)
+	ctx, cancel := u.bound(ctx, u.connectTimeout)
 	defer cancel()
 	tools, err := listAll(ctx, cs)
 	u.mu.Lock()
@@ -215,7 +236,7 @@ func (u *upstream) Call(ctx context.Context, tool string, args json.RawMessage, 
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, u.cfg.CallTimeout)
+	ctx, cancel := u.bound(ctx, u.cfg.CallTimeout)
 	defer cancel()
 	p := &mcp.CallToolParams{Name: tool, Meta: meta}
 	if len(args) > 0 {
@@ -226,6 +247,8 @@ func (u *upstream) Call(ctx context.Context, tool string, args json.RawMessage, 
 		switch {
 		case errors.Is(err, mcp.ErrConnectionClosed):
 			return nil, fmt.Errorf("upstream %q is unavailable: its connection closed during the call", u.cfg.Name)
+		case stopped(ctx):
+			return nil, fmt.Errorf("upstream %q had not answered when %v", u.cfg.Name, errStopped)
 		case errors.Is(ctx.Err(), context.DeadlineExceeded):
 			return nil, fmt.Errorf("upstream %q did not answer within %s", u.cfg.Name, u.cfg.CallTimeout)
 		}
