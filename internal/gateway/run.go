@@ -178,7 +178,8 @@ func (g *Gateway) Run(ctx context.Context, o RunOptions) error {
 
 // drain waits until ctx is done for the requests being served to be
 // answered: the refusals of the calls held when the gateway stopped
-// written to the stdio agent (answered), the HTTP agents' requests.
+// written to the stdio agent (answered), the HTTP agents' requests. It
+// logs what was left at the deadline.
 func (g *Gateway) drain(ctx context.Context, answered <-chan struct{}) {
 	select {
 	case <-answered:
@@ -189,7 +190,8 @@ func (g *Gateway) drain(ctx context.Context, answered <-chan struct{}) {
 	for g.answering.Load() > 0 {
 		select {
 		case <-ctx.Done():
-			return // closeSessions says so
+			g.warnUnanswered()
+			return
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
@@ -197,19 +199,31 @@ func (g *Gateway) drain(ctx context.Context, answered <-chan struct{}) {
 
 // closeSessions ends the agents' sessions until ctx is done. Each waits
 // for its requests (calls still being forwarded); those left at the
-// deadline end as the listeners and the upstreams close.
+// deadline end as the listeners and the upstreams close. Called past the
+// deadline, it ends them without waiting or logging: drain reached the
+// deadline and logged what was left, the same requests.
 func (g *Gateway) closeSessions(ctx context.Context) {
+	late := ctx.Err() != nil
 	var wg sync.WaitGroup
 	for ss := range g.server.Sessions() {
 		wg.Go(func() { _ = ss.Close() })
+	}
+	if late {
+		return
 	}
 	closed := make(chan struct{})
 	go func() { wg.Wait(); close(closed) }()
 	select {
 	case <-closed:
 	case <-ctx.Done():
-		g.log.Warn("gateway: agents' requests were still running at the shutdown deadline; stopping without their answers", "timeout", shutdownTimeout)
+		g.warnUnanswered()
 	}
+}
+
+// warnUnanswered says that the shutdown deadline passed with agents'
+// requests unanswered (once: by drain or closeSessions).
+func (g *Gateway) warnUnanswered() {
+	g.log.Warn("gateway: agents' requests were still running at the shutdown deadline; stopping without their answers", "timeout", shutdownTimeout)
 }
 
 // stdioWriter is the stdio agent's stream. As the gateway stops it tells

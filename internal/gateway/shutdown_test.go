@@ -3,9 +3,11 @@ package gateway_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -285,4 +287,74 @@ func TestStopCancelsCallsBeingForwardedAtTheDeadline(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStopWarnsOnceAboutUnansweredRequests: a stdio agent whose stream
+// takes nothing more (the host stopped reading) when the gateway stops with
+// a call held: the refusal cannot be written, the gateway stops at its
+// shutdown deadline and says so once (drain and closeSessions each logged
+// it: the same requests, left at the same deadline).
+func TestStopWarnsOnceAboutUnansweredRequests(t *testing.T) {
+	e := startEnv(t, envOptions{}) // its engine and upstream; this gateway is another
+	gcfg, err := gateway.ParseConfig([]byte(fmt.Sprintf("stdio_agent: agent-1\napprovals: {timeout: 30s}\nupstreams:\n  - name: remote\n    url: %s\n", e.remURL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	logs := &syncBuffer{}
+	g, err := gateway.New(gcfg, gateway.Deps{Engine: e.svc.Engine, ConstitutionalHash: hash, Registerer: reg, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newStdioPipes(t)
+	out := &stallingWriter{w: p.fromGw, release: make(chan struct{})}
+	t.Cleanup(func() { close(out.release) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx, gateway.RunOptions{Stdin: p.toGw, Stdout: out}) }()
+	c := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, nil)
+	cs, err := c.Connect(testCtx(t), &mcp.IOTransport{Reader: p.toAgent, Writer: p.fromAgent}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cs.Close() })
+	go func() {
+		_, _ = cs.CallTool(testCtx(t), &mcp.CallToolParams{Name: "remote__delete_record", Arguments: map[string]any{"id": "r-1"}})
+	}()
+	for deadline := time.Now().Add(10 * time.Second); gather(t, reg, "acgs_gateway_approvals_pending", nil) != 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the call was not held in 10s")
+		}
+	}
+
+	out.stall.Store(true)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the gateway did not stop within 15s")
+	}
+	if n := strings.Count(logs.String(), "by the shutdown deadline") + strings.Count(logs.String(), "at the shutdown deadline"); n != 1 {
+		t.Errorf("%d warnings about the requests left at the shutdown deadline, want 1:\n%s", n, logs.String())
+	}
+}
+
+// stallingWriter passes writes on until stall is set; then each blocks
+// until release is closed (a reader that stopped reading).
+type stallingWriter struct {
+	w       io.Writer
+	stall   atomic.Bool
+	release chan struct{}
+}
+
+func (s *stallingWriter) Write(p []byte) (int, error) {
+	if s.stall.Load() {
+		<-s.release
+		return 0, io.ErrClosedPipe
+	}
+	return s.w.Write(p)
 }
