@@ -18,6 +18,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/util"
 
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/plan"
@@ -140,7 +141,9 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source string) (*
 }
 
 // ParsePath turns an API path ("acgs/main/decision", "" for the whole
-// document) into a data reference, refusing empty segments.
+// document) into a data reference, refusing empty segments. A segment that
+// is an integer is a number, as OPA's server reads it: /v1/data/x/arr/1 is
+// data.x.arr[1], the second element of an array.
 func ParsePath(path string) (ast.Ref, error) {
 	ref := ast.Ref{ast.DefaultRootDocument}
 	path = strings.Trim(path, "/")
@@ -151,7 +154,11 @@ func ParsePath(path string) (ast.Ref, error) {
 		if seg == "" {
 			return nil, apierror.New(apierror.InvalidParameter, "invalid path %q: empty segment", path)
 		}
-		ref = append(ref, ast.StringTerm(seg))
+		if i, ok := util.Atoi64(seg); ok {
+			ref = append(ref, ast.InternedTerm(i))
+		} else {
+			ref = append(ref, ast.StringTerm(seg))
+		}
 	}
 	return ref, nil
 }

@@ -57,8 +57,8 @@ func deepMerge(common, input any) any {
 
 // handleOPABatch serves Enterprise OPA's batch API.
 func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
-	path := dataPath(r, "/v1/batch/data")
-	if _, err := engine.ParsePath(path); err != nil {
+	path, err := dataPath(r, "/v1/batch/data")
+	if err != nil {
 		writeError(w, err)
 		return
 	}

@@ -31,6 +31,10 @@ echo := input
 
 x := 1 if input.a
 x := 2 if input.b
+
+arr := [10, 20]
+
+obj := {"1": "string key", "a/b": "slash", "a": {"b": "nested"}}
 `
 
 // mustOpenBatch is mustOpen (the same harness) with a long evaluation

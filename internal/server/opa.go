@@ -14,8 +14,24 @@ import (
 	"github.com/acgs-lite/acgs/internal/version"
 )
 
-// dataPath extracts the policy path after a prefix such as /v1/data.
-func dataPath(r *http.Request, prefix string) string {
+// dataPath extracts the data path after a prefix such as /v1/data and
+// checks that it names a document. An escaped slash inside a segment
+// (a%2Fb, the key "a/b" to OPA) is refused: the service's paths are the
+// segments joined by slashes, and it would name another document.
+func dataPath(r *http.Request, prefix string) (string, error) {
+	if strings.Contains(strings.ToUpper(r.URL.RawPath), "%2F") {
+		return "", apierror.New(apierror.InvalidParameter, "invalid path %q: a segment holding an escaped slash (%%2F) is not supported", r.URL.RawPath)
+	}
+	p := requestPath(r, prefix)
+	if _, err := engine.ParsePath(p); err != nil {
+		return "", err
+	}
+	return p, nil
+}
+
+// requestPath extracts the unescaped path after a prefix such as
+// /v1/policies.
+func requestPath(r *http.Request, prefix string) string {
 	p := r.URL.Path
 	if r.URL.RawPath != "" {
 		if up, err := url.PathUnescape(strings.TrimPrefix(r.URL.RawPath, prefix)); err == nil {
@@ -29,14 +45,15 @@ func dataPath(r *http.Request, prefix string) string {
 // {"input": ...}. A POST body decided before, byte for byte, is answered
 // from the raw-body tier without decoding it.
 func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
-	path := dataPath(r, "/v1/data")
-	if _, err := engine.ParsePath(path); err != nil {
+	path, err := dataPath(r, "/v1/data")
+	if err != nil {
 		writeError(w, err)
 		return
 	}
 	if r.Method == http.MethodGet {
 		q := queryOf(r)
-		if raw := q.Get("input"); q.Has("input") {
+		if vals := q["input"]; len(vals) > 0 {
+			raw := vals[len(vals)-1] // the last, as OPA's server reads it
 			v, err := decodeJSON([]byte(raw), s.cfg.Server.MaxDepth)
 			if err != nil {
 				writeError(w, apierror.New(apierror.InvalidParameter, "query parameter input: %s", apierror.As(err).Message))
@@ -208,19 +225,22 @@ func (s *Server) provenance(rev string) map[string]any {
 // handleV0Data serves OPA's v0 Data API: the raw body is the input and the
 // raw value is returned; undefined is 404.
 func (s *Server) handleV0Data(w http.ResponseWriter, r *http.Request) {
-	s.serveRaw(w, r, dataPath(r, "/v0/data"))
+	path, err := dataPath(r, "/v0/data")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	s.serveRaw(w, r, path)
 }
 
 // handleDefaultDecision serves POST /: OPA's default decision.
 func (s *Server) handleDefaultDecision(w http.ResponseWriter, r *http.Request) {
-	s.serveRaw(w, r, s.cfg.Policy.DefaultDecision)
+	s.serveRaw(w, r, s.cfg.Policy.DefaultDecision) // a path, as config checks
 }
 
+// serveRaw answers a raw body as the input of the document at path (a path
+// ParsePath accepts).
 func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, path string) {
-	if _, err := engine.ParsePath(path); err != nil {
-		writeError(w, err)
-		return
-	}
 	input, _, ok := s.readJSON(w, r, true)
 	if !ok {
 		return
@@ -292,7 +312,7 @@ func (s *Server) handlePolicies(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handlePolicy(w http.ResponseWriter, r *http.Request) {
-	id := dataPath(r, "/v1/policies")
+	id := requestPath(r, "/v1/policies")
 	for _, m := range s.d.Engine.Modules() {
 		if m.ID == id {
 			writeJSON(w, http.StatusOK, map[string]any{"result": policyOf(m)}, boolParam(queryOf(r), "pretty"))

@@ -1,0 +1,74 @@
+package server_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// TestDataPaths: a path segment that is an integer is a number, as OPA's
+// server reads it (/v1/data/t/arr/1 is the array's second element), and a
+// segment holding an escaped slash is refused rather than read as two
+// segments (a%2Fb named data.t.obj.a.b, another document).
+func TestDataPaths(t *testing.T) {
+	h := mustOpen(t)
+	withTestPolicy(t, h)
+	for _, tc := range []struct {
+		method, path, body string
+		code               int
+		result             string // the result's JSON; "" when undefined or an error
+	}{
+		{"POST", "/v1/data/t/arr/1", `{"input":{}}`, 200, `20`},
+		{"GET", "/v1/data/t/arr/0", "", 200, `10`},
+		// Refused by the type checker, as OPA's server refuses them: no
+		// third element, and the number 1 is not the key "1".
+		{"POST", "/v1/data/t/arr/2", `{"input":{}}`, 400, ``},
+		{"POST", "/v1/data/t/obj/1", `{"input":{}}`, 400, ``},
+		{"POST", "/v1/data/t/obj/a/b", `{"input":{}}`, 200, `"nested"`},
+		{"POST", "/v1/data/t/obj/a%2Fb", `{"input":{}}`, 400, ``},
+		{"POST", "/v1/data/t/obj/a%2fb", `{"input":{}}`, 400, ``},
+		{"POST", "/v0/data/t/obj/a%2Fb", `{}`, 400, ``},
+		{"POST", "/v1/batch/data/t/obj/a%2Fb", `{"inputs":{"a":{}}}`, 400, ``},
+		{"POST", "/v1/batch/data/t/arr/1", `{"inputs":{"a":{}}}`, 200, ``},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			r := h.do(t, tc.method, tc.path, strings.NewReader(tc.body), nil)
+			if r.code != tc.code {
+				t.Fatalf("status %d, want %d: %s", r.code, tc.code, r.body)
+			}
+			if tc.code != 200 {
+				if r.obj["code"] != "invalid_parameter" {
+					t.Fatalf("got %s", r.body)
+				}
+				return
+			}
+			if strings.HasPrefix(tc.path, "/v1/batch/") {
+				rs, _ := r.obj["responses"].(map[string]any)
+				item, _ := rs["a"].(map[string]any)
+				if b, _ := json.Marshal(item["result"]); string(b) != "20" {
+					t.Fatalf("batch item %s", r.body)
+				}
+				return
+			}
+			got := ""
+			if res, ok := r.obj["result"]; ok {
+				b, _ := json.Marshal(res)
+				got = string(b)
+			}
+			if got != tc.result {
+				t.Fatalf("result %s, want %s: %s", got, tc.result, r.body)
+			}
+		})
+	}
+}
+
+// TestRepeatedInputParameter: GET with ?input= twice reads the last, as
+// OPA's server does.
+func TestRepeatedInputParameter(t *testing.T) {
+	h := mustOpen(t)
+	withTestPolicy(t, h)
+	r := h.do(t, "GET", "/v1/data/t/echo?input=%7B%22a%22%3A1%7D&input=%7B%22a%22%3A2%7D", nil, nil)
+	if b, _ := json.Marshal(r.obj["result"]); r.code != 200 || string(b) != `{"a":2}` {
+		t.Fatalf("status %d: %s", r.code, r.body)
+	}
+}
