@@ -19,6 +19,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/builtins"
 
 	"github.com/acgs-lite/acgs/internal/apierror"
@@ -653,10 +654,29 @@ var ErrEvalTimeout = errors.New("policy evaluation exceeded EVAL_TIMEOUT")
 var ErrPathNotQueryable = errors.New("the path cannot be queried")
 
 func evalError(err error, ctx context.Context, timeout time.Duration) error {
+	var e *apierror.Error
 	if ctx.Err() != nil {
-		return apierror.Wrap(apierror.EvaluationError, fmt.Errorf("%w: %w", ErrEvalTimeout, err), "policy evaluation exceeded EVAL_TIMEOUT (%s)", timeout)
+		e = apierror.Wrap(apierror.EvaluationError, fmt.Errorf("%w: %w", ErrEvalTimeout, err), "policy evaluation exceeded EVAL_TIMEOUT (%s)", timeout)
+	} else {
+		e = apierror.Wrap(apierror.EvaluationError, err, "policy evaluation failed: %v", err)
 	}
-	return apierror.Wrap(apierror.EvaluationError, err, "policy evaluation failed: %v", err)
+	e.Errors = evalDetails(err)
+	return e
+}
+
+// evalDetails is the "errors" list OPA's server answers an evaluation
+// error with: topdown's code (eval_conflict_error, ...), message and
+// location, which OPA clients read.
+func evalDetails(err error) []apierror.Detail {
+	var te *topdown.Error
+	if !errors.As(err, &te) {
+		return nil
+	}
+	d := apierror.Detail{Code: te.Code, Message: te.Message}
+	if te.Location != nil {
+		d.Location = &apierror.Location{File: te.Location.File, Row: te.Location.Row, Col: te.Location.Col}
+	}
+	return []apierror.Detail{d}
 }
 
 // String describes the engine for logs.

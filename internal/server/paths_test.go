@@ -72,3 +72,20 @@ func TestRepeatedInputParameter(t *testing.T) {
 		t.Fatalf("status %d: %s", r.code, r.body)
 	}
 }
+
+// TestEvaluationErrorDetails: an evaluation error is 500 evaluation_error
+// with OPA's "errors" list naming topdown's error and where it was raised.
+func TestEvaluationErrorDetails(t *testing.T) {
+	h := mustOpen(t)
+	withTestPolicy(t, h)
+	r := h.do(t, "POST", "/v1/data/t/x", strings.NewReader(`{"input":{"a":true,"b":true}}`), nil)
+	errs, _ := r.obj["errors"].([]any)
+	if r.code != 500 || r.obj["code"] != "evaluation_error" || len(errs) != 1 {
+		t.Fatalf("status %d: %s", r.code, r.body)
+	}
+	d, _ := errs[0].(map[string]any)
+	loc, _ := d["location"].(map[string]any)
+	if d["code"] != "eval_conflict_error" || d["message"] == "" || loc["row"] == nil || loc["file"] == "" {
+		t.Fatalf("detail %v", d)
+	}
+}
