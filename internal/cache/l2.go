@@ -128,6 +128,12 @@ func startL2(ctx context.Context, t *Tiered) (*l2, error) {
 		return nil, err
 	}
 	opt.DisableCache = true // L1 is our client-side cache; no CLIENT TRACKING
+	// A lone command is otherwise sent synchronously, and one that times
+	// out (L2_TIMEOUT, 2 ms) closes its connection: every request's read
+	// then waits for the next caller's dial and handshake, whatever its own
+	// deadline (up to a second, the supervisor's). Pipelined, a read that
+	// times out leaves the connection alone.
+	opt.AlwaysPipelining = true
 	opt.ClientName = "acgs-cache"
 	if opt.Dialer.Timeout == 0 {
 		opt.Dialer.Timeout = time.Second
