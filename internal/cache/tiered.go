@@ -156,6 +156,7 @@ type Tiered struct {
 
 	l1Hits, l1Misses counter
 	l1Evictions      atomic.Uint64
+	oversize         atomic.Uint64
 
 	l2 *l2 // nil without RedisURL
 }
@@ -257,8 +258,13 @@ func (t *Tiered) GetMany(ctx context.Context, keys []Key, vals []Value, tiers []
 }
 
 // Set stores v under k in L1 now and queues it for L2. It never blocks: when
-// the write-behind queue is full the L2 write is dropped and counted.
+// the write-behind queue is full the L2 write is dropped and counted. A
+// value whose JSON is over MaxEntryBytes is not stored (counted).
 func (t *Tiered) Set(k Key, v Value) {
+	if len(v.JSON) > MaxEntryBytes {
+		t.oversize.Add(1)
+		return
+	}
 	t.l1.Set(k, l1Entry{v: t.values.intern(v), ttl: t.cfg.TTL})
 	if t.l2 != nil && !t.closed.Load() {
 		t.l2.enqueue(k, v)
@@ -319,6 +325,7 @@ func (t *Tiered) Stats() Stats {
 		L1Entries:    t.l1.EstimatedSize(),
 		L1Capacity:   t.cfg.L1Size,
 		L1Evictions:  t.l1Evictions.Load(),
+		Oversize:     t.oversize.Load(),
 		BreakerState: "disabled",
 		Epoch:        t.applied.Load(),
 	}

@@ -33,6 +33,13 @@ func (t Tier) String() string {
 	}
 }
 
+// MaxEntryBytes bounds the JSON of a cached decision. L1 is bounded in
+// entries; a policy that echoes part of its input (the constitution's
+// evaluation_details.action_category) would let a client make each entry
+// as large as a request (1 MiB), ten thousand of them gigabytes. A larger
+// decision is answered, not cached. The constitution's are about 1 KB.
+const MaxEntryBytes = 64 << 10
+
 // Value is one cached decision. Result is the policy value as decoded JSON
 // (map[string]any, []any, string, json.Number, bool, nil); it is shared between
 // readers and must be treated as immutable.
@@ -54,6 +61,7 @@ type Stats struct {
 	L1Entries        int
 	L1Capacity       int
 	L1Evictions      uint64
+	Oversize         uint64 // decisions not cached: their JSON is over MaxEntryBytes
 	WriteQueueLen    int
 	WriteQueueCap    int
 	WriteDropped     uint64 // write-behind entries dropped because the queue was full

@@ -32,6 +32,7 @@ type cacheCollector struct {
 	queueEntries          *prometheus.Desc
 	queueCapacity         *prometheus.Desc
 	writeDropped          *prometheus.Desc
+	oversize              *prometheus.Desc
 	writeBatches          *prometheus.Desc
 	writeEntries          *prometheus.Desc
 	epoch                 *prometheus.Desc
@@ -56,6 +57,7 @@ func newCacheCollector() *cacheCollector {
 		queueEntries:  d("acgs_cache_write_queue_entries", "Decisions waiting in the write-behind queue to be written to L2."),
 		queueCapacity: d("acgs_cache_write_queue_capacity_entries", "Capacity of the write-behind queue."),
 		writeDropped:  d("acgs_cache_write_dropped_total", "Write-behind entries dropped because the queue was full."),
+		oversize:      d("acgs_cache_oversize_total", "Decisions answered but not cached: their JSON is over the cache's entry bound (64 KiB)."),
 		writeBatches:  d("acgs_cache_l2_write_batches_total", "Write-behind pipelines flushed to L2."),
 		writeEntries:  d("acgs_cache_l2_written_entries_total", "Decisions written to L2 by the write-behind batcher."),
 		epoch:         d("acgs_cache_epoch", "Cache epoch; it is bumped when the cache is emptied, so older L2 entries are no longer read."),
@@ -67,7 +69,7 @@ func (c *cacheCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.hits, c.misses, c.l1Entries, c.l1Capacity, c.l1Evictions,
 		c.l2Errors, c.l2Rejected, c.l2RoundTrips, c.l2Enabled, c.l2Up,
-		c.breakerState, c.queueEntries, c.queueCapacity, c.writeDropped,
+		c.breakerState, c.queueEntries, c.queueCapacity, c.writeDropped, c.oversize,
 		c.writeBatches, c.writeEntries, c.epoch,
 	} {
 		ch <- d
@@ -110,6 +112,7 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.queueEntries, float64(s.WriteQueueLen))
 	gauge(c.queueCapacity, float64(s.WriteQueueCap))
 	counter(c.writeDropped, s.WriteDropped)
+	counter(c.oversize, s.Oversize)
 	counter(c.writeBatches, s.WriteBatches)
 	counter(c.writeEntries, s.WriteEntries)
 	gauge(c.epoch, float64(s.Epoch))

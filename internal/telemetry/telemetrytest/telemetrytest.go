@@ -22,7 +22,7 @@ import (
 var ExerciseStats = cache.Stats{
 	L1Hits: 90, L1Misses: 10, L2Hits: 6, L2Misses: 4,
 	L2Errors: 1, L2Rejected: 1, L1Entries: 100, L1Capacity: 10000,
-	L1Evictions: 3, WriteQueueLen: 2, WriteQueueCap: 4096, WriteDropped: 1,
+	L1Evictions: 3, Oversize: 1, WriteQueueLen: 2, WriteQueueCap: 4096, WriteDropped: 1,
 	WriteBatches: 5, WriteEntries: 40, L2RoundTrips: 7, BreakerState: "half-open",
 	L2Enabled: true, L2Healthy: true, Epoch: 2,
 }
