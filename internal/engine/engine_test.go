@@ -16,6 +16,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/rego"
+	opaversion "github.com/open-policy-agent/opa/v1/version"
 
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/cache"
@@ -479,5 +480,16 @@ func TestConcurrentReloadsKeepTheLatestLoad(t *testing.T) {
 	}
 	if info, _ := e.Info(); info.Revision != "v2" {
 		t.Fatalf("active revision %q after reloads of v1 then v2, want v2", info.Revision)
+	}
+}
+
+// TestCacheScopeNamesTheDecisionSemantics: the scope of every cache key
+// names the embedded OPA and the decision path's own semantics, so that
+// replicas of two builds sharing an L2 do not serve each other's decisions.
+func TestCacheScopeNamesTheDecisionSemantics(t *testing.T) {
+	e := mustOpen(t, nil)
+	inf, ok := e.Info()
+	if !ok || !strings.Contains(inf.Scope, "#opa-"+opaversion.Version+"/acgs-") {
+		t.Fatalf("scope %q", inf.Scope)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/util"
+	opaversion "github.com/open-policy-agent/opa/v1/version"
 
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/plan"
@@ -71,6 +72,18 @@ type compiledQuery struct {
 	why string
 }
 
+// decisionSemantics is part of every cache key's scope: the OPA the
+// service embeds and the version of the decision path's own analyses (read
+// sets, plans, the VM). Replicas of different builds share an L2 during a
+// rolling upgrade; without it, a decision a since-fixed evaluator made
+// would be served by the fixed instances until its TTL. Bump semanticsRev
+// with any change that can change a decision.
+var decisionSemantics = "opa-" + opaversion.Version + "/acgs-" + semanticsRev
+
+// semanticsRev: 2 since the VM leaves indexed comprehensions that may fail
+// to topdown and keeps the last of equal values in object comprehensions.
+const semanticsRev = "2"
+
 // activate compiles b into a snapshot after checking its constitutional hash.
 func activate(ctx context.Context, b *bundle.Bundle, wantHash, source string) (*snapshot, error) {
 	got, _ := b.Manifest.Metadata["constitutional_hash"].(string)
@@ -122,7 +135,7 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source string) (*
 	}
 	s := &snapshot{
 		revision:  rev,
-		scope:     rev + "#" + sum,
+		scope:     rev + "#" + sum + "#" + decisionSemantics,
 		hash:      got,
 		compiler:  compiler,
 		store:     store,
