@@ -254,7 +254,11 @@ func NewProjectedKey(revision, path string, rs *readset.Set, input any) (Key, er
 	b = binary.AppendUvarint(b, uint64(len(rs.Paths)))
 	var err error
 	for _, p := range rs.Paths {
-		v, ok := lookup(input, p)
+		var v any
+		var ok bool
+		if v, ok, err = lookup(input, p); err != nil {
+			break
+		}
 		if !ok {
 			b = append(b, tagMissing)
 			continue
@@ -266,7 +270,11 @@ func NewProjectedKey(revision, path string, rs *readset.Set, input any) (Key, er
 	if err == nil {
 		b = binary.AppendUvarint(b, uint64(len(rs.Types)))
 		for _, p := range rs.Types {
-			v, ok := lookup(input, p)
+			var v any
+			var ok bool
+			if v, ok, err = lookup(input, p); err != nil {
+				break
+			}
 			if !ok {
 				b = append(b, tagMissing)
 				continue
@@ -301,27 +309,39 @@ func typeTag(v any) (byte, error) {
 	return 0, fmt.Errorf("cache: cannot encode %T in a cache key", v)
 }
 
-// lookup follows p from v as a Rego reference would.
-func lookup(v any, p readset.Path) (any, bool) {
+// lookup follows p from v as a Rego reference would. A value of a Go type
+// the key cannot encode on the way (a map[string]string, a []string: OPA
+// takes them as input) is an error, not a missing path: two inputs
+// differing inside it would otherwise share a key.
+func lookup(v any, p readset.Path) (any, bool, error) {
 	for _, e := range p {
 		switch k := e.(type) {
 		case string:
 			m, ok := v.(map[string]any)
 			if !ok {
-				return nil, false
+				return nil, false, encodable(v)
 			}
 			if v, ok = m[k]; !ok {
-				return nil, false
+				return nil, false, nil
 			}
 		case int:
 			a, ok := v.([]any)
-			if !ok || k < 0 || k >= len(a) {
-				return nil, false
+			if !ok {
+				return nil, false, encodable(v)
+			}
+			if k < 0 || k >= len(a) {
+				return nil, false, nil
 			}
 			v = a[k]
 		default:
-			return nil, false
+			return nil, false, nil
 		}
 	}
-	return v, true
+	return v, true, nil
+}
+
+// encodable is nil for a value of a type a key can encode.
+func encodable(v any) error {
+	_, err := typeTag(v)
+	return err
 }

@@ -164,3 +164,34 @@ func TestProjectedKeyTypes(t *testing.T) {
 		t.Errorf("1 and 2.5 are one type")
 	}
 }
+
+// TestProjectedKeyRefusesGoContainers: a read path through a Go container
+// the key cannot encode (OPA takes a map[string]string or a []string as
+// input) makes the key an error (the decision is not cached), not a
+// missing path that two different inputs would share.
+func TestProjectedKeyRefusesGoContainers(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		paths []readset.Path
+		types bool
+		input any
+	}{
+		{"map[string]string", []readset.Path{{"ctx", "role"}}, false, map[string]any{"ctx": map[string]string{"role": "admin"}}},
+		{"[]string", []readset.Path{{"roles", 0}}, false, map[string]any{"roles": []string{"admin"}}},
+		{"a type read through one", []readset.Path{{"ctx", "role"}}, true, map[string]any{"ctx": map[string]string{"role": "admin"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs := &readset.Set{Paths: tc.paths}
+			if tc.types {
+				rs = &readset.Set{Types: tc.paths}
+			}
+			if k, err := NewProjectedKey("rev", "p", rs, tc.input); err == nil {
+				t.Fatalf("key %x, want an error", k)
+			}
+		})
+	}
+	// Scalars on the way are a missing path, as in a reference.
+	if _, err := NewProjectedKey("rev", "p", &readset.Set{Paths: []readset.Path{{"ctx", "role"}}}, map[string]any{"ctx": "x"}); err != nil {
+		t.Fatal(err)
+	}
+}
