@@ -284,6 +284,14 @@ func (l *l2) refreshEpoch(c rueidis.Client) error {
 	if berr == nil {
 		done(classify(l.ctx, err))
 	}
+	if err == nil && e < l.t.epoch.Load() {
+		// Redis went back (restored from an older snapshot, a lagging
+		// replica promoted): entries flushed since would be read again.
+		// The epoch only moves forward; Redis is set back to ours.
+		ctx, cancel := context.WithTimeout(l.ctx, adminTimeout)
+		e, err = l.raiseEpoch(ctx, c, l.t.epoch.Load())
+		cancel()
+	}
 	if err != nil {
 		l.pingOK.Store(false)
 		return err
@@ -295,13 +303,19 @@ func (l *l2) refreshEpoch(c rueidis.Client) error {
 	return nil
 }
 
-// readEpoch returns the epoch in Redis. A missing key is created with the
-// current time in milliseconds rather than 0, so that a Redis that lost its
-// data never hands out an epoch that was already used before.
+// readEpoch returns the epoch in Redis. A missing key is created with this
+// instance's epoch, so that a Redis that lost its data (a restart, an
+// eviction) does not make every instance purge its L1 at once; an instance
+// that has none yet seeds the current time in milliseconds rather than 0,
+// so that a Redis that lost its data never hands out an epoch that was
+// already used before.
 func (l *l2) readEpoch(ctx context.Context, c rueidis.Client) (uint64, error) {
 	s, err := c.Do(ctx, c.B().Get().Key(l.epochKey).Build()).ToString()
 	if rueidis.IsRedisNil(err) {
 		seed := strconv.FormatInt(time.Now().UnixMilli(), 10)
+		if local := l.t.epoch.Load(); local > 0 {
+			seed = strconv.FormatUint(local, 10)
+		}
 		res := c.DoMulti(ctx,
 			c.B().Set().Key(l.epochKey).Value(seed).Nx().Build(),
 			c.B().Get().Key(l.epochKey).Build())
@@ -320,6 +334,37 @@ func (l *l2) readEpoch(ctx context.Context, c rueidis.Client) (uint64, error) {
 	return e, nil
 }
 
+// raiseEpochScript sets the epoch key to ARGV[1] unless it holds more,
+// and returns what it holds then.
+var raiseEpochScript = rueidis.NewLuaScript(`
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if cur == nil or cur < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return redis.call('GET', KEYS[1])`)
+
+// flushEpochScript raises the epoch key to ARGV[1] as raiseEpochScript
+// does, then increments it, and returns the new epoch.
+var flushEpochScript = rueidis.NewLuaScript(`
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if cur == nil or cur < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return redis.call('INCR', KEYS[1])`)
+
+// raiseEpoch sets the epoch in Redis to at least e and returns it.
+func (l *l2) raiseEpoch(ctx context.Context, c rueidis.Client, e uint64) (uint64, error) {
+	s, err := raiseEpochScript.Exec(ctx, c, []string{l.epochKey}, []string{strconv.FormatUint(e, 10)}).ToString()
+	if err != nil {
+		return 0, err
+	}
+	got, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("cache: Redis key %s does not hold an epoch number", l.epochKey)
+	}
+	return got, nil
+}
+
 // flush increments the epoch in Redis and announces it.
 func (l *l2) flush(ctx context.Context) (uint64, error) {
 	cp := l.client.Load()
@@ -335,7 +380,8 @@ func (l *l2) flush(ctx context.Context) (uint64, error) {
 	if _, err := l.readEpoch(ctx, c); err != nil { // makes sure the key exists, so INCR never restarts at 1
 		return l.t.Epoch(), fmt.Errorf("cache: flush: read epoch: %w", err)
 	}
-	n, err := c.Do(ctx, c.B().Incr().Key(l.epochKey).Build()).AsInt64()
+	// Past this instance's epoch too, should Redis have gone back.
+	n, err := flushEpochScript.Exec(ctx, c, []string{l.epochKey}, []string{strconv.FormatUint(l.t.epoch.Load(), 10)}).AsInt64()
 	if err != nil {
 		return l.t.Epoch(), fmt.Errorf("cache: flush: increment epoch: %w", err)
 	}

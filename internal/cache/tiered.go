@@ -310,6 +310,9 @@ func (t *Tiered) Epoch() uint64 { return t.applied.Load() }
 func (t *Tiered) adoptEpoch(e uint64) {
 	t.adoptMu.Lock()
 	defer t.adoptMu.Unlock()
+	if e < t.epoch.Load() {
+		return // epochs only move forward (l2.refreshEpoch sets Redis back)
+	}
 	if old := t.epoch.Swap(e); old != e {
 		t.purgeL1()
 		t.log.Info("cache: epoch changed, L1 purged", "from", old, "to", e)
