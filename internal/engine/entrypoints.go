@@ -9,6 +9,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/acgs-lite/acgs/internal/datapath"
 	"github.com/acgs-lite/acgs/internal/plan"
 )
 
@@ -52,7 +53,7 @@ func entryPoints(c *ast.Compiler, data map[string]any) ([]entryPoint, error) {
 		if a == nil || !a.Entrypoint {
 			continue
 		}
-		path, err := apiPath(ar.Path)
+		path, err := datapath.Of(ar.Path)
 		if err != nil {
 			return nil, fmt.Errorf("entry point %s: %w", ar.Path, err)
 		}
@@ -69,19 +70,6 @@ func entryPoints(c *ast.Compiler, data map[string]any) ([]entryPoint, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].path < out[j].path })
 	return out, nil
-}
-
-// apiPath turns data.a.b into a/b; refs with computed parts have no path.
-func apiPath(ref ast.Ref) (string, error) {
-	parts := make([]string, 0, len(ref)-1)
-	for _, t := range ref[1:] {
-		s, ok := t.Value.(ast.String)
-		if !ok {
-			return "", fmt.Errorf("not a constant path")
-		}
-		parts = append(parts, string(s))
-	}
-	return strings.Join(parts, "/"), nil
 }
 
 func planSeeds(raw any, data map[string]any) ([]string, map[string][]any, error) {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/acgs-lite/acgs/internal/engine"
@@ -264,5 +265,40 @@ func TestPlanBuildsDuringConcurrentDecisions(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestPlansReadTheDocumentOfTheirPath: a path with an integer segment is
+// read with a number there (t/o/1 is data.t.o[1]) by the plans as by the
+// evaluators, so a plan never answers for another document.
+func TestPlansReadTheDocumentOfTheirPath(t *testing.T) {
+	ctx := context.Background()
+	bundle := fstest.MapFS{
+		".manifest": {Data: []byte(`{"revision":"paths-1","roots":["t"],"metadata":{"constitutional_hash":"` + hash + `"}}`)},
+		"t/p.rego":  {Data: []byte("package t\n\no[1] := \"one\" if input.action\no[\"1\"] := \"string key\" if input.action\n")},
+	}
+	e, err := engine.New(ctx, engine.FSSource{FS: bundle, Name: "paths"}, engine.Options{
+		ConstitutionalHash: hash, EvalTimeout: 10 * time.Second, Logger: quiet,
+		PartialEval: true, PartialEvalKeys: []string{"input.action"}, PlanCacheSize: 16,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := map[string]any{"action": "x"}
+	deadline := time.Now().Add(30 * time.Second)
+	for e.PlanKind("t/o/1", in) == "" {
+		if _, err := e.Decide(ctx, "t/o/1", in); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no plan built for t/o/1")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for range 3 {
+		d, err := e.Decide(ctx, "t/o/1", in)
+		if err != nil || !d.Defined || d.Result != "one" {
+			t.Fatalf("t/o/1 (%s): %v %v, want \"one\"", d.Source, d.Result, err)
+		}
 	}
 }

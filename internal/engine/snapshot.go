@@ -18,10 +18,10 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
-	"github.com/open-policy-agent/opa/v1/util"
 	opaversion "github.com/open-policy-agent/opa/v1/version"
 
 	"github.com/acgs-lite/acgs/internal/apierror"
+	"github.com/acgs-lite/acgs/internal/datapath"
 	"github.com/acgs-lite/acgs/internal/plan"
 	"github.com/acgs-lite/acgs/internal/readset"
 	"github.com/acgs-lite/acgs/internal/vm"
@@ -81,7 +81,8 @@ type compiledQuery struct {
 var decisionSemantics = "opa-" + opaversion.Version + "/acgs-" + semanticsRev
 
 // semanticsRev: 2 since the VM leaves indexed comprehensions that may fail
-// to topdown and keeps the last of equal values in object comprehensions.
+// to topdown and keeps the last of equal values in object comprehensions,
+// and an integer path segment names a number (datapath.Parse).
 const semanticsRev = "2"
 
 // activate compiles b into a snapshot after checking its constitutional hash.
@@ -153,28 +154,8 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source string) (*
 	return s, nil
 }
 
-// ParsePath turns an API path ("acgs/main/decision", "" for the whole
-// document) into a data reference, refusing empty segments. A segment that
-// is an integer is a number, as OPA's server reads it: /v1/data/x/arr/1 is
-// data.x.arr[1], the second element of an array.
-func ParsePath(path string) (ast.Ref, error) {
-	ref := ast.Ref{ast.DefaultRootDocument}
-	path = strings.Trim(path, "/")
-	if path == "" {
-		return ref, nil
-	}
-	for _, seg := range strings.Split(path, "/") {
-		if seg == "" {
-			return nil, apierror.New(apierror.InvalidParameter, "invalid path %q: empty segment", path)
-		}
-		if i, ok := util.Atoi64(seg); ok {
-			ref = append(ref, ast.InternedTerm(i))
-		} else {
-			ref = append(ref, ast.StringTerm(seg))
-		}
-	}
-	return ref, nil
-}
+// ParsePath turns an API path into a data reference (datapath.Parse).
+func ParsePath(path string) (ast.Ref, error) { return datapath.Parse(path) }
 
 // query returns the prepared query for a path, preparing it on first use.
 func (s *snapshot) query(ctx context.Context, path string) (*rego.PreparedEvalQuery, error) {

@@ -27,6 +27,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage"
 
 	"github.com/acgs-lite/acgs/internal/cache"
+	"github.com/acgs-lite/acgs/internal/datapath"
 	"github.com/acgs-lite/acgs/internal/readset"
 )
 
@@ -358,9 +359,9 @@ func (p *Planner) build(ctx context.Context, path string, known map[string]any) 
 		}
 		p.comp = comp
 	}
-	ref := ast.Ref{ast.DefaultRootDocument}
-	for _, seg := range strings.Split(strings.Trim(path, "/"), "/") {
-		ref = append(ref, ast.StringTerm(seg))
+	ref, err := datapath.Parse(path) // the document the evaluator reads
+	if err != nil {
+		return fallback
 	}
 	knownVal, err := ast.InterfaceToValue(known)
 	if err != nil {

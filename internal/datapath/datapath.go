@@ -1,0 +1,72 @@
+// Package datapath converts between the API's document paths
+// ("acgs/main/decision") and references into data, as OPA's server reads
+// them. The engine, the plans and the CLI name documents by path; one
+// conversion keeps them naming the same document.
+package datapath
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/util"
+
+	"github.com/acgs-lite/acgs/internal/apierror"
+)
+
+// Parse turns an API path ("acgs/main/decision", "" for the whole
+// document) into a data reference, refusing empty segments. A segment that
+// is an integer is a number, as OPA's server reads it: x/arr/1 is
+// data.x.arr[1], the second element of an array.
+func Parse(path string) (ast.Ref, error) {
+	ref := ast.Ref{ast.DefaultRootDocument}
+	path = strings.Trim(path, "/")
+	if path == "" {
+		return ref, nil
+	}
+	for _, seg := range strings.Split(path, "/") {
+		if seg == "" {
+			return nil, apierror.New(apierror.InvalidParameter, "invalid path %q: empty segment", path)
+		}
+		if i, ok := util.Atoi64(seg); ok {
+			ref = append(ref, ast.InternedTerm(i))
+		} else {
+			ref = append(ref, ast.StringTerm(seg))
+		}
+	}
+	return ref, nil
+}
+
+// ErrNoPath is returned by Of for a reference no path names.
+var ErrNoPath = errors.New("no API path names this reference")
+
+// Of returns the API path of a data reference (data.a.b is a/b): Parse's
+// inverse. A reference with a computed part, a number that is not an
+// integer, or a string that Parse would read as a number ("1") or that
+// holds a slash has no path.
+func Of(ref ast.Ref) (string, error) {
+	if len(ref) == 0 || !ref[0].Equal(ast.DefaultRootDocument) {
+		return "", ErrNoPath
+	}
+	parts := make([]string, 0, len(ref)-1)
+	for _, t := range ref[1:] {
+		switch v := t.Value.(type) {
+		case ast.String:
+			s := string(v)
+			if _, isInt := util.Atoi64(s); isInt || s == "" || strings.Contains(s, "/") {
+				return "", ErrNoPath
+			}
+			parts = append(parts, s)
+		case ast.Number:
+			i, ok := v.Int64()
+			if !ok {
+				return "", ErrNoPath
+			}
+			parts = append(parts, strconv.FormatInt(i, 10))
+		default:
+			return "", ErrNoPath
+		}
+	}
+	return strings.Join(parts, "/"), nil
+}

@@ -1,0 +1,59 @@
+package datapath
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+func TestParseAndOf(t *testing.T) {
+	for _, tc := range []struct {
+		path string
+		ref  string // "" when Parse refuses
+	}{
+		{"", "data"},
+		{"acgs/main/decision", "data.acgs.main.decision"},
+		{"/x/arr/1/", "data.x.arr[1]"},
+		{"x/-2", "data.x[-2]"},
+		{"x/1.5", `data.x["1.5"]`},
+		{"x/01", `data.x[1]`},
+		{"x//y", ""},
+	} {
+		ref, err := Parse(tc.path)
+		if tc.ref == "" {
+			if err == nil {
+				t.Errorf("Parse(%q) = %v, want an error", tc.path, ref)
+			}
+			continue
+		}
+		if err != nil || ref.String() != tc.ref {
+			t.Errorf("Parse(%q) = %v, %v; want %s", tc.path, ref, err, tc.ref)
+		}
+	}
+	for _, tc := range []struct {
+		ref, path string // path "" when no path names it
+	}{
+		{"data.acgs.main.decision", "acgs/main/decision"},
+		{"data.x.arr[1]", "x/arr/1"},
+		{`data.x["1"]`, ""}, // Parse would read 1 as a number
+		{`data.x["a/b"]`, ""},
+		{"data.x[1.5]", ""},
+		{"data.x[y]", ""},
+	} {
+		got, err := Of(ast.MustParseRef(tc.ref))
+		if tc.path == "" {
+			if !errors.Is(err, ErrNoPath) {
+				t.Errorf("Of(%s) = %q, %v; want ErrNoPath", tc.ref, got, err)
+			}
+			continue
+		}
+		if err != nil || got != tc.path {
+			t.Errorf("Of(%s) = %q, %v; want %q", tc.ref, got, err, tc.path)
+		}
+		// Parse reads the path back as the same reference.
+		if back, err := Parse(got); err != nil || !back.Equal(ast.MustParseRef(tc.ref)) {
+			t.Errorf("Parse(Of(%s)) = %v, %v", tc.ref, back, err)
+		}
+	}
+}
