@@ -398,17 +398,10 @@ const (
 // what happened otherwise (proxiedFailed: the upstream did not answer).
 func (u *upstream) callError(ctx context.Context, err error) (string, error) {
 	var je *jsonrpc.Error
-	switch {
-	case errors.As(err, &je) && je.Code != codeRejectedByTransport && je.Code != codeServerClosing && je.Code != codeClientClosing:
+	if errors.As(err, &je) && je.Code != codeRejectedByTransport && je.Code != codeServerClosing && je.Code != codeClientClosing {
 		return proxiedError, je
-	case errors.Is(err, mcp.ErrConnectionClosed):
-		return proxiedFailed, upstreamError(fmt.Errorf("upstream %q is unavailable: its connection closed during the request", u.cfg.Name))
-	case stopped(ctx):
-		return proxiedFailed, upstreamError(fmt.Errorf("upstream %q had not answered when %v", u.cfg.Name, errStopped))
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return proxiedFailed, upstreamError(fmt.Errorf("upstream %q did not answer within %s", u.cfg.Name, u.cfg.CallTimeout))
 	}
-	return proxiedFailed, upstreamError(fmt.Errorf("upstream %q: %w", u.cfg.Name, err))
+	return proxiedFailed, upstreamError(u.noAnswer(ctx, err, "request"))
 }
 
 // upstreamError is a JSON-RPC internal error naming the upstream's problem

@@ -244,17 +244,23 @@ func (u *upstream) Call(ctx context.Context, tool string, args json.RawMessage, 
 	}
 	res, err := cs.CallTool(ctx, p)
 	if err != nil {
-		switch {
-		case errors.Is(err, mcp.ErrConnectionClosed):
-			return nil, fmt.Errorf("upstream %q is unavailable: its connection closed during the call", u.cfg.Name)
-		case stopped(ctx):
-			return nil, fmt.Errorf("upstream %q had not answered when %v", u.cfg.Name, errStopped)
-		case errors.Is(ctx.Err(), context.DeadlineExceeded):
-			return nil, fmt.Errorf("upstream %q did not answer within %s", u.cfg.Name, u.cfg.CallTimeout)
-		}
-		return nil, fmt.Errorf("upstream %q: %w", u.cfg.Name, err)
+		return nil, u.noAnswer(ctx, err, "call")
 	}
 	return res, nil
+}
+
+// noAnswer says why a request (a "call", a "request") of context ctx (made
+// by bound) got no answer from the upstream.
+func (u *upstream) noAnswer(ctx context.Context, err error, what string) error {
+	switch {
+	case errors.Is(err, mcp.ErrConnectionClosed):
+		return fmt.Errorf("upstream %q is unavailable: its connection closed during the %s", u.cfg.Name, what)
+	case stopped(ctx):
+		return fmt.Errorf("upstream %q had not answered when %v", u.cfg.Name, errStopped)
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return fmt.Errorf("upstream %q did not answer within %s", u.cfg.Name, u.cfg.CallTimeout)
+	}
+	return fmt.Errorf("upstream %q: %w", u.cfg.Name, err)
 }
 
 // Close ends the session (a child process gets its stdin closed, then
