@@ -70,3 +70,29 @@ func TestRedisDataLossKeepsL1(t *testing.T) {
 		}
 	}
 }
+
+// TestImplausibleEpochIsReplaced: an epoch key set far past any epoch (by
+// hand, or by someone with access to Redis) or to something that is not a
+// number is replaced by the instance's epoch, rather than adopted for good
+// (epochs only move forward) or failing every flush.
+func TestImplausibleEpochIsReplaced(t *testing.T) {
+	r := startRedis(t)
+	c := newCache(t, r.URL())
+	eventually(t, 3*time.Second, "connected", func() bool { return c.Stats().L2Healthy })
+	e0 := c.Epoch()
+	for _, bad := range []string{"18446744073709551615", "9007199254740993", "not a number"} {
+		if _, err := r.Do("SET", "acgs:epoch", bad); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 5*time.Second, "epoch key "+bad+" replaced", func() bool {
+			got, err := r.Do("GET", "acgs:epoch")
+			return err == nil && got == strconv.FormatUint(e0, 10)
+		})
+		if c.Epoch() != e0 {
+			t.Fatalf("after %s: epoch %d, want %d", bad, c.Epoch(), e0)
+		}
+	}
+	if e1, err := c.Flush(context.Background()); err != nil || e1 != e0+1 {
+		t.Fatalf("flush: %d, %v; want %d", e1, err, e0+1)
+	}
+}

@@ -284,14 +284,6 @@ func (l *l2) refreshEpoch(c rueidis.Client) error {
 	if berr == nil {
 		done(classify(l.ctx, err))
 	}
-	if err == nil && e < l.t.epoch.Load() {
-		// Redis went back (restored from an older snapshot, a lagging
-		// replica promoted): entries flushed since would be read again.
-		// The epoch only moves forward; Redis is set back to ours.
-		ctx, cancel := context.WithTimeout(l.ctx, adminTimeout)
-		e, err = l.raiseEpoch(ctx, c, l.t.epoch.Load())
-		cancel()
-	}
 	if err != nil {
 		l.pingOK.Store(false)
 		return err
@@ -303,27 +295,53 @@ func (l *l2) refreshEpoch(c rueidis.Client) error {
 	return nil
 }
 
-// readEpoch returns the epoch in Redis. A missing key is created with this
-// instance's epoch, so that a Redis that lost its data (a restart, an
-// eviction) does not make every instance purge its L1 at once; an instance
-// that has none yet seeds the current time in milliseconds rather than 0,
-// so that a Redis that lost its data never hands out an epoch that was
-// already used before.
-func (l *l2) readEpoch(ctx context.Context, c rueidis.Client) (uint64, error) {
-	s, err := c.Do(ctx, c.B().Get().Key(l.epochKey).Build()).ToString()
-	if rueidis.IsRedisNil(err) {
-		seed := strconv.FormatInt(time.Now().UnixMilli(), 10)
-		if local := l.t.epoch.Load(); local > 0 {
-			seed = strconv.FormatUint(local, 10)
-		}
-		res := c.DoMulti(ctx,
-			c.B().Set().Key(l.epochKey).Value(seed).Nx().Build(),
-			c.B().Get().Key(l.epochKey).Build())
-		if err = res[0].Error(); err != nil && !rueidis.IsRedisNil(err) {
-			return 0, err
-		}
-		s, err = res[1].ToString()
+// epochScript reads the epoch key (KEYS[1]) and mends it: a missing key, or
+// one that holds no number or a number past ARGV[3] (not a plausible
+// epoch: set by hand or by an attacker, it would hold every instance there
+// for good), is set to the seed ARGV[2]; a number below ARGV[1] (the
+// instance's epoch: Redis restored from an older snapshot, a lagging
+// replica promoted, which would make flushed entries readable again) is
+// raised to it. With ARGV[4] "1" it then increments the epoch (a flush).
+var epochScript = rueidis.NewLuaScript(`
+local v = redis.call('GET', KEYS[1])
+local cur = tonumber(v)
+if v == false or cur == nil or cur > tonumber(ARGV[3]) then
+  redis.call('SET', KEYS[1], ARGV[2])
+elseif cur < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+if ARGV[4] == '1' then
+  return redis.call('INCR', KEYS[1])
+end
+return redis.call('GET', KEYS[1])`)
+
+// epochArgs are epochScript's floor, seed, ceiling and increment flag. The
+// floor is this instance's epoch: epochs only move forward. The seed is
+// this instance's epoch too, so that a Redis that lost its data (a
+// restart, an eviction) does not make every instance purge its L1 at once;
+// an instance that has none yet seeds the current time in milliseconds
+// rather than 0, so that a Redis that lost its data never hands out an
+// epoch that was already used before. The ceiling is a day of milliseconds
+// past the later of the two, plus 2^32 flushes: far below 2^53, where Lua's
+// numbers stop being exact.
+func (l *l2) epochArgs(incr bool) []string {
+	local := l.t.epoch.Load()
+	now := uint64(time.Now().UnixMilli())
+	seed := local
+	if seed == 0 {
+		seed = now
 	}
+	ceiling := max(local, now) + 24*3600*1000 + 1<<32
+	flag := "0"
+	if incr {
+		flag = "1"
+	}
+	return []string{strconv.FormatUint(local, 10), strconv.FormatUint(seed, 10), strconv.FormatUint(ceiling, 10), flag}
+}
+
+// readEpoch returns the epoch in Redis, mended first (epochScript).
+func (l *l2) readEpoch(ctx context.Context, c rueidis.Client) (uint64, error) {
+	s, err := epochScript.Exec(ctx, c, []string{l.epochKey}, l.epochArgs(false)).ToString()
 	if err != nil {
 		return 0, err
 	}
@@ -332,37 +350,6 @@ func (l *l2) readEpoch(ctx context.Context, c rueidis.Client) (uint64, error) {
 		return 0, fmt.Errorf("cache: Redis key %s does not hold an epoch number", l.epochKey)
 	}
 	return e, nil
-}
-
-// raiseEpochScript sets the epoch key to ARGV[1] unless it holds more,
-// and returns what it holds then.
-var raiseEpochScript = rueidis.NewLuaScript(`
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-if cur == nil or cur < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-return redis.call('GET', KEYS[1])`)
-
-// flushEpochScript raises the epoch key to ARGV[1] as raiseEpochScript
-// does, then increments it, and returns the new epoch.
-var flushEpochScript = rueidis.NewLuaScript(`
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-if cur == nil or cur < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-return redis.call('INCR', KEYS[1])`)
-
-// raiseEpoch sets the epoch in Redis to at least e and returns it.
-func (l *l2) raiseEpoch(ctx context.Context, c rueidis.Client, e uint64) (uint64, error) {
-	s, err := raiseEpochScript.Exec(ctx, c, []string{l.epochKey}, []string{strconv.FormatUint(e, 10)}).ToString()
-	if err != nil {
-		return 0, err
-	}
-	got, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("cache: Redis key %s does not hold an epoch number", l.epochKey)
-	}
-	return got, nil
 }
 
 // flush increments the epoch in Redis and announces it.
@@ -377,11 +364,8 @@ func (l *l2) flush(ctx context.Context) (uint64, error) {
 		ctx, cancel = context.WithTimeout(ctx, adminTimeout)
 		defer cancel()
 	}
-	if _, err := l.readEpoch(ctx, c); err != nil { // makes sure the key exists, so INCR never restarts at 1
-		return l.t.Epoch(), fmt.Errorf("cache: flush: read epoch: %w", err)
-	}
-	// Past this instance's epoch too, should Redis have gone back.
-	n, err := flushEpochScript.Exec(ctx, c, []string{l.epochKey}, []string{strconv.FormatUint(l.t.epoch.Load(), 10)}).AsInt64()
+	// Mended first (epochScript): never from 1, never below this instance.
+	n, err := epochScript.Exec(ctx, c, []string{l.epochKey}, l.epochArgs(true)).AsInt64()
 	if err != nil {
 		return l.t.Epoch(), fmt.Errorf("cache: flush: increment epoch: %w", err)
 	}
