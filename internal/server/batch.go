@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -323,14 +324,26 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 }
 
 // appendErrorItem appends the batch item of a refused request:
-// {"code": ..., "message": ...}, as OPA words its errors, with
-// "http_status_code" between them (where encoding/json's sorted keys put
-// it) when status is not 0. escapeHTML as in AppendString: the OPA batch
+// {"code": ..., "message": ...}, as OPA words its errors, with "errors"
+// (the details, when the error has them) and "http_status_code" (when
+// status is not 0) between them, where encoding/json's sorted keys put
+// them. escapeHTML as in AppendString: the OPA batch
 // has always escaped its error items as json.Marshal does, the ACGS batch
 // has not.
 func appendErrorItem(dst []byte, e *apierror.Error, status int, escapeHTML bool) []byte {
 	dst = append(dst, `{"code":`...)
 	dst = jsonenc.AppendString(dst, string(e.Code), escapeHTML)
+	if len(e.Errors) > 0 {
+		// OPA's details (an evaluation error's code and location), as a
+		// single answer carries them; members in encoding/json's order.
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(escapeHTML)
+		if enc.Encode(e.Errors) == nil {
+			dst = append(dst, `,"errors":`...)
+			dst = append(dst, bytes.TrimSuffix(b.Bytes(), []byte{'\n'})...)
+		}
+	}
 	if status != 0 {
 		dst = append(dst, `,"http_status_code":"`...)
 		dst = strconv.AppendInt(dst, int64(status), 10)

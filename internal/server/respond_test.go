@@ -93,10 +93,20 @@ func TestWriteBatchArrayMatchesEncoder(t *testing.T) {
 func TestErrorItemMatchesMarshal(t *testing.T) {
 	for _, msg := range []string{"plain", `quote " and \ backslash`, "<html> & co", "\u2028 \x01 bad\xffutf8 🙂"} {
 		e := apierror.New(apierror.Overloaded, "%s", msg)
+		details := apierror.New(apierror.EvaluationError, "%s", msg)
+		details.Errors = []apierror.Detail{{Code: "eval_conflict_error", Message: msg, Location: &apierror.Location{File: "<p>.rego", Row: 3, Col: 1}}}
 		for _, status := range []int{0, http.StatusServiceUnavailable} {
 			m := map[string]any{"code": e.Code, "message": e.Message}
 			if status != 0 {
 				m["http_status_code"] = strconv.Itoa(status)
+			}
+			dm := map[string]any{"code": details.Code, "message": details.Message, "errors": details.Errors}
+			if status != 0 {
+				dm["http_status_code"] = strconv.Itoa(status)
+			}
+			wantDetails, _ := json.Marshal(dm)
+			if got := appendErrorItem(nil, details, status, true); !bytes.Equal(got, wantDetails) {
+				t.Errorf("with details, status %d: got %s, want %s", status, got, wantDetails)
 			}
 			want, _ := json.Marshal(m)
 			if got := appendErrorItem(nil, e, status, true); !bytes.Equal(got, want) {
