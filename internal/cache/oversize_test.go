@@ -27,4 +27,11 @@ func TestOversizeDecisionsAreNotCached(t *testing.T) {
 	if got := c.Stats().Oversize; got != 1 {
 		t.Fatalf("Oversize %d, want 1", got)
 	}
+	// Close writes what is queued: only the entry at the bound reaches L2.
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Stats().WriteEntries; got != 1 {
+		t.Fatalf("%d entries written to L2, want 1", got)
+	}
 }

@@ -134,7 +134,9 @@ func TestUnitDirection(t *testing.T) {
 	}
 }
 
-func TestSelectBaseline(t *testing.T) {
+// TestBaselineCandidates: the records that fit a baseline selection, best
+// first (LoadBaseline takes the first that is not damaged).
+func TestBaselineCandidates(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	day := 24 * time.Hour
 	meta := func(ago time.Duration, commit string) RecordMeta {
@@ -147,7 +149,7 @@ func TestSelectBaseline(t *testing.T) {
 		commit  string
 		days    int
 		exclude string
-		want    string // commit@days-ago, or "" for ErrNoBaseline
+		want    string // commit@days-ago of the first candidate, or "" for none
 	}{
 		{"newest", "", 0, "", "ccc333"},
 		{"newest of a commit", "aaa111", 0, "", "aaa111@1"},
