@@ -147,15 +147,7 @@ func TestArgumentRulesDenyWithReasons(t *testing.T) {
 func TestApprovalHeldThenApprovedAndAnotherTimesOut(t *testing.T) {
 	e := startEnv(t, envOptions{extraYAML: ""})
 	gw := e.agent(t, "token-1")
-	type answer struct {
-		res *mcp.CallToolResult
-		err error
-	}
-	first := make(chan answer, 1)
-	go func() {
-		res, err := gw.CallTool(testCtx(t), &mcp.CallToolParams{Name: "remote__delete_record", Arguments: map[string]any{"id": "r-1"}})
-		first <- answer{res, err}
-	}()
+	first := callAsync(t, gw, "remote__delete_record", map[string]any{"id": "r-1"})
 	pend := e.waitPending(t, 1)
 	a := pend[0]
 	if a.Tool != "remote__delete_record" || a.Agent != "agent-1" || a.DecisionID == "" || !contains(a.Reasons, "Tool 'remote__delete_record' requires human approval") {
@@ -204,11 +196,7 @@ func TestApprovalHeldThenApprovedAndAnotherTimesOut(t *testing.T) {
 	}
 
 	// refused with a note
-	second := make(chan answer, 1)
-	go func() {
-		res, err := gw.CallTool(testCtx(t), &mcp.CallToolParams{Name: "remote__delete_record", Arguments: map[string]any{"id": "r-2"}})
-		second <- answer{res, err}
-	}()
+	second := callAsync(t, gw, "remote__delete_record", map[string]any{"id": "r-2"})
 	b := e.waitPending(t, 1)[0]
 	if code := e.admin(t, http.MethodPost, gateway.ApprovalsPath+"/"+b.ID+"/deny", adminToken, gateway.ApprovalRequest{By: "bob", Note: "not on a Friday"}, nil); code != http.StatusOK {
 		t.Fatalf("deny: %d", code)
@@ -702,18 +690,10 @@ func TestApprovalQueueBoundAndCancellation(t *testing.T) {
 func TestApprovalPerAgentBound(t *testing.T) {
 	e := startEnv(t, envOptions{extraYAML: "approvals: {timeout: 30s, max_pending: 3, max_pending_per_agent: 1}\n"})
 	a1, a2 := e.agent(t, "token-1"), e.agent(t, "token-2")
-	type answer struct {
-		res *mcp.CallToolResult
-		err error
+	hold := func(cs *mcp.ClientSession, id string) <-chan answer {
+		return callAsync(t, cs, "remote__delete_record", map[string]any{"id": id})
 	}
-	answers := make(chan answer, 3)
-	hold := func(cs *mcp.ClientSession, id string) {
-		go func() {
-			res, err := cs.CallTool(testCtx(t), &mcp.CallToolParams{Name: "remote__delete_record", Arguments: map[string]any{"id": id}})
-			answers <- answer{res, err}
-		}()
-	}
-	hold(a1, "1")
+	first := hold(a1, "1")
 	e.waitPending(t, 1)
 	// agent-1 has its one slot: its next call is denied at once
 	const perAgent = "approval required, but too many calls of this agent are waiting for approval (approvals.max_pending_per_agent)"
@@ -727,7 +707,7 @@ func TestApprovalPerAgentBound(t *testing.T) {
 		t.Errorf("refused = %v, want 1 (the per-agent denial)", got)
 	}
 	// agent-2 is still held though agent-1 is at its bound
-	hold(a2, "3")
+	second := hold(a2, "3")
 	pend := e.waitPending(t, 2)
 	byAgent := map[string]gateway.Approval{}
 	for _, a := range pend {
@@ -740,17 +720,17 @@ func TestApprovalPerAgentBound(t *testing.T) {
 	if code := e.admin(t, http.MethodPost, gateway.ApprovalsPath+"/"+byAgent["agent-1"].ID+"/approve", adminToken, nil, nil); code != http.StatusOK {
 		t.Fatalf("approve: %d", code)
 	}
-	if r := <-answers; r.err != nil || r.res.IsError || text(r.res) != "deleted 1" {
+	if r := <-first; r.err != nil || r.res.IsError || text(r.res) != "deleted 1" {
 		t.Fatalf("approved call: %+v %v", r.res, r.err)
 	}
-	hold(a1, "4")
+	third := hold(a1, "4")
 	for _, a := range e.waitPending(t, 2) {
 		if code := e.admin(t, http.MethodPost, gateway.ApprovalsPath+"/"+a.ID+"/deny", adminToken, nil, nil); code != http.StatusOK {
 			t.Fatalf("deny %s's call: %d", a.Agent, code)
 		}
 	}
-	for range 2 {
-		if r := <-answers; r.err != nil || !r.res.IsError || !strings.Contains(text(r.res), "refused by") {
+	for _, held := range []<-chan answer{second, third} {
+		if r := <-held; r.err != nil || !r.res.IsError || !strings.Contains(text(r.res), "refused by") {
 			t.Fatalf("refused call: %+v %v", r.res, r.err)
 		}
 	}

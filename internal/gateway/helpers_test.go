@@ -337,6 +337,25 @@ func call(t testing.TB, cs *mcp.ClientSession, name string, args any) *mcp.CallT
 	return res
 }
 
+// answer is what a tools/call made in the background got.
+type answer struct {
+	res *mcp.CallToolResult
+	err error
+}
+
+// callAsync makes a tools/call in the background (one held for approval,
+// or one the test stops the gateway during); its answer comes on the
+// channel.
+func callAsync(t testing.TB, cs *mcp.ClientSession, name string, args any) <-chan answer {
+	ctx := testCtx(t)
+	ch := make(chan answer, 1)
+	go func() {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})
+		ch <- answer{res, err}
+	}()
+	return ch
+}
+
 func text(res *mcp.CallToolResult) string {
 	var parts []string
 	for _, c := range res.Content {

@@ -36,15 +36,7 @@ func TestStopDeniesHeldCalls(t *testing.T) {
 			if !stdio {
 				agent = retryingAgent(t, e.agentURL, "token-1")
 			}
-			type answer struct {
-				res *mcp.CallToolResult
-				err error
-			}
-			held := make(chan answer, 1)
-			go func() {
-				res, err := agent.CallTool(testCtx(t), &mcp.CallToolParams{Name: "remote__delete_record", Arguments: map[string]any{"id": "r-1"}})
-				held <- answer{res, err}
-			}()
+			held := callAsync(t, agent, "remote__delete_record", map[string]any{"id": "r-1"})
 			a := e.waitPending(t, 1)[0]
 
 			stopWithinDeadline(t, e, "with a call held (approvals.timeout 30s)")
@@ -99,15 +91,7 @@ func TestStopDeniesHeldCalls(t *testing.T) {
 func TestStopAnswersCallsBeingForwarded(t *testing.T) {
 	e := startEnv(t, envOptions{})
 	agent := retryingAgent(t, e.agentURL, "token-1")
-	type answer struct {
-		res *mcp.CallToolResult
-		err error
-	}
-	forwarded := make(chan answer, 1)
-	go func() {
-		res, err := agent.CallTool(testCtx(t), &mcp.CallToolParams{Name: "remote__slow", Arguments: map[string]any{"ms": 1000}})
-		forwarded <- answer{res, err}
-	}()
+	forwarded := callAsync(t, agent, "remote__slow", map[string]any{"ms": 1000})
 	for deadline := time.Now().Add(10 * time.Second); e.remote.Calls("slow") < 1; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the call did not reach the upstream in 10s")
@@ -232,15 +216,7 @@ func TestStopCancelsCallsBeingForwardedAtTheDeadline(t *testing.T) {
 			if !c.stdio {
 				agent = retryingAgent(t, e.agentURL, "token-1")
 			}
-			type answer struct {
-				res *mcp.CallToolResult
-				err error
-			}
-			forwarded := make(chan answer, 1)
-			go func() {
-				res, err := agent.CallTool(testCtx(t), &mcp.CallToolParams{Name: c.upstream + "__slow", Arguments: map[string]any{"ms": 120000}})
-				forwarded <- answer{res, err}
-			}()
+			forwarded := callAsync(t, agent, c.upstream+"__slow", map[string]any{"ms": 120000})
 			reached := func() bool { return e.remote.Calls("slow") > 0 }
 			if c.upstream == "local" { // a child process: ask it
 				reached = func() bool { return strings.Contains(text(call(t, agent, "local__stats", map[string]any{})), "slow=1") }
