@@ -35,28 +35,15 @@ type Trend struct {
 	Direction string `json:"direction"`
 }
 
-// MarshalJSON writes a NaN or infinite median as null (see Delta.MarshalJSON).
-func (p TrendPoint) MarshalJSON() ([]byte, error) {
-	type plain TrendPoint
-	return json.Marshal(struct {
-		plain
-		Median *float64 `json:"median"`
-	}{plain(p), finite(p.Median)})
-}
-
-// MarshalJSON writes the values that are NaN or infinite as null: ChangePct
-// is infinite when the first median is 0.
+// MarshalJSON writes an infinite ChangePct (the first median was 0) as
+// null, which JSON has no number for. The medians are finite: the samples
+// are (ParseBenchmarks refuses NaN and ±Inf).
 func (t Trend) MarshalJSON() ([]byte, error) {
-	type plain Trend
+	type plain Trend // without this method
 	return json.Marshal(struct {
 		plain
-		First     *float64 `json:"first"`
-		Last      *float64 `json:"last"`
-		Min       *float64 `json:"min"`
-		Max       *float64 `json:"max"`
-		Median    *float64 `json:"median"`
 		ChangePct *float64 `json:"change_pct"`
-	}{plain(t), finite(t.First), finite(t.Last), finite(t.Min), finite(t.Max), finite(t.Median), finite(t.ChangePct)})
+	}{plain(t), finite(t.ChangePct)})
 }
 
 // LoadSince fetches and parses every record not older than since, passing
