@@ -13,6 +13,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/tester"
 	"github.com/spf13/cobra"
 
+	"github.com/acgs-lite/acgs/internal/datapath"
 	"github.com/acgs-lite/acgs/internal/engine"
 	"github.com/acgs-lite/acgs/internal/readset"
 	"github.com/acgs-lite/acgs/policies"
@@ -71,7 +72,7 @@ means the decision is never cached.`,
 			if len(args) == 1 {
 				p := strings.TrimPrefix(args[0], "data.")
 				p = strings.ReplaceAll(strings.Trim(p, "/"), ".", "/")
-				ref, err := engine.ParsePath(p)
+				ref, err := datapath.Parse(p)
 				if err != nil {
 					return err
 				}

@@ -20,15 +20,15 @@ import (
 // is an integer is a number, as OPA's server reads it: x/arr/1 is
 // data.x.arr[1], the second element of an array.
 func Parse(path string) (ast.Ref, error) {
+	if err := Check(path); err != nil {
+		return nil, err
+	}
 	ref := ast.Ref{ast.DefaultRootDocument}
 	path = strings.Trim(path, "/")
 	if path == "" {
 		return ref, nil
 	}
 	for _, seg := range strings.Split(path, "/") {
-		if seg == "" {
-			return nil, apierror.New(apierror.InvalidParameter, "invalid path %q: empty segment", path)
-		}
 		if i, ok := util.Atoi64(seg); ok {
 			ref = append(ref, ast.InternedTerm(i))
 		} else {
@@ -36,6 +36,15 @@ func Parse(path string) (ast.Ref, error) {
 		}
 	}
 	return ref, nil
+}
+
+// Check is Parse's refusal without the reference: a request's path is
+// checked on every request, and parsed only when its query is prepared.
+func Check(path string) error {
+	if strings.Contains(strings.Trim(path, "/"), "//") {
+		return apierror.New(apierror.InvalidParameter, "invalid path %q: empty segment", strings.Trim(path, "/"))
+	}
+	return nil
 }
 
 // ErrNoPath is returned by Of for a reference no path names.

@@ -19,8 +19,12 @@ func TestParseAndOf(t *testing.T) {
 		{"x/1.5", `data.x["1.5"]`},
 		{"x/01", `data.x[1]`},
 		{"x//y", ""},
+		{"//x", "data.x"},
 	} {
 		ref, err := Parse(tc.path)
+		if cerr := Check(tc.path); (cerr == nil) != (err == nil) {
+			t.Errorf("Check(%q) = %v, Parse refused with %v", tc.path, cerr, err)
+		}
 		if tc.ref == "" {
 			if err == nil {
 				t.Errorf("Parse(%q) = %v, want an error", tc.path, ref)

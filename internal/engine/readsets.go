@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/acgs-lite/acgs/internal/cache"
+	"github.com/acgs-lite/acgs/internal/datapath"
 	"github.com/acgs-lite/acgs/internal/readset"
 )
 
@@ -58,7 +59,7 @@ func (r *readSets) get(path string) *readset.Set {
 	if ok {
 		return rs
 	}
-	ref, err := ParsePath(path)
+	ref, err := datapath.Parse(path)
 	if err != nil {
 		return nil
 	}

@@ -154,9 +154,6 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source string) (*
 	return s, nil
 }
 
-// ParsePath turns an API path into a data reference (datapath.Parse).
-func ParsePath(path string) (ast.Ref, error) { return datapath.Parse(path) }
-
 // query returns the prepared query for a path, preparing it on first use.
 func (s *snapshot) query(ctx context.Context, path string) (*rego.PreparedEvalQuery, error) {
 	s.mu.RLock()
@@ -165,7 +162,7 @@ func (s *snapshot) query(ctx context.Context, path string) (*rego.PreparedEvalQu
 	if ok {
 		return pq, nil
 	}
-	ref, err := ParsePath(path)
+	ref, err := datapath.Parse(path)
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +205,7 @@ func (s *snapshot) compiled(ctx context.Context, path string, log *slog.Logger) 
 	if ok {
 		return c.q
 	}
-	ref, err := ParsePath(path)
+	ref, err := datapath.Parse(path)
 	if err != nil {
 		return nil
 	}

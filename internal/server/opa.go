@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/acgs-lite/acgs/internal/apierror"
+	"github.com/acgs-lite/acgs/internal/datapath"
 	"github.com/acgs-lite/acgs/internal/engine"
 	"github.com/acgs-lite/acgs/internal/jsonenc"
 	"github.com/acgs-lite/acgs/internal/version"
@@ -23,7 +24,7 @@ func dataPath(r *http.Request, prefix string) (string, error) {
 		return "", apierror.New(apierror.InvalidParameter, "invalid path %q: a segment holding an escaped slash (%%2F) is not supported", r.URL.RawPath)
 	}
 	p := requestPath(r, prefix)
-	if _, err := engine.ParsePath(p); err != nil {
+	if err := datapath.Check(p); err != nil {
 		return "", err
 	}
 	return p, nil
@@ -239,7 +240,7 @@ func (s *Server) handleDefaultDecision(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveRaw answers a raw body as the input of the document at path (a path
-// ParsePath accepts).
+// datapath.Check accepts).
 func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, path string) {
 	input, _, ok := s.readJSON(w, r, true)
 	if !ok {
