@@ -60,9 +60,12 @@ func (o outcome) String() string {
 	return o.result
 }
 
-// runCase evaluates tc with topdown (target "") or the VM, as OPA's own
-// conformance runner does: the case's modules, data, input and strictness.
-func runCase(tc cases.TestCase, target string) outcome {
+// preparer prepares a case's query against store, the case's data.
+type preparer func(ctx context.Context, tc cases.TestCase, store storage.Store) (rego.PreparedEvalQuery, error)
+
+// runCase evaluates tc as prepare prepares it, with the case's data, input
+// and strictness, as OPA's own conformance runner does.
+func runCase(tc cases.TestCase, prepare preparer) outcome {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var store storage.Store
@@ -70,18 +73,6 @@ func runCase(tc cases.TestCase, target string) outcome {
 		store = inmem.NewFromObject(*tc.Data)
 	} else {
 		store = inmem.New()
-	}
-	opts := []func(*rego.Rego){
-		rego.Query(tc.Query),
-		rego.Store(store),
-		rego.StrictBuiltinErrors(tc.StrictError),
-		rego.SetRegoVersion(ast.RegoV1),
-	}
-	if tc.ExperimentalKeywords {
-		opts = append(opts, rego.Capabilities(ast.CapabilitiesForThisVersion(ast.CapabilitiesExperimentalKeywords(true))))
-	}
-	for i, m := range tc.Modules {
-		opts = append(opts, rego.Module(fmt.Sprintf("test-%d.rego", i), m))
 	}
 	var input ast.Value
 	var err error
@@ -96,11 +87,7 @@ func runCase(tc cases.TestCase, target string) outcome {
 	if err != nil {
 		return outcome{prepareErr: err}
 	}
-	if target != "" {
-		opts = append(opts, rego.Target(target))
-		ctx = vm.WithStore(ctx, store)
-	}
-	pq, err := rego.New(opts...).PrepareForEval(ctx)
+	pq, err := prepare(ctx, tc, store)
 	if err != nil {
 		return outcome{prepareErr: err}
 	}
@@ -113,6 +100,73 @@ func runCase(tc cases.TestCase, target string) outcome {
 		return outcome{evalErr: err}
 	}
 	return outcome{result: canonical(rs)}
+}
+
+// capabilities are the ones the case asks for (nil: OPA's defaults).
+func capabilities(tc cases.TestCase) *ast.Capabilities {
+	if tc.ExperimentalKeywords {
+		return ast.CapabilitiesForThisVersion(ast.CapabilitiesExperimentalKeywords(true))
+	}
+	return nil
+}
+
+// prepareTopdown prepares tc for topdown as OPA's runner does: rego
+// parses and compiles the modules.
+func prepareTopdown(ctx context.Context, tc cases.TestCase, store storage.Store) (rego.PreparedEvalQuery, error) {
+	opts := []func(*rego.Rego){
+		rego.Query(tc.Query),
+		rego.Store(store),
+		rego.StrictBuiltinErrors(tc.StrictError),
+		rego.SetRegoVersion(ast.RegoV1),
+	}
+	if caps := capabilities(tc); caps != nil {
+		opts = append(opts, rego.Capabilities(caps))
+	}
+	for i, m := range tc.Modules {
+		opts = append(opts, rego.Module(fmt.Sprintf("test-%d.rego", i), m))
+	}
+	return rego.New(opts...).PrepareForEval(ctx)
+}
+
+// prepareVM prepares tc as the engine prepares a path for the VM
+// (snapshot.compiled): vm.Prepare on a compiled compiler, so the cases
+// measure its refusals (indexed comprehensions, strict-mode risks) too, not
+// only the plugin behind rego.Target. The compiler is built as rego builds
+// topdown's, so that the evaluators differ only in what runs the query.
+func prepareVM(ctx context.Context, tc cases.TestCase, store storage.Store) (rego.PreparedEvalQuery, error) {
+	caps := capabilities(tc)
+	popts := ast.ParserOptions{RegoVersion: ast.RegoV1, Capabilities: caps}
+	mods := make(map[string]*ast.Module, len(tc.Modules))
+	for i, src := range tc.Modules {
+		name := fmt.Sprintf("test-%d.rego", i)
+		m, err := ast.ParseModuleWithOpts(name, src, popts)
+		if err != nil {
+			return rego.PreparedEvalQuery{}, err
+		}
+		mods[name] = m
+	}
+	txn, err := store.NewTransaction(ctx)
+	if err != nil {
+		return rego.PreparedEvalQuery{}, err
+	}
+	// As rego's (bundle.Activate): rules must not conflict with base documents.
+	compiler := ast.NewCompiler().
+		WithCapabilities(caps).
+		WithDefaultRegoVersion(ast.RegoV1).
+		WithEnablePrintStatements(false).
+		WithUseTypeCheckAnnotations(true).
+		WithPathConflictsCheck(storage.NonEmpty(ctx, store, txn))
+	compiler.Compile(mods)
+	store.Abort(ctx, txn)
+	if compiler.Failed() {
+		return rego.PreparedEvalQuery{}, compiler.Errors
+	}
+	popts.SkipRules = true // as rego parses a query
+	query, err := ast.ParseBodyWithOpts(tc.Query, popts)
+	if err != nil {
+		return rego.PreparedEvalQuery{}, err
+	}
+	return vm.Prepare(ctx, compiler, store, query, rego.StrictBuiltinErrors(tc.StrictError))
 }
 
 // canonical is a result set as sorted, de-duplicated JSON texts (numbers
@@ -142,6 +196,7 @@ func exprValues(es []*rego.ExpressionValue) []any {
 
 var (
 	reLocation = regexp.MustCompile(`[\w./<>-]*:\d+(:\d+)?:? ?`)
+	reAt       = regexp.MustCompile(` at [\w./<>-]*:\d+(:\d+)?`) // where in the case: not the reason
 	reQuoted   = regexp.MustCompile(`"[^"]*"|\bg\d+\.data\.\S+|data\.[\w.\[\]"]+`)
 	reSpace    = regexp.MustCompile(`\s+`)
 )
@@ -152,8 +207,11 @@ func reason(err error) string {
 	if i := strings.Index(msg, "unsupported: "); i >= 0 && errors.Is(err, vm.ErrUnsupported) {
 		msg = "vm: " + msg[i+len("unsupported: "):]
 	} else {
-		msg = "planner: " + msg
+		// vm.Prepare wraps the planner's errors: this is the VM side's
+		// compilation, which topdown's passed.
+		msg = "compile: " + msg
 	}
+	msg = reAt.ReplaceAllString(msg, "")
 	msg = reLocation.ReplaceAllString(msg, "")
 	if strings.HasPrefix(msg, "vm: built-in ") {
 		return msg // the built-in's name is the reason
@@ -185,9 +243,9 @@ type caseResult struct {
 }
 
 // TestConformance runs every case of OPA's conformance suite on topdown and
-// on the VM. A case the VM prepares must give exactly topdown's result (or
-// an error where topdown errors); a case the VM cannot prepare is counted as
-// unsupported, with why. The counts must equal testdata/conformance.golden,
+// on the VM, the VM's prepared by vm.Prepare as the engine prepares it. A
+// case the VM prepares must give exactly topdown's result (or an error where
+// topdown errors); a case the VM refuses is counted as unsupported, with why. The counts must equal testdata/conformance.golden,
 // whose summary docs/vm.md must quote (go test -run TestConformance -update
 // rewrites both).
 func TestConformance(t *testing.T) {
@@ -263,9 +321,9 @@ func TestConformance(t *testing.T) {
 func classify(tc cases.TestCase, dir string) caseResult {
 	r := caseResult{note: tc.Note, file: strings.TrimPrefix(tc.Filename, dir+string(filepath.Separator))}
 	start := time.Now()
-	r.td = runCase(tc, "")
+	r.td = runCase(tc, prepareTopdown)
 	r.tdDuration = time.Since(start)
-	r.vmOut = runCase(tc, vm.Target)
+	r.vmOut = runCase(tc, prepareVM)
 	switch {
 	case r.td.prepareErr != nil && r.vmOut.prepareErr != nil:
 		r.kind = "compile-error" // neither evaluator gets to run: the policy does not compile
@@ -274,6 +332,11 @@ func classify(tc cases.TestCase, dir string) caseResult {
 	case r.vmOut.prepareErr != nil:
 		r.kind = "unsupported"
 		r.reason = reason(r.vmOut.prepareErr)
+	case errors.Is(r.vmOut.evalErr, vm.ErrUnsupported):
+		// Refused at evaluation: a strict-mode risk (Prepare's strictRisk)
+		// is known only once the evaluation says it is strict.
+		r.kind = "unsupported"
+		r.reason = reason(r.vmOut.evalErr)
 	case r.td.failed() && r.vmOut.failed():
 		// Messages may differ; the kind of error may not.
 		if errorCode(r.td) != errorCode(r.vmOut) {
