@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -27,8 +29,13 @@ import (
 	"github.com/acgs-lite/acgs/internal/vm"
 )
 
-// maxPreparedPaths bounds the prepared queries kept per snapshot: paths come
-// from requests, so an unbounded map would let clients grow memory.
+// maxPreparedPaths bounds the queries kept prepared per snapshot, for each
+// evaluator: paths come from requests, so an unbounded map would let
+// clients grow memory. A full map drops its least recently used path (see
+// keep) rather than refusing new ones, so the paths in use stay prepared
+// however many others clients ask for (a scan, an OPA client with many
+// policies); refusing them prepared a path past the bound again on every
+// request (milliseconds of CPU, one preparation at a time under prepMu).
 const maxPreparedPaths = 256
 
 // Module is one policy file of the active bundle.
@@ -58,18 +65,85 @@ type snapshot struct {
 	strs   map[string]ast.Value   // strings of the modules and data, shared by converted inputs
 	plans  *plan.Planner          // nil when partial evaluation is off
 
+	// mu guards the maps (not their entries' recency, which is atomic);
+	// each keeps at most maxPreparedPaths paths, the least recently used
+	// dropped first.
 	mu       sync.RWMutex
-	queries  map[string]*rego.PreparedEvalQuery
+	queries  map[string]*preparedQuery
 	compiles map[string]*compiledQuery // the VM's, by path; nil q: topdown runs it (why says why)
-	// prepMu serialises preparations: rego sets a field of the shared
-	// compiler, without a lock, when it prepares for a target plugin.
+	// tick counts the paths stored in either map: the clock of recency.
+	tick atomic.Uint64
+	// prepMu serialises preparations, and their storing: rego sets a field
+	// of the shared compiler, without a lock, when it prepares for a
+	// target plugin. Lookups of stored paths never take it.
 	prepMu sync.Mutex
+}
+
+// preparedQuery is one path prepared for topdown.
+type preparedQuery struct {
+	recency
+	pq rego.PreparedEvalQuery
 }
 
 // compiledQuery is one path prepared for the compiled evaluator, or why not.
 type compiledQuery struct {
+	recency
 	q   *vm.Query
 	why string
+}
+
+// recency is when an entry of the snapshot's query maps was last used, on
+// the snapshot's tick.
+//
+// The maps are bounded least-recently-used caches written by hand rather
+// than otter or golang-lru (both in go.mod): Evaluators (readsets.go)
+// lists compiles by ranging the map under mu, so it stays a map; a lookup
+// stays a read lock and an atomic load (golang-lru's Get takes an
+// exclusive lock to reorder its list); and eviction, a scan of at most
+// maxPreparedPaths entries, only happens when a miss has just spent
+// milliseconds preparing.
+type recency struct{ used atomic.Uint64 }
+
+func (r *recency) recent() *recency { return r }
+
+// recent is what the query maps hold.
+type recent interface{ recent() *recency }
+
+// lookup returns path's entry of m (queries or compiles) and marks it used.
+func lookup[V recent](s *snapshot, m map[string]V, path string) (V, bool) {
+	s.mu.RLock()
+	v, ok := m[path]
+	s.mu.RUnlock()
+	if ok {
+		// The clock moves only when a path is stored, so a path used many
+		// times between two stores is written once: concurrent hits on a
+		// hot path do not all write its cache line. Between two stores
+		// the order of use does not matter to eviction.
+		r := v.recent()
+		if now := s.tick.Load(); r.used.Load() != now {
+			r.used.Store(now)
+		}
+	}
+	return v, ok
+}
+
+// keep stores v as path's entry of m, which has none, dropping the least
+// recently used entry when m is full. The caller holds prepMu (so that two
+// preparations of one path do not both store it) but not mu.
+func keep[V recent](s *snapshot, m map[string]V, path string, v V) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(m) >= maxPreparedPaths {
+		victim, oldest := "", uint64(math.MaxUint64)
+		for p, e := range m {
+			if u := e.recent().used.Load(); u < oldest {
+				victim, oldest = p, u
+			}
+		}
+		delete(m, victim)
+	}
+	v.recent().used.Store(s.tick.Add(1))
+	m[path] = v
 }
 
 // decisionSemantics is part of every cache key's scope: the OPA the
@@ -144,7 +218,7 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source string) (*
 		roots:     roots,
 		activated: time.Now(),
 		source:    source,
-		queries:   make(map[string]*rego.PreparedEvalQuery),
+		queries:   make(map[string]*preparedQuery),
 		compiles:  make(map[string]*compiledQuery),
 		parsed:    mods,
 		reads:     newReadSets(readset.New(compiler)),
@@ -154,25 +228,27 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source string) (*
 	return s, nil
 }
 
-// query returns the prepared query for a path, preparing it on first use.
+// query returns the prepared query for a path, preparing it on first use
+// (or again after it was dropped as the least recently used). Errors are
+// not kept.
 func (s *snapshot) query(ctx context.Context, path string) (*rego.PreparedEvalQuery, error) {
-	s.mu.RLock()
-	pq, ok := s.queries[path]
-	s.mu.RUnlock()
-	if ok {
-		return pq, nil
+	if e, ok := lookup(s, s.queries, path); ok {
+		return &e.pq, nil
 	}
 	ref, err := datapath.Parse(path)
 	if err != nil {
 		return nil, err
 	}
 	s.prepMu.Lock()
+	defer s.prepMu.Unlock()
+	if e, ok := lookup(s, s.queries, path); ok {
+		return &e.pq, nil // prepared by the request this one waited for
+	}
 	prepared, err := rego.New(
 		rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
 		rego.Compiler(s.compiler),
 		rego.Store(s.store),
 	).PrepareForEval(ctx)
-	s.prepMu.Unlock()
 	if err != nil {
 		var astErrs ast.Errors
 		if errors.As(err, &astErrs) {
@@ -184,25 +260,18 @@ func (s *snapshot) query(ctx context.Context, path string) (*rego.PreparedEvalQu
 		}
 		return nil, apierror.Wrap(apierror.EvaluationError, err, "preparing query for %q: %v", path, err)
 	}
-	s.mu.Lock()
-	if existing, ok := s.queries[path]; ok {
-		prepared = *existing
-	} else if len(s.queries) < maxPreparedPaths {
-		s.queries[path] = &prepared
-	}
-	s.mu.Unlock()
-	return &prepared, nil
+	e := &preparedQuery{pq: prepared}
+	keep(s, s.queries, path, e)
+	return &e.pq, nil
 }
 
 // compiled returns the path's query prepared for the compiled evaluator
-// (internal/vm), preparing it on first use; nil when the VM cannot run it
-// (then topdown does, and the reason is logged once and kept for
-// Evaluators) or the path is invalid.
+// (internal/vm), preparing it on first use (or again after it was dropped
+// as the least recently used); nil when the VM cannot run it (then topdown
+// does, and the reason is kept for Evaluators and logged once per
+// preparation kept, not per request) or the path is invalid.
 func (s *snapshot) compiled(ctx context.Context, path string, log *slog.Logger) *vm.Query {
-	s.mu.RLock()
-	c, ok := s.compiles[path]
-	s.mu.RUnlock()
-	if ok {
+	if c, ok := lookup(s, s.compiles, path); ok {
 		return c.q
 	}
 	ref, err := datapath.Parse(path)
@@ -210,22 +279,23 @@ func (s *snapshot) compiled(ctx context.Context, path string, log *slog.Logger) 
 		return nil
 	}
 	s.prepMu.Lock()
-	q, err := vm.PrepareQuery(context.WithoutCancel(ctx), s.compiler, s.store, ref)
+	c, ok := lookup(s, s.compiles, path) // prepared by the request this one waited for?
+	if !ok {
+		c = &compiledQuery{}
+		if q, err := vm.PrepareQuery(context.WithoutCancel(ctx), s.compiler, s.store, ref); err != nil {
+			c.why = err.Error()
+		} else {
+			c.q = q
+		}
+		keep(s, s.compiles, path, c)
+	}
 	s.prepMu.Unlock()
-	c = &compiledQuery{}
-	if err != nil {
-		c.why = err.Error()
+	switch {
+	case ok:
+	case c.q == nil:
 		log.Warn("the compiled evaluator cannot run this policy path; topdown evaluates it", "path", path, "why", c.why)
-	} else {
-		c.q = q
+	default:
 		log.Debug("policy path runs on the compiled evaluator", "path", path)
 	}
-	s.mu.Lock()
-	if existing, ok := s.compiles[path]; ok {
-		c = existing
-	} else if len(s.compiles) < maxPreparedPaths {
-		s.compiles[path] = c
-	}
-	s.mu.Unlock()
 	return c.q
 }
