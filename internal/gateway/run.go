@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -89,23 +88,16 @@ func (g *Gateway) Run(ctx context.Context, o RunOptions) error {
 			g.log.Warn("gateway: no admin token: approvals can only time out", "token_env", g.cfg.Admin.TokenEnv)
 		}
 	}
-	var stdout *stdioWriter // the stdio agent's stream
 	defer func() {
-		// Held calls are refused first, and answered while the agents'
-		// sessions are open: a session's Close waits for its requests (a
-		// held call among them, until approvals.timeout) and drops the
-		// answers not yet sent. The listeners close, the requests being
-		// served are answered, then the sessions end (and with them the
-		// agents' event streams, which would hold Shutdown until its
-		// deadline); all within shutdownTimeout. The calls still being
-		// forwarded answerGrace before it are ended (their agents get an
-		// error then, instead of after call_timeout; closing an upstream
-		// waits for its calls).
-		var held []Approval // whose refusals the stdio agent must get
-		if stdout != nil {
-			held = g.approvals.list()
-		}
-		answered := stdout.await(held)
+		// Held calls are refused first. The listeners close, the HTTP
+		// agents' requests being served are answered, then the sessions
+		// end (and with them the agents' event streams, which would hold
+		// Shutdown until its deadline); all within shutdownTimeout. A
+		// stdio session's Close waits for its calls and writes their
+		// answers (the SDK's patch, third_party/README.md). The calls
+		// still being forwarded answerGrace before the deadline are ended
+		// (their agents get an error then, instead of after call_timeout;
+		// closing an upstream waits for its calls).
 		g.refuseHeld()
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		defer cancel()
@@ -119,7 +111,7 @@ func (g *Gateway) Run(ctx context.Context, o RunOptions) error {
 				}
 			})
 		}
-		g.drain(sctx, answered)
+		g.drain(sctx)
 		g.closeSessions(sctx)
 		wg.Wait()
 	}()
@@ -129,18 +121,16 @@ func (g *Gateway) Run(ctx context.Context, o RunOptions) error {
 			o.Ready("", adminAddr)
 		}
 		g.log.Info("acgs gateway serving an agent on stdio", "agent", g.cfg.StdioAgent, "admin", adminAddr, "upstreams", len(g.order))
-		// Not Server.Run: it closes the session as ctx ends, before the
-		// held calls' refusals are written (see the deferred shutdown).
-		stdout = &stdioWriter{w: o.Stdout}
-		ss, err := g.server.Connect(ctx, &mcp.IOTransport{Reader: io.NopCloser(o.Stdin), Writer: stdout}, nil)
+		// Not Server.Run: it closes the session as ctx ends, and that
+		// Close waits for the held calls, which only the deferred
+		// shutdown refuses.
+		ss, err := g.server.Connect(ctx, &mcp.IOTransport{Reader: io.NopCloser(o.Stdin), Writer: nopWriteCloser{o.Stdout}}, nil)
 		if err != nil {
 			return err
 		}
 		done := make(chan error, 1)
 		go func() {
-			err := ss.Wait()
-			stdout.end()
-			done <- err
+			done <- ss.Wait()
 		}()
 		select {
 		case err := <-done: // the agent closed the connection
@@ -176,17 +166,9 @@ func (g *Gateway) Run(ctx context.Context, o RunOptions) error {
 	}
 }
 
-// drain waits until ctx is done for the requests being served to be
-// answered: the refusals of the calls held when the gateway stopped
-// written to the stdio agent (answered), the HTTP agents' requests. It
-// logs what was left at the deadline.
-func (g *Gateway) drain(ctx context.Context, answered <-chan struct{}) {
-	select {
-	case <-answered:
-	case <-ctx.Done():
-		g.log.Warn("gateway: held calls' refusals were not all sent to the stdio agent by the shutdown deadline", "timeout", shutdownTimeout)
-		return
-	}
+// drain waits until ctx is done for the HTTP agents' requests being served
+// to be answered, and logs what was left at the deadline.
+func (g *Gateway) drain(ctx context.Context) {
 	for g.answering.Load() > 0 {
 		select {
 		case <-ctx.Done():
@@ -226,70 +208,8 @@ func (g *Gateway) warnUnanswered() {
 	g.log.Warn("gateway: agents' requests were still running at the shutdown deadline; stopping without their answers", "timeout", shutdownTimeout)
 }
 
-// stdioWriter is the stdio agent's stream. As the gateway stops it tells
-// when the refusals of the calls held then have been written (one write
-// per message, each naming its decision id): the session's Close drops
-// the answers not yet written.
-type stdioWriter struct {
-	w       io.Writer
-	mu      sync.Mutex
-	awaited map[string]bool // decision ids
-	written chan struct{}   // closed when awaited empties or the session ends
-	ended   bool            // the session ended: nothing more is written
-}
+// nopWriteCloser is the stdio agent's stream: the process owns stdout, the
+// session does not close it.
+type nopWriteCloser struct{ io.Writer }
 
-func (s *stdioWriter) Write(p []byte) (int, error) {
-	n, err := s.w.Write(p)
-	s.mu.Lock()
-	if len(s.awaited) > 0 {
-		for id := range s.awaited {
-			if bytes.Contains(p, []byte(id)) {
-				delete(s.awaited, id)
-			}
-		}
-		if len(s.awaited) == 0 {
-			close(s.written)
-		}
-	}
-	s.mu.Unlock()
-	return n, err
-}
-
-func (*stdioWriter) Close() error { return nil }
-
-// await returns a channel closed once the answers to held have all been
-// written, or the session has ended; at once without a stdio agent (s
-// nil). (A call an approver approves as the gateway stops is forwarded:
-// its answer, the upstream's, names no decision id and is waited for
-// until the shutdown deadline.)
-func (s *stdioWriter) await(held []Approval) <-chan struct{} {
-	c := make(chan struct{})
-	if s == nil {
-		close(c)
-		return c
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.awaited = map[string]bool{}
-	for _, a := range held {
-		s.awaited[a.DecisionID] = true
-	}
-	s.written = c
-	if s.ended || len(s.awaited) == 0 {
-		s.awaited = nil
-		close(c)
-	}
-	return c
-}
-
-// end says the session ended (the agent closed the connection, or the
-// gateway the session).
-func (s *stdioWriter) end() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.ended = true
-	if len(s.awaited) > 0 {
-		s.awaited = nil
-		close(s.written)
-	}
-}
+func (nopWriteCloser) Close() error { return nil }

@@ -757,6 +757,14 @@ func (c *Connection) write(ctx context.Context, msg Message) error {
 		if req, ok := msg.(*Request); ok && !req.IsCall() && s.outgoingNotifications > 0 {
 			return
 		}
+		// ACGS patch (third_party/README.md): the answer to a call already
+		// received is written while Close runs: Close waits for those
+		// calls, and dropping their answers left each caller waiting for
+		// one that was computed. Not once the peer has gone (a read or
+		// write error): nothing would read it.
+		if _, ok := msg.(*Response); ok && s.readErr == nil && s.writeErr == nil {
+			return
+		}
 		err = s.shuttingDown(ErrServerClosing)
 	})
 	if err == nil {
