@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -70,6 +72,18 @@ func runGateway(ctx context.Context, cmd *cobra.Command, gcfg gateway.Config, cf
 	}
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(gateway.DefaultGCPercent)
+	}
+	if gcfg.Listen == "" {
+		// A stdio agent's host that exits closes the gateway's stdout and
+		// stderr. Unless SIGPIPE is caught, Go ends the process on the
+		// next write to either (a log line, an answer), before the
+		// shutdown flushes the decision log's queue and closes the
+		// upstreams. Caught, such a write fails with EPIPE and the
+		// gateway stops as when its stdin ends. (Caught, not ignored: an
+		// ignored signal would be inherited by stdio upstreams.)
+		sigpipe := make(chan os.Signal, 1)
+		signal.Notify(sigpipe, syscall.SIGPIPE)
+		defer signal.Stop(sigpipe)
 	}
 	mask := append(append([]string{}, cfg.Log.DecisionLogMask...), gcfg.DecisionLogMask...)
 	cfg.Log.DecisionLog = "off"

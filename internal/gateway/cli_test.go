@@ -1,11 +1,13 @@
 package gateway_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -241,5 +243,83 @@ upstreams:
 		if !strings.Contains(body.String(), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// TestBinaryStdioHostExitsDuringCall: the host of a stdio agent exits
+// (its ends of the gateway's stdin, stdout and stderr close) while a call
+// is being forwarded. The gateway's next write (the answer, a log line)
+// fails with EPIPE instead of ending the process with SIGPIPE, so the
+// gateway stops as when its stdin ends: exit status 0, and the decision
+// log's queue flushed (the call's decision is in the log).
+func TestBinaryStdioHostExitsDuringCall(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		closeStdin bool // the host closes stdin too, or only its ends of stdout and stderr
+	}{
+		{"all three pipes", true},
+		{"stdout and stderr", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			remote, remURL := serveMCP(t)
+			logPath := filepath.Join(t.TempDir(), "decisions.jsonl")
+			cfg := writeConfig(t, fmt.Sprintf("stdio_agent: desktop-agent\ndecision_log: file:%s\nupstreams:\n  - name: remote\n    url: %s\n", logPath, remURL))
+			cmd := exec.Command(testenv.ACGSBinary(t), "gateway", "--config", cfg)
+			stdin, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			stderr, err := cmd.StderrPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = cmd.Process.Kill() })
+			send := func(msg string) {
+				if _, err := io.WriteString(stdin, msg+"\n"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"host","version":"1"}}}`)
+			if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || !strings.Contains(line, `"id":1`) {
+				t.Fatalf("initialize: %q %v", line, err)
+			}
+			send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+			send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"remote__slow","arguments":{"ms":1500}}}`)
+			for deadline := time.Now().Add(10 * time.Second); remote.Calls("slow") == 0; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the call did not reach the upstream in 10s")
+				}
+			}
+
+			_ = stdout.Close()
+			_ = stderr.Close()
+			if c.closeStdin {
+				_ = stdin.Close()
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			select {
+			case err := <-exited:
+				if err != nil {
+					t.Fatalf("acgs gateway: %v (%s), want exit status 0", err, cmd.ProcessState)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("acgs gateway did not exit within 20s of its host leaving")
+			}
+			log, err := os.ReadFile(logPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(log), "remote__slow") {
+				t.Errorf("the call's decision is not in the decision log:\n%s", log)
+			}
+		})
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -133,8 +134,8 @@ func (g *Gateway) Run(ctx context.Context, o RunOptions) error {
 			done <- ss.Wait()
 		}()
 		select {
-		case err := <-done: // the agent closed the connection
-			if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, io.EOF) {
+		case err := <-done: // the agent closed the connection (EPIPE: its host exited)
+			if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, io.EOF) && !errors.Is(err, syscall.EPIPE) {
 				return err
 			}
 			return nil
