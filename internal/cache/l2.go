@@ -75,6 +75,7 @@ type l2 struct {
 
 	hits, misses, errs, rejected, skipped, roundTrips atomic.Uint64
 	dropped, writeSkipped, batches, entries           atomic.Uint64
+	queuedBytes                                       atomic.Int64 // queued and batched entries' queuedSize, not yet written
 
 	rejectLog, errorLog logLimiter
 }
@@ -521,12 +522,30 @@ func (l *l2) result(k Key, rk string, epoch uint64, b []byte, err error) (Value,
 }
 
 func (l *l2) enqueue(k Key, v Value) {
+	n := queuedSize(v)
+	if l.queuedBytes.Add(n) > maxQueuedBytes {
+		l.queuedBytes.Add(-n)
+		l.dropped.Add(1)
+		return
+	}
 	select {
 	case l.queue <- pending{k: k, v: v, epoch: l.t.epoch.Load(), created: time.Now()}:
 	default:
+		l.queuedBytes.Add(-n)
 		l.dropped.Add(1)
 	}
 }
+
+// maxQueuedBytes bounds the memory of the write-behind queue, which is
+// otherwise bounded in entries only (QueueSize): with a slow Redis and
+// large decisions (up to MaxEntryBytes each) the 10,000 entries of the
+// default could hold 640 MiB. 32 MiB is 10,000 entries of about 3 KiB,
+// several times the constitution's decisions.
+const maxQueuedBytes = 32 << 20
+
+// queuedSize is what an entry counts toward maxQueuedBytes: its JSON and
+// the rest of the entry.
+func queuedSize(v Value) int64 { return int64(len(v.JSON)) + 128 }
 
 // flushLoop is the one write-behind goroutine: it sends a pipeline when
 // BatchSize entries are queued or BatchWindow after the first one, and on
@@ -589,6 +608,11 @@ func (l *l2) drain(batch []pending) {
 
 // write sends one pipeline of SET key envelope PX remaining-ttl.
 func (l *l2) write(batch []pending) {
+	defer func() { // held until written: the pipeline refers to them
+		for _, p := range batch {
+			l.queuedBytes.Add(-queuedSize(p.v))
+		}
+	}()
 	c, done, ok := l.acquire(len(batch), &l.writeSkipped)
 	if !ok {
 		return

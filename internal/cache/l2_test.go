@@ -5,6 +5,7 @@ import (
 	"errors"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -440,6 +441,43 @@ func TestWriteBehindQueueFullDrops(t *testing.T) {
 		return s.WriteQueueLen == 0 && s.WriteDropped+s.WriteEntries+s.WriteSkipped+s.L2Errors == n
 	})
 	t.Logf("dropped %d, written %d, skipped %d, failed %d", s.WriteDropped, s.WriteEntries, s.WriteSkipped, s.L2Errors)
+}
+
+// TestWriteBehindQueueIsBoundedInBytes: large decisions queued behind a
+// paused Redis take at most maxQueuedBytes (32 MiB): of 2,000 entries of
+// 60 KiB (117 MiB), most are dropped, where the queue's entry bound alone
+// (100,000 here) held them all. Once Redis answers, every entry is
+// accounted for and the byte count is back to 0.
+func TestWriteBehindQueueIsBoundedInBytes(t *testing.T) {
+	r := startRedis(t)
+	a := newCache(t, r.URL(), func(c *Config) { c.QueueSize = 100000 })
+	eventually(t, 5*time.Second, "connected", func() bool { return a.Stats().L2Healthy })
+	if _, err := r.Do("CLIENT", "PAUSE", "3000", "WRITE"); err != nil {
+		t.Fatal(err)
+	}
+	const n, size = 2000, 60 << 10
+	body := strings.Repeat("x", size-2)
+	peak := int64(0)
+	for i := range n {
+		a.Set(key(t, i), Value{Result: body, Defined: true, JSON: []byte(`"` + body + `"`)})
+		peak = max(peak, a.l2.queuedBytes.Load())
+	}
+	if peak > maxQueuedBytes {
+		t.Fatalf("queued %d bytes, more than maxQueuedBytes (%d)", peak, maxQueuedBytes)
+	}
+	if s := a.Stats(); s.WriteDropped < n/2 {
+		t.Fatalf("dropped %d of %d entries of %d bytes behind a paused Redis, want at least half", s.WriteDropped, n, size)
+	}
+	if _, err := r.Do("CLIENT", "UNPAUSE"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "queue settles", func() bool {
+		s := a.Stats()
+		return s.WriteQueueLen == 0 && s.WriteDropped+s.WriteEntries+s.WriteSkipped+s.L2Errors == n
+	})
+	if q := a.l2.queuedBytes.Load(); q != 0 {
+		t.Fatalf("%d bytes still counted as queued with the queue empty", q)
+	}
 }
 
 func TestCloseFlushesPendingWrites(t *testing.T) {
