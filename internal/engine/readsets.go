@@ -1,7 +1,9 @@
 package engine
 
 import (
-	"sync"
+	"context"
+
+	"github.com/maypok86/otter/v2"
 
 	"github.com/acgs-lite/acgs/internal/cache"
 	"github.com/acgs-lite/acgs/internal/datapath"
@@ -9,8 +11,10 @@ import (
 )
 
 // maxReadSetPaths bounds the read sets kept per snapshot: paths come from
-// requests, so an unbounded map would let clients grow memory. Beyond it a
-// path's read set is computed again on every decision (correct, slower).
+// requests, so an unbounded map would let clients grow memory. A full cache
+// drops the path least worth keeping (see newPathCache) rather than
+// refusing new ones: refusing them computed the read set of a path first
+// asked past the bound again on every decision, cache hits included.
 const maxReadSetPaths = 1024
 
 // KeyKind says how a decision's cache key was made, for metrics.
@@ -41,36 +45,33 @@ func (k KeyKind) String() string {
 
 // readSets holds one snapshot's analyzer and the read sets computed so far.
 type readSets struct {
-	an *readset.Analyzer
-	mu sync.RWMutex
-	m  map[string]*readset.Set
+	an   *readset.Analyzer
+	m    *otter.Cache[string, *readset.Set]
+	load otter.Loader[string, *readset.Set]
 }
 
 func newReadSets(an *readset.Analyzer) *readSets {
-	return &readSets{an: an, m: make(map[string]*readset.Set)}
+	r := &readSets{an: an, m: newPathCache[*readset.Set](maxReadSetPaths)}
+	r.load = otter.LoaderFunc[string, *readset.Set](func(_ context.Context, path string) (*readset.Set, error) {
+		ref, err := datapath.Parse(path)
+		if err != nil {
+			return nil, err
+		}
+		return r.an.Analyze(ref), nil
+	})
+	return r
 }
 
 // get returns the read set of the document at path; nil when the path is
 // not a valid reference (such a request fails before any cache matters).
 func (r *readSets) get(path string) *readset.Set {
-	r.mu.RLock()
-	rs, ok := r.m[path]
-	r.mu.RUnlock()
-	if ok {
+	if rs, ok := r.m.GetIfPresent(path); ok {
 		return rs
 	}
-	ref, err := datapath.Parse(path)
+	rs, err := r.m.Get(context.Background(), path, r.load)
 	if err != nil {
 		return nil
 	}
-	rs = r.an.Analyze(ref)
-	r.mu.Lock()
-	if existing, ok := r.m[path]; ok {
-		rs = existing
-	} else if len(r.m) < maxReadSetPaths {
-		r.m[path] = rs
-	}
-	r.mu.Unlock()
 	return rs
 }
 
@@ -155,10 +156,8 @@ func (e *Engine) Evaluators() map[string]string {
 	if s == nil || !e.opts.Compiled {
 		return nil
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	out := make(map[string]string, len(s.compiles))
-	for p, c := range s.compiles {
+	out := make(map[string]string, s.compiles.EstimatedSize())
+	for p, c := range s.compiles.All() {
 		if c.q != nil {
 			out[p] = "vm"
 		} else {

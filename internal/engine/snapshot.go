@@ -8,13 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/maypok86/otter/v2"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -31,11 +30,12 @@ import (
 
 // maxPreparedPaths bounds the queries kept prepared per snapshot, for each
 // evaluator: paths come from requests, so an unbounded map would let
-// clients grow memory. A full map drops its least recently used path (see
-// keep) rather than refusing new ones, so the paths in use stay prepared
-// however many others clients ask for (a scan, an OPA client with many
-// policies); refusing them prepared a path past the bound again on every
-// request (milliseconds of CPU, one preparation at a time under prepMu).
+// clients grow memory. A full cache drops the path least worth keeping (see
+// newPathCache) rather than refusing new ones, so the paths in use stay
+// prepared however many others clients ask for (a scan, an OPA client with
+// many policies); refusing them prepared a path past the bound again on
+// every request (milliseconds of CPU, one preparation at a time under
+// prepMu).
 const maxPreparedPaths = 256
 
 // Module is one policy file of the active bundle.
@@ -65,85 +65,44 @@ type snapshot struct {
 	strs   map[string]ast.Value   // strings of the modules and data, shared by converted inputs
 	plans  *plan.Planner          // nil when partial evaluation is off
 
-	// mu guards the maps (not their entries' recency, which is atomic);
-	// each keeps at most maxPreparedPaths paths, the least recently used
-	// dropped first.
-	mu       sync.RWMutex
-	queries  map[string]*preparedQuery
-	compiles map[string]*compiledQuery // the VM's, by path; nil q: topdown runs it (why says why)
-	// tick counts the paths stored in either map: the clock of recency.
-	tick atomic.Uint64
-	// prepMu serialises preparations, and their storing: rego sets a field
-	// of the shared compiler, without a lock, when it prepares for a
-	// target plugin. Lookups of stored paths never take it.
+	// What is prepared per path, each at most maxPreparedPaths paths.
+	// Lookups of stored paths never take prepMu.
+	queries  *otter.Cache[string, *rego.PreparedEvalQuery]
+	compiles *otter.Cache[string, *compiledQuery] // the VM's; nil q: topdown runs it (why says why)
+	// prepMu serialises preparations: rego sets a field of the shared
+	// compiler, without a lock, when it prepares for a target plugin.
 	prepMu sync.Mutex
-}
-
-// preparedQuery is one path prepared for topdown.
-type preparedQuery struct {
-	recency
-	pq rego.PreparedEvalQuery
 }
 
 // compiledQuery is one path prepared for the compiled evaluator, or why not.
 type compiledQuery struct {
-	recency
 	q   *vm.Query
 	why string
 }
 
-// recency is when an entry of the snapshot's query maps was last used, on
-// the snapshot's tick.
+// newPathCache returns the cache of what a snapshot computes per requested
+// path (prepared queries, read sets), keeping at most size paths.
 //
-// The maps are bounded least-recently-used caches written by hand rather
-// than otter or golang-lru (both in go.mod): Evaluators (readsets.go)
-// lists compiles by ranging the map under mu, so it stays a map; a lookup
-// stays a read lock and an atomic load (golang-lru's Get takes an
-// exclusive lock to reorder its list); and eviction, a scan of at most
-// maxPreparedPaths entries, only happens when a miss has just spent
-// milliseconds preparing.
-type recency struct{ used atomic.Uint64 }
-
-func (r *recency) recent() *recency { return r }
-
-// recent is what the query maps hold.
-type recent interface{ recent() *recency }
-
-// lookup returns path's entry of m (queries or compiles) and marks it used.
-func lookup[V recent](s *snapshot, m map[string]V, path string) (V, bool) {
-	s.mu.RLock()
-	v, ok := m[path]
-	s.mu.RUnlock()
-	if ok {
-		// The clock moves only when a path is stored, so a path used many
-		// times between two stores is written once: concurrent hits on a
-		// hot path do not all write its cache line. Between two stores
-		// the order of use does not matter to eviction.
-		r := v.recent()
-		if now := s.tick.Load(); r.used.Load() != now {
-			r.used.Store(now)
-		}
-	}
-	return v, ok
-}
-
-// keep stores v as path's entry of m, which has none, dropping the least
-// recently used entry when m is full. The caller holds prepMu (so that two
-// preparations of one path do not both store it) but not mu.
-func keep[V recent](s *snapshot, m map[string]V, path string, v V) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(m) >= maxPreparedPaths {
-		victim, oldest := "", uint64(math.MaxUint64)
-		for p, e := range m {
-			if u := e.recent().used.Load(); u < oldest {
-				victim, oldest = p, u
-			}
-		}
-		delete(m, victim)
-	}
-	v.recent().used.Store(s.tick.Add(1))
-	m[path] = v
+// otter (W-TinyLFU, as internal/cache's L1) rather than a map that stops
+// storing when full, or a least-recently-used list: paths come from
+// requests, and a path asked once (a scan) is not admitted in place of one
+// asked more often, so the paths in use stay cached however many one-off
+// paths clients ask, even when more than size of them come between two
+// uses of a hot path (which would flush an LRU). The price: a path first
+// asked when the cache is full of others is admitted only once it has been
+// asked more often than the path it would replace, so it may be computed
+// a few times before it stays. A hit is a lock-free read; a miss that
+// several requests make at once is computed once (Get's loader), the
+// others taking its value; errors are not kept.
+//
+// Maintenance (eviction included) runs on the request that reads or
+// stores, as for the L1 and inspect.go's queries: no goroutine per drain of
+// the read buffer.
+func newPathCache[V any](size int) *otter.Cache[string, V] {
+	return otter.Must(&otter.Options[string, V]{
+		MaximumSize: size,
+		Executor:    func(fn func()) { fn() },
+	})
 }
 
 // decisionSemantics is part of every cache key's scope: the OPA the
@@ -218,8 +177,8 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source string) (*
 		roots:     roots,
 		activated: time.Now(),
 		source:    source,
-		queries:   make(map[string]*preparedQuery),
-		compiles:  make(map[string]*compiledQuery),
+		queries:   newPathCache[*rego.PreparedEvalQuery](maxPreparedPaths),
+		compiles:  newPathCache[*compiledQuery](maxPreparedPaths),
 		parsed:    mods,
 		reads:     newReadSets(readset.New(compiler)),
 		strs:      internStrings(compiler.Modules, data),
@@ -229,21 +188,28 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source string) (*
 }
 
 // query returns the prepared query for a path, preparing it on first use
-// (or again after it was dropped as the least recently used). Errors are
-// not kept.
+// (or again after it was dropped). Errors are not kept.
 func (s *snapshot) query(ctx context.Context, path string) (*rego.PreparedEvalQuery, error) {
-	if e, ok := lookup(s, s.queries, path); ok {
-		return &e.pq, nil
+	if pq, ok := s.queries.GetIfPresent(path); ok {
+		return pq, nil
 	}
+	pq, err := s.queries.Get(ctx, path, otter.LoaderFunc[string, *rego.PreparedEvalQuery](s.prepare))
+	if err != nil && apierror.CodeOf(err) == apierror.InternalError {
+		// ctx ended before the preparation began, or while this request
+		// waited for another preparing the same path.
+		return nil, apierror.Wrap(apierror.EvaluationError, err, "preparing query for %q: %v", path, err)
+	}
+	return pq, err
+}
+
+// prepare prepares the topdown query of path, for query.
+func (s *snapshot) prepare(ctx context.Context, path string) (*rego.PreparedEvalQuery, error) {
 	ref, err := datapath.Parse(path)
 	if err != nil {
 		return nil, err
 	}
 	s.prepMu.Lock()
 	defer s.prepMu.Unlock()
-	if e, ok := lookup(s, s.queries, path); ok {
-		return &e.pq, nil // prepared by the request this one waited for
-	}
 	prepared, err := rego.New(
 		rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
 		rego.Compiler(s.compiler),
@@ -260,38 +226,39 @@ func (s *snapshot) query(ctx context.Context, path string) (*rego.PreparedEvalQu
 		}
 		return nil, apierror.Wrap(apierror.EvaluationError, err, "preparing query for %q: %v", path, err)
 	}
-	e := &preparedQuery{pq: prepared}
-	keep(s, s.queries, path, e)
-	return &e.pq, nil
+	return &prepared, nil
 }
 
 // compiled returns the path's query prepared for the compiled evaluator
-// (internal/vm), preparing it on first use (or again after it was dropped
-// as the least recently used); nil when the VM cannot run it (then topdown
-// does, and the reason is kept for Evaluators and logged once per
-// preparation kept, not per request) or the path is invalid.
+// (internal/vm), preparing it on first use (or again after it was
+// dropped); nil when the VM cannot run it (then topdown does, and the
+// reason is kept for Evaluators and logged once per preparation stored,
+// not per request) or the path is invalid.
 func (s *snapshot) compiled(ctx context.Context, path string, log *slog.Logger) *vm.Query {
-	if c, ok := lookup(s, s.compiles, path); ok {
+	if c, ok := s.compiles.GetIfPresent(path); ok {
 		return c.q
 	}
-	ref, err := datapath.Parse(path)
-	if err != nil {
-		return nil
-	}
-	s.prepMu.Lock()
-	c, ok := lookup(s, s.compiles, path) // prepared by the request this one waited for?
-	if !ok {
-		c = &compiledQuery{}
-		if q, err := vm.PrepareQuery(context.WithoutCancel(ctx), s.compiler, s.store, ref); err != nil {
+	prepared := false // by this request, not one it waited for
+	c, err := s.compiles.Get(context.WithoutCancel(ctx), path, otter.LoaderFunc[string, *compiledQuery](func(ctx context.Context, path string) (*compiledQuery, error) {
+		ref, err := datapath.Parse(path)
+		if err != nil {
+			return nil, err
+		}
+		s.prepMu.Lock()
+		defer s.prepMu.Unlock()
+		prepared = true
+		c := &compiledQuery{}
+		if q, err := vm.PrepareQuery(ctx, s.compiler, s.store, ref); err != nil {
 			c.why = err.Error()
 		} else {
 			c.q = q
 		}
-		keep(s, s.compiles, path, c)
-	}
-	s.prepMu.Unlock()
+		return c, nil
+	}))
 	switch {
-	case ok:
+	case err != nil:
+		return nil
+	case !prepared:
 	case c.q == nil:
 		log.Warn("the compiled evaluator cannot run this policy path; topdown evaluates it", "path", path, "why", c.why)
 	default:
