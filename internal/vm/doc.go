@@ -9,11 +9,15 @@
 // statement a Go closure. Evaluating a decision runs those closures over the
 // input and data documents; the IR structs are not looked at again.
 //
-// The package registers itself as OPA's rego target plugin named Target, so
-// rego.New(..., rego.Target(vm.Target)).PrepareForEval(vm.WithStore(ctx, store))
-// and the ordinary PreparedEvalQuery.Eval run a query on the VM with input
-// handling, result sets and errors as rego gives them for topdown. Prepare
-// does the same for a compiler and store an engine already holds.
+// The package registers itself as OPA's rego target plugin named Target,
+// and Prepare prepares a query on it for a compiled ast.Compiler and a
+// store: the result is an ordinary rego.PreparedEvalQuery, whose Eval runs
+// the query on the VM with input handling, result sets and errors as rego
+// gives them for topdown (PrepareQuery also evaluates without rego). Prepare
+// is the only way in: it first checks the query against the compiler for
+// what the VM would answer differently (comprehensions topdown indexes),
+// and the plugin refuses, with ErrUnsupported, a preparation that did not
+// come through it, such as rego.New(..., rego.Target(vm.Target)) alone.
 //
 // A plan the VM cannot run exactly as topdown would (an unknown built-in, a
 // statement it does not know) makes preparation fail with an error that

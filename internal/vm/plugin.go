@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/ir"
@@ -13,8 +14,11 @@ import (
 	"github.com/open-policy-agent/opa/v1/util"
 )
 
-// Target is the name of the rego target the VM registers: pass
-// rego.Target(vm.Target) to rego.New.
+// Target is the name of the rego target the VM registers. Prepare passes
+// rego.Target(Target) to rego.New; the plugin refuses (ErrUnsupported) a
+// preparation that did not come through Prepare, since only Prepare checks
+// the query against the compiler (findIndexRisk): rego.New(...,
+// rego.Target(vm.Target)) on its own could answer differently from topdown.
 const Target = "acgs-vm"
 
 func init() {
@@ -22,13 +26,32 @@ func init() {
 }
 
 // env is what a preparation needs besides the plan, carried by the
-// context given to PrepareForEval (rego hands a target plugin the plan only).
+// context Prepare gives to rego's PrepareForEval (rego hands a target
+// plugin the plan only). Only Prepare sets it: its key is unexported.
 type env struct {
 	store storage.Store
 	caps  *ast.Capabilities
 	// strictRisk: why the query cannot run on the VM under strict
-	// built-in errors (see findIndexRisk); set by Prepare.
+	// built-in errors (see findIndexRisk).
 	strictRisk string
+	// checked is the marker of a preparation through Prepare: the
+	// compiler findIndexRisk looked at and its modules then. The plugin
+	// refuses a preparation without it.
+	checked *checked
+}
+
+// checked is what Prepare's soundness check (findIndexRisk) looked at.
+type checked struct {
+	compiler *ast.Compiler
+	modules  map[string]*ast.Module // compiler.Modules when checked
+}
+
+// current reports whether the compiler still holds the modules the check
+// looked at: rego compiles a module or bundle given among Prepare's
+// options into the compiler (replacing its Modules) before planning.
+func (c *checked) current() bool {
+	m := c.compiler.Modules
+	return len(m) == len(c.modules) && reflect.ValueOf(m).UnsafePointer() == reflect.ValueOf(c.modules).UnsafePointer()
 }
 
 type envKey struct{}
@@ -36,26 +59,6 @@ type envKey struct{}
 // captureKey carries, in a preparation's context, where PrepareForEval
 // leaves the prepared query (PrepareQuery reads it back).
 type captureKey struct{}
-
-// WithStore returns a context for rego's PrepareForEval that tells the VM
-// which store holds the base documents (the one given to rego.Store): the
-// VM reads them with each evaluation's transaction, as topdown does. A
-// store returning AST values (inmem.OptReturnASTValuesOnRead) is read at
-// no cost; any other is converted on every evaluation.
-func WithStore(ctx context.Context, store storage.Store) context.Context {
-	e := envFrom(ctx)
-	e.store = store
-	return context.WithValue(ctx, envKey{}, e)
-}
-
-// WithCapabilities returns a context for PrepareForEval that gives the
-// built-ins the compiler's capabilities (topdown passes them to http.send,
-// net.lookup_ip_addr, json.match_schema) when the evaluation has none.
-func WithCapabilities(ctx context.Context, caps *ast.Capabilities) context.Context {
-	e := envFrom(ctx)
-	e.caps = caps
-	return context.WithValue(ctx, envKey{}, e)
-}
 
 func envFrom(ctx context.Context) env {
 	e, _ := ctx.Value(envKey{}).(env)
@@ -67,6 +70,16 @@ type plugin struct{}
 func (plugin) IsTarget(t string) bool { return t == Target }
 
 func (plugin) PrepareForEval(ctx context.Context, pol *ir.Policy, opts ...rego.PrepareOption) (rego.TargetPluginEval, error) {
+	e := envFrom(ctx)
+	switch {
+	case e.checked == nil:
+		// rego.New(..., rego.Target(vm.Target)) without Prepare: the query
+		// was not checked for comprehensions topdown indexes, where the VM
+		// may answer differently. Fail closed.
+		return nil, unsupported("the query was not prepared through vm.Prepare, which checks it against the compiler; rego.Target(vm.Target) alone is refused")
+	case !e.checked.current():
+		return nil, unsupported("the compiler's modules changed after vm.Prepare checked the query (a module or bundle among its options)")
+	}
 	cfg := &rego.PrepareConfig{}
 	for _, o := range opts {
 		o(cfg)
@@ -75,9 +88,8 @@ func (plugin) PrepareForEval(ctx context.Context, pol *ir.Policy, opts ...rego.P
 	if err != nil {
 		return nil, err
 	}
-	e := envFrom(ctx)
 	if prog.readsData && e.store == nil {
-		return nil, unsupported("the plan reads base documents and no store was given (vm.WithStore)")
+		return nil, unsupported("the plan reads base documents and no store was given to vm.Prepare")
 	}
 	if prog.readsData && prog.dataSystemRisk {
 		root, err := storage.ReadOne(ctx, e.store, storage.RootPath)
@@ -169,9 +181,18 @@ func (p *Program) eval(ctx context.Context, ectx *rego.EvalContext, rt ast.Value
 
 // Prepare prepares query (a body such as data.x.y) for evaluation on the
 // VM against compiler and store, with the rego options extra (for example
-// rego.EvalMode or rego.Capabilities). It returns an error wrapping
-// ErrUnsupported when the VM cannot run the query: the caller prepares it
-// for topdown instead. Evaluate with the result's Eval as for topdown.
+// rego.StrictBuiltinErrors or rego.EnablePrintStatements). It returns an
+// error wrapping ErrUnsupported when the VM cannot run the query: the
+// caller prepares it for topdown instead. Evaluate with the result's Eval
+// as for topdown. Prepare is the only way to prepare a query on the VM
+// (the plugin refuses rego.Target(vm.Target) without it), since it checks
+// the query against the compiler first (findIndexRisk: comprehensions
+// topdown indexes). So it requires a compiler (nil is refused: rego would
+// compile its own from modules the check cannot see), and refuses extra
+// options that change what the check looked at: modules, bundles, a
+// package or imports for the query, resolvers (topdown's, which the VM
+// does not consult). The query, compiler, store and target are Prepare's
+// whatever extra says.
 //
 // rego switches a compiler used with a target plugin to IR evaluation mode
 // (which only stops later topdown queries compiled with it from building
@@ -180,26 +201,26 @@ func (p *Program) eval(ctx context.Context, ectx *rego.EvalContext, rt ast.Value
 // other goroutines compile queries with at the same time (prepare at
 // activation, or under the same lock as topdown preparations).
 func Prepare(ctx context.Context, compiler *ast.Compiler, store storage.Store, query ast.Body, extra ...func(*rego.Rego)) (rego.PreparedEvalQuery, error) {
-	opts := []func(*rego.Rego){
-		rego.ParsedQuery(query),
-		rego.Compiler(compiler),
-		rego.Store(store),
-		rego.Target(Target),
-		rego.EvalMode(ast.EvalModeTopdown),
+	if compiler == nil {
+		return rego.PreparedEvalQuery{}, unsupported("vm.Prepare was given no compiler: the check of the query needs the compiled policy")
 	}
+	if why := extraRisk(extra); why != "" {
+		return rego.PreparedEvalQuery{}, unsupported("%s", why)
+	}
+	risk := findIndexRisk(compiler, query)
+	if risk.always != "" {
+		return rego.PreparedEvalQuery{}, unsupported("%s", risk.always)
+	}
+	opts := make([]func(*rego.Rego), 0, len(extra)+5)
+	opts = append(opts, rego.EvalMode(ast.EvalModeTopdown))
 	opts = append(opts, extra...)
-	ctx = WithStore(ctx, store)
-	if compiler != nil {
-		ctx = WithCapabilities(ctx, compiler.Capabilities())
-		risk := findIndexRisk(compiler, query)
-		if risk.always != "" {
-			return rego.PreparedEvalQuery{}, unsupported("%s", risk.always)
-		}
-		e := envFrom(ctx)
-		e.strictRisk = risk.strict
-		ctx = context.WithValue(ctx, envKey{}, e)
+	// Last, so that no option of extra replaces what was checked.
+	opts = append(opts, rego.ParsedQuery(query), rego.Compiler(compiler), rego.Store(store), rego.Target(Target))
+	e := env{
+		store: store, caps: compiler.Capabilities(), strictRisk: risk.strict,
+		checked: &checked{compiler: compiler, modules: compiler.Modules},
 	}
-	pq, err := rego.New(opts...).PrepareForEval(ctx)
+	pq, err := rego.New(opts...).PrepareForEval(context.WithValue(ctx, envKey{}, e))
 	if err != nil {
 		if errors.Is(err, ErrUnsupported) {
 			return rego.PreparedEvalQuery{}, err
@@ -209,6 +230,37 @@ func Prepare(ctx context.Context, compiler *ast.Compiler, store storage.Store, q
 		return rego.PreparedEvalQuery{}, fmt.Errorf("%w: planning: %w", ErrUnsupported, err)
 	}
 	return pq, nil
+}
+
+// regoFields are the fields of rego.Rego that an option of Prepare's extra
+// must leave empty: modules and bundles (compiled into the compiler after
+// the check looked at it), a package and imports (the query would be
+// compiled in another context than the check's) and resolvers (which
+// topdown consults and the VM does not).
+var regoFields = []string{"modules", "parsedModules", "bundles", "bundlePaths", "loadPaths", "pkg", "parsedPackage", "imports", "parsedImports", "resolvers"}
+
+// extraRisk says why Prepare cannot take the options extra, if it cannot.
+// rego.Rego has no accessors: its fields are read by reflection, and a
+// field not found (another OPA) refuses.
+func extraRisk(extra []func(*rego.Rego)) string {
+	if len(extra) == 0 {
+		return ""
+	}
+	r := reflect.ValueOf(rego.New(extra...)).Elem()
+	for _, name := range regoFields {
+		f := r.FieldByName(name)
+		switch {
+		case !f.IsValid():
+			return "rego.Rego has no field " + name + " to check vm.Prepare's options against"
+		case f.Kind() == reflect.Map || f.Kind() == reflect.Slice:
+			if f.Len() > 0 {
+				return "an option of vm.Prepare sets rego's " + name + ", which the check of the query does not see"
+			}
+		case !f.IsZero():
+			return "an option of vm.Prepare sets rego's " + name + ", which the check of the query does not see"
+		}
+	}
+	return ""
 }
 
 // Query is a query of one reference (such as data.x.y) prepared for the

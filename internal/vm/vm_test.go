@@ -15,6 +15,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ir"
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/builtins"
@@ -38,11 +39,7 @@ arr := [y | some y in input.roles]
 	store := inmem.NewFromObject(map[string]any{"base": map[string]any{"a": 1, "b": "two"}})
 	input := ast.MustParseTerm(`{"user": "alice", "roles": ["admin", "b", "audit"]}`).Value
 	for _, q := range []string{"data.x.allow", "data.x.roles", "data.x.obj", "data.x.g", "data.x.arr", "data.x", "x = data.x.roles[_]"} {
-		td, err := rego.New(rego.Query(q), rego.Module("x.rego", mod), rego.Store(store)).PrepareForEval(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pq, err := rego.New(rego.Query(q), rego.Module("x.rego", mod), rego.Store(store), rego.Target(vm.Target)).PrepareForEval(vm.WithStore(ctx, store))
+		td, pq, err := prepareBoth(t, store, map[string]string{"x.rego": mod}, q)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -65,19 +62,33 @@ arr := [y | some y in input.roles]
 // prepare prepares query over mod on the VM and on topdown.
 func prepare(t *testing.T, mod, query string, opts ...func(*rego.Rego)) (vmq, tdq rego.PreparedEvalQuery) {
 	t.Helper()
-	ctx := context.Background()
-	store := inmem.New()
-	base := []func(*rego.Rego){rego.Query(query), rego.Module("m.rego", mod), rego.Store(store)}
-	var err error
-	tdq, err = rego.New(append(base, opts...)...).PrepareForEval(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vmq, err = rego.New(append(append(base, opts...), rego.Target(vm.Target))...).PrepareForEval(vm.WithStore(ctx, store))
+	tdq, vmq, err := prepareBoth(t, inmem.New(), map[string]string{"m.rego": mod}, query, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return vmq, tdq
+}
+
+// prepareBoth prepares query over mods and store on topdown, as
+// rego.New(rego.Query(query), rego.Module(...)..., rego.Store(store),
+// opts...) does, and on the VM as the engine does: vm.Prepare on the
+// compiler rego built for topdown (modules, built-ins of opts, print
+// statements), with opts, so that the evaluators differ only in what runs
+// the query. A topdown error fails the test; the VM's is returned.
+func prepareBoth(t *testing.T, store storage.Store, mods map[string]string, query string, opts ...func(*rego.Rego)) (tdq, vmq rego.PreparedEvalQuery, err error) {
+	t.Helper()
+	ctx := context.Background()
+	var compiler *ast.Compiler
+	base := []func(*rego.Rego){rego.Query(query), rego.Store(store), rego.CompilerHook(func(c *ast.Compiler) { compiler = c })}
+	for name, src := range mods {
+		base = append(base, rego.Module(name, src))
+	}
+	tdq, err = rego.New(append(base, opts...)...).PrepareForEval(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vmq, err = vm.Prepare(ctx, compiler, store, ast.MustParseBody(query), opts...)
+	return tdq, vmq, err
 }
 
 func TestCancellation(t *testing.T) {
@@ -177,8 +188,8 @@ func TestUnsupported(t *testing.T) {
 		t.Fatalf("planner: %v", err)
 	}
 	// No store given for a plan that reads base documents.
-	_, err = rego.New(rego.Query("data.y"), rego.Target(vm.Target)).PrepareForEval(ctx)
-	if !errors.Is(err, vm.ErrUnsupported) {
+	_, err = vm.Prepare(ctx, ast.MustCompileModules(nil), nil, ast.MustParseBody("data.y"))
+	if !errors.Is(err, vm.ErrUnsupported) || !strings.Contains(err.Error(), "no store") {
 		t.Fatalf("no store: %v", err)
 	}
 }
@@ -230,9 +241,9 @@ func TestWithDataKeys(t *testing.T) {
 	ctx := context.Background()
 	store := inmem.NewFromObject(map[string]any{"y": map[string]any{"2": "store"}})
 	prep := func(q string) (rego.PreparedEvalQuery, error) {
-		return rego.New(rego.Query(q), rego.Store(store), rego.Target(vm.Target)).PrepareForEval(vm.WithStore(ctx, store))
+		return vm.Prepare(ctx, ast.MustCompileModules(nil), store, ast.MustParseBody(q))
 	}
-	if _, err := prep(`x := data.x[2] with data.x as {"2": "a"}`); !errors.Is(err, vm.ErrUnsupported) {
+	if _, err := prep(`x := data.x[2] with data.x as {"2": "a"}`); !errors.Is(err, vm.ErrUnsupported) || !strings.Contains(err.Error(), "with on data") {
 		t.Fatalf("with on data and a number key: %v", err)
 	}
 	// Without with, a number key reads the store's key, as in topdown.
@@ -309,12 +320,10 @@ p := s`,
 // rule (its value read with AST keys) or a base document (store keys: 2 is
 // "2") is left to topdown, which decides per reference.
 func TestBaseAndVirtualKeys(t *testing.T) {
-	ctx := context.Background()
 	store := inmem.NewFromObject(map[string]any{"a": map[string]any{"d": map[string]any{"b": map[string]any{"2": "base"}}}})
 	mod := "package a\nr1 := {\"b\": {\"2\": \"virtual\"}}\n"
-	_, err := rego.New(rego.Query(`x := input.x; y := 2; v := data.a[x].b[y]`), rego.Module("m.rego", mod), rego.Store(store),
-		rego.Target(vm.Target)).PrepareForEval(vm.WithStore(ctx, store))
-	if !errors.Is(err, vm.ErrUnsupported) {
+	_, _, err := prepareBoth(t, store, map[string]string{"m.rego": mod}, `x := input.x; y := 2; v := data.a[x].b[y]`)
+	if !errors.Is(err, vm.ErrUnsupported) || !strings.Contains(err.Error(), "computed key") {
 		t.Fatalf("got %v", err)
 	}
 }
@@ -326,12 +335,8 @@ func TestSystemDocument(t *testing.T) {
 	store := inmem.NewFromObject(map[string]any{"a": 1, "system": map[string]any{"s": 1}})
 	mod := "package p\nr := 2\ns := data.system.s\n"
 	for _, q := range []string{"ks := [k | data[k]]", "x := data", "data[k]", "data.p.s", "x := data.system"} {
-		td, err := rego.New(rego.Query(q), rego.Module("m.rego", mod), rego.Store(store)).PrepareForEval(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pq, err := rego.New(rego.Query(q), rego.Module("m.rego", mod), rego.Store(store), rego.Target(vm.Target)).PrepareForEval(vm.WithStore(ctx, store))
-		if errors.Is(err, vm.ErrUnsupported) {
+		td, pq, err := prepareBoth(t, store, map[string]string{"m.rego": mod}, q)
+		if errors.Is(err, vm.ErrUnsupported) && !strings.Contains(err.Error(), "vm.Prepare") {
 			continue // left to topdown
 		}
 		if err != nil {
@@ -347,9 +352,8 @@ func TestSystemDocument(t *testing.T) {
 	}
 	// Replacing part of data with `with` while a system document exists
 	// is left to topdown.
-	_, err := rego.New(rego.Query(`x := data.p.r with data.a as 3`), rego.Module("m.rego", mod), rego.Store(store),
-		rego.Target(vm.Target)).PrepareForEval(vm.WithStore(ctx, store))
-	if !errors.Is(err, vm.ErrUnsupported) {
+	_, _, err := prepareBoth(t, store, map[string]string{"m.rego": mod}, `x := data.p.r with data.a as 3`)
+	if !errors.Is(err, vm.ErrUnsupported) || !strings.Contains(err.Error(), "system document") {
 		t.Fatalf("with on data and a system document: %v", err)
 	}
 }
