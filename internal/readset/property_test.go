@@ -338,3 +338,29 @@ func seed(in map[string]any, m *mutator, fields map[string]any) {
 		in[k] = inputgen.DeepCopy(v)
 	}
 }
+
+// BenchmarkAnalyzeNewPath: what a path's first request costs the engine to
+// key its decisions (engine.readSets computes it once per path): the read
+// set of data.acgs.main.decision.reasons[3] in the embedded constitution.
+func BenchmarkAnalyzeNewPath(b *testing.B) {
+	bundle, err := (engine.FSSource{FS: policies.FS, Name: "embedded"}).Load(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	mods := map[string]*ast.Module{}
+	for _, mf := range bundle.Modules {
+		mods[mf.Path] = mf.Parsed
+	}
+	c := ast.NewCompiler()
+	if c.Compile(mods); c.Failed() {
+		b.Fatal(c.Errors)
+	}
+	an := readset.New(c)
+	ref := ast.MustParseRef("data.acgs.main.decision.reasons[3]")
+	b.ReportAllocs()
+	for b.Loop() {
+		if rs := an.Analyze(ref); rs.Whole {
+			b.Fatal("whole input")
+		}
+	}
+}
