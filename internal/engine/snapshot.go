@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -69,6 +70,9 @@ type snapshot struct {
 	// Lookups of stored paths never take prepMu.
 	queries  *otter.Cache[string, *rego.PreparedEvalQuery]
 	compiles *otter.Cache[string, *compiledQuery] // the VM's; nil q: topdown runs it (why says why)
+	// sighted: paths other than entry points asked once, not yet prepared
+	// for the VM (see compiled).
+	sighted *otter.Cache[string, struct{}]
 	// prepMu serialises preparations: rego sets a field of the shared
 	// compiler, without a lock, when it prepares for a target plugin.
 	prepMu sync.Mutex
@@ -179,6 +183,7 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source string) (*
 		source:    source,
 		queries:   newPathCache[*rego.PreparedEvalQuery](maxPreparedPaths),
 		compiles:  newPathCache[*compiledQuery](maxPreparedPaths),
+		sighted:   newPathCache[struct{}](maxPreparedPaths),
 		parsed:    mods,
 		reads:     newReadSets(readset.New(compiler)),
 		strs:      internStrings(compiler.Modules, data),
@@ -230,13 +235,25 @@ func (s *snapshot) prepare(ctx context.Context, path string) (*rego.PreparedEval
 }
 
 // compiled returns the path's query prepared for the compiled evaluator
-// (internal/vm), preparing it on first use (or again after it was
-// dropped); nil when the VM cannot run it (then topdown does, and the
+// (internal/vm), preparing it at activation for an entry point and on its
+// second request for any other path (or again after it was dropped); nil
+// on a path's first request, and when the VM cannot run it (then topdown does, and the
 // reason is kept for Evaluators and logged once per preparation stored,
 // not per request) or the path is invalid.
 func (s *snapshot) compiled(ctx context.Context, path string, log *slog.Logger) *vm.Query {
 	if c, ok := s.compiles.GetIfPresent(path); ok {
 		return c.q
+	}
+	if !slices.Contains(s.entryPoints, path) {
+		// A path's first request is answered by topdown, and the VM is
+		// prepared for it when it is asked again. Preparing for the VM
+		// plans every rule the path reaches (OPA's planner), several
+		// milliseconds of CPU: paths asked once each (array indices,
+		// scans) made most of a service's CPU that, for one evaluation.
+		if _, again := s.sighted.GetIfPresent(path); !again {
+			s.sighted.Set(path, struct{}{})
+			return nil
+		}
 	}
 	prepared := false // by this request, not one it waited for
 	c, err := s.compiles.Get(context.WithoutCancel(ctx), path, otter.LoaderFunc[string, *compiledQuery](func(ctx context.Context, path string) (*compiledQuery, error) {

@@ -234,12 +234,14 @@ q if { x := input.x; c := {y.v | some y in input.ys; y.k == x; g(y.v) > 0}; coun
 			if got := e.Evaluators()[tc.hot]; !strings.HasPrefix(got, tc.evaluator) {
 				t.Errorf("%s runs on %q, want %q", tc.hot, got, tc.evaluator)
 			}
+			// The scan's paths, each asked once, are answered by topdown:
+			// the VM is prepared only for a path asked again (the hot one).
 			n, what := size(s.queries), "prepared queries"
-			switch {
-			case tc.reads:
+			if tc.reads {
 				n, what = size(s.reads.m), "read sets"
-			case tc.compiled:
-				n, what = size(s.compiles), "VM preparations" // the scan's paths run on the VM
+			}
+			if got := size(s.compiles); tc.compiled && got != 1 {
+				t.Errorf("%d VM preparations kept after %d paths asked once and %s again and again, want 1", got, scan, tc.hot)
 			}
 			if n != bound {
 				t.Errorf("%d %s kept after %d paths asked, want the bound, %d", n, what, scan+1, bound)
@@ -248,5 +250,60 @@ q if { x := input.x; c := {y.v | some y in input.ys; y.k == x; g(y.v) > 0}; coun
 			// if it was dropped, it answers as before.
 			decide("t/f/100", json.Number("300"))
 		})
+	}
+}
+
+// TestVMPreparedForAPathAskedAgain: preparing a path for the VM plans every
+// rule it reaches, so a path other than an entry point is answered by
+// topdown on its first request and by the VM from its second; an entry
+// point (prepared at activation) runs on the VM from its first.
+func TestVMPreparedForAPathAskedAgain(t *testing.T) {
+	const policy = `package t
+
+# METADATA
+# entrypoint: true
+e := input.k * 2
+
+f[i] := i * input.k if some i in numbers.range(0, 9)
+`
+	var mu sync.Mutex
+	var ran []string
+	opts := Options{ConstitutionalHash: fuzzHash, EvalTimeout: 10 * time.Second, Compiled: true, Logger: slog.New(slog.DiscardHandler),
+		OnEvaluator: func(name string) { mu.Lock(); ran = append(ran, name); mu.Unlock() }}
+	bundle := fstest.MapFS{
+		".manifest": {Data: []byte(`{"revision":"again","roots":["t"],"metadata":{"constitutional_hash":"` + fuzzHash + `"}}`)},
+		"t/p.rego":  {Data: []byte(policy)},
+	}
+	ctx := context.Background()
+	e, err := New(ctx, FSSource{FS: bundle, Name: "again"}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	input := map[string]any{"k": json.Number("3")}
+	for _, step := range []struct {
+		path, evaluator string
+		want            any
+	}{
+		{"t/e", "vm", json.Number("6")},
+		{"t/f/2", "topdown", json.Number("6")},
+		{"t/f/2", "vm", json.Number("6")},
+		{"t/f/3", "topdown", json.Number("9")},
+		{"t/f/2", "vm", json.Number("6")},
+	} {
+		mu.Lock()
+		ran = ran[:0]
+		mu.Unlock()
+		d, err := e.Decide(ctx, step.path, input)
+		if err != nil {
+			t.Fatalf("%s: %v", step.path, err)
+		}
+		if !d.Defined || !jsoneq.Equal(d.Result, step.want) {
+			t.Errorf("%s: %v, want %v", step.path, d.Result, step.want)
+		}
+		mu.Lock()
+		if len(ran) != 1 || ran[0] != step.evaluator {
+			t.Errorf("%s ran on %v, want %s", step.path, ran, step.evaluator)
+		}
+		mu.Unlock()
 	}
 }
