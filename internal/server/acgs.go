@@ -30,7 +30,7 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 	hit, opa, rk, ok := s.rawLookup(r, decisionPath, raw, true)
 	if ok {
 		if opa {
-			s.writeOPA(w, queryOf(r), hit, false)
+			s.writeOPA(w, queryOf(r), hit, false, nil)
 		} else {
 			s.writeACGS(w, r, hit)
 		}
@@ -43,9 +43,12 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 	}
 	if obj, ok := body.(map[string]any); ok {
 		if in, isOPA := obj["input"]; isOPA {
-			d := s.decide(r.Context(), decisionPath, in, "")
-			s.rawRemember(r, rk, d, true)
-			s.writeOPA(w, queryOf(r), d, false)
+			q := queryOf(r)
+			d, ev := s.decideOPA(r.Context(), decisionPath, in, inspectionOf(q))
+			if ev == nil {
+				s.rawRemember(r, rk, d, true)
+			}
+			s.writeOPA(w, q, d, false, ev)
 			return
 		}
 	}

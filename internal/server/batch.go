@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/open-policy-agent/opa/v1/server/types"
+
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/engine"
 	"github.com/acgs-lite/acgs/internal/jsonenc"
@@ -102,7 +104,16 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 		items = append(items, in)
 	}
 	batchID := telemetry.NewDecisionID()
-	results := s.decideMany(r.Context(), path, items, batchID)
+	q := queryOf(r)
+	var results []decided
+	if boolParam(q, types.ParamStrictBuiltinErrors) {
+		// Enterprise OPA's batch API takes ?strict-builtin-errors: each
+		// item is then evaluated by topdown for itself, as a single
+		// request asking for it.
+		results = s.inspectMany(r.Context(), path, items, batchID, inspection{strict: true})
+	} else {
+		results = s.decideMany(r.Context(), path, items, batchID)
+	}
 	for _, d := range results {
 		// No active policy, or a path no query can name: the same for
 		// every item, so the whole batch is answered with it.
@@ -155,7 +166,7 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", retryAfter)
 	}
 	observe(w, batchSample(len(results)))
-	if boolParam(queryOf(r), "pretty") {
+	if boolParam(q, "pretty") {
 		responses := make(map[string]json.RawMessage, len(results))
 		for i, item := range encoded {
 			responses[ids[i]] = item

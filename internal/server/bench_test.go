@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -31,6 +32,21 @@ func BenchmarkHandler(b *testing.B) {
 				r := httptest.NewRequest("POST", "/v1/data/acgs/main/decision", strings.NewReader(ob))
 				w := httptest.NewRecorder()
 				h.srv.ServeHTTP(w, r)
+			}
+		})
+		// OPA's GET with ?input=: a query string, so no raw-body tier;
+		// decoded, keyed and answered from L1.
+		b.Run("opa-get/"+name, func(b *testing.B) {
+			target := "/v1/data/acgs/main/decision?input=" + url.QueryEscape(body)
+			h.do(b, "GET", target, nil, nil)
+			b.ReportAllocs()
+			for b.Loop() {
+				r := httptest.NewRequest("GET", target, nil)
+				w := httptest.NewRecorder()
+				h.srv.ServeHTTP(w, r)
+				if w.Code != 200 {
+					b.Fatal(w.Code)
+				}
 			}
 		})
 	}

@@ -44,15 +44,19 @@ func requestPath(r *http.Request, prefix string) string {
 
 // handleOPAData serves OPA's v1 Data API: GET with ?input=<json>, POST with
 // {"input": ...}. A POST body decided before, byte for byte, is answered
-// from the raw-body tier without decoding it.
+// from the raw-body tier without decoding it (never one with a query
+// string: the tier is not consulted then, so an inspection, inspectionOf,
+// is always evaluated).
 func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 	path, err := dataPath(r, "/v1/data")
 	if err != nil {
 		writeError(w, err)
 		return
 	}
+	q := queryOf(r)
+	in := inspectionOf(q)
 	if r.Method == http.MethodGet {
-		q := queryOf(r)
+		var input any // none without ?input: OPA warns of a missing input only on POST
 		if vals := q["input"]; len(vals) > 0 {
 			raw := vals[len(vals)-1] // the last, as OPA's server reads it
 			v, err := decodeJSON([]byte(raw), s.cfg.Server.MaxDepth)
@@ -60,10 +64,10 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 				writeError(w, apierror.New(apierror.InvalidParameter, "query parameter input: %s", apierror.As(err).Message))
 				return
 			}
-			s.writeOPA(w, q, s.decide(r.Context(), path, v, ""), false)
-			return
+			input = v
 		}
-		s.writeOPA(w, q, s.decide(r.Context(), path, nil, ""), false) // OPA warns of a missing input only on POST
+		d, ev := s.decideOPA(r.Context(), path, input, in)
+		s.writeOPA(w, q, d, false, ev)
 		return
 	}
 	buf, ok := s.readRaw(w, r)
@@ -73,12 +77,13 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 	defer putBuf(buf)
 	raw := buf.Bytes()
 	if len(bytes.TrimSpace(raw)) == 0 {
-		s.writeOPA(w, queryOf(r), s.decide(r.Context(), path, nil, ""), true)
+		d, ev := s.decideOPA(r.Context(), path, nil, in)
+		s.writeOPA(w, q, d, true, ev)
 		return
 	}
 	hit, _, rk, ok := s.rawLookup(r, path, raw, false)
 	if ok {
-		s.writeOPA(w, queryOf(r), hit, false)
+		s.writeOPA(w, q, hit, false, nil)
 		return
 	}
 	body, err := decodeJSON(raw, s.cfg.Server.MaxDepth)
@@ -92,29 +97,30 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	input, hasInput := obj["input"]
-	d := s.decide(r.Context(), path, input, "")
-	if hasInput {
+	d, ev := s.decideOPA(r.Context(), path, input, in)
+	if hasInput && ev == nil {
 		s.rawRemember(r, rk, d, true)
 	}
-	s.writeOPA(w, queryOf(r), d, !hasInput)
+	s.writeOPA(w, q, d, !hasInput, ev)
 }
 
 // writeOPA writes OPA's Data API response of one decision: {"decision_id",
 // "result"} from the decision's cached JSON in the common case, else built
 // field by field with what the query asks for (?metrics, ?provenance,
-// ?pretty, read as OPA reads them: boolParam) and OPA's warning when a POST
-// had no input (warnNoInput).
+// ?pretty, read as OPA reads them: boolParam), OPA's warning when a POST
+// had no input (warnNoInput) and what an inspected evaluation gathered (ev,
+// nil for others: ?instrument's metrics, ?explain's explanation).
 //
 // q is the request's query (queryOf), parsed once by the caller: a GET's
 // ?input= can be the larger part of the URL.
-func (s *Server) writeOPA(w http.ResponseWriter, q url.Values, d decided, warnNoInput bool) {
+func (s *Server) writeOPA(w http.ResponseWriter, q url.Values, d decided, warnNoInput bool, ev *inspected) {
 	if d.Err != nil {
 		writeError(w, d.Err)
 		return
 	}
 	observe(w, sampleOf(d.Decision))
 	metrics, provenance, pretty := boolParam(q, "metrics"), boolParam(q, "provenance"), boolParam(q, "pretty")
-	if !warnNoInput && (d.JSON != nil || !d.Defined) && !metrics && !provenance && !pretty {
+	if !warnNoInput && (d.JSON != nil || !d.Defined) && !metrics && !provenance && !pretty && ev == nil {
 		buf := bufPool.Get().(*bytes.Buffer)
 		defer putBuf(buf)
 		buf.Reset()
@@ -134,7 +140,26 @@ func (s *Server) writeOPA(w http.ResponseWriter, q url.Values, d decided, warnNo
 	if warnNoInput {
 		resp["warning"] = map[string]any{"code": "api_usage_warning", "message": "'input' key missing from the request"}
 	}
-	if metrics {
+	if ev != nil && ev.trace != nil {
+		expl, err := explanation(ev.in.explain, *ev.trace, d.Defined, pretty)
+		if err != nil {
+			writeError(w, apierror.Wrap(apierror.InternalError, err, "encoding the explanation: %v", err))
+			return
+		}
+		if len(expl) > 0 {
+			resp["explanation"] = expl
+		}
+	}
+	if ev != nil && ev.metrics != nil {
+		// OPA's metrics of the evaluation (with ?instrument topdown's
+		// detailed ones), and the server's as ?metrics gives them.
+		m := ev.metrics.All()
+		m["timer_server_handler_ns"] = time.Since(startOf(w)).Nanoseconds()
+		for k, v := range cacheCounters(d.Decision) {
+			m[k] = v
+		}
+		resp["metrics"] = m
+	} else if metrics {
 		m := map[string]any{
 			"timer_server_handler_ns":  time.Since(startOf(w)).Nanoseconds(),
 			"timer_rego_query_eval_ns": d.EvalNS,
