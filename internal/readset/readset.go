@@ -190,8 +190,11 @@ type Analyzer struct {
 
 // prefixNode is one term of the rules' ground prefixes: the rules whose
 // prefix ends here, and all those whose prefix passes through it or ends
-// here (ascending). Children are compared with Term.Equal, not by a hash
-// or a text that might tell 1 from 1.0 apart.
+// here. A child is one text of a term; match descends into every child
+// whose term is Equal to the reference's, as a scan comparing every rule's
+// prefix with Term.Equal does: Equal is not transitive for numbers (OPA
+// compares some as float64, others exactly), so no one child stands for
+// the terms Equal to it.
 type prefixNode struct {
 	term     *ast.Term
 	children []*prefixNode
@@ -199,41 +202,42 @@ type prefixNode struct {
 	all      []int
 }
 
-func (n *prefixNode) child(t *ast.Term) *prefixNode {
-	for _, c := range n.children {
-		if c.term.Equal(t) {
-			return c
-		}
-	}
-	return nil
-}
-
 // add records rule i under prefix.
 func (n *prefixNode) add(prefix ast.Ref, i int) {
 	n.all = append(n.all, i)
 	for _, t := range prefix {
-		c := n.child(t)
-		if c == nil {
-			c = &prefixNode{term: t}
-			n.children = append(n.children, c)
+		var next *prefixNode
+		for _, c := range n.children {
+			if c.term.String() == t.String() {
+				next = c
+				break
+			}
 		}
-		n = c
+		if next == nil {
+			next = &prefixNode{term: t}
+			n.children = append(n.children, next)
+		}
+		n = next
 		n.all = append(n.all, i)
 	}
 	n.ends = append(n.ends, i)
 }
 
 // match appends to out the rules whose ground prefix and prefix are one a
-// prefix of the other (their common length equal, term by term): those
-// ending on prefix's way down, and all under where it ends.
+// prefix of the other (equal term by term over their common length):
+// those ending on prefix's way down, and all under where it ends. Each rule
+// is on one way down, so none is appended twice.
 func (n *prefixNode) match(prefix ast.Ref, out []int) []int {
-	for _, t := range prefix {
-		out = append(out, n.ends...)
-		if n = n.child(t); n == nil {
-			return out
+	if len(prefix) == 0 {
+		return append(out, n.all...)
+	}
+	out = append(out, n.ends...)
+	for _, c := range n.children {
+		if c.term.Equal(prefix[0]) {
+			out = c.match(prefix[1:], out)
 		}
 	}
-	return append(out, n.all...)
+	return out
 }
 
 type indexedRule struct {
