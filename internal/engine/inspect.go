@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/maypok86/otter/v2"
@@ -195,24 +194,7 @@ func (s *snapshot) prepareInspected(ctx context.Context, path string, strict boo
 	if t, ok := lone(body, err); !ok || t.Value.Compare(ref) != 0 {
 		body = ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))
 	}
-	s.prepMu.Lock() // rego sets a field of the shared compiler when preparing
-	defer s.prepMu.Unlock()
-	prepared, err := rego.New(
-		rego.ParsedQuery(body),
-		rego.Compiler(s.compiler),
-		rego.Store(s.store),
-		rego.StrictBuiltinErrors(strict),
-	).PrepareForEval(ctx)
-	if err != nil {
-		var astErrs ast.Errors
-		if errors.As(err, &astErrs) {
-			// As snapshot.prepare: the bundle compiled, so it is the
-			// path that cannot be queried (a function).
-			return nil, apierror.Wrap(apierror.InvalidParameter, errors.Join(ErrPathNotQueryable, err), "path %q cannot be queried: %v", path, err)
-		}
-		return nil, apierror.Wrap(apierror.EvaluationError, err, "preparing query for %q: %v", path, err)
-	}
-	return &prepared, nil
+	return s.prepareBody(ctx, path, body, rego.StrictBuiltinErrors(strict))
 }
 
 // lone returns the term of a query of one expression that is a term alone.

@@ -50,8 +50,8 @@ type readSets struct {
 	load otter.Loader[string, *readset.Set]
 }
 
-func newReadSets(an *readset.Analyzer) *readSets {
-	r := &readSets{an: an, m: newPathCache[*readset.Set](maxReadSetPaths)}
+func newReadSets(an *readset.Analyzer, pinned func(path string) bool) *readSets {
+	r := &readSets{an: an, m: newPathCache[*readset.Set](maxReadSetPaths, pinned)}
 	r.load = otter.LoaderFunc[string, *readset.Set](func(_ context.Context, path string) (*readset.Set, error) {
 		ref, err := datapath.Parse(path)
 		if err != nil {

@@ -102,10 +102,20 @@ type compiledQuery struct {
 // Maintenance (eviction included) runs on the request that reads or
 // stores, as for the L1 and inspect.go's queries: no goroutine per drain of
 // the read buffer.
-func newPathCache[V any](size int) *otter.Cache[string, V] {
+//
+// A path pinned reports (an entry point) weighs nothing, and otter never
+// evicts an entry of no weight: the entry points, prepared at activation,
+// stay prepared (and in Evaluators) whatever other paths clients ask.
+func newPathCache[V any](size int, pinned func(path string) bool) *otter.Cache[string, V] {
 	return otter.Must(&otter.Options[string, V]{
-		MaximumSize: size,
-		Executor:    func(fn func()) { fn() },
+		MaximumWeight: uint64(size),
+		Weigher: func(path string, _ V) uint32 {
+			if pinned(path) {
+				return 0
+			}
+			return 1
+		},
+		Executor: func(fn func()) { fn() },
 	})
 }
 
@@ -181,13 +191,13 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source string) (*
 		roots:     roots,
 		activated: time.Now(),
 		source:    source,
-		queries:   newPathCache[*rego.PreparedEvalQuery](maxPreparedPaths),
-		compiles:  newPathCache[*compiledQuery](maxPreparedPaths),
-		sighted:   newPathCache[struct{}](maxPreparedPaths),
 		parsed:    mods,
-		reads:     newReadSets(readset.New(compiler)),
 		strs:      internStrings(compiler.Modules, data),
 	}
+	s.queries = newPathCache[*rego.PreparedEvalQuery](maxPreparedPaths, s.isEntryPoint)
+	s.compiles = newPathCache[*compiledQuery](maxPreparedPaths, s.isEntryPoint)
+	s.sighted = newPathCache[struct{}](maxPreparedPaths, s.isEntryPoint)
+	s.reads = newReadSets(readset.New(compiler), s.isEntryPoint)
 	_ = ctx
 	return s, nil
 }
@@ -213,13 +223,19 @@ func (s *snapshot) prepare(ctx context.Context, path string) (*rego.PreparedEval
 	if err != nil {
 		return nil, err
 	}
+	return s.prepareBody(ctx, path, ast.NewBody(ast.NewExpr(ast.NewTerm(ref))))
+}
+
+// prepareBody prepares body, the query of path, for topdown (under prepMu:
+// rego sets a field of the shared compiler when it prepares).
+func (s *snapshot) prepareBody(ctx context.Context, path string, body ast.Body, opts ...func(*rego.Rego)) (*rego.PreparedEvalQuery, error) {
 	s.prepMu.Lock()
 	defer s.prepMu.Unlock()
-	prepared, err := rego.New(
-		rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
+	prepared, err := rego.New(append([]func(*rego.Rego){
+		rego.ParsedQuery(body),
 		rego.Compiler(s.compiler),
 		rego.Store(s.store),
-	).PrepareForEval(ctx)
+	}, opts...)...).PrepareForEval(ctx)
 	if err != nil {
 		var astErrs ast.Errors
 		if errors.As(err, &astErrs) {
@@ -234,6 +250,11 @@ func (s *snapshot) prepare(ctx context.Context, path string) (*rego.PreparedEval
 	return &prepared, nil
 }
 
+// isEntryPoint reports whether path is one of the entry points, which
+// activation appends to before it prepares them and before the snapshot is
+// published (read-only after).
+func (s *snapshot) isEntryPoint(path string) bool { return slices.Contains(s.entryPoints, path) }
+
 // compiled returns the path's query prepared for the compiled evaluator
 // (internal/vm), preparing it at activation for an entry point and on its
 // second request for any other path (or again after it was dropped); nil
@@ -244,7 +265,7 @@ func (s *snapshot) compiled(ctx context.Context, path string, log *slog.Logger) 
 	if c, ok := s.compiles.GetIfPresent(path); ok {
 		return c.q
 	}
-	if !slices.Contains(s.entryPoints, path) {
+	if !s.isEntryPoint(path) {
 		// A path's first request is answered by topdown, and the VM is
 		// prepared for it when it is asked again. Preparing for the VM
 		// plans every rule the path reaches (OPA's planner), several

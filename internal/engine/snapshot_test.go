@@ -307,3 +307,60 @@ f[i] := i * input.k if some i in numbers.range(0, 9)
 		mu.Unlock()
 	}
 }
+
+// TestEntryPointsStayPrepared: what activation prepared for an entry point
+// (its topdown query, the VM's preparation, its read set) is never evicted
+// by other paths, however many clients ask, each twice (so that the VM is
+// prepared for them too).
+func TestEntryPointsStayPrepared(t *testing.T) {
+	const policy = `package t
+
+# METADATA
+# entrypoint: true
+e := input.k * 2
+
+f[i] := i * input.k if some i in numbers.range(0, 999)
+`
+	l1, err := cache.New(context.Background(), cache.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l1.Close() })
+	opts := Options{ConstitutionalHash: fuzzHash, EvalTimeout: 10 * time.Second, Compiled: true, Cache: l1, Logger: slog.New(slog.DiscardHandler)}
+	bundle := fstest.MapFS{
+		".manifest": {Data: []byte(`{"revision":"pinned","roots":["t"],"metadata":{"constitutional_hash":"` + fuzzHash + `"}}`)},
+		"t/p.rego":  {Data: []byte(policy)},
+	}
+	ctx := context.Background()
+	e, err := New(ctx, FSSource{FS: bundle, Name: "pinned"}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := e.cur.Load()
+	before := []any{stored(s.queries, "t/e"), stored(s.compiles, "t/e"), stored(s.reads.m, "t/e")}
+	for i, v := range before {
+		if v == nil {
+			t.Fatalf("entry point t/e: nothing stored by activation (cache %d)", i)
+		}
+	}
+	for i := range maxReadSetPaths + 100 { // more than every cache's bound
+		p := "t/f/" + strconv.Itoa(i%1000)
+		for range 2 {
+			if _, err := e.Decide(ctx, p, map[string]any{"k": json.Number(strconv.Itoa(i))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	after := []any{stored(s.queries, "t/e"), stored(s.compiles, "t/e"), stored(s.reads.m, "t/e")}
+	for i := range before {
+		if after[i] != before[i] {
+			t.Errorf("entry point t/e: cache %d holds %v, want what activation stored (%v)", i, after[i], before[i])
+		}
+	}
+	if n := size(s.compiles); n > maxPreparedPaths+1 {
+		t.Errorf("%d VM preparations kept, more than the bound (%d) and the entry point", n, maxPreparedPaths)
+	}
+	if got := e.Evaluators()["t/e"]; got != "vm" {
+		t.Errorf("t/e runs on %q, want vm", got)
+	}
+}
