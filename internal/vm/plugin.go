@@ -212,10 +212,10 @@ func Prepare(ctx context.Context, compiler *ast.Compiler, store storage.Store, q
 		return rego.PreparedEvalQuery{}, unsupported("%s", risk.always)
 	}
 	opts := make([]func(*rego.Rego), 0, len(extra)+5)
-	opts = append(opts, rego.EvalMode(ast.EvalModeTopdown))
 	opts = append(opts, extra...)
-	// Last, so that no option of extra replaces what was checked.
-	opts = append(opts, rego.ParsedQuery(query), rego.Compiler(compiler), rego.Store(store), rego.Target(Target))
+	// Last, so that no option of extra replaces what was checked, nor
+	// leaves the shared compiler in IR mode.
+	opts = append(opts, rego.ParsedQuery(query), rego.Compiler(compiler), rego.Store(store), rego.Target(Target), rego.EvalMode(ast.EvalModeTopdown))
 	e := env{
 		store: store, caps: compiler.Capabilities(), strictRisk: risk.strict,
 		checked: &checked{compiler: compiler, modules: compiler.Modules},
@@ -236,8 +236,9 @@ func Prepare(ctx context.Context, compiler *ast.Compiler, store storage.Store, q
 // must leave empty: modules and bundles (compiled into the compiler after
 // the check looked at it), a package and imports (the query would be
 // compiled in another context than the check's) and resolvers (which
-// topdown consults and the VM does not).
-var regoFields = []string{"modules", "parsedModules", "bundles", "bundlePaths", "loadPaths", "pkg", "parsedPackage", "imports", "parsedImports", "resolvers"}
+// topdown consults and the VM does not), and a compiler hook (which would
+// change the compiler after the check).
+var regoFields = []string{"modules", "parsedModules", "bundles", "bundlePaths", "loadPaths", "pkg", "parsedPackage", "imports", "parsedImports", "resolvers", "compilerHook"}
 
 // extraRisk says why Prepare cannot take the options extra, if it cannot.
 // rego.Rego has no accessors: its fields are read by reflection, and a

@@ -110,6 +110,8 @@ func TestPrepareRefusesWhatItCannotCheck(t *testing.T) {
 	refused("a package among the options", err, "pkg")
 	_, err = vm.Prepare(ctx, c, store, ast.MustParseBody("p = 1"), rego.Imports([]string{"data.x.p"}))
 	refused("imports among the options", err, "imports")
+	_, err = vm.Prepare(ctx, c, store, ast.MustParseBody("data.x.p"), rego.CompilerHook(func(*ast.Compiler) {}))
+	refused("a compiler hook among the options", err, "compilerHook")
 	// What was checked is Prepare's, whatever the options say: the query,
 	// and the target (PrepareQuery fails unless the VM prepared it).
 	q, err := vm.PrepareQuery(ctx, c, store, ast.MustParseRef("data.x.p"),
