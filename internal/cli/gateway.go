@@ -80,10 +80,10 @@ func runGateway(ctx context.Context, cmd *cobra.Command, gcfg gateway.Config, cf
 		// shutdown flushes the decision log's queue and closes the
 		// upstreams. Caught, such a write fails with EPIPE and the
 		// gateway stops as when its stdin ends. (Caught, not ignored: an
-		// ignored signal would be inherited by stdio upstreams.)
-		sigpipe := make(chan os.Signal, 1)
-		signal.Notify(sigpipe, syscall.SIGPIPE)
-		defer signal.Stop(sigpipe)
+		// ignored signal would be inherited by stdio upstreams.) Caught
+		// until the process exits: an error it prints on the way out goes
+		// to the same closed stderr.
+		signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	}
 	mask := append(append([]string{}, cfg.Log.DecisionLogMask...), gcfg.DecisionLogMask...)
 	cfg.Log.DecisionLog = "off"
