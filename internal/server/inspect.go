@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/url"
 	"time"
 
@@ -62,8 +64,8 @@ func explainParam(q url.Values) types.ExplainModeV1 {
 // besides its decision.
 type inspected struct {
 	in      inspection
-	trace   *topdown.BufferTracer // nil without ?explain
-	metrics metrics.Metrics       // nil without ?metrics or ?instrument
+	trace   *explainTrace   // nil without ?explain
+	metrics metrics.Metrics // nil without ?metrics or ?instrument
 }
 
 // decideOPA decides one request of OPA's Data API: through decide (the
@@ -82,7 +84,7 @@ func (s *Server) inspect(ctx context.Context, path string, input any, batchID st
 	ev := &inspected{in: in}
 	opts := engine.Inspection{StrictBuiltinErrors: in.strict, Instrument: in.instrument}
 	if in.explain != "" {
-		ev.trace = topdown.NewBufferTracer()
+		ev.trace = &explainTrace{BufferTracer: topdown.NewBufferTracer()}
 		opts.Tracer = ev.trace
 	}
 	if in.metrics || in.instrument {
@@ -102,18 +104,55 @@ func (s *Server) inspectMany(ctx context.Context, path string, inputs []any, bat
 	return out
 }
 
+// Bounds of ?explain. OPA's server bounds neither; its trace of one
+// decision of the constitution is 5.9 MB in full mode, and every event of
+// a full or debug trace carries the bindings of its moment, so the JSON
+// grows with the square of an input a rule iterates over: without a bound
+// a few requests could take the memory of the service. A trace past
+// either bound is left out of the answer, with a warning (as OPA leaves
+// out one it cannot encode).
+const (
+	maxExplainEvents = 50000    // events kept of one evaluation
+	maxExplainBytes  = 16 << 20 // of the explanation's JSON
+	explainChunk     = 16       // events encoded at a time, checked against maxExplainBytes
+)
+
+// explainTrace is ?explain's tracer: topdown's events, at most
+// maxExplainEvents of them (over: more came).
+type explainTrace struct {
+	*topdown.BufferTracer
+	over bool
+}
+
+// TraceEvent keeps evt unless the trace is full.
+func (t *explainTrace) TraceEvent(evt topdown.Event) {
+	if len(*t.BufferTracer) >= maxExplainEvents {
+		t.over = true
+		return
+	}
+	t.BufferTracer.TraceEvent(evt)
+}
+
+// errExplainTooLarge: the trace is past maxExplainEvents or maxExplainBytes.
+var errExplainTooLarge = fmt.Errorf("the explanation is larger than this service sends (%d events or %d MiB of JSON); ask with ?explain=notes or fails, or a smaller input", maxExplainEvents, maxExplainBytes>>20)
+
 // explanation is the answer's "explanation" as OPA's server gives it
 // (getExplainResponse): the trace filtered for the mode, as TraceV1 (the
 // events, or with pretty the lines of topdown's pretty trace). An
 // undefined decision is explained only in full mode, and only there does
 // failing to encode the trace fail the request (err); elsewhere it is
-// left out (nil), as OPA does.
-func explanation(mode types.ExplainModeV1, trace []*topdown.Event, defined, pretty bool) (types.TraceV1, error) {
+// left out (nil), as OPA does. A trace past the bounds is left out in
+// every mode (errExplainTooLarge, for the answer's warning).
+func explanation(mode types.ExplainModeV1, t *explainTrace, defined, pretty bool) (types.TraceV1, error) {
+	if t.over {
+		return nil, errExplainTooLarge
+	}
+	trace := []*topdown.Event(*t.BufferTracer)
 	if !defined {
 		if mode != types.ExplainFullV1 {
 			return nil, nil
 		}
-		return types.NewTraceV1(lineage.Full(trace), pretty)
+		return encodeTrace(lineage.Full(trace), pretty)
 	}
 	var events []*topdown.Event
 	switch mode {
@@ -128,8 +167,42 @@ func explanation(mode types.ExplainModeV1, trace []*topdown.Event, defined, pret
 	default:
 		return nil, nil
 	}
-	if t, err := types.NewTraceV1(events, pretty); err == nil {
-		return t, nil
+	t2, err := encodeTrace(events, pretty)
+	if errors.Is(err, errExplainTooLarge) {
+		return nil, err
 	}
-	return nil, nil // left out, as OPA's getExplainResponse leaves it
+	if err != nil {
+		return nil, nil // left out, as OPA's getExplainResponse leaves it
+	}
+	return t2, nil
+}
+
+// encodeTrace is types.NewTraceV1 within maxExplainBytes. The events are
+// encoded a few at a time and joined: each is encoded on its own, so the
+// array is byte for byte NewTraceV1's, and the bound is checked before the
+// whole is made. The pretty lines (no bindings, one line per event) are
+// made whole and then checked.
+func encodeTrace(events []*topdown.Event, pretty bool) (types.TraceV1, error) {
+	if pretty {
+		t, err := types.NewTraceV1(events, true)
+		if err == nil && len(t) > maxExplainBytes {
+			return nil, errExplainTooLarge
+		}
+		return t, err
+	}
+	out := []byte{'['}
+	for i := 0; i < len(events); i += explainChunk {
+		part, err := types.NewTraceV1(events[i:min(i+explainChunk, len(events))], false)
+		if err != nil {
+			return nil, err
+		}
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		out = append(out, part[1:len(part)-1]...)
+		if len(out) > maxExplainBytes {
+			return nil, errExplainTooLarge
+		}
+	}
+	return types.TraceV1(append(out, ']')), nil
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -141,12 +142,16 @@ func (s *Server) writeOPA(w http.ResponseWriter, q url.Values, d decided, warnNo
 		resp["warning"] = map[string]any{"code": "api_usage_warning", "message": "'input' key missing from the request"}
 	}
 	if ev != nil && ev.trace != nil {
-		expl, err := explanation(ev.in.explain, *ev.trace, d.Defined, pretty)
-		if err != nil {
+		expl, err := explanation(ev.in.explain, ev.trace, d.Defined, pretty)
+		switch {
+		case errors.Is(err, errExplainTooLarge):
+			if !warnNoInput {
+				resp["warning"] = map[string]any{"code": "explanation_too_large", "message": err.Error()}
+			}
+		case err != nil:
 			writeError(w, apierror.Wrap(apierror.InternalError, err, "encoding the explanation: %v", err))
 			return
-		}
-		if len(expl) > 0 {
+		case len(expl) > 0:
 			resp["explanation"] = expl
 		}
 	}
