@@ -167,14 +167,10 @@ func explanation(mode types.ExplainModeV1, t *explainTrace, defined, pretty bool
 	default:
 		return nil, nil
 	}
-	t2, err := encodeTrace(events, pretty)
-	if errors.Is(err, errExplainTooLarge) {
-		return nil, err
+	if enc, err := encodeTrace(events, pretty); err == nil || errors.Is(err, errExplainTooLarge) {
+		return enc, err
 	}
-	if err != nil {
-		return nil, nil // left out, as OPA's getExplainResponse leaves it
-	}
-	return t2, nil
+	return nil, nil // left out, as OPA's getExplainResponse leaves it
 }
 
 // encodeTrace is types.NewTraceV1 within maxExplainBytes. The events are
