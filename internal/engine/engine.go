@@ -152,10 +152,6 @@ type Engine struct {
 	log     *slog.Logger
 
 	lastErr atomic.Pointer[reloadError]
-
-	// inspected holds the queries prepared for Inspect, of one snapshot
-	// (inspect.go).
-	inspected atomic.Pointer[inspectedQueries]
 }
 
 type reloadError struct {
@@ -235,7 +231,6 @@ func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle, source string) 
 	}
 	e.lastErr.Store(nil) // before the swap: whoever sees the new revision sees no stale error
 	old := e.cur.Swap(s)
-	e.inspected.Store(nil) // the old snapshot's queries for Inspect go with it
 	if e.opts.Cache != nil {
 		e.opts.Cache.Purge()
 	}

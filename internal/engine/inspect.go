@@ -40,14 +40,9 @@ type Inspection struct {
 // snapshot, strict and not counted apart: paths come from requests.
 const maxInspectedPaths = 256
 
-// inspectedQueries are the queries prepared for inspections of one
-// snapshot, by path and strictness, as OPA's server prepares them (its
-// query cache keys them by "strict-builtin-errors::" and path).
-type inspectedQueries struct {
-	s *snapshot
-	c *otter.Cache[inspectedKey, *rego.PreparedEvalQuery]
-}
-
+// inspectedKey names a query prepared for inspections (snapshot's
+// inspections), as OPA's server keys its query cache: by
+// "strict-builtin-errors::" and path.
 type inspectedKey struct {
 	path   string
 	strict bool
@@ -105,6 +100,9 @@ func (e *Engine) inspectNow(ctx context.Context, s *snapshot, path string, input
 		}
 	}
 	if err != nil {
+		if ctx.Err() != nil { // EVAL_TIMEOUT passed while it was prepared: a timeout, as in the evaluation
+			return Decision{}, evalError(err, ctx, e.opts.EvalTimeout)
+		}
 		return Decision{}, err
 	}
 	opts := make([]rego.EvalOption, 0, 5)
@@ -144,13 +142,12 @@ func (e *Engine) inspectNow(ctx context.Context, s *snapshot, path string, input
 // explanation shows ("query:1"), which a query built from the reference
 // has not.
 func (e *Engine) inspectedQuery(ctx context.Context, s *snapshot, path string, strict bool) (*rego.PreparedEvalQuery, bool, error) {
-	qs := e.inspectedOf(s)
 	k := inspectedKey{path: path, strict: strict}
-	if pq, ok := qs.c.GetIfPresent(k); ok {
+	if pq, ok := s.inspections.GetIfPresent(k); ok {
 		return pq, true, nil
 	}
 	prepared := false // by this request, not one it waited for
-	pq, err := qs.c.Get(ctx, k, otter.LoaderFunc[inspectedKey, *rego.PreparedEvalQuery](func(ctx context.Context, k inspectedKey) (*rego.PreparedEvalQuery, error) {
+	pq, err := s.inspections.Get(ctx, k, otter.LoaderFunc[inspectedKey, *rego.PreparedEvalQuery](func(ctx context.Context, k inspectedKey) (*rego.PreparedEvalQuery, error) {
 		prepared = true
 		return s.prepareInspected(ctx, k.path, k.strict)
 	}))
@@ -160,25 +157,6 @@ func (e *Engine) inspectedQuery(ctx context.Context, s *snapshot, path string, s
 		return nil, false, apierror.Wrap(apierror.EvaluationError, err, "preparing query for %q: %v", path, err)
 	}
 	return pq, err == nil && !prepared, err
-}
-
-// inspectedOf returns the inspection queries of s, replacing those of an
-// older snapshot; those of a snapshot replaced while this request used it
-// are not kept.
-func (e *Engine) inspectedOf(s *snapshot) *inspectedQueries {
-	for {
-		cur := e.inspected.Load()
-		if cur != nil && cur.s == s {
-			return cur
-		}
-		qs := &inspectedQueries{s: s, c: otter.Must(&otter.Options[inspectedKey, *rego.PreparedEvalQuery]{
-			MaximumSize: maxInspectedPaths,
-			Executor:    func(fn func()) { fn() },
-		})}
-		if e.cur.Load() != s || e.inspected.CompareAndSwap(cur, qs) {
-			return qs
-		}
-	}
 }
 
 // prepareInspected prepares path's query for inspections, strict or not.

@@ -73,6 +73,9 @@ type snapshot struct {
 	// sighted: paths other than entry points asked once, not yet prepared
 	// for the VM (see compiled).
 	sighted *otter.Cache[string, struct{}]
+	// inspections: the queries prepared for Inspect (inspect.go), at most
+	// maxInspectedPaths, strict and not counted apart.
+	inspections *otter.Cache[inspectedKey, *rego.PreparedEvalQuery]
 	// prepMu serialises preparations: rego sets a field of the shared
 	// compiler, without a lock, when it prepares for a target plugin.
 	prepMu sync.Mutex
@@ -198,6 +201,10 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source string) (*
 	s.compiles = newPathCache[*compiledQuery](maxPreparedPaths, s.isEntryPoint)
 	s.sighted = newPathCache[struct{}](maxPreparedPaths, s.isEntryPoint)
 	s.reads = newReadSets(readset.New(compiler), s.isEntryPoint)
+	s.inspections = otter.Must(&otter.Options[inspectedKey, *rego.PreparedEvalQuery]{
+		MaximumSize: maxInspectedPaths,
+		Executor:    func(fn func()) { fn() },
+	})
 	_ = ctx
 	return s, nil
 }
