@@ -166,6 +166,28 @@ func TestInspectStrictBuiltinErrors(t *testing.T) {
 	}
 }
 
+// TestInspectionsAreNotCached: inspections on a cold engine leave nothing
+// in the decision cache: the first Decide after them is not an L1 hit.
+func TestInspectionsAreNotCached(t *testing.T) {
+	ctx := context.Background()
+	input := map[string]any{"s": "12"}
+	for _, in := range []engine.Inspection{{StrictBuiltinErrors: true}, {}, {Instrument: true, Metrics: metrics.New()}, {Tracer: topdown.NewBufferTracer()}} {
+		e := openInspect(t)
+		for range 2 {
+			if _, err := e.Inspect(ctx, "t/n", input, in); err != nil {
+				t.Fatal(err)
+			}
+		}
+		d, err := e.Decide(ctx, "t/n", input)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Source == engine.SourceL1 || d.Source == engine.SourceL2 {
+			t.Fatalf("%+v: the decision after two inspections came from %v", in, d.Source)
+		}
+	}
+}
+
 // TestInspectTraceAndMetrics: a tracer gets topdown's events (the note of
 // trace()), Metrics gets OPA's evaluation timer, topdown's instrumentation
 // with Instrument, and counter_server_query_cache_hit 0 when the query was
