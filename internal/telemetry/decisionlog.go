@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -62,8 +64,13 @@ type DecisionLogConfig struct {
 	// already holds events continues their chain.
 	Chain bool
 
-	batchBytes int // tests: overrides the Write size bound
+	batchBytes  int           // tests: overrides the Write size bound
+	reopenEvery time.Duration // tests: overrides followEvery
 }
+
+// followEvery is how often, at most, a file sink checks that its path still
+// names the file it writes (DecisionLog.follow): a stat(2) per second.
+const followEvery = time.Second
 
 // BundleInfo is an entry of DecisionEvent.Bundles, as in OPA's events.
 type BundleInfo struct {
@@ -115,6 +122,13 @@ type DecisionLog struct {
 	batch  int // bytes per Write, see decisionLogBatchBytes
 	chain  bool
 	prev   string // with chain: hash of the last line buffered or written (writer goroutine only)
+
+	// A file sink: its path, the file open at it, and when follow looks
+	// again (writer goroutine only after NewDecisionLog).
+	path        string
+	file        *os.File
+	reopenEvery time.Duration
+	nextFollow  time.Time
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -193,7 +207,11 @@ func NewDecisionLog(cfg DecisionLogConfig) (*DecisionLog, error) {
 		if err != nil {
 			return nil, fmt.Errorf("decision log: %w", err)
 		}
-		l.w, l.closer = f, f
+		l.w, l.closer, l.file, l.path = f, f, f, path
+		l.reopenEvery = followEvery
+		if cfg.reopenEvery > 0 {
+			l.reopenEvery = cfg.reopenEvery
+		}
 		if cfg.Chain {
 			var torn bool
 			if l.prev, torn, err = lastLineHash(path); err == nil && torn {
@@ -391,6 +409,9 @@ func (l *DecisionLog) run() {
 			return
 		}
 		defer func() { buf.Reset(); pending = 0 }()
+		if l.follow(bufPrev) {
+			torn = false // the fragment stays at the end of the old file
+		}
 		if torn {
 			if n, err := l.w.Write([]byte{'\n'}); n != 1 {
 				if err == nil {
@@ -501,6 +522,53 @@ func (l *DecisionLog) run() {
 			}
 		}
 	}
+}
+
+// follow keeps a file sink writing to its path when the file it has open
+// was renamed or removed there, as logrotate's default (create) does:
+// without it the log would go on filling the renamed file, which the next
+// rotation compresses or deletes, records and all. At most every
+// reopenEvery, before a write, the path is stat'ed; when it names another
+// file or none, the file at the path is opened (created 0640) and the old
+// one closed. With the chain on, the new file's first record links to
+// head, the old file's last line, logged here for `acgs audit verify
+// --from`. A path that cannot be stat'ed for another reason, or opened,
+// leaves the old file in use. It reports whether it switched files.
+// Writer goroutine only. A copytruncate rotation needs nothing: the file
+// is opened O_APPEND.
+func (l *DecisionLog) follow(head string) bool {
+	if l.file == nil {
+		return false
+	}
+	now := time.Now()
+	if now.Before(l.nextFollow) {
+		return false
+	}
+	l.nextFollow = now.Add(l.reopenEvery)
+	at, err := os.Stat(l.path)
+	switch {
+	case err == nil:
+		if open, err := l.file.Stat(); err != nil || os.SameFile(at, open) {
+			return false
+		}
+	case !errors.Is(err, fs.ErrNotExist):
+		return false
+	}
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		l.logger.Warn("decision log: the file was renamed or removed and a new one cannot be opened at its path; still writing to the old file", "sink", "file:"+l.path, "error", err)
+		return false
+	}
+	if err := l.file.Close(); err != nil {
+		l.logger.Warn("decision log: closing the renamed file", "sink", "file:"+l.path, "error", err)
+	}
+	l.w, l.closer, l.file = f, f, f
+	attrs := []any{"sink", "file:" + l.path}
+	if l.chain {
+		attrs = append(attrs, "prev_hash", head)
+	}
+	l.logger.Info("decision log: the file was renamed or removed; writing to a new file at its path", attrs...)
+	return true
 }
 
 // prepare fills what the log owns in an event, in the writer goroutine.

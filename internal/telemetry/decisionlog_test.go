@@ -821,3 +821,83 @@ func TestDecisionLogPartialWrite(t *testing.T) {
 		})
 	}
 }
+
+// TestDecisionLogFollowsItsPath: a file renamed away (logrotate's default)
+// or removed is followed by a new file at the path, and the chain runs on
+// across the files: each verifies from the previous one's head.
+func TestDecisionLogFollowsItsPath(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "decisions.jsonl")
+	var logBuf memSink
+	l, err := NewDecisionLog(DecisionLogConfig{
+		Sink: "file:" + path, Chain: true, reopenEvery: time.Nanosecond,
+		Logger: slog.New(slog.NewTextHandler(&logBuf, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	written := uint64(0)
+	logN := func(n int) {
+		for range n {
+			l.Log(&DecisionEvent{Path: "p"})
+		}
+		written += uint64(n)
+		waitHandled(t, l, written)
+	}
+	logN(3)
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	logN(2)
+	if err := os.Rename(path, path+".2"); err != nil {
+		t.Fatal(err)
+	}
+	// logrotate's create: an empty file is put at the path at once.
+	if err := os.WriteFile(path, nil, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	logN(4)
+	if err := os.Rename(path, path+".3"); err != nil {
+		t.Fatal(err)
+	}
+	logN(1)
+	removed, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	logN(2)
+	closeLog(t, l)
+	if l.Failed() != 0 || l.Dropped() != 0 {
+		t.Fatalf("failed %d, dropped %d", l.Failed(), l.Dropped())
+	}
+
+	from := ""
+	for _, f := range []struct {
+		name    string
+		records int
+	}{{".1", 3}, {".2", 2}, {".3", 4}, {" (removed)", 1}, {"", 2}} {
+		b := removed
+		if f.name != " (removed)" {
+			if b, err = os.ReadFile(path + f.name); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rep, err := VerifyChain(bytes.NewReader(b), VerifyChainOptions{From: from})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !rep.OK() || rep.Records != f.records {
+			t.Errorf("decisions.jsonl%s: %d records, problems %v; want %d records linked from %q", f.name, rep.Records, rep.Problems, f.records, from)
+		}
+		from = rep.Head
+	}
+	logBuf.mu.Lock()
+	logged := logBuf.buf.String()
+	logBuf.mu.Unlock()
+	if got := strings.Count(logged, "writing to a new file at its path"); got != 4 {
+		t.Errorf("logged %d switches, want 4:\n%s", got, logged)
+	}
+}
