@@ -131,9 +131,15 @@ func runGateway(ctx context.Context, cmd *cobra.Command, gcfg gateway.Config, cf
 	if err := svc.StartPolicy(pctx); err != nil {
 		return err
 	}
+	stdin, stdout := cmd.InOrStdin(), cmd.OutOrStdout()
+	if gcfg.Listen == "" && stdin == os.Stdin && stdout == os.Stdout {
+		in, out, restore := pollableStdio()
+		defer restore()
+		stdin, stdout = in, out
+	}
 	return g.Run(ctx, gateway.RunOptions{
-		Stdin:   cmd.InOrStdin(),
-		Stdout:  cmd.OutOrStdout(),
+		Stdin:   stdin,
+		Stdout:  stdout,
 		Metrics: svc.Metrics.Handler(),
 		Ready: func(agent, admin string) {
 			svc.Log.Info("gateway ready", "agent_addr", agent, "admin_addr", admin)
