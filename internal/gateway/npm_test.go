@@ -181,14 +181,35 @@ func TestNPMReferenceServersBehindTheGateway(t *testing.T) {
 		t.Fatal("a denied write happened")
 	}
 
-	// the official TypeScript client through the gateway
+	// the official TypeScript client through the gateway: over streamable
+	// HTTP, and over stdio with the acgs binary as its child (the agent's
+	// pipes, which the gateway reads through the runtime's poller)
+	t.Run("TypeScript agent over HTTP", func(t *testing.T) {
+		checkTSClient(t, runTSClient(t, dir, e.agentURL, "token-2", tsCalls(root)))
+	})
+	t.Run("TypeScript agent over stdio", func(t *testing.T) {
+		cfg := writeConfig(t, fmt.Sprintf("stdio_agent: ts-agent\nupstreams:\n  - name: fs\n    command: [node, %q, %q]\n  - name: everything\n    url: %s\n", fsServer, root, everything))
+		command, _ := json.Marshal([]string{testenv.ACGSBinary(t), "gateway", "--config", cfg})
+		checkTSClient(t, runTSClient(t, dir, "--stdio", string(command), tsCalls(root)))
+	})
+}
+
+// tsCalls are the TypeScript client's calls (checkTSClient).
+func tsCalls(root string) string {
 	calls, _ := json.Marshal([]map[string]any{
 		{"name": "everything__echo", "arguments": map[string]any{"message": "from TypeScript"}},
 		{"name": "fs__read_text_file", "arguments": map[string]any{"path": filepath.Join(root, "hello.txt")}},
 		{"name": "fs__read_text_file", "arguments": map[string]any{"path": "/etc/shadow"}},
 		{"name": "everything__exec", "arguments": map[string]any{}},
 	})
-	out := runTSClient(t, dir, e.agentURL, "token-2", string(calls))
+	return string(calls)
+}
+
+// checkTSClient checks what client.mjs printed for tsCalls: the allowed
+// calls answered by the servers, the denied read and the prohibited tool
+// refused with the constitution's reasons.
+func checkTSClient(t *testing.T, out []byte) {
+	t.Helper()
 	var got struct {
 		Tools []string `json:"tools"`
 		Calls []struct {
