@@ -1,0 +1,163 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// stdioChildEnv makes the test binary a child that reports what
+// pollableStdio did with its stdin and stdout (TestPollableStdio): "1",
+// or "nonblocking-first", which sets its stdin non-blocking and runs
+// itself again, as a gateway restarted by a wrapper after one that left
+// the flag set.
+const stdioChildEnv = "ACGS_TEST_POLLABLE_STDIO_CHILD"
+
+func init() {
+	switch os.Getenv(stdioChildEnv) {
+	case "":
+		return
+	case "nonblocking-first":
+		if err := unix.SetNonblock(0, true); err != nil {
+			panic(err)
+		}
+		exe, _ := os.Executable()
+		env := []string{stdioChildEnv + "=1"}
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, stdioChildEnv+"=") {
+				env = append(env, kv)
+			}
+		}
+		panic(syscall.Exec(exe, os.Args, env))
+	}
+	mode := func(fd int) string {
+		if nb, err := isNonblock(fd); err != nil {
+			return "error"
+		} else if nb {
+			return "nonblocking"
+		}
+		return "blocking"
+	}
+	in, out, restore := pollableStdio()
+	during := fmt.Sprintf("fds %s %s; polled %t %t; new %t %t", mode(0), mode(1), polled(in), polled(out), in != os.Stdin, out != os.Stdout)
+	// The parent writes after a while: the read waits for it.
+	got, err := io.ReadAll(in)
+	restore()
+	fmt.Fprintf(out, "during: %s; read %q %v; after: fds %s %s\n", during, got, err, mode(0), mode(1))
+	os.Exit(0)
+}
+
+// slowReader gives its data after a delay, then EOF.
+type slowReader struct {
+	data string
+	done bool
+}
+
+func (r *slowReader) Read(p []byte) (int, error) {
+	if r.done {
+		return 0, io.EOF
+	}
+	time.Sleep(200 * time.Millisecond)
+	r.done = true
+	return copy(p, r.data), nil
+}
+
+// TestPollableStdio: stdin and stdout that are pipes are read and written
+// through new descriptions in the poller, fds 0 and 1 untouched; a socket
+// is set non-blocking for the run and blocking again after; a regular file
+// is left alone; a stdin already non-blocking at start (the runtime polls
+// it already) is used as it is. Each read waits for the parent's data.
+func TestPollableStdio(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	regular := filepath.Join(t.TempDir(), "in")
+	if err := os.WriteFile(regular, []byte("from a file"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		child string
+		stdin func(t *testing.T, cmd *exec.Cmd) (started func())
+		want  string
+	}{
+		{
+			// exec hands the child blocking pipes, as an agent in Go does.
+			name: "pipes", child: "1",
+			stdin: func(_ *testing.T, cmd *exec.Cmd) func() {
+				cmd.Stdin = &slowReader{data: "from a pipe"}
+				return func() {}
+			},
+			want: `during: fds blocking blocking; polled true true; new true true; read "from a pipe" <nil>; after: fds blocking blocking`,
+		},
+		{
+			name: "regular file stdin", child: "1",
+			stdin: func(t *testing.T, cmd *exec.Cmd) func() {
+				f, err := os.Open(regular)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = f.Close() })
+				cmd.Stdin = f
+				return func() {}
+			},
+			want: `during: fds blocking blocking; polled false true; new false true; read "from a file" <nil>; after: fds blocking blocking`,
+		},
+		{
+			// Node hands its child sockets.
+			name: "socket stdin", child: "1",
+			stdin: func(t *testing.T, cmd *exec.Cmd) func() {
+				fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				child := os.NewFile(uintptr(fds[0]), "child-end")
+				cmd.Stdin = child
+				return func() {
+					_ = child.Close()
+					go func() {
+						time.Sleep(200 * time.Millisecond)
+						_, _ = unix.Write(fds[1], []byte("from a socket"))
+						_ = unix.Close(fds[1])
+					}()
+				}
+			},
+			want: `during: fds nonblocking blocking; polled true true; new true true; read "from a socket" <nil>; after: fds blocking blocking`,
+		},
+		{
+			name: "stdin non-blocking at start", child: "nonblocking-first",
+			stdin: func(_ *testing.T, cmd *exec.Cmd) func() {
+				cmd.Stdin = &slowReader{data: "from a pipe"}
+				return func() {}
+			},
+			want: `during: fds nonblocking blocking; polled true true; new false true; read "from a pipe" <nil>; after: fds nonblocking blocking`,
+		},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cmd := exec.Command(exe, "-test.run", "^$")
+			cmd.Env = append(os.Environ(), stdioChildEnv+"="+c.child)
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			started := c.stdin(t, cmd)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			started()
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("%v: %s %s", err, stdout.String(), stderr.String())
+			}
+			if got := strings.TrimSpace(stdout.String()); got != c.want {
+				t.Errorf("got  %s\nwant %s", got, c.want)
+			}
+		})
+	}
+}
