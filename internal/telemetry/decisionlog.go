@@ -129,6 +129,7 @@ type DecisionLog struct {
 	file        *os.File
 	reopenEvery time.Duration
 	nextFollow  time.Time
+	followWarn  time.Time // the last warning that the path cannot be opened
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -203,7 +204,7 @@ func NewDecisionLog(cfg DecisionLogConfig) (*DecisionLog, error) {
 		l.w = os.Stdout
 		l.batch = decisionLogStdoutBatchBytes
 	case kind == "file":
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		f, last, torn, err := openFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("decision log: %w", err)
 		}
@@ -212,23 +213,12 @@ func NewDecisionLog(cfg DecisionLogConfig) (*DecisionLog, error) {
 		if cfg.reopenEvery > 0 {
 			l.reopenEvery = cfg.reopenEvery
 		}
-		if cfg.Chain {
-			var torn bool
-			if l.prev, torn, err = lastLineHash(path); err == nil && torn {
-				// The next record on a line of its own: appended to the
-				// fragment, it would be lost in a line that is not JSON.
-				_, err = f.Write([]byte{'\n'})
-			}
-			if err != nil {
-				_ = f.Close()
-				return nil, fmt.Errorf("decision log: %w", err)
-			}
-			if l.prev != "" {
-				// Compare with the head logged when the log was last
-				// closed: a difference is a cut or an edit at the end
-				// that the chain alone cannot show.
-				l.logger.Info("decision log: the hash chain continues from the file's last line", "prev_hash", l.prev, "torn", torn, "sink", "file:"+path)
-			}
+		if cfg.Chain && last != "" {
+			l.prev = last
+			// Compare with the head logged when the log was last
+			// closed: a difference is a cut or an edit at the end that
+			// the chain alone cannot show.
+			l.logger.Info("decision log: the hash chain continues from the file's last line", "prev_hash", l.prev, "torn", torn, "sink", "file:"+path)
 		}
 	}
 	l.chain = cfg.Chain
@@ -532,8 +522,12 @@ func (l *DecisionLog) run() {
 // file or none, the file at the path is opened (created 0640) and the old
 // one closed. With the chain on, the new file's first record links to
 // head, the old file's last line, logged here for `acgs audit verify
-// --from`. A path that cannot be stat'ed for another reason, or opened,
-// leaves the old file in use. It reports whether it switched files.
+// --from`. A file that already holds lines there (another writer, a file
+// put back) is appended to after them, on a line of its own as at start,
+// and a warning says so: its chain then breaks where ours begins, which
+// verify reports. A path that cannot be stat'ed for another reason, or
+// opened, leaves the old file in use (warned at most every ten seconds).
+// It reports whether it switched files.
 // Writer goroutine only. A copytruncate rotation needs nothing: the file
 // is opened O_APPEND.
 func (l *DecisionLog) follow(head string) bool {
@@ -554,13 +548,19 @@ func (l *DecisionLog) follow(head string) bool {
 	case !errors.Is(err, fs.ErrNotExist):
 		return false
 	}
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	f, held, _, err := openFile(l.path)
 	if err != nil {
-		l.logger.Warn("decision log: the file was renamed or removed and a new one cannot be opened at its path; still writing to the old file", "sink", "file:"+l.path, "error", err)
+		if now.Sub(l.followWarn) >= 10*time.Second {
+			l.followWarn = now
+			l.logger.Warn("decision log: the file was renamed or removed and a new one cannot be opened at its path; still writing to the old file", "sink", "file:"+l.path, "error", err)
+		}
 		return false
 	}
 	if err := l.file.Close(); err != nil {
 		l.logger.Warn("decision log: closing the renamed file", "sink", "file:"+l.path, "error", err)
+	}
+	if held != "" {
+		l.logger.Warn("decision log: the new file at the path already holds lines; records are appended after them", "sink", "file:"+l.path, "its_last_line", held)
 	}
 	l.w, l.closer, l.file = f, f, f
 	attrs := []any{"sink", "file:" + l.path}
@@ -569,6 +569,24 @@ func (l *DecisionLog) follow(head string) bool {
 	}
 	l.logger.Info("decision log: the file was renamed or removed; writing to a new file at its path", attrs...)
 	return true
+}
+
+// openFile opens path to append to (created 0640) and returns the hash of
+// its last line, "" when it holds none. A last line torn by a crash
+// mid-write is ended first: the next record, appended to the fragment,
+// would be lost in a line that is not JSON.
+func openFile(path string) (f *os.File, last string, torn bool, err error) {
+	if f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640); err != nil {
+		return nil, "", false, err
+	}
+	if last, torn, err = lastLineHash(path); err == nil && torn {
+		_, err = f.Write([]byte{'\n'})
+	}
+	if err != nil {
+		_ = f.Close()
+		return nil, "", false, err
+	}
+	return f, last, torn, nil
 }
 
 // prepare fills what the log owns in an event, in the writer goroutine.

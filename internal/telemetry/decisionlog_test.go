@@ -901,3 +901,43 @@ func TestDecisionLogFollowsItsPath(t *testing.T) {
 		t.Errorf("logged %d switches, want 4:\n%s", got, logged)
 	}
 }
+
+// TestDecisionLogFollowsIntoAFileThatHoldsLines: a file put at the path
+// after a rename that already ends in a torn line gets our records on lines
+// of their own after it, with a warning, as a file opened at start does.
+func TestDecisionLogFollowsIntoAFileThatHoldsLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.jsonl")
+	var logBuf memSink
+	l, err := NewDecisionLog(DecisionLogConfig{
+		Sink: "file:" + path, Chain: true, reopenEvery: time.Nanosecond,
+		Logger: slog.New(slog.NewTextHandler(&logBuf, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Log(&DecisionEvent{Path: "p"})
+	waitHandled(t, l, 1)
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(`{"path":"torn`), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	l.Log(&DecisionEvent{Path: "after"})
+	closeLog(t, l)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	var rec DecisionEvent
+	if len(lines) != 2 || lines[0] != `{"path":"torn` || json.Unmarshal([]byte(lines[1]), &rec) != nil || rec.Path != "after" {
+		t.Fatalf("want the fragment, then the record on a line of its own:\n%s", b)
+	}
+	logBuf.mu.Lock()
+	logged := logBuf.buf.String()
+	logBuf.mu.Unlock()
+	if !strings.Contains(logged, "already holds lines") {
+		t.Errorf("no warning that the new file held lines:\n%s", logged)
+	}
+}
