@@ -27,7 +27,8 @@ import (
 // killed restores nothing. So a pipe is opened again through
 // /proc/self/fd, a description of its own that is non-blocking from the
 // start, and fds 0 and 1 are left as they were. A socket cannot be opened
-// so: its description is set non-blocking and restore sets it back. A
+// so (nor a pipe of another user's): its description is set non-blocking
+// and restore sets it back. A
 // terminal or a regular file is left as it is (a terminal's mode is
 // shared with the shell, a regular file cannot be polled), as is a file
 // already non-blocking at start, which the runtime polls already. Each
@@ -36,36 +37,39 @@ import (
 // used. Nothing else reads stdin or writes stdout in stdio mode (it would
 // corrupt the agent's stream).
 func pollableStdio() (in, out *os.File, restore func()) {
-	in, restoreIn := pollable(os.Stdin, unix.Stdin, unix.O_RDONLY)
-	out, restoreOut := pollable(os.Stdout, unix.Stdout, unix.O_WRONLY)
+	// Both read before either changes: stdin and stdout may be one socket
+	// (socat, inetd), whose flag setting stdin's would set for stdout too,
+	// after the runtime made os.Stdout for a blocking fd.
+	nbIn, errIn := isNonblock(unix.Stdin)
+	nbOut, errOut := isNonblock(unix.Stdout)
+	in, restoreIn := pollable(os.Stdin, unix.Stdin, unix.O_RDONLY, nbIn || errIn != nil)
+	out, restoreOut := pollable(os.Stdout, unix.Stdout, unix.O_WRONLY, nbOut || errOut != nil)
 	return in, out, func() { restoreIn(); restoreOut() }
 }
 
 // pollable is pollableStdio for one of fds 0 and 1, f being the os file on
 // it (whose Fd method is not called: on a polled file it sets blocking
-// mode).
-func pollable(f *os.File, fd, access int) (*os.File, func()) {
+// mode); leave is true for a file non-blocking at start, or whose mode is
+// unknown. A pipe that cannot be opened again (it belongs to another user:
+// /proc checks the pipe's own mode, 0600) is treated as a socket.
+func pollable(f *os.File, fd, access int, leave bool) (*os.File, func()) {
 	nothing := func() {}
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return f, nothing
-	}
-	if nb, err := isNonblock(fd); err != nil || nb {
+	if leave || unix.Fstat(fd, &st) != nil {
 		return f, nothing
 	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFIFO:
-		nfd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", fd), access|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return f, nothing
+		if nfd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", fd), access|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
+			p := os.NewFile(uintptr(nfd), f.Name())
+			if !polled(p) {
+				_ = p.Close()
+				return f, nothing
+			}
+			pollableFiles = append(pollableFiles, p)
+			return p, nothing
 		}
-		p := os.NewFile(uintptr(nfd), f.Name())
-		if !polled(p) {
-			_ = p.Close()
-			return f, nothing
-		}
-		pollableFiles = append(pollableFiles, p)
-		return p, nothing
+		fallthrough
 	case unix.S_IFSOCK:
 		if err := unix.SetNonblock(fd, true); err != nil {
 			return f, nothing

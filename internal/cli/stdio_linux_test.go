@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -46,8 +47,28 @@ func init() {
 		}
 		return "blocking"
 	}
+	// A new fd must not reach the gateway's stdio upstreams: they would
+	// hold the agent's pipes open past the gateway.
+	cloexec := func(f *os.File) string {
+		sc, err := f.SyscallConn()
+		if err != nil {
+			return "error"
+		}
+		got := "error"
+		_ = sc.Control(func(fd uintptr) {
+			switch fl, err := unix.FcntlInt(fd, unix.F_GETFD, 0); {
+			case fd <= 1:
+				got = "-"
+			case err == nil && fl&unix.FD_CLOEXEC != 0:
+				got = "cloexec"
+			case err == nil:
+				got = "inherited"
+			}
+		})
+		return got
+	}
 	in, out, restore := pollableStdio()
-	during := fmt.Sprintf("fds %s %s; polled %t %t; new %t %t", mode(0), mode(1), polled(in), polled(out), in != os.Stdin, out != os.Stdout)
+	during := fmt.Sprintf("fds %s %s; polled %t %t; new %t %t (%s %s)", mode(0), mode(1), polled(in), polled(out), in != os.Stdin, out != os.Stdout, cloexec(in), cloexec(out))
 	// The parent writes after a while: the read waits for it.
 	got, err := io.ReadAll(in)
 	restore()
@@ -97,7 +118,7 @@ func TestPollableStdio(t *testing.T) {
 				cmd.Stdin = &slowReader{data: "from a pipe"}
 				return func() {}
 			},
-			want: `during: fds blocking blocking; polled true true; new true true; read "from a pipe" <nil>; after: fds blocking blocking`,
+			want: `during: fds blocking blocking; polled true true; new true true (cloexec cloexec); read "from a pipe" <nil>; after: fds blocking blocking`,
 		},
 		{
 			name: "regular file stdin", child: "1",
@@ -110,7 +131,7 @@ func TestPollableStdio(t *testing.T) {
 				cmd.Stdin = f
 				return func() {}
 			},
-			want: `during: fds blocking blocking; polled false true; new false true; read "from a file" <nil>; after: fds blocking blocking`,
+			want: `during: fds blocking blocking; polled false true; new false true (- cloexec); read "from a file" <nil>; after: fds blocking blocking`,
 		},
 		{
 			// Node hands its child sockets.
@@ -131,7 +152,33 @@ func TestPollableStdio(t *testing.T) {
 					}()
 				}
 			},
-			want: `during: fds nonblocking blocking; polled true true; new true true; read "from a socket" <nil>; after: fds blocking blocking`,
+			want: `during: fds nonblocking blocking; polled true true; new true true (- cloexec); read "from a socket" <nil>; after: fds blocking blocking`,
+		},
+		{
+			// socat and inetd give their child one socket as stdin and
+			// stdout: setting stdin's flag sets stdout's.
+			name: "one socket as stdin and stdout", child: "1",
+			stdin: func(t *testing.T, cmd *exec.Cmd) func() {
+				fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				child := os.NewFile(uintptr(fds[0]), "child-end")
+				parent := os.NewFile(uintptr(fds[1]), "parent-end")
+				cmd.Stdin, cmd.Stdout = child, child
+				return func() {
+					_ = child.Close()
+					go func() {
+						time.Sleep(200 * time.Millisecond)
+						_, _ = parent.Write([]byte("from a socket"))
+						_ = unix.Shutdown(fds[1], unix.SHUT_WR)
+						got, _ := io.ReadAll(parent)
+						fmt.Fprint(cmd.Stderr, "\nstdout: ", string(got))
+						_ = parent.Close()
+					}()
+				}
+			},
+			want: `during: fds nonblocking nonblocking; polled true true; new true true (- -); read "from a socket" <nil>; after: fds blocking blocking`,
 		},
 		{
 			name: "stdin non-blocking at start", child: "nonblocking-first",
@@ -139,14 +186,15 @@ func TestPollableStdio(t *testing.T) {
 				cmd.Stdin = &slowReader{data: "from a pipe"}
 				return func() {}
 			},
-			want: `during: fds nonblocking blocking; polled true true; new false true; read "from a pipe" <nil>; after: fds nonblocking blocking`,
+			want: `during: fds nonblocking blocking; polled true true; new false true (- cloexec); read "from a pipe" <nil>; after: fds nonblocking blocking`,
 		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cmd := exec.Command(exe, "-test.run", "^$")
 			cmd.Env = append(os.Environ(), stdioChildEnv+"="+c.child)
-			var stdout, stderr strings.Builder
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			var stdout strings.Builder
+			stderr := &lockedBuilder{}
+			cmd.Stdout, cmd.Stderr = &stdout, stderr
 			started := c.stdin(t, cmd)
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -155,9 +203,36 @@ func TestPollableStdio(t *testing.T) {
 			if err := cmd.Wait(); err != nil {
 				t.Fatalf("%v: %s %s", err, stdout.String(), stderr.String())
 			}
-			if got := strings.TrimSpace(stdout.String()); got != c.want {
+			got := stdout.String()
+			if cmd.Stdout != &stdout { // the child wrote to the socket
+				deadline := time.Now().Add(10 * time.Second)
+				for !strings.Contains(stderr.String(), "\nstdout: ") && time.Now().Before(deadline) {
+					time.Sleep(10 * time.Millisecond)
+				}
+				_, got, _ = strings.Cut(stderr.String(), "\nstdout: ")
+			}
+			if got = strings.TrimSpace(got); got != c.want {
 				t.Errorf("got  %s\nwant %s", got, c.want)
 			}
 		})
 	}
+}
+
+// lockedBuilder is a strings.Builder safe for the child's stderr copy and a
+// test goroutine.
+type lockedBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuilder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuilder) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
