@@ -45,6 +45,11 @@ func lastLineHash(path string) (hash string, torn bool, err error) {
 		return "", false, err
 	}
 	defer f.Close()
+	return lastLineOf(f)
+}
+
+// lastLineOf is lastLineHash of an open file, read at its tail.
+func lastLineOf(f *os.File) (hash string, torn bool, err error) {
 	st, err := f.Stat()
 	if err != nil {
 		return "", false, err

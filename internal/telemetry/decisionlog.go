@@ -204,7 +204,7 @@ func NewDecisionLog(cfg DecisionLogConfig) (*DecisionLog, error) {
 		l.w = os.Stdout
 		l.batch = decisionLogStdoutBatchBytes
 	case kind == "file":
-		f, last, torn, err := openFile(path)
+		f, last, torn, err := openFile(path, cfg.Chain)
 		if err != nil {
 			return nil, fmt.Errorf("decision log: %w", err)
 		}
@@ -548,7 +548,7 @@ func (l *DecisionLog) follow(head string) bool {
 	case !errors.Is(err, fs.ErrNotExist):
 		return false
 	}
-	f, held, _, err := openFile(l.path)
+	f, held, _, err := openFile(l.path, l.chain)
 	if err != nil {
 		if now.Sub(l.followWarn) >= 10*time.Second {
 			l.followWarn = now
@@ -572,14 +572,21 @@ func (l *DecisionLog) follow(head string) bool {
 }
 
 // openFile opens path to append to (created 0640) and returns the hash of
-// its last line, "" when it holds none. A last line torn by a crash
-// mid-write is ended first: the next record, appended to the fragment,
-// would be lost in a line that is not JSON.
-func openFile(path string) (f *os.File, last string, torn bool, err error) {
-	if f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640); err != nil {
+// its last line, "" when it holds none, read through the same descriptor.
+// A last line torn by a crash mid-write is ended first: the next record,
+// appended to the fragment, would be lost in a line that is not JSON. A
+// file that may be written but not read is opened write-only, its last
+// line unknown, unless the chain needs it (needLast): an error then.
+func openFile(path string, needLast bool) (f *os.File, last string, torn bool, err error) {
+	f, err = os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o640)
+	if errors.Is(err, fs.ErrPermission) && !needLast {
+		f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		return f, "", false, err
+	}
+	if err != nil {
 		return nil, "", false, err
 	}
-	if last, torn, err = lastLineHash(path); err == nil && torn {
+	if last, torn, err = lastLineOf(f); err == nil && torn {
 		_, err = f.Write([]byte{'\n'})
 	}
 	if err != nil {

@@ -941,3 +941,53 @@ func TestDecisionLogFollowsIntoAFileThatHoldsLines(t *testing.T) {
 		t.Errorf("no warning that the new file held lines:\n%s", logged)
 	}
 }
+
+// TestDecisionLogStartsAfterATornLine: a file sink without the chain also
+// starts its first record on a line of its own after a torn last line.
+func TestDecisionLogStartsAfterATornLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.jsonl")
+	if err := os.WriteFile(path, []byte(`{"path":"torn`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Log(&DecisionEvent{Path: "after"})
+	closeLog(t, l)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	var rec DecisionEvent
+	if len(lines) != 2 || lines[0] != `{"path":"torn` || json.Unmarshal([]byte(lines[1]), &rec) != nil || rec.Path != "after" {
+		t.Fatalf("want the fragment, then the record on a line of its own:\n%s", b)
+	}
+}
+
+// TestDecisionLogWriteOnlyFile: a log without the chain may be a file it
+// can write but not read (its last line is then unknown, and not needed);
+// one with the chain needs that line, and says so. Root reads any file:
+// the test needs another user.
+func TestDecisionLogWriteOnlyFile(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root can read a write-only file")
+	}
+	path := filepath.Join(t.TempDir(), "decisions.jsonl")
+	if err := os.WriteFile(path, []byte("{\"previous\":true}\n"), 0o200); err != nil {
+		t.Fatal(err)
+	}
+	l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path})
+	if err != nil {
+		t.Fatalf("without the chain: %v", err)
+	}
+	l.Log(&DecisionEvent{Path: "p"})
+	closeLog(t, l)
+	if l.Written() != 1 {
+		t.Errorf("written %d, want 1", l.Written())
+	}
+	if _, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: true}); err == nil {
+		t.Error("with the chain: a file whose last line cannot be read was accepted")
+	}
+}
