@@ -7,12 +7,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/acgs-lite/acgs/internal/testenv"
 )
 
 // stdioChildEnv makes the test binary a child that reports what
@@ -193,7 +194,7 @@ func TestPollableStdio(t *testing.T) {
 			cmd := exec.Command(exe, "-test.run", "^$")
 			cmd.Env = append(os.Environ(), stdioChildEnv+"="+c.child)
 			var stdout strings.Builder
-			stderr := &lockedBuilder{}
+			stderr := &testenv.SyncBuffer{}
 			cmd.Stdout, cmd.Stderr = &stdout, stderr
 			started := c.stdin(t, cmd)
 			if err := cmd.Start(); err != nil {
@@ -216,23 +217,4 @@ func TestPollableStdio(t *testing.T) {
 			}
 		})
 	}
-}
-
-// lockedBuilder is a strings.Builder safe for the child's stderr copy and a
-// test goroutine.
-type lockedBuilder struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuilder) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuilder) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

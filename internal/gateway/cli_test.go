@@ -73,7 +73,7 @@ upstreams:
 	const token = "cli-admin-token-0123456789"
 	adminEnv := []string{"ACGS_GATEWAY_ADMIN_URL=http://" + adminAddr, "ADMIN_TOKEN=" + token}
 
-	var stderr syncBuffer
+	var stderr testenv.SyncBuffer
 	cmd := exec.Command(acgs, "gateway", "--config", cfg)
 	cmd.Env = append(os.Environ(), "ADMIN_TOKEN="+token, "LOG_FORMAT=text")
 	cmd.Stderr = &stderr

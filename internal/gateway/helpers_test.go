@@ -59,7 +59,7 @@ type env struct {
 	dlog     *telemetry.DecisionLog
 	cancel   context.CancelFunc
 	done     chan error
-	logs     *syncBuffer
+	logs     *testenv.SyncBuffer
 	stopOnce sync.Once
 	stdio    *mcp.ClientSession // the agent, with envOptions.stdio
 }
@@ -72,23 +72,6 @@ type envOptions struct {
 	adminTokens []string
 	stdio       bool // one agent over pipes (as over stdio) instead of HTTP agents
 	noLog       bool // no decision log (the default configuration: DECISION_LOG=off)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // stdioUpstream is the YAML of an upstream that runs this test binary as
@@ -116,7 +99,7 @@ func serveMCP(tb testing.TB) (*mcptest.Server, string) {
 // cleanly within 20 s (it is killed then).
 func startProcess(tb testing.TB, cmd *exec.Cmd, health string) (stop func() error) {
 	tb.Helper()
-	var stderr syncBuffer
+	var stderr testenv.SyncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
@@ -156,7 +139,7 @@ func startProcess(tb testing.TB, cmd *exec.Cmd, health string) (stop func() erro
 
 func startEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
-	e := &env{t: t, logs: &syncBuffer{}}
+	e := &env{t: t, logs: &testenv.SyncBuffer{}}
 	e.remote = mcptest.New()
 	var err error
 	e.remURL, e.stopRem, err = e.remote.ServeHTTP()

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/acgs-lite/acgs/internal/gateway"
+	"github.com/acgs-lite/acgs/internal/testenv"
 )
 
 // TestStopDeniesHeldCalls: a gateway told to stop while a call is held
@@ -269,7 +270,7 @@ func TestStopWarnsOnceAboutUnansweredRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	g, err := gateway.New(gcfg, gateway.Deps{Engine: e.svc.Engine, ConstitutionalHash: hash, Registerer: reg, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)

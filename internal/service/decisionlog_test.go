@@ -2,14 +2,12 @@ package service_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/acgs-lite/acgs/internal/config"
@@ -106,24 +104,6 @@ func TestDecisionLogOneEventPerDecision(t *testing.T) {
 	}
 }
 
-// syncLog is a log output the test reads while the service writes it.
-type syncLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncLog) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncLog) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
-
 // TestDecisionLogClosedBeforeRemoteStop: stopping remote bundles can take
 // its whole shutdown budget (it waits for the bundle loaders, and for an
 // activation in progress). The decision log must not share that budget: it
@@ -138,7 +118,7 @@ func TestDecisionLogClosedBeforeRemoteStop(t *testing.T) {
 	cfg.Log.DecisionLog = "file:" + logPath
 	cfg.Policy.ConfigFile = writeOPAConfig(t, bundlesURL, pub)
 	cfg.Policy.PartialEval = false
-	out := &syncLog{}
+	out := &testenv.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	svc, err := service.New(ctx, cfg, service.Options{LogOutput: out})
