@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/acgs-lite/acgs/internal/testenv"
 )
 
 // memSink collects what the log writes; delay makes it a slow sink.
@@ -828,7 +830,7 @@ func TestDecisionLogPartialWrite(t *testing.T) {
 func TestDecisionLogFollowsItsPath(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "decisions.jsonl")
-	var logBuf memSink
+	var logBuf testenv.SyncBuffer
 	l, err := NewDecisionLog(DecisionLogConfig{
 		Sink: "file:" + path, Chain: true, reopenEvery: time.Nanosecond,
 		Logger: slog.New(slog.NewTextHandler(&logBuf, nil)),
@@ -894,9 +896,7 @@ func TestDecisionLogFollowsItsPath(t *testing.T) {
 		}
 		from = rep.Head
 	}
-	logBuf.mu.Lock()
-	logged := logBuf.buf.String()
-	logBuf.mu.Unlock()
+	logged := logBuf.String()
 	if got := strings.Count(logged, "writing to a new file at its path"); got != 4 {
 		t.Errorf("logged %d switches, want 4:\n%s", got, logged)
 	}
@@ -907,7 +907,7 @@ func TestDecisionLogFollowsItsPath(t *testing.T) {
 // of their own after it, with a warning, as a file opened at start does.
 func TestDecisionLogFollowsIntoAFileThatHoldsLines(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "decisions.jsonl")
-	var logBuf memSink
+	var logBuf testenv.SyncBuffer
 	l, err := NewDecisionLog(DecisionLogConfig{
 		Sink: "file:" + path, Chain: true, reopenEvery: time.Nanosecond,
 		Logger: slog.New(slog.NewTextHandler(&logBuf, nil)),
@@ -925,6 +925,17 @@ func TestDecisionLogFollowsIntoAFileThatHoldsLines(t *testing.T) {
 	}
 	l.Log(&DecisionEvent{Path: "after"})
 	closeLog(t, l)
+	wantAfterFragment(t, path)
+	logged := logBuf.String()
+	if !strings.Contains(logged, "already holds lines") {
+		t.Errorf("no warning that the new file held lines:\n%s", logged)
+	}
+}
+
+// wantAfterFragment checks that the file at path holds the fragment
+// {"path":"torn, then the record of path "after" on a line of its own.
+func wantAfterFragment(t *testing.T, path string) {
+	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -933,12 +944,6 @@ func TestDecisionLogFollowsIntoAFileThatHoldsLines(t *testing.T) {
 	var rec DecisionEvent
 	if len(lines) != 2 || lines[0] != `{"path":"torn` || json.Unmarshal([]byte(lines[1]), &rec) != nil || rec.Path != "after" {
 		t.Fatalf("want the fragment, then the record on a line of its own:\n%s", b)
-	}
-	logBuf.mu.Lock()
-	logged := logBuf.buf.String()
-	logBuf.mu.Unlock()
-	if !strings.Contains(logged, "already holds lines") {
-		t.Errorf("no warning that the new file held lines:\n%s", logged)
 	}
 }
 
@@ -955,15 +960,7 @@ func TestDecisionLogStartsAfterATornLine(t *testing.T) {
 	}
 	l.Log(&DecisionEvent{Path: "after"})
 	closeLog(t, l)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
-	var rec DecisionEvent
-	if len(lines) != 2 || lines[0] != `{"path":"torn` || json.Unmarshal([]byte(lines[1]), &rec) != nil || rec.Path != "after" {
-		t.Fatalf("want the fragment, then the record on a line of its own:\n%s", b)
-	}
+	wantAfterFragment(t, path)
 }
 
 // TestDecisionLogWriteOnlyFile: a log without the chain may be a file it
