@@ -28,14 +28,13 @@ import (
 // /proc/self/fd, a description of its own that is non-blocking from the
 // start, and fds 0 and 1 are left as they were. A socket cannot be opened
 // so (nor a pipe of another user's): its description is set non-blocking
-// and restore sets it back. A
-// terminal or a regular file is left as it is (a terminal's mode is
-// shared with the shell, a regular file cannot be polled), as is a file
-// already non-blocking at start, which the runtime polls already. Each
-// file made here is checked to be in the poller (a second registration of
-// one fd fails silently): one that is not is undone and the original file
-// used. Nothing else reads stdin or writes stdout in stdio mode (it would
-// corrupt the agent's stream).
+// and restore sets it back. A terminal or a regular file is left as it is
+// (a terminal's mode is shared with the shell, a regular file cannot be
+// polled), as is a file already non-blocking at start, which the runtime
+// polls already. Each file made here is checked to be in the poller (a
+// second registration of one fd fails silently): one that is not is undone
+// and the original file used. Nothing else reads stdin or writes stdout in
+// stdio mode (it would corrupt the agent's stream).
 func pollableStdio() (in, out *os.File, restore func()) {
 	// Both read before either changes: stdin and stdout may be one socket
 	// (socat, inetd), whose flag setting stdin's would set for stdout too,

@@ -305,15 +305,15 @@ func (g *Gateway) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 
 // growStack grows the calling goroutine's stack once, near its base, to
 // what relaying a call needs (called for every tools/call: whether the
-// call is relayed is known only once it is decided). The SDK starts a goroutine for each request
-// with a small stack, and the relay (the SDK's server hop, the decision, the
-// SDK's client and net/http) deepens it past that: the runtime then copied
-// the stack each time it doubled, each copy walking every frame on it,
-// 8.5% of a gateway's CPU on its own CPU (pprof of `acgs gateway` under
-// BenchmarkOverheadOwnCPU/http). One copy here, with few frames on the
-// stack, cost 2.2%; the stack shrinks again at a GC once the
-// goroutine uses less of it. The frame must stay: noinline, and an index
-// the compiler cannot see through.
+// call is relayed is known only once it is decided). The SDK starts a
+// goroutine for each request with a small stack, and the relay (the SDK's
+// server hop, the decision, the SDK's client and net/http) deepens it past
+// that: the runtime then copied the stack each time it doubled, each copy
+// walking every frame on it, 8.5% of a gateway's CPU on its own CPU (pprof
+// of `acgs gateway` under BenchmarkOverheadOwnCPU/http). One copy here,
+// with few frames on the stack, cost 2.2%; the stack shrinks again at a
+// GC once the goroutine uses less of it. The frame must stay: noinline,
+// and an index the compiler cannot see through.
 //
 //go:noinline
 func growStack(i int) byte {

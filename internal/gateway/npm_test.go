@@ -182,8 +182,8 @@ func TestNPMReferenceServersBehindTheGateway(t *testing.T) {
 	}
 
 	// the official TypeScript client through the gateway: over streamable
-	// HTTP, and over stdio with the acgs binary as its child (the agent's
-	// pipes, which the gateway reads through the runtime's poller)
+	// HTTP, and over stdio with the acgs binary as its child (Node hands a
+	// child sockets where Go's exec hands pipes)
 	t.Run("TypeScript agent over HTTP", func(t *testing.T) {
 		checkTSClient(t, runTSClient(t, dir, e.agentURL, "token-2", tsCalls(root)))
 	})
