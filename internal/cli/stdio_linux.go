@@ -73,12 +73,14 @@ func pollable(f *os.File, fd, access int, leave bool) (*os.File, func()) {
 		if err := unix.SetNonblock(fd, true); err != nil {
 			return f, nothing
 		}
+		// Kept before it is checked: even unused, its finalizer would
+		// close fd 0 or 1 under os.Stdin or os.Stdout.
 		p := os.NewFile(uintptr(fd), f.Name())
+		pollableFiles = append(pollableFiles, p)
 		if !polled(p) {
 			_ = unix.SetNonblock(fd, false)
 			return f, nothing
 		}
-		pollableFiles = append(pollableFiles, p)
 		return p, func() { _ = unix.SetNonblock(fd, false) }
 	}
 	return f, nothing

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,22 +18,32 @@ import (
 )
 
 // stdioChildEnv makes the test binary a child that reports what
-// pollableStdio did with its stdin and stdout (TestPollableStdio): "1",
-// or "nonblocking-first", which sets its stdin non-blocking and runs
-// itself again, as a gateway restarted by a wrapper after one that left
-// the flag set.
+// pollableStdio did with its stdin and stdout (TestPollableStdio): "1";
+// "nonblocking-first", which sets its stdin non-blocking and runs itself
+// again, as a gateway restarted by a wrapper after one that left the flag
+// set; or "nonblocking-then-cleared", which does the same and then clears
+// the flag (another holder of the description did), so that the runtime
+// polls os.Stdin already and cannot poll another file on fd 0.
 const stdioChildEnv = "ACGS_TEST_POLLABLE_STDIO_CHILD"
 
 func init() {
-	switch os.Getenv(stdioChildEnv) {
+	switch mode := os.Getenv(stdioChildEnv); mode {
 	case "":
 		return
-	case "nonblocking-first":
+	case "cleared":
+		if err := unix.SetNonblock(0, false); err != nil {
+			panic(err)
+		}
+	case "nonblocking-first", "nonblocking-then-cleared":
 		if err := unix.SetNonblock(0, true); err != nil {
 			panic(err)
 		}
 		exe, _ := os.Executable()
-		env := []string{stdioChildEnv + "=1"}
+		next := "1"
+		if mode == "nonblocking-then-cleared" {
+			next = "cleared"
+		}
+		env := []string{stdioChildEnv + "=" + next}
 		for _, kv := range os.Environ() {
 			if !strings.HasPrefix(kv, stdioChildEnv+"=") {
 				env = append(env, kv)
@@ -69,6 +80,10 @@ func init() {
 		return got
 	}
 	in, out, restore := pollableStdio()
+	// A file made on fd 0 or 1 and dropped would close it when collected.
+	runtime.GC()
+	time.Sleep(10 * time.Millisecond) // finalizers run on their own goroutine
+	runtime.GC()
 	during := fmt.Sprintf("fds %s %s; polled %t %t; new %t %t (%s %s)", mode(0), mode(1), polled(in), polled(out), in != os.Stdin, out != os.Stdout, cloexec(in), cloexec(out))
 	// The parent writes after a while: the read waits for it.
 	got, err := io.ReadAll(in)
@@ -180,6 +195,28 @@ func TestPollableStdio(t *testing.T) {
 				}
 			},
 			want: `during: fds nonblocking nonblocking; polled true true; new true true (- -); read "from a socket" <nil>; after: fds blocking blocking`,
+		},
+		{
+			// The socket's file on fd 0 is not polled (the runtime polls
+			// os.Stdin already): it is dropped, and must not close fd 0.
+			name: "socket stdin polled already", child: "nonblocking-then-cleared",
+			stdin: func(t *testing.T, cmd *exec.Cmd) func() {
+				fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				child := os.NewFile(uintptr(fds[0]), "child-end")
+				cmd.Stdin = child
+				return func() {
+					_ = child.Close()
+					go func() {
+						time.Sleep(200 * time.Millisecond)
+						_, _ = unix.Write(fds[1], []byte("from a socket"))
+						_ = unix.Close(fds[1])
+					}()
+				}
+			},
+			want: `during: fds blocking blocking; polled true true; new false true (- cloexec); read "from a socket" <nil>; after: fds blocking blocking`,
 		},
 		{
 			name: "stdin non-blocking at start", child: "nonblocking-first",
