@@ -577,14 +577,30 @@ func (l *DecisionLog) follow(head string) bool {
 // appended to the fragment, would be lost in a line that is not JSON. A
 // file that may be written but not read is opened write-only, its last
 // line unknown, unless the chain needs it (needLast): an error then.
+//
+// Only a regular file is opened for reading too. A FIFO or a pipe
+// (file:/dev/stdout) opened read-write would make the log its own reader:
+// opening would not wait for the reader, and once the reader left, writes
+// would fill the pipe, counted as written, and then block, where a
+// write-only one fails with EPIPE, counted and warned about.
 func openFile(path string, needLast bool) (f *os.File, last string, torn bool, err error) {
+	writeOnly := func() (*os.File, string, bool, error) {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		return f, "", false, err
+	}
+	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
+		return writeOnly()
+	}
 	f, err = os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o640)
 	if errors.Is(err, fs.ErrPermission) && !needLast {
-		f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-		return f, "", false, err
+		return writeOnly()
 	}
 	if err != nil {
 		return nil, "", false, err
+	}
+	if st, err := f.Stat(); err == nil && !st.Mode().IsRegular() { // replaced since the Stat
+		_ = f.Close()
+		return writeOnly()
 	}
 	if last, torn, err = lastLineOf(f); err == nil && torn {
 		_, err = f.Write([]byte{'\n'})

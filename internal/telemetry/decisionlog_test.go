@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/sys/unix"
 
 	"github.com/acgs-lite/acgs/internal/testenv"
 )
@@ -986,5 +988,48 @@ func TestDecisionLogWriteOnlyFile(t *testing.T) {
 	}
 	if _, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: true}); err == nil {
 		t.Error("with the chain: a file whose last line cannot be read was accepted")
+	}
+}
+
+// TestDecisionLogFIFOWhoseReaderLeaves: a FIFO sink is opened write-only.
+// Opened read-write, the log would be its own reader: once the real reader
+// left, its writes would fill the pipe, counted as written, then block, and
+// Close would time out. Write-only, they fail with EPIPE and are counted.
+func TestDecisionLogFIFOWhoseReaderLeaves(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.fifo")
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	read := make(chan int, 1)
+	go func() { // reads a little, then leaves
+		f, err := os.Open(path)
+		if err != nil {
+			read <- -1
+			return
+		}
+		n, _ := io.ReadFull(f, make([]byte, 2000))
+		_ = f.Close()
+		read <- n
+	}()
+	l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 50 { // more than the 2,000 bytes the reader takes
+		l.Log(&DecisionEvent{Path: "before", Input: strings.Repeat("x", 100)})
+	}
+	if n := <-read; n != 2000 {
+		t.Fatalf("the reader read %d bytes", n)
+	}
+	for range 2000 { // more than a pipe holds
+		l.Log(&DecisionEvent{Path: "after", Input: strings.Repeat("x", 100)})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := l.Close(ctx); err != nil {
+		t.Fatalf("Close: %v (written %d, failed %d)", err, l.Written(), l.Failed())
+	}
+	if l.Failed() == 0 {
+		t.Errorf("written %d, failed 0: writes after the reader left were counted as written", l.Written())
 	}
 }
