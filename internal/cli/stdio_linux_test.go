@@ -92,6 +92,25 @@ func init() {
 	os.Exit(0)
 }
 
+// socketStdin gives the child one end of a socket pair as stdin, as Node
+// does, and writes to the other after a delay, then closes it.
+func socketStdin(t *testing.T, cmd *exec.Cmd) func() {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := os.NewFile(uintptr(fds[0]), "child-end")
+	cmd.Stdin = child
+	return func() {
+		_ = child.Close()
+		go func() {
+			time.Sleep(200 * time.Millisecond)
+			_, _ = unix.Write(fds[1], []byte("from a socket"))
+			_ = unix.Close(fds[1])
+		}()
+	}
+}
+
 // slowReader gives its data after a delay, then EOF.
 type slowReader struct {
 	data string
@@ -152,23 +171,8 @@ func TestPollableStdio(t *testing.T) {
 		{
 			// Node hands its child sockets.
 			name: "socket stdin", child: "1",
-			stdin: func(t *testing.T, cmd *exec.Cmd) func() {
-				fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				child := os.NewFile(uintptr(fds[0]), "child-end")
-				cmd.Stdin = child
-				return func() {
-					_ = child.Close()
-					go func() {
-						time.Sleep(200 * time.Millisecond)
-						_, _ = unix.Write(fds[1], []byte("from a socket"))
-						_ = unix.Close(fds[1])
-					}()
-				}
-			},
-			want: `during: fds nonblocking blocking; polled true true; new true true (- cloexec); read "from a socket" <nil>; after: fds blocking blocking`,
+			stdin: socketStdin,
+			want:  `during: fds nonblocking blocking; polled true true; new true true (- cloexec); read "from a socket" <nil>; after: fds blocking blocking`,
 		},
 		{
 			// socat and inetd give their child one socket as stdin and
@@ -200,23 +204,8 @@ func TestPollableStdio(t *testing.T) {
 			// The socket's file on fd 0 is not polled (the runtime polls
 			// os.Stdin already): it is dropped, and must not close fd 0.
 			name: "socket stdin polled already", child: "nonblocking-then-cleared",
-			stdin: func(t *testing.T, cmd *exec.Cmd) func() {
-				fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				child := os.NewFile(uintptr(fds[0]), "child-end")
-				cmd.Stdin = child
-				return func() {
-					_ = child.Close()
-					go func() {
-						time.Sleep(200 * time.Millisecond)
-						_, _ = unix.Write(fds[1], []byte("from a socket"))
-						_ = unix.Close(fds[1])
-					}()
-				}
-			},
-			want: `during: fds blocking blocking; polled true true; new false true (- cloexec); read "from a socket" <nil>; after: fds blocking blocking`,
+			stdin: socketStdin,
+			want:  `during: fds blocking blocking; polled true true; new false true (- cloexec); read "from a socket" <nil>; after: fds blocking blocking`,
 		},
 		{
 			name: "stdin non-blocking at start", child: "nonblocking-first",

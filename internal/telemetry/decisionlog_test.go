@@ -826,20 +826,28 @@ func TestDecisionLogPartialWrite(t *testing.T) {
 	}
 }
 
+// followingLog is a chained file log at path that checks its path before
+// every write, and the buffer its own messages go to.
+func followingLog(t *testing.T, path string) (*DecisionLog, *testenv.SyncBuffer) {
+	t.Helper()
+	logBuf := &testenv.SyncBuffer{}
+	l, err := NewDecisionLog(DecisionLogConfig{
+		Sink: "file:" + path, Chain: true, reopenEvery: time.Nanosecond,
+		Logger: slog.New(slog.NewTextHandler(logBuf, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, logBuf
+}
+
 // TestDecisionLogFollowsItsPath: a file renamed away (logrotate's default)
 // or removed is followed by a new file at the path, and the chain runs on
 // across the files: each verifies from the previous one's head.
 func TestDecisionLogFollowsItsPath(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "decisions.jsonl")
-	var logBuf testenv.SyncBuffer
-	l, err := NewDecisionLog(DecisionLogConfig{
-		Sink: "file:" + path, Chain: true, reopenEvery: time.Nanosecond,
-		Logger: slog.New(slog.NewTextHandler(&logBuf, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, logBuf := followingLog(t, path)
 	written := uint64(0)
 	logN := func(n int) {
 		for range n {
@@ -909,14 +917,7 @@ func TestDecisionLogFollowsItsPath(t *testing.T) {
 // of their own after it, with a warning, as a file opened at start does.
 func TestDecisionLogFollowsIntoAFileThatHoldsLines(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "decisions.jsonl")
-	var logBuf testenv.SyncBuffer
-	l, err := NewDecisionLog(DecisionLogConfig{
-		Sink: "file:" + path, Chain: true, reopenEvery: time.Nanosecond,
-		Logger: slog.New(slog.NewTextHandler(&logBuf, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, logBuf := followingLog(t, path)
 	l.Log(&DecisionEvent{Path: "p"})
 	waitHandled(t, l, 1)
 	if err := os.Rename(path, path+".1"); err != nil {
