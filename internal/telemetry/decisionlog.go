@@ -115,7 +115,6 @@ type DecisionLog struct {
 	off    bool
 	ch     chan *DecisionEvent
 	w      io.Writer
-	closer io.Closer
 	mask   []maskPointer
 	labels map[string]string
 	logger *slog.Logger
@@ -123,7 +122,7 @@ type DecisionLog struct {
 	chain  bool
 	prev   string // with chain: hash of the last line buffered or written (writer goroutine only)
 
-	// A file sink: its path, the file open at it, and when follow looks
+	// A file sink: its path, the file open at it (closed by Close), and when follow looks
 	// again (writer goroutine only after NewDecisionLog).
 	path        string
 	file        *os.File
@@ -208,7 +207,7 @@ func NewDecisionLog(cfg DecisionLogConfig) (*DecisionLog, error) {
 		if err != nil {
 			return nil, fmt.Errorf("decision log: %w", err)
 		}
-		l.w, l.closer, l.file, l.path = f, f, f, path
+		l.w, l.file, l.path = f, f, path
 		l.reopenEvery = followEvery
 		if cfg.reopenEvery > 0 {
 			l.reopenEvery = cfg.reopenEvery
@@ -504,8 +503,8 @@ func (l *DecisionLog) run() {
 					encode(e)
 				default:
 					flush()
-					if l.closer != nil {
-						l.closeErr = l.closer.Close()
+					if l.file != nil {
+						l.closeErr = l.file.Close()
 					}
 					return
 				}
@@ -562,7 +561,7 @@ func (l *DecisionLog) follow(head string) bool {
 	if held != "" {
 		l.logger.Warn("decision log: the new file at the path already holds lines; records are appended after them", "sink", "file:"+l.path, "its_last_line", held)
 	}
-	l.w, l.closer, l.file = f, f, f
+	l.w, l.file = f, f
 	attrs := []any{"sink", "file:" + l.path}
 	if l.chain {
 		attrs = append(attrs, "prev_hash", head)
