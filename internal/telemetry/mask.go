@@ -135,7 +135,9 @@ func removeAt(v any, segs []string) (any, bool) {
 		return cp, true
 	case []any:
 		i, err := strconv.Atoi(key)
-		if err != nil || i < 0 || i >= len(c) || (len(key) > 1 && key[0] == '0') {
+		// An RFC 6901 index is digits only, without a leading zero:
+		// Atoi also takes a sign (+1, -0), which names no element.
+		if err != nil || i < 0 || i >= len(c) || (len(key) > 1 && key[0] == '0') || key[0] == '+' || key[0] == '-' {
 			return v, false
 		}
 		cp := make([]any, len(c))
