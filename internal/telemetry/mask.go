@@ -42,7 +42,10 @@ func parseMaskPointer(p string) (maskPointer, error) {
 	raw := strings.Split(p[1:], "/")
 	segs := make([]string, len(raw))
 	for i, t := range raw {
-		if strings.Contains(strings.ReplaceAll(strings.ReplaceAll(t, "~0", ""), "~1", ""), "~") {
+		// One left-to-right pass, as a reader of the pointer takes the
+		// escapes: removing ~0 first and then ~1 would make ~~01 (a bad
+		// ~~ and then ~01) look like one ~1.
+		if strings.Contains(strings.NewReplacer("~0", "", "~1", "").Replace(t), "~") {
 			return maskPointer{}, fmt.Errorf("decision log mask %q: bad escape in %q (only ~0 and ~1)", orig, t)
 		}
 		segs[i] = strings.ReplaceAll(strings.ReplaceAll(t, "~1", "/"), "~0", "~")
