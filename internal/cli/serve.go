@@ -41,6 +41,11 @@ SIGHUP reloads the policy bundle; SIGTERM/SIGINT drain in-flight requests.`,
 			return err
 		}
 		logMemoryLimit(svc, mem, limit)
+		// Started after the burst of compiling the bundle, so the pacing
+		// it sets is for the live heap that serves.
+		gc := memlimit.StartHeadroom(os.Getenv("GOGC"), cfg.Memory.GCMinHeadroomMiB)
+		defer gc.Stop()
+		svc.Log.Info("gc pacing", "source", string(gc.Source), "reason", gc.Reason)
 		// Compiling the bundle (twice: the serving compiler and the
 		// planner's) and building its plans is a one-off burst: the heap
 		// grows to about 45 MB for 18 MB that stay live. Hand the rest back

@@ -116,9 +116,12 @@ type Perf struct {
 // GOMEMLIMIT is set in the environment (it always wins), the runtime's soft
 // memory limit is LimitRatio × the container's (cgroup's) memory limit, so
 // the garbage collector works harder near the limit instead of the process
-// being killed past it.
+// being killed past it. Unless GOGC is set, the collector's heap goal is
+// kept at least GCMinHeadroomMiB above the live heap, so a small live heap
+// is not collected every few megabytes.
 type Memory struct {
-	LimitRatio float64 // MEMORY_LIMIT_RATIO: share of the cgroup limit given to GOMEMLIMIT, in (0, 1]; 0 = off (Go's default: no limit)
+	LimitRatio       float64 // MEMORY_LIMIT_RATIO: share of the cgroup limit given to GOMEMLIMIT, in (0, 1]; 0 = off (Go's default: no limit)
+	GCMinHeadroomMiB int     // GC_MIN_HEADROOM_MB: least heap growth between collections, MiB; 0 = off (Go's default pacing)
 }
 
 // Default returns the configuration used when nothing is set: port 8004, the
@@ -169,7 +172,7 @@ func Default() Config {
 			CacheHitRateTarget: 0.95,
 			WindowSpan:         60 * time.Second,
 		},
-		Memory: Memory{LimitRatio: memlimit.DefaultRatio},
+		Memory: Memory{LimitRatio: memlimit.DefaultRatio, GCMinHeadroomMiB: memlimit.DefaultHeadroomMiB},
 	}
 }
 
@@ -319,6 +322,9 @@ func (c *Config) Validate() error {
 	}
 	if r := c.Memory.LimitRatio; math.IsNaN(r) || r < 0 || r > 1 {
 		bad("MEMORY_LIMIT_RATIO", "%g is out of range (accepted: 0 to turn it off, or a share of the container's memory limit above 0 and at most 1, e.g. %g)", r, memlimit.DefaultRatio)
+	}
+	if m := c.Memory.GCMinHeadroomMiB; m < 0 || m > 1<<16 {
+		bad("GC_MIN_HEADROOM_MB", "%d is out of range (accepted: 0 to turn it off, or MiB up to 65536, e.g. %d)", m, memlimit.DefaultHeadroomMiB)
 	}
 	for i, t := range c.AdminTok {
 		if len(t) < 16 {

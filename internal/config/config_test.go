@@ -102,6 +102,8 @@ func TestValidateNamesSettingAndAcceptedValues(t *testing.T) {
 		{"memory limit ratio above 1", func(c *config.Config) { c.Memory.LimitRatio = 90 }, []string{"MEMORY_LIMIT_RATIO", "0 to turn it off", "at most 1"}},
 		{"memory limit ratio negative", func(c *config.Config) { c.Memory.LimitRatio = -0.5 }, []string{"MEMORY_LIMIT_RATIO"}},
 		{"memory limit ratio NaN", func(c *config.Config) { c.Memory.LimitRatio = math.NaN() }, []string{"MEMORY_LIMIT_RATIO"}},
+		{"gc headroom negative", func(c *config.Config) { c.Memory.GCMinHeadroomMiB = -1 }, []string{"GC_MIN_HEADROOM_MB", "0 to turn it off"}},
+		{"gc headroom too large", func(c *config.Config) { c.Memory.GCMinHeadroomMiB = 1 << 20 }, []string{"GC_MIN_HEADROOM_MB", "up to 65536"}},
 		{"admission queue timeout negative", func(c *config.Config) { c.Admission.QueueTimeout = -time.Millisecond }, []string{"ADMISSION_QUEUE_TIMEOUT"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -161,24 +163,27 @@ func TestAdmissionSettings(t *testing.T) {
 
 func TestMemorySettings(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		env  map[string]string
-		args []string
-		want float64
+		name     string
+		env      map[string]string
+		args     []string
+		want     float64
+		headroom int
 	}{
-		{"default", nil, nil, 0.9},
-		{"env", map[string]string{"MEMORY_LIMIT_RATIO": "0.75"}, nil, 0.75},
-		{"off", map[string]string{"MEMORY_LIMIT_RATIO": "0"}, nil, 0},
-		{"whole limit", nil, []string{"--memory-limit-ratio", "1"}, 1},
-		{"flag wins", map[string]string{"MEMORY_LIMIT_RATIO": "0.5"}, []string{"--memory-limit-ratio", "0"}, 0},
+		{"default", nil, nil, 0.9, 20},
+		{"env", map[string]string{"MEMORY_LIMIT_RATIO": "0.75"}, nil, 0.75, 20},
+		{"off", map[string]string{"MEMORY_LIMIT_RATIO": "0"}, nil, 0, 20},
+		{"whole limit", nil, []string{"--memory-limit-ratio", "1"}, 1, 20},
+		{"flag wins", map[string]string{"MEMORY_LIMIT_RATIO": "0.5"}, []string{"--memory-limit-ratio", "0"}, 0, 20},
+		{"gc headroom env", map[string]string{"GC_MIN_HEADROOM_MB": "64"}, nil, 0.9, 64},
+		{"gc headroom off", nil, []string{"--gc-min-headroom-mb", "0"}, 0.9, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := load(t, tc.env, tc.args...)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.Memory.LimitRatio != tc.want {
-				t.Errorf("got %g, want %g", c.Memory.LimitRatio, tc.want)
+			if c.Memory.LimitRatio != tc.want || c.Memory.GCMinHeadroomMiB != tc.headroom {
+				t.Errorf("got %g and %d MiB, want %g and %d MiB", c.Memory.LimitRatio, c.Memory.GCMinHeadroomMiB, tc.want, tc.headroom)
 			}
 			if err := c.Validate(); err != nil {
 				t.Errorf("refused: %v", err)
@@ -187,6 +192,9 @@ func TestMemorySettings(t *testing.T) {
 	}
 	if _, err := load(t, map[string]string{"MEMORY_LIMIT_RATIO": "90%"}); err == nil || !strings.Contains(err.Error(), "MEMORY_LIMIT_RATIO") {
 		t.Errorf("bad MEMORY_LIMIT_RATIO: %v", err)
+	}
+	if _, err := load(t, map[string]string{"GC_MIN_HEADROOM_MB": "20MiB"}); err == nil || !strings.Contains(err.Error(), "GC_MIN_HEADROOM_MB") {
+		t.Errorf("bad GC_MIN_HEADROOM_MB: %v", err)
 	}
 }
 

@@ -86,6 +86,7 @@ func NewLoader(fs *pflag.FlagSet, lookup func(string) (string, bool)) *Loader {
 	l.dur(fs, &c.Perf.WindowSpan, "metrics-window", "METRICS_WINDOW", "span of the rolling latency window")
 
 	l.float(fs, &c.Memory.LimitRatio, "memory-limit-ratio", "MEMORY_LIMIT_RATIO", "GOMEMLIMIT = this share of the container's (cgroup's) memory limit, unless GOMEMLIMIT is set (0: off)")
+	l.int(fs, &c.Memory.GCMinHeadroomMiB, "gc-min-headroom-mb", "GC_MIN_HEADROOM_MB", "the collector's heap goal is at least this many MiB above the live heap, unless GOGC is set (0: Go's default pacing)")
 
 	l.secret(fs, &l.adminTo, "admin-token", "ADMIN_TOKEN", "bearer token(s) for admin endpoints, comma-separated during rotation (empty: admin endpoints answer 404)")
 	return l
