@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"regexp"
@@ -149,6 +150,11 @@ func (w *Workload) compile() error {
 			return fmt.Errorf("workload %q: scenario %q: %w", w.Name, s.Name, err)
 		}
 		total += s.Weight
+		if math.IsInf(total, 0) {
+			// Pick would draw every request from the scenario where the
+			// sum first overflows.
+			return fmt.Errorf("workload %q: scenario %q: the weights add up to more than %g", w.Name, s.Name, math.MaxFloat64)
+		}
 		w.cumulative = append(w.cumulative, total)
 	}
 	return nil
