@@ -247,6 +247,11 @@ func (s *Scenario) compile() error {
 		if pos < 0 {
 			return fmt.Errorf("internal error: placeholder %s lost", sentinel)
 		}
+		if bytes.Count(raw, []byte(q)) > 1 {
+			// the request holds the placeholder's text itself: the
+			// body would be split at the wrong place
+			return fmt.Errorf("request: the string %s is reserved (it marks a varied field or a fraction)", q)
+		}
 		found = append(found, placed{pos: pos, len: len(q), slot: sl})
 		return nil
 	}
