@@ -48,13 +48,27 @@ func lastLineHash(path string) (hash string, torn bool, err error) {
 	return lastLineOf(f)
 }
 
-// lastLineOf is lastLineHash of an open file, read at its tail.
+// lastLineOf is lastLineHash of an open file, read at its tail. A file that
+// shrinks while it is read (a copytruncate) is read again from its new size.
 func lastLineOf(f *os.File) (hash string, torn bool, err error) {
-	st, err := f.Stat()
-	if err != nil {
-		return "", false, err
+	for range 3 {
+		st, err := f.Stat()
+		if err != nil {
+			return "", false, err
+		}
+		hash, torn, err = lastLineWithin(f, st.Size())
+		if !errors.Is(err, errShrank) {
+			return hash, torn, err
+		}
 	}
-	size := st.Size()
+	return "", false, fmt.Errorf("%s: %w", f.Name(), errShrank)
+}
+
+var errShrank = errors.New("the file shrank while its last line was read")
+
+// lastLineWithin is the last line of f's first size bytes: its hash, and
+// whether it lacks its newline.
+func lastLineWithin(f *os.File, size int64) (hash string, torn bool, err error) {
 	if size == 0 {
 		return "", false, nil
 	}
@@ -62,7 +76,10 @@ func lastLineOf(f *os.File) (hash string, torn bool, err error) {
 	for window := int64(64 << 10); ; window *= 4 {
 		off := max(size-window, 0)
 		buf := make([]byte, size-off)
-		if _, err := f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
+		if n, err := f.ReadAt(buf, off); n < len(buf) {
+			if err == nil || errors.Is(err, io.EOF) {
+				err = errShrank // zeros in place of what was cut must not be hashed
+			}
 			return "", false, err
 		}
 		torn := buf[len(buf)-1] != '\n'

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -258,5 +259,27 @@ func TestChainEmptyLogHead(t *testing.T) {
 	}
 	if rep := verify(t, "", VerifyChainOptions{Head: from}); rep.OK() {
 		t.Fatalf("an empty file must not pass against the head of a log that had records: %+v", rep)
+	}
+}
+
+// TestLastLineOfAFileThatShrank: a file cut while its tail is read (a
+// copytruncate at a reopen) is not hashed with zeros in place of what was
+// cut: the read is reported short, and lastLineOf reads again.
+func TestLastLineOfAFileThatShrank(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.jsonl")
+	if err := os.WriteFile(path, []byte("{\"a\":1}\n{\"b\":2}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, _, err := lastLineWithin(f, 100); !errors.Is(err, errShrank) {
+		t.Errorf("a size past the file's end: %v, want errShrank", err)
+	}
+	hash, torn, err := lastLineOf(f)
+	if err != nil || torn || hash != LineHash([]byte(`{"b":2}`)) {
+		t.Errorf("lastLineOf: %s %v %v", hash, torn, err)
 	}
 }

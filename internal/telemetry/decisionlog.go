@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -126,6 +127,8 @@ type DecisionLog struct {
 	// again (writer goroutine only after NewDecisionLog).
 	path        string
 	file        *os.File
+	rotates     bool // the file is a regular file, which follow keeps at its path
+	orphaned    bool // the file open was removed and none could be opened at the path
 	reopenEvery time.Duration
 	nextFollow  time.Time
 	followWarn  time.Time // the last warning that the path cannot be opened
@@ -203,11 +206,14 @@ func NewDecisionLog(cfg DecisionLogConfig) (*DecisionLog, error) {
 		l.w = os.Stdout
 		l.batch = decisionLogStdoutBatchBytes
 	case kind == "file":
-		f, last, torn, err := openFile(path, cfg.Chain)
+		f, last, torn, err := openFile(path, cfg.Chain, false)
 		if err != nil {
 			return nil, fmt.Errorf("decision log: %w", err)
 		}
 		l.w, l.file, l.path = f, f, path
+		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+			l.rotates = true // a FIFO or a device is not rotated: its path is not followed
+		}
 		l.reopenEvery = followEvery
 		if cfg.reopenEvery > 0 {
 			l.reopenEvery = cfg.reopenEvery
@@ -401,6 +407,16 @@ func (l *DecisionLog) run() {
 		if l.follow(bufPrev) {
 			torn = false // the fragment stays at the end of the old file
 		}
+		if l.orphaned {
+			report("decision log: write failed", errFileRemoved, pending)
+			if l.chain {
+				l.prev = bufPrev
+			}
+			return
+		}
+		if torn && !l.endsMidLine() {
+			torn = false // the fragment was cut away (a copytruncate, or a truncation to free space)
+		}
 		if torn {
 			if n, err := l.w.Write([]byte{'\n'}); n != 1 {
 				if err == nil {
@@ -524,13 +540,17 @@ func (l *DecisionLog) run() {
 // --from`. A file that already holds lines there (another writer, a file
 // put back) is appended to after them, on a line of its own as at start,
 // and a warning says so: its chain then breaks where ours begins, which
-// verify reports. A path that cannot be stat'ed for another reason, or
-// opened, leaves the old file in use (warned at most every ten seconds).
+// verify reports. Only a regular file is followed, and only into a regular
+// file: a FIFO or a device at the path is someone else's (a log shipper's),
+// and writing to it could wait for a reader. A path that cannot be stat'ed
+// for another reason, or opened, leaves the old file in use (warned at most
+// every ten seconds); when that file was removed, not renamed, what is
+// written to it is lost, and orphaned makes flush count it as failed.
 // It reports whether it switched files.
-// Writer goroutine only. A copytruncate rotation needs nothing: the file
-// is opened O_APPEND.
+// Writer goroutine only. A copytruncate rotation needs no switch: the file
+// is opened O_APPEND (flush's torn-line check handles a fragment cut away).
 func (l *DecisionLog) follow(head string) bool {
-	if l.file == nil {
+	if !l.rotates {
 		return false
 	}
 	now := time.Now()
@@ -542,19 +562,26 @@ func (l *DecisionLog) follow(head string) bool {
 	switch {
 	case err == nil:
 		if open, err := l.file.Stat(); err != nil || os.SameFile(at, open) {
+			l.orphaned = false
 			return false
 		}
 	case !errors.Is(err, fs.ErrNotExist):
 		return false
 	}
-	f, held, _, err := openFile(l.path, l.chain)
+	f, held, _, err := openFile(l.path, l.chain, true)
 	if err != nil {
+		l.orphaned = removed(l.file)
 		if now.Sub(l.followWarn) >= 10*time.Second {
 			l.followWarn = now
-			l.logger.Warn("decision log: the file was renamed or removed and a new one cannot be opened at its path; still writing to the old file", "sink", "file:"+l.path, "error", err)
+			msg := "decision log: the file was renamed or removed and a new one cannot be opened at its path; still writing to the old file"
+			if l.orphaned {
+				msg = "decision log: the file was removed and a new one cannot be opened at its path; records are lost (counted as failed) until one can"
+			}
+			l.logger.Warn(msg, "sink", "file:"+l.path, "error", err)
 		}
 		return false
 	}
+	l.orphaned = false
 	if err := l.file.Close(); err != nil {
 		l.logger.Warn("decision log: closing the renamed file", "sink", "file:"+l.path, "error", err)
 	}
@@ -570,6 +597,32 @@ func (l *DecisionLog) follow(head string) bool {
 	return true
 }
 
+// errFileRemoved is the failure of the records follow cannot place: the
+// file open was removed, and no new one can be opened at its path.
+var errFileRemoved = errors.New("the log file was removed and no new one can be opened at its path")
+
+// endsMidLine reports whether the sink ends with a fragment of a line, as a
+// write that failed part-way left it. Only a file opened for reading can
+// say otherwise (it was truncated since: nothing, or a whole line, ends it);
+// for any other sink the fragment is taken to be there.
+func (l *DecisionLog) endsMidLine() bool {
+	if l.file == nil {
+		return true
+	}
+	st, err := l.file.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		return true
+	}
+	if st.Size() == 0 {
+		return false
+	}
+	var last [1]byte
+	if _, err := l.file.ReadAt(last[:], st.Size()-1); err != nil {
+		return true // write-only (or shrunk since the Stat): it cannot tell, so the fragment is ended as before
+	}
+	return last[0] != '\n'
+}
+
 // openFile opens path to append to (created 0640) and returns the hash of
 // its last line, "" when it holds none, read through the same descriptor.
 // A last line torn by a crash mid-write is ended first: the next record,
@@ -581,13 +634,35 @@ func (l *DecisionLog) follow(head string) bool {
 // (file:/dev/stdout) opened read-write would make the log its own reader:
 // opening would not wait for the reader, and once the reader left, writes
 // would fill the pipe, counted as written, and then block, where a
-// write-only one fails with EPIPE, counted and warned about.
-func openFile(path string, needLast bool) (f *os.File, last string, torn bool, err error) {
+// write-only one fails with EPIPE, counted and warned about. It is opened
+// non-blocking, so that a FIFO no process reads is an error (ENXIO) rather
+// than an open that waits, signals and all, for a reader; the runtime's
+// poller then waits for room in the pipe as a blocking write would.
+// regularOnly refuses every file that is not regular (follow's switch).
+func openFile(path string, needLast, regularOnly bool) (f *os.File, last string, torn bool, err error) {
+	notRegular := func(mode fs.FileMode) error {
+		return fmt.Errorf("%s is not a regular file (%s)", path, mode.Type())
+	}
 	writeOnly := func() (*os.File, string, bool, error) {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NONBLOCK, 0o640)
+		if errors.Is(err, syscall.ENXIO) {
+			err = fmt.Errorf("%s: no process has the FIFO open for reading (start its reader first): %w", path, err)
+		}
+		if err == nil && regularOnly {
+			if st, serr := f.Stat(); serr != nil || !st.Mode().IsRegular() {
+				_ = f.Close()
+				if serr == nil {
+					serr = notRegular(st.Mode())
+				}
+				return nil, "", false, serr
+			}
+		}
 		return f, "", false, err
 	}
 	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
+		if regularOnly {
+			return nil, "", false, notRegular(st.Mode())
+		}
 		return writeOnly()
 	}
 	f, err = os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o640)
@@ -599,6 +674,9 @@ func openFile(path string, needLast bool) (f *os.File, last string, torn bool, e
 	}
 	if st, err := f.Stat(); err == nil && !st.Mode().IsRegular() { // replaced since the Stat
 		_ = f.Close()
+		if regularOnly {
+			return nil, "", false, notRegular(st.Mode())
+		}
 		return writeOnly()
 	}
 	if last, torn, err = lastLineOf(f); err == nil && torn {

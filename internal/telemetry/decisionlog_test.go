@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -1012,10 +1014,7 @@ func TestDecisionLogFIFOWhoseReaderLeaves(t *testing.T) {
 		_ = f.Close()
 		read <- n
 	}()
-	l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := openFIFOLog(t, path, DecisionLogConfig{Logger: slog.New(slog.DiscardHandler)})
 	for range 50 { // more than the 2,000 bytes the reader takes
 		l.Log(&DecisionEvent{Path: "before", Input: strings.Repeat("x", 100)})
 	}
@@ -1032,5 +1031,220 @@ func TestDecisionLogFIFOWhoseReaderLeaves(t *testing.T) {
 	}
 	if l.Failed() == 0 {
 		t.Errorf("written %d, failed 0: writes after the reader left were counted as written", l.Written())
+	}
+}
+
+// openFIFOLog opens a decision log on the FIFO at path once a reader has
+// opened it (a started reader, waiting in its open for a writer, counts):
+// before that, the log refuses the FIFO.
+func openFIFOLog(t *testing.T, path string, cfg DecisionLogConfig) *DecisionLog {
+	t.Helper()
+	cfg.Sink = "file:" + path
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l, err := NewDecisionLog(cfg)
+		if err == nil {
+			return l
+		}
+		if !errors.Is(err, syscall.ENXIO) || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestDecisionLogFIFOWithoutAReader: a FIFO no process reads is refused at
+// once with a message that says so; the open used to wait for a reader,
+// deaf to SIGTERM.
+func TestDecisionLogFIFOWithoutAReader(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.fifo")
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: true})
+		if err == nil {
+			closeLog(t, l)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "no process has the FIFO open for reading") {
+			t.Errorf("a FIFO without a reader: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("opening a FIFO without a reader waited for one")
+	}
+}
+
+// TestDecisionLogDoesNotFollowIntoAFIFO: a log file renamed away with a
+// FIFO put at its path (nobody reading it) stays on the renamed file, with
+// a warning: a switch into the FIFO would wait for a reader, holding every
+// record back and Close with them.
+func TestDecisionLogDoesNotFollowIntoAFIFO(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.jsonl")
+	l, logBuf := followingLog(t, path)
+	l.Log(&DecisionEvent{Path: "p"})
+	waitHandled(t, l, 1)
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		l.Log(&DecisionEvent{Path: "p"})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := l.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if l.Written() != 6 || l.Failed() != 0 {
+		t.Errorf("written %d, failed %d; want 6 written to the renamed file", l.Written(), l.Failed())
+	}
+	b, err := os.ReadFile(path + ".1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := VerifyChain(bytes.NewReader(b), VerifyChainOptions{}); err != nil || !rep.OK() || rep.Records != 6 {
+		t.Errorf("the renamed file: %+v, %v", rep, err)
+	}
+	if st, err := os.Lstat(path); err != nil || st.Mode().Type() != fs.ModeNamedPipe {
+		t.Errorf("the FIFO at the path: %v, %v", st, err)
+	}
+	if logged := logBuf.String(); !strings.Contains(logged, "is not a regular file") {
+		t.Errorf("no warning that the path is not a regular file:\n%s", logged)
+	}
+}
+
+// TestDecisionLogFIFOSinkIsNotFollowed: a FIFO sink whose FIFO is removed
+// (a log shipper that restarts with rm and mkfifo) does not get a regular
+// file created in its place.
+func TestDecisionLogFIFOSinkIsNotFollowed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.fifo")
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	go func() { // reads everything
+		if f, err := os.Open(path); err == nil {
+			_, _ = io.Copy(io.Discard, f)
+			_ = f.Close()
+		}
+	}()
+	l := openFIFOLog(t, path, DecisionLogConfig{reopenEvery: time.Nanosecond, Logger: slog.New(slog.DiscardHandler)})
+	l.Log(&DecisionEvent{Path: "p"})
+	waitHandled(t, l, 1)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		l.Log(&DecisionEvent{Path: "p"})
+	}
+	closeLog(t, l)
+	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("after the FIFO was removed, the path holds a file: %v", err)
+	}
+}
+
+// TestDecisionLogTornThenTruncated: a write cut short leaves a fragment at
+// the end of the file, which the next write ends with a newline; if the
+// file was emptied in place meanwhile (copytruncate, or `: > file` to free
+// the disk), that newline would be a first line that is not a record.
+func TestDecisionLogTornThenTruncated(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.jsonl")
+	l, _ := followingLog(t, path)
+	l.Log(&DecisionEvent{Path: "a"})
+	waitHandled(t, l, 1)
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// RLIMIT_FSIZE stands in for a full disk: the write past it is cut short.
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_FSIZE, &old); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &unix.Rlimit{Cur: uint64(st.Size()) + 40, Max: old.Max}); err != nil {
+		t.Skipf("cannot lower RLIMIT_FSIZE: %v", err)
+	}
+	l.Log(&DecisionEvent{Path: "b", Input: strings.Repeat("x", 200)})
+	waitHandled(t, l, 2)
+	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &old); err != nil {
+		t.Fatal(err)
+	}
+	if l.Failed() != 1 {
+		t.Fatalf("the write past the limit: written %d, failed %d", l.Written(), l.Failed())
+	}
+	kept, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kept[len(kept)-1] == '\n' {
+		t.Fatalf("the cut write left no fragment:\n%s", kept)
+	}
+	if err := os.Truncate(path, 0); err != nil { // the copy is kept
+		t.Fatal(err)
+	}
+	l.Log(&DecisionEvent{Path: "c"})
+	closeLog(t, l)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, err := VerifyChain(bytes.NewReader(kept), VerifyChainOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := VerifyChain(bytes.NewReader(b), VerifyChainOptions{From: head.Head}); err != nil || !rep.OK() || rep.Records != 1 {
+		t.Errorf("the file emptied in place, verified from its copy's head: %+v, %v\n%q", rep, err, b)
+	}
+}
+
+// TestDecisionLogRemovedDirectory: when the log's file is removed and no
+// new one can be opened at its path (its directory is gone), records would
+// go to a file with no name, lost at close and holding disk space until
+// then: they are counted as failed, with a warning, until a file can be
+// opened again.
+func TestDecisionLogRemovedDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "logs")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "decisions.jsonl")
+	l, logBuf := followingLog(t, path)
+	l.Log(&DecisionEvent{Path: "p"})
+	waitHandled(t, l, 1)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		l.Log(&DecisionEvent{Path: "lost"})
+	}
+	waitHandled(t, l, 6)
+	if l.Written() != 1 || l.Failed() != 5 {
+		t.Errorf("with the directory removed: written %d, failed %d; want 1 and 5", l.Written(), l.Failed())
+	}
+	if logged := logBuf.String(); !strings.Contains(logged, "records are lost") {
+		t.Errorf("no warning that records are lost:\n%s", logged)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		l.Log(&DecisionEvent{Path: "found"})
+	}
+	closeLog(t, l)
+	if l.Written() != 3 || l.Failed() != 5 {
+		t.Errorf("with the directory back: written %d, failed %d; want 3 and 5", l.Written(), l.Failed())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(b, []byte("found")); n != 2 {
+		t.Errorf("the new file holds %d of the 2 records:\n%s", n, b)
 	}
 }

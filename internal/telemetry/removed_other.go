@@ -1,0 +1,9 @@
+//go:build !unix
+
+package telemetry
+
+import "os"
+
+// removed reports whether f's file has no name left; where the link count
+// is not known it is taken to have one.
+func removed(*os.File) bool { return false }
