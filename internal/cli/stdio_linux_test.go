@@ -202,7 +202,8 @@ func TestPollableStdio(t *testing.T) {
 		},
 		{
 			// The socket's file on fd 0 is not polled (the runtime polls
-			// os.Stdin already): it is dropped, and must not close fd 0.
+			// os.Stdin already): it is kept all the same, so that its
+			// finalizer never closes fd 0.
 			name: "socket stdin polled already", child: "nonblocking-then-cleared",
 			stdin: socketStdin,
 			want:  `during: fds blocking blocking; polled true true; new false true (- cloexec); read "from a socket" <nil>; after: fds blocking blocking`,

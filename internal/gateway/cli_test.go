@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -321,5 +322,69 @@ func TestBinaryStdioHostExitsDuringCall(t *testing.T) {
 				t.Errorf("the call's decision is not in the decision log:\n%s", log)
 			}
 		})
+	}
+}
+
+// TestBinaryStdioRefusesALogOnStdout: a stdio gateway's stdout is its
+// agent's MCP stream, and a decision log written there under another name
+// would put records between the agent's answers: refused at start.
+func TestBinaryStdioRefusesALogOnStdout(t *testing.T) {
+	_, remURL := serveMCP(t)
+	for _, sink := range []string{"file:/dev/stdout", "file:/dev/fd/1", "file:/proc/self/fd/1"} {
+		t.Run(sink, func(t *testing.T) {
+			cfg := writeConfig(t, fmt.Sprintf("stdio_agent: desktop-agent\ndecision_log: %q\nupstreams:\n  - name: remote\n    url: %s\n", sink, remURL))
+			cmd := exec.Command(testenv.ACGSBinary(t), "gateway", "--config", cfg)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(""), &stdout, &stderr
+			if err := cmd.Run(); err == nil {
+				t.Fatalf("started with its decision log on stdout; stdout:\n%s", stdout.String())
+			}
+			if !strings.Contains(stderr.String(), "that file is stdout") {
+				t.Errorf("stderr does not say why:\n%s", stderr.String())
+			}
+			if stdout.Len() > 0 {
+				t.Errorf("wrote to the agent's stream:\n%s", stdout.String())
+			}
+		})
+	}
+}
+
+// TestBinaryStdioSocketAgentLeaves: an agent on a socket (Node's spawn)
+// that closes it with part of the gateway's answer unread makes the
+// gateway's next read fail with ECONNRESET, not EOF: the gateway stops as
+// when its stdin ends, with exit status 0.
+func TestBinaryStdioSocketAgentLeaves(t *testing.T) {
+	_, remURL := serveMCP(t)
+	cfg := writeConfig(t, fmt.Sprintf("stdio_agent: desktop-agent\nupstreams:\n  - name: remote\n    url: %s\n", remURL))
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent, child := os.NewFile(uintptr(fds[0]), "agent"), os.NewFile(uintptr(fds[1]), "gateway")
+	defer agent.Close()
+	cmd := exec.Command(testenv.ACGSBinary(t), "gateway", "--config", cfg)
+	var stderr testenv.SyncBuffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = child, child, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	_ = child.Close()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	if _, err := io.WriteString(agent, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"host","version":"1"}}}`+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(agent, make([]byte, 10)); err != nil { // a part of the answer
+		t.Fatal(err)
+	}
+	_ = agent.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("acgs gateway: %v, want exit status 0\n%s", err, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("acgs gateway did not exit within 20s of its agent leaving")
 	}
 }

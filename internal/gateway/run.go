@@ -134,8 +134,8 @@ func (g *Gateway) Run(ctx context.Context, o RunOptions) error {
 			done <- ss.Wait()
 		}()
 		select {
-		case err := <-done: // the agent closed the connection (EPIPE: its host exited)
-			if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, io.EOF) && !errors.Is(err, syscall.EPIPE) {
+		case err := <-done: // the agent closed the connection (EPIPE: its host exited; ECONNRESET: a socket closed with our answer unread)
+			if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, io.EOF) && !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
 				return err
 			}
 			return nil
