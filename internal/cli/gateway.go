@@ -161,11 +161,10 @@ func notStdout(sink string) error {
 	if !ok {
 		return nil
 	}
-	at, err := os.Stat(path)
-	if err != nil {
-		return nil // not there yet: a new file, which is not stdout
-	}
-	if out, err := os.Stdout.Stat(); err == nil && os.SameFile(at, out) {
+	// A path that cannot be stat'ed is not there yet (a new file, which is
+	// not stdout) or is refused when the log opens it.
+	at, aerr := os.Stat(path)
+	if out, err := os.Stdout.Stat(); aerr == nil && err == nil && os.SameFile(at, out) {
 		return fmt.Errorf("decision log sink %s: that file is stdout, the MCP stream of a stdio agent; use another file", sink)
 	}
 	return nil
