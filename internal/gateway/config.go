@@ -239,6 +239,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	ids := map[string]bool{}
+	byToken := map[string]string{} // token -> the agent it names first
 	for i, a := range c.Agents {
 		if a.ID == "" {
 			bad("agents[%d]: id is required", i)
@@ -253,6 +254,17 @@ func (c *Config) Validate() error {
 			bad("agents[%d]: id %q used twice", i, a.ID)
 		}
 		ids[a.ID] = true
+		tok := a.Token
+		if a.TokenEnv != "" {
+			tok = os.Getenv(a.TokenEnv)
+		}
+		if other, ok := byToken[tok]; ok && tok != "" {
+			// tokens() keeps one agent per token: a client would act as
+			// the other agent
+			bad("agents[%d] (%s): the same token as agent %s; each agent needs its own", i, a.ID, other)
+		} else if tok != "" {
+			byToken[tok] = a.ID
+		}
 	}
 	if c.AnonymousAgent != "" && ids[c.AnonymousAgent] {
 		bad("anonymous_agent: %q is also an agent with a token; clients without a token would act as it", c.AnonymousAgent)
