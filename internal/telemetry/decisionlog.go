@@ -639,25 +639,45 @@ func (l *DecisionLog) endsMidLine() bool {
 // than an open that waits, signals and all, for a reader; the runtime's
 // poller then waits for room in the pipe as a blocking write would.
 // regularOnly refuses every file that is not regular (follow's switch).
+// A regular file is locked while it is open (lockFile): exclusively with
+// the chain (needLast), shared without; a file whose lock another log
+// holds in the other mode is refused.
 func openFile(path string, needLast, regularOnly bool) (f *os.File, last string, torn bool, err error) {
 	notRegular := func(mode fs.FileMode) error {
 		return fmt.Errorf("%s is not a regular file (%s)", path, mode.Type())
+	}
+	// lock takes a regular file's lock: exclusive with the chain (needLast),
+	// shared without it.
+	lock := func(f *os.File) error {
+		if err := lockFile(f, needLast); err != nil {
+			_ = f.Close()
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		return nil
 	}
 	writeOnly := func() (*os.File, string, bool, error) {
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NONBLOCK, 0o640)
 		if errors.Is(err, syscall.ENXIO) {
 			err = fmt.Errorf("%s: no process has the FIFO open for reading (start its reader first): %w", path, err)
 		}
-		if err == nil && regularOnly {
-			if st, serr := f.Stat(); serr != nil || !st.Mode().IsRegular() {
-				_ = f.Close()
-				if serr == nil {
-					serr = notRegular(st.Mode())
-				}
-				return nil, "", false, serr
-			}
+		if err != nil {
+			return nil, "", false, err
 		}
-		return f, "", false, err
+		st, err := f.Stat()
+		switch {
+		case err != nil:
+			_ = f.Close()
+			return nil, "", false, err
+		case st.Mode().IsRegular():
+			err = lock(f)
+		case regularOnly:
+			_ = f.Close()
+			err = notRegular(st.Mode())
+		}
+		if err != nil {
+			return nil, "", false, err
+		}
+		return f, "", false, nil
 	}
 	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
 		if regularOnly {
@@ -678,6 +698,9 @@ func openFile(path string, needLast, regularOnly bool) (f *os.File, last string,
 			return nil, "", false, notRegular(st.Mode())
 		}
 		return writeOnly()
+	}
+	if err := lock(f); err != nil {
+		return nil, "", false, err
 	}
 	if last, torn, err = lastLineOf(f); err == nil && torn {
 		_, err = f.Write([]byte{'\n'})

@@ -1248,3 +1248,66 @@ func TestDecisionLogRemovedDirectory(t *testing.T) {
 		t.Errorf("the new file holds %d of the 2 records:\n%s", n, b)
 	}
 }
+
+// TestDecisionLogTwoWritersAndAChain: a chained log holds its file's lock
+// exclusively and a plain one shares it, so a second log on the path of a
+// chained one (acgs serve and acgs gateway given one DECISION_LOG), and a
+// chained log on the path of a plain one, are refused instead of putting
+// records between the chain's that verify would report broken at each.
+// Plain logs may share a file: each appends whole lines.
+func TestDecisionLogTwoWritersAndAChain(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.jsonl")
+	open := func(chain bool) (*DecisionLog, error) {
+		return NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: chain})
+	}
+	refused := func(what string, chain bool) {
+		t.Helper()
+		if l, err := open(chain); err == nil {
+			closeLog(t, l)
+			t.Errorf("%s opened the file", what)
+		} else if !strings.Contains(err.Error(), "its lock is held") {
+			t.Errorf("%s: the refusal does not say why: %v", what, err)
+		}
+	}
+	p1, err := open(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := open(false)
+	if err != nil {
+		t.Fatalf("a second plain log: %v", err)
+	}
+	refused("a chained log beside plain ones", true)
+	closeLog(t, p1)
+	closeLog(t, p2)
+
+	a, logBuf := followingLog(t, path)
+	a.Log(&DecisionEvent{Path: "a"})
+	waitHandled(t, a, 1)
+	refused("a second chained log", true)
+	refused("a plain log beside a chained one", false)
+
+	// Rotated, with another chained log first at the path: the first stays
+	// on its renamed file and says why.
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := open(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Log(&DecisionEvent{Path: "a"})
+	waitHandled(t, a, 2)
+	closeLog(t, b)
+	closeLog(t, a)
+	renamed, err := os.ReadFile(path + ".1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := VerifyChain(bytes.NewReader(renamed), VerifyChainOptions{}); err != nil || !rep.OK() || rep.Records != 2 {
+		t.Errorf("the renamed file: %+v %v", rep, err)
+	}
+	if logged := logBuf.String(); !strings.Contains(logged, "its lock is held") {
+		t.Errorf("no warning that the new file is another log's:\n%s", logged)
+	}
+}
