@@ -97,10 +97,10 @@ func checkChainReport(t *testing.T, data []byte, o VerifyChainOptions, rep Chain
 			t.Fatalf("problems out of line order: %+v", rep.Problems)
 		}
 		last = p.Line
-		if p.Line < 1 || p.Line > rep.Records {
-			if !(p.Line == 0 && rep.Records == 0 && headBad) {
-				t.Fatalf("problem at line %d of %d: %+v", p.Line, rep.Records, p)
-			}
+		// Line 0 is only the head check of a log with no records.
+		headOnly := p.Line == 0 && rep.Records == 0 && headBad
+		if (p.Line < 1 || p.Line > rep.Records) && !headOnly {
+			t.Fatalf("problem at line %d of %d: %+v", p.Line, rep.Records, p)
 		}
 		if p.Reason == "" {
 			t.Fatalf("problem without a reason: %+v", p)
@@ -254,7 +254,8 @@ func FuzzVerifyChainSplice(f *testing.F) {
 		checkChainReport(t, data, o, rep)
 		c := bytes.Count(x, []byte{'\n'})
 		for _, p := range rep.Problems {
-			if (p.Line <= k || p.Line > k+c+2) && !(withHead && p.Line == rep.Records && rep.Head != head) {
+			headCheck := withHead && p.Line == rep.Records && rep.Head != head
+			if (p.Line <= k || p.Line > k+c+2) && !headCheck {
 				t.Fatalf("x %q at %d: problem at line %d, outside lines %d..%d: %+v", x, k, p.Line, k+1, k+c+2, rep.Problems)
 			}
 		}
