@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"regexp"
@@ -148,8 +149,22 @@ func ParseConfig(b []byte) (Config, error) {
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
+	if err := dec.Decode(&c); errors.Is(err, io.EOF) {
+		return Config{}, errors.New("the configuration is empty")
+	} else if err != nil {
 		return Config{}, err
+	}
+	// A second document (after ---) would be ignored without a word.
+	for {
+		var more yaml.Node
+		err := dec.Decode(&more)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		empty := len(more.Content) == 0 || (len(more.Content) == 1 && more.Content[0].Tag == "!!null" && more.Content[0].Value == "")
+		if err != nil || !empty {
+			return Config{}, errors.New("the configuration holds more than one YAML document (---); give one")
+		}
 	}
 	c.defaults()
 	return c, c.Validate()

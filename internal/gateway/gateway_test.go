@@ -558,6 +558,9 @@ func TestConfigValidation(t *testing.T) {
 		{"agents: [{id: a, token: t}]\nupstreams: [{name: a, command: [x]}]", "need listen"},
 		{"decision_log: stdout\nupstreams: [{name: a, command: [x]}]", "MCP stream"},
 		{"upstreams: [{name: a, command: [x]}]\nbogus: 1", "bogus"},
+		{"", "is empty"},
+		{"upstreams: [{name: a, command: [x]}]\n---\nupstreams: [{name: b, command: [y]}]\n", "more than one YAML document"},
+		{"upstreams: [{name: a, command: [x]}]\n---\n---\nlisten: ':1'\n", "more than one YAML document"},
 	} {
 		_, err := gateway.ParseConfig([]byte(c.yaml))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
