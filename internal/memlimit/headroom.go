@@ -14,12 +14,12 @@ import (
 //
 // Warm, acgs serve keeps about 8 MB live and allocates about 2.5 KB a
 // request (most of it net/http's). Go's default pacing (GOGC=100) lets the
-// heap grow by the live heap's size between collections, 9 MB: about 15
-// collections a second at 45,000 requests a second, 8% of the CPU. A
-// heap goal at least 20 MiB above the live heap makes them a third as
-// frequent. With 10,000 different decisions in L1 the live heap is about
-// 18 MB, where GOGC=100 already gives it 18 MB of headroom: the resident
-// memory target (80 MB for that case) barely moves.
+// heap grow by about the live heap's size between collections, 9 MB: a
+// collection every 65 ms at 45,000 requests a second, 8% of the CPU. A heap
+// goal 20 MiB above the live heap lets it grow by 21 MB, a collection about
+// every 190 ms (docs/performance.md). With 10,000 different decisions in L1
+// the live heap is about 13 MiB and the goal 32 MiB instead of 26: resident
+// memory 74 MB instead of 63, under the 80 MB target.
 const DefaultHeadroomMiB = 20
 
 // HeadroomSource says what decides the collector's pacing.
@@ -35,15 +35,19 @@ const (
 )
 
 // Headroom keeps the garbage collector's heap goal at least Min bytes above
-// the live heap, and never below Go's default (twice the live heap): after
-// each collection it raises GOGC to Min × 100 / live when that is above 100.
-// A small live heap is then not collected every few megabytes, while a large
-// one is paced as Go paces it. GOMEMLIMIT, when set, still bounds the heap.
+// the live heap, and never below Go's default: after each collection it
+// raises GOGC so that the runtime's goal, live + (live + stacks + globals) ×
+// GOGC/100, is live + Min, when that takes more than GOGC=100. A small live
+// heap is then not collected every few megabytes, while a large one (or
+// one with many goroutines' stacks) is paced as Go paces it. GOMEMLIMIT,
+// when set, still bounds the heap.
 //
 // No library here does this (automemlimit sizes GOMEMLIMIT only); the
 // mechanism is the runtime's own: a cleanup on an object made unreachable at
-// once runs after the next collection, reads the live heap from
-// runtime/metrics and sets GOGC with debug.SetGCPercent.
+// once runs after the next collection, reads the live heap and the roots the
+// collector scanned from runtime/metrics and sets GOGC with
+// debug.SetGCPercent. Until that cleanup runs after a collection, the goal
+// is the one the previous percent gives for the new live heap.
 type Headroom struct {
 	Source HeadroomSource
 	Min    int64  // bytes; 0 unless Source is HeadroomOn
@@ -70,7 +74,9 @@ func StartHeadroom(gogc string, mib int) *Headroom {
 		Min:     int64(mib) << 20,
 		Reason:  fmt.Sprintf("the heap goal is kept at least %d MiB above the live heap (GOGC raised while the live heap is under %d MiB)", mib, mib),
 		percent: 100,
-		sample:  []metrics.Sample{{Name: "/gc/heap/live:bytes"}},
+		sample: []metrics.Sample{
+			{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"},
+		},
 	}
 	h.adjust()
 	h.arm()
@@ -114,26 +120,38 @@ func (h *Headroom) adjust() {
 		return
 	}
 	metrics.Read(h.sample)
-	if h.sample[0].Value.Kind() != metrics.KindUint64 {
-		return // not reported by this runtime: leave Go's pacing
+	var v [3]int64
+	for i, x := range h.sample {
+		if x.Value.Kind() != metrics.KindUint64 {
+			return // not reported by this runtime: leave Go's pacing
+		}
+		v[i] = int64(x.Value.Uint64())
 	}
-	p := HeadroomPercent(int64(h.sample[0].Value.Uint64()), h.Min)
+	p := HeadroomPercent(v[0], v[1]+v[2], h.Min)
 	if d := p - h.percent; d > h.percent/16 || -d > h.percent/16 {
 		debug.SetGCPercent(p)
 		h.percent = p
 	}
 }
 
-// maxHeadroomPercent bounds GOGC for a live heap near zero (right after
-// start): 10,000% is a goal of 101 × the live heap.
-const maxHeadroomPercent = 10000
+// minimumHeap is the runtime's least heap goal at GOGC=100 (4 MiB,
+// runtime/mgcpacer.go), which it scales with GOGC.
+const minimumHeap = 4 << 20
 
-// HeadroomPercent is the GOGC that puts the heap goal headroom bytes above a
-// live heap of live bytes, and at least Go's default of 100.
-func HeadroomPercent(live, headroom int64) int {
-	if live <= 0 {
-		return maxHeadroomPercent
+// HeadroomPercent is the GOGC that puts the runtime's heap goal, live +
+// (live + roots) × GOGC/100 with roots the stacks and globals it scans,
+// headroom bytes above a live heap of live bytes, and at least Go's default
+// of 100. It is bounded so that the least goal the runtime keeps, 4 MiB ×
+// GOGC/100, is not above live + headroom either, as it would be for a live
+// heap of a few MiB.
+func HeadroomPercent(live, roots, headroom int64) int {
+	live, roots = max(live, 0), max(roots, 0)
+	p := 100.0
+	if base := live + roots; base > 0 {
+		p = math.Ceil(float64(headroom) * 100 / float64(base))
+	} else if headroom > 0 {
+		p = math.Inf(1)
 	}
-	p := math.Ceil(float64(headroom) * 100 / float64(live))
-	return int(max(100, min(p, maxHeadroomPercent)))
+	bound := math.Floor(float64(live+headroom) * 100 / minimumHeap)
+	return int(max(100, min(p, bound)))
 }

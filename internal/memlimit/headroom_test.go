@@ -11,22 +11,26 @@ import (
 func TestHeadroomPercent(t *testing.T) {
 	const mib = 1 << 20
 	tests := []struct {
-		name           string
-		live, headroom int64
-		want           int
+		name                  string
+		live, roots, headroom int64
+		want                  int
 	}{
-		{"small live heap: goal live + headroom", 8 * mib, 20 * mib, 250},
-		{"rounded up so the goal is not below live + headroom", 3 * mib, 20 * mib, 667},
-		{"live heap as large as the headroom: Go's default", 20 * mib, 20 * mib, 100},
-		{"live heap larger: Go's default, never less", 200 * mib, 20 * mib, 100},
-		{"no headroom", 8 * mib, 0, 100},
-		{"a live heap near zero is bounded", 1, 20 * mib, maxHeadroomPercent},
-		{"no live heap reported yet", 0, 20 * mib, maxHeadroomPercent},
+		{"small live heap: goal live + headroom", 8 * mib, 0, 20 * mib, 250},
+		{"stacks and globals count as the runtime counts them", 8 * mib, 2 * mib, 20 * mib, 200},
+		{"rounded up so the goal is not below live + headroom", 6 * mib, 0, 20 * mib, 334},
+		{"live heap as large as the headroom: Go's default", 20 * mib, 0, 20 * mib, 100},
+		{"many goroutines' stacks: Go's default", 8 * mib, 64 * mib, 20 * mib, 100},
+		{"live heap larger: Go's default, never less", 200 * mib, 0, 20 * mib, 100},
+		{"no headroom", 8 * mib, 0, 0, 100},
+		// The runtime keeps a goal of at least 4 MiB × GOGC/100: the
+		// percent is bounded so that it stays within live + headroom.
+		{"a live heap of a few MiB: bounded by the least goal", 1 * mib, mib / 4, 20 * mib, 525},
+		{"no live heap reported yet", 0, 0, 20 * mib, 500},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := HeadroomPercent(tc.live, tc.headroom); got != tc.want {
-				t.Errorf("HeadroomPercent(%d, %d) = %d, want %d", tc.live, tc.headroom, got, tc.want)
+			if got := HeadroomPercent(tc.live, tc.roots, tc.headroom); got != tc.want {
+				t.Errorf("HeadroomPercent(%d, %d, %d) = %d, want %d", tc.live, tc.roots, tc.headroom, got, tc.want)
 			}
 		})
 	}
@@ -61,22 +65,28 @@ var ballast [][]byte
 
 func TestHeadroomFollowsTheLiveHeap(t *testing.T) {
 	const mib = 1 << 20
-	const headroom = 64 // MiB: far above this test binary's live heap
+	const headroom = 64 // MiB
+	// A live heap of 16 MiB: the percent lands between Go's default and
+	// the bound of the runtime's least goal, where the formula decides.
+	ballast = [][]byte{make([]byte, 16*mib)}
+	defer func() { ballast = nil }()
 	h := StartHeadroom("", headroom)
 	defer h.Stop()
 	if h.Source != HeadroomOn || h.Min != headroom*mib {
 		t.Fatalf("StartHeadroom: %s, %d bytes", h.Source, h.Min)
 	}
+	wantGoal := func(g gcState) {
+		t.Helper()
+		if g.goal < g.live+h.Min-h.Min/16 || g.goal > g.live+h.Min+h.Min/8 {
+			t.Errorf("live heap %d MiB, GOGC %d: heap goal %d MiB, want about live + %d MiB", g.live/mib, g.percent, g.goal/mib, headroom)
+		}
+	}
 
-	// A small live heap: GOGC is raised so that the goal is the headroom
-	// above it (within the 1/16 that adjust lets pass).
 	g := waitGC(t, func(g gcState) bool { return g.percent > 100 })
-	if want := HeadroomPercent(g.live, h.Min); g.percent < want-want/16 || g.percent > want+want/16 {
-		t.Errorf("live heap %d: GOGC %d, want about %d", g.live, g.percent, want)
+	if g.percent >= int((g.live+h.Min)*100/minimumHeap) {
+		t.Fatalf("live heap %d MiB: GOGC %d is the bound, not the formula", g.live/mib, g.percent)
 	}
-	if g.goal < g.live+h.Min-h.Min/16 {
-		t.Errorf("live heap %d: heap goal %d, want at least about %d", g.live, g.goal, g.live+h.Min)
-	}
+	wantGoal(g)
 
 	// A live heap larger than the headroom: Go's default pacing again.
 	for range 10 {
@@ -88,8 +98,8 @@ func TestHeadroomFollowsTheLiveHeap(t *testing.T) {
 	}
 
 	// Small again: raised again.
-	ballast = nil
-	waitGC(t, func(g gcState) bool { return g.percent > 100 })
+	ballast = [][]byte{ballast[0]} // a new array: the old one would keep the rest live
+	wantGoal(waitGC(t, func(g gcState) bool { return g.percent > 100 }))
 
 	h.Stop()
 	runtime.GC()
