@@ -20,6 +20,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/acgs-lite/acgs/internal/gateway"
+	"github.com/acgs-lite/acgs/internal/telemetry"
 	"github.com/acgs-lite/acgs/internal/testenv"
 )
 
@@ -386,5 +387,97 @@ func TestBinaryStdioSocketAgentLeaves(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("acgs gateway did not exit within 20s of its agent leaving")
+	}
+}
+
+// TestBinaryStdioRestartWhileTheOldOneFinishes: an MCP host restarts its
+// stdio gateway as soon as the old one's stdin closes, while the old one
+// still finishes a call and closes its decision log. The new one waits for
+// the old one's hold on the hash-chained log (a bounded wait) instead of
+// failing to start, and the chain runs on across the two.
+func TestBinaryStdioRestartWhileTheOldOneFinishes(t *testing.T) {
+	remote, remURL := serveMCP(t)
+	logPath := filepath.Join(t.TempDir(), "decisions.jsonl")
+	cfg := writeConfig(t, fmt.Sprintf("stdio_agent: desktop-agent\ndecision_log: file:%s\nupstreams:\n  - name: remote\n    url: %s\n", logPath, remURL))
+	old := exec.Command(testenv.ACGSBinary(t), "gateway", "--config", cfg)
+	stdin, err := old.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := old.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = old.Process.Kill() })
+	send := func(msg string) {
+		if _, err := io.WriteString(stdin, msg+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"host","version":"1"}}}`)
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || !strings.Contains(line, `"id":1`) {
+		t.Fatalf("initialize: %q %v", line, err)
+	}
+	send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"remote__slow","arguments":{"ms":1500}}}`)
+	for deadline := time.Now().Add(10 * time.Second); remote.Calls("slow") == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the call did not reach the upstream in 10s")
+		}
+	}
+	_ = stdin.Close() // the host restarts its server
+	oldExited := make(chan error, 1)
+	go func() { oldExited <- old.Wait() }()
+
+	next := exec.Command(testenv.ACGSBinary(t), "gateway", "--config", cfg)
+	nextIn, err := next.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextOut, err := next.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nextErr testenv.SyncBuffer
+	next.Stderr = &nextErr
+	if err := next.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = next.Process.Kill() })
+	answers := bufio.NewReader(nextOut)
+	for _, msg := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"host","version":"1"}}}`,
+		`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"remote__add","arguments":{"a":1,"b":2}}}`,
+	} {
+		if _, err := io.WriteString(nextIn, msg+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(msg, `"id"`) {
+			if line, err := answers.ReadString('\n'); err != nil || !strings.Contains(line, `"result"`) {
+				t.Fatalf("the new gateway's answer: %q %v\n%s", line, err, nextErr.String())
+			}
+		}
+	}
+	_ = nextIn.Close()
+	if err := next.Wait(); err != nil {
+		t.Fatalf("the new gateway: %v\n%s", err, nextErr.String())
+	}
+	if !strings.Contains(nextErr.String(), "waiting for the other writer") {
+		t.Errorf("the new gateway did not wait for the old one's log:\n%s", nextErr.String())
+	}
+	if err := <-oldExited; err != nil {
+		t.Fatalf("the old gateway: %v", err)
+	}
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := telemetry.VerifyChain(bytes.NewReader(b), telemetry.VerifyChainOptions{})
+	if err != nil || !rep.OK() || !strings.Contains(string(b), "remote__slow") || !strings.Contains(string(b), "remote__add") {
+		t.Errorf("one chain with both gateways' decisions: %+v %v\n%s", rep, err, b)
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -67,6 +66,7 @@ type DecisionLogConfig struct {
 
 	batchBytes  int           // tests: overrides the Write size bound
 	reopenEvery time.Duration // tests: overrides followEvery
+	startWait   time.Duration // tests: overrides startWait (negative: no wait)
 }
 
 // followEvery is how often, at most, a file sink checks that its path still
@@ -206,7 +206,11 @@ func NewDecisionLog(cfg DecisionLogConfig) (*DecisionLog, error) {
 		l.w = os.Stdout
 		l.batch = decisionLogStdoutBatchBytes
 	case kind == "file":
-		f, last, torn, err := openFile(path, cfg.Chain, false)
+		wait := startWait
+		if cfg.startWait != 0 {
+			wait = max(cfg.startWait, 0)
+		}
+		f, last, torn, err := openFile(path, openOptions{needLast: cfg.Chain, wait: wait, logger: l.logger})
 		if err != nil {
 			return nil, fmt.Errorf("decision log: %w", err)
 		}
@@ -566,19 +570,14 @@ func (l *DecisionLog) follow(head string) bool {
 			return false
 		}
 	case !errors.Is(err, fs.ErrNotExist):
+		// The path cannot be checked (its directory replaced by a file,
+		// or made unsearchable): stay on the file open, unless it is gone.
+		l.noNewFile(now, err)
 		return false
 	}
-	f, held, _, err := openFile(l.path, l.chain, true)
+	f, held, _, err := openFile(l.path, openOptions{needLast: l.chain, regularOnly: true, logger: l.logger})
 	if err != nil {
-		l.orphaned = removed(l.file)
-		if now.Sub(l.followWarn) >= 10*time.Second {
-			l.followWarn = now
-			msg := "decision log: the file was renamed or removed and a new one cannot be opened at its path; still writing to the old file"
-			if l.orphaned {
-				msg = "decision log: the file was removed and a new one cannot be opened at its path; records are lost (counted as failed) until one can"
-			}
-			l.logger.Warn(msg, "sink", "file:"+l.path, "error", err)
-		}
+		l.noNewFile(now, err)
 		return false
 	}
 	l.orphaned = false
@@ -595,6 +594,24 @@ func (l *DecisionLog) follow(head string) bool {
 	}
 	l.logger.Info("decision log: the file was renamed or removed; writing to a new file at its path", attrs...)
 	return true
+}
+
+// noNewFile is follow's answer when no new file can be opened at the path
+// (err says why): the log stays on the file it has open, and when that file
+// was removed, what would be written to it is lost (orphaned: flush counts
+// it as failed). Warned at most every ten seconds, when the file is gone or
+// the path names another file.
+func (l *DecisionLog) noNewFile(now time.Time, err error) {
+	l.orphaned = removed(l.file)
+	if now.Sub(l.followWarn) < 10*time.Second {
+		return
+	}
+	l.followWarn = now
+	msg := "decision log: the file was renamed or removed and a new one cannot be opened at its path; still writing to the old file"
+	if l.orphaned {
+		msg = "decision log: the file was removed and a new one cannot be opened at its path; records are lost (counted as failed) until one can"
+	}
+	l.logger.Warn(msg, "sink", "file:"+l.path, "error", err)
 }
 
 // errFileRemoved is the failure of the records follow cannot place: the
@@ -623,42 +640,97 @@ func (l *DecisionLog) endsMidLine() bool {
 	return last[0] != '\n'
 }
 
+// errLocked is lockFile's refusal: another open of the file holds its lock
+// in a mode that excludes ours.
+var errLocked = errors.New("another decision log writes this file and one of the two is hash-chained (its lock is held): give each writer its own file")
+
+// lockFileFn is lockFile; tests make it refuse as a file system without
+// locks does.
+var lockFileFn = lockFile
+
+// startWait is how long a log being opened waits for a FIFO's reader or for
+// the lock of a writer that is closing the file (a restarted gateway while
+// the one before finishes its calls and its log: up to 10 s).
+const startWait = 15 * time.Second
+
+// openOptions say how openFile opens a sink.
+type openOptions struct {
+	needLast    bool          // with the chain: the last line is needed, and the lock is exclusive
+	regularOnly bool          // follow's switch: only into a regular file
+	wait        time.Duration // at start: how long to wait for a FIFO's reader or another writer's lock
+	logger      *slog.Logger  // says that it waits, or that the file cannot be locked
+}
+
 // openFile opens path to append to (created 0640) and returns the hash of
 // its last line, "" when it holds none, read through the same descriptor.
 // A last line torn by a crash mid-write is ended first: the next record,
 // appended to the fragment, would be lost in a line that is not JSON. A
 // file that may be written but not read is opened write-only, its last
-// line unknown, unless the chain needs it (needLast): an error then.
+// line unknown, unless the chain needs it (o.needLast): an error then.
 //
 // Only a regular file is opened for reading too. A FIFO or a pipe
 // (file:/dev/stdout) opened read-write would make the log its own reader:
 // opening would not wait for the reader, and once the reader left, writes
 // would fill the pipe, counted as written, and then block, where a
 // write-only one fails with EPIPE, counted and warned about. It is opened
-// non-blocking, so that a FIFO no process reads is an error (ENXIO) rather
-// than an open that waits, signals and all, for a reader; the runtime's
-// poller then waits for room in the pipe as a blocking write would.
-// regularOnly refuses every file that is not regular (follow's switch).
+// non-blocking, so that a FIFO no process reads is refused (ENXIO) once
+// o.wait has passed, rather than an open that waits, deaf to signals, for
+// a reader; the runtime's poller then waits for room in the pipe as a
+// blocking write would. o.regularOnly refuses every file that is not
+// regular.
+//
 // A regular file is locked while it is open (lockFile): exclusively with
-// the chain (needLast), shared without; a file whose lock another log
-// holds in the other mode is refused.
-func openFile(path string, needLast, regularOnly bool) (f *os.File, last string, torn bool, err error) {
+// the chain, shared without. A file whose lock another log holds in the
+// other mode is waited for up to o.wait, then refused; a file system that
+// takes no locks is written unlocked, with a warning.
+func openFile(path string, o openOptions) (f *os.File, last string, torn bool, err error) {
 	notRegular := func(mode fs.FileMode) error {
 		return fmt.Errorf("%s is not a regular file (%s)", path, mode.Type())
 	}
-	// lock takes a regular file's lock: exclusive with the chain (needLast),
-	// shared without it.
-	lock := func(f *os.File) error {
-		if err := lockFile(f, needLast); err != nil {
-			_ = f.Close()
-			return fmt.Errorf("%s: %w", path, err)
+	deadline := time.Now().Add(o.wait)
+	waiting := func(what string) {
+		if o.logger != nil {
+			o.logger.Info("decision log: waiting for "+what, "sink", "file:"+path, "up_to", o.wait.String())
 		}
-		return nil
+	}
+	lock := func(f *os.File) error {
+		for said := false; ; said = true {
+			err := lockFileFn(f, o.needLast)
+			switch {
+			case err == nil:
+				return nil
+			case !errors.Is(err, errLocked):
+				if o.logger != nil {
+					o.logger.Warn("decision log: the file system takes no lock on the file; another writer of it would not be detected", "sink", "file:"+path, "error", err)
+				}
+				return nil
+			case time.Now().After(deadline):
+				_ = f.Close()
+				return fmt.Errorf("%s: %w", path, err)
+			case !said:
+				waiting("the other writer of the file to close it")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 	writeOnly := func() (*os.File, string, bool, error) {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NONBLOCK, 0o640)
-		if errors.Is(err, syscall.ENXIO) {
-			err = fmt.Errorf("%s: no process has the FIFO open for reading (start its reader first): %w", path, err)
+		var f *os.File
+		var err error
+		for said := false; ; said = true {
+			f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|openNonblock, 0o640)
+			if !noReader(err) {
+				break
+			}
+			if st, serr := os.Stat(path); serr == nil && st.Mode().Type() == fs.ModeSocket {
+				return nil, "", false, fmt.Errorf("%s is a socket, which cannot be opened as a file (for the process's stdout, give the sink stdout): %w", path, err)
+			}
+			if time.Now().After(deadline) {
+				return nil, "", false, fmt.Errorf("%s: no process has the FIFO open for reading (start its reader first): %w", path, err)
+			}
+			if !said {
+				waiting("a process to open the FIFO for reading")
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 		if err != nil {
 			return nil, "", false, err
@@ -670,7 +742,7 @@ func openFile(path string, needLast, regularOnly bool) (f *os.File, last string,
 			return nil, "", false, err
 		case st.Mode().IsRegular():
 			err = lock(f)
-		case regularOnly:
+		case o.regularOnly:
 			_ = f.Close()
 			err = notRegular(st.Mode())
 		}
@@ -680,13 +752,13 @@ func openFile(path string, needLast, regularOnly bool) (f *os.File, last string,
 		return f, "", false, nil
 	}
 	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
-		if regularOnly {
+		if o.regularOnly {
 			return nil, "", false, notRegular(st.Mode())
 		}
 		return writeOnly()
 	}
 	f, err = os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o640)
-	if errors.Is(err, fs.ErrPermission) && !needLast {
+	if errors.Is(err, fs.ErrPermission) && !o.needLast {
 		return writeOnly()
 	}
 	if err != nil {
@@ -694,7 +766,7 @@ func openFile(path string, needLast, regularOnly bool) (f *os.File, last string,
 	}
 	if st, err := f.Stat(); err == nil && !st.Mode().IsRegular() { // replaced since the Stat
 		_ = f.Close()
-		if regularOnly {
+		if o.regularOnly {
 			return nil, "", false, notRegular(st.Mode())
 		}
 		return writeOnly()

@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -1034,36 +1035,32 @@ func TestDecisionLogFIFOWhoseReaderLeaves(t *testing.T) {
 	}
 }
 
-// openFIFOLog opens a decision log on the FIFO at path once a reader has
-// opened it (a started reader, waiting in its open for a writer, counts):
-// before that, the log refuses the FIFO.
+// openFIFOLog opens a decision log on the FIFO at path, waiting (as a log
+// does at start) for a reader to open it: a started reader, waiting in its
+// open for a writer, counts.
 func openFIFOLog(t *testing.T, path string, cfg DecisionLogConfig) *DecisionLog {
 	t.Helper()
 	cfg.Sink = "file:" + path
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		l, err := NewDecisionLog(cfg)
-		if err == nil {
-			return l
-		}
-		if !errors.Is(err, syscall.ENXIO) || time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Millisecond)
+	l, err := NewDecisionLog(cfg)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return l
 }
 
-// TestDecisionLogFIFOWithoutAReader: a FIFO no process reads is refused at
-// once with a message that says so; the open used to wait for a reader,
-// deaf to SIGTERM.
+// TestDecisionLogFIFOWithoutAReader: a FIFO no process reads is waited for
+// (a reader started later, as a sidecar is), then refused with a message
+// that says why; the open used to wait for a reader for good, deaf to
+// SIGTERM.
 func TestDecisionLogFIFOWithoutAReader(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "decisions.fifo")
 	if err := unix.Mkfifo(path, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	logBuf := &testenv.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: true})
+		l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: true, startWait: 200 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(logBuf, nil))})
 		if err == nil {
 			closeLog(t, l)
 		}
@@ -1075,7 +1072,26 @@ func TestDecisionLogFIFOWithoutAReader(t *testing.T) {
 			t.Errorf("a FIFO without a reader: %v", err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("opening a FIFO without a reader waited for one")
+		t.Fatal("opening a FIFO without a reader waited past its bound")
+	}
+	if logged := logBuf.String(); !strings.Contains(logged, "waiting for a process to open the FIFO") {
+		t.Errorf("no word that it waits for a reader:\n%s", logged)
+	}
+}
+
+// TestDecisionLogSocketSink: a socket at the sink's path (or /dev/stdout
+// when stdout is a socket, as under systemd) cannot be opened as a file,
+// and the refusal says so rather than blaming a FIFO's reader.
+func TestDecisionLogSocketSink(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, err = NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, startWait: time.Second})
+	if err == nil || !strings.Contains(err.Error(), "is a socket") || !strings.Contains(err.Error(), "give the sink stdout") {
+		t.Errorf("a socket sink: %v", err)
 	}
 }
 
@@ -1170,11 +1186,15 @@ func TestDecisionLogTornThenTruncated(t *testing.T) {
 	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &unix.Rlimit{Cur: uint64(st.Size()) + 40, Max: old.Max}); err != nil {
 		t.Skipf("cannot lower RLIMIT_FSIZE: %v", err)
 	}
+	restore := func() {
+		if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(restore) // the limit is the process's: never left low for the tests that follow
 	l.Log(&DecisionEvent{Path: "b", Input: strings.Repeat("x", 200)})
 	waitHandled(t, l, 2)
-	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &old); err != nil {
-		t.Fatal(err)
-	}
+	restore()
 	if l.Failed() != 1 {
 		t.Fatalf("the write past the limit: written %d, failed %d", l.Written(), l.Failed())
 	}
@@ -1258,7 +1278,7 @@ func TestDecisionLogRemovedDirectory(t *testing.T) {
 func TestDecisionLogTwoWritersAndAChain(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "decisions.jsonl")
 	open := func(chain bool) (*DecisionLog, error) {
-		return NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: chain})
+		return NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: chain, startWait: -1})
 	}
 	refused := func(what string, chain bool) {
 		t.Helper()
@@ -1309,5 +1329,98 @@ func TestDecisionLogTwoWritersAndAChain(t *testing.T) {
 	}
 	if logged := logBuf.String(); !strings.Contains(logged, "its lock is held") {
 		t.Errorf("no warning that the new file is another log's:\n%s", logged)
+	}
+}
+
+// TestDecisionLogWaitsForTheWriterBefore: a chained log started while
+// another still holds the file (a gateway restarted as the one before
+// finishes its calls and its log) waits for it, then continues its chain.
+func TestDecisionLogWaitsForTheWriterBefore(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.jsonl")
+	before, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before.Log(&DecisionEvent{Path: "before"})
+	waitHandled(t, before, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = before.Close(ctx)
+	}()
+	logBuf := &testenv.SyncBuffer{}
+	after, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: true, Logger: slog.New(slog.NewTextHandler(logBuf, nil))})
+	if err != nil {
+		t.Fatalf("the next writer: %v", err)
+	}
+	after.Log(&DecisionEvent{Path: "after"})
+	closeLog(t, after)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := VerifyChain(bytes.NewReader(b), VerifyChainOptions{}); err != nil || !rep.OK() || rep.Records != 2 {
+		t.Errorf("one chain across the two writers: %+v %v\n%s", rep, err, b)
+	}
+	if logged := logBuf.String(); !strings.Contains(logged, "waiting for the other writer") {
+		t.Errorf("no word that it waited:\n%s", logged)
+	}
+}
+
+// TestDecisionLogFileSystemWithoutLocks: a file system that takes no
+// locks (NFS without its lock manager: ENOLCK) does not keep the log from
+// opening, at start or at a switch; a warning says that a second writer
+// would go unseen.
+func TestDecisionLogFileSystemWithoutLocks(t *testing.T) {
+	lockFileFn = func(*os.File, bool) error { return syscall.ENOLCK }
+	defer func() { lockFileFn = lockFile }()
+	path := filepath.Join(t.TempDir(), "decisions.jsonl")
+	l, logBuf := followingLog(t, path)
+	l.Log(&DecisionEvent{Path: "p"})
+	waitHandled(t, l, 1)
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	l.Log(&DecisionEvent{Path: "p"})
+	closeLog(t, l)
+	if l.Written() != 2 {
+		t.Errorf("written %d, failed %d", l.Written(), l.Failed())
+	}
+	logged := logBuf.String()
+	if n := strings.Count(logged, "takes no lock"); n != 2 {
+		t.Errorf("%d warnings that the file is not locked, want 2 (start and switch):\n%s", n, logged)
+	}
+	if !strings.Contains(logged, "writing to a new file at its path") {
+		t.Errorf("the log did not switch files:\n%s", logged)
+	}
+}
+
+// TestDecisionLogDirectoryReplacedByAFile: the log's directory removed and
+// a file put in its place (the path cannot even be checked: ENOTDIR); the
+// open file has no name left, so records count as failed, with a warning.
+func TestDecisionLogDirectoryReplacedByAFile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "logs")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	l, logBuf := followingLog(t, filepath.Join(dir, "decisions.jsonl"))
+	l.Log(&DecisionEvent{Path: "p"})
+	waitHandled(t, l, 1)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		l.Log(&DecisionEvent{Path: "lost"})
+	}
+	closeLog(t, l)
+	if l.Written() != 1 || l.Failed() != 3 {
+		t.Errorf("written %d, failed %d; want 1 and 3", l.Written(), l.Failed())
+	}
+	if logged := logBuf.String(); !strings.Contains(logged, "records are lost") {
+		t.Errorf("no warning that records are lost:\n%s", logged)
 	}
 }
