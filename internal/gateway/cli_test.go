@@ -20,6 +20,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/acgs-lite/acgs/internal/gateway"
+	"github.com/acgs-lite/acgs/internal/gateway/mcptest"
 	"github.com/acgs-lite/acgs/internal/telemetry"
 	"github.com/acgs-lite/acgs/internal/testenv"
 )
@@ -266,40 +267,7 @@ func TestBinaryStdioHostExitsDuringCall(t *testing.T) {
 			remote, remURL := serveMCP(t)
 			logPath := filepath.Join(t.TempDir(), "decisions.jsonl")
 			cfg := writeConfig(t, fmt.Sprintf("stdio_agent: desktop-agent\ndecision_log: file:%s\nupstreams:\n  - name: remote\n    url: %s\n", logPath, remURL))
-			cmd := exec.Command(testenv.ACGSBinary(t), "gateway", "--config", cfg)
-			stdin, err := cmd.StdinPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			stdout, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			stderr, err := cmd.StderrPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = cmd.Process.Kill() })
-			send := func(msg string) {
-				if _, err := io.WriteString(stdin, msg+"\n"); err != nil {
-					t.Fatal(err)
-				}
-			}
-			send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"host","version":"1"}}}`)
-			if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || !strings.Contains(line, `"id":1`) {
-				t.Fatalf("initialize: %q %v", line, err)
-			}
-			send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
-			send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"remote__slow","arguments":{"ms":1500}}}`)
-			for deadline := time.Now().Add(10 * time.Second); remote.Calls("slow") == 0; time.Sleep(10 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatal("the call did not reach the upstream in 10s")
-				}
-			}
-
+			cmd, stdin, stdout, stderr := startStdioGatewayInACall(t, cfg, remote)
 			_ = stdout.Close()
 			_ = stderr.Close()
 			if c.closeStdin {
@@ -399,35 +367,8 @@ func TestBinaryStdioRestartWhileTheOldOneFinishes(t *testing.T) {
 	remote, remURL := serveMCP(t)
 	logPath := filepath.Join(t.TempDir(), "decisions.jsonl")
 	cfg := writeConfig(t, fmt.Sprintf("stdio_agent: desktop-agent\ndecision_log: file:%s\nupstreams:\n  - name: remote\n    url: %s\n", logPath, remURL))
-	old := exec.Command(testenv.ACGSBinary(t), "gateway", "--config", cfg)
-	stdin, err := old.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := old.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := old.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = old.Process.Kill() })
-	send := func(msg string) {
-		if _, err := io.WriteString(stdin, msg+"\n"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"host","version":"1"}}}`)
-	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || !strings.Contains(line, `"id":1`) {
-		t.Fatalf("initialize: %q %v", line, err)
-	}
-	send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
-	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"remote__slow","arguments":{"ms":1500}}}`)
-	for deadline := time.Now().Add(10 * time.Second); remote.Calls("slow") == 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the call did not reach the upstream in 10s")
-		}
-	}
+	old, stdin, _, stderr := startStdioGatewayInACall(t, cfg, remote)
+	go func() { _, _ = io.Copy(io.Discard, stderr) }()
 	_ = stdin.Close() // the host restarts its server
 	oldExited := make(chan error, 1)
 	go func() { oldExited <- old.Wait() }()
@@ -480,4 +421,47 @@ func TestBinaryStdioRestartWhileTheOldOneFinishes(t *testing.T) {
 	if err != nil || !rep.OK() || !strings.Contains(string(b), "remote__slow") || !strings.Contains(string(b), "remote__add") {
 		t.Errorf("one chain with both gateways' decisions: %+v %v\n%s", rep, err, b)
 	}
+}
+
+// startStdioGatewayInACall starts `acgs gateway --config cfg` (a stdio
+// agent's gateway in front of remote) on pipes, initializes its session and
+// makes a 1.5 s call to remote's slow tool, and returns once the call has
+// reached the upstream: the process and the agent's ends of its stdin,
+// stdout and stderr.
+func startStdioGatewayInACall(t *testing.T, cfg string, remote *mcptest.Server) (*exec.Cmd, io.WriteCloser, io.ReadCloser, io.ReadCloser) {
+	t.Helper()
+	cmd := exec.Command(testenv.ACGSBinary(t), "gateway", "--config", cfg)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	send := func(msg string) {
+		if _, err := io.WriteString(stdin, msg+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"host","version":"1"}}}`)
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || !strings.Contains(line, `"id":1`) {
+		t.Fatalf("initialize: %q %v", line, err)
+	}
+	send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"remote__slow","arguments":{"ms":1500}}}`)
+	for deadline := time.Now().Add(10 * time.Second); remote.Calls("slow") == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the call did not reach the upstream in 10s")
+		}
+	}
+	return cmd, stdin, stdout, stderr
 }

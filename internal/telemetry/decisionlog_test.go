@@ -844,6 +844,15 @@ func followingLog(t *testing.T, path string) (*DecisionLog, *testenv.SyncBuffer)
 	return l, logBuf
 }
 
+// followingLogWithARecord is followingLog with one record written.
+func followingLogWithARecord(t *testing.T, path string) (*DecisionLog, *testenv.SyncBuffer) {
+	t.Helper()
+	l, logBuf := followingLog(t, path)
+	l.Log(&DecisionEvent{Path: "p"})
+	waitHandled(t, l, 1)
+	return l, logBuf
+}
+
 // TestDecisionLogFollowsItsPath: a file renamed away (logrotate's default)
 // or removed is followed by a new file at the path, and the chain runs on
 // across the files: each verifies from the previous one's head.
@@ -920,9 +929,7 @@ func TestDecisionLogFollowsItsPath(t *testing.T) {
 // of their own after it, with a warning, as a file opened at start does.
 func TestDecisionLogFollowsIntoAFileThatHoldsLines(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "decisions.jsonl")
-	l, logBuf := followingLog(t, path)
-	l.Log(&DecisionEvent{Path: "p"})
-	waitHandled(t, l, 1)
+	l, logBuf := followingLogWithARecord(t, path)
 	if err := os.Rename(path, path+".1"); err != nil {
 		t.Fatal(err)
 	}
@@ -1101,9 +1108,7 @@ func TestDecisionLogSocketSink(t *testing.T) {
 // record back and Close with them.
 func TestDecisionLogDoesNotFollowIntoAFIFO(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "decisions.jsonl")
-	l, logBuf := followingLog(t, path)
-	l.Log(&DecisionEvent{Path: "p"})
-	waitHandled(t, l, 1)
+	l, logBuf := followingLogWithARecord(t, path)
 	if err := os.Rename(path, path+".1"); err != nil {
 		t.Fatal(err)
 	}
@@ -1171,9 +1176,7 @@ func TestDecisionLogFIFOSinkIsNotFollowed(t *testing.T) {
 // the disk), that newline would be a first line that is not a record.
 func TestDecisionLogTornThenTruncated(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "decisions.jsonl")
-	l, _ := followingLog(t, path)
-	l.Log(&DecisionEvent{Path: "a"})
-	waitHandled(t, l, 1)
+	l, _ := followingLogWithARecord(t, path)
 	st, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
@@ -1234,9 +1237,7 @@ func TestDecisionLogRemovedDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "decisions.jsonl")
-	l, logBuf := followingLog(t, path)
-	l.Log(&DecisionEvent{Path: "p"})
-	waitHandled(t, l, 1)
+	l, logBuf := followingLogWithARecord(t, path)
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
@@ -1301,9 +1302,7 @@ func TestDecisionLogTwoWritersAndAChain(t *testing.T) {
 	closeLog(t, p1)
 	closeLog(t, p2)
 
-	a, logBuf := followingLog(t, path)
-	a.Log(&DecisionEvent{Path: "a"})
-	waitHandled(t, a, 1)
+	a, logBuf := followingLogWithARecord(t, path)
 	refused("a second chained log", true)
 	refused("a plain log beside a chained one", false)
 
@@ -1376,9 +1375,7 @@ func TestDecisionLogFileSystemWithoutLocks(t *testing.T) {
 	lockFileFn = func(*os.File, bool) error { return syscall.ENOLCK }
 	defer func() { lockFileFn = lockFile }()
 	path := filepath.Join(t.TempDir(), "decisions.jsonl")
-	l, logBuf := followingLog(t, path)
-	l.Log(&DecisionEvent{Path: "p"})
-	waitHandled(t, l, 1)
+	l, logBuf := followingLogWithARecord(t, path)
 	if err := os.Rename(path, path+".1"); err != nil {
 		t.Fatal(err)
 	}
@@ -1404,9 +1401,7 @@ func TestDecisionLogDirectoryReplacedByAFile(t *testing.T) {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	l, logBuf := followingLog(t, filepath.Join(dir, "decisions.jsonl"))
-	l.Log(&DecisionEvent{Path: "p"})
-	waitHandled(t, l, 1)
+	l, logBuf := followingLogWithARecord(t, filepath.Join(dir, "decisions.jsonl"))
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
