@@ -704,7 +704,7 @@ func openFile(path string, o openOptions) (f *os.File, last string, torn bool, e
 					o.logger.Warn("decision log: the file system takes no lock on the file; another writer of it would not be detected", "sink", "file:"+path, "error", err)
 				}
 				return nil
-			case time.Now().After(deadline):
+			case !time.Now().Before(deadline): // without a wait (a switch), never a sleep
 				_ = f.Close()
 				return fmt.Errorf("%s: %w", path, err)
 			case !said:
@@ -724,7 +724,7 @@ func openFile(path string, o openOptions) (f *os.File, last string, torn bool, e
 			if st, serr := os.Stat(path); serr == nil && st.Mode().Type() == fs.ModeSocket {
 				return nil, "", false, fmt.Errorf("%s is a socket, which cannot be opened as a file (for the process's stdout, give the sink stdout): %w", path, err)
 			}
-			if time.Now().After(deadline) {
+			if !time.Now().Before(deadline) {
 				return nil, "", false, fmt.Errorf("%s: no process has the FIFO open for reading (start its reader first): %w", path, err)
 			}
 			if !said {
