@@ -98,7 +98,7 @@ func runGateway(ctx context.Context, cmd *cobra.Command, gcfg gateway.Config, cf
 	}
 	defer svc.Close()
 	dlog, err := telemetry.NewDecisionLog(telemetry.DecisionLogConfig{
-		Sink: sink, Mask: mask, QueueSize: cfg.Log.DecisionLogSize, Logger: svc.Log, Chain: true,
+		Sink: sink, Mask: mask, QueueSize: cfg.Log.DecisionLogSize, Logger: svc.Log, Chain: true, Context: ctx,
 	})
 	if err != nil {
 		return err

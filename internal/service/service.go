@@ -140,7 +140,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*Service, error) {
 	}
 	if cfg.Log.DecisionLog != "off" {
 		s.DLog, err = telemetry.NewDecisionLog(telemetry.DecisionLogConfig{
-			Sink: cfg.Log.DecisionLog, Mask: cfg.Log.DecisionLogMask, QueueSize: cfg.Log.DecisionLogSize, Logger: logger,
+			Sink: cfg.Log.DecisionLog, Mask: cfg.Log.DecisionLogMask, QueueSize: cfg.Log.DecisionLogSize, Logger: logger, Context: ctx,
 		})
 		if err != nil {
 			s.closeCache()

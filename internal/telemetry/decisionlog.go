@@ -63,6 +63,10 @@ type DecisionLogConfig struct {
 	// is found by VerifyChain (`acgs audit verify`). A file sink that
 	// already holds events continues their chain.
 	Chain bool
+	// Context ends early the waits of opening a file sink (for a FIFO's
+	// reader, for another writer's lock): the process's stop signal. Nil
+	// is context.Background().
+	Context context.Context
 
 	batchBytes  int           // tests: overrides the Write size bound
 	reopenEvery time.Duration // tests: overrides followEvery
@@ -210,7 +214,11 @@ func NewDecisionLog(cfg DecisionLogConfig) (*DecisionLog, error) {
 		if cfg.startWait != 0 {
 			wait = max(cfg.startWait, 0)
 		}
-		f, last, torn, err := openFile(path, openOptions{needLast: cfg.Chain, wait: wait, logger: l.logger})
+		ctx := cfg.Context
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		f, last, torn, err := openFile(path, openOptions{needLast: cfg.Chain, wait: wait, ctx: ctx, logger: l.logger})
 		if err != nil {
 			return nil, fmt.Errorf("decision log: %w", err)
 		}
@@ -572,12 +580,12 @@ func (l *DecisionLog) follow(head string) bool {
 	case !errors.Is(err, fs.ErrNotExist):
 		// The path cannot be checked (its directory replaced by a file,
 		// or made unsearchable): stay on the file open, unless it is gone.
-		l.noNewFile(now, err)
+		l.noNewFile(now, err, "decision log: the path cannot be checked; still writing to the file open")
 		return false
 	}
 	f, held, _, err := openFile(l.path, openOptions{needLast: l.chain, regularOnly: true, logger: l.logger})
 	if err != nil {
-		l.noNewFile(now, err)
+		l.noNewFile(now, err, "decision log: the file was renamed or removed and a new one cannot be opened at its path; still writing to the old file")
 		return false
 	}
 	l.orphaned = false
@@ -596,18 +604,17 @@ func (l *DecisionLog) follow(head string) bool {
 	return true
 }
 
-// noNewFile is follow's answer when no new file can be opened at the path
-// (err says why): the log stays on the file it has open, and when that file
-// was removed, what would be written to it is lost (orphaned: flush counts
-// it as failed). Warned at most every ten seconds, when the file is gone or
-// the path names another file.
-func (l *DecisionLog) noNewFile(now time.Time, err error) {
+// noNewFile is follow's answer when the path cannot be checked or no new
+// file can be opened there (err says why, msg says it to the operator): the
+// log stays on the file it has open, and when that file was removed, what
+// would be written to it is lost (orphaned: flush counts it as failed, and
+// the warning says so instead of msg). Warned at most every ten seconds.
+func (l *DecisionLog) noNewFile(now time.Time, err error, msg string) {
 	l.orphaned = removed(l.file)
 	if now.Sub(l.followWarn) < 10*time.Second {
 		return
 	}
 	l.followWarn = now
-	msg := "decision log: the file was renamed or removed and a new one cannot be opened at its path; still writing to the old file"
 	if l.orphaned {
 		msg = "decision log: the file was removed and a new one cannot be opened at its path; records are lost (counted as failed) until one can"
 	}
@@ -649,16 +656,20 @@ var errLocked = errors.New("another decision log writes this file and one of the
 var lockFileFn = lockFile
 
 // startWait is how long a log being opened waits for a FIFO's reader or for
-// the lock of a writer that is closing the file (a restarted gateway while
-// the one before finishes its calls and its log: up to 10 s).
-const startWait = 15 * time.Second
+// the lock of a writer that is closing the file (a stdio gateway restarted
+// while the one before finishes its calls and its log: a few seconds). It
+// stays under 10 s, the time MCP hosts such as Codex give a server to
+// answer its handshake, which a gateway does once its log is open: a
+// refusal that says why beats the host's timeout that does not.
+const startWait = 8 * time.Second
 
 // openOptions say how openFile opens a sink.
 type openOptions struct {
-	needLast    bool          // with the chain: the last line is needed, and the lock is exclusive
-	regularOnly bool          // follow's switch: only into a regular file
-	wait        time.Duration // at start: how long to wait for a FIFO's reader or another writer's lock
-	logger      *slog.Logger  // says that it waits, or that the file cannot be locked
+	needLast    bool            // with the chain: the last line is needed, and the lock is exclusive
+	regularOnly bool            // follow's switch: only into a regular file
+	wait        time.Duration   // at start: how long to wait for a FIFO's reader or another writer's lock
+	ctx         context.Context // ends the wait early (nil: no wait to end)
+	logger      *slog.Logger    // says that it waits, or that the file cannot be locked
 }
 
 // openFile opens path to append to (created 0640) and returns the hash of
@@ -674,63 +685,88 @@ type openOptions struct {
 // would fill the pipe, counted as written, and then block, where a
 // write-only one fails with EPIPE, counted and warned about. It is opened
 // non-blocking, so that a FIFO no process reads is refused (ENXIO) once
-// o.wait has passed, rather than an open that waits, deaf to signals, for
-// a reader; the runtime's poller then waits for room in the pipe as a
-// blocking write would. o.regularOnly refuses every file that is not
+// o.wait has passed or o.ctx ended, rather than an open that waits, deaf to
+// signals, for a reader; the runtime's poller then waits for room in the
+// pipe as a blocking write would. o.regularOnly refuses every file that is not
 // regular.
 //
 // A regular file is locked while it is open (lockFile): exclusively with
-// the chain, shared without. A file whose lock another log holds in the
-// other mode is waited for up to o.wait, then refused; a file system that
-// takes no locks is written unlocked, with a warning.
+// the chain, shared without. A file whose lock another log holds in a mode
+// that excludes ours (either is chained) is waited for up to o.wait or
+// until o.ctx ends, then refused; if it was rotated meanwhile, the file now
+// at the path is opened instead. A file system that takes no locks is
+// written unlocked, with a warning. A FIFO with no reader is waited for
+// the same way; any other device that cannot be opened is refused at once.
 func openFile(path string, o openOptions) (f *os.File, last string, torn bool, err error) {
 	notRegular := func(mode fs.FileMode) error {
 		return fmt.Errorf("%s is not a regular file (%s)", path, mode.Type())
 	}
 	deadline := time.Now().Add(o.wait)
-	waiting := func(what string) {
-		if o.logger != nil {
-			o.logger.Info("decision log: waiting for "+what, "sink", "file:"+path, "up_to", o.wait.String())
+	// pause waits a little before another try, and says once that it
+	// waits; false when the wait is over (its bound, or its context).
+	said := false
+	pause := func(what string) bool {
+		if !time.Now().Before(deadline) {
+			return false // without a wait (a switch), never a sleep
+		}
+		if !said && o.logger != nil {
+			o.logger.Warn("decision log: waiting for "+what, "sink", "file:"+path, "up_to", o.wait.String())
+		}
+		said = true
+		if o.ctx == nil {
+			time.Sleep(50 * time.Millisecond)
+			return true
+		}
+		select {
+		case <-o.ctx.Done():
+			return false
+		case <-time.After(50 * time.Millisecond):
+			return true
 		}
 	}
-	lock := func(f *os.File) error {
-		for said := false; ; said = true {
+	stopped := func(err error) error {
+		if o.ctx != nil && o.ctx.Err() != nil {
+			return fmt.Errorf("%w (stopped while waiting: %w)", err, o.ctx.Err())
+		}
+		return err
+	}
+	// lock takes a regular file's lock, waiting while another writer holds
+	// it; waited says that it did (the file may have been rotated since).
+	lock := func(f *os.File) (waited bool, err error) {
+		for {
 			err := lockFileFn(f, o.needLast)
 			switch {
 			case err == nil:
-				return nil
+				return waited, nil
 			case !errors.Is(err, errLocked):
 				if o.logger != nil {
 					o.logger.Warn("decision log: the file system takes no lock on the file; another writer of it would not be detected", "sink", "file:"+path, "error", err)
 				}
-				return nil
-			case !time.Now().Before(deadline): // without a wait (a switch), never a sleep
+				return waited, nil
+			case !pause("the other writer of the file to close it"):
 				_ = f.Close()
-				return fmt.Errorf("%s: %w", path, err)
-			case !said:
-				waiting("the other writer of the file to close it")
+				return waited, stopped(fmt.Errorf("%s: %w", path, err))
 			}
-			time.Sleep(50 * time.Millisecond)
+			waited = true
 		}
 	}
 	writeOnly := func() (*os.File, string, bool, error) {
 		var f *os.File
 		var err error
-		for said := false; ; said = true {
+		for {
 			f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|openNonblock, 0o640)
 			if !noReader(err) {
 				break
 			}
-			if st, serr := os.Stat(path); serr == nil && st.Mode().Type() == fs.ModeSocket {
+			st, serr := os.Stat(path)
+			switch {
+			case serr == nil && st.Mode().Type() == fs.ModeSocket:
 				return nil, "", false, fmt.Errorf("%s is a socket, which cannot be opened as a file (for the process's stdout, give the sink stdout): %w", path, err)
+			case serr != nil || st.Mode().Type() != fs.ModeNamedPipe:
+				return nil, "", false, err // a device with nothing behind it: nothing to wait for
+			case !pause("a process to open the FIFO for reading"):
+				return nil, "", false, stopped(fmt.Errorf("%s: no process has the FIFO open for reading (start its reader first): %w", path, err))
 			}
-			if !time.Now().Before(deadline) {
-				return nil, "", false, fmt.Errorf("%s: no process has the FIFO open for reading (start its reader first): %w", path, err)
-			}
-			if !said {
-				waiting("a process to open the FIFO for reading")
-			}
-			time.Sleep(50 * time.Millisecond)
 		}
 		if err != nil {
 			return nil, "", false, err
@@ -741,7 +777,7 @@ func openFile(path string, o openOptions) (f *os.File, last string, torn bool, e
 			_ = f.Close()
 			return nil, "", false, err
 		case st.Mode().IsRegular():
-			err = lock(f)
+			_, err = lock(f)
 		case o.regularOnly:
 			_ = f.Close()
 			err = notRegular(st.Mode())
@@ -751,28 +787,40 @@ func openFile(path string, o openOptions) (f *os.File, last string, torn bool, e
 		}
 		return f, "", false, nil
 	}
-	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
-		if o.regularOnly {
-			return nil, "", false, notRegular(st.Mode())
+	for {
+		if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
+			if o.regularOnly {
+				return nil, "", false, notRegular(st.Mode())
+			}
+			return writeOnly()
 		}
-		return writeOnly()
-	}
-	f, err = os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o640)
-	if errors.Is(err, fs.ErrPermission) && !o.needLast {
-		return writeOnly()
-	}
-	if err != nil {
-		return nil, "", false, err
-	}
-	if st, err := f.Stat(); err == nil && !st.Mode().IsRegular() { // replaced since the Stat
-		_ = f.Close()
-		if o.regularOnly {
-			return nil, "", false, notRegular(st.Mode())
+		f, err = os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o640)
+		if errors.Is(err, fs.ErrPermission) && !o.needLast {
+			return writeOnly()
 		}
-		return writeOnly()
-	}
-	if err := lock(f); err != nil {
-		return nil, "", false, err
+		if err != nil {
+			return nil, "", false, err
+		}
+		st, err := f.Stat()
+		if err == nil && !st.Mode().IsRegular() { // replaced since the Stat
+			_ = f.Close()
+			if o.regularOnly {
+				return nil, "", false, notRegular(st.Mode())
+			}
+			return writeOnly()
+		}
+		waited, err := lock(f)
+		if err != nil {
+			return nil, "", false, err
+		}
+		// A file waited for may have been rotated meanwhile by the writer
+		// that held it: its chain goes on in the file now at the path, and
+		// ours must too, or the two would fork.
+		if at, aerr := os.Stat(path); waited && st != nil && (aerr != nil || !os.SameFile(at, st)) {
+			_ = f.Close()
+			continue
+		}
+		break
 	}
 	if last, torn, err = lastLineOf(f); err == nil && torn {
 		_, err = f.Write([]byte{'\n'})

@@ -1419,3 +1419,132 @@ func TestDecisionLogDirectoryReplacedByAFile(t *testing.T) {
 		t.Errorf("no warning that records are lost:\n%s", logged)
 	}
 }
+
+// TestDecisionLogWaitEndsWithItsContext: a stop signal (the log's Context
+// ended) ends a wait at start, for a FIFO's reader or another writer's
+// lock, at once instead of at its bound.
+func TestDecisionLogWaitEndsWithItsContext(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "decisions.fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	chained := filepath.Join(dir, "decisions.jsonl")
+	holder, _ := followingLogWithARecord(t, chained)
+	defer closeLog(t, holder)
+	for _, path := range []string{fifo, chained} {
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(200*time.Millisecond, cancel)
+		done := make(chan error, 1)
+		go func() {
+			l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: true, Context: ctx, startWait: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+			if err == nil {
+				closeLog(t, l)
+			}
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("%s: %v, want the wait ended by its context", filepath.Base(path), err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the wait did not end with its context", filepath.Base(path))
+		}
+		cancel()
+	}
+}
+
+// TestDecisionLogLateFIFOReader: a FIFO's reader that starts while the log
+// waits for one (a sidecar started after the service) is taken.
+func TestDecisionLogLateFIFOReader(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.fifo")
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	read := make(chan string, 1)
+	time.AfterFunc(300*time.Millisecond, func() {
+		f, err := os.Open(path)
+		if err != nil {
+			read <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(f)
+		_ = f.Close()
+		read <- string(b)
+	})
+	l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, startWait: 10 * time.Second, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Log(&DecisionEvent{Path: "late"})
+	closeLog(t, l)
+	if got := <-read; !strings.Contains(got, `"path":"late"`) {
+		t.Errorf("the reader read %q", got)
+	}
+}
+
+// TestDecisionLogNoDeviceIsNotWaitedFor: a device with nothing behind it
+// (ENXIO, as /dev/tty without a terminal) is refused at once: only a FIFO
+// has a reader to wait for.
+func TestDecisionLogNoDeviceIsNotWaitedFor(t *testing.T) {
+	f, err := os.OpenFile("/dev/tty", os.O_WRONLY, 0)
+	if err == nil {
+		_ = f.Close()
+		t.Skip("this process has a terminal: /dev/tty opens")
+	}
+	if !errors.Is(err, syscall.ENXIO) {
+		t.Skipf("/dev/tty: %v, not ENXIO", err)
+	}
+	start := time.Now()
+	_, err = NewDecisionLog(DecisionLogConfig{Sink: "file:/dev/tty", startWait: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+	if err == nil || strings.Contains(err.Error(), "FIFO") || time.Since(start) > 5*time.Second {
+		t.Errorf("/dev/tty without a terminal: %v after %v", err, time.Since(start))
+	}
+}
+
+// TestDecisionLogRotatedDuringItsWait: a chained log waiting for the lock
+// of the writer before it, which rotates the file meanwhile and moves on to
+// a new one, ends on the file at the path, after the writer before's last
+// record there: the chain does not fork into the rotated file.
+func TestDecisionLogRotatedDuringItsWait(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.jsonl")
+	before, _ := followingLogWithARecord(t, path)
+	opened := make(chan *DecisionLog, 1)
+	go func() {
+		l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: true, startWait: 20 * time.Second, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Error(err)
+		}
+		opened <- l
+	}()
+	time.Sleep(200 * time.Millisecond) // the next writer waits for the lock
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	before.Log(&DecisionEvent{Path: "p"}) // switches to a new file at the path
+	waitHandled(t, before, 2)
+	time.Sleep(200 * time.Millisecond) // the next writer may take the rotated file's lock, freed by the switch
+	closeLog(t, before)
+	next := <-opened
+	if next == nil {
+		t.FailNow()
+	}
+	next.Log(&DecisionEvent{Path: "next"})
+	closeLog(t, next)
+	rotated, err := os.ReadFile(path + ".1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, err := VerifyChain(bytes.NewReader(rotated), VerifyChainOptions{})
+	if err != nil || !head.OK() || head.Records != 1 {
+		t.Fatalf("the rotated file: %+v %v\n%s", head, err, rotated)
+	}
+	live, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := VerifyChain(bytes.NewReader(live), VerifyChainOptions{From: head.Head}); err != nil || !rep.OK() || rep.Records != 2 {
+		t.Errorf("the file at the path, from the rotated file's head: %+v %v\n%s", rep, err, live)
+	}
+}
