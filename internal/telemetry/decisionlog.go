@@ -709,6 +709,9 @@ func openFile(path string, o openOptions) (f *os.File, last string, torn bool, e
 		if !time.Now().Before(deadline) {
 			return false // without a wait (a switch), never a sleep
 		}
+		if o.ctx != nil && o.ctx.Err() != nil {
+			return false // stopped before the wait began
+		}
 		if !said && o.logger != nil {
 			o.logger.Warn("decision log: waiting for "+what, "sink", "file:"+path, "up_to", o.wait.String())
 		}
@@ -787,7 +790,11 @@ func openFile(path string, o openOptions) (f *os.File, last string, torn bool, e
 		}
 		return f, "", false, nil
 	}
-	for {
+	// carried is the last line of a file taken and then left because it
+	// was rotated meanwhile: where the chain goes on when the file now at
+	// the path holds none (its writer exited before writing there).
+	carried := ""
+	for reopens := 0; ; reopens++ {
 		if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
 			if o.regularOnly {
 				return nil, "", false, notRegular(st.Mode())
@@ -813,14 +820,19 @@ func openFile(path string, o openOptions) (f *os.File, last string, torn bool, e
 		if err != nil {
 			return nil, "", false, err
 		}
-		// A file waited for may have been rotated meanwhile by the writer
-		// that held it: its chain goes on in the file now at the path, and
-		// ours must too, or the two would fork.
-		if at, aerr := os.Stat(path); waited && st != nil && (aerr != nil || !os.SameFile(at, st)) {
-			_ = f.Close()
-			continue
+		// The file may have been rotated by the writer that held it, while
+		// this one waited for its lock or between the open and the lock:
+		// that writer's chain goes on in the file now at the path, and
+		// ours must too, or the two would fork. Opened again while the
+		// wait lasts, or a few times without one.
+		at, aerr := os.Stat(path)
+		if moved := st != nil && (aerr != nil || !os.SameFile(at, st)); !moved || (!waited && reopens >= 3) {
+			break
 		}
-		break
+		if h, _, err := lastLineOf(f); err == nil && h != "" {
+			carried = h
+		}
+		_ = f.Close()
 	}
 	if last, torn, err = lastLineOf(f); err == nil && torn {
 		_, err = f.Write([]byte{'\n'})
@@ -828,6 +840,12 @@ func openFile(path string, o openOptions) (f *os.File, last string, torn bool, e
 	if err != nil {
 		_ = f.Close()
 		return nil, "", false, err
+	}
+	if last == "" && carried != "" {
+		last = carried
+		if o.logger != nil {
+			o.logger.Info("decision log: the file was rotated while this log waited for it; the chain goes on from the rotated file's last line", "sink", "file:"+path, "prev_hash", carried)
+		}
 	}
 	return f, last, torn, nil
 }

@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -1503,6 +1504,49 @@ func TestDecisionLogNoDeviceIsNotWaitedFor(t *testing.T) {
 	}
 }
 
+// nextChainedLog opens, in the background, a chained log at path that
+// waits for the lock of the writer before it, and returns once it waits
+// (it says so in its own log), with where the opened log will be sent.
+func nextChainedLog(t *testing.T, path string) (<-chan *DecisionLog, *testenv.SyncBuffer) {
+	t.Helper()
+	logBuf := &testenv.SyncBuffer{}
+	opened := make(chan *DecisionLog, 1)
+	go func() {
+		l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: true, startWait: 20 * time.Second, Logger: slog.New(slog.NewTextHandler(logBuf, nil))})
+		if err != nil {
+			t.Error(err)
+		}
+		opened <- l
+	}()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logBuf.String(), "waiting for the other writer"); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the next log does not wait for the lock:\n%s", logBuf.String())
+		}
+	}
+	return opened, logBuf
+}
+
+// chainAcross checks that the rotated file at path.1 holds records
+// records, and that the file at path verifies from its head with want.
+func chainAcross(t *testing.T, path string, rotatedRecords, liveRecords int) {
+	t.Helper()
+	rotated, err := os.ReadFile(path + ".1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, err := VerifyChain(bytes.NewReader(rotated), VerifyChainOptions{})
+	if err != nil || !head.OK() || head.Records != rotatedRecords {
+		t.Fatalf("the rotated file: %+v %v, want %d records\n%s", head, err, rotatedRecords, rotated)
+	}
+	live, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := VerifyChain(bytes.NewReader(live), VerifyChainOptions{From: head.Head}); err != nil || !rep.OK() || rep.Records != liveRecords {
+		t.Errorf("the file at the path, from the rotated file's head: %+v %v, want %d records\n%s", rep, err, liveRecords, live)
+	}
+}
+
 // TestDecisionLogRotatedDuringItsWait: a chained log waiting for the lock
 // of the writer before it, which rotates the file meanwhile and moves on to
 // a new one, ends on the file at the path, after the writer before's last
@@ -1510,6 +1554,62 @@ func TestDecisionLogNoDeviceIsNotWaitedFor(t *testing.T) {
 func TestDecisionLogRotatedDuringItsWait(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "decisions.jsonl")
 	before, _ := followingLogWithARecord(t, path)
+	opened, _ := nextChainedLog(t, path)
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	before.Log(&DecisionEvent{Path: "p"}) // switches to a new file at the path
+	waitHandled(t, before, 2)
+	closeLog(t, before)
+	next := <-opened
+	if next == nil {
+		t.FailNow()
+	}
+	next.Log(&DecisionEvent{Path: "next"})
+	closeLog(t, next)
+	chainAcross(t, path, 1, 2)
+}
+
+// TestDecisionLogRotatedAndReleasedDuringItsWait: the writer before
+// rotates its file away (logrotate with nocreate) and exits without another
+// record; the log that waited for it starts the file at the path from the
+// rotated file's last line, not from the genesis hash.
+func TestDecisionLogRotatedAndReleasedDuringItsWait(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.jsonl")
+	before, _ := followingLogWithARecord(t, path)
+	opened, logBuf := nextChainedLog(t, path)
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	closeLog(t, before)
+	next := <-opened
+	if next == nil {
+		t.FailNow()
+	}
+	next.Log(&DecisionEvent{Path: "next"})
+	closeLog(t, next)
+	chainAcross(t, path, 1, 1)
+	if !strings.Contains(logBuf.String(), "the chain goes on from the rotated file's last line") {
+		t.Errorf("no word that the chain goes on from the rotated file:\n%s", logBuf.String())
+	}
+}
+
+// TestDecisionLogRotatedBeforeItsFirstLock: the writer before rotates and
+// moves on between the next log's open of the file and its first try at
+// the lock, which then does not wait: the file is checked all the same.
+func TestDecisionLogRotatedBeforeItsFirstLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.jsonl")
+	before, _ := followingLogWithARecord(t, path)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	lockFileFn = func(f *os.File, exclusive bool) error {
+		if first.CompareAndSwap(false, true) { // the next log's first try; the writer before's pass
+			close(entered)
+			<-release
+		}
+		return lockFile(f, exclusive)
+	}
+	defer func() { lockFileFn = lockFile }()
 	opened := make(chan *DecisionLog, 1)
 	go func() {
 		l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: true, startWait: 20 * time.Second, Logger: slog.New(slog.DiscardHandler)})
@@ -1518,33 +1618,37 @@ func TestDecisionLogRotatedDuringItsWait(t *testing.T) {
 		}
 		opened <- l
 	}()
-	time.Sleep(200 * time.Millisecond) // the next writer waits for the lock
+	<-entered // the next log has opened the file at the path, not yet locked it
 	if err := os.Rename(path, path+".1"); err != nil {
 		t.Fatal(err)
 	}
-	before.Log(&DecisionEvent{Path: "p"}) // switches to a new file at the path
+	before.Log(&DecisionEvent{Path: "p"}) // switches to a new file, frees the old one
 	waitHandled(t, before, 2)
-	time.Sleep(200 * time.Millisecond) // the next writer may take the rotated file's lock, freed by the switch
 	closeLog(t, before)
+	close(release)
 	next := <-opened
 	if next == nil {
 		t.FailNow()
 	}
 	next.Log(&DecisionEvent{Path: "next"})
 	closeLog(t, next)
-	rotated, err := os.ReadFile(path + ".1")
-	if err != nil {
-		t.Fatal(err)
+	chainAcross(t, path, 1, 2)
+}
+
+// TestDecisionLogStoppedBeforeItsWait: a log opened once the stop has come
+// is refused at once, without a word that it waits.
+func TestDecisionLogStoppedBeforeItsWait(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.jsonl")
+	holder, _ := followingLogWithARecord(t, path)
+	defer closeLog(t, holder)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	logBuf := &testenv.SyncBuffer{}
+	_, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: true, Context: ctx, startWait: time.Hour, Logger: slog.New(slog.NewTextHandler(logBuf, nil))})
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, errLocked) {
+		t.Errorf("a log opened after the stop: %v", err)
 	}
-	head, err := VerifyChain(bytes.NewReader(rotated), VerifyChainOptions{})
-	if err != nil || !head.OK() || head.Records != 1 {
-		t.Fatalf("the rotated file: %+v %v\n%s", head, err, rotated)
-	}
-	live, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep, err := VerifyChain(bytes.NewReader(live), VerifyChainOptions{From: head.Head}); err != nil || !rep.OK() || rep.Records != 2 {
-		t.Errorf("the file at the path, from the rotated file's head: %+v %v\n%s", rep, err, live)
+	if strings.Contains(logBuf.String(), "waiting") {
+		t.Errorf("it said it waits:\n%s", logBuf.String())
 	}
 }
