@@ -269,10 +269,7 @@ func (c *Config) Validate() error {
 			bad("agents[%d]: id %q used twice", i, a.ID)
 		}
 		ids[a.ID] = true
-		tok := a.Token
-		if a.TokenEnv != "" {
-			tok = os.Getenv(a.TokenEnv)
-		}
+		tok := a.token()
 		if other, ok := byToken[tok]; ok && tok != "" {
 			// tokens() keeps one agent per token: a client would act as
 			// the other agent
@@ -358,13 +355,17 @@ func (c *Config) identities() int {
 func (c *Config) tokens() map[string]string {
 	m := make(map[string]string, len(c.Agents))
 	for _, a := range c.Agents {
-		t := a.Token
-		if a.TokenEnv != "" {
-			t = os.Getenv(a.TokenEnv)
-		}
-		m[t] = a.ID
+		m[a.token()] = a.ID
 	}
 	return m
+}
+
+// token is the agent's bearer token: Token, or the value of TokenEnv.
+func (a Agent) token() string {
+	if a.TokenEnv != "" {
+		return os.Getenv(a.TokenEnv)
+	}
+	return a.Token
 }
 
 // envRef is ${VAR} in a header value.

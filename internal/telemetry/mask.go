@@ -138,9 +138,10 @@ func removeAt(v any, segs []string) (any, bool) {
 		return cp, true
 	case []any:
 		i, err := strconv.Atoi(key)
-		// An RFC 6901 index is digits only, without a leading zero:
-		// Atoi also takes a sign (+1, -0), which names no element.
-		if err != nil || i < 0 || i >= len(c) || (len(key) > 1 && key[0] == '0') || key[0] == '+' || key[0] == '-' {
+		// An RFC 6901 index is digits only, without a leading zero: the
+		// number's canonical form. Atoi also takes a sign (+1, -0) and
+		// leading zeros, which name no element.
+		if err != nil || i < 0 || i >= len(c) || strconv.Itoa(i) != key {
 			return v, false
 		}
 		cp := make([]any, len(c))
