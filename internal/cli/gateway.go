@@ -67,10 +67,8 @@ func runGateway(ctx context.Context, cmd *cobra.Command, gcfg gateway.Config, cf
 	if sink == "" {
 		sink = cfg.Log.DecisionLog
 	}
-	if gcfg.Listen == "" {
-		if err := notStdout(sink); err != nil {
-			return err
-		}
+	if gcfg.Listen == "" && telemetry.WritesToStdout(sink) {
+		return fmt.Errorf("decision log sink %s writes to stdout, the MCP stream of a stdio agent; use file:/path with a file that is not stdout", sink)
 	}
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(gateway.DefaultGCPercent)
@@ -147,25 +145,4 @@ func runGateway(ctx context.Context, cmd *cobra.Command, gcfg gateway.Config, cf
 			svc.Log.Info("gateway ready", "agent_addr", agent, "admin_addr", admin)
 		},
 	})
-}
-
-// notStdout refuses a decision log sink that writes to the gateway's stdout,
-// the MCP stream of a stdio agent: stdout itself, or a file that is stdout
-// under another name (file:/dev/stdout, file:/dev/fd/1, file:/proc/self/fd/1),
-// whose records would reach the agent between its answers.
-func notStdout(sink string) error {
-	if sink == "stdout" {
-		return fmt.Errorf("decision log sink stdout: stdout is the MCP stream of a stdio agent; use file:/path")
-	}
-	path, ok := strings.CutPrefix(sink, "file:")
-	if !ok {
-		return nil
-	}
-	// A path that cannot be stat'ed is not there yet (a new file, which is
-	// not stdout) or is refused when the log opens it.
-	at, aerr := os.Stat(path)
-	if out, err := os.Stdout.Stat(); aerr == nil && err == nil && os.SameFile(at, out) {
-		return fmt.Errorf("decision log sink %s: that file is stdout, the MCP stream of a stdio agent; use another file", sink)
-	}
-	return nil
 }

@@ -308,7 +308,7 @@ func TestBinaryStdioRefusesALogOnStdout(t *testing.T) {
 			if err := cmd.Run(); err == nil {
 				t.Fatalf("started with its decision log on stdout; stdout:\n%s", stdout.String())
 			}
-			if !strings.Contains(stderr.String(), "that file is stdout") {
+			if !strings.Contains(stderr.String(), "writes to stdout, the MCP stream") {
 				t.Errorf("stderr does not say why:\n%s", stderr.String())
 			}
 			if stdout.Len() > 0 {

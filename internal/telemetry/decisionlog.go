@@ -155,6 +155,24 @@ func ParseDecisionLogSink(s string) error {
 	return err
 }
 
+// WritesToStdout reports whether the sink s writes to the process's stdout:
+// stdout itself, or a file sink whose path is stdout under another name
+// (file:/dev/stdout, /dev/fd/1, /proc/self/fd/1). A path that cannot be
+// stat'ed is not there yet (a new file, which is not stdout) or is refused
+// when the log opens it.
+func WritesToStdout(s string) bool {
+	kind, path, err := parseSink(s)
+	switch {
+	case err != nil || kind == "off":
+		return false
+	case kind == "stdout":
+		return true
+	}
+	at, aerr := os.Stat(path)
+	out, err := os.Stdout.Stat()
+	return aerr == nil && err == nil && os.SameFile(at, out)
+}
+
 func parseSink(s string) (kind, path string, err error) {
 	switch {
 	case s == "" || s == "off":

@@ -1652,3 +1652,19 @@ func TestDecisionLogStoppedBeforeItsWait(t *testing.T) {
 		t.Errorf("it said it waits:\n%s", logBuf.String())
 	}
 }
+
+func TestWritesToStdout(t *testing.T) {
+	other := filepath.Join(t.TempDir(), "decisions.jsonl")
+	if err := os.WriteFile(other, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for sink, want := range map[string]bool{
+		"off": false, "": false, "stdout": true, "bogus": false,
+		"file:/dev/stdout": true, "file:/proc/self/fd/1": true,
+		"file:" + other: false, "file:" + other + ".new": false,
+	} {
+		if got := WritesToStdout(sink); got != want {
+			t.Errorf("WritesToStdout(%q) = %t, want %t", sink, got, want)
+		}
+	}
+}
