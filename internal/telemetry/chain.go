@@ -30,26 +30,13 @@ func LineHash(line []byte) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-// lastLineHash is the chain hash of the last line of the file at path:
-// where a chained log appended to it continues. "" for a missing or empty
-// file (the chain starts at ChainGenesis). torn says the file does not end
-// with a newline (a crash mid-write): the fragment is still the last line,
-// which the next record links to and verify reports, and the appender must
-// end it with a newline first. Only the file's tail is read.
-func lastLineHash(path string) (hash string, torn bool, err error) {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return "", false, nil
-	}
-	if err != nil {
-		return "", false, err
-	}
-	defer f.Close()
-	return lastLineOf(f)
-}
-
-// lastLineOf is lastLineHash of an open file, read at its tail. A file that
-// shrinks while it is read (a copytruncate) is read again from its new size.
+// lastLineOf is the chain hash of the last line of the open file f: where a
+// chained log appended to it continues. "" for an empty file (the chain
+// starts at ChainGenesis). torn says the file does not end with a newline
+// (a crash mid-write): the fragment is still the last line, which the next
+// record links to and verify reports, and the appender must end it with a
+// newline first. Only the file's tail is read; a file that shrinks while it
+// is read (a copytruncate) is read again from its new size.
 func lastLineOf(f *os.File) (hash string, torn bool, err error) {
 	for range 3 {
 		st, err := f.Stat()

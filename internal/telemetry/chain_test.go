@@ -187,19 +187,33 @@ func TestLastLineHashTornAndLong(t *testing.T) {
 	if err := os.WriteFile(p, []byte("first\n"+long+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	h, torn, err := lastLineHash(p)
+	h, torn, err := lastLineAt(t, p)
 	if err != nil || h != LineHash([]byte(long)) || torn {
 		t.Fatalf("long last line: %s %v %v", h, torn, err)
 	}
 	if err := os.WriteFile(p, []byte("first\ntorn"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if h, torn, _ := lastLineHash(p); h != LineHash([]byte("torn")) || !torn {
+	if h, torn, _ := lastLineAt(t, p); h != LineHash([]byte("torn")) || !torn {
 		t.Fatal("torn last line")
 	}
-	if h, _, _ := lastLineHash(filepath.Join(dir, "missing")); h != "" {
-		t.Fatal("missing file")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
 	}
+	if h, torn, err := lastLineAt(t, p); h != "" || torn || err != nil {
+		t.Fatalf("empty file: %s %v %v", h, torn, err)
+	}
+}
+
+// lastLineAt is lastLineOf of the file at path.
+func lastLineAt(t *testing.T, path string) (string, bool, error) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	return lastLineOf(f)
 }
 
 // A log reopened after a crash mid-write (its last line torn) goes on from
