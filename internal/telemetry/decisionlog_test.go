@@ -1504,10 +1504,10 @@ func TestDecisionLogNoDeviceIsNotWaitedFor(t *testing.T) {
 	}
 }
 
-// nextChainedLog opens, in the background, a chained log at path that
-// waits for the lock of the writer before it, and returns once it waits
-// (it says so in its own log), with where the opened log will be sent.
-func nextChainedLog(t *testing.T, path string) (<-chan *DecisionLog, *testenv.SyncBuffer) {
+// openChainedInBackground opens a chained log at path on another
+// goroutine (its open may wait for the lock of the writer before it), with
+// where the opened log will be sent and the buffer its own messages go to.
+func openChainedInBackground(t *testing.T, path string) (<-chan *DecisionLog, *testenv.SyncBuffer) {
 	t.Helper()
 	logBuf := &testenv.SyncBuffer{}
 	opened := make(chan *DecisionLog, 1)
@@ -1518,12 +1518,32 @@ func nextChainedLog(t *testing.T, path string) (<-chan *DecisionLog, *testenv.Sy
 		}
 		opened <- l
 	}()
+	return opened, logBuf
+}
+
+// nextChainedLog is openChainedInBackground, returning once the log waits
+// for the lock of the writer before it (it says so in its own log).
+func nextChainedLog(t *testing.T, path string) (<-chan *DecisionLog, *testenv.SyncBuffer) {
+	t.Helper()
+	opened, logBuf := openChainedInBackground(t, path)
 	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logBuf.String(), "waiting for the other writer"); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the next log does not wait for the lock:\n%s", logBuf.String())
 		}
 	}
 	return opened, logBuf
+}
+
+// logNext takes the log opened in the background, writes one record with
+// it and closes it.
+func logNext(t *testing.T, opened <-chan *DecisionLog) {
+	t.Helper()
+	next := <-opened
+	if next == nil {
+		t.FailNow()
+	}
+	next.Log(&DecisionEvent{Path: "next"})
+	closeLog(t, next)
 }
 
 // chainAcross checks that the rotated file at path.1 holds records
@@ -1561,12 +1581,7 @@ func TestDecisionLogRotatedDuringItsWait(t *testing.T) {
 	before.Log(&DecisionEvent{Path: "p"}) // switches to a new file at the path
 	waitHandled(t, before, 2)
 	closeLog(t, before)
-	next := <-opened
-	if next == nil {
-		t.FailNow()
-	}
-	next.Log(&DecisionEvent{Path: "next"})
-	closeLog(t, next)
+	logNext(t, opened)
 	chainAcross(t, path, 1, 2)
 }
 
@@ -1582,12 +1597,7 @@ func TestDecisionLogRotatedAndReleasedDuringItsWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	closeLog(t, before)
-	next := <-opened
-	if next == nil {
-		t.FailNow()
-	}
-	next.Log(&DecisionEvent{Path: "next"})
-	closeLog(t, next)
+	logNext(t, opened)
 	chainAcross(t, path, 1, 1)
 	if !strings.Contains(logBuf.String(), "the chain goes on from the rotated file's last line") {
 		t.Errorf("no word that the chain goes on from the rotated file:\n%s", logBuf.String())
@@ -1610,14 +1620,7 @@ func TestDecisionLogRotatedBeforeItsFirstLock(t *testing.T) {
 		return lockFile(f, exclusive)
 	}
 	defer func() { lockFileFn = lockFile }()
-	opened := make(chan *DecisionLog, 1)
-	go func() {
-		l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: true, startWait: 20 * time.Second, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Error(err)
-		}
-		opened <- l
-	}()
+	opened, _ := openChainedInBackground(t, path)
 	<-entered // the next log has opened the file at the path, not yet locked it
 	if err := os.Rename(path, path+".1"); err != nil {
 		t.Fatal(err)
@@ -1626,12 +1629,7 @@ func TestDecisionLogRotatedBeforeItsFirstLock(t *testing.T) {
 	waitHandled(t, before, 2)
 	closeLog(t, before)
 	close(release)
-	next := <-opened
-	if next == nil {
-		t.FailNow()
-	}
-	next.Log(&DecisionEvent{Path: "next"})
-	closeLog(t, next)
+	logNext(t, opened)
 	chainAcross(t, path, 1, 2)
 }
 
