@@ -809,9 +809,12 @@ func openFile(path string, o openOptions) (f *os.File, last string, torn bool, e
 		return f, "", false, nil
 	}
 	// carried is the last line of a file taken and then left because it
-	// was rotated meanwhile: where the chain goes on when the file now at
-	// the path holds none (its writer exited before writing there).
+	// was rotated meanwhile: where a starting chain goes on when the file
+	// now at the path holds none (its writer exited before writing there).
+	// A log that switches files (o.regularOnly) goes on from its own head.
+	carry := o.needLast && !o.regularOnly
 	carried := ""
+	readable := true
 	for reopens := 0; ; reopens++ {
 		if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
 			if o.regularOnly {
@@ -820,8 +823,12 @@ func openFile(path string, o openOptions) (f *os.File, last string, torn bool, e
 			return writeOnly()
 		}
 		f, err = os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o640)
+		readable = err == nil
 		if errors.Is(err, fs.ErrPermission) && !o.needLast {
-			return writeOnly()
+			f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|openNonblock, 0o640)
+			if noReader(err) && !o.regularOnly {
+				return writeOnly() // a FIFO since the Stat: wait for its reader there
+			}
 		}
 		if err != nil {
 			return nil, "", false, err
@@ -847,10 +854,15 @@ func openFile(path string, o openOptions) (f *os.File, last string, torn bool, e
 		if moved := st != nil && (aerr != nil || !os.SameFile(at, st)); !moved || (!waited && reopens >= 3) {
 			break
 		}
-		if h, _, err := lastLineOf(f); err == nil && h != "" {
-			carried = h
+		if carry {
+			if h, _, err := lastLineOf(f); err == nil && h != "" {
+				carried = h
+			}
 		}
 		_ = f.Close()
+	}
+	if !readable {
+		return f, "", false, nil // written, never read: its last line is not known
 	}
 	if last, torn, err = lastLineOf(f); err == nil && torn {
 		_, err = f.Write([]byte{'\n'})
@@ -862,7 +874,7 @@ func openFile(path string, o openOptions) (f *os.File, last string, torn bool, e
 	if last == "" && carried != "" {
 		last = carried
 		if o.logger != nil {
-			o.logger.Info("decision log: the file was rotated while this log waited for it; the chain goes on from the rotated file's last line", "sink", "file:"+path, "prev_hash", carried)
+			o.logger.Info("decision log: the file at the path was rotated before this log took it and the new one is empty; the chain goes on from the rotated file's last line", "sink", "file:"+path, "prev_hash", carried)
 		}
 	}
 	return f, last, torn, nil

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -1507,23 +1508,42 @@ func TestDecisionLogNoDeviceIsNotWaitedFor(t *testing.T) {
 // openChainedInBackground opens a chained log at path on another
 // goroutine (its open may wait for the lock of the writer before it), with
 // where the opened log will be sent and the buffer its own messages go to.
-func openChainedInBackground(t *testing.T, path string) (<-chan *DecisionLog, *testenv.SyncBuffer) {
+func openChainedInBackground(t *testing.T, path string) (<-chan openedLog, *testenv.SyncBuffer) {
 	t.Helper()
 	logBuf := &testenv.SyncBuffer{}
-	opened := make(chan *DecisionLog, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	opened := make(chan openedLog, 1)
+	done := make(chan struct{})
 	go func() {
-		l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: true, startWait: 20 * time.Second, Logger: slog.New(slog.NewTextHandler(logBuf, nil))})
-		if err != nil {
-			t.Error(err)
-		}
-		opened <- l
+		defer close(done)
+		l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: true, Context: ctx, startWait: 20 * time.Second, Logger: slog.New(slog.NewTextHandler(logBuf, nil))})
+		opened <- openedLog{l, err}
 	}()
+	// A test that ends before it took the log (a failure) ends the wait
+	// and closes what was opened: nothing is left running past the test.
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		select {
+		case r := <-opened:
+			if r.log != nil {
+				_ = r.log.Close(context.Background())
+			}
+		default:
+		}
+	})
 	return opened, logBuf
+}
+
+// openedLog is what openChainedInBackground's open gave.
+type openedLog struct {
+	log *DecisionLog
+	err error
 }
 
 // nextChainedLog is openChainedInBackground, returning once the log waits
 // for the lock of the writer before it (it says so in its own log).
-func nextChainedLog(t *testing.T, path string) (<-chan *DecisionLog, *testenv.SyncBuffer) {
+func nextChainedLog(t *testing.T, path string) (<-chan openedLog, *testenv.SyncBuffer) {
 	t.Helper()
 	opened, logBuf := openChainedInBackground(t, path)
 	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logBuf.String(), "waiting for the other writer"); time.Sleep(time.Millisecond) {
@@ -1536,18 +1556,19 @@ func nextChainedLog(t *testing.T, path string) (<-chan *DecisionLog, *testenv.Sy
 
 // logNext takes the log opened in the background, writes one record with
 // it and closes it.
-func logNext(t *testing.T, opened <-chan *DecisionLog) {
+func logNext(t *testing.T, opened <-chan openedLog) {
 	t.Helper()
 	next := <-opened
-	if next == nil {
-		t.FailNow()
+	if next.err != nil {
+		t.Fatal(next.err)
 	}
-	next.Log(&DecisionEvent{Path: "next"})
-	closeLog(t, next)
+	next.log.Log(&DecisionEvent{Path: "next"})
+	closeLog(t, next.log)
 }
 
-// chainAcross checks that the rotated file at path.1 holds records
-// records, and that the file at path verifies from its head with want.
+// chainAcross checks that the rotated file at path.1 holds rotatedRecords
+// records, and that the file at path verifies from its head with
+// liveRecords.
 func chainAcross(t *testing.T, path string, rotatedRecords, liveRecords int) {
 	t.Helper()
 	rotated, err := os.ReadFile(path + ".1")
@@ -1620,6 +1641,8 @@ func TestDecisionLogRotatedBeforeItsFirstLock(t *testing.T) {
 		return lockFile(f, exclusive)
 	}
 	defer func() { lockFileFn = lockFile }()
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	defer releaseOnce() // a failure below does not leave the open stuck
 	opened, _ := openChainedInBackground(t, path)
 	<-entered // the next log has opened the file at the path, not yet locked it
 	if err := os.Rename(path, path+".1"); err != nil {
@@ -1628,7 +1651,7 @@ func TestDecisionLogRotatedBeforeItsFirstLock(t *testing.T) {
 	before.Log(&DecisionEvent{Path: "p"}) // switches to a new file, frees the old one
 	waitHandled(t, before, 2)
 	closeLog(t, before)
-	close(release)
+	releaseOnce()
 	logNext(t, opened)
 	chainAcross(t, path, 1, 2)
 }
@@ -1648,6 +1671,92 @@ func TestDecisionLogStoppedBeforeItsWait(t *testing.T) {
 	}
 	if strings.Contains(logBuf.String(), "waiting") {
 		t.Errorf("it said it waits:\n%s", logBuf.String())
+	}
+}
+
+// renameAtFirstLock makes the first lock taken rename the file at path to
+// path+suffix first: the file is rotated between a log's open and its lock.
+func renameAtFirstLock(t *testing.T, path, suffix string) {
+	t.Helper()
+	var first atomic.Bool
+	lockFileFn = func(f *os.File, exclusive bool) error {
+		if first.CompareAndSwap(false, true) {
+			if err := os.Rename(path, path+suffix); err != nil {
+				t.Error(err)
+			}
+		}
+		return lockFile(f, exclusive)
+	}
+	t.Cleanup(func() { lockFileFn = lockFile })
+}
+
+// TestDecisionLogUnchainedRotatedBeforeItsFirstLock: a log without the
+// chain whose file is rotated between its open and its lock writes to the
+// new file and says nothing of a chain.
+func TestDecisionLogUnchainedRotatedBeforeItsFirstLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.jsonl")
+	if err := os.WriteFile(path, []byte("{\"x\":1}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	renameAtFirstLock(t, path, ".1")
+	logBuf := &testenv.SyncBuffer{}
+	l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Logger: slog.New(slog.NewTextHandler(logBuf, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Log(&DecisionEvent{Path: "p"})
+	closeLog(t, l)
+	if b, err := os.ReadFile(path); err != nil || bytes.Count(b, []byte("\n")) != 1 {
+		t.Errorf("the new file: %q %v, want the one record", b, err)
+	}
+	if strings.Contains(logBuf.String(), "chain") {
+		t.Errorf("a log without the chain speaks of one:\n%s", logBuf.String())
+	}
+}
+
+// TestDecisionLogSwitchIntoAFileRotatedBeforeItsLock: a log switching files
+// opens the new file at the path (another writer's, one line), which is
+// rotated before the lock; it goes on in the empty file now there from its
+// own head, and does not say that file holds lines.
+func TestDecisionLogSwitchIntoAFileRotatedBeforeItsLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.jsonl")
+	l, logBuf := followingLogWithARecord(t, path)
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("{\"other\":1}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	renameAtFirstLock(t, path, ".other")
+	l.Log(&DecisionEvent{Path: "p"})
+	waitHandled(t, l, 2)
+	closeLog(t, l)
+	chainAcross(t, path, 1, 1)
+	if strings.Contains(logBuf.String(), "already holds lines") || strings.Contains(logBuf.String(), "rotated file's last line") {
+		t.Errorf("the new file was empty and the chain goes on from the log's head, yet:\n%s", logBuf.String())
+	}
+}
+
+// TestDecisionLogRotatedAtEveryLock: a file rotated again before each lock
+// is opened again three times, then taken: the open ends.
+func TestDecisionLogRotatedAtEveryLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.jsonl")
+	var locks atomic.Int32
+	lockFileFn = func(f *os.File, exclusive bool) error {
+		n := locks.Add(1)
+		if err := os.Rename(path, fmt.Sprintf("%s.%d", path, n)); err != nil {
+			t.Error(err)
+		}
+		return lockFile(f, exclusive)
+	}
+	defer func() { lockFileFn = lockFile }()
+	l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeLog(t, l)
+	if n := locks.Load(); n != 4 {
+		t.Errorf("%d opens, want 4 (the first and three more)", n)
 	}
 }
 
