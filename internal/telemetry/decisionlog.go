@@ -716,118 +716,37 @@ type openOptions struct {
 // written unlocked, with a warning. A FIFO with no reader is waited for
 // the same way; any other device that cannot be opened is refused at once.
 func openFile(path string, o openOptions) (f *os.File, last string, torn bool, err error) {
-	notRegular := func(mode fs.FileMode) error {
-		return fmt.Errorf("%s is not a regular file (%s)", path, mode.Type())
-	}
-	deadline := time.Now().Add(o.wait)
-	// pause waits a little before another try, and says once that it
-	// waits; false when the wait is over (its bound, or its context).
-	said := false
-	pause := func(what string) bool {
-		if !time.Now().Before(deadline) {
-			return false // without a wait (a switch), never a sleep
-		}
-		if o.ctx != nil && o.ctx.Err() != nil {
-			return false // stopped before the wait began
-		}
-		if !said && o.logger != nil {
-			o.logger.Warn("decision log: waiting for "+what, "sink", "file:"+path, "up_to", o.wait.String())
-		}
-		said = true
-		if o.ctx == nil {
-			time.Sleep(50 * time.Millisecond)
-			return true
-		}
-		select {
-		case <-o.ctx.Done():
-			return false
-		case <-time.After(50 * time.Millisecond):
-			return true
-		}
-	}
-	stopped := func(err error) error {
-		if o.ctx != nil && o.ctx.Err() != nil {
-			return fmt.Errorf("%w (stopped while waiting: %w)", err, o.ctx.Err())
-		}
-		return err
-	}
-	// lock takes a regular file's lock, waiting while another writer holds
-	// it; waited says that it did (the file may have been rotated since).
-	lock := func(f *os.File) (waited bool, err error) {
-		for {
-			err := lockFileFn(f, o.needLast)
-			switch {
-			case err == nil:
-				return waited, nil
-			case !errors.Is(err, errLocked):
-				if o.logger != nil {
-					o.logger.Warn("decision log: the file system takes no lock on the file; another writer of it would not be detected", "sink", "file:"+path, "error", err)
-				}
-				return waited, nil
-			case !pause("the other writer of the file to close it"):
-				_ = f.Close()
-				return waited, stopped(fmt.Errorf("%s: %w", path, err))
-			}
-			waited = true
-		}
-	}
-	writeOnly := func() (*os.File, string, bool, error) {
-		var f *os.File
-		var err error
-		for {
-			f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|openNonblock, 0o640)
-			if !noReader(err) {
-				break
-			}
-			st, serr := os.Stat(path)
-			switch {
-			case serr == nil && st.Mode().Type() == fs.ModeSocket:
-				return nil, "", false, fmt.Errorf("%s is a socket, which cannot be opened as a file (for the process's stdout, give the sink stdout): %w", path, err)
-			case serr != nil || st.Mode().Type() != fs.ModeNamedPipe:
-				return nil, "", false, err // a device with nothing behind it: nothing to wait for
-			case !pause("a process to open the FIFO for reading"):
-				return nil, "", false, stopped(fmt.Errorf("%s: no process has the FIFO open for reading (start its reader first): %w", path, err))
-			}
-		}
-		if err != nil {
-			return nil, "", false, err
-		}
-		st, err := f.Stat()
-		switch {
-		case err != nil:
-			_ = f.Close()
-			return nil, "", false, err
-		case st.Mode().IsRegular():
-			_, err = lock(f)
-		case o.regularOnly:
-			_ = f.Close()
-			err = notRegular(st.Mode())
-		}
-		if err != nil {
-			return nil, "", false, err
-		}
-		return f, "", false, nil
-	}
+	op := &opener{openOptions: o, path: path, deadline: time.Now().Add(o.wait)}
+	return op.open()
+}
+
+// opener is one openFile: its options, its path, when its waits end, and
+// whether it has said that it waits.
+type opener struct {
+	openOptions
+	path     string
+	deadline time.Time
+	said     bool
+}
+
+func (op *opener) open() (f *os.File, last string, torn bool, err error) {
 	// carried is the last line of a file taken and then left because it
 	// was rotated meanwhile: where a starting chain goes on when the file
 	// now at the path holds none (its writer exited before writing there).
-	// A log that switches files (o.regularOnly) goes on from its own head.
-	carry := o.needLast && !o.regularOnly
+	// A log that switches files (regularOnly) goes on from its own head.
+	carry := op.needLast && !op.regularOnly
 	carried := ""
 	readable := true
 	for reopens := 0; ; reopens++ {
-		if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
-			if o.regularOnly {
-				return nil, "", false, notRegular(st.Mode())
-			}
-			return writeOnly()
+		if st, err := os.Stat(op.path); err == nil && !st.Mode().IsRegular() {
+			return op.notRegularFile(st.Mode())
 		}
-		f, err = os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o640)
+		f, err = os.OpenFile(op.path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o640)
 		readable = err == nil
-		if errors.Is(err, fs.ErrPermission) && !o.needLast {
-			f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|openNonblock, 0o640)
-			if noReader(err) && !o.regularOnly {
-				return writeOnly() // a FIFO since the Stat: wait for its reader there
+		if errors.Is(err, fs.ErrPermission) && !op.needLast {
+			f, err = os.OpenFile(op.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|openNonblock, 0o640)
+			if noReader(err) && !op.regularOnly {
+				return op.writeOnly() // a FIFO since the Stat: wait for its reader there
 			}
 		}
 		if err != nil {
@@ -836,12 +755,9 @@ func openFile(path string, o openOptions) (f *os.File, last string, torn bool, e
 		st, err := f.Stat()
 		if err == nil && !st.Mode().IsRegular() { // replaced since the Stat
 			_ = f.Close()
-			if o.regularOnly {
-				return nil, "", false, notRegular(st.Mode())
-			}
-			return writeOnly()
+			return op.notRegularFile(st.Mode())
 		}
-		waited, err := lock(f)
+		waited, err := op.lock(f)
 		if err != nil {
 			return nil, "", false, err
 		}
@@ -850,7 +766,7 @@ func openFile(path string, o openOptions) (f *os.File, last string, torn bool, e
 		// that writer's chain goes on in the file now at the path, and
 		// ours must too, or the two would fork. Opened again while the
 		// wait lasts, or a few times without one.
-		at, aerr := os.Stat(path)
+		at, aerr := os.Stat(op.path)
 		if moved := st != nil && (aerr != nil || !os.SameFile(at, st)); !moved || (!waited && reopens >= 3) {
 			break
 		}
@@ -873,11 +789,119 @@ func openFile(path string, o openOptions) (f *os.File, last string, torn bool, e
 	}
 	if last == "" && carried != "" {
 		last = carried
-		if o.logger != nil {
-			o.logger.Info("decision log: the file at the path was rotated before this log took it and the new one is empty; the chain goes on from the rotated file's last line", "sink", "file:"+path, "prev_hash", carried)
+		if op.logger != nil {
+			op.logger.Info("decision log: the file at the path was rotated before this log took it and the new one is empty; the chain goes on from the rotated file's last line", "sink", "file:"+op.path, "prev_hash", carried)
 		}
 	}
 	return f, last, torn, nil
+}
+
+// notRegularFile opens a sink that is not a regular file: refused on a
+// switch (regularOnly), else written only.
+func (op *opener) notRegularFile(mode fs.FileMode) (*os.File, string, bool, error) {
+	if op.regularOnly {
+		return nil, "", false, op.notRegular(mode)
+	}
+	return op.writeOnly()
+}
+
+func (op *opener) notRegular(mode fs.FileMode) error {
+	return fmt.Errorf("%s is not a regular file (%s)", op.path, mode.Type())
+}
+
+// writeOnly opens the path write-only and non-blocking, waiting for a
+// FIFO's reader while the wait lasts.
+func (op *opener) writeOnly() (*os.File, string, bool, error) {
+	var f *os.File
+	var err error
+	for {
+		f, err = os.OpenFile(op.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|openNonblock, 0o640)
+		if !noReader(err) {
+			break
+		}
+		st, serr := os.Stat(op.path)
+		switch {
+		case serr == nil && st.Mode().Type() == fs.ModeSocket:
+			return nil, "", false, fmt.Errorf("%s is a socket, which cannot be opened as a file (for the process's stdout, give the sink stdout): %w", op.path, err)
+		case serr != nil || st.Mode().Type() != fs.ModeNamedPipe:
+			return nil, "", false, err // a device with nothing behind it: nothing to wait for
+		case !op.pause("a process to open the FIFO for reading"):
+			return nil, "", false, op.stopped(fmt.Errorf("%s: no process has the FIFO open for reading (start its reader first): %w", op.path, err))
+		}
+	}
+	if err != nil {
+		return nil, "", false, err
+	}
+	st, err := f.Stat()
+	switch {
+	case err != nil:
+		_ = f.Close()
+		return nil, "", false, err
+	case st.Mode().IsRegular():
+		_, err = op.lock(f)
+	case op.regularOnly:
+		_ = f.Close()
+		err = op.notRegular(st.Mode())
+	}
+	if err != nil {
+		return nil, "", false, err
+	}
+	return f, "", false, nil
+}
+
+// lock takes a regular file's lock, waiting while another writer holds it;
+// waited says that it did (the file may have been rotated since). f is
+// closed when the lock is refused.
+func (op *opener) lock(f *os.File) (waited bool, err error) {
+	for {
+		err := lockFileFn(f, op.needLast)
+		switch {
+		case err == nil:
+			return waited, nil
+		case !errors.Is(err, errLocked):
+			if op.logger != nil {
+				op.logger.Warn("decision log: the file system takes no lock on the file; another writer of it would not be detected", "sink", "file:"+op.path, "error", err)
+			}
+			return waited, nil
+		case !op.pause("the other writer of the file to close it"):
+			_ = f.Close()
+			return waited, op.stopped(fmt.Errorf("%s: %w", op.path, err))
+		}
+		waited = true
+	}
+}
+
+// pause waits a little before another try, and says once that it waits;
+// false when the wait is over (its bound, or its context).
+func (op *opener) pause(what string) bool {
+	if !time.Now().Before(op.deadline) {
+		return false // without a wait (a switch), never a sleep
+	}
+	if op.ctx != nil && op.ctx.Err() != nil {
+		return false // stopped before the wait began
+	}
+	if !op.said && op.logger != nil {
+		op.logger.Warn("decision log: waiting for "+what, "sink", "file:"+op.path, "up_to", op.wait.String())
+	}
+	op.said = true
+	if op.ctx == nil {
+		time.Sleep(50 * time.Millisecond)
+		return true
+	}
+	select {
+	case <-op.ctx.Done():
+		return false
+	case <-time.After(50 * time.Millisecond):
+		return true
+	}
+}
+
+// stopped adds to err that the wait ended with the context, if it did.
+func (op *opener) stopped(err error) error {
+	if op.ctx != nil && op.ctx.Err() != nil {
+		return fmt.Errorf("%w (stopped while waiting: %w)", err, op.ctx.Err())
+	}
+	return err
 }
 
 // prepare fills what the log owns in an event, in the writer goroutine.
