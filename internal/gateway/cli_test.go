@@ -427,7 +427,9 @@ func TestBinaryStdioRestartWhileTheOldOneFinishes(t *testing.T) {
 // agent's gateway in front of remote) on pipes, initializes its session and
 // makes a 1.5 s call to remote's slow tool, and returns once the call has
 // reached the upstream: the process and the agent's ends of its stdin,
-// stdout and stderr.
+// stdout and stderr. The tool ignores cancellation: an agent that leaves
+// cancels its calls upstream, and the gateway's stop waits for the
+// upstream's end of the call all the same.
 func startStdioGatewayInACall(t *testing.T, cfg string, remote *mcptest.Server) (*exec.Cmd, io.WriteCloser, io.ReadCloser, io.ReadCloser) {
 	t.Helper()
 	cmd := exec.Command(testenv.ACGSBinary(t), "gateway", "--config", cfg)
@@ -457,7 +459,7 @@ func startStdioGatewayInACall(t *testing.T, cfg string, remote *mcptest.Server) 
 		t.Fatalf("initialize: %q %v", line, err)
 	}
 	send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
-	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"remote__slow","arguments":{"ms":1500}}}`)
+	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"remote__slow","arguments":{"ms":1500,"ignore_cancel":true}}}`)
 	for deadline := time.Now().Add(10 * time.Second); remote.Calls("slow") == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the call did not reach the upstream in 10s")

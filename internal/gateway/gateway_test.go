@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -682,6 +683,69 @@ func TestApprovalQueueBoundAndCancellation(t *testing.T) {
 	}
 	if e.remote.Calls("delete_record") != 0 {
 		t.Fatal("a cancelled or refused call reached the upstream")
+	}
+}
+
+// TestApprovalHTTPAgentGone: an HTTP agent whose request ends without a
+// word (its process crashed, a proxy timed out: no notifications/cancelled)
+// has its held call dropped, counted cancelled: it is no longer pending, an
+// approval of it finds nothing, and it never reaches the upstream, where a
+// retry of the agent would have run it twice.
+func TestApprovalHTTPAgentGone(t *testing.T) {
+	e := startEnv(t, envOptions{extraYAML: "approvals: {timeout: 30s}\n"})
+	ctx := testCtx(t)
+	client := &http.Client{Transport: &http.Transport{}} // its own connections, closed with the request
+	post := func(ctx context.Context, session string, body string) (*http.Response, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.agentURL, strings.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer token-1")
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		if session != "" {
+			req.Header.Set("Mcp-Session-Id", session)
+			req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+		}
+		return client.Do(req)
+	}
+	resp, err := post(ctx, "", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	session := resp.Header.Get("Mcp-Session-Id")
+	if session == "" {
+		t.Fatalf("initialize: %d without a session", resp.StatusCode)
+	}
+	if resp, err = post(ctx, session, `{"jsonrpc":"2.0","method":"notifications/initialized"}`); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	callCtx, crash := context.WithCancel(ctx)
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		if r, err := post(callCtx, session, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"remote__delete_record","arguments":{"id":"gone"}}}`); err == nil {
+			r.Body.Close()
+		}
+	}()
+	held := e.waitPending(t, 1)[0]
+	crash() // the connection closes; nothing else is sent
+	<-ended
+	deadline := time.Now().Add(10 * time.Second)
+	for e.metric(t, "acgs_gateway_approvals_total", map[string]string{"verdict": "cancelled"}) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the held call of an agent that left is still held; pending %v", e.metric(t, "acgs_gateway_approvals_pending", nil))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code := e.admin(t, http.MethodPost, gateway.ApprovalsPath+"/"+held.ID+"/approve", adminToken, nil, nil); code != http.StatusNotFound {
+		t.Errorf("approving the dropped call: %d, want 404", code)
+	}
+	if n := e.remote.Calls("delete_record"); n != 0 {
+		t.Errorf("the upstream ran the call of an agent that left %d times", n)
 	}
 }
 

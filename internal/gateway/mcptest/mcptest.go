@@ -72,6 +72,9 @@ type recordIn struct {
 
 type slowIn struct {
 	MS int `json:"ms"`
+	// IgnoreCancel sleeps on when the call is cancelled, as a tool that
+	// never looks at its context does: its session's close waits for it.
+	IgnoreCancel bool `json:"ignore_cancel,omitempty"`
 }
 
 type none struct{}
@@ -143,6 +146,9 @@ func NewWith(o Options) *Server {
 	})
 	mcp.AddTool(s.MCP, &mcp.Tool{Name: "slow", Description: "Answer after ms milliseconds"}, func(ctx context.Context, _ *mcp.CallToolRequest, in slowIn) (*mcp.CallToolResult, any, error) {
 		count("slow")
+		if in.IgnoreCancel {
+			ctx = context.Background()
+		}
 		select {
 		case <-time.After(time.Duration(in.MS) * time.Millisecond):
 		case <-ctx.Done():

@@ -1768,6 +1768,36 @@ func (c *streamableServerConn) servePOST(w http.ResponseWriter, req *http.Reques
 	}
 
 	c.hangResponse(req.Context(), done)
+	// ACGS patch (third_party/README.md): the client's request ended before
+	// every answer was sent. In JSON mode, or without an event store to
+	// resume from, those answers can never reach it: cancel the calls still
+	// running, as the client's notifications/cancelled would, instead of
+	// letting them run (or wait, for a call held for approval) for nobody.
+	if req.Context().Err() != nil && (!useSSE || c.eventStore == nil) {
+		c.cancelUnanswered(stream)
+	}
+}
+
+// cancelUnanswered hands the server a notifications/cancelled for each
+// request of s not yet answered (an ACGS patch, see servePOST).
+func (c *streamableServerConn) cancelUnanswered(s *stream) {
+	s.mu.Lock()
+	ids := make([]jsonrpc.ID, 0, len(s.requests))
+	for id := range s.requests {
+		ids = append(ids, id)
+	}
+	s.mu.Unlock()
+	for _, id := range ids {
+		params, err := json.Marshal(&CancelledParams{RequestID: id.Raw(), Reason: "the client's HTTP request ended before the answer"})
+		if err != nil {
+			continue
+		}
+		select {
+		case c.incoming <- &jsonrpc.Request{Method: notificationCancelled, Params: params}:
+		case <-c.done:
+			return
+		}
+	}
 }
 
 // Event IDs: encode both the logical connection ID and the index, as
