@@ -138,6 +138,8 @@ func appendValue(b []byte, v any, s *scratch) ([]byte, error) {
 	switch x := v.(type) {
 	case nil:
 		return append(b, tagNull), nil
+	case nullInput:
+		return append(b, tagNullInput), nil
 	case bool:
 		if x {
 			return append(b, tagTrue), nil
@@ -223,7 +225,19 @@ func appendObject(b []byte, m map[string]any, s *scratch) ([]byte, error) {
 // keyFormat starts every key's encoding: change it when the encoding
 // changes, so that instances of two versions sharing an L2 never read each
 // other's entries.
-const keyFormat = 3 // 3: Go float64s as OPA writes them (03f1a77)
+const keyFormat = 4 // 3: Go float64s as OPA writes them (03f1a77); 4: no input is not a null input
+
+// NullInput is the input of a request whose whole input is JSON null (OPA's
+// GET ?input=null, a v0 body of null): input is then defined, and null,
+// where nil, no input at all, leaves it undefined, and a policy can tell
+// the two apart (input == null, not input). Decoded JSON holds nil for a
+// null everywhere else; only the whole input needs the difference. It
+// encodes as null (decision logs).
+var NullInput any = nullInput{}
+
+type nullInput struct{}
+
+func (nullInput) MarshalJSON() ([]byte, error) { return []byte("null"), nil }
 
 // Tags that start the input part of a key: the whole input, or its
 // projection onto a read set. A projection never hashes like a whole input.
@@ -231,6 +245,7 @@ const (
 	tagWhole      = 'W'
 	tagProjection = 'P'
 	tagMissing    = 'm' // a read path absent from the input (never like null)
+	tagNullInput  = 'Z' // the whole input is NullInput (never like no input)
 )
 
 // NewProjectedKey returns the cache key of a decision whose policy reads
@@ -293,7 +308,7 @@ func NewProjectedKey(revision, path string, rs *readset.Set, input any) (Key, er
 // type_name, ...) can tell of a value. true and false share one.
 func typeTag(v any) (byte, error) {
 	switch v.(type) {
-	case nil:
+	case nil, nullInput:
 		return tagNull, nil
 	case bool:
 		return 'b', nil
@@ -309,11 +324,16 @@ func typeTag(v any) (byte, error) {
 	return 0, fmt.Errorf("cache: cannot encode %T in a cache key", v)
 }
 
-// lookup follows p from v as a Rego reference would. A value of a Go type
+// lookup follows p from v, the whole input, as a Rego reference would. No
+// input at all (nil) has nothing at any path, itself included: the root of
+// a null input (NullInput) is there, and null. A value of a Go type
 // the key cannot encode on the way (a map[string]string, a []string: OPA
 // takes them as input) is an error, not a missing path: two inputs
 // differing inside it would otherwise share a key.
 func lookup(v any, p readset.Path) (any, bool, error) {
+	if v == nil {
+		return nil, false, nil
+	}
 	for _, e := range p {
 		switch k := e.(type) {
 		case string:

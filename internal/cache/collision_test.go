@@ -96,3 +96,42 @@ func TestProjectedKeyNamesItsReadSet(t *testing.T) {
 		t.Fatal("fingerprints do not tell the sets apart, or differ for equal sets")
 	}
 }
+
+// No input and a null input (NullInput) are two inputs wherever a policy
+// could tell them apart (input == null, not input, is_null(input)): the
+// whole input, its root read whole, its root's type. Where it cannot (it
+// reads only paths inside the input, missing in both), they share a key.
+func TestNoInputIsNotANullInput(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		rs   *readset.Set // nil: the whole input (NewKey)
+		same bool
+	}{
+		{"whole input", nil, false},
+		{"the root read whole", &readset.Set{Paths: []readset.Path{{}}}, false},
+		{"the root's type", &readset.Set{Types: []readset.Path{{}}}, false},
+		{"a path inside", &readset.Set{Paths: []readset.Path{{"x"}}, Types: []readset.Path{{"y"}}}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			key := func(input any) Key {
+				var k Key
+				var err error
+				if c.rs == nil {
+					k, err = NewKey("rev", "p", input)
+				} else {
+					k, err = NewProjectedKey("rev", "p", c.rs, input)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				return k
+			}
+			if same := key(nil) == key(NullInput); same != c.same {
+				t.Errorf("no input and a null input share a key: %v, want %v", same, c.same)
+			}
+			if !c.same && key(NullInput) == key(map[string]any{}) {
+				t.Error("a null input and an empty object share a key where the root is read")
+			}
+		})
+	}
+}

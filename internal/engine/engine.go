@@ -696,7 +696,7 @@ func (e *Engine) EvaluateFull(ctx context.Context, path string, input any) (Deci
 	}
 	var in ast.Value
 	if input != nil {
-		v, err := ast.InterfaceToValue(input)
+		v, err := toValue(input)
 		if err != nil {
 			return Decision{}, apierror.Wrap(apierror.InvalidParameter, err, "input is not a JSON value: %v", err)
 		}

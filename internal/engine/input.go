@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/acgs-lite/acgs/internal/cache"
 )
 
 // maxInterned bounds the strings a snapshot interns for input conversion,
@@ -101,8 +103,20 @@ func (s *snapshot) inputValue(x any) (ast.Value, error) {
 		}
 		return ast.NewObject(items...), nil
 	default:
-		return ast.InterfaceToValue(x)
+		return toValue(x)
 	}
+}
+
+// NullInput is a request's input when the whole of it is JSON null: input
+// is defined, and null; nil is no input (cache.NullInput says more).
+var NullInput = cache.NullInput
+
+// toValue is ast.InterfaceToValue, with NullInput as the null it stands for.
+func toValue(x any) (ast.Value, error) {
+	if x == NullInput {
+		return ast.NullValue, nil
+	}
+	return ast.InterfaceToValue(x)
 }
 
 func (s *snapshot) str(x string) ast.Value {

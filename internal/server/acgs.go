@@ -45,10 +45,10 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 		if in, isOPA := obj["input"]; isOPA {
 			q := queryOf(r)
 			d, ev := s.decideOPA(r.Context(), decisionPath, in, inspectionOf(q))
-			if ev == nil {
+			if in != nil && ev == nil {
 				s.rawRemember(r, rk, d, true)
 			}
-			s.writeOPA(w, q, d, false, ev)
+			s.writeOPA(w, q, d, in == nil, ev) // {"input": null}: no input, as in handleOPAData
 			return
 		}
 	}

@@ -100,6 +100,9 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 		if hasCommon {
 			in = deepMerge(common, in)
 		}
+		if in == nil {
+			in = engine.NullInput // an item's value is its input, null too
+		}
 		ids = append(ids, id)
 		items = append(items, in)
 	}

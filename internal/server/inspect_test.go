@@ -29,8 +29,12 @@ import (
 // inspectRego is served next to the constitution for the tests of
 // ?strict-builtin-errors, ?explain and ?instrument: built-in errors that
 // decide (n, j) or are passed over (num's else), a note (trace) on a rule
-// that may be undefined.
+// that may be undefined; and rules that tell a null input from none.
 const inspectRego = `package t
+
+input_null if input == null
+
+no_input if not input
 
 n := to_number(input.s)
 
@@ -163,6 +167,18 @@ var inspectCalls = []inspectCall{
 	{"instrument the decision", "POST", "/v1/data/acgs/main/decision?instrument", `{"type":"action_authorization","constitutional_hash":"cdd01ef066bc6cf2","action":"data.read_public"}`, ""},
 	{"instrument=false", "POST", "/v1/data/t/noted?instrument=false", `{"s":"x"}`, ""},
 	{"everything", "POST", "/v1/data/t/num?instrument&explain=notes&strict-builtin-errors&provenance", `{"s":"3"}`, ""},
+	// A null input is not no input: ?input=null and a v0 body of null (or
+	// none) make input null; {"input": null} is no input, with a warning.
+	{"GET ?input=null", "GET", "/v1/data/t/input_null", "null", ""},
+	{"GET ?input=null, not input", "GET", "/v1/data/t/no_input", "null", ""},
+	{"GET without input", "GET", "/v1/data/t/no_input", "", ""},
+	{"input null", "POST", "/v1/data/t/input_null", "null", ""},
+	{"input null, not input", "POST", "/v1/data/t/no_input", "null", ""},
+	{"input null on the decision route", "POST", "/v1/data/acgs/main/decision", "null", ""},
+	{"v0 body null", "POST", "/v0/data/t", "", "null"},
+	{"v0 body null, not input", "POST", "/v0/data/t/no_input", "", "null"},
+	{"v0 body empty", "POST", "/v0/data/t", "", " "},
+	{"v0 object", "POST", "/v0/data/t/no_input", "", "{}"},
 }
 
 // TestInspectionsAnswerAsStockOPA sends every call of inspectCalls twice
@@ -412,6 +428,36 @@ func TestInspectionsAreDecisionLogged(t *testing.T) {
 			t.Errorf("no decision logged for %s: %s", path, b)
 		case ev.Input == nil || !jsoneq.Equal(ev.Result, want.result) || (ev.Error != "") != want.error || ev.Labels["source"] != map[bool]string{false: "full", true: "error"}[want.error]:
 			t.Errorf("%s logged as %+v", path, ev)
+		}
+	}
+}
+
+// TestBatchNullItem: a batch item whose value is null has a null input (as
+// ?input=null does), not none, twice (the second from the cache), with and
+// without common_input; an empty object is neither.
+func TestBatchNullItem(t *testing.T) {
+	h := openInspect(t, inspectBundle(t))
+	for _, body := range []string{
+		`{"inputs":{"null":null,"empty":{}}}`,
+		`{"inputs":{"null":null,"empty":{}}}`,
+		`{"common_input":{"c":1},"inputs":{"null":null,"empty":{}}}`,
+	} {
+		for path, want := range map[string]map[string]string{
+			"t/input_null": {"null": "true", "empty": ""},
+			"t/no_input":   {"null": "", "empty": ""},
+		} {
+			r := h.do(t, "POST", "/v1/batch/data/"+path, strings.NewReader(body), nil)
+			rs := responsesOf(t, r)
+			for id, w := range want {
+				item, _ := rs[id].(map[string]any)
+				got := ""
+				if v, ok := item["result"]; ok {
+					got = mustJSON(t, v)
+				}
+				if r.code != 200 || got != w {
+					t.Errorf("%s %s item %s: %d result %q, want %q\n%s", path, body, id, r.code, got, w, r.body)
+				}
+			}
 		}
 	}
 }

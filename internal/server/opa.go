@@ -66,6 +66,9 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			input = v
+			if v == nil {
+				input = engine.NullInput // ?input=null: input is null, as OPA reads it
+			}
 		}
 		d, ev := s.decideOPA(r.Context(), path, input, in)
 		s.writeOPA(w, q, d, false, ev)
@@ -97,12 +100,14 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apierror.New(apierror.InvalidParameter, "request body must be a JSON object like {\"input\": ...}, got %s", jsonType(body)))
 		return
 	}
-	input, hasInput := obj["input"]
+	// {"input": null} is no input, with OPA's warning, as OPA's server
+	// decodes it (DataRequestV1.Input is a pointer).
+	input := obj["input"]
 	d, ev := s.decideOPA(r.Context(), path, input, in)
-	if hasInput && ev == nil {
-		s.rawRemember(r, rk, d, true)
+	if input != nil && ev == nil {
+		s.rawRemember(r, rk, d, true) // a repeat answered from it has no warning to give
 	}
-	s.writeOPA(w, q, d, !hasInput, ev)
+	s.writeOPA(w, q, d, input == nil, ev)
 }
 
 // writeOPA writes OPA's Data API response of one decision: {"decision_id",
@@ -275,6 +280,9 @@ func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, path string) {
 	input, _, ok := s.readJSON(w, r, true)
 	if !ok {
 		return
+	}
+	if input == nil {
+		input = engine.NullInput // a body of null, or none: OPA evaluates input as null
 	}
 	d := s.decide(r.Context(), path, input, "")
 	if d.Err != nil {
