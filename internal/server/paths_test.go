@@ -89,3 +89,19 @@ func TestEvaluationErrorDetails(t *testing.T) {
 		t.Fatalf("detail %v", d)
 	}
 }
+
+// TestTrailingSlash: a route's path with a trailing slash is the same route,
+// so an ACGS request to the decision path with a slash is still answered in
+// the ACGS dialect (not read as an OPA body without input).
+func TestTrailingSlash(t *testing.T) {
+	h := mustOpen(t)
+	body := `{"type":"action_authorization","constitutional_hash":"cdd01ef066bc6cf2","action":"data.read_public"}`
+	plain := h.do(t, "POST", "/v1/data/acgs/main/decision", strings.NewReader(body), nil)
+	slash := h.do(t, "POST", "/v1/data/acgs/main/decision/", strings.NewReader(body), nil)
+	if _, acgs := slash.obj["allow"]; plain.code != 200 || slash.code != 200 || !acgs || slash.obj["allow"] != plain.obj["allow"] || slash.obj["compliance_score"] != plain.obj["compliance_score"] {
+		t.Fatalf("without the slash: %d %s\nwith it: %d %s", plain.code, plain.body, slash.code, slash.body)
+	}
+	if r := h.do(t, "GET", "/health/", nil, nil); r.code != 200 {
+		t.Errorf("GET /health/: %d %s", r.code, r.body)
+	}
+}

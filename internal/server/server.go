@@ -233,6 +233,14 @@ func (s *Server) match(p string) *route {
 	if rt, ok := s.exact[p]; ok {
 		return rt
 	}
+	// A trailing slash names the same resource (OPA's server redirects
+	// there): POST …/acgs/main/decision/ is still the ACGS dialect's route,
+	// not the generic data route that would read its body as OPA's.
+	if n := len(p); n > 1 && p[n-1] == '/' {
+		if rt, ok := s.exact[p[:n-1]]; ok {
+			return rt
+		}
+	}
 	for _, pr := range s.prefixed {
 		if strings.HasPrefix(p, pr.prefix) {
 			return pr.rt
