@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -135,6 +136,13 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 	}
 	if d.Logger == nil {
 		d.Logger = slog.Default()
+	}
+	// An agent holding an admin token could approve its own held calls:
+	// approval would no longer be another party's.
+	for tok, agent := range cfg.tokens() {
+		if slices.Contains(d.AdminTokens, tok) {
+			return nil, fmt.Errorf("gateway: agent %s's bearer token is also an admin token (%s): an agent could approve its own held calls; give the admin endpoints tokens of their own", agent, cfg.Admin.TokenEnv)
+		}
 	}
 	g := &Gateway{
 		cfg:          cfg,

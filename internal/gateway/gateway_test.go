@@ -879,3 +879,24 @@ func TestCallToAnUnknownUpstreamIsNotHeld(t *testing.T) {
 		t.Fatalf("approvals: %d %+v, want none held", code, l.Approvals)
 	}
 }
+
+// TestAgentTokenIsNotAnAdminToken: a gateway whose agent's bearer token is
+// also an admin token is refused: that agent could approve its own held
+// calls.
+func TestAgentTokenIsNotAnAdminToken(t *testing.T) {
+	t.Setenv("GW_AGENT_TOKEN", "shared-token-1")
+	gcfg, err := gateway.ParseConfig([]byte("listen: 127.0.0.1:0\nagents:\n  - {id: agent-1, token_env: GW_AGENT_TOKEN}\nupstreams:\n  - name: nothing\n    url: http://127.0.0.1:1/mcp\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := startEnv(t, envOptions{}) // for an engine
+	_, err = gateway.New(gcfg, gateway.Deps{Engine: e.svc.Engine, ConstitutionalHash: hash, AdminTokens: []string{"other", "shared-token-1"}})
+	if err == nil || !strings.Contains(err.Error(), "agent-1") || !strings.Contains(err.Error(), "approve its own") || strings.Contains(err.Error(), "shared-token-1") {
+		t.Fatalf("an agent token that is an admin token: %v", err)
+	}
+	if g, err := gateway.New(gcfg, gateway.Deps{Engine: e.svc.Engine, ConstitutionalHash: hash, AdminTokens: []string{"other"}}); err != nil {
+		t.Fatalf("distinct tokens: %v", err)
+	} else {
+		g.Close()
+	}
+}
