@@ -27,7 +27,7 @@ type Approval struct {
 	Session    string    `json:"session"`
 	Tool       string    `json:"tool"` // full name, <upstream>__<tool>
 	Upstream   string    `json:"upstream"`
-	Arguments  any       `json:"arguments,omitempty"` // as decided on (masked like the decision log)
+	Arguments  any       `json:"arguments,omitempty"` // as decided on, unmasked: approvers see what they approve (the admin API needs its token)
 	Reasons    []string  `json:"reasons"`
 	Created    time.Time `json:"created"`
 	Expires    time.Time `json:"expires"`
