@@ -105,3 +105,24 @@ func TestTrailingSlash(t *testing.T) {
 		t.Errorf("GET /health/: %d %s", r.code, r.body)
 	}
 }
+
+// TestMethodNotAllowed: a method a route does not take is 405 with an
+// Allow header naming the ones it does, HEAD with GET (HEAD is answered
+// as GET).
+func TestMethodNotAllowed(t *testing.T) {
+	h := mustOpen(t)
+	for path, want := range map[string]string{
+		"/health":           "GET, HEAD",
+		"/v1/data/acgs":     "GET, HEAD, POST",
+		"/v0/data/acgs":     "POST",
+		"/v1/admin/reload/": "POST",
+	} {
+		r := h.do(t, "PUT", path, strings.NewReader("{}"), nil)
+		if r.code != 405 || r.hdr.Get("Allow") != want || r.obj["code"] != "method_not_allowed" {
+			t.Errorf("PUT %s: %d Allow %q, want 405 Allow %q: %s", path, r.code, r.hdr.Get("Allow"), want, r.body)
+		}
+	}
+	if r := h.do(t, "HEAD", "/health", nil, nil); r.code != 200 {
+		t.Errorf("HEAD /health: %d", r.code)
+	}
+}

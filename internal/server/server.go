@@ -162,9 +162,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(sw, apierror.New(apierror.ResourceNotFound, "no such endpoint: %s", r.URL.Path))
 			return
 		}
-		allow := make([]string, 0, len(rt.methods))
+		allow := make([]string, 0, len(rt.methods)+1)
 		for m := range rt.methods {
 			allow = append(allow, m)
+		}
+		if _, get := rt.methods[http.MethodGet]; get {
+			allow = append(allow, http.MethodHead) // answered as GET, above
 		}
 		sw.Header().Set("Allow", strings.Join(sortStrings(allow), ", "))
 		writeError(sw, apierror.New(apierror.MethodNotAllowed, "method %s is not allowed on %s", r.Method, r.URL.Path))
