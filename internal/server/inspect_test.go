@@ -180,6 +180,7 @@ var inspectCalls = []inspectCall{
 	{"v0 body empty", "POST", "/v0/data/t", "", " "},
 	{"v0 object", "POST", "/v0/data/t/no_input", "", "{}"},
 	{"v0 of the root", "POST", "/v0/data", "", `{"s":"1"}`},
+	{"v1 body null", "POST", "/v1/data/t/no_input", "", "null"},
 }
 
 // TestInspectionsAnswerAsStockOPA sends every call of inspectCalls twice

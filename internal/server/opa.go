@@ -96,7 +96,7 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	obj, ok := body.(map[string]any)
-	if !ok {
+	if !ok && body != nil { // a body of null is one without input, as to OPA's server
 		writeError(w, apierror.New(apierror.InvalidParameter, "request body must be a JSON object like {\"input\": ...}, got %s", jsonType(body)))
 		return
 	}

@@ -90,16 +90,19 @@ func TestEvaluationErrorDetails(t *testing.T) {
 	}
 }
 
-// TestTrailingSlash: a route's path with a trailing slash is the same route,
-// so an ACGS request to the decision path with a slash is still answered in
-// the ACGS dialect (not read as an OPA body without input).
-func TestTrailingSlash(t *testing.T) {
+// TestPathSpellings: a path that cleans to a route's (a trailing slash, a
+// doubled one, a dot segment) is the same route, so an ACGS request to the
+// decision path so spelled is still answered in the ACGS dialect (not read
+// as an OPA body without input).
+func TestPathSpellings(t *testing.T) {
 	h := mustOpen(t)
 	body := `{"type":"action_authorization","constitutional_hash":"cdd01ef066bc6cf2","action":"data.read_public"}`
 	plain := h.do(t, "POST", "/v1/data/acgs/main/decision", strings.NewReader(body), nil)
-	slash := h.do(t, "POST", "/v1/data/acgs/main/decision/", strings.NewReader(body), nil)
-	if _, acgs := slash.obj["allow"]; plain.code != 200 || slash.code != 200 || !acgs || slash.obj["allow"] != plain.obj["allow"] || slash.obj["compliance_score"] != plain.obj["compliance_score"] {
-		t.Fatalf("without the slash: %d %s\nwith it: %d %s", plain.code, plain.body, slash.code, slash.body)
+	for _, p := range []string{"/v1/data/acgs/main/decision/", "/v1/data/acgs/main/decision//", "/v1/data//acgs/main/decision", "/v1/data/acgs/x/../main/decision"} {
+		r := h.do(t, "POST", p, strings.NewReader(body), nil)
+		if _, acgs := r.obj["allow"]; plain.code != 200 || r.code != 200 || !acgs || r.obj["allow"] != plain.obj["allow"] || r.obj["compliance_score"] != plain.obj["compliance_score"] {
+			t.Errorf("%s: %d %s\nwithout: %d %s", p, r.code, r.body, plain.code, plain.body)
+		}
 	}
 	if r := h.do(t, "GET", "/health/", nil, nil); r.code != 200 {
 		t.Errorf("GET /health/: %d %s", r.code, r.body)

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"path"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -237,11 +238,12 @@ func (s *Server) match(p string) *route {
 	if rt, ok := s.exact[p]; ok {
 		return rt
 	}
-	// A trailing slash names the same resource (OPA's server redirects
-	// there): POST …/acgs/main/decision/ is still the ACGS dialect's route,
-	// not the generic data route that would read its body as OPA's.
-	if n := len(p); n > 1 && p[n-1] == '/' {
-		if rt, ok := s.exact[p[:n-1]]; ok {
+	// A path that cleans to a route's (a trailing slash, a doubled one, a
+	// dot segment) names the same resource: OPA's server redirects there.
+	// POST …/acgs/main/decision/ is still the ACGS dialect's route, not the
+	// generic data route that would read its body as OPA's.
+	if c := path.Clean(p); c != p {
+		if rt, ok := s.exact[c]; ok {
 			return rt
 		}
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/google/uuid"
 	"golang.org/x/sys/unix"
 
+	"github.com/acgs-lite/acgs/internal/cache"
 	"github.com/acgs-lite/acgs/internal/testenv"
 )
 
@@ -293,6 +294,27 @@ func TestMaskNonGenericInput(t *testing.T) {
 	want := map[string]any{"agent": map[string]any{"role": "r"}}
 	if !reflect.DeepEqual(out, want) || !reflect.DeepEqual(erased, []string{"/input/agent/id"}) {
 		t.Errorf("masked = %v erased %v", out, erased)
+	}
+}
+
+// TestNullInputLoggedWithAMask: a null input (cache.NullInput, as a
+// request's input=null gives) is logged as "input": null whether a mask is
+// configured or not, never like a request without input (no field).
+func TestNullInputLoggedWithAMask(t *testing.T) {
+	for _, mask := range [][]string{nil, {"/password"}} {
+		path := filepath.Join(t.TempDir(), "decisions.jsonl")
+		l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Mask: mask})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Log(&DecisionEvent{Path: "t/x", Input: cache.NullInput})
+		l.Log(&DecisionEvent{Path: "t/x"})
+		closeLog(t, l)
+		b, err := os.ReadFile(path)
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if err != nil || len(lines) != 2 || !strings.Contains(lines[0], `"input":null`) || strings.Contains(lines[1], `"input"`) {
+			t.Errorf("mask %v: a null input, then none:\n%s", mask, b)
+		}
 	}
 }
 

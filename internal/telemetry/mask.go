@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/acgs-lite/acgs/internal/cache"
 )
 
 // maskPointer is one parsed JSON pointer (RFC 6901) into a decision's input.
@@ -72,8 +74,8 @@ func CheckMaskPointer(p string) error {
 // original is unchanged and the result owns everything that differs — for
 // the price of the paths actually masked.
 func maskInput(input any, ptrs []maskPointer) (any, []string) {
-	if len(ptrs) == 0 || input == nil {
-		return input, nil
+	if len(ptrs) == 0 || input == nil || input == cache.NullInput {
+		return input, nil // nothing to mask; a null input stays null, not none
 	}
 	input = genericJSON(input)
 	var erased []string
