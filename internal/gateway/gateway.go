@@ -138,10 +138,16 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		d.Logger = slog.Default()
 	}
 	// An agent holding an admin token could approve its own held calls:
-	// approval would no longer be another party's.
-	for tok, agent := range cfg.tokens() {
-		if slices.Contains(d.AdminTokens, tok) {
-			return nil, fmt.Errorf("gateway: agent %s's bearer token is also an admin token (%s): an agent could approve its own held calls; give the admin endpoints tokens of their own", agent, cfg.Admin.TokenEnv)
+	// approval would no longer be another party's. Its token is looked
+	// at as the admin tokens are read (a comma-separated list), so a
+	// token_env naming the admin variable is caught in a rotation too.
+	for _, a := range cfg.Agents {
+		holds := a.TokenEnv != "" && a.TokenEnv == cfg.Admin.TokenEnv
+		for t := range strings.SplitSeq(a.token(), ",") {
+			holds = holds || slices.Contains(d.AdminTokens, strings.TrimSpace(t))
+		}
+		if holds {
+			return nil, fmt.Errorf("gateway: agent %s's bearer token is or holds an admin token (%s): an agent could approve its own held calls; give the admin endpoints tokens of their own", a.ID, cfg.Admin.TokenEnv)
 		}
 	}
 	g := &Gateway{

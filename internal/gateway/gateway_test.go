@@ -899,4 +899,14 @@ func TestAgentTokenIsNotAnAdminToken(t *testing.T) {
 	} else {
 		g.Close()
 	}
+	// The admin variable named as an agent's during a rotation: the agent's
+	// token is the whole list, which holds both admin tokens.
+	t.Setenv("ADMIN_TOKEN", "admin-new-1,admin-old-1")
+	rotating, err := gateway.ParseConfig([]byte("listen: 127.0.0.1:0\nagents:\n  - {id: agent-2, token_env: ADMIN_TOKEN}\nupstreams:\n  - name: nothing\n    url: http://127.0.0.1:1/mcp\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gateway.New(rotating, gateway.Deps{Engine: e.svc.Engine, ConstitutionalHash: hash, AdminTokens: []string{"admin-new-1", "admin-old-1"}}); err == nil || !strings.Contains(err.Error(), "agent-2") {
+		t.Fatalf("an agent token holding the admin tokens: %v", err)
+	}
 }

@@ -1788,6 +1788,12 @@ func (c *streamableServerConn) cancelUnanswered(s *stream) {
 	}
 	s.mu.Unlock()
 	for _, id := range ids {
+		c.mu.Lock()
+		unanswered := c.requestStreams[id] == s.id // an answer being written has left it
+		c.mu.Unlock()
+		if !unanswered {
+			continue
+		}
 		params, err := json.Marshal(&CancelledParams{RequestID: id.Raw(), Reason: "the client's HTTP request ended before the answer"})
 		if err != nil {
 			continue
