@@ -373,21 +373,8 @@ func TestBinaryStdioRestartWhileTheOldOneFinishes(t *testing.T) {
 	oldExited := make(chan error, 1)
 	go func() { oldExited <- old.Wait() }()
 
-	next := exec.Command(testenv.ACGSBinary(t), "gateway", "--config", cfg)
-	nextIn, err := next.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	nextOut, err := next.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var nextErr testenv.SyncBuffer
-	next.Stderr = &nextErr
-	if err := next.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = next.Process.Kill() })
+	next, nextIn, nextOut, _ := gatewayOnPipes(t, cfg, &nextErr)
 	answers := bufio.NewReader(nextOut)
 	for _, msg := range []string{
 		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"host","version":"1"}}}`,
@@ -432,23 +419,7 @@ func TestBinaryStdioRestartWhileTheOldOneFinishes(t *testing.T) {
 // upstream's end of the call all the same.
 func startStdioGatewayInACall(t *testing.T, cfg string, remote *mcptest.Server) (*exec.Cmd, io.WriteCloser, io.ReadCloser, io.ReadCloser) {
 	t.Helper()
-	cmd := exec.Command(testenv.ACGSBinary(t), "gateway", "--config", cfg)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	cmd, stdin, stdout, stderr := gatewayOnPipes(t, cfg, nil)
 	send := func(msg string) {
 		if _, err := io.WriteString(stdin, msg+"\n"); err != nil {
 			t.Fatal(err)
@@ -466,4 +437,31 @@ func startStdioGatewayInACall(t *testing.T, cfg string, remote *mcptest.Server) 
 		}
 	}
 	return cmd, stdin, stdout, stderr
+}
+
+// gatewayOnPipes starts `acgs gateway --config cfg` with pipes to its stdin
+// and stdout; its stderr goes to stderr, or to a pipe it returns when
+// stderr is nil. The process is killed when the test ends.
+func gatewayOnPipes(t *testing.T, cfg string, stderr io.Writer) (*exec.Cmd, io.WriteCloser, io.ReadCloser, io.ReadCloser) {
+	t.Helper()
+	cmd := exec.Command(testenv.ACGSBinary(t), "gateway", "--config", cfg)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errPipe io.ReadCloser
+	if stderr != nil {
+		cmd.Stderr = stderr
+	} else if errPipe, err = cmd.StderrPipe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	return cmd, stdin, stdout, errPipe
 }
