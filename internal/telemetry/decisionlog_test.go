@@ -1269,12 +1269,7 @@ func TestDecisionLogRemovedDirectory(t *testing.T) {
 		l.Log(&DecisionEvent{Path: "lost"})
 	}
 	waitHandled(t, l, 6)
-	if l.Written() != 1 || l.Failed() != 5 {
-		t.Errorf("with the directory removed: written %d, failed %d; want 1 and 5", l.Written(), l.Failed())
-	}
-	if logged := logBuf.String(); !strings.Contains(logged, "records are lost") {
-		t.Errorf("no warning that records are lost:\n%s", logged)
-	}
+	recordsLost(t, l, logBuf, 1, 5)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -1436,8 +1431,15 @@ func TestDecisionLogDirectoryReplacedByAFile(t *testing.T) {
 		l.Log(&DecisionEvent{Path: "lost"})
 	}
 	closeLog(t, l)
-	if l.Written() != 1 || l.Failed() != 3 {
-		t.Errorf("written %d, failed %d; want 1 and 3", l.Written(), l.Failed())
+	recordsLost(t, l, logBuf, 1, 3)
+}
+
+// recordsLost checks the log's counts of records written and failed, and
+// that it warned that records are lost (its file removed, none at its path).
+func recordsLost(t *testing.T, l *DecisionLog, logBuf *testenv.SyncBuffer, written, failed uint64) {
+	t.Helper()
+	if l.Written() != written || l.Failed() != failed {
+		t.Errorf("written %d, failed %d; want %d and %d", l.Written(), l.Failed(), written, failed)
 	}
 	if logged := logBuf.String(); !strings.Contains(logged, "records are lost") {
 		t.Errorf("no warning that records are lost:\n%s", logged)
