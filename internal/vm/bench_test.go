@@ -64,9 +64,9 @@ func BenchmarkDecision(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		want, _ := evalText(tdq, input)
+		want, _ := evalText(context.Background(), tdq, input)
 		for _, v := range variants {
-			if got, _ := evalText(v.pq, input); got != want {
+			if got, _ := evalText(context.Background(), v.pq, input); got != want {
 				b.Fatalf("%s %s: %s, topdown %s", r.name, v.name, got, want)
 			}
 			b.Run(r.name+"/"+v.name, func(b *testing.B) {

@@ -98,8 +98,8 @@ func (f bundleFixture) prepare(t testing.TB, path string) (vmq, tdq rego.Prepare
 
 // evalText evaluates pq on input and returns the decision as JSON text (or
 // the error, or "undefined").
-func evalText(pq rego.PreparedEvalQuery, input ast.Value) (string, any) {
-	rs, err := pq.Eval(context.Background(), rego.EvalParsedInput(input))
+func evalText(ctx context.Context, pq rego.PreparedEvalQuery, input ast.Value) (string, any) {
+	rs, err := pq.Eval(ctx, rego.EvalParsedInput(input))
 	switch {
 	case err != nil:
 		return "error: " + err.Error(), nil
@@ -171,8 +171,8 @@ func TestConstitutionDifferential(t *testing.T) {
 					return
 				}
 				for j, q := range queries {
-					want, wv := evalText(q.tdq, in)
-					got, gv := evalText(q.vmq, in)
+					want, wv := evalText(context.Background(), q.tdq, in)
+					got, gv := evalText(context.Background(), q.vmq, in)
 					if got != want || (wv != nil && !jsoneq.SameText(wv, gv)) {
 						if diffs.Add(1) <= 5 {
 							t.Errorf("%s, input %d %v:\ntopdown %s\nvm      %s", paths[j], i, inputs[i], want, got)

@@ -42,6 +42,7 @@ type state struct {
 	high  int
 
 	memo     []memoEntry
+	calls    map[callKey][]callEntry // functions' results by arguments
 	gen      uint64
 	nextGen  uint64
 	genStack []uint64
@@ -99,6 +100,9 @@ func (st *state) reset(ctx context.Context, ectx *rego.EvalContext, rt ast.Value
 	st.budget = checkEvery
 	st.err = nil
 	st.sp = 0
+	if len(st.calls) > 0 {
+		clear(st.calls)
+	}
 	st.nextGen++
 	st.gen = st.nextGen
 	st.genStack = st.genStack[:0]
@@ -115,6 +119,9 @@ func (st *state) release() {
 	clear(st.args[:cap(st.args)])
 	clear(st.outs[:cap(st.outs)])
 	st.out, st.ret, st.results = nil, nil, nil
+	if len(st.calls) > maxPooledCalls {
+		st.calls = nil // clear would walk its buckets at every evaluation
+	}
 	st.ctx, st.ectx, st.runtime, st.done, st.ext, st.err = nil, nil, nil, nil, nil, nil
 	st.ndb = nil
 	st.bctx = topdown.BuiltinContext{}
@@ -198,6 +205,19 @@ func (st *state) call(fn *function, args []operand, l []*ast.Term) (*ast.Term, c
 	for i, a := range args {
 		fl[fn.params[i]] = a.get(l)
 	}
+	var key callKey
+	var kept []*ast.Term // the arguments after input and data, to keep
+	if fn.memo < 0 && len(fn.params) > 2 && st.defined(fn.params[2:], fl) {
+		r, hit, c := st.cachedCall(fn, fl, &key)
+		if hit || c != ctlNext {
+			st.sp = base
+			return r, c
+		}
+		kept = make([]*ast.Term, len(fn.params)-2)
+		for i, p := range fn.params[2:] {
+			kept[i] = fl[p]
+		}
+	}
 	var r *ast.Term
 	for _, b := range fn.blocks {
 		c := b.run(st, fl)
@@ -210,11 +230,78 @@ func (st *state) call(fn *function, args []operand, l []*ast.Term) (*ast.Term, c
 			return nil, ctlErr
 		}
 	}
+	if kept != nil {
+		if st.calls == nil {
+			st.calls = make(map[callKey][]callEntry)
+		}
+		st.calls[key] = append(st.calls[key], callEntry{gen: st.gen, args: kept, val: r})
+	}
 	st.sp = base
 	if fn.memo >= 0 {
 		st.memo[fn.memo] = memoEntry{gen: st.gen, val: r}
 	}
 	return r, ctlNext
+}
+
+// callKey and callEntry keep a function's results by its arguments for the
+// evaluation, as topdown's virtual cache does: a helper called again with
+// the same arguments (in a loop, or twice in each of a chain of helpers)
+// is not run again, where running it again made the VM quadratic or
+// exponential and past EVAL_TIMEOUT on policies topdown answers at once.
+type callKey struct {
+	fn *function
+	h  int
+}
+
+type callEntry struct {
+	gen  uint64 // the memo generation: a `with` starts another
+	args []*ast.Term
+	val  *ast.Term
+}
+
+// maxPooledCalls bounds the result table a pooled state keeps.
+const maxPooledCalls = 256
+
+// defined says whether every one of the slots is set.
+func (st *state) defined(slots []int32, fl []*ast.Term) bool {
+	for _, p := range slots {
+		if fl[p] == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// cachedCall looks up fn's result for the arguments in its frame fl, and
+// sets *key for storing one. Topdown reuses the first result for arguments
+// that are equal (1 and 1.0, [1] and [1.0]) where the VM's calls can come
+// in another order: a call with arguments equal to an earlier call's but
+// written otherwise fails, and topdown answers.
+func (st *state) cachedCall(fn *function, fl []*ast.Term, key *callKey) (*ast.Term, bool, ctl) {
+	params := fn.params[2:]
+	h := 0
+	for _, p := range params {
+		h = h*31 + fl[p].Hash()
+	}
+	*key = callKey{fn: fn, h: h}
+next:
+	for _, e := range st.calls[*key] {
+		if e.gen != st.gen {
+			continue
+		}
+		for i, p := range params {
+			if !termsEqual(e.args[i], fl[p]) {
+				continue next
+			}
+		}
+		for i, p := range params {
+			if !sameText(e.args[i], fl[p]) {
+				return nil, false, st.fail(internalError(nil, "function "+fn.name+" called with equal arguments written otherwise; topdown decides which call's result both get"))
+			}
+		}
+		return e.val, true, ctlNext
+	}
+	return nil, false, ctlNext
 }
 
 // runPlan evaluates a plan on input and data (nil when undefined) and

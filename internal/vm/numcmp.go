@@ -150,3 +150,49 @@ func termsEqual(x, y *ast.Term) bool {
 	}
 	return x.Equal(y)
 }
+
+// sameText says whether x and y, equal by termsEqual, are also written
+// alike: numbers equal by value can differ in text (1 and 1.0, 100 and
+// 1e2), and where topdown keeps one text and the VM another, a rule built
+// from the value reads differently (json.marshal, sprintf, a result).
+func sameText(x, y *ast.Term) bool {
+	if x == y {
+		return true
+	}
+	switch a := x.Value.(type) {
+	case ast.Number:
+		b, ok := y.Value.(ast.Number)
+		return ok && a == b
+	case *ast.Array:
+		b, ok := y.Value.(*ast.Array)
+		if !ok || a.Len() != b.Len() {
+			return false
+		}
+		for i := range a.Len() {
+			if !sameText(a.Elem(i), b.Elem(i)) {
+				return false
+			}
+		}
+		return true
+	case ast.Set:
+		b, ok := y.Value.(ast.Set)
+		if !ok || a.Len() != b.Len() {
+			return false
+		}
+		// Sorted by value, equal members stand at the same places.
+		return sameText(ast.NewTerm(a.Sorted()), ast.NewTerm(b.Sorted()))
+	case ast.Object:
+		b, ok := y.Value.(ast.Object)
+		if !ok || a.Len() != b.Len() {
+			return false
+		}
+		ak, bk := a.Keys(), b.Keys() // sorted by value
+		for i := range ak {
+			if !sameText(ak[i], bk[i]) || !sameText(a.Get(ak[i]), b.Get(bk[i])) {
+				return false
+			}
+		}
+		return true
+	}
+	return true // strings, booleans and null are equal only when written alike
+}

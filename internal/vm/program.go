@@ -133,8 +133,15 @@ type compiler struct {
 	// its fallback to the base documents (store keys) is mixed; a computed
 	// key into it would be read one way by the VM and the other by topdown.
 	dynResult, mixed map[int32]bool
-	mixedKeyed       bool
-	mixedEnum        bool // an enumeration over rule and base documents (see scan)
+	// Locals holding a rule's value, or reached from one by dots and
+	// scans: topdown evaluates a partial rule referenced with a key with
+	// that key bound, so it builds the value from the key as the
+	// reference writes it, where the VM built the whole document from the
+	// rule's own (1 for a reference's 1.0). Where two equal values written
+	// otherwise meet there, the VM fails and topdown answers.
+	ruleVal    map[int32]bool
+	mixedKeyed bool
+	mixedEnum  bool // an enumeration over rule and base documents (see scan)
 	// The plan copies the data document or replaces part of it with
 	// `with`: topdown's whole-data reads drop its system key, which the VM
 	// only does where it reads data whole; see Program.dataSystemRisk.
@@ -238,7 +245,7 @@ func Compile(pol *ir.Policy, opts Options) (prog *Program, err error) {
 		c.countInserts(f.Blocks)
 		c.conflict = fn.conflict
 		c.base = map[int32]bool{int32(ir.Data): true}
-		c.dynResult, c.mixed = map[int32]bool{}, map[int32]bool{}
+		c.dynResult, c.mixed, c.ruleVal = map[int32]bool{}, map[int32]bool{}, map[int32]bool{}
 		for _, b := range f.Blocks {
 			lb, err := c.topBlock(b)
 			if err != nil {
@@ -255,7 +262,7 @@ func Compile(pol *ir.Policy, opts Options) (prog *Program, err error) {
 		c.countInserts(p.Blocks)
 		c.conflict = ""
 		c.base = map[int32]bool{int32(ir.Data): true}
-		c.dynResult, c.mixed = map[int32]bool{}, map[int32]bool{}
+		c.dynResult, c.mixed, c.ruleVal = map[int32]bool{}, map[int32]bool{}, map[int32]bool{}
 		pl := &plan{name: p.Name}
 		for _, b := range p.Blocks {
 			lb, err := c.topBlock(b)
@@ -544,6 +551,9 @@ func (c *compiler) stmt(s ir.Stmt) (stmt, error) {
 		if s.Source.Value == ir.Data {
 			c.dataCopied = true
 		}
+		if c.ruleVal[from] {
+			c.ruleVal[t] = true
+		}
 		if c.base[from] && c.dynResult[t] {
 			// The base-document fallback of a CallDynamic: the local holds
 			// a base document or a rule's value, read differently below.
@@ -603,9 +613,9 @@ func (c *compiler) stmt(s ir.Stmt) (stmt, error) {
 			return ctlNext
 		}, nil
 	case *ir.EqualStmt:
-		return c.compare(s.A, s.B, true)
+		return c.compare(s.A, s.B, true, c.location(s.GetLocation()))
 	case *ir.NotEqualStmt:
-		return c.compare(s.A, s.B, false)
+		return c.compare(s.A, s.B, false, nil)
 	case *ir.IsArrayStmt:
 		return c.isType(s.Source, func(v ast.Value) bool { _, ok := v.(*ast.Array); return ok })
 	case *ir.IsObjectStmt:
@@ -674,7 +684,7 @@ func (c *compiler) stmt(s ir.Stmt) (stmt, error) {
 
 // compare lowers EqualStmt (equal) and NotEqualStmt (!equal): the block
 // goes on when both operands are defined and are (not) equal.
-func (c *compiler) compare(ao, bo ir.Operand, equal bool) (stmt, error) {
+func (c *compiler) compare(ao, bo ir.Operand, equal bool, loc *ast.Location) (stmt, error) {
 	a, err := c.operand(ao)
 	if err != nil {
 		return nil, err
@@ -683,13 +693,33 @@ func (c *compiler) compare(ao, bo ir.Operand, equal bool) (stmt, error) {
 	if err != nil {
 		return nil, err
 	}
-	return func(_ *state, l []*ast.Term) ctl {
+	if !equal || (!c.isRuleVal(a) && !c.isRuleVal(b)) {
+		return func(_ *state, l []*ast.Term) ctl {
+			x, y := a.get(l), b.get(l)
+			if x == nil || y == nil || termsEqual(x, y) != equal {
+				return 0
+			}
+			return ctlNext
+		}, nil
+	}
+	return func(st *state, l []*ast.Term) ctl {
 		x, y := a.get(l), b.get(l)
-		if x == nil || y == nil || termsEqual(x, y) != equal {
+		if x == nil || y == nil || !termsEqual(x, y) {
 			return 0
+		}
+		if !sameText(x, y) {
+			// A pattern matched against a member of a rule's set:
+			// topdown evaluates the rule with the pattern's values
+			// bound (see ruleVal).
+			return st.fail(internalError(loc, "equal values written otherwise (1 and 1.0); topdown decides which text what follows reads"))
 		}
 		return ctlNext
 	}, nil
+}
+
+// isRuleVal says whether o is a local holding (part of) a rule's value.
+func (c *compiler) isRuleVal(o operand) bool {
+	return o.k == nil && c.ruleVal[o.slot]
 }
 
 // defined lowers IsDefinedStmt (want) and IsUndefinedStmt (!want).
@@ -887,9 +917,24 @@ func (c *compiler) dot(s *ir.DotStmt) (stmt, error) {
 			c.baseKeyed = true
 		}
 	}
+	// A rule's object's value under a key that is not a string, where the
+	// object holds that key written otherwise (1 for a lookup of 1.0), was
+	// built from the object's text; topdown builds it from the lookup's.
+	// (Only a rule's value, see ruleVal.)
+	loc, ruleVal := c.location(s.GetLocation()), c.ruleVal[from]
+	if ruleVal {
+		c.ruleVal[t] = true
+	}
+	written := func(st *state, o, k *ast.Term) ctl {
+		if !ruleVal || !keyWrittenOtherwise(o, k) {
+			return ctlNext
+		}
+		return st.fail(internalError(loc, "an object's key equal to the one looked up is written otherwise (1 and 1.0); topdown decides which text its value is built from"))
+	}
 	if key.k != nil {
 		k := key.k
-		return func(_ *state, l []*ast.Term) ctl {
+		_, str := k.Value.(ast.String)
+		return func(st *state, l []*ast.Term) ctl {
 			s := l[from]
 			if s == nil {
 				return 0
@@ -898,11 +943,16 @@ func (c *compiler) dot(s *ir.DotStmt) (stmt, error) {
 			if r == nil {
 				return 0
 			}
+			if !str {
+				if c := written(st, s, k); c != ctlNext {
+					return c
+				}
+			}
 			l[t] = r
 			return ctlNext
 		}, nil
 	}
-	return func(_ *state, l []*ast.Term) ctl {
+	return func(st *state, l []*ast.Term) ctl {
 		s, k := l[from], key.get(l)
 		if s == nil || k == nil {
 			return 0
@@ -911,9 +961,32 @@ func (c *compiler) dot(s *ir.DotStmt) (stmt, error) {
 		if r == nil {
 			return 0
 		}
+		if _, str := k.Value.(ast.String); !str {
+			if c := written(st, s, k); c != ctlNext {
+				return c
+			}
+		}
 		l[t] = r
 		return ctlNext
 	}, nil
+}
+
+// keyWrittenOtherwise says whether s is an object holding a key equal to k
+// but written otherwise.
+func keyWrittenOtherwise(s, k *ast.Term) bool {
+	o, ok := s.Value.(ast.Object)
+	if !ok {
+		return false
+	}
+	differs := false
+	o.Until(func(key, _ *ast.Term) bool {
+		if !termsEqual(key, k) {
+			return false
+		}
+		differs = !sameText(key, k)
+		return true
+	})
+	return differs
 }
 
 // lookup is s[k] as topdown reads a reference: an object's value, an
@@ -1052,6 +1125,9 @@ func (c *compiler) scan(s *ir.ScanStmt) (stmt, error) {
 		// An iteration's keys are the collection's own: no conversion.
 		c.mixed[val] = true
 	}
+	if c.ruleVal[src] {
+		c.ruleVal[key], c.ruleVal[val] = true, true
+	}
 	whole := s.Source == ir.Data
 	if c.base[src] && excludesVirtual(s) {
 		// The planner enumerates a document that has rules and maybe base
@@ -1176,6 +1252,9 @@ func (c *compiler) call(s *ir.CallStmt) (stmt, error) {
 		if len(args) != len(fn.params) {
 			return nil, unsupported("call of %s with %d arguments, it takes %d", s.Func, len(args), len(fn.params))
 		}
+		if len(fn.params) == 2 {
+			c.ruleVal[res] = true
+		}
 		return func(st *state, l []*ast.Term) ctl {
 			r, c := st.call(fn, args, l)
 			if c != ctlNext {
@@ -1221,6 +1300,7 @@ func (c *compiler) callDynamic(s *ir.CallDynamicStmt) (stmt, error) {
 	}
 	res := c.local(s.Result)
 	c.dynResult[res] = true
+	c.ruleVal[res] = true
 	c.dynCallees(c.prog.dyn, path)
 	return func(st *state, l []*ast.Term) ctl {
 		n := st.prog.dyn
