@@ -99,23 +99,30 @@ func bundleFS(h, rego string) fstest.MapFS {
 
 func TestActivationRefusesWrongHashAndKeepsOldBundle(t *testing.T) {
 	e := mustOpen(t, nil)
-	for name, fsys := range map[string]fstest.MapFS{
-		"wrong hash":   bundleFS("ffffffffffffffff", "package t\nx := 1\n"),
-		"missing hash": {".manifest": {Data: []byte(`{"revision":"t1"}`)}, "t/p.rego": {Data: []byte("package t\nx := 1\n")}},
-		"bad rego":     bundleFS(hash, "package t\nx := \n"),
-		"conflict":     bundleFS(hash, "package t\nx := 1 if true\nx := 2 if true\ny := z\n"),
+	otherInData := bundleFS(hash, "package t\nx := 1\n")
+	otherInData["acgs/config/data.json"] = &fstest.MapFile{Data: []byte(`{"constitutional_hash": "deadbeefdeadbeef"}`)}
+	for name, tc := range map[string]struct {
+		fsys fstest.MapFS
+		want string // in the error
+	}{
+		"wrong hash":   {bundleFS("ffffffffffffffff", "package t\nx := 1\n"), "does not match"},
+		"missing hash": {fstest.MapFS{".manifest": {Data: []byte(`{"revision":"t1"}`)}, "t/p.rego": {Data: []byte("package t\nx := 1\n")}}, "declares no"},
+		"bad rego":     {bundleFS(hash, "package t\nx := \n"), "rego_parse_error"},
+		"conflict":     {bundleFS(hash, "package t\nx := 1 if true\nx := 2 if true\ny := z\n"), "compile"},
+		// The manifest is right, the data the policy compares with is not.
+		"another hash in data": {otherInData, `data.acgs.config.constitutional_hash is "deadbeefdeadbeef"`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			// Reload's order: a bundle that does not load is recorded as a
 			// failure, one that loads goes through Activate.
-			b, err := engine.FSSource{FS: fsys, Name: name}.Load(context.Background())
+			b, err := engine.FSSource{FS: tc.fsys, Name: name}.Load(context.Background())
 			if err != nil {
 				e.RecordFailure(err)
 			} else {
 				err = e.Activate(context.Background(), b, name)
 			}
-			if err == nil {
-				t.Fatal("bundle was activated")
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("want an error naming %q, got %v", tc.want, err)
 			}
 			info, ok := e.Info()
 			if !ok || info.Revision != "constitution-1.0.0" || info.LastError == nil {

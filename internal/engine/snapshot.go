@@ -132,8 +132,36 @@ var decisionSemantics = "opa-" + opaversion.Version + "/acgs-" + semanticsRev
 
 // semanticsRev: 2 since the VM leaves indexed comprehensions that may fail
 // to topdown and keeps the last of equal values in object comprehensions,
-// and an integer path segment names a number (datapath.Parse).
-const semanticsRev = "2"
+// and an integer path segment names a number (datapath.Parse); 3 since the
+// VM hands equal values written otherwise (1 and 1.0) to topdown and
+// constant plans are refused where topdown could raise a conflict.
+const semanticsRev = "3"
+
+// dataHashes refuses a bundle whose data names another constitution: the
+// policy compares requests with, and answers, the hash its data holds
+// (data.acgs.config.constitutional_hash), which a manifest with the right
+// hash does not vouch for. Every string under a key constitutional_hash,
+// at any depth, must be the configured hash.
+func dataHashes(v any, want, at string) error {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			if s, ok := e.(string); ok && k == "constitutional_hash" && s != want {
+				return fmt.Errorf("%s.%s is %q, not the configured constitutional hash %s", at, k, s, want)
+			}
+			if err := dataHashes(e, want, at+"."+k); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for i, e := range x {
+			if err := dataHashes(e, want, fmt.Sprintf("%s[%d]", at, i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
 
 // activate compiles b into a snapshot after checking its constitutional hash.
 func activate(ctx context.Context, b *bundle.Bundle, wantHash, source string) (*snapshot, error) {
@@ -159,6 +187,9 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source string) (*
 	data := b.Data
 	if data == nil {
 		data = map[string]any{}
+	}
+	if err := dataHashes(data, wantHash, "data"); err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", source, err)
 	}
 	dataJSON, err := json.Marshal(data)
 	if err != nil {
