@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"sync"
 	"syscall"
 	"time"
 
@@ -61,6 +62,7 @@ type Options struct {
 // New builds every component; it fails on bad config or a bundle that cannot
 // be activated. It does not start serving.
 func New(ctx context.Context, cfg config.Config, o Options) (*Service, error) {
+	catchHangup.Do(func() { signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP) })
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
 	}
@@ -189,6 +191,12 @@ func (s *Service) Listen() error {
 	s.listener = ln
 	return nil
 }
+
+// catchHangup catches SIGHUP for the life of the process, before the first
+// activation: the reload loop of StartPolicy listens only while it runs, and
+// Go's default for a SIGHUP nobody listens for is to end the process, which
+// a reload sent during start-up or the shutdown's drain did (review).
+var catchHangup sync.Once
 
 // StartPolicy starts what keeps the policy current while ctx lives: remote
 // bundle downloads (CONFIG_FILE) and a reload on every SIGHUP. Run calls

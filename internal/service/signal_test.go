@@ -1,0 +1,47 @@
+package service_test
+
+import (
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/acgs-lite/acgs/internal/faults"
+	"github.com/acgs-lite/acgs/internal/testenv"
+)
+
+// TestHangupDuringDrainIsNotAnExit: a SIGHUP (a reload, sent by an operator
+// or a config watcher) while the shutdown drains in-flight requests is
+// caught, and the process ends as SIGTERM asked: status 0 after the drain.
+// The reload loop stops listening when the shutdown begins, and a SIGHUP
+// nobody listened for ended the process at once (status 129), skipping the
+// drain and the flushes (review).
+func TestHangupDuringDrainIsNotAnExit(t *testing.T) {
+	srv := faults.StartACGS(t, testenv.ACGSBinary(t), t.TempDir(), "acgs", "SHUTDOWN_TIMEOUT=20s")
+	// A request in flight: its headers sent, its body not yet.
+	conn, err := net.Dial("tcp", "127.0.0.1:"+strings.TrimPrefix(srv.URL, "http://127.0.0.1:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("POST /v1/data/acgs/main/decision HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"input\":")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the server reads the headers
+	if err := srv.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // the drain begins
+	if err := srv.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if err, exited := srv.Wait(time.Second); exited {
+		t.Fatalf("the process ended on SIGHUP during the drain (%v)\n%s", err, srv.Tail(10))
+	}
+	conn.Close() // the request ends; the drain can finish
+	err, exited := srv.Wait(30 * time.Second)
+	if !exited || err != nil {
+		t.Fatalf("exited %v with %v after the drain, want status 0\n%s", exited, err, srv.Tail(10))
+	}
+}
