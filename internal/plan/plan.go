@@ -87,6 +87,7 @@ type Planner struct {
 	// build has run for keep (see compilerKeep); guarded by sem, as are
 	// dropTimer and lastBuild.
 	comp      *ast.Compiler
+	analysis  *analysis // of comp, for hazard; dropped with it
 	keep      time.Duration
 	dropTimer *time.Timer
 	lastBuild time.Time
@@ -307,7 +308,7 @@ func (p *Planner) dropCompiler() {
 	p.sem <- struct{}{}
 	defer func() { <-p.sem }()
 	if time.Since(p.lastBuild) >= p.keep {
-		p.comp = nil
+		p.comp, p.analysis = nil, nil
 	}
 }
 
@@ -357,12 +358,13 @@ func (p *Planner) build(ctx context.Context, path string, known map[string]any) 
 			p.log("compiling the planner's copy of the policy failed; the evaluator will answer", "error", comp.Errors)
 			return fallback
 		}
-		p.comp = comp
+		p.comp, p.analysis = comp, nil
 	}
 	ref, err := datapath.Parse(path) // the document the evaluator reads
 	if err != nil {
 		return fallback
 	}
+	docRef := ref.Copy() // for hazard: the query's terms are partial evaluation's to rewrite
 	knownVal, err := ast.InterfaceToValue(known)
 	if err != nil {
 		return fallback
@@ -380,19 +382,33 @@ func (p *Planner) build(ctx context.Context, path string, known map[string]any) 
 		p.log("partial evaluation failed; the evaluator will answer", "path", path, "error", err)
 		return fallback
 	}
+	c := constant(pq, x)
+	if c == nil {
+		return fallback
+	}
+	// Partial evaluation drops errors topdown raises (see hazard): a
+	// constant stands only where no evaluation can raise one.
+	if why := p.hazard(ctx, docRef, p.keysOf(path), knownVal); why != "" {
+		return fallback // not logged: an ordinary outcome, not a failure
+	}
+	return c
+}
+
+// constant is the plan pq settles on, or nil when it settles none.
+func constant(pq *rego.PartialQueries, x *ast.Term) *Plan {
 	switch {
 	case len(pq.Queries) == 0:
 		return &Plan{kind: Constant} // undefined whatever the unknowns
 	case len(pq.Queries) > 1 || len(pq.Support) > 0:
-		return fallback
+		return nil
 	}
 	body := pq.Queries[0]
 	if len(body) != 1 || !body[0].IsEquality() {
-		return fallback
+		return nil
 	}
 	terms, ok := body[0].Terms.([]*ast.Term)
 	if !ok || len(terms) != 3 {
-		return fallback
+		return nil
 	}
 	for _, t := range terms[1:] {
 		if t.Equal(x) || !t.IsGround() {
@@ -400,13 +416,13 @@ func (p *Planner) build(ctx context.Context, path string, known map[string]any) 
 		}
 		v, err := ast.JSON(t.Value)
 		if err != nil {
-			return fallback
+			return nil
 		}
 		c := &Plan{kind: Constant, Value: normalise(v), Defined: true}
 		c.JSON, _ = json.Marshal(c.Value)
 		return c
 	}
-	return fallback
+	return nil
 }
 
 // normalise turns the numbers of ast.JSON output into json.Number, like
