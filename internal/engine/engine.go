@@ -200,7 +200,13 @@ func (e *Engine) Reload(ctx context.Context) error {
 // Activate compiles and verifies b and makes it the active policy. The old
 // snapshot keeps serving until the swap; the decision cache is purged after
 // it (keys are revision-scoped anyway, so no old entry can answer).
+//
+// The caller's cancellation does not reach the activation: an admin
+// reload whose client gave up would otherwise fail, or activate with
+// the plans its cancelled builds left as fallbacks for the revision's
+// life (review).
 func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle, source string) error {
+	ctx = context.WithoutCancel(ctx)
 	e.reload.Lock()
 	defer e.reload.Unlock()
 	s, err := activate(ctx, b, e.opts.ConstitutionalHash, source)

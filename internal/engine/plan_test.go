@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"testing/fstest"
@@ -300,5 +301,36 @@ func TestPlansReadTheDocumentOfTheirPath(t *testing.T) {
 		if err != nil || !d.Defined || d.Result != "one" {
 			t.Fatalf("t/o/1 (%s): %v %v, want \"one\"", d.Source, d.Result, err)
 		}
+	}
+}
+
+// TestActivationOutlivesItsCaller: a reload whose caller has gone (an admin
+// request's client that timed out) activates the bundle with the plans a
+// reload that was waited for builds. Before, the activation ran under the
+// caller's context: cancelled, it failed, or left the seeds' plans as
+// fallbacks for the revision's life (review).
+func TestActivationOutlivesItsCaller(t *testing.T) {
+	e := mustOpenPlans(t)
+	kinds := func() []string {
+		var ks []string
+		for _, typ := range []string{"constitutional_evaluation", "action_authorization"} {
+			for _, a := range inputgen.Prohibited {
+				in := map[string]any{"type": typ, "action": a, "constitutional_hash": hash, "context": map[string]any{"agent": map[string]any{"trust_level": 1}}}
+				ks = append(ks, typ+" "+a+": "+e.PlanKind("acgs/main/decision", in))
+			}
+		}
+		return ks
+	}
+	if err := e.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := kinds()
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := e.Reload(gone); err != nil {
+		t.Fatalf("a reload whose caller left: %v", err)
+	}
+	if got := kinds(); !slices.Equal(got, want) {
+		t.Fatalf("plans after a reload whose caller left:\n%v\nwant\n%v", got, want)
 	}
 }
