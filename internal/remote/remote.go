@@ -248,17 +248,38 @@ func (r *Remote) Start(ctx context.Context) error {
 			"signed", src.Signing != nil, "long_polling", src.Polling.LongPollingTimeoutSeconds != nil)
 	}
 	if manual {
-		// Manual bundles download only when triggered: the first time is now.
-		go func() {
-			ctx, cancel := context.WithTimeout(r.ctx, r.opts.ActivateTimeout)
-			defer cancel()
-			if err := r.Reload(ctx); err != nil {
-				r.log.Error("first download of the manual-trigger bundles failed", "error", err)
-			}
-		}()
+		// Manual bundles download only when triggered: the first time is
+		// now, and again until a bundle is active (an instance started
+		// while its bundle server was down stayed unready until a SIGHUP).
+		go r.firstDownload()
 	}
 	return nil
 }
+
+// firstDownload downloads the manual-trigger bundles until one is active,
+// waiting longer after each failure (up to maxFirstRetry), or until Stop.
+func (r *Remote) firstDownload() {
+	for wait := firstRetry; ; wait = min(2*wait, maxFirstRetry) {
+		ctx, cancel := context.WithTimeout(r.ctx, r.opts.ActivateTimeout)
+		err := r.Reload(ctx)
+		cancel()
+		if err == nil || r.ctx.Err() != nil || r.Active() {
+			return
+		}
+		r.log.Error("first download of the manual-trigger bundles failed; trying again", "error", err, "retry_in", wait)
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// The first download's waits between tries.
+const (
+	firstRetry    = 500 * time.Millisecond
+	maxFirstRetry = 30 * time.Second
+)
 
 // Stop stops every downloader and the plugin manager.
 func (r *Remote) Stop(ctx context.Context) {

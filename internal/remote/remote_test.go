@@ -626,3 +626,17 @@ func TestRemoteReloadsShareADownload(t *testing.T) {
 		t.Fatalf("%d reloads at once made %d downloads, want 1 or 2 (the one running and the one they share)", reloads, n)
 	}
 }
+
+// TestManualFirstDownloadIsRetried: an instance started while its bundle
+// server had no bundle (down, or not yet published) activates the bundle
+// once it is there. The first manual download was tried once, and the
+// instance stayed unready until a SIGHUP (review).
+func TestManualFirstDownloadIsRetried(t *testing.T) {
+	serveDir := t.TempDir()
+	url := bundleServer(t, serveDir)
+	e := newEngine(t)
+	startRemote(t, e, opaConfig(url, "", "    trigger: manual\n"))
+	time.Sleep(300 * time.Millisecond) // the first try finds nothing
+	publish(t, constitutionDir(t, "late", hash, nil), serveDir, remote.BuildOptions{})
+	eventually(t, 20*time.Second, "revision late active without a reload", func() bool { return e.revision() == "late" })
+}
