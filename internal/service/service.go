@@ -215,7 +215,10 @@ func (s *Service) StartPolicy(ctx context.Context) error {
 				return
 			case <-hup:
 				s.Log.Info("SIGHUP: reloading the policy bundle", "source", s.sourceName())
-				_ = s.reloadPolicy(ctx)
+				if err := s.reloadPolicy(ctx); errors.Is(err, remote.ErrPolled) {
+					// Other failures are logged where they happen.
+					s.Log.Warn("SIGHUP: nothing reloaded", "why", err)
+				}
 			}
 		}
 	}()
