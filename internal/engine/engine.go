@@ -210,6 +210,18 @@ func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle, source string) 
 	e.reload.Lock()
 	defer e.reload.Unlock()
 	s, err := activate(ctx, b, e.opts.ConstitutionalHash, source)
+	if cur := e.cur.Load(); err == nil && cur != nil && cur.scope == s.scope {
+		// The same modules, data and manifest (a SIGHUP with nothing
+		// changed, a bundle server's new ETag for the same bytes): the
+		// active snapshot stays, with its prepared queries, plans and
+		// cached decisions, which a swap would purge.
+		e.lastErr.Store(nil)
+		e.log.Info("policy bundle unchanged; the active one stays", "revision", cur.revision, "source", source)
+		if e.opts.OnReload != nil {
+			e.opts.OnReload("success", cur.revision, nil)
+		}
+		return nil
+	}
 	var eps []entryPoint
 	if err == nil {
 		eps, err = entryPoints(s.compiler, b.Data)

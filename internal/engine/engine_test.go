@@ -225,6 +225,14 @@ func TestCacheIsRevisionScoped(t *testing.T) {
 	if d, _ := e.Decide(context.Background(), "acgs/main/decision", in); d.Source != engine.SourceL1 {
 		t.Fatalf("second decision from %v, want l1", d.Source)
 	}
+	// The same bundle again (a SIGHUP with nothing changed) is not a new
+	// revision: the cache stays (review: every reload purged it).
+	if err := e.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := e.Decide(context.Background(), "acgs/main/decision", in); d.Source != engine.SourceL1 {
+		t.Fatalf("after a reload of the same bundle the decision came from %v, want l1", d.Source)
+	}
 	// A bundle with the same revision string but different content must not share entries.
 	fsys := fstest.MapFS{}
 	_ = copyFS(policies.FS, fsys)
