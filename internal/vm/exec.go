@@ -42,7 +42,9 @@ type state struct {
 	high  int
 
 	memo     []memoEntry
-	calls    map[callKey][]callEntry // functions' results by arguments
+	calls    map[callKey]int32 // functions' results by arguments: the last entry of the key + 1
+	entries  []callEntry       // the entries, chained by key
+	kept     []*ast.Term       // the entries' arguments
 	gen      uint64
 	nextGen  uint64
 	genStack []uint64
@@ -100,8 +102,11 @@ func (st *state) reset(ctx context.Context, ectx *rego.EvalContext, rt ast.Value
 	st.budget = checkEvery
 	st.err = nil
 	st.sp = 0
-	if len(st.calls) > 0 {
+	if len(st.entries) > 0 {
 		clear(st.calls)
+		clear(st.entries)
+		clear(st.kept)
+		st.entries, st.kept = st.entries[:0], st.kept[:0]
 	}
 	st.nextGen++
 	st.gen = st.nextGen
@@ -119,8 +124,9 @@ func (st *state) release() {
 	clear(st.args[:cap(st.args)])
 	clear(st.outs[:cap(st.outs)])
 	st.out, st.ret, st.results = nil, nil, nil
-	if len(st.calls) > maxPooledCalls {
-		st.calls = nil // clear would walk its buckets at every evaluation
+	if len(st.entries) > maxPooledCalls {
+		// clear would walk the map's buckets at every evaluation
+		st.calls, st.entries, st.kept = nil, nil, nil
 	}
 	st.ctx, st.ectx, st.runtime, st.done, st.ext, st.err = nil, nil, nil, nil, nil, nil
 	st.ndb = nil
@@ -206,16 +212,16 @@ func (st *state) call(fn *function, args []operand, l []*ast.Term) (*ast.Term, c
 		fl[fn.params[i]] = a.get(l)
 	}
 	var key callKey
-	var kept []*ast.Term // the arguments after input and data, to keep
+	kept := int32(-1) // where the arguments are kept in st.kept
 	if fn.memo < 0 && len(fn.params) > 2 && st.defined(fn.params[2:], fl) {
 		r, hit, c := st.cachedCall(fn, fl, &key)
 		if hit || c != ctlNext {
 			st.sp = base
 			return r, c
 		}
-		kept = make([]*ast.Term, len(fn.params)-2)
-		for i, p := range fn.params[2:] {
-			kept[i] = fl[p]
+		kept = int32(len(st.kept))
+		for _, p := range fn.params[2:] {
+			st.kept = append(st.kept, fl[p])
 		}
 	}
 	var r *ast.Term
@@ -230,11 +236,12 @@ func (st *state) call(fn *function, args []operand, l []*ast.Term) (*ast.Term, c
 			return nil, ctlErr
 		}
 	}
-	if kept != nil {
+	if kept >= 0 {
 		if st.calls == nil {
-			st.calls = make(map[callKey][]callEntry)
+			st.calls = make(map[callKey]int32)
 		}
-		st.calls[key] = append(st.calls[key], callEntry{gen: st.gen, args: kept, val: r})
+		st.entries = append(st.entries, callEntry{gen: st.gen, args: kept, val: r, prev: st.calls[key]})
+		st.calls[key] = int32(len(st.entries))
 	}
 	st.sp = base
 	if fn.memo >= 0 {
@@ -255,8 +262,9 @@ type callKey struct {
 
 type callEntry struct {
 	gen  uint64 // the memo generation: a `with` starts another
-	args []*ast.Term
+	args int32  // where its arguments start in state.kept
 	val  *ast.Term
+	prev int32 // the key's entry before this one + 1; 0: none
 }
 
 // maxPooledCalls bounds the result table a pooled state keeps.
@@ -284,18 +292,23 @@ func (st *state) cachedCall(fn *function, fl []*ast.Term, key *callKey) (*ast.Te
 		h = h*31 + fl[p].Hash()
 	}
 	*key = callKey{fn: fn, h: h}
+	if len(st.entries) == 0 {
+		return nil, false, ctlNext
+	}
 next:
-	for _, e := range st.calls[*key] {
+	for i := st.calls[*key]; i > 0; i = st.entries[i-1].prev {
+		e := &st.entries[i-1]
 		if e.gen != st.gen {
 			continue
 		}
+		args := st.kept[e.args : int(e.args)+len(params)]
 		for i, p := range params {
-			if !termsEqual(e.args[i], fl[p]) {
+			if !termsEqual(args[i], fl[p]) {
 				continue next
 			}
 		}
 		for i, p := range params {
-			if !sameText(e.args[i], fl[p]) {
+			if !sameText(args[i], fl[p]) {
 				return nil, false, st.fail(internalError(nil, "function "+fn.name+" called with equal arguments written otherwise; topdown decides which call's result both get"))
 			}
 		}
