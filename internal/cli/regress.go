@@ -202,6 +202,9 @@ the two sides ran at different GOMAXPROCS.`,
 			if regs := c.Regressions(); len(regs) > 0 {
 				return &ExitError{Code: 1, Err: fmt.Errorf("%d performance regression(s) against %s", len(regs), base.Name)}
 			}
+			if n := c.Undecided(); n > 0 {
+				return &ExitError{Code: 1, Err: fmt.Errorf("%d metric(s) had too few samples to compare with %s: run the benchmarks with more repetitions (-count 6, acgs bench --count 6)", n, base.Name)}
+			}
 			return nil
 		},
 	}

@@ -50,6 +50,12 @@ func TestRegressCompareMatching(t *testing.T) {
 			0, []string{"0 regression(s)", "GOMAXPROCS 2 in the baseline and 4"}},
 		{"no benchmark in common", regressBench(1, 10, 1000, "Old"), regressBench(2, 10, 1000, "New"),
 			1, []string{"nothing compared", "1 new, 1 missing"}},
+		// One sample each cannot show anything: five times as slow must
+		// not pass (review: it exited 0 with "No regression").
+		{"one sample, five times as slow", regressBench(1, 1, 1000, "Decide-2"), regressBench(2, 1, 5000, "Decide-2"),
+			1, []string{"too few samples", "more repetitions"}},
+		{"six samples against one", regressBench(1, 6, 1000, "Decide-2"), regressBench(2, 1, 5000, "Decide-2"),
+			1, []string{"too few samples"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

@@ -39,9 +39,11 @@ func (d Direction) String() string {
 }
 
 // UnitDirection decides how a unit improves: an explicit "better" unit
-// metadata line wins; a rate (any unit ending in "/s": req/s, ops/s, B/s) is
-// better higher; everything else (sec/op, B/op, allocs/op, p99-sec/op,
-// errors) is a cost and better lower.
+// metadata line wins; a rate (any unit ending in "/s": req/s, ops/s, B/s),
+// a speed-up (speedup, x-faster, throughput-ratio) and a count of cache
+// hits (l1hits/decision) are better higher, as the project's benchmarks
+// report them without metadata; everything else (sec/op, B/op, allocs/op,
+// p99-sec/op, errors) is a cost and better lower.
 func UnitDirection(unit string, meta benchfmt.UnitMetadataMap) Direction {
 	if meta != nil && meta.Get(unit, "better") != nil {
 		if meta.GetBetter(unit) > 0 {
@@ -51,7 +53,9 @@ func UnitDirection(unit string, meta benchfmt.UnitMetadataMap) Direction {
 			return LowerIsBetter
 		}
 	}
-	if strings.HasSuffix(unit, "/s") {
+	switch {
+	case strings.HasSuffix(unit, "/s"), unit == "speedup", strings.HasPrefix(unit, "x-"),
+		strings.HasSuffix(unit, "-ratio"), strings.Contains(unit, "hits/"):
 		return HigherIsBetter
 	}
 	return LowerIsBetter
@@ -160,6 +164,11 @@ type Comparison struct {
 func (c *Comparison) Compared() int {
 	return len(c.Deltas) - c.Count(VerdictAdded) - c.Count(VerdictRemoved)
 }
+
+// Undecided is how many metrics the input shares with the baseline had too
+// few samples for the test to decide: a gate that passed them would pass
+// any change (acgs bench --count 1 can never fail).
+func (c *Comparison) Undecided() int { return c.Count(VerdictInsufficient) }
 
 // Count returns how many deltas have the verdict.
 func (c *Comparison) Count(v Verdict) int {

@@ -127,6 +127,14 @@ func TestUnitDirection(t *testing.T) {
 		{"ops/s", HigherIsBetter},
 		{"B/s", HigherIsBetter},
 		{"score/op", HigherIsBetter}, // explicit unit metadata wins
+		// The project's own benchmarks' higher-is-better units (review:
+		// a speed-up that halved was an improvement).
+		{"speedup", HigherIsBetter},
+		{"x-faster", HigherIsBetter},
+		{"throughput-ratio", HigherIsBetter},
+		{"l1hits/decision", HigherIsBetter},
+		{"roundtrips/decision", LowerIsBetter},
+		{"added-p50-us", LowerIsBetter},
 	} {
 		if got := UnitDirection(tc.unit, meta); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.unit, got, tc.want)

@@ -111,6 +111,8 @@ func WriteCompareMarkdown(w io.Writer, c *Comparison) error {
 			c.Baseline.Name, c.Baseline.Commit, c.Count(VerdictAdded), c.Count(VerdictRemoved))
 	case len(regs) > 0:
 		fmt.Fprintf(w, "🔴 **%d regression(s)** against `%s` (commit `%s`).\n", len(regs), c.Baseline.Name, c.Baseline.Commit)
+	case c.Undecided() > 0:
+		fmt.Fprintf(w, "🔴 **Undecided**: %d metric(s) had too few samples to compare with `%s` (commit `%s`).\n", c.Undecided(), c.Baseline.Name, c.Baseline.Commit)
 	default:
 		fmt.Fprintf(w, "🟢 **No regression** against `%s` (commit `%s`).\n", c.Baseline.Name, c.Baseline.Commit)
 	}
