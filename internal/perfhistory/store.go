@@ -293,7 +293,10 @@ func loadOrSkip(ctx context.Context, s Store, m RecordMeta, skipped *[]SkippedRe
 // go test -bench mixed with history, still compare; Set.Procs keeps the
 // GOMAXPROCS. A file that ran one benchmark at several GOMAXPROCS
 // (go test -cpu 1,2,4) keeps the suffix on each, "-1" included, since those
-// are different configurations, not repetitions.
+// are different configurations, not repetitions. Likewise a name that occurs
+// in several packages ("pkg:" lines, go test -bench ./...) is prefixed with
+// its package, "<pkg>.<name>", and only then, so that names stay as history
+// recorded them wherever they do not collide.
 type Key struct {
 	Name string `json:"name"`
 	Unit string `json:"unit"`
@@ -331,21 +334,22 @@ func splitProcs(n benchfmt.Name) (string, int) {
 // a sample holding NaN.
 func ParseBenchmarks(data []byte) (*Set, error) {
 	type sample struct {
-		base  string
-		procs int
-		unit  string
-		value float64
+		pkg, base string
+		procs     int
+		unit      string
+		value     float64
 	}
 	var samples []sample
-	procsOf := map[string][]int{} // distinct GOMAXPROCS of each name
+	pkgsOf := map[string][]string{} // distinct packages of each name
 	r := benchfmt.NewReader(bytes.NewReader(data), "input")
 	var syntaxErrs []string
 	for r.Scan() {
 		switch rec := r.Result().(type) {
 		case *benchfmt.Result:
 			base, procs := splitProcs(rec.Name)
-			if !slices.Contains(procsOf[base], procs) {
-				procsOf[base] = append(procsOf[base], procs)
+			pkg := rec.GetConfig("pkg")
+			if !slices.Contains(pkgsOf[base], pkg) {
+				pkgsOf[base] = append(pkgsOf[base], pkg)
 			}
 			for _, v := range rec.Values {
 				if math.IsNaN(v.Value) || math.IsInf(v.Value, 0) {
@@ -355,7 +359,7 @@ func ParseBenchmarks(data []byte) (*Set, error) {
 					}
 					return nil, fmt.Errorf("benchmark %s: %v %s is not a measurement", rec.Name, v.Value, unit)
 				}
-				samples = append(samples, sample{base, procs, v.Unit, v.Value})
+				samples = append(samples, sample{pkg, base, procs, v.Unit, v.Value})
 			}
 		case *benchfmt.SyntaxError:
 			syntaxErrs = append(syntaxErrs, rec.Error())
@@ -363,6 +367,18 @@ func ParseBenchmarks(data []byte) (*Set, error) {
 	}
 	if err := r.Err(); err != nil {
 		return nil, err
+	}
+	// A name is qualified by its package before the GOMAXPROCS are counted:
+	// X of package a at -cpu 2 and X of b at -cpu 4 are two benchmarks, not
+	// one at two GOMAXPROCS.
+	procsOf := map[string][]int{} // distinct GOMAXPROCS of each qualified name
+	for i, smp := range samples {
+		if smp.pkg != "" && len(pkgsOf[smp.base]) > 1 {
+			samples[i].base = smp.pkg + "." + smp.base
+		}
+		if b := samples[i].base; !slices.Contains(procsOf[b], smp.procs) {
+			procsOf[b] = append(procsOf[b], smp.procs)
+		}
 	}
 	s := &Set{Values: map[Key][]float64{}, Procs: map[Key]int{}}
 	for _, smp := range samples {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -513,6 +514,74 @@ func TestGetRefusesOversizeRecords(t *testing.T) {
 			maxRecordBytes = int64(len(rec.Data)) - 1
 			if _, err := s.Get(ctx, rec.RecordMeta); !errors.Is(err, ErrBadRecord) {
 				t.Fatalf("over the bound: %v, want ErrBadRecord", err)
+			}
+		})
+	}
+}
+
+// TestParseBenchmarksPackages: one benchmark name in two packages
+// (go test -bench ./...) is two benchmarks, as benchstat keeps them; a name
+// in one package only keeps the bare name history was recorded with.
+func TestParseBenchmarksPackages(t *testing.T) {
+	type metric struct {
+		name  string
+		procs int
+		ns    []float64 // sec/op in ns
+	}
+	for _, tc := range []struct {
+		name, data string
+		want       []metric // in order
+	}{
+		{
+			name: "same name in two packages",
+			data: "pkg: a\nBenchmarkX-2 1 100 ns/op\nBenchmarkX-2 1 101 ns/op\n" +
+				"pkg: b\nBenchmarkX-2 1 9000 ns/op\nBenchmarkX-2 1 9001 ns/op\n",
+			want: []metric{{"a.X", 2, []float64{100, 101}}, {"b.X", 2, []float64{9000, 9001}}},
+		},
+		{
+			name: "one package: bare names, as recorded before",
+			data: "goos: linux\npkg: a\nBenchmarkX-2 1 100 ns/op\nBenchmarkY-2 1 5 ns/op\n",
+			want: []metric{{"X", 2, []float64{100}}, {"Y", 2, []float64{5}}},
+		},
+		{
+			name: "no pkg line",
+			data: "BenchmarkX 1 100 ns/op\n",
+			want: []metric{{"X", 1, []float64{100}}},
+		},
+		{
+			name: "two packages, only the shared name qualified",
+			data: "pkg: a\nBenchmarkX 1 1 ns/op\nBenchmarkY 1 2 ns/op\npkg: b\nBenchmarkX 1 3 ns/op\n",
+			want: []metric{{"a.X", 1, []float64{1}}, {"Y", 1, []float64{2}}, {"b.X", 1, []float64{3}}},
+		},
+		{
+			name: "packages at different GOMAXPROCS are not one benchmark at two",
+			data: "pkg: a\nBenchmarkX-2 1 1 ns/op\npkg: b\nBenchmarkX-4 1 2 ns/op\n",
+			want: []metric{{"a.X", 2, []float64{1}}, {"b.X", 4, []float64{2}}},
+		},
+		{
+			name: "-cpu 1,2 in one package of two",
+			data: "pkg: a\nBenchmarkX 1 1 ns/op\nBenchmarkX-2 1 2 ns/op\npkg: b\nBenchmarkX-2 1 3 ns/op\n",
+			want: []metric{{"a.X-1", 1, []float64{1}}, {"a.X-2", 2, []float64{2}}, {"b.X", 2, []float64{3}}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			set, err := ParseBenchmarks([]byte(tc.data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []metric
+			for _, k := range set.Keys {
+				if k.Unit != "sec/op" {
+					t.Fatalf("key %v", k)
+				}
+				var ns []float64
+				for _, v := range set.Values[k] {
+					ns = append(ns, math.Round(v*1e9))
+				}
+				got = append(got, metric{k.Name, set.Procs[k], ns})
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("got  %v\nwant %v", got, tc.want)
 			}
 		})
 	}
