@@ -114,6 +114,11 @@ invalid or an SLO is violated.`,
 				if w, err = loadgen.FixedWorkload("POST", reqURLPath, body, want); err != nil {
 					return fmt.Errorf("%s: %w", requestPath, err)
 				}
+				if want == nil && !cmd.Flags().Changed("min-compliance") {
+					// Nothing to judge compliance by: not an objective,
+					// where it was one that every run violated (review).
+					slo.MinCompliance = 0
+				}
 			} else if w, err = loadgen.LoadWorkload(workloadPath); err != nil {
 				return err
 			}
@@ -131,6 +136,10 @@ invalid or an SLO is violated.`,
 			open := cmd.Flags().Changed("rate")
 			if open && (cmd.Flags().Changed("users") || cmd.Flags().Changed("spawn-rate") || cmd.Flags().Changed("run-time")) {
 				return errors.New("--rate (open loop) cannot be combined with --users, --spawn-rate or --run-time (closed loop)")
+			}
+			if !open && (cmd.Flags().Changed("duration") || cmd.Flags().Changed("connections")) {
+				// They were ignored: --duration 5s ran a 30 s closed loop.
+				return errors.New("--duration and --connections are for the open loop (--rate); the closed loop takes --run-time and --users")
 			}
 			opts := loadgen.Options{
 				// No client: each sender keeps an HTTP/1.1 connection of its

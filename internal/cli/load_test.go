@@ -69,6 +69,12 @@ func TestLoadFixedRequest(t *testing.T) {
 	if st, err := os.Stat(prof); err != nil || st.Size() == 0 {
 		t.Fatalf("no CPU profile written: %v", err)
 	}
+	// Without --expect nothing judges compliance, and no objective fails
+	// for want of it (review: every such run violated its SLO).
+	if text, code, err := perfRun(t, "load", "--host", srv.URL, "--request", req, "--path", "/v1/x",
+		"--rate", "200", "--duration", "100ms", "-q", "--p99-ms", "1e9"); code != 0 || err != nil {
+		t.Fatalf("without --expect: exit %d: %v\n%s", code, err, text)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string

@@ -192,6 +192,7 @@ func TestLoadAndBenchRefuseBadTargets(t *testing.T) {
 		{"no host", []string{"load"}, "--host is required"},
 		{"bad workload", []string{"load", "--host", "http://127.0.0.1:1", "--workload", bad}, "weight must be > 0"},
 		{"open and closed flags mixed", []string{"load", "--host", "http://127.0.0.1:1", "--rate", "10", "--users", "3"}, "cannot be combined"},
+		{"open-loop flags without --rate", []string{"load", "--host", "http://127.0.0.1:1", "--duration", "5s"}, "for the open loop"},
 		{"bench formats exclusive", []string{"bench", "--json", "--benchfmt"}, "exclusive"},
 		{"slo needs one source", []string{"slo"}, "exactly one"},
 	} {
