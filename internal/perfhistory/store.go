@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -52,6 +53,13 @@ type Store interface {
 // layout still sorts lexically in time order.
 const nameTimeLayout = "2006-01-02T15-04-05Z"
 
+// nameTimeLayoutNano is the layout names are written in: to the nanosecond,
+// so that two records of one commit made within a second get two names (an
+// S3 put replaces an object of the same name), with a fixed-width fraction
+// so that names still sort lexically. nameTimeLayout reads it too, as did
+// every earlier version (time.Parse accepts a fraction after the seconds).
+const nameTimeLayoutNano = "2006-01-02T15-04-05.000000000Z"
+
 // NewRecord builds a record for a result file, checking that it holds at
 // least one benchmark result (an empty or garbled file would become a
 // baseline that hides every regression).
@@ -64,7 +72,7 @@ func NewRecord(t time.Time, commit string, data []byte) (Record, error) {
 		return Record{}, errors.New("no benchmark results in input")
 	}
 	commit = sanitizeCommit(commit)
-	t = t.UTC().Truncate(time.Second)
+	t = t.UTC()
 	return Record{
 		RecordMeta: RecordMeta{Time: t, Commit: commit, Name: RecordName(t, commit)},
 		Data:       data,
@@ -73,7 +81,7 @@ func NewRecord(t time.Time, commit string, data []byte) (Record, error) {
 
 // RecordName is the file or object name of a record.
 func RecordName(t time.Time, commit string) string {
-	return t.UTC().Format(nameTimeLayout) + "_" + sanitizeCommit(commit) + ".txt"
+	return t.UTC().Format(nameTimeLayoutNano) + "_" + sanitizeCommit(commit) + ".txt"
 }
 
 // ParseRecordName reads a record name back; it also accepts a plain RFC 3339
@@ -127,8 +135,11 @@ type FSStore struct {
 var _ Store = (*FSStore)(nil)
 
 // syncFile and syncDir flush a file's data and a directory's entries to
-// stable storage; variables so that tests can see the order of the steps.
+// stable storage, and linkFile names a file without replacing another;
+// variables so that tests can see the order of the steps and do without
+// hard links.
 var (
+	linkFile = os.Link
 	syncFile = (*os.File).Sync
 	syncDir  = func(dir string) error {
 		d, err := os.Open(dir)
@@ -140,11 +151,14 @@ var (
 	}
 )
 
-// Put writes the record atomically (temporary file and rename), so a
-// concurrent List never sees half a file. The data is synced before the
-// rename: otherwise a crash can leave the new name on a zero-length file,
-// a baseline that compares nothing. The directory is synced after it, best
-// effort (not every file system can), so the name itself survives a crash.
+// Put writes the record atomically (temporary file, then its name), so a
+// concurrent List never sees half a file, and never replaces a record: a
+// name already taken (records of one commit at the same time) is tried a
+// nanosecond later, so both are kept and still list in the order put. The
+// data is synced before it is named: otherwise a crash can leave the name
+// on a zero-length file, a baseline that compares nothing. The directory is
+// synced after, best effort (not every file system can), so the name
+// itself survives a crash.
 func (s *FSStore) Put(_ context.Context, rec Record) error {
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		return err
@@ -165,11 +179,39 @@ func (s *FSStore) Put(_ context.Context, rec Record) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), filepath.Join(s.Dir, rec.Name)); err != nil {
+	if err := publish(tmp.Name(), s.Dir, rec.Name); err != nil {
 		return err
 	}
 	_ = syncDir(s.Dir)
 	return nil
+}
+
+// publish gives the file tmp the record name in dir, or the name of the
+// same commit one nanosecond later while the name is taken. A hard link
+// fails on a taken name where a rename would replace it; without hard
+// links (FAT, some network file systems) the name is claimed with O_EXCL
+// and the file renamed over the claim, and a crash in between leaves an
+// empty record, which LoadRecord skips as damaged.
+func publish(tmp, dir, name string) error {
+	meta, nameErr := ParseRecordName(name)
+	for {
+		dst := filepath.Join(dir, name)
+		err := linkFile(tmp, dst)
+		if err != nil && !errors.Is(err, fs.ErrExist) {
+			var f *os.File
+			if f, err = os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
+				f.Close()
+				if err = os.Rename(tmp, dst); err != nil {
+					os.Remove(dst)
+				}
+			}
+		}
+		if !errors.Is(err, fs.ErrExist) || nameErr != nil {
+			return err
+		}
+		meta.Time = meta.Time.Add(time.Nanosecond)
+		name = RecordName(meta.Time, meta.Commit)
+	}
 }
 
 // List returns the records oldest first; files that are not records are

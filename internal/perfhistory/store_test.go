@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"net"
 	"net/http"
@@ -128,7 +129,7 @@ func TestStores(t *testing.T) {
 					if strings.Join(got, ",") != "aaa,bbb,ccc" {
 						t.Fatalf("List order %v, want aaa,bbb,ccc (junk ignored)", got)
 					}
-					if !ms[0].Time.Equal(t0) || ms[0].Name != "2026-11-20T08-30-00Z_aaa.txt" {
+					if !ms[0].Time.Equal(t0) || ms[0].Name != "2026-11-20T08-30-00.000000000Z_aaa.txt" {
 						t.Fatalf("first record %+v", ms[0])
 					}
 				}},
@@ -151,18 +152,27 @@ func TestStores(t *testing.T) {
 						}
 					}
 				}},
-				{"same time and commit overwrites", func(t *testing.T) {
-					rec, _ := NewRecord(t0, "aaa", data(4))
-					if err := s.Put(ctx, rec); err != nil {
-						t.Fatal(err)
+				{"records of one commit within a second are all kept", func(t *testing.T) {
+					for _, r := range []struct {
+						at time.Duration
+						n  int
+					}{{600 * time.Millisecond, 5}, {100 * time.Millisecond, 4}} {
+						rec, _ := NewRecord(t0.Add(r.at), "aaa", data(r.n))
+						if err := s.Put(ctx, rec); err != nil {
+							t.Fatal(err)
+						}
 					}
 					ms, _ := s.List(ctx)
-					if len(ms) != 3 {
-						t.Fatalf("%d records, want 3", len(ms))
+					var got []string
+					for _, m := range ms {
+						rec, err := s.Get(ctx, m)
+						if err != nil {
+							t.Fatal(err)
+						}
+						got = append(got, fmt.Sprintf("%s:%d", m.Commit, len(rec.Data)-len(data(0))))
 					}
-					got, err := s.Get(ctx, ms[0])
-					if err != nil || !bytes.Equal(got.Data, data(4)) {
-						t.Fatalf("overwrite: %v %q", err, got.Data)
+					if want := "aaa:1,aaa:4,aaa:5,bbb:2,ccc:3"; strings.Join(got, ",") != want {
+						t.Fatalf("records %v, want %s", got, want)
 					}
 				}},
 				{"missing record is an error", func(t *testing.T) {
@@ -215,24 +225,36 @@ func TestOpenStoreS3FromEnv(t *testing.T) {
 
 func TestRecordNames(t *testing.T) {
 	at := time.Date(2026, 11, 27, 16, 25, 3, 0, time.FixedZone("CET", 3600))
+	var names []string
 	for _, tc := range []struct {
+		at           time.Time
 		commit, want string
 	}{
-		{"0123abc", "2026-11-27T15-25-03Z_0123abc.txt"},
-		{"", "2026-11-27T15-25-03Z_unknown.txt"},
-		{"feature/x_y", "2026-11-27T15-25-03Z_feature-x-y.txt"},
+		{at, "0123abc", "2026-11-27T15-25-03.000000000Z_0123abc.txt"},
+		{at, "", "2026-11-27T15-25-03.000000000Z_unknown.txt"},
+		{at, "feature/x_y", "2026-11-27T15-25-03.000000000Z_feature-x-y.txt"},
+		{at.Add(1500 * time.Microsecond), "abc", "2026-11-27T15-25-03.001500000Z_abc.txt"},
+		{at.Add(999999999), "abc", "2026-11-27T15-25-03.999999999Z_abc.txt"},
+		{at.Add(time.Second), "abc", "2026-11-27T15-25-04.000000000Z_abc.txt"},
 	} {
-		name := RecordName(at, tc.commit)
+		name := RecordName(tc.at, tc.commit)
 		if name != tc.want {
 			t.Errorf("RecordName(%q) = %s, want %s", tc.commit, name, tc.want)
 		}
 		m, err := ParseRecordName(name)
-		if err != nil || !m.Time.Equal(at) {
+		if err != nil || !m.Time.Equal(tc.at) {
 			t.Errorf("ParseRecordName(%s) = %+v, %v", name, m, err)
 		}
+		names = append(names, name)
 	}
-	if m, err := ParseRecordName("2026-11-27T15:25:03Z_abc.txt"); err != nil || m.Commit != "abc" {
-		t.Errorf("plain RFC 3339 name: %+v %v", m, err)
+	if !slices.IsSorted(names[3:]) {
+		t.Errorf("names of later times do not sort later: %v", names[3:])
+	}
+	// names written before the nanoseconds, and by other tools
+	for _, name := range []string{"2026-11-27T15-25-03Z_abc.txt", "2026-11-27T15:25:03Z_abc.txt"} {
+		if m, err := ParseRecordName(name); err != nil || m.Commit != "abc" || !m.Time.Equal(at) {
+			t.Errorf("%s: %+v %v", name, m, err)
+		}
 	}
 	for _, bad := range []string{"README.md", "x_abc.txt", "2026-11-27T15-25-03Z.txt", "2026-11-27T15-25-03Z_.txt"} {
 		if _, err := ParseRecordName(bad); err == nil {
@@ -309,6 +331,74 @@ func TestFSStorePutSyncs(t *testing.T) {
 				if strings.HasPrefix(e.Name(), ".put-") {
 					t.Errorf("temporary file %s left behind", e.Name())
 				}
+			}
+		})
+	}
+}
+
+// TestFSStorePutNeverReplaces: a record put under a name already taken (two
+// `regress record` of one commit at one time) is kept beside the first,
+// listed after it, with or without hard links; a taken name that is no
+// record name is an error rather than a replaced file.
+func TestFSStorePutNeverReplaces(t *testing.T) {
+	ctx := context.Background()
+	at := time.Date(2026, 11, 20, 8, 0, 0, 0, time.UTC)
+	noLinks := func(_, _ string) error { return &os.LinkError{Op: "link", Err: errors.ErrUnsupported} }
+	for _, tc := range []struct {
+		name string
+		link func(oldname, newname string) error
+	}{
+		{"hard links", os.Link},
+		{"no hard links", noLinks},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			old := linkFile
+			t.Cleanup(func() { linkFile = old })
+			linkFile = tc.link
+			s := &FSStore{Dir: filepath.Join(t.TempDir(), "history")}
+			for i := range 3 {
+				rec, err := NewRecord(at, "abc", []byte(fmt.Sprintf("BenchmarkA 1 %d ns/op\n", i+1)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := s.Put(ctx, rec); err != nil {
+					t.Fatalf("put %d: %v", i, err)
+				}
+			}
+			ms, err := s.List(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, m := range ms {
+				rec, err := s.Get(ctx, m)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, m.Name+" "+strings.TrimSpace(string(rec.Data)))
+			}
+			want := []string{
+				"2026-11-20T08-00-00.000000000Z_abc.txt BenchmarkA 1 1 ns/op",
+				"2026-11-20T08-00-00.000000001Z_abc.txt BenchmarkA 1 2 ns/op",
+				"2026-11-20T08-00-00.000000002Z_abc.txt BenchmarkA 1 3 ns/op",
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("records\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+
+			if err := os.WriteFile(filepath.Join(s.Dir, "notes.txt"), []byte("mine"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			err = s.Put(ctx, Record{RecordMeta: RecordMeta{Name: "notes.txt"}, Data: []byte("BenchmarkA 1 1 ns/op\n")})
+			if !errors.Is(err, fs.ErrExist) {
+				t.Errorf("put over a file that is no record: %v, want ErrExist", err)
+			}
+			if b, _ := os.ReadFile(filepath.Join(s.Dir, "notes.txt")); string(b) != "mine" {
+				t.Errorf("notes.txt replaced by %q", b)
+			}
+			ents, _ := os.ReadDir(s.Dir)
+			if len(ents) != 4 {
+				t.Errorf("%d files, want the 3 records and notes.txt: %v", len(ents), ents)
 			}
 		})
 	}
