@@ -86,6 +86,23 @@ type Scrape struct {
 	hasReqs   bool
 	hasCache  bool
 	scrapedAt time.Time
+	// series is every value summed above, by series (bucket bounds
+	// included): a restart shows as one of them going down, which a sum
+	// can hide when another grew (200s fewer, 503s more).
+	series map[string]float64
+}
+
+// add notes the value of one series of family fam, extra naming a bucket.
+func (s *Scrape) add(fam string, m *dto.Metric, extra string, v float64) {
+	var b strings.Builder
+	b.WriteString(fam)
+	ls := slices.Clone(m.GetLabel())
+	slices.SortFunc(ls, func(a, b *dto.LabelPair) int { return strings.Compare(a.GetName(), b.GetName()) })
+	for _, l := range ls {
+		b.WriteString("\xff" + l.GetName() + "\xfe" + l.GetValue())
+	}
+	b.WriteString("\xff" + extra)
+	s.series[b.String()] += v
 }
 
 // ParseExposition reads Prometheus text exposition.
@@ -99,7 +116,7 @@ func ParseExposition(r io.Reader, names MetricNames) (*Scrape, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse metrics: %w", err)
 	}
-	s := &Scrape{buckets: map[float64]float64{}, scrapedAt: time.Now()}
+	s := &Scrape{buckets: map[float64]float64{}, scrapedAt: time.Now(), series: map[string]float64{}}
 	excluded := func(m *dto.Metric) bool {
 		return names.ExcludeHandlers != "" && excl.MatchString(label(m, "handler"))
 	}
@@ -116,10 +133,12 @@ func ParseExposition(r io.Reader, names MetricNames) (*Scrape, error) {
 			hasInf := false
 			for _, b := range h.GetBucket() {
 				s.buckets[b.GetUpperBound()] += float64(b.GetCumulativeCount())
+				s.add(names.Duration, m, fmt.Sprint(b.GetUpperBound()), float64(b.GetCumulativeCount()))
 				hasInf = hasInf || math.IsInf(b.GetUpperBound(), 1)
 			}
 			if !hasInf { // the +Inf bucket is implied by the count
 				s.buckets[math.Inf(1)] += float64(h.GetSampleCount())
+				s.add(names.Duration, m, "+Inf", float64(h.GetSampleCount()))
 			}
 		}
 	}
@@ -130,6 +149,7 @@ func ParseExposition(r io.Reader, names MetricNames) (*Scrape, error) {
 			}
 			s.hasReqs = true
 			v := counterValue(m)
+			s.add(names.Requests, m, "", v)
 			s.requests += v
 			switch c := label(m, "code"); {
 			case c == RefusedCode:
@@ -150,6 +170,7 @@ func ParseExposition(r io.Reader, names MetricNames) (*Scrape, error) {
 		for _, m := range f.GetMetric() {
 			s.hasCache = true
 			v := counterValue(m)
+			s.add(fam.name, m, "", v)
 			switch tier := strings.ToLower(label(m, "tier")); {
 			case fam.hit && tier == "l1":
 				s.l1Hits += v
@@ -204,15 +225,22 @@ func ScrapeURL(ctx context.Context, client *http.Client, url string, names Metri
 }
 
 // Sub returns the increase from prev to s: the traffic of the window between
-// two scrapes, rather than everything since the process started. A counter
-// that went down (restart) makes the later scrape the whole window, as
-// Prometheus's rate() treats resets.
+// two scrapes, rather than everything since the process started. Any series
+// that went down or went away (a restart) makes the later scrape the whole
+// window, as Prometheus's rate() treats resets: a difference across a
+// restart mixes two processes' counts into nonsense (more 503s than
+// requests, negative buckets).
 func (s *Scrape) Sub(prev *Scrape) *Scrape {
 	if prev == nil {
 		return s
 	}
 	if s.requests < prev.requests || s.buckets[math.Inf(1)] < prev.buckets[math.Inf(1)] {
 		return s
+	}
+	for k, v := range prev.series {
+		if s.series[k] < v {
+			return s
+		}
 	}
 	d := *s
 	d.buckets = map[float64]float64{}
