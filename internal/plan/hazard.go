@@ -159,7 +159,7 @@ func (c *checker) rule(r *ast.Rule) string {
 			return c.evalDoc(prefix)
 		}
 	}
-	if !r.Default && (r.Head.RuleKind() == ast.SingleValue || !r.Ref().IsGround()) {
+	if !r.Default {
 		if !c.groupSafe(r) {
 			return "definitions of " + r.Ref().String() + " may conflict (" + loc(r.Location) + ")"
 		}
@@ -343,10 +343,12 @@ func iterations(body ast.Body, bound ast.VarSet) []iteration {
 	return out
 }
 
-// groupSafe reports whether the single-value rules that may define the
-// same value as r (the same reference; or any overlapping one, where
-// either has variables in its reference) cannot conflict for the known
-// values. Functions group by name.
+// groupSafe reports whether the rules that may define the same value as r
+// (the same reference; or any overlapping one, where either has variables
+// in its reference) cannot conflict for the known values. Functions group
+// by name. Rules of one path at two depths (q[x] := 1 and q[x].r := 1)
+// conflict whatever their values, a value at one depth being an object at
+// the other, unless the deeper or shallower one cannot hold.
 func (c *checker) groupSafe(r *ast.Rule) bool {
 	if ok, done := c.groups[r]; done {
 		return ok
@@ -354,7 +356,7 @@ func (c *checker) groupSafe(r *ast.Rule) bool {
 	a := c.p.analysis
 	fn := len(r.Head.Args) > 0
 	var group []*ast.Rule
-	kinds := false // a single-value and a multi-value rule may make one value
+	kinds := false // a single-value and a multi-value rule, or two depths, may make one value
 	for i, s := range a.rules {
 		if s.Default || (len(s.Head.Args) > 0) != fn {
 			continue
@@ -363,16 +365,32 @@ func (c *checker) groupSafe(r *ast.Rule) bool {
 		if !same && (fn || s.Ref().IsGround() && r.Ref().IsGround() || !overlap(a.prefixes[i], r.Ref().GroundPrefix())) {
 			continue
 		}
-		if s.Head.RuleKind() != r.Head.RuleKind() {
+		if s.Head.RuleKind() != r.Head.RuleKind() || len(s.Ref()) != len(r.Ref()) && c.canHold(s) {
 			kinds = true
 		}
 		group = append(group, s)
 	}
 	ok := !kinds && (r.Head.RuleKind() == ast.MultiValue || c.noConflict(group))
-	for _, s := range group {
-		c.groups[s] = ok
+	c.groups[r] = ok
+	if !ok {
+		// A member's own group can hold rules r's does not: only a
+		// refusal carries over.
+		for _, s := range group {
+			c.groups[s] = false
+		}
 	}
 	return ok
+}
+
+// canHold reports whether a body of r (or of its else chain) can hold for
+// the known values.
+func (c *checker) canHold(r *ast.Rule) bool {
+	for b := r; b != nil; b = b.Else {
+		if c.cut(b, headArgVars(r)) == len(b.Body) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *checker) noConflict(group []*ast.Rule) bool {

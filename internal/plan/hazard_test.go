@@ -105,6 +105,29 @@ c := 1 if input.action
 
 c := 2 if input.action
 `, "p/d", map[string]any{"action": "write"}, []map[string]any{{"a": true}}, false},
+		// Rules of one path at two depths (review of d48f37b): equal head
+		// values, but a scalar at one depth is an object at the other.
+		{"single-value rules at two depths", decision + `
+lvl := 5 if q.k == 1
+
+q[x] := 1 if x := input.a
+
+q[x].r := 1 if x := input.b
+`, "p/decision", read, []map[string]any{{"a": "k", "b": "k"}, {"a": "k"}}, false},
+		{"a ground rule and one with a variable at two depths", decision + `
+lvl := 5 if q.k == 1
+
+q.k := 1 if input.c
+
+q[x].r := 1 if x := input.b
+`, "p/decision", read, []map[string]any{{"c": true, "b": "k"}, {"c": true}}, false},
+		{"multi-value rules at two depths", decision + `
+lvl := 5 if 1 in q.k
+
+q[x] contains 1 if x := input.a
+
+q.k.m contains 1 if input.c
+`, "p/decision", read, []map[string]any{{"a": "k", "c": true}, {"a": "k"}}, false},
 		{"with a reachable with", decision + `
 lvl := 1 if g with input.user as 2
 
