@@ -266,7 +266,11 @@ func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle, source string) 
 
 func (e *Engine) failed(err error) {
 	e.lastErr.Store(&reloadError{err: err, at: time.Now()})
-	e.log.Error("policy bundle refused; the previous one stays active", "error", err)
+	if e.cur.Load() == nil {
+		e.log.Error("policy bundle refused; no policy is active", "error", err)
+	} else {
+		e.log.Error("policy bundle refused; the previous one stays active", "error", err)
+	}
 	if e.opts.OnReload != nil {
 		e.opts.OnReload("failure", "", err)
 	}

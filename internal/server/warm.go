@@ -57,6 +57,9 @@ func loadWarmup(path string) ([]warmRequest, error) {
 // Warm evaluates the warm-up set through the engine (the caches, the
 // evaluator and admission), as the requests' pipeline does.
 func (s *Server) Warm(ctx context.Context) (warmed, total int) {
+	if s.d.Cache == nil {
+		return 0, len(s.warm) // nothing would keep the decisions
+	}
 	results := make([]bool, len(s.warm))
 	parallel.For(len(s.warm), func(i int) {
 		if ctx.Err() != nil {
@@ -94,9 +97,14 @@ func (s *Server) handleWarm(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apierror.New(apierror.Unavailable, "warm-up cancelled after %d of %d scenarios", warmed, total))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	out := map[string]any{
 		"warmed_scenarios": warmed,
 		"total_scenarios":  total,
 		"duration_ms":      float64(time.Since(start).Microseconds()) / 1000,
-	}, false)
+	}
+	if s.d.Cache == nil {
+		// Evaluating the set would take seconds for nothing (review).
+		out["reason"] = "cache disabled"
+	}
+	writeJSON(w, http.StatusOK, out, false)
 }

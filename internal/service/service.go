@@ -77,6 +77,9 @@ func New(ctx context.Context, cfg config.Config, o Options) (*Service, error) {
 	s.Metrics = telemetry.NewMetrics(telemetry.BuildInfo{
 		Version: version.Version, Commit: version.Commit(), GoVersion: runtime.Version(), OPAVersion: opaversion.Version,
 	})
+	if !cfg.Cache.Enabled && cfg.Cache.RedisURL != "" {
+		logger.Warn("CACHE_ENABLED=false: REDIS_URL is not used (no decision cache, L1 or L2)")
+	}
 	if cfg.Cache.Enabled {
 		prev := make([][]byte, 0, len(cfg.Cache.PreviousSigningKeys))
 		for _, k := range cfg.Cache.PreviousSigningKeys {
@@ -242,7 +245,7 @@ func (s *Service) Run(ctx context.Context) error {
 	go func() { errc <- s.http.Serve(s.listener) }()
 	info, _ := s.Engine.Info()
 	s.Log.Info("acgs serving", "addr", s.Addr(), "version", version.Version, "policy_revision", info.Revision,
-		"constitutional_hash", s.Config.Policy.ConstitutionalHash, "l2", s.Config.Cache.RedisURL != "")
+		"constitutional_hash", s.Config.Policy.ConstitutionalHash, "l2", s.Cache != nil && s.Config.Cache.RedisURL != "")
 	select {
 	case err := <-errc:
 		s.closeRest()
