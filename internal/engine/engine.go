@@ -575,7 +575,7 @@ func (e *Engine) evalNow(ctx context.Context, s *snapshot, path string, input an
 		}
 		in = v
 	}
-	ctx, cancel := context.WithTimeout(ctx, e.opts.EvalTimeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, e.opts.EvalTimeout, ErrEvalTimeout)
 	defer cancel()
 	if e.opts.Compiled {
 		if q := s.compiled(ctx, path, e.log); q != nil {
@@ -677,9 +677,16 @@ var ErrPathNotQueryable = errors.New("the path cannot be queried")
 
 func evalError(err error, ctx context.Context, timeout time.Duration) error {
 	var e *apierror.Error
-	if ctx.Err() != nil {
+	switch {
+	case errors.Is(context.Cause(ctx), ErrEvalTimeout):
 		e = apierror.Wrap(apierror.EvaluationError, fmt.Errorf("%w: %w", ErrEvalTimeout, err), "policy evaluation exceeded EVAL_TIMEOUT (%s)", timeout)
-	} else {
+	case ctx.Err() != nil:
+		// The caller's own context ended first (a client that left, its
+		// deadline): nothing was decided, as when a shared evaluation
+		// outlives its waiter; not an EVAL_TIMEOUT, which counts and
+		// alerts as the policy's (review).
+		return apierror.Wrap(apierror.Overloaded, ctx.Err(), "no decision before the request ended (%v); retry later", ctx.Err())
+	default:
 		e = apierror.Wrap(apierror.EvaluationError, err, "policy evaluation failed: %v", err)
 	}
 	e.Errors = evalDetails(err)
@@ -724,7 +731,7 @@ func (e *Engine) EvaluateFull(ctx context.Context, path string, input any) (Deci
 		}
 		in = v
 	}
-	ctx, cancel := context.WithTimeout(ctx, e.opts.EvalTimeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, e.opts.EvalTimeout, ErrEvalTimeout)
 	defer cancel()
 	d, _, err := e.evalFull(ctx, s, path, in)
 	return d, err

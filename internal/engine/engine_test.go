@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -153,6 +154,32 @@ func TestEvalTimeoutFailsClosed(t *testing.T) {
 	_, err = e.Decide(context.Background(), "t/slow", nil)
 	if apierror.CodeOf(err) != apierror.EvaluationError || !strings.Contains(err.Error(), "EVAL_TIMEOUT") {
 		t.Fatalf("want an evaluation_error naming EVAL_TIMEOUT, got %v", err)
+	}
+}
+
+// TestCallerLeavingIsNotAnEvalTimeout: an evaluation cut short because its
+// caller left (a client that hung up, its own deadline) decided nothing: it
+// is overloaded (503, Retry-After; counted as shed), not an evaluation
+// error that exceeded EVAL_TIMEOUT, which counts and alerts as the policy's
+// (review: three clients hanging up after 0.3 s were three 5 s timeouts).
+func TestCallerLeavingIsNotAnEvalTimeout(t *testing.T) {
+	slow := "package t\nimport rego.v1\nslow := count([x | some x in numbers.range(1, 100000000); x % 7 == 0])\n"
+	b, err := engine.FSSource{FS: bundleFS(hash, slow), Name: "slow"}.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := engine.New(context.Background(), nil, engine.Options{ConstitutionalHash: hash, EvalTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Activate(context.Background(), b, "slow"); err != nil && !strings.Contains(err.Error(), "acgs") {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err = e.Decide(ctx, "t/slow", nil)
+	if errors.Is(err, engine.ErrEvalTimeout) || apierror.CodeOf(err) != apierror.Overloaded {
+		t.Fatalf("want overloaded, not EVAL_TIMEOUT, got %v", err)
 	}
 }
 

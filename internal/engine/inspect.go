@@ -89,7 +89,7 @@ func (e *Engine) inspectNow(ctx context.Context, s *snapshot, path string, input
 		}
 		inv = v
 	}
-	ctx, cancel := context.WithTimeout(ctx, e.opts.EvalTimeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, e.opts.EvalTimeout, ErrEvalTimeout)
 	defer cancel()
 	e.onEvaluator("topdown")
 	pq, hit, err := e.inspectedQuery(ctx, s, path, in.StrictBuiltinErrors)
