@@ -2,8 +2,11 @@ package cli
 
 import (
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -34,11 +37,33 @@ func newHealthcheckCmd() *cobra.Command {
 			return nil
 		},
 	}
-	port := os.Getenv("PORT")
+	cmd.Flags().StringVar(&url, "url", readinessURL(os.Getenv("HOST"), os.Getenv("PORT")), "readiness URL to check (default from HOST and PORT, as acgs serve reads them)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 3*time.Second, "give up after this long")
+	return cmd
+}
+
+// readinessURL is the readiness endpoint of the instance that `acgs serve`
+// starts with the same HOST and PORT: HOST itself (an IPv6 address in
+// brackets, with or without them in HOST), or loopback when it listens on
+// every interface (127.0.0.1 for empty HOST or 0.0.0.0, ::1 for ::). PORT
+// is trimmed as serve trims it; empty, it is serve's default, 8004.
+func readinessURL(host, port string) string {
+	host, port = strings.TrimSpace(host), strings.TrimSpace(port)
 	if port == "" {
 		port = "8004"
 	}
-	cmd.Flags().StringVar(&url, "url", "http://127.0.0.1:"+port+"/health/ready", "readiness URL to check")
-	cmd.Flags().DurationVar(&timeout, "timeout", 3*time.Second, "give up after this long")
-	return cmd
+	if len(host) >= 2 && host[0] == '[' && host[len(host)-1] == ']' {
+		host = host[1 : len(host)-1]
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	} else if a, err := netip.ParseAddr(host); err == nil && a.IsUnspecified() {
+		if a.Is4() {
+			host = "127.0.0.1"
+		} else {
+			host = "::1"
+		}
+	}
+	// A zone (fe80::1%eth0) is escaped in a URL's host (RFC 6874).
+	return "http://" + net.JoinHostPort(strings.ReplaceAll(host, "%", "%25"), port) + "/health/ready"
 }

@@ -8,7 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
+	"net/netip"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -195,6 +198,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{name}, args...)...))
 	}
 	s := c.Server
+	if err := checkHost(s.Host); err != nil {
+		bad("HOST", "%q %v (accepted: empty for all interfaces, an IP address such as 0.0.0.0, ::1 or [::1], or a host name)", s.Host, err)
+	}
 	if s.Port < 1 || s.Port > 65535 {
 		bad("PORT", "%d is not a TCP port (accepted: 1-65535)", s.Port)
 	}
@@ -334,5 +340,65 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Addr is the listen address.
-func (c *Config) Addr() string { return fmt.Sprintf("%s:%d", c.Server.Host, c.Server.Port) }
+// Addr is the listen address: HOST and PORT joined, an IPv6 address in
+// brackets (HOST may be given with or without them).
+func (c *Config) Addr() string {
+	return net.JoinHostPort(unbracket(c.Server.Host), strconv.Itoa(c.Server.Port))
+}
+
+// unbracket removes the brackets of an IPv6 literal written as in a URL
+// ("[::1]"): the form net.JoinHostPort adds them to.
+func unbracket(host string) string {
+	if len(host) >= 2 && host[0] == '[' && host[len(host)-1] == ']' {
+		return host[1 : len(host)-1]
+	}
+	return host
+}
+
+// checkHost accepts what HOST may be: empty (every interface), an IP
+// address (IPv6 with or without brackets, with a zone such as fe80::1%eth0)
+// or a host name. The error completes a sentence that begins with the value.
+func checkHost(host string) error {
+	if host == "" {
+		return nil
+	}
+	if h := unbracket(host); h != host {
+		if a, err := netip.ParseAddr(h); err != nil || !a.Is6() {
+			return errors.New("has brackets but is not an IPv6 address")
+		}
+		return nil
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	if _, port, err := net.SplitHostPort(host); err == nil {
+		return fmt.Errorf("includes a port (%s): give it as PORT", port)
+	}
+	if !isHostName(host) {
+		return errors.New("is neither an IP address nor a host name")
+	}
+	return nil
+}
+
+// isHostName reports whether s is a DNS name: dot-separated labels of
+// letters, digits, hyphens (not at either end) and underscores (container
+// names), each at most 63 bytes, 253 in all, an optional final dot.
+func isHostName(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			switch {
+			case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
+			default:
+				return false
+			}
+		}
+	}
+	return true
+}
