@@ -64,7 +64,10 @@ func NewLoader(fs *pflag.FlagSet, lookup func(string) (string, bool)) *Loader {
 	l.int(fs, &c.Cache.L1Size, "l1-cache-size", "L1_CACHE_SIZE", "most decisions kept in process")
 	l.int(fs, &c.Cache.RawSize, "raw-cache-size", "RAW_CACHE_SIZE", "most request bodies whose L1 entry is remembered by their bytes, so a byte-identical repeat is not decoded (0: off; off while the decision log is on)")
 	l.dur(fs, &c.Cache.TTL, "cache-ttl", "DEFAULT_CACHE_TTL", "lifetime of a cached decision (L1 and L2)")
-	l.secret(fs, &c.Cache.RedisURL, "redis-url", "REDIS_URL", "Redis for the shared L2 cache: redis://, rediss://, or several comma-separated cluster nodes (empty: L1 only)")
+	// A URL has no white space of its own: what surrounds it (the newline
+	// that ends a Kubernetes Secret made with --from-file) is dropped here,
+	// so that what is validated is what the cache connects to.
+	l.secretTrimmed(fs, &c.Cache.RedisURL, "redis-url", "REDIS_URL", "Redis for the shared L2 cache: redis://, rediss://, or several comma-separated cluster nodes (empty: L1 only)")
 	l.secret(fs, &c.Cache.SigningKey, "cache-signing-key", "CACHE_SIGNING_KEY", "HMAC key (≥ 32 bytes) signing L2 entries; required with REDIS_URL")
 	l.secret(fs, &l.prevKey, "cache-signing-key-previous", "CACHE_SIGNING_KEY_PREVIOUS", "older signing keys still accepted while rotating (comma-separated)")
 	l.dur(fs, &c.Cache.L2Timeout, "l2-timeout", "L2_TIMEOUT", "deadline of one L2 read")
@@ -142,16 +145,34 @@ func (l *Loader) secret(fs *pflag.FlagSet, p *string, flag, env, u string) {
 	if v, ok := l.lookup(env); ok {
 		*p = v
 	}
-	fs.Var(secretValue{p}, flag, usage(u, env))
+	fs.Var(secretValue{p: p}, flag, usage(u, env))
+}
+
+// secretTrimmed is secret for a value in which surrounding white space is
+// never meant: it is dropped from the variable and from the flag.
+func (l *Loader) secretTrimmed(fs *pflag.FlagSet, p *string, flag, env, u string) {
+	if v, ok := l.lookup(env); ok {
+		*p = strings.TrimSpace(v)
+	}
+	fs.Var(secretValue{p: p, trim: true}, flag, usage(u, env))
 }
 
 // secretValue is a string flag whose String (what --help prints as the
 // default) is empty.
-type secretValue struct{ p *string }
+type secretValue struct {
+	p    *string
+	trim bool
+}
 
-func (v secretValue) String() string     { return "" }
-func (v secretValue) Set(s string) error { *v.p = s; return nil }
-func (v secretValue) Type() string       { return "string" }
+func (v secretValue) String() string { return "" }
+func (v secretValue) Set(s string) error {
+	if v.trim {
+		s = strings.TrimSpace(s)
+	}
+	*v.p = s
+	return nil
+}
+func (v secretValue) Type() string { return "string" }
 
 func (l *Loader) int(fs *pflag.FlagSet, p *int, flag, env, u string) {
 	l.env(env, func(s string) error { n, err := strconv.Atoi(s); *p = n; return err }, "an integer")
