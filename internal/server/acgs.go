@@ -81,7 +81,9 @@ func (s *Server) writeACGS(w http.ResponseWriter, r *http.Request, d decided) {
 		writeError(w, err)
 		return
 	}
-	observe(w, sampleOf(d.Decision))
+	if !overloaded(d.Err) {
+		observe(w, sampleOf(d.Decision))
+	}
 	if boolParam(queryOf(r), "pretty") {
 		var out bytes.Buffer
 		_ = json.Indent(&out, b, "", "  ") // b is valid JSON: acgsBody wrote it

@@ -140,7 +140,9 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 	// cached JSON, so a warm batch is not re-encoded result by result.
 	encoded := make([][]byte, len(results))
 	for i, d := range results {
-		observe(w, itemSampleOf(d.Decision))
+		if !overloaded(d.Err) {
+			observe(w, itemSampleOf(d.Decision))
+		}
 		var item []byte
 		if d.Err != nil {
 			// Enterprise OPA's items carry "200" or "500", and only in a
@@ -304,7 +306,9 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
-		observe(w, itemSampleOf(d.Decision))
+		if !overloaded(d.Err) {
+			observe(w, itemSampleOf(d.Decision))
+		}
 		responses[pos[j]] = b
 		codes[pos[j]] = http.StatusOK
 		if overloaded(d.Err) {

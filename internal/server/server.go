@@ -304,7 +304,9 @@ func startOf(w http.ResponseWriter) time.Time {
 }
 
 // observe adds a decision answered on w to what ServeHTTP records in the
-// rolling window.
+// rolling window. A request shed for overload is not a decision: its fast
+// 503 would pull the window's latencies and hit rates down, and the OPA
+// dialect never recorded it (review).
 func observe(w http.ResponseWriter, smp telemetry.Sample) {
 	if sw, ok := w.(*statusWriter); ok {
 		if sw.samples == nil {

@@ -379,3 +379,34 @@ func TestWarmUpCountsItsFailures(t *testing.T) {
 		t.Errorf("acgs_decisions_total = %v: the warm-up's decisions are not clients'", n)
 	}
 }
+
+// TestShedRequestsAreNotInTheWindow: the rolling window of /v1/metrics
+// (request count, latencies, hit rates) holds decisions; a request shed for
+// overload is none, in every dialect. ACGS requests and batch items were
+// counted, with their fast 503s pulling p50 and p99 down, where the OPA
+// dialect's were not (review).
+func TestShedRequestsAreNotInTheWindow(t *testing.T) {
+	in := servicetest.Start(t, func(c *config.Config) {
+		c.Admission.MaxInFlight = 1
+		c.Admission.QueueTimeout = time.Nanosecond // shed at once
+	})
+	count := func() string {
+		a := admissionDo(t, "GET", in.URL+"/v1/metrics", "")
+		return fmt.Sprint(a.doc["request_count"])
+	}
+	before := count()
+	release, err := in.Service.Admit.Admit(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	for range 3 {
+		a := admissionDo(t, "POST", in.URL+"/v1/data/acgs/main/decision", newSafe())
+		wantShed(t, a, a.doc)
+	}
+	admissionDo(t, "POST", in.URL+"/v1/acgs/batch", `{"requests":[`+newSafe()+`,`+newSafe()+`]}`)
+	admissionDo(t, "POST", in.URL+"/v1/data/acgs/main/decision", `{"input":`+newSafe()+`}`)
+	if after := count(); after != before {
+		t.Fatalf("request_count %s before the shed requests, %s after", before, after)
+	}
+}
