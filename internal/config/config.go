@@ -325,11 +325,11 @@ func (c *Config) Validate() error {
 	}
 	pf := c.Perf
 	for name, v := range map[string]float64{"PERFORMANCE_TARGET_P50_MS": pf.TargetP50MS, "PERFORMANCE_TARGET_P95_MS": pf.TargetP95MS, "PERFORMANCE_TARGET_P99_MS": pf.TargetP99MS} {
-		if v <= 0 {
-			bad(name, "%g must be a positive number of milliseconds", v)
+		if !(v > 0) || math.IsInf(v, 0) { // NaN compares false
+			bad(name, "%g must be a positive finite number of milliseconds", v)
 		}
 	}
-	if pf.CacheHitRateTarget < 0 || pf.CacheHitRateTarget > 1 {
+	if r := pf.CacheHitRateTarget; !(r >= 0 && r <= 1) { // NaN compares false
 		bad("CACHE_HIT_RATE_TARGET", "%g is out of range (accepted: 0-1)", pf.CacheHitRateTarget)
 	}
 	if pf.WindowSpan < time.Second || pf.WindowSpan > time.Hour {

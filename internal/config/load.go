@@ -3,7 +3,9 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -16,7 +18,8 @@ import (
 // lists them all with the variable's name and a flag wins over the variable.
 type Loader struct {
 	cfg     *Config
-	envErrs []error
+	fs      *pflag.FlagSet
+	envErrs []envError
 	lookup  func(string) (string, bool)
 	adminTo string
 	mask    string
@@ -31,7 +34,7 @@ func NewLoader(fs *pflag.FlagSet, lookup func(string) (string, bool)) *Loader {
 		lookup = os.LookupEnv
 	}
 	c := Default()
-	l := &Loader{cfg: &c, lookup: lookup}
+	l := &Loader{cfg: &c, fs: fs, lookup: lookup}
 
 	l.str(fs, &c.Server.Host, "host", "HOST", "address to listen on (empty: all interfaces)")
 	l.int(fs, &c.Server.Port, "port", "PORT", "HTTP port")
@@ -96,10 +99,19 @@ func NewLoader(fs *pflag.FlagSet, lookup func(string) (string, bool)) *Loader {
 }
 
 // Config returns the loaded configuration after flags were parsed, or the
-// environment errors (a variable that does not parse names itself).
+// environment errors (a variable that does not parse names itself). A
+// variable whose flag was given is not read, so its value cannot be wrong:
+// the flag wins.
 func (l *Loader) Config() (Config, error) {
-	if len(l.envErrs) > 0 {
-		return Config{}, errors.Join(l.envErrs...)
+	var errs []error
+	for _, e := range l.envErrs {
+		if f := l.fs.Lookup(e.flag); f != nil && f.Changed {
+			continue
+		}
+		errs = append(errs, e.err)
+	}
+	if len(errs) > 0 {
+		return Config{}, errors.Join(errs...)
 	}
 	c := *l.cfg
 	c.Policy.PartialEvalKeys = splitList(l.pekeys)
@@ -119,13 +131,35 @@ func splitList(s string) []string {
 	return out
 }
 
-func (l *Loader) env(name string, parse func(string) error, accepted string) {
+// envError is a variable that does not parse, kept with its flag's name:
+// it is an error only if the flag was not given.
+type envError struct {
+	flag string
+	err  error
+}
+
+// rangeError is a parse error that says more than "is not <accepted>": the
+// value has the right form but no setting can hold it.
+type rangeError string
+
+func (e rangeError) Error() string { return string(e) }
+
+// env parses the variable name, if set, with parse, which stores the value
+// only when it parses (a bad value leaves the default, so that --help shows
+// it). The error echoes the value as it was given.
+func (l *Loader) env(flag, name string, parse func(string) error, accepted string) {
 	v, ok := l.lookup(name)
 	if !ok {
 		return
 	}
 	if err := parse(strings.TrimSpace(v)); err != nil {
-		l.envErrs = append(l.envErrs, fmt.Errorf("%s: %q is not %s", name, v, accepted))
+		var re rangeError
+		if errors.As(err, &re) {
+			err = fmt.Errorf("%s: %q is %s", name, v, re)
+		} else {
+			err = fmt.Errorf("%s: %q is not %s", name, v, accepted)
+		}
+		l.envErrs = append(l.envErrs, envError{flag: flag, err: err})
 	}
 }
 
@@ -175,36 +209,122 @@ func (v secretValue) Set(s string) error {
 func (v secretValue) Type() string { return "string" }
 
 func (l *Loader) int(fs *pflag.FlagSet, p *int, flag, env, u string) {
-	l.env(env, func(s string) error { n, err := strconv.Atoi(s); *p = n; return err }, "an integer")
+	l.env(flag, env, func(s string) error {
+		n, err := strconv.Atoi(s)
+		if err == nil {
+			*p = n
+		}
+		return err
+	}, "an integer")
 	fs.IntVar(p, flag, *p, usage(u, env))
 }
 
 func (l *Loader) int64(fs *pflag.FlagSet, p *int64, flag, env, u string) {
-	l.env(env, func(s string) error { n, err := strconv.ParseInt(s, 10, 64); *p = n; return err }, "an integer")
+	l.env(flag, env, func(s string) error {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err == nil {
+			*p = n
+		}
+		return err
+	}, "an integer")
 	fs.Int64Var(p, flag, *p, usage(u, env))
 }
 
 func (l *Loader) float(fs *pflag.FlagSet, p *float64, flag, env, u string) {
-	l.env(env, func(s string) error { f, err := strconv.ParseFloat(s, 64); *p = f; return err }, "a number")
+	l.env(flag, env, func(s string) error {
+		f, err := strconv.ParseFloat(s, 64)
+		if err == nil {
+			*p = f
+		}
+		return err
+	}, "a number")
 	fs.Float64Var(p, flag, *p, usage(u, env))
 }
 
 func (l *Loader) bool(fs *pflag.FlagSet, p *bool, flag, env, u string) {
-	l.env(env, func(s string) error { b, err := strconv.ParseBool(s); *p = b; return err }, "a boolean (true or false)")
+	l.env(flag, env, func(s string) error {
+		b, err := strconv.ParseBool(s)
+		if err == nil {
+			*p = b
+		}
+		return err
+	}, "a boolean (true or false)")
 	fs.BoolVar(p, flag, *p, usage(u, env))
 }
 
+const durationForms = "a duration (such as 5ms, 2s, or a number of seconds)"
+
 // dur accepts Go durations ("5ms") and, like the original service, plain
-// numbers of seconds ("300").
+// numbers of seconds ("300"), in the environment and as a flag alike.
 func (l *Loader) dur(fs *pflag.FlagSet, p *time.Duration, flag, env, u string) {
-	l.env(env, func(s string) error {
-		if f, err := strconv.ParseFloat(s, 64); err == nil {
-			*p = time.Duration(f * float64(time.Second))
-			return nil
+	l.env(flag, env, func(s string) error {
+		d, err := parseDuration(s)
+		if err == nil {
+			*p = d
 		}
-		d, err := time.ParseDuration(s)
-		*p = d
 		return err
-	}, "a duration (such as 5ms, 2s, or a number of seconds)")
-	fs.DurationVar(p, flag, *p, usage(u, env))
+	}, durationForms)
+	fs.Var(durationValue{p}, flag, usage(u, env))
 }
+
+// maxDurationText is the longest time.Duration, as the errors cite it.
+const maxDurationText = "2562047h47m16s, about 292 years"
+
+// parseDuration reads a duration setting: a Go duration ("5ms", "1m30s") or
+// a number of seconds ("300", "0.25"). A number that is not finite or whose
+// duration does not fit time.Duration (beyond about 292 years either way)
+// is refused with a rangeError, rather than wrapping around to a negative
+// or meaningless duration.
+func parseDuration(s string) (time.Duration, error) {
+	if f, err := strconv.ParseFloat(s, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			if errors.Is(err, strconv.ErrRange) {
+				return 0, rangeError("out of range (accepted: durations up to " + maxDurationText + ")")
+			}
+			return 0, rangeError("not a finite number (accepted: durations such as 5ms, 2s, or a number of seconds)")
+		}
+		ns := math.Round(f * float64(time.Second))
+		// 2^63 ns is one past the longest duration, and float64(MaxInt64)
+		// rounds up to it.
+		if ns >= 1<<63 || ns < -(1<<63) {
+			return 0, rangeError("out of range (accepted: durations up to " + maxDurationText + ")")
+		}
+		return time.Duration(ns), nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil && goDurationRE.MatchString(s) {
+		return 0, rangeError("out of range (accepted: durations up to " + maxDurationText + ")")
+	}
+	return d, err
+}
+
+// goDurationRE is the form of a Go duration: when time.ParseDuration
+// refuses a string of this form, the duration is too long.
+var goDurationRE = regexp.MustCompile(`^[-+]?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+$`)
+
+// durationValue is a duration flag that accepts what the environment
+// accepts (parseDuration), so that --eval-timeout 1 means one second as
+// EVAL_TIMEOUT=1 does.
+type durationValue struct{ p *time.Duration }
+
+func (v durationValue) String() string {
+	if v.p == nil || *v.p == 0 {
+		return "0" // pflag's --help leaves a zero default out only when it reads "0"
+	}
+	return v.p.String()
+}
+
+func (v durationValue) Set(s string) error {
+	d, err := parseDuration(strings.TrimSpace(s))
+	if err != nil {
+		var re rangeError
+		if errors.As(err, &re) {
+			return re
+		}
+		return errors.New("not " + durationForms)
+	}
+	*v.p = d
+	return nil
+}
+
+func (v durationValue) Type() string { return "duration" }
