@@ -798,14 +798,32 @@ func (e *Engine) DecideBatch(ctx context.Context, path string, inputs []any) ([]
 		}
 		out[idx[j]] = Decision{Result: vals[j].Result, Defined: vals[j].Defined, Revision: s.revision, Source: src, JSON: vals[j].JSON}
 	}
-	parallel.For(len(miss)+len(direct), func(m int) {
-		if m < len(miss) {
-			j := miss[m]
+	// Items with one key are one decision: the first is decided and the
+	// others take its answer. Decided apart, they shared a flight only
+	// when in flight together, and otherwise each waited for a slot
+	// again: one batch could answer one input and shed its twin (review).
+	first := make(map[cache.Key]int, len(miss))
+	var twins [][2]int // positions in keys: a twin and its first
+	uniq := miss[:0]
+	for _, j := range miss {
+		if f, ok := first[keys[j]]; ok {
+			twins = append(twins, [2]int{j, f})
+			continue
+		}
+		first[keys[j]] = j
+		uniq = append(uniq, j)
+	}
+	parallel.For(len(uniq)+len(direct), func(m int) {
+		if m < len(uniq) {
+			j := uniq[m]
 			out[idx[j]], errs[idx[j]] = e.decideMiss(ctx, s, keys[j], path, inputs[idx[j]])
 			return
 		}
-		i := direct[m-len(miss)]
+		i := direct[m-len(uniq)]
 		out[i], errs[i] = e.evaluate(ctx, s, path, inputs[i])
 	})
+	for _, t := range twins {
+		out[idx[t[0]]], errs[idx[t[0]]] = out[idx[t[1]]], errs[idx[t[1]]]
+	}
 	return out, errs
 }

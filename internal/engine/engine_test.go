@@ -22,6 +22,7 @@ import (
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/cache"
 	"github.com/acgs-lite/acgs/internal/engine"
+	"github.com/acgs-lite/acgs/internal/jsoneq"
 	"github.com/acgs-lite/acgs/policies"
 )
 
@@ -533,5 +534,40 @@ func TestCacheScopeNamesTheDecisionSemantics(t *testing.T) {
 	inf, ok := e.Info()
 	if !ok || !strings.Contains(inf.Scope, "#opa-"+opaversion.Version+"/acgs-") {
 		t.Fatalf("scope %q", inf.Scope)
+	}
+}
+
+// TestBatchDecidesIdenticalItemsOnce: items of a batch with one cache key
+// are one decision. Each was decided apart, sharing an evaluation only when
+// in flight at once: twenty identical items took ten slots, and under load
+// one batch answered an input and shed its twin (review).
+func TestBatchDecidesIdenticalItemsOnce(t *testing.T) {
+	c, err := cache.New(context.Background(), cache.Config{L1Size: 100, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var admitted atomic.Int64
+	e, err := engine.New(context.Background(), engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.Options{
+		ConstitutionalHash: hash, EvalTimeout: 10 * time.Second, Cache: c, Logger: quiet,
+		Admit: func(_ context.Context, fn func()) (bool, error) { admitted.Add(1); fn(); return true, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admitted.Store(0)
+	one, other := loadRequest(t, "safe"), loadRequest(t, "low_trust")
+	batch := []any{one, other}
+	for range 19 {
+		batch = append(batch, loadRequest(t, "safe"), loadRequest(t, "low_trust"))
+	}
+	out, errs := e.DecideBatch(context.Background(), "acgs/main/decision", batch)
+	if n := admitted.Load(); n != 2 {
+		t.Errorf("%d evaluations for 2 distinct inputs", n)
+	}
+	for i := range batch {
+		if errs[i] != nil || !jsoneq.Equal(out[i].Result, out[i%2].Result) {
+			t.Fatalf("item %d: %v %v, want item %d's answer", i, out[i].Result, errs[i], i%2)
+		}
 	}
 }
