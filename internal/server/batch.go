@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -21,6 +22,20 @@ import (
 // sampleOf is what the rolling window records of a decision answered alone.
 func sampleOf(d engine.Decision) telemetry.Sample {
 	return telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial()}
+}
+
+// batchContext bounds a batch's decisions so that its answer is written
+// before WRITE_TIMEOUT closes the connection: each item waits for a slot
+// and evaluates within its own bounds, and a large batch on few slots ran
+// past it, its whole answer lost while every item was counted and logged as
+// decided (review). Items still undecided at the bound are shed, each
+// answered overloaded.
+func (s *Server) batchContext(r *http.Request) (context.Context, context.CancelFunc) {
+	wt := s.cfg.Server.WriteTimeout
+	if wt <= 0 {
+		return context.WithCancel(r.Context())
+	}
+	return context.WithTimeout(r.Context(), wt-min(wt/10, time.Second))
 }
 
 // itemSampleOf is what it records of a decision answered in a batch.
@@ -108,14 +123,16 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 	}
 	batchID := telemetry.NewDecisionID()
 	q := queryOf(r)
+	ctx, cancel := s.batchContext(r)
+	defer cancel()
 	var results []decided
 	if boolParam(q, types.ParamStrictBuiltinErrors) {
 		// Enterprise OPA's batch API takes ?strict-builtin-errors: each
 		// item is then evaluated by topdown for itself, as a single
 		// request asking for it.
-		results = s.inspectMany(r.Context(), path, items, batchID, inspection{strict: true})
+		results = s.inspectMany(ctx, path, items, batchID, inspection{strict: true})
 	} else {
-		results = s.decideMany(r.Context(), path, items, batchID)
+		results = s.decideMany(ctx, path, items, batchID)
 	}
 	for _, d := range results {
 		// No active policy, or a path no query can name: the same for
@@ -288,7 +305,9 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 		valid = append(valid, req)
 		pos = append(pos, i)
 	}
-	decisions := s.decideMany(r.Context(), decisionPath, valid, batchID)
+	ctx, cancel := s.batchContext(r)
+	defer cancel()
+	decisions := s.decideMany(ctx, decisionPath, valid, batchID)
 	shed := 0
 	for _, d := range decisions {
 		if unavailable(d.Err) {

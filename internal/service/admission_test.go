@@ -16,6 +16,7 @@ import (
 	"github.com/acgs-lite/acgs/internal/faults"
 	"github.com/acgs-lite/acgs/internal/jsoneq"
 	"github.com/acgs-lite/acgs/internal/service/servicetest"
+	"github.com/acgs-lite/acgs/internal/testenv"
 )
 
 // Admission control end to end: the real service with one evaluation slot,
@@ -408,5 +409,44 @@ func TestShedRequestsAreNotInTheWindow(t *testing.T) {
 	admissionDo(t, "POST", in.URL+"/v1/data/acgs/main/decision", `{"input":`+newSafe()+`}`)
 	if after := count(); after != before {
 		t.Fatalf("request_count %s before the shed requests, %s after", before, after)
+	}
+}
+
+// TestBatchAnswersBeforeWriteTimeout: a batch whose items cannot all be
+// decided before WRITE_TIMEOUT is answered in time, its undecided items shed
+// (overloaded). Items each waited for a slot and evaluated within their own
+// bounds: the batch ran past WRITE_TIMEOUT, the connection was closed with
+// no answer, and every item was still counted and logged as decided
+// (review).
+func TestBatchAnswersBeforeWriteTimeout(t *testing.T) {
+	dir := testenv.WriteConstitution(t, t.TempDir(), nil, map[string]string{
+		"acgs/slow/slow.rego": "package acgs.slow\n\n# n² iterations over two arrays of n numbers: slow, little memory\nresult := count([1 | some i in numbers.range(1, input.n); some j in numbers.range(1, input.n); i != j])\n",
+	})
+	in := servicetest.Start(t, func(c *config.Config) {
+		c.Policy.BundlePath = dir
+		c.Policy.EvalTimeout = 5 * time.Second
+		c.Server.WriteTimeout = time.Second
+		c.Admission.MaxInFlight = 1
+	})
+	var inputs []string
+	for i := range 60 {
+		inputs = append(inputs, fmt.Sprintf(`"i%d":{"n":%d}`, i, 1000+i))
+	}
+	a := admissionDo(t, "POST", in.URL+"/v1/batch/data/acgs/slow/result", `{"inputs":{`+strings.Join(inputs, ",")+`}}`)
+	if a.status != http.StatusMultiStatus && a.status != http.StatusServiceUnavailable {
+		t.Fatalf("status %d: %.300s", a.status, a.raw)
+	}
+	shed := 0
+	for id, it := range a.doc["responses"].(map[string]any) {
+		item := it.(map[string]any)
+		switch {
+		case item["code"] == "overloaded":
+			shed++
+		case item["result"] == nil:
+			t.Errorf("item %s: %v", id, item)
+		}
+	}
+	if shed == 0 {
+		t.Errorf("no item shed: the batch (60 evaluations of a million iterations on one slot) fitted in WRITE_TIMEOUT, and the test tests nothing")
 	}
 }
