@@ -113,6 +113,7 @@ func parseRedisURL(raw string) (rueidis.ClientOption, error) {
 		}
 		return opt, fmt.Errorf("cache: REDIS_URL: %w", err)
 	}
+	fromURL := len(opt.InitAddress) // the URL's host and its addr parameters
 	for _, h := range list[1:] {
 		h = strings.TrimSpace(h)
 		if _, _, err := net.SplitHostPort(h); err != nil {
@@ -120,7 +121,41 @@ func parseRedisURL(raw string) (rueidis.ClientOption, error) {
 		}
 		opt.InitAddress = append(opt.InitAddress, h)
 	}
+	if scheme != "unix" {
+		if err := checkNodes(scheme, list[0], opt.InitAddress, fromURL); err != nil {
+			return opt, fmt.Errorf("cache: REDIS_URL: %w", err)
+		}
+	}
 	return opt, nil
+}
+
+// checkNodes refuses node addresses the client accepts and then cannot
+// dial, retried for ever (review): a port of 0 or beyond 65535, a node
+// without a host. The first node's host is read from the URL (the client
+// takes a missing one for localhost; REDIS_URL names its host), the
+// cluster list's from their addresses; an addr parameter without a host
+// gets the first node's. Nodes are named by position, never by the URL.
+func checkNodes(scheme, first string, addrs []string, fromURL int) error {
+	var problems []string
+	if u, err := url.Parse(scheme + "://" + first); err == nil && u.Hostname() == "" {
+		problems = append(problems, "node 1 has no host")
+	}
+	for i, a := range addrs {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil {
+			continue // the client's own form, checked by its parser
+		}
+		if i >= fromURL && host == "" {
+			problems = append(problems, fmt.Sprintf("node %d has no host", i+1))
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			problems = append(problems, fmt.Sprintf("node %d's port %q is not a TCP port (1-65535)", i+1, port))
+		}
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
 }
 
 func startL2(ctx context.Context, t *Tiered) (*l2, error) {

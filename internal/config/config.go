@@ -10,7 +10,6 @@ import (
 	"math"
 	"net"
 	"net/netip"
-	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -268,16 +267,14 @@ func (c *Config) Validate() error {
 	}
 	if cc.RedisURL != "" {
 		// The loader trims the value: white space left here would reach the
-		// cache's parser as part of the URL. Then the cache's own parser, so
-		// that what starts is what connects (its errors never include the
-		// URL: it may hold a password), and the nodes' ports, which that
-		// parser does not check.
+		// cache's parser as part of the URL. Then the cache's own parser
+		// (its nodes' hosts and ports too), so that what starts is what
+		// connects (its errors never include the URL: it may hold a
+		// password).
 		const accepted = "(accepted: redis://[:password@]host:port[/db], rediss:// for TLS, redis://[:password@]h1:p1,h2:p2 for a cluster)"
 		if strings.TrimSpace(cc.RedisURL) != cc.RedisURL {
 			bad("REDIS_URL", "begins or ends with white space %s", accepted)
 		} else if err := cache.ValidateRedisURL(cc.RedisURL); err != nil {
-			bad("REDIS_URL", "%v %s", err, accepted)
-		} else if err := checkRedisAddrs(cc.RedisURL); err != nil {
 			bad("REDIS_URL", "%v %s", err, accepted)
 		}
 		if len(cc.SigningKey) < 32 {
@@ -412,61 +409,3 @@ func isHostName(s string) bool {
 	return true
 }
 
-// checkRedisAddrs checks the address of every node of a REDIS_URL that the
-// cache's parser accepted, as that parser reads them (internal/cache's
-// parseRedisURL and rueidis.ParseURL): the first from the URL's authority,
-// where a missing port means 6379 (a missing host, which the parser reads
-// as localhost, is refused: REDIS_URL names its host), the rest of a comma-separated cluster
-// list as host:port, and each addr query parameter. A port beyond 65535 or
-// 0 passes those parsers and then fails every connection, retried forever.
-// Errors name the node by its position, never the URL (it may hold a
-// password).
-func checkRedisAddrs(raw string) error {
-	scheme, rest, _ := strings.Cut(raw, "://")
-	if scheme == "unix" {
-		return nil // a socket path, no host or port
-	}
-	end := strings.IndexAny(rest, "/?#")
-	if end < 0 {
-		end = len(rest)
-	}
-	authority, tail := rest[:end], rest[end:]
-	userinfo, hosts := "", authority
-	if i := strings.LastIndex(authority, "@"); i >= 0 {
-		userinfo, hosts = authority[:i+1], authority[i+1:]
-	}
-	list := strings.Split(hosts, ",")
-	u, err := url.Parse(scheme + "://" + userinfo + list[0] + tail)
-	if err != nil {
-		return errors.New("cannot be parsed") // the cache's parser accepted it: not reached
-	}
-	var problems []string
-	check := func(node int, host, port string) {
-		if host == "" {
-			problems = append(problems, fmt.Sprintf("node %d has no host", node))
-		}
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			problems = append(problems, fmt.Sprintf("node %d's port %q is not a TCP port (1-65535)", node, port))
-		}
-	}
-	port := u.Port()
-	if port == "" {
-		port = "6379"
-	}
-	check(1, u.Hostname(), port)
-	for i, h := range list[1:] {
-		host, port, _ := net.SplitHostPort(strings.TrimSpace(h)) // the cache's parser checked the form
-		check(i+2, host, port)
-	}
-	for i, a := range u.Query()["addr"] {
-		// rueidis gives an addr without a host the first node's host, or
-		// localhost, and one without a port 6379: only a port can be wrong.
-		if _, port, err := net.SplitHostPort(a); err == nil && port != "" {
-			check(len(list)+i+1, "localhost", port)
-		}
-	}
-	if len(problems) > 0 {
-		return errors.New(strings.Join(problems, "; "))
-	}
-	return nil
-}
