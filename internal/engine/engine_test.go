@@ -138,13 +138,16 @@ func TestActivationRefusesWrongHashAndKeepsOldBundle(t *testing.T) {
 	}
 }
 
-func TestEvalTimeoutFailsClosed(t *testing.T) {
+// slowEngine is an engine on a bundle whose t/slow takes far longer than
+// any test waits, with EVAL_TIMEOUT timeout.
+func slowEngine(t *testing.T, timeout time.Duration) *engine.Engine {
+	t.Helper()
 	slow := "package t\nimport rego.v1\nslow := count([x | some x in numbers.range(1, 100000000); x % 7 == 0])\n"
 	b, err := engine.FSSource{FS: bundleFS(hash, slow), Name: "slow"}.Load(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := engine.New(context.Background(), nil, engine.Options{ConstitutionalHash: hash, EvalTimeout: 20 * time.Millisecond})
+	e, err := engine.New(context.Background(), nil, engine.Options{ConstitutionalHash: hash, EvalTimeout: timeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +155,11 @@ func TestEvalTimeoutFailsClosed(t *testing.T) {
 	if err := e.Activate(context.Background(), b, "slow"); err != nil && !strings.Contains(err.Error(), "acgs") {
 		t.Fatal(err)
 	}
-	_, err = e.Decide(context.Background(), "t/slow", nil)
+	return e
+}
+
+func TestEvalTimeoutFailsClosed(t *testing.T) {
+	_, err := slowEngine(t, 20*time.Millisecond).Decide(context.Background(), "t/slow", nil)
 	if apierror.CodeOf(err) != apierror.EvaluationError || !strings.Contains(err.Error(), "EVAL_TIMEOUT") {
 		t.Fatalf("want an evaluation_error naming EVAL_TIMEOUT, got %v", err)
 	}
@@ -164,21 +171,9 @@ func TestEvalTimeoutFailsClosed(t *testing.T) {
 // error that exceeded EVAL_TIMEOUT, which counts and alerts as the policy's
 // (review: three clients hanging up after 0.3 s were three 5 s timeouts).
 func TestCallerLeavingIsNotAnEvalTimeout(t *testing.T) {
-	slow := "package t\nimport rego.v1\nslow := count([x | some x in numbers.range(1, 100000000); x % 7 == 0])\n"
-	b, err := engine.FSSource{FS: bundleFS(hash, slow), Name: "slow"}.Load(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := engine.New(context.Background(), nil, engine.Options{ConstitutionalHash: hash, EvalTimeout: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Activate(context.Background(), b, "slow"); err != nil && !strings.Contains(err.Error(), "acgs") {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	_, err = e.Decide(ctx, "t/slow", nil)
+	_, err := slowEngine(t, time.Minute).Decide(ctx, "t/slow", nil)
 	if errors.Is(err, engine.ErrEvalTimeout) || apierror.CodeOf(err) != apierror.Overloaded {
 		t.Fatalf("want overloaded, not EVAL_TIMEOUT, got %v", err)
 	}
