@@ -408,4 +408,3 @@ func isHostName(s string) bool {
 	}
 	return true
 }
-
