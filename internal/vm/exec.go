@@ -102,12 +102,6 @@ func (st *state) reset(ctx context.Context, ectx *rego.EvalContext, rt ast.Value
 	st.budget = checkEvery
 	st.err = nil
 	st.sp = 0
-	if len(st.entries) > 0 {
-		clear(st.calls)
-		clear(st.entries)
-		clear(st.kept)
-		st.entries, st.kept = st.entries[:0], st.kept[:0]
-	}
 	st.nextGen++
 	st.gen = st.nextGen
 	st.genStack = st.genStack[:0]
@@ -124,9 +118,15 @@ func (st *state) release() {
 	clear(st.args[:cap(st.args)])
 	clear(st.outs[:cap(st.outs)])
 	st.out, st.ret, st.results = nil, nil, nil
-	if len(st.entries) > maxPooledCalls {
+	switch {
+	case len(st.entries) > maxPooledCalls:
 		// clear would walk the map's buckets at every evaluation
 		st.calls, st.entries, st.kept = nil, nil, nil
+	case len(st.entries) > 0:
+		clear(st.calls)
+		clear(st.entries)
+		clear(st.kept)
+		st.entries, st.kept = st.entries[:0], st.kept[:0]
 	}
 	st.ctx, st.ectx, st.runtime, st.done, st.ext, st.err = nil, nil, nil, nil, nil, nil
 	st.ndb = nil
@@ -206,19 +206,23 @@ func (st *state) call(fn *function, args []operand, l []*ast.Term) (*ast.Term, c
 	if st.tick() {
 		return nil, ctlErr
 	}
+	var key callKey
+	var head int32 // the key's last entry + 1, before this call's
+	keep := false
+	if fn.memo < 0 && len(args) > 2 {
+		r, hit, defined, c := st.cachedCall(fn, args[2:], l, &key, &head)
+		if hit || c != ctlNext {
+			return r, c
+		}
+		keep = defined
+	}
 	base := st.sp
 	fl := st.frame(fn.nlocals)
 	for i, a := range args {
 		fl[fn.params[i]] = a.get(l)
 	}
-	var key callKey
 	kept := int32(-1) // where the arguments are kept in st.kept
-	if fn.memo < 0 && len(fn.params) > 2 && st.defined(fn.params[2:], fl) {
-		r, hit, c := st.cachedCall(fn, fl, &key)
-		if hit || c != ctlNext {
-			st.sp = base
-			return r, c
-		}
+	if keep {
 		kept = int32(len(st.kept))
 		for _, p := range fn.params[2:] {
 			st.kept = append(st.kept, fl[p])
@@ -240,7 +244,7 @@ func (st *state) call(fn *function, args []operand, l []*ast.Term) (*ast.Term, c
 		if st.calls == nil {
 			st.calls = make(map[callKey]int32)
 		}
-		st.entries = append(st.entries, callEntry{gen: st.gen, args: kept, val: r, prev: st.calls[key]})
+		st.entries = append(st.entries, callEntry{gen: st.gen, args: kept, val: r, prev: head})
 		st.calls[key] = int32(len(st.entries))
 	}
 	st.sp = base
@@ -270,51 +274,47 @@ type callEntry struct {
 // maxPooledCalls bounds the result table a pooled state keeps.
 const maxPooledCalls = 256
 
-// defined says whether every one of the slots is set.
-func (st *state) defined(slots []int32, fl []*ast.Term) bool {
-	for _, p := range slots {
-		if fl[p] == nil {
-			return false
-		}
-	}
-	return true
-}
-
-// cachedCall looks up fn's result for the arguments in its frame fl, and
-// sets *key for storing one. Topdown reuses the first result for arguments
-// that are equal (1 and 1.0, [1] and [1.0]) where the VM's calls can come
-// in another order: a call with arguments equal to an earlier call's but
-// written otherwise fails, and topdown answers.
-func (st *state) cachedCall(fn *function, fl []*ast.Term, key *callKey) (*ast.Term, bool, ctl) {
-	params := fn.params[2:]
+// cachedCall looks up fn's result for the arguments args (after input and
+// data) read from the caller's frame l, before any frame is made, and sets
+// *key and *head for storing one; defined is false when an argument is
+// undefined (nothing is kept). Topdown reuses the first result for
+// arguments that are equal (1 and 1.0, [1] and [1.0]) where the VM's calls
+// can come in another order: a call with arguments equal to an earlier
+// call's but written otherwise fails, and topdown answers.
+func (st *state) cachedCall(fn *function, args []operand, l []*ast.Term, key *callKey, head *int32) (r *ast.Term, hit, defined bool, c ctl) {
 	h := 0
-	for _, p := range params {
-		h = h*31 + fl[p].Hash()
+	for _, a := range args {
+		t := a.get(l)
+		if t == nil {
+			return nil, false, false, ctlNext
+		}
+		h = h*31 + t.Hash()
 	}
 	*key = callKey{fn: fn, h: h}
 	if len(st.entries) == 0 {
-		return nil, false, ctlNext
+		return nil, false, true, ctlNext
 	}
+	*head = st.calls[*key]
 next:
-	for i := st.calls[*key]; i > 0; i = st.entries[i-1].prev {
+	for i := *head; i > 0; i = st.entries[i-1].prev {
 		e := &st.entries[i-1]
 		if e.gen != st.gen {
 			continue
 		}
-		args := st.kept[e.args : int(e.args)+len(params)]
-		for i, p := range params {
-			if !termsEqual(args[i], fl[p]) {
+		kept := st.kept[e.args : int(e.args)+len(args)]
+		for j, a := range args {
+			if !termsEqual(kept[j], a.get(l)) {
 				continue next
 			}
 		}
-		for i, p := range params {
-			if !sameText(args[i], fl[p]) {
-				return nil, false, st.fail(internalError(nil, "function "+fn.name+" called with equal arguments written otherwise; topdown decides which call's result both get"))
+		for j, a := range args {
+			if !sameText(kept[j], a.get(l)) {
+				return nil, false, true, st.fail(internalError(nil, "function "+fn.name+" called with equal arguments written otherwise; topdown decides which call's result both get"))
 			}
 		}
-		return e.val, true, ctlNext
+		return e.val, true, true, ctlNext
 	}
-	return nil, false, ctlNext
+	return nil, false, true, ctlNext
 }
 
 // runPlan evaluates a plan on input and data (nil when undefined) and

@@ -180,15 +180,22 @@ func sameText(x, y *ast.Term) bool {
 			return false
 		}
 		// Sorted by value, equal members stand at the same places.
-		return sameText(ast.NewTerm(a.Sorted()), ast.NewTerm(b.Sorted()))
+		as, bs := a.Slice(), b.Slice()
+		for i := range as {
+			if !sameText(as[i], bs[i]) {
+				return false
+			}
+		}
+		return true
 	case ast.Object:
 		b, ok := y.Value.(ast.Object)
 		if !ok || a.Len() != b.Len() {
 			return false
 		}
-		ak, bk := a.Keys(), b.Keys() // sorted by value
-		for i := range ak {
-			if !sameText(ak[i], bk[i]) || !sameText(a.Get(ak[i]), b.Get(bk[i])) {
+		ai, bi := a.KeysIterator(), b.KeysIterator() // sorted by value
+		for ak, ok := ai.Next(); ok; ak, ok = ai.Next() {
+			bk, _ := bi.Next()
+			if !sameText(ak, bk) || !sameText(a.Get(ak), b.Get(bk)) {
 				return false
 			}
 		}

@@ -925,15 +925,11 @@ func (c *compiler) dot(s *ir.DotStmt) (stmt, error) {
 	if ruleVal {
 		c.ruleVal[t] = true
 	}
-	written := func(st *state, o, k *ast.Term) ctl {
-		if !ruleVal || !keyWrittenOtherwise(o, k) {
-			return ctlNext
-		}
-		return st.fail(internalError(loc, "an object's key equal to the one looked up is written otherwise (1 and 1.0); topdown decides which text its value is built from"))
-	}
+	const written = "an object's key equal to the one looked up is written otherwise (1 and 1.0); topdown decides which text its value is built from"
 	if key.k != nil {
 		k := key.k
 		_, str := k.Value.(ast.String)
+		check := ruleVal && !str
 		return func(st *state, l []*ast.Term) ctl {
 			s := l[from]
 			if s == nil {
@@ -943,10 +939,8 @@ func (c *compiler) dot(s *ir.DotStmt) (stmt, error) {
 			if r == nil {
 				return 0
 			}
-			if !str {
-				if c := written(st, s, k); c != ctlNext {
-					return c
-				}
+			if check && keyWrittenOtherwise(s, k) {
+				return st.fail(internalError(loc, written))
 			}
 			l[t] = r
 			return ctlNext
@@ -961,9 +955,9 @@ func (c *compiler) dot(s *ir.DotStmt) (stmt, error) {
 		if r == nil {
 			return 0
 		}
-		if _, str := k.Value.(ast.String); !str {
-			if c := written(st, s, k); c != ctlNext {
-				return c
+		if ruleVal {
+			if _, str := k.Value.(ast.String); !str && keyWrittenOtherwise(s, k) {
+				return st.fail(internalError(loc, written))
 			}
 		}
 		l[t] = r
@@ -972,7 +966,9 @@ func (c *compiler) dot(s *ir.DotStmt) (stmt, error) {
 }
 
 // keyWrittenOtherwise says whether s is an object holding a key equal to k
-// but written otherwise.
+// but written otherwise. It scans the object (its keys are hashed by value,
+// so a lookup cannot tell the texts apart); only a rule's object looked up
+// by a key that is not a string pays it.
 func keyWrittenOtherwise(s, k *ast.Term) bool {
 	o, ok := s.Value.(ast.Object)
 	if !ok {
