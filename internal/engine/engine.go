@@ -753,7 +753,13 @@ func (e *Engine) PlanKind(path string, input any) string {
 
 // DecideBatch answers many inputs for one path: one L2 round trip for all
 // the L1 misses, then the remaining misses evaluated in parallel (single
-// flight, plans) on GOMAXPROCS workers. Results and errors are in input order.
+// flight, plans) on GOMAXPROCS workers. Results and errors are in input
+// order. Items with one key are one decision (review: decided apart, they
+// shared a flight only when in flight together, and one batch could answer
+// an input and shed its twin). When ctx ends first (a batch's bound before
+// WRITE_TIMEOUT), the items not yet decided are overloaded at once: an
+// evaluation a worker runs itself is detached from ctx and would hold the
+// batch past it.
 func (e *Engine) DecideBatch(ctx context.Context, path string, inputs []any) ([]Decision, []error) {
 	out := make([]Decision, len(inputs))
 	errs := make([]error, len(inputs))
@@ -766,64 +772,99 @@ func (e *Engine) DecideBatch(ctx context.Context, path string, inputs []any) ([]
 	}
 	c := e.opts.Cache
 	if c == nil {
-		parallel.For(len(inputs), func(i int) { out[i], errs[i] = e.evaluate(ctx, s, path, inputs[i]) })
+		all := make([]int, len(inputs))
+		for i := range all {
+			all[i] = i
+		}
+		e.decideEach(ctx, out, errs, all, func(i int) (Decision, error) { return e.evaluate(ctx, s, path, inputs[i]) })
 		return out, errs
 	}
-	keys := make([]cache.Key, 0, len(inputs))
-	idx := make([]int, 0, len(inputs))
+	var keys []cache.Key             // one per distinct key
+	var first []int                  // per distinct key, its first item
+	twin := make([]int, len(inputs)) // per item, its key's index in keys; -1 without a key
+	at := make(map[cache.Key]int, len(inputs))
 	var direct []int
 	for i, in := range inputs {
 		k, kind, ok := s.key(path, in)
 		e.onKey(kind)
 		if !ok {
+			twin[i] = -1
 			direct = append(direct, i)
 			continue
 		}
-		keys = append(keys, k)
-		idx = append(idx, i)
+		j, seen := at[k]
+		if !seen {
+			j = len(keys)
+			at[k] = j
+			keys = append(keys, k)
+			first = append(first, i)
+		}
+		twin[i] = j
 	}
 	vals := make([]cache.Value, len(keys))
 	tiers := make([]cache.Tier, len(keys))
 	found := make([]bool, len(keys))
 	c.GetMany(ctx, keys, vals, tiers, found)
-	var miss []int // positions in keys
+	todo := direct
 	for j, ok := range found {
 		if !ok {
-			miss = append(miss, j)
+			todo = append(todo, first[j])
 			continue
 		}
 		src := SourceL1
 		if tiers[j] == cache.TierL2 {
 			src = SourceL2
 		}
-		out[idx[j]] = Decision{Result: vals[j].Result, Defined: vals[j].Defined, Revision: s.revision, Source: src, JSON: vals[j].JSON}
+		out[first[j]] = Decision{Result: vals[j].Result, Defined: vals[j].Defined, Revision: s.revision, Source: src, JSON: vals[j].JSON}
 	}
-	// Items with one key are one decision: the first is decided and the
-	// others take its answer. Decided apart, they shared a flight only
-	// when in flight together, and otherwise each waited for a slot
-	// again: one batch could answer one input and shed its twin (review).
-	first := make(map[cache.Key]int, len(miss))
-	var twins [][2]int // positions in keys: a twin and its first
-	uniq := miss[:0]
-	for _, j := range miss {
-		if f, ok := first[keys[j]]; ok {
-			twins = append(twins, [2]int{j, f})
-			continue
+	e.decideEach(ctx, out, errs, todo, func(i int) (Decision, error) {
+		if twin[i] < 0 {
+			return e.evaluate(ctx, s, path, inputs[i])
 		}
-		first[keys[j]] = j
-		uniq = append(uniq, j)
-	}
-	parallel.For(len(uniq)+len(direct), func(m int) {
-		if m < len(uniq) {
-			j := uniq[m]
-			out[idx[j]], errs[idx[j]] = e.decideMiss(ctx, s, keys[j], path, inputs[idx[j]])
-			return
-		}
-		i := direct[m-len(uniq)]
-		out[i], errs[i] = e.evaluate(ctx, s, path, inputs[i])
+		return e.decideMiss(ctx, s, keys[twin[i]], path, inputs[i])
 	})
-	for _, t := range twins {
-		out[idx[t[0]]], errs[idx[t[0]]] = out[idx[t[1]]], errs[idx[t[1]]]
+	for i, j := range twin {
+		if j >= 0 && first[j] != i {
+			out[i], errs[i] = out[first[j]], errs[first[j]]
+		}
 	}
 	return out, errs
+}
+
+// decideEach decides the items todo on GOMAXPROCS workers into out and
+// errs, and returns when all are decided or ctx ends: then the items not
+// decided yet are overloaded, and what their workers decide later is
+// dropped.
+func (e *Engine) decideEach(ctx context.Context, out []Decision, errs []error, todo []int, decide func(i int) (Decision, error)) {
+	if len(todo) == 0 {
+		return
+	}
+	var mu sync.Mutex
+	closed := false
+	decided := make([]bool, len(todo))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		parallel.For(len(todo), func(m int) {
+			d, err := decide(todo[m])
+			mu.Lock()
+			if !closed {
+				out[todo[m]], errs[todo[m]], decided[m] = d, err, true
+			}
+			mu.Unlock()
+		})
+	}()
+	select {
+	case <-done:
+		return
+	case <-ctx.Done():
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	closed = true
+	for m, ok := range decided {
+		if !ok {
+			errs[todo[m]] = apierror.Wrap(apierror.Overloaded, ctx.Err(), "no decision before the batch's deadline (%v); retry later", ctx.Err())
+		}
+	}
 }
