@@ -81,9 +81,7 @@ func (s *Server) writeACGS(w http.ResponseWriter, r *http.Request, d decided) {
 		writeError(w, err)
 		return
 	}
-	if !overloaded(d.Err) {
-		observe(w, sampleOf(d.Decision))
-	}
+	observeDecided(w, d, false)
 	if boolParam(queryOf(r), "pretty") {
 		var out bytes.Buffer
 		_ = json.Indent(&out, b, "", "  ") // b is valid JSON: acgsBody wrote it

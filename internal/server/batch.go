@@ -29,13 +29,15 @@ func sampleOf(d engine.Decision) telemetry.Sample {
 // and evaluates within its own bounds, and a large batch on few slots ran
 // past it, its whole answer lost while every item was counted and logged as
 // decided (review). Items still undecided at the bound are shed, each
-// answered overloaded.
-func (s *Server) batchContext(r *http.Request) (context.Context, context.CancelFunc) {
+// answered overloaded. The bound counts from the request's start, as the
+// write deadline does (set once the headers are read), not from the end of
+// a body that may have been slow to arrive.
+func (s *Server) batchContext(w http.ResponseWriter, r *http.Request) (context.Context, context.CancelFunc) {
 	wt := s.cfg.Server.WriteTimeout
 	if wt <= 0 {
 		return context.WithCancel(r.Context())
 	}
-	return context.WithTimeout(r.Context(), wt-min(wt/10, time.Second))
+	return context.WithDeadline(r.Context(), startOf(w).Add(wt-min(wt/10, time.Second)))
 }
 
 // itemSampleOf is what it records of a decision answered in a batch.
@@ -123,7 +125,7 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 	}
 	batchID := telemetry.NewDecisionID()
 	q := queryOf(r)
-	ctx, cancel := s.batchContext(r)
+	ctx, cancel := s.batchContext(w, r)
 	defer cancel()
 	var results []decided
 	if boolParam(q, types.ParamStrictBuiltinErrors) {
@@ -157,9 +159,7 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 	// cached JSON, so a warm batch is not re-encoded result by result.
 	encoded := make([][]byte, len(results))
 	for i, d := range results {
-		if !overloaded(d.Err) {
-			observe(w, itemSampleOf(d.Decision))
-		}
+		observeDecided(w, d, true)
 		var item []byte
 		if d.Err != nil {
 			// Enterprise OPA's items carry "200" or "500", and only in a
@@ -305,7 +305,7 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 		valid = append(valid, req)
 		pos = append(pos, i)
 	}
-	ctx, cancel := s.batchContext(r)
+	ctx, cancel := s.batchContext(w, r)
 	defer cancel()
 	decisions := s.decideMany(ctx, decisionPath, valid, batchID)
 	shed := 0
@@ -325,9 +325,7 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
-		if !overloaded(d.Err) {
-			observe(w, itemSampleOf(d.Decision))
-		}
+		observeDecided(w, d, true)
 		responses[pos[j]] = b
 		codes[pos[j]] = http.StatusOK
 		if overloaded(d.Err) {

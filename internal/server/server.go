@@ -303,10 +303,22 @@ func startOf(w http.ResponseWriter) time.Time {
 	return time.Now()
 }
 
+// observeDecided observes d (a batch's item when item), unless it was shed
+// for overload: that is not a decision, its fast 503 would pull the
+// window's latencies and hit rates down, and the OPA dialect, which
+// observes only answers, never recorded it (review).
+func observeDecided(w http.ResponseWriter, d decided, item bool) {
+	switch {
+	case overloaded(d.Err):
+	case item:
+		observe(w, itemSampleOf(d.Decision))
+	default:
+		observe(w, sampleOf(d.Decision))
+	}
+}
+
 // observe adds a decision answered on w to what ServeHTTP records in the
-// rolling window. A request shed for overload is not a decision: its fast
-// 503 would pull the window's latencies and hit rates down, and the OPA
-// dialect never recorded it (review).
+// rolling window.
 func observe(w http.ResponseWriter, smp telemetry.Sample) {
 	if sw, ok := w.(*statusWriter); ok {
 		if sw.samples == nil {

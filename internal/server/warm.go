@@ -57,9 +57,6 @@ func loadWarmup(path string) ([]warmRequest, error) {
 // Warm evaluates the warm-up set through the engine (the caches, the
 // evaluator and admission), as the requests' pipeline does.
 func (s *Server) Warm(ctx context.Context) (warmed, total int) {
-	if s.d.Cache == nil {
-		return 0, len(s.warm) // nothing would keep the decisions
-	}
 	results := make([]bool, len(s.warm))
 	parallel.For(len(s.warm), func(i int) {
 		if ctx.Err() != nil {
@@ -91,20 +88,20 @@ func (s *Server) Warm(ctx context.Context) (warmed, total int) {
 
 // handleWarm serves GET|POST /v1/cache/warm.
 func (s *Server) handleWarm(w http.ResponseWriter, r *http.Request) {
+	if s.d.Cache == nil {
+		// Evaluating the set would take seconds for nothing (review).
+		writeJSON(w, http.StatusOK, map[string]any{"warmed_scenarios": 0, "total_scenarios": len(s.warm), "duration_ms": 0, "reason": "cache disabled"}, false)
+		return
+	}
 	start := time.Now()
 	warmed, total := s.Warm(r.Context())
 	if r.Context().Err() != nil {
 		writeError(w, apierror.New(apierror.Unavailable, "warm-up cancelled after %d of %d scenarios", warmed, total))
 		return
 	}
-	out := map[string]any{
+	writeJSON(w, http.StatusOK, map[string]any{
 		"warmed_scenarios": warmed,
 		"total_scenarios":  total,
 		"duration_ms":      float64(time.Since(start).Microseconds()) / 1000,
-	}
-	if s.d.Cache == nil {
-		// Evaluating the set would take seconds for nothing (review).
-		out["reason"] = "cache disabled"
-	}
-	writeJSON(w, http.StatusOK, out, false)
+	}, false)
 }
