@@ -209,12 +209,17 @@ func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle, source string) 
 	ctx = context.WithoutCancel(ctx)
 	e.reload.Lock()
 	defer e.reload.Unlock()
-	s, err := activate(ctx, b, e.opts.ConstitutionalHash, source)
-	if cur := e.cur.Load(); err == nil && cur != nil && cur.scope == s.scope {
+	active := ""
+	cur := e.cur.Load()
+	if cur != nil {
+		active = cur.scope
+	}
+	s, err := activate(ctx, b, e.opts.ConstitutionalHash, source, active)
+	if errors.Is(err, errUnchanged) {
 		// The same modules, data and manifest (a SIGHUP with nothing
 		// changed, a bundle server's new ETag for the same bytes): the
 		// active snapshot stays, with its prepared queries, plans and
-		// cached decisions, which a swap would purge.
+		// cached decisions, which a swap would purge; nothing is compiled.
 		e.lastErr.Store(nil)
 		e.log.Info("policy bundle unchanged; the active one stays", "revision", cur.revision, "source", source)
 		if e.opts.OnReload != nil {
@@ -428,7 +433,7 @@ func (e *Engine) decideMiss(ctx context.Context, s *snapshot, key cache.Key, pat
 				// shared evaluation was still waiting for an admission slot or
 				// running: nothing was decided for it, so it is overloaded (503,
 				// Retry-After), never a denial.
-				return Decision{}, apierror.Wrap(apierror.Overloaded, ctx.Err(), "no decision before the request's deadline: the shared evaluation was still queued or running (%v); retry later", ctx.Err())
+				return Decision{}, undecided(ctx, "the request's deadline: the shared evaluation was still queued or running")
 			}
 		}
 		if f.retry && !lead && !expired(ctx) {
@@ -685,12 +690,19 @@ func evalError(err error, ctx context.Context, timeout time.Duration) error {
 		// deadline): nothing was decided, as when a shared evaluation
 		// outlives its waiter; not an EVAL_TIMEOUT, which counts and
 		// alerts as the policy's (review).
-		return apierror.Wrap(apierror.Overloaded, ctx.Err(), "no decision before the request ended (%v); retry later", ctx.Err())
+		return undecided(ctx, "the request ended")
 	default:
 		e = apierror.Wrap(apierror.EvaluationError, err, "policy evaluation failed: %v", err)
 	}
 	e.Errors = evalDetails(err)
 	return e
+}
+
+// undecided is the error of a request whose context ended (when: at what)
+// before anything was decided for it: overloaded (503, Retry-After), never
+// a denial or an evaluation error.
+func undecided(ctx context.Context, when string) error {
+	return apierror.Wrap(apierror.Overloaded, ctx.Err(), "no decision before %s (%v); retry later", when, ctx.Err())
 }
 
 // evalDetails is the "errors" list OPA's server answers an evaluation
@@ -864,7 +876,7 @@ func (e *Engine) decideEach(ctx context.Context, out []Decision, errs []error, t
 	closed = true
 	for m, ok := range decided {
 		if !ok {
-			errs[todo[m]] = apierror.Wrap(apierror.Overloaded, ctx.Err(), "no decision before the batch's deadline (%v); retry later", ctx.Err())
+			errs[todo[m]] = undecided(ctx, "the batch's deadline")
 		}
 	}
 }

@@ -100,7 +100,7 @@ func (e *Engine) inspectNow(ctx context.Context, s *snapshot, path string, input
 		}
 	}
 	if err != nil {
-		if ctx.Err() != nil { // EVAL_TIMEOUT passed while it was prepared: a timeout, as in the evaluation
+		if ctx.Err() != nil { // ended while it was prepared: EVAL_TIMEOUT, or its caller, told apart as in the evaluation
 			return Decision{}, evalError(err, ctx, e.opts.EvalTimeout)
 		}
 		return Decision{}, err

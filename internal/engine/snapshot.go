@@ -163,8 +163,13 @@ func dataHashes(v any, want, at string) error {
 	return nil
 }
 
-// activate compiles b into a snapshot after checking its constitutional hash.
-func activate(ctx context.Context, b *bundle.Bundle, wantHash, source string) (*snapshot, error) {
+// errUnchanged: the bundle is the active one (activate's active scope).
+var errUnchanged = errors.New("the bundle is the active one")
+
+// activate compiles b into a snapshot after checking its constitutional
+// hash, or returns errUnchanged before compiling when its scope (revision,
+// content digest, decision semantics) is active, the active snapshot's.
+func activate(ctx context.Context, b *bundle.Bundle, wantHash, source, active string) (*snapshot, error) {
 	got, _ := b.Manifest.Metadata["constitutional_hash"].(string)
 	if got == "" {
 		return nil, fmt.Errorf("bundle %s: manifest declares no metadata.constitutional_hash (expected %s)", source, wantHash)
@@ -199,6 +204,15 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source string) (*
 	digest.Write(dataJSON)
 	manifestJSON, _ := json.Marshal(b.Manifest)
 	digest.Write(manifestJSON)
+	rev := b.Manifest.Revision
+	sum := hex.EncodeToString(digest.Sum(nil))[:16]
+	if rev == "" {
+		rev = sum
+	}
+	scope := rev + "#" + sum + "#" + decisionSemantics
+	if scope == active {
+		return nil, errUnchanged
+	}
 
 	compiler := ast.NewCompiler().WithEnablePrintStatements(false)
 	compiler.Compile(mods)
@@ -210,14 +224,9 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source string) (*
 	if b.Manifest.Roots != nil {
 		roots = append(roots, *b.Manifest.Roots...)
 	}
-	rev := b.Manifest.Revision
-	sum := hex.EncodeToString(digest.Sum(nil))[:16]
-	if rev == "" {
-		rev = sum
-	}
 	s := &snapshot{
 		revision:  rev,
-		scope:     rev + "#" + sum + "#" + decisionSemantics,
+		scope:     scope,
 		hash:      got,
 		compiler:  compiler,
 		store:     store,

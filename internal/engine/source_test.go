@@ -37,7 +37,7 @@ func TestPathSourceFollowsSymlinks(t *testing.T) {
 			if got, _ := b.Manifest.Metadata["constitutional_hash"].(string); got != fuzzHash || len(b.Modules) == 0 {
 				t.Fatalf("loaded hash %q with %d modules", got, len(b.Modules))
 			}
-			if _, err := activate(context.Background(), b, fuzzHash, name); err != nil {
+			if _, err := activate(context.Background(), b, fuzzHash, name, ""); err != nil {
 				t.Fatal(err)
 			}
 		})

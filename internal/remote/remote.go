@@ -47,7 +47,8 @@ type Options struct {
 	ID     string
 	Target Target
 	Logger *slog.Logger
-	// ActivateTimeout bounds one activation into Target (default 30s).
+	// ActivateTimeout bounds one download and its hand-over to Target
+	// (default 30s); the engine's activation itself is not cancelled.
 	ActivateTimeout time.Duration
 	// MaxBundleBytes bounds a downloaded bundle, compressed and
 	// decompressed, and each of its files (default engine.MaxBundleBytes,
@@ -529,7 +530,11 @@ func (r *Remote) activateStored(why string) error {
 	}
 	r.refused = err
 	if err != nil {
-		r.log.Error("remote bundle refused; the previous policy stays active", "update", why, "error", err)
+		if r.active { // r.mu is held
+			r.log.Error("remote bundle refused; the previous policy stays active", "update", why, "error", err)
+		} else {
+			r.log.Error("remote bundle refused; no policy is active yet", "update", why, "error", err)
+		}
 		return err
 	}
 	r.active = true

@@ -13,6 +13,10 @@ func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.d.Reload(r.Context()); err != nil {
+		if _, active := s.d.Engine.Info(); !active {
+			writeError(w, apierror.Wrap(apierror.InvalidParameter, err, "reload refused, no policy is active: %v", err))
+			return
+		}
 		writeError(w, apierror.Wrap(apierror.InvalidParameter, err, "reload refused, the previous policy stays active: %v", err))
 		return
 	}
