@@ -636,7 +636,7 @@ func TestManualFirstDownloadIsRetried(t *testing.T) {
 	url := bundleServer(t, serveDir)
 	e := newEngine(t)
 	startRemote(t, e, opaConfig(url, "", "    trigger: manual\n"))
-	time.Sleep(300 * time.Millisecond) // the first try finds nothing
+	eventually(t, 20*time.Second, "the first download failed", func() bool { return e.lastError() != "" })
 	publish(t, constitutionDir(t, "late", hash, nil), serveDir, remote.BuildOptions{})
 	eventually(t, 20*time.Second, "revision late active without a reload", func() bool { return e.revision() == "late" })
 }

@@ -2,6 +2,7 @@ package service_test
 
 import (
 	"net"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -32,7 +33,21 @@ func TestHangupDuringDrainIsNotAnExit(t *testing.T) {
 	if err := srv.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond) // the drain begins
+	// The drain has begun when readiness fails or the listener is closed
+	// (before that, the reload loop would catch the SIGHUP and the test
+	// would test nothing).
+	draining := false
+	for deadline := time.Now().Add(10 * time.Second); !draining && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		resp, err := http.Get(srv.URL + "/health/ready")
+		draining = err != nil // the listener is closed
+		if err == nil {
+			resp.Body.Close()
+			draining = resp.StatusCode != http.StatusOK
+		}
+	}
+	if !draining {
+		t.Fatal("readiness still answered 200 10 s after SIGTERM")
+	}
 	if err := srv.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
