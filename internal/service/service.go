@@ -77,8 +77,16 @@ func New(ctx context.Context, cfg config.Config, o Options) (*Service, error) {
 	s.Metrics = telemetry.NewMetrics(telemetry.BuildInfo{
 		Version: version.Version, Commit: version.Commit(), GoVersion: runtime.Version(), OPAVersion: opaversion.Version,
 	})
-	if !cfg.Cache.Enabled && cfg.Cache.RedisURL != "" {
+	// Settings that take effect only with another: given alone, they are
+	// unused, and say so rather than seem to work.
+	switch {
+	case !cfg.Cache.Enabled && cfg.Cache.RedisURL != "":
 		logger.Warn("CACHE_ENABLED=false: REDIS_URL is not used (no decision cache, L1 or L2)")
+	case cfg.Cache.RedisURL == "" && (cfg.Cache.SigningKey != "" || len(cfg.Cache.PreviousSigningKeys) > 0):
+		logger.Warn("CACHE_SIGNING_KEY is not used without REDIS_URL (it signs L2 entries)")
+	}
+	if !cfg.Policy.PartialEval && len(cfg.Policy.PartialEvalKeys) > 0 {
+		logger.Warn("PARTIAL_EVAL=false: PARTIAL_EVAL_KEYS is not used")
 	}
 	if cfg.Cache.Enabled {
 		prev := make([][]byte, 0, len(cfg.Cache.PreviousSigningKeys))
