@@ -478,6 +478,10 @@ func (e *Engine) fly(ctx context.Context, f *flight, s *snapshot, key cache.Key,
 		end(d, true, nil)
 		return
 	}
+	if err := s.function(path); err != nil {
+		end(Decision{}, false, err)
+		return
+	}
 	started, err := e.admit(ctx, func() { end(e.evalNow(context.WithoutCancel(ctx), s, path, input)) })
 	if !started {
 		// The others in the flight were refused nothing when it was this
@@ -518,6 +522,9 @@ func (e *Engine) store(key cache.Key, d *Decision) {
 func (e *Engine) evaluate(ctx context.Context, s *snapshot, path string, input any) (Decision, error) {
 	if d, ok := e.constant(s, path, input); ok {
 		return d, nil
+	}
+	if err := s.function(path); err != nil {
+		return Decision{}, err
 	}
 	// Unlike a shared flight, this evaluation is its caller's alone: ctx
 	// bounds it, wherever it runs.

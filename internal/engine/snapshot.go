@@ -249,6 +249,24 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source, active st
 	return s, nil
 }
 
+// function refuses a path that names a function, as its preparation
+// would, but before an evaluation slot is asked for: under overload such a
+// request was shed (503) where it is bad input (400), and each took a slot
+// to find out (review). Other preparation errors are still found when the
+// query is prepared.
+func (s *snapshot) function(path string) error {
+	ref, err := datapath.Parse(path)
+	if err != nil {
+		return nil // refused where it is prepared, as before
+	}
+	for _, r := range s.compiler.GetRulesExact(ref) {
+		if len(r.Head.Args) > 0 {
+			return apierror.Wrap(apierror.InvalidParameter, ErrPathNotQueryable, "path %q cannot be queried: data.%s is a function", path, strings.ReplaceAll(path, "/", "."))
+		}
+	}
+	return nil
+}
+
 // query returns the prepared query for a path, preparing it on first use
 // (or again after it was dropped). Errors are not kept.
 func (s *snapshot) query(ctx context.Context, path string) (*rego.PreparedEvalQuery, error) {

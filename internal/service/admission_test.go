@@ -146,6 +146,11 @@ func TestAdmissionShedsOnlyEvaluations(t *testing.T) {
 				t.Errorf("cache hit shed: %d %s", a.status, a.raw)
 			}
 		}},
+		{"OPA v1, a path naming a function: bad input, not shed", "POST", in.URL + "/v1/data/acgs/main/truncate", `{"input":` + newSafe() + `}`, func(t *testing.T, a httpAnswer) {
+			if a.status != http.StatusBadRequest || a.doc["code"] != "invalid_parameter" {
+				t.Errorf("function path under overload: %d %s", a.status, a.raw)
+			}
+		}},
 		{"OPA v0, new input", "POST", in.URL + "/v0/data/acgs/main/decision", newSafe(), func(t *testing.T, a httpAnswer) {
 			wantShed(t, a, a.doc)
 		}},
