@@ -255,13 +255,12 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source, active st
 // to find out (review). Other preparation errors are still found when the
 // query is prepared.
 func (s *snapshot) function(path string) error {
-	ref, err := datapath.Parse(path)
-	if err != nil {
-		return nil // refused where it is prepared, as before
-	}
-	for _, r := range s.compiler.GetRulesExact(ref) {
-		if len(r.Head.Args) > 0 {
-			return apierror.Wrap(apierror.InvalidParameter, ErrPathNotQueryable, "path %q cannot be queried: data.%s is a function", path, strings.ReplaceAll(path, "/", "."))
+	// A path that does not parse is refused where it is prepared, as before.
+	if ref, err := datapath.Parse(path); err == nil {
+		for _, r := range s.compiler.GetRulesExact(ref) {
+			if len(r.Head.Args) > 0 {
+				return apierror.Wrap(apierror.InvalidParameter, ErrPathNotQueryable, "path %q cannot be queried: data.%s is a function", path, strings.ReplaceAll(path, "/", "."))
+			}
 		}
 	}
 	return nil
