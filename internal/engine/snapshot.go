@@ -255,6 +255,9 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source, active st
 // to find out (review). Other preparation errors are still found when the
 // query is prepared.
 func (s *snapshot) function(path string) error {
+	if _, prepared := s.queries.GetIfPresent(path); prepared {
+		return nil // a prepared path names no function (the entry points are)
+	}
 	// A path that does not parse is refused where it is prepared, as before.
 	if ref, err := datapath.Parse(path); err == nil {
 		for _, r := range s.compiler.GetRulesExact(ref) {
