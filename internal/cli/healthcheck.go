@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/acgs-lite/acgs/internal/config"
 )
 
 func init() { register(newHealthcheckCmd) }
@@ -52,9 +54,7 @@ func readinessURL(host, port string) string {
 	if port == "" {
 		port = "8004"
 	}
-	if len(host) >= 2 && host[0] == '[' && host[len(host)-1] == ']' {
-		host = host[1 : len(host)-1]
-	}
+	host = config.Unbracket(host)
 	if host == "" {
 		host = "127.0.0.1"
 	} else if a, err := netip.ParseAddr(host); err == nil && a.IsUnspecified() {

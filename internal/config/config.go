@@ -349,12 +349,12 @@ func (c *Config) Validate() error {
 // Addr is the listen address: HOST and PORT joined, an IPv6 address in
 // brackets (HOST may be given with or without them).
 func (c *Config) Addr() string {
-	return net.JoinHostPort(unbracket(c.Server.Host), strconv.Itoa(c.Server.Port))
+	return net.JoinHostPort(Unbracket(c.Server.Host), strconv.Itoa(c.Server.Port))
 }
 
-// unbracket removes the brackets of an IPv6 literal written as in a URL
+// Unbracket removes the brackets of an IPv6 literal written as in a URL
 // ("[::1]"): the form net.JoinHostPort adds them to.
-func unbracket(host string) string {
+func Unbracket(host string) string {
 	if len(host) >= 2 && host[0] == '[' && host[len(host)-1] == ']' {
 		return host[1 : len(host)-1]
 	}
@@ -368,7 +368,7 @@ func checkHost(host string) error {
 	if host == "" {
 		return nil
 	}
-	if h := unbracket(host); h != host {
+	if h := Unbracket(host); h != host {
 		if a, err := netip.ParseAddr(h); err != nil || !a.Is6() {
 			return errors.New("has brackets but is not an IPv6 address")
 		}
