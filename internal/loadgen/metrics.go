@@ -234,10 +234,7 @@ func (s *Scrape) Sub(prev *Scrape) *Scrape {
 	if prev == nil {
 		return s
 	}
-	if s.requests < prev.requests || s.buckets[math.Inf(1)] < prev.buckets[math.Inf(1)] {
-		return s
-	}
-	for k, v := range prev.series {
+	for k, v := range prev.series { // every sum below is made of these series
 		if s.series[k] < v {
 			return s
 		}
