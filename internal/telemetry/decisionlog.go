@@ -126,6 +126,10 @@ type DecisionLog struct {
 	batch  int // bytes per Write, see decisionLogBatchBytes
 	chain  bool
 	prev   string // with chain: hash of the last line buffered or written (writer goroutine only)
+	// torn says the sink ends with a fragment of a line (a write cut
+	// short, now or before the file was opened): the next write ends it
+	// with a newline first. Writer goroutine only after NewDecisionLog.
+	torn bool
 
 	// A file sink: its path, the file open at it (closed by Close), and when follow looks
 	// again (writer goroutine only after NewDecisionLog).
@@ -240,7 +244,7 @@ func NewDecisionLog(cfg DecisionLogConfig) (*DecisionLog, error) {
 		if err != nil {
 			return nil, fmt.Errorf("decision log: %w", err)
 		}
-		l.w, l.file, l.path = f, f, path
+		l.w, l.file, l.path, l.torn = f, f, path, torn
 		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
 			l.rotates = true // a FIFO or a device is not rotated: its path is not followed
 		}
@@ -410,7 +414,6 @@ func (l *DecisionLog) run() {
 		buf     bytes.Buffer
 		pending uint64
 		bufPrev string // with chain: what the first line in buf links to
-		torn    bool   // a Write failed part-way: the sink ends with a fragment of a line
 		lastErr time.Time
 	)
 	report := func(msg string, err error, n uint64) {
@@ -422,9 +425,9 @@ func (l *DecisionLog) run() {
 		}
 	}
 	// flush writes buf. A Write that fails part-way (a full disk) leaves
-	// the sink ending in a fragment of a line: the next flush first ends it
-	// with a newline, as NewDecisionLog does for a file torn by a crash, so
-	// that the next record is not lost inside a line that is not JSON. Only
+	// the sink ending in a fragment of a line (l.torn, also set for a file
+	// opened so): the next flush first ends it with a newline, so that the
+	// next record is not lost inside a line that is not JSON. Only
 	// the lines that landed whole count as written, the rest (the fragment's
 	// record included) as failed, and the chain goes on from what landed —
 	// the fragment, which verify and a reopen take as the last line, or the
@@ -434,9 +437,7 @@ func (l *DecisionLog) run() {
 			return
 		}
 		defer func() { buf.Reset(); pending = 0 }()
-		if l.follow(bufPrev) {
-			torn = false // the fragment stays at the end of the old file
-		}
+		l.follow(bufPrev) // on a switch, l.torn is the new file's
 		if l.orphaned {
 			report("decision log: write failed", errFileRemoved, pending)
 			if l.chain {
@@ -444,10 +445,10 @@ func (l *DecisionLog) run() {
 			}
 			return
 		}
-		if torn && !l.endsMidLine() {
-			torn = false // the fragment was cut away (a copytruncate, or a truncation to free space)
+		if l.torn && !l.endsMidLine() {
+			l.torn = false // the fragment was cut away (a copytruncate, or a truncation to free space)
 		}
-		if torn {
+		if l.torn {
 			if n, err := l.w.Write([]byte{'\n'}); n != 1 {
 				if err == nil {
 					err = io.ErrShortWrite
@@ -458,7 +459,7 @@ func (l *DecisionLog) run() {
 				}
 				return
 			}
-			torn = false
+			l.torn = false
 		}
 		b := buf.Bytes()
 		n, err := l.w.Write(b)
@@ -474,10 +475,10 @@ func (l *DecisionLog) run() {
 		lines := uint64(bytes.Count(landed[:whole], []byte{'\n'}))
 		l.written.Add(lines)
 		report("decision log: write failed", err, pending-lines)
-		torn = whole < len(landed)
+		l.torn = whole < len(landed)
 		if l.chain {
 			switch {
-			case torn:
+			case l.torn:
 				l.prev = LineHash(landed[whole:])
 			case whole > 0:
 				last := landed[:whole-1]
@@ -570,22 +571,22 @@ func (l *DecisionLog) run() {
 // --from`. A file that already holds lines there (another writer, a file
 // put back) is appended to after them, on a line of its own as at start,
 // and a warning says so: its chain then breaks where ours begins, which
-// verify reports. Only a regular file is followed, and only into a regular
-// file: a FIFO or a device at the path is someone else's (a log shipper's),
+// verify reports; a fragment of a line that ends it is ended by the next
+// write (l.torn), as at start. Only a regular file is followed, and only
+// into a regular file: a FIFO or a device at the path is someone else's (a log shipper's),
 // and writing to it could wait for a reader. A path that cannot be stat'ed
 // for another reason, or opened, leaves the old file in use (warned at most
 // every ten seconds); when that file was removed, not renamed, what is
 // written to it is lost, and orphaned makes flush count it as failed.
-// It reports whether it switched files.
 // Writer goroutine only. A copytruncate rotation needs no switch: the file
 // is opened O_APPEND (flush's torn-line check handles a fragment cut away).
-func (l *DecisionLog) follow(head string) bool {
+func (l *DecisionLog) follow(head string) {
 	if !l.rotates {
-		return false
+		return
 	}
 	now := time.Now()
 	if now.Before(l.nextFollow) {
-		return false
+		return
 	}
 	l.nextFollow = now.Add(l.reopenEvery)
 	at, err := os.Stat(l.path)
@@ -593,18 +594,18 @@ func (l *DecisionLog) follow(head string) bool {
 	case err == nil:
 		if open, err := l.file.Stat(); err != nil || os.SameFile(at, open) {
 			l.orphaned = false
-			return false
+			return
 		}
 	case !errors.Is(err, fs.ErrNotExist):
 		// The path cannot be checked (its directory replaced by a file,
 		// or made unsearchable): stay on the file open, unless it is gone.
 		l.noNewFile(now, err, "decision log: the path cannot be checked; still writing to the file open")
-		return false
+		return
 	}
-	f, held, _, err := openFile(l.path, openOptions{needLast: l.chain, regularOnly: true, logger: l.logger})
+	f, held, torn, err := openFile(l.path, openOptions{needLast: l.chain, regularOnly: true, logger: l.logger})
 	if err != nil {
 		l.noNewFile(now, err, "decision log: the file was renamed or removed and a new one cannot be opened at its path; still writing to the old file")
-		return false
+		return
 	}
 	l.orphaned = false
 	if err := l.file.Close(); err != nil {
@@ -613,13 +614,12 @@ func (l *DecisionLog) follow(head string) bool {
 	if held != "" {
 		l.logger.Warn("decision log: the new file at the path already holds lines; records are appended after them", "sink", "file:"+l.path, "its_last_line", held)
 	}
-	l.w, l.file = f, f
+	l.w, l.file, l.torn = f, f, torn
 	attrs := []any{"sink", "file:" + l.path}
 	if l.chain {
 		attrs = append(attrs, "prev_hash", head)
 	}
 	l.logger.Info("decision log: the file was renamed or removed; writing to a new file at its path", attrs...)
-	return true
 }
 
 // noNewFile is follow's answer when the path cannot be checked or no new
@@ -692,8 +692,11 @@ type openOptions struct {
 
 // openFile opens path to append to (created 0640) and returns the hash of
 // its last line, "" when it holds none, read through the same descriptor.
-// A last line torn by a crash mid-write is ended first: the next record,
-// appended to the fragment, would be lost in a line that is not JSON. A
+// torn says that last line was torn (a crash, or a full disk, mid-write):
+// the log ends it with a newline before its first record (flush), since
+// that record, appended to the fragment, would be lost in a line that is
+// not JSON; it is not ended here, where a disk still full would keep the
+// service from starting rather than cost the records it cannot hold. A
 // file that may be written but not read is opened write-only, its last
 // line unknown, unless the chain needs it (o.needLast): an error then.
 //
@@ -780,10 +783,7 @@ func (op *opener) open() (f *os.File, last string, torn bool, err error) {
 	if !readable {
 		return f, "", false, nil // written, never read: its last line is not known
 	}
-	if last, torn, err = lastLineOf(f); err == nil && torn {
-		_, err = f.Write([]byte{'\n'})
-	}
-	if err != nil {
+	if last, torn, err = lastLineOf(f); err != nil {
 		_ = f.Close()
 		return nil, "", false, err
 	}
