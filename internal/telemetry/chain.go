@@ -9,7 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 )
 
 // The decision log's hash chain (DecisionLogConfig.Chain): every line
@@ -19,7 +23,8 @@ import (
 // of the line after it too, and inserting one breaks its own. What a chain
 // alone cannot show is a cut at the end (the last lines removed, or the
 // last line edited): compare the head VerifyChain reports with one recorded
-// elsewhere (the gateway logs it at shutdown) to see that.
+// elsewhere (the log's close line, or its head checkpoint, below) to see
+// that.
 
 // ChainGenesis is the prev_hash of the first record of a chain.
 const ChainGenesis = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
@@ -171,4 +176,136 @@ func brokenLink(line int, got, from string) string {
 		return "the record starts a new chain: the log was restarted without continuing it, or the records before it were replaced"
 	}
 	return fmt.Sprintf("prev_hash %s does not match line %d: the record before it was edited, or records between them were removed or inserted", got, line-1)
+}
+
+// IsChainHash reports whether s has the form of a chain hash:
+// "sha256:" and 64 lowercase hex digits, as LineHash writes it (ChainGenesis
+// included).
+func IsChainHash(s string) bool {
+	hexPart, ok := strings.CutPrefix(s, "sha256:")
+	if !ok || len(hexPart) != 2*sha256.Size {
+		return false
+	}
+	for _, c := range []byte(hexPart) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// The head checkpoint: a chained log writing a regular file keeps the
+// chain's head beside it, in the file's path plus HeadCheckpointSuffix,
+// replaced whole (a temporary file renamed over it) at most every second
+// while records are written and when the log closes. It holds two lines,
+// the head and the size of the log file at that head:
+//
+//	sha256:5c1e...
+//	1048576
+//
+// A log opening the file compares its end with the checkpoint, so that
+// records removed or edited at the end while no log had the file open (a
+// cut the chain alone cannot show) are warned about; the size tells a file
+// that merely goes on past the checkpoint (its last run was killed before
+// it closed the log) from one whose end changed. The checkpoint sits in the
+// log's directory and carries no key: someone who can write there can
+// rewrite it with the log. It is a head kept where a stdio host that has
+// exited (and closed the stderr the close line went to) cannot lose it, not
+// a head kept out of an attacker's reach.
+
+// HeadCheckpointSuffix is added to a chained log file's path to name its
+// head checkpoint.
+const HeadCheckpointSuffix = ".head"
+
+// headCheckpoint is what a head checkpoint holds.
+type headCheckpoint struct {
+	Head string // the chain's head: the hash of the log file's last line, or where its chain starts
+	Size int64  // the log file's size at that head
+}
+
+// writeHeadCheckpoint replaces the checkpoint at path with c: written to a
+// temporary file in the same directory, then renamed over it, so that a
+// reader sees the old checkpoint or the new one, never a part of one. Not
+// synced: after a power loss it may be older than the log (told apart by
+// its size) or unreadable (warned about, not compared).
+func writeHeadCheckpoint(path string, c headCheckpoint) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(tmp, "%s\n%d\n", c.Head, c.Size)
+	if err == nil {
+		err = tmp.Chmod(0o640) // as the log: readable by its group (a log shipper)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+	}
+	return err
+}
+
+// readHeadCheckpoint reads the checkpoint at path; ok is false when there
+// is none.
+func readHeadCheckpoint(path string) (c headCheckpoint, ok bool, err error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return c, false, nil
+	}
+	if err != nil {
+		return c, false, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 256))
+	if err != nil {
+		return c, false, err
+	}
+	head, size, _ := strings.Cut(strings.TrimSuffix(string(b), "\n"), "\n")
+	n, err := strconv.ParseInt(size, 10, 64)
+	if !IsChainHash(head) || err != nil || n < 0 {
+		return c, false, fmt.Errorf("%s: not a head checkpoint (want a chain hash and a size, a line each)", path)
+	}
+	return headCheckpoint{Head: head, Size: n}, true, nil
+}
+
+// checkpointVerdict is how a log file's end compares with its checkpoint.
+type checkpointVerdict int
+
+const (
+	checkpointMatches checkpointVerdict = iota // the file ends at the checkpoint's head and size
+	checkpointBehind                           // the file goes on past the checkpoint, whose head is its line at the checkpoint's size
+	checkpointDiffers                          // the file does not hold the checkpoint's head at its size: its end was cut or edited, or it is another file
+)
+
+// compareCheckpoint compares c with the open log file f, of size size,
+// whose chain goes on from last ("" for genesis). An empty file matches
+// only a checkpoint at where its chain starts.
+func compareCheckpoint(f *os.File, size int64, last string, c headCheckpoint) (checkpointVerdict, error) {
+	if last == "" {
+		last = ChainGenesis
+	}
+	if size == 0 || size < c.Size {
+		if size == 0 && c.Head == last {
+			return checkpointMatches, nil
+		}
+		return checkpointDiffers, nil
+	}
+	at, _, err := lastLineWithin(f, c.Size)
+	if err != nil {
+		return checkpointDiffers, err
+	}
+	if at == "" {
+		at = ChainGenesis
+	}
+	switch {
+	case at != c.Head:
+		return checkpointDiffers, nil
+	case size == c.Size:
+		return checkpointMatches, nil
+	}
+	return checkpointBehind, nil
 }

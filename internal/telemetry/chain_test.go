@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,7 +15,7 @@ import (
 // writeChained logs n events to a chained file log at path and closes it.
 func writeChained(t *testing.T, path string, from, n int, mask ...string) {
 	t.Helper()
-	l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: true, Mask: mask})
+	l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: true, Mask: mask, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,5 +296,32 @@ func TestLastLineOfAFileThatShrank(t *testing.T) {
 	hash, torn, err := lastLineOf(f)
 	if err != nil || torn || hash != LineHash([]byte(`{"b":2}`)) {
 		t.Errorf("lastLineOf: %s %v %v", hash, torn, err)
+	}
+}
+
+// TestIsChainHash: the form of a head, as verify prints it and --head and
+// --from take it.
+func TestIsChainHash(t *testing.T) {
+	for _, tc := range []struct {
+		s    string
+		want bool
+	}{
+		{ChainGenesis, true},
+		{LineHash([]byte("x")), true},
+		{"", false},
+		{"garbage", false},
+		{strings.TrimPrefix(LineHash([]byte("x")), "sha256:"), false},   // no prefix
+		{strings.ToUpper(LineHash([]byte("x"))), false},                 // SHA256:, upper-case hex
+		{"sha256:" + strings.ToUpper(LineHash([]byte("x"))[7:]), false}, // upper-case hex
+		{LineHash([]byte("x"))[:70], false},                             // short
+		{LineHash([]byte("x")) + "0", false},                            // long
+		{"sha256:" + strings.Repeat("g", 64), false},                    // not hex
+		{"sha1:" + strings.Repeat("0", 64), false},                      // another algorithm
+		{" " + ChainGenesis, false},                                     // space
+		{ChainGenesis + "\n", false},                                    // newline
+	} {
+		if got := IsChainHash(tc.s); got != tc.want {
+			t.Errorf("IsChainHash(%q) = %v, want %v", tc.s, got, tc.want)
+		}
 	}
 }

@@ -61,21 +61,33 @@ type DecisionLogConfig struct {
 	// Chain makes every event carry prev_hash, the hash of the previous
 	// line of the log (see chain.go), so that a removed or edited record
 	// is found by VerifyChain (`acgs audit verify`). A file sink that
-	// already holds events continues their chain.
+	// already holds events continues their chain, and a regular file's
+	// head is kept beside it (the head checkpoint, chain.go) and compared
+	// with the file's end when the log opens it again.
 	Chain bool
 	// Context ends early the waits of opening a file sink (for a FIFO's
 	// reader, for another writer's lock): the process's stop signal. Nil
 	// is context.Background().
 	Context context.Context
 
-	batchBytes  int           // tests: overrides the Write size bound
-	reopenEvery time.Duration // tests: overrides followEvery
-	startWait   time.Duration // tests: overrides startWait (negative: no wait)
+	batchBytes      int           // tests: overrides the Write size bound
+	reopenEvery     time.Duration // tests: overrides followEvery
+	startWait       time.Duration // tests: overrides startWait (negative: no wait)
+	checkpointEvery time.Duration // tests: overrides checkpointEvery
 }
 
 // followEvery is how often, at most, a file sink checks that its path still
 // names the file it writes (DecisionLog.follow): a stat(2) per second.
 const followEvery = time.Second
+
+// checkpointEvery is how often, at most, a chained file log replaces its
+// head checkpoint while it writes (it always does when it closes). A
+// checkpoint is a file created, written and renamed: 0.2-0.4 ms where an
+// append of a record is 1-2 µs, so one per flush would cost a log written
+// one event at a time a hundred times its writes; once a second it costs
+// nothing measurable and leaves a process killed before it could close its
+// log with a checkpoint at most a second old.
+const checkpointEvery = time.Second
 
 // BundleInfo is an entry of DecisionEvent.Bundles, as in OPA's events.
 type BundleInfo struct {
@@ -140,6 +152,14 @@ type DecisionLog struct {
 	reopenEvery time.Duration
 	nextFollow  time.Time
 	followWarn  time.Time // the last warning that the path cannot be opened
+
+	// With the chain, a regular file's head checkpoint (writer goroutine
+	// only after NewDecisionLog): how often it is replaced, whether the
+	// last try failed (warned about once until one succeeds), and, set
+	// before done is closed, its path once the close wrote it.
+	checkpointEvery time.Duration
+	checkpointBad   bool
+	checkpointed    string
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -240,29 +260,41 @@ func NewDecisionLog(cfg DecisionLogConfig) (*DecisionLog, error) {
 		if ctx == nil {
 			ctx = context.Background()
 		}
+		_, serr := os.Lstat(path)
+		existed := serr == nil
 		f, last, torn, err := openFile(path, openOptions{needLast: cfg.Chain, wait: wait, ctx: ctx, logger: l.logger})
 		if err != nil {
 			return nil, fmt.Errorf("decision log: %w", err)
 		}
 		l.w, l.file, l.path, l.torn = f, f, path, torn
+		var size int64
 		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
 			l.rotates = true // a FIFO or a device is not rotated: its path is not followed
+			size = st.Size()
 		}
 		l.reopenEvery = followEvery
 		if cfg.reopenEvery > 0 {
 			l.reopenEvery = cfg.reopenEvery
 		}
-		if cfg.Chain && last != "" {
+		if cfg.Chain {
 			l.prev = last
-			// Compare with the head logged when the log was last
-			// closed: a difference is a cut or an edit at the end that
-			// the chain alone cannot show.
-			l.logger.Info("decision log: the hash chain continues from the file's last line", "prev_hash", l.prev, "torn", torn, "sink", "file:"+path)
+			l.startFileChain(existed, size, torn)
 		}
 	}
 	l.chain = cfg.Chain
 	if l.chain && l.prev == "" {
 		l.prev = ChainGenesis
+		if l.file == nil {
+			sink := cfg.Sink
+			if cfg.Writer != nil {
+				sink = "a writer"
+			}
+			l.logger.Info("decision log: the hash chain starts at genesis (a sink that is not a file is not continued)", "prev_hash", l.prev, "sink", sink)
+		}
+	}
+	l.checkpointEvery = checkpointEvery
+	if cfg.checkpointEvery > 0 {
+		l.checkpointEvery = cfg.checkpointEvery
 	}
 	if cfg.batchBytes > 0 {
 		l.batch = cfg.batchBytes
@@ -274,6 +306,89 @@ func NewDecisionLog(cfg DecisionLogConfig) (*DecisionLog, error) {
 	l.ch = make(chan *DecisionEvent, q)
 	go l.run()
 	return l, nil
+}
+
+// startFileChain says where a chained file log's chain starts (l.prev,
+// the file's last line, "" for genesis) and compares the file's end with
+// its head checkpoint: a file emptied, cut or edited at its end while no
+// log had it open is warned about, since the chain, starting afresh or
+// continuing from the changed end, cannot show it afterwards. existed says
+// the file was there before the log opened it; size is its size, torn that
+// it ends with a fragment of a line. The log starts whatever it finds.
+func (l *DecisionLog) startFileChain(existed bool, size int64, torn bool) {
+	sink := "file:" + l.path
+	start := l.prev
+	if start == "" {
+		start = ChainGenesis
+	}
+	ckPath := l.path + HeadCheckpointSuffix
+	checkpoint := "none"
+	var verdict checkpointVerdict
+	var ck headCheckpoint
+	var ok bool
+	var err error
+	if l.rotates {
+		ck, ok, err = readHeadCheckpoint(ckPath)
+		if ok {
+			verdict, err = compareCheckpoint(l.file, size, l.prev, ck)
+		}
+	} else {
+		checkpoint = "none: the sink is not a regular file"
+	}
+	switch {
+	case err != nil:
+		checkpoint = "not compared: it cannot be read, or the file cannot"
+		l.logger.Warn("decision log: the head checkpoint cannot be read or compared with the file's end", "checkpoint", ckPath, "error", err, "sink", sink)
+	case !ok:
+	case verdict == checkpointMatches:
+		checkpoint = "matches"
+	case verdict == checkpointBehind:
+		checkpoint = fmt.Sprintf("the file goes on %d bytes past it: the last run stopped without closing the log (killed, or a crash), and records written after its last checkpoint cannot be checked against it", size-ck.Size)
+	default:
+		checkpoint = "differs"
+		l.logger.Warn("decision log: the file does not end where its head checkpoint says the last log left it: records were removed or edited at its end while no log had it open, or the file was replaced (rotated while the process was stopped); the chain cannot show this afterwards",
+			"checkpoint", ckPath, "checkpoint_head", ck.Head, "checkpoint_size", ck.Size, "file_last_line", start, "file_size", size, "sink", sink)
+	}
+	switch {
+	case l.prev != "":
+		l.logger.Info("decision log: the hash chain continues from the file's last line", "prev_hash", l.prev, "torn", torn, "head_checkpoint", checkpoint, "sink", sink)
+	case !l.rotates:
+		l.logger.Info("decision log: the hash chain starts at genesis (the sink is not a regular file, whose last line could be read)", "prev_hash", start, "sink", sink)
+	case !existed:
+		l.logger.Info("decision log: a new file; the hash chain starts at genesis", "prev_hash", start, "head_checkpoint", checkpoint, "sink", sink)
+	case ok && verdict == checkpointMatches:
+		l.logger.Info("decision log: the file is empty, as the last log left it; the hash chain starts at genesis", "prev_hash", start, "head_checkpoint", checkpoint, "sink", sink)
+	default:
+		l.logger.Warn("decision log: the file is empty; the hash chain starts at genesis: records it held, if any, were removed (a rotation, a truncation) while no log had it open", "prev_hash", start, "head_checkpoint", checkpoint, "sink", sink)
+	}
+}
+
+// checkpoint replaces a chained file log's head checkpoint with the head
+// and the file's size: after a flush, when nothing is buffered, so that
+// l.prev is the file's last line. Not for a file removed from its path.
+// A failure is warned about once until a checkpoint is written again (the
+// log's directory not writable would otherwise warn every second); atClose
+// warns each time. Writer goroutine only.
+func (l *DecisionLog) checkpoint(atClose bool) {
+	if !l.chain || !l.rotates || l.orphaned {
+		return
+	}
+	path := l.path + HeadCheckpointSuffix
+	st, err := l.file.Stat()
+	if err == nil {
+		err = writeHeadCheckpoint(path, headCheckpoint{Head: l.prev, Size: st.Size()})
+	}
+	if err != nil {
+		if atClose || !l.checkpointBad {
+			l.logger.Warn("decision log: cannot write the head checkpoint; the file's end will not be checked against it", "checkpoint", path, "error", err, "sink", "file:"+l.path)
+		}
+		l.checkpointBad = true
+		return
+	}
+	l.checkpointBad = false
+	if atClose {
+		l.checkpointed = path
+	}
 }
 
 // Log queues e for writing and returns at once. The log owns e afterwards:
@@ -342,8 +457,20 @@ func (l *DecisionLog) CloseAndReport(log *slog.Logger, sink string, timeout time
 		lvl = slog.LevelWarn
 	}
 	attrs := []any{"written", written, "dropped", dropped, "failed", failed, "sink", sink}
-	if head := l.ChainHead(); head != "" {
+	switch head := l.ChainHead(); {
+	case head != "":
 		attrs = append(attrs, "head", head, "head_use", "record it to check the end of the log later: acgs audit verify --head")
+		if l.checkpointed != "" {
+			attrs = append(attrs, "head_checkpoint", l.checkpointed)
+		}
+	case l.chain:
+		// The writer is still at work (a slow or blocked sink): the head
+		// is not known yet, and the process may end before it is.
+		why := "unknown: the writer had not finished when the close deadline passed, so the last records' links are not settled"
+		if l.path != "" {
+			why += "; " + l.path + HeadCheckpointSuffix + " holds the head of its last checkpoint (at most a second old, or the final one if it finishes before the process exits)"
+		}
+		attrs = append(attrs, "head", why)
 	}
 	log.Log(context.Background(), lvl, "decision log closed", attrs...)
 }
@@ -532,6 +659,9 @@ func (l *DecisionLog) run() {
 			flush()
 		}
 	}
+	// With the chain, a file written since the last checkpoint gets one
+	// within checkpointEvery (ckpt is armed then, nil while idle).
+	var ckpt <-chan time.Time
 	for {
 		select {
 		case e := <-l.ch:
@@ -539,6 +669,13 @@ func (l *DecisionLog) run() {
 			if len(l.ch) == 0 {
 				flush()
 			}
+			if ckpt == nil && l.chain && l.rotates {
+				ckpt = time.After(l.checkpointEvery)
+			}
+		case <-ckpt:
+			ckpt = nil
+			flush()
+			l.checkpoint(false)
 		case <-l.stop:
 			for {
 				select {
@@ -550,6 +687,10 @@ func (l *DecisionLog) run() {
 					encode(e)
 				default:
 					flush()
+					// Before the file is closed: its lock, held until
+					// then, keeps a log waiting to open it from reading
+					// the checkpoint before it is written.
+					l.checkpoint(true)
 					if l.file != nil {
 						l.closeErr = l.file.Close()
 					}
