@@ -12,6 +12,15 @@ import (
 
 func init() { register(newAuditCmd) }
 
+// Exit codes of acgs audit verify.
+const (
+	auditBroken    = 1 // the log was checked and problems were found
+	auditCannotRun = 2 // the log could not be checked: a usage error, a file that cannot be read
+)
+
+// cannotCheck is verify's answer when it could not check the log.
+func cannotCheck(err error) error { return &ExitError{Code: auditCannotRun, Err: err} }
+
 func newAuditCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "audit verify FILE",
@@ -21,33 +30,56 @@ func newAuditCmd() *cobra.Command {
 	var asJSON bool
 	verify := &cobra.Command{
 		Use:   "verify FILE",
-		Short: "Verify the hash chain of a decision log: exit 0 when intact, 1 naming each broken link",
+		Short: "Verify the hash chain of a decision log: exit 0 when intact, 1 naming each broken link, 2 when it cannot check",
 		Long: `Verify the hash chain of a decision log written by 'acgs gateway' (every
 record carries prev_hash, the SHA-256 of the line before it). A removed record
 breaks the link of the record after it, an edited record too, an inserted one
 its own. A cut at the very end is found only against a head recorded elsewhere
-(--head; the gateway logs the head when it stops). For a file that continues
-a rotated one, give the previous file's head as --from.`,
-		Args: cobra.ExactArgs(1),
+(--head; the gateway logs the head when it stops and keeps it in FILE.head,
+whose first line is the head). For a file that continues a rotated one, give
+the previous file's head as --from. Heads are "sha256:" and 64 lowercase hex
+digits, as verify prints them.
+
+Verify a closed or rotated file: the last line of a log being written may be
+caught half-written, and reported as torn.
+
+Exit status: 0 the chain is intact; 1 problems were found (each is printed);
+2 the log could not be checked (a usage error, a --head or --from that is not
+a head, a file that cannot be read).`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := cobra.ExactArgs(1)(cmd, args); err != nil {
+				return cannotCheck(err)
+			}
+			for _, fl := range []struct{ name, value string }{{"head", head}, {"from", from}} {
+				if cmd.Flags().Changed(fl.name) && !telemetry.IsChainHash(fl.value) {
+					return cannotCheck(fmt.Errorf("--%s %q is not a head: want \"sha256:\" and 64 lowercase hex digits, as verify prints a head (the chain's genesis is %s)", fl.name, fl.value, telemetry.ChainGenesis))
+				}
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := os.Open(args[0])
 			if err != nil {
-				return err
+				return cannotCheck(err)
 			}
 			defer f.Close()
 			rep, err := telemetry.VerifyChain(f, telemetry.VerifyChainOptions{From: from, Head: head})
 			if err != nil {
-				return fmt.Errorf("reading %s: %w", args[0], err)
+				return cannotCheck(fmt.Errorf("reading %s: %w", args[0], err))
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
 				enc := json.NewEncoder(out)
 				enc.SetIndent("", "  ")
 				if err := enc.Encode(rep); err != nil {
-					return err
+					return cannotCheck(err)
 				}
 			} else {
 				for _, p := range rep.Problems {
+					if p.Line == 0 { // a file with no lines: the problem is the file's
+						fmt.Fprintf(out, "%s: %s\n", args[0], p.Reason)
+						continue
+					}
 					fmt.Fprintf(out, "%s:%d: %s\n", args[0], p.Line, p.Reason)
 				}
 				if rep.Records == 0 {
@@ -62,14 +94,15 @@ a rotated one, give the previous file's head as --from.`,
 				}
 			}
 			if !rep.OK() {
-				return &ExitError{Code: 1}
+				return &ExitError{Code: auditBroken}
 			}
 			return nil
 		},
 	}
 	verify.Flags().StringVar(&from, "from", "", "prev_hash the first record must carry (the previous file's head; default: the chain's genesis)")
-	verify.Flags().StringVar(&head, "head", "", "hash the log must end at (a head recorded elsewhere), to find records cut from the end")
+	verify.Flags().StringVar(&head, "head", "", "hash the log must end at (a head recorded elsewhere: the close line, FILE.head), to find records cut from the end")
 	verify.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	verify.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return cannotCheck(err) })
 	cmd.AddCommand(verify)
 	return cmd
 }

@@ -87,7 +87,7 @@ func lastLineWithin(f *os.File, size int64) (hash string, torn bool, err error) 
 
 // ChainProblem is one broken link.
 type ChainProblem struct {
-	Line   int    `json:"line"` // 1-based line of the record whose link is broken
+	Line   int    `json:"line"` // 1-based line of the record whose link is broken; 0 for the end of a file with none
 	Reason string `json:"reason"`
 }
 
