@@ -41,6 +41,25 @@ var errNotAsked = errors.New("cache: nothing sent to redis")
 // errNotConnected is returned by Flush while Redis has not been reached.
 var errNotConnected = errors.New("cache: L2 (Redis) is not connected")
 
+// maxAbandoned bounds the request-path reads given up at their deadline
+// and still running (await): while that many are, L1 misses skip L2. The
+// breaker opens long before (five failures in a row), so it only matters
+// for a burst of concurrent requests meeting a Redis that stopped
+// answering: each read so abandoned holds a goroutine until the client
+// returns, which can take a dial's timeout (a second).
+const maxAbandoned = 1024
+
+// clients are the two Redis clients of a connected L2. Request-path reads
+// go through rd alone; everything else (the epoch, its subscription, the
+// write-behind pipelines, flushes) through bg, with deadlines of up to a
+// second. rueidis dials a lost connection once for all its callers, with
+// the deadline of the first, and the others wait for that dial whatever
+// their own deadlines (mux._pipe): on one shared client, requests with a
+// 2 ms deadline waited for the supervisor's one-second dial of a frozen
+// Redis. rd has one connection per node, so the supervisor's ping dials
+// every connection requests use (probe).
+type clients struct{ rd, bg rueidis.Client }
+
 // pending is one queued write-behind entry. The epoch and time are those of
 // the Set, so an entry is never written under an epoch flushed since, and
 // readers see its true age.
@@ -56,10 +75,10 @@ type pending struct {
 // supervisor that connects, follows the epoch and pings.
 type l2 struct {
 	t        *Tiered
-	opt      rueidis.ClientOption
+	opt      rueidis.ClientOption // bg's; rd's is readerOptions(opt)
 	signer   *signer
 	breaker  *gobreaker.TwoStepCircuitBreaker[struct{}]
-	client   atomic.Pointer[rueidis.Client] // nil until connected and the epoch is known
+	client   atomic.Pointer[clients] // nil until connected and the epoch is known
 	pingOK   atomic.Bool
 	dataKey  string // KeyPrefix + "d:"
 	epochKey string
@@ -76,6 +95,7 @@ type l2 struct {
 	hits, misses, errs, rejected, skipped, roundTrips atomic.Uint64
 	dropped, writeSkipped, batches, entries           atomic.Uint64
 	queuedBytes                                       atomic.Int64 // queued and batched entries' queuedSize, not yet written
+	abandoned                                         atomic.Int64 // request-path reads given up at their deadline, still running (await)
 
 	rejectLog, errorLog logLimiter
 }
@@ -165,10 +185,9 @@ func startL2(ctx context.Context, t *Tiered) (*l2, error) {
 	}
 	opt.DisableCache = true // L1 is our client-side cache; no CLIENT TRACKING
 	// A lone command is otherwise sent synchronously, and one that times
-	// out (L2_TIMEOUT, 2 ms) closes its connection: every request's read
-	// then waits for the next caller's dial and handshake, whatever its own
-	// deadline (up to a second, the supervisor's). Pipelined, a read that
-	// times out leaves the connection alone.
+	// out (L2_TIMEOUT, 2 ms) closes its connection, which the next reads
+	// must then dial again. Pipelined, a read that times out leaves the
+	// connection alone.
 	opt.AlwaysPipelining = true
 	opt.ClientName = "acgs-cache"
 	if opt.Dialer.Timeout == 0 {
@@ -233,14 +252,11 @@ func (l *l2) supervise(ready chan struct{}) {
 	signal := func() { once.Do(func() { close(ready) }) }
 	defer signal()
 
-	var c rueidis.Client
+	var cs *clients
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, maxBackoff) {
 		var err error
-		if c, err = rueidis.NewClient(l.opt); err == nil {
-			if err = l.refreshEpoch(c); err == nil {
-				break
-			}
-			c.Close()
+		if cs, err = l.connect(); err == nil {
+			break
 		}
 		l.pingOK.Store(false)
 		if l.errorLog.allow() {
@@ -251,7 +267,8 @@ func (l *l2) supervise(ready chan struct{}) {
 			return
 		}
 	}
-	l.client.Store(&c)
+	l.pingOK.Store(true)
+	l.client.Store(cs)
 	signal()
 	l.t.log.Info("cache: L2 connected", "addrs", l.opt.InitAddress, "epoch", l.t.Epoch())
 
@@ -259,7 +276,7 @@ func (l *l2) supervise(ready chan struct{}) {
 	sub.Add(1)
 	go func() {
 		defer sub.Done()
-		l.subscribe(c)
+		l.subscribe(cs.bg)
 	}()
 	tick := time.NewTicker(healthInterval)
 	defer tick.Stop()
@@ -268,15 +285,75 @@ func (l *l2) supervise(ready chan struct{}) {
 		case <-l.ctx.Done():
 			sub.Wait()
 			l.client.Store(nil)
-			c.Close()
+			cs.rd.Close()
+			cs.bg.Close()
 			return
 		case <-tick.C:
 		case <-l.refresh:
 		}
-		if err := l.refreshEpoch(c); err != nil && l.errorLog.allow() {
+		err := l.refreshEpoch(cs.bg)
+		if perr := l.probe(cs.rd); err == nil {
+			err = perr
+		}
+		l.pingOK.Store(err == nil)
+		if err != nil && l.errorLog.allow() {
 			l.t.log.Warn("cache: Redis health check failed", "err", err)
 		}
 	}
+}
+
+// connect makes both clients and learns the epoch. Each client dials as it
+// is made, with the dial timeout (a second) whatever L2_TIMEOUT is, so a
+// Redis slow to handshake (TLS, a distant host) is reached.
+func (l *l2) connect() (*clients, error) {
+	bg, err := rueidis.NewClient(l.opt)
+	if err != nil {
+		return nil, err
+	}
+	if err = l.refreshEpoch(bg); err == nil {
+		var rd rueidis.Client
+		if rd, err = rueidis.NewClient(readerOptions(l.opt)); err == nil {
+			return &clients{rd: rd, bg: bg}, nil
+		}
+	}
+	bg.Close()
+	return nil, err
+}
+
+// readerOptions are the options of the request path's client: one
+// pipelined connection per node (rueidis otherwise spreads keyed commands
+// over several, at random, which a ping would not all dial; one carries
+// far more reads than L1 misses make) and its own name in CLIENT LIST.
+func readerOptions(opt rueidis.ClientOption) rueidis.ClientOption {
+	opt.PipelineMultiplex = -1
+	opt.ClientName += "-read"
+	return opt
+}
+
+// probe pings every node through the request path's client with a
+// deadline long enough to dial it, and tells the breaker how Redis
+// answered, so that an idle instance notices an outage and a recovery
+// without traffic. A request's own deadline (L2_TIMEOUT) may be too short
+// for a dial and a handshake: when the breaker has opened on requests that
+// could not redial, this ping redials for them while they skip L2, and the
+// breaker lets them through again once it is half-open. While the breaker
+// refuses, the ping still goes out but is not recorded; it holds no request,
+// since requests then skip L2, and those let through meanwhile never wait
+// beyond their deadline (await).
+func (l *l2) probe(rd rueidis.Client) error {
+	done, berr := l.breaker.Allow()
+	ctx, cancel := context.WithTimeout(l.ctx, adminTimeout)
+	var err error
+	for _, n := range rd.Nodes() {
+		if err = n.Do(ctx, n.B().Ping().Build()).Error(); err != nil {
+			break
+		}
+	}
+	cancel()
+	if berr == nil {
+		done(classify(l.ctx, err))
+	}
+	return err
 }
 
 // subscribe follows the epoch channel. A message only triggers a re-read of
@@ -309,25 +386,20 @@ func (l *l2) triggerRefresh() {
 	}
 }
 
-// refreshEpoch reads the epoch (creating it if missing) and records the
-// health of Redis. It also feeds the breaker, so that an idle instance
-// notices an outage and a recovery without waiting for traffic.
-func (l *l2) refreshEpoch(c rueidis.Client) error {
-	done, berr := l.breaker.Allow()
+// refreshEpoch reads the epoch (creating it if missing) and adopts it. It
+// goes through bg, whatever the breaker (which guards the request path's
+// reads) says: it is how the instance follows flushes and reconnects bg.
+// The caller records the health only after it returned: an entry written
+// before the epoch is adopted would go out under the old epoch, where no
+// instance reads it.
+func (l *l2) refreshEpoch(bg rueidis.Client) error {
 	ctx, cancel := context.WithTimeout(l.ctx, adminTimeout)
-	e, err := l.readEpoch(ctx, c)
+	e, err := l.readEpoch(ctx, bg)
 	cancel()
-	if berr == nil {
-		done(classify(l.ctx, err))
-	}
 	if err != nil {
-		l.pingOK.Store(false)
 		return err
 	}
-	// Healthy only once the epoch is adopted: an entry written in between
-	// would go out under the old epoch, where no instance reads it.
 	l.t.adoptEpoch(e)
-	l.pingOK.Store(true)
 	return nil
 }
 
@@ -394,7 +466,7 @@ func (l *l2) flush(ctx context.Context) (uint64, error) {
 	if cp == nil {
 		return l.t.Epoch(), fmt.Errorf("cache: flush: %w; L1 was purged", errNotConnected)
 	}
-	c := *cp
+	c := cp.bg
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, adminTimeout)
@@ -427,11 +499,12 @@ func (l *l2) redisKey(epoch uint64, k Key) string {
 	return string(b)
 }
 
-// acquire returns the client and a breaker ticket, or ok=false when L2 is
-// not connected or the breaker is open; then n is added to skipped.
-func (l *l2) acquire(n int, skipped *atomic.Uint64) (c rueidis.Client, done func(error), ok bool) {
-	cp := l.client.Load()
-	if cp == nil {
+// acquire returns the clients and a breaker ticket, or ok=false when L2 is
+// not connected, the breaker is open or (for a read) too many reads given
+// up are still running; then n is added to skipped.
+func (l *l2) acquire(n int, skipped *atomic.Uint64, read bool) (cs *clients, done func(error), ok bool) {
+	cs = l.client.Load()
+	if cs == nil || read && l.abandoned.Load() >= maxAbandoned {
 		skipped.Add(uint64(n))
 		return nil, nil, false
 	}
@@ -440,7 +513,50 @@ func (l *l2) acquire(n int, skipped *atomic.Uint64) (c rueidis.Client, done func
 		skipped.Add(uint64(n))
 		return nil, nil, false
 	}
-	return *cp, done, true
+	return cs, done, true
+}
+
+// awaited is one call run by await.
+type awaited[T any] struct {
+	res   T
+	state atomic.Uint32 // callRunning, then callDone or callAbandoned
+	done  chan struct{} // closed once res is set
+}
+
+const (
+	callRunning = iota
+	callDone
+	callAbandoned
+)
+
+// await runs call on a goroutine of its own and waits for it until ctx
+// ends; ok=false means it gave up: the call goes on in the background and
+// its result is dropped. This bounds a request's wait for Redis by its
+// deadline whatever the client does inside: rueidis makes the callers of a
+// connection being dialed wait for that dial, whatever their deadlines. call
+// must use ctx, so that it ends soon after await gave up wherever the
+// client honours it. abandoned counts the calls given up and still running.
+func await[T any](ctx context.Context, abandoned *atomic.Int64, call func() T) (res T, ok bool) {
+	a := &awaited[T]{done: make(chan struct{})}
+	go func() {
+		a.res = call()
+		if !a.state.CompareAndSwap(callRunning, callDone) {
+			abandoned.Add(-1)
+		}
+		close(a.done)
+	}()
+	select {
+	case <-a.done:
+		return a.res, true
+	case <-ctx.Done():
+	}
+	abandoned.Add(1) // before the swap, so the goroutine's decrement follows it
+	if a.state.CompareAndSwap(callRunning, callAbandoned) {
+		return res, false
+	}
+	abandoned.Add(-1) // it finished meanwhile: take its result
+	<-a.done
+	return a.res, true
 }
 
 // classify maps a Redis call's error to what the breaker should record: nil
@@ -456,27 +572,42 @@ func classify(parent context.Context, err error) error {
 	return err
 }
 
+// reply is the outcome of one GET.
+type reply struct {
+	b   []byte
+	err error
+}
+
 func (l *l2) get(ctx context.Context, k Key) (Value, bool) {
-	c, done, ok := l.acquire(1, &l.skipped)
+	cs, done, ok := l.acquire(1, &l.skipped, true)
 	if !ok {
 		return Value{}, false
 	}
+	c := cs.rd
 	epoch := l.t.epoch.Load()
 	rk := l.redisKey(epoch, k)
+	cmd := c.B().Get().Key(rk).Build()
 	rctx, cancel := context.WithTimeout(ctx, l.t.cfg.L2Timeout)
 	l.roundTrips.Add(1)
-	b, err := c.Do(rctx, c.B().Get().Key(rk).Build()).AsBytes()
+	r, ok := await(rctx, &l.abandoned, func() reply {
+		b, err := c.Do(rctx, cmd).AsBytes()
+		return reply{b, err}
+	})
+	if !ok {
+		r.err = rctx.Err()
+	}
 	cancel()
-	err = classify(ctx, err)
+	err := classify(ctx, r.err)
 	done(err)
-	return l.result(k, rk, epoch, b, err)
+	return l.result(k, rk, epoch, r.b, err)
 }
 
 func (l *l2) getMany(ctx context.Context, keys []Key, misses []int, vals []Value, tiers []Tier, found []bool) {
-	c, done, ok := l.acquire(len(misses), &l.skipped)
+	cs, done, ok := l.acquire(len(misses), &l.skipped, true)
 	if !ok {
 		return
 	}
+	c := cs.rd
 	epoch := l.t.epoch.Load()
 	rks := make([]string, len(misses))
 	cmds := make(rueidis.Commands, len(misses))
@@ -486,11 +617,16 @@ func (l *l2) getMany(ctx context.Context, keys []Key, misses []int, vals []Value
 	}
 	rctx, cancel := context.WithTimeout(ctx, batchTimeout(l.t.cfg.L2Timeout, len(misses)))
 	l.roundTrips.Add(1)
-	res := c.DoMulti(rctx, cmds...)
+	res, ok := await(rctx, &l.abandoned, func() []rueidis.RedisResult { return c.DoMulti(rctx, cmds...) })
+	timedOut := rctx.Err()
 	cancel()
 	var first error
 	for j, i := range misses {
-		b, err := res[j].AsBytes()
+		var b []byte
+		err := timedOut
+		if ok {
+			b, err = res[j].AsBytes()
+		}
 		err = classify(ctx, err)
 		if first == nil {
 			first = err
@@ -648,10 +784,11 @@ func (l *l2) write(batch []pending) {
 			l.queuedBytes.Add(-queuedSize(p.v))
 		}
 	}()
-	c, done, ok := l.acquire(len(batch), &l.writeSkipped)
+	cs, done, ok := l.acquire(len(batch), &l.writeSkipped, false)
 	if !ok {
 		return
 	}
+	c := cs.bg
 	cur := l.t.epoch.Load()
 	cmds := make(rueidis.Commands, 0, len(batch))
 	for _, p := range batch {

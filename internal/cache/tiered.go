@@ -138,8 +138,10 @@ type counter struct {
 }
 
 // Tiered is the decision cache: L1 in process, then L2 in Redis when
-// configured. All methods are safe for concurrent use. Redis being slow or
-// down never fails or blocks a request beyond L2Timeout: L2 is skipped.
+// configured. All methods are safe for concurrent use. Redis being slow,
+// frozen or down never fails or blocks a request beyond L2Timeout (a batch:
+// its batchTimeout), whatever the Redis client does meanwhile, redials
+// included: L2 is skipped.
 type Tiered struct {
 	cfg   Config
 	log   *slog.Logger
