@@ -12,6 +12,8 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/acgs-lite/acgs/internal/apierror"
 )
 
@@ -57,7 +59,8 @@ func (s *Server) readRaw(w http.ResponseWriter, r *http.Request) (*bytes.Buffer,
 // little is read past it), and refuses media types that are not JSON. The
 // caller returns the buffer to bufPool.
 func readBody(r *http.Request, limit int64) (*bytes.Buffer, error) {
-	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
+	isYAML, err := checkContentType(r.Header.Get("Content-Type"))
+	if err != nil {
 		return nil, err
 	}
 	var body io.Reader = r.Body
@@ -79,7 +82,7 @@ func readBody(r *http.Request, limit int64) (*bytes.Buffer, error) {
 	}
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
-	err := readLimited(buf, body, limit)
+	err = readLimited(buf, body, limit)
 	if err == nil && sent != nil && sent.N == 0 {
 		err = errTooLarge
 	}
@@ -93,7 +96,45 @@ func readBody(r *http.Request, limit int64) (*bytes.Buffer, error) {
 		}
 		return nil, apierror.New(apierror.InvalidParameter, "reading request body: %v", err)
 	}
+	if isYAML {
+		if err := yamlToJSON(buf, limit); err != nil {
+			bufPool.Put(buf)
+			return nil, err
+		}
+	}
 	return buf, nil
+}
+
+// yamlToJSON replaces a YAML body with its JSON, as OPA reads a body whose
+// Content-Type names YAML (a body that is already JSON is left as it is,
+// as OPA's util.Unmarshal leaves it). Everything after it sees JSON, so
+// every refusal decodeJSON makes (depth, number bounds, UTF-8) applies to
+// YAML input too; the JSON is held to the body limit as well, since
+// aliases can make it larger than the YAML. A key given twice in one
+// mapping is refused (the strict conversion), as it is in JSON, where OPA
+// would keep the last.
+func yamlToJSON(buf *bytes.Buffer, limit int64) error {
+	b := buf.Bytes()
+	if bom := []byte("\xef\xbb\xbf"); bytes.HasPrefix(b, bom) { // as OPA strips it
+		b = b[len(bom):]
+	}
+	if len(bytes.TrimSpace(b)) == 0 || json.Valid(b) {
+		buf.Next(len(buf.Bytes()) - len(b))
+		return nil
+	}
+	if !utf8.Valid(b) {
+		return apierror.New(apierror.InvalidParameter, "request body is not valid UTF-8")
+	}
+	out, err := yaml.YAMLToJSONStrict(b)
+	if err != nil {
+		return apierror.New(apierror.InvalidParameter, "request body is not valid YAML: %v", err)
+	}
+	if int64(len(out)) > limit {
+		return apierror.New(apierror.RequestTooLarge, "request body exceeds MAX_REQUEST_BYTES (%d bytes) once its YAML is read as JSON", limit)
+	}
+	buf.Reset()
+	buf.Write(out)
+	return nil
 }
 
 var errTooLarge = errors.New("body over the limit")
@@ -133,23 +174,28 @@ func putBuf(b *bytes.Buffer) {
 	}
 }
 
-// checkContentType accepts JSON and the types common HTTP clients send by
-// default (curl's form type, text/plain), and refuses anything else by name.
-func checkContentType(ct string) error {
+// checkContentType accepts JSON, the types common HTTP clients send by
+// default (curl's form type, text/plain), and YAML (any type naming it, as
+// OPA reads it: application/yaml, application/x-yaml, text/yaml), and
+// refuses anything else by name. isYAML says the body is to be read as
+// YAML.
+func checkContentType(ct string) (isYAML bool, err error) {
 	if ct == "" || ct == "application/json" {
-		return nil // the common cases, without parsing
+		return false, nil // the common cases, without parsing
 	}
 	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil {
-		return apierror.New(apierror.UnsupportedMediaType, "malformed Content-Type %q", ct)
+		return false, apierror.New(apierror.UnsupportedMediaType, "malformed Content-Type %q", ct)
 	}
 	switch {
 	case mt == "application/json", mt == "text/json", mt == "text/plain",
 		mt == "application/x-www-form-urlencoded", mt == "application/octet-stream",
 		strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"):
-		return nil
+		return false, nil
+	case strings.Contains(mt, "yaml"):
+		return true, nil
 	}
-	return apierror.New(apierror.UnsupportedMediaType, "unsupported Content-Type %q (accepted: application/json)", mt)
+	return false, apierror.New(apierror.UnsupportedMediaType, "unsupported Content-Type %q (accepted: application/json, application/yaml)", mt)
 }
 
 var errEmptyBody = apierror.New(apierror.InvalidParameter, "request body is empty")

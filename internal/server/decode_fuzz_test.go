@@ -152,3 +152,39 @@ func TestWriteDecodeCorpus(t *testing.T) {
 		}
 	}
 }
+
+// FuzzYAMLBody: a YAML body is refused with a 4xx or becomes one JSON
+// value within the limit (or stays empty), never a panic, and what it
+// becomes is what decodeJSON then reads.
+func FuzzYAMLBody(f *testing.F) {
+	for _, s := range []string{
+		"input:\n  type: data_access\n  fields: [a, b]\n", `{"input":{"a":1}}`, "\xef\xbb\xbf{}", "",
+		"a: &a [x, x]\nb: [*a, *a]\n", "a: 1\na: 2\n", "[[[[", "? [a]\n: b\n", "a: !!binary aGk=\n",
+		"a: 1e400\nb: 0x1F\nc: .inf\nd: ~\ne: 2001-12-14\n", "- y\n- no\n- on\n", "a: \"\\ud800\"\n",
+	} {
+		f.Add([]byte(s))
+	}
+	const limit = 4096
+	f.Fuzz(func(t *testing.T, b []byte) {
+		buf := bytes.NewBuffer(append([]byte(nil), b...))
+		if err := yamlToJSON(buf, limit); err != nil {
+			if st := apierror.As(err).Code.Status(); st < 400 || st >= 500 {
+				t.Fatalf("refused with status %d: %v", st, err)
+			}
+			return
+		}
+		out := buf.Bytes()
+		if len(bytes.TrimSpace(out)) == 0 {
+			return
+		}
+		if !json.Valid(out) {
+			t.Fatalf("%q became %q, not JSON", b, out)
+		}
+		if len(out) > limit && !bytes.Equal(out, bytes.TrimPrefix(b, []byte("\xef\xbb\xbf"))) {
+			t.Fatalf("%q became %d bytes of JSON, over the limit", b, len(out))
+		}
+		if _, err := decodeJSON(out, 16); err != nil && apierror.As(err).Code.Status() >= 500 {
+			t.Fatalf("decodeJSON of %q: %v", out, err)
+		}
+	})
+}
