@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/hex"
@@ -97,7 +98,7 @@ type l2 struct {
 	queuedBytes                                       atomic.Int64 // queued and batched entries' queuedSize, not yet written
 	abandoned                                         atomic.Int64 // request-path reads given up at their deadline, still running (await)
 
-	rejectLog, errorLog logLimiter
+	rejectLog, errorLog, refusedLog logLimiter
 }
 
 // ValidateRedisURL reports whether raw is a REDIS_URL the L2 cache accepts
@@ -813,21 +814,32 @@ func (l *l2) write(batch []pending) {
 	ctx, cancel := context.WithTimeout(l.ctx, flushTimeout)
 	res := c.DoMulti(ctx, cmds...)
 	cancel()
-	var first error
+	// An error reply (OOM under noeviction, READONLY from a replica,
+	// NOPERM from an ACL) is Redis answering: it is counted and logged but
+	// not a failure to the breaker, which guards reads, and reads of what
+	// Redis holds go on. Only a failure to get an answer (a network error,
+	// a timeout) counts.
+	var failed, refused error
 	for _, r := range res {
-		if err := r.Error(); err != nil {
-			l.errs.Add(1)
-			if first == nil {
-				first = err
-			}
+		err := r.Error()
+		if err == nil {
+			l.entries.Add(1)
 			continue
 		}
-		l.entries.Add(1)
+		l.errs.Add(1)
+		if _, ok := rueidis.IsRedisErr(err); ok {
+			refused = cmp.Or(refused, err)
+		} else {
+			failed = cmp.Or(failed, err)
+		}
 	}
-	done(classify(l.ctx, first))
+	done(classify(l.ctx, failed))
 	l.batches.Add(1)
-	if first != nil && l.errorLog.allow() {
-		l.t.log.Warn("cache: L2 write failed", "err", first, "entries", len(cmds))
+	if failed != nil && l.errorLog.allow() {
+		l.t.log.Warn("cache: L2 write failed", "err", failed, "entries", len(cmds))
+	}
+	if refused != nil && l.refusedLog.allow() {
+		l.t.log.Warn("cache: Redis refused L2 writes", "err", refused, "entries", len(cmds))
 	}
 	if l.t.cfg.OnFlush != nil {
 		l.t.cfg.OnFlush(len(cmds))
