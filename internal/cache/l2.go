@@ -820,10 +820,11 @@ func (l *l2) write(batch []pending) {
 	// Redis holds go on. Only a failure to get an answer (a network error,
 	// a timeout) counts.
 	var failed, refused error
+	written := 0
 	for _, r := range res {
 		err := r.Error()
 		if err == nil {
-			l.entries.Add(1)
+			written++
 			continue
 		}
 		l.errs.Add(1)
@@ -834,15 +835,18 @@ func (l *l2) write(batch []pending) {
 		}
 	}
 	done(classify(l.ctx, failed))
-	l.batches.Add(1)
+	if written > 0 { // batches and OnFlush count what reached Redis
+		l.entries.Add(uint64(written))
+		l.batches.Add(1)
+		if l.t.cfg.OnFlush != nil {
+			l.t.cfg.OnFlush(written)
+		}
+	}
 	if failed != nil && l.errorLog.allow() {
 		l.t.log.Warn("cache: L2 write failed", "err", failed, "entries", len(cmds))
 	}
 	if refused != nil && l.refusedLog.allow() {
 		l.t.log.Warn("cache: Redis refused L2 writes", "err", refused, "entries", len(cmds))
-	}
-	if l.t.cfg.OnFlush != nil {
-		l.t.cfg.OnFlush(len(cmds))
 	}
 }
 

@@ -51,7 +51,9 @@ type Config struct {
 	KeyPrefix           string        // prefix of every Redis key and channel
 	Logger              *slog.Logger  // nil means slog.Default()
 	// OnFlush, when set, is called from the write-behind goroutine with the
-	// size of each pipeline sent to Redis (for a batch-size histogram).
+	// number of entries each pipeline wrote to Redis (for a batch-size
+	// histogram); a pipeline that wrote none (every SET failed) is not
+	// reported, as it is not counted in Stats.WriteBatches.
 	OnFlush func(n int)
 }
 

@@ -66,7 +66,7 @@ type Stats struct {
 	WriteQueueCap    int
 	WriteDropped     uint64 // write-behind entries dropped because the queue was full
 	WriteSkipped     uint64 // dequeued entries not written: L2 unavailable, epoch flushed, expired or not encodable
-	WriteBatches     uint64 // pipelines flushed to Redis
+	WriteBatches     uint64 // write-behind pipelines that wrote at least one entry to Redis
 	WriteEntries     uint64 // entries written to Redis
 	L2RoundTrips     uint64 // read round trips to Redis (an MGET of many keys counts once)
 	BreakerState     string // "closed", "half-open", "open"; "disabled" without L2

@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,7 +36,9 @@ func fillRedis(t *testing.T, r *testenv.Redis) {
 // opened the breaker, and every read was skipped.
 func TestWriteErrorRepliesDoNotOpenTheReadBreaker(t *testing.T) {
 	r := startRedis(t)
-	a, b := newCache(t, r.URL()), newCache(t, r.URL())
+	var flushed atomic.Int64 // OnFlush calls
+	a := newCache(t, r.URL())
+	b := newCache(t, r.URL(), func(c *Config) { c.OnFlush = func(int) { flushed.Add(1) } })
 	eventually(t, 5*time.Second, "connected", func() bool { return a.Stats().L2Healthy && b.Stats().L2Healthy })
 	present := key(t, 0)
 	a.Set(present, decision(t, true))
@@ -52,6 +55,11 @@ func TestWriteErrorRepliesDoNotOpenTheReadBreaker(t *testing.T) {
 	}
 	if s := b.Stats(); s.BreakerState != "closed" || s.L2Errors != n || s.WriteEntries != 0 {
 		t.Fatalf("after %d writes Redis refused: %+v, want the breaker closed, %d errors and nothing written", n, s, n)
+	}
+	// Pipelines that wrote nothing are no write batches (acgs_cache_l2_write_batches_total,
+	// acgs_cache_l2_write_batch_entries): they counted before.
+	if s := b.Stats(); s.WriteBatches != 0 || flushed.Load() != 0 {
+		t.Fatalf("%d write batches, %d OnFlush calls for pipelines Redis refused, want 0", s.WriteBatches, flushed.Load())
 	}
 	v, tier, ok := b.Get(context.Background(), present)
 	if !ok || tier != TierL2 || !sameDecision(v, decision(t, true)) {

@@ -159,7 +159,7 @@ func NewMetrics(info BuildInfo) *Metrics {
 	})
 	m.writeBatch = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "acgs_cache_l2_write_batch_entries",
-		Help:    "Entries per write-behind pipeline flushed to the L2 cache.",
+		Help:    "Decisions written to the L2 cache per write-behind pipeline; a pipeline that wrote none is not observed.",
 		Buckets: writeBatchBuckets,
 	})
 	m.hashMismatches = prometheus.NewCounter(prometheus.CounterOpts{
@@ -295,8 +295,8 @@ func (m *Metrics) ObservePartialEval(outcome string) {
 // ObserveBatch records the number of items of one batch request.
 func (m *Metrics) ObserveBatch(size int) { m.batchItems.Observe(float64(size)) }
 
-// ObserveWriteBehindBatch records the size of one write-behind pipeline sent
-// to L2. Its signature fits cache.Config.OnFlush.
+// ObserveWriteBehindBatch records the entries one write-behind pipeline
+// wrote to L2. Its signature fits cache.Config.OnFlush.
 func (m *Metrics) ObserveWriteBehindBatch(n int) { m.writeBatch.Observe(float64(n)) }
 
 // RawLookup counts one lookup of a request body in the raw-body tier.
