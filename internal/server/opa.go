@@ -16,10 +16,10 @@ import (
 	"github.com/acgs-lite/acgs/internal/version"
 )
 
-// dataPath extracts the data path after a prefix such as /v1/data and
-// checks that it names a document. An escaped slash inside a segment
-// (a%2Fb, the key "a/b" to OPA) is refused: the service's paths are the
-// segments joined by slashes, and it would name another document.
+// dataPath extracts the data path after a route prefix such as /v1/data
+// (routeRest) and checks that it names a document. An escaped slash inside
+// a segment (a%2Fb, the key "a/b" to OPA) is refused: the service's paths
+// are the segments joined by slashes, and it would name another document.
 func dataPath(r *http.Request, prefix string) (string, error) {
 	if strings.Contains(strings.ToUpper(r.URL.RawPath), "%2F") {
 		return "", apierror.New(apierror.InvalidParameter, "invalid path %q: a segment holding an escaped slash (%%2F) is not supported", r.URL.RawPath)
@@ -31,16 +31,36 @@ func dataPath(r *http.Request, prefix string) (string, error) {
 	return p, nil
 }
 
-// requestPath extracts the unescaped path after a prefix such as
-// /v1/policies.
+// requestPath extracts the unescaped path after a route prefix such as
+// /v1/policies (routeRest).
 func requestPath(r *http.Request, prefix string) string {
-	p := r.URL.Path
-	if r.URL.RawPath != "" {
-		if up, err := url.PathUnescape(strings.TrimPrefix(r.URL.RawPath, prefix)); err == nil {
-			return strings.Trim(up, "/")
-		}
+	rest := routeRest(r, prefix)
+	if up, err := url.PathUnescape(rest); err == nil {
+		rest = up
 	}
-	return strings.Trim(strings.TrimPrefix(p, prefix), "/")
+	return strings.Trim(rest, "/")
+}
+
+// routeRest returns the escaped path of r after the segments of its
+// route's prefix (such as /v1/data, written unescaped), as OPA's server
+// takes it (escapedPathValue): the prefix is skipped by counting its
+// segments, not by comparing text, so that a prefix spelled with an escape
+// (/v1/%64ata/a/b, which the router matched unescaped) is still followed
+// by a/b, not read as the document v1/data/a/b (review).
+func routeRest(r *http.Request, prefix string) string {
+	esc := r.URL.EscapedPath()
+	if !strings.Contains(esc, "%") {
+		// Nothing escaped: the path is its own escaped form.
+		return strings.TrimPrefix(strings.TrimPrefix(esc, prefix), "/")
+	}
+	for range strings.Count(prefix, "/") + 1 {
+		i := strings.IndexByte(esc, '/')
+		if i < 0 {
+			return ""
+		}
+		esc = esc[i+1:]
+	}
+	return esc
 }
 
 // handleOPAData serves OPA's v1 Data API: GET with ?input=<json>, POST with

@@ -129,3 +129,61 @@ func TestMethodNotAllowed(t *testing.T) {
 		t.Errorf("HEAD /health: %d", r.code)
 	}
 }
+
+// TestEscapedRoutePrefix: a route prefix spelled with an escape
+// (/v1/%64ata/...) is the same route, and the document after it is the
+// same as without the escape, as OPA's server reads it: the prefix was
+// stripped as text from the escaped path, so the whole path was taken for
+// the document (data.v1.data.t..., undefined) on every data route.
+func TestEscapedRoutePrefix(t *testing.T) {
+	h := mustOpen(t)
+	withTestPolicy(t, h)
+	for _, tc := range []struct {
+		method, path, body string
+		want               string // the answer's result (v0: the raw value; batch: item a's result)
+	}{
+		{"POST", "/v1/%64ata/t/arr/1", `{"input":{}}`, `20`},
+		{"POST", "/v1/dat%61/t/obj/a/b", `{"input":{}}`, `"nested"`},
+		{"GET", "/v1/%64ata/t/arr/0", "", `10`},
+		{"GET", "/%761/data/t/echo?input=%7B%22a%22%3A1%7D", "", `{"a":1}`},
+		{"POST", "/v1/%64ata/acgs/main/allow", `{"input":{}}`, `false`},
+		{"GET", "/v1/%64ata/acgs/main/decision?input=%7B%7D", "", `{"allow":false}`},
+		{"POST", "/v1/%64ata/t/ec%68o", `{"input":{"b":2}}`, `{"b":2}`},
+		{"POST", "/v0/%64ata/t/arr/1", `{}`, `20`},
+		{"POST", "/v1/batch/%64ata/t/arr/1", `{"inputs":{"a":{}}}`, `20`},
+		{"GET", "/v1/%70olicies/acgs/main.rego", "", `"acgs/main.rego"`},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			r := h.do(t, tc.method, tc.path, strings.NewReader(tc.body), nil)
+			if r.code != 200 {
+				t.Fatalf("status %d: %s", r.code, r.body)
+			}
+			var got any
+			switch {
+			case strings.HasPrefix(tc.path, "/v0/"):
+				got = json.RawMessage(strings.TrimSpace(string(r.body)))
+			case strings.HasPrefix(tc.path, "/v1/batch/"):
+				rs, _ := r.obj["responses"].(map[string]any)
+				item, _ := rs["a"].(map[string]any)
+				got = item["result"]
+			case strings.Contains(tc.path, "olicies"):
+				res, _ := r.obj["result"].(map[string]any)
+				got = res["id"]
+			default:
+				got = r.obj["result"]
+			}
+			b, _ := json.Marshal(got)
+			if got == nil {
+				b = nil
+			}
+			if strings.Contains(tc.path, "acgs/main/decision") {
+				// Only whether it was the decision: its whole document is the policy's.
+				res, _ := got.(map[string]any)
+				b, _ = json.Marshal(map[string]any{"allow": res["allow"]})
+			}
+			if string(b) != tc.want {
+				t.Fatalf("result %s, want %s: %s", b, tc.want, r.body)
+			}
+		})
+	}
+}
