@@ -30,10 +30,14 @@ const (
 	envelopeHeader  = 10
 	macSize         = sha256.Size
 	flagDefined     = 1
+	// maxEnvelope is the envelope of the largest result Set stores
+	// (MaxEntryBytes of JSON).
+	maxEnvelope = envelopeHeader + MaxEntryBytes + macSize
 )
 
 var (
 	errEnvelopeShort   = errors.New("cache: L2 entry too short")
+	errEnvelopeLong    = errors.New("cache: L2 entry longer than the largest entry stored")
 	errEnvelopeVersion = errors.New("cache: L2 entry has an unknown version")
 	errEnvelopeMAC     = errors.New("cache: L2 entry signature does not verify")
 	errEnvelopeFlags   = errors.New("cache: L2 entry has unknown flags")
@@ -92,9 +96,15 @@ func (s *signer) seal(redisKey string, v Value, created time.Time) ([]byte, erro
 
 // open verifies and decodes an envelope read from redisKey. It returns the
 // value and its creation time; any failure means the entry must not be used.
+// A value longer than any entry written is refused before its MAC is
+// computed: whoever can write to Redis must not make every reader hash
+// megabytes.
 func (s *signer) open(redisKey string, b []byte) (Value, time.Time, error) {
 	if len(b) < envelopeHeader+macSize {
 		return Value{}, time.Time{}, errEnvelopeShort
+	}
+	if len(b) > maxEnvelope {
+		return Value{}, time.Time{}, errEnvelopeLong
 	}
 	if b[0] != envelopeVersion {
 		return Value{}, time.Time{}, errEnvelopeVersion

@@ -149,6 +149,10 @@ func TestL2RejectsTamperedEntries(t *testing.T) {
 		{"replayed from an older epoch", func(string) []byte {
 			return seal(c.l2.signer, c.l2.redisKey(c.Epoch()-1, key(t, 100)), good)
 		}},
+		{"signed but over the entry bound", func(rk string) []byte {
+			body := strings.Repeat("x", MaxEntryBytes-1)
+			return seal(c.l2.signer, rk, Value{Defined: true, Result: body, JSON: []byte(`"` + body + `"`)})
+		}},
 		{"signed but not JSON", func(rk string) []byte {
 			b := make([]byte, envelopeHeader, 64)
 			b[0], b[1] = envelopeVersion, flagDefined
@@ -171,7 +175,7 @@ func TestL2RejectsTamperedEntries(t *testing.T) {
 			}
 			before := c.Stats().L2Rejected
 			if v, tier, ok := c.Get(ctx, k); ok {
-				t.Fatalf("tampered entry served from %v: %+v", tier, v)
+				t.Fatalf("tampered entry served from %v: %.200s", tier, mustJSON(v))
 			}
 			if got := c.Stats().L2Rejected; got != before+1 {
 				t.Fatalf("L2Rejected %d → %d, want +1", before, got)
