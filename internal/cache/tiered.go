@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -263,9 +264,19 @@ func (t *Tiered) GetMany(ctx context.Context, keys []Key, vals []Value, tiers []
 
 // Set stores v under k in L1 now and queues it for L2. It never blocks: when
 // the write-behind queue is full the L2 write is dropped and counted. A
-// value whose JSON is over MaxEntryBytes is not stored (counted).
+// value whose JSON is over MaxEntryBytes is not stored (counted). A value
+// without its JSON (the engine gives every defined decision's) is bounded
+// by its result's encoding, made here, and not stored when that fails.
 func (t *Tiered) Set(k Key, v Value) {
-	if len(v.JSON) > MaxEntryBytes {
+	enc := v.JSON
+	if enc == nil && v.Result != nil {
+		var err error
+		if enc, err = json.Marshal(v.Result); err != nil {
+			t.oversize.Add(1)
+			return
+		}
+	}
+	if len(enc) > MaxEntryBytes {
 		t.oversize.Add(1)
 		return
 	}

@@ -61,7 +61,7 @@ type Stats struct {
 	L1Entries        int
 	L1Capacity       int
 	L1Evictions      uint64
-	Oversize         uint64 // decisions not cached: their JSON is over MaxEntryBytes
+	Oversize         uint64 // decisions not cached: their JSON is over MaxEntryBytes, or they have none and their result cannot be encoded
 	WriteQueueLen    int
 	WriteQueueCap    int
 	WriteDropped     uint64 // write-behind entries dropped because the queue was full

@@ -57,7 +57,7 @@ func newCacheCollector() *cacheCollector {
 		queueEntries:  d("acgs_cache_write_queue_entries", "Decisions waiting in the write-behind queue to be written to L2."),
 		queueCapacity: d("acgs_cache_write_queue_capacity_entries", "Capacity of the write-behind queue."),
 		writeDropped:  d("acgs_cache_write_dropped_total", "Write-behind entries dropped because the queue was full."),
-		oversize:      d("acgs_cache_oversize_total", "Decisions answered but not cached: their JSON is over the cache's entry bound (64 KiB)."),
+		oversize:      d("acgs_cache_oversize_total", "Decisions answered but not cached: their JSON is over the cache's entry bound (64 KiB), or cannot be made."),
 		writeBatches:  d("acgs_cache_l2_write_batches_total", "Write-behind pipelines that wrote at least one decision to L2."),
 		writeEntries:  d("acgs_cache_l2_written_entries_total", "Decisions written to L2 by the write-behind batcher."),
 		epoch:         d("acgs_cache_epoch", "Cache epoch; it is bumped when the cache is emptied, so older L2 entries are no longer read."),
