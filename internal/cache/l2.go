@@ -693,6 +693,8 @@ func (l *l2) result(k Key, rk string, epoch uint64, b []byte, err error) (Value,
 	return v, true
 }
 
+// enqueue queues v for the write-behind, or drops it (counted) when the
+// queue is full in entries or bytes. Set gives v its JSON alone.
 func (l *l2) enqueue(k Key, v Value) {
 	n := queuedSize(v)
 	if l.queuedBytes.Add(n) > maxQueuedBytes {
@@ -716,7 +718,7 @@ func (l *l2) enqueue(k Key, v Value) {
 const maxQueuedBytes = 32 << 20
 
 // queuedSize is what an entry counts toward maxQueuedBytes: its JSON and
-// the rest of the entry.
+// the rest of the entry (Set queues no decoded result).
 func queuedSize(v Value) int64 { return int64(len(v.JSON)) + 128 }
 
 // flushLoop is the one write-behind goroutine: it sends a pipeline when

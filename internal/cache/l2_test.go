@@ -479,6 +479,45 @@ func TestWriteBehindQueueIsBoundedInBytes(t *testing.T) {
 	}
 }
 
+// TestWriteBehindQueueHoldsJSONOnly: a queued write-behind entry keeps what
+// the L2 write needs, the JSON, and not the decoded result, which is
+// several times its size and not what maxQueuedBytes counts. A value given
+// without its JSON is queued with its result's encoding.
+func TestWriteBehindQueueHoldsJSONOnly(t *testing.T) {
+	c, err := New(context.Background(), Config{Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	// An L2 whose queue nobody drains: what Set queues stays there to be read.
+	l := &l2{t: c, queue: make(chan pending, 1)}
+	c.l2 = l
+	t.Cleanup(func() { c.l2 = nil }) // before Close, which would stop an L2 that never started
+	with, without := decisionWithJSON(t, true), decision(t, false)
+	tests := []struct {
+		name string
+		v    Value
+		json string // what is queued
+	}{
+		{"with JSON", with, string(with.JSON)},
+		{"without JSON", without, mustJSON(without.Result)},
+		{"undefined", Value{}, ""},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c.Set(key(t, i), tt.v)
+			p, n := <-l.queue, l.queuedBytes.Swap(0)
+			if p.v.Result != nil || string(p.v.JSON) != tt.json || p.v.Defined != tt.v.Defined {
+				t.Fatalf("queued defined %v, JSON %s and result %v; want defined %v and JSON %s alone",
+					p.v.Defined, p.v.JSON, p.v.Result != nil, tt.v.Defined, tt.json)
+			}
+			if n != int64(len(tt.json))+128 {
+				t.Fatalf("queued entry counted %d bytes, want %d", n, len(tt.json)+128)
+			}
+		})
+	}
+}
+
 func TestCloseFlushesPendingWrites(t *testing.T) {
 	r := startRedis(t)
 	a := newCache(t, r.URL(), func(c *Config) {

@@ -282,7 +282,9 @@ func (t *Tiered) Set(k Key, v Value) {
 	}
 	t.l1.Set(k, l1Entry{v: t.values.intern(v), ttl: t.cfg.TTL})
 	if t.l2 != nil && !t.closed.Load() {
-		t.l2.enqueue(k, v)
+		// The L2 write needs the JSON alone (seal): the decoded result,
+		// several times larger, is not kept in the queue.
+		t.l2.enqueue(k, Value{Defined: v.Defined, JSON: enc})
 	}
 }
 
