@@ -253,7 +253,6 @@ func TestBatchMalformed(t *testing.T) {
 		{"two bodies", "", `{"inputs":{}}{"inputs":{}}`, nil, 400, "invalid_parameter", "after the JSON value"},
 		{"invalid utf-8", "", "{\"inputs\":{\"a\":\"\xff\"}}", nil, 400, "invalid_parameter", "UTF-8"},
 		{"too deep", "", `{"inputs":{"a":` + strings.Repeat("[", 80) + strings.Repeat("]", 80) + `}}`, nil, 400, "invalid_parameter", "MAX_REQUEST_DEPTH"},
-		{"empty path segment", "/v1/batch/data/acgs//main", `{"inputs":{}}`, nil, 400, "invalid_parameter", ""},
 		{"xml", "", `{"inputs":{}}`, map[string]string{"Content-Type": "application/xml"}, 415, "unsupported_media_type", ""},
 		{"over MAX_REQUEST_BYTES", "", `{"inputs":{"a":"` + strings.Repeat("x", 5000) + `"}}`, nil, 413, "request_too_large", "MAX_REQUEST_BYTES"},
 	} {

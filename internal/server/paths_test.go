@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/acgs-lite/acgs/internal/config"
 )
 
 // TestDataPaths: a path segment that is an integer is a number, as OPA's
@@ -90,22 +92,60 @@ func TestEvaluationErrorDetails(t *testing.T) {
 	}
 }
 
-// TestPathSpellings: a path that cleans to a route's (a trailing slash, a
-// doubled one, a dot segment) is the same route, so an ACGS request to the
-// decision path so spelled is still answered in the ACGS dialect (not read
-// as an OPA body without input).
+// TestPathSpellings: a path that is not clean (a doubled slash, a dot
+// segment) is redirected to its clean spelling with 307, which keeps the
+// method and the body, and a route's path with a trailing slash to the path
+// without it with 301, as OPA's server answers both; the query is kept, and
+// Location is the escaped path (not escaped twice, nor unescaped). These
+// paths used to be answered: the exact routes' cleaned, the others refused
+// (an empty segment) or read as another document (zz/.. as the keys).
 func TestPathSpellings(t *testing.T) {
-	h := mustOpen(t)
-	body := `{"type":"action_authorization","constitutional_hash":"cdd01ef066bc6cf2","action":"data.read_public"}`
-	plain := h.do(t, "POST", "/v1/data/acgs/main/decision", strings.NewReader(body), nil)
-	for _, p := range []string{"/v1/data/acgs/main/decision/", "/v1/data/acgs/main/decision//", "/v1/data//acgs/main/decision", "/v1/data/acgs/x/../main/decision"} {
-		r := h.do(t, "POST", p, strings.NewReader(body), nil)
-		if _, acgs := r.obj["allow"]; plain.code != 200 || r.code != 200 || !acgs || r.obj["allow"] != plain.obj["allow"] || r.obj["compliance_score"] != plain.obj["compliance_score"] {
-			t.Errorf("%s: %d %s\nwithout: %d %s", p, r.code, r.body, plain.code, plain.body)
-		}
-	}
-	if r := h.do(t, "GET", "/health/", nil, nil); r.code != 200 {
-		t.Errorf("GET /health/: %d %s", r.code, r.body)
+	h := mustOpen(t, func(c *config.Config) { c.AdminTok = []string{adminToken} })
+	withTestPolicy(t, h)
+	acgs := `{"type":"action_authorization","constitutional_hash":"cdd01ef066bc6cf2","action":"data.read_public"}`
+	for _, tc := range []struct {
+		method, path, body string
+		code               int
+		location           string // "" for none
+	}{
+		{"POST", "/v1/data/acgs//main/decision", acgs, 307, "/v1/data/acgs/main/decision"},
+		{"POST", "/v1/data//acgs/main/decision", `{"input":{}}`, 307, "/v1/data/acgs/main/decision"},
+		{"POST", "/v1/data/acgs/./main/decision", acgs, 307, "/v1/data/acgs/main/decision"},
+		{"POST", "/v1/data/acgs/zz/../main/decision", acgs, 307, "/v1/data/acgs/main/decision"},
+		{"POST", "/v1/data/t/echo/.", `{"input":{}}`, 307, "/v1/data/t/echo"},
+		{"POST", "/v1/data/t/./echo/", `{"input":{}}`, 307, "/v1/data/t/echo/"},
+		{"GET", "/v1/data//t/echo?input=%7B%7D", "", 307, "/v1/data/t/echo?input=%7B%7D"},
+		{"POST", "/v0/data/t//arr/1", `{}`, 307, "/v0/data/t/arr/1"},
+		{"POST", "/v1/batch/data/t//echo", `{"inputs":{}}`, 307, "/v1/batch/data/t/echo"},
+		{"POST", "/v1/data/t/obj/a%2Fb//x", `{"input":{}}`, 307, "/v1/data/t/obj/a%2Fb/x"},
+		{"POST", "/nope//x", `{}`, 307, "/nope/x"},
+		{"GET", "/health//", "", 307, "/health/"},
+		{"POST", "/v1/data/acgs/main/decision/", acgs, 301, "/v1/data/acgs/main/decision"},
+		{"GET", "/v1/data/t/echo/?input=%7B%7D", "", 301, "/v1/data/t/echo?input=%7B%7D"},
+		{"POST", "/v1/data/", `{"input":{}}`, 301, "/v1/data"},
+		{"POST", "/v1/data/t/obj/a%3Fb/", `{"input":{}}`, 301, "/v1/data/t/obj/a%3Fb"},
+		{"GET", "/health/", "", 301, "/health"},
+		{"GET", "/health/live/", "", 301, "/health/live"},
+		{"GET", "/v1/policies/", "", 301, "/v1/policies"},
+		{"PUT", "/health/", "", 405, ""},
+		{"GET", "/nope/", "", 404, ""},
+		{"GET", "/debug/pprof/", "", 200, ""},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			r := h.do(t, tc.method, tc.path, strings.NewReader(tc.body), map[string]string{"Authorization": "Bearer " + adminToken})
+			if r.code != tc.code || r.hdr.Get("Location") != tc.location {
+				t.Fatalf("status %d Location %q, want %d %q: %s", r.code, r.hdr.Get("Location"), tc.code, tc.location, r.body)
+			}
+			if r.code != 307 || !strings.HasPrefix(tc.path, "/v") || strings.HasSuffix(tc.location, "/") || strings.Contains(tc.location, "%2F") {
+				return
+			}
+			// Followed with the same method and body (curl -L), it is
+			// answered, in the dialect the body speaks.
+			got := h.do(t, tc.method, tc.location, strings.NewReader(tc.body), nil)
+			if _, isACGS := got.obj["allow"]; got.code != 200 || isACGS != strings.HasPrefix(tc.body, `{"type"`) {
+				t.Fatalf("followed: %d %s", got.code, got.body)
+			}
+		})
 	}
 }
 

@@ -119,6 +119,55 @@ type route struct {
 	methods map[string]http.HandlerFunc
 }
 
+// slashRedirect reports whether the route's paths with a trailing slash
+// are redirected to the path without it: every route's but pprof's, whose
+// index is /debug/pprof/ (OPA's server mounts pprof without the redirect
+// too).
+func (rt *route) slashRedirect() bool { return rt != unknownRoute && rt.name != "pprof" }
+
+// redirect answers with a redirect to the escaped path to, with the
+// request's query. Location is written as it is, already escaped: Go's
+// ServeMux escapes the escaped path again there (a%2Fb/ to a%252Fb) and
+// OPA's trailing-slash redirect writes the unescaped one (a%2Fb/ to a/b),
+// either naming another document than the one asked for; and neither
+// drops the query, which holds a GET's input (OPA's 301 does).
+func redirect(w http.ResponseWriter, to, rawQuery string, code int) {
+	if rawQuery != "" {
+		to += "?" + rawQuery
+	}
+	h := w.Header()
+	h["Location"] = []string{to}
+	h["Content-Type"] = jsonContentType
+	w.WriteHeader(code)
+}
+
+// isClean reports whether the escaped path p is its own cleanPath (the
+// common case, without cleanPath's allocation).
+func isClean(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	return !strings.Contains(p, "//") && !strings.Contains(p, "/./") && !strings.Contains(p, "/../") &&
+		!strings.HasSuffix(p, "/.") && !strings.HasSuffix(p, "/..")
+}
+
+// cleanPath is the canonical form of the escaped path p, as Go's ServeMux
+// makes it: . and .. segments resolved, slashes single, a trailing slash
+// kept.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np
+}
+
 // ServeHTTP routes a request. Routing is a switch rather than a pattern mux
 // so that unknown paths and wrong methods get OPA's error body, not text.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -152,6 +201,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.d.Metrics.ObserveHTTP(name, sw.code(), lat)
 	}()
+	if r.Method != http.MethodConnect {
+		// A path that is not clean (a doubled slash, a . or .. segment)
+		// is redirected to its clean spelling, as OPA's router (Go's
+		// ServeMux) does: 307, which keeps the method and the body, so a
+		// client that follows redirects gets the document the clean path
+		// names, and no handler ever reads an unclean path.
+		if esc := r.URL.EscapedPath(); !isClean(esc) {
+			name = "redirect"
+			redirect(sw, cleanPath(esc), r.URL.RawQuery, http.StatusTemporaryRedirect)
+			return
+		}
+	}
 	rt := s.match(r.URL.Path)
 	name = rt.name
 	handler, ok := rt.methods[r.Method]
@@ -172,6 +233,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		sw.Header().Set("Allow", strings.Join(sortStrings(allow), ", "))
 		writeError(sw, apierror.New(apierror.MethodNotAllowed, "method %s is not allowed on %s", r.Method, r.URL.Path))
+		return
+	}
+	if p := r.URL.Path; rt.slashRedirect() && len(p) > 1 && p[len(p)-1] == '/' {
+		// OPA's server answers a route's path with a trailing slash by
+		// a redirect to the path without it (301, as its handlers'
+		// TrailingSlashRedirectHandler), after the method check.
+		esc := r.URL.EscapedPath()
+		redirect(sw, esc[:len(esc)-1], r.URL.RawQuery, http.StatusMovedPermanently)
 		return
 	}
 	if s.d.DecisionLog != nil {
@@ -238,12 +307,13 @@ func (s *Server) match(p string) *route {
 	if rt, ok := s.exact[p]; ok {
 		return rt
 	}
-	// A path that cleans to a route's (a trailing slash, a doubled one, a
-	// dot segment) names the same resource: OPA's server redirects there.
-	// POST …/acgs/main/decision/ is still the ACGS dialect's route, not the
-	// generic data route that would read its body as OPA's.
-	if c := path.Clean(p); c != p {
-		if rt, ok := s.exact[c]; ok {
+	// A route's path with a trailing slash is the route's, which
+	// ServeHTTP redirects to the path without it, as OPA's server does
+	// (…/acgs/main/decision/ to the ACGS route, not the generic data
+	// route). An unclean path (a doubled slash, a dot segment) never
+	// comes here: it was redirected to its clean spelling.
+	if n := len(p); n > 1 && p[n-1] == '/' {
+		if rt, ok := s.exact[p[:n-1]]; ok {
 			return rt
 		}
 	}
