@@ -5,8 +5,9 @@
 // decision may be cached (the engine does).
 package cache
 
-// Key is the 128-bit XXH3 key of one decision: revision, path and the
-// canonical encoding of the input.
+// Key is the 128-bit key of one decision: SHA-256, truncated to 128 bits,
+// of the revision, path and canonical encoding of the input (Sum; XXH3
+// until 2026-12-05, see finishKey).
 type Key struct{ Hi, Lo uint64 }
 
 // Tier says where a cached decision came from.
@@ -57,7 +58,7 @@ type Stats struct {
 	L2Hits, L2Misses uint64
 	L2Errors         uint64 // Redis errors and timeouts on reads and writes
 	L2Rejected       uint64 // entries that failed signature or decoding checks
-	L2Skipped        uint64 // L1 misses not looked up in L2: not connected or breaker open
+	L2Skipped        uint64 // L1 misses not looked up in L2: not connected, breaker open, or too many reads given up still running
 	L1Entries        int
 	L1Capacity       int
 	L1Evictions      uint64
@@ -65,7 +66,7 @@ type Stats struct {
 	WriteQueueLen    int
 	WriteQueueCap    int
 	WriteDropped     uint64 // write-behind entries dropped because the queue was full
-	WriteSkipped     uint64 // dequeued entries not written: L2 unavailable, epoch flushed, expired or not encodable
+	WriteSkipped     uint64 // dequeued entries not written: L2 unavailable, epoch flushed or expired
 	WriteBatches     uint64 // write-behind pipelines that wrote at least one entry to Redis
 	WriteEntries     uint64 // entries written to Redis
 	L2RoundTrips     uint64 // read round trips to Redis (an MGET of many keys counts once)

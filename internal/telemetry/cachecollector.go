@@ -27,11 +27,13 @@ type cacheCollector struct {
 	l1Evictions           *prometheus.Desc
 	l2Errors, l2Rejected  *prometheus.Desc
 	l2RoundTrips          *prometheus.Desc
+	l2Skipped             *prometheus.Desc
 	l2Enabled, l2Up       *prometheus.Desc
 	breakerState          *prometheus.Desc
 	queueEntries          *prometheus.Desc
 	queueCapacity         *prometheus.Desc
 	writeDropped          *prometheus.Desc
+	writeSkipped          *prometheus.Desc
 	oversize              *prometheus.Desc
 	writeBatches          *prometheus.Desc
 	writeEntries          *prometheus.Desc
@@ -44,19 +46,21 @@ func newCacheCollector() *cacheCollector {
 	}
 	return &cacheCollector{
 		hits:          d("acgs_cache_hits_total", "Decision cache lookups answered, by tier (l1, l2).", "tier"),
-		misses:        d("acgs_cache_misses_total", "Decision cache lookups not answered, by tier (l1, l2). Every L1 miss is looked up in L2 when L2 is enabled.", "tier"),
+		misses:        d("acgs_cache_misses_total", "Decision cache lookups not answered, by tier (l1, l2). An L1 miss is looked up in L2 when L2 is connected and its circuit breaker lets it; the others are counted in acgs_cache_l2_skipped_total.", "tier"),
 		l1Entries:     d("acgs_cache_l1_entries", "Decisions held in the in-process L1 cache."),
 		l1Capacity:    d("acgs_cache_l1_capacity_entries", "Maximum number of decisions the L1 cache holds."),
 		l1Evictions:   d("acgs_cache_l1_evictions_total", "Decisions evicted from L1 for size or expiry."),
 		l2Errors:      d("acgs_cache_l2_errors_total", "Redis errors and timeouts on L2 reads and writes."),
 		l2Rejected:    d("acgs_cache_l2_rejected_total", "L2 entries rejected because their signature or encoding did not check."),
 		l2RoundTrips:  d("acgs_cache_l2_roundtrips_total", "Read round trips to Redis; a pipelined multi-key read counts once."),
+		l2Skipped:     d("acgs_cache_l2_skipped_total", "L1 misses not looked up in L2: Redis not connected, the circuit breaker open, or too many reads given up at their deadline still running."),
 		l2Enabled:     d("acgs_cache_l2_enabled", "1 when an L2 (Redis) cache is configured, else 0."),
 		l2Up:          d("acgs_cache_l2_up", "1 when the configured L2 cache answers, 0 when it is down; absent when L2 is not configured."),
 		breakerState:  d("acgs_cache_l2_breaker_state", "State of the circuit breaker around L2: 0 closed, 1 half-open, 2 open; absent when L2 is not configured."),
 		queueEntries:  d("acgs_cache_write_queue_entries", "Decisions waiting in the write-behind queue to be written to L2."),
 		queueCapacity: d("acgs_cache_write_queue_capacity_entries", "Capacity of the write-behind queue."),
 		writeDropped:  d("acgs_cache_write_dropped_total", "Write-behind entries dropped because the queue was full."),
+		writeSkipped:  d("acgs_cache_write_skipped_total", "Write-behind entries taken from the queue but not written to L2: Redis not connected or the circuit breaker open, the cache flushed since, or the entry expired."),
 		oversize:      d("acgs_cache_oversize_total", "Decisions answered but not cached: their JSON is over the cache's entry bound (64 KiB), or cannot be made."),
 		writeBatches:  d("acgs_cache_l2_write_batches_total", "Write-behind pipelines that wrote at least one decision to L2."),
 		writeEntries:  d("acgs_cache_l2_written_entries_total", "Decisions written to L2 by the write-behind batcher."),
@@ -68,8 +72,8 @@ func newCacheCollector() *cacheCollector {
 func (c *cacheCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.hits, c.misses, c.l1Entries, c.l1Capacity, c.l1Evictions,
-		c.l2Errors, c.l2Rejected, c.l2RoundTrips, c.l2Enabled, c.l2Up,
-		c.breakerState, c.queueEntries, c.queueCapacity, c.writeDropped, c.oversize,
+		c.l2Errors, c.l2Rejected, c.l2RoundTrips, c.l2Skipped, c.l2Enabled, c.l2Up,
+		c.breakerState, c.queueEntries, c.queueCapacity, c.writeDropped, c.writeSkipped, c.oversize,
 		c.writeBatches, c.writeEntries, c.epoch,
 	} {
 		ch <- d
@@ -100,6 +104,7 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.l2Errors, s.L2Errors)
 	counter(c.l2Rejected, s.L2Rejected)
 	counter(c.l2RoundTrips, s.L2RoundTrips)
+	counter(c.l2Skipped, s.L2Skipped)
 	gauge(c.l2Enabled, boolFloat(s.L2Enabled))
 	if s.L2Enabled {
 		// Absent rather than 0 without L2, so that "acgs_cache_l2_up == 0"
@@ -112,6 +117,7 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.queueEntries, float64(s.WriteQueueLen))
 	gauge(c.queueCapacity, float64(s.WriteQueueCap))
 	counter(c.writeDropped, s.WriteDropped)
+	counter(c.writeSkipped, s.WriteSkipped)
 	counter(c.oversize, s.Oversize)
 	counter(c.writeBatches, s.WriteBatches)
 	counter(c.writeEntries, s.WriteEntries)
