@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -209,5 +210,60 @@ func TestL2ReconnectsWhenADialOutlastsL2Timeout(t *testing.T) {
 	}
 	if s := a.Stats(); s.L2Errors == 0 {
 		t.Fatalf("no request met the lost connections: %+v", s)
+	}
+}
+
+// TestAwaitGivesUpAtTheDeadline: await returns a call's result when it
+// comes in time, gives up at the deadline of one that does not, counts it
+// as abandoned until it returns, and reads skip L2 while maxAbandoned are.
+func TestAwaitGivesUpAtTheDeadline(t *testing.T) {
+	var abandoned atomic.Int64
+	tests := []struct {
+		name     string
+		delay    time.Duration // how long the call takes
+		deadline time.Duration
+		ok       bool
+	}{
+		{"in time", 0, time.Second, true},
+		{"late", time.Second, 20 * time.Millisecond, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			release := make(chan struct{})
+			ctx, cancel := context.WithTimeout(context.Background(), tt.deadline)
+			defer cancel()
+			start := time.Now()
+			got, ok := await(ctx, &abandoned, func() int {
+				select {
+				case <-release:
+				case <-time.After(tt.delay):
+				}
+				return 42
+			})
+			took := time.Since(start)
+			if ok != tt.ok || ok && got != 42 {
+				t.Fatalf("await = %d, %v; want ok %v", got, ok, tt.ok)
+			}
+			if !ok {
+				if took > 500*time.Millisecond {
+					t.Fatalf("gave up after %s, deadline %s", took, tt.deadline)
+				}
+				if n := abandoned.Load(); n != 1 {
+					t.Fatalf("%d calls counted as abandoned, want 1", n)
+				}
+			}
+			close(release)
+			eventually(t, 5*time.Second, "the abandoned call counted out", func() bool { return abandoned.Load() == 0 })
+		})
+	}
+
+	r := startRedis(t)
+	c := newCache(t, r.URL())
+	eventually(t, 5*time.Second, "connected", func() bool { return c.Stats().L2Healthy })
+	c.l2.abandoned.Store(maxAbandoned)
+	c.Get(context.Background(), key(t, 1))
+	c.l2.abandoned.Store(0)
+	if s := c.Stats(); s.L2Skipped != 1 || s.L2RoundTrips != 0 {
+		t.Fatalf("with %d reads abandoned: %+v, want the lookup skipped", maxAbandoned, s)
 	}
 }
