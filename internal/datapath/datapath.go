@@ -6,6 +6,7 @@ package datapath
 
 import (
 	"errors"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -18,7 +19,10 @@ import (
 // Parse turns an API path ("acgs/main/decision", "" for the whole
 // document) into a data reference, refusing empty segments. A segment that
 // is an integer is a number, as OPA's server reads it: x/arr/1 is
-// data.x.arr[1], the second element of an array.
+// data.x.arr[1], the second element of an array. A segment's escapes are
+// undone (Segment makes them), as OPA's server unescapes each segment of
+// a request's path: x/a%2Fb is data.x["a/b"], one key holding a slash; a
+// % that begins no escape is itself.
 func Parse(path string) (ast.Ref, error) {
 	if err := Check(path); err != nil {
 		return nil, err
@@ -29,6 +33,11 @@ func Parse(path string) (ast.Ref, error) {
 		return ref, nil
 	}
 	for _, seg := range strings.Split(path, "/") {
+		if strings.Contains(seg, "%") {
+			if u, err := url.PathUnescape(seg); err == nil {
+				seg = u
+			}
+		}
 		if i, ok := util.Atoi64(seg); ok {
 			ref = append(ref, ast.InternedTerm(i))
 		} else {
@@ -47,13 +56,24 @@ func Check(path string) error {
 	return nil
 }
 
+// Segment is the path segment that names the key: the key with its % and
+// / escaped (%25, %2F), so that a key holding a slash is one segment, not
+// two, and one holding an escape's text is not unescaped by Parse.
+func Segment(key string) string {
+	if !strings.ContainsAny(key, "%/") {
+		return key
+	}
+	return strings.ReplaceAll(strings.ReplaceAll(key, "%", "%25"), "/", "%2F")
+}
+
 // ErrNoPath is returned by Of for a reference no path names.
 var ErrNoPath = errors.New("no API path names this reference")
 
 // Of returns the API path of a data reference (data.a.b is a/b): Parse's
-// inverse. A reference with a computed part, a number that is not an
-// integer, or a string that Parse would read as a number ("1") or that
-// holds a slash has no path.
+// inverse, each string key written as Segment writes it (data.a["b/c"]
+// is a/b%2Fc). A reference with a computed part, a number that is not an
+// integer, or a string that is empty or that Parse would read as a number
+// ("1") has no path.
 func Of(ref ast.Ref) (string, error) {
 	if len(ref) == 0 || !ref[0].Equal(ast.DefaultRootDocument) {
 		return "", ErrNoPath
@@ -63,10 +83,10 @@ func Of(ref ast.Ref) (string, error) {
 		switch v := t.Value.(type) {
 		case ast.String:
 			s := string(v)
-			if _, isInt := util.Atoi64(s); isInt || s == "" || strings.Contains(s, "/") {
+			if _, isInt := util.Atoi64(s); isInt || s == "" {
 				return "", ErrNoPath
 			}
-			parts = append(parts, s)
+			parts = append(parts, Segment(s))
 		case ast.Number:
 			i, ok := v.Int64()
 			if !ok {

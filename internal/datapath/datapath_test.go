@@ -20,6 +20,13 @@ func TestParseAndOf(t *testing.T) {
 		{"x/01", `data.x[1]`},
 		{"x//y", ""},
 		{"//x", "data.x"},
+		// Escapes are undone segment by segment, as OPA's server does.
+		{"x/a%2Fb", `data.x["a/b"]`},
+		{"x/a%2fb/c", `data.x["a/b"].c`},
+		{"x/a%252Fb", `data.x["a%2Fb"]`},
+		{"x/%31", "data.x[1]"},
+		{"x/100%", `data.x["100%"]`},
+		{"x/%zz", `data.x["%zz"]`},
 	} {
 		ref, err := Parse(tc.path)
 		if cerr := Check(tc.path); (cerr == nil) != (err == nil) {
@@ -40,8 +47,13 @@ func TestParseAndOf(t *testing.T) {
 	}{
 		{"data.acgs.main.decision", "acgs/main/decision"},
 		{"data.x.arr[1]", "x/arr/1"},
-		{`data.x["1"]`, ""}, // Parse would read 1 as a number
-		{`data.x["a/b"]`, ""},
+		{`data.x["1"]`, ""},          // Parse would read 1 as a number
+		{`data.x["a/b"]`, "x/a%2Fb"}, // one key holding a slash: one segment
+		{`data.x["a/b"].c`, "x/a%2Fb/c"},
+		{`data.x["100%"]`, "x/100%25"},
+		{`data.x["a%2Fb"]`, "x/a%252Fb"},
+		{`data.x["%31"]`, "x/%2531"},
+		{`data.x[""]`, ""},
 		{"data.x[1.5]", ""},
 		{"data.x[y]", ""},
 	} {

@@ -17,14 +17,23 @@ import (
 )
 
 // dataPath extracts the data path after a route prefix such as /v1/data
-// (routeRest) and checks that it names a document. An escaped slash inside
-// a segment (a%2Fb, the key "a/b" to OPA) is refused: the service's paths
-// are the segments joined by slashes, and it would name another document.
+// (routeRest) and checks that it names a document. Each segment is
+// unescaped on its own, as OPA's server reads a path, and written back as
+// datapath.Segment writes a key: a segment holding an escaped slash
+// (a%2Fb) is the single key "a/b" (the path a%2Fb), never the two keys a
+// and b, another document.
 func dataPath(r *http.Request, prefix string) (string, error) {
-	if strings.Contains(strings.ToUpper(r.URL.RawPath), "%2F") {
-		return "", apierror.New(apierror.InvalidParameter, "invalid path %q: a segment holding an escaped slash (%%2F) is not supported", r.URL.RawPath)
+	p := strings.Trim(routeRest(r, prefix), "/")
+	if strings.Contains(p, "%") {
+		segs := strings.Split(p, "/")
+		for i, seg := range segs {
+			if u, err := url.PathUnescape(seg); err == nil {
+				seg = u
+			}
+			segs[i] = datapath.Segment(seg)
+		}
+		p = strings.Join(segs, "/")
 	}
-	p := requestPath(r, prefix)
 	if err := datapath.Check(p); err != nil {
 		return "", err
 	}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"path"
 	"strconv"
 	"strings"
@@ -213,7 +214,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	rt := s.match(r.URL.Path)
+	rt := s.match(r.URL)
 	name = rt.name
 	handler, ok := rt.methods[r.Method]
 	if !ok && r.Method == http.MethodHead {
@@ -301,9 +302,13 @@ type prefixRoute struct {
 
 var unknownRoute = &route{name: "unknown"}
 
-// match returns the route of path p from the table buildRoutes made (no
+// match returns the route of u's path from the table buildRoutes made (no
 // allocation on the request path).
-func (s *Server) match(p string) *route {
+func (s *Server) match(u *url.URL) *route {
+	p := u.Path
+	if u.RawPath != "" && hasEscapedSlash(u.RawPath) {
+		return s.matchSegments(u.EscapedPath())
+	}
 	if rt, ok := s.exact[p]; ok {
 		return rt
 	}
@@ -323,6 +328,52 @@ func (s *Server) match(p string) *route {
 		}
 	}
 	return unknownRoute
+}
+
+// hasEscapedSlash reports whether the escaped path p holds %2F (or %2f).
+func hasEscapedSlash(p string) bool {
+	for i := 0; i+2 < len(p); i++ {
+		if p[i] == '%' && p[i+1] == '2' && (p[i+2] == 'F' || p[i+2] == 'f') {
+			return true
+		}
+	}
+	return false
+}
+
+// matchSegments routes the escaped path esc of which a segment holds an
+// escaped slash. OPA's router matches a path segment by segment, each
+// unescaped on its own: a%2Fb is one segment, "a/b", which no segment of
+// a route is. So no exact route matches (acgs%2Fmain%2Fdecision is not
+// the decision route, whose unescaped path it spells), and a prefixed
+// route only when the path's first segments are its prefix's.
+func (s *Server) matchSegments(esc string) *route {
+	for _, pr := range s.prefixed {
+		if segmentsUnder(esc, pr.prefix) {
+			return pr.rt
+		}
+	}
+	return unknownRoute
+}
+
+// segmentsUnder reports whether the escaped path esc begins with the
+// segments of prefix (unescaped, with a final slash: /v1/data/), each
+// segment of esc unescaped on its own.
+func segmentsUnder(esc, prefix string) bool {
+	rest, ok := strings.CutPrefix(esc, "/")
+	if !ok {
+		return false
+	}
+	for seg := range strings.SplitSeq(strings.Trim(prefix, "/"), "/") {
+		i := strings.IndexByte(rest, '/')
+		if i < 0 {
+			return false
+		}
+		if u, err := url.PathUnescape(rest[:i]); err != nil || u != seg {
+			return false
+		}
+		rest = rest[i+1:]
+	}
+	return true
 }
 
 // admin guards a handler with the admin bearer token. Without a configured
