@@ -111,9 +111,7 @@ func (s *Server) acgsBody(dst []byte, d decided, lat time.Duration) ([]byte, err
 		return b, nil
 	}
 	var out bytes.Buffer
-	enc := json.NewEncoder(&out)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(s.acgsResponse(d, lat)); err != nil {
+	if err := json.NewEncoder(&out).Encode(s.acgsResponse(d, lat)); err != nil { // HTML-escaped, as the cached JSON appendACGSFast copies
 		return dst, apierror.Wrap(apierror.InternalError, err, "encoding response: %v", err)
 	}
 	return append(dst, bytes.TrimSuffix(out.Bytes(), []byte("\n"))...), nil
@@ -144,9 +142,9 @@ func (s *Server) appendACGSFast(dst []byte, d decided, lat time.Duration) ([]byt
 	}
 	tier := d.Source.CacheTier()
 	dst = append(dst, `{"decision_id":`...)
-	dst = jsonenc.AppendString(dst, d.ID, false)
+	dst = jsonenc.AppendString(dst, d.ID, true)
 	dst = append(dst, `,"policy_revision":`...)
-	dst = jsonenc.AppendString(dst, d.Revision, false)
+	dst = jsonenc.AppendString(dst, d.Revision, true)
 	dst = append(dst, `,"cache_hit":`...)
 	dst = strconv.AppendBool(dst, tier != "none")
 	dst = append(dst, `,"cache_tier":"`...)
@@ -198,15 +196,15 @@ func (s *Server) acgsFastOK(d decided) bool {
 func (s *Server) appendACGSOverloaded(dst []byte, d decided, lat time.Duration) []byte {
 	msg := apierror.As(d.Err).Message
 	dst = append(dst, `{"allow":false,"code":"overloaded","message":`...)
-	dst = jsonenc.AppendString(dst, msg, false)
+	dst = jsonenc.AppendString(dst, msg, true)
 	dst = append(dst, `,"compliance_score":0,"constitutional_hash":`...)
-	dst = jsonenc.AppendString(dst, s.hash, false)
+	dst = jsonenc.AppendString(dst, s.hash, true)
 	dst = append(dst, `,"reasons":[`...)
-	dst = jsonenc.AppendString(dst, "Not evaluated: "+msg, false)
+	dst = jsonenc.AppendString(dst, "Not evaluated: "+msg, true)
 	dst = append(dst, `],"evaluation_details":{},"decision_id":`...)
-	dst = jsonenc.AppendString(dst, d.ID, false)
+	dst = jsonenc.AppendString(dst, d.ID, true)
 	dst = append(dst, `,"policy_revision":`...)
-	dst = jsonenc.AppendString(dst, d.Revision, false)
+	dst = jsonenc.AppendString(dst, d.Revision, true)
 	dst = append(dst, `,"cache_hit":false,"cache_tier":"none","partial_evaluation":false,"latency_ms":`...)
 	dst = strconv.AppendFloat(dst, math.Round(float64(lat.Nanoseconds())/1e3)/1e3, 'f', -1, 64)
 	dst = append(dst, '}')

@@ -169,7 +169,7 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 			if mixed {
 				status = http.StatusInternalServerError
 			}
-			item = appendErrorItem(nil, apierror.As(d.Err), status, true)
+			item = appendErrorItem(nil, apierror.As(d.Err), status)
 		} else {
 			var err error
 			if item, err = appendOPADecision(item, d); err != nil {
@@ -250,14 +250,14 @@ func writeBatchEnvelope[T ~[]byte](w http.ResponseWriter, status int, batchID st
 	}
 	b := make([]byte, 0, size)
 	b = append(b, `{"batch_decision_id":`...)
-	b = jsonenc.AppendString(b, batchID, false)
+	b = jsonenc.AppendString(b, batchID, true)
 	b = append(b, open...)
 	for n, i := range order {
 		if n > 0 {
 			b = append(b, ',')
 		}
 		if keyed {
-			b = jsonenc.AppendString(b, ids[i], false)
+			b = jsonenc.AppendString(b, ids[i], true)
 			b = append(b, ':')
 		}
 		b = append(b, items[i]...)
@@ -298,7 +298,7 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 		req, err := s.validateACGS(item)
 		if err != nil {
 			e := apierror.As(err)
-			responses[i] = appendErrorItem(nil, e, 0, false)
+			responses[i] = appendErrorItem(nil, e, 0)
 			codes[i] = e.Code.Status()
 			continue
 		}
@@ -362,19 +362,15 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 // {"code": ..., "message": ...}, as OPA words its errors, with "errors"
 // (the details, when the error has them) and "http_status_code" (when
 // status is not 0) between them, where encoding/json's sorted keys put
-// them. escapeHTML as in AppendString: the OPA batch
-// has always escaped its error items as json.Marshal does, the ACGS batch
-// has not.
-func appendErrorItem(dst []byte, e *apierror.Error, status int, escapeHTML bool) []byte {
+// them, HTML-escaped as json.Marshal (and writeJSON) writes them.
+func appendErrorItem(dst []byte, e *apierror.Error, status int) []byte {
 	dst = append(dst, `{"code":`...)
-	dst = jsonenc.AppendString(dst, string(e.Code), escapeHTML)
+	dst = jsonenc.AppendString(dst, string(e.Code), true)
 	if len(e.Errors) > 0 {
 		// OPA's details (an evaluation error's code and location), as a
 		// single answer carries them; members in encoding/json's order.
 		var b bytes.Buffer
-		enc := json.NewEncoder(&b)
-		enc.SetEscapeHTML(escapeHTML)
-		if enc.Encode(e.Errors) == nil {
+		if json.NewEncoder(&b).Encode(e.Errors) == nil {
 			dst = append(dst, `,"errors":`...)
 			dst = append(dst, bytes.TrimSuffix(b.Bytes(), []byte{'\n'})...)
 		}
@@ -385,7 +381,7 @@ func appendErrorItem(dst []byte, e *apierror.Error, status int, escapeHTML bool)
 		dst = append(dst, '"')
 	}
 	dst = append(dst, `,"message":`...)
-	dst = jsonenc.AppendString(dst, e.Message, escapeHTML)
+	dst = jsonenc.AppendString(dst, e.Message, true)
 	return append(dst, '}')
 }
 

@@ -248,7 +248,7 @@ func queryOf(r *http.Request) url.Values {
 // encoded here when it has none.
 func appendOPADecision(b []byte, d decided) ([]byte, error) {
 	b = append(b, `{"decision_id":`...)
-	b = jsonenc.AppendString(b, d.ID, false)
+	b = jsonenc.AppendString(b, d.ID, true)
 	if !d.Defined {
 		return b, nil
 	}

@@ -14,12 +14,15 @@ import (
 var jsonContentType = []string{"application/json"}
 
 // writeJSON writes v with status; pretty indents like OPA's ?pretty.
+// Strings are HTML-escaped (<, > and & as \u003c, \u003e, \u0026), as
+// OPA's server writes every answer (encoding/json's default) and as the
+// decisions' cached JSON is: an answer is the same bytes whichever path
+// wrote it (the cache, ?pretty, v0, POST /, a batch).
 func writeJSON(w http.ResponseWriter, status int, v any, pretty bool) {
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	defer putBuf(buf)
 	enc := json.NewEncoder(buf)
-	enc.SetEscapeHTML(false)
 	if pretty {
 		enc.SetIndent("", "  ")
 	}
