@@ -171,36 +171,34 @@ rate_thresholds := sort({n |
 # Argument rules: every value of the arguments, with the key it is under
 # ---------------------------------------------------------------------------
 
-# [pointer, key, value] for every string in the arguments; key is the name
-# of the object member the string is under (for an array element, the
-# member holding the array), lower-cased; "" at the top level.
-argument_strings contains [pointer(p), key_of(p), v] if {
+# [path, key, value] for every string value in the arguments (path: the
+# walk path, made a JSON pointer only for a reason). key is the name of the
+# nearest object member the string is under, at any depth (array elements
+# count under the member holding the array, however deeply nested),
+# lower-cased with "-" read as "_" (so "X-Api-Key" is "x_api_key"); "" when
+# there is none.
+argument_strings contains [p, key_of(p), v] if {
 	walk(arguments, [p, v])
 	is_string(v)
 }
 
-key_of(p) := lower(p[count(p) - 1]) if {
+# [path, name] for every object member name in the arguments.
+argument_names contains [p, k] if {
+	walk(arguments, [p, _])
 	count(p) > 0
-	is_string(p[count(p) - 1])
+	k := p[count(p) - 1]
+	is_string(k)
 }
 
-key_of(p) := lower(p[count(p) - 2]) if {
-	count(p) > 1
-	not is_string(p[count(p) - 1])
-	is_string(p[count(p) - 2])
-}
+# Every string passed to the tool, values and member names alike: what the
+# rules that look at "any string" (file URLs, URLs, shell syntax, secrets)
+# read.
+any_strings contains [p, v] if argument_strings[[p, _, v]]
 
-key_of(p) := "" if {
-	count(p) > 0
-	not is_string(p[count(p) - 1])
-	not has_string_parent(p)
-}
+any_strings contains [p, k] if argument_names[[p, k]]
 
-key_of(p) := "" if count(p) == 0
-
-has_string_parent(p) if {
-	count(p) > 1
-	is_string(p[count(p) - 2])
+key_of(p) := replace(lower(ks[count(ks) - 1]), "-", "_") if {
+	ks := array.concat([""], [k | some k in p; is_string(k)])
 }
 
 # RFC 6901 JSON pointer of a walk path.
@@ -226,15 +224,15 @@ file_roots := cfg.file_roots if not cfg.upstream_file_roots[upstream]
 
 file_roots := cfg.upstream_file_roots[upstream]
 
-path_arguments contains [ptr, v] if {
-	some [ptr, key, v] in argument_strings
+path_arguments contains [p, v] if {
+	argument_strings[[p, key, v]]
 	key in cfg.path_argument_names
 	v != ""
 }
 
 # file:// URLs anywhere are paths too.
-path_arguments contains [ptr, substring(v, 7, -1)] if {
-	some [ptr, _, v] in argument_strings
+path_arguments contains [p, substring(v, 7, -1)] if {
+	any_strings[[p, v]]
 	startswith(lower(v), "file://")
 }
 
@@ -267,22 +265,22 @@ under_a_root(v) if {
 	startswith(v, concat("", [r, "/"]))
 }
 
-deny_reasons contains sprintf("Argument '%s' %s", [ptr, path_violation(v)]) if {
-	some [ptr, v] in path_arguments
+deny_reasons contains sprintf("Argument '%s' %s", [pointer(p), path_violation(v)]) if {
+	path_arguments[[p, v]]
 }
 
 # --- shell commands ----------------------------------------------------------
 
-deny_reasons contains sprintf("Argument '%s' carries a shell command; tool '%s' may not run shell commands", [ptr, truncate(name)]) if {
+deny_reasons contains sprintf("Argument '%s' carries a shell command; tool '%s' may not run shell commands", [pointer(p), truncate(name)]) if {
 	not tool_in(cfg.shell_tools_allowed)
-	some [ptr, key, v] in argument_strings
+	argument_strings[[p, key, v]]
 	key in cfg.shell_argument_names
 	v != ""
 }
 
-deny_reasons contains sprintf("Argument '%s' contains shell syntax (%s)", [ptr, kind]) if {
+deny_reasons contains sprintf("Argument '%s' contains shell syntax (%s)", [pointer(p), kind]) if {
 	not tool_in(cfg.shell_tools_allowed)
-	some [ptr, _, v] in argument_strings
+	any_strings[[p, v]]
 	some kind, pattern in cfg.shell_patterns
 	regex.match(pattern, v)
 }
@@ -293,24 +291,24 @@ deny_reasons contains sprintf("Argument '%s' contains shell syntax (%s)", [ptr, 
 # and userinfo may not hold a backslash (so http://evil\@good is evil).
 url_pattern := `^[a-zA-Z][a-zA-Z0-9+.-]*://(?:[^@/?#\\]*@)?(\[[^\]]*\]|[^:/?#\\]*)`
 
-destinations contains [ptr, lower(m[1])] if {
-	some [ptr, _, v] in argument_strings
+destinations contains [p, lower(m[1])] if {
+	any_strings[[p, v]]
 	not startswith(lower(v), "file://")
 	some m in regex.find_all_string_submatch_n(url_pattern, v, 1)
 }
 
 # A string under a URL-named key that is not scheme://host... is still a
 # destination: its host is what comes before the first / ? # or :.
-destinations contains [ptr, lower(h)] if {
-	some [ptr, key, v] in argument_strings
+destinations contains [p, lower(h)] if {
+	argument_strings[[p, key, v]]
 	key in cfg.url_argument_names
 	not regex.match(`^[a-zA-Z][a-zA-Z0-9+.-]*:`, v)
 	v != ""
 	h := regex.split(`[/?#:\\]`, v)[0]
 }
 
-destinations contains [ptr, lower(h)] if {
-	some [ptr, key, v] in argument_strings
+destinations contains [p, lower(h)] if {
+	argument_strings[[p, key, v]]
 	key in cfg.host_argument_names
 	v != ""
 	h := host_of(v)
@@ -336,8 +334,8 @@ host_allowed(h) if {
 	glob.match(lower(pattern), null, bare_host(h))
 }
 
-deny_reasons contains sprintf("Argument '%s' reaches '%s', which is not in the network allow-list", [ptr, truncate(display_host(h))]) if {
-	some [ptr, h] in destinations
+deny_reasons contains sprintf("Argument '%s' reaches '%s', which is not in the network allow-list", [pointer(p), truncate(display_host(h))]) if {
+	destinations[[p, h]]
 	not host_allowed(h)
 }
 
@@ -348,16 +346,16 @@ display_host(h) := h if h != ""
 # --- secrets -----------------------------------------------------------------
 
 # The reasons never repeat the secret itself.
-deny_reasons contains sprintf("Argument '%s' looks like a secret (%s); secrets must not be passed to tools", [ptr, kind]) if {
+deny_reasons contains sprintf("Argument '%s' looks like a secret (%s); secrets must not be passed to tools", [pointer(p), kind]) if {
 	not tool_in(cfg.secret_tools_allowed)
-	some [ptr, _, v] in argument_strings
+	any_strings[[p, v]]
 	some kind, pattern in cfg.secret_patterns
 	regex.match(pattern, v)
 }
 
-deny_reasons contains sprintf("Argument '%s' carries a credential; tool '%s' may not receive credentials", [ptr, truncate(name)]) if {
+deny_reasons contains sprintf("Argument '%s' carries a credential; tool '%s' may not receive credentials", [pointer(p), truncate(name)]) if {
 	not tool_in(cfg.secret_tools_allowed)
-	some [ptr, key, v] in argument_strings
+	argument_strings[[p, key, v]]
 	key in cfg.secret_argument_names
 	v != ""
 }

@@ -499,3 +499,42 @@ test_several_violations_all_reported if {
 	count(d.reasons) == 3
 	d.evaluation_details.argument_violations == 3
 }
+
+# ---------------------------------------------------------------------------
+# Arguments: where a string is and what it is under
+# ---------------------------------------------------------------------------
+
+# A string in an array of arrays is still under the member holding the
+# outer array: every key-based rule sees it.
+test_nested_array_strings_keep_their_key if {
+	d := decide(args({"path": [["/etc/passwd"]]}))
+	d.reasons == ["Argument '/path/0/0' is outside the allowed file roots ('/etc/passwd')"]
+	some_reason_starts(decide(args({"command": [["rm -rf /"]]})), "Argument '/command/0/0' carries a shell command")
+	some_reason_starts(decide(args({"password": [["hunter2"]]})), "Argument '/password/0/0' carries a credential")
+	some_reason_starts(decide(args({"host": [["evil.com"]]})), "Argument '/host/0/0' reaches 'evil.com'")
+	some_reason_starts(decide(args({"url": [[["evil.com"]]]})), "Argument '/url/0/0/0' reaches 'evil.com'")
+	e := decide(args({"paths": [{"x": ["/etc/a"]}, ["/workspace/ok", ["/etc/b"]]]}))
+	e.reasons == [
+		"Argument '/paths/1/1/0' is outside the allowed file roots ('/etc/b')",
+	]
+}
+
+# Member names are strings passed to the tool too.
+test_member_names_are_scanned if {
+	d := decide(args({"AKIAIOSFODNN7EXAMPLE": "x"}))
+	d.outcome == "deny"
+	some_reason_starts(d, "Argument '/")
+	some r in d.reasons
+	contains(r, "looks like a secret (AWS access key id)")
+	some_reason_starts(decide(args({"opts": {"a; rm -rf /": 1}})), "Argument '/opts/a; rm -rf ~1' contains shell syntax")
+	some_reason_starts(decide(args({"http://evil.com/x": true})), "Argument '/http:~1~1evil.com~1x' reaches 'evil.com'")
+	decide(args({"ordinary name": "x"})).outcome == "allow"
+}
+
+test_credential_names_hyphens_and_headers if {
+	every k in ["Authorization", "Proxy-Authorization", "x-api-key", "X-Auth-Token", "api-key", "access-token", "client-secret"] {
+		d := decide(args({"headers": {k: "Bearer abc"}}))
+		d.reasons == [sprintf("Argument '/headers/%s' carries a credential; tool 'notes__echo' may not receive credentials", [k])]
+	}
+	some_reason_starts(decide(args({"file-path": "/etc/passwd"})), "Argument '/file-path' is outside")
+}
