@@ -75,27 +75,30 @@ func deepMerge(common, input any) any {
 	return out
 }
 
-// handleOPABatch serves Enterprise OPA's batch API.
+// handleOPABatch serves Enterprise OPA's batch API, reading its body as
+// Enterprise OPA decodes it (into {inputs, common_input}): other members
+// are ignored; a body without inputs (none, null, {}, {"inputs": null})
+// is answered 200 with its warning and no responses; common_input is
+// merged under the object inputs when it is an object, and ignored
+// otherwise.
 func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 	path, err := dataPath(r, "/v1/batch/data")
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	body, _, ok := s.readJSON(w, r, false)
+	body, _, ok := s.readJSON(w, r, true)
 	if !ok {
 		return
 	}
 	obj, ok := body.(map[string]any)
-	if !ok {
+	if !ok && body != nil {
 		writeError(w, apierror.New(apierror.InvalidParameter, "batch body must be an object like {\"inputs\": {\"id\": ...}}, got %s", jsonType(body)))
 		return
 	}
-	for k := range obj {
-		if k != "inputs" && k != "common_input" {
-			writeError(w, apierror.New(apierror.InvalidParameter, "unknown batch field %q (accepted: inputs, common_input)", k))
-			return
-		}
+	if obj["inputs"] == nil {
+		writeBatchWarning(w, telemetry.NewDecisionID(), boolParam(queryOf(r), "pretty"))
+		return
 	}
 	inputs, ok := obj["inputs"].(map[string]any)
 	if !ok {
@@ -106,16 +109,12 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apierror.New(apierror.RequestTooLarge, "batch has %d inputs, more than MAX_BATCH_ITEMS (%d)", len(inputs), s.cfg.Server.MaxBatchItems))
 		return
 	}
-	common, hasCommon := obj["common_input"]
-	if _, isObj := common.(map[string]any); hasCommon && !isObj && common != nil {
-		writeError(w, apierror.New(apierror.InvalidParameter, "batch field \"common_input\" must be an object, got %s", jsonType(common)))
-		return
-	}
+	common, hasCommon := obj["common_input"].(map[string]any)
 	ids := make([]string, 0, len(inputs))
 	items := make([]any, 0, len(inputs))
 	for id, in := range inputs {
 		if hasCommon {
-			in = deepMerge(common, in)
+			in = deepMerge(common, in) // an input that is not an object is as it is
 		}
 		if in == nil {
 			in = engine.NullInput // an item's value is its input, null too
@@ -169,7 +168,7 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 			if mixed {
 				status = http.StatusInternalServerError
 			}
-			item = appendErrorItem(nil, apierror.As(d.Err), status)
+			item = appendErrorItem(nil, apierror.As(d.Err), d.ID, status)
 		} else {
 			var err error
 			if item, err = appendOPADecision(item, d); err != nil {
@@ -198,6 +197,21 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 	}
 	writeBatch(w, status, batchID, ids, encoded)
 }
+
+// writeBatchWarning answers a batch request without inputs as Enterprise
+// OPA does: 200 with OPA's api_usage_warning naming the missing key, and
+// no responses.
+func writeBatchWarning(w http.ResponseWriter, batchID string, pretty bool) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"batch_decision_id": batchID,
+		"warning":           types.NewWarning(types.CodeAPIUsageWarn, msgInputsKeyMissing),
+	}, pretty)
+}
+
+// msgInputsKeyMissing is Enterprise OPA's warning of a batch without
+// inputs (its batchquery.MsgInputsKeyMissing), worded as OPA's
+// types.MsgInputKeyMissing is for a single request.
+const msgInputsKeyMissing = "'inputs' key missing from the request"
 
 // batchStatus is the HTTP status of a batch of n items of which failed
 // failed, shed of them for overload, after Enterprise OPA's batch API: 200
@@ -298,7 +312,7 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 		req, err := s.validateACGS(item)
 		if err != nil {
 			e := apierror.As(err)
-			responses[i] = appendErrorItem(nil, e, 0)
+			responses[i] = appendErrorItem(nil, e, "", 0) // refused before any decision
 			codes[i] = e.Code.Status()
 			continue
 		}
@@ -359,13 +373,19 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 }
 
 // appendErrorItem appends the batch item of a refused request:
-// {"code": ..., "message": ...}, as OPA words its errors, with "errors"
-// (the details, when the error has them) and "http_status_code" (when
-// status is not 0) between them, where encoding/json's sorted keys put
-// them, HTML-escaped as json.Marshal (and writeJSON) writes them.
-func appendErrorItem(dst []byte, e *apierror.Error, status int) []byte {
+// {"code": ..., "message": ...}, as OPA words its errors, with
+// "decision_id" (when id is not "": Enterprise OPA gives every item of its
+// batch one, failed or not), "errors" (the details, when the error has
+// them) and "http_status_code" (when status is not 0) between them, where
+// encoding/json's sorted keys put them, HTML-escaped as json.Marshal (and
+// writeJSON) writes them.
+func appendErrorItem(dst []byte, e *apierror.Error, id string, status int) []byte {
 	dst = append(dst, `{"code":`...)
 	dst = jsonenc.AppendString(dst, string(e.Code), true)
+	if id != "" {
+		dst = append(dst, `,"decision_id":`...)
+		dst = jsonenc.AppendString(dst, id, true)
+	}
 	if len(e.Errors) > 0 {
 		// OPA's details (an evaluation error's code and location), as a
 		// single answer carries them; members in encoding/json's order.

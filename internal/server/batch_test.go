@@ -223,7 +223,9 @@ func TestBatchStatusCodes(t *testing.T) {
 }
 
 // TestBatchMalformed: bodies that are not a batch request get 400 naming the
-// problem (413 for size), and nothing is evaluated.
+// problem (413 for size), and nothing is evaluated. (Bodies without inputs
+// and unknown members are answered as Enterprise OPA answers them:
+// TestBatchBodiesAsEnterpriseOPA.)
 func TestBatchMalformed(t *testing.T) {
 	h := mustOpen(t, func(c *config.Config) { c.Server.MaxRequestBytes = 4096 })
 	safe := request(t, "safe")
@@ -235,19 +237,11 @@ func TestBatchMalformed(t *testing.T) {
 	}{
 		{"not json", "", `{"inputs":`, nil, 400, "invalid_parameter", "JSON"},
 		{"garbage", "", `inputs`, nil, 400, "invalid_parameter", "JSON"},
-		{"empty body", "", ``, nil, 400, "invalid_parameter", "empty"},
-		{"whitespace body", "", " \n\t", nil, 400, "invalid_parameter", "empty"},
 		{"array body", "", `[{"inputs":{}}]`, nil, 400, "invalid_parameter", "object"},
 		{"string body", "", `"inputs"`, nil, 400, "invalid_parameter", "object"},
-		{"null body", "", `null`, nil, 400, "invalid_parameter", "object"},
-		{"inputs missing", "", `{}`, nil, 400, "invalid_parameter", "inputs"},
-		{"only common_input", "", `{"common_input":` + safe + `}`, nil, 400, "invalid_parameter", "inputs"},
-		{"inputs null", "", `{"inputs":null}`, nil, 400, "invalid_parameter", "inputs"},
 		{"inputs array", "", `{"inputs":[` + safe + `]}`, nil, 400, "invalid_parameter", "inputs"},
 		{"inputs string", "", `{"inputs":"a"}`, nil, 400, "invalid_parameter", "inputs"},
 		{"inputs number", "", `{"inputs":1}`, nil, 400, "invalid_parameter", "inputs"},
-		{"unknown field", "", `{"inputs":{"a":` + safe + `},"input":{}}`, nil, 400, "invalid_parameter", `"input"`},
-		{"unknown field only", "", `{"foo":1}`, nil, 400, "invalid_parameter", `"foo"`},
 		{"trailing data", "", `{"inputs":{"a":` + safe + `}} {}`, nil, 400, "invalid_parameter", "after the JSON value"},
 		{"trailing garbage", "", `{"inputs":{}}x`, nil, 400, "invalid_parameter", "after the JSON value"},
 		{"two bodies", "", `{"inputs":{}}{"inputs":{}}`, nil, 400, "invalid_parameter", "after the JSON value"},
@@ -278,6 +272,96 @@ func TestBatchMalformed(t *testing.T) {
 	}
 	if r := h.do(t, "GET", "/v1/batch/data/acgs/main/decision", nil, nil); r.code != 405 {
 		t.Errorf("GET on the batch API: %d %s", r.code, r.body)
+	}
+}
+
+// TestBatchBodiesAsEnterpriseOPA: the batch API reads its body as
+// Enterprise OPA decodes it. A body without inputs (none, null, {},
+// {"inputs": null}, only other members) is 200 with OPA's api_usage_warning
+// and no responses; members other than inputs and common_input are
+// ignored; a common_input that is not an object is not merged; the data
+// root is served (/v1/batch/data); every item carries a decision_id,
+// failed ones too. All of these were 400 (the root 404), and failed items
+// had no decision_id.
+func TestBatchBodiesAsEnterpriseOPA(t *testing.T) {
+	h := mustOpen(t)
+	withTestPolicy(t, h)
+	warned := func(t *testing.T, r resp) {
+		w, _ := r.obj["warning"].(map[string]any)
+		if w["code"] != "api_usage_warning" || w["message"] != "'inputs' key missing from the request" {
+			t.Errorf("warning %v: %s", r.obj["warning"], r.body)
+		}
+		if _, has := r.obj["responses"]; has {
+			t.Errorf("responses without inputs: %s", r.body)
+		}
+		if id, _ := r.obj["batch_decision_id"].(string); id == "" {
+			t.Errorf("no batch_decision_id: %s", r.body)
+		}
+	}
+	results := func(want map[string]string) func(*testing.T, resp) { // id -> result JSON, "" undefined, "error" failed
+		return func(t *testing.T, r resp) {
+			if _, has := r.obj["warning"]; has {
+				t.Errorf("warning with inputs: %s", r.body)
+			}
+			rs := responsesOf(t, r)
+			if len(rs) != len(want) {
+				t.Fatalf("%d responses, want %d: %s", len(rs), len(want), r.body)
+			}
+			for id, w := range want {
+				item, _ := rs[id].(map[string]any)
+				if did, _ := item["decision_id"].(string); did == "" {
+					t.Errorf("%s: no decision_id: %v", id, item)
+				}
+				got := ""
+				if res, ok := item["result"]; ok {
+					got = mustJSON(t, res)
+				}
+				if w == "error" {
+					if item["code"] != "evaluation_error" {
+						t.Errorf("%s: want an evaluation_error, got %v", id, item)
+					}
+					continue
+				}
+				if got != w {
+					t.Errorf("%s: result %s, want %s", id, got, w)
+				}
+			}
+		}
+	}
+	for _, tc := range []struct {
+		name, path, body string
+		code             int
+		check            func(*testing.T, resp)
+	}{
+		{"empty body", "/v1/batch/data/t/x", ``, 200, warned},
+		{"whitespace body", "/v1/batch/data/t/x", " \n\t", 200, warned},
+		{"null body", "/v1/batch/data/t/x", `null`, 200, warned},
+		{"inputs missing", "/v1/batch/data/t/x", `{}`, 200, warned},
+		{"only common_input", "/v1/batch/data/t/x", `{"common_input":{"a":true}}`, 200, warned},
+		{"inputs null", "/v1/batch/data/t/x", `{"inputs":null,"common_input":{"a":true}}`, 200, warned},
+		{"unknown member only", "/v1/batch/data/t/x", `{"foo":1}`, 200, warned},
+		{"unknown member ignored", "/v1/batch/data/t/x", `{"inputs":{"a":{"a":true}},"input":{"b":true},"x":1}`, 200, results(map[string]string{"a": "1"})},
+		{"string common_input not merged", "/v1/batch/data/t/echo", `{"inputs":{"a":{"i":1},"b":2},"common_input":"c"}`, 200, results(map[string]string{"a": `{"i":1}`, "b": "2"})},
+		{"array common_input not merged", "/v1/batch/data/t/echo", `{"inputs":{"a":{"i":1}},"common_input":[{"c":1}]}`, 200, results(map[string]string{"a": `{"i":1}`})},
+		{"number common_input not merged", "/v1/batch/data/t/echo", `{"inputs":{"a":{"i":1}},"common_input":5}`, 200, results(map[string]string{"a": `{"i":1}`})},
+		{"failed items have a decision_id", "/v1/batch/data/t/x", `{"inputs":{"ok":{"a":true},"bad":{"a":true,"b":true}}}`, 207, results(map[string]string{"ok": "1", "bad": "error"})},
+		{"all failed have a decision_id", "/v1/batch/data/t/x", `{"inputs":{"bad":{"a":true,"b":true}}}`, 500, results(map[string]string{"bad": "error"})},
+		{"data root", "/v1/batch/data", `{"inputs":{"a":{"i":1}}}`, 200, func(t *testing.T, r resp) {
+			item, _ := responsesOf(t, r)["a"].(map[string]any)
+			root, _ := item["result"].(map[string]any)
+			tdoc, _ := root["t"].(map[string]any)
+			if mustJSON(t, tdoc["echo"]) != `{"i":1}` || root["acgs"] == nil {
+				t.Errorf("not the data root: %.300s", r.body)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := h.do(t, "POST", tc.path, strings.NewReader(tc.body), nil)
+			if r.code != tc.code {
+				t.Fatalf("status %d, want %d: %s", r.code, tc.code, r.body)
+			}
+			tc.check(t, r)
+		})
 	}
 }
 

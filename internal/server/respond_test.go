@@ -90,30 +90,34 @@ func TestWriteBatchArrayMatchesEncoder(t *testing.T) {
 }
 
 // TestErrorItemMatchesMarshal pins the batch error items (with and
-// without a status) to the json.Marshal of the map they were made from,
-// HTML escapes included: the ACGS batch's were written unescaped, unlike
-// every other answer (OPA escapes them all).
+// without a decision id and a status) to the json.Marshal of the map they
+// were made from, HTML escapes included: the ACGS batch's were written
+// unescaped, unlike every other answer (OPA escapes them all).
 func TestErrorItemMatchesMarshal(t *testing.T) {
 	for _, msg := range []string{"plain", `quote " and \ backslash`, "<html> & co", "\u2028 \x01 bad\xffutf8 🙂"} {
 		e := apierror.New(apierror.Overloaded, "%s", msg)
 		details := apierror.New(apierror.EvaluationError, "%s", msg)
 		details.Errors = []apierror.Detail{{Code: "eval_conflict_error", Message: msg, Location: &apierror.Location{File: "<p>.rego", Row: 3, Col: 1}}}
-		for _, status := range []int{0, http.StatusServiceUnavailable} {
-			m := map[string]any{"code": e.Code, "message": e.Message}
-			if status != 0 {
-				m["http_status_code"] = strconv.Itoa(status)
-			}
-			dm := map[string]any{"code": details.Code, "message": details.Message, "errors": details.Errors}
-			if status != 0 {
-				dm["http_status_code"] = strconv.Itoa(status)
-			}
-			wantDetails, _ := json.Marshal(dm)
-			if got := appendErrorItem(nil, details, status); !bytes.Equal(got, wantDetails) {
-				t.Errorf("with details, status %d: got %s, want %s", status, got, wantDetails)
-			}
-			want, _ := json.Marshal(m)
-			if got := appendErrorItem(nil, e, status); !bytes.Equal(got, want) {
-				t.Errorf("escaped, status %d: got %s, want %s", status, got, want)
+		for _, id := range []string{"", "d-<1>"} {
+			for _, status := range []int{0, http.StatusServiceUnavailable} {
+				m := map[string]any{"code": e.Code, "message": e.Message}
+				dm := map[string]any{"code": details.Code, "message": details.Message, "errors": details.Errors}
+				for _, mm := range []map[string]any{m, dm} {
+					if status != 0 {
+						mm["http_status_code"] = strconv.Itoa(status)
+					}
+					if id != "" {
+						mm["decision_id"] = id
+					}
+				}
+				wantDetails, _ := json.Marshal(dm)
+				if got := appendErrorItem(nil, details, id, status); !bytes.Equal(got, wantDetails) {
+					t.Errorf("with details, id %q, status %d: got %s, want %s", id, status, got, wantDetails)
+				}
+				want, _ := json.Marshal(m)
+				if got := appendErrorItem(nil, e, id, status); !bytes.Equal(got, want) {
+					t.Errorf("id %q, status %d: got %s, want %s", id, status, got, want)
+				}
 			}
 		}
 	}

@@ -286,10 +286,12 @@ func (s *Server) buildRoutes() {
 		"/v1/data":                    {"data", map[string]http.HandlerFunc{http.MethodGet: s.handleOPAData, http.MethodPost: s.handleOPAData}},
 	}
 	s.exact["/v0/data"] = &route{"data_v0", map[string]http.HandlerFunc{http.MethodPost: s.handleV0Data}}
+	// The batch API at the data root too, as Enterprise OPA serves it.
+	s.exact["/v1/batch/data"] = &route{"batch", map[string]http.HandlerFunc{http.MethodPost: s.handleOPABatch}}
 	s.prefixed = []prefixRoute{
 		{"/v1/data/", s.exact["/v1/data"]},
 		{"/v0/data/", s.exact["/v0/data"]},
-		{"/v1/batch/data/", &route{"batch", map[string]http.HandlerFunc{http.MethodPost: s.handleOPABatch}}},
+		{"/v1/batch/data/", s.exact["/v1/batch/data"]},
 		{"/v1/policies/", &route{"policies", map[string]http.HandlerFunc{http.MethodGet: s.handlePolicy}}},
 		{"/debug/pprof/", &route{"pprof", map[string]http.HandlerFunc{http.MethodGet: s.admin(s.pprof.ServeHTTP), http.MethodPost: s.admin(s.pprof.ServeHTTP)}}},
 	}
