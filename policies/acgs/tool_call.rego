@@ -287,55 +287,108 @@ deny_reasons contains sprintf("Argument '%s' contains shell syntax (%s)", [point
 
 # --- network destinations ----------------------------------------------------
 
-# scheme://[userinfo@]host: the host ends at the first : / ? # or backslash,
-# and userinfo may not hold a backslash (so http://evil\@good is evil).
-url_pattern := `^[a-zA-Z][a-zA-Z0-9+.-]*://(?:[^@/?#\\]*@)?(\[[^\]]*\]|[^:/?#\\]*)`
+# A string as a URL parser reads it (WHATWG): leading and trailing C0
+# controls and spaces dropped, tabs and newlines dropped everywhere.
+url_text(v) := regex.replace(v, `^[\x00-\x20]+|[\x00-\x20]+$|[\t\n\r]`, "")
 
-destinations contains [p, lower(m[1])] if {
-	any_strings[[p, v]]
-	not startswith(lower(v), "file://")
-	some m in regex.find_all_string_submatch_n(url_pattern, v, 1)
+# The authority of a URL: for the special schemes (http, https, ws, wss,
+# ftp) whatever follows the scheme and any run of slashes and backslashes,
+# as a browser reads "https:evil.com", "http:/evil.com" or "https:\\evil.com";
+# for any other scheme what follows "scheme://". No colon-only scheme of
+# another kind (mailto:, data:, urn:) names a host, and neither does a
+# scheme followed by whitespace ("HTTP: 200 OK" is no URL to any parser).
+special_url := `^(?i:https?|wss?|ftp):[/\\]*([^\s].*)?$`
+
+other_url := `^[a-zA-Z][a-zA-Z0-9+.-]*://([^\s].*)?$`
+
+url_rest(u) := regex.find_all_string_submatch_n(special_url, u, 1)[0][1]
+
+url_rest(u) := regex.find_all_string_submatch_n(other_url, u, 1)[0][1] if {
+	not regex.match(special_url, u)
+	not file_url(u)
 }
 
-# A string under a URL-named key that is not scheme://host... is still a
-# destination: its host is what comes before the first / ? # or :.
-destinations contains [p, lower(h)] if {
+file_url(u) if startswith(lower(u), "file:")
+
+# The hosts a string after the scheme (or a bare authority) names. Parsers
+# disagree on a backslash: browsers end the authority there for the special
+# schemes (http://evil\@good reaches evil), others read it as part of the
+# userinfo (http://good\@evil reaches evil). Both readings count: every host
+# either names must be allowed.
+authority_hosts(r) := {
+	authority_host(regex.split(`[/?#\\]`, r)[0]),
+	authority_host(regex.split(`[/?#]`, r)[0]),
+}
+
+# The host of an authority: after the last "@" (userinfo), without the
+# port; an IPv6 literal keeps its brackets, a bare IPv6 address (a host
+# argument's "::1") stays whole.
+authority_host(a) := host_port_host(hp) if {
+	parts := split(a, "@")
+	hp := parts[count(parts) - 1]
+}
+
+host_port_host(hp) := concat("", [split(hp, "]")[0], "]"]) if startswith(hp, "[")
+
+host_port_host(hp) := split(hp, ":")[0] if {
+	not startswith(hp, "[")
+	count(split(hp, ":")) <= 2
+}
+
+host_port_host(hp) := hp if {
+	not startswith(hp, "[")
+	count(split(hp, ":")) > 2
+}
+
+# Any string that is a URL.
+destinations contains [p, v, lower(h)] if {
+	any_strings[[p, v]]
+	authority_hosts(url_rest(url_text(v)))[h]
+}
+
+# A string under a URL-named key that is not a URL (no scheme, or a scheme
+# that names no host: "evil.net/x", "//evil.net/x", "evil.net:80/x",
+# "javascript:...") is still a destination: read as an authority after any
+# leading slashes.
+destinations contains [p, v, lower(h)] if {
 	argument_strings[[p, key, v]]
 	key in cfg.url_argument_names
-	not regex.match(`^[a-zA-Z][a-zA-Z0-9+.-]*:`, v)
-	v != ""
-	h := regex.split(`[/?#:\\]`, v)[0]
+	u := url_text(v)
+	u != ""
+	not url_rest(u)
+	not file_url(u)
+	authority_hosts(regex.replace(u, `^[/\\]+`, ""))[h]
 }
 
-destinations contains [p, lower(h)] if {
+# A host under a host-named key: host, host:port, [v6], [v6]:port, a bare
+# v6 address, cut like an authority (at / ? # \ and after userinfo).
+destinations contains [p, v, lower(h)] if {
 	argument_strings[[p, key, v]]
 	key in cfg.host_argument_names
 	v != ""
-	h := host_of(v)
-}
-
-# host, host:port, [v6] or [v6]:port
-host_of(v) := trim_prefix(split(v, "]")[0], "[") if startswith(v, "[")
-
-host_of(v) := split(v, ":")[0] if {
-	not startswith(v, "[")
-	count(split(v, ":")) <= 2
-}
-
-host_of(v) := v if {
-	not startswith(v, "[")
-	count(split(v, ":")) > 2
+	authority_hosts(v)[h]
 }
 
 bare_host(h) := trim_suffix(trim_prefix(h, "["), "]")
 
+# Only a host a hostname or an IP literal can be is ever allowed: labels
+# of letters, digits, "-" and "_" between single dots, or the hex digits,
+# colons and dots of an IPv6 literal. A host with anything else (%, \, a
+# space, a trailing dot, non-ASCII) is not compared with the allow-list, so
+# a glob's "*" (which spans dots: *.example.com covers every subdomain)
+# never spans a character no hostname has.
+hostname_like(h) if regex.match(`^[a-z0-9_-]+(\.[a-z0-9_-]+)*$`, h)
+
+hostname_like(h) if regex.match(`^\[?[0-9a-f:.]+\]?$`, h)
+
 host_allowed(h) if {
+	hostname_like(h)
 	some pattern in cfg.allowed_hosts
 	glob.match(lower(pattern), null, bare_host(h))
 }
 
 deny_reasons contains sprintf("Argument '%s' reaches '%s', which is not in the network allow-list", [pointer(p), truncate(display_host(h))]) if {
-	destinations[[p, h]]
+	destinations[[p, _, h]]
 	not host_allowed(h)
 }
 

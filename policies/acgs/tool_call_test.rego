@@ -422,8 +422,9 @@ test_url_without_scheme_under_url_key if {
 }
 
 test_url_without_host if {
-	d := decide(args({"url": "http:///x"}))
+	d := decide(args({"url": "https://?q=1"}))
 	d.reasons == ["Argument '/url' reaches '<no host>', which is not in the network allow-list"]
+	some_reason_starts(decide(args({"url": "http://"})), "Argument '/url' reaches '<no host>'")
 }
 
 test_host_arguments if {
@@ -431,7 +432,7 @@ test_host_arguments if {
 	d.reasons == ["Argument '/host' reaches 'evil.net', which is not in the network allow-list"]
 	decide(args({"hostname": "api.github.com"})).outcome == "allow"
 	e := decide(args({"host": "[::1]:8080"}))
-	e.reasons == ["Argument '/host' reaches '::1', which is not in the network allow-list"]
+	e.reasons == ["Argument '/host' reaches '[::1]', which is not in the network allow-list"]
 	decide(args({"host": "::1"})).outcome == "allow" with data.acgs.config.tool_call.allowed_hosts as ["::1"]
 }
 
@@ -537,4 +538,83 @@ test_credential_names_hyphens_and_headers if {
 		d.reasons == [sprintf("Argument '/headers/%s' carries a credential; tool 'notes__echo' may not receive credentials", [k])]
 	}
 	some_reason_starts(decide(args({"file-path": "/etc/passwd"})), "Argument '/file-path' is outside")
+}
+
+# The host is what a browser connects to: for http, https, ws, wss and ftp
+# any run of slashes or backslashes (none included) follows the scheme.
+test_url_special_scheme_without_slashes if {
+	every a in [
+		{"url": "https:evil.com/x"},
+		{"url": "http:/evil.com/x"},
+		{"webhook": "https:\\\\evil.com\\x"},
+		{"URL": "HTTPS:evil.com"},
+		{"text": "wss:evil.com"},
+		{"text": "http:///evil.com/x"},
+		{"text": "ftp:\\/evil.com"},
+	] {
+		d := decide(args(a))
+		d.outcome == "deny"
+		some r in d.reasons
+		contains(r, "reaches 'evil.com', which is not in the network allow-list")
+	}
+	decide(args({"url": "https:example.com/x"})).outcome == "allow"
+	decide(args({"url": "https:\\docs.example.com"})).outcome == "allow"
+}
+
+# Parsers disagree on a backslash in the authority; every reading counts.
+test_url_backslash_both_readings if {
+	d := decide(args({"url": "http://example.com\\@evil.net/"}))
+	d.reasons == ["Argument '/url' reaches 'evil.net', which is not in the network allow-list"]
+	some_reason_starts(decide(args({"url": "https://example.com\\x"})), "Argument '/url' reaches 'example.com\\x'")
+}
+
+# Leading and trailing spaces and controls, and tabs and newlines anywhere,
+# are dropped before a string is read as a URL, as a browser does.
+test_url_whitespace_is_dropped if {
+	every t in [" http://evil.com", "\t\nhttp://evil.com/ ", "ht\ttp://evil.com", "http://ev\nil.com", "https:/\r/evil.com"] {
+		d := decide(args({"text": t}))
+		d.reasons == ["Argument '/text' reaches 'evil.com', which is not in the network allow-list"]
+	}
+	decide(args({"text": " https://example.com/x"})).outcome == "allow"
+}
+
+# A scheme followed by whitespace starts no URL (no parser reads a host
+# there); under a URL-named key such a string is still a destination.
+test_scheme_then_space_is_prose if {
+	decide(args({"text": "HTTP: 200 OK"})).outcome == "allow"
+	decide(args({"url": "http: example.com"})).outcome == "deny"
+}
+
+# Under a URL-named key a string that is no URL is read as an authority:
+# host:port, scheme-relative, or a scheme that names no host.
+test_url_key_without_a_url if {
+	d := decide(args({"url": "evil.com:80/x"}))
+	d.reasons == ["Argument '/url' reaches 'evil.com', which is not in the network allow-list"]
+	some_reason_starts(decide(args({"url": "//evil.com/x"})), "Argument '/url' reaches 'evil.com'")
+	some_reason_starts(decide(args({"link": "javascript:alert(1)"})), "Argument '/link' reaches 'javascript'")
+	some_reason_starts(decide(args({"href": "\\\\evil.com\\share"})), "Argument '/href' reaches 'evil.com'")
+	decide(args({"url": "example.com:443/x"})).outcome == "allow"
+	decide(args({"url": "mailto:someone@example.com"})).outcome == "allow"
+	decide(args({"url": " "})).outcome == "allow"
+}
+
+# A host under a host-named key ends where an authority ends (/ ? # \),
+# after any userinfo.
+test_host_argument_is_cut_like_an_authority if {
+	every h in ["evil.com/.example.com", "evil.com#.example.com", "evil.com?.example.com", "evil.com\\.example.com", "x@evil.com", "example.com@evil.com:22"] {
+		d := decide(args({"host": h}))
+		has_reason(d, "Argument '/host' reaches 'evil.com', which is not in the network allow-list")
+	}
+	decide(args({"host": "a.b.example.com"})).outcome == "allow"
+	decide(args({"server": "user@example.com:22"})).outcome == "allow"
+}
+
+# Only hostnames and IP literals are compared with the allow-list: a glob's
+# "*" never spans a character no hostname has.
+test_glob_never_spans_non_hostname_characters if {
+	every h in ["evil.com%2f.example.com", "evil com.example.com", "evil.com..example.com", "example.com.", "exämple.com"] {
+		decide(args({"host": h})).outcome == "deny"
+	}
+	decide(args({"url": "https://evil%2ecom%2f.example.com/"})).outcome == "deny"
+	decide(args({"host": "x_y-z.example.com"})).outcome == "allow"
 }
