@@ -352,6 +352,23 @@ func (e *Engine) Info() (Info, bool) {
 	return inf, true
 }
 
+// Prepared reports whether the active policy's query of path is prepared
+// (for topdown, or for the compiled evaluator), so that evaluating it now
+// prepares nothing: what OPA's server counts as a hit of its prepared-query
+// cache (counter_server_query_cache_hit). Entry points are prepared at
+// activation, other paths on first use.
+func (e *Engine) Prepared(path string) bool {
+	s := e.cur.Load()
+	if s == nil {
+		return false
+	}
+	if _, ok := s.queries.GetIfPresent(path); ok {
+		return true
+	}
+	c, ok := s.compiles.GetIfPresent(path)
+	return ok && c.q != nil
+}
+
 // Modules returns the active policy modules.
 func (e *Engine) Modules() []Module {
 	if s := e.cur.Load(); s != nil {

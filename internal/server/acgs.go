@@ -44,6 +44,7 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 	if obj, ok := body.(map[string]any); ok {
 		if in, isOPA := obj["input"]; isOPA {
 			q := queryOf(r)
+			s.inputRead(w, decisionPath, q)
 			d, ev := s.decideOPA(r.Context(), decisionPath, in, inspectionOf(q))
 			if in != nil && ev == nil {
 				s.rawRemember(r, rk, d, true)

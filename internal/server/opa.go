@@ -99,6 +99,7 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 				input = engine.NullInput // ?input=null: input is null, as OPA reads it
 			}
 		}
+		s.inputRead(w, path, q)
 		d, ev := s.decideOPA(r.Context(), path, input, in)
 		s.writeOPA(w, q, d, false, ev)
 		return
@@ -110,6 +111,7 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 	defer putBuf(buf)
 	raw := buf.Bytes()
 	if len(bytes.TrimSpace(raw)) == 0 {
+		s.inputRead(w, path, q)
 		d, ev := s.decideOPA(r.Context(), path, nil, in)
 		s.writeOPA(w, q, d, true, ev)
 		return
@@ -132,6 +134,7 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 	// {"input": null} is no input, with OPA's warning, as OPA's server
 	// decodes it (DataRequestV1.Input is a pointer).
 	input := obj["input"]
+	s.inputRead(w, path, q)
 	d, ev := s.decideOPA(r.Context(), path, input, in)
 	if input != nil && ev == nil {
 		s.rawRemember(r, rk, d, true) // a repeat answered from it has no warning to give
@@ -191,22 +194,17 @@ func (s *Server) writeOPA(w http.ResponseWriter, q url.Values, d decided, warnNo
 	}
 	if ev != nil && ev.metrics != nil {
 		// OPA's metrics of the evaluation (with ?instrument topdown's
-		// detailed ones), and the server's as ?metrics gives them.
+		// detailed ones, and its prepared-query counter), and the
+		// server's as ?metrics gives them.
 		m := ev.metrics.All()
 		m["timer_server_handler_ns"] = time.Since(startOf(w)).Nanoseconds()
+		m["timer_rego_input_parse_ns"] = inputParseNS(w)
 		for k, v := range cacheCounters(d.Decision) {
 			m[k] = v
 		}
 		resp["metrics"] = m
 	} else if metrics {
-		m := map[string]any{
-			"timer_server_handler_ns":  time.Since(startOf(w)).Nanoseconds(),
-			"timer_rego_query_eval_ns": d.EvalNS,
-		}
-		for k, v := range cacheCounters(d.Decision) {
-			m[k] = v
-		}
-		resp["metrics"] = m
+		resp["metrics"] = decisionMetrics(w, d)
 	}
 	if provenance {
 		resp["provenance"] = s.provenance(d.Revision)
@@ -261,6 +259,51 @@ func appendOPADecision(b []byte, d decided) ([]byte, error) {
 	}
 	b = append(b, `,"result":`...)
 	return append(b, res...), nil
+}
+
+// inputRead notes what ?metrics (or ?instrument) reports of a request
+// that asks for it, once its input is decoded and before its decision:
+// timer_rego_input_parse_ns, the time from the request's start (OPA's
+// timer covers reading the body and decoding it), and whether the query of
+// path was prepared before (counter_server_query_cache_hit).
+func (s *Server) inputRead(w http.ResponseWriter, path string, q url.Values) {
+	if len(q) == 0 || (!boolParam(q, "metrics") && !boolParam(q, "instrument")) {
+		return
+	}
+	if sw, ok := w.(*statusWriter); ok {
+		sw.inputNS = time.Since(sw.start).Nanoseconds()
+		sw.prepared = s.d.Engine.Prepared(path)
+	}
+}
+
+// inputParseNS is the timer_rego_input_parse_ns inputRead noted on w.
+func inputParseNS(w http.ResponseWriter) int64 {
+	if sw, ok := w.(*statusWriter); ok {
+		return sw.inputNS
+	}
+	return 0
+}
+
+// decisionMetrics is ?metrics of decision d answered on w: OPA's server
+// timers and its prepared-query counter, which is 1 when no query had to
+// be prepared for the decision (a cache or a constant plan answered it, or
+// the query was prepared before: inputRead), and the decision cache's
+// counters.
+func decisionMetrics(w http.ResponseWriter, d decided) map[string]any {
+	prepared := 0
+	if sw, ok := w.(*statusWriter); ok && sw.prepared || d.Source != engine.SourceFull && d.Source != engine.SourceVM {
+		prepared = 1
+	}
+	m := map[string]any{
+		"timer_server_handler_ns":        time.Since(startOf(w)).Nanoseconds(),
+		"timer_rego_query_eval_ns":       d.EvalNS,
+		"timer_rego_input_parse_ns":      inputParseNS(w),
+		"counter_server_query_cache_hit": prepared,
+	}
+	for k, v := range cacheCounters(d.Decision) {
+		m[k] = v
+	}
+	return m
 }
 
 func cacheCounters(d engine.Decision) map[string]any {

@@ -416,6 +416,10 @@ type statusWriter struct {
 	start   time.Time
 	samples []telemetry.Sample
 	one     [1]telemetry.Sample // samples' storage for the usual single decision
+	// For ?metrics (inputRead): when the input was decoded, from start,
+	// and whether the query was prepared before the decision.
+	inputNS  int64
+	prepared bool
 }
 
 // startOf returns when the request w answers started.
