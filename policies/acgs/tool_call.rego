@@ -224,30 +224,60 @@ file_roots := cfg.file_roots if not cfg.upstream_file_roots[upstream]
 
 file_roots := cfg.upstream_file_roots[upstream]
 
-path_arguments contains [p, v] if {
+# [path, quoted, checked]: the string a reason quotes and the path the
+# rules check.
+path_arguments contains [p, v, v] if {
 	argument_strings[[p, key, v]]
 	key in cfg.path_argument_names
 	v != ""
 }
 
-# file:// URLs anywhere are paths too.
-path_arguments contains [p, substring(v, 7, -1)] if {
+# file: URLs anywhere are paths too (read as a URL is: see url_text). The
+# path follows "file:" and, when an authority follows ("file://host/..."),
+# that authority: empty for file:///etc/x, which leaves /etc/x, and
+# otherwise part of a relative path, which is denied. It is checked
+# percent-decoded, as the file is opened ("%2e%2e" and "..%2f" climb), and
+# quoted as sent. "file:" then whitespace is prose, not a URL.
+path_arguments contains [p, raw, urlquery.decode(replace(raw, "+", "%2B"))] if {
 	any_strings[[p, v]]
-	startswith(lower(v), "file://")
+	raw := file_url_path(url_text(v))
+	not bad_escape(raw)
+}
+
+file_url(u) if regex.match(`^(?i:file):\S`, u)
+
+file_url_path(u) := substring(u, 7, -1) if {
+	file_url(u)
+	regex.match(`^.....[/\\]{2}`, u)
+}
+
+file_url_path(u) := substring(u, 5, -1) if {
+	file_url(u)
+	not regex.match(`^.....[/\\]{2}`, u)
+}
+
+# A "%" not followed by two hex digits: no decoder agrees on what it means,
+# so such a file URL is refused rather than checked undecoded.
+bad_escape(s) if regex.match(`%([^0-9a-fA-F]|[0-9a-fA-F][^0-9a-fA-F]|[0-9a-fA-F]?$)`, s)
+
+deny_reasons contains sprintf("Argument '%s' is a file URL with a malformed percent-escape ('%s')", [pointer(p), truncate(raw)]) if {
+	any_strings[[p, v]]
+	raw := file_url_path(url_text(v))
+	bad_escape(raw)
 }
 
 path_segments(v) := regex.split(`[/\\]`, v)
 
-path_violation(v) := sprintf("is a relative path ('%s'); only absolute paths under the allowed file roots are accepted", [truncate(v)]) if {
+path_violation(v, q) := sprintf("is a relative path ('%s'); only absolute paths under the allowed file roots are accepted", [truncate(q)]) if {
 	not startswith(v, "/")
 }
 
-path_violation(v) := sprintf("climbs out of its directory with '..' ('%s')", [truncate(v)]) if {
+path_violation(v, q) := sprintf("climbs out of its directory with '..' ('%s')", [truncate(q)]) if {
 	startswith(v, "/")
 	".." in path_segments(v)
 }
 
-path_violation(v) := sprintf("is outside the allowed file roots ('%s')", [truncate(v)]) if {
+path_violation(v, q) := sprintf("is outside the allowed file roots ('%s')", [truncate(q)]) if {
 	startswith(v, "/")
 	not ".." in path_segments(v)
 	not under_a_root(v)
@@ -265,8 +295,8 @@ under_a_root(v) if {
 	startswith(v, concat("", [r, "/"]))
 }
 
-deny_reasons contains sprintf("Argument '%s' %s", [pointer(p), path_violation(v)]) if {
-	path_arguments[[p, v]]
+deny_reasons contains sprintf("Argument '%s' %s", [pointer(p), path_violation(v, q)]) if {
+	path_arguments[[p, q, v]]
 }
 
 # --- shell commands ----------------------------------------------------------
@@ -307,8 +337,6 @@ url_rest(u) := regex.find_all_string_submatch_n(other_url, u, 1)[0][1] if {
 	not regex.match(special_url, u)
 	not file_url(u)
 }
-
-file_url(u) if startswith(lower(u), "file:")
 
 # The hosts a string after the scheme (or a bare authority) names. Parsers
 # disagree on a backslash: browsers end the authority there for the special

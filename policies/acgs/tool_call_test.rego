@@ -618,3 +618,41 @@ test_glob_never_spans_non_hostname_characters if {
 	decide(args({"url": "https://evil%2ecom%2f.example.com/"})).outcome == "deny"
 	decide(args({"host": "x_y-z.example.com"})).outcome == "allow"
 }
+
+# file: URLs are checked as the file is opened: percent-decoded.
+test_file_urls_are_percent_decoded if {
+	d := decide(args({"uri": "file:///workspace/%2e%2e/%2e%2e/etc/passwd"}))
+	d.reasons == ["Argument '/uri' climbs out of its directory with '..' ('/workspace/%2e%2e/%2e%2e/etc/passwd')"]
+	e := decide(args({"text": "file:///workspace/x/..%2f..%2fetc/passwd"}))
+	e.reasons == ["Argument '/text' climbs out of its directory with '..' ('/workspace/x/..%2f..%2fetc/passwd')"]
+	some_reason_starts(decide(args({"text": "file:///workspace/..%5C..%5Cetc"})), "Argument '/text' climbs out")
+	f := decide(args({"text": "file:///%65tc/passwd"}))
+	f.reasons == ["Argument '/text' is outside the allowed file roots ('/%65tc/passwd')"]
+	decide(args({"text": "file:///%77orkspace/x"})).outcome == "allow"
+	decide(args({"text": "file:///workspace/a%20b"})).outcome == "allow"
+	decide(args({"text": "file:///workspace/a+b"})).outcome == "allow"
+	decide(args({"text": "file:///workspace/a+b"})).outcome == "deny" with data.acgs.config.tool_call.file_roots as ["/workspace/a b"]
+	decide(args({"text": "file:///workspace/a%2Bb"})).outcome == "allow" with data.acgs.config.tool_call.file_roots as ["/workspace/a+b"]
+}
+
+# A "%" without two hex digits after it fails closed.
+test_file_url_malformed_escape_denied if {
+	every t in ["file:///workspace/%zz", "file:///workspace/%2", "file:///workspace/%", "file:///workspace/%2g"] {
+		d := decide(args({"text": t}))
+		d.outcome == "deny"
+		some_reason_starts(d, "Argument '/text' is a file URL with a malformed percent-escape")
+	}
+}
+
+# Any file: URL is a path, however many slashes follow "file:"; one with a
+# host leaves a relative path (denied). "file:" then whitespace is prose.
+test_file_url_forms if {
+	d := decide(args({"text": "file:/etc/passwd"}))
+	d.reasons == ["Argument '/text' is outside the allowed file roots ('/etc/passwd')"]
+	some_reason_starts(decide(args({"text": " FILE:///etc/passwd"})), "Argument '/text' is outside the allowed file roots ('/etc/passwd')")
+	some_reason_starts(decide(args({"text": "file://evil.com/share/x"})), "Argument '/text' is a relative path ('evil.com/share/x')")
+	some_reason_starts(decide(args({"text": "file:etc/passwd"})), "Argument '/text' is a relative path ('etc/passwd')")
+	some_reason_starts(decide(args({"text": "file:\\\\\\workspace\\x"})), "Argument '/text' is a relative path ('\\workspace\\x')")
+	decide(args({"text": "file:/workspace/a"})).outcome == "allow"
+	decide(args({"text": "File: notes.txt"})).outcome == "allow"
+}
