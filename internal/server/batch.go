@@ -81,10 +81,23 @@ func deepMerge(common, input any) any {
 // is answered 200 with its warning and no responses; common_input is
 // merged under the object inputs when it is an object, and ignored
 // otherwise.
+//
+// Its query parameters are Enterprise OPA's: ?pretty,
+// ?strict-builtin-errors and ?instrument (each item then evaluated by
+// topdown for itself, as a single request asking for them), ?metrics
+// (each item's, as a single request's, and the batch's) and ?provenance
+// (each item's). ?explain is refused: an explanation per item is bounded
+// only item by item (maxExplainBytes), so a batch's could take the memory
+// of the service; a single request explains one input.
 func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 	path, err := dataPath(r, "/v1/batch/data")
 	if err != nil {
 		writeError(w, err)
+		return
+	}
+	q := queryOf(r)
+	if explainParam(q) != "" {
+		writeError(w, apierror.New(apierror.InvalidParameter, "?explain is not supported by the batch API: explain one input with POST /v1/data/%s?explain=...", path))
 		return
 	}
 	body, _, ok := s.readJSON(w, r, true)
@@ -96,8 +109,16 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apierror.New(apierror.InvalidParameter, "batch body must be an object like {\"inputs\": {\"id\": ...}}, got %s", jsonType(body)))
 		return
 	}
+	s.inputRead(w, path, q)
 	if obj["inputs"] == nil {
-		writeBatchWarning(w, telemetry.NewDecisionID(), boolParam(queryOf(r), "pretty"))
+		resp := map[string]any{
+			"batch_decision_id": telemetry.NewDecisionID(),
+			"warning":           types.NewWarning(types.CodeAPIUsageWarn, msgInputsKeyMissing),
+		}
+		if boolParam(q, types.ParamMetricsV1) {
+			resp["metrics"] = batchMetrics(w, nil)
+		}
+		writeJSON(w, http.StatusOK, resp, boolParam(q, "pretty"))
 		return
 	}
 	inputs, ok := obj["inputs"].(map[string]any)
@@ -123,15 +144,13 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 		items = append(items, in)
 	}
 	batchID := telemetry.NewDecisionID()
-	q := queryOf(r)
 	ctx, cancel := s.batchContext(w, r)
 	defer cancel()
+	in := inspectionOf(q)
 	var results []decided
-	if boolParam(q, types.ParamStrictBuiltinErrors) {
-		// Enterprise OPA's batch API takes ?strict-builtin-errors: each
-		// item is then evaluated by topdown for itself, as a single
-		// request asking for it.
-		results = s.inspectMany(ctx, path, items, batchID, inspection{strict: true})
+	var evs []*inspected // with an inspection, each item's
+	if in.on() {
+		results, evs = s.inspectMany(ctx, path, items, batchID, in)
 	} else {
 		results = s.decideMany(ctx, path, items, batchID)
 	}
@@ -154,6 +173,7 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	mixed := failed > 0 && failed < len(results)
+	metrics, provenance := boolParam(q, types.ParamMetricsV1), boolParam(q, types.ParamProvenanceV1)
 	// Items are encoded one by one, successful ones from the decision's
 	// cached JSON, so a warm batch is not re-encoded result by result.
 	encoded := make([][]byte, len(results))
@@ -169,6 +189,31 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 				status = http.StatusInternalServerError
 			}
 			item = appendErrorItem(nil, apierror.As(d.Err), d.ID, status)
+		} else if metrics || provenance || in.instrument {
+			// What a single request asking for them gets, as Enterprise
+			// OPA's items carry them.
+			var ev *inspected
+			if evs != nil {
+				ev = evs[i]
+			}
+			resp := map[string]any{"decision_id": d.ID}
+			if d.Defined {
+				resp["result"] = d.Result
+			}
+			if m := opaMetrics(w, d, ev, metrics); m != nil {
+				resp["metrics"] = m
+			}
+			if provenance {
+				resp["provenance"] = s.provenance(d.Revision)
+			}
+			if mixed {
+				resp["http_status_code"] = "200"
+			}
+			var err error
+			if item, err = json.Marshal(resp); err != nil {
+				writeError(w, apierror.Wrap(apierror.InternalError, err, "encoding result: %v", err))
+				return
+			}
 		} else {
 			var err error
 			if item, err = appendOPADecision(item, d); err != nil {
@@ -187,25 +232,40 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", retryAfter)
 	}
 	observe(w, batchSample(len(results)))
-	if boolParam(q, "pretty") {
+	if pretty := boolParam(q, "pretty"); pretty || metrics {
 		responses := make(map[string]json.RawMessage, len(results))
 		for i, item := range encoded {
 			responses[ids[i]] = item
 		}
-		writeJSON(w, status, map[string]any{"batch_decision_id": batchID, "responses": responses}, true)
+		resp := map[string]any{"batch_decision_id": batchID, "responses": responses}
+		if metrics {
+			resp["metrics"] = batchMetrics(w, results)
+		}
+		writeJSON(w, status, resp, pretty)
 		return
 	}
 	writeBatch(w, status, batchID, ids, encoded)
 }
 
-// writeBatchWarning answers a batch request without inputs as Enterprise
-// OPA does: 200 with OPA's api_usage_warning naming the missing key, and
-// no responses.
-func writeBatchWarning(w http.ResponseWriter, batchID string, pretty bool) {
-	writeJSON(w, http.StatusOK, map[string]any{
-		"batch_decision_id": batchID,
-		"warning":           types.NewWarning(types.CodeAPIUsageWarn, msgInputsKeyMissing),
-	}, pretty)
+// batchMetrics is a batch's own ?metrics, as Enterprise OPA gives them
+// beside its items': the handler's time, the input's (the body's) and
+// whether a query was prepared for it (counter_server_query_cache_hit 0)
+// or not (1: it was prepared before, or every item came from a cache or
+// a constant plan).
+func batchMetrics(w http.ResponseWriter, results []decided) map[string]any {
+	hit := 0
+	if sw, ok := w.(*statusWriter); ok && sw.prepared {
+		hit = 1
+	} else if len(results) > 0 && !slices.ContainsFunc(results, func(d decided) bool {
+		return d.Err == nil && (d.Source == engine.SourceFull || d.Source == engine.SourceVM)
+	}) {
+		hit = 1
+	}
+	return map[string]any{
+		"timer_server_handler_ns":        time.Since(startOf(w)).Nanoseconds(),
+		"timer_rego_input_parse_ns":      inputParseNS(w),
+		"counter_server_query_cache_hit": hit,
+	}
 }
 
 // msgInputsKeyMissing is Enterprise OPA's warning of a batch without

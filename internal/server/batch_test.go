@@ -365,6 +365,85 @@ func TestBatchBodiesAsEnterpriseOPA(t *testing.T) {
 	}
 }
 
+// TestBatchQueryParameters: the batch API answers ?provenance and
+// ?metrics as Enterprise OPA does: each successful item carries what a
+// single request asking for them gets (the same provenance, at least the
+// same metrics keys; with ?instrument topdown's detailed metrics too), the
+// batch its own metrics (timer_server_handler_ns, timer_rego_input_parse_ns,
+// counter_server_query_cache_hit, with ?metrics); failed items carry
+// neither. ?explain is refused (400), not ignored. All of them were
+// ignored.
+func TestBatchQueryParameters(t *testing.T) {
+	h := mustOpen(t)
+	withTestPolicy(t, h)
+	keys := func(m any) []string {
+		mm, _ := m.(map[string]any)
+		return slices.Sorted(maps.Keys(mm))
+	}
+	single := func(t *testing.T, query string) map[string]any {
+		r := h.do(t, "POST", "/v1/data/t/x?"+query, strings.NewReader(`{"input":{"a":true}}`), nil)
+		if r.code != 200 {
+			t.Fatalf("single request: %d %s", r.code, r.body)
+		}
+		return r.obj
+	}
+	batchKeys := []string{"counter_server_query_cache_hit", "timer_rego_input_parse_ns", "timer_server_handler_ns"}
+	for _, tc := range []struct {
+		name, query, body string
+		code              int
+		metrics, prov     bool // per item and, for metrics, the batch's
+	}{
+		{"provenance", "provenance", `{"inputs":{"a":{"a":true},"b":{"b":true}}}`, 200, false, true},
+		{"metrics", "metrics", `{"inputs":{"a":{"a":true},"b":{"b":true}}}`, 200, true, false},
+		{"metrics from the cache", "metrics", `{"inputs":{"a":{"a":true},"b":{"b":true}}}`, 200, true, false},
+		{"both, pretty", "metrics&provenance&pretty", `{"inputs":{"a":{"a":true},"b":{"b":true}}}`, 200, true, true},
+		{"instrument", "instrument", `{"inputs":{"a":{"a":true}}}`, 200, true, false},
+		{"strict and metrics", "strict-builtin-errors&metrics", `{"inputs":{"a":{"a":true}}}`, 200, true, false},
+		{"mixed", "metrics&provenance", `{"inputs":{"a":{"a":true},"bad":{"a":true,"b":true}}}`, 207, true, true},
+		{"no inputs", "metrics", `{}`, 200, true, false},
+		{"explain", "explain=full", `{"inputs":{"a":{"a":true}}}`, 400, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := h.do(t, "POST", "/v1/batch/data/t/x?"+tc.query, strings.NewReader(tc.body), nil)
+			if r.code != tc.code {
+				t.Fatalf("status %d, want %d: %s", r.code, tc.code, r.body)
+			}
+			if tc.code == 400 {
+				if m, _ := r.obj["message"].(string); r.obj["code"] != "invalid_parameter" || !strings.Contains(m, "explain") {
+					t.Errorf("%s", r.body)
+				}
+				return
+			}
+			batchWants := strings.Contains(tc.query, "metrics") // ?instrument alone gives the items' only
+			if got := keys(r.obj["metrics"]); batchWants && !slices.Equal(got, batchKeys) || !batchWants && r.obj["metrics"] != nil {
+				t.Errorf("batch metrics %v: %s", got, r.body)
+			}
+			if tc.body == `{}` {
+				return
+			}
+			want := single(t, strings.TrimSuffix(tc.query, "&pretty"))
+			for id, item := range responsesOf(t, r) {
+				item := item.(map[string]any)
+				if id == "bad" {
+					if item["metrics"] != nil || item["provenance"] != nil || item["decision_id"] == nil {
+						t.Errorf("failed item %v", item)
+					}
+					continue
+				}
+				if mustJSON(t, item["result"]) != map[string]string{"a": "1", "b": "2"}[id] {
+					t.Errorf("%s: %v", id, item)
+				}
+				if got := keys(item["metrics"]); tc.metrics && !slices.Equal(got, keys(want["metrics"])) || !tc.metrics && item["metrics"] != nil {
+					t.Errorf("%s: metrics %v, a single request's %v", id, got, keys(want["metrics"]))
+				}
+				if got := mustJSON(t, item["provenance"]); tc.prov && got != mustJSON(t, want["provenance"]) || !tc.prov && item["provenance"] != nil {
+					t.Errorf("%s: provenance %s, a single request's %s", id, got, mustJSON(t, want["provenance"]))
+				}
+			}
+		})
+	}
+}
+
 // refMerge is the test's own statement of the common_input rule: objects
 // merge recursively, the input wins on every other conflict, and a
 // non-object input replaces common_input entirely.

@@ -96,12 +96,14 @@ func (s *Server) inspect(ctx context.Context, path string, input any, batchID st
 	return s.record(ctx, path, input, batchID, d, err, start, time.Since(start)), ev
 }
 
-// inspectMany decides a batch with in (?strict-builtin-errors), its items
-// in parallel, in input order.
-func (s *Server) inspectMany(ctx context.Context, path string, inputs []any, batchID string, in inspection) []decided {
+// inspectMany decides a batch with in (?strict-builtin-errors,
+// ?instrument), its items in parallel, in input order, with what each
+// inspection gathered.
+func (s *Server) inspectMany(ctx context.Context, path string, inputs []any, batchID string, in inspection) ([]decided, []*inspected) {
 	out := make([]decided, len(inputs))
-	parallel.For(len(inputs), func(i int) { out[i], _ = s.inspect(ctx, path, inputs[i], batchID, in) })
-	return out
+	evs := make([]*inspected, len(inputs))
+	parallel.For(len(inputs), func(i int) { out[i], evs[i] = s.inspect(ctx, path, inputs[i], batchID, in) })
+	return out, evs
 }
 
 // Bounds of ?explain. OPA's server bounds neither; its trace of one

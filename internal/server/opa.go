@@ -192,19 +192,8 @@ func (s *Server) writeOPA(w http.ResponseWriter, q url.Values, d decided, warnNo
 			resp["explanation"] = expl
 		}
 	}
-	if ev != nil && ev.metrics != nil {
-		// OPA's metrics of the evaluation (with ?instrument topdown's
-		// detailed ones, and its prepared-query counter), and the
-		// server's as ?metrics gives them.
-		m := ev.metrics.All()
-		m["timer_server_handler_ns"] = time.Since(startOf(w)).Nanoseconds()
-		m["timer_rego_input_parse_ns"] = inputParseNS(w)
-		for k, v := range cacheCounters(d.Decision) {
-			m[k] = v
-		}
+	if m := opaMetrics(w, d, ev, metrics); m != nil {
 		resp["metrics"] = m
-	} else if metrics {
-		resp["metrics"] = decisionMetrics(w, d)
 	}
 	if provenance {
 		resp["provenance"] = s.provenance(d.Revision)
@@ -282,6 +271,27 @@ func inputParseNS(w http.ResponseWriter) int64 {
 		return sw.inputNS
 	}
 	return 0
+}
+
+// opaMetrics is the "metrics" of OPA's answer to decision d on w, nil for
+// none: with an inspection that gathered them (ev, ?metrics or
+// ?instrument), OPA's metrics of the evaluation (with ?instrument
+// topdown's detailed ones, and its prepared-query counter) and the
+// server's; else with ?metrics (metrics), decisionMetrics.
+func opaMetrics(w http.ResponseWriter, d decided, ev *inspected, metrics bool) map[string]any {
+	if ev != nil && ev.metrics != nil {
+		m := ev.metrics.All()
+		m["timer_server_handler_ns"] = time.Since(startOf(w)).Nanoseconds()
+		m["timer_rego_input_parse_ns"] = inputParseNS(w)
+		for k, v := range cacheCounters(d.Decision) {
+			m[k] = v
+		}
+		return m
+	}
+	if metrics {
+		return decisionMetrics(w, d)
+	}
+	return nil
 }
 
 // decisionMetrics is ?metrics of decision d answered on w: OPA's server
