@@ -9,9 +9,12 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -57,9 +60,12 @@ and the token must be one of its admin tokens (ADMIN_TOKEN by default).`,
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(out)
+				b, err := json.MarshalIndent(out, "", "  ")
+				if err != nil {
+					return err
+				}
+				_, err = cmd.OutOrStdout().Write(append(jsonPrintable(b), '\n'))
+				return err
 			}
 			if len(out.Approvals) == 0 {
 				fmt.Fprintln(cmd.OutOrStdout(), "no calls are waiting for approval")
@@ -70,8 +76,8 @@ and the token must be one of its admin tokens (ADMIN_TOKEN by default).`,
 			now := time.Now()
 			for _, a := range out.Approvals {
 				args, _ := json.Marshal(a.Arguments)
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.Agent, a.Tool,
-					now.Sub(a.Created).Round(time.Second), a.Expires.Sub(now).Round(time.Second), shorten(string(args), 80))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", printable(a.ID), printable(a.Agent), printable(a.Tool),
+					now.Sub(a.Created).Round(time.Second), a.Expires.Sub(now).Round(time.Second), shorten(printable(string(args)), 80))
 			}
 			return tw.Flush()
 		},
@@ -96,7 +102,8 @@ func (c *approvalsClient) resolveCmd(action, short string) *cobra.Command {
 			if err := c.do(cmd.Context(), http.MethodPost, gateway.ApprovalsPath+"/"+url.PathEscape(args[0])+"/"+action, body, &out); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s (%s by agent %s, decision %s)\n", out.Approval.ID, out.Verdict, out.Approval.Tool, out.Approval.Agent, out.Approval.DecisionID)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s (%s by agent %s, decision %s)\n", printable(out.Approval.ID), printable(string(out.Verdict)),
+				printable(out.Approval.Tool), printable(out.Approval.Agent), printable(out.Approval.DecisionID))
 			return nil
 		},
 	}
@@ -140,16 +147,87 @@ func (c *approvalsClient) do(ctx context.Context, method, path string, body []by
 	if resp.StatusCode != http.StatusOK {
 		var e struct{ Code, Message string }
 		if json.Unmarshal(b, &e) == nil && e.Message != "" {
-			return fmt.Errorf("%s %s: %d %s: %s", method, path, resp.StatusCode, e.Code, e.Message)
+			return fmt.Errorf("%s %s: %d %s: %s", method, path, resp.StatusCode, printable(e.Code), printable(e.Message))
 		}
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, shorten(string(b), 200))
+		return fmt.Errorf("%s %s: %s: %s", method, path, printable(resp.Status), shorten(printable(string(b)), 200))
 	}
 	return json.Unmarshal(b, out)
 }
 
+// shorten cuts s to at most n bytes, "..." included, at a character's
+// start (a character cut in two would print as another, or as garbage).
 func shorten(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n-3] + "..."
+	cut := n - 3
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
+}
+
+// printable escapes what a terminal would act on rather than show, as Go
+// quotes strings (\r, \t, \x1b, \u009b, \u202e, \xff for a byte that is not
+// UTF-8): control characters, C1 controls, format characters such as the
+// bidirectional overrides, and invalid bytes. The tool names, arguments and
+// agents it prints are an agent's (or an upstream's) choice: unescaped, an
+// agent could move the cursor and rewrite the row an approver reads before
+// approving it. A tab would also shift the table's columns.
+func printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || !strconv.IsPrint(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, w := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && w == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case strconv.IsPrint(r):
+			b.WriteString(s[i : i+w])
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += w
+	}
+	return b.String()
+}
+
+// jsonPrintable escapes, as JSON \u escapes, the characters printable
+// escapes that JSON encoding leaves as they are (C1 controls, format
+// characters); the JSON means the same. Outside strings JSON holds only
+// printable ASCII and the indentation's line breaks.
+func jsonPrintable(b []byte) []byte {
+	clean := true
+	for _, r := range string(b) {
+		if r != '\n' && !strconv.IsPrint(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return b
+	}
+	out := make([]byte, 0, len(b)+32)
+	for _, r := range string(b) {
+		switch {
+		case r == '\n' || strconv.IsPrint(r):
+			out = utf8.AppendRune(out, r)
+		case r > 0xffff:
+			r1, r2 := utf16.EncodeRune(r)
+			out = fmt.Appendf(out, `\u%04x\u%04x`, r1, r2)
+		default:
+			out = fmt.Appendf(out, `\u%04x`, r)
+		}
+	}
+	return out
 }

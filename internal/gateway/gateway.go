@@ -490,12 +490,17 @@ func (g *Gateway) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.
 		g.log.Info("gateway: shadow mode forwards a call the constitution did not allow",
 			"decision_id", id, "tool", p.Name, "agent", agent, "outcome", v.outcome, "reasons", v.reasons)
 		return g.forward(ctx, u, p, tool, id, upLabel, toolLabel, start, 0)
-	case v.outcome == OutcomeApproval && u != nil:
-		return g.hold(ctx, u, p, tool, id, agent, session, args, v, upLabel, toolLabel, start)
 	case v.outcome == OutcomeApproval:
-		// No such upstream: nothing to hold a call for (held, such calls
-		// could fill the approval queue); forward answers the error.
-		return g.forward(ctx, u, p, tool, id, upLabel, toolLabel, start, 0)
+		// A call is held only for a tool its upstream lists: a name an
+		// agent makes up (no such upstream, or a tool the upstream does
+		// not list) would be shown to the approver as it is and could
+		// fill the approval queue, and an upstream that runs tools it does
+		// not list must not get one unapproved. It is answered as a call
+		// of an unknown tool.
+		if err := g.listed(ctx, u, p.Name, upName, tool); err != nil {
+			return nil, err
+		}
+		return g.hold(ctx, u, p, tool, id, agent, session, args, v, upLabel, toolLabel, start)
 	default:
 		return refusal(id, OutcomeDeny, "Denied by the constitution", v.reasons), nil
 	}
@@ -538,11 +543,41 @@ func interpret(d engine.Decision, err error) verdict {
 	return verdict{outcome: OutcomeDeny, failed: true, reasons: []string{fmt.Sprintf("the policy gave an inconsistent decision (outcome %q, allow %v)", outcome, allow)}, dec: d}
 }
 
+// unknownUpstream is the JSON-RPC error of a call whose name has no
+// configured upstream.
+func unknownUpstream(name string) error {
+	return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("unknown tool %q: no upstream is named %q (tools are named <upstream>%s<tool>)", name, strings.SplitN(name, Separator, 2)[0], Separator)}
+}
+
+// listed answers nil when upstream u lists tool, and otherwise the
+// JSON-RPC error of an unknown tool (as the SDK answers a tool a server
+// does not have). A tool missing from the last list is looked for in a new
+// one (the upstream may have added it since; its list_changed is not
+// relayed).
+func (g *Gateway) listed(ctx context.Context, u *upstream, name, upName, tool string) error {
+	if u == nil {
+		return unknownUpstream(name)
+	}
+	if u.Known(tool) {
+		return nil
+	}
+	_, err := u.Tools(ctx)
+	if u.Known(tool) {
+		return nil
+	}
+	msg := fmt.Sprintf("unknown tool %q: upstream %q lists no tool named %q", name, upName, tool)
+	if err != nil {
+		msg += fmt.Sprintf(" (in its last list: listing its tools again failed: %v)", err)
+	}
+	g.log.Info("gateway: a call needing approval names a tool its upstream does not list; not held", "tool", name)
+	return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: msg}
+}
+
 // forward calls the upstream and returns its result unchanged. waited is
 // time spent waiting for approval (not the gateway's overhead).
 func (g *Gateway) forward(ctx context.Context, u *upstream, p *mcp.CallToolParamsRaw, tool, id, upLabel, toolLabel string, start time.Time, waited time.Duration) (*mcp.CallToolResult, error) {
 	if u == nil {
-		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("unknown tool %q: no upstream is named %q (tools are named <upstream>%s<tool>)", p.Name, strings.SplitN(p.Name, Separator, 2)[0], Separator)}
+		return nil, unknownUpstream(p.Name)
 	}
 	upStart := time.Now()
 	res, err := u.Call(ctx, tool, p.Arguments, nil)

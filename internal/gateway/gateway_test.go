@@ -880,6 +880,42 @@ func TestCallToAnUnknownUpstreamIsNotHeld(t *testing.T) {
 	}
 }
 
+// TestCallToAnUnlistedToolIsNotHeld: a call that would need approval but
+// names a tool its upstream does not list (a name the agent made up to
+// match an approval pattern, holding terminal escapes to forge the row an
+// approver reads) is answered at once as a call of an unknown tool: never
+// held, never forwarded. A listed tool of the same upstream is still held.
+func TestCallToAnUnlistedToolIsNotHeld(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	a1 := e.agent(t, "token-1")
+	for _, name := range []string{
+		"local__delete_x\r\x1b[1A\x1b[2Kapr_FAKE  agent-1  local__read_file\t{}",
+		"remote__delete_nothing_listed",
+	} {
+		ctx, cancel := context.WithTimeout(testCtx(t), 5*time.Second)
+		_, err := a1.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: map[string]any{"id": "1"}})
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "unknown tool") || !strings.Contains(err.Error(), "lists no tool named") {
+			t.Fatalf("call of the unlisted %q: %v, want the unknown-tool error at once", name, err)
+		}
+	}
+	var l gateway.ApprovalList
+	if code := e.admin(t, http.MethodGet, gateway.ApprovalsPath, adminToken, nil, &l); code != http.StatusOK || len(l.Approvals) != 0 {
+		t.Fatalf("approvals: %d %+v, want none held", code, l.Approvals)
+	}
+	if got := e.metric(t, "acgs_gateway_upstream_calls_total", nil); got != 0 {
+		t.Errorf("%v calls forwarded, want none", got)
+	}
+	held := callAsync(t, a1, "remote__delete_record", map[string]any{"id": "r-1"})
+	a := e.waitPending(t, 1)[0]
+	if code := e.admin(t, http.MethodPost, gateway.ApprovalsPath+"/"+a.ID+"/deny", adminToken, nil, nil); code != http.StatusOK {
+		t.Fatalf("deny: %d", code)
+	}
+	if r := <-held; r.err != nil || !r.res.IsError {
+		t.Fatalf("refused listed call: %+v %v", r.res, r.err)
+	}
+}
+
 // TestAgentTokenIsNotAnAdminToken: a gateway whose agent's bearer token is
 // also an admin token is refused: that agent could approve its own held
 // calls.
