@@ -107,7 +107,7 @@ func (c *approvalsClient) resolveCmd(action, short string) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&by, "by", "", "who decides, recorded in the decision log (default $USER)")
+	cmd.Flags().StringVar(&by, "by", "", "who decides, recorded in the decision log as given, beside the admin token's position and fingerprint (default $USER)")
 	cmd.Flags().StringVar(&note, "note", "", "why; a refusal's note is sent to the agent")
 	return cmd
 }

@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -31,8 +33,32 @@ type ApprovalList struct {
 
 // ApprovalRequest is the optional body of POST .../approve and .../deny.
 type ApprovalRequest struct {
-	By   string `json:"by,omitempty"`   // who decided, recorded in the decision log
+	By   string `json:"by,omitempty"`   // who decided, as the approver says, recorded in the decision log beside the admin token used
 	Note string `json:"note,omitempty"` // why; sent to the agent with a refusal
+}
+
+// tokenRef names the admin token a verdict came with, for the decision
+// log, without the token: its position in the admin token list (from 1,
+// as in the comma-separated ADMIN_TOKEN) and the first 16 hex digits of
+// its SHA-256 (printf %s "$TOKEN" | sha256sum | cut -c1-16). The "by" of
+// a verdict is what the approver claims; the token is what the gateway
+// checked. Unset (position 0) for the gateway's own verdicts.
+type tokenRef struct {
+	position int
+	sha256   string
+}
+
+func (t tokenRef) logValue() map[string]any {
+	return map[string]any{"position": t.position, "sha256": t.sha256}
+}
+
+// adminTokenKey is the request context's key of the tokenRef of the admin
+// token that authorised it.
+type adminTokenKey struct{}
+
+func newTokenRef(i int, token string) tokenRef {
+	sum := sha256.Sum256([]byte(token))
+	return tokenRef{position: i + 1, sha256: hex.EncodeToString(sum[:8])}
 }
 
 // ApprovalResult is the answer to POST .../approve and .../deny.
@@ -95,17 +121,20 @@ func (g *Gateway) resolveApproval(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	a, err := g.approvals.resolve(r.PathValue("id"), resolution{verdict: v, by: body.By, note: body.Note})
+	tok, _ := r.Context().Value(adminTokenKey{}).(tokenRef)
+	a, err := g.approvals.resolve(r.PathValue("id"), resolution{verdict: v, by: body.By, note: body.Note, token: tok})
 	if err != nil {
 		writeError(w, apierror.New(apierror.ResourceNotFound, "%s: %v", r.PathValue("id"), err))
 		return
 	}
-	g.log.Info("gateway: approval decided", "approval_id", a.ID, "decision_id", a.DecisionID, "verdict", v, "by", body.By)
+	g.log.Info("gateway: approval decided", "approval_id", a.ID, "decision_id", a.DecisionID, "verdict", v, "by", body.By,
+		"admin_token_position", tok.position, "admin_token_sha256", tok.sha256)
 	writeJSON(w, http.StatusOK, ApprovalResult{Verdict: v, Approval: a})
 }
 
 // authorised wraps an admin handler: 404 with no token configured (as
-// `acgs serve` does), 401 without a valid bearer token.
+// `acgs serve` does), 401 without a valid bearer token. The request's
+// context carries which token it was (adminTokenKey).
 func (g *Gateway) authorised(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if len(g.d.AdminTokens) == 0 {
@@ -113,21 +142,29 @@ func (g *Gateway) authorised(h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || !anyEqual(tok, g.d.AdminTokens) {
+		i := -1
+		if ok {
+			i = indexEqual(tok, g.d.AdminTokens)
+		}
+		if i < 0 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="acgs-gateway"`)
 			writeError(w, apierror.New(apierror.Unauthorized, "a valid admin bearer token is required"))
 			return
 		}
-		h(w, r)
+		h(w, r.WithContext(context.WithValue(r.Context(), adminTokenKey{}, newTokenRef(i, tok))))
 	}
 }
 
-func anyEqual(tok string, tokens []string) bool {
-	ok := 0
-	for _, t := range tokens {
-		ok |= subtle.ConstantTimeCompare([]byte(tok), []byte(t))
+// indexEqual is the position of tok in tokens (the first, compared in
+// constant time with each of them), or -1.
+func indexEqual(tok string, tokens []string) int {
+	found := -1
+	for i, t := range tokens {
+		if subtle.ConstantTimeCompare([]byte(tok), []byte(t)) == 1 && found < 0 && tok != "" {
+			found = i
+		}
 	}
-	return ok == 1 && tok != ""
+	return found
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -38,6 +38,7 @@ type resolution struct {
 	verdict Verdict
 	by      string
 	note    string
+	token   tokenRef // the admin token of an approver's verdict
 }
 
 type pending struct {

@@ -566,7 +566,10 @@ func (g *Gateway) listed(ctx context.Context, u *upstream, name, upName, tool st
 		return nil
 	}
 	msg := fmt.Sprintf("unknown tool %q: upstream %q lists no tool named %q", name, upName, tool)
-	if err != nil {
+	switch {
+	case !u.Up():
+		msg = fmt.Sprintf("unknown tool %q: upstream %q is unavailable, and its last list had no tool named %q", name, upName, tool)
+	case err != nil:
 		msg += fmt.Sprintf(" (in its last list: listing its tools again failed: %v)", err)
 	}
 	g.log.Info("gateway: a call needing approval names a tool its upstream does not list; not held", "tool", name)
@@ -612,7 +615,7 @@ func (g *Gateway) hold(ctx context.Context, u *upstream, p *mcp.CallToolParamsRa
 	}
 	if err != nil {
 		g.m.approvals.WithLabelValues(upLabel, toolLabel, string(Refused)).Inc()
-		g.logApproval(a, Refused, "gateway", err.Error())
+		g.logApproval(a, resolution{verdict: Refused, by: "gateway", note: err.Error()})
 		return refusal(id, OutcomeDeny, "Not approved", append(v.reasons, "approval required, but "+err.Error())), nil
 	}
 	g.log.Info("gateway: call held for approval", "approval_id", pend.ID, "decision_id", id, "tool", p.Name, "agent", agent)
@@ -629,7 +632,7 @@ func (g *Gateway) hold(ctx context.Context, u *upstream, p *mcp.CallToolParamsRa
 		r = g.settle(pend, resolution{verdict: Cancelled})
 	}
 	g.m.approvals.WithLabelValues(upLabel, toolLabel, string(r.verdict)).Inc()
-	g.logApproval(pend.Approval, r.verdict, r.by, r.note)
+	g.logApproval(pend.Approval, r)
 	waited := time.Since(now)
 	switch r.verdict {
 	case Approved:
@@ -799,20 +802,24 @@ func (g *Gateway) logDecision(id string, input map[string]any, v verdict, shadow
 
 // logApproval records how a call needing approval ended, linked to its
 // decision: a held call (a.ID set) or one refused at the approvals bounds
-// without being held (no approval id).
-func (g *Gateway) logApproval(a Approval, v Verdict, by, note string) {
+// without being held (no approval id). An approver's verdict names the
+// admin token it came with (tokenRef) beside the "by" it claims.
+func (g *Gateway) logApproval(a Approval, r resolution) {
 	if g.d.DecisionLog == nil {
 		return
 	}
-	res := map[string]any{"decision_id": a.DecisionID, "verdict": string(v), "tool": a.Tool, "agent": a.Agent}
+	res := map[string]any{"decision_id": a.DecisionID, "verdict": string(r.verdict), "tool": a.Tool, "agent": a.Agent}
 	if a.ID != "" {
 		res["approval_id"] = a.ID
 	}
-	if by != "" {
-		res["by"] = by
+	if r.by != "" {
+		res["by"] = r.by
 	}
-	if note != "" {
-		res["note"] = note
+	if r.token.position > 0 {
+		res["admin_token"] = r.token.logValue()
+	}
+	if r.note != "" {
+		res["note"] = r.note
 	}
 	g.d.DecisionLog.Log(&telemetry.DecisionEvent{
 		Path:               "acgs/gateway/approval",
