@@ -201,15 +201,20 @@ key_of(p) := replace(lower(ks[count(ks) - 1]), "-", "_") if {
 	ks := array.concat([""], [k | some k in p; is_string(k)])
 }
 
-# RFC 6901 JSON pointer of a walk path.
-pointer(p) := concat("", [s |
-	some x in p
-	s := concat("", ["/", escape(x)])
-])
+# RFC 6901 JSON pointer of a walk path, as a reason shows it: a member
+# name that looks like a secret is shown as <redacted>, and a pointer whose
+# names only together look like one as /<redacted>.
+shown_pointer(p) := redacted(r, "/<redacted>", r) if {
+	r := concat("", [s |
+		some x in p
+		s := concat("", ["/", redacted_segment(x)])
+	])
+}
 
-escape(x) := replace(replace(x, "~", "~0"), "/", "~1") if is_string(x)
-
-escape(x) := sprintf("%v", [x]) if not is_string(x)
+# (the escaped form hides a connection string's "//", so both are checked)
+redacted_segment(x) := redacted(concat("\n", [sprintf("%v", [x]), e]), "<redacted>", e) if {
+	e := replace(replace(sprintf("%v", [x]), "~", "~0"), "/", "~1")
+}
 
 tool_in(patterns) if {
 	some pattern in patterns
@@ -260,7 +265,7 @@ file_url_path(u) := substring(u, 5, -1) if {
 # so such a file URL is refused rather than checked undecoded.
 bad_escape(s) if regex.match(`%([^0-9a-fA-F]|[0-9a-fA-F][^0-9a-fA-F]|[0-9a-fA-F]?$)`, s)
 
-deny_reasons contains sprintf("Argument '%s' is a file URL with a malformed percent-escape ('%s')", [pointer(p), truncate(raw)]) if {
+deny_reasons contains sprintf("Argument '%s' is a file URL with a malformed percent-escape ('%s')", [shown_pointer(p), shown(raw)]) if {
 	any_strings[[p, v]]
 	raw := file_url_path(url_text(v))
 	bad_escape(raw)
@@ -268,16 +273,16 @@ deny_reasons contains sprintf("Argument '%s' is a file URL with a malformed perc
 
 path_segments(v) := regex.split(`[/\\]`, v)
 
-path_violation(v, q) := sprintf("is a relative path ('%s'); only absolute paths under the allowed file roots are accepted", [truncate(q)]) if {
+path_violation(v, q) := sprintf("is a relative path ('%s'); only absolute paths under the allowed file roots are accepted", [shown_from(v, q)]) if {
 	not startswith(v, "/")
 }
 
-path_violation(v, q) := sprintf("climbs out of its directory with '..' ('%s')", [truncate(q)]) if {
+path_violation(v, q) := sprintf("climbs out of its directory with '..' ('%s')", [shown_from(v, q)]) if {
 	startswith(v, "/")
 	".." in path_segments(v)
 }
 
-path_violation(v, q) := sprintf("is outside the allowed file roots ('%s')", [truncate(q)]) if {
+path_violation(v, q) := sprintf("is outside the allowed file roots ('%s')", [shown_from(v, q)]) if {
 	startswith(v, "/")
 	not ".." in path_segments(v)
 	not under_a_root(v)
@@ -295,20 +300,20 @@ under_a_root(v) if {
 	startswith(v, concat("", [r, "/"]))
 }
 
-deny_reasons contains sprintf("Argument '%s' %s", [pointer(p), path_violation(v, q)]) if {
+deny_reasons contains sprintf("Argument '%s' %s", [shown_pointer(p), path_violation(v, q)]) if {
 	path_arguments[[p, q, v]]
 }
 
 # --- shell commands ----------------------------------------------------------
 
-deny_reasons contains sprintf("Argument '%s' carries a shell command; tool '%s' may not run shell commands", [pointer(p), truncate(name)]) if {
+deny_reasons contains sprintf("Argument '%s' carries a shell command; tool '%s' may not run shell commands", [shown_pointer(p), shown(name)]) if {
 	not tool_in(cfg.shell_tools_allowed)
 	argument_strings[[p, key, v]]
 	key in cfg.shell_argument_names
 	v != ""
 }
 
-deny_reasons contains sprintf("Argument '%s' contains shell syntax (%s)", [pointer(p), kind]) if {
+deny_reasons contains sprintf("Argument '%s' contains shell syntax (%s)", [shown_pointer(p), kind]) if {
 	not tool_in(cfg.shell_tools_allowed)
 	any_strings[[p, v]]
 	some kind, pattern in cfg.shell_patterns
@@ -415,8 +420,8 @@ host_allowed(h) if {
 	glob.match(lower(pattern), null, bare_host(h))
 }
 
-deny_reasons contains sprintf("Argument '%s' reaches '%s', which is not in the network allow-list", [pointer(p), truncate(display_host(h))]) if {
-	destinations[[p, _, h]]
+deny_reasons contains sprintf("Argument '%s' reaches '%s', which is not in the network allow-list", [shown_pointer(p), shown_from(v, display_host(h))]) if {
+	destinations[[p, v, h]]
 	not host_allowed(h)
 }
 
@@ -427,14 +432,14 @@ display_host(h) := h if h != ""
 # --- secrets -----------------------------------------------------------------
 
 # The reasons never repeat the secret itself.
-deny_reasons contains sprintf("Argument '%s' looks like a secret (%s); secrets must not be passed to tools", [pointer(p), kind]) if {
+deny_reasons contains sprintf("Argument '%s' looks like a secret (%s); secrets must not be passed to tools", [shown_pointer(p), kind]) if {
 	not tool_in(cfg.secret_tools_allowed)
 	any_strings[[p, v]]
 	some kind, pattern in cfg.secret_patterns
 	regex.match(pattern, v)
 }
 
-deny_reasons contains sprintf("Argument '%s' carries a credential; tool '%s' may not receive credentials", [pointer(p), truncate(name)]) if {
+deny_reasons contains sprintf("Argument '%s' carries a credential; tool '%s' may not receive credentials", [shown_pointer(p), shown(name)]) if {
 	not tool_in(cfg.secret_tools_allowed)
 	argument_strings[[p, key, v]]
 	key in cfg.secret_argument_names
@@ -447,13 +452,13 @@ deny_reasons contains sprintf("Argument '%s' carries a credential; tool '%s' may
 
 deny_reasons contains "Tool name missing" if name == ""
 
-deny_reasons contains sprintf("Tool '%s' is prohibited by the constitution", [truncate(name)]) if prohibited
+deny_reasons contains sprintf("Tool '%s' is prohibited by the constitution", [shown(name)]) if prohibited
 
-deny_reasons contains sprintf("Upstream '%s' is blocked", [truncate(upstream)]) if upstream_blocked
+deny_reasons contains sprintf("Upstream '%s' is blocked", [shown(upstream)]) if upstream_blocked
 
 deny_reasons contains "Upstream missing" if upstream == ""
 
-deny_reasons contains sprintf("Agent '%s' may not use upstream '%s'", [truncate(agent_id), truncate(upstream)]) if {
+deny_reasons contains sprintf("Agent '%s' may not use upstream '%s'", [shown(agent_id), shown(upstream)]) if {
 	upstream_not_allowed_for_agent
 }
 
@@ -469,7 +474,7 @@ deny_reasons contains "Session missing" if {
 
 deny_reasons contains "Arguments must be an object" if not arguments_ok
 
-deny_reasons contains sprintf("Agent '%s' made at least %v tool calls in the last minute (limit %v)", [truncate(agent_id), calls_last_minute, rate_limit]) if {
+deny_reasons contains sprintf("Agent '%s' made at least %v tool calls in the last minute (limit %v)", [shown(agent_id), calls_last_minute, rate_limit]) if {
 	rate_limited
 }
 
@@ -497,15 +502,15 @@ default reasons := []
 
 reasons := sort([r | some r in deny_reasons]) if count(deny_reasons) > 0
 
-reasons := [sprintf("Tool '%s' requires human approval", [truncate(name)])] if {
+reasons := [sprintf("Tool '%s' requires human approval", [shown(name)])] if {
 	count(deny_reasons) == 0
 	needs_approval
 }
 
 evaluation_details := {
-	"tool": truncate(name),
-	"upstream": truncate(upstream),
-	"agent": truncate(agent_id),
+	"tool": shown(name),
+	"upstream": shown(upstream),
+	"agent": shown(agent_id),
 	"prohibited": prohibited,
 	"needs_approval": needs_approval,
 	"argument_violations": count(argument_reasons),
@@ -518,3 +523,24 @@ argument_reasons contains r if {
 }
 
 truncate(s) := substring(s, 0, config.max_reason_value_length)
+
+# A value as a reason (or evaluation_details) shows it: truncated, or
+# <redacted> when it, or its truncated form, looks like a secret (matches a
+# secret pattern). No reason repeats a secret, whichever rule it comes from.
+# (The strings are tested joined by a line break: a match across the join
+# can only redact more.)
+shown(s) := redacted(concat("\n", [s, truncate(s)]), "<redacted>", truncate(s))
+
+# s as shown, unless the string it was taken from (a host's URL, a decoded
+# path) looks like a secret.
+shown_from(orig, s) := redacted(concat("\n", [orig, s, truncate(s)]), "<redacted>", truncate(s))
+
+# mask when tested looks like a secret, else clear. Built-ins only, no
+# branch: partial evaluation (which the planner runs on this route) makes a
+# branch of every alternative a reason's functions take, and multiplies them.
+redacted(tested, mask, clear) := concat("", array.slice([clear, mask], n, n + 1)) if {
+	n := count(regex.find_n(secret_regex, tested, 1))
+}
+
+# Every secret pattern in one regular expression.
+secret_regex := concat("|", [concat("", ["(?:", pattern, ")"]) | some pattern in cfg.secret_patterns])

@@ -682,3 +682,53 @@ test_shell_chained_commands if {
 		decide(args({"text": t})).outcome == "allow"
 	}
 }
+
+# No reason quotes a value that looks like a secret, whichever rule it
+# comes from: the value is shown as <redacted>, a member name in a pointer
+# as <redacted>, and the secret rule still names the argument.
+test_no_reason_quotes_a_secret if {
+	ghp := "ghp_abcdefghijklmnopqrstuvwxyz0123456789AB"
+	d := decide(args({"file": ghp}))
+	d.reasons == [
+		"Argument '/file' is a relative path ('<redacted>'); only absolute paths under the allowed file roots are accepted",
+		"Argument '/file' looks like a secret (GitHub token); secrets must not be passed to tools",
+	]
+	e := decide(args({"host": "AKIAIOSFODNN7EXAMPLE.evil.com"}))
+	has_reason(e, "Argument '/host' reaches '<redacted>', which is not in the network allow-list")
+	f := decide(args({"AKIAIOSFODNN7EXAMPLE": "x"}))
+	f.reasons == ["Argument '/<redacted>' looks like a secret (AWS access key id); secrets must not be passed to tools"]
+	g := decide(args({"opts": {"postgres://u:pw@db/x": "/etc/passwd"}}))
+	has_reason(g, "Argument '/opts/<redacted>' looks like a secret (password in a connection string); secrets must not be passed to tools")
+	h := decide(args({"path": "/etc/%41KIAIOSFODNN7EXAMPLE", "text": "file:///etc/%41KIAIOSFODNN7EXAMPLE"}))
+	has_reason(h, "Argument '/text' is outside the allowed file roots ('<redacted>')")
+	has_reason(h, "Argument '/path' is outside the allowed file roots ('/etc/%41KIAIOSFODNN7EXAMPLE')")
+	every x in [d, e, f, g, h] {
+		every r in x.reasons {
+			not regex.match(`ghp_|AKIA|(?i)akiaiosfodnn7example|pw@`, r)
+		}
+	}
+}
+
+# Names that only together look like a secret hide the whole pointer.
+test_pointer_that_looks_like_a_secret_is_hidden if {
+	d := decide(args({"x:": {"": {"u:p@h": "/etc/passwd"}}})) with data.acgs.config.tool_call.path_argument_names as ["u:p@h"]
+	d.reasons == ["Argument '/<redacted>' is outside the allowed file roots ('/etc/passwd')"]
+}
+
+test_names_and_identities_that_look_like_secrets_are_redacted if {
+	d := decide(call({"name": "sk-abcdefghijklmnopqrstuvwxyz__exec", "agent": {"id": "xoxb-1234567890-abcdef", "session": "s"}, "context": {"calls_last_minute": 500}}))
+	has_reason(d, "Tool '<redacted>' is prohibited by the constitution")
+	has_reason(d, "Agent '<redacted>' made at least 500 tool calls in the last minute (limit 120)")
+	d.evaluation_details.tool == "<redacted>"
+	d.evaluation_details.agent == "<redacted>"
+	e := decide(call({"name": "db__delete_record-sk-abcdefghijklmnopqrstuvwx"}))
+	e.reasons == ["Tool '<redacted>' requires human approval"]
+}
+
+# A value cut where the cut makes it look like a secret is redacted too.
+test_truncation_cannot_reveal_a_secret if {
+	pad := concat("", [x | some _ in numbers.range(1, 179); x := "a"])
+	v := concat("", [pad, " AKIAIOSFODNN7EXAMPLEX"])
+	d := decide(args({"file": v}))
+	has_reason(d, "Argument '/file' is a relative path ('<redacted>'); only absolute paths under the allowed file roots are accepted")
+}
