@@ -7,6 +7,9 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/acgs-lite/acgs/internal/gateway"
 )
@@ -79,5 +82,101 @@ func TestApprovalRecordNamesTheAdminToken(t *testing.T) {
 	}
 	if strings.Contains(string(raw), adminToken) || strings.Contains(string(raw), oldToken) {
 		t.Error("the decision log holds an admin token")
+	}
+}
+
+// upstreamErrorMeta is the gateway's _meta on a forwarded call the
+// upstream did not complete.
+func upstreamErrorMeta(t testing.TB, res *mcp.CallToolResult) map[string]any {
+	t.Helper()
+	m, ok := res.Meta["io.acgs/decision"].(map[string]any)
+	if !ok || m["upstream_error"] == nil {
+		t.Fatalf("no io.acgs/decision with upstream_error in _meta: %#v (%q)", res.Meta, text(res))
+	}
+	return m
+}
+
+// TestUpstreamErrorReplyIsNotAFailure: an upstream's JSON-RPC error
+// answering a forwarded call (here: a tool it does not have) is its
+// answer, not a failure to answer: counted as result="error_reply", not
+// "failed" (which ACGSGatewayUpstreamFailures alerts on), and the agent is
+// told the upstream answered with that error, not that the call was "not
+// completed". An upstream that does not answer is still "failed".
+func TestUpstreamErrorReplyIsNotAFailure(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	gw := e.agent(t, "token-1")
+	res := call(t, gw, "remote__no_such_tool", map[string]any{})
+	m := upstreamErrorMeta(t, res)
+	if !res.IsError || !strings.Contains(text(res), `upstream "remote" answered the call with an error: unknown tool "no_such_tool" (JSON-RPC error -32602)`) ||
+		strings.Contains(text(res), "not completed") || m["outcome"] != "allow" {
+		t.Fatalf("error reply: %q %v", text(res), m)
+	}
+	if got := e.metric(t, "acgs_gateway_upstream_calls_total", map[string]string{"result": "error_reply", "upstream": "remote", "tool": "other"}); got != 1 {
+		t.Errorf("error_reply = %v, want 1", got)
+	}
+	if got := e.metric(t, "acgs_gateway_upstream_calls_total", map[string]string{"result": "failed"}); got != 0 {
+		t.Errorf("failed = %v after an answer, want 0", got)
+	}
+	e.stopRem()
+	res = call(t, gw, "remote__echo", map[string]any{"text": "x"})
+	if !res.IsError || !strings.Contains(text(res), "but not completed") {
+		t.Fatalf("no answer: %q", text(res))
+	}
+	if got := e.metric(t, "acgs_gateway_upstream_calls_total", map[string]string{"result": "failed"}); got != 1 {
+		t.Errorf("failed = %v after no answer, want 1", got)
+	}
+}
+
+// TestShadowForwardedCallThatFailsSaysWhatWasDecided: a call shadow mode
+// forwarded though the constitution denied it (or wanted approval) whose
+// upstream then does not answer tells the agent what was decided, as the
+// decision log has it, not that the call was allowed.
+func TestShadowForwardedCallThatFailsSaysWhatWasDecided(t *testing.T) {
+	e := startEnv(t, envOptions{upstreams: "  - name: remote\n    url: REMOTE\n    shadow: true\n"})
+	gw := e.agent(t, "token-1")
+	e.stopRem()
+	for _, c := range []struct {
+		tool, outcome, says string
+		args                map[string]any
+	}{
+		{"remote__exec", "deny", "forwarded in shadow mode though the constitution denied it", map[string]any{"command": "ls"}},
+		{"remote__delete_record", "approval_required", "forwarded in shadow mode without approval", map[string]any{"id": "1"}},
+		{"remote__echo", "allow", "The call was allowed", map[string]any{"text": "x"}},
+	} {
+		res := call(t, gw, c.tool, c.args)
+		m := upstreamErrorMeta(t, res)
+		shadow := c.outcome != "allow"
+		if !res.IsError || !strings.Contains(text(res), c.says) || m["outcome"] != c.outcome || (m["mode"] == "shadow") != shadow ||
+			(shadow && strings.Contains(text(res), "was allowed")) {
+			t.Errorf("%s: %q %v, want outcome %s and %q", c.tool, text(res), m, c.outcome, c.says)
+		}
+	}
+}
+
+// heldOrAnswered waits until one call is held and returns it, failing the
+// test with the answer of call if it is answered first (not held).
+func heldOrAnswered(t testing.TB, e *env, call <-chan answer) gateway.Approval {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var l gateway.ApprovalList
+		if code := e.admin(t, http.MethodGet, gateway.ApprovalsPath, adminToken, nil, &l); code != http.StatusOK {
+			t.Fatalf("list approvals: %d", code)
+		}
+		if len(l.Approvals) > 0 {
+			return l.Approvals[0]
+		}
+		select {
+		case r := <-call:
+			if r.res != nil {
+				t.Fatalf("answered without being held: %q %v", text(r.res), r.res.Meta)
+			}
+			t.Fatalf("answered without being held: %v", r.err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("not held after 20s, nor answered")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -482,14 +482,16 @@ func (g *Gateway) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.
 		g.d.Metrics.ObserveDecision(DecisionPath, o, src, took)
 	}
 
+	c := &relay{u: u, p: p, tool: tool, id: id, upLabel: upLabel, toolLabel: toolLabel, start: start, outcome: v.outcome}
 	switch {
 	case v.outcome == OutcomeAllow:
-		return g.forward(ctx, u, p, tool, id, upLabel, toolLabel, start, 0)
+		return g.forward(ctx, c)
 	case shadow:
 		g.m.shadow.WithLabelValues(upLabel, toolLabel, metricOutcome).Inc()
 		g.log.Info("gateway: shadow mode forwards a call the constitution did not allow",
 			"decision_id", id, "tool", p.Name, "agent", agent, "outcome", v.outcome, "reasons", v.reasons)
-		return g.forward(ctx, u, p, tool, id, upLabel, toolLabel, start, 0)
+		c.shadow, c.failed = true, v.failed
+		return g.forward(ctx, c)
 	case v.outcome == OutcomeApproval:
 		// A call is held only for a tool its upstream lists: a name an
 		// agent makes up (no such upstream, or a tool the upstream does
@@ -500,7 +502,7 @@ func (g *Gateway) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.
 		if err := g.listed(ctx, u, p.Name, upName, tool); err != nil {
 			return nil, err
 		}
-		return g.hold(ctx, u, p, tool, id, agent, session, args, v, upLabel, toolLabel, start)
+		return g.hold(ctx, c, agent, session, args, v)
 	default:
 		return refusal(id, OutcomeDeny, "Denied by the constitution", v.reasons), nil
 	}
@@ -576,33 +578,83 @@ func (g *Gateway) listed(ctx context.Context, u *upstream, name, upName, tool st
 	return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: msg}
 }
 
-// forward calls the upstream and returns its result unchanged. waited is
-// time spent waiting for approval (not the gateway's overhead).
-func (g *Gateway) forward(ctx context.Context, u *upstream, p *mcp.CallToolParamsRaw, tool, id, upLabel, toolLabel string, start time.Time, waited time.Duration) (*mcp.CallToolResult, error) {
-	if u == nil {
-		return nil, unknownUpstream(p.Name)
+// relay is a call the gateway forwards, and how it came to be forwarded
+// (what the agent is told when the upstream does not complete it).
+type relay struct {
+	u                  *upstream
+	p                  *mcp.CallToolParamsRaw
+	tool, id           string
+	upLabel, toolLabel string
+	start              time.Time
+	waited             time.Duration // waiting for approval (not the gateway's overhead)
+	outcome            string        // the decision's
+	shadow             bool          // forwarded by shadow mode though the outcome was not allow
+	failed             bool          // the decision failed (forwarded by shadow mode)
+	approval           string        // the approval id of an approved call
+}
+
+// how says how the call came to be forwarded, as the decision log has it.
+func (c *relay) how() string {
+	switch {
+	case c.approval != "":
+		return fmt.Sprintf("The call was approved (decision %s, approval %s)", c.id, c.approval)
+	case c.shadow && c.failed:
+		return fmt.Sprintf("The call was forwarded in shadow mode though its decision failed (decision %s; outside shadow mode it would have been denied)", c.id)
+	case c.shadow && c.outcome == OutcomeApproval:
+		return fmt.Sprintf("The call was forwarded in shadow mode without approval (decision %s; outside shadow mode it would have been held for approval)", c.id)
+	case c.shadow:
+		return fmt.Sprintf("The call was forwarded in shadow mode though the constitution denied it (decision %s; outside shadow mode it would have been denied)", c.id)
+	}
+	return fmt.Sprintf("The call was allowed (decision %s)", c.id)
+}
+
+// errorReply is the upstream's own JSON-RPC error answering a call (an
+// unknown tool, invalid parameters), as opposed to no answer: the
+// transport's failures, which the SDK also reports as JSON-RPC errors of
+// its own codes (resources.go), and the gateway's timeouts are not.
+func errorReply(err error) (*jsonrpc.Error, bool) {
+	var je *jsonrpc.Error
+	if errors.As(err, &je) && je.Code != codeRejectedByTransport && je.Code != codeServerClosing && je.Code != codeClientClosing {
+		return je, true
+	}
+	return nil, false
+}
+
+// forward calls the upstream and returns its result unchanged. When the
+// upstream answers a JSON-RPC error, or no answer, the agent gets a tool
+// error saying which, and how the call came to be forwarded.
+func (g *Gateway) forward(ctx context.Context, c *relay) (*mcp.CallToolResult, error) {
+	if c.u == nil {
+		return nil, unknownUpstream(c.p.Name)
 	}
 	upStart := time.Now()
-	res, err := u.Call(ctx, tool, p.Arguments, nil)
+	res, err := c.u.Call(ctx, c.tool, c.p.Arguments, nil)
 	upTook := time.Since(upStart)
-	g.m.upstreamDur.WithLabelValues(upLabel).Observe(upTook.Seconds())
-	g.m.observeOverhead(upLabel, time.Since(start)-upTook-waited)
+	g.m.upstreamDur.WithLabelValues(c.upLabel).Observe(upTook.Seconds())
+	g.m.observeOverhead(c.upLabel, time.Since(c.start)-upTook-c.waited)
+	if je, ok := errorReply(err); ok {
+		g.m.upstream.WithLabelValues(c.upLabel, c.toolLabel, resultErrorReply).Inc()
+		g.log.Info("gateway: upstream answered a call with an error", "decision_id", c.id, "tool", c.p.Name, "code", je.Code, "error", je.Message)
+		return c.errorResult(fmt.Sprintf("upstream %q answered the call with an error: %s (JSON-RPC error %d). %s; the error is the upstream's answer, not the gateway's.",
+			c.u.cfg.Name, je.Message, je.Code, c.how())), nil
+	}
 	if err != nil {
-		g.m.upstream.WithLabelValues(upLabel, toolLabel, "failed").Inc()
-		g.log.Warn("gateway: upstream call failed", "decision_id", id, "tool", p.Name, "error", err)
-		return errorResult(id, fmt.Sprintf("%v. The call was allowed (decision %s) but not completed.", err, id)), nil
+		g.m.upstream.WithLabelValues(c.upLabel, c.toolLabel, resultFailed).Inc()
+		g.log.Warn("gateway: upstream call failed", "decision_id", c.id, "tool", c.p.Name, "error", err)
+		return c.errorResult(fmt.Sprintf("%v. %s but not completed.", err, c.how())), nil
 	}
 	if res.IsError {
-		g.m.upstream.WithLabelValues(upLabel, toolLabel, "tool_error").Inc()
+		g.m.upstream.WithLabelValues(c.upLabel, c.toolLabel, resultToolError).Inc()
 	} else {
-		g.m.upstream.WithLabelValues(upLabel, toolLabel, "ok").Inc()
+		g.m.upstream.WithLabelValues(c.upLabel, c.toolLabel, resultOK).Inc()
 	}
 	return res, nil
 }
 
 // hold waits for an approver, the timeout, the agent giving up or the
 // gateway stopping.
-func (g *Gateway) hold(ctx context.Context, u *upstream, p *mcp.CallToolParamsRaw, tool, id, agent, session string, args any, v verdict, upLabel, toolLabel string, start time.Time) (*mcp.CallToolResult, error) {
+func (g *Gateway) hold(ctx context.Context, c *relay, agent, session string, args any, v verdict) (*mcp.CallToolResult, error) {
+	p, id, upLabel, toolLabel := c.p, c.id, c.upLabel, c.toolLabel
 	now := time.Now()
 	a := Approval{
 		DecisionID: id, Agent: agent, Session: session, Tool: p.Name, Upstream: strings.SplitN(p.Name, Separator, 2)[0],
@@ -633,10 +685,10 @@ func (g *Gateway) hold(ctx context.Context, u *upstream, p *mcp.CallToolParamsRa
 	}
 	g.m.approvals.WithLabelValues(upLabel, toolLabel, string(r.verdict)).Inc()
 	g.logApproval(pend.Approval, r)
-	waited := time.Since(now)
 	switch r.verdict {
 	case Approved:
-		return g.forward(ctx, u, p, tool, id, upLabel, toolLabel, start, waited)
+		c.waited, c.approval = time.Since(now), pend.ID
+		return g.forward(ctx, c)
 	case Refused:
 		reason := "refused by the approver"
 		if r.by != "" {
@@ -683,11 +735,21 @@ func refusal(id, outcome, title string, reasons []string) *mcp.CallToolResult {
 	}
 }
 
-func errorResult(id, text string) *mcp.CallToolResult {
+// errorResult is the tool error of a forwarded call the upstream did not
+// complete; its _meta has the decision's outcome, as logged, and how the
+// call came to be forwarded.
+func (c *relay) errorResult(text string) *mcp.CallToolResult {
+	meta := map[string]any{"decision_id": c.id, "outcome": c.outcome, "upstream_error": text}
+	if c.shadow {
+		meta["mode"] = "shadow"
+	}
+	if c.approval != "" {
+		meta["approval_id"], meta["verdict"] = c.approval, string(Approved)
+	}
 	return &mcp.CallToolResult{
 		Content: []mcp.Content{&mcp.TextContent{Text: text}},
 		IsError: true,
-		Meta:    mcp.Meta{metaKey: map[string]any{"decision_id": id, "outcome": OutcomeAllow, "upstream_error": text}},
+		Meta:    mcp.Meta{metaKey: meta},
 	}
 }
 

@@ -907,7 +907,7 @@ func TestCallToAnUnlistedToolIsNotHeld(t *testing.T) {
 		t.Errorf("%v calls forwarded, want none", got)
 	}
 	held := callAsync(t, a1, "remote__delete_record", map[string]any{"id": "r-1"})
-	a := e.waitPending(t, 1)[0]
+	a := heldOrAnswered(t, e, held)
 	if code := e.admin(t, http.MethodPost, gateway.ApprovalsPath+"/"+a.ID+"/deny", adminToken, nil, nil); code != http.StatusOK {
 		t.Fatalf("deny: %d", code)
 	}

@@ -15,13 +15,22 @@ type metrics struct {
 	shadow      *prometheus.CounterVec   // upstream, tool, outcome: what shadow mode forwarded anyway
 	approvals   *prometheus.CounterVec   // upstream, tool, verdict
 	pending     *prometheus.GaugeVec     // upstream, tool
-	upstream    *prometheus.CounterVec   // upstream, tool, result: ok|tool_error|failed
+	upstream    *prometheus.CounterVec   // upstream, tool, result: ok|tool_error|error_reply|failed
 	proxied     *prometheus.CounterVec   // upstream, method, outcome: ok|error|failed|hidden|not_found
 	overhead    *prometheus.HistogramVec // upstream
 	upstreamDur *prometheus.HistogramVec // upstream
 	up          *prometheus.GaugeVec     // upstream
 	counterErrs prometheus.Counter
 }
+
+// The results of acgs_gateway_upstream_calls_total. Only failed is an
+// upstream that did not answer (ACGSGatewayUpstreamFailures).
+const (
+	resultOK         = "ok"
+	resultToolError  = "tool_error"
+	resultErrorReply = "error_reply"
+	resultFailed     = "failed"
+)
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
@@ -43,7 +52,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"upstream", "tool"}),
 		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "acgs_gateway_upstream_calls_total",
-			Help: "Calls forwarded to upstreams by result: ok, tool_error (the tool answered isError), failed (no answer).",
+			Help: "Calls forwarded to upstreams by result: ok, tool_error (the tool answered isError), error_reply (the upstream answered a JSON-RPC error: an unknown tool, invalid parameters), failed (no answer: connection lost, call_timeout, the gateway stopping).",
 		}, []string{"upstream", "tool", "result"}),
 		proxied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "acgs_gateway_proxied_requests_total",
