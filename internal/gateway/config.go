@@ -76,12 +76,20 @@ type Config struct {
 type Upstream struct {
 	// Name prefixes its tools (<name>__<tool>); letters, digits, - and _,
 	// no "__".
-	Name    string            `yaml:"name"`
-	Command []string          `yaml:"command"`
-	Env     map[string]string `yaml:"env"` // added to the gateway's environment
-	Dir     string            `yaml:"dir"`
-	URL     string            `yaml:"url"`
-	Headers map[string]string `yaml:"headers"` // sent with every HTTP request; values may be ${ENV}
+	Name    string   `yaml:"name"`
+	Command []string `yaml:"command"`
+	// Env is set in a child process's environment. The child inherits
+	// only a few of the gateway's variables (PATH, HOME, the locale, ...:
+	// inheritedEnv in upstream.go), never its secrets, and those named in
+	// InheritEnv.
+	Env map[string]string `yaml:"env"`
+	// InheritEnv names more of the gateway's variables a child process
+	// gets (NAME, or PREFIX* for every name it begins), e.g. HTTPS_PROXY
+	// or npm_config_*. Never the admin or an agent's token_env.
+	InheritEnv []string          `yaml:"inherit_env"`
+	Dir        string            `yaml:"dir"`
+	URL        string            `yaml:"url"`
+	Headers    map[string]string `yaml:"headers"` // sent with every HTTP request; values may be ${ENV}
 
 	// Shadow: decide and log every call of this upstream, but forward it
 	// whatever the outcome (counted as would-deny or would-hold).
@@ -129,6 +137,10 @@ type Approvals struct {
 const Separator = "__"
 
 var upstreamName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
+
+// envName is an inherit_env entry: a variable name, or a beginning of
+// names followed by * (* alone: every name).
+var envName = regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_]*\*?|\*)$`)
 
 // LoadConfig reads and validates a configuration file.
 func LoadConfig(path string) (Config, error) {
@@ -252,6 +264,22 @@ func (c *Config) Validate() error {
 		if u.CallTimeout < 0 {
 			bad("%s: call_timeout must not be negative", where)
 		}
+		if len(u.InheritEnv) > 0 && len(u.Command) == 0 {
+			bad("%s: inherit_env is for a child process (command)", where)
+		}
+		for _, n := range u.InheritEnv {
+			if !envName.MatchString(n) {
+				bad("%s: inherit_env %q must be a variable name, or a beginning of names followed by *", where, n)
+				continue
+			}
+			// An upstream holding the admin token could approve its own
+			// held calls; one holding an agent's token could act as it.
+			for _, secret := range c.tokenEnvs() {
+				if secret != "" && envMatch([]string{n}, secret) {
+					bad("%s: inherit_env %q passes %s, a bearer token of the gateway, to the upstream", where, n, secret)
+				}
+			}
+		}
 	}
 	ids := map[string]bool{}
 	byToken := map[string]string{} // token -> the agent it names first
@@ -335,6 +363,18 @@ func (u *Upstream) shadowed(tool string) bool {
 		}
 	}
 	return false
+}
+
+// tokenEnvs names the variables holding the gateway's bearer tokens: the
+// admin's and the agents'.
+func (c *Config) tokenEnvs() []string {
+	out := []string{c.Admin.TokenEnv}
+	for _, a := range c.Agents {
+		if a.TokenEnv != "" {
+			out = append(out, a.TokenEnv)
+		}
+	}
+	return out
 }
 
 // identities counts the agent identities calls can carry: one over stdio;

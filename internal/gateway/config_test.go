@@ -83,3 +83,26 @@ func TestConfigDecisionLogMask(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigInheritEnv: inherit_env takes variable names, or beginnings of
+// names with *, for a child process only, and never names (or matches)
+// the admin's or an agent's token variable: an upstream holding the admin
+// token could approve its own held calls.
+func TestConfigInheritEnv(t *testing.T) {
+	t.Setenv("ACGS_TEST_AGENT_TOKEN", "tok-agent-from-env")
+	for _, c := range []struct{ yml, want string }{
+		{"upstreams: [{name: a, command: [x], inherit_env: [ADMIN_TOKEN]}]\n", `inherit_env "ADMIN_TOKEN" passes ADMIN_TOKEN`},
+		{"upstreams: [{name: a, command: [x], inherit_env: [ADMIN*]}]\n", `inherit_env "ADMIN*" passes ADMIN_TOKEN`},
+		{"admin: {token_env: GW_ADMIN}\nupstreams: [{name: a, command: [x], inherit_env: [GW_*]}]\n", `passes GW_ADMIN`},
+		{"listen: 127.0.0.1:0\nagents: [{id: a1, token_env: ACGS_TEST_AGENT_TOKEN}]\nupstreams: [{name: a, command: [x], inherit_env: [ACGS_TEST_AGENT_TOKEN]}]\n", `passes ACGS_TEST_AGENT_TOKEN`},
+		{"upstreams: [{name: a, command: [x], inherit_env: [\"A-B\"]}]\n", `must be a variable name`},
+		{"upstreams: [{name: a, url: \"http://127.0.0.1:1/mcp\", inherit_env: [HOME]}]\n", `inherit_env is for a child process`},
+	} {
+		if _, err := gateway.ParseConfig([]byte(c.yml)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error containing %q", c.yml, err, c.want)
+		}
+	}
+	if _, err := gateway.ParseConfig([]byte("upstreams: [{name: a, command: [x], inherit_env: [HTTPS_PROXY, LC_*]}]\n")); err != nil {
+		t.Errorf("a valid inherit_env: %v", err)
+	}
+}

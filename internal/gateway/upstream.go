@@ -8,9 +8,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -80,16 +84,71 @@ func (u *upstream) transport() mcp.Transport {
 	if len(u.cfg.Command) > 0 {
 		cmd := exec.Command(u.cfg.Command[0], u.cfg.Command[1:]...)
 		cmd.Dir = u.cfg.Dir
-		cmd.Env = os.Environ()
-		for k, v := range u.cfg.Env {
-			cmd.Env = append(cmd.Env, k+"="+v)
-		}
+		cmd.Env = childEnv(os.Environ(), u.cfg.InheritEnv, u.cfg.Env)
 		cmd.Stderr = &lineLogger{log: u.log}
 		cmd.WaitDelay = 2 * time.Second
 		return &mcp.CommandTransport{Command: cmd, TerminateDuration: 2 * time.Second}
 	}
 	hc := &http.Client{Transport: headerTransport{base: upstreamHTTP, headers: u.cfg.Headers}}
 	return &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: hc, MaxRetries: 1, DisableStandaloneSSE: true}
+}
+
+// inheritedEnv names the variables of the gateway's environment that a
+// child process (a stdio upstream) gets, as the official TypeScript SDK's
+// getDefaultEnvironment, with the locale, time zone and temporary
+// directory: never the rest, which holds the gateway's secrets (the admin
+// and agents' tokens, header ${VAR}s, REDIS_URL, CACHE_SIGNING_KEY). A
+// trailing * matches any name it begins.
+var inheritedEnv = func() []string {
+	if runtime.GOOS == "windows" {
+		return []string{"APPDATA", "HOMEDRIVE", "HOMEPATH", "LOCALAPPDATA", "PATH", "PROCESSOR_ARCHITECTURE",
+			"SYSTEMDRIVE", "SYSTEMROOT", "TEMP", "TMP", "USERNAME", "USERPROFILE", "PROGRAMFILES"}
+	}
+	return []string{"HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LANGUAGE", "LC_*", "TZ", "TMPDIR"}
+}()
+
+// childEnv is a child process's environment: the variables of environ
+// named by inheritedEnv (not those holding an exported shell function,
+// "() {...}", as the TypeScript SDK) or by inherit (the upstream's
+// inherit_env), then set (its env), which wins.
+func childEnv(environ, inherit []string, set map[string]string) []string {
+	var out []string
+	for _, kv := range environ {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			continue
+		}
+		if _, over := set[k]; over {
+			continue
+		}
+		if envMatch(inherit, k) || (envMatch(inheritedEnv, k) && !strings.HasPrefix(v, "()")) {
+			out = append(out, kv)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(set)) {
+		out = append(out, k+"="+set[k])
+	}
+	return out
+}
+
+// envMatch reports whether the variable name matches one of names (a
+// trailing * matches any name it begins; names are case-insensitive on
+// Windows, as its environment).
+func envMatch(names []string, name string) bool {
+	eq := func(a, b string) bool { return a == b }
+	if runtime.GOOS == "windows" {
+		eq = strings.EqualFold
+	}
+	for _, n := range names {
+		if p, ok := strings.CutSuffix(n, "*"); ok {
+			if len(name) >= len(p) && eq(name[:len(p)], p) {
+				return true
+			}
+		} else if eq(n, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // get returns a live session, connecting (or reconnecting) when there is
