@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
@@ -178,5 +179,23 @@ func heldOrAnswered(t testing.TB, e *env, call <-chan answer) gateway.Approval {
 			t.Fatal("not held after 20s, nor answered")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestCallToAnUnreachableUpstreamIsNotHeld: a call needing approval to an
+// upstream that could never be reached (its tools were never listed) is
+// not held either: it is answered at once, naming the upstream's failure.
+func TestCallToAnUnreachableUpstreamIsNotHeld(t *testing.T) {
+	e := startEnv(t, envOptions{upstreams: "  - name: remote\n    url: REMOTE\n  - name: gone\n    url: http://" + freeAddr(t) + "/mcp\n", extraYAML: "connect_timeout: 2s\n"})
+	gw := e.agent(t, "token-1")
+	ctx, cancel := context.WithTimeout(testCtx(t), 10*time.Second)
+	defer cancel()
+	_, err := gw.CallTool(ctx, &mcp.CallToolParams{Name: "gone__delete_record", Arguments: map[string]any{"id": "1"}})
+	if err == nil || !strings.Contains(err.Error(), `unknown tool "gone__delete_record"`) || !strings.Contains(err.Error(), "unavailable") {
+		t.Fatalf("call needing approval to an unreachable upstream: %v", err)
+	}
+	var l gateway.ApprovalList
+	if code := e.admin(t, http.MethodGet, gateway.ApprovalsPath, adminToken, nil, &l); code != http.StatusOK || len(l.Approvals) != 0 {
+		t.Fatalf("approvals: %d %+v, want none held", code, l.Approvals)
 	}
 }

@@ -563,7 +563,12 @@ func (g *Gateway) listed(ctx context.Context, u *upstream, name, upName, tool st
 	if u.Known(tool) {
 		return nil
 	}
-	_, err := u.Tools(ctx)
+	// Lists do not wait for a connection; a call does: an upstream being
+	// (re)connected is waited for, as forward would.
+	_, err := u.get(ctx)
+	if err == nil {
+		_, err = u.Tools(ctx)
+	}
 	if u.Known(tool) {
 		return nil
 	}
@@ -571,6 +576,9 @@ func (g *Gateway) listed(ctx context.Context, u *upstream, name, upName, tool st
 	switch {
 	case !u.Up():
 		msg = fmt.Sprintf("unknown tool %q: upstream %q is unavailable, and its last list had no tool named %q", name, upName, tool)
+		if err != nil {
+			msg = fmt.Sprintf("unknown tool %q: %v; its last list had no tool named %q", name, err, tool)
+		}
 	case err != nil:
 		msg += fmt.Sprintf(" (in its last list: listing its tools again failed: %v)", err)
 	}
