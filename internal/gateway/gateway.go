@@ -691,13 +691,23 @@ func (g *Gateway) hold(ctx context.Context, c *relay, agent, session string, arg
 	case <-ctx.Done():
 		r = g.settle(pend, resolution{verdict: Cancelled})
 	}
+	// An approval that raced the agent's cancellation (both arrived before
+	// this goroutine ran) is the approver's verdict, but there is nobody
+	// left to forward the call for: the log says so.
+	gone := r.verdict == Approved && ctx.Err() != nil
+	if gone {
+		r.note = strings.TrimPrefix(r.note+"; "+approvedGone, "; ")
+	}
 	g.m.approvals.WithLabelValues(upLabel, toolLabel, string(r.verdict)).Inc()
 	g.logApproval(pend.Approval, r)
-	switch r.verdict {
-	case Approved:
+	switch {
+	case gone:
+		g.log.Info("gateway: a call was approved as its agent gave up; not forwarded", "approval_id", pend.ID, "decision_id", id, "tool", p.Name, "agent", agent)
+		return refusal(id, OutcomeDeny, "Not forwarded", append(v.reasons, approvedGone)), nil
+	case r.verdict == Approved:
 		c.waited, c.approval = time.Since(now), pend.ID
 		return g.forward(ctx, c)
-	case Refused:
+	case r.verdict == Refused:
 		reason := "refused by the approver"
 		if r.by != "" {
 			reason = "refused by " + r.by
@@ -706,11 +716,14 @@ func (g *Gateway) hold(ctx context.Context, c *relay, agent, session string, arg
 			reason += ": " + r.note
 		}
 		return refusal(id, OutcomeDeny, "Not approved", append(v.reasons, reason)), nil
-	case TimedOut:
+	case r.verdict == TimedOut:
 		return refusal(id, OutcomeDeny, "Not approved", append(v.reasons, fmt.Sprintf("no approval within %s", g.cfg.Approvals.Timeout))), nil
 	}
 	return refusal(id, OutcomeDeny, "Not approved", append(v.reasons, "the request was cancelled while waiting for approval")), nil
 }
+
+// approvedGone is the note of an approval that came as the agent gave up.
+const approvedGone = "approved, but the agent had gone (its request was cancelled) before the call could be forwarded: not forwarded"
 
 // settle ends a hold with the gateway's own verdict r (a timeout, a
 // cancellation, a refusal as it stops) unless an approver's arrived in the
@@ -776,8 +789,13 @@ func (g *Gateway) roundCalls(ctx context.Context, n int64) json.Number {
 	}
 	t := g.thresholds.Load()
 	if t == nil || t.scope != info.Scope {
-		t = g.loadThresholds(ctx, info.Scope)
-		g.thresholds.Store(t)
+		var ok bool
+		// A load that failed (this caller's context ended, the decision
+		// timed out) is used for this call only: stored, it would stand
+		// for the bundle until the next one.
+		if t, ok = g.loadThresholds(ctx, info.Scope); ok {
+			g.thresholds.Store(t)
+		}
 	}
 	if t.values == nil {
 		return exact
@@ -791,21 +809,27 @@ func (g *Gateway) roundCalls(ctx context.Context, n int64) json.Number {
 	return r
 }
 
-func (g *Gateway) loadThresholds(ctx context.Context, scope string) *thresholds {
-	t := &thresholds{scope: scope}
+// loadThresholds asks the policy for its rate thresholds; ok is false when
+// the decision failed (the answer is then exact counts, for this call).
+func (g *Gateway) loadThresholds(ctx context.Context, scope string) (t *thresholds, ok bool) {
+	t = &thresholds{scope: scope}
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.DecisionTimeout)
 	defer cancel()
 	d, err := g.d.Engine.Decide(ctx, thresholdsPath, nil)
-	if err != nil || !d.Defined {
-		g.log.Warn("gateway: no rate thresholds from the policy; sending exact call counts", "error", err)
-		return t
+	if err != nil {
+		g.log.Warn("gateway: the rate thresholds could not be read; sending this call's exact count", "error", err)
+		return t, false
+	}
+	if !d.Defined {
+		g.log.Warn("gateway: no rate thresholds from the policy; sending exact call counts")
+		return t, true
 	}
 	arr, _ := d.Result.([]any)
 	for _, x := range arr {
 		f, s, ok := number(x)
 		if !ok {
 			g.log.Warn("gateway: a rate threshold is not a number; sending exact call counts", "value", x)
-			return &thresholds{scope: scope}
+			return &thresholds{scope: scope}, true
 		}
 		t.values = append(t.values, f)
 		t.texts = append(t.texts, s)
@@ -813,7 +837,7 @@ func (g *Gateway) loadThresholds(ctx context.Context, scope string) *thresholds 
 	if t.values == nil {
 		t.values, t.texts = []float64{}, []string{}
 	}
-	return t
+	return t, true
 }
 
 func number(x any) (float64, string, bool) {
