@@ -152,22 +152,35 @@ func (g *Gateway) readResource(ctx context.Context, req *mcp.ReadResourceRequest
 }
 
 // refreshResources lists the resources and templates of every upstream
-// that has them (an upstream that cannot answer keeps its last lists). It
-// returns what asking each upstream gave: proxiedOK, proxiedFailed, or
-// nothing for an upstream without resources (not asked).
+// that has them (an upstream that does not answer in time keeps its last
+// lists; one that is down has none). It returns what asking each upstream
+// gave: proxiedOK, proxiedFailed (also for an upstream that is down: it
+// was not asked), or nothing for an upstream without resources (not
+// asked).
 func (g *Gateway) refreshResources(ctx context.Context) map[*upstream]string {
 	asked := make(map[*upstream]string, len(g.order))
 	for _, u := range g.order {
 		served, err := u.refreshResources(ctx)
 		switch {
 		case err != nil:
-			g.log.Warn("gateway: resources/list of an upstream failed; using its last list", "upstream", u.cfg.Name, "error", err)
+			g.logListFailure(u, "resources/list", err)
 			asked[u] = proxiedFailed
 		case served:
 			asked[u] = proxiedOK
 		}
 	}
 	return asked
+}
+
+// logListFailure logs a list request (what) of an upstream that failed:
+// at debug level when the upstream is down (its loss and its reconnection
+// attempts are logged), else a warning (it keeps its last list).
+func (g *Gateway) logListFailure(u *upstream, what string, err error) {
+	if errors.Is(err, errDown) {
+		g.log.Debug("gateway: "+what+": an upstream is down; none of its entries are listed", "upstream", u.cfg.Name, "error", err)
+		return
+	}
+	g.log.Warn("gateway: "+what+" of an upstream failed; using its last list", "upstream", u.cfg.Name, "error", err)
 }
 
 // listedOwner is the first upstream (in configuration order) whose last
@@ -215,7 +228,7 @@ func (g *Gateway) listPrompts(ctx context.Context, req *mcp.ListPromptsRequest) 
 		asked := ""
 		switch {
 		case err != nil:
-			g.log.Warn("gateway: prompts/list of an upstream failed; using its last list", "upstream", u.cfg.Name, "error", err)
+			g.logListFailure(u, "prompts/list", err)
 			asked = proxiedFailed
 		case served:
 			asked = proxiedOK
@@ -265,13 +278,24 @@ func serverCaps(cs *mcp.ClientSession) *mcp.ServerCapabilities {
 	return nil
 }
 
+// errDown is the error of a list request to an upstream that is down
+// (not asked: lists never wait for a connection).
+var errDown = errors.New("it is down, being reconnected in the background")
+
+// downError is errDown for u.
+func (u *upstream) downError() error {
+	return fmt.Errorf("upstream %q: %w", u.cfg.Name, errDown)
+}
+
 // refreshResources lists the upstream's resources and templates now; an
 // upstream without the resources capability has none (it is not asked:
-// served is false).
+// served is false). An upstream that is down is not asked (errDown), one
+// that does not answer within listTimeout keeps its last lists, one whose
+// transport fails goes down (errDown).
 func (u *upstream) refreshResources(ctx context.Context) (served bool, err error) {
-	cs, err := u.get(ctx)
-	if err != nil {
-		return false, err
+	cs := u.live()
+	if cs == nil {
+		return false, u.downError()
 	}
 	if caps := serverCaps(cs); caps == nil || caps.Resources == nil {
 		u.mu.Lock()
@@ -279,12 +303,18 @@ func (u *upstream) refreshResources(ctx context.Context) (served bool, err error
 		u.mu.Unlock()
 		return false, nil
 	}
-	ctx, cancel := u.bound(ctx, u.connectTimeout)
+	ctx, cancel := u.bound(ctx, u.listTimeout())
 	defer cancel()
+	fail := func(err error, what string) (bool, error) {
+		if u.failed(ctx, cs, err) {
+			return true, u.downError()
+		}
+		return true, u.listError(ctx, err, what)
+	}
 	var res []*mcp.Resource
 	for r, err := range cs.Resources(ctx, nil) {
 		if err != nil {
-			return true, fmt.Errorf("resources/list: %w", err)
+			return fail(err, "resources/list")
 		}
 		res = append(res, r)
 	}
@@ -294,7 +324,7 @@ func (u *upstream) refreshResources(ctx context.Context) (served bool, err error
 			if isMethodNotFound(err) { // resources without templates
 				break
 			}
-			return true, fmt.Errorf("resources/templates/list: %w", err)
+			return fail(err, "resources/templates/list")
 		}
 		tmpls = append(tmpls, t)
 	}
@@ -308,38 +338,48 @@ func (u *upstream) refreshResources(ctx context.Context) (served bool, err error
 	return true, nil
 }
 
+// lastResources are the resources and templates of the last lists; none
+// while the upstream is down.
 func (u *upstream) lastResources() ([]*mcp.Resource, []*mcp.ResourceTemplate) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if u.session == nil {
+		return nil, nil
+	}
 	return u.resources, u.templates
 }
 
+// hasResource reports whether uri is in the last list (never while the
+// upstream is down).
 func (u *upstream) hasResource(uri string) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.resourceURIs[uri]
+	return u.session != nil && u.resourceURIs[uri]
 }
 
-// Prompts lists the upstream's prompts now, or returns the last list when
-// it cannot answer (with the error, for the log). served is false for an
-// upstream without the prompts capability (not asked).
+// Prompts lists the upstream's prompts now. served is false for an
+// upstream without the prompts capability (not asked). An upstream that is
+// down is not asked and has none (errDown); one that does not answer
+// within listTimeout keeps its last list (returned with the error, for the
+// log); one whose transport fails goes down (errDown).
 func (u *upstream) Prompts(ctx context.Context) (prompts []*mcp.Prompt, served bool, err error) {
-	cs, err := u.get(ctx)
-	if err != nil {
-		u.mu.Lock()
-		defer u.mu.Unlock()
-		return u.prompts, false, err
+	cs := u.live()
+	if cs == nil {
+		return nil, false, u.downError()
 	}
 	if caps := serverCaps(cs); caps == nil || caps.Prompts == nil {
 		return nil, false, nil
 	}
-	ctx, cancel := u.bound(ctx, u.connectTimeout)
+	ctx, cancel := u.bound(ctx, u.listTimeout())
 	defer cancel()
 	for p, err := range cs.Prompts(ctx, nil) {
 		if err != nil {
+			if u.failed(ctx, cs, err) {
+				return nil, true, u.downError()
+			}
 			u.mu.Lock()
 			defer u.mu.Unlock()
-			return u.prompts, true, fmt.Errorf("prompts/list: %w", err)
+			return u.prompts, true, u.listError(ctx, err, "prompts/list")
 		}
 		prompts = append(prompts, p)
 	}
@@ -360,6 +400,7 @@ func (u *upstream) ReadResource(ctx context.Context, p *mcp.ReadResourceParams) 
 	defer cancel()
 	res, err = cs.ReadResource(ctx, p)
 	if err != nil {
+		u.failed(ctx, cs, err)
 		outcome, err = u.callError(ctx, err)
 		return nil, outcome, err
 	}
@@ -377,6 +418,7 @@ func (u *upstream) GetPrompt(ctx context.Context, p *mcp.GetPromptParams) (res *
 	defer cancel()
 	res, err = cs.GetPrompt(ctx, p)
 	if err != nil {
+		u.failed(ctx, cs, err)
 		outcome, err = u.callError(ctx, err)
 		return nil, outcome, err
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -23,13 +25,36 @@ import (
 	"github.com/acgs-lite/acgs/internal/version"
 )
 
-// reconnectEvery bounds how often a dead upstream is restarted: a call
-// within it of the last failed attempt gets that attempt's error at once.
-const reconnectEvery = time.Second
+// How the gateway keeps its upstreams connected. An upstream is up while
+// it has a live session. It goes down when its session ends (a child
+// process exited) or a request to it fails in its transport (a refused or
+// reset connection, an EOF, an HTTP session the server no longer knows):
+// its session is dropped, its tools, resources and prompts leave the
+// lists, and it is reconnected in the background, after backoffFirst, then
+// twice as long after each failed attempt up to backoffMax, until it is
+// back. Lists never wait for a connection: an upstream that is not up
+// answers at once with nothing. A call to an upstream that is down waits
+// for the attempt in progress, or starts one when the last is more than
+// reconnectEvery ago; within it, it gets the last attempt's error at once.
+const (
+	reconnectEvery = time.Second
+	backoffFirst   = time.Second
+	backoffMax     = 15 * time.Second
+	// listTimeout bounds one list request (tools, resources, templates,
+	// prompts) to an upstream that is up (connect_timeout when that is
+	// lower): the gateway asks its upstreams one after the other, and
+	// agents time out their lists. An upstream that does not answer in
+	// time keeps its last list.
+	listTimeout = 5 * time.Second
+	// probeEvery is how often an HTTP upstream that is up is pinged, so
+	// that one that went away while nobody called it is seen down (its
+	// gauge, /health); a stdio child's exit is seen at once.
+	probeEvery = 10 * time.Second
+)
 
 // upstream is the gateway's MCP client session with one upstream server,
-// restarted (a new child process, or a new HTTP session) when it is needed
-// after it died.
+// restarted (a new child process, or a new HTTP session) in the background
+// when it is lost.
 type upstream struct {
 	cfg            Upstream
 	log            *slog.Logger
@@ -41,7 +66,9 @@ type upstream struct {
 	mu         sync.Mutex
 	session    *mcp.ClientSession
 	connecting chan struct{} // closed when the attempt in progress ends
+	retrying   bool          // the background reconnection (retry) runs
 	closed     bool
+	done       chan struct{} // closed by Close: the background loops end
 	tools      []*mcp.Tool
 	known      map[string]bool // tool names seen in the last list
 	// resources, templates and prompts from the last lists (resources.go)
@@ -58,7 +85,8 @@ func newUpstream(cfg Upstream, log *slog.Logger, connectTimeout time.Duration, l
 	if up == nil {
 		up = func(bool) {}
 	}
-	return &upstream{cfg: cfg, log: log.With("upstream", cfg.Name), connectTimeout: connectTimeout, lifetime: lifetime, known: map[string]bool{}, up: up}
+	return &upstream{cfg: cfg, log: log.With("upstream", cfg.Name), connectTimeout: connectTimeout, lifetime: lifetime,
+		known: map[string]bool{}, up: up, done: make(chan struct{})}
 }
 
 // bound is the context of one request to the upstream (connecting, a
@@ -151,68 +179,236 @@ func envMatch(names []string, name string) bool {
 	return false
 }
 
-// get returns a live session, connecting (or reconnecting) when there is
-// none and the last attempt is more than reconnectEvery ago. The connection
-// is made outside the lock (health checks and metric labels do not wait for
-// it); calls that arrive meanwhile wait for that one attempt.
+// get returns a live session for a call (and for Start): when there is
+// none it waits for the connection attempt in progress, or starts one when
+// the last attempt is more than reconnectEvery ago, and returns the
+// attempt's error when it fails. Lists do not wait: they use live.
 func (u *upstream) get(ctx context.Context) (*mcp.ClientSession, error) {
 	u.mu.Lock()
-	for u.connecting != nil {
-		ch := u.connecting
-		u.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("upstream %q: %w while it was connecting", u.cfg.Name, ctx.Err())
-		}
-		u.mu.Lock()
-	}
-	if u.session != nil {
-		cs := u.session
+	if cs := u.session; cs != nil {
 		u.mu.Unlock()
 		return cs, nil
 	}
-	if u.closed || (!u.lastTry.IsZero() && time.Since(u.lastTry) < reconnectEvery && u.lastErr != nil) {
+	if u.closed {
 		err := u.lastErr
 		u.mu.Unlock()
 		return nil, err
 	}
-	ch := make(chan struct{})
-	u.connecting, u.lastTry = ch, time.Now()
+	ch := u.connecting
+	if ch == nil {
+		if !u.lastTry.IsZero() && time.Since(u.lastTry) < reconnectEvery && u.lastErr != nil {
+			err := u.lastErr
+			u.mu.Unlock()
+			return nil, err
+		}
+		ch = u.attemptLocked()
+	}
 	u.mu.Unlock()
-
-	cs, tools, err := u.connect(ctx)
-
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("upstream %q: %w while it was connecting", u.cfg.Name, ctx.Err())
+	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.connecting = nil
-	close(ch)
-	if err == nil && u.closed { // Close ran meanwhile
-		_ = cs.Close()
-		return nil, u.lastErr
+	if u.session != nil {
+		return u.session, nil
 	}
-	if err != nil {
-		u.lastErr, u.lastTry = fmt.Errorf("upstream %q is unavailable: %w", u.cfg.Name, err), time.Now()
-		u.log.Warn("gateway: cannot connect to upstream", "error", err)
-		return nil, u.lastErr
+	if u.lastErr == nil { // connected, then lost at once
+		return nil, fmt.Errorf("upstream %q is unavailable", u.cfg.Name)
+	}
+	return nil, u.lastErr
+}
+
+// live is the session when the upstream is up, else nil at once (lists
+// never wait for a connection): an upstream that is down is being
+// reconnected in the background.
+func (u *upstream) live() *mcp.ClientSession {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.session == nil && !u.closed && u.connecting == nil && !u.retrying {
+		u.attemptLocked() // never tried (Start was not called)
+	}
+	return u.session
+}
+
+// attemptLocked starts a connection attempt in the background unless one
+// is in progress, and returns the channel closed when it ends. u.mu is
+// held.
+func (u *upstream) attemptLocked() chan struct{} {
+	if u.connecting == nil {
+		ch := make(chan struct{})
+		u.connecting, u.lastTry = ch, time.Now()
+		go u.attempt(ch)
+	}
+	return u.connecting
+}
+
+// attempt connects once (bounded by connect_timeout and the gateway's
+// lifetime, not by whoever asked for it: others may wait for the same
+// attempt) and closes ch when it is over.
+func (u *upstream) attempt(ch chan struct{}) {
+	cs, tools, err := u.connect()
+	u.mu.Lock()
+	u.connecting = nil
+	defer close(ch)
+	switch {
+	case err == nil && u.closed: // Close ran meanwhile
+		u.mu.Unlock()
+		_ = cs.Close()
+		return
+	case err != nil:
+		if !u.closed { // else lastErr says the gateway is shutting down
+			u.lastErr, u.lastTry = fmt.Errorf("upstream %q is unavailable: %w", u.cfg.Name, err), time.Now()
+			u.log.Warn("gateway: cannot connect to upstream", "error", err)
+			u.retryLocked()
+		}
+		u.mu.Unlock()
+		return
 	}
 	u.session, u.lastErr = cs, nil
 	u.setTools(tools)
 	u.up(true)
 	u.log.Info("gateway: upstream connected", "tools", len(tools))
-	go func() {
-		err := cs.Wait()
+	u.mu.Unlock()
+	go u.watch(cs)
+}
+
+// watch waits for the end of session cs (a child process that exited, or
+// Close), probing an HTTP upstream meanwhile.
+func (u *upstream) watch(cs *mcp.ClientSession) {
+	ended := make(chan struct{})
+	if len(u.cfg.Command) == 0 {
+		go u.probe(cs, ended)
+	}
+	err := cs.Wait()
+	close(ended)
+	why := errors.New("its connection closed")
+	if err != nil {
+		why = fmt.Errorf("its connection closed: %w", err)
+	}
+	u.lose(cs, why)
+}
+
+// probe pings an HTTP upstream every probeEvery while session cs lives:
+// one that went away is seen down without waiting for a call. Only a
+// transport failure counts (lose): a ping unanswered in time, or one the
+// server refuses, is not.
+func (u *upstream) probe(cs *mcp.ClientSession, ended <-chan struct{}) {
+	t := time.NewTicker(probeEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ended:
+			return
+		case <-u.done:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := u.bound(context.Background(), u.listTimeout())
+		err := cs.Ping(ctx, nil)
+		failed := u.failed(ctx, cs, err)
+		cancel()
+		if failed {
+			return
+		}
+	}
+}
+
+// failed reports whether err, from a request of context ctx on session
+// cs, is a transport failure (transportFailure), and then takes the
+// upstream down (lose).
+func (u *upstream) failed(ctx context.Context, cs *mcp.ClientSession, err error) bool {
+	if err == nil || ctx.Err() != nil || !transportFailure(err) {
+		return false
+	}
+	u.lose(cs, err)
+	return true
+}
+
+// transportFailure reports whether a request's error says the upstream is
+// gone: its connection closed, refused or reset, an EOF, an HTTP session
+// the server no longer knows. Not the upstream's own JSON-RPC error, not a
+// timeout or a cancellation.
+func transportFailure(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return false
+	}
+	var oe *net.OpError
+	return errors.Is(err, mcp.ErrConnectionClosed) || errors.Is(err, mcp.ErrSessionMissing) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.As(err, &oe)
+}
+
+// lose takes the upstream down when cs is still its session: the session
+// is dropped (and closed), its tools, resources and prompts leave the
+// lists, and it is reconnected in the background (retry).
+func (u *upstream) lose(cs *mcp.ClientSession, why error) {
+	u.mu.Lock()
+	if u.session != cs || u.closed {
+		u.mu.Unlock()
+		return
+	}
+	u.session = nil
+	u.lastErr = fmt.Errorf("upstream %q is unavailable: %w", u.cfg.Name, why)
+	u.lastTry = time.Now()
+	u.up(false)
+	u.log.Warn("gateway: upstream lost; reconnecting in the background", "error", why)
+	u.retryLocked()
+	u.mu.Unlock()
+	go func() { _ = cs.Close() }() // it may wait for the calls still on it
+}
+
+// retryLocked starts the background reconnection unless it runs. u.mu is
+// held.
+func (u *upstream) retryLocked() {
+	if u.retrying || u.closed {
+		return
+	}
+	u.retrying = true
+	go u.retry()
+}
+
+// retry reconnects the upstream: an attempt after backoffFirst, then after
+// twice as long after each failure, up to backoffMax, until it is up or
+// the gateway closes it.
+func (u *upstream) retry() {
+	delay := backoffFirst
+	for {
+		t := time.NewTimer(delay)
+		select {
+		case <-u.done:
+			t.Stop()
+			return
+		case <-t.C:
+		}
 		u.mu.Lock()
-		if u.session == cs {
-			u.session = nil
-			u.lastErr = fmt.Errorf("upstream %q is unavailable: its connection closed", u.cfg.Name)
-			u.lastTry = time.Now()
-			u.up(false)
-			u.log.Warn("gateway: upstream connection closed", "error", err)
+		if u.closed || u.session != nil {
+			u.retrying = false
+			u.mu.Unlock()
+			return
+		}
+		ch := u.attemptLocked()
+		u.mu.Unlock()
+		select {
+		case <-u.done:
+			return
+		case <-ch:
+		}
+		u.mu.Lock()
+		if u.closed || u.session != nil {
+			u.retrying = false
+			u.mu.Unlock()
+			return
 		}
 		u.mu.Unlock()
-	}()
-	return cs, nil
+		delay = min(2*delay, backoffMax)
+	}
 }
 
 // Up reports whether the upstream has a live session.
@@ -222,8 +418,14 @@ func (u *upstream) Up() bool {
 	return u.session != nil
 }
 
-func (u *upstream) connect(ctx context.Context) (*mcp.ClientSession, []*mcp.Tool, error) {
-	ctx, cancel := u.bound(ctx, u.connectTimeout)
+// listTimeout bounds one list request (listTimeout, or connect_timeout
+// when lower).
+func (u *upstream) listTimeout() time.Duration {
+	return min(listTimeout, u.connectTimeout)
+}
+
+func (u *upstream) connect() (*mcp.ClientSession, []*mcp.Tool, error) {
+	ctx, cancel := u.bound(context.Background(), u.connectTimeout)
 	defer cancel()
 	client := mcp.NewClient(&mcp.Implementation{Name: "acgs-gateway", Version: version.Version}, &mcp.ClientOptions{
 		Capabilities: &mcp.ClientCapabilities{},
@@ -260,25 +462,36 @@ func (u *upstream) setTools(tools []*mcp.Tool) {
 	u.known = known
 }
 
-// Tools lists the upstream's tools now, or returns the last list when the
-// upstream cannot answer (with the error, for the log).
+// Tools lists the upstream's tools now. An upstream that is down has none
+// (its loss was logged); one that does not answer within listTimeout, or
+// answers an error, keeps its last list (returned with the error, for the
+// log); one whose transport fails goes down (lose) and has none.
 func (u *upstream) Tools(ctx context.Context) ([]*mcp.Tool, error) {
-	cs, err := u.get(ctx)
-	if err != nil {
-		u.mu.Lock()
-		defer u.mu.Unlock()
-		return u.tools, err
+	cs := u.live()
+	if cs == nil {
+		return nil, nil
 	}
-	ctx, cancel := u.bound(ctx, u.connectTimeout)
+	ctx, cancel := u.bound(ctx, u.listTimeout())
 	defer cancel()
 	tools, err := listAll(ctx, cs)
+	if u.failed(ctx, cs, err) {
+		return nil, nil
+	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if err != nil {
-		return u.tools, err
+		return u.tools, u.listError(ctx, err, "tools/list")
 	}
 	u.setTools(tools)
 	return tools, nil
+}
+
+// listError says why a list request (what) of context ctx failed.
+func (u *upstream) listError(ctx context.Context, err error, what string) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) && !stopped(ctx) {
+		return fmt.Errorf("upstream %q did not answer %s within %s", u.cfg.Name, what, u.listTimeout())
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 // Known reports whether tool was in the upstream's last list (for metric
@@ -303,6 +516,7 @@ func (u *upstream) Call(ctx context.Context, tool string, args json.RawMessage, 
 	}
 	res, err := cs.CallTool(ctx, p)
 	if err != nil {
+		u.failed(ctx, cs, err)
 		return nil, u.noAnswer(ctx, err, "call")
 	}
 	return res, nil
@@ -323,16 +537,24 @@ func (u *upstream) noAnswer(ctx context.Context, err error, what string) error {
 }
 
 // Close ends the session (a child process gets its stdin closed, then
-// SIGTERM).
+// SIGTERM) and the background reconnection, after the connection attempt
+// in progress, if any (the gateway's lifetime has ended it: Gateway.Close).
 func (u *upstream) Close() {
 	u.mu.Lock()
 	cs := u.session
 	u.session = nil
-	u.closed = true
+	if !u.closed {
+		u.closed = true
+		close(u.done)
+	}
 	u.lastErr = fmt.Errorf("upstream %q: the gateway is shutting down", u.cfg.Name)
+	connecting := u.connecting
 	u.mu.Unlock()
 	if cs != nil {
 		_ = cs.Close()
+	}
+	if connecting != nil {
+		<-connecting
 	}
 }
 
