@@ -99,6 +99,10 @@ type Gateway struct {
 
 	thresholds   atomic.Pointer[thresholds]
 	stdioSession string
+	// progress routes the upstreams' progress notifications to the
+	// agents: the progress token forward sends an upstream (the
+	// gateway's own, unique across agents) → progressRoute.
+	progress sync.Map
 
 	// stopping ends (refuseHeld) when the gateway stops: every held call,
 	// and any held after it, is refused at once.
@@ -482,7 +486,7 @@ func (g *Gateway) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.
 		g.d.Metrics.ObserveDecision(DecisionPath, o, src, took)
 	}
 
-	c := &relay{u: u, p: p, tool: tool, id: id, upLabel: upLabel, toolLabel: toolLabel, start: start, outcome: v.outcome}
+	c := &relay{u: u, p: p, session: req.Session, tool: tool, id: id, upLabel: upLabel, toolLabel: toolLabel, start: start, outcome: v.outcome}
 	switch {
 	case v.outcome == OutcomeAllow:
 		return g.forward(ctx, c)
@@ -591,6 +595,7 @@ func (g *Gateway) listed(ctx context.Context, u *upstream, name, upName, tool st
 type relay struct {
 	u                  *upstream
 	p                  *mcp.CallToolParamsRaw
+	session            *mcp.ServerSession // the agent's: its progress notifications
 	tool, id           string
 	upLabel, toolLabel string
 	start              time.Time
@@ -635,8 +640,12 @@ func (g *Gateway) forward(ctx context.Context, c *relay) (*mcp.CallToolResult, e
 	if c.u == nil {
 		return nil, unknownUpstream(c.p.Name)
 	}
+	meta := g.progressMeta(c)
+	if meta != nil {
+		defer g.progress.Delete(meta[progressTokenKey])
+	}
 	upStart := time.Now()
-	res, err := c.u.Call(ctx, c.tool, c.p.Arguments, nil)
+	res, err := c.u.Call(ctx, c.tool, c.p.Arguments, meta)
 	upTook := time.Since(upStart)
 	g.m.upstreamDur.WithLabelValues(c.upLabel).Observe(upTook.Seconds())
 	g.m.observeOverhead(c.upLabel, time.Since(c.start)-upTook-c.waited)
@@ -657,6 +666,56 @@ func (g *Gateway) forward(ctx context.Context, c *relay) (*mcp.CallToolResult, e
 		g.m.upstream.WithLabelValues(c.upLabel, c.toolLabel, resultOK).Inc()
 	}
 	return res, nil
+}
+
+// progressTokenKey is the _meta key of a request's progress token.
+const progressTokenKey = "progressToken"
+
+// progressRoute is where an upstream's progress notification goes: the
+// agent's session, under the agent's own token.
+type progressRoute struct {
+	session *mcp.ServerSession
+	token   any
+}
+
+// progressMeta is the _meta of the call to the upstream: when the agent
+// asked for progress (its _meta has a progressToken), a token of the
+// gateway's own, routed back to the agent's (relayProgress); the upstream
+// session is shared by every agent, whose tokens are unique only in their
+// own session. Nothing else of the agent's _meta is forwarded. The caller
+// deletes the route when the call ends.
+func (g *Gateway) progressMeta(c *relay) mcp.Meta {
+	tok := c.p.GetProgressToken()
+	if tok == nil || c.session == nil {
+		return nil
+	}
+	upTok := "acgs-" + rand.Text()
+	g.progress.Store(upTok, progressRoute{session: c.session, token: tok})
+	return mcp.Meta{progressTokenKey: upTok}
+}
+
+// relayProgress passes an upstream's notifications/progress on to the
+// agent whose call it is about, with the agent's token; one for a call
+// that has ended, or with a token the gateway did not make, is dropped.
+// It is the ProgressNotificationHandler of the upstreams' clients.
+func (g *Gateway) relayProgress(ctx context.Context, req *mcp.ProgressNotificationClientRequest) {
+	if req == nil || req.Params == nil {
+		return
+	}
+	tok, ok := req.Params.ProgressToken.(string)
+	if !ok {
+		return
+	}
+	v, ok := g.progress.Load(tok)
+	if !ok {
+		return
+	}
+	r := v.(progressRoute)
+	p := *req.Params
+	p.ProgressToken = r.token
+	if err := r.session.NotifyProgress(ctx, &p); err != nil {
+		g.log.Debug("gateway: a progress notification did not reach the agent", "error", err)
+	}
 }
 
 // hold waits for an approver, the timeout, the agent giving up or the
