@@ -7,7 +7,8 @@ import (
 )
 
 // RelayProgress hands the gateway a progress notification as an upstream's
-// client receives it (upstream.go's client does not pass them on yet).
+// client receives it, for notifications a test cannot make an upstream send
+// (one for a call that has ended).
 func (g *Gateway) RelayProgress(ctx context.Context, req *mcp.ProgressNotificationClientRequest) {
 	g.relayProgress(ctx, req)
 }

@@ -181,6 +181,7 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 				gauge.Set(0)
 			}
 		})
+		u.progress = g.relayProgress
 		g.ups[name] = u
 		g.order = append(g.order, u)
 	}

@@ -79,6 +79,10 @@ type upstream struct {
 	lastTry      time.Time
 	lastErr      error
 	up           func(bool) // metrics: the upstream is connected or not
+	// progress passes the upstream's notifications/progress on to the
+	// agent whose call they are about (Gateway.relayProgress); nil, they
+	// are dropped.
+	progress func(context.Context, *mcp.ProgressNotificationClientRequest)
 }
 
 func newUpstream(cfg Upstream, log *slog.Logger, connectTimeout time.Duration, lifetime context.Context, up func(bool)) *upstream {
@@ -428,7 +432,8 @@ func (u *upstream) connect() (*mcp.ClientSession, []*mcp.Tool, error) {
 	ctx, cancel := u.bound(context.Background(), u.connectTimeout)
 	defer cancel()
 	client := mcp.NewClient(&mcp.Implementation{Name: "acgs-gateway", Version: version.Version}, &mcp.ClientOptions{
-		Capabilities: &mcp.ClientCapabilities{},
+		Capabilities:                &mcp.ClientCapabilities{},
+		ProgressNotificationHandler: u.progress,
 	})
 	cs, err := client.Connect(ctx, u.transport(), nil)
 	if err != nil {
