@@ -244,8 +244,8 @@ path_arguments contains [p, v, v] if {
 # percent-decoded, as the file is opened ("%2e%2e" and "..%2f" climb), and
 # quoted as sent. "file:" then whitespace is prose, not a URL.
 path_arguments contains [p, raw, urlquery.decode(replace(raw, "+", "%2B"))] if {
-	any_strings[[p, v]]
-	raw := file_url_path(url_text(v))
+	url_candidates[[p, _, u]]
+	raw := file_url_path(u)
 	not bad_escape(raw)
 }
 
@@ -265,9 +265,9 @@ file_url_path(u) := substring(u, 5, -1) if {
 # so such a file URL is refused rather than checked undecoded.
 bad_escape(s) if regex.match(`%([^0-9a-fA-F]|[0-9a-fA-F][^0-9a-fA-F]|[0-9a-fA-F]?$)`, s)
 
-deny_reasons contains sprintf("Argument '%s' is a file URL with a malformed percent-escape ('%s')", [shown_pointer(p), shown(raw)]) if {
-	any_strings[[p, v]]
-	raw := file_url_path(url_text(v))
+argument_reasons contains sprintf("Argument '%s' is a file URL with a malformed percent-escape ('%s')", [shown_pointer(p), shown(raw)]) if {
+	url_candidates[[p, _, u]]
+	raw := file_url_path(u)
 	bad_escape(raw)
 }
 
@@ -300,27 +300,35 @@ under_a_root(v) if {
 	startswith(v, concat("", [r, "/"]))
 }
 
-deny_reasons contains sprintf("Argument '%s' %s", [shown_pointer(p), path_violation(v, q)]) if {
+argument_reasons contains sprintf("Argument '%s' %s", [shown_pointer(p), path_violation(v, q)]) if {
 	path_arguments[[p, q, v]]
 }
 
 # --- shell commands ----------------------------------------------------------
 
-deny_reasons contains sprintf("Argument '%s' carries a shell command; tool '%s' may not run shell commands", [shown_pointer(p), shown(name)]) if {
+argument_reasons contains sprintf("Argument '%s' carries a shell command; tool '%s' may not run shell commands", [shown_pointer(p), shown(name)]) if {
 	not tool_in(cfg.shell_tools_allowed)
 	argument_strings[[p, key, v]]
 	key in cfg.shell_argument_names
 	v != ""
 }
 
-deny_reasons contains sprintf("Argument '%s' contains shell syntax (%s)", [shown_pointer(p), kind]) if {
+argument_reasons contains sprintf("Argument '%s' contains shell syntax (%s)", [shown_pointer(p), kind]) if {
 	not tool_in(cfg.shell_tools_allowed)
 	any_strings[[p, v]]
+	regex.match(shell_regex, v)
 	some kind, pattern in cfg.shell_patterns
 	regex.match(pattern, v)
 }
 
 # --- network destinations ----------------------------------------------------
+
+# [path, string, string as a URL parser reads it] for the strings that may
+# be URLs or file: URLs: each has a colon, most strings have none.
+url_candidates contains [p, v, url_text(v)] if {
+	any_strings[[p, v]]
+	contains(v, ":")
+}
 
 # A string as a URL parser reads it (WHATWG): leading and trailing C0
 # controls and spaces dropped, tabs and newlines dropped everywhere.
@@ -375,8 +383,8 @@ host_port_host(hp) := hp if {
 
 # Any string that is a URL.
 destinations contains [p, v, lower(h)] if {
-	any_strings[[p, v]]
-	authority_hosts(url_rest(url_text(v)))[h]
+	url_candidates[[p, v, u]]
+	authority_hosts(url_rest(u))[h]
 }
 
 # A string under a URL-named key that is not a URL (no scheme, or a scheme
@@ -420,7 +428,7 @@ host_allowed(h) if {
 	glob.match(lower(pattern), null, bare_host(h))
 }
 
-deny_reasons contains sprintf("Argument '%s' reaches '%s', which is not in the network allow-list", [shown_pointer(p), shown_from(v, display_host(h))]) if {
+argument_reasons contains sprintf("Argument '%s' reaches '%s', which is not in the network allow-list", [shown_pointer(p), shown_from(v, display_host(h))]) if {
 	destinations[[p, v, h]]
 	not host_allowed(h)
 }
@@ -432,14 +440,15 @@ display_host(h) := h if h != ""
 # --- secrets -----------------------------------------------------------------
 
 # The reasons never repeat the secret itself.
-deny_reasons contains sprintf("Argument '%s' looks like a secret (%s); secrets must not be passed to tools", [shown_pointer(p), kind]) if {
+argument_reasons contains sprintf("Argument '%s' looks like a secret (%s); secrets must not be passed to tools", [shown_pointer(p), kind]) if {
 	not tool_in(cfg.secret_tools_allowed)
 	any_strings[[p, v]]
+	regex.match(secret_regex, v)
 	some kind, pattern in cfg.secret_patterns
 	regex.match(pattern, v)
 }
 
-deny_reasons contains sprintf("Argument '%s' carries a credential; tool '%s' may not receive credentials", [shown_pointer(p), shown(name)]) if {
+argument_reasons contains sprintf("Argument '%s' carries a credential; tool '%s' may not receive credentials", [shown_pointer(p), shown(name)]) if {
 	not tool_in(cfg.secret_tools_allowed)
 	argument_strings[[p, key, v]]
 	key in cfg.secret_argument_names
@@ -450,31 +459,31 @@ deny_reasons contains sprintf("Argument '%s' carries a credential; tool '%s' may
 # Name, upstream, agent, session and rate rules
 # ---------------------------------------------------------------------------
 
-deny_reasons contains "Tool name missing" if name == ""
+other_reasons contains "Tool name missing" if name == ""
 
-deny_reasons contains sprintf("Tool '%s' is prohibited by the constitution", [shown(name)]) if prohibited
+other_reasons contains sprintf("Tool '%s' is prohibited by the constitution", [shown(name)]) if prohibited
 
-deny_reasons contains sprintf("Upstream '%s' is blocked", [shown(upstream)]) if upstream_blocked
+other_reasons contains sprintf("Upstream '%s' is blocked", [shown(upstream)]) if upstream_blocked
 
-deny_reasons contains "Upstream missing" if upstream == ""
+other_reasons contains "Upstream missing" if upstream == ""
 
-deny_reasons contains sprintf("Agent '%s' may not use upstream '%s'", [shown(agent_id), shown(upstream)]) if {
+other_reasons contains sprintf("Agent '%s' may not use upstream '%s'", [shown(agent_id), shown(upstream)]) if {
 	upstream_not_allowed_for_agent
 }
 
-deny_reasons contains "Agent identity missing" if {
+other_reasons contains "Agent identity missing" if {
 	cfg.require_agent_identity == true
 	agent_id == ""
 }
 
-deny_reasons contains "Session missing" if {
+other_reasons contains "Session missing" if {
 	cfg.require_session == true
 	session == ""
 }
 
-deny_reasons contains "Arguments must be an object" if not arguments_ok
+other_reasons contains "Arguments must be an object" if not arguments_ok
 
-deny_reasons contains sprintf("Agent '%s' made at least %v tool calls in the last minute (limit %v)", [shown(agent_id), calls_last_minute, rate_limit]) if {
+other_reasons contains sprintf("Agent '%s' made at least %v tool calls in the last minute (limit %v)", [shown(agent_id), calls_last_minute, rate_limit]) if {
 	rate_limited
 }
 
@@ -517,10 +526,11 @@ evaluation_details := {
 	"rate_limit": {"calls_last_minute": calls_last_minute, "limit": rate_limit},
 }
 
-argument_reasons contains r if {
-	some r in deny_reasons
-	startswith(r, "Argument ")
-}
+# The argument rules' reasons and the others', kept apart so that
+# argument_violations counts the first without filtering deny_reasons:
+# partial evaluation (which the planner runs on this route) would copy
+# every reason rule into the filter.
+deny_reasons := argument_reasons | other_reasons
 
 truncate(s) := substring(s, 0, config.max_reason_value_length)
 
@@ -542,5 +552,9 @@ redacted(tested, mask, clear) := concat("", array.slice([clear, mask], n, n + 1)
 	n := count(regex.find_n(secret_regex, tested, 1))
 }
 
-# Every secret pattern in one regular expression.
+# Every secret (shell) pattern in one regular expression: one match per
+# string finds whether any pattern matches, and only then are they tried
+# one by one for the kind.
 secret_regex := concat("|", [concat("", ["(?:", pattern, ")"]) | some pattern in cfg.secret_patterns])
+
+shell_regex := concat("|", [concat("", ["(?:", pattern, ")"]) | some pattern in cfg.shell_patterns])
