@@ -104,12 +104,33 @@ arguments := a if {
 # Tool name and upstream (depend only on name, upstream and agent)
 # ---------------------------------------------------------------------------
 
+# The name as the prohibited and approval lists match it: lower-cased, with
+# every whitespace, control and format (zero-width) character removed, so
+# that shell__Exec, "shell__exec " and shell__<U+200B>exec are shell__exec.
+# (The exemption lists, shell_tools_allowed and secret_tools_allowed, match
+# the name exactly: an exemption must not widen to other spellings.)
+tool_key := lower(regex.replace(name, `[\s\p{Z}\p{Cc}\p{Cf}]`, ""))
+
 default prohibited := false
 
 prohibited if {
 	some pattern in cfg.prohibited_tools
-	glob.match(pattern, null, name)
+	glob.match(lower(pattern), null, tool_key)
 }
+
+# A name that is not blank but starts or ends with whitespace, or holds a
+# control or format (zero-width, bidi) character anywhere: no tool an
+# upstream lists is meant to be called so, and such names are how a
+# denied name is dressed up as another. Denied (and hidden).
+default name_malformed := false
+
+name_malformed if {
+	not blank(name)
+	regex.match(`^[\s\p{Z}]|[\s\p{Z}]$|[\p{Cc}\p{Cf}]`, name)
+}
+
+# A string of whitespace only counts as missing.
+blank(s) if trim_space(s) == ""
 
 default upstream_blocked := false
 
@@ -129,6 +150,8 @@ default hidden := false
 
 hidden if prohibited
 
+hidden if name_malformed
+
 hidden if upstream_blocked
 
 hidden if upstream_not_allowed_for_agent
@@ -137,7 +160,7 @@ default needs_approval := false
 
 needs_approval if {
 	some pattern in cfg.approval_required_tools
-	glob.match(pattern, null, name)
+	glob.match(lower(pattern), null, tool_key)
 }
 
 # ---------------------------------------------------------------------------
@@ -153,6 +176,16 @@ rate_limit := cfg.rate_limit.per_agent[agent_id] if agent_has_own_limit
 default agent_has_own_limit := false
 
 agent_has_own_limit if is_number(cfg.rate_limit.per_agent[agent_id])
+
+# A count no counter makes (negative, or not a whole number) fails closed:
+# a negative count would open even a limit of 0 (an agent allowed no
+# calls). A count that is not a number at all counts as 0 (see
+# calls_last_minute).
+default calls_invalid := false
+
+calls_invalid if calls_last_minute < 0
+
+calls_invalid if floor(calls_last_minute) != calls_last_minute
 
 default rate_limited := false
 
@@ -459,13 +492,15 @@ argument_reasons contains sprintf("Argument '%s' carries a credential; tool '%s'
 # Name, upstream, agent, session and rate rules
 # ---------------------------------------------------------------------------
 
-other_reasons contains "Tool name missing" if name == ""
+other_reasons contains "Tool name missing" if blank(name)
+
+other_reasons contains sprintf("Tool name '%s' starts or ends with whitespace or holds invisible characters", [shown(name)]) if name_malformed
 
 other_reasons contains sprintf("Tool '%s' is prohibited by the constitution", [shown(name)]) if prohibited
 
 other_reasons contains sprintf("Upstream '%s' is blocked", [shown(upstream)]) if upstream_blocked
 
-other_reasons contains "Upstream missing" if upstream == ""
+other_reasons contains "Upstream missing" if blank(upstream)
 
 other_reasons contains sprintf("Agent '%s' may not use upstream '%s'", [shown(agent_id), shown(upstream)]) if {
 	upstream_not_allowed_for_agent
@@ -473,15 +508,17 @@ other_reasons contains sprintf("Agent '%s' may not use upstream '%s'", [shown(ag
 
 other_reasons contains "Agent identity missing" if {
 	cfg.require_agent_identity == true
-	agent_id == ""
+	blank(agent_id)
 }
 
 other_reasons contains "Session missing" if {
 	cfg.require_session == true
-	session == ""
+	blank(session)
 }
 
 other_reasons contains "Arguments must be an object" if not arguments_ok
+
+other_reasons contains sprintf("Call count invalid (%v): calls_last_minute must be a whole number, 0 or more", [calls_last_minute]) if calls_invalid
 
 other_reasons contains sprintf("Agent '%s' made at least %v tool calls in the last minute (limit %v)", [shown(agent_id), calls_last_minute, rate_limit]) if {
 	rate_limited

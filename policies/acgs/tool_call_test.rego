@@ -732,3 +732,72 @@ test_truncation_cannot_reveal_a_secret if {
 	d := decide(args({"file": v}))
 	has_reason(d, "Argument '/file' is a relative path ('<redacted>'); only absolute paths under the allowed file roots are accepted")
 }
+
+# ---------------------------------------------------------------------------
+# Tool names: spelling, blanks; identities; call counts
+# ---------------------------------------------------------------------------
+
+# The prohibited and approval lists match the name case-insensitively and
+# with whitespace and invisible characters removed.
+test_prohibited_whatever_the_spelling if {
+	every n in ["shell__Exec", "SHELL__EXEC", "shell__exec ", " shell__exec", "shell__exec\n", "shell__\u200bexec", "shell__ex\u00adec", "shell__exec\u00a0", "shell__ exec", "a__Execute_Command"] {
+		d := decide(call({"name": n}))
+		d.outcome == "deny"
+		d.evaluation_details.prohibited == true
+		some r in d.reasons
+		contains(r, "is prohibited by the constitution")
+		tool_call.hidden with input as call({"name": n})
+	}
+	d := decide(call({"name": "shell__Exec"}))
+	d.reasons == ["Tool 'shell__Exec' is prohibited by the constitution"]
+}
+
+test_approval_whatever_the_spelling if {
+	every n in ["db__Delete_record", "DB__DELETE_RECORD", "mail__Send_Email"] {
+		decide(call({"name": n})).outcome == "approval_required"
+	}
+	decide(call({"name": "db__delete_record\t"})).outcome == "deny"
+}
+
+# Leading or trailing whitespace, or a control or format character
+# anywhere, denies (and hides) a name whatever it is.
+test_malformed_names_denied_and_hidden if {
+	every n in ["notes__echo ", "\tnotes__echo", "notes__\u200decho", "notes__echo\u202e", "notes__e\u0000cho"] {
+		d := decide(call({"name": n}))
+		d.outcome == "deny"
+		some r in d.reasons
+		endswith(r, "starts or ends with whitespace or holds invisible characters")
+		tool_call.hidden with input as call({"name": n})
+	}
+	decide(call({"name": "notes__my echo"})).outcome == "allow"
+	not tool_call.hidden with input as call({"name": "notes__my echo"})
+}
+
+# The exemption lists match the name exactly.
+test_exemptions_match_exactly if {
+	decide(args({"command": "ls"})).outcome == "allow" with data.acgs.config.tool_call.shell_tools_allowed as ["notes__echo"]
+	d := decide(call({"name": "Notes__Echo", "arguments": {"command": "ls"}})) with data.acgs.config.tool_call.shell_tools_allowed as ["notes__echo"]
+	d.outcome == "deny"
+}
+
+# A name, upstream, agent id or session of whitespace only is missing.
+test_blank_fields_are_missing if {
+	d := decide(call({"name": " \t", "upstream": " ", "agent": {"id": "\n", "session": "  "}}))
+	d.reasons == ["Agent identity missing", "Session missing", "Tool name missing", "Upstream missing"]
+	not tool_call.hidden with input as call({"name": " "})
+}
+
+# A count no counter makes fails closed; a count that is no number counts
+# as 0 (test_rate_limit_wrong_type_counts_as_missing).
+test_invalid_call_counts_denied if {
+	every n in [-1, -1e9, 119.5, 0.1] {
+		d := decide(call({"context": {"calls_last_minute": n}}))
+		d.outcome == "deny"
+		has_reason(d, sprintf("Call count invalid (%v): calls_last_minute must be a whole number, 0 or more", [n]))
+	}
+	decide(call({"context": {"calls_last_minute": 0}})).outcome == "allow"
+	decide(call({"context": {"calls_last_minute": 1.0}})).outcome == "allow"
+
+	# a limit of 0 (an agent allowed no calls) is not opened by a negative count
+	decide(call({"context": {"calls_last_minute": -1}})).outcome == "deny" with data.acgs.config.tool_call.rate_limit.per_agent as {"agent-1": 0}
+}
