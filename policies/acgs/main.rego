@@ -160,6 +160,7 @@ health := {
 		"action_authorization",
 		"evolution_approval",
 		"data_access",
+		"tool_call",
 	],
 	"prohibited_action_count": count(config.prohibited_actions),
 }

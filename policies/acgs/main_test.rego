@@ -401,7 +401,11 @@ test_health if {
 	h := main.health
 	h.status == "healthy"
 	h.constitutional_hash == hash
-	{p | some p in h.packages} == {"acgs.main", "acgs.constitutional", "acgs.evolution", "acgs.data"}
+	{p | some p in h.packages} == {"acgs.main", "acgs.constitutional", "acgs.evolution", "acgs.data", "acgs.tool_call"}
+	every t in ["constitutional_evaluation", "action_authorization", "evolution_approval", "data_access", "tool_call"] {
+		t in h.request_types
+	}
+	count(h.request_types) == 5
 }
 
 # ---------------------------------------------------------------------------
