@@ -801,3 +801,23 @@ test_invalid_call_counts_denied if {
 	# a limit of 0 (an agent allowed no calls) is not opened by a negative count
 	decide(call({"context": {"calls_last_minute": -1}})).outcome == "deny" with data.acgs.config.tool_call.rate_limit.per_agent as {"agent-1": 0}
 }
+
+# ---------------------------------------------------------------------------
+# Configuration left out fails closed
+# ---------------------------------------------------------------------------
+
+# No default limit configured: the limit is 0, every call is over it.
+test_rate_limit_missing_from_config_denies if {
+	cfg := object.remove(data.acgs.config.tool_call, ["rate_limit"])
+	d := decide(base) with data.acgs.config.tool_call as cfg
+	d.reasons == ["Agent 'agent-1' made at least 0 tool calls in the last minute (limit 0)"]
+	d.evaluation_details.rate_limit == {"calls_last_minute": 0, "limit": 0}
+}
+
+# No file roots configured: no path is under a root.
+test_file_roots_missing_from_config_denies_every_path if {
+	cfg := object.remove(data.acgs.config.tool_call, ["file_roots"])
+	d := decide(args({"path": "/workspace/a"})) with data.acgs.config.tool_call as cfg
+	d.reasons == ["Argument '/path' is outside the allowed file roots ('/workspace/a')"]
+	decide(base).outcome == "allow" with data.acgs.config.tool_call as cfg
+}
