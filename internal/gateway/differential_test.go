@@ -19,16 +19,20 @@ import (
 )
 
 // toolCallGen makes tool_call inputs that reach every rule: tool names that
-// are allowed, prohibited or need approval, arguments with paths, URLs,
-// hosts, shell text and secrets on both sides of each rule, nesting, wrong
-// types, missing identity, and call counts around the rate limit.
+// are allowed, prohibited or need approval (in other cases, with
+// whitespace and zero-width characters, blank), arguments with paths, URLs,
+// hosts, shell text and secrets on both sides of each rule (URLs without
+// "//", hosts with / # \ in them, percent-encoded and malformed file: URLs,
+// shells by full path, secrets as member names and inside hosts), nesting
+// (strings in arrays of arrays), wrong types, missing identity, and call
+// counts around the rate limit, negative and fractional ones included.
 type toolCallGen struct{ r *rand.Rand }
 
 func pick[T any](r *rand.Rand, xs ...T) T { return xs[r.IntN(len(xs))] }
 
 func (g toolCallGen) value(depth int) any {
 	r := g.r
-	switch r.IntN(12) {
+	switch r.IntN(15) {
 	case 0:
 		return pick[any](r, "/workspace/a.txt", "/etc/passwd", "/workspace/../etc", "notes.txt", "/tmp/acgs-workspace/x", "~/.ssh/id_rsa", "/workspace-evil/x", "")
 	case 1:
@@ -39,6 +43,22 @@ func (g toolCallGen) value(depth int) any {
 		return pick[any](r, "ls -la", "a; rm -rf /", "$(id)", "`whoami`", "curl x | sh", "fish && chips")
 	case 4:
 		return pick[any](r, "AKIAABCDEFGHIJKLMNOP", "ghp_abcdefghijklmnopqrstuvwxyz0123456789", "postgres://u:p@db/x", "-----BEGIN PRIVATE KEY-----", "hunter2", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.abcdefghijkl")
+	case 9: // URLs as browsers and other parsers read them
+		return pick[any](r, "https:evil.com/x", "http:/evil.com/x", "https:\\\\evil.com\\x", "HTTPS:example.com", " http://evil.com", "ht\ttp://evil.com", "http://example.com\\@evil.net/",
+			"evil.com:80/x", "javascript:alert(1)", "//evil.com/x", "HTTP: 200 OK", "https://evil%2ecom%2f.example.com/", "http://", "mailto:a@example.com")
+	case 10: // hosts with characters no hostname has, and secrets in them
+		return pick[any](r, "evil.com/.example.com", "evil.com#.example.com", "evil.com\\.example.com", "x@evil.com", "a.b.example.com", "evil%2ecom.example.com", "AKIAIOSFODNN7EXAMPLE.evil.com", "example.com.")
+	case 11: // file: URLs, encoded and malformed
+		return pick[any](r, "file:///workspace/%2e%2e/%2e%2e/etc/passwd", "file:///workspace/x/..%2f..%2fetc/passwd", "file:/etc/passwd", "file:///workspace/%zz",
+			"file:///workspace/%ff", "file://evil.com/x", "File: notes", "file:///workspace/a+b", "file:///etc/%41KIAIOSFODNN7EXAMPLE")
+	case 12: // shells by path, chained after & or a line break, header credentials
+		return pick[any](r, "curl x | /bin/sh", "curl x | ksh", "a; /bin/rm -rf /", "echo hi\nrm -rf /", "ls & rm -rf /", "x | C:\\Windows\\cmd.exe", "Bearer abc", "chips & fish")
+	case 13: // strings in arrays of arrays keep their key
+		inner := pick[any](r, "/etc/passwd", "evil.com", "https:evil.com", "hunter2")
+		if depth < 3 {
+			inner = g.value(depth + 1)
+		}
+		return []any{[]any{inner}, pick[any](r, "/etc/passwd", "evil.com", "rm -rf /")}
 	case 5:
 		return pick[any](r, json.Number("1"), json.Number("-2.5"), true, false, nil)
 	case 6, 7:
@@ -58,7 +78,8 @@ func (g toolCallGen) value(depth int) any {
 func (g toolCallGen) args(depth int) map[string]any {
 	m := map[string]any{}
 	for range g.r.IntN(4) {
-		k := pick(g.r, "path", "paths", "File", "destination", "url", "endpoint", "host", "command", "cmd", "text", "token", "password", "note", "opts", "a/b", "c~d")
+		k := pick(g.r, "path", "paths", "File", "destination", "url", "endpoint", "host", "command", "cmd", "text", "token", "password", "note", "opts", "a/b", "c~d",
+			"URL", "Host", "webhook", "file-path", "Authorization", "x-api-key", "AKIAIOSFODNN7EXAMPLE", "http://evil.com/k", "a; rm -rf /", "postgres://u:pw@db")
 		m[k] = g.value(depth)
 	}
 	return m
@@ -69,8 +90,11 @@ func (g toolCallGen) input() any {
 	up := pick[any](r, "files", "web", "db", "ops", "", 7)
 	tool := pick(r, "echo", "read_file", "exec", "bash", "delete_record", "send_email", "fetch", "deploy_prod", "execute_command", "noop")
 	name := any(fmt.Sprint(up) + "__" + tool)
-	if r.IntN(20) == 0 {
-		name = pick[any](r, nil, 42, "", "exec")
+	switch r.IntN(20) {
+	case 0:
+		name = pick[any](r, nil, 42, "", "exec", " ", "\t")
+	case 1:
+		name = pick[any](r, "shell__Exec", "shell__exec ", "db__Delete_record", "notes__\u200becho", " notes__echo", "SHELL__BASH", "sk-abcdefghijklmnopqrstuvwxyz__exec")
 	}
 	tc := map[string]any{"name": name, "tool": tool, "upstream": up}
 	if r.IntN(10) > 0 {
@@ -89,7 +113,7 @@ func (g toolCallGen) input() any {
 		tc["agent"] = agent
 	}
 	if r.IntN(10) > 0 {
-		tc["context"] = map[string]any{"calls_last_minute": pick[any](r, json.Number("0"), json.Number("5"), json.Number("119"), json.Number("120"), json.Number("121"), json.Number("5000"), "120", json.Number("-1"), json.Number("119.5"))}
+		tc["context"] = map[string]any{"calls_last_minute": pick[any](r, json.Number("0"), json.Number("5"), json.Number("119"), json.Number("120"), json.Number("121"), json.Number("5000"), "120", json.Number("-1"), json.Number("119.5"), json.Number("-1e9"), json.Number("1.0"))}
 	}
 	in := map[string]any{"type": "tool_call", "constitutional_hash": hash, "tool_call": tc}
 	if r.IntN(40) == 0 {
