@@ -821,3 +821,14 @@ test_file_roots_missing_from_config_denies_every_path if {
 	d.reasons == ["Argument '/path' is outside the allowed file roots ('/workspace/a')"]
 	decide(base).outcome == "allow" with data.acgs.config.tool_call as cfg
 }
+
+# Variable assignments before a command, or after env, do not hide it.
+test_shell_assignments_before_a_command if {
+	every t in ["ls; env X=1 bash", "ls; X=1 rm -rf /", "a && LD_PRELOAD=/tmp/x.so /bin/sh", "x | env -i PATH=/bin sh", "x | A=1 B= python3"] {
+		d := decide(args({"text": t}))
+		d.outcome == "deny"
+		some r in d.reasons
+		contains(r, "contains shell syntax")
+	}
+	decide(args({"text": "a; x=1 is the answer"})).outcome == "allow"
+}
