@@ -17,9 +17,10 @@
 #                calls_last_minute (this agent's tool calls in the last
 #                60 s, before this one)
 #
-#   Inputs are untrusted: a field of the wrong type counts as missing, and
-#   what is missing fails closed where it matters (no tool name, no agent
-#   identity, arguments that are not an object: deny). Only the arguments
+#   Inputs are untrusted: a field of the wrong type (or a string of
+#   whitespace only) counts as missing, and what is missing fails closed
+#   where it matters (no tool name, no agent identity, arguments that are
+#   not an object: deny). Only the arguments
 #   subtree is walked as a whole (the argument rules must look at every
 #   value in it); everything else is read by constant path.
 #
