@@ -888,16 +888,23 @@ func TestCallToAnUnknownUpstreamIsNotHeld(t *testing.T) {
 func TestCallToAnUnlistedToolIsNotHeld(t *testing.T) {
 	e := startEnv(t, envOptions{})
 	a1 := e.agent(t, "token-1")
-	for _, name := range []string{
-		"local__delete_x\r\x1b[1A\x1b[2Kapr_FAKE  agent-1  local__read_file\t{}",
-		"remote__delete_nothing_listed",
-	} {
+	for _, name := range []string{"local__delete_x", "remote__delete_nothing_listed"} {
 		ctx, cancel := context.WithTimeout(testCtx(t), 5*time.Second)
 		_, err := a1.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: map[string]any{"id": "1"}})
 		cancel()
 		if err == nil || !strings.Contains(err.Error(), "unknown tool") || !strings.Contains(err.Error(), "lists no tool named") {
 			t.Fatalf("call of the unlisted %q: %v, want the unknown-tool error at once", name, err)
 		}
+	}
+	// A name with control characters (one that would rewrite an
+	// approver's terminal) is denied by the constitution itself
+	// (c71a456), before any list is consulted: answered at once, never held.
+	forged := "local__delete_x\r\x1b[1A\x1b[2Kapr_FAKE  agent-1  local__read_file\t{}"
+	ctx, cancel := context.WithTimeout(testCtx(t), 5*time.Second)
+	res, err := a1.CallTool(ctx, &mcp.CallToolParams{Name: forged, Arguments: map[string]any{"id": "1"}})
+	cancel()
+	if err == nil && (res == nil || !res.IsError) {
+		t.Fatalf("call of %q: %+v, want a denial or an error at once", forged, res)
 	}
 	var l gateway.ApprovalList
 	if code := e.admin(t, http.MethodGet, gateway.ApprovalsPath, adminToken, nil, &l); code != http.StatusOK || len(l.Approvals) != 0 {
