@@ -56,8 +56,9 @@ func (s *Server) readRaw(w http.ResponseWriter, r *http.Request) (*bytes.Buffer,
 // readBody reads the request body within the size limit, which applies to
 // the body as sent and, for gzip, after decompression too (so that neither a
 // large decompressed body nor a long stream of padding that decompresses to
-// little is read past it), and refuses media types that are not JSON. The
-// caller returns the buffer to bufPool.
+// little is read past it), and refuses media types that are neither JSON
+// nor YAML (a YAML body is returned as its JSON: yamlToJSON). The caller
+// returns the buffer to bufPool.
 func readBody(r *http.Request, limit int64) (*bytes.Buffer, error) {
 	isYAML, err := checkContentType(r.Header.Get("Content-Type"))
 	if err != nil {

@@ -239,10 +239,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if p := r.URL.Path; rt.slashRedirect() && len(p) > 1 && p[len(p)-1] == '/' {
 		// OPA's server answers a route's path with a trailing slash by
 		// a redirect to the path without it (301, as its handlers'
-		// TrailingSlashRedirectHandler), after the method check.
-		esc := r.URL.EscapedPath()
-		redirect(sw, esc[:len(esc)-1], r.URL.RawQuery, http.StatusMovedPermanently)
-		return
+		// TrailingSlashRedirectHandler), after the method check. The
+		// slash must be one as sent: a path ending in an escaped one
+		// (a%2F, the key "a/") is a document's, not a spelling to mend.
+		if esc := r.URL.EscapedPath(); esc[len(esc)-1] == '/' {
+			redirect(sw, esc[:len(esc)-1], r.URL.RawQuery, http.StatusMovedPermanently)
+			return
+		}
 	}
 	if s.d.DecisionLog != nil {
 		// The request id travels to the decision log in the context; a
