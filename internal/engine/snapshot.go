@@ -134,8 +134,10 @@ var decisionSemantics = "opa-" + opaversion.Version + "/acgs-" + semanticsRev
 // to topdown and keeps the last of equal values in object comprehensions,
 // and an integer path segment names a number (datapath.Parse); 3 since the
 // VM hands equal values written otherwise (1 and 1.0) to topdown and
-// constant plans are refused where topdown could raise a conflict.
-const semanticsRev = "3"
+// constant plans are refused where topdown could raise a conflict; 4
+// since datapath.Parse undoes a segment's escapes (a%2Fb is the key "a/b",
+// which an older build read as the key "a%2Fb").
+const semanticsRev = "4"
 
 // dataHashes refuses a bundle whose data names another constitution: the
 // policy compares requests with, and answers, the hash its data holds
