@@ -593,6 +593,16 @@ redacted(tested, mask, clear) := concat("", array.slice([clear, mask], n, n + 1)
 # Every secret (shell) pattern in one regular expression: one match per
 # string finds whether any pattern matches, and only then are they tried
 # one by one for the kind.
-secret_regex := concat("|", [concat("", ["(?:", pattern, ")"]) | some pattern in cfg.secret_patterns])
+# With no patterns configured, a pattern that matches nothing: the empty
+# one would match every string, and every reason would be redacted.
+default secret_regex := `[^\s\S]`
 
-shell_regex := concat("|", [concat("", ["(?:", pattern, ")"]) | some pattern in cfg.shell_patterns])
+secret_regex := concat("|", [concat("", ["(?:", pattern, ")"]) | some pattern in cfg.secret_patterns]) if {
+	count(cfg.secret_patterns) > 0
+}
+
+default shell_regex := `[^\s\S]`
+
+shell_regex := concat("|", [concat("", ["(?:", pattern, ")"]) | some pattern in cfg.shell_patterns]) if {
+	count(cfg.shell_patterns) > 0
+}

@@ -709,6 +709,17 @@ test_no_reason_quotes_a_secret if {
 	}
 }
 
+# With no secret (or shell) patterns configured nothing is redacted and
+# nothing is a secret or a shell command: the empty regular expression the
+# patterns used to join into matched every string (review).
+test_no_patterns_redact_nothing if {
+	d := main.decision with input as args({"file": "notes.txt", "q": "hello world"})
+		with data.acgs.config.tool_call.secret_patterns as {}
+		with data.acgs.config.tool_call.shell_patterns as {}
+	d.reasons == ["Argument '/file' is a relative path ('notes.txt'); only absolute paths under the allowed file roots are accepted"]
+	d.evaluation_details.tool == "notes__echo"
+}
+
 # Names that only together look like a secret hide the whole pointer.
 test_pointer_that_looks_like_a_secret_is_hidden if {
 	d := decide(args({"x:": {"": {"u:p@h": "/etc/passwd"}}})) with data.acgs.config.tool_call.path_argument_names as ["u:p@h"]
