@@ -224,8 +224,8 @@ func sessionVersions() []string {
 }
 
 // Start connects every upstream (in parallel). An upstream that cannot be
-// reached is logged and retried when it is next needed; Start fails only
-// when none can be reached.
+// reached is logged and reconnected in the background (upstream.retry,
+// 1 s doubling to 15 s); Start fails only when none can be reached.
 func (g *Gateway) Start(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(g.order))
