@@ -631,12 +631,26 @@ func TestRedisCountersAreSharedByReplicas(t *testing.T) {
 			t.Fatalf("call %d: %q", i+1, text(res))
 		}
 	}
-	// 60 calls on each replica: the limit of 120 is reached on both
-	for _, cs := range []*mcp.ClientSession{ca, cb} {
-		res := call(t, cs, "remote__noop", map[string]any{})
-		if _, _, reasons := decisionMeta(t, res); !res.IsError || !strings.Contains(strings.Join(reasons, " "), "limit 120") {
-			t.Fatalf("after 120 calls across replicas: %q", text(res))
+	// 60 calls on each replica: the limit of 120 is reached on both, as
+	// long as Redis answered each count within the counter's 50 ms; a
+	// replica whose count timed out falls back to its own (60 calls, under
+	// the limit), counted in acgs_gateway_counter_errors_total, which a
+	// loaded CI machine (-race) did once.
+	for _, rep := range []struct {
+		e  *env
+		cs *mcp.ClientSession
+	}{{a, ca}, {b, cb}} {
+		res := call(t, rep.cs, "remote__noop", map[string]any{})
+		if res.IsError {
+			if _, _, reasons := decisionMeta(t, res); strings.Contains(strings.Join(reasons, " "), "limit 120") {
+				continue
+			}
 		}
+		if errs := rep.e.metric(t, "acgs_gateway_counter_errors_total", nil); errs > 0 {
+			t.Logf("a replica's Redis count timed out %v times and it counted alone: %q", errs, text(res))
+			continue
+		}
+		t.Fatalf("after 120 calls across replicas, Redis answering every count: %q", text(res))
 	}
 	// Redis down: each replica falls back to counting in process (counted)
 	r.Kill()
