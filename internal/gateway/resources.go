@@ -439,8 +439,7 @@ const (
 // invalid params) to the agent as they are (outcome proxiedError), and says
 // what happened otherwise (proxiedFailed: the upstream did not answer).
 func (u *upstream) callError(ctx context.Context, err error) (string, error) {
-	var je *jsonrpc.Error
-	if errors.As(err, &je) && je.Code != codeRejectedByTransport && je.Code != codeServerClosing && je.Code != codeClientClosing {
+	if je, ok := errorReply(err); ok {
 		return proxiedError, je
 	}
 	return proxiedFailed, upstreamError(u.noAnswer(ctx, err, "request"))
