@@ -158,28 +158,7 @@ func TestShadowForwardedCallThatFailsSaysWhatWasDecided(t *testing.T) {
 // test with the answer of call if it is answered first (not held).
 func heldOrAnswered(t testing.TB, e *env, call <-chan answer) gateway.Approval {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		var l gateway.ApprovalList
-		if code := e.admin(t, http.MethodGet, gateway.ApprovalsPath, adminToken, nil, &l); code != http.StatusOK {
-			t.Fatalf("list approvals: %d", code)
-		}
-		if len(l.Approvals) > 0 {
-			return l.Approvals[0]
-		}
-		select {
-		case r := <-call:
-			if r.res != nil {
-				t.Fatalf("answered without being held: %q %v", text(r.res), r.res.Meta)
-			}
-			t.Fatalf("answered without being held: %v", r.err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("not held after 20s, nor answered")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return e.waitHeld(t, 1, call)[0]
 }
 
 // TestCallToAnUnreachableUpstreamIsNotHeld: a call needing approval to an

@@ -454,6 +454,13 @@ func (e *env) admin(t testing.TB, method, path, token string, body any, out any)
 // waitPending waits until n calls are held and returns them.
 func (e *env) waitPending(t testing.TB, n int) []gateway.Approval {
 	t.Helper()
+	return e.waitHeld(t, n, nil)
+}
+
+// waitHeld waits until n calls are held and returns them, failing the test
+// with the answer of call (nil: none watched) if it comes first.
+func (e *env) waitHeld(t testing.TB, n int, call <-chan answer) []gateway.Approval {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		var l gateway.ApprovalList
@@ -462,6 +469,14 @@ func (e *env) waitPending(t testing.TB, n int) []gateway.Approval {
 		}
 		if len(l.Approvals) >= n {
 			return l.Approvals
+		}
+		select {
+		case r := <-call:
+			if r.res != nil {
+				t.Fatalf("answered without being held: %q %v", text(r.res), r.res.Meta)
+			}
+			t.Fatalf("answered without being held: %v", r.err)
+		default:
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%d approvals pending after 20s, want %d", len(l.Approvals), n)
