@@ -165,7 +165,7 @@ func heldOrAnswered(t testing.TB, e *env, call <-chan answer) gateway.Approval {
 // upstream that could never be reached (its tools were never listed) is
 // not held either: it is answered at once, naming the upstream's failure.
 func TestCallToAnUnreachableUpstreamIsNotHeld(t *testing.T) {
-	e := startEnv(t, envOptions{upstreams: "  - name: remote\n    url: REMOTE\n  - name: gone\n    url: http://" + freeAddr(t) + "/mcp\n", extraYAML: "connect_timeout: 2s\n"})
+	e := startEnv(t, envOptions{upstreams: "  - name: remote\n    url: REMOTE\n  - name: gone\n    url: http://" + refusedAddr(t) + "/mcp\n", extraYAML: "connect_timeout: 2s\n"})
 	gw := e.agent(t, "token-1")
 	ctx, cancel := context.WithTimeout(testCtx(t), 10*time.Second)
 	defer cancel()

@@ -591,7 +591,7 @@ func TestLoadConfigFile(t *testing.T) {
 }
 
 func TestStartFailsWhenNoUpstreamCanBeReached(t *testing.T) {
-	gcfg, err := gateway.ParseConfig([]byte("connect_timeout: 2s\nupstreams:\n  - name: nothing\n    url: http://" + freeAddr(t) + "/mcp\n"))
+	gcfg, err := gateway.ParseConfig([]byte("connect_timeout: 2s\nupstreams:\n  - name: nothing\n    url: http://" + refusedAddr(t) + "/mcp\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -518,6 +518,28 @@ func freeAddr(t testing.TB) string {
 	return addr
 }
 
+// refusedAddr is a loopback address that refuses connections for the
+// whole test: a socket bound to it that never listens. Unlike freeAddr's
+// port, closed at once, it cannot be handed to another socket meanwhile:
+// once the test's own MCP server, started after it, was given the port of
+// an upstream meant to be unreachable, and a call to it was held.
+func refusedAddr(t testing.TB) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+}
+
 // perAgentLimits writes the constitution with data.json's per-agent tool
 // call limits set to limits (an operator's tuning) and returns its
 // directory.
