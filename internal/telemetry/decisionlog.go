@@ -375,7 +375,20 @@ func (l *DecisionLog) checkpoint(atClose bool) {
 	}
 	path := l.path + HeadCheckpointSuffix
 	st, err := l.file.Stat()
-	if err == nil {
+	switch {
+	case err != nil:
+	case l.rotatedAway(st):
+		// Rotated while the log was idle (follow switches files only
+		// before a write): a checkpoint of the file open would describe
+		// one no longer at the path, and the next log would take the file
+		// it finds there for one cut or emptied. Nothing to do until the
+		// next write switches files; at close, the checkpoint is of what
+		// the next log will open.
+		if !atClose {
+			return
+		}
+		err = l.checkpointPathOnly(path)
+	default:
 		err = writeHeadCheckpoint(path, headCheckpoint{Head: l.prev, Size: st.Size()})
 	}
 	if err != nil {
@@ -389,6 +402,33 @@ func (l *DecisionLog) checkpoint(atClose bool) {
 	if atClose {
 		l.checkpointed = path
 	}
+}
+
+// rotatedAway says that the path names another file than open (st), or
+// none. A path that cannot be stat'ed otherwise counts as not rotated.
+func (l *DecisionLog) rotatedAway(st os.FileInfo) bool {
+	at, err := os.Stat(l.path)
+	if err != nil {
+		return errors.Is(err, fs.ErrNotExist)
+	}
+	return !os.SameFile(at, st)
+}
+
+// checkpointPathOnly is the checkpoint at close of a log whose file was
+// rotated away while it was idle: an empty regular file at the path (a
+// rotation's create) is where the next chain starts, as the last log left
+// it; anything else (no file, or lines this log did not write) has no
+// checkpoint of this log's, and the next log says what it finds there. The
+// rotated file's head is in the close line.
+func (l *DecisionLog) checkpointPathOnly(path string) error {
+	l.logger.Info("decision log: the file was rotated after the last record; its head is the rotated file's last line", "sink", "file:"+l.path, "head", l.prev)
+	if at, err := os.Stat(l.path); err == nil && at.Mode().IsRegular() && at.Size() == 0 {
+		return writeHeadCheckpoint(path, headCheckpoint{Head: ChainGenesis, Size: 0})
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // Log queues e for writing and returns at once. The log owns e afterwards:

@@ -351,3 +351,49 @@ func (w *stuckWriter) Write(b []byte) (int, error) {
 	<-w.release
 	return len(b), nil
 }
+
+// TestDecisionLogIdleRotationIsNotTakenForACut: a file rotated away while
+// the log is idle (no record since, so the log has not switched files) is
+// not described by the checkpoint the log leaves at close: the next log,
+// finding the rotation's new empty file or none at the path, starts
+// without a warning that records were removed.
+func TestDecisionLogIdleRotationIsNotTakenForACut(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		create bool // logrotate's create: an empty file put at the path
+		want   string
+	}{
+		{"rotated, a new empty file put at the path", true, "level=INFO msg=\"decision log: the file is empty, as the last log left it"},
+		{"rotated, no file put at the path", false, "level=INFO msg=\"decision log: a new file; the hash chain starts at genesis\""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "d.jsonl")
+			l, first := openChained(t, path, DecisionLogConfig{})
+			for range 3 {
+				l.Log(&DecisionEvent{Path: "before"})
+			}
+			waitHandled(t, l, 3)
+			if err := os.Rename(path, path+".1"); err != nil {
+				t.Fatal(err)
+			}
+			if tc.create {
+				if err := os.WriteFile(path, nil, 0o640); err != nil {
+					t.Fatal(err)
+				}
+			}
+			closeLog(t, l)
+			head := l.ChainHead()
+			if w := "the file was rotated after the last record; its head is the rotated file's last line"; !strings.Contains(first.String(), w) || !strings.Contains(first.String(), "head="+head) {
+				t.Errorf("no %q naming head %s in the first log's lines:\n%s", w, head, first)
+			}
+			l2, logBuf := openChained(t, path, DecisionLogConfig{})
+			l2.Log(&DecisionEvent{Path: "after"})
+			closeLog(t, l2)
+			logged := logBuf.String()
+			if !strings.Contains(logged, tc.want) || strings.Contains(logged, "WARN") {
+				t.Errorf("the next log's lines, want %q and no warning:\n%s", tc.want, logged)
+			}
+			wantCheckpoint(t, path, l2.ChainHead())
+		})
+	}
+}
