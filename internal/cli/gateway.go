@@ -14,6 +14,7 @@ import (
 
 	"github.com/acgs-lite/acgs/internal/config"
 	"github.com/acgs-lite/acgs/internal/gateway"
+	"github.com/acgs-lite/acgs/internal/memlimit"
 	"github.com/acgs-lite/acgs/internal/service"
 	"github.com/acgs-lite/acgs/internal/telemetry"
 )
@@ -73,6 +74,11 @@ func runGateway(ctx context.Context, cmd *cobra.Command, gcfg gateway.Config, cf
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(gateway.DefaultGCPercent)
 	}
+	// GOMEMLIMIT from the container's limit, as in acgs serve: with
+	// GOGC at 400 the heap may grow to five times the live heap, and the
+	// limit keeps that inside the container. (The headroom pacing of
+	// acgs serve, GC_MIN_HEADROOM_MB, is not used: GOGC is fixed.)
+	mem, limit := memlimit.Apply(cfg.Memory.LimitRatio, os.LookupEnv)
 	if gcfg.Listen == "" {
 		// A stdio agent's host that exits closes the gateway's stdout and
 		// stderr. Unless SIGPIPE is caught, Go ends the process on the
@@ -95,6 +101,7 @@ func runGateway(ctx context.Context, cmd *cobra.Command, gcfg gateway.Config, cf
 		return err
 	}
 	defer svc.Close()
+	logMemoryLimit(svc, mem, limit)
 	dlog, err := telemetry.NewDecisionLog(telemetry.DecisionLogConfig{
 		Sink: sink, Mask: mask, QueueSize: cfg.Log.DecisionLogSize, Logger: svc.Log, Chain: true, Context: ctx,
 	})

@@ -223,13 +223,19 @@ upstreams:
     url: %s
 `, addr, adminAddr, remURL))
 	cmd := exec.Command(acgs, "gateway", "--config", cfg)
-	cmd.Env = append(os.Environ(), "CI_AGENT_TOKEN=ci-token", "DECISION_LOG=off")
+	cmd.Env = append(os.Environ(), "CI_AGENT_TOKEN=ci-token", "DECISION_LOG=off", "MEMORY_LIMIT_RATIO=0", "GOMEMLIMIT=")
+	var logged testenv.SyncBuffer
+	cmd.Stderr = &logged
 	stop := startProcess(t, cmd, "http://"+adminAddr+gateway.HealthPath)
 	defer func() {
 		if err := stop(); err != nil {
 			t.Error(err)
 		}
 	}()
+	// The memory limit is sized as in acgs serve (here: turned off).
+	if w := `"msg":"memory limit","source":"off"`; !strings.Contains(logged.String(), w) {
+		t.Errorf("no %s in the gateway's log:\n%s", w, logged.String())
+	}
 	cs := connectHTTP(t, "http://"+addr+"/mcp", "ci-token")
 	res := call(t, cs, "remote__add", map[string]any{"a": 1, "b": 2})
 	if res.IsError || text(res) != `{"sum":3}` {

@@ -100,7 +100,11 @@ func serveMCP(tb testing.TB) (*mcptest.Server, string) {
 func startProcess(tb testing.TB, cmd *exec.Cmd, health string) (stop func() error) {
 	tb.Helper()
 	var stderr testenv.SyncBuffer
-	cmd.Stderr = &stderr
+	if cmd.Stderr != nil { // the caller reads it too
+		cmd.Stderr = io.MultiWriter(cmd.Stderr, &stderr)
+	} else {
+		cmd.Stderr = &stderr
+	}
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
