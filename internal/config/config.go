@@ -277,7 +277,9 @@ func (c *Config) Validate() error {
 		} else if err := cache.ValidateRedisURL(cc.RedisURL); err != nil {
 			bad("REDIS_URL", "%v %s", err, accepted)
 		}
-		if len(cc.SigningKey) < 32 {
+		// The key signs L2 entries: with the cache off there are none
+		// (the URL still serves acgs gateway's shared counters).
+		if cc.Enabled && len(cc.SigningKey) < 32 {
 			bad("CACHE_SIGNING_KEY", "is required when REDIS_URL is set and must be at least 32 bytes (got %d); generate one with: openssl rand -hex 32", len(cc.SigningKey))
 		}
 		for i, k := range cc.PreviousSigningKeys {

@@ -122,6 +122,22 @@ func TestValidateNamesSettingAndAcceptedValues(t *testing.T) {
 	}
 }
 
+// TestRedisURLWithTheCacheOff: with CACHE_ENABLED=false there are no L2
+// entries to sign, so REDIS_URL needs no signing key (the service warns
+// that it is unused, as the README says; acgs gateway still counts calls
+// there); the URL itself is still checked.
+func TestRedisURLWithTheCacheOff(t *testing.T) {
+	c := config.Default()
+	c.Cache.Enabled, c.Cache.RedisURL = false, "redis://127.0.0.1:6379"
+	if err := c.Validate(); err != nil {
+		t.Fatalf("refused: %v", err)
+	}
+	c.Cache.RedisURL = "http://x"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "REDIS_URL") {
+		t.Fatalf("a malformed URL with the cache off: %v", err)
+	}
+}
+
 func TestAdmissionSettings(t *testing.T) {
 	c, err := load(t, nil)
 	if err != nil {
