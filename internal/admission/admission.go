@@ -104,7 +104,12 @@ type Stats struct {
 	Queued      uint64 // requests that had to wait for a slot, admitted or not
 	QueueFull   uint64 // refused: displaced from a full queue
 	Timeout     uint64 // refused: queue-wait limit
-	Deadline    uint64 // refused: the request's deadline passed or it was cancelled (while waiting, or while its Do evaluation ran on)
+	Deadline    uint64 // refused: the request's deadline passed or it was cancelled while it waited
+	// Abandoned: admitted Do evaluations whose request's deadline passed
+	// (or which were cancelled) while they ran: the caller was answered
+	// overloaded, the evaluation ran to its end on its slot. Counted in
+	// Admitted, not as refused.
+	Abandoned uint64
 }
 
 // Controller hands out evaluation slots. Its zero value is not usable; build
@@ -122,6 +127,7 @@ type Controller struct {
 
 	admitted, queued            atomic.Uint64
 	queueFull, timeout, expired atomic.Uint64
+	abandoned                   atomic.Uint64
 }
 
 // waiter is one request waiting for a slot. ch receives exactly once, under
@@ -325,7 +331,7 @@ func (c *Controller) Do(ctx context.Context, fn func()) (started bool, err error
 			}
 			// fn goes on without its caller; w is left to the collector,
 			// since the slot's goroutine still signals it.
-			c.expired.Add(1)
+			c.abandoned.Add(1)
 			return true, apierror.Wrap(apierror.Overloaded, ErrDeadline, "service overloaded: the request's deadline passed while its evaluation was running; retry later")
 		default:
 			// Finished or displaced between the wake-up and the lock:
@@ -458,5 +464,6 @@ func (c *Controller) Stats() Stats {
 		InFlight: inUse, Waiting: waiting,
 		Admitted: c.admitted.Load(), Queued: c.queued.Load(),
 		QueueFull: c.queueFull.Load(), Timeout: c.timeout.Load(), Deadline: c.expired.Load(),
+		Abandoned: c.abandoned.Load(),
 	}
 }

@@ -338,7 +338,7 @@ func TestConcurrentBound(t *testing.T) {
 			if got := ok.Load() + refused.Load(); got != workers*each {
 				t.Errorf("%d answers for %d requests", got, workers*each)
 			}
-			if st.Admitted != uint64(ok.Load()) || st.QueueFull+st.Timeout+st.Deadline != uint64(refused.Load()+late.Load()) {
+			if st.Admitted != uint64(ok.Load()) || st.QueueFull+st.Timeout+st.Deadline != uint64(refused.Load()) || st.Abandoned != uint64(late.Load()) {
 				t.Errorf("counters %+v; ran %d (%d past their deadline), refused %d", st, ok.Load(), late.Load(), refused.Load())
 			}
 		})
@@ -566,6 +566,10 @@ func TestDoRefusals(t *testing.T) {
 		}
 		if st := c.Stats(); st.InFlight != 1 {
 			t.Errorf("the evaluation still runs, want its slot held: %+v", st)
+		}
+		// Admitted and running: abandoned, not refused.
+		if st := c.Stats(); st.Admitted != 2 || st.Deadline != 0 || st.Abandoned != 1 {
+			t.Errorf("counters %+v, want 2 admitted, 1 abandoned, none refused", st)
 		}
 		close(hold)
 		waitFor(t, "the slot to be free", func() bool { return c.Stats().InFlight == 0 })

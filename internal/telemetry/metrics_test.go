@@ -188,6 +188,7 @@ func TestObservedValues(t *testing.T) {
 		{"acgs_admission_queued_total", nil, 40},
 		{"acgs_admission_refused_total", map[string]string{"reason": "queue_full"}, 3},
 		{"acgs_admission_refused_total", map[string]string{"reason": "deadline"}, 1},
+		{"acgs_admission_abandoned_total", nil, 4},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.name, tt.labels), func(t *testing.T) {
@@ -335,6 +336,7 @@ func TestMetricNames(t *testing.T) {
 	}
 	sort.Strings(got)
 	want := []string{
+		"acgs_admission_abandoned_total",
 		"acgs_admission_admitted_total",
 		"acgs_admission_in_flight",
 		"acgs_admission_max_in_flight",

@@ -31,7 +31,7 @@ var ExerciseStats = cache.Stats{
 // slot busy, some waiting, every counter non-zero.
 var ExerciseAdmission = admission.Stats{
 	MaxInFlight: 2, MaxQueue: 16, InFlight: 2, Waiting: 5,
-	Admitted: 100, Queued: 40, QueueFull: 3, Timeout: 2, Deadline: 1,
+	Admitted: 100, Queued: 40, QueueFull: 3, Timeout: 2, Deadline: 1, Abandoned: 4,
 }
 
 // Exercise makes m see at least one observation of every kind, with every
