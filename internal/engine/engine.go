@@ -629,6 +629,13 @@ func (e *Engine) evalNow(ctx context.Context, s *snapshot, path string, input an
 func (e *Engine) evalFull(ctx context.Context, s *snapshot, path string, in ast.Value) (Decision, bool, error) {
 	pq, err := s.query(ctx, path)
 	if err != nil {
+		if ctx.Err() != nil {
+			// Ended while the path was prepared on its first use: by
+			// EVAL_TIMEOUT (a timeout) or by its caller (nothing decided,
+			// overloaded), told apart as for an evaluation cut short, and
+			// as Inspect does; not a failed evaluation (review).
+			return Decision{}, false, evalError(err, ctx, e.opts.EvalTimeout)
+		}
 		return Decision{}, false, err
 	}
 	return e.evalPrepared(ctx, s, pq, in, SourceFull, builtins.NDBCache{})
