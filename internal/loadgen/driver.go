@@ -122,13 +122,14 @@ type Result struct {
 	URL          string    `json:"url"`
 	StartedAt    time.Time `json:"started_at"`
 	WarmupSec    float64   `json:"warmup_seconds"`
-	DurationSec  float64   `json:"duration_seconds"` // measured window
+	DurationSec  float64   `json:"duration_seconds"` // measured window, that of every rate (RunOpen, RunClosed)
 	Users        int       `json:"users,omitempty"`
 	Connections  int       `json:"connections,omitempty"`
 	TargetRate   float64   `json:"target_rate,omitempty"`
 	AchievedRate float64   `json:"achieved_rate"`
 	// Goodput is decisions (allowed or denied) per second of the measured
-	// window: AchievedRate less the failed and the shed requests.
+	// window (DurationSec): AchievedRate less the failed and the shed
+	// requests.
 	Goodput       float64 `json:"goodput"`
 	Unsent        int64   `json:"unsent,omitempty"`
 	Valid         bool    `json:"valid"`
@@ -345,9 +346,23 @@ func RunClosed(ctx context.Context, cfg ClosedLoop, opts Options) (*Result, erro
 	}
 	wg.Wait()
 	stopProgress()
+	// A closed loop has no schedule: what it measures is the rate the
+	// users' requests went through the server, so, as for the open loop,
+	// the rates are the requests started in the measured window over that
+	// window. The window of a timed run ends at the planned end, not at
+	// the last answer: the requests still in flight then were started in
+	// it and are counted, as the warm-up's in flight at its start are not
+	// (in a steady state they balance), and one slow answer after the end
+	// does not stretch a window in which nothing else was sent. A run
+	// bounded by a request count has no planned end: it lasts until its
+	// last answer, the time the batch took (ending it at the last start
+	// would leave out the last round trip of every user).
 	finish := time.Unix(0, lastDone.Load())
 	if lastDone.Load() == 0 {
 		finish = time.Now()
+	}
+	if !end.IsZero() && finish.After(end) {
+		finish = end
 	}
 	res := r.result(opts, "closed", start, measureFrom, finish)
 	res.Users = cfg.Users
@@ -392,7 +407,6 @@ func RunOpen(ctx context.Context, cfg OpenLoop, opts Options) (*Result, error) {
 	r.tl = newTimeline(measureFrom)
 	var next, sent atomic.Int64
 	var abandoned atomic.Bool
-	var lastDone atomic.Int64
 	var measuredSent, lastSent atomic.Int64 // after the warm-up: sends, and the last one's time
 	stopProgress := r.progressLoop(ctx, start, cfg.Warmup+cfg.Duration)
 
@@ -471,33 +485,30 @@ func RunOpen(ctx context.Context, cfg OpenLoop, opts Options) (*Result, error) {
 					recordLatency(rec.svc, t1.Sub(t0))
 					r.tl.record(t1, lat, o == OutcomeFailure)
 				}
-				storeMax(&lastDone, t1.UnixNano())
 			}
 		}()
 	}
 	wg.Wait()
 	stopProgress()
-	finish := time.Unix(0, lastDone.Load())
-	if lastDone.Load() == 0 {
-		finish = time.Now()
-	}
-	// The measured window is at least the planned duration: finishing early
-	// is impossible on schedule, and a short window would inflate the rate.
-	if min := measureFrom.Add(cfg.Duration); finish.Before(min) {
-		finish = min
-	}
-	res := r.result(opts, "open", start, measureFrom, finish)
-	res.Connections = cfg.Connections
-	res.TargetRate = cfg.Rate
-	// The achieved rate is the rate requests were sent at: over the window
-	// up to the last send (at least the planned duration), not up to the
-	// last answer, or one slow answer at the end would make a run that
-	// kept its schedule look like one that fell behind.
+	// Every rate of the run (achieved, goodput, req/s) is over the window
+	// the measured requests were sent in: the planned duration, or up to
+	// the last send if sending fell behind; never up to the last answer,
+	// or one slow answer at the end would make a run that kept its
+	// schedule look like one that fell behind, and its goodput a fraction
+	// of what the service decided. The requests in flight when sending
+	// ends are counted, as the warm-up's in flight at the start are not;
+	// if the service let a backlog grow instead, this counts at most
+	// Connections requests more than it answered in the window, and their
+	// latency shows it.
 	sendEnd := measureFrom.Add(cfg.Duration)
 	if last := time.Unix(0, lastSent.Load()); last.After(sendEnd) {
 		sendEnd = last
 	}
-	res.AchievedRate = float64(measuredSent.Load()) / sendEnd.Sub(measureFrom).Seconds()
+	res := r.result(opts, "open", start, measureFrom, sendEnd)
+	res.Connections = cfg.Connections
+	res.TargetRate = cfg.Rate
+	// Sends rather than recorded requests: an interrupted one was sent.
+	res.AchievedRate = float64(measuredSent.Load()) / res.DurationSec
 	svc, lag := NewHistogram(), NewHistogram()
 	for _, rec := range r.recs {
 		if rec != nil {
@@ -531,7 +542,9 @@ func (r *run) count(o Outcome) {
 	}
 }
 
-func (r *run) result(opts Options, mode string, start, measureFrom, finish time.Time) *Result {
+// result sums up the run; its rates are over the window from measureFrom
+// to windowEnd.
+func (r *run) result(opts Options, mode string, start, measureFrom, windowEnd time.Time) *Result {
 	w := opts.Workload
 	total := newRecorder(len(w.Scenarios))
 	for _, rec := range r.recs {
@@ -539,7 +552,7 @@ func (r *run) result(opts Options, mode string, start, measureFrom, finish time.
 			total.merge(rec)
 		}
 	}
-	window := finish.Sub(measureFrom).Seconds()
+	window := windowEnd.Sub(measureFrom).Seconds()
 	if window <= 0 {
 		window = 1e-9
 	}
