@@ -271,19 +271,19 @@ func coldWarm(ctx context.Context, target Target, w *Workload, s *Scenario, nonc
 
 // Failures counts failed requests over all scenarios, levels and the
 // cold-versus-warm rounds: a benchmark of error responses measures the
-// error path, so the command treats any failure as a failed run.
+// error path, so the command treats any failure as a failed run. total is
+// every request sent, shed ones included, as Shed's is, so that the two
+// counts are of the same requests.
 func (b *BenchResult) Failures() (failed, total int64) {
 	for _, s := range b.Scenarios {
 		for _, l := range s.Levels {
 			failed += l.Failures
-			total += l.Requests
 		}
 		if cw := s.ColdWarm; cw != nil {
 			failed += cw.Failures
-			total += cw.Cold.Count + cw.Warm.Count
 		}
 	}
-	return failed, total
+	return failed, b.requests()
 }
 
 // Shed counts the requests refused for overload (503 overloaded) over all
@@ -293,14 +293,27 @@ func (b *BenchResult) Shed() (shed, total int64) {
 	for _, s := range b.Scenarios {
 		for _, l := range s.Levels {
 			shed += l.Shed
-			total += l.Requests
 		}
 		if cw := s.ColdWarm; cw != nil {
 			shed += cw.Shed
+		}
+	}
+	return shed, b.requests()
+}
+
+// requests counts every request of the levels and of the cold-versus-warm
+// rounds. A level's Requests include its shed ones; the cold and warm
+// latencies hold the decided and the failed requests but not the shed.
+func (b *BenchResult) requests() (total int64) {
+	for _, s := range b.Scenarios {
+		for _, l := range s.Levels {
+			total += l.Requests
+		}
+		if cw := s.ColdWarm; cw != nil {
 			total += cw.Cold.Count + cw.Warm.Count + cw.Shed
 		}
 	}
-	return shed, total
+	return total
 }
 
 // WriteTable prints the benchmark as tables.

@@ -95,8 +95,10 @@ type OpenLoop struct {
 // ScenarioStats are the results of one scenario (or of all, as Total).
 // Requests = Allowed + Denied + Failures + Shed. Shed requests (503
 // overloaded with Retry-After) are neither decisions nor failures: they are
-// out of the compliance figure, of ErrorRate's numerator and of Latency,
-// which describes the answered requests.
+// out of the compliance figure, of ErrorRate (numerator and denominator:
+// it is Failures over the answered requests, the figure the error-rate
+// objective judges) and of Latency, which describes the answered requests.
+// ShedRate is over all requests.
 type ScenarioStats struct {
 	Name        string         `json:"name"`
 	ExpectAllow *bool          `json:"expect_allow,omitempty"`
@@ -114,6 +116,20 @@ type ScenarioStats struct {
 // Decided is the number of requests decided (allowed or denied): neither
 // failed nor shed. Throughput figures count these.
 func (s ScenarioStats) Decided() int64 { return s.Allowed + s.Denied }
+
+// Answered is the number of requests the service answered rather than
+// shed: decided or failed.
+func (s ScenarioStats) Answered() int64 { return s.Requests - s.Shed }
+
+// errorRate is the one definition of the error rate, reported as ErrorRate
+// and judged by LoadSLO: failures over the answered requests. ok is false
+// when nothing was answered (a run all shed has no error rate, not 0).
+func (s ScenarioStats) errorRate() (rate float64, ok bool) {
+	if n := s.Answered(); n > 0 {
+		return float64(s.Failures) / float64(n), true
+	}
+	return 0, false
+}
 
 // Result is the outcome of a load run.
 type Result struct {
@@ -581,8 +597,8 @@ func (r *run) result(opts Options, mode string, start, measureFrom, windowEnd ti
 			Allowed: c.allowed, Denied: c.denied, Shed: c.shed,
 			RPS: float64(c.requests) / window, Latency: Summarize(c.hist),
 		}
+		st.ErrorRate, _ = st.errorRate()
 		if c.requests > 0 {
-			st.ErrorRate = float64(c.failures) / float64(c.requests)
 			st.ShedRate = float64(c.shed) / float64(c.requests)
 		}
 		if s.Expect != nil && s.Expect.Allow != nil {
@@ -605,8 +621,8 @@ func (r *run) result(opts Options, mode string, start, measureFrom, windowEnd ti
 		all.Shed += c.shed
 	}
 	all.RPS = float64(all.Requests) / window
+	all.ErrorRate, _ = all.errorRate()
 	if all.Requests > 0 {
-		all.ErrorRate = float64(all.Failures) / float64(all.Requests)
 		all.ShedRate = float64(all.Shed) / float64(all.Requests)
 	}
 	if all.Shed > 0 {

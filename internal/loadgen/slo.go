@@ -195,8 +195,7 @@ func (s LoadSLO) Evaluate(res *Result) *Report {
 		p99 := res.Total.Latency.P99Ms
 		lat = &p99
 	}
-	if answered := res.Total.Requests - res.Total.Shed; answered > 0 {
-		e := float64(res.Total.Failures) / float64(answered)
+	if e, ok := res.Total.errorRate(); ok { // the result's ErrorRate
 		errRate = &e
 	}
 	if s.P99Ms > 0 {
