@@ -387,12 +387,12 @@ func (e *Engine) Decide(ctx context.Context, path string, input any) (Decision, 
 	}
 	c := e.opts.Cache
 	if c == nil {
-		return e.evaluate(ctx, s, path, input)
+		return e.evaluate(ctx, s, path, input, false)
 	}
 	key, kind, ok := s.key(path, input)
 	e.onKey(kind)
 	if !ok {
-		return e.evaluate(ctx, s, path, input)
+		return e.evaluate(ctx, s, path, input, false)
 	}
 	ref := Ref{key: key, kind: kind, scope: s.scope}
 	if v, tier, ok := c.Get(ctx, key); ok {
@@ -402,7 +402,7 @@ func (e *Engine) Decide(ctx context.Context, path string, input any) (Decision, 
 		}
 		return Decision{Result: v.Result, Defined: v.Defined, Revision: s.revision, Source: src, JSON: v.JSON, ref: ref}, nil
 	}
-	d, err := e.decideMiss(ctx, s, key, path, input)
+	d, err := e.decideMiss(ctx, s, key, path, input, false)
 	d.ref = ref
 	return d, err
 }
@@ -424,7 +424,9 @@ type flight struct {
 // one caller's cancellation and bounded by EVAL_TIMEOUT instead (the first
 // request's deadline bounds only its wait for an admission slot; when that
 // ends the wait, the others are not refused for it but start again).
-func (e *Engine) decideMiss(ctx context.Context, s *snapshot, key cache.Key, path string, input any) (Decision, error) {
+// planned: the input's plan was looked up already (a batch's constants)
+// and settled nothing; it is not looked up again.
+func (e *Engine) decideMiss(ctx context.Context, s *snapshot, key cache.Key, path string, input any, planned bool) (Decision, error) {
 	for {
 		e.fmu.Lock()
 		f := e.flights[key]
@@ -438,7 +440,7 @@ func (e *Engine) decideMiss(ctx context.Context, s *snapshot, key cache.Key, pat
 		}
 		e.fmu.Unlock()
 		if lead {
-			e.fly(ctx, f, s, key, path, input)
+			e.fly(ctx, f, s, key, path, input, planned)
 		}
 		select {
 		case <-f.done: // first: a decision made after the deadline is still the decision
@@ -462,7 +464,8 @@ func (e *Engine) decideMiss(ctx context.Context, s *snapshot, key cache.Key, pat
 
 // fly makes the decision of flight f and ends it: from a constant plan, or
 // by an evaluation on an admission slot, which ends the flight on the
-// slot's goroutine (where it stores the decision in the cache).
+// slot's goroutine (where it stores the decision in the cache). planned:
+// the plan was looked up already (decideMiss).
 //
 // The flight ends exactly once whatever panics: evalNow turns a panic of
 // the evaluation into a failed evaluation, store loses only the cache entry
@@ -470,7 +473,7 @@ func (e *Engine) decideMiss(ctx context.Context, s *snapshot, key cache.Key, pat
 // admission control) fails the decision. A flight left open would keep every
 // later miss of its key waiting until its deadline, and a panic on an
 // admission slot's goroutine would end the process.
-func (e *Engine) fly(ctx context.Context, f *flight, s *snapshot, key cache.Key, path string, input any) {
+func (e *Engine) fly(ctx context.Context, f *flight, s *snapshot, key cache.Key, path string, input any, planned bool) {
 	var ended atomic.Bool
 	end := func(d Decision, cacheable bool, err error) {
 		if !ended.CompareAndSwap(false, true) {
@@ -491,9 +494,11 @@ func (e *Engine) fly(ctx context.Context, f *flight, s *snapshot, key cache.Key,
 			end(Decision{}, false, apierror.New(apierror.EvaluationError, "policy evaluation failed: internal error (%v)", r))
 		}
 	}()
-	if d, ok := e.constant(s, path, input); ok {
-		end(d, true, nil)
-		return
+	if !planned {
+		if d, ok := e.constant(s, path, input); ok {
+			end(d, true, nil)
+			return
+		}
 	}
 	if err := s.function(path); err != nil {
 		end(Decision{}, false, err)
@@ -535,10 +540,12 @@ func (e *Engine) store(key cache.Key, d *Decision) {
 	e.opts.Cache.Set(key, cache.Value{Result: d.Result, Defined: d.Defined, JSON: d.JSON})
 }
 
-// evaluate runs the policy without the cache.
-func (e *Engine) evaluate(ctx context.Context, s *snapshot, path string, input any) (Decision, error) {
-	if d, ok := e.constant(s, path, input); ok {
-		return d, nil
+// evaluate runs the policy without the cache; planned as for decideMiss.
+func (e *Engine) evaluate(ctx context.Context, s *snapshot, path string, input any, planned bool) (Decision, error) {
+	if !planned {
+		if d, ok := e.constant(s, path, input); ok {
+			return d, nil
+		}
 	}
 	if err := s.function(path); err != nil {
 		return Decision{}, err
@@ -795,14 +802,15 @@ func (e *Engine) PlanKind(path string, input any) string {
 }
 
 // DecideBatch answers many inputs for one path: one L2 round trip for all
-// the L1 misses, then the remaining misses evaluated in parallel (single
-// flight, plans) on GOMAXPROCS workers. Results and errors are in input
-// order. Items with one key are one decision (review: decided apart, they
-// shared a flight only when in flight together, and one batch could answer
-// an input and shed its twin). When ctx ends first (a batch's bound before
-// WRITE_TIMEOUT), the items not yet decided are overloaded at once: an
-// evaluation a worker runs itself is detached from ctx and would hold the
-// batch past it.
+// the L1 misses, then the misses a constant plan settles (constants), then
+// the remaining misses evaluated in parallel (single flight) on GOMAXPROCS
+// workers. Results and errors are in input order. Items with one key are
+// one decision (review: decided apart, they shared a flight only when in
+// flight together, and one batch could answer an input and shed its twin).
+// When ctx ends first (a batch's bound before WRITE_TIMEOUT), the items not
+// yet decided are overloaded at once: an evaluation a worker runs itself is
+// detached from ctx and would hold the batch past it. Cache hits and
+// constant plans are settled before, and never shed.
 func (e *Engine) DecideBatch(ctx context.Context, path string, inputs []any) ([]Decision, []error) {
 	out := make([]Decision, len(inputs))
 	errs := make([]error, len(inputs))
@@ -819,7 +827,8 @@ func (e *Engine) DecideBatch(ctx context.Context, path string, inputs []any) ([]
 		for i := range all {
 			all[i] = i
 		}
-		e.decideEach(ctx, out, errs, all, func(i int) (Decision, error) { return e.evaluate(ctx, s, path, inputs[i]) })
+		todo := e.constants(s, path, inputs, all, out, errs, nil)
+		e.decideEach(ctx, out, errs, todo, func(i int) (Decision, error) { return e.evaluate(ctx, s, path, inputs[i], true) })
 		return out, errs
 	}
 	var keys []cache.Key             // one per distinct key
@@ -860,11 +869,17 @@ func (e *Engine) DecideBatch(ctx context.Context, path string, inputs []any) ([]
 		}
 		out[first[j]] = Decision{Result: vals[j].Result, Defined: vals[j].Defined, Revision: s.revision, Source: src, JSON: vals[j].JSON}
 	}
+	todo = e.constants(s, path, inputs, todo, out, errs, func(i int) (cache.Key, bool) {
+		if twin[i] < 0 {
+			return cache.Key{}, false
+		}
+		return keys[twin[i]], true
+	})
 	e.decideEach(ctx, out, errs, todo, func(i int) (Decision, error) {
 		if twin[i] < 0 {
-			return e.evaluate(ctx, s, path, inputs[i])
+			return e.evaluate(ctx, s, path, inputs[i], true)
 		}
-		return e.decideMiss(ctx, s, keys[twin[i]], path, inputs[i])
+		return e.decideMiss(ctx, s, keys[twin[i]], path, inputs[i], true)
 	})
 	for i, j := range twin {
 		if j >= 0 && first[j] != i {
@@ -872,6 +887,49 @@ func (e *Engine) DecideBatch(ctx context.Context, path string, inputs []any) ([]
 		}
 	}
 	return out, errs
+}
+
+// constants answers into out the items of todo that a constant plan
+// settles, as each would be answered alone (fly: stored in the cache under
+// keyOf's key when it has one, a panic a failed evaluation), and returns
+// the others, whose plans it looked up: their workers do not look again
+// (planned), so each item's plan is counted once.
+//
+// A batch settles them before its workers take the rest: a worker takes
+// its items in order and may wait for an admission slot on each, so an
+// item behind cold ones was reached only after the batch's bound and shed
+// with them, when a cache hit or a constant plan is never refused as
+// overloaded (review).
+func (e *Engine) constants(s *snapshot, path string, inputs []any, todo []int, out []Decision, errs []error, keyOf func(i int) (cache.Key, bool)) []int {
+	if s.plans == nil {
+		return todo
+	}
+	settle := func(i int) (settled bool) {
+		defer func() {
+			if r := recover(); r != nil {
+				e.log.Error("looking up a constant plan panicked", "path", path, "panic", r)
+				errs[i], settled = apierror.New(apierror.EvaluationError, "policy evaluation failed: internal error (%v)", r), true
+			}
+		}()
+		d, ok := e.constant(s, path, inputs[i])
+		if !ok {
+			return false
+		}
+		if keyOf != nil {
+			if k, keyed := keyOf(i); keyed && e.cur.Load() == s {
+				e.store(k, &d)
+			}
+		}
+		out[i] = d
+		return true
+	}
+	rest := make([]int, 0, len(todo))
+	for _, i := range todo {
+		if !settle(i) {
+			rest = append(rest, i)
+		}
+	}
+	return rest
 }
 
 // decideEach decides the items todo on GOMAXPROCS workers into out and
