@@ -46,7 +46,28 @@ func NewRoot() *cobra.Command {
 	for _, f := range subcommands {
 		root.AddCommand(f())
 	}
+	for _, c := range root.Commands() {
+		refuseUnknownSubcommands(c)
+	}
 	return root
+}
+
+// refuseUnknownSubcommands makes every command that only groups others
+// (acgs regress, policy, audit, ...) refuse a name it does not have, as
+// the root does. Cobra prints such a group's help and exits 0 instead, so
+// a typo in a CI step (acgs regress compair) passed as a gate that held.
+// Without arguments a group still prints its help.
+func refuseUnknownSubcommands(c *cobra.Command) {
+	if !c.HasSubCommands() {
+		return
+	}
+	if c.Run == nil && c.RunE == nil {
+		c.Args = cobra.NoArgs
+		c.RunE = func(c *cobra.Command, _ []string) error { return c.Help() }
+	}
+	for _, sub := range c.Commands() {
+		refuseUnknownSubcommands(sub)
+	}
 }
 
 // Execute runs the root command and returns the process exit code.
