@@ -267,6 +267,24 @@ func TestSecretsStayOutOfHelp(t *testing.T) {
 	}
 }
 
+// The signing key is trimmed as the previous keys are: a key read from a
+// file with its newline would otherwise sign differently from the same
+// key once rotation moves it to CACHE_SIGNING_KEY_PREVIOUS, and from a
+// replica given it without the newline (every entry then refused as
+// tampered).
+func TestSigningKeysAreTrimmedAlike(t *testing.T) {
+	key := "signing-key-0123456789abcdef0123456789"
+	for _, args := range [][]string{nil, {"--cache-signing-key", " " + key + "\n"}} {
+		c, err := load(t, map[string]string{"CACHE_SIGNING_KEY": key + "\n", "CACHE_SIGNING_KEY_PREVIOUS": " " + key + " \n"}, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Cache.SigningKey != key || len(c.Cache.PreviousSigningKeys) != 1 || c.Cache.PreviousSigningKeys[0] != key {
+			t.Errorf("args %q: key %q, previous %q, want both %q", args, c.Cache.SigningKey, c.Cache.PreviousSigningKeys, key)
+		}
+	}
+}
+
 // DECISION_LOG_MASK takes pointers into the input written relative to it or
 // under /input, as OPA's mask policies and the log's erased field write them.
 func TestDecisionLogMaskInputForm(t *testing.T) {

@@ -71,7 +71,7 @@ func NewLoader(fs *pflag.FlagSet, lookup func(string) (string, bool)) *Loader {
 	// that ends a Kubernetes Secret made with --from-file) is dropped here,
 	// so that what is validated is what the cache connects to.
 	l.secretTrimmed(fs, &c.Cache.RedisURL, "redis-url", "REDIS_URL", "Redis for the shared L2 cache: redis://, rediss://, or several comma-separated cluster nodes (empty: L1 only)")
-	l.secret(fs, &c.Cache.SigningKey, "cache-signing-key", "CACHE_SIGNING_KEY", "HMAC key (≥ 32 bytes) signing L2 entries; required with REDIS_URL")
+	l.secretTrimmed(fs, &c.Cache.SigningKey, "cache-signing-key", "CACHE_SIGNING_KEY", "HMAC key (≥ 32 bytes) signing L2 entries; required with REDIS_URL")
 	l.secret(fs, &l.prevKey, "cache-signing-key-previous", "CACHE_SIGNING_KEY_PREVIOUS", "older signing keys still accepted while rotating (comma-separated)")
 	l.dur(fs, &c.Cache.L2Timeout, "l2-timeout", "L2_TIMEOUT", "deadline of one L2 read")
 	l.int(fs, &c.Cache.BatchSize, "batch-size", "BATCH_SIZE", "most entries per write-behind pipeline to Redis")
