@@ -616,16 +616,28 @@ func (e *Engine) evalNow(ctx context.Context, s *snapshot, path string, input an
 	if e.opts.Compiled {
 		if q := s.compiled(ctx, path, e.log); q != nil {
 			e.onEvaluator("vm")
-			d, cacheable, err = e.evalVM(ctx, s, q, in)
-			if err == nil || ctx.Err() != nil {
-				return d, cacheable, err
-			}
 			// The VM runs the planner's IR, without topdown's short cuts
 			// (early exit, rule indexing, a partial document looked up by
 			// its key): it can reach a body topdown never evaluates, and
-			// raise a conflict there. Its error is not the reference's
-			// answer; topdown's is.
-			e.log.Debug("the VM failed; topdown answers", "path", path, "error", err)
+			// raise a conflict there, or spend EVAL_TIMEOUT on one (a
+			// costly rule beside a cheap one that holds, which topdown
+			// answers in microseconds). Its error is not the reference's
+			// answer; topdown's is. So the VM has half of the budget, and
+			// topdown the rest when the VM fails.
+			vctx, vcancel := context.WithTimeoutCause(ctx, e.opts.EvalTimeout/2, errVMBudget)
+			d, cacheable, err = e.evalVM(vctx, s, q, in)
+			vmOut := errors.Is(context.Cause(vctx), errVMBudget)
+			vcancel()
+			switch {
+			case err == nil:
+				return d, cacheable, nil
+			case ctx.Err() != nil:
+				if vmOut { // the VM's half ran out, then the rest: mapped by what ended the rest
+					err = evalError(err, ctx, e.opts.EvalTimeout)
+				}
+				return d, cacheable, err
+			}
+			e.log.Debug("the VM failed; topdown answers", "path", path, "error", err, "vm_out_of_time", vmOut)
 		}
 	}
 	e.onEvaluator("topdown")
@@ -712,6 +724,10 @@ func (e *Engine) onPlan(kind string) {
 
 // ErrEvalTimeout is wrapped by evaluation errors caused by EVAL_TIMEOUT.
 var ErrEvalTimeout = errors.New("policy evaluation exceeded EVAL_TIMEOUT")
+
+// errVMBudget ends the VM's half of EVAL_TIMEOUT (evalNow): topdown then
+// answers with the rest.
+var errVMBudget = errors.New("the compiled evaluator used half of EVAL_TIMEOUT")
 
 // ErrPathNotQueryable is wrapped by the error (InvalidParameter) of a
 // decision whose path a query cannot name (a function, which must be
