@@ -50,10 +50,11 @@ func (s FSSource) String() string { return s.Name }
 type PathSource struct{ Path string }
 
 // Load reads the bundle at Path; a regular file is read as a tarball. A
-// symlinked Path (a Kubernetes ConfigMap mount, a "current" link swapped at
-// deploy) is resolved once per load, so a swap during a load cannot mix two
-// bundles, and the directory walk, which does not follow a symlinked root,
-// sees the real directory.
+// symlinked Path (a "current" link swapped at deploy) is resolved once per
+// load, so a swap during a load cannot mix two bundles, and the directory
+// walk, which does not follow a symlinked root, sees the real directory.
+// A Kubernetes ConfigMap or Secret volume is read through its ..data link
+// (kubeletDataDir).
 func (s PathSource) Load(context.Context) (*bundle.Bundle, error) {
 	path, err := filepath.EvalSymlinks(s.Path)
 	if err != nil {
@@ -62,6 +63,11 @@ func (s PathSource) Load(context.Context) (*bundle.Bundle, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("policy bundle %s: %w", s.Path, err)
+	}
+	if st.IsDir() {
+		if path, err = kubeletDataDir(path); err != nil {
+			return nil, fmt.Errorf("policy bundle %s: %w", s.Path, err)
+		}
 	}
 	if st.IsDir() {
 		loader := bundle.NewDirectoryLoader(path)
@@ -80,6 +86,29 @@ func (s PathSource) Load(context.Context) (*bundle.Bundle, error) {
 }
 
 func (s PathSource) String() string { return s.Path }
+
+// kubeletDataDir is the directory to read for a bundle directory dir. The
+// kubelet writes a ConfigMap or Secret volume as a hidden directory per
+// version (..2026_01_02_03_04_05.123456789) holding the files, a ..data
+// link to the current one, and at the top one link per key into ..data.
+// The directory walk skips the links and reads the hidden directory as
+// data under its own name, which no manifest root allows: the bundle was
+// refused. The real directory behind ..data holds the files at their
+// paths, and resolving the link once per load reads one version whole
+// while the kubelet swaps it. A directory without a ..data link is read
+// as it is.
+func kubeletDataDir(dir string) (string, error) {
+	link := filepath.Join(dir, "..data")
+	st, err := os.Lstat(link)
+	if err != nil || st.Mode()&fs.ModeSymlink == 0 {
+		return dir, nil //nolint:nilerr // no ..data link: not a kubelet volume
+	}
+	real, err := filepath.EvalSymlinks(link)
+	if err != nil {
+		return "", err
+	}
+	return real, nil
+}
 
 // ReadTarball reads a bundle from .tar.gz bytes with OPA's reader, which
 // rejects path traversal. MaxBundleBytes bounds the archive, every member

@@ -43,3 +43,61 @@ func TestPathSourceFollowsSymlinks(t *testing.T) {
 		})
 	}
 }
+
+// TestPathSourceReadsAKubeletVolume: a ConfigMap or Secret volume, as the
+// kubelet's atomic writer lays it out (a hidden directory per version, a
+// ..data link to the current one, one link per key at the top), is read
+// through ..data: the directory walk read the hidden directory as data
+// under its own name, and the bundle was refused for a path outside its
+// manifest's roots (review). A swap of ..data is seen by the next load.
+func TestPathSourceReadsAKubeletVolume(t *testing.T) {
+	mount := t.TempDir()
+	version := func(name string, edit func(dir string)) {
+		dir := filepath.Join(mount, name)
+		testenv.WriteConstitution(t, dir, nil, nil)
+		if edit != nil {
+			edit(dir)
+		}
+	}
+	version("..2026_12_06_22_00_00.123456789", nil)
+	version("..2026_12_06_22_05_00.987654321", func(dir string) {
+		if err := os.WriteFile(filepath.Join(dir, "extra.rego"), []byte("package acgs.extra\nv := 2\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if err := os.Symlink("..2026_12_06_22_00_00.123456789", filepath.Join(mount, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(filepath.Join(mount, "..data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries { // the kubelet's per-key links at the top
+		if err := os.Symlink(filepath.Join("..data", e.Name()), filepath.Join(mount, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	load := func() int {
+		t.Helper()
+		b, err := PathSource{Path: mount}.Load(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := activate(context.Background(), b, fuzzHash, "volume", ""); err != nil {
+			t.Fatal(err)
+		}
+		return len(b.Modules)
+	}
+	first := load()
+	// The kubelet's swap: a new link renamed over ..data.
+	tmp := filepath.Join(mount, "..data_tmp")
+	if err := os.Symlink("..2026_12_06_22_05_00.987654321", tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(mount, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if second := load(); second != first+1 {
+		t.Fatalf("modules %d after the swap, want %d (the new version's extra module)", second, first+1)
+	}
+}
