@@ -13,9 +13,12 @@
 // and Prepare prepares a query on it for a compiled ast.Compiler and a
 // store: the result is an ordinary rego.PreparedEvalQuery, whose Eval runs
 // the query on the VM with input handling, result sets and errors as rego
-// gives them for topdown (PrepareQuery also evaluates without rego). Prepare
-// is the only way in: it first checks the query against the compiler for
-// what the VM would answer differently (comprehensions topdown indexes),
+// gives them for topdown (PrepareQuery also evaluates without rego); the
+// result set is topdown's for a query topdown gives at most one result,
+// such as a ground reference, while several results come once each and
+// sorted (see Prepare). Prepare is the only way in: it first checks the
+// query against the compiler for what the VM would answer differently
+// (comprehensions topdown indexes, comprehensions as body expressions),
 // and the plugin refuses, with ErrUnsupported, a preparation that did not
 // come through it, such as rego.New(..., rego.Target(vm.Target)) alone.
 //

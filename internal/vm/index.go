@@ -58,7 +58,8 @@ var halting = map[string]bool{"internal.template_string": true, "http.send": tru
 
 // compilerRisks is what findIndexRisk learns once per compiler: the
 // built-ins some `with` replaces, and the rules holding an indexed
-// comprehension the VM cannot run as topdown does.
+// comprehension the VM cannot run as topdown does or a body expression
+// that is a comprehension (bareComprehension).
 type compilerRisks struct {
 	c     *ast.Compiler
 	mocks map[string]bool
@@ -70,7 +71,8 @@ type compilerRisks struct {
 var lastRisks atomic.Pointer[compilerRisks]
 
 // findIndexRisk looks at every comprehension topdown indexes in query and
-// in the rules query can reach under c.
+// in the rules query can reach under c, and at every body expression that
+// is a comprehension there (bareComprehension).
 func findIndexRisk(c *ast.Compiler, query ast.Body) indexRisk {
 	// Topdown builds a query's indices only in its own evaluation mode;
 	// Prepare evaluates in that mode.
@@ -93,6 +95,9 @@ func findIndexRisk(c *ast.Compiler, query ast.Body) indexRisk {
 		cr = analyseRules(c, qm)
 	}
 	r := inspectIndexed(c, cr.mocks, qc.ComprehensionIndex, compiled)
+	if why := bareComprehension(compiled); why != "" {
+		r.add(indexRisk{always: "the query has " + why})
+	}
 	if len(cr.rules) > 0 {
 		for _, rule := range readset.New(c).Reachable(compiled) {
 			r.add(cr.rules[rule])
@@ -103,7 +108,8 @@ func findIndexRisk(c *ast.Compiler, query ast.Body) indexRisk {
 
 // analyseRules finds the rules of c holding indexed comprehensions the VM
 // cannot run as topdown does, with the built-ins that any `with` of c (or
-// mocks, from the query) replaces.
+// mocks, from the query) replaces, and those holding a body expression
+// that is a comprehension (bareComprehension).
 func analyseRules(c *ast.Compiler, mocks map[string]bool) *compilerRisks {
 	cr := &compilerRisks{c: c, mocks: map[string]bool{}, rules: map[*ast.Rule]indexRisk{}}
 	for name := range mocks {
@@ -116,7 +122,13 @@ func analyseRules(c *ast.Compiler, mocks map[string]bool) *compilerRisks {
 	}
 	for _, m := range c.Modules {
 		for _, rule := range m.Rules {
-			if r := inspectIndexed(c, cr.mocks, c.ComprehensionIndex, rule); r != (indexRisk{}) {
+			r := indexRisk{}
+			if why := bareComprehension(rule); why != "" {
+				// A rule's Else branches are walked with it.
+				r.always = "rule " + rule.Ref().String() + " has " + why
+			}
+			r.add(inspectIndexed(c, cr.mocks, c.ComprehensionIndex, rule))
+			if r != (indexRisk{}) {
 				cr.rules[rule] = r
 			}
 		}

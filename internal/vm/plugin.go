@@ -184,14 +184,24 @@ func (p *Program) eval(ctx context.Context, ectx *rego.EvalContext, rt ast.Value
 // rego.StrictBuiltinErrors or rego.EnablePrintStatements). It returns an
 // error wrapping ErrUnsupported when the VM cannot run the query: the
 // caller prepares it for topdown instead. Evaluate with the result's Eval
-// as for topdown. Prepare is the only way to prepare a query on the VM
-// (the plugin refuses rego.Target(vm.Target) without it), since it checks
-// the query against the compiler first (findIndexRisk: comprehensions
-// topdown indexes). So it requires a compiler (nil is refused: rego would
-// compile its own from modules the check cannot see), and refuses extra
-// options that change what the check looked at: modules, bundles, a
-// package or imports for the query, resolvers (topdown's, which the VM
-// does not consult). The query, compiler, store and target are Prepare's
+// as for topdown.
+//
+// The result set is topdown's for a query topdown gives at most one
+// result (any query of one ground reference, such as data.x.y, which is
+// all the engine prepares). A query with several results (x :=
+// data.x.arr[_]) gets each distinct result once, in the order of
+// ast.Compare, where topdown gives them in the order it finds them,
+// repeats included: the plan collects results into a set.
+//
+// Prepare is the only way to prepare a query on the VM (the plugin refuses
+// rego.Target(vm.Target) without it), since it checks the query against
+// the compiler first (findIndexRisk: comprehensions topdown indexes, and
+// comprehensions as body expressions, which OPA's plan skips and topdown
+// evaluates, in the query or the rules it reaches). So it requires a
+// compiler (nil is refused: rego would compile its own from modules the
+// check cannot see), and refuses extra options that change what the check
+// looked at: modules, bundles, a package or imports for the query,
+// resolvers (topdown's, which the VM does not consult). The query, compiler, store and target are Prepare's
 // whatever extra says.
 //
 // rego switches a compiler used with a target plugin to IR evaluation mode

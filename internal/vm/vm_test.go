@@ -300,10 +300,30 @@ p := s`,
 		`p := [x | some x in input.arr; x != 2] == [1, 3]`,
 		`p := {"a": 1, "a": 1}`,
 	}
+	// Comprehensions as body expressions, which OPA's plan skips and
+	// topdown evaluates (failing on a conflict in them): vm.Prepare leaves
+	// them to topdown, so the case is unsupported, not compared.
+	const f = "f(x) := 1 if x == 1\nf(x) := 2 if x == 1\n"
+	unsupported := []string{
+		f + `p := 5 if { [y | y := f(1)] }`,
+		`p := 5 if { {k: v | some v in input.arr; k := "a"} }`,
+		f + `p := 5 if { not [y | y := f(1)] }`,
+		f + `p := 5 if { x := [1 | some z in input.arr; [y | y := f(z)]]; count(x) > 0 }`,
+	}
+	rules = append(rules, unsupported...)
 	input := map[string]any{"arr": []any{1, 2, 3}, "o": map[string]any{"1": "one", "b": "two"}, "a": 1}
-	for _, r := range rules {
+	for i, r := range rules {
 		mod := "package x\n" + r
-		q, tq := prepare(t, mod, "data.x.p")
+		tq, q, err := prepareBoth(t, inmem.New(), map[string]string{"m.rego": mod}, "data.x.p")
+		refuse := i >= len(rules)-len(unsupported)
+		switch {
+		case refuse && errors.Is(err, vm.ErrUnsupported):
+			continue // left to topdown
+		case err != nil:
+			t.Fatalf("%s: %v", r, err)
+		case refuse:
+			t.Errorf("%s: prepared on the VM, want it left to topdown", r)
+		}
 		for _, in := range []rego.EvalOption{rego.EvalInput(input), rego.EvalInput(map[string]any{})} {
 			a, aerr := tq.Eval(ctx, in)
 			b, berr := q.Eval(ctx, in)
