@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -52,7 +53,16 @@ type Server struct {
 
 // Policy is where the constitution comes from and how it is evaluated.
 type Policy struct {
-	BundlePath         string // directory or .tar.gz; empty = the embedded bundle
+	BundlePath string // directory or .tar.gz; empty = the embedded bundle
+	// A signed BundlePath (.signatures.json, `acgs bundle build
+	// --signing-key`) is verified with VerificationKey (a PEM public key or
+	// HMAC secret, or a file holding it), as OPA's --verification-key does,
+	// or read unverified with SkipVerify; without either it is refused.
+	// Remote bundles take their keys from ConfigFile.
+	VerificationKey    string
+	VerificationKeyID  string // the key's id in the signature (default "default")
+	SigningAlg         string // the signature's algorithm (default RS256)
+	SkipVerify         bool
 	ConfigFile         string // OPA-format configuration (services, bundles, keys) for remote bundles
 	ConstitutionalHash string
 	EvalTimeout        time.Duration
@@ -127,6 +137,9 @@ type Memory struct {
 	GCMinHeadroomMiB int     // GC_MIN_HEADROOM_MB: least heap growth between collections, MiB; 0 = off (Go's default pacing)
 }
 
+// signingAlgs are the JWT algorithms OPA verifies bundle signatures with.
+var signingAlgs = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "HS256", "HS384", "HS512"}
+
 // Default returns the configuration used when nothing is set: port 8004, the
 // embedded bundle, L1 only.
 func Default() Config {
@@ -148,6 +161,8 @@ func Default() Config {
 			EvalTimeout:        100 * time.Millisecond,
 			DefaultDecision:    "acgs/main/decision",
 			Evaluator:          "vm",
+			VerificationKeyID:  "default",
+			SigningAlg:         "RS256",
 			PartialEval:        true,
 			PlanCacheSize:      1024,
 		},
@@ -244,6 +259,18 @@ func (c *Config) Validate() error {
 	}
 	if p.BundlePath != "" && p.ConfigFile != "" {
 		bad("POLICY_BUNDLE_PATH", "cannot be combined with CONFIG_FILE (remote bundles): choose one source")
+	}
+	switch {
+	case (p.VerificationKey != "" || p.SkipVerify) && p.BundlePath == "":
+		bad("POLICY_BUNDLE_VERIFICATION_KEY", "and POLICY_BUNDLE_SKIP_VERIFY apply to POLICY_BUNDLE_PATH only (remote bundles take keys from CONFIG_FILE; the embedded constitution is not signed)")
+	case p.VerificationKey != "" && p.SkipVerify:
+		bad("POLICY_BUNDLE_SKIP_VERIFY", "cannot be combined with POLICY_BUNDLE_VERIFICATION_KEY: verify the bundle or skip verifying it")
+	}
+	if !slices.Contains(signingAlgs, p.SigningAlg) {
+		bad("POLICY_BUNDLE_SIGNING_ALG", "%q is not a signing algorithm (accepted: %s)", p.SigningAlg, strings.Join(signingAlgs, ", "))
+	}
+	if p.VerificationKeyID == "" {
+		bad("POLICY_BUNDLE_VERIFICATION_KEY_ID", "is empty (default: default)")
 	}
 	a := c.Admission
 	if a.MaxInFlight < 0 || a.MaxInFlight > 100000 {

@@ -91,6 +91,13 @@ func TestValidateNamesSettingAndAcceptedValues(t *testing.T) {
 		{"short admin token", func(c *config.Config) { c.AdminTok = []string{"short"} }, []string{"ADMIN_TOKEN", "16 characters"}},
 		{"partial eval keys", func(c *config.Config) { c.Policy.PartialEvalKeys = []string{"type"} }, []string{"PARTIAL_EVAL_KEYS", "input.type"}},
 		{"bundle and config file", func(c *config.Config) { c.Policy.BundlePath = "x"; c.Policy.ConfigFile = "y" }, []string{"POLICY_BUNDLE_PATH", "CONFIG_FILE"}},
+		{"verification key without a bundle path", func(c *config.Config) { c.Policy.VerificationKey = "k" }, []string{"POLICY_BUNDLE_VERIFICATION_KEY", "POLICY_BUNDLE_PATH only"}},
+		{"skip verify without a bundle path", func(c *config.Config) { c.Policy.SkipVerify = true }, []string{"POLICY_BUNDLE_SKIP_VERIFY", "POLICY_BUNDLE_PATH only"}},
+		{"verification key and skip verify", func(c *config.Config) {
+			c.Policy.BundlePath, c.Policy.VerificationKey, c.Policy.SkipVerify = "b", "k", true
+		}, []string{"POLICY_BUNDLE_SKIP_VERIFY", "verify the bundle or skip"}},
+		{"signing algorithm", func(c *config.Config) { c.Policy.SigningAlg = "none" }, []string{"POLICY_BUNDLE_SIGNING_ALG", "RS256"}},
+		{"empty key id", func(c *config.Config) { c.Policy.VerificationKeyID = "" }, []string{"POLICY_BUNDLE_VERIFICATION_KEY_ID"}},
 		{"l1 size", func(c *config.Config) { c.Cache.L1Size = 0 }, []string{"L1_CACHE_SIZE"}},
 		{"batch items", func(c *config.Config) { c.Server.MaxBatchItems = 0 }, []string{"MAX_BATCH_ITEMS"}},
 		{"decision log queue too large", func(c *config.Config) { c.Log.DecisionLogSize = 100_000_000_000 }, []string{"DECISION_LOG_QUEUE_SIZE", "1-10000000"}},

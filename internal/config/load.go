@@ -48,6 +48,10 @@ func NewLoader(fs *pflag.FlagSet, lookup func(string) (string, bool)) *Loader {
 	l.dur(fs, &c.Server.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", "time allowed for in-flight requests on SIGTERM")
 
 	l.str(fs, &c.Policy.BundlePath, "bundle", "POLICY_BUNDLE_PATH", "policy bundle directory or .tar.gz (empty: the embedded constitution)")
+	l.secretTrimmed(fs, &c.Policy.VerificationKey, "verification-key", "POLICY_BUNDLE_VERIFICATION_KEY", "verify a signed POLICY_BUNDLE_PATH with this PEM public key (or HMAC secret), or a file holding it, as opa run --verification-key")
+	l.str(fs, &c.Policy.VerificationKeyID, "verification-key-id", "POLICY_BUNDLE_VERIFICATION_KEY_ID", "id of the verification key when the signature names none")
+	l.str(fs, &c.Policy.SigningAlg, "signing-alg", "POLICY_BUNDLE_SIGNING_ALG", "algorithm of the bundle's signature")
+	l.bool(fs, &c.Policy.SkipVerify, "skip-verify", "POLICY_BUNDLE_SKIP_VERIFY", "read a signed POLICY_BUNDLE_PATH without verifying its signature")
 	l.str(fs, &c.Policy.ConfigFile, "config-file", "CONFIG_FILE", "OPA configuration file (services, bundles, keys) for remote bundles")
 	l.str(fs, &c.Policy.ConstitutionalHash, "constitutional-hash", "CONSTITUTIONAL_HASH", "constitutional hash that requests and bundles must carry")
 	l.dur(fs, &c.Policy.EvalTimeout, "eval-timeout", "EVAL_TIMEOUT", "deadline of one policy evaluation (fail closed beyond it)")

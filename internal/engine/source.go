@@ -47,7 +47,38 @@ func (s FSSource) Load(context.Context) (*bundle.Bundle, error) {
 func (s FSSource) String() string { return s.Name }
 
 // PathSource reads a bundle directory or a .tar.gz archive from disk.
-type PathSource struct{ Path string }
+type PathSource struct {
+	Path string
+	// Verify checks a signed bundle's .signatures.json with its keys, as
+	// `opa run --verification-key` does; a bundle without signatures is
+	// then refused. Nil: a signed bundle is refused (OPA's reader has no
+	// key for it) unless SkipVerify reads it without checking.
+	Verify     *bundle.VerificationConfig
+	SkipVerify bool
+}
+
+// VerificationKey is the verification configuration of one key: key is
+// PEM (a public key, or an HMAC secret) or the name of a file holding it;
+// id is the key's id where a signature names none.
+func VerificationKey(key, id, alg string) (*bundle.VerificationConfig, error) {
+	if st, err := os.Stat(key); err == nil && st.Mode().IsRegular() {
+		b, err := os.ReadFile(key)
+		if err != nil {
+			return nil, fmt.Errorf("verification key: %w", err)
+		}
+		key = string(b)
+	}
+	return bundle.NewVerificationConfig(map[string]*bundle.KeyConfig{id: {Key: key, Algorithm: alg}}, id, "", nil), nil
+}
+
+// reader is OPA's bundle reader over l with the source's verification.
+func (s PathSource) reader(l bundle.DirectoryLoader) *bundle.Reader {
+	r := bundle.NewCustomReader(l).WithProcessAnnotations(true).WithSizeLimitBytes(MaxBundleBytes)
+	if s.Verify != nil {
+		r = r.WithBundleVerificationConfig(s.Verify)
+	}
+	return r.WithSkipBundleVerification(s.SkipVerify)
+}
 
 // Load reads the bundle at Path; a regular file is read as a tarball. A
 // symlinked Path (a "current" link swapped at deploy) is resolved once per
@@ -70,8 +101,7 @@ func (s PathSource) Load(context.Context) (*bundle.Bundle, error) {
 		}
 	}
 	if st.IsDir() {
-		loader := bundle.NewDirectoryLoader(path)
-		b, err := bundle.NewCustomReader(loader).WithProcessAnnotations(true).WithSizeLimitBytes(MaxBundleBytes).Read()
+		b, err := s.reader(bundle.NewDirectoryLoader(path)).Read()
 		if err != nil {
 			return nil, fmt.Errorf("reading bundle directory %s: %w", s.Path, err)
 		}
@@ -82,7 +112,7 @@ func (s PathSource) Load(context.Context) (*bundle.Bundle, error) {
 		return nil, fmt.Errorf("policy bundle %s: %w", s.Path, err)
 	}
 	defer f.Close()
-	return ReadTarball(f, filepath.Base(s.Path))
+	return readTarball(f, filepath.Base(s.Path), MaxBundleBytes, s.reader)
 }
 
 func (s PathSource) String() string { return s.Path }
@@ -115,10 +145,12 @@ func kubeletDataDir(dir string) (string, error) {
 // (declared and actual size) and the whole archive decompressed, so that a
 // hostile .tar.gz can exhaust neither memory nor the process.
 func ReadTarball(r io.Reader, name string) (*bundle.Bundle, error) {
-	return readTarball(r, name, MaxBundleBytes)
+	return readTarball(r, name, MaxBundleBytes, nil)
 }
 
-func readTarball(r io.Reader, name string, limit int64) (*bundle.Bundle, error) {
+// readTarball is ReadTarball with the limit, and with newReader building
+// OPA's reader over the archive's loader (nil: an unverifying one).
+func readTarball(r io.Reader, name string, limit int64, newReader func(bundle.DirectoryLoader) *bundle.Reader) (*bundle.Bundle, error) {
 	data, err := ReadArchive(r, name, limit)
 	if err != nil {
 		return nil, err
@@ -126,7 +158,13 @@ func readTarball(r io.Reader, name string, limit int64) (*bundle.Bundle, error) 
 	// The loader needs the limit itself: otherwise it preallocates whatever
 	// size a member's header declares before the reader's check runs.
 	loader := bundle.NewTarballLoaderWithBaseURL(bytes.NewReader(data), "").WithSizeLimitBytes(limit)
-	b, err := bundle.NewCustomReader(loader).WithProcessAnnotations(true).WithSizeLimitBytes(limit).Read()
+	var rd *bundle.Reader
+	if newReader != nil {
+		rd = newReader(loader)
+	} else {
+		rd = bundle.NewCustomReader(loader).WithProcessAnnotations(true).WithSizeLimitBytes(limit)
+	}
+	b, err := rd.Read()
 	if err != nil {
 		return nil, fmt.Errorf("reading bundle %s: %w", name, err)
 	}

@@ -188,7 +188,7 @@ func FuzzReadTarball(f *testing.F) {
 		if wrap {
 			data = gzipBytes(data)
 		}
-		b, err := readTarball(bytes.NewReader(data), "fuzz.tar.gz", fuzzBundleLimit)
+		b, err := readTarball(bytes.NewReader(data), "fuzz.tar.gz", fuzzBundleLimit, nil)
 		if err != nil {
 			return
 		}
@@ -278,7 +278,7 @@ func TestReadTarballHostileArchives(t *testing.T) {
 			if s.wrap {
 				data = gzipBytes(data)
 			}
-			b, err := readTarball(bytes.NewReader(data), s.name, fuzzBundleLimit)
+			b, err := readTarball(bytes.NewReader(data), s.name, fuzzBundleLimit, nil)
 			if (err == nil) != w.load {
 				t.Fatalf("load error = %v, want load=%v", err, w.load)
 			}
@@ -389,7 +389,7 @@ func TestReadTarballTrailingBytes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			data := append(append([]byte{}, good...), tc.tail...)
-			_, err := readTarball(bytes.NewReader(data), "t.tar.gz", fuzzBundleLimit)
+			_, err := readTarball(bytes.NewReader(data), "t.tar.gz", fuzzBundleLimit, nil)
 			if tc.refused == "" && err != nil {
 				t.Fatalf("refused: %v", err)
 			}

@@ -108,7 +108,15 @@ func New(ctx context.Context, cfg config.Config, o Options) (*Service, error) {
 	s.source = o.Source
 	if s.source == nil && cfg.Policy.ConfigFile == "" { // with CONFIG_FILE the engine starts empty (remote.go)
 		if cfg.Policy.BundlePath != "" {
-			s.source = engine.PathSource{Path: cfg.Policy.BundlePath}
+			src := engine.PathSource{Path: cfg.Policy.BundlePath, SkipVerify: cfg.Policy.SkipVerify}
+			if cfg.Policy.VerificationKey != "" {
+				v, err := engine.VerificationKey(cfg.Policy.VerificationKey, cfg.Policy.VerificationKeyID, cfg.Policy.SigningAlg)
+				if err != nil {
+					return nil, err
+				}
+				src.Verify = v
+			}
+			s.source = src
 		} else {
 			s.source = engine.FSSource{FS: policies.Served, Name: "embedded constitution"}
 		}
