@@ -60,13 +60,32 @@ type inspectedKey struct {
 // when Inspect returned no error (with an overloaded error, an evaluation
 // that had started may still be running).
 func (e *Engine) Inspect(ctx context.Context, path string, input any, in Inspection) (Decision, error) {
-	s := e.cur.Load()
-	if s == nil {
+	return e.Inspector().Inspect(ctx, path, input, in)
+}
+
+// Inspector inspects decisions of one policy revision: the one that was
+// active when Engine.Inspector was called. A batch inspects all its items
+// with one Inspector, so that a reload during the batch (SIGHUP, POST
+// /v1/admin/reload, a remote bundle) cannot answer some items from the old
+// revision and others from the new one: DecideBatch reads the snapshot once
+// for the same reason. It keeps that snapshot alive while it is held.
+type Inspector struct {
+	e *Engine
+	s *snapshot // nil: no policy was active
+}
+
+// Inspector returns an Inspector of the active revision; without one, its
+// inspections fail with unavailable.
+func (e *Engine) Inspector() Inspector { return Inspector{e: e, s: e.cur.Load()} }
+
+// Inspect is Engine.Inspect with the Inspector's revision.
+func (i Inspector) Inspect(ctx context.Context, path string, input any, in Inspection) (Decision, error) {
+	if i.s == nil {
 		return Decision{}, apierror.New(apierror.Unavailable, "no policy bundle is active")
 	}
 	var d Decision
 	var err error
-	if _, aerr := e.admit(ctx, func() { d, err = e.inspectNow(ctx, s, path, input, in) }); aerr != nil {
+	if _, aerr := i.e.admit(ctx, func() { d, err = i.e.inspectNow(ctx, i.s, path, input, in) }); aerr != nil {
 		return Decision{}, aerr
 	}
 	return d, err

@@ -75,12 +75,18 @@ func (s *Server) decideOPA(ctx context.Context, path string, input any, in inspe
 	if !in.on() {
 		return s.decide(ctx, path, input, ""), nil
 	}
-	return s.inspect(ctx, path, input, "", in)
+	return s.inspect(ctx, s.d.Engine, path, input, "", in)
 }
 
-// inspect evaluates one decision as in asks (engine.Inspect), recorded in
+// inspector is what inspect evaluates with: the engine (the revision active
+// now) or an engine.Inspector (one revision for a whole batch).
+type inspector interface {
+	Inspect(ctx context.Context, path string, input any, in engine.Inspection) (engine.Decision, error)
+}
+
+// inspect evaluates one decision as in asks (ins.Inspect), recorded in
 // metrics and the decision log as any evaluated decision.
-func (s *Server) inspect(ctx context.Context, path string, input any, batchID string, in inspection) (decided, *inspected) {
+func (s *Server) inspect(ctx context.Context, ins inspector, path string, input any, batchID string, in inspection) (decided, *inspected) {
 	ev := &inspected{in: in}
 	opts := engine.Inspection{StrictBuiltinErrors: in.strict, Instrument: in.instrument}
 	if in.explain != "" {
@@ -92,17 +98,21 @@ func (s *Server) inspect(ctx context.Context, path string, input any, batchID st
 		opts.Metrics = ev.metrics
 	}
 	start := time.Now()
-	d, err := s.d.Engine.Inspect(ctx, path, input, opts)
+	d, err := ins.Inspect(ctx, path, input, opts)
 	return s.record(ctx, path, input, batchID, d, err, start, time.Since(start)), ev
 }
 
 // inspectMany decides a batch with in (?strict-builtin-errors,
 // ?instrument), its items in parallel, in input order, with what each
-// inspection gathered.
+// inspection gathered. Every item is answered by the revision active when
+// the batch began (one engine.Inspector), as decideMany's are: a reload
+// during the batch answered identical inputs from two revisions in one
+// response (review).
 func (s *Server) inspectMany(ctx context.Context, path string, inputs []any, batchID string, in inspection) ([]decided, []*inspected) {
 	out := make([]decided, len(inputs))
 	evs := make([]*inspected, len(inputs))
-	parallel.For(len(inputs), func(i int) { out[i], evs[i] = s.inspect(ctx, path, inputs[i], batchID, in) })
+	ins := s.d.Engine.Inspector()
+	parallel.For(len(inputs), func(i int) { out[i], evs[i] = s.inspect(ctx, ins, path, inputs[i], batchID, in) })
 	return out, evs
 }
 
