@@ -130,7 +130,8 @@ type Options struct {
 	// after fn started, Admit may return (started, with an error) while fn
 	// runs on.
 	Admit func(ctx context.Context, fn func()) (started bool, err error)
-	// OnReload is told the result of every activation attempt ("success" or "failure").
+	// OnReload is told the result of every activation attempt ("success" or
+	// "failure"), and of remote bundle downloads that failed ("download_failure").
 	OnReload func(result string, revision string, err error)
 }
 

@@ -3,6 +3,7 @@ package remote
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 
@@ -53,23 +54,32 @@ func (limitTracing) NewHandler(h http.Handler, _ string, _ tracing.Options) http
 // limitTransport reads a successful answer whole (at most limit bytes) and
 // refuses it, as a failed request, when it is larger or decompresses to
 // more: engine.CheckTarball, the bound local archives have. The downloader
-// then reports the refusal like any failed download and the active policy
-// stays. An archive is held twice for a moment (here and in OPA's loader),
-// each at most limit bytes compressed.
+// then reports the refusal as a failed request and the active policy stays;
+// the refusal's text begins with refusedArchive, so that it is told from a
+// download that failed (failedRequest), as an answer that broke off is. An
+// archive is held twice for a moment (here and in OPA's loader), each at
+// most limit bytes compressed.
 type limitTransport struct {
 	next  http.RoundTripper
 	limit *bodyLimit // read at each answer: New sets it once the bundles are parsed
 }
+
+// refusedArchive begins the error of an archive limitTransport refused.
+const refusedArchive = "bundle archive refused: "
 
 func (t limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.next.RoundTrip(req)
 	if err != nil || resp.StatusCode != http.StatusOK || resp.Body == nil || req.Method != http.MethodGet {
 		return resp, err
 	}
-	data, err := engine.ReadArchive(resp.Body, req.URL.Redacted(), t.limit.bytes)
+	name := req.URL.Redacted()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, t.limit.bytes+1))
 	_ = resp.Body.Close()
-	if err != nil {
-		return nil, err
+	if err != nil { // the answer broke off: a failed download
+		return nil, fmt.Errorf("reading bundle %s: %w", name, err)
+	}
+	if err := engine.CheckTarball(data, name, t.limit.bytes); err != nil {
+		return nil, fmt.Errorf("%s%w", refusedArchive, err)
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(data))
 	resp.ContentLength = int64(len(data))

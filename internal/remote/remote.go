@@ -22,6 +22,7 @@ import (
 	bundleplugin "github.com/open-policy-agent/opa/v1/plugins/bundle"
 
 	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/download"
 	"github.com/open-policy-agent/opa/v1/plugins"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tracing"
@@ -32,7 +33,14 @@ import (
 // Target is what the remote source activates bundles into (*engine.Engine).
 type Target interface {
 	Activate(ctx context.Context, b *bundle.Bundle, source string) error
+	// RecordFailure records a bundle refused before it reached Activate.
 	RecordFailure(err error)
+	// RecordDownloadFailure records a bundle that could not be
+	// downloaded: nothing was refused.
+	RecordDownloadFailure(err error)
+	// ClearDownloadFailure forgets the last download failure recorded:
+	// the bundles download again.
+	ClearDownloadFailure()
 }
 
 var _ Target = (*engine.Engine)(nil)
@@ -82,6 +90,7 @@ type Remote struct {
 	outcome   map[string]error     // per bundle, what its last status update came to (nil: fine, or waiting for the others)
 	same      map[string]bool      // per bundle, whether its last status update brought nothing new (304)
 	refused   error                // why the target refused the plugin's last activation (nil: it took it)
+	undone    map[string]bool      // the bundles whose last download failed (DownloadError)
 	active    bool                 // a remote bundle has been activated into the target
 }
 
@@ -169,7 +178,8 @@ func New(opts Options) (*Remote, error) {
 		return nil, err
 	}
 	r := &Remote{opts: opts, log: log, manager: mgr, seen: map[string]time.Time{},
-		tries: map[string]uint64{}, updated: make(chan struct{}), outcome: map[string]error{}, same: map[string]bool{}}
+		tries: map[string]uint64{}, updated: make(chan struct{}), outcome: map[string]error{}, same: map[string]bool{},
+		undone: map[string]bool{}}
 	for name := range bcfg.Bundles {
 		r.bundles = append(r.bundles, name)
 	}
@@ -387,7 +397,12 @@ func (r *Remote) trigger(ctx context.Context, manual []string) error {
 			started = append(started, name)
 			err := l.Trigger(ctx)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("remote bundle %q: %w", name, err))
+				failed := downloadFailed(err)
+				err = fmt.Errorf("remote bundle %q: %w", name, err)
+				if failed {
+					err = &DownloadError{Err: err}
+				}
+				errs = append(errs, err)
 			}
 			// A download that ended reported before Trigger returned; one
 			// that Trigger left at its deadline reports when it ends.
@@ -483,10 +498,23 @@ func (r *Remote) onStatus(s bundleplugin.Status) {
 	r.same[s.Name] = false
 	if err := statusError(s); err != nil {
 		// Downloads, signature checks and OPA's compilation happen before the
-		// store changes: the engine keeps its snapshot and records why.
+		// store changes: the engine keeps its snapshot and records why. A
+		// download that failed refused no bundle, and is reported so.
+		if s.HTTPCode != "" || failedRequest(s.Message) {
+			r.undone[s.Name] = true
+			err = &DownloadError{Err: err}
+			r.opts.Target.RecordDownloadFailure(err)
+		} else {
+			r.opts.Target.RecordFailure(err)
+		}
 		r.outcome[s.Name] = err
-		r.opts.Target.RecordFailure(err)
 		return
+	}
+	// Downloaded (or found unchanged, 304): the bundle server answers again.
+	// The engine forgets the download failure once every bundle does.
+	delete(r.undone, s.Name)
+	if len(r.undone) == 0 {
+		r.opts.Target.ClearDownloadFailure()
 	}
 	if s.LastSuccessfulActivation.IsZero() || s.LastSuccessfulActivation.Equal(r.seen[s.Name]) {
 		// 304 Not Modified, or nothing new: what the bundle server serves
@@ -548,6 +576,38 @@ func ctxDone(ctx context.Context) <-chan struct{} {
 	}
 	return ctx.Done()
 }
+
+// DownloadError is a remote bundle that could not be downloaded: its
+// bundle server was unreachable, did not answer in time, broke its answer
+// off or answered an error status. No bundle was refused: the active policy
+// stays, and the next download may succeed.
+type DownloadError struct{ Err error }
+
+func (e *DownloadError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the downloader's error.
+func (e *DownloadError) Unwrap() error { return e.Err }
+
+// downloadFailed reports whether err, from OPA's downloader, is a failed
+// download (DownloadError) rather than a bundle it refused.
+func downloadFailed(err error) bool {
+	var status download.HTTPError
+	return errors.As(err, &status) || failedRequest(err.Error())
+}
+
+// failedRequest reports whether msg, the text of an error of OPA's
+// downloader (all a bundle status keeps of it), says its request failed:
+// the bundle server was not reached or its answer not read. This package's
+// transport refuses oversized archives as failed requests too
+// (limitTransport); those are refusals, marked refusedArchive.
+func failedRequest(msg string) bool {
+	return strings.HasPrefix(msg, downloaderRequestFailed) && !strings.Contains(msg, refusedArchive)
+}
+
+// downloaderRequestFailed is how OPA's downloader begins the error of a
+// request that got no answer (download.Downloader's download). Tests pin
+// it (TestRemoteUnreachableServer).
+const downloaderRequestFailed = "request failed: "
 
 // statusError is the error a bundle status reports, nil when none.
 func statusError(s bundleplugin.Status) error {

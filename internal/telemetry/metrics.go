@@ -27,7 +27,7 @@ type BuildInfo struct {
 var (
 	decisionSources = []string{"l1", "l2", "plan_constant", "vm", "full"}
 	partialOutcomes = []string{"constant", "fallback"}
-	reloadResults   = []string{"success", "failure"}
+	reloadResults   = []string{"success", "failure", "download_failure"}
 	evalFailures    = []string{"timeout", "error"}
 	// ShedReasons are the reason label values of acgs_decisions_shed_total.
 	ShedReasons = []string{"queue_full", "queue_timeout", "deadline"}
@@ -168,7 +168,8 @@ func NewMetrics(info BuildInfo) *Metrics {
 	})
 	m.policyReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "acgs_policy_reloads_total",
-		Help: "Policy bundle activations, by result (success, failure).",
+		Help: "Policy bundle activations, by result (success; failure: a bundle was refused, the previous one stays active; " +
+			"download_failure: a remote bundle could not be downloaded, nothing was refused).",
 	}, []string{"result"})
 	m.policyInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "acgs_policy_info",
@@ -311,8 +312,8 @@ func (m *Metrics) RawLookup(hit bool) {
 // HashMismatch counts one request refused for a wrong constitutional hash.
 func (m *Metrics) HashMismatch() { m.hashMismatches.Inc() }
 
-// PolicyReload counts one bundle activation attempt; result is success or
-// failure.
+// PolicyReload counts one bundle activation attempt; result is success,
+// failure (refused) or download_failure (a remote bundle not downloaded).
 func (m *Metrics) PolicyReload(result string) { m.policyReloads.WithLabelValues(result).Inc() }
 
 // EvalTimeout counts one evaluation that exceeded EVAL_TIMEOUT.
