@@ -131,9 +131,9 @@ func TestActivationRefusesVirtualHashes(t *testing.T) {
 		{"complete rule depending on input", func(tb testing.TB) fstest.MapFS {
 			return withoutDataHash(tb, map[string]string{"acgs/config/hash.rego": "package acgs.config\nconstitutional_hash := input.constitutional_hash\n"})
 		}, `data.acgs.config.constitutional_hash depends on the input (input.constitutional_hash)`},
-		{"partial object depending on input", func(testing.TB) fstest.MapFS {
-			return smallBundle(map[string]string{"acgs/h.rego": "package acgs\nconfig[k] := v if some k, v in input.cfg\n"})
-		}, `data.acgs.config depends on the input`},
+		{"partial object depending on input, its hash read", func(testing.TB) fstest.MapFS {
+			return smallBundle(map[string]string{"acgs/h.rego": "package acgs\nconfig[k] := v if some k, v in input.cfg\n", "acgs/main.rego": reader})
+		}, `data.acgs.config.constitutional_hash depends on the input`},
 		{"object read from the input", func(testing.TB) fstest.MapFS {
 			return smallBundle(map[string]string{"acgs/h.rego": "package acgs\nconfig := input.cfg\n", "acgs/main.rego": reader})
 		}, `data.acgs.config.constitutional_hash depends on the input`},
@@ -210,6 +210,11 @@ func TestActivationAcceptsVirtualHashes(t *testing.T) {
 			"t/p.rego":    "package t\nConstitutional_hash := 1\nx := {\"constitutional_Hash\": input.h}\n",
 		}), false},
 		{"input-dependent number keys", smallBundle(map[string]string{"t/p.rego": "package t\nf[i] := i * input.k if some i in numbers.range(0, 9)\n"}), false},
+		// Partial objects keyed by the input's strings are common; one whose
+		// hash no reference reads holds none the policy compares with (a
+		// second review: such bundles were refused).
+		{"partial object depending on input, its hash not read", smallBundle(map[string]string{"t/p.rego": "package t\nviolations[k] := v if some k, v in input.cfg\n"}), false},
+		{"two rules under one key, one from the input", smallBundle(map[string]string{"t/p.rego": "package t\no.a[k] := v if { some x in input.xs; k := x.k; v := x.v }\no.a.a := 1.0\n"}), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e, err := activateFS(t, tc.fsys, tc.name)

@@ -229,11 +229,11 @@ var hashKey = ast.String("constitutional_hash")
 //     depth (an object of such a static key, or of keys that may be
 //     strings, as config[k] := v gives), is evaluated without input and its
 //     value walked as dataHashes walks data. Such a rule that depends on
-//     the input is refused when its document is the hash itself or its
-//     reference has a variable key. A complete rule that depends on the
-//     input (the decisions, which answer the hash) cannot be evaluated at
+//     the input is refused when its document is the hash itself. Another
+//     that depends on the input (the decisions, which answer the hash;
+//     partial objects keyed by the input's strings) cannot be evaluated at
 //     activation: only the next point and the first (when its hash is
-//     read) check it.
+//     read by reference) check it.
 //   - Literals and with: an object literal in any rule with a key
 //     constitutional_hash must hold the configured hash, a reference to a
 //     document checked above, or a variable bound to either; a with
@@ -292,7 +292,11 @@ func virtualHashes(ctx context.Context, compiler *ast.Compiler, store storage.St
 			case doc[len(doc)-1].Value.Compare(hashKey) == 0:
 				add(&hashTarget{ref: doc, rule: where})
 			case mayHoldHash(compiler.TypeEnv.GetByRef(doc), 0):
-				add(&hashTarget{ref: doc, rule: where, dependOK: full.IsGround(), readsInput: readsInput(r)})
+				// Input-dependent, it is not evaluated here (partial
+				// objects keyed by the input's strings are common: refused,
+				// valid bundles were); a read of its hash by reference is
+				// a target above, and refused when it depends on the input.
+				add(&hashTarget{ref: doc, rule: where, dependOK: true, readsInput: readsInput(r)})
 			}
 		}
 		if err := literalHashes(m, read, want); err != nil {
