@@ -160,6 +160,11 @@ type DecisionLog struct {
 	checkpointEvery time.Duration
 	checkpointBad   bool
 	checkpointed    string
+	// lastCheckpoint is the checkpoint this log last wrote (ok: one was):
+	// after a rotation another log may own the checkpoint beside the new
+	// file, which this one must then leave alone.
+	lastCheckpoint   headCheckpoint
+	lastCheckpointOK bool
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -378,18 +383,21 @@ func (l *DecisionLog) checkpoint(atClose bool) {
 	switch {
 	case err != nil:
 	case l.rotatedAway(st):
-		// Rotated while the log was idle (follow switches files only
+		// Rotated since the last write (follow switches files only
 		// before a write): a checkpoint of the file open would describe
 		// one no longer at the path, and the next log would take the file
-		// it finds there for one cut or emptied. Nothing to do until the
-		// next write switches files; at close, the checkpoint is of what
-		// the next log will open.
-		if !atClose {
-			return
+		// it finds there for one cut or emptied.
+		if atClose {
+			l.logger.Info("decision log: the file was rotated; its head is the rotated file's last line", "sink", "file:"+l.path, "head", l.prev)
 		}
-		err = l.checkpointPathOnly(path)
+		if err = l.checkpointPathOnly(path); err == nil {
+			return // the checkpoint, if any, does not hold this log's head
+		}
 	default:
-		err = writeHeadCheckpoint(path, headCheckpoint{Head: l.prev, Size: st.Size()})
+		c := headCheckpoint{Head: l.prev, Size: st.Size()}
+		if err = writeHeadCheckpoint(path, c); err == nil {
+			l.lastCheckpoint, l.lastCheckpointOK = c, true
+		}
 	}
 	if err != nil {
 		if atClose || !l.checkpointBad {
@@ -414,20 +422,30 @@ func (l *DecisionLog) rotatedAway(st os.FileInfo) bool {
 	return !os.SameFile(at, st)
 }
 
-// checkpointPathOnly is the checkpoint at close of a log whose file was
-// rotated away while it was idle: an empty regular file at the path (a
-// rotation's create) is where the next chain starts, as the last log left
-// it; anything else (no file, or lines this log did not write) has no
-// checkpoint of this log's, and the next log says what it finds there. The
-// rotated file's head is in the close line.
+// checkpointPathOnly is the checkpoint of a log whose file was rotated
+// away since its last write: an empty regular file at the path (a
+// rotation's create) is where the next chain starts, as this log leaves
+// it; anything else (no file, or lines this log did not write) gets no
+// checkpoint of this log's, and the next log says what it finds there.
+// A checkpoint this log did not write last (another log's, writing the
+// new file) is left alone. The rotated file's head is in the close line.
 func (l *DecisionLog) checkpointPathOnly(path string) error {
-	l.logger.Info("decision log: the file was rotated after the last record; its head is the rotated file's last line", "sink", "file:"+l.path, "head", l.prev)
+	cur, ok, err := readHeadCheckpoint(path)
+	if err != nil || (ok && (!l.lastCheckpointOK || cur != l.lastCheckpoint)) {
+		return nil //nolint:nilerr // not this log's checkpoint (or unreadable): left to whoever wrote it
+	}
 	if at, err := os.Stat(l.path); err == nil && at.Mode().IsRegular() && at.Size() == 0 {
-		return writeHeadCheckpoint(path, headCheckpoint{Head: ChainGenesis, Size: 0})
+		c := headCheckpoint{Head: ChainGenesis, Size: 0}
+		if err := writeHeadCheckpoint(path, c); err != nil {
+			return err
+		}
+		l.lastCheckpoint, l.lastCheckpointOK = c, true
+		return nil
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
+	l.lastCheckpointOK = false
 	return nil
 }
 

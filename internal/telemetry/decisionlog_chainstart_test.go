@@ -383,7 +383,7 @@ func TestDecisionLogIdleRotationIsNotTakenForACut(t *testing.T) {
 			}
 			closeLog(t, l)
 			head := l.ChainHead()
-			if w := "the file was rotated after the last record; its head is the rotated file's last line"; !strings.Contains(first.String(), w) || !strings.Contains(first.String(), "head="+head) {
+			if w := "the file was rotated; its head is the rotated file's last line"; !strings.Contains(first.String(), w) || !strings.Contains(first.String(), "head="+head) {
 				t.Errorf("no %q naming head %s in the first log's lines:\n%s", w, head, first)
 			}
 			l2, logBuf := openChained(t, path, DecisionLogConfig{})
@@ -395,5 +395,43 @@ func TestDecisionLogIdleRotationIsNotTakenForACut(t *testing.T) {
 			}
 			wantCheckpoint(t, path, l2.ChainHead())
 		})
+	}
+}
+
+// TestDecisionLogRotatedAwayLeavesAnotherLogsCheckpoint: after a rotation
+// another log may take the new file at the path (a gateway restarted while
+// the old one finishes: the old one's lock is on the rotated file) and
+// write its own checkpoint. The old log closing later leaves that
+// checkpoint alone, and its close line names none, since no checkpoint
+// holds its head (review: it removed the new log's checkpoint, and named
+// it).
+func TestDecisionLogRotatedAwayLeavesAnotherLogsCheckpoint(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.jsonl")
+	l1, _ := openChained(t, path, DecisionLogConfig{checkpointEvery: 5 * time.Millisecond})
+	l1.Log(&DecisionEvent{Path: "first"})
+	waitHandled(t, l1, 1)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, ok, _ := readHeadCheckpoint(path + HeadCheckpointSuffix); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no checkpoint while writing")
+		}
+	}
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, nil, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	l2, _ := openChained(t, path, DecisionLogConfig{})
+	l2.Log(&DecisionEvent{Path: "second"})
+	closeLog(t, l2)
+	wantCheckpoint(t, path, l2.ChainHead())
+	var closed testenv.SyncBuffer
+	l1.CloseAndReport(slog.New(slog.NewTextHandler(&closed, nil)), "file:"+path, 5*time.Second)
+	wantCheckpoint(t, path, l2.ChainHead())
+	if strings.Contains(closed.String(), "head_checkpoint=") {
+		t.Errorf("the rotated log's close line names a checkpoint, which does not hold its head:\n%s", closed.String())
 	}
 }
