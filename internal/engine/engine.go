@@ -612,8 +612,13 @@ func (e *Engine) evalNow(ctx context.Context, s *snapshot, path string, input an
 		}
 		in = v
 	}
-	ctx, cancel := context.WithTimeoutCause(ctx, e.opts.EvalTimeout, ErrEvalTimeout)
+	start := time.Now()
+	ctx, cancel := context.WithDeadlineCause(ctx, start.Add(e.opts.EvalTimeout), ErrEvalTimeout)
 	defer cancel()
+	// One cache of non-deterministic built-ins' answers for both
+	// evaluators: topdown after the VM answers as the VM's calls did,
+	// without calling them (http.send...) again.
+	ndb := builtins.NDBCache{}
 	if e.opts.Compiled {
 		if q := s.compiled(ctx, path, e.log); q != nil {
 			e.onEvaluator("vm")
@@ -623,17 +628,19 @@ func (e *Engine) evalNow(ctx context.Context, s *snapshot, path string, input an
 			// raise a conflict there, or spend EVAL_TIMEOUT on one (a
 			// costly rule beside a cheap one that holds, which topdown
 			// answers in microseconds). Its error is not the reference's
-			// answer; topdown's is. So the VM has half of the budget, and
-			// topdown the rest when the VM fails.
-			vctx, vcancel := context.WithTimeoutCause(ctx, e.opts.EvalTimeout/2, errVMBudget)
-			d, cacheable, err = e.evalVM(vctx, s, q, in)
+			// answer; topdown's is. So the VM has three quarters of the
+			// budget (from the start, its preparation included), and
+			// topdown the rest when the VM fails: a decision the VM needs
+			// more for, and topdown cannot finish in the rest, times out.
+			vctx, vcancel := context.WithDeadlineCause(ctx, start.Add(e.opts.EvalTimeout*3/4), errVMBudget)
+			d, cacheable, err = e.evalVM(vctx, s, q, in, ndb)
 			vmOut := errors.Is(context.Cause(vctx), errVMBudget)
 			vcancel()
 			switch {
 			case err == nil:
 				return d, cacheable, nil
 			case ctx.Err() != nil:
-				if vmOut { // the VM's half ran out, then the rest: mapped by what ended the rest
+				if vmOut { // the VM's share ran out, then the rest: mapped by what ended the rest
 					err = evalError(err, ctx, e.opts.EvalTimeout)
 				}
 				return d, cacheable, err
@@ -642,11 +649,12 @@ func (e *Engine) evalNow(ctx context.Context, s *snapshot, path string, input an
 		}
 	}
 	e.onEvaluator("topdown")
-	return e.evalFull(ctx, s, path, in)
+	return e.evalFull(ctx, s, path, in, ndb)
 }
 
-// evalFull evaluates the prepared topdown query of path.
-func (e *Engine) evalFull(ctx context.Context, s *snapshot, path string, in ast.Value) (Decision, bool, error) {
+// evalFull evaluates the prepared topdown query of path with ndb (empty,
+// or what the VM's evaluation of the same decision filled).
+func (e *Engine) evalFull(ctx context.Context, s *snapshot, path string, in ast.Value, ndb builtins.NDBCache) (Decision, bool, error) {
 	pq, err := s.query(ctx, path)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -658,15 +666,14 @@ func (e *Engine) evalFull(ctx context.Context, s *snapshot, path string, in ast.
 		}
 		return Decision{}, false, err
 	}
-	return e.evalPrepared(ctx, s, pq, in, SourceFull, builtins.NDBCache{})
+	return e.evalPrepared(ctx, s, pq, in, SourceFull, ndb)
 }
 
 // evalVM evaluates a query on the VM directly (vm.Query.Eval: no rego
 // evaluation context, transaction wrapper or result set around it), with
 // the decision evalPrepared gives for its PreparedEvalQuery; a result set
 // that is not one value goes through evalPrepared.
-func (e *Engine) evalVM(ctx context.Context, s *snapshot, q *vm.Query, in ast.Value) (Decision, bool, error) {
-	ndb := builtins.NDBCache{}
+func (e *Engine) evalVM(ctx context.Context, s *snapshot, q *vm.Query, in ast.Value, ndb builtins.NDBCache) (Decision, bool, error) {
 	start := time.Now()
 	v, defined, ok, err := q.Eval(ctx, in, ndb)
 	if err == nil && !ok {
@@ -726,9 +733,9 @@ func (e *Engine) onPlan(kind string) {
 // ErrEvalTimeout is wrapped by evaluation errors caused by EVAL_TIMEOUT.
 var ErrEvalTimeout = errors.New("policy evaluation exceeded EVAL_TIMEOUT")
 
-// errVMBudget ends the VM's half of EVAL_TIMEOUT (evalNow): topdown then
+// errVMBudget ends the VM's share of EVAL_TIMEOUT (evalNow): topdown then
 // answers with the rest.
-var errVMBudget = errors.New("the compiled evaluator used half of EVAL_TIMEOUT")
+var errVMBudget = errors.New("the compiled evaluator used its share of EVAL_TIMEOUT")
 
 // ErrPathNotQueryable is wrapped by the error (InvalidParameter) of a
 // decision whose path a query cannot name (a function, which must be
@@ -800,7 +807,7 @@ func (e *Engine) EvaluateFull(ctx context.Context, path string, input any) (Deci
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, e.opts.EvalTimeout, ErrEvalTimeout)
 	defer cancel()
-	d, _, err := e.evalFull(ctx, s, path, in)
+	d, _, err := e.evalFull(ctx, s, path, in, builtins.NDBCache{})
 	return d, err
 }
 

@@ -14,9 +14,9 @@ import (
 // planner emits, where topdown stops at the first body of a complete rule
 // that holds. A cheap rule that holds beside a costly one is answered by
 // topdown in microseconds and took the VM all of EVAL_TIMEOUT, a timeout
-// where the reference answers true (review). The VM now has half of the
-// budget and topdown the rest; when neither finishes, the answer is the
-// EVAL_TIMEOUT error, as before.
+// where the reference answers true (review). The VM now has three
+// quarters of the budget and topdown the rest; when neither finishes, the
+// answer is the EVAL_TIMEOUT error, as before.
 func TestVMOutOfTimeLeavesTheRestToTopdown(t *testing.T) {
 	const module = `package t
 default allow := false
@@ -38,7 +38,7 @@ allow if {
 	if err := e.Activate(context.Background(), b, "t"); err != nil {
 		t.Fatal(err)
 	}
-	items := make([]any, 3000) // 9,000,000 pairs: far past 150 ms for the VM
+	items := make([]any, 3000) // 9,000,000 pairs: far past 225 ms for the VM
 	for i := range items {
 		items[i] = map[string]any{"id": i, "parent": -1}
 	}
@@ -63,7 +63,7 @@ allow if {
 		t.Fatalf("admin: %+v, %v; want true, as topdown answers", d, err)
 	}
 	if d.Source != engine.SourceFull {
-		t.Errorf("admin: source %s, want %s (the VM ran out of its half)", d.Source, engine.SourceFull)
+		t.Errorf("admin: source %s, want %s (the VM ran out of its share)", d.Source, engine.SourceFull)
 	}
 
 	_, err = e.Decide(context.Background(), "t/allow", input("user"))
