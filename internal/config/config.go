@@ -260,9 +260,12 @@ func (c *Config) Validate() error {
 	if p.BundlePath != "" && p.ConfigFile != "" {
 		bad("POLICY_BUNDLE_PATH", "cannot be combined with CONFIG_FILE (remote bundles): choose one source")
 	}
+	const localOnly = "applies to POLICY_BUNDLE_PATH only (remote bundles take keys from CONFIG_FILE; the embedded constitution is not signed)"
 	switch {
-	case (p.VerificationKey != "" || p.SkipVerify) && p.BundlePath == "":
-		bad("POLICY_BUNDLE_VERIFICATION_KEY", "and POLICY_BUNDLE_SKIP_VERIFY apply to POLICY_BUNDLE_PATH only (remote bundles take keys from CONFIG_FILE; the embedded constitution is not signed)")
+	case p.VerificationKey != "" && p.BundlePath == "":
+		bad("POLICY_BUNDLE_VERIFICATION_KEY", localOnly)
+	case p.SkipVerify && p.BundlePath == "":
+		bad("POLICY_BUNDLE_SKIP_VERIFY", localOnly)
 	case p.VerificationKey != "" && p.SkipVerify:
 		bad("POLICY_BUNDLE_SKIP_VERIFY", "cannot be combined with POLICY_BUNDLE_VERIFICATION_KEY: verify the bundle or skip verifying it")
 	}

@@ -91,8 +91,8 @@ func TestValidateNamesSettingAndAcceptedValues(t *testing.T) {
 		{"short admin token", func(c *config.Config) { c.AdminTok = []string{"short"} }, []string{"ADMIN_TOKEN", "16 characters"}},
 		{"partial eval keys", func(c *config.Config) { c.Policy.PartialEvalKeys = []string{"type"} }, []string{"PARTIAL_EVAL_KEYS", "input.type"}},
 		{"bundle and config file", func(c *config.Config) { c.Policy.BundlePath = "x"; c.Policy.ConfigFile = "y" }, []string{"POLICY_BUNDLE_PATH", "CONFIG_FILE"}},
-		{"verification key without a bundle path", func(c *config.Config) { c.Policy.VerificationKey = "k" }, []string{"POLICY_BUNDLE_VERIFICATION_KEY", "POLICY_BUNDLE_PATH only"}},
-		{"skip verify without a bundle path", func(c *config.Config) { c.Policy.SkipVerify = true }, []string{"POLICY_BUNDLE_SKIP_VERIFY", "POLICY_BUNDLE_PATH only"}},
+		{"verification key without a bundle path", func(c *config.Config) { c.Policy.VerificationKey = "k" }, []string{"POLICY_BUNDLE_VERIFICATION_KEY", "applies to POLICY_BUNDLE_PATH only"}},
+		{"skip verify without a bundle path", func(c *config.Config) { c.Policy.SkipVerify = true }, []string{"POLICY_BUNDLE_SKIP_VERIFY", "applies to POLICY_BUNDLE_PATH only"}},
 		{"verification key and skip verify", func(c *config.Config) {
 			c.Policy.BundlePath, c.Policy.VerificationKey, c.Policy.SkipVerify = "b", "k", true
 		}, []string{"POLICY_BUNDLE_SKIP_VERIFY", "verify the bundle or skip"}},

@@ -67,6 +67,11 @@ func VerificationKey(key, id, alg string) (*bundle.VerificationConfig, error) {
 			return nil, fmt.Errorf("verification key: %w", err)
 		}
 		key = string(b)
+	} else if !strings.HasPrefix(alg, "HS") && !strings.Contains(key, "-----BEGIN") {
+		// Only an HMAC secret is given inline as it is: anything else
+		// that is neither PEM nor a file is a mistyped path, which would
+		// otherwise surface as every signature failing to verify.
+		return nil, fmt.Errorf("verification key: %q is neither a PEM key nor a readable file (%s keys are PEM)", key, alg)
 	}
 	return bundle.NewVerificationConfig(map[string]*bundle.KeyConfig{id: {Key: key, Algorithm: alg}}, id, "", nil), nil
 }

@@ -81,7 +81,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*Service, error) {
 	// unused, and say so rather than seem to work.
 	switch {
 	case !cfg.Cache.Enabled && cfg.Cache.RedisURL != "":
-		logger.Warn("CACHE_ENABLED=false: REDIS_URL is not used (no decision cache, L1 or L2)")
+		logger.Warn("CACHE_ENABLED=false: REDIS_URL is not used for decisions (no decision cache, L1 or L2); acgs gateway still keeps its call counters there")
 	case cfg.Cache.RedisURL == "" && (cfg.Cache.SigningKey != "" || len(cfg.Cache.PreviousSigningKeys) > 0):
 		logger.Warn("CACHE_SIGNING_KEY is not used without REDIS_URL (it signs L2 entries)")
 	}
