@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -285,5 +286,100 @@ func TestRemoteReloadDownloadError(t *testing.T) {
 	}
 	if e.revision() != "a" || !strings.Contains(e.lastError(), "not a gzip archive") {
 		t.Fatalf("revision %q, last error %q after a refused archive", e.revision(), e.lastError())
+	}
+}
+
+// twoServerConfig configures bundle "policy" from url p and "config" from
+// url c, each with its own extra lines (trigger, polling).
+func twoServerConfig(p, pExtra, c, cExtra string) []byte {
+	return []byte("services:\n  p:\n    url: " + p + "\n  c:\n    url: " + c + "\nbundles:\n" +
+		"  policy:\n    service: p\n    resource: policy.tar.gz\n" + pExtra +
+		"  config:\n    service: c\n    resource: config.tar.gz\n" + cExtra)
+}
+
+// TestDownloadFailureClearedAfterARefusal: a bundle whose download failed
+// and whose server then answered with a bundle that is refused is
+// downloaded again (its server answers): another bundle's download failure
+// clears once that one's server is back, and the refusal is shown again.
+// The refused bundle stayed among the failed downloads, and health kept
+// the other's "connection refused" for good after its server was back
+// (review).
+func TestDownloadFailureClearedAfterARefusal(t *testing.T) {
+	pDir, cDir := t.TempDir(), t.TempDir()
+	pSrv, cSrv := newStoppableServer(t, pDir), newStoppableServer(t, cDir)
+	sc := newSplitConstitution(t)
+	sc.publish(t, "policy", "p1", hash, pDir)
+	sc.publish(t, "config", "d1", hash, cDir)
+	e := newResultEngine(t)
+	// policy downloads on reloads only, so that its refusal is reported
+	// once and does not overwrite the error health shows for config.
+	r := startRemoteWith(t, remote.Options{Config: twoServerConfig(pSrv.url(), "    trigger: manual\n", cSrv.url(), poll), Target: e})
+	eventually(t, 20*time.Second, "both bundles active", func() bool { return e.revision() == "config@d1,policy@p1" })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var de *remote.DownloadError
+
+	pSrv.down.Store(true)
+	if err := r.Reload(ctx); !errors.As(err, &de) {
+		t.Fatalf("reload with policy's server answering 503: %v, want a DownloadError", err)
+	}
+	pSrv.down.Store(false)
+	if err := remote.WriteFileAtomic(filepath.Join(pDir, "policy.tar.gz"), []byte("not a gzip archive")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Reload(ctx); err == nil || errors.As(err, &de) || !strings.Contains(err.Error(), "not a gzip archive") {
+		t.Fatalf("reload of policy's refused archive: %v, want a refusal", err)
+	}
+	downloads := e.count("download_failure")
+	cSrv.stop()
+	eventually(t, 20*time.Second, "config's failed download reported", func() bool {
+		return strings.Contains(e.lastError(), "request failed: ") && e.count("download_failure") > downloads
+	})
+	cSrv.start()
+	eventually(t, 20*time.Second, "config's download failure cleared once its server answers, policy's refusal shown again", func() bool {
+		return strings.Contains(e.lastError(), "not a gzip archive")
+	})
+	if e.revision() != "config@d1,policy@p1" {
+		t.Fatalf("revision %q, want config@d1,policy@p1", e.revision())
+	}
+}
+
+// TestRemoteReloadRefusalOutweighsDownloadError: a reload of two manual
+// bundles, one unreachable and the other downloaded and refused by the
+// engine, returns both: the refusal, which POST /v1/admin/reload answers
+// 500 (a refusal outweighs an unreachable source), and the DownloadError.
+// It returned the DownloadError alone (503 "the bundle source is
+// unavailable"), the refusal missing from its message.
+func TestRemoteReloadRefusalOutweighsDownloadError(t *testing.T) {
+	pDir, cDir := t.TempDir(), t.TempDir()
+	pSrv, cSrv := newStoppableServer(t, pDir), newStoppableServer(t, cDir)
+	sc := newSplitConstitution(t)
+	sc.publish(t, "policy", "p1", hash, pDir)
+	sc.publish(t, "config", "d1", hash, cDir)
+	e := newResultEngine(t)
+	manual := "    trigger: manual\n"
+	r := startRemoteWith(t, remote.Options{Config: twoServerConfig(pSrv.url(), manual, cSrv.url(), manual), Target: e})
+	eventually(t, 20*time.Second, "both bundles active", func() bool { return e.revision() == "config@d1,policy@p1" })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	cSrv.stop()
+	sc.publish(t, "policy", "p2", "0123456789abcdef", pDir)
+	err := r.Reload(ctx)
+	var de *remote.DownloadError
+	if err == nil || !errors.As(err, &de) || !strings.Contains(err.Error(), "request failed: ") {
+		t.Fatalf("reload with config unreachable: %v, want its DownloadError", err)
+	}
+	if !strings.Contains(err.Error(), "declares constitutional hash 0123456789abcdef") {
+		t.Fatalf("reload with policy refused: %v, want its refusal too", err)
+	}
+	// What the server's reloadError reads: a joined error one of whose
+	// errors is no DownloadError is a refusal (500).
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok || !slices.ContainsFunc(joined.Unwrap(), func(e error) bool { return !errors.As(e, &de) }) {
+		t.Fatalf("reload error %v joins no refusal", err)
+	}
+	if e.revision() != "config@d1,policy@p1" {
+		t.Fatalf("revision %q, want config@d1,policy@p1", e.revision())
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
@@ -145,6 +146,53 @@ func writeUncheckedBundle(tb testing.TB, dir, out string) {
 		tb.Fatal(err)
 	}
 	if err := remote.WriteFileAtomic(out, buf.Bytes()); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// splitConstitution is the constitution split into two bundles that are
+// one policy only together: "policy" (the Rego) and "config" (its data).
+type splitConstitution struct{ policy, config string }
+
+func newSplitConstitution(tb testing.TB) splitConstitution {
+	tb.Helper()
+	full := constitutionDir(tb, "unused", hash, nil)
+	sc := splitConstitution{policy: tb.TempDir(), config: tb.TempDir()}
+	files := map[string]string{}
+	for _, f := range []string{"main.rego", "constitutional.rego", "data_access.rego", "evolution.rego"} {
+		files[filepath.Join(sc.policy, "acgs", f)] = filepath.Join(full, "acgs", f)
+	}
+	files[filepath.Join(sc.config, "acgs", "config", "data.json")] = filepath.Join(full, "acgs", "config", "data.json")
+	for dst, src := range files {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := writeFile(dst, string(b)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return sc
+}
+
+// publish builds bundle name ("policy" or "config") with revision rev and
+// constitutional hash chash into serveDir/name.tar.gz.
+func (sc splitConstitution) publish(tb testing.TB, name, rev, chash, serveDir string) {
+	tb.Helper()
+	dir, roots := sc.policy, []string{"acgs/main", "acgs/constitutional", "acgs/data", "acgs/evolution"}
+	if name == "config" {
+		dir, roots = sc.config, []string{"acgs/config"}
+	}
+	m, err := json.Marshal(map[string]any{"revision": rev, "roots": roots, "metadata": map[string]any{"constitutional_hash": chash}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := writeFile(filepath.Join(dir, ".manifest"), string(m)); err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := remote.BuildFile(ctx, dir, filepath.Join(serveDir, name+".tar.gz"), remote.BuildOptions{}); err != nil {
 		tb.Fatal(err)
 	}
 }

@@ -384,7 +384,7 @@ func (r *Remote) trigger(ctx context.Context, manual []string) error {
 	r.mu.Unlock()
 	loaders := r.plugin.Loaders()
 	var errs []error
-	var started, pending []string
+	var started, pending, triggerFailed []string
 	for i, name := range manual {
 		if err := ctx.Err(); err != nil {
 			// Past the deadline a Trigger would only start a download
@@ -403,6 +403,7 @@ func (r *Remote) trigger(ctx context.Context, manual []string) error {
 					err = &DownloadError{Err: err}
 				}
 				errs = append(errs, err)
+				triggerFailed = append(triggerFailed, name)
 			}
 			// A download that ended reported before Trigger returned; one
 			// that Trigger left at its deadline reports when it ends.
@@ -412,9 +413,6 @@ func (r *Remote) trigger(ctx context.Context, manual []string) error {
 		}
 	}
 	r.awaitStatus(pending, before)
-	if len(errs) > 0 {
-		return errors.Join(errs...)
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var unchanged []string // the bundles this reload found as they were (304)
@@ -423,18 +421,22 @@ func (r *Remote) trigger(ctx context.Context, manual []string) error {
 			unchanged = append(unchanged, n)
 		}
 	}
-	if r.refused != nil && len(unchanged) > 0 {
+	if len(errs) == 0 && r.refused != nil && len(unchanged) > 0 {
 		// The servers still serve what the target refused: a reload
 		// hands it over again, for a refusal may have been passing (an
-		// activation past its deadline on a busy machine).
+		// activation past its deadline on a busy machine). Not when a
+		// download failed (or the deadline passed): the refusal stands.
 		err := r.activateStored("reload of bundles refused before")
 		for _, n := range unchanged {
 			r.outcome[n] = err
 		}
 	}
-	var out []error
+	// The bundles whose Trigger failed are in errs; the others downloaded
+	// and may have been refused: a refusal is returned beside a failed
+	// download (the admin API answers a refusal, not an unavailable source).
+	out := errs
 	for _, n := range started {
-		if err := r.outcome[n]; r.tries[n] > before[n] && err != nil && !slices.Contains(out, err) {
+		if err := r.outcome[n]; r.tries[n] > before[n] && err != nil && !slices.Contains(triggerFailed, n) && !slices.Contains(out, err) {
 			out = append(out, err)
 		}
 	}
@@ -505,17 +507,16 @@ func (r *Remote) onStatus(s bundleplugin.Status) {
 			err = &DownloadError{Err: err}
 			r.opts.Target.RecordDownloadFailure(err)
 		} else {
+			// A refused bundle was downloaded: its server answers again
+			// (else another bundle's download failure would never clear).
+			r.answered(s.Name)
 			r.opts.Target.RecordFailure(err)
 		}
 		r.outcome[s.Name] = err
 		return
 	}
 	// Downloaded (or found unchanged, 304): the bundle server answers again.
-	// The engine forgets the download failure once every bundle does.
-	delete(r.undone, s.Name)
-	if len(r.undone) == 0 {
-		r.opts.Target.ClearDownloadFailure()
-	}
+	r.answered(s.Name)
 	if s.LastSuccessfulActivation.IsZero() || s.LastSuccessfulActivation.Equal(r.seen[s.Name]) {
 		// 304 Not Modified, or nothing new: what the bundle server serves
 		// is what was last handed to the target, so this bundle's outcome
@@ -541,6 +542,16 @@ func (r *Remote) onStatus(s bundleplugin.Status) {
 		}
 	}
 	r.outcome[s.Name] = r.activateStored(fmt.Sprintf("bundle %q revision %q", s.Name, s.ActiveRevision))
+}
+
+// answered records that bundle name's server answered with a bundle (or
+// 304), whether or not the bundle is refused: the engine forgets the
+// download failure once every bundle's server does. r.mu must be held.
+func (r *Remote) answered(name string) {
+	delete(r.undone, name)
+	if len(r.undone) == 0 {
+		r.opts.Target.ClearDownloadFailure()
+	}
 }
 
 // activateStored reads what the plugin activated back from the manager's

@@ -280,38 +280,8 @@ func TestRemoteReload(t *testing.T) {
 func TestRemoteSeveralBundles(t *testing.T) {
 	serveDir := t.TempDir()
 	url := bundleServer(t, serveDir)
-	full := constitutionDir(t, "unused", hash, nil)
-	policyDir, dataDir := t.TempDir(), t.TempDir()
-	for _, f := range []string{"main.rego", "constitutional.rego", "data_access.rego", "evolution.rego"} {
-		b, err := os.ReadFile(filepath.Join(full, "acgs", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := writeFile(filepath.Join(policyDir, "acgs", f), string(b)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	data, err := os.ReadFile(filepath.Join(full, "acgs", "config", "data.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	manifest := func(rev string, roots ...string) string {
-		b, _ := json.Marshal(map[string]any{"revision": rev, "roots": roots, "metadata": map[string]any{"constitutional_hash": hash}})
-		return string(b)
-	}
-	for _, w := range []struct{ path, content string }{
-		{filepath.Join(policyDir, ".manifest"), manifest("p1", "acgs/main", "acgs/constitutional", "acgs/data", "acgs/evolution")},
-		{filepath.Join(dataDir, ".manifest"), manifest("d1", "acgs/config")},
-		{filepath.Join(dataDir, "acgs", "config", "data.json"), string(data)},
-	} {
-		if err := writeFile(w.path, w.content); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx := context.Background()
-	if err := remote.BuildFile(ctx, policyDir, filepath.Join(serveDir, "policy.tar.gz"), remote.BuildOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	sc := newSplitConstitution(t)
+	sc.publish(t, "policy", "p1", hash, serveDir)
 	cfg := "services:\n  s:\n    url: " + url + "\nbundles:\n" +
 		"  policy:\n    resource: policy.tar.gz\n" + poll +
 		"  config:\n    resource: config.tar.gz\n" + poll
@@ -321,9 +291,7 @@ func TestRemoteSeveralBundles(t *testing.T) {
 	if inf, ok := e.Info(); ok {
 		t.Fatalf("activated %s with only one of two bundles", inf.Revision)
 	}
-	if err := remote.BuildFile(ctx, dataDir, filepath.Join(serveDir, "config.tar.gz"), remote.BuildOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	sc.publish(t, "config", "d1", hash, serveDir)
 	eventually(t, 10*time.Second, "both bundles active", func() bool { return e.revision() == "config@d1,policy@p1" })
 	e.decideSafe(t)
 }
