@@ -72,7 +72,9 @@ type ClosedLoop struct {
 	Users     int
 	SpawnRate float64       // users started per second; <= 0 starts all at once
 	Duration  time.Duration // total run time including warm-up; 0 with MaxRequests
-	Warmup    time.Duration // requests started before this are not recorded
+	// Warmup: requests started before this are not recorded (those of a
+	// timed run answered after it still count in its rates: RunClosed).
+	Warmup time.Duration
 	// MaxRequests stops the run after this many requests (0: unbounded).
 	MaxRequests int64
 }
@@ -111,6 +113,25 @@ type ScenarioStats struct {
 	ShedRate    float64        `json:"shed_rate"`
 	RPS         float64        `json:"rps"`
 	Latency     LatencySummary `json:"latency"`
+	// Window (timed closed loop only) holds what the rates count: RPS is
+	// Window.Answered over the measured window, not Requests (RunClosed).
+	Window *WindowCounts `json:"window,omitempty"`
+}
+
+// WindowCounts are the requests a timed closed loop's rates count: those
+// answered within the measured window, wherever they were sent. They differ
+// from the recorded requests (Requests, the decisions and failures, the
+// latency) by the two ends of the window: Answered = Requests - AfterEnd +
+// FromWarmup.
+type WindowCounts struct {
+	Answered int64 `json:"answered"` // answered within the window: RPS × duration
+	Decided  int64 `json:"decided"`  // of them allowed or denied: goodput × duration (Total)
+	// AfterEnd were sent in the window and answered after its end: in
+	// Requests and the latency, not in the rates.
+	AfterEnd int64 `json:"answered_after_end"`
+	// FromWarmup were sent in the warm-up and answered in the window: in
+	// the rates, not in Requests or the latency.
+	FromWarmup int64 `json:"sent_in_warmup"`
 }
 
 // Decided is the number of requests decided (allowed or denied): neither
@@ -145,7 +166,8 @@ type Result struct {
 	AchievedRate float64   `json:"achieved_rate"`
 	// Goodput is decisions (allowed or denied) per second of the measured
 	// window (DurationSec): AchievedRate less the failed and the shed
-	// requests.
+	// requests. For a timed closed loop these are the decisions answered
+	// in the window (Total.Window.Decided).
 	Goodput       float64 `json:"goodput"`
 	Unsent        int64   `json:"unsent,omitempty"`
 	Valid         bool    `json:"valid"`
@@ -181,6 +203,10 @@ type run struct {
 	scenarios []int // indices the run may pick from
 	recs      []*recorder
 	tl        *timeline
+	// windowed: the rates count the requests answered in the window
+	// (recorder.answeredInWindow), not the recorded ones: a timed closed
+	// loop.
+	windowed  bool
 	completed atomic.Int64
 	failed    atomic.Int64
 	shed      atomic.Int64
@@ -316,6 +342,7 @@ func RunClosed(ctx context.Context, cfg ClosedLoop, opts Options) (*Result, erro
 	var end time.Time
 	if cfg.Duration > 0 {
 		end = start.Add(cfg.Duration)
+		r.windowed = true
 	}
 	var issued atomic.Int64
 	var lastDone atomic.Int64 // unix nanos of the last measured completion
@@ -349,10 +376,21 @@ func RunClosed(ctx context.Context, cfg ClosedLoop, opts Options) (*Result, erro
 					return // an interrupted request is not a measurement
 				}
 				r.count(o)
+				answered := !t1.Before(measureFrom) && (end.IsZero() || !t1.After(end))
 				if t0.Before(measureFrom) {
+					if r.windowed && answered {
+						rec.answeredInWindow(si, o, true)
+					}
 					continue
 				}
 				rec.record(si, t1.Sub(t0), o)
+				if r.windowed {
+					if answered {
+						rec.answeredInWindow(si, o, false)
+					} else {
+						rec.answeredAfterEnd(si)
+					}
+				}
 				if o != OutcomeShed {
 					r.tl.record(t1, t1.Sub(t0), o == OutcomeFailure)
 				}
@@ -363,16 +401,28 @@ func RunClosed(ctx context.Context, cfg ClosedLoop, opts Options) (*Result, erro
 	wg.Wait()
 	stopProgress()
 	// A closed loop has no schedule: what it measures is the rate the
-	// users' requests went through the server, so, as for the open loop,
-	// the rates are the requests started in the measured window over that
-	// window. The window of a timed run ends at the planned end, not at
-	// the last answer: the requests still in flight then were started in
-	// it and are counted, as the warm-up's in flight at its start are not
-	// (in a steady state they balance), and one slow answer after the end
-	// does not stretch a window in which nothing else was sent. A run
-	// bounded by a request count has no planned end: it lasts until its
-	// last answer, the time the batch took (ending it at the last start
-	// would leave out the last round trip of every user).
+	// server answers its users at. The window of a timed run is its run
+	// time after the warm-up, ending at the planned end, not at the last
+	// answer (one slow answer after the end does not stretch a window in
+	// which nothing else was sent), and its rates (req/s, goodput, the
+	// achieved rate) count the requests answered within it, wherever they
+	// were sent: not the requests sent in it, which counted every user's
+	// last request, still in flight at the end, without anything to
+	// balance it when there is no warm-up (10 users of a 400 ms service
+	// for 1 s read 30/s, the service answering 25/s at most). A request
+	// sent in the warm-up and answered in the window is in the rates.
+	// What is recorded is unchanged: the requests sent in the window, with
+	// their decisions, failures and latency, the ones answered after the
+	// end included, so that a service stalling at the end shows in the
+	// latency and the error rate rather than vanishing from both; each
+	// row's Window says how many of them are not in the rates and how many
+	// answers from the warm-up are. If the run also had a request count
+	// and reached it first, its window ends at its last answer.
+	//
+	// A run bounded by a request count alone has no planned end: it lasts
+	// until its last answer, the time the batch took (ending it at the
+	// last start would leave out the last round trip of every user), and
+	// its rates count its recorded requests.
 	finish := time.Unix(0, lastDone.Load())
 	if lastDone.Load() == 0 {
 		finish = time.Now()
@@ -586,6 +636,9 @@ func (r *run) result(opts Options, mode string, start, measureFrom, windowEnd ti
 		res.FirstError = *p
 	}
 	all := ScenarioStats{Name: "total"}
+	if r.windowed {
+		all.Window = &WindowCounts{}
+	}
 	var expAllowN, expAllowOK, expDenyN, expDenyOK int64
 	for i, c := range total.scen {
 		s := w.Scenarios[i]
@@ -596,6 +649,10 @@ func (r *run) result(opts Options, mode string, start, measureFrom, windowEnd ti
 			Name: s.Name, Requests: c.requests, Failures: c.failures,
 			Allowed: c.allowed, Denied: c.denied, Shed: c.shed,
 			RPS: float64(c.requests) / window, Latency: Summarize(c.hist),
+		}
+		if r.windowed {
+			st.Window = &WindowCounts{Answered: c.winAnswered, Decided: c.winDecided, AfterEnd: c.afterEnd, FromWarmup: c.fromWarmup}
+			st.RPS = float64(c.winAnswered) / window
 		}
 		st.ErrorRate, _ = st.errorRate()
 		if c.requests > 0 {
@@ -619,8 +676,19 @@ func (r *run) result(opts Options, mode string, start, measureFrom, windowEnd ti
 		all.Allowed += c.allowed
 		all.Denied += c.denied
 		all.Shed += c.shed
+		if all.Window != nil {
+			all.Window.Answered += c.winAnswered
+			all.Window.Decided += c.winDecided
+			all.Window.AfterEnd += c.afterEnd
+			all.Window.FromWarmup += c.fromWarmup
+		}
 	}
 	all.RPS = float64(all.Requests) / window
+	decided := all.Decided()
+	if all.Window != nil {
+		all.RPS = float64(all.Window.Answered) / window
+		decided = all.Window.Decided
+	}
 	all.ErrorRate, _ = all.errorRate()
 	if all.Requests > 0 {
 		all.ShedRate = float64(all.Shed) / float64(all.Requests)
@@ -632,7 +700,7 @@ func (r *run) result(opts Options, mode string, start, measureFrom, windowEnd ti
 	all.Latency = Summarize(res.Hist)
 	res.Total = all
 	res.AchievedRate = all.RPS
-	res.Goodput = float64(all.Decided()) / window
+	res.Goodput = float64(decided) / window
 	res.Compliance = Compliance(expAllowOK, expAllowN, expDenyOK, expDenyN)
 	res.Distribution = PercentileCurve(res.Hist)
 	return res

@@ -3,9 +3,11 @@ package loadgen
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,20 +15,54 @@ import (
 )
 
 // checkRates checks that every rate of res is over the same window,
-// DurationSec.
+// DurationSec, and of the counts the result reports: the recorded requests,
+// or for a timed closed loop those answered within the window (Window),
+// which differ from the recorded ones by its two ends.
 func checkRates(t *testing.T, res *Result) {
 	t.Helper()
 	near := func(got, want float64) bool { return math.Abs(got-want) <= 1e-9*math.Max(1, want) }
-	if want := float64(res.Total.Decided()) / res.DurationSec; !near(res.Goodput, want) {
-		t.Errorf("goodput %.2f, want %d decisions / %.3f s = %.2f", res.Goodput, res.Total.Decided(), res.DurationSec, want)
+	answered := func(s ScenarioStats) int64 {
+		if s.Window == nil {
+			return s.Requests
+		}
+		if want := s.Requests - s.Window.AfterEnd + s.Window.FromWarmup; s.Window.Answered != want {
+			t.Errorf("%s: %d answered in the window, want %d requests - %d after the end + %d from the warm-up = %d",
+				s.Name, s.Window.Answered, s.Requests, s.Window.AfterEnd, s.Window.FromWarmup, want)
+		}
+		return s.Window.Answered
 	}
-	if want := float64(res.Total.Requests) / res.DurationSec; !near(res.Total.RPS, want) {
+	decided := res.Total.Decided()
+	if w := res.Total.Window; w != nil {
+		decided = w.Decided
+		if w.Decided > w.Answered {
+			t.Errorf("%d decided of %d answered in the window", w.Decided, w.Answered)
+		}
+	}
+	if res.Mode == "open" && res.Total.Window != nil {
+		t.Errorf("open loop with window counts %+v: its rates are of its requests", *res.Total.Window)
+	}
+	if want := float64(decided) / res.DurationSec; !near(res.Goodput, want) {
+		t.Errorf("goodput %.2f, want %d decisions / %.3f s = %.2f", res.Goodput, decided, res.DurationSec, want)
+	}
+	if want := float64(answered(res.Total)) / res.DurationSec; !near(res.Total.RPS, want) {
 		t.Errorf("total req/s %.2f, want %.2f", res.Total.RPS, want)
 	}
+	var sum WindowCounts
 	for _, s := range res.Scenarios {
-		if want := float64(s.Requests) / res.DurationSec; !near(s.RPS, want) {
+		if want := float64(answered(s)) / res.DurationSec; !near(s.RPS, want) {
 			t.Errorf("%s: req/s %.2f, want %.2f", s.Name, s.RPS, want)
 		}
+		if (s.Window == nil) != (res.Total.Window == nil) {
+			t.Errorf("%s: window counts %+v, total's %+v", s.Name, s.Window, res.Total.Window)
+		} else if s.Window != nil {
+			sum.Answered += s.Window.Answered
+			sum.Decided += s.Window.Decided
+			sum.AfterEnd += s.Window.AfterEnd
+			sum.FromWarmup += s.Window.FromWarmup
+		}
+	}
+	if w := res.Total.Window; w != nil && *w != sum {
+		t.Errorf("total window counts %+v, the scenarios' sum %+v", *w, sum)
 	}
 }
 
@@ -78,8 +114,11 @@ func TestOpenLoopSlowLastAnswerKeepsGoodput(t *testing.T) {
 }
 
 // A timed closed loop is measured over its run time: a request that starts
-// just before the end and is answered long after it is counted, but its
-// tail does not stretch the window in which the users sent nothing else.
+// just before the end and is answered long after it is recorded (its
+// latency is the run's maximum) but is not in the rates, which count the
+// answers within the window; nor does its tail stretch the window in which
+// the users sent nothing else. It costs the rates that one request (and
+// the other user's in flight at the end), not the second after the end.
 func TestClosedLoopSlowLastAnswerKeepsRate(t *testing.T) {
 	w, err := DefaultWorkload()
 	if err != nil {
@@ -109,8 +148,8 @@ func TestClosedLoopSlowLastAnswerKeepsRate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("valid %v, %d decided, window %.3f s, goodput %.1f/s, max latency %.0f ms",
-		res.Valid, res.Total.Decided(), res.DurationSec, res.Goodput, res.Total.Latency.MaxMs)
+	t.Logf("valid %v, %d decided, window %.3f s, goodput %.1f/s, max latency %.0f ms, window counts %+v",
+		res.Valid, res.Total.Decided(), res.DurationSec, res.Goodput, res.Total.Latency.MaxMs, res.Total.Window)
 	if !slowed.Load() || res.Total.Latency.MaxMs < 1500 || res.Total.Failures != 0 {
 		t.Fatalf("slow answer not measured: max latency %.0f ms, %d failures", res.Total.Latency.MaxMs, res.Total.Failures)
 	}
@@ -118,6 +157,56 @@ func TestClosedLoopSlowLastAnswerKeepsRate(t *testing.T) {
 		t.Errorf("window %.3f s, want the 1 s run time, not up to the slow answer", res.DurationSec)
 	}
 	checkRates(t, res)
+	// The slow request was answered after the end; of the other user's
+	// requests, the last one may have been in flight then. No warm-up:
+	// nothing answered in the window was sent before it.
+	if win := res.Total.Window; win == nil || win.AfterEnd < 1 || win.AfterEnd > 2 || win.FromWarmup != 0 {
+		t.Errorf("window counts %+v, want the slow answer (and at most one more) after the end and nothing from a warm-up", win)
+	} else if want := float64(res.Total.Decided()-win.AfterEnd) / res.DurationSec; res.Goodput < want-1e-9 {
+		t.Errorf("goodput %.1f/s, want the %d decisions answered within the 1 s: %.1f/s", res.Goodput, res.Total.Decided()-win.AfterEnd, want)
+	}
+}
+
+// TestClosedLoopWarmupAnswersCountInRates: with a warm-up, the answers in
+// the window to requests sent before it are in the rates (not in the
+// recorded requests, as the CLI says), as the requests in flight at the end
+// are out of them, and the rate is the service's. 10 users of a 400 ms
+// service, 0.3 s of warm-up, 0.8 s measured: each user's request of 0 s is
+// answered at 0.4 s (in the window, from the warm-up), that of 0.4 s at
+// 0.8 s, that of 0.8 s at 1.2 s (after the end): 20 answers in 0.8 s, 25/s.
+func TestClosedLoopWarmupAnswersCountInRates(t *testing.T) {
+	const users, service = 10, 400 * time.Millisecond
+	w, err := DefaultWorkload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	judge := &judgeHandler{}
+	srv := newLoopbackServer(t, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		time.Sleep(service)
+		judge.ServeHTTP(rw, r)
+	}))
+	res, err := RunClosed(context.Background(), ClosedLoop{Users: users, Duration: 1100 * time.Millisecond, Warmup: 300 * time.Millisecond}, Options{
+		Target: Target{BaseURL: srv.URL}, Workload: w, Seed: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("valid %v, %d requests, window %.3f s, goodput %.1f/s, window counts %+v",
+		res.Valid, res.Total.Requests, res.DurationSec, res.Goodput, res.Total.Window)
+	if !res.Valid || res.Total.Failures != 0 {
+		t.Fatalf("valid %v (%s), %d failures", res.Valid, res.InvalidReason, res.Total.Failures)
+	}
+	checkRates(t, res)
+	want := WindowCounts{Answered: 2 * users, Decided: 2 * users, AfterEnd: users, FromWarmup: users}
+	if res.Total.Requests != 2*users || res.Total.Window == nil || *res.Total.Window != want {
+		t.Fatalf("%d requests recorded, window counts %+v; want %d recorded, %+v", res.Total.Requests, res.Total.Window, 2*users, want)
+	}
+	if res.DurationSec < 0.799 || res.DurationSec > 0.801 || math.Abs(res.Goodput-25) > 0.1 {
+		t.Errorf("goodput %.1f/s over %.3f s, want 25/s over 0.8 s", res.Goodput, res.DurationSec)
+	}
+	if res.Total.Latency.Count != 2*users {
+		t.Errorf("latency of %d requests, want the %d recorded", res.Total.Latency.Count, 2*users)
+	}
 }
 
 // TestErrorRateIsTheJudgedOne: the error rate a result reports (its table,
@@ -254,5 +343,80 @@ func TestBenchFailuresAndShedShareTheirTotal(t *testing.T) {
 				t.Errorf("totals: Failures %d, Shed %d; want both %d requests", ftotal, stotal, tc.want)
 			}
 		})
+	}
+}
+
+// TestClosedLoopNoWarmupRateIsTheServers (the reviewer's probe): a service
+// that takes 400 ms per request answers at most 25/s to 10 users. A 1 s
+// closed loop without warm-up (the CLI's default) sends 3 requests per user
+// (at 0, 0.4 and 0.8 s) and has 2 answered in its second; counting the
+// third, still in flight at the end with nothing to balance it, read 30/s
+// and passed a --min-rps 28 the service cannot reach.
+func TestClosedLoopNoWarmupRateIsTheServers(t *testing.T) {
+	const users, service, capacity = 10, 400 * time.Millisecond, 25.0 // users / service time
+	w, err := DefaultWorkload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	judge := &judgeHandler{}
+	srv := newLoopbackServer(t, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		time.Sleep(service)
+		judge.ServeHTTP(rw, r)
+	}))
+	res, err := RunClosed(context.Background(), ClosedLoop{Users: users, Duration: time.Second}, Options{
+		Target: Target{BaseURL: srv.URL}, Workload: w, Seed: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("valid %v, %d requests (%d decided), window %.3f s, goodput %.1f/s, total %.1f req/s, window counts %+v",
+		res.Valid, res.Total.Requests, res.Total.Decided(), res.DurationSec, res.Goodput, res.Total.RPS, res.Total.Window)
+	if !res.Valid || res.Total.Failures != 0 {
+		t.Fatalf("valid %v (%s), %d failures", res.Valid, res.InvalidReason, res.Total.Failures)
+	}
+	if res.DurationSec < 0.999 || res.DurationSec > 1.001 {
+		t.Errorf("window %.3f s, want the 1 s run time", res.DurationSec)
+	}
+	if max := capacity * 1.04; res.Goodput > max || res.Total.RPS > max || res.AchievedRate > max {
+		t.Errorf("goodput %.1f/s, req/s %.1f, achieved %.1f/s: above the service's capacity of %.0f/s", res.Goodput, res.Total.RPS, res.AchievedRate, capacity)
+	}
+	checkRates(t, res)
+	rep := LoadSLO{MinRPS: 28}.Evaluate(res)
+	judged := false
+	for _, c := range rep.Checks {
+		if c.Name == "throughput" {
+			judged = true
+			if c.Status != StatusViolation {
+				t.Errorf("throughput SLO of 28/s %s at goodput %.1f/s; the service answers at most %.0f/s", c.Status, res.Goodput, capacity)
+			}
+		}
+	}
+	if !judged {
+		t.Errorf("no throughput check: %+v", rep.Checks)
+	}
+	// The requests recorded (30, every one with its latency) and the
+	// answers req/s counts (20) differ by the 10 in flight at the end: the
+	// JSON and the table say so.
+	if win := res.Total.Window; win == nil || win.AfterEnd != res.Total.Requests-win.Answered {
+		t.Errorf("window counts %+v of %d requests", win, res.Total.Requests)
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Total struct {
+			Window *WindowCounts `json:"window"`
+		} `json:"total"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil || doc.Total.Window == nil || *doc.Total.Window != *res.Total.Window {
+		t.Errorf("JSON total.window %+v (%v), want %+v", doc.Total.Window, err, res.Total.Window)
+	}
+	var table strings.Builder
+	if err := WriteResultTable(&table, res); err != nil {
+		t.Fatal(err)
+	}
+	if line := fmt.Sprintf("req/s counts the %d requests answered within the 1.0s measured", res.Total.Window.Answered); !strings.Contains(table.String(), line) {
+		t.Errorf("table does not say what req/s counts (%q):\n%s", line, table.String())
 	}
 }

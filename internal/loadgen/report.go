@@ -155,6 +155,17 @@ func WriteResultTable(w io.Writer, res *Result) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	// A timed closed loop's req/s counts the answers within the window, not
+	// the requests of the rows: say how the two differ, so that requests
+	// over req/s is not taken for the duration.
+	if win := res.Total.Window; win != nil && (win.AfterEnd > 0 || win.FromWarmup > 0) {
+		fmt.Fprintf(w, "req/s counts the %d requests answered within the %.1fs measured (%d decided): %d sent in it and answered after its end are in the requests and latency above but not in req/s",
+			win.Answered, res.DurationSec, win.Decided, win.AfterEnd)
+		if win.FromWarmup > 0 {
+			fmt.Fprintf(w, "; %d sent in the warm-up and answered within the measured time are in req/s only", win.FromWarmup)
+		}
+		fmt.Fprintln(w)
+	}
 	if res.ServiceLatency != nil {
 		fmt.Fprintf(w, "service time (from actual send, not corrected): p50 %.3f ms, p99 %.3f ms\n",
 			res.ServiceLatency.P50Ms, res.ServiceLatency.P99Ms)

@@ -58,6 +58,11 @@ type counts struct {
 	allowed  int64
 	denied   int64
 	shed     int64
+	// Timed closed loop only (the rates' counts, see RunClosed): requests
+	// answered within the measured window, sent in it or in the warm-up,
+	// and of them decided; requests sent in the window but answered after
+	// its end; requests sent in the warm-up and answered in the window.
+	winAnswered, winDecided, afterEnd, fromWarmup int64
 }
 
 // recorder holds one worker's results. Each worker owns its recorder, so the
@@ -103,6 +108,24 @@ func (r *recorder) record(scenario int, latency time.Duration, o Outcome) {
 	}
 }
 
+// answeredInWindow counts, for the rates of a timed closed loop, a request
+// answered within the measured window; fromWarmup says it was sent in the
+// warm-up (so it is not among the recorded requests).
+func (r *recorder) answeredInWindow(scenario int, o Outcome, fromWarmup bool) {
+	c := &r.scen[scenario]
+	c.winAnswered++
+	if o == OutcomeAllow || o == OutcomeDeny {
+		c.winDecided++
+	}
+	if fromWarmup {
+		c.fromWarmup++
+	}
+}
+
+// answeredAfterEnd counts a recorded request of a timed closed loop that was
+// answered after the measured window.
+func (r *recorder) answeredAfterEnd(scenario int) { r.scen[scenario].afterEnd++ }
+
 func (r *recorder) merge(o *recorder) {
 	r.svc.Merge(o.svc)
 	r.lag.Merge(o.lag)
@@ -115,6 +138,10 @@ func (r *recorder) merge(o *recorder) {
 		a.allowed += b.allowed
 		a.denied += b.denied
 		a.shed += b.shed
+		a.winAnswered += b.winAnswered
+		a.winDecided += b.winDecided
+		a.afterEnd += b.afterEnd
+		a.fromWarmup += b.fromWarmup
 	}
 }
 
