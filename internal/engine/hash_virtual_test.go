@@ -87,11 +87,12 @@ const reader = "package acgs.main\ndecision := {\"allow\": input.constitutional_
 
 // TestActivationRefusesVirtualHashes: a bundle is refused when a rule, not
 // only data.json, makes a document named constitutional_hash hold another
-// hash, a value that is not a string, or one that varies by request, and
-// when data.json holds a value that is not a string there. Before, a rule
+// hash or a value that varies by request, when a document the policy reads
+// as its hash is not the configured string, and when a hash-looking string
+// other than the configured one is written under the key. Before, a rule
 // package acgs.config / constitutional_hash := "deadbeefdeadbeef" in place
 // of the data's hash activated, and the constitution then allowed requests
-// carrying deadbeefdeadbeef; non-string JSON values were skipped.
+// carrying deadbeefdeadbeef.
 func TestActivationRefusesVirtualHashes(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -100,61 +101,40 @@ func TestActivationRefusesVirtualHashes(t *testing.T) {
 	}{
 		{"rego complete rule in the constitution", func(tb testing.TB) fstest.MapFS {
 			return withoutDataHash(tb, map[string]string{"acgs/config/hash.rego": "package acgs.config\nconstitutional_hash := \"deadbeefdeadbeef\"\n"})
-		}, `data.acgs.config.constitutional_hash is "deadbeefdeadbeef"`},
+		}, `data.acgs.config.constitutional_hash is "deadbeefdeadbeef", not the configured constitutional hash`},
 		{"multi-part ref head", func(testing.TB) fstest.MapFS {
 			return smallBundle(map[string]string{"acgs/h.rego": "package acgs\nconfig.constitutional_hash := \"deadbeefdeadbeef\"\n"})
 		}, `data.acgs.config.constitutional_hash is "deadbeefdeadbeef"`},
 		{"rule in another package, not read", func(testing.TB) fstest.MapFS {
 			return smallBundle(map[string]string{"t/h.rego": "package t.x\nconstitutional_hash := \"deadbeefdeadbeef\"\n"})
 		}, `data.t.x.constitutional_hash is "deadbeefdeadbeef"`},
-		{"object-valued rule in the parent package", func(testing.TB) fstest.MapFS {
-			return smallBundle(map[string]string{"acgs/h.rego": "package acgs\nconfig := {\"constitutional_hash\": \"deadbeefdeadbeef\"}\n", "acgs/main.rego": reader})
-		}, `"deadbeefdeadbeef"`},
-		{"object-valued rule, not a literal", func(testing.TB) fstest.MapFS {
-			return smallBundle(map[string]string{"acgs/h.rego": "package acgs\nconfig := {k: \"deadbeefdeadbeef\" | some k in [\"constitutional_hash\"]}\n"})
+		{"object-valued rule in the parent package, read", func(testing.TB) fstest.MapFS {
+			return smallBundle(map[string]string{"acgs/h.rego": "package acgs\nconfig := {k: \"deadbeefdeadbeef\" | some k in [\"constitutional_hash\"]}\n", "acgs/main.rego": reader})
 		}, `data.acgs.config.constitutional_hash is "deadbeefdeadbeef"`},
-		{"object-valued rule, deeper", func(testing.TB) fstest.MapFS {
-			return smallBundle(map[string]string{"t/h.rego": "package t\nx := {\"a\": [json.unmarshal(`{\"constitutional_hash\": \"deadbeefdeadbeef\"}`)]}\n"})
-		}, `data.t.x.a[0].constitutional_hash is "deadbeefdeadbeef"`},
-		{"partial object rule", func(testing.TB) fstest.MapFS {
-			return smallBundle(map[string]string{"acgs/h.rego": "package acgs\nconfig[k] := \"deadbeefdeadbeef\" if some k in [\"x\", \"constitutional_hash\"]\n"})
-		}, `data.acgs.config.constitutional_hash is "deadbeefdeadbeef", not the configured constitutional hash cdd01ef066bc6cf2 (defined at /acgs/h.rego:2)`},
 		{"partial object rule, read", func(testing.TB) fstest.MapFS {
 			return smallBundle(map[string]string{"acgs/h.rego": "package acgs\nconfig[k] := \"deadbeefdeadbeef\" if some k in [\"x\", \"constitutional_hash\"]\n", "acgs/main.rego": reader})
 		}, `data.acgs.config.constitutional_hash is "deadbeefdeadbeef"`},
 		{"variable key deeper in a ref head", func(testing.TB) fstest.MapFS {
 			return smallBundle(map[string]string{"t/h.rego": "package t\ncfg[k].constitutional_hash := 7 if some k in [\"a\"]\n"})
 		}, `data.t.cfg.a.constitutional_hash is 7 (a number, not a string)`},
-		{"a rule's value under a variable key", func(testing.TB) fstest.MapFS {
-			return smallBundle(map[string]string{"t/h.rego": "package t\ncfg[k] := [\"deadbeefdeadbeef\"] if some k in [\"constitutional_hash\"]\n"})
-		}, `data.t.cfg.constitutional_hash is ["deadbeefdeadbeef"] (an array (or set), not a string)`},
 		{"complete rule depending on input", func(tb testing.TB) fstest.MapFS {
 			return withoutDataHash(tb, map[string]string{"acgs/config/hash.rego": "package acgs.config\nconstitutional_hash := input.constitutional_hash\n"})
 		}, `data.acgs.config.constitutional_hash depends on the input (input.constitutional_hash)`},
-		{"partial object depending on input, its hash read", func(testing.TB) fstest.MapFS {
-			return smallBundle(map[string]string{"acgs/h.rego": "package acgs\nconfig[k] := v if some k, v in input.cfg\n", "acgs/main.rego": reader})
-		}, `data.acgs.config.constitutional_hash depends on the input`},
-		{"object read from the input", func(testing.TB) fstest.MapFS {
-			return smallBundle(map[string]string{"acgs/h.rego": "package acgs\nconfig := input.cfg\n", "acgs/main.rego": reader})
-		}, `data.acgs.config.constitutional_hash depends on the input`},
-		{"literal depending on input", func(testing.TB) fstest.MapFS {
-			return smallBundle(map[string]string{"acgs/h.rego": "package acgs\nconfig := {\"constitutional_hash\": input.h}\n"})
-		}, `data.acgs.config may hold input.h under constitutional_hash`},
 		{"decision answering another hash", func(testing.TB) fstest.MapFS {
 			return smallBundle(map[string]string{"acgs/main.rego": "package acgs.main\ndecision := {\"allow\": true, \"constitutional_hash\": \"deadbeefdeadbeef\"} if input.x\n"})
-		}, `data.acgs.main.decision may hold "deadbeefdeadbeef" under constitutional_hash`},
-		{"with replacing the hash", func(testing.TB) fstest.MapFS {
+		}, `holds "deadbeefdeadbeef" under constitutional_hash`},
+		{"with replacing the hash by another", func(testing.TB) fstest.MapFS {
 			return smallBundle(map[string]string{
 				"acgs/config/data.json": `{"constitutional_hash": "` + fuzzHash + `"}`,
-				"acgs/main.rego":        "package acgs.main\ninner := {\"allow\": input.constitutional_hash == data.acgs.config.constitutional_hash}\ndecision := d if d := inner with data.acgs.config.constitutional_hash as input.constitutional_hash\n",
+				"acgs/main.rego":        "package acgs.main\ninner := {\"allow\": input.constitutional_hash == data.acgs.config.constitutional_hash}\ndecision := d if d := inner with data.acgs.config.constitutional_hash as \"deadbeefdeadbeef\"\n",
 			})
-		}, `data.acgs.main.decision replaces data.acgs.config.constitutional_hash with input.constitutional_hash`},
-		{"with replacing a document holding the hash", func(testing.TB) fstest.MapFS {
+		}, `data.acgs.config.constitutional_hash is replaced with "deadbeefdeadbeef"`},
+		{"a served rule reading a test package", func(testing.TB) fstest.MapFS {
 			return smallBundle(map[string]string{
-				"acgs/config/data.json": `{"constitutional_hash": "` + fuzzHash + `"}`,
-				"acgs/main.rego":        "package acgs.main\ninner := {\"allow\": input.constitutional_hash == data.acgs.config.constitutional_hash}\ndecision := d if d := inner with data.acgs.config as input.cfg\n",
+				"acgs/h_test.rego": "package acgs.helpers_test\nd := {\"allow\": input.x == 1, \"constitutional_hash\": \"deadbeefdeadbeef\"}\n",
+				"acgs/main.rego":   "package acgs.main\ndecision := data.acgs.helpers_test.d\n",
 			})
-		}, `data.acgs.main.decision replaces data.acgs.config, which holds or is within data.acgs.config.constitutional_hash, with input.cfg`},
+		}, `holds "deadbeefdeadbeef" under constitutional_hash`},
 		{"non-deterministic", func(testing.TB) fstest.MapFS {
 			return smallBundle(map[string]string{"acgs/h.rego": "package acgs.config\nconstitutional_hash := \"" + fuzzHash + "\" if time.now_ns() > 0\n"})
 		}, `data.acgs.config.constitutional_hash depends on non-deterministic built-ins (time.now_ns)`},
@@ -164,17 +144,17 @@ func TestActivationRefusesVirtualHashes(t *testing.T) {
 		{"does not end", func(testing.TB) fstest.MapFS {
 			return smallBundle(map[string]string{"acgs/h.rego": "package acgs.config\nconstitutional_hash := \"" + fuzzHash + "\" if count([x | some x in numbers.range(1, 100000000); x % 7 == 0]) > 0\n"})
 		}, `did not end within`},
-		{"JSON array", func(testing.TB) fstest.MapFS {
-			return smallBundle(map[string]string{"acgs/config/data.json": `{"constitutional_hash": ["deadbeefdeadbeef"]}`})
+		{"JSON array, read", func(testing.TB) fstest.MapFS {
+			return smallBundle(map[string]string{"acgs/config/data.json": `{"constitutional_hash": ["deadbeefdeadbeef"]}`, "acgs/main.rego": reader})
 		}, `data.acgs.config.constitutional_hash is ["deadbeefdeadbeef"] (an array (or set), not a string)`},
-		{"JSON number", func(testing.TB) fstest.MapFS {
-			return smallBundle(map[string]string{"acgs/config/data.json": `{"constitutional_hash": 12}`})
+		{"JSON number, read", func(testing.TB) fstest.MapFS {
+			return smallBundle(map[string]string{"acgs/config/data.json": `{"constitutional_hash": 12}`, "acgs/main.rego": reader})
 		}, `data.acgs.config.constitutional_hash is 12 (a number, not a string)`},
-		{"JSON object", func(testing.TB) fstest.MapFS {
-			return smallBundle(map[string]string{"acgs/config/data.json": `{"constitutional_hash": {"v": "` + fuzzHash + `"}}`})
+		{"JSON object, read", func(testing.TB) fstest.MapFS {
+			return smallBundle(map[string]string{"acgs/config/data.json": `{"constitutional_hash": {"v": "` + fuzzHash + `"}}`, "acgs/main.rego": reader})
 		}, `data.acgs.config.constitutional_hash is {"v":"` + fuzzHash + `"} (an object, not a string)`},
-		{"JSON null", func(testing.TB) fstest.MapFS {
-			return smallBundle(map[string]string{"acgs/config/data.json": `{"constitutional_hash": null}`})
+		{"JSON null, read", func(testing.TB) fstest.MapFS {
+			return smallBundle(map[string]string{"acgs/config/data.json": `{"constitutional_hash": null}`, "acgs/main.rego": reader})
 		}, `data.acgs.config.constitutional_hash is null (not a string)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -210,6 +190,19 @@ func TestActivationAcceptsVirtualHashes(t *testing.T) {
 			"t/p.rego":    "package t\nConstitutional_hash := 1\nx := {\"constitutional_Hash\": input.h}\n",
 		}), false},
 		{"input-dependent number keys", smallBundle(map[string]string{"t/p.rego": "package t\nf[i] := i * input.k if some i in numbers.range(0, 9)\n"}), false},
+		// Valid bundles a wider version of the check refused (second review):
+		{"partial object over the input", smallBundle(map[string]string{"t/p.rego": "package t\nby_id[id] := r if { some r in input.resources; id := r.id }\n"}), false},
+		{"decision from a helper rule", smallBundle(map[string]string{"acgs/config/data.json": `{"constitutional_hash": "` + fuzzHash + `"}`,
+			"acgs/main.rego": "package acgs.main\nhash := data.acgs.config.constitutional_hash\ndecision := {\"allow\": input.x == 1, \"constitutional_hash\": hash}\n"}), false},
+		{"decision from a function", smallBundle(map[string]string{"acgs/config/data.json": `{"constitutional_hash": "` + fuzzHash + `"}`,
+			"acgs/main.rego": "package acgs.main\nmk(ok, h) := {\"allow\": ok, \"constitutional_hash\": h}\ndecision := mk(input.x == 1, data.acgs.config.constitutional_hash)\n"}), false},
+		{"decision wrapping another", smallBundle(map[string]string{"acgs/config/data.json": `{"constitutional_hash": "` + fuzzHash + `"}`,
+			"acgs/inner.rego": "package acgs.inner\ndecision := {\"allow\": input.x == 1, \"constitutional_hash\": data.acgs.config.constitutional_hash}\n",
+			"acgs/main.rego":  "package acgs.main\ndecision := {\"allow\": d.allow, \"constitutional_hash\": d.constitutional_hash} if d := data.acgs.inner.decision\n"}), false},
+		{"audit record reading the decision's hash", smallBundle(map[string]string{"acgs/config/data.json": `{"constitutional_hash": "` + fuzzHash + `"}`,
+			"acgs/main.rego": "package acgs.main\ndecision := {\"allow\": input.x == 1, \"constitutional_hash\": data.acgs.config.constitutional_hash}\nrecord := {\"hash\": data.acgs.main.decision.constitutional_hash}\n"}), false},
+		{"schemas", smallBundle(map[string]string{"t/data.json": `{"input_schema": {"constitutional_hash": {"type": "string"}}}`,
+			"t/p.rego": "package t\nrequired_types := {\"constitutional_hash\": \"string\"}\n"}), false},
 		// Partial objects keyed by the input's strings are common; one whose
 		// hash no reference reads holds none the policy compares with (a
 		// second review: such bundles were refused).

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -22,7 +23,6 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
-	"github.com/open-policy-agent/opa/v1/types"
 	opaversion "github.com/open-policy-agent/opa/v1/version"
 
 	"github.com/acgs-lite/acgs/internal/apierror"
@@ -145,30 +145,29 @@ const semanticsRev = "4"
 // dataHashes refuses a bundle whose data names another constitution: the
 // policy compares requests with, and answers, the hash its data holds
 // (data.acgs.config.constitutional_hash), which a manifest with the right
-// hash does not vouch for. Every value under a key constitutional_hash, at
-// any depth, must be the configured hash: a value of another type (an
-// array, a number, an object, null) is refused too, not skipped, as what
-// a policy compares with it is not the configured hash string either.
-// Only the exact key name counts. Values of virtual documents (sets as
-// arrays) are walked the same way (virtualHashes).
-func dataHashes(v any, want, at string) error {
+// hash does not vouch for. Every string under a key constitutional_hash,
+// at any depth, must be the configured hash; with strict (a document the
+// policy reads as its hash, virtualHashes), any other value is refused
+// too, as what the policy compares with it is not the configured hash
+// either. Elsewhere a value of another type is left alone (a schema's
+// {"constitutional_hash": {"type": "string"}}). Only the exact key name
+// counts.
+func dataHashes(v any, want, at string, strict bool) error {
 	switch x := v.(type) {
 	case map[string]any:
-		for _, k := range slices.Sorted(maps.Keys(x)) {
-			e := x[k]
+		for k, e := range x {
 			if k == "constitutional_hash" {
-				if s, ok := e.(string); !ok || s != want {
+				if s, ok := e.(string); (ok && s != want) || (!ok && strict) {
 					return fmt.Errorf("%s.%s is %s, not the configured constitutional hash %s", at, k, describeValue(e), want)
 				}
-				continue
 			}
-			if err := dataHashes(e, want, at+"."+k); err != nil {
+			if err := dataHashes(e, want, at+"."+k, strict); err != nil {
 				return err
 			}
 		}
 	case []any:
 		for i, e := range x {
-			if err := dataHashes(e, want, fmt.Sprintf("%s[%d]", at, i)); err != nil {
+			if err := dataHashes(e, want, fmt.Sprintf("%s[%d]", at, i), strict); err != nil {
 				return err
 			}
 		}
@@ -211,132 +210,122 @@ const hashCheckBudget = 3 * time.Second
 // hashKey is the key whose values must be the configured hash.
 var hashKey = ast.String("constitutional_hash")
 
-// virtualHashes refuses a compiled bundle whose rules can make a document
-// named constitutional_hash hold anything but the configured hash (want).
-// dataHashes checks the JSON data; the policy compares requests with
-// data.acgs.config.constitutional_hash whatever defines it, and a rule
-// (package acgs.config, constitutional_hash := "...") defines it as well
-// as data.json does. Where in doubt, it refuses:
+// endsWithHash reports whether r's last key is constitutional_hash.
+func endsWithHash(r ast.Ref) bool {
+	return len(r) > 1 && r[len(r)-1].Value.Compare(hashKey) == 0
+}
+
+// looksLikeHash matches a constitutional hash as configured: 16
+// lowercase hex digits.
+var looksLikeHash = regexp.MustCompile(`^[0-9a-f]{16}$`)
+
+// virtualHashes refuses a compiled bundle whose rules make a document the
+// policy reads as a constitutional hash hold anything but the configured
+// one (want). dataHashes checks the JSON data; the policy compares
+// requests with data.acgs.config.constitutional_hash whatever defines it,
+// and a rule (package acgs.config, constitutional_hash := "...") defines
+// it as well as data.json does. It checks, outside Rego test packages
+// that no served rule reads:
 //
-//   - Documents read: every reference into data, in any rule, whose last
-//     key is constitutional_hash (data.acgs.config.constitutional_hash)
-//     must not depend on the input (or a non-deterministic built-in) and
-//     must evaluate, without input, to the configured hash or be undefined.
-//   - Documents defined: every rule (complete, partial, with a multi-part
-//     ref head; not a function) whose document (the ground prefix of its
-//     reference) ends with constitutional_hash, or whose type (the
-//     compiler's type check) may hold a key constitutional_hash at any
-//     depth (an object of such a static key, or of keys that may be
-//     strings, as config[k] := v gives), is evaluated without input and its
-//     value walked as dataHashes walks data. Such a rule that depends on
-//     the input is refused when its document is the hash itself. Another
-//     that depends on the input (the decisions, which answer the hash;
-//     partial objects keyed by the input's strings) cannot be evaluated at
-//     activation: only the next point and the first (when its hash is
-//     read by reference) check it.
-//   - Literals and with: an object literal in any rule with a key
-//     constitutional_hash must hold the configured hash, a reference to a
-//     document checked above, or a variable bound to either; a with
-//     modifier must not replace such a document or one holding a document
-//     read (literalHashes).
+//   - Documents read: a ground reference into data ending in
+//     constitutional_hash is evaluated without input and must be the
+//     configured hash (a string) or undefined. One that depends on the
+//     input (a read of a decision's answered hash) cannot be evaluated at
+//     activation and is left alone.
+//   - Documents defined: a rule whose reference ends in
+//     constitutional_hash (constitutional_hash := ..., config.constitutional_hash
+//     := ..., cfg[k].constitutional_hash := ...) must not depend on the
+//     input or a non-deterministic built-in; its document is evaluated and
+//     every constitutional_hash in it must be the configured hash.
+//   - Literals: a string that looks like a hash (16 lowercase hex digits)
+//     under the key constitutional_hash of an object literal, or as the
+//     value of a with replacing such a document, must be the configured
+//     hash (a decision answering an older hash written in the policy).
 //
-// A document at a key not spelled constitutional_hash is not looked at,
-// as in data. Modules of packages named *_test (Rego tests, served only
-// when a bundle ships them) are neither walked for definitions nor for
-// literals: they build wrong hashes as test inputs, and no served policy
-// reads their documents unless a reference says so, which the first
-// point checks wherever it is.
+// It is a check against a bundle that names another constitution by
+// mistake, not against a policy written to accept any hash: a comparison
+// with a computed key or a value from the input is not seen. Where a
+// reviewed version of it swept every rule whose type might hold the key,
+// valid bundles (partial objects over the input, helper rules and
+// functions building decisions, schemas) were refused.
 func virtualHashes(ctx context.Context, compiler *ast.Compiler, store storage.Store, reads *readset.Analyzer, want string) error {
 	ctx, cancel := context.WithTimeout(ctx, hashCheckBudget)
 	defer cancel()
-	var targets []*hashTarget
-	seen := map[string]*hashTarget{}
-	add := func(t *hashTarget) {
+	type target struct {
+		ref     ast.Ref
+		defined string // file:row of a rule whose reference ends in the key; "" when only read
+	}
+	var targets []target
+	seen := map[string]int{}
+	add := func(t target) {
 		k := t.ref.String()
-		if old := seen[k]; old != nil {
-			// The stricter wins: a document two rules define (config.x
-			// and config[k]) is checked as the stricter needs.
-			old.dependOK = old.dependOK && t.dependOK
-			old.readsInput = old.readsInput || t.readsInput // either makes it depend on the input
-			if old.rule == "" {
-				old.rule = t.rule
+		if i, ok := seen[k]; ok {
+			if targets[i].defined == "" {
+				targets[i].defined = t.defined
 			}
 			return
 		}
-		seen[k] = t
+		seen[k] = len(targets)
 		targets = append(targets, t)
 	}
 	ids := slices.Sorted(maps.Keys(compiler.Modules))
+	// A test package's literals are its tests' inputs (wrong hashes among
+	// them), unless a served rule reads its documents.
+	served := func(pkg *ast.Package) bool {
+		if !isTestPackage(pkg) {
+			return true
+		}
+		read := false
+		for _, id := range ids {
+			if m := compiler.Modules[id]; !isTestPackage(m.Package) {
+				ast.WalkRefs(m, func(r ast.Ref) bool {
+					read = read || r.HasPrefix(pkg.Path) || pkg.Path.HasPrefix(r)
+					return read
+				})
+			}
+		}
+		return read
+	}
 	for _, id := range ids {
-		ast.WalkRefs(compiler.Modules[id], func(r ast.Ref) bool {
-			if len(r) > 1 && r[0].Equal(ast.DefaultRootDocument) && r[len(r)-1].Value.Compare(hashKey) == 0 && r.IsGround() {
-				add(&hashTarget{ref: r})
+		m := compiler.Modules[id]
+		if !served(m.Package) {
+			continue
+		}
+		ast.WalkRefs(m, func(r ast.Ref) bool {
+			if r[0].Equal(ast.DefaultRootDocument) && endsWithHash(r) && r.IsGround() {
+				add(target{ref: r})
 			}
 			return false
 		})
-	}
-	read := slices.Clone(targets) // the documents references read
-	for _, id := range ids {
-		m := compiler.Modules[id]
-		if isTestPackage(m.Package) {
-			continue
-		}
 		for _, r := range m.Rules {
-			if len(r.Head.Args) > 0 {
-				continue // a function is no document
-			}
-			full := r.Ref()
-			doc := full.GroundPrefix()
-			where := locString(r.Location)
-			switch {
-			case doc[len(doc)-1].Value.Compare(hashKey) == 0:
-				add(&hashTarget{ref: doc, rule: where})
-			case mayHoldHash(compiler.TypeEnv.GetByRef(doc), 0):
-				// Input-dependent, it is not evaluated here (partial
-				// objects keyed by the input's strings are common: refused,
-				// valid bundles were); a read of its hash by reference is
-				// a target above, and refused when it depends on the input.
-				add(&hashTarget{ref: doc, rule: where, dependOK: true, readsInput: readsInput(r)})
+			if len(r.Head.Args) == 0 && endsWithHash(r.Ref()) {
+				add(target{ref: r.Ref().GroundPrefix(), defined: locString(r.Location)})
 			}
 		}
-		if err := literalHashes(m, read, want); err != nil {
+		if err := literalHashes(m, want); err != nil {
 			return err
 		}
 	}
 	for _, t := range targets {
-		if err := t.check(ctx, compiler, store, reads, want); err != nil {
+		if err := checkHashDocument(ctx, compiler, store, reads, t.ref, t.defined, want); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// hashTarget is a document virtualHashes checks.
-type hashTarget struct {
-	ref ast.Ref
-	// dependOK: a complete rule's document that may depend on the input
-	// (its literals are checked instead); else such a document is refused.
-	dependOK   bool
-	readsInput bool   // its rule reads the input itself (dependOK only)
-	rule       string // file:row of a rule defining it; "" when only read
-}
-
-func (t *hashTarget) definedAt() string {
-	if t.rule == "" {
-		return ""
+// checkHashDocument evaluates the document at ref without input and walks
+// its value (virtualHashes). defined: a rule's reference ends in the key
+// there, and the document may not depend on the input.
+func checkHashDocument(ctx context.Context, compiler *ast.Compiler, store storage.Store, reads *readset.Analyzer, ref ast.Ref, defined, want string) error {
+	at := ref.String()
+	where := ""
+	if defined != "" {
+		where = " (defined at " + defined + ")"
 	}
-	return " (defined at " + t.rule + ")"
-}
-
-// check evaluates the document without input and walks its value.
-func (t *hashTarget) check(ctx context.Context, compiler *ast.Compiler, store storage.Store, reads *readset.Analyzer, want string) error {
-	if t.dependOK && t.readsInput {
-		return nil // the rule reads the input itself: Analyze would say so
-	}
-	at := t.ref.String()
-	if rs := reads.Analyze(t.ref); rs.Whole || len(rs.Paths) > 0 || len(rs.Types) > 0 || len(rs.Nondeterministic) > 0 {
-		if t.dependOK {
-			return nil
+	if rs := reads.Analyze(ref); rs.Whole || len(rs.Paths) > 0 || len(rs.Types) > 0 || len(rs.Nondeterministic) > 0 {
+		if defined == "" {
+			return nil // a read of a hash that depends on the input: not known at activation
 		}
 		what := "the input"
 		switch {
@@ -345,44 +334,32 @@ func (t *hashTarget) check(ctx context.Context, compiler *ast.Compiler, store st
 		case !rs.Whole && len(rs.Paths) > 0:
 			what = "the input (" + rs.Paths[0].String() + ")"
 		}
-		return fmt.Errorf("%s depends on %s%s: the constitutional hash it may hold is not fixed at activation", at, what, t.definedAt())
+		return fmt.Errorf("%s depends on %s%s: the constitutional hash it holds is not fixed at activation", at, what, where)
 	}
 	rs, err := rego.New(
-		rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(t.ref)))),
+		rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
 		rego.Compiler(compiler),
 		rego.Store(store),
 	).Eval(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("%s%s: its constitutional hash check did not end within %s", at, t.definedAt(), hashCheckBudget)
+			return fmt.Errorf("%s%s: its constitutional hash check did not end within %s", at, where, hashCheckBudget)
 		}
-		return fmt.Errorf("%s cannot be evaluated without input to check its constitutional hash%s: %w", at, t.definedAt(), err)
+		return fmt.Errorf("%s cannot be evaluated without input to check its constitutional hash%s: %w", at, where, err)
 	}
 	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
 		return nil // undefined: holds no hash
 	}
 	v := rs[0].Expressions[0].Value
-	if t.ref[len(t.ref)-1].Value.Compare(hashKey) == 0 {
-		err = dataHashes(map[string]any{"constitutional_hash": v}, want, t.ref[:len(t.ref)-1].String())
+	if endsWithHash(ref) {
+		err = dataHashes(map[string]any{"constitutional_hash": v}, want, ref[:len(ref)-1].String(), true)
 	} else {
-		err = dataHashes(v, want, at)
+		err = dataHashes(v, want, at, true)
 	}
 	if err != nil {
-		return fmt.Errorf("%w%s", err, t.definedAt())
+		return fmt.Errorf("%w%s", err, where)
 	}
 	return nil
-}
-
-// readsInput reports whether r or one of its else branches reads the
-// input itself (the rules it reads are not looked at: readset.Analyze
-// answers for them). Only a shortcut: false says nothing.
-func readsInput(r *ast.Rule) bool {
-	found := false
-	ast.WalkRefs(r, func(ref ast.Ref) bool {
-		found = found || ref.HasPrefix(ast.InputRootRef)
-		return found
-	})
-	return found
 }
 
 // isTestPackage reports whether pkg is a package of Rego tests (x_test).
@@ -391,136 +368,39 @@ func isTestPackage(pkg *ast.Package) bool {
 	return ok && strings.HasSuffix(string(s), "_test")
 }
 
-// mayHoldHash reports whether a value of type t may hold a key
-// constitutional_hash at some depth (an array's or a set's elements
-// included); an unknown type may.
-func mayHoldHash(t types.Type, depth int) bool {
-	if depth > 32 {
-		return true
+// literalHashes refuses a hash-looking string other than want written in
+// m under the key constitutional_hash of an object literal, or as the
+// value of a with replacing a document constitutional_hash.
+func literalHashes(m *ast.Module, want string) error {
+	other := func(t *ast.Term) bool {
+		s, ok := t.Value.(ast.String)
+		return ok && string(s) != want && looksLikeHash.MatchString(string(s))
 	}
-	switch x := t.(type) {
-	case types.Null, types.Boolean, types.Number, types.String, *types.Function:
-		return false
-	case *types.NamedType:
-		return mayHoldHash(x.Type, depth+1)
-	case types.Any:
-		if len(x) == 0 {
-			return true
-		}
-		return slices.ContainsFunc(x, func(t types.Type) bool { return mayHoldHash(t, depth+1) })
-	case *types.Object:
-		for _, p := range x.StaticProperties() {
-			if p.Key == string(hashKey) || mayHoldHash(p.Value, depth+1) {
-				return true
+	var err error
+	ast.WalkExprs(m, func(e *ast.Expr) bool {
+		for _, w := range e.With {
+			if target, ok := w.Target.Value.(ast.Ref); ok && endsWithHash(target) && other(w.Value) {
+				err = fmt.Errorf("%s is replaced with %s (%s), not the configured constitutional hash %s", target, w.Value, locString(w.Location), want)
 			}
 		}
-		if d := x.DynamicProperties(); d != nil {
-			return mayBeString(d.Key, depth+1) || mayHoldHash(d.Value, depth+1)
-		}
-		return false
-	case *types.Array:
-		for i := range x.Len() {
-			if mayHoldHash(x.Select(i), depth+1) {
-				return true
-			}
-		}
-		return x.Dynamic() != nil && mayHoldHash(x.Dynamic(), depth+1)
-	case *types.Set:
-		return mayHoldHash(x.Of(), depth+1)
-	default:
-		return true
+		return err != nil
+	})
+	if err != nil {
+		return err
 	}
-}
-
-// mayBeString reports whether a key of type t may be a string.
-func mayBeString(t types.Type, depth int) bool {
-	switch x := t.(type) {
-	case types.Null, types.Boolean, types.Number, *types.Object, *types.Array, *types.Set, *types.Function:
-		return false
-	case *types.NamedType:
-		return depth > 32 || mayBeString(x.Type, depth+1)
-	case types.Any:
-		return len(x) == 0 || slices.ContainsFunc(x, func(t types.Type) bool { return mayBeString(t, depth+1) })
-	default:
-		return true // a string, or a type not known here
-	}
-}
-
-// literalHashes refuses an object literal in a rule of m with a key
-// constitutional_hash that holds something other than the configured
-// hash, a reference into data ending with constitutional_hash (which
-// virtualHashes checks) or a variable bound to one of those in the rule.
-// The decisions answer the hash so, from data.acgs.config; they depend on
-// the input and cannot be evaluated at activation. It refuses as well a
-// with modifier that replaces, for the expression it modifies, a document
-// constitutional_hash by anything else, or a document holding one that a
-// reference reads (with data.acgs.config as input.cfg): virtualHashes
-// checks documents as they are without such a replacement.
-func literalHashes(m *ast.Module, read []*hashTarget, want string) error {
-	for _, r := range m.Rules {
-		// Variables bound, by an equality anywhere in the rule and its
-		// else branches, to the hash (the compiler names locals uniquely
-		// per module); to a fixpoint, for chains of variables.
-		ok := map[ast.Var]bool{}
-		var binds [][2]*ast.Term
-		ast.WalkExprs(r, func(e *ast.Expr) bool {
-			if e.IsEquality() || e.IsAssignment() {
-				binds = append(binds, [2]*ast.Term{e.Operand(0), e.Operand(1)}, [2]*ast.Term{e.Operand(1), e.Operand(0)})
-			}
-			return false
-		})
-		for changed := true; changed; {
-			changed = false
-			for _, b := range binds {
-				if v, isVar := b[0].Value.(ast.Var); isVar && !ok[v] && holdsHash(b[1], ok, want) {
-					ok[v], changed = true, true
-				}
-			}
-		}
-		var err error
-		ast.WalkExprs(r, func(e *ast.Expr) bool {
-			for _, w := range e.With {
-				if err != nil {
-					break
-				}
-				target, isRef := w.Target.Value.(ast.Ref)
-				if !isRef || !target.HasPrefix(ast.DefaultRootRef) {
-					continue // the input or a function
-				}
-				if target[len(target)-1].Value.Compare(hashKey) == 0 {
-					if !holdsHash(w.Value, ok, want) {
-						err = fmt.Errorf("%s replaces %s with %s (%s), not the configured constitutional hash %s or a document holding it", r.Ref(), target, termText(w.Value), locString(w.Location), want)
-					}
-					continue
-				}
-				for _, t := range read {
-					if t.ref.HasPrefix(target) || target.HasPrefix(t.ref) {
-						err = fmt.Errorf("%s replaces %s, which holds or is within %s, with %s (%s): the constitutional hash is not to be replaced", r.Ref(), target, t.ref, termText(w.Value), locString(w.Location))
-						break
-					}
-				}
-			}
-			return err != nil
-		})
-		ast.WalkTerms(r, func(t *ast.Term) bool {
-			obj, isObj := t.Value.(ast.Object)
-			if !isObj || err != nil {
-				return err != nil
-			}
-			if v := obj.Get(ast.NewTerm(hashKey)); v != nil && !holdsHash(v, ok, want) {
-				where := r.Location
+	ast.WalkTerms(m, func(t *ast.Term) bool {
+		if obj, ok := t.Value.(ast.Object); ok && err == nil {
+			if v := obj.Get(ast.NewTerm(hashKey)); v != nil && other(v) {
+				where := t.Location
 				if v.Location != nil {
 					where = v.Location
 				}
-				err = fmt.Errorf("%s may hold %s under constitutional_hash (%s), not the configured constitutional hash %s or a document holding it", r.Ref(), termText(v), locString(where), want)
+				err = fmt.Errorf("an object in package %s holds %s under constitutional_hash (%s), not the configured constitutional hash %s", m.Package.Path, v, locString(where), want)
 			}
-			return false
-		})
-		if err != nil {
-			return err
 		}
-	}
-	return nil
+		return err != nil
+	})
+	return err
 }
 
 // locString is file:row of loc ("" when there is none).
@@ -529,28 +409,6 @@ func locString(loc *ast.Location) string {
 		return ""
 	}
 	return loc.File + ":" + strconv.Itoa(loc.Row)
-}
-
-// termText is t as written in the module (the compiler renames locals).
-func termText(t *ast.Term) string {
-	if t.Location != nil && len(t.Location.Text) > 0 {
-		return string(t.Location.Text)
-	}
-	return t.String()
-}
-
-// holdsHash reports whether t is the configured hash, a reference into
-// data ending with constitutional_hash, or a variable of ok.
-func holdsHash(t *ast.Term, ok map[ast.Var]bool, want string) bool {
-	switch x := t.Value.(type) {
-	case ast.String:
-		return string(x) == want
-	case ast.Var:
-		return ok[x]
-	case ast.Ref:
-		return len(x) > 1 && x[0].Equal(ast.DefaultRootDocument) && x[len(x)-1].Value.Compare(hashKey) == 0 && x.IsGround()
-	}
-	return false
 }
 
 // errUnchanged: the bundle is the active one (activate's active scope).
@@ -583,7 +441,7 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source, active st
 	if data == nil {
 		data = map[string]any{}
 	}
-	if err := dataHashes(data, wantHash, "data"); err != nil {
+	if err := dataHashes(data, wantHash, "data", false); err != nil {
 		return nil, fmt.Errorf("bundle %s: %w", source, err)
 	}
 	dataJSON, err := json.Marshal(data)
