@@ -336,6 +336,9 @@ func (l *DecisionLog) startFileChain(existed bool, size int64, torn bool) {
 		ck, ok, err = readHeadCheckpoint(ckPath)
 		if ok {
 			verdict, err = compareCheckpoint(l.file, size, l.prev, ck)
+			// The checkpoint beside the file this log took is its own
+			// until it writes one (checkpointPathOnly).
+			l.lastCheckpoint, l.lastCheckpointOK = ck, err == nil
 		}
 	} else {
 		checkpoint = "none: the sink is not a regular file"

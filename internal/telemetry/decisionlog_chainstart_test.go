@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -433,5 +434,36 @@ func TestDecisionLogRotatedAwayLeavesAnotherLogsCheckpoint(t *testing.T) {
 	wantCheckpoint(t, path, l2.ChainHead())
 	if strings.Contains(closed.String(), "head_checkpoint=") {
 		t.Errorf("the rotated log's close line names a checkpoint, which does not hold its head:\n%s", closed.String())
+	}
+}
+
+// TestDecisionLogRestartThenRotationIsNotTakenForACut: a log that takes a
+// file with its checkpoint (an ordinary restart), writes little or
+// nothing, and has the file rotated away before it closes, replaces that
+// checkpoint (it is this log's file's) rather than leaving the old one
+// beside the new file (review: the next start warned of removed records).
+func TestDecisionLogRestartThenRotationIsNotTakenForACut(t *testing.T) {
+	for _, records := range []int{0, 3} {
+		t.Run(fmt.Sprint(records, " records"), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "d.jsonl")
+			writeChained(t, path, 0, 3)
+			l1, _ := openChained(t, path, DecisionLogConfig{})
+			for range records {
+				l1.Log(&DecisionEvent{Path: "before"})
+			}
+			waitHandled(t, l1, uint64(records))
+			if err := os.Rename(path, path+".1"); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, nil, 0o640); err != nil {
+				t.Fatal(err)
+			}
+			closeLog(t, l1)
+			l2, logBuf := openChained(t, path, DecisionLogConfig{})
+			closeLog(t, l2)
+			if strings.Contains(logBuf.String(), "WARN") {
+				t.Errorf("the next log warned:\n%s", logBuf.String())
+			}
+		})
 	}
 }
