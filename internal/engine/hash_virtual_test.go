@@ -128,13 +128,28 @@ func TestActivationRefusesVirtualHashes(t *testing.T) {
 				"acgs/config/data.json": `{"constitutional_hash": "` + fuzzHash + `"}`,
 				"acgs/main.rego":        "package acgs.main\ninner := {\"allow\": input.constitutional_hash == data.acgs.config.constitutional_hash}\ndecision := d if d := inner with data.acgs.config.constitutional_hash as \"deadbeefdeadbeef\"\n",
 			})
-		}, `data.acgs.config.constitutional_hash is replaced with "deadbeefdeadbeef"`},
+		}, `replaces data.acgs.config.constitutional_hash, which is, holds or is within data.acgs.config.constitutional_hash, with "deadbeefdeadbeef"`},
 		{"a served rule reading a test package", func(testing.TB) fstest.MapFS {
 			return smallBundle(map[string]string{
 				"acgs/h_test.rego": "package acgs.helpers_test\nd := {\"allow\": input.x == 1, \"constitutional_hash\": \"deadbeefdeadbeef\"}\n",
 				"acgs/main.rego":   "package acgs.main\ndecision := data.acgs.helpers_test.d\n",
 			})
 		}, `holds "deadbeefdeadbeef" under constitutional_hash`},
+		{"with replacing the hash by the input", func(testing.TB) fstest.MapFS {
+			return smallBundle(map[string]string{
+				"acgs/config/data.json": `{"constitutional_hash": "` + fuzzHash + `"}`,
+				"acgs/main.rego":        "package acgs.main\ninner := {\"allow\": input.constitutional_hash == data.acgs.config.constitutional_hash}\ndecision := d if d := inner with data.acgs.config.constitutional_hash as input.constitutional_hash\n",
+			})
+		}, `replaces data.acgs.config.constitutional_hash, which is, holds or is within data.acgs.config.constitutional_hash, with input.constitutional_hash`},
+		{"with replacing a document holding the hash", func(testing.TB) fstest.MapFS {
+			return smallBundle(map[string]string{
+				"acgs/config/data.json": `{"constitutional_hash": "` + fuzzHash + `"}`,
+				"acgs/main.rego":        "package acgs.main\ninner := {\"allow\": input.constitutional_hash == data.acgs.config.constitutional_hash}\ndecision := d if d := inner with data.acgs.config as input.cfg\n",
+			})
+		}, `replaces data.acgs.config, which is, holds or is within data.acgs.config.constitutional_hash, with input.cfg`},
+		{"ref head depending on input, value not fixed", func(testing.TB) fstest.MapFS {
+			return smallBundle(map[string]string{"acgs/h.rego": "package acgs\nresults[i].constitutional_hash := input.h if some i, _ in input.batch\n"})
+		}, `data.acgs.results depends on the input`},
 		{"non-deterministic", func(testing.TB) fstest.MapFS {
 			return smallBundle(map[string]string{"acgs/h.rego": "package acgs.config\nconstitutional_hash := \"" + fuzzHash + "\" if time.now_ns() > 0\n"})
 		}, `data.acgs.config.constitutional_hash depends on non-deterministic built-ins (time.now_ns)`},
@@ -201,6 +216,12 @@ func TestActivationAcceptsVirtualHashes(t *testing.T) {
 			"acgs/main.rego":  "package acgs.main\ndecision := {\"allow\": d.allow, \"constitutional_hash\": d.constitutional_hash} if d := data.acgs.inner.decision\n"}), false},
 		{"audit record reading the decision's hash", smallBundle(map[string]string{"acgs/config/data.json": `{"constitutional_hash": "` + fuzzHash + `"}`,
 			"acgs/main.rego": "package acgs.main\ndecision := {\"allow\": input.x == 1, \"constitutional_hash\": data.acgs.config.constitutional_hash}\nrecord := {\"hash\": data.acgs.main.decision.constitutional_hash}\n"}), false},
+		{"ref heads depending on input, value fixed", smallBundle(map[string]string{"acgs/config/data.json": `{"constitutional_hash": "` + fuzzHash + `"}`,
+			"acgs/main.rego": "package acgs.main\nresults[i].constitutional_hash := data.acgs.config.constitutional_hash if some i, _ in input.batch\ndecision.constitutional_hash := \"" + fuzzHash + "\" if input.type == \"t\"\n"}), false},
+		{"tests in the policy's package", smallBundle(map[string]string{"acgs/config/data.json": `{"constitutional_hash": "` + fuzzHash + `"}`,
+			"acgs/main.rego": "package acgs.main\ndecision := {\"allow\": input.constitutional_hash == data.acgs.config.constitutional_hash}\n" +
+				"test_mismatch if not decision.allow with input.constitutional_hash as \"deadbeefdeadbeef\"\n" +
+				"test_mismatch_object if not decision.allow with input as {\"constitutional_hash\": \"deadbeefdeadbeef\"}\n"}), false},
 		{"schemas", smallBundle(map[string]string{"t/data.json": `{"input_schema": {"constitutional_hash": {"type": "string"}}}`,
 			"t/p.rego": "package t\nrequired_types := {\"constitutional_hash\": \"string\"}\n"}), false},
 		// Partial objects keyed by the input's strings are common; one whose

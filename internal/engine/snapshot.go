@@ -155,7 +155,8 @@ const semanticsRev = "4"
 func dataHashes(v any, want, at string, strict bool) error {
 	switch x := v.(type) {
 	case map[string]any:
-		for k, e := range x {
+		for _, k := range slices.Sorted(maps.Keys(x)) { // the first problem, the same each time
+			e := x[k]
 			if k == "constitutional_hash" {
 				if s, ok := e.(string); (ok && s != want) || (!ok && strict) {
 					return fmt.Errorf("%s.%s is %s, not the configured constitutional hash %s", at, k, describeValue(e), want)
@@ -251,81 +252,133 @@ var looksLikeHash = regexp.MustCompile(`^[0-9a-f]{16}$`)
 func virtualHashes(ctx context.Context, compiler *ast.Compiler, store storage.Store, reads *readset.Analyzer, want string) error {
 	ctx, cancel := context.WithTimeout(ctx, hashCheckBudget)
 	defer cancel()
-	type target struct {
-		ref     ast.Ref
-		defined string // file:row of a rule whose reference ends in the key; "" when only read
-	}
-	var targets []target
-	seen := map[string]int{}
-	add := func(t target) {
-		k := t.ref.String()
-		if i, ok := seen[k]; ok {
-			if targets[i].defined == "" {
-				targets[i].defined = t.defined
-			}
-			return
+	var targets []*hashTarget
+	seen := map[string]*hashTarget{}
+	add := func(ref ast.Ref, r *ast.Rule) {
+		k := ref.String()
+		t := seen[k]
+		if t == nil {
+			t = &hashTarget{ref: ref}
+			seen[k] = t
+			targets = append(targets, t)
 		}
-		seen[k] = len(targets)
-		targets = append(targets, t)
+		if r != nil {
+			t.rules = append(t.rules, r)
+		}
 	}
 	ids := slices.Sorted(maps.Keys(compiler.Modules))
 	// A test package's literals are its tests' inputs (wrong hashes among
-	// them), unless a served rule reads its documents.
-	served := func(pkg *ast.Package) bool {
-		if !isTestPackage(pkg) {
-			return true
+	// them), unless a served rule reads its documents: the served modules'
+	// references into data, collected once.
+	var servedRefs []ast.Ref
+	for _, id := range ids {
+		if m := compiler.Modules[id]; !isTestPackage(m.Package) {
+			ast.WalkRefs(m, func(r ast.Ref) bool {
+				if r[0].Equal(ast.DefaultRootDocument) {
+					servedRefs = append(servedRefs, r.GroundPrefix())
+				}
+				return false
+			})
 		}
-		read := false
-		for _, id := range ids {
-			if m := compiler.Modules[id]; !isTestPackage(m.Package) {
-				ast.WalkRefs(m, func(r ast.Ref) bool {
-					read = read || r.HasPrefix(pkg.Path) || pkg.Path.HasPrefix(r)
-					return read
-				})
-			}
-		}
-		return read
 	}
+	served := func(pkg *ast.Package) bool {
+		return !isTestPackage(pkg) || slices.ContainsFunc(servedRefs, func(r ast.Ref) bool { return r.HasPrefix(pkg.Path) || pkg.Path.HasPrefix(r) })
+	}
+	var mods []*ast.Module
 	for _, id := range ids {
 		m := compiler.Modules[id]
 		if !served(m.Package) {
 			continue
 		}
+		mods = append(mods, m)
 		ast.WalkRefs(m, func(r ast.Ref) bool {
 			if r[0].Equal(ast.DefaultRootDocument) && endsWithHash(r) && r.IsGround() {
-				add(target{ref: r})
+				add(r, nil)
 			}
 			return false
 		})
 		for _, r := range m.Rules {
 			if len(r.Head.Args) == 0 && endsWithHash(r.Ref()) {
-				add(target{ref: r.Ref().GroundPrefix(), defined: locString(r.Location)})
+				add(r.Ref().GroundPrefix(), r)
 			}
 		}
-		if err := literalHashes(m, want); err != nil {
+	}
+	for _, m := range mods {
+		if err := literalHashes(m, targets, want); err != nil {
 			return err
 		}
 	}
 	for _, t := range targets {
-		if err := checkHashDocument(ctx, compiler, store, reads, t.ref, t.defined, want); err != nil {
+		if err := t.check(ctx, compiler, store, reads, want); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// checkHashDocument evaluates the document at ref without input and walks
-// its value (virtualHashes). defined: a rule's reference ends in the key
-// there, and the document may not depend on the input.
-func checkHashDocument(ctx context.Context, compiler *ast.Compiler, store storage.Store, reads *readset.Analyzer, ref ast.Ref, defined, want string) error {
+// hashTarget is a document virtualHashes checks: read at ref, or defined
+// there by rules whose reference ends in constitutional_hash.
+type hashTarget struct {
+	ref   ast.Ref
+	rules []*ast.Rule
+}
+
+// headValue is r's value, or what the body binds it to when the compiler
+// moved it there (a reference in a head becomes a local, x = ref).
+func headValue(r *ast.Rule) *ast.Term {
+	v := r.Head.Value
+	x, ok := v.Value.(ast.Var)
+	if !ok {
+		return v
+	}
+	for _, e := range r.Body {
+		if e.IsEquality() || e.IsAssignment() {
+			a, b := e.Operand(0), e.Operand(1)
+			if a.Value.Compare(x) == 0 {
+				return b
+			}
+			if b.Value.Compare(x) == 0 {
+				return a
+			}
+		}
+	}
+	return v
+}
+
+// fixedHash reports whether t is the configured hash as written, or a
+// ground reference into data ending in constitutional_hash (itself a
+// target, checked).
+func fixedHash(t *ast.Term, want string) bool {
+	switch x := t.Value.(type) {
+	case ast.String:
+		return string(x) == want
+	case ast.Ref:
+		return x[0].Equal(ast.DefaultRootDocument) && endsWithHash(x) && x.IsGround()
+	}
+	return false
+}
+
+// check evaluates the document without input and walks its value. One
+// that depends on the input is not known at activation: left alone when
+// only read (a decision's answered hash), and accepted when defined only
+// by rules whose value is fixedHash (results[i].constitutional_hash :=
+// data.acgs.config.constitutional_hash if ...), else refused.
+func (t *hashTarget) check(ctx context.Context, compiler *ast.Compiler, store storage.Store, reads *readset.Analyzer, want string) error {
+	ref := t.ref
 	at := ref.String()
 	where := ""
-	if defined != "" {
-		where = " (defined at " + defined + ")"
+	if len(t.rules) > 0 {
+		where = " (defined at " + locString(t.rules[0].Location) + ")"
 	}
 	if rs := reads.Analyze(ref); rs.Whole || len(rs.Paths) > 0 || len(rs.Types) > 0 || len(rs.Nondeterministic) > 0 {
-		if defined == "" {
-			return nil // a read of a hash that depends on the input: not known at activation
+		fixed := len(rs.Nondeterministic) == 0
+		for _, r := range t.rules {
+			for e := r; e != nil && fixed; e = e.Else {
+				fixed = e.Head.Value != nil && fixedHash(headValue(e), want)
+			}
+		}
+		if fixed {
+			return nil
 		}
 		what := "the input"
 		switch {
@@ -368,39 +421,70 @@ func isTestPackage(pkg *ast.Package) bool {
 	return ok && strings.HasSuffix(string(s), "_test")
 }
 
-// literalHashes refuses a hash-looking string other than want written in
-// m under the key constitutional_hash of an object literal, or as the
-// value of a with replacing a document constitutional_hash.
-func literalHashes(m *ast.Module, want string) error {
+// literalHashes refuses, in the rules of m but its tests (test_*), a
+// hash-looking string other than want under the key constitutional_hash
+// of an object literal, and a with replacing a document of data that is,
+// holds or is within one of targets by anything but fixedHash.
+func literalHashes(m *ast.Module, targets []*hashTarget, want string) error {
 	other := func(t *ast.Term) bool {
 		s, ok := t.Value.(ast.String)
 		return ok && string(s) != want && looksLikeHash.MatchString(string(s))
 	}
 	var err error
-	ast.WalkExprs(m, func(e *ast.Expr) bool {
-		for _, w := range e.With {
-			if target, ok := w.Target.Value.(ast.Ref); ok && endsWithHash(target) && other(w.Value) {
-				err = fmt.Errorf("%s is replaced with %s (%s), not the configured constitutional hash %s", target, w.Value, locString(w.Location), want)
-			}
+	for _, r := range m.Rules {
+		if strings.HasPrefix(r.Head.Name.String(), "test_") {
+			continue
 		}
-		return err != nil
-	})
-	if err != nil {
-		return err
+		ast.WalkExprs(r, func(e *ast.Expr) bool {
+			for _, w := range e.With {
+				target, ok := w.Target.Value.(ast.Ref)
+				if !ok || !target.HasPrefix(ast.DefaultRootRef) || fixedHash(w.Value, want) {
+					continue
+				}
+				for _, t := range targets {
+					if t.ref.HasPrefix(target) || target.HasPrefix(t.ref) {
+						err = fmt.Errorf("%s replaces %s, which is, holds or is within %s, with %s (%s): the constitutional hash is not to be replaced", r.Ref(), target, t.ref, termText(w.Value), locString(w.Location))
+						break
+					}
+				}
+			}
+			return err != nil
+		})
+		if err != nil {
+			return err
+		}
+		if err = objectHashes(r, other, want); err != nil {
+			return err
+		}
 	}
-	ast.WalkTerms(m, func(t *ast.Term) bool {
+	return nil
+}
+
+// objectHashes refuses an object literal in r holding a string other
+// (hash-looking, not want) under the key constitutional_hash.
+func objectHashes(r *ast.Rule, other func(*ast.Term) bool, want string) error {
+	var err error
+	ast.WalkTerms(r, func(t *ast.Term) bool {
 		if obj, ok := t.Value.(ast.Object); ok && err == nil {
 			if v := obj.Get(ast.NewTerm(hashKey)); v != nil && other(v) {
 				where := t.Location
 				if v.Location != nil {
 					where = v.Location
 				}
-				err = fmt.Errorf("an object in package %s holds %s under constitutional_hash (%s), not the configured constitutional hash %s", m.Package.Path, v, locString(where), want)
+				err = fmt.Errorf("%s holds %s under constitutional_hash (%s), not the configured constitutional hash %s", r.Ref(), termText(v), locString(where), want)
 			}
 		}
 		return err != nil
 	})
 	return err
+}
+
+// termText is t as written in the module (the compiler renames locals).
+func termText(t *ast.Term) string {
+	if t.Location != nil && len(t.Location.Text) > 0 {
+		return string(t.Location.Text)
+	}
+	return t.String()
 }
 
 // locString is file:row of loc ("" when there is none).

@@ -71,7 +71,8 @@ func VerificationKey(key, id, alg string) (*bundle.VerificationConfig, error) {
 		// Only an HMAC secret is given inline as it is: anything else
 		// that is neither PEM nor a file is a mistyped path, which would
 		// otherwise surface as every signature failing to verify.
-		return nil, fmt.Errorf("verification key: %q is neither a PEM key nor a readable file (%s keys are PEM)", key, alg)
+		// Not quoted: it may be a secret given with the wrong algorithm.
+		return nil, fmt.Errorf("verification key: the value (%d characters) is neither a PEM key nor a readable file (%s keys are PEM; an HMAC secret needs an HS algorithm)", len(key), alg)
 	}
 	return bundle.NewVerificationConfig(map[string]*bundle.KeyConfig{id: {Key: key, Algorithm: alg}}, id, "", nil), nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/acgs-lite/acgs/internal/testenv"
@@ -99,5 +100,19 @@ func TestPathSourceReadsAKubeletVolume(t *testing.T) {
 	}
 	if second := load(); second != first+1 {
 		t.Fatalf("modules %d after the swap, want %d (the new version's extra module)", second, first+1)
+	}
+}
+
+// TestVerificationKeyDoesNotEchoASecret: a value that is neither PEM nor a
+// file is refused for an RS/ES/PS algorithm (a mistyped path) without
+// quoting it, since it may be an HMAC secret given with the wrong
+// algorithm; with an HS algorithm it is the secret itself.
+func TestVerificationKeyDoesNotEchoASecret(t *testing.T) {
+	const secret = "s3cr3t-hmac-shared-key"
+	if _, err := VerificationKey(secret, "k", "RS256"); err == nil || strings.Contains(err.Error(), secret) {
+		t.Fatalf("RS256 with a non-PEM value: %v", err)
+	}
+	if v, err := VerificationKey(secret, "k", "HS256"); err != nil || v == nil {
+		t.Fatalf("HS256 with an inline secret: %v", err)
 	}
 }
