@@ -616,8 +616,9 @@ func (e *Engine) evalNow(ctx context.Context, s *snapshot, path string, input an
 	ctx, cancel := context.WithDeadlineCause(ctx, start.Add(e.opts.EvalTimeout), ErrEvalTimeout)
 	defer cancel()
 	// One cache of non-deterministic built-ins' answers for both
-	// evaluators: topdown after the VM answers as the VM's calls did,
-	// without calling them (http.send...) again.
+	// evaluators: topdown after a VM that failed answers as the VM's calls
+	// did, without calling them (http.send...) again; not after one that
+	// ran out of time.
 	ndb := builtins.NDBCache{}
 	if e.opts.Compiled {
 		if q := s.compiled(ctx, path, e.log); q != nil {
@@ -646,6 +647,12 @@ func (e *Engine) evalNow(ctx context.Context, s *snapshot, path string, input an
 				return d, cacheable, err
 			}
 			e.log.Debug("the VM failed; topdown answers", "path", path, "error", err, "vm_out_of_time", vmOut)
+			if vmOut {
+				// A call the VM's deadline cut (http.send with
+				// raise_error false answers an error then) is not the
+				// built-in's answer: topdown calls again.
+				ndb = builtins.NDBCache{}
+			}
 		}
 	}
 	e.onEvaluator("topdown")
