@@ -49,7 +49,7 @@ func itemSampleOf(d engine.Decision) telemetry.Sample {
 
 // batchSample is what it records of a batch of n items as a whole.
 func batchSample(n int) telemetry.Sample {
-	return telemetry.Sample{CacheTier: "none", BatchSize: n}
+	return telemetry.Sample{CacheTier: "none", BatchSize: n, WholeBatch: true}
 }
 
 // deepMerge returns common with input merged over it: objects merge

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"encoding/json"
+	"io"
 	"strings"
 	"testing"
 )
@@ -53,4 +54,58 @@ func TestMetricsLikeOPA(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestWindowCountsFailedAndEmptyRequests: /v1/metrics' window counts a
+// failed evaluation in either dialect as a decision (the ACGS dialect and
+// batch items did; OPA's single requests were left out, so timeouts, the
+// slowest answers, vanished from the percentiles), and an empty batch as a
+// batch, not as an uncached decision.
+func TestWindowCountsFailedAndEmptyRequests(t *testing.T) {
+	conflict := `{"input":{"a":true,"b":true}}`
+	rows := []struct {
+		name, method, path, body string
+		code                     int
+		requests, batches        float64
+	}{
+		{"v1 evaluation error", "POST", "/v1/data/t/x", conflict, 500, 1, 0},
+		{"v0 evaluation error", "POST", "/v0/data/t/x", `{"a":true,"b":true}`, 500, 1, 0},
+		{"GET evaluation error", "GET", "/v1/data/t/x?input=%7B%22a%22:true,%22b%22:true%7D", "", 500, 1, 0},
+		{"empty ACGS batch", "POST", "/v1/acgs/batch", `{"requests":[]}`, 200, 0, 1},
+		{"empty OPA batch", "POST", "/v1/batch/data/t/x", `{"inputs":{}}`, 200, 0, 1},
+	}
+	for _, c := range rows {
+		t.Run(c.name, func(t *testing.T) {
+			h := mustOpenBatch(t)
+			withTestPolicy(t, h)
+			var body io.Reader
+			if c.body != "" {
+				body = strings.NewReader(c.body)
+			}
+			if r := h.do(t, c.method, c.path, body, nil); r.code != c.code {
+				t.Fatalf("%s %s: %d %s", c.method, c.path, r.code, r.body)
+			}
+			m := h.do(t, "GET", "/v1/metrics", nil, nil)
+			if got := num(t, m.obj["request_count"]); got != c.requests {
+				t.Errorf("request_count %v, want %v: %s", got, c.requests, m.body)
+			}
+			bs, _ := m.obj["batch_stats"].(map[string]any)
+			if got := num(t, bs["batch_count"]); got != c.batches {
+				t.Errorf("batch_count %v, want %v: %s", got, c.batches, m.body)
+			}
+		})
+	}
+}
+
+func num(tb testing.TB, v any) float64 {
+	tb.Helper()
+	n, ok := v.(json.Number)
+	if !ok {
+		tb.Fatalf("%v (%T) is not a number", v, v)
+	}
+	f, err := n.Float64()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return f
 }

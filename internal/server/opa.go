@@ -152,11 +152,14 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 // q is the request's query (queryOf), parsed once by the caller: a GET's
 // ?input= can be the larger part of the URL.
 func (s *Server) writeOPA(w http.ResponseWriter, q url.Values, d decided, warnNoInput bool, ev *inspected) {
+	// A failed evaluation is a decision the window counts (its time is
+	// the slowest there is, EVAL_TIMEOUT), as the ACGS dialect's and
+	// batch items' are; only a shed one is not.
+	observeDecided(w, d, false)
 	if d.Err != nil {
 		writeError(w, d.Err)
 		return
 	}
-	observe(w, sampleOf(d.Decision))
 	metrics, provenance, pretty := boolParam(q, "metrics"), boolParam(q, "provenance"), boolParam(q, "pretty")
 	if !warnNoInput && (d.JSON != nil || !d.Defined) && !metrics && !provenance && !pretty && ev == nil {
 		buf := bufPool.Get().(*bytes.Buffer)
@@ -367,11 +370,11 @@ func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, path string) {
 		input = engine.NullInput // a body of null, or none: OPA evaluates input as null
 	}
 	d := s.decide(r.Context(), path, input, "")
+	observeDecided(w, d, false)
 	if d.Err != nil {
 		writeError(w, d.Err)
 		return
 	}
-	observe(w, sampleOf(d.Decision))
 	if !d.Defined {
 		writeError(w, apierror.New(apierror.UndefinedDocument, "document undefined: data.%s", strings.ReplaceAll(path, "/", ".")))
 		return

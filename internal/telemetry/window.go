@@ -42,12 +42,16 @@ type Sample struct {
 	// counted like any other decision (its own decision time goes into the
 	// percentiles); it does not touch the batch statistics.
 	Batch bool
-	// BatchSize, when > 0, makes the record describe a whole batch request
-	// of that many items instead of a decision: it counts one batch in the
-	// batch statistics and nothing else (its duration is not a decision
-	// latency and is not put in the percentiles). The items themselves are
-	// recorded separately with Batch set.
+	// BatchSize, when > 0 or with WholeBatch, makes the record describe a
+	// whole batch request of that many items instead of a decision: it
+	// counts one batch in the batch statistics and nothing else (its
+	// duration is not a decision latency and is not put in the
+	// percentiles). The items themselves are recorded separately with
+	// Batch set.
 	BatchSize int
+	// WholeBatch marks a batch request's record whatever its size: an
+	// empty batch is a batch of none, not an uncached decision.
+	WholeBatch bool
 }
 
 // Window keeps rolling HDR latency histograms and counters over the last span
@@ -173,7 +177,7 @@ func (w *Window) Record(d time.Duration, s Sample) {
 			sh.hist.Reset()
 		}
 	}
-	if s.BatchSize > 0 {
+	if s.WholeBatch || s.BatchSize > 0 {
 		sh.batches++
 		sh.batchItems += uint64(s.BatchSize)
 		sh.mu.Unlock()
