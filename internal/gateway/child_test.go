@@ -1,0 +1,134 @@
+package gateway_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/acgs-lite/acgs/internal/config"
+)
+
+// procChild makes TestProcChildServer serve MCP: the gateway starts this
+// test binary with it (in the upstream's env) as a stdio upstream.
+const procChild = "ACGS_TEST_PROC_CHILD"
+
+// TestProcChildServer is not a test of its own: run by the gateway as a
+// stdio upstream (procChild set, -test.run naming it), it serves pid (its
+// process id) and echo (the length of its text). With procChild
+// "stubborn" it ignores SIGTERM and does not exit when its stdin ends, as
+// a hung server: only SIGKILL ends it.
+func TestProcChildServer(t *testing.T) {
+	mode := os.Getenv(procChild)
+	if mode == "" {
+		t.Skip("the stdio upstream of the child process tests")
+	}
+	if mode == "stubborn" {
+		signal.Ignore(syscall.SIGTERM)
+	}
+	s := mcp.NewServer(&mcp.Implementation{Name: "proc-child", Version: "1"}, nil)
+	mcp.AddTool(s, &mcp.Tool{Name: "pid"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: strconv.Itoa(os.Getpid())}}}, nil, nil
+	})
+	type echoIn struct {
+		Text string `json:"text"`
+	}
+	mcp.AddTool(s, &mcp.Tool{Name: "echo"}, func(_ context.Context, _ *mcp.CallToolRequest, in echoIn) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: strconv.Itoa(len(in.Text))}}}, nil, nil
+	})
+	_ = s.Run(context.Background(), &mcp.StdioTransport{})
+	if mode == "stubborn" {
+		select {}
+	}
+	os.Exit(0)
+}
+
+// procChildUpstream is the YAML of a stdio upstream running
+// TestProcChildServer in mode (procChild's value), with extra lines.
+func procChildUpstream(name, mode, extra string) string {
+	exe, _ := os.Executable()
+	return fmt.Sprintf("  - name: %s\n    command: [%q, \"-test.run=^TestProcChildServer$\"]\n    env: {%s: %q}\n%s", name, exe, procChild, mode, extra)
+}
+
+// childPid asks upstream name's child for its process id.
+func childPid(t *testing.T, cs *mcp.ClientSession, name string) int {
+	t.Helper()
+	res := call(t, cs, name+"__pid", map[string]any{})
+	pid, err := strconv.Atoi(text(res))
+	if res.IsError || err != nil {
+		t.Fatalf("%s__pid: %q", name, text(res))
+	}
+	return pid
+}
+
+// TestStdioUpstreamThatStopsReading: a stdio upstream whose child stops
+// reading its stdin (here SIGSTOPped) with a request larger than the
+// pipe's buffer in flight. The SDK writes to the pipe without regard to
+// the request's context, holding its write lock: the call ran past
+// call_timeout, every later request to the upstream waited behind it, and
+// the gateway's shutdown waited for it too. The call is answered within
+// call_timeout (and a little), the child is killed, and the upstream is
+// started again.
+func TestStdioUpstreamThatStopsReading(t *testing.T) {
+	const callTimeout = 2 * time.Second
+	e := startEnv(t, envOptions{upstreams: procChildUpstream("child", "1", "") + "  - name: remote\n    url: REMOTE\n",
+		// the policy reads the large argument: time enough for that
+		extraYAML: fmt.Sprintf("call_timeout: %s\ndecision_timeout: 10s\n", callTimeout),
+		mutate:    func(c *config.Config) { c.Policy.EvalTimeout = 10 * time.Second }})
+	a := e.agent(t, "token-1")
+	pid := childPid(t, a, "child")
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) }) // before the gateway stops (cleanups run last first)
+
+	big := strings.Repeat("a", 256<<10) // more than a pipe holds (64 KiB)
+	// The large call, then a small one (it waited behind the first).
+	for i, args := range []map[string]any{{"text": big}, {"text": "small"}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		start := time.Now()
+		res, err := a.CallTool(ctx, &mcp.CallToolParams{Name: "child__echo", Arguments: args})
+		took := time.Since(start)
+		cancel()
+		if err != nil {
+			t.Fatalf("call %d: %v after %s", i, err, took)
+		}
+		t.Logf("call %d: %s: %.200s", i, took, text(res))
+		if took > callTimeout+1500*time.Millisecond {
+			t.Errorf("call %d answered after %s, past call_timeout (%s)", i, took, callTimeout)
+		}
+		if i == 0 && !strings.Contains(text(res), `upstream "child" did not answer within 2s`) {
+			t.Errorf("call %d: %q, want the upstream's call_timeout", i, text(res))
+		}
+	}
+	// The hung child was killed, and the upstream is back with a new one.
+	waitFor(t, 15*time.Second, "a new child", func() bool {
+		res, err := a.CallTool(testCtx(t), &mcp.CallToolParams{Name: "child__pid", Arguments: map[string]any{}})
+		return err == nil && !res.IsError && text(res) != strconv.Itoa(pid)
+	})
+	if res := call(t, a, "child__echo", map[string]any{"text": big}); res.IsError || text(res) != strconv.Itoa(len(big)) {
+		t.Errorf("a large call to the new child: %q", text(res))
+	}
+	if err := syscall.Kill(pid, 0); err == nil && !zombie(pid) {
+		t.Errorf("the child that stopped reading (pid %d) still runs", pid)
+	}
+}
+
+// zombie reports whether process pid has exited and is waiting to be
+// reaped.
+func zombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true // gone
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && s[i+2] == 'Z'
+}
