@@ -91,6 +91,16 @@ func TestAbuse(t *testing.T) {
 		// Empty members decompress to nothing: the body as sent is bounded too.
 		{name: "gzip padding: 4 MiB of empty members after a request", method: "POST", path: decision, body: func() io.Reader { return gzipPadded(safe, 4<<20) }, hdr: gzipHdr, code: 413, errCode: "request_too_large", msg: "MAX_REQUEST_BYTES", within: 3 * time.Second},
 		{name: "gzip body just under the limit", method: "POST", path: decision, body: func() io.Reader { return gz(safe + strings.Repeat(" ", (1<<20)-len(safe)-1)) }, hdr: gzipHdr, code: 200, check: allowed},
+		// A body that does not compress is a little larger sent than
+		// decompressed: the limit is on what it decompresses to.
+		{name: "stored (uncompressed) gzip just under the limit", method: "POST", path: decision, body: func() io.Reader { return gzStored(safe + strings.Repeat(" ", (1<<20)-len(safe)-1)) }, hdr: gzipHdr, code: 200, check: allowed},
+		{name: "stored (uncompressed) gzip one byte over the limit", method: "POST", path: decision, body: func() io.Reader { return gzStored(safe + strings.Repeat(" ", (1<<20)-len(safe)+1)) }, hdr: gzipHdr, code: 413, errCode: "request_too_large"},
+		// A malformed query is refused, not read with pairs dropped:
+		// the decision would be another request's.
+		{name: "bad escape in ?input=", method: "GET", path: decision + "?input=%7B%22type%22:%22data_access%22%ZZ%7D", code: 400, errCode: "invalid_parameter", msg: "malformed query string"},
+		{name: "bad escape in an ACGS allow parameter", method: "GET", path: "/v1/data/acgs/main/allow?type=constitutional_evaluation&action=%ZZ", code: 400, errCode: "invalid_parameter", msg: `"%ZZ"`},
+		{name: "escape cut short at the end", method: "POST", path: decision + "?pretty=%4", body: str(safe), code: 400, errCode: "invalid_parameter", msg: "malformed query string"},
+		{name: "semicolon separator", method: "POST", path: decision + "?pretty;metrics", body: str(safe), code: 400, errCode: "invalid_parameter", msg: "semicolon"},
 		{name: "gzip body one byte over the limit", method: "POST", path: decision, body: func() io.Reader { return gz(safe + strings.Repeat(" ", (1<<20)-len(safe)+1)) }, hdr: gzipHdr, code: 413, errCode: "request_too_large"},
 		{name: "gzip truncated", method: "POST", path: decision, body: func() io.Reader { b, _ := io.ReadAll(gz(safe)); return bytes.NewReader(b[:len(b)/2]) }, hdr: gzipHdr, code: 400, errCode: "invalid_parameter", msg: "gzip"},
 		{name: "gzip with a bad checksum", method: "POST", path: decision, body: func() io.Reader {
@@ -170,6 +180,8 @@ func TestAdminAbuse(t *testing.T) {
 		{name: "token with a suffix", method: "DELETE", path: "/v1/cache", hdr: bearer("Bearer " + adminToken + "x"), code: 401, errCode: "unauthorized"},
 		{name: "token with a trailing space", method: "DELETE", path: "/v1/cache", hdr: bearer("Bearer " + adminToken + " "), code: 401, errCode: "unauthorized"},
 		{name: "both tokens concatenated", method: "DELETE", path: "/v1/cache", hdr: bearer("Bearer " + adminToken + "," + adminToken2), code: 401, errCode: "unauthorized"},
+		{name: "scheme name in lower case", method: "DELETE", path: "/v1/cache", hdr: bearer("bearer " + adminToken), code: 200},
+		{name: "scheme name in upper case", method: "DELETE", path: "/v1/cache", hdr: bearer("BEARER " + adminToken), code: 200},
 		{name: "token under Basic", method: "DELETE", path: "/v1/cache", hdr: bearer("Basic " + adminToken), code: 401, errCode: "unauthorized"},
 		{name: "token without a scheme", method: "DELETE", path: "/v1/cache", hdr: bearer(adminToken), code: 401, errCode: "unauthorized"},
 		{name: "reload with a wrong token", method: "POST", path: "/v1/admin/reload", hdr: bearer("Bearer wrong-token-wrong-token"), code: 401, errCode: "unauthorized"},
@@ -261,6 +273,15 @@ func gzipMembers(n, size int) io.Reader {
 
 // gzipPadded is body gzipped, followed by empty gzip members up to about
 // size bytes: a small document in a large body.
+// gzStored is s gzipped without compression (stored blocks): larger than s.
+func gzStored(s string) io.Reader {
+	var b bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&b, gzip.NoCompression)
+	_, _ = zw.Write([]byte(s))
+	_ = zw.Close()
+	return &b
+}
+
 func gzipPadded(body string, size int) io.Reader {
 	var b bytes.Buffer
 	w := gzip.NewWriter(&b)

@@ -59,6 +59,12 @@ func (s *Server) readRaw(w http.ResponseWriter, r *http.Request) (*bytes.Buffer,
 // little is read past it), and refuses media types that are neither JSON
 // nor YAML (a YAML body is returned as its JSON: yamlToJSON). The caller
 // returns the buffer to bufPool.
+// gzipSentBound is the most a gzip body decompressing within limit may be
+// sent as (readBody): the decompressed bound, a 64th of it for the blocks'
+// headers, and 4 KiB for the member's header, trailer and a name or
+// comment in it.
+func gzipSentBound(limit int64) int64 { return limit + limit/64 + 4096 }
+
 func readBody(r *http.Request, limit int64) (*bytes.Buffer, error) {
 	isYAML, err := checkContentType(r.Header.Get("Content-Type"))
 	if err != nil {
@@ -69,9 +75,14 @@ func readBody(r *http.Request, limit int64) (*bytes.Buffer, error) {
 	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
 	case "", "identity":
 	case "gzip", "x-gzip":
-		// limit+2: having read limit+2 bytes means the body sent is over
-		// limit+1, the bound the decompressed body has too.
-		sent = &io.LimitedReader{R: r.Body, N: limit + 2}
+		// MAX_REQUEST_BYTES bounds the decompressed body (readLimited
+		// below). The compressed one is bounded too, so a client cannot
+		// stream an endless gzip of nothing, but more loosely: a body
+		// that does not compress (stored blocks) is a little larger
+		// sent than decompressed, 5 bytes a 64 KiB block and a header
+		// and trailer of 18 or more (a file name, a comment), and must
+		// not be refused for it.
+		sent = &io.LimitedReader{R: r.Body, N: gzipSentBound(limit)}
 		zr, err := gzip.NewReader(sent)
 		if err != nil {
 			return nil, apierror.New(apierror.InvalidParameter, "request body is not valid gzip: %v", err)

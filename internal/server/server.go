@@ -118,6 +118,10 @@ func New(d Deps) (*Server, error) {
 type route struct {
 	name    string
 	methods map[string]http.HandlerFunc
+	// admin marks an admin endpoint: without a configured token it does
+	// not exist, whatever the method or spelling (no 405 or redirect
+	// telling that it would with one).
+	admin bool
 }
 
 // slashRedirect reports whether the route's paths with a trailing slash
@@ -216,6 +220,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rt := s.match(r.URL)
 	name = rt.name
+	if rt.admin && len(s.adminSums) == 0 {
+		writeError(sw, adminOff(r))
+		return
+	}
+	if err := checkQuery(r.URL.RawQuery); err != nil {
+		writeError(sw, err)
+		return
+	}
 	handler, ok := rt.methods[r.Method]
 	if !ok && r.Method == http.MethodHead {
 		handler, ok = rt.methods[http.MethodGet]
@@ -272,31 +284,31 @@ func (s *Server) newRequestID() string {
 // families, each with its metric label and its handler per method.
 func (s *Server) buildRoutes() {
 	s.exact = map[string]*route{
-		"/v1/data/acgs/main/decision": {"acgs_decision", map[string]http.HandlerFunc{http.MethodPost: s.handleDecision, http.MethodGet: s.handleOPAData}},
-		"/v1/data/acgs/main/allow":    {"acgs_allow", map[string]http.HandlerFunc{http.MethodGet: s.handleACGSAllow, http.MethodPost: s.handleOPAData}},
-		"/v1/data/acgs/main/health":   {"acgs_health", map[string]http.HandlerFunc{http.MethodGet: s.handleACGSHealth, http.MethodPost: s.handleOPAData}},
-		"/v1/acgs/batch":              {"acgs_batch", map[string]http.HandlerFunc{http.MethodPost: s.handleACGSBatch}},
-		"/v1/metrics":                 {"metrics_json", map[string]http.HandlerFunc{http.MethodGet: s.handleMetricsJSON}},
-		"/v1/cache/warm":              {"cache_warm", map[string]http.HandlerFunc{http.MethodGet: s.handleWarm, http.MethodPost: s.handleWarm}},
-		"/v1/cache":                   {"cache_flush", map[string]http.HandlerFunc{http.MethodDelete: s.admin(s.handleCacheFlush)}},
-		"/v1/admin/reload":            {"admin_reload", map[string]http.HandlerFunc{http.MethodPost: s.admin(s.handleReload)}},
-		"/":                           {"default_decision", map[string]http.HandlerFunc{http.MethodPost: s.handleDefaultDecision}},
-		"/health":                     {"health", map[string]http.HandlerFunc{http.MethodGet: s.handleHealth}},
-		"/health/live":                {"health_live", map[string]http.HandlerFunc{http.MethodGet: s.handleLive}},
-		"/health/ready":               {"health_ready", map[string]http.HandlerFunc{http.MethodGet: s.handleReady}},
-		"/metrics":                    {"metrics", map[string]http.HandlerFunc{http.MethodGet: s.handlePrometheus}},
-		"/v1/policies":                {"policies", map[string]http.HandlerFunc{http.MethodGet: s.handlePolicies}},
-		"/v1/data":                    {"data", map[string]http.HandlerFunc{http.MethodGet: s.handleOPAData, http.MethodPost: s.handleOPAData}},
+		"/v1/data/acgs/main/decision": {name: "acgs_decision", methods: map[string]http.HandlerFunc{http.MethodPost: s.handleDecision, http.MethodGet: s.handleOPAData}},
+		"/v1/data/acgs/main/allow":    {name: "acgs_allow", methods: map[string]http.HandlerFunc{http.MethodGet: s.handleACGSAllow, http.MethodPost: s.handleOPAData}},
+		"/v1/data/acgs/main/health":   {name: "acgs_health", methods: map[string]http.HandlerFunc{http.MethodGet: s.handleACGSHealth, http.MethodPost: s.handleOPAData}},
+		"/v1/acgs/batch":              {name: "acgs_batch", methods: map[string]http.HandlerFunc{http.MethodPost: s.handleACGSBatch}},
+		"/v1/metrics":                 {name: "metrics_json", methods: map[string]http.HandlerFunc{http.MethodGet: s.handleMetricsJSON}},
+		"/v1/cache/warm":              {name: "cache_warm", methods: map[string]http.HandlerFunc{http.MethodGet: s.handleWarm, http.MethodPost: s.handleWarm}},
+		"/v1/cache":                   {name: "cache_flush", methods: map[string]http.HandlerFunc{http.MethodDelete: s.admin(s.handleCacheFlush)}, admin: true},
+		"/v1/admin/reload":            {name: "admin_reload", methods: map[string]http.HandlerFunc{http.MethodPost: s.admin(s.handleReload)}, admin: true},
+		"/":                           {name: "default_decision", methods: map[string]http.HandlerFunc{http.MethodPost: s.handleDefaultDecision}},
+		"/health":                     {name: "health", methods: map[string]http.HandlerFunc{http.MethodGet: s.handleHealth}},
+		"/health/live":                {name: "health_live", methods: map[string]http.HandlerFunc{http.MethodGet: s.handleLive}},
+		"/health/ready":               {name: "health_ready", methods: map[string]http.HandlerFunc{http.MethodGet: s.handleReady}},
+		"/metrics":                    {name: "metrics", methods: map[string]http.HandlerFunc{http.MethodGet: s.handlePrometheus}},
+		"/v1/policies":                {name: "policies", methods: map[string]http.HandlerFunc{http.MethodGet: s.handlePolicies}},
+		"/v1/data":                    {name: "data", methods: map[string]http.HandlerFunc{http.MethodGet: s.handleOPAData, http.MethodPost: s.handleOPAData}},
 	}
-	s.exact["/v0/data"] = &route{"data_v0", map[string]http.HandlerFunc{http.MethodPost: s.handleV0Data}}
+	s.exact["/v0/data"] = &route{name: "data_v0", methods: map[string]http.HandlerFunc{http.MethodPost: s.handleV0Data}}
 	// The batch API at the data root too, as Enterprise OPA serves it.
-	s.exact["/v1/batch/data"] = &route{"batch", map[string]http.HandlerFunc{http.MethodPost: s.handleOPABatch}}
+	s.exact["/v1/batch/data"] = &route{name: "batch", methods: map[string]http.HandlerFunc{http.MethodPost: s.handleOPABatch}}
 	s.prefixed = []prefixRoute{
 		{"/v1/data/", s.exact["/v1/data"]},
 		{"/v0/data/", s.exact["/v0/data"]},
 		{"/v1/batch/data/", s.exact["/v1/batch/data"]},
-		{"/v1/policies/", &route{"policies", map[string]http.HandlerFunc{http.MethodGet: s.handlePolicy}}},
-		{"/debug/pprof/", &route{"pprof", map[string]http.HandlerFunc{http.MethodGet: s.admin(s.pprof.ServeHTTP), http.MethodPost: s.admin(s.pprof.ServeHTTP)}}},
+		{"/v1/policies/", &route{name: "policies", methods: map[string]http.HandlerFunc{http.MethodGet: s.handlePolicy}}},
+		{"/debug/pprof/", &route{name: "pprof", methods: map[string]http.HandlerFunc{http.MethodGet: s.admin(s.pprof.ServeHTTP), http.MethodPost: s.admin(s.pprof.ServeHTTP)}, admin: true}},
 	}
 }
 
@@ -381,6 +393,47 @@ func segmentsUnder(esc, prefix string) bool {
 	return true
 }
 
+// adminOff is the answer of an admin endpoint when no token is configured.
+func adminOff(r *http.Request) error {
+	return apierror.New(apierror.ResourceNotFound, "no such endpoint: %s (admin endpoints are off: set ADMIN_TOKEN)", r.URL.Path)
+}
+
+// bearer returns the credentials of an Authorization header of the Bearer
+// scheme, whose name is case-insensitive (RFC 9110, 11.1).
+func bearer(h string) (string, bool) {
+	const scheme = "Bearer "
+	if len(h) < len(scheme) || !strings.EqualFold(h[:len(scheme)], scheme) {
+		return "", false
+	}
+	return h[len(scheme):], true
+}
+
+// checkQuery refuses a query string that Go's URL.Query would read with
+// pairs silently dropped (a malformed %-escape, a semicolon separator): the
+// request would be answered as another one, without its input or with a
+// parameter missing. OPA's server drops them; a 400 naming the problem is
+// what a client can mend. It scans without allocating, as every request
+// with a query passes here.
+func checkQuery(raw string) error {
+	for i := 0; i < len(raw); i++ {
+		switch raw[i] {
+		case '%':
+			if i+2 >= len(raw) || !isHex(raw[i+1]) || !isHex(raw[i+2]) {
+				end := min(i+3, len(raw))
+				return apierror.New(apierror.InvalidParameter, "malformed query string: invalid escape %q at byte %d", raw[i:end], i)
+			}
+			i += 2
+		case ';':
+			return apierror.New(apierror.InvalidParameter, "malformed query string: a semicolon at byte %d (separate parameters with &)", i)
+		}
+	}
+	return nil
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
 // admin guards a handler with the admin bearer token. Without a configured
 // token admin endpoints do not exist (404). Every configured token is
 // compared in constant time so that rotation windows leak nothing; the
@@ -389,10 +442,10 @@ func segmentsUnder(esc, prefix string) bool {
 func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if len(s.adminSums) == 0 {
-			writeError(w, apierror.New(apierror.ResourceNotFound, "no such endpoint: %s (admin endpoints are off: set ADMIN_TOKEN)", r.URL.Path))
+			writeError(w, adminOff(r))
 			return
 		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		got, ok := bearer(r.Header.Get("Authorization"))
 		gotSum := sha256.Sum256([]byte(got))
 		match := 0
 		for _, want := range s.adminSums {

@@ -359,9 +359,17 @@ func TestEndpoints(t *testing.T) {
 
 func TestAdminEndpointsAbsentWithoutToken(t *testing.T) {
 	h := mustOpen(t, func(c *config.Config) { c.AdminTok = nil })
-	for _, p := range [][2]string{{"POST", "/v1/admin/reload"}, {"DELETE", "/v1/cache"}, {"GET", "/debug/pprof/"}} {
-		if r := h.do(t, p[0], p[1], nil, map[string]string{"Authorization": "Bearer x"}); r.code != 404 {
-			t.Errorf("%s %s: %d", p[0], p[1], r.code)
+	// Whatever the method or spelling: a 405 naming the method an admin
+	// endpoint takes, or a redirect to its clean path, would tell that
+	// it exists.
+	for _, p := range [][2]string{
+		{"POST", "/v1/admin/reload"}, {"DELETE", "/v1/cache"}, {"GET", "/debug/pprof/"},
+		{"GET", "/v1/admin/reload"}, {"POST", "/v1/admin/reload/"}, {"GET", "/v1/cache"},
+		{"PUT", "/debug/pprof/heap"}, {"GET", "/v1/cache?x=%ZZ"},
+	} {
+		r := h.do(t, p[0], p[1], nil, map[string]string{"Authorization": "Bearer x"})
+		if r.code != 404 || r.obj["code"] != "resource_not_found" || r.hdr.Get("Allow") != "" || r.hdr.Get("Location") != "" {
+			t.Errorf("%s %s: %d Allow=%q Location=%q %s", p[0], p[1], r.code, r.hdr.Get("Allow"), r.hdr.Get("Location"), r.body)
 		}
 	}
 }
