@@ -70,9 +70,12 @@ func TestLoadFixedRequest(t *testing.T) {
 		t.Fatalf("no CPU profile written: %v", err)
 	}
 	// Without --expect nothing judges compliance, and no objective fails
-	// for want of it (review: every such run violated its SLO).
+	// for want of it (review: every such run violated its SLO). A timed
+	// closed loop, whose objectives are an open loop's but the achieved
+	// rate, which a loaded machine can fail (CI at 78a162a: 130 of 200
+	// req/s in 100 ms).
 	if text, code, err := perfRun(t, "load", "--host", srv.URL, "--request", req, "--path", "/v1/x",
-		"--rate", "200", "--duration", "100ms", "-q", "--p99-ms", "1e9"); code != 0 || err != nil {
+		"--users", "2", "--run-time", "100ms", "-q", "--p99-ms", "1e9"); code != 0 || err != nil {
 		t.Fatalf("without --expect: exit %d: %v\n%s", code, err, text)
 	}
 	for _, tc := range []struct {
