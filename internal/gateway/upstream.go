@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"runtime"
@@ -123,7 +124,7 @@ func (u *upstream) transport() mcp.Transport {
 		cmd.WaitDelay = 2 * time.Second
 		return &childTransport{CommandTransport: mcp.CommandTransport{Command: cmd, TerminateDuration: 2 * time.Second}, log: u.log}
 	}
-	hc := &http.Client{Transport: headerTransport{base: upstreamHTTP, headers: u.cfg.Headers}}
+	hc := &http.Client{Transport: headerTransport{base: upstreamHTTP, headers: u.cfg.Headers, origin: origin(u.cfg.URL)}}
 	return &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: hc, MaxRetries: 1, DisableStandaloneSSE: true}
 }
 
@@ -642,14 +643,20 @@ var upstreamHTTP = func() *http.Transport {
 	return t
 }()
 
-// headerTransport adds the configured headers to every upstream request.
+// headerTransport adds the configured headers to the upstream's requests
+// to its configured URL's origin (scheme, host and port), and to no other:
+// the client follows redirects through this transport, and the headers
+// hold secrets (a bearer token) that a redirect to another origin must not
+// carry there. net/http drops Authorization on such a redirect itself, but
+// only of the request it was given; these are added below it.
 type headerTransport struct {
 	base    http.RoundTripper
 	headers map[string]string
+	origin  string // origin(the upstream's URL)
 }
 
 func (t headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if len(t.headers) == 0 {
+	if len(t.headers) == 0 || originOf(r.URL) != t.origin {
 		return t.base.RoundTrip(r)
 	}
 	r = r.Clone(r.Context())
@@ -657,6 +664,34 @@ func (t headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		r.Header.Set(k, expandHeader(v))
 	}
 	return t.base.RoundTrip(r)
+}
+
+// origin is the origin of a URL (originOf); "" when it does not parse.
+func origin(rawURL string) string {
+	p, err := url.Parse(rawURL)
+	if err != nil {
+		return ""
+	}
+	return originOf(p)
+}
+
+// originOf is scheme://host:port, lower-cased, with the scheme's default
+// port when none is given; "" for a URL without a host.
+func originOf(u *url.URL) string {
+	if u == nil || u.Host == "" {
+		return ""
+	}
+	scheme := strings.ToLower(u.Scheme)
+	port := u.Port()
+	if port == "" {
+		switch scheme {
+		case "http":
+			port = "80"
+		case "https":
+			port = "443"
+		}
+	}
+	return scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
 }
 
 // lineLogger logs a child's stderr line by line.
