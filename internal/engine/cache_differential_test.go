@@ -181,3 +181,55 @@ func TestForgedL2EntryIsNeverServed(t *testing.T) {
 		t.Errorf("forged entry not counted as rejected")
 	}
 }
+
+// TestRefHeadKeysAreReadWhole: a variable given to a type test and used as
+// a key in a rule's head reference is read whole. The read set took it as
+// read for its type only, so the cache (and a batch's merged twins)
+// answered one role with another role's decision.
+func TestRefHeadKeysAreReadWhole(t *testing.T) {
+	c, err := cache.New(context.Background(), cache.Config{L1Size: 100, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	src := `package t
+grants[role].admin := true if { role := input.role; is_string(role) }
+`
+	b, err := engine.FSSource{FS: bundleFS(hash, src), Name: "refhead"}.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := engine.New(context.Background(), nil, engine.Options{ConstitutionalHash: hash, Cache: c, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Activate(context.Background(), b, "refhead"); err != nil {
+		t.Fatal(err)
+	}
+	inputs := []any{map[string]any{"role": "root"}, map[string]any{"role": "guest"}}
+	for _, path := range []string{"t/grants/root/admin", "t/grants"} {
+		for _, in := range inputs { // root first: its decision is cached
+			d, err := e.Decide(context.Background(), path, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := e.EvaluateFull(context.Background(), path, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Defined != f.Defined || !jsoneq.SameText(d.Result, f.Result) {
+				t.Errorf("%s %v: decided %v (%v, from %v), full evaluation %v (%v)", path, in, d.Result, d.Defined, d.Source, f.Result, f.Defined)
+			}
+		}
+	}
+	c.Purge()
+	ds, errs := e.DecideBatch(context.Background(), "t/grants/root/admin", inputs)
+	for i, d := range ds {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if want := i == 0; d.Defined != want {
+			t.Errorf("batch item %v: defined %v, want %v", inputs[i], d.Defined, want)
+		}
+	}
+}

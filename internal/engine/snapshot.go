@@ -139,8 +139,11 @@ var decisionSemantics = "opa-" + opaversion.Version + "/acgs-" + semanticsRev
 // VM hands equal values written otherwise (1 and 1.0) to topdown and
 // constant plans are refused where topdown could raise a conflict; 4
 // since datapath.Parse undoes a segment's escapes (a%2Fb is the key "a/b",
-// which an older build read as the key "a%2Fb").
-const semanticsRev = "4"
+// which an older build read as the key "a%2Fb"); 5 since a read set reads
+// the value of a variable that is a key in a rule's head reference (an
+// older build read only its type and keyed one role's decision as
+// another's) and the VM leaves a bare comprehension to topdown.
+const semanticsRev = "5"
 
 // dataHashes refuses a bundle whose data names another constitution: the
 // policy compares requests with, and answers, the hash its data holds

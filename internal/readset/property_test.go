@@ -53,6 +53,51 @@ func outside(p []any, rs *readset.Set) bool {
 	return true
 }
 
+// typeOnly reports whether only the type of the value at p is read: p is a
+// path of rs.Types and no read path is at, above or below it. Its value may
+// change to another of the same type.
+func typeOnly(p []any, rs *readset.Set) bool {
+	if rs.Whole || len(p) == 0 {
+		return false
+	}
+	same := func(a, b []any) bool {
+		if len(a) != len(b) {
+			return false
+		}
+		for i := range a {
+			if fmt.Sprint(a[i]) != fmt.Sprint(b[i]) || fmt.Sprintf("%T", a[i]) != fmt.Sprintf("%T", b[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	for _, r := range rs.Paths {
+		n := min(len(p), len(r))
+		if same(p[:n], r[:n]) {
+			return false
+		}
+	}
+	for _, r := range rs.Types {
+		if same(p, r) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameType returns another value of v's JSON type (v itself for null).
+func (m *mutator) sameType(v any) any {
+	switch x := v.(type) {
+	case bool:
+		return !x
+	case string:
+		return x + "_" + m.keys[m.r.IntN(len(m.keys))]
+	case json.Number:
+		return json.Number(fmt.Sprint(m.r.IntN(200) - 50))
+	}
+	return v
+}
+
 // mutator changes an input at random places outside a read set.
 type mutator struct {
 	r    *rand.Rand
@@ -132,6 +177,13 @@ func (m *mutator) once(v *any, at []any, rs *readset.Set) bool {
 	default:
 		if len(at) > 0 && outside(at, rs) {
 			*v = m.value(2)
+			return true
+		}
+		// Where only the type is read, the value may change within it
+		// (a type-only local that was really a key of the document: the
+		// analysis must have read its value).
+		if typeOnly(at, rs) && *v != nil {
+			*v = m.sameType(*v)
 			return true
 		}
 		return false

@@ -516,12 +516,24 @@ func (w *walker) typeTest(terms []*ast.Term) bool {
 // once as the first operand of a type test, and once more. The compiler
 // turns is_object(input.r) into x = input.r; is_object(x): for such an x,
 // only the type of what it is bound to is read.
+//
+// Every occurrence counts, those in a rule's head reference too
+// (grants[role].admin := true if { role := input.role; is_string(role) }:
+// role is a key of the document, its value read), which ast.WalkVars does
+// not visit: counted by it alone, such a role was a type-only local and
+// the cache answered one role with another's decision.
 func typeOnlyLocals(r *ast.Rule) map[ast.Var]bool {
 	count := map[ast.Var]int{}
-	ast.WalkVars(r, func(v ast.Var) bool {
+	countVar := func(v ast.Var) bool {
 		count[v]++
 		return false
-	})
+	}
+	ast.WalkVars(r, countVar)
+	for e := r; e != nil; e = e.Else {
+		for _, t := range e.Head.Reference {
+			ast.WalkVars(t, countVar)
+		}
+	}
 	var out map[ast.Var]bool
 	ast.WalkExprs(r, func(e *ast.Expr) bool {
 		if !e.IsCall() || len(e.With) > 0 {

@@ -343,6 +343,25 @@ also if { y := input.other; is_string(y); count([z | z := y]) == 1 }`},
 		seed: map[string]any{"request": map[string]any{"kind": "a"}},
 	},
 	{
+		name: "a variable given to a type test and used in a ref head reads the value whole",
+		modules: map[string]string{"p.rego": `package p
+grants[role].admin := true if { role := input.role; is_string(role) }
+kinds[x] contains "s" if { x := input.a; is_string(x) }
+deep[x][y] := 1 if { x := input.b; is_string(x); y := input.c; is_string(y) }
+flat.s[x] := 1 if { x := input.d; is_number(x) }`},
+		path: "p",
+		want: []string{"input.a", "input.b", "input.c", "input.d", "input.role"},
+		seed: map[string]any{"role": "root", "a": "k", "b": "b1", "c": "c1", "d": json.Number("2")},
+	},
+	{
+		name: "a variable given to a type test and used in a ref head, looked up by a key",
+		modules: map[string]string{"p.rego": `package p
+grants[role].admin := true if { role := input.role; is_string(role) }`},
+		path: "p.grants.root.admin",
+		want: []string{"input.role"},
+		seed: map[string]any{"role": "root"},
+	},
+	{
 		name: "a type test inside a subtree read whole adds nothing",
 		modules: map[string]string{"p.rego": `package p
 allow if { is_array(input.r.list); count(input.r) > 1 }`},
