@@ -131,7 +131,21 @@ func newPathCache[V any](size int, pinned func(path string) bool) *otter.Cache[s
 // rolling upgrade; without it, a decision a since-fixed evaluator made
 // would be served by the fixed instances until its TTL. Bump semanticsRev
 // with any change that can change a decision.
-var decisionSemantics = "opa-" + opaversion.Version + "/acgs-" + semanticsRev
+var decisionSemantics = "opa-" + opaversion.Version + "/acgs-" + semanticsRev + "/tz-" + localZone()
+
+// localZone describes the process's local time zone: time.date, time.clock,
+// time.weekday and time.format given "Local" answer by it, so replicas in
+// other zones sharing an L2 must not serve each other's such decisions.
+// time.Local's name is always "Local"; its abbreviations and offsets at a
+// winter and a summer instant of either hemisphere tell zones apart.
+func localZone() string {
+	var b strings.Builder
+	for _, unix := range []int64{1735689600, 1751328000} { // 2025-01-01, 2025-07-01 UTC
+		name, off := time.Unix(unix, 0).In(time.Local).Zone()
+		fmt.Fprintf(&b, "%s%+d", name, off)
+	}
+	return b.String()
+}
 
 // semanticsRev: 2 since the VM leaves indexed comprehensions that may fail
 // to topdown and keeps the last of equal values in object comprehensions,

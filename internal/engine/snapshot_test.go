@@ -364,3 +364,24 @@ f[i] := i * input.k if some i in numbers.range(0, 999)
 		t.Errorf("t/e runs on %q, want vm", got)
 	}
 }
+
+// TestLocalZoneTellsZonesApart: the cache scope names the local time zone
+// (time.date(ns, "Local") and its kind answer by it), so replicas in
+// different zones sharing an L2 do not serve each other's decisions.
+func TestLocalZoneTellsZonesApart(t *testing.T) {
+	saved := time.Local
+	defer func() { time.Local = saved }()
+	seen := map[string]string{}
+	for _, name := range []string{"UTC", "Europe/Paris", "America/New_York", "Australia/Sydney", "Asia/Kolkata"} {
+		loc, err := time.LoadLocation(name)
+		if err != nil {
+			t.Skipf("no zone database: %v", err)
+		}
+		time.Local = loc
+		z := localZone()
+		if other, ok := seen[z]; ok {
+			t.Errorf("%s and %s are both %q", name, other, z)
+		}
+		seen[z] = name
+	}
+}
