@@ -244,6 +244,9 @@ func (g *Gateway) Start(ctx context.Context) error {
 		}
 	}
 	if failed == len(g.order) {
+		for i, err := range errs {
+			errs[i] = fullError(err) // the operator's: with the URLs agents are not told
+		}
 		return fmt.Errorf("gateway: no upstream could be reached: %w", errors.Join(errs...))
 	}
 	return nil

@@ -442,7 +442,9 @@ func (u *upstream) callError(ctx context.Context, err error) (string, error) {
 	if je, ok := errorReply(err); ok {
 		return proxiedError, je
 	}
-	return proxiedFailed, upstreamError(u.noAnswer(ctx, err, "request"))
+	err = u.noAnswer(ctx, err, "request")
+	u.log.Warn("gateway: an upstream request failed", "error", err)
+	return proxiedFailed, upstreamError(err)
 }
 
 // upstreamError is a JSON-RPC internal error naming the upstream's problem

@@ -332,7 +332,7 @@ func (u *upstream) attempt(ch chan struct{}) {
 		return
 	case err != nil:
 		if !u.closed { // else lastErr says the gateway is shutting down
-			u.lastErr, u.lastTry = fmt.Errorf("upstream %q is unavailable: %w", u.cfg.Name, err), time.Now()
+			u.lastErr, u.lastTry = u.failure("is unavailable", err), time.Now()
 			u.log.Warn("gateway: cannot connect to upstream", "error", err)
 			u.retryLocked()
 		}
@@ -428,7 +428,7 @@ func (u *upstream) lose(cs *mcp.ClientSession, why error) {
 		return
 	}
 	u.session = nil
-	u.lastErr = fmt.Errorf("upstream %q is unavailable: %w", u.cfg.Name, why)
+	u.lastErr = u.failure("is unavailable", why)
 	u.lastTry = time.Now()
 	u.up(false)
 	u.log.Warn("gateway: upstream lost; reconnecting in the background", "error", why)
@@ -565,7 +565,7 @@ func (u *upstream) listError(ctx context.Context, err error, what string) error 
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) && !stopped(ctx) {
 		return fmt.Errorf("upstream %q did not answer %s within %s", u.cfg.Name, what, u.listTimeout())
 	}
-	return fmt.Errorf("%s: %w", what, err)
+	return &upstreamFailure{prefix: what + ": ", err: err}
 }
 
 // Known reports whether tool was in the upstream's last list (for metric
@@ -607,7 +607,17 @@ func (u *upstream) noAnswer(ctx context.Context, err error, what string) error {
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return fmt.Errorf("upstream %q did not answer within %s", u.cfg.Name, u.cfg.CallTimeout)
 	}
-	return fmt.Errorf("upstream %q: %w", u.cfg.Name, err)
+	return u.failure("", err)
+}
+
+// failure is err as an agent is told of it (upstreamFailure): "upstream
+// "x" <what>: <its cause>".
+func (u *upstream) failure(what string, err error) error {
+	prefix := fmt.Sprintf("upstream %q: ", u.cfg.Name)
+	if what != "" {
+		prefix = fmt.Sprintf("upstream %q %s: ", u.cfg.Name, what)
+	}
+	return &upstreamFailure{prefix: prefix, err: err}
 }
 
 // Close ends the session (a child process gets its stdin closed, then
