@@ -27,6 +27,11 @@ const (
 // the value, nesting deeper than 64, and number literals that OPA's decimal
 // arithmetic could not finish quickly. Absent arguments decode to absent
 // (ok false).
+//
+// Its errors say where in the arguments, as a JSON pointer whose object
+// member names are * (memberAt) and array elements their index: a member
+// name can be a secret (headers or a map keyed by a token), and the error
+// goes to the agent and into the decision log, which no mask reaches.
 func decodeArguments(raw json.RawMessage) (v any, ok bool, err error) {
 	raw = bytes.Trim(raw, jsonSpace)
 	if len(raw) == 0 {
@@ -89,7 +94,7 @@ func checkValue(v any, at string) (int, error) {
 			if err := checkKey(k, at); err != nil {
 				return 0, err
 			}
-			m, err := checkValue(e, at+"/"+k)
+			m, err := checkValue(e, memberAt(at))
 			if err != nil {
 				return 0, err
 			}
@@ -154,9 +159,9 @@ func decodeValue(dec *json.Decoder, depth int, at string) (any, error) {
 					return nil, err
 				}
 				if _, dup := m[k]; dup {
-					return nil, fmt.Errorf("arguments repeat the key %q at %q", k, at+"/"+k)
+					return nil, fmt.Errorf("arguments repeat a key at %q", memberAt(at))
 				}
-				v, err := decodeValue(dec, depth+1, at+"/"+k)
+				v, err := decodeValue(dec, depth+1, memberAt(at))
 				if err != nil {
 					return nil, err
 				}
@@ -196,13 +201,17 @@ func decodeValue(dec *json.Decoder, depth int, at string) (any, error) {
 const foldsToASCII = "\u017f\u212a"
 
 // checkKey refuses an argument name the rules could read as another name
-// than an upstream does.
+// than an upstream does (at is its object's place).
 func checkKey(k, at string) error {
 	if strings.ContainsAny(k, foldsToASCII) {
-		return fmt.Errorf("the argument name %q at %q holds a character that some servers read as an ASCII letter (U+017F or U+212A)", k, at+"/"+k)
+		return fmt.Errorf("an argument name at %q holds a character that some servers read as an ASCII letter (U+017F or U+212A)", memberAt(at))
 	}
 	return nil
 }
+
+// memberAt is the place of a member of the object at at, as errors say
+// it: its name is not quoted (decodeArguments).
+func memberAt(at string) string { return at + "/*" }
 
 func checkNumber(s string) error {
 	if len(s) > maxNumberLiteral {

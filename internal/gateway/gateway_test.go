@@ -140,8 +140,57 @@ func TestArgumentRulesDenyWithReasons(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, o, rs := decisionMeta(t, raw); !raw.IsError || o != "deny" || !strings.Contains(strings.Join(rs, " "), "repeat the key") {
+	if _, o, rs := decisionMeta(t, raw); !raw.IsError || o != "deny" || !strings.Contains(strings.Join(rs, " "), "repeat a key") {
 		t.Fatalf("duplicate key: %q %q", o, rs)
+	}
+}
+
+// TestArgumentRefusalsDoNotQuoteMemberNames: the gateway's own refusals
+// of arguments (a repeated key, a number it will not evaluate, a name
+// servers read as another, nesting too deep) say where, with object member
+// names as * and array indexes: a member name can be a secret (headers
+// keyed by a token), and the refusal goes to the agent and, as the
+// decision's error, into the decision log, which DECISION_LOG_MASK does not
+// reach. They quoted the names.
+func TestArgumentRefusalsDoNotQuoteMemberNames(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	gw := e.agent(t, "token-1")
+	secret := "ghp_" + strings.Repeat("A", 36)
+	for _, c := range []struct {
+		name, args, reason string
+	}{
+		{"a number beyond the exponent bound", `{"text":"x","headers":{"` + secret + `":1e5000}}`, `a number with an exponent beyond ±1000 at "/*/*"`},
+		{"a repeated key", `{"text":"x","headers":[{"` + secret + `":1,"` + secret + `":2}]}`, `arguments repeat a key at "/*/0/*"`},
+		{"a name with a long s", `{"text":"x","headers":{"` + secret + `ſ":1}}`, `an argument name at "/*/*" holds a character`},
+		{"nesting too deep", `{"text":"x","` + secret + `":` + strings.Repeat("[", 64) + strings.Repeat("]", 64) + `}`, `arguments nest deeper than 64`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			res, err := gw.CallTool(testCtx(t), &mcp.CallToolParams{Name: "remote__echo", Arguments: json.RawMessage(c.args)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, outcome, reasons := decisionMeta(t, res)
+			if !res.IsError || outcome != "deny" || !strings.Contains(strings.Join(reasons, " "), c.reason) {
+				t.Errorf("outcome %q, reasons %q; want a denial saying %q", outcome, reasons, c.reason)
+			}
+			if strings.Contains(text(res), secret) || strings.Contains(strings.Join(reasons, " "), secret) {
+				t.Errorf("the refusal quotes the member name: %q", text(res))
+			}
+		})
+	}
+	e.stop()
+	n := 0
+	for _, r := range e.records(t) {
+		b, _ := json.Marshal(r)
+		if r["path"] == gateway.DecisionPath {
+			n++
+		}
+		if strings.Contains(string(b), secret) {
+			t.Errorf("a decision log record quotes the member name: %.300s", b)
+		}
+	}
+	if n < 4 {
+		t.Errorf("%d decisions logged, want 4", n)
 	}
 }
 
