@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -89,7 +91,7 @@ type Upstream struct {
 	InheritEnv []string          `yaml:"inherit_env"`
 	Dir        string            `yaml:"dir"`
 	URL        string            `yaml:"url"`
-	Headers    map[string]string `yaml:"headers"` // sent with every HTTP request; values may be ${ENV}
+	Headers    map[string]string `yaml:"headers"` // sent with every HTTP request; values may be ${ENV}, never the admin's or an agent's token_env
 
 	// Shadow: decide and log every call of this upstream, but forward it
 	// whatever the outcome (counted as would-deny or would-hold).
@@ -266,6 +268,16 @@ func (c *Config) Validate() error {
 		}
 		if len(u.InheritEnv) > 0 && len(u.Command) == 0 {
 			bad("%s: inherit_env is for a child process (command)", where)
+		}
+		// A header's ${VAR} is the same: the upstream is sent its value.
+		for _, h := range slices.Sorted(maps.Keys(u.Headers)) {
+			for _, m := range envRef.FindAllStringSubmatch(u.Headers[h], -1) {
+				for _, secret := range c.tokenEnvs() {
+					if secret != "" && envMatch([]string{secret}, m[1]) {
+						bad("%s: header %s passes %s, a bearer token of the gateway, to the upstream", where, h, secret)
+					}
+				}
+			}
 		}
 		for _, n := range u.InheritEnv {
 			if !envName.MatchString(n) {

@@ -106,3 +106,30 @@ func TestConfigInheritEnv(t *testing.T) {
 		t.Errorf("a valid inherit_env: %v", err)
 	}
 }
+
+// TestConfigHeaderTokenVariables: a header's ${VAR} never names the admin's
+// or an agent's token variable, as inherit_env does not: an upstream sent
+// the admin token could approve its own held calls, one sent an agent's
+// token could act as it. It was accepted.
+func TestConfigHeaderTokenVariables(t *testing.T) {
+	t.Setenv("ACGS_TEST_AGENT_TOKEN", "tok-agent-from-env")
+	const url = "url: \"http://127.0.0.1:1/mcp\""
+	for _, c := range []struct{ yml, want string }{
+		{"upstreams: [{name: a, " + url + ", headers: {Authorization: \"Bearer ${ADMIN_TOKEN}\"}}]\n", `header Authorization passes ADMIN_TOKEN`},
+		{"admin: {token_env: GW_ADMIN}\nupstreams: [{name: a, " + url + ", headers: {X-Key: \"${HOME}-${GW_ADMIN}\"}}]\n", `header X-Key passes GW_ADMIN`},
+		{"listen: 127.0.0.1:0\nagents: [{id: a1, token_env: ACGS_TEST_AGENT_TOKEN}]\nupstreams: [{name: a, " + url + ", headers: {Authorization: \"Bearer ${ACGS_TEST_AGENT_TOKEN}\"}}]\n", `passes ACGS_TEST_AGENT_TOKEN`},
+		{"upstreams: [{name: a, " + url + ", headers: {Authorization: \"Bearer ${SEARCH_TOKEN}\"}}]\n", ""},
+		// the admin variable of another configuration is not a token here
+		{"admin: {token_env: GW_ADMIN}\nupstreams: [{name: a, " + url + ", headers: {Authorization: \"Bearer ${ADMIN_TOKEN}\"}}]\n", ""},
+		// only ${VAR} is expanded
+		{"upstreams: [{name: a, " + url + ", headers: {X-Note: \"$ADMIN_TOKEN\"}}]\n", ""},
+	} {
+		_, err := gateway.ParseConfig([]byte(c.yml))
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: %v", c.yml, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s: %v, want an error containing %q", c.yml, err, c.want)
+		}
+	}
+}
