@@ -25,6 +25,20 @@ import (
 // to ride out a slow disk without holding much memory.
 const DefaultDecisionLogQueue = 10000
 
+// The queue is bounded in bytes as well as in events: each queued event
+// keeps its decoded input alive, up to MAX_REQUEST_BYTES (1 MiB by
+// default), so that with the writer stuck (a full disk, a pipe nobody
+// reads) 10,000 events of large inputs would hold 10 GiB. The bound is
+// decisionLogEventBytes per event of the queue's length, and at least
+// decisionLogQueueBytes: 64 MiB for the default queue, which ordinary events
+// (an estimated 1-2 KiB each) never reach, so that the count still bounds
+// them and the bytes bound the large ones (64 of 1 MiB). The sizes are
+// estimates (eventSize), not measurements.
+const (
+	decisionLogQueueBytes = 64 << 20
+	decisionLogEventBytes = 4 << 10
+)
+
 // Bounds on how much the writer batches into one Write. Stdout is usually a
 // pipe (a container runtime, a log shipper) shared with the process log, and
 // only writes of at most PIPE_BUF (4096 bytes on Linux) are atomic there: a
@@ -47,7 +61,10 @@ type DecisionLogConfig struct {
 	Mask []string
 	// QueueSize bounds the events waiting for the writer
 	// (DefaultDecisionLogQueue when 0). Past it, events are dropped and
-	// counted, never waited for.
+	// counted, never waited for. Their estimated size is bounded too, at 4
+	// KiB an event of the queue's length or 64 MiB, whichever is larger
+	// (decisionLogQueueBytes): an event that would take the queue past it
+	// is dropped and counted as well, unless the queue is empty.
 	QueueSize int
 	// Labels are put on events that carry none, as OPA does with its
 	// instance id and version.
@@ -71,6 +88,7 @@ type DecisionLogConfig struct {
 	Context context.Context
 
 	batchBytes      int           // tests: overrides the Write size bound
+	queueBytes      int64         // tests: overrides the queue's bound in bytes
 	reopenEvery     time.Duration // tests: overrides followEvery
 	startWait       time.Duration // tests: overrides startWait (negative: no wait)
 	checkpointEvery time.Duration // tests: overrides checkpointEvery
@@ -118,6 +136,8 @@ type DecisionEvent struct {
 	// PrevHash is the hash of the previous line of the log ("sha256:<hex>",
 	// ChainGenesis for the first), set by the log when Chain is on.
 	PrevHash string `json:"prev_hash,omitempty"`
+
+	queued int64 // what Log counted of it toward the queue's bound in bytes
 }
 
 // DecisionLog writes decision events as JSON lines from one goroutine, so
@@ -174,6 +194,11 @@ type DecisionLog struct {
 	closeErr  error // set by the writer before done is closed
 
 	dropped, written, failed atomic.Uint64
+
+	// queueBytes bounds queuedBytes, the estimated size of the events in
+	// ch (eventSize).
+	queueBytes  int64
+	queuedBytes atomic.Int64
 }
 
 // ParseDecisionLogSink checks a DECISION_LOG sink value ("off", "stdout",
@@ -226,6 +251,9 @@ func NewDecisionLog(cfg DecisionLogConfig) (*DecisionLog, error) {
 	}
 	if cfg.QueueSize < 0 {
 		return nil, fmt.Errorf("decision log queue size %d: must not be negative", cfg.QueueSize)
+	}
+	if cfg.queueBytes < 0 {
+		return nil, fmt.Errorf("decision log queue bytes %d: must not be negative", cfg.queueBytes)
 	}
 	mask := make([]maskPointer, 0, len(cfg.Mask))
 	for _, p := range cfg.Mask {
@@ -309,6 +337,10 @@ func NewDecisionLog(cfg DecisionLogConfig) (*DecisionLog, error) {
 		q = DefaultDecisionLogQueue
 	}
 	l.ch = make(chan *DecisionEvent, q)
+	l.queueBytes = max(decisionLogQueueBytes, int64(q)*decisionLogEventBytes)
+	if cfg.queueBytes > 0 {
+		l.queueBytes = cfg.queueBytes
+	}
 	go l.run()
 	return l, nil
 }
@@ -455,9 +487,11 @@ func (l *DecisionLog) checkpointPathOnly(path string) error {
 // Log queues e for writing and returns at once. The log owns e afterwards:
 // the caller must not change it (the log fills the timestamp, labels and
 // erased fields). e.Input and e.Result are only read, never changed, so they
-// may be shared with the cache. If the queue is full, or the log is closed,
-// e is dropped and counted. Events logged concurrently with Close may be
-// neither written nor counted.
+// may be shared with the cache. If the queue is full, in events or in
+// bytes (the estimate of e's size, eventSize, would take it past its bound,
+// and it holds other events: an event larger than the whole bound is taken
+// into an empty queue), or the log is closed, e is dropped and counted.
+// Events logged concurrently with Close may be neither written nor counted.
 func (l *DecisionLog) Log(e *DecisionEvent) {
 	if l == nil || l.off || e == nil {
 		return
@@ -469,11 +503,79 @@ func (l *DecisionLog) Log(e *DecisionEvent) {
 	if e.Timestamp.IsZero() {
 		e.Timestamp = time.Now()
 	}
+	e.queued = eventSize(e)
+	if q := l.queuedBytes.Add(e.queued); q > l.queueBytes && q != e.queued {
+		l.queuedBytes.Add(-e.queued)
+		l.dropped.Add(1)
+		return
+	}
 	select {
 	case l.ch <- e:
 	default:
+		l.queuedBytes.Add(-e.queued)
 		l.dropped.Add(1)
 	}
+}
+
+// dequeued is the writer's receipt of e from the queue: e no longer counts
+// toward its bound in bytes.
+func (l *DecisionLog) dequeued(e *DecisionEvent) {
+	l.queuedBytes.Add(-e.queued)
+}
+
+// eventOverhead is eventSize's allowance for an event's fixed fields, its
+// metrics, labels and bundles.
+const eventOverhead = 512
+
+// eventSize estimates the memory e holds while it waits for the writer:
+// its input and result, walked (valueSize), and eventOverhead for the rest.
+// On the request path, so it only adds lengths: a walk costs a fraction of
+// the decoding that made the input.
+func eventSize(e *DecisionEvent) int64 {
+	return eventOverhead + valueSize(e.Input, 0) + valueSize(e.Result, 0) + int64(len(e.Error))
+}
+
+// valueSize estimates the memory of a decoded JSON value (map[string]any,
+// []any, strings, numbers...): the bytes of its strings and keys and a
+// word or few per value, map entry and element. A value of another type (a
+// struct), or nested past 256 levels (decoded JSON is bounded far below),
+// counts as 64 bytes, unwalked.
+func valueSize(v any, depth int) int64 {
+	const word = 16 // an interface value
+	if depth > 256 {
+		return 64
+	}
+	switch v := v.(type) {
+	case nil, bool, float64, int, int64:
+		return word
+	case string:
+		return word + int64(len(v))
+	case json.Number:
+		return word + int64(len(v))
+	case json.RawMessage:
+		return word + 8 + int64(len(v))
+	case []byte:
+		return word + 8 + int64(len(v))
+	case map[string]any:
+		n := int64(48)
+		for k, x := range v {
+			n += 16 + int64(len(k)) + valueSize(x, depth+1)
+		}
+		return n
+	case []any:
+		n := int64(word + 8)
+		for _, x := range v {
+			n += valueSize(x, depth+1)
+		}
+		return n
+	case map[string]string:
+		n := int64(48)
+		for k, x := range v {
+			n += 32 + int64(len(k)+len(x))
+		}
+		return n
+	}
+	return 64
 }
 
 // Close stops accepting events and waits, at most until ctx is done, for the
@@ -726,6 +828,7 @@ func (l *DecisionLog) run() {
 	for {
 		select {
 		case e := <-l.ch:
+			l.dequeued(e)
 			encode(e)
 			if len(l.ch) == 0 {
 				flush()
@@ -741,6 +844,7 @@ func (l *DecisionLog) run() {
 			for {
 				select {
 				case e := <-l.ch:
+					l.dequeued(e)
 					if l.abandon.Load() {
 						l.dropped.Add(1)
 						continue
@@ -1150,7 +1254,7 @@ type decisionLogCollector struct {
 
 func newDecisionLogCollector() *decisionLogCollector {
 	return &decisionLogCollector{
-		dropped:  prometheus.NewDesc("acgs_decision_log_dropped_total", "Decision-log events dropped because the queue was full or the log was closing.", nil, nil),
+		dropped:  prometheus.NewDesc("acgs_decision_log_dropped_total", "Decision-log events dropped because the queue was full (in events or in bytes) or the log was closing.", nil, nil),
 		written:  prometheus.NewDesc("acgs_decision_log_written_total", "Decision-log events written to the sink.", nil, nil),
 		failed:   prometheus.NewDesc("acgs_decision_log_failed_total", "Decision-log events lost to an encoding or write error.", nil, nil),
 		queue:    prometheus.NewDesc("acgs_decision_log_queue_entries", "Decision-log events waiting for the writer.", nil, nil),
