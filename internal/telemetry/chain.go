@@ -281,25 +281,26 @@ const (
 	checkpointDiffers                          // the file does not hold the checkpoint's head at its size: its end was cut or edited, or it is another file
 )
 
-// compareCheckpoint compares c with the open log file f, of size size,
-// whose chain goes on from last ("" for genesis). An empty file matches
-// only a checkpoint at where its chain starts.
-func compareCheckpoint(f *os.File, size int64, last string, c headCheckpoint) (checkpointVerdict, error) {
-	if last == "" {
-		last = ChainGenesis
-	}
-	if size == 0 || size < c.Size {
-		if size == 0 && c.Head == last {
-			return checkpointMatches, nil
-		}
+// compareCheckpoint compares c with the open log file f, of size size. A
+// checkpoint of size 0 says the last log left the file empty, at whatever
+// head its chain had (the head of the copy, for a file emptied by a
+// copytruncate while the log was idle; genesis for a new file put at the
+// path by a rotation's create, where the next log may go on from the
+// rotated file's head, carried): an empty file matches it, and a longer
+// one goes on past it, whatever its first record links to (a log that
+// started there and was killed before its first checkpoint).
+func compareCheckpoint(f *os.File, size int64, c headCheckpoint) (checkpointVerdict, error) {
+	switch {
+	case c.Size == 0 && size == 0:
+		return checkpointMatches, nil
+	case c.Size == 0:
+		return checkpointBehind, nil
+	case size < c.Size:
 		return checkpointDiffers, nil
 	}
 	at, _, err := lastLineWithin(f, c.Size)
 	if err != nil {
 		return checkpointDiffers, err
-	}
-	if at == "" {
-		at = ChainGenesis
 	}
 	switch {
 	case at != c.Head:

@@ -367,7 +367,7 @@ func (l *DecisionLog) startFileChain(existed bool, size int64, torn bool) {
 	if l.rotates {
 		ck, ok, err = readHeadCheckpoint(ckPath)
 		if ok {
-			verdict, err = compareCheckpoint(l.file, size, l.prev, ck)
+			verdict, err = compareCheckpoint(l.file, size, ck)
 			// The checkpoint beside the file this log took is its own
 			// until it writes one (checkpointPathOnly).
 			l.lastCheckpoint, l.lastCheckpointOK = ck, err == nil

@@ -1,0 +1,118 @@
+package telemetry
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDecisionLogCopytruncateWhileIdleIsNotTakenForACut: a file emptied by
+// a copytruncate rotation while the log is idle, then closed, leaves a
+// checkpoint of the head the log had and size 0: the empty file the next
+// log finds is as the last log left it, whatever that head (review: the
+// restart warned that records were removed).
+func TestDecisionLogCopytruncateWhileIdleIsNotTakenForACut(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.jsonl")
+	l, _ := openChained(t, path, DecisionLogConfig{})
+	for range 3 {
+		l.Log(&DecisionEvent{Path: "before"})
+	}
+	waitHandled(t, l, 3)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path+".1", b, 0o640); err != nil { // the copy
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, 0); err != nil { // the truncation
+		t.Fatal(err)
+	}
+	closeLog(t, l)
+	if ck, ok, err := readHeadCheckpoint(path + HeadCheckpointSuffix); err != nil || !ok || ck.Size != 0 {
+		t.Fatalf("checkpoint after close %+v (%v %v), want size 0", ck, ok, err)
+	}
+	l2, logBuf := openChained(t, path, DecisionLogConfig{})
+	closeLog(t, l2)
+	logged := logBuf.String()
+	if want := "the file is empty, as the last log left it"; !strings.Contains(logged, want) || strings.Contains(logged, "WARN") {
+		t.Errorf("the next log's lines, want %q and no warning:\n%s", want, logged)
+	}
+}
+
+// TestDecisionLogCarriedHeadIntoACreatedFileIsNotTakenForACut: a log
+// restarted while the one before still holds the file waits for its lock;
+// meanwhile the file is rotated with logrotate's create, and the one
+// before closes idle, leaving a checkpoint of the empty new file (genesis,
+// size 0). The next log takes the new file and goes on from the rotated
+// file's head (carried): the empty file is as the checkpoint says, and no
+// cut is warned about (review: it was, since the heads differ).
+func TestDecisionLogCarriedHeadIntoACreatedFileIsNotTakenForACut(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.jsonl")
+	before, _ := openChained(t, path, DecisionLogConfig{checkpointEvery: 5 * time.Millisecond})
+	before.Log(&DecisionEvent{Path: "p"})
+	waitHandled(t, before, 1)
+	opened, logBuf := nextChainedLog(t, path)
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, nil, 0o640); err != nil { // logrotate's create
+		t.Fatal(err)
+	}
+	closeLog(t, before)
+	if ck, ok, err := readHeadCheckpoint(path + HeadCheckpointSuffix); err != nil || !ok || ck != (headCheckpoint{Head: ChainGenesis, Size: 0}) {
+		t.Fatalf("checkpoint left by the log before %+v (%v %v), want genesis and size 0", ck, ok, err)
+	}
+	logNext(t, opened)
+	chainAcross(t, path, 1, 1)
+	logged := logBuf.String()
+	if want := "head_checkpoint=matches"; !strings.Contains(logged, want) || strings.Contains(logged, "the file does not end") {
+		t.Errorf("the next log's lines, want %q and no warning of a cut:\n%s", want, logged)
+	}
+}
+
+// TestCompareCheckpoint: how a file's end compares with a head checkpoint.
+// A checkpoint of size 0 (the last log left the file empty) is matched by
+// an empty file and gone past by a longer one, whatever head it names.
+func TestCompareCheckpoint(t *testing.T) {
+	const line1, line2 = `{"n":1}`, `{"n":2}`
+	h1, h2 := LineHash([]byte(line1)), LineHash([]byte(line2))
+	other := LineHash([]byte("other"))
+	two := line1 + "\n" + line2 + "\n"
+	size1, size2 := int64(len(line1)+1), int64(len(two))
+	for _, tc := range []struct {
+		name, file string
+		ck         headCheckpoint
+		want       checkpointVerdict
+	}{
+		{"empty, checkpoint empty at genesis", "", headCheckpoint{ChainGenesis, 0}, checkpointMatches},
+		{"empty, checkpoint empty at another head", "", headCheckpoint{other, 0}, checkpointMatches},
+		{"emptied", "", headCheckpoint{h2, size2}, checkpointDiffers},
+		{"records after an empty checkpoint at genesis", two, headCheckpoint{ChainGenesis, 0}, checkpointBehind},
+		{"records after an empty checkpoint at another head", two, headCheckpoint{other, 0}, checkpointBehind},
+		{"ends at the checkpoint", two, headCheckpoint{h2, size2}, checkpointMatches},
+		{"goes on past the checkpoint", two, headCheckpoint{h1, size1}, checkpointBehind},
+		{"last record edited", line1 + "\n" + `{"n":3}` + "\n", headCheckpoint{h2, size2}, checkpointDiffers},
+		{"last record cut", line1 + "\n", headCheckpoint{h2, size2}, checkpointDiffers},
+		{"another file, longer", two + two, headCheckpoint{other, size2}, checkpointDiffers},
+		{"the checkpoint's size in the middle of a line", two, headCheckpoint{h1, size1 + 2}, checkpointDiffers},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "d.jsonl")
+			if err := os.WriteFile(path, []byte(tc.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			got, err := compareCheckpoint(f, int64(len(tc.file)), tc.ck)
+			if err != nil || got != tc.want {
+				t.Errorf("verdict %d (%v), want %d", got, err, tc.want)
+			}
+		})
+	}
+}
