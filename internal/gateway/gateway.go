@@ -103,6 +103,11 @@ type Gateway struct {
 	// agents: the progress token forward sends an upstream (the
 	// gateway's own, unique across agents) → progressRoute.
 	progress sync.Map
+	// progressQueues holds the progress notifications waiting for each
+	// agent session (progress.go); a session has an entry while its
+	// sending goroutine runs.
+	progressMu     sync.Mutex
+	progressQueues map[*mcp.ServerSession][]queuedProgress
 
 	// stopping ends (refuseHeld) when the gateway stops: every held call,
 	// and any held after it, is refused at once.
@@ -162,6 +167,8 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		m:            newMetrics(d.Registerer),
 		tokens:       cfg.tokens(),
 		stdioSession: "stdio-" + rand.Text(),
+
+		progressQueues: map[*mcp.ServerSession][]queuedProgress{},
 	}
 	g.stopping, g.refuseAll = context.WithCancel(context.Background())
 	g.lifetime, g.abandon = context.WithCancelCause(context.Background())
@@ -699,10 +706,12 @@ func (g *Gateway) progressMeta(c *relay) mcp.Meta {
 }
 
 // relayProgress passes an upstream's notifications/progress on to the
-// agent whose call it is about, with the agent's token; one for a call
-// that has ended, or with a token the gateway did not make, is dropped.
-// It is the ProgressNotificationHandler of the upstreams' clients.
-func (g *Gateway) relayProgress(ctx context.Context, req *mcp.ProgressNotificationClientRequest) {
+// agent whose call it is about, with the agent's token, through the agent
+// session's queue (queueProgress: it does not wait for the agent); one for
+// a call that has ended, or with a token the gateway did not make, is
+// dropped. It is the ProgressNotificationHandler of the upstreams'
+// clients.
+func (g *Gateway) relayProgress(_ context.Context, req *mcp.ProgressNotificationClientRequest) {
 	if req == nil || req.Params == nil {
 		return
 	}
@@ -717,9 +726,7 @@ func (g *Gateway) relayProgress(ctx context.Context, req *mcp.ProgressNotificati
 	r := v.(progressRoute)
 	p := *req.Params
 	p.ProgressToken = r.token
-	if err := r.session.NotifyProgress(ctx, &p); err != nil {
-		g.log.Debug("gateway: a progress notification did not reach the agent", "error", err)
-	}
+	g.queueProgress(r.session, tok, &p)
 }
 
 // hold waits for an approver, the timeout, the agent giving up or the

@@ -21,6 +21,9 @@ type metrics struct {
 	upstreamDur *prometheus.HistogramVec // upstream
 	up          *prometheus.GaugeVec     // upstream
 	counterErrs prometheus.Counter
+	// progressDropped counts upstreams' progress notifications dropped
+	// because their agent session's queue was full (progress.go)
+	progressDropped prometheus.Counter
 }
 
 // The results of acgs_gateway_upstream_calls_total. Only failed is an
@@ -76,9 +79,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "acgs_gateway_counter_errors_total",
 			Help: "Redis errors of the per-agent call counters (the call was counted in process instead).",
 		}),
+		progressDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "acgs_gateway_progress_dropped_total",
+			Help: "Upstreams' progress notifications dropped because the agent session they were for already had 64 waiting (an agent that does not read its event stream).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.decisions, m.shadow, m.approvals, m.pending, m.upstream, m.proxied, m.overhead, m.upstreamDur, m.up, m.counterErrs)
+		reg.MustRegister(m.decisions, m.shadow, m.approvals, m.pending, m.upstream, m.proxied, m.overhead, m.upstreamDur, m.up, m.counterErrs, m.progressDropped)
 	}
 	return m
 }
@@ -102,4 +109,5 @@ func RegisterExampleSeries(reg prometheus.Registerer) {
 	m.upstreamDur.WithLabelValues("files").Observe(1e-3)
 	m.up.WithLabelValues("files").Set(1)
 	m.counterErrs.Add(0)
+	m.progressDropped.Add(0)
 }

@@ -2,8 +2,10 @@ package gateway_test
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -123,5 +125,115 @@ func TestProgressTokenReachesTheUpstreamAndComesBack(t *testing.T) {
 	}
 	if tok := <-up.tokens; tok != nil {
 		t.Errorf("a call without a progress token reached the upstream with %v", tok)
+	}
+}
+
+// TestProgressOfOneAgentDoesNotStallAnother: an agent that opens its event
+// stream (the GET) and never reads it, while an upstream it shares with
+// others floods its call with progress. The gateway passed each
+// notification on from within the upstream client's notification handler,
+// waiting for the agent's stream: once its buffers were full, every later
+// notification of that upstream, for every agent, waited behind it. Each
+// agent session now has its own bounded queue (what overflows it is
+// dropped, and counted): another agent's progress arrives at once.
+func TestProgressOfOneAgentDoesNotStallAnother(t *testing.T) {
+	s := mcp.NewServer(&mcp.Implementation{Name: "progress", Version: "1"}, nil)
+	big := strings.Repeat("x", 100<<10)
+	mcp.AddTool(s, &mcp.Tool{Name: "flood"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		for i := range 400 {
+			if err := req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: req.Params.GetProgressToken(), Progress: float64(i), Message: big}); err != nil {
+				return nil, nil, err
+			}
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "flooded"}}}, nil, nil
+	})
+	finish := make(chan struct{})
+	mcp.AddTool(s, &mcp.Tool{Name: "work"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		if err := req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: req.Params.GetProgressToken(), Progress: 1, Total: 2, Message: "half"}); err != nil {
+			return nil, nil, err
+		}
+		select {
+		case <-finish:
+		case <-ctx.Done():
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	e := startEnv(t, envOptions{upstreams: "  - name: p\n    url: http://" + ln.Addr().String() + "/mcp\n"})
+
+	// Agent 1, in raw HTTP: it opens its event stream and never reads it.
+	hc := &http.Client{Timeout: 30 * time.Second}
+	send := func(method, sid, body string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(testCtx(t), method, e.agentURL, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer token-1")
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+		if sid != "" {
+			req.Header.Set("Mcp-Session-Id", sid)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	r := send(http.MethodPost, "", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`)
+	sid := r.Header.Get("Mcp-Session-Id")
+	_, _ = io.Copy(io.Discard, r.Body)
+	r.Body.Close()
+	send(http.MethodPost, sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`).Body.Close()
+	stream, err := (&http.Client{}).Do(func() *http.Request {
+		req, _ := http.NewRequestWithContext(testCtx(t), http.MethodGet, e.agentURL, nil)
+		req.Header.Set("Authorization", "Bearer token-1")
+		req.Header.Set("Accept", "text/event-stream")
+		req.Header.Set("Mcp-Session-Id", sid)
+		req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+		return req
+	}())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close() // never read
+	r = send(http.MethodPost, sid, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"p__flood","arguments":{},"_meta":{"progressToken":"a1"}}}`)
+	b, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	if !strings.Contains(string(b), "flooded") {
+		t.Fatalf("agent 1's call: %.200s", b)
+	}
+
+	// Agent 2 reads its stream, and gets its progress at once.
+	arrived := make(chan struct{}, 4)
+	c := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, &mcp.ClientOptions{
+		ProgressNotificationHandler: func(context.Context, *mcp.ProgressNotificationClientRequest) { arrived <- struct{}{} },
+	})
+	a2, err := c.Connect(testCtx(t), &mcp.StreamableClientTransport{Endpoint: e.agentURL, HTTPClient: &http.Client{Transport: bearer{token: "token-2", base: http.DefaultTransport}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a2.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := a2.CallTool(testCtx(t), &mcp.CallToolParams{Name: "p__work", Meta: mcp.Meta{"progressToken": "b1"}})
+		done <- err
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(5 * time.Second):
+		t.Error("agent 2's progress did not arrive within 5s: it waits behind agent 1's unread stream")
+	}
+	close(finish)
+	if err := <-done; err != nil {
+		t.Error(err)
+	}
+	if got := e.metric(t, "acgs_gateway_progress_dropped_total", nil); got == 0 {
+		t.Error("no progress notification for agent 1 was dropped (acgs_gateway_progress_dropped_total 0)")
 	}
 }

@@ -1,0 +1,79 @@
+package gateway
+
+import (
+	"context"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// Progress notifications pass from an upstream to an agent through a queue
+// of the agent session's own. relayProgress runs within the upstream
+// client's notification handler, which handles that upstream's
+// notifications one after the other for every agent: waiting there for
+// one agent's event stream (an agent that does not read it, whose TCP
+// buffers are full) held every other agent's progress from the same
+// upstream behind it.
+const (
+	// progressQueueLen bounds the notifications waiting for one agent
+	// session; beyond it they are dropped (acgs_gateway_progress_dropped_total):
+	// progress is advisory, and a later notification says more.
+	progressQueueLen = 64
+	// progressSendTimeout is the context of sending one notification. The
+	// SDK's write to an agent's event stream does not heed it: a session
+	// whose agent does not read its stream keeps its sending goroutine
+	// waiting (and its queue full) until the connection ends; other
+	// sessions are not held.
+	progressSendTimeout = 10 * time.Second
+)
+
+// queuedProgress is a notification waiting for its agent: the route's
+// token (the call's, to drop it once the call has ended) and the
+// parameters under the agent's token.
+type queuedProgress struct {
+	upTok  string
+	params *mcp.ProgressNotificationParams
+}
+
+// queueProgress queues p for session ss, starting the goroutine that
+// sends the session's queue when it is not running; a full queue drops it.
+func (g *Gateway) queueProgress(ss *mcp.ServerSession, upTok string, p *mcp.ProgressNotificationParams) {
+	g.progressMu.Lock()
+	defer g.progressMu.Unlock()
+	q, running := g.progressQueues[ss]
+	if len(q) >= progressQueueLen {
+		g.m.progressDropped.Inc()
+		return
+	}
+	g.progressQueues[ss] = append(q, queuedProgress{upTok: upTok, params: p})
+	if !running {
+		go g.sendProgress(ss)
+	}
+}
+
+// sendProgress sends session ss's queued notifications in order, and
+// ends (forgetting the queue) once it is empty. A notification of a call
+// that has ended meanwhile is dropped: the agent has its answer.
+func (g *Gateway) sendProgress(ss *mcp.ServerSession) {
+	for {
+		g.progressMu.Lock()
+		q := g.progressQueues[ss]
+		if len(q) == 0 {
+			delete(g.progressQueues, ss)
+			g.progressMu.Unlock()
+			return
+		}
+		next := q[0]
+		q[0] = queuedProgress{}
+		g.progressQueues[ss] = q[1:]
+		g.progressMu.Unlock()
+		if _, live := g.progress.Load(next.upTok); !live {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), progressSendTimeout)
+		if err := ss.NotifyProgress(ctx, next.params); err != nil {
+			g.log.Debug("gateway: a progress notification did not reach the agent", "error", err)
+		}
+		cancel()
+	}
+}
