@@ -10,6 +10,12 @@
 #   Values are type-checked before any ordering comparison, arithmetic or
 #   iteration, so no input can raise a runtime error.
 #
+#   The action is matched against the configured action lists (prohibited,
+#   needing an explanation, rate-limit categories) by its key: lower-cased,
+#   with whitespace and invisible characters removed (acgs.text.key). A
+#   string action that is not a plain action name (see action_malformed)
+#   is refused by the action alone, like a prohibited one.
+#
 #   Reads input.action and these fields of input.context, each by its
 #   full path (so ids, timestamps and any other field an agent adds to the
 #   context, the agent or the environment are never read):
@@ -22,18 +28,46 @@
 package acgs.constitutional
 
 import data.acgs.config
+import data.acgs.text
 
 # ---------------------------------------------------------------------------
-# Prohibited actions: decided by the action alone (constant under partial
-# evaluation when input.action is known).
+# Prohibited actions and malformed action names: decided by the action alone
+# (constant under partial evaluation when input.action is known).
 # ---------------------------------------------------------------------------
 
-prohibited if input.action in config.prohibited_actions
+# The action is refused whatever the context: it is a prohibited action
+# (matched by its key, so "System.Execute_Shell", "system.execute_shell "
+# and "system.execute_shell<U+200B>" are system.execute_shell), or it is
+# not a plain action name at all (a look-alike letter from another script,
+# an invisible character, a space). No default: main.rego's bodies test
+# `prohibited` and `not prohibited`.
+prohibited if listed_prohibited
+
+prohibited if action_malformed
+
+default listed_prohibited := false
+
+listed_prohibited if action_key in {lower(a) | some a in config.prohibited_actions}
+
+# A plain action name, lower-cased: dot-separated segments of ASCII letters,
+# digits and "_" ("-" too after the first, the category), as every action
+# in the constitution and its workloads is (data.read_public,
+# system.execute_shell). A string that is not one (empty segments, spaces,
+# invisible characters, letters of other scripts that look like Latin
+# ones) names no action the constitution knows, and could be a prohibited
+# one dressed up: it is refused. An empty or missing action is not
+# malformed: it is evaluated, and denied as missing.
+default action_malformed := false
+
+action_malformed if {
+	action != ""
+	not regex.match(`^[a-z0-9_]+(\.[a-z0-9_-]+)*$`, lower(action))
+}
 
 prohibited_decision := {
 	"allow": false,
 	"compliance_score": 0,
-	"reasons": [sprintf("Action '%s' is prohibited by the constitution", [input.action])],
+	"reasons": [prohibited_reason],
 	"constitutional_hash": config.constitutional_hash,
 	"policy": "constitutional",
 	"evaluation_details": {
@@ -43,6 +77,16 @@ prohibited_decision := {
 	},
 } if {
 	prohibited
+}
+
+prohibited_reason := sprintf("Action '%s' is prohibited by the constitution", [input.action]) if listed_prohibited
+
+prohibited_reason := sprintf(
+	"Action '%s' is not a plain action name (dot-separated segments of ASCII letters, digits, '_' and '-') and is refused",
+	[input.action],
+) if {
+	not listed_prohibited
+	action_malformed
 }
 
 # Entry point of this package. The two bodies are mutually exclusive.
@@ -59,13 +103,23 @@ default action := ""
 
 action := input.action if is_string(input.action)
 
+# The action as the action lists match it (see prohibited): "" when it is
+# missing or not a string.
+action_key := text.key(action)
+
 default category := ""
 
-category := split(action, ".")[0]
+category := split(action_key, ".")[0]
 
 rate_limit := object.get(config.constitutional.rate_limits, category, config.constitutional.default_rate_limit)
 
-needs_explanation := action in config.constitutional.actions_requiring_explanation
+needs_explanation := action_key in {lower(a) | some a in config.constitutional.actions_requiring_explanation}
+
+# Whether the action is refused by itself (for the evaluated decision, which
+# main.rego asks for only when it is not).
+default refused := false
+
+refused if prohibited
 
 # ---------------------------------------------------------------------------
 # The evaluated decision: one rule with one body, with every expression in it
@@ -259,7 +313,7 @@ evaluated_decision := [out |
 	cat := category
 	rate := rate_limit
 	needs := needs_explanation
-	is_prohibited := action in config.prohibited_actions
+	is_prohibited := refused
 	limits := c.resource_limits
 	n_limits := count(limits)
 	unrequested_exceeded := {name: 0 | some name, limit in limits; 1 > limit}

@@ -559,6 +559,117 @@ test_action_wrong_type_denied if {
 	}
 }
 
+# ---------------------------------------------------------------------------
+# Action spelling: the lists match the action's key (lower-cased, whitespace
+# and invisible characters removed); a string that is not a plain action
+# name is refused by the action alone
+# ---------------------------------------------------------------------------
+
+respelled_prohibited := [
+	"System.Execute_Shell", "SYSTEM.EXECUTE_SHELL", "system.execute_shell ",
+	" system.execute_shell", "\tsystem.execute_shell\n", "system.execute_shell\u200b",
+	"system.\u200dexecute_shell", "system.exe\u00adcute_shell", "\ufeffsystem.execute_shell",
+	"system.execute_shell\u00a0", "system.execute_shell\u3000", "system. execute_shell",
+	"Data.Exfiltrate", "data.exfiltrate\u2060", "process.spawn_root\u202e",
+]
+
+test_prohibited_whatever_the_spelling if {
+	every a in respelled_prohibited {
+		every t in ["constitutional_evaluation", "action_authorization"] {
+			d := decide(object.union(safe_input, {"type": t, "action": a}))
+			d.allow == false
+			d.compliance_score == 0
+			d.reasons == [sprintf("Action '%s' is prohibited by the constitution", [a])]
+			d.evaluation_details.prohibited == true
+		}
+		constitutional.prohibited with input as {"action": a}
+		constitutional.listed_prohibited with input as {"action": a}
+	}
+}
+
+# Reported by review: allowed (0.96) where system.execute_shell is prohibited.
+test_reviewed_respellings_denied if {
+	every a in ["System.Execute_Shell", "system.execute_shell ", "system.execute_shell\u200b", "system.ex\u0435cute_shell"] {
+		d := decide(object.union(safe_input, {"action": a}))
+		d.allow == false
+		d.compliance_score == 0
+	}
+}
+
+malformed_actions := [
+	"system.ex\u0435cute_shell", # Cyrillic e
+	"d\u0430ta.read_public", # Cyrillic a
+	"data.read_public\u200b", "data.read_public ", "\u00a0data.read_public",
+	"data.read public", "data..read", ".leading", "data.", ".",
+	"data/read", "data:read", "data.read*", "\uff44ata.read", # full-width d
+	"my-category.read", "data.re\u0301ad", " ", "data.read_public\ufe0f",
+]
+
+test_malformed_actions_refused if {
+	every a in malformed_actions {
+		d := decide(object.union(safe_input, {"action": a}))
+		d.allow == false
+		d.compliance_score == 0
+		d.reasons == [sprintf(
+			"Action '%s' is not a plain action name (dot-separated segments of ASCII letters, digits, '_' and '-') and is refused",
+			[a],
+		)]
+		d.evaluation_details.prohibited == true
+		d.evaluation_details.action == a
+		constitutional.action_malformed with input as {"action": a}
+		not constitutional.listed_prohibited with input as {"action": a}
+	}
+}
+
+# Both: a prohibited action with an invisible character is reported as
+# prohibited (the clearer reason), once.
+test_prohibited_and_malformed_reports_prohibited if {
+	d := decide(object.union(safe_input, {"action": "system.execute_shell\u200b"}))
+	d.reasons == ["Action 'system.execute_shell\u200b' is prohibited by the constitution"]
+	constitutional.action_malformed with input as {"action": "system.execute_shell\u200b"}
+}
+
+# Plain names, in any case, are evaluated; the lists and the rate-limit
+# categories see them lower-cased.
+test_plain_actions_evaluated if {
+	every a in ["data.read_public", "Data.Read_Public", "DATA.READ_PUBLIC", "nodot", "report", "v2.x", "data.read-only", "data.a.b.c", "a_b.c-d_e"] {
+		d := decide(object.union(safe_input, {"action": a}))
+		d.allow == true
+		d.compliance_score == 0.96
+		not constitutional.prohibited with input as {"action": a}
+	}
+	decide(object.union(safe_input, {"action": "Data.Read_Public"})).evaluation_details.action_category == "data"
+}
+
+test_action_lists_match_case_insensitively if {
+	d := decide(object.union(json.remove(safe_input, ["context/explanation"]), {"action": "Data.Process_Personal"}))
+	d.reasons == [
+		"Action 'Data.Process_Personal' requires an explanation but none was given",
+		"Compliance score 0.94 below 0.95",
+	]
+	e := decide(object.union(with_context({"current_usage_count": 20}), {"action": "NETWORK.http_get"}))
+	"Rate limit exceeded for category 'network': usage 20, limit 20" in e.reasons
+}
+
+# A missing, empty or non-string action is not malformed: it is evaluated and
+# denied as missing.
+test_missing_action_is_not_malformed if {
+	every x in [{}, {"action": ""}, {"action": 5}, {"action": null}] {
+		not constitutional.prohibited with input as x
+		not constitutional.action_malformed with input as x
+	}
+	d := decide(object.union(safe_input, {"action": ""}))
+	d.reasons == ["Action is missing or not a string"]
+}
+
+# The evaluated decision, asked for directly, never allows a refused action.
+test_evaluated_decision_never_allows_refused_action if {
+	every a in ["system.execute_shell", "System.Execute_Shell", "data.read public"] {
+		d := constitutional.evaluated_decision with input as object.union(safe_input, {"action": a})
+		d.allow == false
+	}
+}
+
 # The defaults of the assessments are used unclamped (only given values are
 # clamped), so the configuration must keep them in [0,1].
 test_config_defaults_in_range if {

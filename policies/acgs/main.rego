@@ -38,6 +38,10 @@
 #     hash ok, data_access                           -> acgs.data
 #     hash ok, any other (or missing) type           -> unknown type deny
 #
+#   ("prohibited" is acgs.constitutional.prohibited: an action refused by
+#   itself, listed as prohibited whatever its case and invisible characters,
+#   or not a plain action name.)
+#
 #   and each routed decision is total: it is one object built from rules
 #   that all have a fail-closed `default` (score 0, allow false, ...), so it
 #   is defined for every input. Hence exactly one `decision` exists for

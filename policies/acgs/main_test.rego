@@ -401,7 +401,7 @@ test_health if {
 	h := main.health
 	h.status == "healthy"
 	h.constitutional_hash == hash
-	{p | some p in h.packages} == {"acgs.main", "acgs.constitutional", "acgs.evolution", "acgs.data", "acgs.tool_call"}
+	{p | some p in h.packages} == {"acgs.main", "acgs.constitutional", "acgs.evolution", "acgs.data", "acgs.tool_call", "acgs.text"}
 	every t in ["constitutional_evaluation", "action_authorization", "evolution_approval", "data_access", "tool_call"] {
 		t in h.request_types
 	}

@@ -30,6 +30,7 @@
 package acgs.tool_call
 
 import data.acgs.config
+import data.acgs.text
 
 cfg := config.tool_call
 
@@ -105,12 +106,13 @@ arguments := a if {
 # Tool name and upstream (depend only on name, upstream and agent)
 # ---------------------------------------------------------------------------
 
-# The name as the prohibited and approval lists match it: lower-cased, with
-# every whitespace, control and format (zero-width) character removed, so
-# that shell__Exec, "shell__exec " and shell__<U+200B>exec are shell__exec.
+# The name as the prohibited and approval lists match it (acgs.text.key,
+# as actions are matched): lower-cased, with every whitespace, control and
+# format (zero-width) character removed, so that shell__Exec,
+# "shell__exec " and shell__<U+200B>exec are shell__exec.
 # (The exemption lists, shell_tools_allowed and secret_tools_allowed, match
 # the name exactly: an exemption must not widen to other spellings.)
-tool_key := lower(regex.replace(name, `[\s\p{Z}\p{Cc}\p{Cf}]`, ""))
+tool_key := text.key(name)
 
 default prohibited := false
 
