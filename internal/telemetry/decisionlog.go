@@ -415,23 +415,26 @@ func (l *DecisionLog) checkpoint(atClose bool) {
 	}
 	path := l.path + HeadCheckpointSuffix
 	st, err := l.file.Stat()
-	switch {
-	case err != nil:
-	case l.rotatedAway(st):
+	rotated := err == nil && l.rotatedAway(st)
+	if err == nil && !rotated {
+		c := headCheckpoint{Head: l.prev, Size: st.Size()}
+		if err = writeHeadCheckpointFn(path, c); err == nil {
+			l.lastCheckpoint, l.lastCheckpointOK = c, true
+			// Rotated between the look at the path and the rename of
+			// the checkpoint: it describes the rotated file.
+			rotated = l.rotatedAway(st)
+		}
+	}
+	if rotated {
 		// Rotated since the last write (follow switches files only
 		// before a write): a checkpoint of the file open would describe
-		// one no longer at the path, and the next log would take the file
-		// it finds there for one cut or emptied.
+		// one no longer at the path, and the next log would take the
+		// file it finds there for one cut or emptied.
 		if atClose {
 			l.logger.Info("decision log: the file was rotated; its head is the rotated file's last line", "sink", "file:"+l.path, "head", l.prev)
 		}
 		if err = l.checkpointPathOnly(path); err == nil {
 			return // the checkpoint, if any, does not hold this log's head
-		}
-	default:
-		c := headCheckpoint{Head: l.prev, Size: st.Size()}
-		if err = writeHeadCheckpoint(path, c); err == nil {
-			l.lastCheckpoint, l.lastCheckpointOK = c, true
 		}
 	}
 	if err != nil {
@@ -471,6 +474,9 @@ func (l *DecisionLog) checkpointPathOnly(path string) error {
 	}
 	if at, err := os.Stat(l.path); err == nil && at.Mode().IsRegular() && at.Size() == 0 {
 		c := headCheckpoint{Head: ChainGenesis, Size: 0}
+		if ok && cur == c {
+			return nil // already (idleCheck comes back every period)
+		}
 		if err := writeHeadCheckpoint(path, c); err != nil {
 			return err
 		}
@@ -822,9 +828,16 @@ func (l *DecisionLog) run() {
 			flush()
 		}
 	}
-	// With the chain, a file written since the last checkpoint gets one
-	// within checkpointEvery (ckpt is armed then, nil while idle).
-	var ckpt <-chan time.Time
+	// With the chain, a regular file gets a checkpoint within
+	// checkpointEvery of a write (written says there was one since the
+	// last), and while idle is looked at once a period (idleCheck).
+	var tick <-chan time.Time
+	if l.chain && l.rotates {
+		t := time.NewTicker(l.checkpointEvery)
+		defer t.Stop()
+		tick = t.C
+	}
+	written := false
 	for {
 		select {
 		case e := <-l.ch:
@@ -833,13 +846,15 @@ func (l *DecisionLog) run() {
 			if len(l.ch) == 0 {
 				flush()
 			}
-			if ckpt == nil && l.chain && l.rotates {
-				ckpt = time.After(l.checkpointEvery)
+			written = true
+		case <-tick:
+			if written {
+				written = false
+				flush()
+				l.checkpoint(false)
+				continue
 			}
-		case <-ckpt:
-			ckpt = nil
-			flush()
-			l.checkpoint(false)
+			l.idleCheck()
 		case <-l.stop:
 			for {
 				select {
@@ -863,6 +878,32 @@ func (l *DecisionLog) run() {
 				}
 			}
 		}
+	}
+}
+
+// idleCheck is a chained file log's look at its file while no record
+// comes (once a checkpoint period; nothing is buffered): a file rotated
+// away gets the checkpoint of one (checkpointPathOnly: none beside a path
+// with no file, genesis beside an empty one), and a file whose size is not
+// the last checkpoint's (emptied by a copytruncate), or that has none of
+// this log's yet, is checkpointed. Without it the checkpoint would stay as
+// the last write left it until the next record: a process killed
+// meanwhile would leave one describing a rotated file, or a longer one,
+// which the next start takes for records removed. The file is not
+// switched (follow) until a record comes, as before. Its cost while
+// nothing changes is a stat of the file and one of its path a period (and
+// a read of the checkpoint while the file is rotated away). Writer
+// goroutine only.
+func (l *DecisionLog) idleCheck() {
+	if l.orphaned {
+		return
+	}
+	st, err := l.file.Stat()
+	if err != nil {
+		return
+	}
+	if !l.lastCheckpointOK || st.Size() != l.lastCheckpoint.Size || l.rotatedAway(st) {
+		l.checkpoint(false)
 	}
 }
 
@@ -978,6 +1019,10 @@ var errLocked = errors.New("another decision log writes this file and one of the
 // lockFileFn is lockFile; tests make it refuse as a file system without
 // locks does.
 var lockFileFn = lockFile
+
+// writeHeadCheckpointFn is writeHeadCheckpoint, as checkpoint calls it;
+// tests rotate the file while it runs.
+var writeHeadCheckpointFn = writeHeadCheckpoint
 
 // startWait is how long a log being opened waits for a FIFO's reader or for
 // the lock of a writer that is closing the file (a stdio gateway restarted

@@ -1,9 +1,12 @@
 package telemetry
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -114,5 +117,139 @@ func TestCompareCheckpoint(t *testing.T) {
 				t.Errorf("verdict %d (%v), want %d", got, err, tc.want)
 			}
 		})
+	}
+}
+
+// copyAsKilled copies the log file at path and its head checkpoint, those
+// that exist, into a new directory: the files as a process killed at this
+// moment leaves them, for a log to be opened on while the one that wrote
+// them still runs. It returns the copy's path.
+func copyAsKilled(t *testing.T, path string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), filepath.Base(path))
+	for _, suffix := range []string{"", HeadCheckpointSuffix} {
+		b, err := os.ReadFile(path + suffix)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst+suffix, b, 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+// TestDecisionLogIdleRotationThenKillIsNotTakenForACut: a file rotated
+// away while the log is idle is noticed within a checkpoint period without
+// a record to write: the checkpoint is left as for a file rotated away
+// (none beside a path with no file, genesis beside the empty file of
+// logrotate's create), so that a process killed then does not leave one
+// describing the rotated file, and the next start does not warn that
+// records were removed (review: the checkpoint timer was armed only by an
+// event).
+func TestDecisionLogIdleRotationThenKillIsNotTakenForACut(t *testing.T) {
+	for _, create := range []bool{false, true} {
+		t.Run(map[bool]string{false: "nocreate", true: "create"}[create], func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "d.jsonl")
+			l, _ := openChained(t, path, DecisionLogConfig{checkpointEvery: 5 * time.Millisecond})
+			defer closeLog(t, l)
+			for range 3 {
+				l.Log(&DecisionEvent{Path: "before"})
+			}
+			waitHandled(t, l, 3)
+			head := LineHash([]byte(strings.TrimSuffix(readLines(t, path)[2], "\n")))
+			waitCheckpoint(t, path, func(ck headCheckpoint, ok bool) bool { return ok && ck.Head == head && ck.Size > 0 })
+			if err := os.Rename(path, path+".1"); err != nil {
+				t.Fatal(err)
+			}
+			if create {
+				if err := os.WriteFile(path, nil, 0o640); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Idle: no record is logged from here on.
+			waitCheckpoint(t, path, func(ck headCheckpoint, ok bool) bool {
+				return ok == create && (!ok || ck == headCheckpoint{Head: ChainGenesis, Size: 0})
+			})
+			l2, next := openChained(t, copyAsKilled(t, path), DecisionLogConfig{})
+			closeLog(t, l2)
+			if strings.Contains(next.String(), "WARN") {
+				t.Errorf("the next log, opened on the files as a kill leaves them, warned:\n%s", next)
+			}
+		})
+	}
+}
+
+// waitCheckpoint waits up to 10 s for the head checkpoint beside path
+// (ck, with there false for none) to satisfy ok.
+func waitCheckpoint(t *testing.T, path string, ok func(ck headCheckpoint, there bool) bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		ck, there, err := readHeadCheckpoint(path + HeadCheckpointSuffix)
+		if err == nil && ok(ck, there) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10 s the checkpoint is %+v (%v %v)", ck, there, err)
+		}
+	}
+}
+
+// TestDecisionLogIdleLogCheckpointsATruncation: a file emptied by a
+// copytruncate while the log is idle gets a checkpoint of its new size
+// within a period, so that a process killed then does not leave one that
+// says the file was longer (which the next start takes for records
+// removed).
+func TestDecisionLogIdleLogCheckpointsATruncation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.jsonl")
+	l, _ := openChained(t, path, DecisionLogConfig{checkpointEvery: 5 * time.Millisecond})
+	defer closeLog(t, l)
+	l.Log(&DecisionEvent{Path: "before"})
+	waitHandled(t, l, 1)
+	waitCheckpoint(t, path, func(ck headCheckpoint, ok bool) bool { return ok && ck.Size > 0 })
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitCheckpoint(t, path, func(ck headCheckpoint, ok bool) bool { return ok && ck.Size == 0 })
+	l2, next := openChained(t, copyAsKilled(t, path), DecisionLogConfig{})
+	closeLog(t, l2)
+	if strings.Contains(next.String(), "WARN") {
+		t.Errorf("the next log, opened on the files as a kill leaves them, warned:\n%s", next)
+	}
+}
+
+// TestDecisionLogRotatedWhileCheckpointing: a file renamed away between
+// the log's look at its path and the rename of its new checkpoint (the
+// checkpoint then describes the rotated file) is looked at again once the
+// checkpoint is written: the checkpoint is left as for a file rotated away
+// (none beside a path with no file), not as one the next log takes for a
+// cut.
+func TestDecisionLogRotatedWhileCheckpointing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.jsonl")
+	l, _ := openChained(t, path, DecisionLogConfig{})
+	l.Log(&DecisionEvent{Path: "before"})
+	waitHandled(t, l, 1)
+	var once sync.Once
+	writeHeadCheckpointFn = func(p string, c headCheckpoint) error {
+		once.Do(func() {
+			if err := os.Rename(path, path+".1"); err != nil {
+				t.Error(err)
+			}
+		})
+		return writeHeadCheckpoint(p, c)
+	}
+	defer func() { writeHeadCheckpointFn = writeHeadCheckpoint }()
+	closeLog(t, l)
+	if _, err := os.Stat(path + HeadCheckpointSuffix); !errors.Is(err, fs.ErrNotExist) {
+		ck, _, _ := readHeadCheckpoint(path + HeadCheckpointSuffix)
+		t.Errorf("a checkpoint %+v (%v) is left beside a path with no file", ck, err)
+	}
+	l2, next := openChained(t, path, DecisionLogConfig{})
+	closeLog(t, l2)
+	if strings.Contains(next.String(), "WARN") {
+		t.Errorf("the next log warned:\n%s", next)
 	}
 }
