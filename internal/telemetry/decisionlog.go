@@ -706,6 +706,10 @@ func (l *DecisionLog) QueueCapacity() int {
 // costs few writes and a single event is not held back.
 func (l *DecisionLog) run() {
 	defer close(l.done)
+	// keep bounds the buffers kept from one write to the next: one event
+	// larger than a batch grows them to its size (twice, as a buffer
+	// grows), which they would otherwise hold for the life of the log.
+	keep := 4 * l.batch
 	var (
 		buf     bytes.Buffer
 		pending uint64
@@ -732,7 +736,13 @@ func (l *DecisionLog) run() {
 		if buf.Len() == 0 {
 			return
 		}
-		defer func() { buf.Reset(); pending = 0 }()
+		defer func() {
+			buf.Reset()
+			pending = 0
+			if buf.Cap() > keep {
+				buf = bytes.Buffer{}
+			}
+		}()
 		l.follow(bufPrev) // on a switch, l.torn is the new file's
 		if l.orphaned {
 			report("decision log: write failed", errFileRemoved, pending)
@@ -823,6 +833,9 @@ func (l *DecisionLog) run() {
 		pending++
 		if l.chain {
 			l.prev = LineHash(bytes.TrimSuffix(one.Bytes(), []byte{'\n'}))
+		}
+		if one.Cap() > keep {
+			one = bytes.Buffer{} // enc writes to &one, which stays
 		}
 		if buf.Len() >= l.batch {
 			flush()
