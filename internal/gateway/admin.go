@@ -205,7 +205,8 @@ func (g *Gateway) HTTPHandler() http.Handler {
 		}
 		return &auth.TokenInfo{UserID: agent}, nil
 	}
-	authed := auth.RequireBearerToken(verify, &auth.RequireBearerTokenOptions{AllowMissingExpiration: true})(h)
+	limited := g.limitSessions(h)
+	authed := auth.RequireBearerToken(verify, &auth.RequireBearerTokenOptions{AllowMissingExpiration: true})(limited)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != g.cfg.Path {
 			http.NotFound(w, r)
@@ -219,7 +220,7 @@ func (g *Gateway) HTTPHandler() http.Handler {
 			defer g.answering.Add(-1)
 		}
 		if r.Header.Get("Authorization") == "" && g.cfg.AnonymousAgent != "" {
-			h.ServeHTTP(w, r)
+			limited.ServeHTTP(w, r)
 			return
 		}
 		authed.ServeHTTP(w, r)

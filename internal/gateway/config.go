@@ -45,6 +45,8 @@ type Config struct {
 	Admin Admin `yaml:"admin"`
 	// Approvals: how long a call needing approval is held.
 	Approvals Approvals `yaml:"approvals"`
+	// Sessions bound the HTTP agents' sessions.
+	Sessions Sessions `yaml:"sessions"`
 
 	// DecisionTimeout bounds one decision, including waiting for an
 	// evaluation slot (default 1s); beyond it the call is denied.
@@ -135,6 +137,18 @@ type Approvals struct {
 	MaxPendingPerAgent int `yaml:"max_pending_per_agent"`
 }
 
+// Sessions bound the HTTP agents' MCP sessions held at once: each keeps
+// its state and goroutines until the agent ends it (DELETE) or it has been
+// idle for 30 minutes. An initialize past a bound is refused.
+type Sessions struct {
+	// Max bounds the sessions of all HTTP agents together (default 1000).
+	Max int `yaml:"max"`
+	// MaxPerAgent bounds one agent's (default 100, or Max when that is
+	// lower or when HTTP clients carry one identity only; at most Max).
+	// HTTP clients without a token are one agent (anonymous_agent).
+	MaxPerAgent int `yaml:"max_per_agent"`
+}
+
 // Separator joins an upstream's name and its tool's name.
 const Separator = "__"
 
@@ -209,6 +223,16 @@ func (c *Config) defaults() {
 		c.Approvals.MaxPendingPerAgent = 100
 		if m := c.Approvals.MaxPending; m > 0 && (m < 100 || c.identities() <= 1) {
 			c.Approvals.MaxPendingPerAgent = m
+		}
+	}
+	if c.Sessions.Max == 0 {
+		c.Sessions.Max = 1000
+	}
+	if c.Sessions.MaxPerAgent == 0 {
+		// as approvals.max_pending_per_agent
+		c.Sessions.MaxPerAgent = 100
+		if m := c.Sessions.Max; m > 0 && (m < 100 || c.identities() <= 1) {
+			c.Sessions.MaxPerAgent = m
 		}
 	}
 	if c.DecisionTimeout == 0 {
@@ -346,6 +370,15 @@ func (c *Config) Validate() error {
 	} else if c.Approvals.MaxPending >= 0 && c.Approvals.MaxPendingPerAgent > c.Approvals.MaxPending {
 		bad("approvals.max_pending_per_agent (%d) must not exceed approvals.max_pending (%d), the bound for all agents together",
 			c.Approvals.MaxPendingPerAgent, c.Approvals.MaxPending)
+	}
+	if c.Sessions.Max < 0 {
+		bad("sessions.max: must not be negative")
+	}
+	if c.Sessions.MaxPerAgent < 0 {
+		bad("sessions.max_per_agent: must not be negative")
+	} else if c.Sessions.Max >= 0 && c.Sessions.MaxPerAgent > c.Sessions.Max {
+		bad("sessions.max_per_agent (%d) must not exceed sessions.max (%d), the bound for all agents together",
+			c.Sessions.MaxPerAgent, c.Sessions.Max)
 	}
 	if c.Path[0] != '/' {
 		bad("path %q must start with /", c.Path)

@@ -133,3 +133,40 @@ func TestConfigHeaderTokenVariables(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigSessions: sessions.max defaults to 1000 and
+// sessions.max_per_agent to 100 (max where HTTP clients carry one identity,
+// or when it is lower), refused when negative or above max.
+func TestConfigSessions(t *testing.T) {
+	const twoAgents = "upstreams: [{name: a, command: [x]}]\nlisten: 127.0.0.1:0\nagents: [{id: a1, token: tok-aaaaaaaaaaaaaaaa}, {id: a2, token: tok-bbbbbbbbbbbbbbbb}]\n"
+	const anonymous = "upstreams: [{name: a, command: [x]}]\nlisten: 127.0.0.1:0\nanonymous_agent: anyone\n"
+	for _, c := range []struct {
+		base, sessions string
+		max, perAgent  int
+		wantErr        string
+	}{
+		{base: twoAgents, max: 1000, perAgent: 100},
+		{base: anonymous, max: 1000, perAgent: 1000},
+		{base: twoAgents, sessions: "{max: 50}", max: 50, perAgent: 50},
+		{base: twoAgents, sessions: "{max: 500, max_per_agent: 20}", max: 500, perAgent: 20},
+		{base: twoAgents, sessions: "{max: -1}", wantErr: "sessions.max: must not be negative"},
+		{base: twoAgents, sessions: "{max_per_agent: -1}", wantErr: "sessions.max_per_agent: must not be negative"},
+		{base: twoAgents, sessions: "{max: 10, max_per_agent: 11}", wantErr: "sessions.max_per_agent (11) must not exceed sessions.max (10)"},
+	} {
+		yml := c.base
+		if c.sessions != "" {
+			yml += "sessions: " + c.sessions + "\n"
+		}
+		cfg, err := gateway.ParseConfig([]byte(yml))
+		switch {
+		case c.wantErr != "":
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("sessions %s: %v, want an error containing %q", c.sessions, err, c.wantErr)
+			}
+		case err != nil:
+			t.Errorf("sessions %s: %v", c.sessions, err)
+		case cfg.Sessions.Max != c.max || cfg.Sessions.MaxPerAgent != c.perAgent:
+			t.Errorf("sessions %s: max %d, max_per_agent %d; want %d, %d", c.sessions, cfg.Sessions.Max, cfg.Sessions.MaxPerAgent, c.max, c.perAgent)
+		}
+	}
+}

@@ -108,6 +108,8 @@ type Gateway struct {
 	// sending goroutine runs.
 	progressMu     sync.Mutex
 	progressQueues map[*mcp.ServerSession][]queuedProgress
+	// sessions counts the HTTP agents' sessions (sessions.go)
+	sessions sessionTally
 
 	// stopping ends (refuseHeld) when the gateway stops: every held call,
 	// and any held after it, is refused at once.
