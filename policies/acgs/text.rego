@@ -5,9 +5,16 @@
 # constant under partial evaluation.
 package acgs.text
 
-# Characters a name can hold without showing them: whitespace, separators
-# and control and format (zero-width, bidi) characters.
-invisible := `[\s\p{Z}\p{Cc}\p{Cf}]`
+# Characters a name can hold without showing them, or that only modify the
+# character before them: whitespace and separators (\s, \p{Z}), control,
+# format (zero-width, bidi, tags), private-use and surrogate characters
+# (\p{C}), combining marks (\p{M}: the combining grapheme joiner U+034F,
+# the variation selectors U+FE00-FE0F and U+E0100-E01EF, accents), and the
+# letters and symbols that render blank: the Hangul fillers U+115F, U+1160,
+# U+3164, U+FFA0 and the Braille blank U+2800. (Letters that only look like
+# others, such as Cyrillic or full-width ones, are not folded: the callers
+# refuse names outside plain ASCII.)
+invisible := `[\s\p{Z}\p{C}\p{M}\x{115F}\x{1160}\x{3164}\x{FFA0}\x{2800}]`
 
 # A name as a list of names matches it: lower-cased, with every invisible
 # character removed, so that "System.Execute_Shell", "system.execute_shell "

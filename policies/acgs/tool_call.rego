@@ -107,9 +107,10 @@ arguments := a if {
 # ---------------------------------------------------------------------------
 
 # The name as the prohibited and approval lists match it (acgs.text.key,
-# as actions are matched): lower-cased, with every whitespace, control and
-# format (zero-width) character removed, so that shell__Exec,
-# "shell__exec " and shell__<U+200B>exec are shell__exec.
+# as actions are matched): lower-cased, with every whitespace, control,
+# format (zero-width) and combining character and the blank fillers
+# removed, so that shell__Exec, "shell__exec ", shell__<U+200B>exec and
+# shell__exec<U+FE0F> are shell__exec.
 # (The exemption lists, shell_tools_allowed and secret_tools_allowed, match
 # the name exactly: an exemption must not widen to other spellings.)
 tool_key := text.key(name)
@@ -121,15 +122,20 @@ prohibited if {
 	glob.match(lower(pattern), null, tool_key)
 }
 
-# A name that is not blank but starts or ends with whitespace, or holds a
-# control or format (zero-width, bidi) character anywhere: no tool an
-# upstream lists is meant to be called so, and such names are how a
-# denied name is dressed up as another. Denied (and hidden).
+# A name that is not blank but starts or ends with a space, or holds any
+# character other than printable ASCII (U+0020-U+007E) anywhere. MCP asks
+# for tool names of ASCII letters, digits, "_", "-" and "." (SEP-986 adds
+# "/"), and names outside ASCII are how a denied name is dressed up as
+# another: invisible characters (zero-width, bidi, tags), combining marks
+# (U+034F), variation selectors (U+FE0F), blank fillers (U+3164), and
+# letters that only look like ASCII ones (full-width, Cyrillic), which no
+# key can fold. A class of what is allowed, rather than a list of what is
+# not, covers the characters nobody has listed yet. Denied (and hidden).
 default name_malformed := false
 
 name_malformed if {
 	not blank(name)
-	regex.match(`^[\s\p{Z}]|[\s\p{Z}]$|[\p{Cc}\p{Cf}]`, name)
+	regex.match(`^ | $|[^\x20-\x7E]`, name)
 }
 
 # A string of whitespace only counts as missing.
@@ -497,7 +503,7 @@ argument_reasons contains sprintf("Argument '%s' carries a credential; tool '%s'
 
 other_reasons contains "Tool name missing" if blank(name)
 
-other_reasons contains sprintf("Tool name '%s' starts or ends with whitespace or holds invisible characters", [shown(name)]) if name_malformed
+other_reasons contains sprintf("Tool name '%s' starts or ends with whitespace or holds characters other than printable ASCII", [shown(name)]) if name_malformed
 
 other_reasons contains sprintf("Tool '%s' is prohibited by the constitution", [shown(name)]) if prohibited
 

@@ -770,18 +770,48 @@ test_approval_whatever_the_spelling if {
 	decide(call({"name": "db__delete_record\t"})).outcome == "deny"
 }
 
-# Leading or trailing whitespace, or a control or format character
-# anywhere, denies (and hides) a name whatever it is.
+# Leading or trailing whitespace, or any character other than printable
+# ASCII anywhere, denies (and hides) a name whatever it is.
+malformed_names := [
+	"notes__echo ", "\tnotes__echo", "notes__\u200decho", "notes__echo\u202e", "notes__e\u0000cho",
+	"notes__echo\u034f", # combining grapheme joiner (Mn)
+	"notes__echo\ufe0f", # variation selector 16 (Mn)
+	"notes__echo\udb40\udd00", # variation selector 17, U+E0100 (Mn)
+	"notes__echo\udb40\udc41", # tag latin capital a, U+E0041 (Cf)
+	"notes__ec\u0301ho", # combining acute accent
+	"notes__echo\u115f", "notes__echo\u1160", "notes__echo\u3164", "notes__echo\uffa0", # Hangul fillers (Lo)
+	"notes__echo\u2800", # Braille blank
+	"notes__\uff45\uff43\uff48\uff4f", # full-width echo
+	"notes__\u0435cho", # Cyrillic e
+	"notes__\u00e9cho", "notes__echo\ue000", "notes__echo\u00a0", "notes__echo\u3000x",
+]
+
 test_malformed_names_denied_and_hidden if {
-	every n in ["notes__echo ", "\tnotes__echo", "notes__\u200decho", "notes__echo\u202e", "notes__e\u0000cho"] {
+	every n in malformed_names {
 		d := decide(call({"name": n}))
 		d.outcome == "deny"
-		some r in d.reasons
-		endswith(r, "starts or ends with whitespace or holds invisible characters")
+		has_reason(d, sprintf("Tool name '%s' starts or ends with whitespace or holds characters other than printable ASCII", [n]))
 		tool_call.hidden with input as call({"name": n})
 	}
-	decide(call({"name": "notes__my echo"})).outcome == "allow"
-	not tool_call.hidden with input as call({"name": "notes__my echo"})
+	every n in ["notes__my echo", "notes__echo.v2", "notes__a/b", "notes__x-y_z", "notes__~!@#%^*()+={}[]|:;'<>,?"] {
+		decide(call({"name": n})).outcome == "allow"
+		not tool_call.hidden with input as call({"name": n})
+	}
+}
+
+# Reported by review: allowed where shell__exec is prohibited. Invisible and
+# combining characters are also removed from the name the lists see.
+test_reviewed_tool_name_respellings_denied if {
+	every n in ["shell__exec\u034f", "shell__exec\ufe0f", "shell__\uff45\uff58\uff45\uff43"] {
+		d := decide(call({"name": n}))
+		d.allow == false
+		d.outcome == "deny"
+		tool_call.hidden with input as call({"name": n})
+	}
+	every n in ["shell__exec\u034f", "shell__exec\ufe0f", "shell__e\u3164xec", "shell__exec\udb40\udd00", "shell__exec\udb40\udc41"] {
+		decide(call({"name": n})).evaluation_details.prohibited == true
+	}
+	decide(call({"name": "db__delete_record\ufe0f"})).evaluation_details.needs_approval == true
 }
 
 # The exemption lists match the name exactly.
