@@ -713,9 +713,18 @@ test_no_reason_quotes_a_secret if {
 # nothing is a secret or a shell command: the empty regular expression the
 # patterns used to join into matched every string (review).
 test_no_patterns_redact_nothing if {
+	# (The whole tool_call object is replaced: `with` on a member path whose
+	# value is an object merges it into the configured one, so
+	# `with ....secret_patterns as {}` left every pattern in place for the
+	# rules, which read the configuration through config.tool_call.)
+	cfg := json.patch(data.acgs.config.tool_call, [
+		{"op": "replace", "path": "/secret_patterns", "value": {}},
+		{"op": "replace", "path": "/shell_patterns", "value": {}},
+	])
+	tool_call.secret_regex == `[^\s\S]` with data.acgs.config.tool_call as cfg
+	tool_call.shell_regex == `[^\s\S]` with data.acgs.config.tool_call as cfg
 	d := main.decision with input as args({"file": "notes.txt", "q": "hello world"})
-		with data.acgs.config.tool_call.secret_patterns as {}
-		with data.acgs.config.tool_call.shell_patterns as {}
+		with data.acgs.config.tool_call as cfg
 	d.reasons == ["Argument '/file' is a relative path ('notes.txt'); only absolute paths under the allowed file roots are accepted"]
 	d.evaluation_details.tool == "notes__echo"
 }
