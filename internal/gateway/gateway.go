@@ -646,7 +646,8 @@ func errorReply(err error) (*jsonrpc.Error, bool) {
 	return nil, false
 }
 
-// forward calls the upstream and returns its result unchanged. When the
+// forward calls the upstream and returns its result unchanged, but for
+// the gateway's own _meta keys (dropGatewayMeta). When the
 // upstream answers a JSON-RPC error, or no answer, the agent gets a tool
 // error saying which, and how the call came to be forwarded.
 func (g *Gateway) forward(ctx context.Context, c *relay) (*mcp.CallToolResult, error) {
@@ -673,12 +674,34 @@ func (g *Gateway) forward(ctx context.Context, c *relay) (*mcp.CallToolResult, e
 		g.log.Warn("gateway: upstream call failed", "decision_id", c.id, "tool", c.p.Name, "error", err)
 		return c.errorResult(fmt.Sprintf("%v. %s but not completed.", err, c.how())), nil
 	}
+	if dropGatewayMeta(res.Meta) {
+		g.log.Warn("gateway: an upstream's result carried the gateway's own _meta keys; dropped", "decision_id", c.id, "tool", c.p.Name)
+	}
 	if res.IsError {
 		g.m.upstream.WithLabelValues(c.upLabel, c.toolLabel, resultToolError).Inc()
 	} else {
 		g.m.upstream.WithLabelValues(c.upLabel, c.toolLabel, resultOK).Inc()
 	}
 	return res, nil
+}
+
+// gatewayMetaPrefix begins the _meta keys that are the gateway's own
+// (metaKey).
+const gatewayMetaPrefix = "io.acgs/"
+
+// dropGatewayMeta removes the gateway's own keys (io.acgs/...) from an
+// upstream's _meta, and reports whether there were any: metaKey is the
+// gateway's word on a call (its decision, an approval), which an upstream
+// must not be able to forge in its result.
+func dropGatewayMeta(m mcp.Meta) bool {
+	dropped := false
+	for k := range m {
+		if strings.HasPrefix(k, gatewayMetaPrefix) {
+			delete(m, k)
+			dropped = true
+		}
+	}
+	return dropped
 }
 
 // progressTokenKey is the _meta key of a request's progress token.
