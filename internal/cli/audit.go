@@ -26,7 +26,7 @@ func newAuditCmd() *cobra.Command {
 		Use:   "audit verify FILE",
 		Short: "Check a hash-chained decision log (acgs gateway's) for removed, edited or inserted records",
 	}
-	var from, head string
+	var from, head, checkpoint string
 	var asJSON bool
 	verify := &cobra.Command{
 		Use:   "verify FILE",
@@ -34,18 +34,24 @@ func newAuditCmd() *cobra.Command {
 		Long: `Verify the hash chain of a decision log written by 'acgs gateway' (every
 record carries prev_hash, the SHA-256 of the line before it). A removed record
 breaks the link of the record after it, an edited record too, an inserted one
-its own. A cut at the very end is found only against a head recorded elsewhere
-(--head; the gateway logs the head when it stops and keeps it in FILE.head,
-whose first line is the head). For a file that continues a rotated one, give
-the previous file's head as --from. Heads are "sha256:" and 64 lowercase hex
-digits, as verify prints them.
+its own. A cut at the very end is found only against a head recorded elsewhere:
+--head, the hash the log must end at (the gateway logs it when it stops), or
+--checkpoint, the head checkpoint the gateway keeps beside the log (FILE.head:
+the head, and the file's size there, replaced at most once a second and when
+it stops). With --checkpoint the line ending at that size must hash to that
+head, as the gateway checks when it opens the file again; records after it
+are not a problem but are named as not covered by the checkpoint (written
+after it by a gateway killed before it could stop, or still being written).
+For a file that continues a rotated one, give the previous file's head as
+--from. Heads are "sha256:" and 64 lowercase hex digits, as verify prints them.
 
 Verify a closed or rotated file: the last line of a log being written may be
 caught half-written, and reported as torn.
 
 Exit status: 0 the chain is intact; 1 problems were found (each is printed);
 2 the log could not be checked (a usage error, a --head or --from that is not
-a head, a file that cannot be read).`,
+a head, a --checkpoint that cannot be read or is not a checkpoint, a file
+that cannot be read).`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if err := cobra.ExactArgs(1)(cmd, args); err != nil {
 				return cannotCheck(err)
@@ -58,12 +64,23 @@ a head, a file that cannot be read).`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o := telemetry.VerifyChainOptions{From: from, Head: head}
+			if cmd.Flags().Changed("checkpoint") {
+				c, ok, err := telemetry.ReadHeadCheckpoint(checkpoint)
+				switch {
+				case err != nil:
+					return cannotCheck(fmt.Errorf("--checkpoint: %w", err))
+				case !ok:
+					return cannotCheck(fmt.Errorf("--checkpoint %s: no such file", checkpoint))
+				}
+				o.Checkpoint = &c
+			}
 			f, err := os.Open(args[0])
 			if err != nil {
 				return cannotCheck(err)
 			}
 			defer f.Close()
-			rep, err := telemetry.VerifyChain(f, telemetry.VerifyChainOptions{From: from, Head: head})
+			rep, err := telemetry.VerifyChain(f, o)
 			if err != nil {
 				return cannotCheck(fmt.Errorf("reading %s: %w", args[0], err))
 			}
@@ -87,6 +104,13 @@ a head, a file that cannot be read).`,
 					// emptied: only --head tells them apart.
 					fmt.Fprintf(out, "%s: the file has no records: its head is where the chain starts (--from, or the genesis hash)\n", args[0])
 				}
+				if rep.PastCheckpoint > 0 {
+					after := fmt.Sprintf("after line %d", rep.CheckpointLine)
+					if rep.CheckpointLine == 0 {
+						after = "all of them: the checkpoint is of the file empty"
+					}
+					fmt.Fprintf(out, "%s: note: the last %d record(s) (%s) are not covered by the head checkpoint: written after its last replacement by a log killed before it could close, or still being written\n", args[0], rep.PastCheckpoint, after)
+				}
 				if rep.OK() {
 					fmt.Fprintf(out, "%s: intact: %d records, head %s\n", args[0], rep.Records, rep.Head)
 				} else {
@@ -100,7 +124,8 @@ a head, a file that cannot be read).`,
 		},
 	}
 	verify.Flags().StringVar(&from, "from", "", "prev_hash the first record must carry (the previous file's head; default: the chain's genesis)")
-	verify.Flags().StringVar(&head, "head", "", "hash the log must end at (a head recorded elsewhere: the close line, FILE.head), to find records cut from the end")
+	verify.Flags().StringVar(&head, "head", "", "hash the log must end at (a head recorded elsewhere: the close line), to find records cut from the end")
+	verify.Flags().StringVar(&checkpoint, "checkpoint", "", "head checkpoint file (FILE.head) whose head the log must hold at its size, to find records cut from the end; records after it are noted, not errors")
 	verify.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	verify.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return cannotCheck(err) })
 	cmd.AddCommand(verify)

@@ -131,3 +131,104 @@ func TestAuditVerifyExitCodes(t *testing.T) {
 		})
 	}
 }
+
+// chainedLog writes n records with a chained file log at path (continuing
+// what the file holds) and closes it, which replaces its head checkpoint.
+func chainedLog(t *testing.T, path string, n int) {
+	t.Helper()
+	l, err := telemetry.NewDecisionLog(telemetry.DecisionLogConfig{Sink: "file:" + path, Chain: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		l.Log(&telemetry.DecisionEvent{Path: "acgs/main/decision", CacheTier: "none"})
+	}
+	if err := l.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAuditVerifyCheckpoint: verify --checkpoint FILE.head compares the log
+// with its head checkpoint as the gateway does when it opens the file: a
+// log whose gateway was killed after records written since its last
+// checkpoint holds the checkpoint's head at its size and goes on past it,
+// which is a note (exit 0), not a cut (review: verify --head with the
+// checkpoint's head reported records removed where the start calls the
+// file "behind"); a log cut before the checkpoint's size or edited at it
+// is a problem (exit 1); a checkpoint that cannot be read is exit 2.
+// --head with a bare hash still wants the log to end there.
+func TestAuditVerifyCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "gateway.jsonl")
+	ckPath := path + telemetry.HeadCheckpointSuffix
+	chainedLog(t, path, 3)
+	atThree, err := os.ReadFile(ckPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chainedLog(t, path, 2)
+	// As a kill leaves it: two records written after the last checkpoint.
+	killedCk := filepath.Join(dir, "killed.head")
+	if err := os.WriteFile(killedCk, atThree, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	full, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(string(full), "\n")
+	write := func(name, data string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cut := write("cut.jsonl", lines[0]+lines[1])
+	shorter := write("shorter.jsonl", lines[0]+lines[1]+strings.Replace(lines[2], `"none"`, `"l1"`, 1)+lines[3]+lines[4])
+	edited := write("edited.jsonl", lines[0]+lines[1]+strings.Replace(lines[2], `"none"`, `"nonE"`, 1)+lines[3]+lines[4])
+	empty := write("empty.jsonl", "")
+	emptyCk := write("empty.head", telemetry.ChainGenesis+"\n0\n")
+	notACk := write("garbage.head", "not a checkpoint\n")
+	ckHead := strings.SplitN(string(atThree), "\n", 2)[0]
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		code    int
+		want    []string
+		notWant []string
+	}{
+		{"ends at the checkpoint", []string{path, "--checkpoint", ckPath}, 0, []string{"intact: 5 records"}, []string{"note"}},
+		{"the checkpoint's line, the file as it was then", []string{write("three.jsonl", string(closed)), "--checkpoint", killedCk}, 0, []string{"intact: 3 records"}, []string{"note"}},
+		{"goes on past the checkpoint", []string{path, "--checkpoint", killedCk}, 0, []string{"note: the last 2 record(s) (after line 3) are not covered", "intact: 5 records"}, []string{"BROKEN"}},
+		{"the checkpoint's head as --head", []string{path, "--head", ckHead}, 1, []string{"not at the expected head", "BROKEN"}, nil},
+		{"cut before the checkpoint", []string{cut, "--checkpoint", killedCk}, 1, []string{"before its head checkpoint's size", "BROKEN"}, []string{"note"}},
+		{"the checkpoint's line edited", []string{edited, "--checkpoint", killedCk}, 1, []string{edited + ":3: the line at the head checkpoint's size", "BROKEN"}, []string{"note"}},
+		{"a record up to the checkpoint shortened", []string{shorter, "--checkpoint", killedCk}, 1, []string{shorter + ":4: the head checkpoint's size", "falls inside this line", "BROKEN"}, []string{"note"}},
+		{"empty, an empty checkpoint", []string{empty, "--checkpoint", emptyCk}, 0, []string{"no records"}, []string{"BROKEN"}},
+		{"records after an empty checkpoint", []string{path, "--checkpoint", emptyCk}, 0, []string{"the last 5 record(s) (all of them"}, []string{"BROKEN"}},
+		{"no checkpoint file", []string{path, "--checkpoint", filepath.Join(dir, "missing.head")}, 2, []string{"--checkpoint", "missing.head"}, []string{"BROKEN", "intact"}},
+		{"not a checkpoint", []string{path, "--checkpoint", notACk}, 2, []string{"not a head checkpoint"}, []string{"BROKEN", "intact"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, code := auditRun(t, append([]string{"verify"}, tc.args...)...)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d:\n%s", code, tc.code, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("no %q in:\n%s", w, out)
+				}
+			}
+			for _, w := range tc.notWant {
+				if strings.Contains(out, w) {
+					t.Errorf("%q in:\n%s", w, out)
+				}
+			}
+		})
+	}
+}

@@ -96,6 +96,13 @@ type ChainReport struct {
 	Records  int            `json:"records"`
 	Head     string         `json:"head"` // hash of the last line: what a later record would link to (From, or ChainGenesis, with no records)
 	Problems []ChainProblem `json:"problems,omitempty"`
+	// With a checkpoint (VerifyChainOptions.Checkpoint) that the log
+	// holds: the line at its size (0 for a checkpoint of size 0), and the
+	// records after it, which it does not cover (not a problem: written
+	// after the last checkpoint by a log killed before it could close, or
+	// still being written).
+	CheckpointLine int `json:"checkpoint_line,omitempty"`
+	PastCheckpoint int `json:"past_checkpoint,omitempty"`
 }
 
 // OK reports whether every link held.
@@ -109,6 +116,13 @@ type VerifyChainOptions struct {
 	// Head, when set, is the hash the last line must have (a head recorded
 	// elsewhere): it finds the last lines removed or the last one edited.
 	Head string
+	// Checkpoint, when set, is the log's head checkpoint
+	// (ReadHeadCheckpoint), compared as a log opening the file compares
+	// it: the line that ends at its size must hash to its head (a
+	// checkpoint of size 0 is held by any file), or the log's end was cut
+	// or edited, or it is another file; records after that line are
+	// reported in PastCheckpoint, not as problems.
+	Checkpoint *HeadCheckpoint
 }
 
 // VerifyChain reads a chained decision log and reports every broken link:
@@ -124,6 +138,8 @@ func VerifyChain(r io.Reader, o VerifyChainOptions) (ChainReport, error) {
 	var rep ChainReport
 	br := bufio.NewReaderSize(r, 64<<10)
 	line := 0
+	var size int64 // bytes read
+	ck := checkpointCheck{c: o.Checkpoint}
 	for {
 		b, err := br.ReadBytes('\n')
 		if len(b) == 0 && errors.Is(err, io.EOF) {
@@ -133,8 +149,11 @@ func VerifyChain(r io.Reader, o VerifyChainOptions) (ChainReport, error) {
 			return rep, err
 		}
 		line++
+		start := size
+		size += int64(len(b))
 		torn := !bytes.HasSuffix(b, []byte{'\n'})
 		b = bytes.TrimSuffix(b, []byte{'\n'})
+		ck.line(&rep, line, start, b, torn)
 		rep.Records++
 		var rec struct {
 			PrevHash *string `json:"prev_hash"`
@@ -162,7 +181,60 @@ func VerifyChain(r io.Reader, o VerifyChainOptions) (ChainReport, error) {
 	if o.Head != "" && rep.Head != o.Head {
 		rep.Problems = append(rep.Problems, ChainProblem{line, fmt.Sprintf("the log ends at %s, not at the expected head %s: records removed from the end, or the last one edited", rep.Head, o.Head)})
 	}
+	ck.end(&rep, line, size)
 	return rep, nil
+}
+
+// checkpointCheck is VerifyChain's comparison of the log with a head
+// checkpoint (c, nil for none), as compareCheckpoint makes it at start:
+// the line ending at c.Size, without its newline or with it (a line torn
+// when the checkpoint was written, ended since), must hash to c.Head.
+type checkpointCheck struct {
+	c    *HeadCheckpoint
+	done bool // the checkpoint's line was found, or its size passed
+	held bool // the log holds the checkpoint
+}
+
+// line looks at line n, which starts at byte start and holds b (without
+// its newline, which it ends with unless torn).
+func (k *checkpointCheck) line(rep *ChainReport, n int, start int64, b []byte, torn bool) {
+	if k.c == nil || k.done {
+		return
+	}
+	if k.c.Size == 0 {
+		// The last log left the file empty: every record is past it.
+		k.done, k.held = true, true
+		return
+	}
+	end := start + int64(len(b))
+	lineEnd := end
+	if !torn {
+		lineEnd++
+	}
+	switch {
+	case k.c.Size > lineEnd:
+		return // further on
+	case k.c.Size != end && k.c.Size != lineEnd:
+		rep.Problems = append(rep.Problems, ChainProblem{n, fmt.Sprintf("the head checkpoint's size %d falls inside this line, not at the end of one: the records up to it were edited, or the file is not the one checkpointed", k.c.Size)})
+	case LineHash(b) != k.c.Head:
+		rep.Problems = append(rep.Problems, ChainProblem{n, fmt.Sprintf("the line at the head checkpoint's size %d hashes to %s, not to its head %s: it was edited, or records up to it were replaced, or the file is not the one checkpointed", k.c.Size, LineHash(b), k.c.Head)})
+	default:
+		k.held = true
+		rep.CheckpointLine = n
+	}
+	k.done = true
+}
+
+// end completes the comparison once the log's n lines, size bytes, are
+// read.
+func (k *checkpointCheck) end(rep *ChainReport, n int, size int64) {
+	switch {
+	case k.c == nil:
+	case !k.done && k.c.Size > 0:
+		rep.Problems = append(rep.Problems, ChainProblem{n, fmt.Sprintf("the log ends at byte %d, before its head checkpoint's size %d: records were removed from the end, or the file is not the one checkpointed", size, k.c.Size)})
+	case k.held:
+		rep.PastCheckpoint = rep.Records - rep.CheckpointLine
+	}
 }
 
 func brokenLink(line int, got, from string) string {
@@ -217,8 +289,8 @@ func IsChainHash(s string) bool {
 // head checkpoint.
 const HeadCheckpointSuffix = ".head"
 
-// headCheckpoint is what a head checkpoint holds.
-type headCheckpoint struct {
+// HeadCheckpoint is what a head checkpoint holds.
+type HeadCheckpoint struct {
 	Head string // the chain's head: the hash of the log file's last line, or where its chain starts
 	Size int64  // the log file's size at that head
 }
@@ -228,7 +300,7 @@ type headCheckpoint struct {
 // reader sees the old checkpoint or the new one, never a part of one. Not
 // synced: after a power loss it may be older than the log (told apart by
 // its size) or unreadable (warned about, not compared).
-func writeHeadCheckpoint(path string, c headCheckpoint) error {
+func writeHeadCheckpoint(path string, c HeadCheckpoint) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return err
@@ -249,9 +321,9 @@ func writeHeadCheckpoint(path string, c headCheckpoint) error {
 	return err
 }
 
-// readHeadCheckpoint reads the checkpoint at path; ok is false when there
+// ReadHeadCheckpoint reads the checkpoint at path; ok is false when there
 // is none.
-func readHeadCheckpoint(path string) (c headCheckpoint, ok bool, err error) {
+func ReadHeadCheckpoint(path string) (c HeadCheckpoint, ok bool, err error) {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return c, false, nil
@@ -269,7 +341,7 @@ func readHeadCheckpoint(path string) (c headCheckpoint, ok bool, err error) {
 	if !IsChainHash(head) || err != nil || n < 0 {
 		return c, false, fmt.Errorf("%s: not a head checkpoint (want a chain hash and a size, a line each)", path)
 	}
-	return headCheckpoint{Head: head, Size: n}, true, nil
+	return HeadCheckpoint{Head: head, Size: n}, true, nil
 }
 
 // checkpointVerdict is how a log file's end compares with its checkpoint.
@@ -289,7 +361,7 @@ const (
 // rotated file's head, carried): an empty file matches it, and a longer
 // one goes on past it, whatever its first record links to (a log that
 // started there and was killed before its first checkpoint).
-func compareCheckpoint(f *os.File, size int64, c headCheckpoint) (checkpointVerdict, error) {
+func compareCheckpoint(f *os.File, size int64, c HeadCheckpoint) (checkpointVerdict, error) {
 	switch {
 	case c.Size == 0 && size == 0:
 		return checkpointMatches, nil

@@ -183,7 +183,7 @@ type DecisionLog struct {
 	// lastCheckpoint is the checkpoint this log last wrote (ok: one was):
 	// after a rotation another log may own the checkpoint beside the new
 	// file, which this one must then leave alone.
-	lastCheckpoint   headCheckpoint
+	lastCheckpoint   HeadCheckpoint
 	lastCheckpointOK bool
 
 	stop      chan struct{}
@@ -361,11 +361,11 @@ func (l *DecisionLog) startFileChain(existed bool, size int64, torn bool) {
 	ckPath := l.path + HeadCheckpointSuffix
 	checkpoint := "none"
 	var verdict checkpointVerdict
-	var ck headCheckpoint
+	var ck HeadCheckpoint
 	var ok bool
 	var err error
 	if l.rotates {
-		ck, ok, err = readHeadCheckpoint(ckPath)
+		ck, ok, err = ReadHeadCheckpoint(ckPath)
 		if ok {
 			verdict, err = compareCheckpoint(l.file, size, ck)
 			// The checkpoint beside the file this log took is its own
@@ -417,7 +417,7 @@ func (l *DecisionLog) checkpoint(atClose bool) {
 	st, err := l.file.Stat()
 	rotated := err == nil && l.rotatedAway(st)
 	if err == nil && !rotated {
-		c := headCheckpoint{Head: l.prev, Size: st.Size()}
+		c := HeadCheckpoint{Head: l.prev, Size: st.Size()}
 		if err = writeHeadCheckpointFn(path, c); err == nil {
 			l.lastCheckpoint, l.lastCheckpointOK = c, true
 			// Rotated between the look at the path and the rename of
@@ -468,12 +468,12 @@ func (l *DecisionLog) rotatedAway(st os.FileInfo) bool {
 // A checkpoint this log did not write last (another log's, writing the
 // new file) is left alone. The rotated file's head is in the close line.
 func (l *DecisionLog) checkpointPathOnly(path string) error {
-	cur, ok, err := readHeadCheckpoint(path)
+	cur, ok, err := ReadHeadCheckpoint(path)
 	if err != nil || (ok && (!l.lastCheckpointOK || cur != l.lastCheckpoint)) {
 		return nil //nolint:nilerr // not this log's checkpoint (or unreadable): left to whoever wrote it
 	}
 	if at, err := os.Stat(l.path); err == nil && at.Mode().IsRegular() && at.Size() == 0 {
-		c := headCheckpoint{Head: ChainGenesis, Size: 0}
+		c := HeadCheckpoint{Head: ChainGenesis, Size: 0}
 		if ok && cur == c {
 			return nil // already (idleCheck comes back every period)
 		}

@@ -103,7 +103,7 @@ func openChained(t *testing.T, path string, cfg DecisionLogConfig) (*DecisionLog
 // and the file's size.
 func wantCheckpoint(t *testing.T, path, head string) {
 	t.Helper()
-	ck, ok, err := readHeadCheckpoint(path + HeadCheckpointSuffix)
+	ck, ok, err := ReadHeadCheckpoint(path + HeadCheckpointSuffix)
 	st, serr := os.Stat(path)
 	if err != nil || !ok || serr != nil || ck.Head != head || ck.Size != st.Size() {
 		t.Fatalf("checkpoint %+v (%v %v), want head %s and the file's size (%v)", ck, ok, err, head, st)
@@ -294,7 +294,7 @@ func TestDecisionLogCheckpointWhileWriting(t *testing.T) {
 	head := LineHash([]byte(strings.TrimSuffix(readLines(t, path)[0], "\n")))
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		ck, ok, err := readHeadCheckpoint(path + HeadCheckpointSuffix)
+		ck, ok, err := ReadHeadCheckpoint(path + HeadCheckpointSuffix)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -412,7 +412,7 @@ func TestDecisionLogRotatedAwayLeavesAnotherLogsCheckpoint(t *testing.T) {
 	l1.Log(&DecisionEvent{Path: "first"})
 	waitHandled(t, l1, 1)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if _, ok, _ := readHeadCheckpoint(path + HeadCheckpointSuffix); ok {
+		if _, ok, _ := ReadHeadCheckpoint(path + HeadCheckpointSuffix); ok {
 			break
 		}
 		if time.Now().After(deadline) {

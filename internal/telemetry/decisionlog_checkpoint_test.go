@@ -34,7 +34,7 @@ func TestDecisionLogCopytruncateWhileIdleIsNotTakenForACut(t *testing.T) {
 		t.Fatal(err)
 	}
 	closeLog(t, l)
-	if ck, ok, err := readHeadCheckpoint(path + HeadCheckpointSuffix); err != nil || !ok || ck.Size != 0 {
+	if ck, ok, err := ReadHeadCheckpoint(path + HeadCheckpointSuffix); err != nil || !ok || ck.Size != 0 {
 		t.Fatalf("checkpoint after close %+v (%v %v), want size 0", ck, ok, err)
 	}
 	l2, logBuf := openChained(t, path, DecisionLogConfig{})
@@ -65,7 +65,7 @@ func TestDecisionLogCarriedHeadIntoACreatedFileIsNotTakenForACut(t *testing.T) {
 		t.Fatal(err)
 	}
 	closeLog(t, before)
-	if ck, ok, err := readHeadCheckpoint(path + HeadCheckpointSuffix); err != nil || !ok || ck != (headCheckpoint{Head: ChainGenesis, Size: 0}) {
+	if ck, ok, err := ReadHeadCheckpoint(path + HeadCheckpointSuffix); err != nil || !ok || ck != (HeadCheckpoint{Head: ChainGenesis, Size: 0}) {
 		t.Fatalf("checkpoint left by the log before %+v (%v %v), want genesis and size 0", ck, ok, err)
 	}
 	logNext(t, opened)
@@ -87,20 +87,20 @@ func TestCompareCheckpoint(t *testing.T) {
 	size1, size2 := int64(len(line1)+1), int64(len(two))
 	for _, tc := range []struct {
 		name, file string
-		ck         headCheckpoint
+		ck         HeadCheckpoint
 		want       checkpointVerdict
 	}{
-		{"empty, checkpoint empty at genesis", "", headCheckpoint{ChainGenesis, 0}, checkpointMatches},
-		{"empty, checkpoint empty at another head", "", headCheckpoint{other, 0}, checkpointMatches},
-		{"emptied", "", headCheckpoint{h2, size2}, checkpointDiffers},
-		{"records after an empty checkpoint at genesis", two, headCheckpoint{ChainGenesis, 0}, checkpointBehind},
-		{"records after an empty checkpoint at another head", two, headCheckpoint{other, 0}, checkpointBehind},
-		{"ends at the checkpoint", two, headCheckpoint{h2, size2}, checkpointMatches},
-		{"goes on past the checkpoint", two, headCheckpoint{h1, size1}, checkpointBehind},
-		{"last record edited", line1 + "\n" + `{"n":3}` + "\n", headCheckpoint{h2, size2}, checkpointDiffers},
-		{"last record cut", line1 + "\n", headCheckpoint{h2, size2}, checkpointDiffers},
-		{"another file, longer", two + two, headCheckpoint{other, size2}, checkpointDiffers},
-		{"the checkpoint's size in the middle of a line", two, headCheckpoint{h1, size1 + 2}, checkpointDiffers},
+		{"empty, checkpoint empty at genesis", "", HeadCheckpoint{ChainGenesis, 0}, checkpointMatches},
+		{"empty, checkpoint empty at another head", "", HeadCheckpoint{other, 0}, checkpointMatches},
+		{"emptied", "", HeadCheckpoint{h2, size2}, checkpointDiffers},
+		{"records after an empty checkpoint at genesis", two, HeadCheckpoint{ChainGenesis, 0}, checkpointBehind},
+		{"records after an empty checkpoint at another head", two, HeadCheckpoint{other, 0}, checkpointBehind},
+		{"ends at the checkpoint", two, HeadCheckpoint{h2, size2}, checkpointMatches},
+		{"goes on past the checkpoint", two, HeadCheckpoint{h1, size1}, checkpointBehind},
+		{"last record edited", line1 + "\n" + `{"n":3}` + "\n", HeadCheckpoint{h2, size2}, checkpointDiffers},
+		{"last record cut", line1 + "\n", HeadCheckpoint{h2, size2}, checkpointDiffers},
+		{"another file, longer", two + two, HeadCheckpoint{other, size2}, checkpointDiffers},
+		{"the checkpoint's size in the middle of a line", two, HeadCheckpoint{h1, size1 + 2}, checkpointDiffers},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "d.jsonl")
@@ -161,7 +161,7 @@ func TestDecisionLogIdleRotationThenKillIsNotTakenForACut(t *testing.T) {
 			}
 			waitHandled(t, l, 3)
 			head := LineHash([]byte(strings.TrimSuffix(readLines(t, path)[2], "\n")))
-			waitCheckpoint(t, path, func(ck headCheckpoint, ok bool) bool { return ok && ck.Head == head && ck.Size > 0 })
+			waitCheckpoint(t, path, func(ck HeadCheckpoint, ok bool) bool { return ok && ck.Head == head && ck.Size > 0 })
 			if err := os.Rename(path, path+".1"); err != nil {
 				t.Fatal(err)
 			}
@@ -171,8 +171,8 @@ func TestDecisionLogIdleRotationThenKillIsNotTakenForACut(t *testing.T) {
 				}
 			}
 			// Idle: no record is logged from here on.
-			waitCheckpoint(t, path, func(ck headCheckpoint, ok bool) bool {
-				return ok == create && (!ok || ck == headCheckpoint{Head: ChainGenesis, Size: 0})
+			waitCheckpoint(t, path, func(ck HeadCheckpoint, ok bool) bool {
+				return ok == create && (!ok || ck == HeadCheckpoint{Head: ChainGenesis, Size: 0})
 			})
 			l2, next := openChained(t, copyAsKilled(t, path), DecisionLogConfig{})
 			closeLog(t, l2)
@@ -185,10 +185,10 @@ func TestDecisionLogIdleRotationThenKillIsNotTakenForACut(t *testing.T) {
 
 // waitCheckpoint waits up to 10 s for the head checkpoint beside path
 // (ck, with there false for none) to satisfy ok.
-func waitCheckpoint(t *testing.T, path string, ok func(ck headCheckpoint, there bool) bool) {
+func waitCheckpoint(t *testing.T, path string, ok func(ck HeadCheckpoint, there bool) bool) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		ck, there, err := readHeadCheckpoint(path + HeadCheckpointSuffix)
+		ck, there, err := ReadHeadCheckpoint(path + HeadCheckpointSuffix)
 		if err == nil && ok(ck, there) {
 			return
 		}
@@ -209,11 +209,11 @@ func TestDecisionLogIdleLogCheckpointsATruncation(t *testing.T) {
 	defer closeLog(t, l)
 	l.Log(&DecisionEvent{Path: "before"})
 	waitHandled(t, l, 1)
-	waitCheckpoint(t, path, func(ck headCheckpoint, ok bool) bool { return ok && ck.Size > 0 })
+	waitCheckpoint(t, path, func(ck HeadCheckpoint, ok bool) bool { return ok && ck.Size > 0 })
 	if err := os.Truncate(path, 0); err != nil {
 		t.Fatal(err)
 	}
-	waitCheckpoint(t, path, func(ck headCheckpoint, ok bool) bool { return ok && ck.Size == 0 })
+	waitCheckpoint(t, path, func(ck HeadCheckpoint, ok bool) bool { return ok && ck.Size == 0 })
 	l2, next := openChained(t, copyAsKilled(t, path), DecisionLogConfig{})
 	closeLog(t, l2)
 	if strings.Contains(next.String(), "WARN") {
@@ -233,7 +233,7 @@ func TestDecisionLogRotatedWhileCheckpointing(t *testing.T) {
 	l.Log(&DecisionEvent{Path: "before"})
 	waitHandled(t, l, 1)
 	var once sync.Once
-	writeHeadCheckpointFn = func(p string, c headCheckpoint) error {
+	writeHeadCheckpointFn = func(p string, c HeadCheckpoint) error {
 		once.Do(func() {
 			if err := os.Rename(path, path+".1"); err != nil {
 				t.Error(err)
@@ -244,12 +244,82 @@ func TestDecisionLogRotatedWhileCheckpointing(t *testing.T) {
 	defer func() { writeHeadCheckpointFn = writeHeadCheckpoint }()
 	closeLog(t, l)
 	if _, err := os.Stat(path + HeadCheckpointSuffix); !errors.Is(err, fs.ErrNotExist) {
-		ck, _, _ := readHeadCheckpoint(path + HeadCheckpointSuffix)
+		ck, _, _ := ReadHeadCheckpoint(path + HeadCheckpointSuffix)
 		t.Errorf("a checkpoint %+v (%v) is left beside a path with no file", ck, err)
 	}
 	l2, next := openChained(t, path, DecisionLogConfig{})
 	closeLog(t, l2)
 	if strings.Contains(next.String(), "WARN") {
 		t.Errorf("the next log warned:\n%s", next)
+	}
+}
+
+// TestVerifyChainAgainstACheckpoint: VerifyChain with a head checkpoint
+// finds its head at its size, as a log opening the file does (a line
+// torn when the checkpoint was written and ended since included), counts
+// the records after it apart from the problems, and reports a log that
+// ends before the checkpoint's size, or holds another line there.
+func TestVerifyChainAgainstACheckpoint(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.jsonl")
+	writeChained(t, path, 0, 4)
+	lines := readLines(t, path)
+	hash := func(i int) string { return LineHash([]byte(strings.TrimSuffix(lines[i], "\n"))) }
+	upTo := func(n int) int64 { return int64(len(strings.Join(lines[:n], ""))) }
+	all := strings.Join(lines, "")
+	for _, tc := range []struct {
+		name            string
+		data            string
+		ck              HeadCheckpoint
+		problems        int
+		line, past      int
+		problemContains string
+	}{
+		{"at the end", all, HeadCheckpoint{hash(3), upTo(4)}, 0, 4, 0, ""},
+		{"two records past it", all, HeadCheckpoint{hash(1), upTo(2)}, 0, 2, 2, ""},
+		{"of the file empty", all, HeadCheckpoint{LineHash([]byte("anything")), 0}, 0, 0, 4, ""},
+		{"empty, of the file empty", "", HeadCheckpoint{ChainGenesis, 0}, 0, 0, 0, ""},
+		{"cut before it", strings.Join(lines[:2], ""), HeadCheckpoint{hash(2), upTo(3)}, 1, 0, 0, "before its head checkpoint's size"},
+		{"another line at its size", all, HeadCheckpoint{hash(0), upTo(2)}, 1, 0, 0, "hashes to"},
+		{"its size inside a line", all, HeadCheckpoint{hash(1), upTo(2) + 3}, 1, 0, 0, "falls inside this line"},
+		{"its size past a torn last line's end", strings.TrimSuffix(all, "\n"), HeadCheckpoint{hash(3), upTo(4)}, 1, 0, 0, "before its head checkpoint's size"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ck := tc.ck
+			rep, err := VerifyChain(strings.NewReader(tc.data), VerifyChainOptions{Checkpoint: &ck})
+			if err != nil {
+				t.Fatal(err)
+			}
+			problems := len(rep.Problems)
+			if tc.name == "its size past a torn last line's end" {
+				problems-- // the torn last line's own
+			}
+			if problems != tc.problems || rep.CheckpointLine != tc.line || rep.PastCheckpoint != tc.past {
+				t.Errorf("%+v: want %d problem(s), checkpoint line %d, %d past it", rep, tc.problems, tc.line, tc.past)
+			}
+			found := tc.problemContains == ""
+			for _, p := range rep.Problems {
+				found = found || strings.Contains(p.Reason, tc.problemContains)
+			}
+			if !found {
+				t.Errorf("problems %+v: want one saying %q", rep.Problems, tc.problemContains)
+			}
+		})
+	}
+
+	// A line torn when the checkpoint was written (its head is the
+	// fragment's), then ended by the next record: the checkpoint's size
+	// is the fragment's end, before the newline the log wrote later.
+	fragment := `{"path":"torn`
+	torn := lines[0] + fragment
+	next := `{"prev_hash":"` + LineHash([]byte(fragment)) + `"}`
+	ck := HeadCheckpoint{LineHash([]byte(fragment)), int64(len(torn))}
+	rep, err := VerifyChain(strings.NewReader(torn+"\n"+next+"\n"), VerifyChainOptions{Checkpoint: &ck})
+	if err != nil || rep.CheckpointLine != 2 || rep.PastCheckpoint != 1 {
+		t.Errorf("a checkpoint at a torn line's end: %+v %v, want its line 2 and 1 record past it", rep, err)
+	}
+	for _, p := range rep.Problems {
+		if strings.Contains(p.Reason, "checkpoint") {
+			t.Errorf("a checkpoint at a torn line's end: problem %+v", p)
+		}
 	}
 }
