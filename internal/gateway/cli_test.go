@@ -273,7 +273,7 @@ func TestBinaryStdioHostExitsDuringCall(t *testing.T) {
 			remote, remURL := serveMCP(t)
 			logPath := filepath.Join(t.TempDir(), "decisions.jsonl")
 			cfg := writeConfig(t, fmt.Sprintf("stdio_agent: desktop-agent\ndecision_log: file:%s\nupstreams:\n  - name: remote\n    url: %s\n", logPath, remURL))
-			cmd, stdin, stdout, stderr := startStdioGatewayInACall(t, cfg, remote)
+			cmd, stdin, stdout, stderr := startStdioGatewayInACall(t, cfg, remote, 1500)
 			_ = stdout.Close()
 			_ = stderr.Close()
 			if c.closeStdin {
@@ -373,7 +373,10 @@ func TestBinaryStdioRestartWhileTheOldOneFinishes(t *testing.T) {
 	remote, remURL := serveMCP(t)
 	logPath := filepath.Join(t.TempDir(), "decisions.jsonl")
 	cfg := writeConfig(t, fmt.Sprintf("stdio_agent: desktop-agent\ndecision_log: file:%s\nupstreams:\n  - name: remote\n    url: %s\n", logPath, remURL))
-	old, stdin, _, stderr := startStdioGatewayInACall(t, cfg, remote)
+	// The old gateway's call must outlast the new one's start, which took
+	// over 1.5 s under -race on a loaded machine (CI bfed6f6: its log was
+	// free by then and nothing waited).
+	old, stdin, _, stderr := startStdioGatewayInACall(t, cfg, remote, 6000)
 	go func() { _, _ = io.Copy(io.Discard, stderr) }()
 	_ = stdin.Close() // the host restarts its server
 	oldExited := make(chan error, 1)
@@ -417,13 +420,13 @@ func TestBinaryStdioRestartWhileTheOldOneFinishes(t *testing.T) {
 }
 
 // startStdioGatewayInACall starts `acgs gateway --config cfg` (a stdio
-// agent's gateway in front of remote) on pipes, initializes its session and
-// makes a 1.5 s call to remote's slow tool, and returns once the call has
-// reached the upstream: the process and the agent's ends of its stdin,
+// agent's gateway in front of remote) on pipes, initializes its session,
+// makes a call of ms milliseconds to remote's slow tool and returns once
+// the call has reached the upstream: the process and the agent's ends of its stdin,
 // stdout and stderr. The tool ignores cancellation: an agent that leaves
 // cancels its calls upstream, and the gateway's stop waits for the
 // upstream's end of the call all the same.
-func startStdioGatewayInACall(t *testing.T, cfg string, remote *mcptest.Server) (*exec.Cmd, io.WriteCloser, io.ReadCloser, io.ReadCloser) {
+func startStdioGatewayInACall(t *testing.T, cfg string, remote *mcptest.Server, ms int) (*exec.Cmd, io.WriteCloser, io.ReadCloser, io.ReadCloser) {
 	t.Helper()
 	cmd, stdin, stdout, stderr := gatewayOnPipes(t, cfg, nil)
 	send := func(msg string) {
@@ -436,7 +439,7 @@ func startStdioGatewayInACall(t *testing.T, cfg string, remote *mcptest.Server) 
 		t.Fatalf("initialize: %q %v", line, err)
 	}
 	send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
-	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"remote__slow","arguments":{"ms":1500,"ignore_cancel":true}}}`)
+	send(fmt.Sprintf(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"remote__slow","arguments":{"ms":%d,"ignore_cancel":true}}}`, ms))
 	for deadline := time.Now().Add(10 * time.Second); remote.Calls("slow") == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the call did not reach the upstream in 10s")
