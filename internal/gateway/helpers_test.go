@@ -178,6 +178,11 @@ upstreams:
 	}
 	cfg := config.Default()
 	cfg.Log.Level = "warn"
+	// A loaded machine must not turn a slow evaluation into a (correct)
+	// fail-closed timeout where a test expects the policy's answer (CI
+	// bfed6f6 under -race: a cold tool_call decision past 100 ms). Tests
+	// of timeouts set their own.
+	cfg.Policy.EvalTimeout = 10 * time.Second
 	if o.mutate != nil {
 		o.mutate(&cfg)
 	}
