@@ -27,6 +27,7 @@ func newAuditCmd() *cobra.Command {
 		Short: "Check a hash-chained decision log (acgs gateway's) for removed, edited or inserted records",
 	}
 	var from, head, checkpoint string
+	var maxLine int
 	var asJSON bool
 	verify := &cobra.Command{
 		Use:   "verify FILE",
@@ -48,10 +49,15 @@ For a file that continues a rotated one, give the previous file's head as
 Verify a closed or rotated file: the last line of a log being written may be
 caught half-written, and reported as torn.
 
+A line longer than --max-line-bytes (64 MiB) is not held: it is hashed as it
+is read, so the links to and past it are checked, but it is not read as a
+record, and reported as not checked.
+
 Exit status: 0 the chain is intact; 1 problems were found (each is printed);
 2 the log could not be checked (a usage error, a --head or --from that is not
 a head, a --checkpoint that cannot be read or is not a checkpoint, a file
-that cannot be read).`,
+that cannot be read), or could not be checked whole: its only problems are
+lines longer than --max-line-bytes.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if err := cobra.ExactArgs(1)(cmd, args); err != nil {
 				return cannotCheck(err)
@@ -61,10 +67,13 @@ that cannot be read).`,
 					return cannotCheck(fmt.Errorf("--%s %q is not a head: want \"sha256:\" and 64 lowercase hex digits, as verify prints a head (the chain's genesis is %s)", fl.name, fl.value, telemetry.ChainGenesis))
 				}
 			}
+			if maxLine < 1024 {
+				return cannotCheck(fmt.Errorf("--max-line-bytes %d: want at least 1024", maxLine))
+			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o := telemetry.VerifyChainOptions{From: from, Head: head}
+			o := telemetry.VerifyChainOptions{From: from, Head: head, MaxLineBytes: maxLine}
 			if cmd.Flags().Changed("checkpoint") {
 				c, ok, err := telemetry.ReadHeadCheckpoint(checkpoint)
 				switch {
@@ -111,21 +120,30 @@ that cannot be read).`,
 					}
 					fmt.Fprintf(out, "%s: note: the last %d record(s) (%s) are not covered by the head checkpoint: written after its last replacement by a log killed before it could close, or still being written\n", args[0], rep.PastCheckpoint, after)
 				}
-				if rep.OK() {
+				switch {
+				case rep.OK():
 					fmt.Fprintf(out, "%s: intact: %d records, head %s\n", args[0], rep.Records, rep.Head)
-				} else {
+				case len(rep.Problems) == rep.Unchecked:
+					fmt.Fprintf(out, "%s: NOT CHECKED WHOLE: %d line(s) longer than --max-line-bytes in %d records, no other problem\n", args[0], rep.Unchecked, rep.Records)
+				default:
 					fmt.Fprintf(out, "%s: BROKEN: %d problem(s) in %d records\n", args[0], len(rep.Problems), rep.Records)
 				}
 			}
-			if !rep.OK() {
-				return &ExitError{Code: auditBroken}
+			switch {
+			case rep.OK():
+				return nil
+			case len(rep.Problems) == rep.Unchecked:
+				// Nothing found, but not everything could be looked at:
+				// not a verdict of tampering.
+				return &ExitError{Code: auditCannotRun}
 			}
-			return nil
+			return &ExitError{Code: auditBroken}
 		},
 	}
 	verify.Flags().StringVar(&from, "from", "", "prev_hash the first record must carry (the previous file's head; default: the chain's genesis)")
 	verify.Flags().StringVar(&head, "head", "", "hash the log must end at (a head recorded elsewhere: the close line), to find records cut from the end")
 	verify.Flags().StringVar(&checkpoint, "checkpoint", "", "head checkpoint file (FILE.head) whose head the log must hold at its size, to find records cut from the end; records after it are noted, not errors")
+	verify.Flags().IntVar(&maxLine, "max-line-bytes", telemetry.DefaultMaxLineBytes, "longest line read as a record; a longer one is hashed, not held, and reported as not checked")
 	verify.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	verify.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return cannotCheck(err) })
 	cmd.AddCommand(verify)

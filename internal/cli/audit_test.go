@@ -232,3 +232,56 @@ func TestAuditVerifyCheckpoint(t *testing.T) {
 		})
 	}
 }
+
+// TestAuditVerifyLongLine: a line longer than --max-line-bytes is reported
+// as not checked; when nothing else is wrong verify exits 2 (the log could
+// not be checked whole, which is not a finding of tampering), and 1 when
+// it found problems besides. The records after the line are checked (it is
+// hashed as it is read); its own link is not.
+func TestAuditVerifyLongLine(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "gateway.jsonl")
+	l, err := telemetry.NewDecisionLog(telemetry.DecisionLogConfig{Sink: "file:" + path, Chain: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Log(&telemetry.DecisionEvent{Path: "before"})
+	l.Log(&telemetry.DecisionEvent{Path: "long", Input: map[string]any{"blob": strings.Repeat("y", 4096)}})
+	l.Log(&telemetry.DecisionEvent{Path: "after"})
+	l.Log(&telemetry.DecisionEvent{Path: "last"})
+	if err := l.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(string(b), "\n")
+	removed := filepath.Join(dir, "removed.jsonl")
+	if err := os.WriteFile(removed, []byte(lines[0]+lines[1]+lines[3]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want []string
+	}{
+		{"within the default bound", []string{path}, 0, []string{"intact: 4 records"}},
+		{"a line past the bound", []string{path, "--max-line-bytes", "1024"}, 2, []string{path + ":2: longer than 1024 bytes", "NOT CHECKED WHOLE: 1 line(s)"}},
+		{"a line past the bound and a record after it removed", []string{removed, "--max-line-bytes", "1024"}, 1, []string{removed + ":2: longer than 1024 bytes", removed + ":3: prev_hash", "BROKEN: 2 problem(s)"}},
+		{"a bound too small", []string{path, "--max-line-bytes", "10"}, 2, []string{"--max-line-bytes 10"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, code := auditRun(t, append([]string{"verify"}, tc.args...)...)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d:\n%s", code, tc.code, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("no %q in:\n%s", w, out)
+				}
+			}
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -103,6 +104,11 @@ type ChainReport struct {
 	// still being written).
 	CheckpointLine int `json:"checkpoint_line,omitempty"`
 	PastCheckpoint int `json:"past_checkpoint,omitempty"`
+	// Unchecked counts the lines longer than MaxLineBytes, each also a
+	// problem: hashed as they were read, so the links to and past them
+	// are checked, but not held, so not read as records (their own link
+	// and their JSON are not checked).
+	Unchecked int `json:"unchecked,omitempty"`
 }
 
 // OK reports whether every link held.
@@ -123,7 +129,18 @@ type VerifyChainOptions struct {
 	// or edited, or it is another file; records after that line are
 	// reported in PastCheckpoint, not as problems.
 	Checkpoint *HeadCheckpoint
+	// MaxLineBytes bounds the bytes of a line VerifyChain holds
+	// (DefaultMaxLineBytes when 0): a longer line is hashed as it is read
+	// and reported (ChainReport.Unchecked), so that a file with no newline
+	// in gigabytes does not run verify out of memory.
+	MaxLineBytes int
 }
+
+// DefaultMaxLineBytes is VerifyChainOptions.MaxLineBytes when 0: 64 MiB,
+// far above a record of the largest input accepted by default
+// (MAX_REQUEST_BYTES, 1 MiB, whose JSON escapes may make it a few times
+// larger in the log).
+const DefaultMaxLineBytes = 64 << 20
 
 // VerifyChain reads a chained decision log and reports every broken link:
 // a record removed (the next one links to a line that is not there), a
@@ -136,29 +153,36 @@ func VerifyChain(r io.Reader, o VerifyChainOptions) (ChainReport, error) {
 		want = ChainGenesis
 	}
 	var rep ChainReport
-	br := bufio.NewReaderSize(r, 64<<10)
+	lr := lineReader{br: bufio.NewReaderSize(r, 64<<10), max: o.MaxLineBytes}
+	if lr.max <= 0 {
+		lr.max = DefaultMaxLineBytes
+	}
 	line := 0
 	var size int64 // bytes read
 	ck := checkpointCheck{c: o.Checkpoint}
 	for {
-		b, err := br.ReadBytes('\n')
-		if len(b) == 0 && errors.Is(err, io.EOF) {
+		b, sum, n, torn, err := lr.next()
+		if errors.Is(err, io.EOF) {
 			break
 		}
-		if err != nil && !errors.Is(err, io.EOF) {
+		if err != nil {
 			return rep, err
 		}
 		line++
 		start := size
-		size += int64(len(b))
-		torn := !bytes.HasSuffix(b, []byte{'\n'})
-		b = bytes.TrimSuffix(b, []byte{'\n'})
-		ck.line(&rep, line, start, b, torn)
+		size += n
+		if !torn {
+			size++
+		}
+		ck.line(&rep, line, start, n, sum, torn)
 		rep.Records++
 		var rec struct {
 			PrevHash *string `json:"prev_hash"`
 		}
 		switch {
+		case b == nil:
+			rep.Unchecked++
+			rep.Problems = append(rep.Problems, ChainProblem{line, fmt.Sprintf("longer than %d bytes (%d): not read as a record, so its own link is not checked (the link to it from the next record is); verify it with a larger --max-line-bytes if the log holds records this large", lr.max, n)})
 		case json.Unmarshal(b, &rec) != nil:
 			rep.Problems = append(rep.Problems, ChainProblem{line, "not a JSON record (edited, or torn by a crash or a failed write)"})
 		case rec.PrevHash == nil:
@@ -169,10 +193,7 @@ func VerifyChain(r io.Reader, o VerifyChainOptions) (ChainReport, error) {
 		if torn {
 			rep.Problems = append(rep.Problems, ChainProblem{line, "the last line has no newline (torn by a crash, or cut)"})
 		}
-		want = LineHash(b)
-		if errors.Is(err, io.EOF) {
-			break
-		}
+		want = sum
 	}
 	// With no records the head is where the chain starts (From, or
 	// ChainGenesis): what a chained log closed without events reports as
@@ -185,6 +206,54 @@ func VerifyChain(r io.Reader, o VerifyChainOptions) (ChainReport, error) {
 	return rep, nil
 }
 
+// lineReader reads a log's lines for VerifyChain, holding at most max
+// bytes of one.
+type lineReader struct {
+	br  *bufio.Reader
+	max int
+	buf []byte
+}
+
+// next returns the next line without its newline: b (valid until the next
+// call), or nil for a line longer than max, which is hashed as it is read
+// instead of held; its hash (LineHash); n, its length; and torn, that no
+// newline ends it. io.EOF when no line is left.
+func (r *lineReader) next() (b []byte, sum string, n int64, torn bool, err error) {
+	r.buf = r.buf[:0]
+	var h hash.Hash
+	for {
+		frag, err := r.br.ReadSlice('\n')
+		ended := len(frag) > 0 && frag[len(frag)-1] == '\n'
+		frag = bytes.TrimSuffix(frag, []byte{'\n'})
+		n += int64(len(frag))
+		if h == nil && n > int64(r.max) {
+			h = sha256.New()
+			_, _ = h.Write(r.buf)
+			r.buf = r.buf[:0]
+		}
+		if h != nil {
+			_, _ = h.Write(frag)
+		} else {
+			r.buf = append(r.buf, frag...)
+		}
+		switch {
+		case ended:
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF) && n == 0:
+			return nil, "", 0, false, io.EOF
+		case errors.Is(err, io.EOF):
+			torn = true
+		default:
+			return nil, "", 0, false, err
+		}
+		if h != nil {
+			return nil, "sha256:" + hex.EncodeToString(h.Sum(nil)), n, torn, nil
+		}
+		return r.buf, LineHash(r.buf), n, torn, nil
+	}
+}
+
 // checkpointCheck is VerifyChain's comparison of the log with a head
 // checkpoint (c, nil for none), as compareCheckpoint makes it at start:
 // the line ending at c.Size, without its newline or with it (a line torn
@@ -195,9 +264,9 @@ type checkpointCheck struct {
 	held bool // the log holds the checkpoint
 }
 
-// line looks at line n, which starts at byte start and holds b (without
-// its newline, which it ends with unless torn).
-func (k *checkpointCheck) line(rep *ChainReport, n int, start int64, b []byte, torn bool) {
+// line looks at line n, which starts at byte start and holds length
+// bytes hashing to sum (without its newline, which ends it unless torn).
+func (k *checkpointCheck) line(rep *ChainReport, n int, start, length int64, sum string, torn bool) {
 	if k.c == nil || k.done {
 		return
 	}
@@ -206,7 +275,7 @@ func (k *checkpointCheck) line(rep *ChainReport, n int, start int64, b []byte, t
 		k.done, k.held = true, true
 		return
 	}
-	end := start + int64(len(b))
+	end := start + length
 	lineEnd := end
 	if !torn {
 		lineEnd++
@@ -216,8 +285,8 @@ func (k *checkpointCheck) line(rep *ChainReport, n int, start int64, b []byte, t
 		return // further on
 	case k.c.Size != end && k.c.Size != lineEnd:
 		rep.Problems = append(rep.Problems, ChainProblem{n, fmt.Sprintf("the head checkpoint's size %d falls inside this line, not at the end of one: the records up to it were edited, or the file is not the one checkpointed", k.c.Size)})
-	case LineHash(b) != k.c.Head:
-		rep.Problems = append(rep.Problems, ChainProblem{n, fmt.Sprintf("the line at the head checkpoint's size %d hashes to %s, not to its head %s: it was edited, or records up to it were replaced, or the file is not the one checkpointed", k.c.Size, LineHash(b), k.c.Head)})
+	case sum != k.c.Head:
+		rep.Problems = append(rep.Problems, ChainProblem{n, fmt.Sprintf("the line at the head checkpoint's size %d hashes to %s, not to its head %s: it was edited, or records up to it were replaced, or the file is not the one checkpointed", k.c.Size, sum, k.c.Head)})
 	default:
 		k.held = true
 		rep.CheckpointLine = n

@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -323,5 +325,65 @@ func TestIsChainHash(t *testing.T) {
 		if got := IsChainHash(tc.s); got != tc.want {
 			t.Errorf("IsChainHash(%q) = %v, want %v", tc.s, got, tc.want)
 		}
+	}
+}
+
+// repeatReader reads n bytes of 'x' without holding them.
+type repeatReader struct{ n int64 }
+
+func (r *repeatReader) Read(p []byte) (int, error) {
+	if r.n <= 0 {
+		return 0, io.EOF
+	}
+	k := min(int64(len(p)), r.n)
+	for i := range p[:k] {
+		p[i] = 'x'
+	}
+	r.n -= k
+	return int(k), nil
+}
+
+// TestVerifyChainLongLine: a line longer than MaxLineBytes is not held
+// (review: a file with no newline was read whole, and could run verify
+// out of memory): it is hashed as it is read, so that the link of the
+// record after it is checked, and reported as unchecked.
+func TestVerifyChainLongLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.jsonl")
+	l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Log(&DecisionEvent{Path: "before"})
+	l.Log(&DecisionEvent{Path: "long", Input: map[string]any{"blob": strings.Repeat("y", 4096)}})
+	l.Log(&DecisionEvent{Path: "after"})
+	closeLog(t, l)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := verify(t, string(data), VerifyChainOptions{MaxLineBytes: 1024})
+	if rep.Records != 3 || rep.Unchecked != 1 || len(rep.Problems) != 1 || rep.Problems[0].Line != 2 || !strings.Contains(rep.Problems[0].Reason, "longer than 1024 bytes") || rep.Head != l.ChainHead() {
+		t.Errorf("%+v: want 3 records, line 2 alone unchecked, and the log's head %s", rep, l.ChainHead())
+	}
+	if rep := verify(t, string(data), VerifyChainOptions{}); !rep.OK() || rep.Unchecked != 0 {
+		t.Errorf("with the default bound: %+v", rep)
+	}
+	// The long line edited: the link of the record after it breaks.
+	lines := strings.SplitAfter(string(data), "\n")
+	edited := lines[0] + strings.Replace(lines[1], "yyyy", "yyyz", 1) + lines[2]
+	if rep := verify(t, edited, VerifyChainOptions{MaxLineBytes: 1024}); len(rep.Problems) != 2 || rep.Problems[1].Line != 3 {
+		t.Errorf("the long line edited: %+v, want line 2 unchecked and line 3's link broken", rep)
+	}
+
+	// A file of 64 MiB with no newline, read with a 1 MiB bound.
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	rep, err = VerifyChain(&repeatReader{n: 64 << 20}, VerifyChainOptions{MaxLineBytes: 1 << 20})
+	runtime.ReadMemStats(&after)
+	if err != nil || rep.Records != 1 || rep.Unchecked != 1 || len(rep.Problems) != 2 {
+		t.Errorf("64 MiB without a newline: %+v %v, want one line, unchecked and torn", rep, err)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > 8<<20 {
+		t.Errorf("verifying a 64 MiB line with a 1 MiB bound allocated %d MiB", got>>20)
 	}
 }
