@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // The decision log's hash chain (DecisionLogConfig.Chain): every line
@@ -337,8 +338,10 @@ func IsChainHash(s string) bool {
 
 // The head checkpoint: a chained log writing a regular file keeps the
 // chain's head beside it, in the file's path plus HeadCheckpointSuffix,
-// replaced whole (a temporary file renamed over it) at most every second
-// while records are written and when the log closes. It holds two lines,
+// replaced whole (a temporary file synced and renamed over it, after the
+// log file is synced) at most every second while records are written, when
+// the log, idle, finds its file rotated or truncated, and when the log
+// closes. It holds two lines,
 // the head and the size of the log file at that head:
 //
 //	sha256:5c1e...
@@ -365,18 +368,27 @@ type HeadCheckpoint struct {
 }
 
 // writeHeadCheckpoint replaces the checkpoint at path with c: written to a
-// temporary file in the same directory, then renamed over it, so that a
-// reader sees the old checkpoint or the new one, never a part of one. Not
-// synced: after a power loss it may be older than the log (told apart by
-// its size) or unreadable (warned about, not compared).
+// temporary file in the same directory, synced, then renamed over it, so
+// that a reader sees the old checkpoint or the new one, never a part of
+// one, even after a power loss; the directory is synced after the rename.
+// The log's own data must be synced before (DecisionLog.checkpoint): a
+// checkpoint that reached the disk before the records it describes would,
+// after a power loss, describe a file longer than the one left, which the
+// next start takes for records removed. A checkpoint older than the log is
+// harmless (told apart by its size), so the directory's sync, which some
+// file systems refuse, is not required to succeed.
 func writeHeadCheckpoint(path string, c HeadCheckpoint) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return err
 	}
 	_, err = fmt.Fprintf(tmp, "%s\n%d\n", c.Head, c.Size)
 	if err == nil {
 		err = tmp.Chmod(0o640) // as the log: readable by its group (a log shipper)
+	}
+	if err == nil {
+		err = syncFile(tmp)
 	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
@@ -386,6 +398,22 @@ func writeHeadCheckpoint(path string, c HeadCheckpoint) error {
 	}
 	if err != nil {
 		_ = os.Remove(tmp.Name())
+		return err
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = syncFile(d) // the rename's durability: without it, the old checkpoint, which is safe
+		_ = d.Close()
+	}
+	return nil
+}
+
+// syncFile is f.Sync, where a file system that cannot sync (EINVAL,
+// ENOTSUP) is not an error: nothing better can be done there. Tests see
+// which files are synced, in order.
+var syncFile = func(f *os.File) error {
+	err := f.Sync()
+	if errors.Is(err, syscall.EINVAL) || errors.Is(err, errors.ErrUnsupported) {
+		return nil
 	}
 	return err
 }

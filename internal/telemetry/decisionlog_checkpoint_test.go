@@ -323,3 +323,48 @@ func TestVerifyChainAgainstACheckpoint(t *testing.T) {
 		}
 	}
 }
+
+// TestDecisionLogCheckpointIsSyncedAfterTheLog: the log file is synced
+// before its checkpoint is written, and the checkpoint before it is
+// renamed into place, then its directory: after a power loss the
+// checkpoint cannot describe records the disk does not hold (which the
+// next start would take for records removed).
+func TestDecisionLogCheckpointIsSyncedAfterTheLog(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "d.jsonl")
+	var mu sync.Mutex
+	var order []string
+	record := func(s string) {
+		mu.Lock()
+		defer mu.Unlock()
+		order = append(order, s)
+	}
+	sync0 := syncFile
+	syncFile = func(f *os.File) error {
+		name := f.Name()
+		switch {
+		case name == path:
+			record("sync log")
+		case name == dir:
+			record("sync directory")
+		case strings.HasSuffix(name, ".tmp"):
+			if _, err := os.Stat(path + HeadCheckpointSuffix); err == nil {
+				record("checkpoint in place before its sync") // the first one: none was there
+			}
+			record("sync checkpoint")
+		default:
+			record("sync " + name)
+		}
+		return sync0(f)
+	}
+	defer func() { syncFile = sync0 }()
+	l, _ := openChained(t, path, DecisionLogConfig{})
+	l.Log(&DecisionEvent{Path: "p"})
+	closeLog(t, l)
+	wantCheckpoint(t, path, l.ChainHead())
+	mu.Lock()
+	defer mu.Unlock()
+	if got, want := strings.Join(order, ", "), "sync log, sync checkpoint, sync directory"; got != want {
+		t.Errorf("synced: %s; want %s", got, want)
+	}
+}
