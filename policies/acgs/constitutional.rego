@@ -3,7 +3,10 @@
 # description: |
 #   Scores an agent action against the constitution (safety, the five
 #   principles, resources, transparency) and decides allow/deny.
-#   Every threshold, weight, limit and list comes from data.acgs.config.
+#   Every threshold, weight, limit and list comes from data.acgs.config;
+#   one an operator's edit leaves missing or of the wrong type takes its
+#   safest reading (number_fallbacks, and the rules that read the lists),
+#   so that every input still gets exactly one decision.
 #
 #   Inputs are untrusted: a field of the wrong type counts as missing
 #   (trust "0.9" is 0, sandbox "true" is false, a string resource is 0).
@@ -48,6 +51,10 @@ prohibited if action_malformed
 default listed_prohibited := false
 
 listed_prohibited if action_key in {lower(a) | some a in config.prohibited_actions}
+
+# A prohibited list that is missing or not an array (an operator's edit)
+# prohibits every action: the safe reading of a deny list nobody can read.
+listed_prohibited if not is_array(config.prohibited_actions)
 
 # A plain action name, lower-cased: dot-separated segments of ASCII letters,
 # digits and "_" ("-" too after the first, the category), as every action
@@ -111,9 +118,18 @@ default category := ""
 
 category := split(action_key, ".")[0]
 
-rate_limit := object.get(config.constitutional.rate_limits, category, config.constitutional.default_rate_limit)
+# A rate limit that is not a number (an operator's edit: "100" would
+# compare above every count, and no usage would ever exceed it) is 0.
+rate_limit := object.get({true: r}, is_number(r), 0) if {
+	r := object.get(config.constitutional.rate_limits, category, config.constitutional.default_rate_limit)
+}
 
-needs_explanation := action_key in {lower(a) | some a in config.constitutional.actions_requiring_explanation}
+# (Every action needs one when the list is missing or not an array.)
+default needs_explanation := false
+
+needs_explanation if action_key in {lower(a) | some a in config.constitutional.actions_requiring_explanation}
+
+needs_explanation if not is_array(config.constitutional.actions_requiring_explanation)
 
 # Whether the action is refused by itself (for the evaluated decision, which
 # main.rego asks for only when it is not).
@@ -222,14 +238,14 @@ evaluated_decision := [out |
 	resources := array.concat([r | count(shortfalls) > 0; r := 1 - (sum(shortfalls) / n_limits)], [1])[0]
 
 	# Transparency
-	explanation_ok := object.get({false: true}, needs, explanation_length >= min_explanation)
+	explanation_ok := object.get({false: true}, needs, [explanation_length >= min_explanation, min_explanation_ok] == [true, true])
 	transparency := sum([transparency_base, object.get(explanation_points, explanation_ok, 0), object.get(audit_points, audit_enabled, 0)])
 
 	# Score and decision
 	raw_score := sum([w_safety * safety, w_constitutional * constitutional, w_resources * resources, w_transparency * transparency])
 	score := round(min([1, max([0, raw_score])]) * 10000) / 10000
-	score_ok := score >= threshold
-	trust_ok := trust_level >= min_trust
+	score_ok := [score >= threshold, threshold_ok] == [true, true]
+	trust_ok := [trust_level >= min_trust, min_trust_ok] == [true, true]
 	allow := [act != "", is_prohibited, score_ok, trust_ok] == [true, false, true, true]
 
 	# Every failed check in words, in a fixed order; only for a deny.
@@ -305,41 +321,80 @@ evaluated_decision := [out |
 ][0] if {
 	# Known once the action is: partial evaluation folds all of these to
 	# constants, so the comprehension above reads no data at all.
+	#
+	# Every configured number is read typed (see number_fallbacks): an
+	# operator's edit that leaves one missing or of another type (a weight
+	# "0.3") gives its safest value, not an undefined decision.
 	c := config.constitutional
-	p := c.principles
-	t := c.concern_thresholds
+	n := {name: v |
+		some name, [path, safest] in number_fallbacks
+		x := object.get(c, path, null)
+		v := object.get({true: x}, is_number(x), safest)
+	}
+	t := object.get(c, "concern_thresholds", {})
 	hash := config.constitutional_hash
 	act := action
 	cat := category
 	rate := rate_limit
 	needs := needs_explanation
 	is_prohibited := refused
-	limits := c.resource_limits
+	limits := {name: object.get({true: limit}, is_number(limit), 0) | some name, limit in c.resource_limits}
 	n_limits := count(limits)
 	unrequested_exceeded := {name: 0 | some name, limit in limits; 1 > limit}
-	min_explanation := c.min_explanation_length
-	min_trust := c.min_trust_level
-	threshold := c.compliance_threshold
-	default_benefit := p.default_benefit
-	default_harm_risk := p.default_harm_risk
-	default_fairness := p.default_fairness
-	safety_base := c.safety.base
-	sandbox_points := {true: c.safety.sandbox}
-	rate_points := {true: c.safety.rate_limit}
+
+	# Thresholds that are not numbers are never met (compared with a number,
+	# null and booleans are below every number and strings above it).
+	min_explanation := object.get(c, "min_explanation_length", null)
+	min_explanation_ok := is_number(min_explanation)
+	min_trust := object.get(c, "min_trust_level", null)
+	min_trust_ok := is_number(min_trust)
+	threshold := object.get(c, "compliance_threshold", null)
+	threshold_ok := is_number(threshold)
+	default_benefit := n.default_benefit
+	default_harm_risk := n.default_harm_risk
+	default_fairness := n.default_fairness
+	safety_base := n.safety_base
+	sandbox_points := {true: n.safety_sandbox}
+	rate_points := {true: n.safety_rate_limit}
 	autonomy_by := {
-		true: {
-			true: object.get(p, "autonomy_override_with_consent", 0),
-			false: object.get(p, "autonomy_override_without_consent", 0),
-		},
-		false: {true: object.get(p, "autonomy_no_override", 0), false: object.get(p, "autonomy_no_override", 0)},
+		true: {true: n.autonomy_override_with_consent, false: n.autonomy_override_without_consent},
+		false: {true: n.autonomy_no_override, false: n.autonomy_no_override},
 	}
-	audit_accountability := {true: p.accountability_audit}
-	party_accountability := {true: p.accountability_responsible_party}
-	transparency_base := c.transparency.base
-	explanation_points := {true: c.transparency.explanation}
-	audit_points := {true: c.transparency.audit}
+	audit_accountability := {true: n.accountability_audit}
+	party_accountability := {true: n.accountability_responsible_party}
+	transparency_base := n.transparency_base
+	explanation_points := {true: n.transparency_explanation}
+	audit_points := {true: n.transparency_audit}
 	[w_safety, w_constitutional, w_resources, w_transparency] := [
-		c.weights.safety, c.weights.constitutional,
-		c.weights.resources, c.weights.transparency,
+		n.weight_safety, n.weight_constitutional,
+		n.weight_resources, n.weight_transparency,
 	]
+}
+
+# The numbers of config.constitutional the evaluation reads: name ->
+# [path, safest value]. The safest value is what the evaluation uses when
+# the configured one is missing or not a number: 0 for a weight, a score
+# part and a principle score (each can only lower the score), and the
+# worst default assessment (benefit 0, harm risk 1, fairness 0).
+# (principles.default_benefit "0.5" made the decision undefined: the
+# string reached the arithmetic.)
+number_fallbacks := {
+	"weight_safety": [["weights", "safety"], 0],
+	"weight_constitutional": [["weights", "constitutional"], 0],
+	"weight_resources": [["weights", "resources"], 0],
+	"weight_transparency": [["weights", "transparency"], 0],
+	"safety_base": [["safety", "base"], 0],
+	"safety_sandbox": [["safety", "sandbox"], 0],
+	"safety_rate_limit": [["safety", "rate_limit"], 0],
+	"transparency_base": [["transparency", "base"], 0],
+	"transparency_explanation": [["transparency", "explanation"], 0],
+	"transparency_audit": [["transparency", "audit"], 0],
+	"autonomy_no_override": [["principles", "autonomy_no_override"], 0],
+	"autonomy_override_with_consent": [["principles", "autonomy_override_with_consent"], 0],
+	"autonomy_override_without_consent": [["principles", "autonomy_override_without_consent"], 0],
+	"default_benefit": [["principles", "default_benefit"], 0],
+	"default_harm_risk": [["principles", "default_harm_risk"], 1],
+	"default_fairness": [["principles", "default_fairness"], 0],
+	"accountability_audit": [["principles", "accountability_audit"], 0],
+	"accountability_responsible_party": [["principles", "accountability_responsible_party"], 0],
 }

@@ -172,12 +172,18 @@ fields_above_clearance := [field_label(f) |
 	not within_clearance(f)
 ]
 
+# Every field is sensitive when sensitive_categories is missing or not an
+# array (an operator's edit): the safe reading of a list nobody can read.
 default sensitive_fields := []
 
 sensitive_fields := [f |
 	some f in fields
 	f.category in sensitive_categories
-]
+] if {
+	is_array(config.data_access.sensitive_categories)
+}
+
+sensitive_fields := fields if not is_array(config.data_access.sensitive_categories)
 
 default sensitive_count := 0
 
@@ -342,9 +348,14 @@ default access_score := 0
 
 access_score := round4(clamp01(raw_score))
 
+# A threshold that is not a number is never reached (compared with a
+# number, null and booleans are below every number).
 default allow := false
 
-allow if access_score >= config.data_access.access_threshold
+allow if {
+	is_number(config.data_access.access_threshold)
+	access_score >= config.data_access.access_threshold
+}
 
 default reasons := []
 

@@ -251,16 +251,28 @@ default evolution_score := 0
 
 evolution_score := round4(clamp01(raw_score))
 
+# The path, by thresholds tried in order: auto_approve at or above
+# auto_approve_threshold, else fast_track at or above fast_track_threshold,
+# else human_review. The bodies exclude each other whatever the thresholds
+# are (each later one requires that no earlier one holds), so no edit of
+# data.json can make them conflict: with auto_approve_threshold 0.9 and
+# fast_track_threshold 0.97 (out of order), 0.95 is auto_approve and no
+# score is fast_track. A threshold that is not a number is never reached
+# (compared with a number it would be ordered by type: Rego orders null
+# and booleans below every number, strings above).
 default approval_path := "human_review"
 
-approval_path := "auto_approve" if evolution_score >= config.evolution.auto_approve_threshold
+approval_path := "auto_approve" if reaches(config.evolution.auto_approve_threshold)
 
 approval_path := "fast_track" if {
-	evolution_score < config.evolution.auto_approve_threshold
-	evolution_score >= config.evolution.fast_track_threshold
+	not reaches(config.evolution.auto_approve_threshold)
+	reaches(config.evolution.fast_track_threshold)
 }
 
-approval_path := "human_review" if evolution_score < config.evolution.fast_track_threshold
+reaches(threshold) if {
+	is_number(threshold)
+	evolution_score >= threshold
+}
 
 default allow := false
 

@@ -60,6 +60,7 @@ import data.acgs.config
 import data.acgs.constitutional
 import data.acgs.data as data_access
 import data.acgs.evolution
+import data.acgs.text
 
 # ---------------------------------------------------------------------------
 # Guards (all depend only on type, action and constitutional_hash)
@@ -221,4 +222,4 @@ has_type if {
 	_ = input.type
 }
 
-truncate(s) := substring(s, 0, config.max_reason_value_length)
+truncate(s) := text.truncate(s, object.get(config, "max_reason_value_length", null))

@@ -20,3 +20,17 @@ invisible := `[\s\p{Z}\p{C}\p{M}\x{115F}\x{1160}\x{3164}\x{FFA0}\x{2800}]`
 # character removed, so that "System.Execute_Shell", "system.execute_shell "
 # and "system.execute_<U+200B>shell" all read system.execute_shell.
 key(s) := lower(regex.replace(s, invisible, ""))
+
+# s cut to its first n characters (a value quoted in a reason). An n that
+# is not a whole number >= 0 (an operator's edit of max_reason_value_length:
+# substring would fail on "200" and null, and not cut at all at -1) cuts at
+# 200, the length data.json ships.
+truncate(s, n) := substring(s, 0, cut_length(n))
+
+default cut_length(_) := 200
+
+cut_length(n) := n if {
+	is_number(n)
+	n >= 0
+	floor(n) == n
+}

@@ -122,6 +122,10 @@ prohibited if {
 	glob.match(lower(pattern), null, tool_key)
 }
 
+# A list that is not an array (an operator's edit) matches every tool: the
+# safe reading of a deny list nobody can read.
+prohibited if not is_array(cfg.prohibited_tools)
+
 # A name that is not blank but starts or ends with a space, or holds any
 # character other than printable ASCII (U+0020-U+007E) anywhere. MCP asks
 # for tool names of ASCII letters, digits, "_", "-" and "." (SEP-986 adds
@@ -172,13 +176,20 @@ needs_approval if {
 	glob.match(lower(pattern), null, tool_key)
 }
 
+needs_approval if not is_array(cfg.approval_required_tools)
+
 # ---------------------------------------------------------------------------
 # Rate limit
 # ---------------------------------------------------------------------------
 
+# A limit that is not a number (a string "120" would compare above every
+# count: no call would ever be limited) is 0: every call is over it.
 default rate_limit := 0
 
-rate_limit := cfg.rate_limit.default_per_minute if not agent_has_own_limit
+rate_limit := cfg.rate_limit.default_per_minute if {
+	not agent_has_own_limit
+	is_number(cfg.rate_limit.default_per_minute)
+}
 
 rate_limit := cfg.rate_limit.per_agent[agent_id] if agent_has_own_limit
 
@@ -265,11 +276,28 @@ tool_in(patterns) if {
 
 # --- file paths --------------------------------------------------------------
 
+# The roots of this upstream: its entry in upstream_file_roots when it has
+# one, else file_roots. Whatever an operator writes there, the bodies
+# exclude each other (an entry of false used to satisfy both `not entry`
+# and `entry`: eval_conflict_error), and a value that is not an array of
+# roots is no roots at all (every path is outside).
 default file_roots := []
 
-file_roots := cfg.file_roots if not cfg.upstream_file_roots[upstream]
+file_roots := cfg.file_roots if {
+	not upstream_has_own_roots
+	is_array(cfg.file_roots)
+}
 
-file_roots := cfg.upstream_file_roots[upstream]
+file_roots := cfg.upstream_file_roots[upstream] if {
+	upstream_has_own_roots
+	is_array(cfg.upstream_file_roots[upstream])
+}
+
+default upstream_has_own_roots := false
+
+upstream_has_own_roots if {
+	_ = cfg.upstream_file_roots[upstream]
+}
 
 # [path, quoted, checked]: the string a reason quotes and the path the
 # rules check.
@@ -578,7 +606,7 @@ evaluation_details := {
 # every reason rule into the filter.
 deny_reasons := argument_reasons | other_reasons
 
-truncate(s) := substring(s, 0, config.max_reason_value_length)
+truncate(s) := text.truncate(s, object.get(config, "max_reason_value_length", null))
 
 # A value as a reason (or evaluation_details) shows it: truncated, or
 # <redacted> when it, or its truncated form, looks like a secret (matches a

@@ -1,0 +1,539 @@
+package acgs.config_test
+
+import data.acgs.config
+import data.acgs.main
+import data.acgs.main_test
+import data.acgs.tool_call_test
+
+# ---------------------------------------------------------------------------
+# data.json's own types and orderings
+#
+# What the rules read from data.acgs.config, with the type each reading
+# needs. The policy stays total and fail-closed when an operator's edit
+# breaks one of these (see "Edits of the configuration" below), but the
+# result is then a configuration that denies more than intended: this test
+# is what tells.
+# ---------------------------------------------------------------------------
+
+# Every problem of a configuration, in words; none for data.json.
+problems(cfg) := {p | some p in all_problems(cfg)}
+
+all_problems(cfg) := array.concat(
+	array.concat(top_problems(cfg), constitutional_problems(object.get(cfg, "constitutional", null))),
+	array.concat(
+		array.concat(evolution_problems(object.get(cfg, "evolution", null)), data_access_problems(object.get(cfg, "data_access", null))),
+		tool_call_problems(object.get(cfg, "tool_call", null)),
+	),
+)
+
+test_data_json_has_no_problems if {
+	problems(config) == set()
+}
+
+# --- checks, each a list of problems -----------------------------------------
+
+not_object(where, v) := [sprintf("%s must be an object", [where]) | not is_object(v)]
+
+# A number in [lo, hi].
+bad_number(where, v, lo, hi) := [sprintf("%s must be a number in [%v, %v], is %v", [where, lo, hi, v]) |
+	not in_range(v, lo, hi)
+]
+
+in_range(v, lo, hi) if {
+	is_number(v)
+	v >= lo
+	v <= hi
+}
+
+# A whole number >= lo.
+bad_count(where, v, lo) := [sprintf("%s must be a whole number >= %v, is %v", [where, lo, v]) |
+	not whole_at_least(v, lo)
+]
+
+whole_at_least(v, lo) if {
+	is_number(v)
+	floor(v) == v
+	v >= lo
+}
+
+bad_boolean(where, v) := [sprintf("%s must be a boolean, is %v", [where, v]) | not is_boolean(v)]
+
+bad_string(where, v) := [sprintf("%s must be a non-empty string, is %v", [where, v]) | not non_empty_string(v)]
+
+non_empty_string(v) if {
+	is_string(v)
+	v != ""
+}
+
+bad_strings(where, v) := [sprintf("%s must be an array of non-empty strings, is %v", [where, v]) | not strings(v)]
+
+strings(v) if {
+	is_array(v)
+	every x in v {
+		non_empty_string(x)
+	}
+}
+
+# An object whose every member is a number in [lo, hi].
+bad_numbers(where, v, lo, hi) := array.concat(not_object(where, v), [p |
+	is_object(v)
+	some k, x in v
+	some p in bad_number(sprintf("%s.%s", [where, k]), x, lo, hi)
+])
+
+# The named members of an object, each a number in [lo, hi].
+bad_members(where, v, names, lo, hi) := array.concat(not_object(where, v), [p |
+	is_object(v)
+	some k in names
+	some p in bad_number(sprintf("%s.%s", [where, k]), object.get(v, k, null), lo, hi)
+])
+
+# Weights: the named members, each in [0, 1], summing to 1.
+bad_weights(where, v, names) := array.concat(bad_members(where, v, names, 0, 1), [sprintf("%s must sum to 1, sum to %v", [where, s]) |
+	is_object(v)
+	s := sum([x | some k in names; x := object.get(v, k, 0); is_number(x)])
+	abs(s - 1) > 0.000001
+])
+
+# Parts of a score: the named members, each in [0, 1], summing to at most 1
+# (so that the score stays in [0, 1]).
+bad_parts(where, v, names) := array.concat(bad_members(where, v, names, 0, 1), [sprintf("%s must sum to at most 1, sum to %v", [where, s]) |
+	is_object(v)
+	s := sum([x | some k in names; x := object.get(v, k, 0); is_number(x)])
+	s > 1.000001
+])
+
+# A plain action name (what acgs.constitutional does not refuse), lower-case.
+bad_actions(where, v) := array.concat(bad_strings(where, v), [sprintf("%s: '%s' is not a plain lower-case action name", [where, a]) |
+	is_array(v)
+	some a in v
+	is_string(a)
+	not regex.match(`^[a-z0-9_]+(\.[a-z0-9_-]+)*$`, a)
+])
+
+# --- sections ----------------------------------------------------------------
+
+top_problems(cfg) := array.concat(
+	array.concat(
+		[p | some p in bad_string("constitutional_hash", object.get(cfg, "constitutional_hash", null))],
+		bad_count("max_reason_value_length", object.get(cfg, "max_reason_value_length", null), 1),
+	),
+	array.concat(
+		bad_strings("packages", object.get(cfg, "packages", null)),
+		array.concat(bad_actions("prohibited_actions", object.get(cfg, "prohibited_actions", null)), bad_actions("common_actions", object.get(cfg, "common_actions", null))),
+	),
+)
+
+constitutional_problems(c) := not_object("constitutional", c) if not is_object(c)
+
+constitutional_problems(c) := concat_all([
+	bad_number("constitutional.compliance_threshold", object.get(c, "compliance_threshold", null), 0, 1),
+	bad_number("constitutional.min_trust_level", object.get(c, "min_trust_level", null), 0, 1),
+	bad_weights("constitutional.weights", object.get(c, "weights", null), ["safety", "constitutional", "resources", "transparency"]),
+	bad_parts("constitutional.safety", object.get(c, "safety", null), ["base", "sandbox", "rate_limit"]),
+	bad_numbers("constitutional.rate_limits", object.get(c, "rate_limits", null), 0, 1e15),
+	bad_count("constitutional.default_rate_limit", object.get(c, "default_rate_limit", null), 0),
+	bad_numbers("constitutional.resource_limits", object.get(c, "resource_limits", null), 0, 1e15),
+	bad_parts("constitutional.transparency", object.get(c, "transparency", null), ["base", "explanation", "audit"]),
+	bad_count("constitutional.min_explanation_length", object.get(c, "min_explanation_length", null), 0),
+	bad_actions("constitutional.actions_requiring_explanation", object.get(c, "actions_requiring_explanation", null)),
+	bad_members(
+		"constitutional.principles", object.get(c, "principles", null), [
+			"autonomy_no_override", "autonomy_override_with_consent", "autonomy_override_without_consent",
+			"default_benefit", "default_harm_risk", "default_fairness",
+		],
+		0, 1,
+	),
+	bad_parts("constitutional.principles", object.get(c, "principles", null), ["accountability_audit", "accountability_responsible_party"]),
+	bad_members("constitutional.concern_thresholds", object.get(c, "concern_thresholds", null), ["max_harm_risk", "min_benefit", "min_fairness_protected_groups"], 0, 1),
+]) if {
+	is_object(c)
+}
+
+evolution_problems(e) := not_object("evolution", e) if not is_object(e)
+
+evolution_problems(e) := concat_all([
+	bad_weights("evolution.weights", object.get(e, "weights", null), ["risk", "constitutional", "performance", "rollback", "approvals"]),
+	bad_number("evolution.auto_approve_threshold", object.get(e, "auto_approve_threshold", null), 0, 1),
+	bad_number("evolution.fast_track_threshold", object.get(e, "fast_track_threshold", null), 0, 1),
+	[sprintf("evolution.fast_track_threshold %v must not be above auto_approve_threshold %v", [f, a]) |
+		a := object.get(e, "auto_approve_threshold", null)
+		f := object.get(e, "fast_track_threshold", null)
+		is_number(a)
+		is_number(f)
+		f > a
+	],
+	bad_numbers("evolution.base_risks", object.get(e, "base_risks", null), 0, 1),
+	bad_number("evolution.default_base_risk", object.get(e, "default_base_risk", null), 0, 1),
+	bad_number("evolution.high_base_risk", object.get(e, "high_base_risk", null), 0, 1),
+	bad_number("evolution.external_dependencies_risk", object.get(e, "external_dependencies_risk", null), 0, 1),
+	bad_numbers("evolution.risk_factors", object.get(e, "risk_factors", null), 0, 1),
+	bad_numbers("evolution.mitigations", object.get(e, "mitigations", null), 0, 1),
+	bad_numbers("evolution.constitutional_violations", object.get(e, "constitutional_violations", null), 0, 1),
+	bad_number("evolution.hash_mismatch_penalty", object.get(e, "hash_mismatch_penalty", null), 0, 1),
+	bad_numbers("evolution.performance_limits", object.get(e, "performance_limits", null), 0.000001, 1e15),
+	bad_members("evolution.rollback", object.get(e, "rollback", null), ["plan", "field", "tested", "automated"], 0, 1),
+	bad_strings("evolution.rollback.fields", object.get(e, ["rollback", "fields"], null)),
+	not_object("evolution.required_reviews", object.get(e, "required_reviews", null)),
+	[p |
+		some name, review in object.get(e, "required_reviews", {})
+		some p in review_problems(sprintf("evolution.required_reviews.%s", [name]), review)
+	],
+	[p |
+		some path in ["auto_approve", "fast_track", "human_review"]
+		some p in bad_strings(sprintf("evolution.path_actions.%s", [path]), object.get(e, ["path_actions", path], null))
+	],
+]) if {
+	is_object(e)
+}
+
+review_problems(where, r) := not_object(where, r) if not is_object(r)
+
+review_problems(where, r) := concat_all([
+	bad_string(sprintf("%s.field", [where]), object.get(r, "field", null)),
+	[p |
+		not object.get(r, "field", null) in {"human_approved", "security_review_passed", "peer_reviewed"}
+		p := sprintf("%s.field must name a flag the policy reads (human_approved, security_review_passed, peer_reviewed)", [where])
+	],
+	bad_strings(sprintf("%s.types", [where]), object.get(r, "types", null)),
+	bad_string(sprintf("%s.action", [where]), object.get(r, "action", null)),
+	[p |
+		t := object.get(r, "triggered_by_change", "absent")
+		t != "absent"
+		some p in bad_string(sprintf("%s.triggered_by_change", [where]), t)
+	],
+]) if {
+	is_object(r)
+}
+
+data_access_problems(d) := not_object("data_access", d) if not is_object(d)
+
+data_access_problems(d) := concat_all([
+	bad_number("data_access.access_threshold", object.get(d, "access_threshold", null), 0, 1),
+	bad_weights("data_access.weights", object.get(d, "weights", null), ["classification", "consent", "purpose", "minimisation", "retention", "encryption"]),
+	bad_strings("data_access.sensitive_categories", object.get(d, "sensitive_categories", null)),
+	bad_members("data_access.purpose_scores", object.get(d, "purpose_scores", null), ["allowed", "not_allowed", "missing"], 0, 1),
+	bad_members("data_access.bulk_indicators", object.get(d, "bulk_indicators", null), ["max_record_count", "max_fields", "minimisation_denominator_extra"], 0, 1e15),
+	bad_members("data_access.retention_scores", object.get(d, "retention_scores", null), ["compliant", "violations", "missing"], 0, 1),
+	bad_numbers("data_access.retention_limits_seconds", object.get(d, "retention_limits_seconds", null), 0, 1e15),
+]) if {
+	is_object(d)
+}
+
+tool_call_problems(t) := not_object("tool_call", t) if not is_object(t)
+
+tool_call_problems(t) := concat_all([
+	[p |
+		some name in [
+			"prohibited_tools", "approval_required_tools", "file_roots", "path_argument_names",
+			"shell_argument_names", "url_argument_names", "host_argument_names", "allowed_hosts",
+			"secret_argument_names",
+		]
+		some p in bad_strings(sprintf("tool_call.%s", [name]), object.get(t, name, null))
+	],
+	# (lists that may be empty)
+	[p |
+		some name in ["blocked_upstreams", "shell_tools_allowed", "secret_tools_allowed"]
+		v := object.get(t, name, null)
+		not strings(v)
+		p := sprintf("tool_call.%s must be an array of non-empty strings, is %v", [name, v])
+	],
+	[sprintf("tool_call.file_roots: '%s' is not an absolute path", [r]) |
+		some r in object.get(t, "file_roots", [])
+		is_string(r)
+		not startswith(r, "/")
+	],
+	not_object("tool_call.agent_upstreams", object.get(t, "agent_upstreams", null)),
+	[p |
+		some agent, ups in object.get(t, "agent_upstreams", {})
+		some p in bad_strings(sprintf("tool_call.agent_upstreams.%s", [agent]), ups)
+	],
+	not_object("tool_call.upstream_file_roots", object.get(t, "upstream_file_roots", null)),
+	[p |
+		some up, roots in object.get(t, "upstream_file_roots", {})
+		some p in bad_strings(sprintf("tool_call.upstream_file_roots.%s", [up]), roots)
+	],
+	bad_boolean("tool_call.require_agent_identity", object.get(t, "require_agent_identity", null)),
+	bad_boolean("tool_call.require_session", object.get(t, "require_session", null)),
+	bad_count("tool_call.rate_limit.default_per_minute", object.get(t, ["rate_limit", "default_per_minute"], null), 0),
+	not_object("tool_call.rate_limit.per_agent", object.get(t, ["rate_limit", "per_agent"], null)),
+	[p |
+		some agent, n in object.get(t, ["rate_limit", "per_agent"], {})
+		some p in bad_count(sprintf("tool_call.rate_limit.per_agent.%s", [agent]), n, 0)
+	],
+	bad_patterns("tool_call.shell_patterns", object.get(t, "shell_patterns", null)),
+	bad_patterns("tool_call.secret_patterns", object.get(t, "secret_patterns", null)),
+	bad_members("tool_call.scores", object.get(t, "scores", null), ["allow", "approval_required", "deny"], 0, 1),
+]) if {
+	is_object(t)
+}
+
+# An object of kind -> regular expression, each valid.
+bad_patterns(where, v) := array.concat(not_object(where, v), [sprintf("%s.%s must be a valid regular expression", [where, k]) |
+	is_object(v)
+	some k, x in v
+	not valid_regex(x)
+])
+
+valid_regex(x) if {
+	is_string(x)
+	regex.is_valid(x)
+}
+
+concat_all(lists) := [x | some l in lists; some x in l]
+
+# --- the checks catch what they are for ------------------------------------
+
+edited(ops) := json.patch(config, ops)
+
+test_problems_found_in_broken_configurations if {
+	every case in [
+		[[{"op": "replace", "path": "/constitutional/principles/default_benefit", "value": "0.5"}], "constitutional.principles.default_benefit must be a number in [0, 1], is 0.5"],
+		[[{"op": "replace", "path": "/evolution/auto_approve_threshold", "value": 0.9}, {"op": "replace", "path": "/evolution/fast_track_threshold", "value": 0.97}], "evolution.fast_track_threshold 0.97 must not be above auto_approve_threshold 0.9"],
+		[[{"op": "replace", "path": "/tool_call/upstream_file_roots", "value": {"notes": false}}], "tool_call.upstream_file_roots.notes must be an array of non-empty strings, is false"],
+		[[{"op": "replace", "path": "/constitutional/weights/safety", "value": 0.4}], "constitutional.weights must sum to 1, sum to 1.1"],
+		[[{"op": "replace", "path": "/tool_call/rate_limit/default_per_minute", "value": "120"}], "tool_call.rate_limit.default_per_minute must be a whole number >= 0, is 120"],
+		[[{"op": "add", "path": "/tool_call/secret_patterns/x", "value": "("}], "tool_call.secret_patterns.x must be a valid regular expression"],
+		[[{"op": "add", "path": "/prohibited_actions/-", "value": "System.Execute_Shell"}], "prohibited_actions: 'System.Execute_Shell' is not a plain lower-case action name"],
+		[[{"op": "replace", "path": "/data_access/sensitive_categories", "value": "health_records"}], "data_access.sensitive_categories must be an array of non-empty strings, is health_records"],
+		[[{"op": "remove", "path": "/evolution/required_reviews/peer_review/field"}], "evolution.required_reviews.peer_review.field must be a non-empty string, is null"],
+		[[{"op": "replace", "path": "/max_reason_value_length", "value": "200"}], "max_reason_value_length must be a whole number >= 1, is 200"],
+	] {
+		case[1] in problems(edited(case[0]))
+	}
+	problems({}) == {
+		"constitutional must be an object", "evolution must be an object",
+		"data_access must be an object", "tool_call must be an object",
+		"constitutional_hash must be a non-empty string, is null",
+		"max_reason_value_length must be a whole number >= 1, is null",
+		"packages must be an array of non-empty strings, is null",
+		"prohibited_actions must be an array of non-empty strings, is null",
+		"common_actions must be an array of non-empty strings, is null",
+	}
+}
+
+# ---------------------------------------------------------------------------
+# Edits of the configuration: every decision stays defined and single, and a
+# value of the wrong type takes its safest reading
+# ---------------------------------------------------------------------------
+
+# Each decision of the workload's examples and of tool calls, as JSON (so
+# that `with` is applied once per configuration).
+tool_base := tool_call_test.base
+
+tool_path := json.patch(tool_base, [{"op": "replace", "path": "/tool_call/arguments", "value": {"path": "/workspace/a"}}])
+
+example_inputs := [
+	main_test.safe_input, main_test.dangerous_input, main_test.low_trust_input,
+	main_test.complex_input, main_test.data_access_input, tool_base, tool_path,
+]
+
+# Edits that made a decision undefined or conflicting, or each rule's typed
+# reading of its configuration.
+breaking_edits := [
+	[{"op": "replace", "path": "/tool_call/upstream_file_roots", "value": {"notes": false}}],
+	[{"op": "replace", "path": "/tool_call/upstream_file_roots", "value": {"notes": "/workspace"}}],
+	[{"op": "replace", "path": "/tool_call/file_roots", "value": "/workspace"}],
+	[{"op": "replace", "path": "/evolution/auto_approve_threshold", "value": 0.9}, {"op": "replace", "path": "/evolution/fast_track_threshold", "value": 0.97}],
+	[{"op": "replace", "path": "/evolution/auto_approve_threshold", "value": null}],
+	[{"op": "replace", "path": "/evolution/auto_approve_threshold", "value": true}],
+	[{"op": "replace", "path": "/evolution/fast_track_threshold", "value": "0.9"}],
+	[{"op": "replace", "path": "/constitutional/principles/default_benefit", "value": "0.5"}],
+	[{"op": "replace", "path": "/constitutional/principles/default_harm_risk", "value": null}],
+	[{"op": "replace", "path": "/constitutional/principles/default_fairness", "value": true}],
+	[{"op": "replace", "path": "/constitutional/principles/accountability_audit", "value": "0.5"}],
+	[{"op": "replace", "path": "/constitutional/principles/autonomy_no_override", "value": "1"}],
+	[{"op": "replace", "path": "/constitutional/weights/safety", "value": "0.3"}],
+	[{"op": "remove", "path": "/constitutional/weights/resources"}],
+	[{"op": "replace", "path": "/constitutional/safety/base", "value": null}],
+	[{"op": "replace", "path": "/constitutional/transparency/audit", "value": "0.2"}],
+	[{"op": "replace", "path": "/constitutional/compliance_threshold", "value": null}],
+	[{"op": "replace", "path": "/constitutional/min_trust_level", "value": true}],
+	[{"op": "replace", "path": "/constitutional/min_explanation_length", "value": null}],
+	[{"op": "replace", "path": "/constitutional/rate_limits/data", "value": "100"}],
+	[{"op": "replace", "path": "/constitutional/resource_limits/cpu_cores", "value": "2"}],
+	[{"op": "replace", "path": "/constitutional/concern_thresholds", "value": "x"}],
+	[{"op": "replace", "path": "/prohibited_actions", "value": "system.execute_shell"}],
+	[{"op": "replace", "path": "/constitutional/actions_requiring_explanation", "value": false}],
+	[{"op": "replace", "path": "/data_access/access_threshold", "value": null}],
+	[{"op": "replace", "path": "/data_access/sensitive_categories", "value": false}],
+	[{"op": "replace", "path": "/tool_call/prohibited_tools", "value": "*__exec"}],
+	[{"op": "replace", "path": "/tool_call/approval_required_tools", "value": {"a": 1}}],
+	[{"op": "replace", "path": "/tool_call/rate_limit/default_per_minute", "value": "120"}],
+	[{"op": "replace", "path": "/max_reason_value_length", "value": "200"}],
+	[{"op": "replace", "path": "/max_reason_value_length", "value": null}],
+	[{"op": "replace", "path": "/max_reason_value_length", "value": -1}],
+	[{"op": "remove", "path": "/max_reason_value_length"}],
+]
+
+test_config_edits_leave_one_decision_for_every_input if {
+	every ops in breaking_edits {
+		cfg := edited(ops)
+		every x in example_inputs {
+			d := main.decision with input as x with data.acgs.config as cfg
+			main_test.valid_decision(d)
+		}
+	}
+}
+
+# upstream_file_roots {"notes": false}: eval_conflict_error before (review).
+# An entry that is not an array of roots is no roots: every path is outside.
+test_upstream_file_roots_not_an_array if {
+	every v in [false, "/workspace", null, {"a": "/workspace"}] {
+		cfg := edited([{"op": "replace", "path": "/tool_call/upstream_file_roots", "value": {"notes": v}}])
+		d := main.decision with input as tool_path with data.acgs.config as cfg
+		d.reasons == ["Argument '/path' is outside the allowed file roots ('/workspace/a')"]
+	}
+	other := edited([{"op": "replace", "path": "/tool_call/upstream_file_roots", "value": {"files": false}}])
+	d := main.decision with input as tool_path with data.acgs.config as other
+	d.outcome == "allow"
+	roots := edited([{"op": "replace", "path": "/tool_call/file_roots", "value": "/workspace"}])
+	e := main.decision with input as tool_path with data.acgs.config as roots
+	e.outcome == "deny"
+}
+
+# auto_approve_threshold 0.9 with fast_track_threshold 0.97: a conflict for
+# every score in [0.9, 0.97) before (review). The thresholds are tried in
+# order: auto_approve first.
+test_evolution_thresholds_out_of_order if {
+	cfg := edited([
+		{"op": "replace", "path": "/evolution/auto_approve_threshold", "value": 0.9},
+		{"op": "replace", "path": "/evolution/fast_track_threshold", "value": 0.97},
+	])
+	d := main.decision with input as main_test.complex_input with data.acgs.config as cfg
+	d.evolution_score == 0.9665
+	d.approval_path == "auto_approve"
+	d.allow == true
+	low := json.patch(main_test.complex_input, [{"op": "add", "path": "/evolution_request/changes/network_changes", "value": true}])
+	e := main.decision with input as low with data.acgs.config as cfg
+	e.evolution_score < 0.9
+	e.approval_path == "human_review"
+}
+
+# A threshold that is not a number is never reached.
+test_evolution_thresholds_not_numbers if {
+	every v in [null, true, "0.95"] {
+		d := main.decision with input as main_test.complex_input
+			with data.acgs.config as edited([{"op": "replace", "path": "/evolution/auto_approve_threshold", "value": v}])
+		d.approval_path == "fast_track"
+		d.allow == false
+		e := main.decision with input as main_test.complex_input
+			with data.acgs.config as edited([
+				{"op": "replace", "path": "/evolution/auto_approve_threshold", "value": v},
+				{"op": "replace", "path": "/evolution/fast_track_threshold", "value": v},
+			])
+		e.approval_path == "human_review"
+	}
+}
+
+# principles.default_benefit "0.5": no decision before (review). A default
+# that is not a number takes the worst assessment.
+test_principle_defaults_not_numbers if {
+	d := main.decision with input as main_test.safe_input
+		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/principles/default_benefit", "value": "0.5"}])
+	d.evaluation_details.beneficence == 0
+	d.evaluation_details.constitutional == 0.8
+	d.allow == false
+	"Benefit assessment 0 below 0.3" in d.reasons
+	e := main.decision with input as main_test.safe_input
+		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/principles/default_harm_risk", "value": "0"}])
+	e.evaluation_details.non_maleficence == 0
+	f := main.decision with input as main_test.safe_input
+		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/principles/default_fairness", "value": null}])
+	f.evaluation_details.fairness == 0
+
+	# a given assessment does not use the default
+	g := main.decision with input as json.patch(main_test.safe_input, [{"op": "add", "path": "/context/benefit_assessment", "value": 0.5}])
+		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/principles/default_benefit", "value": "0.5"}])
+	g.evaluation_details.beneficence == 0.5
+	g.allow == true
+}
+
+# Weights and score parts that are not numbers count 0.
+test_weights_and_parts_not_numbers if {
+	d := main.decision with input as main_test.safe_input
+		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/weights/safety", "value": "0.3"}])
+	d.compliance_score == 0.66
+	d.allow == false
+	e := main.decision with input as main_test.safe_input
+		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/safety/sandbox", "value": null}])
+	e.evaluation_details.safety == 0.7
+}
+
+# Thresholds that are not numbers are never met.
+test_constitutional_thresholds_not_numbers if {
+	d := main.decision with input as main_test.safe_input
+		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/compliance_threshold", "value": null}])
+	d.allow == false
+	d.reasons == ["Compliance score 0.96 below null"]
+	e := main.decision with input as main_test.safe_input
+		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/min_trust_level", "value": true}])
+	e.allow == false
+	e.reasons == ["Agent trust level 0.9 below required true"]
+	x := json.patch(main_test.safe_input, [
+		{"op": "replace", "path": "/action", "value": "data.process_personal"},
+		{"op": "replace", "path": "/context/explanation", "value": "An explanation of well over fifty characters, for the record."},
+	])
+	main.decision.allow with input as x
+	f := main.decision with input as x
+		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/min_explanation_length", "value": null}])
+	f.evaluation_details.transparency == 0.8
+	f.allow == false
+}
+
+# Limits that are not numbers are 0: always exceeded.
+test_limits_not_numbers if {
+	d := main.decision with input as main_test.safe_input
+		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/rate_limits/data", "value": "100"}])
+	"Rate limit exceeded for category 'data': usage 0, limit 0" in d.reasons
+	e := main.decision with input as main_test.safe_input
+		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/resource_limits/cpu_cores", "value": "2"}])
+	"Requested cpu_cores 1 exceeds limit 0" in e.reasons
+	f := main.decision with input as tool_base
+		with data.acgs.config as edited([{"op": "replace", "path": "/tool_call/rate_limit/default_per_minute", "value": "120"}])
+	f.reasons == ["Agent 'agent-1' made at least 0 tool calls in the last minute (limit 0)"]
+}
+
+# Deny lists that are not arrays match everything; so does the list of the
+# actions that need an explanation, and of sensitive categories.
+test_lists_not_arrays if {
+	d := main.decision with input as main_test.safe_input
+		with data.acgs.config as edited([{"op": "replace", "path": "/prohibited_actions", "value": "system.execute_shell"}])
+	d.reasons == ["Action 'data.read_public' is prohibited by the constitution"]
+	e := main.decision with input as main_test.safe_input
+		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/actions_requiring_explanation", "value": false}])
+	"Explanation for action 'data.read_public' is too short (37 characters, minimum 50)" in e.reasons
+	f := main.decision with input as tool_base
+		with data.acgs.config as edited([{"op": "replace", "path": "/tool_call/prohibited_tools", "value": "*__exec"}])
+	f.reasons == ["Tool 'notes__echo' is prohibited by the constitution"]
+	g := main.decision with input as tool_base
+		with data.acgs.config as edited([{"op": "replace", "path": "/tool_call/approval_required_tools", "value": {"a": 1}}])
+	g.outcome == "approval_required"
+	h := main.decision with input as json.patch(main_test.data_access_input, [{"op": "replace", "path": "/data_request/special_authorization", "value": false}])
+		with data.acgs.config as edited([{"op": "replace", "path": "/data_access/sensitive_categories", "value": false}])
+	h.evaluation_details.sensitive_field_count == 2
+	h.allow == false
+}
+
+test_access_threshold_not_a_number if {
+	d := main.decision with input as main_test.data_access_input
+		with data.acgs.config as edited([{"op": "replace", "path": "/data_access/access_threshold", "value": null}])
+	d.access_score == 1
+	d.allow == false
+	d.reasons == ["Access score 1 below null"]
+}
+
+# A cut length that is not a whole number >= 0 cuts at 200: every tool_call
+# decision was undefined ("200", null: substring failed), and -1 did not
+# cut at all.
+test_max_reason_value_length_not_a_whole_number if {
+	long := concat("", ["notes__", concat("", [x | some _ in numbers.range(1, 300); x := "x"])])
+	x := json.patch(tool_base, [{"op": "replace", "path": "/tool_call/name", "value": long}, {"op": "replace", "path": "/tool_call/upstream", "value": ""}])
+	every v in ["200", null, -1, 2.5, true] {
+		d := main.decision with input as x
+			with data.acgs.config as edited([{"op": "replace", "path": "/max_reason_value_length", "value": v}])
+		count(d.evaluation_details.tool) == 200
+	}
+	d := main.decision with input as x with data.acgs.config as edited([{"op": "replace", "path": "/max_reason_value_length", "value": 10}])
+	d.evaluation_details.tool == "notes__xxx"
+}
