@@ -142,12 +142,15 @@ func TestInspectedBatchOneRevision(t *testing.T) {
 
 // TestInspectedBatchOneRevisionDuringReloads: batches with the inspection
 // parameters while the two bundles are activated back and forth, for a
-// bounded time: no batch mixes the revisions.
+// bounded time: no batch mixes the revisions. It runs 4 s, longer (at most
+// 60 s) until two activations happened while batches ran: under -race on
+// a loaded machine one activation took most of 10 s (CI bfed6f6).
 func TestInspectedBatchOneRevisionDuringReloads(t *testing.T) {
 	allow, deny := revisionBundles(t)
 	h := openWithAdmit(t, allow, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	soft := time.Now().Add(4 * time.Second)
 	var wg sync.WaitGroup
 	var activations atomic.Int64
 	wg.Add(1)
@@ -167,7 +170,7 @@ func TestInspectedBatchOneRevisionDuringReloads(t *testing.T) {
 	}()
 	body := safeBatch(t, 16)
 	batches, mixed := 0, 0
-	for i := 0; ctx.Err() == nil; i++ {
+	for i := 0; ctx.Err() == nil && (time.Now().Before(soft) || activations.Load() < 2); i++ {
 		q := inspectedBatchQueries[i%len(inspectedBatchQueries)]
 		allowed, denied := batchAllows(t, h.do(t, "POST", "/v1/batch/data/acgs/main/decision"+q, strings.NewReader(body), nil))
 		batches++
