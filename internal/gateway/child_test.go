@@ -45,7 +45,7 @@ func TestProcChildServer(t *testing.T) {
 	})
 	_ = s.Run(context.Background(), &mcp.StdioTransport{})
 	if mode == "stubborn" {
-		select {}
+		time.Sleep(time.Hour)
 	}
 	os.Exit(0)
 }
@@ -121,6 +121,21 @@ func TestStdioUpstreamThatStopsReading(t *testing.T) {
 	}
 }
 
+// parentPid is the parent process id of process pid (0: unknown).
+func parentPid(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(fields[1])
+	return ppid
+}
+
 // zombie reports whether process pid has exited and is waiting to be
 // reaped.
 func zombie(pid int) bool {
@@ -131,4 +146,25 @@ func zombie(pid int) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i >= 0 && i+2 < len(s) && s[i+2] == 'Z'
+}
+
+// TestStdioUpstreamStopEndsItsProcessGroup: a stdio upstream started
+// through a wrapper (npx, a shell), whose server is the wrapper's child.
+// Stopping the upstream closes its stdin, then signals SIGTERM and SIGKILL
+// if it does not exit; those went to the wrapper alone, and a server that
+// did not exit with its stdin (here one that ignores SIGTERM as well) was
+// left running without a parent. The child runs in a process group of its
+// own, and the signals go to the group: the server ends with the wrapper.
+func TestStdioUpstreamStopEndsItsProcessGroup(t *testing.T) {
+	exe, _ := os.Executable()
+	// the shell does not exec the server: it waits for it, then exits
+	wrapped := fmt.Sprintf("  - name: wrapped\n    command: [sh, -c, '\"$EXE\" -test.run=^TestProcChildServer$; exit 0']\n    env: {%s: stubborn, EXE: %q}\n", procChild, exe)
+	e := startEnv(t, envOptions{upstreams: wrapped + "  - name: remote\n    url: REMOTE\n"})
+	pid := childPid(t, e.agent(t, "token-1"), "wrapped")
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) }) // if the test fails
+	if ppid := parentPid(pid); ppid == os.Getpid() || ppid <= 1 {
+		t.Fatalf("the server's parent is %d, not the wrapper", ppid)
+	}
+	e.stop()
+	waitFor(t, 10*time.Second, "the wrapped server ended", func() bool { return syscall.Kill(pid, 0) != nil || zombie(pid) })
 }

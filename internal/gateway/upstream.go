@@ -18,11 +18,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/acgs-lite/acgs/internal/version"
@@ -122,76 +120,10 @@ func (u *upstream) transport() mcp.Transport {
 		cmd.Env = childEnv(os.Environ(), u.cfg.InheritEnv, u.cfg.Env)
 		cmd.Stderr = &lineLogger{log: u.log}
 		cmd.WaitDelay = 2 * time.Second
-		return &childTransport{CommandTransport: mcp.CommandTransport{Command: cmd, TerminateDuration: 2 * time.Second}, log: u.log}
+		return &childTransport{cmd: cmd, terminate: 2 * time.Second, log: u.log}
 	}
 	hc := &http.Client{Transport: headerTransport{base: upstreamHTTP, headers: u.cfg.Headers, origin: origin(u.cfg.URL)}}
 	return &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: hc, MaxRetries: 1, DisableStandaloneSSE: true}
-}
-
-// writeGrace is how long a write to a stdio upstream's child may last
-// before it counts as stuck once its request has ended (childConn).
-const writeGrace = time.Second
-
-// childTransport starts a stdio upstream's child process (the SDK's
-// CommandTransport) and guards its writes (childConn).
-type childTransport struct {
-	mcp.CommandTransport
-	log *slog.Logger
-}
-
-func (t *childTransport) Connect(ctx context.Context) (mcp.Connection, error) {
-	conn, err := t.CommandTransport.Connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	p := t.Command.Process
-	c := &childConn{Connection: conn}
-	c.kill = func() {
-		c.killOnce.Do(func() {
-			t.log.Warn("gateway: a stdio upstream has not read a request its gateway stopped waiting for; killing it, to be started again", "pid", p.Pid, "grace", writeGrace)
-			_ = p.Kill()
-		})
-	}
-	return c, nil
-}
-
-// childConn is the connection to a stdio upstream's child process. The
-// SDK writes a message to the child's stdin without regard to the
-// request's context, and holds its write lock meanwhile: a child that
-// stops reading (hung, stopped) with a message larger than the pipe's
-// buffer held that request past call_timeout, every later request to the
-// upstream behind it, and the session's Close (which waits for its
-// requests) for good. A write still unfinished when its request's context
-// has ended, writeGrace or more after it began, means the child does not
-// read: it is killed, which fails the write (EPIPE), ends the session and
-// takes the upstream down, to be started again (lose). The grace spares a
-// child that is reading but was handed a large message just before its
-// request ended (an agent's cancellation).
-type childConn struct {
-	mcp.Connection
-	kill     func()
-	killOnce sync.Once
-}
-
-func (c *childConn) Write(ctx context.Context, msg jsonrpc.Message) error {
-	start := time.Now()
-	var done atomic.Bool
-	stop := context.AfterFunc(ctx, func() {
-		check := func() {
-			if !done.Load() {
-				c.kill()
-			}
-		}
-		if wait := writeGrace - time.Since(start); wait > 0 {
-			time.AfterFunc(wait, check)
-		} else {
-			check()
-		}
-	})
-	err := c.Connection.Write(ctx, msg)
-	done.Store(true)
-	stop()
-	return err
 }
 
 // inheritedEnv names the variables of the gateway's environment that a
