@@ -79,18 +79,18 @@ prohibited_decision := {
 	"policy": "constitutional",
 	"evaluation_details": {
 		"prohibited": true,
-		"action": input.action,
+		"action": truncate(input.action),
 		"safety": 0,
 	},
 } if {
 	prohibited
 }
 
-prohibited_reason := sprintf("Action '%s' is prohibited by the constitution", [input.action]) if listed_prohibited
+prohibited_reason := sprintf("Action '%s' is prohibited by the constitution", [truncate(input.action)]) if listed_prohibited
 
 prohibited_reason := sprintf(
 	"Action '%s' is not a plain action name (dot-separated segments of ASCII letters, digits, '_' and '-') and is refused",
-	[input.action],
+	[truncate(input.action)],
 ) if {
 	not listed_prohibited
 	action_malformed
@@ -136,6 +136,15 @@ needs_explanation if not is_array(config.constitutional.actions_requiring_explan
 default refused := false
 
 refused if prohibited
+
+# The action and its category as reasons and evaluation_details quote them:
+# cut at max_reason_value_length characters, as every value taken from the
+# input is (a 5,000-character action made a 5,055-character reason).
+shown_action := truncate(action)
+
+shown_category := truncate(category)
+
+truncate(s) := text.truncate(s, object.get(config, "max_reason_value_length", null))
 
 # ---------------------------------------------------------------------------
 # The evaluated decision: one rule with one body, with every expression in it
@@ -257,7 +266,7 @@ evaluated_decision := [out |
 			[m | sandbox_enabled == false; m := "Sandbox is not enabled"],
 			[m |
 				within_rate_limit == false
-				m := sprintf("Rate limit exceeded for category '%s': usage %v, limit %v", [cat, usage_count, rate])
+				m := sprintf("Rate limit exceeded for category '%s': usage %v, limit %v", [shown_cat, usage_count, rate])
 			],
 			sort([m |
 				some name, limit in limits
@@ -269,7 +278,7 @@ evaluated_decision := [out |
 			[m |
 				needs
 				explanation_length == 0
-				m := sprintf("Action '%s' requires an explanation but none was given", [act])
+				m := sprintf("Action '%s' requires an explanation but none was given", [shown_act])
 			],
 			[m |
 				needs
@@ -277,7 +286,7 @@ evaluated_decision := [out |
 				explanation_length < min_explanation
 				m := sprintf(
 					"Explanation for action '%s' is too short (%d characters, minimum %v)",
-					[act, explanation_length, min_explanation],
+					[shown_act, explanation_length, min_explanation],
 				)
 			],
 			[m | harm_risk > t.max_harm_risk; m := sprintf("Harm risk %v exceeds %v", [harm_risk, t.max_harm_risk])],
@@ -315,7 +324,7 @@ evaluated_decision := [out |
 			"fairness": fairness,
 			"accountability": accountability,
 			"trust_level": trust_level,
-			"action_category": cat,
+			"action_category": shown_cat,
 		},
 	}
 ][0] if {
@@ -334,7 +343,8 @@ evaluated_decision := [out |
 	t := object.get(c, "concern_thresholds", {})
 	hash := config.constitutional_hash
 	act := action
-	cat := category
+	shown_act := shown_action
+	shown_cat := shown_category
 	rate := rate_limit
 	needs := needs_explanation
 	is_prohibited := refused

@@ -784,3 +784,50 @@ test_wrong_typed_context_agent_environment_count_as_missing if {
 		decide(object.union(typed_base, {"context": v})) == decide(json.remove(typed_base, ["context"]))
 	}
 }
+
+# ---------------------------------------------------------------------------
+# Quoted values are cut at max_reason_value_length (200) characters
+# ---------------------------------------------------------------------------
+
+# A string of n copies of s.
+repeat(s, n) := concat("", [s | some _ in numbers.range(1, n)])
+
+long_a := repeat("a", 5000)
+
+# Reported by review: a 5,000-character action made a 5,055-character reason.
+test_long_action_is_cut_in_reasons if {
+	shown := substring(concat("", ["data ", long_a]), 0, 200)
+	count(shown) == 200
+	d := decide(object.union(safe_input, {"action": concat("", ["data ", long_a])}))
+	d.reasons == [sprintf(
+		"Action '%s' is not a plain action name (dot-separated segments of ASCII letters, digits, '_' and '-') and is refused",
+		[shown],
+	)]
+	d.evaluation_details.action == shown
+	p := decide(object.union(safe_input, {"action": concat("", ["system.execute_shell", repeat("\u200b", 5000)])}))
+	p.reasons == [sprintf("Action '%s' is prohibited by the constitution", [substring(concat("", ["system.execute_shell", repeat("\u200b", 5000)]), 0, 200)])]
+	count(p.evaluation_details.action) == 200
+}
+
+test_long_category_is_cut_in_reasons if {
+	d := decide(object.union(with_context({"current_usage_count": 50}), {"action": concat("", [long_a, ".read"])}))
+	d.reasons == [
+		sprintf("Rate limit exceeded for category '%s': usage 50, limit 10", [substring(long_a, 0, 200)]),
+		"Compliance score 0.9 below 0.95",
+	]
+	d.evaluation_details.action_category == substring(long_a, 0, 200)
+}
+
+test_long_action_needing_an_explanation_is_cut_in_reasons if {
+	x := json.remove(object.union(safe_input, {"action": long_a}), ["context/explanation"])
+	d := decide(x) with data.acgs.config.constitutional.actions_requiring_explanation as [long_a]
+	d.reasons[0] == sprintf("Action '%s' requires an explanation but none was given", [substring(long_a, 0, 200)])
+	e := decide(object.union(x, {"context": object.union(x.context, {"explanation": "short"})})) with data.acgs.config.constitutional.actions_requiring_explanation as [long_a]
+	e.reasons[0] == sprintf("Explanation for action '%s' is too short (5 characters, minimum 50)", [substring(long_a, 0, 200)])
+}
+
+# The cut follows the configuration.
+test_cut_length_is_configured if {
+	d := decide(object.union(safe_input, {"action": "system.execute_shell "})) with data.acgs.config.max_reason_value_length as 6
+	d.reasons == ["Action 'system' is prohibited by the constitution"]
+}

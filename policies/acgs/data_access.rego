@@ -30,6 +30,7 @@
 package acgs.data
 
 import data.acgs.config
+import data.acgs.text
 
 decision := {
 	"allow": allow,
@@ -384,7 +385,7 @@ default audit_requirements := []
 
 audit_requirements := [a | some [_, a] in sort(audits)]
 
-conditions contains [0, sprintf("Use limited to the stated purpose '%s'", [purpose])] if purpose_stated
+conditions contains [0, sprintf("Use limited to the stated purpose '%s'", [truncate(purpose)])] if purpose_stated
 
 conditions contains [1, "Access limited to the requested, justified fields"]
 
@@ -401,7 +402,7 @@ audits contains [0, "Log requester, purpose and fields accessed"]
 
 audits contains [1, msg] if {
 	sensitive_count > 0
-	msg := sprintf("Audit logging for sensitive field access: %v", [[field_label(f) | some f in sensitive_fields]])
+	msg := sprintf("Audit logging for sensitive field access: %s", [shown_list([field_label(f) | some f in sensitive_fields])])
 }
 
 audits contains [2, msg] if {
@@ -419,12 +420,12 @@ concerns contains [0, "Data request missing or not an object"] if not request_pr
 
 concerns contains [1, msg] if {
 	count(fields_above_clearance) > 0
-	msg := sprintf("Fields above requester clearance %v (or unclassified): %v", [clearance, fields_above_clearance])
+	msg := sprintf("Fields above requester clearance %v (or unclassified): %s", [clearance, shown_list(fields_above_clearance)])
 }
 
 concerns contains [2, msg] if {
 	sensitive_without_authorization > 0
-	msg := sprintf("Sensitive fields without special authorization: %v", [[field_label(f) | some f in sensitive_fields]])
+	msg := sprintf("Sensitive fields without special authorization: %s", [shown_list([field_label(f) | some f in sensitive_fields])])
 }
 
 concerns contains [3, "Request timestamp missing: consent expiry cannot be verified"] if {
@@ -445,12 +446,12 @@ concerns contains [5, "Purpose not stated"] if not purpose_stated
 concerns contains [5, msg] if {
 	purpose_stated
 	not purpose_allowed
-	msg := sprintf("Purpose '%s' is not an allowed purpose", [purpose])
+	msg := sprintf("Purpose '%s' is not an allowed purpose", [truncate(purpose)])
 }
 
 concerns contains [6, msg] if {
 	count(unjustified_fields) > 0
-	msg := sprintf("Unjustified fields: %v", [unjustified_fields])
+	msg := sprintf("Unjustified fields: %s", [shown_list(unjustified_fields)])
 }
 
 concerns contains [7, msg] if {
@@ -477,7 +478,7 @@ concerns contains [9, msg] if {
 
 concerns contains [10, msg] if {
 	count(unencrypted_sensitive_fields) > 0
-	msg := sprintf("Sensitive fields not encrypted: %v", [unencrypted_sensitive_fields])
+	msg := sprintf("Sensitive fields not encrypted: %s", [shown_list(unencrypted_sensitive_fields)])
 }
 
 concerns contains [11, msg] if {
@@ -490,6 +491,14 @@ concerns contains [11, msg] if {
 
 # Names are reported as given (any JSON value); a missing name as "<unnamed>".
 field_label(f) := object.get(f, "name", "<unnamed>")
+
+# Values taken from the input as reasons, conditions and audit requirements
+# quote them: cut at max_reason_value_length characters, a list of field
+# names as a whole, in its %v form (a field's name can be any JSON value,
+# and a request can name any number of fields).
+truncate(s) := text.truncate(s, object.get(config, "max_reason_value_length", null))
+
+shown_list(l) := truncate(sprintf("%v", [l]))
 
 as_object(x) := x if is_object(x)
 

@@ -617,3 +617,44 @@ test_wrong_typed_field_counts_as_missing if {
 		}
 	}
 }
+
+# ---------------------------------------------------------------------------
+# Quoted values are cut at max_reason_value_length (200) characters
+# ---------------------------------------------------------------------------
+
+long_text := concat("", [x | some _ in numbers.range(1, 5000); x := "p"])
+
+# Reported by review: the purpose and the field names were quoted whole.
+test_long_purpose_is_cut if {
+	d := decide(set_request(["purpose"], long_text))
+	shown := substring(long_text, 0, 200)
+	sprintf("Purpose '%s' is not an allowed purpose", [shown]) in d.reasons
+	sprintf("Use limited to the stated purpose '%s'", [shown]) in d.access_conditions
+}
+
+# Lists of field names are cut as a whole, in their %v form: names can be any
+# JSON value, and a request can list any number of fields.
+test_long_field_lists_are_cut if {
+	fs := [{"name": sprintf("%d%s", [i, long_text]), "category": "personal_identifiable_information", "classification_level": 9} | some i in numbers.range(1, 3)]
+	d := decide(with_request({"data_fields": fs, "special_authorization": false, "justified_fields": [], "encryption_config": {}}))
+	shown := substring(sprintf("%v", [[f.name | some f in fs]]), 0, 200)
+	every prefix in [
+		"Fields above requester clearance 2 (or unclassified): ",
+		"Sensitive fields without special authorization: ",
+		"Unjustified fields: ",
+		"Sensitive fields not encrypted: ",
+	] {
+		concat("", [prefix, shown]) in d.reasons
+	}
+	concat("", ["Audit logging for sensitive field access: ", shown]) in d.audit_requirements
+	every r in array.concat(d.reasons, d.audit_requirements) {
+		count(r) < 300
+	}
+
+	# many short names: cut too
+	many := [{"name": sprintf("field_%d", [i]), "category": "analytics", "classification_level": 1} | some i in numbers.range(1, 500)]
+	e := decide(with_request({"data_fields": many, "justified_fields": []}))
+	some r in e.reasons
+	startswith(r, "Unjustified fields: [\"field_1\", ")
+	count(r) == count("Unjustified fields: ") + 200
+}

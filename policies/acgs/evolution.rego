@@ -19,6 +19,7 @@
 package acgs.evolution
 
 import data.acgs.config
+import data.acgs.text
 
 decision := {
 	"allow": allow,
@@ -298,7 +299,7 @@ evaluation_details := {
 	"performance": round4(performance_score),
 	"rollback": round4(rollback_score),
 	"approvals": round4(approvals_score),
-	"evolution_type": evolution_type,
+	"evolution_type": truncate(evolution_type),
 	"required_reviews": sort(required_reviews),
 	"missing_reviews": sort(missing_reviews),
 	"approval_path": approval_path,
@@ -312,7 +313,7 @@ concerns contains [0, "Evolution request missing or not an object"] if not reque
 
 concerns contains [1, msg] if {
 	not evolution_type in object.keys(config.evolution.base_risks)
-	msg := sprintf("Unknown evolution type '%s' (base risk %v)", [evolution_type, base_risk])
+	msg := sprintf("Unknown evolution type '%s' (base risk %v)", [truncate(evolution_type), base_risk])
 }
 
 concerns contains [1, msg] if {
@@ -373,5 +374,9 @@ concerns contains [11, msg] if {
 # ---------------------------------------------------------------------------
 
 clamp01(x) := min([1, max([0, x])])
+
+# A value taken from the input as a reason or evaluation_details quotes it:
+# cut at max_reason_value_length characters.
+truncate(s) := text.truncate(s, object.get(config, "max_reason_value_length", null))
 
 round4(x) := round(x * 10000) / 10000

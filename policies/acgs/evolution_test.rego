@@ -538,3 +538,19 @@ test_config_review_fields_are_read if {
 		name in d.evaluation_details.required_reviews
 	}
 }
+
+# ---------------------------------------------------------------------------
+# Quoted values are cut at max_reason_value_length (200) characters
+# ---------------------------------------------------------------------------
+
+# Reported by review: the unknown type was quoted whole.
+test_long_unknown_type_is_cut if {
+	long := concat("", [x | some _ in numbers.range(1, 5000); x := "t"])
+	d := decide(set_request(["type"], long))
+	shown := substring(long, 0, 200)
+	sprintf("Unknown evolution type '%s' (base risk 0.5)", [shown]) in d.reasons
+	d.evaluation_details.evolution_type == shown
+	every r in d.reasons {
+		count(r) < 300
+	}
+}
