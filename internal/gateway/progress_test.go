@@ -165,10 +165,11 @@ func TestProgressOfOneAgentDoesNotStallAnother(t *testing.T) {
 	srv := &http.Server{Handler: mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
-	e := startEnv(t, envOptions{upstreams: "  - name: p\n    url: http://" + ln.Addr().String() + "/mcp\n"})
+	// the flood takes a while under the race detector
+	e := startEnv(t, envOptions{upstreams: "  - name: p\n    url: http://" + ln.Addr().String() + "/mcp\n", extraYAML: "call_timeout: 50s\n"})
 
 	// Agent 1, in raw HTTP: it opens its event stream and never reads it.
-	hc := &http.Client{Timeout: 30 * time.Second}
+	hc := &http.Client{Timeout: 55 * time.Second}
 	send := func(method, sid, body string) *http.Response {
 		t.Helper()
 		req, _ := http.NewRequestWithContext(testCtx(t), method, e.agentURL, strings.NewReader(body))
