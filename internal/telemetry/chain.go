@@ -181,7 +181,7 @@ func VerifyChain(r io.Reader, o VerifyChainOptions) (ChainReport, error) {
 			PrevHash *string `json:"prev_hash"`
 		}
 		switch {
-		case b == nil:
+		case n > int64(lr.max): // next hashed it as it read it (b is nil, as for an empty line)
 			rep.Unchecked++
 			rep.Problems = append(rep.Problems, ChainProblem{line, fmt.Sprintf("longer than %d bytes (%d): not read as a record, so its own link is not checked (the link to it from the next record is); verify it with a larger --max-line-bytes if the log holds records this large", lr.max, n)})
 		case json.Unmarshal(b, &rec) != nil:
@@ -433,8 +433,15 @@ func ReadHeadCheckpoint(path string) (c HeadCheckpoint, ok bool, err error) {
 	if err != nil {
 		return c, false, err
 	}
-	head, size, _ := strings.Cut(strings.TrimSuffix(string(b), "\n"), "\n")
-	n, err := strconv.ParseInt(size, 10, 64)
+	// Fields, not lines: an operator writes one by hand from a warning's
+	// checkpoint_head and checkpoint_size (docs), perhaps with CRLF or a
+	// blank line after.
+	f2 := strings.Fields(string(b))
+	if len(f2) != 2 {
+		return c, false, fmt.Errorf("%s: not a head checkpoint (want a chain hash and a size, a line each)", path)
+	}
+	head := f2[0]
+	n, err := strconv.ParseInt(f2[1], 10, 64)
 	if !IsChainHash(head) || err != nil || n < 0 {
 		return c, false, fmt.Errorf("%s: not a head checkpoint (want a chain hash and a size, a line each)", path)
 	}

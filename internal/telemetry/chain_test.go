@@ -375,6 +375,15 @@ func TestVerifyChainLongLine(t *testing.T) {
 		t.Errorf("the long line edited: %+v, want line 2 unchecked and line 3's link broken", rep)
 	}
 
+	// Empty lines are not long ones: records replaced by blank lines are
+	// tampering (not JSON), not a log that could not be checked.
+	for _, blank := range []string{"\n", "\n\n", lines[0] + "\n" + lines[2]} {
+		rep := verify(t, blank, VerifyChainOptions{MaxLineBytes: 1024})
+		if rep.Unchecked != 0 || len(rep.Problems) == 0 || !strings.Contains(rep.Problems[0].Reason, "not a JSON record") && !strings.Contains(rep.Problems[len(rep.Problems)-1].Reason, "not a JSON record") {
+			t.Errorf("%q: %+v, want a blank line reported as not a JSON record", blank, rep)
+		}
+	}
+
 	// A file of 64 MiB with no newline, read with a 1 MiB bound.
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -385,5 +394,39 @@ func TestVerifyChainLongLine(t *testing.T) {
 	}
 	if got := after.TotalAlloc - before.TotalAlloc; got > 8<<20 {
 		t.Errorf("verifying a 64 MiB line with a 1 MiB bound allocated %d MiB", got>>20)
+	}
+}
+
+// TestReadHandWrittenCheckpoint: a checkpoint file an operator writes from
+// a warning's checkpoint_head and checkpoint_size (the docs say how) is
+// read whatever its line ends and blank lines; anything else is refused.
+func TestReadHandWrittenCheckpoint(t *testing.T) {
+	head := LineHash([]byte("x"))
+	for _, c := range []struct {
+		name, text string
+		ok         bool
+	}{
+		{"as the log writes it", head + "\n42\n", true},
+		{"CRLF", head + "\r\n42\r\n", true},
+		{"blank lines and spaces", "\n" + head + "  \n 42\n\n", true},
+		{"no final newline", head + "\n42", true},
+		{"size missing", head + "\n", false},
+		{"a third field", head + "\n42\n7\n", false},
+		{"not a hash", "sha256:xyz\n42\n", false},
+		{"negative size", head + "\n-1\n", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "d.jsonl.head")
+			if err := os.WriteFile(p, []byte(c.text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			ck, ok, err := ReadHeadCheckpoint(p)
+			if c.ok && (!ok || err != nil || ck != (HeadCheckpoint{Head: head, Size: 42})) {
+				t.Fatalf("%+v %v %v, want the checkpoint", ck, ok, err)
+			}
+			if !c.ok && (ok || err == nil) {
+				t.Fatalf("%+v %v %v, want it refused", ck, ok, err)
+			}
+		})
 	}
 }
