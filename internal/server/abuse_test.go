@@ -100,6 +100,8 @@ func TestAbuse(t *testing.T) {
 		{name: "bad escape in ?input=", method: "GET", path: decision + "?input=%7B%22type%22:%22data_access%22%ZZ%7D", code: 400, errCode: "invalid_parameter", msg: "malformed query string"},
 		{name: "bad escape in an ACGS allow parameter", method: "GET", path: "/v1/data/acgs/main/allow?type=constitutional_evaluation&action=%ZZ", code: 400, errCode: "invalid_parameter", msg: `"%ZZ"`},
 		{name: "escape cut short at the end", method: "POST", path: decision + "?pretty=%4", body: str(safe), code: 400, errCode: "invalid_parameter", msg: "malformed query string"},
+		{name: "more parameters than Go reads", method: "GET", path: decision + "?input=" + url.QueryEscape(safe) + strings.Repeat("&", 10000), code: 400, errCode: "invalid_parameter", msg: "10001 parameters"},
+		{name: "as many parameters as Go reads", method: "GET", path: decision + "?input=" + url.QueryEscape(`{"type":"x"}`) + strings.Repeat("&x", 9999), code: 200},
 		{name: "semicolon separator", method: "POST", path: decision + "?pretty;metrics", body: str(safe), code: 400, errCode: "invalid_parameter", msg: "semicolon"},
 		{name: "gzip body one byte over the limit", method: "POST", path: decision, body: func() io.Reader { return gz(safe + strings.Repeat(" ", (1<<20)-len(safe)+1)) }, hdr: gzipHdr, code: 413, errCode: "request_too_large"},
 		{name: "gzip truncated", method: "POST", path: decision, body: func() io.Reader { b, _ := io.ReadAll(gz(safe)); return bytes.NewReader(b[:len(b)/2]) }, hdr: gzipHdr, code: 400, errCode: "invalid_parameter", msg: "gzip"},
@@ -271,8 +273,6 @@ func gzipMembers(n, size int) io.Reader {
 	return &b
 }
 
-// gzipPadded is body gzipped, followed by empty gzip members up to about
-// size bytes: a small document in a large body.
 // gzStored is s gzipped without compression (stored blocks): larger than s.
 func gzStored(s string) io.Reader {
 	var b bytes.Buffer
@@ -282,6 +282,8 @@ func gzStored(s string) io.Reader {
 	return &b
 }
 
+// gzipPadded is body gzipped, followed by empty gzip members up to about
+// size bytes: a small document in a large body.
 func gzipPadded(body string, size int) io.Reader {
 	var b bytes.Buffer
 	w := gzip.NewWriter(&b)

@@ -53,18 +53,19 @@ func (s *Server) readRaw(w http.ResponseWriter, r *http.Request) (*bytes.Buffer,
 	return buf, true
 }
 
-// readBody reads the request body within the size limit, which applies to
-// the body as sent and, for gzip, after decompression too (so that neither a
-// large decompressed body nor a long stream of padding that decompresses to
-// little is read past it), and refuses media types that are neither JSON
-// nor YAML (a YAML body is returned as its JSON: yamlToJSON). The caller
-// returns the buffer to bufPool.
 // gzipSentBound is the most a gzip body decompressing within limit may be
 // sent as (readBody): the decompressed bound, a 64th of it for the blocks'
 // headers, and 4 KiB for the member's header, trailer and a name or
 // comment in it.
 func gzipSentBound(limit int64) int64 { return limit + limit/64 + 4096 }
 
+// readBody reads the request body within the size limit, which applies to
+// the body as it decompresses (as sent without Content-Encoding); a gzip
+// body as sent is bounded too, a little more loosely (gzipSentBound), so
+// that a long stream of padding that decompresses to little is not read
+// past it. It refuses media types that are neither JSON nor YAML (a YAML
+// body is returned as its JSON: yamlToJSON). The caller returns the buffer
+// to bufPool.
 func readBody(r *http.Request, limit int64) (*bytes.Buffer, error) {
 	isYAML, err := checkContentType(r.Header.Get("Content-Type"))
 	if err != nil {

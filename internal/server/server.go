@@ -224,10 +224,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(sw, adminOff(r))
 		return
 	}
-	if err := checkQuery(r.URL.RawQuery); err != nil {
-		writeError(sw, err)
-		return
-	}
 	handler, ok := rt.methods[r.Method]
 	if !ok && r.Method == http.MethodHead {
 		handler, ok = rt.methods[http.MethodGet]
@@ -258,6 +254,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			redirect(sw, esc[:len(esc)-1], r.URL.RawQuery, http.StatusMovedPermanently)
 			return
 		}
+	}
+	if err := checkQuery(r.URL.RawQuery); err != nil {
+		writeError(sw, err)
+		return
 	}
 	if s.d.DecisionLog != nil {
 		// The request id travels to the decision log in the context; a
@@ -415,6 +415,12 @@ func bearer(h string) (string, bool) {
 // what a client can mend. It scans without allocating, as every request
 // with a query passes here.
 func checkQuery(raw string) error {
+	if raw == "" {
+		return nil
+	}
+	if n := strings.Count(raw, "&") + 1; n > maxQueryParams {
+		return apierror.New(apierror.InvalidParameter, "malformed query string: %d parameters, more than %d", n, maxQueryParams)
+	}
 	for i := 0; i < len(raw); i++ {
 		switch raw[i] {
 		case '%':
@@ -429,6 +435,10 @@ func checkQuery(raw string) error {
 	}
 	return nil
 }
+
+// maxQueryParams is Go's bound on a query's parameters (GODEBUG
+// urlmaxqueryparams, 10000 by default), past which URL.Query reads none.
+const maxQueryParams = 10000
 
 func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
