@@ -136,15 +136,24 @@ var decisionSemantics = "opa-" + opaversion.Version + "/acgs-" + semanticsRev + 
 // localZone describes the process's local time zone: time.date, time.clock,
 // time.weekday and time.format given "Local" answer by it, so replicas in
 // other zones sharing an L2 must not serve each other's such decisions.
-// time.Local's name is always "Local"; its abbreviations and offsets at a
-// winter and a summer instant of either hemisphere tell zones apart.
+// time.Local's name is always "Local", and two zones alike today may not
+// have been (America/Indiana/Indianapolis and America/New_York in 2000):
+// the digest covers every transition from 1970 to 2040, each instant with
+// the abbreviation and offset that follow it.
 func localZone() string {
-	var b strings.Builder
-	for _, unix := range []int64{1735689600, 1751328000} { // 2025-01-01, 2025-07-01 UTC
-		name, off := time.Unix(unix, 0).In(time.Local).Zone()
-		fmt.Fprintf(&b, "%s%+d", name, off)
+	h := sha256.New()
+	t := time.Unix(0, 0).In(time.Local)
+	stop := time.Date(2040, 1, 1, 0, 0, 0, 0, time.UTC)
+	for range 1000 { // a bound: zones change at most a few times a year
+		name, off := t.Zone()
+		fmt.Fprintf(h, "%d %s %d;", t.Unix(), name, off)
+		_, end := t.ZoneBounds()
+		if end.IsZero() || end.After(stop) {
+			break
+		}
+		t = end
 	}
-	return b.String()
+	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
 // semanticsRev: 2 since the VM leaves indexed comprehensions that may fail
