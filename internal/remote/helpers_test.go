@@ -159,7 +159,7 @@ func newSplitConstitution(tb testing.TB) splitConstitution {
 	full := constitutionDir(tb, "unused", hash, nil)
 	sc := splitConstitution{policy: tb.TempDir(), config: tb.TempDir()}
 	files := map[string]string{}
-	for _, f := range []string{"main.rego", "constitutional.rego", "data_access.rego", "evolution.rego"} {
+	for _, f := range []string{"main.rego", "constitutional.rego", "data_access.rego", "evolution.rego", "text.rego"} {
 		files[filepath.Join(sc.policy, "acgs", f)] = filepath.Join(full, "acgs", f)
 	}
 	files[filepath.Join(sc.config, "acgs", "config", "data.json")] = filepath.Join(full, "acgs", "config", "data.json")
@@ -179,7 +179,7 @@ func newSplitConstitution(tb testing.TB) splitConstitution {
 // constitutional hash chash into serveDir/name.tar.gz.
 func (sc splitConstitution) publish(tb testing.TB, name, rev, chash, serveDir string) {
 	tb.Helper()
-	dir, roots := sc.policy, []string{"acgs/main", "acgs/constitutional", "acgs/data", "acgs/evolution"}
+	dir, roots := sc.policy, []string{"acgs/main", "acgs/constitutional", "acgs/data", "acgs/evolution", "acgs/text"}
 	if name == "config" {
 		dir, roots = sc.config, []string{"acgs/config"}
 	}
