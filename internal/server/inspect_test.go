@@ -231,11 +231,13 @@ func TestInspectionsAnswerAsStockOPA(t *testing.T) {
 }
 
 // metricsOnlyOPA are what OPA's metrics have and acgs's have not (its
-// query compile timers); metricsOnlyACGS are the
+// query compile timers, and the hits of the inter-query value cache OPA's
+// server configures for compiled regular expressions: acgs leaves them to
+// topdown's own regex cache); metricsOnlyACGS are the
 // decision-cache counters acgs adds (all zero: an inspection is never a
 // cache hit or a plan).
 var (
-	metricsOnlyOPA  = regexp.MustCompile(`^(timer_rego_query_compile_ns|timer_(query_)?compile_stage_.*)$`)
+	metricsOnlyOPA  = regexp.MustCompile(`^(timer_rego_query_compile_ns|timer_(query_)?compile_stage_.*|counter_rego_builtin_regex_interquery_value_cache_hits)$`)
 	metricsOnlyACGS = map[string]bool{"counter_decision_cache_hit": true, "counter_decision_cache_l1_hit": true, "counter_decision_cache_l2_hit": true, "counter_partial_eval_plan": true}
 	// prettyLocation splits a line of a pretty explanation into its location
 	// column and its event.
