@@ -15,9 +15,14 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
-// writeGrace is how long a write to a stdio upstream's child may last
-// before it counts as stuck once its request has ended (childConn).
-const writeGrace = time.Second
+// stallCheck is how often a write whose request has ended is looked at
+// again while it waits for the child to read (childConn).
+const stallCheck = 100 * time.Millisecond
+
+// pipeChunk is how much of a message is handed to the child's stdin at a
+// time, so that its progress (childProc.progress) is seen while the child
+// reads a large message slowly.
+const pipeChunk = 16 << 10
 
 // childTransport runs a stdio upstream's command and speaks MCP over its
 // stdin and stdout (newline-delimited JSON), as the SDK's CommandTransport
@@ -29,6 +34,7 @@ const writeGrace = time.Second
 type childTransport struct {
 	cmd       *exec.Cmd
 	terminate time.Duration // how long Close waits for the child to exit before each signal
+	stall     time.Duration // how long the child may read nothing of a pending write before it counts as stuck: call_timeout
 	log       *slog.Logger
 }
 
@@ -53,10 +59,10 @@ func (t *childTransport) Connect(ctx context.Context) (mcp.Connection, error) {
 		_ = p.Close()
 		return nil, err
 	}
-	c := &childConn{Connection: conn}
+	c := &childConn{Connection: conn, proc: p, stall: t.stall}
 	c.kill = func() {
 		c.killOnce.Do(func() {
-			t.log.Warn("gateway: a stdio upstream has not read a request its gateway stopped waiting for; killing it, to be started again", "pid", t.cmd.Process.Pid, "grace", writeGrace)
+			t.log.Warn("gateway: a stdio upstream has read nothing of a request for its call_timeout, after its gateway stopped waiting for it; killing it, to be started again", "pid", t.cmd.Process.Pid, "call_timeout", t.stall)
 			_ = signalGroup(t.cmd.Process, syscall.SIGKILL)
 		})
 	}
@@ -69,9 +75,23 @@ type childProc struct {
 	cmd       *exec.Cmd
 	stdin     io.WriteCloser
 	terminate time.Duration
+	progress  atomic.Int64 // when the child last took bytes from its stdin (Unix nanoseconds)
 }
 
-func (p *childProc) Write(b []byte) (int, error) { return p.stdin.Write(b) }
+// Write hands b to the child's stdin a chunk at a time, noting when each
+// was taken.
+func (p *childProc) Write(b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := p.stdin.Write(b[n:min(len(b), n+pipeChunk)])
+		n += m
+		p.progress.Store(time.Now().UnixNano())
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
 
 // Close stops the child as the MCP specification asks of a stdio client:
 // its stdin is closed, then its process group gets SIGTERM if it has not
@@ -131,31 +151,38 @@ func (p *childProc) endGroup() {
 // buffer held that request past call_timeout, every later request to the
 // upstream behind it, and the session's Close (which waits for its
 // requests) for good. A write still unfinished when its request's context
-// has ended, writeGrace or more after it began, means the child does not
-// read: it is killed (its process group), which fails the write (EPIPE),
-// ends the session and takes the upstream down, to be started again
-// (lose). The grace spares a child that is reading but was handed a large
-// message just before its request ended (an agent's cancellation).
+// has ended is watched: once the child has taken nothing from its stdin
+// for call_timeout (stall), it does not read; it is killed (its process
+// group), which fails the write (EPIPE), ends the session and takes the
+// upstream down, to be started again (lose). A child that is only busy
+// (one that reads its next request after answering the current one) takes
+// the write up again within its call_timeout and is left alone: a first
+// version killed it a second after a queued request's end.
 type childConn struct {
 	mcp.Connection
+	proc     *childProc
+	stall    time.Duration
 	kill     func()
 	killOnce sync.Once
 }
 
 func (c *childConn) Write(ctx context.Context, msg jsonrpc.Message) error {
-	start := time.Now()
+	start := time.Now().UnixNano()
 	var done atomic.Bool
 	stop := context.AfterFunc(ctx, func() {
-		check := func() {
-			if !done.Load() {
-				c.kill()
+		var check func()
+		check = func() {
+			if done.Load() {
+				return
 			}
+			last := max(c.proc.progress.Load(), start)
+			if idle := time.Duration(time.Now().UnixNano() - last); idle >= c.stall {
+				c.kill()
+				return
+			}
+			time.AfterFunc(stallCheck, check)
 		}
-		if wait := writeGrace - time.Since(start); wait > 0 {
-			time.AfterFunc(wait, check)
-		} else {
-			check()
-		}
+		check()
 	})
 	err := c.Connection.Write(ctx, msg)
 	done.Store(true)

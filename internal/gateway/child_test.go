@@ -127,6 +127,41 @@ func TestStdioUpstreamThatStopsReading(t *testing.T) {
 	}
 }
 
+// TestBusyStdioUpstreamIsNotKilled: a child that reads nothing for a while
+// (busy with another call, here SIGSTOPped for 1.5 s) while a large request
+// whose agent gave up waits to be written is left alone: it takes the
+// request up again within its call_timeout. A first version killed it a
+// second after the request's start, with every call in flight on it.
+func TestBusyStdioUpstreamIsNotKilled(t *testing.T) {
+	e := startEnv(t, envOptions{upstreams: procChildUpstream("child", "1", "") + "  - name: remote\n    url: REMOTE\n",
+		extraYAML: "call_timeout: 8s\ndecision_timeout: 10s\n"})
+	a := e.agent(t, "token-1")
+	pid := childPid(t, a, "child")
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := make(chan struct{})
+	go func() {
+		defer close(resumed)
+		time.Sleep(1500 * time.Millisecond)
+		_ = syscall.Kill(pid, syscall.SIGCONT)
+	}()
+	t.Cleanup(func() { <-resumed })
+	big := strings.Repeat("a", 256<<10) // more than a pipe holds (64 KiB)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_, _ = a.CallTool(ctx, &mcp.CallToolParams{Name: "child__echo", Arguments: map[string]any{"text": big}})
+	cancel()
+	<-resumed
+	// The child reads again: the same process answers.
+	waitFor(t, 15*time.Second, "the child to answer again", func() bool {
+		res, err := a.CallTool(testCtx(t), &mcp.CallToolParams{Name: "child__pid", Arguments: map[string]any{}})
+		return err == nil && !res.IsError
+	})
+	if got := childPid(t, a, "child"); got != pid {
+		t.Fatalf("the busy child (pid %d) was replaced by pid %d", pid, got)
+	}
+}
+
 // parentPid is the parent process id of process pid (0: unknown).
 func parentPid(pid int) int {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

@@ -120,7 +120,7 @@ func (u *upstream) transport() mcp.Transport {
 		cmd.Env = childEnv(os.Environ(), u.cfg.InheritEnv, u.cfg.Env)
 		cmd.Stderr = &lineLogger{log: u.log}
 		cmd.WaitDelay = 2 * time.Second
-		return &childTransport{cmd: cmd, terminate: 2 * time.Second, log: u.log}
+		return &childTransport{cmd: cmd, terminate: 2 * time.Second, stall: u.cfg.CallTimeout, log: u.log}
 	}
 	hc := &http.Client{Transport: headerTransport{base: upstreamHTTP, headers: u.cfg.Headers, origin: origin(u.cfg.URL)}}
 	return &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: hc, MaxRetries: 1, DisableStandaloneSSE: true}
