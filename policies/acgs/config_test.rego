@@ -426,72 +426,94 @@ test_evolution_thresholds_not_numbers if {
 	}
 }
 
-# principles.default_benefit "0.5": no decision before (review). A default
-# that is not a number takes the worst assessment.
-test_principle_defaults_not_numbers if {
-	d := main.decision with input as main_test.safe_input
-		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/principles/default_benefit", "value": "0.5"}])
-	d.evaluation_details.beneficence == 0
-	d.evaluation_details.constitutional == 0.8
-	d.allow == false
-	"Benefit assessment 0 below 0.3" in d.reasons
-	e := main.decision with input as main_test.safe_input
-		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/principles/default_harm_risk", "value": "0"}])
-	e.evaluation_details.non_maleficence == 0
-	f := main.decision with input as main_test.safe_input
-		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/principles/default_fairness", "value": null}])
-	f.evaluation_details.fairness == 0
+# A configuration error of the constitutional scoring, naming what lacks.
+config_error(missing) := {
+	"allow": false,
+	"compliance_score": 0,
+	"reasons": [sprintf(
+		"Constitution configuration error: data.acgs.config.constitutional lacks a number this evaluation needs (%s)",
+		[missing],
+	)],
+	"constitutional_hash": main_test.hash,
+	"policy": "constitutional",
+	"evaluation_details": {"configuration_error": true},
+}
 
-	# a given assessment does not use the default
-	g := main.decision with input as json.patch(main_test.safe_input, [{"op": "add", "path": "/context/benefit_assessment", "value": 0.5}])
-		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/principles/default_benefit", "value": "0.5"}])
+# principles.default_benefit "0.5": no decision before (review). A decision
+# that needs a configured number that is missing or not one is a
+# configuration error; one that does not need it is scored as ever.
+test_principle_defaults_not_numbers if {
+	every k in ["default_benefit", "default_harm_risk", "default_fairness"] {
+		every v in ["0.5", null, true, [0.5]] {
+			cfg := edited([{"op": "replace", "path": concat("/", ["", "constitutional", "principles", k]), "value": v}])
+			d := main.decision with input as main_test.safe_input with data.acgs.config as cfg
+			d == config_error(concat(".", ["principles", k]))
+		}
+	}
+	cfg := edited([{"op": "replace", "path": "/constitutional/principles/default_benefit", "value": "0.5"}])
+	x := json.patch(main_test.safe_input, [{"op": "add", "path": "/context/benefit_assessment", "value": 0.5}])
+	g := main.decision with input as x with data.acgs.config as cfg
 	g.evaluation_details.beneficence == 0.5
 	g.allow == true
 }
 
-# Weights and score parts that are not numbers count 0.
 test_weights_and_parts_not_numbers if {
 	d := main.decision with input as main_test.safe_input
 		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/weights/safety", "value": "0.3"}])
-	d.compliance_score == 0.66
-	d.allow == false
+	d == config_error("weights.safety")
 	e := main.decision with input as main_test.safe_input
+		with data.acgs.config as edited([{"op": "remove", "path": "/constitutional/weights/resources"}])
+	e == config_error("weights.resources")
+	f := main.decision with input as main_test.safe_input
 		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/safety/sandbox", "value": null}])
-	e.evaluation_details.safety == 0.7
+	f == config_error("safety.sandbox")
+
+	# (the sandbox points are not needed without a sandbox)
+	g := main.decision with input as json.patch(main_test.safe_input, [{"op": "replace", "path": "/context/environment/sandbox_enabled", "value": false}])
+		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/safety/sandbox", "value": null}])
+	g.evaluation_details.safety == 0.7
+	e2 := main.decision with input as main_test.safe_input
+		with data.acgs.config as edited([{"op": "remove", "path": "/constitutional/principles"}])
+	e2 == config_error("principles.autonomy_no_override, principles.autonomy_override_with_consent, principles.autonomy_override_without_consent, principles.default_benefit, principles.default_harm_risk, principles.default_fairness, principles.accountability_audit, principles.accountability_responsible_party")
 }
 
-# Thresholds that are not numbers are never met.
+# Thresholds of another type would pass every check (a number is greater
+# than null and true): a configuration error.
 test_constitutional_thresholds_not_numbers if {
-	d := main.decision with input as main_test.safe_input
-		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/compliance_threshold", "value": null}])
-	d.allow == false
-	d.reasons == ["Compliance score 0.96 below null"]
-	e := main.decision with input as main_test.safe_input
-		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/min_trust_level", "value": true}])
-	e.allow == false
-	e.reasons == ["Agent trust level 0.9 below required true"]
-	x := json.patch(main_test.safe_input, [
-		{"op": "replace", "path": "/action", "value": "data.process_personal"},
-		{"op": "replace", "path": "/context/explanation", "value": "An explanation of well over fifty characters, for the record."},
-	])
-	main.decision.allow with input as x
-	f := main.decision with input as x
-		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/min_explanation_length", "value": null}])
-	f.evaluation_details.transparency == 0.8
-	f.allow == false
+	every k in ["compliance_threshold", "min_trust_level", "min_explanation_length"] {
+		every v in [null, true, "0.9", {}] {
+			d := main.decision with input as main_test.safe_input
+				with data.acgs.config as edited([{"op": "replace", "path": concat("/", ["", "constitutional", k]), "value": v}])
+			d == config_error(k)
+		}
+	}
 }
 
-# Limits that are not numbers are 0: always exceeded.
+# So are limits of another type ("100" would be above every count).
 test_limits_not_numbers if {
 	d := main.decision with input as main_test.safe_input
 		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/rate_limits/data", "value": "100"}])
-	"Rate limit exceeded for category 'data': usage 0, limit 0" in d.reasons
-	e := main.decision with input as main_test.safe_input
+	d == config_error("rate_limits.data")
+
+	# another category's limit is not needed
+	x := json.patch(main_test.safe_input, [{"op": "replace", "path": "/action", "value": "report.view"}])
+	main.decision.allow with input as x
+		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/rate_limits/data", "value": "100"}])
+	e := main.decision with input as json.patch(main_test.safe_input, [{"op": "replace", "path": "/action", "value": "custom.thing"}])
+		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/default_rate_limit", "value": null}])
+	e == config_error("default_rate_limit")
+	f := main.decision with input as main_test.safe_input
 		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/resource_limits/cpu_cores", "value": "2"}])
-	"Requested cpu_cores 1 exceeds limit 0" in e.reasons
-	f := main.decision with input as tool_base
+	f == config_error("resource_limits.cpu_cores")
+	g := main.decision with input as main_test.safe_input
+		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/resource_limits", "value": "2"}])
+	g == config_error("resource_limits")
+	k := main.decision with input as main_test.safe_input
+		with data.acgs.config as edited([{"op": "remove", "path": "/constitutional/concern_thresholds"}])
+	k == config_error("concern_thresholds")
+	h := main.decision with input as tool_base
 		with data.acgs.config as edited([{"op": "replace", "path": "/tool_call/rate_limit/default_per_minute", "value": "120"}])
-	f.reasons == ["Agent 'agent-1' made at least 0 tool calls in the last minute (limit 0)"]
+	h.reasons == ["Agent 'agent-1' made at least 0 tool calls in the last minute (limit 0)"]
 }
 
 # Deny lists that are not arrays match everything; so does the list of the

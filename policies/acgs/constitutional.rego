@@ -3,10 +3,12 @@
 # description: |
 #   Scores an agent action against the constitution (safety, the five
 #   principles, resources, transparency) and decides allow/deny.
-#   Every threshold, weight, limit and list comes from data.acgs.config;
-#   one an operator's edit leaves missing or of the wrong type takes its
-#   safest reading (number_fallbacks, and the rules that read the lists),
-#   so that every input still gets exactly one decision.
+#   Every threshold, weight, limit and list comes from data.acgs.config.
+#   An operator's edit that leaves a list missing or not an array reads it
+#   as covering every action (prohibited, needing an explanation); one that
+#   leaves a number the scoring needs missing or not a number denies with a
+#   configuration error (configuration_error_decision), so that every input
+#   still gets exactly one decision.
 #
 #   Inputs are untrusted: a field of the wrong type counts as missing
 #   (trust "0.9" is 0, sandbox "true" is false, a string resource is 0).
@@ -50,7 +52,8 @@ prohibited if action_malformed
 
 default listed_prohibited := false
 
-listed_prohibited if action_key in {lower(a) | some a in config.prohibited_actions}
+# (The list's own entries are plain lower-case names: config_test.rego.)
+listed_prohibited if action_key in config.prohibited_actions
 
 # A prohibited list that is missing or not an array (an operator's edit)
 # prohibits every action: the safe reading of a deny list nobody can read.
@@ -118,16 +121,12 @@ default category := ""
 
 category := split(action_key, ".")[0]
 
-# A rate limit that is not a number (an operator's edit: "100" would
-# compare above every count, and no usage would ever exceed it) is 0.
-rate_limit := object.get({true: r}, is_number(r), 0) if {
-	r := object.get(config.constitutional.rate_limits, category, config.constitutional.default_rate_limit)
-}
+rate_limit := object.get(config.constitutional.rate_limits, category, config.constitutional.default_rate_limit)
 
 # (Every action needs one when the list is missing or not an array.)
 default needs_explanation := false
 
-needs_explanation if action_key in {lower(a) | some a in config.constitutional.actions_requiring_explanation}
+needs_explanation if action_key in config.constitutional.actions_requiring_explanation
 
 needs_explanation if not is_array(config.constitutional.actions_requiring_explanation)
 
@@ -147,8 +146,76 @@ shown_category := truncate(category)
 truncate(s) := text.truncate(s, object.get(config, "max_reason_value_length", null))
 
 # ---------------------------------------------------------------------------
-# The evaluated decision: one rule with one body, with every expression in it
-# total (defined for any input), so that it never fails and needs no default.
+# The evaluated decision: the scored decision or, when the configuration
+# lacks a number the scoring needs, a deny that says so.
+# ---------------------------------------------------------------------------
+
+evaluated_decision := scored_decision
+
+evaluated_decision := configuration_error_decision if not scored_decision
+
+# scored_decision is defined for every input (below), so it is undefined
+# only when the configuration lacks a number the scoring of this input
+# needs: missing, or of another type (an operator's edit: a weight "0.3" or
+# a default_benefit "0.5" is a type error in the arithmetic; a threshold or
+# limit of another type is tested for, as a number compared with null or
+# a boolean is greater and with a string smaller, which would pass or skip
+# every check). Every decision that needs it is then denied, rather than
+# scored with a value nobody configured; the rest are unaffected.
+configuration_error_decision := {
+	"allow": false,
+	"compliance_score": 0,
+	"reasons": [sprintf(
+		"Constitution configuration error: data.acgs.config.constitutional lacks a number this evaluation needs (%s)",
+		[concat(", ", configuration_problems)],
+	)],
+	"constitutional_hash": config.constitutional_hash,
+	"policy": "constitutional",
+	"evaluation_details": {"configuration_error": true},
+}
+
+# What the scoring of this input reads that is missing or not a number, by
+# path under data.acgs.config.constitutional.
+configuration_problems := array.concat(
+	array.concat(
+		[concat(".", path) |
+			some path in number_paths
+			not is_number(object.get(config, array.concat(["constitutional"], path), null))
+		],
+		[truncate(rate_limit_source) | not is_number(rate_limit)],
+	),
+	array.concat(
+		[p | some p in ["resource_limits", "concern_thresholds"]; not is_object(object.get(config, ["constitutional", p], null))],
+		[concat(".", ["resource_limits", name]) |
+			some name, limit in object.get(config, ["constitutional", "resource_limits"], {})
+			not is_number(limit)
+		],
+	),
+)
+
+default rate_limit_source := "default_rate_limit"
+
+rate_limit_source := concat(".", ["rate_limits", category]) if {
+	_ = config.constitutional.rate_limits[category]
+}
+
+number_paths := array.concat(
+	[
+		["compliance_threshold"], ["min_trust_level"], ["min_explanation_length"],
+		["safety", "base"], ["safety", "sandbox"], ["safety", "rate_limit"],
+		["transparency", "base"], ["transparency", "explanation"], ["transparency", "audit"],
+		["weights", "safety"], ["weights", "constitutional"], ["weights", "resources"], ["weights", "transparency"],
+	],
+	[["principles", k] | some k in [
+		"autonomy_no_override", "autonomy_override_with_consent", "autonomy_override_without_consent",
+		"default_benefit", "default_harm_risk", "default_fairness",
+		"accountability_audit", "accountability_responsible_party",
+	]],
+)
+
+# ---------------------------------------------------------------------------
+# The scored decision: one rule with one body, with every expression in it
+# total (defined for any input), so that it never fails for any input.
 #
 # Written for OPA's partial evaluation (the plan cache specialises the policy
 # on type, action and hash). A rule with a `default` is never inlined (it
@@ -177,7 +244,7 @@ truncate(s) := text.truncate(s, object.get(config, "max_reason_value_length", nu
 # path that is undefined.)
 # ---------------------------------------------------------------------------
 
-evaluated_decision := [out |
+scored_decision := [out |
 	# The context's fields, each by its full path; a field missing or of a
 	# wrong type takes the default (see above).
 
@@ -247,14 +314,14 @@ evaluated_decision := [out |
 	resources := array.concat([r | count(shortfalls) > 0; r := 1 - (sum(shortfalls) / n_limits)], [1])[0]
 
 	# Transparency
-	explanation_ok := object.get({false: true}, needs, [explanation_length >= min_explanation, min_explanation_ok] == [true, true])
+	explanation_ok := object.get({false: true}, needs, explanation_length >= min_explanation)
 	transparency := sum([transparency_base, object.get(explanation_points, explanation_ok, 0), object.get(audit_points, audit_enabled, 0)])
 
 	# Score and decision
 	raw_score := sum([w_safety * safety, w_constitutional * constitutional, w_resources * resources, w_transparency * transparency])
 	score := round(min([1, max([0, raw_score])]) * 10000) / 10000
-	score_ok := [score >= threshold, threshold_ok] == [true, true]
-	trust_ok := [trust_level >= min_trust, min_trust_ok] == [true, true]
+	score_ok := score >= threshold
+	trust_ok := trust_level >= min_trust
 	allow := [act != "", is_prohibited, score_ok, trust_ok] == [true, false, true, true]
 
 	# Every failed check in words, in a fixed order; only for a deny.
@@ -329,82 +396,51 @@ evaluated_decision := [out |
 	}
 ][0] if {
 	# Known once the action is: partial evaluation folds all of these to
-	# constants, so the comprehension above reads no data at all.
-	#
-	# Every configured number is read typed (see number_fallbacks): an
-	# operator's edit that leaves one missing or of another type (a weight
-	# "0.3") gives its safest value, not an undefined decision.
+	# constants, so the comprehension above reads no data at all. (The type
+	# tests make the body undefined for a configuration that lacks a
+	# number: see evaluated_decision.)
 	c := config.constitutional
-	n := {name: v |
-		some name, [path, safest] in number_fallbacks
-		x := object.get(c, path, null)
-		v := object.get({true: x}, is_number(x), safest)
-	}
-	t := object.get(c, "concern_thresholds", {})
+	p := c.principles
+	t := c.concern_thresholds
 	hash := config.constitutional_hash
 	act := action
 	shown_act := shown_action
 	shown_cat := shown_category
 	rate := rate_limit
+	is_number(rate)
 	needs := needs_explanation
 	is_prohibited := refused
-	limits := {name: object.get({true: limit}, is_number(limit), 0) | some name, limit in c.resource_limits}
+	limits := c.resource_limits
+	is_object(limits)
+	[name | some name, limit in limits; not is_number(limit)] == []
 	n_limits := count(limits)
 	unrequested_exceeded := {name: 0 | some name, limit in limits; 1 > limit}
-
-	# Thresholds that are not numbers are never met (compared with a number,
-	# null and booleans are below every number and strings above it).
-	min_explanation := object.get(c, "min_explanation_length", null)
-	min_explanation_ok := is_number(min_explanation)
-	min_trust := object.get(c, "min_trust_level", null)
-	min_trust_ok := is_number(min_trust)
-	threshold := object.get(c, "compliance_threshold", null)
-	threshold_ok := is_number(threshold)
-	default_benefit := n.default_benefit
-	default_harm_risk := n.default_harm_risk
-	default_fairness := n.default_fairness
-	safety_base := n.safety_base
-	sandbox_points := {true: n.safety_sandbox}
-	rate_points := {true: n.safety_rate_limit}
+	min_explanation := c.min_explanation_length
+	is_number(min_explanation)
+	min_trust := c.min_trust_level
+	is_number(min_trust)
+	threshold := c.compliance_threshold
+	is_number(threshold)
+	default_benefit := p.default_benefit
+	default_harm_risk := p.default_harm_risk
+	default_fairness := p.default_fairness
+	safety_base := c.safety.base
+	sandbox_points := {true: c.safety.sandbox}
+	rate_points := {true: c.safety.rate_limit}
 	autonomy_by := {
-		true: {true: n.autonomy_override_with_consent, false: n.autonomy_override_without_consent},
-		false: {true: n.autonomy_no_override, false: n.autonomy_no_override},
+		true: {
+			true: object.get(p, "autonomy_override_with_consent", 0),
+			false: object.get(p, "autonomy_override_without_consent", 0),
+		},
+		false: {true: object.get(p, "autonomy_no_override", 0), false: object.get(p, "autonomy_no_override", 0)},
 	}
-	audit_accountability := {true: n.accountability_audit}
-	party_accountability := {true: n.accountability_responsible_party}
-	transparency_base := n.transparency_base
-	explanation_points := {true: n.transparency_explanation}
-	audit_points := {true: n.transparency_audit}
+	audit_accountability := {true: p.accountability_audit}
+	party_accountability := {true: p.accountability_responsible_party}
+	transparency_base := c.transparency.base
+	explanation_points := {true: c.transparency.explanation}
+	audit_points := {true: c.transparency.audit}
 	[w_safety, w_constitutional, w_resources, w_transparency] := [
-		n.weight_safety, n.weight_constitutional,
-		n.weight_resources, n.weight_transparency,
+		c.weights.safety, c.weights.constitutional,
+		c.weights.resources, c.weights.transparency,
 	]
-}
-
-# The numbers of config.constitutional the evaluation reads: name ->
-# [path, safest value]. The safest value is what the evaluation uses when
-# the configured one is missing or not a number: 0 for a weight, a score
-# part and a principle score (each can only lower the score), and the
-# worst default assessment (benefit 0, harm risk 1, fairness 0).
-# (principles.default_benefit "0.5" made the decision undefined: the
-# string reached the arithmetic.)
-number_fallbacks := {
-	"weight_safety": [["weights", "safety"], 0],
-	"weight_constitutional": [["weights", "constitutional"], 0],
-	"weight_resources": [["weights", "resources"], 0],
-	"weight_transparency": [["weights", "transparency"], 0],
-	"safety_base": [["safety", "base"], 0],
-	"safety_sandbox": [["safety", "sandbox"], 0],
-	"safety_rate_limit": [["safety", "rate_limit"], 0],
-	"transparency_base": [["transparency", "base"], 0],
-	"transparency_explanation": [["transparency", "explanation"], 0],
-	"transparency_audit": [["transparency", "audit"], 0],
-	"autonomy_no_override": [["principles", "autonomy_no_override"], 0],
-	"autonomy_override_with_consent": [["principles", "autonomy_override_with_consent"], 0],
-	"autonomy_override_without_consent": [["principles", "autonomy_override_without_consent"], 0],
-	"default_benefit": [["principles", "default_benefit"], 0],
-	"default_harm_risk": [["principles", "default_harm_risk"], 1],
-	"default_fairness": [["principles", "default_fairness"], 0],
-	"accountability_audit": [["principles", "accountability_audit"], 0],
-	"accountability_responsible_party": [["principles", "accountability_responsible_party"], 0],
 }
