@@ -16,7 +16,10 @@ import (
 // have been 10 GiB).
 func TestDecisionLogQueueBoundedInBytes(t *testing.T) {
 	w := &stuckWriter{release: make(chan struct{}), entered: make(chan struct{})}
-	l, err := NewDecisionLog(DecisionLogConfig{Writer: w, QueueSize: 1000, Logger: slog.New(slog.DiscardHandler)})
+	// A byte bound of 4 MiB (the default is 64): writing what it holds
+	// once released must not take the race detector past waitHandled's
+	// 10 s (CI 16325d9: 64 events of 1 MiB were not written in 10 s).
+	l, err := NewDecisionLog(DecisionLogConfig{Writer: w, QueueSize: 1000, queueBytes: 4 << 20, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +35,7 @@ func TestDecisionLogQueueBoundedInBytes(t *testing.T) {
 	// One string shared by every event keeps the test's own memory small;
 	// the log cannot tell, and counts it for each event as it would a
 	// fresh input decoded for each request.
-	const inputBytes, n = 1 << 20, 200
+	const inputBytes, n = 256 << 10, 200
 	blob := strings.Repeat("x", inputBytes)
 	start := time.Now()
 	for range n {
