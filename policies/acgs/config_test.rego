@@ -3,6 +3,7 @@ package acgs.config_test
 import data.acgs.config
 import data.acgs.main
 import data.acgs.main_test
+import data.acgs.tool_call
 import data.acgs.tool_call_test
 
 # ---------------------------------------------------------------------------
@@ -364,6 +365,17 @@ breaking_edits := [
 	[{"op": "replace", "path": "/max_reason_value_length", "value": null}],
 	[{"op": "replace", "path": "/max_reason_value_length", "value": -1}],
 	[{"op": "remove", "path": "/max_reason_value_length"}],
+	[{"op": "replace", "path": "/tool_call/blocked_upstreams", "value": "notes"}],
+	[{"op": "replace", "path": "/tool_call/path_argument_names", "value": null}],
+	[{"op": "replace", "path": "/tool_call/agent_upstreams", "value": []}],
+	[{"op": "replace", "path": "/tool_call/require_session", "value": "true"}],
+	[{"op": "replace", "path": "/tool_call/rate_limit/per_agent", "value": {"agent-1": "5"}}],
+	[{"op": "replace", "path": "/tool_call/upstream_file_roots", "value": []}],
+	[{"op": "add", "path": "/tool_call/shell_patterns/x", "value": "("}],
+	[{"op": "add", "path": "/tool_call/secret_patterns/x", "value": "("}],
+	[{"op": "replace", "path": "/tool_call/scores", "value": null}],
+	[{"op": "replace", "path": "/tool_call/prohibited_tools", "value": [{"glob": "*__exec"}]}],
+	[{"op": "remove", "path": "/tool_call"}],
 ]
 
 test_config_edits_leave_one_decision_for_every_input if {
@@ -513,7 +525,7 @@ test_limits_not_numbers if {
 	k == config_error("concern_thresholds")
 	h := main.decision with input as tool_base
 		with data.acgs.config as edited([{"op": "replace", "path": "/tool_call/rate_limit/default_per_minute", "value": "120"}])
-	h.reasons == ["Agent 'agent-1' made at least 0 tool calls in the last minute (limit 0)"]
+	tool_config_error_is(h, "rate_limit.default_per_minute: a number")
 }
 
 # Deny lists that are not arrays match everything; so does the list of the
@@ -558,4 +570,225 @@ test_max_reason_value_length_not_a_whole_number if {
 	}
 	d := main.decision with input as x with data.acgs.config as edited([{"op": "replace", "path": "/max_reason_value_length", "value": 10}])
 	d.evaluation_details.tool == "notes__xxx"
+}
+
+# ---------------------------------------------------------------------------
+# The tool_call rules' configuration: a value of the wrong type the rules of
+# a call read denies that call with a configuration error (as a number the
+# constitutional scoring lacks does), naming each value and the type it
+# needs
+# ---------------------------------------------------------------------------
+
+# A configuration error of the tool_call rules, naming what lacks.
+tool_config_error(missing) := {
+	"allow": false,
+	"outcome": "deny",
+	"compliance_score": 0,
+	"reasons": [sprintf(
+		"Constitution configuration error: data.acgs.config.tool_call lacks a value of the type this evaluation needs (%s)",
+		[missing],
+	)],
+	"constitutional_hash": main_test.hash,
+	"policy": "tool_call",
+	"evaluation_details": {"configuration_error": true},
+}
+
+# (Compared as JSON text, where numbers of equal value are the same: the
+# type checker sees a tool_call decision as its evaluated kind only.)
+tool_config_error_is(d, missing) if json.marshal(d) == json.marshal(tool_config_error(missing))
+
+# Values of the wrong type an operator's edit may leave: none is an array
+# of strings, and the last is one that holds something else.
+not_string_lists := ["notes", null, 5, true, {"a": "notes"}, [{"name": "notes"}], ["x", 1]]
+
+# [list, a call it is for, the list as an operator meant it]. Each list set
+# to a value of another type matched nothing, so each call was allowed
+# (review); with the list as meant, each is denied.
+tool_call_lists := [
+	["blocked_upstreams", tool_base, ["notes"]],
+	["path_argument_names", tool_call_test.args({"path": "/etc/passwd"}), ["path"]],
+	["shell_argument_names", tool_call_test.args({"command": "rm -rf /"}), ["command"]],
+	["url_argument_names", tool_call_test.args({"url": "evil.net/x"}), ["url"]],
+	["host_argument_names", tool_call_test.args({"host": "evil.net"}), ["host"]],
+	["secret_argument_names", tool_call_test.args({"password": "hunter2"}), ["password"]],
+]
+
+test_tool_call_lists_not_arrays_of_strings if {
+	every c in tool_call_lists {
+		[name, x, meant] := c
+		main.decision.outcome == "deny" with input as x
+			with data.acgs.config as edited([{"op": "replace", "path": concat("/", ["", "tool_call", name]), "value": meant}])
+		every v in not_string_lists {
+			d := main.decision with input as x
+				with data.acgs.config as edited([{"op": "replace", "path": concat("/", ["", "tool_call", name]), "value": v}])
+			tool_config_error_is(d, concat("", [name, ": an array of strings"]))
+		}
+	}
+	d := main.decision with input as tool_base with data.acgs.config as edited([{"op": "remove", "path": "/tool_call/blocked_upstreams"}])
+	tool_config_error_is(d, "blocked_upstreams: an array of strings")
+}
+
+# The upstream rules' configuration is read by hidden too: a tool the
+# gateway lists (and whose upstream's resources and prompts it shows) is
+# hidden when it is of the wrong type.
+test_tool_call_upstream_configuration_hides if {
+	every ops in [
+		[{"op": "replace", "path": "/tool_call/blocked_upstreams", "value": "notes"}],
+		[{"op": "replace", "path": "/tool_call/agent_upstreams", "value": [{"agent-1": ["files"]}]}],
+		[{"op": "replace", "path": "/tool_call/agent_upstreams", "value": {"agent-1": {"u": "notes"}}}],
+	] {
+		tool_call.hidden with input as tool_base with data.acgs.config as edited(ops)
+	}
+
+	# (not the argument rules' configuration: resources and prompts are not
+	# decided by them)
+	not tool_call.hidden with input as tool_base
+		with data.acgs.config as edited([{"op": "replace", "path": "/tool_call/shell_argument_names", "value": "command"}])
+}
+
+# agent_upstreams of another type limited no agent (review); an agent's
+# entry of another type limits that agent's calls only.
+test_tool_call_agent_upstreams_not_typed if {
+	every v in ["agent-1", null, 5, [{"agent-1": ["files"]}]] {
+		d := main.decision with input as tool_base
+			with data.acgs.config as edited([{"op": "replace", "path": "/tool_call/agent_upstreams", "value": v}])
+		tool_config_error_is(d, "agent_upstreams: an object")
+	}
+	every v in not_string_lists {
+		cfg := edited([{"op": "replace", "path": "/tool_call/agent_upstreams", "value": {"agent-1": v}}])
+		d := main.decision with input as tool_base with data.acgs.config as cfg
+		tool_config_error_is(d, "agent_upstreams (this agent's entry): an array of strings")
+		other := json.patch(tool_base, [{"op": "replace", "path": "/tool_call/agent/id", "value": "agent-2"}])
+		main.decision.outcome == "allow" with input as other with data.acgs.config as cfg
+	}
+}
+
+# require_agent_identity or require_session "true" (or 1, null) required
+# nothing (review).
+test_tool_call_requirements_not_booleans if {
+	every c in [
+		["require_agent_identity", json.patch(tool_base, [{"op": "remove", "path": "/tool_call/agent/id"}])],
+		["require_session", json.patch(tool_base, [{"op": "remove", "path": "/tool_call/agent/session"}])],
+	] {
+		[name, x] := c
+		main.decision.outcome == "deny" with input as x
+		every v in ["true", 1, null, [true]] {
+			d := main.decision with input as x
+				with data.acgs.config as edited([{"op": "replace", "path": concat("/", ["", "tool_call", name]), "value": v}])
+			tool_config_error_is(d, concat("", [name, ": a boolean"]))
+		}
+	}
+}
+
+# An agent's own limit of another type fell back to the default: a limit
+# of 5 written "5" let the agent make 120 calls a minute (review). A
+# configuration error for that agent's calls; other agents are limited as
+# ever.
+test_tool_call_per_agent_limit_not_a_number if {
+	x := tool_call_test.call({"context": {"calls_last_minute": 50}})
+	main.decision.outcome == "deny" with input as x
+		with data.acgs.config as edited([{"op": "replace", "path": "/tool_call/rate_limit/per_agent", "value": {"agent-1": 5}}])
+	every v in ["5", null, true, [5], {"n": 5}] {
+		cfg := edited([{"op": "replace", "path": "/tool_call/rate_limit/per_agent", "value": {"agent-1": v}}])
+		d := main.decision with input as x with data.acgs.config as cfg
+		tool_config_error_is(d, "rate_limit.per_agent (this agent's entry): a number")
+		other := json.patch(x, [{"op": "replace", "path": "/tool_call/agent/id", "value": "agent-2"}])
+		main.decision.outcome == "allow" with input as other with data.acgs.config as cfg
+	}
+
+	# per_agent of another type: every agent's own limit was lost
+	every v in [[["agent-1", 5]], "agent-1", null] {
+		d := main.decision with input as x
+			with data.acgs.config as edited([{"op": "replace", "path": "/tool_call/rate_limit/per_agent", "value": v}])
+		tool_config_error_is(d, "rate_limit.per_agent: an object")
+	}
+
+	# the default is needed by the agents without a limit of their own
+	cfg := edited([
+		{"op": "replace", "path": "/tool_call/rate_limit/default_per_minute", "value": "120"},
+		{"op": "replace", "path": "/tool_call/rate_limit/per_agent", "value": {"agent-2": 100}},
+	])
+	d := main.decision with input as x with data.acgs.config as cfg
+	tool_config_error_is(d, "rate_limit.default_per_minute: a number")
+	own := json.patch(x, [{"op": "replace", "path": "/tool_call/agent/id", "value": "agent-2"}])
+	main.decision.outcome == "allow" with input as own with data.acgs.config as cfg
+}
+
+# upstream_file_roots of another type: an upstream's own, narrower roots
+# were lost, and file_roots applied (review).
+test_tool_call_upstream_file_roots_not_an_object if {
+	x := tool_call_test.args({"path": "/workspace/a"})
+	main.decision.outcome == "deny" with input as x
+		with data.acgs.config as edited([{"op": "replace", "path": "/tool_call/upstream_file_roots", "value": {"notes": ["/workspace/notes"]}}])
+	every v in [[{"notes": ["/workspace/notes"]}], "/workspace/notes", null] {
+		d := main.decision with input as x
+			with data.acgs.config as edited([{"op": "replace", "path": "/tool_call/upstream_file_roots", "value": v}])
+		tool_config_error_is(d, "upstream_file_roots: an object")
+	}
+}
+
+# Patterns of another type, or one that is no regular expression: a string
+# of patterns or an invalid shell pattern matched nothing (review); an
+# invalid secret pattern left every tool_call decision undefined, as the
+# redaction of every reason failed.
+test_tool_call_patterns_not_regular_expressions if {
+	every c in [
+		["shell_patterns", tool_call_test.args({"text": "$(id)"})],
+		["secret_patterns", tool_call_test.args({"text": "AKIAIOSFODNN7EXAMPLE"})],
+	] {
+		[name, x] := c
+		main.decision.outcome == "deny" with input as x
+		every ops in [
+			[{"op": "replace", "path": concat("/", ["", "tool_call", name]), "value": "\\$\\(|AKIA"}],
+			[{"op": "replace", "path": concat("/", ["", "tool_call", name]), "value": ["\\$\\(", "AKIA"]}],
+			[{"op": "replace", "path": concat("/", ["", "tool_call", name]), "value": null}],
+			[{"op": "add", "path": concat("/", ["", "tool_call", name, "x"]), "value": "("}],
+			[{"op": "add", "path": concat("/", ["", "tool_call", name, "x"]), "value": ")("}],
+			[{"op": "add", "path": concat("/", ["", "tool_call", name, "x"]), "value": 5}],
+		] {
+			d := main.decision with input as x with data.acgs.config as edited(ops)
+			tool_config_error_is(d, concat("", [name, ": an object of regular expressions"]))
+		}
+	}
+}
+
+# scores of another type: no decision at all (review).
+test_tool_call_scores_not_numbers if {
+	every ops in [
+		[{"op": "replace", "path": "/tool_call/scores", "value": null}],
+		[{"op": "replace", "path": "/tool_call/scores/deny", "value": "0"}],
+		[{"op": "remove", "path": "/tool_call/scores/allow"}],
+	] {
+		d := main.decision with input as tool_base with data.acgs.config as edited(ops)
+		tool_config_error_is(d, "scores: an object of numbers (allow, approval_required, deny)")
+	}
+}
+
+# Several problems are named together, in order; a tool_call section
+# missing altogether lacks every value.
+test_tool_call_configuration_problems_named_together if {
+	d := main.decision with input as tool_base
+		with data.acgs.config as edited([
+			{"op": "replace", "path": "/tool_call/require_session", "value": "true"},
+			{"op": "replace", "path": "/tool_call/blocked_upstreams", "value": null},
+		])
+	tool_config_error_is(d, "blocked_upstreams: an array of strings, require_session: a boolean")
+	e := main.decision with input as tool_base with data.acgs.config as edited([{"op": "remove", "path": "/tool_call"}])
+	tool_config_error_is(e, "tool_call: an object")
+	tool_call.hidden with input as tool_base with data.acgs.config as edited([{"op": "remove", "path": "/tool_call"}])
+}
+
+# An entry of the prohibited or approval list that is not a string (a glob
+# written as an object) matched no tool: shell__exec was allowed (review).
+# The list then reads as one nobody can read, like a list that is not an
+# array: it matches every tool.
+test_tool_call_name_lists_with_entries_not_strings if {
+	every v in [[{"glob": "*__exec"}], ["*__bash", 5]] {
+		cfg := edited([{"op": "replace", "path": "/tool_call/prohibited_tools", "value": v}])
+		d := main.decision with input as tool_call_test.call({"name": "shell__exec"}) with data.acgs.config as cfg
+		d.reasons == ["Tool 'shell__exec' is prohibited by the constitution"]
+		tool_call.hidden with input as tool_base with data.acgs.config as cfg
+		a := edited([{"op": "replace", "path": "/tool_call/approval_required_tools", "value": v}])
+		main.decision.outcome == "approval_required" with input as tool_base with data.acgs.config as a
+	}
 }

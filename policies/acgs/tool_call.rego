@@ -27,6 +27,13 @@
 #   Deny beats approval: a call that breaks any rule is denied even when its
 #   tool also needs approval. `allow` is true only for the outcome "allow",
 #   so a client that ignores `outcome` stays fail-closed.
+#
+#   The configuration is an operator's to edit: a value the rules of a call
+#   read that is missing or of the wrong type (a list of names that is not
+#   an array of strings, a limit that is not a number, a requirement that is
+#   not a boolean) would make the rule reading it match nothing, so the call
+#   is denied with a configuration error naming it (configuration_problems),
+#   as acgs.constitutional does for a number its scoring lacks.
 package acgs.tool_call
 
 import data.acgs.config
@@ -34,7 +41,14 @@ import data.acgs.text
 
 cfg := config.tool_call
 
-decision := {
+# The decision: the evaluated one or, when a value of the configuration the
+# rules of this call read is missing or of the wrong type, a deny that says
+# so (configuration_error_decision). The two bodies exclude each other.
+decision := evaluated_decision if not configuration_error
+
+decision := configuration_error_decision if configuration_error
+
+evaluated_decision := {
 	"allow": allow,
 	"outcome": outcome,
 	"compliance_score": cfg.scores[outcome],
@@ -122,9 +136,10 @@ prohibited if {
 	glob.match(lower(pattern), null, tool_key)
 }
 
-# A list that is not an array (an operator's edit) matches every tool: the
-# safe reading of a deny list nobody can read.
-prohibited if not is_array(cfg.prohibited_tools)
+# A list that is not an array of strings (an operator's edit: an entry that
+# is not a string would match no tool) matches every tool: the safe reading
+# of a deny list nobody can read.
+prohibited if not strings(cfg.prohibited_tools)
 
 # A name that is not blank but starts or ends with a space, or holds any
 # character other than printable ASCII (U+0020-U+007E) anywhere. MCP asks
@@ -144,6 +159,14 @@ name_malformed if {
 
 # A string of whitespace only counts as missing.
 blank(s) if trim_space(s) == ""
+
+# An array of strings.
+strings(v) if {
+	is_array(v)
+	every x in v {
+		is_string(x)
+	}
+}
 
 default upstream_blocked := false
 
@@ -169,6 +192,8 @@ hidden if upstream_blocked
 
 hidden if upstream_not_allowed_for_agent
 
+hidden if upstream_configuration_error
+
 default needs_approval := false
 
 needs_approval if {
@@ -176,14 +201,15 @@ needs_approval if {
 	glob.match(lower(pattern), null, tool_key)
 }
 
-needs_approval if not is_array(cfg.approval_required_tools)
+needs_approval if not strings(cfg.approval_required_tools)
 
 # ---------------------------------------------------------------------------
 # Rate limit
 # ---------------------------------------------------------------------------
 
 # A limit that is not a number (a string "120" would compare above every
-# count: no call would ever be limited) is 0: every call is over it.
+# count: no call would ever be limited) is a configuration error (see
+# configuration_problems); were it read, it would be 0: every call over it.
 default rate_limit := 0
 
 rate_limit := cfg.rate_limit.default_per_minute if {
@@ -191,11 +217,21 @@ rate_limit := cfg.rate_limit.default_per_minute if {
 	is_number(cfg.rate_limit.default_per_minute)
 }
 
-rate_limit := cfg.rate_limit.per_agent[agent_id] if agent_has_own_limit
+rate_limit := n if {
+	agent_has_own_limit
+	n := cfg.rate_limit.per_agent[agent_id]
+	is_number(n)
+}
 
+# An agent listed in per_agent has the limit listed for it, whatever its
+# type: one that is not a number is a configuration error (see
+# configuration_problems), never the default (a limit of 5 written "5"
+# would have let the agent make as many calls as any other).
 default agent_has_own_limit := false
 
-agent_has_own_limit if is_number(cfg.rate_limit.per_agent[agent_id])
+agent_has_own_limit if {
+	_ = cfg.rate_limit.per_agent[agent_id]
+}
 
 # A count no counter makes (negative, or not a whole number) fails closed:
 # a negative count would open even a limit of 0 (an agent allowed no
@@ -559,6 +595,118 @@ other_reasons contains sprintf("Call count invalid (%v): calls_last_minute must 
 
 other_reasons contains sprintf("Agent '%s' made at least %v tool calls in the last minute (limit %v)", [shown(agent_id), calls_last_minute, rate_limit]) if {
 	rate_limited
+}
+
+# ---------------------------------------------------------------------------
+# Configuration errors
+# ---------------------------------------------------------------------------
+
+# What the rules of this call read from data.acgs.config.tool_call that is
+# missing or of the wrong type, each as "<path>: <the type it needs>". A
+# list of names the rules look a key or an upstream up in, a requirement or
+# a limit of another type makes the rule match nothing (a string is no
+# list: `in` finds nothing in it; "true" is not true; "5" is above every
+# count), and a pattern that is no regular expression fails every match
+# (and an invalid secret pattern the redaction of every reason): the call
+# would be allowed as if the rule were not configured. Each is a
+# configuration error instead, for the calls that read it: an agent's own
+# entries (agent_upstreams, rate_limit.per_agent) for that agent's calls,
+# the default limit for the agents without a limit of their own, the rest
+# for every call. (The lists that only widen what is allowed are read
+# safely as they are: a prohibited or approval list that is not an array of
+# strings matches every tool, file roots that are not an array are no
+# roots, and allowed_hosts, shell_tools_allowed and secret_tools_allowed of
+# another type allow or exempt nothing.)
+configuration_problems contains p if some p in upstream_configuration_problems
+
+configuration_problems contains concat("", [name, ": an array of strings"]) if {
+	some name in ["path_argument_names", "shell_argument_names", "url_argument_names", "host_argument_names", "secret_argument_names"]
+	not strings(object.get(cfg, name, null))
+}
+
+configuration_problems contains concat("", [name, ": a boolean"]) if {
+	some name in ["require_agent_identity", "require_session"]
+	not is_boolean(object.get(cfg, name, null))
+}
+
+configuration_problems contains "rate_limit.per_agent: an object" if {
+	not is_object(object.get(cfg, ["rate_limit", "per_agent"], null))
+}
+
+configuration_problems contains "rate_limit.per_agent (this agent's entry): a number" if {
+	agent_has_own_limit
+	not is_number(cfg.rate_limit.per_agent[agent_id])
+}
+
+configuration_problems contains "rate_limit.default_per_minute: a number" if {
+	not agent_has_own_limit
+	not is_number(object.get(cfg, ["rate_limit", "default_per_minute"], null))
+}
+
+configuration_problems contains "upstream_file_roots: an object" if {
+	not is_object(object.get(cfg, "upstream_file_roots", null))
+}
+
+# (Each pattern is tried on "": regex.match fails on a pattern that is no
+# regular expression, or not a string, and keeps what it compiled.)
+configuration_problems contains concat("", [name, ": an object of regular expressions"]) if {
+	some name in ["shell_patterns", "secret_patterns"]
+	not regular_expressions(object.get(cfg, name, null))
+}
+
+configuration_problems contains "scores: an object of numbers (allow, approval_required, deny)" if {
+	some o in ["allow", "approval_required", "deny"]
+	not is_number(object.get(cfg, ["scores", o], null))
+}
+
+regular_expressions(v) if {
+	is_object(v)
+	every pattern in v {
+		is_boolean(regex.match(pattern, ""))
+	}
+}
+
+# The problems of what the upstream rules read, which hidden reads too: a
+# tool is then refused whatever its arguments, and the gateway leaves it
+# (and its upstream's resources and prompts) out.
+# (No tool_call section at all: every value is missing. Read as cfg is,
+# the section's values are undefined then, not null.)
+upstream_configuration_problems contains "tool_call: an object" if not is_object(object.get(config, "tool_call", null))
+
+upstream_configuration_problems contains "blocked_upstreams: an array of strings" if {
+	not strings(object.get(cfg, "blocked_upstreams", null))
+}
+
+upstream_configuration_problems contains "agent_upstreams: an object" if {
+	not is_object(object.get(cfg, "agent_upstreams", null))
+}
+
+upstream_configuration_problems contains "agent_upstreams (this agent's entry): an array of strings" if {
+	not strings(cfg.agent_upstreams[agent_id])
+}
+
+default upstream_configuration_error := false
+
+upstream_configuration_error if count(upstream_configuration_problems) > 0
+
+default configuration_error := false
+
+configuration_error if count(configuration_problems) > 0
+
+# The deny of a call whose configuration lacks a value its rules read. It
+# reads nothing else of the configuration but the hash (a configuration
+# error may be in the scores, or in the patterns that redact reasons).
+configuration_error_decision := {
+	"allow": false,
+	"outcome": "deny",
+	"compliance_score": 0,
+	"reasons": [sprintf(
+		"Constitution configuration error: data.acgs.config.tool_call lacks a value of the type this evaluation needs (%s)",
+		[concat(", ", configuration_problems)],
+	)],
+	"constitutional_hash": config.constitutional_hash,
+	"policy": "tool_call",
+	"evaluation_details": {"configuration_error": true},
 }
 
 # ---------------------------------------------------------------------------

@@ -856,12 +856,14 @@ test_invalid_call_counts_denied if {
 # Configuration left out fails closed
 # ---------------------------------------------------------------------------
 
-# No default limit configured: the limit is 0, every call is over it.
+# No rate limit configured: a configuration error, every call denied (the
+# limit read without it would be 0: every call over it).
 test_rate_limit_missing_from_config_denies if {
 	cfg := object.remove(data.acgs.config.tool_call, ["rate_limit"])
 	d := decide(base) with data.acgs.config.tool_call as cfg
-	d.reasons == ["Agent 'agent-1' made at least 0 tool calls in the last minute (limit 0)"]
-	d.evaluation_details.rate_limit == {"calls_last_minute": 0, "limit": 0}
+	d.outcome == "deny"
+	d.reasons == ["Constitution configuration error: data.acgs.config.tool_call lacks a value of the type this evaluation needs (rate_limit.default_per_minute: a number, rate_limit.per_agent: an object)"]
+	tool_call.rate_limit == 0 with input as base with data.acgs.config.tool_call as cfg
 }
 
 # No file roots configured: no path is under a root.
