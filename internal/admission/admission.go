@@ -54,9 +54,15 @@ var (
 	ErrQueueFull = errors.New("admission queue full")
 	// ErrQueueTimeout: no slot was free within the queue-wait limit.
 	ErrQueueTimeout = errors.New("admission queue-wait limit reached")
-	// ErrDeadline: the request's own deadline passed (or it was cancelled)
-	// while it waited for a slot.
+	// ErrDeadline: the request's own deadline passed while it waited for
+	// a slot.
 	ErrDeadline = errors.New("request deadline passed while waiting for an evaluation slot")
+	// ErrCanceled: the request was cancelled (its client went away) while
+	// it waited for a slot, or while its Do evaluation ran. It is not a
+	// refusal of the service's: it is counted apart (Stats.Canceled), and
+	// its error still has the code Overloaded, so that whatever answers
+	// it never reads it as a decision.
+	ErrCanceled = errors.New("request cancelled while waiting for an evaluation slot")
 )
 
 // Config sizes a Controller.
@@ -104,7 +110,10 @@ type Stats struct {
 	Queued      uint64 // requests that had to wait for a slot, admitted or not
 	QueueFull   uint64 // refused: displaced from a full queue
 	Timeout     uint64 // refused: queue-wait limit
-	Deadline    uint64 // refused: the request's deadline passed or it was cancelled while it waited
+	Deadline    uint64 // refused: the request's deadline passed while it waited
+	// Canceled: requests cancelled (their client went away) while they
+	// waited for a slot: not refused by the service, not counted above.
+	Canceled uint64
 	// Abandoned: admitted Do evaluations whose request's deadline passed
 	// (or which were cancelled) while they ran: the caller was answered
 	// overloaded, the evaluation ran to its end on its slot. Counted in
@@ -127,6 +136,7 @@ type Controller struct {
 
 	admitted, queued            atomic.Uint64
 	queueFull, timeout, expired atomic.Uint64
+	canceled                    atomic.Uint64
 	abandoned                   atomic.Uint64
 }
 
@@ -177,8 +187,8 @@ func New(cfg Config) *Controller {
 // Admit waits for an evaluation slot for at most the queue-wait limit and
 // at most until ctx's deadline. On success the caller must call release
 // exactly once when its evaluation ends. Otherwise err is an *apierror.Error
-// with code Overloaded that wraps ErrQueueFull, ErrQueueTimeout or
-// ErrDeadline.
+// with code Overloaded that wraps ErrQueueFull, ErrQueueTimeout, ErrDeadline
+// or ErrCanceled.
 func (c *Controller) Admit(ctx context.Context) (release func(), err error) {
 	c.mu.Lock()
 	free, wait, refused := c.admitNow(ctx)
@@ -201,7 +211,7 @@ func (c *Controller) Admit(ctx context.Context) (release func(), err error) {
 		cause = timeoutCause(ctx)
 	case <-ctx.Done():
 		timer.Stop()
-		cause = ErrDeadline
+		cause = doneCause(ctx)
 	}
 	c.mu.Lock()
 	if w.state != waiting {
@@ -224,7 +234,7 @@ func (c *Controller) admitNow(ctx context.Context) (free bool, wait time.Duratio
 	if ctx.Err() != nil {
 		// Nobody waits for this evaluation any more.
 		c.mu.Unlock()
-		return false, 0, c.refuse(ErrDeadline)
+		return false, 0, c.refuse(doneCause(ctx))
 	}
 	if c.inUse < c.maxInFlight {
 		c.inUse++
@@ -311,7 +321,7 @@ func (c *Controller) Do(ctx context.Context, fn func()) (started bool, err error
 		case <-tick:
 			cause = timeoutCause(ctx)
 		case <-ctx.Done():
-			cause = ErrDeadline
+			cause = doneCause(ctx)
 		}
 		c.mu.Lock()
 		switch w.state {
@@ -332,6 +342,9 @@ func (c *Controller) Do(ctx context.Context, fn func()) (started bool, err error
 			// fn goes on without its caller; w is left to the collector,
 			// since the slot's goroutine still signals it.
 			c.abandoned.Add(1)
+			if cause == ErrCanceled {
+				return true, apierror.Wrap(apierror.Overloaded, ErrCanceled, "request cancelled while its evaluation was running")
+			}
 			return true, apierror.Wrap(apierror.Overloaded, ErrDeadline, "service overloaded: the request's deadline passed while its evaluation was running; retry later")
 		default:
 			// Finished or displaced between the wake-up and the lock:
@@ -430,12 +443,26 @@ func (c *Controller) release() {
 }
 
 // timeoutCause is why a wait for a slot ended when its timer fired: the
-// queue-wait limit, or ctx's deadline when that has passed too.
+// queue-wait limit, or ctx's end when it has ended (or its deadline passed)
+// too.
 func timeoutCause(ctx context.Context) error {
+	if ctx.Err() != nil {
+		return doneCause(ctx)
+	}
 	if dl, ok := ctx.Deadline(); ok && !dl.After(time.Now()) {
 		return ErrDeadline
 	}
 	return ErrQueueTimeout
+}
+
+// doneCause is why a wait for a slot ended with ctx: its cancellation
+// (the client went away: context.Canceled, also when it reaches a context
+// with a deadline through its parent) or its deadline.
+func doneCause(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return ErrCanceled
+	}
+	return ErrDeadline
 }
 
 func (c *Controller) refuse(cause error) error {
@@ -447,6 +474,9 @@ func (c *Controller) refuse(cause error) error {
 	case ErrQueueTimeout:
 		c.timeout.Add(1)
 		msg = fmt.Sprintf("service overloaded: no evaluation slot free within %s; retry later", c.maxWait)
+	case ErrCanceled:
+		c.canceled.Add(1)
+		msg = "request cancelled while it waited for an evaluation slot"
 	default:
 		c.expired.Add(1)
 		msg = "service overloaded: the request's deadline passed while it waited for an evaluation slot; retry later"
@@ -464,6 +494,7 @@ func (c *Controller) Stats() Stats {
 		InFlight: inUse, Waiting: waiting,
 		Admitted: c.admitted.Load(), Queued: c.queued.Load(),
 		QueueFull: c.queueFull.Load(), Timeout: c.timeout.Load(), Deadline: c.expired.Load(),
+		Canceled:  c.canceled.Load(),
 		Abandoned: c.abandoned.Load(),
 	}
 }

@@ -117,6 +117,20 @@ func TestRefusals(t *testing.T) {
 			maxTook: time.Second,
 		},
 		{
+			// The cancellation of a context with a deadline still to come
+			// (a batch's bound, when its client goes away).
+			name: "parent cancelled while waiting",
+			cfg:  admission.Config{MaxInFlight: 1, MaxWait: 10 * time.Second},
+			ctx: func() (context.Context, context.CancelFunc) {
+				parent, cancelParent := context.WithCancel(context.Background())
+				ctx, cancel := context.WithTimeout(parent, time.Hour)
+				time.AfterFunc(30*time.Millisecond, cancelParent)
+				return ctx, func() { cancel(); cancelParent() }
+			},
+			cause:   admission.ErrCanceled,
+			minTook: 25 * time.Millisecond, maxTook: 5 * time.Second,
+		},
+		{
 			name: "cancelled while waiting",
 			cfg:  admission.Config{MaxInFlight: 1, MaxWait: 10 * time.Second},
 			ctx: func() (context.Context, context.CancelFunc) {
@@ -124,7 +138,7 @@ func TestRefusals(t *testing.T) {
 				time.AfterFunc(30*time.Millisecond, cancel)
 				return ctx, cancel
 			},
-			cause:   admission.ErrDeadline,
+			cause:   admission.ErrCanceled,
 			minTook: 25 * time.Millisecond, maxTook: 5 * time.Second,
 		},
 	} {
@@ -141,6 +155,12 @@ func TestRefusals(t *testing.T) {
 			st := c.Stats()
 			if st.Waiting != 0 || st.InFlight != tc.cfg.MaxInFlight {
 				t.Errorf("after the refusal: %+v", st)
+			}
+			// A cancelled request is counted apart from the refusals:
+			// the service refused it nothing.
+			wantCanceled := tc.cause == admission.ErrCanceled
+			if refusals := st.QueueFull + st.Timeout + st.Deadline; (refusals == 0) != wantCanceled || (st.Canceled == 1) != wantCanceled {
+				t.Errorf("counters %+v, want it counted as cancelled: %v", st, wantCanceled)
 			}
 			for _, f := range rel {
 				f()
@@ -560,7 +580,7 @@ func TestDoRefusals(t *testing.T) {
 		waitFor(t, "the waiter to run", func() bool { return c.Stats().Waiting == 0 })
 		cancel()
 		r := <-ch
-		wantOverloaded(t, r.err, admission.ErrDeadline)
+		wantOverloaded(t, r.err, admission.ErrCanceled)
 		if !r.started {
 			t.Errorf("want started: %+v", r)
 		}
@@ -568,7 +588,7 @@ func TestDoRefusals(t *testing.T) {
 			t.Errorf("the evaluation still runs, want its slot held: %+v", st)
 		}
 		// Admitted and running: abandoned, not refused.
-		if st := c.Stats(); st.Admitted != 2 || st.Deadline != 0 || st.Abandoned != 1 {
+		if st := c.Stats(); st.Admitted != 2 || st.Deadline != 0 || st.Canceled != 0 || st.Abandoned != 1 {
 			t.Errorf("counters %+v, want 2 admitted, 1 abandoned, none refused", st)
 		}
 		close(hold)
@@ -584,14 +604,19 @@ func TestDoneContextRefusedWithFreeSlot(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, err := c.Admit(ctx)
-	wantOverloaded(t, err, admission.ErrDeadline)
+	wantOverloaded(t, err, admission.ErrCanceled)
 	ran := false
 	started, err := c.Do(ctx, func() { ran = true })
-	wantOverloaded(t, err, admission.ErrDeadline)
+	wantOverloaded(t, err, admission.ErrCanceled)
 	if started || ran {
 		t.Errorf("Do with a done context: started %v, ran %v", started, ran)
 	}
-	if st := c.Stats(); st.InFlight != 0 || st.Admitted != 0 || st.Deadline != 2 {
+	if st := c.Stats(); st.InFlight != 0 || st.Admitted != 0 || st.Deadline != 0 || st.Canceled != 2 {
 		t.Errorf("stats %+v", st)
+	}
+	ctx, cancel = context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	if _, err := c.Admit(ctx); !errors.Is(err, admission.ErrDeadline) {
+		t.Errorf("a passed deadline: %v, want ErrDeadline", err)
 	}
 }

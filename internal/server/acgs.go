@@ -334,6 +334,9 @@ func (s *Server) handleACGSAllow(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if overloaded(d.Err) {
+			if clientGone(d.Err) {
+				markCanceled(w)
+			}
 			e := apierror.As(d.Err)
 			w.Header().Set("Retry-After", retryAfter)
 			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"allow": false, "code": e.Code, "message": e.Message}, boolParam(q, "pretty"))

@@ -91,6 +91,9 @@ func (s *Server) recordAs(ctx context.Context, path string, input any, batchID s
 // counting its decisions.
 func (s *Server) countFailure(err error) (source string) {
 	switch {
+	case clientGone(err):
+		s.d.Metrics.Canceled()
+		return "canceled"
 	case overloaded(err):
 		s.d.Metrics.Shed(shedReason(err))
 		return "shed"
@@ -107,6 +110,16 @@ func (s *Server) countFailure(err error) (source string) {
 // dialect (the ACGS body still says "allow": false), never as a denial.
 func overloaded(err error) bool {
 	return err != nil && apierror.CodeOf(err) == apierror.Overloaded
+}
+
+// clientGone reports a decision that was not made because its request was
+// cancelled (its client went away) while it waited for an evaluation slot
+// or for a shared evaluation. It is answered as overloaded is (nobody reads
+// the answer), but it is not shed: the service refused nothing, so it is
+// counted apart (acgs_decisions_canceled_total, outcome and source
+// "canceled").
+func clientGone(err error) bool {
+	return overloaded(err) && (errors.Is(err, admission.ErrCanceled) || errors.Is(err, context.Canceled))
 }
 
 // retryAfter is the Retry-After of an overloaded answer, in seconds: the
@@ -128,9 +141,12 @@ func shedReason(err error) string {
 
 // outcomeOf labels a decision for metrics: allow or deny for booleans and
 // objects with an allow field, undefined, overloaded (not evaluated: shed
-// by admission control), error, or defined for other values.
+// by admission control), canceled (not evaluated: the client went away
+// while it waited), error, or defined for other values.
 func outcomeOf(d engine.Decision, err error) string {
 	switch {
+	case clientGone(err):
+		return "canceled"
 	case overloaded(err):
 		return "overloaded"
 	case err != nil:

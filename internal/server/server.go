@@ -204,7 +204,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for _, smp := range sw.samples {
 			s.d.Window.Record(lat, smp)
 		}
-		s.d.Metrics.ObserveHTTP(name, sw.code(), lat)
+		s.d.Metrics.ObserveHTTP(name, httpCode(sw, r), lat)
 	}()
 	if r.Method != http.MethodConnect {
 		// A path that is not clean (a doubled slash, a . or .. segment)
@@ -486,6 +486,9 @@ type statusWriter struct {
 	// and whether the query was prepared before the decision.
 	inputNS  int64
 	prepared bool
+	// canceled: a decision of the request was not made because its
+	// client went away while it waited (clientGone).
+	canceled bool
 }
 
 // startOf returns when the request w answers started.
@@ -502,11 +505,21 @@ func startOf(w http.ResponseWriter) time.Time {
 // observes only answers, never recorded it (review).
 func observeDecided(w http.ResponseWriter, d decided, item bool) {
 	switch {
+	case clientGone(d.Err):
+		markCanceled(w)
 	case overloaded(d.Err):
 	case item:
 		observe(w, itemSampleOf(d.Decision))
 	default:
 		observe(w, sampleOf(d.Decision))
+	}
+}
+
+// markCanceled notes on w that a decision of its request was not made
+// because the client went away (clientGone), for httpCode.
+func markCanceled(w http.ResponseWriter) {
+	if sw, ok := w.(*statusWriter); ok {
+		sw.canceled = true
 	}
 }
 
@@ -533,6 +546,23 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 		w.status, w.wrote = http.StatusOK, true
 	}
 	return w.ResponseWriter.Write(b)
+}
+
+// statusClientClosed is the code the HTTP metrics record for an answer
+// nobody read: nginx's 499 (client closed request).
+const statusClientClosed = 499
+
+// httpCode is the status the HTTP metrics record for the answer w wrote to
+// r: the one written, or statusClientClosed when a decision was not made
+// because the client went away and it is gone still. An overloaded 503
+// written to nobody is no refusal (review): counted as one, a client's
+// disconnection would read as load shedding to whatever watches the 503s
+// (acgs slo).
+func httpCode(w *statusWriter, r *http.Request) int {
+	if w.canceled && r.Context().Err() != nil && w.code() == http.StatusServiceUnavailable {
+		return statusClientClosed
+	}
+	return w.code()
 }
 
 func (w *statusWriter) code() int {

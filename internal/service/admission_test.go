@@ -313,12 +313,13 @@ func TestFlightOutlivesItsFirstRequest(t *testing.T) {
 	}
 }
 
-// TestAdmissionDeadlineWhileWaiting: a request whose context ends while it
-// waits for a slot (its client gave up) is counted as shed for its
-// deadline, never as an evaluation failure or a denial; with the cache
-// (waiting for a shared evaluation) and without it (waiting for the slot
-// itself).
-func TestAdmissionDeadlineWhileWaiting(t *testing.T) {
+// TestClientGoneWhileWaitingIsNotShed: a request whose client goes away
+// while it waits for a slot is not shed (the service refused nothing): it
+// is counted as cancelled, never as shed, an evaluation failure or a
+// denial, and its unread 503 is recorded as 499 in the HTTP metrics; in
+// both dialects and for batch items, with the cache (waiting for a shared
+// evaluation) and without it (waiting for the slot itself).
+func TestClientGoneWhileWaitingIsNotShed(t *testing.T) {
 	for _, cacheOn := range []bool{true, false} {
 		t.Run(fmt.Sprintf("cache=%v", cacheOn), func(t *testing.T) {
 			in := servicetest.Start(t, func(c *config.Config) {
@@ -331,28 +332,62 @@ func TestAdmissionDeadlineWhileWaiting(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer release()
-			client := &http.Client{Timeout: 300 * time.Millisecond}
-			resp, err := client.Post(in.URL+"/v1/data/acgs/main/decision", "application/json", bytes.NewReader([]byte(newSafe())))
-			if err == nil {
-				resp.Body.Close()
-				t.Fatalf("answered %s while the only slot was held", resp.Status)
+			reqs := []struct{ path, body string }{
+				{"/v1/data/acgs/main/decision", newSafe()},                                                        // ACGS
+				{"/v1/data/acgs/main/decision", `{"input":` + newSafe() + `}`},                                    // OPA
+				{"/v1/acgs/batch", `{"requests":[` + newSafe() + `,` + newSafe() + `]}`},                          // ACGS batch: 2 items
+				{"/v1/batch/data/acgs/main/decision", `{"inputs":{"a":` + newSafe() + `,"b":` + newSafe() + `}}`}, // OPA batch: 2 items
 			}
-			deadline := time.Now().Add(5 * time.Second)
+			const decisions = 6
+			errs := make(chan error, len(reqs))
+			for _, rq := range reqs {
+				go func() {
+					client := &http.Client{Timeout: 300 * time.Millisecond}
+					resp, err := client.Post(in.URL+rq.path, "application/json", strings.NewReader(rq.body))
+					if err == nil {
+						resp.Body.Close()
+						err = fmt.Errorf("%s answered %s while the only slot was held", rq.path, resp.Status)
+					} else {
+						err = nil
+					}
+					errs <- err
+				}()
+			}
+			for range reqs {
+				if err := <-errs; err != nil {
+					t.Fatal(err)
+				}
+			}
+			deadline := time.Now().Add(10 * time.Second)
 			for {
-				n, _ := faults.Metric(in.URL, "acgs_decisions_shed_total", `reason="deadline"`)
-				if n == 1 {
+				n, _ := faults.Metric(in.URL, "acgs_decisions_canceled_total")
+				h, _ := faults.Metric(in.URL, "acgs_http_requests_total", `code="499"`)
+				if n == decisions && h == float64(len(reqs)) {
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("acgs_decisions_shed_total{reason=deadline} = %v, want 1", n)
+					t.Fatalf("acgs_decisions_canceled_total = %v, want %d; acgs_http_requests_total{code=499} = %v, want %d", n, decisions, h, len(reqs))
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
-			if f, _ := faults.Metric(in.URL, "acgs_evaluation_failures_total"); f != 0 {
-				t.Errorf("acgs_evaluation_failures_total = %v, want 0", f)
+			for _, m := range []struct{ name, label string }{
+				{"acgs_decisions_shed_total", ""},
+				{"acgs_decisions_total", `outcome="overloaded"`},
+				{"acgs_decisions_total", `outcome="deny"`},
+				{"acgs_evaluation_failures_total", ""},
+				{"acgs_http_requests_total", `code="503"`},
+				{"acgs_admission_refused_total", ""},
+			} {
+				var labels []string
+				if m.label != "" {
+					labels = append(labels, m.label)
+				}
+				if v, err := faults.Metric(in.URL, m.name, labels...); err != nil || v != 0 {
+					t.Errorf("%s{%s} = %v (%v), want 0: a client that went away was counted as refused", m.name, m.label, v, err)
+				}
 			}
-			if d, _ := faults.Metric(in.URL, "acgs_decisions_total", `outcome="deny"`); d != 0 {
-				t.Errorf("%v denials counted for a request that was never decided", d)
+			if v, _ := faults.Metric(in.URL, "acgs_decisions_total", `outcome="canceled"`); v != decisions {
+				t.Errorf(`acgs_decisions_total{outcome="canceled"} = %v, want %d`, v, decisions)
 			}
 		})
 	}

@@ -16,6 +16,7 @@ type admissionCollector struct {
 
 	inFlight, waiting, maxInFlight, maxQueue *prometheus.Desc
 	admitted, queued, refused, abandoned     *prometheus.Desc
+	canceled                                 *prometheus.Desc
 }
 
 func newAdmissionCollector() *admissionCollector {
@@ -30,14 +31,15 @@ func newAdmissionCollector() *admissionCollector {
 		admitted:    d("acgs_admission_admitted_total", "Evaluations admitted (a shared single-flight evaluation counts once)."),
 		queued:      d("acgs_admission_queued_total", "Evaluations that had to wait for a slot, admitted or not."),
 		refused: d("acgs_admission_refused_total", "Evaluations refused a slot, by reason: queue_full (displaced from a full queue by a newer request), "+
-			"queue_timeout (ADMISSION_QUEUE_TIMEOUT passed), deadline (the request's deadline passed or it was cancelled while it waited). A refused shared evaluation counts once; acgs_decisions_shed_total counts the requests.", "reason"),
+			"queue_timeout (ADMISSION_QUEUE_TIMEOUT passed), deadline (the request's deadline passed while it waited). A refused shared evaluation counts once; acgs_decisions_shed_total counts the requests.", "reason"),
+		canceled:  d("acgs_admission_canceled_total", "Evaluations whose request was cancelled (its client went away) while they waited for a slot: not refused, not counted in acgs_admission_refused_total."),
 		abandoned: d("acgs_admission_abandoned_total", "Evaluations admitted whose request's deadline passed (or which were cancelled) while they ran: the request was answered overloaded, the evaluation ran to its end on its slot. Counted in acgs_admission_admitted_total, not as refused."),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *admissionCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.inFlight, c.waiting, c.maxInFlight, c.maxQueue, c.admitted, c.queued, c.refused, c.abandoned} {
+	for _, d := range []*prometheus.Desc{c.inFlight, c.waiting, c.maxInFlight, c.maxQueue, c.admitted, c.queued, c.refused, c.abandoned, c.canceled} {
 		ch <- d
 	}
 }
@@ -65,6 +67,7 @@ func (c *admissionCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.refused, s.Timeout, "queue_timeout")
 	counter(c.refused, s.Deadline, "deadline")
 	counter(c.abandoned, s.Abandoned)
+	counter(c.canceled, s.Canceled)
 }
 
 // RegisterAdmission exposes the admission controller's state through f,

@@ -89,6 +89,7 @@ type Metrics struct {
 	evalTimeout      prometheus.Counter
 	evalError        prometheus.Counter
 	shed             *prometheus.CounterVec
+	canceled         prometheus.Counter
 	rawHit, rawMiss  prometheus.Counter
 
 	paths sync.Map // path label value -> struct{}; see maxPathLabels
@@ -183,8 +184,14 @@ func NewMetrics(info BuildInfo) *Metrics {
 	m.shed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "acgs_decisions_shed_total",
 		Help: "Decisions not made because no evaluation slot was free in time (admission control), answered 503 overloaded with Retry-After; " +
-			"batch items count one by one. Reason: queue_full, queue_timeout, deadline (the request's deadline passed or it was cancelled while it waited).",
+			"batch items count one by one. Reason: queue_full, queue_timeout, deadline (the request's deadline passed while it waited). " +
+			"A request whose client went away while it waited is not shed: see acgs_decisions_canceled_total.",
 	}, []string{"reason"})
+	m.canceled = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "acgs_decisions_canceled_total",
+		Help: "Decisions not made because the request was cancelled (its client went away) while it waited for an evaluation slot or a shared evaluation; " +
+			"batch items count one by one. Not shed: the service refused nothing.",
+	})
 
 	raw := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "acgs_raw_body_lookups_total",
@@ -195,7 +202,7 @@ func NewMetrics(info BuildInfo) *Metrics {
 
 	m.reg.MustRegister(buildInfo, m.httpRequests, m.httpDuration, m.decisions,
 		m.decisionDuration, m.partialEval, m.batchItems, m.writeBatch,
-		m.hashMismatches, m.policyReloads, m.policyInfo, m.evalFailures, m.shed, raw)
+		m.hashMismatches, m.policyReloads, m.policyInfo, m.evalFailures, m.shed, m.canceled, raw)
 
 	m.initCacheKeys()
 	m.initEvaluators()
@@ -325,6 +332,10 @@ func (m *Metrics) EvalError() { m.evalError.Inc() }
 // Shed counts one decision refused by admission control; reason is one of
 // ShedReasons.
 func (m *Metrics) Shed(reason string) { m.shed.WithLabelValues(reason).Inc() }
+
+// Canceled counts one decision not made because its request was cancelled
+// (its client went away) while it waited.
+func (m *Metrics) Canceled() { m.canceled.Inc() }
 
 // SetActivePolicy makes acgs_policy_info show exactly one series: the active
 // revision and hash. The old label set is removed, not zeroed, so that a

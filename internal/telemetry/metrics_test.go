@@ -189,6 +189,8 @@ func TestObservedValues(t *testing.T) {
 		{"acgs_admission_refused_total", map[string]string{"reason": "queue_full"}, 3},
 		{"acgs_admission_refused_total", map[string]string{"reason": "deadline"}, 1},
 		{"acgs_admission_abandoned_total", nil, 4},
+		{"acgs_admission_canceled_total", nil, 6},
+		{"acgs_decisions_canceled_total", nil, 1},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.name, tt.labels), func(t *testing.T) {
@@ -217,6 +219,7 @@ func TestSeriesExistBeforeEvents(t *testing.T) {
 		{"acgs_decisions_shed_total", map[string]string{"reason": "queue_full"}},
 		{"acgs_decisions_shed_total", map[string]string{"reason": "queue_timeout"}},
 		{"acgs_decisions_shed_total", map[string]string{"reason": "deadline"}},
+		{"acgs_decisions_canceled_total", nil},
 		{"acgs_partial_eval_plans_total", map[string]string{"outcome": "constant"}},
 		{"acgs_decision_duration_seconds", map[string]string{"source": "l1"}},
 		{"acgs_constitutional_hash_mismatches_total", nil},
@@ -338,6 +341,7 @@ func TestMetricNames(t *testing.T) {
 	want := []string{
 		"acgs_admission_abandoned_total",
 		"acgs_admission_admitted_total",
+		"acgs_admission_canceled_total",
 		"acgs_admission_in_flight",
 		"acgs_admission_max_in_flight",
 		"acgs_admission_max_queue",
@@ -375,6 +379,7 @@ func TestMetricNames(t *testing.T) {
 		"acgs_decision_log_queue_capacity_entries",
 		"acgs_decision_log_queue_entries",
 		"acgs_decision_log_written_total",
+		"acgs_decisions_canceled_total",
 		"acgs_decisions_shed_total",
 		"acgs_decisions_total",
 		"acgs_evaluation_failures_total",

@@ -31,7 +31,7 @@ var ExerciseStats = cache.Stats{
 // slot busy, some waiting, every counter non-zero.
 var ExerciseAdmission = admission.Stats{
 	MaxInFlight: 2, MaxQueue: 16, InFlight: 2, Waiting: 5,
-	Admitted: 100, Queued: 40, QueueFull: 3, Timeout: 2, Deadline: 1, Abandoned: 4,
+	Admitted: 100, Queued: 40, QueueFull: 3, Timeout: 2, Deadline: 1, Canceled: 6, Abandoned: 4,
 }
 
 // Exercise makes m see at least one observation of every kind, with every
@@ -64,6 +64,7 @@ func Exercise(tb testing.TB, m *telemetry.Metrics) {
 	for _, r := range telemetry.ShedReasons {
 		m.Shed(r)
 	}
+	m.Canceled()
 	m.ObserveDecision("acgs/main/decision", "overloaded", "shed", 20*time.Microsecond)
 	m.RegisterAdmission(func() admission.Stats { return ExerciseAdmission })
 	m.RegisterCacheStats(func() cache.Stats { return ExerciseStats })
