@@ -3,6 +3,7 @@ package acgs.config_test
 import data.acgs.config
 import data.acgs.main
 import data.acgs.main_test
+import data.acgs.text
 import data.acgs.tool_call
 import data.acgs.tool_call_test
 
@@ -133,6 +134,10 @@ constitutional_problems(c) := concat_all([
 	bad_weights("constitutional.weights", object.get(c, "weights", null), ["safety", "constitutional", "resources", "transparency"]),
 	bad_parts("constitutional.safety", object.get(c, "safety", null), ["base", "sandbox", "rate_limit"]),
 	bad_numbers("constitutional.rate_limits", object.get(c, "rate_limits", null), 0, 1e15),
+	[sprintf("constitutional.rate_limits: '%s' is not a plain lower-case category (an action's category is looked up lower-cased)", [k]) |
+		some k, _ in object.get(c, "rate_limits", {})
+		not regex.match(`^[a-z0-9_]+$`, k)
+	],
 	bad_count("constitutional.default_rate_limit", object.get(c, "default_rate_limit", null), 0),
 	bad_numbers("constitutional.resource_limits", object.get(c, "resource_limits", null), 0, 1e15),
 	bad_parts("constitutional.transparency", object.get(c, "transparency", null), ["base", "explanation", "audit"]),
@@ -239,6 +244,20 @@ tool_call_problems(t) := concat_all([
 		not strings(v)
 		p := sprintf("tool_call.%s must be an array of non-empty strings, is %v", [name, v])
 	],
+	# (the lists matched against a normalised form: an entry spelled
+	# otherwise matches nothing)
+	[sprintf("tool_call.%s: '%s' never matches (argument names are matched lower-cased, with '_' for '-')", [name, n]) |
+		some name in ["path_argument_names", "shell_argument_names", "url_argument_names", "host_argument_names", "secret_argument_names"]
+		some n in object.get(t, name, [])
+		is_string(n)
+		n != replace(lower(n), "-", "_")
+	],
+	[sprintf("tool_call.%s: '%s' never matches (tool names are matched without whitespace or invisible characters)", [name, n]) |
+		some name in ["prohibited_tools", "approval_required_tools"]
+		some n in object.get(t, name, [])
+		is_string(n)
+		lower(n) != text.key(n)
+	],
 	[sprintf("tool_call.file_roots: '%s' is not an absolute path", [r]) |
 		some r in object.get(t, "file_roots", [])
 		is_string(r)
@@ -299,6 +318,13 @@ test_problems_found_in_broken_configurations if {
 		[[{"op": "replace", "path": "/data_access/sensitive_categories", "value": "health_records"}], "data_access.sensitive_categories must be an array of non-empty strings, is health_records"],
 		[[{"op": "remove", "path": "/evolution/required_reviews/peer_review/field"}], "evolution.required_reviews.peer_review.field must be a non-empty string, is null"],
 		[[{"op": "replace", "path": "/max_reason_value_length", "value": "200"}], "max_reason_value_length must be a whole number >= 1, is 200"],
+		# Names the rules look up by their normalised form (review): an
+		# entry spelled otherwise never matches, and its rule never fires.
+		[[{"op": "add", "path": "/constitutional/rate_limits/Network", "value": 5}], "constitutional.rate_limits: 'Network' is not a plain lower-case category (an action's category is looked up lower-cased)"],
+		[[{"op": "add", "path": "/tool_call/secret_argument_names/-", "value": "X-Api-Key"}], "tool_call.secret_argument_names: 'X-Api-Key' never matches (argument names are matched lower-cased, with '_' for '-')"],
+		[[{"op": "add", "path": "/tool_call/path_argument_names/-", "value": "File"}], "tool_call.path_argument_names: 'File' never matches (argument names are matched lower-cased, with '_' for '-')"],
+		[[{"op": "add", "path": "/tool_call/prohibited_tools/-", "value": "*__run shell"}], "tool_call.prohibited_tools: '*__run shell' never matches (tool names are matched without whitespace or invisible characters)"],
+		[[{"op": "add", "path": "/tool_call/approval_required_tools/-", "value": "*__send\u200bmail"}], "tool_call.approval_required_tools: '*__send\u200bmail' never matches (tool names are matched without whitespace or invisible characters)"],
 	] {
 		case[1] in problems(edited(case[0]))
 	}
