@@ -251,3 +251,35 @@ func TestEscapedRoutePrefix(t *testing.T) {
 		})
 	}
 }
+
+// TestHeadDoesNotAct: HEAD is answered as GET only where GET reads. A
+// route whose GET acts (the cache warm-up evaluates and caches its whole
+// set; pprof's profile and trace run for seconds, and one at a time) is
+// 405 to HEAD, with an Allow header without HEAD: a HEAD ran the warm-up
+// (review), as Go's ServeMux routes HEAD to a GET pattern.
+func TestHeadDoesNotAct(t *testing.T) {
+	h := mustOpen(t)
+	before := h.cache.Stats().L1Entries
+	auth := map[string]string{"Authorization": "Bearer " + adminToken}
+	for _, p := range []string{"/v1/cache/warm", "/debug/pprof/profile?seconds=1", "/debug/pprof/"} {
+		r := h.do(t, "HEAD", p, nil, auth)
+		if r.code != 405 || r.hdr.Get("Allow") != "GET, POST" {
+			t.Errorf("HEAD %s: %d Allow %q, want 405 Allow %q", p, r.code, r.hdr.Get("Allow"), "GET, POST")
+		}
+		if r := h.do(t, "PUT", p, nil, auth); r.code != 405 || r.hdr.Get("Allow") != "GET, POST" {
+			t.Errorf("PUT %s: %d Allow %q, want 405 Allow %q", p, r.code, r.hdr.Get("Allow"), "GET, POST")
+		}
+	}
+	if after := h.cache.Stats().L1Entries; after != before {
+		t.Errorf("HEAD /v1/cache/warm warmed the cache: %d entries before, %d after", before, after)
+	}
+	// Without a token the admin routes do not exist, HEAD or not.
+	off := mustOpen(t, func(c *config.Config) { c.AdminTok = nil })
+	if r := off.do(t, "HEAD", "/debug/pprof/", nil, auth); r.code != 404 || r.hdr.Get("Allow") != "" {
+		t.Errorf("HEAD /debug/pprof/ without a token: %d Allow %q, want 404", r.code, r.hdr.Get("Allow"))
+	}
+	// A GET that reads is still answered to HEAD.
+	if r := h.do(t, "HEAD", "/v1/metrics", nil, nil); r.code != 200 {
+		t.Errorf("HEAD /v1/metrics: %d", r.code)
+	}
+}

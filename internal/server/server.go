@@ -122,6 +122,12 @@ type route struct {
 	// not exist, whatever the method or spelling (no 405 or redirect
 	// telling that it would with one).
 	admin bool
+	// getActs marks a route whose GET does more than read (the cache
+	// warm-up evaluates and caches its set; pprof's profile and trace run
+	// for seconds, one at a time): HEAD, which ServeHTTP otherwise answers
+	// as GET (as Go's ServeMux routes it), is not allowed there (405), so
+	// that a probe or a crawler's HEAD does not act.
+	getActs bool
 }
 
 // slashRedirect reports whether the route's paths with a trailing slash
@@ -225,7 +231,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	handler, ok := rt.methods[r.Method]
-	if !ok && r.Method == http.MethodHead {
+	if !ok && r.Method == http.MethodHead && !rt.getActs {
 		handler, ok = rt.methods[http.MethodGet]
 	}
 	if !ok {
@@ -237,7 +243,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for m := range rt.methods {
 			allow = append(allow, m)
 		}
-		if _, get := rt.methods[http.MethodGet]; get {
+		if _, get := rt.methods[http.MethodGet]; get && !rt.getActs {
 			allow = append(allow, http.MethodHead) // answered as GET, above
 		}
 		sw.Header().Set("Allow", strings.Join(sortStrings(allow), ", "))
@@ -289,7 +295,7 @@ func (s *Server) buildRoutes() {
 		"/v1/data/acgs/main/health":   {name: "acgs_health", methods: map[string]http.HandlerFunc{http.MethodGet: s.handleACGSHealth, http.MethodPost: s.handleOPAData}},
 		"/v1/acgs/batch":              {name: "acgs_batch", methods: map[string]http.HandlerFunc{http.MethodPost: s.handleACGSBatch}},
 		"/v1/metrics":                 {name: "metrics_json", methods: map[string]http.HandlerFunc{http.MethodGet: s.handleMetricsJSON}},
-		"/v1/cache/warm":              {name: "cache_warm", methods: map[string]http.HandlerFunc{http.MethodGet: s.handleWarm, http.MethodPost: s.handleWarm}},
+		"/v1/cache/warm":              {name: "cache_warm", methods: map[string]http.HandlerFunc{http.MethodGet: s.handleWarm, http.MethodPost: s.handleWarm}, getActs: true},
 		"/v1/cache":                   {name: "cache_flush", methods: map[string]http.HandlerFunc{http.MethodDelete: s.admin(s.handleCacheFlush)}, admin: true},
 		"/v1/admin/reload":            {name: "admin_reload", methods: map[string]http.HandlerFunc{http.MethodPost: s.admin(s.handleReload)}, admin: true},
 		"/":                           {name: "default_decision", methods: map[string]http.HandlerFunc{http.MethodPost: s.handleDefaultDecision}},
@@ -308,7 +314,7 @@ func (s *Server) buildRoutes() {
 		{"/v0/data/", s.exact["/v0/data"]},
 		{"/v1/batch/data/", s.exact["/v1/batch/data"]},
 		{"/v1/policies/", &route{name: "policies", methods: map[string]http.HandlerFunc{http.MethodGet: s.handlePolicy}}},
-		{"/debug/pprof/", &route{name: "pprof", methods: map[string]http.HandlerFunc{http.MethodGet: s.admin(s.pprof.ServeHTTP), http.MethodPost: s.admin(s.pprof.ServeHTTP)}, admin: true}},
+		{"/debug/pprof/", &route{name: "pprof", methods: map[string]http.HandlerFunc{http.MethodGet: s.admin(s.pprof.ServeHTTP), http.MethodPost: s.admin(s.pprof.ServeHTTP)}, admin: true, getActs: true}},
 	}
 }
 
