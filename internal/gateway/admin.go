@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strings"
-	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -190,7 +189,7 @@ func writeError(w http.ResponseWriter, err error) {
 func (g *Gateway) HTTPHandler() http.Handler {
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.server }, &mcp.StreamableHTTPOptions{
 		Logger:         g.log,
-		SessionTimeout: 30 * time.Minute,
+		SessionTimeout: SessionIdleTimeout,
 		JSONResponse:   true,
 	})
 	verify := func(_ context.Context, token string, _ *http.Request) (*auth.TokenInfo, error) {

@@ -139,7 +139,9 @@ type Approvals struct {
 
 // Sessions bound the HTTP agents' MCP sessions held at once: each keeps
 // its state and goroutines until the agent ends it (DELETE) or it has been
-// idle for 30 minutes. An initialize past a bound is refused.
+// idle for 30 minutes (SessionIdleTimeout), or UnusedTimeout when it has
+// made no request since its initialize. An initialize past a bound is
+// refused.
 type Sessions struct {
 	// Max bounds the sessions of all HTTP agents together (default 1000).
 	Max int `yaml:"max"`
@@ -147,7 +149,18 @@ type Sessions struct {
 	// lower or when HTTP clients carry one identity only; at most Max).
 	// HTTP clients without a token are one agent (anonymous_agent).
 	MaxPerAgent int `yaml:"max_per_agent"`
+	// UnusedTimeout ends a session that has made no request (a method
+	// call other than initialize: notifications do not count) this long
+	// after its initialize (default 30s; at most SessionIdleTimeout).
+	// Bare initializes would otherwise hold places of the bounds above
+	// for the full idle timeout, locking other clients of the agent, or
+	// every agent, out.
+	UnusedTimeout time.Duration `yaml:"unused_timeout"`
 }
+
+// SessionIdleTimeout ends an HTTP agent's session that has made no request
+// for this long.
+const SessionIdleTimeout = 30 * time.Minute
 
 // Separator joins an upstream's name and its tool's name.
 const Separator = "__"
@@ -234,6 +247,9 @@ func (c *Config) defaults() {
 		if m := c.Sessions.Max; m > 0 && (m < 100 || c.identities() <= 1) {
 			c.Sessions.MaxPerAgent = m
 		}
+	}
+	if c.Sessions.UnusedTimeout == 0 {
+		c.Sessions.UnusedTimeout = 30 * time.Second
 	}
 	if c.DecisionTimeout == 0 {
 		c.DecisionTimeout = time.Second
@@ -379,6 +395,9 @@ func (c *Config) Validate() error {
 	} else if c.Sessions.Max >= 0 && c.Sessions.MaxPerAgent > c.Sessions.Max {
 		bad("sessions.max_per_agent (%d) must not exceed sessions.max (%d), the bound for all agents together",
 			c.Sessions.MaxPerAgent, c.Sessions.Max)
+	}
+	if c.Sessions.UnusedTimeout < 0 || c.Sessions.UnusedTimeout > SessionIdleTimeout {
+		bad("sessions.unused_timeout (%s): must be positive and at most the sessions' idle timeout (%s)", c.Sessions.UnusedTimeout, SessionIdleTimeout)
 	}
 	if c.Path[0] != '/' {
 		bad("path %q must start with /", c.Path)

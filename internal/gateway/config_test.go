@@ -1,8 +1,10 @@
 package gateway_test
 
 import (
+	"cmp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/acgs-lite/acgs/internal/gateway"
 )
@@ -136,13 +138,15 @@ func TestConfigHeaderTokenVariables(t *testing.T) {
 
 // TestConfigSessions: sessions.max defaults to 1000 and
 // sessions.max_per_agent to 100 (max where HTTP clients carry one identity,
-// or when it is lower), refused when negative or above max.
+// or when it is lower), refused when negative or above max;
+// sessions.unused_timeout defaults to 30s, at most the idle timeout.
 func TestConfigSessions(t *testing.T) {
 	const twoAgents = "upstreams: [{name: a, command: [x]}]\nlisten: 127.0.0.1:0\nagents: [{id: a1, token: tok-aaaaaaaaaaaaaaaa}, {id: a2, token: tok-bbbbbbbbbbbbbbbb}]\n"
 	const anonymous = "upstreams: [{name: a, command: [x]}]\nlisten: 127.0.0.1:0\nanonymous_agent: anyone\n"
 	for _, c := range []struct {
 		base, sessions string
 		max, perAgent  int
+		unused         time.Duration // 0: the default, 30s
 		wantErr        string
 	}{
 		{base: twoAgents, max: 1000, perAgent: 100},
@@ -152,6 +156,9 @@ func TestConfigSessions(t *testing.T) {
 		{base: twoAgents, sessions: "{max: -1}", wantErr: "sessions.max: must not be negative"},
 		{base: twoAgents, sessions: "{max_per_agent: -1}", wantErr: "sessions.max_per_agent: must not be negative"},
 		{base: twoAgents, sessions: "{max: 10, max_per_agent: 11}", wantErr: "sessions.max_per_agent (11) must not exceed sessions.max (10)"},
+		{base: twoAgents, sessions: "{unused_timeout: 5s}", max: 1000, perAgent: 100, unused: 5 * time.Second},
+		{base: twoAgents, sessions: "{unused_timeout: -1s}", wantErr: "sessions.unused_timeout (-1s): must be positive"},
+		{base: twoAgents, sessions: "{unused_timeout: 31m}", wantErr: "at most the sessions' idle timeout (30m0s)"},
 	} {
 		yml := c.base
 		if c.sessions != "" {
@@ -167,6 +174,8 @@ func TestConfigSessions(t *testing.T) {
 			t.Errorf("sessions %s: %v", c.sessions, err)
 		case cfg.Sessions.Max != c.max || cfg.Sessions.MaxPerAgent != c.perAgent:
 			t.Errorf("sessions %s: max %d, max_per_agent %d; want %d, %d", c.sessions, cfg.Sessions.Max, cfg.Sessions.MaxPerAgent, c.max, c.perAgent)
+		case cfg.Sessions.UnusedTimeout != cmp.Or(c.unused, 30*time.Second):
+			t.Errorf("sessions %s: unused_timeout %s", c.sessions, cfg.Sessions.UnusedTimeout)
 		}
 	}
 }

@@ -313,6 +313,9 @@ func (g *Gateway) abandonCalls() { g.abandon(errStopped) }
 // SDK's.
 func (g *Gateway) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		if ss, ok := req.GetSession().(*mcp.ServerSession); ok {
+			g.sessionUsed(ss, method)
+		}
 		switch r := req.(type) {
 		case *mcp.ListToolsRequest:
 			return g.listTools(ctx, r)

@@ -4,21 +4,67 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // sessionTally counts the HTTP agents' sessions for their bounds
 // (Config.Sessions): the agent of each session the gateway has opened, by
 // its id, and the initializes being served, by agent. A session is counted
 // while the agent-facing server has it (Server.Sessions): it ends with a
-// DELETE, its idle timeout or the gateway's shutdown.
+// DELETE, its idle timeout, its unused timeout or the gateway's shutdown.
 type sessionTally struct {
 	mu      sync.Mutex
 	agents  map[string]string // session id -> agent
 	opening map[string]int    // agent -> initializes being served
+	// unused holds, by session id, the timer ending an HTTP session that
+	// has made no request since its initialize (sessions.unused_timeout);
+	// the session's first request stops and removes it.
+	unused sync.Map
+}
+
+// sessionUsed notes a request of an HTTP agent's session ss: an
+// initialize starts its unused timer (sessions.unused_timeout), and any
+// other request (a method call: notifications do not count) stops it, so
+// that the session lasts until its idle timeout. A session that made no
+// request in time is closed: a bare initialize (a client that never
+// calls, or one trying to fill the sessions' bounds) would otherwise hold
+// its place for the full idle timeout. The SDK closes a session whose
+// first request is not a successful initialize itself.
+func (g *Gateway) sessionUsed(ss *mcp.ServerSession, method string) {
+	id := ss.ID()
+	if id == "" || g.cfg.Listen == "" { // the stdio agent's
+		return
+	}
+	t := &g.sessions.unused
+	switch {
+	case method == "initialize":
+		u := &unusedTimer{}
+		if old, ok := t.Swap(id, u); ok {
+			old.(*unusedTimer).stop()
+		}
+		// A request that takes u out of the map first keeps the session.
+		u.t.Store(time.AfterFunc(g.cfg.Sessions.UnusedTimeout, func() {
+			if t.CompareAndDelete(id, u) {
+				g.log.Info("gateway: ending an HTTP agent's session that made no request after its initialize", "session", id, "unused_timeout", g.cfg.Sessions.UnusedTimeout)
+				_ = ss.Close()
+			}
+		}))
+	case strings.HasPrefix(method, "notifications/"):
+	default:
+		if _, ok := t.Load(id); !ok { // lock-free for the sessions in use
+			return
+		}
+		if u, ok := t.LoadAndDelete(id); ok {
+			u.(*unusedTimer).stop()
+		}
+	}
 }
 
 // limitSessions serves h (the streamable HTTP handler, behind the bearer
@@ -103,5 +149,14 @@ func (g *Gateway) openedSession(agent string, w http.ResponseWriter) {
 	}
 	if id := w.Header().Get("Mcp-Session-Id"); id != "" {
 		t.agents[id] = agent
+	}
+}
+
+// unusedTimer is the timer of a session that has made no request yet.
+type unusedTimer struct{ t atomic.Pointer[time.Timer] }
+
+func (u *unusedTimer) stop() {
+	if t := u.t.Load(); t != nil {
+		t.Stop()
 	}
 }

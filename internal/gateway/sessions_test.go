@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // initialize opens an HTTP agent session with token (none: anonymous) and
@@ -107,5 +108,84 @@ func TestHTTPSessionsDefaultBound(t *testing.T) {
 	}
 	if status, _, body := initialize(t, e, "token-2"); status != http.StatusOK {
 		t.Fatalf("another agent's session: %d %q", status, body)
+	}
+}
+
+// postSession sends one JSON-RPC message on an HTTP agent session and
+// returns the answer's status.
+func postSession(t *testing.T, e *env, token, session, body string) int {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(testCtx(t), http.MethodPost, e.agentURL, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+	req.Header.Set("Mcp-Session-Id", session)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestUnusedHTTPSessionsEnd: a session that made no request after its
+// initialize held its place in sessions.max_per_agent and sessions.max
+// for the full idle timeout (30 minutes): one client's bare initializes
+// locked the agent's other clients, or every agent, out. Such a session
+// now ends after sessions.unused_timeout, and its place is free again; a
+// session that has made a request is kept.
+func TestUnusedHTTPSessionsEnd(t *testing.T) {
+	e := startEnv(t, envOptions{extraYAML: "sessions: {max: 3, max_per_agent: 3, unused_timeout: 2s}\n"})
+	const initialized = `{"jsonrpc":"2.0","method":"notifications/initialized"}`
+	const list = `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`
+	// one session in use: its request must come within the unused
+	// timeout, which a loaded machine may miss; then it is opened again
+	var used string
+	for try := 0; used == ""; try++ {
+		if try == 5 {
+			t.Fatal("no session made its request within sessions.unused_timeout")
+		}
+		status, session, body := initialize(t, e, "token-1")
+		if status != http.StatusOK {
+			t.Fatalf("initialize: %d %q", status, body)
+		}
+		postSession(t, e, "token-1", session, initialized)
+		if postSession(t, e, "token-1", session, list) == http.StatusOK {
+			used = session
+		} else {
+			endSession(t, e, "token-1", session)
+		}
+	}
+	// two bare initializes (one followed by notifications/initialized,
+	// which is no request) take the agent's other places
+	for i := range 2 {
+		status, session, body := initialize(t, e, "token-1")
+		if status != http.StatusOK {
+			t.Fatalf("bare initialize %d: %d %q", i, status, body)
+		}
+		if i == 0 {
+			postSession(t, e, "token-1", session, initialized)
+		}
+	}
+	// their places come free (the bound is reached until then: the
+	// sessions are not yet closed, or have just been)
+	deadline := time.Now().Add(60 * time.Second)
+	for opened := 0; opened < 2; {
+		status, _, body := initialize(t, e, "token-1")
+		switch {
+		case status == http.StatusOK:
+			opened++
+		case status != http.StatusTooManyRequests:
+			t.Fatalf("initialize: %d %q", status, body)
+		case time.Now().After(deadline):
+			t.Fatalf("sessions that made no request still hold their places after 60 s (unused_timeout 2s): %q", body)
+		default:
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if status := postSession(t, e, "token-1", used, `{"jsonrpc":"2.0","id":3,"method":"tools/list"}`); status != http.StatusOK {
+		t.Errorf("the session in use answered %d after the unused ones ended, want 200", status)
 	}
 }
