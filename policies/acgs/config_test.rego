@@ -575,6 +575,41 @@ test_lists_not_arrays if {
 	h.allow == false
 }
 
+# A prohibited list, or a list of the actions that need an explanation,
+# with an entry that is not a string (an action written as an object):
+# that action was neither prohibited nor asked for an explanation, and a
+# well-formed system.execute_shell was allowed (review). Such a list reads
+# as one nobody can read, like a list that is not an array: it covers
+# every action.
+test_action_lists_with_entries_not_strings if {
+	shell := json.patch(main_test.safe_input, [{"op": "replace", "path": "/action", "value": "system.execute_shell"}])
+	every v in [[{"action": "system.execute_shell"}], ["data.exfiltrate", 5], ["system.execute_shell", null]] {
+		d := main.decision with input as shell
+			with data.acgs.config as edited([{"op": "replace", "path": "/prohibited_actions", "value": v}])
+		d.reasons == ["Action 'system.execute_shell' is prohibited by the constitution"]
+		e := main.decision with input as main_test.safe_input
+			with data.acgs.config as edited([{"op": "replace", "path": "/prohibited_actions", "value": v}])
+		e.reasons == ["Action 'data.read_public' is prohibited by the constitution"]
+	}
+	personal := json.patch(main_test.safe_input, [{"op": "replace", "path": "/action", "value": "data.process_personal"}])
+	every v in [[{"action": "data.process_personal"}], ["policy.update_rules", 5]] {
+		d := main.decision with input as personal
+			with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/actions_requiring_explanation", "value": v}])
+		d.allow == false
+		"Explanation for action 'data.process_personal' is too short (37 characters, minimum 50)" in d.reasons
+	}
+}
+
+# rate_limits that is not an object denied every decision with a
+# configuration error naming nothing ("... needs ()").
+test_rate_limits_not_an_object if {
+	every v in ["x", null, [100]] {
+		d := main.decision with input as main_test.safe_input
+			with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/rate_limits", "value": v}])
+		d == config_error("rate_limits")
+	}
+}
+
 test_access_threshold_not_a_number if {
 	d := main.decision with input as main_test.data_access_input
 		with data.acgs.config as edited([{"op": "replace", "path": "/data_access/access_threshold", "value": null}])

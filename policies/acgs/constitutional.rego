@@ -4,8 +4,9 @@
 #   Scores an agent action against the constitution (safety, the five
 #   principles, resources, transparency) and decides allow/deny.
 #   Every threshold, weight, limit and list comes from data.acgs.config.
-#   An operator's edit that leaves a list missing or not an array reads it
-#   as covering every action (prohibited, needing an explanation); one that
+#   An operator's edit that leaves a list missing, not an array or with an
+#   entry that is not a string reads it as covering every action
+#   (prohibited, needing an explanation); one that
 #   leaves a number the scoring needs missing or not a number denies with a
 #   configuration error (configuration_error_decision), so that every input
 #   still gets exactly one decision.
@@ -55,9 +56,10 @@ default listed_prohibited := false
 # (The list's own entries are plain lower-case names: config_test.rego.)
 listed_prohibited if action_key in config.prohibited_actions
 
-# A prohibited list that is missing or not an array (an operator's edit)
+# A prohibited list that is missing, not an array or holds an entry that is
+# not a string (an operator's edit: such an entry would match no action)
 # prohibits every action: the safe reading of a deny list nobody can read.
-listed_prohibited if not is_array(config.prohibited_actions)
+listed_prohibited if not text.strings(config.prohibited_actions)
 
 # A plain action name, lower-cased: dot-separated segments of ASCII letters,
 # digits and "_" ("-" too after the first, the category), as every action
@@ -123,12 +125,13 @@ category := split(action_key, ".")[0]
 
 rate_limit := object.get(config.constitutional.rate_limits, category, config.constitutional.default_rate_limit)
 
-# (Every action needs one when the list is missing or not an array.)
+# (Every action needs one when the list is missing, not an array or holds
+# an entry that is not a string.)
 default needs_explanation := false
 
 needs_explanation if action_key in config.constitutional.actions_requiring_explanation
 
-needs_explanation if not is_array(config.constitutional.actions_requiring_explanation)
+needs_explanation if not text.strings(config.constitutional.actions_requiring_explanation)
 
 # Whether the action is refused by itself (for the evaluated decision, which
 # main.rego asks for only when it is not).
@@ -185,7 +188,7 @@ configuration_problems := array.concat(
 		[truncate(rate_limit_source) | not is_number(rate_limit)],
 	),
 	array.concat(
-		[p | some p in ["resource_limits", "concern_thresholds"]; not is_object(object.get(config, ["constitutional", p], null))],
+		[p | some p in ["rate_limits", "resource_limits", "concern_thresholds"]; not is_object(object.get(config, ["constitutional", p], null))],
 		[concat(".", ["resource_limits", name]) |
 			some name, limit in object.get(config, ["constitutional", "resource_limits"], {})
 			not is_number(limit)

@@ -34,3 +34,12 @@ cut_length(n) := n if {
 	n >= 0
 	floor(n) == n
 }
+
+# An array of strings: a list of names nobody can misread. (A list with an
+# entry of another type is read by the callers as one nobody can read.)
+strings(v) if {
+	is_array(v)
+	every x in v {
+		is_string(x)
+	}
+}

@@ -139,7 +139,7 @@ prohibited if {
 # A list that is not an array of strings (an operator's edit: an entry that
 # is not a string would match no tool) matches every tool: the safe reading
 # of a deny list nobody can read.
-prohibited if not strings(cfg.prohibited_tools)
+prohibited if not text.strings(cfg.prohibited_tools)
 
 # A name that is not blank but starts or ends with a space, or holds any
 # character other than printable ASCII (U+0020-U+007E) anywhere. MCP asks
@@ -159,14 +159,6 @@ name_malformed if {
 
 # A string of whitespace only counts as missing.
 blank(s) if trim_space(s) == ""
-
-# An array of strings.
-strings(v) if {
-	is_array(v)
-	every x in v {
-		is_string(x)
-	}
-}
 
 default upstream_blocked := false
 
@@ -201,7 +193,7 @@ needs_approval if {
 	glob.match(lower(pattern), null, tool_key)
 }
 
-needs_approval if not strings(cfg.approval_required_tools)
+needs_approval if not text.strings(cfg.approval_required_tools)
 
 # ---------------------------------------------------------------------------
 # Rate limit
@@ -621,7 +613,7 @@ configuration_problems contains p if some p in upstream_configuration_problems
 
 configuration_problems contains concat("", [name, ": an array of strings"]) if {
 	some name in ["path_argument_names", "shell_argument_names", "url_argument_names", "host_argument_names", "secret_argument_names"]
-	not strings(object.get(cfg, name, null))
+	not text.strings(object.get(cfg, name, null))
 }
 
 configuration_problems contains concat("", [name, ": a boolean"]) if {
@@ -674,7 +666,7 @@ regular_expressions(v) if {
 upstream_configuration_problems contains "tool_call: an object" if not is_object(object.get(config, "tool_call", null))
 
 upstream_configuration_problems contains "blocked_upstreams: an array of strings" if {
-	not strings(object.get(cfg, "blocked_upstreams", null))
+	not text.strings(object.get(cfg, "blocked_upstreams", null))
 }
 
 upstream_configuration_problems contains "agent_upstreams: an object" if {
@@ -682,7 +674,7 @@ upstream_configuration_problems contains "agent_upstreams: an object" if {
 }
 
 upstream_configuration_problems contains "agent_upstreams (this agent's entry): an array of strings" if {
-	not strings(cfg.agent_upstreams[agent_id])
+	not text.strings(cfg.agent_upstreams[agent_id])
 }
 
 default upstream_configuration_error := false
