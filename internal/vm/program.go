@@ -645,7 +645,10 @@ func (c *compiler) stmt(s ir.Stmt) (stmt, error) {
 		return func(st *state, l []*ast.Term) ctl {
 			x, y := l[a], l[b]
 			if whole {
-				x = withoutSystem(x)
+				// The whole data document, as topdown reads it, has no
+				// "system": neither the base document's (x) nor the rules'
+				// under package system (y).
+				x, y = withoutSystem(x), withoutSystem(y)
 			}
 			if x == nil || y == nil {
 				return st.fail(internalError(nil, "object merge of an undefined value"))

@@ -354,20 +354,36 @@ func TestSystemDocument(t *testing.T) {
 	ctx := context.Background()
 	store := inmem.NewFromObject(map[string]any{"a": 1, "system": map[string]any{"s": 1}})
 	mod := "package p\nr := 2\ns := data.system.s\n"
-	for _, q := range []string{"ks := [k | data[k]]", "x := data", "data[k]", "data.p.s", "x := data.system"} {
-		td, pq, err := prepareBoth(t, store, map[string]string{"m.rego": mod}, q)
-		if errors.Is(err, vm.ErrUnsupported) && !strings.Contains(err.Error(), "vm.Prepare") {
-			continue // left to topdown
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		a, _ := td.Eval(ctx)
-		b, _ := pq.Eval(ctx)
-		ja, _ := json.Marshal(a)
-		jb, _ := json.Marshal(b)
-		if string(ja) != string(jb) {
-			t.Errorf("%s:\ntopdown %s\nvm      %s", q, ja, jb)
+	// Topdown leaves "system" out of the whole data document whether it
+	// is base data or rules (package system.authz): both must be.
+	setups := []struct {
+		name  string
+		data  map[string]any
+		files map[string]string
+	}{
+		{"system in data", map[string]any{"a": 1, "system": map[string]any{"s": 1}}, map[string]string{"m.rego": mod}},
+		{"system in rules", map[string]any{"a": map[string]any{"b": 2}}, map[string]string{
+			"m.rego": "package p\nr := 2\n", "s.rego": "package system.authz\nallow := true\n"}},
+		{"system in both", map[string]any{"a": 1, "system": map[string]any{"s": 1}}, map[string]string{
+			"m.rego": mod, "s.rego": "package system.authz\nallow := true\n"}},
+	}
+	for _, su := range setups {
+		st := inmem.NewFromObject(su.data)
+		for _, q := range []string{"ks := [k | data[k]]", "x := data", "data[k]", "data.p.r", "x := data.system", "x := data.system.authz", "x := data with data.a as 3", "x := data.p.r with data.a as 3"} {
+			td, pq, err := prepareBoth(t, st, su.files, q)
+			if errors.Is(err, vm.ErrUnsupported) && !strings.Contains(err.Error(), "vm.Prepare") {
+				continue // left to topdown
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, _ := td.Eval(ctx)
+			b, _ := pq.Eval(ctx)
+			ja, _ := json.Marshal(a)
+			jb, _ := json.Marshal(b)
+			if string(ja) != string(jb) {
+				t.Errorf("%s, %s:\ntopdown %s\nvm      %s", su.name, q, ja, jb)
+			}
 		}
 	}
 	// Replacing part of data with `with` while a system document exists
