@@ -50,7 +50,8 @@ Verify a closed or rotated file: the last line of a log being written may be
 caught half-written, and reported as torn.
 
 A line longer than --max-line-bytes (64 MiB) is not held: it is hashed as it
-is read, so the links to and past it are checked, but it is not read as a
+is read, so the links to and past it are checked, and its own link is read
+from its end (where the log writes prev_hash), but it is not read as a
 record, and reported as not checked.
 
 Exit status: 0 the chain is intact; 1 problems were found (each is printed);

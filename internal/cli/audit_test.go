@@ -237,7 +237,8 @@ func TestAuditVerifyCheckpoint(t *testing.T) {
 // as not checked; when nothing else is wrong verify exits 2 (the log could
 // not be checked whole, which is not a finding of tampering), and 1 when
 // it found problems besides. The records after the line are checked (it is
-// hashed as it is read); its own link is not.
+// hashed as it is read), and so is its own link, read from its end: a
+// record removed before it was not found (review).
 func TestAuditVerifyLongLine(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "gateway.jsonl")
@@ -261,6 +262,10 @@ func TestAuditVerifyLongLine(t *testing.T) {
 	if err := os.WriteFile(removed, []byte(lines[0]+lines[1]+lines[3]), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	removedBefore := filepath.Join(dir, "removed-before.jsonl")
+	if err := os.WriteFile(removedBefore, []byte(lines[1]+lines[2]+lines[3]), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -270,6 +275,7 @@ func TestAuditVerifyLongLine(t *testing.T) {
 		{"within the default bound", []string{path}, 0, []string{"intact: 4 records"}},
 		{"a line past the bound", []string{path, "--max-line-bytes", "1024"}, 2, []string{path + ":2: longer than 1024 bytes", "NOT CHECKED WHOLE: 1 line(s)"}},
 		{"a line past the bound and a record after it removed", []string{removed, "--max-line-bytes", "1024"}, 1, []string{removed + ":2: longer than 1024 bytes", removed + ":3: prev_hash", "BROKEN: 2 problem(s)"}},
+		{"a line past the bound and the record before it removed", []string{removedBefore, "--max-line-bytes", "1024"}, 1, []string{removedBefore + ":1: the first record does not start a chain", removedBefore + ":1: longer than 1024 bytes", "BROKEN: 2 problem(s)"}},
 		{"a bound too small", []string{path, "--max-line-bytes", "10"}, 2, []string{"--max-line-bytes 10"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -182,8 +182,20 @@ func VerifyChain(r io.Reader, o VerifyChainOptions) (ChainReport, error) {
 		}
 		switch {
 		case n > int64(lr.max): // next hashed it as it read it (b is nil, as for an empty line)
+			// Its link is read from its end, where the log writes
+			// prev_hash (the event's last member): unchecked, a record
+			// removed before it would go unnoticed (review).
 			rep.Unchecked++
-			rep.Problems = append(rep.Problems, ChainProblem{line, fmt.Sprintf("longer than %d bytes (%d): not read as a record, so its own link is not checked (the link to it from the next record is); verify it with a larger --max-line-bytes if the log holds records this large", lr.max, n)})
+			prev, found := tailPrevHash(lr.tail)
+			switch {
+			case !found:
+				rep.Problems = append(rep.Problems, ChainProblem{line, fmt.Sprintf("longer than %d bytes (%d) and not ending with prev_hash as the log writes it: not read as a record, its link cannot be checked (the link to it from the next record is); verify it with a larger --max-line-bytes if the log holds records this large", lr.max, n)})
+			case prev != want:
+				rep.Problems = append(rep.Problems, ChainProblem{line, brokenLink(line, prev, o.From)})
+				fallthrough
+			default:
+				rep.Problems = append(rep.Problems, ChainProblem{line, fmt.Sprintf("longer than %d bytes (%d): not read as a record, so its JSON is not checked (its link, read from its end, and the link to it from the next record are); verify it with a larger --max-line-bytes if the log holds records this large", lr.max, n)})
+			}
 		case json.Unmarshal(b, &rec) != nil:
 			rep.Problems = append(rep.Problems, ChainProblem{line, "not a JSON record (edited, or torn by a crash or a failed write)"})
 		case rec.PrevHash == nil:
@@ -213,6 +225,33 @@ type lineReader struct {
 	br  *bufio.Reader
 	max int
 	buf []byte
+	// tail holds the last tailBytes bytes of a line longer than max (its
+	// prev_hash member, for tailPrevHash); nil after a line within max.
+	tail []byte
+}
+
+// tailBytes is what lineReader keeps of the end of a line it does not
+// hold: more than `,"prev_hash":"sha256:<64 hex>"}`.
+const tailBytes = 128
+
+// tailPrevHash reads the prev_hash a record ends with, as the log writes
+// it (the event's last member, so the line ends with
+// `,"prev_hash":"sha256:<64 hex>"}`): found is false when tail does not
+// end so. A nested object's member would end the line with another brace,
+// and a string's quotes are escaped, so this is the record's own member
+// (the last one, as json.Unmarshal reads a repeated key).
+func tailPrevHash(tail []byte) (prev string, found bool) {
+	const key = `"prev_hash":"`
+	n := len(key) + len("sha256:") + 2*sha256.Size + len(`"}`)
+	if len(tail) < n+1 || !bytes.HasSuffix(tail, []byte(`"}`)) {
+		return "", false
+	}
+	m := tail[len(tail)-n:]
+	if c := tail[len(tail)-n-1]; (c != ',' && c != '{') || !bytes.HasPrefix(m, []byte(key)) {
+		return "", false
+	}
+	prev = string(m[len(key) : len(m)-2])
+	return prev, IsChainHash(prev)
 }
 
 // next returns the next line without its newline: b (valid until the next
@@ -221,6 +260,7 @@ type lineReader struct {
 // newline ends it. io.EOF when no line is left.
 func (r *lineReader) next() (b []byte, sum string, n int64, torn bool, err error) {
 	r.buf = r.buf[:0]
+	r.tail = r.tail[:0]
 	var h hash.Hash
 	for {
 		frag, err := r.br.ReadSlice('\n')
@@ -230,10 +270,12 @@ func (r *lineReader) next() (b []byte, sum string, n int64, torn bool, err error
 		if h == nil && n > int64(r.max) {
 			h = sha256.New()
 			_, _ = h.Write(r.buf)
+			r.keepTail(r.buf)
 			r.buf = r.buf[:0]
 		}
 		if h != nil {
 			_, _ = h.Write(frag)
+			r.keepTail(frag)
 		} else {
 			r.buf = append(r.buf, frag...)
 		}
@@ -252,6 +294,19 @@ func (r *lineReader) next() (b []byte, sum string, n int64, torn bool, err error
 			return nil, "sha256:" + hex.EncodeToString(h.Sum(nil)), n, torn, nil
 		}
 		return r.buf, LineHash(r.buf), n, torn, nil
+	}
+}
+
+// keepTail appends frag to the tail of a long line, keeping its last
+// tailBytes bytes.
+func (r *lineReader) keepTail(frag []byte) {
+	if len(frag) >= tailBytes {
+		r.tail = append(r.tail[:0], frag[len(frag)-tailBytes:]...)
+		return
+	}
+	r.tail = append(r.tail, frag...)
+	if over := len(r.tail) - tailBytes; over > 0 {
+		r.tail = r.tail[:copy(r.tail, r.tail[over:])]
 	}
 }
 

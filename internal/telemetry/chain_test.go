@@ -430,3 +430,41 @@ func TestReadHandWrittenCheckpoint(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifyChainRemovalBeforeLongLine: a record removed right before a
+// line longer than MaxLineBytes is found: the long line's link is read
+// from its end, where the log writes prev_hash. It was not checked, and
+// the link to the long line from the record after it still held, so the
+// removal went unnoticed (review).
+func TestVerifyChainRemovalBeforeLongLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.jsonl")
+	l, err := NewDecisionLog(DecisionLogConfig{Sink: "file:" + path, Chain: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Log(&DecisionEvent{Path: "first"})
+	l.Log(&DecisionEvent{Path: "removed"})
+	l.Log(&DecisionEvent{Path: "long", Input: map[string]any{"blob": strings.Repeat("y", 4096), "nested": map[string]any{"prev_hash": ChainGenesis}}})
+	l.Log(&DecisionEvent{Path: "after"})
+	closeLog(t, l)
+	lines := readLines(t, path)
+	intact := verify(t, strings.Join(lines, ""), VerifyChainOptions{MaxLineBytes: 1024})
+	if intact.Unchecked != 1 || len(intact.Problems) != 1 || intact.Problems[0].Line != 3 {
+		t.Fatalf("intact log: %+v, want line 3 alone unchecked", intact)
+	}
+	cut := lines[0] + lines[2] + lines[3]
+	rep := verify(t, cut, VerifyChainOptions{MaxLineBytes: 1024})
+	removed := false
+	for _, p := range rep.Problems {
+		removed = removed || p.Line == 2 && strings.Contains(p.Reason, "removed")
+	}
+	if !removed {
+		t.Fatalf("record 2 removed before the long line: %+v, want line 2's link reported broken", rep)
+	}
+	// A long line that does not end with prev_hash says that its link
+	// could not be read.
+	odd := lines[0] + lines[1] + `{"x":"` + strings.Repeat("z", 2048) + `"}` + "\n"
+	if rep := verify(t, odd, VerifyChainOptions{MaxLineBytes: 1024}); len(rep.Problems) != 1 || !strings.Contains(rep.Problems[0].Reason, "cannot be checked") {
+		t.Fatalf("a long line without prev_hash: %+v", rep)
+	}
+}
