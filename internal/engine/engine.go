@@ -339,8 +339,25 @@ type Info struct {
 }
 
 // Info returns what is active; ok is false before the first activation.
-func (e *Engine) Info() (Info, bool) {
-	s := e.cur.Load()
+func (e *Engine) Info() (Info, bool) { return e.Active().Info() }
+
+// Active is the active policy as read once: what its methods report is of
+// one revision, however many reloads happen while a caller reads them
+// (Engine.Info, ReadSets and Evaluators each read the active policy anew,
+// so a document built from several of them during a hot reload could
+// describe two revisions).
+type Active struct {
+	e *Engine
+	s *snapshot // nil: no policy active
+}
+
+// Active returns the active policy, read once.
+func (e *Engine) Active() Active { return Active{e: e, s: e.cur.Load()} }
+
+// Info returns what a describes; ok is false when no policy was active.
+// The last reload error is the engine's as it is now.
+func (a Active) Info() (Info, bool) {
+	e, s := a.e, a.s
 	var inf Info
 	if le := e.lastErr.Load(); le != nil {
 		inf.LastError, inf.LastErrorAt = le.err, le.at

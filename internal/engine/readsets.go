@@ -111,8 +111,11 @@ func (e *Engine) ReadSet(path string) (*readset.Set, bool) {
 
 // ReadSets returns the read sets of the active policy's entry points (the
 // paths prepared at activation), by path.
-func (e *Engine) ReadSets() map[string]*readset.Set {
-	s := e.cur.Load()
+func (e *Engine) ReadSets() map[string]*readset.Set { return e.Active().ReadSets() }
+
+// ReadSets returns the read sets of a's entry points, by path.
+func (a Active) ReadSets() map[string]*readset.Set {
+	s := a.s
 	if s == nil {
 		return nil
 	}
@@ -151,9 +154,13 @@ func (e *Engine) logReadSets(s *snapshot) {
 // Evaluators says, for each path prepared so far, which evaluator answers
 // its cache misses: "vm", or "topdown" and why the VM cannot run it.
 // Empty when the compiled evaluator is off.
-func (e *Engine) Evaluators() map[string]string {
-	s := e.cur.Load()
-	if s == nil || !e.opts.Compiled {
+func (e *Engine) Evaluators() map[string]string { return e.Active().Evaluators() }
+
+// Evaluators says which evaluator answers each path of a prepared so far,
+// as Engine.Evaluators does.
+func (a Active) Evaluators() map[string]string {
+	s := a.s
+	if s == nil || !a.e.opts.Compiled {
 		return nil
 	}
 	out := make(map[string]string, s.compiles.EstimatedSize())

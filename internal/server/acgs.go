@@ -353,7 +353,10 @@ func (s *Server) handleACGSAllow(w http.ResponseWriter, r *http.Request) {
 
 // handleACGSHealth serves the original service's health document.
 func (s *Server) handleACGSHealth(w http.ResponseWriter, r *http.Request) {
-	info, active := s.d.Engine.Info()
+	// The active policy is read once: its revision, read sets and
+	// evaluators are of one revision during a hot reload (review).
+	pol := s.d.Engine.Active()
+	info, active := pol.Info()
 	status := "healthy"
 	cacheStats := map[string]any{"l1_size": 0, "l1_max_size": s.cfg.Cache.L1Size, "l1_utilization": 0.0, "l2_enabled": false, "l2_healthy": nil}
 	if s.d.Cache != nil {
@@ -387,7 +390,7 @@ func (s *Server) handleACGSHealth(w http.ResponseWriter, r *http.Request) {
 		"performance":         s.d.Window.Snapshot().HealthPerformance(s.targets),
 		"cache_stats":         cacheStats,
 	}
-	if rs := s.d.Engine.ReadSets(); len(rs) > 0 {
+	if rs := pol.ReadSets(); len(rs) > 0 {
 		// What each entry point's cache keys cover (acgs policy readset lists the paths).
 		sets := make(map[string]any, len(rs))
 		for path, set := range rs {
@@ -395,7 +398,7 @@ func (s *Server) handleACGSHealth(w http.ResponseWriter, r *http.Request) {
 		}
 		doc["read_sets"] = sets
 	}
-	if ev := s.d.Engine.Evaluators(); len(ev) > 0 {
+	if ev := pol.Evaluators(); len(ev) > 0 {
 		// Which evaluator answers each prepared path's cache misses, and why
 		// a path runs on topdown when the compiled evaluator cannot run it.
 		doc["evaluators"] = ev
