@@ -853,9 +853,16 @@ func (l *DecisionLog) run() {
 	// With the chain, a regular file gets a checkpoint within
 	// checkpointEvery of a write (written says there was one since the
 	// last), and while idle is looked at once a period (idleCheck).
+	// A regular file is also looked at while idle for a rotation, once
+	// a period (checkpointEvery with the chain, followEvery without), so
+	// that it switches to the next file without waiting for a record.
 	var tick <-chan time.Time
-	if l.chain && l.rotates {
-		t := time.NewTicker(l.checkpointEvery)
+	if l.rotates {
+		every := max(l.reopenEvery, time.Millisecond)
+		if l.chain {
+			every = l.checkpointEvery
+		}
+		t := time.NewTicker(every)
 		defer t.Stop()
 		tick = t.C
 	}
@@ -876,6 +883,7 @@ func (l *DecisionLog) run() {
 				l.checkpoint(false)
 				continue
 			}
+			l.idleFollow()
 			l.idleCheck()
 		case <-l.stop:
 			for {
@@ -903,6 +911,17 @@ func (l *DecisionLog) run() {
 	}
 }
 
+// idleFollow switches an idle file log to the next file at its path once
+// its file was rotated away (follow), as a write would: without it the log
+// kept the rotated file open (its space and its lock held, however long
+// ago the rotation deleted or compressed it) and left the path without a
+// file until the next record (review). Writer goroutine only.
+func (l *DecisionLog) idleFollow() {
+	if st, err := l.file.Stat(); err == nil && l.rotatedAway(st) {
+		l.follow(l.prev)
+	}
+}
+
 // idleCheck is a chained file log's look at its file while no record
 // comes (once a checkpoint period; nothing is buffered): a file rotated
 // away gets the checkpoint of one (checkpointPathOnly: none beside a path
@@ -911,8 +930,8 @@ func (l *DecisionLog) run() {
 // this log's yet, is checkpointed. Without it the checkpoint would stay as
 // the last write left it until the next record: a process killed
 // meanwhile would leave one describing a rotated file, or a longer one,
-// which the next start takes for records removed. The file is not
-// switched (follow) until a record comes, as before. Its cost while
+// which the next start takes for records removed. The file is switched
+// (follow) by idleFollow, just before, at most every reopenEvery. Its cost while
 // nothing changes is a stat of the file and one of its path a period (and
 // a read of the checkpoint while the file is rotated away). Writer
 // goroutine only.
@@ -933,7 +952,7 @@ func (l *DecisionLog) idleCheck() {
 // was renamed or removed there, as logrotate's default (create) does:
 // without it the log would go on filling the renamed file, which the next
 // rotation compresses or deletes, records and all. At most every
-// reopenEvery, before a write, the path is stat'ed; when it names another
+// reopenEvery, before a write or while idle (idleFollow), the path is stat'ed; when it names another
 // file or none, the file at the path is opened (created 0640) and the old
 // one closed. With the chain on, the new file's first record links to
 // head, the old file's last line, logged here for `acgs audit verify

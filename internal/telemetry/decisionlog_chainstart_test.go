@@ -369,7 +369,7 @@ func TestDecisionLogIdleRotationIsNotTakenForACut(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "d.jsonl")
-			l, first := openChained(t, path, DecisionLogConfig{})
+			l, first := openChained(t, path, DecisionLogConfig{reopenEvery: time.Hour})
 			for range 3 {
 				l.Log(&DecisionEvent{Path: "before"})
 			}
@@ -408,7 +408,7 @@ func TestDecisionLogIdleRotationIsNotTakenForACut(t *testing.T) {
 // it).
 func TestDecisionLogRotatedAwayLeavesAnotherLogsCheckpoint(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "d.jsonl")
-	l1, _ := openChained(t, path, DecisionLogConfig{checkpointEvery: 5 * time.Millisecond})
+	l1, _ := openChained(t, path, DecisionLogConfig{reopenEvery: time.Hour, checkpointEvery: 5 * time.Millisecond})
 	l1.Log(&DecisionEvent{Path: "first"})
 	waitHandled(t, l1, 1)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
@@ -447,7 +447,7 @@ func TestDecisionLogRestartThenRotationIsNotTakenForACut(t *testing.T) {
 		t.Run(fmt.Sprint(records, " records"), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "d.jsonl")
 			writeChained(t, path, 0, 3)
-			l1, _ := openChained(t, path, DecisionLogConfig{})
+			l1, _ := openChained(t, path, DecisionLogConfig{reopenEvery: time.Hour})
 			for range records {
 				l1.Log(&DecisionEvent{Path: "before"})
 			}

@@ -54,7 +54,7 @@ func TestDecisionLogCopytruncateWhileIdleIsNotTakenForACut(t *testing.T) {
 // cut is warned about (review: it was, since the heads differ).
 func TestDecisionLogCarriedHeadIntoACreatedFileIsNotTakenForACut(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "d.jsonl")
-	before, _ := openChained(t, path, DecisionLogConfig{checkpointEvery: 5 * time.Millisecond})
+	before, _ := openChained(t, path, DecisionLogConfig{reopenEvery: time.Hour, checkpointEvery: 5 * time.Millisecond})
 	before.Log(&DecisionEvent{Path: "p"})
 	waitHandled(t, before, 1)
 	opened, logBuf := nextChainedLog(t, path)
@@ -154,7 +154,7 @@ func TestDecisionLogIdleRotationThenKillIsNotTakenForACut(t *testing.T) {
 	for _, create := range []bool{false, true} {
 		t.Run(map[bool]string{false: "nocreate", true: "create"}[create], func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "d.jsonl")
-			l, _ := openChained(t, path, DecisionLogConfig{checkpointEvery: 5 * time.Millisecond})
+			l, _ := openChained(t, path, DecisionLogConfig{reopenEvery: time.Hour, checkpointEvery: 5 * time.Millisecond})
 			defer closeLog(t, l)
 			for range 3 {
 				l.Log(&DecisionEvent{Path: "before"})
@@ -229,7 +229,7 @@ func TestDecisionLogIdleLogCheckpointsATruncation(t *testing.T) {
 // cut.
 func TestDecisionLogRotatedWhileCheckpointing(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "d.jsonl")
-	l, _ := openChained(t, path, DecisionLogConfig{})
+	l, _ := openChained(t, path, DecisionLogConfig{reopenEvery: time.Hour})
 	l.Log(&DecisionEvent{Path: "before"})
 	waitHandled(t, l, 1)
 	var once sync.Once

@@ -1799,3 +1799,55 @@ func TestWritesToStdout(t *testing.T) {
 		}
 	}
 }
+
+// TestDecisionLogIdleFollowsItsPath: a file log rotated away while idle
+// switches to a new file at its path within a period, without a record to
+// write, chained or not. It kept the rotated file open (its space and lock
+// held) and left the path without a file until the next record (review).
+func TestDecisionLogIdleFollowsItsPath(t *testing.T) {
+	for _, chain := range []bool{false, true} {
+		t.Run(fmt.Sprintf("chain=%v", chain), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "d.jsonl")
+			l, err := NewDecisionLog(DecisionLogConfig{
+				Sink: "file:" + path, Chain: chain, reopenEvery: 5 * time.Millisecond, checkpointEvery: 5 * time.Millisecond,
+				Logger: slog.New(slog.DiscardHandler),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			l.Log(&DecisionEvent{Path: "before"})
+			waitHandled(t, l, 1)
+			if err := os.Rename(path, path+".1"); err != nil {
+				t.Fatal(err)
+			}
+			// Idle: no record is logged until the new file is there.
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+				if _, err := os.Stat(path); err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("after 10 s idle the log has not switched to a new file at its path")
+				}
+			}
+			l.Log(&DecisionEvent{Path: "after"})
+			closeLog(t, l)
+			if got := readLines(t, path); len(got) != 1 || !strings.Contains(got[0], `"path":"after"`) {
+				t.Fatalf("the new file holds %q, want the record logged after the switch", got)
+			}
+			if chain {
+				old, err := os.ReadFile(path + ".1")
+				if err != nil {
+					t.Fatal(err)
+				}
+				first := verify(t, string(old), VerifyChainOptions{})
+				next, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if rep := verify(t, string(next), VerifyChainOptions{From: first.Head}); !rep.OK() || rep.Records != 1 {
+					t.Errorf("the new file does not continue the rotated one's chain: %+v", rep)
+				}
+			}
+		})
+	}
+}
