@@ -402,6 +402,10 @@ breaking_edits := [
 	[{"op": "replace", "path": "/tool_call/scores", "value": null}],
 	[{"op": "replace", "path": "/tool_call/prohibited_tools", "value": [{"glob": "*__exec"}]}],
 	[{"op": "remove", "path": "/tool_call"}],
+	[{"op": "replace", "path": "/evolution/risk_factors", "value": "x"}],
+	[{"op": "replace", "path": "/evolution/performance_limits/memory_delta", "value": 0}],
+	[{"op": "replace", "path": "/evolution/required_reviews/peer_review/types", "value": "x"}],
+	[{"op": "remove", "path": "/evolution"}],
 ]
 
 test_config_edits_leave_one_decision_for_every_input if {
@@ -608,6 +612,93 @@ test_rate_limits_not_an_object if {
 			with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/rate_limits", "value": v}])
 		d == config_error("rate_limits")
 	}
+}
+
+# A configuration error of the evolution scoring, naming what lacks.
+evolution_config_error(missing) := {
+	"allow": false,
+	"compliance_score": 0,
+	"evolution_score": 0,
+	"approval_path": "human_review",
+	"required_actions": [],
+	"reasons": [sprintf(
+		"Constitution configuration error: data.acgs.config.evolution lacks a value of the type this evaluation needs (%s)",
+		[missing],
+	)],
+	"constitutional_hash": main_test.hash,
+	"policy": "evolution",
+	"evaluation_details": {"configuration_error": true},
+}
+
+# (Compared as JSON text: the type checker sees an evolution decision as
+# its evaluated kind only.)
+evolution_config_error_is(d, missing) if json.marshal(d) == json.marshal(evolution_config_error(missing))
+
+evolution_change(ops) := json.patch(main_test.complex_input, ops)
+
+# [edit, a request the edited value is for, what lacks]. Each edit made a
+# rule add nothing to the risk, take nothing from the constitutional score,
+# count no performance limit or require no review: each request, denied
+# with the shipped configuration, was auto-approved (the risk factors, the
+# violations, the performance limits, triggered_by_change) or sent to a
+# lighter path (a review's types, a review not an object) (review). (The
+# reviews as an array still worked, by index.)
+evolution_edits := [
+	[
+		[{"op": "replace", "path": "/evolution/risk_factors", "value": "privilege_escalation"}],
+		evolution_change([{"op": "add", "path": "/evolution_request/changes/privilege_escalation", "value": true}]),
+		"risk_factors: an object",
+	],
+	[
+		[{"op": "replace", "path": "/evolution/constitutional_violations", "value": ["logging_disabled"]}],
+		evolution_change([{"op": "add", "path": "/evolution_request/changes/logging_disabled", "value": true}]),
+		"constitutional_violations: an object",
+	],
+	[
+		[{"op": "replace", "path": "/evolution/performance_limits", "value": null}],
+		evolution_change([{"op": "replace", "path": "/evolution_request/performance_analysis", "value": {"memory_delta": 5, "complexity_delta": 5, "latency_delta": 5, "resource_delta": 5}}]),
+		"performance_limits: an object of numbers above 0",
+	],
+	[
+		[{"op": "replace", "path": "/evolution/performance_limits", "value": {"complexity_delta": "0.3", "memory_delta": 0, "latency_delta": null, "resource_delta": 0.25}}],
+		evolution_change([{"op": "replace", "path": "/evolution_request/performance_analysis", "value": {"memory_delta": 5, "complexity_delta": 5, "latency_delta": 5, "resource_delta": 0}}]),
+		"performance_limits: an object of numbers above 0",
+	],
+	[
+		[{"op": "replace", "path": "/evolution/required_reviews/security_review/triggered_by_change", "value": ["security_changes"]}],
+		evolution_change([{"op": "add", "path": "/evolution_request/changes/security_changes", "value": true}]),
+		"required_reviews.security_review.triggered_by_change: a string",
+	],
+	[
+		[{"op": "replace", "path": "/evolution/required_reviews/security_review/types", "value": "configuration"}],
+		evolution_change([{"op": "replace", "path": "/evolution_request/type", "value": "configuration"}]),
+		"required_reviews.security_review.types: an array of strings",
+	],
+	[
+		[{"op": "replace", "path": "/evolution/required_reviews/security_review", "value": "configuration"}],
+		evolution_change([{"op": "replace", "path": "/evolution_request/type", "value": "configuration"}]),
+		"required_reviews.security_review: an object",
+	],
+	[
+		[{"op": "replace", "path": "/evolution/required_reviews", "value": [{"field": "security_review_passed", "types": ["configuration"]}]}],
+		evolution_change([{"op": "replace", "path": "/evolution_request/type", "value": "configuration"}]),
+		"required_reviews: an object",
+	],
+]
+
+test_evolution_configuration_errors if {
+	every c in evolution_edits {
+		main.decision.allow == false with input as c[1]
+		d := main.decision with input as c[1] with data.acgs.config as edited(c[0])
+		evolution_config_error_is(d, c[2])
+	}
+
+	d := main.decision with input as main_test.complex_input with data.acgs.config as edited([{"op": "remove", "path": "/evolution"}])
+	evolution_config_error_is(d, "evolution: an object")
+
+	# (a review without triggered_by_change is only required by type)
+	main.decision.allow with input as main_test.complex_input
+		with data.acgs.config as edited([{"op": "remove", "path": "/evolution/required_reviews/security_review/triggered_by_change"}])
 }
 
 test_access_threshold_not_a_number if {

@@ -6,6 +6,14 @@
 #   auto_approve (allow), fast_track or human_review (deny).
 #   Every threshold, weight and list comes from data.acgs.config.evolution.
 #
+#   A configured value of the wrong type that would make a rule add no
+#   risk, take no penalty or require no review (risk_factors that is not an
+#   object, a performance limit that is not a number above 0, a review's
+#   types that are not an array of strings) denies with a configuration
+#   error (configuration_problems), as acgs.constitutional does for a
+#   number its scoring lacks; one that breaks the arithmetic (a weight, a
+#   base risk, a mitigation of another type) scores 0 where it is used.
+#
 #   Inputs are untrusted: a field of the wrong type counts as missing.
 #   Change and mitigation flags count only when they are boolean true;
 #   changes.external_dependencies counts when it is a non-empty array.
@@ -21,7 +29,15 @@ package acgs.evolution
 import data.acgs.config
 import data.acgs.text
 
-decision := {
+# The decision: the evaluated one or, when a value of the configuration
+# the scoring reads is of a type that would make its rule add or require
+# nothing, a deny that says so (configuration_error_decision). The two
+# bodies exclude each other.
+decision := evaluated_decision if not configuration_error
+
+decision := configuration_error_decision if configuration_error
+
+evaluated_decision := {
 	"allow": allow,
 	"compliance_score": evolution_score,
 	"evolution_score": evolution_score,
@@ -367,6 +383,82 @@ concerns contains [11, msg] if {
 		"Evolution score %v below auto-approval threshold %v (path %s)",
 		[evolution_score, config.evolution.auto_approve_threshold, approval_path],
 	)
+}
+
+# ---------------------------------------------------------------------------
+# Configuration errors
+# ---------------------------------------------------------------------------
+
+# What the scoring reads from data.acgs.config.evolution that is of a type
+# that would make its rule add or require nothing, each as "<path>: <the
+# type it needs>": risk factors or constitutional violations that are not
+# an object add no risk and take no penalty (a string or an array has no
+# flags to find); a performance limit that is not a number above 0 drops
+# its delta from the mean (the division fails); a review that is not an
+# object, whose types are not an array of strings or whose
+# triggered_by_change is not a string is never required. The request
+# would be scored as if the change were harmless. (A weight, base risk,
+# mitigation, penalty or rollback value of another type fails the
+# arithmetic, and the score it is part of is 0: fail-closed as it is.)
+configuration_problems contains "evolution: an object" if not is_object(object.get(config, "evolution", null))
+
+configuration_problems contains concat("", [name, ": an object"]) if {
+	some name in ["risk_factors", "constitutional_violations", "required_reviews"]
+	not is_object(object.get(config.evolution, name, null))
+}
+
+configuration_problems contains "performance_limits: an object of numbers above 0" if {
+	not positive_numbers(object.get(config.evolution, "performance_limits", null))
+}
+
+configuration_problems contains concat("", ["required_reviews.", name, ": an object"]) if {
+	some name, review in configured_reviews
+	not is_object(review)
+}
+
+configuration_problems contains concat("", ["required_reviews.", name, ".types: an array of strings"]) if {
+	some name, review in configured_reviews
+	is_object(review)
+	not text.strings(object.get(review, "types", null))
+}
+
+configuration_problems contains concat("", ["required_reviews.", name, ".triggered_by_change: a string"]) if {
+	some name, review in configured_reviews
+	t := review.triggered_by_change
+	not is_string(t)
+}
+
+default configured_reviews := {}
+
+configured_reviews := config.evolution.required_reviews if is_object(config.evolution.required_reviews)
+
+positive_numbers(v) if {
+	is_object(v)
+	every x in v {
+		is_number(x)
+		x > 0
+	}
+}
+
+default configuration_error := false
+
+configuration_error if count(configuration_problems) > 0
+
+# The deny of a request whose configuration lacks a value the scoring
+# reads: the human review path, with nothing scored.
+configuration_error_decision := {
+	"allow": false,
+	"compliance_score": 0,
+	"evolution_score": 0,
+	"approval_path": "human_review",
+	"required_actions": [],
+	"reasons": [sprintf(
+		"Constitution configuration error: data.acgs.config.evolution lacks a value of the type this evaluation needs (%s)",
+		[concat(", ", configuration_problems)],
+	)],
+	"constitutional_hash": config.constitutional_hash,
+	"policy": "evolution",
+	"evaluation_details": {"configuration_error": true},
 }
 
 # ---------------------------------------------------------------------------
