@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strings"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -211,6 +212,10 @@ func (g *Gateway) HTTPHandler() http.Handler {
 			http.NotFound(w, r)
 			return
 		}
+		w = g.boundWrites(w)
+		if dw, ok := w.(*deadlineWriter); ok {
+			defer dw.deadline() // for what net/http writes once the handler returns
+		}
 		if r.Method != http.MethodGet {
 			// Run's shutdown waits for these to be answered before it
 			// closes the sessions (which drops the answers not yet sent);
@@ -225,3 +230,68 @@ func (g *Gateway) HTTPHandler() http.Handler {
 		authed.ServeHTTP(w, r)
 	})
 }
+
+// agentWriteTimeout bounds each write to an HTTP agent: an agent that
+// reads nothing of an answer or of its event stream (the GET) for this
+// long has its connection closed. Without it a goroutine writing to an
+// agent that stopped reading (the progress sender of its session, a
+// POST's handler) waited as long as the connection lasted, with what it
+// was writing, and the SDK's lock of the stream. It is no bound on how
+// long an answer takes (a call held for approval): only a write that has
+// begun is timed, not the wait before it.
+const agentWriteTimeout = 30 * time.Second
+
+// agentWriteChunk is the most written to an agent under one deadline: a
+// large answer gets agentWriteTimeout for each chunk, so that what is
+// timed is the agent not reading, not the answer's size on a slow link.
+const agentWriteChunk = 64 << 10
+
+// boundWrites returns w with each write (and flush) given g.writeTimeout
+// to reach the connection (agentWriteTimeout); the request's connection is
+// left without a deadline until a write begins.
+func (g *Gateway) boundWrites(w http.ResponseWriter) http.ResponseWriter {
+	rc := http.NewResponseController(w)
+	// A deadline left by an earlier request of the connection would fail
+	// what net/http writes of this one before a write of ours.
+	if rc.SetWriteDeadline(time.Time{}) != nil {
+		return w // not a connection with deadlines (a test's recorder)
+	}
+	return &deadlineWriter{ResponseWriter: w, rc: rc, timeout: g.writeTimeout}
+}
+
+// deadlineWriter sets the connection's write deadline before each write
+// and flush of the response.
+type deadlineWriter struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (w *deadlineWriter) deadline() { _ = w.rc.SetWriteDeadline(time.Now().Add(w.timeout)) }
+
+func (w *deadlineWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		chunk := p[:min(len(p), agentWriteChunk)]
+		w.deadline()
+		m, err := w.ResponseWriter.Write(chunk)
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p = p[len(chunk):]
+	}
+	return n, nil
+}
+
+// FlushError is what http.ResponseController's Flush calls (the SDK's
+// flush of each event).
+func (w *deadlineWriter) FlushError() error {
+	w.deadline()
+	return w.rc.Flush()
+}
+
+func (w *deadlineWriter) Flush() { _ = w.FlushError() }
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *deadlineWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

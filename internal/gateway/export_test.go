@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -12,3 +13,10 @@ import (
 func (g *Gateway) RelayProgress(ctx context.Context, req *mcp.ProgressNotificationClientRequest) {
 	g.relayProgress(ctx, req)
 }
+
+// SetAgentWriteTimeout replaces agentWriteTimeout (before Run).
+func (g *Gateway) SetAgentWriteTimeout(d time.Duration) { g.writeTimeout = d }
+
+// Answering counts the HTTP agents' requests being served (not their
+// event streams).
+func (g *Gateway) Answering() int64 { return g.answering.Load() }

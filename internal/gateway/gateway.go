@@ -127,6 +127,8 @@ type Gateway struct {
 	// their event streams (GET): Run's shutdown waits for their answers.
 	answering atomic.Int64
 	closeOnce sync.Once
+	// writeTimeout bounds each write to an HTTP agent (agentWriteTimeout).
+	writeTimeout time.Duration
 }
 
 type thresholds struct {
@@ -169,6 +171,7 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		m:            newMetrics(d.Registerer),
 		tokens:       cfg.tokens(),
 		stdioSession: "stdio-" + rand.Text(),
+		writeTimeout: agentWriteTimeout,
 
 		progressQueues: map[*mcp.ServerSession][]queuedProgress{},
 	}

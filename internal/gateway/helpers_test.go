@@ -70,8 +70,9 @@ type envOptions struct {
 	mutate      func(*config.Config) // engine settings
 	counter     gateway.Counter
 	adminTokens []string
-	stdio       bool // one agent over pipes (as over stdio) instead of HTTP agents
-	noLog       bool // no decision log (the default configuration: DECISION_LOG=off)
+	stdio       bool                   // one agent over pipes (as over stdio) instead of HTTP agents
+	noLog       bool                   // no decision log (the default configuration: DECISION_LOG=off)
+	gateway     func(*gateway.Gateway) // called before Run
 }
 
 // stdioUpstream is the YAML of an upstream that runs this test binary as
@@ -211,6 +212,9 @@ upstreams:
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.gateway != nil {
+		o.gateway(e.g)
 	}
 	ready := make(chan struct{})
 	e.done = make(chan error, 1)

@@ -20,10 +20,10 @@ const (
 	// progress is advisory, and a later notification says more.
 	progressQueueLen = 64
 	// progressSendTimeout is the context of sending one notification. The
-	// SDK's write to an agent's event stream does not heed it: a session
-	// whose agent does not read its stream keeps its sending goroutine
-	// waiting (and its queue full) until the connection ends; other
-	// sessions are not held.
+	// SDK's write to an agent's event stream does not heed it: what bounds
+	// a write to an agent that does not read its stream is the agent
+	// write timeout (agentWriteTimeout, admin.go), which ends the stream;
+	// other sessions are not held meanwhile.
 	progressSendTimeout = 10 * time.Second
 )
 
