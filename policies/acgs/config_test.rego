@@ -406,6 +406,10 @@ breaking_edits := [
 	[{"op": "replace", "path": "/evolution/performance_limits/memory_delta", "value": 0}],
 	[{"op": "replace", "path": "/evolution/required_reviews/peer_review/types", "value": "x"}],
 	[{"op": "remove", "path": "/evolution"}],
+	[{"op": "replace", "path": "/data_access/bulk_indicators/max_record_count", "value": "1000"}],
+	[{"op": "replace", "path": "/data_access/retention_limits_seconds", "value": "x"}],
+	[{"op": "replace", "path": "/data_access/sensitive_categories", "value": ["health_records", 5]}],
+	[{"op": "remove", "path": "/data_access"}],
 ]
 
 test_config_edits_leave_one_decision_for_every_input if {
@@ -699,6 +703,77 @@ test_evolution_configuration_errors if {
 	# (a review without triggered_by_change is only required by type)
 	main.decision.allow with input as main_test.complex_input
 		with data.acgs.config as edited([{"op": "remove", "path": "/evolution/required_reviews/security_review/triggered_by_change"}])
+}
+
+# A configuration error of the data access scoring, naming what lacks.
+data_access_config_error(missing) := {
+	"allow": false,
+	"compliance_score": 0,
+	"access_score": 0,
+	"access_conditions": [],
+	"audit_requirements": [],
+	"reasons": [sprintf(
+		"Constitution configuration error: data.acgs.config.data_access lacks a value of the type this evaluation needs (%s)",
+		[missing],
+	)],
+	"constitutional_hash": main_test.hash,
+	"policy": "data_access",
+	"evaluation_details": {"configuration_error": true},
+}
+
+# (Compared as JSON text: the type checker sees a data access decision as
+# its evaluated kind only.)
+data_access_config_error_is(d, missing) if json.marshal(d) == json.marshal(data_access_config_error(missing))
+
+# A bulk request (50,000 records) keeping personal data for longer than
+# its limit: denied (0.92) with the shipped configuration.
+bulk_long_retention := json.patch(main_test.data_access_input, [
+	{"op": "replace", "path": "/data_request/record_count", "value": 50000},
+	{"op": "replace", "path": "/data_request/retention_policy", "value": {"personal_identifiable_information": 99999999}},
+])
+
+# [edit, what lacks]. A bulk limit written "1000" was above every count (no
+# bulk indicator), a retention limit "2592000" or limits that were not an
+# object were never exceeded: the request was allowed (0.95, 0.97)
+# (review).
+data_access_edits := [
+	[[{"op": "replace", "path": "/data_access/bulk_indicators/max_record_count", "value": "1000"}], "bulk_indicators.max_record_count: a number"],
+	[[{"op": "replace", "path": "/data_access/bulk_indicators/max_fields", "value": null}], "bulk_indicators.max_fields: a number"],
+	[[{"op": "replace", "path": "/data_access/bulk_indicators", "value": "1000"}], "bulk_indicators.max_fields: a number, bulk_indicators.max_record_count: a number"],
+	[[{"op": "replace", "path": "/data_access/retention_limits_seconds/personal_identifiable_information", "value": "2592000"}], "retention_limits_seconds: an object of numbers"],
+	[[{"op": "replace", "path": "/data_access/retention_limits_seconds", "value": ["2592000"]}], "retention_limits_seconds: an object of numbers"],
+	[[{"op": "remove", "path": "/data_access"}], "data_access: an object"],
+]
+
+test_data_access_configuration_errors if {
+	d := main.decision with input as bulk_long_retention
+	d.allow == false
+	d.access_score == 0.92
+	every c in data_access_edits {
+		e := main.decision with input as bulk_long_retention with data.acgs.config as edited(c[0])
+		data_access_config_error_is(e, c[1])
+	}
+
+	# (the retention limits are not needed without a retention policy)
+	no_policy := json.remove(main_test.data_access_input, ["data_request/retention_policy"])
+	f := main.decision with input as no_policy
+		with data.acgs.config as edited([{"op": "replace", "path": "/data_access/retention_limits_seconds", "value": "x"}])
+	f.access_score == 0.9
+}
+
+# sensitive_categories with an entry that is not a string (a category
+# written as an object): that category was not sensitive, so health records
+# needed no special authorization or encryption (review). Such a list
+# reads as one nobody can read, like a list that is not an array: every
+# field is sensitive.
+test_sensitive_categories_with_entries_not_strings if {
+	x := json.patch(main_test.data_access_input, [{"op": "replace", "path": "/data_request/special_authorization", "value": false}])
+	every v in [[{"category": "personal_identifiable_information"}], ["health_records", 5]] {
+		d := main.decision with input as x
+			with data.acgs.config as edited([{"op": "replace", "path": "/data_access/sensitive_categories", "value": v}])
+		d.evaluation_details.sensitive_field_count == 2
+		d.allow == false
+	}
 }
 
 test_access_threshold_not_a_number if {

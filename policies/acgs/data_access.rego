@@ -6,6 +6,13 @@
 #   Every threshold, weight, category and limit comes from
 #   data.acgs.config.data_access.
 #
+#   A configured limit of a type that would make its rule never fire (a
+#   bulk or retention limit that is not a number) denies with a
+#   configuration error (configuration_problems), as acgs.constitutional
+#   does for a number its scoring lacks; a sensitive_categories that is
+#   not an array of strings makes every field sensitive; a weight or score
+#   of another type fails the arithmetic, and the score is 0.
+#
 #   Inputs are untrusted: a field of the wrong type counts as missing.
 #   Fail-safe choices (documented where they are made):
 #   - a data_fields element that is not an object counts as a field with
@@ -32,7 +39,15 @@ package acgs.data
 import data.acgs.config
 import data.acgs.text
 
-decision := {
+# The decision: the evaluated one or, when a value of the configuration
+# the scoring reads is of a type that would make its rule never fire, a
+# deny that says so (configuration_error_decision). The two bodies exclude
+# each other.
+decision := evaluated_decision if not configuration_error
+
+decision := configuration_error_decision if configuration_error
+
+evaluated_decision := {
 	"allow": allow,
 	"compliance_score": access_score,
 	"access_score": access_score,
@@ -173,18 +188,20 @@ fields_above_clearance := [field_label(f) |
 	not within_clearance(f)
 ]
 
-# Every field is sensitive when sensitive_categories is missing or not an
-# array (an operator's edit): the safe reading of a list nobody can read.
+# Every field is sensitive when sensitive_categories is missing, not an
+# array or holds an entry that is not a string (an operator's edit: such an
+# entry would match no category): the safe reading of a list nobody can
+# read.
 default sensitive_fields := []
 
 sensitive_fields := [f |
 	some f in fields
 	f.category in sensitive_categories
 ] if {
-	is_array(config.data_access.sensitive_categories)
+	text.strings(config.data_access.sensitive_categories)
 }
 
-sensitive_fields := fields if not is_array(config.data_access.sensitive_categories)
+sensitive_fields := fields if not text.strings(config.data_access.sensitive_categories)
 
 default sensitive_count := 0
 
@@ -335,6 +352,60 @@ unencrypted_sensitive_fields := [field_label(f) |
 default encryption_score := 0
 
 encryption_score := 1 - (count(unencrypted_sensitive_fields) / max([1, sensitive_count]))
+
+# ---------------------------------------------------------------------------
+# Configuration errors
+# ---------------------------------------------------------------------------
+
+# What the scoring reads from data.acgs.config.data_access that is of a
+# type that would make its rule never fire, each as "<path>: <the type it
+# needs>": a bulk limit that is not a number (a string is above every
+# count: no request would be bulk; null and booleans below: every request
+# would be), retention limits that are not an object of numbers (a string
+# limit is never exceeded; limits that are not an object have no category
+# to check), these needed by the requests with a retention policy. The
+# request would be scored as if the rule passed. (A weight or score of
+# another type fails the arithmetic, and the score it is part of is 0:
+# fail-closed as it is.)
+configuration_problems contains "data_access: an object" if not is_object(object.get(config, "data_access", null))
+
+configuration_problems contains concat("", ["bulk_indicators.", name, ": a number"]) if {
+	some name in ["max_record_count", "max_fields"]
+	not is_number(object.get(config.data_access, ["bulk_indicators", name], null))
+}
+
+configuration_problems contains "retention_limits_seconds: an object of numbers" if {
+	has_retention_policy
+	not numbers(object.get(config.data_access, "retention_limits_seconds", null))
+}
+
+numbers(v) if {
+	is_object(v)
+	every x in v {
+		is_number(x)
+	}
+}
+
+default configuration_error := false
+
+configuration_error if count(configuration_problems) > 0
+
+# The deny of a request whose configuration lacks a value the scoring
+# reads, with nothing scored.
+configuration_error_decision := {
+	"allow": false,
+	"compliance_score": 0,
+	"access_score": 0,
+	"access_conditions": [],
+	"audit_requirements": [],
+	"reasons": [sprintf(
+		"Constitution configuration error: data.acgs.config.data_access lacks a value of the type this evaluation needs (%s)",
+		[concat(", ", configuration_problems)],
+	)],
+	"constitutional_hash": config.constitutional_hash,
+	"policy": "data_access",
+	"evaluation_details": {"configuration_error": true},
+}
 
 # ---------------------------------------------------------------------------
 # Score and decision
