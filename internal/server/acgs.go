@@ -36,11 +36,14 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	body, err := decodeJSON(raw, s.cfg.Server.MaxDepth)
+	body, size, err := decodeJSONSized(raw, s.cfg.Server.MaxDepth)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
+	// The one input decided is the body or its "input" member: at most
+	// the body's size.
+	setInputSize(r, size)
 	if obj, ok := body.(map[string]any); ok {
 		if in, isOPA := obj["input"]; isOPA {
 			q := queryOf(r)

@@ -59,17 +59,23 @@ func (s *Server) recordAs(ctx context.Context, path string, input any, batchID s
 	}
 	s.d.Metrics.ObserveDecision(path, outcome, src, took)
 	if s.d.DecisionLog != nil {
+		rl := requestLogOf(ctx)
 		ev := &telemetry.DecisionEvent{
 			DecisionID:         out.ID,
 			BatchDecisionID:    batchID,
 			Path:               path,
 			Input:              input,
 			Timestamp:          start.UTC(),
-			RequestID:          requestID(ctx),
 			CacheTier:          d.Source.CacheTier(),
 			ConstitutionalHash: s.hash,
 			Metrics:            map[string]any{"timer_server_decision_ns": took.Nanoseconds(), "timer_rego_query_eval_ns": d.EvalNS},
 			Labels:             map[string]string{"source": src},
+		}
+		if rl != nil {
+			ev.RequestID = rl.id
+			if input != nil {
+				ev.InputSize = rl.inputSize
+			}
 		}
 		if d.Defined {
 			ev.Result = d.Result

@@ -226,24 +226,33 @@ var errEmptyBody = apierror.New(apierror.InvalidParameter, "request body is empt
 // sums object sizes: fewer entries than keys means a duplicate, and only
 // then is the body scanned again to name it.
 func decodeJSON(b []byte, maxDepth int) (any, error) {
+	v, _, err := decodeJSONSized(b, maxDepth)
+	return v, err
+}
+
+// decodeJSONSized is decodeJSON with the value's size as the decision log
+// counts it (telemetry.ValueSize), counted while it is built, or 0 when it
+// was not (decodeStd's path: the log then walks the value).
+func decodeJSONSized(b []byte, maxDepth int) (any, int64, error) {
 	if len(bytes.TrimSpace(b)) == 0 {
-		return nil, errEmptyBody
+		return nil, 0, errEmptyBody
 	}
 	if !utf8.Valid(b) {
-		return nil, apierror.New(apierror.InvalidParameter, "request body is not valid UTF-8")
+		return nil, 0, apierror.New(apierror.InvalidParameter, "request body is not valid UTF-8")
 	}
 	keys, plain, err := checkDepth(b, maxDepth)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if plain {
-		if v, ok := decodeFast(b, keys); ok {
-			return v, nil
+		if v, size, ok := decodeFastSized(b, keys); ok {
+			return v, size, nil
 		}
 		// Invalid JSON or a duplicate key: the standard decoder below
 		// words the refusal.
 	}
-	return decodeStd(b, keys)
+	v, err := decodeStd(b, keys)
+	return v, 0, err
 }
 
 // decodeStd is decodeJSON's general path: encoding/json, which every
@@ -277,7 +286,7 @@ const (
 // the bounds without building anything, so a depth bomb or a number bomb is
 // refused before the decoder allocates for it. It returns the number of
 // object keys (colons outside strings) for the duplicate check, and plain:
-// no string holds an escape or a control character, so decodeFast's
+// no string holds an escape or a control character, so decodeFastSized's
 // reading of every string is byte for byte encoding/json's.
 func checkDepth(b []byte, max int) (keys int, plain bool, err error) {
 	depth, inStr, esc := 0, false, false

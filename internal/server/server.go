@@ -268,16 +268,35 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.d.DecisionLog != nil {
 		// The request id travels to the decision log in the context; a
 		// request copy per request is not paid when nothing reads it.
-		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, rid))
+		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, &requestLog{id: rid}))
 	}
 	handler(sw, r)
 }
 
 type requestIDKey struct{}
 
-func requestID(ctx context.Context) string {
-	s, _ := ctx.Value(requestIDKey{}).(string)
-	return s
+// requestLog is what a request's context carries for the decision log:
+// its id, and the size of the one input a single-decision handler decodes
+// (telemetry.DecisionEvent.InputSize: at least telemetry.ValueSize of the
+// input; 0 when unknown).
+type requestLog struct {
+	id        string
+	inputSize int64
+}
+
+func requestLogOf(ctx context.Context) *requestLog {
+	l, _ := ctx.Value(requestIDKey{}).(*requestLog)
+	return l
+}
+
+// setInputSize notes, for the decision log, that the one decision r asks
+// for has an input of at most size (telemetry.ValueSize): the body's
+// decoded value's, or a value within it. Only for a handler that decides
+// one input: every decision of the request is logged with it.
+func setInputSize(r *http.Request, size int64) {
+	if l := requestLogOf(r.Context()); l != nil {
+		l.inputSize = size
+	}
 }
 
 // newRequestID returns a process-unique id: a random per-process prefix and

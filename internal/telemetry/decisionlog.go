@@ -139,6 +139,12 @@ type DecisionEvent struct {
 	// PrevHash is the hash of the previous line of the log ("sha256:<hex>",
 	// ChainGenesis for the first), set by the log when Chain is on.
 	PrevHash string `json:"prev_hash,omitempty"`
+	// InputSize, when not 0, is at least ValueSize(Input): what a decoder
+	// counted as it built the input (or a value holding it), so that Log
+	// does not walk the input again on the request path for the queue's
+	// bound in bytes. 0: Log walks it. A value smaller than ValueSize
+	// would let the queue hold more than its bound.
+	InputSize int64 `json:"-"`
 
 	queued int64 // what Log counted of it toward the queue's bound in bytes
 }
@@ -547,8 +553,29 @@ const eventOverhead = 512
 // On the request path, so it only adds lengths: a walk costs a fraction of
 // the decoding that made the input.
 func eventSize(e *DecisionEvent) int64 {
-	return eventOverhead + valueSize(e.Input, 0) + valueSize(e.Result, 0) + int64(len(e.Error))
+	in := e.InputSize
+	if in <= 0 {
+		in = valueSize(e.Input, 0)
+	}
+	return eventOverhead + in + valueSize(e.Result, 0) + int64(len(e.Error))
 }
+
+// ValueSize is what the decision log counts of a decoded JSON value toward
+// its queue's bound in bytes (DecisionEvent.InputSize).
+func ValueSize(v any) int64 { return valueSize(v, 0) }
+
+// What ValueSize counts of each part of a decoded JSON value, for a decoder
+// that counts as it builds (DecisionEvent.InputSize): SizeScalar for a
+// null, boolean, number or string, plus the bytes of a string or a
+// json.Number; SizeMap for an object, plus SizeEntry, the key's bytes and
+// the value's size for each entry; SizeArray for an array, plus each
+// element's size.
+const (
+	SizeScalar = 16
+	SizeMap    = 48
+	SizeEntry  = 16
+	SizeArray  = 24
+)
 
 // valueSize estimates the memory of a decoded JSON value (map[string]any,
 // []any, strings, numbers...): the bytes of its strings and keys and a
@@ -556,7 +583,7 @@ func eventSize(e *DecisionEvent) int64 {
 // struct), or nested past 256 levels (decoded JSON is bounded far below),
 // counts as 64 bytes, unwalked.
 func valueSize(v any, depth int) int64 {
-	const word = 16 // an interface value
+	const word = SizeScalar // an interface value
 	if depth > 256 {
 		return 64
 	}
@@ -572,13 +599,13 @@ func valueSize(v any, depth int) int64 {
 	case []byte:
 		return word + 8 + int64(len(v))
 	case map[string]any:
-		n := int64(48)
+		n := int64(SizeMap)
 		for k, x := range v {
-			n += 16 + int64(len(k)) + valueSize(x, depth+1)
+			n += SizeEntry + int64(len(k)) + valueSize(x, depth+1)
 		}
 		return n
 	case []any:
-		n := int64(word + 8)
+		n := int64(SizeArray)
 		for _, x := range v {
 			n += valueSize(x, depth+1)
 		}

@@ -20,13 +20,23 @@ func BenchmarkEventSize(b *testing.B) {
 		"accountability_score":1,"fairness_score":0.9,"risk_level":"low","sandbox":true,"audit":true}}`), &res); err != nil {
 		b.Fatal(err)
 	}
-	e := &DecisionEvent{Path: "acgs/main/decision", Input: in, Result: res, CacheTier: "l1"}
-	b.ReportAllocs()
-	var n int64
-	for b.Loop() {
-		n += eventSize(e)
-	}
-	if n == 0 {
-		b.Fatal("no size")
+	for _, bc := range []struct {
+		name      string
+		inputSize int64
+	}{
+		{"input-walked", 0},                             // batch items, and handlers that do not count
+		{"input-counted-by-the-decoder", ValueSize(in)}, // the server's single decisions
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			e := &DecisionEvent{Path: "acgs/main/decision", Input: in, Result: res, CacheTier: "l1", InputSize: bc.inputSize}
+			b.ReportAllocs()
+			var n int64
+			for b.Loop() {
+				n += eventSize(e)
+			}
+			if n == 0 {
+				b.Fatal("no size")
+			}
+		})
 	}
 }
