@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -90,6 +91,10 @@ type Remote struct {
 	outcome   map[string]error     // per bundle, what its last status update came to (nil: fine, or waiting for the others)
 	same      map[string]bool      // per bundle, whether its last status update brought nothing new (304)
 	refused   error                // why the target refused the plugin's last activation (nil: it took it)
+	retryWait time.Duration        // the wait before a refused bundle is handed over again (0: none refused)
+	retryAt   time.Time            // when a poll that finds the refused bundle unchanged may hand it over again
+	persisted *persistence         // the bundles with persist: true, nil when none
+	polled    map[string]bool      // the bundles not in manual trigger mode
 	undone    map[string]bool      // the bundles whose last download failed (DownloadError)
 	active    bool                 // a remote bundle has been activated into the target
 }
@@ -179,11 +184,24 @@ func New(opts Options) (*Remote, error) {
 	}
 	r := &Remote{opts: opts, log: log, manager: mgr, seen: map[string]time.Time{},
 		tries: map[string]uint64{}, updated: make(chan struct{}), outcome: map[string]error{}, same: map[string]bool{},
-		undone: map[string]bool{}}
-	for name := range bcfg.Bundles {
+		undone: map[string]bool{}, polled: map[string]bool{}}
+	var persisted []string
+	for name, src := range bcfg.Bundles {
 		r.bundles = append(r.bundles, name)
+		r.polled[name] = src.Trigger == nil || *src.Trigger != plugins.TriggerManual
+		if src.Persist {
+			persisted = append(persisted, name)
+		}
 	}
 	sort.Strings(r.bundles)
+	if len(persisted) > 0 {
+		dir, err := cfg.GetPersistenceDirectory()
+		if err != nil {
+			return nil, fmt.Errorf("CONFIG_FILE %s: persistence directory: %w", opts.Name, err)
+		}
+		sort.Strings(persisted)
+		r.persisted = &persistence{dir: dir, names: persisted}
+	}
 	r.plugin = bundleplugin.New(bcfg, mgr)
 	mgr.Register(bundleplugin.Name, r.plugin)
 	r.plugin.Register(listenerKey{}, r.onStatus)
@@ -210,6 +228,12 @@ func bundleConfig(mgr *plugins.Manager, legacy, bundles []byte) (*bundleplugin.C
 		return nil, errors.New("configures no bundles (expected a \"bundles\" section naming at least one bundle)")
 	}
 	for name, src := range c.Bundles {
+		// OPA's file loader bounds each file of a bundle, not their sum,
+		// and reads no archive this package could check first.
+		if u, err := url.Parse(src.Resource); err == nil && u.Scheme == "file" {
+			return nil, fmt.Errorf("bundle %q: resource %q is a local file, which acgs does not load through CONFIG_FILE "+
+				"(it could not bound the bundle's size); give it with POLICY_BUNDLE_PATH instead, or serve it over HTTP", name, src.Resource)
+		}
 		// OPA's OCI downloader builds its own HTTP client, which the bound
 		// on a whole archive (limitTransport) cannot reach.
 		if sc := mgr.Client(src.Service).Config(); sc != nil && sc.Type == "oci" {
@@ -224,6 +248,17 @@ func bundleConfig(mgr *plugins.Manager, legacy, bundles []byte) (*bundleplugin.C
 // with persist: true) is activated into the target at once.
 func (r *Remote) Start(ctx context.Context) error {
 	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	if r.persisted != nil {
+		// Before the plugin loads the persisted bundles (manager.Start).
+		restored, err := r.persisted.restore()
+		if len(restored) > 0 {
+			r.log.Warn("persisted bundles were not the ones last accepted (the engine refused them, or had not taken them yet); "+
+				"the last accepted ones are loaded instead", "bundles", restored)
+		}
+		if err != nil {
+			r.log.Error("restoring the last accepted persisted bundles failed; the persisted ones are loaded as they are", "error", err)
+		}
+	}
 	if err := r.manager.Start(r.ctx); err != nil {
 		return fmt.Errorf("starting remote bundles (%s): %w", r.opts.Name, err)
 	}
@@ -255,8 +290,18 @@ func (r *Remote) Start(ctx context.Context) error {
 	for name, src := range r.plugin.Config().Bundles {
 		trigger := string(*src.Trigger)
 		manual = manual || *src.Trigger == plugins.TriggerManual
+		// What OPA enforces: with keys but no "signing" block, a signature
+		// is verified when present and an unsigned bundle is accepted.
+		// OPA's behaviour is kept (its configurations work unchanged), and
+		// said here.
+		required := src.Signing != nil && src.Signing.SignatureRequired()
 		r.log.Info("remote bundle source", "bundle", name, "service", src.Service, "resource", src.Resource, "trigger", trigger,
-			"signed", src.Signing != nil, "long_polling", src.Polling.LongPollingTimeoutSeconds != nil)
+			"signature_required", required, "long_polling", src.Polling.LongPollingTimeoutSeconds != nil)
+		if src.Signing != nil && !required {
+			r.log.Warn("remote bundle signatures are not required: keys are configured but the bundle has no \"signing\" block, "+
+				"so an unsigned bundle is accepted (a signed one is verified); add a \"signing\" block to require signatures",
+				"bundle", name)
+		}
 	}
 	if manual {
 		// Manual bundles download only when triggered: the first time is
@@ -275,6 +320,11 @@ func (r *Remote) firstDownload() {
 		err := r.Reload(ctx)
 		cancel()
 		if err == nil || r.ctx.Err() != nil || r.Active() {
+			return
+		}
+		if errors.Is(err, errWaiting) {
+			// Downloaded: the polled bundles activate the set when they come.
+			r.log.Info("manual-trigger bundles downloaded; the first activation waits for the others", "reason", err)
 			return
 		}
 		r.log.Error("first download of the manual-trigger bundles failed; trying again", "error", err, "retry_in", wait)
@@ -308,7 +358,10 @@ var ErrPolled = errors.New("remote bundles are polled: a new bundle is activated
 // (SIGHUP, POST /v1/admin/reload) and returns why the download was refused,
 // if it was. Polled bundles are left to their own loop: OPA's downloader
 // must not be triggered while it polls (the two would race), so with only
-// polled bundles Reload returns ErrPolled and changes nothing.
+// polled bundles Reload returns ErrPolled and downloads nothing; but when
+// the target refused the bundles the plugin last took, it hands them over
+// again at once (as a later poll would, after its wait) and returns what
+// the target made of them.
 func (r *Remote) Reload(ctx context.Context) error {
 	var manual []string
 	for name, src := range r.plugin.Config().Bundles {
@@ -317,6 +370,11 @@ func (r *Remote) Reload(ctx context.Context) error {
 		}
 	}
 	if len(manual) == 0 {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.refused != nil && r.ctx != nil {
+			return r.activateStored("reload of polled bundles refused before")
+		}
 		return ErrPolled
 	}
 	sort.Strings(manual)
@@ -440,8 +498,28 @@ func (r *Remote) trigger(ctx context.Context, manual []string) error {
 			out = append(out, err)
 		}
 	}
+	if len(out) == 0 && !r.active {
+		// Downloaded, but the first policy is the whole set (onStatus):
+		// nothing was activated, and a reload must not say it was.
+		var missing []string
+		for _, name := range r.bundles {
+			if r.seen[name].IsZero() {
+				missing = append(missing, name)
+			}
+		}
+		if len(missing) > 0 {
+			out = append(out, &DownloadError{Err: fmt.Errorf("%w: remote bundles %s are not downloaded yet",
+				errWaiting, strings.Join(missing, ", "))})
+		}
+	}
 	return errors.Join(out...)
 }
+
+// errWaiting is a manual download that activated nothing because the
+// first activation waits for other bundles (polled ones: a manual one not
+// downloaded has its own error). Reload returns it as a DownloadError (the
+// admin API's 503 unavailable: a policy comes once those are downloaded).
+var errWaiting = errors.New("no policy activated: the first activation waits for every bundle")
 
 // awaitStatus waits until every bundle named has reported a status update
 // since before (OPA's downloader reports exactly one per download), at most
@@ -521,8 +599,13 @@ func (r *Remote) onStatus(s bundleplugin.Status) {
 		// 304 Not Modified, or nothing new: what the bundle server serves
 		// is what was last handed to the target, so this bundle's outcome
 		// is the target's refusal of it, if it refused (a reload then hands
-		// it over again: trigger).
+		// it over again: trigger). A poll hands it over again once its
+		// wait has passed (refusedRetry), as a reload of a manual bundle
+		// does.
 		r.outcome[s.Name], r.same[s.Name] = r.refused, true
+		if r.refused != nil && r.polled[s.Name] && !time.Now().Before(r.retryAt) {
+			r.outcome[s.Name] = r.activateStored(fmt.Sprintf("retry of bundle %q revision %q, refused before", s.Name, s.ActiveRevision))
+		}
 		return
 	}
 	r.seen[s.Name] = s.LastSuccessfulActivation
@@ -560,6 +643,11 @@ func (r *Remote) answered(name string) {
 func (r *Remote) activateStored(why string) error {
 	ctx, cancel := context.WithTimeout(r.ctx, r.opts.ActivateTimeout)
 	defer cancel()
+	var files map[string]*os.File
+	if r.persisted != nil {
+		files = r.persisted.open() // before the store is read: see persistence.open
+		defer closeAll(files)
+	}
 	b, names, err := fromStore(ctx, r.manager.Store, r.manager.ParserOptions())
 	source := fmt.Sprintf("remote %s from %s", strings.Join(names, ","), r.opts.Name)
 	if err == nil {
@@ -569,6 +657,8 @@ func (r *Remote) activateStored(why string) error {
 	}
 	r.refused = err
 	if err != nil {
+		r.retryWait = min(max(2*r.retryWait, refusedRetry), maxRefusedRetry)
+		r.retryAt = time.Now().Add(r.retryWait)
 		if r.active { // r.mu is held
 			r.log.Error("remote bundle refused; the previous policy stays active", "update", why, "error", err)
 		} else {
@@ -576,9 +666,28 @@ func (r *Remote) activateStored(why string) error {
 		}
 		return err
 	}
+	r.retryWait = 0
 	r.active = true
+	if r.persisted != nil {
+		if err := r.persisted.keep(files, names); err != nil {
+			r.log.Error("the accepted bundle is active but its persisted copy is not kept; a restart during a bundle server outage may load an older one",
+				"error", err)
+		}
+	}
 	return nil
 }
+
+// The waits before a bundle the target refused is handed over again when a
+// poll finds it unchanged (onStatus): at most once a poll, and no sooner
+// than refusedRetry after the refusal, doubling at each refusal in a row. OPA keeps the refused bundle's ETag, so its server
+// answers 304 until it publishes another one: without the retry, a refusal
+// for a passing reason (the hash check's budget run out on a starved
+// machine) stood until then. A lasting refusal (another constitutional
+// hash) costs one activation every maxRefusedRetry, logged each time.
+const (
+	refusedRetry    = time.Second
+	maxRefusedRetry = 10 * time.Minute
+)
 
 // ctxDone is ctx.Done(), nil (never ready) for a nil ctx.
 func ctxDone(ctx context.Context) <-chan struct{} {

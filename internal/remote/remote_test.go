@@ -308,6 +308,8 @@ func TestNewRefusesConfig(t *testing.T) {
 		{"not YAML", "services: [", "CONFIG_FILE test-config.yaml"},
 		{"OCI registry", "services:\n  s:\n    url: https://127.0.0.1:1\n    type: oci\nbundles:\n  b:\n    service: s\n    resource: 127.0.0.1:1/acgs:1\n",
 			"service \"s\" is an OCI registry"},
+		{"local file", "bundles:\n  b:\n    resource: file:///var/lib/acgs/bundle.tar.gz\n", "is a local file"},
+		{"local directory", "services:\n  s:\n    url: http://127.0.0.1:1\nbundles:\n  b:\n    resource: FILE:/var/lib/acgs/bundle\n", "is a local file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := remote.New(remote.Options{Config: []byte(tc.config), Name: "test-config.yaml", Target: e, Logger: testLogger(t)})

@@ -1,0 +1,205 @@
+package remote_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/acgs-lite/acgs/internal/remote"
+	"github.com/acgs-lite/acgs/internal/testenv"
+)
+
+const (
+	wrongHash   = "0000000000000000"
+	refusedHash = "constitutional hash " + wrongHash + " does not match"
+)
+
+// TestPersistedBundleIsTheLastAccepted: with persist: true, an instance
+// restarted while its bundle server is down loads the last bundle the
+// engine accepted. OPA persisted every bundle it took into its store,
+// before the engine checked it, so a refused bundle (another
+// constitutional hash) replaced the accepted one on disk and the restarted
+// instance refused it again and served nothing (review). A persisted
+// bundle is still hash-checked at start: one that was never accepted (no
+// accepted copy, as an earlier version left it) is refused.
+func TestPersistedBundleIsTheLastAccepted(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		published []struct{ rev, hash string } // in order, each activated or refused before the next
+		want      string                       // revision active after the restart, "" none
+	}{
+		{"refused after accepted", []struct{ rev, hash string }{{"good", hash}, {"bad", wrongHash}}, "good"},
+		{"accepted after refused", []struct{ rev, hash string }{{"good", hash}, {"bad", wrongHash}, {"good2", hash}}, "good2"},
+		{"never accepted", []struct{ rev, hash string }{{"bad", wrongHash}}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			serveDir := t.TempDir()
+			srv := newStoppableServer(t, serveDir)
+			cfg := append([]byte("persistence_directory: "+t.TempDir()+"\n"), opaConfig(srv.url(), "", "    persist: true\n")...)
+			e := newEngine(t)
+			r := startRemoteWith(t, remote.Options{Config: cfg, Target: e})
+			for _, p := range tc.published {
+				publish(t, constitutionDir(t, p.rev, p.hash, nil), serveDir, remote.BuildOptions{})
+				if p.hash == hash {
+					eventually(t, 20*time.Second, "revision "+p.rev+" active", func() bool { return e.revision() == p.rev })
+				} else { // an activation clears the last error
+					eventually(t, 20*time.Second, "revision "+p.rev+" refused", func() bool { return strings.Contains(e.lastError(), refusedHash) })
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			r.Stop(ctx)
+			cancel()
+
+			srv.stop() // the outage: the restarted instance has only what was persisted
+			e2 := newResultEngine(t)
+			startRemoteWith(t, remote.Options{Config: cfg, Target: e2}) // persisted bundles are activated in Start
+			if got := e2.revision(); got != tc.want {
+				t.Fatalf("after a restart during an outage, revision %q is active (last error %q), want %q", got, e2.lastError(), tc.want)
+			}
+			// Start refused or activated the persisted bundle; the failed
+			// downloads since are download_failure.
+			if n := e2.count("failure"); (n == 1) != (tc.want == "") {
+				t.Fatalf("after the restart, %d refusals, want 1 if no revision is active, else 0", n)
+			}
+		})
+	}
+}
+
+// TestRefusedPolledBundleIsRetried: a polled bundle the engine refused
+// for a passing reason is handed over again, by a later poll or by a
+// reload, although its server answers 304 (OPA keeps its ETag). The
+// refusal stood until another bundle was published, and a reload answered
+// ErrPolled (review).
+func TestRefusedPolledBundleIsRetried(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		polling string // long enough in "reload" that no poll retries first
+		reload  bool
+	}{
+		{"by a later poll", poll, false},
+		{"by a reload", "    polling:\n      min_delay_seconds: 600\n      max_delay_seconds: 900\n", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			serveDir := t.TempDir()
+			url := bundleServer(t, serveDir)
+			publish(t, constitutionDir(t, "a", hash, nil), serveDir, remote.BuildOptions{})
+			ft := &flakyTarget{fleetEngine: newEngine(t)}
+			ft.fail.Store(1) // the first activation is refused, the next ones are not
+			cfg := strings.Replace(string(opaConfig(url, "", "")), poll, tc.polling, 1)
+			r := startRemoteWith(t, remote.Options{Config: []byte(cfg), Target: ft})
+			eventually(t, 20*time.Second, "the first activation refused", func() bool { return ft.lastError() != "" })
+			if tc.reload {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				if err := r.Reload(ctx); err != nil {
+					t.Fatalf("reload of the refused polled bundle: %v, want it activated", err)
+				}
+				if got := ft.revision(); got != "a" {
+					t.Fatalf("revision %q active after the reload, want a", got)
+				}
+				// Nothing refused any more: a reload of polled bundles
+				// downloads nothing.
+				if err := r.Reload(ctx); !errors.Is(err, remote.ErrPolled) {
+					t.Fatalf("second reload: %v, want ErrPolled", err)
+				}
+				return
+			}
+			eventually(t, 30*time.Second, "revision a active after a later poll", func() bool { return ft.revision() == "a" })
+		})
+	}
+}
+
+// TestReloadThatActivatesNothing: a manual reload that downloads its
+// bundle while the first activation still waits for a polled bundle
+// activates nothing, and says so (a DownloadError: the admin API's 503).
+// It answered success, and the admin API {"reloaded": true} with no
+// revision (review).
+func TestReloadThatActivatesNothing(t *testing.T) {
+	pDir, cDir := t.TempDir(), t.TempDir()
+	pURL, cURL := bundleServer(t, pDir), bundleServer(t, cDir)
+	sc := newSplitConstitution(t)
+	sc.publish(t, "policy", "p1", hash, pDir) // "config" is not published: its server answers 404
+	e := newEngine(t)
+	r := startRemoteWith(t, remote.Options{Config: twoServerConfig(pURL, "    trigger: manual\n", cURL, poll), Target: e})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := r.Reload(ctx)
+	var de *remote.DownloadError
+	if !errors.As(err, &de) || !strings.Contains(err.Error(), "config") {
+		t.Fatalf("reload with bundle config not downloaded: %v, want a DownloadError naming config", err)
+	}
+	if inf, ok := e.Info(); ok {
+		t.Fatalf("revision %s active with only one of two bundles", inf.Revision)
+	}
+	sc.publish(t, "config", "d1", hash, cDir)
+	eventually(t, 20*time.Second, "both bundles active once config is published", func() bool { return e.revision() == "config@d1,policy@p1" })
+	if err := r.Reload(ctx); err != nil {
+		t.Fatalf("reload once both are active: %v", err)
+	}
+}
+
+// TestSignatureRequirementLogged: the start-up log says whether a bundle's
+// signature is required as OPA enforces it. With keys but no "signing"
+// block OPA verifies a signature when present and accepts an unsigned
+// bundle; that is kept (OPA's configurations work unchanged) and warned
+// about. The log said signed=true (review).
+func TestSignatureRequirementLogged(t *testing.T) {
+	priv, pub := keyPair(t, 0)
+	const warning = "remote bundle signatures are not required"
+	for _, tc := range []struct {
+		name     string
+		signing  bool // the bundle block has "signing"
+		signed   bool // the published bundle is signed
+		required string
+		warned   bool
+	}{
+		{"keys and signing, signed", true, true, "signature_required=true", false},
+		{"keys only, unsigned", false, false, "signature_required=false", true},
+		{"keys only, signed", false, true, "signature_required=false", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			serveDir := t.TempDir()
+			url := bundleServer(t, serveDir)
+			o := remote.BuildOptions{}
+			if tc.signed {
+				o = remote.BuildOptions{SigningKey: priv, KeyID: "constitution"}
+			}
+			publish(t, constitutionDir(t, "r1", hash, nil), serveDir, o)
+			cfg := string(opaConfig(url, pub, ""))
+			if !tc.signing {
+				cfg = strings.Replace(cfg, "    signing:\n      keyid: constitution\n", "", 1)
+			}
+			var logs testenv.SyncBuffer
+			e := newEngine(t)
+			r, err := remote.New(remote.Options{Config: []byte(cfg), Name: "c.yaml", ID: "t", Target: e,
+				Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				r.Stop(ctx)
+			})
+			var source string
+			for _, line := range strings.Split(logs.String(), "\n") {
+				if strings.Contains(line, `msg="remote bundle source"`) {
+					source = line
+				}
+			}
+			if !strings.Contains(source, tc.required) {
+				t.Fatalf("start-up log %q, want %s", source, tc.required)
+			}
+			if got := strings.Contains(logs.String(), warning); got != tc.warned {
+				t.Fatalf("warning %q logged: %v, want %v\n%s", warning, got, tc.warned, logs.String())
+			}
+			eventually(t, 20*time.Second, "revision r1 active", func() bool { return e.revision() == "r1" })
+		})
+	}
+}
