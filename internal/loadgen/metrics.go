@@ -44,6 +44,18 @@ type MetricNames struct {
 // too: --exclude-handlers leaves such handlers out.
 const RefusedCode = "503"
 
+// AbandonedCode is the status code the service records for a request whose
+// client went away before it was answered (nginx's 499; the client never
+// sees it). It is neither an answer nor a refusal: left out of the latency
+// percentiles (its duration is how long the client waited, not how long
+// the service took to answer), of the error rate and of the refused rate's
+// numerator, and counted among the requests.
+const AbandonedCode = "499"
+
+// unanswered reports whether a code is one of a request the service did not
+// answer with a decision, an error or a redirect: refused or abandoned.
+func unanswered(code string) bool { return code == RefusedCode || code == AbandonedCode }
+
 // DefaultMetricNames are the names the ACGS service exports.
 func DefaultMetricNames() MetricNames {
 	return MetricNames{
@@ -59,12 +71,13 @@ func DefaultMetricNames() MetricNames {
 // data (no requests, no cache lookups, or no such series).
 type ServiceMetrics struct {
 	Requests *float64 `json:"requests"` // all of them, 503 included
-	// Percentiles of the requests answered with another code than 503.
+	// Percentiles of the requests answered with another code than 503 (and
+	// not abandoned by their client, 499).
 	P50Ms *float64 `json:"p50_ms"`
 	P95Ms *float64 `json:"p95_ms"`
 	P99Ms *float64 `json:"p99_ms"`
-	// ErrorRate is 5xx other than 503 over the requests not answered 503;
-	// no data when every request was a 503.
+	// ErrorRate is 5xx other than 503 over the requests neither answered
+	// 503 nor abandoned (499); no data when there were none.
 	ErrorRate *float64 `json:"error_rate"`
 	// RefusedRate is 503 (shed for overload, or no policy active) over all
 	// requests; 0 when there were requests but no 503 series.
@@ -75,9 +88,10 @@ type ServiceMetrics struct {
 // Scrape is the part of one /metrics exposition the SLOs need, summed over
 // all label sets that are not excluded.
 type Scrape struct {
-	buckets   map[float64]float64 // upper bound -> cumulative count, 503 left out
-	requests  float64             // all, 503 included
+	buckets   map[float64]float64 // upper bound -> cumulative count, 503 and 499 left out
+	requests  float64             // all, 503 and 499 included
 	refused   float64             // 503
+	abandoned float64             // 499
 	errors    float64             // 5xx other than 503
 	l1Hits    float64
 	l2Hits    float64
@@ -125,7 +139,7 @@ func ParseExposition(r io.Reader, names MetricNames) (*Scrape, error) {
 			return nil, fmt.Errorf("%s is a %s, not a histogram", names.Duration, f.GetType())
 		}
 		for _, m := range f.GetMetric() {
-			if excluded(m) || label(m, "code") == RefusedCode {
+			if excluded(m) || unanswered(label(m, "code")) {
 				continue
 			}
 			s.hasHist = true
@@ -154,6 +168,8 @@ func ParseExposition(r io.Reader, names MetricNames) (*Scrape, error) {
 			switch c := label(m, "code"); {
 			case c == RefusedCode:
 				s.refused += v
+			case c == AbandonedCode:
+				s.abandoned += v
 			case len(c) == 3 && c[0] == '5':
 				s.errors += v
 			}
@@ -246,6 +262,7 @@ func (s *Scrape) Sub(prev *Scrape) *Scrape {
 	}
 	d.requests -= prev.requests
 	d.refused -= prev.refused
+	d.abandoned -= prev.abandoned
 	d.errors -= prev.errors
 	d.l1Hits -= prev.l1Hits
 	d.l2Hits -= prev.l2Hits
@@ -278,7 +295,7 @@ func (s *Scrape) Metrics() ServiceMetrics {
 			r := s.refused / n
 			m.RefusedRate = &r
 		}
-		if answered := n - s.refused; answered > 0 {
+		if answered := n - s.refused - s.abandoned; answered > 0 {
 			e := s.errors / answered
 			m.ErrorRate = &e
 		}
@@ -382,7 +399,7 @@ func (p *PromQLSource) Queries() map[string]string {
 	sel := func(matchers ...string) string {
 		return strings.Join(slices.DeleteFunc(append([]string{excl}, matchers...), func(m string) bool { return m == "" }), ",")
 	}
-	answered := fmt.Sprintf(`code!=%q`, RefusedCode)
+	answered := fmt.Sprintf(`code!~%q`, RefusedCode+"|"+AbandonedCode)
 	q := func(quantile float64) string {
 		return fmt.Sprintf(`histogram_quantile(%g, sum by (le) (rate(%s_bucket{%s}[%s])))`, quantile, n.Duration, sel(answered), w)
 	}

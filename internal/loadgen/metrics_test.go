@@ -330,16 +330,16 @@ func TestPromQLQueries(t *testing.T) {
 		want  map[string]string
 	}{
 		{"default names", DefaultMetricNames(), map[string]string{
-			"p99":            `histogram_quantile(0.99, sum by (le) (rate(acgs_http_request_duration_seconds_bucket{handler!~".*(metrics|health).*",code!="503"}[5m])))`,
+			"p99":            `histogram_quantile(0.99, sum by (le) (rate(acgs_http_request_duration_seconds_bucket{handler!~".*(metrics|health).*",code!~"503|499"}[5m])))`,
 			"requests":       `sum(increase(acgs_http_requests_total{handler!~".*(metrics|health).*"}[5m]))`,
-			"errors":         `sum(rate(acgs_http_requests_total{handler!~".*(metrics|health).*",code=~"5..",code!="503"}[5m])) / sum(rate(acgs_http_requests_total{handler!~".*(metrics|health).*",code!="503"}[5m]))`,
+			"errors":         `sum(rate(acgs_http_requests_total{handler!~".*(metrics|health).*",code=~"5..",code!~"503|499"}[5m])) / sum(rate(acgs_http_requests_total{handler!~".*(metrics|health).*",code!~"503|499"}[5m]))`,
 			"refused":        `sum(rate(acgs_http_requests_total{handler!~".*(metrics|health).*",code="503"}[5m])) / sum(rate(acgs_http_requests_total{handler!~".*(metrics|health).*"}[5m]))`,
 			"cache_hit_rate": `sum(rate(acgs_cache_hits_total{tier=~"l1|l2"}[5m])) / (sum(rate(acgs_cache_hits_total{tier="l1"}[5m])) + sum(rate(acgs_cache_misses_total{tier="l1"}[5m])))`,
 		}},
 		{"no handler exclusion", noExclusion, map[string]string{
-			"p50":      `histogram_quantile(0.5, sum by (le) (rate(acgs_http_request_duration_seconds_bucket{code!="503"}[5m])))`,
+			"p50":      `histogram_quantile(0.5, sum by (le) (rate(acgs_http_request_duration_seconds_bucket{code!~"503|499"}[5m])))`,
 			"requests": `sum(increase(acgs_http_requests_total{}[5m]))`,
-			"errors":   `sum(rate(acgs_http_requests_total{code=~"5..",code!="503"}[5m])) / sum(rate(acgs_http_requests_total{code!="503"}[5m]))`,
+			"errors":   `sum(rate(acgs_http_requests_total{code=~"5..",code!~"503|499"}[5m])) / sum(rate(acgs_http_requests_total{code!~"503|499"}[5m]))`,
 			"refused":  `sum(rate(acgs_http_requests_total{code="503"}[5m])) / sum(rate(acgs_http_requests_total{}[5m]))`,
 		}},
 	} {
@@ -465,6 +465,24 @@ func TestScrapeRefusedAnswers(t *testing.T) {
 			}},
 			names:    noExclusion,
 			requests: 125, p50: 0.25, p95: 0.475, p99: 0.495, errRate: 0, refused: 0.2,
+		},
+		{
+			// A 499 is a request whose client went away before its answer
+			// (after waiting for an evaluation slot, say): its duration is
+			// the client's patience, not the service's answer.
+			name: "499s are neither latencies, errors nor refusals",
+			batches: [][]answers{{
+				{"decision", "200", 0.0003, 98},
+				{"decision", "499", 0.3, 2},
+			}},
+			requests: 100, p50: 0.25, p95: 0.475, p99: 0.495, errRate: 0, refused: 0,
+		},
+		{
+			name: "all 499: no latency, no error rate, none refused",
+			batches: [][]answers{{
+				{"decision", "499", 0.3, 10},
+			}},
+			requests: 10, p50: noData, p95: noData, p99: noData, errRate: noData, refused: 0,
 		},
 		{
 			name: "window between two scrapes",
