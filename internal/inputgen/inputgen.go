@@ -1,8 +1,12 @@
 // Package inputgen generates random constitution inputs for differential
 // tests: every request type and action class, with fields missing, wrongly
-// typed and on their boundaries. It is deterministic for a seed, and its
-// values are what encoding/json with UseNumber produces (json.Number, not
-// float64), so they are exactly what the server hands the engine.
+// typed and on their boundaries, and tool calls. Actions and tool names are
+// also respelled as the constitution's name key (acgs.text.key) folds them
+// (case, whitespace, separators and invisible characters), so that the
+// evaluators are compared on the normaliser too. It is deterministic for a
+// seed, and its values are what encoding/json with UseNumber produces
+// (json.Number, not float64), so they are exactly what the server hands
+// the engine.
 package inputgen
 
 import (
@@ -10,6 +14,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
+	"unicode"
 )
 
 // Hash is the default constitutional hash.
@@ -37,10 +43,21 @@ var Ordinary = []string{
 var Types = []string{"constitutional_evaluation", "action_authorization", "evolution_approval", "data_access", "unknown_kind", ""}
 
 // Gen produces inputs.
-type Gen struct{ r *rand.Rand }
+type Gen struct {
+	r *rand.Rand
+	// s draws the respellings and the tool calls: a stream of its own, so
+	// that everything r draws (and so every input that is not respelled or
+	// made a tool call) is what the seed gave before they were added.
+	s *rand.Rand
+}
 
 // New returns a generator for a seed.
-func New(seed uint64) *Gen { return &Gen{r: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))} }
+func New(seed uint64) *Gen {
+	return &Gen{
+		r: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		s: rand.New(rand.NewPCG(seed^0x2545f4914f6cdd1d, seed+0x632be59bd9b4e019)),
+	}
+}
 
 func (g *Gen) chance(p float64) bool { return g.r.Float64() < p }
 
@@ -101,16 +118,21 @@ func (g *Gen) set(m map[string]any, k string, v any) {
 	}
 }
 
-// Action draws an action from every class.
+// Action draws an action from every class, respelled one time in four.
 func (g *Gen) Action() string {
+	var a string
 	switch g.r.IntN(4) {
 	case 0:
-		return g.pick(Prohibited)
+		a = g.pick(Prohibited)
 	case 1:
-		return g.pick(NeedsExplanation)
+		a = g.pick(NeedsExplanation)
 	default:
-		return g.pick(Ordinary)
+		a = g.pick(Ordinary)
 	}
+	if a != "" && g.s.IntN(4) == 0 {
+		a = g.Respell(a)
+	}
+	return a
 }
 
 // Input returns one random ACGS request (the policy input).
@@ -137,6 +159,12 @@ func (g *Gen) Input() map[string]any {
 	}
 	if g.chance(0.05) {
 		in["extra_field"] = g.wrong()
+	}
+	if g.s.IntN(16) == 0 {
+		if g.s.IntN(8) > 0 {
+			in["type"] = "tool_call"
+		}
+		in["tool_call"] = g.ToolCall()
 	}
 	return in
 }
@@ -319,6 +347,127 @@ func (g *Gen) DataRequest() map[string]any {
 	g.set(d, "record_count", num(float64([]int{10, 1000, 1001, 50000}[g.r.IntN(4)])))
 	g.set(d, "automated_request", g.chance(0.3))
 	return d
+}
+
+// Folded are the characters the constitution's name key (acgs.text.key)
+// removes from a name, by kind: whitespace, the separators of Unicode's Z
+// categories, format characters (zero-width, soft hyphen, bidi, a tag),
+// controls, combining marks (the combining grapheme joiner, variation
+// selectors, an accent) and the blank fillers. A name with any of them,
+// or in another case, has the key of the name without them.
+var Folded = []string{
+	" ", "\t", "\n", "\r", "\v", "\f",
+	"\u00a0", "\u2002", "\u2009", "\u202f", "\u205f", "\u3000", "\u2028", "\u2029",
+	"\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u202e", "\U000e0041",
+	"\u0000", "\u001f", "\u0085",
+	"\u034f", "\ufe0f", "\U000e0100", "\u0301",
+	"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800",
+}
+
+// Respell returns name spelled otherwise with the same key: its case
+// changed, folded characters (see Folded) around it or inside it, or
+// both. Drawn from the generator's own stream for respellings.
+func (g *Gen) Respell(name string) string {
+	out := []rune(name)
+	kinds := 1 + g.s.IntN(7) // bit 0: case, 1: around, 2: inside
+	if kinds&1 != 0 {
+		switch g.s.IntN(3) {
+		case 0:
+			out = []rune(strings.ToUpper(string(out)))
+		case 1: // each segment capitalised: Data.Read_Public
+			up := true
+			for i, c := range out {
+				if up {
+					out[i] = unicode.ToUpper(c)
+				}
+				up = c == '.' || c == '_'
+			}
+		default:
+			for i, c := range out {
+				if g.s.IntN(2) == 0 {
+					out[i] = unicode.ToUpper(c)
+				}
+			}
+		}
+	}
+	if kinds&4 != 0 && len(out) > 1 {
+		for n := 1 + g.s.IntN(2); n > 0; n-- {
+			at := 1 + g.s.IntN(len(out)-1)
+			ins := []rune(Folded[g.s.IntN(len(Folded))])
+			out = append(out[:at], append(ins, out[at:]...)...)
+		}
+	}
+	if kinds&2 != 0 {
+		before, after := Folded[g.s.IntN(len(Folded))], Folded[g.s.IntN(len(Folded))]
+		switch g.s.IntN(3) {
+		case 0:
+			out = []rune(before + string(out))
+		case 1:
+			out = []rune(string(out) + after)
+		default:
+			out = []rune(before + string(out) + after)
+		}
+	}
+	return string(out)
+}
+
+// ToolUpstreams are the upstreams of generated tool calls.
+var ToolUpstreams = []string{"files", "shell", "db", "mail", "notes"}
+
+// Tools are the tools of generated tool calls: ones the bundle prohibits
+// (by *__exec, *__bash, ...), ones that need approval (*__delete_*, ...)
+// and ordinary ones.
+var Tools = []string{
+	"exec", "bash", "execute_command", "run_shell", "spawn_process",
+	"delete_record", "drop_table", "send_email", "transfer_funds", "deploy_service",
+	"read_file", "echo", "list_dir", "query",
+}
+
+// ToolCall is a tool call (input.tool_call) as the gateway sends it: a
+// name respelled one time in two, arguments of each kind the argument
+// rules read, an agent and a call count around the default limit; fields
+// missing or wrongly typed now and then. Drawn from the generator's own
+// stream for tool calls.
+func (g *Gen) ToolCall() map[string]any {
+	s := g.s
+	up, tool := ToolUpstreams[s.IntN(len(ToolUpstreams))], Tools[s.IntN(len(Tools))]
+	name := up + "__" + tool
+	if s.IntN(2) == 0 {
+		name = g.Respell(name)
+	}
+	call := map[string]any{"name": name, "tool": tool, "upstream": up}
+	args := map[string]any{}
+	for n := s.IntN(3); n > 0; n-- {
+		switch s.IntN(5) {
+		case 0:
+			args["path"] = []string{"/workspace/a.txt", "/etc/passwd", "notes.txt"}[s.IntN(3)]
+		case 1:
+			args["url"] = []string{"https://example.com/x", "http://evil.test/"}[s.IntN(2)]
+		case 2:
+			args["command"] = "ls -la"
+		case 3:
+			args["text"] = []string{"hello", "a; rm -rf /", "AKIAIOSFODNN7EXAMPLE"}[s.IntN(3)]
+		default:
+			args["n"] = num(float64(s.IntN(10)))
+		}
+	}
+	call["arguments"] = args
+	agent := map[string]any{"id": fmt.Sprintf("agent-%d", s.IntN(5)), "session": fmt.Sprintf("s-%d", s.IntN(3))}
+	call["agent"] = agent
+	call["context"] = map[string]any{"calls_last_minute": num(float64([]int{0, 1, 119, 120, 500}[s.IntN(5)]))}
+	switch s.IntN(16) {
+	case 0:
+		delete(call, "name")
+	case 1:
+		call["arguments"] = "not an object"
+	case 2:
+		delete(agent, "id")
+	case 3:
+		call["context"] = map[string]any{"calls_last_minute": "5"}
+	case 4:
+		call["upstream"] = num(7)
+	}
+	return call
 }
 
 // Inputs returns n inputs.
