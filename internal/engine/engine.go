@@ -258,11 +258,20 @@ func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle, source string) 
 	if e.opts.Cache != nil {
 		e.opts.Cache.Purge()
 	}
-	oldRev := ""
+	oldRev, oldDigest := "", ""
 	if old != nil {
-		oldRev = old.revision
+		oldRev, oldDigest = old.revision, old.digest
 	}
-	e.log.Info("policy bundle activated", "revision", s.revision, "previous_revision", oldRev, "source", source, "modules", len(s.modules))
+	e.log.Info("policy bundle activated", "revision", s.revision, "previous_revision", oldRev, "source", source, "modules", len(s.modules),
+		"content_digest", s.digest, "previous_content_digest", oldDigest)
+	if old != nil && oldRev == s.revision {
+		// Responses, decision logs and metrics name the revision only:
+		// the two policies are one to them (the cache is not: its scope
+		// has the digest).
+		e.log.Warn("policy bundle activated with the revision of the previous one but other content; "+
+			"give each bundle its own manifest revision", "revision", s.revision, "content_digest", s.digest,
+			"previous_content_digest", oldDigest, "source", source)
+	}
 	e.logReadSets(s)
 	if e.opts.OnReload != nil {
 		e.opts.OnReload("success", s.revision, nil)

@@ -54,6 +54,7 @@ type Module struct {
 type snapshot struct {
 	revision  string // the manifest's revision, shown to clients
 	scope     string // revision plus content digest: scopes cache keys, so two bundles never share entries
+	digest    string // the content digest (modules, data, manifest): tells apart two bundles of one revision
 	hash      string
 	compiler  *ast.Compiler
 	store     storage.Store
@@ -589,6 +590,7 @@ func activate(ctx context.Context, b *bundle.Bundle, wantHash, source, active st
 	s := &snapshot{
 		revision:  rev,
 		scope:     scope,
+		digest:    sum,
 		hash:      got,
 		compiler:  compiler,
 		store:     store,
