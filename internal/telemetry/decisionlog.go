@@ -398,7 +398,20 @@ func (l *DecisionLog) startFileChain(existed bool, size int64, torn bool) {
 		l.logger.Warn("decision log: the file does not end where its head checkpoint says the last log left it: records were removed or edited at its end while no log had it open, or the file was replaced (rotated while the process was stopped); the chain cannot show this afterwards",
 			"checkpoint", ckPath, "checkpoint_head", ck.Head, "checkpoint_size", ck.Size, "file_last_line", start, "file_size", size, "sink", sink)
 	}
+	// An empty file whose checkpoint names a head other than genesis is one
+	// the last run switched to (follow, a rotation) and wrote nothing to:
+	// it logged that the file's chain goes on from that head, so the first
+	// record continues it instead of starting at genesis, and `acgs audit
+	// verify --from` with the logged head holds (it reported a break after
+	// a restart between the switch and the next record; review).
+	continued := l.prev == "" && size == 0 && err == nil && ok && verdict == checkpointMatches &&
+		ck.Head != "" && ck.Head != ChainGenesis
+	if continued {
+		l.prev = ck.Head
+	}
 	switch {
+	case continued:
+		l.logger.Info("decision log: the file is empty, as the last log left it after switching to it; the hash chain continues from the head its checkpoint names", "prev_hash", l.prev, "head_checkpoint", checkpoint, "sink", sink)
 	case l.prev != "":
 		l.logger.Info("decision log: the hash chain continues from the file's last line", "prev_hash", l.prev, "torn", torn, "head_checkpoint", checkpoint, "sink", sink)
 	case !l.rotates:

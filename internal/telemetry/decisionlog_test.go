@@ -1804,9 +1804,13 @@ func TestWritesToStdout(t *testing.T) {
 // switches to a new file at its path within a period, without a record to
 // write, chained or not. It kept the rotated file open (its space and lock
 // held) and left the path without a file until the next record (review).
+// Stopped and started again before that record, the new file's chain still
+// goes on from the rotated file's head, as the switch logged: it started at
+// genesis, and verify --from that head reported a break (review).
 func TestDecisionLogIdleFollowsItsPath(t *testing.T) {
-	for _, chain := range []bool{false, true} {
-		t.Run(fmt.Sprintf("chain=%v", chain), func(t *testing.T) {
+	for _, tc := range []struct{ chain, restart bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+		chain, restart := tc.chain, tc.restart
+		t.Run(fmt.Sprintf("chain=%v,restart=%v", chain, restart), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "d.jsonl")
 			l, err := NewDecisionLog(DecisionLogConfig{
 				Sink: "file:" + path, Chain: chain, reopenEvery: 5 * time.Millisecond, checkpointEvery: 5 * time.Millisecond,
@@ -1827,6 +1831,18 @@ func TestDecisionLogIdleFollowsItsPath(t *testing.T) {
 				}
 				if time.Now().After(deadline) {
 					t.Fatal("after 10 s idle the log has not switched to a new file at its path")
+				}
+			}
+			if restart {
+				// Stopped and started again before the next record: the
+				// new file is empty, and its first record must still
+				// continue the rotated file's chain, as the switch logged.
+				closeLog(t, l)
+				if l, err = NewDecisionLog(DecisionLogConfig{
+					Sink: "file:" + path, Chain: chain, reopenEvery: 5 * time.Millisecond, checkpointEvery: 5 * time.Millisecond,
+					Logger: slog.New(slog.DiscardHandler),
+				}); err != nil {
+					t.Fatal(err)
 				}
 			}
 			l.Log(&DecisionEvent{Path: "after"})
