@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"encoding/json"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -174,13 +175,13 @@ func TestPathSpellings(t *testing.T) {
 }
 
 // TestMethodNotAllowed: a method a route does not take is 405 with an
-// Allow header naming the ones it does, HEAD with GET (HEAD is answered
-// as GET).
+// Allow header naming the ones it does, HEAD with GET where HEAD is
+// answered as GET.
 func TestMethodNotAllowed(t *testing.T) {
 	h := mustOpen(t)
 	for path, want := range map[string]string{
 		"/health":           "GET, HEAD",
-		"/v1/data/acgs":     "GET, HEAD, POST",
+		"/v1/data/acgs":     "GET, POST",
 		"/v0/data/acgs":     "POST",
 		"/v1/admin/reload/": "POST",
 	} {
@@ -256,7 +257,9 @@ func TestEscapedRoutePrefix(t *testing.T) {
 // route whose GET acts (the cache warm-up evaluates and caches its whole
 // set; pprof's profile and trace run for seconds, and one at a time) is
 // 405 to HEAD, with an Allow header without HEAD: a HEAD ran the warm-up
-// (review), as Go's ServeMux routes HEAD to a GET pattern.
+// (review), as Go's ServeMux routes HEAD to a GET pattern. A GET of a data
+// route evaluates a decision, counts and logs it: HEAD there is 405 too,
+// as stock OPA answers it (a HEAD was a decision nobody read; review).
 func TestHeadDoesNotAct(t *testing.T) {
 	h := mustOpen(t)
 	before := h.cache.Stats().L1Entries
@@ -268,6 +271,12 @@ func TestHeadDoesNotAct(t *testing.T) {
 		}
 		if r := h.do(t, "PUT", p, nil, auth); r.code != 405 || r.hdr.Get("Allow") != "GET, POST" {
 			t.Errorf("PUT %s: %d Allow %q, want 405 Allow %q", p, r.code, r.hdr.Get("Allow"), "GET, POST")
+		}
+	}
+	in := url.QueryEscape(`{"action":"read_data","context":{"agent_id":"a"}}`)
+	for _, p := range []string{"/v1/data", "/v1/data/acgs", "/v1/data/acgs/main/decision?input=" + in, "/v1/data/acgs/main/allow?action=read_data", "/v1/data/acgs/main/allow?input=" + in} {
+		if r := h.do(t, "HEAD", p, nil, nil); r.code != 405 || r.hdr.Get("Allow") != "GET, POST" {
+			t.Errorf("HEAD %s: %d Allow %q, want 405 Allow %q", p, r.code, r.hdr.Get("Allow"), "GET, POST")
 		}
 	}
 	if after := h.cache.Stats().L1Entries; after != before {

@@ -122,11 +122,13 @@ type route struct {
 	// not exist, whatever the method or spelling (no 405 or redirect
 	// telling that it would with one).
 	admin bool
-	// getActs marks a route whose GET does more than read (the cache
-	// warm-up evaluates and caches its set; pprof's profile and trace run
-	// for seconds, one at a time): HEAD, which ServeHTTP otherwise answers
-	// as GET (as Go's ServeMux routes it), is not allowed there (405), so
-	// that a probe or a crawler's HEAD does not act.
+	// getActs marks a route whose GET does more than read (a decision is
+	// evaluated, counted and logged; the cache warm-up evaluates and caches
+	// its set; pprof's profile and trace run for seconds, one at a time):
+	// HEAD, which ServeHTTP otherwise answers as GET (as Go's ServeMux
+	// routes it), is not allowed there (405), so that a probe or a
+	// crawler's HEAD does not act. Stock OPA answers 405 to HEAD on its
+	// data routes too.
 	getActs bool
 }
 
@@ -309,8 +311,8 @@ func (s *Server) newRequestID() string {
 // families, each with its metric label and its handler per method.
 func (s *Server) buildRoutes() {
 	s.exact = map[string]*route{
-		"/v1/data/acgs/main/decision": {name: "acgs_decision", methods: map[string]http.HandlerFunc{http.MethodPost: s.handleDecision, http.MethodGet: s.handleOPAData}},
-		"/v1/data/acgs/main/allow":    {name: "acgs_allow", methods: map[string]http.HandlerFunc{http.MethodGet: s.handleACGSAllow, http.MethodPost: s.handleOPAData}},
+		"/v1/data/acgs/main/decision": {name: "acgs_decision", methods: map[string]http.HandlerFunc{http.MethodPost: s.handleDecision, http.MethodGet: s.handleOPAData}, getActs: true},
+		"/v1/data/acgs/main/allow":    {name: "acgs_allow", methods: map[string]http.HandlerFunc{http.MethodGet: s.handleACGSAllow, http.MethodPost: s.handleOPAData}, getActs: true},
 		"/v1/data/acgs/main/health":   {name: "acgs_health", methods: map[string]http.HandlerFunc{http.MethodGet: s.handleACGSHealth, http.MethodPost: s.handleOPAData}},
 		"/v1/acgs/batch":              {name: "acgs_batch", methods: map[string]http.HandlerFunc{http.MethodPost: s.handleACGSBatch}},
 		"/v1/metrics":                 {name: "metrics_json", methods: map[string]http.HandlerFunc{http.MethodGet: s.handleMetricsJSON}},
@@ -323,7 +325,7 @@ func (s *Server) buildRoutes() {
 		"/health/ready":               {name: "health_ready", methods: map[string]http.HandlerFunc{http.MethodGet: s.handleReady}},
 		"/metrics":                    {name: "metrics", methods: map[string]http.HandlerFunc{http.MethodGet: s.handlePrometheus}},
 		"/v1/policies":                {name: "policies", methods: map[string]http.HandlerFunc{http.MethodGet: s.handlePolicies}},
-		"/v1/data":                    {name: "data", methods: map[string]http.HandlerFunc{http.MethodGet: s.handleOPAData, http.MethodPost: s.handleOPAData}},
+		"/v1/data":                    {name: "data", methods: map[string]http.HandlerFunc{http.MethodGet: s.handleOPAData, http.MethodPost: s.handleOPAData}, getActs: true},
 	}
 	s.exact["/v0/data"] = &route{name: "data_v0", methods: map[string]http.HandlerFunc{http.MethodPost: s.handleV0Data}}
 	// The batch API at the data root too, as Enterprise OPA serves it.
