@@ -129,7 +129,8 @@ func (g *Gateway) listResourceTemplates(ctx context.Context, req *mcp.ListResour
 }
 
 // readResource forwards a read to the upstream that owns the URI (see
-// resourceOwner) and returns its answer unchanged.
+// resourceOwner) and returns its answer unchanged, but for the gateway's
+// own _meta keys (dropGatewayMeta), as of a tool's result.
 func (g *Gateway) readResource(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
 	agent, _ := g.identity(req.Session, req.Extra)
 	uri := req.Params.URI
@@ -148,6 +149,9 @@ func (g *Gateway) readResource(ctx context.Context, req *mcp.ReadResourceRequest
 	}
 	res, outcome, err := u.ReadResource(ctx, req.Params)
 	g.countProxied(u.cfg.Name, methodResourcesRead, outcome)
+	if res != nil && dropGatewayMeta(res.Meta) {
+		g.log.Warn("gateway: an upstream's resource carried the gateway's own _meta keys; dropped", "upstream", u.cfg.Name, "uri", uri)
+	}
 	return res, err
 }
 
@@ -263,6 +267,9 @@ func (g *Gateway) getPrompt(ctx context.Context, req *mcp.GetPromptRequest) (*mc
 	p.Name = prompt
 	res, outcome, err := u.GetPrompt(ctx, &p)
 	g.countProxied(u.cfg.Name, methodPromptsGet, outcome)
+	if res != nil && dropGatewayMeta(res.Meta) {
+		g.log.Warn("gateway: an upstream's prompt carried the gateway's own _meta keys; dropped", "upstream", u.cfg.Name, "prompt", req.Params.Name)
+	}
 	return res, err
 }
 
