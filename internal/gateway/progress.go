@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -16,8 +17,9 @@ import (
 // upstream behind it.
 const (
 	// progressQueueLen bounds the notifications waiting for one agent
-	// session; beyond it they are dropped (acgs_gateway_progress_dropped_total):
-	// progress is advisory, and a later notification says more.
+	// session; beyond it the oldest are dropped
+	// (acgs_gateway_progress_dropped_total): progress is advisory, and a
+	// later notification says more.
 	progressQueueLen = 64
 	// progressSendTimeout is the context of sending one notification. The
 	// SDK's write to an agent's event stream does not heed it: what bounds
@@ -36,14 +38,18 @@ type queuedProgress struct {
 }
 
 // queueProgress queues p for session ss, starting the goroutine that
-// sends the session's queue when it is not running; a full queue drops it.
+// sends the session's queue when it is not running; a full queue drops its
+// oldest notification of the same call, or its oldest.
 func (g *Gateway) queueProgress(ss *mcp.ServerSession, upTok string, p *mcp.ProgressNotificationParams) {
 	g.progressMu.Lock()
 	defer g.progressMu.Unlock()
 	q, running := g.progressQueues[ss]
 	if len(q) >= progressQueueLen {
+		// Progress is cumulative: the newest says the most, the oldest
+		// (of the same call when it has one waiting) the least.
 		g.m.progressDropped.Inc()
-		return
+		i := slices.IndexFunc(q, func(qp queuedProgress) bool { return qp.upTok == upTok })
+		q = slices.Delete(q, max(i, 0), max(i, 0)+1)
 	}
 	g.progressQueues[ss] = append(q, queuedProgress{upTok: upTok, params: p})
 	if !running {
