@@ -482,7 +482,12 @@ func (e *Engine) decideMiss(ctx context.Context, s *snapshot, key cache.Key, pat
 				return Decision{}, undecided(ctx, "the request's deadline: the shared evaluation was still queued or running")
 			}
 		}
-		if f.retry && !lead && !expired(ctx) {
+		if f.retry && !lead {
+			// The leader's own wait ended the flight (its deadline, or its
+			// client gone): that reason is the leader's, not this request's.
+			if expired(ctx) {
+				return Decision{}, undecided(ctx, "the request's deadline: the shared evaluation it waited for ended undecided")
+			}
 			continue
 		}
 		return f.d, f.err
@@ -797,7 +802,11 @@ func evalError(err error, ctx context.Context, timeout time.Duration) error {
 // before anything was decided for it: overloaded (503, Retry-After), never
 // a denial or an evaluation error.
 func undecided(ctx context.Context, when string) error {
-	return apierror.Wrap(apierror.Overloaded, ctx.Err(), "no decision before %s (%v); retry later", when, ctx.Err())
+	cause := ctx.Err()
+	if cause == nil { // past its deadline before its timer fired (expired)
+		cause = context.DeadlineExceeded
+	}
+	return apierror.Wrap(apierror.Overloaded, cause, "no decision before %s (%v); retry later", when, cause)
 }
 
 // evalDetails is the "errors" list OPA's server answers an evaluation

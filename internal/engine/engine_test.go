@@ -19,6 +19,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	opaversion "github.com/open-policy-agent/opa/v1/version"
 
+	"github.com/acgs-lite/acgs/internal/admission"
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/cache"
 	"github.com/acgs-lite/acgs/internal/engine"
@@ -463,6 +464,61 @@ func TestFlightRetriesAfterItsLeadersDeadline(t *testing.T) {
 	}
 	if n := calls.Load(); n != 2 {
 		t.Fatalf("%d admissions, want 2 (the refused flight and the one started again)", n)
+	}
+}
+
+// A request that joined a shared evaluation and whose own deadline has
+// passed when the request that started it is refused for its client going
+// away is refused for its own deadline, not the other's cancellation: it
+// was counted as cancelled (acgs_decisions_canceled_total) instead of shed
+// (review).
+func TestFlightFollowerKeepsItsOwnReason(t *testing.T) {
+	c, err := cache.New(context.Background(), cache.Config{L1Size: 100, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var calls atomic.Int32
+	joined := make(chan struct{})
+	admit := func(ctx context.Context, fn func()) (bool, error) {
+		calls.Add(1)
+		<-joined // the second request waits on this flight
+		return false, apierror.Wrap(apierror.Overloaded, admission.ErrCanceled, "request cancelled while waiting for an evaluation slot")
+	}
+	e, err := engine.New(context.Background(), engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.Options{
+		ConstitutionalHash: hash, EvalTimeout: time.Second, Logger: quiet, Admit: admit, Cache: c,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := loadRequest(t, "safe")
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	leader := make(chan error, 1)
+	go func() {
+		_, err := e.Decide(gone, "acgs/main/decision", in)
+		leader <- err
+	}()
+	for calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	follower := make(chan error, 1)
+	go func() {
+		_, err := e.Decide(lateCtx{context.Background()}, "acgs/main/decision", in)
+		follower <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the second request joins the flight
+	close(joined)
+	if err := <-leader; !errors.Is(err, admission.ErrCanceled) {
+		t.Fatalf("the first request: %v, want its cancellation", err)
+	}
+	err = <-follower
+	if apierror.CodeOf(err) != apierror.Overloaded || !errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, admission.ErrCanceled) || errors.Is(err, context.Canceled) {
+		t.Fatalf("the request that joined the flight: %v, want overloaded for its own deadline", err)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d admissions, want 1 (the request past its deadline does not start the evaluation again)", n)
 	}
 }
 
