@@ -457,6 +457,21 @@ test_evolution_thresholds_out_of_order if {
 }
 
 # A threshold that is not a number is never reached.
+# external_dependencies_risk or hash_mismatch_penalty missing added no
+# risk: a request with an external dependency, or with another
+# constitutional hash, went from human_review to auto_approve (review).
+test_evolution_added_risks_missing if {
+	every name in ["external_dependencies_risk", "hash_mismatch_penalty"] {
+		every op in [{"op": "remove", "path": concat("/", ["", "evolution", name])}, {"op": "replace", "path": concat("/", ["", "evolution", name]), "value": "0.4"}] {
+			d := main.decision with input as main_test.complex_input with data.acgs.config as edited([op])
+			d.allow == false
+			d.approval_path == "human_review"
+			d.evaluation_details.configuration_error == true
+			contains(d.reasons[0], concat("", [name, ": a number"]))
+		}
+	}
+}
+
 test_evolution_thresholds_not_numbers if {
 	every v in [null, true, "0.95"] {
 		d := main.decision with input as main_test.complex_input
@@ -579,6 +594,29 @@ test_lists_not_arrays if {
 	g.outcome == "approval_required"
 	h := main.decision with input as json.patch(main_test.data_access_input, [{"op": "replace", "path": "/data_request/special_authorization", "value": false}])
 		with data.acgs.config as edited([{"op": "replace", "path": "/data_access/sensitive_categories", "value": false}])
+	h.evaluation_details.sensitive_field_count == 2
+	h.allow == false
+}
+
+# A deny list that is missing (deleted from data.json) covers everything,
+# as one that is not an array does: `not text.strings(config.x)` never
+# fired for a missing x (the reference is undefined before the negation),
+# so every action, tool and field went through (review).
+test_deny_lists_missing if {
+	shell := json.patch(main_test.safe_input, [{"op": "replace", "path": "/action", "value": "system.execute_shell"}])
+	d := main.decision with input as shell with data.acgs.config as edited([{"op": "remove", "path": "/prohibited_actions"}])
+	d.reasons == ["Action 'system.execute_shell' is prohibited by the constitution"]
+	personal := json.patch(main_test.safe_input, [{"op": "replace", "path": "/action", "value": "data.process_personal"}])
+	e := main.decision with input as personal
+		with data.acgs.config as edited([{"op": "remove", "path": "/constitutional/actions_requiring_explanation"}])
+	e.allow == false
+	"Explanation for action 'data.process_personal' is too short (37 characters, minimum 50)" in e.reasons
+	f := main.decision with input as tool_base with data.acgs.config as edited([{"op": "remove", "path": "/tool_call/prohibited_tools"}])
+	f.reasons == ["Tool 'notes__echo' is prohibited by the constitution"]
+	g := main.decision with input as tool_base with data.acgs.config as edited([{"op": "remove", "path": "/tool_call/approval_required_tools"}])
+	g.outcome == "approval_required"
+	h := main.decision with input as json.patch(main_test.data_access_input, [{"op": "replace", "path": "/data_request/special_authorization", "value": false}])
+		with data.acgs.config as edited([{"op": "remove", "path": "/data_access/sensitive_categories"}])
 	h.evaluation_details.sensitive_field_count == 2
 	h.allow == false
 }

@@ -59,7 +59,7 @@ listed_prohibited if action_key in config.prohibited_actions
 # A prohibited list that is missing, not an array or holds an entry that is
 # not a string (an operator's edit: such an entry would match no action)
 # prohibits every action: the safe reading of a deny list nobody can read.
-listed_prohibited if not text.strings(config.prohibited_actions)
+listed_prohibited if not text.strings(object.get(config, "prohibited_actions", null))
 
 # A plain action name, lower-cased: dot-separated segments of ASCII letters,
 # digits and "_" ("-" too after the first, the category), as every action
@@ -131,7 +131,7 @@ default needs_explanation := false
 
 needs_explanation if action_key in config.constitutional.actions_requiring_explanation
 
-needs_explanation if not text.strings(config.constitutional.actions_requiring_explanation)
+needs_explanation if not text.strings(object.get(config, ["constitutional", "actions_requiring_explanation"], null))
 
 # Whether the action is refused by itself (for the evaluated decision, which
 # main.rego asks for only when it is not).

@@ -201,7 +201,7 @@ sensitive_fields := [f |
 	text.strings(config.data_access.sensitive_categories)
 }
 
-sensitive_fields := fields if not text.strings(config.data_access.sensitive_categories)
+sensitive_fields := fields if not text.strings(object.get(config, ["data_access", "sensitive_categories"], null))
 
 default sensitive_count := 0
 

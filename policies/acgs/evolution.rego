@@ -407,6 +407,15 @@ configuration_problems contains concat("", [name, ": an object"]) if {
 	not is_object(object.get(config.evolution, name, null))
 }
 
+# The two risks added only when the request has them default to 0 when
+# missing: an external dependency or a wrong constitutional hash would add
+# nothing, and a request for human review was auto-approved (review). They
+# must be numbers (a number of another type failed the arithmetic, score 0).
+configuration_problems contains concat("", [name, ": a number"]) if {
+	some name in ["external_dependencies_risk", "hash_mismatch_penalty"]
+	not is_number(object.get(config.evolution, name, null))
+}
+
 configuration_problems contains "performance_limits: an object of numbers above 0" if {
 	not positive_numbers(object.get(config.evolution, "performance_limits", null))
 }

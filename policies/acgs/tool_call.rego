@@ -139,7 +139,7 @@ prohibited if {
 # A list that is not an array of strings (an operator's edit: an entry that
 # is not a string would match no tool) matches every tool: the safe reading
 # of a deny list nobody can read.
-prohibited if not text.strings(cfg.prohibited_tools)
+prohibited if not text.strings(object.get(config, ["tool_call", "prohibited_tools"], null))
 
 # A name that is not blank but starts or ends with a space, or holds any
 # character other than printable ASCII (U+0020-U+007E) anywhere. MCP asks
@@ -193,7 +193,7 @@ needs_approval if {
 	glob.match(lower(pattern), null, tool_key)
 }
 
-needs_approval if not text.strings(cfg.approval_required_tools)
+needs_approval if not text.strings(object.get(config, ["tool_call", "approval_required_tools"], null))
 
 # ---------------------------------------------------------------------------
 # Rate limit
