@@ -137,6 +137,9 @@ type Approvals struct {
 	MaxPendingPerAgent int `yaml:"max_pending_per_agent"`
 }
 
+// DefaultUnusedTimeout is sessions.unused_timeout's default.
+const DefaultUnusedTimeout = 5 * time.Minute
+
 // Sessions bound the HTTP agents' MCP sessions held at once: each keeps
 // its state and goroutines until the agent ends it (DELETE) or it has been
 // idle for 30 minutes (SessionIdleTimeout), or UnusedTimeout when it has
@@ -151,10 +154,13 @@ type Sessions struct {
 	MaxPerAgent int `yaml:"max_per_agent"`
 	// UnusedTimeout ends a session that has made no request (a method
 	// call other than initialize: notifications do not count) this long
-	// after its initialize (default 30s; at most SessionIdleTimeout).
+	// after its initialize (default 5m; at most SessionIdleTimeout).
 	// Bare initializes would otherwise hold places of the bounds above
 	// for the full idle timeout, locking other clients of the agent, or
-	// every agent, out.
+	// every agent, out. Not shorter by default: the Go SDK's client does
+	// not initialize again when its session is gone, so one that connects
+	// at start and makes its first call later (a model thinking, a human
+	// typing) would be dead (review).
 	UnusedTimeout time.Duration `yaml:"unused_timeout"`
 }
 
@@ -249,7 +255,7 @@ func (c *Config) defaults() {
 		}
 	}
 	if c.Sessions.UnusedTimeout == 0 {
-		c.Sessions.UnusedTimeout = 30 * time.Second
+		c.Sessions.UnusedTimeout = DefaultUnusedTimeout
 	}
 	if c.DecisionTimeout == 0 {
 		c.DecisionTimeout = time.Second

@@ -139,14 +139,14 @@ func TestConfigHeaderTokenVariables(t *testing.T) {
 // TestConfigSessions: sessions.max defaults to 1000 and
 // sessions.max_per_agent to 100 (max where HTTP clients carry one identity,
 // or when it is lower), refused when negative or above max;
-// sessions.unused_timeout defaults to 30s, at most the idle timeout.
+// sessions.unused_timeout defaults to 5m, at most the idle timeout.
 func TestConfigSessions(t *testing.T) {
 	const twoAgents = "upstreams: [{name: a, command: [x]}]\nlisten: 127.0.0.1:0\nagents: [{id: a1, token: tok-aaaaaaaaaaaaaaaa}, {id: a2, token: tok-bbbbbbbbbbbbbbbb}]\n"
 	const anonymous = "upstreams: [{name: a, command: [x]}]\nlisten: 127.0.0.1:0\nanonymous_agent: anyone\n"
 	for _, c := range []struct {
 		base, sessions string
 		max, perAgent  int
-		unused         time.Duration // 0: the default, 30s
+		unused         time.Duration // 0: the default, 5m
 		wantErr        string
 	}{
 		{base: twoAgents, max: 1000, perAgent: 100},
@@ -174,7 +174,7 @@ func TestConfigSessions(t *testing.T) {
 			t.Errorf("sessions %s: %v", c.sessions, err)
 		case cfg.Sessions.Max != c.max || cfg.Sessions.MaxPerAgent != c.perAgent:
 			t.Errorf("sessions %s: max %d, max_per_agent %d; want %d, %d", c.sessions, cfg.Sessions.Max, cfg.Sessions.MaxPerAgent, c.max, c.perAgent)
-		case cfg.Sessions.UnusedTimeout != cmp.Or(c.unused, 30*time.Second):
+		case cfg.Sessions.UnusedTimeout != cmp.Or(c.unused, gateway.DefaultUnusedTimeout):
 			t.Errorf("sessions %s: unused_timeout %s", c.sessions, cfg.Sessions.UnusedTimeout)
 		}
 	}

@@ -653,7 +653,7 @@ func errorReply(err error) (*jsonrpc.Error, bool) {
 }
 
 // forward calls the upstream and returns its result unchanged, but for
-// the gateway's own _meta keys (dropGatewayMeta). When the
+// the gateway's own _meta keys (withoutGatewayMeta). When the
 // upstream answers a JSON-RPC error, or no answer, the agent gets a tool
 // error saying which, and how the call came to be forwarded.
 func (g *Gateway) forward(ctx context.Context, c *relay) (*mcp.CallToolResult, error) {
@@ -680,7 +680,8 @@ func (g *Gateway) forward(ctx context.Context, c *relay) (*mcp.CallToolResult, e
 		g.log.Warn("gateway: upstream call failed", "decision_id", c.id, "tool", c.p.Name, "error", err)
 		return c.errorResult(fmt.Sprintf("%v. %s but not completed.", err, c.how())), nil
 	}
-	if dropGatewayMeta(res.Meta) {
+	var forged bool
+	if res.Meta, forged = withoutGatewayMeta(res.Meta); forged {
 		g.log.Warn("gateway: an upstream's result carried the gateway's own _meta keys; dropped", "decision_id", c.id, "tool", c.p.Name)
 	}
 	if res.IsError {
@@ -695,19 +696,31 @@ func (g *Gateway) forward(ctx context.Context, c *relay) (*mcp.CallToolResult, e
 // (metaKey).
 const gatewayMetaPrefix = "io.acgs/"
 
-// dropGatewayMeta removes the gateway's own keys (io.acgs/...) from an
-// upstream's _meta, and reports whether there were any: metaKey is the
-// gateway's word on a call (its decision, an approval), which an upstream
-// must not be able to forge in its result.
-func dropGatewayMeta(m mcp.Meta) bool {
+// withoutGatewayMeta is an upstream's _meta without the gateway's own keys
+// (io.acgs/...), and whether there were any: metaKey is the gateway's word
+// on a call (its decision, an approval), which an upstream must not be able
+// to forge in its result. The map given is never changed (a copy is made
+// when a key goes): the SDK's client may hand the same result to every
+// agent reading a resource from its cache, and deleting from it while
+// another agent's answer is encoded crashed the gateway (review).
+func withoutGatewayMeta(m mcp.Meta) (mcp.Meta, bool) {
 	dropped := false
 	for k := range m {
 		if strings.HasPrefix(k, gatewayMetaPrefix) {
-			delete(m, k)
 			dropped = true
+			break
 		}
 	}
-	return dropped
+	if !dropped {
+		return m, false
+	}
+	out := make(mcp.Meta, len(m))
+	for k, v := range m {
+		if !strings.HasPrefix(k, gatewayMetaPrefix) {
+			out[k] = v
+		}
+	}
+	return out, true
 }
 
 // progressTokenKey is the _meta key of a request's progress token.

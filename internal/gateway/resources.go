@@ -130,7 +130,7 @@ func (g *Gateway) listResourceTemplates(ctx context.Context, req *mcp.ListResour
 
 // readResource forwards a read to the upstream that owns the URI (see
 // resourceOwner) and returns its answer unchanged, but for the gateway's
-// own _meta keys (dropGatewayMeta), as of a tool's result.
+// own _meta keys (withoutGatewayMeta), as of a tool's result.
 func (g *Gateway) readResource(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
 	agent, _ := g.identity(req.Session, req.Extra)
 	uri := req.Params.URI
@@ -149,8 +149,15 @@ func (g *Gateway) readResource(ctx context.Context, req *mcp.ReadResourceRequest
 	}
 	res, outcome, err := u.ReadResource(ctx, req.Params)
 	g.countProxied(u.cfg.Name, methodResourcesRead, outcome)
-	if res != nil && dropGatewayMeta(res.Meta) {
-		g.log.Warn("gateway: an upstream's resource carried the gateway's own _meta keys; dropped", "upstream", u.cfg.Name, "uri", uri)
+	if res != nil {
+		if m, forged := withoutGatewayMeta(res.Meta); forged {
+			// A copy: the result may be the SDK client's cached one,
+			// shared by every agent reading the resource.
+			cp := *res
+			cp.Meta = m
+			res = &cp
+			g.log.Warn("gateway: an upstream's resource carried the gateway's own _meta keys; dropped", "upstream", u.cfg.Name, "uri", uri)
+		}
 	}
 	return res, err
 }
@@ -267,8 +274,13 @@ func (g *Gateway) getPrompt(ctx context.Context, req *mcp.GetPromptRequest) (*mc
 	p.Name = prompt
 	res, outcome, err := u.GetPrompt(ctx, &p)
 	g.countProxied(u.cfg.Name, methodPromptsGet, outcome)
-	if res != nil && dropGatewayMeta(res.Meta) {
-		g.log.Warn("gateway: an upstream's prompt carried the gateway's own _meta keys; dropped", "upstream", u.cfg.Name, "prompt", req.Params.Name)
+	if res != nil {
+		if m, forged := withoutGatewayMeta(res.Meta); forged {
+			cp := *res
+			cp.Meta = m
+			res = &cp
+			g.log.Warn("gateway: an upstream's prompt carried the gateway's own _meta keys; dropped", "upstream", u.cfg.Name, "prompt", req.Params.Name)
+		}
 	}
 	return res, err
 }
