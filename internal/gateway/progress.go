@@ -38,23 +38,41 @@ type queuedProgress struct {
 }
 
 // queueProgress queues p for session ss, starting the goroutine that
-// sends the session's queue when it is not running; a full queue drops its
-// oldest notification of the same call, or its oldest.
+// sends the session's queue when it is not running; a full queue drops a
+// notification another of its call's supersedes (supersededProgress).
 func (g *Gateway) queueProgress(ss *mcp.ServerSession, upTok string, p *mcp.ProgressNotificationParams) {
 	g.progressMu.Lock()
 	defer g.progressMu.Unlock()
 	q, running := g.progressQueues[ss]
 	if len(q) >= progressQueueLen {
-		// Progress is cumulative: the newest says the most, the oldest
-		// (of the same call when it has one waiting) the least.
 		g.m.progressDropped.Inc()
-		i := slices.IndexFunc(q, func(qp queuedProgress) bool { return qp.upTok == upTok })
-		q = slices.Delete(q, max(i, 0), max(i, 0)+1)
+		i := supersededProgress(q, upTok)
+		q = slices.Delete(q, i, i+1)
 	}
 	g.progressQueues[ss] = append(q, queuedProgress{upTok: upTok, params: p})
 	if !running {
 		go g.sendProgress(ss)
 	}
+}
+
+// supersededProgress is the index of the notification a full queue drops
+// for one of call upTok: progress is cumulative, so the oldest one whose
+// call has a newer one waiting (or arriving, upTok's) says least; only
+// when every call waiting has one notification does the oldest go. (It
+// dropped the oldest of upTok's call, or the oldest: a call with one
+// notification waiting lost its latest progress while another call kept
+// 62 outdated ones; review.)
+func supersededProgress(q []queuedProgress, upTok string) int {
+	waiting := make(map[string]int, len(q))
+	for _, qp := range q {
+		waiting[qp.upTok]++
+	}
+	for i, qp := range q {
+		if qp.upTok == upTok || waiting[qp.upTok] > 1 {
+			return i
+		}
+	}
+	return 0
 }
 
 // sendProgress sends session ss's queued notifications in order, and

@@ -86,3 +86,33 @@ func TestFullProgressQueueDropsTheOldest(t *testing.T) {
 		}
 	}
 }
+
+// TestSupersededProgress: a full queue drops the oldest notification whose
+// call has a newer one waiting or arriving, and the oldest only when none
+// has.
+func TestSupersededProgress(t *testing.T) {
+	q := func(toks ...string) []queuedProgress {
+		out := make([]queuedProgress, len(toks))
+		for i, tok := range toks {
+			out[i] = queuedProgress{upTok: tok}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name     string
+		queue    []queuedProgress
+		arriving string
+		want     int
+	}{
+		{"the arriving call's oldest", q("a", "b", "a"), "a", 0},
+		{"another call's oldest outdated one, not a call's only one", q("a", "b", "b", "b"), "c", 1},
+		{"the arriving call's, before a later outdated one", q("a", "c", "b", "b"), "c", 1},
+		{"every call has one: the oldest", q("a", "b", "c"), "d", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := supersededProgress(tc.queue, tc.arriving); got != tc.want {
+				t.Errorf("supersededProgress(%v, %q) = %d, want %d", tc.queue, tc.arriving, got, tc.want)
+			}
+		})
+	}
+}

@@ -44,6 +44,11 @@ func (g *Gateway) sessionUsed(ss *mcp.ServerSession, method string) {
 	}
 	t := &g.sessions.unused
 	switch {
+	case method == "initialize" && ss.InitializeParams() != nil:
+		// An initialize again (the SDK answers it at any time): the
+		// session has been initialized, and its use already counted or
+		// its timer already running (review: it armed the timer again,
+		// and a session in use ended).
 	case method == "initialize":
 		u := &unusedTimer{}
 		if old, ok := t.Swap(id, u); ok {
@@ -76,6 +81,14 @@ func (g *Gateway) limitSessions(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost || r.Header.Get("Mcp-Session-Id") != "" {
 			h.ServeHTTP(w, r)
+			if id := r.Header.Get("Mcp-Session-Id"); r.Method == http.MethodDelete && id != "" {
+				// An ended session's unused timer goes with it, not when
+				// it fires (a timer and the session held for
+				// unused_timeout per initialize and DELETE; review).
+				if u, ok := g.sessions.unused.LoadAndDelete(id); ok {
+					u.(*unusedTimer).stop()
+				}
+			}
 			return
 		}
 		agent := g.cfg.AnonymousAgent

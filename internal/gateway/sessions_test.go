@@ -188,4 +188,11 @@ func TestUnusedHTTPSessionsEnd(t *testing.T) {
 	if status := postSession(t, e, "token-1", used, `{"jsonrpc":"2.0","id":3,"method":"tools/list"}`); status != http.StatusOK {
 		t.Errorf("the session in use answered %d after the unused ones ended, want 200", status)
 	}
+	// An initialize again on the session in use does not make it unused:
+	// it armed the timer again, and the session ended (review).
+	postSession(t, e, "token-1", used, `{"jsonrpc":"2.0","id":4,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+	time.Sleep(3 * 2 * time.Second)
+	if status := postSession(t, e, "token-1", used, `{"jsonrpc":"2.0","id":5,"method":"tools/list"}`); status != http.StatusOK {
+		t.Errorf("the session in use answered %d, 3 unused timeouts after an initialize again, want 200", status)
+	}
 }
