@@ -2,21 +2,12 @@ package remote
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-
-	bundleplugin "github.com/open-policy-agent/opa/v1/plugins/bundle"
-
-	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/bundle"
-	"github.com/open-policy-agent/opa/v1/metrics"
-	"github.com/open-policy-agent/opa/v1/storage"
-	"github.com/open-policy-agent/opa/v1/storage/inmem"
 )
 
 // Bundles with "persist: true" survive a restart during a bundle server
@@ -29,28 +20,15 @@ import (
 // nothing. OPA's own file is the only place its downloaded archive (with
 // its signatures) is kept, so rather than persisting bundles itself this
 // package keeps a copy of each bundle's file once the engine has accepted
-// it, under <persistence_directory>/acgs-accepted/.
-//
-// At start OPA's own files are loaded and handed to the engine first, as
-// OPA would serve them: the engine as configured now may accept what it
-// refused before (an instance restarted with the constitutional hash of
-// the bundle its server published). Only when the engine refuses them are
-// the accepted copies (read and verified as OPA reads its own files)
-// handed over instead; OPA's files are left as they are. A copy is put in
-// OPA's place only where OPA has no file.
+// it, under <persistence_directory>/acgs-accepted/, and puts that copy
+// back in OPA's place before the plugin starts: what is loaded at start is
+// the last bundle set the engine accepted, verified by OPA and hash-checked
+// by the engine as any bundle is.
 
 // persistence is where the bundles with persist: true are kept.
 type persistence struct {
 	dir   string   // OPA's persistence directory
 	names []string // the bundles with persist: true
-}
-
-// persistableName reports whether bundle name can be joined into the
-// persistence directory's paths: one or more clean, relative path
-// segments ("acgs", "team/authz"), nothing that leaves the directory or
-// names it ("..", "a/../b", "/abs", ".", "").
-func persistableName(name string) bool {
-	return name != "." && filepath.IsLocal(name) && filepath.Clean(name) == name
 }
 
 // opaPath is where OPA's plugin persists bundle name.
@@ -63,92 +41,33 @@ func (p *persistence) acceptedPath(name string) string {
 	return filepath.Join(p.dir, "acgs-accepted", name, "bundle.tar.gz")
 }
 
-// restoreMissing puts the last accepted copy of every persisted bundle
-// OPA has no file of in OPA's place, and returns the bundles it restored.
-// Where OPA has a file it is left as it is: see accepted.
-func (p *persistence) restoreMissing() ([]string, error) {
+// restore puts the last accepted copy of every persisted bundle in OPA's
+// place, where it differs, and returns the bundles it restored. A bundle
+// with no accepted copy (persisted by an earlier version) is left as OPA
+// persisted it.
+func (p *persistence) restore() ([]string, error) {
 	var restored []string
 	var errs []error
 	for _, name := range p.names {
-		if _, err := os.Stat(p.opaPath(name)); !errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
 		accepted, err := os.ReadFile(p.acceptedPath(name))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
-		if err == nil {
-			err = writeCopy(p.opaPath(name), bytes.NewReader(accepted))
-		}
 		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		dst := p.opaPath(name)
+		if cur, err := os.ReadFile(dst); err == nil && bytes.Equal(cur, accepted) {
+			continue
+		}
+		if err := writeCopy(dst, bytes.NewReader(accepted)); err != nil {
 			errs = append(errs, fmt.Errorf("restoring the last accepted bundle %q: %w", name, err))
 			continue
 		}
 		restored = append(restored, name)
 	}
 	return restored, errors.Join(errs...)
-}
-
-// accepted reads the bundle set to hand the engine when it refused what
-// OPA loaded at start: for each of the configured bundles, its last
-// accepted copy, else OPA's file, read and verified as OPA's plugin reads
-// its persisted files (the bundle's signing configuration), activated into
-// a store of its own and read back as fromStore does. It returns a nil
-// bundle when there is no other set to try: a bundle is not persisted or
-// has no file, or no accepted copy differs from OPA's file.
-func (p *persistence) accepted(ctx context.Context, all []string, sources map[string]*bundleplugin.Source,
-	popts ast.ParserOptions) (*bundle.Bundle, []string, error) {
-	raws := map[string][]byte{}
-	differs := false
-	for _, name := range all {
-		src, ok := sources[name]
-		if !ok || !src.Persist {
-			return nil, nil, nil
-		}
-		opa, opaErr := os.ReadFile(p.opaPath(name))
-		acc, err := os.ReadFile(p.acceptedPath(name))
-		switch {
-		case err == nil:
-			differs = differs || opaErr != nil || !bytes.Equal(acc, opa)
-			raws[name] = acc
-		case !errors.Is(err, fs.ErrNotExist):
-			return nil, nil, err
-		case opaErr == nil:
-			raws[name] = opa
-		default:
-			return nil, nil, nil
-		}
-	}
-	if !differs {
-		return nil, nil, nil
-	}
-	bundles := map[string]*bundle.Bundle{}
-	for name, raw := range raws {
-		r := bundle.NewCustomReader(bundle.NewTarballLoaderWithBaseURL(bytes.NewReader(raw), "")).
-			WithRegoVersion(popts.RegoVersion)
-		if sig := sources[name].Signing; sig != nil {
-			r = r.WithBundleVerificationConfig(sig)
-		}
-		b, err := r.Read()
-		if err != nil {
-			return nil, nil, fmt.Errorf("reading the last accepted bundle %q: %w", name, err)
-		}
-		bundles[name] = &b
-	}
-	store := inmem.New()
-	params := storage.WriteParams
-	params.Context = storage.NewContext()
-	err := storage.Txn(ctx, store, params, func(txn storage.Transaction) error {
-		return bundle.Activate(&bundle.ActivateOpts{
-			Ctx: ctx, Store: store, Txn: txn, TxnCtx: params.Context,
-			Compiler: ast.NewCompiler().WithPathConflictsCheck(storage.NonEmpty(ctx, store, txn)),
-			Metrics:  metrics.New(), Bundles: bundles, ParserOptions: popts,
-		})
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("activating the last accepted bundles: %w", err)
-	}
-	return fromStore(ctx, store, popts)
 }
 
 // open opens OPA's persisted file of every persisted bundle that has one.
@@ -172,9 +91,7 @@ func (p *persistence) keep(files map[string]*os.File, names []string) error {
 	var errs []error
 	for _, name := range names {
 		if f, ok := files[name]; ok {
-			path := p.acceptedPath(name)
-			removeStale(filepath.Dir(path)) // only this process writes there
-			if err := writeCopy(path, f); err != nil {
+			if err := writeCopy(p.acceptedPath(name), f); err != nil {
 				errs = append(errs, fmt.Errorf("keeping a copy of accepted bundle %q: %w", name, err))
 			}
 		}
@@ -188,27 +105,13 @@ func closeAll(files map[string]*os.File) {
 	}
 }
 
-// tmpPattern names writeCopy's temporary files.
-const tmpPattern = ".bundle.tar.gz.*.tmp"
-
-// removeStale removes the temporary files of writeCopy left in dir by a
-// process that ended before it renamed them.
-func removeStale(dir string) {
-	stale, _ := filepath.Glob(filepath.Join(dir, tmpPattern))
-	for _, f := range stale {
-		_ = os.Remove(f)
-	}
-}
-
 // writeCopy writes src to path through a synced temporary file renamed
-// into place (mode 0600, as OPA persists bundles), and syncs the
-// directory so that the rename outlives a crash.
+// into place (mode 0600, as OPA persists bundles).
 func writeCopy(path string, src io.Reader) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, tmpPattern)
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".bundle.tar.gz.*.tmp")
 	if err != nil {
 		return err
 	}
@@ -224,13 +127,5 @@ func writeCopy(path string, src io.Reader) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return os.Rename(tmp.Name(), path)
 }

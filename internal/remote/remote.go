@@ -84,19 +84,19 @@ type Remote struct {
 	reloading bool         // a goroutine runs manual downloads (runReloads)
 	nextLoad  *reloadBatch // the reloads asked for since the running download started
 	mu        sync.Mutex
-	bundles   []string                 // configured bundle names
-	seen      map[string]time.Time     // LastSuccessfulActivation handed to the target, per bundle
-	tries     map[string]uint64        // status updates processed, per bundle
-	updated   chan struct{}            // closed (and replaced) at every status update
-	outcome   map[string]error         // per bundle, what its last status update came to (nil: fine, or waiting for the others)
-	same      map[string]bool          // per bundle, whether its last status update brought nothing new (304)
-	refused   error                    // why the target refused the plugin's last activation (nil: it took it)
-	retryWait map[string]time.Duration // per bundle, the wait before a poll finding it unchanged hands the refused set over again
-	retryAt   map[string]time.Time     // per bundle, when a poll finding it unchanged may hand the refused set over again
-	persisted *persistence             // the bundles with persist: true, nil when none
-	polled    map[string]bool          // the bundles not in manual trigger mode
-	undone    map[string]bool          // the bundles whose last download failed (DownloadError)
-	active    bool                     // a remote bundle has been activated into the target
+	bundles   []string             // configured bundle names
+	seen      map[string]time.Time // LastSuccessfulActivation handed to the target, per bundle
+	tries     map[string]uint64    // status updates processed, per bundle
+	updated   chan struct{}        // closed (and replaced) at every status update
+	outcome   map[string]error     // per bundle, what its last status update came to (nil: fine, or waiting for the others)
+	same      map[string]bool      // per bundle, whether its last status update brought nothing new (304)
+	refused   error                // why the target refused the plugin's last activation (nil: it took it)
+	retryWait time.Duration        // the wait before a refused bundle is handed over again (0: none refused)
+	retryAt   time.Time            // when a poll that finds the refused bundle unchanged may hand it over again
+	persisted *persistence         // the bundles with persist: true, nil when none
+	polled    map[string]bool      // the bundles not in manual trigger mode
+	undone    map[string]bool      // the bundles whose last download failed (DownloadError)
+	active    bool                 // a remote bundle has been activated into the target
 }
 
 // envRE matches ${VAR} as OPA's configuration loader does.
@@ -184,16 +184,12 @@ func New(opts Options) (*Remote, error) {
 	}
 	r := &Remote{opts: opts, log: log, manager: mgr, seen: map[string]time.Time{},
 		tries: map[string]uint64{}, updated: make(chan struct{}), outcome: map[string]error{}, same: map[string]bool{},
-		undone: map[string]bool{}, polled: map[string]bool{}, retryWait: map[string]time.Duration{}, retryAt: map[string]time.Time{}}
+		undone: map[string]bool{}, polled: map[string]bool{}}
 	var persisted []string
 	for name, src := range bcfg.Bundles {
 		r.bundles = append(r.bundles, name)
 		r.polled[name] = src.Trigger == nil || *src.Trigger != plugins.TriggerManual
 		if src.Persist {
-			if !persistableName(name) {
-				return nil, fmt.Errorf("CONFIG_FILE %s: bundle %q has persist: true, but its name is not a relative path of clean segments "+
-					"within the persistence directory (no \"..\", \".\", empty or absolute path); rename it", opts.Name, name)
-			}
 			persisted = append(persisted, name)
 		}
 	}
@@ -254,12 +250,13 @@ func (r *Remote) Start(ctx context.Context) error {
 	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if r.persisted != nil {
 		// Before the plugin loads the persisted bundles (manager.Start).
-		restored, err := r.persisted.restoreMissing()
+		restored, err := r.persisted.restore()
 		if len(restored) > 0 {
-			r.log.Warn("persisted bundles missing; the copies last accepted are loaded instead", "bundles", restored)
+			r.log.Warn("persisted bundles were not the ones last accepted (the engine refused them, or had not taken them yet); "+
+				"the last accepted ones are loaded instead", "bundles", restored)
 		}
 		if err != nil {
-			r.log.Error("restoring missing persisted bundles from their last accepted copies failed", "error", err)
+			r.log.Error("restoring the last accepted persisted bundles failed; the persisted ones are loaded as they are", "error", err)
 		}
 	}
 	if err := r.manager.Start(r.ctx); err != nil {
@@ -275,10 +272,7 @@ func (r *Remote) Start(ctx context.Context) error {
 			}
 		}
 		if len(missing) == 0 {
-			// Logged and recorded by the target.
-			if err := r.activateStored("persisted bundles loaded at start"); err != nil && r.persisted != nil {
-				r.activateAccepted()
-			}
+			_ = r.activateStored("persisted bundles loaded at start") // logged and recorded by the target
 		} else {
 			// A constitution without its data bundle (or the reverse)
 			// never serves: the persisted ones wait, as downloaded ones
@@ -329,8 +323,8 @@ func (r *Remote) firstDownload() {
 			return
 		}
 		if errors.Is(err, errWaiting) {
-			// Downloaded (and logged by trigger): the polled bundles
-			// activate the set when they come.
+			// Downloaded: the polled bundles activate the set when they come.
+			r.log.Info("manual-trigger bundles downloaded; the first activation waits for the others", "reason", err)
 			return
 		}
 		r.log.Error("first download of the manual-trigger bundles failed; trying again", "error", err, "retry_in", wait)
@@ -514,10 +508,6 @@ func (r *Remote) trigger(ctx context.Context, manual []string) error {
 			}
 		}
 		if len(missing) > 0 {
-			// Logged here, as a refusal is by the target: the caller
-			// (SIGHUP, the first download) logs nothing more.
-			r.log.Warn("manual-trigger bundles downloaded; no policy activated: the first activation waits for the other bundles",
-				"bundles", manual, "waiting_for", missing)
 			out = append(out, &DownloadError{Err: fmt.Errorf("%w: remote bundles %s are not downloaded yet",
 				errWaiting, strings.Join(missing, ", "))})
 		}
@@ -613,15 +603,12 @@ func (r *Remote) onStatus(s bundleplugin.Status) {
 		// wait has passed (refusedRetry), as a reload of a manual bundle
 		// does.
 		r.outcome[s.Name], r.same[s.Name] = r.refused, true
-		if r.refused != nil && r.polled[s.Name] && !time.Now().Before(r.retryAt[s.Name]) {
+		if r.refused != nil && r.polled[s.Name] && !time.Now().Before(r.retryAt) {
 			r.outcome[s.Name] = r.activateStored(fmt.Sprintf("retry of bundle %q revision %q, refused before", s.Name, s.ActiveRevision))
 		}
 		return
 	}
 	r.seen[s.Name] = s.LastSuccessfulActivation
-	// A new bundle: if the set is refused, its polls retry it after
-	// refusedRetry, not after the wait earlier refusals grew to.
-	delete(r.retryWait, s.Name)
 	// Logged apart from the engine's "policy bundle activated" so that the
 	// download-and-verify latency and the activation time can be told apart.
 	r.log.Info("remote bundle downloaded and verified", "bundle", s.Name, "revision", s.ActiveRevision)
@@ -670,11 +657,8 @@ func (r *Remote) activateStored(why string) error {
 	}
 	r.refused = err
 	if err != nil {
-		now := time.Now()
-		for _, name := range r.bundles {
-			w := min(max(2*r.retryWait[name], refusedRetry), maxRefusedRetry)
-			r.retryWait[name], r.retryAt[name] = w, now.Add(w)
-		}
+		r.retryWait = min(max(2*r.retryWait, refusedRetry), maxRefusedRetry)
+		r.retryAt = time.Now().Add(r.retryWait)
 		if r.active { // r.mu is held
 			r.log.Error("remote bundle refused; the previous policy stays active", "update", why, "error", err)
 		} else {
@@ -682,8 +666,7 @@ func (r *Remote) activateStored(why string) error {
 		}
 		return err
 	}
-	clear(r.retryWait)
-	clear(r.retryAt)
+	r.retryWait = 0
 	r.active = true
 	if r.persisted != nil {
 		if err := r.persisted.keep(files, names); err != nil {
@@ -694,40 +677,9 @@ func (r *Remote) activateStored(why string) error {
 	return nil
 }
 
-// activateAccepted hands the target the last accepted copies of the
-// persisted bundles, at start, when it refused OPA's own persisted files
-// (persistence.accepted says which set is tried). OPA's store and files
-// keep what was refused, as they do when a downloaded bundle is refused.
-// r.mu must be held.
-func (r *Remote) activateAccepted() {
-	ctx, cancel := context.WithTimeout(r.ctx, r.opts.ActivateTimeout)
-	defer cancel()
-	b, names, err := r.persisted.accepted(ctx, r.bundles, r.plugin.Config().Bundles, r.manager.ParserOptions())
-	if err != nil {
-		r.log.Error("the persisted bundles were refused and their last accepted copies could not be loaded", "error", err)
-		return
-	}
-	if b == nil { // no other set than the one refused
-		return
-	}
-	source := fmt.Sprintf("remote %s from %s (last accepted copies)", strings.Join(names, ","), r.opts.Name)
-	if err := r.opts.Target.Activate(ctx, b, source); err != nil {
-		r.log.Error("the last accepted copies of the persisted bundles were refused too; no policy is active yet", "error", err)
-		return
-	}
-	r.refused = nil
-	clear(r.retryWait)
-	clear(r.retryAt)
-	r.active = true
-	r.log.Warn("the persisted bundles were refused; their last accepted copies are active instead", "bundles", names)
-}
-
-// The waits before a bundle set the target refused is handed over again
-// when a poll finds a bundle unchanged (onStatus): at most once a poll of
-// that bundle, and no sooner than its wait after the refusal. Each bundle
-// has its own wait: refusedRetry after the first refusal since it brought
-// a new bundle, doubling at each refusal in a row, reset by an accepted
-// activation. OPA keeps the refused bundle's ETag, so its server
+// The waits before a bundle the target refused is handed over again when a
+// poll finds it unchanged (onStatus): at most once a poll, and no sooner
+// than refusedRetry after the refusal, doubling at each refusal in a row. OPA keeps the refused bundle's ETag, so its server
 // answers 304 until it publishes another one: without the retry, a refusal
 // for a passing reason (the hash check's budget run out on a starved
 // machine) stood until then. A lasting refusal (another constitutional
