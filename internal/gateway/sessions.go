@@ -45,7 +45,7 @@ func (g *Gateway) sessionUsed(ss *mcp.ServerSession, method string) {
 	t := &g.sessions.unused
 	switch {
 	case method == "initialize" && ss.InitializeParams() != nil:
-		// An initialize again (the SDK answers it at any time): the
+		// An initialize again (the SDK refuses it as a duplicate): the
 		// session has been initialized, and its use already counted or
 		// its timer already running (review: it armed the timer again,
 		// and a session in use ended).
@@ -80,11 +80,18 @@ func (g *Gateway) sessionUsed(ss *mcp.ServerSession, method string) {
 func (g *Gateway) limitSessions(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost || r.Header.Get("Mcp-Session-Id") != "" {
-			h.ServeHTTP(w, r)
-			if id := r.Header.Get("Mcp-Session-Id"); r.Method == http.MethodDelete && id != "" {
-				// An ended session's unused timer goes with it, not when
-				// it fires (a timer and the session held for
-				// unused_timeout per initialize and DELETE; review).
+			id := r.Header.Get("Mcp-Session-Id")
+			if r.Method != http.MethodDelete || id == "" {
+				h.ServeHTTP(w, r)
+				return
+			}
+			sw := &statusWriter{ResponseWriter: w}
+			h.ServeHTTP(sw, r)
+			// An ended session's unused timer goes with it, not when it
+			// fires (a timer and the session held for unused_timeout per
+			// initialize and DELETE; review); only when the SDK ended it
+			// (a refused DELETE, 400/403/404, leaves the session open).
+			if sw.status/100 == 2 {
 				if u, ok := g.sessions.unused.LoadAndDelete(id); ok {
 					u.(*unusedTimer).stop()
 				}
@@ -173,3 +180,26 @@ func (u *unusedTimer) stop() {
 		t.Stop()
 	}
 }
+
+// statusWriter remembers the status a handler answered with.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

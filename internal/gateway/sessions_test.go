@@ -196,3 +196,40 @@ func TestUnusedHTTPSessionsEnd(t *testing.T) {
 		t.Errorf("the session in use answered %d, 3 unused timeouts after an initialize again, want 200", status)
 	}
 }
+
+// TestRefusedDeleteKeepsTheUnusedTimer: a DELETE the SDK refuses (here an
+// unsupported protocol version, 400) leaves the session open, and so its
+// unused timer: the timer was stopped after any DELETE, and a bare
+// session then held its place for the 30-minute idle timeout (review).
+func TestRefusedDeleteKeepsTheUnusedTimer(t *testing.T) {
+	e := startEnv(t, envOptions{extraYAML: "sessions: {max: 1, max_per_agent: 1, unused_timeout: 1s}\n"})
+	status, session, body := initialize(t, e, "token-1")
+	if status != http.StatusOK {
+		t.Fatalf("initialize: %d %q", status, body)
+	}
+	req, _ := http.NewRequestWithContext(testCtx(t), http.MethodDelete, e.agentURL, nil)
+	req.Header.Set("Authorization", "Bearer token-1")
+	req.Header.Set("Mcp-Session-Id", session)
+	req.Header.Set("Mcp-Protocol-Version", "1999-01-01")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 == 2 {
+		t.Fatalf("DELETE with an unsupported protocol version: %d, want it refused", resp.StatusCode)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		status, _, body := initialize(t, e, "token-1")
+		switch {
+		case status == http.StatusOK:
+			return
+		case status != http.StatusTooManyRequests && status != http.StatusServiceUnavailable:
+			t.Fatalf("initialize: %d %q", status, body)
+		case time.Now().After(deadline):
+			t.Fatalf("the bare session still holds the only place 60 s after a refused DELETE (unused_timeout 1s): %q", body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -404,7 +404,7 @@ func (l *DecisionLog) startFileChain(existed bool, size int64, torn bool) {
 	// record continues it instead of starting at genesis, and `acgs audit
 	// verify --from` with the logged head holds (it reported a break after
 	// a restart between the switch and the next record; review).
-	continued := l.prev == "" && size == 0 && err == nil && ok && verdict == checkpointMatches &&
+	continued := existed && l.prev == "" && size == 0 && err == nil && ok && verdict == checkpointMatches &&
 		ck.Head != "" && ck.Head != ChainGenesis
 	if continued {
 		l.prev = ck.Head
