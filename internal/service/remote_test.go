@@ -225,11 +225,16 @@ func TestServeRemoteBundles(t *testing.T) {
 		t.Fatalf("decision %d %v after a refused bundle, want remote-1 still", code, doc)
 	}
 
-	// Polled bundles are not downloaded on demand (OPA's downloader cannot be
-	// triggered while it polls): the admin reload says so and changes nothing.
+	// With polled bundles, the admin reload hands a refused bundle to the
+	// engine again (0d6f3ff: a refusal for a passing reason would
+	// otherwise stay until the server publishes another bundle): refused
+	// again (500, as any refused bundle), and remote-1 stays.
 	code, _, raw := httpDo(t, http.MethodPost, base+"/v1/admin/reload", "admin-token-for-tests", nil)
-	if code != http.StatusBadRequest || !strings.Contains(raw, "trigger: manual") {
-		t.Fatalf("admin reload with polled bundles: %d %s, want 400 naming trigger: manual", code, raw)
+	if code != http.StatusInternalServerError || !strings.Contains(raw, "constitutional hash 0123456789abcdef") {
+		t.Fatalf("admin reload with a refused polled bundle: %d %s, want 500 naming the hash", code, raw)
+	}
+	if code, doc := decide(); code != http.StatusOK || doc["policy_revision"] != "remote-1" {
+		t.Fatalf("decision %d %v after a reload refused again, want remote-1 still", code, doc)
 	}
 	publishConstitution(t, serveDir, "remote-3", testHash, priv)
 	waitFor(t, 90*time.Second, "remote-3 active", func() bool {
@@ -239,6 +244,13 @@ func TestServeRemoteBundles(t *testing.T) {
 	_, doc, _ := httpDo(t, http.MethodGet, base+"/v1/data/acgs/main/health", "", nil)
 	if msg, ok := doc["last_reload_error"]; ok {
 		t.Errorf("last_reload_error %v after a good bundle", msg)
+	}
+	// With nothing refused, polled bundles are not downloaded on demand
+	// (OPA's downloader cannot be triggered while it polls): the admin
+	// reload says so and changes nothing.
+	code, _, raw = httpDo(t, http.MethodPost, base+"/v1/admin/reload", "admin-token-for-tests", nil)
+	if code != http.StatusBadRequest || !strings.Contains(raw, "trigger: manual") {
+		t.Fatalf("admin reload with polled bundles: %d %s, want 400 naming trigger: manual", code, raw)
 	}
 }
 
