@@ -701,8 +701,9 @@ func (s *snapshot) compiled(ctx context.Context, path string, log *slog.Logger) 
 		// plans every rule the path reaches (OPA's planner), several
 		// milliseconds of CPU: paths asked once each (array indices,
 		// scans) made most of a service's CPU that, for one evaluation.
-		if _, again := s.sighted.GetIfPresent(path); !again {
-			s.sighted.Set(path, struct{}{})
+		// One request is the first: of requests asked at once, the rest
+		// prepare (a check, then a set, let all of them pass as first).
+		if _, first := s.sighted.SetIfAbsent(path, struct{}{}); first {
 			return nil
 		}
 	}
