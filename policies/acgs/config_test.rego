@@ -383,6 +383,9 @@ breaking_edits := [
 	[{"op": "replace", "path": "/prohibited_actions", "value": "system.execute_shell"}],
 	[{"op": "replace", "path": "/constitutional/actions_requiring_explanation", "value": false}],
 	[{"op": "replace", "path": "/data_access/access_threshold", "value": null}],
+	[{"op": "remove", "path": "/data_access/access_threshold"}],
+	[{"op": "remove", "path": "/evolution/auto_approve_threshold"}],
+	[{"op": "remove", "path": "/evolution/fast_track_threshold"}],
 	[{"op": "replace", "path": "/data_access/sensitive_categories", "value": false}],
 	[{"op": "replace", "path": "/tool_call/prohibited_tools", "value": "*__exec"}],
 	[{"op": "replace", "path": "/tool_call/approval_required_tools", "value": {"a": 1}}],
@@ -472,18 +475,29 @@ test_evolution_added_risks_missing if {
 	}
 }
 
+# A threshold missing or not a number was never reached: without
+# auto_approve_threshold the complex request (0.9665) went to fast_track
+# with no reason at all, with one of another type to fast_track "below"
+# it; without fast_track_threshold every request short of auto-approval
+# went to human review unexplained (review). A configuration error, named.
 test_evolution_thresholds_not_numbers if {
-	every v in [null, true, "0.95"] {
-		d := main.decision with input as main_test.complex_input
-			with data.acgs.config as edited([{"op": "replace", "path": "/evolution/auto_approve_threshold", "value": v}])
-		d.approval_path == "fast_track"
-		d.allow == false
-		e := main.decision with input as main_test.complex_input
-			with data.acgs.config as edited([
-				{"op": "replace", "path": "/evolution/auto_approve_threshold", "value": v},
-				{"op": "replace", "path": "/evolution/fast_track_threshold", "value": v},
-			])
-		e.approval_path == "human_review"
+	every name in ["auto_approve_threshold", "fast_track_threshold"] {
+		path := concat("/", ["", "evolution", name])
+		every op in [
+			{"op": "remove", "path": path},
+			{"op": "replace", "path": path, "value": null},
+			{"op": "replace", "path": path, "value": true},
+			{"op": "replace", "path": path, "value": "0.95"},
+		] {
+			d := main.decision with input as main_test.complex_input with data.acgs.config as edited([op])
+			d.allow == false
+			d.approval_path == "human_review"
+			d.evaluation_details.configuration_error == true
+			d.reasons == [sprintf(
+				"Constitution configuration error: data.acgs.config.evolution lacks a value of the type this evaluation needs (%s: a number)",
+				[name],
+			)]
+		}
 	}
 }
 
@@ -814,12 +828,22 @@ test_sensitive_categories_with_entries_not_strings if {
 	}
 }
 
+# A threshold missing or not a number was never reached: without
+# access_threshold a request scoring 1 was denied with no reason at all,
+# with null "below null" (review). A configuration error, named.
 test_access_threshold_not_a_number if {
-	d := main.decision with input as main_test.data_access_input
-		with data.acgs.config as edited([{"op": "replace", "path": "/data_access/access_threshold", "value": null}])
-	d.access_score == 1
-	d.allow == false
-	d.reasons == ["Access score 1 below null"]
+	every op in [
+		{"op": "remove", "path": "/data_access/access_threshold"},
+		{"op": "replace", "path": "/data_access/access_threshold", "value": null},
+		{"op": "replace", "path": "/data_access/access_threshold", "value": "0.95"},
+		{"op": "replace", "path": "/data_access/access_threshold", "value": false},
+	] {
+		d := main.decision with input as main_test.data_access_input with data.acgs.config as edited([op])
+		d.allow == false
+		d.compliance_score == 0
+		d.evaluation_details.configuration_error == true
+		d.reasons == ["Constitution configuration error: data.acgs.config.data_access lacks a value of the type this evaluation needs (access_threshold: a number)"]
+	}
 }
 
 # A cut length that is not a whole number >= 0 cuts at 200: every tool_call

@@ -7,11 +7,12 @@
 #   data.acgs.config.data_access.
 #
 #   A configured limit of a type that would make its rule never fire (a
-#   bulk or retention limit that is not a number) denies with a
-#   configuration error (configuration_problems), as acgs.constitutional
-#   does for a number its scoring lacks; a sensitive_categories that is
-#   not an array of strings makes every field sensitive; a weight or score
-#   of another type fails the arithmetic, and the score is 0.
+#   bulk or retention limit or the access threshold missing or not a
+#   number) denies with a configuration error (configuration_problems), as
+#   acgs.constitutional does for a number its scoring lacks; a
+#   sensitive_categories that is not an array of strings makes every field
+#   sensitive; a weight or score of another type fails the arithmetic, and
+#   the score is 0.
 #
 #   Inputs are untrusted: a field of the wrong type counts as missing.
 #   Fail-safe choices (documented where they are made):
@@ -374,6 +375,12 @@ configuration_problems contains concat("", ["bulk_indicators.", name, ": a numbe
 	not is_number(object.get(config.data_access, ["bulk_indicators", name], null))
 }
 
+# The threshold too: one missing or of another type is never reached, and
+# every request was denied, without it with no reason at all (review).
+configuration_problems contains "access_threshold: a number" if {
+	not is_number(object.get(config.data_access, "access_threshold", null))
+}
+
 configuration_problems contains "retention_limits_seconds: an object of numbers" if {
 	has_retention_policy
 	not numbers(object.get(config.data_access, "retention_limits_seconds", null))
@@ -421,7 +428,8 @@ default access_score := 0
 access_score := round4(clamp01(raw_score))
 
 # A threshold that is not a number is never reached (compared with a
-# number, null and booleans are below every number).
+# number, null and booleans are below every number); the decision is then
+# the configuration error (configuration_problems) anyway.
 default allow := false
 
 allow if {

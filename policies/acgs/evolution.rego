@@ -9,10 +9,11 @@
 #   A configured value of the wrong type that would make a rule add no
 #   risk, take no penalty or require no review (risk_factors that is not an
 #   object, a performance limit that is not a number above 0, a review's
-#   types that are not an array of strings) denies with a configuration
-#   error (configuration_problems), as acgs.constitutional does for a
-#   number its scoring lacks; one that breaks the arithmetic (a weight, a
-#   base risk, a mitigation of another type) scores 0 where it is used.
+#   types that are not an array of strings, a threshold missing or not a
+#   number) denies with a configuration error (configuration_problems), as
+#   acgs.constitutional does for a number its scoring lacks; one that
+#   breaks the arithmetic (a weight, a base risk, a mitigation of another
+#   type) scores 0 where it is used.
 #
 #   Inputs are untrusted: a field of the wrong type counts as missing.
 #   Change and mitigation flags count only when they are boolean true;
@@ -276,7 +277,8 @@ evolution_score := round4(clamp01(raw_score))
 # fast_track_threshold 0.97 (out of order), 0.95 is auto_approve and no
 # score is fast_track. A threshold that is not a number is never reached
 # (compared with a number it would be ordered by type: Rego orders null
-# and booleans below every number, strings above).
+# and booleans below every number, strings above); the decision is then
+# the configuration error (configuration_problems) anyway.
 default approval_path := "human_review"
 
 approval_path := "auto_approve" if reaches(config.evolution.auto_approve_threshold)
@@ -411,8 +413,11 @@ configuration_problems contains concat("", [name, ": an object"]) if {
 # missing: an external dependency or a wrong constitutional hash would add
 # nothing, and a request for human review was auto-approved (review). They
 # must be numbers (a number of another type failed the arithmetic, score 0).
+# So must the two thresholds: one missing or of another type is never
+# reached, and the request went to a heavier path with no reason naming why
+# (without auto_approve_threshold, none at all) (review).
 configuration_problems contains concat("", [name, ": a number"]) if {
-	some name in ["external_dependencies_risk", "hash_mismatch_penalty"]
+	some name in ["external_dependencies_risk", "hash_mismatch_penalty", "auto_approve_threshold", "fast_track_threshold"]
 	not is_number(object.get(config.evolution, name, null))
 }
 
