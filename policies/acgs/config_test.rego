@@ -380,6 +380,7 @@ breaking_edits := [
 	[{"op": "replace", "path": "/constitutional/rate_limits/data", "value": "100"}],
 	[{"op": "replace", "path": "/constitutional/resource_limits/cpu_cores", "value": "2"}],
 	[{"op": "replace", "path": "/constitutional/concern_thresholds", "value": "x"}],
+	[{"op": "replace", "path": "/constitutional/concern_thresholds/min_benefit", "value": "0.3"}],
 	[{"op": "replace", "path": "/prohibited_actions", "value": "system.execute_shell"}],
 	[{"op": "replace", "path": "/constitutional/actions_requiring_explanation", "value": false}],
 	[{"op": "replace", "path": "/data_access/access_threshold", "value": null}],
@@ -589,6 +590,38 @@ test_limits_not_numbers if {
 	h := main.decision with input as tool_base
 		with data.acgs.config as edited([{"op": "replace", "path": "/tool_call/rate_limit/default_per_minute", "value": "120"}])
 	tool_config_error_is(h, "rate_limit.default_per_minute: a number")
+}
+
+# concern_thresholds of another type, or a threshold in it missing or not
+# a number: its concern was dropped silently (a string threshold is above
+# every number, null below), or an always-true concern added (a benefit
+# of 1 "below" "0.3"), so a harmful, useless or unfair action was denied
+# without its reason (review). A configuration error, as a missing
+# concern_thresholds is.
+test_concern_thresholds_not_numbers if {
+	harmful := json.patch(main_test.safe_input, [{"op": "add", "path": "/context/harm_risk_assessment", "value": 0.5}])
+	d := main.decision with input as harmful
+	d.allow == false
+	"Harm risk 0.5 exceeds 0.2" in d.reasons
+	every v in ["x", ["max_harm_risk"], 0.2, null] {
+		e := main.decision with input as harmful
+			with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/concern_thresholds", "value": v}])
+		e == config_error("concern_thresholds")
+		main.decision == config_error("concern_thresholds") with input as main_test.safe_input
+			with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/concern_thresholds", "value": v}])
+	}
+	every k in ["max_harm_risk", "min_benefit", "min_fairness_protected_groups"] {
+		path := concat("/", ["", "constitutional", "concern_thresholds", k])
+		every op in [{"op": "remove", "path": path}, {"op": "replace", "path": path, "value": "0.2"}, {"op": "replace", "path": path, "value": null}] {
+			f := main.decision with input as harmful with data.acgs.config as edited([op])
+			f == config_error(concat(".", ["concern_thresholds", k]))
+		}
+	}
+	g := main.decision with input as harmful
+		with data.acgs.config as edited([{"op": "replace", "path": "/constitutional/concern_thresholds", "value": {
+			"max_harm_risk": "0.2", "min_benefit": 0.3, "min_fairness_protected_groups": true,
+		}}])
+	g == config_error("concern_thresholds.max_harm_risk, concern_thresholds.min_fairness_protected_groups")
 }
 
 # Deny lists that are not arrays match everything; so does the list of the

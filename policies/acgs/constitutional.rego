@@ -189,12 +189,27 @@ configuration_problems := array.concat(
 	),
 	array.concat(
 		[p | some p in ["rate_limits", "resource_limits", "concern_thresholds"]; not is_object(object.get(config, ["constitutional", p], null))],
-		[concat(".", ["resource_limits", name]) |
-			some name, limit in object.get(config, ["constitutional", "resource_limits"], {})
-			not is_number(limit)
-		],
+		array.concat(
+			[concat(".", ["resource_limits", name]) |
+				some name, limit in object.get(config, ["constitutional", "resource_limits"], {})
+				not is_number(limit)
+			],
+			# (Each threshold of an object only: one that is not an object is
+			# named as a whole above.)
+			[concat(".", ["concern_thresholds", name]) |
+				thresholds := object.get(config, ["constitutional", "concern_thresholds"], null)
+				is_object(thresholds)
+				some name in concern_threshold_names
+				not is_number(object.get(thresholds, name, null))
+			],
+		),
 	),
 )
+
+# The thresholds of the concerns (harm risk, benefit, fairness): a reason
+# only, never part of the score, but one missing or not a number dropped
+# its reason silently (review), so they are needed as the others are.
+concern_threshold_names := ["max_harm_risk", "min_benefit", "min_fairness_protected_groups"]
 
 default rate_limit_source := "default_rate_limit"
 
@@ -359,14 +374,14 @@ scored_decision := [out |
 					[shown_act, explanation_length, min_explanation],
 				)
 			],
-			[m | harm_risk > t.max_harm_risk; m := sprintf("Harm risk %v exceeds %v", [harm_risk, t.max_harm_risk])],
-			[m | benefit < t.min_benefit; m := sprintf("Benefit assessment %v below %v", [benefit, t.min_benefit])],
+			[m | harm_risk > max_harm_risk; m := sprintf("Harm risk %v exceeds %v", [harm_risk, max_harm_risk])],
+			[m | benefit < min_benefit; m := sprintf("Benefit assessment %v below %v", [benefit, min_benefit])],
 			[m |
 				protected_groups
-				fairness < t.min_fairness_protected_groups
+				fairness < min_fairness
 				m := sprintf(
 					"Fairness assessment %v below %v while protected groups are affected",
-					[fairness, t.min_fairness_protected_groups],
+					[fairness, min_fairness],
 				)
 			],
 			[m | overrides; consent == false; m := "Overrides user preference without consent"],
@@ -404,7 +419,12 @@ scored_decision := [out |
 	# number: see evaluated_decision.)
 	c := config.constitutional
 	p := c.principles
-	t := c.concern_thresholds
+	max_harm_risk := c.concern_thresholds.max_harm_risk
+	is_number(max_harm_risk)
+	min_benefit := c.concern_thresholds.min_benefit
+	is_number(min_benefit)
+	min_fairness := c.concern_thresholds.min_fairness_protected_groups
+	is_number(min_fairness)
 	hash := config.constitutional_hash
 	act := action
 	shown_act := shown_action
