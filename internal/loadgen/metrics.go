@@ -408,6 +408,10 @@ func (p *PromQLSource) Queries() map[string]string {
 		"p95":      q(0.95),
 		"p99":      q(0.99),
 		"requests": fmt.Sprintf(`sum(increase(%s{%s}[%s]))`, n.Requests, sel(), w),
+		// answered: the requests the error rate divides by (neither 503
+		// nor 499), asked apart so an empty errors answer can be told
+		// from "none answered" (every request a 499, or a 503).
+		"answered": fmt.Sprintf(`sum(increase(%s{%s}[%s]))`, n.Requests, sel(answered), w),
 		"errors": fmt.Sprintf(`sum(rate(%s{%s}[%s])) / sum(rate(%s{%s}[%s]))`,
 			n.Requests, sel(`code=~"5.."`, answered), w, n.Requests, sel(answered), w),
 		"refused": fmt.Sprintf(`sum(rate(%s{%s}[%s])) / sum(rate(%s{%s}[%s]))`,
@@ -420,8 +424,9 @@ func (p *PromQLSource) Queries() map[string]string {
 // Metrics runs the queries. A query with an empty or NaN answer leaves its
 // figure nil (no data); when there were requests, the refused rate is 0, not
 // "no data", if there is no 503 series at all, and so is the error rate if
-// there is no 5xx series other than 503 (unless every request was a 503:
-// then no request was answered and the error rate has no data).
+// there is no 5xx series other than 503 (unless no request was answered,
+// every one a 503 or a 499: then the error rate has no data, as the scrape
+// path says).
 func (p *PromQLSource) Metrics(ctx context.Context) (ServiceMetrics, error) {
 	if p.Window <= 0 {
 		return ServiceMetrics{}, errors.New("promql: window must be > 0")
@@ -447,12 +452,14 @@ func (p *PromQLSource) Metrics(ctx context.Context) (ServiceMetrics, error) {
 		x := *v * 1000
 		return &x
 	}
+	var answered *float64
 	for _, f := range []struct {
 		name string
 		dst  **float64
 		conv func(*float64) *float64
 	}{
 		{"requests", &m.Requests, nil},
+		{"answered", &answered, nil},
 		{"p50", &m.P50Ms, ms},
 		{"p95", &m.P95Ms, ms},
 		{"p99", &m.P99Ms, ms},
@@ -474,7 +481,7 @@ func (p *PromQLSource) Metrics(ctx context.Context) (ServiceMetrics, error) {
 			zero := 0.0
 			m.RefusedRate = &zero
 		}
-		if m.ErrorRate == nil && *m.RefusedRate < 1 {
+		if m.ErrorRate == nil && answered != nil && *answered > 0 {
 			zero := 0.0
 			m.ErrorRate = &zero
 		}

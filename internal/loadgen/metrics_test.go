@@ -332,6 +332,7 @@ func TestPromQLQueries(t *testing.T) {
 		{"default names", DefaultMetricNames(), map[string]string{
 			"p99":            `histogram_quantile(0.99, sum by (le) (rate(acgs_http_request_duration_seconds_bucket{handler!~".*(metrics|health).*",code!~"503|499"}[5m])))`,
 			"requests":       `sum(increase(acgs_http_requests_total{handler!~".*(metrics|health).*"}[5m]))`,
+			"answered":       `sum(increase(acgs_http_requests_total{handler!~".*(metrics|health).*",code!~"503|499"}[5m]))`,
 			"errors":         `sum(rate(acgs_http_requests_total{handler!~".*(metrics|health).*",code=~"5..",code!~"503|499"}[5m])) / sum(rate(acgs_http_requests_total{handler!~".*(metrics|health).*",code!~"503|499"}[5m]))`,
 			"refused":        `sum(rate(acgs_http_requests_total{handler!~".*(metrics|health).*",code="503"}[5m])) / sum(rate(acgs_http_requests_total{handler!~".*(metrics|health).*"}[5m]))`,
 			"cache_hit_rate": `sum(rate(acgs_cache_hits_total{tier=~"l1|l2"}[5m])) / (sum(rate(acgs_cache_hits_total{tier="l1"}[5m])) + sum(rate(acgs_cache_misses_total{tier="l1"}[5m])))`,
@@ -591,11 +592,14 @@ func TestPromQLSourceRefused(t *testing.T) {
 		answers          map[string]float64 // by figure
 		errRate, refused float64
 	}{
-		{"200s, 500s and 503s", map[string]float64{"requests": 200, "p99": 0.004, "errors": 0.1, "refused": 0.25}, 0.1, 0.25},
-		{"no 503 series: refused rate 0", map[string]float64{"requests": 100, "p99": 0.004, "errors": 0.1}, 0.1, 0},
-		{"no 5xx at all: both 0", map[string]float64{"requests": 100, "p99": 0.004}, 0, 0},
+		{"200s, 500s and 503s", map[string]float64{"requests": 200, "answered": 150, "p99": 0.004, "errors": 0.1, "refused": 0.25}, 0.1, 0.25},
+		{"no 503 series: refused rate 0", map[string]float64{"requests": 100, "answered": 100, "p99": 0.004, "errors": 0.1}, 0.1, 0},
+		{"no 5xx at all: both 0", map[string]float64{"requests": 100, "answered": 100, "p99": 0.004}, 0, 0},
 		// errors divides by the requests not answered 503: none, so empty.
 		{"all 503: error rate has no data", map[string]float64{"requests": 100, "refused": 1}, noData, 1},
+		// 499s are neither answered nor refused: none answered, as above.
+		{"all 499: error rate has no data", map[string]float64{"requests": 100}, noData, 0},
+		{"503s and 499s only", map[string]float64{"requests": 100, "refused": 0.5}, noData, 0.5},
 		{"no requests: no data", map[string]float64{"requests": 0}, noData, noData},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
