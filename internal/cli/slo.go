@@ -54,8 +54,7 @@ A 499 is a request whose client went away before it was answered (recorded,
 never sent). It is counted among the requests and left out of the
 percentiles (its duration is the client's patience) and the error rate, and
 is not a 503 in the refused rate. When no request was answered (all 503 or
-499), the
-error rate has no data and fails its objective.
+499), the error rate has no data and fails its objective.
 
 --prometheus-url asks a Prometheus server the same through PromQL over --window.
 
