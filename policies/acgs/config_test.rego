@@ -709,7 +709,7 @@ evolution_config_error(missing) := {
 	"compliance_score": 0,
 	"evolution_score": 0,
 	"approval_path": "human_review",
-	"required_actions": [],
+	"required_actions": evolution_config_error_actions,
 	"reasons": [sprintf(
 		"Constitution configuration error: data.acgs.config.evolution lacks a value of the type this evaluation needs (%s)",
 		[missing],
@@ -718,6 +718,13 @@ evolution_config_error(missing) := {
 	"policy": "evolution",
 	"evaluation_details": {"configuration_error": true},
 }
+
+# What a configuration error requires: the human review path's actions,
+# and a corrected configuration.
+evolution_config_error_actions := [
+	"Full human review of the evolution request",
+	"Correct data.acgs.config.evolution and evaluate the request again",
+]
 
 # (Compared as JSON text: the type checker sees an evolution decision as
 # its evaluated kind only.)
@@ -796,7 +803,6 @@ data_access_config_error(missing) := {
 	"compliance_score": 0,
 	"access_score": 0,
 	"access_conditions": [],
-	"audit_requirements": [],
 	"reasons": [sprintf(
 		"Constitution configuration error: data.acgs.config.data_access lacks a value of the type this evaluation needs (%s)",
 		[missing],
@@ -807,8 +813,51 @@ data_access_config_error(missing) := {
 }
 
 # (Compared as JSON text: the type checker sees a data access decision as
-# its evaluated kind only.)
-data_access_config_error_is(d, missing) if json.marshal(d) == json.marshal(data_access_config_error(missing))
+# its evaluated kind only.) Its audit requirements are the request's, as
+# for any denial (test_configuration_error_denials_require_review), and a
+# human review.
+data_access_config_error_is(d, missing) if {
+	json.marshal(object.remove(d, ["audit_requirements"])) == json.marshal(data_access_config_error(missing))
+	d.audit_requirements[0] == "Log requester, purpose and fields accessed"
+	d.audit_requirements[count(d.audit_requirements) - 1] == data_access_config_error_audit
+}
+
+data_access_config_error_audit := "Human review of the request: denied on a configuration error of data.acgs.config.data_access, not scored"
+
+# A configuration error denied with no required action and no audit
+# requirement: nothing said the denied request needed a human's review, or
+# that the request had to be logged as every other data access is
+# (review). It requires the human review path's actions (the configured
+# ones, or the spec's when those cannot be read) and the audit of the
+# request it is, with a human review.
+test_configuration_error_denials_require_review if {
+	d := main.decision with input as main_test.data_access_input
+		with data.acgs.config as edited([{"op": "remove", "path": "/data_access/access_threshold"}])
+	d.audit_requirements == [
+		"Log requester, purpose and fields accessed",
+		"Audit logging for sensitive field access: [\"email\"]",
+		"Record consent verification for 1 data subjects",
+		data_access_config_error_audit,
+	]
+
+	e := main.decision with input as main_test.complex_input
+		with data.acgs.config as edited([{"op": "remove", "path": "/evolution/auto_approve_threshold"}])
+	e.required_actions == evolution_config_error_actions
+	every v in [null, "Full human review", [], [{"a": 1}]] {
+		f := main.decision with input as main_test.complex_input
+			with data.acgs.config as edited([
+				{"op": "remove", "path": "/evolution/auto_approve_threshold"},
+				{"op": "replace", "path": "/evolution/path_actions/human_review", "value": v},
+			])
+		f.required_actions == evolution_config_error_actions
+	}
+	g := main.decision with input as main_test.complex_input
+		with data.acgs.config as edited([
+			{"op": "remove", "path": "/evolution/auto_approve_threshold"},
+			{"op": "replace", "path": "/evolution/path_actions/human_review", "value": ["Board review", "Security sign-off"]},
+		])
+	g.required_actions == ["Board review", "Security sign-off", "Correct data.acgs.config.evolution and evaluate the request again"]
+}
 
 # A bulk request (50,000 records) keeping personal data for longer than
 # its limit: denied (0.92) with the shipped configuration.

@@ -398,13 +398,20 @@ default configuration_error := false
 configuration_error if count(configuration_problems) > 0
 
 # The deny of a request whose configuration lacks a value the scoring
-# reads, with nothing scored.
+# reads, with nothing scored and no access condition (nothing is granted).
+# Its audit requirements are the request's, as for any denial (sensitive
+# fields read safely: every field is sensitive when the categories cannot
+# be read), and a human review of it: it required no audit at all before,
+# not even the log of the request (review).
 configuration_error_decision := {
 	"allow": false,
 	"compliance_score": 0,
 	"access_score": 0,
 	"access_conditions": [],
-	"audit_requirements": [],
+	"audit_requirements": array.concat(
+		audit_requirements,
+		["Human review of the request: denied on a configuration error of data.acgs.config.data_access, not scored"],
+	),
 	"reasons": [sprintf(
 		"Constitution configuration error: data.acgs.config.data_access lacks a value of the type this evaluation needs (%s)",
 		[concat(", ", configuration_problems)],

@@ -442,6 +442,16 @@ configuration_problems contains concat("", ["required_reviews.", name, ".trigger
 	not is_string(t)
 }
 
+# The human review path's actions as configured or, when they cannot be
+# read (the configuration is in error) or are none, the spec's.
+default human_review_actions := ["Full human review of the evolution request"]
+
+human_review_actions := a if {
+	a := config.evolution.path_actions.human_review
+	text.strings(a)
+	count(a) > 0
+}
+
 default configured_reviews := {}
 
 configured_reviews := config.evolution.required_reviews if is_object(config.evolution.required_reviews)
@@ -459,13 +469,18 @@ default configuration_error := false
 configuration_error if count(configuration_problems) > 0
 
 # The deny of a request whose configuration lacks a value the scoring
-# reads: the human review path, with nothing scored.
+# reads: the human review path, with nothing scored, requiring what that
+# path requires and a corrected configuration (it required nothing before,
+# as if the denied request needed no one's review: review).
 configuration_error_decision := {
 	"allow": false,
 	"compliance_score": 0,
 	"evolution_score": 0,
 	"approval_path": "human_review",
-	"required_actions": [],
+	"required_actions": array.concat(
+		human_review_actions,
+		["Correct data.acgs.config.evolution and evaluate the request again"],
+	),
 	"reasons": [sprintf(
 		"Constitution configuration error: data.acgs.config.evolution lacks a value of the type this evaluation needs (%s)",
 		[concat(", ", configuration_problems)],
