@@ -3,10 +3,14 @@ package remote_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/open-policy-agent/opa/v1/bundle"
 
 	"github.com/acgs-lite/acgs/internal/remote"
 	"github.com/acgs-lite/acgs/internal/testenv"
@@ -202,4 +206,55 @@ func TestSignatureRequirementLogged(t *testing.T) {
 			eventually(t, 20*time.Second, "revision r1 active", func() bool { return e.revision() == "r1" })
 		})
 	}
+}
+
+// revisionTarget refuses the revisions in refuse, as many times as given
+// (-1: always), as an engine does whose activations run past their
+// deadline on a busy machine.
+type revisionTarget struct {
+	*fleetEngine
+	mu     sync.Mutex
+	refuse map[string]int
+}
+
+func (rt *revisionTarget) Activate(ctx context.Context, b *bundle.Bundle, source string) error {
+	rev := b.Manifest.Revision
+	rt.mu.Lock()
+	n := rt.refuse[rev]
+	if n > 0 {
+		rt.refuse[rev]--
+	}
+	rt.mu.Unlock()
+	if n != 0 {
+		err := fmt.Errorf("revision %s refused (a passing refusal)", rev)
+		rt.RecordFailure(err)
+		return err
+	}
+	return rt.fleetEngine.Activate(ctx, b, source)
+}
+
+// TestRefusedBundleRetryWaitIsPerBundle: a newly published bundle refused
+// for a passing reason is retried by the polls after refusedRetry, however
+// long the wait grew for the bundle refused before it. The wait was one
+// for all bundles, reset only by an accepted activation, so after a
+// lasting refusal a new bundle's passing refusal stood for the longest
+// wait (review of 0d6f3ff).
+func TestRefusedBundleRetryWaitIsPerBundle(t *testing.T) {
+	serveDir := t.TempDir()
+	url := bundleServer(t, serveDir)
+	publish(t, constitutionDir(t, "a", hash, nil), serveDir, remote.BuildOptions{})
+	rt := &revisionTarget{fleetEngine: newEngine(t), refuse: map[string]int{"a": -1, "b": 1}}
+	r := startRemoteWith(t, remote.Options{Config: opaConfig(url, "", poll), Target: rt})
+	eventually(t, 20*time.Second, "revision a refused", func() bool { return strings.Contains(rt.lastError(), "revision a refused") })
+	// Every reload hands a over again at once and is refused: the wait
+	// doubles each time, up to its bound.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := range 12 {
+		if err := r.Reload(ctx); err == nil || !strings.Contains(err.Error(), "revision a refused") {
+			t.Fatalf("reload %d: %v, want revision a refused", i, err)
+		}
+	}
+	publish(t, constitutionDir(t, "b", hash, nil), serveDir, remote.BuildOptions{})
+	eventually(t, 60*time.Second, "revision b, refused once, active after a later poll", func() bool { return rt.revision() == "b" })
 }

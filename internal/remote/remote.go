@@ -84,19 +84,19 @@ type Remote struct {
 	reloading bool         // a goroutine runs manual downloads (runReloads)
 	nextLoad  *reloadBatch // the reloads asked for since the running download started
 	mu        sync.Mutex
-	bundles   []string             // configured bundle names
-	seen      map[string]time.Time // LastSuccessfulActivation handed to the target, per bundle
-	tries     map[string]uint64    // status updates processed, per bundle
-	updated   chan struct{}        // closed (and replaced) at every status update
-	outcome   map[string]error     // per bundle, what its last status update came to (nil: fine, or waiting for the others)
-	same      map[string]bool      // per bundle, whether its last status update brought nothing new (304)
-	refused   error                // why the target refused the plugin's last activation (nil: it took it)
-	retryWait time.Duration        // the wait before a refused bundle is handed over again (0: none refused)
-	retryAt   time.Time            // when a poll that finds the refused bundle unchanged may hand it over again
-	persisted *persistence         // the bundles with persist: true, nil when none
-	polled    map[string]bool      // the bundles not in manual trigger mode
-	undone    map[string]bool      // the bundles whose last download failed (DownloadError)
-	active    bool                 // a remote bundle has been activated into the target
+	bundles   []string                 // configured bundle names
+	seen      map[string]time.Time     // LastSuccessfulActivation handed to the target, per bundle
+	tries     map[string]uint64        // status updates processed, per bundle
+	updated   chan struct{}            // closed (and replaced) at every status update
+	outcome   map[string]error         // per bundle, what its last status update came to (nil: fine, or waiting for the others)
+	same      map[string]bool          // per bundle, whether its last status update brought nothing new (304)
+	refused   error                    // why the target refused the plugin's last activation (nil: it took it)
+	retryWait map[string]time.Duration // per bundle, the wait before a poll finding it unchanged hands the refused set over again
+	retryAt   map[string]time.Time     // per bundle, when a poll finding it unchanged may hand the refused set over again
+	persisted *persistence             // the bundles with persist: true, nil when none
+	polled    map[string]bool          // the bundles not in manual trigger mode
+	undone    map[string]bool          // the bundles whose last download failed (DownloadError)
+	active    bool                     // a remote bundle has been activated into the target
 }
 
 // envRE matches ${VAR} as OPA's configuration loader does.
@@ -184,7 +184,7 @@ func New(opts Options) (*Remote, error) {
 	}
 	r := &Remote{opts: opts, log: log, manager: mgr, seen: map[string]time.Time{},
 		tries: map[string]uint64{}, updated: make(chan struct{}), outcome: map[string]error{}, same: map[string]bool{},
-		undone: map[string]bool{}, polled: map[string]bool{}}
+		undone: map[string]bool{}, polled: map[string]bool{}, retryWait: map[string]time.Duration{}, retryAt: map[string]time.Time{}}
 	var persisted []string
 	for name, src := range bcfg.Bundles {
 		r.bundles = append(r.bundles, name)
@@ -603,12 +603,15 @@ func (r *Remote) onStatus(s bundleplugin.Status) {
 		// wait has passed (refusedRetry), as a reload of a manual bundle
 		// does.
 		r.outcome[s.Name], r.same[s.Name] = r.refused, true
-		if r.refused != nil && r.polled[s.Name] && !time.Now().Before(r.retryAt) {
+		if r.refused != nil && r.polled[s.Name] && !time.Now().Before(r.retryAt[s.Name]) {
 			r.outcome[s.Name] = r.activateStored(fmt.Sprintf("retry of bundle %q revision %q, refused before", s.Name, s.ActiveRevision))
 		}
 		return
 	}
 	r.seen[s.Name] = s.LastSuccessfulActivation
+	// A new bundle: if the set is refused, its polls retry it after
+	// refusedRetry, not after the wait earlier refusals grew to.
+	delete(r.retryWait, s.Name)
 	// Logged apart from the engine's "policy bundle activated" so that the
 	// download-and-verify latency and the activation time can be told apart.
 	r.log.Info("remote bundle downloaded and verified", "bundle", s.Name, "revision", s.ActiveRevision)
@@ -657,8 +660,11 @@ func (r *Remote) activateStored(why string) error {
 	}
 	r.refused = err
 	if err != nil {
-		r.retryWait = min(max(2*r.retryWait, refusedRetry), maxRefusedRetry)
-		r.retryAt = time.Now().Add(r.retryWait)
+		now := time.Now()
+		for _, name := range r.bundles {
+			w := min(max(2*r.retryWait[name], refusedRetry), maxRefusedRetry)
+			r.retryWait[name], r.retryAt[name] = w, now.Add(w)
+		}
 		if r.active { // r.mu is held
 			r.log.Error("remote bundle refused; the previous policy stays active", "update", why, "error", err)
 		} else {
@@ -666,7 +672,8 @@ func (r *Remote) activateStored(why string) error {
 		}
 		return err
 	}
-	r.retryWait = 0
+	clear(r.retryWait)
+	clear(r.retryAt)
 	r.active = true
 	if r.persisted != nil {
 		if err := r.persisted.keep(files, names); err != nil {
@@ -677,9 +684,12 @@ func (r *Remote) activateStored(why string) error {
 	return nil
 }
 
-// The waits before a bundle the target refused is handed over again when a
-// poll finds it unchanged (onStatus): at most once a poll, and no sooner
-// than refusedRetry after the refusal, doubling at each refusal in a row. OPA keeps the refused bundle's ETag, so its server
+// The waits before a bundle set the target refused is handed over again
+// when a poll finds a bundle unchanged (onStatus): at most once a poll of
+// that bundle, and no sooner than its wait after the refusal. Each bundle
+// has its own wait: refusedRetry after the first refusal since it brought
+// a new bundle, doubling at each refusal in a row, reset by an accepted
+// activation. OPA keeps the refused bundle's ETag, so its server
 // answers 304 until it publishes another one: without the retry, a refusal
 // for a passing reason (the hash check's budget run out on a starved
 // machine) stood until then. A lasting refusal (another constitutional
