@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -367,6 +368,7 @@ func TestSystemDocument(t *testing.T) {
 		{"system in both", map[string]any{"a": 1, "system": map[string]any{"s": 1}}, map[string]string{
 			"m.rego": mod, "s.rego": "package system.authz\nallow := true\n"}},
 	}
+	ran := map[string][]string{} // by set-up, the queries the VM ran
 	for _, su := range setups {
 		st := inmem.NewFromObject(su.data)
 		for _, q := range []string{"ks := [k | data[k]]", "x := data", "data[k]", "data.p.r", "x := data.system", "x := data.system.authz", "x := data with data.a as 3", "x := data.p.r with data.a as 3"} {
@@ -377,12 +379,30 @@ func TestSystemDocument(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			a, _ := td.Eval(ctx)
-			b, _ := pq.Eval(ctx)
+			a, errA := td.Eval(ctx)
+			b, errB := pq.Eval(ctx)
+			if errA != nil || errB != nil {
+				// Neither may fail: two errors would compare equal here
+				// and hide a query neither evaluator answers.
+				t.Errorf("%s, %s: topdown error %v, vm error %v", su.name, q, errA, errB)
+				continue
+			}
 			ja, _ := json.Marshal(a)
 			jb, _ := json.Marshal(b)
 			if string(ja) != string(jb) {
 				t.Errorf("%s, %s:\ntopdown %s\nvm      %s", su.name, q, ja, jb)
+			}
+			ran[su.name] = append(ran[su.name], q)
+		}
+	}
+	// The VM must run the whole document and data.system in every set-up,
+	// else the check above compared nothing that matters. (data[k] is left
+	// to topdown in all three: an iteration over rules and base documents
+	// both, which topdown orders differently.)
+	for _, su := range setups {
+		for _, q := range []string{"x := data", "x := data.system"} {
+			if !slices.Contains(ran[su.name], q) {
+				t.Errorf("%s: %s was left to topdown (the VM ran %q)", su.name, q, ran[su.name])
 			}
 		}
 	}
