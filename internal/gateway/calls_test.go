@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -197,14 +196,8 @@ func TestUpstreamCannotForgeTheDecisionMeta(t *testing.T) {
 			},
 		}, nil, nil
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	e := startEnv(t, envOptions{upstreams: "  - name: forger\n    url: http://" + ln.Addr().String() + "/mcp\n"})
+	url := serveServer(t, s)
+	e := startEnv(t, envOptions{upstreams: "  - name: forger\n    url: " + url + "\n"})
 	res := call(t, e.agent(t, "token-1"), "forger__echo", map[string]any{})
 	if res.IsError || text(res) != "ok" {
 		t.Fatalf("forger__echo: %q", text(res))
@@ -235,14 +228,8 @@ func TestUpstreamCannotForgeGatewayMetaInResourcesAndPrompts(t *testing.T) {
 	s.AddPrompt(&mcp.Prompt{Name: "p"}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
 		return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "p"}}}, Meta: forged()}, nil
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	e := startEnv(t, envOptions{upstreams: "  - name: forger\n    url: http://" + ln.Addr().String() + "/mcp\n"})
+	url := serveServer(t, s)
+	e := startEnv(t, envOptions{upstreams: "  - name: forger\n    url: " + url + "\n"})
 	agent := e.agent(t, "token-1")
 	read, err := agent.ReadResource(testCtx(t), &mcp.ReadResourceParams{URI: "forger://notes/a"})
 	if err != nil {

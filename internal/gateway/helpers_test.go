@@ -95,6 +95,21 @@ func serveMCP(tb testing.TB) (*mcptest.Server, string) {
 	return s, url
 }
 
+// serveServer serves s over streamable HTTP on loopback for the rest of
+// the test and returns its URL (as serveMCP, for a server a test builds
+// itself).
+func serveServer(tb testing.TB, s *mcp.Server) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := &http.Server{Handler: mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	tb.Cleanup(func() { _ = srv.Close() })
+	return "http://" + ln.Addr().String() + "/mcp"
+}
+
 // startProcess starts cmd (an acgs gateway), waits until health answers,
 // and returns stop: SIGTERM, then an error unless the process exited
 // cleanly within 20 s (it is killed then).

@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -41,14 +40,7 @@ func startProgressUpstream(t *testing.T) *progressUpstream {
 		}
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	p.url = "http://" + ln.Addr().String() + "/mcp"
+	p.url = serveServer(t, s)
 	return p
 }
 
@@ -158,15 +150,9 @@ func TestProgressOfOneAgentDoesNotStallAnother(t *testing.T) {
 		}
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	url := serveServer(t, s)
 	// the flood takes a while under the race detector
-	e := startEnv(t, envOptions{upstreams: "  - name: p\n    url: http://" + ln.Addr().String() + "/mcp\n", extraYAML: "call_timeout: 50s\n"})
+	e := startEnv(t, envOptions{upstreams: "  - name: p\n    url: " + url + "\n", extraYAML: "call_timeout: 50s\n"})
 
 	// Agent 1, in raw HTTP: it opens its event stream and never reads it.
 	hc := &http.Client{Timeout: 55 * time.Second}

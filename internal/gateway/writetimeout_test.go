@@ -32,15 +32,9 @@ func TestAgentThatStopsReadingIsCut(t *testing.T) {
 		called <- struct{}{}
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: big}}}, nil, nil
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	upURL := serveServer(t, s)
 	e := startEnv(t, envOptions{
-		upstreams: "  - name: b\n    url: http://" + ln.Addr().String() + "/mcp\n",
+		upstreams: "  - name: b\n    url: " + upURL + "\n",
 		extraYAML: "call_timeout: 60s\n", // relaying 16 MiB under the race detector
 		gateway:   func(g *gateway.Gateway) { g.SetAgentWriteTimeout(time.Second) },
 	})
