@@ -12,7 +12,9 @@ package inputgen
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -487,7 +489,7 @@ var NoiseKeys = []string{"request_id", "trace_id", "session_id", "client_sent_at
 // WithNoise returns a deep copy of in with noise fields added at every
 // object level (never replacing a field that is there): a never-repeated
 // request id at the top, and random ids, timestamps and nested metadata
-// objects below.
+// objects below. A seed gives the same noise every time.
 func (g *Gen) WithNoise(in map[string]any) map[string]any {
 	out, _ := g.noise(in, 0).(map[string]any)
 	out["request_id"] = fmt.Sprintf("req-%016x", g.r.Uint64())
@@ -497,9 +499,11 @@ func (g *Gen) WithNoise(in map[string]any) map[string]any {
 func (g *Gen) noise(v any, depth int) any {
 	switch x := v.(type) {
 	case map[string]any:
+		// Keys in order: the noise of each field takes random numbers, so
+		// Go's random map order would make a seed's noise differ run to run.
 		m := make(map[string]any, len(x)+2)
-		for k, e := range x {
-			m[k] = g.noise(e, depth+1)
+		for _, k := range slices.Sorted(maps.Keys(x)) {
+			m[k] = g.noise(x[k], depth+1)
 		}
 		for n := g.r.IntN(3); n > 0; n-- {
 			k := g.pick(NoiseKeys)

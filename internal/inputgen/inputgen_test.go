@@ -81,6 +81,32 @@ func TestDeterministicPerSeed(t *testing.T) {
 	}
 }
 
+// TestNoiseDeterministicPerSeed: a seed gives the same noise every time,
+// whatever order Go iterates the input's maps in (it added noise to the
+// fields in map order, so two generators of one seed gave different noise,
+// and from then on different random numbers).
+func TestNoiseDeterministicPerSeed(t *testing.T) {
+	for _, noise := range []struct {
+		name string
+		add  func(*Gen, map[string]any) map[string]any
+	}{
+		{"WithNoise", (*Gen).WithNoise},
+		{"WithRequestNoise", (*Gen).WithRequestNoise},
+	} {
+		a, b := New(9), New(9)
+		for i := range 1000 {
+			in := a.Input()
+			if !reflect.DeepEqual(in, b.Input()) {
+				t.Fatalf("%s: input %d differs between two generators of seed 9", noise.name, i)
+			}
+			x, y := noise.add(a, in), noise.add(b, in)
+			if !reflect.DeepEqual(x, y) {
+				t.Fatalf("%s: input %d has different noise from two generators of seed 9:\n%v\n%v", noise.name, i, x, y)
+			}
+		}
+	}
+}
+
 var keyQuery *rego.PreparedEvalQuery
 
 // nameKey is acgs.text.key(s), evaluated on the bundle's text.rego.
