@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -403,6 +404,42 @@ func TestFlightEndsWhateverPanics(t *testing.T) {
 	}
 }
 
+// flightEngine is the embedded constitution with a decision cache (a
+// flight is per cache key) whose evaluations admit admits.
+func flightEngine(t *testing.T, admit func(ctx context.Context, fn func()) (bool, error)) *engine.Engine {
+	t.Helper()
+	c, err := cache.New(context.Background(), cache.Config{L1Size: 100, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	e, err := engine.New(context.Background(), engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.Options{
+		ConstitutionalHash: hash, EvalTimeout: time.Second, Logger: quiet, Admit: admit, Cache: c,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// awaitFlightWaiter returns once a goroutine waits in decideMiss's select
+// for another request's flight: a sleep guessed it, and a follower late
+// under load started a flight of its own (the test then saw its own
+// refusal, not the shared one's).
+func awaitFlightWaiter(t *testing.T) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			head, frames, _ := strings.Cut(g, "\n")
+			if strings.Contains(head, "[select") && strings.HasPrefix(frames, "github.com/acgs-lite/acgs/internal/engine.(*Engine).decideMiss(") {
+				return
+			}
+		}
+	}
+	t.Fatal("no request joined the flight within 30s")
+}
+
 // lateCtx is a context whose deadline has passed but whose timer has not
 // yet cancelled it: what admission may see when it refuses a request at
 // its deadline.
@@ -414,27 +451,16 @@ func (lateCtx) Deadline() (time.Time, bool) { return time.Now().Add(-time.Millis
 // request that started it was refused at its own deadline, even before
 // that request's context was cancelled: it starts the evaluation again.
 func TestFlightRetriesAfterItsLeadersDeadline(t *testing.T) {
-	c, err := cache.New(context.Background(), cache.Config{L1Size: 100, TTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	var calls atomic.Int32
 	joined := make(chan struct{})
-	admit := func(ctx context.Context, fn func()) (bool, error) {
+	e := flightEngine(t, func(ctx context.Context, fn func()) (bool, error) {
 		if calls.Add(1) == 1 {
 			<-joined // the second request waits on this flight
 			return false, apierror.Wrap(apierror.Overloaded, context.DeadlineExceeded, "the request's deadline passed while it waited for an evaluation slot")
 		}
 		fn()
 		return true, nil
-	}
-	e, err := engine.New(context.Background(), engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.Options{
-		ConstitutionalHash: hash, EvalTimeout: time.Second, Logger: quiet, Admit: admit, Cache: c,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	in := loadRequest(t, "safe")
 	leader := make(chan error, 1)
 	go func() {
@@ -451,7 +477,7 @@ func TestFlightRetriesAfterItsLeadersDeadline(t *testing.T) {
 		d, err = e.Decide(context.Background(), "acgs/main/decision", in)
 		follower <- err
 	}()
-	time.Sleep(100 * time.Millisecond) // the second request joins the flight
+	awaitFlightWaiter(t) // the second request joins the flight
 	close(joined)
 	if err := <-leader; apierror.CodeOf(err) != apierror.Overloaded {
 		t.Fatalf("the first request: %v, want overloaded", err)
@@ -473,24 +499,13 @@ func TestFlightRetriesAfterItsLeadersDeadline(t *testing.T) {
 // was counted as cancelled (acgs_decisions_canceled_total) instead of shed
 // (review).
 func TestFlightFollowerKeepsItsOwnReason(t *testing.T) {
-	c, err := cache.New(context.Background(), cache.Config{L1Size: 100, TTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	var calls atomic.Int32
 	joined := make(chan struct{})
-	admit := func(ctx context.Context, fn func()) (bool, error) {
+	e := flightEngine(t, func(ctx context.Context, fn func()) (bool, error) {
 		calls.Add(1)
 		<-joined // the second request waits on this flight
 		return false, apierror.Wrap(apierror.Overloaded, admission.ErrCanceled, "request cancelled while waiting for an evaluation slot")
-	}
-	e, err := engine.New(context.Background(), engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.Options{
-		ConstitutionalHash: hash, EvalTimeout: time.Second, Logger: quiet, Admit: admit, Cache: c,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	in := loadRequest(t, "safe")
 	gone, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -507,12 +522,12 @@ func TestFlightFollowerKeepsItsOwnReason(t *testing.T) {
 		_, err := e.Decide(lateCtx{context.Background()}, "acgs/main/decision", in)
 		follower <- err
 	}()
-	time.Sleep(100 * time.Millisecond) // the second request joins the flight
+	awaitFlightWaiter(t) // the second request joins the flight
 	close(joined)
 	if err := <-leader; !errors.Is(err, admission.ErrCanceled) {
 		t.Fatalf("the first request: %v, want its cancellation", err)
 	}
-	err = <-follower
+	err := <-follower
 	if apierror.CodeOf(err) != apierror.Overloaded || !errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, admission.ErrCanceled) || errors.Is(err, context.Canceled) {
 		t.Fatalf("the request that joined the flight: %v, want overloaded for its own deadline", err)
