@@ -258,3 +258,69 @@ func TestRefusedBundleRetryWaitIsPerBundle(t *testing.T) {
 	publish(t, constitutionDir(t, "b", hash, nil), serveDir, remote.BuildOptions{})
 	eventually(t, 60*time.Second, "revision b, refused once, active after a later poll", func() bool { return rt.revision() == "b" })
 }
+
+// startRemoteLogged is startRemoteWith with the source's log kept in logs.
+func startRemoteLogged(tb testing.TB, opts remote.Options, logs *testenv.SyncBuffer) *remote.Remote {
+	tb.Helper()
+	opts.Name, opts.ID, opts.Logger = "c.yaml", "t", slog.New(slog.NewTextHandler(logs, nil))
+	r, err := remote.New(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := r.Start(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r.Stop(ctx)
+	})
+	return r
+}
+
+// TestReloadThatActivatesNothingIsLogged: a manual reload (SIGHUP, the
+// admin API) that activates nothing says so in one line, and why: the
+// first activation waits for a polled bundle not downloaded yet, or every
+// bundle server answered 304 and the active bundles stay. Neither was
+// logged: the target is not called, and SIGHUP logs only ErrPolled itself
+// (review).
+func TestReloadThatActivatesNothingIsLogged(t *testing.T) {
+	const nothing = "reload: nothing changed"
+	t.Run("waiting for another bundle", func(t *testing.T) {
+		pDir, cDir := t.TempDir(), t.TempDir()
+		pURL, cURL := bundleServer(t, pDir), bundleServer(t, cDir)
+		sc := newSplitConstitution(t)
+		sc.publish(t, "policy", "p1", hash, pDir) // "config" is not published: its server answers 404
+		var logs testenv.SyncBuffer
+		r := startRemoteLogged(t, remote.Options{Config: twoServerConfig(pURL, "    trigger: manual\n", cURL, poll), Target: newEngine(t)}, &logs)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		before := strings.Count(logs.String(), nothing)
+		var de *remote.DownloadError
+		if err := r.Reload(ctx); !errors.As(err, &de) {
+			t.Fatalf("reload with bundle config not downloaded: %v, want a DownloadError", err)
+		}
+		got := logs.String()
+		if n := strings.Count(got, nothing); n != before+1 || !strings.Contains(got, "waits for the other bundles") {
+			t.Fatalf("the reload that activated nothing logged %d lines %q (want 1, saying it waits):\n%s", n-before, nothing, got)
+		}
+	})
+	t.Run("unchanged", func(t *testing.T) {
+		serveDir := t.TempDir()
+		url := bundleServer(t, serveDir)
+		publish(t, constitutionDir(t, "a", hash, nil), serveDir, remote.BuildOptions{})
+		var logs testenv.SyncBuffer
+		e := newEngine(t)
+		r := startRemoteLogged(t, remote.Options{Config: opaConfig(url, "", "    trigger: manual\n"), Target: e}, &logs)
+		eventually(t, 20*time.Second, "revision a active", func() bool { return e.revision() == "a" })
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := r.Reload(ctx); err != nil {
+			t.Fatalf("reload of an unchanged bundle: %v", err)
+		}
+		got := logs.String()
+		if n := strings.Count(got, nothing); n != 1 || !strings.Contains(got, "304") {
+			t.Fatalf("the reload that found the bundle unchanged logged %d lines %q (want 1, saying 304):\n%s", n, nothing, got)
+		}
+	})
+}

@@ -323,8 +323,8 @@ func (r *Remote) firstDownload() {
 			return
 		}
 		if errors.Is(err, errWaiting) {
-			// Downloaded: the polled bundles activate the set when they come.
-			r.log.Info("manual-trigger bundles downloaded; the first activation waits for the others", "reason", err)
+			// Downloaded (and logged by trigger): the polled bundles
+			// activate the set when they come.
 			return
 		}
 		r.log.Error("first download of the manual-trigger bundles failed; trying again", "error", err, "retry_in", wait)
@@ -479,7 +479,8 @@ func (r *Remote) trigger(ctx context.Context, manual []string) error {
 			unchanged = append(unchanged, n)
 		}
 	}
-	if len(errs) == 0 && r.refused != nil && len(unchanged) > 0 {
+	retried := len(errs) == 0 && r.refused != nil && len(unchanged) > 0
+	if retried {
 		// The servers still serve what the target refused: a reload
 		// hands it over again, for a refusal may have been passing (an
 		// activation past its deadline on a busy machine). Not when a
@@ -508,9 +509,20 @@ func (r *Remote) trigger(ctx context.Context, manual []string) error {
 			}
 		}
 		if len(missing) > 0 {
+			// Logged here, as a refusal is by the target and a failed
+			// download by RecordDownloadFailure: the callers (SIGHUP, the
+			// admin API, the first download) log nothing more.
+			r.log.Warn("reload: nothing changed, no policy activated: the first activation waits for the other bundles",
+				"bundles", manual, "waiting_for", missing)
 			out = append(out, &DownloadError{Err: fmt.Errorf("%w: remote bundles %s are not downloaded yet",
 				errWaiting, strings.Join(missing, ", "))})
 		}
+	}
+	if len(out) == 0 && !retried && len(started) > 0 && len(unchanged) == len(started) && r.active {
+		// Every server answered 304 and nothing was refused: the target
+		// was not called, so nothing else says the reload did nothing.
+		r.log.Info("reload: nothing changed: the bundle servers serve the bundles already active (304 Not Modified)",
+			"bundles", unchanged)
 	}
 	return errors.Join(out...)
 }
