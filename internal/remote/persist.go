@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Bundles with "persist: true" survive a restart during a bundle server
@@ -29,6 +30,23 @@ import (
 type persistence struct {
 	dir   string   // OPA's persistence directory
 	names []string // the bundles with persist: true
+}
+
+// persistableName says why bundle name cannot be one directory of the
+// persistence directory (OPA's and the accepted copy's paths join it
+// unchecked), nil when it can: a name with a path separator, "..", "."
+// or empty would name another directory than its own (one outside the
+// persistence directory, or another bundle's).
+func persistableName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("its name is empty")
+	case name == "." || name == "..":
+		return fmt.Errorf("its name %q is a directory reference", name)
+	case strings.ContainsAny(name, `/\`):
+		return errors.New("its name has a path separator (/ or \\)")
+	}
+	return nil
 }
 
 // opaPath is where OPA's plugin persists bundle name.

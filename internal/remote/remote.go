@@ -190,6 +190,9 @@ func New(opts Options) (*Remote, error) {
 		r.bundles = append(r.bundles, name)
 		r.polled[name] = src.Trigger == nil || *src.Trigger != plugins.TriggerManual
 		if src.Persist {
+			if err := persistableName(name); err != nil {
+				return nil, fmt.Errorf("CONFIG_FILE %s: bundle %q has persist: true, but %v; rename it", opts.Name, name, err)
+			}
 			persisted = append(persisted, name)
 		}
 	}
