@@ -124,12 +124,16 @@ func closeAll(files map[string]*os.File) {
 }
 
 // writeCopy writes src to path through a synced temporary file renamed
-// into place (mode 0600, as OPA persists bundles).
+// into place (mode 0600, as OPA persists bundles), then syncs the
+// directory: the rename, like every directory it created, is an entry of
+// a directory, lost in a power loss until that directory is synced (the
+// previous copy, or none, would be found after it).
 func writeCopy(path string, src io.Reader) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	dir := filepath.Dir(path)
+	if err := mkdirSynced(dir); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".bundle.tar.gz.*.tmp")
+	tmp, err := os.CreateTemp(dir, ".bundle.tar.gz.*.tmp")
 	if err != nil {
 		return err
 	}
@@ -145,5 +149,29 @@ func writeCopy(path string, src io.Reader) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// mkdirSynced is os.MkdirAll(dir, 0o755) that syncs the parent of every
+// directory it creates.
+func mkdirSynced(dir string) error {
+	if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := mkdirSynced(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil
+		}
+		return err
+	}
+	return syncDir(parent)
 }

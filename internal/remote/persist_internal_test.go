@@ -1,0 +1,44 @@
+package remote
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestWriteCopySyncsDirectory: an accepted copy (and a copy restored in
+// OPA's place) is renamed into place and then its directory is synced, as
+// is the parent of every directory created for it, so that the rename and
+// the new directories outlive a power loss. Only the file was synced: the
+// rename could be lost, leaving the previous copy, or none (review).
+func TestWriteCopySyncsDirectory(t *testing.T) {
+	var synced []string
+	orig := syncDir
+	syncDir = func(dir string) error {
+		synced = append(synced, dir)
+		return orig(dir)
+	}
+	t.Cleanup(func() { syncDir = orig })
+	root := t.TempDir()
+	path := filepath.Join(root, "acgs-accepted", "acgs", "bundle.tar.gz")
+	for i, content := range []string{"first", "second"} {
+		synced = nil
+		if err := writeCopy(path, strings.NewReader(content)); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := os.ReadFile(path); err != nil || string(got) != content {
+			t.Fatalf("write %d: %q, %v; want %q", i, got, err, content)
+		}
+		want := []string{filepath.Dir(path)}
+		if i == 0 { // the directories created, each in its parent
+			want = append(want, root, filepath.Join(root, "acgs-accepted"))
+		}
+		for _, dir := range want {
+			if !slices.Contains(synced, dir) {
+				t.Fatalf("write %d: directories synced %q, want %s among them", i, synced, dir)
+			}
+		}
+	}
+}
