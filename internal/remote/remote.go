@@ -708,10 +708,17 @@ func (r *Remote) activateStored(why string) error {
 // answers 304 until it publishes another one: without the retry, a refusal
 // for a passing reason (the hash check's budget run out on a starved
 // machine) stood until then. A lasting refusal (another constitutional
-// hash) costs one activation every maxRefusedRetry, logged each time.
+// hash) costs one activation every maxRefusedRetry (plus the wait for the
+// next poll), logged and counted as a failure each time. That count is
+// what keeps ACGSPolicyReloadFailed (deploy/prometheus/alerts.yml: an
+// increase over 10m) firing while the refusal lasts: maxRefusedRetry plus
+// OPA's default poll delay (at most 120 s) stays well within its range, or
+// the alert resolves and fires again at every retry
+// (TestLastingRefusalKeepsTheAlertFiring). A max_delay_seconds above
+// about 5 minutes, or long polling, spaces the retries out past it.
 const (
 	refusedRetry    = time.Second
-	maxRefusedRetry = 10 * time.Minute
+	maxRefusedRetry = 4 * time.Minute
 )
 
 // ctxDone is ctx.Done(), nil (never ready) for a nil ctx.
