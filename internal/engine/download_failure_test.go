@@ -16,7 +16,7 @@ func TestDownloadFailureReported(t *testing.T) {
 	ctx := context.Background()
 	results := map[string]int{}
 	e, err := engine.New(ctx, nil, engine.Options{ConstitutionalHash: hash, Logger: quiet,
-		OnReload: func(result, _ string, _ error) { results[result]++ }})
+		OnReload: func(result string, _ engine.Info, _ error) { results[result]++ }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -131,8 +131,10 @@ type Options struct {
 	// runs on.
 	Admit func(ctx context.Context, fn func()) (started bool, err error)
 	// OnReload is told the result of every activation attempt ("success" or
-	// "failure"), and of remote bundle downloads that failed ("download_failure").
-	OnReload func(result string, revision string, err error)
+	// "failure"), and of remote bundle downloads that failed
+	// ("download_failure"); active is the policy active after it (zero
+	// before the first activation).
+	OnReload func(result string, active Info, err error)
 }
 
 // Engine answers policy decisions from the active snapshot.
@@ -224,7 +226,7 @@ func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle, source string) 
 		e.lastErr.Store(nil)
 		e.log.Info("policy bundle unchanged; the active one stays", "revision", cur.revision, "source", source)
 		if e.opts.OnReload != nil {
-			e.opts.OnReload("success", cur.revision, nil)
+			e.opts.OnReload("success", cur.info(), nil)
 		}
 		return nil
 	}
@@ -274,7 +276,7 @@ func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle, source string) 
 	}
 	e.logReadSets(s)
 	if e.opts.OnReload != nil {
-		e.opts.OnReload("success", s.revision, nil)
+		e.opts.OnReload("success", s.info(), nil)
 	}
 	return nil
 }
@@ -287,7 +289,7 @@ func (e *Engine) failed(err error) {
 		e.log.Error("policy bundle refused; the previous one stays active", "error", err)
 	}
 	if e.opts.OnReload != nil {
-		e.opts.OnReload("failure", "", err)
+		e.opts.OnReload("failure", e.cur.Load().info(), err)
 	}
 }
 
@@ -337,7 +339,11 @@ func (e *Engine) buildSeedPlans(ctx context.Context, s *snapshot, eps []entryPoi
 
 // Info describes the active policy.
 type Info struct {
-	Revision           string
+	Revision string
+	// ContentDigest tells apart two bundles of one revision (modules,
+	// data and manifest): responses and the decision log name the
+	// revision only.
+	ContentDigest      string
 	Scope              string
 	ConstitutionalHash string
 	Activated          time.Time
@@ -374,9 +380,20 @@ func (a Active) Info() (Info, bool) {
 	if s == nil {
 		return inf, false
 	}
-	inf.Revision, inf.Scope, inf.ConstitutionalHash = s.revision, s.scope, s.hash
-	inf.Activated, inf.Source, inf.Roots = s.activated, s.source, s.roots
+	le := inf
+	inf = s.info()
+	inf.LastError, inf.LastErrorAt = le.LastError, le.LastErrorAt
 	return inf, true
+}
+
+// info describes s (the zero Info for nil), without the engine's last
+// reload error.
+func (s *snapshot) info() Info {
+	if s == nil {
+		return Info{}
+	}
+	return Info{Revision: s.revision, ContentDigest: s.digest, Scope: s.scope, ConstitutionalHash: s.hash,
+		Activated: s.activated, Source: s.source, Roots: s.roots}
 }
 
 // Prepared reports whether the active policy's query of path is prepared

@@ -46,7 +46,7 @@ func (e *Engine) RecordDownloadFailure(err error) {
 		e.log.Warn("policy bundle download failed; the active policy stays", "error", err)
 	}
 	if e.opts.OnReload != nil {
-		e.opts.OnReload("download_failure", "", err)
+		e.opts.OnReload("download_failure", e.cur.Load().info(), err)
 	}
 }
 

@@ -131,7 +131,7 @@ func newResultEngine(tb testing.TB) *resultEngine {
 	re := &resultEngine{log: &logRecords{}, results: map[string]int{}}
 	e, err := engine.New(context.Background(), nil, engine.Options{
 		ConstitutionalHash: hash, EvalTimeout: time.Second, Logger: slog.New(re.log),
-		OnReload: func(result, _ string, _ error) {
+		OnReload: func(result string, _ engine.Info, _ error) {
 			re.mu.Lock()
 			defer re.mu.Unlock()
 			re.results[result]++

@@ -39,7 +39,7 @@ func newEngine(tb testing.TB) *fleetEngine {
 	fe := &fleetEngine{}
 	e, err := engine.New(context.Background(), nil, engine.Options{
 		ConstitutionalHash: hash, EvalTimeout: time.Second, Logger: testLogger(tb),
-		OnReload: func(result, _ string, _ error) {
+		OnReload: func(result string, _ engine.Info, _ error) {
 			if result == "success" {
 				fe.successes.Add(1)
 			} else {

@@ -390,8 +390,10 @@ func (s *Server) handleACGSHealth(w http.ResponseWriter, r *http.Request) {
 		"constitutional_hash": s.hash,
 		"version":             version.Version,
 		"policy_revision":     info.Revision,
-		"performance":         s.d.Window.Snapshot().HealthPerformance(s.targets),
-		"cache_stats":         cacheStats,
+		// Tells apart two bundles of one revision (acgs_policy_info has it too).
+		"policy_content_digest": info.ContentDigest,
+		"performance":           s.d.Window.Snapshot().HealthPerformance(s.targets),
+		"cache_stats":           cacheStats,
 	}
 	if rs := pol.ReadSets(); len(rs) > 0 {
 		// What each entry point's cache keys cover (acgs policy readset lists the paths).

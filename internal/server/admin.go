@@ -22,7 +22,7 @@ func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	info, _ := s.d.Engine.Info()
-	writeJSON(w, http.StatusOK, map[string]any{"reloaded": true, "policy_revision": info.Revision}, false)
+	writeJSON(w, http.StatusOK, map[string]any{"reloaded": true, "policy_revision": info.Revision, "policy_content_digest": info.ContentDigest}, false)
 }
 
 // reloadError is the answer to a reload that failed with err; active says

@@ -104,3 +104,37 @@ func TestHealthOneRevision(t *testing.T) {
 		t.Fatalf("policy_revision %v with read sets %v and evaluators %v: two revisions in one document", rev, sets, evals)
 	}
 }
+
+// TestHealthTellsSameRevisionApart: two bundles of one manifest revision
+// with other content are two policies to the cache; health and the admin
+// reload name their content digests, which the revision alone could not.
+func TestHealthTellsSameRevisionApart(t *testing.T) {
+	cfg := config.Default()
+	e, err := engine.New(context.Background(), nil, engine.Options{
+		ConstitutionalHash: cfg.Policy.ConstitutionalHash, EvalTimeout: time.Second,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := server.New(server.Deps{Config: cfg, Engine: e, Window: telemetry.NewWindow(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{srv: s, eng: e}
+	var digests []any
+	for _, probe := range []bool{false, true} {
+		if err := e.Activate(context.Background(), probeBundle(t, "rev-same", probe), "test"); err != nil {
+			t.Fatal(err)
+		}
+		r := h.do(t, "GET", "/v1/data/acgs/main/health", nil, nil)
+		inf, _ := e.Info()
+		if r.code != 200 || r.obj["policy_revision"] != "rev-same" || r.obj["policy_content_digest"] != inf.ContentDigest || len(inf.ContentDigest) != 16 {
+			t.Fatalf("health %d %s, want revision rev-same and content digest %q", r.code, r.body, inf.ContentDigest)
+		}
+		digests = append(digests, r.obj["policy_content_digest"])
+	}
+	if digests[0] == digests[1] {
+		t.Fatalf("two bundles of one revision with other content: one content digest %v", digests[0])
+	}
+}

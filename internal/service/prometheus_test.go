@@ -80,7 +80,7 @@ func TestPrometheusScrapesRunningService(t *testing.T) {
 	if got := value(`sum(acgs_http_request_duration_seconds_count{handler="acgs_decision"})`); got != n {
 		t.Errorf("duration histogram count %v, want %d", got, n)
 	}
-	if got := value(`count(acgs_policy_info{revision="constitution-1.0.0"})`); got != 1 {
+	if got := value(`count(acgs_policy_info{revision="constitution-1.0.0",content_digest=~"[0-9a-f]{16}"})`); got != 1 {
 		t.Errorf("policy info series %v", got)
 	}
 	if got := value(`up`); got != 1 {

@@ -144,10 +144,10 @@ func New(ctx context.Context, cfg config.Config, o Options) (*Service, error) {
 		OnPlan:             s.Metrics.ObservePartialEval,
 		OnKey:              func(k engine.KeyKind) { s.Metrics.ObserveCacheKey(k.String()) },
 		Admit:              s.Admit.Do,
-		OnReload: func(result, revision string, _ error) {
+		OnReload: func(result string, active engine.Info, _ error) {
 			s.Metrics.PolicyReload(result)
 			if result == "success" {
-				s.Metrics.SetActivePolicy(revision, cfg.Policy.ConstitutionalHash)
+				s.Metrics.SetActivePolicy(active.Revision, active.ContentDigest, cfg.Policy.ConstitutionalHash)
 			}
 		},
 	}

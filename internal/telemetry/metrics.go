@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -174,8 +175,8 @@ func NewMetrics(info BuildInfo) *Metrics {
 	}, []string{"result"})
 	m.policyInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "acgs_policy_info",
-		Help: "Active policy bundle: its revision and constitutional hash; the value is always 1.",
-	}, []string{"revision", "constitutional_hash"})
+		Help: "Active policy bundle: its revision, content digest (tells apart two bundles of one revision) and constitutional hash; the value is always 1.",
+	}, []string{"revision", "content_digest", "constitutional_hash"})
 	m.evalFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "acgs_evaluation_failures_total",
 		Help: "Policy evaluations that failed and were answered fail-closed, by reason (timeout: EVAL_TIMEOUT exceeded; error: evaluation error).",
@@ -338,15 +339,17 @@ func (m *Metrics) Shed(reason string) { m.shed.WithLabelValues(reason).Inc() }
 func (m *Metrics) Canceled() { m.canceled.Inc() }
 
 // SetActivePolicy makes acgs_policy_info show exactly one series: the active
-// revision and hash. The old label set is removed, not zeroed, so that a
-// query for the current revision never returns a stale one; the new series is
-// set before the old one goes, so a scrape never sees none.
-func (m *Metrics) SetActivePolicy(revision, hash string) {
+// revision, content digest and hash. The old label set is removed, not
+// zeroed, so that a query for the current revision never returns a stale
+// one; the new series is set before the old one goes, so a scrape never
+// sees none.
+func (m *Metrics) SetActivePolicy(revision, digest, hash string) {
 	m.policyMu.Lock()
 	defer m.policyMu.Unlock()
-	m.policyInfo.WithLabelValues(revision, hash).Set(1)
-	if old := m.policyCur; old != nil && (old[0] != revision || old[1] != hash) {
+	cur := []string{revision, digest, hash}
+	m.policyInfo.WithLabelValues(cur...).Set(1)
+	if old := m.policyCur; old != nil && !slices.Equal(old, cur) {
 		m.policyInfo.DeleteLabelValues(old...)
 	}
-	m.policyCur = []string{revision, hash}
+	m.policyCur = cur
 }

@@ -233,16 +233,18 @@ func TestSeriesExistBeforeEvents(t *testing.T) {
 
 func TestSetActivePolicyKeepsOneSeries(t *testing.T) {
 	m := telemetry.NewMetrics(telemetry.BuildInfo{})
-	steps := []struct{ rev, hash string }{
-		{"r1", "h1"}, {"r2", "h1"}, {"r2", "h1"}, {"r3", "h2"},
+	// r2 with other content (d3) is a series of its own: two bundles of
+	// one revision are told apart.
+	steps := []struct{ rev, digest, hash string }{
+		{"r1", "d1", "h1"}, {"r2", "d2", "h1"}, {"r2", "d2", "h1"}, {"r2", "d3", "h1"}, {"r3", "d4", "h2"},
 	}
 	for _, s := range steps {
-		m.SetActivePolicy(s.rev, s.hash)
+		m.SetActivePolicy(s.rev, s.digest, s.hash)
 		mf := families(t, m)["acgs_policy_info"]
 		if n := len(mf.GetMetric()); n != 1 {
 			t.Fatalf("after %v: %d series, want 1", s, n)
 		}
-		if _, ok := value(t, families(t, m), "acgs_policy_info", map[string]string{"revision": s.rev, "constitutional_hash": s.hash}); !ok {
+		if _, ok := value(t, families(t, m), "acgs_policy_info", map[string]string{"revision": s.rev, "content_digest": s.digest, "constitutional_hash": s.hash}); !ok {
 			t.Fatalf("after %v: series for it missing", s)
 		}
 	}

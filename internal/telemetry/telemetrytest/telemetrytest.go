@@ -58,7 +58,7 @@ func Exercise(tb testing.TB, m *telemetry.Metrics) {
 	m.HashMismatch()
 	m.PolicyReload("success")
 	m.PolicyReload("failure")
-	m.SetActivePolicy("rev-1", "cdd01ef066bc6cf2")
+	m.SetActivePolicy("rev-1", "82d24e0be3e3b09d", "cdd01ef066bc6cf2")
 	m.EvalTimeout()
 	m.EvalError()
 	for _, r := range telemetry.ShedReasons {
