@@ -110,6 +110,9 @@ type Gateway struct {
 	progressQueues map[*mcp.ServerSession][]queuedProgress
 	// sessions counts the HTTP agents' sessions (sessions.go)
 	sessions sessionTally
+	// relists are the resource lists reads of unknown URIs ask for
+	// (resources.go)
+	relists relists
 
 	// stopping ends (refuseHeld) when the gateway stops: every held call,
 	// and any held after it, is refused at once.

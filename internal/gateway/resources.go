@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -136,7 +138,7 @@ func (g *Gateway) readResource(ctx context.Context, req *mcp.ReadResourceRequest
 	uri := req.Params.URI
 	u := g.resourceOwner(uri)
 	if u == nil { // not in the last lists: the upstreams may have new ones
-		g.refreshResources(ctx)
+		g.relistResources(ctx)
 		u = g.resourceOwner(uri)
 	}
 	if u == nil {
@@ -181,6 +183,80 @@ func (g *Gateway) refreshResources(ctx context.Context) map[*upstream]string {
 		}
 	}
 	return asked
+}
+
+// relistEvery is how often reads of URIs that are not in the upstreams'
+// last lists may list them again (relistResources).
+const relistEvery = time.Second
+
+// relists are the lists that reads of unknown URIs ask for; last is the
+// latest, waiting, running or done.
+type relists struct {
+	mu   sync.Mutex
+	last *relist
+}
+
+// relist is one list of every upstream's resources for reads of unknown
+// URIs: it begins at start (or once the one before it ends, if later) and
+// closes done when its lists are in.
+type relist struct {
+	start time.Time
+	done  chan struct{}
+}
+
+// relistResources lists every upstream's resources again for a read of a
+// URI not in their last lists, and returns once lists begun after it was
+// called are in (or ctx ends), so that a resource that appeared before
+// the read is found. Such reads share their lists, one beginning at most
+// every relistEvery (a read waits for the next meanwhile): each read of a
+// URI nobody serves listed every upstream again, so a client repeating
+// one made the gateway list all its upstreams per request (review).
+func (g *Gateway) relistResources(ctx context.Context) {
+	t := &g.relists
+	t.mu.Lock()
+	now := time.Now()
+	r := t.last
+	if r == nil || !r.start.After(now) { // none, or begun before this read
+		next := &relist{start: now, done: make(chan struct{})}
+		var prev chan struct{}
+		if r != nil {
+			prev = r.done
+			if s := r.start.Add(relistEvery); s.After(now) {
+				next.start = s
+			}
+		}
+		t.last = next
+		go g.runRelist(next, prev)
+		r = next
+	}
+	t.mu.Unlock()
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+	}
+}
+
+// runRelist lists for r once prev (the relist before it, nil when none)
+// has ended and r's start has come, unless the gateway stops first.
+func (g *Gateway) runRelist(r *relist, prev chan struct{}) {
+	defer close(r.done)
+	if prev != nil {
+		select {
+		case <-prev:
+		case <-g.lifetime.Done():
+			return
+		}
+	}
+	if d := time.Until(r.start); d > 0 {
+		tm := time.NewTimer(d)
+		defer tm.Stop()
+		select {
+		case <-tm.C:
+		case <-g.lifetime.Done():
+			return
+		}
+	}
+	g.refreshResources(g.lifetime)
 }
 
 // logListFailure logs a list request (what) of an upstream that failed:

@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -349,4 +352,61 @@ func TestResourcesAndPromptsMetrics(t *testing.T) {
 	}
 	check("list with a stopped upstream", "remote", "resources/list", "failed", 1)
 	check("list with a stopped upstream", "local", "resources/list", "ok", 2)
+}
+
+// TestUnknownURIsDoNotListEveryUpstreamEachTime: a read of a URI that is
+// in no upstream's last list lists the upstreams again (the resource may
+// be new). Each such read listed every upstream: a client repeating reads
+// of URIs nobody serves made the gateway list all its upstreams per
+// request. Reads at once share their lists now (one beginning at most
+// every relistEvery), and a resource that appeared since the last list is
+// still found.
+func TestUnknownURIsDoNotListEveryUpstreamEachTime(t *testing.T) {
+	var lists atomic.Int32
+	s := mcp.NewServer(&mcp.Implementation{Name: "res", Version: "1"}, nil)
+	s.AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
+		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+			if method == "resources/list" {
+				lists.Add(1)
+			}
+			return next(ctx, method, req)
+		}
+	})
+	read := func(uri string) mcp.ResourceHandler {
+		return func(context.Context, *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: uri, Text: uri}}}, nil
+		}
+	}
+	s.AddResource(&mcp.Resource{URI: "res://a", Name: "a"}, read("res://a"))
+	e := startEnv(t, envOptions{upstreams: "  - name: res\n    url: " + serveServer(t, s) + "\n"})
+	agent := e.agent(t, "token-1")
+	ctx := testCtx(t)
+	if _, err := agent.ReadResource(ctx, &mcp.ReadResourceParams{URI: "res://a"}); err != nil {
+		t.Fatal(err)
+	}
+	before := lists.Load()
+	const reads = 20
+	var wg sync.WaitGroup
+	for i := range reads {
+		wg.Go(func() {
+			_, err := agent.ReadResource(ctx, &mcp.ReadResourceParams{URI: fmt.Sprintf("res://nobody/%d", i)})
+			var je *jsonrpc.Error
+			if !errors.As(err, &je) || je.Message != "Resource not found" {
+				t.Errorf("read of an unknown URI: %v, want resource not found", err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := lists.Load() - before; n > 3 {
+		t.Errorf("%d reads of unknown URIs at once listed the upstream's resources %d times", reads, n)
+	}
+	// a resource that appeared since the last list
+	s.AddResource(&mcp.Resource{URI: "res://b", Name: "b"}, read("res://b"))
+	res, err := agent.ReadResource(ctx, &mcp.ReadResourceParams{URI: "res://b"})
+	if err != nil {
+		t.Fatalf("read of a resource new since the last list: %v", err)
+	}
+	if len(res.Contents) != 1 || res.Contents[0].Text != "res://b" {
+		t.Errorf("read res://b = %+v", res.Contents)
+	}
 }
