@@ -387,6 +387,7 @@ breaking_edits := [
 	[{"op": "remove", "path": "/data_access/access_threshold"}],
 	[{"op": "remove", "path": "/evolution/auto_approve_threshold"}],
 	[{"op": "remove", "path": "/evolution/fast_track_threshold"}],
+	[{"op": "remove", "path": "/evolution/path_actions/human_review"}],
 	[{"op": "replace", "path": "/data_access/sensitive_categories", "value": false}],
 	[{"op": "replace", "path": "/tool_call/prohibited_tools", "value": "*__exec"}],
 	[{"op": "replace", "path": "/tool_call/approval_required_tools", "value": {"a": 1}}],
@@ -795,6 +796,26 @@ test_evolution_configuration_errors if {
 	# (a review without triggered_by_change is only required by type)
 	main.decision.allow with input as main_test.complex_input
 		with data.acgs.config as edited([{"op": "remove", "path": "/evolution/required_reviews/security_review/triggered_by_change"}])
+}
+
+# A path's actions missing or not an array of strings: the request's
+# required_actions were [] (array.concat failed, and the default held), so
+# a denial for human review required no review, and no missing review's
+# action was named (review). A configuration error, named.
+test_evolution_path_actions_not_arrays_of_strings if {
+	low := evolution_change([{"op": "add", "path": "/evolution_request/changes/network_changes", "value": true}])
+	d := main.decision with input as low
+	d.approval_path == "human_review"
+	d.required_actions == ["Full human review of the evolution request"]
+	every name in ["auto_approve", "fast_track", "human_review"] {
+		path := concat("/", ["", "evolution", "path_actions", name])
+		every op in [{"op": "remove", "path": path}, {"op": "replace", "path": path, "value": "x"}, {"op": "replace", "path": path, "value": [1]}] {
+			e := main.decision with input as low with data.acgs.config as edited([op])
+			evolution_config_error_is(e, concat("", ["path_actions.", name, ": an array of strings"]))
+		}
+	}
+	f := main.decision with input as low with data.acgs.config as edited([{"op": "remove", "path": "/evolution/path_actions"}])
+	evolution_config_error_is(f, "path_actions.auto_approve: an array of strings, path_actions.fast_track: an array of strings, path_actions.human_review: an array of strings")
 }
 
 # A configuration error of the data access scoring, naming what lacks.

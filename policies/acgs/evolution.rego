@@ -421,6 +421,15 @@ configuration_problems contains concat("", [name, ": a number"]) if {
 	not is_number(object.get(config.evolution, name, null))
 }
 
+# A path's actions that are missing or not an array of strings made the
+# request's required_actions [] (the concatenation failed, and the default
+# held): a denial for human review required no review, and no missing
+# review was named (review).
+configuration_problems contains concat("", ["path_actions.", name, ": an array of strings"]) if {
+	some name in ["auto_approve", "fast_track", "human_review"]
+	not text.strings(object.get(config.evolution, ["path_actions", name], null))
+}
+
 configuration_problems contains "performance_limits: an object of numbers above 0" if {
 	not positive_numbers(object.get(config.evolution, "performance_limits", null))
 }
