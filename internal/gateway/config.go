@@ -168,6 +168,23 @@ type Sessions struct {
 // for this long.
 const SessionIdleTimeout = 30 * time.Minute
 
+// defaultPerAgent is the default of a bound per agent
+// (approvals.max_pending_per_agent, sessions.max_per_agent).
+const defaultPerAgent = 100
+
+// perAgentDefault is the default of a bound per agent under the bound of
+// all agents together, all: defaultPerAgent, or all when that is lower
+// (approvals.max_pending: 50 given alone stays valid) or when every call
+// has one identity (stdio, or HTTP with one agent or only anonymous
+// clients), where a bound per agent would only lower all. A negative all
+// is refused by Validate, not carried over.
+func (c *Config) perAgentDefault(all int) int {
+	if all > 0 && (all < defaultPerAgent || c.identities() <= 1) {
+		return all
+	}
+	return defaultPerAgent
+}
+
 // Separator joins an upstream's name and its tool's name.
 const Separator = "__"
 
@@ -234,25 +251,13 @@ func (c *Config) defaults() {
 		c.Approvals.MaxPending = 1000
 	}
 	if c.Approvals.MaxPendingPerAgent == 0 {
-		// the default never exceeds a lower max_pending given alone
-		// (max_pending: 50 stays valid); a negative max_pending is
-		// refused by Validate, not carried over. Where every call has
-		// one identity (stdio, or HTTP with one agent or only anonymous
-		// clients) a bound per agent would only lower max_pending.
-		c.Approvals.MaxPendingPerAgent = 100
-		if m := c.Approvals.MaxPending; m > 0 && (m < 100 || c.identities() <= 1) {
-			c.Approvals.MaxPendingPerAgent = m
-		}
+		c.Approvals.MaxPendingPerAgent = c.perAgentDefault(c.Approvals.MaxPending)
 	}
 	if c.Sessions.Max == 0 {
 		c.Sessions.Max = 1000
 	}
 	if c.Sessions.MaxPerAgent == 0 {
-		// as approvals.max_pending_per_agent
-		c.Sessions.MaxPerAgent = 100
-		if m := c.Sessions.Max; m > 0 && (m < 100 || c.identities() <= 1) {
-			c.Sessions.MaxPerAgent = m
-		}
+		c.Sessions.MaxPerAgent = c.perAgentDefault(c.Sessions.Max)
 	}
 	if c.Sessions.UnusedTimeout == 0 {
 		c.Sessions.UnusedTimeout = DefaultUnusedTimeout
