@@ -36,7 +36,13 @@ type sessionTally struct {
 // request in time is closed: a bare initialize (a client that never
 // calls, or one trying to fill the sessions' bounds) would otherwise hold
 // its place for the full idle timeout. The SDK closes a session whose
-// first request is not a successful initialize itself.
+// first request is not a successful initialize itself. A ping counts as
+// use, deliberately: a client pinging its session (the Go SDK client's
+// KeepAlive) is alive and means to use it, and could not initialize
+// again once it ended (docs/gateway.md); and a client holding places on
+// purpose would send any other cheap request (tools/list) as well, so
+// not counting pings would end live sessions without bounding deliberate
+// ones (sessions.max and max_per_agent do that).
 func (g *Gateway) sessionUsed(ss *mcp.ServerSession, method string) {
 	id := ss.ID()
 	if id == "" || g.cfg.Listen == "" { // the stdio agent's
