@@ -61,7 +61,8 @@ func wantOverloaded(t *testing.T, err, cause error) {
 type result struct {
 	release func()
 	err     error
-	took    time.Duration
+	took    time.Duration // of the Admit call
+	end     time.Time     // when Admit returned
 }
 
 // admitAsync asks for a slot in the background.
@@ -70,7 +71,8 @@ func admitAsync(ctx context.Context, c *admission.Controller) <-chan result {
 	go func() {
 		t0 := time.Now()
 		r, err := c.Admit(ctx)
-		ch <- result{r, err, time.Since(t0)}
+		end := time.Now()
+		ch <- result{r, err, end.Sub(t0), end}
 	}()
 	return ch
 }
@@ -81,7 +83,10 @@ func TestRefusals(t *testing.T) {
 		cfg   admission.Config
 		ctx   func() (context.Context, context.CancelFunc)
 		cause error
-		// minTook and maxTook bound how long the refusal took.
+		// minTook bounds how long the refusal took from the making of
+		// the context (where a deadline or a cancellation timer starts:
+		// the Admit call may begin later, the goroutine making it being
+		// descheduled), maxTook how long the Admit call took.
 		minTook, maxTook time.Duration
 	}{
 		{
@@ -145,12 +150,20 @@ func TestRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := admission.New(tc.cfg)
 			rel := fill(t, c)
+			made := time.Now()
 			ctx, cancel := tc.ctx()
 			defer cancel()
 			r := <-admitAsync(ctx, c)
 			wantOverloaded(t, r.err, tc.cause)
-			if r.took < tc.minTook || r.took > tc.maxTook {
-				t.Errorf("refused after %s, want between %s and %s", r.took, tc.minTook, tc.maxTook)
+			if since := r.end.Sub(made); since < tc.minTook {
+				t.Errorf("refused %s after the context was made, want at least %s", since, tc.minTook)
+			}
+			if r.took > tc.maxTook {
+				t.Errorf("refused after %s, want at most %s", r.took, tc.maxTook)
+			}
+			// The queue-wait limit starts in the Admit call.
+			if tc.cause == admission.ErrQueueTimeout && r.took < tc.cfg.MaxWait {
+				t.Errorf("refused for the queue-wait limit after %s of Admit, want at least %s", r.took, tc.cfg.MaxWait)
 			}
 			st := c.Stats()
 			if st.Waiting != 0 || st.InFlight != tc.cfg.MaxInFlight {
@@ -556,17 +569,41 @@ func TestDoRefusals(t *testing.T) {
 		rel[0]()
 	})
 	t.Run("running past the queue-wait limit", func(t *testing.T) {
-		c := admission.New(admission.Config{MaxInFlight: 1, MaxWait: 20 * time.Millisecond})
-		rel := fill(t, c)
-		hold := make(chan struct{})
-		ch := doAsync(context.Background(), c, hold)
-		waitFor(t, "a waiter", func() bool { return c.Stats().Waiting == 1 })
-		rel[0]()
-		waitFor(t, "the waiter to run", func() bool { return c.Stats().Waiting == 0 })
-		time.Sleep(40 * time.Millisecond) // past MaxWait, while fn runs
-		close(hold)
-		if r := <-ch; !r.started || r.err != nil {
-			t.Errorf("a running evaluation was cut by the queue-wait limit: %+v", r)
+		// The waiter must be given the slot before its queue-wait limit
+		// ends, which a loaded machine can delay past any limit: a set-up
+		// that lost that race (the waiter timed out while queued) is not
+		// the case under test, and is tried again with a longer limit.
+		for maxWait := 300 * time.Millisecond; ; maxWait *= 2 {
+			if maxWait > 10*time.Second {
+				t.Fatal("the waiter timed out before it could be given the slot at every queue-wait limit up to 10 s")
+			}
+			c := admission.New(admission.Config{MaxInFlight: 1, MaxWait: maxWait})
+			rel := fill(t, c)
+			hold := make(chan struct{})
+			ch := doAsync(context.Background(), c, hold)
+			waitFor(t, "a waiter", func() bool { st := c.Stats(); return st.Waiting == 1 || st.Timeout > 0 })
+			queued := time.Now()
+			rel[0]()
+			// Release passes the slot (counting it admitted) before it
+			// returns, if the waiter is still queued.
+			if st := c.Stats(); st.Admitted != 2 {
+				r := <-ch
+				wantOverloaded(t, r.err, admission.ErrQueueTimeout)
+				t.Logf("the waiter timed out after %s before it was given the slot (%+v); again with a limit of %s", maxWait, st, 2*maxWait)
+				continue
+			}
+			waitFor(t, "the waiter to run", func() bool { return c.Stats().Waiting == 0 })
+			// Past the limit (twice over, for a timer firing late) while
+			// fn runs.
+			time.Sleep(2*maxWait - time.Since(queued))
+			close(hold)
+			if r := <-ch; !r.started || r.err != nil {
+				t.Errorf("a running evaluation was cut by the queue-wait limit: %+v", r)
+			}
+			if st := c.Stats(); st.Timeout != 0 {
+				t.Errorf("a queue-wait timeout counted for a waiter that was given the slot: %+v", st)
+			}
+			return
 		}
 	})
 	t.Run("deadline while running", func(t *testing.T) {
