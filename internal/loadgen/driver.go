@@ -376,20 +376,8 @@ func RunClosed(ctx context.Context, cfg ClosedLoop, opts Options) (*Result, erro
 					return // an interrupted request is not a measurement
 				}
 				r.count(o)
-				answered := !t1.Before(measureFrom) && (end.IsZero() || !t1.After(end))
-				if t0.Before(measureFrom) {
-					if r.windowed && answered {
-						rec.answeredInWindow(si, o, true)
-					}
+				if !rec.tallyClosed(si, o, t0, t1, measureFrom, end, r.windowed) {
 					continue
-				}
-				rec.record(si, t1.Sub(t0), o)
-				if r.windowed {
-					if answered {
-						rec.answeredInWindow(si, o, false)
-					} else {
-						rec.answeredAfterEnd(si)
-					}
 				}
 				if o != OutcomeShed {
 					r.tl.record(t1, t1.Sub(t0), o == OutcomeFailure)
@@ -437,6 +425,33 @@ func RunClosed(ctx context.Context, cfg ClosedLoop, opts Options) (*Result, erro
 		res.Valid, res.InvalidReason = false, "interrupted"
 	}
 	return res, nil
+}
+
+// tallyClosed counts in rec a closed loop's request of scenario si, sent at
+// t0 and answered at t1 with outcome o, for a run measured from measureFrom
+// and, if end is not zero, up to end; windowed says the run's rates count
+// the answers within that window (a timed run). A request sent from
+// measureFrom on is recorded, and in a windowed run counted as answered in
+// the window or after its end; one sent before (in the warm-up) is not
+// recorded, but counted in a windowed run's rates if answered in the
+// window. It reports whether the request was recorded.
+func (rec *recorder) tallyClosed(si int, o Outcome, t0, t1, measureFrom, end time.Time, windowed bool) bool {
+	answered := !t1.Before(measureFrom) && (end.IsZero() || !t1.After(end))
+	if t0.Before(measureFrom) {
+		if windowed && answered {
+			rec.answeredInWindow(si, o, true)
+		}
+		return false
+	}
+	rec.record(si, t1.Sub(t0), o)
+	if windowed {
+		if answered {
+			rec.answeredInWindow(si, o, false)
+		} else {
+			rec.answeredAfterEnd(si)
+		}
+	}
+	return true
 }
 
 // RunOpen runs an open-loop constant-rate test.

@@ -8,7 +8,6 @@ import (
 	"math"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -66,6 +65,31 @@ func checkRates(t *testing.T, res *Result) {
 	}
 }
 
+// checkOpenWindow checks that the window of an open-loop run of cfg with
+// no warm-up is the time its requests were sent in: the planned duration,
+// or up to the last send if that was late; never up to an answer after it.
+// The last send is not in the result, but it came at most the largest send
+// lag (SendLag.MaxMs, which the histogram rounds up) after the last
+// schedule. It reports whether that lag was small enough for the run to be
+// bound to achieve its target rate (MinAchievedRatio): on a loaded machine
+// the sender may be descheduled past it, which no service could prevent.
+func checkOpenWindow(t *testing.T, res *Result, cfg OpenLoop) (onTime bool) {
+	t.Helper()
+	n := math.Ceil(cfg.Duration.Seconds()*cfg.Rate - 1e-9)
+	lastSched := (n - 1) / cfg.Rate // after the start of the window
+	lag := res.SendLag.MaxMs / 1000
+	// The last send is stored as wall-clock time, the lag measured on the
+	// monotonic clock: a millisecond for the two to differ.
+	const clocks = 0.001
+	if lo, hi := cfg.Duration.Seconds(), math.Max(cfg.Duration.Seconds(), lastSched+lag)+clocks; res.DurationSec < lo || res.DurationSec > hi {
+		t.Errorf("window %.4f s, want the %.1f s of sending or up to the last send (at most %.4f s, the largest send lag being %.1f ms), not up to a later answer",
+			res.DurationSec, lo, hi, res.SendLag.MaxMs)
+	}
+	// The window is then at most lastSched+lag, and the achieved rate at
+	// least n over it.
+	return n/math.Max(cfg.Duration.Seconds(), lastSched+lag+clocks) >= MinAchievedRatio*cfg.Rate
+}
+
 // An open-loop run that sent every request on schedule and had every one
 // answered decided at the rate it sent: one slow answer at the end does not
 // make its goodput (judged by --min-rps and the overload target) a fraction
@@ -85,26 +109,32 @@ func TestOpenLoopSlowLastAnswerKeepsGoodput(t *testing.T) {
 		}
 		judge.ServeHTTP(rw, r)
 	}))
-	res, err := RunOpen(context.Background(), OpenLoop{Rate: rate, Duration: time.Second, Connections: 4}, Options{
+	cfg := OpenLoop{Rate: rate, Duration: time.Second, Connections: 4}
+	res, err := RunOpen(context.Background(), cfg, Options{
 		Target: Target{BaseURL: srv.URL}, Workload: w, Seed: 1,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("valid %v, %d decided, %d failures, window %.2f s, achieved %.1f/s, goodput %.1f/s, total %.1f req/s, max latency %.0f ms",
-		res.Valid, res.Total.Decided(), res.Total.Failures, res.DurationSec, res.AchievedRate, res.Goodput, res.Total.RPS, res.Total.Latency.MaxMs)
-	if !res.Valid || res.Total.Decided() != rate || res.Total.Failures != 0 {
-		t.Fatalf("valid %v (%s), %d decided, %d failures: want %d requests decided on schedule", res.Valid, res.InvalidReason, res.Total.Decided(), res.Total.Failures, rate)
+	t.Logf("valid %v, %d decided, %d failures, window %.3f s, achieved %.1f/s, goodput %.1f/s, total %.1f req/s, max latency %.0f ms, max send lag %.1f ms",
+		res.Valid, res.Total.Decided(), res.Total.Failures, res.DurationSec, res.AchievedRate, res.Goodput, res.Total.RPS, res.Total.Latency.MaxMs, res.SendLag.MaxMs)
+	if res.Total.Decided() != rate || res.Total.Failures != 0 {
+		t.Fatalf("%d decided, %d failures: want %d requests decided", res.Total.Decided(), res.Total.Failures, rate)
 	}
 	if res.Total.Latency.MaxMs < float64(slow/time.Millisecond) {
 		t.Fatalf("max latency %.0f ms: the slow answer was not slow", res.Total.Latency.MaxMs)
 	}
-	// The window is the second of sending, not up to the last answer 1.5 s
-	// after it (some slack for a loaded machine sending late).
-	if res.DurationSec < 1 || res.DurationSec > 1.4 {
-		t.Errorf("window %.3f s, want the 1 s of sending", res.DurationSec)
-	}
+	// The window is the second of sending (or up to a late last send), not
+	// up to the last answer 1.5 s after it.
+	onTime := checkOpenWindow(t, res, cfg)
 	checkRates(t, res)
+	if !onTime {
+		t.Logf("sent up to %.1f ms late (a loaded machine): validity and the throughput SLO not judged", res.SendLag.MaxMs)
+		return
+	}
+	if !res.Valid {
+		t.Errorf("invalid (%s), though every request was sent within %.1f ms of its schedule", res.InvalidReason, res.SendLag.MaxMs)
+	}
 	rep := LoadSLO{MaxErrorRate: 0.01, MinRPS: 150}.Evaluate(res)
 	for _, c := range rep.Checks {
 		if c.Name == "throughput" && c.Status == StatusViolation {
@@ -124,56 +154,67 @@ func TestClosedLoopSlowLastAnswerKeepsRate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	judge := &judgeHandler{}
-	var mu sync.Mutex
-	var first time.Time
-	var slowed atomic.Bool
-	srv := newLoopbackServer(t, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		if first.IsZero() {
-			first = time.Now()
+	// The slow answer is to the first request that reaches the server
+	// more than 0.8 s after the run is started (not after the first
+	// request reached it, which a loaded machine can delay past the end),
+	// one sent before the end at 1 s: on a machine so loaded that none
+	// reached it in those last 0.2 s, the run is not the case under test
+	// and is tried again.
+	const attempts = 3
+	for attempt := 1; ; attempt++ {
+		judge := &judgeHandler{}
+		var slowed atomic.Bool
+		begun := time.Now() // before the server: its handlers read it
+		srv := newLoopbackServer(t, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			if time.Since(begun) > 800*time.Millisecond && slowed.CompareAndSwap(false, true) {
+				time.Sleep(1500 * time.Millisecond) // once, near the end
+			} else {
+				time.Sleep(5 * time.Millisecond) // bounds the traffic: ~400 req/s
+			}
+			judge.ServeHTTP(rw, r)
+		}))
+		res, err := RunClosed(context.Background(), ClosedLoop{Users: 2, Duration: time.Second}, Options{
+			Target: Target{BaseURL: srv.URL}, Workload: w, Seed: 1,
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		since := time.Since(first)
-		mu.Unlock()
-		if since > 800*time.Millisecond && slowed.CompareAndSwap(false, true) {
-			time.Sleep(1500 * time.Millisecond) // once, near the end
-		} else {
-			time.Sleep(5 * time.Millisecond) // bounds the traffic: ~400 req/s
+		t.Logf("valid %v, %d decided, window %.3f s, goodput %.1f/s, max latency %.0f ms, window counts %+v",
+			res.Valid, res.Total.Decided(), res.DurationSec, res.Goodput, res.Total.Latency.MaxMs, res.Total.Window)
+		if !slowed.Load() {
+			if attempt == attempts {
+				t.Fatalf("in %d runs, no request reached the server in the last 0.2 s", attempts)
+			}
+			t.Logf("no request reached the server in the last 0.2 s (a loaded machine): again")
+			continue
 		}
-		judge.ServeHTTP(rw, r)
-	}))
-	res, err := RunClosed(context.Background(), ClosedLoop{Users: 2, Duration: time.Second}, Options{
-		Target: Target{BaseURL: srv.URL}, Workload: w, Seed: 1,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("valid %v, %d decided, window %.3f s, goodput %.1f/s, max latency %.0f ms, window counts %+v",
-		res.Valid, res.Total.Decided(), res.DurationSec, res.Goodput, res.Total.Latency.MaxMs, res.Total.Window)
-	if !slowed.Load() || res.Total.Latency.MaxMs < 1500 || res.Total.Failures != 0 {
-		t.Fatalf("slow answer not measured: max latency %.0f ms, %d failures", res.Total.Latency.MaxMs, res.Total.Failures)
-	}
-	if res.DurationSec > 1.0001 || res.DurationSec < 0.9 {
-		t.Errorf("window %.3f s, want the 1 s run time, not up to the slow answer", res.DurationSec)
-	}
-	checkRates(t, res)
-	// The slow request was answered after the end; of the other user's
-	// requests, the last one may have been in flight then. No warm-up:
-	// nothing answered in the window was sent before it.
-	if win := res.Total.Window; win == nil || win.AfterEnd < 1 || win.AfterEnd > 2 || win.FromWarmup != 0 {
-		t.Errorf("window counts %+v, want the slow answer (and at most one more) after the end and nothing from a warm-up", win)
-	} else if want := float64(res.Total.Decided()-win.AfterEnd) / res.DurationSec; res.Goodput < want-1e-9 {
-		t.Errorf("goodput %.1f/s, want the %d decisions answered within the 1 s: %.1f/s", res.Goodput, res.Total.Decided()-win.AfterEnd, want)
+		if res.Total.Latency.MaxMs < 1500 || res.Total.Failures != 0 {
+			t.Fatalf("slow answer not measured: max latency %.0f ms, %d failures", res.Total.Latency.MaxMs, res.Total.Failures)
+		}
+		if res.DurationSec > 1.0001 || res.DurationSec < 0.9 {
+			t.Errorf("window %.3f s, want the 1 s run time, not up to the slow answer", res.DurationSec)
+		}
+		checkRates(t, res)
+		// The slow request was answered after the end; of the other user's
+		// requests, the last one may have been in flight then. No warm-up:
+		// nothing answered in the window was sent before it.
+		if win := res.Total.Window; win == nil || win.AfterEnd < 1 || win.AfterEnd > 2 || win.FromWarmup != 0 {
+			t.Errorf("window counts %+v, want the slow answer (and at most one more) after the end and nothing from a warm-up", win)
+		} else if want := float64(res.Total.Decided()-win.AfterEnd) / res.DurationSec; res.Goodput < want-1e-9 {
+			t.Errorf("goodput %.1f/s, want the %d decisions answered within the 1 s: %.1f/s", res.Goodput, res.Total.Decided()-win.AfterEnd, want)
+		}
+		return
 	}
 }
 
 // TestClosedLoopWarmupAnswersCountInRates: with a warm-up, the answers in
 // the window to requests sent before it are in the rates (not in the
 // recorded requests, as the CLI says), as the requests in flight at the end
-// are out of them, and the rate is the service's. 10 users of a 400 ms
-// service, 0.3 s of warm-up, 0.8 s measured: each user's request of 0 s is
-// answered at 0.4 s (in the window, from the warm-up), that of 0.4 s at
-// 0.8 s, that of 0.8 s at 1.2 s (after the end): 20 answers in 0.8 s, 25/s.
+// are out of them, and the rate is the service's. The exact counts of such
+// a run depend on when each user got to send, which a loaded machine
+// delays: they are checked on the accounting itself, with set times
+// (TestClosedLoopWindowAccounting); a real run is checked here for what
+// holds however late its users were.
 func TestClosedLoopWarmupAnswersCountInRates(t *testing.T) {
 	const users, service = 10, 400 * time.Millisecond
 	w, err := DefaultWorkload()
@@ -185,7 +226,8 @@ func TestClosedLoopWarmupAnswersCountInRates(t *testing.T) {
 		time.Sleep(service)
 		judge.ServeHTTP(rw, r)
 	}))
-	res, err := RunClosed(context.Background(), ClosedLoop{Users: users, Duration: 1100 * time.Millisecond, Warmup: 300 * time.Millisecond}, Options{
+	cfg := ClosedLoop{Users: users, Duration: 1100 * time.Millisecond, Warmup: 300 * time.Millisecond}
+	res, err := RunClosed(context.Background(), cfg, Options{
 		Target: Target{BaseURL: srv.URL}, Workload: w, Seed: 1,
 	})
 	if err != nil {
@@ -197,15 +239,104 @@ func TestClosedLoopWarmupAnswersCountInRates(t *testing.T) {
 		t.Fatalf("valid %v (%s), %d failures", res.Valid, res.InvalidReason, res.Total.Failures)
 	}
 	checkRates(t, res)
+	win := res.Total.Window
+	if win == nil {
+		t.Fatal("a timed closed loop without window counts")
+	}
+	// A user's requests follow one another, each answered more than the
+	// service time after it was sent: in the 0.8 s measured, a user sends
+	// at most 2 recorded requests, has at most 2 answers, at most one of
+	// them to a request of the warm-up, and at most its last request
+	// answered after the end. The rate is at most the service's, 25/s.
+	measured := (cfg.Duration - cfg.Warmup).Seconds()
+	if res.DurationSec > measured+1e-9 {
+		t.Errorf("window %.3f s, longer than the %.1f s measured", res.DurationSec, measured)
+	}
+	perUser := int64(math.Ceil(res.DurationSec/service.Seconds() - 1e-9))
+	if res.Total.Requests > 2*users || win.Answered > users*perUser || win.FromWarmup > users || win.AfterEnd > users {
+		t.Errorf("%d requests recorded, window counts %+v: more than %d users of a %s service can have (%d recorded, %d answered in %.3f s, %d from the warm-up, %d after the end)",
+			res.Total.Requests, *win, users, service, 2*users, users*perUser, res.DurationSec, users, users)
+	}
+	if capacity := float64(users) / service.Seconds(); res.DurationSec >= measured-1e-9 && res.Goodput > capacity+1e-9 {
+		t.Errorf("goodput %.1f/s over %.3f s, above the service's %.0f/s", res.Goodput, res.DurationSec, capacity)
+	}
+	if res.Total.Latency.Count != res.Total.Requests {
+		t.Errorf("latency of %d requests, want the %d recorded", res.Total.Latency.Count, res.Total.Requests)
+	}
+}
+
+// TestClosedLoopWindowAccounting: how a timed closed loop counts its
+// requests (recorder.tallyClosed), with set times. 10 users of a 400 ms
+// service, 0.3 s of warm-up, 0.8 s measured: each user's request of 0 s
+// is answered at 0.4 s (in the window, from the warm-up), that of 0.4 s at
+// 0.8 s, that of 0.8 s at 1.2 s (after the end): 20 requests recorded, 20
+// answers in 0.8 s, 25/s.
+func TestClosedLoopWindowAccounting(t *testing.T) {
+	const users = 10
+	w, err := DefaultWorkload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return start.Add(time.Duration(ms) * time.Millisecond) }
+	measureFrom, end := at(300), at(1100)
+	r := &run{windowed: true, tl: newTimeline(measureFrom)}
+	for u := range users {
+		rec := newRecorder(len(w.Scenarios))
+		for _, sent := range []int{0, 400, 800} {
+			t0 := at(sent + u) // the users a millisecond apart
+			recorded := rec.tallyClosed(0, OutcomeAllow, t0, t0.Add(400*time.Millisecond), measureFrom, end, true)
+			if recorded != (sent > 0) {
+				t.Errorf("user %d, request of %d ms: recorded %v", u, sent, recorded)
+			}
+		}
+		r.recs = append(r.recs, rec)
+	}
+	res := r.result(Options{Workload: w}, "closed", start, measureFrom, end)
+	checkRates(t, res)
 	want := WindowCounts{Answered: 2 * users, Decided: 2 * users, AfterEnd: users, FromWarmup: users}
 	if res.Total.Requests != 2*users || res.Total.Window == nil || *res.Total.Window != want {
 		t.Fatalf("%d requests recorded, window counts %+v; want %d recorded, %+v", res.Total.Requests, res.Total.Window, 2*users, want)
 	}
-	if res.DurationSec < 0.799 || res.DurationSec > 0.801 || math.Abs(res.Goodput-25) > 0.1 {
-		t.Errorf("goodput %.1f/s over %.3f s, want 25/s over 0.8 s", res.Goodput, res.DurationSec)
+	if res.DurationSec != 0.8 || math.Abs(res.Goodput-25) > 1e-9 || math.Abs(res.Total.RPS-25) > 1e-9 {
+		t.Errorf("goodput %.3f/s, %.3f req/s over %.3f s, want 25/s over 0.8 s", res.Goodput, res.Total.RPS, res.DurationSec)
 	}
 	if res.Total.Latency.Count != 2*users {
 		t.Errorf("latency of %d requests, want the %d recorded", res.Total.Latency.Count, 2*users)
+	}
+
+	// Each case, at the ends of the window: sent, answered (ms), outcome.
+	type counted struct{ requests, answered, decided, afterEnd, fromWarmup int64 }
+	for _, tc := range []struct {
+		name           string
+		sent, answered int
+		o              Outcome
+		windowed       bool
+		want           counted
+	}{
+		{"warm-up, answered in it", 0, 299, OutcomeAllow, true, counted{}},
+		{"warm-up, answered as the window begins", 0, 300, OutcomeAllow, true, counted{answered: 1, decided: 1, fromWarmup: 1}},
+		{"warm-up, denied in the window", 200, 700, OutcomeDeny, true, counted{answered: 1, decided: 1, fromWarmup: 1}},
+		{"warm-up, failed in the window", 200, 700, OutcomeFailure, true, counted{answered: 1, fromWarmup: 1}},
+		{"warm-up, answered after the end", 200, 1101, OutcomeAllow, true, counted{}},
+		{"sent as the window begins", 300, 400, OutcomeAllow, true, counted{requests: 1, answered: 1, decided: 1}},
+		{"answered as the window ends", 1000, 1100, OutcomeAllow, true, counted{requests: 1, answered: 1, decided: 1}},
+		{"failed in the window", 500, 600, OutcomeFailure, true, counted{requests: 1, answered: 1}},
+		{"answered after the end", 1000, 1101, OutcomeAllow, true, counted{requests: 1, afterEnd: 1}},
+		{"count-bounded: recorded", 300, 2000, OutcomeAllow, false, counted{requests: 1}},
+		{"count-bounded: warm-up", 0, 400, OutcomeAllow, false, counted{}},
+	} {
+		rec := newRecorder(len(w.Scenarios))
+		e := end
+		if !tc.windowed {
+			e = time.Time{}
+		}
+		recorded := rec.tallyClosed(0, tc.o, at(tc.sent), at(tc.answered), measureFrom, e, tc.windowed)
+		c := rec.scen[0]
+		got := counted{c.requests, c.winAnswered, c.winDecided, c.afterEnd, c.fromWarmup}
+		if got != tc.want || recorded != (tc.want.requests == 1) {
+			t.Errorf("%s: recorded %v, counted %+v; want %+v", tc.name, recorded, got, tc.want)
+		}
 	}
 }
 
