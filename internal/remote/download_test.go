@@ -128,9 +128,16 @@ type resultEngine struct {
 
 func newResultEngine(tb testing.TB) *resultEngine {
 	tb.Helper()
+	return newResultEngineFor(tb, hash)
+}
+
+// newResultEngineFor is newResultEngine configured with constitutional
+// hash chash.
+func newResultEngineFor(tb testing.TB, chash string) *resultEngine {
+	tb.Helper()
 	re := &resultEngine{log: &logRecords{}, results: map[string]int{}}
 	e, err := engine.New(context.Background(), nil, engine.Options{
-		ConstitutionalHash: hash, EvalTimeout: time.Second, Logger: slog.New(re.log),
+		ConstitutionalHash: chash, EvalTimeout: time.Second, Logger: slog.New(re.log),
 		OnReload: func(result string, _ engine.Info, _ error) {
 			re.mu.Lock()
 			defer re.mu.Unlock()

@@ -2,6 +2,7 @@ package remote
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	bundleplugin "github.com/open-policy-agent/opa/v1/plugins/bundle"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/metrics"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
 )
 
 // Bundles with "persist: true" survive a restart during a bundle server
@@ -21,10 +30,21 @@ import (
 // nothing. OPA's own file is the only place its downloaded archive (with
 // its signatures) is kept, so rather than persisting bundles itself this
 // package keeps a copy of each bundle's file once the engine has accepted
-// it, under <persistence_directory>/acgs-accepted/, and puts that copy
-// back in OPA's place before the plugin starts: what is loaded at start is
-// the last bundle set the engine accepted, verified by OPA and hash-checked
-// by the engine as any bundle is.
+// it, under <persistence_directory>/acgs-accepted/.
+//
+// At start, before the plugin loads anything, OPA's own files are read as
+// the plugin reads them (signatures verified), activated into a store of
+// their own and handed to the engine (opaSet): the engine as configured
+// now may accept what it refused before (an instance restarted with the
+// constitutional hash of the bundle its server published, during an
+// outage). Only if it refuses them, or they cannot be read (a file cut
+// short: OPA does not sync it), are the accepted copies put in OPA's
+// place (restore), so that the plugin's store, from which every later
+// activation is read, holds what the engine takes. When OPA's start cannot
+// make the whole set (a bundle not persisted, or with no file) nothing can
+// be handed to the engine: the accepted copies are put in OPA's place
+// where they differ, as before, and are hash-checked once the set is
+// complete.
 
 // persistence is where the bundles with persist: true are kept.
 type persistence struct {
@@ -86,6 +106,79 @@ func (p *persistence) restore() ([]string, error) {
 		restored = append(restored, name)
 	}
 	return restored, errors.Join(errs...)
+}
+
+// errIncomplete is opaSet's answer when OPA's persisted files cannot make
+// the whole bundle set: nothing can be handed to the engine.
+var errIncomplete = errors.New("not every bundle has a persisted file")
+
+// opaSet reads OPA's persisted file of every bundle in all, as OPA's
+// plugin reads them at start (each with its signing configuration, in the
+// runtime's Rego version), activates them together into a store of their
+// own and reads the set back as fromStore does (what activateStored would
+// hand the engine once the plugin has loaded them). It returns the files'
+// contents too, to keep as accepted copies. errIncomplete: a bundle is not
+// persisted or has no file; any other error: a file could not be read,
+// verified or activated.
+func (p *persistence) opaSet(ctx context.Context, all []string, sources map[string]*bundleplugin.Source,
+	popts ast.ParserOptions) (*bundle.Bundle, []string, map[string][]byte, error) {
+	raws := map[string][]byte{}
+	bundles := map[string]*bundle.Bundle{}
+	for _, name := range all {
+		src, ok := sources[name]
+		if !ok || !src.Persist {
+			return nil, nil, nil, errIncomplete
+		}
+		raw, err := os.ReadFile(p.opaPath(name))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil, nil, errIncomplete
+		}
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		r := bundle.NewCustomReader(bundle.NewTarballLoaderWithBaseURL(bytes.NewReader(raw), "")).
+			WithRegoVersion(popts.RegoVersion)
+		if src.Signing != nil {
+			r = r.WithBundleVerificationConfig(src.Signing)
+		}
+		b, err := r.Read()
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("reading persisted bundle %q: %w", name, err)
+		}
+		raws[name], bundles[name] = raw, &b
+	}
+	store := inmem.New()
+	params := storage.WriteParams
+	params.Context = storage.NewContext()
+	err := storage.Txn(ctx, store, params, func(txn storage.Transaction) error {
+		return bundle.Activate(&bundle.ActivateOpts{
+			Ctx: ctx, Store: store, Txn: txn, TxnCtx: params.Context,
+			Compiler: ast.NewCompiler().WithPathConflictsCheck(storage.NonEmpty(ctx, store, txn)),
+			Metrics:  metrics.New(), Bundles: bundles, ParserOptions: popts,
+		})
+	})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("activating the persisted bundles: %w", err)
+	}
+	b, names, err := fromStore(ctx, store, popts)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return b, names, raws, nil
+}
+
+// keepRaw writes the contents of the files opaSet read of the bundles
+// named (those the engine accepted) to their accepted copies.
+func (p *persistence) keepRaw(raws map[string][]byte, names []string) error {
+	var errs []error
+	for _, name := range names {
+		if raw, ok := raws[name]; ok {
+			if err := writeCopy(p.acceptedPath(name), bytes.NewReader(raw)); err != nil {
+				errs = append(errs, fmt.Errorf("keeping a copy of accepted bundle %q: %w", name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // open opens OPA's persisted file of every persisted bundle that has one.

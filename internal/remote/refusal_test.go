@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -26,18 +28,28 @@ const (
 // engine accepted. OPA persisted every bundle it took into its store,
 // before the engine checked it, so a refused bundle (another
 // constitutional hash) replaced the accepted one on disk and the restarted
-// instance refused it again and served nothing (review). A persisted
-// bundle is still hash-checked at start: one that was never accepted (no
-// accepted copy, as an earlier version left it) is refused.
+// instance refused it again and served nothing (review). OPA's own file is
+// handed to the engine first, before the plugin loads it: an instance
+// restarted with the constitutional hash of the bundle it refused
+// activates that bundle, where the accepted copy put back in its place
+// was refused and nothing served (the limit of 0d6f3ff). A persisted
+// bundle is hash-checked at start: one that was never accepted (no
+// accepted copy, as an earlier version left it) is refused, once, and the
+// refusal of OPA's file before the accepted copy is activated counts.
 func TestPersistedBundleIsTheLastAccepted(t *testing.T) {
+	type pub struct{ rev, hash string }
 	for _, tc := range []struct {
-		name      string
-		published []struct{ rev, hash string } // in order, each activated or refused before the next
-		want      string                       // revision active after the restart, "" none
+		name        string
+		published   []pub  // in order, each activated or refused before the next
+		restartHash string // the restarted engine's constitutional hash ("": the same)
+		want        string // revision active after the restart, "" none
+		refusals    int    // refusals at the restart
 	}{
-		{"refused after accepted", []struct{ rev, hash string }{{"good", hash}, {"bad", wrongHash}}, "good"},
-		{"accepted after refused", []struct{ rev, hash string }{{"good", hash}, {"bad", wrongHash}, {"good2", hash}}, "good2"},
-		{"never accepted", []struct{ rev, hash string }{{"bad", wrongHash}}, ""},
+		{"refused after accepted", []pub{{"good", hash}, {"bad", wrongHash}}, "", "good", 1},
+		{"accepted after refused", []pub{{"good", hash}, {"bad", wrongHash}, {"good2", hash}}, "", "good2", 0},
+		{"never accepted", []pub{{"bad", wrongHash}}, "", "", 1},
+		{"refused, restarted with its hash", []pub{{"old", hash}, {"new", wrongHash}}, wrongHash, "new", 0},
+		{"accepted, restarted with another hash", []pub{{"old", hash}}, wrongHash, "", 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			serveDir := t.TempDir()
@@ -46,7 +58,7 @@ func TestPersistedBundleIsTheLastAccepted(t *testing.T) {
 			e := newEngine(t)
 			r := startRemoteWith(t, remote.Options{Config: cfg, Target: e})
 			for _, p := range tc.published {
-				publish(t, constitutionDir(t, p.rev, p.hash, nil), serveDir, remote.BuildOptions{})
+				publish(t, hashedConstitutionDir(t, p.rev, p.hash), serveDir, remote.BuildOptions{})
 				if p.hash == hash {
 					eventually(t, 20*time.Second, "revision "+p.rev+" active", func() bool { return e.revision() == p.rev })
 				} else { // an activation clears the last error
@@ -58,18 +70,142 @@ func TestPersistedBundleIsTheLastAccepted(t *testing.T) {
 			cancel()
 
 			srv.stop() // the outage: the restarted instance has only what was persisted
-			e2 := newResultEngine(t)
+			restartHash := tc.restartHash
+			if restartHash == "" {
+				restartHash = hash
+			}
+			e2 := newResultEngineFor(t, restartHash)
 			startRemoteWith(t, remote.Options{Config: cfg, Target: e2}) // persisted bundles are activated in Start
 			if got := e2.revision(); got != tc.want {
 				t.Fatalf("after a restart during an outage, revision %q is active (last error %q), want %q", got, e2.lastError(), tc.want)
 			}
-			// Start refused or activated the persisted bundle; the failed
+			// Start refused or activated the persisted bundles; the failed
 			// downloads since are download_failure.
-			if n := e2.count("failure"); (n == 1) != (tc.want == "") {
-				t.Fatalf("after the restart, %d refusals, want 1 if no revision is active, else 0", n)
+			if n := e2.count("failure"); n != tc.refusals {
+				t.Fatalf("after the restart, %d refusals, want %d", n, tc.refusals)
 			}
 		})
 	}
+}
+
+// hashedConstitutionDir is constitutionDir with constitutional hash chash
+// in the data too (data.acgs.config.constitutional_hash), so that an
+// engine configured with chash accepts it.
+func hashedConstitutionDir(tb testing.TB, revision, chash string) string {
+	tb.Helper()
+	data := string(testenv.ConstitutionFiles(tb, nil)["acgs/config/data.json"])
+	if !strings.Contains(data, `"`+hash+`"`) {
+		tb.Fatalf("acgs/config/data.json does not hold the constitutional hash %s", hash)
+	}
+	data = strings.ReplaceAll(data, `"`+hash+`"`, `"`+chash+`"`)
+	return constitutionDir(tb, revision, chash, map[string]string{"acgs/config/data.json": data})
+}
+
+// TestDamagedPersistedBundleFallsBack: an OPA persisted file cut short
+// (a power loss: OPA does not sync it) cannot be read at start; the last
+// accepted copy is loaded instead, whether OPA's file held that bundle or
+// a refused one. Handing OPA's file to the engine first must not leave
+// the instance with no policy (b39990b did, reverted in 69242c3).
+func TestDamagedPersistedBundleFallsBack(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		published []string // revisions, the last accepted one "good", any other refused
+	}{
+		{"accepted", []string{"good"}},
+		{"refused after accepted", []string{"good", "bad"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			serveDir, persistDir := t.TempDir(), t.TempDir()
+			srv := newStoppableServer(t, serveDir)
+			cfg := append([]byte("persistence_directory: "+persistDir+"\n"), opaConfig(srv.url(), "", "    persist: true\n")...)
+			e := newEngine(t)
+			r := startRemoteWith(t, remote.Options{Config: cfg, Target: e})
+			for _, rev := range tc.published {
+				if rev == "good" {
+					publish(t, constitutionDir(t, rev, hash, nil), serveDir, remote.BuildOptions{})
+					eventually(t, 20*time.Second, "revision good active", func() bool { return e.revision() == "good" })
+				} else {
+					publish(t, constitutionDir(t, rev, wrongHash, nil), serveDir, remote.BuildOptions{})
+					eventually(t, 20*time.Second, "revision "+rev+" refused", func() bool { return strings.Contains(e.lastError(), refusedHash) })
+				}
+			}
+			accepted := filepath.Join(persistDir, "acgs-accepted", "acgs", "bundle.tar.gz")
+			eventually(t, 20*time.Second, "the accepted copy written", func() bool { _, err := os.Stat(accepted); return err == nil })
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			r.Stop(ctx)
+			cancel()
+			srv.stop()
+
+			opa := filepath.Join(persistDir, "bundles", "acgs", "bundle.tar.gz")
+			raw, err := os.ReadFile(opa)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(opa, raw[:len(raw)/2], 0o600); err != nil { // cut short
+				t.Fatal(err)
+			}
+			e2 := newResultEngine(t)
+			startRemoteWith(t, remote.Options{Config: cfg, Target: e2})
+			if got := e2.revision(); got != "good" {
+				t.Fatalf("after a restart with OPA's persisted file cut short, revision %q is active (last error %q), want good", got, e2.lastError())
+			}
+		})
+	}
+}
+
+// splitRestart runs the split constitution with "policy" polled from a
+// server that stops and "config" from one that stays, persistence as
+// given (extra lines of each bundle's block): it activates p1 and d1,
+// has policy p2 (another constitutional hash) refused, and restarts the
+// source during the policy server's outage. It returns the restarted
+// engine and config's serving directory.
+func splitRestart(t *testing.T, policyExtra, configExtra string) (*resultEngine, string) {
+	t.Helper()
+	pDir, cDir := t.TempDir(), t.TempDir()
+	pSrv := newStoppableServer(t, pDir)
+	cURL := bundleServer(t, cDir)
+	sc := newSplitConstitution(t)
+	sc.publish(t, "policy", "p1", hash, pDir)
+	sc.publish(t, "config", "d1", hash, cDir)
+	cfg := append([]byte("persistence_directory: "+t.TempDir()+"\n"), twoServerConfig(pSrv.url(), poll+policyExtra, cURL, poll+configExtra)...)
+	e := newEngine(t)
+	r := startRemoteWith(t, remote.Options{Config: cfg, Target: e})
+	eventually(t, 20*time.Second, "p1 and d1 active", func() bool { return e.revision() == "config@d1,policy@p1" })
+	sc.publish(t, "policy", "p2", wrongHash, pDir)
+	eventually(t, 20*time.Second, "policy p2 refused", func() bool { return strings.Contains(e.lastError(), wrongHash) })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	r.Stop(ctx)
+	cancel()
+	pSrv.stop()
+	e2 := newResultEngine(t)
+	startRemoteWith(t, remote.Options{Config: cfg, Target: e2})
+	return e2, cDir
+}
+
+// TestPartlyPersistedSetFallsBack: with only some bundles persisted, the
+// set cannot be handed to the engine before the plugin starts (a policy
+// without its data never serves); the accepted copy of a persisted bundle
+// whose OPA file holds a refused one is loaded all the same, and the set
+// is activated once the other bundle downloads. b39990b never fell back
+// for such a set (reverted in 69242c3).
+func TestPartlyPersistedSetFallsBack(t *testing.T) {
+	e, _ := splitRestart(t, "    persist: true\n", "")
+	eventually(t, 20*time.Second, "p1 and d1 active after the restart", func() bool { return e.revision() == "config@d1,policy@p1" })
+}
+
+// TestOtherBundleUpdatesAfterFallback: after a restart that fell back to
+// the accepted copy of a bundle (OPA's file held a refused one), another
+// bundle's update is activated with it. b39990b handed the copies to the
+// engine but left the refused bundle in the plugin's store, from which
+// every later activation is read, so every update was refused (reverted
+// in 69242c3).
+func TestOtherBundleUpdatesAfterFallback(t *testing.T) {
+	e, cDir := splitRestart(t, "    persist: true\n", "    persist: true\n")
+	if got := e.revision(); got != "config@d1,policy@p1" {
+		t.Fatalf("after the restart, revision %q is active (last error %q), want config@d1,policy@p1", got, e.lastError())
+	}
+	newSplitConstitution(t).publish(t, "config", "d2", hash, cDir)
+	eventually(t, 20*time.Second, "config d2 active with policy p1", func() bool { return e.revision() == "config@d2,policy@p1" })
 }
 
 // TestRefusedPolledBundleIsRetried: a polled bundle the engine refused

@@ -251,16 +251,13 @@ func bundleConfig(mgr *plugins.Manager, legacy, bundles []byte) (*bundleplugin.C
 // with persist: true) is activated into the target at once.
 func (r *Remote) Start(ctx context.Context) error {
 	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	// settled: the target has decided on exactly what the plugin loads at
+	// start (OPA's own files, handed over before it starts): it is not
+	// handed over again.
+	settled := false
 	if r.persisted != nil {
 		// Before the plugin loads the persisted bundles (manager.Start).
-		restored, err := r.persisted.restore()
-		if len(restored) > 0 {
-			r.log.Warn("persisted bundles were not the ones last accepted (the engine refused them, or had not taken them yet); "+
-				"the last accepted ones are loaded instead", "bundles", restored)
-		}
-		if err != nil {
-			r.log.Error("restoring the last accepted persisted bundles failed; the persisted ones are loaded as they are", "error", err)
-		}
+		settled = r.startPersisted()
 	}
 	if err := r.manager.Start(r.ctx); err != nil {
 		return fmt.Errorf("starting remote bundles (%s): %w", r.opts.Name, err)
@@ -275,7 +272,9 @@ func (r *Remote) Start(ctx context.Context) error {
 			}
 		}
 		if len(missing) == 0 {
-			_ = r.activateStored("persisted bundles loaded at start") // logged and recorded by the target
+			if !settled {
+				_ = r.activateStored("persisted bundles loaded at start") // logged and recorded by the target
+			}
 		} else {
 			// A constitution without its data bundle (or the reverse)
 			// never serves: the persisted ones wait, as downloaded ones
@@ -673,23 +672,10 @@ func (r *Remote) activateStored(why string) error {
 	} else {
 		r.opts.Target.RecordFailure(err)
 	}
-	r.refused = err
+	r.settle(why, err)
 	if err != nil {
-		now := time.Now()
-		for _, name := range r.bundles {
-			w := min(max(2*r.retryWait[name], refusedRetry), maxRefusedRetry)
-			r.retryWait[name], r.retryAt[name] = w, now.Add(w)
-		}
-		if r.active { // r.mu is held
-			r.log.Error("remote bundle refused; the previous policy stays active", "update", why, "error", err)
-		} else {
-			r.log.Error("remote bundle refused; no policy is active yet", "update", why, "error", err)
-		}
 		return err
 	}
-	clear(r.retryWait)
-	clear(r.retryAt)
-	r.active = true
 	if r.persisted != nil {
 		if err := r.persisted.keep(files, names); err != nil {
 			r.log.Error("the accepted bundle is active but its persisted copy is not kept; a restart during a bundle server outage may load an older one",
@@ -697,6 +683,71 @@ func (r *Remote) activateStored(why string) error {
 		}
 	}
 	return nil
+}
+
+// settle records what the target made of a bundle set handed to it
+// (err: its refusal; why: what the set was, for the log). r.mu must be
+// held.
+func (r *Remote) settle(why string, err error) {
+	r.refused = err
+	if err != nil {
+		now := time.Now()
+		for _, name := range r.bundles {
+			w := min(max(2*r.retryWait[name], refusedRetry), maxRefusedRetry)
+			r.retryWait[name], r.retryAt[name] = w, now.Add(w)
+		}
+		if r.active {
+			r.log.Error("remote bundle refused; the previous policy stays active", "update", why, "error", err)
+		} else {
+			r.log.Error("remote bundle refused; no policy is active yet", "update", why, "error", err)
+		}
+		return
+	}
+	clear(r.retryWait)
+	clear(r.retryAt)
+	r.active = true
+}
+
+// startPersisted decides, before the plugin starts, which persisted files
+// it loads (see persist.go): OPA's own, when the target accepts them as
+// they are, else the last accepted copies. It hands OPA's files to the
+// target when they make the whole set, and reports whether what the
+// plugin then loads is exactly what the target decided on (nothing put in
+// OPA's place). OPA's files that cannot be read, or do not make the whole
+// set, are replaced by the accepted copies where those differ.
+func (r *Remote) startPersisted() (settled bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(r.ctx, r.opts.ActivateTimeout)
+	defer cancel()
+	const why = "persisted bundles loaded at start"
+	b, names, raws, err := r.persisted.opaSet(ctx, r.bundles, r.plugin.Config().Bundles, r.manager.ParserOptions())
+	handed := err == nil
+	switch {
+	case handed:
+		source := fmt.Sprintf("remote %s from %s (persisted)", strings.Join(names, ","), r.opts.Name)
+		err = r.opts.Target.Activate(ctx, b, source) // logged and recorded by the target
+		r.settle(why, err)
+		if err == nil {
+			if err := r.persisted.keepRaw(raws, names); err != nil {
+				r.log.Error("the persisted bundle is active but its copy is not kept; a restart during a bundle server outage may load an older one",
+					"error", err)
+			}
+			return true
+		}
+	case !errors.Is(err, errIncomplete):
+		r.log.Warn("the persisted bundles could not be read; the copies last accepted are loaded instead, if any", "error", err)
+	}
+	restored, err := r.persisted.restore()
+	if len(restored) > 0 {
+		r.log.Warn("persisted bundles were not the ones last accepted (refused, unreadable, or not taken yet); "+
+			"the last accepted ones are loaded instead", "bundles", restored)
+	}
+	if err != nil {
+		r.log.Error("restoring the last accepted persisted bundles failed; the persisted ones are loaded as they are", "error", err)
+	}
+	// Refused, and nothing else to load: the plugin loads the set refused.
+	return handed && len(restored) == 0
 }
 
 // The waits before a bundle set the target refused is handed over again
