@@ -1,6 +1,7 @@
 package service_test
 
 import (
+	"bufio"
 	"net"
 	"net/http"
 	"strings"
@@ -20,16 +21,24 @@ import (
 // drain and the flushes (review).
 func TestHangupDuringDrainIsNotAnExit(t *testing.T) {
 	srv := faults.StartACGS(t, testenv.ACGSBinary(t), t.TempDir(), "acgs", "SHUTDOWN_TIMEOUT=20s")
-	// A request in flight: its headers sent, its body not yet.
+	// A request in flight: its headers sent, its body not all.
 	conn, err := net.Dial("tcp", "127.0.0.1:"+strings.TrimPrefix(srv.URL, "http://127.0.0.1:"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if _, err := conn.Write([]byte("POST /v1/data/acgs/main/decision HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"input\":")); err != nil {
+	if _, err := conn.Write([]byte("POST /v1/data/acgs/main/decision HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n{\"input\":")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond) // the server reads the headers
+	// The server has read the headers, and the handler reads the body,
+	// once it answers 100 Continue (net/http writes it at the handler's
+	// first read of the body). A sleep stood in for this: on a loaded
+	// machine the SIGTERM could come before the connection was accepted,
+	// and the drain had nothing to wait for.
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if line, err := bufio.NewReader(conn).ReadString('\n'); err != nil || line != "HTTP/1.1 100 Continue\r\n" {
+		t.Fatalf("no 100 Continue: %q %v\n%s", line, err, srv.Tail(10))
+	}
 	if err := srv.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
