@@ -566,6 +566,20 @@ test_constitutional_thresholds_not_numbers if {
 	}
 }
 
+# default_rate_limit removed: every constitutional request was denied with
+# a configuration error naming nothing ("()"), even one whose category has
+# its own limit (review). A category with its own limit is scored as
+# before; one without is a configuration error naming default_rate_limit.
+test_default_rate_limit_missing if {
+	cfg := edited([{"op": "remove", "path": "/constitutional/default_rate_limit"}])
+	d := main.decision with input as main_test.safe_input with data.acgs.config as cfg
+	d.allow == true
+	d == main.decision with input as main_test.safe_input
+	custom := json.patch(main_test.safe_input, [{"op": "replace", "path": "/action", "value": "custom.thing"}])
+	e := main.decision with input as custom with data.acgs.config as cfg
+	e == config_error("default_rate_limit")
+}
+
 # So are limits of another type ("100" would be above every count).
 test_limits_not_numbers if {
 	d := main.decision with input as main_test.safe_input

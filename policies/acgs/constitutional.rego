@@ -123,7 +123,15 @@ default category := ""
 
 category := split(action_key, ".")[0]
 
-rate_limit := object.get(config.constitutional.rate_limits, category, config.constitutional.default_rate_limit)
+# The category's own limit or, for a category without one, the default:
+# null when the default is missing (a reference to it would be undefined
+# for every category, even those with their own limit, and no problem
+# would be named: review), so that a category that needs it is a
+# configuration error naming default_rate_limit (configuration_problems).
+rate_limit := object.get(
+	config.constitutional.rate_limits, category,
+	object.get(config.constitutional, "default_rate_limit", null),
+)
 
 # (Every action needs one when the list is missing, not an array or holds
 # an entry that is not a string.)
