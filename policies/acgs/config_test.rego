@@ -832,6 +832,29 @@ test_evolution_path_actions_not_arrays_of_strings if {
 	evolution_config_error_is(f, "path_actions.auto_approve: an array of strings, path_actions.fast_track: an array of strings, path_actions.human_review: an array of strings")
 }
 
+# A review's action missing was dropped from required_actions, one not a
+# string (5) was required as it was: a major update missing its human
+# approval was denied with "Missing required review: human_approval" but
+# not required to obtain it (review). A configuration error, named.
+test_evolution_review_action_not_a_string if {
+	major := evolution_change([
+		{"op": "replace", "path": "/evolution_request/type", "value": "major_update"},
+		{"op": "add", "path": "/evolution_request/changes/network_changes", "value": true},
+	])
+	d := main.decision with input as major
+	"Obtain human approval" in d.required_actions
+	path := "/evolution/required_reviews/human_approval/action"
+	every op in [
+		{"op": "remove", "path": path},
+		{"op": "replace", "path": path, "value": 5},
+		{"op": "replace", "path": path, "value": null},
+		{"op": "replace", "path": path, "value": ["Obtain human approval"]},
+	] {
+		e := main.decision with input as major with data.acgs.config as edited([op])
+		evolution_config_error_is(e, "required_reviews.human_approval.action: a string")
+	}
+}
+
 # A configuration error of the data access scoring, naming what lacks.
 data_access_config_error(missing) := {
 	"allow": false,

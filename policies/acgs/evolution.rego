@@ -398,8 +398,9 @@ concerns contains [11, msg] if {
 # flags to find); a performance limit that is not a number above 0 drops
 # its delta from the mean (the division fails); a review that is not an
 # object, whose types are not an array of strings or whose
-# triggered_by_change is not a string is never required. The request
-# would be scored as if the change were harmless. (A weight, base risk,
+# triggered_by_change is not a string is never required (one whose action
+# is not a string is required with no action to take). The request would
+# be scored as if the change were harmless. (A weight, base risk,
 # mitigation, penalty or rollback value of another type fails the
 # arithmetic, and the score it is part of is 0: fail-closed as it is.)
 configuration_problems contains "evolution: an object" if not is_object(object.get(config, "evolution", null))
@@ -449,6 +450,16 @@ configuration_problems contains concat("", ["required_reviews.", name, ".trigger
 	some name, review in configured_reviews
 	t := review.triggered_by_change
 	not is_string(t)
+}
+
+# A review's action missing was dropped from the request's
+# required_actions, one of another type (5) required as it was: a request
+# missing a review was denied naming it but not required to obtain it
+# (review).
+configuration_problems contains concat("", ["required_reviews.", name, ".action: a string"]) if {
+	some name, review in configured_reviews
+	is_object(review)
+	not is_string(object.get(review, "action", null))
 }
 
 # The human review path's actions as configured or, when they cannot be
