@@ -189,6 +189,10 @@ evolution_problems(e) := concat_all([
 		some path in ["auto_approve", "fast_track", "human_review"]
 		some p in bad_strings(sprintf("evolution.path_actions.%s", [path]), object.get(e, ["path_actions", path], null))
 	],
+	[sprintf("evolution.path_actions.%s must not be empty (a denial on that path must require an action)", [path]) |
+		some path in ["fast_track", "human_review"]
+		object.get(e, ["path_actions", path], null) == []
+	],
 ]) if {
 	is_object(e)
 }
@@ -821,15 +825,35 @@ test_evolution_path_actions_not_arrays_of_strings if {
 	d := main.decision with input as low
 	d.approval_path == "human_review"
 	d.required_actions == ["Full human review of the evolution request"]
-	every name in ["auto_approve", "fast_track", "human_review"] {
+	every name, needs in {"auto_approve": "an array of strings", "fast_track": "a non-empty array of strings", "human_review": "a non-empty array of strings"} {
 		path := concat("/", ["", "evolution", "path_actions", name])
 		every op in [{"op": "remove", "path": path}, {"op": "replace", "path": path, "value": "x"}, {"op": "replace", "path": path, "value": [1]}] {
 			e := main.decision with input as low with data.acgs.config as edited([op])
-			evolution_config_error_is(e, concat("", ["path_actions.", name, ": an array of strings"]))
+			evolution_config_error_is(e, concat("", ["path_actions.", name, ": ", needs]))
 		}
 	}
 	f := main.decision with input as low with data.acgs.config as edited([{"op": "remove", "path": "/evolution/path_actions"}])
-	evolution_config_error_is(f, "path_actions.auto_approve: an array of strings, path_actions.fast_track: an array of strings, path_actions.human_review: an array of strings")
+	evolution_config_error_is(f, "path_actions.auto_approve: an array of strings, path_actions.fast_track: a non-empty array of strings, path_actions.human_review: a non-empty array of strings")
+}
+
+# A deny path's actions empty ([]): a request sent to human review (or to
+# fast track, which the spec says requires one human sign-off) with no
+# missing review was required to do nothing, where the configuration
+# error's denial required the spec's human review (review). A denial must
+# require an action: a configuration error, named. (auto_approve's are
+# for an allowed request, and may be none.)
+test_evolution_deny_path_actions_empty if {
+	low := evolution_change([{"op": "add", "path": "/evolution_request/changes/network_changes", "value": true}])
+	every name in ["fast_track", "human_review"] {
+		e := main.decision with input as low
+			with data.acgs.config as edited([{"op": "replace", "path": concat("/", ["", "evolution", "path_actions", name]), "value": []}])
+		evolution_config_error_is(e, concat("", ["path_actions.", name, ": a non-empty array of strings"]))
+	}
+	d := main.decision with input as main_test.complex_input
+		with data.acgs.config as edited([{"op": "replace", "path": "/evolution/path_actions/auto_approve", "value": ["Announce the change"]}])
+	d.allow == true
+	d.required_actions == ["Announce the change"]
+	"evolution.path_actions.human_review must not be empty (a denial on that path must require an action)" in problems(edited([{"op": "replace", "path": "/evolution/path_actions/human_review", "value": []}]))
 }
 
 # A review's action missing was dropped from required_actions, one not a

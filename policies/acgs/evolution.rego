@@ -426,9 +426,22 @@ configuration_problems contains concat("", [name, ": a number"]) if {
 # request's required_actions [] (the concatenation failed, and the default
 # held): a denial for human review required no review, and no missing
 # review was named (review).
-configuration_problems contains concat("", ["path_actions.", name, ": an array of strings"]) if {
-	some name in ["auto_approve", "fast_track", "human_review"]
-	not text.strings(object.get(config.evolution, ["path_actions", name], null))
+configuration_problems contains "path_actions.auto_approve: an array of strings" if {
+	not text.strings(object.get(config.evolution, ["path_actions", "auto_approve"], null))
+}
+
+# A deny path's actions must also be some: with [] a request sent to human
+# review (or to fast track, which the spec says requires one human
+# sign-off) and missing no review was required to do nothing, where the
+# configuration error's denial required the spec's human review (review).
+configuration_problems contains concat("", ["path_actions.", name, ": a non-empty array of strings"]) if {
+	some name in ["fast_track", "human_review"]
+	not non_empty_strings(object.get(config.evolution, ["path_actions", name], null))
+}
+
+non_empty_strings(v) if {
+	text.strings(v)
+	count(v) > 0
 }
 
 configuration_problems contains "performance_limits: an object of numbers above 0" if {
