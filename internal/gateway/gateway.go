@@ -663,8 +663,10 @@ func (g *Gateway) forward(ctx context.Context, c *relay) (*mcp.CallToolResult, e
 	if c.u == nil {
 		return nil, unknownUpstream(c.p.Name)
 	}
-	meta, endCall := g.progressMeta(c)
-	defer endCall()
+	meta := g.progressMeta(c)
+	if meta != nil {
+		defer g.progress.Delete(meta[progressTokenKey])
+	}
 	upStart := time.Now()
 	res, err := c.u.Call(ctx, c.tool, c.p.Arguments, meta)
 	upTook := time.Since(upStart)
@@ -727,22 +729,27 @@ func withoutGatewayMeta(m mcp.Meta) (mcp.Meta, bool) {
 // progressTokenKey is the _meta key of a request's progress token.
 const progressTokenKey = "progressToken"
 
+// progressRoute is where an upstream's progress notification goes: the
+// agent's session, under the agent's own token.
+type progressRoute struct {
+	session *mcp.ServerSession
+	token   any
+}
+
 // progressMeta is the _meta of the call to the upstream: when the agent
 // asked for progress (its _meta has a progressToken), a token of the
 // gateway's own, routed back to the agent's (relayProgress); the upstream
 // session is shared by every agent, whose tokens are unique only in their
 // own session. Nothing else of the agent's _meta is forwarded. The caller
-// calls end when the call ends, before its answer is sent: it waits for a
-// notification being sent, and none is sent after it (endProgress).
-func (g *Gateway) progressMeta(c *relay) (meta mcp.Meta, end func()) {
+// deletes the route when the call ends.
+func (g *Gateway) progressMeta(c *relay) mcp.Meta {
 	tok := c.p.GetProgressToken()
 	if tok == nil || c.session == nil {
-		return nil, func() {}
+		return nil
 	}
 	upTok := "acgs-" + rand.Text()
-	r := &progressRoute{session: c.session, token: tok}
-	g.progress.Store(upTok, r)
-	return mcp.Meta{progressTokenKey: upTok}, func() { g.endProgress(upTok, r) }
+	g.progress.Store(upTok, progressRoute{session: c.session, token: tok})
+	return mcp.Meta{progressTokenKey: upTok}
 }
 
 // relayProgress passes an upstream's notifications/progress on to the
@@ -763,10 +770,10 @@ func (g *Gateway) relayProgress(_ context.Context, req *mcp.ProgressNotification
 	if !ok {
 		return
 	}
-	r := v.(*progressRoute)
+	r := v.(progressRoute)
 	p := *req.Params
 	p.ProgressToken = r.token
-	g.queueProgress(tok, r, &p)
+	g.queueProgress(r.session, tok, &p)
 }
 
 // hold waits for an approver, the timeout, the agent giving up or the

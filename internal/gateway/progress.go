@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -30,43 +29,18 @@ const (
 	progressSendTimeout = 10 * time.Second
 )
 
-// progressRoute is where an upstream's progress notification goes: the
-// agent's session, under the agent's own token, while the call runs.
-type progressRoute struct {
-	session *mcp.ServerSession
-	token   any
-	// mu is held while a notification of the call is sent, and to end
-	// the call (endProgress): a notification found live was sent after
-	// the call's answer when the call ended between the look and the
-	// send. The answer now waits for a send in progress (bounded by the
-	// agent write timeout), and none starts after the call's end.
-	mu    sync.Mutex
-	ended bool
-}
-
-// endProgress ends call upTok's progress (route r): when it returns, no
-// notification of the call is being sent, and none will be.
-func (g *Gateway) endProgress(upTok string, r *progressRoute) {
-	g.progress.Delete(upTok)
-	r.mu.Lock()
-	r.ended = true
-	r.mu.Unlock()
-}
-
 // queuedProgress is a notification waiting for its agent: the route's
-// token (the call's, for supersededProgress) and route, and the
+// token (the call's, to drop it once the call has ended) and the
 // parameters under the agent's token.
 type queuedProgress struct {
 	upTok  string
-	route  *progressRoute
 	params *mcp.ProgressNotificationParams
 }
 
 // queueProgress queues p for session ss, starting the goroutine that
 // sends the session's queue when it is not running; a full queue drops a
 // notification another of its call's supersedes (supersededProgress).
-func (g *Gateway) queueProgress(upTok string, r *progressRoute, p *mcp.ProgressNotificationParams) {
-	ss := r.session
+func (g *Gateway) queueProgress(ss *mcp.ServerSession, upTok string, p *mcp.ProgressNotificationParams) {
 	g.progressMu.Lock()
 	defer g.progressMu.Unlock()
 	q, running := g.progressQueues[ss]
@@ -75,7 +49,7 @@ func (g *Gateway) queueProgress(upTok string, r *progressRoute, p *mcp.ProgressN
 		i := supersededProgress(q, upTok)
 		q = slices.Delete(q, i, i+1)
 	}
-	g.progressQueues[ss] = append(q, queuedProgress{upTok: upTok, route: r, params: p})
+	g.progressQueues[ss] = append(q, queuedProgress{upTok: upTok, params: p})
 	if !running {
 		go g.sendProgress(ss)
 	}
@@ -103,8 +77,7 @@ func supersededProgress(q []queuedProgress, upTok string) int {
 
 // sendProgress sends session ss's queued notifications in order, and
 // ends (forgetting the queue) once it is empty. A notification of a call
-// that has ended meanwhile is dropped: the agent has its answer. The
-// call's route is held while one is sent (progressRoute.mu).
+// that has ended meanwhile is dropped: the agent has its answer.
 func (g *Gateway) sendProgress(ss *mcp.ServerSession) {
 	for {
 		g.progressMu.Lock()
@@ -118,23 +91,13 @@ func (g *Gateway) sendProgress(ss *mcp.ServerSession) {
 		q[0] = queuedProgress{}
 		g.progressQueues[ss] = q[1:]
 		g.progressMu.Unlock()
-		g.sendOne(ss, next)
-	}
-}
-
-// sendOne sends one queued notification unless its call has ended,
-// holding the call's route meanwhile, so that the call's answer waits for
-// it.
-func (g *Gateway) sendOne(ss *mcp.ServerSession, qp queuedProgress) {
-	r := qp.route
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.ended {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), progressSendTimeout)
-	defer cancel()
-	if err := ss.NotifyProgress(ctx, qp.params); err != nil {
-		g.log.Debug("gateway: a progress notification did not reach the agent", "error", err)
+		if _, live := g.progress.Load(next.upTok); !live {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), progressSendTimeout)
+		if err := ss.NotifyProgress(ctx, next.params); err != nil {
+			g.log.Debug("gateway: a progress notification did not reach the agent", "error", err)
+		}
+		cancel()
 	}
 }

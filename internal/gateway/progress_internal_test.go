@@ -60,7 +60,7 @@ func TestFullProgressQueueDropsTheOldest(t *testing.T) {
 	t.Cleanup(func() { _ = cs.Close(); _ = ss.Close() })
 	gate.closed.Store(true) // the agent stops reading (after what it is reading now)
 
-	g.progress.Store("up-1", &progressRoute{session: ss, token: "agent-1"})
+	g.progress.Store("up-1", progressRoute{session: ss, token: "agent-1"})
 	relay := func(progress float64) {
 		g.relayProgress(t.Context(), &mcp.ProgressNotificationClientRequest{Params: &mcp.ProgressNotificationParams{ProgressToken: "up-1", Progress: progress, Total: 1000}})
 	}

@@ -2,18 +2,14 @@ package gateway_test
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-
-	"github.com/acgs-lite/acgs/internal/gateway"
 )
 
 // progressUpstream is an upstream whose tool "work" records the progress
@@ -193,9 +189,6 @@ func TestProgressOfOneAgentDoesNotStallAnother(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stream.Body.Close() // never read
-	// Its call's answer waits for the notification being written to its
-	// unread stream (no progress follows an answer), until the agent
-	// write timeout ends the stream: about 30s.
 	r = send(http.MethodPost, sid, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"p__flood","arguments":{},"_meta":{"progressToken":"a1"}}}`)
 	b, _ := io.ReadAll(r.Body)
 	r.Body.Close()
@@ -229,89 +222,5 @@ func TestProgressOfOneAgentDoesNotStallAnother(t *testing.T) {
 	}
 	if got := e.metric(t, "acgs_gateway_progress_dropped_total", nil); got == 0 {
 		t.Error("no progress notification for agent 1 was dropped (acgs_gateway_progress_dropped_total 0)")
-	}
-}
-
-// TestNoProgressAfterTheAnswer: a progress notification the gateway had
-// found live (its call running) was sent without regard to the call: when
-// the call ended between that check and the send, the notification was
-// written after the call's answer, which the protocol does not allow (the
-// agent has forgotten its token). The upstream here answers while the
-// gateway is sending its progress (a sending middleware holds the
-// notification until the answer is out, or half a second); the
-// notification must reach the transport before the answer, or not at all.
-func TestNoProgressAfterTheAnswer(t *testing.T) {
-	sending := make(chan struct{}, 1) // the gateway is sending the notification
-	s := mcp.NewServer(&mcp.Implementation{Name: "progress", Version: "1"}, nil)
-	mcp.AddTool(s, &mcp.Tool{Name: "work"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
-		if err := req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: req.Params.GetProgressToken(), Progress: 1, Total: 2}); err != nil {
-			return nil, nil, err
-		}
-		select {
-		case <-sending:
-		case <-time.After(10 * time.Second):
-			return nil, nil, errors.New("the gateway did not send the call's progress")
-		case <-ctx.Done():
-			return nil, nil, ctx.Err()
-		}
-		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
-	})
-	var (
-		answered     atomic.Bool
-		answeredOnce sync.Once
-		answeredCh   = make(chan struct{})
-		late         atomic.Int32
-		sent         = make(chan struct{}, 1)
-	)
-	e := startEnv(t, envOptions{upstreams: "  - name: p\n    url: " + serveServer(t, s) + "\n", gateway: func(g *gateway.Gateway) {
-		g.Server().AddSendingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
-			return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
-				if method != "notifications/progress" {
-					return next(ctx, method, req)
-				}
-				select {
-				case sending <- struct{}{}:
-				default:
-				}
-				select {
-				case <-answeredCh:
-				case <-time.After(500 * time.Millisecond):
-				}
-				if answered.Load() {
-					late.Add(1)
-				}
-				res, err := next(ctx, method, req)
-				sent <- struct{}{}
-				return res, err
-			}
-		})
-		// outermost (added last): its next returns the answer the SDK
-		// writes then
-		g.Server().AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
-			return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
-				res, err := next(ctx, method, req)
-				if method == "tools/call" {
-					answered.Store(true)
-					answeredOnce.Do(func() { close(answeredCh) })
-				}
-				return res, err
-			}
-		})
-	}})
-	agent := e.agent(t, "token-1")
-	res, err := agent.CallTool(testCtx(t), &mcp.CallToolParams{Name: "p__work", Meta: mcp.Meta{"progressToken": "a1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.IsError {
-		t.Fatalf("p__work: %q", text(res))
-	}
-	select {
-	case <-sent:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the progress notification was never sent")
-	}
-	if n := late.Load(); n != 0 {
-		t.Errorf("%d progress notification(s) of the call went to the agent after its answer", n)
 	}
 }
