@@ -178,6 +178,13 @@ evolution_problems(e) := concat_all([
 	bad_numbers("evolution.constitutional_violations", object.get(e, "constitutional_violations", null), 0, 1),
 	bad_number("evolution.hash_mismatch_penalty", object.get(e, "hash_mismatch_penalty", null), 0, 1),
 	bad_numbers("evolution.performance_limits", object.get(e, "performance_limits", null), 0.000001, 1e15),
+	[p |
+		limits := object.get(e, "performance_limits", null)
+		is_object(limits)
+		some name in ["complexity_delta", "memory_delta", "latency_delta", "resource_delta"]
+		not name in object.keys(limits)
+		some p in bad_number(sprintf("evolution.performance_limits.%s", [name]), null, 0.000001, 1e15)
+	],
 	bad_members("evolution.rollback", object.get(e, "rollback", null), ["plan", "field", "tested", "automated"], 0, 1),
 	bad_strings("evolution.rollback.fields", object.get(e, ["rollback", "fields"], null)),
 	not_object("evolution.required_reviews", object.get(e, "required_reviews", null)),
@@ -854,6 +861,37 @@ test_evolution_deny_path_actions_empty if {
 	d.allow == true
 	d.required_actions == ["Announce the change"]
 	"evolution.path_actions.human_review must not be empty (a denial on that path must require an action)" in problems(edited([{"op": "replace", "path": "/evolution/path_actions/human_review", "value": []}]))
+}
+
+# A performance limit removed from data.json dropped its delta from the
+# mean: a patch at its latency limit (denied, fast_track 0.944) or a
+# configuration change at its resource limit (0.9375) was auto-approved
+# (review). The limits must hold the four deltas the spec names: a missing
+# one is a configuration error naming it.
+test_evolution_performance_limit_missing if {
+	patch := evolution_change([
+		{"op": "replace", "path": "/evolution_request/type", "value": "patch"},
+		{"op": "replace", "path": "/evolution_request/performance_analysis", "value": {"latency_delta": 0.15, "resource_delta": 0.03}},
+		{"op": "add", "path": "/evolution_request/mitigations", "value": {"gradual_rollout": true}},
+	])
+	configuration := evolution_change([
+		{"op": "replace", "path": "/evolution_request/type", "value": "configuration"},
+		{"op": "add", "path": "/evolution_request/security_review_passed", "value": true},
+		{"op": "replace", "path": "/evolution_request/performance_analysis", "value": {"resource_delta": 0.25}},
+		{"op": "add", "path": "/evolution_request/mitigations", "value": {"gradual_rollout": true}},
+	])
+	every c in [[patch, "latency_delta"], [configuration, "resource_delta"]] {
+		d := main.decision with input as c[0]
+		d.allow == false
+		d.approval_path == "fast_track"
+		e := main.decision with input as c[0]
+			with data.acgs.config as edited([{"op": "remove", "path": concat("/", ["", "evolution", "performance_limits", c[1]])}])
+		evolution_config_error_is(e, concat("", ["performance_limits.", c[1], ": a number above 0"]))
+	}
+	f := main.decision with input as patch
+		with data.acgs.config as edited([{"op": "replace", "path": "/evolution/performance_limits", "value": {"memory_delta": 0.2}}])
+	evolution_config_error_is(f, "performance_limits.complexity_delta: a number above 0, performance_limits.latency_delta: a number above 0, performance_limits.resource_delta: a number above 0")
+	"evolution.performance_limits.latency_delta must be a number in [1e-06, 1e+15], is null" in problems(edited([{"op": "remove", "path": "/evolution/performance_limits/latency_delta"}]))
 }
 
 # A review's action missing was dropped from required_actions, one not a

@@ -448,6 +448,19 @@ configuration_problems contains "performance_limits: an object of numbers above 
 	not positive_numbers(object.get(config.evolution, "performance_limits", null))
 }
 
+# The performance is the mean over the configured limits: one removed
+# dropped its delta from the mean, and a patch at its latency limit was
+# auto-approved (review). The limits must hold the four deltas the spec
+# names.
+configuration_problems contains concat("", ["performance_limits.", name, ": a number above 0"]) if {
+	limits := object.get(config.evolution, "performance_limits", null)
+	is_object(limits)
+	some name in performance_limit_names
+	not name in object.keys(limits)
+}
+
+performance_limit_names := ["complexity_delta", "memory_delta", "latency_delta", "resource_delta"]
+
 configuration_problems contains concat("", ["required_reviews.", name, ": an object"]) if {
 	some name, review in configured_reviews
 	not is_object(review)
