@@ -386,6 +386,22 @@ configuration_problems contains "retention_limits_seconds: an object of numbers"
 	not numbers(object.get(config.data_access, "retention_limits_seconds", null))
 }
 
+# A limit removed dropped its category's check: a bulk request keeping
+# financial information ten years was allowed (review). The limits must
+# hold the four categories the spec names.
+configuration_problems contains concat("", ["retention_limits_seconds.", name, ": a number"]) if {
+	has_retention_policy
+	limits := object.get(config.data_access, "retention_limits_seconds", null)
+	is_object(limits)
+	some name in retention_limit_categories
+	not name in object.keys(limits)
+}
+
+retention_limit_categories := [
+	"personal_identifiable_information", "financial_information",
+	"health_records", "authentication_credentials",
+]
+
 numbers(v) if {
 	is_object(v)
 	every x in v {
