@@ -1022,6 +1022,23 @@ test_data_access_configuration_errors if {
 	f.access_score == 0.9
 }
 
+# A configuration error's audit requirements were computed with the broken
+# bulk limit: one removed (or a string) made no request bulk, so a request
+# for 50,000 records required no review of bulk access (review). A bulk
+# limit that cannot be read counts as exceeded.
+test_data_access_bulk_limit_unreadable_audit if {
+	d := main.decision with input as bulk_long_retention
+	"Review bulk or automated access" in d.audit_requirements
+	every name in ["max_record_count", "max_fields"] {
+		path := concat("/", ["", "data_access", "bulk_indicators", name])
+		every op in [{"op": "remove", "path": path}, {"op": "replace", "path": path, "value": "1000"}] {
+			e := main.decision with input as bulk_long_retention with data.acgs.config as edited([op])
+			data_access_config_error_is(e, concat("", ["bulk_indicators.", name, ": a number"]))
+			"Review bulk or automated access" in e.audit_requirements
+		}
+	}
+}
+
 # A retention limit removed from data.json dropped its check: a bulk
 # request keeping financial information ten years (denied, 0.92) was
 # allowed (0.97) (review). The limits must hold the four categories the

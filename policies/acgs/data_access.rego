@@ -297,9 +297,23 @@ unjustified_fields := [field_label(f) |
 	not justified(f)
 ]
 
-bulk_indicators contains "record_count" if record_count > config.data_access.bulk_indicators.max_record_count
+# A bulk limit that cannot be read (missing or not a number: the decision
+# is then a configuration error) counts as exceeded, so that the error's
+# audit requirements still ask for the review of bulk access: a removed
+# limit made no request bulk, and one "1000" was above every count
+# (review).
+bulk_indicators contains "record_count" if exceeds(record_count, bulk_limit("max_record_count"))
 
-bulk_indicators contains "field_count" if field_count > config.data_access.bulk_indicators.max_fields
+bulk_indicators contains "field_count" if exceeds(field_count, bulk_limit("max_fields"))
+
+bulk_limit(name) := object.get(config, ["data_access", "bulk_indicators", name], null)
+
+exceeds(n, limit) if {
+	is_number(limit)
+	n > limit
+}
+
+exceeds(_, limit) if not is_number(limit)
 
 bulk_indicators contains "automated_request" if automated_request
 
