@@ -901,6 +901,27 @@ test_evolution_performance_limit_missing if {
 	"evolution.performance_limits.latency_delta must be a number in [1e-06, 1e+15], is null" in problems(edited([{"op": "remove", "path": "/evolution/performance_limits/latency_delta"}]))
 }
 
+# high_base_risk missing dropped the concern "High-risk evolution type"
+# from every request; null (below every number) added it to every type,
+# even a minor update (review). A configuration error, named, as the
+# constitutional concern thresholds are.
+test_evolution_high_base_risk_not_a_number if {
+	major := evolution_change([{"op": "replace", "path": "/evolution_request/type", "value": "major_update"}])
+	d := main.decision with input as major
+	"High-risk evolution type 'major_update' (base risk 0.7)" in d.reasons
+	every x in [major, main_test.complex_input] {
+		every op in [
+			{"op": "remove", "path": "/evolution/high_base_risk"},
+			{"op": "replace", "path": "/evolution/high_base_risk", "value": null},
+			{"op": "replace", "path": "/evolution/high_base_risk", "value": "0.4"},
+			{"op": "replace", "path": "/evolution/high_base_risk", "value": true},
+		] {
+			e := main.decision with input as x with data.acgs.config as edited([op])
+			evolution_config_error_is(e, "high_base_risk: a number")
+		}
+	}
+}
+
 # A review's action missing was dropped from required_actions, one not a
 # string (5) was required as it was: a major update missing its human
 # approval was denied with "Missing required review: human_approval" but

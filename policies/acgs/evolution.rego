@@ -422,6 +422,14 @@ configuration_problems contains concat("", [name, ": a number"]) if {
 	not is_number(object.get(config.evolution, name, null))
 }
 
+# So must the threshold of the concern "High-risk evolution type" (a
+# reason only, never part of the score): missing, it dropped the concern
+# from every request; null (below every number) added it to every type,
+# a string (above every number) to none (review).
+configuration_problems contains "high_base_risk: a number" if {
+	not is_number(object.get(config.evolution, "high_base_risk", null))
+}
+
 # A path's actions that are missing or not an array of strings made the
 # request's required_actions [] (the concatenation failed, and the default
 # held): a denial for human review required no review, and no missing
