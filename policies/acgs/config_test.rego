@@ -479,10 +479,10 @@ test_evolution_thresholds_out_of_order if {
 	e.approval_path == "human_review"
 }
 
-# A threshold that is not a number is never reached.
 # external_dependencies_risk or hash_mismatch_penalty missing added no
 # risk: a request with an external dependency, or with another
 # constitutional hash, went from human_review to auto_approve (review).
+# Missing or not a number ("0.4"), each is a configuration error, named.
 test_evolution_added_risks_missing if {
 	every name in ["external_dependencies_risk", "hash_mismatch_penalty"] {
 		every op in [{"op": "remove", "path": concat("/", ["", "evolution", name])}, {"op": "replace", "path": concat("/", ["", "evolution", name]), "value": "0.4"}] {
