@@ -64,6 +64,11 @@ func TestDecisionLogStartsOnAFullDiskAfterATornLine(t *testing.T) {
 			if l.Failed() != 1 || l.Written() != 0 {
 				t.Errorf("on the full disk: written %d, failed %d; want 0 and 1", l.Written(), l.Failed())
 			}
+			// The failure is counted before it is warned about: wait for
+			// the warning (reading the buffer at once was a race, flaky).
+			for deadline := time.Now().Add(30 * time.Second); !strings.Contains(logBuf.String(), "write failed") && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+			}
 			if !strings.Contains(logBuf.String(), "write failed") {
 				t.Errorf("no warning that the write failed:\n%s", logBuf)
 			}

@@ -687,10 +687,12 @@ func (s *cutSink) String() string {
 // waitHandled waits until the log has written or failed n events in all.
 func waitHandled(t *testing.T, l *DecisionLog, n uint64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	// A bound for a writer that stopped, not a speed: writing a 32 MiB
+	// event under -race on a loaded machine took more than 10 s (flaky).
+	deadline := time.Now().Add(60 * time.Second)
 	for l.Written()+l.Failed() < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("after 10s: written %d failed %d, want %d handled", l.Written(), l.Failed(), n)
+			t.Fatalf("after 60s: written %d failed %d, want %d handled", l.Written(), l.Failed(), n)
 		}
 		time.Sleep(time.Millisecond)
 	}
