@@ -82,30 +82,30 @@ func (p *persistence) acceptedPath(name string) string {
 // restore puts the last accepted copy of every persisted bundle in OPA's
 // place, where it differs, and returns the bundles it restored. A bundle
 // with no accepted copy (persisted by an earlier version) is left as OPA
-// persisted it.
-func (p *persistence) restore() ([]string, error) {
-	var restored []string
-	var errs []error
+// persisted it. A copy renamed into OPA's place is restored even if its
+// directory could not be synced then (the plugin loads it): unsynced says
+// so, err is for the bundles not restored.
+func (p *persistence) restore() (restored []string, unsynced, err error) {
+	var errs copyErrors
 	for _, name := range p.names {
 		accepted, err := os.ReadFile(p.acceptedPath(name))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
-			errs = append(errs, err)
+			errs.failed = append(errs.failed, err)
 			continue
 		}
 		dst := p.opaPath(name)
 		if cur, err := os.ReadFile(dst); err == nil && bytes.Equal(cur, accepted) {
 			continue
 		}
-		if err := writeCopy(dst, bytes.NewReader(accepted)); err != nil {
-			errs = append(errs, fmt.Errorf("restoring the last accepted bundle %q: %w", name, err))
-			continue
+		if errs.add(writeCopy(dst, bytes.NewReader(accepted)), "restoring the last accepted bundle %q", name) {
+			restored = append(restored, name)
 		}
-		restored = append(restored, name)
 	}
-	return restored, errors.Join(errs...)
+	unsynced, err = errs.join()
+	return restored, unsynced, err
 }
 
 // errIncomplete is opaSet's answer when OPA's persisted files cannot make
@@ -168,17 +168,16 @@ func (p *persistence) opaSet(ctx context.Context, all []string, sources map[stri
 }
 
 // keepRaw writes the contents of the files opaSet read of the bundles
-// named (those the engine accepted) to their accepted copies.
-func (p *persistence) keepRaw(raws map[string][]byte, names []string) error {
-	var errs []error
+// named (those the engine accepted) to their accepted copies. unsynced:
+// copies kept whose directory could not be synced; err: copies not kept.
+func (p *persistence) keepRaw(raws map[string][]byte, names []string) (unsynced, err error) {
+	var errs copyErrors
 	for _, name := range names {
 		if raw, ok := raws[name]; ok {
-			if err := writeCopy(p.acceptedPath(name), bytes.NewReader(raw)); err != nil {
-				errs = append(errs, fmt.Errorf("keeping a copy of accepted bundle %q: %w", name, err))
-			}
+			errs.add(writeCopy(p.acceptedPath(name), bytes.NewReader(raw)), "keeping a copy of accepted bundle %q", name)
 		}
 	}
-	return errors.Join(errs...)
+	return errs.join()
 }
 
 // open opens OPA's persisted file of every persisted bundle that has one.
@@ -197,18 +196,52 @@ func (p *persistence) open() map[string]*os.File {
 }
 
 // keep copies the files open returned of the bundles named (those the
-// engine accepted) to their accepted copies.
-func (p *persistence) keep(files map[string]*os.File, names []string) error {
-	var errs []error
+// engine accepted) to their accepted copies. unsynced: copies kept whose
+// directory could not be synced; err: copies not kept.
+func (p *persistence) keep(files map[string]*os.File, names []string) (unsynced, err error) {
+	var errs copyErrors
 	for _, name := range names {
 		if f, ok := files[name]; ok {
-			if err := writeCopy(p.acceptedPath(name), f); err != nil {
-				errs = append(errs, fmt.Errorf("keeping a copy of accepted bundle %q: %w", name, err))
-			}
+			errs.add(writeCopy(p.acceptedPath(name), f), "keeping a copy of accepted bundle %q", name)
 		}
 	}
-	return errors.Join(errs...)
+	return errs.join()
 }
+
+// copyErrors collects writeCopy's errors, those of copies in place but
+// with their directory unsynced apart from those of copies not written.
+type copyErrors struct{ unsynced, failed []error }
+
+// add records writeCopy's error err about bundle name (what: the copy,
+// a format for name) and reports whether the copy is in place.
+func (c *copyErrors) add(err error, what, name string) (inPlace bool) {
+	if err == nil {
+		return true
+	}
+	err = fmt.Errorf(what+": %w", name, err)
+	var u *unsyncedError
+	if errors.As(err, &u) {
+		c.unsynced = append(c.unsynced, err)
+		return true
+	}
+	c.failed = append(c.failed, err)
+	return false
+}
+
+func (c *copyErrors) join() (unsynced, failed error) {
+	return errors.Join(c.unsynced...), errors.Join(c.failed...)
+}
+
+// unsyncedError is writeCopy's error when the copy was renamed into place
+// but its directory could not be synced: the copy is there (what is read
+// from the path now), though a power loss may undo the rename.
+type unsyncedError struct{ err error }
+
+func (e *unsyncedError) Error() string {
+	return "the copy is in place, but its directory could not be synced (a power loss may undo it): " + e.err.Error()
+}
+
+func (e *unsyncedError) Unwrap() error { return e.err }
 
 func closeAll(files map[string]*os.File) {
 	for _, f := range files {
@@ -220,7 +253,8 @@ func closeAll(files map[string]*os.File) {
 // into place (mode 0600, as OPA persists bundles), then syncs the
 // directory: the rename, like every directory it created, is an entry of
 // a directory, lost in a power loss until that directory is synced (the
-// previous copy, or none, would be found after it).
+// previous copy, or none, would be found after it). If only that last
+// sync fails the copy is in place: the error is an *unsyncedError.
 func writeCopy(path string, src io.Reader) error {
 	dir := filepath.Dir(path)
 	if err := mkdirSynced(dir); err != nil {
@@ -245,7 +279,10 @@ func writeCopy(path string, src io.Reader) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	if err := syncDir(dir); err != nil {
+		return &unsyncedError{err: err}
+	}
+	return nil
 }
 
 // mkdirSynced is os.MkdirAll(dir, 0o755) that syncs the parent of every

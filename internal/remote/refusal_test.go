@@ -153,6 +153,52 @@ func TestDamagedPersistedBundleFallsBack(t *testing.T) {
 	}
 }
 
+// TestUnsyncedCopyCounts: a copy renamed into place whose directory then
+// cannot be synced is in place all the same. At start, the accepted copy
+// put in place of OPA's refused file counted as not restored when the
+// directory sync failed: Start took the refused set for what the plugin
+// loads and handed nothing over, so no policy was active during the
+// outage, and the log said the persisted bundles were loaded as they
+// were. An accepted copy kept with its directory unsynced was logged as
+// not kept (review).
+func TestUnsyncedCopyCounts(t *testing.T) {
+	serveDir, persistDir := t.TempDir(), t.TempDir()
+	srv := newStoppableServer(t, serveDir)
+	cfg := append([]byte("persistence_directory: "+persistDir+"\n"), opaConfig(srv.url(), "", "    persist: true\n")...)
+	acceptedDir := filepath.Join(persistDir, "acgs-accepted", "acgs")
+	opaDir := filepath.Join(persistDir, "bundles", "acgs")
+	var logs testenv.SyncBuffer
+	remote.FailSyncDir(t, func(dir string) bool { return dir == acceptedDir || dir == opaDir })
+	e := newEngine(t)
+	r := startRemoteLogged(t, remote.Options{Config: cfg, Target: e}, &logs)
+	publish(t, constitutionDir(t, "good", hash, nil), serveDir, remote.BuildOptions{})
+	eventually(t, 20*time.Second, "revision good active", func() bool { return e.revision() == "good" })
+	accepted := filepath.Join(acceptedDir, "bundle.tar.gz")
+	eventually(t, 20*time.Second, "the accepted copy written", func() bool { _, err := os.Stat(accepted); return err == nil })
+	eventually(t, 20*time.Second, "the unsynced copy logged", func() bool { return strings.Contains(logs.String(), "could not be synced") })
+	if got := logs.String(); strings.Contains(got, "is not kept") {
+		t.Fatalf("an accepted copy in place, its directory unsynced, was logged as not kept:\n%s", got)
+	}
+	publish(t, constitutionDir(t, "bad", wrongHash, nil), serveDir, remote.BuildOptions{})
+	eventually(t, 20*time.Second, "revision bad refused", func() bool { return strings.Contains(e.lastError(), refusedHash) })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	r.Stop(ctx)
+	cancel()
+	srv.stop()
+
+	var logs2 testenv.SyncBuffer
+	e2 := newResultEngine(t)
+	startRemoteLogged(t, remote.Options{Config: cfg, Target: e2}, &logs2)
+	got := logs2.String()
+	if rev := e2.revision(); rev != "good" {
+		t.Fatalf("after a restart whose restored copy's directory could not be synced, revision %q is active (last error %q), want good:\n%s",
+			rev, e2.lastError(), got)
+	}
+	if strings.Contains(got, "loaded as they are") || !strings.Contains(got, "could not be synced") {
+		t.Fatalf("the restored copy, its directory unsynced, was not logged as restored with a warning:\n%s", got)
+	}
+}
+
 // splitRestart runs the split constitution with "policy" polled from a
 // server that stops and "config" from one that stays, persistence as
 // given (extra lines of each bundle's block): it activates p1 and d1,

@@ -677,10 +677,12 @@ func (r *Remote) activateStored(why string) error {
 		return err
 	}
 	if r.persisted != nil {
-		if err := r.persisted.keep(files, names); err != nil {
+		unsynced, err := r.persisted.keep(files, names)
+		if err != nil {
 			r.log.Error("the accepted bundle is active but its persisted copy is not kept; a restart during a bundle server outage may load an older one",
 				"error", err)
 		}
+		r.logUnsynced(unsynced)
 	}
 	return nil
 }
@@ -729,25 +731,38 @@ func (r *Remote) startPersisted() (settled bool) {
 		err = r.opts.Target.Activate(ctx, b, source) // logged and recorded by the target
 		r.settle(why, err)
 		if err == nil {
-			if err := r.persisted.keepRaw(raws, names); err != nil {
+			unsynced, err := r.persisted.keepRaw(raws, names)
+			if err != nil {
 				r.log.Error("the persisted bundle is active but its copy is not kept; a restart during a bundle server outage may load an older one",
 					"error", err)
 			}
+			r.logUnsynced(unsynced)
 			return true
 		}
 	case !errors.Is(err, errIncomplete):
 		r.log.Warn("the persisted bundles could not be read; the copies last accepted are loaded instead, if any", "error", err)
 	}
-	restored, err := r.persisted.restore()
+	restored, unsynced, err := r.persisted.restore()
 	if len(restored) > 0 {
 		r.log.Warn("persisted bundles were not the ones last accepted (refused, unreadable, or not taken yet); "+
 			"the last accepted ones are loaded instead", "bundles", restored)
 	}
+	r.logUnsynced(unsynced)
 	if err != nil {
 		r.log.Error("restoring the last accepted persisted bundles failed; the persisted ones are loaded as they are", "error", err)
 	}
 	// Refused, and nothing else to load: the plugin loads the set refused.
 	return handed && len(restored) == 0
+}
+
+// logUnsynced logs the copies (accepted copies, or those restored in
+// OPA's place) written whose directory could not be synced, if any: they
+// are in place, but a power loss may undo them.
+func (r *Remote) logUnsynced(unsynced error) {
+	if unsynced != nil {
+		r.log.Warn("a persisted bundle copy is in place but its directory could not be synced; a power loss may undo it",
+			"error", unsynced)
+	}
 }
 
 // The waits before a bundle set the target refused is handed over again
