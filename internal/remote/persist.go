@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	bundleplugin "github.com/open-policy-agent/opa/v1/plugins/bundle"
@@ -52,19 +53,50 @@ type persistence struct {
 	names []string // the bundles with persist: true
 }
 
-// persistableName says why bundle name cannot be one directory of the
-// persistence directory (OPA's and the accepted copy's paths join it
-// unchecked), nil when it can: a name with a path separator, "..", "."
-// or empty would name another directory than its own (one outside the
-// persistence directory, or another bundle's).
+// persistableName says why bundle name cannot be persisted under its own
+// directory of the persistence directory (OPA's file and the accepted
+// copy's join it unchecked: <dir>/bundles/<name>/bundle.tar.gz and
+// <dir>/acgs-accepted/<name>/bundle.tar.gz), nil when it can. A name may
+// nest ("team/authz" is kept beside "team", in a directory of its own
+// inside team's), but not name another directory than its own: empty, an
+// absolute path, an element empty (a//b, a trailing /), "." or ".." (one
+// outside the persistence directory, or another bundle's), nor
+// "bundle.tar.gz" (team/bundle.tar.gz: team's file).
 func persistableName(name string) error {
-	switch {
-	case name == "":
+	return persistableNameOn(runtime.GOOS, name)
+}
+
+// persistableNameOn is persistableName as on operating system goos. On
+// Windows both / and \ separate path elements, and OPA's plugin escapes
+// its other reserved characters (< > : " | ? *) with a \ in the name it
+// persists under, a path this package does not rebuild: they are
+// refused. Elsewhere \ is a character of a name like any other.
+func persistableNameOn(goos, name string) error {
+	isSep := func(c rune) bool { return c == '/' }
+	if goos == "windows" {
+		if i := strings.IndexAny(name, `<>:"|?*`); i >= 0 {
+			return fmt.Errorf("its name %q holds %q, which OPA escapes on Windows", name, name[i])
+		}
+		isSep = func(c rune) bool { return c == '/' || c == '\\' }
+	}
+	if name == "" {
 		return errors.New("its name is empty")
-	case name == "." || name == "..":
-		return fmt.Errorf("its name %q is a directory reference", name)
-	case strings.ContainsAny(name, `/\`):
-		return errors.New("its name has a path separator (/ or \\)")
+	}
+	if isSep(rune(name[0])) {
+		return fmt.Errorf("its name %q is an absolute path", name)
+	}
+	start := 0
+	for i, c := range name + "/" {
+		if !isSep(c) {
+			continue
+		}
+		switch elem := name[start:i]; elem {
+		case "", ".", "..":
+			return fmt.Errorf("its name %q has a path element %q", name, elem)
+		case "bundle.tar.gz":
+			return fmt.Errorf("its name %q has a path element %q (another bundle's persisted file)", name, elem)
+		}
+		start = i + 1
 	}
 	return nil
 }

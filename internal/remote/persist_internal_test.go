@@ -42,3 +42,22 @@ func TestWriteCopySyncsDirectory(t *testing.T) {
 		}
 	}
 }
+
+// TestPersistableNameOnWindows: on Windows \ separates path elements as /
+// does, and the characters OPA escapes in the name it persists under are
+// refused (this package would look for the file elsewhere).
+func TestPersistableNameOnWindows(t *testing.T) {
+	for _, name := range []string{`a\b`, "team/authz"} {
+		if err := persistableNameOn("windows", name); err != nil {
+			t.Errorf("%q on Windows: %v, want it accepted", name, err)
+		}
+	}
+	for _, name := range []string{`\x`, `..\x`, `a\\b`, `a\`, `a\.\b`, `C:\x`, "a:b", "a*b", `team\bundle.tar.gz`} {
+		if err := persistableNameOn("windows", name); err == nil {
+			t.Errorf("%q on Windows accepted, want it refused", name)
+		}
+	}
+	if err := persistableNameOn("linux", `..\x`); err != nil {
+		t.Errorf(`..\x on Linux (one name): %v, want it accepted`, err)
+	}
+}
