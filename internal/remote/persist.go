@@ -150,8 +150,8 @@ var errIncomplete = errors.New("not every bundle has a persisted file")
 // own and reads the set back as fromStore does (what activateStored would
 // hand the engine once the plugin has loaded them). It returns the files'
 // contents too, to keep as accepted copies. errIncomplete: a bundle is not
-// persisted or has no file; any other error: a file could not be read,
-// verified or activated.
+// persisted or has no file; a *setRefusal: the set read back is refused;
+// any other error: a file could not be read, verified or activated.
 func (p *persistence) opaSet(ctx context.Context, all []string, sources map[string]*bundleplugin.Source,
 	popts ast.ParserOptions) (*bundle.Bundle, []string, map[string][]byte, error) {
 	raws := map[string][]byte{}
@@ -194,10 +194,19 @@ func (p *persistence) opaSet(ctx context.Context, all []string, sources map[stri
 	}
 	b, names, err := fromStore(ctx, store, popts)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, &setRefusal{err: err}
 	}
 	return b, names, raws, nil
 }
+
+// setRefusal is opaSet's error when the bundles were read and activated
+// but do not make one policy (they declare different constitutional
+// hashes, say): what activateStored refuses, and records as a refusal,
+// once the plugin has loaded them.
+type setRefusal struct{ err error }
+
+func (e *setRefusal) Error() string { return e.err.Error() }
+func (e *setRefusal) Unwrap() error { return e.err }
 
 // keepRaw writes the contents of the files opaSet read of the bundles
 // named (those the engine accepted) to their accepted copies. unsynced:

@@ -254,6 +254,60 @@ func TestOtherBundleUpdatesAfterFallback(t *testing.T) {
 	eventually(t, 20*time.Second, "config d2 active with policy p1", func() bool { return e.revision() == "config@d2,policy@p1" })
 }
 
+// TestMixedHashPersistedSetIsARefusal: persisted files that are a set of
+// bundles declaring different constitutional hashes are refused at start
+// (counted as a refusal, failure), as activateStored refuses such a set,
+// once, whether the accepted copies then take their place or there are
+// none (the plugin loads the set refused). They were logged as files that
+// could not be read, and no refusal was recorded (review).
+func TestMixedHashPersistedSetIsARefusal(t *testing.T) {
+	const persist = "    persist: true\n"
+	for _, tc := range []struct {
+		name     string
+		accepted bool   // the accepted copies are kept
+		want     string // revision active after the restart
+	}{
+		{"accepted copies restored", true, "config@d1,policy@p1"},
+		{"no accepted copies", false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pDir, cDir, persistDir := t.TempDir(), t.TempDir(), t.TempDir()
+			pSrv, cSrv := newStoppableServer(t, pDir), newStoppableServer(t, cDir)
+			sc := newSplitConstitution(t)
+			sc.publish(t, "policy", "p1", hash, pDir)
+			sc.publish(t, "config", "d1", hash, cDir)
+			cfg := append([]byte("persistence_directory: "+persistDir+"\n"), twoServerConfig(pSrv.url(), poll+persist, cSrv.url(), poll+persist)...)
+			e := newEngine(t)
+			r := startRemoteWith(t, remote.Options{Config: cfg, Target: e})
+			eventually(t, 20*time.Second, "p1 and d1 active", func() bool { return e.revision() == "config@d1,policy@p1" })
+			sc.publish(t, "policy", "p2", wrongHash, pDir) // config declares hash: the set is refused before the engine
+			eventually(t, 20*time.Second, "policy p2 refused", func() bool { return strings.Contains(e.lastError(), "declares constitutional hash") })
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			r.Stop(ctx)
+			cancel()
+			pSrv.stop()
+			cSrv.stop()
+			if !tc.accepted {
+				if err := os.RemoveAll(filepath.Join(persistDir, "acgs-accepted")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var logs testenv.SyncBuffer
+			e2 := newResultEngine(t)
+			startRemoteLogged(t, remote.Options{Config: cfg, Target: e2}, &logs)
+			if got := e2.revision(); got != tc.want {
+				t.Fatalf("after the restart, revision %q is active (last error %q), want %q", got, e2.lastError(), tc.want)
+			}
+			if n := e2.count("failure"); n != 1 {
+				t.Fatalf("after the restart with a mixed-hash persisted set, %d refusals, want 1:\n%s", n, logs.String())
+			}
+			if got := logs.String(); strings.Contains(got, "could not be read") {
+				t.Fatalf("a mixed-hash persisted set was logged as unreadable:\n%s", got)
+			}
+		})
+	}
+}
+
 // TestRefusedPolledBundleIsRetried: a polled bundle the engine refused
 // for a passing reason is handed over again, by a later poll or by a
 // reload, although its server answers 304 (OPA keeps its ETag). The

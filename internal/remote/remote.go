@@ -724,8 +724,16 @@ func (r *Remote) startPersisted() (settled bool) {
 	defer cancel()
 	const why = "persisted bundles loaded at start"
 	b, names, raws, err := r.persisted.opaSet(ctx, r.bundles, r.plugin.Config().Bundles, r.manager.ParserOptions())
-	handed := err == nil
+	// handed: the target has decided on OPA's files (accepted or refused them).
+	var refusal *setRefusal
+	handed := err == nil || errors.As(err, &refusal)
 	switch {
+	case refusal != nil:
+		// The set read back is refused (mixed constitutional hashes), as
+		// activateStored refuses it and records: a refusal, not a file
+		// that could not be read.
+		r.opts.Target.RecordFailure(err)
+		r.settle(why, err)
 	case handed:
 		source := fmt.Sprintf("remote %s from %s (persisted)", strings.Join(names, ","), r.opts.Name)
 		err = r.opts.Target.Activate(ctx, b, source) // logged and recorded by the target
