@@ -46,7 +46,7 @@ is active. 503 answers are left out of the percentiles (most are answered at
 once and would pull p99 down during overload; a shed that waited for a slot
 until ADMISSION_QUEUE_TIMEOUT or its deadline is left out too, so read the
 refused rate beside p99) and out of the error rate (5xx other
-than 503 over the requests not answered 503); the refused rate is 503 answers
+than 503 over the requests not answered 503 or 499); the refused rate is 503 answers
 over all requests, judged by --max-refused-rate, so a run refused entirely
 fails rather than passing with no errors.
 

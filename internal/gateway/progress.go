@@ -77,7 +77,12 @@ func supersededProgress(q []queuedProgress, upTok string) int {
 
 // sendProgress sends session ss's queued notifications in order, and
 // ends (forgetting the queue) once it is empty. A notification of a call
-// that has ended meanwhile is dropped: the agent has its answer.
+// that has ended meanwhile is dropped: the agent has its answer. One
+// checked just before its call ends can still be written after the
+// answer (the check and the send are not one step); holding the call's
+// end for the send made an answer wait up to the write timeout behind an
+// agent's unread event stream (4492d07, reverted). Sending progress on the
+// call's own POST stream would close that window.
 func (g *Gateway) sendProgress(ss *mcp.ServerSession) {
 	for {
 		g.progressMu.Lock()
