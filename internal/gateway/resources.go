@@ -198,9 +198,11 @@ type relists struct {
 
 // relist is one list of every upstream's resources for reads of unknown
 // URIs: it begins at start (or once the one before it ends, if later) and
-// closes done when its lists are in.
+// closes done when its lists are in. began is when it began listing (zero
+// until then; under relists.mu).
 type relist struct {
 	start time.Time
+	began time.Time
 	done  chan struct{}
 }
 
@@ -211,17 +213,23 @@ type relist struct {
 // every relistEvery (a read waits for the next meanwhile): each read of a
 // URI nobody serves listed every upstream again, so a client repeating
 // one made the gateway list all its upstreams per request (review).
+//
+// A read shares the latest relist unless it has begun listing: then it
+// queues the next. So at most one relist runs and one waits, whatever the
+// upstreams' list times (a relist taken as begun at its scheduled start,
+// though still waiting behind a slow one, let reads queue one a second
+// without bound, each waiting for the whole chain; review of 768e4ba).
 func (g *Gateway) relistResources(ctx context.Context) {
 	t := &g.relists
 	t.mu.Lock()
-	now := time.Now()
 	r := t.last
-	if r == nil || !r.start.After(now) { // none, or begun before this read
+	if r == nil || !r.began.IsZero() { // none waiting to begin
+		now := time.Now()
 		next := &relist{start: now, done: make(chan struct{})}
 		var prev chan struct{}
 		if r != nil {
 			prev = r.done
-			if s := r.start.Add(relistEvery); s.After(now) {
+			if s := r.began.Add(relistEvery); s.After(now) {
 				next.start = s
 			}
 		}
@@ -256,6 +264,12 @@ func (g *Gateway) runRelist(r *relist, prev chan struct{}) {
 			return
 		}
 	}
+	if g.lifetime.Err() != nil { // select may pick a ready prev over a stop
+		return
+	}
+	g.relists.mu.Lock()
+	r.began = time.Now()
+	g.relists.mu.Unlock()
 	g.refreshResources(g.lifetime)
 }
 

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -408,5 +409,59 @@ func TestUnknownURIsDoNotListEveryUpstreamEachTime(t *testing.T) {
 	}
 	if len(res.Contents) != 1 || res.Contents[0].Text != "res://b" {
 		t.Errorf("read res://b = %+v", res.Contents)
+	}
+}
+
+// TestRelistsDoNotQueueUpBehindASlowList: reads of unknown URIs while a
+// list of the upstreams hangs share one list waiting to begin: at most one
+// runs and one waits. A list was taken as begun at its scheduled start
+// though it still waited behind the hanging one, so reads queued one list
+// a second without bound, each run after the readers had gone (review of
+// 768e4ba: 7 lists over 22 s after the last reader left).
+func TestRelistsDoNotQueueUpBehindASlowList(t *testing.T) {
+	var lists atomic.Int32
+	var holding atomic.Bool
+	release := make(chan struct{})
+	s := mcp.NewServer(&mcp.Implementation{Name: "res", Version: "1"}, nil)
+	s.AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
+		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+			if method == "resources/list" {
+				lists.Add(1)
+				if holding.Load() {
+					select {
+					case <-release:
+					case <-ctx.Done():
+					}
+				}
+			}
+			return next(ctx, method, req)
+		}
+	})
+	s.AddResource(&mcp.Resource{URI: "res://a", Name: "a"}, func(context.Context, *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: "res://a", Text: "a"}}}, nil
+	})
+	e := startEnv(t, envOptions{upstreams: "  - name: res\n    url: " + serveServer(t, s) + "\n"})
+	agent := e.agent(t, "token-1")
+	if _, err := agent.ReadResource(testCtx(t), &mcp.ReadResourceParams{URI: "res://a"}); err != nil {
+		t.Fatal(err)
+	}
+	holding.Store(true)
+	before := lists.Load()
+	// Reads that give up after 200 ms, for 3.5 s (past three relistEvery)
+	// while the first list hangs.
+	for i, end := 0, time.Now().Add(3500*time.Millisecond); time.Now().Before(end); i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		_, _ = agent.ReadResource(ctx, &mcp.ReadResourceParams{URI: fmt.Sprintf("res://nobody/%d", i)})
+		cancel()
+		time.Sleep(100 * time.Millisecond)
+	}
+	holding.Store(false)
+	close(release)
+	// The hanging list and the one that waited: then nothing more, as no
+	// reader is left. (The window can only show more lists, never fewer.)
+	waitFor(t, 30*time.Second, "the waiting list", func() bool { return lists.Load()-before >= 2 })
+	time.Sleep(2500 * time.Millisecond)
+	if n := lists.Load() - before; n != 2 {
+		t.Errorf("reads of unknown URIs during a hanging list made %d lists, want 2 (the hanging one and one shared by every read after it began)", n)
 	}
 }
