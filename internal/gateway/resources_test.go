@@ -447,9 +447,10 @@ func TestRelistsDoNotQueueUpBehindASlowList(t *testing.T) {
 	}
 	holding.Store(true)
 	before := lists.Load()
-	// Reads that give up after 200 ms, for 3.5 s (past three relistEvery)
-	// while the first list hangs.
-	for i, end := 0, time.Now().Add(3500*time.Millisecond); time.Now().Before(end); i++ {
+	// Reads that give up after 200 ms, for 2.6 s (past two relistEvery)
+	// while the first list hangs (well within listTimeout, 5 s, which
+	// would end it and let a third begin).
+	for i, end := 0, time.Now().Add(2600*time.Millisecond); time.Now().Before(end); i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		_, _ = agent.ReadResource(ctx, &mcp.ReadResourceParams{URI: fmt.Sprintf("res://nobody/%d", i)})
 		cancel()
