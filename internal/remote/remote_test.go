@@ -9,14 +9,17 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -565,21 +568,38 @@ func TestRemoteReloadRetriesARefusedBundle(t *testing.T) {
 // TestRemoteReloadsShareADownload: reloads asked for while a manual
 // download runs share the next one instead of queueing one each (a burst
 // of SIGHUPs or admin reloads during a slow download).
+//
+// The bundle server holds the first download of the burst until all the
+// reloads are waiting in Reload, so none can come after the download they
+// share has begun: with a fixed hold (500 ms), one reload goroutine
+// scheduled late on a loaded machine asked for a third download.
 func TestRemoteReloadsShareADownload(t *testing.T) {
 	serveDir := t.TempDir()
 	publish(t, constitutionDir(t, "a", hash, nil), serveDir, remote.BuildOptions{})
-	var gets atomic.Int32
+	var (
+		gets     atomic.Int32
+		armed    atomic.Bool // the next GET is held until release
+		held     = make(chan struct{})
+		release  = make(chan struct{})
+		released sync.Once
+	)
 	url := bundleServerVia(t, serveDir, func(fs http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			gets.Add(1)
-			time.Sleep(500 * time.Millisecond)
+			if armed.CompareAndSwap(true, false) {
+				close(held)
+				<-release
+			}
 			fs.ServeHTTP(w, req)
 		})
 	})
+	// Runs before the server's cleanup, which waits for its handlers.
+	t.Cleanup(func() { released.Do(func() { close(release) }) })
 	e := newEngine(t)
 	r := startRemoteWith(t, remote.Options{Config: opaConfig(url, "", "    trigger: manual\n"), Target: e})
 	eventually(t, 10*time.Second, "revision a active", func() bool { return e.revision() == "a" })
 	before := gets.Load()
+	armed.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	const reloads = 10
@@ -587,6 +607,18 @@ func TestRemoteReloadsShareADownload(t *testing.T) {
 	for range reloads {
 		go func() { errs <- r.Reload(ctx) }()
 	}
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no download began after 10s of reloads")
+	}
+	// Each reload has joined a batch once it waits in Reload's select (its
+	// only one, after it leaves reloadMu); the held download keeps every
+	// batch open, so none of them can return before release.
+	eventually(t, 10*time.Second, fmt.Sprintf("%d reloads waiting for a download", reloads), func() bool {
+		return waitingReloads() == reloads
+	})
+	released.Do(func() { close(release) })
 	for range reloads {
 		if err := <-errs; err != nil {
 			t.Errorf("reload: %v", err)
@@ -595,6 +627,30 @@ func TestRemoteReloadsShareADownload(t *testing.T) {
 	if n := gets.Load() - before; n < 1 || n > 2 {
 		t.Fatalf("%d reloads at once made %d downloads, want 1 or 2 (the one running and the one they share)", reloads, n)
 	}
+}
+
+// waitingReloads counts the goroutines started by
+// TestRemoteReloadsShareADownload that are parked in the select of
+// (*Remote).Reload, waiting for their download's outcome.
+func waitingReloads() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		header, _, _ := strings.Cut(g, "\n")
+		if strings.Contains(header, "[select") && strings.Contains(g, "remote.(*Remote).Reload(") &&
+			strings.Contains(g, "TestRemoteReloadsShareADownload") {
+			count++
+		}
+	}
+	return count
 }
 
 // TestManualFirstDownloadIsRetried: an instance started while its bundle
