@@ -185,6 +185,10 @@ evolution_problems(e) := concat_all([
 		not name in object.keys(limits)
 		some p in bad_number(sprintf("evolution.performance_limits.%s", [name]), null, 0.000001, 1e15)
 	],
+	[sprintf("evolution.performance_limits.%s is not a delta the spec names (complexity_delta, memory_delta, latency_delta, resource_delta): it is not scored", [name]) |
+		some name, _ in object.get(e, "performance_limits", {})
+		not name in {"complexity_delta", "memory_delta", "latency_delta", "resource_delta"}
+	],
 	bad_members("evolution.rollback", object.get(e, "rollback", null), ["plan", "field", "tested", "automated"], 0, 1),
 	bad_strings("evolution.rollback.fields", object.get(e, ["rollback", "fields"], null)),
 	not_object("evolution.required_reviews", object.get(e, "required_reviews", null)),
@@ -899,6 +903,30 @@ test_evolution_performance_limit_missing if {
 		with data.acgs.config as edited([{"op": "replace", "path": "/evolution/performance_limits", "value": {"memory_delta": 0.2}}])
 	evolution_config_error_is(f, "performance_limits.complexity_delta: a number above 0, performance_limits.latency_delta: a number above 0, performance_limits.resource_delta: a number above 0")
 	"evolution.performance_limits.latency_delta must be a number in [1e-06, 1e+15], is null" in problems(edited([{"op": "remove", "path": "/evolution/performance_limits/latency_delta"}]))
+}
+
+# A key of performance_limits the spec does not name (unused_delta) was
+# averaged with the four deltas and diluted the mean: a patch at its
+# latency limit (denied, fast_track 0.944) was auto-approved (0.9552)
+# (review). The performance is the mean over the four deltas the spec
+# names: an unknown key has no effect on the decision, whatever its value,
+# and the configuration check reports it.
+test_evolution_performance_limit_unknown_key if {
+	patch := evolution_change([
+		{"op": "replace", "path": "/evolution_request/type", "value": "patch"},
+		{"op": "replace", "path": "/evolution_request/performance_analysis", "value": {"latency_delta": 0.15, "resource_delta": 0.03, "unused_delta": 5}},
+		{"op": "add", "path": "/evolution_request/mitigations", "value": {"gradual_rollout": true}},
+	])
+	d := main.decision with input as patch
+	d.allow == false
+	d.approval_path == "fast_track"
+	d.evolution_score == 0.944
+	every v in [1, 0.01, 0, "x", null] {
+		cfg := edited([{"op": "add", "path": "/evolution/performance_limits/unused_delta", "value": v}])
+		e := main.decision with input as patch with data.acgs.config as cfg
+		e == d
+	}
+	"evolution.performance_limits.unused_delta is not a delta the spec names (complexity_delta, memory_delta, latency_delta, resource_delta): it is not scored" in problems(edited([{"op": "add", "path": "/evolution/performance_limits/unused_delta", "value": 1}]))
 }
 
 # high_base_risk missing dropped the concern "High-risk evolution type"

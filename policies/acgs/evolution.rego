@@ -165,11 +165,16 @@ default constitutional_score := 0
 constitutional_score := clamp01((1 - constitutional_penalties) - hash_penalty)
 
 # ---------------------------------------------------------------------------
-# Performance: 1 - mean of min(1, max(0, delta) / limit)
+# Performance: 1 - mean of min(1, max(0, delta) / limit) over the four
+# deltas the spec names (performance_limit_names). A key of
+# performance_limits the spec does not name is not scored: averaged with
+# the four, it diluted the mean, and a patch at its latency limit went from
+# fast_track (0.944) to auto_approve (0.9552) with unused_delta: 1 (review).
 # ---------------------------------------------------------------------------
 
 performance_penalties := [p |
-	some name, limit in config.evolution.performance_limits
+	some name in performance_limit_names
+	limit := config.evolution.performance_limits[name]
 	p := min([1, max([0, object.get(performance_deltas, name, 0)]) / limit])
 ]
 
@@ -357,7 +362,8 @@ concerns contains [4, msg] if {
 concerns contains [5, "Evolution request constitutional hash missing or mismatched"] if not hash_ok
 
 concerns contains [6, msg] if {
-	some name, limit in config.evolution.performance_limits
+	some name in performance_limit_names
+	limit := config.evolution.performance_limits[name]
 	delta := object.get(performance_deltas, name, 0)
 	delta > limit
 	msg := sprintf("Performance %s %v exceeds limit %v", [name, delta, limit])
@@ -456,10 +462,9 @@ configuration_problems contains "performance_limits: an object of numbers above 
 	not positive_numbers(object.get(config.evolution, "performance_limits", null))
 }
 
-# The performance is the mean over the configured limits: one removed
-# dropped its delta from the mean, and a patch at its latency limit was
-# auto-approved (review). The limits must hold the four deltas the spec
-# names.
+# The performance is the mean over the four deltas the spec names: one
+# removed dropped its delta from the mean, and a patch at its latency limit
+# was auto-approved (review). The limits must hold the four.
 configuration_problems contains concat("", ["performance_limits.", name, ": a number above 0"]) if {
 	limits := object.get(config.evolution, "performance_limits", null)
 	is_object(limits)
@@ -510,9 +515,11 @@ default configured_reviews := {}
 
 configured_reviews := config.evolution.required_reviews if is_object(config.evolution.required_reviews)
 
+# (The four deltas the spec names, those present: a missing one is named
+# by its own problem, a key the spec does not name is not read.)
 positive_numbers(v) if {
 	is_object(v)
-	every x in v {
+	every x in object.filter(v, performance_limit_names) {
 		is_number(x)
 		x > 0
 	}
