@@ -929,6 +929,41 @@ test_evolution_performance_limit_unknown_key if {
 	"evolution.performance_limits.unused_delta is not a delta the spec names (complexity_delta, memory_delta, latency_delta, resource_delta): it is not scored" in problems(edited([{"op": "add", "path": "/evolution/performance_limits/unused_delta", "value": 1}]))
 }
 
+# default_base_risk removed: the base risk was undefined for every type,
+# even one with its own, so 1 applied to all: a minor update went from
+# auto_approve (0.9665) to human_review (0.7415) with a false reason
+# "High-risk evolution type" and no configuration error named (review). A
+# type with its own base risk is scored as before; one without is a
+# configuration error naming default_base_risk; base_risks removed is one
+# naming base_risks.
+test_evolution_default_base_risk_missing if {
+	d := main.decision with input as main_test.complex_input
+	d.allow == true
+	d.evolution_score == 0.9665
+	no_default := edited([{"op": "remove", "path": "/evolution/default_base_risk"}])
+	e := main.decision with input as main_test.complex_input with data.acgs.config as no_default
+	e == d
+	unknown := evolution_change([{"op": "replace", "path": "/evolution_request/type", "value": "hotfix"}])
+	"Unknown evolution type 'hotfix' (base risk 0.5)" in object.get(main.decision, "reasons", []) with input as unknown
+	every op in [
+		{"op": "remove", "path": "/evolution/default_base_risk"},
+		{"op": "replace", "path": "/evolution/default_base_risk", "value": null},
+		{"op": "replace", "path": "/evolution/default_base_risk", "value": "0.5"},
+	] {
+		f := main.decision with input as unknown with data.acgs.config as edited([op])
+		evolution_config_error_is(f, "default_base_risk: a number")
+	}
+	every op in [
+		{"op": "remove", "path": "/evolution/base_risks"},
+		{"op": "replace", "path": "/evolution/base_risks", "value": ["minor_update"]},
+	] {
+		every x in [main_test.complex_input, unknown] {
+			g := main.decision with input as x with data.acgs.config as edited([op])
+			evolution_config_error_is(g, "base_risks: an object")
+		}
+	}
+}
+
 # high_base_risk missing dropped the concern "High-risk evolution type"
 # from every request; null (below every number) added it to every type,
 # even a minor update (review). A configuration error, named, as the

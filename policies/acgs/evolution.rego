@@ -119,7 +119,17 @@ rollback_plan := p if {
 
 default base_risk := 1
 
-base_risk := object.get(config.evolution.base_risks, evolution_type, config.evolution.default_base_risk)
+# The type's own base risk or, for a type without one, the default: null
+# when the default is missing (a reference to it would be undefined for
+# every type, even those with their own base risk, so 1 applied to all
+# with the false reason "High-risk evolution type" and no problem named:
+# review), so that a type that needs it is a configuration error naming
+# default_base_risk (configuration_problems). With base_risks not an
+# object, 1, and a configuration error naming base_risks.
+base_risk := object.get(
+	config.evolution.base_risks, evolution_type,
+	object.get(config.evolution, "default_base_risk", null),
+)
 
 default external_dependencies_risk := 0
 
@@ -412,8 +422,18 @@ concerns contains [11, msg] if {
 configuration_problems contains "evolution: an object" if not is_object(object.get(config, "evolution", null))
 
 configuration_problems contains concat("", [name, ": an object"]) if {
-	some name in ["risk_factors", "constitutional_violations", "required_reviews"]
+	some name in ["base_risks", "risk_factors", "constitutional_violations", "required_reviews"]
 	not is_object(object.get(config.evolution, name, null))
+}
+
+# A type without its own base risk takes default_base_risk, which must then
+# be a number: missing, 1 applied to every type (see base_risk); of
+# another type, it failed the arithmetic (review).
+configuration_problems contains "default_base_risk: a number" if {
+	base_risks := object.get(config.evolution, "base_risks", null)
+	is_object(base_risks)
+	not evolution_type in object.keys(base_risks)
+	not is_number(object.get(config.evolution, "default_base_risk", null))
 }
 
 # The two risks added only when the request has them default to 0 when
