@@ -843,7 +843,7 @@ test_evolution_path_actions_not_arrays_of_strings if {
 	d := main.decision with input as low
 	d.approval_path == "human_review"
 	d.required_actions == ["Full human review of the evolution request"]
-	every name, needs in {"auto_approve": "an array of strings", "fast_track": "a non-empty array of strings", "human_review": "a non-empty array of strings"} {
+	every name, needs in {"auto_approve": "an array of non-empty strings", "fast_track": "a non-empty array of non-empty strings", "human_review": "a non-empty array of non-empty strings"} {
 		path := concat("/", ["", "evolution", "path_actions", name])
 		every op in [{"op": "remove", "path": path}, {"op": "replace", "path": path, "value": "x"}, {"op": "replace", "path": path, "value": [1]}] {
 			e := main.decision with input as low with data.acgs.config as edited([op])
@@ -851,7 +851,7 @@ test_evolution_path_actions_not_arrays_of_strings if {
 		}
 	}
 	f := main.decision with input as low with data.acgs.config as edited([{"op": "remove", "path": "/evolution/path_actions"}])
-	evolution_config_error_is(f, "path_actions.auto_approve: an array of strings, path_actions.fast_track: a non-empty array of strings, path_actions.human_review: a non-empty array of strings")
+	evolution_config_error_is(f, "path_actions.auto_approve: an array of non-empty strings, path_actions.fast_track: a non-empty array of non-empty strings, path_actions.human_review: a non-empty array of non-empty strings")
 }
 
 # A deny path's actions empty ([]): a request sent to human review (or to
@@ -865,7 +865,7 @@ test_evolution_deny_path_actions_empty if {
 	every name in ["fast_track", "human_review"] {
 		e := main.decision with input as low
 			with data.acgs.config as edited([{"op": "replace", "path": concat("/", ["", "evolution", "path_actions", name]), "value": []}])
-		evolution_config_error_is(e, concat("", ["path_actions.", name, ": a non-empty array of strings"]))
+		evolution_config_error_is(e, concat("", ["path_actions.", name, ": a non-empty array of non-empty strings"]))
 	}
 	d := main.decision with input as main_test.complex_input
 		with data.acgs.config as edited([{"op": "replace", "path": "/evolution/path_actions/auto_approve", "value": ["Announce the change"]}])
@@ -964,6 +964,38 @@ test_evolution_default_base_risk_missing if {
 	}
 }
 
+# An empty string counted as an action: path_actions.fast_track [""] made
+# a fast-tracked request's required_actions [""], and a review's action ""
+# put "" among them, so a denial required nothing anyone could do
+# (review). An action must be a non-empty string: a configuration error,
+# named (and the configuration error's denial requires the spec's human
+# review when the human review path's actions hold "").
+test_evolution_actions_empty_strings if {
+	low := evolution_change([{"op": "add", "path": "/evolution_request/changes/network_changes", "value": true}])
+	every name, needs in {"auto_approve": "an array of non-empty strings", "fast_track": "a non-empty array of non-empty strings", "human_review": "a non-empty array of non-empty strings"} {
+		path := concat("/", ["", "evolution", "path_actions", name])
+		every v in [[""], ["Obtain one human sign-off", ""]] {
+			e := main.decision with input as low with data.acgs.config as edited([{"op": "replace", "path": path, "value": v}])
+			evolution_config_error_is(e, concat("", ["path_actions.", name, ": ", needs]))
+		}
+	}
+	major := evolution_change([
+		{"op": "replace", "path": "/evolution_request/type", "value": "major_update"},
+		{"op": "add", "path": "/evolution_request/changes/network_changes", "value": true},
+	])
+	f := main.decision with input as major
+		with data.acgs.config as edited([{"op": "replace", "path": "/evolution/required_reviews/human_approval/action", "value": ""}])
+	evolution_config_error_is(f, "required_reviews.human_approval.action: a non-empty string")
+	g := main.decision with input as main_test.complex_input
+		with data.acgs.config as edited([
+			{"op": "remove", "path": "/evolution/auto_approve_threshold"},
+			{"op": "replace", "path": "/evolution/path_actions/human_review", "value": [""]},
+		])
+	g.required_actions == evolution_config_error_actions
+	"evolution.path_actions.fast_track must be an array of non-empty strings, is [\"\"]" in problems(edited([{"op": "replace", "path": "/evolution/path_actions/fast_track", "value": [""]}]))
+	"evolution.required_reviews.human_approval.action must be a non-empty string, is " in problems(edited([{"op": "replace", "path": "/evolution/required_reviews/human_approval/action", "value": ""}]))
+}
+
 # high_base_risk missing dropped the concern "High-risk evolution type"
 # from every request; null (below every number) added it to every type,
 # even a minor update (review). A configuration error, named, as the
@@ -1004,7 +1036,7 @@ test_evolution_review_action_not_a_string if {
 		{"op": "replace", "path": path, "value": ["Obtain human approval"]},
 	] {
 		e := main.decision with input as major with data.acgs.config as edited([op])
-		evolution_config_error_is(e, "required_reviews.human_approval.action: a string")
+		evolution_config_error_is(e, "required_reviews.human_approval.action: a non-empty string")
 	}
 }
 

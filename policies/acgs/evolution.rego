@@ -459,22 +459,32 @@ configuration_problems contains "high_base_risk: a number" if {
 # A path's actions that are missing or not an array of strings made the
 # request's required_actions [] (the concatenation failed, and the default
 # held): a denial for human review required no review, and no missing
-# review was named (review).
-configuration_problems contains "path_actions.auto_approve: an array of strings" if {
-	not text.strings(object.get(config.evolution, ["path_actions", "auto_approve"], null))
+# review was named (review). An action that is "" counted as one: [""]
+# made a request's required_actions [""], an action nobody can take
+# (review). Each must be a non-empty string (actions).
+configuration_problems contains "path_actions.auto_approve: an array of non-empty strings" if {
+	not actions(object.get(config.evolution, ["path_actions", "auto_approve"], null))
 }
 
 # A deny path's actions must also be some: with [] a request sent to human
 # review (or to fast track, which the spec says requires one human
 # sign-off) and missing no review was required to do nothing, where the
 # configuration error's denial required the spec's human review (review).
-configuration_problems contains concat("", ["path_actions.", name, ": a non-empty array of strings"]) if {
+configuration_problems contains concat("", ["path_actions.", name, ": a non-empty array of non-empty strings"]) if {
 	some name in ["fast_track", "human_review"]
-	not non_empty_strings(object.get(config.evolution, ["path_actions", name], null))
+	not some_actions(object.get(config.evolution, ["path_actions", name], null))
 }
 
-non_empty_strings(v) if {
+# Actions: an array of non-empty strings ("" is no action to take).
+actions(v) if {
 	text.strings(v)
+	every x in v {
+		x != ""
+	}
+}
+
+some_actions(v) if {
+	actions(v)
 	count(v) > 0
 }
 
@@ -514,11 +524,17 @@ configuration_problems contains concat("", ["required_reviews.", name, ".trigger
 # A review's action missing was dropped from the request's
 # required_actions, one of another type (5) required as it was: a request
 # missing a review was denied naming it but not required to obtain it
+# (review). One that is "" put "" among them, an action nobody can take
 # (review).
-configuration_problems contains concat("", ["required_reviews.", name, ".action: a string"]) if {
+configuration_problems contains concat("", ["required_reviews.", name, ".action: a non-empty string"]) if {
 	some name, review in configured_reviews
 	is_object(review)
-	not is_string(object.get(review, "action", null))
+	not non_empty_string(object.get(review, "action", null))
+}
+
+non_empty_string(v) if {
+	is_string(v)
+	v != ""
 }
 
 # The human review path's actions as configured or, when they cannot be
@@ -527,8 +543,7 @@ default human_review_actions := ["Full human review of the evolution request"]
 
 human_review_actions := a if {
 	a := config.evolution.path_actions.human_review
-	text.strings(a)
-	count(a) > 0
+	some_actions(a)
 }
 
 default configured_reviews := {}
