@@ -1155,6 +1155,30 @@ test_data_access_bulk_limit_unreadable_audit if {
 	}
 }
 
+# The max_fields half of the above: 12 fields (above max_fields, 10) of
+# 10 records (within max_record_count), so that only the field count makes
+# the request bulk. With max_fields removed or "1000", the configuration
+# error's audit requirements were computed as if no request had too many
+# fields, and asked for no review of bulk access (review).
+many_fields := json.patch(main_test.data_access_input, [{"op": "replace", "path": "/data_request/data_fields", "value": [
+{"name": sprintf("metric_%d", [i]), "category": "analytics", "classification_level": 1, "purpose_relevance": 0.9} |
+	some i in numbers.range(1, 12)
+]}])
+
+test_data_access_field_limit_unreadable_audit if {
+	many_fields.data_request.record_count <= config.data_access.bulk_indicators.max_record_count
+	count(many_fields.data_request.data_fields) > config.data_access.bulk_indicators.max_fields
+	d := main.decision with input as many_fields
+	d.evaluation_details.bulk_indicators == ["field_count"]
+	"Review bulk or automated access" in d.audit_requirements
+	path := "/data_access/bulk_indicators/max_fields"
+	every op in [{"op": "remove", "path": path}, {"op": "replace", "path": path, "value": "1000"}] {
+		e := main.decision with input as many_fields with data.acgs.config as edited([op])
+		data_access_config_error_is(e, "bulk_indicators.max_fields: a number")
+		"Review bulk or automated access" in e.audit_requirements
+	}
+}
+
 # A retention limit removed from data.json dropped its check: a bulk
 # request keeping financial information ten years (denied, 0.92) was
 # allowed (0.97) (review). The limits must hold the four categories the
