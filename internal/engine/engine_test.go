@@ -7,7 +7,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +24,7 @@ import (
 	"github.com/acgs-lite/acgs/internal/cache"
 	"github.com/acgs-lite/acgs/internal/engine"
 	"github.com/acgs-lite/acgs/internal/jsoneq"
+	"github.com/acgs-lite/acgs/internal/testenv"
 	"github.com/acgs-lite/acgs/policies"
 )
 
@@ -428,13 +428,12 @@ func flightEngine(t *testing.T, admit func(ctx context.Context, fn func()) (bool
 // refusal, not the shared one's).
 func awaitFlightWaiter(t *testing.T) {
 	t.Helper()
-	buf := make([]byte, 1<<20)
+	waiting := func(g testenv.Goroutine) bool {
+		return g.State == "select" && strings.HasPrefix(g.Stack, "github.com/acgs-lite/acgs/internal/engine.(*Engine).decideMiss(")
+	}
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-			head, frames, _ := strings.Cut(g, "\n")
-			if strings.Contains(head, "[select") && strings.HasPrefix(frames, "github.com/acgs-lite/acgs/internal/engine.(*Engine).decideMiss(") {
-				return
-			}
+		if testenv.Goroutines(waiting) > 0 {
+			return
 		}
 	}
 	t.Fatal("no request joined the flight within 30s")

@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/acgs-lite/acgs/internal/engine"
 	"github.com/acgs-lite/acgs/internal/remote"
+	"github.com/acgs-lite/acgs/internal/testenv"
 )
 
 // fleetEngine is an engine with no policy yet, as `acgs serve` starts one
@@ -633,24 +633,10 @@ func TestRemoteReloadsShareADownload(t *testing.T) {
 // TestRemoteReloadsShareADownload that are parked in the select of
 // (*Remote).Reload, waiting for their download's outcome.
 func waitingReloads() int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	count := 0
-	for g := range strings.SplitSeq(string(buf), "\n\n") {
-		header, _, _ := strings.Cut(g, "\n")
-		if strings.Contains(header, "[select") && strings.Contains(g, "remote.(*Remote).Reload(") &&
-			strings.Contains(g, "TestRemoteReloadsShareADownload") {
-			count++
-		}
-	}
-	return count
+	return testenv.Goroutines(func(g testenv.Goroutine) bool {
+		return g.State == "select" && strings.Contains(g.Stack, "remote.(*Remote).Reload(") &&
+			strings.Contains(g.Stack, "TestRemoteReloadsShareADownload")
+	})
 }
 
 // TestManualFirstDownloadIsRetried: an instance started while its bundle
