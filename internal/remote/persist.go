@@ -148,13 +148,14 @@ var errIncomplete = errors.New("not every bundle has a persisted file")
 // plugin reads them at start (each with its signing configuration, in the
 // runtime's Rego version), activates them together into a store of their
 // own and reads the set back as fromStore does (what activateStored would
-// hand the engine once the plugin has loaded them). It returns the files'
-// contents too, to keep as accepted copies. errIncomplete: a bundle is not
-// persisted or has no file; a *setRefusal: the set read back is refused;
-// any other error: a file could not be read, verified or activated.
+// hand the engine once the plugin has loaded them). It returns readers of
+// the files' contents too, to keep as accepted copies. errIncomplete: a
+// bundle is not persisted or has no file; a *setRefusal: the set read
+// back is refused; any other error: a file could not be read, verified or
+// activated.
 func (p *persistence) opaSet(ctx context.Context, all []string, sources map[string]*bundleplugin.Source,
-	popts ast.ParserOptions) (*bundle.Bundle, []string, map[string][]byte, error) {
-	raws := map[string][]byte{}
+	popts ast.ParserOptions) (*bundle.Bundle, []string, map[string]io.Reader, error) {
+	raws := map[string]io.Reader{}
 	bundles := map[string]*bundle.Bundle{}
 	for _, name := range all {
 		src, ok := sources[name]
@@ -177,7 +178,7 @@ func (p *persistence) opaSet(ctx context.Context, all []string, sources map[stri
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("reading persisted bundle %q: %w", name, err)
 		}
-		raws[name], bundles[name] = raw, &b
+		raws[name], bundles[name] = bytes.NewReader(raw), &b
 	}
 	store := inmem.New()
 	params := storage.WriteParams
@@ -208,19 +209,6 @@ type setRefusal struct{ err error }
 func (e *setRefusal) Error() string { return e.err.Error() }
 func (e *setRefusal) Unwrap() error { return e.err }
 
-// keepRaw writes the contents of the files opaSet read of the bundles
-// named (those the engine accepted) to their accepted copies. unsynced:
-// copies kept whose directory could not be synced; err: copies not kept.
-func (p *persistence) keepRaw(raws map[string][]byte, names []string) (unsynced, err error) {
-	var errs copyErrors
-	for _, name := range names {
-		if raw, ok := raws[name]; ok {
-			errs.add(writeCopy(p.acceptedPath(name), bytes.NewReader(raw)), "keeping a copy of accepted bundle %q", name)
-		}
-	}
-	return errs.join()
-}
-
 // open opens OPA's persisted file of every persisted bundle that has one.
 // activateStored opens them before it reads the plugin's store, so that a
 // file the plugin replaces meanwhile (a polled download during a reload) is
@@ -236,14 +224,15 @@ func (p *persistence) open() map[string]*os.File {
 	return files
 }
 
-// keep copies the files open returned of the bundles named (those the
-// engine accepted) to their accepted copies. unsynced: copies kept whose
-// directory could not be synced; err: copies not kept.
-func (p *persistence) keep(files map[string]*os.File, names []string) (unsynced, err error) {
+// keep copies srcs (the files open returned, or the contents opaSet
+// read) of the bundles named (those the engine accepted) to their
+// accepted copies. unsynced: copies kept whose directory could not be
+// synced; err: copies not kept.
+func (p *persistence) keep(srcs map[string]io.Reader, names []string) (unsynced, err error) {
 	var errs copyErrors
 	for _, name := range names {
-		if f, ok := files[name]; ok {
-			errs.add(writeCopy(p.acceptedPath(name), f), "keeping a copy of accepted bundle %q", name)
+		if src, ok := srcs[name]; ok {
+			errs.add(writeCopy(p.acceptedPath(name), src), "keeping a copy of accepted bundle %q", name)
 		}
 	}
 	return errs.join()

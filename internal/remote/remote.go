@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
 	"os"
@@ -677,14 +678,26 @@ func (r *Remote) activateStored(why string) error {
 		return err
 	}
 	if r.persisted != nil {
-		unsynced, err := r.persisted.keep(files, names)
-		if err != nil {
-			r.log.Error("the accepted bundle is active but its persisted copy is not kept; a restart during a bundle server outage may load an older one",
-				"error", err)
+		srcs := make(map[string]io.Reader, len(files))
+		for name, f := range files {
+			srcs[name] = f
 		}
-		r.logUnsynced(unsynced)
+		r.keepAccepted(srcs, names)
 	}
 	return nil
+}
+
+// keepAccepted keeps srcs as the accepted copies of the bundles named,
+// which the target has just accepted, and logs the copies not kept or not
+// synced: the set is active either way, but a restart during a bundle
+// server outage would load an older copy.
+func (r *Remote) keepAccepted(srcs map[string]io.Reader, names []string) {
+	unsynced, err := r.persisted.keep(srcs, names)
+	if err != nil {
+		r.log.Error("the accepted bundle is active but its persisted copy is not kept; a restart during a bundle server outage may load an older one",
+			"error", err)
+	}
+	r.logUnsynced(unsynced)
 }
 
 // settle records what the target made of a bundle set handed to it
@@ -739,12 +752,7 @@ func (r *Remote) startPersisted() (settled bool) {
 		err = r.opts.Target.Activate(ctx, b, source) // logged and recorded by the target
 		r.settle(why, err)
 		if err == nil {
-			unsynced, err := r.persisted.keepRaw(raws, names)
-			if err != nil {
-				r.log.Error("the persisted bundle is active but its copy is not kept; a restart during a bundle server outage may load an older one",
-					"error", err)
-			}
-			r.logUnsynced(unsynced)
+			r.keepAccepted(raws, names)
 			return true
 		}
 	case !errors.Is(err, errIncomplete):
