@@ -196,3 +196,19 @@ func (sc splitConstitution) publish(tb testing.TB, name, rev, chash, serveDir st
 		tb.Fatal(err)
 	}
 }
+
+// restartDuringOutage stops r, then srvs (its bundle servers: the outage),
+// and starts a source with cfg again, into a new engine it returns: what
+// that engine holds is what the persisted bundles gave it.
+func restartDuringOutage(tb testing.TB, r *remote.Remote, cfg []byte, srvs ...*stoppableServer) *resultEngine {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	r.Stop(ctx)
+	cancel()
+	for _, s := range srvs {
+		s.stop()
+	}
+	e := newResultEngine(tb)
+	startRemoteWith(tb, remote.Options{Config: cfg, Target: e})
+	return e
+}

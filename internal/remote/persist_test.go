@@ -1,7 +1,6 @@
 package remote_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -74,12 +73,7 @@ func TestNestedPersistedBundleNames(t *testing.T) {
 		path := filepath.Join(persistDir, "acgs-accepted", filepath.FromSlash(name), "bundle.tar.gz")
 		eventually(t, 20*time.Second, "the accepted copy of "+name+" written", func() bool { _, err := os.Stat(path); return err == nil })
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	r.Stop(ctx)
-	cancel()
-	srv.stop()
-	e2 := newResultEngine(t)
-	startRemoteWith(t, remote.Options{Config: cfg, Target: e2})
+	e2 := restartDuringOutage(t, r, cfg, srv)
 	if got := e2.revision(); got != want {
 		t.Fatalf("after a restart during an outage, revision %q is active (last error %q), want %q", got, e2.lastError(), want)
 	}

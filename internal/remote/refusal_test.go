@@ -219,13 +219,7 @@ func splitRestart(t *testing.T, policyExtra, configExtra string) (*resultEngine,
 	eventually(t, 20*time.Second, "p1 and d1 active", func() bool { return e.revision() == "config@d1,policy@p1" })
 	sc.publish(t, "policy", "p2", wrongHash, pDir)
 	eventually(t, 20*time.Second, "policy p2 refused", func() bool { return strings.Contains(e.lastError(), wrongHash) })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	r.Stop(ctx)
-	cancel()
-	pSrv.stop()
-	e2 := newResultEngine(t)
-	startRemoteWith(t, remote.Options{Config: cfg, Target: e2})
-	return e2, cDir
+	return restartDuringOutage(t, r, cfg, pSrv), cDir
 }
 
 // TestPartlyPersistedSetFallsBack: with only some bundles persisted, the
