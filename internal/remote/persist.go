@@ -61,7 +61,7 @@ type persistence struct {
 // inside team's), but not name another directory than its own: empty, an
 // absolute path, an element empty (a//b, a trailing /), "." or ".." (one
 // outside the persistence directory, or another bundle's), nor
-// "bundle.tar.gz" (team/bundle.tar.gz: team's file).
+// "bundle.tar.gz" in any case (team/bundle.tar.gz: team's file).
 func persistableName(name string) error {
 	return persistableNameOn(runtime.GOOS, name)
 }
@@ -90,13 +90,38 @@ func persistableNameOn(goos, name string) error {
 		if !isSep(c) {
 			continue
 		}
-		switch elem := name[start:i]; elem {
-		case "", ".", "..":
+		switch elem := name[start:i]; {
+		case elem == "" || elem == "." || elem == "..":
 			return fmt.Errorf("its name %q has a path element %q", name, elem)
-		case "bundle.tar.gz":
+		case strings.EqualFold(elem, "bundle.tar.gz"): // in any case: see distinctPersistedNames
 			return fmt.Errorf("its name %q has a path element %q (another bundle's persisted file)", name, elem)
 		}
 		start = i + 1
+	}
+	return nil
+}
+
+// distinctPersistedNames says which two of the persisted bundles' names
+// would share their files on operating system goos, nil when none do.
+// Names that differ only by case name the same files on a
+// case-insensitive file system (macOS's and Windows' by default, one
+// mounted anywhere), so they are refused on every system: each bundle's
+// file and accepted copy would overwrite the other's, and a restart
+// would load one bundle's copy as the other. On Windows "a\b" is "a/b".
+func distinctPersistedNames(goos string, names []string) error {
+	key := func(name string) string {
+		if goos == "windows" {
+			return strings.ReplaceAll(name, `\`, "/")
+		}
+		return name
+	}
+	for i, a := range names {
+		for _, b := range names[i+1:] {
+			if strings.EqualFold(key(a), key(b)) {
+				return fmt.Errorf("bundles %q and %q have persist: true, but their names differ only by case or separator: "+
+					"on a case-insensitive file system (macOS, Windows) they would be persisted to the same files", a, b)
+			}
+		}
 	}
 	return nil
 }

@@ -61,3 +61,16 @@ func TestPersistableNameOnWindows(t *testing.T) {
 		t.Errorf(`..\x on Linux (one name): %v, want it accepted`, err)
 	}
 }
+
+// TestDistinctPersistedNamesOnWindows: on Windows "a\b" and "a/b" are one
+// path, so persisting both would share their files; elsewhere they are
+// two names.
+func TestDistinctPersistedNamesOnWindows(t *testing.T) {
+	names := []string{`team/authz`, `Team\authz`}
+	if err := distinctPersistedNames("windows", names); err == nil {
+		t.Errorf("%q on Windows accepted, want them refused", names)
+	}
+	if err := distinctPersistedNames("linux", names); err != nil {
+		t.Errorf("%q on Linux: %v, want them accepted", names, err)
+	}
+}

@@ -29,7 +29,7 @@ func TestNewRefusesPersistedBundleNames(t *testing.T) {
 			"  '" + name + "':\n    service: s\n    resource: b.tar.gz\n" + extra)
 	}
 	for _, name := range []string{"..", ".", "", "../../etc/acgs", "team/../../x", "/var/lib/acgs", "a//b", "a/", "./a", "a/./b",
-		"team/bundle.tar.gz"} {
+		"team/bundle.tar.gz", "team/Bundle.TAR.gz"} {
 		t.Run(name, func(t *testing.T) {
 			_, err := remote.New(remote.Options{Config: config(name, "    persist: true\n"), Name: "test-config.yaml", Target: e, Logger: testLogger(t)})
 			want := fmt.Sprintf("bundle %q has persist: true, but its name", name)
@@ -76,5 +76,45 @@ func TestNestedPersistedBundleNames(t *testing.T) {
 	e2 := restartDuringOutage(t, r, cfg, srv)
 	if got := e2.revision(); got != want {
 		t.Fatalf("after a restart during an outage, revision %q is active (last error %q), want %q", got, e2.lastError(), want)
+	}
+}
+
+// TestNewRefusesPersistedNamesDifferingByCase: two persisted bundles whose
+// names differ only by case ("Authz" and "authz") are persisted to the
+// same files on a case-insensitive file system (macOS, Windows), each
+// overwriting the other's file and accepted copy, so a restart loaded one
+// bundle's copy as the other: such a pair is refused at start, naming
+// both (review). Names that only share a prefix, and a pair of which one
+// is not persisted, are accepted.
+func TestNewRefusesPersistedNamesDifferingByCase(t *testing.T) {
+	e := newEngine(t)
+	dir := t.TempDir()
+	tests := []struct {
+		a, b, bExtra string
+		refused      bool
+	}{
+		{a: "Authz", b: "authz", bExtra: "    persist: true\n", refused: true},
+		{a: "team/Authz", b: "TEAM/authz", bExtra: "    persist: true\n", refused: true},
+		{a: "Authz", b: "authz", bExtra: ""},
+		{a: "authz", b: "authz2", bExtra: "    persist: true\n"},
+		{a: "Team", b: "team/authz", bExtra: "    persist: true\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.a+","+tc.b+","+strings.TrimSpace(tc.bExtra), func(t *testing.T) {
+			cfg := []byte("persistence_directory: " + dir + "\nservices:\n  s:\n    url: http://127.0.0.1:1\nbundles:\n" +
+				"  '" + tc.a + "':\n    service: s\n    resource: a.tar.gz\n    persist: true\n" +
+				"  '" + tc.b + "':\n    service: s\n    resource: b.tar.gz\n" + tc.bExtra)
+			_, err := remote.New(remote.Options{Config: cfg, Name: "test-config.yaml", Target: e, Logger: testLogger(t)})
+			if !tc.refused {
+				if err != nil {
+					t.Fatalf("%v, want the bundles accepted", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", tc.a)) || !strings.Contains(err.Error(), fmt.Sprintf("%q", tc.b)) ||
+				!strings.Contains(err.Error(), "differ only by case") {
+				t.Fatalf("error %v, want one naming %q and %q as differing only by case", err, tc.a, tc.b)
+			}
+		})
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -204,6 +205,9 @@ func New(opts Options) (*Remote, error) {
 			return nil, fmt.Errorf("CONFIG_FILE %s: persistence directory: %w", opts.Name, err)
 		}
 		sort.Strings(persisted)
+		if err := distinctPersistedNames(runtime.GOOS, persisted); err != nil {
+			return nil, fmt.Errorf("CONFIG_FILE %s: %w; rename one", opts.Name, err)
+		}
 		r.persisted = &persistence{dir: dir, names: persisted}
 	}
 	r.plugin = bundleplugin.New(bcfg, mgr)
