@@ -157,7 +157,7 @@ func (p *persistence) restore() (restored []string, unsynced, err error) {
 		if cur, err := os.ReadFile(dst); err == nil && bytes.Equal(cur, accepted) {
 			continue
 		}
-		if errs.add(writeCopy(dst, bytes.NewReader(accepted)), "restoring the last accepted bundle %q", name) {
+		if errs.add(writeCopy(p.dir, dst, bytes.NewReader(accepted)), "restoring the last accepted bundle %q", name) {
 			restored = append(restored, name)
 		}
 	}
@@ -257,7 +257,7 @@ func (p *persistence) keep(srcs map[string]io.Reader, names []string) (unsynced,
 	var errs copyErrors
 	for _, name := range names {
 		if src, ok := srcs[name]; ok {
-			errs.add(writeCopy(p.acceptedPath(name), src), "keeping a copy of accepted bundle %q", name)
+			errs.add(writeCopy(p.dir, p.acceptedPath(name), src), "keeping a copy of accepted bundle %q", name)
 		}
 	}
 	return errs.join()
@@ -288,7 +288,7 @@ func (c *copyErrors) join() (unsynced, failed error) {
 }
 
 // unsyncedError is writeCopy's error when the copy was renamed into place
-// but its directory could not be synced: the copy is there (what is read
+// but its directory, or one above it, could not be synced: the copy is there (what is read
 // from the path now), though a power loss may undo the rename.
 type unsyncedError struct{ err error }
 
@@ -304,15 +304,14 @@ func closeAll(files map[string]*os.File) {
 	}
 }
 
-// writeCopy writes src to path through a synced temporary file renamed
-// into place (mode 0600, as OPA persists bundles), then syncs the
-// directory: the rename, like every directory it created, is an entry of
-// a directory, lost in a power loss until that directory is synced (the
-// previous copy, or none, would be found after it). If only that last
-// sync fails the copy is in place: the error is an *unsyncedError.
-func writeCopy(path string, src io.Reader) error {
+// writeCopy writes src to path, inside directory root (the persistence
+// directory), through a synced temporary file renamed into place (mode
+// 0600, as OPA persists bundles), then syncs the directories from path's
+// up to root (syncUp). If only those syncs fail the copy is in place: the
+// error is an *unsyncedError.
+func writeCopy(root, path string, src io.Reader) error {
 	dir := filepath.Dir(path)
-	if err := mkdirSynced(dir); err != nil {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	tmp, err := os.CreateTemp(dir, ".bundle.tar.gz.*.tmp")
@@ -334,29 +333,30 @@ func writeCopy(path string, src io.Reader) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
-	if err := syncDir(dir); err != nil {
+	if err := syncUp(root, dir); err != nil {
 		return &unsyncedError{err: err}
 	}
 	return nil
 }
 
-// mkdirSynced is os.MkdirAll(dir, 0o755) that syncs the parent of every
-// directory it creates.
-func mkdirSynced(dir string) error {
-	if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
-		return nil
-	}
-	parent := filepath.Dir(dir)
-	if parent != dir {
-		if err := mkdirSynced(parent); err != nil {
-			return err
+// syncUp syncs dir and every directory above it up to root, root
+// included. The rename is an entry of dir, and each directory created
+// for it an entry of its parent, lost in a power loss until that
+// directory is synced (the previous copy, or none, would be found after
+// it). All are synced at every write, not only when created: a directory
+// whose parent's sync failed once is there for every later write, which
+// must sync that parent again rather than take it for durable (the
+// failure was logged once, then lost). root is OPA's: its plugin creates
+// it before any copy is written.
+func syncUp(root, dir string) error {
+	root = filepath.Clean(root)
+	var errs []error
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if err := syncDir(d); err != nil {
+			errs = append(errs, err)
+		}
+		if d == root || filepath.Dir(d) == d {
+			return errors.Join(errs...)
 		}
 	}
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return nil
-		}
-		return err
-	}
-	return syncDir(parent)
 }

@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,7 +26,7 @@ func TestWriteCopySyncsDirectory(t *testing.T) {
 	path := filepath.Join(root, "acgs-accepted", "acgs", "bundle.tar.gz")
 	for i, content := range []string{"first", "second"} {
 		synced = nil
-		if err := writeCopy(path, strings.NewReader(content)); err != nil {
+		if err := writeCopy(root, path, strings.NewReader(content)); err != nil {
 			t.Fatal(err)
 		}
 		if got, err := os.ReadFile(path); err != nil || string(got) != content {
@@ -39,6 +40,46 @@ func TestWriteCopySyncsDirectory(t *testing.T) {
 			if !slices.Contains(synced, dir) {
 				t.Fatalf("write %d: directories synced %q, want %s among them", i, synced, dir)
 			}
+		}
+	}
+}
+
+// TestWriteCopyRetriesParentSync: a directory created for a copy whose
+// parent then cannot be synced is synced at the next write. The failure
+// made the copy count as not kept, the directory stayed, and later writes
+// found it there and took it for durable: its parent was never synced
+// again, and a power loss could lose the directory and every copy in it
+// (review). The copy is now in place, reported as unsynced, and the next
+// write syncs the parent.
+func TestWriteCopyRetriesParentSync(t *testing.T) {
+	root := t.TempDir()
+	path := filepath.Join(root, "acgs-accepted", "team", "authz", "bundle.tar.gz")
+	var synced []string
+	fail := true
+	orig := syncDir
+	syncDir = func(dir string) error {
+		synced = append(synced, dir)
+		if fail && dir == filepath.Join(root, "acgs-accepted") { // team's parent
+			return errors.New("injected directory sync failure")
+		}
+		return orig(dir)
+	}
+	t.Cleanup(func() { syncDir = orig })
+	err := writeCopy(root, path, strings.NewReader("first"))
+	var u *unsyncedError
+	if !errors.As(err, &u) {
+		t.Fatalf("a write whose new directory's parent could not be synced: %v, want an *unsyncedError (the copy in place)", err)
+	}
+	if got, err := os.ReadFile(path); err != nil || string(got) != "first" {
+		t.Fatalf("after the first write: %q, %v; want the copy in place", got, err)
+	}
+	fail, synced = false, nil
+	if err := writeCopy(root, path, strings.NewReader("second")); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{filepath.Dir(path), filepath.Join(root, "acgs-accepted", "team"), filepath.Join(root, "acgs-accepted"), root} {
+		if !slices.Contains(synced, dir) {
+			t.Fatalf("the write after a failed sync synced %q, want %s among them", synced, dir)
 		}
 	}
 }
