@@ -1040,6 +1040,35 @@ test_evolution_review_action_not_a_string if {
 	}
 }
 
+# A review's field missing or naming no flag the policy reads (peer_review
+# for peer_reviewed) was never satisfied: a configuration change that
+# passed its security review (auto_approve, 0.979) was denied (fast_track, 0.929) for
+# "Missing required review: security_review" and required to pass it
+# again, a denial that nothing the requester can do lifts (review). A
+# configuration error, named.
+test_evolution_review_field_not_a_flag if {
+	reviewed := evolution_change([
+		{"op": "replace", "path": "/evolution_request/type", "value": "configuration"},
+		{"op": "add", "path": "/evolution_request/security_review_passed", "value": true},
+		{"op": "add", "path": "/evolution_request/mitigations", "value": {"gradual_rollout": true}},
+	])
+	d := main.decision with input as reviewed
+	d.allow == true
+	d.approval_path == "auto_approve"
+	path := "/evolution/required_reviews/security_review/field"
+	every op in [
+		{"op": "remove", "path": path},
+		{"op": "replace", "path": path, "value": "security_review"},
+		{"op": "replace", "path": path, "value": null},
+		{"op": "replace", "path": path, "value": ["security_review_passed"]},
+	] {
+		every x in [reviewed, main_test.complex_input] {
+			e := main.decision with input as x with data.acgs.config as edited([op])
+			evolution_config_error_is(e, "required_reviews.security_review.field: human_approved, security_review_passed or peer_reviewed")
+		}
+	}
+}
+
 # A configuration error of the data access scoring, naming what lacks.
 data_access_config_error(missing) := {
 	"allow": false,

@@ -415,7 +415,8 @@ concerns contains [11, msg] if {
 # its delta from the mean (the division fails); a review that is not an
 # object, whose types are not an array of strings or whose
 # triggered_by_change is not a string is never required (one whose action
-# is not a string is required with no action to take). The request would
+# is not a string is required with no action to take, one whose field
+# names no flag of the request is never satisfied). The request would
 # be scored as if the change were harmless. (A weight, base risk,
 # mitigation, penalty or rollback value of another type fails the
 # arithmetic, and the score it is part of is 0: fail-closed as it is.)
@@ -536,6 +537,18 @@ non_empty_string(v) if {
 	is_string(v)
 	v != ""
 }
+
+# A review's field names the flag of the request that satisfies it: one
+# missing or naming no flag the policy reads (review_flags_true) was never
+# satisfied, and a request that had passed the review was denied for
+# missing it, required to obtain it again (review).
+configuration_problems contains concat("", ["required_reviews.", name, ".field: human_approved, security_review_passed or peer_reviewed"]) if {
+	some name, review in configured_reviews
+	is_object(review)
+	not object.get(review, "field", null) in review_flag_names
+}
+
+review_flag_names := {"human_approved", "security_review_passed", "peer_reviewed"}
 
 # The human review path's actions as configured or, when they cannot be
 # read (the configuration is in error) or are none, the spec's.
