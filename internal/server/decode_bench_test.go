@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"sigs.k8s.io/yaml"
 )
 
 // processCPUTime is the user+system CPU time of the process so far.
@@ -98,6 +101,44 @@ func BenchmarkDuplicateKeyCheck(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, _, err := checkDepth(body, 64); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkYAMLBody compares a request's body decoded from JSON with the
+// same body sent as YAML (converted to JSON, then decoded): the cost that
+// yamlSlots bounds.
+func BenchmarkYAMLBody(b *testing.B) {
+	for _, name := range []string{"safe", "complex"} {
+		body, err := os.ReadFile(filepath.Join("..", "..", "testdata", "requests", name+".json"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		y, err := yaml.JSONToYAML(body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run("json/"+name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := decodeJSON(body, 64); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("yaml/"+name, func(b *testing.B) {
+			b.ReportAllocs()
+			var buf bytes.Buffer
+			for b.Loop() {
+				buf.Reset()
+				buf.Write(y)
+				if err := yamlToJSON(&buf, 1<<20); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := decodeJSON(buf.Bytes(), 64); err != nil {
 					b.Fatal(err)
 				}
 			}

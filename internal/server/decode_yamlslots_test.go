@@ -1,0 +1,131 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/acgs-lite/acgs/internal/admission"
+	"github.com/acgs-lite/acgs/internal/cache"
+	"github.com/acgs-lite/acgs/internal/config"
+	"github.com/acgs-lite/acgs/internal/engine"
+	"github.com/acgs-lite/acgs/internal/telemetry"
+	"github.com/acgs-lite/acgs/policies"
+)
+
+// TestYAMLOverloadShedsBeforeDecoding: a YAML body is parsed only on one of
+// yamlSlots. With them all held, a YAML body is answered 503 overloaded
+// with Retry-After on every route that reads a body, without being parsed:
+// a body that would be refused as invalid YAML (a duplicate key) is not
+// refused as such. JSON bodies, and YAML-labelled bodies that are JSON,
+// are served meanwhile. Evaluations saturated (their own admission
+// controller, no slot free) shed new decisions but not a YAML body whose
+// decision is cached: the YAML bound is not the evaluations'. Not
+// parallel: yamlSlots is the process's.
+func TestYAMLOverloadShedsBeforeDecoding(t *testing.T) {
+	ctx := context.Background()
+	cfg := config.Default()
+	cfg.Admission.QueueTimeout = time.Millisecond // the wait for a YAML slot: a shed test need not wait long
+	c, err := cache.New(ctx, cache.Config{L1Size: 1000, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	evals := admission.New(admission.Config{MaxInFlight: 1, MaxQueue: -1})
+	e, err := engine.New(ctx, engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.Options{
+		ConstitutionalHash: cfg.Policy.ConstitutionalHash, EvalTimeout: time.Second, Cache: c, Admit: evals.Do,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Deps{Config: cfg, Engine: e, Cache: c, Metrics: telemetry.NewMetrics(telemetry.BuildInfo{}), Window: telemetry.NewWindow(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(path, body, ct string) *httptest.ResponseRecorder {
+		t.Helper()
+		r := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
+		if ct != "" {
+			r.Header.Set("Content-Type", ct)
+		}
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, r)
+		return w
+	}
+	const ya = "application/yaml"
+	read := func(name string) string {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "requests", name+".json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	safe, other := read("safe"), read("complex") // other: a decision not cached
+	safeYAML, err := yaml.JSONToYAML([]byte(safe))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const invalid = "type: a\ntype: b\n" // refused (400) once parsed: a duplicate key
+	routes := []string{"/v1/data/acgs/main/decision", "/v1/data/acgs/main/allow", "/v0/data/acgs/main/decision", "/", "/v1/batch/data/acgs/main/decision"}
+	if w := send(routes[0], string(safeYAML), ya); w.Code != http.StatusOK {
+		t.Fatalf("YAML body, nothing held: %d %s", w.Code, w.Body)
+	}
+
+	// The evaluations' one slot held: a new decision is shed, a YAML body
+	// whose decision is cached is answered.
+	releaseEval, err := evals.Admit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := send(routes[0], other, ""); w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("new decision with the evaluation slot held: %d %s, want 503", w.Code, w.Body)
+	}
+	if w := send(routes[0], string(safeYAML), ya); w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"cache_hit":true`) {
+		t.Fatalf("cached YAML body with the evaluation slot held: %d %s, want 200 from the cache", w.Code, w.Body)
+	}
+	releaseEval()
+
+	// Every YAML slot held: YAML bodies are shed unparsed.
+	slots := yamlSlots()
+	var held []func()
+	for range slots.Stats().MaxInFlight {
+		release, err := slots.Admit(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, release)
+	}
+	for _, path := range routes {
+		w := send(path, invalid, ya)
+		if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" || !strings.Contains(w.Body.String(), `"code":"overloaded"`) {
+			t.Errorf("%s: YAML body with every YAML slot held: %d (Retry-After %q) %s; want 503 overloaded with Retry-After, unparsed", path, w.Code, w.Header().Get("Retry-After"), w.Body)
+		}
+	}
+	if w := send(routes[0], safe, ""); w.Code != http.StatusOK {
+		t.Errorf("JSON body with every YAML slot held: %d %s", w.Code, w.Body)
+	}
+	if w := send(routes[0], safe, ya); w.Code != http.StatusOK {
+		t.Errorf("YAML-labelled JSON body with every YAML slot held: %d %s", w.Code, w.Body)
+	}
+	for _, release := range held {
+		release()
+	}
+
+	// Slots free again: the same bodies are parsed, and refused or answered.
+	for _, path := range routes {
+		if w := send(path, invalid, ya); w.Code != http.StatusBadRequest {
+			t.Errorf("%s: invalid YAML body, slots free: %d %s, want 400", path, w.Code, w.Body)
+		}
+	}
+	if st := slots.Stats(); st.InFlight != 0 || st.Waiting != 0 {
+		t.Errorf("YAML slots after the test: %d in flight, %d waiting", st.InFlight, st.Waiting)
+	}
+}
