@@ -190,7 +190,7 @@ func writeError(w http.ResponseWriter, err error) {
 func (g *Gateway) HTTPHandler() http.Handler {
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.server }, &mcp.StreamableHTTPOptions{
 		Logger:         g.log,
-		SessionTimeout: SessionIdleTimeout,
+		SessionTimeout: g.idleTimeout,
 		JSONResponse:   true,
 	})
 	verify := func(_ context.Context, token string, _ *http.Request) (*auth.TokenInfo, error) {

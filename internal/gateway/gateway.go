@@ -132,6 +132,9 @@ type Gateway struct {
 	closeOnce sync.Once
 	// writeTimeout bounds each write to an HTTP agent (agentWriteTimeout).
 	writeTimeout time.Duration
+	// idleTimeout ends an HTTP agent's idle session (SessionIdleTimeout;
+	// a test's shorter).
+	idleTimeout time.Duration
 }
 
 type thresholds struct {
@@ -175,6 +178,7 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		tokens:       cfg.tokens(),
 		stdioSession: "stdio-" + rand.Text(),
 		writeTimeout: agentWriteTimeout,
+		idleTimeout:  SessionIdleTimeout,
 
 		progressQueues: map[*mcp.ServerSession][]queuedProgress{},
 	}

@@ -25,7 +25,7 @@ type sessionTally struct {
 	opening map[string]int    // agent -> initializes being served
 	// unused holds, by session id, the timer ending an HTTP session that
 	// has made no request since its initialize (sessions.unused_timeout);
-	// the session's first request stops and removes it.
+	// the session's first request, or its end, stops and removes it.
 	unused sync.Map
 }
 
@@ -67,6 +67,16 @@ func (g *Gateway) sessionUsed(ss *mcp.ServerSession, method string) {
 				_ = ss.Close()
 			}
 		}))
+		// However the session ends (a DELETE, its idle timeout, the
+		// gateway's shutdown, the SDK closing it), its timer goes with it
+		// rather than holding the session until it fires. Wait returns
+		// when the session's connection has closed.
+		go func() {
+			_ = ss.Wait()
+			if t.CompareAndDelete(id, u) {
+				u.stop()
+			}
+		}()
 	case strings.HasPrefix(method, "notifications/"):
 	default:
 		if _, ok := t.Load(id); !ok { // lock-free for the sessions in use
@@ -86,22 +96,7 @@ func (g *Gateway) sessionUsed(ss *mcp.ServerSession, method string) {
 func (g *Gateway) limitSessions(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost || r.Header.Get("Mcp-Session-Id") != "" {
-			id := r.Header.Get("Mcp-Session-Id")
-			if r.Method != http.MethodDelete || id == "" {
-				h.ServeHTTP(w, r)
-				return
-			}
-			sw := &statusWriter{ResponseWriter: w}
-			h.ServeHTTP(sw, r)
-			// An ended session's unused timer goes with it, not when it
-			// fires (a timer and the session held for unused_timeout per
-			// initialize and DELETE; review); only when the SDK ended it
-			// (a refused DELETE, 400/403/404, leaves the session open).
-			if sw.status/100 == 2 {
-				if u, ok := g.sessions.unused.LoadAndDelete(id); ok {
-					u.(*unusedTimer).stop()
-				}
-			}
+			h.ServeHTTP(w, r)
 			return
 		}
 		agent := g.cfg.AnonymousAgent
@@ -186,26 +181,3 @@ func (u *unusedTimer) stop() {
 		t.Stop()
 	}
 }
-
-// statusWriter remembers the status a handler answered with.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController reach the connection's writer.
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

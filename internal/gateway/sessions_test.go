@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/acgs-lite/acgs/internal/gateway"
 )
 
 // initialize opens an HTTP agent session with token (none: anonymous) and
@@ -231,5 +233,45 @@ func TestRefusedDeleteKeepsTheUnusedTimer(t *testing.T) {
 			t.Fatalf("the bare session still holds the only place 60 s after a refused DELETE (unused_timeout 1s): %q", body)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestEndedSessionsDropTheirUnusedTimer: a session's unused timer was
+// stopped only when the agent's DELETE was answered 2xx; a session ended
+// another way (its idle timeout, the gateway's shutdown) left its timer,
+// and the session it holds, until the timer fired (up to 30 minutes).
+// The timer now goes however the session ends.
+func TestEndedSessionsDropTheirUnusedTimer(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		idle time.Duration // the sessions' idle timeout (0: SessionIdleTimeout)
+		end  func(t *testing.T, e *env, session string)
+	}{
+		{name: "DELETE", end: func(t *testing.T, e *env, session string) { endSession(t, e, "token-1", session) }},
+		{name: "idle timeout", idle: time.Second, end: func(*testing.T, *env, string) {}},
+		{name: "shutdown", end: func(_ *testing.T, e *env, _ string) { e.stop() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := startEnv(t, envOptions{extraYAML: "sessions: {unused_timeout: 30m}\n", gateway: func(g *gateway.Gateway) {
+				if tc.idle != 0 {
+					g.SetSessionIdleTimeout(tc.idle)
+				}
+			}})
+			status, session, body := initialize(t, e, "token-1")
+			if status != http.StatusOK {
+				t.Fatalf("initialize: %d %q", status, body)
+			}
+			if n := e.g.UnusedTimers(); n != 1 {
+				t.Fatalf("%d unused timers after a bare initialize, want 1", n)
+			}
+			tc.end(t, e, session)
+			deadline := time.Now().Add(60 * time.Second)
+			for e.g.UnusedTimers() != 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("the ended session's unused timer (unused_timeout 30m) is still held 60 s after the session ended by %s", tc.name)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
 	}
 }
