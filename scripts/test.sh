@@ -21,7 +21,8 @@ step() { printf '\n==> %s\n' "$*"; }
 
 # --- what the tests need -----------------------------------------------------
 # binary -> Debian package
-declare -A NEED=([redis-server]=redis-server [redis-cli]=redis-tools [nginx]=nginx [promtool]=prometheus [prometheus]=prometheus [wrk]=wrk [node]=nodejs [npm]=npm)
+# gcc: go test -race needs cgo and a C compiler.
+declare -A NEED=([redis-server]=redis-server [redis-cli]=redis-tools [nginx]=nginx [promtool]=prometheus [prometheus]=prometheus [wrk]=wrk [node]=nodejs [npm]=npm [gcc]=gcc)
 missing_pkgs=()
 for bin in "${!NEED[@]}"; do
   command -v "$bin" >/dev/null 2>&1 || missing_pkgs+=("${NEED[$bin]}")
