@@ -75,7 +75,8 @@ func TestPersistedBundleIsTheLastAccepted(t *testing.T) {
 				restartHash = hash
 			}
 			e2 := newResultEngineFor(t, restartHash)
-			startRemoteWith(t, remote.Options{Config: cfg, Target: e2}) // persisted bundles are activated in Start
+			var logs testenv.SyncBuffer
+			startRemoteLogged(t, remote.Options{Config: cfg, Target: e2}, &logs) // persisted bundles are activated in Start
 			if got := e2.revision(); got != tc.want {
 				t.Fatalf("after a restart during an outage, revision %q is active (last error %q), want %q", got, e2.lastError(), tc.want)
 			}
@@ -83,6 +84,16 @@ func TestPersistedBundleIsTheLastAccepted(t *testing.T) {
 			// downloads since are download_failure.
 			if n := e2.count("failure"); n != tc.refusals {
 				t.Fatalf("after the restart, %d refusals, want %d", n, tc.refusals)
+			}
+			// A refusal is an error for the operator only if it leaves no
+			// policy: one the accepted copy stands in for is a warning (it
+			// was an error, followed by the copy's activation; review).
+			got, refusedError := logs.String(), false
+			for line := range strings.Lines(got) {
+				refusedError = refusedError || strings.Contains(line, "level=ERROR") && strings.Contains(line, "remote bundle refused")
+			}
+			if wantError := tc.want == ""; refusedError != wantError {
+				t.Fatalf("refusal logged at ERROR: %v, want %v (revision active after the restart: %q):\n%s", refusedError, wantError, tc.want, got)
 			}
 		})
 	}

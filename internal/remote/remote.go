@@ -705,9 +705,17 @@ func (r *Remote) keepAccepted(srcs map[string]io.Reader, names []string) {
 }
 
 // settle records what the target made of a bundle set handed to it
-// (err: its refusal; why: what the set was, for the log). r.mu must be
-// held.
+// (err: its refusal; why: what the set was, for the log) and logs a
+// refusal. r.mu must be held.
 func (r *Remote) settle(why string, err error) {
+	r.record(err)
+	if err != nil {
+		r.logRefusal(why, err)
+	}
+}
+
+// record is settle without the log. r.mu must be held.
+func (r *Remote) record(err error) {
 	r.refused = err
 	if err != nil {
 		now := time.Now()
@@ -715,16 +723,21 @@ func (r *Remote) settle(why string, err error) {
 			w := min(max(2*r.retryWait[name], refusedRetry), maxRefusedRetry)
 			r.retryWait[name], r.retryAt[name] = w, now.Add(w)
 		}
-		if r.active {
-			r.log.Error("remote bundle refused; the previous policy stays active", "update", why, "error", err)
-		} else {
-			r.log.Error("remote bundle refused; no policy is active yet", "update", why, "error", err)
-		}
 		return
 	}
 	clear(r.retryWait)
 	clear(r.retryAt)
 	r.active = true
+}
+
+// logRefusal logs the target's refusal err of bundle set why, at Error:
+// the operator must publish a bundle the target accepts.
+func (r *Remote) logRefusal(why string, err error) {
+	if r.active {
+		r.log.Error("remote bundle refused; the previous policy stays active", "update", why, "error", err)
+	} else {
+		r.log.Error("remote bundle refused; no policy is active yet", "update", why, "error", err)
+	}
 }
 
 // startPersisted decides, before the plugin starts, which persisted files
@@ -744,28 +757,44 @@ func (r *Remote) startPersisted() (settled bool) {
 	// handed: the target has decided on OPA's files (accepted or refused them).
 	var refusal *setRefusal
 	handed := err == nil || errors.As(err, &refusal)
+	// refused: the target's refusal of OPA's files, recorded now but
+	// logged once restore says whether the accepted copies stand in.
+	var refused error
 	switch {
 	case refusal != nil:
 		// The set read back is refused (mixed constitutional hashes), as
 		// activateStored refuses it and records: a refusal, not a file
 		// that could not be read.
 		r.opts.Target.RecordFailure(err)
-		r.settle(why, err)
+		refused = err
 	case handed:
 		source := fmt.Sprintf("remote %s from %s (persisted)", strings.Join(names, ","), r.opts.Name)
 		err = r.opts.Target.Activate(ctx, b, source) // logged and recorded by the target
-		r.settle(why, err)
 		if err == nil {
+			r.settle(why, nil)
 			r.keepAccepted(raws, names)
 			return true
 		}
+		refused = err
 	case !errors.Is(err, errIncomplete):
 		r.log.Warn("the persisted bundles could not be read; the copies last accepted are loaded instead, if any", "error", err)
 	}
+	if refused != nil {
+		r.record(refused)
+	}
 	restored, unsynced, err := r.persisted.restore()
-	if len(restored) > 0 {
-		r.log.Warn("persisted bundles were not the ones last accepted (refused, unreadable, or not taken yet); "+
+	switch {
+	case len(restored) > 0 && refused != nil:
+		// Not an error for the operator: the accepted copies are loaded
+		// and activated when the plugin starts (refused then, they are
+		// logged as any refusal is).
+		r.log.Warn("persisted bundles were refused; the last accepted ones are loaded instead",
+			"bundles", restored, "update", why, "error", refused)
+	case len(restored) > 0:
+		r.log.Warn("persisted bundles were not the ones last accepted (unreadable, or not taken yet); "+
 			"the last accepted ones are loaded instead", "bundles", restored)
+	case refused != nil:
+		r.logRefusal(why, refused)
 	}
 	r.logUnsynced(unsynced)
 	if err != nil {
