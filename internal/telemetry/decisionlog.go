@@ -34,6 +34,19 @@ const DefaultDecisionLogQueue = 10000
 // (an estimated 1-2 KiB each) never reach, so that the count still bounds
 // them and the bytes bound the large ones (64 of 1 MiB). The sizes are
 // estimates (eventSize), not measurements.
+//
+// Two bounds on one queue, not two mechanisms: neither does the other's
+// job (events alone let large inputs hold gigabytes; bytes alone would
+// need a channel sized for the smallest events), and both act alike, in
+// Log: the newest event is dropped, never waited for, and counted in the
+// one counter (acgs_decision_log_dropped_total). OPA's decision_logs
+// offers them as alternatives (reporting.buffer_type "event",
+// buffer_size_limit_events, default 10,000; or "size",
+// buffer_size_limit_bytes, unbounded by default) and drops the oldest, for
+// its upload buffer; this log mirrors OPA's events and its 10,000, not its
+// upload buffer. The input's size is one count (ValueSize): the server's
+// decoder counts it as it builds a single decision's input
+// (DecisionEvent.InputSize), eventSize walks the others.
 const (
 	decisionLogQueueBytes = 64 << 20
 	decisionLogEventBytes = 4 << 10
