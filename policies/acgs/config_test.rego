@@ -1,6 +1,9 @@
 package acgs.config_test
 
 import data.acgs.config
+import data.acgs.constitutional
+import data.acgs.data as data_access
+import data.acgs.evolution
 import data.acgs.main
 import data.acgs.main_test
 import data.acgs.text
@@ -8,13 +11,22 @@ import data.acgs.tool_call
 import data.acgs.tool_call_test
 
 # ---------------------------------------------------------------------------
-# data.json's own types and orderings
+# A lint of data.json, stricter than the runtime
 #
-# What the rules read from data.acgs.config, with the type each reading
-# needs. The policy stays total and fail-closed when an operator's edit
-# breaks one of these (see "Edits of the configuration" below), but the
-# result is then a configuration that denies more than intended: this test
-# is what tells.
+# problems(cfg) is not the policy's check of its configuration: that is
+# each package's configuration_problems (below, runtime_problems), which a
+# decision reads. The runtime names a value of the type its rule needs
+# only where a value of another type would make the rule fire wrongly or
+# never, and reads some such values safely instead (a deny list nobody can
+# read covers everything); a value of the right type it takes as the
+# operator's tuning. This lint is what a reviewer of a change to the
+# shipped data.json wants besides: bounds (scores in [0, 1]), weights
+# summing to 1, thresholds in order, names spelled as the rules match
+# them, keys no rule reads. data.json passes both
+# (test_data_json_has_no_problems, test_data_json_passes_the_runtime_checks);
+# every configuration the lint calls broken and the runtime accepts is
+# listed, with what the decisions then are (runtime_accepts), so that the
+# two disagree in the open.
 # ---------------------------------------------------------------------------
 
 # Every problem of a configuration, in words; none for data.json.
@@ -324,31 +336,85 @@ valid_regex(x) if {
 
 concat_all(lists) := [x | some l in lists; some x in l]
 
-# --- the checks catch what they are for ------------------------------------
+# --- what the runtime does with a broken configuration -----------------------
 
 edited(ops) := json.patch(config, ops)
 
-test_problems_found_in_broken_configurations if {
-	every case in [
-		[[{"op": "replace", "path": "/constitutional/principles/default_benefit", "value": "0.5"}], "constitutional.principles.default_benefit must be a number in [0, 1], is 0.5"],
-		[[{"op": "replace", "path": "/evolution/auto_approve_threshold", "value": 0.9}, {"op": "replace", "path": "/evolution/fast_track_threshold", "value": 0.97}], "evolution.fast_track_threshold 0.97 must not be above auto_approve_threshold 0.9"],
-		[[{"op": "replace", "path": "/tool_call/upstream_file_roots", "value": {"notes": false}}], "tool_call.upstream_file_roots.notes must be an array of non-empty strings, is false"],
-		[[{"op": "replace", "path": "/constitutional/weights/safety", "value": 0.4}], "constitutional.weights must sum to 1, sum to 1.1"],
-		[[{"op": "replace", "path": "/tool_call/rate_limit/default_per_minute", "value": "120"}], "tool_call.rate_limit.default_per_minute must be a whole number >= 0, is 120"],
-		[[{"op": "add", "path": "/tool_call/secret_patterns/x", "value": "("}], "tool_call.secret_patterns.x must be a valid regular expression"],
-		[[{"op": "add", "path": "/prohibited_actions/-", "value": "System.Execute_Shell"}], "prohibited_actions: 'System.Execute_Shell' is not a plain lower-case action name"],
-		[[{"op": "replace", "path": "/data_access/sensitive_categories", "value": "health_records"}], "data_access.sensitive_categories must be an array of non-empty strings, is health_records"],
-		[[{"op": "remove", "path": "/evolution/required_reviews/peer_review/field"}], "evolution.required_reviews.peer_review.field must be a non-empty string, is null"],
-		[[{"op": "replace", "path": "/max_reason_value_length", "value": "200"}], "max_reason_value_length must be a whole number >= 1, is 200"],
-		# Names the rules look up by their normalised form (review): an
-		# entry spelled otherwise never matches, and its rule never fires.
-		[[{"op": "add", "path": "/constitutional/rate_limits/Network", "value": 5}], "constitutional.rate_limits: 'Network' is not a plain lower-case category (an action's category is looked up lower-cased)"],
-		[[{"op": "add", "path": "/tool_call/secret_argument_names/-", "value": "X-Api-Key"}], "tool_call.secret_argument_names: 'X-Api-Key' never matches (argument names are matched lower-cased, with '_' for '-')"],
-		[[{"op": "add", "path": "/tool_call/path_argument_names/-", "value": "File"}], "tool_call.path_argument_names: 'File' never matches (argument names are matched lower-cased, with '_' for '-')"],
-		[[{"op": "add", "path": "/tool_call/prohibited_tools/-", "value": "*__run shell"}], "tool_call.prohibited_tools: '*__run shell' never matches (tool names are matched without whitespace or invisible characters)"],
-		[[{"op": "add", "path": "/tool_call/approval_required_tools/-", "value": "*__send\u200bmail"}], "tool_call.approval_required_tools: '*__send\u200bmail' never matches (tool names are matched without whitespace or invisible characters)"],
-	] {
-		case[1] in problems(edited(case[0]))
+# The problems the rule files' own checks name for cfg (each package's
+# configuration_problems, which its decisions read), as
+# "<package>: <problem>", for requests that read every setting those
+# checks look at: an action whose category has its own rate limit and one
+# whose category has none, an evolution type with its own base risk and
+# one without, a data request with a retention policy, a tool call of an
+# agent without a rate limit of its own.
+runtime_problems(cfg) := ((constitutional_runtime_problems(cfg) | evolution_runtime_problems(cfg)) | data_access_runtime_problems(cfg)) | tool_call_runtime_problems(cfg)
+
+constitutional_runtime_problems(cfg) := {concat(": ", ["constitutional", p]) |
+	some x in [main_test.safe_input, unknown_category]
+	some p in constitutional.configuration_problems with input as x with data.acgs.config as cfg
+}
+
+evolution_runtime_problems(cfg) := {concat(": ", ["evolution", p]) |
+	some x in [main_test.complex_input, unknown_evolution_type]
+	some p in evolution.configuration_problems with input as x with data.acgs.config as cfg
+}
+
+data_access_runtime_problems(cfg) := {concat(": ", ["data_access", p]) |
+	some p in data_access.configuration_problems with input as main_test.data_access_input with data.acgs.config as cfg
+}
+
+tool_call_runtime_problems(cfg) := {concat(": ", ["tool_call", p]) |
+	some p in tool_call.configuration_problems with input as tool_base with data.acgs.config as cfg
+}
+
+unknown_category := json.patch(main_test.safe_input, [{"op": "replace", "path": "/action", "value": "custom.thing"}])
+
+unknown_evolution_type := evolution_change([{"op": "replace", "path": "/evolution_request/type", "value": "hotfix"}])
+
+test_data_json_passes_the_runtime_checks if {
+	runtime_problems(config) == set()
+}
+
+# [edit, a problem the lint names, what the runtime does]: the problem its
+# configuration_problems names, or "accepted" when it names none (the edit
+# is then listed in runtime_accepts, with what the decisions are).
+broken_configurations := [
+	[[{"op": "replace", "path": "/constitutional/principles/default_benefit", "value": "0.5"}], "constitutional.principles.default_benefit must be a number in [0, 1], is 0.5", "constitutional: principles.default_benefit"],
+	[thresholds_out_of_order, "evolution.fast_track_threshold 0.97 must not be above auto_approve_threshold 0.9", "accepted"],
+	[[{"op": "replace", "path": "/tool_call/upstream_file_roots", "value": {"notes": false}}], "tool_call.upstream_file_roots.notes must be an array of non-empty strings, is false", "accepted"],
+	[weights_not_summing_to_1, "constitutional.weights must sum to 1, sum to 1.1", "accepted"],
+	[[{"op": "replace", "path": "/tool_call/rate_limit/default_per_minute", "value": "120"}], "tool_call.rate_limit.default_per_minute must be a whole number >= 0, is 120", "tool_call: rate_limit.default_per_minute: a number"],
+	[[{"op": "add", "path": "/tool_call/secret_patterns/x", "value": "("}], "tool_call.secret_patterns.x must be a valid regular expression", "tool_call: secret_patterns: an object of regular expressions"],
+	[[{"op": "add", "path": "/prohibited_actions/-", "value": "System.Execute_Shell"}], "prohibited_actions: 'System.Execute_Shell' is not a plain lower-case action name", "accepted"],
+	[[{"op": "replace", "path": "/data_access/sensitive_categories", "value": "health_records"}], "data_access.sensitive_categories must be an array of non-empty strings, is health_records", "accepted"],
+	[[{"op": "remove", "path": "/evolution/required_reviews/peer_review/field"}], "evolution.required_reviews.peer_review.field must be a non-empty string, is null", "evolution: required_reviews.peer_review.field: human_approved, security_review_passed or peer_reviewed"],
+	[[{"op": "replace", "path": "/max_reason_value_length", "value": "200"}], "max_reason_value_length must be a whole number >= 1, is 200", "accepted"],
+	# Names the rules look up by their normalised form (review): an
+	# entry spelled otherwise never matches, and its rule never fires.
+	[[{"op": "add", "path": "/constitutional/rate_limits/Network", "value": 5}], "constitutional.rate_limits: 'Network' is not a plain lower-case category (an action's category is looked up lower-cased)", "accepted"],
+	[[{"op": "add", "path": "/tool_call/secret_argument_names/-", "value": "X-Api-Key"}], "tool_call.secret_argument_names: 'X-Api-Key' never matches (argument names are matched lower-cased, with '_' for '-')", "accepted"],
+	[[{"op": "add", "path": "/tool_call/path_argument_names/-", "value": "File"}], "tool_call.path_argument_names: 'File' never matches (argument names are matched lower-cased, with '_' for '-')", "accepted"],
+	[[{"op": "add", "path": "/tool_call/prohibited_tools/-", "value": "*__run shell"}], "tool_call.prohibited_tools: '*__run shell' never matches (tool names are matched without whitespace or invisible characters)", "accepted"],
+	[[{"op": "add", "path": "/tool_call/approval_required_tools/-", "value": "*__send\u200bmail"}], "tool_call.approval_required_tools: '*__send\u200bmail' never matches (tool names are matched without whitespace or invisible characters)", "accepted"],
+	# (the edits of the tests below, each named by both)
+	[[{"op": "remove", "path": "/data_access/retention_limits_seconds/financial_information"}], "data_access.retention_limits_seconds.financial_information must be a number in [0, 1e+15], is null", "data_access: retention_limits_seconds.financial_information: a number"],
+	[[{"op": "replace", "path": "/evolution/path_actions/human_review", "value": []}], "evolution.path_actions.human_review must not be empty (a denial on that path must require an action)", "evolution: path_actions.human_review: a non-empty array of non-empty strings"],
+	[[{"op": "remove", "path": "/evolution/performance_limits/latency_delta"}], "evolution.performance_limits.latency_delta must be a number in [1e-06, 1e+15], is null", "evolution: performance_limits.latency_delta: a number above 0"],
+	[[{"op": "add", "path": "/evolution/performance_limits/unused_delta", "value": 1}], "evolution.performance_limits.unused_delta is not a delta the spec names (complexity_delta, memory_delta, latency_delta, resource_delta): it is not scored", "accepted"],
+	[[{"op": "replace", "path": "/evolution/path_actions/fast_track", "value": [""]}], "evolution.path_actions.fast_track must be an array of non-empty strings, is [\"\"]", "evolution: path_actions.fast_track: a non-empty array of non-empty strings"],
+	[[{"op": "replace", "path": "/evolution/required_reviews/human_approval/action", "value": ""}], "evolution.required_reviews.human_approval.action must be a non-empty string, is ", "evolution: required_reviews.human_approval.action: a non-empty string"],
+]
+
+thresholds_out_of_order := [
+	{"op": "replace", "path": "/evolution/auto_approve_threshold", "value": 0.9},
+	{"op": "replace", "path": "/evolution/fast_track_threshold", "value": 0.97},
+]
+
+weights_not_summing_to_1 := [{"op": "replace", "path": "/constitutional/weights/safety", "value": 0.4}]
+
+test_lint_finds_problems_in_broken_configurations if {
+	every c in broken_configurations {
+		c[1] in problems(edited(c[0]))
 	}
 	problems({}) == {
 		"constitutional must be an object", "evolution must be an object",
@@ -359,6 +425,193 @@ test_problems_found_in_broken_configurations if {
 		"prohibited_actions must be an array of non-empty strings, is null",
 		"common_actions must be an array of non-empty strings, is null",
 	}
+}
+
+test_runtime_names_or_accepts_broken_configurations if {
+	every c in broken_configurations {
+		runtime_verdict(c[0], c[2])
+	}
+	every name in ["evolution: evolution: an object", "data_access: data_access: an object", "tool_call: tool_call: an object", "constitutional: rate_limits", "constitutional: weights.safety"] {
+		name in runtime_problems({})
+	}
+}
+
+runtime_verdict(ops, "accepted") if {
+	runtime_problems(edited(ops)) == set()
+	accepted(ops)
+}
+
+runtime_verdict(ops, problem) if {
+	problem != "accepted"
+	problem in runtime_problems(edited(ops))
+}
+
+accepted(ops) if {
+	some a in runtime_accepts
+	a[0] == ops
+}
+
+# The configurations the lint calls broken and the runtime accepts (names
+# no problem of), each with what the decisions then are:
+#   "unchanged": the setting is not read, or read as the shipped one is
+#     (every decision of accepted_probes is the shipped configuration's);
+#   "safer": read safely, it denies more (no decision of accepted_probes
+#     is more permissive than the shipped configuration's: allow over
+#     approval_required over deny);
+#   "retuned": the runtime takes it as the operator's tuning, and
+#     decisions may go either way.
+runtime_accepts := [
+	# a value cut at 200 characters, as shipped
+	[[{"op": "replace", "path": "/max_reason_value_length", "value": "200"}], "unchanged"],
+	[[{"op": "replace", "path": "/max_reason_value_length", "value": null}], "unchanged"],
+	[[{"op": "replace", "path": "/max_reason_value_length", "value": -1}], "unchanged"],
+	[[{"op": "remove", "path": "/max_reason_value_length"}], "unchanged"],
+	# an entry spelled otherwise than the rules match it, never matched
+	[[{"op": "add", "path": "/prohibited_actions/-", "value": "System.Execute_Shell"}], "unchanged"],
+	[[{"op": "add", "path": "/constitutional/rate_limits/Network", "value": 5}], "unchanged"],
+	[[{"op": "add", "path": "/tool_call/secret_argument_names/-", "value": "X-Api-Key"}], "unchanged"],
+	[[{"op": "add", "path": "/tool_call/path_argument_names/-", "value": "File"}], "unchanged"],
+	[[{"op": "add", "path": "/tool_call/prohibited_tools/-", "value": "*__run shell"}], "unchanged"],
+	[[{"op": "add", "path": "/tool_call/approval_required_tools/-", "value": "*__send\u200bmail"}], "unchanged"],
+	# a key no rule reads (test_evolution_performance_limit_unknown_key)
+	[[{"op": "add", "path": "/evolution/performance_limits/unused_delta", "value": 1}], "unchanged"],
+	# deny lists nobody can read cover everything (test_lists_not_arrays,
+	# test_action_lists_with_entries_not_strings,
+	# test_sensitive_categories_with_entries_not_strings,
+	# test_tool_call_name_lists_with_entries_not_strings); roots that are
+	# not an array are no roots (test_upstream_file_roots_not_an_array)
+	[[{"op": "replace", "path": "/prohibited_actions", "value": "system.execute_shell"}], "safer"],
+	[[{"op": "replace", "path": "/constitutional/actions_requiring_explanation", "value": false}], "safer"],
+	[[{"op": "replace", "path": "/data_access/sensitive_categories", "value": "health_records"}], "safer"],
+	[[{"op": "replace", "path": "/data_access/sensitive_categories", "value": false}], "safer"],
+	[[{"op": "replace", "path": "/data_access/sensitive_categories", "value": ["health_records", 5]}], "safer"],
+	[[{"op": "replace", "path": "/tool_call/prohibited_tools", "value": "*__exec"}], "safer"],
+	[[{"op": "replace", "path": "/tool_call/prohibited_tools", "value": [{"glob": "*__exec"}]}], "safer"],
+	[[{"op": "replace", "path": "/tool_call/approval_required_tools", "value": {"a": 1}}], "safer"],
+	[[{"op": "replace", "path": "/tool_call/upstream_file_roots", "value": {"notes": false}}], "safer"],
+	[[{"op": "replace", "path": "/tool_call/upstream_file_roots", "value": {"notes": "/workspace"}}], "safer"],
+	[[{"op": "replace", "path": "/tool_call/file_roots", "value": "/workspace"}], "safer"],
+	# thresholds tried in order, auto_approve first: no score is fast_track
+	# (test_evolution_thresholds_out_of_order)
+	[thresholds_out_of_order, "retuned"],
+	# weights summing to 1.1: a constitutional score 0.09 higher (clamped
+	# to 1), and a request the shipped weights deny at 0.9 is allowed
+	# (test_weights_not_summing_to_1_are_tuning)
+	[weights_not_summing_to_1, "retuned"],
+]
+
+# The workload's requests and tool calls, and requests that read the
+# settings above: a category without a rate limit of its own, an
+# evolution type without a base risk, a call with arguments of each kind.
+accepted_probes := array.concat(example_inputs, [
+	unknown_category, unknown_evolution_type,
+	json.patch(main_test.safe_input, [{"op": "replace", "path": "/action", "value": "data.process_personal"}]),
+	json.patch(main_test.data_access_input, [{"op": "replace", "path": "/data_request/special_authorization", "value": false}]),
+	tool_call_test.call({"name": "shell__exec"}),
+	tool_call_test.call({"name": "mail__send_email"}),
+	tool_call_test.args({"X-Api-Key": "hunter2", "File": "/etc/passwd", "cwd": "/workspace/a"}),
+])
+
+shipped_decisions := [d | some x in accepted_probes; d := main.decision with input as x]
+
+# Higher is more allowed.
+allowance(d) := 2 if d.allow == true
+
+allowance(d) := 1 if {
+	d.allow == false
+	d.outcome == "approval_required"
+}
+
+allowance(d) := 0 if {
+	d.allow == false
+	object.get(d, "outcome", "deny") != "approval_required"
+}
+
+# (One test for each kind: each evaluates every probe with every edit.)
+test_runtime_accepts_unchanged_as_listed if runtime_accepts_as_listed("unchanged")
+
+test_runtime_accepts_safer_as_listed if runtime_accepts_as_listed("safer")
+
+test_runtime_accepts_retuned_as_listed if runtime_accepts_as_listed("retuned")
+
+runtime_accepts_as_listed(kind) if {
+	every a in runtime_accepts {
+		a[1] in {"unchanged", "safer", "retuned"}
+	}
+	every ops in [a[0] | some a in runtime_accepts; a[1] == kind] {
+		cfg := edited(ops)
+		runtime_problems(cfg) == set()
+		every i, x in accepted_probes {
+			d := main.decision with input as x with data.acgs.config as cfg
+			main_test.valid_decision(d)
+			accepted_as(kind, shipped_decisions[i], d)
+		}
+	}
+}
+
+accepted_as("unchanged", shipped, d) if d == shipped
+
+accepted_as("safer", shipped, d) if allowance(d) <= allowance(shipped)
+
+accepted_as("retuned", _, _)
+
+# Every configuration the lint calls broken is named by the runtime (by
+# the package of the section edited) or listed in runtime_accepts, and
+# each listed is one the lint calls broken; every edit these tests make
+# that the runtime names, the lint calls broken too.
+test_lint_and_runtime_disagreements_are_listed if {
+	every ops in lint_broken_edits {
+		count(problems(edited(ops))) > 0
+		named_or_accepted(ops)
+	}
+	every a in runtime_accepts {
+		count(problems(edited(a[0]))) > 0
+	}
+	every ops in runtime_named_edits {
+		count(section_runtime_problems(edited_section(ops), edited(ops))) > 0
+		count(problems(edited(ops))) > 0
+	}
+}
+
+lint_broken_edits := array.concat([c[0] | some c in broken_configurations], breaking_edits)
+
+runtime_named_edits := array.concat([c[0] | some c in evolution_edits], [c[0] | some c in data_access_edits])
+
+named_or_accepted(ops) if accepted(ops)
+
+named_or_accepted(ops) if {
+	not accepted(ops)
+	count(section_runtime_problems(edited_section(ops), edited(ops))) > 0
+}
+
+# The top-level key of data.acgs.config an edit changes (its first).
+edited_section(ops) := split(ops[0].path, "/")[1]
+
+section_runtime_problems("constitutional", cfg) := constitutional_runtime_problems(cfg)
+
+section_runtime_problems("evolution", cfg) := evolution_runtime_problems(cfg)
+
+section_runtime_problems("data_access", cfg) := data_access_runtime_problems(cfg)
+
+section_runtime_problems("tool_call", cfg) := tool_call_runtime_problems(cfg)
+
+# (No package checks a top-level setting: max_reason_value_length,
+# prohibited_actions and the rest are read safely as they are.)
+section_runtime_problems(section, _) := set() if not section in {"constitutional", "evolution", "data_access", "tool_call"}
+
+# Weights that do not sum to 1 are the operator's tuning to the runtime,
+# which reads a weight only for its type: safety 0.4 (the four summing to
+# 1.1) scores every constitutional request higher, and one over its rate
+# limit, denied at 0.9 with the shipped weights, is allowed at 0.98. The
+# lint names it; the runtime does not (runtime_accepts).
+test_weights_not_summing_to_1_are_tuning if {
+	over_limit := json.patch(main_test.safe_input, [{"op": "add", "path": "/context/current_usage_count", "value": 100}])
+	d := main.decision with input as over_limit
+	d.allow == false
+	d.compliance_score == 0.9
+	e := main.decision with input as over_limit with data.acgs.config as edited(weights_not_summing_to_1)
+	e.allow == true
+	e.compliance_score == 0.98
 }
 
 # ---------------------------------------------------------------------------
@@ -871,7 +1124,7 @@ test_evolution_deny_path_actions_empty if {
 		with data.acgs.config as edited([{"op": "replace", "path": "/evolution/path_actions/auto_approve", "value": ["Announce the change"]}])
 	d.allow == true
 	d.required_actions == ["Announce the change"]
-	"evolution.path_actions.human_review must not be empty (a denial on that path must require an action)" in problems(edited([{"op": "replace", "path": "/evolution/path_actions/human_review", "value": []}]))
+	"evolution: path_actions.human_review: a non-empty array of non-empty strings" in runtime_problems(edited([{"op": "replace", "path": "/evolution/path_actions/human_review", "value": []}]))
 }
 
 # A performance limit removed from data.json dropped its delta from the
@@ -902,7 +1155,7 @@ test_evolution_performance_limit_missing if {
 	f := main.decision with input as patch
 		with data.acgs.config as edited([{"op": "replace", "path": "/evolution/performance_limits", "value": {"memory_delta": 0.2}}])
 	evolution_config_error_is(f, "performance_limits.complexity_delta: a number above 0, performance_limits.latency_delta: a number above 0, performance_limits.resource_delta: a number above 0")
-	"evolution.performance_limits.latency_delta must be a number in [1e-06, 1e+15], is null" in problems(edited([{"op": "remove", "path": "/evolution/performance_limits/latency_delta"}]))
+	"evolution: performance_limits.latency_delta: a number above 0" in runtime_problems(edited([{"op": "remove", "path": "/evolution/performance_limits/latency_delta"}]))
 }
 
 # A key of performance_limits the spec does not name (unused_delta) was
@@ -910,7 +1163,7 @@ test_evolution_performance_limit_missing if {
 # latency limit (denied, fast_track 0.944) was auto-approved (0.9552)
 # (review). The performance is the mean over the four deltas the spec
 # names: an unknown key has no effect on the decision, whatever its value,
-# and the configuration check reports it.
+# and the runtime names no problem (the lint does: runtime_accepts).
 test_evolution_performance_limit_unknown_key if {
 	patch := evolution_change([
 		{"op": "replace", "path": "/evolution_request/type", "value": "patch"},
@@ -926,7 +1179,7 @@ test_evolution_performance_limit_unknown_key if {
 		e := main.decision with input as patch with data.acgs.config as cfg
 		e == d
 	}
-	"evolution.performance_limits.unused_delta is not a delta the spec names (complexity_delta, memory_delta, latency_delta, resource_delta): it is not scored" in problems(edited([{"op": "add", "path": "/evolution/performance_limits/unused_delta", "value": 1}]))
+	runtime_problems(edited([{"op": "add", "path": "/evolution/performance_limits/unused_delta", "value": 1}])) == set()
 }
 
 # default_base_risk removed: the base risk was undefined for every type,
@@ -992,8 +1245,8 @@ test_evolution_actions_empty_strings if {
 			{"op": "replace", "path": "/evolution/path_actions/human_review", "value": [""]},
 		])
 	g.required_actions == evolution_config_error_actions
-	"evolution.path_actions.fast_track must be an array of non-empty strings, is [\"\"]" in problems(edited([{"op": "replace", "path": "/evolution/path_actions/fast_track", "value": [""]}]))
-	"evolution.required_reviews.human_approval.action must be a non-empty string, is " in problems(edited([{"op": "replace", "path": "/evolution/required_reviews/human_approval/action", "value": ""}]))
+	"evolution: path_actions.fast_track: a non-empty array of non-empty strings" in runtime_problems(edited([{"op": "replace", "path": "/evolution/path_actions/fast_track", "value": [""]}]))
+	"evolution: required_reviews.human_approval.action: a non-empty string" in runtime_problems(edited([{"op": "replace", "path": "/evolution/required_reviews/human_approval/action", "value": ""}]))
 }
 
 # high_base_risk missing dropped the concern "High-risk evolution type"
@@ -1233,7 +1486,8 @@ test_data_access_retention_limit_missing if {
 	g := main.decision with input as no_policy
 		with data.acgs.config as edited([{"op": "remove", "path": "/data_access/retention_limits_seconds/financial_information"}])
 	g.access_score == 0.9
-	"data_access.retention_limits_seconds.financial_information must be a number in [0, 1e+15], is null" in problems(edited([{"op": "remove", "path": "/data_access/retention_limits_seconds/financial_information"}]))
+	data_access.configuration_problems == set() with input as no_policy
+		with data.acgs.config as edited([{"op": "remove", "path": "/data_access/retention_limits_seconds/financial_information"}])
 }
 
 # sensitive_categories with an entry that is not a string (a category
