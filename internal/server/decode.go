@@ -55,6 +55,9 @@ func (s *Server) readRaw(w http.ResponseWriter, r *http.Request) (*bytes.Buffer,
 	}
 	buf, err := readBody(r, s.cfg.Server.MaxRequestBytes, wait)
 	if err != nil {
+		if clientGone(err) {
+			markCanceled(w) // left while its YAML waited for a slot: not a refusal (httpCode)
+		}
 		writeError(w, err)
 		return nil, false
 	}

@@ -119,6 +119,20 @@ func TestYAMLOverloadShedsBeforeDecoding(t *testing.T) {
 		release()
 	}
 
+	// A YAML body whose client has gone is not parsed either, and is no
+	// refusal: the metrics count it 499, as a decision whose client left
+	// while it waited for an evaluation slot.
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	r := httptest.NewRequestWithContext(gone, http.MethodPost, routes[0], strings.NewReader(invalid))
+	r.Header.Set("Content-Type", ya)
+	s.ServeHTTP(httptest.NewRecorder(), r)
+	metrics := httptest.NewRecorder()
+	s.ServeHTTP(metrics, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if want := `acgs_http_requests_total{code="499",handler="acgs_decision"} 1`; !strings.Contains(metrics.Body.String(), want) {
+		t.Errorf("a YAML body whose client had gone: want %s in the metrics\n%s", want, metrics.Body)
+	}
+
 	// Slots free again: the same bodies are parsed, and refused or answered.
 	for _, path := range routes {
 		if w := send(path, invalid, ya); w.Code != http.StatusBadRequest {
