@@ -174,11 +174,12 @@ func TestWarmupAgainstServe(t *testing.T) {
 			before := servedRequests(t, base, 0)
 			stop := watchServed(base)
 			res, err := tc.run()
-			measureFrom := res.StartedAt.Add(time.Duration(res.WarmupSec * float64(time.Second)))
-			seenInWarmup := stop(measureFrom) - before // answered before the window: -1-before when never read
 			if err != nil {
+				stop(time.Time{})
 				t.Fatal(err)
 			}
+			measureFrom := res.StartedAt.Add(time.Duration(res.WarmupSec * float64(time.Second)))
+			seenInWarmup := stop(measureFrom) - before // answered before the window; negative when no scrape ended before it
 			if res.Total.Failures != 0 || res.Total.Shed != 0 || res.FirstError != "" {
 				t.Fatalf("%d failures, %d shed (%s): want every request answered", res.Total.Failures, res.Total.Shed, res.FirstError)
 			}
