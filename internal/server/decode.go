@@ -147,16 +147,16 @@ func yamlToJSON(buf *bytes.Buffer, limit int64) error {
 // both dialects, the v0 and v1 Data API, POST /, batch) the input is
 // decoded before admission control is asked for an evaluation slot, and
 // must be: the cache key is made of it, and a cache hit is never shed
-// (api.md), so a body cannot wait for admission before it is decoded. JSON, the fast
-// path, is decoded as it comes. A YAML body costs about ten times its JSON
-// to decode (BenchmarkYAMLBody): without a bound, a flood of YAML under
-// overload took the CPUs from the evaluations and cache hits it was then
-// shed behind. With it, a YAML body that finds no slot free within the
-// wait is shed before it is parsed (503 overloaded, Retry-After), whatever
-// its decision, cached or not; JSON bodies, and YAML-labelled bodies that
-// are JSON already, never wait for one. A second admission.Controller,
-// not the evaluations': a YAML request would hold an evaluation slot while
-// it parsed, and then, missing the cache, wait for a second one.
+// (api.md). JSON, the fast path, is decoded as it comes. A YAML body costs
+// about ten times its JSON to decode (BenchmarkYAMLBody): without a bound,
+// a flood of YAML under overload took the CPUs from the evaluations and
+// cache hits it was then shed behind. With it, a YAML body that finds no
+// slot free within the wait is shed before it is parsed (503 overloaded,
+// Retry-After), whatever its decision, cached or not; JSON bodies, and
+// YAML-labelled bodies that are JSON already, never wait for one. A second
+// admission.Controller, not the evaluations': a YAML request would hold an
+// evaluation slot while it parsed, and then, missing the cache, wait for a
+// second one.
 var yamlSlots = sync.OnceValue(func() *admission.Controller {
 	// MaxWait only backs up the request's own wait (convertYAML's).
 	return admission.New(admission.Config{MaxInFlight: max(1, runtime.GOMAXPROCS(0)/2), MaxWait: time.Minute})
