@@ -27,9 +27,11 @@ import (
 // refused as such. JSON bodies, and YAML-labelled bodies that are JSON,
 // are served meanwhile. Evaluations saturated (their own admission
 // controller, no slot free) shed new decisions but not a YAML body whose
-// decision is cached: the YAML bound is not the evaluations'. Not
-// parallel: yamlSlots is the process's.
+// decision is cached: the YAML bound is not the evaluations'. The slots
+// are the Server's: a second Server in the process parses YAML while the
+// first's are all held.
 func TestYAMLOverloadShedsBeforeDecoding(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	cfg := config.Default()
 	cfg.Admission.QueueTimeout = time.Millisecond // the wait for a YAML slot: a shed test need not wait long
@@ -45,11 +47,16 @@ func TestYAMLOverloadShedsBeforeDecoding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Deps{Config: cfg, Engine: e, Cache: c, Metrics: telemetry.NewMetrics(telemetry.BuildInfo{}), Window: telemetry.NewWindow(time.Minute)})
-	if err != nil {
-		t.Fatal(err)
+	newServer := func() *Server {
+		t.Helper()
+		s, err := New(Deps{Config: cfg, Engine: e, Cache: c, Metrics: telemetry.NewMetrics(telemetry.BuildInfo{}), Window: telemetry.NewWindow(time.Minute)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
 	}
-	send := func(path, body, ct string) *httptest.ResponseRecorder {
+	s, other := newServer(), newServer() // other: a second Server in the process
+	sendTo := func(s *Server, path, body, ct string) *httptest.ResponseRecorder {
 		t.Helper()
 		r := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
 		if ct != "" {
@@ -58,6 +65,21 @@ func TestYAMLOverloadShedsBeforeDecoding(t *testing.T) {
 		w := httptest.NewRecorder()
 		s.ServeHTTP(w, r)
 		return w
+	}
+	send := func(path, body, ct string) *httptest.ResponseRecorder {
+		t.Helper()
+		return sendTo(s, path, body, ct)
+	}
+	// wantMetrics fails unless s's exposition has each of the lines.
+	wantMetrics := func(when string, lines ...string) {
+		t.Helper()
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		for _, line := range lines {
+			if !strings.Contains(w.Body.String(), "\n"+line+"\n") {
+				t.Errorf("%s: want %s in the metrics", when, line)
+			}
+		}
 	}
 	const ya = "application/yaml"
 	read := func(name string) string {
@@ -68,7 +90,7 @@ func TestYAMLOverloadShedsBeforeDecoding(t *testing.T) {
 		}
 		return string(b)
 	}
-	safe, other := read("safe"), read("complex") // other: a decision not cached
+	safe, uncached := read("safe"), read("complex") // uncached: a decision not cached
 	safeYAML, err := yaml.JSONToYAML([]byte(safe))
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +107,7 @@ func TestYAMLOverloadShedsBeforeDecoding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w := send(routes[0], other, ""); w.Code != http.StatusServiceUnavailable {
+	if w := send(routes[0], uncached, ""); w.Code != http.StatusServiceUnavailable {
 		t.Fatalf("new decision with the evaluation slot held: %d %s, want 503", w.Code, w.Body)
 	}
 	if w := send(routes[0], string(safeYAML), ya); w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"cache_hit":true`) {
@@ -94,7 +116,7 @@ func TestYAMLOverloadShedsBeforeDecoding(t *testing.T) {
 	releaseEval()
 
 	// Every YAML slot held: YAML bodies are shed unparsed.
-	slots := yamlSlots()
+	slots := s.yaml.c
 	var held []func()
 	for range slots.Stats().MaxInFlight {
 		release, err := slots.Admit(ctx)
@@ -115,10 +137,13 @@ func TestYAMLOverloadShedsBeforeDecoding(t *testing.T) {
 	if w := send(routes[0], safe, ya); w.Code != http.StatusOK {
 		t.Errorf("YAML-labelled JSON body with every YAML slot held: %d %s", w.Code, w.Body)
 	}
-	for _, release := range held {
-		release()
+	// The second Server's slots are its own: it parses YAML meanwhile.
+	if w := sendTo(other, routes[0], invalid, ya); w.Code != http.StatusBadRequest {
+		t.Errorf("invalid YAML body to a second Server, the first's YAML slots held: %d %s, want 400 (parsed)", w.Code, w.Body)
 	}
-
+	if w := sendTo(other, routes[0], string(safeYAML), ya); w.Code != http.StatusOK {
+		t.Errorf("YAML body to a second Server, the first's YAML slots held: %d %s", w.Code, w.Body)
+	}
 	// A YAML body whose client has gone is not parsed either, and is no
 	// refusal: the metrics count it 499, as a decision whose client left
 	// while it waited for an evaluation slot.
@@ -127,10 +152,9 @@ func TestYAMLOverloadShedsBeforeDecoding(t *testing.T) {
 	r := httptest.NewRequestWithContext(gone, http.MethodPost, routes[0], strings.NewReader(invalid))
 	r.Header.Set("Content-Type", ya)
 	s.ServeHTTP(httptest.NewRecorder(), r)
-	metrics := httptest.NewRecorder()
-	s.ServeHTTP(metrics, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-	if want := `acgs_http_requests_total{code="499",handler="acgs_decision"} 1`; !strings.Contains(metrics.Body.String(), want) {
-		t.Errorf("a YAML body whose client had gone: want %s in the metrics\n%s", want, metrics.Body)
+	wantMetrics("a YAML body whose client had gone", `acgs_http_requests_total{code="499",handler="acgs_decision"} 1`)
+	for _, release := range held {
+		release()
 	}
 
 	// Slots free again: the same bodies are parsed, and refused or answered.
