@@ -20,6 +20,7 @@ import (
 	"github.com/acgs-lite/acgs/internal/admission"
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/config"
+	"github.com/acgs-lite/acgs/internal/telemetry"
 )
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -48,12 +49,18 @@ func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, allowEmpty boo
 
 // readRaw reads the request body within readBody's limits, writing the
 // error response itself: ok is false when it did. The caller returns the
-// buffer to bufPool.
+// buffer to bufPool. A YAML body shed unparsed is counted as a shed
+// decision (yaml_busy), or as a canceled one when its client left while
+// it waited for a slot: the request's decisions are not made either way.
 func (s *Server) readRaw(w http.ResponseWriter, r *http.Request) (*bytes.Buffer, bool) {
 	buf, err := readBody(r, s.cfg.Server.MaxRequestBytes, s.yaml)
 	if err != nil {
-		if clientGone(err) {
+		switch {
+		case clientGone(err):
 			markCanceled(w) // left while its YAML waited for a slot: not a refusal (httpCode)
+			s.d.Metrics.Canceled()
+		case overloaded(err):
+			s.d.Metrics.Shed(telemetry.ShedYAMLBusy)
 		}
 		writeError(w, err)
 		return nil, false
@@ -149,7 +156,8 @@ func yamlToJSON(buf *bytes.Buffer, limit int64) error {
 // of YAML under overload took the CPUs from the evaluations and cache hits
 // it was then shed behind. With it, a YAML body that finds no slot free
 // within the wait is shed before it is parsed (503 overloaded,
-// Retry-After), whatever its decision, cached or not; JSON bodies, and YAML-labelled bodies that are JSON already,
+// Retry-After, counted as shed yaml_busy), whatever its decision, cached
+// or not; JSON bodies, and YAML-labelled bodies that are JSON already,
 // never wait for one. A second admission.Controller, not the evaluations':
 // a YAML request would hold an evaluation slot while it parsed, and then,
 // missing the cache, wait for a second one. Each Server has its own, so

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -27,9 +28,11 @@ import (
 // refused as such. JSON bodies, and YAML-labelled bodies that are JSON,
 // are served meanwhile. Evaluations saturated (their own admission
 // controller, no slot free) shed new decisions but not a YAML body whose
-// decision is cached: the YAML bound is not the evaluations'. The slots
-// are the Server's: a second Server in the process parses YAML while the
-// first's are all held.
+// decision is cached: the YAML bound is not the evaluations'. Each shed
+// body is counted in acgs_decisions_shed_total{reason="yaml_busy"}, a
+// series there at zero from the start, and one whose client had gone in
+// acgs_decisions_canceled_total instead. The slots are the Server's: a
+// second Server in the process parses YAML while the first's are all held.
 func TestYAMLOverloadShedsBeforeDecoding(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -81,6 +84,11 @@ func TestYAMLOverloadShedsBeforeDecoding(t *testing.T) {
 			}
 		}
 	}
+	const (
+		yamlBusy = `acgs_decisions_shed_total{reason="yaml_busy"}`
+		canceled = `acgs_decisions_canceled_total`
+	)
+	wantMetrics("a new Server", yamlBusy+" 0", canceled+" 0")
 	const ya = "application/yaml"
 	read := func(name string) string {
 		t.Helper()
@@ -137,6 +145,7 @@ func TestYAMLOverloadShedsBeforeDecoding(t *testing.T) {
 	if w := send(routes[0], safe, ya); w.Code != http.StatusOK {
 		t.Errorf("YAML-labelled JSON body with every YAML slot held: %d %s", w.Code, w.Body)
 	}
+	wantMetrics("a YAML body shed on each route", fmt.Sprintf("%s %d", yamlBusy, len(routes)), canceled+" 0")
 	// The second Server's slots are its own: it parses YAML meanwhile.
 	if w := sendTo(other, routes[0], invalid, ya); w.Code != http.StatusBadRequest {
 		t.Errorf("invalid YAML body to a second Server, the first's YAML slots held: %d %s, want 400 (parsed)", w.Code, w.Body)
@@ -145,14 +154,15 @@ func TestYAMLOverloadShedsBeforeDecoding(t *testing.T) {
 		t.Errorf("YAML body to a second Server, the first's YAML slots held: %d %s", w.Code, w.Body)
 	}
 	// A YAML body whose client has gone is not parsed either, and is no
-	// refusal: the metrics count it 499, as a decision whose client left
-	// while it waited for an evaluation slot.
+	// refusal: the metrics count it 499 and canceled, not shed, as a
+	// decision whose client left while it waited for an evaluation slot.
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
 	r := httptest.NewRequestWithContext(gone, http.MethodPost, routes[0], strings.NewReader(invalid))
 	r.Header.Set("Content-Type", ya)
 	s.ServeHTTP(httptest.NewRecorder(), r)
-	wantMetrics("a YAML body whose client had gone", `acgs_http_requests_total{code="499",handler="acgs_decision"} 1`)
+	wantMetrics("a YAML body whose client had gone", `acgs_http_requests_total{code="499",handler="acgs_decision"} 1`,
+		fmt.Sprintf("%s %d", yamlBusy, len(routes)), canceled+" 1")
 	for _, release := range held {
 		release()
 	}
