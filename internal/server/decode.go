@@ -3,24 +3,18 @@ package server
 import (
 	"bytes"
 	"compress/gzip"
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"mime"
 	"net/http"
-	"runtime"
 	"strings"
 	"sync"
-	"time"
 	"unicode/utf8"
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/acgs-lite/acgs/internal/admission"
 	"github.com/acgs-lite/acgs/internal/apierror"
-	"github.com/acgs-lite/acgs/internal/config"
-	"github.com/acgs-lite/acgs/internal/telemetry"
 )
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -49,19 +43,10 @@ func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, allowEmpty boo
 
 // readRaw reads the request body within readBody's limits, writing the
 // error response itself: ok is false when it did. The caller returns the
-// buffer to bufPool. A YAML body shed unparsed is counted as a shed
-// decision (yaml_busy), or as a canceled one when its client left while
-// it waited for a slot: the request's decisions are not made either way.
+// buffer to bufPool.
 func (s *Server) readRaw(w http.ResponseWriter, r *http.Request) (*bytes.Buffer, bool) {
-	buf, err := readBody(r, s.cfg.Server.MaxRequestBytes, s.yaml)
+	buf, err := readBody(r, s.cfg.Server.MaxRequestBytes)
 	if err != nil {
-		switch {
-		case clientGone(err):
-			markCanceled(w) // left while its YAML waited for a slot: not a refusal (httpCode)
-			s.d.Metrics.Canceled()
-		case overloaded(err):
-			s.d.Metrics.Shed(telemetry.ShedYAMLBusy)
-		}
 		writeError(w, err)
 		return nil, false
 	}
@@ -79,9 +64,18 @@ func gzipSentBound(limit int64) int64 { return limit + limit/64 + 4096 }
 // body as sent is bounded too, a little more loosely (gzipSentBound), so
 // that a long stream of padding that decompresses to little is not read
 // past it. It refuses media types that are neither JSON nor YAML (a YAML
-// body is returned as its JSON: yamlToJSON, on one of slots). The caller
-// returns the buffer to bufPool.
-func readBody(r *http.Request, limit int64, slots *yamlSlots) (*bytes.Buffer, error) {
+// body is returned as its JSON: yamlToJSON). The caller returns the buffer
+// to bufPool.
+//
+// Every body, YAML too, is decoded before admission control is asked for
+// an evaluation slot, and is never shed for want of CPU to decode it: the
+// cache key is made of the decoded input, and a cache hit is never shed
+// (shared/spec/api.md), which cannot be known before decoding. YAML costs
+// about ten times its JSON (BenchmarkYAMLBody: 71 against 8.6 µs for the
+// safe request); it is bounded, like JSON, by MAX_REQUEST_BYTES. A bound
+// on YAML bodies parsed at once, shedding the rest unparsed, was tried
+// (9a7206c..43dbd97) and reverted: it shed cached decisions.
+func readBody(r *http.Request, limit int64) (*bytes.Buffer, error) {
 	isYAML, err := checkContentType(r.Header.Get("Content-Type"))
 	if err != nil {
 		return nil, err
@@ -125,7 +119,7 @@ func readBody(r *http.Request, limit int64, slots *yamlSlots) (*bytes.Buffer, er
 		return nil, apierror.New(apierror.InvalidParameter, "reading request body: %v", err)
 	}
 	if isYAML {
-		if err := convertYAML(r.Context(), buf, limit, slots); err != nil {
+		if err := yamlToJSON(buf, limit); err != nil {
 			bufPool.Put(buf)
 			return nil, err
 		}
@@ -140,53 +134,8 @@ func readBody(r *http.Request, limit int64, slots *yamlSlots) (*bytes.Buffer, er
 // YAML input too; the JSON is held to the body limit as well, since
 // aliases can make it larger than the YAML. A key given twice in one
 // mapping is refused (the strict conversion), as it is in JSON, where OPA
-// would keep the last. It takes no YAML slot (requests go through
-// convertYAML), so it can be called outside a request.
+// would keep the last.
 func yamlToJSON(buf *bytes.Buffer, limit int64) error {
-	return convertYAML(context.Background(), buf, limit, nil)
-}
-
-// yamlSlots bounds the YAML bodies a Server parses at once to half the
-// CPUs (at least one). On every route that reads a body (readRaw: both
-// dialects, the v0 and v1 Data API, POST /, batch) the input is decoded
-// before admission control is asked for an evaluation slot, and must be:
-// the cache key is made of it, and a cache hit is never shed (api.md).
-// JSON, the fast path, is decoded as it comes. A YAML body costs about ten
-// times its JSON to decode (BenchmarkYAMLBody): without a bound, a flood
-// of YAML under overload took the CPUs from the evaluations and cache hits
-// it was then shed behind. With it, a YAML body that finds no slot free
-// within the wait is shed before it is parsed (503 overloaded,
-// Retry-After, counted as shed yaml_busy), whatever its decision, cached
-// or not; JSON bodies, and YAML-labelled bodies that are JSON already,
-// never wait for one. A second admission.Controller, not the evaluations':
-// a YAML request would hold an evaluation slot while it parsed, and then,
-// missing the cache, wait for a second one. Each Server has its own, so
-// that two in one process (tests) neither share nor leak slots.
-type yamlSlots struct {
-	c    *admission.Controller
-	wait time.Duration
-}
-
-// newYAMLSlots sizes a Server's yamlSlots: a YAML body waits for a slot as
-// long as an evaluation would for its own (ADMISSION_QUEUE_TIMEOUT, else
-// EVAL_TIMEOUT).
-func newYAMLSlots(cfg config.Config) *yamlSlots {
-	wait := cfg.Admission.QueueTimeout
-	if wait == 0 {
-		wait = cfg.Policy.EvalTimeout
-	}
-	wait = max(wait, time.Millisecond) // 0 (a config not validated) would let nobody wait
-	return &yamlSlots{
-		c:    admission.New(admission.Config{MaxInFlight: max(1, runtime.GOMAXPROCS(0)/2), MaxWait: wait}),
-		wait: wait,
-	}
-}
-
-// convertYAML is yamlToJSON that parses YAML only on one of slots (nil: no
-// slot is taken, for callers outside a request), waiting for one at most
-// slots.wait and while ctx lasts. Only the parse takes a slot: a body that
-// is empty or JSON already, or not UTF-8, is answered without one.
-func convertYAML(ctx context.Context, buf *bytes.Buffer, limit int64, slots *yamlSlots) error {
 	b := buf.Bytes()
 	if bom := []byte("\xef\xbb\xbf"); bytes.HasPrefix(b, bom) { // as OPA strips it
 		b = b[len(bom):]
@@ -197,14 +146,6 @@ func convertYAML(ctx context.Context, buf *bytes.Buffer, limit int64, slots *yam
 	}
 	if !utf8.Valid(b) {
 		return apierror.New(apierror.InvalidParameter, "request body is not valid UTF-8")
-	}
-	if slots != nil {
-		release, err := slots.c.Admit(ctx)
-		if err != nil {
-			return apierror.Wrap(apierror.Overloaded, err,
-				"service overloaded: YAML body not read: all %d YAML decoding slots busy for %s; retry later, or send it as JSON", slots.c.Stats().MaxInFlight, slots.wait)
-		}
-		defer release()
 	}
 	out, err := yaml.YAMLToJSONStrict(b)
 	if err != nil {

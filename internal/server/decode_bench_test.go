@@ -109,8 +109,8 @@ func BenchmarkDuplicateKeyCheck(b *testing.B) {
 }
 
 // BenchmarkYAMLBody compares a request's body decoded from JSON with the
-// same body sent as YAML (converted to JSON, then decoded): the cost that
-// yamlSlots bounds.
+// same body sent as YAML (converted to JSON, then decoded): what a YAML
+// body costs before admission (readBody's comment).
 func BenchmarkYAMLBody(b *testing.B) {
 	for _, name := range []string{"safe", "complex"} {
 		body, err := os.ReadFile(filepath.Join("..", "..", "testdata", "requests", name+".json"))

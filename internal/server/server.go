@@ -62,7 +62,6 @@ type Server struct {
 	prefixed  []prefixRoute
 	hashHdr   []string            // X-Constitutional-Hash's value, shared by every response (never mutated)
 	adminSums [][sha256.Size]byte // digests of the configured admin tokens
-	yaml      *yamlSlots          // bounds the YAML bodies parsed at once
 }
 
 // New builds a server from its dependencies.
@@ -89,7 +88,6 @@ func New(d Deps) (*Server, error) {
 			P50MS: d.Config.Perf.TargetP50MS, P95MS: d.Config.Perf.TargetP95MS,
 			P99MS: d.Config.Perf.TargetP99MS, CacheHitRate: d.Config.Perf.CacheHitRateTarget,
 		},
-		yaml: newYAMLSlots(d.Config),
 	}
 	warm, err := loadWarmup(d.Config.Policy.CacheWarmFile)
 	if err != nil {

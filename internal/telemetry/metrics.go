@@ -31,12 +31,8 @@ var (
 	reloadResults   = []string{"success", "failure", "download_failure"}
 	evalFailures    = []string{"timeout", "error"}
 	// ShedReasons are the reason label values of acgs_decisions_shed_total.
-	ShedReasons = []string{"queue_full", "queue_timeout", "deadline", ShedYAMLBusy}
+	ShedReasons = []string{"queue_full", "queue_timeout", "deadline"}
 )
-
-// ShedYAMLBusy is the shed reason of a YAML request body refused unparsed:
-// no YAML decoding slot was free in time (internal/server's yamlSlots).
-const ShedYAMLBusy = "yaml_busy"
 
 // maxPathLabels bounds the number of distinct values of the "path" label of
 // acgs_decisions_total. The OPA dialect lets a client ask for any data path,
@@ -189,14 +185,12 @@ func NewMetrics(info BuildInfo) *Metrics {
 	m.shed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "acgs_decisions_shed_total",
 		Help: "Decisions not made because no evaluation slot was free in time (admission control), answered 503 overloaded with Retry-After; " +
-			"batch items count one by one. Reason: queue_full, queue_timeout, deadline (the request's deadline passed while it waited); " +
-			"yaml_busy: a YAML request body not parsed because no YAML decoding slot was free in time, one per request, batch or not. " +
+			"batch items count one by one. Reason: queue_full, queue_timeout, deadline (the request's deadline passed while it waited). " +
 			"A request whose client went away while it waited is not shed: see acgs_decisions_canceled_total.",
 	}, []string{"reason"})
 	m.canceled = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "acgs_decisions_canceled_total",
-		Help: "Decisions not made because the request was cancelled (its client went away) while it waited for an evaluation slot, a shared evaluation " +
-			"or a YAML decoding slot (one per request, batch or not); " +
+		Help: "Decisions not made because the request was cancelled (its client went away) while it waited for an evaluation slot or a shared evaluation; " +
 			"batch items count one by one. Not shed: the service refused nothing.",
 	})
 
