@@ -183,10 +183,10 @@ func writeError(w http.ResponseWriter, err error) {
 // Config.AnonymousAgent, or the request is refused (401).
 //
 // A POST is answered with one application/json body rather than an SSE
-// stream (both are the protocol's; clients accept either): the gateway
-// sends nothing else while a call runs, and one write instead of an event
-// stream and its flushes raised its calls/s by about a fifth
-// (docs/performance.md).
+// stream (both are the protocol's; clients accept either): one write
+// instead of an event stream and its flushes raised its calls/s by about a
+// fifth (docs/performance.md). Only a call with progress to send before
+// its answer has its POST turned into an event stream (postStream).
 func (g *Gateway) HTTPHandler() http.Handler {
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.server }, &mcp.StreamableHTTPOptions{
 		Logger:         g.log,

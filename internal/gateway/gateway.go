@@ -101,13 +101,11 @@ type Gateway struct {
 	stdioSession string
 	// progress routes the upstreams' progress notifications to the
 	// agents: the progress token forward sends an upstream (the
-	// gateway's own, unique across agents) → progressRoute.
+	// gateway's own, unique across agents) → *callProgress.
 	progress sync.Map
-	// progressQueues holds the progress notifications waiting for each
-	// agent session (progress.go); a session has an entry while its
-	// sending goroutine runs.
-	progressMu     sync.Mutex
-	progressQueues map[*mcp.ServerSession][]queuedProgress
+	// posts holds the HTTP agents' POSTs being served, for their calls'
+	// progress (progress.go).
+	posts postStreams
 	// sessions counts the HTTP agents' sessions (sessions.go)
 	sessions sessionTally
 	// relists are the resource lists reads of unknown URIs ask for
@@ -179,8 +177,6 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 		stdioSession: "stdio-" + rand.Text(),
 		writeTimeout: agentWriteTimeout,
 		idleTimeout:  SessionIdleTimeout,
-
-		progressQueues: map[*mcp.ServerSession][]queuedProgress{},
 	}
 	g.stopping, g.refuseAll = context.WithCancel(context.Background())
 	g.lifetime, g.abandon = context.WithCancelCause(context.Background())
@@ -512,7 +508,7 @@ func (g *Gateway) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.
 		g.d.Metrics.ObserveDecision(DecisionPath, o, src, took)
 	}
 
-	c := &relay{u: u, p: p, session: req.Session, tool: tool, id: id, upLabel: upLabel, toolLabel: toolLabel, start: start, outcome: v.outcome}
+	c := &relay{u: u, p: p, session: req.Session, extra: req.Extra, tool: tool, id: id, upLabel: upLabel, toolLabel: toolLabel, start: start, outcome: v.outcome}
 	switch {
 	case v.outcome == OutcomeAllow:
 		return g.forward(ctx, c)
@@ -622,6 +618,7 @@ type relay struct {
 	u                  *upstream
 	p                  *mcp.CallToolParamsRaw
 	session            *mcp.ServerSession // the agent's: its progress notifications
+	extra              *mcp.RequestExtra  // the agent's request's (its HTTP POST: progress.go)
 	tool, id           string
 	upLabel, toolLabel string
 	start              time.Time
@@ -667,10 +664,8 @@ func (g *Gateway) forward(ctx context.Context, c *relay) (*mcp.CallToolResult, e
 	if c.u == nil {
 		return nil, unknownUpstream(c.p.Name)
 	}
-	meta := g.progressMeta(c)
-	if meta != nil {
-		defer g.progress.Delete(meta[progressTokenKey])
-	}
+	meta, endProgress := g.progressMeta(ctx, c)
+	defer endProgress() // before the answer: no progress follows it
 	upStart := time.Now()
 	res, err := c.u.Call(ctx, c.tool, c.p.Arguments, meta)
 	upTook := time.Since(upStart)
@@ -733,35 +728,32 @@ func withoutGatewayMeta(m mcp.Meta) (mcp.Meta, bool) {
 // progressTokenKey is the _meta key of a request's progress token.
 const progressTokenKey = "progressToken"
 
-// progressRoute is where an upstream's progress notification goes: the
-// agent's session, under the agent's own token.
-type progressRoute struct {
-	session *mcp.ServerSession
-	token   any
-}
-
 // progressMeta is the _meta of the call to the upstream: when the agent
 // asked for progress (its _meta has a progressToken), a token of the
 // gateway's own, routed back to the agent's (relayProgress); the upstream
 // session is shared by every agent, whose tokens are unique only in their
 // own session. Nothing else of the agent's _meta is forwarded. The caller
-// deletes the route when the call ends.
-func (g *Gateway) progressMeta(c *relay) mcp.Meta {
+// calls end when the call ends, before its answer: the route is gone, what
+// is queued dropped, and no notification is being sent (callProgress.end).
+func (g *Gateway) progressMeta(ctx context.Context, c *relay) (meta mcp.Meta, end func()) {
 	tok := c.p.GetProgressToken()
 	if tok == nil || c.session == nil {
-		return nil
+		return nil, func() {}
 	}
 	upTok := "acgs-" + rand.Text()
-	g.progress.Store(upTok, progressRoute{session: c.session, token: tok})
-	return mcp.Meta{progressTokenKey: upTok}
+	cp := newCallProgress(tok, g.progressSink(ctx, c.session, c.extra), g.m.progressDropped.Inc)
+	g.progress.Store(upTok, cp)
+	return mcp.Meta{progressTokenKey: upTok}, func() {
+		g.progress.Delete(upTok)
+		cp.end()
+	}
 }
 
 // relayProgress passes an upstream's notifications/progress on to the
-// agent whose call it is about, with the agent's token, through the agent
-// session's queue (queueProgress: it does not wait for the agent); one for
-// a call that has ended, or with a token the gateway did not make, is
-// dropped. It is the ProgressNotificationHandler of the upstreams'
-// clients.
+// agent whose call it is about, with the agent's token, through the call's
+// queue (callProgress: it does not wait for the agent); one for a call
+// that has ended, or with a token the gateway did not make, is dropped. It
+// is the ProgressNotificationHandler of the upstreams' clients.
 func (g *Gateway) relayProgress(_ context.Context, req *mcp.ProgressNotificationClientRequest) {
 	if req == nil || req.Params == nil {
 		return
@@ -774,10 +766,10 @@ func (g *Gateway) relayProgress(_ context.Context, req *mcp.ProgressNotification
 	if !ok {
 		return
 	}
-	r := v.(progressRoute)
+	cp := v.(*callProgress)
 	p := *req.Params
-	p.ProgressToken = r.token
-	g.queueProgress(r.session, tok, &p)
+	p.ProgressToken = cp.token
+	cp.add(&p)
 }
 
 // hold waits for an approver, the timeout, the agent giving up or the

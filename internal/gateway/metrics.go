@@ -22,7 +22,8 @@ type metrics struct {
 	up          *prometheus.GaugeVec     // upstream
 	counterErrs prometheus.Counter
 	// progressDropped counts upstreams' progress notifications dropped
-	// because their agent session's queue was full (progress.go)
+	// because their call's queue was full or the call had been answered
+	// (progress.go)
 	progressDropped prometheus.Counter
 }
 
@@ -81,7 +82,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		progressDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "acgs_gateway_progress_dropped_total",
-			Help: "Upstreams' progress notifications dropped because the agent session they were for already had 64 waiting (an agent that does not read its event stream).",
+			Help: "Upstreams' progress notifications dropped: their call already had 64 waiting (an agent that does not read its call's stream), or the call had been answered.",
 		}),
 	}
 	if reg != nil {

@@ -1,108 +1,283 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
-	"slices"
-	"time"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
-// Progress notifications pass from an upstream to an agent through a queue
-// of the agent session's own. relayProgress runs within the upstream
-// client's notification handler, which handles that upstream's
-// notifications one after the other for every agent: waiting there for
-// one agent's event stream (an agent that does not read it, whose TCP
-// buffers are full) held every other agent's progress from the same
-// upstream behind it.
-const (
-	// progressQueueLen bounds the notifications waiting for one agent
-	// session; beyond it the oldest are dropped
-	// (acgs_gateway_progress_dropped_total): progress is advisory, and a
-	// later notification says more.
-	progressQueueLen = 64
-	// progressSendTimeout is the context of sending one notification. The
-	// SDK's write to an agent's event stream does not heed it: what bounds
-	// a write to an agent that does not read its stream is the agent
-	// write timeout (agentWriteTimeout, admin.go), which ends the stream;
-	// other sessions are not held meanwhile.
-	progressSendTimeout = 10 * time.Second
-)
+// Progress notifications pass from an upstream to an agent on the agent's
+// call's own stream, before the call's answer, and never after it (MCP:
+// progress stops once the request has completed). relayProgress runs
+// within the upstream client's notification handler, which handles that
+// upstream's notifications one after the other for every agent: it only
+// queues a notification for its call (callProgress), whose own goroutine
+// sends it, so an agent that does not read holds no other agent's
+// progress. The call's end, before its answer, drops what is still
+// queued and waits for a send in progress: the answer follows every
+// notification written for the call. A stdio agent's notifications go on
+// its one stream (ServerSession.NotifyProgress); an HTTP agent's on the
+// POST that carries the call (postStream): the SDK answers a POST with one
+// JSON body (admin.go) and would send a notification on the standalone
+// GET stream, whose order with the POST's answer no one can tell (a
+// notification written there before the answer could be read after it,
+// and one being written when the answer was ready came after it; 4492d07,
+// reverted, made the answer wait for that write, up to the write timeout
+// of an agent not reading its GET stream).
 
-// queuedProgress is a notification waiting for its agent: the route's
-// token (the call's, to drop it once the call has ended) and the
-// parameters under the agent's token.
-type queuedProgress struct {
-	upTok  string
-	params *mcp.ProgressNotificationParams
+// progressQueueLen bounds the notifications waiting for one call; beyond it
+// the oldest is dropped (acgs_gateway_progress_dropped_total): progress is
+// cumulative, so the latest says most.
+const progressQueueLen = 64
+
+// callProgress is a forwarded call's progress on its way to the agent.
+type callProgress struct {
+	token any // the agent's progress token
+	// send writes one notification to the call's stream.
+	send func(*mcp.ProgressNotificationParams) error
+	// dropped counts the notifications dropped (Gateway.m.progressDropped).
+	dropped func()
+
+	mu     sync.Mutex
+	queue  []*mcp.ProgressNotificationParams
+	ended  bool
+	wake   chan struct{} // (1) a notification was queued, or the call ended
+	sender chan struct{} // closed when the sending goroutine has returned
 }
 
-// queueProgress queues p for session ss, starting the goroutine that
-// sends the session's queue when it is not running; a full queue drops a
-// notification another of its call's supersedes (supersededProgress).
-func (g *Gateway) queueProgress(ss *mcp.ServerSession, upTok string, p *mcp.ProgressNotificationParams) {
-	g.progressMu.Lock()
-	defer g.progressMu.Unlock()
-	q, running := g.progressQueues[ss]
-	if len(q) >= progressQueueLen {
-		g.m.progressDropped.Inc()
-		i := supersededProgress(q, upTok)
-		q = slices.Delete(q, i, i+1)
+func newCallProgress(token any, send func(*mcp.ProgressNotificationParams) error, dropped func()) *callProgress {
+	cp := &callProgress{token: token, send: send, dropped: dropped, wake: make(chan struct{}, 1), sender: make(chan struct{})}
+	go cp.run()
+	return cp
+}
+
+// add queues p (under the agent's token), dropping the oldest waiting when
+// the queue is full; nothing is queued once the call has ended.
+func (cp *callProgress) add(p *mcp.ProgressNotificationParams) {
+	cp.mu.Lock()
+	if cp.ended {
+		cp.mu.Unlock()
+		cp.dropped()
+		return
 	}
-	g.progressQueues[ss] = append(q, queuedProgress{upTok: upTok, params: p})
-	if !running {
-		go g.sendProgress(ss)
+	if len(cp.queue) >= progressQueueLen {
+		cp.queue[0] = nil
+		cp.queue = cp.queue[1:]
+		cp.dropped()
+	}
+	cp.queue = append(cp.queue, p)
+	cp.mu.Unlock()
+	cp.signal()
+}
+
+func (cp *callProgress) signal() {
+	select {
+	case cp.wake <- struct{}{}:
+	default:
 	}
 }
 
-// supersededProgress is the index of the notification a full queue drops
-// for one of call upTok: progress is cumulative, so the oldest one whose
-// call has a newer one waiting (or arriving, upTok's) says least; only
-// when every call waiting has one notification does the oldest go. (It
-// dropped the oldest of upTok's call, or the oldest: a call with one
-// notification waiting lost its latest progress while another call kept
-// 62 outdated ones; review.)
-func supersededProgress(q []queuedProgress, upTok string) int {
-	waiting := make(map[string]int, len(q))
-	for _, qp := range q {
-		waiting[qp.upTok]++
-	}
-	for i, qp := range q {
-		if qp.upTok == upTok || waiting[qp.upTok] > 1 {
-			return i
-		}
-	}
-	return 0
-}
-
-// sendProgress sends session ss's queued notifications in order, and
-// ends (forgetting the queue) once it is empty. A notification of a call
-// that has ended meanwhile is dropped: the agent has its answer. One
-// checked just before its call ends can still be written after the
-// answer (the check and the send are not one step); holding the call's
-// end for the send made an answer wait up to the write timeout behind an
-// agent's unread event stream (4492d07, reverted). Sending progress on the
-// call's own POST stream would close that window.
-func (g *Gateway) sendProgress(ss *mcp.ServerSession) {
+// run sends the queued notifications in order until the call ends.
+func (cp *callProgress) run() {
+	defer close(cp.sender)
 	for {
-		g.progressMu.Lock()
-		q := g.progressQueues[ss]
-		if len(q) == 0 {
-			delete(g.progressQueues, ss)
-			g.progressMu.Unlock()
+		cp.mu.Lock()
+		if cp.ended {
+			cp.mu.Unlock()
 			return
 		}
-		next := q[0]
-		q[0] = queuedProgress{}
-		g.progressQueues[ss] = q[1:]
-		g.progressMu.Unlock()
-		if _, live := g.progress.Load(next.upTok); !live {
+		if len(cp.queue) == 0 {
+			cp.mu.Unlock()
+			<-cp.wake
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), progressSendTimeout)
-		if err := ss.NotifyProgress(ctx, next.params); err != nil {
-			g.log.Debug("gateway: a progress notification did not reach the agent", "error", err)
-		}
-		cancel()
+		p := cp.queue[0]
+		cp.queue[0] = nil
+		cp.queue = cp.queue[1:]
+		cp.mu.Unlock()
+		_ = cp.send(p) // a stream that is gone, or the call answered: nothing more to do
 	}
+}
+
+// end ends the call's progress before its answer is sent: what is still
+// queued is dropped, and end returns once no notification is being sent
+// (a send in progress writes to the agent's own call stream, which the
+// answer waits for anyway).
+func (cp *callProgress) end() {
+	cp.mu.Lock()
+	cp.ended = true
+	for range cp.queue {
+		cp.dropped()
+	}
+	cp.queue = nil
+	cp.mu.Unlock()
+	cp.signal()
+	<-cp.sender
+}
+
+// postStreamHeader carries, from limitSessions to the tool handler (the
+// SDK hands it the POST's header: RequestExtra.Header), the key of the
+// POST's postStream in Gateway.posts. Whatever an agent sends under
+// it is replaced.
+const postStreamHeader = "Acgs-Post-Stream"
+
+// errAnswered: the POST's answer has begun, or the POST is over.
+var errAnswered = errors.New("the call's POST has been answered")
+
+// postStream is the response writer of an HTTP agent's POST that the SDK
+// answers. When a call of the POST has progress to send before its answer,
+// the response becomes an event stream (the protocol's other answer to a
+// POST, which clients must accept): each notification an event, then the
+// SDK's answer, held until its handler returns, the last. Otherwise the
+// SDK's JSON answer passes as it is.
+type postStream struct {
+	w        http.ResponseWriter
+	mu       sync.Mutex
+	sse      bool         // the event stream has begun
+	answered bool         // the SDK's answer has begun on w, or the POST is over
+	held     bytes.Buffer // the SDK's answer, once sse
+}
+
+func (p *postStream) Header() http.Header { return p.w.Header() }
+
+func (p *postStream) WriteHeader(code int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sse {
+		return
+	}
+	p.answered = true
+	p.w.WriteHeader(code)
+}
+
+func (p *postStream) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sse {
+		return p.held.Write(b)
+	}
+	p.answered = true
+	return p.w.Write(b)
+}
+
+// Flush flushes what has been written to w (held answers are not).
+func (p *postStream) Flush() { _ = http.NewResponseController(p.w).Flush() }
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (p *postStream) Unwrap() http.ResponseWriter { return p.w }
+
+// notify writes msg as an event, beginning the event stream; refused once
+// the SDK's answer has begun.
+func (p *postStream) notify(msg []byte) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.answered {
+		return errAnswered
+	}
+	if !p.sse {
+		h := p.w.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache, no-transform")
+		h.Del("Content-Length")
+		p.w.WriteHeader(http.StatusOK)
+		p.sse = true
+	}
+	return p.event(msg)
+}
+
+// event writes one message event and flushes it.
+func (p *postStream) event(msg []byte) error {
+	var b bytes.Buffer
+	b.WriteString("event: message\n")
+	for line := range bytes.Lines(msg) {
+		b.WriteString("data: ")
+		b.Write(bytes.TrimRight(line, "\r\n"))
+		b.WriteByte('\n')
+	}
+	b.WriteByte('\n')
+	if _, err := p.w.Write(b.Bytes()); err != nil {
+		return err
+	}
+	return http.NewResponseController(p.w).Flush()
+}
+
+// finish ends the POST once the SDK's handler has returned: an event
+// stream gets the SDK's answer (each message of a batch its own event),
+// whatever status the SDK gave it (the stream's is 200). What is not JSON
+// (a plain-text error: the session closing) has no place in the stream
+// and is dropped.
+func (p *postStream) finish() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.answered = true
+	body := bytes.TrimSpace(p.held.Bytes())
+	if !p.sse || !json.Valid(body) {
+		return
+	}
+	msgs := []json.RawMessage{body}
+	if body[0] == '[' {
+		if err := json.Unmarshal(body, &msgs); err != nil {
+			msgs = []json.RawMessage{body}
+		}
+	}
+	for _, m := range msgs {
+		if len(m) > 0 {
+			if p.event(m) != nil {
+				return
+			}
+		}
+	}
+}
+
+// servePOST serves an HTTP agent's POST on a session through a postStream
+// that its calls' progress can reach (callProgressOf).
+func (g *Gateway) servePOST(h http.Handler, w http.ResponseWriter, r *http.Request) {
+	key := strconv.FormatUint(g.posts.seq.Add(1), 10)
+	p := &postStream{w: w}
+	g.posts.Store(key, p)
+	defer g.posts.Delete(key)
+	r.Header.Set(postStreamHeader, key)
+	h.ServeHTTP(p, r)
+	p.finish()
+}
+
+// progressSink is how a call's progress reaches its agent: the POST
+// carrying an HTTP agent's call, or the session of the stdio agent.
+func (g *Gateway) progressSink(ctx context.Context, ss *mcp.ServerSession, extra *mcp.RequestExtra) func(*mcp.ProgressNotificationParams) error {
+	if extra != nil && extra.Header != nil {
+		if key := extra.Header.Get(postStreamHeader); key != "" {
+			v, ok := g.posts.Load(key)
+			if !ok {
+				return func(*mcp.ProgressNotificationParams) error { return errAnswered }
+			}
+			ps := v.(*postStream)
+			return func(params *mcp.ProgressNotificationParams) error {
+				msg, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
+				if err != nil {
+					return err
+				}
+				return ps.notify(msg)
+			}
+		}
+	}
+	if g.cfg.Listen != "" && ss.ID() != "" {
+		// an HTTP session's call that did not come through servePOST:
+		// its notifications would go on the standalone stream
+		return func(*mcp.ProgressNotificationParams) error { return errAnswered }
+	}
+	return func(params *mcp.ProgressNotificationParams) error { return ss.NotifyProgress(ctx, params) }
+}
+
+// postStreams holds the postStream of each HTTP POST being served, by its
+// key (postStreamHeader).
+type postStreams struct {
+	sync.Map
+	seq atomic.Uint64
 }

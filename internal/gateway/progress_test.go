@@ -1,7 +1,10 @@
 package gateway_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -10,6 +13,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/acgs-lite/acgs/internal/gateway"
 )
 
 // progressUpstream is an upstream whose tool "work" records the progress
@@ -120,23 +125,159 @@ func TestProgressTokenReachesTheUpstreamAndComesBack(t *testing.T) {
 	}
 }
 
-// TestProgressOfOneAgentDoesNotStallAnother: an agent that opens its event
-// stream (the GET) and never reads it, while an upstream it shares with
-// others floods its call with progress. The gateway passed each
-// notification on from within the upstream client's notification handler,
-// waiting for the agent's stream: once its buffers were full, every later
-// notification of that upstream, for every agent, waited behind it. Each
-// agent session now has its own bounded queue (what overflows it is
-// dropped, and counted): another agent's progress arrives at once.
+// rawAgent is an HTTP agent session in raw HTTP.
+type rawAgent struct {
+	t   *testing.T
+	e   *env
+	hc  *http.Client
+	tok string
+	sid string
+}
+
+// openRaw initializes a session for token.
+func openRaw(t *testing.T, e *env, token string) *rawAgent {
+	a := &rawAgent{t: t, e: e, hc: &http.Client{}, tok: token}
+	r := a.post(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`)
+	a.sid = r.Header.Get("Mcp-Session-Id")
+	_, _ = io.Copy(io.Discard, r.Body)
+	r.Body.Close()
+	a.post(`{"jsonrpc":"2.0","method":"notifications/initialized"}`).Body.Close()
+	return a
+}
+
+// post sends body and returns the answer once its header has come.
+func (a *rawAgent) post(body string) *http.Response {
+	a.t.Helper()
+	req, _ := http.NewRequestWithContext(testCtx(a.t), http.MethodPost, a.e.agentURL, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+a.tok)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+	if a.sid != "" {
+		req.Header.Set("Mcp-Session-Id", a.sid)
+	}
+	resp, err := a.hc.Do(req)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return resp
+}
+
+// sseMessages sends the messages of an event stream's events, in order,
+// and closes the channel at its end.
+func sseMessages(body io.Reader) <-chan map[string]any {
+	out := make(chan map[string]any, 16)
+	go func() {
+		defer close(out)
+		sc := bufio.NewScanner(body)
+		sc.Buffer(nil, 1<<20)
+		var data strings.Builder
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case strings.HasPrefix(line, "data:"):
+				data.WriteString(strings.TrimPrefix(strings.TrimPrefix(line, "data:"), " "))
+			case line == "" && data.Len() > 0:
+				var m map[string]any
+				_ = json.Unmarshal([]byte(data.String()), &m)
+				out <- m
+				data.Reset()
+			}
+		}
+	}()
+	return out
+}
+
+// TestProgressComesBeforeTheAnswer: an upstream's progress for a call
+// went to the agent's standalone event stream (the GET), through a queue
+// drained apart from the call, so that a notification could reach the
+// agent after the call's answer (MCP: progress stops once the request has
+// completed), and an agent without that stream got none. It now goes on
+// the call's own POST, answered as an event stream: the upstream's first
+// notification comes (the upstream waits for the agent to have it), then
+// its second (sent just before its result: on the stream before the
+// answer, or dropped if still queued when the answer came), then the
+// answer, and the stream ends.
+func TestProgressComesBeforeTheAnswer(t *testing.T) {
+	seen := make(chan struct{})
+	s := mcp.NewServer(&mcp.Implementation{Name: "progress", Version: "1"}, nil)
+	mcp.AddTool(s, &mcp.Tool{Name: "steps"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		tok := req.Params.GetProgressToken()
+		if err := req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: tok, Progress: 1, Total: 2}); err != nil {
+			return nil, nil, err
+		}
+		select {
+		case <-seen:
+		case <-time.After(20 * time.Second): // the agent never got it: the test fails
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+		if err := req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: tok, Progress: 2, Total: 2}); err != nil {
+			return nil, nil, err
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
+	})
+	e := startEnv(t, envOptions{upstreams: "  - name: p\n    url: " + serveServer(t, s) + "\n", extraYAML: "call_timeout: 50s\n"})
+	a := openRaw(t, e, "token-1")
+	r := a.post(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"p__steps","arguments":{},"_meta":{"progressToken":"a1"}}}`)
+	defer r.Body.Close()
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+		b, _ := io.ReadAll(r.Body)
+		t.Fatalf("the call asking for progress was answered %s, not an event stream: %.300s", ct, b)
+	}
+	var got []string
+	answered := false
+	for m := range sseMessages(r.Body) {
+		switch {
+		case answered:
+			t.Errorf("a message after the call's answer: %v", m)
+		case m["method"] == "notifications/progress":
+			p, _ := m["params"].(map[string]any)
+			if p["progressToken"] != "a1" {
+				t.Errorf("progress under %v, want the agent's token a1", p["progressToken"])
+			}
+			got = append(got, fmt.Sprint(p["progress"]))
+			if len(got) == 1 {
+				close(seen)
+			}
+		case m["id"] == float64(2):
+			answered = true
+			if !strings.Contains(fmt.Sprint(m["result"]), "done") {
+				t.Errorf("the call's answer: %v", m)
+			}
+		default:
+			t.Errorf("an unexpected message: %v", m)
+		}
+	}
+	if !answered {
+		t.Fatalf("the stream ended without the call's answer (progress %v)", got)
+	}
+	if len(got) == 0 || got[0] != "1" || len(got) > 2 || (len(got) == 2 && got[1] != "2") {
+		t.Errorf("progress before the answer: %v, want 1, then 2 unless it was dropped", got)
+	}
+}
+
+// TestProgressOfOneAgentDoesNotStallAnother: an agent that does not read
+// its call's stream while an upstream it shares with others floods the
+// call with progress. The gateway passed each notification on from within
+// the upstream client's notification handler, waiting for the agent's
+// stream: once its buffers were full, every later notification of that
+// upstream, for every agent, waited behind it. Each call now has its own
+// bounded queue (what overflows it is dropped, and counted): another
+// agent's progress arrives while the first still does not read (the write
+// timeout, which would end the unread stream, is longer than the test),
+// and the first reads only once the upstream has sent all its progress.
 func TestProgressOfOneAgentDoesNotStallAnother(t *testing.T) {
 	s := mcp.NewServer(&mcp.Implementation{Name: "progress", Version: "1"}, nil)
 	big := strings.Repeat("x", 100<<10)
+	flooded := make(chan struct{}) // the upstream has sent its 40 MB of progress
 	mcp.AddTool(s, &mcp.Tool{Name: "flood"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
 		for i := range 400 {
 			if err := req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: req.Params.GetProgressToken(), Progress: float64(i), Message: big}); err != nil {
 				return nil, nil, err
 			}
 		}
+		close(flooded)
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "flooded"}}}, nil, nil
 	})
 	finish := make(chan struct{})
@@ -151,52 +292,16 @@ func TestProgressOfOneAgentDoesNotStallAnother(t *testing.T) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
 	})
 	url := serveServer(t, s)
-	// the flood takes a while under the race detector
-	e := startEnv(t, envOptions{upstreams: "  - name: p\n    url: " + url + "\n", extraYAML: "call_timeout: 50s\n"})
+	e := startEnv(t, envOptions{upstreams: "  - name: p\n    url: " + url + "\n", extraYAML: "call_timeout: 5m\n",
+		gateway: func(g *gateway.Gateway) { g.SetAgentWriteTimeout(10 * time.Minute) }})
 
-	// Agent 1, in raw HTTP: it opens its event stream and never reads it.
-	hc := &http.Client{Timeout: 55 * time.Second}
-	send := func(method, sid, body string) *http.Response {
-		t.Helper()
-		req, _ := http.NewRequestWithContext(testCtx(t), method, e.agentURL, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer token-1")
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
-		if sid != "" {
-			req.Header.Set("Mcp-Session-Id", sid)
-		}
-		resp, err := hc.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp
-	}
-	r := send(http.MethodPost, "", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`)
-	sid := r.Header.Get("Mcp-Session-Id")
-	_, _ = io.Copy(io.Discard, r.Body)
-	r.Body.Close()
-	send(http.MethodPost, sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`).Body.Close()
-	stream, err := (&http.Client{}).Do(func() *http.Request {
-		req, _ := http.NewRequestWithContext(testCtx(t), http.MethodGet, e.agentURL, nil)
-		req.Header.Set("Authorization", "Bearer token-1")
-		req.Header.Set("Accept", "text/event-stream")
-		req.Header.Set("Mcp-Session-Id", sid)
-		req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
-		return req
-	}())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stream.Body.Close() // never read
-	r = send(http.MethodPost, sid, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"p__flood","arguments":{},"_meta":{"progressToken":"a1"}}}`)
-	b, _ := io.ReadAll(r.Body)
-	r.Body.Close()
-	if !strings.Contains(string(b), "flooded") {
-		t.Fatalf("agent 1's call: %.200s", b)
-	}
+	// Agent 1, in raw HTTP: its call's stream begins (its header comes
+	// with the first notification) and is not read.
+	a1 := openRaw(t, e, "token-1")
+	r := a1.post(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"p__flood","arguments":{},"_meta":{"progressToken":"a1"}}}`)
+	defer r.Body.Close()
 
-	// Agent 2 reads its stream, and gets its progress at once.
+	// Agent 2 reads its stream, and gets its progress.
 	arrived := make(chan struct{}, 4)
 	c := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, &mcp.ClientOptions{
 		ProgressNotificationHandler: func(context.Context, *mcp.ProgressNotificationClientRequest) { arrived <- struct{}{} },
@@ -213,12 +318,23 @@ func TestProgressOfOneAgentDoesNotStallAnother(t *testing.T) {
 	}()
 	select {
 	case <-arrived:
-	case <-time.After(5 * time.Second):
-		t.Error("agent 2's progress did not arrive within 5s: it waits behind agent 1's unread stream")
+	case <-time.After(2 * time.Minute): // a hang: agent 1 does not read until then
+		t.Error("agent 2's progress did not arrive: it waits behind agent 1's unread stream")
 	}
 	close(finish)
 	if err := <-done; err != nil {
 		t.Error(err)
+	}
+	// Agent 1 reads once the upstream has sent it all: far more than the
+	// connection's buffers and the call's queue hold.
+	select {
+	case <-flooded:
+	case <-time.After(2 * time.Minute): // a hang
+		t.Fatal("the upstream did not finish sending its progress")
+	}
+	b, _ := io.ReadAll(r.Body)
+	if !strings.Contains(string(b), "flooded") {
+		t.Fatalf("agent 1's call: %.200s", b)
 	}
 	if got := e.metric(t, "acgs_gateway_progress_dropped_total", nil); got == 0 {
 		t.Error("no progress notification for agent 1 was dropped (acgs_gateway_progress_dropped_total 0)")

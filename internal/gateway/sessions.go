@@ -92,10 +92,16 @@ func (g *Gateway) sessionUsed(ss *mcp.ServerSession, method string) {
 // token check), refusing an initialize (a POST without a session id) that
 // would take the agent's sessions past sessions.max_per_agent (429), or
 // all agents' past sessions.max (503), with a JSON-RPC error naming the
-// bound.
+// bound. A POST on a session is served through a postStream, for its
+// calls' progress (servePOST).
 func (g *Gateway) limitSessions(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || r.Header.Get("Mcp-Session-Id") != "" {
+		r.Header.Del(postStreamHeader) // the gateway's own, never an agent's
+		if r.Method == http.MethodPost && r.Header.Get("Mcp-Session-Id") != "" {
+			g.servePOST(h, w, r)
+			return
+		}
+		if r.Method != http.MethodPost {
 			h.ServeHTTP(w, r)
 			return
 		}
