@@ -167,8 +167,15 @@ func (p *postStream) Write(b []byte) (int, error) {
 	return p.w.Write(b)
 }
 
-// Flush flushes what has been written to w (held answers are not).
-func (p *postStream) Flush() { _ = http.NewResponseController(p.w).Flush() }
+// Flush flushes what has been written to w (held answers are not); before
+// anything has been, it would send the JSON answer's header.
+func (p *postStream) Flush() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sse || p.answered {
+		_ = http.NewResponseController(p.w).Flush()
+	}
+}
 
 // Unwrap lets http.ResponseController reach the connection's writer.
 func (p *postStream) Unwrap() http.ResponseWriter { return p.w }
