@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"net/http"
-	"os/exec"
 	"strconv"
 	"testing"
 	"time"
@@ -18,14 +17,17 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 // startServe runs `acgs serve` (the embedded constitution, no L2, no
 // decision log) on a free loopback port until the test ends, and returns
-// its base URL once it is ready. The process is ours: killed at cleanup,
-// and by its context within a few minutes whatever happens.
+// its base URL once it is ready. The process is ours: killed at cleanup, by
+// its context within a few minutes, and with the test binary if that dies
+// without its cleanups (testenv.ChildCommand), so that no server is left
+// holding its port. (faults.StartACGS cannot serve here: faults imports
+// loadgen.)
 func startServe(t *testing.T) string {
 	t.Helper()
 	bin := testenv.ACGSBinary(t)
 	port := strconv.Itoa(testenv.FreePort(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	cmd := exec.CommandContext(ctx, bin, "serve")
+	cmd := testenv.ChildCommand(ctx, bin, "serve")
 	cmd.Env = append(cmd.Environ(), "HOST=127.0.0.1", "PORT="+port, "LOG_LEVEL=warn", "DECISION_LOG=off", "REDIS_URL=")
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
