@@ -503,7 +503,7 @@ runtime_accepts := [
 # The workload's requests and tool calls, and requests that read the
 # settings above: a category without a rate limit of its own, an
 # evolution type without a base risk, a call with arguments of each kind.
-accepted_probes := array.concat(example_inputs, [
+accepted_probes := array.concat(array.concat(example_inputs, actionless_inputs), [
 	unknown_category, unknown_evolution_type,
 	json.patch(main_test.safe_input, [{"op": "replace", "path": "/action", "value": "data.process_personal"}]),
 	json.patch(main_test.data_access_input, [{"op": "replace", "path": "/data_request/special_authorization", "value": false}]),
@@ -630,6 +630,39 @@ example_inputs := [
 	main_test.complex_input, main_test.data_access_input, tool_base, tool_path,
 ]
 
+# Requests with no action or one that is not a string. A prohibited list
+# nobody can read prohibits these too, and their decision was undefined
+# (review): the prohibited decision quoted the action cut as a string.
+actionless_inputs := [
+	{"type": "action_authorization", "constitutional_hash": main_test.hash, "context": {}},
+	json.remove(main_test.safe_input, ["action"]),
+	json.patch(main_test.safe_input, [{"op": "replace", "path": "/action", "value": 5}]),
+	json.patch(main_test.safe_input, [{"op": "replace", "path": "/action", "value": null}]),
+	json.patch(main_test.safe_input, [{"op": "replace", "path": "/action", "value": {"name": "data.read_public"}}]),
+]
+
+# ... denied as prohibited, the action quoted as it came.
+test_unreadable_prohibited_list_denies_requests_without_a_string_action if {
+	every c in [
+		[actionless_inputs[0], "<missing>"], [actionless_inputs[1], "<missing>"],
+		[actionless_inputs[2], "5"], [actionless_inputs[3], "null"],
+		[actionless_inputs[4], "{\"name\": \"data.read_public\"}"],
+	] {
+		[x, shown] := c
+		every v in ["system.execute_shell", null, ["system.execute_shell", 5]] {
+			d := main.decision with input as x
+				with data.acgs.config as edited([{"op": "replace", "path": "/prohibited_actions", "value": v}])
+			d.allow == false
+			d.reasons == [sprintf("Action '%s' is prohibited by the constitution", [shown])]
+			d.evaluation_details.action == shown
+		}
+
+		# (as shipped: evaluated, and denied as missing)
+		e := main.decision with input as x
+		"Action is missing or not a string" in e.reasons
+	}
+}
+
 # Edits that made a decision undefined or conflicting, or each rule's typed
 # reading of its configuration.
 breaking_edits := [
@@ -695,7 +728,7 @@ breaking_edits := [
 test_config_edits_leave_one_decision_for_every_input if {
 	every ops in breaking_edits {
 		cfg := edited(ops)
-		every x in example_inputs {
+		every x in array.concat(example_inputs, actionless_inputs) {
 			d := main.decision with input as x with data.acgs.config as cfg
 			main_test.valid_decision(d)
 		}

@@ -84,21 +84,41 @@ prohibited_decision := {
 	"policy": "constitutional",
 	"evaluation_details": {
 		"prohibited": true,
-		"action": truncate(input.action),
+		"action": shown_input_action,
 		"safety": 0,
 	},
 } if {
 	prohibited
 }
 
-prohibited_reason := sprintf("Action '%s' is prohibited by the constitution", [truncate(input.action)]) if listed_prohibited
+prohibited_reason := sprintf("Action '%s' is prohibited by the constitution", [shown_input_action]) if listed_prohibited
 
 prohibited_reason := sprintf(
 	"Action '%s' is not a plain action name (dot-separated segments of ASCII letters, digits, '_' and '-') and is refused",
-	[truncate(input.action)],
+	[shown_input_action],
 ) if {
 	not listed_prohibited
 	action_malformed
+}
+
+# The action as the prohibited decision quotes it: a string cut as every
+# quoted value is, any other JSON value in its %v form, a missing one as
+# <missing>. A prohibited list nobody can read prohibits a request with no
+# action, or one that is not a string, too, and truncate of such an action
+# is undefined: the decision was undefined (review).
+shown_input_action := truncate(input.action) if is_string(input.action)
+
+shown_input_action := truncate(sprintf("%v", [a])) if {
+	a := input.action
+	not is_string(a)
+}
+
+shown_input_action := "<missing>" if not has_action
+
+default has_action := false
+
+has_action if {
+	_ = input.action
 }
 
 # Entry point of this package. The two bodies are mutually exclusive.
