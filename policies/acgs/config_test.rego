@@ -500,17 +500,83 @@ runtime_accepts := [
 	[weights_not_summing_to_1, "retuned"],
 ]
 
-# The workload's requests and tool calls, and requests that read the
-# settings above: a category without a rate limit of its own, an
-# evolution type without a base risk, a call with arguments of each kind.
+# The workload's requests and tool calls, requests with no action or one
+# that is not a string, and requests that read each setting above, so
+# that a rule reading it otherwise changes a decision (review: 21 probes
+# let a tool rule matching the respelled '*__run shell' as '*__runshell'
+# pass as "unchanged", and thresholds out of order pass as "safer"):
+#   - max_reason_value_length: an action and a tool name past 200
+#     characters;
+#   - each respelled entry: names the respelling would match if the rules
+#     folded it as they fold requests (a__runshell, mail__sendmail), names
+#     its shipped counterpart matches, a respelled action and a network
+#     action between the respelled limit (5) and the shipped one (20);
+#   - a category without a rate limit of its own, an action needing an
+#     explanation, a data request without special authorization;
+#   - an evolution type without a base risk, and a patch at its latency
+#     limit scoring 0.904, between fast_track_threshold and
+#     auto_approve_threshold (auto_approve with the thresholds out of
+#     order; a score the unused performance limit would raise);
+#   - a request over its rate limit, denied at 0.9 (allowed with the
+#     weights summing to 1.1);
+#   - calls with arguments of each kind, and with a path under and
+#     outside the file roots.
 accepted_probes := array.concat(array.concat(example_inputs, actionless_inputs), [
 	unknown_category, unknown_evolution_type,
 	json.patch(main_test.safe_input, [{"op": "replace", "path": "/action", "value": "data.process_personal"}]),
+	json.patch(main_test.safe_input, [{"op": "replace", "path": "/action", "value": "System.Execute_Shell"}]),
+	json.patch(main_test.safe_input, [{"op": "replace", "path": "/action", "value": concat("", ["data.", long_name])}]),
+	network_under_shipped_limit,
+	over_rate_limit,
 	json.patch(main_test.data_access_input, [{"op": "replace", "path": "/data_request/special_authorization", "value": false}]),
+	patch_at_latency_limit,
 	tool_call_test.call({"name": "shell__exec"}),
+	tool_call_test.call({"name": "a__run_shell"}),
+	tool_call_test.call({"name": "a__runshell"}),
+	tool_call_test.call({"name": "a__run shell"}),
 	tool_call_test.call({"name": "mail__send_email"}),
+	tool_call_test.call({"name": "mail__sendmail"}),
+	tool_call_test.call({"name": "mail__send mail"}),
+	tool_call_test.call({"name": concat("", ["notes__", long_name])}),
 	tool_call_test.args({"X-Api-Key": "hunter2", "File": "/etc/passwd", "cwd": "/workspace/a"}),
+	tool_call_test.args({"x_api_key": "hunter2", "file": "/workspace/a"}),
+	tool_call_test.args({"file": "/etc/passwd"}),
 ])
+
+long_name := concat("", [x | some _ in numbers.range(1, 300); x := "x"])
+
+network_under_shipped_limit := json.patch(main_test.safe_input, [
+	{"op": "replace", "path": "/action", "value": "network.http_get"},
+	{"op": "add", "path": "/context/current_usage_count", "value": 10},
+])
+
+over_rate_limit := json.patch(main_test.safe_input, [{"op": "add", "path": "/context/current_usage_count", "value": 100}])
+
+patch_at_latency_limit := json.patch(main_test.complex_input, [
+	{"op": "replace", "path": "/evolution_request/type", "value": "patch"},
+	{"op": "replace", "path": "/evolution_request/performance_analysis/latency_delta", "value": 0.15},
+])
+
+# The probes reach what they are there for: each respelled entry's shipped
+# counterpart decides the names it matches, and the patch scores between
+# the two thresholds.
+test_accepted_probes_reach_the_settings if {
+	shell := main.decision with input as tool_call_test.call({"name": "a__run_shell"})
+	shell.outcome == "deny"
+	every name in ["a__runshell", "a__run shell"] {
+		main.decision.outcome == "allow" with input as tool_call_test.call({"name": name})
+	}
+	main.decision.outcome == "approval_required" with input as tool_call_test.call({"name": "mail__send_email"})
+	every name in ["mail__sendmail", "mail__send mail"] {
+		main.decision.outcome == "allow" with input as tool_call_test.call({"name": name})
+	}
+	main.decision.allow == true with input as network_under_shipped_limit
+	main.decision.allow == false with input as json.patch(network_under_shipped_limit, [{"op": "add", "path": "/context/current_usage_count", "value": 20}])
+	e := main.decision with input as patch_at_latency_limit
+	e.evolution_score == 0.904
+	e.approval_path == "fast_track"
+	main.decision.compliance_score == 0.9 with input as over_rate_limit
+}
 
 shipped_decisions := [d | some x in accepted_probes; d := main.decision with input as x]
 
@@ -605,7 +671,7 @@ section_runtime_problems(section, _) := set() if not section in {"constitutional
 # limit, denied at 0.9 with the shipped weights, is allowed at 0.98. The
 # lint names it; the runtime does not (runtime_accepts).
 test_weights_not_summing_to_1_are_tuning if {
-	over_limit := json.patch(main_test.safe_input, [{"op": "add", "path": "/context/current_usage_count", "value": 100}])
+	over_limit := over_rate_limit
 	d := main.decision with input as over_limit
 	d.allow == false
 	d.compliance_score == 0.9
