@@ -1392,9 +1392,10 @@ test_evolution_review_action_not_a_string if {
 	}
 }
 
-# A review's field missing or naming no flag the policy reads (peer_review
-# for peer_reviewed) was never satisfied: a configuration change that
-# passed its security review (auto_approve, 0.979) was denied (fast_track, 0.929) for
+# A review's field missing or naming no flag the policy reads
+# (security_review for security_review_passed) was never satisfied: a
+# configuration change that passed its security review (auto_approve,
+# 0.979) was denied (fast_track, 0.929) for
 # "Missing required review: security_review" and required to pass it
 # again, a denial that nothing the requester can do lifts (review). A
 # configuration error, named.
