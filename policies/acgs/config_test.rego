@@ -225,7 +225,7 @@ review_problems(where, r) := not_object(where, r) if not is_object(r)
 review_problems(where, r) := concat_all([
 	bad_string(sprintf("%s.field", [where]), object.get(r, "field", null)),
 	[p |
-		not object.get(r, "field", null) in {"human_approved", "security_review_passed", "peer_reviewed"}
+		not object.get(r, "field", null) in evolution.review_flag_names
 		p := sprintf("%s.field must name a flag the policy reads (human_approved, security_review_passed, peer_reviewed)", [where])
 	],
 	bad_strings(sprintf("%s.types", [where]), object.get(r, "types", null)),

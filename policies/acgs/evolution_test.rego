@@ -531,6 +531,26 @@ test_wrong_typed_field_counts_as_missing if {
 
 # Each configured review names a flag the policy reads (by its own path):
 # that flag alone satisfies the review.
+# review_flag_names, the fields a review may name (configuration_problems),
+# is a copy kept by hand of the flags review_flags_true reads: each name
+# it lists is read, by itself, and no other field of a request is read as
+# a flag (every field acgs.evolution documents reading, and others a
+# request might carry, all true: only the listed names count).
+test_review_flag_names_are_the_flags_read if {
+	every name in evolution.review_flag_names {
+		evolution.review_flags_true == {name} with input as with_request({"type": "major_update", name: true})
+	}
+	fields := {
+		"type", "constitutional_hash", "changes", "mitigations", "performance_analysis", "rollback_plan",
+		"human_approved", "security_review_passed", "peer_reviewed",
+		"approved", "reviewed", "human_reviewed", "security_reviewed", "peer_review_passed",
+		"compliance_reviewed", "legal_review_passed", "review_passed", "signed_off",
+	}
+	all_true := {f: true | some f in fields}
+	evolution.review_flags_true == evolution.review_flag_names with input as object.union(complex_input, {"evolution_request": all_true})
+	count(evolution.review_flags_true) == 0 with input as complex_input
+}
+
 test_config_review_fields_are_read if {
 	every name, review in config.evolution.required_reviews {
 		d := decide(with_request({"type": "major_update", review.field: true}))
