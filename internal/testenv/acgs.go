@@ -12,13 +12,20 @@ import (
 var acgsBuild struct {
 	once sync.Once
 	dir  string
+	lock *os.File // held open: the lock that says dir's owner lives
 	path string
 	err  error
 }
 
+// buildDirPattern names the directories ACGSBinary builds into, in the
+// temporary directory.
+const buildDirPattern = "acgs-test-"
+
 // ACGSBinary returns an acgs binary for tests that run the service as a
 // process: $ACGS_BIN when set, else one built from this checkout, once per
-// test process. Packages that call it remove the build at exit through Main.
+// test process. Packages that call it remove the build at exit through Main;
+// a build left by a test binary that died before (a timeout's panic) is
+// removed by the next ACGSBinary.
 func ACGSBinary(tb testing.TB) string {
 	tb.Helper()
 	if p := os.Getenv("ACGS_BIN"); p != "" {
@@ -31,7 +38,13 @@ func ACGSBinary(tb testing.TB) string {
 			b.err = err
 			return
 		}
-		if b.dir, b.err = os.MkdirTemp("", "acgs-test-"); b.err != nil {
+		sweepBuilds(os.TempDir())
+		if b.dir, b.err = os.MkdirTemp("", buildDirPattern); b.err != nil {
+			return
+		}
+		if b.lock, b.err = lockDir(b.dir); b.err != nil {
+			_ = os.RemoveAll(b.dir)
+			b.dir = ""
 			return
 		}
 		b.path = filepath.Join(b.dir, "acgs")
@@ -55,6 +68,16 @@ func Main(m *testing.M) {
 		_ = os.RemoveAll(acgsBuild.dir)
 	}
 	os.Exit(code)
+}
+
+// sweepBuilds removes the builds in tmp whose test binary is gone: their
+// lock is free (the kernel drops it with the process, however it dies). A
+// build without a lock file (made before locks, or being made) is left.
+func sweepBuilds(tmp string) {
+	dirs, _ := filepath.Glob(filepath.Join(tmp, buildDirPattern+"*"))
+	for _, d := range dirs {
+		removeIfOrphaned(d)
+	}
 }
 
 // goTool is the go command: from PATH, else where the Go image installs it
