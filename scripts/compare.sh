@@ -64,7 +64,10 @@ wrk_run() {
   RPS[$name]=$(awk '/Requests\/sec/ {print $2}' "$out")
   P50[$name]=$(awk '$1=="50%" {print $2}' "$out")
   P99[$name]=$(awk '$1=="99%" {print $2}' "$out")
-  ERR[$name]=$(awk '/Non-2xx|Socket errors/ {e=e" "$0} END {print (e==""?"0":e)}' "$out")
+  # one table cell: "0", or "non-2xx N" and/or "socket errors: connect A, read B, ..."
+  ERR[$name]=$(awk '/Non-2xx/ {e=e (e==""?"":"; ") "non-2xx " $NF}
+    /Socket errors/ {sub(/^ *Socket errors: */, ""); e=e (e==""?"":"; ") "socket errors: " $0}
+    END {print (e==""?"0":e)}' "$out")
   echo "  $name: ${RPS[$name]} req/s, p50 ${P50[$name]}, p99 ${P99[$name]}, errors ${ERR[$name]}"
 }
 warm() { curl -fsS -X POST "$1/v1/cache/warm" >/dev/null; }
@@ -104,16 +107,18 @@ wrk_run opa_unique http://127.0.0.1:$P_OPA "$OUT/unique-opa.lua"
 wrk_run acgs_unique http://127.0.0.1:$P_L1 "$OUT/unique-acgs.lua"
 echo "== closed loop, every decision-relevant field of every request drawn across its domain (acgs workload-lua --varied; no cache can help)"
 # Decisions by outcome from the service's metrics, summed over paths.
-outcomes() { curl -fsS "$1/metrics" | awk '/^acgs_decisions_total\{/ && /outcome="allow"/ {a+=$NF} /^acgs_decisions_total\{/ && /outcome="deny"/ {d+=$NF} END {printf "%d %d\n", a, d}'; }
+# Shed ones (503 overloaded: no evaluation slot in time) explain wrk's non-2xx.
+outcomes() { curl -fsS "$1/metrics" | awk '/^acgs_decisions_total\{/ && /outcome="allow"/ {a+=$NF} /^acgs_decisions_total\{/ && /outcome="deny"/ {d+=$NF} /^acgs_decisions_shed_total\{/ {s+=$NF} END {printf "%d %d %d\n", a, d, s}'; }
 wrk_run opa_varied http://127.0.0.1:$P_OPA "$OUT/varied-opa.lua"
 read -r H0 M0 < <(l1_counts http://127.0.0.1:$P_L1)
-read -r A0 D0 < <(outcomes http://127.0.0.1:$P_L1)
+read -r A0 D0 S0 < <(outcomes http://127.0.0.1:$P_L1)
 wrk_run acgs_varied http://127.0.0.1:$P_L1 "$OUT/varied-acgs.lua"
 read -r H1 M1 < <(l1_counts http://127.0.0.1:$P_L1)
-read -r A1 D1 < <(outcomes http://127.0.0.1:$P_L1)
+read -r A1 D1 S1 < <(outcomes http://127.0.0.1:$P_L1)
 VARIED_HIT=$(python3 -c "h,m=$H1-$H0,$M1-$M0; print(f'{100*h/(h+m):.2f}%' if h+m else 'n/a')")
+VARIED_SHED=$((S1-S0))
 VARIED_ALLOW=$(python3 -c "a,d=$A1-$A0,$D1-$D0; print(f'{100*a/(a+d):.1f}%' if a+d else 'n/a')")
-echo "  acgs_varied L1 hit rate over the run: $VARIED_HIT ($((H1-H0)) hits, $((M1-M0)) misses); allowed $VARIED_ALLOW ($((A1-A0)) allow, $((D1-D0)) deny)"
+echo "  acgs_varied L1 hit rate over the run: $VARIED_HIT ($((H1-H0)) hits, $((M1-M0)) misses); allowed $VARIED_ALLOW ($((A1-A0)) allow, $((D1-D0)) deny); shed $((S1-S0)) (503 overloaded)"
 grep -h "varied requests generated" "$OUT/wrk-opa_varied.txt" "$OUT/wrk-acgs_varied.txt" | sed 's/^/  /'
 
 # Open loop at 25% of the floor's closed-loop maximum.
@@ -160,7 +165,7 @@ print('?' if not m else {'us':float(m.group(1))/1000,'ms':float(m.group(1)),'s':
   echo "| stock OPA, unique inputs | ${RPS[opa_unique]} | ${P50[opa_unique]} | ${P99[opa_unique]} | ${ERR[opa_unique]} | | |"
   echo "| acgs, unique inputs | ${RPS[acgs_unique]} | ${P50[acgs_unique]} | ${P99[acgs_unique]} | ${ERR[acgs_unique]} | $(ratio ${RPS[acgs_unique]} ${RPS[opa_unique]}) × OPA | ≥ 2 × OPA |"
   echo "| stock OPA, varied inputs (every decision-relevant field varies) | ${RPS[opa_varied]} | ${P50[opa_varied]} | ${P99[opa_varied]} | ${ERR[opa_varied]} | | |"
-  echo "| acgs, L1, varied inputs (every decision-relevant field varies) | ${RPS[acgs_varied]} | ${P50[acgs_varied]} | ${P99[acgs_varied]} | ${ERR[acgs_varied]} | $(ratio ${RPS[acgs_varied]} ${RPS[opa_varied]}) × OPA, L1 hit rate $VARIED_HIT, $VARIED_ALLOW allowed | ≥ 3 × OPA, no cache hits |"
+  echo "| acgs, L1, varied inputs (every decision-relevant field varies) | ${RPS[acgs_varied]} | ${P50[acgs_varied]} | ${P99[acgs_varied]} | ${ERR[acgs_varied]} | $(ratio ${RPS[acgs_varied]} ${RPS[opa_varied]}) × OPA, L1 hit rate $VARIED_HIT, $VARIED_ALLOW allowed, $VARIED_SHED shed | ≥ 3 × OPA, no cache hits |"
   echo
   echo "Varied inputs: \`acgs workload-lua --varied\` (60% constitutional evaluations, 20% evolution approvals, 10% data access, 10% prohibited actions), every field the constitution reads drawn per request in the wrk script; L1 hit rate and allowed share from the service's /metrics over the run."
   echo
