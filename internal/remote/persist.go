@@ -251,7 +251,8 @@ func (p *persistence) open() map[string]*os.File {
 
 // keep copies srcs (the files open returned, or the contents opaSet
 // read) of the bundles named (those the engine accepted) to their
-// accepted copies. unsynced: copies kept whose directory could not be
+// accepted copies. Each source is read to its end: a second keep of the
+// same srcs would write empty copies. unsynced: copies kept whose directory could not be
 // synced; err: copies not kept.
 func (p *persistence) keep(srcs map[string]io.Reader, names []string) (unsynced, err error) {
 	var errs copyErrors

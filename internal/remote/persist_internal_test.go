@@ -12,9 +12,10 @@ import (
 
 // TestWriteCopySyncsDirectory: an accepted copy (and a copy restored in
 // OPA's place) is renamed into place and then its directory is synced, as
-// is the parent of every directory created for it, so that the rename and
-// the new directories outlive a power loss. Only the file was synced: the
-// rename could be lost, leaving the previous copy, or none (review).
+// is every directory above it up to the persistence directory, at every
+// write (3d90d41), so that the rename and the new directories outlive a
+// power loss. Only the file was synced: the rename could be lost, leaving
+// the previous copy, or none (review).
 func TestWriteCopySyncsDirectory(t *testing.T) {
 	var synced []string
 	orig := syncDir
@@ -33,10 +34,8 @@ func TestWriteCopySyncsDirectory(t *testing.T) {
 		if got, err := os.ReadFile(path); err != nil || string(got) != content {
 			t.Fatalf("write %d: %q, %v; want %q", i, got, err, content)
 		}
-		want := []string{filepath.Dir(path)}
-		if i == 0 { // the directories created, each in its parent
-			want = append(want, root, filepath.Join(root, "acgs-accepted"))
-		}
+		// every write syncs the copy's directory and each one above it
+		want := []string{filepath.Dir(path), filepath.Join(root, "acgs-accepted"), root}
 		for _, dir := range want {
 			if !slices.Contains(synced, dir) {
 				t.Fatalf("write %d: directories synced %q, want %s among them", i, synced, dir)
