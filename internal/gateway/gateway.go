@@ -733,8 +733,8 @@ const progressTokenKey = "progressToken"
 // gateway's own, routed back to the agent's (relayProgress); the upstream
 // session is shared by every agent, whose tokens are unique only in their
 // own session. Nothing else of the agent's _meta is forwarded. The caller
-// calls end when the call ends, before its answer: the route is gone, what
-// is queued dropped, and no notification is being sent (callProgress.end).
+// calls end when the call ends, before its answer: the route is gone, the
+// notification waiting dropped, and no notification is being sent (callProgress.end).
 func (g *Gateway) progressMeta(ctx context.Context, c *relay) (meta mcp.Meta, end func()) {
 	tok := c.p.GetProgressToken()
 	if tok == nil || c.session == nil {
@@ -751,7 +751,7 @@ func (g *Gateway) progressMeta(ctx context.Context, c *relay) (meta mcp.Meta, en
 
 // relayProgress passes an upstream's notifications/progress on to the
 // agent whose call it is about, with the agent's token, through the call's
-// queue (callProgress: it does not wait for the agent); one for a call
+// callProgress (it does not wait for the agent); one for a call
 // that has ended, or with a token the gateway did not make, is dropped. It
 // is the ProgressNotificationHandler of the upstreams' clients.
 func (g *Gateway) relayProgress(_ context.Context, req *mcp.ProgressNotificationClientRequest) {

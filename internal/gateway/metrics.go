@@ -22,8 +22,8 @@ type metrics struct {
 	up          *prometheus.GaugeVec     // upstream
 	counterErrs prometheus.Counter
 	// progressDropped counts upstreams' progress notifications dropped
-	// because their call's queue was full or the call had been answered
-	// (progress.go)
+	// because a newer one for the call superseded them before they were
+	// sent, or the call had been answered (progress.go)
 	progressDropped prometheus.Counter
 }
 
@@ -82,7 +82,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		progressDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "acgs_gateway_progress_dropped_total",
-			Help: "Upstreams' progress notifications dropped: their call already had 64 waiting (an agent that does not read its call's stream), or the call had been answered.",
+			Help: "Upstreams' progress notifications not sent to the agent: superseded, while waiting, by a newer one for the same call (an agent that does not read its call's stream), or arrived once the call had been answered.",
 		}),
 	}
 	if reg != nil {

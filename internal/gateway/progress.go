@@ -18,10 +18,10 @@ import (
 // progress stops once the request has completed). relayProgress runs
 // within the upstream client's notification handler, which handles that
 // upstream's notifications one after the other for every agent: it only
-// queues a notification for its call (callProgress), whose own goroutine
-// sends it, so an agent that does not read holds no other agent's
-// progress. The call's end, before its answer, drops what is still
-// queued and waits for a send in progress: the answer follows every
+// leaves a notification waiting for its call (callProgress), whose own
+// goroutine sends it, so an agent that does not read holds no other
+// agent's progress. The call's end, before its answer, drops the one still
+// waiting and waits for a send in progress: the answer follows every
 // notification written for the call. A stdio agent's notifications go on
 // its one stream (ServerSession.NotifyProgress); an HTTP agent's on the
 // POST that carries the call (postStream): the SDK answers a POST with one
@@ -32,10 +32,12 @@ import (
 // reverted, made the answer wait for that write, up to the write timeout
 // of an agent not reading its GET stream).
 
-// progressQueueLen bounds the notifications waiting for one call; beyond it
-// the oldest is dropped (acgs_gateway_progress_dropped_total): progress is
-// cumulative, so the latest says most.
-const progressQueueLen = 64
+// A call keeps at most one notification waiting: progress is cumulative,
+// so a newer one supersedes the one waiting, which is dropped
+// (acgs_gateway_progress_dropped_total). Nothing bounds an agent's calls
+// in flight, and a notification may be as large as a message (16 MiB): the
+// progress held for agents that read slowly is one per call, not a queue
+// per call.
 
 // callProgress is a forwarded call's progress on its way to the agent.
 type callProgress struct {
@@ -45,11 +47,11 @@ type callProgress struct {
 	// dropped counts the notifications dropped (Gateway.m.progressDropped).
 	dropped func()
 
-	mu     sync.Mutex
-	queue  []*mcp.ProgressNotificationParams
-	ended  bool
-	wake   chan struct{} // (1) a notification was queued, or the call ended
-	sender chan struct{} // closed when the sending goroutine has returned
+	mu      sync.Mutex
+	waiting *mcp.ProgressNotificationParams // the newest not yet being sent
+	ended   bool
+	wake    chan struct{} // (1) a notification is waiting, or the call ended
+	sender  chan struct{} // closed when the sending goroutine has returned
 }
 
 func newCallProgress(token any, send func(*mcp.ProgressNotificationParams) error, dropped func()) *callProgress {
@@ -58,8 +60,8 @@ func newCallProgress(token any, send func(*mcp.ProgressNotificationParams) error
 	return cp
 }
 
-// add queues p (under the agent's token), dropping the oldest waiting when
-// the queue is full; nothing is queued once the call has ended.
+// add makes p (under the agent's token) the call's waiting notification,
+// dropping the one it supersedes; nothing waits once the call has ended.
 func (cp *callProgress) add(p *mcp.ProgressNotificationParams) {
 	cp.mu.Lock()
 	if cp.ended {
@@ -67,12 +69,10 @@ func (cp *callProgress) add(p *mcp.ProgressNotificationParams) {
 		cp.dropped()
 		return
 	}
-	if len(cp.queue) >= progressQueueLen {
-		cp.queue[0] = nil
-		cp.queue = cp.queue[1:]
+	if cp.waiting != nil {
 		cp.dropped()
 	}
-	cp.queue = append(cp.queue, p)
+	cp.waiting = p
 	cp.mu.Unlock()
 	cp.signal()
 }
@@ -84,7 +84,9 @@ func (cp *callProgress) signal() {
 	}
 }
 
-// run sends the queued notifications in order until the call ends.
+// run sends the waiting notification, one after the other, until the call
+// ends. One the sink refuses (the call's POST answered or gone) or fails to
+// write (the agent's stream broken, its write timeout passed) is dropped.
 func (cp *callProgress) run() {
 	defer close(cp.sender)
 	for {
@@ -93,30 +95,28 @@ func (cp *callProgress) run() {
 			cp.mu.Unlock()
 			return
 		}
-		if len(cp.queue) == 0 {
-			cp.mu.Unlock()
+		p := cp.waiting
+		cp.waiting = nil
+		cp.mu.Unlock()
+		if p == nil {
 			<-cp.wake
 			continue
 		}
-		p := cp.queue[0]
-		cp.queue[0] = nil
-		cp.queue = cp.queue[1:]
-		cp.mu.Unlock()
 		_ = cp.send(p) // a stream that is gone, or the call answered: nothing more to do
 	}
 }
 
-// end ends the call's progress before its answer is sent: what is still
-// queued is dropped, and end returns once no notification is being sent
-// (a send in progress writes to the agent's own call stream, which the
-// answer waits for anyway).
+// end ends the call's progress before its answer is sent: the notification
+// still waiting is dropped, and end returns once none is being sent (a
+// send in progress writes to the agent's own call stream, which the answer
+// waits for anyway).
 func (cp *callProgress) end() {
 	cp.mu.Lock()
 	cp.ended = true
-	for range cp.queue {
+	if cp.waiting != nil {
 		cp.dropped()
+		cp.waiting = nil
 	}
-	cp.queue = nil
 	cp.mu.Unlock()
 	cp.signal()
 	<-cp.sender

@@ -1,31 +1,30 @@
 package gateway
 
 import (
-	"slices"
 	"sync/atomic"
 	"testing"
-	"time"
+	"testing/synctest"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // blockedCall is a call's progress whose agent does not read until
-// release is closed: its first send waits (sending is closed then).
+// release is closed: its first send waits. Run it in a synctest bubble:
+// synctest.Wait returns once the sender waits (for release, or for
+// progress).
 type blockedCall struct {
 	cp      *callProgress
-	sending chan struct{}
 	release chan struct{}
 	got     chan float64
 	dropped atomic.Int64
 }
 
 func newBlockedCall() *blockedCall {
-	b := &blockedCall{sending: make(chan struct{}), release: make(chan struct{}), got: make(chan float64, 4*progressQueueLen)}
+	b := &blockedCall{release: make(chan struct{}), got: make(chan float64, 64)}
 	first := true
 	b.cp = newCallProgress("agent-1", func(p *mcp.ProgressNotificationParams) error {
 		if first {
 			first = false
-			close(b.sending)
 			<-b.release
 		}
 		b.got <- p.Progress
@@ -44,72 +43,79 @@ func (b *blockedCall) add(progress float64) {
 	b.cp.add(&mcp.ProgressNotificationParams{ProgressToken: "agent-1", Progress: progress, Total: 1000})
 }
 
-// TestFullProgressQueueDropsTheOldest: a call whose agent is not reading
-// while three times the queue's bound of notifications arrive. A full
-// queue dropped the newest, so the agent, once it read again, got the
-// call's oldest progress and never its latest; progress is cumulative, so
-// the oldest are dropped, and counted.
-func TestFullProgressQueueDropsTheOldest(t *testing.T) {
-	b := newBlockedCall()
-	b.add(1)
-	<-b.sending
-	const last = 3 * progressQueueLen
-	for i := 2; i <= last; i++ {
-		b.add(float64(i))
-	}
-	close(b.release)
-	deadline := time.After(60 * time.Second)
-	var seen []float64
+// sent is what the agent has got so far.
+func (b *blockedCall) sent() []float64 {
+	var got []float64
 	for {
 		select {
 		case p := <-b.got:
-			seen = append(seen, p)
-			if p != last {
-				continue
-			}
-			if n := len(seen); n != 1+progressQueueLen {
-				t.Errorf("the agent got %d notifications, want the one being sent and the queue's bound (%d)", n, progressQueueLen)
-			}
-			if d := b.dropped.Load(); d != last-1-progressQueueLen {
-				t.Errorf("%d dropped, want %d", d, last-1-progressQueueLen)
-			}
-			b.cp.end()
-			return
-		case <-deadline:
-			t.Fatalf("the call's latest progress (%d) never reached the agent; it got %v", last, seen)
+			got = append(got, p)
+		default:
+			return got
 		}
 	}
 }
 
-// TestCallEndDropsQueuedProgress: the call's end (before its answer)
-// waits for the notification being sent and drops, counting them, those
-// still queued: none is sent after it.
-func TestCallEndDropsQueuedProgress(t *testing.T) {
-	b := newBlockedCall()
-	b.add(1)
-	<-b.sending
-	for i := 2; i <= 6; i++ {
-		b.add(float64(i))
-	}
-	ended := make(chan struct{})
-	go func() { b.cp.end(); close(ended) }()
-	for !b.ended() {
-		time.Sleep(time.Millisecond)
-	}
-	close(b.release)
-	<-ended
-	b.add(7) // after the end: dropped
-	close(b.got)
-	if got := slices.Collect(func(yield func(float64) bool) {
-		for p := range b.got {
-			if !yield(p) {
-				return
-			}
+// TestNewestProgressSupersedesTheWaiting: a call whose agent is not
+// reading while notifications arrive. A call kept up to 64 waiting, and
+// nothing bounds an agent's calls, so an agent reading slowly could hold
+// 64 messages (each up to 16 MiB) a call; progress is cumulative, so only
+// the newest waits, the ones it supersedes dropped and counted, and the
+// agent, once it reads again, gets the call's latest.
+func TestNewestProgressSupersedesTheWaiting(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBlockedCall()
+		b.add(1)
+		synctest.Wait() // 1 is being sent
+		const last = 10
+		for i := 2; i <= last; i++ {
+			b.add(float64(i))
 		}
-	}); !slices.Equal(got, []float64{1}) {
-		t.Errorf("the agent got %v, want only the notification being sent when the call ended (1)", got)
-	}
-	if d := b.dropped.Load(); d != 6 {
-		t.Errorf("%d dropped, want 6 (5 queued at the end, 1 after it)", d)
-	}
+		close(b.release)
+		synctest.Wait()
+		if got := b.sent(); len(got) != 2 || got[0] != 1 || got[1] != last {
+			t.Errorf("the agent got %v, want the one being sent and the newest: [1 %d]", got, last)
+		}
+		if d := b.dropped.Load(); d != last-2 {
+			t.Errorf("%d dropped, want %d (each superseded)", d, last-2)
+		}
+		b.cp.end()
+		if d := b.dropped.Load(); d != last-2 {
+			t.Errorf("%d dropped after the end, want still %d: nothing was waiting", d, last-2)
+		}
+	})
+}
+
+// TestCallEndDropsWaitingProgress: the call's end (before its answer)
+// waits for the notification being sent, and drops, counting it, the one
+// still waiting: none is sent after it.
+func TestCallEndDropsWaitingProgress(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBlockedCall()
+		b.add(1)
+		synctest.Wait() // 1 is being sent
+		b.add(2)
+		b.add(3) // supersedes 2
+		ended := make(chan struct{})
+		go func() { b.cp.end(); close(ended) }()
+		synctest.Wait()
+		if !b.ended() {
+			t.Fatal("the call has not ended")
+		}
+		select {
+		case <-ended:
+			t.Error("end returned while a notification was being sent: the answer could come before it")
+		default:
+		}
+		close(b.release)
+		<-ended
+		b.add(4) // after the end: dropped
+		synctest.Wait()
+		if got := b.sent(); len(got) != 1 || got[0] != 1 {
+			t.Errorf("the agent got %v, want only the notification being sent when the call ended (1)", got)
+		}
+		if d := b.dropped.Load(); d != 3 {
+			t.Errorf("%d dropped, want 3 (2 superseded, 3 waiting at the end, 4 after it)", d)
+		}
+	})
 }
