@@ -23,7 +23,8 @@ type metrics struct {
 	counterErrs prometheus.Counter
 	// progressDropped counts upstreams' progress notifications dropped
 	// because a newer one for the call superseded them before they were
-	// sent, or the call had been answered (progress.go)
+	// sent, the call had been answered, or the write to the agent was
+	// refused or failed (progress.go)
 	progressDropped prometheus.Counter
 }
 
@@ -82,7 +83,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		progressDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "acgs_gateway_progress_dropped_total",
-			Help: "Upstreams' progress notifications not sent to the agent: superseded, while waiting, by a newer one for the same call (an agent that does not read its call's stream), or arrived once the call had been answered.",
+			Help: "Upstreams' progress notifications not sent to the agent: superseded, while waiting, by a newer one for the same call (an agent that does not read its call's stream), arrived once the call had been answered, or the write to the agent's stream was refused (the call's answer had begun) or failed (the connection broken, its write timeout passed).",
 		}),
 	}
 	if reg != nil {

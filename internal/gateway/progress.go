@@ -102,7 +102,9 @@ func (cp *callProgress) run() {
 			<-cp.wake
 			continue
 		}
-		_ = cp.send(p) // a stream that is gone, or the call answered: nothing more to do
+		if cp.send(p) != nil {
+			cp.dropped()
+		}
 	}
 }
 

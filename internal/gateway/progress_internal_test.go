@@ -1,6 +1,9 @@
 package gateway
 
 import (
+	"context"
+	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -118,4 +121,36 @@ func TestCallEndDropsWaitingProgress(t *testing.T) {
 			t.Errorf("%d dropped, want 3 (2 superseded, 3 waiting at the end, 4 after it)", d)
 		}
 	})
+}
+
+// TestRefusedProgressIsCounted: a notification the call's sink refuses
+// (its POST answered, or gone) was lost without being counted in
+// acgs_gateway_progress_dropped_total; it is now counted, and one the
+// sink takes is not.
+func TestRefusedProgressIsCounted(t *testing.T) {
+	answered := &postStream{w: httptest.NewRecorder()}
+	answered.WriteHeader(http.StatusOK) // the SDK's answer has begun
+	gone := (&Gateway{}).progressSink(context.Background(), nil, &mcp.RequestExtra{Header: http.Header{postStreamHeader: {"1"}}})
+	for _, tc := range []struct {
+		name    string
+		send    func(*mcp.ProgressNotificationParams) error
+		dropped int64
+	}{
+		{"taken", func(*mcp.ProgressNotificationParams) error { return nil }, 0},
+		{"POST answered", func(*mcp.ProgressNotificationParams) error { return answered.notify([]byte(`{}`)) }, 1},
+		{"POST gone", gone, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var dropped atomic.Int64
+				cp := newCallProgress("agent-1", tc.send, func() { dropped.Add(1) })
+				cp.add(&mcp.ProgressNotificationParams{ProgressToken: "agent-1", Progress: 1})
+				synctest.Wait() // sent
+				cp.end()
+				if d := dropped.Load(); d != tc.dropped {
+					t.Errorf("%d dropped, want %d", d, tc.dropped)
+				}
+			})
+		})
+	}
 }
