@@ -20,9 +20,9 @@ import (
 
 // TestAgentThatStopsReadingIsCut: an HTTP agent that sends a call and
 // reads nothing of the answer. The gateway's writes to agents had no
-// deadline: the goroutine writing the answer (or, on an event stream, a
-// session's progress) waited, with the answer, as long as the agent kept
-// the connection open. A write that does not progress within the agent
+// deadline: the goroutine writing the answer (or a progress notification
+// on the event stream of the call's POST) waited, with what it was
+// writing, as long as the agent kept the connection open. A write that does not progress within the agent
 // write timeout now fails, and the request ends.
 func TestAgentThatStopsReadingIsCut(t *testing.T) {
 	big := strings.Repeat("x", 16<<20) // past the buffers of both ends (the agent's is small)
