@@ -62,6 +62,8 @@ type env struct {
 	logs     *testenv.SyncBuffer
 	stopOnce sync.Once
 	stdio    *mcp.ClientSession // the agent, with envOptions.stdio
+	// the agent's ends of the pipes, with envOptions.rawStdio
+	stdioIn, stdioOut *os.File
 }
 
 type envOptions struct {
@@ -71,6 +73,7 @@ type envOptions struct {
 	counter     gateway.Counter
 	adminTokens []string
 	stdio       bool                   // one agent over pipes (as over stdio) instead of HTTP agents
+	rawStdio    bool                   // with stdio: the test speaks JSON-RPC on the pipes itself (env.stdioIn, stdioOut)
 	noLog       bool                   // no decision log (the default configuration: DECISION_LOG=off)
 	gateway     func(*gateway.Gateway) // called before Run
 }
@@ -253,7 +256,9 @@ upstreams:
 		t.Fatalf("gateway not ready in 60s\n%s", e.logs.String())
 	}
 	t.Cleanup(e.stop)
-	if o.stdio {
+	if o.stdio && o.rawStdio {
+		e.stdioIn, e.stdioOut = agentIn, agentOut
+	} else if o.stdio {
 		c := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, nil)
 		e.stdio, err = c.Connect(testCtx(t), &mcp.IOTransport{Reader: agentIn, Writer: agentOut}, nil)
 		if err != nil {

@@ -188,18 +188,10 @@ func sseMessages(body io.Reader) <-chan map[string]any {
 	return out
 }
 
-// TestProgressComesBeforeTheAnswer: an upstream's progress for a call
-// went to the agent's standalone event stream (the GET), through a queue
-// drained apart from the call, so that a notification could reach the
-// agent after the call's answer (MCP: progress stops once the request has
-// completed), and an agent without that stream got none. It now goes on
-// the call's own POST, answered as an event stream: the upstream's first
-// notification comes (the upstream waits for the agent to have it), then
-// its second (sent just before its result: on the stream before the
-// answer, or dropped if still queued when the answer came), then the
-// answer, and the stream ends.
-func TestProgressComesBeforeTheAnswer(t *testing.T) {
-	seen := make(chan struct{})
+// stepsUpstream serves a tool "steps" that sends its call's progress 1 of
+// 2, waits for the agent to have it (seen closed), sends 2 of 2, and
+// answers "done"; it returns the upstream's URL.
+func stepsUpstream(t *testing.T, seen <-chan struct{}) string {
 	s := mcp.NewServer(&mcp.Implementation{Name: "progress", Version: "1"}, nil)
 	mcp.AddTool(s, &mcp.Tool{Name: "steps"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
 		tok := req.Params.GetProgressToken()
@@ -217,7 +209,22 @@ func TestProgressComesBeforeTheAnswer(t *testing.T) {
 		}
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
 	})
-	e := startEnv(t, envOptions{upstreams: "  - name: p\n    url: " + serveServer(t, s) + "\n", extraYAML: "call_timeout: 50s\n"})
+	return serveServer(t, s)
+}
+
+// TestProgressComesBeforeTheAnswer: an upstream's progress for a call
+// went to the agent's standalone event stream (the GET), through a queue
+// drained apart from the call, so that a notification could reach the
+// agent after the call's answer (MCP: progress stops once the request has
+// completed), and an agent without that stream got none. It now goes on
+// the call's own POST, answered as an event stream: the upstream's first
+// notification comes (the upstream waits for the agent to have it), then
+// its second (sent just before its result: on the stream before the
+// answer, or dropped if still waiting when the answer came), then the
+// answer, and the stream ends.
+func TestProgressComesBeforeTheAnswer(t *testing.T) {
+	seen := make(chan struct{})
+	e := startEnv(t, envOptions{upstreams: "  - name: p\n    url: " + stepsUpstream(t, seen) + "\n", extraYAML: "call_timeout: 50s\n"})
 	a := openRaw(t, e, "token-1")
 	r := a.post(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"p__steps","arguments":{},"_meta":{"progressToken":"a1"}}}`)
 	defer r.Body.Close()
@@ -263,7 +270,8 @@ func TestProgressComesBeforeTheAnswer(t *testing.T) {
 // the upstream client's notification handler, waiting for the agent's
 // stream: once its buffers were full, every later notification of that
 // upstream, for every agent, waited behind it. Each call now has its own
-// bounded queue (what overflows it is dropped, and counted): another
+// sender, and at most its newest notification waiting (those it
+// supersedes are dropped, and counted): another
 // agent's progress arrives while the first still does not read (the write
 // timeout, which would end the unread stream, is longer than the test),
 // and the first reads only once the upstream has sent all its progress.
@@ -338,5 +346,81 @@ func TestProgressOfOneAgentDoesNotStallAnother(t *testing.T) {
 	}
 	if got := e.metric(t, "acgs_gateway_progress_dropped_total", nil); got == 0 {
 		t.Error("no progress notification for agent 1 was dropped (acgs_gateway_progress_dropped_total 0)")
+	}
+}
+
+// TestStdioProgressComesBeforeTheAnswer: a stdio agent's call asking for
+// progress gets the upstream's notifications on the agent's one stream,
+// under its token, before the call's answer, and none after it (a ping
+// sent once the answer has come is answered with no progress between).
+func TestStdioProgressComesBeforeTheAnswer(t *testing.T) {
+	seen := make(chan struct{})
+	e := startEnv(t, envOptions{stdio: true, rawStdio: true, upstreams: "  - name: p\n    url: " + stepsUpstream(t, seen) + "\n", extraYAML: "call_timeout: 50s\n"})
+	msgs := make(chan map[string]any, 16)
+	go func() {
+		defer close(msgs)
+		sc := bufio.NewScanner(e.stdioIn)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			var m map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				t.Errorf("a line that is not JSON: %q", sc.Text())
+				return
+			}
+			msgs <- m
+		}
+	}()
+	send := func(msg string) {
+		t.Helper()
+		if _, err := io.WriteString(e.stdioOut, msg+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next := func() map[string]any {
+		t.Helper()
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				t.Fatal("the gateway's stream ended")
+			}
+			return m
+		case <-testCtx(t).Done():
+			t.Fatal("nothing more from the gateway")
+		}
+		return nil
+	}
+	send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`)
+	if m := next(); m["id"] != float64(1) || m["result"] == nil {
+		t.Fatalf("initialize: %v", m)
+	}
+	send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"p__steps","arguments":{},"_meta":{"progressToken":"a1"}}}`)
+	var got []string
+	for answered := false; !answered; {
+		switch m := next(); {
+		case m["method"] == "notifications/progress":
+			p, _ := m["params"].(map[string]any)
+			if p["progressToken"] != "a1" {
+				t.Errorf("progress under %v, want the agent's token a1", p["progressToken"])
+			}
+			got = append(got, fmt.Sprint(p["progress"]))
+			if len(got) == 1 {
+				close(seen)
+			}
+		case m["id"] == float64(2):
+			answered = true
+			if !strings.Contains(fmt.Sprint(m["result"]), "done") {
+				t.Errorf("the call's answer: %v", m)
+			}
+		default:
+			t.Errorf("an unexpected message: %v", m)
+		}
+	}
+	if len(got) == 0 || got[0] != "1" || len(got) > 2 || (len(got) == 2 && got[1] != "2") {
+		t.Errorf("progress before the answer: %v, want 1, then 2 unless it was dropped", got)
+	}
+	send(`{"jsonrpc":"2.0","id":3,"method":"ping"}`)
+	if m := next(); m["id"] != float64(3) {
+		t.Errorf("after the call's answer, before the ping's: %v", m)
 	}
 }
