@@ -36,8 +36,8 @@ import (
 // so a newer one supersedes the one waiting, which is dropped
 // (acgs_gateway_progress_dropped_total). Nothing bounds an agent's calls
 // in flight, and a notification may be as large as a message (16 MiB): the
-// progress held for agents that read slowly is one per call, not a queue
-// per call.
+// progress held for agents that read slowly is, a call, one waiting and
+// one being written, not a queue.
 
 // callProgress is a forwarded call's progress on its way to the agent.
 type callProgress struct {
