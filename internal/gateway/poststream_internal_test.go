@@ -10,27 +10,10 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/acgs-lite/acgs/internal/testenv"
 )
-
-// lockedBuffer is a server's error log, read by the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // sseData is the data of each event of an event stream, compacted.
 func sseData(t *testing.T, body io.Reader) []string {
@@ -122,7 +105,7 @@ func TestPostStream(t *testing.T) {
 				tc.answer(p)
 				p.finish()
 			}))
-			var errLog lockedBuffer
+			var errLog testenv.SyncBuffer // the server's error log
 			srv.Config.ErrorLog = log.New(&errLog, "", 0)
 			srv.Start()
 			defer srv.Close()

@@ -232,35 +232,56 @@ func TestProgressComesBeforeTheAnswer(t *testing.T) {
 		b, _ := io.ReadAll(r.Body)
 		t.Fatalf("the call asking for progress was answered %s, not an event stream: %.300s", ct, b)
 	}
-	var got []string
-	answered := false
+	c := stepsCall{seen: seen}
 	for m := range sseMessages(r.Body) {
-		switch {
-		case answered:
-			t.Errorf("a message after the call's answer: %v", m)
-		case m["method"] == "notifications/progress":
-			p, _ := m["params"].(map[string]any)
-			if p["progressToken"] != "a1" {
-				t.Errorf("progress under %v, want the agent's token a1", p["progressToken"])
-			}
-			got = append(got, fmt.Sprint(p["progress"]))
-			if len(got) == 1 {
-				close(seen)
-			}
-		case m["id"] == float64(2):
-			answered = true
-			if !strings.Contains(fmt.Sprint(m["result"]), "done") {
-				t.Errorf("the call's answer: %v", m)
-			}
-		default:
-			t.Errorf("an unexpected message: %v", m)
+		c.take(t, m)
+	}
+	c.check(t)
+}
+
+// stepsCall follows the messages an agent gets for its call of p__steps
+// (id 2) asking for progress under the token a1.
+type stepsCall struct {
+	seen     chan struct{} // closed at the first progress, to let the upstream go on
+	got      []string      // the progress values, in order
+	answered bool
+}
+
+// take is one message of the call's stream: progress under the agent's
+// token, then the answer, and nothing after it.
+func (c *stepsCall) take(t *testing.T, m map[string]any) {
+	t.Helper()
+	switch {
+	case c.answered:
+		t.Errorf("a message after the call's answer: %v", m)
+	case m["method"] == "notifications/progress":
+		p, _ := m["params"].(map[string]any)
+		if p["progressToken"] != "a1" {
+			t.Errorf("progress under %v, want the agent's token a1", p["progressToken"])
 		}
+		c.got = append(c.got, fmt.Sprint(p["progress"]))
+		if len(c.got) == 1 {
+			close(c.seen)
+		}
+	case m["id"] == float64(2):
+		c.answered = true
+		if !strings.Contains(fmt.Sprint(m["result"]), "done") {
+			t.Errorf("the call's answer: %v", m)
+		}
+	default:
+		t.Errorf("an unexpected message: %v", m)
 	}
-	if !answered {
-		t.Fatalf("the stream ended without the call's answer (progress %v)", got)
+}
+
+// check: the call was answered after the upstream's first notification,
+// and after its second unless that was dropped for the answer.
+func (c *stepsCall) check(t *testing.T) {
+	t.Helper()
+	if !c.answered {
+		t.Fatalf("the stream ended without the call's answer (progress %v)", c.got)
 	}
-	if len(got) == 0 || got[0] != "1" || len(got) > 2 || (len(got) == 2 && got[1] != "2") {
-		t.Errorf("progress before the answer: %v, want 1, then 2 unless it was dropped", got)
+	if len(c.got) == 0 || c.got[0] != "1" || len(c.got) > 2 || (len(c.got) == 2 && c.got[1] != "2") {
+		t.Errorf("progress before the answer: %v, want 1, then 2 unless it was dropped", c.got)
 	}
 }
 
@@ -395,30 +416,11 @@ func TestStdioProgressComesBeforeTheAnswer(t *testing.T) {
 	}
 	send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
 	send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"p__steps","arguments":{},"_meta":{"progressToken":"a1"}}}`)
-	var got []string
-	for answered := false; !answered; {
-		switch m := next(); {
-		case m["method"] == "notifications/progress":
-			p, _ := m["params"].(map[string]any)
-			if p["progressToken"] != "a1" {
-				t.Errorf("progress under %v, want the agent's token a1", p["progressToken"])
-			}
-			got = append(got, fmt.Sprint(p["progress"]))
-			if len(got) == 1 {
-				close(seen)
-			}
-		case m["id"] == float64(2):
-			answered = true
-			if !strings.Contains(fmt.Sprint(m["result"]), "done") {
-				t.Errorf("the call's answer: %v", m)
-			}
-		default:
-			t.Errorf("an unexpected message: %v", m)
-		}
+	c := stepsCall{seen: seen}
+	for !c.answered {
+		c.take(t, next())
 	}
-	if len(got) == 0 || got[0] != "1" || len(got) > 2 || (len(got) == 2 && got[1] != "2") {
-		t.Errorf("progress before the answer: %v, want 1, then 2 unless it was dropped", got)
-	}
+	c.check(t)
 	send(`{"jsonrpc":"2.0","id":3,"method":"ping"}`)
 	if m := next(); m["id"] != float64(3) {
 		t.Errorf("after the call's answer, before the ping's: %v", m)
