@@ -209,6 +209,21 @@ func (e *Engine) Reload(ctx context.Context) error {
 // the plans its cancelled builds left as fallbacks for the revision's
 // life (review).
 func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle, source string) error {
+	return e.activateBundle(ctx, b, source, true)
+}
+
+// TryActivate is Activate for a bundle the caller has a stand-in for (a
+// remote bundle persisted by OPA, with the last accepted copy to load in
+// its place): a refusal is returned but neither logged, shown as the last
+// reload error nor told to OnReload as a failure, since the stand-in then
+// serves and no reload failed. The caller reports it with RecordFailure
+// if it stands.
+func (e *Engine) TryActivate(ctx context.Context, b *bundle.Bundle, source string) error {
+	return e.activateBundle(ctx, b, source, false)
+}
+
+// activateBundle is Activate; report says whether a refusal is reported (failed).
+func (e *Engine) activateBundle(ctx context.Context, b *bundle.Bundle, source string, report bool) error {
 	ctx = context.WithoutCancel(ctx)
 	e.reload.Lock()
 	defer e.reload.Unlock()
@@ -252,7 +267,9 @@ func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle, source string) 
 		e.buildSeedPlans(ctx, s, eps)
 	}
 	if err != nil {
-		e.failed(err)
+		if report {
+			e.failed(err)
+		}
 		return err
 	}
 	e.lastErr.Store(nil) // before the swap: whoever sees the new revision sees no stale error

@@ -34,8 +34,12 @@ const (
 // activates that bundle, where the accepted copy put back in its place
 // was refused and nothing served (the limit of 0d6f3ff). A persisted
 // bundle is hash-checked at start: one that was never accepted (no
-// accepted copy, as an earlier version left it) is refused, once, and the
-// refusal of OPA's file before the accepted copy is activated counts.
+// accepted copy, as an earlier version left it) is refused, once. The
+// refusal of OPA's file that the accepted copy then stands in for is a
+// warning, in the remote's log only, and no failed reload
+// (acgs_policy_reloads_total{result="failure"}): the engine logged it at
+// ERROR and counted it although the copy then served. A refusal that
+// leaves no policy is an error of both, and counted.
 func TestPersistedBundleIsTheLastAccepted(t *testing.T) {
 	type pub struct{ rev, hash string }
 	for _, tc := range []struct {
@@ -45,7 +49,7 @@ func TestPersistedBundleIsTheLastAccepted(t *testing.T) {
 		want        string // revision active after the restart, "" none
 		refusals    int    // refusals at the restart
 	}{
-		{"refused after accepted", []pub{{"good", hash}, {"bad", wrongHash}}, "", "good", 1},
+		{"refused after accepted", []pub{{"good", hash}, {"bad", wrongHash}}, "", "good", 0},
 		{"accepted after refused", []pub{{"good", hash}, {"bad", wrongHash}, {"good2", hash}}, "", "good2", 0},
 		{"never accepted", []pub{{"bad", wrongHash}}, "", "", 1},
 		{"refused, restarted with its hash", []pub{{"old", hash}, {"new", wrongHash}}, wrongHash, "new", 0},
@@ -83,7 +87,7 @@ func TestPersistedBundleIsTheLastAccepted(t *testing.T) {
 			// Start refused or activated the persisted bundles; the failed
 			// downloads since are download_failure.
 			if n := e2.count("failure"); n != tc.refusals {
-				t.Fatalf("after the restart, %d refusals, want %d", n, tc.refusals)
+				t.Errorf("after the restart, %d refusals, want %d", n, tc.refusals)
 			}
 			// A refusal is an error for the operator only if it leaves no
 			// policy: one the accepted copy stands in for is a warning (it
@@ -94,6 +98,10 @@ func TestPersistedBundleIsTheLastAccepted(t *testing.T) {
 			}
 			if wantError := tc.want == ""; refusedError != wantError {
 				t.Fatalf("refusal logged at ERROR: %v, want %v (revision active after the restart: %q):\n%s", refusedError, wantError, tc.want, got)
+			}
+			engineErrors := e2.log.count("ERROR policy bundle refused; no policy is active") + e2.log.count(refusedMsg)
+			if wantErrors := tc.refusals; engineErrors != wantErrors {
+				t.Errorf("the engine logged %d refusals at ERROR, want %d (revision active after the restart: %q)", engineErrors, wantErrors, tc.want)
 			}
 		})
 	}
@@ -260,11 +268,13 @@ func TestOtherBundleUpdatesAfterFallback(t *testing.T) {
 }
 
 // TestMixedHashPersistedSetIsARefusal: persisted files that are a set of
-// bundles declaring different constitutional hashes are refused at start
-// (counted as a refusal, failure), as activateStored refuses such a set,
-// once, whether the accepted copies then take their place or there are
-// none (the plugin loads the set refused). They were logged as files that
-// could not be read, and no refusal was recorded (review).
+// bundles declaring different constitutional hashes are refused at start,
+// as activateStored refuses such a set: counted as a refusal (failure),
+// once, when there are no accepted copies (the plugin loads the set
+// refused), and only logged as refused when the accepted copies take
+// their place (no failed reload: TestPersistedBundleIsTheLastAccepted).
+// They were logged as files that could not be read, and no refusal was
+// recorded (review).
 func TestMixedHashPersistedSetIsARefusal(t *testing.T) {
 	const persist = "    persist: true\n"
 	for _, tc := range []struct {
@@ -303,8 +313,11 @@ func TestMixedHashPersistedSetIsARefusal(t *testing.T) {
 			if got := e2.revision(); got != tc.want {
 				t.Fatalf("after the restart, revision %q is active (last error %q), want %q", got, e2.lastError(), tc.want)
 			}
-			if n := e2.count("failure"); n != 1 {
-				t.Fatalf("after the restart with a mixed-hash persisted set, %d refusals, want 1:\n%s", n, logs.String())
+			if n, want := e2.count("failure"), map[bool]int{true: 0, false: 1}[tc.accepted]; n != want {
+				t.Fatalf("after the restart with a mixed-hash persisted set, %d refusals, want %d:\n%s", n, want, logs.String())
+			}
+			if got := logs.String(); !strings.Contains(got, "remote bundle refused") && !strings.Contains(got, "persisted bundles were refused") {
+				t.Fatalf("the refusal of a mixed-hash persisted set was not logged:\n%s", got)
 			}
 			if got := logs.String(); strings.Contains(got, "could not be read") {
 				t.Fatalf("a mixed-hash persisted set was logged as unreadable:\n%s", got)

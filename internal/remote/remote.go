@@ -36,6 +36,10 @@ import (
 // Target is what the remote source activates bundles into (*engine.Engine).
 type Target interface {
 	Activate(ctx context.Context, b *bundle.Bundle, source string) error
+	// TryActivate is Activate without reporting a refusal (log, last
+	// reload error, failure count): for OPA's persisted files at start,
+	// which the last accepted copies may stand in for.
+	TryActivate(ctx context.Context, b *bundle.Bundle, source string) error
 	// RecordFailure records a bundle refused before it reached Activate.
 	RecordFailure(err error)
 	// RecordDownloadFailure records a bundle that could not be
@@ -259,10 +263,12 @@ func (r *Remote) Start(ctx context.Context) error {
 	// settled: the target has decided on exactly what the plugin loads at
 	// start (OPA's own files, handed over before it starts): it is not
 	// handed over again.
-	settled := false
+	// standIn: the target's refusal of OPA's persisted files, reported
+	// only if the accepted copies put in their place are not handed over.
+	settled, standIn := false, error(nil)
 	if r.persisted != nil {
 		// Before the plugin loads the persisted bundles (manager.Start).
-		settled = r.startPersisted()
+		settled, standIn = r.startPersisted()
 	}
 	if err := r.manager.Start(r.ctx); err != nil {
 		return fmt.Errorf("starting remote bundles (%s): %w", r.opts.Name, err)
@@ -278,7 +284,10 @@ func (r *Remote) Start(ctx context.Context) error {
 		}
 		if len(missing) == 0 {
 			if !settled {
-				_ = r.activateStored("persisted bundles loaded at start") // logged and recorded by the target
+				// Activated, or refused and reported: the refusal of the
+				// files they stand in for is not a failed reload.
+				_ = r.activateStored(persistedAtStart) // logged and recorded by the target
+				standIn = nil
 			}
 		} else {
 			// A constitution without its data bundle (or the reverse)
@@ -291,6 +300,14 @@ func (r *Remote) Start(ctx context.Context) error {
 			r.log.Info("persisted bundles loaded; waiting for the other bundles before the first activation",
 				"persisted", names, "waiting_for", missing)
 		}
+		r.mu.Unlock()
+	}
+	if standIn != nil {
+		// The accepted copies were not loaded as a whole set: the refusal
+		// stands, with no policy.
+		r.mu.Lock()
+		r.opts.Target.RecordFailure(standIn)
+		r.logRefusal(persistedAtStart, standIn)
 		r.mu.Unlock()
 	}
 	manual := false
@@ -740,6 +757,9 @@ func (r *Remote) logRefusal(why string, err error) {
 	}
 }
 
+// persistedAtStart is the update Start hands over, for the log.
+const persistedAtStart = "persisted bundles loaded at start"
+
 // startPersisted decides, before the plugin starts, which persisted files
 // it loads (see persist.go): OPA's own, when the target accepts them as
 // they are, else the last accepted copies. It hands OPA's files to the
@@ -747,12 +767,17 @@ func (r *Remote) logRefusal(why string, err error) {
 // plugin then loads is exactly what the target decided on (nothing put in
 // OPA's place). OPA's files that cannot be read, or do not make the whole
 // set, are replaced by the accepted copies where those differ.
-func (r *Remote) startPersisted() (settled bool) {
+//
+// A refusal of OPA's files is reported to the target (logged as an error,
+// counted as a failed reload) only when no accepted copy stands in for
+// them; else it is returned as standIn, logged here as a warning, for
+// Start to report if the copies are not handed over after all.
+func (r *Remote) startPersisted() (settled bool, standIn error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ctx, cancel := context.WithTimeout(r.ctx, r.opts.ActivateTimeout)
 	defer cancel()
-	const why = "persisted bundles loaded at start"
+	const why = persistedAtStart
 	b, names, raws, err := r.persisted.opaSet(ctx, r.bundles, r.plugin.Config().Bundles, r.manager.ParserOptions())
 	// handed: the target has decided on OPA's files (accepted or refused them).
 	var refusal *setRefusal
@@ -763,17 +788,16 @@ func (r *Remote) startPersisted() (settled bool) {
 	switch {
 	case refusal != nil:
 		// The set read back is refused (mixed constitutional hashes), as
-		// activateStored refuses it and records: a refusal, not a file
-		// that could not be read.
-		r.opts.Target.RecordFailure(err)
+		// activateStored refuses it: a refusal, not a file that could not
+		// be read.
 		refused = err
 	case handed:
 		source := fmt.Sprintf("remote %s from %s (persisted)", strings.Join(names, ","), r.opts.Name)
-		err = r.opts.Target.Activate(ctx, b, source) // logged and recorded by the target
+		err = r.opts.Target.TryActivate(ctx, b, source) // a refusal is reported below
 		if err == nil {
 			r.settle(why, nil)
 			r.keepAccepted(raws, names)
-			return true
+			return true, nil
 		}
 		refused = err
 	case !errors.Is(err, errIncomplete):
@@ -785,15 +809,17 @@ func (r *Remote) startPersisted() (settled bool) {
 	restored, unsynced, err := r.persisted.restore()
 	switch {
 	case len(restored) > 0 && refused != nil:
-		// Not an error for the operator: the accepted copies are loaded
-		// and activated when the plugin starts (refused then, they are
-		// logged as any refusal is).
+		// Not an error for the operator, nor a failed reload: the
+		// accepted copies are loaded and activated when the plugin starts
+		// (refused then, they are reported as any refusal is).
 		r.log.Warn("persisted bundles were refused; the last accepted ones are loaded instead",
 			"bundles", restored, "update", why, "error", refused)
+		standIn = refused
 	case len(restored) > 0:
 		r.log.Warn("persisted bundles were not the ones last accepted (unreadable, or not taken yet); "+
 			"the last accepted ones are loaded instead", "bundles", restored)
 	case refused != nil:
+		r.opts.Target.RecordFailure(refused)
 		r.logRefusal(why, refused)
 	}
 	r.logUnsynced(unsynced)
@@ -801,7 +827,7 @@ func (r *Remote) startPersisted() (settled bool) {
 		r.log.Error("restoring the last accepted persisted bundles failed; the persisted ones are loaded as they are", "error", err)
 	}
 	// Refused, and nothing else to load: the plugin loads the set refused.
-	return handed && len(restored) == 0
+	return handed && len(restored) == 0, standIn
 }
 
 // logUnsynced logs the copies (accepted copies, or those restored in
