@@ -12,6 +12,9 @@ import (
 	"runtime"
 	"strings"
 
+	"golang.org/x/text/cases"
+	"golang.org/x/text/unicode/norm"
+
 	bundleplugin "github.com/open-policy-agent/opa/v1/plugins/bundle"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -70,12 +73,23 @@ func persistableName(name string) error {
 // Windows both / and \ separate path elements, and OPA's plugin escapes
 // its other reserved characters (< > : " | ? *) with a \ in the name it
 // persists under, a path this package does not rebuild: they are
-// refused. Elsewhere \ is a character of a name like any other.
+// refused. So are what Windows' path API does not take as it is: control
+// characters, an element of dots and spaces only (it drops an element's
+// trailing dots and spaces, so ".. " is ".."), one that is bundle.tar.gz
+// once they are dropped, and a device name (CON, NUL, COM1, in any case,
+// with any extension: nul.txt opens the device, not a file). Elsewhere
+// all of these are characters of a name like any other: they are rules
+// of that API, which a process on another system writing to a volume
+// from Windows (NTFS, an SMB share) does not go through.
 func persistableNameOn(goos, name string) error {
+	windows := goos == "windows"
 	isSep := func(c rune) bool { return c == '/' }
-	if goos == "windows" {
+	if windows {
 		if i := strings.IndexAny(name, `<>:"|?*`); i >= 0 {
 			return fmt.Errorf("its name %q holds %q, which OPA escapes on Windows", name, name[i])
+		}
+		if i := strings.IndexFunc(name, func(c rune) bool { return c < 0x20 }); i >= 0 {
+			return fmt.Errorf("its name %q holds the control character %q, which Windows does not allow in a file name", name, name[i])
 		}
 		isSep = func(c rune) bool { return c == '/' || c == '\\' }
 	}
@@ -90,40 +104,83 @@ func persistableNameOn(goos, name string) error {
 		if !isSep(c) {
 			continue
 		}
-		switch elem := name[start:i]; {
-		case elem == "" || elem == "." || elem == "..":
+		elem := name[start:i]
+		opened := elem // the element Windows opens
+		if windows {
+			opened = strings.TrimRight(elem, ". ")
+		}
+		switch {
+		case elem == "" || elem == "." || elem == ".." || opened == "":
 			return fmt.Errorf("its name %q has a path element %q", name, elem)
-		case strings.EqualFold(elem, "bundle.tar.gz"): // in any case: see distinctPersistedNames
+		case strings.EqualFold(opened, "bundle.tar.gz"): // in any case: see distinctPersistedNames
 			return fmt.Errorf("its name %q has a path element %q (another bundle's persisted file)", name, elem)
+		case windows && windowsDevice(opened):
+			return fmt.Errorf("its name %q has a path element %q, which names a device on Windows", name, elem)
 		}
 		start = i + 1
 	}
 	return nil
 }
 
-// distinctPersistedNames says which two of the persisted bundles' names
-// would share their files on operating system goos, nil when none do.
-// Names that differ only by case name the same files on a
-// case-insensitive file system (macOS's and Windows' by default, one
-// mounted anywhere), so they are refused on every system: each bundle's
-// file and accepted copy would overwrite the other's, and a restart
-// would load one bundle's copy as the other. On Windows "a\b" is "a/b".
-func distinctPersistedNames(goos string, names []string) error {
-	key := func(name string) string {
-		if goos == "windows" {
-			return strings.ReplaceAll(name, `\`, "/")
+// windowsDevices are the names Windows reserves for devices, in any case
+// and with any extension (learn.microsoft.com: Naming Files, Paths, and
+// Namespaces), with the console's CONIN$ and CONOUT$.
+var windowsDevices = []string{"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
+	"COM0", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8", "COM9", "COM\u00b9", "COM\u00b2", "COM\u00b3",
+	"LPT0", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9", "LPT\u00b9", "LPT\u00b2", "LPT\u00b3"}
+
+// windowsDevice reports whether path element elem (its trailing dots and
+// spaces dropped) names a device on Windows: its base, before the first
+// dot and without trailing spaces, is a reserved name.
+func windowsDevice(elem string) bool {
+	base, _, _ := strings.Cut(elem, ".")
+	base = strings.TrimRight(base, " ")
+	for _, d := range windowsDevices {
+		if strings.EqualFold(base, d) {
+			return true
 		}
-		return name
 	}
-	for i, a := range names {
-		for _, b := range names[i+1:] {
-			if strings.EqualFold(key(a), key(b)) {
-				return fmt.Errorf("bundles %q and %q have persist: true, but their names differ only by case or separator: "+
-					"on a case-insensitive file system (macOS, Windows) they would be persisted to the same files", a, b)
-			}
+	return false
+}
+
+// distinctPersistedNames says which two of the persisted bundles' names
+// would share their files on operating system goos, nil when none do:
+// those with one persistedKey. Each bundle's file and accepted copy would
+// overwrite the other's, and a restart would load one bundle's copy as
+// the other.
+func distinctPersistedNames(goos string, names []string) error {
+	seen := make(map[string]string, len(names))
+	for _, name := range names {
+		k := persistedKey(goos, name)
+		if other, ok := seen[k]; ok {
+			return fmt.Errorf("bundles %q and %q have persist: true, but their names differ only by case, Unicode normalisation "+
+				"or (on Windows) separators and trailing dots or spaces: on a case- or normalisation-insensitive file system "+
+				"(macOS, Windows) they would be persisted to the same files", other, name)
 		}
+		seen[k] = name
 	}
 	return nil
+}
+
+// persistedKey is bundle name folded as the file systems it may be
+// persisted on fold names, on operating system goos: normalised (macOS's
+// APFS and HFS+ take NFC "\u00e9" and NFD "e\u0301" for one name), then
+// case-folded (macOS's and Windows' by default, a casefold mount). These
+// are the file systems' rules, and a state directory can be one mounted
+// from another system (a macOS host's directory in a Linux container,
+// say): they apply on every system. On Windows only, by the rules of its
+// path API (persistableNameOn), \ is / and each element's trailing dots
+// and spaces are dropped ("authz." is "authz").
+func persistedKey(goos, name string) string {
+	k := norm.NFC.String(cases.Fold().String(norm.NFC.String(name)))
+	if goos != "windows" {
+		return k
+	}
+	elems := strings.Split(strings.ReplaceAll(k, `\`, "/"), "/")
+	for i, e := range elems {
+		elems[i] = strings.TrimRight(e, ". ")
+	}
+	return strings.Join(elems, "/")
 }
 
 // opaPath is where OPA's plugin persists bundle name.

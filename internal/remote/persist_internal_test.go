@@ -2,6 +2,7 @@ package remote
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -86,33 +87,114 @@ func TestWriteCopyRetriesParentSync(t *testing.T) {
 
 // TestPersistableNameOnWindows: on Windows \ separates path elements as /
 // does, and the characters OPA escapes in the name it persists under are
-// refused (this package would look for the file elsewhere).
+// refused (this package would look for the file elsewhere). So are what
+// Windows' path API does not open as written: control characters, an
+// element of dots and spaces only (".. " is ".."), one that is
+// bundle.tar.gz once its trailing dots and spaces are dropped, and device
+// names in any case and with any extension (nul.txt writes to the NUL
+// device); they were accepted. Elsewhere all of these are names like any
+// other.
 func TestPersistableNameOnWindows(t *testing.T) {
-	for _, name := range []string{`a\b`, "team/authz"} {
-		if err := persistableNameOn("windows", name); err != nil {
-			t.Errorf("%q on Windows: %v, want it accepted", name, err)
+	for _, tc := range []struct {
+		name           string
+		windows, linux bool // accepted on Windows, on Linux
+	}{
+		{`a\b`, true, true},
+		{"team/authz", true, true},
+		{"authz.", true, true}, // "authz" to Windows: see TestDistinctPersistedNames
+		{"console", true, true},
+		{"nullable", true, true},
+		{"com10", true, true},
+		{"lpt", true, true},
+		{"con_x.txt", true, true},
+		{"caf\u00e9", true, true},
+		{`\x`, false, true},
+		{`..\x`, false, true},
+		{`a\\b`, false, true},
+		{`a\`, false, true},
+		{`a\.\b`, false, true},
+		{`C:\x`, false, true},
+		{"a:b", false, true},
+		{"a*b", false, true},
+		{`team\bundle.tar.gz`, false, true},
+		{"a\x01b", false, true},
+		{"a\tb", false, true},
+		{"a\x1fb", false, true},
+		{"nul", false, true},
+		{"NUL", false, true},
+		{"nul.txt", false, true},
+		{"team/Con.tar.gz", false, true},
+		{"prn", false, true},
+		{"aux.", false, true},
+		{"nul .txt", false, true},
+		{"com1", false, true},
+		{"COM9.x", false, true},
+		{"lpt1/authz", false, true},
+		{"LPT\u00b9", false, true},
+		{"com\u00b3.txt", false, true},
+		{"conin$", false, true},
+		{"team/...", false, true},
+		{".. /x", false, true},
+		{"a/. /b", false, true},
+		{"team/bundle.tar.gz.", false, true},
+		{"team/Bundle.tar.gz ", false, true},
+	} {
+		for _, sys := range []struct {
+			goos string
+			want bool
+		}{{"windows", tc.windows}, {"linux", tc.linux}} {
+			err := persistableNameOn(sys.goos, tc.name)
+			if (err == nil) != sys.want {
+				t.Errorf("%q on %s: %v, want accepted: %v", tc.name, sys.goos, err, sys.want)
+			}
+			if err != nil && !strings.Contains(err.Error(), fmt.Sprintf("%q", tc.name)) {
+				t.Errorf("%q on %s: error %v does not name it", tc.name, sys.goos, err)
+			}
 		}
-	}
-	for _, name := range []string{`\x`, `..\x`, `a\\b`, `a\`, `a\.\b`, `C:\x`, "a:b", "a*b", `team\bundle.tar.gz`} {
-		if err := persistableNameOn("windows", name); err == nil {
-			t.Errorf("%q on Windows accepted, want it refused", name)
-		}
-	}
-	if err := persistableNameOn("linux", `..\x`); err != nil {
-		t.Errorf(`..\x on Linux (one name): %v, want it accepted`, err)
 	}
 }
 
-// TestDistinctPersistedNamesOnWindows: on Windows "a\b" and "a/b" are one
-// path, so persisting both would share their files; elsewhere they are
-// two names.
-func TestDistinctPersistedNamesOnWindows(t *testing.T) {
-	names := []string{`team/authz`, `Team\authz`}
-	if err := distinctPersistedNames("windows", names); err == nil {
-		t.Errorf("%q on Windows accepted, want them refused", names)
-	}
-	if err := distinctPersistedNames("linux", names); err != nil {
-		t.Errorf("%q on Linux: %v, want them accepted", names, err)
+// TestDistinctPersistedNames: two persisted names that one file system
+// the persistence directory may be on takes for one are refused on every
+// system: names equal once Unicode-normalised (NFC "\u00e9" and NFD
+// "e\u0301", one name to macOS's APFS and HFS+; they were accepted) and
+// case-folded (7ef38c3). On Windows "a\b" is "a/b" and an element's
+// trailing dots and spaces are dropped ("authz." is "authz"; accepted);
+// elsewhere those are two names.
+func TestDistinctPersistedNames(t *testing.T) {
+	for _, tc := range []struct {
+		a, b           string
+		windows, linux bool // refused on Windows, on Linux
+	}{
+		{"caf\u00e9", "cafe\u0301", true, true},
+		{"team/caf\u00e9/x", "team/cafe\u0301/x", true, true},
+		{"CAF\u00c9", "cafe\u0301", true, true},
+		{"\u212a", "k", true, true}, // KELVIN SIGN folds to k
+		{"Authz", "authz", true, true},
+		{`team/authz`, `Team\authz`, true, false},
+		{"authz.", "authz", true, false},
+		{"authz. .", "Authz", true, false},
+		{"team /authz", "team/authz", true, false},
+		{"team./authz", "team/authz", true, false},
+		{"caf\u00e9", "cafe", false, false},
+		{"authz", "authz2", false, false},
+		{".authz", "authz", false, false},
+		{" authz", "authz", false, false},
+	} {
+		for _, sys := range []struct {
+			goos string
+			want bool
+		}{{"windows", tc.windows}, {"linux", tc.linux}, {"darwin", tc.linux}} {
+			names := []string{tc.a, tc.b}
+			slices.Sort(names)
+			err := distinctPersistedNames(sys.goos, names)
+			if (err != nil) != sys.want {
+				t.Errorf("%+q and %+q on %s: %v, want refused: %v", tc.a, tc.b, sys.goos, err, sys.want)
+			}
+			if err != nil && (!strings.Contains(err.Error(), fmt.Sprintf("%q", tc.a)) || !strings.Contains(err.Error(), fmt.Sprintf("%q", tc.b))) {
+				t.Errorf("%+q and %+q on %s: error %v does not name both", tc.a, tc.b, sys.goos, err)
+			}
+		}
 	}
 }
 

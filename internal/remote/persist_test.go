@@ -84,8 +84,11 @@ func TestNestedPersistedBundleNames(t *testing.T) {
 // same files on a case-insensitive file system (macOS, Windows), each
 // overwriting the other's file and accepted copy, so a restart loaded one
 // bundle's copy as the other: such a pair is refused at start, naming
-// both (review). Names that only share a prefix, and a pair of which one
-// is not persisted, are accepted.
+// both (review). So is a pair equal once Unicode-normalised (NFC and NFD
+// "\u00e9", one name to macOS's file systems), on every system (it was
+// accepted); persistedKey's other cases are TestDistinctPersistedNames'.
+// Names that only share a prefix, and a pair of which one is not
+// persisted, are accepted.
 func TestNewRefusesPersistedNamesDifferingByCase(t *testing.T) {
 	e := newEngine(t)
 	dir := t.TempDir()
@@ -95,6 +98,9 @@ func TestNewRefusesPersistedNamesDifferingByCase(t *testing.T) {
 	}{
 		{a: "Authz", b: "authz", bExtra: "    persist: true\n", refused: true},
 		{a: "team/Authz", b: "TEAM/authz", bExtra: "    persist: true\n", refused: true},
+		{a: "caf\u00e9", b: "cafe\u0301", bExtra: "    persist: true\n", refused: true},
+		{a: "Caf\u00e9", b: "cafe\u0301", bExtra: "    persist: true\n", refused: true},
+		{a: "caf\u00e9", b: "cafe\u0301", bExtra: ""},
 		{a: "Authz", b: "authz", bExtra: ""},
 		{a: "authz", b: "authz2", bExtra: "    persist: true\n"},
 		{a: "Team", b: "team/authz", bExtra: "    persist: true\n"},
