@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -184,15 +185,26 @@ func TestNPMReferenceServersBehindTheGateway(t *testing.T) {
 	// the official TypeScript client through the gateway: over streamable
 	// HTTP, and over stdio with the acgs binary as its child (Node hands a
 	// child sockets where Go's exec hands pipes)
+	long := call(t, directEv, longRunning, longRunningArgs)
 	t.Run("TypeScript agent over HTTP", func(t *testing.T) {
-		checkTSClient(t, runTSClient(t, dir, e.agentURL, "token-2", tsCalls(root)))
+		checkTSClient(t, runTSClient(t, dir, e.agentURL, "token-2", tsCalls(root)), long)
 	})
 	t.Run("TypeScript agent over stdio", func(t *testing.T) {
 		cfg := writeConfig(t, fmt.Sprintf("stdio_agent: ts-agent\nupstreams:\n  - name: fs\n    command: [node, %q, %q]\n  - name: everything\n    url: %s\n", fsServer, root, everything))
 		command, _ := json.Marshal([]string{testenv.ACGSBinary(t), "gateway", "--config", cfg})
-		checkTSClient(t, runTSClient(t, dir, "--stdio", string(command), tsCalls(root)))
+		checkTSClient(t, runTSClient(t, dir, "--stdio", string(command), tsCalls(root)), long)
 	})
 }
+
+// longRunning is the everything server's tool that reports progress (1 of
+// steps, 2 of steps, ... over duration seconds) when its call asks for it,
+// and then answers; longRunningArgs keep it to a second.
+const (
+	longRunning      = "trigger-long-running-operation"
+	longRunningSteps = 3
+)
+
+var longRunningArgs = map[string]any{"duration": 1, "steps": longRunningSteps}
 
 // tsCalls are the TypeScript client's calls (checkTSClient).
 func tsCalls(root string) string {
@@ -201,26 +213,23 @@ func tsCalls(root string) string {
 		{"name": "fs__read_text_file", "arguments": map[string]any{"path": filepath.Join(root, "hello.txt")}},
 		{"name": "fs__read_text_file", "arguments": map[string]any{"path": "/etc/shadow"}},
 		{"name": "everything__exec", "arguments": map[string]any{}},
+		{"name": "everything__" + longRunning, "arguments": longRunningArgs, "progress": true},
 	})
 	return string(calls)
 }
 
 // checkTSClient checks what client.mjs printed for tsCalls: the allowed
 // calls answered by the servers, the denied read and the prohibited tool
-// refused with the constitution's reasons.
-func checkTSClient(t *testing.T, out []byte) {
+// refused with the constitution's reasons, and the call asking for progress
+// answered with long, the upstream's own answer, after its progress
+// (checkTSProgress).
+func checkTSClient(t *testing.T, out []byte, long *mcp.CallToolResult) {
 	t.Helper()
-	var got struct {
-		Tools []string `json:"tools"`
-		Calls []struct {
-			Result *mcp.CallToolResult `json:"result"`
-			Error  string              `json:"error"`
-		} `json:"calls"`
-	}
+	var got tsOutput
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("client.mjs output: %v\n%s", err, out)
 	}
-	if !strings.Contains(strings.Join(got.Tools, ","), "fs__read_text_file") || len(got.Calls) != 4 {
+	if !strings.Contains(strings.Join(got.Tools, ","), "fs__read_text_file") || len(got.Calls) != 5 {
 		t.Fatalf("TypeScript client: %s", out)
 	}
 	if r := got.Calls[0].Result; r == nil || r.IsError || text(r) != "Echo: from TypeScript" {
@@ -235,6 +244,95 @@ func checkTSClient(t *testing.T, out []byte) {
 	if r := got.Calls[3].Result; r == nil || !r.IsError || !strings.Contains(text(r), "prohibited by the constitution") {
 		t.Errorf("TS prohibited tool: %s", out)
 	}
+	checkTSProgress(t, &got, 4, long)
+}
+
+// tsOutput is what client.mjs prints.
+type tsOutput struct {
+	Tools []string `json:"tools"`
+	Calls []struct {
+		Result *mcp.CallToolResult `json:"result"`
+		Error  string              `json:"error"`
+		// a call with "progress": the request's id and progress token as
+		// the library sent them, and what its onprogress reported
+		ID            json.RawMessage `json:"id"`
+		ProgressToken json.RawMessage `json:"progressToken"`
+		Progress      []tsProgress    `json:"progress"`
+	} `json:"calls"`
+	// the progress notifications and answers, in the order they reached
+	// the client
+	Received []struct {
+		Progress *tsProgress     `json:"progress"`
+		Response json.RawMessage `json:"response"`
+	} `json:"received"`
+	Errors []string `json:"errors"`
+}
+
+type tsProgress struct {
+	ProgressToken json.RawMessage `json:"progressToken"`
+	Progress      float64         `json:"progress"`
+	Total         float64         `json:"total"`
+}
+
+// checkTSProgress checks call i of out, made with the library's onprogress:
+// its answer is the upstream's (want), unchanged; the upstream's progress
+// reached the client under the token the library chose for the call, at
+// least one notification, increasing, all before the call's answer; and
+// the library gave onprogress at least one of them, in order. The library
+// handles a notification a tick after it arrives and forgets a call's
+// token at its answer, so a notification arriving just before the answer
+// may reach onprogress or not (the library then reports an unknown token):
+// the order is judged on what arrived, not on what onprogress got.
+func checkTSProgress(t *testing.T, out *tsOutput, i int, want *mcp.CallToolResult) {
+	t.Helper()
+	c := out.Calls[i]
+	wb, _ := json.Marshal(want)
+	gb, _ := json.Marshal(c.Result)
+	if c.Result == nil || c.Result.IsError || string(gb) != string(wb) {
+		t.Errorf("TS call with progress: got %s (error %q), want the upstream's %s", gb, c.Error, wb)
+	}
+	if len(c.ID) == 0 || len(c.ProgressToken) == 0 {
+		t.Fatalf("TS call with progress: the library sent id %s, progress token %s", c.ID, c.ProgressToken)
+	}
+	var before []float64 // the call's progress that arrived before its answer
+	answered, after := false, 0
+	for _, m := range out.Received {
+		switch {
+		case m.Progress != nil && string(m.Progress.ProgressToken) != string(c.ProgressToken):
+			t.Errorf("TS call with progress: progress %v of %v under token %s, not the call's %s", m.Progress.Progress, m.Progress.Total, m.Progress.ProgressToken, c.ProgressToken)
+		case m.Progress != nil && answered:
+			after++
+		case m.Progress != nil:
+			before = append(before, m.Progress.Progress)
+		case string(m.Response) == string(c.ID):
+			answered = true
+		}
+	}
+	if !answered {
+		t.Errorf("TS call with progress: no answer with id %s arrived", c.ID)
+	}
+	if len(before) == 0 || after > 0 || !increasing(before) {
+		t.Errorf("TS call with progress: progress %v arrived before its answer (want at least one, increasing), %d after it; errors %q", before, after, out.Errors)
+	}
+	var reported []float64
+	for _, p := range c.Progress {
+		reported = append(reported, p.Progress)
+		if !slices.Contains(before, p.Progress) || p.Total != longRunningSteps {
+			t.Errorf("TS call with progress: onprogress got %v of %v, not one of %v arrived before the answer, of total %d", p.Progress, p.Total, before, longRunningSteps)
+		}
+	}
+	if len(reported) == 0 || !increasing(reported) {
+		t.Errorf("TS call with progress: onprogress got %v, want at least one, increasing; errors %q", reported, out.Errors)
+	}
+}
+
+func increasing(v []float64) bool {
+	for k := 1; k < len(v); k++ {
+		if v[k] <= v[k-1] {
+			return false
+		}
+	}
+	return true
 }
 
 func runTSClient(t *testing.T, dir, url, token, calls string) []byte {
