@@ -30,6 +30,12 @@
 #   OPEN_RATE OPEN_DURATION WARMUP                 default 1000, 15 (s), 3 (s)
 #   PERFORMANCE_TARGET_P99_MS     p99 gate of the open loop and slo (default 5)
 #   REGRESSION_THRESHOLD_PERCENT  default 10
+#   PERF_HISTORY_ALLOW_EMPTY      1: a missing or empty history store passes the
+#                                 history gate (a first run; the workflow sets it
+#                                 only when its cache restored nothing, and says
+#                                 so). Unset, a missing store fails the gate (exit
+#                                 2 of regress compare): a mistyped store must not
+#                                 pass as "nothing to compare".
 set -uo pipefail
 # Loopback traffic never goes through a proxy the environment may set
 # (module downloads still may).
@@ -239,8 +245,13 @@ else
   HISTORY_MODE=""
 fi
 step "regress compare against $HISTORY"
+ALLOW_EMPTY=()
+if [ "${PERF_HISTORY_ALLOW_EMPTY:-}" = 1 ]; then
+  echo "PERF_HISTORY_ALLOW_EMPTY=1: an empty or missing history passes (first run)"
+  ALLOW_EMPTY=(--allow-empty-history)
+fi
 "$ACGS" regress compare --store "$HISTORY" --input "$OUT/bench.txt" --commit "$COMMIT" \
-  --markdown "$OUT/regression-history.md" | tee "$OUT/regress-history.txt"
+  --markdown "$OUT/regression-history.md" "${ALLOW_EMPTY[@]}" | tee "$OUT/regress-history.txt"
 gate regress-history "${PIPESTATUS[0]}" "vs the newest stored record: Mann-Whitney U p < 0.05 and median worse by > ${REGRESSION_THRESHOLD_PERCENT:-10}%" $HISTORY_MODE
 [ -f "$OUT/regression-report.md" ] || cp "$OUT/regression-history.md" "$OUT/regression-report.md" 2>/dev/null
 

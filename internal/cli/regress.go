@@ -117,23 +117,51 @@ func newRegressRecordCmd(open regressStoreOpener) *cobra.Command {
 	return cmd
 }
 
+// Exit codes of regress compare: 1 is a verdict on the input (it was judged
+// and fails), 2 says it could not be judged (flags, input, store, no
+// baseline), so a CI step can tell a regression from a broken setup.
+const (
+	regressExitFail  = 1
+	regressExitError = 2
+)
+
+// regressCannotJudge marks err as exit status 2.
+func regressCannotJudge(err error) error {
+	var ee *ExitError
+	if err == nil || errors.As(err, &ee) {
+		return err
+	}
+	return &ExitError{Code: regressExitError, Err: err}
+}
+
 func newRegressCompareCmd(open regressStoreOpener) *cobra.Command {
 	var (
 		input, baselineCommit, commit, markdown string
 		days                                    int
 		opts                                    perfhistory.CompareOptions
-		asJSON                                  bool
+		asJSON, allowEmpty                      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "compare",
-		Short: "Compare a benchmark result with a stored baseline; exit 1 on a regression",
+		Short: "Compare a benchmark result with a stored baseline; exit 1 on a regression, 2 when it cannot compare",
 		Long: `compare judges --input against a baseline: the newest record of
 --baseline-commit, or the newest record at least --days old, or (default) the
 newest record. Records of --commit (the input's own commit) are skipped.
-With no baseline in the store it reports so and exits 0; with a baseline that
-shares no benchmark with the input it exits 1, as nothing was compared.
 Damaged records (empty, unparsable) are skipped, and named, for the next
-one that fits; when every record that fits is damaged it exits 1.
+one that fits.
+
+Exit status:
+  0  no regression
+  1  a regression; or the baseline shares no benchmark with the input
+     (nothing was compared); or a shared metric had too few samples
+  2  nothing could be judged: bad flags or input, a store that is missing or
+     cannot be read, no baseline in it, or every record that fits damaged
+
+A store that does not exist or holds no record of another commit (a mistyped
+--store, a wrong S3 prefix, an evicted CI cache) is exit 2, unless
+--allow-empty-history says an empty history is expected (a first run): then
+it reports so and exits 0. A --baseline-commit or --days that matches no
+record is exit 2 whatever the flag says.
 
 Benchmarks are matched by name without the "-N" GOMAXPROCS suffix, so a run
 on a machine with another core count still compares; the report warns when
@@ -143,33 +171,46 @@ the two sides ran at different GOMAXPROCS.`,
 			ctx := cmd.Context()
 			data, err := regressReadInput(input)
 			if err != nil {
-				return err
+				return regressCannotJudge(err)
 			}
 			cur, err := perfhistory.ParseBenchmarks(data)
 			if err != nil {
-				return fmt.Errorf("%s: %w", input, err)
+				return regressCannotJudge(fmt.Errorf("%s: %w", input, err))
 			}
 			if len(cur.Keys) == 0 {
-				return fmt.Errorf("%s: no benchmark results", input)
+				return regressCannotJudge(fmt.Errorf("%s: no benchmark results", input))
 			}
 			if !cmd.Flags().Changed("threshold") {
 				opts.ThresholdPct = regressThresholdDefault()
 			}
 			s, err := open(cmd)
 			if err != nil {
-				return err
+				return regressCannotJudge(err)
 			}
+			storeName, _ := cmd.Flags().GetString("store")
 			metas, err := s.List(ctx)
-			if err != nil {
-				return err
+			if err != nil && !errors.Is(err, perfhistory.ErrStoreNotFound) {
+				return regressCannotJudge(fmt.Errorf("store %s: %w", storeName, err))
 			}
+			listErr := err
 			if commit == "" {
 				commit = os.Getenv("GITHUB_SHA")
 			}
 			out := cmd.OutOrStdout()
 			base, old, skipped, err := perfhistory.LoadBaseline(ctx, s, metas, baselineCommit, days, time.Now(), commit)
 			if errors.Is(err, perfhistory.ErrNoBaseline) {
-				fmt.Fprintf(out, "%v: nothing to compare\n", err)
+				if listErr != nil {
+					err = listErr // the store itself is missing: say that
+				}
+				selected := baselineCommit != "" || days != 0
+				if !allowEmpty || selected {
+					hint := ""
+					if !selected {
+						hint = "; check --store, or pass --allow-empty-history if an empty history is expected (a first run)"
+					}
+					return regressCannotJudge(fmt.Errorf("nothing to compare with in store %s: %w%s", storeName, err, hint))
+				}
+				fmt.Fprintf(out, "no baseline in store %s (%v): nothing to compare, as --allow-empty-history allows\n", storeName, err)
 				empty := &perfhistory.Comparison{Alpha: opts.Alpha, ThresholdPct: opts.ThresholdPct}
 				return regressWriteMarkdown(markdown, func(w io.Writer) error { return perfhistory.WriteCompareMarkdown(w, empty) })
 			}
@@ -177,7 +218,7 @@ the two sides ran at different GOMAXPROCS.`,
 				for _, sk := range skipped {
 					fmt.Fprintf(cmd.ErrOrStderr(), "skipped %s\n", sk.Reason)
 				}
-				return err
+				return regressCannotJudge(err)
 			}
 			c := perfhistory.Compare(old, cur, opts)
 			c.Baseline = &base
@@ -217,6 +258,8 @@ the two sides ran at different GOMAXPROCS.`,
 	f.Float64Var(&opts.Alpha, "alpha", perfhistory.DefaultAlpha, "significance level of the Mann-Whitney U test")
 	f.StringVar(&markdown, "markdown", "", "write a Markdown report (for a pull-request comment) to this file")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
+	f.BoolVar(&allowEmpty, "allow-empty-history", false, "exit 0 when the store is missing or holds no record of another commit (a first run); never with --baseline-commit or --days")
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return regressCannotJudge(err) })
 	return cmd
 }
 

@@ -104,7 +104,7 @@ func TestRegressCompareDamagedBaseline(t *testing.T) {
 		{"newest holds a NaN sample", map[string]string{"2026-11-01T10-00-00Z_aaa.txt": good, "2026-11-20T10-00-00Z_bbb.txt": good + "BenchmarkDecide\t1000\tNaN ns/op\n"},
 			1, []string{"1 regression(s)", "skipped 2026-11-20T10-00-00Z_bbb.txt", "NaN ns/op is not a measurement"}},
 		{"only damaged records", map[string]string{"2026-11-20T10-00-00Z_bbb.txt": ""},
-			1, []string{"skipped 2026-11-20T10-00-00Z_bbb.txt", "no usable baseline"}},
+			2, []string{"skipped 2026-11-20T10-00-00Z_bbb.txt", "no usable baseline"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -185,6 +185,61 @@ func TestRegressJSONNonFinite(t *testing.T) {
 			out, code, err = perfRun(t, "regress", "trend", "--store", store, "--days", "36500", "--json")
 			if code != 0 || !json.Valid([]byte(out)) {
 				t.Fatalf("trend --json: exit %d %v\n%s", code, err, out)
+			}
+		})
+	}
+}
+
+// No baseline is not a pass: a mistyped --store, an evicted cache or a
+// --baseline-commit or --days that matches nothing exits 2 (it could not
+// judge), apart from a regression's 1, unless --allow-empty-history says an
+// empty history is expected, which never covers an explicit selection.
+func TestRegressCompareNoBaseline(t *testing.T) {
+	t.Setenv("REGRESSION_THRESHOLD_PERCENT", "")
+	t.Setenv("GITHUB_SHA", "")
+	dir := t.TempDir()
+	store := filepath.Join(dir, "history")
+	empty := filepath.Join(dir, "empty")
+	if err := os.Mkdir(empty, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	base := regressWrite(t, dir, "base.txt", regressBench(1, 10, 1000, "Decide-2"))
+	slow := regressWrite(t, dir, "slow.txt", regressBench(2, 10, 2000, "Decide-2"))
+	if out, code, err := perfRun(t, "regress", "record", "--store", store, "--input", base, "--commit", "aaa"); code != 0 {
+		t.Fatalf("record: exit %d %v\n%s", code, err, out)
+	}
+	typo := store + "-typo"
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want []string
+	}{
+		{"control: twice as slow", []string{"--store", store}, 1, []string{"1 regression(s)"}},
+		{"missing store", []string{"--store", typo}, 2, []string{typo, "does not exist", "--allow-empty-history"}},
+		{"missing store, allowed", []string{"--store", typo, "--allow-empty-history"}, 0, []string{"does not exist", "nothing to compare"}},
+		{"empty store", []string{"--store", empty}, 2, []string{empty, "no record of another commit"}},
+		{"empty store, allowed", []string{"--store", empty, "--allow-empty-history"}, 0, []string{"nothing to compare"}},
+		{"only the input's own commit", []string{"--store", store, "--commit", "aaa"}, 2, []string{"none of another commit"}},
+		{"unknown baseline commit", []string{"--store", store, "--baseline-commit", "aab"}, 2, []string{store, "for commit aab"}},
+		{"unknown baseline commit, allowed", []string{"--store", store, "--baseline-commit", "aab", "--allow-empty-history"}, 2, []string{"for commit aab"}},
+		{"nothing old enough", []string{"--store", store, "--days", "30", "--allow-empty-history"}, 2, []string{"at least 30 days old"}},
+		{"missing store with a baseline commit, allowed", []string{"--store", typo, "--baseline-commit", "aaa", "--allow-empty-history"}, 2, []string{"does not exist"}},
+		{"unparsable flag", []string{"--store", store, "--alpha", "x"}, 2, []string{"alpha"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"regress", "compare", "--input", slow, "--commit", "bbb"}, tc.args...)
+			out, code, err := perfRun(t, args...)
+			if err != nil {
+				out += "\nerror: " + err.Error()
+			}
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d\n%s", code, tc.code, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
 			}
 		})
 	}

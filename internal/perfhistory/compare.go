@@ -310,6 +310,11 @@ func tooFewSamples(c benchmath.Comparison) bool {
 // ErrNoBaseline means the store has no record that fits the selection.
 var ErrNoBaseline = errors.New("no baseline record")
 
+// ErrEmptyHistory (an ErrNoBaseline) means no selection was asked for and
+// the store holds no record of another commit: a first run, or a wrong
+// store. Only the caller knows which.
+var ErrEmptyHistory = fmt.Errorf("%w: the history holds no record of another commit", ErrNoBaseline)
+
 // LoadBaseline selects the baseline among records (any order) and loads
 // it: the newest record of the given commit (a prefix is enough) if commit
 // is set; else the newest record at least `days` days older than now if
@@ -321,7 +326,7 @@ var ErrNoBaseline = errors.New("no baseline record")
 func LoadBaseline(ctx context.Context, s Store, metas []RecordMeta, commit string, days int, now time.Time, excludeCommit string) (RecordMeta, *Set, []SkippedRecord, error) {
 	ms := baselineCandidates(metas, commit, days, now, excludeCommit)
 	if len(ms) == 0 {
-		return RecordMeta{}, nil, nil, noBaselineError(commit, days)
+		return RecordMeta{}, nil, nil, noBaselineError(len(metas), commit, days)
 	}
 	var skipped []SkippedRecord
 	for _, m := range ms {
@@ -367,12 +372,12 @@ func baselineCandidates(metas []RecordMeta, commit string, days int, now time.Ti
 	return out
 }
 
-func noBaselineError(commit string, days int) error {
+func noBaselineError(records int, commit string, days int) error {
 	switch {
 	case commit != "":
-		return fmt.Errorf("%w for commit %s", ErrNoBaseline, commit)
+		return fmt.Errorf("%w for commit %s among %d record(s)", ErrNoBaseline, commit, records)
 	case days > 0:
-		return fmt.Errorf("%w at least %d days old", ErrNoBaseline, days)
+		return fmt.Errorf("%w at least %d days old among %d record(s)", ErrNoBaseline, days, records)
 	}
-	return ErrNoBaseline
+	return fmt.Errorf("%w (%d record(s), none of another commit)", ErrEmptyHistory, records)
 }

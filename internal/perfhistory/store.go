@@ -214,12 +214,17 @@ func publish(tmp, dir, name string) error {
 	}
 }
 
+// ErrStoreNotFound means a directory store does not exist: a mistyped
+// --store or a cache that was not restored, which must not read as a
+// history that is merely empty.
+var ErrStoreNotFound = errors.New("history store not found")
+
 // List returns the records oldest first; files that are not records are
-// ignored. A missing directory is an empty store.
+// ignored. A missing directory is ErrStoreNotFound, not an empty store.
 func (s *FSStore) List(_ context.Context) ([]RecordMeta, error) {
 	ents, err := os.ReadDir(s.Dir)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		return nil, fmt.Errorf("%w: directory %s does not exist", ErrStoreNotFound, s.Dir)
 	}
 	if err != nil {
 		return nil, err

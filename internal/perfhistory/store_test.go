@@ -53,7 +53,15 @@ func storeCases() []storeCase {
 	return []storeCase{
 		{
 			name: "filesystem",
-			open: func(t *testing.T) Store { return &FSStore{Dir: filepath.Join(t.TempDir(), "history")} },
+			// An existing empty directory: a missing one is ErrStoreNotFound
+			// (TestNoHistoryIsNamed).
+			open: func(t *testing.T) Store {
+				dir := filepath.Join(t.TempDir(), "history")
+				if err := os.Mkdir(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				return &FSStore{Dir: dir}
+			},
 			putJunk: func(t *testing.T, s Store, name string) {
 				dir := s.(*FSStore).Dir
 				if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -672,6 +680,56 @@ func TestParseBenchmarksPackages(t *testing.T) {
 			}
 			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
 				t.Fatalf("got  %v\nwant %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// A store that does not exist, or holds nothing another commit could be
+// compared with, must be told apart from a selection that matched nothing:
+// the caller passes the first only for a first run, never the second.
+func TestNoHistoryIsNamed(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 11, 20, 8, 30, 0, 0, time.UTC)
+	good := "BenchmarkDecide\t100\t1000 ns/op\n"
+	for _, tc := range []struct {
+		name         string
+		missing      bool     // the directory does not exist
+		commits      []string // records, one hour apart
+		commit, own  string
+		days         int
+		notFound     bool // List fails with ErrStoreNotFound
+		emptyHistory bool // LoadBaseline fails with ErrEmptyHistory
+	}{
+		{name: "missing directory", missing: true, notFound: true, emptyHistory: true},
+		{name: "empty directory", emptyHistory: true},
+		{name: "only records of its own commit", commits: []string{"aaa"}, own: "aaa", emptyHistory: true},
+		{name: "unknown baseline commit", commits: []string{"aaa"}, commit: "zzz"},
+		{name: "nothing old enough", commits: []string{"aaa"}, days: 30},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "history")
+			if !tc.missing {
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i, c := range tc.commits {
+				if err := os.WriteFile(filepath.Join(dir, RecordName(now.Add(-time.Duration(i+1)*time.Hour), c)), []byte(good), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s := &FSStore{Dir: dir}
+			metas, err := s.List(ctx)
+			if errors.Is(err, ErrStoreNotFound) != tc.notFound {
+				t.Fatalf("List: %v, want ErrStoreNotFound %v", err, tc.notFound)
+			}
+			if err != nil && !strings.Contains(err.Error(), dir) {
+				t.Errorf("%v does not name %s", err, dir)
+			}
+			_, _, _, err = LoadBaseline(ctx, s, metas, tc.commit, tc.days, now, tc.own)
+			if !errors.Is(err, ErrNoBaseline) || errors.Is(err, ErrEmptyHistory) != tc.emptyHistory {
+				t.Fatalf("LoadBaseline: %v, want ErrNoBaseline with ErrEmptyHistory %v", err, tc.emptyHistory)
 			}
 		})
 	}
