@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"time"
@@ -16,12 +17,31 @@ import (
 
 func init() { register(newRegressCmd) }
 
-// regressThresholdDefault is REGRESSION_THRESHOLD_PERCENT, else 10.
-func regressThresholdDefault() float64 {
-	if v, err := strconv.ParseFloat(os.Getenv("REGRESSION_THRESHOLD_PERCENT"), 64); err == nil && v >= 0 {
-		return v
+// regressThresholdDefault is REGRESSION_THRESHOLD_PERCENT, else 10. A value
+// that is set but not a finite percentage >= 0 is an error: taking 10 (or
+// Inf, which passes everything) in its place would gate on a threshold
+// nobody chose.
+func regressThresholdDefault() (float64, error) {
+	env, ok := os.LookupEnv("REGRESSION_THRESHOLD_PERCENT")
+	if !ok || env == "" {
+		return perfhistory.DefaultThresholdPct, nil
 	}
-	return perfhistory.DefaultThresholdPct
+	v, err := strconv.ParseFloat(env, 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+		return 0, fmt.Errorf("REGRESSION_THRESHOLD_PERCENT=%q: want a finite percentage >= 0", env)
+	}
+	return v, nil
+}
+
+// regressThreshold is --threshold when given, else the environment's.
+func regressThreshold(cmd *cobra.Command, flag float64) (float64, error) {
+	if !cmd.Flags().Changed("threshold") {
+		return regressThresholdDefault()
+	}
+	if math.IsNaN(flag) || math.IsInf(flag, 0) || flag < 0 {
+		return 0, fmt.Errorf("--threshold %v: want a finite percentage >= 0", flag)
+	}
+	return flag, nil
 }
 
 func regressReadInput(path string) ([]byte, error) {
@@ -169,6 +189,18 @@ the two sides ran at different GOMAXPROCS.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			var err error
+			if opts.ThresholdPct, err = regressThreshold(cmd, opts.ThresholdPct); err != nil {
+				return regressCannotJudge(err)
+			}
+			// NaN compares false with everything: an alpha of NaN would call
+			// nothing significant and pass every regression.
+			if !(opts.Alpha > 0 && opts.Alpha < 1) {
+				return regressCannotJudge(fmt.Errorf("--alpha %v: want a significance level in (0, 1)", opts.Alpha))
+			}
+			if days < 0 {
+				return regressCannotJudge(fmt.Errorf("--days %d: want >= 0 (0: the newest record)", days))
+			}
 			data, err := regressReadInput(input)
 			if err != nil {
 				return regressCannotJudge(err)
@@ -179,9 +211,6 @@ the two sides ran at different GOMAXPROCS.`,
 			}
 			if len(cur.Keys) == 0 {
 				return regressCannotJudge(fmt.Errorf("%s: no benchmark results", input))
-			}
-			if !cmd.Flags().Changed("threshold") {
-				opts.ThresholdPct = regressThresholdDefault()
 			}
 			s, err := open(cmd)
 			if err != nil {
@@ -278,8 +307,9 @@ func newRegressTrendCmd(open regressStoreOpener) *cobra.Command {
 			if days < 1 {
 				return errors.New("--days must be >= 1")
 			}
-			if !cmd.Flags().Changed("threshold") {
-				threshold = regressThresholdDefault()
+			var err error
+			if threshold, err = regressThreshold(cmd, threshold); err != nil {
+				return err
 			}
 			s, err := open(cmd)
 			if err != nil {

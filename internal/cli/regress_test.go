@@ -244,3 +244,57 @@ func TestRegressCompareNoBaseline(t *testing.T) {
 		})
 	}
 }
+
+// A NaN alpha or threshold compares false with everything and passed a
+// doubled time; an out-of-range one was quietly replaced (alpha <= 0 by
+// 0.05, a negative threshold by 0, negative --days by "newest", a bad
+// REGRESSION_THRESHOLD_PERCENT by 10). Each is exit 2, naming its source.
+func TestRegressRejectsBadNumbers(t *testing.T) {
+	t.Setenv("GITHUB_SHA", "")
+	dir := t.TempDir()
+	store := filepath.Join(dir, "history")
+	base := regressWrite(t, dir, "base.txt", regressBench(1, 10, 1000, "Decide-2"))
+	slow := regressWrite(t, dir, "slow.txt", regressBench(2, 10, 2000, "Decide-2"))
+	if out, code, err := perfRun(t, "regress", "record", "--store", store, "--input", base, "--commit", "aaa"); code != 0 {
+		t.Fatalf("record: exit %d %v\n%s", code, err, out)
+	}
+	for _, tc := range []struct {
+		name, env string
+		args      []string
+		code      int
+		want      string
+	}{
+		{"control: twice as slow", "", nil, 1, "1 performance regression(s)"},
+		{"alpha NaN", "", []string{"--alpha", "NaN"}, 2, "--alpha NaN"},
+		{"alpha 0", "", []string{"--alpha", "0"}, 2, "--alpha 0"},
+		{"alpha negative", "", []string{"--alpha", "-0.05"}, 2, "--alpha -0.05"},
+		{"alpha 1", "", []string{"--alpha", "1"}, 2, "--alpha 1"},
+		{"threshold NaN", "", []string{"--threshold", "NaN"}, 2, "--threshold NaN"},
+		{"threshold Inf", "", []string{"--threshold", "Inf"}, 2, "--threshold +Inf"},
+		{"threshold negative", "", []string{"--threshold", "-5"}, 2, "--threshold -5"},
+		{"days negative", "", []string{"--days", "-3"}, 2, "--days -3"},
+		{"env threshold Inf", "Inf", nil, 2, "REGRESSION_THRESHOLD_PERCENT"},
+		{"env threshold NaN", "NaN", nil, 2, "REGRESSION_THRESHOLD_PERCENT"},
+		{"env threshold not a number", "ten", nil, 2, "REGRESSION_THRESHOLD_PERCENT"},
+		{"env threshold negative", "-1", nil, 2, "REGRESSION_THRESHOLD_PERCENT"},
+		{"flag wins over a good env", "50", []string{"--threshold", "10"}, 1, "1 performance regression(s)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("REGRESSION_THRESHOLD_PERCENT", tc.env)
+			out, code, err := perfRun(t, append([]string{"regress", "compare", "--store", store, "--input", slow, "--commit", "bbb"}, tc.args...)...)
+			if err != nil {
+				out += "\nerror: " + err.Error()
+			}
+			if code != tc.code || !strings.Contains(out, tc.want) {
+				t.Fatalf("exit %d, want %d and %q\n%s", code, tc.code, tc.want, out)
+			}
+		})
+	}
+	t.Run("trend refuses a bad env threshold", func(t *testing.T) {
+		t.Setenv("REGRESSION_THRESHOLD_PERCENT", "Inf")
+		out, code, err := perfRun(t, "regress", "trend", "--store", store, "--days", "36500")
+		if code == 0 || err == nil || !strings.Contains(err.Error(), "REGRESSION_THRESHOLD_PERCENT") {
+			t.Fatalf("exit %d %v, want an error naming REGRESSION_THRESHOLD_PERCENT\n%s", code, err, out)
+		}
+	})
+}

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,6 +19,33 @@ import (
 )
 
 func init() { register(newSLOCmd) }
+
+// sloValidate refuses objectives that are not finite or out of range: NaN
+// compares false with every measurement, so a NaN limit passed any p99 and
+// any error rate, and an Inf one any latency.
+func sloValidate(s loadgen.ServiceSLO) error {
+	for _, l := range []struct {
+		flag string
+		v    float64
+		max  float64 // 0: unbounded above
+	}{
+		{"--p50-ms", s.P50Ms, 0}, {"--p95-ms", s.P95Ms, 0}, {"--p99-ms", s.P99Ms, 0},
+		{"--error-rate", s.MaxErrorRate, 1}, {"--max-refused-rate", s.MaxRefusedRate, 1},
+		{"--cache-hit-rate", s.MinCacheHitRate, 1}, {"--warn-fraction", s.WarnFraction, 1},
+	} {
+		if math.IsNaN(l.v) || math.IsInf(l.v, 0) || l.v < 0 || l.max > 0 && l.v > l.max {
+			want := "a finite number >= 0"
+			if l.max > 0 {
+				want = "a share in [0, 1]"
+			}
+			return fmt.Errorf("%s %v: want %s", l.flag, l.v, want)
+		}
+	}
+	if s.WarnFraction == 0 {
+		return errors.New("--warn-fraction 0: want a share in (0, 1]")
+	}
+	return nil
+}
 
 func newSLOCmd() *cobra.Command {
 	var (
@@ -67,7 +97,15 @@ status 1 when an objective is violated or has no data; warnings exit 0.`,
 				return errors.New("give exactly one of --metrics-url and --prometheus-url")
 			}
 			if !cmd.Flags().Changed("p99-ms") {
+				if env := os.Getenv("PERFORMANCE_TARGET_P99_MS"); env != "" {
+					if v, err := strconv.ParseFloat(env, 64); err != nil || !(v > 0) || math.IsInf(v, 0) {
+						return fmt.Errorf("PERFORMANCE_TARGET_P99_MS=%q: want a finite latency in ms > 0", env)
+					}
+				}
 				slo.P99Ms = perfP99DefaultMs()
+			}
+			if err := sloValidate(slo); err != nil {
+				return err
 			}
 			var m loadgen.ServiceMetrics
 			source := ""
