@@ -30,6 +30,9 @@
 #   OPEN_RATE OPEN_DURATION WARMUP                 default 1000, 15 (s), 3 (s)
 #   PERFORMANCE_TARGET_P99_MS     p99 gate of the open loop and slo (default 5)
 #   REGRESSION_THRESHOLD_PERCENT  default 10
+#   REGRESS_ALLOW_MISSING         1: benchmarks of the baseline missing from this
+#                                 run pass (renamed or removed on purpose); unset,
+#                                 a missing benchmark (one that crashed) fails
 #   PERF_HISTORY_ALLOW_EMPTY      1: a missing or empty history store passes the
 #                                 history gate (a first run; the workflow sets it
 #                                 only when its cache restored nothing, and says
@@ -235,10 +238,12 @@ gate load-open "$load_rc" "achieved >= 95% of $OPEN_RATE req/s, p99 <= ${PERFORM
 gate slo "$slo_rc" "service metrics: p99, 5xx rate, cache hit rate"
 "$ACGS" slo --metrics-url "$URL/metrics" --json >"$OUT/slo-cumulative.json" 2>/dev/null || true
 
+ALLOW_MISSING=()
+[ "${REGRESS_ALLOW_MISSING:-}" = 1 ] && ALLOW_MISSING=(--allow-missing)
 if [ -n "$BASE_SHA" ]; then
   step "regress compare against the side-by-side baseline $BASE_SHA"
   "$ACGS" regress compare --store "$AB_STORE" --baseline-commit "$BASE_SHA" --input "$OUT/bench.txt" \
-    --commit "$COMMIT" --markdown "$OUT/regression-report.md" | tee "$OUT/regress-compare.txt"
+    --commit "$COMMIT" --markdown "$OUT/regression-report.md" "${ALLOW_MISSING[@]}" | tee "$OUT/regress-compare.txt"
   gate regress "${PIPESTATUS[0]}" "vs $BASELINE_REF on this runner: Mann-Whitney U p < 0.05 and median worse by > ${REGRESSION_THRESHOLD_PERCENT:-10}%"
   HISTORY_MODE=info
 else
@@ -251,7 +256,7 @@ if [ "${PERF_HISTORY_ALLOW_EMPTY:-}" = 1 ]; then
   ALLOW_EMPTY=(--allow-empty-history)
 fi
 "$ACGS" regress compare --store "$HISTORY" --input "$OUT/bench.txt" --commit "$COMMIT" \
-  --markdown "$OUT/regression-history.md" "${ALLOW_EMPTY[@]}" | tee "$OUT/regress-history.txt"
+  --markdown "$OUT/regression-history.md" "${ALLOW_EMPTY[@]}" "${ALLOW_MISSING[@]}" | tee "$OUT/regress-history.txt"
 gate regress-history "${PIPESTATUS[0]}" "vs the newest stored record: Mann-Whitney U p < 0.05 and median worse by > ${REGRESSION_THRESHOLD_PERCENT:-10}%" $HISTORY_MODE
 [ -f "$OUT/regression-report.md" ] || cp "$OUT/regression-history.md" "$OUT/regression-report.md" 2>/dev/null
 

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -159,7 +160,7 @@ func newRegressCompareCmd(open regressStoreOpener) *cobra.Command {
 		input, baselineCommit, commit, markdown string
 		days                                    int
 		opts                                    perfhistory.CompareOptions
-		asJSON, allowEmpty                      bool
+		asJSON, allowEmpty, allowMissing        bool
 	)
 	cmd := &cobra.Command{
 		Use:   "compare",
@@ -173,7 +174,9 @@ one that fits.
 Exit status:
   0  no regression
   1  a regression; or the baseline shares no benchmark with the input
-     (nothing was compared); or a shared metric had too few samples
+     (nothing was compared); or a shared metric had too few samples; or a
+     metric of the baseline is missing from the input (a benchmark that
+     crashed or was dropped), unless --allow-missing
   2  nothing could be judged: bad flags or input, a store that is missing or
      cannot be read, no baseline in it, or every record that fits damaged
 
@@ -269,11 +272,21 @@ the two sides ran at different GOMAXPROCS.`,
 				return &ExitError{Code: 1, Err: fmt.Errorf("no benchmark of %s is in the baseline %s (%d new, %d missing): nothing was compared; were the benchmarks renamed?",
 					input, base.Name, c.Count(perfhistory.VerdictAdded), c.Count(perfhistory.VerdictRemoved))}
 			}
+			var fails []string
 			if regs := c.Regressions(); len(regs) > 0 {
-				return &ExitError{Code: 1, Err: fmt.Errorf("%d performance regression(s) against %s", len(regs), base.Name)}
+				fails = append(fails, fmt.Sprintf("%d performance regression(s) against %s", len(regs), base.Name))
 			}
 			if n := c.Undecided(); n > 0 {
-				return &ExitError{Code: 1, Err: fmt.Errorf("%d metric(s) had too few samples to compare with %s: run the benchmarks with more repetitions (-count 6, acgs bench --count 6)", n, base.Name)}
+				fails = append(fails, fmt.Sprintf("%d metric(s) had too few samples to compare with %s: run the benchmarks with more repetitions (-count 6, acgs bench --count 6)", n, base.Name))
+			}
+			// A benchmark that crashed or was dropped measures nothing; passing
+			// it would pass whatever it would have shown.
+			if missing := regressMissing(c); len(missing) > 0 && !allowMissing {
+				fails = append(fails, fmt.Sprintf("%d metric(s) of the baseline %s are missing from this run (%s): pass --allow-missing if they were renamed or removed on purpose",
+					len(missing), base.Name, strings.Join(missing, ", ")))
+			}
+			if len(fails) > 0 {
+				return &ExitError{Code: regressExitFail, Err: errors.New(strings.Join(fails, "; "))}
 			}
 			return nil
 		},
@@ -288,8 +301,27 @@ the two sides ran at different GOMAXPROCS.`,
 	f.StringVar(&markdown, "markdown", "", "write a Markdown report (for a pull-request comment) to this file")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	f.BoolVar(&allowEmpty, "allow-empty-history", false, "exit 0 when the store is missing or holds no record of another commit (a first run); never with --baseline-commit or --days")
+	f.BoolVar(&allowMissing, "allow-missing", false, "pass when metrics of the baseline are missing from the input (benchmarks renamed or removed on purpose)")
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return regressCannotJudge(err) })
 	return cmd
+}
+
+// regressMissing names the baseline's metrics the input lacks, at most 5.
+func regressMissing(c *perfhistory.Comparison) []string {
+	var out []string
+	n := 0
+	for _, d := range c.Deltas {
+		if d.Verdict != perfhistory.VerdictRemoved {
+			continue
+		}
+		if n++; n <= 5 {
+			out = append(out, d.Name+" "+d.Unit)
+		}
+	}
+	if n > 5 {
+		out = append(out, fmt.Sprintf("and %d more", n-5))
+	}
+	return out
 }
 
 func newRegressTrendCmd(open regressStoreOpener) *cobra.Command {

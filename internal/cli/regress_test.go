@@ -153,7 +153,7 @@ func TestRegressJSONNonFinite(t *testing.T) {
 		{"new metric next to a regression", regressBench(1, 10, 1000, "Decide"), regressBench(2, 10, 2000, "Decide", "Added"),
 			1, []string{`"verdict": "new"`, `"p": null`, `"verdict": "regression"`}},
 		{"missing metric, no regression", regressBench(1, 10, 1000, "Decide", "Gone"), regressBench(2, 10, 1000, "Decide"),
-			0, []string{`"verdict": "missing"`, `"p": null`}},
+			1, []string{`"verdict": "missing"`, `"p": null`}},
 		{"zero median before", zeroAllocs, twoAllocs, 1, []string{`"change_pct": null`, `"verdict": "regression"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -297,4 +297,44 @@ func TestRegressRejectsBadNumbers(t *testing.T) {
 			t.Fatalf("exit %d %v, want an error naming REGRESSION_THRESHOLD_PERCENT\n%s", code, err, out)
 		}
 	})
+}
+
+// A benchmark of the baseline missing from the run (crashed, dropped from
+// the suite) fails unless --allow-missing says it went on purpose: listing
+// it as "missing" and passing let a crashed scenario through.
+func TestRegressMissingMetricFails(t *testing.T) {
+	t.Setenv("REGRESSION_THRESHOLD_PERCENT", "")
+	t.Setenv("GITHUB_SHA", "")
+	dir := t.TempDir()
+	store := filepath.Join(dir, "history")
+	base := regressWrite(t, dir, "base.txt", regressBench(1, 10, 1000, "Decide-2", "Other-2"))
+	if out, code, err := perfRun(t, "regress", "record", "--store", store, "--input", base, "--commit", "aaa"); code != 0 {
+		t.Fatalf("record: exit %d %v\n%s", code, err, out)
+	}
+	for _, tc := range []struct {
+		name, input string
+		args        []string
+		code        int
+		want        string
+	}{
+		{"both present, noise", regressBench(3, 10, 1000, "Decide-2", "Other-2"), nil, 0, "0 regression(s)"},
+		{"one missing", regressBench(3, 10, 1000, "Decide-2"), nil, 1, "1 metric(s) of the baseline"},
+		{"one missing, allowed", regressBench(3, 10, 1000, "Decide-2"), []string{"--allow-missing"}, 0, "missing"},
+		{"one missing, one renamed, allowed", regressBench(3, 10, 1000, "Decide-2", "Renamed-2"), []string{"--allow-missing"}, 0, "new"},
+		{"one missing and the other slower", regressBench(3, 10, 2000, "Decide-2"), nil, 1, "1 performance regression(s)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := regressWrite(t, t.TempDir(), "new.txt", tc.input)
+			out, code, err := perfRun(t, append([]string{"regress", "compare", "--store", store, "--input", in, "--commit", "bbb"}, tc.args...)...)
+			if err != nil {
+				out += "\nerror: " + err.Error()
+			}
+			if code != tc.code || !strings.Contains(out, tc.want) {
+				t.Fatalf("exit %d, want %d and %q\n%s", code, tc.code, tc.want, out)
+			}
+			if code == 1 && !strings.Contains(out, "Other") {
+				t.Errorf("the error does not name the missing benchmark:\n%s", out)
+			}
+		})
+	}
 }
