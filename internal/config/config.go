@@ -51,6 +51,16 @@ type Server struct {
 	MaxHeaderBytes    int
 }
 
+// DecideWithin is how long after a request's start its decisions may take
+// for its answer to be written before WRITE_TIMEOUT closes the connection:
+// WRITE_TIMEOUT less a tenth of it, at most 1s, kept for writing. The
+// server bounds every request's decisions by it (a wait for an evaluation
+// slot is then shed with a 503 the client receives), and Validate refuses
+// an evaluation or a wait that cannot fit in it.
+func (s Server) DecideWithin() time.Duration {
+	return s.WriteTimeout - min(s.WriteTimeout/10, time.Second)
+}
+
 // Policy is where the constitution comes from and how it is evaluated.
 type Policy struct {
 	BundlePath string // directory or .tar.gz; empty = the embedded bundle
@@ -284,6 +294,17 @@ func (c *Config) Validate() error {
 	}
 	if a.QueueTimeout < 0 || a.QueueTimeout > 10*time.Second {
 		bad("ADMISSION_QUEUE_TIMEOUT", "%s is out of range (accepted: 0 for EVAL_TIMEOUT, up to 10s)", a.QueueTimeout)
+	}
+	// An evaluation that runs to EVAL_TIMEOUT, or a wait for a slot as long
+	// as ADMISSION_QUEUE_TIMEOUT, past the time by which a decision must be
+	// made would be answered after WRITE_TIMEOUT, on a closed connection.
+	if within := s.DecideWithin(); s.WriteTimeout > 0 {
+		if p.EvalTimeout > within {
+			bad("EVAL_TIMEOUT", "%s does not fit in WRITE_TIMEOUT %s: a decision must be made within %s (WRITE_TIMEOUT less a tenth of it, at most 1s, to write the answer); lower EVAL_TIMEOUT or raise WRITE_TIMEOUT", p.EvalTimeout, s.WriteTimeout, within)
+		}
+		if a.QueueTimeout > within {
+			bad("ADMISSION_QUEUE_TIMEOUT", "%s does not fit in WRITE_TIMEOUT %s: a decision must be made within %s (WRITE_TIMEOUT less a tenth of it, at most 1s, to write the answer); lower ADMISSION_QUEUE_TIMEOUT or raise WRITE_TIMEOUT", a.QueueTimeout, s.WriteTimeout, within)
+		}
 	}
 	cc := c.Cache
 	if cc.L1Size < 1 || cc.L1Size > 10_000_000 {

@@ -112,6 +112,11 @@ func TestValidateNamesSettingAndAcceptedValues(t *testing.T) {
 		{"gc headroom negative", func(c *config.Config) { c.Memory.GCMinHeadroomMiB = -1 }, []string{"GC_MIN_HEADROOM_MB", "0 to turn it off"}},
 		{"gc headroom too large", func(c *config.Config) { c.Memory.GCMinHeadroomMiB = 1 << 20 }, []string{"GC_MIN_HEADROOM_MB", "up to 65536"}},
 		{"admission queue timeout negative", func(c *config.Config) { c.Admission.QueueTimeout = -time.Millisecond }, []string{"ADMISSION_QUEUE_TIMEOUT"}},
+		{"eval timeout past write timeout", func(c *config.Config) { c.Policy.EvalTimeout, c.Server.WriteTimeout = time.Minute, 5*time.Second }, []string{"EVAL_TIMEOUT", "WRITE_TIMEOUT 5s", "within 4.5s"}},
+		{"eval timeout at write timeout", func(c *config.Config) { c.Policy.EvalTimeout, c.Server.WriteTimeout = time.Second, time.Second }, []string{"EVAL_TIMEOUT", "within 900ms"}},
+		{"admission queue timeout past write timeout", func(c *config.Config) {
+			c.Admission.QueueTimeout, c.Server.WriteTimeout = 10*time.Second, 10*time.Second
+		}, []string{"ADMISSION_QUEUE_TIMEOUT", "within 9s"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := config.Default()
@@ -163,6 +168,7 @@ func TestAdmissionSettings(t *testing.T) {
 			config.Admission{MaxInFlight: 3, MaxQueue: 40, QueueTimeout: 20 * time.Millisecond}},
 		{"seconds", map[string]string{"ADMISSION_QUEUE_TIMEOUT": "0.25"}, nil, config.Admission{QueueTimeout: 250 * time.Millisecond}},
 		{"as long as an evaluation", map[string]string{"ADMISSION_QUEUE_TIMEOUT": "0"}, nil, config.Admission{}},
+		{"as long as WRITE_TIMEOUT allows", map[string]string{"WRITE_TIMEOUT": "2s", "EVAL_TIMEOUT": "1800ms", "ADMISSION_QUEUE_TIMEOUT": "1800ms"}, nil, config.Admission{QueueTimeout: 1800 * time.Millisecond}},
 		{"flags win", map[string]string{"ADMISSION_MAX_IN_FLIGHT": "3"}, []string{"--admission-max-in-flight", "5", "--admission-max-queue", "7", "--admission-queue-timeout", "1s"},
 			config.Admission{MaxInFlight: 5, MaxQueue: 7, QueueTimeout: time.Second}},
 	} {

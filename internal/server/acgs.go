@@ -48,7 +48,9 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 		if in, isOPA := obj["input"]; isOPA {
 			q := queryOf(r)
 			s.inputRead(w, decisionPath, q)
-			d, ev := s.decideOPA(r.Context(), decisionPath, in, inspectionOf(q))
+			ctx, cancel := s.decisionContext(w, r)
+			defer cancel()
+			d, ev := s.decideOPA(ctx, decisionPath, in, inspectionOf(q))
 			if in != nil && ev == nil {
 				s.rawRemember(r, rk, d, true)
 			}
@@ -61,7 +63,9 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	d := s.decide(r.Context(), decisionPath, req, "")
+	ctx, cancel := s.decisionContext(w, r)
+	defer cancel()
+	d := s.decide(ctx, decisionPath, req, "")
 	d.acgsChecked = s.acgsFastOK(d) // once, for the raw tier and the answer
 	s.rawRemember(r, rk, d, false)
 	s.writeACGS(w, r, d)
@@ -331,7 +335,9 @@ func (s *Server) handleACGSAllow(w http.ResponseWriter, r *http.Request) {
 	}
 	allow := false
 	if input["constitutional_hash"] == s.hash {
-		d := s.decide(r.Context(), "acgs/main/allow", input, "")
+		ctx, cancel := s.decisionContext(w, r)
+		defer cancel()
+		d := s.decide(ctx, "acgs/main/allow", input, "")
 		if unavailable(d.Err) {
 			writeError(w, d.Err)
 			return

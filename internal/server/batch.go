@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -22,22 +21,6 @@ import (
 // sampleOf is what the rolling window records of a decision answered alone.
 func sampleOf(d engine.Decision) telemetry.Sample {
 	return telemetry.Sample{CacheTier: d.Source.CacheTier(), Partial: d.Source.Partial()}
-}
-
-// batchContext bounds a batch's decisions so that its answer is written
-// before WRITE_TIMEOUT closes the connection: each item waits for a slot
-// and evaluates within its own bounds, and a large batch on few slots ran
-// past it, its whole answer lost while every item was counted and logged as
-// decided (review). Items still undecided at the bound are shed, each
-// answered overloaded. The bound counts from the request's start, as the
-// write deadline does (set once the headers are read), not from the end of
-// a body that may have been slow to arrive.
-func (s *Server) batchContext(w http.ResponseWriter, r *http.Request) (context.Context, context.CancelFunc) {
-	wt := s.cfg.Server.WriteTimeout
-	if wt <= 0 {
-		return context.WithCancel(r.Context())
-	}
-	return context.WithDeadline(r.Context(), startOf(w).Add(wt-min(wt/10, time.Second)))
 }
 
 // itemSampleOf is what it records of a decision answered in a batch.
@@ -144,7 +127,7 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 		items = append(items, in)
 	}
 	batchID := telemetry.NewDecisionID()
-	ctx, cancel := s.batchContext(w, r)
+	ctx, cancel := s.decisionContext(w, r)
 	defer cancel()
 	in := inspectionOf(q)
 	var results []decided
@@ -379,7 +362,7 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 		valid = append(valid, req)
 		pos = append(pos, i)
 	}
-	ctx, cancel := s.batchContext(w, r)
+	ctx, cancel := s.decisionContext(w, r)
 	defer cancel()
 	decisions := s.decideMany(ctx, decisionPath, valid, batchID)
 	shed := 0

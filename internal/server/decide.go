@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"net/http"
 	"time"
 
 	"github.com/acgs-lite/acgs/internal/admission"
@@ -21,6 +22,24 @@ type decided struct {
 	// raw-body tier remembered it), so that its answer is written from
 	// JSON without looking at the value again.
 	acgsChecked bool
+}
+
+// decisionContext bounds a request's decisions, a single one's as a
+// batch's, so that its answer is written before WRITE_TIMEOUT closes the
+// connection (config.Server.DecideWithin): a wait for an evaluation slot,
+// or for a shared evaluation, that would end past it is shed at it and
+// answered overloaded (503, Retry-After). Without it a batch on few slots
+// ran past WRITE_TIMEOUT, its whole answer lost while every item was
+// counted and logged as decided, and a single request waited out the
+// queue-wait limit and had its 503 written on a closed connection
+// (review). The bound counts from the request's start, as the write
+// deadline does (set once the headers are read), not from the end of a
+// body that may have been slow to arrive.
+func (s *Server) decisionContext(w http.ResponseWriter, r *http.Request) (context.Context, context.CancelFunc) {
+	if s.cfg.Server.WriteTimeout <= 0 {
+		return context.WithCancel(r.Context())
+	}
+	return context.WithDeadline(r.Context(), startOf(w).Add(s.cfg.Server.DecideWithin()))
 }
 
 // decide asks the engine and records the decision in metrics and the audit

@@ -100,7 +100,9 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		s.inputRead(w, path, q)
-		d, ev := s.decideOPA(r.Context(), path, input, in)
+		ctx, cancel := s.decisionContext(w, r)
+		defer cancel()
+		d, ev := s.decideOPA(ctx, path, input, in)
 		s.writeOPA(w, q, d, false, ev)
 		return
 	}
@@ -112,7 +114,9 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 	raw := buf.Bytes()
 	if len(bytes.TrimSpace(raw)) == 0 {
 		s.inputRead(w, path, q)
-		d, ev := s.decideOPA(r.Context(), path, nil, in)
+		ctx, cancel := s.decisionContext(w, r)
+		defer cancel()
+		d, ev := s.decideOPA(ctx, path, nil, in)
 		s.writeOPA(w, q, d, true, ev)
 		return
 	}
@@ -135,7 +139,9 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 	// decodes it (DataRequestV1.Input is a pointer).
 	input := obj["input"]
 	s.inputRead(w, path, q)
-	d, ev := s.decideOPA(r.Context(), path, input, in)
+	ctx, cancel := s.decisionContext(w, r)
+	defer cancel()
+	d, ev := s.decideOPA(ctx, path, input, in)
 	if input != nil && ev == nil {
 		s.rawRemember(r, rk, d, true) // a repeat answered from it has no warning to give
 	}
@@ -369,7 +375,9 @@ func (s *Server) serveRaw(w http.ResponseWriter, r *http.Request, path string) {
 	if input == nil {
 		input = engine.NullInput // a body of null, or none: OPA evaluates input as null
 	}
-	d := s.decide(r.Context(), path, input, "")
+	ctx, cancel := s.decisionContext(w, r)
+	defer cancel()
+	d := s.decide(ctx, path, input, "")
 	observeDecided(w, d, false)
 	if d.Err != nil {
 		writeError(w, d.Err)

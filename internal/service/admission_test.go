@@ -1,11 +1,13 @@
 package service_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -464,8 +466,8 @@ func TestBatchAnswersBeforeWriteTimeout(t *testing.T) {
 	})
 	in := servicetest.Start(t, func(c *config.Config) {
 		c.Policy.BundlePath = dir
-		c.Policy.EvalTimeout = 5 * time.Second
-		c.Server.WriteTimeout = time.Second
+		c.Policy.EvalTimeout = 2500 * time.Millisecond // as long as an evaluation may be: it must fit in WRITE_TIMEOUT
+		c.Server.WriteTimeout = 3 * time.Second
 		c.Admission.MaxInFlight = 1
 	})
 	var inputs []string
@@ -488,5 +490,68 @@ func TestBatchAnswersBeforeWriteTimeout(t *testing.T) {
 	}
 	if shed == 0 {
 		t.Errorf("no item shed: the batch (60 evaluations of a million iterations on one slot) fitted in WRITE_TIMEOUT, and the test tests nothing")
+	}
+}
+
+// TestSingleShedBeforeWriteTimeout: a single decision that cannot get an
+// evaluation slot before WRITE_TIMEOUT is shed in time, its 503 with
+// Retry-After received by the client, in every single-request handler.
+// Only batches were bounded by WRITE_TIMEOUT: a single request waited the
+// whole queue-wait limit from the end of its body, and its 503 was
+// written on a connection already closed (review: the client read EOF).
+// Each body arrives a second after its headers, so that a wait of
+// ADMISSION_QUEUE_TIMEOUT (which alone fits in WRITE_TIMEOUT) from the
+// body's end ends past WRITE_TIMEOUT from the request's start.
+func TestSingleShedBeforeWriteTimeout(t *testing.T) {
+	in := servicetest.Start(t, func(c *config.Config) {
+		c.Admission.MaxInFlight = 1
+		c.Server.WriteTimeout = 3 * time.Second
+		c.Admission.QueueTimeout = 2500 * time.Millisecond
+	})
+	release, err := in.Service.Admit.Admit(context.Background()) // the only slot is busy throughout
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(release) // after the parallel subtests
+	addr := strings.TrimPrefix(in.URL, "http://")
+	for _, tc := range []struct{ name, target, body string }{
+		{"acgs", "/v1/data/acgs/main/decision", newSafe()},
+		{"opa input", "/v1/data/acgs/main/decision", `{"input":` + newSafe() + `}`},
+		{"opa data", "/v1/data/acgs/main/allow", `{"input":` + newSafe() + `}`},
+		{"v0 data", "/v0/data/acgs/main/allow", newSafe()},
+		{"default decision", "/", newSafe()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", tc.target, addr, len(tc.body)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Second)
+			if _, err := io.WriteString(conn, tc.body); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			defer resp.Body.Close()
+			raw, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatalf("answer cut: %v", err)
+			}
+			a := httpAnswer{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
+			if err := json.Unmarshal(raw, &a.doc); err != nil {
+				t.Fatalf("answer is not a JSON object (%v): %s", err, raw)
+			}
+			wantShed(t, a, a.doc)
+			if tc.name == "acgs" && a.doc["allow"] != false {
+				t.Errorf("the ACGS answer does not deny: %s", raw)
+			}
+		})
 	}
 }
