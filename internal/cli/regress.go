@@ -80,9 +80,15 @@ S3_INSECURE, S3_CREATE_BUCKET, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
 
 A metric regresses only when the Mann-Whitney U test says the change is
 significant (p < --alpha) and its median moved by more than --threshold
-percent (REGRESSION_THRESHOLD_PERCENT, default 10) in the worse direction:
-higher is worse for time, bytes, allocations and other costs; lower is worse
-for rates (any unit ending in /s).`,
+percent (REGRESSION_THRESHOLD_PERCENT, default 10) in the worse direction.
+Better higher: the units listed here, which the project's benchmarks emit
+(req/s, decisions/s, gateway-calls/s, direct-calls/s, B/s, speedup,
+x-faster, throughput-ratio, l1hits/decision, l2hits/decision). Better lower:
+every other unit (times, bytes, allocations, errors, errors/s, miss ratios).
+A "Unit <unit> better=higher" line in the input overrides both; a unit that
+is neither listed nor a known cost is judged lower-is-better and named in the
+report's warnings. --commit and --baseline-commit match abbreviated SHAs
+either way (a prefix of the record's, or a record's of 4+ characters).`,
 	}
 	cmd.PersistentFlags().StringVar(&store, "store", "", "directory or s3://bucket/prefix")
 	openStore := func(cmd *cobra.Command) (perfhistory.Store, error) {

@@ -38,12 +38,46 @@ func (d Direction) String() string {
 	return "lower is better"
 }
 
+// higherIsBetter are the units the project's benchmarks emit that improve
+// upward (acgs bench's req/s, the Go benchmarks' ReportMetric calls, and
+// B/s from SetBytes). A list, not a pattern: "errors/s" and "miss-ratio"
+// match "/s" and "-ratio" but are better lower.
+var higherIsBetter = map[string]bool{
+	"req/s": true, "decisions/s": true, "gateway-calls/s": true, "direct-calls/s": true, "B/s": true,
+	"speedup": true, "x-faster": true, "throughput-ratio": true,
+	"l1hits/decision": true, "l2hits/decision": true,
+}
+
+// lowerIsBetter are the other units the project emits, costs all; times
+// (…sec/op, …sec/decision, …-us, …-µs) are recognised by suffix.
+var lowerIsBetter = map[string]bool{
+	"B/op": true, "allocs/op": true, "B/entry": true, "json-B/entry": true,
+	"entries": true, "stored-values": true, "roundtrips/decision": true,
+	"dropped/op": true, "errors": true, "shed": true,
+}
+
+// KnownUnit reports whether the unit's direction is known: from a "better"
+// unit metadata line, or as one of the units the project's benchmarks emit.
+func KnownUnit(unit string, meta benchfmt.UnitMetadataMap) bool {
+	if meta != nil && meta.Get(unit, "better") != nil && meta.GetBetter(unit) != 0 {
+		return true
+	}
+	if higherIsBetter[unit] || lowerIsBetter[unit] {
+		return true
+	}
+	for _, suf := range []string{"sec/op", "sec/decision", "-us", "-µs"} {
+		if strings.HasSuffix(unit, suf) {
+			return true
+		}
+	}
+	return false
+}
+
 // UnitDirection decides how a unit improves: an explicit "better" unit
-// metadata line wins; a rate (any unit ending in "/s": req/s, ops/s, B/s),
-// a speed-up (speedup, x-faster, throughput-ratio) and a count of cache
-// hits (l1hits/decision) are better higher, as the project's benchmarks
-// report them without metadata; everything else (sec/op, B/op, allocs/op,
-// p99-sec/op, errors) is a cost and better lower.
+// metadata line wins; else the units in higherIsBetter (rates, speed-ups,
+// cache hits) are better higher, and everything else (times, bytes,
+// allocations, errors, and any unit not known, which KnownUnit tells and
+// Compare warns about) lower.
 func UnitDirection(unit string, meta benchfmt.UnitMetadataMap) Direction {
 	if meta != nil && meta.Get(unit, "better") != nil {
 		if meta.GetBetter(unit) > 0 {
@@ -53,12 +87,24 @@ func UnitDirection(unit string, meta benchfmt.UnitMetadataMap) Direction {
 			return LowerIsBetter
 		}
 	}
-	switch {
-	case strings.HasSuffix(unit, "/s"), unit == "speedup", strings.HasPrefix(unit, "x-"),
-		strings.HasSuffix(unit, "-ratio"), strings.Contains(unit, "hits/"):
+	if higherIsBetter[unit] {
 		return HigherIsBetter
 	}
 	return LowerIsBetter
+}
+
+// unknownUnitsWarning names the units of cur whose direction is a guess.
+func unknownUnitsWarning(cur *Set) []string {
+	var unknown []string
+	for _, k := range cur.Keys {
+		if !KnownUnit(k.Unit, cur.Units) && !slices.Contains(unknown, k.Unit) {
+			unknown = append(unknown, k.Unit)
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	return []string{fmt.Sprintf("unit(s) of unknown direction, judged lower is better: %s (a \"Unit <unit> better=higher\" line in the input says otherwise)", strings.Join(unknown, ", "))}
 }
 
 // Verdict is the outcome for one metric.
@@ -225,7 +271,7 @@ func Compare(old, cur *Set, opts CompareOptions) *Comparison {
 			cmp.Deltas = append(cmp.Deltas, Delta{Key: k, Direction: UnitDirection(k.Unit, old.Units), OldMedian: median(s), OldN: len(old.Values[k]), P: math.NaN(), ChangePct: math.NaN(), Verdict: VerdictRemoved, OldProcs: old.Procs[k]})
 		}
 	}
-	cmp.Warnings = procsWarnings(cmp.Deltas)
+	cmp.Warnings = append(unknownUnitsWarning(cur), procsWarnings(cmp.Deltas)...)
 	return cmp
 }
 
@@ -346,19 +392,15 @@ func LoadBaseline(ctx context.Context, s Store, metas []RecordMeta, commit strin
 func baselineCandidates(metas []RecordMeta, commit string, days int, now time.Time, excludeCommit string) []RecordMeta {
 	ms := slices.Clone(metas)
 	sortMetas(ms)
-	exclude := ""
-	if excludeCommit != "" {
-		exclude = sanitizeCommit(excludeCommit)
-	}
 	var out []RecordMeta
 	for i := len(ms) - 1; i >= 0; i-- {
 		m := ms[i]
-		if exclude != "" && m.Commit == exclude {
+		if excludeCommit != "" && SameCommit(m.Commit, excludeCommit) {
 			continue
 		}
 		switch {
 		case commit != "":
-			if strings.HasPrefix(m.Commit, sanitizeCommit(commit)) {
+			if SameCommit(m.Commit, commit) {
 				out = append(out, m)
 			}
 		case days > 0:
@@ -380,4 +422,16 @@ func noBaselineError(records int, commit string, days int) error {
 		return fmt.Errorf("%w at least %d days old among %d record(s)", ErrNoBaseline, days, records)
 	}
 	return fmt.Errorf("%w (%d record(s), none of another commit)", ErrEmptyHistory, records)
+}
+
+// SameCommit reports whether a record's commit is the given one, either
+// abbreviated: the given name is a prefix of the record's (as
+// --baseline-commit always matched), or the record's, at least 4 characters
+// (git's shortest abbreviation), is a prefix of the given one.
+// --baseline-commit and the exclusion of the input's own records both use
+// it: the exclusion wanted an exact match, so a record stored under a short
+// SHA was the baseline of a run given the full one, its own result.
+func SameCommit(record, given string) bool {
+	record, given = sanitizeCommit(record), sanitizeCommit(given)
+	return strings.HasPrefix(record, given) || len(record) >= 4 && strings.HasPrefix(given, record)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -124,8 +125,14 @@ func TestUnitDirection(t *testing.T) {
 		{"p99-sec/op", LowerIsBetter},
 		{"errors", LowerIsBetter},
 		{"req/s", HigherIsBetter},
-		{"ops/s", HigherIsBetter},
 		{"B/s", HigherIsBetter},
+		{"decisions/s", HigherIsBetter},
+		{"gateway-calls/s", HigherIsBetter},
+		// Neither a "/s" nor a "-ratio" suffix makes a unit a rate to
+		// maximise (review: a doubled errors/s or miss-ratio improved).
+		{"errors/s", LowerIsBetter},
+		{"miss-ratio", LowerIsBetter},
+		{"ops/s", LowerIsBetter},     // not emitted here: unknown, judged a cost
 		{"score/op", HigherIsBetter}, // explicit unit metadata wins
 		// The project's own benchmarks' higher-is-better units (review:
 		// a speed-up that halved was an improvement).
@@ -167,6 +174,13 @@ func TestBaselineCandidates(t *testing.T) {
 		{"nothing that old", "", 30, "", ""},
 		{"unknown commit", "fff", 0, "", ""},
 		{"own commit is not its baseline", "", 0, "ccc333", "aaa111@1"},
+		// The exclusion matches abbreviations as --baseline-commit does
+		// (review: it wanted the exact name, so a short-SHA record was the
+		// baseline of its own full-SHA run).
+		{"own commit given in full", "", 0, "ccc333ffffffffff", "aaa111@1"},
+		{"own commit given abbreviated", "", 0, "ccc3", "aaa111@1"},
+		{"baseline commit given in full", "bbb222ffffffffff", 0, "", "bbb222@3"},
+		{"own commit given as a short prefix", "", 0, "ccc", "aaa111@1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ms := baselineCandidates(metas, tc.commit, tc.days, now, tc.exclude)
@@ -357,4 +371,53 @@ func TestCompareNothingInCommon(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A unit's verdict follows the project's explicit list of higher-is-better
+// units: a doubled errors/s or miss-ratio is a regression (it was reported
+// as an improvement), and a unit of unknown direction is named in the
+// comparison's warnings.
+func TestDirectionVerdicts(t *testing.T) {
+	for _, tc := range []struct {
+		name, old, cur string
+		want           Verdict
+		unknown        bool // a warning names the unit
+	}{
+		{"req/s halves", "1000 req/s", "500 req/s", VerdictRegression, false},
+		{"req/s doubles", "500 req/s", "1000 req/s", VerdictImprovement, false},
+		{"errors/s doubles", "10 errors/s", "20 errors/s", VerdictRegression, true},
+		{"miss-ratio doubles", "0.1 miss-ratio", "0.2 miss-ratio", VerdictRegression, true},
+		{"speedup halves", "8 speedup", "4 speedup", VerdictRegression, false},
+		{"l1hits/decision halves", "1 l1hits/decision", "0.5 l1hits/decision", VerdictRegression, false},
+		{"p99 doubles", "1000 p99-ns/op", "2000 p99-ns/op", VerdictRegression, false},
+		{"gateway p50 doubles", "100 gateway-p50-us", "200 gateway-p50-us", VerdictRegression, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ob, nb strings.Builder
+			for i := range 6 {
+				// a little spread so the test has distinct ranks
+				fmt.Fprintf(&ob, "BenchmarkX 1 %s\n", scaleFirst(tc.old, 1+0.001*float64(i)))
+				fmt.Fprintf(&nb, "BenchmarkX 1 %s\n", scaleFirst(tc.cur, 1+0.001*float64(i)))
+			}
+			c := Compare(mustSet(t, []byte(ob.String())), mustSet(t, []byte(nb.String())), DefaultCompareOptions())
+			if len(c.Deltas) != 1 || c.Deltas[0].Verdict != tc.want {
+				t.Fatalf("deltas %+v, want one %s", c.Deltas, tc.want)
+			}
+			unit := c.Deltas[0].Unit
+			warned := strings.Contains(strings.Join(c.Warnings, "\n"), "unknown direction, judged lower is better: "+unit)
+			if warned != tc.unknown {
+				t.Errorf("warnings %q: naming %s %v, want %v", c.Warnings, unit, warned, tc.unknown)
+			}
+		})
+	}
+}
+
+// scaleFirst multiplies the number that starts "value unit" by f.
+func scaleFirst(vu string, f float64) string {
+	v, u, _ := strings.Cut(vu, " ")
+	x, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		panic(err)
+	}
+	return strconv.FormatFloat(x*f, 'g', -1, 64) + " " + u
 }
