@@ -305,6 +305,30 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+// TestDefaultQueueIsCapped: the default queue (64 waiters a slot) is at
+// most MaxQueueCap, the bound an explicit ADMISSION_MAX_QUEUE has; with
+// ADMISSION_MAX_IN_FLIGHT at its largest (100,000) it was 6.4 million.
+func TestDefaultQueueIsCapped(t *testing.T) {
+	for _, tc := range []struct{ inFlight, want int }{
+		{1, 64},
+		{2, 128},
+		{15625, 1_000_000},
+		{15626, 1_000_000},
+		{100_000, 1_000_000},
+	} {
+		if got := admission.DefaultMaxQueue(tc.inFlight); got != tc.want {
+			t.Errorf("DefaultMaxQueue(%d) = %d, want %d", tc.inFlight, got, tc.want)
+		}
+		st := admission.New(admission.Config{MaxInFlight: tc.inFlight, MaxWait: time.Second}).Stats()
+		if st.MaxQueue != tc.want {
+			t.Errorf("New with %d slots: queue of %d, want %d", tc.inFlight, st.MaxQueue, tc.want)
+		}
+	}
+	if admission.MaxQueueCap != 1_000_000 {
+		t.Errorf("MaxQueueCap %d: config and the README say 1000000", admission.MaxQueueCap)
+	}
+}
+
 // TestConcurrentBound hammers a controller from many goroutines, with
 // Admit alone and with Admit and Do together: never more evaluations in
 // flight than slots, every request answered, every slot returned, and the

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/acgs-lite/acgs/internal/admission"
 	"github.com/acgs-lite/acgs/internal/cache"
 	"github.com/acgs-lite/acgs/internal/memlimit"
 	"github.com/acgs-lite/acgs/internal/telemetry"
@@ -92,7 +93,7 @@ type Policy struct {
 // shed with 503 overloaded and Retry-After, never answered as a denial.
 type Admission struct {
 	MaxInFlight  int           // ADMISSION_MAX_IN_FLIGHT: 0 = GOMAXPROCS-1, at least 1
-	MaxQueue     int           // ADMISSION_MAX_QUEUE: 0 = 64 × the evaluations in flight
+	MaxQueue     int           // ADMISSION_MAX_QUEUE: 0 = 64 × the evaluations in flight, at most 1000000
 	QueueTimeout time.Duration // ADMISSION_QUEUE_TIMEOUT: 0 = EVAL_TIMEOUT
 }
 
@@ -289,8 +290,8 @@ func (c *Config) Validate() error {
 	if a.MaxInFlight < 0 || a.MaxInFlight > 100000 {
 		bad("ADMISSION_MAX_IN_FLIGHT", "%d is out of range (accepted: 0 for GOMAXPROCS-1, or 1-100000)", a.MaxInFlight)
 	}
-	if a.MaxQueue < 0 || a.MaxQueue > 1000000 {
-		bad("ADMISSION_MAX_QUEUE", "%d is out of range (accepted: 0 for 64 × ADMISSION_MAX_IN_FLIGHT, or 1-1000000)", a.MaxQueue)
+	if a.MaxQueue < 0 || a.MaxQueue > admission.MaxQueueCap {
+		bad("ADMISSION_MAX_QUEUE", "%d is out of range (accepted: 0 for 64 × ADMISSION_MAX_IN_FLIGHT up to %d, or 1-%d)", a.MaxQueue, admission.MaxQueueCap, admission.MaxQueueCap)
 	}
 	if a.QueueTimeout < 0 || a.QueueTimeout > 10*time.Second {
 		bad("ADMISSION_QUEUE_TIMEOUT", "%s is out of range (accepted: 0 for EVAL_TIMEOUT, up to 10s)", a.QueueTimeout)

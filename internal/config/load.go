@@ -64,7 +64,7 @@ func NewLoader(fs *pflag.FlagSet, lookup func(string) (string, bool)) *Loader {
 	l.str(fs, &c.Policy.CacheWarmFile, "cache-warm-file", "CACHE_WARM_FILE", "JSON file of warm-up requests (empty: the built-in scenarios)")
 
 	l.int(fs, &c.Admission.MaxInFlight, "admission-max-in-flight", "ADMISSION_MAX_IN_FLIGHT", "policy evaluations run at once; more wait or are shed with 503 overloaded (0: GOMAXPROCS-1, at least 1)")
-	l.int(fs, &c.Admission.MaxQueue, "admission-max-queue", "ADMISSION_MAX_QUEUE", "requests that may wait for an evaluation slot; a newcomer displaces the oldest beyond it (0: 64 × the evaluations in flight)")
+	l.int(fs, &c.Admission.MaxQueue, "admission-max-queue", "ADMISSION_MAX_QUEUE", "requests that may wait for an evaluation slot; a newcomer displaces the oldest beyond it (0: 64 × the evaluations in flight, at most 1000000)")
 	l.dur(fs, &c.Admission.QueueTimeout, "admission-queue-timeout", "ADMISSION_QUEUE_TIMEOUT", "longest wait for an evaluation slot before 503 overloaded (0: EVAL_TIMEOUT)")
 
 	l.bool(fs, &c.Cache.Enabled, "cache", "CACHE_ENABLED", "use the decision cache")
