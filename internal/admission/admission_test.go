@@ -504,6 +504,45 @@ func TestDoRunsInlineWhenFree(t *testing.T) {
 	}
 }
 
+// TestDoInlineRunsToItsEnd: fn run in its caller's goroutine (a free
+// slot) is not cut short by its context's end, cancelled or past its
+// deadline: Do returns when fn does, with fn's outcome, abandoning nothing
+// (Do's doc said it returned at once, which only a queued fn does).
+func TestDoInlineRunsToItsEnd(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ctx  func() (context.Context, func())
+	}{
+		{"cancelled", func() (context.Context, func()) {
+			ctx, cancel := context.WithCancel(context.Background())
+			return ctx, cancel
+		}},
+		{"deadline", func() (context.Context, func()) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+			t.Cleanup(cancel)
+			return ctx, func() {} // fn outlives the deadline
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := admission.New(admission.Config{MaxInFlight: 1, MaxWait: time.Second})
+			ctx, end := tc.ctx()
+			caller, ranOn, after := goid(), "", false
+			started, err := c.Do(ctx, func() {
+				ranOn = goid()
+				end()
+				<-ctx.Done()
+				after = true
+			})
+			if !started || err != nil || ranOn != caller || !after {
+				t.Fatalf("Do: started %v, err %v, ran in the caller %v, ran to its end %v", started, err, ranOn == caller, after)
+			}
+			if st := c.Stats(); st.InFlight != 0 || st.Admitted != 1 || st.Abandoned != 0 || st.Canceled != 0 || st.Deadline != 0 {
+				t.Errorf("stats %+v", st)
+			}
+		})
+	}
+}
+
 // TestDoWaitersRunOnTheSlotsGoroutine: queued Do waiters are run one after
 // another by one goroutine that is none of their callers (no hand-off of
 // the slot between them), and a queued Admit waiter then gets the slot.
