@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -48,6 +49,11 @@ type state struct {
 	gen      uint64
 	nextGen  uint64
 	genStack []uint64
+	// shared functions' values (see sharedMemo): the evaluation's key, and
+	// the data document its plan was given (a function called with
+	// another is not at the root).
+	mk       memoKey
+	rootData *ast.Term
 
 	ret     *ast.Term
 	results ast.Set
@@ -129,6 +135,7 @@ func (st *state) release() {
 		st.entries, st.kept = st.entries[:0], st.kept[:0]
 	}
 	st.ctx, st.ectx, st.runtime, st.done, st.ext, st.err = nil, nil, nil, nil, nil, nil
+	st.mk, st.rootData = memoKey{}, nil
 	st.ndb = nil
 	st.bctx = topdown.BuiltinContext{}
 	st.cancel = ctxCancel{}
@@ -203,6 +210,20 @@ func (st *state) call(fn *function, args []operand, l []*ast.Term) (*ast.Term, c
 			return e.val, ctlNext
 		}
 	}
+	var cell *atomic.Pointer[memoCell]
+	if fn.shared >= 0 && st.mk.memo != nil && len(st.genStack) == 0 && args[1].get(l) == st.rootData {
+		// Outside any with, on the data document the evaluation read:
+		// another evaluation on the same data may have computed it.
+		i := 2 * fn.shared
+		if st.strict {
+			i++
+		}
+		cell = &st.mk.memo.cells[i]
+		if e := cell.Load(); e != nil && e.data == st.mk.data && e.epoch == st.mk.epoch {
+			st.memo[fn.memo] = memoEntry{gen: st.gen, val: e.val}
+			return e.val, ctlNext
+		}
+	}
 	if st.tick() {
 		return nil, ctlErr
 	}
@@ -250,6 +271,11 @@ func (st *state) call(fn *function, args []operand, l []*ast.Term) (*ast.Term, c
 	st.sp = base
 	if fn.memo >= 0 {
 		st.memo[fn.memo] = memoEntry{gen: st.gen, val: r}
+	}
+	if cell != nil {
+		// Only a value computed to its end: an error or a cancellation
+		// returned above, and is raised again by every evaluation.
+		cell.Store(&memoCell{data: st.mk.data, epoch: st.mk.epoch, val: r})
 	}
 	return r, ctlNext
 }
@@ -325,6 +351,7 @@ func (st *state) runPlan(pl *plan, input, data *ast.Term) (ast.Set, error) {
 	}
 	l := st.frame(pl.nlocals)
 	l[0], l[1] = input, data
+	st.rootData = data
 	for _, b := range pl.blocks {
 		if c := b.run(st, l); c == ctlErr {
 			return nil, st.err

@@ -113,6 +113,7 @@ func (plugin) PrepareForEval(ctx context.Context, pol *ir.Policy, opts ...rego.P
 type prepared struct {
 	prog  *Program
 	store storage.Store
+	memo  *sharedMemo // set by Prepare (armMemo); nil: nothing shared
 }
 
 // Eval evaluates the query: rego calls it from PreparedEvalQuery.Eval with
@@ -134,11 +135,19 @@ func (p *prepared) Eval(ctx context.Context, ectx *rego.EvalContext, rt ast.Valu
 		input = ast.NewTerm(v)
 	}
 	var data *ast.Term
+	var mk memoKey
 	if p.prog.readsData {
+		// The epoch before the read: a commit between the two makes a
+		// value computed on this data one that no later evaluation uses.
+		var epoch uint64
+		if p.memo != nil {
+			epoch = p.memo.epoch.Load()
+		}
 		v, err := p.store.Read(ctx, ectx.Transaction(), storage.RootPath)
 		if err != nil {
 			return nil, err
 		}
+		mk = p.memo.keyFor(epoch, v)
 		dv, ok := v.(ast.Value)
 		if !ok {
 			if dv, err = ast.InterfaceToValue(v); err != nil {
@@ -147,19 +156,20 @@ func (p *prepared) Eval(ctx context.Context, ectx *rego.EvalContext, rt ast.Valu
 		}
 		data = ast.NewTerm(dv)
 	}
-	return p.prog.Eval(ctx, ectx, rt, input, data)
+	return p.prog.eval(ctx, ectx, rt, input, data, nil, mk)
 }
 
 // Eval runs the program's first plan on input and data (nil: undefined)
 // and returns its result set, a set of objects binding the query's
 // variables (what rego turns into a ResultSet). ectx may be nil.
 func (p *Program) Eval(ctx context.Context, ectx *rego.EvalContext, rt ast.Value, input, data *ast.Term) (rs ast.Set, err error) {
-	return p.eval(ctx, ectx, rt, input, data, nil)
+	return p.eval(ctx, ectx, rt, input, data, nil, memoKey{})
 }
 
 // eval is Eval with the cache of non-deterministic built-in results of an
-// evaluation without rego's context (ectx nil).
-func (p *Program) eval(ctx context.Context, ectx *rego.EvalContext, rt ast.Value, input, data *ast.Term, ndb builtins.NDBCache) (rs ast.Set, err error) {
+// evaluation without rego's context (ectx nil), and the key of the shared
+// functions' values on data (see sharedMemo).
+func (p *Program) eval(ctx context.Context, ectx *rego.EvalContext, rt ast.Value, input, data *ast.Term, ndb builtins.NDBCache, mk memoKey) (rs ast.Set, err error) {
 	st := p.pool.Get().(*state)
 	defer func() {
 		// A plan the lowering misjudged must fail one decision, not the
@@ -174,6 +184,7 @@ func (p *Program) eval(ctx context.Context, ectx *rego.EvalContext, rt ast.Value
 		return nil, unsupported("under strict built-in errors, %s", p.strictRisk)
 	}
 	st.ndb = ndb
+	st.mk = mk
 	rs, err = st.runPlan(p.plans[0], input, data)
 	st.release()
 	return rs, err
@@ -210,16 +221,28 @@ func (p *Program) eval(ctx context.Context, ectx *rego.EvalContext, rt ast.Value
 // writes that field without a lock, so do not prepare on a compiler that
 // other goroutines compile queries with at the same time (prepare at
 // activation, or under the same lock as topdown preparations).
+//
+// On OPA's inmem store, rules of the data only are computed once and
+// shared by the evaluations (see sharedMemo): Prepare registers a trigger
+// on the store, under its write lock, so do not call it while holding a
+// write transaction on store.
 func Prepare(ctx context.Context, compiler *ast.Compiler, store storage.Store, query ast.Body, extra ...func(*rego.Rego)) (rego.PreparedEvalQuery, error) {
+	pq, _, err := prepare(ctx, compiler, store, query, extra...)
+	return pq, err
+}
+
+// prepare is Prepare, returning also what the plugin prepared (nil when
+// rego did not call it).
+func prepare(ctx context.Context, compiler *ast.Compiler, store storage.Store, query ast.Body, extra ...func(*rego.Rego)) (rego.PreparedEvalQuery, *prepared, error) {
 	if compiler == nil {
-		return rego.PreparedEvalQuery{}, unsupported("vm.Prepare was given no compiler: the check of the query needs the compiled policy")
+		return rego.PreparedEvalQuery{}, nil, unsupported("vm.Prepare was given no compiler: the check of the query needs the compiled policy")
 	}
 	if why := extraRisk(extra); why != "" {
-		return rego.PreparedEvalQuery{}, unsupported("%s", why)
+		return rego.PreparedEvalQuery{}, nil, unsupported("%s", why)
 	}
 	risk := findIndexRisk(compiler, query)
 	if risk.always != "" {
-		return rego.PreparedEvalQuery{}, unsupported("%s", risk.always)
+		return rego.PreparedEvalQuery{}, nil, unsupported("%s", risk.always)
 	}
 	opts := make([]func(*rego.Rego), 0, len(extra)+5)
 	opts = append(opts, extra...)
@@ -230,16 +253,24 @@ func Prepare(ctx context.Context, compiler *ast.Compiler, store storage.Store, q
 		store: store, caps: compiler.Capabilities(), strictRisk: risk.strict,
 		checked: &checked{compiler: compiler, modules: compiler.Modules},
 	}
-	pq, err := rego.New(opts...).PrepareForEval(context.WithValue(ctx, envKey{}, e))
+	var p *prepared
+	pctx := context.WithValue(context.WithValue(ctx, envKey{}, e), captureKey{}, &p)
+	pq, err := rego.New(opts...).PrepareForEval(pctx)
 	if err != nil {
 		if errors.Is(err, ErrUnsupported) {
-			return rego.PreparedEvalQuery{}, err
+			return rego.PreparedEvalQuery{}, nil, err
 		}
 		// The planner refuses what it cannot plan (and compile errors
 		// end up here too): topdown decides.
-		return rego.PreparedEvalQuery{}, fmt.Errorf("%w: planning: %w", ErrUnsupported, err)
+		return rego.PreparedEvalQuery{}, nil, fmt.Errorf("%w: planning: %w", ErrUnsupported, err)
 	}
-	return pq, nil
+	// Functions of the data only are shared across evaluations when a
+	// trigger on the store says when the data changes; that needs a write
+	// transaction, so not when the caller gave rego one (it may hold it).
+	if p != nil && !setsTxn(extra) {
+		p.armMemo(ctx)
+	}
+	return pq, p, nil
 }
 
 // regoFields are the fields of rego.Rego that an option of Prepare's extra
@@ -274,6 +305,16 @@ func extraRisk(extra []func(*rego.Rego)) string {
 	return ""
 }
 
+// setsTxn reports whether an option of extra gives rego a transaction
+// (rego.Transaction), or whether that cannot be told.
+func setsTxn(extra []func(*rego.Rego)) bool {
+	if len(extra) == 0 {
+		return false
+	}
+	f := reflect.ValueOf(rego.New(extra...)).Elem().FieldByName("txn")
+	return !f.IsValid() || !f.IsZero()
+}
+
 // Query is a query of one reference (such as data.x.y) prepared for the
 // VM, evaluated either through rego (PreparedEvalQuery) or directly (Eval):
 // without rego's evaluation context, metrics and result set, which cost
@@ -286,8 +327,7 @@ type Query struct {
 // PrepareQuery is Prepare for a query of one reference, returning it as a
 // Query that can also be evaluated directly.
 func PrepareQuery(ctx context.Context, compiler *ast.Compiler, store storage.Store, ref ast.Ref, extra ...func(*rego.Rego)) (*Query, error) {
-	var p *prepared
-	pq, err := Prepare(context.WithValue(ctx, captureKey{}, &p), compiler, store, ast.NewBody(ast.NewExpr(ast.NewTerm(ref))), extra...)
+	pq, p, err := prepare(ctx, compiler, store, ast.NewBody(ast.NewExpr(ast.NewTerm(ref))), extra...)
 	if err != nil {
 		return nil, err
 	}
@@ -309,6 +349,7 @@ func (q *Query) Eval(ctx context.Context, input ast.Value, ndb builtins.NDBCache
 		in = ast.NewTerm(input)
 	}
 	var data *ast.Term
+	var mk memoKey
 	if q.p.prog.readsData {
 		// A transaction per evaluation, as rego opens one.
 		txn, err := q.p.store.NewTransaction(ctx)
@@ -316,10 +357,15 @@ func (q *Query) Eval(ctx context.Context, input ast.Value, ndb builtins.NDBCache
 			return nil, false, true, err
 		}
 		defer q.p.store.Abort(ctx, txn)
+		var epoch uint64 // before the read, as in prepared.Eval
+		if q.p.memo != nil {
+			epoch = q.p.memo.epoch.Load()
+		}
 		x, err := q.p.store.Read(ctx, txn, storage.RootPath)
 		if err != nil {
 			return nil, false, true, err
 		}
+		mk = q.p.memo.keyFor(epoch, x)
 		dv, isAST := x.(ast.Value)
 		if !isAST {
 			if dv, err = ast.InterfaceToValue(x); err != nil {
@@ -328,7 +374,7 @@ func (q *Query) Eval(ctx context.Context, input ast.Value, ndb builtins.NDBCache
 		}
 		data = ast.NewTerm(dv)
 	}
-	rs, err := q.p.prog.eval(ctx, nil, nil, in, data, ndb)
+	rs, err := q.p.prog.eval(ctx, nil, nil, in, data, ndb, mk)
 	if err != nil {
 		return nil, false, true, err
 	}

@@ -59,6 +59,7 @@ type function struct {
 	nlocals  int
 	blocks   []block
 	memo     int    // index in the memo table; -1 when not memoised
+	shared   int    // index in a sharedMemo's cells (/2); -1 when not shared (see findShared)
 	conflict string // message of a conflicting assignment to the result
 	callees  []*function
 	depth    int // most frame slots a call can need, callees included (0: not computed)
@@ -96,6 +97,7 @@ type Program struct {
 	// fail in rows the VM does not evaluate); see findIndexRisk.
 	strictRisk string
 	nmemo      int
+	nshared    int // functions of data only, shared across evaluations (findShared)
 	maxFrame   int
 	builtins   []*builtinSite
 	caps       *ast.Capabilities // given to built-ins when the evaluation has none
@@ -197,7 +199,7 @@ func Compile(pol *ir.Policy, opts Options) (prog *Program, err error) {
 		if _, dup := c.byName[f.Name]; dup {
 			return nil, unsupported("function %s planned twice", f.Name)
 		}
-		fn := &function{name: f.Name, ret: int32(f.Return), memo: -1}
+		fn := &function{name: f.Name, ret: int32(f.Return), memo: -1, shared: -1}
 		for _, p := range f.Params {
 			fn.params = append(fn.params, int32(p))
 		}
@@ -285,6 +287,11 @@ func Compile(pol *ir.Policy, opts Options) (prog *Program, err error) {
 		return nil, unsupported("an iteration over both rules and base documents (topdown orders it differently)")
 	}
 	c.prog.dataSystemRisk = c.withData || c.dataCopied
+	custom := map[string]bool{}
+	for name := range opts.Builtins {
+		custom[name] = true
+	}
+	c.prog.nshared = findShared(pol, c.prog.funcs, custom)
 	for _, pl := range c.prog.plans {
 		d := 0
 		for _, f := range pl.callees {

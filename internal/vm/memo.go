@@ -1,0 +1,529 @@
+package vm
+
+import (
+	"context"
+	"maps"
+	"reflect"
+	"sync/atomic"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/ir"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+)
+
+// A rule of the data document only (one whose value cannot depend on the
+// input) is the same in every evaluation on the same data: the VM computes
+// it once and every later evaluation reuses the value (sharedMemo). Which
+// functions qualify is decided on the IR (findShared), conservatively:
+// where in doubt, a function is not shared.
+
+// pureBuiltins are the built-ins a shared function may call: their result
+// is a function of their arguments only (no clock, randomness, network,
+// runtime document, print or trace, and no built-in context besides the
+// call's location for errors). A built-in not named here (a custom one
+// included) makes every function that reaches it unshared.
+var pureBuiltins = func() map[string]bool {
+	m := map[string]bool{}
+	for _, n := range []string{
+		// comparison and arithmetic
+		"equal", "neq", "lt", "lte", "gt", "gte",
+		"plus", "minus", "mul", "div", "rem", "abs", "round", "ceil", "floor",
+		"numbers.range", "numbers.range_step", "to_number", "format_int",
+		// aggregates, arrays, sets
+		"count", "sum", "product", "max", "min", "sort",
+		"array.concat", "array.slice", "array.reverse",
+		"and", "or", "intersection", "union",
+		"internal.member_2", "internal.member_3",
+		// objects
+		"object.get", "object.keys", "object.remove", "object.filter",
+		"object.union", "object.union_n", "object.subset",
+		"json.filter", "json.remove",
+		// strings
+		"concat", "contains", "endswith", "startswith", "indexof", "indexof_n",
+		"lower", "upper", "replace", "split", "sprintf", "substring",
+		"trim", "trim_left", "trim_right", "trim_prefix", "trim_suffix", "trim_space",
+		"strings.replace_n", "strings.reverse", "strings.count",
+		"strings.any_prefix_match", "strings.any_suffix_match",
+		// types
+		"is_number", "is_string", "is_boolean", "is_array", "is_set",
+		"is_object", "is_null", "type_name",
+	} {
+		m[n] = true
+	}
+	return m
+}()
+
+// memoCell is a shared function's value computed on one data document
+// (data, by identity) at one epoch of its store.
+type memoCell struct {
+	data  ast.Value
+	epoch uint64
+	val   *ast.Term // nil: the function is undefined on that data
+}
+
+// sharedMemo is a prepared query's table of shared functions' values. Its
+// epoch counts the commits to the query's store (a trigger registered by
+// Prepare): the inmem store changes its documents in place, so a document
+// read before a commit can be the same object as one read after it.
+type sharedMemo struct {
+	epoch atomic.Uint64
+	// cells: two per shared function, for evaluations without and with
+	// strict built-in errors (a built-in's error is an undefined value in
+	// one and an error in the other).
+	cells []atomic.Pointer[memoCell]
+}
+
+// memoKey is what a sharedMemo's cell must match for an evaluation to use
+// it: the data document it read (by identity) and the store's epoch read
+// before it. memo nil: no shared value for this evaluation.
+type memoKey struct {
+	memo  *sharedMemo
+	epoch uint64
+	data  ast.Value
+}
+
+// keyFor returns the memoKey of an evaluation that read data (ast.Value or
+// not) at epoch: only a data object read as an AST value can be the one
+// read by another evaluation (anything converted is a new object).
+func (m *sharedMemo) keyFor(epoch uint64, data any) memoKey {
+	if m == nil {
+		return memoKey{}
+	}
+	obj, ok := data.(ast.Object)
+	if !ok {
+		return memoKey{}
+	}
+	return memoKey{memo: m, epoch: epoch, data: obj}
+}
+
+// armMemo gives p a sharedMemo when its program has shared functions and
+// its store is OPA's inmem store: a trigger registered on it counts its
+// commits (Register records the trigger at once, under the write lock
+// only, so the transaction is aborted: no wait for open readers). Other
+// stores share nothing (how and when they change data is not known
+// here). Registering takes the store's write lock: the caller must not
+// hold a write transaction on it.
+func (p *prepared) armMemo(ctx context.Context) {
+	if p.prog.nshared == 0 || p.store == nil || !p.prog.readsData || !isInmem(p.store) {
+		return
+	}
+	m := &sharedMemo{cells: make([]atomic.Pointer[memoCell], 2*p.prog.nshared)}
+	txn, err := p.store.NewTransaction(ctx, storage.WriteParams)
+	if err != nil {
+		return
+	}
+	defer p.store.Abort(ctx, txn)
+	_, err = p.store.Register(ctx, txn, storage.TriggerConfig{
+		SkipDataConversion: true,
+		OnCommit: func(context.Context, storage.Transaction, storage.TriggerEvent) {
+			m.epoch.Add(1)
+		},
+	})
+	if err != nil {
+		return
+	}
+	p.memo = m
+}
+
+// inmemStore is the type of OPA's inmem store (unexported there).
+var inmemStore = reflect.TypeOf(inmem.New())
+
+func isInmem(s storage.Store) bool {
+	return reflect.TypeOf(s) == inmemStore
+}
+
+// funcInfo is what findShared learns of one function from its statements.
+type funcInfo struct {
+	readsInput bool // mentions its input parameter other than passing it on as a function's input
+	impure     bool // calls a built-in not in pureBuiltins, calls dynamically, or has a with
+	callees    []int
+}
+
+// findShared marks the functions of pol (lowered into funcs, in the same
+// order) whose value cannot depend on the input nor on anything but the
+// data document: functions of input and data only (those memoised per
+// evaluation) that never read their input parameter, call only such
+// functions (or others, with more parameters, that do not read their
+// input either) and only pure built-ins, and have no with. It returns how
+// many it marked (function.shared is each one's index).
+func findShared(pol *ir.Policy, funcs []*function, custom map[string]bool) int {
+	if pol.Funcs == nil || mutatesCallResults(pol) {
+		return 0
+	}
+	index := map[string]int{}
+	for i, f := range pol.Funcs.Funcs {
+		index[f.Name] = i
+	}
+	infos := make([]funcInfo, len(pol.Funcs.Funcs))
+	for i, f := range pol.Funcs.Funcs {
+		info := &infos[i]
+		if len(f.Params) == 0 {
+			info.impure = true
+			continue
+		}
+		in := f.Params[0]
+		for _, b := range f.Blocks {
+			_ = ir.Walk(stmtVisitor(func(s ir.Stmt) {
+				switch s := s.(type) {
+				case *ir.CallStmt:
+					j, user := index[s.Func]
+					switch {
+					case user:
+						info.callees = append(info.callees, j)
+					case custom[s.Func] || !pureBuiltins[s.Func]:
+						info.impure = true
+					}
+					for k, a := range s.Args {
+						if l, ok := a.Value.(ir.Local); ok && l == in && (k != 0 || !user) {
+							info.readsInput = true
+						}
+					}
+				case *ir.CallDynamicStmt, *ir.WithStmt:
+					info.impure = true
+				default:
+					if namesLocal(s, in) {
+						info.readsInput = true
+					}
+				}
+			}), b)
+		}
+	}
+	// state: 0 unknown, 1 visiting, 2 safe, 3 unsafe. A cycle (which Rego
+	// refuses) is unsafe.
+	state := make([]uint8, len(infos))
+	var safe func(i int) bool
+	safe = func(i int) bool {
+		switch state[i] {
+		case 1, 3:
+			return false
+		case 2:
+			return true
+		}
+		state[i] = 1
+		ok := !infos[i].readsInput && !infos[i].impure
+		for _, j := range infos[i].callees {
+			if ok && !safe(j) {
+				ok = false
+			}
+		}
+		state[i] = 3
+		if ok {
+			state[i] = 2
+		}
+		return ok
+	}
+	n := 0
+	for i, fn := range funcs {
+		if fn.memo >= 0 && len(fn.params) == 2 && safe(i) {
+			fn.shared = n
+			n++
+		}
+	}
+	return n
+}
+
+// stmtVisitor calls f for every statement ir.Walk visits (those of nested
+// blocks included).
+type stmtVisitor func(ir.Stmt)
+
+func (v stmtVisitor) Before(any) {}
+func (v stmtVisitor) After(any)  {}
+func (v stmtVisitor) Visit(x any) (ir.Visitor, error) {
+	if s, ok := x.(ir.Stmt); ok {
+		v(s)
+	}
+	return v, nil
+}
+
+var (
+	localType     = reflect.TypeFor[ir.Local]()
+	operandType   = reflect.TypeFor[ir.Operand]()
+	operandsType  = reflect.TypeFor[[]ir.Operand]()
+	localsType    = reflect.TypeFor[[]ir.Local]()
+	operandPtType = reflect.TypeFor[*ir.Operand]()
+)
+
+// namesLocal reports whether statement s names local l in one of its own
+// fields (not those of its nested blocks), read or written. A field of a
+// type it does not know counts as a mention: where in doubt, s reads l.
+func namesLocal(s ir.Stmt, l ir.Local) bool {
+	v := reflect.ValueOf(s)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return true
+	}
+	v = v.Elem()
+	for i := 0; i < v.NumField(); i++ {
+		f := v.Field(i)
+		switch f.Type() {
+		case localType:
+			if ir.Local(f.Int()) == l {
+				return true
+			}
+		case operandType:
+			if isLocal(f.Interface().(ir.Operand), l) {
+				return true
+			}
+		case operandPtType:
+			if o, _ := f.Interface().(*ir.Operand); o != nil && isLocal(*o, l) {
+				return true
+			}
+		case operandsType:
+			for _, o := range f.Interface().([]ir.Operand) {
+				if isLocal(o, l) {
+					return true
+				}
+			}
+		case localsType:
+			for _, x := range f.Interface().([]ir.Local) {
+				if x == l {
+					return true
+				}
+			}
+		default:
+			switch f.Kind() {
+			case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+				reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.String, reflect.Bool:
+				// indices of strings, constants, names: no local
+			case reflect.Pointer, reflect.Slice:
+				// nested blocks (walked on their own) and locations
+				if !isBlockOrLocation(f.Type()) {
+					return true
+				}
+			case reflect.Struct:
+				if f.Type() != reflect.TypeFor[ir.Location]() {
+					return true
+				}
+			default:
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func isBlockOrLocation(t reflect.Type) bool {
+	return t == reflect.TypeFor[*ir.Block]() || t == reflect.TypeFor[[]*ir.Block]() || t == reflect.TypeFor[*ir.Location]() ||
+		t == reflect.TypeFor[[]int]() // WithStmt's path: indices of strings
+}
+
+func isLocal(o ir.Operand, l ir.Local) bool {
+	x, ok := o.Value.(ir.Local)
+	return ok && x == l
+}
+
+// mutatesCallResults reports whether some function or plan of pol may
+// change in place (insert into, append to, add to) a value that a call
+// returned, or something reached from one: a shared value is read by
+// evaluations on other goroutines and must never change. The planner
+// builds values in locals it has just made (MakeObject, MakeArray,
+// MakeSet) and mutates only those; true (any other mutation) refuses every
+// shared function.
+func mutatesCallResults(pol *ir.Policy) bool {
+	var bodies [][]*ir.Block
+	var params [][]ir.Local
+	for _, f := range pol.Funcs.Funcs {
+		bodies = append(bodies, f.Blocks)
+		params = append(params, f.Params)
+	}
+	if pol.Plans != nil {
+		for _, p := range pol.Plans.Plans {
+			bodies = append(bodies, p.Blocks)
+			params = append(params, []ir.Local{ir.Input, ir.Data})
+		}
+	}
+	for k, blocks := range bodies {
+		var stmts []ir.Stmt
+		for _, b := range blocks {
+			_ = ir.Walk(stmtVisitor(func(s ir.Stmt) { stmts = append(stmts, s) }), b)
+		}
+		// tainted: locals that may hold (part of) a value the function
+		// did not make, wherever in the function (locals are reused by
+		// the rules of a function).
+		tainted := map[ir.Local]bool{}
+		for _, l := range params[k] {
+			tainted[l] = true // a caller's value
+		}
+		for changed := true; changed; {
+			changed = false
+			taint := func(l ir.Local) {
+				if !tainted[l] {
+					tainted[l], changed = true, true
+				}
+			}
+			from := func(o ir.Operand) bool {
+				l, ok := o.Value.(ir.Local)
+				return ok && tainted[l]
+			}
+			for _, s := range stmts {
+				switch s := s.(type) {
+				case *ir.CallStmt:
+					taint(s.Result) // a built-in's result may be one of its arguments
+				case *ir.CallDynamicStmt:
+					taint(s.Result)
+				case *ir.AssignVarStmt:
+					if from(s.Source) {
+						taint(s.Target)
+					}
+				case *ir.AssignVarOnceStmt:
+					if from(s.Source) {
+						taint(s.Target)
+					}
+				case *ir.DotStmt:
+					if from(s.Source) {
+						taint(s.Target)
+					}
+				case *ir.ScanStmt:
+					if tainted[s.Source] {
+						taint(s.Key)
+						taint(s.Value)
+					}
+				}
+			}
+		}
+		// A tainted local mutated is still fine where a Make of it comes
+		// before the mutation in the same block, or in a block enclosing it,
+		// with nothing assigning it in between.
+		for _, b := range blocks {
+			if mutatesTainted(b, tainted, map[ir.Local]bool{}) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// mutatesTainted walks b in order with made, the locals a dominating Make
+// last assigned, and reports a mutation of a tainted local not in made.
+func mutatesTainted(b *ir.Block, tainted, made map[ir.Local]bool) bool {
+	for _, s := range b.Stmts {
+		var target ir.Local
+		mutation := false
+		switch s := s.(type) {
+		case *ir.MakeObjectStmt:
+			made[s.Target] = true
+			continue
+		case *ir.MakeArrayStmt:
+			made[s.Target] = true
+			continue
+		case *ir.MakeSetStmt:
+			made[s.Target] = true
+			continue
+		case *ir.SetAddStmt:
+			target, mutation = s.Set, true
+		case *ir.ObjectInsertStmt:
+			target, mutation = s.Object, true
+		case *ir.ObjectInsertOnceStmt:
+			target, mutation = s.Object, true
+		case *ir.ArrayAppendStmt:
+			target, mutation = s.Array, true
+		}
+		if mutation {
+			if tainted[target] && !made[target] {
+				return true
+			}
+			continue
+		}
+		var nested []*ir.Block
+		switch s := s.(type) {
+		case *ir.BlockStmt:
+			nested = s.Blocks
+		case *ir.ScanStmt:
+			nested = []*ir.Block{s.Block}
+		case *ir.NotStmt:
+			nested = []*ir.Block{s.Block}
+		case *ir.WithStmt:
+			nested = []*ir.Block{s.Block}
+		}
+		for _, l := range assigned(s) {
+			delete(made, l)
+		}
+		for _, nb := range nested {
+			inner := maps.Clone(made)
+			if mutatesTainted(nb, tainted, inner) {
+				return true
+			}
+			// what the nested block assigned is unknown after it
+			_ = ir.Walk(stmtVisitor(func(x ir.Stmt) {
+				for _, l := range assigned(x) {
+					delete(made, l)
+				}
+				switch x := x.(type) {
+				case *ir.MakeObjectStmt:
+					delete(made, x.Target)
+				case *ir.MakeArrayStmt:
+					delete(made, x.Target)
+				case *ir.MakeSetStmt:
+					delete(made, x.Target)
+				}
+			}), nb)
+		}
+	}
+	return false
+}
+
+// assigned lists the locals statement s (not its nested blocks) assigns;
+// for a statement it does not know, every local it names.
+func assigned(s ir.Stmt) []ir.Local {
+	switch s := s.(type) {
+	case *ir.AssignVarStmt:
+		return []ir.Local{s.Target}
+	case *ir.AssignVarOnceStmt:
+		return []ir.Local{s.Target}
+	case *ir.DotStmt:
+		return []ir.Local{s.Target}
+	case *ir.CallStmt:
+		return []ir.Local{s.Result}
+	case *ir.CallDynamicStmt:
+		return []ir.Local{s.Result}
+	case *ir.ScanStmt:
+		return []ir.Local{s.Key, s.Value}
+	case *ir.LenStmt:
+		return []ir.Local{s.Target}
+	case *ir.ResetLocalStmt:
+		return []ir.Local{s.Target}
+	case *ir.AssignIntStmt:
+		return []ir.Local{s.Target}
+	case *ir.MakeNullStmt:
+		return []ir.Local{s.Target}
+	case *ir.MakeNumberIntStmt:
+		return []ir.Local{s.Target}
+	case *ir.MakeNumberRefStmt:
+		return []ir.Local{s.Target}
+	case *ir.ObjectMergeStmt:
+		return []ir.Local{s.Target}
+	case *ir.WithStmt:
+		return []ir.Local{s.Local}
+	case *ir.NopStmt, *ir.BlockStmt, *ir.BreakStmt, *ir.NotStmt, *ir.ReturnLocalStmt,
+		*ir.EqualStmt, *ir.NotEqualStmt, *ir.IsArrayStmt, *ir.IsObjectStmt, *ir.IsSetStmt,
+		*ir.IsDefinedStmt, *ir.IsUndefinedStmt, *ir.ResultSetAddStmt,
+		*ir.SetAddStmt, *ir.ObjectInsertStmt, *ir.ObjectInsertOnceStmt, *ir.ArrayAppendStmt,
+		*ir.MakeObjectStmt, *ir.MakeArrayStmt, *ir.MakeSetStmt:
+		return nil
+	}
+	return allLocals(s)
+}
+
+// allLocals lists the locals s names in its fields (see namesLocal).
+func allLocals(s ir.Stmt) []ir.Local {
+	var out []ir.Local
+	v := reflect.ValueOf(s)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return nil
+	}
+	v = v.Elem()
+	for i := 0; i < v.NumField(); i++ {
+		f := v.Field(i)
+		switch f.Type() {
+		case localType:
+			out = append(out, ir.Local(f.Int()))
+		case operandType:
+			if l, ok := f.Interface().(ir.Operand).Value.(ir.Local); ok {
+				out = append(out, l)
+			}
+		case localsType:
+			out = append(out, f.Interface().([]ir.Local)...)
+		}
+	}
+	return out
+}

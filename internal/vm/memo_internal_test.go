@@ -1,0 +1,94 @@
+package vm
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/types"
+)
+
+// TestFindShared: which rules findShared marks as functions of the data
+// only, shared across evaluations. Only rules of data and pure built-ins,
+// whose callees are the same, with no with; anything reading the input
+// (directly, through a callee, or handed to a function or built-in), or
+// reaching a built-in that is not pure (the clock, randomness, print, a
+// custom one), is not.
+func TestFindShared(t *testing.T) {
+	pure := rego.Function1(&rego.Function{Name: "acme.id", Decl: types.NewFunction(types.Args(types.A), types.A)},
+		func(_ rego.BuiltinContext, a *ast.Term) (*ast.Term, error) { return a, nil })
+	caps := ast.CapabilitiesForThisVersion()
+	caps.Builtins = append(caps.Builtins, &ast.Builtin{Name: "acme.id", Decl: types.NewFunction(types.Args(types.A), types.A)})
+	cases := []struct {
+		name, rules string
+		want        []string // rules of package x shared
+	}{
+		{"data", "a := data.cfg.n + 1", []string{"a"}},
+		{"partial set of data", "s contains k if { some k, v in data.cfg.m; v > 1 }", []string{"s"}},
+		{"constant", "c := [1, 2]", []string{"c"}},
+		{"input", "a := input.n", nil},
+		{"input through a callee", "i := input.n\na := i + data.cfg.n", nil},
+		{"data-only callee", "d := data.cfg.n\na := d + input.n\nb := d * 2", []string{"b", "d"}},
+		{"input to a function", "f(x) := x\na := f(input)", nil},
+		{"data to a function", "f(x) := x + 1\na := f(data.cfg.n)", []string{"a"}},
+		{"function reading input", "f(x) := x + input.n\na := f(data.cfg.n)", nil},
+		{"input to a built-in", "a := count(input)", nil},
+		{"clock", "a := time.now_ns()", nil},
+		{"randomness", `a := rand.intn("k", 100)`, nil},
+		{"callee on the clock", "t := time.now_ns()\na := t + data.cfg.n", nil},
+		{"print", `a := data.cfg.n if print("x")`, nil},
+		{"trace", `a := data.cfg.n if trace("x")`, nil},
+		{"custom built-in", "a := acme.id(data.cfg.n)", nil},
+		{"with", "i := input.n\na := x if { x := i with input.n as data.cfg.n }", nil},
+		{"with data", "d := data.cfg.n\na := x if { x := d with data.cfg.n as 2 }", []string{"d"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ast.NewCompiler().WithEnablePrintStatements(true).WithCapabilities(caps)
+			mod := "package x\n" + tc.rules
+			if c.Compile(map[string]*ast.Module{"m.rego": ast.MustParseModuleWithOpts(mod, ast.ParserOptions{AllFutureKeywords: true})}); c.Failed() {
+				t.Fatal(c.Errors)
+			}
+			store := inmem.NewFromObjectWithOpts(map[string]any{"cfg": map[string]any{"n": 1, "m": map[string]any{"a": 1, "b": 2}}}, inmem.OptReturnASTValuesOnRead(true))
+			q, err := PrepareQuery(context.Background(), c, store, ast.MustParseRef("data.x"), pure)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, fn := range q.p.prog.funcs {
+				if fn.shared >= 0 {
+					got = append(got, strings.TrimPrefix(fn.name, "g0.data.x."))
+				}
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("shared %v, want %v", got, tc.want)
+			}
+			if len(tc.want) > 0 && q.p.memo == nil {
+				t.Fatal("no shared memo armed on an inmem store")
+			}
+		})
+	}
+}
+
+// TestSharedNotArmedOffInmem: on a store that is not OPA's inmem store
+// (how it changes data is not known), nothing is shared.
+func TestSharedNotArmedOffInmem(t *testing.T) {
+	c := ast.MustCompileModules(map[string]string{"m.rego": "package x\na := data.cfg.n + 1"})
+	store := otherStore{inmem.NewFromObjectWithOpts(map[string]any{"cfg": map[string]any{"n": 1}}, inmem.OptReturnASTValuesOnRead(true))}
+	q, err := PrepareQuery(context.Background(), c, store, ast.MustParseRef("data.x.a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.p.prog.nshared != 1 || q.p.memo != nil {
+		t.Fatalf("shared %d, armed %v: want 1 shared function, not armed", q.p.prog.nshared, q.p.memo != nil)
+	}
+}
+
+// otherStore is an inmem store behind another type.
+type otherStore struct{ storage.Store }

@@ -1,0 +1,360 @@
+package vm_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown/builtins"
+
+	"github.com/acgs-lite/acgs/internal/vm"
+)
+
+// memoPolicy mixes rules of the data only (shared across evaluations by
+// the VM) with rules of the input that call them, and evaluates some of
+// them under with, in rules and in queries.
+const memoPolicy = `package m
+
+limits contains name if {
+	some name, v in data.cfg.limits
+	is_number(v)
+}
+
+problems contains sprintf("%s: a number", [name]) if {
+	some name, v in data.cfg.limits
+	not is_number(v)
+}
+
+names := sort([k | some k, _ in data.cfg.limits])
+
+threshold := object.get(data.cfg, "threshold", 10)
+
+over contains name if {
+	some name in limits
+	input.values[name] > data.cfg.limits[name]
+}
+
+default score := 0
+
+score := sum([input.values[n] | some n in names; is_number(input.values[n])])
+
+decision := {
+	"allow": count(over) == 0,
+	"over": over,
+	"problems": problems,
+	"names": names,
+	"threshold": threshold,
+	"score": score,
+}
+
+# The decision for another input, in a rule: the data-only rules keep
+# their values there.
+alt := d if {
+	d := decision with input.values as {"a": 1000, "b": 0}
+}
+`
+
+// memoDataPolicy replaces data with with (the data-only rules must be
+// evaluated on the replaced document there, not taken from the memo).
+const memoDataPolicy = `package d
+
+names := sort([k | some k, _ in data.cfg.limits])
+
+bad := [k | some k, v in data.cfg.limits; not is_number(v)]
+
+replaced := [n, b] if {
+	n := names with data.cfg.limits as {"z": 1, "y": "q"}
+	b := bad with data.cfg.limits as {"z": 1, "y": "q"}
+}
+
+view := {"names": names, "bad": bad, "replaced": replaced, "n": input.n}
+`
+
+var memoData = map[string]any{"cfg": map[string]any{
+	"limits":    map[string]any{"a": 10, "b": 5, "c": "x", "d": 2.5},
+	"threshold": 7,
+}}
+
+// memoInput is a random input for memoPolicy and memoDataPolicy.
+func memoInput(r *rand.Rand) map[string]any {
+	vals := map[string]any{}
+	for _, k := range []string{"a", "b", "c", "d", "e"} {
+		switch r.IntN(4) {
+		case 0:
+		case 1:
+			vals[k] = r.IntN(20)
+		case 2:
+			vals[k] = fmt.Sprint(r.IntN(20))
+		case 3:
+			vals[k] = r.Float64() * 20
+		}
+	}
+	in := map[string]any{"values": vals, "n": r.IntN(3)}
+	if r.IntN(10) == 0 {
+		in["values"] = "not an object"
+	}
+	return in
+}
+
+type memoQuery struct {
+	name string
+	td   rego.PreparedEvalQuery
+	vm   rego.PreparedEvalQuery
+	q    *vm.Query // nil for a query that is not one reference
+}
+
+func prepareMemoQueries(t *testing.T, c *ast.Compiler, store storage.Store, queries []string) []memoQuery {
+	t.Helper()
+	ctx := context.Background()
+	var out []memoQuery
+	for _, src := range queries {
+		body := ast.MustParseBody(src)
+		td, err := rego.New(rego.ParsedQuery(body), rego.Compiler(c), rego.Store(store)).PrepareForEval(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mq := memoQuery{name: src, td: td}
+		if ref, ok := body[0].Terms.(*ast.Term); ok && len(body) == 1 && len(body[0].With) == 0 {
+			q, err := vm.PrepareQuery(ctx, c, store, ref.Value.(ast.Ref))
+			if err != nil {
+				t.Fatalf("%s: %v", src, err)
+			}
+			mq.q, mq.vm = q, q.PreparedEvalQuery
+		} else if mq.vm, err = vm.Prepare(ctx, c, store, body); err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		out = append(out, mq)
+	}
+	return out
+}
+
+// TestMemoDifferential evaluates generated inputs, many times on each
+// prepared query from several goroutines (so that the values of the
+// data-only rules are computed once and reused), with the VM (through rego
+// and directly) and with topdown: the results must be the same, under with
+// in rules and in queries included.
+func TestMemoDifferential(t *testing.T) {
+	c := ast.MustCompileModules(map[string]string{"m.rego": memoPolicy, "d.rego": memoDataPolicy})
+	store := inmem.NewFromObjectWithOpts(memoData, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
+	queries := prepareMemoQueries(t, c, store, []string{
+		"data.m.decision", "data.m.alt", "data.m.names", "data.m.limits", "data.d.view",
+		`x := data.m.decision with input.values as {"a": 11, "c": 1}`,
+		`x := data.d.view with data.cfg.limits as {"q": 1, "r": "s"}`,
+		`x := data.m.names with data.cfg.limits as {"q": 1}`,
+	})
+	for _, q := range queries[:5] {
+		names, armed := vm.SharedFuncs(q.q)
+		if !armed || len(names) == 0 {
+			t.Fatalf("%s: shared %v, armed %v: the memo is not exercised", q.name, names, armed)
+		}
+	}
+	n := 3000
+	if testing.Short() {
+		n = 300
+	}
+	r := rand.New(rand.NewPCG(23, 5))
+	inputs := make([]ast.Value, n)
+	for i := range inputs {
+		inputs[i] = ast.MustInterfaceToValue(memoInput(r))
+	}
+	var diffs atomic.Int64
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range max(2, runtime.GOMAXPROCS(0)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(inputs) {
+					return
+				}
+				in := inputs[i]
+				for _, q := range queries {
+					want, _ := evalText(context.Background(), q.td, in)
+					got, _ := evalText(context.Background(), q.vm, in)
+					direct := got
+					if q.q != nil {
+						direct = directText(t, q.q, in)
+					}
+					if got != want || direct != want {
+						if diffs.Add(1) <= 5 {
+							t.Errorf("%s, input %v:\ntopdown %s\nvm      %s\ndirect  %s", q.name, in, want, got, direct)
+						}
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if d := diffs.Load(); d > 0 {
+		t.Fatalf("%d differences", d)
+	}
+}
+
+// directText is evalText for the VM's direct path (Query.Eval).
+func directText(t *testing.T, q *vm.Query, in ast.Value) string {
+	v, defined, ok, err := q.Eval(context.Background(), in, builtins.NDBCache{})
+	switch {
+	case err != nil:
+		return "error: " + err.Error()
+	case !ok:
+		t.Error("the direct path could not answer")
+		return "not ok"
+	case !defined:
+		return "undefined"
+	}
+	x, err := ast.JSON(v)
+	if err != nil {
+		return "unencodable: " + err.Error()
+	}
+	s, err := jsonText(x)
+	if err != nil {
+		return "unencodable: " + err.Error()
+	}
+	return s
+}
+
+// TestMemoReusesValue: a data-only rule is computed by the first
+// evaluation and the next ones get the same value (the same object, not
+// an equal one), through rego and directly.
+func TestMemoReusesValue(t *testing.T) {
+	c := ast.MustCompileModules(map[string]string{"m.rego": memoPolicy})
+	store := inmem.NewFromObjectWithOpts(memoData, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
+	q, err := vm.PrepareQuery(context.Background(), c, store, ast.MustParseRef("data.m.names"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := ast.MustInterfaceToValue(map[string]any{})
+	first, _, _, err := q.Eval(context.Background(), in, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, _, _, err := q.Eval(context.Background(), in, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Compare(ast.MustParseTerm(`["a", "b", "c", "d"]`).Value) != 0 {
+		t.Fatalf("names %v", first)
+	}
+	if first.(*ast.Array) != second.(*ast.Array) {
+		t.Fatal("the second evaluation computed names again: not shared")
+	}
+}
+
+// TestMemoSeesStoreWrites: a write to the store (the inmem store changes
+// its documents in place, so the data document read after it is the same
+// object) makes the data-only rules be computed again.
+func TestMemoSeesStoreWrites(t *testing.T) {
+	ctx := context.Background()
+	c := ast.MustCompileModules(map[string]string{"m.rego": memoPolicy})
+	store := inmem.NewFromObjectWithOpts(memoData, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
+	queries := prepareMemoQueries(t, c, store, []string{"data.m.names", "data.m.threshold"})
+	in := ast.MustInterfaceToValue(map[string]any{})
+	check := func(want ...string) {
+		t.Helper()
+		for i, q := range queries {
+			if got := directText(t, q.q, in); got != want[i] {
+				t.Fatalf("%s: %s, want %s", q.name, got, want[i])
+			}
+			if got, _ := evalText(ctx, q.vm, in); got != want[i] {
+				t.Fatalf("%s through rego: %s, want %s", q.name, got, want[i])
+			}
+		}
+	}
+	check(`["a","b","c","d"]`, "7")
+	if err := storage.WriteOne(ctx, store, storage.AddOp, storage.MustParsePath("/cfg/limits/e"), ast.Number("1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := storage.WriteOne(ctx, store, storage.ReplaceOp, storage.MustParsePath("/cfg/threshold"), ast.Number("8")); err != nil {
+		t.Fatal(err)
+	}
+	check(`["a","b","c","d","e"]`, "8")
+}
+
+// TestMemoNotForNondeterministic: rules on the clock or random numbers,
+// and rules of the data that call them, are computed by every evaluation.
+func TestMemoNotForNondeterministic(t *testing.T) {
+	c := ast.MustCompileModules(map[string]string{"m.rego": `package m
+now := time.now_ns()
+later := now + data.cfg.threshold
+r := rand.intn("k", 1000000000)
+r2 := r + data.cfg.threshold
+v := {"now": now, "later": later, "r": r, "r2": r2, "t": data.cfg.threshold}
+`})
+	store := inmem.NewFromObjectWithOpts(memoData, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
+	q, err := vm.PrepareQuery(context.Background(), c, store, ast.MustParseRef("data.m.v"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names, _ := vm.SharedFuncs(q); len(names) != 0 {
+		t.Fatalf("shared %v: none may be", names)
+	}
+	seen := map[string]map[string]bool{"now": {}, "later": {}, "r": {}, "r2": {}}
+	in := ast.MustInterfaceToValue(map[string]any{})
+	for range 5 {
+		v, _, _, err := q.Eval(context.Background(), in, builtins.NDBCache{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k := range seen {
+			seen[k][v.(ast.Object).Get(ast.StringTerm(k)).String()] = true
+		}
+		time.Sleep(time.Millisecond) // the clock moves between two evaluations
+	}
+	for k, vals := range seen {
+		if len(vals) < 2 {
+			t.Errorf("%s: one value in 5 evaluations %v: memoised", k, vals)
+		}
+	}
+}
+
+// TestMemoNotForErrors: a data-only rule that fails (a conflict, a
+// built-in's error under strict errors) fails every evaluation, and one
+// undefined (the built-in's error without strict errors) stays undefined.
+func TestMemoNotForErrors(t *testing.T) {
+	ctx := context.Background()
+	c := ast.MustCompileModules(map[string]string{"m.rego": `package m
+conflict := x if { some x in [1, 2]; data.cfg.threshold > 0 }
+num := to_number(data.cfg.limits.c)
+`})
+	store := inmem.NewFromObjectWithOpts(memoData, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
+	in := ast.MustInterfaceToValue(map[string]any{})
+	for _, tc := range []struct {
+		query  string
+		strict bool
+		err    bool
+	}{
+		{"data.m.conflict", false, true},
+		{"data.m.num", true, true},
+		{"data.m.num", false, false},
+	} {
+		var extra []func(*rego.Rego)
+		if tc.strict {
+			extra = append(extra, rego.StrictBuiltinErrors(true))
+		}
+		q, err := vm.PrepareQuery(ctx, c, store, ast.MustParseRef(tc.query), extra...)
+		if errors.Is(err, vm.ErrUnsupported) {
+			t.Fatalf("%s: %v", tc.query, err)
+		}
+		if names, armed := vm.SharedFuncs(q); len(names) == 0 || !armed {
+			t.Fatalf("%s: shared %v, armed %v", tc.query, names, armed)
+		}
+		// through rego: the direct path has no strict built-in errors
+		for i := range 3 {
+			got, _ := evalText(ctx, q.PreparedEvalQuery, in)
+			if strings.HasPrefix(got, "error") != tc.err || (!tc.err && got != "undefined") {
+				t.Fatalf("%s strict=%v, evaluation %d: %s", tc.query, tc.strict, i, got)
+			}
+		}
+	}
+}
