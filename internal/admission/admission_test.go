@@ -670,6 +670,50 @@ func TestDoRefusals(t *testing.T) {
 		}
 	})
 	t.Run("deadline while running", func(t *testing.T) {
+		// As for the queue-wait limit: a set-up whose waiter reached its
+		// deadline before it was given the slot is tried again with a
+		// later one.
+		for wait := 300 * time.Millisecond; ; wait *= 2 {
+			if wait > 10*time.Second {
+				t.Fatal("the waiter's deadline passed before it could be given the slot at every deadline up to 10 s")
+			}
+			c := admission.New(admission.Config{MaxInFlight: 1, MaxWait: time.Minute})
+			rel := fill(t, c)
+			hold := make(chan struct{})
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			ch := doAsync(ctx, c, hold)
+			waitFor(t, "a waiter", func() bool { st := c.Stats(); return st.Waiting == 1 || st.Deadline > 0 })
+			rel[0]()
+			if st := c.Stats(); st.Admitted != 2 {
+				r := <-ch
+				wantOverloaded(t, r.err, admission.ErrDeadline)
+				t.Logf("the waiter's deadline passed after %s before it was given the slot (%+v); again with %s", wait, st, 2*wait)
+				cancel()
+				continue
+			}
+			var r doResult
+			select {
+			case r = <-ch: // at the deadline, fn still held
+			case <-time.After(wait + 10*time.Second): // a bound for a failure
+				close(hold)
+				t.Fatalf("Do did not return at its deadline while fn ran: %+v", <-ch)
+			}
+			wantOverloaded(t, r.err, admission.ErrDeadline)
+			if !r.started {
+				t.Errorf("want started: %+v", r)
+			}
+			// Admitted and running: abandoned, not refused; the slot is
+			// held until fn ends.
+			if st := c.Stats(); st.InFlight != 1 || st.Admitted != 2 || st.Deadline != 0 || st.Canceled != 0 || st.Abandoned != 1 {
+				t.Errorf("stats %+v, want the slot held, 2 admitted, 1 abandoned, none refused", st)
+			}
+			close(hold)
+			waitFor(t, "the slot to be free", func() bool { return c.Stats().InFlight == 0 })
+			cancel()
+			return
+		}
+	})
+	t.Run("cancelled while running", func(t *testing.T) {
 		c := admission.New(admission.Config{MaxInFlight: 1, MaxWait: 10 * time.Second})
 		rel := fill(t, c)
 		hold := make(chan struct{})

@@ -112,6 +112,11 @@ func TestValidateNamesSettingAndAcceptedValues(t *testing.T) {
 		{"gc headroom negative", func(c *config.Config) { c.Memory.GCMinHeadroomMiB = -1 }, []string{"GC_MIN_HEADROOM_MB", "0 to turn it off"}},
 		{"gc headroom too large", func(c *config.Config) { c.Memory.GCMinHeadroomMiB = 1 << 20 }, []string{"GC_MIN_HEADROOM_MB", "up to 65536"}},
 		{"admission queue timeout negative", func(c *config.Config) { c.Admission.QueueTimeout = -time.Millisecond }, []string{"ADMISSION_QUEUE_TIMEOUT"}},
+		{"admission in flight too large", func(c *config.Config) { c.Admission.MaxInFlight = 100001 }, []string{"ADMISSION_MAX_IN_FLIGHT", "100001", "1-100000"}},
+		{"admission queue -1", func(c *config.Config) { c.Admission.MaxQueue = -1 }, []string{"ADMISSION_MAX_QUEUE", "-1", "1-1000000"}},
+		{"admission queue too large", func(c *config.Config) { c.Admission.MaxQueue = 1000001 }, []string{"ADMISSION_MAX_QUEUE", "1000001", "1-1000000"}},
+		{"admission queue timeout -1s", func(c *config.Config) { c.Admission.QueueTimeout = -time.Second }, []string{"ADMISSION_QUEUE_TIMEOUT", "-1s", "up to 10s"}},
+		{"admission queue timeout 11s", func(c *config.Config) { c.Admission.QueueTimeout = 11 * time.Second }, []string{"ADMISSION_QUEUE_TIMEOUT", "11s", "up to 10s"}},
 		{"eval timeout past write timeout", func(c *config.Config) { c.Policy.EvalTimeout, c.Server.WriteTimeout = time.Minute, 5*time.Second }, []string{"EVAL_TIMEOUT", "WRITE_TIMEOUT 5s", "within 4.5s"}},
 		{"eval timeout at write timeout", func(c *config.Config) { c.Policy.EvalTimeout, c.Server.WriteTimeout = time.Second, time.Second }, []string{"EVAL_TIMEOUT", "within 900ms"}},
 		{"admission queue timeout past write timeout", func(c *config.Config) {
@@ -168,6 +173,8 @@ func TestAdmissionSettings(t *testing.T) {
 			config.Admission{MaxInFlight: 3, MaxQueue: 40, QueueTimeout: 20 * time.Millisecond}},
 		{"seconds", map[string]string{"ADMISSION_QUEUE_TIMEOUT": "0.25"}, nil, config.Admission{QueueTimeout: 250 * time.Millisecond}},
 		{"as long as an evaluation", map[string]string{"ADMISSION_QUEUE_TIMEOUT": "0"}, nil, config.Admission{}},
+		{"largest", map[string]string{"ADMISSION_MAX_IN_FLIGHT": "100000", "ADMISSION_MAX_QUEUE": "1000000", "ADMISSION_QUEUE_TIMEOUT": "10s"}, nil,
+			config.Admission{MaxInFlight: 100000, MaxQueue: 1000000, QueueTimeout: 10 * time.Second}},
 		{"as long as WRITE_TIMEOUT allows", map[string]string{"WRITE_TIMEOUT": "2s", "EVAL_TIMEOUT": "1800ms", "ADMISSION_QUEUE_TIMEOUT": "1800ms"}, nil, config.Admission{QueueTimeout: 1800 * time.Millisecond}},
 		{"flags win", map[string]string{"ADMISSION_MAX_IN_FLIGHT": "3"}, []string{"--admission-max-in-flight", "5", "--admission-max-queue", "7", "--admission-queue-timeout", "1s"},
 			config.Admission{MaxInFlight: 5, MaxQueue: 7, QueueTimeout: time.Second}},
@@ -187,6 +194,23 @@ func TestAdmissionSettings(t *testing.T) {
 	}
 	if _, err := load(t, map[string]string{"ADMISSION_MAX_QUEUE": "lots"}); err == nil || !strings.Contains(err.Error(), "ADMISSION_MAX_QUEUE") {
 		t.Errorf("bad ADMISSION_MAX_QUEUE: %v", err)
+	}
+	// Out of range from the environment: loaded, then refused by Validate
+	// naming the variable.
+	for _, env := range []map[string]string{
+		{"ADMISSION_MAX_IN_FLIGHT": "-1"}, {"ADMISSION_MAX_IN_FLIGHT": "100001"},
+		{"ADMISSION_MAX_QUEUE": "-1"}, {"ADMISSION_MAX_QUEUE": "1000001"},
+		{"ADMISSION_QUEUE_TIMEOUT": "-1s"}, {"ADMISSION_QUEUE_TIMEOUT": "11s"},
+	} {
+		c, err := load(t, env)
+		if err == nil {
+			err = c.Validate()
+		}
+		for name := range env {
+			if err == nil || !strings.Contains(err.Error(), name) {
+				t.Errorf("%v: %v, want a refusal naming %s", env, err, name)
+			}
+		}
 	}
 }
 
