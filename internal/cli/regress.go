@@ -246,9 +246,23 @@ the two sides ran at different GOMAXPROCS.`,
 					if !selected {
 						hint = "; check --store, or pass --allow-empty-history if an empty history is expected (a first run)"
 					}
-					return regressCannotJudge(fmt.Errorf("nothing to compare with in store %s: %w%s", storeName, err, hint))
+					err = fmt.Errorf("nothing to compare with in store %s: %w%s", storeName, err, hint)
+					if asJSON {
+						if jerr := regressWriteNoBaselineJSON(out, storeName, opts, err.Error(), false); jerr != nil {
+							return jerr
+						}
+					}
+					return regressCannotJudge(err)
 				}
-				fmt.Fprintf(out, "no baseline in store %s (%v): nothing to compare, as --allow-empty-history allows\n", storeName, err)
+				note := fmt.Sprintf("no baseline in store %s (%v): nothing to compare, as --allow-empty-history allows", storeName, err)
+				if asJSON {
+					err = regressWriteNoBaselineJSON(out, storeName, opts, note, true)
+				} else {
+					_, err = fmt.Fprintln(out, note)
+				}
+				if err != nil {
+					return err
+				}
 				empty := &perfhistory.Comparison{Alpha: opts.Alpha, ThresholdPct: opts.ThresholdPct}
 				return regressWriteMarkdown(markdown, func(w io.Writer) error { return perfhistory.WriteCompareMarkdown(w, empty) })
 			}
@@ -310,6 +324,28 @@ the two sides ran at different GOMAXPROCS.`,
 	f.BoolVar(&allowMissing, "allow-missing", false, "pass when metrics of the baseline are missing from the input (benchmarks renamed or removed on purpose)")
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return regressCannotJudge(err) })
 	return cmd
+}
+
+// regressWriteNoBaselineJSON is compare --json's document when there is no
+// baseline: a reader of the JSON gets JSON, with "baseline": null, whether
+// an empty history was allowed (passed) or not (error).
+func regressWriteNoBaselineJSON(w io.Writer, store string, opts perfhistory.CompareOptions, msg string, passed bool) error {
+	doc := struct {
+		Baseline     *perfhistory.RecordMeta `json:"baseline"`
+		Store        string                  `json:"store"`
+		Alpha        float64                 `json:"alpha"`
+		ThresholdPct float64                 `json:"threshold_pct"`
+		Deltas       []perfhistory.Delta     `json:"deltas"`
+		Passed       bool                    `json:"passed"`
+		Note         string                  `json:"note,omitempty"`
+		Error        string                  `json:"error,omitempty"`
+	}{Store: store, Alpha: opts.Alpha, ThresholdPct: opts.ThresholdPct, Deltas: []perfhistory.Delta{}, Passed: passed}
+	if passed {
+		doc.Note = msg
+	} else {
+		doc.Error = msg
+	}
+	return perfWriteJSON(w, doc)
 }
 
 // regressMissing names the baseline's metrics the input lacks, at most 5.

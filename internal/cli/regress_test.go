@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -334,6 +335,61 @@ func TestRegressMissingMetricFails(t *testing.T) {
 			}
 			if code == 1 && !strings.Contains(out, "Other") {
 				t.Errorf("the error does not name the missing benchmark:\n%s", out)
+			}
+		})
+	}
+}
+
+// compare --json writes a JSON document when there is no baseline too,
+// with "baseline": null, whether an empty history is allowed or an error
+// (it printed plain text, which broke a JSON reader).
+func TestRegressJSONWithoutBaseline(t *testing.T) {
+	t.Setenv("REGRESSION_THRESHOLD_PERCENT", "")
+	t.Setenv("GITHUB_SHA", "")
+	dir := t.TempDir()
+	in := regressWrite(t, dir, "new.txt", regressBench(1, 10, 1000, "Decide"))
+	missing := filepath.Join(dir, "no-such-store")
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		code   int
+		passed bool
+		text   string // in the note or the error
+	}{
+		{"allowed empty history", []string{"--allow-empty-history"}, 0, true, "--allow-empty-history allows"},
+		{"missing store", nil, 2, false, "does not exist"},
+		{"missing store, baseline commit", []string{"--baseline-commit", "abcd", "--allow-empty-history"}, 2, false, "does not exist"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := NewRoot()
+			var stdout, stderr strings.Builder
+			root.SetOut(&stdout)
+			root.SetErr(&stderr)
+			root.SetArgs(append([]string{"regress", "compare", "--store", missing, "--input", in, "--json"}, tc.args...))
+			err := root.Execute()
+			code := 0
+			if err != nil {
+				code = 1
+				var ee *ExitError
+				if errors.As(err, &ee) {
+					code = ee.Code
+				}
+			}
+			if code != tc.code {
+				t.Fatalf("exit %d (%v), want %d\n%s", code, err, tc.code, stdout.String())
+			}
+			var doc map[string]any
+			if err := json.Unmarshal([]byte(stdout.String()), &doc); err != nil {
+				t.Fatalf("stdout is not one JSON document: %v\n%s", err, stdout.String())
+			}
+			if b, ok := doc["baseline"]; !ok || b != nil {
+				t.Errorf("baseline %v (present %v), want null", b, ok)
+			}
+			if doc["passed"] != tc.passed || doc["store"] != missing {
+				t.Errorf("passed %v store %v, want %v %s", doc["passed"], doc["store"], tc.passed, missing)
+			}
+			if msg := fmt.Sprint(doc["note"], doc["error"]); !strings.Contains(msg, tc.text) {
+				t.Errorf("note/error %q lacks %q", msg, tc.text)
 			}
 		})
 	}
