@@ -88,3 +88,57 @@ func TestPerformanceWorkflow(t *testing.T) {
 		t.Errorf("the workflow runs scripts/ci-validate.sh: %v", err)
 	}
 }
+
+// A run becomes the history's next baseline only when its regression gates
+// passed: ci-validate.sh recorded every run and the workflow saved the
+// history with if: always(), so a regression pushed to main was the
+// baseline of the next run, which then passed. Static checks of the script
+// and workflow text: the record is guarded by RECORD_BLOCKED, which gate()
+// sets for bench and the regress gates, and the save step is not always().
+func TestHistoryRecordedOnlyWhenGatesPass(t *testing.T) {
+	script, err := os.ReadFile(filepath.Join("..", "..", "scripts", "ci-validate.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wf, err := os.ReadFile(filepath.Join("..", "..", ".github", "workflows", "performance-validation.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := string(script)
+	record := strings.Index(sc, `regress record --store "$HISTORY"`)
+	guard := strings.LastIndex(sc[:max(record, 0)], `if [ -z "$RECORD_BLOCKED" ]`)
+	var doc struct {
+		Jobs map[string]struct {
+			Steps []struct {
+				Name string `yaml:"name"`
+				Uses string `yaml:"uses"`
+				If   string `yaml:"if"`
+			} `yaml:"steps"`
+		} `yaml:"jobs"`
+	}
+	if err := yaml.Unmarshal(wf, &doc); err != nil {
+		t.Fatal(err)
+	}
+	saveIf := "(no save step)"
+	for _, job := range doc.Jobs {
+		for _, s := range job.Steps {
+			if strings.HasPrefix(s.Uses, "actions/cache/save@") {
+				saveIf = s.If
+			}
+		}
+	}
+	for _, tc := range []struct {
+		what string
+		ok   bool
+	}{
+		{"the script records the history", record >= 0},
+		{"the record is inside if [ -z \"$RECORD_BLOCKED\" ]", guard >= 0 && !strings.Contains(sc[guard:record], "\nfi\n")},
+		{"gate() blocks the record on bench and the regress gates", strings.Contains(sc, `bench | regress | regress-history) [ "$2" -ne 0 ] && RECORD_BLOCKED=`)},
+		{"the record comes after the regress-history gate", record > strings.Index(sc, "gate regress-history")},
+		{"the save step does not run always()", !strings.Contains(saveIf, "always()") && strings.Contains(saveIf, "!cancelled()")},
+	} {
+		if !tc.ok {
+			t.Errorf("%s: no (save step if: %q)", tc.what, saveIf)
+		}
+	}
+}
