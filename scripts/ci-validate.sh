@@ -261,7 +261,7 @@ if [ -n "$BASE_SHA" ]; then
   step "regress compare against the side-by-side baseline $BASE_SHA"
   "$ACGS" regress compare --store "$AB_STORE" --baseline-commit "$BASE_SHA" --input "$OUT/bench.txt" \
     --commit "$COMMIT" --markdown "$OUT/regression-report.md" "${ALLOW_MISSING[@]}" | tee "$OUT/regress-compare.txt"
-  gate regress "${PIPESTATUS[0]}" "vs $BASELINE_REF on this runner: Mann-Whitney U p < 0.05 and median worse by > ${REGRESSION_THRESHOLD_PERCENT:-10}%"
+  gate regress "${PIPESTATUS[0]}" "vs $BASELINE_REF on this runner: sec/op and req/s: Mann-Whitney U p < 0.05 (Holm-adjusted) and median worse by > ${REGRESSION_THRESHOLD_PERCENT:-10}%"
   HISTORY_MODE=info
 else
   HISTORY_MODE=""
@@ -274,7 +274,7 @@ if [ "${PERF_HISTORY_ALLOW_EMPTY:-}" = 1 ]; then
 fi
 "$ACGS" regress compare --store "$HISTORY" --input "$OUT/bench.txt" --commit "$COMMIT" \
   --markdown "$OUT/regression-history.md" "${ALLOW_EMPTY[@]}" "${ALLOW_MISSING[@]}" | tee "$OUT/regress-history.txt"
-gate regress-history "${PIPESTATUS[0]}" "vs the newest stored record: Mann-Whitney U p < 0.05 and median worse by > ${REGRESSION_THRESHOLD_PERCENT:-10}%" $HISTORY_MODE
+gate regress-history "${PIPESTATUS[0]}" "vs the newest stored record: sec/op and req/s: Mann-Whitney U p < 0.05 (Holm-adjusted) and median worse by > ${REGRESSION_THRESHOLD_PERCENT:-10}%" $HISTORY_MODE
 [ -f "$OUT/regression-report.md" ] || cp "$OUT/regression-history.md" "$OUT/regression-report.md" 2>/dev/null
 
 step "regress record + trend"

@@ -155,7 +155,8 @@ func TestRegressJSONNonFinite(t *testing.T) {
 			1, []string{`"verdict": "new"`, `"p": null`, `"verdict": "regression"`}},
 		{"missing metric, no regression", regressBench(1, 10, 1000, "Decide", "Gone"), regressBench(2, 10, 1000, "Decide"),
 			1, []string{`"verdict": "missing"`, `"p": null`}},
-		{"zero median before", zeroAllocs, twoAllocs, 1, []string{`"change_pct": null`, `"verdict": "regression"`}},
+		// allocs/op is not gated by default: an informational regression.
+		{"zero median before", zeroAllocs, twoAllocs, 0, []string{`"change_pct": null`, `"verdict": "regression"`, `"informational": true`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -390,6 +391,51 @@ func TestRegressJSONWithoutBaseline(t *testing.T) {
 			}
 			if msg := fmt.Sprint(doc["note"], doc["error"]); !strings.Contains(msg, tc.text) {
 				t.Errorf("note/error %q lacks %q", msg, tc.text)
+			}
+		})
+	}
+}
+
+// Only the gated units (default sec/op and req/s) fail the gate, and their
+// p-values are Holm-adjusted: CI's 48 metrics each tested at alpha failed
+// about a third of noise-only runs (TestFamilyWiseFalseAlarms).
+func TestRegressGatesPrimaryUnits(t *testing.T) {
+	t.Setenv("REGRESSION_THRESHOLD_PERCENT", "")
+	t.Setenv("GITHUB_SHA", "")
+	rows := func(seed uint64, ns, allocs float64) string {
+		rng := rand.New(rand.NewPCG(seed, 3))
+		var b strings.Builder
+		for range 6 {
+			fmt.Fprintf(&b, "BenchmarkDecide\t1000\t%.0f ns/op\t%.0f allocs/op\n", ns*(1+0.01*rng.NormFloat64()), allocs*(1+0.01*rng.NormFloat64()))
+		}
+		return b.String()
+	}
+	dir := t.TempDir()
+	store := filepath.Join(dir, "history")
+	base := regressWrite(t, dir, "base.txt", rows(1, 1000, 1000))
+	if out, code, err := perfRun(t, "regress", "record", "--store", store, "--input", base, "--commit", "aaa"); code != 0 {
+		t.Fatalf("record: exit %d %v\n%s", code, err, out)
+	}
+	for _, tc := range []struct {
+		name, input string
+		args        []string
+		code        int
+		want        string
+	}{
+		{"allocs doubled: informational", rows(2, 1000, 2000), nil, 0, "regression (informational)"},
+		{"allocs doubled, every unit gated", rows(2, 1000, 2000), []string{"--gate-units", "all"}, 1, "1 performance regression(s)"},
+		{"allocs doubled, allocs gated", rows(2, 1000, 2000), []string{"--gate-units", "allocs/op"}, 1, "1 performance regression(s)"},
+		{"time doubled", rows(2, 2000, 1000), nil, 1, "Holm-adjusted"},
+		{"time doubled, without Holm", rows(2, 2000, 1000), []string{"--holm=false"}, 1, "1 performance regression(s)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := regressWrite(t, t.TempDir(), "new.txt", tc.input)
+			out, code, err := perfRun(t, append([]string{"regress", "compare", "--store", store, "--input", in, "--commit", "bbb"}, tc.args...)...)
+			if err != nil {
+				out += "\nerror: " + err.Error()
+			}
+			if code != tc.code || !strings.Contains(out, tc.want) {
+				t.Fatalf("exit %d, want %d and %q\n%s", code, tc.code, tc.want, out)
 			}
 		})
 	}

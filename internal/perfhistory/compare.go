@@ -134,6 +134,9 @@ type Delta struct {
 	ChangePct float64 `json:"change_pct"`
 	Verdict   Verdict `json:"verdict"`
 	Note      string  `json:"note,omitempty"`
+	// Informational says the metric's unit is not gated (CompareOptions.Gate):
+	// its verdict is reported and fails nothing.
+	Informational bool `json:"informational,omitempty"`
 	// OldProcs and NewProcs are the GOMAXPROCS of each side (0 for the side
 	// that lacks the metric).
 	OldProcs int `json:"old_gomaxprocs,omitempty"`
@@ -184,7 +187,24 @@ func (d *Delta) ProcsChanged() bool {
 type CompareOptions struct {
 	Alpha        float64 // <= 0 means DefaultAlpha
 	ThresholdPct float64
+	// Gate lists the units whose regressions fail the comparison (a
+	// benchmark's time and throughput: DefaultGateUnits); the other units'
+	// verdicts are informational. Nil gates every unit. Each gated metric is
+	// a test at Alpha, so the more of them, the more false alarms: CI's
+	// bench emits 48 metrics, of which 18 are sec/op or req/s.
+	Gate []string
+	// Holm adjusts the gated metrics' significance with Holm's step-down
+	// method, so that noise fails the comparison with probability at most
+	// Alpha however many metrics are gated. With 6+6 samples the U test's
+	// smallest p-value is 0.0022, so more than Alpha/0.0022 (22) gated
+	// metrics could never regress.
+	Holm bool
 }
+
+// DefaultGateUnits are the units a regression gate judges by default: the
+// time of an operation and the throughput (acgs bench's req/s, which is
+// closed-loop, so nearly the reciprocal of its sec/op).
+var DefaultGateUnits = []string{"sec/op", "req/s"}
 
 // DefaultCompareOptions are benchstat's alpha and a 10% threshold.
 func DefaultCompareOptions() CompareOptions {
@@ -202,6 +222,9 @@ type Comparison struct {
 	Warnings []string `json:"warnings,omitempty"`
 	// Skipped are the damaged records passed over to reach the baseline.
 	Skipped []SkippedRecord `json:"skipped_records,omitempty"`
+	// Gate and Holm are the options the comparison was made with.
+	Gate []string `json:"gate_units,omitempty"`
+	Holm bool     `json:"holm,omitempty"`
 }
 
 // Compared returns how many metrics are in both the baseline and the new
@@ -211,10 +234,18 @@ func (c *Comparison) Compared() int {
 	return len(c.Deltas) - c.Count(VerdictAdded) - c.Count(VerdictRemoved)
 }
 
-// Undecided is how many metrics the input shares with the baseline had too
-// few samples for the test to decide: a gate that passed them would pass
-// any change (acgs bench --count 1 can never fail).
-func (c *Comparison) Undecided() int { return c.Count(VerdictInsufficient) }
+// Undecided is how many gated metrics the input shares with the baseline
+// had too few samples for the test to decide: a gate that passed them would
+// pass any change (acgs bench --count 1 can never fail).
+func (c *Comparison) Undecided() int {
+	n := 0
+	for _, d := range c.Deltas {
+		if d.Verdict == VerdictInsufficient && !d.Informational {
+			n++
+		}
+	}
+	return n
+}
 
 // Count returns how many deltas have the verdict.
 func (c *Comparison) Count(v Verdict) int {
@@ -227,11 +258,11 @@ func (c *Comparison) Count(v Verdict) int {
 	return n
 }
 
-// Regressions returns the regressed metrics.
+// Regressions returns the regressed gated metrics.
 func (c *Comparison) Regressions() []Delta {
 	var out []Delta
 	for _, d := range c.Deltas {
-		if d.Verdict == VerdictRegression {
+		if d.Verdict == VerdictRegression && !d.Informational {
 			out = append(out, d)
 		}
 	}
@@ -271,6 +302,15 @@ func Compare(old, cur *Set, opts CompareOptions) *Comparison {
 			cmp.Deltas = append(cmp.Deltas, Delta{Key: k, Direction: UnitDirection(k.Unit, old.Units), OldMedian: median(s), OldN: len(old.Values[k]), P: math.NaN(), ChangePct: math.NaN(), Verdict: VerdictRemoved, OldProcs: old.Procs[k]})
 		}
 	}
+	if opts.Gate != nil {
+		for i := range cmp.Deltas {
+			cmp.Deltas[i].Informational = !slices.Contains(opts.Gate, cmp.Deltas[i].Unit)
+		}
+	}
+	if opts.Holm {
+		holm(cmp.Deltas, opts.Alpha, opts.ThresholdPct)
+	}
+	cmp.Gate, cmp.Holm = opts.Gate, opts.Holm
 	cmp.Warnings = append(unknownUnitsWarning(cur), procsWarnings(cmp.Deltas)...)
 	return cmp
 }
@@ -320,21 +360,61 @@ func compareSamples(k Key, dir Direction, ov, nv []float64, th *benchmath.Thresh
 		notes = append(notes, w.Error())
 	}
 	d.Note = strings.Join(notes, "; ")
-	worse := float64(dir) * -d.ChangePct // > 0 when the change is for the worse
 	significant := c.P < c.Alpha
-	switch {
-	case !significant && tooFewSamples(c):
+	if !significant && tooFewSamples(c) {
 		d.Verdict = VerdictInsufficient
-	case !significant:
-		d.Verdict = VerdictNoChange
-	case worse > thresholdPct:
-		d.Verdict = VerdictRegression
-	case -worse > thresholdPct:
-		d.Verdict = VerdictImprovement
-	default:
-		d.Verdict = VerdictWithin
+	} else {
+		d.Verdict = judge(d, significant, thresholdPct)
 	}
 	return d
+}
+
+// judge is the verdict of a metric with enough samples: a significant
+// change beyond the threshold regresses or improves, depending on its
+// direction.
+func judge(d Delta, significant bool, thresholdPct float64) Verdict {
+	worse := float64(d.Direction) * -d.ChangePct // > 0 when the change is for the worse
+	switch {
+	case !significant:
+		return VerdictNoChange
+	case worse > thresholdPct:
+		return VerdictRegression
+	case -worse > thresholdPct:
+		return VerdictImprovement
+	}
+	return VerdictWithin
+}
+
+// holm re-judges the gated metrics that both sides have, with enough
+// samples, by Holm's step-down method: sorted by p, the i-th smallest of m
+// is significant while every p before it and itself is below
+// alpha/(m-i+1), which bounds the chance that noise makes any of them
+// significant by alpha.
+func holm(ds []Delta, alpha, thresholdPct float64) {
+	var idx []int
+	for i, d := range ds {
+		switch {
+		case d.Informational, d.Verdict == VerdictAdded, d.Verdict == VerdictRemoved, d.Verdict == VerdictInsufficient:
+			continue
+		}
+		idx = append(idx, i)
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return cmpFloat(ds[a].P, ds[b].P) })
+	rejecting := true
+	for rank, i := range idx {
+		rejecting = rejecting && ds[i].P < alpha/float64(len(idx)-rank)
+		ds[i].Verdict = judge(ds[i], rejecting, thresholdPct)
+	}
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 // tooFewSamples reports whether the two-sided U test could not have reached

@@ -45,7 +45,7 @@ func WriteCompareTable(w io.Writer, c *Comparison) error {
 	for _, sk := range c.Skipped {
 		fmt.Fprintf(w, "skipped %s\n", sk.Reason)
 	}
-	fmt.Fprintf(w, "regression = Mann-Whitney U p < %.2f and median worse by > %.1f%%\n", c.Alpha, c.ThresholdPct)
+	fmt.Fprintf(w, "regression = Mann-Whitney U p < %.2f and median worse by > %.1f%%%s\n", c.Alpha, c.ThresholdPct, gateText(c))
 	for _, warn := range c.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", warn)
 	}
@@ -60,7 +60,10 @@ func WriteCompareTable(w io.Writer, c *Comparison) error {
 		return err
 	}
 	fmt.Fprintf(w, "%d regression(s), %d improvement(s), %d metric(s) with too few samples\n",
-		c.Count(VerdictRegression), c.Count(VerdictImprovement), c.Count(VerdictInsufficient))
+		len(c.Regressions()), c.Count(VerdictImprovement), c.Count(VerdictInsufficient))
+	if n := c.Count(VerdictRegression) - len(c.Regressions()); n > 0 {
+		fmt.Fprintf(w, "%d informational regression(s), in units not gated\n", n)
+	}
 	if c.Baseline != nil && c.Compared() == 0 {
 		fmt.Fprintf(w, "nothing compared: no benchmark of this run is in the baseline (%d new, %d missing)\n",
 			c.Count(VerdictAdded), c.Count(VerdictRemoved))
@@ -75,8 +78,23 @@ func fmtOpt(v float64, n int, unit string) string {
 	return FormatValue(v, unit)
 }
 
+// gateText says which units gate and how their p-values are adjusted.
+func gateText(c *Comparison) string {
+	s := ""
+	if c.Holm {
+		s = " (Holm-adjusted over the gated metrics)"
+	}
+	if c.Gate != nil {
+		s += "; only " + strings.Join(c.Gate, ", ") + " gate, other units are informational"
+	}
+	return s
+}
+
 func verdictText(d Delta) string {
 	s := string(d.Verdict)
+	if d.Informational && d.Verdict == VerdictRegression {
+		s += " (informational)"
+	}
 	if d.Verdict == VerdictInsufficient && d.Note != "" {
 		s += " (" + d.Note + ")"
 	}
@@ -117,7 +135,7 @@ func WriteCompareMarkdown(w io.Writer, c *Comparison) error {
 		fmt.Fprintf(w, "🟢 **No regression** against `%s` (commit `%s`).\n", c.Baseline.Name, c.Baseline.Commit)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "A metric regresses when the Mann-Whitney U test gives p < %.2f **and** its median is worse by more than %.1f%%.", c.Alpha, c.ThresholdPct)
+	fmt.Fprintf(w, "A metric regresses when the Mann-Whitney U test gives p < %.2f **and** its median is worse by more than %.1f%%%s.", c.Alpha, c.ThresholdPct, gateText(c))
 	if n := c.Count(VerdictInsufficient); n > 0 {
 		fmt.Fprintf(w, " %d metric(s) had too few samples to decide (run the benchmark with more repetitions).", n)
 	}
@@ -131,7 +149,11 @@ func WriteCompareMarkdown(w io.Writer, c *Comparison) error {
 		fmt.Fprintln(w, "| | benchmark | unit | baseline | new | change | p | n |")
 		fmt.Fprintln(w, "|---|---|---|--:|--:|--:|--:|--:|")
 		for _, d := range ds {
-			fmt.Fprintf(w, "| %s | `%s` | %s | %s | %s | %s | %s | %d+%d |\n", verdictIcon[d.Verdict], d.Name, d.Unit,
+			icon := verdictIcon[d.Verdict]
+			if d.Informational && d.Verdict == VerdictRegression {
+				icon = "🟡"
+			}
+			fmt.Fprintf(w, "| %s | `%s` | %s | %s | %s | %s | %s | %d+%d |\n", icon, d.Name, d.Unit,
 				fmtOpt(d.OldMedian, d.OldN, d.Unit), fmtOpt(d.NewMedian, d.NewN, d.Unit),
 				formatPct(d.ChangePct), formatP(d.P), d.OldN, d.NewN)
 		}
