@@ -382,16 +382,23 @@ encryption_score := 1 - (count(unencrypted_sensitive_fields) / max([1, sensitive
 # request would be scored as if the rule passed. (A weight or score of
 # another type fails the arithmetic, and the score it is part of is 0:
 # fail-closed as it is.)
-configuration_problems contains "data_access: an object" if not is_object(object.get(config, "data_access", null))
+# The problems of the configuration only (every rule below but the two on
+# retention limits, which apply to requests with a retention policy) are
+# a rule of their own: it depends on data only, so the compiled evaluator
+# computes it once per bundle instead of at every decision (internal/vm,
+# findShared).
+configuration_problems contains p if some p in data_configuration_problems
 
-configuration_problems contains concat("", ["bulk_indicators.", name, ": a number"]) if {
+data_configuration_problems contains "data_access: an object" if not is_object(object.get(config, "data_access", null))
+
+data_configuration_problems contains concat("", ["bulk_indicators.", name, ": a number"]) if {
 	some name in ["max_record_count", "max_fields"]
 	not is_number(object.get(config.data_access, ["bulk_indicators", name], null))
 }
 
 # The threshold too: one missing or of another type is never reached, and
 # every request was denied, without it with no reason at all (review).
-configuration_problems contains "access_threshold: a number" if {
+data_configuration_problems contains "access_threshold: a number" if {
 	not is_number(object.get(config.data_access, "access_threshold", null))
 }
 

@@ -420,9 +420,15 @@ concerns contains [11, msg] if {
 # be scored as if the change were harmless. (A weight, base risk,
 # mitigation, penalty or rollback value of another type fails the
 # arithmetic, and the score it is part of is 0: fail-closed as it is.)
-configuration_problems contains "evolution: an object" if not is_object(object.get(config, "evolution", null))
+# The problems of the configuration only (every rule below but the one on
+# default_base_risk, which reads the request's type) are a rule of their
+# own: it depends on data only, so the compiled evaluator computes it once
+# per bundle instead of at every decision (internal/vm, findShared).
+configuration_problems contains p if some p in data_configuration_problems
 
-configuration_problems contains concat("", [name, ": an object"]) if {
+data_configuration_problems contains "evolution: an object" if not is_object(object.get(config, "evolution", null))
+
+data_configuration_problems contains concat("", [name, ": an object"]) if {
 	some name in ["base_risks", "risk_factors", "constitutional_violations", "required_reviews"]
 	not is_object(object.get(config.evolution, name, null))
 }
@@ -444,7 +450,7 @@ configuration_problems contains "default_base_risk: a number" if {
 # So must the two thresholds: one missing or of another type is never
 # reached, and the request went to a heavier path with no reason naming why
 # (without auto_approve_threshold, none at all) (review).
-configuration_problems contains concat("", [name, ": a number"]) if {
+data_configuration_problems contains concat("", [name, ": a number"]) if {
 	some name in ["external_dependencies_risk", "hash_mismatch_penalty", "auto_approve_threshold", "fast_track_threshold"]
 	not is_number(object.get(config.evolution, name, null))
 }
@@ -453,7 +459,7 @@ configuration_problems contains concat("", [name, ": a number"]) if {
 # reason only, never part of the score): missing, it dropped the concern
 # from every request; null (below every number) added it to every type,
 # a string (above every number) to none (review).
-configuration_problems contains "high_base_risk: a number" if {
+data_configuration_problems contains "high_base_risk: a number" if {
 	not is_number(object.get(config.evolution, "high_base_risk", null))
 }
 
@@ -463,7 +469,7 @@ configuration_problems contains "high_base_risk: a number" if {
 # review was named (review). An action that is "" counted as one: [""]
 # made a request's required_actions [""], an action nobody can take
 # (review). Each must be a non-empty string (actions).
-configuration_problems contains "path_actions.auto_approve: an array of non-empty strings" if {
+data_configuration_problems contains "path_actions.auto_approve: an array of non-empty strings" if {
 	not actions(object.get(config.evolution, ["path_actions", "auto_approve"], null))
 }
 
@@ -471,7 +477,7 @@ configuration_problems contains "path_actions.auto_approve: an array of non-empt
 # review (or to fast track, which the spec says requires one human
 # sign-off) and missing no review was required to do nothing, where the
 # configuration error's denial required the spec's human review (review).
-configuration_problems contains concat("", ["path_actions.", name, ": a non-empty array of non-empty strings"]) if {
+data_configuration_problems contains concat("", ["path_actions.", name, ": a non-empty array of non-empty strings"]) if {
 	some name in ["fast_track", "human_review"]
 	not some_actions(object.get(config.evolution, ["path_actions", name], null))
 }
@@ -489,14 +495,14 @@ some_actions(v) if {
 	count(v) > 0
 }
 
-configuration_problems contains "performance_limits: an object of numbers above 0" if {
+data_configuration_problems contains "performance_limits: an object of numbers above 0" if {
 	not positive_numbers(object.get(config.evolution, "performance_limits", null))
 }
 
 # The performance is the mean over the four deltas the spec names: one
 # removed dropped its delta from the mean, and a patch at its latency limit
 # was auto-approved (review). The limits must hold the four.
-configuration_problems contains concat("", ["performance_limits.", name, ": a number above 0"]) if {
+data_configuration_problems contains concat("", ["performance_limits.", name, ": a number above 0"]) if {
 	limits := object.get(config.evolution, "performance_limits", null)
 	is_object(limits)
 	some name in performance_limit_names
@@ -505,18 +511,18 @@ configuration_problems contains concat("", ["performance_limits.", name, ": a nu
 
 performance_limit_names := ["complexity_delta", "memory_delta", "latency_delta", "resource_delta"]
 
-configuration_problems contains concat("", ["required_reviews.", name, ": an object"]) if {
+data_configuration_problems contains concat("", ["required_reviews.", name, ": an object"]) if {
 	some name, review in configured_reviews
 	not is_object(review)
 }
 
-configuration_problems contains concat("", ["required_reviews.", name, ".types: an array of strings"]) if {
+data_configuration_problems contains concat("", ["required_reviews.", name, ".types: an array of strings"]) if {
 	some name, review in configured_reviews
 	is_object(review)
 	not text.strings(object.get(review, "types", null))
 }
 
-configuration_problems contains concat("", ["required_reviews.", name, ".triggered_by_change: a string"]) if {
+data_configuration_problems contains concat("", ["required_reviews.", name, ".triggered_by_change: a string"]) if {
 	some name, review in configured_reviews
 	t := review.triggered_by_change
 	not is_string(t)
@@ -527,7 +533,7 @@ configuration_problems contains concat("", ["required_reviews.", name, ".trigger
 # missing a review was denied naming it but not required to obtain it
 # (review). One that is "" put "" among them, an action nobody can take
 # (review).
-configuration_problems contains concat("", ["required_reviews.", name, ".action: a non-empty string"]) if {
+data_configuration_problems contains concat("", ["required_reviews.", name, ".action: a non-empty string"]) if {
 	some name, review in configured_reviews
 	is_object(review)
 	not non_empty_string(object.get(review, "action", null))
@@ -542,7 +548,7 @@ non_empty_string(v) if {
 # missing or naming no flag the policy reads (review_flags_true) was never
 # satisfied, and a request that had passed the review was denied for
 # missing it, required to obtain it again (review).
-configuration_problems contains concat("", ["required_reviews.", name, ".field: human_approved, security_review_passed or peer_reviewed"]) if {
+data_configuration_problems contains concat("", ["required_reviews.", name, ".field: human_approved, security_review_passed or peer_reviewed"]) if {
 	some name, review in configured_reviews
 	is_object(review)
 	not object.get(review, "field", null) in review_flag_names
