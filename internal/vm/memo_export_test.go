@@ -19,3 +19,7 @@ func AllFuncs(q *Query) (names []string) {
 	}
 	return names
 }
+
+// Disarm stops q sharing the values of data-only rules (as on a store
+// without a trigger), for comparisons.
+func Disarm(q *Query) { q.p.memo = nil }

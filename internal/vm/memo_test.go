@@ -2,9 +2,12 @@ package vm_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -356,5 +359,63 @@ num := to_number(data.cfg.limits.c)
 				t.Fatalf("%s strict=%v, evaluation %d: %s", tc.query, tc.strict, i, got)
 			}
 		}
+	}
+}
+
+// BenchmarkSharedMemoPaired alternates, within every iteration, the
+// constitution's decision on the VM with the values of the data-only rules
+// shared and without (directly, as the engine evaluates), on the same
+// input: on a shared, noisy machine both see the same load.
+//
+//	go test ./internal/vm -run '^$' -bench SharedMemoPaired -benchmem
+func BenchmarkSharedMemoPaired(b *testing.B) {
+	f := loadConstitution(b)
+	ctx := context.Background()
+	ref := ast.MustParseRef("data.acgs.main.decision")
+	shared, err := vm.PrepareQuery(ctx, f.compiler, f.store, ref)
+	if err != nil {
+		b.Fatal(err)
+	}
+	plain, err := vm.PrepareQuery(ctx, f.compiler, f.store, ref)
+	if err != nil {
+		b.Fatal(err)
+	}
+	vm.Disarm(plain)
+	for _, r := range benchRequests {
+		raw, err := os.ReadFile(filepath.Join("..", "..", "testdata", "requests", r.file))
+		if err != nil {
+			b.Fatal(err)
+		}
+		var in any
+		if err := json.Unmarshal(raw, &in); err != nil {
+			b.Fatal(err)
+		}
+		input := ast.MustInterfaceToValue(in)
+		b.Run(r.name, func(b *testing.B) {
+			var on, off time.Duration
+			eval := func(q *vm.Query) time.Duration {
+				start := time.Now()
+				_, defined, ok, err := q.Eval(ctx, input, builtins.NDBCache{})
+				d := time.Since(start)
+				if err != nil || !defined || !ok {
+					b.Fatal(defined, ok, err)
+				}
+				return d
+			}
+			n := 0
+			for b.Loop() {
+				if n%2 == 0 {
+					on += eval(shared)
+					off += eval(plain)
+				} else {
+					off += eval(plain)
+					on += eval(shared)
+				}
+				n++
+			}
+			b.ReportMetric(float64(on.Nanoseconds())/float64(n), "shared-ns/op")
+			b.ReportMetric(float64(off.Nanoseconds())/float64(n), "unshared-ns/op")
+			b.ReportMetric(float64(off)/float64(on), "speedup")
+		})
 	}
 }
