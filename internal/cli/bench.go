@@ -106,7 +106,7 @@ benchstat and "acgs regress".`,
 	f.StringVar(&workloadPath, "workload", "", "workload file (default: built-in acgs-mixed)")
 	f.IntVar(&cfg.Requests, "requests", 1000, "requests per scenario, concurrency level and repetition")
 	f.IntSliceVar(&cfg.Concurrency, "concurrency", []int{10, 50, 100}, "concurrency levels")
-	f.IntVar(&cfg.Count, "count", 1, "repetitions of each level (samples for benchstat; use >= 5 for regress compare)")
+	f.IntVar(&cfg.Count, "count", 1, "repetitions of each level (samples for benchstat; regress compare, Holm-adjusted by default, needs >= 6 for up to 23 gated metrics, >= 7 for up to 85, and says how many when too few)")
 	f.IntVar(&cfg.ColdSamples, "cold-samples", 100, "unique inputs for cold versus warm (0 skips it)")
 	f.IntVar(&cfg.WarmRepeats, "warm-repeats", 3, "times the cold inputs are repeated warm")
 	f.Uint64Var(&cfg.Seed, "seed", 1, "seed for key choice")

@@ -184,10 +184,12 @@ about a third of runs. So only --gate-units (default sec/op and req/s)
 gate, the other units' regressions are reported as informational, and
 --holm (default on) adjusts the gated metrics' p-values with Holm's method,
 keeping the chance that noise fails the gate at most --alpha (0-2% in
-simulation) while a benchmark twice as slow is still caught. With 6+6
-samples the smallest p-value is 0.0022: Holm over more than 22 gated metrics
-could never find a regression, so keep --gate-units short or use more
-samples.
+simulation) while a benchmark twice as slow is still caught. Metrics that
+are one constant value on both sides (0 errors) cannot vary and do not
+count. With 6+6 samples the smallest p-value is 2/924 = 0.00216, below
+0.05/23 but not 0.05/24: Holm over 24 or more gated metrics could never
+flag one, and 5+5 samples (0.0079) allow at most 6. Such a comparison is
+exit 2, naming the rounds needed.
 
 Exit status:
   0  no regression
@@ -196,7 +198,8 @@ Exit status:
      metric of the baseline is missing from the input (a benchmark that
      crashed or was dropped), unless --allow-missing
   2  nothing could be judged: bad flags or input, a store that is missing or
-     cannot be read, no baseline in it, or every record that fits damaged
+     cannot be read, no baseline in it, or every record that fits damaged;
+     or too few samples for Holm over this many gated metrics
 
 A store that does not exist or holds no record of another commit (a mistyped
 --store, a wrong S3 prefix, an evicted CI cache) is exit 2, unless
@@ -313,8 +316,20 @@ the two sides ran at different GOMAXPROCS.`,
 					input, base.Name, c.Count(perfhistory.VerdictAdded), c.Count(perfhistory.VerdictRemoved))}
 			}
 			var fails []string
+			code := regressExitFail
 			if regs := c.Regressions(); len(regs) > 0 {
 				fails = append(fails, fmt.Sprintf("%d performance regression(s) against %s", len(regs), base.Name))
+			}
+			// A gate that could not have failed cannot pass either: with
+			// 6+6 samples Holm over 24 gated metrics, or 5+5 over 7, can
+			// flag nothing, and a 5x slowdown would pass.
+			if n := c.Unreachable(); n > 0 {
+				need := perfhistory.RoundsNeeded(c.Alpha, c.HolmM)
+				fails = append(fails, fmt.Sprintf("the gate cannot judge %d of %d gated metric(s) against %s: Holm's adjustment over %d needs p < %.2g, below the smallest p-value their samples can give; run %d rounds a side (acgs bench --count %d, go test -count %d), or gate fewer units (--gate-units)",
+					n, c.HolmM, base.Name, c.HolmM, c.Alpha/float64(c.HolmM), need, need, need))
+				if len(c.Regressions()) == 0 {
+					code = regressExitError
+				}
 			}
 			if n := c.Undecided(); n > 0 {
 				fails = append(fails, fmt.Sprintf("%d metric(s) had too few samples to compare with %s: run the benchmarks with more repetitions (-count 6, acgs bench --count 6)", n, base.Name))
@@ -326,7 +341,7 @@ the two sides ran at different GOMAXPROCS.`,
 					len(missing), base.Name, strings.Join(missing, ", ")))
 			}
 			if len(fails) > 0 {
-				return &ExitError{Code: regressExitFail, Err: errors.New(strings.Join(fails, "; "))}
+				return &ExitError{Code: code, Err: errors.New(strings.Join(fails, "; "))}
 			}
 			return nil
 		},

@@ -117,8 +117,11 @@ const (
 	VerdictWithin       Verdict = "within threshold" // significant but small
 	VerdictNoChange     Verdict = "no significant change"
 	VerdictInsufficient Verdict = "too few samples"
-	VerdictAdded        Verdict = "new"
-	VerdictRemoved      Verdict = "missing"
+	// VerdictUnreachable is a gated metric Holm's adjustment could never
+	// flag on its own: its smallest possible p-value is not below alpha/m.
+	VerdictUnreachable Verdict = "too few samples for Holm"
+	VerdictAdded       Verdict = "new"
+	VerdictRemoved     Verdict = "missing"
 )
 
 // Delta is the comparison of one metric.
@@ -196,8 +199,9 @@ type CompareOptions struct {
 	// Holm adjusts the gated metrics' significance with Holm's step-down
 	// method, so that noise fails the comparison with probability at most
 	// Alpha however many metrics are gated. With 6+6 samples the U test's
-	// smallest p-value is 0.0022, so more than Alpha/0.0022 (22) gated
-	// metrics could never regress.
+	// smallest p-value is 2/924 = 0.00216, below 0.05/23 but not 0.05/24:
+	// over 24 or more gated metrics none could be flagged alone, which
+	// Compare marks VerdictUnreachable (see RoundsNeeded).
 	Holm bool
 }
 
@@ -225,6 +229,35 @@ type Comparison struct {
 	// Gate and Holm are the options the comparison was made with.
 	Gate []string `json:"gate_units,omitempty"`
 	Holm bool     `json:"holm,omitempty"`
+	// HolmM is how many gated metrics Holm's adjustment was over (m).
+	HolmM int `json:"holm_m,omitempty"`
+}
+
+// Unreachable is how many gated metrics Holm's adjustment could not have
+// flagged alone, whatever the data (VerdictUnreachable): with them the
+// gate cannot pass a run, as it could not have failed it.
+func (c *Comparison) Unreachable() int {
+	n := 0
+	for _, d := range c.Deltas {
+		if d.Verdict == VerdictUnreachable && !d.Informational {
+			n++
+		}
+	}
+	return n
+}
+
+// RoundsNeeded is the number of samples a side, both sides equal, whose
+// smallest U-test p-value, 2/C(2n, n), is below alpha/m: the fewest with
+// which Holm over m metrics can flag one of them.
+func RoundsNeeded(alpha float64, m int) int {
+	if m < 1 {
+		m = 1
+	}
+	n := 1
+	for minP(n, n) >= alpha/float64(m) {
+		n++
+	}
+	return n
 }
 
 // Compared returns how many metrics are in both the baseline and the new
@@ -308,7 +341,7 @@ func Compare(old, cur *Set, opts CompareOptions) *Comparison {
 		}
 	}
 	if opts.Holm {
-		holm(cmp.Deltas, opts.Alpha, opts.ThresholdPct)
+		cmp.HolmM = holm(cmp.Deltas, old, cur, opts.Alpha, opts.ThresholdPct)
 	}
 	cmp.Gate, cmp.Holm = opts.Gate, opts.Holm
 	cmp.Warnings = append(unknownUnitsWarning(cur), procsWarnings(cmp.Deltas)...)
@@ -389,22 +422,70 @@ func judge(d Delta, significant bool, thresholdPct float64) Verdict {
 // samples, by Holm's step-down method: sorted by p, the i-th smallest of m
 // is significant while every p before it and itself is below
 // alpha/(m-i+1), which bounds the chance that noise makes any of them
-// significant by alpha.
-func holm(ds []Delta, alpha, thresholdPct float64) {
+// significant by alpha. It returns m.
+//
+// A metric whose samples are all one value on both sides (errors and shed
+// of a healthy run: 0 each time) is left out of m. Its p is 1 whatever
+// happens, so it can never be a false alarm, and counting it would only
+// raise the others' bar: at 6+6 samples m = 24 makes every regression
+// unflaggable. Leaving it out keeps the bound: whether a metric is
+// constant depends only on its pooled values, and the U test's p is
+// computed conditionally on those (a permutation of labels), so given the
+// selection each kept metric's p is still valid and Holm over them still
+// bounds the false alarms by alpha.
+//
+// A gated metric whose smallest possible p, 2/C(n1+n2, n1), is not below
+// alpha/m (Holm's first threshold) cannot be flagged unless another metric
+// is first, so a regression of it alone always passes: it is marked
+// VerdictUnreachable unless it was flagged.
+func holm(ds []Delta, old, cur *Set, alpha, thresholdPct float64) int {
 	var idx []int
 	for i, d := range ds {
 		switch {
 		case d.Informational, d.Verdict == VerdictAdded, d.Verdict == VerdictRemoved, d.Verdict == VerdictInsufficient:
 			continue
+		case constantAndEqual(old.Values[d.Key], cur.Values[d.Key]):
+			continue
 		}
 		idx = append(idx, i)
 	}
+	m := len(idx)
 	slices.SortStableFunc(idx, func(a, b int) int { return cmpFloat(ds[a].P, ds[b].P) })
 	rejecting := true
 	for rank, i := range idx {
-		rejecting = rejecting && ds[i].P < alpha/float64(len(idx)-rank)
+		rejecting = rejecting && ds[i].P < alpha/float64(m-rank)
 		ds[i].Verdict = judge(ds[i], rejecting, thresholdPct)
+		if !rejecting && minP(ds[i].OldN, ds[i].NewN) >= alpha/float64(m) {
+			ds[i].Verdict = VerdictUnreachable
+		}
 	}
+	return m
+}
+
+// constantAndEqual reports whether every value of both samples is the same.
+func constantAndEqual(a, b []float64) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return false
+	}
+	for _, v := range slices.Concat(a, b) {
+		if v != a[0] {
+			return false
+		}
+	}
+	return true
+}
+
+// minP is the two-sided U test's smallest p-value for samples of n1 and n2,
+// reached when they do not overlap at all: 2/C(n1+n2, n1).
+func minP(n1, n2 int) float64 {
+	if n1 == 0 || n2 == 0 {
+		return 1
+	}
+	comb := 1.0
+	for i := 1; i <= n1; i++ {
+		comb = comb * float64(n2+i) / float64(i)
+	}
+	return math.Min(1, 2/comb)
 }
 
 func cmpFloat(a, b float64) int {
@@ -422,15 +503,7 @@ func cmpFloat(a, b float64) int {
 // samples do not overlap at all, is 2/C(n1+n2, n1) (0.1 for 3+3, 0.029 for
 // 4+4), so below that a "no change" means "cannot tell".
 func tooFewSamples(c benchmath.Comparison) bool {
-	if c.N1 == 0 || c.N2 == 0 {
-		return true
-	}
-	// C(n1+n2, n1) computed in floating point; it only needs to beat 2/alpha.
-	comb := 1.0
-	for i := 1; i <= c.N1; i++ {
-		comb = comb * float64(c.N2+i) / float64(i)
-	}
-	return 2/comb > c.Alpha
+	return minP(c.N1, c.N2) > c.Alpha
 }
 
 // ErrNoBaseline means the store has no record that fits the selection.

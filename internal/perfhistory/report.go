@@ -64,6 +64,10 @@ func WriteCompareTable(w io.Writer, c *Comparison) error {
 	if n := c.Count(VerdictRegression) - len(c.Regressions()); n > 0 {
 		fmt.Fprintf(w, "%d informational regression(s), in units not gated\n", n)
 	}
+	if n := c.Unreachable(); n > 0 {
+		fmt.Fprintf(w, "%d gated metric(s) could not be flagged: Holm over %d needs p < %.2g, below the smallest p of their samples; %d samples a side are needed\n",
+			n, c.HolmM, c.Alpha/float64(c.HolmM), RoundsNeeded(c.Alpha, c.HolmM))
+	}
 	if c.Baseline != nil && c.Compared() == 0 {
 		fmt.Fprintf(w, "nothing compared: no benchmark of this run is in the baseline (%d new, %d missing)\n",
 			c.Count(VerdictAdded), c.Count(VerdictRemoved))
@@ -110,6 +114,7 @@ var verdictIcon = map[Verdict]string{
 	VerdictWithin:       "⚪",
 	VerdictNoChange:     "⚪",
 	VerdictInsufficient: "⚠️",
+	VerdictUnreachable:  "⚠️",
 	VerdictAdded:        "🆕",
 	VerdictRemoved:      "➖",
 }
@@ -131,6 +136,9 @@ func WriteCompareMarkdown(w io.Writer, c *Comparison) error {
 		fmt.Fprintf(w, "🔴 **%d regression(s)** against `%s` (commit `%s`).\n", len(regs), c.Baseline.Name, c.Baseline.Commit)
 	case c.Undecided() > 0:
 		fmt.Fprintf(w, "🔴 **Undecided**: %d metric(s) had too few samples to compare with `%s` (commit `%s`).\n", c.Undecided(), c.Baseline.Name, c.Baseline.Commit)
+	case c.Unreachable() > 0:
+		fmt.Fprintf(w, "🔴 **Cannot judge**: Holm's adjustment over %d gated metrics needs p < %.2g, which %d of them cannot reach with their samples; %d samples a side are needed.\n",
+			c.HolmM, c.Alpha/float64(c.HolmM), c.Unreachable(), RoundsNeeded(c.Alpha, c.HolmM))
 	default:
 		fmt.Fprintf(w, "🟢 **No regression** against `%s` (commit `%s`).\n", c.Baseline.Name, c.Baseline.Commit)
 	}

@@ -1,0 +1,64 @@
+package cli
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// gateBench renders n rounds of benches acgs-bench-like benchmarks (sec/op,
+// req/s and a constant 0 errors each), all slow times slower, without ties.
+func gateBench(n, benches int, slow float64) string {
+	var b strings.Builder
+	for r := range n {
+		for i := range benches {
+			ns := slow * 1e6 * (1 + 0.01*float64(r) + 0.001*float64(i))
+			fmt.Fprintf(&b, "BenchmarkHTTP/b=%d\t100\t%.0f ns/op\t%.3f req/s\t0 errors\n", i, ns, 1e9/ns)
+		}
+	}
+	return b.String()
+}
+
+// regressGateRun records base as commit aaa and compares input with it.
+func regressGateRun(t *testing.T, base, input string, args ...string) (string, int) {
+	t.Helper()
+	t.Setenv("REGRESSION_THRESHOLD_PERCENT", "")
+	t.Setenv("GITHUB_SHA", "")
+	dir := t.TempDir()
+	store := filepath.Join(dir, "history")
+	if out, code, err := perfRun(t, "regress", "record", "--store", store, "--input", regressWrite(t, dir, "base.txt", base), "--commit", "aaa"); code != 0 {
+		t.Fatalf("record: exit %d %v\n%s", code, err, out)
+	}
+	out, code, err := perfRun(t, append([]string{"regress", "compare", "--store", store, "--input", regressWrite(t, dir, "new.txt", input), "--commit", "bbb"}, args...)...)
+	if err != nil {
+		out += "\nerror: " + err.Error()
+	}
+	return out, code
+}
+
+// Holm over m gated metrics needs a p below alpha/m; when the samples cannot
+// give one, a 5x slowdown passed (exit 0). It must be exit 2, naming the
+// rounds needed.
+func TestRegressHolmCannotJudge(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		rounds, bench int
+		args          []string
+		code          int
+		want          string
+	}{
+		{"6+6, 24 gated (bench -concurrency 10,50,100)", 6, 12, nil, 2, "run 7 rounds a side"},
+		{"6+6, every unit of 12 benchmarks", 6, 12, []string{"--gate-units", "all"}, 2, "run 7 rounds a side"},
+		{"5+5, 8 gated", 5, 4, nil, 2, "run 6 rounds a side"},
+		{"6+6, 22 gated", 6, 11, nil, 1, "performance regression(s)"},
+		{"7+7, 24 gated", 7, 12, nil, 1, "performance regression(s)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, code := regressGateRun(t, gateBench(tc.rounds, tc.bench, 1), gateBench(tc.rounds, tc.bench, 5), tc.args...)
+			if code != tc.code || !strings.Contains(out, tc.want) {
+				t.Fatalf("everything 5x slower: exit %d, want %d and %q\n%s", code, tc.code, tc.want, out)
+			}
+		})
+	}
+}
