@@ -7,11 +7,13 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/perf/benchunit"
 
 	"github.com/acgs-lite/acgs/internal/perfhistory"
 )
@@ -199,7 +201,8 @@ Exit status:
      crashed or was dropped), unless --allow-missing
   2  nothing could be judged: bad flags or input, a store that is missing or
      cannot be read, no baseline in it, or every record that fits damaged;
-     or too few samples for Holm over this many gated metrics
+     or too few samples for Holm over this many gated metrics; or no
+     metric of --gate-units (tidied: ns/op is sec/op) in both sides
 
 A store that does not exist or holds no record of another commit (a mistyped
 --store, a wrong S3 prefix, an evicted CI cache) is exit 2, unless
@@ -231,7 +234,15 @@ the two sides ran at different GOMAXPROCS.`,
 			case len(gateUnits) == 0:
 				return regressCannotJudge(errors.New("--gate-units: give units, or all"))
 			default:
-				opts.Gate = gateUnits
+				// Units as the parser tidies them: the ns/op of the user's
+				// file is sec/op here, MB/s is B/s.
+				opts.Gate = nil
+				for _, u := range gateUnits {
+					_, tidy := benchunit.Tidy(1, strings.TrimSpace(u))
+					if !slices.Contains(opts.Gate, tidy) {
+						opts.Gate = append(opts.Gate, tidy)
+					}
+				}
 			}
 			data, err := regressReadInput(input)
 			if err != nil {
@@ -298,6 +309,11 @@ the two sides ran at different GOMAXPROCS.`,
 			c := perfhistory.Compare(old, cur, opts)
 			c.Baseline = &base
 			c.Skipped = skipped
+			for _, u := range opts.Gate {
+				if !regressHasUnit(old, u) && !regressHasUnit(cur, u) {
+					c.Warnings = append(c.Warnings, fmt.Sprintf("--gate-units %s matches no metric of the run or the baseline", u))
+				}
+			}
 			if asJSON {
 				err = perfWriteJSON(out, c)
 			} else {
@@ -314,6 +330,12 @@ the two sides ran at different GOMAXPROCS.`,
 				// nothing; passing would hide every regression.
 				return &ExitError{Code: 1, Err: fmt.Errorf("no benchmark of %s is in the baseline %s (%d new, %d missing): nothing was compared; were the benchmarks renamed?",
 					input, base.Name, c.Count(perfhistory.VerdictAdded), c.Count(perfhistory.VerdictRemoved))}
+			}
+			// A gate that judged nothing would pass anything: a typo in
+			// --gate-units, or a unit the benchmarks do not emit.
+			if c.GatedCompared() == 0 {
+				return regressCannotJudge(fmt.Errorf("--gate-units %s: no metric of these units is in both %s and the baseline %s, so the gate judged nothing",
+					strings.Join(opts.Gate, ","), input, base.Name))
 			}
 			var fails []string
 			code := regressExitFail
@@ -356,7 +378,7 @@ the two sides ran at different GOMAXPROCS.`,
 	f.StringVar(&markdown, "markdown", "", "write a Markdown report (for a pull-request comment) to this file")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	f.BoolVar(&allowEmpty, "allow-empty-history", false, "exit 0 when the store is missing or holds no record of another commit (a first run); never with --baseline-commit or --days")
-	f.StringSliceVar(&gateUnits, "gate-units", perfhistory.DefaultGateUnits, "units whose regressions fail the gate (comma-separated, or all); other units are informational")
+	f.StringSliceVar(&gateUnits, "gate-units", perfhistory.DefaultGateUnits, "units whose regressions fail the gate (comma-separated, or all; tidied as the input is: ns/op is sec/op, MB/s is B/s); other units are informational; none compared is exit 2")
 	f.BoolVar(&opts.Holm, "holm", true, "adjust the gated metrics' p-values with Holm's method (family-wise false-alarm rate <= --alpha)")
 	f.BoolVar(&allowMissing, "allow-missing", false, "pass when metrics of the baseline are missing from the input (benchmarks renamed or removed on purpose)")
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return regressCannotJudge(err) })
@@ -383,6 +405,16 @@ func regressWriteNoBaselineJSON(w io.Writer, store string, opts perfhistory.Comp
 		doc.Error = msg
 	}
 	return perfWriteJSON(w, doc)
+}
+
+// regressHasUnit reports whether a metric of s is in the unit.
+func regressHasUnit(s *perfhistory.Set, unit string) bool {
+	for _, k := range s.Keys {
+		if k.Unit == unit {
+			return true
+		}
+	}
+	return false
 }
 
 // regressMissing names the baseline's metrics the input lacks, at most 5.

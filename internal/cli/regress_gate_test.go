@@ -62,3 +62,35 @@ func TestRegressHolmCannotJudge(t *testing.T) {
 		})
 	}
 }
+
+// --gate-units is tidied as the input is (ns/op is sec/op, MB/s is B/s), and
+// a gate judging no metric is exit 2: --gate-units ns/op or a typo gated
+// nothing and passed a 5x slowdown.
+func TestRegressGateUnitsTidiedAndUsed(t *testing.T) {
+	mbps := func(v float64) string {
+		var b strings.Builder
+		for r := range 6 {
+			fmt.Fprintf(&b, "BenchmarkCopy\t100\t%.0f ns/op\t%.2f MB/s\n", 1e6*v*(1+0.01*float64(r)), 100/v*(1+0.01*float64(r)))
+		}
+		return b.String()
+	}
+	for _, tc := range []struct {
+		name, base, input string
+		gate              string
+		code              int
+		want              string
+	}{
+		{"ns/op is sec/op", gateBench(6, 2, 1), gateBench(6, 2, 5), "ns/op", 1, "performance regression(s)"},
+		{"MB/s is B/s", mbps(1), mbps(5), "MB/s", 1, "performance regression(s)"},
+		{"a typo gates nothing", gateBench(6, 2, 1), gateBench(6, 2, 5), "sec/opp", 2, "the gate judged nothing"},
+		{"a unit not emitted", gateBench(6, 2, 1), gateBench(6, 2, 5), "allocs/op", 2, "the gate judged nothing"},
+		{"a typo beside a real unit is named", gateBench(6, 2, 1), gateBench(6, 2, 5), "sec/op,sec/opp", 1, "--gate-units sec/opp matches no metric"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, code := regressGateRun(t, tc.base, tc.input, "--gate-units", tc.gate)
+			if code != tc.code || !strings.Contains(out, tc.want) {
+				t.Fatalf("5x slower, --gate-units %s: exit %d, want %d and %q\n%s", tc.gate, code, tc.code, tc.want, out)
+			}
+		})
+	}
+}

@@ -280,6 +280,18 @@ func (c *Comparison) Undecided() int {
 	return n
 }
 
+// GatedCompared is how many gated metrics both sides have: none means the
+// gate judged nothing (--gate-units naming no unit of the run).
+func (c *Comparison) GatedCompared() int {
+	n := 0
+	for _, d := range c.Deltas {
+		if !d.Informational && d.Verdict != VerdictAdded && d.Verdict != VerdictRemoved {
+			n++
+		}
+	}
+	return n
+}
+
 // Count returns how many deltas have the verdict.
 func (c *Comparison) Count(v Verdict) int {
 	n := 0
