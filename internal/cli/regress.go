@@ -199,10 +199,12 @@ Exit status:
      (nothing was compared); or a shared metric had too few samples; or a
      metric of the baseline is missing from the input (a benchmark that
      crashed or was dropped), unless --allow-missing
-  2  nothing could be judged: bad flags or input, a store that is missing or
+  2  nothing could be judged: bad flags, arguments or input, a store that is missing or
      cannot be read, no baseline in it, or every record that fits damaged;
      or too few samples for Holm over this many gated metrics; or no
-     metric of --gate-units (tidied: ns/op is sec/op) in both sides
+     metric of --gate-units (tidied: ns/op is sec/op) in both sides; or
+     the report (stdout, --json, --markdown) could not be written: the
+     verdict is printed on stderr first
 
 A store that does not exist or holds no record of another commit (a mistyped
 --store, a wrong S3 prefix, an evicted CI cache) is exit 2, unless
@@ -213,7 +215,8 @@ record is exit 2 whatever the flag says.
 Benchmarks are matched by name without the "-N" GOMAXPROCS suffix, so a run
 on a machine with another core count still compares; the report warns when
 the two sides ran at different GOMAXPROCS.`,
-		Args: cobra.NoArgs,
+		// Bad arguments are exit 2 like bad flags: 1 is a regression's.
+		Args: func(cmd *cobra.Command, args []string) error { return regressCannotJudge(cobra.NoArgs(cmd, args)) },
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			var err error
@@ -283,7 +286,7 @@ the two sides ran at different GOMAXPROCS.`,
 					err = fmt.Errorf("nothing to compare with in store %s: %w%s", storeName, err, hint)
 					if asJSON {
 						if jerr := regressWriteNoBaselineJSON(out, storeName, opts, err.Error(), false); jerr != nil {
-							return jerr
+							return regressCannotJudge(fmt.Errorf("%w; and writing the JSON: %w", err, jerr))
 						}
 					}
 					return regressCannotJudge(err)
@@ -294,11 +297,15 @@ the two sides ran at different GOMAXPROCS.`,
 				} else {
 					_, err = fmt.Fprintln(out, note)
 				}
-				if err != nil {
-					return err
+				if err == nil {
+					empty := &perfhistory.Comparison{Alpha: opts.Alpha, ThresholdPct: opts.ThresholdPct}
+					err = regressWriteMarkdown(markdown, func(w io.Writer) error { return perfhistory.WriteCompareMarkdown(w, empty) })
 				}
-				empty := &perfhistory.Comparison{Alpha: opts.Alpha, ThresholdPct: opts.ThresholdPct}
-				return regressWriteMarkdown(markdown, func(w io.Writer) error { return perfhistory.WriteCompareMarkdown(w, empty) })
+				if err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "verdict: %s\n", note)
+					return regressCannotJudge(fmt.Errorf("writing the report: %w", err))
+				}
+				return nil
 			}
 			if err != nil {
 				for _, sk := range skipped {
@@ -319,53 +326,21 @@ the two sides ran at different GOMAXPROCS.`,
 			} else {
 				err = perfhistory.WriteCompareTable(out, c)
 			}
+			if err == nil {
+				err = regressWriteMarkdown(markdown, func(w io.Writer) error { return perfhistory.WriteCompareMarkdown(w, c) })
+			}
+			verdict := regressVerdict(c, base, input, opts, allowMissing)
 			if err != nil {
-				return err
-			}
-			if err := regressWriteMarkdown(markdown, func(w io.Writer) error { return perfhistory.WriteCompareMarkdown(w, c) }); err != nil {
-				return err
-			}
-			if c.Compared() == 0 {
-				// A baseline sharing no benchmark with the input judges
-				// nothing; passing would hide every regression.
-				return &ExitError{Code: 1, Err: fmt.Errorf("no benchmark of %s is in the baseline %s (%d new, %d missing): nothing was compared; were the benchmarks renamed?",
-					input, base.Name, c.Count(perfhistory.VerdictAdded), c.Count(perfhistory.VerdictRemoved))}
-			}
-			// A gate that judged nothing would pass anything: a typo in
-			// --gate-units, or a unit the benchmarks do not emit.
-			if c.GatedCompared() == 0 {
-				return regressCannotJudge(fmt.Errorf("--gate-units %s: no metric of these units is in both %s and the baseline %s, so the gate judged nothing",
-					strings.Join(opts.Gate, ","), input, base.Name))
-			}
-			var fails []string
-			code := regressExitFail
-			if regs := c.Regressions(); len(regs) > 0 {
-				fails = append(fails, fmt.Sprintf("%d performance regression(s) against %s", len(regs), base.Name))
-			}
-			// A gate that could not have failed cannot pass either: with
-			// 6+6 samples Holm over 24 gated metrics, or 5+5 over 7, can
-			// flag nothing, and a 5x slowdown would pass.
-			if n := c.Unreachable(); n > 0 {
-				need := perfhistory.RoundsNeeded(c.Alpha, c.HolmM)
-				fails = append(fails, fmt.Sprintf("the gate cannot judge %d of %d gated metric(s) against %s: Holm's adjustment over %d needs p < %.2g, below the smallest p-value their samples can give; run %d rounds a side (acgs bench --count %d, go test -count %d), or gate fewer units (--gate-units)",
-					n, c.HolmM, base.Name, c.HolmM, c.Alpha/float64(c.HolmM), need, need, need))
-				if len(c.Regressions()) == 0 {
-					code = regressExitError
+				// A report that could not be written is exit 2 (1 is a
+				// regression's), after the verdict, which is not lost.
+				msg := "no regression"
+				if verdict != nil {
+					msg = verdict.Error()
 				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "verdict: %s\n", msg)
+				return regressCannotJudge(fmt.Errorf("writing the report: %w", err))
 			}
-			if n := c.Undecided(); n > 0 {
-				fails = append(fails, fmt.Sprintf("%d metric(s) had too few samples to compare with %s: run the benchmarks with more repetitions (-count 6, acgs bench --count 6)", n, base.Name))
-			}
-			// A benchmark that crashed or was dropped measures nothing; passing
-			// it would pass whatever it would have shown.
-			if missing := regressMissing(c); len(missing) > 0 && !allowMissing {
-				fails = append(fails, fmt.Sprintf("%d metric(s) of the baseline %s are missing from this run (%s): pass --allow-missing if they were renamed or removed on purpose",
-					len(missing), base.Name, strings.Join(missing, ", ")))
-			}
-			if len(fails) > 0 {
-				return &ExitError{Code: code, Err: errors.New(strings.Join(fails, "; "))}
-			}
-			return nil
+			return verdict
 		},
 	}
 	f := cmd.Flags()
@@ -405,6 +380,53 @@ func regressWriteNoBaselineJSON(w io.Writer, store string, opts perfhistory.Comp
 		doc.Error = msg
 	}
 	return perfWriteJSON(w, doc)
+}
+
+// regressVerdict is compare's verdict on a comparison: nil (exit 0), an
+// ExitError of code 1 (regression, nothing compared, too few samples,
+// metrics missing) or 2 (the gate could not judge).
+func regressVerdict(c *perfhistory.Comparison, base perfhistory.RecordMeta, input string, opts perfhistory.CompareOptions, allowMissing bool) error {
+	if c.Compared() == 0 {
+		// A baseline sharing no benchmark with the input judges
+		// nothing; passing would hide every regression.
+		return &ExitError{Code: 1, Err: fmt.Errorf("no benchmark of %s is in the baseline %s (%d new, %d missing): nothing was compared; were the benchmarks renamed?",
+			input, base.Name, c.Count(perfhistory.VerdictAdded), c.Count(perfhistory.VerdictRemoved))}
+	}
+	// A gate that judged nothing would pass anything: a typo in
+	// --gate-units, or a unit the benchmarks do not emit.
+	if c.GatedCompared() == 0 {
+		return regressCannotJudge(fmt.Errorf("--gate-units %s: no metric of these units is in both %s and the baseline %s, so the gate judged nothing",
+			strings.Join(opts.Gate, ","), input, base.Name))
+	}
+	var fails []string
+	code := regressExitFail
+	if regs := c.Regressions(); len(regs) > 0 {
+		fails = append(fails, fmt.Sprintf("%d performance regression(s) against %s", len(regs), base.Name))
+	}
+	// A gate that could not have failed cannot pass either: with
+	// 6+6 samples Holm over 24 gated metrics, or 5+5 over 7, can
+	// flag nothing, and a 5x slowdown would pass.
+	if n := c.Unreachable(); n > 0 {
+		need := perfhistory.RoundsNeeded(c.Alpha, c.HolmM)
+		fails = append(fails, fmt.Sprintf("the gate cannot judge %d of %d gated metric(s) against %s: Holm's adjustment over %d needs p < %.2g, below the smallest p-value their samples can give; run %d rounds a side (acgs bench --count %d, go test -count %d), or gate fewer units (--gate-units)",
+			n, c.HolmM, base.Name, c.HolmM, c.Alpha/float64(c.HolmM), need, need, need))
+		if len(c.Regressions()) == 0 {
+			code = regressExitError
+		}
+	}
+	if n := c.Undecided(); n > 0 {
+		fails = append(fails, fmt.Sprintf("%d metric(s) had too few samples to compare with %s: run the benchmarks with more repetitions (-count 6, acgs bench --count 6)", n, base.Name))
+	}
+	// A benchmark that crashed or was dropped measures nothing; passing
+	// it would pass whatever it would have shown.
+	if missing := regressMissing(c); len(missing) > 0 && !allowMissing {
+		fails = append(fails, fmt.Sprintf("%d metric(s) of the baseline %s are missing from this run (%s): pass --allow-missing if they were renamed or removed on purpose",
+			len(missing), base.Name, strings.Join(missing, ", ")))
+	}
+	if len(fails) > 0 {
+		return &ExitError{Code: code, Err: errors.New(strings.Join(fails, "; "))}
+	}
+	return nil
 }
 
 // regressHasUnit reports whether a metric of s is in the unit.

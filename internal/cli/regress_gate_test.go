@@ -1,6 +1,9 @@
 package cli
 
 import (
+	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -90,6 +93,79 @@ func TestRegressGateUnitsTidiedAndUsed(t *testing.T) {
 			out, code := regressGateRun(t, tc.base, tc.input, "--gate-units", tc.gate)
 			if code != tc.code || !strings.Contains(out, tc.want) {
 				t.Fatalf("5x slower, --gate-units %s: exit %d, want %d and %q\n%s", tc.gate, code, tc.code, tc.want, out)
+			}
+		})
+	}
+}
+
+type regressFailWriter struct{}
+
+func (regressFailWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
+
+// regressRunFailingOut runs the command with a stdout that fails every write.
+func regressRunFailingOut(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	root := NewRoot()
+	var errOut bytes.Buffer
+	root.SetOut(regressFailWriter{})
+	root.SetErr(&errOut)
+	root.SetArgs(args)
+	err := root.ExecuteContext(context.Background())
+	code := 0
+	if err != nil {
+		code = 1
+		var ee *ExitError
+		if errors.As(err, &ee) {
+			code = ee.Code
+		}
+		errOut.WriteString("\nerror: " + err.Error())
+	}
+	return errOut.String(), code
+}
+
+// Exit 1 is a regression's: an extra argument, or a report that could not be
+// written, is exit 2, and a write failure does not hide the verdict (it
+// was checked before the verdict and returned as a plain error, exit 1).
+func TestRegressErrorsAreExit2(t *testing.T) {
+	badMD := filepath.Join(t.TempDir(), "no-such-dir", "report.md")
+	for _, tc := range []struct {
+		name, input string
+		args        []string
+		want        string
+	}{
+		{"extra argument", gateBench(6, 2, 5), []string{"extra-arg"}, "unknown command"},
+		{"markdown not writable, regression", gateBench(6, 2, 5), []string{"--markdown", badMD}, "verdict: 4 performance regression(s)"},
+		{"markdown not writable, no regression", gateBench(6, 2, 1), []string{"--markdown", badMD}, "verdict: no regression"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, code := regressGateRun(t, gateBench(6, 2, 1), tc.input, tc.args...)
+			if code != 2 || !strings.Contains(out, tc.want) {
+				t.Fatalf("exit %d, want 2 and %q\n%s", code, tc.want, out)
+			}
+		})
+	}
+	t.Setenv("REGRESSION_THRESHOLD_PERCENT", "")
+	t.Setenv("GITHUB_SHA", "")
+	dir := t.TempDir()
+	store := filepath.Join(dir, "history")
+	in := regressWrite(t, dir, "new.txt", gateBench(6, 2, 5))
+	if out, code, err := perfRun(t, "regress", "record", "--store", store, "--input", regressWrite(t, dir, "base.txt", gateBench(6, 2, 1)), "--commit", "aaa"); code != 0 {
+		t.Fatalf("record: exit %d %v\n%s", code, err, out)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"stdout not writable, regression", []string{"--store", store}, "verdict: 4 performance regression(s)"},
+		{"stdout not writable, --json", []string{"--store", store, "--json"}, "verdict: 4 performance regression(s)"},
+		{"stdout not writable, --json, no baseline", []string{"--store", filepath.Join(dir, "empty"), "--json"}, "nothing to compare"},
+		{"stdout not writable, empty history allowed", []string{"--store", filepath.Join(dir, "empty"), "--allow-empty-history"}, "verdict: no baseline"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, code := regressRunFailingOut(t, append([]string{"regress", "compare", "--input", in, "--commit", "bbb"}, tc.args...)...)
+			if code != 2 || !strings.Contains(out, tc.want) {
+				t.Fatalf("exit %d, want 2 and %q\n%s", code, tc.want, out)
 			}
 		})
 	}
