@@ -142,3 +142,27 @@ func TestHistoryRecordedOnlyWhenGatesPass(t *testing.T) {
 		}
 	}
 }
+
+// A first run by hand with no history: regress-history exits 2, which keeps
+// the run out of the history, so every later run failed the same way, and
+// the error named --allow-empty-history, which the script does not take.
+// Between the history compare and its gate, the script must name its own
+// switch, PERF_HISTORY_ALLOW_EMPTY=1, when the compare exits 2.
+func TestHistoryGateNamesAllowEmptySwitch(t *testing.T) {
+	script, err := os.ReadFile(filepath.Join("..", "..", "scripts", "ci-validate.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := string(script)
+	from := strings.Index(sc, `regress compare --store "$HISTORY"`)
+	to := strings.Index(sc, "gate regress-history")
+	if from < 0 || to < from {
+		t.Fatalf("no history compare followed by its gate (compare at %d, gate at %d)", from, to)
+	}
+	seg := sc[from:to]
+	for _, want := range []string{`-eq 2`, `"${PERF_HISTORY_ALLOW_EMPTY:-}" != 1`, "run again with PERF_HISTORY_ALLOW_EMPTY=1"} {
+		if !strings.Contains(seg, want) {
+			t.Errorf("the script does not, on exit 2 of the history compare, name PERF_HISTORY_ALLOW_EMPTY=1: %q missing between the compare and its gate", want)
+		}
+	}
+}
