@@ -1185,6 +1185,18 @@ func (cs *ClientSession) receivingMethodInfos() map[string]methodInfo {
 	return clientMethodInfos
 }
 
+// AwaitNotifications waits until the session's handlers (such as
+// ClientOptions.ProgressNotificationHandler) have handled every
+// notification and request received so far, or ctx ends (ACGS patch,
+// third_party/README.md). A call returns as soon as its response is read,
+// perhaps before the handler has run the notifications the server sent
+// before that response (a call's last progress notification): a caller
+// that needs them handled first calls this once the call has returned.
+// A handler must not call it: it would wait for itself.
+func (cs *ClientSession) AwaitNotifications(ctx context.Context) error {
+	return cs.conn.AwaitHandled(ctx)
+}
+
 func (cs *ClientSession) handle(ctx context.Context, req *jsonrpc.Request) (any, error) {
 	if req.IsCall() {
 		jsonrpc2.Async(ctx)

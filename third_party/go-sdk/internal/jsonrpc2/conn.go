@@ -90,6 +90,14 @@ type inFlightState struct {
 	// The queue does not include the request currently being handled (if any).
 	handlerQueue   []*incomingRequest
 	handlerRunning bool
+
+	// ACGS patch (third_party/README.md): how many requests and
+	// notifications have been queued for the handler, and how many of
+	// those it has handled (returned from, released with Async, or
+	// answered with an error); handledCh, when not nil, is closed when
+	// handled next grows (AwaitHandled).
+	queued, handled uint64
+	handledCh       chan struct{}
 }
 
 // updateInFlight locks the state of the connection's in-flight requests, allows
@@ -508,6 +516,39 @@ func (c *Connection) Close() error {
 	return c.wait(false)
 }
 
+// AwaitHandled waits until the handler has handled every request and
+// notification read before the call (ACGS patch, third_party/README.md).
+// readIncoming hands a response to its caller at once, while the
+// notifications read before it may still be queued for the handler:
+// a caller that has its response can wait here for them, as a client
+// whose call's progress notifications must be handled before it goes on
+// with the response. It returns ctx's error if ctx ends first.
+// A handler must not call it: it would wait for itself.
+func (c *Connection) AwaitHandled(ctx context.Context) error {
+	var mark uint64
+	c.updateInFlight(func(s *inFlightState) { mark = s.queued })
+	for {
+		var ch chan struct{}
+		c.updateInFlight(func(s *inFlightState) {
+			if s.handled >= mark {
+				return
+			}
+			if s.handledCh == nil {
+				s.handledCh = make(chan struct{})
+			}
+			ch = s.handledCh
+		})
+		if ch == nil {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // readIncoming collects inbound messages from the reader and delivers them, either responding
 // to outgoing calls or feeding requests to the queue.
 func (c *Connection) readIncoming(ctx context.Context, reader Reader, preempter Preempter) {
@@ -629,6 +670,7 @@ func (c *Connection) acceptRequest(ctx context.Context, msg *Request, preempter 
 		// asynchronous handler), and in order to get to that response we have
 		// to read all of the requests that came in ahead of it.
 		s.handlerQueue = append(s.handlerQueue, req)
+		s.queued++
 		if !s.handlerRunning {
 			// We start the handleAsync goroutine when it has work to do, and let it
 			// exit when the queue empties.
@@ -654,9 +696,17 @@ func (c *Connection) acceptRequest(ctx context.Context, msg *Request, preempter 
 // handleAsync invokes the handler on the requests in the handler queue
 // sequentially until the queue is empty.
 func (c *Connection) handleAsync() {
+	taken := false
 	for {
 		var req *incomingRequest
 		c.updateInFlight(func(s *inFlightState) {
+			if taken {
+				s.handled++
+				if s.handledCh != nil {
+					close(s.handledCh)
+					s.handledCh = nil
+				}
+			}
 			if len(s.handlerQueue) > 0 {
 				req, s.handlerQueue = s.handlerQueue[0], s.handlerQueue[1:]
 			} else {
@@ -666,6 +716,7 @@ func (c *Connection) handleAsync() {
 		if req == nil {
 			return
 		}
+		taken = true
 
 		// Only deliver to the Handler if not already canceled. If the request
 		// was canceled with a cause (e.g. a write failure cancels every
