@@ -734,7 +734,7 @@ const progressTokenKey = "progressToken"
 // session is shared by every agent, whose tokens are unique only in their
 // own session. Nothing else of the agent's _meta is forwarded. The caller
 // calls end when the call ends, before its answer: the route is gone, the
-// notification waiting dropped, and no notification is being sent (callProgress.end).
+// notification waiting sent, and no notification is being sent (callProgress.end).
 func (g *Gateway) progressMeta(ctx context.Context, c *relay) (meta mcp.Meta, end func()) {
 	tok := c.p.GetProgressToken()
 	if tok == nil || c.session == nil {

@@ -20,9 +20,13 @@ import (
 // upstream's notifications one after the other for every agent: it only
 // leaves a notification waiting for its call (callProgress), whose own
 // goroutine sends it, so an agent that does not read holds no other
-// agent's progress. The call's end, before its answer, drops the one still
-// waiting and waits for a send in progress: the answer follows every
-// notification written for the call. A stdio agent's notifications go on
+// agent's progress. The upstream client hands a call its response before
+// its handler may have run the notifications read ahead of it, so the
+// call waits for them to be handled (upstream.Call: AwaitNotifications,
+// a patch to the SDK) before it ends. The call's end, before its answer,
+// waits for the send in progress and then sends the one still waiting:
+// the answer follows every notification written for the call, the
+// upstream's last among them. A stdio agent's notifications go on
 // its one stream (ServerSession.NotifyProgress); an HTTP agent's on the
 // POST that carries the call (postStream): the SDK answers a POST with one
 // JSON body (admin.go) and would send a notification on the standalone
@@ -34,7 +38,8 @@ import (
 
 // A call keeps at most one notification waiting: progress is cumulative,
 // so a newer one supersedes the one waiting, which is dropped
-// (acgs_gateway_progress_dropped_total). Nothing bounds an agent's calls
+// (acgs_gateway_progress_dropped_total), also when an upstream writes
+// faster than the agent's stream takes them. Nothing bounds an agent's calls
 // in flight, and a notification may be as large as a message (16 MiB): the
 // progress held for agents that read slowly is, a call, one waiting and
 // one being written, not a queue.
@@ -84,41 +89,43 @@ func (cp *callProgress) signal() {
 	}
 }
 
-// run sends the waiting notification, one after the other, until the call
-// ends. One the sink refuses (the call's POST answered or gone) or fails to
-// write (the agent's stream broken, its write timeout passed) is dropped.
+// run sends the waiting notification, one after the other, and at the
+// call's end the one still waiting. One the sink refuses (the call's POST
+// answered or gone) or fails to write (the agent's stream broken, its
+// write timeout passed) is dropped, and so is every later one: the stream
+// takes no more, and the answer would wait for each write in vain.
 func (cp *callProgress) run() {
 	defer close(cp.sender)
+	failed := false
 	for {
 		cp.mu.Lock()
-		if cp.ended {
-			cp.mu.Unlock()
-			return
-		}
-		p := cp.waiting
+		p, ended := cp.waiting, cp.ended
 		cp.waiting = nil
 		cp.mu.Unlock()
-		if p == nil {
-			<-cp.wake
-			continue
-		}
-		if cp.send(p) != nil {
+		switch {
+		case p != nil && failed:
 			cp.dropped()
+		case p != nil:
+			if cp.send(p) != nil {
+				cp.dropped()
+				failed = true
+			}
+		case ended:
+			return
+		default:
+			<-cp.wake
 		}
 	}
 }
 
-// end ends the call's progress before its answer is sent: the notification
-// still waiting is dropped, and end returns once none is being sent (a
-// send in progress writes to the agent's own call stream, which the answer
-// waits for anyway).
+// end ends the call's progress before its answer is sent, returning once
+// the notification being sent and the one still waiting, if any, have
+// been written (or dropped, when the stream failed): both go to the
+// agent's own call stream, which the answer waits for anyway. None is
+// taken after it.
 func (cp *callProgress) end() {
 	cp.mu.Lock()
 	cp.ended = true
-	if cp.waiting != nil {
-		cp.dropped()
-		cp.waiting = nil
-	}
 	cp.mu.Unlock()
 	cp.signal()
 	<-cp.sender

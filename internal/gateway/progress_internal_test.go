@@ -89,10 +89,11 @@ func TestNewestProgressSupersedesTheWaiting(t *testing.T) {
 	})
 }
 
-// TestCallEndDropsWaitingProgress: the call's end (before its answer)
-// waits for the notification being sent, and drops, counting it, the one
-// still waiting: none is sent after it.
-func TestCallEndDropsWaitingProgress(t *testing.T) {
+// TestCallEndSendsWaitingProgress: the call's end (before its answer)
+// waits for the notification being sent, then sends the one still waiting
+// (it dropped it: an upstream's last notification, sent just before its
+// answer, never reached the agent), and none after it.
+func TestCallEndSendsWaitingProgress(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBlockedCall()
 		b.add(1)
@@ -114,11 +115,38 @@ func TestCallEndDropsWaitingProgress(t *testing.T) {
 		<-ended
 		b.add(4) // after the end: dropped
 		synctest.Wait()
-		if got := b.sent(); len(got) != 1 || got[0] != 1 {
-			t.Errorf("the agent got %v, want only the notification being sent when the call ended (1)", got)
+		if got := b.sent(); len(got) != 2 || got[0] != 1 || got[1] != 3 {
+			t.Errorf("the agent got %v, want the one being sent and the one waiting when the call ended: [1 3]", got)
 		}
-		if d := b.dropped.Load(); d != 3 {
-			t.Errorf("%d dropped, want 3 (2 superseded, 3 waiting at the end, 4 after it)", d)
+		if d := b.dropped.Load(); d != 2 {
+			t.Errorf("%d dropped, want 2 (2 superseded, 4 after the end)", d)
+		}
+	})
+}
+
+// TestCallEndAfterAFailedSend: once a send has failed (the agent's stream
+// broken, or its write timeout passed), the one waiting is dropped at the
+// call's end, not written: the answer does not wait for a second write to
+// a stream that takes none.
+func TestCallEndAfterAFailedSend(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		var sends, dropped atomic.Int64
+		cp := newCallProgress("agent-1", func(*mcp.ProgressNotificationParams) error {
+			sends.Add(1)
+			<-release
+			return errAnswered
+		}, func() { dropped.Add(1) })
+		cp.add(&mcp.ProgressNotificationParams{ProgressToken: "agent-1", Progress: 1})
+		synctest.Wait() // 1 is being sent
+		cp.add(&mcp.ProgressNotificationParams{ProgressToken: "agent-1", Progress: 2})
+		close(release)
+		cp.end()
+		if n := sends.Load(); n != 1 {
+			t.Errorf("%d sends, want 1: the one waiting was written after a failed send", n)
+		}
+		if d := dropped.Load(); d != 2 {
+			t.Errorf("%d dropped, want 2 (the failed one and the one waiting)", d)
 		}
 	})
 }

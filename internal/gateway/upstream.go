@@ -521,6 +521,13 @@ func (u *upstream) Call(ctx context.Context, tool string, args json.RawMessage, 
 		p.Arguments = args
 	}
 	res, err := cs.CallTool(ctx, p)
+	if meta != nil {
+		// The call's answer is read as soon as it comes, perhaps before
+		// the progress the upstream sent ahead of it has reached
+		// relayProgress (its last step): that goes to the agent first.
+		// relayProgress only hands it on, so this waits for no agent.
+		_ = cs.AwaitNotifications(ctx)
+	}
 	if err != nil {
 		u.failed(ctx, cs, err)
 		return nil, u.noAnswer(ctx, err, "call")
