@@ -33,7 +33,10 @@
 #   REGRESSION_THRESHOLD_PERCENT  default 10
 #   REGRESS_ALLOW_MISSING         1: benchmarks of the baseline missing from this
 #                                 run pass (renamed or removed on purpose); unset,
-#                                 a missing benchmark (one that crashed) fails
+#                                 a missing benchmark (one that crashed) fails.
+#                                 The workflow sets it for a PR labelled
+#                                 perf-allow-missing (add the label, then push)
+#                                 and for a run by hand with allow_missing
 #   PERF_HISTORY_RECORD           "always": record this run into the history even
 #                                 when a regression gate failed. Unset, a run is
 #                                 recorded only when bench and every regression

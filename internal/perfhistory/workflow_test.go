@@ -166,3 +166,55 @@ func TestHistoryGateNamesAllowEmptySwitch(t *testing.T) {
 		}
 	}
 }
+
+// A PR that renames or drops a benchmark fails the gates (a missing metric
+// fails regress compare) unless REGRESS_ALLOW_MISSING=1, which the workflow
+// never set: such a PR could not pass. The workflow must set it from a run
+// by hand's allow_missing input and from the PR's perf-allow-missing label.
+func TestWorkflowCanAllowMissing(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", ".github", "workflows", "performance-validation.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wf struct {
+		On struct {
+			Dispatch struct {
+				Inputs map[string]struct {
+					Type string `yaml:"type"`
+				} `yaml:"inputs"`
+			} `yaml:"workflow_dispatch"`
+		} `yaml:"on"`
+		Jobs map[string]struct {
+			Steps []struct {
+				Run string            `yaml:"run"`
+				Env map[string]string `yaml:"env"`
+			} `yaml:"steps"`
+		} `yaml:"jobs"`
+	}
+	if err := yaml.Unmarshal(b, &wf); err != nil {
+		t.Fatal(err)
+	}
+	if in, ok := wf.On.Dispatch.Inputs["allow_missing"]; !ok || in.Type != "boolean" {
+		t.Errorf("workflow_dispatch lacks a boolean allow_missing input: %v", wf.On.Dispatch.Inputs)
+	}
+	env := ""
+	for _, job := range wf.Jobs {
+		for _, s := range job.Steps {
+			if strings.Contains(s.Run, "scripts/ci-validate.sh") {
+				env = s.Env["REGRESS_ALLOW_MISSING"]
+			}
+		}
+	}
+	for _, want := range []string{"inputs.allow_missing", "contains(github.event.pull_request.labels.*.name, 'perf-allow-missing')", "'1'"} {
+		if !strings.Contains(env, want) {
+			t.Errorf("the ci-validate step's REGRESS_ALLOW_MISSING %q lacks %s", env, want)
+		}
+	}
+	script, err := os.ReadFile(filepath.Join("..", "..", "scripts", "ci-validate.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(script), `[ "${REGRESS_ALLOW_MISSING:-}" = 1 ] && ALLOW_MISSING=(--allow-missing)`) {
+		t.Error("ci-validate.sh no longer turns REGRESS_ALLOW_MISSING=1 into --allow-missing")
+	}
+}
