@@ -4,6 +4,10 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -15,9 +19,14 @@ import (
 // the mean with noise of their own. slow multiplies the times of the
 // benchmarks whose name contains slowName.
 func ciBench(rng *rand.Rand, cv float64, slowName string, slow float64) string {
+	return ciBenchRounds(rng, 6, cv, slowName, slow)
+}
+
+// ciBenchRounds is ciBench with the given number of rounds.
+func ciBenchRounds(rng *rand.Rand, rounds int, cv float64, slowName string, slow float64) string {
 	var b strings.Builder
 	noise := func(f float64) float64 { return math.Exp(f * cv * rng.NormFloat64()) }
-	for range 6 {
+	for range rounds {
 		for si, scen := range []string{"safe_action", "complex_action", "dangerous_action"} {
 			base := 200e3 * float64(si+1)
 			for _, c := range []int{10, 50} {
@@ -117,5 +126,63 @@ func TestFamilyWiseFalseAlarms(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// ciBenchCount is BENCH_COUNT's default in scripts/ci-validate.sh.
+func ciBenchCount(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "scripts", "ci-validate.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^BENCH_COUNT=\$\{BENCH_COUNT:-(\d+)\}$`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal("no BENCH_COUNT=${BENCH_COUNT:-N} in scripts/ci-validate.sh")
+	}
+	n, _ := strconv.Atoi(string(m[1]))
+	return n
+}
+
+// TestGatePower is the power curve of the default gate (sec/op and req/s,
+// Holm) on CI's 48-metric layout: the share of 200 simulated runs (fixed
+// seeds) failing when the HTTP safe_action c=10 benchmark is slow times
+// slower, at 6 rounds and at CI's BENCH_COUNT. At 6 rounds Holm's bar over
+// 18 metrics (0.0028) is met only by samples that do not overlap at all, so
+// a 1.3x regression at 10% noise was caught in about half the runs; CI's
+// rounds must catch it in at least 90% while noise alone fails at most
+// alpha. The table is in docs/performance.md.
+func TestGatePower(t *testing.T) {
+	ci := ciBenchCount(t)
+	const trials = 200
+	opts := DefaultCompareOptions()
+	opts.Gate, opts.Holm = DefaultGateUnits, true
+	rate := func(rounds int, cv, slow float64) float64 {
+		rng := rand.New(rand.NewPCG(uint64(rounds), uint64(cv*1000)+uint64(slow*100)))
+		fails := 0
+		for range trials {
+			old := mustSet(t, []byte(ciBenchRounds(rng, rounds, cv, "", 1)))
+			cur := mustSet(t, []byte(ciBenchRounds(rng, rounds, cv, "scenario=safe_action/c=10", slow)))
+			c := Compare(old, cur, opts)
+			if c.Unreachable() > 0 {
+				t.Fatalf("%d rounds: %d gated metrics unreachable", rounds, c.Unreachable())
+			}
+			if len(c.Regressions()) > 0 {
+				fails++
+			}
+		}
+		return float64(fails) / trials
+	}
+	for _, cv := range []float64{0.05, 0.10, 0.20} {
+		for _, slow := range []float64{1, 1.15, 1.3, 1.5, 2} {
+			r6, rCI := rate(6, cv, slow), rate(ci, cv, slow)
+			t.Logf("| cv %2.0f%% | %.2fx | %5.1f%% | %5.1f%% |", 100*cv, slow, 100*r6, 100*rCI)
+			if slow == 1 && rCI > 0.05 {
+				t.Errorf("cv %.0f%%, no change: the gate fails %.1f%% of runs at %d rounds, want <= alpha", 100*cv, 100*rCI, ci)
+			}
+			if slow == 1.3 && cv == 0.10 && rCI < 0.90 {
+				t.Errorf("cv 10%%, 1.3x slower: caught in %.1f%% of runs at BENCH_COUNT %d, want >= 90%%", 100*rCI, ci)
+			}
+		}
 	}
 }
