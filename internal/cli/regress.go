@@ -313,6 +313,7 @@ the two sides ran at different GOMAXPROCS.`,
 				}
 				return regressCannotJudge(err)
 			}
+			opts.AllowMissing = allowMissing
 			c := perfhistory.Compare(old, cur, opts)
 			c.Baseline = &base
 			c.Skipped = skipped
@@ -329,7 +330,7 @@ the two sides ran at different GOMAXPROCS.`,
 			if err == nil {
 				err = regressWriteMarkdown(markdown, func(w io.Writer) error { return perfhistory.WriteCompareMarkdown(w, c) })
 			}
-			verdict := regressVerdict(c, base, input, opts, allowMissing)
+			verdict := regressVerdict(c, input)
 			if err != nil {
 				// A report that could not be written is exit 2 (1 is a
 				// regression's), after the verdict, which is not lost.
@@ -382,51 +383,16 @@ func regressWriteNoBaselineJSON(w io.Writer, store string, opts perfhistory.Comp
 	return perfWriteJSON(w, doc)
 }
 
-// regressVerdict is compare's verdict on a comparison: nil (exit 0), an
-// ExitError of code 1 (regression, nothing compared, too few samples,
-// metrics missing) or 2 (the gate could not judge).
-func regressVerdict(c *perfhistory.Comparison, base perfhistory.RecordMeta, input string, opts perfhistory.CompareOptions, allowMissing bool) error {
-	if c.Compared() == 0 {
-		// A baseline sharing no benchmark with the input judges
-		// nothing; passing would hide every regression.
-		return &ExitError{Code: 1, Err: fmt.Errorf("no benchmark of %s is in the baseline %s (%d new, %d missing): nothing was compared; were the benchmarks renamed?",
-			input, base.Name, c.Count(perfhistory.VerdictAdded), c.Count(perfhistory.VerdictRemoved))}
+// regressVerdict is compare's exit on a comparison, from the same verdict
+// as the Markdown report's headline: nil (exit 0), or an ExitError of code 1
+// (regression, nothing compared, too few samples, metrics missing) or 2
+// (the gate could not judge).
+func regressVerdict(c *perfhistory.Comparison, input string) error {
+	v := c.Verdict(input)
+	if v.Passed() {
+		return nil
 	}
-	// A gate that judged nothing would pass anything: a typo in
-	// --gate-units, or a unit the benchmarks do not emit.
-	if c.GatedCompared() == 0 {
-		return regressCannotJudge(fmt.Errorf("--gate-units %s: no metric of these units is in both %s and the baseline %s, so the gate judged nothing",
-			strings.Join(opts.Gate, ","), input, base.Name))
-	}
-	var fails []string
-	code := regressExitFail
-	if regs := c.Regressions(); len(regs) > 0 {
-		fails = append(fails, fmt.Sprintf("%d performance regression(s) against %s", len(regs), base.Name))
-	}
-	// A gate that could not have failed cannot pass either: with
-	// 6+6 samples Holm over 24 gated metrics, or 5+5 over 7, can
-	// flag nothing, and a 5x slowdown would pass.
-	if n := c.Unreachable(); n > 0 {
-		need := perfhistory.RoundsNeeded(c.Alpha, c.HolmM)
-		fails = append(fails, fmt.Sprintf("the gate cannot judge %d of %d gated metric(s) against %s: Holm's adjustment over %d needs p < %.2g, below the smallest p-value their samples can give; run %d rounds a side (acgs bench --count %d, go test -count %d), or gate fewer units (--gate-units)",
-			n, c.HolmM, base.Name, c.HolmM, c.Alpha/float64(c.HolmM), need, need, need))
-		if len(c.Regressions()) == 0 {
-			code = regressExitError
-		}
-	}
-	if n := c.Undecided(); n > 0 {
-		fails = append(fails, fmt.Sprintf("%d metric(s) had too few samples to compare with %s: run the benchmarks with more repetitions (-count 6, acgs bench --count 6)", n, base.Name))
-	}
-	// A benchmark that crashed or was dropped measures nothing; passing
-	// it would pass whatever it would have shown.
-	if missing := regressMissing(c); len(missing) > 0 && !allowMissing {
-		fails = append(fails, fmt.Sprintf("%d metric(s) of the baseline %s are missing from this run (%s): pass --allow-missing if they were renamed or removed on purpose",
-			len(missing), base.Name, strings.Join(missing, ", ")))
-	}
-	if len(fails) > 0 {
-		return &ExitError{Code: code, Err: errors.New(strings.Join(fails, "; "))}
-	}
-	return nil
+	return &ExitError{Code: v.Code, Err: errors.New(v.String())}
 }
 
 // regressHasUnit reports whether a metric of s is in the unit.
@@ -437,24 +403,6 @@ func regressHasUnit(s *perfhistory.Set, unit string) bool {
 		}
 	}
 	return false
-}
-
-// regressMissing names the baseline's metrics the input lacks, at most 5.
-func regressMissing(c *perfhistory.Comparison) []string {
-	var out []string
-	n := 0
-	for _, d := range c.Deltas {
-		if d.Verdict != perfhistory.VerdictRemoved {
-			continue
-		}
-		if n++; n <= 5 {
-			out = append(out, d.Name+" "+d.Unit)
-		}
-	}
-	if n > 5 {
-		out = append(out, fmt.Sprintf("and %d more", n-5))
-	}
-	return out
 }
 
 func newRegressTrendCmd(open regressStoreOpener) *cobra.Command {

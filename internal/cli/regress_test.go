@@ -326,13 +326,24 @@ func TestRegressMissingMetricFails(t *testing.T) {
 		{"one missing and the other slower", regressBench(3, 10, 2000, "Decide-2"), nil, 1, "1 performance regression(s)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			in := regressWrite(t, t.TempDir(), "new.txt", tc.input)
-			out, code, err := perfRun(t, append([]string{"regress", "compare", "--store", store, "--input", in, "--commit", "bbb"}, tc.args...)...)
+			tmp := t.TempDir()
+			in := regressWrite(t, tmp, "new.txt", tc.input)
+			md := filepath.Join(tmp, "r.md")
+			out, code, err := perfRun(t, append([]string{"regress", "compare", "--store", store, "--input", in, "--commit", "bbb", "--markdown", md}, tc.args...)...)
 			if err != nil {
 				out += "\nerror: " + err.Error()
 			}
 			if code != tc.code || !strings.Contains(out, tc.want) {
 				t.Fatalf("exit %d, want %d and %q\n%s", code, tc.code, tc.want, out)
+			}
+			// The PR comment says what the exit says (it said No
+			// regression of a run missing metrics).
+			report, rerr := os.ReadFile(md)
+			if rerr != nil {
+				t.Fatal(rerr)
+			}
+			if strings.Contains(string(report), "No regression") != (code == 0) {
+				t.Errorf("exit %d but the Markdown report says:\n%s", code, report)
 			}
 			if code == 1 && !strings.Contains(out, "Other") {
 				t.Errorf("the error does not name the missing benchmark:\n%s", out)
@@ -429,13 +440,24 @@ func TestRegressGatesPrimaryUnits(t *testing.T) {
 		{"time doubled, without Holm", rows(2, 2000, 1000), []string{"--holm=false"}, 1, "1 performance regression(s)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			in := regressWrite(t, t.TempDir(), "new.txt", tc.input)
-			out, code, err := perfRun(t, append([]string{"regress", "compare", "--store", store, "--input", in, "--commit", "bbb"}, tc.args...)...)
+			tmp := t.TempDir()
+			in := regressWrite(t, tmp, "new.txt", tc.input)
+			md := filepath.Join(tmp, "r.md")
+			out, code, err := perfRun(t, append([]string{"regress", "compare", "--store", store, "--input", in, "--commit", "bbb", "--markdown", md}, tc.args...)...)
 			if err != nil {
 				out += "\nerror: " + err.Error()
 			}
 			if code != tc.code || !strings.Contains(out, tc.want) {
 				t.Fatalf("exit %d, want %d and %q\n%s", code, tc.code, tc.want, out)
+			}
+			// The PR comment says what the exit says (it said No
+			// regression of a run missing metrics).
+			report, rerr := os.ReadFile(md)
+			if rerr != nil {
+				t.Fatal(rerr)
+			}
+			if strings.Contains(string(report), "No regression") != (code == 0) {
+				t.Errorf("exit %d but the Markdown report says:\n%s", code, report)
 			}
 		})
 	}

@@ -203,6 +203,9 @@ type CompareOptions struct {
 	// over 24 or more gated metrics none could be flagged alone, which
 	// Compare marks VerdictUnreachable (see RoundsNeeded).
 	Holm bool
+	// AllowMissing passes metrics of the baseline missing from the new
+	// result (benchmarks renamed or removed on purpose).
+	AllowMissing bool
 }
 
 // DefaultGateUnits are the units a regression gate judges by default: the
@@ -231,6 +234,8 @@ type Comparison struct {
 	Holm bool     `json:"holm,omitempty"`
 	// HolmM is how many gated metrics Holm's adjustment was over (m).
 	HolmM int `json:"holm_m,omitempty"`
+	// AllowMissing is the option the comparison was made with.
+	AllowMissing bool `json:"allow_missing,omitempty"`
 }
 
 // Unreachable is how many gated metrics Holm's adjustment could not have
@@ -355,7 +360,7 @@ func Compare(old, cur *Set, opts CompareOptions) *Comparison {
 	if opts.Holm {
 		cmp.HolmM = holm(cmp.Deltas, old, cur, opts.Alpha, opts.ThresholdPct)
 	}
-	cmp.Gate, cmp.Holm = opts.Gate, opts.Holm
+	cmp.Gate, cmp.Holm, cmp.AllowMissing = opts.Gate, opts.Holm, opts.AllowMissing
 	cmp.Warnings = append(unknownUnitsWarning(cur), procsWarnings(cmp.Deltas)...)
 	return cmp
 }

@@ -125,22 +125,30 @@ func WriteCompareMarkdown(w io.Writer, c *Comparison) error {
 	regs := c.Regressions()
 	fmt.Fprintln(w, "## Performance regression check")
 	fmt.Fprintln(w)
-	switch {
-	case c.Baseline == nil:
+	if c.Baseline == nil {
 		fmt.Fprintln(w, "No baseline record was found, so nothing was compared. This run is recorded as the first baseline.")
 		return nil
+	}
+	// The headline is the gate's verdict, the one compare exits with.
+	v := c.Verdict("this run")
+	switch {
+	case v.Passed():
+		fmt.Fprintf(w, "🟢 **No regression** against `%s` (commit `%s`).\n", c.Baseline.Name, c.Baseline.Commit)
 	case c.Compared() == 0:
 		fmt.Fprintf(w, "🔴 **Nothing compared**: no benchmark of this run is in `%s` (commit `%s`): %d new, %d missing. Were the benchmarks renamed?\n",
 			c.Baseline.Name, c.Baseline.Commit, c.Count(VerdictAdded), c.Count(VerdictRemoved))
 	case len(regs) > 0:
 		fmt.Fprintf(w, "🔴 **%d regression(s)** against `%s` (commit `%s`).\n", len(regs), c.Baseline.Name, c.Baseline.Commit)
-	case c.Undecided() > 0:
-		fmt.Fprintf(w, "🔴 **Undecided**: %d metric(s) had too few samples to compare with `%s` (commit `%s`).\n", c.Undecided(), c.Baseline.Name, c.Baseline.Commit)
-	case c.Unreachable() > 0:
-		fmt.Fprintf(w, "🔴 **Cannot judge**: Holm's adjustment over %d gated metrics needs p < %.2g, which %d of them cannot reach with their samples; %d samples a side are needed.\n",
-			c.HolmM, c.Alpha/float64(c.HolmM), c.Unreachable(), RoundsNeeded(c.Alpha, c.HolmM))
+	case v.Code == GateCannotJudge:
+		fmt.Fprintf(w, "🔴 **Cannot judge** against `%s` (commit `%s`): the gate fails.\n", c.Baseline.Name, c.Baseline.Commit)
 	default:
-		fmt.Fprintf(w, "🟢 **No regression** against `%s` (commit `%s`).\n", c.Baseline.Name, c.Baseline.Commit)
+		fmt.Fprintf(w, "🔴 **Gate failed** against `%s` (commit `%s`).\n", c.Baseline.Name, c.Baseline.Commit)
+	}
+	if !v.Passed() && c.Compared() > 0 {
+		fmt.Fprintln(w)
+		for _, r := range v.Reasons {
+			fmt.Fprintf(w, "- %s\n", r)
+		}
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "A metric regresses when the Mann-Whitney U test gives p < %.2f **and** its median is worse by more than %.1f%%%s.", c.Alpha, c.ThresholdPct, gateText(c))
