@@ -51,9 +51,9 @@ func TestRegressHolmCannotJudge(t *testing.T) {
 		code          int
 		want          string
 	}{
-		{"6+6, 24 gated (bench -concurrency 10,50,100)", 6, 12, nil, 2, "run 7 rounds a side"},
-		{"6+6, every unit of 12 benchmarks", 6, 12, []string{"--gate-units", "all"}, 2, "run 7 rounds a side"},
-		{"5+5, 8 gated", 5, 4, nil, 2, "run 6 rounds a side"},
+		{"6+6, 24 gated (bench -concurrency 10,50,100)", 6, 12, nil, 2, "against the baseline's 6 rounds run 7 "},
+		{"6+6, every unit of 12 benchmarks", 6, 12, []string{"--gate-units", "all"}, 2, "against the baseline's 6 rounds run 7 "},
+		{"5+5, 8 gated", 5, 4, nil, 2, "against the baseline's 5 rounds run 6 "},
 		{"6+6, 22 gated", 6, 11, nil, 1, "performance regression(s)"},
 		{"7+7, 24 gated", 7, 12, nil, 1, "performance regression(s)"},
 	} {

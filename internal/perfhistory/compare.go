@@ -265,6 +265,28 @@ func RoundsNeeded(alpha float64, m int) int {
 	return n
 }
 
+// MaxAdvisedRounds is the most rounds of the new side compare advises
+// against a baseline: a baseline that needs more has too few rounds, and
+// recording a new one costs less.
+const MaxAdvisedRounds = 30
+
+// RoundsNeededAgainst is the fewest samples of the new side whose smallest
+// U-test p against a baseline of n1 samples, 2/C(n1+n2, n1), is below
+// alpha/m; 0 when more than MaxAdvisedRounds would be needed. A history
+// baseline cannot be re-run, so RoundsNeeded (both sides equal) is wrong
+// advice when it has fewer rounds than that.
+func RoundsNeededAgainst(alpha float64, m, n1 int) int {
+	if m < 1 {
+		m = 1
+	}
+	for n2 := 1; n2 <= MaxAdvisedRounds; n2++ {
+		if n1 > 0 && minP(n1, n2) < alpha/float64(m) {
+			return n2
+		}
+	}
+	return 0
+}
+
 // Compared returns how many metrics are in both the baseline and the new
 // result. None means the two share no benchmark (renamed, or another
 // suite), so nothing was judged at all.

@@ -55,9 +55,24 @@ func (c *Comparison) Verdict(input string) GateVerdict {
 	// samples Holm over 24 gated metrics, or 5+5 over 7, can flag nothing,
 	// and a 5x slowdown would pass.
 	if n := c.Unreachable(); n > 0 {
-		need := RoundsNeeded(c.Alpha, c.HolmM)
-		v.Reasons = append(v.Reasons, fmt.Sprintf("the gate cannot judge %d of %d gated metric(s) against %s: Holm's adjustment over %d needs p < %.2g, below the smallest p-value their samples can give; run %d rounds a side (acgs bench --count %d, go test -count %d), or gate fewer units (--gate-units)",
-			n, c.HolmM, base, c.HolmM, c.Alpha/float64(c.HolmM), need, need, need))
+		// The baseline's rounds are fixed (a history record cannot be
+		// re-run): the advice is the new side's rounds against the
+		// unreachable metric with the fewest baseline rounds.
+		oldN := 0
+		for _, d := range c.Deltas {
+			if d.Verdict == VerdictUnreachable && !d.Informational && (oldN == 0 || d.OldN < oldN) {
+				oldN = d.OldN
+			}
+		}
+		both := RoundsNeeded(c.Alpha, c.HolmM)
+		advice := fmt.Sprintf("the baseline has %d rounds, too few: more than %d rounds of this run would be needed; record a baseline with %d rounds (acgs bench --count %d, go test -count %d), or gate fewer units (--gate-units)",
+			oldN, MaxAdvisedRounds, both, both, both)
+		if need := RoundsNeededAgainst(c.Alpha, c.HolmM, oldN); need > 0 {
+			advice = fmt.Sprintf("against the baseline's %d rounds run %d (acgs bench --count %d, go test -count %d; %d a side for a new baseline), or gate fewer units (--gate-units)",
+				oldN, need, need, need, both)
+		}
+		v.Reasons = append(v.Reasons, fmt.Sprintf("the gate cannot judge %d of %d gated metric(s) against %s: Holm's adjustment over %d needs p < %.2g, below the smallest p-value their samples can give; %s",
+			n, c.HolmM, base, c.HolmM, c.Alpha/float64(c.HolmM), advice))
 		if regs == 0 {
 			v.Code = GateCannotJudge
 		}

@@ -77,3 +77,39 @@ func TestRoundsNeeded(t *testing.T) {
 		}
 	}
 }
+
+// A history baseline cannot be re-run: the rounds advised are the new
+// side's against the baseline's. 5 baseline rounds over 18 gated metrics
+// need 7 new ones (5+6 gives 2/462 = 0.0043 > 0.05/18); RoundsNeeded's 6 a
+// side was wrong advice. 2 baseline rounds would need 37: too few.
+func TestRoundsNeededAgainst(t *testing.T) {
+	for _, tc := range []struct{ m, n1, want int }{
+		{18, 6, 6}, {18, 5, 7}, {24, 6, 7}, {8, 5, 6}, {18, 2, 0}, {18, 1, 0}, {18, 0, 0},
+	} {
+		if got := RoundsNeededAgainst(0.05, tc.m, tc.n1); got != tc.want {
+			t.Errorf("RoundsNeededAgainst(0.05, %d, %d) = %d, want %d", tc.m, tc.n1, got, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		name          string
+		oldN, newN    int
+		want, notWant string
+	}{
+		{"baseline 5, new 6, 18 gated", 5, 6, "against the baseline's 5 rounds run 7 ", "run 6 "},
+		{"baseline 2, new 10, 18 gated", 2, 10, "the baseline has 2 rounds, too few", "against the baseline"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := DefaultCompareOptions()
+			opts.Gate, opts.Holm = DefaultGateUnits, true
+			c := Compare(mustSet(t, []byte(reachBench(tc.oldN, 9, 1))), mustSet(t, []byte(reachBench(tc.newN, 9, 5))), opts)
+			c.Baseline = &RecordMeta{Name: "b.txt", Commit: "b"}
+			v := c.Verdict("new.txt")
+			if c.HolmM != 18 || c.Unreachable() == 0 || v.Code != GateCannotJudge {
+				t.Fatalf("Holm over %d, %d unreachable, verdict %d: want 18, some, cannot judge", c.HolmM, c.Unreachable(), v.Code)
+			}
+			if !strings.Contains(v.String(), tc.want) || strings.Contains(v.String(), tc.notWant) {
+				t.Errorf("verdict lacks %q or has %q: %s", tc.want, tc.notWant, v)
+			}
+		})
+	}
+}
