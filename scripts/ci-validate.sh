@@ -281,14 +281,17 @@ if [ "${PERF_HISTORY_ALLOW_EMPTY:-}" = 1 ]; then
   ALLOW_EMPTY=(--allow-empty-history)
 fi
 "$ACGS" regress compare --store "$HISTORY" --input "$OUT/bench.txt" --commit "$COMMIT" \
-  --markdown "$OUT/regression-history.md" "${ALLOW_EMPTY[@]}" "${ALLOW_MISSING[@]}" | tee "$OUT/regress-history.txt"
+  --markdown "$OUT/regression-history.md" "${ALLOW_EMPTY[@]}" "${ALLOW_MISSING[@]}" 2>"$OUT/regress-history.err" | tee "$OUT/regress-history.txt"
 hist_rc=${PIPESTATUS[0]}
+cat "$OUT/regress-history.err" >&2
 hist_detail="vs the newest stored record: sec/op and req/s: Mann-Whitney U p < 0.05 (Holm-adjusted) and median worse by > ${REGRESSION_THRESHOLD_PERCENT:-10}%"
-# Exit 2 is "could not judge", an empty history among other causes. The
+# Exit 2 is "could not judge", an empty history among other causes (Holm
+# out of reach, nothing gated, a damaged store, a report not written). The
 # error names the flag --allow-empty-history, which this script does not
 # take: a first run by hand would fail, not be recorded, and every later
-# run fail the same way. Name the script's own switch.
-if [ "$hist_rc" -eq 2 ] && [ "${PERF_HISTORY_ALLOW_EMPTY:-}" != 1 ]; then
+# run fail the same way. Name the script's own switch, only when compare
+# marks the no-baseline case (its stable stderr line "no-baseline:").
+if [ "$hist_rc" -eq 2 ] && [ "${PERF_HISTORY_ALLOW_EMPTY:-}" != 1 ] && grep -q '^no-baseline:' "$OUT/regress-history.err"; then
   echo "regress-history could not judge (exit 2, reason above). If $HISTORY is empty because this is a first run, run again with PERF_HISTORY_ALLOW_EMPTY=1 (this script's --allow-empty-history) to record the first baseline." >&2
   hist_detail="$hist_detail; could not judge: a first run with an empty history needs PERF_HISTORY_ALLOW_EMPTY=1"
 fi

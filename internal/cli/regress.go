@@ -154,6 +154,12 @@ const (
 	regressExitError = 2
 )
 
+// regressNoBaselineTag begins the stderr line compare prints when the
+// store holds no baseline and --allow-empty-history would have passed: a
+// stable marker for scripts (ci-validate.sh's first-run hint), as exit 2
+// has other causes.
+const regressNoBaselineTag = "no-baseline:"
+
 // regressCannotJudge marks err as exit status 2.
 func regressCannotJudge(err error) error {
 	var ee *ExitError
@@ -209,8 +215,9 @@ Exit status:
 A store that does not exist or holds no record of another commit (a mistyped
 --store, a wrong S3 prefix, an evicted CI cache) is exit 2, unless
 --allow-empty-history says an empty history is expected (a first run): then
-it reports so and exits 0. A --baseline-commit or --days that matches no
-record is exit 2 whatever the flag says.
+it reports so and exits 0. Without that flag, stderr then has a line
+beginning "no-baseline:", a stable marker for scripts. A --baseline-commit
+or --days that matches no record is exit 2 whatever the flag says.
 
 Benchmarks are matched by name without the "-N" GOMAXPROCS suffix, so a run
 on a machine with another core count still compares; the report warns when
@@ -282,6 +289,10 @@ the two sides ran at different GOMAXPROCS.`,
 					hint := ""
 					if !selected {
 						hint = "; check --store, or pass --allow-empty-history if an empty history is expected (a first run)"
+						// A stable line a script can check, to tell this
+						// exit 2 (which --allow-empty-history would pass)
+						// from the others without parsing free text.
+						fmt.Fprintf(cmd.ErrOrStderr(), "%s store %s holds no baseline\n", regressNoBaselineTag, storeName)
 					}
 					err = fmt.Errorf("nothing to compare with in store %s: %w%s", storeName, err, hint)
 					if asJSON {

@@ -243,6 +243,12 @@ func TestRegressCompareNoBaseline(t *testing.T) {
 					t.Errorf("output lacks %q:\n%s", w, out)
 				}
 			}
+			// Only the exit 2 that --allow-empty-history would pass is
+			// marked: ci-validate.sh's first-run hint keys on it.
+			noBaseline := map[string]bool{"missing store": true, "empty store": true, "only the input's own commit": true}
+			if got := strings.Contains("\n"+out, "\nno-baseline: "); got != noBaseline[tc.name] {
+				t.Errorf("no-baseline line printed: %v, want %v\n%s", got, noBaseline[tc.name], out)
+			}
 		})
 	}
 }

@@ -166,6 +166,19 @@ func TestHistoryGateNamesAllowEmptySwitch(t *testing.T) {
 			t.Errorf("the script does not, on exit 2 of the history compare, name PERF_HISTORY_ALLOW_EMPTY=1: %q missing between the compare and its gate", want)
 		}
 	}
+	// Only for the no-baseline case: exit 2 also means Holm out of reach,
+	// nothing gated, a damaged store or a report not written, where the
+	// hint misleads. compare marks the case with a stderr line beginning
+	// "no-baseline:" (TestRegressCompareNoBaseline pins it).
+	cond := ""
+	for _, line := range strings.Split(seg, "\n") {
+		if strings.Contains(line, "-eq 2") && strings.HasPrefix(strings.TrimSpace(line), "if ") {
+			cond = line
+		}
+	}
+	if !strings.Contains(cond, `grep -q '^no-baseline:' "$OUT/regress-history.err"`) || !strings.Contains(seg, `2>"$OUT/regress-history.err"`) {
+		t.Errorf("the first-run hint is not keyed on compare's no-baseline line (stderr to $OUT/regress-history.err): %q", cond)
+	}
 }
 
 // A PR that renames or drops a benchmark fails the gates (a missing metric
