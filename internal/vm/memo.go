@@ -133,6 +133,36 @@ func isInmem(s storage.Store) bool {
 	return reflect.TypeOf(s) == inmemStore
 }
 
+// inmemTxn is the type of the inmem store's transactions (unexported).
+var inmemTxn = func() reflect.Type {
+	s := inmem.New()
+	txn, err := s.NewTransaction(context.Background())
+	if err != nil {
+		return nil
+	}
+	defer s.Abort(context.Background(), txn)
+	return reflect.TypeOf(txn)
+}()
+
+// readTxn reports whether txn is a read transaction of the inmem store:
+// only then is the data it reads a committed document that nothing
+// changes before the next commit (readers hold the store's read lock).
+// A write transaction (one a caller gives rego.EvalTransaction) reads its
+// own uncommitted updates, and a later write in it can change the very
+// object read before, in place and with no commit (no epoch change): a
+// value shared on it would be stale. Where it cannot be told, false.
+func readTxn(txn storage.Transaction) bool {
+	if txn == nil || inmemTxn == nil || reflect.TypeOf(txn) != inmemTxn {
+		return false
+	}
+	v := reflect.ValueOf(txn)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return false
+	}
+	w := v.Elem().FieldByName("write")
+	return w.IsValid() && w.Kind() == reflect.Bool && !w.Bool()
+}
+
 // funcInfo is what findShared learns of one function from its statements.
 type funcInfo struct {
 	readsInput bool // mentions its input parameter other than passing it on as a function's input

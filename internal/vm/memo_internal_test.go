@@ -92,3 +92,27 @@ func TestSharedNotArmedOffInmem(t *testing.T) {
 
 // otherStore is an inmem store behind another type.
 type otherStore struct{ storage.Store }
+
+// TestReadTxn: the shared values serve evaluations in the inmem store's
+// read transactions (those rego opens) and in nothing else.
+func TestReadTxn(t *testing.T) {
+	ctx := context.Background()
+	store := inmem.New()
+	r := storage.NewTransactionOrDie(ctx, store)
+	if !readTxn(r) {
+		t.Error("a read transaction is not one")
+	}
+	store.Abort(ctx, r)
+	w := storage.NewTransactionOrDie(ctx, store, storage.WriteParams)
+	if readTxn(w) {
+		t.Error("a write transaction is a read transaction")
+	}
+	store.Abort(ctx, w)
+	if readTxn(nil) || readTxn(otherTxn{}) {
+		t.Error("a transaction of another type is a read transaction")
+	}
+}
+
+type otherTxn struct{}
+
+func (otherTxn) ID() uint64 { return 0 }

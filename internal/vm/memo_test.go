@@ -419,3 +419,85 @@ func BenchmarkSharedMemoPaired(b *testing.B) {
 		})
 	}
 }
+
+// TestMemoCallerTransaction: an evaluation in a transaction the caller
+// gives (rego.EvalTransaction) agrees with topdown after writes in that
+// transaction. In a write transaction that replaced the root, inmem reads
+// return that update's value, and a later write under the root changes it
+// in place with no commit: a value shared on it would be stale.
+func TestMemoCallerTransaction(t *testing.T) {
+	ctx := context.Background()
+	c := ast.MustCompileModules(map[string]string{"m.rego": `package m
+t := data.cfg.threshold + 0
+n := count(data.cfg.l)
+both := [n, t, input.k]
+`})
+	type write struct {
+		op   storage.PatchOp
+		path string
+		val  string
+	}
+	cases := []struct {
+		name   string
+		query  string
+		writes []write // in one write transaction, each followed by an evaluation
+	}{
+		{"root replaced then a path under it", "data.m.t", []write{
+			{storage.AddOp, "/", `{"cfg": {"threshold": 1, "l": [1]}}`},
+			{storage.ReplaceOp, "/cfg/threshold", "2"},
+			{storage.ReplaceOp, "/cfg/threshold", "3"},
+		}},
+		{"root replaced then a list under it", "data.m.both", []write{
+			{storage.AddOp, "/", `{"cfg": {"threshold": 1, "l": [1]}}`},
+			{storage.AddOp, "/cfg/l/-", "2"},
+			{storage.ReplaceOp, "/cfg/threshold", "5"},
+		}},
+		{"paths only", "data.m.both", []write{
+			{storage.ReplaceOp, "/cfg/threshold", "2"},
+			{storage.AddOp, "/cfg/l/-", "3"},
+		}},
+	}
+	in := ast.MustParseTerm(`{"k": 1}`).Value
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			store := inmem.NewFromObjectWithOpts(map[string]any{"cfg": map[string]any{"threshold": 7, "l": []any{1, 2}}},
+				inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
+			q := prepareMemoQueries(t, c, store, []string{tc.query})[0]
+			if names, armed := vm.SharedFuncs(q.q); len(names) == 0 || !armed {
+				t.Fatalf("shared %v, armed %v: the memo is not exercised", names, armed)
+			}
+			txn := storage.NewTransactionOrDie(ctx, store, storage.WriteParams)
+			defer store.Abort(ctx, txn)
+			ev := func(pq rego.PreparedEvalQuery) string {
+				rs, err := pq.Eval(ctx, rego.EvalTransaction(txn), rego.EvalParsedInput(in))
+				switch {
+				case err != nil:
+					return "error: " + err.Error()
+				case len(rs) == 0:
+					return "undefined"
+				}
+				s, err := jsonText(rs[0].Expressions[0].Value)
+				if err != nil {
+					return "unencodable: " + err.Error()
+				}
+				return s
+			}
+			check := func(when string) {
+				t.Helper()
+				// twice: the second evaluation is the one a shared value serves
+				for range 2 {
+					if want, got := ev(q.td), ev(q.vm); got != want {
+						t.Fatalf("%s: vm %s, topdown %s", when, got, want)
+					}
+				}
+			}
+			check("before the writes")
+			for _, w := range tc.writes {
+				if err := store.Write(ctx, txn, w.op, storage.MustParsePath(w.path), ast.MustParseTerm(w.val).Value); err != nil {
+					t.Fatal(err)
+				}
+				check(fmt.Sprintf("after %v %s", w.op, w.path))
+			}
+		})
+	}
+}

@@ -147,7 +147,9 @@ func (p *prepared) Eval(ctx context.Context, ectx *rego.EvalContext, rt ast.Valu
 		if err != nil {
 			return nil, err
 		}
-		mk = p.memo.keyFor(epoch, v)
+		if readTxn(ectx.Transaction()) {
+			mk = p.memo.keyFor(epoch, v)
+		}
 		dv, ok := v.(ast.Value)
 		if !ok {
 			if dv, err = ast.InterfaceToValue(v); err != nil {
