@@ -343,92 +343,69 @@ func isLocal(o ir.Operand, l ir.Local) bool {
 }
 
 // mutatesCallResults reports whether some function or plan of pol may
-// change in place (insert into, append to, add to) a value that a call
-// returned, or something reached from one: a shared value is read by
-// evaluations on other goroutines and must never change. The planner
-// builds values in locals it has just made (MakeObject, MakeArray,
-// MakeSet) and mutates only those; true (any other mutation) refuses every
-// shared function.
+// change in place (insert into, append to, add to) a value it did not make
+// itself: a shared value (or anything reached from one) is read by
+// evaluations on other goroutines and must never change. Every mutating
+// statement must change a local that holds, on every path to it, a value
+// a MakeObject, MakeArray or MakeSet of the same frame assigned (see
+// madeOnEntry): no flow of values is followed, so a value put into a
+// container and read back out (Dot, Scan, an assignment), a call's result,
+// a parameter, or an ObjectMerge's result (which can be its first operand
+// itself) never counts as made. The planner builds values that way;
+// anything else (true) refuses every shared function. A rule of
+// construction alone (a mutated local assigned only by Make statements
+// anywhere in the function) refuses the planner's plans: it reuses locals
+// across the rules of a function, a Dot in one and a Make in another.
 func mutatesCallResults(pol *ir.Policy) bool {
 	var bodies [][]*ir.Block
-	var params [][]ir.Local
 	for _, f := range pol.Funcs.Funcs {
 		bodies = append(bodies, f.Blocks)
-		params = append(params, f.Params)
 	}
 	if pol.Plans != nil {
 		for _, p := range pol.Plans.Plans {
 			bodies = append(bodies, p.Blocks)
-			params = append(params, []ir.Local{ir.Input, ir.Data})
 		}
 	}
-	for k, blocks := range bodies {
-		var stmts []ir.Stmt
-		for _, b := range blocks {
-			_ = ir.Walk(stmtVisitor(func(s ir.Stmt) { stmts = append(stmts, s) }), b)
-		}
-		// tainted: locals that may hold (part of) a value the function
-		// did not make, wherever in the function (locals are reused by
-		// the rules of a function).
-		tainted := map[ir.Local]bool{}
-		for _, l := range params[k] {
-			tainted[l] = true // a caller's value
-		}
-		for changed := true; changed; {
-			changed = false
-			taint := func(l ir.Local) {
-				if !tainted[l] {
-					tainted[l], changed = true, true
-				}
-			}
-			from := func(o ir.Operand) bool {
-				l, ok := o.Value.(ir.Local)
-				return ok && tainted[l]
-			}
-			for _, s := range stmts {
-				switch s := s.(type) {
-				case *ir.CallStmt:
-					taint(s.Result) // a built-in's result may be one of its arguments
-				case *ir.CallDynamicStmt:
-					taint(s.Result)
-				case *ir.AssignVarStmt:
-					if from(s.Source) {
-						taint(s.Target)
-					}
-				case *ir.AssignVarOnceStmt:
-					if from(s.Source) {
-						taint(s.Target)
-					}
-				case *ir.DotStmt:
-					if from(s.Source) {
-						taint(s.Target)
-					}
-				case *ir.ScanStmt:
-					if tainted[s.Source] {
-						taint(s.Key)
-						taint(s.Value)
-					}
-				}
-			}
-		}
-		// A tainted local mutated is still fine where a Make of it comes
-		// before the mutation in the same block, or in a block enclosing it,
-		// with nothing assigning it in between.
-		for _, b := range blocks {
-			if mutatesTainted(b, tainted, map[ir.Local]bool{}) {
-				return true
-			}
+	for _, blocks := range bodies {
+		// A frame's locals start unset; its parameters are not made.
+		if !madeOnEntry(blocks, map[ir.Local]bool{}) {
+			return true
 		}
 	}
 	return false
 }
 
-// mutatesTainted walks b in order with made, the locals a dominating Make
-// last assigned, and reports a mutation of a tainted local not in made.
-func mutatesTainted(b *ir.Block, tainted, made map[ir.Local]bool) bool {
+// madeOnEntry checks a sequence of blocks (a function's, a BlockStmt's)
+// whose first starts with made, the locals holding a value made in the
+// frame, and returns false for a mutation of a local not made, or a
+// statement it does not know. A block can stop (undefined, a break) and the
+// next one starts: with what held wherever the one before could stop.
+func madeOnEntry(blocks []*ir.Block, made map[ir.Local]bool) bool {
+	for _, b := range blocks {
+		ok, exit := madeInBlock(b, made)
+		if !ok {
+			return false
+		}
+		made = exit
+	}
+	return true
+}
+
+// madeInBlock walks b's statements in order from entry (not changed) and
+// returns the locals made wherever b can stop: at any statement but a Make
+// or a Nop (an undefined operand, a break), after a nested block (left by
+// a break from within), and at its end.
+func madeInBlock(b *ir.Block, entry map[ir.Local]bool) (bool, map[ir.Local]bool) {
+	made := maps.Clone(entry)
+	var exit map[ir.Local]bool // nil: no stop yet
+	stop := func() {
+		if exit == nil {
+			exit = maps.Clone(made)
+			return
+		}
+		maps.DeleteFunc(exit, func(l ir.Local, _ bool) bool { return !made[l] })
+	}
 	for _, s := range b.Stmts {
-		var target ir.Local
-		mutation := false
 		switch s := s.(type) {
 		case *ir.MakeObjectStmt:
 			made[s.Target] = true
@@ -439,99 +416,137 @@ func mutatesTainted(b *ir.Block, tainted, made map[ir.Local]bool) bool {
 		case *ir.MakeSetStmt:
 			made[s.Target] = true
 			continue
+		case *ir.NopStmt:
+			continue
 		case *ir.SetAddStmt:
-			target, mutation = s.Set, true
-		case *ir.ObjectInsertStmt:
-			target, mutation = s.Object, true
-		case *ir.ObjectInsertOnceStmt:
-			target, mutation = s.Object, true
-		case *ir.ArrayAppendStmt:
-			target, mutation = s.Array, true
-		}
-		if mutation {
-			if tainted[target] && !made[target] {
-				return true
+			if !made[s.Set] {
+				return false, nil
 			}
+			stop()
+			continue
+		case *ir.ObjectInsertStmt:
+			if !made[s.Object] {
+				return false, nil
+			}
+			stop()
+			continue
+		case *ir.ObjectInsertOnceStmt:
+			if !made[s.Object] {
+				return false, nil
+			}
+			stop()
+			continue
+		case *ir.ArrayAppendStmt:
+			if !made[s.Array] {
+				return false, nil
+			}
+			stop()
 			continue
 		}
+		stop()
 		var nested []*ir.Block
 		switch s := s.(type) {
-		case *ir.BlockStmt:
-			nested = s.Blocks
 		case *ir.ScanStmt:
+			// A loop: an iteration starts with what the one before left,
+			// so only what nothing in the body assigns otherwise stays.
+			delete(made, s.Key)
+			delete(made, s.Value)
+			unmake(made, s.Block)
+			if ok, _ := madeInBlock(s.Block, made); !ok {
+				return false, nil
+			}
 			nested = []*ir.Block{s.Block}
+		case *ir.BlockStmt:
+			if !madeOnEntry(s.Blocks, made) {
+				return false, nil
+			}
+			nested = s.Blocks
 		case *ir.NotStmt:
+			if ok, _ := madeInBlock(s.Block, made); !ok {
+				return false, nil
+			}
 			nested = []*ir.Block{s.Block}
 		case *ir.WithStmt:
+			delete(made, s.Local)
+			if ok, _ := madeInBlock(s.Block, made); !ok {
+				return false, nil
+			}
 			nested = []*ir.Block{s.Block}
 		}
-		for _, l := range assigned(s) {
+		// After a nested block (normally or by a break from anywhere in
+		// it): what it assigned otherwise than by a Make is not made.
+		for _, nb := range nested {
+			unmake(made, nb)
+		}
+		ls, known := assigned(s)
+		if !known {
+			return false, nil
+		}
+		for _, l := range ls {
 			delete(made, l)
 		}
-		for _, nb := range nested {
-			inner := maps.Clone(made)
-			if mutatesTainted(nb, tainted, inner) {
-				return true
-			}
-			// what the nested block assigned is unknown after it
-			_ = ir.Walk(stmtVisitor(func(x ir.Stmt) {
-				for _, l := range assigned(x) {
-					delete(made, l)
-				}
-				switch x := x.(type) {
-				case *ir.MakeObjectStmt:
-					delete(made, x.Target)
-				case *ir.MakeArrayStmt:
-					delete(made, x.Target)
-				case *ir.MakeSetStmt:
-					delete(made, x.Target)
-				}
-			}), nb)
+		if nested != nil {
+			stop()
 		}
 	}
-	return false
+	stop()
+	return true, exit
 }
 
-// assigned lists the locals statement s (not its nested blocks) assigns;
-// for a statement it does not know, every local it names.
-func assigned(s ir.Stmt) []ir.Local {
+// unmake removes from made the locals b (nested blocks included) assigns
+// otherwise than by a Make (all those a statement it does not know names).
+func unmake(made map[ir.Local]bool, b *ir.Block) {
+	_ = ir.Walk(stmtVisitor(func(s ir.Stmt) {
+		ls, known := assigned(s)
+		if !known {
+			ls = allLocals(s)
+		}
+		for _, l := range ls {
+			delete(made, l)
+		}
+	}), b)
+}
+
+// assigned lists the locals statement s (not its nested blocks) assigns
+// otherwise than by a Make; known is false for a statement it does not know.
+func assigned(s ir.Stmt) (_ []ir.Local, known bool) {
 	switch s := s.(type) {
 	case *ir.AssignVarStmt:
-		return []ir.Local{s.Target}
+		return []ir.Local{s.Target}, true
 	case *ir.AssignVarOnceStmt:
-		return []ir.Local{s.Target}
+		return []ir.Local{s.Target}, true
 	case *ir.DotStmt:
-		return []ir.Local{s.Target}
+		return []ir.Local{s.Target}, true
 	case *ir.CallStmt:
-		return []ir.Local{s.Result}
+		return []ir.Local{s.Result}, true
 	case *ir.CallDynamicStmt:
-		return []ir.Local{s.Result}
+		return []ir.Local{s.Result}, true
 	case *ir.ScanStmt:
-		return []ir.Local{s.Key, s.Value}
+		return []ir.Local{s.Key, s.Value}, true
 	case *ir.LenStmt:
-		return []ir.Local{s.Target}
+		return []ir.Local{s.Target}, true
 	case *ir.ResetLocalStmt:
-		return []ir.Local{s.Target}
+		return []ir.Local{s.Target}, true
 	case *ir.AssignIntStmt:
-		return []ir.Local{s.Target}
+		return []ir.Local{s.Target}, true
 	case *ir.MakeNullStmt:
-		return []ir.Local{s.Target}
+		return []ir.Local{s.Target}, true
 	case *ir.MakeNumberIntStmt:
-		return []ir.Local{s.Target}
+		return []ir.Local{s.Target}, true
 	case *ir.MakeNumberRefStmt:
-		return []ir.Local{s.Target}
+		return []ir.Local{s.Target}, true
 	case *ir.ObjectMergeStmt:
-		return []ir.Local{s.Target}
+		return []ir.Local{s.Target}, true
 	case *ir.WithStmt:
-		return []ir.Local{s.Local}
+		return []ir.Local{s.Local}, true
 	case *ir.NopStmt, *ir.BlockStmt, *ir.BreakStmt, *ir.NotStmt, *ir.ReturnLocalStmt,
 		*ir.EqualStmt, *ir.NotEqualStmt, *ir.IsArrayStmt, *ir.IsObjectStmt, *ir.IsSetStmt,
 		*ir.IsDefinedStmt, *ir.IsUndefinedStmt, *ir.ResultSetAddStmt,
 		*ir.SetAddStmt, *ir.ObjectInsertStmt, *ir.ObjectInsertOnceStmt, *ir.ArrayAppendStmt,
 		*ir.MakeObjectStmt, *ir.MakeArrayStmt, *ir.MakeSetStmt:
-		return nil
+		return nil, true
 	}
-	return allLocals(s)
+	return nil, false
 }
 
 // allLocals lists the locals s names in its fields (see namesLocal).

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/ir"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
@@ -116,3 +117,63 @@ func TestReadTxn(t *testing.T) {
 type otherTxn struct{}
 
 func (otherTxn) ID() uint64 { return 0 }
+
+// TestMutatesCallResults: a function may change in place only a value a
+// Make of its own frame assigned on every path to the change. The planner
+// produces none of the refused shapes today; the analysis must refuse them
+// on its own terms (a value that is not the frame's may be a shared one).
+func TestMutatesCallResults(t *testing.T) {
+	const (
+		in, data         ir.Local = 0, 1
+		r, x, o, y, k, v ir.Local = 2, 3, 4, 5, 6, 7
+	)
+	op := func(l ir.Local) ir.Operand { return ir.Operand{Value: l} }
+	key := ir.Operand{Value: ir.StringIndex(0)}
+	call := &ir.CallStmt{Func: "g", Args: []ir.Operand{op(in), op(data)}, Result: r} // r: a call's result
+	blk := func(s ...ir.Stmt) *ir.Block { return &ir.Block{Stmts: s} }
+	cases := []struct {
+		name   string
+		blocks []*ir.Block
+		want   bool
+	}{
+		{"made then appended", []*ir.Block{blk(&ir.MakeArrayStmt{Target: x}, &ir.ArrayAppendStmt{Array: x, Value: op(data)})}, false},
+		{"made, appended in a loop", []*ir.Block{blk(call, &ir.MakeArrayStmt{Target: x},
+			&ir.ScanStmt{Source: r, Key: k, Value: v, Block: blk(&ir.ArrayAppendStmt{Array: x, Value: op(v)})})}, false},
+		{"made in a block that cannot stop before, changed in the next", []*ir.Block{
+			blk(&ir.MakeSetStmt{Target: x}), blk(call, &ir.SetAddStmt{Set: x, Value: op(r)})}, false},
+		{"a call's result appended to", []*ir.Block{blk(call, &ir.ArrayAppendStmt{Array: r, Value: op(data)})}, true},
+		{"a parameter inserted into", []*ir.Block{blk(&ir.ObjectInsertStmt{Object: data, Key: key, Value: op(in)})}, true},
+		{"through a container and back", []*ir.Block{blk(call, &ir.MakeObjectStmt{Target: o},
+			&ir.ObjectInsertStmt{Object: o, Key: key, Value: op(r)},
+			&ir.DotStmt{Source: op(o), Key: key, Target: y},
+			&ir.ArrayAppendStmt{Array: y, Value: op(data)})}, true},
+		{"through a container, scanned back", []*ir.Block{blk(call, &ir.MakeArrayStmt{Target: o},
+			&ir.ArrayAppendStmt{Array: o, Value: op(r)},
+			&ir.ScanStmt{Source: o, Key: k, Value: v, Block: blk(&ir.SetAddStmt{Set: v, Value: op(data)})})}, true},
+		{"an object merge's result", []*ir.Block{blk(call, &ir.MakeObjectStmt{Target: o},
+			&ir.ObjectMergeStmt{A: r, B: o, Target: y},
+			&ir.ObjectInsertStmt{Object: y, Key: key, Value: op(data)})}, true},
+		{"made, then reassigned later in a loop body", []*ir.Block{blk(call, &ir.MakeArrayStmt{Target: x},
+			&ir.ScanStmt{Source: r, Key: k, Value: v, Block: blk(
+				&ir.ArrayAppendStmt{Array: x, Value: op(v)},
+				&ir.AssignVarStmt{Source: op(r), Target: x})})}, true},
+		{"made after a statement that can stop, changed in the next block", []*ir.Block{
+			blk(call, &ir.AssignVarStmt{Source: op(r), Target: x}, &ir.IsObjectStmt{Source: op(r)}, &ir.MakeArrayStmt{Target: x}),
+			blk(&ir.ArrayAppendStmt{Array: x, Value: op(data)})}, true},
+		{"made after a break out of a nested block", []*ir.Block{
+			blk(&ir.MakeArrayStmt{Target: x}, &ir.BlockStmt{Blocks: []*ir.Block{blk(&ir.AssignVarStmt{Source: op(in), Target: x}, &ir.BreakStmt{Index: 1})}},
+				&ir.MakeArrayStmt{Target: x}),
+			blk(&ir.ArrayAppendStmt{Array: x, Value: op(data)})}, true},
+		{"made only in a nested block", []*ir.Block{blk(call,
+			&ir.BlockStmt{Blocks: []*ir.Block{blk(&ir.AssignVarStmt{Source: op(r), Target: x}, &ir.IsObjectStmt{Source: op(r)}, &ir.MakeArrayStmt{Target: x})}},
+			&ir.ArrayAppendStmt{Array: x, Value: op(data)})}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pol := &ir.Policy{Funcs: &ir.Funcs{Funcs: []*ir.Func{{Name: "f", Params: []ir.Local{in, data}, Return: x, Blocks: tc.blocks}}}}
+			if got := mutatesCallResults(pol); got != tc.want {
+				t.Fatalf("mutatesCallResults %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -501,3 +501,19 @@ both := [n, t, input.k]
 		})
 	}
 }
+
+// TestMemoConstitutionShares: the constitution's decision shares its
+// data-only rules (the analysis that refuses in-place changes of values a
+// function did not make must not refuse the planner's plans).
+func TestMemoConstitutionShares(t *testing.T) {
+	f := loadConstitution(t)
+	q, err := vm.PrepareQuery(context.Background(), f.compiler, f.store, ast.MustParseRef("data.acgs.main.decision"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, armed := vm.SharedFuncs(q)
+	if len(names) == 0 || !armed {
+		t.Fatalf("shared %v, armed %v", names, armed)
+	}
+	t.Logf("%d shared functions: %v", len(names), names)
+}
