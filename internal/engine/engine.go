@@ -1035,7 +1035,10 @@ func (e *Engine) constants(s *snapshot, path string, inputs []any, todo []int, o
 // decideEach decides the items todo on GOMAXPROCS workers into out and
 // errs, and returns when all are decided or ctx ends: then the items not
 // decided yet are overloaded, and what their workers decide later is
-// dropped.
+// dropped. Past ctx's deadline the workers decide nothing more: each item
+// left would only be refused by admission and counted as refused there
+// (500 refusals for a batch of 500 items of which 2 were waiting, review);
+// they are overloaded as the items the deadline left undecided are.
 func (e *Engine) decideEach(ctx context.Context, out []Decision, errs []error, todo []int, decide func(i int) (Decision, error)) {
 	if len(todo) == 0 {
 		return
@@ -1047,7 +1050,13 @@ func (e *Engine) decideEach(ctx context.Context, out []Decision, errs []error, t
 	go func() {
 		defer close(done)
 		parallel.For(len(todo), func(m int) {
-			d, err := decide(todo[m])
+			var d Decision
+			var err error
+			if expired(ctx) {
+				err = undecided(ctx, "the batch's deadline")
+			} else {
+				d, err = decide(todo[m])
+			}
 			mu.Lock()
 			if !closed {
 				out[todo[m]], errs[todo[m]], decided[m] = d, err, true
