@@ -21,6 +21,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/builtins"
+	"github.com/open-policy-agent/opa/v1/util"
 
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/cache"
@@ -560,6 +561,10 @@ func (e *Engine) fly(ctx context.Context, f *flight, s *snapshot, key cache.Key,
 			end(Decision{}, false, apierror.New(apierror.EvaluationError, "policy evaluation failed: internal error (%v)", r))
 		}
 	}()
+	if d, ok := e.storedL1(s, key); ok {
+		end(d, false, nil)
+		return
+	}
 	if !planned {
 		if d, ok := e.constant(s, path, input); ok {
 			end(d, true, nil)
@@ -577,6 +582,27 @@ func (e *Engine) fly(ctx context.Context, f *flight, s *snapshot, key cache.Key,
 		f.retry = expired(ctx)
 		end(Decision{}, false, err)
 	}
+}
+
+// storedL1 is key's decision when L1 holds it now, for a miss about to
+// start a flight: a flight of the same key that ended between this
+// request's miss and the start of its own stored it there (the flight
+// stores before it leaves e.flights), and evaluating again would cost a
+// slot, or be shed when none is free, for a decision the cache has. L1
+// alone: an L2 round trip per flight would double the misses' L2 reads.
+func (e *Engine) storedL1(s *snapshot, key cache.Key) (Decision, bool) {
+	v, ok := e.opts.Cache.GetL1(key)
+	if !ok {
+		return Decision{}, false
+	}
+	if v.Defined && v.Result == nil {
+		// GetL1 leaves a cold entry encoded; Decide's callers read the
+		// value (the allow metric, the ACGS answer's checks).
+		if v.JSON == nil || util.UnmarshalJSON(v.JSON, &v.Result) != nil {
+			return Decision{}, false
+		}
+	}
+	return Decision{Result: v.Result, Defined: v.Defined, Revision: s.revision, Source: SourceL1, JSON: v.JSON}, true
 }
 
 // expired reports whether ctx is done or its deadline has passed. Admission
