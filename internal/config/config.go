@@ -56,8 +56,10 @@ type Server struct {
 // for its answer to be written before WRITE_TIMEOUT closes the connection:
 // WRITE_TIMEOUT less a tenth of it, at most 1s, kept for writing. The
 // server bounds every request's decisions by it (a wait for an evaluation
-// slot is then shed with a 503 the client receives), and Validate refuses
-// an evaluation or a wait that cannot fit in it.
+// slot is then shed with a 503 the client receives). It does not bound an
+// evaluation already running on a slot (EVAL_TIMEOUT does), so Validate
+// does not compare the two: an EVAL_TIMEOUT longer than it is allowed, as
+// the gateway, which shares this configuration, has no WRITE_TIMEOUT.
 func (s Server) DecideWithin() time.Duration {
 	return s.WriteTimeout - min(s.WriteTimeout/10, time.Second)
 }
@@ -295,17 +297,6 @@ func (c *Config) Validate() error {
 	}
 	if a.QueueTimeout < 0 || a.QueueTimeout > 10*time.Second {
 		bad("ADMISSION_QUEUE_TIMEOUT", "%s is out of range (accepted: 0 for EVAL_TIMEOUT, up to 10s)", a.QueueTimeout)
-	}
-	// An evaluation that runs to EVAL_TIMEOUT, or a wait for a slot as long
-	// as ADMISSION_QUEUE_TIMEOUT, past the time by which a decision must be
-	// made would be answered after WRITE_TIMEOUT, on a closed connection.
-	if within := s.DecideWithin(); s.WriteTimeout > 0 {
-		if p.EvalTimeout > within {
-			bad("EVAL_TIMEOUT", "%s does not fit in WRITE_TIMEOUT %s: a decision must be made within %s (WRITE_TIMEOUT less a tenth of it, at most 1s, to write the answer); lower EVAL_TIMEOUT or raise WRITE_TIMEOUT", p.EvalTimeout, s.WriteTimeout, within)
-		}
-		if a.QueueTimeout > within {
-			bad("ADMISSION_QUEUE_TIMEOUT", "%s does not fit in WRITE_TIMEOUT %s: a decision must be made within %s (WRITE_TIMEOUT less a tenth of it, at most 1s, to write the answer); lower ADMISSION_QUEUE_TIMEOUT or raise WRITE_TIMEOUT", a.QueueTimeout, s.WriteTimeout, within)
-		}
 	}
 	cc := c.Cache
 	if cc.L1Size < 1 || cc.L1Size > 10_000_000 {
