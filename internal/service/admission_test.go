@@ -466,8 +466,13 @@ func TestBatchAnswersBeforeWriteTimeout(t *testing.T) {
 	})
 	in := servicetest.Start(t, func(c *config.Config) {
 		c.Policy.BundlePath = dir
-		c.Policy.EvalTimeout = 2500 * time.Millisecond // as long as an evaluation may be: it must fit in WRITE_TIMEOUT
-		c.Server.WriteTimeout = 3 * time.Second
+		// An evaluation may run past the batch's deadline (EVAL_TIMEOUT is
+		// not bounded by WRITE_TIMEOUT): the items are shed at the deadline,
+		// not failed by EVAL_TIMEOUT, however slow the machine (2.5s within
+		// 3s failed the whole batch under -race: the first item's
+		// EVAL_TIMEOUT came before the deadline, a 500).
+		c.Policy.EvalTimeout = 5 * time.Second
+		c.Server.WriteTimeout = time.Second
 		c.Admission.MaxInFlight = 1
 	})
 	var inputs []string
