@@ -91,3 +91,54 @@ func TestLoadFixedRequest(t *testing.T) {
 		}
 	}
 }
+
+// A PERFORMANCE_TARGET_P99_MS that is set but is not a finite latency > 0 is
+// refused before the run, naming the variable and its value: it fell back to
+// 5 ms, so a typo gated on another objective than the one set (and "NaN" or
+// "-1" on the default without a word).
+func TestLoadRejectsBadP99Env(t *testing.T) {
+	dir := t.TempDir()
+	req := filepath.Join(dir, "req.json")
+	if err := os.WriteFile(req, []byte(`{"action": "data.read_public"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &httptest.Server{Listener: l, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, `{"allow":true}`)
+	})}}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	for _, tc := range []struct {
+		name, env string
+		want      string // in the error; "" for a pass
+	}{
+		{"control: a loose target", "1e9", ""},
+		{"not a number", "five", `PERFORMANCE_TARGET_P99_MS="five"`},
+		{"unit in the value", "5ms", `PERFORMANCE_TARGET_P99_MS="5ms"`},
+		{"negative", "-1", `PERFORMANCE_TARGET_P99_MS="-1"`},
+		{"zero", "0", `PERFORMANCE_TARGET_P99_MS="0"`},
+		{"NaN", "NaN", `PERFORMANCE_TARGET_P99_MS="NaN"`},
+		{"Inf", "Inf", `PERFORMANCE_TARGET_P99_MS="Inf"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("PERFORMANCE_TARGET_P99_MS", tc.env)
+			out, code, err := perfRun(t, "load", "--host", srv.URL, "--request", req, "--path", "/v1/x",
+				"--users", "1", "--run-time", "50ms", "-q")
+			if tc.want == "" {
+				if code != 0 || err != nil {
+					t.Fatalf("exit %d (%v), want 0\n%s", code, err, out)
+				}
+				return
+			}
+			if code != 1 || err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("exit %d, error %v: want exit 1 naming %s\n%s", code, err, tc.want, out)
+			}
+			if strings.Contains(out, "OBJECTIVE") {
+				t.Fatalf("the run went ahead before the refusal:\n%s", out)
+			}
+		})
+	}
+}

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -97,12 +95,10 @@ status 1 when an objective is violated or has no data; warnings exit 0.`,
 				return errors.New("give exactly one of --metrics-url and --prometheus-url")
 			}
 			if !cmd.Flags().Changed("p99-ms") {
-				if env := os.Getenv("PERFORMANCE_TARGET_P99_MS"); env != "" {
-					if v, err := strconv.ParseFloat(env, 64); err != nil || !(v > 0) || math.IsInf(v, 0) {
-						return fmt.Errorf("PERFORMANCE_TARGET_P99_MS=%q: want a finite latency in ms > 0", env)
-					}
+				var err error
+				if slo.P99Ms, err = perfP99DefaultMs(); err != nil {
+					return err
 				}
-				slo.P99Ms = perfP99DefaultMs()
 			}
 			if err := sloValidate(slo); err != nil {
 				return err
