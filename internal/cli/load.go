@@ -39,6 +39,25 @@ func perfP99DefaultMs() (float64, error) {
 	return v, nil
 }
 
+// loadValidate refuses objectives that are NaN, infinite, negative or (rates,
+// shares, --warn-fraction) above 1, naming the flag: a NaN limit compares
+// false with every measurement and passed any run, and a NaN or negative
+// --p99-ms or --min-rps turned its objective off. The check is
+// loadgen.LoadSLO.Validate's.
+func loadValidate(s loadgen.LoadSLO) error {
+	if err := perfFlagError(s.Validate(), map[string]string{
+		"P99Ms": "--p99-ms", "MaxErrorRate": "--max-error-rate", "MaxShedRate": "--max-shed-rate",
+		"MinRPS": "--min-rps", "MinCompliance": "--min-compliance", "WarnFraction": "--warn-fraction",
+	}); err != nil {
+		return err
+	}
+	if s.WarnFraction == 0 {
+		// Evaluate's default (0.8) in place of the 0 given.
+		return errors.New("--warn-fraction 0: want a share in (0, 1]")
+	}
+	return nil
+}
+
 func perfStderrIsTTY() bool { return term.IsTerminal(int(os.Stderr.Fd())) }
 
 func perfWriteJSON(w io.Writer, v any) error {
@@ -88,8 +107,9 @@ Retry-After) are neither decisions nor failures: they are reported apart
 (with goodput, the decisions per second), kept out of compliance and of the
 latency figures, and judged by --max-shed-rate. Without --p99-ms the p99
 objective is PERFORMANCE_TARGET_P99_MS, else 5 ms; a value of it that is not
-a finite number > 0 is refused before the run. Exit status 1 when the run is
-invalid or an SLO is violated, and on bad input.`,
+a finite number > 0 is refused before the run, as are objectives that are
+NaN, infinite, negative or (rates, shares, --warn-fraction) above 1. Exit
+status 1 when the run is invalid or an SLO is violated, and on bad input.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -102,6 +122,9 @@ invalid or an SLO is violated, and on bad input.`,
 				if slo.P99Ms, err = perfP99DefaultMs(); err != nil {
 					return err
 				}
+			}
+			if err := loadValidate(slo); err != nil {
+				return err
 			}
 			if !allowRemote {
 				if err := loadgen.CheckLoopback(ctx, host); err != nil {

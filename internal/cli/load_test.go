@@ -97,20 +97,7 @@ func TestLoadFixedRequest(t *testing.T) {
 // 5 ms, so a typo gated on another objective than the one set (and "NaN" or
 // "-1" on the default without a word).
 func TestLoadRejectsBadP99Env(t *testing.T) {
-	dir := t.TempDir()
-	req := filepath.Join(dir, "req.json")
-	if err := os.WriteFile(req, []byte(`{"action": "data.read_public"}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &httptest.Server{Listener: l, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = io.WriteString(w, `{"allow":true}`)
-	})}}
-	srv.Start()
-	t.Cleanup(srv.Close)
+	url, req := loadAllowStandIn(t)
 	for _, tc := range []struct {
 		name, env string
 		want      string // in the error; "" for a pass
@@ -125,8 +112,73 @@ func TestLoadRejectsBadP99Env(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("PERFORMANCE_TARGET_P99_MS", tc.env)
-			out, code, err := perfRun(t, "load", "--host", srv.URL, "--request", req, "--path", "/v1/x",
+			out, code, err := perfRun(t, "load", "--host", url, "--request", req, "--path", "/v1/x",
 				"--users", "1", "--run-time", "50ms", "-q")
+			if tc.want == "" {
+				if code != 0 || err != nil {
+					t.Fatalf("exit %d (%v), want 0\n%s", code, err, out)
+				}
+				return
+			}
+			if code != 1 || err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("exit %d, error %v: want exit 1 naming %s\n%s", code, err, tc.want, out)
+			}
+			if strings.Contains(out, "OBJECTIVE") {
+				t.Fatalf("the run went ahead before the refusal:\n%s", out)
+			}
+		})
+	}
+}
+
+// loadAllowStandIn serves a loopback stand-in that answers every request
+// allow, and writes a request file for acgs load --request: the URL and the
+// file's path.
+func loadAllowStandIn(t *testing.T) (string, string) {
+	t.Helper()
+	req := filepath.Join(t.TempDir(), "req.json")
+	if err := os.WriteFile(req, []byte(`{"action": "data.read_public"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &httptest.Server{Listener: l, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, `{"allow":true}`)
+	})}}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv.URL, req
+}
+
+// acgs load's objectives go through loadgen.LoadSLO.Validate before the
+// run, the error naming the flag: a NaN --max-error-rate passed a run of
+// failures, a NaN or negative --p99-ms or --min-rps turned the objective
+// off, and a --warn-fraction outside (0, 1] silently became 0.8.
+func TestLoadRejectsBadObjectives(t *testing.T) {
+	url, req := loadAllowStandIn(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // in the error; "" for a pass
+	}{
+		{"control: loose objectives", []string{"--p99-ms", "1e9"}, ""},
+		{"p99 NaN", []string{"--p99-ms", "NaN"}, "--p99-ms NaN"},
+		{"p99 Inf", []string{"--p99-ms", "Inf"}, "--p99-ms +Inf"},
+		{"p99 negative", []string{"--p99-ms", "-1"}, "--p99-ms -1"},
+		{"error rate NaN", []string{"--p99-ms", "1e9", "--max-error-rate", "NaN"}, "--max-error-rate NaN"},
+		{"error rate in percent", []string{"--p99-ms", "1e9", "--max-error-rate", "5"}, "--max-error-rate 5"},
+		{"shed rate negative", []string{"--p99-ms", "1e9", "--max-shed-rate", "-0.01"}, "--max-shed-rate -0.01"},
+		{"min rps NaN", []string{"--p99-ms", "1e9", "--min-rps", "NaN"}, "--min-rps NaN"},
+		{"min rps negative", []string{"--p99-ms", "1e9", "--min-rps", "-5"}, "--min-rps -5"},
+		{"compliance NaN", []string{"--p99-ms", "1e9", "--expect", "allow", "--min-compliance", "NaN"}, "--min-compliance NaN"},
+		{"warn fraction above 1", []string{"--p99-ms", "1e9", "--warn-fraction", "80"}, "--warn-fraction 80"},
+		{"warn fraction 0", []string{"--p99-ms", "1e9", "--warn-fraction", "0"}, "--warn-fraction 0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"load", "--host", url, "--request", req, "--path", "/v1/x",
+				"--users", "1", "--run-time", "50ms", "-q"}, tc.args...)
+			out, code, err := perfRun(t, args...)
 			if tc.want == "" {
 				if code != 0 || err != nil {
 					t.Fatalf("exit %d (%v), want 0\n%s", code, err, out)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -20,29 +19,32 @@ func init() { register(newSLOCmd) }
 
 // sloValidate refuses objectives that are not finite or out of range: NaN
 // compares false with every measurement, so a NaN limit passed any p99 and
-// any error rate, and an Inf one any latency.
+// any error rate, and an Inf one any latency. The check is
+// loadgen.ServiceSLO.Validate's; the error names the flag.
 func sloValidate(s loadgen.ServiceSLO) error {
-	for _, l := range []struct {
-		flag string
-		v    float64
-		max  float64 // 0: unbounded above
-	}{
-		{"--p50-ms", s.P50Ms, 0}, {"--p95-ms", s.P95Ms, 0}, {"--p99-ms", s.P99Ms, 0},
-		{"--error-rate", s.MaxErrorRate, 1}, {"--max-refused-rate", s.MaxRefusedRate, 1},
-		{"--cache-hit-rate", s.MinCacheHitRate, 1}, {"--warn-fraction", s.WarnFraction, 1},
-	} {
-		if math.IsNaN(l.v) || math.IsInf(l.v, 0) || l.v < 0 || l.max > 0 && l.v > l.max {
-			want := "a finite number >= 0"
-			if l.max > 0 {
-				want = "a share in [0, 1]"
-			}
-			return fmt.Errorf("%s %v: want %s", l.flag, l.v, want)
-		}
+	if err := perfFlagError(s.Validate(), map[string]string{
+		"P50Ms": "--p50-ms", "P95Ms": "--p95-ms", "P99Ms": "--p99-ms",
+		"MaxErrorRate": "--error-rate", "MaxRefusedRate": "--max-refused-rate",
+		"MinCacheHitRate": "--cache-hit-rate", "WarnFraction": "--warn-fraction",
+	}); err != nil {
+		return err
 	}
 	if s.WarnFraction == 0 {
 		return errors.New("--warn-fraction 0: want a share in (0, 1]")
 	}
 	return nil
+}
+
+// perfFlagError names the flag of a *loadgen.LimitError's field; other
+// errors pass as they are.
+func perfFlagError(err error, flags map[string]string) error {
+	var le *loadgen.LimitError
+	if errors.As(err, &le) {
+		if flag, ok := flags[le.Field]; ok {
+			return fmt.Errorf("%s %v: want %s", flag, le.Value, le.Want)
+		}
+	}
+	return err
 }
 
 func newSLOCmd() *cobra.Command {

@@ -518,13 +518,29 @@ type ServiceSLO struct {
 	// service refused entirely would have no error to count.
 	MaxRefusedRate  float64
 	MinCacheHitRate float64
-	WarnFraction    float64
+	WarnFraction    float64 // in [0, 1]; 0: 0.8
 }
 
-// Evaluate judges service metrics.
+// Validate refuses a latency limit that is NaN, infinite or negative, and a
+// rate, share or WarnFraction outside [0, 1], with a *LimitError naming the
+// field.
+func (s ServiceSLO) Validate() error {
+	return validateLimits([]sloLimit{
+		{"P50Ms", s.P50Ms, false}, {"P95Ms", s.P95Ms, false}, {"P99Ms", s.P99Ms, false},
+		{"MaxErrorRate", s.MaxErrorRate, true}, {"MaxRefusedRate", s.MaxRefusedRate, true},
+		{"MinCacheHitRate", s.MinCacheHitRate, true}, {"WarnFraction", s.WarnFraction, true},
+	})
+}
+
+// Evaluate judges service metrics. Objectives that Validate refuses judge
+// nothing: the report fails, saying why (a NaN limit compared false with
+// every measurement and passed, a NaN latency limit was not even checked).
 func (s ServiceSLO) Evaluate(m ServiceMetrics) *Report {
+	if err := s.Validate(); err != nil {
+		return &Report{Invalid: err.Error()}
+	}
 	wf := s.WarnFraction
-	if wf <= 0 || wf > 1 {
+	if wf == 0 {
 		wf = 0.8
 	}
 	rep := &Report{}

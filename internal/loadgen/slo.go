@@ -86,6 +86,42 @@ func Judge(o Objective, value *float64) Check {
 // Report is a set of judged objectives.
 type Report struct {
 	Checks []Check `json:"checks"`
+	// Invalid says why the objectives themselves were refused (a NaN,
+	// infinite, negative or out-of-range limit); such a report judged
+	// nothing and fails.
+	Invalid string `json:"invalid,omitempty"`
+}
+
+// LimitError is an objective's limit that cannot be one: NaN compares false
+// with every measurement, so a NaN limit passed any run, and an infinite or
+// negative one either passes everything or turned the objective off.
+type LimitError struct {
+	Field string  // the SLO struct's field, e.g. "P99Ms"
+	Value float64 // the refused value
+	Want  string  // what the field takes
+}
+
+func (e *LimitError) Error() string { return fmt.Sprintf("%s %v: want %s", e.Field, e.Value, e.Want) }
+
+// sloLimit is one limit of an SLO struct for validation.
+type sloLimit struct {
+	field string
+	v     float64
+	share bool // a share in [0, 1]; otherwise a finite number >= 0
+}
+
+// validateLimits refuses NaN, infinite and negative limits, and shares above
+// 1, naming the first bad field.
+func validateLimits(limits []sloLimit) error {
+	for _, l := range limits {
+		switch {
+		case l.share && !(l.v >= 0 && l.v <= 1):
+			return &LimitError{Field: l.field, Value: l.v, Want: "a share in [0, 1]"}
+		case !l.share && (!(l.v >= 0) || math.IsInf(l.v, 0)):
+			return &LimitError{Field: l.field, Value: l.v, Want: "a finite number >= 0"}
+		}
+	}
+	return nil
 }
 
 // Add judges an objective and appends it.
@@ -113,10 +149,11 @@ func (r *Report) Warnings() int {
 	return n
 }
 
-// ExitCode is 1 when any objective is violated or could not be measured and
-// 0 otherwise: warnings are reported but do not fail a gate.
+// ExitCode is 1 when any objective is violated or could not be measured, or
+// the objectives were invalid, and 0 otherwise: warnings are reported but do
+// not fail a gate.
 func (r *Report) ExitCode() int {
-	if r.Violations() > 0 {
+	if r.Violations() > 0 || r.Invalid != "" {
 		return 1
 	}
 	return 0
@@ -125,6 +162,9 @@ func (r *Report) ExitCode() int {
 // Failed lists the names of failed objectives, for an error message.
 func (r *Report) Failed() []string {
 	var out []string
+	if r.Invalid != "" {
+		out = append(out, "invalid objective: "+r.Invalid)
+	}
 	for _, c := range r.Checks {
 		if c.Status == StatusViolation || c.Status == StatusNoData {
 			out = append(out, c.Name)
@@ -149,6 +189,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s %s\t%s\n", c.Name, val, op, formatValue(c.Limit, c.Unit),
 			wop, formatValue(c.Warn, c.Unit), strings.ToUpper(string(c.Status)))
 	}
+	if r.Invalid != "" {
+		fmt.Fprintf(tw, "\ninvalid objective, nothing judged: %s\n", r.Invalid)
+	}
 	fmt.Fprintf(tw, "\n%d violation(s), %d warning(s)\n", r.Violations(), r.Warnings())
 	return tw.Flush()
 }
@@ -171,14 +214,27 @@ type LoadSLO struct {
 	MaxShedRate   float64 // share of requests shed for overload; 0: not checked
 	MinRPS        float64 // 0: not checked
 	MinCompliance float64 // 0: not checked
-	WarnFraction  float64
+	WarnFraction  float64 // in [0, 1]; 0: 0.8
+}
+
+// Validate refuses a limit that is NaN, infinite or negative, and a rate,
+// share or WarnFraction above 1, with a *LimitError naming the field.
+func (s LoadSLO) Validate() error {
+	return validateLimits([]sloLimit{
+		{"P99Ms", s.P99Ms, false}, {"MaxErrorRate", s.MaxErrorRate, true}, {"MaxShedRate", s.MaxShedRate, true},
+		{"MinRPS", s.MinRPS, false}, {"MinCompliance", s.MinCompliance, true}, {"WarnFraction", s.WarnFraction, true},
+	})
 }
 
 // Evaluate judges a load result. An invalid run (achieved rate below target)
-// is a violation of its own: its latencies describe another load.
+// is a violation of its own: its latencies describe another load. Objectives
+// that Validate refuses judge nothing: the report fails, saying why.
 func (s LoadSLO) Evaluate(res *Result) *Report {
+	if err := s.Validate(); err != nil {
+		return &Report{Invalid: err.Error()}
+	}
 	wf := s.WarnFraction
-	if wf <= 0 || wf > 1 {
+	if wf == 0 {
 		wf = 0.8
 	}
 	rep := &Report{}

@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"bytes"
+	"encoding/json"
 	"math"
 	"strings"
 	"testing"
@@ -108,6 +109,74 @@ func TestLoadSLOEvaluate(t *testing.T) {
 			}
 			var buf bytes.Buffer
 			if err := rep.WriteTable(&buf); err != nil || !strings.Contains(buf.String(), "OBJECTIVE") {
+				t.Fatalf("table: %v %q", err, buf.String())
+			}
+		})
+	}
+}
+
+// A limit that is NaN compares false with every measurement and passed any
+// run (a NaN p99 or throughput limit was not even checked); an infinite or
+// negative one passes everything or turns the objective off; a share above
+// 1 is a typo for a percentage. Evaluate judges nothing with such an
+// objective: the report fails, naming the field. Entered directly, not
+// through the command line's flags, which check the same first.
+func TestSLOEvaluateRefusesBadLimits(t *testing.T) {
+	nan, inf := math.NaN(), math.Inf(1)
+	res := &Result{
+		Valid: true, AchievedRate: 500, Goodput: 499,
+		Total:      ScenarioStats{Requests: 1000, Latency: LatencySummary{Count: 1000, P99Ms: 2}},
+		Compliance: f64(1),
+	}
+	met := ServiceMetrics{Requests: f64(1000), P50Ms: f64(1), P95Ms: f64(2), P99Ms: f64(3),
+		ErrorRate: f64(0), RefusedRate: f64(0), CacheHitRate: f64(0.99)}
+	load := LoadSLO{P99Ms: 5, MaxErrorRate: 0.01, MaxShedRate: 0.01, MinRPS: 100, MinCompliance: 0.95, WarnFraction: 0.8}
+	svc := ServiceSLO{P50Ms: 2, P95Ms: 4, P99Ms: 5, MaxErrorRate: 0.01, MaxRefusedRate: 0.01, MinCacheHitRate: 0.95, WarnFraction: 0.8}
+	for _, tc := range []struct {
+		name  string
+		eval  func() *Report
+		field string // named in Failed(); "" for a pass
+	}{
+		{"load control", func() *Report { return load.Evaluate(res) }, ""},
+		{"load p99 NaN", func() *Report { s := load; s.P99Ms = nan; return s.Evaluate(res) }, "P99Ms"},
+		{"load p99 Inf", func() *Report { s := load; s.P99Ms = inf; return s.Evaluate(res) }, "P99Ms"},
+		{"load p99 negative", func() *Report { s := load; s.P99Ms = -1; return s.Evaluate(res) }, "P99Ms"},
+		{"load error rate NaN", func() *Report { s := load; s.MaxErrorRate = nan; return s.Evaluate(res) }, "MaxErrorRate"},
+		{"load error rate in percent", func() *Report { s := load; s.MaxErrorRate = 5; return s.Evaluate(res) }, "MaxErrorRate"},
+		{"load shed rate NaN", func() *Report { s := load; s.MaxShedRate = nan; return s.Evaluate(res) }, "MaxShedRate"},
+		{"load min rps NaN", func() *Report { s := load; s.MinRPS = nan; return s.Evaluate(res) }, "MinRPS"},
+		{"load min rps -Inf", func() *Report { s := load; s.MinRPS = math.Inf(-1); return s.Evaluate(res) }, "MinRPS"},
+		{"load compliance NaN", func() *Report { s := load; s.MinCompliance = nan; return s.Evaluate(res) }, "MinCompliance"},
+		{"load warn fraction NaN", func() *Report { s := load; s.WarnFraction = nan; return s.Evaluate(res) }, "WarnFraction"},
+		{"service control", func() *Report { return svc.Evaluate(met) }, ""},
+		{"service p50 NaN", func() *Report { s := svc; s.P50Ms = nan; return s.Evaluate(met) }, "P50Ms"},
+		{"service p95 Inf", func() *Report { s := svc; s.P95Ms = inf; return s.Evaluate(met) }, "P95Ms"},
+		{"service p99 NaN", func() *Report { s := svc; s.P99Ms = nan; return s.Evaluate(met) }, "P99Ms"},
+		{"service error rate NaN", func() *Report { s := svc; s.MaxErrorRate = nan; return s.Evaluate(met) }, "MaxErrorRate"},
+		{"service refused rate Inf", func() *Report { s := svc; s.MaxRefusedRate = inf; return s.Evaluate(met) }, "MaxRefusedRate"},
+		{"service hit rate NaN", func() *Report { s := svc; s.MinCacheHitRate = nan; return s.Evaluate(met) }, "MinCacheHitRate"},
+		{"service hit rate negative", func() *Report { s := svc; s.MinCacheHitRate = -0.5; return s.Evaluate(met) }, "MinCacheHitRate"},
+		{"service warn fraction above 1", func() *Report { s := svc; s.WarnFraction = 8; return s.Evaluate(met) }, "WarnFraction"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep := tc.eval()
+			failed := strings.Join(rep.Failed(), "; ")
+			if tc.field == "" {
+				if rep.ExitCode() != 0 {
+					t.Fatalf("exit %d (%s), want 0", rep.ExitCode(), failed)
+				}
+				return
+			}
+			if rep.ExitCode() != 1 || !strings.Contains(failed, tc.field) {
+				t.Fatalf("exit %d, failed %q: want exit 1 naming %s", rep.ExitCode(), failed, tc.field)
+			}
+			// The report of a refused objective still encodes (no NaN
+			// limit in it) and prints.
+			if _, err := json.Marshal(rep); err != nil {
+				t.Fatalf("JSON: %v", err)
+			}
+			var buf bytes.Buffer
+			if err := rep.WriteTable(&buf); err != nil || !strings.Contains(buf.String(), tc.field) {
 				t.Fatalf("table: %v %q", err, buf.String())
 			}
 		})
