@@ -56,10 +56,14 @@ type Server struct {
 // for its answer to be written before WRITE_TIMEOUT closes the connection:
 // WRITE_TIMEOUT less a tenth of it, at most 1s, kept for writing. The
 // server bounds every request's decisions by it (a wait for an evaluation
-// slot is then shed with a 503 the client receives). It does not bound an
-// evaluation already running on a slot (EVAL_TIMEOUT does), so Validate
-// does not compare the two: an EVAL_TIMEOUT longer than it is allowed, as
-// the gateway, which shares this configuration, has no WRITE_TIMEOUT.
+// slot is then shed with a 503 the client receives), except a single
+// request whose body arrived after it: that one is decided until
+// WRITE_TIMEOUT less a small reserve for its one answer (the server's
+// decisionContext), not refused for a deadline it never had. It does not
+// bound an evaluation already running on a slot (EVAL_TIMEOUT does), so
+// Validate does not compare the two: an EVAL_TIMEOUT longer than it is
+// allowed, as the gateway, which shares this configuration, has no
+// WRITE_TIMEOUT.
 func (s Server) DecideWithin() time.Duration {
 	return s.WriteTimeout - min(s.WriteTimeout/10, time.Second)
 }

@@ -35,11 +35,64 @@ type decided struct {
 // (review). The bound counts from the request's start, as the write
 // deadline does (set once the headers are read), not from the end of a
 // body that may have been slow to arrive.
+//
+// A single request whose body arrived after that window, which its
+// decisions could not keep (admission refuses a passed deadline even with
+// a free slot, and an L2 read under it misses), is decided until
+// WRITE_TIMEOUT less lateReserve instead: it was shed 503 overloaded on
+// an idle service, a refusal no load caused. Only when even that has
+// passed is it refused (errLate): its answer could not be written. A
+// batch keeps the window's bound: its answer, up to MAX_BATCH_ITEMS
+// items each logged, needs the window's whole reserve.
 func (s *Server) decisionContext(w http.ResponseWriter, r *http.Request) (context.Context, context.CancelFunc) {
-	if s.cfg.Server.WriteTimeout <= 0 {
+	wt := s.cfg.Server.WriteTimeout
+	if wt <= 0 {
 		return context.WithCancel(r.Context())
 	}
-	return context.WithDeadline(r.Context(), startOf(w).Add(s.cfg.Server.DecideWithin()))
+	start := startOf(w)
+	bound := start.Add(s.cfg.Server.DecideWithin())
+	now := time.Now()
+	if now.Before(bound) || isBatch(w) {
+		return context.WithDeadline(r.Context(), bound)
+	}
+	late := start.Add(wt - lateReserve(wt))
+	if !now.Before(late) {
+		return context.WithDeadlineCause(r.Context(), late, errLate)
+	}
+	return context.WithDeadline(r.Context(), late)
+}
+
+// lateReserve is what a single request whose body came after the decision
+// window keeps of WRITE_TIMEOUT for its answer: a quarter of the window's
+// own reserve (WRITE_TIMEOUT less DecideWithin), so 250 ms from a
+// WRITE_TIMEOUT of 10 s up. The window's reserve is sized for a batch's
+// answer; a single one is one small body, written in far less than a
+// millisecond, and the rest is left for a wait shed at the bound to be
+// woken and its handler scheduled on a machine busy with evaluations (as
+// one is when waits are shed), several of Go's 10 ms scheduling slices.
+func lateReserve(writeTimeout time.Duration) time.Duration {
+	return min(writeTimeout/10, time.Second) / 4
+}
+
+// isBatch reports whether w answers a batch (route.batch).
+func isBatch(w http.ResponseWriter) bool {
+	sw, ok := w.(*statusWriter)
+	return ok && sw.batch
+}
+
+// errLate is why a single request was not decided: its body arrived when
+// even the late bound (WRITE_TIMEOUT less lateReserve) had passed. No
+// load refused it, so its answer says so rather than that the service is
+// overloaded (which admission, refusing its passed deadline, says).
+var errLate = errors.New("the request's body arrived too late for a decision to be answered before WRITE_TIMEOUT")
+
+// lateErr is err as the answer states it: a shed decision of a request
+// whose body came too late (errLate) says so.
+func lateErr(ctx context.Context, err error) error {
+	if overloaded(err) && !clientGone(err) && errors.Is(context.Cause(ctx), errLate) {
+		return apierror.Wrap(apierror.Overloaded, errLate, "not decided: %s; send the body sooner or retry", errLate)
+	}
+	return err
 }
 
 // decide asks the engine and records the decision in metrics and the audit
@@ -71,6 +124,7 @@ func (s *Server) record(ctx context.Context, path string, input any, batchID str
 // recordAs is record with the decision's outcome given (the raw-body tier
 // remembers it: its decisions come without their decoded value).
 func (s *Server) recordAs(ctx context.Context, path string, input any, batchID string, d engine.Decision, err error, start time.Time, took time.Duration, outcome string) decided {
+	err = lateErr(ctx, err)
 	out := decided{Decision: d, ID: telemetry.NewDecisionID(), Err: err}
 	src := d.Source.String()
 	if err != nil {

@@ -130,6 +130,10 @@ type route struct {
 	// crawler's HEAD does not act. Stock OPA answers 405 to HEAD on its
 	// data routes too.
 	getActs bool
+	// batch marks a route that answers many decisions in one body: its
+	// decisions keep the whole reserve of the decision window, however
+	// late its body came (decisionContext).
+	batch bool
 }
 
 // slashRedirect reports whether the route's paths with a trailing slash
@@ -228,6 +232,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rt := s.match(r.URL)
 	name = rt.name
+	sw.batch = rt.batch
 	if rt.admin && len(s.adminSums) == 0 {
 		writeError(sw, adminOff(r))
 		return
@@ -314,7 +319,7 @@ func (s *Server) buildRoutes() {
 		"/v1/data/acgs/main/decision": {name: "acgs_decision", methods: map[string]http.HandlerFunc{http.MethodPost: s.handleDecision, http.MethodGet: s.handleOPAData}, getActs: true},
 		"/v1/data/acgs/main/allow":    {name: "acgs_allow", methods: map[string]http.HandlerFunc{http.MethodGet: s.handleACGSAllow, http.MethodPost: s.handleOPAData}, getActs: true},
 		"/v1/data/acgs/main/health":   {name: "acgs_health", methods: map[string]http.HandlerFunc{http.MethodGet: s.handleACGSHealth, http.MethodPost: s.handleOPAData}},
-		"/v1/acgs/batch":              {name: "acgs_batch", methods: map[string]http.HandlerFunc{http.MethodPost: s.handleACGSBatch}},
+		"/v1/acgs/batch":              {name: "acgs_batch", methods: map[string]http.HandlerFunc{http.MethodPost: s.handleACGSBatch}, batch: true},
 		"/v1/metrics":                 {name: "metrics_json", methods: map[string]http.HandlerFunc{http.MethodGet: s.handleMetricsJSON}},
 		"/v1/cache/warm":              {name: "cache_warm", methods: map[string]http.HandlerFunc{http.MethodGet: s.handleWarm, http.MethodPost: s.handleWarm}, getActs: true},
 		"/v1/cache":                   {name: "cache_flush", methods: map[string]http.HandlerFunc{http.MethodDelete: s.admin(s.handleCacheFlush)}, admin: true},
@@ -329,7 +334,7 @@ func (s *Server) buildRoutes() {
 	}
 	s.exact["/v0/data"] = &route{name: "data_v0", methods: map[string]http.HandlerFunc{http.MethodPost: s.handleV0Data}}
 	// The batch API at the data root too, as Enterprise OPA serves it.
-	s.exact["/v1/batch/data"] = &route{name: "batch", methods: map[string]http.HandlerFunc{http.MethodPost: s.handleOPABatch}}
+	s.exact["/v1/batch/data"] = &route{name: "batch", methods: map[string]http.HandlerFunc{http.MethodPost: s.handleOPABatch}, batch: true}
 	s.prefixed = []prefixRoute{
 		{"/v1/data/", s.exact["/v1/data"]},
 		{"/v0/data/", s.exact["/v0/data"]},
@@ -516,6 +521,8 @@ type statusWriter struct {
 	// canceled: a decision of the request was not made because its
 	// client went away while it waited (clientGone).
 	canceled bool
+	// batch: the request's route answers a batch (route.batch).
+	batch bool
 }
 
 // startOf returns when the request w answers started.

@@ -1,0 +1,158 @@
+package service_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/acgs-lite/acgs/internal/config"
+	"github.com/acgs-lite/acgs/internal/service/servicetest"
+)
+
+// lateBodyWriteTimeout is the WRITE_TIMEOUT of the late-body tests: the
+// decision window (config.Server.DecideWithin) ends 4.5 s after a
+// request's start, and a single decision whose body arrives after it may
+// be made until 4.875 s (the window's reserve of 0.5 s, a quarter of it
+// kept). The bodies arrive at lateBodyAfter, 200 ms past the window and
+// 175 ms before that bound: margins for a slow machine under -race.
+const (
+	lateBodyWriteTimeout = 5 * time.Second
+	lateBodyAfter        = 4700 * time.Millisecond
+)
+
+// lateBody sends a request's headers and half its body at once and the
+// rest after lateBodyAfter, on a connection of its own, and returns the
+// answer (its doc nil unless it is a JSON object).
+func lateBody(t *testing.T, addr, target, body string) (httpAnswer, map[string]any) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", target, addr, len(body)); err != nil {
+		t.Fatal(err)
+	}
+	// Part of the body at once, the rest late: the handler is already
+	// reading it.
+	half := len(body) / 2
+	if _, err := io.WriteString(conn, body[:half]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(lateBodyAfter)
+	if _, err := io.WriteString(conn, body[half:]); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("answer cut: %v", err)
+	}
+	a := httpAnswer{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		t.Fatalf("answer is not JSON (%v): %s", err, raw)
+	}
+	a.doc, _ = v.(map[string]any) // v0 answers a value, which may be true
+	return a, a.doc
+}
+
+// lateBodyTargets are the single-decision handlers the late-body tests
+// send to, each input new (an evaluation, not a cache hit).
+func lateBodyTargets() []struct{ name, target, body, field string } {
+	return []struct{ name, target, body, field string }{
+		{"acgs", "/v1/data/acgs/main/decision", newSafe(), "allow"},
+		{"opa input", "/v1/data/acgs/main/decision", `{"input":` + newSafe() + `}`, "result"},
+		{"opa data", "/v1/data/acgs/main/allow", `{"input":` + newSafe() + `}`, "result"},
+		{"v0 data", "/v0/data/acgs/main/allow", newSafe(), ""},
+		{"default decision", "/", newSafe(), ""},
+	}
+}
+
+// TestLateBodyDecidedOnIdleService: a single request whose body arrives
+// after the decision window (WRITE_TIMEOUT less a tenth of it, counted
+// from the request's start) but well before WRITE_TIMEOUT, on a service
+// with every evaluation slot free, is decided: 200 with the policy's
+// decision. Its decisions were bounded at the window's end, already
+// passed when the body was read, so admission refused it with a free slot
+// and it was answered 503 overloaded: a shed no overload caused.
+func TestLateBodyDecidedOnIdleService(t *testing.T) {
+	t.Parallel()
+	in := servicetest.Start(t, func(c *config.Config) {
+		c.Server.WriteTimeout = lateBodyWriteTimeout
+	})
+	addr := strings.TrimPrefix(in.URL, "http://")
+	for _, tc := range lateBodyTargets() {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			a, doc := lateBody(t, addr, tc.target, tc.body)
+			if a.status != http.StatusOK {
+				t.Fatalf("status %d, want 200 with a decision: %s", a.status, a.raw)
+			}
+			var decision any
+			switch tc.field {
+			case "":
+				// v0 and the default decision answer the value itself:
+				// {"allow": true, ...} or true.
+				var v any
+				if err := json.Unmarshal([]byte(a.raw), &v); err != nil {
+					t.Fatal(err)
+				}
+				if m, ok := v.(map[string]any); ok {
+					decision = m["allow"]
+				} else {
+					decision = v
+				}
+			default:
+				decision = doc[tc.field]
+				if m, ok := decision.(map[string]any); ok { // the decision document of the OPA dialect
+					decision = m["allow"]
+				}
+			}
+			if decision != true {
+				t.Errorf("a safe public read is allowed by the policy; answer: %s", a.raw)
+			}
+		})
+	}
+}
+
+// TestLateBodyWaitShedBeforeWriteTimeout: a single request whose body
+// arrives after the decision window and that then waits for an evaluation
+// slot (the only one is held) is still shed before WRITE_TIMEOUT, its 503
+// overloaded with Retry-After received by the client, as one whose body
+// came in time (TestSingleShedBeforeWriteTimeout).
+func TestLateBodyWaitShedBeforeWriteTimeout(t *testing.T) {
+	t.Parallel()
+	in := servicetest.Start(t, func(c *config.Config) {
+		c.Server.WriteTimeout = lateBodyWriteTimeout
+		c.Admission.MaxInFlight = 1
+		c.Admission.QueueTimeout = 2 * time.Second // longer than what is left of WRITE_TIMEOUT
+	})
+	release, err := in.Service.Admit.Admit(context.Background()) // the only slot is busy throughout
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(release) // after the parallel subtests
+	addr := strings.TrimPrefix(in.URL, "http://")
+	for _, tc := range lateBodyTargets() {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			a, doc := lateBody(t, addr, tc.target, tc.body)
+			wantShed(t, a, doc)
+			if tc.name == "acgs" && doc["allow"] != false {
+				t.Errorf("the ACGS answer does not deny: %s", a.raw)
+			}
+		})
+	}
+}
