@@ -86,6 +86,8 @@ func newLoadCmd() *cobra.Command {
 		Use:   "load",
 		Short: "Load-test a service with a workload, closed loop (users) or open loop (constant rate), and gate on SLOs",
 		Long: `load sends a workload's scenarios, mixed by weight, to a running service.
+Weights are relative (a scenario's share is its weight over their sum, so
+70/20/10 and 7/2/1 are the same mix); each must be > 0.
 
 Closed loop (default): --users users, started at --spawn-rate per second, each
 sending a request and waiting for its answer, for --run-time.

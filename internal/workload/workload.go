@@ -56,7 +56,12 @@ type Workload struct {
 // constitution is expected to give, and the fields varied per request so that
 // caches see a bounded key space instead of one hot key.
 type Scenario struct {
-	Name    string              `json:"name"`
+	Name string `json:"name"`
+	// Weight is relative: a scenario's share of the mix is its weight over
+	// the sum of the workload's weights, so the weights need not add up to
+	// 1 or 100 (70/20/10 and 7/2/1 are the same mix). Each must be > 0 (a
+	// negative, zero or non-numeric weight is refused, so all-zero weights
+	// are too) and their sum finite.
 	Weight  float64             `json:"weight"`
 	Expect  *Expect             `json:"expect,omitempty"`
 	Vary    map[string]VarySpec `json:"vary,omitempty"`

@@ -3,6 +3,7 @@ package workload
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -162,5 +163,64 @@ func TestPickFollowsWeights(t *testing.T) {
 		if got < want-0.01 || got > want+0.01 {
 			t.Errorf("scenario %s: share %.3f, want %.2f±0.01", w.Scenarios[i].Name, got, want)
 		}
+	}
+}
+
+// Weights are relative (shared/spec/performance.md: the requests "in their
+// weights"; the spec's 70/20/10 reads as percentages only because it adds up
+// to 100): a mix is the same whatever its weights add up to, and a weight
+// that is not > 0, or a sum that overflows, is refused naming the file.
+func TestWeightsAreRelative(t *testing.T) {
+	doc := func(weights ...string) string {
+		var sc []string
+		for i, w := range weights {
+			sc = append(sc, fmt.Sprintf(`{"name": "s%d", "weight": %s, "request": {}}`, i, w))
+		}
+		return `{"name": "w", "path": "/p", "scenarios": [` + strings.Join(sc, ", ") + `]}`
+	}
+	for _, tc := range []struct {
+		name    string
+		weights []string
+		want    string // error; "" for accepted, drawing 70/20/10
+	}{
+		{"percentages", []string{"70", "20", "10"}, ""},
+		{"fractions of 1", []string{"0.7", "0.2", "0.1"}, ""},
+		{"summing to 10", []string{"7", "2", "1"}, ""},
+		{"summing to 500", []string{"350", "100", "50"}, ""},
+		{"one zero", []string{"70", "0", "10"}, `scenario "s1": weight must be > 0 (got 0)`},
+		{"all zero", []string{"0", "0", "0"}, `scenario "s0": weight must be > 0 (got 0)`},
+		{"negative", []string{"70", "20", "-10"}, `scenario "s2": weight must be > 0 (got -10)`},
+		{"NaN (not JSON)", []string{"70", "NaN", "10"}, "invalid JSON"},
+		{"out of float64's range", []string{"70", "1e400", "10"}, "invalid JSON"},
+		{"sum overflows", []string{"1e308", "1e308", "1"}, "the weights add up to more than"},
+		{"string", []string{"70", `"20"`, "10"}, "invalid JSON"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "mix.json")
+			if err := os.WriteFile(path, []byte(doc(tc.weights...)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			w, err := Load(path)
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), path) {
+					t.Fatalf("error %v, want one naming %s and %q", err, path, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			rng := rand.New(rand.NewPCG(42, 7))
+			counts := make([]int, len(w.Scenarios))
+			const n = 100000
+			for range n {
+				counts[w.Pick(rng)]++
+			}
+			for i, want := range []float64{0.70, 0.20, 0.10} {
+				if got := float64(counts[i]) / n; got < want-0.01 || got > want+0.01 {
+					t.Errorf("scenario %d: share %.3f, want %.2f±0.01", i, got, want)
+				}
+			}
+		})
 	}
 }
