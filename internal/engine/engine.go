@@ -31,10 +31,14 @@ import (
 )
 
 // Cache is what the engine needs of the decision cache (*cache.Tiered).
+// The engine counts L1 lookups itself (CountL1), once per request (a
+// batch: per distinct key) when its decision is known: a hit exactly when
+// the decision's Source is SourceL1, a miss otherwise.
 type Cache interface {
-	Get(ctx context.Context, k cache.Key) (cache.Value, cache.Tier, bool)
-	GetL1(k cache.Key) (cache.Value, bool)
-	GetMany(ctx context.Context, keys []cache.Key, vals []cache.Value, tiers []cache.Tier, found []bool)
+	Lookup(ctx context.Context, k cache.Key) (cache.Value, cache.Tier, bool)
+	LookupMany(ctx context.Context, keys []cache.Key, vals []cache.Value, tiers []cache.Tier, found []bool)
+	Peek(k cache.Key) (cache.Value, bool)
+	CountL1(hits, misses uint64)
 	Set(k cache.Key, v cache.Value)
 	Purge()
 }
@@ -457,16 +461,29 @@ func (e *Engine) Decide(ctx context.Context, path string, input any) (Decision, 
 		return e.evaluate(ctx, s, path, input, false)
 	}
 	ref := Ref{key: key, kind: kind, scope: s.scope}
-	if v, tier, ok := c.Get(ctx, key); ok {
+	if v, tier, ok := c.Lookup(ctx, key); ok {
 		src := SourceL1
 		if tier == cache.TierL2 {
 			src = SourceL2
 		}
+		countL1(c, src, nil)
 		return Decision{Result: v.Result, Defined: v.Defined, Revision: s.revision, Source: src, JSON: v.JSON, ref: ref}, nil
 	}
 	d, err := e.decideMiss(ctx, s, key, path, input, false)
+	countL1(c, d.Source, err)
 	d.ref = ref
 	return d, err
+}
+
+// countL1 counts a request's one L1 lookup by what answered it: a hit when
+// L1 did (its first lookup, or the look a miss takes again before it
+// evaluates, storedL1), as its Source tells the caller; a miss otherwise.
+func countL1(c Cache, src Source, err error) {
+	if err == nil && src == SourceL1 {
+		c.CountL1(1, 0)
+	} else {
+		c.CountL1(0, 1)
+	}
 }
 
 // flight is one evaluation shared by the concurrent misses of a key.
@@ -590,13 +607,15 @@ func (e *Engine) fly(ctx context.Context, f *flight, s *snapshot, key cache.Key,
 // stores before it leaves e.flights), and evaluating again would cost a
 // slot, or be shed when none is free, for a decision the cache has. L1
 // alone: an L2 round trip per flight would double the misses' L2 reads.
+// It counts nothing: the request already looked key up, and its caller
+// counts that one lookup by its outcome (countL1), a hit when this finds it.
 func (e *Engine) storedL1(s *snapshot, key cache.Key) (Decision, bool) {
-	v, ok := e.opts.Cache.GetL1(key)
+	v, ok := e.opts.Cache.Peek(key)
 	if !ok {
 		return Decision{}, false
 	}
 	if v.Defined && v.Result == nil {
-		// GetL1 leaves a cold entry encoded; Decide's callers read the
+		// Peek leaves a cold entry encoded; Decide's callers read the
 		// value (the allow metric, the ACGS answer's checks).
 		if v.JSON == nil || util.UnmarshalJSON(v.JSON, &v.Result) != nil {
 			return Decision{}, false
@@ -982,7 +1001,7 @@ func (e *Engine) DecideBatch(ctx context.Context, path string, inputs []any) ([]
 	vals := make([]cache.Value, len(keys))
 	tiers := make([]cache.Tier, len(keys))
 	found := make([]bool, len(keys))
-	c.GetMany(ctx, keys, vals, tiers, found)
+	c.LookupMany(ctx, keys, vals, tiers, found)
 	todo := direct
 	for j, ok := range found {
 		if !ok {
@@ -1007,6 +1026,15 @@ func (e *Engine) DecideBatch(ctx context.Context, path string, inputs []any) ([]
 		}
 		return e.decideMiss(ctx, s, keys[twin[i]], path, inputs[i], true)
 	})
+	// One L1 lookup per distinct key, counted as Decide counts it: its
+	// twins were answered by the same lookup.
+	var hits uint64
+	for _, i := range first {
+		if errs[i] == nil && out[i].Source == SourceL1 {
+			hits++
+		}
+	}
+	c.CountL1(hits, uint64(len(first))-hits)
 	for i, j := range twin {
 		if j >= 0 && first[j] != i {
 			out[i], errs[i] = out[first[j]], errs[first[j]]

@@ -122,13 +122,18 @@ func BenchmarkEvaluators(b *testing.B) {
 // decision-relevant fields are all new does in the service.
 type missCache struct{ *cache.Tiered }
 
-func (missCache) Get(context.Context, cache.Key) (cache.Value, cache.Tier, bool) {
+func (missCache) Lookup(context.Context, cache.Key) (cache.Value, cache.Tier, bool) {
 	return cache.Value{}, 0, false
 }
 
-func (missCache) GetMany(_ context.Context, _ []cache.Key, _ []cache.Value, _ []cache.Tier, found []bool) {
+func (missCache) LookupMany(_ context.Context, _ []cache.Key, _ []cache.Value, tiers []cache.Tier, found []bool) {
+	clear(tiers)
 	clear(found)
 }
+
+// Peek misses too: the look a miss takes again before it evaluates would
+// otherwise answer an input seen before from L1.
+func (missCache) Peek(cache.Key) (cache.Value, bool) { return cache.Value{}, false }
 
 // BenchmarkDecideMiss measures engine.Decide on the service's evaluator
 // (the VM behind constant plans) when no cache can answer: the varied

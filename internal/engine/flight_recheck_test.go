@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,20 +14,43 @@ import (
 	"github.com/acgs-lite/acgs/policies"
 )
 
-// racingCache is the real cache, with a hook run once after a miss: what
-// another request does between this request's miss and its flight.
+// racingCache is the real cache, with a hook run once after a miss (of
+// Decide's lookup, or of any key of DecideBatch's): what another request
+// does between this request's miss and its flight. It hooks the counting
+// lookups too (Get, GetMany), which the engine used before it counted its
+// lookups itself (CountL1).
 type racingCache struct {
 	*cache.Tiered
 	armed  atomic.Bool
 	during func()
 }
 
-func (r *racingCache) Get(ctx context.Context, k cache.Key) (cache.Value, cache.Tier, bool) {
-	v, tier, ok := r.Tiered.Get(ctx, k)
-	if !ok && r.armed.CompareAndSwap(true, false) {
+func (r *racingCache) after(missed bool) {
+	if missed && r.armed.CompareAndSwap(true, false) {
 		r.during()
 	}
+}
+
+func (r *racingCache) Lookup(ctx context.Context, k cache.Key) (cache.Value, cache.Tier, bool) {
+	v, tier, ok := r.Tiered.Lookup(ctx, k)
+	r.after(!ok)
 	return v, tier, ok
+}
+
+func (r *racingCache) Get(ctx context.Context, k cache.Key) (cache.Value, cache.Tier, bool) {
+	v, tier, ok := r.Tiered.Get(ctx, k)
+	r.after(!ok)
+	return v, tier, ok
+}
+
+func (r *racingCache) LookupMany(ctx context.Context, keys []cache.Key, vals []cache.Value, tiers []cache.Tier, found []bool) {
+	r.Tiered.LookupMany(ctx, keys, vals, tiers, found)
+	r.after(slices.Contains(found, false))
+}
+
+func (r *racingCache) GetMany(ctx context.Context, keys []cache.Key, vals []cache.Value, tiers []cache.Tier, found []bool) {
+	r.Tiered.GetMany(ctx, keys, vals, tiers, found)
+	r.after(slices.Contains(found, false))
 }
 
 // TestMissAnsweredByTheFlightBefore: a request that missed the cache just

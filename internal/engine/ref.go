@@ -31,10 +31,11 @@ func (e *Engine) Lookup(ref Ref) (Decision, bool) {
 	if s == nil || c == nil || ref.scope == "" || ref.scope != s.scope {
 		return Decision{}, false
 	}
-	v, ok := c.GetL1(ref.key)
+	v, ok := c.Peek(ref.key)
 	if !ok || (v.Defined && v.JSON == nil) {
 		return Decision{}, false
 	}
+	c.CountL1(1, 0)
 	e.onKey(ref.kind)
 	return Decision{Result: v.Result, Defined: v.Defined, Revision: s.revision, Source: SourceL1, JSON: v.JSON, ref: ref}, true
 }
