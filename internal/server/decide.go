@@ -166,8 +166,9 @@ func (s *Server) recordAs(ctx context.Context, path string, input any, batchID s
 
 // countFailure counts a decision that failed by its cause (shed, an
 // evaluation timeout or error) and returns its source label for
-// ObserveDecision. The cache warm-up counts its failures here too, without
-// counting its decisions.
+// ObserveDecision. The cache warm-up counts its evaluations' timeouts and
+// errors here too, without counting its decisions; not its sheds, which
+// are no client's (Warm).
 func (s *Server) countFailure(err error) (source string) {
 	switch {
 	case clientGone(err):

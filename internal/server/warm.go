@@ -55,9 +55,16 @@ func loadWarmup(path string) ([]warmRequest, error) {
 }
 
 // Warm evaluates the warm-up set through the engine (the caches, the
-// evaluator and admission), as the requests' pipeline does.
-func (s *Server) Warm(ctx context.Context) (warmed, total int) {
-	results := make([]bool, len(s.warm))
+// evaluator and admission), as the requests' pipeline does. It returns the
+// requests it warmed, those admission shed for overload (not warmed:
+// reported with the warm-up's result) and the set's size.
+func (s *Server) Warm(ctx context.Context) (warmed, shed, total int) {
+	const (
+		failed = iota
+		ok
+		wasShed
+	)
+	results := make([]uint8, len(s.warm))
 	parallel.For(len(s.warm), func(i int) {
 		if ctx.Err() != nil {
 			return
@@ -70,37 +77,57 @@ func (s *Server) Warm(ctx context.Context) (warmed, total int) {
 		if err != nil {
 			return
 		}
-		// Not recorded as a decision (no client asked for it), but a
-		// failure is counted as one would be.
-		if _, err := s.d.Engine.Decide(ctx, decisionPath, req); err != nil {
+		// Not recorded as a decision (no client asked for it). A
+		// request shed for overload, or left when the operator went
+		// away, is not counted as a client's would be: the shed and
+		// canceled decision counters are clients' refusals, which
+		// ACGSShedding pages on as a share of acgs_decisions_total,
+		// where the warm-up has no decisions (admission counts its
+		// refusals anyway, in acgs_admission_refused_total). An
+		// evaluation that timed out or failed is counted as one would
+		// be: it says the same of the policy whoever asked.
+		_, err = s.d.Engine.Decide(ctx, decisionPath, req)
+		switch {
+		case err == nil:
+			results[i] = ok
+		case clientGone(err):
+		case overloaded(err):
+			results[i] = wasShed
+		default:
 			s.countFailure(err)
-		} else {
-			results[i] = true
 		}
 	})
-	for _, ok := range results {
-		if ok {
+	for _, r := range results {
+		switch r {
+		case ok:
 			warmed++
+		case wasShed:
+			shed++
 		}
 	}
-	return warmed, len(s.warm)
+	return warmed, shed, len(s.warm)
 }
 
 // handleWarm serves GET|POST /v1/cache/warm.
 func (s *Server) handleWarm(w http.ResponseWriter, r *http.Request) {
 	if s.d.Cache == nil {
 		// Evaluating the set would take seconds for nothing (review).
-		writeJSON(w, http.StatusOK, map[string]any{"warmed_scenarios": 0, "total_scenarios": len(s.warm), "duration_ms": 0, "reason": "cache disabled"}, false)
+		writeJSON(w, http.StatusOK, map[string]any{"warmed_scenarios": 0, "shed_scenarios": 0, "total_scenarios": len(s.warm), "duration_ms": 0, "reason": "cache disabled"}, false)
 		return
 	}
 	start := time.Now()
-	warmed, total := s.Warm(r.Context())
+	warmed, shed, total := s.Warm(r.Context())
 	if r.Context().Err() != nil {
 		writeError(w, apierror.New(apierror.Unavailable, "warm-up cancelled after %d of %d scenarios", warmed, total))
 		return
 	}
+	if shed > 0 {
+		s.log.Warn("cache warm-up: scenarios not warmed, shed for overload (no evaluation slot free in time); warm again when the service is less busy",
+			"shed_scenarios", shed, "warmed_scenarios", warmed, "total_scenarios", total)
+	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"warmed_scenarios": warmed,
+		"shed_scenarios":   shed,
 		"total_scenarios":  total,
 		"duration_ms":      float64(time.Since(start).Microseconds()) / 1000,
 	}, false)

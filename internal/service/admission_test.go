@@ -395,34 +395,6 @@ func TestClientGoneWhileWaitingIsNotShed(t *testing.T) {
 	}
 }
 
-// TestWarmUpCountsItsFailures: the cache warm-up's decisions are not
-// recorded as decisions (no client asked for them), but those refused or
-// failed are counted as a request's would be.
-func TestWarmUpCountsItsFailures(t *testing.T) {
-	in := servicetest.Start(t, func(c *config.Config) {
-		c.Admission.MaxInFlight = 1
-		c.Admission.QueueTimeout = time.Millisecond // a miss while the slot is held is shed
-	})
-	release, err := in.Service.Admit.Admit(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer release()
-	a := admissionDo(t, "POST", in.URL+"/v1/cache/warm", "")
-	warmed, _ := a.doc["warmed_scenarios"].(float64)
-	total, _ := a.doc["total_scenarios"].(float64)
-	if a.status != http.StatusOK || total == 0 || warmed >= total {
-		t.Fatalf("warm-up with the only slot held: %d %s, want some scenarios not warmed", a.status, a.raw)
-	}
-	shed, err := faults.Metric(in.URL, "acgs_decisions_shed_total")
-	if err != nil || shed == 0 {
-		t.Errorf("acgs_decisions_shed_total = %v (%v), want the warm-up's sheds counted", shed, err)
-	}
-	if n, _ := faults.Metric(in.URL, "acgs_decisions_total"); n != 0 {
-		t.Errorf("acgs_decisions_total = %v: the warm-up's decisions are not clients'", n)
-	}
-}
-
 // TestShedRequestsAreNotInTheWindow: the rolling window of /v1/metrics
 // (request count, latencies, hit rates) holds decisions; a request shed for
 // overload is none, in every dialect. ACGS requests and batch items were
