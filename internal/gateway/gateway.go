@@ -32,6 +32,8 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/acgs-lite/acgs/internal/admission"
+	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/engine"
 	"github.com/acgs-lite/acgs/internal/telemetry"
 	"github.com/acgs-lite/acgs/internal/version"
@@ -49,8 +51,26 @@ const (
 	OutcomeAllow    = "allow"
 	OutcomeDeny     = "deny"
 	OutcomeApproval = "approval_required"
-	outcomeError    = "error" // metrics only: the decision failed (denied)
+	// OutcomeOverloaded: the engine shed the decision (admission control:
+	// no evaluation slot free within the call's decision_timeout or the
+	// queue's bounds). The call is not forwarded, as a denied one, but no
+	// policy refused it and it failed nothing: the agent is told the
+	// gateway is overloaded and that it may retry after retryAfter, as the
+	// service answers 503 overloaded with Retry-After. Shadow mode
+	// forwards it, as it does every call.
+	OutcomeOverloaded = "overloaded"
+	outcomeError      = "error" // metrics only: the decision failed (denied)
+	// outcomeCanceled: the agent cancelled its call (or went away) while
+	// its decision waited for an evaluation slot; the call is not
+	// forwarded, in shadow mode neither (nobody waits for its answer), and
+	// it is counted apart, as the service counts such requests, not as an
+	// error nor as shed.
+	outcomeCanceled = "canceled"
 )
+
+// retryAfter is what an agent whose call was shed is told to wait before
+// it retries, in seconds: the service's Retry-After on a 503 overloaded.
+const retryAfter = 1
 
 // metaKey is the _meta key of the gateway's results: the decision id,
 // outcome and reasons, for clients that read more than the text.
@@ -449,7 +469,7 @@ func (g *Gateway) hidden(ctx context.Context, full, upName, tool, agent string) 
 
 // verdict is a decision as the gateway acts on it.
 type verdict struct {
-	outcome string // allow, deny, approval_required
+	outcome string // allow, deny, approval_required, overloaded, canceled
 	reasons []string
 	failed  bool // the decision itself failed (outcome deny)
 	err     error
@@ -497,12 +517,22 @@ func (g *Gateway) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.
 	}
 	g.m.decisions.WithLabelValues(upLabel, toolLabel, metricOutcome).Inc()
 	if g.d.Metrics != nil {
+		// As the service counts its own decisions (internal/server's
+		// countFailure): a shed decision is outcome overloaded, source
+		// shed, and counted in acgs_decisions_shed_total by its reason, so
+		// that the gateway's job has the service's shed ratio and alert.
 		src := v.dec.Source.String()
 		o := "deny"
-		if v.outcome == OutcomeAllow {
+		switch {
+		case v.outcome == OutcomeAllow:
 			o = "allow"
-		}
-		if v.failed {
+		case v.outcome == OutcomeOverloaded:
+			src, o = "shed", OutcomeOverloaded
+			g.d.Metrics.Shed(shedReason(v.err))
+		case v.outcome == outcomeCanceled:
+			src, o = outcomeCanceled, outcomeCanceled
+			g.d.Metrics.Canceled()
+		case v.failed:
 			src, o = "error", "error"
 		}
 		g.d.Metrics.ObserveDecision(DecisionPath, o, src, took)
@@ -512,6 +542,8 @@ func (g *Gateway) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.
 	switch {
 	case v.outcome == OutcomeAllow:
 		return g.forward(ctx, c)
+	case v.outcome == outcomeCanceled:
+		return refusal(id, outcomeCanceled, "Not forwarded", v.reasons), nil
 	case shadow:
 		g.m.shadow.WithLabelValues(upLabel, toolLabel, metricOutcome).Inc()
 		g.log.Info("gateway: shadow mode forwards a call the constitution did not allow",
@@ -529,14 +561,26 @@ func (g *Gateway) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.
 			return nil, err
 		}
 		return g.hold(ctx, c, agent, session, args, v)
+	case v.outcome == OutcomeOverloaded:
+		res := refusal(id, OutcomeOverloaded, fmt.Sprintf("The gateway is overloaded and did not forward the call; retry it after %d s", retryAfter), v.reasons)
+		res.Meta[metaKey].(map[string]any)["retry_after_seconds"] = retryAfter
+		return res, nil
 	default:
 		return refusal(id, OutcomeDeny, "Denied by the constitution", v.reasons), nil
 	}
 }
 
 // interpret turns the engine's answer into a verdict. Anything but a
-// well-formed tool_call decision denies.
+// well-formed tool_call decision denies; a decision the engine shed for
+// overload (or one whose agent went away while it waited) is not a failed
+// one, but it is not forwarded either (callTool).
 func interpret(d engine.Decision, err error) verdict {
+	switch {
+	case agentGone(err):
+		return verdict{outcome: outcomeCanceled, err: err, reasons: []string{"the call was cancelled before it was decided: " + err.Error()}, dec: d}
+	case overloaded(err):
+		return verdict{outcome: OutcomeOverloaded, err: err, reasons: []string{err.Error()}, dec: d}
+	}
 	if err != nil {
 		msg := "the decision failed: " + err.Error()
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, engine.ErrEvalTimeout) {
@@ -569,6 +613,35 @@ func interpret(d engine.Decision, err error) verdict {
 		return verdict{outcome: OutcomeDeny, reasons: reasons, dec: d}
 	}
 	return verdict{outcome: OutcomeDeny, failed: true, reasons: []string{fmt.Sprintf("the policy gave an inconsistent decision (outcome %q, allow %v)", outcome, allow)}, dec: d}
+}
+
+// overloaded reports a decision the engine did not make because no
+// evaluation slot was free in time (admission control, apierror.Overloaded),
+// as internal/server tells it: a capacity problem, not a decision nor a
+// failed one.
+func overloaded(err error) bool {
+	return err != nil && apierror.CodeOf(err) == apierror.Overloaded
+}
+
+// agentGone reports a decision not made because the agent's request was
+// cancelled while it waited for a slot or a shared evaluation: the engine
+// answers it as overloaded, but nothing was refused (internal/server's
+// clientGone).
+func agentGone(err error) bool {
+	return overloaded(err) && (errors.Is(err, admission.ErrCanceled) || errors.Is(err, context.Canceled))
+}
+
+// shedReason is the reason label of acgs_decisions_shed_total for a shed
+// decision, as the service gives it.
+func shedReason(err error) string {
+	switch {
+	case errors.Is(err, admission.ErrQueueFull):
+		return "queue_full"
+	case errors.Is(err, admission.ErrQueueTimeout):
+		return "queue_timeout"
+	default:
+		return "deadline"
+	}
 }
 
 // unknownUpstream is the JSON-RPC error of a call whose name has no
@@ -623,7 +696,7 @@ type relay struct {
 	upLabel, toolLabel string
 	start              time.Time
 	waited             time.Duration // waiting for approval (not the gateway's overhead)
-	outcome            string        // the decision's
+	outcome            string        // the decision's (allow, deny, approval_required, overloaded)
 	shadow             bool          // forwarded by shadow mode though the outcome was not allow
 	failed             bool          // the decision failed (forwarded by shadow mode)
 	approval           string        // the approval id of an approved call
@@ -634,6 +707,8 @@ func (c *relay) how() string {
 	switch {
 	case c.approval != "":
 		return fmt.Sprintf("The call was approved (decision %s, approval %s)", c.id, c.approval)
+	case c.shadow && c.outcome == OutcomeOverloaded:
+		return fmt.Sprintf("The call was forwarded in shadow mode though its decision was shed for overload (decision %s; outside shadow mode it would have been refused, to be retried)", c.id)
 	case c.shadow && c.failed:
 		return fmt.Sprintf("The call was forwarded in shadow mode though its decision failed (decision %s; outside shadow mode it would have been denied)", c.id)
 	case c.shadow && c.outcome == OutcomeApproval:
@@ -992,6 +1067,11 @@ func (g *Gateway) logDecision(id string, input map[string]any, v verdict, shadow
 	}
 	if shadow {
 		ev.Labels = labelsShadow
+	}
+	if v.outcome == OutcomeOverloaded || v.outcome == outcomeCanceled {
+		// Not a decision of the policy nor a failed one: the label says
+		// what it was (the error field has the engine's words).
+		ev.Labels = map[string]string{"source": ev.Labels["source"], "mode": ev.Labels["mode"], "outcome": v.outcome}
 	}
 	if v.dec.Defined {
 		ev.Result = v.dec.Result

@@ -11,7 +11,7 @@ import (
 // upstreams' tool lists: a tool name an agent makes up is counted as
 // "other", an unknown upstream as "unknown", so agents cannot create series.
 type metrics struct {
-	decisions   *prometheus.CounterVec   // upstream, tool, outcome: allow|deny|approval_required|error
+	decisions   *prometheus.CounterVec   // upstream, tool, outcome: allow|deny|approval_required|error|overloaded|canceled
 	shadow      *prometheus.CounterVec   // upstream, tool, outcome: what shadow mode forwarded anyway
 	approvals   *prometheus.CounterVec   // upstream, tool, verdict
 	pending     *prometheus.GaugeVec     // upstream, tool
@@ -41,11 +41,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "acgs_gateway_tool_calls_total",
-			Help: "MCP tool calls through the gateway by the constitution's outcome (error: the decision failed and the call was denied).",
+			Help: "MCP tool calls through the gateway by the constitution's outcome (error: the decision failed and the call was denied; overloaded: the decision was shed for overload, the call not forwarded and the agent told to retry; canceled: the agent cancelled the call while its decision waited).",
 		}, []string{"upstream", "tool", "outcome"}),
 		shadow: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "acgs_gateway_shadow_forwarded_total",
-			Help: "Tool calls in shadow mode that the constitution did not allow but the gateway forwarded anyway, by outcome (deny, approval_required, error).",
+			Help: "Tool calls in shadow mode that the constitution did not allow but the gateway forwarded anyway, by outcome (deny, approval_required, error, overloaded).",
 		}, []string{"upstream", "tool", "outcome"}),
 		approvals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "acgs_gateway_approvals_total",

@@ -1,0 +1,173 @@
+package gateway_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/acgs-lite/acgs/internal/config"
+)
+
+// overloadEnv is a gateway whose engine has one evaluation slot and sheds
+// at once a decision that finds it taken (ADMISSION_MAX_IN_FLIGHT 1,
+// ADMISSION_QUEUE_TIMEOUT 1ns, as the service's admission tests), with the
+// remote upstream twice: as "remote" and, in shadow mode, as "shadowed".
+// hold takes the only slot until the test ends (or release).
+func overloadEnv(t *testing.T, queueTimeout time.Duration) (e *env, hold func() (release func())) {
+	t.Helper()
+	e = startEnv(t, envOptions{
+		// a decision waits for the slot as long as the queue lets it
+		extraYAML: "decision_timeout: 1m\n",
+		upstreams: "  - name: remote\n    url: REMOTE\n  - name: shadowed\n    url: REMOTE\n    shadow: true\n",
+		mutate: func(c *config.Config) {
+			c.Admission.MaxInFlight = 1
+			c.Admission.QueueTimeout = queueTimeout
+		},
+	})
+	return e, func() func() {
+		release, err := e.svc.Admit.Admit(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := false
+		free := func() {
+			if !done {
+				done = true
+				release()
+			}
+		}
+		t.Cleanup(free)
+		return free
+	}
+}
+
+// TestShedDecisionIsOverloadedNotError: a tool call whose decision the
+// engine sheds for overload is not forwarded, but it is no failed
+// decision: it is counted and logged with outcome "overloaded" (the
+// service's shed counters too), never "error" (which pages through
+// ACGSGatewayDecisionErrors), and the agent's tool error says the gateway
+// is overloaded and the call may be retried, with the decision id. In
+// shadow mode it is forwarded, as every call is, and counted so. It was
+// outcome "error", denied "the decision failed: service overloaded ...".
+func TestShedDecisionIsOverloadedNotError(t *testing.T) {
+	e, hold := overloadEnv(t, time.Nanosecond)
+	gw := e.agent(t, "token-1")
+	// Decided while the slot is free: the rate thresholds are read once
+	// and kept, so later calls ask the engine for their own decision only.
+	if res := call(t, gw, "remote__echo", map[string]any{"text": "before"}); res.IsError {
+		t.Fatalf("a call with the slot free: %q", text(res))
+	}
+	forwarded := e.remote.Calls("echo")
+	release := hold()
+
+	res := call(t, gw, "remote__echo", map[string]any{"text": "shed, not decided"})
+	id, outcome, reasons := decisionMeta(t, res)
+	msg := text(res)
+	if !res.IsError || outcome != "overloaded" || id == "" {
+		t.Fatalf("shed call: isError %v, outcome %q, id %q: %q", res.IsError, outcome, id, msg)
+	}
+	if !strings.Contains(msg, "overloaded") || !strings.Contains(msg, "retry") || !strings.Contains(msg, id) || strings.Contains(msg, "decision failed") {
+		t.Errorf("the tool error must say the gateway is overloaded, that the call may be retried, and its decision id: %q", msg)
+	}
+	if len(reasons) != 1 || !strings.Contains(reasons[0], "overloaded") {
+		t.Errorf("reasons %q, want the engine's overload", reasons)
+	}
+	if m := res.Meta["io.acgs/decision"].(map[string]any); m["retry_after_seconds"] != float64(1) {
+		t.Errorf("_meta %v: want retry_after_seconds 1", m)
+	}
+	if n := e.remote.Calls("echo"); n != forwarded {
+		t.Fatalf("the shed call reached the upstream (%d echo calls, %d before)", n, forwarded)
+	}
+
+	// shadow mode forwards it, counted as shed, not as an error
+	sres := call(t, gw, "shadowed__echo", map[string]any{"text": "shed in shadow mode"})
+	if sres.IsError {
+		t.Fatalf("shadow mode must forward a shed call as it forwards every call: %q", text(sres))
+	}
+	if n := e.remote.Calls("echo"); n != forwarded+1 {
+		t.Fatalf("upstream echo calls %d, want %d (the shadowed call forwarded)", n, forwarded+1)
+	}
+	release()
+
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"acgs_gateway_tool_calls_total", map[string]string{"upstream": "remote", "tool": "echo", "outcome": "overloaded"}, 1},
+		{"acgs_gateway_tool_calls_total", map[string]string{"upstream": "shadowed", "tool": "echo", "outcome": "overloaded"}, 1},
+		{"acgs_gateway_tool_calls_total", map[string]string{"outcome": "error"}, 0},
+		{"acgs_gateway_shadow_forwarded_total", map[string]string{"upstream": "shadowed", "outcome": "overloaded"}, 1},
+		{"acgs_gateway_shadow_forwarded_total", map[string]string{"outcome": "error"}, 0},
+		{"acgs_decisions_total", map[string]string{"path": "acgs/main/decision", "outcome": "overloaded"}, 2},
+		{"acgs_decisions_total", map[string]string{"outcome": "error"}, 0},
+		{"acgs_decisions_shed_total", nil, 2},
+	} {
+		if got := e.metric(t, c.name, c.labels); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+
+	e.stop()
+	var logged int
+	for _, r := range e.records(t) {
+		if r["decision_id"] != id {
+			continue
+		}
+		logged++
+		labels, _ := r["labels"].(map[string]any)
+		if labels["outcome"] != "overloaded" || labels["mode"] != "enforce" || !strings.Contains(fmt.Sprint(r["error"]), "overloaded") {
+			t.Errorf("decision log of the shed call: labels %v, error %v", labels, r["error"])
+		}
+	}
+	if logged != 1 {
+		t.Errorf("the shed call is logged %d times, want once", logged)
+	}
+}
+
+// TestCallCancelledWhileItsDecisionWaitsIsNotAnError: an agent that
+// cancels its call while the decision waits for the only slot is neither
+// refused for overload nor a failed decision (the service counts such
+// requests apart too): outcome "canceled", acgs_decisions_canceled_total.
+func TestCallCancelledWhileItsDecisionWaitsIsNotAnError(t *testing.T) {
+	e, hold := overloadEnv(t, 10*time.Second) // the longest wait allowed
+	gw := e.agent(t, "token-1")
+	if res := call(t, gw, "remote__echo", map[string]any{"text": "before"}); res.IsError {
+		t.Fatalf("a call with the slot free: %q", text(res))
+	}
+	hold()
+	ctx, cancel := context.WithCancel(testCtx(t))
+	done := make(chan error, 1)
+	go func() {
+		_, err := gw.CallTool(ctx, &mcp.CallToolParams{Name: "remote__echo", Arguments: map[string]any{"text": "given up"}})
+		done <- err
+	}()
+	waitFor(t, time.Minute, "the call's decision waiting for the slot", func() bool { return e.svc.Admit.Stats().Waiting == 1 })
+	cancel()
+	<-done
+	waitFor(t, time.Minute, "the cancelled call counted", func() bool {
+		return e.metric(t, "acgs_gateway_tool_calls_total", map[string]string{"outcome": "canceled"}) == 1
+	})
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"acgs_gateway_tool_calls_total", map[string]string{"outcome": "error"}, 0},
+		{"acgs_gateway_tool_calls_total", map[string]string{"outcome": "overloaded"}, 0},
+		{"acgs_decisions_total", map[string]string{"outcome": "canceled"}, 1},
+		{"acgs_decisions_canceled_total", nil, 1},
+		{"acgs_decisions_shed_total", nil, 0},
+	} {
+		if got := e.metric(t, c.name, c.labels); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	if n := e.remote.Calls("echo"); n != 1 {
+		t.Errorf("upstream echo calls %d, want 1: the cancelled call must not be forwarded", n)
+	}
+}
