@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -381,6 +382,11 @@ func BenchmarkSharedMemoPaired(b *testing.B) {
 		b.Fatal(err)
 	}
 	vm.Disarm(plain)
+	type request struct {
+		name  string
+		input ast.Value
+	}
+	var requests []request
 	for _, r := range benchRequests {
 		raw, err := os.ReadFile(filepath.Join("..", "..", "testdata", "requests", r.file))
 		if err != nil {
@@ -390,7 +396,21 @@ func BenchmarkSharedMemoPaired(b *testing.B) {
 		if err := json.Unmarshal(raw, &in); err != nil {
 			b.Fatal(err)
 		}
-		input := ast.MustInterfaceToValue(in)
+		requests = append(requests, request{r.name, ast.MustInterfaceToValue(in)})
+	}
+	// The gateway's decision type, which has no example request of its
+	// own: an allowed call with a path, a URL and text among its arguments.
+	requests = append(requests, request{"tool_call", ast.MustParseTerm(`{
+		"type": "tool_call", "constitutional_hash": "cdd01ef066bc6cf2",
+		"tool_call": {
+			"name": "files__read_file", "tool": "read_file", "upstream": "files",
+			"arguments": {"path": "/workspace/notes.txt", "url": "https://api.github.com/repos", "text": "summarise this"},
+			"agent": {"id": "agent-1", "session": "session-1"},
+			"context": {"calls_last_minute": 3}
+		}
+	}`).Value})
+	for _, r := range requests {
+		input := r.input
 		b.Run(r.name, func(b *testing.B) {
 			var on, off time.Duration
 			eval := func(q *vm.Query) time.Duration {
@@ -516,4 +536,18 @@ func TestMemoConstitutionShares(t *testing.T) {
 		t.Fatalf("shared %v, armed %v", names, armed)
 	}
 	t.Logf("%d shared functions: %v", len(names), names)
+	// The data-only configuration problems of the packages whose
+	// configuration_problems every decision reads are split out to be
+	// shared: a rule among them that reads the input, or a built-in that
+	// is not pure, would silently make every decision compute them again.
+	for _, want := range []string{
+		"g0.data.acgs.evolution.data_configuration_problems",
+		"g0.data.acgs.data.data_configuration_problems",
+		"g0.data.acgs.tool_call.data_configuration_problems",
+		"g0.data.acgs.tool_call.data_upstream_configuration_problems",
+	} {
+		if !slices.Contains(names, want) {
+			t.Errorf("%s is not shared", want)
+		}
+	}
 }

@@ -1844,6 +1844,98 @@ test_tool_call_configuration_problems_named_together if {
 	tool_call.hidden with input as tool_base with data.acgs.config as edited([{"op": "remove", "path": "/tool_call"}])
 }
 
+# The problems of the configuration only are their own rules, so that the
+# compiled evaluator shares their values across decisions (internal/vm,
+# TestMemoConstitutionShares checks it does): data_configuration_problems
+# and, of those the upstream rules read,
+# data_upstream_configuration_problems. [edit, the data-only problems it
+# makes, the problems of a call of agent-1 (tool_base)]: the data-only
+# problems are the same for calls of every agent and for no call, they
+# are among every call's configuration_problems, and what else a call's
+# configuration_problems names is one of the problems that read its agent
+# or the patterns (which data_configuration_problems leaves out: regex.match
+# would keep it from being shared).
+test_tool_call_data_configuration_problems_read_no_input if {
+	every c in [
+		[[], set(), set()],
+		[
+			[{"op": "replace", "path": "/tool_call/path_argument_names", "value": "path"}],
+			{"path_argument_names: an array of strings"}, {"path_argument_names: an array of strings"},
+		],
+		[
+			[{"op": "replace", "path": "/tool_call/require_session", "value": "true"}],
+			{"require_session: a boolean"}, {"require_session: a boolean"},
+		],
+		[
+			[{"op": "replace", "path": "/tool_call/rate_limit/per_agent", "value": null}],
+			{"rate_limit.per_agent: an object"}, {"rate_limit.per_agent: an object"},
+		],
+		[
+			[{"op": "replace", "path": "/tool_call/upstream_file_roots", "value": []}],
+			{"upstream_file_roots: an object"}, {"upstream_file_roots: an object"},
+		],
+		[
+			[{"op": "replace", "path": "/tool_call/scores/deny", "value": "0"}],
+			{"scores: an object of numbers (allow, approval_required, deny)"}, {"scores: an object of numbers (allow, approval_required, deny)"},
+		],
+		[
+			[{"op": "replace", "path": "/tool_call/blocked_upstreams", "value": null}],
+			{"blocked_upstreams: an array of strings"}, {"blocked_upstreams: an array of strings"},
+		],
+		[
+			[{"op": "replace", "path": "/tool_call/agent_upstreams", "value": []}],
+			{"agent_upstreams: an object"}, {"agent_upstreams: an object"},
+		],
+		[[{"op": "remove", "path": "/tool_call"}], {"tool_call: an object"}, {"tool_call: an object"}],
+		[
+			[{"op": "add", "path": "/tool_call/shell_patterns/x", "value": "("}],
+			set(), {"shell_patterns: an object of regular expressions"},
+		],
+		[
+			[{"op": "replace", "path": "/tool_call/rate_limit/per_agent", "value": {"agent-1": "5"}}],
+			set(), {"rate_limit.per_agent (this agent's entry): a number"},
+		],
+		[
+			[{"op": "remove", "path": "/tool_call/rate_limit/default_per_minute"}],
+			set(), {"rate_limit.default_per_minute: a number"},
+		],
+		[
+			[{"op": "replace", "path": "/tool_call/agent_upstreams", "value": {"agent-1": "notes"}}],
+			set(), {"agent_upstreams (this agent's entry): an array of strings"},
+		],
+		[
+			[
+				{"op": "replace", "path": "/tool_call/agent_upstreams", "value": {"agent-1": "notes"}},
+				{"op": "replace", "path": "/tool_call/blocked_upstreams", "value": "notes"},
+				{"op": "replace", "path": "/tool_call/require_agent_identity", "value": 1},
+			],
+			{"blocked_upstreams: an array of strings", "require_agent_identity: a boolean"},
+			{"agent_upstreams (this agent's entry): an array of strings", "blocked_upstreams: an array of strings", "require_agent_identity: a boolean"},
+		],
+	] {
+		[ops, data_only, of_base] := c
+		cfg := edited(ops)
+		tool_call.configuration_problems == of_base with input as tool_base with data.acgs.config as cfg
+		every x in [tool_base, tool_call_test.call({"agent": {"id": "agent-2", "session": "s"}}), tool_call_test.call({"agent": {}}), {}] {
+			tool_call.data_configuration_problems == data_only with input as x with data.acgs.config as cfg
+			data_upstream := tool_call.data_upstream_configuration_problems with input as x with data.acgs.config as cfg
+			data_upstream == data_only & upstream_problem_names
+			upstream := tool_call.upstream_configuration_problems with input as x with data.acgs.config as cfg
+			data_upstream == upstream - {"agent_upstreams (this agent's entry): an array of strings"}
+			all := tool_call.configuration_problems with input as x with data.acgs.config as cfg
+			(upstream | data_only) - all == set()
+			every p in all - (upstream | data_only) {
+				p in {
+					"rate_limit.per_agent (this agent's entry): a number", "rate_limit.default_per_minute: a number",
+					"shell_patterns: an object of regular expressions", "secret_patterns: an object of regular expressions",
+				}
+			}
+		}
+	}
+}
+
+upstream_problem_names := {"tool_call: an object", "blocked_upstreams: an array of strings", "agent_upstreams: an object"}
+
 # An entry of the prohibited or approval list that is not a string (a glob
 # written as an object) matched no tool: shell__exec was allowed (review).
 # The list then reads as one nobody can read, like a list that is not an

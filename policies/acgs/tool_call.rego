@@ -609,19 +609,31 @@ other_reasons contains sprintf("Agent '%s' made at least %v tool calls in the la
 # strings matches every tool, file roots that are not an array are no
 # roots, and allowed_hosts, shell_tools_allowed and secret_tools_allowed of
 # another type allow or exempt nothing.)
+#
+# The problems of the configuration only (all but the three that read the
+# call's agent: its own rate limit, the default limit for an agent without
+# one, its agent_upstreams entry; and the patterns, below) are rules of
+# their own, data_configuration_problems and, of those the upstream rules
+# read, data_upstream_configuration_problems: they depend on data only, so
+# the compiled evaluator computes them once per bundle instead of at every
+# decision (internal/vm, findShared).
 configuration_problems contains p if some p in upstream_configuration_problems
 
-configuration_problems contains concat("", [name, ": an array of strings"]) if {
+configuration_problems contains p if some p in data_configuration_problems
+
+data_configuration_problems contains p if some p in data_upstream_configuration_problems
+
+data_configuration_problems contains concat("", [name, ": an array of strings"]) if {
 	some name in ["path_argument_names", "shell_argument_names", "url_argument_names", "host_argument_names", "secret_argument_names"]
 	not text.strings(object.get(cfg, name, null))
 }
 
-configuration_problems contains concat("", [name, ": a boolean"]) if {
+data_configuration_problems contains concat("", [name, ": a boolean"]) if {
 	some name in ["require_agent_identity", "require_session"]
 	not is_boolean(object.get(cfg, name, null))
 }
 
-configuration_problems contains "rate_limit.per_agent: an object" if {
+data_configuration_problems contains "rate_limit.per_agent: an object" if {
 	not is_object(object.get(cfg, ["rate_limit", "per_agent"], null))
 }
 
@@ -635,18 +647,22 @@ configuration_problems contains "rate_limit.default_per_minute: a number" if {
 	not is_number(object.get(cfg, ["rate_limit", "default_per_minute"], null))
 }
 
-configuration_problems contains "upstream_file_roots: an object" if {
+data_configuration_problems contains "upstream_file_roots: an object" if {
 	not is_object(object.get(cfg, "upstream_file_roots", null))
 }
 
 # (Each pattern is tried on "": regex.match fails on a pattern that is no
-# regular expression, or not a string, and keeps what it compiled.)
+# regular expression, or not a string, and keeps what it compiled.) Of the
+# configuration only too, but not among data_configuration_problems:
+# regex.match is not one of the built-ins the compiled evaluator shares a
+# value of (internal/vm, pureBuiltins), and in that rule it would keep the
+# whole rule from being shared.
 configuration_problems contains concat("", [name, ": an object of regular expressions"]) if {
 	some name in ["shell_patterns", "secret_patterns"]
 	not regular_expressions(object.get(cfg, name, null))
 }
 
-configuration_problems contains "scores: an object of numbers (allow, approval_required, deny)" if {
+data_configuration_problems contains "scores: an object of numbers (allow, approval_required, deny)" if {
 	some o in ["allow", "approval_required", "deny"]
 	not is_number(object.get(cfg, ["scores", o], null))
 }
@@ -663,18 +679,21 @@ regular_expressions(v) if {
 # (and its upstream's resources and prompts) out.
 # (No tool_call section at all: every value is missing. Read as cfg is,
 # the section's values are undefined then, not null.)
-upstream_configuration_problems contains "tool_call: an object" if not is_object(object.get(config, "tool_call", null))
-
-upstream_configuration_problems contains "blocked_upstreams: an array of strings" if {
-	not text.strings(object.get(cfg, "blocked_upstreams", null))
-}
-
-upstream_configuration_problems contains "agent_upstreams: an object" if {
-	not is_object(object.get(cfg, "agent_upstreams", null))
-}
+upstream_configuration_problems contains p if some p in data_upstream_configuration_problems
 
 upstream_configuration_problems contains "agent_upstreams (this agent's entry): an array of strings" if {
 	not text.strings(cfg.agent_upstreams[agent_id])
+}
+
+# (Of the configuration only, as data_configuration_problems.)
+data_upstream_configuration_problems contains "tool_call: an object" if not is_object(object.get(config, "tool_call", null))
+
+data_upstream_configuration_problems contains "blocked_upstreams: an array of strings" if {
+	not text.strings(object.get(cfg, "blocked_upstreams", null))
+}
+
+data_upstream_configuration_problems contains "agent_upstreams: an object" if {
+	not is_object(object.get(cfg, "agent_upstreams", null))
 }
 
 default upstream_configuration_error := false
