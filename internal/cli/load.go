@@ -32,7 +32,9 @@ func perfP99DefaultMs() (float64, error) {
 	if !ok || env == "" {
 		return 5, nil
 	}
-	v, err := strconv.ParseFloat(env, 64)
+	// Trimmed as the service's configuration trims it (" 5", or "5\r"
+	// from an env file with Windows line endings, is 5 there).
+	v, err := strconv.ParseFloat(strings.TrimSpace(env), 64)
 	if err != nil || !(v > 0) || math.IsInf(v, 0) {
 		return 0, fmt.Errorf("PERFORMANCE_TARGET_P99_MS=%q: want a finite latency in ms > 0", env)
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/acgs-lite/acgs/internal/service/servicetest"
 )
 
 // TestLoadFixedRequest runs `acgs load --request` against a loopback stand-in
@@ -97,12 +99,13 @@ func TestLoadFixedRequest(t *testing.T) {
 // 5 ms, so a typo gated on another objective than the one set (and "NaN" or
 // "-1" on the default without a word).
 func TestLoadRejectsBadP99Env(t *testing.T) {
-	url, req := loadAllowStandIn(t)
+	url, req := loadAgainstService(t)
 	for _, tc := range []struct {
 		name, env string
 		want      string // in the error; "" for a pass
 	}{
 		{"control: a loose target", "1e9", ""},
+		{"spaces and a CR trimmed, as the service's configuration does", " 1e9\r", ""},
 		{"not a number", "five", `PERFORMANCE_TARGET_P99_MS="five"`},
 		{"unit in the value", "5ms", `PERFORMANCE_TARGET_P99_MS="5ms"`},
 		{"negative", "-1", `PERFORMANCE_TARGET_P99_MS="-1"`},
@@ -112,7 +115,7 @@ func TestLoadRejectsBadP99Env(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("PERFORMANCE_TARGET_P99_MS", tc.env)
-			out, code, err := perfRun(t, "load", "--host", url, "--request", req, "--path", "/v1/x",
+			out, code, err := perfRun(t, "load", "--host", url, "--request", req, "--path", "/v1/data/acgs/main/decision",
 				"--users", "1", "--run-time", "50ms", "-q")
 			if tc.want == "" {
 				if code != 0 || err != nil {
@@ -130,25 +133,14 @@ func TestLoadRejectsBadP99Env(t *testing.T) {
 	}
 }
 
-// loadAllowStandIn serves a loopback stand-in that answers every request
-// allow, and writes a request file for acgs load --request: the URL and the
-// file's path.
-func loadAllowStandIn(t *testing.T) (string, string) {
+// loadAgainstService starts the real service (in process) on loopback and writes a request
+// file for acgs load --request that the constitution allows
+// (testdata/requests/safe.json): the URL and the file's path.
+func loadAgainstService(t *testing.T) (string, string) {
 	t.Helper()
-	req := filepath.Join(t.TempDir(), "req.json")
-	if err := os.WriteFile(req, []byte(`{"action": "data.read_public"}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &httptest.Server{Listener: l, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = io.WriteString(w, `{"allow":true}`)
-	})}}
-	srv.Start()
-	t.Cleanup(srv.Close)
-	return srv.URL, req
+	req := filepath.Join("..", "..", "testdata", "requests", "safe.json")
+	in := servicetest.Start(t)
+	return in.URL, req
 }
 
 // acgs load's objectives go through loadgen.LoadSLO.Validate before the
@@ -156,7 +148,7 @@ func loadAllowStandIn(t *testing.T) (string, string) {
 // failures, a NaN or negative --p99-ms or --min-rps turned the objective
 // off, and a --warn-fraction outside (0, 1] silently became 0.8.
 func TestLoadRejectsBadObjectives(t *testing.T) {
-	url, req := loadAllowStandIn(t)
+	url, req := loadAgainstService(t)
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -176,7 +168,7 @@ func TestLoadRejectsBadObjectives(t *testing.T) {
 		{"warn fraction 0", []string{"--p99-ms", "1e9", "--warn-fraction", "0"}, "--warn-fraction 0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			args := append([]string{"load", "--host", url, "--request", req, "--path", "/v1/x",
+			args := append([]string{"load", "--host", url, "--request", req, "--path", "/v1/data/acgs/main/decision",
 				"--users", "1", "--run-time", "50ms", "-q"}, tc.args...)
 			out, code, err := perfRun(t, args...)
 			if tc.want == "" {

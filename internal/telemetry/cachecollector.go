@@ -45,8 +45,8 @@ func newCacheCollector() *cacheCollector {
 		return prometheus.NewDesc(name, help, labels, nil)
 	}
 	return &cacheCollector{
-		hits:          d("acgs_cache_hits_total", "Decision cache lookups answered, by tier (l1, l2).", "tier"),
-		misses:        d("acgs_cache_misses_total", "Decision cache lookups not answered, by tier (l1, l2). An L1 miss is looked up in L2 when L2 is connected and its circuit breaker lets it; the others are counted in acgs_cache_l2_skipped_total.", "tier"),
+		hits:          d("acgs_cache_hits_total", "Decision cache lookups answered, by tier (l1, l2). A request counts one L1 lookup, when its decision is known: an L1 hit when L1 answered it, also by the second look a miss takes before it evaluates (so an L1 hit may follow an L2 read).", "tier"),
+		misses:        d("acgs_cache_misses_total", "Decision cache lookups not answered, by tier (l1, l2). An L1 miss is looked up in L2 when L2 is connected and its circuit breaker lets it; the others are counted in acgs_cache_l2_skipped_total. L2 lookups can exceed L1 misses by the requests a second look in L1 then answered (counted L1 hits).", "tier"),
 		l1Entries:     d("acgs_cache_l1_entries", "Decisions held in the in-process L1 cache."),
 		l1Capacity:    d("acgs_cache_l1_capacity_entries", "Maximum number of decisions the L1 cache holds."),
 		l1Evictions:   d("acgs_cache_l1_evictions_total", "Decisions evicted from L1 for size or expiry."),
