@@ -122,8 +122,72 @@ func (u *upstream) transport() mcp.Transport {
 		cmd.WaitDelay = 2 * time.Second
 		return &childTransport{cmd: cmd, terminate: 2 * time.Second, stall: u.cfg.CallTimeout, log: u.log}
 	}
-	hc := &http.Client{Transport: headerTransport{base: upstreamHTTP, headers: u.cfg.Headers, origin: origin(u.cfg.URL)}}
-	return &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: hc, MaxRetries: 1, DisableStandaloneSSE: true}
+	hc := &http.Client{Transport: streamGuard{
+		base: headerTransport{base: upstreamHTTP, headers: u.cfg.Headers, origin: origin(u.cfg.URL)},
+		wait: u.listTimeout() / 2, log: u.log,
+	}}
+	// The standalone SSE stream (a GET the client opens once the session is
+	// initialized and keeps open, reconnecting it once when it breaks) is
+	// where an upstream answering in JSON-response mode sends a call's
+	// progress: without it, its calls pass none on. What arrives there goes
+	// to the client's handlers like what arrives on a POST's stream. An
+	// upstream may refuse it (405): the session goes on without it.
+	return &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: hc, MaxRetries: 1}
+}
+
+// streamGuard bounds the wait for the header of the upstream's answer to
+// a GET (the standalone SSE stream, or the resumption of a POST's stream)
+// to wait: the SDK's client opens the standalone stream within Connect,
+// but under the connection's own context, without the connect timeout, so
+// an upstream that accepted the GET and never answered it would hold the
+// connection attempt (and Close, which waits for it) forever. A GET
+// without a header in time is answered 405 (the protocol's "no stream
+// here") in its place: the session goes on without that stream, as with
+// an upstream that offers none. Other requests pass as they are (a POST's
+// header may come only with a call's answer).
+type streamGuard struct {
+	base http.RoundTripper
+	wait time.Duration
+	log  *slog.Logger
+}
+
+var errNoStreamHeader = errors.New("no answer to the GET in time")
+
+func (t streamGuard) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method != http.MethodGet || t.wait <= 0 {
+		return t.base.RoundTrip(r)
+	}
+	ctx, cancel := context.WithCancelCause(r.Context())
+	timer := time.AfterFunc(t.wait, func() { cancel(errNoStreamHeader) })
+	resp, err := t.base.RoundTrip(r.WithContext(ctx))
+	if !timer.Stop() && r.Context().Err() == nil { // the wait is over
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		cancel(nil)
+		t.log.Warn("gateway: upstream did not answer its standalone SSE stream's GET in time; going on without it", "wait", t.wait)
+		return &http.Response{Status: "405 Method Not Allowed", StatusCode: http.StatusMethodNotAllowed,
+			Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{}, Body: http.NoBody, Request: r}, nil
+	}
+	if err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func() { cancel(nil) }}
+	return resp, nil
+}
+
+// cancelOnClose releases the context of the request whose body it is when
+// the body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel func()
+}
+
+func (b *cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }
 
 // inheritedEnv names the variables of the gateway's environment that a
