@@ -534,6 +534,16 @@ func (g *Gateway) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.
 			g.d.Metrics.Canceled()
 		case v.failed:
 			src, o = "error", "error"
+			// acgs_evaluation_failures_total, which the decision-error
+			// alert points to, as countFailure counts the service's: an
+			// EVAL_TIMEOUT or an evaluation error (not an argument
+			// refusal nor an answer the gateway cannot read).
+			switch {
+			case errors.Is(v.err, engine.ErrEvalTimeout):
+				g.d.Metrics.EvalTimeout()
+			case apierror.CodeOf(v.err) == apierror.EvaluationError:
+				g.d.Metrics.EvalError()
+			}
 		}
 		g.d.Metrics.ObserveDecision(DecisionPath, o, src, took)
 	}

@@ -418,6 +418,11 @@ func TestFailedDecisionDenies(t *testing.T) {
 	if got := e.metric(t, "acgs_gateway_tool_calls_total", map[string]string{"outcome": "error"}); got != 1 {
 		t.Errorf("error outcomes = %v", got)
 	}
+	// the evaluation failure is counted where ACGSGatewayDecisionErrors
+	// sends the operator (it was not)
+	if got := e.metric(t, "acgs_evaluation_failures_total", map[string]string{"reason": "error"}); got != 1 {
+		t.Errorf("acgs_evaluation_failures_total{reason=\"error\"} = %v, want 1", got)
+	}
 	e.stop()
 	var logged bool
 	for _, r := range e.records(t) {
