@@ -127,6 +127,7 @@ func runGateway(ctx context.Context, cmd *cobra.Command, gcfg gateway.Config, cf
 		Registerer:         svc.Metrics.Registry(),
 		Logger:             svc.Log,
 		AdminTokens:        tokens,
+		EvalTimeout:        cfg.Policy.EvalTimeout,
 	})
 	if err != nil {
 		return err

@@ -49,7 +49,13 @@ type Config struct {
 	Sessions Sessions `yaml:"sessions"`
 
 	// DecisionTimeout bounds one decision, including waiting for an
-	// evaluation slot (default 1s); beyond it the call is denied.
+	// evaluation slot (default 1s). It must be greater than the engine's
+	// EVAL_TIMEOUT (checked by New, Deps.EvalTimeout; here only against
+	// the least EVAL_TIMEOUT accepted, 1ms), so that a slow evaluation
+	// times out as a failed decision (denied) before its decision_timeout
+	// passes; a decision_timeout that passes first means the decision
+	// waited for an evaluation slot too long, and the call is refused as
+	// overloaded (to be retried).
 	DecisionTimeout time.Duration `yaml:"decision_timeout"`
 	// CallTimeout bounds one upstream call unless the upstream sets its
 	// own (default 60s).
@@ -234,6 +240,10 @@ func ParseConfig(b []byte) (Config, error) {
 	return c, c.Validate()
 }
 
+// minEvalTimeout is the least EVAL_TIMEOUT internal/config accepts: a
+// decision_timeout not above it is not above any engine's.
+const minEvalTimeout = time.Millisecond
+
 func (c *Config) defaults() {
 	if c.Path == "" {
 		c.Path = "/mcp"
@@ -388,6 +398,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Approvals.Timeout < 0 || c.DecisionTimeout < 0 || c.CallTimeout < 0 || c.ConnectTimeout < 0 {
 		bad("approvals.timeout, decision_timeout, call_timeout, connect_timeout: must not be negative")
+	}
+	if c.DecisionTimeout > 0 && c.DecisionTimeout <= minEvalTimeout {
+		bad("decision_timeout: %s is not greater than EVAL_TIMEOUT can be (at least %s): the decision's evaluation would outlive it and be refused as overload instead of timing out; set it above the engine's EVAL_TIMEOUT", c.DecisionTimeout, minEvalTimeout)
 	}
 	if c.Approvals.MaxPending < 0 {
 		bad("approvals.max_pending: must not be negative")

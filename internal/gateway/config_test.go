@@ -179,3 +179,60 @@ func TestConfigSessions(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigDecisionTimeoutAboveEvalTimeout: a decision_timeout no engine's
+// EVAL_TIMEOUT (at least 1ms) can be below is refused at load, and New
+// refuses one not greater than its engine's EVAL_TIMEOUT, naming both: the
+// decision of a slow policy would be cut short by decision_timeout while
+// it evaluates, which the engine answers as overloaded, so the call was
+// refused "retry after 1 s" and counted as shed on an idle gateway, when
+// the evaluation should have timed out as a failed decision. Both were
+// accepted (any decision_timeout ≥ 0).
+func TestConfigDecisionTimeoutAboveEvalTimeout(t *testing.T) {
+	const ups = "upstreams: [{name: a, command: [x]}]\n"
+	for _, c := range []struct {
+		dt      string
+		wantErr string
+	}{
+		{"1ns", "decision_timeout: 1ns is not greater than EVAL_TIMEOUT can be (at least 1ms)"},
+		{"1ms", "decision_timeout: 1ms is not greater than EVAL_TIMEOUT can be (at least 1ms)"},
+		{"2ms", ""},
+		{"1s", ""},
+	} {
+		cfg, err := gateway.ParseConfig([]byte(ups + "decision_timeout: " + c.dt + "\n"))
+		switch {
+		case c.wantErr == "" && err != nil:
+			t.Errorf("decision_timeout %s: %v", c.dt, err)
+		case c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)):
+			t.Errorf("decision_timeout %s: error %v, want %q", c.dt, err, c.wantErr)
+		case c.wantErr == "" && cfg.DecisionTimeout.String() != c.dt:
+			t.Errorf("decision_timeout %s read as %s", c.dt, cfg.DecisionTimeout)
+		}
+	}
+
+	e := startEnv(t, envOptions{})
+	for _, c := range []struct {
+		dt, eval time.Duration
+		ok       bool
+	}{
+		{3 * time.Millisecond, 10 * time.Second, false},
+		{time.Second, time.Second, false},
+		{time.Second, 100 * time.Millisecond, true},
+		{3 * time.Millisecond, 0, true}, // EVAL_TIMEOUT not given: not checked
+	} {
+		cfg, err := gateway.ParseConfig([]byte(ups + "decision_timeout: " + c.dt.String() + "\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := gateway.New(cfg, gateway.Deps{Engine: e.svc.Engine, EvalTimeout: c.eval})
+		if g != nil {
+			g.Close()
+		}
+		if c.ok != (err == nil) {
+			t.Errorf("decision_timeout %s, EVAL_TIMEOUT %s: error %v, want ok %v", c.dt, c.eval, err, c.ok)
+		}
+		if err != nil && (!strings.Contains(err.Error(), "decision_timeout "+c.dt.String()) || !strings.Contains(err.Error(), "EVAL_TIMEOUT "+c.eval.String())) {
+			t.Errorf("the error must name both values: %v", err)
+		}
+	}
+}

@@ -102,6 +102,16 @@ type Deps struct {
 	// Counter counts calls per agent; nil: Redis when Config.RedisURL is
 	// set, else in process.
 	Counter Counter
+	// EvalTimeout is the engine's EVAL_TIMEOUT (0: not known, not
+	// checked). New refuses a decision_timeout that is not greater: a
+	// decision whose evaluation outlives its decision_timeout is then
+	// undecided, which the engine answers as overloaded (the agent told
+	// to retry, counted as shed), when its slow policy should have timed
+	// out as a failed decision. Above it, a slow evaluation ends at
+	// EVAL_TIMEOUT first (a failed decision, "the decision timed out"),
+	// and a decision_timeout that still passes means most of it went
+	// waiting for an evaluation slot or a shared evaluation: overload.
+	EvalTimeout time.Duration
 }
 
 // Gateway is one running gateway.
@@ -173,6 +183,9 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 	}
 	if d.Logger == nil {
 		d.Logger = slog.Default()
+	}
+	if d.EvalTimeout > 0 && cfg.DecisionTimeout <= d.EvalTimeout {
+		return nil, fmt.Errorf("gateway: decision_timeout %s is not greater than the engine's EVAL_TIMEOUT %s: a slow evaluation would outlive its decision and be refused as overload (retry) instead of timing out as a failed decision; set decision_timeout above EVAL_TIMEOUT, with room for the wait for an evaluation slot", cfg.DecisionTimeout, d.EvalTimeout)
 	}
 	// An agent holding an admin token could approve its own held calls:
 	// approval would no longer be another party's. Its token is looked
@@ -629,6 +642,16 @@ func interpret(d engine.Decision, err error) verdict {
 // evaluation slot was free in time (admission control, apierror.Overloaded),
 // as internal/server tells it: a capacity problem, not a decision nor a
 // failed one.
+//
+// The engine answers Overloaded too when the call's decision_timeout
+// passes while it waits for a shared evaluation of the same key, or while
+// its own evaluation runs (the error wraps context.DeadlineExceeded and no
+// admission sentinel in both, so the gateway cannot tell them apart). The
+// second is no overload when the policy is merely slow; New therefore
+// requires decision_timeout above EVAL_TIMEOUT (Deps.EvalTimeout), so that
+// an evaluation started on time ends at EVAL_TIMEOUT first (a failed
+// decision, "the decision timed out"), and a decision_timeout that passes
+// means the decision spent most of it waiting: overload.
 func overloaded(err error) bool {
 	return err != nil && apierror.CodeOf(err) == apierror.Overloaded
 }

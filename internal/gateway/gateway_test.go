@@ -435,39 +435,67 @@ func TestFailedDecisionDenies(t *testing.T) {
 	}
 }
 
+// slowConstitution is the real constitution plus a rule that makes a
+// call whose text is "spin N" evaluate N² iterations (and never match):
+// a slow policy for that call only, quick for every other.
+func slowConstitution(t *testing.T) string {
+	t.Helper()
+	return testenv.WriteConstitution(t, t.TempDir(), nil, map[string]string{
+		"acgs/slow.rego": `package acgs.tool_call
+
+outcome := "exploded" if {
+	startswith(input.tool_call.arguments.text, "spin ")
+	n := to_number(trim_prefix(input.tool_call.arguments.text, "spin "))
+	count([1 | some i in numbers.range(1, n); some j in numbers.range(1, n); i != j]) < 0
+}
+`,
+	})
+}
+
+// TestDecisionTimeoutDenies: a decision whose policy evaluates past
+// EVAL_TIMEOUT (below decision_timeout, as New requires) is a failed
+// decision: denied "the decision timed out", never forwarded, counted as
+// outcome error and in acgs_evaluation_failures_total{reason="timeout"}
+// (the decision-error alert points there), not as overload. With and
+// without the decision cache (a cached miss evaluates detached from the
+// call, bounded by EVAL_TIMEOUT alone). Before, decision_timeout 1ns made
+// every refusal a shed one and the deny branch was never taken; the
+// gateway did not count acgs_evaluation_failures_total at all.
 func TestDecisionTimeoutDenies(t *testing.T) {
-	// No cache and a decision deadline of 1ns: a decision that must be
-	// evaluated cannot finish in time (an evaluation quick enough to finish
-	// before it notices the deadline may still answer: that answer is
-	// valid), so almost every call is refused, and none without a decision.
-	// The engine sheds a decision whose deadline passes before or while it
-	// has an evaluation slot, as the service does a request's: that call
-	// is refused as overloaded (to be retried), not as a failed decision;
-	// an evaluation that times out on its own is a failed decision (deny).
-	e := startEnv(t, envOptions{extraYAML: "decision_timeout: 1ns\n", mutate: func(c *config.Config) {
-		c.Cache.Enabled = false
-		c.Policy.PartialEval = false
-	}})
-	gw := e.agent(t, "token-1")
-	denied := 0
-	for range 20 {
-		res := call(t, gw, "remote__echo", map[string]any{"text": "hi"})
-		if res.IsError {
+	for _, cache := range []bool{true, false} {
+		t.Run(map[bool]string{true: "cache", false: "no cache"}[cache], func(t *testing.T) {
+			dir := slowConstitution(t)
+			e := startEnv(t, envOptions{extraYAML: "decision_timeout: 1m\n", mutate: func(c *config.Config) {
+				c.Policy.BundlePath = dir
+				c.Policy.EvalTimeout = 200 * time.Millisecond
+				c.Cache.Enabled = cache
+			}})
+			gw := e.agent(t, "token-1")
+			res := call(t, gw, "remote__echo", map[string]any{"text": "spin 100000"})
 			_, outcome, reasons := decisionMeta(t, res)
-			why := strings.Join(reasons, " ")
-			failed := outcome == "deny" && strings.Contains(why, "the decision")
-			shed := outcome == "overloaded" && strings.Contains(why, "overloaded")
-			if !failed && !shed {
-				t.Fatalf("refusal: %q %q", outcome, reasons)
+			if !res.IsError || outcome != "deny" || len(reasons) != 1 || !strings.Contains(reasons[0], "the decision timed out") || !strings.Contains(reasons[0], "EVAL_TIMEOUT") {
+				t.Fatalf("a policy slower than EVAL_TIMEOUT: outcome %q, %q", outcome, reasons)
 			}
-			denied++
-		}
-	}
-	if denied == 0 {
-		t.Fatal("no call was denied with a 1ns decision deadline")
-	}
-	if n := e.remote.Calls("echo"); n != 20-denied {
-		t.Fatalf("upstream got %d echo calls, %d were allowed", n, 20-denied)
+			if n := e.remote.Calls("echo"); n != 0 {
+				t.Fatalf("upstream got %d echo calls: a timed-out decision must not be forwarded", n)
+			}
+			for _, c := range []struct {
+				name   string
+				labels map[string]string
+				want   float64
+			}{
+				{"acgs_gateway_tool_calls_total", map[string]string{"outcome": "error"}, 1},
+				{"acgs_gateway_tool_calls_total", map[string]string{"outcome": "overloaded"}, 0},
+				{"acgs_decisions_total", map[string]string{"path": gateway.DecisionPath, "outcome": "error"}, 1},
+				{"acgs_evaluation_failures_total", map[string]string{"reason": "timeout"}, 1},
+				{"acgs_evaluation_failures_total", map[string]string{"reason": "error"}, 0},
+				{"acgs_decisions_shed_total", nil, 0},
+			} {
+				if got := e.metric(t, c.name, c.labels); got != c.want {
+					t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+				}
+			}
+		})
 	}
 }
 
