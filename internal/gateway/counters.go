@@ -22,6 +22,12 @@ type Counter interface {
 	// agent made in the minute before it (the seconds now-59s .. now,
 	// this call excluded).
 	Add(ctx context.Context, agent string, now time.Time) (int64, error)
+	// Undo takes back the call Add recorded for agent at now: one that
+	// was not decided nor forwarded (shed for overload, or cancelled
+	// while its decision waited), which the agent may make again. It
+	// never takes a count below zero, and does nothing once now's second
+	// has left the window.
+	Undo(ctx context.Context, agent string, now time.Time)
 	Close()
 }
 
@@ -59,6 +65,21 @@ func (c *localCounter) Add(_ context.Context, agent string, now time.Time) (int6
 	}
 	b.calls[i]++
 	return n, nil
+}
+
+func (c *localCounter) Undo(_ context.Context, agent string, now time.Time) {
+	s := now.Unix()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := c.agents[agent]
+	if b == nil {
+		return
+	}
+	// The bucket still counts now's second (not a later one that took
+	// it over) and holds the call.
+	if i := s % window; b.sec[i] == s && b.calls[i] > 0 {
+		b.calls[i]--
+	}
 }
 
 func (c *localCounter) Close() {}
@@ -150,6 +171,25 @@ func (c *redisCounter) Add(ctx context.Context, agent string, now time.Time) (in
 		}
 	}
 	return max(n-1, 0), nil
+}
+
+// undoScript decrements a second's count unless it is gone or zero: a
+// count never goes below zero, and an expired key is not made again.
+var undoScript = rueidis.NewLuaScript(`local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n and n > 0 then return redis.call('DECR', KEYS[1]) end
+return 0`)
+
+// Undo takes the call back from this replica's own count and from Redis.
+// When Redis failed at the Add (the call was counted in process only) and
+// answers now, the call taken back in Redis is another of the agent's in
+// the same second: the count is then one short, never negative.
+func (c *redisCounter) Undo(ctx context.Context, agent string, now time.Time) {
+	c.fallback.Undo(ctx, agent, now)
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	if err := undoScript.Exec(ctx, c.client, []string{c.key(agent, now.Unix())}, nil).Error(); err != nil {
+		c.onError(err)
+	}
 }
 
 func (c *redisCounter) Close() { c.client.Close() }

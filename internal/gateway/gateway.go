@@ -561,6 +561,14 @@ func (g *Gateway) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.
 		g.d.Metrics.ObserveDecision(DecisionPath, o, src, took)
 	}
 
+	if v.outcome == outcomeCanceled || (v.outcome == OutcomeOverloaded && !shadow) {
+		// Never decided nor forwarded, and the agent is invited to retry
+		// (or gave up): the call gives back its count, or every shed
+		// call would bring the agent closer to the policy's rate limit,
+		// and overload would turn into rate-limit denials. Not with the
+		// call's context, which may be cancelled.
+		g.counter.Undo(context.WithoutCancel(ctx), agent, start)
+	}
 	c := &relay{u: u, p: p, session: req.Session, extra: req.Extra, tool: tool, id: id, upLabel: upLabel, toolLabel: toolLabel, start: start, outcome: v.outcome}
 	switch {
 	case v.outcome == OutcomeAllow:

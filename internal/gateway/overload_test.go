@@ -10,6 +10,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/acgs-lite/acgs/internal/config"
+	"github.com/acgs-lite/acgs/internal/testenv"
 )
 
 // overloadEnv is a gateway whose engine has one evaluation slot and sheds
@@ -17,11 +18,12 @@ import (
 // ADMISSION_QUEUE_TIMEOUT 1ns, as the service's admission tests), with the
 // remote upstream twice: as "remote" and, in shadow mode, as "shadowed".
 // hold takes the only slot until the test ends (or release).
-func overloadEnv(t *testing.T, queueTimeout time.Duration) (e *env, hold func() (release func())) {
+// extraYAML is added to the gateway's configuration.
+func overloadEnv(t *testing.T, queueTimeout time.Duration, extraYAML ...string) (e *env, hold func() (release func())) {
 	t.Helper()
 	e = startEnv(t, envOptions{
 		// a decision waits for the slot as long as the queue lets it
-		extraYAML: "decision_timeout: 1m\n",
+		extraYAML: "decision_timeout: 1m\n" + strings.Join(extraYAML, ""),
 		upstreams: "  - name: remote\n    url: REMOTE\n  - name: shadowed\n    url: REMOTE\n    shadow: true\n",
 		mutate: func(c *config.Config) {
 			c.Admission.MaxInFlight = 1
@@ -134,16 +136,28 @@ func TestShedDecisionIsOverloadedNotError(t *testing.T) {
 // refused for overload nor a failed decision (the service counts such
 // requests apart too): outcome "canceled", acgs_decisions_canceled_total.
 func TestCallCancelledWhileItsDecisionWaitsIsNotAnError(t *testing.T) {
+	for _, up := range []string{"remote", "shadowed"} {
+		t.Run(up, func(t *testing.T) { testCallCancelledWhileItsDecisionWaits(t, up) })
+	}
+}
+
+// testCallCancelledWhileItsDecisionWaits is that test on upstream up:
+// "remote" (enforced) or "shadowed" (shadow mode, which forwards every
+// decided call, but not one nobody waits for: nothing was decided and
+// nobody reads the answer). The cancelled call gives back its count of the
+// agent's calls (the next call's calls_last_minute counts the first call
+// only; before, 2).
+func testCallCancelledWhileItsDecisionWaits(t *testing.T, up string) {
 	e, hold := overloadEnv(t, 10*time.Second) // the longest wait allowed
 	gw := e.agent(t, "token-1")
 	if res := call(t, gw, "remote__echo", map[string]any{"text": "before"}); res.IsError {
 		t.Fatalf("a call with the slot free: %q", text(res))
 	}
-	hold()
+	release := hold()
 	ctx, cancel := context.WithCancel(testCtx(t))
 	done := make(chan error, 1)
 	go func() {
-		_, err := gw.CallTool(ctx, &mcp.CallToolParams{Name: "remote__echo", Arguments: map[string]any{"text": "given up"}})
+		_, err := gw.CallTool(ctx, &mcp.CallToolParams{Name: up + "__echo", Arguments: map[string]any{"text": "given up"}})
 		done <- err
 	}()
 	waitFor(t, time.Minute, "the call's decision waiting for the slot", func() bool { return e.svc.Admit.Stats().Waiting == 1 })
@@ -169,5 +183,59 @@ func TestCallCancelledWhileItsDecisionWaitsIsNotAnError(t *testing.T) {
 	}
 	if n := e.remote.Calls("echo"); n != 1 {
 		t.Errorf("upstream echo calls %d, want 1: the cancelled call must not be forwarded", n)
+	}
+	release()
+	if res := call(t, gw, "remote__echo", map[string]any{"text": "after"}); res.IsError {
+		t.Fatalf("a call with the slot free again: %q", text(res))
+	}
+	if n := e.remote.Calls("echo"); n != 2 {
+		t.Errorf("upstream echo calls %d, want 2: the cancelled call must not be forwarded late either", n)
+	}
+	if m := e.lastCallMetrics(t); m["gateway_calls_last_minute"] != float64(1) {
+		t.Errorf("calls_last_minute of the call after the cancelled one: %v, want 1 (the first call; the cancelled one gave its count back)", m["gateway_calls_last_minute"])
+	}
+}
+
+// TestShedCallsDoNotSpendTheRateLimit: calls shed for overload (never
+// decided nor forwarded, their agent told to retry) give back their count
+// of the agent's calls, in process and in Redis: once the slot is free the
+// agent's next call is decided on the calls it really made, not refused by
+// the policy's rate limit (120 a minute) for the overload. Before, 125 shed
+// calls made the next one "made at least 120 tool calls in the last
+// minute": overload turned into policy denials, which the spec forbids.
+func TestShedCallsDoNotSpendTheRateLimit(t *testing.T) {
+	for _, store := range []string{"in process", "redis"} {
+		t.Run(store, func(t *testing.T) {
+			extra := ""
+			if store == "redis" {
+				extra = "redis_url: " + testenv.StartRedis(t).URL() + "\n"
+			}
+			e, hold := overloadEnv(t, time.Nanosecond, extra)
+			gw := e.agent(t, "token-1")
+			if res := call(t, gw, "remote__echo", map[string]any{"text": "before"}); res.IsError {
+				t.Fatalf("a call with the slot free: %q", text(res))
+			}
+			release := hold()
+			const shed = 125
+			for i := range shed {
+				// each its own arguments: no cached decision answers it
+				res := call(t, gw, "remote__echo", map[string]any{"text": fmt.Sprintf("shed %d", i)})
+				if _, outcome, reasons := decisionMeta(t, res); outcome != "overloaded" {
+					t.Fatalf("call %d with the slot held: outcome %q %q", i, outcome, reasons)
+				}
+			}
+			release()
+			res := call(t, gw, "remote__echo", map[string]any{"text": "after the overload"})
+			if res.IsError {
+				_, outcome, reasons := decisionMeta(t, res)
+				t.Fatalf("after %d shed calls and one decided, the next is refused: outcome %q %q", shed, outcome, reasons)
+			}
+			if got := e.metric(t, "acgs_gateway_counter_errors_total", nil); got != 0 {
+				t.Fatalf("Redis counter errors %v: the counts were not all in Redis", got)
+			}
+			if m := e.lastCallMetrics(t); m["gateway_calls_last_minute"] != float64(1) {
+				t.Errorf("calls_last_minute %v, want 1: the shed calls gave their counts back", m["gateway_calls_last_minute"])
+			}
+		})
 	}
 }
