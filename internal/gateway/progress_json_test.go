@@ -11,6 +11,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/acgs-lite/acgs/internal/gateway"
 	"github.com/acgs-lite/acgs/internal/testenv"
 )
 
@@ -37,6 +38,7 @@ const (
 	serveGET GET = iota
 	refuseGET
 	stallGET
+	cutGET // serve it, but end the first three streams after 200 ms (as a proxy's read timeout)
 )
 
 func startJSONUpstream(t *testing.T, get GET) *jsonUpstream {
@@ -71,7 +73,16 @@ func startJSONUpstream(t *testing.T, get GET) *jsonUpstream {
 			u.mu.Lock()
 			u.gets++
 			u.mu.Unlock()
+			u.mu.Lock()
+			n := u.gets
+			u.mu.Unlock()
 			switch get {
+			case cutGET:
+				if n <= 3 {
+					ctx, cancel := context.WithTimeout(r.Context(), 200*time.Millisecond)
+					defer cancel()
+					r = r.WithContext(ctx)
+				}
 			case refuseGET:
 				http.Error(w, "no standalone stream here", http.StatusMethodNotAllowed)
 				return
@@ -171,6 +182,54 @@ func TestJSONResponseUpstreamProgressReachesTheAgent(t *testing.T) {
 		if time.Now().After(bound) {
 			t.Fatalf("%d event stream readers once the gateway has stopped, %d before it started", sseReaders(), before)
 		}
+	}
+}
+
+// TestStandaloneStreamReopened: an upstream's standalone stream that ends
+// between events, as a proxy cuts an idle one at its read timeout, is
+// reopened in place, each time: the SDK's client, which fails the session
+// when a stream without event IDs ends twice, sees one stream, and the
+// session is kept. Progress still comes on the reopened stream.
+func TestStandaloneStreamReopened(t *testing.T) {
+	t.Cleanup(gateway.SetReopenAfter(0)) // any stream; restored after the gateway has stopped
+	up := startJSONUpstream(t, cutGET)
+	e := startEnv(t, envOptions{upstreams: "  - name: jsonup\n    url: " + up.url + "\n"})
+	agent, got := progressAgent(t, e)
+	for bound := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if gets, _ := up.counts(); gets >= 4 {
+			break
+		}
+		if time.Now().After(bound) {
+			gets, _ := up.counts()
+			t.Fatalf("the upstream got %d GET, want its three streams cut and a fourth; logs:\n%s", gets, e.logs.String())
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := agent.CallTool(testCtx(t), &mcp.CallToolParams{Name: "jsonup__work", Meta: mcp.Meta{"progressToken": "agent-token-1"}})
+		done <- err
+	}()
+	select {
+	case p := <-got:
+		if p.ProgressToken != "agent-token-1" || p.Progress != 1 {
+			t.Errorf("the agent got %+v, want its token, 1 of 2", p)
+		}
+		close(up.seen)
+	case err := <-done:
+		_, notify := up.counts()
+		t.Fatalf("the call ended (%v) and the agent got no progress; the upstream's notification: %v", err, notify)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the agent got no progress")
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	logs := e.logs.String()
+	if strings.Contains(logs, "upstream lost") {
+		t.Errorf("the upstream's session was lost when its stream ended:\n%s", logs)
+	}
+	if n := strings.Count(logs, "standalone stream ended; reopened"); n != 3 {
+		t.Errorf("the stream was reopened %d times, want 3:\n%s", n, logs)
 	}
 }
 

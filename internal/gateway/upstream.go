@@ -124,14 +124,15 @@ func (u *upstream) transport() mcp.Transport {
 	}
 	hc := &http.Client{Transport: streamGuard{
 		base: headerTransport{base: upstreamHTTP, headers: u.cfg.Headers, origin: origin(u.cfg.URL)},
-		wait: u.listTimeout() / 2, log: u.log,
+		wait: u.listTimeout() / 2, reopenAfter: reopenAfter, log: u.log,
 	}}
 	// The standalone SSE stream (a GET the client opens once the session is
-	// initialized and keeps open, reconnecting it once when it breaks) is
-	// where an upstream answering in JSON-response mode sends a call's
-	// progress: without it, its calls pass none on. What arrives there goes
-	// to the client's handlers like what arrives on a POST's stream. An
-	// upstream may refuse it (405): the session goes on without it.
+	// initialized and keeps open: the SDK's client, and streamGuard when it
+	// ends between events, reopen it) is where an upstream answering in
+	// JSON-response mode sends a call's progress: without it, its calls
+	// pass none on. What arrives there goes to the client's handlers like
+	// what arrives on a POST's stream. An upstream may refuse it (405): the
+	// session goes on without it.
 	return &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: hc, MaxRetries: 1}
 }
 
@@ -145,11 +146,25 @@ func (u *upstream) transport() mcp.Transport {
 // here") in its place: the session goes on without that stream, as with
 // an upstream that offers none. Other requests pass as they are (a POST's
 // header may come only with a call's answer).
+//
+// It also keeps the standalone stream open across the ends that are not
+// the upstream's refusal (reopening): the SDK's client reopens a stream
+// that ends, but fails the session when one ends twice without a new
+// event ID between, and an upstream without an event store sends none, so
+// a proxy that cuts idle streams at its read timeout would lose the
+// session, and the calls on it, every second cut.
 type streamGuard struct {
-	base http.RoundTripper
-	wait time.Duration
-	log  *slog.Logger
+	base        http.RoundTripper
+	wait        time.Duration
+	reopenAfter time.Duration // reopening: how long a stream must have lived
+	log         *slog.Logger
 }
+
+// reopenAfter is how long a standalone stream must have been open for
+// streamGuard to reopen it in place when it ends: one that ends sooner is
+// left to the SDK's client, which stops an upstream that keeps ending it
+// at once.
+var reopenAfter = probeEvery
 
 var errNoStreamHeader = errors.New("no answer to the GET in time")
 
@@ -157,6 +172,22 @@ func (t streamGuard) RoundTrip(r *http.Request) (*http.Response, error) {
 	if r.Method != http.MethodGet || t.wait <= 0 {
 		return t.base.RoundTrip(r)
 	}
+	resp, err := t.get(r)
+	if err != nil || r.Header.Get("Last-Event-ID") != "" || !isEventStream(resp) {
+		return resp, err // a resumption's stream is the SDK's to resume
+	}
+	resp.Body = &reopening{g: t, req: r, body: resp.Body, opened: time.Now(), lineStart: true}
+	return resp, nil
+}
+
+// isEventStream reports whether resp is a 200 event stream.
+func isEventStream(resp *http.Response) bool {
+	ct, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
+	return resp.StatusCode == http.StatusOK && strings.EqualFold(strings.TrimSpace(ct), "text/event-stream")
+}
+
+// get makes the GET r with the wait for its header bounded.
+func (t streamGuard) get(r *http.Request) (*http.Response, error) {
 	ctx, cancel := context.WithCancelCause(r.Context())
 	timer := time.AfterFunc(t.wait, func() { cancel(errNoStreamHeader) })
 	resp, err := t.base.RoundTrip(r.WithContext(ctx))
@@ -176,6 +207,80 @@ func (t streamGuard) RoundTrip(r *http.Request) (*http.Response, error) {
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func() { cancel(nil) }}
 	return resp, nil
 }
+
+// reopening is the body of a standalone stream that reopens it (the same
+// GET again) when it ends between two events, having lived at least
+// reopenAfter, while no event ID has come on it (with IDs, the SDK's
+// client resumes it itself, from the last). The new stream's events follow
+// the old one's in the same body, so the SDK's client sees one stream.
+// One that ends within an event, that the upstream no longer serves (a
+// 404 for a session it dropped, a 405) or that cannot be reopened ends
+// as it did, and the SDK's client takes it from there.
+type reopening struct {
+	g      streamGuard
+	req    *http.Request
+	body   io.ReadCloser
+	opened time.Time
+	// where the bytes read so far leave the event stream
+	lineStart bool    // at the start of a line
+	pending   bool    // a field of an event not yet ended (by a blank line)
+	n         int     // bytes of the current line
+	head      [3]byte // its first bytes
+	sawID     bool    // an event ID has come
+}
+
+func (b *reopening) Read(p []byte) (int, error) {
+	for {
+		n, err := b.body.Read(p)
+		b.scan(p[:n])
+		if n > 0 || err == nil {
+			return n, nil // an error comes again on the next Read
+		}
+		if b.sawID || !b.lineStart || b.pending || time.Since(b.opened) < b.g.reopenAfter || b.req.Context().Err() != nil {
+			return 0, err
+		}
+		resp, gerr := b.g.get(b.req.Clone(b.req.Context()))
+		if gerr != nil {
+			return 0, err
+		}
+		if !isEventStream(resp) {
+			_ = resp.Body.Close()
+			return 0, err
+		}
+		b.g.log.Info("gateway: upstream's standalone stream ended; reopened", "after", time.Since(b.opened).Round(time.Second), "error", err)
+		_ = b.body.Close()
+		b.body, b.opened = resp.Body, time.Now()
+	}
+}
+
+// scan follows the event stream's lines (fields, comments, the blank line
+// that ends an event; CR of CRLF ignored).
+func (b *reopening) scan(p []byte) {
+	for _, c := range p {
+		switch c {
+		case '\r':
+		case '\n':
+			switch {
+			case b.n == 0:
+				b.pending = false
+			case b.head[0] != ':':
+				b.pending = true
+				if b.n > 3 && string(b.head[:]) == "id:" {
+					b.sawID = true
+				}
+			}
+			b.n, b.lineStart = 0, true
+		default:
+			if b.n < len(b.head) {
+				b.head[b.n] = c
+			}
+			b.n++
+			b.lineStart = false
+		}
+	}
+}
+
+func (b *reopening) Close() error { return b.body.Close() }
 
 // cancelOnClose releases the context of the request whose body it is when
 // the body is closed.
