@@ -55,23 +55,39 @@ func (s *Server) decisionContext(w http.ResponseWriter, r *http.Request) (contex
 	if now.Before(bound) || isBatch(w) {
 		return context.WithDeadline(r.Context(), bound)
 	}
-	late := start.Add(wt - lateReserve(wt))
+	late := start.Add(wt - lateReserve(wt, s.cfg.Policy.EvalTimeout))
 	if !now.Before(late) {
 		return context.WithDeadlineCause(r.Context(), late, errLate)
 	}
 	return context.WithDeadline(r.Context(), late)
 }
 
+// lateMargin is what lateReserve keeps beyond EVAL_TIMEOUT: the write of
+// one small answer (far less than a millisecond) and the scheduling of its
+// handler on a machine busy with evaluations, a few of Go's 10 ms slices.
+const lateMargin = 50 * time.Millisecond
+
 // lateReserve is what a single request whose body came after the decision
-// window keeps of WRITE_TIMEOUT for its answer: a quarter of the window's
-// own reserve (WRITE_TIMEOUT less DecideWithin), so 250 ms from a
-// WRITE_TIMEOUT of 10 s up. The window's reserve is sized for a batch's
-// answer; a single one is one small body, written in far less than a
-// millisecond, and the rest is left for a wait shed at the bound to be
-// woken and its handler scheduled on a machine busy with evaluations (as
-// one is when waits are shed), several of Go's 10 ms scheduling slices.
-func lateReserve(writeTimeout time.Duration) time.Duration {
-	return min(writeTimeout/10, time.Second) / 4
+// window keeps of WRITE_TIMEOUT for its answer: the late bound is
+// WRITE_TIMEOUT less it. It is the larger of
+//
+//   - a quarter of the window's own reserve (WRITE_TIMEOUT less
+//     DecideWithin), so 250 ms from a WRITE_TIMEOUT of 10 s up: a wait
+//     shed at the bound must be woken and its handler scheduled on a busy
+//     machine, and
+//   - EVAL_TIMEOUT and lateMargin: an evaluation that finds a free slot
+//     just before the bound runs in the request's goroutine, bounded by
+//     EVAL_TIMEOUT alone (admission does not watch the deadline then), and
+//     was decided, counted and logged with its answer then cut off by
+//     WRITE_TIMEOUT when the reserve was shorter than EVAL_TIMEOUT,
+//
+// and at most the window's reserve: the late bound is never before the
+// window's end. When EVAL_TIMEOUT does not fit in the window's reserve,
+// the late bound is the window's end, and a single request whose body
+// came after the window is too late.
+func lateReserve(writeTimeout, evalTimeout time.Duration) time.Duration {
+	reserve := min(writeTimeout/10, time.Second)
+	return min(reserve, max(reserve/4, evalTimeout+lateMargin))
 }
 
 // isBatch reports whether w answers a batch (route.batch).

@@ -10,6 +10,7 @@ import (
 	"github.com/acgs-lite/acgs/internal/admission"
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/config"
+	"github.com/acgs-lite/acgs/internal/engine"
 )
 
 // TestDecisionContextLateBody: the bound decisionContext gives a request's
@@ -21,54 +22,103 @@ import (
 // batch keeps the window's bound. The starts are put far from the bounds,
 // so the test does not depend on how fast it runs.
 func TestDecisionContextLateBody(t *testing.T) {
-	cfg := config.Default()
-	cfg.Server.WriteTimeout = 10 * time.Second
-	s := &Server{cfg: cfg}
-	window := cfg.Server.DecideWithin() // 9s
-	reserve := lateReserve(cfg.Server.WriteTimeout)
-	if reserve <= 0 || reserve >= cfg.Server.WriteTimeout-window {
-		t.Fatalf("lateReserve %s: not within the window's reserve %s", reserve, cfg.Server.WriteTimeout-window)
-	}
-	for _, tc := range []struct {
-		name    string
-		ago     time.Duration // the request started this long before the context is made
-		batch   bool
-		want    time.Duration // the bound, from the request's start
-		late    bool          // the bound has passed: errLate
-		expired bool
-	}{
-		{name: "in time", ago: time.Second, want: window},
-		{name: "batch in time", ago: time.Second, batch: true, want: window},
-		{name: "late body", ago: window + (cfg.Server.WriteTimeout-window-reserve)/2, want: cfg.Server.WriteTimeout - reserve},
-		{name: "late batch", ago: window + (cfg.Server.WriteTimeout-window-reserve)/2, batch: true, want: window, expired: true},
-		{name: "too late", ago: cfg.Server.WriteTimeout, want: cfg.Server.WriteTimeout - reserve, late: true, expired: true},
+	for _, evalTimeout := range []time.Duration{
+		100 * time.Millisecond, // the default: the reserve is a quarter of the window's
+		800 * time.Millisecond, // the reserve is EVAL_TIMEOUT and lateMargin
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			start := time.Now().Add(-tc.ago)
-			w := &statusWriter{ResponseWriter: httptest.NewRecorder(), start: start, batch: tc.batch}
-			ctx, cancel := s.decisionContext(w, httptest.NewRequest("POST", "/v1/data/acgs/main/decision", nil))
-			defer cancel()
-			dl, ok := ctx.Deadline()
-			if !ok || !dl.Equal(start.Add(tc.want)) {
-				t.Errorf("deadline %v after the start (set: %v), want %v", dl.Sub(start), ok, tc.want)
-			}
-			if expired := ctx.Err() != nil; expired != tc.expired {
-				t.Errorf("context done: %v, want %v", expired, tc.expired)
-			}
-			if late := errors.Is(context.Cause(ctx), errLate); late != tc.late {
-				t.Errorf("cause %v: late %v, want %v", context.Cause(ctx), late, tc.late)
-			}
-			// What admission answers a context done before it asks is
-			// stated as the request's lateness when it is that.
-			shed := apierror.Wrap(apierror.Overloaded, admission.ErrDeadline, "service overloaded: the request's deadline passed while it waited for an evaluation slot; retry later")
-			err := lateErr(ctx, shed)
-			if got := errors.Is(err, errLate); got != tc.late {
-				t.Errorf("lateErr: %v, late %v, want %v", err, got, tc.late)
-			}
-			if !overloaded(err) || clientGone(err) {
-				t.Errorf("lateErr: %v is not answered as a shed decision (503, Retry-After)", err)
-			}
+		cfg := config.Default()
+		cfg.Server.WriteTimeout = 10 * time.Second
+		cfg.Policy.EvalTimeout = evalTimeout
+		s := &Server{cfg: cfg}
+		window := cfg.Server.DecideWithin() // 9s
+		reserve := lateReserve(cfg.Server.WriteTimeout, evalTimeout)
+		if reserve < evalTimeout+lateMargin || reserve >= cfg.Server.WriteTimeout-window {
+			t.Fatalf("EVAL_TIMEOUT %s: lateReserve %s: not EVAL_TIMEOUT and its margin within the window's reserve %s", evalTimeout, reserve, cfg.Server.WriteTimeout-window)
+		}
+		lateAt := window + (cfg.Server.WriteTimeout-window-reserve)/2
+		for _, tc := range []struct {
+			name    string
+			ago     time.Duration // the request started this long before the context is made
+			batch   bool
+			want    time.Duration // the bound, from the request's start
+			late    bool          // too late: errLate
+			expired bool
+		}{
+			{name: "in time", ago: time.Second, want: window},
+			{name: "batch in time", ago: time.Second, batch: true, want: window},
+			{name: "late body", ago: lateAt, want: cfg.Server.WriteTimeout - reserve},
+			{name: "late batch", ago: lateAt, batch: true, want: window, expired: true},
+			{name: "too late", ago: cfg.Server.WriteTimeout, want: cfg.Server.WriteTimeout - reserve, late: true, expired: true},
+		} {
+			t.Run(evalTimeout.String()+"/"+tc.name, func(t *testing.T) {
+				checkDecisionContext(t, s, tc.ago, tc.batch, tc.want, tc.late, tc.expired)
+			})
+		}
+	}
+}
+
+// TestDecisionContextEvalTimeoutBeyondReserve: when EVAL_TIMEOUT and its
+// margin do not fit in the window's reserve, the late bound is the
+// window's end, never before it: a single request whose body came after
+// the window is too late, since an evaluation it started
+// on a free slot could run past WRITE_TIMEOUT (admission does not watch
+// the deadline of one it runs at once), its answer cut off after it was
+// counted and logged.
+func TestDecisionContextEvalTimeoutBeyondReserve(t *testing.T) {
+	for _, evalTimeout := range []time.Duration{time.Second, 5 * time.Second} {
+		cfg := config.Default()
+		cfg.Server.WriteTimeout = 10 * time.Second
+		cfg.Policy.EvalTimeout = evalTimeout
+		s := &Server{cfg: cfg}
+		window := cfg.Server.DecideWithin()
+		if got := lateReserve(cfg.Server.WriteTimeout, evalTimeout); got != cfg.Server.WriteTimeout-window {
+			t.Errorf("EVAL_TIMEOUT %s: lateReserve %s, want the window's reserve %s", evalTimeout, got, cfg.Server.WriteTimeout-window)
+		}
+		t.Run(evalTimeout.String()+"/in time", func(t *testing.T) {
+			checkDecisionContext(t, s, time.Second, false, window, false, false)
 		})
+		t.Run(evalTimeout.String()+"/late body", func(t *testing.T) {
+			checkDecisionContext(t, s, window+(cfg.Server.WriteTimeout-window)/2, false, window, true, true)
+		})
+	}
+}
+
+// checkDecisionContext makes the decision context of a request that
+// started ago and checks its bound (want, from the start), whether it is
+// done, and whether it is too late; and that what the engine or admission
+// answers a context done before it asks is stated as the request's
+// lateness when it is that.
+func checkDecisionContext(t *testing.T, s *Server, ago time.Duration, batch bool, want time.Duration, late, expired bool) {
+	t.Helper()
+	start := time.Now().Add(-ago)
+	w := &statusWriter{ResponseWriter: httptest.NewRecorder(), start: start, batch: batch}
+	ctx, cancel := s.decisionContext(w, httptest.NewRequest("POST", "/v1/data/acgs/main/decision", nil))
+	defer cancel()
+	dl, ok := ctx.Deadline()
+	if !ok || !dl.Equal(start.Add(want)) {
+		t.Errorf("deadline %v after the start (set: %v), want %v", dl.Sub(start), ok, want)
+	}
+	if got := ctx.Err() != nil; got != expired {
+		t.Errorf("context done: %v, want %v", got, expired)
+	}
+	if got := errors.Is(context.Cause(ctx), errLate); got != late {
+		t.Errorf("cause %v: too late %v, want %v", context.Cause(ctx), got, late)
+	}
+	for _, shed := range []error{
+		apierror.Wrap(apierror.Overloaded, admission.ErrDeadline, "service overloaded: the request's deadline passed while it waited for an evaluation slot; retry later"),
+		apierror.Wrap(apierror.Overloaded, context.DeadlineExceeded, "no decision before the batch's deadline (context deadline exceeded); retry later"),
+	} {
+		err := lateErr(ctx, shed)
+		if got := errors.Is(err, errLate); got != late {
+			t.Errorf("lateErr: %v, late %v, want %v", err, got, late)
+		}
+		if !overloaded(err) || clientGone(err) {
+			t.Errorf("lateErr: %v is not answered as a shed decision (503, Retry-After)", err)
+		}
+	}
+	// An evaluation's failure is no shed, and stays what it is.
+	if err := lateErr(ctx, apierror.Wrap(apierror.EvaluationError, engine.ErrEvalTimeout, "policy evaluation exceeded EVAL_TIMEOUT")); errors.Is(err, errLate) {
+		t.Errorf("lateErr made an evaluation timeout late: %v", err)
 	}
 }
 

@@ -19,24 +19,35 @@ import (
 // lateBodyWriteTimeout is the WRITE_TIMEOUT of the late-body tests: the
 // decision window (config.Server.DecideWithin) ends 4.5 s after a
 // request's start, and a single decision whose body arrives after it may
-// be made until 4.875 s (the window's reserve of 0.5 s, a quarter of it
-// kept). The bodies arrive at lateBodyAfter, 200 ms past the window and
-// 175 ms before that bound: margins for a slow machine under -race.
+// be made until 4.85 s (the server's lateReserve: EVAL_TIMEOUT, 100 ms by
+// default, and a 50 ms margin, more than a quarter of the window's reserve
+// of 0.5 s). The bodies arrive at lateBodyAfter, 200 ms past the window and
+// 150 ms before that bound: margins for a slow machine under -race.
 const (
 	lateBodyWriteTimeout = 5 * time.Second
+	lateBodyWindow       = 4500 * time.Millisecond
+	lateBodyBound        = 4850 * time.Millisecond
 	lateBodyAfter        = 4700 * time.Millisecond
 )
 
 // lateBody sends a request's headers and half its body at once and the
-// rest after lateBodyAfter, on a connection of its own, and returns the
-// answer (its doc nil unless it is a JSON object).
-func lateBody(t *testing.T, addr, target, body string) (httpAnswer, map[string]any) {
+// rest after after, on a connection of its own, and returns the answer
+// (its doc nil unless it is a JSON object).
+//
+// The body must complete after the decision window, or the test passes
+// without testing anything; it does (the sleep), counted from before the
+// headers were sent, which the server's start of the request follows. It
+// must also complete before sentBy from the request's start (the next bound
+// the test would cross): on a machine so slow that it did not, counted
+// from the same point, the test cannot tell and is skipped, saying so.
+func lateBody(t *testing.T, addr, target, body string, after, sentBy time.Duration) (httpAnswer, map[string]any) {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	start := time.Now() // the server's start of the request is later
 	if _, err := fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", target, addr, len(body)); err != nil {
 		t.Fatal(err)
 	}
@@ -46,9 +57,16 @@ func lateBody(t *testing.T, addr, target, body string) (httpAnswer, map[string]a
 	if _, err := io.WriteString(conn, body[:half]); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(lateBodyAfter)
+	time.Sleep(after)
 	if _, err := io.WriteString(conn, body[half:]); err != nil {
 		t.Fatal(err)
+	}
+	sent := time.Since(start)
+	if sent < lateBodyWindow {
+		t.Fatalf("the body completed %s after the request's start, within the decision window (%s): the test tests nothing", sent, lateBodyWindow)
+	}
+	if sent >= sentBy {
+		t.Skipf("the body completed %s after the request's start, past %s: the machine is too slow for this test to tell", sent, sentBy)
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
@@ -65,6 +83,11 @@ func lateBody(t *testing.T, addr, target, body string) (httpAnswer, map[string]a
 		t.Fatalf("answer is not JSON (%v): %s", err, raw)
 	}
 	a.doc, _ = v.(map[string]any) // v0 answers a value, which may be true
+	// The ACGS answer's latency_ms counts from the request's start on the
+	// server's clock: one answered within the window read the body in it.
+	if ms, ok := a.doc["latency_ms"].(float64); ok && time.Duration(ms*float64(time.Millisecond)) < lateBodyWindow {
+		t.Fatalf("answered %v ms after the request's start on the server's clock, within the decision window (%s): the body was not late there, and the test tests nothing", ms, lateBodyWindow)
+	}
 	return a, a.doc
 }
 
@@ -96,7 +119,7 @@ func TestLateBodyDecidedOnIdleService(t *testing.T) {
 	for _, tc := range lateBodyTargets() {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			a, doc := lateBody(t, addr, tc.target, tc.body)
+			a, doc := lateBody(t, addr, tc.target, tc.body, lateBodyAfter, lateBodyBound)
 			if a.status != http.StatusOK {
 				t.Fatalf("status %d, want 200 with a decision: %s", a.status, a.raw)
 			}
@@ -148,7 +171,7 @@ func TestLateBodyWaitShedBeforeWriteTimeout(t *testing.T) {
 	for _, tc := range lateBodyTargets() {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			a, doc := lateBody(t, addr, tc.target, tc.body)
+			a, doc := lateBody(t, addr, tc.target, tc.body, lateBodyAfter, lateBodyBound)
 			wantShed(t, a, doc)
 			if tc.name == "acgs" && doc["allow"] != false {
 				t.Errorf("the ACGS answer does not deny: %s", a.raw)
