@@ -41,9 +41,12 @@ type decided struct {
 // a free slot, and an L2 read under it misses), is decided until
 // WRITE_TIMEOUT less lateReserve instead: it was shed 503 overloaded on
 // an idle service, a refusal no load caused. Only when even that has
-// passed is it refused (errLate): its answer could not be written. A
+// passed is it too late (errLate): its answer could not be written. A
 // batch keeps the window's bound: its answer, up to MAX_BATCH_ITEMS
-// items each logged, needs the window's whole reserve.
+// items each logged, needs the window's whole reserve; one whose body came
+// after the window is too late (errLate) at once. What a too-late request
+// cannot have decided is refused as late (lateErr, shed reason "late"),
+// not as overloaded: no load refused it.
 func (s *Server) decisionContext(w http.ResponseWriter, r *http.Request) (context.Context, context.CancelFunc) {
 	wt := s.cfg.Server.WriteTimeout
 	if wt <= 0 {
@@ -52,8 +55,11 @@ func (s *Server) decisionContext(w http.ResponseWriter, r *http.Request) (contex
 	start := startOf(w)
 	bound := start.Add(s.cfg.Server.DecideWithin())
 	now := time.Now()
-	if now.Before(bound) || isBatch(w) {
+	if now.Before(bound) {
 		return context.WithDeadline(r.Context(), bound)
+	}
+	if isBatch(w) {
+		return context.WithDeadlineCause(r.Context(), bound, errLate)
 	}
 	late := start.Add(wt - lateReserve(wt, s.cfg.Policy.EvalTimeout))
 	if !now.Before(late) {
@@ -84,7 +90,7 @@ const lateMargin = 50 * time.Millisecond
 // and at most the window's reserve: the late bound is never before the
 // window's end. When EVAL_TIMEOUT does not fit in the window's reserve,
 // the late bound is the window's end, and a single request whose body
-// came after the window is too late.
+// came after the window is too late, as a batch's is.
 func lateReserve(writeTimeout, evalTimeout time.Duration) time.Duration {
 	reserve := min(writeTimeout/10, time.Second)
 	return min(reserve, max(reserve/4, evalTimeout+lateMargin))
@@ -96,11 +102,20 @@ func isBatch(w http.ResponseWriter) bool {
 	return ok && sw.batch
 }
 
-// errLate is why a single request was not decided: its body arrived when
-// even the late bound (WRITE_TIMEOUT less lateReserve) had passed. No
-// load refused it, so its answer says so rather than that the service is
-// overloaded (which admission, refusing its passed deadline, says).
-var errLate = errors.New("the request's body arrived too late for a decision to be answered before WRITE_TIMEOUT")
+// errLate is why a request was not decided: its body arrived when even
+// its late bound had passed (a single request's WRITE_TIMEOUT less
+// lateReserve, a batch's the decision window). No load refused it, so its
+// answer says so rather than that the service is overloaded (which
+// admission, refusing its passed deadline, says), and it is counted as
+// shed for reason "late", which ACGSShedding does not page on: adding
+// instances does not make a client send sooner.
+var errLate = errors.New("the request's body arrived too late for its decisions to be made and answered before WRITE_TIMEOUT")
+
+// tooLate reports whether ctx is a too-late request's (errLate): its
+// deadline passed before it was asked anything.
+func tooLate(ctx context.Context) bool {
+	return ctx.Err() != nil && errors.Is(context.Cause(ctx), errLate)
+}
 
 // lateErr is err as the answer states it: a shed decision of a request
 // whose body came too late (errLate) says so.
@@ -113,9 +128,23 @@ func lateErr(ctx context.Context, err error) error {
 
 // decide asks the engine and records the decision in metrics and the audit
 // log. Errors come back in the result: callers fail closed.
+//
+// A too-late request (tooLate) is answered as a late batch's item is: from
+// the caches or a constant plan when they hold its decision, refused as
+// late otherwise, through DecideBatch, which asks admission nothing past
+// the deadline. Decide would ask admission for a miss, which refuses it
+// and counts the refusal as a deadline's in acgs_admission_refused_total,
+// a sign of overload that no load caused.
 func (s *Server) decide(ctx context.Context, path string, input any, batchID string) decided {
 	start := time.Now()
-	d, err := s.d.Engine.Decide(ctx, path, input)
+	var d engine.Decision
+	var err error
+	if tooLate(ctx) {
+		ds, errs := s.d.Engine.DecideBatch(ctx, path, []any{input})
+		d, err = ds[0], errs[0]
+	} else {
+		d, err = s.d.Engine.Decide(ctx, path, input)
+	}
 	return s.record(ctx, path, input, batchID, d, err, start, time.Since(start))
 }
 
@@ -226,6 +255,8 @@ const retryAfter = "1"
 // shedReason is the metric label of an overloaded error's cause.
 func shedReason(err error) string {
 	switch {
+	case errors.Is(err, errLate):
+		return "late"
 	case errors.Is(err, admission.ErrQueueFull):
 		return "queue_full"
 	case errors.Is(err, admission.ErrQueueTimeout):

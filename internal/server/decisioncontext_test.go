@@ -18,9 +18,11 @@ import (
 // single request read after the decision window is bounded by
 // WRITE_TIMEOUT less lateReserve, not by the window already passed (which
 // admission refuses even with a free slot: a shed no load caused); one
-// read past that too is refused as late (errLate), not as overloaded; a
-// batch keeps the window's bound. The starts are put far from the bounds,
-// so the test does not depend on how fast it runs.
+// read past that too is too late (errLate), refused as late, not as
+// overloaded; a batch keeps the window's bound, and one read after it is
+// too late at once (its items were shed as overloaded, "no decision before
+// the batch's deadline", on an idle service). The starts are put far from
+// the bounds, so the test does not depend on how fast it runs.
 func TestDecisionContextLateBody(t *testing.T) {
 	for _, evalTimeout := range []time.Duration{
 		100 * time.Millisecond, // the default: the reserve is a quarter of the window's
@@ -47,7 +49,7 @@ func TestDecisionContextLateBody(t *testing.T) {
 			{name: "in time", ago: time.Second, want: window},
 			{name: "batch in time", ago: time.Second, batch: true, want: window},
 			{name: "late body", ago: lateAt, want: cfg.Server.WriteTimeout - reserve},
-			{name: "late batch", ago: lateAt, batch: true, want: window, expired: true},
+			{name: "late batch", ago: lateAt, batch: true, want: window, late: true, expired: true},
 			{name: "too late", ago: cfg.Server.WriteTimeout, want: cfg.Server.WriteTimeout - reserve, late: true, expired: true},
 		} {
 			t.Run(evalTimeout.String()+"/"+tc.name, func(t *testing.T) {
@@ -60,7 +62,7 @@ func TestDecisionContextLateBody(t *testing.T) {
 // TestDecisionContextEvalTimeoutBeyondReserve: when EVAL_TIMEOUT and its
 // margin do not fit in the window's reserve, the late bound is the
 // window's end, never before it: a single request whose body came after
-// the window is too late, since an evaluation it started
+// the window is too late, as a batch's is, since an evaluation it started
 // on a free slot could run past WRITE_TIMEOUT (admission does not watch
 // the deadline of one it runs at once), its answer cut off after it was
 // counted and logged.
@@ -87,7 +89,7 @@ func TestDecisionContextEvalTimeoutBeyondReserve(t *testing.T) {
 // started ago and checks its bound (want, from the start), whether it is
 // done, and whether it is too late; and that what the engine or admission
 // answers a context done before it asks is stated as the request's
-// lateness when it is that.
+// lateness when it is that, and counted as shed for reason late.
 func checkDecisionContext(t *testing.T, s *Server, ago time.Duration, batch bool, want time.Duration, late, expired bool) {
 	t.Helper()
 	start := time.Now().Add(-ago)
@@ -101,7 +103,7 @@ func checkDecisionContext(t *testing.T, s *Server, ago time.Duration, batch bool
 	if got := ctx.Err() != nil; got != expired {
 		t.Errorf("context done: %v, want %v", got, expired)
 	}
-	if got := errors.Is(context.Cause(ctx), errLate); got != late {
+	if got := tooLate(ctx); got != late {
 		t.Errorf("cause %v: too late %v, want %v", context.Cause(ctx), got, late)
 	}
 	for _, shed := range []error{
@@ -114,6 +116,9 @@ func checkDecisionContext(t *testing.T, s *Server, ago time.Duration, batch bool
 		}
 		if !overloaded(err) || clientGone(err) {
 			t.Errorf("lateErr: %v is not answered as a shed decision (503, Retry-After)", err)
+		}
+		if want := map[bool]string{true: "late", false: "deadline"}[late]; shedReason(err) != want {
+			t.Errorf("lateErr: %v counted as shed for %q, want %q", err, shedReason(err), want)
 		}
 	}
 	// An evaluation's failure is no shed, and stays what it is.

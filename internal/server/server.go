@@ -132,7 +132,8 @@ type route struct {
 	getActs bool
 	// batch marks a route that answers many decisions in one body: its
 	// decisions keep the whole reserve of the decision window, however
-	// late its body came (decisionContext).
+	// late its body came, so one whose body came after the window is too
+	// late for any but cached ones (decisionContext).
 	batch bool
 }
 

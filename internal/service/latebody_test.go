@@ -9,10 +9,12 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/acgs-lite/acgs/internal/config"
+	"github.com/acgs-lite/acgs/internal/faults"
 	"github.com/acgs-lite/acgs/internal/service/servicetest"
 )
 
@@ -177,5 +179,131 @@ func TestLateBodyWaitShedBeforeWriteTimeout(t *testing.T) {
 				t.Errorf("the ACGS answer does not deny: %s", a.raw)
 			}
 		})
+	}
+}
+
+// TestLateBodyTooLate: a single request whose body arrives after even its
+// late bound (WRITE_TIMEOUT less the server's lateReserve) but before
+// WRITE_TIMEOUT is refused, its 503 overloaded with Retry-After received,
+// its message saying the body came too late, and counted as shed for
+// reason "late": not "deadline", which ACGSShedding pages on to add
+// instances, and not refused by admission (acgs_admission_refused_total
+// stays 0), which the service never asks for it. With an EVAL_TIMEOUT of
+// 300 ms the late bound is WRITE_TIMEOUT less 350 ms (EVAL_TIMEOUT and a
+// 50 ms margin: an evaluation started on a free slot just before the bound
+// runs EVAL_TIMEOUT with nothing to stop it), 4.65 s; the bodies arrive at
+// 4.8 s. The late bound was WRITE_TIMEOUT less 125 ms whatever
+// EVAL_TIMEOUT, and such a request was decided, its answer possibly cut
+// off by WRITE_TIMEOUT.
+func TestLateBodyTooLate(t *testing.T) {
+	t.Parallel()
+	in := servicetest.Start(t, func(c *config.Config) {
+		c.Server.WriteTimeout = lateBodyWriteTimeout
+		c.Policy.EvalTimeout = 300 * time.Millisecond
+	})
+	addr := strings.TrimPrefix(in.URL, "http://")
+	var answered atomic.Int64
+	t.Run("targets", func(t *testing.T) {
+		for _, tc := range lateBodyTargets() {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				a, doc := lateBody(t, addr, tc.target, tc.body, 4800*time.Millisecond, lateBodyWriteTimeout-100*time.Millisecond)
+				answered.Add(1)
+				wantLate(t, a, doc)
+				if tc.name == "acgs" && doc["allow"] != false {
+					t.Errorf("the ACGS answer does not deny: %s", a.raw)
+				}
+			})
+		}
+	})
+	n := float64(answered.Load())
+	if n == 0 {
+		t.Skip("no request could be sent in time on this machine")
+	}
+	wantLateCounted(t, in.URL, n)
+}
+
+// TestLateBatchRefusedAsLate: a batch whose body arrives after the decision
+// window keeps that bound (its answer, up to MAX_BATCH_ITEMS items, needs
+// the window's reserve), so on an idle service every item not in a cache
+// is refused; each says its batch's body came too late and is counted as
+// shed for reason "late". They were shed as overloaded, "no decision
+// before the batch's deadline", counted for reason "deadline", which
+// ACGSShedding pages on.
+func TestLateBatchRefusedAsLate(t *testing.T) {
+	t.Parallel()
+	in := servicetest.Start(t, func(c *config.Config) {
+		c.Server.WriteTimeout = lateBodyWriteTimeout
+	})
+	addr := strings.TrimPrefix(in.URL, "http://")
+	var items atomic.Int64
+	t.Run("routes", func(t *testing.T) {
+		for _, tc := range []struct{ name, target, body string }{
+			{"acgs", "/v1/acgs/batch", `{"requests":[` + newSafe() + `,` + newSafe() + `]}`},
+			{"opa", "/v1/batch/data/acgs/main/decision", `{"inputs":{"a":` + newSafe() + `,"b":` + newSafe() + `}}`},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				a, doc := lateBody(t, addr, tc.target, tc.body, lateBodyAfter, lateBodyWriteTimeout-100*time.Millisecond)
+				if a.status != http.StatusServiceUnavailable || a.header.Get("Retry-After") != "1" {
+					t.Errorf("status %d, Retry-After %q: want 503 with Retry-After 1 (every item refused): %s", a.status, a.header.Get("Retry-After"), a.raw)
+				}
+				var got []any
+				switch r := doc["responses"].(type) {
+				case []any:
+					got = r
+				case map[string]any:
+					for _, it := range r {
+						got = append(got, it)
+					}
+				}
+				if len(got) != 2 {
+					t.Fatalf("want 2 items: %s", a.raw)
+				}
+				for _, it := range got {
+					item, _ := it.(map[string]any)
+					if item["code"] != "overloaded" || !strings.Contains(fmt.Sprint(item["message"]), "too late") {
+						t.Errorf("item %v: want code overloaded and a message saying the body came too late", it)
+					}
+				}
+				items.Add(int64(len(got)))
+			})
+		}
+	})
+	n := float64(items.Load())
+	if n == 0 {
+		t.Skip("no batch could be sent in time on this machine")
+	}
+	wantLateCounted(t, in.URL, n)
+}
+
+// wantLate checks the answer of a request refused as too late: 503, code
+// overloaded (a decision not made, which clients retry) with Retry-After,
+// and a message that says why.
+func wantLate(t *testing.T, a httpAnswer, doc map[string]any) {
+	t.Helper()
+	if a.status != http.StatusServiceUnavailable {
+		t.Errorf("status %d, want 503: %s", a.status, a.raw)
+	}
+	if ra := a.header.Get("Retry-After"); ra != "1" {
+		t.Errorf("Retry-After %q, want 1", ra)
+	}
+	if doc["code"] != "overloaded" || !strings.Contains(fmt.Sprint(doc["message"]), "too late") {
+		t.Errorf("want code overloaded and a message saying the body came too late: %s", a.raw)
+	}
+}
+
+// wantLateCounted checks that n decisions were counted as shed for reason
+// late, none for another reason, and that admission refused nothing.
+func wantLateCounted(t *testing.T, url string, n float64) {
+	t.Helper()
+	if got, err := faults.Metric(url, "acgs_decisions_shed_total", `reason="late"`); err != nil || got != n {
+		t.Errorf(`acgs_decisions_shed_total{reason="late"} = %v (%v), want %v`, got, err, n)
+	}
+	if got, err := faults.Metric(url, "acgs_decisions_shed_total"); err != nil || got != n {
+		t.Errorf("acgs_decisions_shed_total = %v (%v), want %v, all late", got, err, n)
+	}
+	if got, err := faults.Metric(url, "acgs_admission_refused_total"); err != nil || got != 0 {
+		t.Errorf("acgs_admission_refused_total = %v (%v), want 0: admission was not asked", got, err)
 	}
 }

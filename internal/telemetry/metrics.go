@@ -31,7 +31,7 @@ var (
 	reloadResults   = []string{"success", "failure", "download_failure"}
 	evalFailures    = []string{"timeout", "error"}
 	// ShedReasons are the reason label values of acgs_decisions_shed_total.
-	ShedReasons = []string{"queue_full", "queue_timeout", "deadline"}
+	ShedReasons = []string{"queue_full", "queue_timeout", "deadline", "late"}
 )
 
 // maxPathLabels bounds the number of distinct values of the "path" label of
@@ -184,8 +184,9 @@ func NewMetrics(info BuildInfo) *Metrics {
 
 	m.shed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "acgs_decisions_shed_total",
-		Help: "Decisions not made because no evaluation slot was free in time (admission control), answered 503 overloaded with Retry-After; " +
-			"batch items count one by one. Reason: queue_full, queue_timeout, deadline (the request's deadline passed while it waited). " +
+		Help: "Decisions not made because no evaluation slot was free in time (admission control), or because the request came too late to be decided (reason late), " +
+			"answered 503 overloaded with Retry-After; batch items count one by one. Reason: queue_full, queue_timeout, deadline (the request's deadline passed while it waited), " +
+			"late (its body arrived too late for a decision to be made and answered before WRITE_TIMEOUT: a slow client, not overload; ACGSShedding leaves it out). " +
 			"A request whose client went away while it waited is not shed: see acgs_decisions_canceled_total.",
 	}, []string{"reason"})
 	m.canceled = prometheus.NewCounter(prometheus.CounterOpts{
