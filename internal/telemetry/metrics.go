@@ -143,11 +143,13 @@ func NewMetrics(info BuildInfo) *Metrics {
 	}, []string{"handler", "code"})
 	m.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "acgs_decisions_total",
-		Help: "Policy decisions, by policy path and outcome (allow, deny, undefined, error). Paths past the first 64 are reported as \"other\".",
+		Help: "Policy decisions, by policy path and outcome (allow, deny, undefined, defined: another value, error: the decision failed; " +
+			"overloaded: not made, shed (acgs_decisions_shed_total), answered 503 or, by acgs gateway, its tool call refused to be retried; " +
+			"canceled: not made, its client went away while it waited). Paths past the first 64 are reported as \"other\".",
 	}, []string{"path", "outcome"})
 	m.decisionDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "acgs_decision_duration_seconds",
-		Help:    "Time to produce one decision inside the engine, by what produced it (l1, l2, plan_constant, vm: the compiled evaluator, full: topdown).",
+		Help:    "Time to produce one decision inside the engine, by what produced it (l1, l2, plan_constant, vm: the compiled evaluator, full: topdown), or to fail to (shed: not made, see acgs_decisions_shed_total; canceled: its client went away while it waited; error: the decision failed).",
 		Buckets: decisionDurationBuckets,
 	}, []string{"source"})
 	m.partialEval = prometheus.NewCounterVec(prometheus.CounterOpts{
