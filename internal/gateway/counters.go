@@ -20,14 +20,15 @@ const window = 60 // seconds
 type Counter interface {
 	// Add records one call by agent at now and returns how many calls the
 	// agent made in the minute before it (the seconds now-59s .. now,
-	// this call excluded).
-	Add(ctx context.Context, agent string, now time.Time) (int64, error)
-	// Undo takes back the call Add recorded for agent at now: one that
-	// was not decided nor forwarded (shed for overload, or cancelled
-	// while its decision waited), which the agent may make again. It
-	// never takes a count below zero, and does nothing once now's second
-	// has left the window.
-	Undo(ctx context.Context, agent string, now time.Time)
+	// this call excluded), and giveBack, which takes this call back: one
+	// that was not decided nor forwarded (shed for overload, or cancelled
+	// while its decision waited), which the agent may make again.
+	// giveBack takes back only what this Add counted (a count whose
+	// increment is not known to have happened stays: one too many, never
+	// one of the agent's real calls taken away), at most once, never
+	// below zero, and nothing once now's second has left the window. It
+	// is never nil.
+	Add(ctx context.Context, agent string, now time.Time) (calls int64, giveBack func(context.Context), err error)
 	Close()
 }
 
@@ -44,7 +45,7 @@ type buckets struct {
 
 func newLocalCounter() *localCounter { return &localCounter{agents: map[string]*buckets{}} }
 
-func (c *localCounter) Add(_ context.Context, agent string, now time.Time) (int64, error) {
+func (c *localCounter) Add(_ context.Context, agent string, now time.Time) (int64, func(context.Context), error) {
 	s := now.Unix()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -64,19 +65,20 @@ func (c *localCounter) Add(_ context.Context, agent string, now time.Time) (int6
 		b.sec[i], b.calls[i] = s, 0
 	}
 	b.calls[i]++
-	return n, nil
+	var once sync.Once
+	return n, func(context.Context) { once.Do(func() { c.giveBack(agent, s) }) }, nil
 }
 
-func (c *localCounter) Undo(_ context.Context, agent string, now time.Time) {
-	s := now.Unix()
+// giveBack takes one call back from agent's count of second s.
+func (c *localCounter) giveBack(agent string, s int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	b := c.agents[agent]
 	if b == nil {
 		return
 	}
-	// The bucket still counts now's second (not a later one that took
-	// it over) and holds the call.
+	// The bucket still counts second s (not a later one that took it
+	// over) and holds the call.
 	if i := s % window; b.sec[i] == s && b.calls[i] > 0 {
 		b.calls[i]--
 	}
@@ -128,19 +130,23 @@ func (c *redisCounter) key(agent string, sec int64) string {
 	return c.prefix + "calls:{" + a + "}:" + strconv.FormatInt(sec, 10)
 }
 
-func (c *redisCounter) Add(ctx context.Context, agent string, now time.Time) (int64, error) {
+// Add counts the call in Redis, bounded by the counter's timeout and not
+// by the call's context: an agent that cancels its call at once must not
+// keep its INCR from Redis (the count then answered in process, and the
+// give-back unable to tell whether Redis counted it).
+func (c *redisCounter) Add(ctx context.Context, agent string, now time.Time) (int64, func(context.Context), error) {
 	s := now.Unix()
 	keys := make([]string, 0, window)
 	for sec := s - window + 1; sec <= s; sec++ {
 		keys = append(keys, c.key(agent, sec))
 	}
 	cur := keys[len(keys)-1]
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
 	defer cancel()
 	// This replica's own count goes on too: when Redis fails, the
 	// fallback answers with this replica's calls of the last minute, not
 	// from zero.
-	local, _ := c.fallback.Add(ctx, agent, now)
+	local, localBack, _ := c.fallback.Add(ctx, agent, now)
 	// INCR before MGET: a call made at the same time on another replica
 	// is then seen by at least one of the two (MGET first, neither saw the
 	// other). The sum includes this call's own INCR.
@@ -149,16 +155,22 @@ func (c *redisCounter) Add(ctx context.Context, agent string, now time.Time) (in
 		c.client.B().Expire().Key(cur).Seconds(2*window).Build(),
 		c.client.B().Mget().Key(keys...).Build(),
 	)
+	// Redis counted this call only when it answered the INCR; an error
+	// (timeout, connection lost) leaves it unknown, and the give-back
+	// then leaves Redis alone: one call too many for a minute rather
+	// than one of the agent's real calls taken back.
+	_, incrErr := res[0].AsInt64()
+	giveBack := c.giveBack(agent, s, localBack, incrErr == nil)
 	for _, r := range res {
 		if err := r.Error(); err != nil {
 			c.onError(err)
-			return local, nil
+			return local, giveBack, nil
 		}
 	}
 	vals, err := res[2].ToArray()
 	if err != nil {
 		c.onError(err)
-		return local, nil
+		return local, giveBack, nil
 	}
 	var n int64
 	for _, v := range vals {
@@ -170,7 +182,7 @@ func (c *redisCounter) Add(ctx context.Context, agent string, now time.Time) (in
 			n += x
 		}
 	}
-	return max(n-1, 0), nil
+	return max(n-1, 0), giveBack, nil
 }
 
 // undoScript decrements a second's count unless it is gone or zero: a
@@ -179,16 +191,25 @@ var undoScript = rueidis.NewLuaScript(`local n = tonumber(redis.call('GET', KEYS
 if n and n > 0 then return redis.call('DECR', KEYS[1]) end
 return 0`)
 
-// Undo takes the call back from this replica's own count and from Redis.
-// When Redis failed at the Add (the call was counted in process only) and
-// answers now, the call taken back in Redis is another of the agent's in
-// the same second: the count is then one short, never negative.
-func (c *redisCounter) Undo(ctx context.Context, agent string, now time.Time) {
-	c.fallback.Undo(ctx, agent, now)
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	if err := undoScript.Exec(ctx, c.client, []string{c.key(agent, now.Unix())}, nil).Error(); err != nil {
-		c.onError(err)
+// giveBack is the give-back of one Add of agent at second s: it takes the
+// call back from this replica's own count (localBack) and, when Redis
+// answered its INCR (counted), from Redis, once. The Redis round trip is
+// bounded by the counter's timeout, not by the caller's context, so a
+// shed call waits no longer for it than for its count.
+func (c *redisCounter) giveBack(agent string, s int64, localBack func(context.Context), counted bool) func(context.Context) {
+	var once sync.Once
+	return func(ctx context.Context) {
+		once.Do(func() {
+			localBack(ctx)
+			if !counted {
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
+			defer cancel()
+			if err := undoScript.Exec(ctx, c.client, []string{c.key(agent, s)}, nil).Error(); err != nil {
+				c.onError(err)
+			}
+		})
 	}
 }
 

@@ -498,7 +498,7 @@ func (g *Gateway) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.
 	upLabel, toolLabel := g.labels(upName, tool)
 	id := telemetry.NewDecisionID()
 
-	calls, _ := g.counter.Add(ctx, agent, start)
+	calls, giveBack, _ := g.counter.Add(ctx, agent, start)
 	args, argsPresent, argErr := decodeArguments(p.Arguments)
 	tc := map[string]any{
 		"name":     p.Name,
@@ -566,8 +566,9 @@ func (g *Gateway) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.
 		// (or gave up): the call gives back its count, or every shed
 		// call would bring the agent closer to the policy's rate limit,
 		// and overload would turn into rate-limit denials. Not with the
-		// call's context, which may be cancelled.
-		g.counter.Undo(context.WithoutCancel(ctx), agent, start)
+		// call's context, which may be cancelled; the counter bounds the
+		// give-back as it bounds the count.
+		giveBack(context.WithoutCancel(ctx))
 	}
 	c := &relay{u: u, p: p, session: req.Session, extra: req.Extra, tool: tool, id: id, upLabel: upLabel, toolLabel: toolLabel, start: start, outcome: v.outcome}
 	switch {
