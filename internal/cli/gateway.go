@@ -56,6 +56,11 @@ hash-chained: 'acgs audit verify FILE' checks it. SIGHUP reloads the bundle.`,
 		if err != nil {
 			return err
 		}
+		// Before the bundle loads and Redis connects: a configuration
+		// refused anyway is refused at once.
+		if err := gateway.CheckDecisionTimeout(gcfg, cfg.Policy.EvalTimeout); err != nil {
+			return err
+		}
 		return runGateway(cmd.Context(), cmd, gcfg, cfg)
 	}
 	return cmd

@@ -107,11 +107,32 @@ type Deps struct {
 	// decision whose evaluation outlives its decision_timeout is then
 	// undecided, which the engine answers as overloaded (the agent told
 	// to retry, counted as shed), when its slow policy should have timed
-	// out as a failed decision. Above it, a slow evaluation ends at
-	// EVAL_TIMEOUT first (a failed decision, "the decision timed out"),
-	// and a decision_timeout that still passes means most of it went
-	// waiting for an evaluation slot or a shared evaluation: overload.
+	// out as a failed decision. EVAL_TIMEOUT runs from the evaluation's
+	// start, after the wait for a slot: above it, a slow evaluation that
+	// started within decision_timeout - EVAL_TIMEOUT ends at EVAL_TIMEOUT
+	// first (a failed decision, "the decision timed out"), and a
+	// decision_timeout that passes means the decision waited at least
+	// decision_timeout - EVAL_TIMEOUT for an evaluation slot or a shared
+	// evaluation: overload.
 	EvalTimeout time.Duration
+}
+
+// CheckDecisionTimeout refuses a decision_timeout that is not greater than
+// the engine's EVAL_TIMEOUT (evalTimeout, 0: not known, not checked): a
+// decision whose evaluation outlives its decision_timeout is undecided,
+// which the engine answers as overloaded, when its slow policy should have
+// timed out as a failed decision (Deps.EvalTimeout). New checks it; acgs
+// gateway checks it before it loads the bundle.
+func CheckDecisionTimeout(cfg Config, evalTimeout time.Duration) error {
+	if evalTimeout <= 0 || cfg.DecisionTimeout > evalTimeout {
+		return nil
+	}
+	dt := cfg.DecisionTimeout.String()
+	if cfg.DecisionTimeout == time.Second {
+		// an operator who never set it learns that it has a value
+		dt += " (the default when decision_timeout is not set)"
+	}
+	return fmt.Errorf("gateway: decision_timeout %s is not greater than the engine's EVAL_TIMEOUT %s: a slow evaluation would outlive its decision and be refused as overload (retry) instead of timing out as a failed decision; set decision_timeout in the gateway's configuration above EVAL_TIMEOUT, with room for the wait for an evaluation slot", dt, evalTimeout)
 }
 
 // Gateway is one running gateway.
@@ -184,8 +205,8 @@ func New(cfg Config, d Deps) (*Gateway, error) {
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
-	if d.EvalTimeout > 0 && cfg.DecisionTimeout <= d.EvalTimeout {
-		return nil, fmt.Errorf("gateway: decision_timeout %s is not greater than the engine's EVAL_TIMEOUT %s: a slow evaluation would outlive its decision and be refused as overload (retry) instead of timing out as a failed decision; set decision_timeout above EVAL_TIMEOUT, with room for the wait for an evaluation slot", cfg.DecisionTimeout, d.EvalTimeout)
+	if err := CheckDecisionTimeout(cfg, d.EvalTimeout); err != nil {
+		return nil, err
 	}
 	// An agent holding an admin token could approve its own held calls:
 	// approval would no longer be another party's. Its token is looked
@@ -657,10 +678,12 @@ func interpret(d engine.Decision, err error) verdict {
 // its own evaluation runs (the error wraps context.DeadlineExceeded and no
 // admission sentinel in both, so the gateway cannot tell them apart). The
 // second is no overload when the policy is merely slow; New therefore
-// requires decision_timeout above EVAL_TIMEOUT (Deps.EvalTimeout), so that
-// an evaluation started on time ends at EVAL_TIMEOUT first (a failed
-// decision, "the decision timed out"), and a decision_timeout that passes
-// means the decision spent most of it waiting: overload.
+// requires decision_timeout above EVAL_TIMEOUT (Deps.EvalTimeout). EVAL_TIMEOUT
+// runs from the evaluation's start, after the wait for a slot: an
+// evaluation that started within decision_timeout - EVAL_TIMEOUT ends at
+// EVAL_TIMEOUT first (a failed decision, "the decision timed out"), and a
+// decision_timeout that passes means the decision waited at least
+// decision_timeout - EVAL_TIMEOUT: overload.
 func overloaded(err error) bool {
 	return err != nil && apierror.CodeOf(err) == apierror.Overloaded
 }

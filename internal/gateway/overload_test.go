@@ -10,6 +10,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/acgs-lite/acgs/internal/config"
+	"github.com/acgs-lite/acgs/internal/gateway"
 	"github.com/acgs-lite/acgs/internal/testenv"
 )
 
@@ -237,5 +238,44 @@ func TestShedCallsDoNotSpendTheRateLimit(t *testing.T) {
 				t.Errorf("calls_last_minute %v, want 1: the shed calls gave their counts back", m["gateway_calls_last_minute"])
 			}
 		})
+	}
+}
+
+// TestDecisionTimeoutRefusalNamesTheDefault: a decision_timeout not above
+// EVAL_TIMEOUT is refused (a slow policy would be refused as overload),
+// and when it is the default an operator who never set it learns so from
+// the refusal. Before, "decision_timeout 1s is not greater than the
+// engine's EVAL_TIMEOUT 1s" named a setting absent from the file.
+func TestDecisionTimeoutRefusalNamesTheDefault(t *testing.T) {
+	const ups = "upstreams: [{name: a, command: [x]}]\n"
+	for _, c := range []struct {
+		yaml          string
+		eval          time.Duration
+		ok, isDefault bool
+	}{
+		{ups, time.Second, false, true},
+		{ups, 2 * time.Second, false, true},
+		{ups + "decision_timeout: 500ms\n", time.Second, false, false},
+		{ups, 999 * time.Millisecond, true, false},
+		{ups + "decision_timeout: 30s\n", 10 * time.Second, true, false},
+	} {
+		cfg, err := gateway.ParseConfig([]byte(c.yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = gateway.CheckDecisionTimeout(cfg, c.eval)
+		if c.ok != (err == nil) {
+			t.Errorf("%q, EVAL_TIMEOUT %s: error %v, want ok %v", c.yaml, c.eval, err, c.ok)
+			continue
+		}
+		if err == nil {
+			continue
+		}
+		if got := strings.Contains(err.Error(), "the default when decision_timeout is not set"); got != c.isDefault {
+			t.Errorf("%q, EVAL_TIMEOUT %s: the refusal names the default: %v, want %v: %v", c.yaml, c.eval, got, c.isDefault, err)
+		}
+		if !strings.Contains(err.Error(), "EVAL_TIMEOUT "+c.eval.String()) {
+			t.Errorf("the refusal must name EVAL_TIMEOUT's value: %v", err)
+		}
 	}
 }
