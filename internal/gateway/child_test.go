@@ -80,7 +80,7 @@ func TestStdioUpstreamThatStopsReading(t *testing.T) {
 	const callTimeout = 2 * time.Second
 	e := startEnv(t, envOptions{upstreams: procChildUpstream("child", "1", "") + "  - name: remote\n    url: REMOTE\n",
 		// the policy reads the large argument: time enough for that
-		extraYAML: fmt.Sprintf("call_timeout: %s\ndecision_timeout: 10s\n", callTimeout),
+		extraYAML: fmt.Sprintf("call_timeout: %s\ndecision_timeout: 30s\n", callTimeout),
 		mutate:    func(c *config.Config) { c.Policy.EvalTimeout = 10 * time.Second }})
 	a := e.agent(t, "token-1")
 	pid := childPid(t, a, "child")
@@ -130,7 +130,7 @@ func TestStdioUpstreamThatStopsReading(t *testing.T) {
 // second after the request's start, with every call in flight on it.
 func TestBusyStdioUpstreamIsNotKilled(t *testing.T) {
 	e := startEnv(t, envOptions{upstreams: procChildUpstream("child", "1", "") + "  - name: remote\n    url: REMOTE\n",
-		extraYAML: "call_timeout: 8s\ndecision_timeout: 10s\n"})
+		extraYAML: "call_timeout: 8s\ndecision_timeout: 30s\n"})
 	a := e.agent(t, "token-1")
 	pid := childPid(t, a, "child")
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {

@@ -187,6 +187,7 @@ admin: {listen: 127.0.0.1:0}
 approvals: {timeout: 30s}
 call_timeout: 10s
 connect_timeout: 20s
+decision_timeout: 30s
 upstreams:
 %s
 `, agents, ups)
@@ -200,7 +201,9 @@ upstreams:
 	// A loaded machine must not turn a slow evaluation into a (correct)
 	// fail-closed timeout where a test expects the policy's answer (CI
 	// bfed6f6 under -race: a cold tool_call decision past 100 ms). Tests
-	// of timeouts set their own.
+	// of timeouts set their own. decision_timeout (30s above) is above
+	// it, as New requires of acgs gateway (Deps.EvalTimeout, passed below):
+	// the harness runs a configuration production accepts.
 	cfg.Policy.EvalTimeout = 10 * time.Second
 	if o.mutate != nil {
 		o.mutate(&cfg)
@@ -226,7 +229,7 @@ upstreams:
 	e.g, err = gateway.New(gcfg, gateway.Deps{
 		Engine: e.svc.Engine, ConstitutionalHash: hash, DecisionLog: e.dlog, Metrics: e.svc.Metrics,
 		Registerer: e.svc.Metrics.Registry(), Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
-		AdminTokens: tokens, Counter: o.counter,
+		AdminTokens: tokens, Counter: o.counter, EvalTimeout: cfg.Policy.EvalTimeout,
 	})
 	if err != nil {
 		t.Fatal(err)
