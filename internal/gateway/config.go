@@ -100,6 +100,11 @@ type Upstream struct {
 	Dir        string            `yaml:"dir"`
 	URL        string            `yaml:"url"`
 	Headers    map[string]string `yaml:"headers"` // sent with every HTTP request; values may be ${ENV}, never the admin's or an agent's token_env
+	// StandaloneStream: the client of an HTTP upstream opens the
+	// session's standalone SSE stream (a GET it keeps open), which an
+	// upstream answering in JSON-response mode needs to pass a call's
+	// progress on. Off by default: the client opens no GET, as before.
+	StandaloneStream bool `yaml:"standalone_stream"`
 
 	// Shadow: decide and log every call of this upstream, but forward it
 	// whatever the outcome (counted as would-deny or would-hold).
@@ -329,6 +334,9 @@ func (c *Config) Validate() error {
 		}
 		if len(u.InheritEnv) > 0 && len(u.Command) == 0 {
 			bad("%s: inherit_env is for a child process (command)", where)
+		}
+		if u.StandaloneStream && len(u.Command) > 0 {
+			bad("%s: standalone_stream is for an HTTP upstream (url)", where)
 		}
 		// A header's ${VAR} is the same: the upstream is sent its value.
 		for _, h := range slices.Sorted(maps.Keys(u.Headers)) {

@@ -83,7 +83,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		progressDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "acgs_gateway_progress_dropped_total",
-			Help: "Upstreams' progress notifications not sent to the agent: superseded, while waiting, by a newer one for the same call (an agent that does not read its call's stream, or an upstream sending faster than the agent's stream takes them), arrived once the call had been answered, or the write to the agent's stream was refused (the call's answer had begun) or failed (the connection broken, its write timeout passed).",
+			Help: "Upstreams' progress notifications not sent to the agent: superseded, while waiting, by a newer one for the same call (an agent that does not read its call's stream, or an upstream sending faster than the agent's stream takes them), arrived just as the call ended (one arriving once it has ended is not counted), or the write to the agent's stream was refused (the call's answer had begun) or failed (the connection broken, its write timeout passed).",
 		}),
 	}
 	if reg != nil {

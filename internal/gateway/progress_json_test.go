@@ -135,14 +135,15 @@ func sseReaders() int {
 
 // TestJSONResponseUpstreamProgressReachesTheAgent: an HTTP upstream in
 // JSON-response mode sends a call's progress on its standalone stream
-// (the GET); the gateway's client opens that stream, and the notification
+// (the GET); with standalone_stream, the gateway's client opens that
+// stream, and the notification
 // reaches the agent under the agent's token, on the call's POST, before
 // the call's answer (the upstream answers only once the agent has it).
 // Closing the gateway ends the stream's reader.
 func TestJSONResponseUpstreamProgressReachesTheAgent(t *testing.T) {
 	before := sseReaders()
 	up := startJSONUpstream(t, serveGET)
-	e := startEnv(t, envOptions{upstreams: "  - name: jsonup\n    url: " + up.url + "\n"})
+	e := startEnv(t, envOptions{upstreams: "  - name: jsonup\n    url: " + up.url + "\n    standalone_stream: true\n"})
 	agent, got := progressAgent(t, e)
 
 	done := make(chan error, 1)
@@ -193,7 +194,7 @@ func TestJSONResponseUpstreamProgressReachesTheAgent(t *testing.T) {
 func TestStandaloneStreamReopened(t *testing.T) {
 	t.Cleanup(gateway.SetReopenAfter(0)) // any stream; restored after the gateway has stopped
 	up := startJSONUpstream(t, cutGET)
-	e := startEnv(t, envOptions{upstreams: "  - name: jsonup\n    url: " + up.url + "\n"})
+	e := startEnv(t, envOptions{upstreams: "  - name: jsonup\n    url: " + up.url + "\n    standalone_stream: true\n"})
 	agent, got := progressAgent(t, e)
 	for bound := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if gets, _ := up.counts(); gets >= 4 {
@@ -245,7 +246,7 @@ func TestUpstreamWithoutStandaloneStream(t *testing.T) {
 	}{{"refused", refuseGET}, {"unanswered", stallGET}} {
 		t.Run(c.name, func(t *testing.T) {
 			up := startJSONUpstream(t, c.get)
-			e := startEnv(t, envOptions{upstreams: "  - name: jsonup\n    url: " + up.url + "\n", extraYAML: "connect_timeout: 4s\n"})
+			e := startEnv(t, envOptions{upstreams: "  - name: jsonup\n    url: " + up.url + "\n    standalone_stream: true\n", extraYAML: "connect_timeout: 4s\n"})
 			agent, got := progressAgent(t, e)
 			for i := range 2 {
 				res, err := agent.CallTool(testCtx(t), &mcp.CallToolParams{Name: "jsonup__work", Meta: mcp.Meta{"progressToken": "agent-token-1"}})

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -122,59 +123,81 @@ func (u *upstream) transport() mcp.Transport {
 		cmd.WaitDelay = 2 * time.Second
 		return &childTransport{cmd: cmd, terminate: 2 * time.Second, stall: u.cfg.CallTimeout, log: u.log}
 	}
-	hc := &http.Client{Transport: streamGuard{
-		base: headerTransport{base: upstreamHTTP, headers: u.cfg.Headers, origin: origin(u.cfg.URL)},
-		wait: u.listTimeout() / 2, reopenAfter: reopenAfter, log: u.log,
-	}}
-	// The standalone SSE stream (a GET the client opens once the session is
-	// initialized and keeps open: the SDK's client, and streamGuard when it
-	// ends between events, reopen it) is where an upstream answering in
-	// JSON-response mode sends a call's progress: without it, its calls
-	// pass none on. What arrives there goes to the client's handlers like
-	// what arrives on a POST's stream. An upstream may refuse it (405): the
-	// session goes on without it.
+	base := headerTransport{base: upstreamHTTP, headers: u.cfg.Headers, origin: origin(u.cfg.URL)}
+	if !u.cfg.StandaloneStream {
+		// The default: no standalone SSE stream (the GET), as the client
+		// has always been. An upstream answering in JSON-response mode
+		// then passes no progress on; streaming upstreams send it on each
+		// call's POST stream.
+		return &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: &http.Client{Transport: base}, MaxRetries: 1, DisableStandaloneSSE: true}
+	}
+	// standalone_stream: the standalone SSE stream (a GET the client opens
+	// once the session is initialized and keeps open: the SDK's client,
+	// and streamGuard when it ends between events, reopen it) is where an
+	// upstream answering in JSON-response mode sends a call's progress:
+	// without it, its calls pass none on. What arrives there goes to the
+	// client's handlers like what arrives on a POST's stream. An upstream
+	// may refuse it (405): the session goes on without it.
+	hc := &http.Client{Transport: &streamGuard{base: base, wait: u.listTimeout() / 2, reopenAfter: reopenAfter, log: u.log}}
 	return &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: hc, MaxRetries: 1}
 }
 
-// streamGuard bounds the wait for the header of the upstream's answer to
-// a GET (the standalone SSE stream, or the resumption of a POST's stream)
-// to wait: the SDK's client opens the standalone stream within Connect,
-// but under the connection's own context, without the connect timeout, so
-// an upstream that accepted the GET and never answered it would hold the
-// connection attempt (and Close, which waits for it) forever. A GET
-// without a header in time is answered 405 (the protocol's "no stream
-// here") in its place: the session goes on without that stream, as with
-// an upstream that offers none. Other requests pass as they are (a POST's
-// header may come only with a call's answer).
+// streamGuard is the HTTP client of an upstream with standalone_stream,
+// one a connection. It bounds the wait for the header of the upstream's
+// answer to the connection's standalone GET, until one has had it, to
+// wait: the SDK's
+// client opens that stream within Connect, but under the connection's own
+// context, without the connect timeout, so an upstream that accepted the
+// GET and never answered it would hold the connection attempt (and Close,
+// which waits for it) forever. That GET without a header in time is
+// answered 405 (the protocol's "no stream here") in its place: the session
+// goes on without that stream, as with an upstream that offers none, and
+// this is logged. No other request is bounded: a POST's header may come
+// only with a call's answer, and so may a resumption's (a GET with
+// Last-Event-ID, resuming a call's stream the upstream closed early: the
+// SDK's server sends its header with its next event), which a fake 405
+// would have failed the session for; the SDK's later GETs come once
+// Connect has returned, and Close ends them.
 //
 // It also keeps the standalone stream open across the ends that are not
 // the upstream's refusal (reopening): the SDK's client reopens a stream
 // that ends, but fails the session when one ends twice without a new
 // event ID between, and an upstream without an event store sends none, so
-// a proxy that cuts idle streams at its read timeout would lose the
-// session, and the calls on it, every second cut.
+// a proxy that cuts idle streams at its read timeout, or an upstream that
+// ends the stream at once, would lose the session, and the calls on it,
+// every second end.
 type streamGuard struct {
 	base        http.RoundTripper
 	wait        time.Duration
-	reopenAfter time.Duration // reopening: how long a stream must have lived
+	reopenAfter time.Duration // reopening: the least time between two openings of the stream
 	log         *slog.Logger
+	answered    atomic.Bool // a standalone GET of the connection has had its header
 }
 
-// reopenAfter is how long a standalone stream must have been open for
-// streamGuard to reopen it in place when it ends: one that ends sooner is
-// left to the SDK's client, which stops an upstream that keeps ending it
-// at once.
+// reopenAfter is the least time between two openings of a standalone
+// stream by streamGuard: one that ends sooner after it opened is reopened
+// only then, not as fast as an upstream (or a proxy) ends it.
 var reopenAfter = probeEvery
 
 var errNoStreamHeader = errors.New("no answer to the GET in time")
 
-func (t streamGuard) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Method != http.MethodGet || t.wait <= 0 {
+func (t *streamGuard) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method != http.MethodGet {
 		return t.base.RoundTrip(r)
 	}
-	resp, err := t.get(r)
-	if err != nil || r.Header.Get("Last-Event-ID") != "" || !isEventStream(resp) {
-		return resp, err // a resumption's stream is the SDK's to resume
+	if r.Header.Get("Last-Event-ID") != "" {
+		return t.base.RoundTrip(r) // a resumption's stream is the SDK's to resume
+	}
+	bounded := t.wait > 0 && !t.answered.Load()
+	resp, late, err := t.get(r, bounded)
+	if err == nil {
+		t.answered.Store(true)
+	}
+	if late {
+		t.log.Warn("gateway: upstream did not answer its standalone SSE stream's GET in time; going on without it: its calls answered in JSON-response mode pass no progress on until it is reconnected", "wait", t.wait)
+	}
+	if err != nil || !isEventStream(resp) {
+		return resp, err
 	}
 	resp.Body = &reopening{g: t, req: r, body: resp.Body, opened: time.Now(), lineStart: true}
 	return resp, nil
@@ -186,38 +209,43 @@ func isEventStream(resp *http.Response) bool {
 	return resp.StatusCode == http.StatusOK && strings.EqualFold(strings.TrimSpace(ct), "text/event-stream")
 }
 
-// get makes the GET r with the wait for its header bounded.
-func (t streamGuard) get(r *http.Request) (*http.Response, error) {
+// get makes the GET r, with the wait for its header bounded if bounded:
+// without a header in time, it is answered 405 in its place and late is
+// set.
+func (t *streamGuard) get(r *http.Request, bounded bool) (resp *http.Response, late bool, err error) {
+	if !bounded {
+		resp, err = t.base.RoundTrip(r)
+		return resp, false, err
+	}
 	ctx, cancel := context.WithCancelCause(r.Context())
 	timer := time.AfterFunc(t.wait, func() { cancel(errNoStreamHeader) })
-	resp, err := t.base.RoundTrip(r.WithContext(ctx))
+	resp, err = t.base.RoundTrip(r.WithContext(ctx))
 	if !timer.Stop() && r.Context().Err() == nil { // the wait is over
 		if err == nil {
 			_ = resp.Body.Close()
 		}
 		cancel(nil)
-		t.log.Warn("gateway: upstream did not answer its standalone SSE stream's GET in time; going on without it", "wait", t.wait)
 		return &http.Response{Status: "405 Method Not Allowed", StatusCode: http.StatusMethodNotAllowed,
-			Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{}, Body: http.NoBody, Request: r}, nil
+			Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{}, Body: http.NoBody, Request: r}, true, nil
 	}
 	if err != nil {
 		cancel(nil)
-		return nil, err
+		return nil, false, err
 	}
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func() { cancel(nil) }}
-	return resp, nil
+	return resp, false, nil
 }
 
 // reopening is the body of a standalone stream that reopens it (the same
-// GET again) when it ends between two events, having lived at least
-// reopenAfter, while no event ID has come on it (with IDs, the SDK's
-// client resumes it itself, from the last). The new stream's events follow
-// the old one's in the same body, so the SDK's client sees one stream.
-// One that ends within an event, that the upstream no longer serves (a
-// 404 for a session it dropped, a 405) or that cannot be reopened ends
-// as it did, and the SDK's client takes it from there.
+// GET again) when it ends between two events while no event ID has come
+// on it (with IDs, the SDK's client resumes it itself, from the last): at
+// once if it has been open reopenAfter, else once it has. The new stream's
+// events follow the old one's in the same body, so the SDK's client sees
+// one stream. One that ends within an event, that the upstream no longer
+// serves (a 404 for a session it dropped, a 405) or that cannot be
+// reopened ends as it did, and the SDK's client takes it from there.
 type reopening struct {
-	g      streamGuard
+	g      *streamGuard
 	req    *http.Request
 	body   io.ReadCloser
 	opened time.Time
@@ -236,10 +264,23 @@ func (b *reopening) Read(p []byte) (int, error) {
 		if n > 0 || err == nil {
 			return n, nil // an error comes again on the next Read
 		}
-		if b.sawID || !b.lineStart || b.pending || time.Since(b.opened) < b.g.reopenAfter || b.req.Context().Err() != nil {
+		if b.sawID || !b.lineStart || b.pending || b.req.Context().Err() != nil {
 			return 0, err
 		}
-		resp, gerr := b.g.get(b.req.Clone(b.req.Context()))
+		lived := time.Since(b.opened)
+		if wait := b.g.reopenAfter - lived; wait > 0 {
+			// Ended soon after it opened: reopened once reopenAfter has
+			// passed since, not as fast as it ends. (Left to the SDK's
+			// client, the second such end would lose the session.)
+			timer := time.NewTimer(wait)
+			select {
+			case <-timer.C:
+			case <-b.req.Context().Done():
+				timer.Stop()
+				return 0, err
+			}
+		}
+		resp, _, gerr := b.g.get(b.req.Clone(b.req.Context()), false)
 		if gerr != nil {
 			return 0, err
 		}
@@ -247,7 +288,11 @@ func (b *reopening) Read(p []byte) (int, error) {
 			_ = resp.Body.Close()
 			return 0, err
 		}
-		b.g.log.Info("gateway: upstream's standalone stream ended; reopened", "after", time.Since(b.opened).Round(time.Second), "error", err)
+		level := slog.LevelInfo
+		if lived < b.g.reopenAfter {
+			level = slog.LevelDebug // an upstream that ends it at once would log this every reopenAfter
+		}
+		b.g.log.Log(b.req.Context(), level, "gateway: upstream's standalone stream ended; reopened", "after", lived.Round(time.Millisecond), "error", err)
 		_ = b.body.Close()
 		b.body, b.opened = resp.Body, time.Now()
 	}
