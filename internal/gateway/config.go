@@ -51,11 +51,13 @@ type Config struct {
 	// DecisionTimeout bounds one decision, including waiting for an
 	// evaluation slot (default 1s). It must be greater than the engine's
 	// EVAL_TIMEOUT (checked by New, Deps.EvalTimeout; here only against
-	// the least EVAL_TIMEOUT accepted, 1ms), so that a slow evaluation
-	// times out as a failed decision (denied) before its decision_timeout
-	// passes; a decision_timeout that passes first means the decision
-	// waited for an evaluation slot too long, and the call is refused as
-	// overloaded (to be retried).
+	// the least EVAL_TIMEOUT accepted, 1ms). EVAL_TIMEOUT runs from the
+	// evaluation's start, after the wait for a slot: a slow evaluation
+	// that started within decision_timeout - EVAL_TIMEOUT times out as a
+	// failed decision (denied) before its decision_timeout passes; a
+	// decision_timeout that passes first means the decision waited at
+	// least decision_timeout - EVAL_TIMEOUT for an evaluation slot, and
+	// the call is refused as overloaded (to be retried).
 	DecisionTimeout time.Duration `yaml:"decision_timeout"`
 	// CallTimeout bounds one upstream call unless the upstream sets its
 	// own (default 60s).

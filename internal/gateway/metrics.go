@@ -79,7 +79,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"upstream"}),
 		counterErrs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "acgs_gateway_counter_errors_total",
-			Help: "Redis errors of the per-agent call counters (the call was counted in process instead).",
+			Help: "Redis errors of the per-agent call counters: a count answered from this replica's in-process count instead, or a give-back (a shed or cancelled call's) that Redis did not confirm.",
 		}),
 		progressDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "acgs_gateway_progress_dropped_total",
