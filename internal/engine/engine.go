@@ -955,14 +955,41 @@ func (e *Engine) PlanKind(path string, input any) string {
 // When ctx ends first (a batch's bound before WRITE_TIMEOUT), the items not
 // yet decided are overloaded at once: an evaluation a worker runs itself is
 // detached from ctx and would hold the batch past it. Cache hits and
-// constant plans are settled before, and never shed.
+// constant plans are settled before, and never shed. A path that names a
+// function is refused for every item before anything is looked up, as
+// Decide refuses it (400, not shed even when ctx has ended).
 func (e *Engine) DecideBatch(ctx context.Context, path string, inputs []any) ([]Decision, []error) {
+	return e.DecideBatchLookingUp(ctx, ctx, path, inputs)
+}
+
+// DecideBatchLookingUp is DecideBatch with its cache lookups (L1 and the
+// one L2 round trip) made under lookup instead of ctx; everything else,
+// the evaluation of misses and their admission, is bounded by ctx.
+//
+// It is for a request whose ctx ended before it was asked anything (a
+// body that came too late, server.errLate): under that ctx an L2 read
+// gives up at once and misses, so a decision only L2 held was refused,
+// when a cache hit is never shed. With ctx done, the misses are refused
+// without asking admission, and lookup (detached from ctx's deadline,
+// bounded by the caller, each read by L2_TIMEOUT) lets the caches answer
+// what they hold. A parameter rather than a context value: what bounds
+// the lookup is visible at the call.
+func (e *Engine) DecideBatchLookingUp(ctx, lookup context.Context, path string, inputs []any) ([]Decision, []error) {
 	out := make([]Decision, len(inputs))
 	errs := make([]error, len(inputs))
 	s := e.cur.Load()
 	if s == nil {
 		for i := range errs {
 			errs[i] = apierror.New(apierror.Unavailable, "no policy bundle is active")
+		}
+		return out, errs
+	}
+	// The same path for every item: a function is refused once, here,
+	// not per item in decideMiss's flight, which a batch past its
+	// deadline never reaches (its items were refused as overloaded).
+	if err := s.function(path); err != nil {
+		for i := range errs {
+			errs[i] = err
 		}
 		return out, errs
 	}
@@ -1001,7 +1028,7 @@ func (e *Engine) DecideBatch(ctx context.Context, path string, inputs []any) ([]
 	vals := make([]cache.Value, len(keys))
 	tiers := make([]cache.Tier, len(keys))
 	found := make([]bool, len(keys))
-	c.LookupMany(ctx, keys, vals, tiers, found)
+	c.LookupMany(lookup, keys, vals, tiers, found)
 	todo := direct
 	for j, ok := range found {
 		if !ok {

@@ -58,12 +58,15 @@ func (s *Server) decisionContext(w http.ResponseWriter, r *http.Request) (contex
 	if now.Before(bound) {
 		return context.WithDeadline(r.Context(), bound)
 	}
+	// A too-late request's caches may still answer until WRITE_TIMEOUT
+	// (lateLookup).
+	tooLateCtx := context.WithValue(r.Context(), lateUntilKey{}, start.Add(wt))
 	if isBatch(w) {
-		return context.WithDeadlineCause(r.Context(), bound, errLate)
+		return context.WithDeadlineCause(tooLateCtx, bound, errLate)
 	}
 	late := start.Add(wt - lateReserve(wt, s.cfg.Policy.EvalTimeout))
 	if !now.Before(late) {
-		return context.WithDeadlineCause(r.Context(), late, errLate)
+		return context.WithDeadlineCause(tooLateCtx, late, errLate)
 	}
 	return context.WithDeadline(r.Context(), late)
 }
@@ -117,6 +120,25 @@ func tooLate(ctx context.Context) bool {
 	return ctx.Err() != nil && errors.Is(context.Cause(ctx), errLate)
 }
 
+// lateUntilKey keys a too-late request's WRITE_TIMEOUT (its start plus
+// WRITE_TIMEOUT) in its context, set by decisionContext.
+type lateUntilKey struct{}
+
+// lateLookup is the context a too-late request's cache lookups run under:
+// detached from its deadline, which has passed (under it an L2 read gives
+// up at once and misses, and a decision only L2 held was refused as late,
+// when a cache hit is never shed), and bounded by its WRITE_TIMEOUT, past
+// which no answer is written; each L2 read is bounded by L2_TIMEOUT too.
+// Only the lookups: evaluations and admission stay under ctx, which has
+// ended, so what the caches do not hold is refused as late.
+func lateLookup(ctx context.Context) (context.Context, context.CancelFunc) {
+	until, ok := ctx.Value(lateUntilKey{}).(time.Time)
+	if !ok {
+		return ctx, func() {}
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), until)
+}
+
 // lateErr is err as the answer states it: a shed decision of a request
 // whose body came too late (errLate) says so.
 func lateErr(ctx context.Context, err error) error {
@@ -130,17 +152,20 @@ func lateErr(ctx context.Context, err error) error {
 // log. Errors come back in the result: callers fail closed.
 //
 // A too-late request (tooLate) is answered as a late batch's item is: from
-// the caches or a constant plan when they hold its decision, refused as
-// late otherwise, through DecideBatch, which asks admission nothing past
-// the deadline. Decide would ask admission for a miss, which refuses it
-// and counts the refusal as a deadline's in acgs_admission_refused_total,
-// a sign of overload that no load caused.
+// the caches (L1 and L2, looked up under lateLookup) or a constant plan
+// when they hold its decision, refused as late otherwise, through
+// DecideBatchLookingUp, which asks admission nothing past the deadline.
+// Decide would ask admission for a miss, which refuses it and counts the
+// refusal as a deadline's in acgs_admission_refused_total, a sign of
+// overload that no load caused.
 func (s *Server) decide(ctx context.Context, path string, input any, batchID string) decided {
 	start := time.Now()
 	var d engine.Decision
 	var err error
 	if tooLate(ctx) {
-		ds, errs := s.d.Engine.DecideBatch(ctx, path, []any{input})
+		lookup, cancel := lateLookup(ctx)
+		ds, errs := s.d.Engine.DecideBatchLookingUp(ctx, lookup, path, []any{input})
+		cancel()
 		d, err = ds[0], errs[0]
 	} else {
 		d, err = s.d.Engine.Decide(ctx, path, input)
@@ -149,10 +174,16 @@ func (s *Server) decide(ctx context.Context, path string, input any, batchID str
 }
 
 // decideMany answers a batch through the engine's batch path (one L2 round
-// trip for all L1 misses, parallel evaluation), in input order.
+// trip for all L1 misses, parallel evaluation), in input order. A too-late
+// batch's lookups run under lateLookup, as a single request's (decide).
 func (s *Server) decideMany(ctx context.Context, path string, inputs []any, batchID string) []decided {
 	start := time.Now()
-	ds, errs := s.d.Engine.DecideBatch(ctx, path, inputs)
+	lookup, cancel := ctx, context.CancelFunc(func() {})
+	if tooLate(ctx) {
+		lookup, cancel = lateLookup(ctx)
+	}
+	ds, errs := s.d.Engine.DecideBatchLookingUp(ctx, lookup, path, inputs)
+	cancel()
 	took := time.Since(start)
 	out := make([]decided, len(inputs))
 	for i := range inputs {

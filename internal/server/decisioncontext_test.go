@@ -26,7 +26,7 @@ import (
 func TestDecisionContextLateBody(t *testing.T) {
 	for _, evalTimeout := range []time.Duration{
 		100 * time.Millisecond, // the default: the reserve is a quarter of the window's
-		800 * time.Millisecond, // the reserve is EVAL_TIMEOUT and lateMargin
+		500 * time.Millisecond, // the reserve is EVAL_TIMEOUT and lateMargin, 225 ms from the late body's start to the late bound
 	} {
 		cfg := config.Default()
 		cfg.Server.WriteTimeout = 10 * time.Second
@@ -105,6 +105,17 @@ func checkDecisionContext(t *testing.T, s *Server, ago time.Duration, batch bool
 	}
 	if got := tooLate(ctx); got != late {
 		t.Errorf("cause %v: too late %v, want %v", context.Cause(ctx), got, late)
+	}
+	// A too-late request's cache lookups are not bound by its passed
+	// deadline, only by WRITE_TIMEOUT (lateLookup).
+	if late {
+		lookup, cancelLookup := lateLookup(ctx)
+		ldl, ok := lookup.Deadline()
+		past := ago >= s.cfg.Server.WriteTimeout // done only once WRITE_TIMEOUT has passed
+		if !ok || !ldl.Equal(start.Add(s.cfg.Server.WriteTimeout)) || (lookup.Err() != nil) != past {
+			t.Errorf("lateLookup: deadline %v after the start (set: %v, done: %v), want WRITE_TIMEOUT %v, done %v", ldl.Sub(start), ok, lookup.Err(), s.cfg.Server.WriteTimeout, past)
+		}
+		cancelLookup()
 	}
 	for _, shed := range []error{
 		apierror.Wrap(apierror.Overloaded, admission.ErrDeadline, "service overloaded: the request's deadline passed while it waited for an evaluation slot; retry later"),

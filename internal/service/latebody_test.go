@@ -16,6 +16,7 @@ import (
 	"github.com/acgs-lite/acgs/internal/config"
 	"github.com/acgs-lite/acgs/internal/faults"
 	"github.com/acgs-lite/acgs/internal/service/servicetest"
+	"github.com/acgs-lite/acgs/internal/testenv"
 )
 
 // lateBodyWriteTimeout is the WRITE_TIMEOUT of the late-body tests: the
@@ -30,19 +31,29 @@ const (
 	lateBodyWindow       = 4500 * time.Millisecond
 	lateBodyBound        = 4850 * time.Millisecond
 	lateBodyAfter        = 4700 * time.Millisecond
+	// With an EVAL_TIMEOUT of 300 ms (lateBodyTooLateEval) the late bound
+	// is WRITE_TIMEOUT less 350 ms; a too-late body arrives 150 ms after it.
+	lateBodyTooLateEval  = 300 * time.Millisecond
+	lateBodyTooLateBound = 4650 * time.Millisecond
+	lateBodyTooLateAfter = 4800 * time.Millisecond
 )
 
 // lateBody sends a request's headers and half its body at once and the
 // rest after after, on a connection of its own, and returns the answer
 // (its doc nil unless it is a JSON object).
 //
-// The body must complete after the decision window, or the test passes
-// without testing anything; it does (the sleep), counted from before the
-// headers were sent, which the server's start of the request follows. It
-// must also complete before sentBy from the request's start (the next bound
-// the test would cross): on a machine so slow that it did not, counted
-// from the same point, the test cannot tell and is skipped, saying so.
-func lateBody(t *testing.T, addr, target, body string, after, sentBy time.Duration) (httpAnswer, map[string]any) {
+// The body must complete after notBefore from the request's start (the
+// decision window, or the late bound for a too-late request), or the test
+// passes without testing what it means to; it does (the sleep), counted
+// from before the headers were sent, which the server's start of the
+// request follows. It must also complete before sentBy from the request's
+// start (the next bound the test would cross): on a machine so slow that
+// it did not, counted from the same point, the test cannot tell and is
+// skipped, saying so. sent, when not nil, is called once the whole body
+// was sent, before that skip: the server answers (and counts) that
+// request all the same, and the skip waits for its answer, so that a
+// test counting what the server saw counts it too.
+func lateBody(t *testing.T, addr, target, body string, after, notBefore, sentBy time.Duration, sent func()) (httpAnswer, map[string]any) {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -63,12 +74,22 @@ func lateBody(t *testing.T, addr, target, body string, after, sentBy time.Durati
 	if _, err := io.WriteString(conn, body[half:]); err != nil {
 		t.Fatal(err)
 	}
-	sent := time.Since(start)
-	if sent < lateBodyWindow {
-		t.Fatalf("the body completed %s after the request's start, within the decision window (%s): the test tests nothing", sent, lateBodyWindow)
+	took := time.Since(start)
+	if sent != nil {
+		sent()
 	}
-	if sent >= sentBy {
-		t.Skipf("the body completed %s after the request's start, past %s: the machine is too slow for this test to tell", sent, sentBy)
+	if took < notBefore {
+		t.Fatalf("the body completed %s after the request's start, before %s: the test tests nothing", took, notBefore)
+	}
+	if took >= sentBy {
+		// The server may still count it: its answer (or the connection's
+		// end) comes before the test reads the metrics.
+		_ = conn.SetReadDeadline(time.Now().Add(lateBodyWriteTimeout))
+		if resp, err := http.ReadResponse(bufio.NewReader(conn), nil); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		t.Skipf("the body completed %s after the request's start, past %s: the machine is too slow for this test to tell", took, sentBy)
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
@@ -86,9 +107,9 @@ func lateBody(t *testing.T, addr, target, body string, after, sentBy time.Durati
 	}
 	a.doc, _ = v.(map[string]any) // v0 answers a value, which may be true
 	// The ACGS answer's latency_ms counts from the request's start on the
-	// server's clock: one answered within the window read the body in it.
-	if ms, ok := a.doc["latency_ms"].(float64); ok && time.Duration(ms*float64(time.Millisecond)) < lateBodyWindow {
-		t.Fatalf("answered %v ms after the request's start on the server's clock, within the decision window (%s): the body was not late there, and the test tests nothing", ms, lateBodyWindow)
+	// server's clock: one answered before notBefore read the body before it.
+	if ms, ok := a.doc["latency_ms"].(float64); ok && time.Duration(ms*float64(time.Millisecond)) < notBefore {
+		t.Fatalf("answered %v ms after the request's start on the server's clock, before %s: the body was not that late there, and the test tests nothing", ms, notBefore)
 	}
 	return a, a.doc
 }
@@ -121,7 +142,7 @@ func TestLateBodyDecidedOnIdleService(t *testing.T) {
 	for _, tc := range lateBodyTargets() {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			a, doc := lateBody(t, addr, tc.target, tc.body, lateBodyAfter, lateBodyBound)
+			a, doc := lateBody(t, addr, tc.target, tc.body, lateBodyAfter, lateBodyWindow, lateBodyBound, nil)
 			if a.status != http.StatusOK {
 				t.Fatalf("status %d, want 200 with a decision: %s", a.status, a.raw)
 			}
@@ -173,7 +194,7 @@ func TestLateBodyWaitShedBeforeWriteTimeout(t *testing.T) {
 	for _, tc := range lateBodyTargets() {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			a, doc := lateBody(t, addr, tc.target, tc.body, lateBodyAfter, lateBodyBound)
+			a, doc := lateBody(t, addr, tc.target, tc.body, lateBodyAfter, lateBodyWindow, lateBodyBound, nil)
 			wantShed(t, a, doc)
 			if tc.name == "acgs" && doc["allow"] != false {
 				t.Errorf("the ACGS answer does not deny: %s", a.raw)
@@ -199,16 +220,15 @@ func TestLateBodyTooLate(t *testing.T) {
 	t.Parallel()
 	in := servicetest.Start(t, func(c *config.Config) {
 		c.Server.WriteTimeout = lateBodyWriteTimeout
-		c.Policy.EvalTimeout = 300 * time.Millisecond
+		c.Policy.EvalTimeout = lateBodyTooLateEval
 	})
 	addr := strings.TrimPrefix(in.URL, "http://")
-	var answered atomic.Int64
+	var sent atomic.Int64 // what the server saw, answered or skipped here
 	t.Run("targets", func(t *testing.T) {
 		for _, tc := range lateBodyTargets() {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
-				a, doc := lateBody(t, addr, tc.target, tc.body, 4800*time.Millisecond, lateBodyWriteTimeout-100*time.Millisecond)
-				answered.Add(1)
+				a, doc := lateBody(t, addr, tc.target, tc.body, lateBodyTooLateAfter, lateBodyTooLateBound, lateBodyWriteTimeout-100*time.Millisecond, func() { sent.Add(1) })
 				wantLate(t, a, doc)
 				if tc.name == "acgs" && doc["allow"] != false {
 					t.Errorf("the ACGS answer does not deny: %s", a.raw)
@@ -216,7 +236,7 @@ func TestLateBodyTooLate(t *testing.T) {
 			})
 		}
 	})
-	n := float64(answered.Load())
+	n := float64(sent.Load())
 	if n == 0 {
 		t.Skip("no request could be sent in time on this machine")
 	}
@@ -236,7 +256,7 @@ func TestLateBatchRefusedAsLate(t *testing.T) {
 		c.Server.WriteTimeout = lateBodyWriteTimeout
 	})
 	addr := strings.TrimPrefix(in.URL, "http://")
-	var items atomic.Int64
+	var items atomic.Int64 // what the server saw, answered or skipped here
 	t.Run("routes", func(t *testing.T) {
 		for _, tc := range []struct{ name, target, body string }{
 			{"acgs", "/v1/acgs/batch", `{"requests":[` + newSafe() + `,` + newSafe() + `]}`},
@@ -244,7 +264,7 @@ func TestLateBatchRefusedAsLate(t *testing.T) {
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
-				a, doc := lateBody(t, addr, tc.target, tc.body, lateBodyAfter, lateBodyWriteTimeout-100*time.Millisecond)
+				a, doc := lateBody(t, addr, tc.target, tc.body, lateBodyAfter, lateBodyWindow, lateBodyWriteTimeout-100*time.Millisecond, func() { items.Add(2) })
 				if a.status != http.StatusServiceUnavailable || a.header.Get("Retry-After") != "1" {
 					t.Errorf("status %d, Retry-After %q: want 503 with Retry-After 1 (every item refused): %s", a.status, a.header.Get("Retry-After"), a.raw)
 				}
@@ -266,7 +286,6 @@ func TestLateBatchRefusedAsLate(t *testing.T) {
 						t.Errorf("item %v: want code overloaded and a message saying the body came too late", it)
 					}
 				}
-				items.Add(int64(len(got)))
 			})
 		}
 	})
@@ -305,5 +324,101 @@ func wantLateCounted(t *testing.T, url string, n float64) {
 	}
 	if got, err := faults.Metric(url, "acgs_admission_refused_total"); err != nil || got != 0 {
 		t.Errorf("acgs_admission_refused_total = %v (%v), want 0: admission was not asked", got, err)
+	}
+}
+
+// TestLateBodyTooLateFromL2: a too-late request (a single one past its
+// late bound, a batch past the decision window) whose decisions only L2
+// holds, written there by another instance, is answered from L2: 200, as
+// a cache hit is never shed. Its L2 read ran under its passed deadline and
+// gave up at once, a miss, so it was refused 503 as late.
+func TestLateBodyTooLateFromL2(t *testing.T) {
+	t.Parallel()
+	testenv.RequireBinary(t, "redis-server", "redis-server")
+	r := testenv.StartRedis(t)
+	mutate := func(c *config.Config) {
+		c.Server.WriteTimeout = lateBodyWriteTimeout
+		c.Policy.EvalTimeout = lateBodyTooLateEval
+		c.Cache.RedisURL = r.URL()
+		c.Cache.SigningKey = strings.Repeat("late-signing-key-", 2)
+		c.Cache.L2Timeout = 500 * time.Millisecond // a loaded machine must not turn a hit into a miss
+		c.Policy.PartialEval = false               // no constant plan answers these: only the caches can
+	}
+	a := servicetest.Start(t, mutate)
+	b := servicetest.Start(t, mutate)
+	waitL2Healthy(t, a)
+	waitL2Healthy(t, b)
+	single, x, y := newSafe(), newSafe(), newSafe()
+	known := map[string]bool{}
+	for _, body := range []string{single, x, y} {
+		if code, doc := abusePost(t, a.URL, []byte(body)); code != http.StatusOK || doc["allow"] != true {
+			t.Fatalf("warming on A: %d %v", code, doc)
+		}
+		newL2Key(t, r, known) // written behind: wait until it is in Redis
+	}
+	addr := strings.TrimPrefix(b.URL, "http://")
+	t.Run("routes", func(t *testing.T) {
+		t.Run("single", func(t *testing.T) {
+			t.Parallel()
+			a, doc := lateBody(t, addr, "/v1/data/acgs/main/decision", single, lateBodyTooLateAfter, lateBodyTooLateBound, lateBodyWriteTimeout-100*time.Millisecond, nil)
+			if a.status != http.StatusOK || doc["allow"] != true || doc["cache_tier"] != "l2" {
+				t.Errorf("status %d: want 200, allowed from cache tier l2: %s", a.status, a.raw)
+			}
+		})
+		t.Run("batch", func(t *testing.T) {
+			t.Parallel()
+			a, doc := lateBody(t, addr, "/v1/acgs/batch", `{"requests":[`+x+`,`+y+`]}`, lateBodyAfter, lateBodyWindow, lateBodyWriteTimeout-100*time.Millisecond, nil)
+			if a.status != http.StatusOK {
+				t.Errorf("status %d: want 200: %s", a.status, a.raw)
+			}
+			items, _ := doc["responses"].([]any)
+			if len(items) != 2 {
+				t.Fatalf("want 2 items: %s", a.raw)
+			}
+			for _, it := range items {
+				item, _ := it.(map[string]any)
+				if item["allow"] != true || item["cache_tier"] != "l2" {
+					t.Errorf("item %v: want allowed from cache tier l2", it)
+				}
+			}
+		})
+	})
+	if got, err := faults.Metric(b.URL, "acgs_decisions_shed_total"); err != nil || got != 0 {
+		t.Errorf("acgs_decisions_shed_total = %v (%v) on B, want 0: a cache hit is never shed", got, err)
+	}
+}
+
+// TestLateBodyFunctionPath: a too-late request to a path that names a
+// function (data.acgs.main.truncate) is bad input, 400 invalid_parameter,
+// as one in time is: not 503 late, which says to retry what can never be
+// answered. The engine's batch path, which answers too-late requests,
+// refused the path only in an item's evaluation, never reached past the
+// deadline.
+func TestLateBodyFunctionPath(t *testing.T) {
+	t.Parallel()
+	in := servicetest.Start(t, func(c *config.Config) {
+		c.Server.WriteTimeout = lateBodyWriteTimeout
+		c.Policy.EvalTimeout = lateBodyTooLateEval
+	})
+	addr := strings.TrimPrefix(in.URL, "http://")
+	t.Run("routes", func(t *testing.T) {
+		for _, tc := range []struct {
+			name, target, body string
+			after, notBefore   time.Duration
+		}{
+			{"single", "/v1/data/acgs/main/truncate", `{"input":{}}`, lateBodyTooLateAfter, lateBodyTooLateBound},
+			{"batch", "/v1/batch/data/acgs/main/truncate", `{"inputs":{"a":{},"b":{}}}`, lateBodyAfter, lateBodyWindow},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				a, doc := lateBody(t, addr, tc.target, tc.body, tc.after, tc.notBefore, lateBodyWriteTimeout-100*time.Millisecond, nil)
+				if a.status != http.StatusBadRequest || doc["code"] != "invalid_parameter" || !strings.Contains(a.raw, "is a function") {
+					t.Errorf("status %d: want 400 invalid_parameter, the path is a function: %s", a.status, a.raw)
+				}
+			})
+		}
+	})
+	if got, err := faults.Metric(in.URL, "acgs_decisions_shed_total"); err != nil || got != 0 {
+		t.Errorf("acgs_decisions_shed_total = %v (%v), want 0: bad input is not shed", got, err)
 	}
 }
