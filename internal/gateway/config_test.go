@@ -236,3 +236,34 @@ func TestConfigDecisionTimeoutAboveEvalTimeout(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigStandaloneStream: standalone_stream (the GET stream a
+// JSON-response HTTP upstream sends progress on) is off by default and
+// refused on a stdio upstream, which has no such stream.
+func TestConfigStandaloneStream(t *testing.T) {
+	for _, c := range []struct {
+		name, yml string
+		wantErr   string
+		want      bool
+	}{
+		{"default off", "upstreams: [{name: a, url: 'http://127.0.0.1:1/mcp'}]\n", "", false},
+		{"on for HTTP", "upstreams: [{name: a, url: 'http://127.0.0.1:1/mcp', standalone_stream: true}]\n", "", true},
+		{"refused for stdio", "upstreams: [{name: a, command: [x], standalone_stream: true}]\n", "standalone_stream is for an HTTP upstream (url)", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := gateway.ParseConfig([]byte(c.yml))
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("error %v, want %q", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Upstreams[0].StandaloneStream; got != c.want {
+				t.Errorf("standalone_stream %v, want %v", got, c.want)
+			}
+		})
+	}
+}

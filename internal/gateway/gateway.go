@@ -589,7 +589,9 @@ func (g *Gateway) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.
 		// and overload would turn into rate-limit denials. Not with the
 		// call's context, which may be cancelled; the counter bounds the
 		// give-back as it bounds the count.
-		giveBack(context.WithoutCancel(ctx))
+		if giveBack != nil { // Deps.Counter may be another's implementation
+			giveBack(context.WithoutCancel(ctx))
+		}
 	}
 	c := &relay{u: u, p: p, session: req.Session, extra: req.Extra, tool: tool, id: id, upLabel: upLabel, toolLabel: toolLabel, start: start, outcome: v.outcome}
 	switch {
