@@ -956,8 +956,9 @@ func (e *Engine) PlanKind(path string, input any) string {
 // yet decided are overloaded at once: an evaluation a worker runs itself is
 // detached from ctx and would hold the batch past it. Cache hits and
 // constant plans are settled before, and never shed. A path that names a
-// function is refused for every item before anything is looked up, as
-// Decide refuses it (400, not shed even when ctx has ended).
+// function is refused for every item before anything is looked up or
+// counted (400, not shed even when ctx has ended); Decide refuses it too,
+// after its cache lookup.
 func (e *Engine) DecideBatch(ctx context.Context, path string, inputs []any) ([]Decision, []error) {
 	return e.DecideBatchLookingUp(ctx, ctx, path, inputs)
 }

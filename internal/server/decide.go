@@ -59,8 +59,12 @@ func (s *Server) decisionContext(w http.ResponseWriter, r *http.Request) (contex
 		return context.WithDeadline(r.Context(), bound)
 	}
 	// A too-late request's caches may still answer until WRITE_TIMEOUT
-	// (lateLookup).
-	tooLateCtx := context.WithValue(r.Context(), lateUntilKey{}, start.Add(wt))
+	// less what writing the answer needs (lateLookup): lateReserve
+	// without an evaluation, at least lateMargin. Bounded at WRITE_TIMEOUT
+	// itself, a slow L2 read (L2_TIMEOUT may be up to 10s) ended where
+	// nothing can be written any more, its answer counted, logged and
+	// lost (review).
+	tooLateCtx := context.WithValue(r.Context(), lateUntilKey{}, start.Add(wt-lateReserve(wt, 0)))
 	if isBatch(w) {
 		return context.WithDeadlineCause(tooLateCtx, bound, errLate)
 	}
@@ -120,15 +124,17 @@ func tooLate(ctx context.Context) bool {
 	return ctx.Err() != nil && errors.Is(context.Cause(ctx), errLate)
 }
 
-// lateUntilKey keys a too-late request's WRITE_TIMEOUT (its start plus
-// WRITE_TIMEOUT) in its context, set by decisionContext.
+// lateUntilKey keys how long a too-late request's cache lookups may run
+// (its start plus WRITE_TIMEOUT, less time to write its answer) in its
+// context, set by decisionContext.
 type lateUntilKey struct{}
 
 // lateLookup is the context a too-late request's cache lookups run under:
 // detached from its deadline, which has passed (under it an L2 read gives
 // up at once and misses, and a decision only L2 held was refused as late,
-// when a cache hit is never shed), and bounded by its WRITE_TIMEOUT, past
-// which no answer is written; each L2 read is bounded by L2_TIMEOUT too.
+// when a cache hit is never shed), and bounded before its WRITE_TIMEOUT,
+// past which no answer is written; each L2 read is bounded by L2_TIMEOUT
+// too.
 // Only the lookups: evaluations and admission stay under ctx, which has
 // ended, so what the caches do not hold is refused as late.
 func lateLookup(ctx context.Context) (context.Context, context.CancelFunc) {

@@ -107,13 +107,19 @@ func checkDecisionContext(t *testing.T, s *Server, ago time.Duration, batch bool
 		t.Errorf("cause %v: too late %v, want %v", context.Cause(ctx), got, late)
 	}
 	// A too-late request's cache lookups are not bound by its passed
-	// deadline, only by WRITE_TIMEOUT (lateLookup).
+	// deadline, only by WRITE_TIMEOUT less time to write the answer
+	// (lateLookup, lateReserve without an evaluation).
 	if late {
 		lookup, cancelLookup := lateLookup(ctx)
 		ldl, ok := lookup.Deadline()
-		past := ago >= s.cfg.Server.WriteTimeout // done only once WRITE_TIMEOUT has passed
-		if !ok || !ldl.Equal(start.Add(s.cfg.Server.WriteTimeout)) || (lookup.Err() != nil) != past {
-			t.Errorf("lateLookup: deadline %v after the start (set: %v, done: %v), want WRITE_TIMEOUT %v, done %v", ldl.Sub(start), ok, lookup.Err(), s.cfg.Server.WriteTimeout, past)
+		wt := s.cfg.Server.WriteTimeout
+		until := wt - lateReserve(wt, 0)
+		if until >= wt || until < s.cfg.Server.DecideWithin() {
+			t.Errorf("lookup bound %v after the start: want before WRITE_TIMEOUT %v, not before the window %v", until, wt, s.cfg.Server.DecideWithin())
+		}
+		past := ago >= until // done only once that bound has passed
+		if !ok || !ldl.Equal(start.Add(until)) || (lookup.Err() != nil) != past {
+			t.Errorf("lateLookup: deadline %v after the start (set: %v, done: %v), want %v, done %v", ldl.Sub(start), ok, lookup.Err(), until, past)
 		}
 		cancelLookup()
 	}
