@@ -13,6 +13,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown/builtins"
+
+	"github.com/acgs-lite/acgs/internal/vm"
 )
 
 // benchRequests are the decision types of the constitution, each one of the
@@ -40,6 +42,17 @@ func BenchmarkDecision(b *testing.B) {
 		name string
 		pq   rego.PreparedEvalQuery
 	}{{"topdown", tdq}, {"vm", vmq}}
+	// The VM through rego with no shared data-only values (vm.Disarm): what
+	// an evaluation without a memo pays for the sharing machinery.
+	uq, err := vm.PrepareQuery(ctx, f.compiler, f.store, ast.MustParseRef(path))
+	if err != nil {
+		b.Fatal(err)
+	}
+	vm.Disarm(uq)
+	variants = append(variants, struct {
+		name string
+		pq   rego.PreparedEvalQuery
+	}{"vm-unshared", uq.PreparedEvalQuery})
 	// The wasm target reads the data as JSON when it is prepared.
 	wq, err := rego.New(rego.ParsedQuery(body), rego.Compiler(f.compiler), rego.Target("wasm"),
 		rego.Store(inmem.NewFromObject(f.data))).PrepareForEval(ctx)

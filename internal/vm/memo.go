@@ -133,15 +133,26 @@ func isInmem(s storage.Store) bool {
 	return reflect.TypeOf(s) == inmemStore
 }
 
-// inmemTxn is the type of the inmem store's transactions (unexported).
-var inmemTxn = func() reflect.Type {
+// inmemTxn is the type of the inmem store's transactions (unexported), and
+// inmemWrite the index of its write field (false in a read transaction):
+// looked up once, not by name on every evaluation. inmemTxn is nil where
+// either cannot be found (another OPA): no transaction is a read one then.
+var inmemTxn, inmemWrite = func() (reflect.Type, int) {
 	s := inmem.New()
 	txn, err := s.NewTransaction(context.Background())
 	if err != nil {
-		return nil
+		return nil, 0
 	}
 	defer s.Abort(context.Background(), txn)
-	return reflect.TypeOf(txn)
+	t := reflect.TypeOf(txn)
+	if t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
+		return nil, 0
+	}
+	f, ok := t.Elem().FieldByName("write")
+	if !ok || f.Type.Kind() != reflect.Bool || len(f.Index) != 1 {
+		return nil, 0
+	}
+	return t, f.Index[0]
 }()
 
 // readTxn reports whether txn is a read transaction of the inmem store:
@@ -156,11 +167,10 @@ func readTxn(txn storage.Transaction) bool {
 		return false
 	}
 	v := reflect.ValueOf(txn)
-	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+	if v.IsNil() {
 		return false
 	}
-	w := v.Elem().FieldByName("write")
-	return w.IsValid() && w.Kind() == reflect.Bool && !w.Bool()
+	return !v.Elem().Field(inmemWrite).Bool()
 }
 
 // funcInfo is what findShared learns of one function from its statements.

@@ -147,7 +147,8 @@ func (p *prepared) Eval(ctx context.Context, ectx *rego.EvalContext, rt ast.Valu
 		if err != nil {
 			return nil, err
 		}
-		if readTxn(ectx.Transaction()) {
+		// Only a query that shares values asks what the transaction is.
+		if p.memo != nil && readTxn(ectx.Transaction()) {
 			mk = p.memo.keyFor(epoch, v)
 		}
 		dv, ok := v.(ast.Value)
