@@ -3,7 +3,6 @@ package cli
 import (
 	"bytes"
 	"context"
-	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -21,16 +20,11 @@ func auditRun(t *testing.T, args ...string) (string, int) {
 	root.SetOut(&out)
 	root.SetErr(&out)
 	root.SetArgs(append([]string{"audit"}, args...))
-	code := 0
-	if err := root.ExecuteContext(context.Background()); err != nil {
-		code = 1 // what Execute makes of an error that is not an ExitError
-		var ee *ExitError
-		if errors.As(err, &ee) {
-			code = ee.Code
-		}
+	err := root.ExecuteContext(context.Background())
+	if err != nil {
 		out.WriteString("acgs: " + err.Error() + "\n") // as Execute prints it
 	}
-	return out.String(), code
+	return out.String(), exitCode(err)
 }
 
 // TestAuditVerifyEmptyLog: a chained log closed before its first decision

@@ -3,7 +3,6 @@ package cli
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -25,15 +24,7 @@ func perfRun(t *testing.T, args ...string) (string, int, error) {
 	root.SetErr(&out)
 	root.SetArgs(args)
 	err := root.ExecuteContext(context.Background())
-	code := 0
-	if err != nil {
-		code = 1
-		var ee *ExitError
-		if errors.As(err, &ee) {
-			code = ee.Code
-		}
-	}
-	return out.String(), code, err
+	return out.String(), exitCode(err), err
 }
 
 // perfServeFile serves a fixture file on loopback (a metrics endpoint

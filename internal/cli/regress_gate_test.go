@@ -111,16 +111,10 @@ func regressRunFailingOut(t *testing.T, args ...string) (string, int) {
 	root.SetErr(&errOut)
 	root.SetArgs(args)
 	err := root.ExecuteContext(context.Background())
-	code := 0
 	if err != nil {
-		code = 1
-		var ee *ExitError
-		if errors.As(err, &ee) {
-			code = ee.Code
-		}
 		errOut.WriteString("\nerror: " + err.Error())
 	}
-	return errOut.String(), code
+	return errOut.String(), exitCode(err)
 }
 
 // Exit 1 is a regression's: an extra argument, or a report that could not be

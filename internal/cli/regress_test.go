@@ -2,7 +2,6 @@ package cli
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -385,15 +384,7 @@ func TestRegressJSONWithoutBaseline(t *testing.T) {
 			root.SetErr(&stderr)
 			root.SetArgs(append([]string{"regress", "compare", "--store", missing, "--input", in, "--json"}, tc.args...))
 			err := root.Execute()
-			code := 0
-			if err != nil {
-				code = 1
-				var ee *ExitError
-				if errors.As(err, &ee) {
-					code = ee.Code
-				}
-			}
-			if code != tc.code {
+			if code := exitCode(err); code != tc.code {
 				t.Fatalf("exit %d (%v), want %d\n%s", code, err, tc.code, stdout.String())
 			}
 			var doc map[string]any

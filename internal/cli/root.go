@@ -75,16 +75,28 @@ func Execute() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	err := NewRoot().ExecuteContext(ctx)
-	if err == nil {
-		return 0
-	}
 	var ee *ExitError
-	if errors.As(err, &ee) {
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
 		if ee.Err != nil {
 			fmt.Fprintln(os.Stderr, "acgs:", ee.Err)
 		}
+	default:
+		fmt.Fprintln(os.Stderr, "acgs:", err)
+	}
+	return exitCode(err)
+}
+
+// exitCode is the process exit code of a command's error: 0 for none, an
+// ExitError's code, else 1.
+func exitCode(err error) int {
+	var ee *ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
 		return ee.Code
 	}
-	fmt.Fprintln(os.Stderr, "acgs:", err)
 	return 1
 }
