@@ -30,9 +30,7 @@ func regressGateRun(t *testing.T, base, input string, args ...string) (string, i
 	t.Setenv("GITHUB_SHA", "")
 	dir := t.TempDir()
 	store := filepath.Join(dir, "history")
-	if out, code, err := perfRun(t, "regress", "record", "--store", store, "--input", regressWrite(t, dir, "base.txt", base), "--commit", "aaa"); code != 0 {
-		t.Fatalf("record: exit %d %v\n%s", code, err, out)
-	}
+	regressRecord(t, store, regressWrite(t, dir, "base.txt", base), "aaa")
 	out, code, err := perfRun(t, append([]string{"regress", "compare", "--store", store, "--input", regressWrite(t, dir, "new.txt", input), "--commit", "bbb"}, args...)...)
 	if err != nil {
 		out += "\nerror: " + err.Error()
@@ -143,9 +141,7 @@ func TestRegressErrorsAreExit2(t *testing.T) {
 	dir := t.TempDir()
 	store := filepath.Join(dir, "history")
 	in := regressWrite(t, dir, "new.txt", gateBench(6, 2, 5))
-	if out, code, err := perfRun(t, "regress", "record", "--store", store, "--input", regressWrite(t, dir, "base.txt", gateBench(6, 2, 1)), "--commit", "aaa"); code != 0 {
-		t.Fatalf("record: exit %d %v\n%s", code, err, out)
-	}
+	regressRecord(t, store, regressWrite(t, dir, "base.txt", gateBench(6, 2, 1)), "aaa")
 	for _, tc := range []struct {
 		name string
 		args []string

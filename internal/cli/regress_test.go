@@ -32,6 +32,41 @@ func regressWrite(t *testing.T, dir, name, content string) string {
 	return p
 }
 
+// regressRecord records input in the store as commit's, with more flags.
+func regressRecord(t *testing.T, store, input, commit string, more ...string) {
+	t.Helper()
+	if out, code, err := perfRun(t, append([]string{"regress", "record", "--store", store, "--input", input, "--commit", commit}, more...)...); code != 0 {
+		t.Fatalf("record: exit %d %v\n%s", code, err, out)
+	}
+}
+
+// regressCompareReport compares input (as commit bbb) with the store's
+// baseline, writing a Markdown report too, and fails unless the exit is
+// code, the output holds want, and the report says "No regression" exactly
+// when the exit is 0 (the PR comment says what the exit says: it said No
+// regression of a run missing metrics). It returns the output.
+func regressCompareReport(t *testing.T, store, input string, args []string, code int, want string) string {
+	t.Helper()
+	tmp := t.TempDir()
+	in := regressWrite(t, tmp, "new.txt", input)
+	md := filepath.Join(tmp, "r.md")
+	out, got, err := perfRun(t, append([]string{"regress", "compare", "--store", store, "--input", in, "--commit", "bbb", "--markdown", md}, args...)...)
+	if err != nil {
+		out += "\nerror: " + err.Error()
+	}
+	if got != code || !strings.Contains(out, want) {
+		t.Fatalf("exit %d, want %d and %q\n%s", got, code, want, out)
+	}
+	report, err := os.ReadFile(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(report), "No regression") != (got == 0) {
+		t.Errorf("exit %d but the Markdown report says:\n%s", got, report)
+	}
+	return out
+}
+
 // compare must judge benchmarks whatever GOMAXPROCS suffix they carry, and
 // must fail, not pass, when the baseline shares no benchmark with the input.
 func TestRegressCompareMatching(t *testing.T) {
@@ -62,9 +97,7 @@ func TestRegressCompareMatching(t *testing.T) {
 			store := filepath.Join(dir, "history")
 			base := regressWrite(t, dir, "base.txt", tc.baseline)
 			in := regressWrite(t, dir, "new.txt", tc.input)
-			if out, code, err := perfRun(t, "regress", "record", "--store", store, "--input", base, "--commit", "aaa"); code != 0 {
-				t.Fatalf("record: exit %d %v\n%s", code, err, out)
-			}
+			regressRecord(t, store, base, "aaa")
 			out, code, err := perfRun(t, "regress", "compare", "--store", store, "--input", in, "--commit", "bbb")
 			if code != tc.code {
 				t.Fatalf("exit %d (%v), want %d\n%s", code, err, tc.code, out)
@@ -162,9 +195,7 @@ func TestRegressJSONNonFinite(t *testing.T) {
 			store := filepath.Join(dir, "history")
 			base := regressWrite(t, dir, "base.txt", tc.baseline)
 			in := regressWrite(t, dir, "new.txt", tc.input)
-			if out, code, err := perfRun(t, "regress", "record", "--store", store, "--input", base, "--commit", "aaa", "--time", "2026-11-01T10:00:00Z"); code != 0 {
-				t.Fatalf("record: exit %d %v\n%s", code, err, out)
-			}
+			regressRecord(t, store, base, "aaa", "--time", "2026-11-01T10:00:00Z")
 			out, code, err := perfRun(t, "regress", "compare", "--store", store, "--input", in, "--commit", "bbb", "--json")
 			if code != tc.code {
 				t.Fatalf("exit %d (%v), want %d\n%s", code, err, tc.code, out)
@@ -180,9 +211,7 @@ func TestRegressJSONNonFinite(t *testing.T) {
 					t.Errorf("JSON lacks %s:\n%s", w, out)
 				}
 			}
-			if out, code, err = perfRun(t, "regress", "record", "--store", store, "--input", in, "--commit", "bbb", "--time", "2026-11-02T10:00:00Z"); code != 0 {
-				t.Fatalf("record: exit %d %v\n%s", code, err, out)
-			}
+			regressRecord(t, store, in, "bbb", "--time", "2026-11-02T10:00:00Z")
 			out, code, err = perfRun(t, "regress", "trend", "--store", store, "--days", "36500", "--json")
 			if code != 0 || !json.Valid([]byte(out)) {
 				t.Fatalf("trend --json: exit %d %v\n%s", code, err, out)
@@ -206,9 +235,7 @@ func TestRegressCompareNoBaseline(t *testing.T) {
 	}
 	base := regressWrite(t, dir, "base.txt", regressBench(1, 10, 1000, "Decide-2"))
 	slow := regressWrite(t, dir, "slow.txt", regressBench(2, 10, 2000, "Decide-2"))
-	if out, code, err := perfRun(t, "regress", "record", "--store", store, "--input", base, "--commit", "aaa"); code != 0 {
-		t.Fatalf("record: exit %d %v\n%s", code, err, out)
-	}
+	regressRecord(t, store, base, "aaa")
 	typo := store + "-typo"
 	for _, tc := range []struct {
 		name string
@@ -262,9 +289,7 @@ func TestRegressRejectsBadNumbers(t *testing.T) {
 	store := filepath.Join(dir, "history")
 	base := regressWrite(t, dir, "base.txt", regressBench(1, 10, 1000, "Decide-2"))
 	slow := regressWrite(t, dir, "slow.txt", regressBench(2, 10, 2000, "Decide-2"))
-	if out, code, err := perfRun(t, "regress", "record", "--store", store, "--input", base, "--commit", "aaa"); code != 0 {
-		t.Fatalf("record: exit %d %v\n%s", code, err, out)
-	}
+	regressRecord(t, store, base, "aaa")
 	for _, tc := range []struct {
 		name, env string
 		args      []string
@@ -315,9 +340,7 @@ func TestRegressMissingMetricFails(t *testing.T) {
 	dir := t.TempDir()
 	store := filepath.Join(dir, "history")
 	base := regressWrite(t, dir, "base.txt", regressBench(1, 10, 1000, "Decide-2", "Other-2"))
-	if out, code, err := perfRun(t, "regress", "record", "--store", store, "--input", base, "--commit", "aaa"); code != 0 {
-		t.Fatalf("record: exit %d %v\n%s", code, err, out)
-	}
+	regressRecord(t, store, base, "aaa")
 	for _, tc := range []struct {
 		name, input string
 		args        []string
@@ -331,26 +354,8 @@ func TestRegressMissingMetricFails(t *testing.T) {
 		{"one missing and the other slower", regressBench(3, 10, 2000, "Decide-2"), nil, 1, "1 performance regression(s)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tmp := t.TempDir()
-			in := regressWrite(t, tmp, "new.txt", tc.input)
-			md := filepath.Join(tmp, "r.md")
-			out, code, err := perfRun(t, append([]string{"regress", "compare", "--store", store, "--input", in, "--commit", "bbb", "--markdown", md}, tc.args...)...)
-			if err != nil {
-				out += "\nerror: " + err.Error()
-			}
-			if code != tc.code || !strings.Contains(out, tc.want) {
-				t.Fatalf("exit %d, want %d and %q\n%s", code, tc.code, tc.want, out)
-			}
-			// The PR comment says what the exit says (it said No
-			// regression of a run missing metrics).
-			report, rerr := os.ReadFile(md)
-			if rerr != nil {
-				t.Fatal(rerr)
-			}
-			if strings.Contains(string(report), "No regression") != (code == 0) {
-				t.Errorf("exit %d but the Markdown report says:\n%s", code, report)
-			}
-			if code == 1 && !strings.Contains(out, "Other") {
+			out := regressCompareReport(t, store, tc.input, tc.args, tc.code, tc.want)
+			if tc.code == 1 && !strings.Contains(out, "Other") {
 				t.Errorf("the error does not name the missing benchmark:\n%s", out)
 			}
 		})
@@ -421,9 +426,7 @@ func TestRegressGatesPrimaryUnits(t *testing.T) {
 	dir := t.TempDir()
 	store := filepath.Join(dir, "history")
 	base := regressWrite(t, dir, "base.txt", rows(1, 1000, 1000))
-	if out, code, err := perfRun(t, "regress", "record", "--store", store, "--input", base, "--commit", "aaa"); code != 0 {
-		t.Fatalf("record: exit %d %v\n%s", code, err, out)
-	}
+	regressRecord(t, store, base, "aaa")
 	for _, tc := range []struct {
 		name, input string
 		args        []string
@@ -437,25 +440,7 @@ func TestRegressGatesPrimaryUnits(t *testing.T) {
 		{"time doubled, without Holm", rows(2, 2000, 1000), []string{"--holm=false"}, 1, "1 performance regression(s)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tmp := t.TempDir()
-			in := regressWrite(t, tmp, "new.txt", tc.input)
-			md := filepath.Join(tmp, "r.md")
-			out, code, err := perfRun(t, append([]string{"regress", "compare", "--store", store, "--input", in, "--commit", "bbb", "--markdown", md}, tc.args...)...)
-			if err != nil {
-				out += "\nerror: " + err.Error()
-			}
-			if code != tc.code || !strings.Contains(out, tc.want) {
-				t.Fatalf("exit %d, want %d and %q\n%s", code, tc.code, tc.want, out)
-			}
-			// The PR comment says what the exit says (it said No
-			// regression of a run missing metrics).
-			report, rerr := os.ReadFile(md)
-			if rerr != nil {
-				t.Fatal(rerr)
-			}
-			if strings.Contains(string(report), "No regression") != (code == 0) {
-				t.Errorf("exit %d but the Markdown report says:\n%s", code, report)
-			}
+			regressCompareReport(t, store, tc.input, tc.args, tc.code, tc.want)
 		})
 	}
 }
