@@ -45,6 +45,10 @@ var pureBuiltins = func() map[string]bool {
 		"trim", "trim_left", "trim_right", "trim_prefix", "trim_suffix", "trim_space",
 		"strings.replace_n", "strings.reverse", "strings.count",
 		"strings.any_prefix_match", "strings.any_suffix_match",
+		// regex.match: its regex cache (OPA's, or the inter-query value
+		// cache) only saves compiling a pattern again; an invalid pattern
+		// is an error on every call (never stored: see call)
+		"regex.match",
 		// types
 		"is_number", "is_string", "is_boolean", "is_array", "is_set",
 		"is_object", "is_null", "type_name",

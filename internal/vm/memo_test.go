@@ -363,6 +363,80 @@ num := to_number(data.cfg.limits.c)
 	}
 }
 
+// TestMemoRegexMatch: regex.match is a function of its operands (the
+// regex cache only saves compiling a pattern again), so a data-only rule
+// calling it is shared; one on an invalid pattern fails every evaluation
+// under strict built-in errors (an error is never stored) and is undefined
+// in every one without, as topdown, before and after a write that makes
+// the pattern valid.
+func TestMemoRegexMatch(t *testing.T) {
+	ctx := context.Background()
+	c := ast.MustCompileModules(map[string]string{"m.rego": `package m
+ok := regex.match(data.re.valid, data.re.text)
+bad := regex.match(data.re.invalid, data.re.text)
+default either := "neither"
+either := "bad" if bad
+either := "ok" if { not bad; ok }
+`})
+	store := inmem.NewFromObjectWithOpts(map[string]any{"re": map[string]any{
+		"valid": "^a[0-9]+$", "invalid": "a(", "text": "a12",
+	}}, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
+	in := ast.MustInterfaceToValue(map[string]any{})
+	type pair struct {
+		query  string
+		strict bool
+		q      *vm.Query
+		td     rego.PreparedEvalQuery
+	}
+	var pairs []pair
+	for _, query := range []string{"data.m.ok", "data.m.bad", "data.m.either"} {
+		for _, strict := range []bool{false, true} {
+			extra := []func(*rego.Rego){rego.StrictBuiltinErrors(strict)}
+			q, err := vm.PrepareQuery(ctx, c, store, ast.MustParseRef(query), extra...)
+			if err != nil {
+				t.Fatalf("%s: %v", query, err)
+			}
+			if names, armed := vm.SharedFuncs(q); len(names) == 0 || !armed {
+				t.Fatalf("%s strict=%v: shared %v, armed %v: regex.match is not shared", query, strict, names, armed)
+			}
+			td, err := rego.New(append(extra, rego.ParsedQuery(ast.MustParseBody(query)), rego.Compiler(c), rego.Store(store))...).PrepareForEval(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pairs = append(pairs, pair{query, strict, q, td})
+		}
+	}
+	check := func(stage string, want map[string]string) {
+		t.Helper()
+		for _, p := range pairs {
+			for i := range 3 {
+				tdText, _ := evalText(ctx, p.td, in)
+				got, _ := evalText(ctx, p.q.PreparedEvalQuery, in)
+				if got != tdText {
+					t.Fatalf("%s, %s strict=%v, evaluation %d: vm %s, topdown %s", stage, p.query, p.strict, i, got, tdText)
+				}
+				key := fmt.Sprintf("%s %v", p.query, p.strict)
+				if w := want[key]; w == "error" && !strings.HasPrefix(got, "error") || w != "error" && got != w {
+					t.Fatalf("%s, %s, evaluation %d: %s, want %s", stage, key, i, got, w)
+				}
+			}
+		}
+	}
+	check("invalid pattern", map[string]string{
+		"data.m.ok false": "true", "data.m.ok true": "true",
+		"data.m.bad false": "undefined", "data.m.bad true": "error",
+		"data.m.either false": `"ok"`, "data.m.either true": "error",
+	})
+	if err := storage.WriteOne(ctx, store, storage.ReplaceOp, storage.MustParsePath("/re/invalid"), ast.String("^a")); err != nil {
+		t.Fatal(err)
+	}
+	check("pattern made valid", map[string]string{
+		"data.m.ok false": "true", "data.m.ok true": "true",
+		"data.m.bad false": "true", "data.m.bad true": "true",
+		"data.m.either false": `"bad"`, "data.m.either true": `"bad"`,
+	})
+}
+
 // BenchmarkSharedMemoPaired alternates, within every iteration, the
 // constitution's decision on the VM with the values of the data-only rules
 // shared and without (directly, as the engine evaluates), on the same
