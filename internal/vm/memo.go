@@ -432,26 +432,9 @@ func madeInBlock(b *ir.Block, entry map[ir.Local]bool) (bool, map[ir.Local]bool)
 			continue
 		case *ir.NopStmt:
 			continue
-		case *ir.SetAddStmt:
-			if !made[s.Set] {
-				return false, nil
-			}
-			stop()
-			continue
-		case *ir.ObjectInsertStmt:
-			if !made[s.Object] {
-				return false, nil
-			}
-			stop()
-			continue
-		case *ir.ObjectInsertOnceStmt:
-			if !made[s.Object] {
-				return false, nil
-			}
-			stop()
-			continue
-		case *ir.ArrayAppendStmt:
-			if !made[s.Array] {
+		}
+		if l, ok := mutated(s); ok {
+			if !made[l] {
 				return false, nil
 			}
 			stop()
@@ -505,6 +488,23 @@ func madeInBlock(b *ir.Block, entry map[ir.Local]bool) (bool, map[ir.Local]bool)
 	}
 	stop()
 	return true, exit
+}
+
+// mutated returns the local whose value statement s changes in place (a
+// set added to, an object inserted into, an array appended to), if s is
+// such a statement.
+func mutated(s ir.Stmt) (ir.Local, bool) {
+	switch s := s.(type) {
+	case *ir.SetAddStmt:
+		return s.Set, true
+	case *ir.ObjectInsertStmt:
+		return s.Object, true
+	case *ir.ObjectInsertOnceStmt:
+		return s.Object, true
+	case *ir.ArrayAppendStmt:
+		return s.Array, true
+	}
+	return 0, false
 }
 
 // unmake removes from made the locals b (nested blocks included) assigns
