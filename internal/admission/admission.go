@@ -63,7 +63,54 @@ var (
 	// its error still has the code Overloaded, so that whatever answers
 	// it never reads it as a decision.
 	ErrCanceled = errors.New("request cancelled while waiting for an evaluation slot")
+	// ErrLate: the request came too late to be decided and answered in
+	// time (internal/server: its body arrived after its late bound,
+	// before anything was asked). No load refused it: it is shed for
+	// reason "late", which the shedding alert does not page on.
+	ErrLate = errors.New("the request's body arrived too late for its decisions to be made and answered before WRITE_TIMEOUT")
 )
+
+// Reasons a decision was not made (ReasonOf): the reason label of
+// acgs_decisions_shed_total, or ReasonCanceled, which is not a shed.
+const (
+	ReasonCanceled     = "canceled"
+	ReasonLate         = "late"
+	ReasonQueueFull    = "queue_full"
+	ReasonQueueTimeout = "queue_timeout"
+	ReasonDeadline     = "deadline"
+)
+
+// Overloaded reports a decision that was not made because no evaluation
+// slot was free in time, or because its request went away or came too
+// late (code apierror.Overloaded): never a decision nor a failed one.
+func Overloaded(err error) bool {
+	return err != nil && apierror.CodeOf(err) == apierror.Overloaded
+}
+
+// ReasonOf is why a decision was not made, for its metrics, as the service
+// and the gateway count them: "" when err is not Overloaded (a decision,
+// or a failed one); ReasonCanceled when its request was cancelled (its
+// client went away) while it waited for a slot or a shared evaluation,
+// which refused nothing and is counted apart; otherwise the shed reason:
+// ReasonLate (ErrLate), ReasonQueueFull, ReasonQueueTimeout, or
+// ReasonDeadline for any other cause (ErrDeadline, a deadline that passed
+// while a shared evaluation ran).
+func ReasonOf(err error) string {
+	switch {
+	case !Overloaded(err):
+		return ""
+	case errors.Is(err, ErrCanceled) || errors.Is(err, context.Canceled):
+		return ReasonCanceled
+	case errors.Is(err, ErrLate):
+		return ReasonLate
+	case errors.Is(err, ErrQueueFull):
+		return ReasonQueueFull
+	case errors.Is(err, ErrQueueTimeout):
+		return ReasonQueueTimeout
+	default:
+		return ReasonDeadline
+	}
+}
 
 // Config sizes a Controller.
 type Config struct {

@@ -3,6 +3,7 @@ package admission_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"strings"
 	"sync"
@@ -75,6 +76,48 @@ func admitAsync(ctx context.Context, c *admission.Controller) <-chan result {
 		ch <- result{r, err, end.Sub(t0), end}
 	}()
 	return ch
+}
+
+// refusalReason is ReasonOf's answer for each of a Controller's refusals.
+var refusalReason = map[error]string{
+	admission.ErrQueueFull:    admission.ReasonQueueFull,
+	admission.ErrQueueTimeout: admission.ReasonQueueTimeout,
+	admission.ErrDeadline:     admission.ReasonDeadline,
+	admission.ErrCanceled:     admission.ReasonCanceled,
+}
+
+// TestReasonOf: the service and the gateway count an undecided decision
+// by ReasonOf (each had its own copy, and the gateway's had no "late"):
+// nothing for a decision or a failed one; canceled for a request that
+// went away, wherever the cancellation is in the chain; late, queue_full
+// and queue_timeout by their causes; deadline for any other Overloaded
+// (a passed deadline, a shared evaluation the request stopped waiting for).
+func TestReasonOf(t *testing.T) {
+	over := func(cause error) error { return apierror.Wrap(apierror.Overloaded, cause, "not decided") }
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"no error", nil, ""},
+		{"an evaluation error", apierror.Wrap(apierror.EvaluationError, errors.New("boom"), "failed"), ""},
+		{"a cancellation that is no Overloaded", context.Canceled, ""},
+		{"cancelled waiting for a slot", over(admission.ErrCanceled), admission.ReasonCanceled},
+		{"cancelled waiting for a shared evaluation", over(context.Canceled), admission.ReasonCanceled},
+		{"too late", over(admission.ErrLate), admission.ReasonLate},
+		{"too late, wrapped again", over(fmt.Errorf("batch item: %w", admission.ErrLate)), admission.ReasonLate},
+		{"queue full", over(admission.ErrQueueFull), admission.ReasonQueueFull},
+		{"queue-wait limit", over(admission.ErrQueueTimeout), admission.ReasonQueueTimeout},
+		{"deadline waiting for a slot", over(admission.ErrDeadline), admission.ReasonDeadline},
+		{"deadline waiting for a shared evaluation", over(context.DeadlineExceeded), admission.ReasonDeadline},
+	} {
+		if got := admission.ReasonOf(tc.err); got != tc.want {
+			t.Errorf("%s: ReasonOf(%v) = %q, want %q", tc.name, tc.err, got, tc.want)
+		}
+		if got := admission.Overloaded(tc.err); got != (tc.want != "") {
+			t.Errorf("%s: Overloaded(%v) = %v", tc.name, tc.err, got)
+		}
+	}
 }
 
 func TestRefusals(t *testing.T) {
@@ -155,6 +198,9 @@ func TestRefusals(t *testing.T) {
 			defer cancel()
 			r := <-admitAsync(ctx, c)
 			wantOverloaded(t, r.err, tc.cause)
+			if got, want := admission.ReasonOf(r.err), refusalReason[tc.cause]; got != want {
+				t.Errorf("ReasonOf(%v) = %q, want %q", r.err, got, want)
+			}
 			if since := r.end.Sub(made); since < tc.minTook {
 				t.Errorf("refused %s after the context was made, want at least %s", since, tc.minTook)
 			}

@@ -562,7 +562,7 @@ func (g *Gateway) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.
 			o = "allow"
 		case v.outcome == OutcomeOverloaded:
 			src, o = "shed", OutcomeOverloaded
-			g.d.Metrics.Shed(shedReason(v.err))
+			g.d.Metrics.Shed(admission.ReasonOf(v.err))
 		case v.outcome == outcomeCanceled:
 			src, o = outcomeCanceled, outcomeCanceled
 			g.d.Metrics.Canceled()
@@ -628,12 +628,29 @@ func (g *Gateway) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.
 // interpret turns the engine's answer into a verdict. Anything but a
 // well-formed tool_call decision denies; a decision the engine shed for
 // overload (or one whose agent went away while it waited) is not a failed
-// one, but it is not forwarded either (callTool).
+// one, but it is not forwarded either (callTool). Both are told as
+// internal/server tells them (admission.ReasonOf): a decision not made
+// because no evaluation slot was free in time (apierror.Overloaded) is a
+// capacity problem; one whose request was cancelled while it waited for a
+// slot or a shared evaluation refused nothing (the server's clientGone).
+//
+// The engine answers Overloaded too when the call's decision_timeout
+// passes while it waits for a shared evaluation of the same key, or while
+// its own evaluation runs (the error wraps context.DeadlineExceeded and no
+// admission sentinel in both, so the gateway cannot tell them apart). The
+// second is no overload when the policy is merely slow; New therefore
+// requires decision_timeout above EVAL_TIMEOUT (Deps.EvalTimeout). EVAL_TIMEOUT
+// runs from the evaluation's start, after the wait for a slot: an
+// evaluation that started within decision_timeout - EVAL_TIMEOUT ends at
+// EVAL_TIMEOUT first (a failed decision, "the decision timed out"), and a
+// decision_timeout that passes means the decision waited at least
+// decision_timeout - EVAL_TIMEOUT: overload.
 func interpret(d engine.Decision, err error) verdict {
-	switch {
-	case agentGone(err):
+	switch admission.ReasonOf(err) {
+	case "":
+	case admission.ReasonCanceled:
 		return verdict{outcome: outcomeCanceled, err: err, reasons: []string{"the call was cancelled before it was decided: " + err.Error()}, dec: d}
-	case overloaded(err):
+	default:
 		return verdict{outcome: OutcomeOverloaded, err: err, reasons: []string{err.Error()}, dec: d}
 	}
 	if err != nil {
@@ -668,47 +685,6 @@ func interpret(d engine.Decision, err error) verdict {
 		return verdict{outcome: OutcomeDeny, reasons: reasons, dec: d}
 	}
 	return verdict{outcome: OutcomeDeny, failed: true, reasons: []string{fmt.Sprintf("the policy gave an inconsistent decision (outcome %q, allow %v)", outcome, allow)}, dec: d}
-}
-
-// overloaded reports a decision the engine did not make because no
-// evaluation slot was free in time (admission control, apierror.Overloaded),
-// as internal/server tells it: a capacity problem, not a decision nor a
-// failed one.
-//
-// The engine answers Overloaded too when the call's decision_timeout
-// passes while it waits for a shared evaluation of the same key, or while
-// its own evaluation runs (the error wraps context.DeadlineExceeded and no
-// admission sentinel in both, so the gateway cannot tell them apart). The
-// second is no overload when the policy is merely slow; New therefore
-// requires decision_timeout above EVAL_TIMEOUT (Deps.EvalTimeout). EVAL_TIMEOUT
-// runs from the evaluation's start, after the wait for a slot: an
-// evaluation that started within decision_timeout - EVAL_TIMEOUT ends at
-// EVAL_TIMEOUT first (a failed decision, "the decision timed out"), and a
-// decision_timeout that passes means the decision waited at least
-// decision_timeout - EVAL_TIMEOUT: overload.
-func overloaded(err error) bool {
-	return err != nil && apierror.CodeOf(err) == apierror.Overloaded
-}
-
-// agentGone reports a decision not made because the agent's request was
-// cancelled while it waited for a slot or a shared evaluation: the engine
-// answers it as overloaded, but nothing was refused (internal/server's
-// clientGone).
-func agentGone(err error) bool {
-	return overloaded(err) && (errors.Is(err, admission.ErrCanceled) || errors.Is(err, context.Canceled))
-}
-
-// shedReason is the reason label of acgs_decisions_shed_total for a shed
-// decision, as the service gives it.
-func shedReason(err error) string {
-	switch {
-	case errors.Is(err, admission.ErrQueueFull):
-		return "queue_full"
-	case errors.Is(err, admission.ErrQueueTimeout):
-		return "queue_timeout"
-	default:
-		return "deadline"
-	}
 }
 
 // unknownUpstream is the JSON-RPC error of a call whose name has no

@@ -116,7 +116,7 @@ func isBatch(w http.ResponseWriter) bool {
 // admission, refusing its passed deadline, says), and it is counted as
 // shed for reason "late", which ACGSShedding does not page on: adding
 // instances does not make a client send sooner.
-var errLate = errors.New("the request's body arrived too late for its decisions to be made and answered before WRITE_TIMEOUT")
+var errLate = admission.ErrLate
 
 // tooLate reports whether ctx is a too-late request's (errLate): its
 // deadline passed before it was asked anything.
@@ -270,9 +270,7 @@ func (s *Server) countFailure(err error) (source string) {
 // overloaded reports a decision that was not made because no evaluation
 // slot was free in time. It is answered 503 with Retry-After in every
 // dialect (the ACGS body still says "allow": false), never as a denial.
-func overloaded(err error) bool {
-	return err != nil && apierror.CodeOf(err) == apierror.Overloaded
-}
+func overloaded(err error) bool { return admission.Overloaded(err) }
 
 // clientGone reports a decision that was not made because its request was
 // cancelled (its client went away) while it waited for an evaluation slot
@@ -280,28 +278,16 @@ func overloaded(err error) bool {
 // the answer), but it is not shed: the service refused nothing, so it is
 // counted apart (acgs_decisions_canceled_total, outcome and source
 // "canceled").
-func clientGone(err error) bool {
-	return overloaded(err) && (errors.Is(err, admission.ErrCanceled) || errors.Is(err, context.Canceled))
-}
+func clientGone(err error) bool { return admission.ReasonOf(err) == admission.ReasonCanceled }
 
 // retryAfter is the Retry-After of an overloaded answer, in seconds: the
 // shortest the header can say; a queue that overflowed has usually drained
 // well within it.
 const retryAfter = "1"
 
-// shedReason is the metric label of an overloaded error's cause.
-func shedReason(err error) string {
-	switch {
-	case errors.Is(err, errLate):
-		return "late"
-	case errors.Is(err, admission.ErrQueueFull):
-		return "queue_full"
-	case errors.Is(err, admission.ErrQueueTimeout):
-		return "queue_timeout"
-	default:
-		return "deadline"
-	}
-}
+// shedReason is the metric label of a shed (overloaded, not clientGone)
+// error's cause, as the gateway counts its own (admission.ReasonOf).
+func shedReason(err error) string { return admission.ReasonOf(err) }
 
 // outcomeOf labels a decision for metrics: allow or deny for booleans and
 // objects with an allow field, undefined, overloaded (not evaluated: shed
