@@ -28,18 +28,38 @@ func init() { register(newLoadCmd) }
 // to 5 ms gated a typo'd target ("1ms", "O.5") on another objective than the
 // one the user set, and a NaN one would pass every run.
 func perfP99DefaultMs() (float64, error) {
-	env, ok := os.LookupEnv("PERFORMANCE_TARGET_P99_MS")
-	if !ok || env == "" {
-		return 5, nil
-	}
 	// Trimmed as the service's configuration trims it (" 5", or "5\r"
 	// from an env file with Windows line endings, is 5 there).
-	v, err := strconv.ParseFloat(strings.TrimSpace(env), 64)
-	if err != nil || !(v > 0) || math.IsInf(v, 0) {
-		return 0, fmt.Errorf("PERFORMANCE_TARGET_P99_MS=%q: want a finite latency in ms > 0", env)
+	return perfEnvFloat("PERFORMANCE_TARGET_P99_MS", 5, true, perfPositive, "a finite latency in ms > 0")
+}
+
+// perfEnvFloat is the number in the environment variable name, or def when
+// it is unset or empty; trim drops white space around it first. A value
+// that does not parse, or that ok refuses, is an error naming the variable
+// and its value and saying what is wanted: NaN compares false with
+// everything and Inf passes everything, and def in its place would judge
+// by a figure nobody chose.
+func perfEnvFloat(name string, def float64, trim bool, ok func(float64) bool, want string) (float64, error) {
+	env, set := os.LookupEnv(name)
+	if !set || env == "" {
+		return def, nil
+	}
+	s := env
+	if trim {
+		s = strings.TrimSpace(env)
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || !ok(v) {
+		return 0, fmt.Errorf("%s=%q: want %s", name, env, want)
 	}
 	return v, nil
 }
+
+// perfPositive reports whether v is finite and > 0 (NaN is not).
+func perfPositive(v float64) bool { return v > 0 && !math.IsInf(v, 0) }
+
+// perfNonNegative reports whether v is finite and >= 0 (NaN is not).
+func perfNonNegative(v float64) bool { return v >= 0 && !math.IsInf(v, 0) }
 
 // loadValidate refuses objectives that are NaN, infinite, negative or (rates,
 // shares, --warn-fraction) above 1, naming the flag: a NaN limit compares

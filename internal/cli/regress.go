@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -25,24 +23,18 @@ func init() { register(newRegressCmd) }
 // Inf, which passes everything) in its place would gate on a threshold
 // nobody chose.
 func regressThresholdDefault() (float64, error) {
-	env, ok := os.LookupEnv("REGRESSION_THRESHOLD_PERCENT")
-	if !ok || env == "" {
-		return perfhistory.DefaultThresholdPct, nil
-	}
-	v, err := strconv.ParseFloat(env, 64)
-	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
-		return 0, fmt.Errorf("REGRESSION_THRESHOLD_PERCENT=%q: want a finite percentage >= 0", env)
-	}
-	return v, nil
+	return perfEnvFloat("REGRESSION_THRESHOLD_PERCENT", perfhistory.DefaultThresholdPct, false, perfNonNegative, regressThresholdWant)
 }
+
+const regressThresholdWant = "a finite percentage >= 0"
 
 // regressThreshold is --threshold when given, else the environment's.
 func regressThreshold(cmd *cobra.Command, flag float64) (float64, error) {
 	if !cmd.Flags().Changed("threshold") {
 		return regressThresholdDefault()
 	}
-	if math.IsNaN(flag) || math.IsInf(flag, 0) || flag < 0 {
-		return 0, fmt.Errorf("--threshold %v: want a finite percentage >= 0", flag)
+	if !perfNonNegative(flag) {
+		return 0, fmt.Errorf("--threshold %v: want %s", flag, regressThresholdWant)
 	}
 	return flag, nil
 }
