@@ -67,17 +67,10 @@ func perfNonNegative(v float64) bool { return v >= 0 && !math.IsInf(v, 0) }
 // --p99-ms or --min-rps turned its objective off. The check is
 // loadgen.LoadSLO.Validate's.
 func loadValidate(s loadgen.LoadSLO) error {
-	if err := perfFlagError(s.Validate(), map[string]string{
+	return perfValidate(s.Validate(), s.WarnFraction, map[string]string{
 		"P99Ms": "--p99-ms", "MaxErrorRate": "--max-error-rate", "MaxShedRate": "--max-shed-rate",
 		"MinRPS": "--min-rps", "MinCompliance": "--min-compliance", "WarnFraction": "--warn-fraction",
-	}); err != nil {
-		return err
-	}
-	if s.WarnFraction == 0 {
-		// Evaluate's default (0.8) in place of the 0 given.
-		return errors.New("--warn-fraction 0: want a share in (0, 1]")
-	}
-	return nil
+	})
 }
 
 func perfStderrIsTTY() bool { return term.IsTerminal(int(os.Stderr.Fd())) }

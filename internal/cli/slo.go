@@ -22,14 +22,22 @@ func init() { register(newSLOCmd) }
 // any error rate, and an Inf one any latency. The check is
 // loadgen.ServiceSLO.Validate's; the error names the flag.
 func sloValidate(s loadgen.ServiceSLO) error {
-	if err := perfFlagError(s.Validate(), map[string]string{
+	return perfValidate(s.Validate(), s.WarnFraction, map[string]string{
 		"P50Ms": "--p50-ms", "P95Ms": "--p95-ms", "P99Ms": "--p99-ms",
 		"MaxErrorRate": "--error-rate", "MaxRefusedRate": "--max-refused-rate",
 		"MinCacheHitRate": "--cache-hit-rate", "WarnFraction": "--warn-fraction",
-	}); err != nil {
+	})
+}
+
+// perfValidate is the objectives' check of load and slo: err, the
+// objectives' Validate, with the flag of its field named (flags maps a
+// field to its flag), and a --warn-fraction of 0 refused, which Evaluate
+// would take as its default (0.8) in place of the 0 given.
+func perfValidate(err error, warnFraction float64, flags map[string]string) error {
+	if err := perfFlagError(err, flags); err != nil {
 		return err
 	}
-	if s.WarnFraction == 0 {
+	if warnFraction == 0 {
 		return errors.New("--warn-fraction 0: want a share in (0, 1]")
 	}
 	return nil
