@@ -52,7 +52,7 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 			defer cancel()
 			d, ev := s.decideOPA(ctx, decisionPath, in, inspectionOf(q))
 			if in != nil && ev == nil {
-				s.rawRemember(r, rk, d, true)
+				s.rawRemember(r, decisionPath, rk, d, true)
 			}
 			s.writeOPA(w, q, d, in == nil, ev) // {"input": null}: no input, as in handleOPAData
 			return
@@ -67,7 +67,7 @@ func (s *Server) handleDecision(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	d := s.decide(ctx, decisionPath, req, "")
 	d.acgsChecked = s.acgsFastOK(d) // once, for the raw tier and the answer
-	s.rawRemember(r, rk, d, false)
+	s.rawRemember(r, decisionPath, rk, d, false)
 	s.writeACGS(w, r, d)
 }
 

@@ -143,7 +143,7 @@ func (s *Server) handleOPAData(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	d, ev := s.decideOPA(ctx, path, input, in)
 	if input != nil && ev == nil {
-		s.rawRemember(r, rk, d, true) // a repeat answered from it has no warning to give
+		s.rawRemember(r, path, rk, d, true) // a repeat answered from it has no warning to give
 	}
 	s.writeOPA(w, q, d, input == nil, ev)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/acgs-lite/acgs/internal/cache"
 	"github.com/acgs-lite/acgs/internal/engine"
+	"github.com/acgs-lite/acgs/internal/telemetry"
 )
 
 // rawTier answers byte-identical repeats of decision requests (a client
@@ -37,9 +38,12 @@ type rawKey cache.Key // a body's hash, not a decision's key
 // a hit is written from the decision's JSON without decoding it (L1 keeps
 // most decisions encoded).
 type rawEntry struct {
-	ref     engine.Ref
-	outcome string // the metric label of the decision (allow, deny, ...)
-	opa     bool   // the body was OPA's {"input": ...} (the decision path takes both dialects)
+	ref engine.Ref
+	opa bool // the body was OPA's {"input": ...} (the decision path takes both dialects)
+	// series is where a hit is counted: the decision's path and outcome
+	// (allow, deny, ...), from L1, as recordAs would count it, resolved
+	// once rather than by three label lookups per hit.
+	series telemetry.DecisionSeries
 }
 
 // newRawTier returns a tier of at most size bodies, or nil for size 0.
@@ -101,24 +105,28 @@ func (s *Server) rawLookup(r *http.Request, path string, body []byte, acgs bool)
 		start := time.Now()
 		var dd engine.Decision
 		if dd, ok = s.d.Engine.Lookup(e.ref); ok {
-			d = s.recordAs(r.Context(), path, nil, "", dd, nil, start, time.Since(start), e.outcome)
-			d.acgsChecked = !e.opa
+			// What recordAs does for a decision without an error
+			// and with the decision log off (the tier is off while
+			// it is on): its id, and counted in the entry's series.
+			e.series.Observe(time.Since(start))
+			d = decided{Decision: dd, ID: telemetry.NewDecisionID(), acgsChecked: !e.opa}
 		}
 	}
 	s.d.Metrics.RawLookup(ok)
 	return d, e.opa, k, ok
 }
 
-// rawRemember maps the body of key k (from rawLookup) to the cache entry its decision d was
+// rawRemember maps the body of key k (from rawLookup) at path to the cache entry its decision d was
 // looked up under, when d came from the cache or was cached, and its answer
 // can be written from the decision's JSON (an ACGS decision must come with
 // acgsChecked; one whose answer needs the value field by field is left to
 // the normal path).
-func (s *Server) rawRemember(r *http.Request, k rawKey, d decided, opa bool) {
+func (s *Server) rawRemember(r *http.Request, path string, k rawKey, d decided, opa bool) {
 	if !s.raw.usable(r) || d.Err != nil || (d.Defined && d.JSON == nil) || (!opa && !d.acgsChecked) {
 		return
 	}
 	if ref, ok := d.Ref(); ok {
-		s.raw.c.Set(k, rawEntry{ref: ref, outcome: outcomeOf(d.Decision, nil), opa: opa})
+		series := s.d.Metrics.DecisionSeries(path, outcomeOf(d.Decision, nil), engine.SourceL1.String())
+		s.raw.c.Set(k, rawEntry{ref: ref, opa: opa, series: series})
 	}
 }

@@ -135,6 +135,21 @@ type route struct {
 	// late its body came, so one whose body came after the window is too
 	// late for any but cached ones (decisionContext).
 	batch bool
+	// ok is the route's HTTP series for 200 (telemetry.HTTPSeries),
+	// resolved by its first 200 (okSeries).
+	ok atomic.Pointer[telemetry.HTTPSeries]
+}
+
+// okSeries returns the HTTP series of rt's 200 answers in m, resolving it
+// the first time: most requests are a route's 200s, and each would
+// otherwise look its two series up by label.
+func (rt *route) okSeries(m *telemetry.Metrics) *telemetry.HTTPSeries {
+	if s := rt.ok.Load(); s != nil {
+		return s
+	}
+	s := m.HTTPSeries(rt.name, http.StatusOK)
+	rt.ok.Store(s)
+	return s
 }
 
 // slashRedirect reports whether the route's paths with a trailing slash
@@ -201,6 +216,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h["X-Request-Id"] = []string{rid}
 	sw := &statusWriter{ResponseWriter: w, start: start}
 	name := "unknown"
+	var rt *route // the request's route, once matched
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
@@ -217,7 +233,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for _, smp := range sw.samples {
 			s.d.Window.Record(lat, smp)
 		}
-		s.d.Metrics.ObserveHTTP(name, httpCode(sw, r), lat)
+		if code := httpCode(sw, r); code == http.StatusOK && rt != nil && rt != unknownRoute {
+			rt.okSeries(s.d.Metrics).Observe(lat)
+		} else {
+			s.d.Metrics.ObserveHTTP(name, code, lat)
+		}
 	}()
 	if r.Method != http.MethodConnect {
 		// A path that is not clean (a doubled slash, a . or .. segment)
@@ -231,7 +251,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	rt := s.match(r.URL)
+	rt = s.match(r.URL)
 	name = rt.name
 	sw.batch = rt.batch
 	if rt.admin && len(s.adminSums) == 0 {

@@ -253,11 +253,33 @@ func (m *Metrics) Handler() http.Handler {
 // ObserveHTTP records one answered HTTP request. handler must be a route name
 // from a fixed set (not the raw URL path), or the label would be unbounded.
 func (m *Metrics) ObserveHTTP(handler string, code int, d time.Duration) {
+	m.HTTPSeries(handler, code).Observe(d)
+}
+
+// HTTPSeries is the pair of series ObserveHTTP records one (handler, code)
+// in, looked up once: a caller that answers many requests alike (a route's
+// 200s) keeps it and skips the two label lookups (hashing the label values
+// and a locked map read each) per request. The series is created by the
+// lookup, as by ObserveHTTP: a caller resolves it when it has a request to
+// record, not before (a series at zero would show a route never asked).
+type HTTPSeries struct {
+	dur prometheus.Observer
+	n   prometheus.Counter
+}
+
+// HTTPSeries returns the series of handler and code; see ObserveHTTP.
+func (m *Metrics) HTTPSeries(handler string, code int) *HTTPSeries {
 	c := codeLabel(code)
+	return &HTTPSeries{dur: m.httpDuration.WithLabelValues(handler, c), n: m.httpRequests.WithLabelValues(handler, c)}
+}
+
+// Observe records one request of the series' handler and code taking d, as
+// ObserveHTTP does.
+func (s *HTTPSeries) Observe(d time.Duration) {
 	// Duration first: a scrape that sees the request counted sees its
 	// duration too (tests compare the two counts).
-	m.httpDuration.WithLabelValues(handler, c).Observe(d.Seconds())
-	m.httpRequests.WithLabelValues(handler, c).Inc()
+	s.dur.Observe(d.Seconds())
+	s.n.Inc()
 }
 
 func codeLabel(code int) string {
@@ -274,6 +296,30 @@ func codeLabel(code int) string {
 func (m *Metrics) ObserveDecision(path, outcome, source string, d time.Duration) {
 	m.decisions.WithLabelValues(m.pathLabel(path), outcome).Inc()
 	m.decisionDuration.WithLabelValues(source).Observe(d.Seconds())
+}
+
+// DecisionSeries is the pair of series ObserveDecision records one (path,
+// outcome, source) in, looked up once (the path's label, "other" past
+// maxPathLabels, included): for a caller that records many decisions alike
+// (the raw-body tier remembers one per body it answers). Resolve it only
+// where ObserveDecision has recorded such a decision already: the lookup
+// creates the series, and counts the path among the labels.
+type DecisionSeries struct {
+	n   prometheus.Counter
+	dur prometheus.Observer
+}
+
+// DecisionSeries returns the series of path, outcome and source; see
+// ObserveDecision.
+func (m *Metrics) DecisionSeries(path, outcome, source string) DecisionSeries {
+	return DecisionSeries{n: m.decisions.WithLabelValues(m.pathLabel(path), outcome), dur: m.decisionDuration.WithLabelValues(source)}
+}
+
+// Observe records one decision of the series taking d, as ObserveDecision
+// does.
+func (s DecisionSeries) Observe(d time.Duration) {
+	s.n.Inc()
+	s.dur.Observe(d.Seconds())
 }
 
 // pathLabel returns path while fewer than maxPathLabels distinct paths have
