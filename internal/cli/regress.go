@@ -6,12 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/perf/benchunit"
 
 	"github.com/acgs-lite/acgs/internal/perfhistory"
 )
@@ -236,15 +233,9 @@ the two sides ran at different GOMAXPROCS.`,
 			case len(gateUnits) == 0:
 				return regressCannotJudge(errors.New("--gate-units: give units, or all"))
 			default:
-				// Units as the parser tidies them: the ns/op of the user's
-				// file is sec/op here, MB/s is B/s.
-				opts.Gate = nil
-				for _, u := range gateUnits {
-					_, tidy := benchunit.Tidy(1, strings.TrimSpace(u))
-					if !slices.Contains(opts.Gate, tidy) {
-						opts.Gate = append(opts.Gate, tidy)
-					}
-				}
+				// Compare tidies them as the parser tidies the input's
+				// units: the ns/op of the user's file is sec/op, MB/s is B/s.
+				opts.Gate = gateUnits
 			}
 			data, err := regressReadInput(input)
 			if err != nil {
@@ -320,7 +311,7 @@ the two sides ran at different GOMAXPROCS.`,
 			c := perfhistory.Compare(old, cur, opts)
 			c.Baseline = &base
 			c.Skipped = skipped
-			for _, u := range opts.Gate {
+			for _, u := range c.Gate {
 				if !regressHasUnit(old, u) && !regressHasUnit(cur, u) {
 					c.Warnings = append(c.Warnings, fmt.Sprintf("--gate-units %s matches no metric of the run or the baseline", u))
 				}

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/perf/benchfmt"
 	"golang.org/x/perf/benchmath"
+	"golang.org/x/perf/benchunit"
 )
 
 // DefaultAlpha is benchstat's significance level.
@@ -194,7 +195,10 @@ type CompareOptions struct {
 	// benchmark's time and throughput: DefaultGateUnits); the other units'
 	// verdicts are informational. Nil gates every unit. Each gated metric is
 	// a test at Alpha, so the more of them, the more false alarms: CI's
-	// bench emits 48 metrics, of which 18 are sec/op or req/s.
+	// bench emits 48 metrics, of which 18 are sec/op or req/s. Units are
+	// tidied as ParseBenchmarks tidies the input's (ns/op is sec/op, MB/s
+	// is B/s; white space around a unit and repeats are dropped), so a
+	// unit as the benchmark printed it gates its metrics.
 	Gate []string
 	// Holm adjusts the gated metrics' significance with Holm's step-down
 	// method, so that noise fails the comparison with probability at most
@@ -353,6 +357,7 @@ func Compare(old, cur *Set, opts CompareOptions) *Comparison {
 	if opts.ThresholdPct < 0 {
 		opts.ThresholdPct = 0
 	}
+	opts.Gate = tidyUnits(opts.Gate)
 	th := benchmath.Thresholds{CompareAlpha: opts.Alpha}
 	cmp := &Comparison{Alpha: opts.Alpha, ThresholdPct: opts.ThresholdPct}
 	for _, k := range cur.Keys {
@@ -385,6 +390,23 @@ func Compare(old, cur *Set, opts CompareOptions) *Comparison {
 	cmp.Gate, cmp.Holm, cmp.AllowMissing = opts.Gate, opts.Holm, opts.AllowMissing
 	cmp.Warnings = append(unknownUnitsWarning(cur), procsWarnings(cmp.Deltas)...)
 	return cmp
+}
+
+// tidyUnits is units as ParseBenchmarks tidies a metric's (benchunit.Tidy:
+// ns/op is sec/op, MB/s is B/s), trimmed, each once, in their order; nil
+// stays nil (every unit gated) and empty stays empty (none).
+func tidyUnits(units []string) []string {
+	if units == nil {
+		return nil
+	}
+	out := make([]string, 0, len(units))
+	for _, u := range units {
+		_, tidy := benchunit.Tidy(1, strings.TrimSpace(u))
+		if !slices.Contains(out, tidy) {
+			out = append(out, tidy)
+		}
+	}
+	return out
 }
 
 // procsWarnings says, once per pair of GOMAXPROCS, how many metrics ran at

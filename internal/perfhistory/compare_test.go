@@ -439,3 +439,39 @@ func scaleFirst(vu string, f float64) string {
 	}
 	return strconv.FormatFloat(x*f, 'g', -1, 64) + " " + u
 }
+
+// Compare tidies its gate units as ParseBenchmarks tidies the input's: a
+// gate of ns/op (as the benchmark printed it) judges the sec/op metric
+// rather than gating nothing, and the units it reports are the tidied
+// ones, each once. An empty gate still gates nothing, and nil every unit.
+func TestCompareTidiesGateUnits(t *testing.T) {
+	old := mustSet(t, benchText(1, 10, 100000, 10000, 0.02))
+	cur := mustSet(t, benchText(2, 10, 200000, 10000, 0.02))
+	for _, tc := range []struct {
+		name     string
+		gate     []string
+		want     []string
+		informal map[string]bool // by unit
+	}{
+		{"ns/op is sec/op", []string{"ns/op", " sec/op", "MB/s"}, []string{"sec/op", "B/s"}, map[string]bool{"sec/op": false, "req/s": true}},
+		{"empty gates nothing", []string{}, []string{}, map[string]bool{"sec/op": true, "req/s": true}},
+		{"nil gates every unit", nil, nil, map[string]bool{"sec/op": false, "req/s": false}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := DefaultCompareOptions()
+			opts.Gate = tc.gate
+			c := Compare(old, cur, opts)
+			if fmt.Sprintf("%q", c.Gate) != fmt.Sprintf("%q", tc.want) || (c.Gate == nil) != (tc.want == nil) {
+				t.Errorf("gate %q (nil %v), want %q", c.Gate, c.Gate == nil, tc.want)
+			}
+			for unit, want := range tc.informal {
+				if d := verdicts(c)[unit]; d.Informational != want {
+					t.Errorf("%s: informational %v, want %v", unit, d.Informational, want)
+				}
+			}
+			if !tc.informal["sec/op"] && len(c.Regressions()) != 1 {
+				t.Errorf("twice as slow, sec/op gated: %d regression(s), want 1", len(c.Regressions()))
+			}
+		})
+	}
+}
