@@ -245,15 +245,7 @@ type Comparison struct {
 // Unreachable is how many gated metrics Holm's adjustment could not have
 // flagged alone, whatever the data (VerdictUnreachable): with them the
 // gate cannot pass a run, as it could not have failed it.
-func (c *Comparison) Unreachable() int {
-	n := 0
-	for _, d := range c.Deltas {
-		if d.Verdict == VerdictUnreachable && !d.Informational {
-			n++
-		}
-	}
-	return n
-}
+func (c *Comparison) Unreachable() int { return c.gatedCount(VerdictUnreachable) }
 
 // RoundsNeeded is the number of samples a side, both sides equal, whose
 // smallest U-test p-value, 2/C(2n, n), is below alpha/m: the fewest with
@@ -301,15 +293,7 @@ func (c *Comparison) Compared() int {
 // Undecided is how many gated metrics the input shares with the baseline
 // had too few samples for the test to decide: a gate that passed them would
 // pass any change (acgs bench --count 1 can never fail).
-func (c *Comparison) Undecided() int {
-	n := 0
-	for _, d := range c.Deltas {
-		if d.Verdict == VerdictInsufficient && !d.Informational {
-			n++
-		}
-	}
-	return n
-}
+func (c *Comparison) Undecided() int { return c.gatedCount(VerdictInsufficient) }
 
 // GatedCompared is how many gated metrics both sides have: none means the
 // gate judged nothing (--gate-units naming no unit of the run).
@@ -317,6 +301,18 @@ func (c *Comparison) GatedCompared() int {
 	n := 0
 	for _, d := range c.Deltas {
 		if !d.Informational && d.Verdict != VerdictAdded && d.Verdict != VerdictRemoved {
+			n++
+		}
+	}
+	return n
+}
+
+// gatedCount returns how many gated (not informational) deltas have the
+// verdict.
+func (c *Comparison) gatedCount(v Verdict) int {
+	n := 0
+	for _, d := range c.Deltas {
+		if d.Verdict == v && !d.Informational {
 			n++
 		}
 	}
