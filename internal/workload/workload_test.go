@@ -152,15 +152,24 @@ func TestPickFollowsWeights(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	assertMix(t, w, 0.70, 0.20, 0.10)
+}
+
+// assertMix draws 100,000 scenarios from w with a fixed seed and checks
+// each scenario's share is its wanted one within 0.01.
+func assertMix(t *testing.T, w *Workload, shares ...float64) {
+	t.Helper()
+	if len(shares) != len(w.Scenarios) {
+		t.Fatalf("%d scenarios, want %d", len(w.Scenarios), len(shares))
+	}
 	rng := rand.New(rand.NewPCG(42, 7))
 	counts := make([]int, len(w.Scenarios))
 	const n = 100000
 	for range n {
 		counts[w.Pick(rng)]++
 	}
-	for i, want := range []float64{0.70, 0.20, 0.10} {
-		got := float64(counts[i]) / n
-		if got < want-0.01 || got > want+0.01 {
+	for i, want := range shares {
+		if got := float64(counts[i]) / n; got < want-0.01 || got > want+0.01 {
 			t.Errorf("scenario %s: share %.3f, want %.2f±0.01", w.Scenarios[i].Name, got, want)
 		}
 	}
@@ -210,17 +219,7 @@ func TestWeightsAreRelative(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rng := rand.New(rand.NewPCG(42, 7))
-			counts := make([]int, len(w.Scenarios))
-			const n = 100000
-			for range n {
-				counts[w.Pick(rng)]++
-			}
-			for i, want := range []float64{0.70, 0.20, 0.10} {
-				if got := float64(counts[i]) / n; got < want-0.01 || got > want+0.01 {
-					t.Errorf("scenario %d: share %.3f, want %.2f±0.01", i, got, want)
-				}
-			}
+			assertMix(t, w, 0.70, 0.20, 0.10)
 		})
 	}
 }
