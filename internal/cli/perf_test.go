@@ -104,8 +104,7 @@ func TestRegressCommands(t *testing.T) {
 	base := perfBenchFile(t, dir, "base.txt", 1, 100000)
 	same := perfBenchFile(t, dir, "same.txt", 2, 100000)
 	slower := perfBenchFile(t, dir, "slower.txt", 3, 120000)
-	t.Setenv("REGRESSION_THRESHOLD_PERCENT", "")
-	t.Setenv("GITHUB_SHA", "")
+	regressEnv(t)
 
 	if out, code, err := perfRun(t, "regress", "compare", "--store", store, "--input", base, "--allow-empty-history"); code != 0 || !strings.Contains(out, "no baseline") {
 		t.Fatalf("compare with an empty store, allowed: exit %d %v\n%s", code, err, out)

@@ -26,8 +26,7 @@ func gateBench(n, benches int, slow float64) string {
 // regressGateRun records base as commit aaa and compares input with it.
 func regressGateRun(t *testing.T, base, input string, args ...string) (string, int) {
 	t.Helper()
-	t.Setenv("REGRESSION_THRESHOLD_PERCENT", "")
-	t.Setenv("GITHUB_SHA", "")
+	regressEnv(t)
 	dir := t.TempDir()
 	store := filepath.Join(dir, "history")
 	regressRecord(t, store, regressWrite(t, dir, "base.txt", base), "aaa")
@@ -136,8 +135,7 @@ func TestRegressErrorsAreExit2(t *testing.T) {
 			}
 		})
 	}
-	t.Setenv("REGRESSION_THRESHOLD_PERCENT", "")
-	t.Setenv("GITHUB_SHA", "")
+	regressEnv(t)
 	dir := t.TempDir()
 	store := filepath.Join(dir, "history")
 	in := regressWrite(t, dir, "new.txt", gateBench(6, 2, 5))

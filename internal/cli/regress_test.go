@@ -32,6 +32,34 @@ func regressWrite(t *testing.T, dir, name, content string) string {
 	return p
 }
 
+// regressEnv clears the environment regress reads (a threshold, the
+// commit of the input) so the runner's cannot change a test's outcome.
+func regressEnv(t *testing.T) {
+	t.Helper()
+	t.Setenv("REGRESSION_THRESHOLD_PERCENT", "")
+	t.Setenv("GITHUB_SHA", "")
+}
+
+// regressRunWant runs the command line and fails unless it exits code with
+// each of want in its output (the error appended, as Execute prints it on
+// stderr). It returns that output.
+func regressRunWant(t *testing.T, code int, want []string, args ...string) string {
+	t.Helper()
+	out, got, err := perfRun(t, args...)
+	if err != nil {
+		out += "\nerror: " + err.Error()
+	}
+	if got != code {
+		t.Fatalf("exit %d, want %d\n%s", got, code, out)
+	}
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q:\n%s", w, out)
+		}
+	}
+	return out
+}
+
 // regressRecord records input in the store as commit's, with more flags.
 func regressRecord(t *testing.T, store, input, commit string, more ...string) {
 	t.Helper()
@@ -70,8 +98,7 @@ func regressCompareReport(t *testing.T, store, input string, args []string, code
 // compare must judge benchmarks whatever GOMAXPROCS suffix they carry, and
 // must fail, not pass, when the baseline shares no benchmark with the input.
 func TestRegressCompareMatching(t *testing.T) {
-	t.Setenv("REGRESSION_THRESHOLD_PERCENT", "")
-	t.Setenv("GITHUB_SHA", "")
+	regressEnv(t)
 	for _, tc := range []struct {
 		name, baseline, input string
 		code                  int
@@ -98,18 +125,7 @@ func TestRegressCompareMatching(t *testing.T) {
 			base := regressWrite(t, dir, "base.txt", tc.baseline)
 			in := regressWrite(t, dir, "new.txt", tc.input)
 			regressRecord(t, store, base, "aaa")
-			out, code, err := perfRun(t, "regress", "compare", "--store", store, "--input", in, "--commit", "bbb")
-			if code != tc.code {
-				t.Fatalf("exit %d (%v), want %d\n%s", code, err, tc.code, out)
-			}
-			if err != nil {
-				out += "\nerror: " + err.Error()
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(out, w) {
-					t.Errorf("output lacks %q:\n%s", w, out)
-				}
-			}
+			regressRunWant(t, tc.code, tc.want, "regress", "compare", "--store", store, "--input", in, "--commit", "bbb")
 		})
 	}
 }
@@ -118,8 +134,7 @@ func TestRegressCompareMatching(t *testing.T) {
 // must be skipped, and named, not taken as a baseline that passes
 // everything; with nothing but damaged records compare fails.
 func TestRegressCompareDamagedBaseline(t *testing.T) {
-	t.Setenv("REGRESSION_THRESHOLD_PERCENT", "")
-	t.Setenv("GITHUB_SHA", "")
+	regressEnv(t)
 	good := regressBench(1, 10, 1000, "Decide")
 	slower := regressBench(2, 10, 2000, "Decide")
 	for _, tc := range []struct {
@@ -149,19 +164,8 @@ func TestRegressCompareDamagedBaseline(t *testing.T) {
 				regressWrite(t, store, name, content)
 			}
 			in := regressWrite(t, dir, "new.txt", slower)
-			out, code, err := perfRun(t, "regress", "compare", "--store", store, "--input", in, "--commit", "ccc")
-			if err != nil {
-				out += "\nerror: " + err.Error()
-			}
-			if code != tc.code {
-				t.Fatalf("exit %d, want %d\n%s", code, tc.code, out)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(out, w) {
-					t.Errorf("output lacks %q:\n%s", w, out)
-				}
-			}
-			out, code, err = perfRun(t, "regress", "trend", "--store", store, "--days", "36500")
+			regressRunWant(t, tc.code, tc.want, "regress", "compare", "--store", store, "--input", in, "--commit", "ccc")
+			out, code, err := perfRun(t, "regress", "trend", "--store", store, "--days", "36500")
 			wantRecords := fmt.Sprintf("%d record(s)", len(tc.records)-1)
 			if code != 0 || !strings.Contains(out, wantRecords) || !strings.Contains(out, "skipped 2026-11-20T10-00-00Z_bbb.txt") {
 				t.Errorf("trend: exit %d %v, want %s and the damaged record skipped\n%s", code, err, wantRecords, out)
@@ -174,8 +178,7 @@ func TestRegressCompareDamagedBaseline(t *testing.T) {
 // is new or missing (no p-value, no change) or a median is 0 (an infinite
 // change): NaN and ±Inf are written as null.
 func TestRegressJSONNonFinite(t *testing.T) {
-	t.Setenv("REGRESSION_THRESHOLD_PERCENT", "")
-	t.Setenv("GITHUB_SHA", "")
+	regressEnv(t)
 	zeroAllocs := strings.Repeat("BenchmarkDecide\t1000\t1000 ns/op\t0 allocs/op\n", 8)
 	twoAllocs := strings.Repeat("BenchmarkDecide\t1000\t1000 ns/op\t2 allocs/op\n", 8)
 	for _, tc := range []struct {
@@ -225,8 +228,7 @@ func TestRegressJSONNonFinite(t *testing.T) {
 // judge), apart from a regression's 1, unless --allow-empty-history says an
 // empty history is expected, which never covers an explicit selection.
 func TestRegressCompareNoBaseline(t *testing.T) {
-	t.Setenv("REGRESSION_THRESHOLD_PERCENT", "")
-	t.Setenv("GITHUB_SHA", "")
+	regressEnv(t)
 	dir := t.TempDir()
 	store := filepath.Join(dir, "history")
 	empty := filepath.Join(dir, "empty")
@@ -257,18 +259,7 @@ func TestRegressCompareNoBaseline(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"regress", "compare", "--input", slow, "--commit", "bbb"}, tc.args...)
-			out, code, err := perfRun(t, args...)
-			if err != nil {
-				out += "\nerror: " + err.Error()
-			}
-			if code != tc.code {
-				t.Fatalf("exit %d, want %d\n%s", code, tc.code, out)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(out, w) {
-					t.Errorf("output lacks %q:\n%s", w, out)
-				}
-			}
+			out := regressRunWant(t, tc.code, tc.want, args...)
 			// Only the exit 2 that --allow-empty-history would pass is
 			// marked: ci-validate.sh's first-run hint keys on it.
 			noBaseline := map[string]bool{"missing store": true, "empty store": true, "only the input's own commit": true}
@@ -335,8 +326,7 @@ func TestRegressRejectsBadNumbers(t *testing.T) {
 // the suite) fails unless --allow-missing says it went on purpose: listing
 // it as "missing" and passing let a crashed scenario through.
 func TestRegressMissingMetricFails(t *testing.T) {
-	t.Setenv("REGRESSION_THRESHOLD_PERCENT", "")
-	t.Setenv("GITHUB_SHA", "")
+	regressEnv(t)
 	dir := t.TempDir()
 	store := filepath.Join(dir, "history")
 	base := regressWrite(t, dir, "base.txt", regressBench(1, 10, 1000, "Decide-2", "Other-2"))
@@ -366,8 +356,7 @@ func TestRegressMissingMetricFails(t *testing.T) {
 // with "baseline": null, whether an empty history is allowed or an error
 // (it printed plain text, which broke a JSON reader).
 func TestRegressJSONWithoutBaseline(t *testing.T) {
-	t.Setenv("REGRESSION_THRESHOLD_PERCENT", "")
-	t.Setenv("GITHUB_SHA", "")
+	regressEnv(t)
 	dir := t.TempDir()
 	in := regressWrite(t, dir, "new.txt", regressBench(1, 10, 1000, "Decide"))
 	missing := filepath.Join(dir, "no-such-store")
@@ -413,8 +402,7 @@ func TestRegressJSONWithoutBaseline(t *testing.T) {
 // p-values are Holm-adjusted: CI's 48 metrics each tested at alpha failed
 // about a third of noise-only runs (TestFamilyWiseFalseAlarms).
 func TestRegressGatesPrimaryUnits(t *testing.T) {
-	t.Setenv("REGRESSION_THRESHOLD_PERCENT", "")
-	t.Setenv("GITHUB_SHA", "")
+	regressEnv(t)
 	rows := func(seed uint64, ns, allocs float64) string {
 		rng := rand.New(rand.NewPCG(seed, 3))
 		var b strings.Builder
