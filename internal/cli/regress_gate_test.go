@@ -27,9 +27,7 @@ func gateBench(n, benches int, slow float64) string {
 func regressGateRun(t *testing.T, base, input string, args ...string) (string, int) {
 	t.Helper()
 	regressEnv(t)
-	dir := t.TempDir()
-	store := filepath.Join(dir, "history")
-	regressRecord(t, store, regressWrite(t, dir, "base.txt", base), "aaa")
+	dir, store := regressBaseline(t, base)
 	out, code, err := perfRun(t, append([]string{"regress", "compare", "--store", store, "--input", regressWrite(t, dir, "new.txt", input), "--commit", "bbb"}, args...)...)
 	if err != nil {
 		out += "\nerror: " + err.Error()
@@ -136,10 +134,8 @@ func TestRegressErrorsAreExit2(t *testing.T) {
 		})
 	}
 	regressEnv(t)
-	dir := t.TempDir()
-	store := filepath.Join(dir, "history")
+	dir, store := regressBaseline(t, gateBench(6, 2, 1))
 	in := regressWrite(t, dir, "new.txt", gateBench(6, 2, 5))
-	regressRecord(t, store, regressWrite(t, dir, "base.txt", gateBench(6, 2, 1)), "aaa")
 	for _, tc := range []struct {
 		name string
 		args []string

@@ -60,6 +60,16 @@ func regressRunWant(t *testing.T, code int, want []string, args ...string) strin
 	return out
 }
 
+// regressBaseline records content as commit aaa's in a new store: the
+// temporary directory and the store in it.
+func regressBaseline(t *testing.T, content string) (dir, store string) {
+	t.Helper()
+	dir = t.TempDir()
+	store = filepath.Join(dir, "history")
+	regressRecord(t, store, regressWrite(t, dir, "base.txt", content), "aaa")
+	return dir, store
+}
+
 // regressRecord records input in the store as commit's, with more flags.
 func regressRecord(t *testing.T, store, input, commit string, more ...string) {
 	t.Helper()
@@ -120,11 +130,8 @@ func TestRegressCompareMatching(t *testing.T) {
 			1, []string{"too few samples"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			store := filepath.Join(dir, "history")
-			base := regressWrite(t, dir, "base.txt", tc.baseline)
+			dir, store := regressBaseline(t, tc.baseline)
 			in := regressWrite(t, dir, "new.txt", tc.input)
-			regressRecord(t, store, base, "aaa")
 			regressRunWant(t, tc.code, tc.want, "regress", "compare", "--store", store, "--input", in, "--commit", "bbb")
 		})
 	}
@@ -276,11 +283,8 @@ func TestRegressCompareNoBaseline(t *testing.T) {
 // REGRESSION_THRESHOLD_PERCENT by 10). Each is exit 2, naming its source.
 func TestRegressRejectsBadNumbers(t *testing.T) {
 	t.Setenv("GITHUB_SHA", "")
-	dir := t.TempDir()
-	store := filepath.Join(dir, "history")
-	base := regressWrite(t, dir, "base.txt", regressBench(1, 10, 1000, "Decide-2"))
+	dir, store := regressBaseline(t, regressBench(1, 10, 1000, "Decide-2"))
 	slow := regressWrite(t, dir, "slow.txt", regressBench(2, 10, 2000, "Decide-2"))
-	regressRecord(t, store, base, "aaa")
 	for _, tc := range []struct {
 		name, env string
 		args      []string
@@ -327,10 +331,7 @@ func TestRegressRejectsBadNumbers(t *testing.T) {
 // it as "missing" and passing let a crashed scenario through.
 func TestRegressMissingMetricFails(t *testing.T) {
 	regressEnv(t)
-	dir := t.TempDir()
-	store := filepath.Join(dir, "history")
-	base := regressWrite(t, dir, "base.txt", regressBench(1, 10, 1000, "Decide-2", "Other-2"))
-	regressRecord(t, store, base, "aaa")
+	_, store := regressBaseline(t, regressBench(1, 10, 1000, "Decide-2", "Other-2"))
 	for _, tc := range []struct {
 		name, input string
 		args        []string
@@ -411,10 +412,7 @@ func TestRegressGatesPrimaryUnits(t *testing.T) {
 		}
 		return b.String()
 	}
-	dir := t.TempDir()
-	store := filepath.Join(dir, "history")
-	base := regressWrite(t, dir, "base.txt", rows(1, 1000, 1000))
-	regressRecord(t, store, base, "aaa")
+	_, store := regressBaseline(t, rows(1, 1000, 1000))
 	for _, tc := range []struct {
 		name, input string
 		args        []string
