@@ -229,9 +229,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		// Latency is recorded here, once, from the request's one clock:
 		// the rolling window gets the decisions the handler answered.
-		lat := time.Since(start)
+		end := time.Now()
+		lat := end.Sub(start)
 		for _, smp := range sw.samples {
-			s.d.Window.Record(lat, smp)
+			s.d.Window.RecordAt(end, lat, smp)
 		}
 		if code := httpCode(sw, r); code == http.StatusOK && rt != nil && rt != unknownRoute {
 			rt.okSeries(s.d.Metrics).Observe(lat)

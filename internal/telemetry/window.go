@@ -164,7 +164,15 @@ func newWindowHistogram() *hdrhistogram.Histogram {
 // uncontended mutex in the common case; no allocation except the first use of
 // a shard.
 func (w *Window) Record(d time.Duration, s Sample) {
-	slot := w.now().UnixNano() / int64(windowSlot)
+	w.RecordAt(w.now(), d, s)
+}
+
+// RecordAt is Record at the time at, read from the clock the window reads
+// (time.Now, that of NewWindow), for a caller that has just read it to
+// measure d: a clock read costs about 80 ns on this hardware (a VM's TSC),
+// and the server records every request this way.
+func (w *Window) RecordAt(at time.Time, d time.Duration, s Sample) {
+	slot := at.UnixNano() / int64(windowSlot)
 	idx := (slot%w.nslots)*int64(w.shardMask+1) + int64(rand.Uint32()&w.shardMask)
 	sh := &w.ring[idx]
 	sh.mu.Lock()
