@@ -160,7 +160,7 @@ func (s *Server) appendACGSFast(dst []byte, d decided, lat time.Duration) ([]byt
 	dst = append(dst, `","partial_evaluation":`...)
 	dst = strconv.AppendBool(dst, d.Source.Partial())
 	dst = append(dst, `,"latency_ms":`...)
-	dst = strconv.AppendFloat(dst, math.Round(float64(lat.Nanoseconds())/1e3)/1e3, 'f', -1, 64)
+	dst = appendLatencyMS(dst, lat)
 	if len(d.JSON) > 2 {
 		dst = append(dst, ',')
 	}
@@ -214,7 +214,7 @@ func (s *Server) appendACGSOverloaded(dst []byte, d decided, lat time.Duration) 
 	dst = append(dst, `,"policy_revision":`...)
 	dst = jsonenc.AppendString(dst, d.Revision, true)
 	dst = append(dst, `,"cache_hit":false,"cache_tier":"none","partial_evaluation":false,"latency_ms":`...)
-	dst = strconv.AppendFloat(dst, math.Round(float64(lat.Nanoseconds())/1e3)/1e3, 'f', -1, 64)
+	dst = appendLatencyMS(dst, lat)
 	dst = append(dst, '}')
 	return dst
 }
@@ -450,3 +450,33 @@ func jsonType(v any) string {
 }
 
 func itoa(n int) string { return fmt.Sprint(n) }
+
+// appendLatencyMS appends lat in milliseconds rounded to the microsecond,
+// as strconv.AppendFloat(dst, math.Round(µs)/1e3, 'f', -1, 64) writes it
+// (the shortest decimal that reads back as the same float64), without
+// the float formatting, which cost ~0.15 µs a warm request. For a whole
+// number of microseconds k below 10^15 that decimal is k/1000 written
+// out, trailing zeros dropped: it reads back as the float64 nearest to it,
+// which is what the division gives, and no shorter decimal does (distinct
+// decimals of at most 15 significant digits are distinct float64s).
+// TestAppendLatencyMS holds the two equal.
+func appendLatencyMS(dst []byte, lat time.Duration) []byte {
+	us := math.Round(float64(lat.Nanoseconds()) / 1e3)
+	if !(us >= 0 && us < 1e15) {
+		return strconv.AppendFloat(dst, us/1e3, 'f', -1, 64)
+	}
+	k := uint64(us)
+	dst = strconv.AppendUint(dst, k/1000, 10)
+	frac := k % 1000
+	if frac == 0 {
+		return dst
+	}
+	dst = append(dst, '.', byte('0'+frac/100))
+	if frac%100 != 0 {
+		dst = append(dst, byte('0'+frac/10%10))
+		if frac%10 != 0 {
+			dst = append(dst, byte('0'+frac%10))
+		}
+	}
+	return dst
+}
