@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -17,13 +15,8 @@ import (
 // approvalsRun runs `acgs approvals args...` against the admin API at url.
 func approvalsRun(t *testing.T, url string, args ...string) (string, error) {
 	t.Helper()
-	root := NewRoot()
-	var out bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&out)
-	root.SetArgs(append(append([]string{"approvals"}, args...), "--url", url, "--token", "admin"))
-	err := root.ExecuteContext(context.Background())
-	return out.String(), err
+	out, _, err := perfRun(t, append(append([]string{"approvals"}, args...), "--url", url, "--token", "admin")...)
+	return out, err
 }
 
 // hostile is a held call whose every field an agent or an upstream chose

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
@@ -15,16 +14,11 @@ import (
 // auditRun runs `acgs audit ...` and returns its output and exit code.
 func auditRun(t *testing.T, args ...string) (string, int) {
 	t.Helper()
-	root := NewRoot()
-	var out bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&out)
-	root.SetArgs(append([]string{"audit"}, args...))
-	err := root.ExecuteContext(context.Background())
+	out, code, err := perfRun(t, append([]string{"audit"}, args...)...)
 	if err != nil {
-		out.WriteString("acgs: " + err.Error() + "\n") // as Execute prints it
+		out += "acgs: " + err.Error() + "\n" // as Execute prints it
 	}
-	return out.String(), exitCode(err)
+	return out, code
 }
 
 // TestAuditVerifyEmptyLog: a chained log closed before its first decision

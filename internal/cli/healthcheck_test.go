@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"bytes"
-	"context"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,13 +12,8 @@ import (
 // error.
 func healthcheckRun(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	root := NewRoot()
-	var out bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&out)
-	root.SetArgs(append([]string{"healthcheck"}, args...))
-	err := root.ExecuteContext(context.Background())
-	return out.String(), err
+	out, _, err := perfRun(t, append([]string{"healthcheck"}, args...)...)
+	return out, err
 }
 
 // The URL checked by default is that of the instance `acgs serve` starts

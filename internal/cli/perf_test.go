@@ -14,8 +14,9 @@ import (
 	"testing"
 )
 
-// perfRun runs the acgs command line and returns its output and exit code
-// (as Execute would map it).
+// perfRun runs the acgs command line and returns its output (stdout and
+// stderr), exit code (as Execute maps it) and error. Every test's runner
+// goes through it.
 func perfRun(t *testing.T, args ...string) (string, int, error) {
 	t.Helper()
 	root := NewRoot()
