@@ -213,8 +213,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rid == "" || len(rid) > 128 {
 		rid = s.newRequestID()
 	}
-	h["X-Request-Id"] = []string{rid}
 	sw := &statusWriter{ResponseWriter: w, start: start}
+	sw.ridHdr[0] = rid
+	h["X-Request-Id"] = sw.ridHdr[:]
 	name := "unknown"
 	var rt *route // the request's route, once matched
 	defer func() {
@@ -331,7 +332,8 @@ func setInputSize(r *http.Request, size int64) {
 // newRequestID returns a process-unique id: a random per-process prefix and
 // a sequence number, far cheaper than a UUID on every request.
 func (s *Server) newRequestID() string {
-	return s.ridPrefix + strconv.FormatUint(s.reqSeq.Add(1), 36)
+	var b [32]byte // the prefix's 9 bytes and at most 13 digits: one allocation, the string's
+	return string(strconv.AppendUint(append(b[:0], s.ridPrefix...), s.reqSeq.Add(1), 36))
 }
 
 // buildRoutes makes the routing table once: exact paths, then the prefixed
@@ -545,6 +547,10 @@ type statusWriter struct {
 	canceled bool
 	// batch: the request's route answers a batch (route.batch).
 	batch bool
+	// ridHdr is the X-Request-Id header's value, allocated with the
+	// writer rather than on its own (the header map keeps it, and so the
+	// writer, for as long as net/http needs the headers).
+	ridHdr [1]string
 }
 
 // startOf returns when the request w answers started.
