@@ -15,6 +15,7 @@ type builtinImpl struct {
 	relation bool // every output is collected into an array
 	nd       bool // non-deterministic: consults the NDBCache like topdown
 	skipBctx bool // needs no BuiltinContext but the call's location
+	clock    bool // may read BuiltinContext.Time: not one of pureBuiltins
 }
 
 // builtinSite is one call of a built-in in the plan.
@@ -45,6 +46,7 @@ func (c *compiler) builtin(name string) (*builtinImpl, error) {
 		relation: decl.Relation,
 		nd:       decl.Nondeterministic,
 		skipBctx: decl.CanSkipBctx,
+		clock:    c.opts.Builtins[name] != nil || !pureBuiltins[name],
 	}
 	c.bis[name] = bi
 	return bi, nil
@@ -216,7 +218,13 @@ func (st *state) callBuiltin(site *builtinSite, args []*ast.Term) (*ast.Term, ct
 	}
 	var bctx topdown.BuiltinContext
 	if !bi.skipBctx {
-		bctx = *st.builtinContext()
+		b := st.builtinContext()
+		if bi.clock && b.Time == nil {
+			// made for the first built-in that may read it (a pure one
+			// never does): three allocations the others do not need
+			b.Time = st.timeTerm()
+		}
+		bctx = *b
 	}
 	bctx.Location = site.loc
 	st.out, st.called = nil, false

@@ -67,6 +67,7 @@ type state struct {
 	collectFn func(*ast.Term) error
 	bctx      topdown.BuiltinContext
 	bctxOK    bool
+	now       time.Time // the evaluation's time, once bctxOK (bctx.Time is made from it when needed)
 	cancel    ctxCancel
 }
 
@@ -370,7 +371,10 @@ func (st *state) ndbCache() builtins.NDBCache {
 }
 
 // builtinContext is the evaluation's BuiltinContext, made on first use:
-// what topdown gives a built-in from the same EvalContext.
+// what topdown gives a built-in from the same EvalContext, except its Time
+// (nil until a built-in that may read it is called: see callBuiltin, and
+// st.now) and, without an EvalContext, its Metrics (a no-op: nothing reads
+// an evaluation's metrics on that path).
 func (st *state) builtinContext() *topdown.BuiltinContext {
 	if st.bctxOK {
 		return &st.bctx
@@ -403,7 +407,7 @@ func (st *state) builtinContext() *topdown.BuiltinContext {
 		b.NDBuiltinCache = st.ndb
 	}
 	if b.Metrics == nil {
-		b.Metrics = metrics.New()
+		b.Metrics = metrics.NoOp()
 	}
 	if now.IsZero() {
 		now = time.Now()
@@ -412,9 +416,15 @@ func (st *state) builtinContext() *topdown.BuiltinContext {
 		seed = rand.Reader
 	}
 	b.Seed = seed
-	b.Time = ast.NumberTerm(json.Number(strconv.FormatInt(now.UnixNano(), 10)))
+	st.now = now
 	st.bctx = b
 	return &st.bctx
+}
+
+// timeTerm is the evaluation's time (st.now, set with the BuiltinContext)
+// as topdown gives it to built-ins.
+func (st *state) timeTerm() *ast.Term {
+	return ast.NumberTerm(json.Number(strconv.FormatInt(st.now.UnixNano(), 10)))
 }
 
 // ctxCancel is the topdown.Cancel built-ins see: cancelled when the
