@@ -16,6 +16,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -213,15 +214,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rid == "" || len(rid) > 128 {
 		rid = s.newRequestID()
 	}
-	sw := &statusWriter{ResponseWriter: w, start: start}
-	sw.ridHdr[0] = rid
-	h["X-Request-Id"] = sw.ridHdr[:]
+	h["X-Request-Id"] = []string{rid}
+	sw := statusWriters.Get().(*statusWriter)
+	sw.ResponseWriter, sw.start = w, start
 	name := "unknown"
 	var rt *route // the request's route, once matched
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
-				panic(p)
+				panic(p) // sw is left to the collector
 			}
 			s.log.Error("panic while serving a request", "request_id", rid, "path", r.URL.Path, "panic", p)
 			if !sw.wrote {
@@ -240,6 +241,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			s.d.Metrics.ObserveHTTP(name, code, lat)
 		}
+		*sw = statusWriter{}
+		statusWriters.Put(sw)
 	}()
 	if r.Method != http.MethodConnect {
 		// A path that is not clean (a doubled slash, a . or .. segment)
@@ -547,11 +550,13 @@ type statusWriter struct {
 	canceled bool
 	// batch: the request's route answers a batch (route.batch).
 	batch bool
-	// ridHdr is the X-Request-Id header's value, allocated with the
-	// writer rather than on its own (the header map keeps it, and so the
-	// writer, for as long as net/http needs the headers).
-	ridHdr [1]string
 }
+
+// statusWriters are ServeHTTP's statusWriters, reused: a handler uses its
+// writer only until it returns (net/http's rule for the ResponseWriter it
+// wraps; no handler hands it to a goroutine that outlives it), and nothing
+// else holds one (the headers are net/http's).
+var statusWriters = sync.Pool{New: func() any { return new(statusWriter) }}
 
 // startOf returns when the request w answers started.
 func startOf(w http.ResponseWriter) time.Time {
