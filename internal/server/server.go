@@ -149,8 +149,8 @@ func (rt *route) okSeries(m *telemetry.Metrics) *telemetry.HTTPSeries {
 		return s
 	}
 	s := m.HTTPSeries(rt.name, http.StatusOK)
-	rt.ok.Store(s)
-	return s
+	rt.ok.Store(&s)
+	return &s
 }
 
 // slashRedirect reports whether the route's paths with a trailing slash

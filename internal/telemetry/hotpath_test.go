@@ -23,6 +23,8 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 		events[i] = &DecisionEvent{Path: "acgs/main/decision", Timestamp: time.Now()}
 	}
 	next := 0
+	ds := m.DecisionSeries("acgs/main/decision", "allow", "l1")
+	hs := m.HTTPSeries("acgs_decision", 200)
 	tests := []struct {
 		name string
 		f    func()
@@ -31,6 +33,10 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 		{"Metrics.ObserveHTTP", func() { m.ObserveHTTP("acgs_decision", 200, time.Millisecond) }},
 		{"Metrics.ObserveDecision", func() { m.ObserveDecision("acgs/main/decision", "allow", "l1", time.Microsecond) }},
 		{"Metrics.ObservePartialEval", func() { m.ObservePartialEval("constant") }},
+		// What a raw-tier hit and a route's 200 record in, resolved once.
+		{"DecisionSeries.Observe", func() { ds.Observe(time.Microsecond) }},
+		{"HTTPSeries.Observe", func() { hs.Observe(time.Millisecond) }},
+		{"Window.RecordAt", func() { w.RecordAt(time.Now(), 300*time.Microsecond, Sample{CacheTier: "l1"}) }},
 		// The queue holds one event and the writer may be busy: this mixes
 		// accepted and dropped events, both of which must be free.
 		{"DecisionLog.Log", func() { l.Log(events[next]); next++ }},

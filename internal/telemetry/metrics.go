@@ -268,14 +268,14 @@ type HTTPSeries struct {
 }
 
 // HTTPSeries returns the series of handler and code; see ObserveHTTP.
-func (m *Metrics) HTTPSeries(handler string, code int) *HTTPSeries {
+func (m *Metrics) HTTPSeries(handler string, code int) HTTPSeries {
 	c := codeLabel(code)
-	return &HTTPSeries{dur: m.httpDuration.WithLabelValues(handler, c), n: m.httpRequests.WithLabelValues(handler, c)}
+	return HTTPSeries{dur: m.httpDuration.WithLabelValues(handler, c), n: m.httpRequests.WithLabelValues(handler, c)}
 }
 
 // Observe records one request of the series' handler and code taking d, as
 // ObserveHTTP does.
-func (s *HTTPSeries) Observe(d time.Duration) {
+func (s HTTPSeries) Observe(d time.Duration) {
 	// Duration first: a scrape that sees the request counted sees its
 	// duration too (tests compare the two counts).
 	s.dur.Observe(d.Seconds())
