@@ -37,6 +37,11 @@ func decodeArguments(raw json.RawMessage) (v any, ok bool, err error) {
 	if len(raw) == 0 {
 		return nil, false, nil
 	}
+	if string(raw) == "{}" {
+		// No arguments, the commonest call of a tool that takes none: no
+		// decoder (a bytes.Reader, a json.Decoder and its buffer).
+		return map[string]any{}, true, nil
+	}
 	// Fast path: one byte scan (members and depth), the standard decoder,
 	// one walk of the value. A repeated key shows as fewer members decoded
 	// than scanned; the slow path then names it.

@@ -68,6 +68,18 @@ func BenchmarkDecodeArguments(b *testing.B) {
 	}
 }
 
+// BenchmarkDecodeNoArguments: a tool that takes no arguments, called with
+// {} (mcptest's noop in BenchmarkOverhead).
+func BenchmarkDecodeNoArguments(b *testing.B) {
+	raw := json.RawMessage(`{}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := decodeArguments(raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // FuzzDecodeArguments checks the fast decoder against the token-by-token
 // one: whatever the fast path accepts, the strict path accepts with the same
 // value (so no repeated key slips through the member count), and whatever

@@ -31,6 +31,8 @@ import (
 // loopback; stdio: agent over pipes, upstream a child process over stdio):
 // direct-p50-us, gateway-p50-us, added-p50-us (sequential calls), and
 // direct-calls/s, gateway-calls/s, throughput-ratio (8 concurrent callers),
+// direct-cpu-us/call and gateway-cpu-us/call (this process's CPU a call in
+// the throughput blocks: on a shared machine a steadier figure than calls/s),
 // and gateway-own-mean-us (acgs_gateway_overhead_seconds: the gateway's own
 // code, without the SDK's protocol work). The decision log is off, as by
 // default; the agent, the gateway and (for http) the upstream share this
@@ -135,16 +137,17 @@ func measure(b *testing.B, direct, gw caller, own func() float64) {
 	}
 	// throughput, 8 concurrent callers, alternating blocks
 	const workers = 8
-	var dTime, gTime time.Duration
+	var dTime, gTime, dCPU, gCPU time.Duration
 	var dCalls, gCalls int
 	for done := 0; done < b.N; done += block * workers {
 		n := min(block*workers, b.N-done)
 		for _, p := range []struct {
 			f     caller
 			took  *time.Duration
+			cpu   *time.Duration
 			calls *int
-		}{{direct, &dTime, &dCalls}, {gw, &gTime, &gCalls}} {
-			t0 := time.Now()
+		}{{direct, &dTime, &dCPU, &dCalls}, {gw, &gTime, &gCPU, &gCalls}} {
+			t0, c0 := time.Now(), processCPU()
 			var wg sync.WaitGroup
 			per := (n + workers - 1) / workers
 			for range workers {
@@ -161,6 +164,7 @@ func measure(b *testing.B, direct, gw caller, own func() float64) {
 			}
 			wg.Wait()
 			*p.took += time.Since(t0)
+			*p.cpu += processCPU() - c0
 			*p.calls += per * workers
 		}
 	}
@@ -174,6 +178,13 @@ func measure(b *testing.B, direct, gw caller, own func() float64) {
 	b.ReportMetric(dr, "direct-calls/s")
 	b.ReportMetric(gr, "gateway-calls/s")
 	b.ReportMetric(gr/dr, "throughput-ratio")
+	// This process's CPU a call in the throughput blocks, which other
+	// work on the machine moves far less than it moves calls/s: the
+	// agent's (and an upstream's served in this process) on the direct
+	// path, and with the gateway's too when it runs here
+	// (BenchmarkOverhead): the difference is what the gateway costs a call.
+	b.ReportMetric(float64(dCPU.Nanoseconds())/1e3/float64(dCalls), "direct-cpu-us/call")
+	b.ReportMetric(float64(gCPU.Nanoseconds())/1e3/float64(gCalls), "gateway-cpu-us/call")
 	b.ReportMetric(own(), "gateway-own-mean-us")
 	b.ReportMetric(0, "ns/op") // the figures above are the result
 }

@@ -20,17 +20,66 @@ const window = 60 // seconds
 type Counter interface {
 	// Add records one call by agent at now and returns how many calls the
 	// agent made in the minute before it (the seconds now-59s .. now,
-	// this call excluded), and giveBack, which takes this call back: one
-	// that was not decided nor forwarded (shed for overload, or cancelled
-	// while its decision waited), which the agent may make again.
-	// giveBack takes back only what this Add counted (a count whose
-	// increment is not known to have happened stays: one too many, never
-	// one of the agent's real calls taken away), at most once, never
-	// below zero, and nothing once now's second has left the window. It
-	// is never nil.
-	Add(ctx context.Context, agent string, now time.Time) (calls int64, giveBack func(context.Context), err error)
+	// this call excluded), and its Ticket, whose GiveBack takes this call
+	// back: one that was not decided nor forwarded (shed for overload, or
+	// cancelled while its decision waited), which the agent may make
+	// again. GiveBack takes back only what this Add counted (a count
+	// whose increment is not known to have happened stays: one too many,
+	// never one of the agent's real calls taken away), at most once,
+	// never below zero, and nothing once now's second has left the
+	// window. Another implementation makes its tickets with TicketFunc;
+	// the zero Ticket gives nothing back.
+	Add(ctx context.Context, agent string, now time.Time) (calls int64, t Ticket, err error)
 	Close()
 }
+
+// Ticket is one call a Counter counted, which GiveBack can take back. It
+// is a value (the gateway's own counters make one without allocating:
+// their give-back was a closure and a sync.Once a call), used by one
+// goroutine and not copied once made: its once-only is its own field.
+type Ticket struct {
+	_       noCopy
+	c       giver  // nil: nothing to give back
+	agent   string // for the gateway's counters
+	sec     int64
+	counted bool // Redis answered this call's INCR
+	given   bool
+}
+
+// giver gives back one call of agent at second sec; counted says whether
+// Redis counted it.
+type giver interface {
+	giveBack(ctx context.Context, agent string, sec int64, counted bool)
+}
+
+// TicketFunc is a Ticket whose GiveBack calls f (at most once): for a
+// Counter of another implementation. A nil f gives nothing back.
+func TicketFunc(f func(context.Context)) Ticket {
+	if f == nil {
+		return Ticket{}
+	}
+	return Ticket{c: giveFunc(f)}
+}
+
+type giveFunc func(context.Context)
+
+func (f giveFunc) giveBack(ctx context.Context, _ string, _ int64, _ bool) { f(ctx) }
+
+// GiveBack takes the call back, once (Counter.Add).
+func (t *Ticket) GiveBack(ctx context.Context) {
+	if t.given || t.c == nil {
+		return
+	}
+	t.given = true
+	t.c.giveBack(ctx, t.agent, t.sec, t.counted)
+}
+
+// noCopy makes go vet's copylocks check report a Ticket copied after it
+// was made: each copy would give the call back once.
+type noCopy struct{}
+
+func (*noCopy) Lock()   {}
+func (*noCopy) Unlock() {}
 
 // localCounter counts in process: sixty one-second buckets per agent.
 type localCounter struct {
@@ -45,8 +94,14 @@ type buckets struct {
 
 func newLocalCounter() *localCounter { return &localCounter{agents: map[string]*buckets{}} }
 
-func (c *localCounter) Add(_ context.Context, agent string, now time.Time) (int64, func(context.Context), error) {
+func (c *localCounter) Add(_ context.Context, agent string, now time.Time) (int64, Ticket, error) {
 	s := now.Unix()
+	return c.count(agent, s), Ticket{c: c, agent: agent, sec: s}, nil
+}
+
+// count records one call by agent in second s and returns how many it
+// made in the minute before.
+func (c *localCounter) count(agent string, s int64) int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	b := c.agents[agent]
@@ -65,12 +120,11 @@ func (c *localCounter) Add(_ context.Context, agent string, now time.Time) (int6
 		b.sec[i], b.calls[i] = s, 0
 	}
 	b.calls[i]++
-	var once sync.Once
-	return n, func(context.Context) { once.Do(func() { c.giveBack(agent, s) }) }, nil
+	return n
 }
 
 // giveBack takes one call back from agent's count of second s.
-func (c *localCounter) giveBack(agent string, s int64) {
+func (c *localCounter) giveBack(_ context.Context, agent string, s int64, _ bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	b := c.agents[agent]
@@ -134,7 +188,7 @@ func (c *redisCounter) key(agent string, sec int64) string {
 // by the call's context: an agent that cancels its call at once must not
 // keep its INCR from Redis (the count then answered in process, and the
 // give-back unable to tell whether Redis counted it).
-func (c *redisCounter) Add(ctx context.Context, agent string, now time.Time) (int64, func(context.Context), error) {
+func (c *redisCounter) Add(ctx context.Context, agent string, now time.Time) (int64, Ticket, error) {
 	s := now.Unix()
 	keys := make([]string, 0, window)
 	for sec := s - window + 1; sec <= s; sec++ {
@@ -146,7 +200,7 @@ func (c *redisCounter) Add(ctx context.Context, agent string, now time.Time) (in
 	// This replica's own count goes on too: when Redis fails, the
 	// fallback answers with this replica's calls of the last minute, not
 	// from zero.
-	local, localBack, _ := c.fallback.Add(ctx, agent, now)
+	local := c.fallback.count(agent, s)
 	// INCR before MGET: a call made at the same time on another replica
 	// is then seen by at least one of the two (MGET first, neither saw the
 	// other). The sum includes this call's own INCR.
@@ -160,17 +214,17 @@ func (c *redisCounter) Add(ctx context.Context, agent string, now time.Time) (in
 	// then leaves Redis alone: one call too many for a minute rather
 	// than one of the agent's real calls taken back.
 	_, incrErr := res[0].AsInt64()
-	giveBack := c.giveBack(agent, s, localBack, incrErr == nil)
+	counted := incrErr == nil
 	for _, r := range res {
 		if err := r.Error(); err != nil {
 			c.onError(err)
-			return local, giveBack, nil
+			return local, Ticket{c: c, agent: agent, sec: s, counted: counted}, nil
 		}
 	}
 	vals, err := res[2].ToArray()
 	if err != nil {
 		c.onError(err)
-		return local, giveBack, nil
+		return local, Ticket{c: c, agent: agent, sec: s, counted: counted}, nil
 	}
 	var n int64
 	for _, v := range vals {
@@ -182,7 +236,7 @@ func (c *redisCounter) Add(ctx context.Context, agent string, now time.Time) (in
 			n += x
 		}
 	}
-	return max(n-1, 0), giveBack, nil
+	return max(n-1, 0), Ticket{c: c, agent: agent, sec: s, counted: counted}, nil
 }
 
 // undoScript decrements a second's count unless it is gone or zero: a
@@ -192,24 +246,19 @@ if n and n > 0 then return redis.call('DECR', KEYS[1]) end
 return 0`)
 
 // giveBack is the give-back of one Add of agent at second s: it takes the
-// call back from this replica's own count (localBack) and, when Redis
-// answered its INCR (counted), from Redis, once. The Redis round trip is
-// bounded by the counter's timeout, not by the caller's context, so a
-// shed call waits no longer for it than for its count.
-func (c *redisCounter) giveBack(agent string, s int64, localBack func(context.Context), counted bool) func(context.Context) {
-	var once sync.Once
-	return func(ctx context.Context) {
-		once.Do(func() {
-			localBack(ctx)
-			if !counted {
-				return
-			}
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
-			defer cancel()
-			if err := undoScript.Exec(ctx, c.client, []string{c.key(agent, s)}, nil).Error(); err != nil {
-				c.onError(err)
-			}
-		})
+// call back from this replica's own count and, when Redis answered its
+// INCR (counted), from Redis (its Ticket makes it once). The Redis round
+// trip is bounded by the counter's timeout, not by the caller's context,
+// so a shed call waits no longer for it than for its count.
+func (c *redisCounter) giveBack(ctx context.Context, agent string, s int64, counted bool) {
+	c.fallback.giveBack(ctx, agent, s, false)
+	if !counted {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
+	defer cancel()
+	if err := undoScript.Exec(ctx, c.client, []string{c.key(agent, s)}, nil).Error(); err != nil {
+		c.onError(err)
 	}
 }
 

@@ -30,13 +30,14 @@ func counters(t *testing.T, f func(t *testing.T, c Counter, errs *atomic.Int64))
 	})
 }
 
+// add is c.Add, and the give-back of its Ticket.
 func add(t *testing.T, c Counter, ctx context.Context, agent string, now time.Time) (int64, func(context.Context)) {
 	t.Helper()
-	n, back, err := c.Add(ctx, agent, now)
+	n, ticket, err := c.Add(ctx, agent, now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return n, back
+	return n, ticket.GiveBack
 }
 
 // TestCancelledCallGivesBackOnlyItsOwnCount: an agent cancels its call
@@ -117,4 +118,37 @@ func TestGiveBack(t *testing.T) {
 			t.Errorf("%d counter errors", e)
 		}
 	})
+}
+
+// TestTicketFunc: another Counter's give-back, made a Ticket by
+// TicketFunc, runs once however often the call is given back; a nil one,
+// and the zero Ticket, give nothing back (and do not panic a shed call).
+func TestTicketFunc(t *testing.T) {
+	n := 0
+	tk := TicketFunc(func(context.Context) { n++ })
+	tk.GiveBack(context.Background())
+	tk.GiveBack(context.Background())
+	if n != 1 {
+		t.Errorf("given back %d times, want once", n)
+	}
+	nilFunc := TicketFunc(nil)
+	nilFunc.GiveBack(context.Background())
+	var zero Ticket
+	zero.GiveBack(context.Background())
+}
+
+// TestLocalCountAllocatesNothing: counting a known agent's call and
+// giving it back allocate nothing (the give-back was a closure and a
+// sync.Once, two allocations a call).
+func TestLocalCountAllocatesNothing(t *testing.T) {
+	c := newLocalCounter()
+	now := time.Now()
+	ctx := context.Background()
+	c.Add(ctx, "a", now)
+	if a := testing.AllocsPerRun(100, func() {
+		_, tk, _ := c.Add(ctx, "a", now)
+		tk.GiveBack(ctx)
+	}); a != 0 {
+		t.Errorf("%v allocations a call, want 0", a)
+	}
 }

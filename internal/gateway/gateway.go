@@ -519,7 +519,7 @@ func (g *Gateway) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.
 	upLabel, toolLabel := g.labels(upName, tool)
 	id := telemetry.NewDecisionID()
 
-	calls, giveBack, _ := g.counter.Add(ctx, agent, start)
+	calls, ticket, _ := g.counter.Add(ctx, agent, start)
 	args, argsPresent, argErr := decodeArguments(p.Arguments)
 	tc := map[string]any{
 		"name":     p.Name,
@@ -589,9 +589,7 @@ func (g *Gateway) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.
 		// and overload would turn into rate-limit denials. Not with the
 		// call's context, which may be cancelled; the counter bounds the
 		// give-back as it bounds the count.
-		if giveBack != nil { // Deps.Counter may be another's implementation
-			giveBack(context.WithoutCancel(ctx))
-		}
+		ticket.GiveBack(context.WithoutCancel(ctx))
 	}
 	c := &relay{u: u, p: p, session: req.Session, extra: req.Extra, tool: tool, id: id, upLabel: upLabel, toolLabel: toolLabel, start: start, outcome: v.outcome}
 	switch {
@@ -1013,10 +1011,9 @@ func (c *relay) errorResult(text string) *mcp.CallToolResult {
 // below all), which the rate rule answers exactly as it answers n; equal
 // calls then share a cache entry. Without thresholds n is sent as it is.
 func (g *Gateway) roundCalls(ctx context.Context, n int64) json.Number {
-	exact := json.Number(strconv.FormatInt(n, 10))
 	info, ok := g.d.Engine.Info()
 	if !ok {
-		return exact
+		return json.Number(strconv.FormatInt(n, 10))
 	}
 	t := g.thresholds.Load()
 	if t == nil || t.scope != info.Scope {
@@ -1029,7 +1026,7 @@ func (g *Gateway) roundCalls(ctx context.Context, n int64) json.Number {
 		}
 	}
 	if t.values == nil {
-		return exact
+		return json.Number(strconv.FormatInt(n, 10))
 	}
 	r := json.Number("0")
 	for i, v := range t.values {
