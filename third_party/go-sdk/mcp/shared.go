@@ -12,6 +12,7 @@
 package mcp
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -534,6 +535,13 @@ func setProgressToken(p Params, pt any) {
 // field from a JSON-RPC request's raw params.
 func extractRequestMeta(rawParams json.RawMessage) Meta {
 	if len(rawParams) == 0 {
+		return nil
+	}
+	// ACGS patch (third_party/README.md): params that cannot have a
+	// "_meta" member (the name is not in them, nor any escape that could
+	// spell it) are not parsed. Each request's params were parsed here
+	// for _meta alone on both sides of each hop, before being decoded.
+	if !bytes.Contains(rawParams, []byte(`"_meta"`)) && bytes.IndexByte(rawParams, '\\') < 0 {
 		return nil
 	}
 	var meta struct {
