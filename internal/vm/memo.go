@@ -20,9 +20,14 @@ import (
 
 // pureBuiltins are the built-ins a shared function may call: their result
 // is a function of their arguments only (no clock, randomness, network,
-// runtime document, print or trace, and no built-in context besides the
-// call's location for errors). A built-in not named here (a custom one
-// included) makes every function that reaches it unshared.
+// runtime document, print or trace). Of the built-in context they read
+// only the call's location for errors, cancellation, and the regex and
+// value caches and their hit counters: a shared value skips those calls,
+// so with an inter-query value cache configured (the engine configures
+// none) the rego_builtin_regex_interquery_value_cache_hits metric counts
+// fewer hits than topdown would, and nothing else differs. A built-in not
+// named here (a custom one included) makes every function that reaches it
+// unshared.
 var pureBuiltins = func() map[string]bool {
 	m := map[string]bool{}
 	for _, n := range []string{

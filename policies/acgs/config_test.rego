@@ -1852,9 +1852,7 @@ test_tool_call_configuration_problems_named_together if {
 # makes, the problems of a call of agent-1 (tool_base)]: the data-only
 # problems are the same for calls of every agent and for no call, they
 # are among every call's configuration_problems, and what else a call's
-# configuration_problems names is one of the problems that read its agent
-# or the patterns (which data_configuration_problems leaves out: regex.match
-# would keep it from being shared).
+# configuration_problems names is one of the problems that read its agent.
 test_tool_call_data_configuration_problems_read_no_input if {
 	every c in [
 		[[], set(), set()],
@@ -1889,7 +1887,7 @@ test_tool_call_data_configuration_problems_read_no_input if {
 		[[{"op": "remove", "path": "/tool_call"}], {"tool_call: an object"}, {"tool_call: an object"}],
 		[
 			[{"op": "add", "path": "/tool_call/shell_patterns/x", "value": "("}],
-			set(), {"shell_patterns: an object of regular expressions"},
+			{"shell_patterns: an object of regular expressions"}, {"shell_patterns: an object of regular expressions"},
 		],
 		[
 			[{"op": "replace", "path": "/tool_call/rate_limit/per_agent", "value": {"agent-1": "5"}}],
@@ -1925,10 +1923,7 @@ test_tool_call_data_configuration_problems_read_no_input if {
 			all := tool_call.configuration_problems with input as x with data.acgs.config as cfg
 			(upstream | data_only) - all == set()
 			every p in all - (upstream | data_only) {
-				p in {
-					"rate_limit.per_agent (this agent's entry): a number", "rate_limit.default_per_minute: a number",
-					"shell_patterns: an object of regular expressions", "secret_patterns: an object of regular expressions",
-				}
+				p in {"rate_limit.per_agent (this agent's entry): a number", "rate_limit.default_per_minute: a number"}
 			}
 		}
 	}

@@ -652,12 +652,8 @@ data_configuration_problems contains "upstream_file_roots: an object" if {
 }
 
 # (Each pattern is tried on "": regex.match fails on a pattern that is no
-# regular expression, or not a string, and keeps what it compiled.) Of the
-# configuration only too, but not among data_configuration_problems:
-# regex.match is not one of the built-ins the compiled evaluator shares a
-# value of (internal/vm, pureBuiltins), and in that rule it would keep the
-# whole rule from being shared.
-configuration_problems contains concat("", [name, ": an object of regular expressions"]) if {
+# regular expression, or not a string, and keeps what it compiled.)
+data_configuration_problems contains concat("", [name, ": an object of regular expressions"]) if {
 	some name in ["shell_patterns", "secret_patterns"]
 	not regular_expressions(object.get(cfg, name, null))
 }
