@@ -462,7 +462,7 @@ func itoa(n int) string { return fmt.Sprint(n) }
 // TestAppendLatencyMS holds the two equal.
 func appendLatencyMS(dst []byte, lat time.Duration) []byte {
 	us := math.Round(float64(lat.Nanoseconds()) / 1e3)
-	if !(us >= 0 && us < 1e15) {
+	if math.Signbit(us) || us >= 1e15 { // negative, and -0 (from -499..-1 ns): AppendFloat writes "-0"
 		return strconv.AppendFloat(dst, us/1e3, 'f', -1, 64)
 	}
 	k := uint64(us)

@@ -28,7 +28,7 @@ func TestAppendLatencyMS(t *testing.T) {
 		check(time.Duration(r.Int64N(1e12)))
 		check(-time.Duration(r.Int64N(1e12)))
 	}
-	for _, lat := range []time.Duration{0, 499, 500, 1499, 1500, math.MaxInt64, math.MinInt64, 999_999_999_999_999_499, 999_999_999_999_999_500} {
+	for _, lat := range []time.Duration{0, -1, -499, -500, -501, 499, 500, 1499, 1500, math.MaxInt64, math.MinInt64, 999_999_999_999_999_499, 999_999_999_999_999_500} {
 		check(lat)
 	}
 }
