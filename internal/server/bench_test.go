@@ -71,6 +71,11 @@ func BenchmarkRawTierHit(b *testing.B) {
 	if w.code != 200 || w.n == 0 {
 		b.Fatal(w.code, w.n)
 	}
+	// Measured only while the tier answers: were it bypassed (its size,
+	// the decision log), this would time the normal path under its name.
+	if hits := h.metric(b, `acgs_raw_body_lookups_total{result="hit"}`); hits != 1 {
+		b.Fatalf("raw-tier hits after the repeat: %v, want 1", hits)
+	}
 	b.ReportAllocs()
 	for b.Loop() {
 		rd.Reset(body)
