@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -35,15 +36,16 @@ type Counter interface {
 
 // Ticket is one call a Counter counted, which GiveBack can take back. It
 // is a value (the gateway's own counters make one without allocating:
-// their give-back was a closure and a sync.Once a call), used by one
-// goroutine and not copied once made: its once-only is its own field.
+// their give-back was a closure and a sync.Once a call), not copied once
+// made: its once-only is its own field, safe for concurrent GiveBacks as
+// the sync.Once was, but each copy would give the call back again.
 type Ticket struct {
 	_       noCopy
 	c       giver  // nil: nothing to give back
 	agent   string // for the gateway's counters
 	sec     int64
 	counted bool // Redis answered this call's INCR
-	given   bool
+	given   atomic.Bool
 }
 
 // giver gives back one call of agent at second sec; counted says whether
@@ -67,10 +69,9 @@ func (f giveFunc) giveBack(ctx context.Context, _ string, _ int64, _ bool) { f(c
 
 // GiveBack takes the call back, once (Counter.Add).
 func (t *Ticket) GiveBack(ctx context.Context) {
-	if t.given || t.c == nil {
+	if t.c == nil || !t.given.CompareAndSwap(false, true) {
 		return
 	}
-	t.given = true
 	t.c.giveBack(ctx, t.agent, t.sec, t.counted)
 }
 

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -135,6 +136,22 @@ func TestTicketFunc(t *testing.T) {
 	nilFunc.GiveBack(context.Background())
 	var zero Ticket
 	zero.GiveBack(context.Background())
+}
+
+// TestConcurrentGiveBackOnce: GiveBack from several goroutines at once
+// takes the call back once, as the sync.Once before the Ticket did (a
+// plain bool raced, and -race reported it).
+func TestConcurrentGiveBackOnce(t *testing.T) {
+	var n atomic.Int64
+	tk := TicketFunc(func(context.Context) { n.Add(1) })
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() { tk.GiveBack(context.Background()) })
+	}
+	wg.Wait()
+	if n.Load() != 1 {
+		t.Errorf("given back %d times, want once", n.Load())
+	}
 }
 
 // TestLocalCountAllocatesNothing: counting a known agent's call and
