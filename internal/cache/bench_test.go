@@ -49,7 +49,7 @@ func BenchmarkL1Hit(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, _, ok := c.Get(ctx, k); !ok {
+		if _, _, ok := c.Lookup(ctx, k); !ok {
 			b.Fatal("miss")
 		}
 	}
@@ -68,7 +68,7 @@ func BenchmarkL1HitParallel(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			k, _ := NewKey("rev", benchPath, in)
-			if _, _, ok := c.Get(ctx, k); !ok {
+			if _, _, ok := c.Lookup(ctx, k); !ok {
 				b.Error("miss")
 				return
 			}
@@ -77,7 +77,7 @@ func BenchmarkL1HitParallel(b *testing.B) {
 }
 
 // BenchmarkL2Hit is an L1 miss answered by Redis: GET, signature check,
-// JSON decode and promotion. The entry is dropped from L1 before each Get.
+// JSON decode and promotion. The entry is dropped from L1 before each Lookup.
 func BenchmarkL2Hit(b *testing.B) {
 	ctx := context.Background()
 	r := startRedis(b)
@@ -89,7 +89,7 @@ func BenchmarkL2Hit(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		c.l1.Invalidate(k)
-		if _, tier, ok := c.Get(ctx, k); !ok || tier != TierL2 {
+		if _, tier, ok := c.Lookup(ctx, k); !ok || tier != TierL2 {
 			b.Fatalf("tier %v ok %v", tier, ok)
 		}
 	}
@@ -99,7 +99,8 @@ func BenchmarkL2Hit(b *testing.B) {
 // with 32 concurrent clients after warm-up, on the key space of the
 // acgs-mixed workload (70% safe over 1000 agents, 20% complex over 200
 // requests, 10% dangerous over 100 agents) plus 1% inputs never seen before.
-// A decision is a Get; a miss is "evaluated" and Set. The key space was
+// A decision is a Lookup, counted as the engine does (CountL1); a miss is
+// "evaluated" and Set. The key space was
 // written to L2 by another instance, and this one starts with an empty L1.
 func BenchmarkL2RoundTripsPerDecision32(b *testing.B) {
 	ctx := context.Background()
@@ -139,7 +140,13 @@ func BenchmarkL2RoundTripsPerDecision32(b *testing.B) {
 		default:
 			k = space[2][rng.IntN(100)]
 		}
-		if _, _, ok := c.Get(ctx, k); !ok {
+		_, tier, ok := c.Lookup(ctx, k)
+		if tier == TierL1 {
+			c.CountL1(1, 0)
+		} else {
+			c.CountL1(0, 1)
+		}
+		if !ok {
 			c.Set(k, decision(b, true))
 		}
 	}

@@ -6,10 +6,9 @@ import (
 	"testing"
 )
 
-// TestWhichLookupsCount: Get, GetL1 and GetMany count their L1 outcome;
-// Lookup, LookupMany and Peek count none, hit or miss, for a caller that
-// counts the request's outcome once with CountL1 (the engine, whose miss
-// looks in L1 again before it evaluates).
+// TestWhichLookupsCount: Lookup, LookupMany and Peek count no L1 hit or
+// miss, for a caller that counts the request's outcome once with CountL1
+// (the engine, whose miss looks in L1 again before it evaluates).
 func TestWhichLookupsCount(t *testing.T) {
 	ctx := context.Background()
 	c := newCache(t, "")
@@ -51,11 +50,8 @@ func TestWhichLookupsCount(t *testing.T) {
 		run          func()
 		hits, misses uint64
 	}{
-		{"Get", one(c.Get), 1, 1},
 		{"Lookup", one(c.Lookup), 0, 0},
-		{"GetL1", l1(c.GetL1), 1, 0}, // its caller's Get counts the miss
 		{"Peek", l1(c.Peek), 0, 0},
-		{"GetMany", many(c.GetMany), 2, 1},
 		{"LookupMany", many(c.LookupMany), 0, 0},
 		{"CountL1", func() { c.CountL1(3, 2) }, 3, 2},
 	} {

@@ -33,7 +33,7 @@ func TestEpochNeverGoesBack(t *testing.T) {
 	if c.Epoch() != e1 {
 		t.Fatalf("epoch %d, want %d", c.Epoch(), e1)
 	}
-	if _, tier, ok := c.Get(context.Background(), k); ok {
+	if _, tier, ok := c.Lookup(context.Background(), k); ok {
 		t.Fatalf("a flushed entry was read again (tier %v)", tier)
 	}
 	// A flush from there goes past both.
@@ -65,7 +65,7 @@ func TestRedisDataLossKeepsL1(t *testing.T) {
 		t.Fatalf("epoch %d, want %d", c.Epoch(), e0)
 	}
 	for i := range 20 {
-		if _, ok := c.GetL1(key(t, i)); !ok {
+		if _, ok := c.Peek(key(t, i)); !ok {
 			t.Fatalf("entry %d left L1", i)
 		}
 	}

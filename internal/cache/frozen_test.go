@@ -45,7 +45,7 @@ func freeze(t *testing.T, r *testenv.Redis) (thaw func()) {
 	return thaw
 }
 
-// TestFrozenRedisDoesNotHoldRequests: with Redis frozen, no Get or GetMany
+// TestFrozenRedisDoesNotHoldRequests: with Redis frozen, no Lookup or LookupMany
 // waits much beyond its L2 deadline, and L2 serves again once Redis does.
 // Before, a request that reached L2 while the client was redialing waited
 // for that dial whatever its own deadline: rueidis dials a lost connection
@@ -118,7 +118,7 @@ func TestFrozenRedisDoesNotHoldRequests(t *testing.T) {
 		wg.Go(func() {
 			for i := 0; time.Since(start) < span; i++ {
 				k := key(t, 1_000_000*(g+1)+i) // always an L1 miss
-				timed(func() { a.Get(ctx, k) })
+				timed(func() { a.Lookup(ctx, k) })
 				time.Sleep(time.Millisecond)
 			}
 		})
@@ -131,7 +131,7 @@ func TestFrozenRedisDoesNotHoldRequests(t *testing.T) {
 			for j := range keys {
 				keys[j] = key(t, 10_000_000+i*n+j)
 			}
-			timed(func() { a.GetMany(ctx, keys, vals, tiers, found) })
+			timed(func() { a.LookupMany(ctx, keys, vals, tiers, found) })
 			time.Sleep(time.Millisecond)
 		}
 	})
@@ -239,7 +239,7 @@ func TestL2ReconnectsWhenADialOutlastsL2Timeout(t *testing.T) {
 		k := key(t, i)
 		b.Set(k, decision(t, true))
 		eventually(t, 10*time.Second, "an L2 hit after the connections were lost", func() bool {
-			_, tier, ok := a.Get(ctx, k)
+			_, tier, ok := a.Lookup(ctx, k)
 			return ok && tier == TierL2
 		})
 	}
@@ -296,7 +296,7 @@ func TestAwaitGivesUpAtTheDeadline(t *testing.T) {
 	c := newCache(t, r.URL())
 	eventually(t, 5*time.Second, "connected", func() bool { return c.Stats().L2Healthy })
 	c.l2.abandoned.Store(maxAbandoned)
-	c.Get(context.Background(), key(t, 1))
+	c.Lookup(context.Background(), key(t, 1))
 	c.l2.abandoned.Store(0)
 	if s := c.Stats(); s.L2Skipped != 1 || s.L2RoundTrips != 0 {
 		t.Fatalf("with %d reads abandoned: %+v, want the lookup skipped", maxAbandoned, s)

@@ -320,7 +320,7 @@ func TestL1SharesAlikeDecisions(t *testing.T) {
 		if i%2 == 1 {
 			want = deny
 		}
-		got, tier, ok := c.Get(ctx, key(t, i))
+		got, tier, ok := c.Lookup(ctx, key(t, i))
 		if !ok || tier != TierL1 || !sameDecision(got, want) || string(got.JSON) != string(want.JSON) {
 			t.Fatalf("key %d: got %+v %v %v, want %+v", i, got, tier, ok, want)
 		}

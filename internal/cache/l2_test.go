@@ -20,7 +20,7 @@ func waitL2(t *testing.T, c *Tiered, k Key) Value {
 	t.Helper()
 	var got Value
 	eventually(t, 5*time.Second, "entry reaches the other instance through L2", func() bool {
-		v, tier, ok := c.Get(context.Background(), k)
+		v, tier, ok := c.Lookup(context.Background(), k)
 		if ok && tier != TierL2 {
 			t.Fatalf("hit from %v before L2 answered", tier)
 		}
@@ -63,8 +63,8 @@ func TestTwoInstancesShareL2(t *testing.T) {
 			if got := waitL2(t, b, undef); got.Defined || got.Result != nil || got.JSON != nil {
 				t.Fatalf("undefined decision came back as %+v", got)
 			}
-			if _, tier, ok := b.Get(context.Background(), k); !ok || tier != TierL1 {
-				t.Fatalf("second Get: tier %v ok %v, want promoted to L1", tier, ok)
+			if _, tier, ok := b.Lookup(context.Background(), k); !ok || tier != TierL1 {
+				t.Fatalf("second Lookup: tier %v ok %v, want promoted to L1", tier, ok)
 			}
 			s := b.Stats()
 			if s.L2Hits != 2 || s.L2Rejected != 0 || s.L2Errors != 0 {
@@ -174,15 +174,15 @@ func TestL2RejectsTamperedEntries(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := c.Stats().L2Rejected
-			if v, tier, ok := c.Get(ctx, k); ok {
+			if v, tier, ok := c.Lookup(ctx, k); ok {
 				t.Fatalf("tampered entry served from %v: %.200s", tier, mustJSON(v))
 			}
 			if got := c.Stats().L2Rejected; got != before+1 {
 				t.Fatalf("L2Rejected %d → %d, want +1", before, got)
 			}
-			// A rejected entry is not promoted: the next Get asks L2 again.
-			if _, _, ok := c.Get(ctx, k); ok {
-				t.Fatal("served on second Get")
+			// A rejected entry is not promoted: the next Lookup asks L2 again.
+			if _, _, ok := c.Lookup(ctx, k); ok {
+				t.Fatal("served on second Lookup")
 			}
 		})
 	}
@@ -190,7 +190,7 @@ func TestL2RejectsTamperedEntries(t *testing.T) {
 	k := key(t, 1)
 	rk := c.l2.redisKey(c.Epoch(), k)
 	raw.Do(ctx, raw.B().Set().Key(rk).Value(rueidis.BinaryString(seal(c.l2.signer, rk, good))).Build())
-	if v, tier, ok := c.Get(ctx, k); !ok || tier != TierL2 || !sameDecision(v, good) {
+	if v, tier, ok := c.Lookup(ctx, k); !ok || tier != TierL2 || !sameDecision(v, good) {
 		t.Fatalf("valid entry: %v %v %+v", tier, ok, v)
 	}
 }
@@ -206,7 +206,7 @@ func TestSigningKeyRotation(t *testing.T) {
 	old.Set(k, decision(t, true))
 	waitL2(t, rotated, k)
 	eventually(t, time.Second, "entry rejected by an instance without the old key", func() bool {
-		newOnly.Get(context.Background(), k)
+		newOnly.Lookup(context.Background(), k)
 		return newOnly.Stats().L2Rejected > 0
 	})
 }
@@ -226,8 +226,8 @@ func TestL2TTL(t *testing.T) {
 		t.Fatalf("PTTL = %d, %v; want in (0, %d]", pttl, err, ttl.Milliseconds())
 	}
 	eventually(t, 3*time.Second, "entry expires from L1 and L2", func() bool {
-		_, _, okA := a.Get(context.Background(), k)
-		_, _, okB := b.Get(context.Background(), k)
+		_, _, okA := a.Lookup(context.Background(), k)
+		_, _, okB := b.Lookup(context.Background(), k)
 		n, _ := raw.Do(context.Background(), raw.B().Exists().Key(rk).Build()).AsInt64()
 		return !okA && !okB && n == 0
 	})
@@ -246,12 +246,12 @@ func TestFlushReachesOtherInstances(t *testing.T) {
 	if err != nil || e != before+1 || a.Epoch() != e {
 		t.Fatalf("Flush = %d, %v; epoch before %d", e, err, before)
 	}
-	if _, _, ok := a.Get(ctx, k); ok {
+	if _, _, ok := a.Lookup(ctx, k); ok {
 		t.Fatal("flushing instance still answers")
 	}
 	// Pub/sub delivers in milliseconds; the periodic re-read heals within 1s.
 	eventually(t, 3*time.Second, "other instance adopts the new epoch", func() bool { return b.Epoch() == e })
-	if v, tier, ok := b.Get(ctx, k); ok {
+	if v, tier, ok := b.Lookup(ctx, k); ok {
 		t.Fatalf("old entry still served from %v: %+v", tier, v)
 	}
 	// The cache keeps working under the new epoch.
@@ -289,18 +289,18 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 	for i := 0; ; i++ {
 		k := key(t, 1000+i)
 		start := time.Now()
-		if _, _, ok := a.Get(ctx, k); ok {
+		if _, _, ok := a.Lookup(ctx, k); ok {
 			t.Fatal("hit for a key never set")
 		}
 		if d := time.Since(start); d > timeout+slack {
-			t.Fatalf("Get took %s during the outage, want ≤ L2Timeout+%s", d, slack)
+			t.Fatalf("Lookup took %s during the outage, want ≤ L2Timeout+%s", d, slack)
 		}
 		start = time.Now()
 		a.Set(k, decision(t, true))
 		if d := time.Since(start); d > slack {
 			t.Fatalf("Set took %s during the outage", d)
 		}
-		if _, _, ok := a.Get(ctx, k); !ok {
+		if _, _, ok := a.Lookup(ctx, k); !ok {
 			t.Fatal("L1 stopped working during the outage")
 		}
 		s := a.Stats()
@@ -312,10 +312,10 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	// While open, Get skips L2 at once.
+	// While open, Lookup skips L2 at once.
 	start := time.Now()
 	for i := range 100 {
-		a.Get(ctx, key(t, 5000+i))
+		a.Lookup(ctx, key(t, 5000+i))
 	}
 	if d := time.Since(start); d > slack {
 		t.Fatalf("100 Gets with the breaker open took %s", d)
@@ -352,7 +352,7 @@ func TestStartWithRedisDown(t *testing.T) {
 	}
 	k := key(t, 1)
 	a.Set(k, decision(t, true))
-	if _, tier, ok := a.Get(context.Background(), k); !ok || tier != TierL1 {
+	if _, tier, ok := a.Lookup(context.Background(), k); !ok || tier != TierL1 {
 		t.Fatal("L1 not serving while degraded")
 	}
 	r.Start()
@@ -536,7 +536,7 @@ func TestCloseFlushesPendingWrites(t *testing.T) {
 	}
 }
 
-func TestGetManyOneRoundTrip(t *testing.T) {
+func TestLookupManyOneRoundTrip(t *testing.T) {
 	r := startRedis(t)
 	a, b := newCache(t, r.URL()), newCache(t, r.URL())
 	ctx := context.Background()
@@ -551,9 +551,9 @@ func TestGetManyOneRoundTrip(t *testing.T) {
 	b.Set(keys[0], decision(t, true)) // one L1 hit
 	vals, tiers, found := make([]Value, 15), make([]Tier, 15), make([]bool, 15)
 	before := b.Stats().L2RoundTrips
-	b.GetMany(ctx, keys, vals, tiers, found)
+	b.LookupMany(ctx, keys, vals, tiers, found)
 	if rt := b.Stats().L2RoundTrips - before; rt != 1 {
-		t.Fatalf("GetMany made %d L2 round trips, want 1", rt)
+		t.Fatalf("LookupMany made %d L2 round trips, want 1", rt)
 	}
 	for i := range keys {
 		wantTier := map[bool]Tier{true: TierL2, false: TierNone}[i < 10]
@@ -567,7 +567,7 @@ func TestGetManyOneRoundTrip(t *testing.T) {
 			t.Fatalf("key %d: value %s", i, mustJSON(vals[i]))
 		}
 	}
-	b.GetMany(ctx, keys[:10], vals[:10], tiers[:10], found[:10])
+	b.LookupMany(ctx, keys[:10], vals[:10], tiers[:10], found[:10])
 	for i := range 10 {
 		if tiers[i] != TierL1 {
 			t.Fatalf("key %d not promoted: %v", i, tiers[i])
@@ -575,12 +575,12 @@ func TestGetManyOneRoundTrip(t *testing.T) {
 	}
 }
 
-// TestGetManyOfAFullBatch: a batch of the most items the batch API takes,
+// TestLookupManyOfAFullBatch: a batch of the most items the batch API takes,
 // read from L2 by an instance whose L1 has none of them, under the default
 // L2Timeout. Each key is found: the read's deadline grows with the batch
 // (batchTimeout). With one L2Timeout for all of them, a batch that ran over
 // 2 ms (at p90, 4.5 ms here) found none and counted an L2 error.
-func TestGetManyOfAFullBatch(t *testing.T) {
+func TestLookupManyOfAFullBatch(t *testing.T) {
 	r := startRedis(t)
 	const n = 1000
 	a := newCache(t, r.URL())
@@ -593,7 +593,7 @@ func TestGetManyOfAFullBatch(t *testing.T) {
 	eventually(t, 10*time.Second, "written", func() bool { return a.Stats().WriteEntries == n })
 	eventually(t, 5*time.Second, "connected", func() bool { return b.Stats().L2Healthy })
 	vals, tiers, found := make([]Value, n), make([]Tier, n), make([]bool, n)
-	b.GetMany(context.Background(), keys, vals, tiers, found)
+	b.LookupMany(context.Background(), keys, vals, tiers, found)
 	missed := 0
 	for i := range keys {
 		if !found[i] || tiers[i] != TierL2 {
@@ -612,7 +612,7 @@ func TestCallerCancellationIsNotARedisFailure(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	for i := range 50 {
-		if _, _, ok := a.Get(ctx, key(t, i)); ok {
+		if _, _, ok := a.Lookup(ctx, key(t, i)); ok {
 			t.Fatal("hit")
 		}
 	}
@@ -633,7 +633,7 @@ func TestCluster(t *testing.T) {
 	}
 	eventually(t, 5*time.Second, "written", func() bool { return a.Stats().WriteEntries == 30 })
 	vals, tiers, found := make([]Value, 30), make([]Tier, 30), make([]bool, 30)
-	b.GetMany(ctx, keys, vals, tiers, found)
+	b.LookupMany(ctx, keys, vals, tiers, found)
 	for i := range keys {
 		if !found[i] || tiers[i] != TierL2 || vals[i].Result != strconv.Itoa(i) {
 			t.Fatalf("key %d: found %v tier %v value %v", i, found[i], tiers[i], vals[i].Result)
@@ -644,7 +644,7 @@ func TestCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 3*time.Second, "flush reaches the other instance", func() bool { return b.Epoch() == e })
-	if _, _, ok := b.Get(ctx, keys[0]); ok {
+	if _, _, ok := b.Lookup(ctx, keys[0]); ok {
 		t.Fatal("served after flush")
 	}
 }

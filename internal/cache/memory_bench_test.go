@@ -178,7 +178,7 @@ func BenchmarkL1HitCold(b *testing.B) {
 	cpu, ok := processCPU()
 	i := 0
 	for b.Loop() {
-		if _, _, ok := c.Get(ctx, keys[i]); !ok {
+		if _, _, ok := c.Lookup(ctx, keys[i]); !ok {
 			b.Fatal("miss")
 		}
 		i = (i + 1) % len(keys)

@@ -36,7 +36,7 @@ func TestOversizeDecisionsAreNotCached(t *testing.T) {
 	for i, tt := range tests {
 		k := key(t, i)
 		c.Set(k, tt.v)
-		if _, _, ok := c.Get(context.Background(), k); ok != tt.stored {
+		if _, _, ok := c.Lookup(context.Background(), k); ok != tt.stored {
 			t.Errorf("%s: cached %v, want %v", tt.name, ok, tt.stored)
 		}
 		if tt.stored {

@@ -209,22 +209,11 @@ func New(ctx context.Context, cfg Config) (*Tiered, error) {
 	return t, nil
 }
 
-// Get looks k up in L1, then in L2. An L2 hit has a verified signature and is
-// promoted to L1. It never returns an error: any L2 failure is a miss. It
-// counts an L1 hit or miss: Lookup, then CountL1.
-func (t *Tiered) Get(ctx context.Context, k Key) (Value, Tier, bool) {
-	v, tier, ok := t.Lookup(ctx, k)
-	if tier == TierL1 {
-		t.l1Hits.Add(1)
-	} else {
-		t.l1Misses.Add(1)
-	}
-	return v, tier, ok
-}
-
-// Lookup is Get without counting the L1 hit or miss (L2's counters count as
-// for Get): for a caller that may yet answer a miss from L1 (Peek) and
-// counts the request's outcome once, when it is known, with CountL1.
+// Lookup looks k up in L1, then in L2. An L2 hit has a verified signature
+// and is promoted to L1. It never returns an error: any L2 failure is a
+// miss. It does not count the L1 hit or miss (L2's counters count): its
+// caller may yet answer a miss from L1 (Peek) and counts the request's
+// outcome once, when it is known, with CountL1.
 func (t *Tiered) Lookup(ctx context.Context, k Key) (Value, Tier, bool) {
 	if e, ok := t.l1.GetIfPresent(k); ok {
 		return t.values.value(e.v), TierL1, true
@@ -238,23 +227,12 @@ func (t *Tiered) Lookup(ctx context.Context, k Key) (Value, Tier, bool) {
 	return Value{}, TierNone, false
 }
 
-// GetL1 looks k up in L1 only, counting a hit when it is there and nothing
-// when it is not: for a caller that falls back to Get on a miss (the
-// server's raw-body tier), which then counts the miss once. The value's
+// Peek looks k up in L1 only, counting nothing, hit or miss: for a look in
+// L1 that is not a lookup of its own (a miss looking again before it
+// evaluates) or whose outcome its caller counts with CountL1. The value's
 // Result is nil unless L1 holds it decoded (JSON is set for every defined
-// decision): that caller writes the answer from the JSON and already knows
-// what it needs of the value, so a cold entry is not decoded for it.
-func (t *Tiered) GetL1(k Key) (Value, bool) {
-	v, ok := t.Peek(k)
-	if ok {
-		t.l1Hits.Add(1)
-	}
-	return v, ok
-}
-
-// Peek is GetL1 counting nothing, hit or miss: for a look in L1 that is not
-// a lookup of its own (a miss looking again before it evaluates) or whose
-// outcome its caller counts with CountL1.
+// decision), so a cold entry is not decoded for a caller that needs only
+// its JSON.
 func (t *Tiered) Peek(k Key) (Value, bool) {
 	if e, ok := t.l1.GetIfPresent(k); ok {
 		return t.values.encoded(e.v), true
@@ -273,25 +251,12 @@ func (t *Tiered) CountL1(hits, misses uint64) {
 	}
 }
 
-// GetMany looks up keys[i] into vals[i], tiers[i], found[i]: L1 for all, then
-// one L2 round trip for all L1 misses. The four slices must have equal length.
-// It counts an L1 hit or miss per key: LookupMany, then CountL1.
-func (t *Tiered) GetMany(ctx context.Context, keys []Key, vals []Value, tiers []Tier, found []bool) {
-	t.LookupMany(ctx, keys, vals, tiers, found)
-	var hits uint64
-	for _, tier := range tiers {
-		if tier == TierL1 {
-			hits++
-		}
-	}
-	t.CountL1(hits, uint64(len(keys))-hits)
-}
-
-// LookupMany is GetMany without counting the L1 hits and misses, as Lookup
-// is Get.
+// LookupMany looks up keys[i] into vals[i], tiers[i], found[i]: L1 for all,
+// then one L2 round trip for all L1 misses. The four slices must have equal
+// length. It counts no L1 hit or miss, as Lookup.
 func (t *Tiered) LookupMany(ctx context.Context, keys []Key, vals []Value, tiers []Tier, found []bool) {
 	if len(vals) != len(keys) || len(tiers) != len(keys) || len(found) != len(keys) {
-		panic("cache: GetMany needs vals, tiers and found as long as keys")
+		panic("cache: LookupMany needs vals, tiers and found as long as keys")
 	}
 	var misses []int
 	for i, k := range keys {

@@ -61,7 +61,7 @@ func TestWriteErrorRepliesDoNotOpenTheReadBreaker(t *testing.T) {
 	if s := b.Stats(); s.WriteBatches != 0 || flushed.Load() != 0 {
 		t.Fatalf("%d write batches, %d OnFlush calls for pipelines Redis refused, want 0", s.WriteBatches, flushed.Load())
 	}
-	v, tier, ok := b.Get(context.Background(), present)
+	v, tier, ok := b.Lookup(context.Background(), present)
 	if !ok || tier != TierL2 || !sameDecision(v, decision(t, true)) {
 		t.Fatalf("an entry Redis holds: found %v in %v, want it from L2; stats %+v", ok, tier, b.Stats())
 	}

@@ -16,9 +16,7 @@ import (
 
 // racingCache is the real cache, with a hook run once after a miss (of
 // Decide's lookup, or of any key of DecideBatch's): what another request
-// does between this request's miss and its flight. It hooks the counting
-// lookups too (Get, GetMany), which the engine used before it counted its
-// lookups itself (CountL1).
+// does between this request's miss and its flight.
 type racingCache struct {
 	*cache.Tiered
 	armed  atomic.Bool
@@ -37,19 +35,8 @@ func (r *racingCache) Lookup(ctx context.Context, k cache.Key) (cache.Value, cac
 	return v, tier, ok
 }
 
-func (r *racingCache) Get(ctx context.Context, k cache.Key) (cache.Value, cache.Tier, bool) {
-	v, tier, ok := r.Tiered.Get(ctx, k)
-	r.after(!ok)
-	return v, tier, ok
-}
-
 func (r *racingCache) LookupMany(ctx context.Context, keys []cache.Key, vals []cache.Value, tiers []cache.Tier, found []bool) {
 	r.Tiered.LookupMany(ctx, keys, vals, tiers, found)
-	r.after(slices.Contains(found, false))
-}
-
-func (r *racingCache) GetMany(ctx context.Context, keys []cache.Key, vals []cache.Value, tiers []cache.Tier, found []bool) {
-	r.Tiered.GetMany(ctx, keys, vals, tiers, found)
 	r.after(slices.Contains(found, false))
 }
 
