@@ -6,9 +6,9 @@ import (
 	"testing"
 )
 
-// TestWhichLookupsCount: Lookup, LookupMany and Peek count no L1 hit or
-// miss, for a caller that counts the request's outcome once with CountL1
-// (the engine, whose miss looks in L1 again before it evaluates).
+// TestWhichLookupsCount: Lookup, LookupMany, Peek and PeekValue count no
+// L1 hit or miss, for a caller that counts the request's outcome once with
+// CountL1 (the engine, whose miss looks in L1 again before it evaluates).
 func TestWhichLookupsCount(t *testing.T) {
 	ctx := context.Background()
 	c := newCache(t, "")
@@ -52,6 +52,7 @@ func TestWhichLookupsCount(t *testing.T) {
 	}{
 		{"Lookup", one(c.Lookup), 0, 0},
 		{"Peek", l1(c.Peek), 0, 0},
+		{"PeekValue", l1(c.PeekValue), 0, 0},
 		{"LookupMany", many(c.LookupMany), 0, 0},
 		{"CountL1", func() { c.CountL1(3, 2) }, 3, 2},
 	} {

@@ -290,6 +290,20 @@ func (in *interner) encoded(p *stored) Value {
 	return Value{Defined: true, JSON: join(make([]byte, 0, p.size), p.sk, p.nums)}
 }
 
+// decoded is encoded with the Result of an entry held encoded decoded
+// (decodeStored), neither kept nor offered to the hot set: for a reader
+// that needs the value once, outside the lookups the hot set follows.
+func (in *interner) decoded(p *stored) Value {
+	if p.fixed != nil {
+		return *p.fixed
+	}
+	if h := p.hot.Load(); h != nil {
+		return *h
+	}
+	j := join(make([]byte, 0, p.size), p.sk, p.nums)
+	return Value{Result: decodeStored(j), Defined: true, JSON: j}
+}
+
 const (
 	bitUsed = 1 << iota
 	bitSeen

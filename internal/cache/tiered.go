@@ -240,8 +240,20 @@ func (t *Tiered) Peek(k Key) (Value, bool) {
 	return Value{}, false
 }
 
-// CountL1 counts L1 lookups made through Lookup, LookupMany or Peek: hits
-// answered from L1, misses not.
+// PeekValue is Peek with the value decoded: a cold entry's Result is
+// decoded for this caller alone (decodeStored), not kept and not offered to
+// the hot set, and nothing is counted. For a look in L1 that is not a lookup
+// of its own but whose caller needs the value (the engine's miss looking
+// again before it evaluates).
+func (t *Tiered) PeekValue(k Key) (Value, bool) {
+	if e, ok := t.l1.GetIfPresent(k); ok {
+		return t.values.decoded(e.v), true
+	}
+	return Value{}, false
+}
+
+// CountL1 counts L1 lookups made through Lookup, LookupMany, Peek or
+// PeekValue: hits answered from L1, misses not.
 func (t *Tiered) CountL1(hits, misses uint64) {
 	if hits > 0 {
 		t.l1Hits.Add(hits)

@@ -21,7 +21,6 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/builtins"
-	"github.com/open-policy-agent/opa/v1/util"
 
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/cache"
@@ -38,6 +37,7 @@ type Cache interface {
 	Lookup(ctx context.Context, k cache.Key) (cache.Value, cache.Tier, bool)
 	LookupMany(ctx context.Context, keys []cache.Key, vals []cache.Value, tiers []cache.Tier, found []bool)
 	Peek(k cache.Key) (cache.Value, bool)
+	PeekValue(k cache.Key) (cache.Value, bool)
 	CountL1(hits, misses uint64)
 	Set(k cache.Key, v cache.Value)
 	Purge()
@@ -610,16 +610,11 @@ func (e *Engine) fly(ctx context.Context, f *flight, s *snapshot, key cache.Key,
 // It counts nothing: the request already looked key up, and its caller
 // counts that one lookup by its outcome (countL1), a hit when this finds it.
 func (e *Engine) storedL1(s *snapshot, key cache.Key) (Decision, bool) {
-	v, ok := e.opts.Cache.Peek(key)
-	if !ok {
+	// PeekValue, not Peek: Decide's callers read the value (the allow
+	// metric, the ACGS answer's checks), which a cold entry holds encoded.
+	v, ok := e.opts.Cache.PeekValue(key)
+	if !ok || (v.Defined && v.Result == nil && v.JSON == nil) {
 		return Decision{}, false
-	}
-	if v.Defined && v.Result == nil {
-		// Peek leaves a cold entry encoded; Decide's callers read the
-		// value (the allow metric, the ACGS answer's checks).
-		if v.JSON == nil || util.UnmarshalJSON(v.JSON, &v.Result) != nil {
-			return Decision{}, false
-		}
 	}
 	return Decision{Result: v.Result, Defined: v.Defined, Revision: s.revision, Source: SourceL1, JSON: v.JSON}, true
 }

@@ -131,9 +131,10 @@ func (missCache) LookupMany(_ context.Context, _ []cache.Key, _ []cache.Value, t
 	clear(found)
 }
 
-// Peek misses too: the look a miss takes again before it evaluates would
-// otherwise answer an input seen before from L1.
-func (missCache) Peek(cache.Key) (cache.Value, bool) { return cache.Value{}, false }
+// Peek and PeekValue miss too: the look a miss takes again before it
+// evaluates would otherwise answer an input seen before from L1.
+func (missCache) Peek(cache.Key) (cache.Value, bool)      { return cache.Value{}, false }
+func (missCache) PeekValue(cache.Key) (cache.Value, bool) { return cache.Value{}, false }
 
 // BenchmarkDecideMiss measures engine.Decide on the service's evaluator
 // (the VM behind constant plans) when no cache can answer: the varied
