@@ -181,3 +181,58 @@ func BenchmarkDecideMiss(b *testing.B) {
 		i++
 	}
 }
+
+// BenchmarkDecideBatchMiss is BenchmarkDecideMiss for DecideBatch: batches
+// of 64 of the same varied inputs, every item a miss (missCache), which a
+// constant plan settles or a worker decides through its own flight.
+//
+//	go test ./internal/engine -run '^$' -bench DecideBatchMiss -benchmem -count 5
+func BenchmarkDecideBatchMiss(b *testing.B) {
+	ctx := context.Background()
+	l1, err := cache.New(ctx, cache.Config{Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l1.Close()
+	e, err := engine.New(ctx, engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.Options{
+		ConstitutionalHash: hash, EvalTimeout: 10 * time.Second, Logger: quiet,
+		Compiled: true, PartialEval: true, PlanCacheSize: 1024, Cache: missCache{l1},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ins := inputgen.New(17).Inputs(4096)
+	for last, stable := -1, 0; stable < 3; { // plans settled, as in BenchmarkDecideMiss
+		n := 0
+		for _, in := range ins {
+			if e.PlanKind("acgs/main/decision", in) != "" {
+				n++
+			}
+		}
+		if n == last {
+			stable++
+		} else {
+			last, stable = n, 0
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	const size = 64
+	batches := make([][]any, len(ins)/size)
+	for j := range batches {
+		for _, in := range ins[j*size:][:size] {
+			batches[j] = append(batches[j], in)
+		}
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		_, errs := e.DecideBatch(ctx, "acgs/main/decision", batches[i%len(batches)])
+		for _, err := range errs {
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		i++
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*size), "ns/item")
+}
