@@ -318,7 +318,7 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 		a.Lookup(ctx, key(t, 5000+i))
 	}
 	if d := time.Since(start); d > slack {
-		t.Fatalf("100 Gets with the breaker open took %s", d)
+		t.Fatalf("100 Lookups with the breaker open took %s", d)
 	}
 	if s := a.Stats(); s.L2Errors == 0 || s.L2Skipped == 0 {
 		t.Fatalf("outage not counted: %+v", s)

@@ -212,7 +212,7 @@ func New(ctx context.Context, cfg Config) (*Tiered, error) {
 // Lookup looks k up in L1, then in L2. An L2 hit has a verified signature
 // and is promoted to L1. It never returns an error: any L2 failure is a
 // miss. It does not count the L1 hit or miss (L2's counters count): its
-// caller may yet answer a miss from L1 (Peek) and counts the request's
+// caller may yet answer a miss from L1 (PeekValue) and counts the request's
 // outcome once, when it is known, with CountL1.
 func (t *Tiered) Lookup(ctx context.Context, k Key) (Value, Tier, bool) {
 	if e, ok := t.l1.GetIfPresent(k); ok {
@@ -228,8 +228,8 @@ func (t *Tiered) Lookup(ctx context.Context, k Key) (Value, Tier, bool) {
 }
 
 // Peek looks k up in L1 only, counting nothing, hit or miss: for a look in
-// L1 that is not a lookup of its own (a miss looking again before it
-// evaluates) or whose outcome its caller counts with CountL1. The value's
+// L1 whose outcome its caller counts with CountL1 (the engine's Lookup of
+// a raw-body tier entry), or that is not a lookup of its own. The value's
 // Result is nil unless L1 holds it decoded (JSON is set for every defined
 // decision), so a cold entry is not decoded for a caller that needs only
 // its JSON.

@@ -9,7 +9,7 @@ import (
 )
 
 // BenchmarkStoredL1Cold is storedL1 finding a cold entry (stored, never
-// read: Peek gives its JSON alone), which it decodes: what a miss pays when
+// read: held as JSON alone), which PeekValue decodes: what a miss pays when
 // a flight of its key stored the decision between its lookup and its own
 // flight.
 func BenchmarkStoredL1Cold(b *testing.B) {

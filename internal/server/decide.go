@@ -198,14 +198,10 @@ func (s *Server) decideMany(ctx context.Context, path string, inputs []any, batc
 	return out
 }
 
-// record gives a decision its id and counts and logs it.
+// record gives a decision its id and counts and logs it. (A raw-body tier
+// hit does the part of this it needs itself: rawLookup.)
 func (s *Server) record(ctx context.Context, path string, input any, batchID string, d engine.Decision, err error, start time.Time, took time.Duration) decided {
-	return s.recordAs(ctx, path, input, batchID, d, err, start, took, outcomeOf(d, err))
-}
-
-// recordAs is record with the decision's outcome given (the raw-body tier
-// remembers it: its decisions come without their decoded value).
-func (s *Server) recordAs(ctx context.Context, path string, input any, batchID string, d engine.Decision, err error, start time.Time, took time.Duration, outcome string) decided {
+	outcome := outcomeOf(d, err)
 	err = lateErr(ctx, err)
 	out := decided{Decision: d, ID: telemetry.NewDecisionID(), Err: err}
 	src := d.Source.String()

@@ -41,7 +41,7 @@ type rawEntry struct {
 	ref engine.Ref
 	opa bool // the body was OPA's {"input": ...} (the decision path takes both dialects)
 	// series is where a hit is counted: the decision's path and outcome
-	// (allow, deny, ...), from L1, as recordAs would count it, resolved
+	// (allow, deny, ...), from L1, as record would count it, resolved
 	// once rather than by three label lookups per hit.
 	series telemetry.DecisionSeries
 }
@@ -105,9 +105,10 @@ func (s *Server) rawLookup(r *http.Request, path string, body []byte, acgs bool)
 		start := time.Now()
 		var dd engine.Decision
 		if dd, ok = s.d.Engine.Lookup(e.ref); ok {
-			// What recordAs does for a decision without an error
+			// What record does for a decision without an error
 			// and with the decision log off (the tier is off while
-			// it is on): its id, and counted in the entry's series.
+			// it is on): its id, and counted in the entry's series
+			// (its outcome and path, resolved by rawRemember).
 			e.series.Observe(time.Since(start))
 			d = decided{Decision: dd, ID: telemetry.NewDecisionID(), acgsChecked: !e.opa}
 		}

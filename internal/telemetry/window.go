@@ -159,10 +159,10 @@ func newWindowHistogram() *hdrhistogram.Histogram {
 	return hdrhistogram.New(1, windowMaxLatency, windowSigFigs)
 }
 
-// Record adds one decision taking d (or one batch request, see Sample). It is
-// on every request's path: one clock read, one random shard pick and one
-// uncontended mutex in the common case; no allocation except the first use of
-// a shard.
+// Record adds one decision taking d (or one batch request, see Sample): one
+// clock read, one random shard pick and one uncontended mutex in the common
+// case; no allocation except the first use of a shard. The server records
+// through RecordAt, with the clock reading it already has.
 func (w *Window) Record(d time.Duration, s Sample) {
 	w.RecordAt(w.now(), d, s)
 }

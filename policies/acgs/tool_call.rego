@@ -612,8 +612,8 @@ other_reasons contains sprintf("Agent '%s' made at least %v tool calls in the la
 #
 # The problems of the configuration only (all but the three that read the
 # call's agent: its own rate limit, the default limit for an agent without
-# one, its agent_upstreams entry; and the patterns, below) are rules of
-# their own, data_configuration_problems and, of those the upstream rules
+# one, its agent_upstreams entry) are rules of their own,
+# data_configuration_problems and, of those the upstream rules
 # read, data_upstream_configuration_problems: they depend on data only, so
 # the compiled evaluator computes them once per bundle instead of at every
 # decision (internal/vm, findShared).
