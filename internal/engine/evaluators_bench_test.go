@@ -136,18 +136,18 @@ func (missCache) LookupMany(_ context.Context, _ []cache.Key, _ []cache.Value, t
 func (missCache) Peek(cache.Key) (cache.Value, bool)      { return cache.Value{}, false }
 func (missCache) PeekValue(cache.Key) (cache.Value, bool) { return cache.Value{}, false }
 
-// BenchmarkDecideMiss measures engine.Decide on the service's evaluator
-// (the VM behind constant plans) when no cache can answer: the varied
-// inputs of internal/inputgen, each decided as a cache miss.
-//
-//	go test ./internal/engine -run '^$' -bench DecideMiss -benchmem -count 5
-func BenchmarkDecideMiss(b *testing.B) {
+// missEngine is the service's evaluator (the VM behind constant plans) over
+// missCache, with the varied inputs of internal/inputgen it is to decide.
+// Plans are built in the background on first sight: it waits until no more
+// appear (some inputs have none), as in a service after its warm-up.
+func missEngine(b *testing.B) (*engine.Engine, []map[string]any) {
+	b.Helper()
 	ctx := context.Background()
 	l1, err := cache.New(ctx, cache.Config{Logger: quiet})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer l1.Close()
+	b.Cleanup(func() { l1.Close() })
 	e, err := engine.New(ctx, engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.Options{
 		ConstitutionalHash: hash, EvalTimeout: 10 * time.Second, Logger: quiet,
 		Compiled: true, PartialEval: true, PlanCacheSize: 1024, Cache: missCache{l1},
@@ -156,8 +156,6 @@ func BenchmarkDecideMiss(b *testing.B) {
 		b.Fatal(err)
 	}
 	ins := inputgen.New(17).Inputs(4096)
-	// Plans are built in the background on first sight: wait until no more
-	// appear (some inputs have none), as in a service after its warm-up.
 	for last, stable := -1, 0; stable < 3; {
 		n := 0
 		for _, in := range ins {
@@ -172,6 +170,17 @@ func BenchmarkDecideMiss(b *testing.B) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	return e, ins
+}
+
+// BenchmarkDecideMiss measures engine.Decide on the service's evaluator
+// (the VM behind constant plans) when no cache can answer: the varied
+// inputs of internal/inputgen, each decided as a cache miss (missEngine).
+//
+//	go test ./internal/engine -run '^$' -bench DecideMiss -benchmem -count 5
+func BenchmarkDecideMiss(b *testing.B) {
+	ctx := context.Background()
+	e, ins := missEngine(b)
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
@@ -189,33 +198,7 @@ func BenchmarkDecideMiss(b *testing.B) {
 //	go test ./internal/engine -run '^$' -bench DecideBatchMiss -benchmem -count 5
 func BenchmarkDecideBatchMiss(b *testing.B) {
 	ctx := context.Background()
-	l1, err := cache.New(ctx, cache.Config{Logger: quiet})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l1.Close()
-	e, err := engine.New(ctx, engine.FSSource{FS: policies.FS, Name: "embedded"}, engine.Options{
-		ConstitutionalHash: hash, EvalTimeout: 10 * time.Second, Logger: quiet,
-		Compiled: true, PartialEval: true, PlanCacheSize: 1024, Cache: missCache{l1},
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ins := inputgen.New(17).Inputs(4096)
-	for last, stable := -1, 0; stable < 3; { // plans settled, as in BenchmarkDecideMiss
-		n := 0
-		for _, in := range ins {
-			if e.PlanKind("acgs/main/decision", in) != "" {
-				n++
-			}
-		}
-		if n == last {
-			stable++
-		} else {
-			last, stable = n, 0
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	e, ins := missEngine(b)
 	const size = 64
 	batches := make([][]any, len(ins)/size)
 	for j := range batches {
