@@ -49,15 +49,10 @@ type Config struct {
 	Sessions Sessions `yaml:"sessions"`
 
 	// DecisionTimeout bounds one decision, including waiting for an
-	// evaluation slot (default 1s). It must be greater than the engine's
-	// EVAL_TIMEOUT (checked by New, Deps.EvalTimeout; here only against
-	// the least EVAL_TIMEOUT accepted, 1ms). EVAL_TIMEOUT runs from the
-	// evaluation's start, after the wait for a slot: a slow evaluation
-	// that started within decision_timeout - EVAL_TIMEOUT times out as a
-	// failed decision (denied) before its decision_timeout passes; a
-	// decision_timeout that passes first means the decision waited at
-	// least decision_timeout - EVAL_TIMEOUT for an evaluation slot, and
-	// the call is refused as overloaded (to be retried).
+	// evaluation slot (default defaultDecisionTimeout). It must be greater
+	// than the engine's EVAL_TIMEOUT, for the reason CheckDecisionTimeout
+	// gives; Validate checks it only against the least EVAL_TIMEOUT
+	// accepted (minEvalTimeout), New and acgs gateway against the engine's.
 	DecisionTimeout time.Duration `yaml:"decision_timeout"`
 	// CallTimeout bounds one upstream call unless the upstream sets its
 	// own (default 60s).
@@ -251,6 +246,10 @@ func ParseConfig(b []byte) (Config, error) {
 // decision_timeout not above it is not above any engine's.
 const minEvalTimeout = time.Millisecond
 
+// defaultDecisionTimeout is decision_timeout when the configuration does
+// not set it.
+const defaultDecisionTimeout = time.Second
+
 func (c *Config) defaults() {
 	if c.Path == "" {
 		c.Path = "/mcp"
@@ -280,7 +279,7 @@ func (c *Config) defaults() {
 		c.Sessions.UnusedTimeout = DefaultUnusedTimeout
 	}
 	if c.DecisionTimeout == 0 {
-		c.DecisionTimeout = time.Second
+		c.DecisionTimeout = defaultDecisionTimeout
 	}
 	if c.CallTimeout == 0 {
 		c.CallTimeout = 60 * time.Second

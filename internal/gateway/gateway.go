@@ -103,32 +103,30 @@ type Deps struct {
 	// set, else in process.
 	Counter Counter
 	// EvalTimeout is the engine's EVAL_TIMEOUT (0: not known, not
-	// checked). New refuses a decision_timeout that is not greater: a
-	// decision whose evaluation outlives its decision_timeout is then
-	// undecided, which the engine answers as overloaded (the agent told
-	// to retry, counted as shed), when its slow policy should have timed
-	// out as a failed decision. EVAL_TIMEOUT runs from the evaluation's
-	// start, after the wait for a slot: above it, a slow evaluation that
-	// started within decision_timeout - EVAL_TIMEOUT ends at EVAL_TIMEOUT
-	// first (a failed decision, "the decision timed out"), and a
-	// decision_timeout that passes means the decision waited at least
-	// decision_timeout - EVAL_TIMEOUT for an evaluation slot or a shared
-	// evaluation: overload.
+	// checked): New refuses a decision_timeout not above it
+	// (CheckDecisionTimeout says why).
 	EvalTimeout time.Duration
 }
 
 // CheckDecisionTimeout refuses a decision_timeout that is not greater than
-// the engine's EVAL_TIMEOUT (evalTimeout, 0: not known, not checked): a
-// decision whose evaluation outlives its decision_timeout is undecided,
-// which the engine answers as overloaded, when its slow policy should have
-// timed out as a failed decision (Deps.EvalTimeout). New checks it; acgs
-// gateway checks it before it loads the bundle.
+// the engine's EVAL_TIMEOUT (evalTimeout, 0: not known, not checked). The
+// engine answers a decision whose decision_timeout passes as overloaded
+// (the agent told to retry, counted as shed), whether it was waiting for
+// an evaluation slot or its evaluation was running: the gateway cannot tell
+// them apart (interpret). EVAL_TIMEOUT runs from the evaluation's start,
+// after the wait for a slot; above it, an evaluation that started within
+// decision_timeout - EVAL_TIMEOUT ends at EVAL_TIMEOUT first (a failed
+// decision, denied: "the decision timed out"), so a decision_timeout that
+// passes means the decision waited at least decision_timeout -
+// EVAL_TIMEOUT for a slot or a shared evaluation: overload, not a slow
+// policy. New checks it; acgs gateway checks it before it loads the
+// bundle.
 func CheckDecisionTimeout(cfg Config, evalTimeout time.Duration) error {
 	if evalTimeout <= 0 || cfg.DecisionTimeout > evalTimeout {
 		return nil
 	}
 	dt := cfg.DecisionTimeout.String()
-	if cfg.DecisionTimeout == time.Second {
+	if cfg.DecisionTimeout == defaultDecisionTimeout {
 		// an operator who never set it learns that it has a value
 		dt += " (the default when decision_timeout is not set)"
 	}
@@ -635,14 +633,9 @@ func (g *Gateway) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.
 // The engine answers Overloaded too when the call's decision_timeout
 // passes while it waits for a shared evaluation of the same key, or while
 // its own evaluation runs (the error wraps context.DeadlineExceeded and no
-// admission sentinel in both, so the gateway cannot tell them apart). The
-// second is no overload when the policy is merely slow; New therefore
-// requires decision_timeout above EVAL_TIMEOUT (Deps.EvalTimeout). EVAL_TIMEOUT
-// runs from the evaluation's start, after the wait for a slot: an
-// evaluation that started within decision_timeout - EVAL_TIMEOUT ends at
-// EVAL_TIMEOUT first (a failed decision, "the decision timed out"), and a
-// decision_timeout that passes means the decision waited at least
-// decision_timeout - EVAL_TIMEOUT: overload.
+// admission sentinel in both, so the gateway cannot tell them apart). New
+// requires decision_timeout above EVAL_TIMEOUT, so that the second too
+// means a long wait for a slot, not a slow policy (CheckDecisionTimeout).
 func interpret(d engine.Decision, err error) verdict {
 	switch admission.ReasonOf(err) {
 	case "":
