@@ -29,13 +29,8 @@ func TestPeekGivesTheJSONWithoutDecoding(t *testing.T) {
 	if _, ok := c.Peek(key(t, 2)); ok {
 		t.Fatal("Peek found a key never set")
 	}
-	after := c.Stats()
-	if after.L1Hits != before.L1Hits || after.L1Misses != before.L1Misses {
-		t.Errorf("hits +%d, misses +%d; want +0, +0", after.L1Hits-before.L1Hits, after.L1Misses-before.L1Misses)
-	}
-	for range 2 { // decoded twice through Lookup: now held decoded
-		c.Lookup(ctx, k)
-	}
+	countedNothing(t, c, before)
+	holdDecoded(ctx, c, k)
 	if got, _ := c.Peek(k); got.Result == nil || !sameDecision(got, v) {
 		t.Errorf("Peek of an entry held decoded = %+v", got)
 	}
@@ -65,13 +60,8 @@ func TestPeekValueDecodesForItsCallerAlone(t *testing.T) {
 	if _, ok := c.PeekValue(key(t, 2)); ok {
 		t.Fatal("PeekValue found a key never set")
 	}
-	after := c.Stats()
-	if after.L1Hits != before.L1Hits || after.L1Misses != before.L1Misses {
-		t.Errorf("hits +%d, misses +%d; want +0, +0", after.L1Hits-before.L1Hits, after.L1Misses-before.L1Misses)
-	}
-	for range 2 { // decoded twice through Lookup: now held decoded
-		c.Lookup(ctx, k)
-	}
+	countedNothing(t, c, before)
+	holdDecoded(ctx, c, k)
 	held, _ := c.Peek(k)
 	if got, _ := c.PeekValue(k); held.Result == nil || !sameDecision(got, v) {
 		t.Errorf("PeekValue of an entry held decoded = %+v", got)
@@ -80,5 +70,22 @@ func TestPeekValueDecodesForItsCallerAlone(t *testing.T) {
 	c.Set(u, Value{})
 	if got, ok := c.PeekValue(u); !ok || got.Defined || got.Result != nil {
 		t.Errorf("PeekValue of an undefined entry = %+v, %v", got, ok)
+	}
+}
+
+// countedNothing fails t if c has counted an L1 hit or miss since before.
+func countedNothing(t *testing.T, c *Tiered, before Stats) {
+	t.Helper()
+	after := c.Stats()
+	if after.L1Hits != before.L1Hits || after.L1Misses != before.L1Misses {
+		t.Errorf("hits +%d, misses +%d; want +0, +0", after.L1Hits-before.L1Hits, after.L1Misses-before.L1Misses)
+	}
+}
+
+// holdDecoded looks k up twice, decoding it twice through Lookup: c holds
+// it decoded from then on.
+func holdDecoded(ctx context.Context, c *Tiered, k Key) {
+	for range 2 {
+		c.Lookup(ctx, k)
 	}
 }
