@@ -126,6 +126,21 @@ func lateBodyTargets() []struct{ name, target, body, field string } {
 	}
 }
 
+// startLate starts an instance for the late-body tests: WRITE_TIMEOUT
+// lateBodyWriteTimeout, then mutate; it returns the instance and its
+// address, which lateBody dials.
+func startLate(t *testing.T, mutate ...func(*config.Config)) (*servicetest.Instance, string) {
+	t.Helper()
+	in := servicetest.Start(t, append([]func(*config.Config){func(c *config.Config) {
+		c.Server.WriteTimeout = lateBodyWriteTimeout
+	}}, mutate...)...)
+	return in, strings.TrimPrefix(in.URL, "http://")
+}
+
+// tooLateEval sets the EVAL_TIMEOUT of the too-late tests,
+// lateBodyTooLateEval, which puts the late bound at lateBodyTooLateBound.
+func tooLateEval(c *config.Config) { c.Policy.EvalTimeout = lateBodyTooLateEval }
+
 // TestLateBodyDecidedOnIdleService: a single request whose body arrives
 // after the decision window (WRITE_TIMEOUT less a tenth of it, counted
 // from the request's start) but well before WRITE_TIMEOUT, on a service
@@ -135,10 +150,7 @@ func lateBodyTargets() []struct{ name, target, body, field string } {
 // and it was answered 503 overloaded: a shed no overload caused.
 func TestLateBodyDecidedOnIdleService(t *testing.T) {
 	t.Parallel()
-	in := servicetest.Start(t, func(c *config.Config) {
-		c.Server.WriteTimeout = lateBodyWriteTimeout
-	})
-	addr := strings.TrimPrefix(in.URL, "http://")
+	_, addr := startLate(t)
 	for _, tc := range lateBodyTargets() {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -180,8 +192,7 @@ func TestLateBodyDecidedOnIdleService(t *testing.T) {
 // came in time (TestSingleShedBeforeWriteTimeout).
 func TestLateBodyWaitShedBeforeWriteTimeout(t *testing.T) {
 	t.Parallel()
-	in := servicetest.Start(t, func(c *config.Config) {
-		c.Server.WriteTimeout = lateBodyWriteTimeout
+	in, addr := startLate(t, func(c *config.Config) {
 		c.Admission.MaxInFlight = 1
 		c.Admission.QueueTimeout = 2 * time.Second // longer than what is left of WRITE_TIMEOUT
 	})
@@ -190,7 +201,6 @@ func TestLateBodyWaitShedBeforeWriteTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(release) // after the parallel subtests
-	addr := strings.TrimPrefix(in.URL, "http://")
 	for _, tc := range lateBodyTargets() {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -218,11 +228,7 @@ func TestLateBodyWaitShedBeforeWriteTimeout(t *testing.T) {
 // off by WRITE_TIMEOUT.
 func TestLateBodyTooLate(t *testing.T) {
 	t.Parallel()
-	in := servicetest.Start(t, func(c *config.Config) {
-		c.Server.WriteTimeout = lateBodyWriteTimeout
-		c.Policy.EvalTimeout = lateBodyTooLateEval
-	})
-	addr := strings.TrimPrefix(in.URL, "http://")
+	in, addr := startLate(t, tooLateEval)
 	var sent atomic.Int64 // what the server saw, answered or skipped here
 	t.Run("targets", func(t *testing.T) {
 		for _, tc := range lateBodyTargets() {
@@ -252,10 +258,7 @@ func TestLateBodyTooLate(t *testing.T) {
 // ACGSShedding pages on.
 func TestLateBatchRefusedAsLate(t *testing.T) {
 	t.Parallel()
-	in := servicetest.Start(t, func(c *config.Config) {
-		c.Server.WriteTimeout = lateBodyWriteTimeout
-	})
-	addr := strings.TrimPrefix(in.URL, "http://")
+	in, addr := startLate(t)
 	var items atomic.Int64 // what the server saw, answered or skipped here
 	t.Run("routes", func(t *testing.T) {
 		for _, tc := range []struct{ name, target, body string }{
@@ -336,16 +339,14 @@ func TestLateBodyTooLateFromL2(t *testing.T) {
 	t.Parallel()
 	testenv.RequireBinary(t, "redis-server", "redis-server")
 	r := testenv.StartRedis(t)
-	mutate := func(c *config.Config) {
-		c.Server.WriteTimeout = lateBodyWriteTimeout
-		c.Policy.EvalTimeout = lateBodyTooLateEval
+	l2 := func(c *config.Config) {
 		c.Cache.RedisURL = r.URL()
 		c.Cache.SigningKey = strings.Repeat("late-signing-key-", 2)
 		c.Cache.L2Timeout = 500 * time.Millisecond // a loaded machine must not turn a hit into a miss
 		c.Policy.PartialEval = false               // no constant plan answers these: only the caches can
 	}
-	a := servicetest.Start(t, mutate)
-	b := servicetest.Start(t, mutate)
+	a, _ := startLate(t, tooLateEval, l2)
+	b, addr := startLate(t, tooLateEval, l2)
 	waitL2Healthy(t, a)
 	waitL2Healthy(t, b)
 	single, x, y := newSafe(), newSafe(), newSafe()
@@ -356,7 +357,6 @@ func TestLateBodyTooLateFromL2(t *testing.T) {
 		}
 		newL2Key(t, r, known) // written behind: wait until it is in Redis
 	}
-	addr := strings.TrimPrefix(b.URL, "http://")
 	t.Run("routes", func(t *testing.T) {
 		t.Run("single", func(t *testing.T) {
 			t.Parallel()
@@ -396,11 +396,7 @@ func TestLateBodyTooLateFromL2(t *testing.T) {
 // deadline.
 func TestLateBodyFunctionPath(t *testing.T) {
 	t.Parallel()
-	in := servicetest.Start(t, func(c *config.Config) {
-		c.Server.WriteTimeout = lateBodyWriteTimeout
-		c.Policy.EvalTimeout = lateBodyTooLateEval
-	})
-	addr := strings.TrimPrefix(in.URL, "http://")
+	in, addr := startLate(t, tooLateEval)
 	t.Run("routes", func(t *testing.T) {
 		for _, tc := range []struct {
 			name, target, body string
