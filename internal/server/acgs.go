@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/acgs-lite/acgs/internal/admission"
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/jsonenc"
 	"github.com/acgs-lite/acgs/internal/version"
@@ -97,7 +98,7 @@ func (s *Server) writeACGS(w http.ResponseWriter, r *http.Request, d decided) {
 	}
 	b = append(b, '\n')
 	w.Header()["Content-Type"] = jsonContentType
-	if overloaded(d.Err) {
+	if admission.Overloaded(d.Err) {
 		w.Header().Set("Retry-After", retryAfter)
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
@@ -110,7 +111,7 @@ func (s *Server) writeACGS(w http.ResponseWriter, r *http.Request, d decided) {
 // can (appendACGSFast) and by hand for an overloaded one; otherwise built
 // field by field (acgsResponse) and encoded.
 func (s *Server) acgsBody(dst []byte, d decided, lat time.Duration) ([]byte, error) {
-	if overloaded(d.Err) {
+	if admission.Overloaded(d.Err) {
 		// Under overload every microsecond spent refusing is taken from
 		// the evaluations: no map, no encoding/json.
 		return s.appendACGSOverloaded(dst, d, lat), nil
@@ -279,7 +280,7 @@ func (s *Server) acgsResponse(d decided, lat time.Duration) map[string]any {
 	}
 	allow, ok := resp["allow"].(bool)
 	switch {
-	case overloaded(d.Err):
+	case admission.Overloaded(d.Err):
 		e := apierror.As(d.Err)
 		resp = failClosed(s.hash, "Not evaluated: "+e.Message)
 		resp["code"], resp["message"] = e.Code, e.Message
@@ -342,8 +343,8 @@ func (s *Server) handleACGSAllow(w http.ResponseWriter, r *http.Request) {
 			writeError(w, d.Err)
 			return
 		}
-		if overloaded(d.Err) {
-			if clientGone(d.Err) {
+		if admission.Overloaded(d.Err) {
+			if admission.ReasonOf(d.Err) == admission.ReasonCanceled {
 				markCanceled(w)
 			}
 			e := apierror.As(d.Err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/server/types"
 
+	"github.com/acgs-lite/acgs/internal/admission"
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/engine"
 	"github.com/acgs-lite/acgs/internal/jsonenc"
@@ -151,7 +152,7 @@ func (s *Server) handleOPABatch(w http.ResponseWriter, r *http.Request) {
 		if d.Err != nil {
 			failed++
 		}
-		if overloaded(d.Err) {
+		if admission.Overloaded(d.Err) {
 			shed++
 		}
 	}
@@ -371,7 +372,7 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 			writeError(w, d.Err)
 			return
 		}
-		if overloaded(d.Err) {
+		if admission.Overloaded(d.Err) {
 			shed++
 		}
 	}
@@ -385,7 +386,7 @@ func (s *Server) handleACGSBatch(w http.ResponseWriter, r *http.Request) {
 		observeDecided(w, d, true)
 		responses[pos[j]] = b
 		codes[pos[j]] = http.StatusOK
-		if overloaded(d.Err) {
+		if admission.Overloaded(d.Err) {
 			codes[pos[j]] = http.StatusServiceUnavailable
 		}
 	}

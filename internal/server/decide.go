@@ -41,12 +41,12 @@ type decided struct {
 // a free slot, and an L2 read under it misses), is decided until
 // WRITE_TIMEOUT less lateReserve instead: it was shed 503 overloaded on
 // an idle service, a refusal no load caused. Only when even that has
-// passed is it too late (errLate): its answer could not be written. A
+// passed is it too late (tooLate): its answer could not be written. A
 // batch keeps the window's bound: its answer, up to MAX_BATCH_ITEMS
 // items each logged, needs the window's whole reserve; one whose body came
-// after the window is too late (errLate) at once. What a too-late request
+// after the window is too late (tooLate) at once. What a too-late request
 // cannot have decided is refused as late (lateErr, shed reason "late"),
-// not as overloaded: no load refused it.
+// not as overloaded: no load refused it (admission.ErrLate).
 func (s *Server) decisionContext(w http.ResponseWriter, r *http.Request) (context.Context, context.CancelFunc) {
 	wt := s.cfg.Server.WriteTimeout
 	if wt <= 0 {
@@ -66,11 +66,11 @@ func (s *Server) decisionContext(w http.ResponseWriter, r *http.Request) (contex
 	// lost (review).
 	tooLateCtx := context.WithValue(r.Context(), lateUntilKey{}, start.Add(wt-lateReserve(wt, 0)))
 	if isBatch(w) {
-		return context.WithDeadlineCause(tooLateCtx, bound, errLate)
+		return context.WithDeadlineCause(tooLateCtx, bound, admission.ErrLate)
 	}
 	late := start.Add(wt - lateReserve(wt, s.cfg.Policy.EvalTimeout))
 	if !now.Before(late) {
-		return context.WithDeadlineCause(tooLateCtx, late, errLate)
+		return context.WithDeadlineCause(tooLateCtx, late, admission.ErrLate)
 	}
 	return context.WithDeadline(r.Context(), late)
 }
@@ -109,19 +109,16 @@ func isBatch(w http.ResponseWriter) bool {
 	return ok && sw.batch
 }
 
-// errLate is why a request was not decided: its body arrived when even
-// its late bound had passed (a single request's WRITE_TIMEOUT less
-// lateReserve, a batch's the decision window). No load refused it, so its
-// answer says so rather than that the service is overloaded (which
-// admission, refusing its passed deadline, says), and it is counted as
-// shed for reason "late", which ACGSShedding does not page on: adding
-// instances does not make a client send sooner.
-var errLate = admission.ErrLate
-
-// tooLate reports whether ctx is a too-late request's (errLate): its
-// deadline passed before it was asked anything.
+// tooLate reports whether ctx is a too-late request's: its deadline passed
+// before it was asked anything, with cause admission.ErrLate (its body
+// arrived when even its late bound had passed: a single request's
+// WRITE_TIMEOUT less lateReserve, a batch's the decision window). No load
+// refused it, so its answer says so rather than that the service is
+// overloaded (which admission, refusing its passed deadline, says), and it
+// is counted as shed for reason "late", which ACGSShedding does not page
+// on: adding instances does not make a client send sooner.
 func tooLate(ctx context.Context) bool {
-	return ctx.Err() != nil && errors.Is(context.Cause(ctx), errLate)
+	return ctx.Err() != nil && errors.Is(context.Cause(ctx), admission.ErrLate)
 }
 
 // lateUntilKey keys how long a too-late request's cache lookups may run
@@ -146,10 +143,10 @@ func lateLookup(ctx context.Context) (context.Context, context.CancelFunc) {
 }
 
 // lateErr is err as the answer states it: a shed decision of a request
-// whose body came too late (errLate) says so.
+// whose body came too late (tooLate) says so.
 func lateErr(ctx context.Context, err error) error {
-	if overloaded(err) && !clientGone(err) && errors.Is(context.Cause(ctx), errLate) {
-		return apierror.Wrap(apierror.Overloaded, errLate, "not decided: %s; send the body sooner or retry", errLate)
+	if admission.Overloaded(err) && admission.ReasonOf(err) != admission.ReasonCanceled && errors.Is(context.Cause(ctx), admission.ErrLate) {
+		return apierror.Wrap(apierror.Overloaded, admission.ErrLate, "not decided: %s; send the body sooner or retry", admission.ErrLate)
 	}
 	return err
 }
@@ -247,13 +244,21 @@ func (s *Server) record(ctx context.Context, path string, input any, batchID str
 // ObserveDecision. The cache warm-up counts its evaluations' timeouts and
 // errors here too, without counting its decisions; not its sheds, which
 // are no client's (Warm).
+//
+// A decision not made because its request was cancelled (its client went
+// away) while it waited for an evaluation slot or for a shared evaluation
+// (admission.ReasonCanceled) is answered as an overloaded one is (nobody
+// reads the answer), but it is not shed: the service refused nothing, so
+// it is counted apart (acgs_decisions_canceled_total, outcome and source
+// "canceled"). A shed one is counted by its reason (admission.ReasonOf),
+// as the gateway counts its own.
 func (s *Server) countFailure(err error) (source string) {
 	switch {
-	case clientGone(err):
+	case admission.ReasonOf(err) == admission.ReasonCanceled:
 		s.d.Metrics.Canceled()
 		return "canceled"
-	case overloaded(err):
-		s.d.Metrics.Shed(shedReason(err))
+	case admission.Overloaded(err):
+		s.d.Metrics.Shed(admission.ReasonOf(err))
 		return "shed"
 	case errors.Is(err, engine.ErrEvalTimeout):
 		s.d.Metrics.EvalTimeout()
@@ -263,37 +268,24 @@ func (s *Server) countFailure(err error) (source string) {
 	return "error"
 }
 
-// overloaded reports a decision that was not made because no evaluation
-// slot was free in time. It is answered 503 with Retry-After in every
-// dialect (the ACGS body still says "allow": false), never as a denial.
-func overloaded(err error) bool { return admission.Overloaded(err) }
-
-// clientGone reports a decision that was not made because its request was
-// cancelled (its client went away) while it waited for an evaluation slot
-// or for a shared evaluation. It is answered as overloaded is (nobody reads
-// the answer), but it is not shed: the service refused nothing, so it is
-// counted apart (acgs_decisions_canceled_total, outcome and source
-// "canceled").
-func clientGone(err error) bool { return admission.ReasonOf(err) == admission.ReasonCanceled }
-
-// retryAfter is the Retry-After of an overloaded answer, in seconds: the
-// shortest the header can say; a queue that overflowed has usually drained
-// well within it.
+// retryAfter is the Retry-After of an overloaded answer (admission.Overloaded:
+// a decision not made because no evaluation slot was free in time), in
+// seconds: the shortest the header can say; a queue that overflowed has
+// usually drained well within it. Such a decision is answered 503 with
+// Retry-After in every dialect (the ACGS body still says "allow": false),
+// never as a denial.
 const retryAfter = "1"
-
-// shedReason is the metric label of a shed (overloaded, not clientGone)
-// error's cause, as the gateway counts its own (admission.ReasonOf).
-func shedReason(err error) string { return admission.ReasonOf(err) }
 
 // outcomeOf labels a decision for metrics: allow or deny for booleans and
 // objects with an allow field, undefined, overloaded (not evaluated: shed
 // by admission control), canceled (not evaluated: the client went away
-// while it waited), error, or defined for other values.
+// while it waited; answered as overloaded, counted apart: countFailure),
+// error, or defined for other values.
 func outcomeOf(d engine.Decision, err error) string {
 	switch {
-	case clientGone(err):
+	case admission.ReasonOf(err) == admission.ReasonCanceled:
 		return "canceled"
-	case overloaded(err):
+	case admission.Overloaded(err):
 		return "overloaded"
 	case err != nil:
 		return "error"

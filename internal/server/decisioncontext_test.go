@@ -18,8 +18,8 @@ import (
 // single request read after the decision window is bounded by
 // WRITE_TIMEOUT less lateReserve, not by the window already passed (which
 // admission refuses even with a free slot: a shed no load caused); one
-// read past that too is too late (errLate), refused as late, not as
-// overloaded; a batch keeps the window's bound, and one read after it is
+// read past that too is too late (tooLate, admission.ErrLate), refused as
+// late, not as overloaded; a batch keeps the window's bound, and one read after it is
 // too late at once (its items were shed as overloaded, "no decision before
 // the batch's deadline", on an idle service). The starts are put far from
 // the bounds, so the test does not depend on how fast it runs.
@@ -43,7 +43,7 @@ func TestDecisionContextLateBody(t *testing.T) {
 			ago     time.Duration // the request started this long before the context is made
 			batch   bool
 			want    time.Duration // the bound, from the request's start
-			late    bool          // too late: errLate
+			late    bool          // too late: tooLate
 			expired bool
 		}{
 			{name: "in time", ago: time.Second, want: window},
@@ -128,18 +128,18 @@ func checkDecisionContext(t *testing.T, s *Server, ago time.Duration, batch bool
 		apierror.Wrap(apierror.Overloaded, context.DeadlineExceeded, "no decision before the batch's deadline (context deadline exceeded); retry later"),
 	} {
 		err := lateErr(ctx, shed)
-		if got := errors.Is(err, errLate); got != late {
+		if got := errors.Is(err, admission.ErrLate); got != late {
 			t.Errorf("lateErr: %v, late %v, want %v", err, got, late)
 		}
-		if !overloaded(err) || clientGone(err) {
+		if !admission.Overloaded(err) || admission.ReasonOf(err) == admission.ReasonCanceled {
 			t.Errorf("lateErr: %v is not answered as a shed decision (503, Retry-After)", err)
 		}
-		if want := map[bool]string{true: "late", false: "deadline"}[late]; shedReason(err) != want {
-			t.Errorf("lateErr: %v counted as shed for %q, want %q", err, shedReason(err), want)
+		if want := map[bool]string{true: "late", false: "deadline"}[late]; admission.ReasonOf(err) != want {
+			t.Errorf("lateErr: %v counted as shed for %q, want %q", err, admission.ReasonOf(err), want)
 		}
 	}
 	// An evaluation's failure is no shed, and stays what it is.
-	if err := lateErr(ctx, apierror.Wrap(apierror.EvaluationError, engine.ErrEvalTimeout, "policy evaluation exceeded EVAL_TIMEOUT")); errors.Is(err, errLate) {
+	if err := lateErr(ctx, apierror.Wrap(apierror.EvaluationError, engine.ErrEvalTimeout, "policy evaluation exceeded EVAL_TIMEOUT")); errors.Is(err, admission.ErrLate) {
 		t.Errorf("lateErr made an evaluation timeout late: %v", err)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/acgs-lite/acgs/internal/admission"
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/cache"
 	"github.com/acgs-lite/acgs/internal/config"
@@ -546,7 +547,7 @@ type statusWriter struct {
 	inputNS  int64
 	prepared bool
 	// canceled: a decision of the request was not made because its
-	// client went away while it waited (clientGone).
+	// client went away while it waited (admission.ReasonCanceled).
 	canceled bool
 	// batch: the request's route answers a batch (route.batch).
 	batch bool
@@ -572,9 +573,9 @@ func startOf(w http.ResponseWriter) time.Time {
 // observes only answers, never recorded it (review).
 func observeDecided(w http.ResponseWriter, d decided, item bool) {
 	switch {
-	case clientGone(d.Err):
+	case admission.ReasonOf(d.Err) == admission.ReasonCanceled:
 		markCanceled(w)
-	case overloaded(d.Err):
+	case admission.Overloaded(d.Err):
 	case item:
 		observe(w, itemSampleOf(d.Decision))
 	default:
@@ -583,7 +584,7 @@ func observeDecided(w http.ResponseWriter, d decided, item bool) {
 }
 
 // markCanceled notes on w that a decision of its request was not made
-// because the client went away (clientGone), for httpCode.
+// because the client went away (admission.ReasonCanceled), for httpCode.
 func markCanceled(w http.ResponseWriter) {
 	if sw, ok := w.(*statusWriter); ok {
 		sw.canceled = true

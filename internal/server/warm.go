@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/acgs-lite/acgs/internal/admission"
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/parallel"
 	"github.com/acgs-lite/acgs/internal/workload"
@@ -90,8 +91,8 @@ func (s *Server) Warm(ctx context.Context) (warmed, shed, total int) {
 		switch {
 		case err == nil:
 			results[i] = ok
-		case clientGone(err):
-		case overloaded(err):
+		case admission.ReasonOf(err) == admission.ReasonCanceled:
+		case admission.Overloaded(err):
 			results[i] = wasShed
 		default:
 			s.countFailure(err)
