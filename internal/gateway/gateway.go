@@ -462,8 +462,17 @@ func (g *Gateway) listTools(ctx context.Context, req *mcp.ListToolsRequest) (*mc
 		}
 		for _, t := range tools {
 			full := u.cfg.Name + Separator + t.Name
-			if !u.cfg.shadowed(t.Name) && g.hidden(ctx, full, u.cfg.Name, t.Name, agent) {
-				continue
+			if !u.cfg.shadowed(t.Name) {
+				start := time.Now()
+				hide, notMade := g.decideHidden(ctx, full, u.cfg.Name, t.Name, agent)
+				if notMade != nil {
+					// The rest of the checks would be shed too, and the
+					// answer is an error anyway.
+					return nil, g.listNotMade(ctx, full, notMade, time.Since(start))
+				}
+				if hide {
+					continue
+				}
 			}
 			c := *t
 			c.Name = full
@@ -473,9 +482,60 @@ func (g *Gateway) listTools(ctx context.Context, req *mcp.ListToolsRequest) (*mc
 	return &mcp.ListToolsResult{Tools: out}, nil
 }
 
+// listNotMade is tools/list's answer when the check of tool full was not
+// made (decideHidden's notMade) and took took. A check shed for overload
+// leaves out no tool: an agent would take a tool missing from the list for
+// one that does not exist, a wrong answer made by capacity, not by the
+// policy. The list is refused instead, as the service answers 503
+// overloaded with Retry-After and callTool a shed call: a JSON-RPC error
+// saying that the gateway is overloaded and to retry after retryAfter
+// (data: outcome and retry_after_seconds, as a shed call's _meta), counted
+// as the service counts a shed decision. A check cancelled while it waited
+// (the agent went away) refused nothing: the request's context error,
+// counted apart, as callTool counts a cancelled call.
+func (g *Gateway) listNotMade(ctx context.Context, full string, notMade error, took time.Duration) error {
+	reason := admission.ReasonOf(notMade)
+	if reason == admission.ReasonCanceled {
+		if g.d.Metrics != nil {
+			g.d.Metrics.Canceled()
+			g.d.Metrics.ObserveDecision(hiddenPath, outcomeCanceled, outcomeCanceled, took)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return notMade
+	}
+	if g.d.Metrics != nil {
+		g.d.Metrics.Shed(reason)
+		g.d.Metrics.ObserveDecision(hiddenPath, OutcomeOverloaded, "shed", took)
+	}
+	g.log.Warn("gateway: a tools/list check was shed for overload; the list is refused, to be retried", "tool", full, "error", notMade)
+	data, _ := json.Marshal(map[string]any{"outcome": OutcomeOverloaded, "retry_after_seconds": retryAfter})
+	return &jsonrpc.Error{
+		Code:    jsonrpc.CodeInternalError,
+		Message: fmt.Sprintf("The gateway is overloaded and did not list the tools; retry after %d s: %v", retryAfter, notMade),
+		Data:    data,
+	}
+}
+
 // hidden asks the constitution whether a tool is refused whatever its
-// arguments; a failed decision hides it (fail closed).
+// arguments; a failed decision hides it (fail closed), and so does one
+// not made (decideHidden).
 func (g *Gateway) hidden(ctx context.Context, full, upName, tool, agent string) bool {
+	hide, notMade := g.decideHidden(ctx, full, upName, tool, agent)
+	if notMade != nil {
+		g.log.Warn("gateway: cannot tell whether a tool is prohibited; hiding it", "tool", full, "error", notMade)
+	}
+	return hide
+}
+
+// decideHidden asks the constitution whether a tool is refused whatever
+// its arguments. A decision that failed or is undefined hides it (fail
+// closed). One the engine did not make (admission.ReasonOf: shed for
+// overload, or its request cancelled while it waited) is no answer of the
+// policy: notMade is the engine's error, and hide is true for a caller
+// that cannot refuse its request instead (hidden).
+func (g *Gateway) decideHidden(ctx context.Context, full, upName, tool, agent string) (hide bool, notMade error) {
 	in := map[string]any{
 		"type":                "tool_call",
 		"constitutional_hash": g.d.ConstitutionalHash,
@@ -487,12 +547,15 @@ func (g *Gateway) hidden(ctx context.Context, full, upName, tool, agent string) 
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.DecisionTimeout)
 	defer cancel()
 	d, err := g.d.Engine.Decide(ctx, hiddenPath, in)
+	if admission.ReasonOf(err) != "" {
+		return true, err
+	}
 	if err != nil || !d.Defined {
 		g.log.Warn("gateway: cannot tell whether a tool is prohibited; hiding it", "tool", full, "error", err)
-		return true
+		return true, nil
 	}
 	h, _ := d.Result.(bool)
-	return h
+	return h, nil
 }
 
 // ---------------------------------------------------------------------------
