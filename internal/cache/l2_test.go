@@ -3,10 +3,12 @@ package cache
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"reflect"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -279,7 +281,11 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 	// Generous for a loaded 2-core machine under -race, yet below the 1s dial
 	// and write timeouts that an L2 call ignoring its deadline would wait for.
 	slack := 500 * time.Millisecond
-	a := newCache(t, r.URL(), func(c *Config) { c.L2Timeout = timeout })
+	var changes atomic.Int64 // a's breaker's state changes
+	a := newCache(t, r.URL(), func(c *Config) {
+		c.L2Timeout = timeout
+		c.Logger = slog.New(breakerChanges{c.Logger.Handler(), &changes})
+	})
 	b := newCache(t, r.URL(), func(c *Config) { c.L2Timeout = timeout })
 	ctx := context.Background()
 	eventually(t, 5*time.Second, "connected", func() bool { return a.Stats().L2Healthy && b.Stats().L2Healthy })
@@ -312,13 +318,38 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	// While open, Lookup skips L2 at once.
-	start := time.Now()
-	for i := range 100 {
-		a.Lookup(ctx, key(t, 5000+i))
+	if changes.Load() == 0 {
+		t.Fatal("the breaker's opening is not in its log: breakerChanges counts nothing")
 	}
-	if d := time.Since(start); d > slack {
-		t.Fatalf("100 Lookups with the breaker open took %s", d)
+	// While open, Lookup skips L2: no round trip to Redis (which would
+	// wait for its timeout), each miss counted as skipped. Should the
+	// breaker half-open during the Lookups (breakerOpenFor after it
+	// opened: only on a machine stalled that long), one Lookup of each
+	// half-open spell may go to Redis as its probe: that run is made
+	// again once the failed probe has opened the breaker again.
+	for i := 0; ; i++ {
+		if i == 5 {
+			t.Fatal("the breaker changed state during each of 5 runs of 100 Lookups")
+		}
+		eventually(t, 5*time.Second, "breaker open", func() bool { return a.Stats().BreakerState == "open" })
+		before := a.Stats()
+		n := changes.Load() // after Stats, which half-opens (and logs) a breaker whose time is up
+		if before.BreakerState != "open" {
+			continue
+		}
+		for j := range 100 {
+			a.Lookup(ctx, key(t, 5000+100*i+j))
+		}
+		after := a.Stats()
+		changed := uint64(changes.Load() - n)
+		trips, skipped := after.L2RoundTrips-before.L2RoundTrips, after.L2Skipped-before.L2Skipped
+		if trips > changed || changed == 0 && skipped != 100 {
+			t.Fatalf("100 Lookups with the breaker open: %d round trips to Redis, %d skipped, the breaker changing state %d times meanwhile; want 0, 100, 0",
+				trips, skipped, changed)
+		}
+		if changed == 0 {
+			break
+		}
 	}
 	if s := a.Stats(); s.L2Errors == 0 || s.L2Skipped == 0 {
 		t.Fatalf("outage not counted: %+v", s)
@@ -333,6 +364,29 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 	a.Set(k, decision(t, true))
 	waitL2(t, b, k)
 	t.Logf("L2 recovered %s after the restart", time.Since(restarted).Round(time.Millisecond))
+}
+
+// breakerChanges is a log handler that counts the L2 breaker's state
+// changes a Tiered logs: each is logged (OnStateChange) under the
+// breaker's lock, before any call sees the new state.
+type breakerChanges struct {
+	slog.Handler
+	n *atomic.Int64
+}
+
+func (h breakerChanges) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "cache: L2 circuit breaker changed state" {
+		h.n.Add(1)
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h breakerChanges) WithAttrs(as []slog.Attr) slog.Handler {
+	return breakerChanges{h.Handler.WithAttrs(as), h.n}
+}
+
+func (h breakerChanges) WithGroup(g string) slog.Handler {
+	return breakerChanges{h.Handler.WithGroup(g), h.n}
 }
 
 func TestStartWithRedisDown(t *testing.T) {
