@@ -463,12 +463,11 @@ func (g *Gateway) listTools(ctx context.Context, req *mcp.ListToolsRequest) (*mc
 		for _, t := range tools {
 			full := u.cfg.Name + Separator + t.Name
 			if !u.cfg.shadowed(t.Name) {
-				start := time.Now()
 				hide, notMade := g.decideHidden(ctx, full, u.cfg.Name, t.Name, agent)
 				if notMade != nil {
 					// The rest of the checks would be shed too, and the
 					// answer is an error anyway.
-					return nil, g.listNotMade(ctx, full, notMade, time.Since(start))
+					return nil, g.notMadeError(ctx, "list the tools", full, notMade)
 				}
 				if hide {
 					continue
@@ -482,59 +481,42 @@ func (g *Gateway) listTools(ctx context.Context, req *mcp.ListToolsRequest) (*mc
 	return &mcp.ListToolsResult{Tools: out}, nil
 }
 
-// listNotMade is tools/list's answer when the check of tool full was not
-// made (decideHidden's notMade) and took took. A check shed for overload
-// leaves out no tool: an agent would take a tool missing from the list for
-// one that does not exist, a wrong answer made by capacity, not by the
-// policy. The list is refused instead, as the service answers 503
-// overloaded with Retry-After and callTool a shed call: a JSON-RPC error
-// saying that the gateway is overloaded and to retry after retryAfter
-// (data: outcome and retry_after_seconds, as a shed call's _meta), counted
-// as the service counts a shed decision. A check cancelled while it waited
-// (the agent went away) refused nothing: the request's context error,
-// counted apart, as callTool counts a cancelled call.
-func (g *Gateway) listNotMade(ctx context.Context, full string, notMade error, took time.Duration) error {
-	reason := admission.ReasonOf(notMade)
-	if reason == admission.ReasonCanceled {
-		if g.d.Metrics != nil {
-			g.d.Metrics.Canceled()
-			g.d.Metrics.ObserveDecision(hiddenPath, outcomeCanceled, outcomeCanceled, took)
-		}
+// notMadeError is the answer to a request (tools/list, and resources and
+// prompts requests: hiddenFeature) that needs the check of tool full
+// (decideHidden) when the engine did not make it (notMade). what says
+// what the gateway did not do ("list the tools"). A check shed for
+// overload hides nothing and refuses nothing: an agent would take a tool
+// (resource, prompt) missing from a list for one that does not exist, and
+// a read refused as not allowed for a refusal of the policy, wrong answers
+// made by capacity. The request is refused instead, as the service answers
+// 503 overloaded with Retry-After and callTool a shed call: a JSON-RPC
+// error saying that the gateway is overloaded and to retry after
+// retryAfter (data: outcome and retry_after_seconds, as a shed call's
+// _meta). A check cancelled while it waited (the agent went away) refused
+// nothing: the request's context error. decideHidden has counted both.
+func (g *Gateway) notMadeError(ctx context.Context, what, full string, notMade error) error {
+	if admission.ReasonOf(notMade) == admission.ReasonCanceled {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		return notMade
 	}
-	if g.d.Metrics != nil {
-		g.d.Metrics.Shed(reason)
-		g.d.Metrics.ObserveDecision(hiddenPath, OutcomeOverloaded, "shed", took)
-	}
-	g.log.Warn("gateway: a tools/list check was shed for overload; the list is refused, to be retried", "tool", full, "error", notMade)
+	g.log.Warn("gateway: a check was shed for overload; the request is refused, to be retried", "request", what, "tool", full, "error", notMade)
 	data, _ := json.Marshal(map[string]any{"outcome": OutcomeOverloaded, "retry_after_seconds": retryAfter})
 	return &jsonrpc.Error{
 		Code:    jsonrpc.CodeInternalError,
-		Message: fmt.Sprintf("The gateway is overloaded and did not list the tools; retry after %d s: %v", retryAfter, notMade),
+		Message: fmt.Sprintf("The gateway is overloaded and did not %s; retry after %d s: %v", what, retryAfter, notMade),
 		Data:    data,
 	}
-}
-
-// hidden asks the constitution whether a tool is refused whatever its
-// arguments; a failed decision hides it (fail closed), and so does one
-// not made (decideHidden).
-func (g *Gateway) hidden(ctx context.Context, full, upName, tool, agent string) bool {
-	hide, notMade := g.decideHidden(ctx, full, upName, tool, agent)
-	if notMade != nil {
-		g.log.Warn("gateway: cannot tell whether a tool is prohibited; hiding it", "tool", full, "error", notMade)
-	}
-	return hide
 }
 
 // decideHidden asks the constitution whether a tool is refused whatever
 // its arguments. A decision that failed or is undefined hides it (fail
 // closed). One the engine did not make (admission.ReasonOf: shed for
 // overload, or its request cancelled while it waited) is no answer of the
-// policy: notMade is the engine's error, and hide is true for a caller
-// that cannot refuse its request instead (hidden).
+// policy: notMade is the engine's error, for the caller to refuse its
+// request with (notMadeError), and hide means nothing. Every check is
+// counted (countHidden).
 func (g *Gateway) decideHidden(ctx context.Context, full, upName, tool, agent string) (hide bool, notMade error) {
 	in := map[string]any{
 		"type":                "tool_call",
@@ -544,9 +526,11 @@ func (g *Gateway) decideHidden(ctx context.Context, full, upName, tool, agent st
 			"agent": map[string]any{"id": agent},
 		},
 	}
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.DecisionTimeout)
 	defer cancel()
 	d, err := g.d.Engine.Decide(ctx, hiddenPath, in)
+	g.countHidden(d, err, time.Since(start))
 	if admission.ReasonOf(err) != "" {
 		return true, err
 	}
@@ -556,6 +540,49 @@ func (g *Gateway) decideHidden(ctx context.Context, full, upName, tool, agent st
 	}
 	h, _ := d.Result.(bool)
 	return h, nil
+}
+
+// countHidden counts one check of decideHidden that took took as the
+// service counts a decision (internal/server's record, countFailure and
+// outcomeOf), so that acgs_decisions_total has every check beside the
+// shed and cancelled ones and the gateway's shed ratio is the service's:
+// path acgs/tool_call/hidden, outcome allow or deny for a boolean result
+// (allow: true, the tool hidden), undefined, error (also in
+// acgs_evaluation_failures_total when an evaluation error or
+// EVAL_TIMEOUT), overloaded (source shed, and in acgs_decisions_shed_total
+// by reason) or canceled (acgs_decisions_canceled_total), or defined for
+// another value.
+func (g *Gateway) countHidden(d engine.Decision, err error, took time.Duration) {
+	if g.d.Metrics == nil {
+		return
+	}
+	outcome, src := "defined", d.Source.String()
+	switch reason := admission.ReasonOf(err); {
+	case reason == admission.ReasonCanceled:
+		outcome, src = outcomeCanceled, outcomeCanceled
+		g.d.Metrics.Canceled()
+	case reason != "":
+		outcome, src = OutcomeOverloaded, "shed"
+		g.d.Metrics.Shed(reason)
+	case err != nil:
+		outcome, src = outcomeError, "error"
+		switch {
+		case errors.Is(err, engine.ErrEvalTimeout):
+			g.d.Metrics.EvalTimeout()
+		case apierror.CodeOf(err) == apierror.EvaluationError:
+			g.d.Metrics.EvalError()
+		}
+	case !d.Defined:
+		outcome = "undefined"
+	default:
+		if h, ok := d.Result.(bool); ok {
+			outcome = OutcomeDeny
+			if h {
+				outcome = OutcomeAllow
+			}
+		}
+	}
+	g.d.Metrics.ObserveDecision(hiddenPath, outcome, src, took)
 }
 
 // ---------------------------------------------------------------------------

@@ -11,6 +11,29 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 )
 
+// wantOverloadError checks the answer (res, err) of a request (method)
+// whose check the engine shed for overload: the gateway's JSON-RPC error
+// (code -32603, "The gateway is overloaded and did not <what>; retry after
+// 1 s: ...", data outcome overloaded and retry_after_seconds 1), not a
+// result (a list missing what the check was about) nor another error (a
+// refusal as not allowed).
+func wantOverloadError(t *testing.T, method, what string, res any, err error) {
+	t.Helper()
+	var je *jsonrpc.Error
+	if !errors.As(err, &je) {
+		b, _ := json.Marshal(res)
+		t.Errorf("%s with the only evaluation slot taken: error %v, result %s; want the gateway's overload error", method, err, b)
+		return
+	}
+	if want := "The gateway is overloaded and did not " + what + "; retry after 1 s: "; je.Code != jsonrpc.CodeInternalError || !strings.HasPrefix(je.Message, want) {
+		t.Errorf("%s error %d %q: want code %d, %q...", method, je.Code, je.Message, jsonrpc.CodeInternalError, want)
+	}
+	var data map[string]any
+	if err := json.Unmarshal(je.Data, &data); err != nil || data["outcome"] != "overloaded" || data["retry_after_seconds"] != float64(1) {
+		t.Errorf("%s error data %s (%v): want outcome overloaded, retry_after_seconds 1", method, je.Data, err)
+	}
+}
+
 // TestToolsListShedForOverloadIsAnErrorNotAShorterList: a tools/list
 // whose check of a tool (data.acgs.tool_call.hidden) the engine sheds for
 // overload is refused with a JSON-RPC error saying that the gateway is
@@ -27,23 +50,7 @@ func TestToolsListShedForOverloadIsAnErrorNotAShorterList(t *testing.T) {
 
 	// No tools/list before this one: no check is answered by the cache.
 	res, err := gw.ListTools(testCtx(t), nil)
-	var je *jsonrpc.Error
-	if !errors.As(err, &je) {
-		var listed []string
-		if res != nil {
-			for _, tl := range res.Tools {
-				listed = append(listed, tl.Name)
-			}
-		}
-		t.Fatalf("tools/list with the only evaluation slot taken: error %v, tools %q; want the gateway's overload error, not a list missing the tools whose check was shed", err, listed)
-	}
-	if je.Code != jsonrpc.CodeInternalError || !strings.Contains(je.Message, "overloaded") || !strings.Contains(je.Message, "retry after 1 s") {
-		t.Errorf("tools/list error %d %q: want code %d saying the gateway is overloaded and to retry after 1 s", je.Code, je.Message, jsonrpc.CodeInternalError)
-	}
-	var data map[string]any
-	if err := json.Unmarshal(je.Data, &data); err != nil || data["outcome"] != "overloaded" || data["retry_after_seconds"] != float64(1) {
-		t.Errorf("tools/list error data %s (%v): want outcome overloaded, retry_after_seconds 1", je.Data, err)
-	}
+	wantOverloadError(t, "tools/list", "list the tools", res, err)
 	for _, c := range []struct {
 		name   string
 		labels map[string]string
@@ -111,5 +118,49 @@ func TestToolsListCancelledWhileACheckWaitsIsNotShed(t *testing.T) {
 	release()
 	if names := toolNames(t, gw); !names["remote__echo"] || names["remote__exec"] {
 		t.Errorf("tools/list once the slot is free: %v", names)
+	}
+}
+
+// TestToolsListCountsEveryCheck: every check of a tools/list (one per tool
+// not in shadow mode) is a decision counted in acgs_decisions_total (path
+// acgs/tool_call/hidden) as the service counts one, a check answered from
+// the decision cache too: outcome allow for a tool hidden (the check's
+// result true: remote__exec, prohibited), deny for one shown; else the
+// shed ratio (acgs_decisions_shed_total over acgs_decisions_total) would
+// count the shed checks and not the others. Before, only checks shed or
+// cancelled were counted.
+func TestToolsListCountsEveryCheck(t *testing.T) {
+	e, _ := overloadEnv(t, 10*time.Second) // no slot held
+	gw := e.agent(t, "token-1")
+	for round := 1; round <= 2; round++ { // the second from the cache
+		names := toolNames(t, gw)
+		var tools float64 // remote's, each checked (shadowed's are not)
+		for n := range names {
+			if strings.HasPrefix(n, "shadowed__") {
+				tools++
+			}
+		}
+		if tools < 2 || !names["shadowed__exec"] || names["remote__exec"] {
+			t.Fatalf("tools/list %d: %v", round, names)
+		}
+		for _, c := range []struct {
+			outcome string
+			want    float64
+		}{
+			{"", tools * float64(round)},
+			{"allow", float64(round)},
+			{"deny", (tools - 1) * float64(round)},
+		} {
+			labels := map[string]string{"path": "acgs/tool_call/hidden"}
+			if c.outcome != "" {
+				labels["outcome"] = c.outcome
+			}
+			if got := e.metric(t, "acgs_decisions_total", labels); got != c.want {
+				t.Errorf("after tools/list %d: acgs_decisions_total%v = %v, want %v", round, labels, got, c.want)
+			}
+		}
+	}
+	if got := e.metric(t, "acgs_decisions_shed_total", nil); got != 0 {
+		t.Errorf("acgs_decisions_shed_total = %v, want 0", got)
 	}
 }

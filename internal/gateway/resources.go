@@ -64,13 +64,32 @@ func (g *Gateway) countListed(u *upstream, method, asked string, hidden bool) {
 }
 
 // hiddenFeature reports whether the constitution hides an upstream's
-// resources or prompts (feature: resourcesTool or promptsTool) from agent.
-// Shadow mode for the upstream (or for the pseudo-tool) shows them.
-func (g *Gateway) hiddenFeature(ctx context.Context, u *upstream, feature, agent string) bool {
+// resources or prompts (feature: resourcesTool or promptsTool) from agent;
+// a failed or undefined check hides them (fail closed). Shadow mode for
+// the upstream (or for the pseudo-tool) shows them. A check the engine did
+// not make (shed for overload, or cancelled while it waited) hides nothing
+// and refuses nothing: err is the request's answer (notMadeError, what
+// saying what the gateway did not do), as for tools/list.
+func (g *Gateway) hiddenFeature(ctx context.Context, u *upstream, feature, agent, what string) (hidden bool, err error) {
 	if u.cfg.shadowed(feature) {
-		return false
+		return false, nil
 	}
-	return g.hidden(ctx, u.cfg.Name+Separator+feature, u.cfg.Name, feature, agent)
+	full := u.cfg.Name + Separator + feature
+	hide, notMade := g.decideHidden(ctx, full, u.cfg.Name, feature, agent)
+	if notMade != nil {
+		return false, g.notMadeError(ctx, what, full, notMade)
+	}
+	return hide, nil
+}
+
+// countRefusedList counts a list refused because the check of the first
+// of ups was not made (hiddenFeature's err): each of ups counts what
+// asking it gave, as it does in a list answered (countListed), none as
+// hidden: that was not decided.
+func (g *Gateway) countRefusedList(ups []*upstream, method string, asked map[*upstream]string) {
+	for _, u := range ups {
+		g.countListed(u, method, asked[u], false)
+	}
 }
 
 // ---------------------------------------------------------------------------
@@ -85,9 +104,16 @@ func (g *Gateway) listResources(ctx context.Context, req *mcp.ListResourcesReque
 	agent, _ := g.identity(req.Session, req.Extra)
 	asked := g.refreshResources(ctx)
 	out := []*mcp.Resource{}
-	for _, u := range g.order {
+	for i, u := range g.order {
 		res, _ := u.lastResources()
-		hidden := len(res) > 0 && g.hiddenFeature(ctx, u, resourcesTool, agent)
+		hidden := false
+		if len(res) > 0 {
+			var err error
+			if hidden, err = g.hiddenFeature(ctx, u, resourcesTool, agent, "list the resources"); err != nil {
+				g.countRefusedList(g.order[i:], methodResourcesList, asked)
+				return nil, err
+			}
+		}
 		g.countListed(u, methodResourcesList, asked[u], hidden)
 		if len(res) == 0 || hidden {
 			continue
@@ -114,9 +140,16 @@ func (g *Gateway) listResourceTemplates(ctx context.Context, req *mcp.ListResour
 	agent, _ := g.identity(req.Session, req.Extra)
 	asked := g.refreshResources(ctx)
 	out := []*mcp.ResourceTemplate{}
-	for _, u := range g.order {
+	for i, u := range g.order {
 		_, tmpls := u.lastResources()
-		hidden := len(tmpls) > 0 && g.hiddenFeature(ctx, u, resourcesTool, agent)
+		hidden := false
+		if len(tmpls) > 0 {
+			var err error
+			if hidden, err = g.hiddenFeature(ctx, u, resourcesTool, agent, "list the resource templates"); err != nil {
+				g.countRefusedList(g.order[i:], methodTemplatesList, asked)
+				return nil, err
+			}
+		}
 		g.countListed(u, methodTemplatesList, asked[u], hidden)
 		if len(tmpls) == 0 || hidden {
 			continue
@@ -145,7 +178,11 @@ func (g *Gateway) readResource(ctx context.Context, req *mcp.ReadResourceRequest
 		g.countProxied("unknown", methodResourcesRead, proxiedNotFound)
 		return nil, mcp.ResourceNotFoundError(uri)
 	}
-	if g.hiddenFeature(ctx, u, resourcesTool, agent) {
+	hidden, err := g.hiddenFeature(ctx, u, resourcesTool, agent, "read the resource")
+	if err != nil {
+		return nil, err
+	}
+	if hidden {
 		g.countProxied(u.cfg.Name, methodResourcesRead, proxiedHidden)
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("resource %q: the constitution does not let agent %q read resources of upstream %q", uri, agent, u.cfg.Name)}
 	}
@@ -334,7 +371,14 @@ func (g *Gateway) listPrompts(ctx context.Context, req *mcp.ListPromptsRequest) 
 		case served:
 			asked = proxiedOK
 		}
-		hidden := len(prompts) > 0 && g.hiddenFeature(ctx, u, promptsTool, agent)
+		hidden := false
+		if len(prompts) > 0 {
+			if hidden, err = g.hiddenFeature(ctx, u, promptsTool, agent, "list the prompts"); err != nil {
+				// As countRefusedList: the upstreams after u were not asked.
+				g.countListed(u, methodPromptsList, asked, false)
+				return nil, err
+			}
+		}
 		g.countListed(u, methodPromptsList, asked, hidden)
 		if len(prompts) == 0 || hidden {
 			continue
@@ -356,7 +400,11 @@ func (g *Gateway) getPrompt(ctx context.Context, req *mcp.GetPromptRequest) (*mc
 		g.countProxied("unknown", methodPromptsGet, proxiedNotFound)
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("unknown prompt %q: no upstream is named %q (prompts are named <upstream>%s<prompt>)", req.Params.Name, upName, Separator)}
 	}
-	if g.hiddenFeature(ctx, u, promptsTool, agent) {
+	hidden, err := g.hiddenFeature(ctx, u, promptsTool, agent, "get the prompt")
+	if err != nil {
+		return nil, err
+	}
+	if hidden {
 		g.countProxied(u.cfg.Name, methodPromptsGet, proxiedHidden)
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("prompt %q: the constitution does not let agent %q get prompts of upstream %q", req.Params.Name, agent, upName)}
 	}

@@ -470,3 +470,108 @@ func TestRelistsDoNotQueueUpBehindASlowList(t *testing.T) {
 		t.Errorf("reads of unknown URIs during a hanging list made %d lists, want 2 (the hanging one and one shared by every read after it began)", n)
 	}
 }
+
+// TestResourcesAndPromptsShedForOverloadAreAnErrorNotHidden: a resources
+// or prompts request whose check of the upstream's pseudo-tool
+// (data.acgs.tool_call.hidden for remote__resources/read,
+// remote__prompts/get) the engine sheds for overload is refused with the
+// gateway's overload error, as a tools/list is, counted as a shed
+// decision; a list is not answered without the upstream's resources or
+// prompts, nor a read or get refused as not allowed by the constitution:
+// answers made by capacity, not by the policy. Once the slot is free each
+// is answered. Before, the shed check hid the upstream: the lists left
+// remote's entries out and the read and get were refused as not allowed.
+func TestResourcesAndPromptsShedForOverloadAreAnErrorNotHidden(t *testing.T) {
+	e, hold := overloadEnv(t, time.Nanosecond)
+	gw := e.agent(t, "token-1")
+	ctx := testCtx(t)
+	release := hold()
+
+	// Nothing asked before: no check is answered by the cache. Only
+	// remote's are checked ("shadowed" is in shadow mode).
+	// want is in the answer once the slot is free.
+	requests := []struct {
+		method, what, want string
+		do                 func() (any, error)
+	}{
+		{"resources/list", "list the resources", `"remote__readme"`, func() (any, error) { return gw.ListResources(ctx, nil) }},
+		{"resources/templates/list", "list the resource templates", `"remote__record"`, func() (any, error) { return gw.ListResourceTemplates(ctx, nil) }},
+		{"resources/read", "read the resource", `"readme of mcptest"`, func() (any, error) {
+			return gw.ReadResource(ctx, &mcp.ReadResourceParams{URI: "mcptest://mcptest/readme"})
+		}},
+		{"prompts/list", "list the prompts", `"remote__review"`, func() (any, error) { return gw.ListPrompts(ctx, nil) }},
+		{"prompts/get", "get the prompt", `"review from mcptest"`, func() (any, error) {
+			return gw.GetPrompt(ctx, &mcp.GetPromptParams{Name: "remote__review", Arguments: map[string]string{"topic": "x"}})
+		}},
+	}
+	for _, r := range requests {
+		res, err := r.do()
+		wantOverloadError(t, r.method, r.what, res, err)
+	}
+	n := float64(len(requests))
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"acgs_decisions_shed_total", map[string]string{"reason": "queue_timeout"}, n},
+		{"acgs_decisions_total", map[string]string{"path": "acgs/tool_call/hidden", "outcome": "overloaded"}, n},
+		{"acgs_decisions_total", map[string]string{"path": "acgs/tool_call/hidden"}, n},
+		{"acgs_gateway_proxied_requests_total", map[string]string{"outcome": "hidden"}, 0},
+	} {
+		if got := e.metric(t, c.name, c.labels); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+
+	release()
+	for _, r := range requests {
+		res, err := r.do()
+		if b, _ := json.Marshal(res); err != nil || !strings.Contains(string(b), r.want) {
+			t.Errorf("%s once the slot is free: %v, %s; want %s in it", r.method, err, b, r.want)
+		}
+	}
+}
+
+// TestResourceReadCancelledWhileItsCheckWaitsIsNotRefused: an agent that
+// gives up a resources/read while its check waits for the only slot was
+// refused nothing: the read is not counted as hidden and the check is
+// counted as cancelled, not shed, as a cancelled tools/list is. Before,
+// the check not made hid the upstream's resources: the read was counted
+// (and answered) as refused by the constitution.
+func TestResourceReadCancelledWhileItsCheckWaitsIsNotRefused(t *testing.T) {
+	e, hold := overloadEnv(t, 10*time.Second) // the longest wait allowed
+	gw := e.agent(t, "token-1")
+	release := hold()
+	ctx, cancel := context.WithCancel(testCtx(t))
+	done := make(chan error, 1)
+	go func() {
+		_, err := gw.ReadResource(ctx, &mcp.ReadResourceParams{URI: "mcptest://mcptest/readme"})
+		done <- err
+	}()
+	waitFor(t, time.Minute, "the read's check waiting for the slot", func() bool { return e.svc.Admit.Stats().Waiting == 1 })
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("a cancelled resources/read answered")
+	}
+	waitFor(t, time.Minute, "the cancelled check counted", func() bool {
+		return e.metric(t, "acgs_decisions_canceled_total", nil) == 1
+	})
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"acgs_decisions_total", map[string]string{"path": "acgs/tool_call/hidden", "outcome": "canceled"}, 1},
+		{"acgs_decisions_shed_total", nil, 0},
+		{"acgs_gateway_proxied_requests_total", map[string]string{"method": "resources/read"}, 0},
+	} {
+		if got := e.metric(t, c.name, c.labels); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	release()
+	if _, err := gw.ReadResource(testCtx(t), &mcp.ReadResourceParams{URI: "mcptest://mcptest/readme"}); err != nil {
+		t.Errorf("resources/read once the slot is free: %v", err)
+	}
+}
