@@ -22,6 +22,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/builtins"
 
+	"github.com/acgs-lite/acgs/internal/admission"
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/cache"
 	"github.com/acgs-lite/acgs/internal/parallel"
@@ -955,22 +956,47 @@ func (e *Engine) PlanKind(path string, input any) string {
 // counted (400, not shed even when ctx has ended); Decide refuses it too,
 // after its cache lookup.
 func (e *Engine) DecideBatch(ctx context.Context, path string, inputs []any) ([]Decision, []error) {
-	return e.DecideBatchLookingUp(ctx, ctx, path, inputs)
+	return e.decideBatch(ctx, ctx, path, inputs, true)
 }
 
-// DecideBatchLookingUp is DecideBatch with its cache lookups (L1 and the
-// one L2 round trip) made under lookup instead of ctx; everything else,
-// the evaluation of misses and their admission, is bounded by ctx.
+// DecideCached answers inputs for one path as DecideBatch does from the
+// caches (L1, and one L2 round trip for its misses) and constant plans,
+// and evaluates nothing: every other item is refused as too late
+// (TooLate), admission not asked. A path that names a function is refused
+// for every item (400), as DecideBatch refuses it; no active policy is
+// unavailable.
 //
-// It is for a request whose ctx ended before it was asked anything (a
-// body that came too late, server.errLate): under that ctx an L2 read
-// gives up at once and misses, so a decision only L2 held was refused,
-// when a cache hit is never shed. With ctx done, the misses are refused
-// without asking admission, and lookup (detached from ctx's deadline,
-// bounded by the caller, each read by L2_TIMEOUT) lets the caches answer
-// what they hold. A parameter rather than a context value: what bounds
-// the lookup is visible at the call.
-func (e *Engine) DecideBatchLookingUp(ctx, lookup context.Context, path string, inputs []any) ([]Decision, []error) {
+// It is for a request whose body came too late for its decisions to be
+// made and answered in time (internal/server's too-late requests, whose
+// deadline passed before they were asked anything): admission refuses a
+// passed deadline even with a free slot and counts the refusal as a
+// deadline's in acgs_admission_refused_total, a sign of overload that no
+// load caused, while a cache hit or a constant plan is never refused. Its
+// cache lookups run until lookupUntil, detached from ctx's deadline, which
+// has passed (under it an L2 read gives up at once and misses, and a
+// decision only L2 held was refused); each L2 read is bounded by
+// L2_TIMEOUT too. ctx gives them its values only.
+func (e *Engine) DecideCached(ctx context.Context, path string, inputs []any, lookupUntil time.Time) ([]Decision, []error) {
+	lookup, cancel := context.WithDeadline(context.WithoutCancel(ctx), lookupUntil)
+	defer cancel()
+	return e.decideBatch(ctx, lookup, path, inputs, false)
+}
+
+// TooLate is the error of a decision DecideCached could not answer from
+// the caches or a constant plan: overloaded (503, Retry-After; clients
+// retry it), for admission.ErrLate, which says why and makes it shed for
+// reason "late", not "deadline": no load refused it, and adding instances
+// does not make a client send sooner (ACGSShedding does not page on it).
+// A new error each time, so that no caller can change another's.
+func TooLate() error {
+	return apierror.Wrap(apierror.Overloaded, admission.ErrLate, "not decided: %s; send the body sooner or retry", admission.ErrLate)
+}
+
+// decideBatch is DecideBatch with its cache lookups made under lookup, and
+// DecideCached's when not evaluate: the items no cache or constant plan
+// answers are then refused as too late (TooLate) instead of decided under
+// ctx (their evaluation and its admission).
+func (e *Engine) decideBatch(ctx, lookup context.Context, path string, inputs []any, evaluate bool) ([]Decision, []error) {
 	out := make([]Decision, len(inputs))
 	errs := make([]error, len(inputs))
 	s := e.cur.Load()
@@ -996,6 +1022,10 @@ func (e *Engine) DecideBatchLookingUp(ctx, lookup context.Context, path string, 
 			all[i] = i
 		}
 		todo := e.constants(s, path, inputs, all, out, errs, nil)
+		if !evaluate {
+			refuseLate(errs, todo)
+			return out, errs
+		}
 		e.decideEach(ctx, out, errs, todo, func(i int) (Decision, error) { return e.evaluate(ctx, s, path, inputs[i], true) })
 		return out, errs
 	}
@@ -1043,12 +1073,16 @@ func (e *Engine) DecideBatchLookingUp(ctx, lookup context.Context, path string, 
 		}
 		return keys[twin[i]], true
 	})
-	e.decideEach(ctx, out, errs, todo, func(i int) (Decision, error) {
-		if twin[i] < 0 {
-			return e.evaluate(ctx, s, path, inputs[i], true)
-		}
-		return e.decideMiss(ctx, s, keys[twin[i]], path, inputs[i], true)
-	})
+	if evaluate {
+		e.decideEach(ctx, out, errs, todo, func(i int) (Decision, error) {
+			if twin[i] < 0 {
+				return e.evaluate(ctx, s, path, inputs[i], true)
+			}
+			return e.decideMiss(ctx, s, keys[twin[i]], path, inputs[i], true)
+		})
+	} else {
+		refuseLate(errs, todo)
+	}
 	// One L1 lookup per distinct key, counted as Decide counts it: its
 	// twins were answered by the same lookup.
 	var hits uint64
@@ -1064,6 +1098,14 @@ func (e *Engine) DecideBatchLookingUp(ctx, lookup context.Context, path string, 
 		}
 	}
 	return out, errs
+}
+
+// refuseLate refuses the items todo as too late (TooLate): DecideCached's
+// items that no cache or constant plan answered.
+func refuseLate(errs []error, todo []int) {
+	for _, i := range todo {
+		errs[i] = TooLate()
+	}
 }
 
 // constants answers into out the items of todo that a constant plan

@@ -41,12 +41,12 @@ type decided struct {
 // a free slot, and an L2 read under it misses), is decided until
 // WRITE_TIMEOUT less lateReserve instead: it was shed 503 overloaded on
 // an idle service, a refusal no load caused. Only when even that has
-// passed is it too late (tooLate): its answer could not be written. A
+// passed is it too late (lateUntil): its answer could not be written. A
 // batch keeps the window's bound: its answer, up to MAX_BATCH_ITEMS
 // items each logged, needs the window's whole reserve; one whose body came
-// after the window is too late (tooLate) at once. What a too-late request
-// cannot have decided is refused as late (lateErr, shed reason "late"),
-// not as overloaded: no load refused it (admission.ErrLate).
+// after the window is too late at once. A too-late request's context is
+// done when it is made, with cause lateCause, which says until when its
+// caches may still answer: it is the one place its lateness is kept.
 func (s *Server) decisionContext(w http.ResponseWriter, r *http.Request) (context.Context, context.CancelFunc) {
 	wt := s.cfg.Server.WriteTimeout
 	if wt <= 0 {
@@ -59,18 +59,17 @@ func (s *Server) decisionContext(w http.ResponseWriter, r *http.Request) (contex
 		return context.WithDeadline(r.Context(), bound)
 	}
 	// A too-late request's caches may still answer until WRITE_TIMEOUT
-	// less what writing the answer needs (lateLookup): lateReserve
-	// without an evaluation, at least lateMargin. Bounded at WRITE_TIMEOUT
-	// itself, a slow L2 read (L2_TIMEOUT may be up to 10s) ended where
-	// nothing can be written any more, its answer counted, logged and
-	// lost (review).
-	tooLateCtx := context.WithValue(r.Context(), lateUntilKey{}, start.Add(wt-lateReserve(wt, 0)))
+	// less what writing the answer needs: lateReserve without an
+	// evaluation, at least lateMargin. Bounded at WRITE_TIMEOUT itself, a
+	// slow L2 read (L2_TIMEOUT may be up to 10s) ended where nothing can
+	// be written any more, its answer counted, logged and lost (review).
+	tooLate := lateCause{lookupUntil: start.Add(wt - lateReserve(wt, 0))}
 	if isBatch(w) {
-		return context.WithDeadlineCause(tooLateCtx, bound, admission.ErrLate)
+		return context.WithDeadlineCause(r.Context(), bound, tooLate)
 	}
 	late := start.Add(wt - lateReserve(wt, s.cfg.Policy.EvalTimeout))
 	if !now.Before(late) {
-		return context.WithDeadlineCause(tooLateCtx, late, admission.ErrLate)
+		return context.WithDeadlineCause(r.Context(), late, tooLate)
 	}
 	return context.WithDeadline(r.Context(), late)
 }
@@ -109,66 +108,51 @@ func isBatch(w http.ResponseWriter) bool {
 	return ok && sw.batch
 }
 
-// tooLate reports whether ctx is a too-late request's: its deadline passed
-// before it was asked anything, with cause admission.ErrLate (its body
-// arrived when even its late bound had passed: a single request's
-// WRITE_TIMEOUT less lateReserve, a batch's the decision window). No load
-// refused it, so its answer says so rather than that the service is
-// overloaded (which admission, refusing its passed deadline, says), and it
-// is counted as shed for reason "late", which ACGSShedding does not page
-// on: adding instances does not make a client send sooner.
-func tooLate(ctx context.Context) bool {
-	return ctx.Err() != nil && errors.Is(context.Cause(ctx), admission.ErrLate)
+// lateCause is a too-late request's cause (decisionContext): its body
+// arrived when even its late bound had passed (a single request's
+// WRITE_TIMEOUT less lateReserve, a batch's the decision window), so its
+// decisions are not made, only answered from the caches and constant
+// plans (engine.DecideCached) until lookupUntil. What they do not hold is
+// refused as late (engine.TooLate, admission.ErrLate, which lateCause
+// wraps): no load refused it, so its answer says so rather than that the
+// service is overloaded (which admission, refusing its passed deadline,
+// says), and it is counted as shed for reason "late", which ACGSShedding
+// does not page on: adding instances does not make a client send sooner.
+type lateCause struct {
+	// lookupUntil bounds the request's cache lookups: its start plus
+	// WRITE_TIMEOUT, less time to write its answer.
+	lookupUntil time.Time
 }
 
-// lateUntilKey keys how long a too-late request's cache lookups may run
-// (its start plus WRITE_TIMEOUT, less time to write its answer) in its
-// context, set by decisionContext.
-type lateUntilKey struct{}
+func (lateCause) Error() string { return admission.ErrLate.Error() }
+func (lateCause) Unwrap() error { return admission.ErrLate }
 
-// lateLookup is the context a too-late request's cache lookups run under:
-// detached from its deadline, which has passed (under it an L2 read gives
-// up at once and misses, and a decision only L2 held was refused as late,
-// when a cache hit is never shed), and bounded before its WRITE_TIMEOUT,
-// past which no answer is written; each L2 read is bounded by L2_TIMEOUT
-// too.
-// Only the lookups: evaluations and admission stay under ctx, which has
-// ended, so what the caches do not hold is refused as late.
-func lateLookup(ctx context.Context) (context.Context, context.CancelFunc) {
-	until, ok := ctx.Value(lateUntilKey{}).(time.Time)
-	if !ok {
-		return ctx, func() {}
+// lateUntil reports whether ctx is a too-late request's (lateCause), and
+// until when its cache lookups may run.
+func lateUntil(ctx context.Context) (lookupUntil time.Time, late bool) {
+	var c lateCause
+	if ctx.Err() == nil || !errors.As(context.Cause(ctx), &c) {
+		return time.Time{}, false
 	}
-	return context.WithDeadline(context.WithoutCancel(ctx), until)
-}
-
-// lateErr is err as the answer states it: a shed decision of a request
-// whose body came too late (tooLate) says so.
-func lateErr(ctx context.Context, err error) error {
-	if admission.Overloaded(err) && admission.ReasonOf(err) != admission.ReasonCanceled && errors.Is(context.Cause(ctx), admission.ErrLate) {
-		return apierror.Wrap(apierror.Overloaded, admission.ErrLate, "not decided: %s; send the body sooner or retry", admission.ErrLate)
-	}
-	return err
+	return c.lookupUntil, true
 }
 
 // decide asks the engine and records the decision in metrics and the audit
 // log. Errors come back in the result: callers fail closed.
 //
-// A too-late request (tooLate) is answered as a late batch's item is: from
-// the caches (L1 and L2, looked up under lateLookup) or a constant plan
-// when they hold its decision, refused as late otherwise, through
-// DecideBatchLookingUp, which asks admission nothing past the deadline.
-// Decide would ask admission for a miss, which refuses it and counts the
-// refusal as a deadline's in acgs_admission_refused_total, a sign of
-// overload that no load caused.
+// A too-late request (lateUntil) is answered by engine.DecideCached, as a
+// late batch's items are: from the caches (L1 and L2, looked up until its
+// lookupUntil) or a constant plan when they hold its decision, refused as
+// late otherwise, asking admission nothing. Decide would ask admission for
+// a miss, which refuses its passed deadline and counts the refusal as a
+// deadline's in acgs_admission_refused_total, a sign of overload that no
+// load caused.
 func (s *Server) decide(ctx context.Context, path string, input any, batchID string) decided {
 	start := time.Now()
 	var d engine.Decision
 	var err error
-	if tooLate(ctx) {
-		lookup, cancel := lateLookup(ctx)
-		ds, errs := s.d.Engine.DecideBatchLookingUp(ctx, lookup, path, []any{input})
-		cancel()
+	if until, late := lateUntil(ctx); late {
+		ds, errs := s.d.Engine.DecideCached(ctx, path, []any{input}, until)
 		d, err = ds[0], errs[0]
 	} else {
 		d, err = s.d.Engine.Decide(ctx, path, input)
@@ -177,16 +161,17 @@ func (s *Server) decide(ctx context.Context, path string, input any, batchID str
 }
 
 // decideMany answers a batch through the engine's batch path (one L2 round
-// trip for all L1 misses, parallel evaluation), in input order. A too-late
-// batch's lookups run under lateLookup, as a single request's (decide).
+// trip for all L1 misses, parallel evaluation), in input order; a
+// too-late batch through DecideCached, as a single request (decide).
 func (s *Server) decideMany(ctx context.Context, path string, inputs []any, batchID string) []decided {
 	start := time.Now()
-	lookup, cancel := ctx, context.CancelFunc(func() {})
-	if tooLate(ctx) {
-		lookup, cancel = lateLookup(ctx)
+	var ds []engine.Decision
+	var errs []error
+	if until, late := lateUntil(ctx); late {
+		ds, errs = s.d.Engine.DecideCached(ctx, path, inputs, until)
+	} else {
+		ds, errs = s.d.Engine.DecideBatch(ctx, path, inputs)
 	}
-	ds, errs := s.d.Engine.DecideBatchLookingUp(ctx, lookup, path, inputs)
-	cancel()
 	took := time.Since(start)
 	out := make([]decided, len(inputs))
 	for i := range inputs {
@@ -199,7 +184,6 @@ func (s *Server) decideMany(ctx context.Context, path string, inputs []any, batc
 // hit does the part of this it needs itself: rawLookup.)
 func (s *Server) record(ctx context.Context, path string, input any, batchID string, d engine.Decision, err error, start time.Time, took time.Duration) decided {
 	outcome := outcomeOf(d, err)
-	err = lateErr(ctx, err)
 	out := decided{Decision: d, ID: telemetry.NewDecisionID(), Err: err}
 	src := d.Source.String()
 	if err != nil {
