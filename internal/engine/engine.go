@@ -613,8 +613,9 @@ func (e *Engine) fly(ctx context.Context, f *flight, s *snapshot, key cache.Key,
 func (e *Engine) storedL1(s *snapshot, key cache.Key) (Decision, bool) {
 	// PeekValue, not Peek: Decide's callers read the value (the allow
 	// metric, the ACGS answer's checks), which a cold entry holds encoded.
+	// What L1 holds answers, as Lookup and LookupMany answer it.
 	v, ok := e.opts.Cache.PeekValue(key)
-	if !ok || (v.Defined && v.Result == nil && v.JSON == nil) {
+	if !ok {
 		return Decision{}, false
 	}
 	return Decision{Result: v.Result, Defined: v.Defined, Revision: s.revision, Source: SourceL1, JSON: v.JSON}, true
