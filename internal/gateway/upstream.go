@@ -18,7 +18,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -132,213 +131,27 @@ func (u *upstream) transport() mcp.Transport {
 		return &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: &http.Client{Transport: base}, MaxRetries: 1, DisableStandaloneSSE: true}
 	}
 	// standalone_stream: the standalone SSE stream (a GET the client opens
-	// once the session is initialized and keeps open: the SDK's client,
-	// and streamGuard when it ends between events, reopen it) is where an
-	// upstream answering in JSON-response mode sends a call's progress:
-	// without it, its calls pass none on. What arrives there goes to the
-	// client's handlers like what arrives on a POST's stream. An upstream
-	// may refuse it (405): the session goes on without it.
-	hc := &http.Client{Transport: &streamGuard{base: base, wait: u.listTimeout() / 2, reopenAfter: reopenAfter, log: u.log}}
-	return &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: hc, MaxRetries: 1}
+	// once the session is initialized and keeps open) is where an upstream
+	// answering in JSON-response mode sends a call's progress: without it,
+	// its calls pass none on. What arrives there goes to the client's
+	// handlers like what arrives on a POST's stream. An upstream may refuse
+	// it (405): the session goes on without it. The SDK's client, as
+	// patched (third_party/README.md), bounds the wait for the header of
+	// its first GET, made within Connect under the connection's own
+	// context (an upstream that accepted it and never answered would hold
+	// the connection attempt, and Close, forever), to half a list's
+	// timeout, then goes on without the stream; and reopens a stream
+	// without event IDs when it ends (an upstream without an event store,
+	// a proxy that cuts idle streams), no sooner than reopenAfter after it
+	// opened, where it would have failed the session at the second end.
+	return &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: &http.Client{Transport: base}, MaxRetries: 1,
+		StandaloneSSE: &mcp.StandaloneSSEOptions{Wait: u.listTimeout() / 2, ReopenAfter: reopenAfter, Logger: u.log}}
 }
 
-// streamGuard is the HTTP client of an upstream with standalone_stream,
-// one a connection. It bounds the wait for the header of the upstream's
-// answer to the connection's standalone GET, until one has had it, to
-// wait: the SDK's
-// client opens that stream within Connect, but under the connection's own
-// context, without the connect timeout, so an upstream that accepted the
-// GET and never answered it would hold the connection attempt (and Close,
-// which waits for it) forever. That GET without a header in time is
-// answered 405 (the protocol's "no stream here") in its place: the session
-// goes on without that stream, as with an upstream that offers none, and
-// this is logged. No other request is bounded: a POST's header may come
-// only with a call's answer, and so may a resumption's (a GET with
-// Last-Event-ID, resuming a call's stream the upstream closed early: the
-// SDK's server sends its header with its next event), which a fake 405
-// would have failed the session for; the SDK's later GETs come once
-// Connect has returned, and Close ends them.
-//
-// It also keeps the standalone stream open across the ends that are not
-// the upstream's refusal (reopening): the SDK's client reopens a stream
-// that ends, but fails the session when one ends twice without a new
-// event ID between, and an upstream without an event store sends none, so
-// a proxy that cuts idle streams at its read timeout, or an upstream that
-// ends the stream at once, would lose the session, and the calls on it,
-// every second end.
-type streamGuard struct {
-	base        http.RoundTripper
-	wait        time.Duration
-	reopenAfter time.Duration // reopening: the least time between two openings of the stream
-	log         *slog.Logger
-	answered    atomic.Bool // a standalone GET of the connection has had its header
-}
-
-// reopenAfter is the least time between two openings of a standalone
-// stream by streamGuard: one that ends sooner after it opened is reopened
-// only then, not as fast as an upstream (or a proxy) ends it.
+// reopenAfter is the least time between two openings of an upstream's
+// standalone stream: one that ends sooner after it opened is reopened only
+// then, not as fast as an upstream (or a proxy) ends it.
 var reopenAfter = probeEvery
-
-var errNoStreamHeader = errors.New("no answer to the GET in time")
-
-func (t *streamGuard) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Method != http.MethodGet {
-		return t.base.RoundTrip(r)
-	}
-	if r.Header.Get("Last-Event-ID") != "" {
-		return t.base.RoundTrip(r) // a resumption's stream is the SDK's to resume
-	}
-	bounded := t.wait > 0 && !t.answered.Load()
-	resp, late, err := t.get(r, bounded)
-	if err == nil {
-		t.answered.Store(true)
-	}
-	if late {
-		t.log.Warn("gateway: upstream did not answer its standalone SSE stream's GET in time; going on without it: its calls answered in JSON-response mode pass no progress on until it is reconnected", "wait", t.wait)
-	}
-	if err != nil || !isEventStream(resp) {
-		return resp, err
-	}
-	resp.Body = &reopening{g: t, req: r, body: resp.Body, opened: time.Now(), lineStart: true}
-	return resp, nil
-}
-
-// isEventStream reports whether resp is a 200 event stream.
-func isEventStream(resp *http.Response) bool {
-	ct, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
-	return resp.StatusCode == http.StatusOK && strings.EqualFold(strings.TrimSpace(ct), "text/event-stream")
-}
-
-// get makes the GET r, with the wait for its header bounded if bounded:
-// without a header in time, it is answered 405 in its place and late is
-// set.
-func (t *streamGuard) get(r *http.Request, bounded bool) (resp *http.Response, late bool, err error) {
-	if !bounded {
-		resp, err = t.base.RoundTrip(r)
-		return resp, false, err
-	}
-	ctx, cancel := context.WithCancelCause(r.Context())
-	timer := time.AfterFunc(t.wait, func() { cancel(errNoStreamHeader) })
-	resp, err = t.base.RoundTrip(r.WithContext(ctx))
-	if !timer.Stop() && r.Context().Err() == nil { // the wait is over
-		if err == nil {
-			_ = resp.Body.Close()
-		}
-		cancel(nil)
-		return &http.Response{Status: "405 Method Not Allowed", StatusCode: http.StatusMethodNotAllowed,
-			Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{}, Body: http.NoBody, Request: r}, true, nil
-	}
-	if err != nil {
-		cancel(nil)
-		return nil, false, err
-	}
-	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func() { cancel(nil) }}
-	return resp, false, nil
-}
-
-// reopening is the body of a standalone stream that reopens it (the same
-// GET again) when it ends between two events while no event ID has come
-// on it (with IDs, the SDK's client resumes it itself, from the last): at
-// once if it has been open reopenAfter, else once it has. The new stream's
-// events follow the old one's in the same body, so the SDK's client sees
-// one stream. One that ends within an event, that the upstream no longer
-// serves (a 404 for a session it dropped, a 405) or that cannot be
-// reopened ends as it did, and the SDK's client takes it from there.
-type reopening struct {
-	g      *streamGuard
-	req    *http.Request
-	body   io.ReadCloser
-	opened time.Time
-	// where the bytes read so far leave the event stream
-	lineStart bool    // at the start of a line
-	pending   bool    // a field of an event not yet ended (by a blank line)
-	n         int     // bytes of the current line
-	head      [3]byte // its first bytes
-	sawID     bool    // an event ID has come
-}
-
-func (b *reopening) Read(p []byte) (int, error) {
-	for {
-		n, err := b.body.Read(p)
-		b.scan(p[:n])
-		if n > 0 || err == nil {
-			return n, nil // an error comes again on the next Read
-		}
-		if b.sawID || !b.lineStart || b.pending || b.req.Context().Err() != nil {
-			return 0, err
-		}
-		lived := time.Since(b.opened)
-		if wait := b.g.reopenAfter - lived; wait > 0 {
-			// Ended soon after it opened: reopened once reopenAfter has
-			// passed since, not as fast as it ends. (Left to the SDK's
-			// client, the second such end would lose the session.)
-			timer := time.NewTimer(wait)
-			select {
-			case <-timer.C:
-			case <-b.req.Context().Done():
-				timer.Stop()
-				return 0, err
-			}
-		}
-		resp, _, gerr := b.g.get(b.req.Clone(b.req.Context()), false)
-		if gerr != nil {
-			return 0, err
-		}
-		if !isEventStream(resp) {
-			_ = resp.Body.Close()
-			return 0, err
-		}
-		level := slog.LevelInfo
-		if lived < b.g.reopenAfter {
-			level = slog.LevelDebug // an upstream that ends it at once would log this every reopenAfter
-		}
-		b.g.log.Log(b.req.Context(), level, "gateway: upstream's standalone stream ended; reopened", "after", lived.Round(time.Millisecond), "error", err)
-		_ = b.body.Close()
-		b.body, b.opened = resp.Body, time.Now()
-	}
-}
-
-// scan follows the event stream's lines (fields, comments, the blank line
-// that ends an event; CR of CRLF ignored).
-func (b *reopening) scan(p []byte) {
-	for _, c := range p {
-		switch c {
-		case '\r':
-		case '\n':
-			switch {
-			case b.n == 0:
-				b.pending = false
-			case b.head[0] != ':':
-				b.pending = true
-				if b.n > 3 && string(b.head[:]) == "id:" {
-					b.sawID = true
-				}
-			}
-			b.n, b.lineStart = 0, true
-		default:
-			if b.n < len(b.head) {
-				b.head[b.n] = c
-			}
-			b.n++
-			b.lineStart = false
-		}
-	}
-}
-
-func (b *reopening) Close() error { return b.body.Close() }
-
-// cancelOnClose releases the context of the request whose body it is when
-// the body is closed.
-type cancelOnClose struct {
-	io.ReadCloser
-	cancel func()
-}
-
-func (b *cancelOnClose) Close() error {
-	err := b.ReadCloser.Close()
-	b.cancel()
-	return err
-}
 
 // inheritedEnv names the variables of the gateway's environment that a
 // child process (a stdio upstream) gets, as the official TypeScript SDK's

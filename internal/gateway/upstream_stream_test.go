@@ -3,9 +3,12 @@ package gateway_test
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,6 +16,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/acgs-lite/acgs/internal/gateway"
+	"github.com/acgs-lite/acgs/internal/testenv"
 )
 
 // serveUpstream serves h on a loopback port and returns its /mcp URL.
@@ -148,4 +152,201 @@ func TestInstantEndGET(t *testing.T) {
 			}
 		})
 	}
+}
+
+// standaloneUpstream serves an upstream in JSON-response mode whose
+// endpoint answers the standalone stream's n-th GET (from 1) with get,
+// and returns its URL and each GET's Last-Event-ID so far.
+func standaloneUpstream(t *testing.T, get func(n int, w http.ResponseWriter, r *http.Request)) (string, func() []string) {
+	t.Helper()
+	s := mcp.NewServer(&mcp.Implementation{Name: "json", Version: "1"}, nil)
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{JSONResponse: true})
+	var mu sync.Mutex
+	var ids []string
+	url := serveUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			h.ServeHTTP(w, r)
+			return
+		}
+		mu.Lock()
+		ids = append(ids, r.Header.Get("Last-Event-ID"))
+		n := len(ids)
+		mu.Unlock()
+		get(n, w, r)
+	}))
+	return url, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(ids)
+	}
+}
+
+// serveStream answers a GET 200 with the event stream s, then ends it, or
+// holds it open (until the request ends) when hold is set.
+func serveStream(w http.ResponseWriter, r *http.Request, s string, hold bool) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.WriteString(w, s)
+	w.(http.Flusher).Flush()
+	if hold {
+		<-r.Context().Done()
+	}
+}
+
+// connectStandalone connects the SDK's client, as the gateway's to an
+// upstream with standalone_stream (MaxRetries 1), with opts, whose
+// Logger writes to the returned buffer.
+func connectStandalone(t *testing.T, url string, opts mcp.StandaloneSSEOptions) (*mcp.ClientSession, *testenv.SyncBuffer) {
+	t.Helper()
+	logs := &testenv.SyncBuffer{}
+	opts.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	c := mcp.NewClient(&mcp.Implementation{Name: "gw", Version: "1"}, nil)
+	cs, err := c.Connect(testCtx(t), &mcp.StreamableClientTransport{Endpoint: url, MaxRetries: 1, StandaloneSSE: &opts}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cs.Close() })
+	return cs, logs
+}
+
+// ended waits for session cs to end, and reports whether it did in 30 s.
+func ended(cs *mcp.ClientSession) bool {
+	done := make(chan struct{})
+	go func() { _ = cs.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(30 * time.Second):
+		return false
+	}
+}
+
+// TestStandaloneStreamReopenedWhenItEnds: with the SDK patch's
+// StandaloneSSE options (third_party/README.md), a standalone stream on
+// which no event ID has come is reopened (a new GET, without
+// Last-Event-ID) each time it ends, where the SDK's client failed the
+// session at its second end, until the upstream refuses it (a 405 there
+// ends the session, as in the SDK); a stream with event IDs is resumed by
+// the SDK's client from the last (Last-Event-ID), not reopened; and one
+// that ends sooner than ReopenAfter after it opened is not reopened before
+// then (the SDK's client would have reopened it within 2 s), nor does the
+// wait hold Close.
+func TestStandaloneStreamReopenedWhenItEnds(t *testing.T) {
+	t.Run("between events, until refused", func(t *testing.T) {
+		url, ids := standaloneUpstream(t, func(n int, w http.ResponseWriter, r *http.Request) {
+			if n > 3 {
+				w.WriteHeader(http.StatusMethodNotAllowed)
+				return
+			}
+			serveStream(w, r, ": ok\n\nevent: ping\ndata:\n\n", false)
+		})
+		cs, logs := connectStandalone(t, url, mcp.StandaloneSSEOptions{})
+		if !ended(cs) {
+			t.Fatalf("the session lives on after %d GET, want it ended by the 405 of the fourth", len(ids()))
+		}
+		if got := ids(); !slices.Equal(got, []string{"", "", "", ""}) {
+			t.Errorf("Last-Event-IDs of the GETs: %q, want 4 GETs without", got)
+		}
+		if n := strings.Count(logs.String(), "standalone stream ended; reopened"); n != 2 {
+			t.Errorf("reopened %d times, want 2 (the third GET's answer refused it):\n%s", n, logs)
+		}
+	})
+	t.Run("with event IDs", func(t *testing.T) {
+		url, ids := standaloneUpstream(t, func(n int, w http.ResponseWriter, r *http.Request) {
+			if n > 1 {
+				w.WriteHeader(http.StatusMethodNotAllowed)
+				return
+			}
+			serveStream(w, r, "id: 7\ndata:\n\n", false)
+		})
+		cs, logs := connectStandalone(t, url, mcp.StandaloneSSEOptions{})
+		if !ended(cs) {
+			t.Fatalf("the session lives on after %d GET, want it ended by the 405 of the second", len(ids()))
+		}
+		if got := ids(); !slices.Equal(got, []string{"", "7"}) {
+			t.Errorf("Last-Event-IDs of the GETs: %q, want the second resuming from 7", got)
+		}
+		if strings.Contains(logs.String(), "reopened") {
+			t.Errorf("a stream with event IDs was reopened:\n%s", logs)
+		}
+	})
+	t.Run("too soon", func(t *testing.T) {
+		url, ids := standaloneUpstream(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+			serveStream(w, r, ": ok\n\n", false)
+		})
+		cs, _ := connectStandalone(t, url, mcp.StandaloneSSEOptions{ReopenAfter: time.Hour})
+		time.Sleep(2500 * time.Millisecond) // past the SDK's own reconnection delay (1 to 2 s)
+		if n := len(ids()); n != 1 {
+			t.Errorf("%d GET, want 1 (the stream not reopened before ReopenAfter)", n)
+		}
+		if err := cs.Ping(testCtx(t), nil); err != nil {
+			t.Errorf("ping: %v (the session is lost)", err)
+		}
+		closed := make(chan error, 1)
+		go func() { closed <- cs.Close() }()
+		select {
+		case <-closed:
+		case <-time.After(20 * time.Second):
+			t.Fatal("Close waited for the reopening")
+		}
+	})
+}
+
+// TestOnlyTheFirstStandaloneGETIsBounded: with StandaloneSSE.Wait, the
+// wait for the header of the answer to the first standalone GET (made
+// within Connect, which nothing else bounds) is bounded: without it in
+// time, the session goes on without the stream, which is logged, and no
+// other GET is made. A reopening's GET is not bounded: a header slower
+// than Wait opens the stream. (A resumption's is not either:
+// TestSlowResumption.)
+func TestOnlyTheFirstStandaloneGETIsBounded(t *testing.T) {
+	t.Run("first GET unanswered", func(t *testing.T) {
+		url, ids := standaloneUpstream(t, func(_ int, _ http.ResponseWriter, r *http.Request) {
+			<-r.Context().Done()
+		})
+		cs, logs := connectStandalone(t, url, mcp.StandaloneSSEOptions{Wait: 200 * time.Millisecond})
+		if err := cs.Ping(testCtx(t), nil); err != nil {
+			t.Errorf("ping: %v", err)
+		}
+		if n := len(ids()); n != 1 {
+			t.Errorf("%d GET, want 1", n)
+		}
+		if !strings.Contains(logs.String(), "going on without it") {
+			t.Errorf("the unanswered GET was not logged:\n%s", logs)
+		}
+	})
+	t.Run("a reopening's slow GET", func(t *testing.T) {
+		opened := make(chan struct{})
+		url, ids := standaloneUpstream(t, func(n int, w http.ResponseWriter, r *http.Request) {
+			if n == 1 {
+				serveStream(w, r, ": ok\n\n", false)
+				return
+			}
+			time.Sleep(600 * time.Millisecond) // past Wait
+			if n == 2 {
+				close(opened)
+			}
+			serveStream(w, r, ": ok\n\n", true)
+		})
+		cs, logs := connectStandalone(t, url, mcp.StandaloneSSEOptions{Wait: 200 * time.Millisecond})
+		select {
+		case <-opened:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%d GET, want the stream reopened", len(ids()))
+		}
+		for bound := time.Now().Add(20 * time.Second); !strings.Contains(logs.String(), "reopened"); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(bound) {
+				t.Fatalf("the slow GET's stream was not taken:\n%s", logs)
+			}
+		}
+		if err := cs.Ping(testCtx(t), nil); err != nil {
+			t.Errorf("ping: %v", err)
+		}
+		if n := len(ids()); n != 2 {
+			t.Errorf("%d GET, want 2", n)
+		}
+		if strings.Contains(logs.String(), "going on without it") {
+			t.Errorf("the reopening's GET was bounded:\n%s", logs)
+		}
+	})
 }

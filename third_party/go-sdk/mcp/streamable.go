@@ -2034,6 +2034,11 @@ type StreamableClientTransport struct {
 	// value disables the cap.
 	MaxEventSize int
 
+	// StandaloneSSE, if set, bounds the opening of the standalone SSE
+	// stream and keeps it open across its ends (ACGS patch,
+	// third_party/README.md); nil, the stream is as the SDK has it.
+	StandaloneSSE *StandaloneSSEOptions
+
 	// TODO(rfindley): propose exporting these.
 	// If strict is set, the transport is in 'strict mode', where any violation
 	// of the MCP spec causes a failure.
@@ -2042,6 +2047,33 @@ type StreamableClientTransport struct {
 	// violations that were ignored.
 	logger *slog.Logger
 }
+
+// StandaloneSSEOptions (ACGS patch, third_party/README.md) says how a
+// [StreamableClientTransport] opens and keeps its standalone SSE stream.
+type StandaloneSSEOptions struct {
+	// Wait, if positive, bounds the wait for the header of the answer to
+	// the stream's first GET. Connect makes that GET under the connection's
+	// own context, not Connect's, so a server that accepted it and never
+	// answered would hold Connect (and Close, which waits for it) forever.
+	// Without a header in time the session goes on without the stream, as
+	// with a server that answers 405, and this is logged. Later GETs (the
+	// stream reopened, a call's stream resumed) are not bounded.
+	Wait time.Duration
+	// ReopenAfter: the stream, when it ends while no event ID has come on
+	// it (so that it cannot be resumed), is opened again with a new GET,
+	// no sooner than ReopenAfter after it opened (at once if it was open
+	// that long), instead of failing the session at its MaxRetries+1st
+	// such end: a server without an event store sends no IDs, and a proxy
+	// that cuts idle streams ends it at its read timeout.
+	ReopenAfter time.Duration
+	// Logger, if set, is told of a GET unanswered in time and of each
+	// reopening.
+	Logger *slog.Logger
+}
+
+// errNoStandaloneHeader ends a standalone GET unanswered within
+// [StandaloneSSEOptions.Wait] (ACGS patch).
+var errNoStandaloneHeader = errors.New("no answer to the standalone SSE stream's GET in time")
 
 // These settings are not (yet) exposed to the user in
 // StreamableClientTransport.
@@ -2122,6 +2154,7 @@ func (t *StreamableClientTransport) Connect(ctx context.Context) (Connection, er
 		disableStandaloneSSE: t.DisableStandaloneSSE,
 		oauthHandler:         t.OAuthHandler,
 		maxEventSize:         t.MaxEventSize,
+		standalone:           t.StandaloneSSE,
 	}
 	return conn, nil
 }
@@ -2146,6 +2179,9 @@ type streamableClientConn struct {
 	// maxEventSize bounds the number of bytes buffered while reading a single
 	// server-sent event. Resolved from [StreamableClientTransport.MaxEventSize].
 	maxEventSize int
+
+	// standalone is [StreamableClientTransport.StandaloneSSE] (ACGS patch).
+	standalone *StandaloneSSEOptions
 
 	// Guard calls to Close, as it may be called multiple times.
 	closeOnce sync.Once
@@ -2202,7 +2238,29 @@ func (c *streamableClientConn) sessionUpdated(state clientSessionState) {
 }
 
 func (c *streamableClientConn) connectStandaloneSSE() {
-	resp, err := c.connectSSE(c.ctx, "", 0, true)
+	// ACGS patch: the wait for the first GET's header is bounded
+	// (StandaloneSSEOptions.Wait); ctx lives on with the stream it opened.
+	ctx, cancel := context.WithCancelCause(c.ctx)
+	reading := false
+	defer func() {
+		if !reading {
+			cancel(nil)
+		}
+	}()
+	var timer *time.Timer
+	if s := c.standalone; s != nil && s.Wait > 0 {
+		timer = time.AfterFunc(s.Wait, func() { cancel(errNoStandaloneHeader) })
+	}
+	resp, err := c.connectSSE(ctx, "", 0, true)
+	if timer != nil && !timer.Stop() && c.ctx.Err() == nil {
+		if err == nil {
+			resp.Body.Close()
+		}
+		if s := c.standalone; s.Logger != nil {
+			s.Logger.Warn("mcp: the server did not answer its standalone SSE stream's GET in time; going on without it", "wait", s.Wait)
+		}
+		return
+	}
 	if err != nil {
 		// If the client didn't cancel the request, and failure breaks the logical
 		// session.
@@ -2246,7 +2304,11 @@ func (c *streamableClientConn) connectStandaloneSSE() {
 		c.fail(err)
 		return
 	}
-	go c.handleSSE(c.ctx, summary, resp, nil)
+	reading = true
+	go func() {
+		defer cancel(nil)
+		c.handleSSE(c.ctx, summary, resp, nil)
+	}()
 }
 
 // fail handles an asynchronous error while reading.
@@ -2554,6 +2616,7 @@ func (c *streamableClientConn) handleSSE(ctx context.Context, requestSummary str
 	// connections without making progress (#679).
 	var prevLastEventID string
 	retriesWithoutProgress := 0
+	opened := time.Now()
 
 	for {
 		lastEventID, reconnectDelay, clientClosed := c.processStream(ctx, requestSummary, resp, forCall)
@@ -2567,6 +2630,33 @@ func (c *streamableClientConn) handleSSE(ctx context.Context, requestSummary str
 		// but we may just miss messages.
 		if lastEventID == "" && forCall != nil {
 			return
+		}
+		// ACGS patch: a standalone stream that has had no event ID (it
+		// cannot be resumed) is reopened, not counted against maxRetries,
+		// no sooner than StandaloneSSEOptions.ReopenAfter after it opened.
+		if s := c.standalone; s != nil && forCall == nil && lastEventID == "" && prevLastEventID == "" {
+			lived := time.Since(opened)
+			delay := max(reconnectDelay, s.ReopenAfter-lived)
+			newResp, err := c.connectSSE(ctx, "", delay, delay <= 0)
+			if err != nil {
+				if ctx.Err() == nil {
+					c.fail(fmt.Errorf("%s: failed to reopen (session ID: %v): %v", requestSummary, c.sessionID, err))
+				}
+				return
+			}
+			if err := c.checkResponse(ctx, requestSummary, newResp); err != nil {
+				c.fail(err)
+				return
+			}
+			if s.Logger != nil {
+				level := slog.LevelInfo
+				if lived < s.ReopenAfter {
+					level = slog.LevelDebug // a server that ends it at once would log this every ReopenAfter
+				}
+				s.Logger.Log(ctx, level, "mcp: the server's standalone stream ended; reopened", "after", lived.Round(time.Millisecond))
+			}
+			resp, opened = newResp, time.Now()
+			continue
 		}
 
 		// Check if we made progress (lastEventID advanced).
