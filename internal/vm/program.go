@@ -303,8 +303,13 @@ func Compile(pol *ir.Policy, opts Options) (prog *Program, err error) {
 		}
 		c.prog.maxFrame = max(c.prog.maxFrame, pl.nlocals+d)
 	}
-	c.prog.pool.New = func() any { return newState(c.prog) }
-	return c.prog, nil
+	// The pool's New refers to the program, not to c: a closure over c
+	// kept the lowering's state, the whole ir.Policy with it, for the
+	// program's life (about twice the program's own heap for the
+	// constitution: TestCompileKeepsNoIR).
+	p := c.prog
+	p.pool.New = func() any { return newState(p) }
+	return p, nil
 }
 
 // countInserts records in c.inserts how many object insert statements
