@@ -129,12 +129,15 @@ func (lateCause) Unwrap() error { return admission.ErrLate }
 
 // lateUntil reports whether ctx is a too-late request's (lateCause), and
 // until when its cache lookups may run.
+// decisionContext sets the cause itself, unwrapped, so a type assertion
+// finds it; errors.As would need c's address, which moved c to the heap on
+// every decision, late or not (review).
 func lateUntil(ctx context.Context) (lookupUntil time.Time, late bool) {
-	var c lateCause
-	if ctx.Err() == nil || !errors.As(context.Cause(ctx), &c) {
+	if ctx.Err() == nil {
 		return time.Time{}, false
 	}
-	return c.lookupUntil, true
+	c, ok := context.Cause(ctx).(lateCause)
+	return c.lookupUntil, ok
 }
 
 // decide asks the engine and records the decision in metrics and the audit

@@ -137,3 +137,24 @@ func TestDecisionContextNoWriteTimeout(t *testing.T) {
 		t.Errorf("deadline %v, done %v: want none", dl, ctx.Err())
 	}
 }
+
+// TestLateUntilDoesNotAllocate: every decision asks lateUntil, late or
+// not; with errors.As it allocated on each (its target escaped).
+func TestLateUntilDoesNotAllocate(t *testing.T) {
+	live, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	late, cancelLate := context.WithDeadlineCause(context.Background(), time.Now().Add(-time.Second), lateCause{lookupUntil: time.Now()})
+	defer cancelLate()
+	for _, c := range []struct {
+		name string
+		ctx  context.Context
+		late bool
+	}{{"live", live, false}, {"too late", late, true}} {
+		if _, got := lateUntil(c.ctx); got != c.late {
+			t.Errorf("%s: late %v, want %v", c.name, got, c.late)
+		}
+		if n := testing.AllocsPerRun(100, func() { lateUntil(c.ctx) }); n != 0 {
+			t.Errorf("%s: lateUntil allocates %v times, want 0", c.name, n)
+		}
+	}
+}
