@@ -34,6 +34,12 @@ type Inspection struct {
 	// operations (timer_eval_op_*, ...).
 	Metrics    metrics.Metrics
 	Instrument bool
+	// TooLate refuses the inspection as too late (TooLate) instead of
+	// evaluating it: an inspection is never answered from a cache, so a
+	// request whose body came too late has nothing else to give. Without
+	// an active policy it is unavailable first, as DecideCached's items
+	// are.
+	TooLate bool
 }
 
 // maxInspectedPaths bounds the queries kept prepared for inspections per
@@ -82,6 +88,9 @@ func (e *Engine) Inspector() Inspector { return Inspector{e: e, s: e.cur.Load()}
 func (i Inspector) Inspect(ctx context.Context, path string, input any, in Inspection) (Decision, error) {
 	if i.s == nil {
 		return Decision{}, apierror.New(apierror.Unavailable, "no policy bundle is active")
+	}
+	if in.TooLate {
+		return Decision{}, TooLate()
 	}
 	var d Decision
 	var err error

@@ -13,6 +13,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
 
+	"github.com/acgs-lite/acgs/internal/admission"
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/cache"
 	"github.com/acgs-lite/acgs/internal/engine"
@@ -256,8 +257,15 @@ func TestInspectRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := empty.Inspect(ctx, "t/n", nil, engine.Inspection{}); apierror.CodeOf(err) != apierror.Unavailable {
-		t.Fatalf("without a bundle: %v", err)
+	// Too late or not: a request whose body came too late is told that no
+	// policy is active, as DecideCached tells it, not to send sooner.
+	for _, late := range []bool{false, true} {
+		if _, err := empty.Inspect(ctx, "t/n", nil, engine.Inspection{TooLate: late}); apierror.CodeOf(err) != apierror.Unavailable {
+			t.Fatalf("without a bundle (too late: %v): %v", late, err)
+		}
+	}
+	if _, err := e.Inspect(ctx, "t/n", nil, engine.Inspection{TooLate: true}); !errors.Is(err, admission.ErrLate) || apierror.CodeOf(err) != apierror.Overloaded {
+		t.Fatalf("too late, with a bundle: %v; want refused as late", err)
 	}
 }
 

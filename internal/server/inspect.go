@@ -87,9 +87,9 @@ type inspector interface {
 // inspect evaluates one decision as in asks (ins.Inspect), recorded in
 // metrics and the decision log as any evaluated decision. An inspection
 // is always evaluated, never answered from a cache, so a too-late
-// request's (lateUntil) is refused as late (engine.TooLate) without asking
-// the engine, whose admission would refuse its passed deadline and count
-// that as overload's.
+// request's (lateUntil) is refused as late (engine.Inspection.TooLate)
+// without asking admission, which would refuse its passed deadline and
+// count that as overload's.
 func (s *Server) inspect(ctx context.Context, ins inspector, path string, input any, batchID string, in inspection) (decided, *inspected) {
 	ev := &inspected{in: in}
 	opts := engine.Inspection{StrictBuiltinErrors: in.strict, Instrument: in.instrument}
@@ -101,14 +101,9 @@ func (s *Server) inspect(ctx context.Context, ins inspector, path string, input 
 		ev.metrics = metrics.New()
 		opts.Metrics = ev.metrics
 	}
+	_, opts.TooLate = lateUntil(ctx)
 	start := time.Now()
-	var d engine.Decision
-	var err error
-	if _, late := lateUntil(ctx); late {
-		err = engine.TooLate()
-	} else {
-		d, err = ins.Inspect(ctx, path, input, opts)
-	}
+	d, err := ins.Inspect(ctx, path, input, opts)
 	return s.record(ctx, path, input, batchID, d, err, start, time.Since(start)), ev
 }
 
