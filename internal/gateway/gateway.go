@@ -511,12 +511,12 @@ func (g *Gateway) notMadeError(ctx context.Context, what, full string, notMade e
 }
 
 // decideHidden asks the constitution whether a tool is refused whatever
-// its arguments. A decision that failed or is undefined hides it (fail
-// closed). One the engine did not make (admission.ReasonOf: shed for
-// overload, or its request cancelled while it waited) is no answer of the
-// policy: notMade is the engine's error, for the caller to refuse its
-// request with (notMadeError), and hide means nothing. Every check is
-// counted (countHidden).
+// its arguments. A decision that failed, is undefined or is no boolean
+// hides it (fail closed), logged. One the engine did not make
+// (admission.ReasonOf: shed for overload, or its request cancelled while
+// it waited) is no answer of the policy: notMade is the engine's error,
+// for the caller to refuse its request with (notMadeError), and hide
+// means nothing. Every check is counted (countHidden).
 func (g *Gateway) decideHidden(ctx context.Context, full, upName, tool, agent string) (hide bool, notMade error) {
 	in := map[string]any{
 		"type":                "tool_call",
@@ -538,7 +538,14 @@ func (g *Gateway) decideHidden(ctx context.Context, full, upName, tool, agent st
 		g.log.Warn("gateway: cannot tell whether a tool is prohibited; hiding it", "tool", full, "error", err)
 		return true, nil
 	}
-	h, _ := d.Result.(bool)
+	h, ok := d.Result.(bool)
+	if !ok {
+		// Not an answer to "is it hidden?": fail closed, as for an
+		// undefined one. For resources and prompts this check is the
+		// only one before the upstream is asked.
+		g.log.Warn("gateway: the hidden rule gave no boolean; hiding the tool", "tool", full, "result", fmt.Sprintf("%T", d.Result))
+		return true, nil
+	}
 	return h, nil
 }
 
@@ -550,13 +557,15 @@ func (g *Gateway) decideHidden(ctx context.Context, full, upName, tool, agent st
 // (allow: true, the tool hidden), undefined, error (also in
 // acgs_evaluation_failures_total when an evaluation error or
 // EVAL_TIMEOUT), overloaded (source shed, and in acgs_decisions_shed_total
-// by reason) or canceled (acgs_decisions_canceled_total), or defined for
-// another value.
+// by reason) or canceled (acgs_decisions_canceled_total); a result that is
+// no boolean is outcome error, source error (decideHidden hides the tool:
+// the check failed), not defined as the service labels it.
 func (g *Gateway) countHidden(d engine.Decision, err error, took time.Duration) {
 	if g.d.Metrics == nil {
 		return
 	}
-	outcome, src := "defined", d.Source.String()
+	var outcome string
+	src := d.Source.String()
 	switch reason := admission.ReasonOf(err); {
 	case reason == admission.ReasonCanceled:
 		outcome, src = outcomeCanceled, outcomeCanceled
@@ -575,11 +584,15 @@ func (g *Gateway) countHidden(d engine.Decision, err error, took time.Duration) 
 	case !d.Defined:
 		outcome = "undefined"
 	default:
-		if h, ok := d.Result.(bool); ok {
+		h, ok := d.Result.(bool)
+		switch {
+		case !ok:
+			// No boolean: decideHidden hides the tool, a failed check.
+			outcome, src = outcomeError, "error"
+		case h:
+			outcome = OutcomeAllow
+		default:
 			outcome = OutcomeDeny
-			if h {
-				outcome = OutcomeAllow
-			}
 		}
 	}
 	g.d.Metrics.ObserveDecision(hiddenPath, outcome, src, took)
