@@ -37,8 +37,8 @@ type Inspection struct {
 	// TooLate refuses the inspection as too late (TooLate) instead of
 	// evaluating it: an inspection is never answered from a cache, so a
 	// request whose body came too late has nothing else to give. Without
-	// an active policy it is unavailable first, as DecideCached's items
-	// are.
+	// an active policy it is unavailable first, and a path naming a
+	// function is refused, as DecideCached's items are.
 	TooLate bool
 }
 
@@ -88,6 +88,11 @@ func (e *Engine) Inspector() Inspector { return Inspector{e: e, s: e.cur.Load()}
 func (i Inspector) Inspect(ctx context.Context, path string, input any, in Inspection) (Decision, error) {
 	if i.s == nil {
 		return Decision{}, apierror.New(apierror.Unavailable, "no policy bundle is active")
+	}
+	// A path naming a function is refused before anything else, as
+	// Decide and DecideCached refuse it: 400, not a shed or a late 503.
+	if err := i.s.function(path); err != nil {
+		return Decision{}, err
 	}
 	if in.TooLate {
 		return Decision{}, TooLate()

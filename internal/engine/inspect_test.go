@@ -249,9 +249,11 @@ func TestInspectRefusals(t *testing.T) {
 	ctx := context.Background()
 	e := openInspect(t)
 	_, want := e.Decide(ctx, "t/f", nil)
-	_, err := e.Inspect(ctx, "t/f", nil, engine.Inspection{StrictBuiltinErrors: true})
-	if !errors.Is(err, engine.ErrPathNotQueryable) || apierror.CodeOf(err) != apierror.CodeOf(want) {
-		t.Fatalf("inspecting a function: %v; Decide: %v", err, want)
+	for _, late := range []bool{false, true} {
+		_, err := e.Inspect(ctx, "t/f", nil, engine.Inspection{StrictBuiltinErrors: true, TooLate: late})
+		if !errors.Is(err, engine.ErrPathNotQueryable) || apierror.CodeOf(err) != apierror.CodeOf(want) {
+			t.Fatalf("inspecting a function (too late: %v): %v; Decide: %v", late, err, want)
+		}
 	}
 	empty, err := engine.New(ctx, nil, engine.Options{ConstitutionalHash: hash, Logger: quiet})
 	if err != nil {
