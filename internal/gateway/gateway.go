@@ -33,9 +33,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/acgs-lite/acgs/internal/admission"
-	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/engine"
 	"github.com/acgs-lite/acgs/internal/telemetry"
+	"github.com/acgs-lite/acgs/internal/telemetry/decisionmetrics"
 	"github.com/acgs-lite/acgs/internal/version"
 )
 
@@ -550,50 +550,26 @@ func (g *Gateway) decideHidden(ctx context.Context, full, upName, tool, agent st
 }
 
 // countHidden counts one check of decideHidden that took took as the
-// service counts a decision (internal/server's record, countFailure and
-// outcomeOf), so that acgs_decisions_total has every check beside the
-// shed and cancelled ones and the gateway's shed ratio is the service's:
-// path acgs/tool_call/hidden, outcome allow or deny for a boolean result
-// (allow: true, the tool hidden), undefined, error (also in
+// service counts a decision (decisionmetrics, which internal/server's
+// record uses too), so that acgs_decisions_total has every check beside
+// the shed and cancelled ones and the gateway's shed ratio is the
+// service's: path acgs/tool_call/hidden, outcome allow or deny for a
+// boolean result (allow: true, the tool hidden), undefined, error (also in
 // acgs_evaluation_failures_total when an evaluation error or
 // EVAL_TIMEOUT), overloaded (source shed, and in acgs_decisions_shed_total
-// by reason) or canceled (acgs_decisions_canceled_total); a result that is
-// no boolean is outcome error, source error (decideHidden hides the tool:
-// the check failed), not defined as the service labels it.
+// by reason) or canceled (acgs_decisions_canceled_total). One difference:
+// a result that is no boolean is outcome error, source error
+// (decideHidden hides the tool: the check failed), not defined (nor allow
+// or deny for an object with an allow field) as the service labels it.
 func (g *Gateway) countHidden(d engine.Decision, err error, took time.Duration) {
 	if g.d.Metrics == nil {
 		return
 	}
-	var outcome string
-	src := d.Source.String()
-	switch reason := admission.ReasonOf(err); {
-	case reason == admission.ReasonCanceled:
-		outcome, src = outcomeCanceled, outcomeCanceled
-		g.d.Metrics.Canceled()
-	case reason != "":
-		outcome, src = OutcomeOverloaded, "shed"
-		g.d.Metrics.Shed(reason)
-	case err != nil:
-		outcome, src = outcomeError, "error"
-		switch {
-		case errors.Is(err, engine.ErrEvalTimeout):
-			g.d.Metrics.EvalTimeout()
-		case apierror.CodeOf(err) == apierror.EvaluationError:
-			g.d.Metrics.EvalError()
-		}
-	case !d.Defined:
-		outcome = "undefined"
-	default:
-		h, ok := d.Result.(bool)
-		switch {
-		case !ok:
-			// No boolean: decideHidden hides the tool, a failed check.
-			outcome, src = outcomeError, "error"
-		case h:
-			outcome = OutcomeAllow
-		default:
-			outcome = OutcomeDeny
-		}
+	outcome, src := decisionmetrics.Outcome(d, err), d.Source.String()
+	if err != nil {
+		src = decisionmetrics.CountFailure(g.d.Metrics, err)
+	} else if _, ok := d.Result.(bool); d.Defined && !ok {
+		outcome, src = outcomeError, decisionmetrics.SourceError
 	}
 	g.d.Metrics.ObserveDecision(hiddenPath, outcome, src, took)
 }
@@ -652,33 +628,33 @@ func (g *Gateway) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.
 	}
 	g.m.decisions.WithLabelValues(upLabel, toolLabel, metricOutcome).Inc()
 	if g.d.Metrics != nil {
-		// As the service counts its own decisions (internal/server's
-		// countFailure): a shed decision is outcome overloaded, source
-		// shed, and counted in acgs_decisions_shed_total by its reason, so
-		// that the gateway's job has the service's shed ratio and alert.
+		// A decision not made or failed is counted as the service counts
+		// its own (decisionmetrics.CountFailure): a shed one in
+		// acgs_decisions_shed_total by its reason (source shed), so that
+		// the gateway's job has the service's shed ratio and alert; a
+		// cancelled one in acgs_decisions_canceled_total; an EVAL_TIMEOUT
+		// or an evaluation error in acgs_evaluation_failures_total, which
+		// the decision-error alert points to (not an argument refusal).
+		//
+		// The outcome is not the service's (decisionmetrics.Outcome): it
+		// is the call's, as acgs_gateway_tool_calls_total and the docs
+		// have it. allow; deny for a denial and for approval_required
+		// (not allowed as asked); overloaded; canceled; and error for
+		// every decision denied fail-closed (v.failed, source error):
+		// not only an evaluation that failed, but an argument refusal,
+		// an undefined decision and one that is no well-formed
+		// tool_call answer, which the service would label undefined or
+		// defined (or allow/deny by an allow field).
 		src := v.dec.Source.String()
-		o := "deny"
+		if v.err != nil {
+			src = decisionmetrics.CountFailure(g.d.Metrics, v.err)
+		}
+		o := OutcomeDeny
 		switch {
-		case v.outcome == OutcomeAllow:
-			o = "allow"
-		case v.outcome == OutcomeOverloaded:
-			src, o = "shed", OutcomeOverloaded
-			g.d.Metrics.Shed(admission.ReasonOf(v.err))
-		case v.outcome == outcomeCanceled:
-			src, o = outcomeCanceled, outcomeCanceled
-			g.d.Metrics.Canceled()
+		case v.outcome == OutcomeAllow, v.outcome == OutcomeOverloaded, v.outcome == outcomeCanceled:
+			o = v.outcome
 		case v.failed:
-			src, o = "error", "error"
-			// acgs_evaluation_failures_total, which the decision-error
-			// alert points to, as countFailure counts the service's: an
-			// EVAL_TIMEOUT or an evaluation error (not an argument
-			// refusal nor an answer the gateway cannot read).
-			switch {
-			case errors.Is(v.err, engine.ErrEvalTimeout):
-				g.d.Metrics.EvalTimeout()
-			case apierror.CodeOf(v.err) == apierror.EvaluationError:
-				g.d.Metrics.EvalError()
-			}
+			o, src = outcomeError, decisionmetrics.SourceError
 		}
 		g.d.Metrics.ObserveDecision(DecisionPath, o, src, took)
 	}

@@ -2,14 +2,13 @@ package server
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"time"
 
 	"github.com/acgs-lite/acgs/internal/admission"
-	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/engine"
 	"github.com/acgs-lite/acgs/internal/telemetry"
+	"github.com/acgs-lite/acgs/internal/telemetry/decisionmetrics"
 )
 
 // decided is one decision with what the server adds to it.
@@ -226,33 +225,14 @@ func (s *Server) record(ctx context.Context, path string, input any, batchID str
 	return out
 }
 
-// countFailure counts a decision that failed by its cause (shed, an
-// evaluation timeout or error) and returns its source label for
-// ObserveDecision. The cache warm-up counts its evaluations' timeouts and
-// errors here too, without counting its decisions; not its sheds, which
-// are no client's (Warm).
-//
-// A decision not made because its request was cancelled (its client went
-// away) while it waited for an evaluation slot or for a shared evaluation
-// (admission.ReasonCanceled) is answered as an overloaded one is (nobody
-// reads the answer), but it is not shed: the service refused nothing, so
-// it is counted apart (acgs_decisions_canceled_total, outcome and source
-// "canceled"). A shed one is counted by its reason (admission.ReasonOf),
-// as the gateway counts its own.
+// countFailure counts a decision that failed or was not made by its cause
+// (cancelled, shed, an evaluation timeout or error) and returns its source
+// label for ObserveDecision: decisionmetrics.CountFailure, shared with acgs
+// gateway. The cache warm-up counts its evaluations' timeouts and errors
+// here too, without counting its decisions; not its sheds, which are no
+// client's (Warm).
 func (s *Server) countFailure(err error) (source string) {
-	switch {
-	case admission.ReasonOf(err) == admission.ReasonCanceled:
-		s.d.Metrics.Canceled()
-		return "canceled"
-	case admission.Overloaded(err):
-		s.d.Metrics.Shed(admission.ReasonOf(err))
-		return "shed"
-	case errors.Is(err, engine.ErrEvalTimeout):
-		s.d.Metrics.EvalTimeout()
-	case apierror.CodeOf(err) == apierror.EvaluationError:
-		s.d.Metrics.EvalError()
-	}
-	return "error"
+	return decisionmetrics.CountFailure(s.d.Metrics, err)
 }
 
 // retryAfter is the Retry-After of an overloaded answer (admission.Overloaded:
@@ -263,35 +243,10 @@ func (s *Server) countFailure(err error) (source string) {
 // never as a denial.
 const retryAfter = "1"
 
-// outcomeOf labels a decision for metrics: allow or deny for booleans and
-// objects with an allow field, undefined, overloaded (not evaluated: shed
-// by admission control), canceled (not evaluated: the client went away
-// while it waited; answered as overloaded, counted apart: countFailure),
-// error, or defined for other values.
+// outcomeOf labels a decision for metrics: decisionmetrics.Outcome (allow
+// or deny for booleans and objects with an allow field, undefined,
+// overloaded, canceled, error, or defined for other values), shared with
+// acgs gateway.
 func outcomeOf(d engine.Decision, err error) string {
-	switch {
-	case admission.ReasonOf(err) == admission.ReasonCanceled:
-		return "canceled"
-	case admission.Overloaded(err):
-		return "overloaded"
-	case err != nil:
-		return "error"
-	case !d.Defined:
-		return "undefined"
-	}
-	switch v := d.Result.(type) {
-	case bool:
-		if v {
-			return "allow"
-		}
-		return "deny"
-	case map[string]any:
-		if a, ok := v["allow"].(bool); ok {
-			if a {
-				return "allow"
-			}
-			return "deny"
-		}
-	}
-	return "defined"
+	return decisionmetrics.Outcome(d, err)
 }
