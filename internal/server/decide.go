@@ -185,11 +185,11 @@ func (s *Server) decideMany(ctx context.Context, path string, inputs []any, batc
 // record gives a decision its id and counts and logs it. (A raw-body tier
 // hit does the part of this it needs itself: rawLookup.)
 func (s *Server) record(ctx context.Context, path string, input any, batchID string, d engine.Decision, err error, start time.Time, took time.Duration) decided {
-	outcome := outcomeOf(d, err)
+	outcome := decisionmetrics.Outcome(d, err)
 	out := decided{Decision: d, ID: telemetry.NewDecisionID(), Err: err}
 	src := d.Source.String()
 	if err != nil {
-		src = s.countFailure(err)
+		src = decisionmetrics.CountFailure(s.d.Metrics, err)
 	}
 	s.d.Metrics.ObserveDecision(path, outcome, src, took)
 	if s.d.DecisionLog != nil {
@@ -225,16 +225,6 @@ func (s *Server) record(ctx context.Context, path string, input any, batchID str
 	return out
 }
 
-// countFailure counts a decision that failed or was not made by its cause
-// (cancelled, shed, an evaluation timeout or error) and returns its source
-// label for ObserveDecision: decisionmetrics.CountFailure, shared with acgs
-// gateway. The cache warm-up counts its evaluations' timeouts and errors
-// here too, without counting its decisions; not its sheds, which are no
-// client's (Warm).
-func (s *Server) countFailure(err error) (source string) {
-	return decisionmetrics.CountFailure(s.d.Metrics, err)
-}
-
 // retryAfter is the Retry-After of an overloaded answer (admission.Overloaded:
 // a decision not made because no evaluation slot was free in time), in
 // seconds: the shortest the header can say; a queue that overflowed has
@@ -242,11 +232,3 @@ func (s *Server) countFailure(err error) (source string) {
 // Retry-After in every dialect (the ACGS body still says "allow": false),
 // never as a denial.
 const retryAfter = "1"
-
-// outcomeOf labels a decision for metrics: decisionmetrics.Outcome (allow
-// or deny for booleans and objects with an allow field, undefined,
-// overloaded, canceled, error, or defined for other values), shared with
-// acgs gateway.
-func outcomeOf(d engine.Decision, err error) string {
-	return decisionmetrics.Outcome(d, err)
-}

@@ -11,6 +11,7 @@ import (
 	"github.com/acgs-lite/acgs/internal/cache"
 	"github.com/acgs-lite/acgs/internal/engine"
 	"github.com/acgs-lite/acgs/internal/telemetry"
+	"github.com/acgs-lite/acgs/internal/telemetry/decisionmetrics"
 )
 
 // rawTier answers byte-identical repeats of decision requests (a client
@@ -127,7 +128,7 @@ func (s *Server) rawRemember(r *http.Request, path string, k rawKey, d decided, 
 		return
 	}
 	if ref, ok := d.Ref(); ok {
-		series := s.d.Metrics.DecisionSeries(path, outcomeOf(d.Decision, nil), engine.SourceL1.String())
+		series := s.d.Metrics.DecisionSeries(path, decisionmetrics.Outcome(d.Decision, nil), engine.SourceL1.String())
 		s.raw.c.Set(k, rawEntry{ref: ref, opa: opa, series: series})
 	}
 }

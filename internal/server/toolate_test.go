@@ -11,6 +11,7 @@ import (
 	"github.com/acgs-lite/acgs/internal/config"
 	"github.com/acgs-lite/acgs/internal/engine"
 	"github.com/acgs-lite/acgs/internal/telemetry"
+	"github.com/acgs-lite/acgs/internal/telemetry/decisionmetrics"
 	"github.com/acgs-lite/acgs/policies"
 )
 
@@ -74,7 +75,7 @@ func TestTooLateAsksNoAdmission(t *testing.T) {
 				if !errors.Is(d.Err, admission.ErrLate) || admission.ReasonOf(d.Err) != admission.ReasonLate || d.Defined {
 					t.Errorf("decision %d: %+v, %v; want refused as late", i, d.Decision, d.Err)
 				}
-				if got := outcomeOf(d.Decision, d.Err); got != "overloaded" {
+				if got := decisionmetrics.Outcome(d.Decision, d.Err); got != "overloaded" {
 					t.Errorf("decision %d: outcome %q, want overloaded", i, got)
 				}
 			}

@@ -9,6 +9,7 @@ import (
 	"github.com/acgs-lite/acgs/internal/admission"
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/parallel"
+	"github.com/acgs-lite/acgs/internal/telemetry/decisionmetrics"
 	"github.com/acgs-lite/acgs/internal/workload"
 )
 
@@ -95,7 +96,7 @@ func (s *Server) Warm(ctx context.Context) (warmed, shed, total int) {
 		case admission.Overloaded(err):
 			results[i] = wasShed
 		default:
-			s.countFailure(err)
+			decisionmetrics.CountFailure(s.d.Metrics, err)
 		}
 	})
 	for _, r := range results {
