@@ -116,6 +116,9 @@ func TestHiddenCheckFailsClosed(t *testing.T) {
 		{name: "string", answer: answeringDecider{d: defined("true")}, hide: true, outcome: "error", wantLog: "gave no boolean"},
 		{name: "object", answer: answeringDecider{d: defined(map[string]any{"hidden": false})}, hide: true, outcome: "error", wantLog: "gave no boolean"},
 		{name: "number", answer: answeringDecider{d: defined(0)}, hide: true, outcome: "error", wantLog: "gave no boolean"},
+		// an object with an allow field, which the service's labels would
+		// call allow: not a boolean, so hidden and an error here
+		{name: "object with allow", answer: answeringDecider{d: defined(map[string]any{"allow": true})}, hide: true, outcome: "error", wantLog: "gave no boolean"},
 		{name: "undefined", answer: answeringDecider{d: engine.Decision{Source: engine.SourceFull}}, hide: true, outcome: "undefined", wantLog: "cannot tell"},
 		{name: "evaluation error", answer: answeringDecider{err: evalErr}, hide: true, outcome: "error", wantLog: "cannot tell",
 			counted: map[string]float64{"acgs_evaluation_failures_total/error": 1}},
