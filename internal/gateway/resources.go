@@ -65,12 +65,12 @@ func (g *Gateway) countListed(u *upstream, method, asked string, hidden bool) {
 
 // hiddenFeature reports whether the constitution hides an upstream's
 // resources or prompts (feature: resourcesTool or promptsTool) from agent;
-// a failed or undefined check, or one whose result is not a boolean,
-// hides them (fail closed). Shadow mode for
-// the upstream (or for the pseudo-tool) shows them. A check the engine did
-// not make (shed for overload, or cancelled while it waited) hides nothing
-// and refuses nothing: err is the request's answer (notMadeError, what
-// saying what the gateway did not do), as for tools/list.
+// a failed or undefined check, or one whose result is not a boolean, hides
+// them (fail closed). Shadow mode for the upstream (or for the pseudo-tool)
+// shows them. A check the engine did not make (shed for overload, or
+// cancelled while it waited) hides nothing and refuses nothing: err is the
+// request's answer (notMadeError, what saying what the gateway did not
+// do), as for tools/list.
 func (g *Gateway) hiddenFeature(ctx context.Context, u *upstream, feature, agent, what string) (hidden bool, err error) {
 	if u.cfg.shadowed(feature) {
 		return false, nil

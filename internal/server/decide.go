@@ -128,6 +128,7 @@ func (lateCause) Unwrap() error { return admission.ErrLate }
 
 // lateUntil reports whether ctx is a too-late request's (lateCause), and
 // until when its cache lookups may run.
+//
 // decisionContext sets the cause itself, unwrapped, so a type assertion
 // finds it; errors.As would need c's address, which moved c to the heap on
 // every decision, late or not (review).
