@@ -188,11 +188,12 @@ func TestJSONResponseUpstreamProgressReachesTheAgent(t *testing.T) {
 
 // TestStandaloneStreamReopened: an upstream's standalone stream that ends
 // between events, as a proxy cuts an idle one at its read timeout, is
-// reopened in place, each time: the SDK's client, which fails the session
-// when a stream without event IDs ends twice, sees one stream, and the
-// session is kept. Progress still comes on the reopened stream.
+// reopened each time by the SDK's client as patched (patch 6,
+// third_party/README.md), where the SDK as released fails the session
+// when a stream without event IDs ends twice: the session is kept, and
+// progress still comes on the reopened stream.
 func TestStandaloneStreamReopened(t *testing.T) {
-	t.Cleanup(gateway.SetReopenAfter(0)) // any stream; restored after the gateway has stopped
+	t.Cleanup(gateway.SetReopenAfter(0)) // 0: the SDK's first reconnection delay (1 to 2 s) after it opened; restored after the gateway has stopped
 	up := startJSONUpstream(t, cutGET)
 	e := startEnv(t, envOptions{upstreams: "  - name: jsonup\n    url: " + up.url + "\n    standalone_stream: true\n"})
 	agent, got := progressAgent(t, e)

@@ -140,17 +140,24 @@ func (u *upstream) transport() mcp.Transport {
 	// its first GET, made within Connect under the connection's own
 	// context (an upstream that accepted it and never answered would hold
 	// the connection attempt, and Close, forever), to half a list's
-	// timeout, then goes on without the stream; and reopens a stream
-	// without event IDs when it ends (an upstream without an event store,
-	// a proxy that cuts idle streams), no sooner than reopenAfter after it
-	// opened, where it would have failed the session at the second end.
+	// timeout, then goes on without the stream (logged, with the hint
+	// that its calls pass no progress on until it is reconnected); and
+	// reopens a stream without event IDs when it ends (an upstream without
+	// an event store, a proxy that cuts idle streams), no sooner than
+	// reopenAfter after it opened, where it would have failed the session
+	// at the second end. A reopening's GET that fails in a way that may
+	// pass (a 503 while the upstream restarts, the 409 of an upstream
+	// still holding the stream a proxy cut) is made again, reopenAfter
+	// later at least; the session is lost at the second such failure in a
+	// row (MaxRetries 1), or at once at a 404 or 405.
 	return &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: &http.Client{Transport: base}, MaxRetries: 1,
 		StandaloneSSE: &mcp.StandaloneSSEOptions{Wait: u.listTimeout() / 2, ReopenAfter: reopenAfter, Logger: u.log}}
 }
 
 // reopenAfter is the least time between two openings of an upstream's
 // standalone stream: one that ends sooner after it opened is reopened only
-// then, not as fast as an upstream (or a proxy) ends it.
+// then, not as fast as an upstream (or a proxy) ends it. Zero is the SDK's
+// first reconnection delay (1 to 2 s).
 var reopenAfter = probeEvery
 
 // inheritedEnv names the variables of the gateway's environment that a

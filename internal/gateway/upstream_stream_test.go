@@ -198,9 +198,16 @@ func serveStream(w http.ResponseWriter, r *http.Request, s string, hold bool) {
 // Logger writes to the returned buffer.
 func connectStandalone(t *testing.T, url string, opts mcp.StandaloneSSEOptions) (*mcp.ClientSession, *testenv.SyncBuffer) {
 	t.Helper()
+	return connectStandaloneWith(t, url, opts, nil)
+}
+
+// connectStandaloneWith is connectStandalone with the client's options
+// copts.
+func connectStandaloneWith(t *testing.T, url string, opts mcp.StandaloneSSEOptions, copts *mcp.ClientOptions) (*mcp.ClientSession, *testenv.SyncBuffer) {
+	t.Helper()
 	logs := &testenv.SyncBuffer{}
 	opts.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	c := mcp.NewClient(&mcp.Implementation{Name: "gw", Version: "1"}, nil)
+	c := mcp.NewClient(&mcp.Implementation{Name: "gw", Version: "1"}, copts)
 	cs, err := c.Connect(testCtx(t), &mcp.StreamableClientTransport{Endpoint: url, MaxRetries: 1, StandaloneSSE: &opts}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -240,7 +247,7 @@ func TestStandaloneStreamReopenedWhenItEnds(t *testing.T) {
 			}
 			serveStream(w, r, ": ok\n\nevent: ping\ndata:\n\n", false)
 		})
-		cs, logs := connectStandalone(t, url, mcp.StandaloneSSEOptions{})
+		cs, logs := connectStandalone(t, url, mcp.StandaloneSSEOptions{ReopenAfter: 100 * time.Millisecond})
 		if !ended(cs) {
 			t.Fatalf("the session lives on after %d GET, want it ended by the 405 of the fourth", len(ids()))
 		}
@@ -249,6 +256,9 @@ func TestStandaloneStreamReopenedWhenItEnds(t *testing.T) {
 		}
 		if n := strings.Count(logs.String(), "standalone stream ended; reopened"); n != 2 {
 			t.Errorf("reopened %d times, want 2 (the third GET's answer refused it):\n%s", n, logs)
+		}
+		if !strings.Contains(logs.String(), "error=EOF") {
+			t.Errorf("the reopenings' log does not say what ended the stream (EOF):\n%s", logs)
 		}
 	})
 	t.Run("with event IDs", func(t *testing.T) {
@@ -349,4 +359,286 @@ func TestOnlyTheFirstStandaloneGETIsBounded(t *testing.T) {
 			t.Errorf("the reopening's GET was bounded:\n%s", logs)
 		}
 	})
+}
+
+// notifyingUpstream serves an upstream in JSON-response mode (the SDK's
+// server, handler h) whose tool "work" sends its caller's progress, which
+// in that mode can only go on the standalone stream, and answers. Its
+// endpoint answers the standalone stream's n-th GET (from 1) with get; it
+// returns its URL and the number of GETs so far.
+func notifyingUpstream(t *testing.T, get func(n int, h http.Handler, w http.ResponseWriter, r *http.Request)) (string, func() int) {
+	t.Helper()
+	s := mcp.NewServer(&mcp.Implementation{Name: "json", Version: "1"}, nil)
+	mcp.AddTool(s, &mcp.Tool{Name: "work"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		if tok := req.Params.GetProgressToken(); tok != nil {
+			_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: tok, Progress: 1, Total: 2})
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
+	})
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{JSONResponse: true})
+	var gets atomic.Int64
+	url := serveUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			h.ServeHTTP(w, r)
+			return
+		}
+		get(int(gets.Add(1)), h, w, r)
+	}))
+	return url, func() int { return int(gets.Load()) }
+}
+
+// breakConn answers a request with bytes that are no HTTP response, and
+// closes the connection.
+func breakConn(t *testing.T, w http.ResponseWriter) {
+	c, _, err := w.(http.Hijacker).Hijack()
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	_, _ = c.Write([]byte("garbage\r\n\r\n"))
+	_ = c.Close()
+}
+
+// cutRelay is the writer of a GET's answer relayed by a proxy that cuts
+// it: once cut, what the SDK's server writes goes nowhere, and the server
+// holds the stream on until its request's context ends, as when a proxy
+// ended the client's response and the server has not noticed yet.
+type cutRelay struct {
+	mu  sync.Mutex
+	w   http.ResponseWriter
+	h   http.Header
+	cut bool
+}
+
+func (r *cutRelay) Header() http.Header {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cut {
+		return r.h
+	}
+	return r.w.Header()
+}
+
+func (r *cutRelay) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cut {
+		return len(p), nil
+	}
+	return r.w.Write(p)
+}
+
+func (r *cutRelay) WriteHeader(code int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.cut {
+		r.w.WriteHeader(code)
+	}
+}
+
+func (r *cutRelay) Flush() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.cut {
+		r.w.(http.Flusher).Flush()
+	}
+}
+
+func (r *cutRelay) stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cut = true
+}
+
+// statusWriter keeps the status its ResponseWriter is answered with.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Flush() { s.ResponseWriter.(http.Flusher).Flush() }
+
+// TestStandaloneReopeningRetried: the GET that reopens a standalone
+// stream without event IDs is answered once with a failure that may pass
+// (a 503, bytes that are no HTTP response, a 200 that is no event stream,
+// the 409 with which the SDK's own server answers a GET for a stream its
+// handler of the old GET still holds, as when a proxy cut it), then
+// served: the reopening is tried again (no sooner than ReopenAfter and
+// the SDK's backoff), the session is kept and the server's notifications
+// come on the reopened stream. Review finding: the patched client failed
+// the session at the first such answer (the 409 whenever a proxy cut the
+// stream), where the gateway's streamGuard it replaced had left the SDK
+// to retry it.
+func TestStandaloneReopeningRetried(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		bad  func(t *testing.T, w http.ResponseWriter)
+	}{
+		{"503", func(_ *testing.T, w http.ResponseWriter) { http.Error(w, "restarting", http.StatusServiceUnavailable) }},
+		{"no HTTP response", breakConn},
+		{"not an event stream", func(_ *testing.T, w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "text/plain")
+			_, _ = io.WriteString(w, "hello\n")
+		}},
+		{"409 of the SDK's server", nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var codes sync.Map           // GET n: its status (the SDK's server's GETs)
+			release := make(chan func()) // ends the first GET's handler (409 row)
+			url, gets := notifyingUpstream(t, func(n int, h http.Handler, w http.ResponseWriter, r *http.Request) {
+				switch {
+				case n == 1 && c.bad != nil:
+					serveStream(w, r, ": ok\n\n", false) // ends at once
+				case n == 1:
+					// The SDK's server serves the stream, and a proxy cuts
+					// it; the server holds it until released.
+					ctx, cancel := context.WithCancel(context.Background())
+					rw := &cutRelay{w: w, h: http.Header{}}
+					served := make(chan struct{})
+					go func() { defer close(served); h.ServeHTTP(rw, r.WithContext(ctx)) }()
+					time.Sleep(100 * time.Millisecond)
+					rw.stop()
+					go func() { release <- func() { cancel(); <-served } }()
+				case n == 2 && c.bad != nil:
+					c.bad(t, w)
+				default:
+					sw := &statusWriter{ResponseWriter: w}
+					if n == 2 {
+						// Answered while the first GET's handler holds the
+						// stream; then that handler ends.
+						h.ServeHTTP(sw, r)
+						codes.Store(n, sw.code)
+						(<-release)()
+						return
+					}
+					h.ServeHTTP(sw, r)
+				}
+			})
+			got := make(chan struct{}, 10)
+			cs, logs := connectStandaloneWith(t, url, mcp.StandaloneSSEOptions{ReopenAfter: 500 * time.Millisecond},
+				&mcp.ClientOptions{ProgressNotificationHandler: func(context.Context, *mcp.ProgressNotificationClientRequest) { got <- struct{}{} }})
+			lost := make(chan error, 1)
+			go func() { lost <- cs.Wait() }()
+			for bound := time.Now().Add(30 * time.Second); gets() < 3 || !strings.Contains(logs.String(), "reopened"); time.Sleep(10 * time.Millisecond) {
+				select {
+				case err := <-lost:
+					t.Fatalf("the session is lost (%v) after %d GET:\n%s", err, gets(), logs)
+				default:
+				}
+				if time.Now().After(bound) {
+					t.Fatalf("%d GET, want the stream reopened by a third:\n%s", gets(), logs)
+				}
+			}
+			if c.bad == nil {
+				if code, _ := codes.Load(2); code != http.StatusConflict {
+					t.Fatalf("the second GET was answered %v, want 409: the test shows nothing", code)
+				}
+			}
+			if !strings.Contains(logs.String(), "trying again") {
+				t.Errorf("the failed reopening was not logged:\n%s", logs)
+			}
+			// Progress comes on the reopened stream. (A notification sent
+			// before the server took the stream is lost: call again.)
+			bound := time.Now().Add(20 * time.Second)
+		calls:
+			for {
+				res, err := cs.CallTool(testCtx(t), &mcp.CallToolParams{Name: "work", Meta: mcp.Meta{"progressToken": "p"}})
+				if err != nil || res.IsError {
+					t.Fatalf("the call: %v %v (the session is lost); logs:\n%s", err, res, logs)
+				}
+				select {
+				case <-got:
+					break calls
+				case <-time.After(time.Second):
+				}
+				if time.Now().After(bound) {
+					t.Fatalf("no progress came on the reopened stream:\n%s", logs)
+				}
+			}
+			if n := gets(); n != 3 {
+				t.Errorf("%d GET, want 3", n)
+			}
+		})
+	}
+}
+
+// TestStandaloneReopeningFails: a standalone stream whose reopening's GET
+// fails each time (503) ends the session once MaxRetries+1 reopenings in
+// a row have failed (here 2, each logged), neither at the first nor never
+// (nor with GETs as fast as it answers); one answered 404 (the session is
+// gone) ends it at once.
+func TestStandaloneReopeningFails(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		code     int
+		wantGETs int
+	}{{"503 each time", http.StatusServiceUnavailable, 3}, {"404", http.StatusNotFound, 2}} {
+		t.Run(c.name, func(t *testing.T) {
+			url, ids := standaloneUpstream(t, func(n int, w http.ResponseWriter, r *http.Request) {
+				if n == 1 {
+					serveStream(w, r, ": ok\n\n", false)
+					return
+				}
+				http.Error(w, http.StatusText(c.code), c.code)
+			})
+			cs, logs := connectStandalone(t, url, mcp.StandaloneSSEOptions{ReopenAfter: 100 * time.Millisecond})
+			if !ended(cs) {
+				t.Fatalf("the session lives on after %d GET:\n%s", len(ids()), logs)
+			}
+			if n := len(ids()); n != c.wantGETs {
+				t.Errorf("%d GET, want %d:\n%s", n, c.wantGETs, logs)
+			}
+			if n, want := strings.Count(logs.String(), "trying again"), c.wantGETs-2; n != want {
+				t.Errorf("%d failed reopenings logged as tried again, want %d:\n%s", n, want, logs)
+			}
+		})
+	}
+}
+
+// TestStandaloneReopenAfterZero: with ReopenAfter unset (0), a stream that
+// the server ends at once is reopened no sooner than the SDK's own
+// reconnection delay (1 s at least) after it opened, not as fast as the
+// server ends it (review finding: about 21,600 GETs a second).
+func TestStandaloneReopenAfterZero(t *testing.T) {
+	url, ids := standaloneUpstream(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+		serveStream(w, r, ": ok\n\n", false)
+	})
+	cs, _ := connectStandalone(t, url, mcp.StandaloneSSEOptions{})
+	time.Sleep(time.Second)
+	if n := len(ids()); n > 3 {
+		t.Errorf("%d GET in a second, want at most 3 (one a second)", n)
+	}
+	if err := cs.Ping(testCtx(t), nil); err != nil {
+		t.Errorf("ping: %v", err)
+	}
+}
+
+// TestStandaloneFirstGETFailedLogged: when the first standalone GET fails
+// at once (the connection closed without an answer) and Wait runs out
+// while the SDK's client waits to try it again, the session goes on
+// without the stream and the log says why (the error), not that the server
+// did not answer in time.
+func TestStandaloneFirstGETFailedLogged(t *testing.T) {
+	url, ids := standaloneUpstream(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+		c, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			_ = c.Close()
+		}
+	})
+	cs, logs := connectStandalone(t, url, mcp.StandaloneSSEOptions{Wait: 200 * time.Millisecond})
+	if err := cs.Ping(testCtx(t), nil); err != nil {
+		t.Errorf("ping: %v", err)
+	}
+	if len(ids()) == 0 {
+		t.Fatal("no GET: the test shows nothing")
+	}
+	l := logs.String()
+	if !strings.Contains(l, "going on without it") || !strings.Contains(l, "EOF") || strings.Contains(l, "in time") {
+		t.Errorf("the log does not say the GET failed (EOF), or says it was not answered in time:\n%s", l)
+	}
 }

@@ -2056,20 +2056,44 @@ type StandaloneSSEOptions struct {
 	// own context, not Connect's, so a server that accepted it and never
 	// answered would hold Connect (and Close, which waits for it) forever.
 	// Without a header in time the session goes on without the stream, as
-	// with a server that answers 405, and this is logged. Later GETs (the
-	// stream reopened, a call's stream resumed) are not bounded.
+	// with a server that answers 405, and this is logged, with the error
+	// of the last attempt if one failed. Wait bounds the SDK's attempts
+	// at that GET and its backoff between them. Later GETs (the stream
+	// reopened, a call's stream resumed) are not bounded.
 	Wait time.Duration
 	// ReopenAfter: the stream, when it ends while no event ID has come on
 	// it (so that it cannot be resumed), is opened again with a new GET,
 	// no sooner than ReopenAfter after it opened (at once if it was open
 	// that long), instead of failing the session at its MaxRetries+1st
 	// such end: a server without an event store sends no IDs, and a proxy
-	// that cuts idle streams ends it at its read timeout.
+	// that cuts idle streams ends it at its read timeout. Zero (or less)
+	// is the SDK's first reconnection delay (1 to 2 s), so that a server
+	// that ends the stream at once is not asked for it as fast as it ends
+	// it. A reopening's GET that fails in a way that may pass (no answer,
+	// 409, 429, 5xx, an answer that is no event stream: a server
+	// restarting, or still holding the stream for the GET before) is made
+	// again, no sooner than ReopenAfter and the SDK's backoff after it;
+	// the session fails at the MaxRetries+1st such failure in a row, and
+	// at once at any other status, as a resumption does (404: the session
+	// is gone; 405: the server refuses the stream).
 	ReopenAfter time.Duration
-	// Logger, if set, is told of a GET unanswered in time and of each
-	// reopening.
+	// Logger, if set, is told of a first GET without an answer in time,
+	// of each reopening and of each reopening's failed GET.
 	Logger *slog.Logger
 }
+
+// reopenAfter is ReopenAfter, or the SDK's first reconnection delay if it
+// is not positive.
+func (s *StandaloneSSEOptions) reopenAfter() time.Duration {
+	if s.ReopenAfter > 0 {
+		return s.ReopenAfter
+	}
+	return calculateReconnectDelay(1)
+}
+
+// noStandaloneHint is what the log of a session going on without its
+// standalone stream tells an operator.
+const noStandaloneHint = ": what the server sends outside a request's own stream (a call's progress, when it answers in JSON-response mode) does not come until the client connects again"
 
 // errNoStandaloneHeader ends a standalone GET unanswered within
 // [StandaloneSSEOptions.Wait] (ACGS patch).
@@ -2247,19 +2271,14 @@ func (c *streamableClientConn) connectStandaloneSSE() {
 			cancel(nil)
 		}
 	}()
-	var timer *time.Timer
+	var resp *http.Response
+	var err error
 	if s := c.standalone; s != nil && s.Wait > 0 {
-		timer = time.AfterFunc(s.Wait, func() { cancel(errNoStandaloneHeader) })
-	}
-	resp, err := c.connectSSE(ctx, "", 0, true)
-	if timer != nil && !timer.Stop() && c.ctx.Err() == nil {
-		if err == nil {
-			resp.Body.Close()
+		if resp, err = c.firstStandaloneGET(ctx, cancel, s); resp == nil && err == nil {
+			return // gone on without the stream
 		}
-		if s := c.standalone; s.Logger != nil {
-			s.Logger.Warn("mcp: the server did not answer its standalone SSE stream's GET in time; going on without it", "wait", s.Wait)
-		}
-		return
+	} else {
+		resp, err = c.connectSSE(ctx, "", 0, true)
 	}
 	if err != nil {
 		// If the client didn't cancel the request, and failure breaks the logical
@@ -2309,6 +2328,154 @@ func (c *streamableClientConn) connectStandaloneSSE() {
 		defer cancel(nil)
 		c.handleSSE(c.ctx, summary, resp, nil)
 	}()
+}
+
+// firstStandaloneGET (ACGS patch) makes the standalone stream's first GET
+// as connectSSE does (at once, then after its backoff, up to maxRetries
+// times more), under ctx, which it cancels once s.Wait has passed. A GET
+// answered in time is returned; without an answer by then the session
+// goes on without the stream: it logs why (the server did not answer, or
+// an attempt failed and Wait ran out before the next) and returns (nil,
+// nil).
+func (c *streamableClientConn) firstStandaloneGET(ctx context.Context, cancel context.CancelCauseFunc, s *StandaloneSSEOptions) (*http.Response, error) {
+	timer := time.AfterFunc(s.Wait, func() { cancel(errNoStandaloneHeader) })
+	defer timer.Stop()
+	var lastErr error
+	unanswered := false // ctx ended a GET in flight
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			t := time.NewTimer(calculateReconnectDelay(attempt))
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		resp, err := c.getStandalone(ctx)
+		if err == nil {
+			if timer.Stop() {
+				return resp, nil
+			}
+			resp.Body.Close() // answered as the wait ran out: ctx ends its stream
+			unanswered = true
+			break
+		}
+		if ctx.Err() != nil {
+			unanswered = true
+			break
+		}
+		lastErr = err
+		if attempt >= c.maxRetries {
+			return nil, fmt.Errorf("connection failed after %d attempts: %w", c.maxRetries, lastErr)
+		}
+	}
+	if err := c.ctx.Err(); err != nil {
+		return nil, err // closed
+	}
+	if s.Logger != nil {
+		if unanswered {
+			args := []any{"wait", s.Wait}
+			if lastErr != nil {
+				args = append(args, "earlier_attempt", lastErr)
+			}
+			s.Logger.Warn("mcp: the server did not answer its standalone SSE stream's GET in time; going on without it"+noStandaloneHint, args...)
+		} else {
+			s.Logger.Warn("mcp: the standalone SSE stream's GET failed, and Wait ran out before the next attempt; going on without it"+noStandaloneHint, "wait", s.Wait, "error", lastErr)
+		}
+	}
+	return nil, nil
+}
+
+// getStandalone (ACGS patch) makes one GET for the standalone stream, as
+// connectSSE does.
+func (c *streamableClientConn) getStandalone(ctx context.Context) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.setMCPHeaders(req, nil); err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	return c.client.Do(req)
+}
+
+// reopenStandalone (ACGS patch) opens the standalone stream again, with a
+// new GET, after it ended with no event ID come on it: no sooner than
+// after (ReopenAfter) since it opened, lived ago, nor than the server's
+// retry delay. A GET that fails in a way that may pass (no answer; 409,
+// as the SDK's server answers while its handler of the GET before still
+// holds the stream; 429 or 5xx; an answer that is no event stream) is
+// logged and made again, no sooner than after and the SDK's backoff
+// later, up to maxRetries times in a row; any other status fails it at
+// once, as checkResponse has it (404: ErrSessionMissing). It returns
+// (nil, nil) once ctx has ended or the connection is closed.
+func (c *streamableClientConn) reopenStandalone(ctx context.Context, summary string, s *StandaloneSSEOptions, after, lived, retryDelay time.Duration) (*http.Response, error) {
+	delay := max(after-lived, retryDelay)
+	for failures := 0; ; failures++ {
+		if delay > 0 {
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-c.done:
+				t.Stop()
+				return nil, nil
+			case <-ctx.Done():
+				t.Stop()
+				return nil, nil
+			}
+		}
+		resp, err := c.getStandalone(ctx)
+		if ctx.Err() != nil {
+			if err == nil {
+				resp.Body.Close()
+			}
+			return nil, nil
+		}
+		if err == nil {
+			code, ct := resp.StatusCode, resp.Header.Get("Content-Type")
+			if code == http.StatusOK && baseMediaType(ct) == "text/event-stream" {
+				return resp, nil
+			}
+			if code != http.StatusConflict && !isTransientHTTPStatus(code) && (code < 200 || code >= 300) {
+				if err := c.checkResponse(ctx, summary, resp); err != nil {
+					return nil, err
+				}
+			}
+			resp.Body.Close()
+			if code >= 200 && code < 300 {
+				err = fmt.Errorf("%s, Content-Type %q instead of text/event-stream", resp.Status, ct)
+			} else {
+				err = errors.New(resp.Status)
+			}
+		}
+		if failures >= c.maxRetries {
+			return nil, fmt.Errorf("%s: failed to reopen after %d attempts (session ID: %v): %w", summary, failures+1, c.SessionID(), err)
+		}
+		delay = max(after, calculateReconnectDelay(failures+1), retryDelay)
+		if s.Logger != nil {
+			s.Logger.Warn("mcp: the server's standalone stream could not be reopened; trying again", "error", err, "again_in", delay.Round(time.Millisecond))
+		}
+	}
+}
+
+// streamEnd (ACGS patch) is the body of a standalone stream that keeps
+// the first error that ended it (io.EOF: the server ended it), for the log
+// of its reopening.
+type streamEnd struct {
+	io.ReadCloser
+	err error
+}
+
+func (b *streamEnd) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && b.err == nil {
+		b.err = err
+	}
+	return n, err
 }
 
 // fail handles an asynchronous error while reading.
@@ -2619,6 +2786,11 @@ func (c *streamableClientConn) handleSSE(ctx context.Context, requestSummary str
 	opened := time.Now()
 
 	for {
+		var ended *streamEnd // ACGS patch
+		if c.standalone != nil && forCall == nil {
+			ended = &streamEnd{ReadCloser: resp.Body}
+			resp.Body = ended
+		}
 		lastEventID, reconnectDelay, clientClosed := c.processStream(ctx, requestSummary, resp, forCall)
 
 		// If the connection was closed by the client, we're done.
@@ -2635,25 +2807,26 @@ func (c *streamableClientConn) handleSSE(ctx context.Context, requestSummary str
 		// cannot be resumed) is reopened, not counted against maxRetries,
 		// no sooner than StandaloneSSEOptions.ReopenAfter after it opened.
 		if s := c.standalone; s != nil && forCall == nil && lastEventID == "" && prevLastEventID == "" {
-			lived := time.Since(opened)
-			delay := max(reconnectDelay, s.ReopenAfter-lived)
-			newResp, err := c.connectSSE(ctx, "", delay, delay <= 0)
+			lived, after := time.Since(opened), s.reopenAfter()
+			newResp, err := c.reopenStandalone(ctx, requestSummary, s, after, lived, reconnectDelay)
 			if err != nil {
 				if ctx.Err() == nil {
-					c.fail(fmt.Errorf("%s: failed to reopen (session ID: %v): %v", requestSummary, c.sessionID, err))
+					c.fail(err)
 				}
 				return
 			}
-			if err := c.checkResponse(ctx, requestSummary, newResp); err != nil {
-				c.fail(err)
-				return
+			if newResp == nil {
+				return // closed
 			}
 			if s.Logger != nil {
 				level := slog.LevelInfo
 				if lived < s.ReopenAfter {
-					level = slog.LevelDebug // a server that ends it at once would log this every ReopenAfter
+					// A server that ends it at once would log this every
+					// ReopenAfter (not if it is 0, configured so for any
+					// stream, as a test may).
+					level = slog.LevelDebug
 				}
-				s.Logger.Log(ctx, level, "mcp: the server's standalone stream ended; reopened", "after", lived.Round(time.Millisecond))
+				s.Logger.Log(ctx, level, "mcp: the server's standalone stream ended; reopened", "after", lived.Round(time.Millisecond), "error", ended.err)
 			}
 			resp, opened = newResp, time.Now()
 			continue
