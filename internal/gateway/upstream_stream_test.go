@@ -642,3 +642,92 @@ func TestStandaloneFirstGETFailedLogged(t *testing.T) {
 		t.Errorf("the log does not say the GET failed (EOF), or says it was not answered in time:\n%s", l)
 	}
 }
+
+// TestStandaloneNoGETAtClose: Close of a session whose standalone stream
+// (without event IDs) has lived longer than ReopenAfter sends its DELETE,
+// which ends the stream on the SDK's server, and makes no GET after it.
+// Review finding: the stream's end was taken for one to reopen at once,
+// and that GET, answered 404 while Close ran, failed the session
+// (ErrSessionMissing) for nothing.
+func TestStandaloneNoGETAtClose(t *testing.T) {
+	s := mcp.NewServer(&mcp.Implementation{Name: "json", Version: "1"}, nil)
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{JSONResponse: true})
+	var mu sync.Mutex
+	var methods []string // each request's method, in the order they came
+	url := serveUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		methods = append(methods, r.Method)
+		mu.Unlock()
+		h.ServeHTTP(w, r)
+		if r.Method == http.MethodDelete {
+			// The DELETE's answer comes after the stream's end (as over
+			// a slower network), while Close waits for it.
+			time.Sleep(200 * time.Millisecond)
+		}
+	}))
+	seen := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(methods)
+	}
+	cs, logs := connectStandalone(t, url, mcp.StandaloneSSEOptions{ReopenAfter: 100 * time.Millisecond})
+	time.Sleep(300 * time.Millisecond) // the stream lives longer than ReopenAfter
+	if err := cs.Ping(testCtx(t), nil); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	if n := slices.Index(seen(), http.MethodGet); n < 0 {
+		t.Fatalf("requests %q: no standalone GET, the test shows nothing", seen())
+	}
+	if err := cs.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond) // a GET made as Close ended would have come
+	got := seen()
+	del := slices.Index(got, http.MethodDelete)
+	if del < 0 {
+		t.Fatalf("requests %q: no DELETE, the test shows nothing", got)
+	}
+	if slices.Contains(got[del:], http.MethodGet) {
+		t.Errorf("requests %q: a GET after Close's DELETE; logs:\n%s", got, logs)
+	}
+}
+
+// TestStandaloneReopenedOn2xx: a reopening's GET answered with an event
+// stream and a 2xx status other than 200 (here 203, as a proxy may
+// rewrite it) opens the stream, as the first GET's answer does
+// (checkResponse takes any 2xx). Review finding: the reopening took only
+// a 200, and failed the session after MaxRetries+1 such answers.
+func TestStandaloneReopenedOn2xx(t *testing.T) {
+	url, ids := standaloneUpstream(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		if n == 1 {
+			serveStream(w, r, ": ok\n\n", false) // ends at once
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusNonAuthoritativeInfo)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	cs, logs := connectStandalone(t, url, mcp.StandaloneSSEOptions{ReopenAfter: 100 * time.Millisecond})
+	lost := make(chan error, 1)
+	go func() { lost <- cs.Wait() }()
+	for bound := time.Now().Add(30 * time.Second); !strings.Contains(logs.String(), "ended; reopened"); time.Sleep(10 * time.Millisecond) {
+		select {
+		case err := <-lost:
+			t.Fatalf("the session is lost (%v) after %d GET:\n%s", err, len(ids()), logs)
+		default:
+		}
+		if time.Now().After(bound) {
+			t.Fatalf("%d GET, want the stream reopened by the second:\n%s", len(ids()), logs)
+		}
+	}
+	if err := cs.Ping(testCtx(t), nil); err != nil {
+		t.Errorf("ping: %v", err)
+	}
+	if n := len(ids()); n != 2 {
+		t.Errorf("%d GET, want 2:\n%s", n, logs)
+	}
+	if strings.Contains(logs.String(), "trying again") {
+		t.Errorf("the 203 was taken for a failure:\n%s", logs)
+	}
+}

@@ -2206,6 +2206,9 @@ type streamableClientConn struct {
 
 	// standalone is [StreamableClientTransport.StandaloneSSE] (ACGS patch).
 	standalone *StandaloneSSEOptions
+	// closing is set once Close has begun (ACGS patch): its DELETE ends
+	// the standalone stream, which is then not to be reopened.
+	closing atomic.Bool
 
 	// Guard calls to Close, as it may be called multiple times.
 	closeOnce sync.Once
@@ -2411,8 +2414,10 @@ func (c *streamableClientConn) getStandalone(ctx context.Context) (*http.Respons
 // holds the stream; 429 or 5xx; an answer that is no event stream) is
 // logged and made again, no sooner than after and the SDK's backoff
 // later, up to maxRetries times in a row; any other status fails it at
-// once, as checkResponse has it (404: ErrSessionMissing). It returns
-// (nil, nil) once ctx has ended or the connection is closed.
+// once, as checkResponse has it (404: ErrSessionMissing). Any 2xx with an
+// event stream opens it, as the first GET's answer does. It returns
+// (nil, nil) once ctx has ended or Close has begun (whose DELETE ends the
+// stream: no GET is made then, and one made as Close began is dropped).
 func (c *streamableClientConn) reopenStandalone(ctx context.Context, summary string, s *StandaloneSSEOptions, after, lived, retryDelay time.Duration) (*http.Response, error) {
 	delay := max(after-lived, retryDelay)
 	for failures := 0; ; failures++ {
@@ -2428,8 +2433,11 @@ func (c *streamableClientConn) reopenStandalone(ctx context.Context, summary str
 				return nil, nil
 			}
 		}
+		if c.closing.Load() {
+			return nil, nil
+		}
 		resp, err := c.getStandalone(ctx)
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || c.closing.Load() {
 			if err == nil {
 				resp.Body.Close()
 			}
@@ -2437,7 +2445,7 @@ func (c *streamableClientConn) reopenStandalone(ctx context.Context, summary str
 		}
 		if err == nil {
 			code, ct := resp.StatusCode, resp.Header.Get("Content-Type")
-			if code == http.StatusOK && baseMediaType(ct) == "text/event-stream" {
+			if code >= 200 && code < 300 && baseMediaType(ct) == "text/event-stream" {
 				return resp, nil
 			}
 			if code != http.StatusConflict && !isTransientHTTPStatus(code) && (code < 200 || code >= 300) {
@@ -3072,6 +3080,7 @@ func (c *streamableClientConn) connectSSE(ctx context.Context, lastEventID strin
 // Close implements the [Connection] interface.
 func (c *streamableClientConn) Close() error {
 	c.closeOnce.Do(func() {
+		c.closing.Store(true) // ACGS patch
 		if errors.Is(c.failure(), ErrSessionMissing) {
 			// If the session is missing, no need to delete it.
 		} else if c.SessionID() == "" {
