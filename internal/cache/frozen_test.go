@@ -2,7 +2,6 @@ package cache
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"strconv"
@@ -45,124 +44,144 @@ func freeze(t *testing.T, r *testenv.Redis) (thaw func()) {
 	return thaw
 }
 
-// TestFrozenRedisDoesNotHoldRequests: with Redis frozen, no Lookup or LookupMany
-// waits much beyond its L2 deadline, and L2 serves again once Redis does.
+// TestFrozenRedisDoesNotHoldRequests: with Redis frozen, every Lookup and
+// LookupMany returns a miss, its keys skipped or read and given up at the
+// L2 deadline (an L2 error each), while the frozen Redis still holds what
+// it was sent: first reads on the open connections, then, once those are
+// lost, the handshake of their redial. L2 serves again once Redis does.
 // Before, a request that reached L2 while the client was redialing waited
 // for that dial whatever its own deadline: rueidis dials a lost connection
 // once for all its callers, with the deadline of the first, which was the
-// supervisor's one-second epoch read or an operator's flush; such requests
-// waited up to a second, a few times in a few seconds.
+// supervisor's one-second epoch read or an operator's flush.
+//
+// The client's dial and write timeouts are a minute (gateProxy's URL,
+// forwarding to the frozen Redis), beyond hangGuard: nothing but a
+// request's own deadline ends its wait while Redis is frozen, so a request
+// that waited for Redis or for a dial would not return (returns: hung).
 func TestFrozenRedisDoesNotHoldRequests(t *testing.T) {
 	r := startRedis(t)
-	const timeout = 10 * time.Millisecond
-	// A second where it was held (0.95-1 s in every run); well above what a
-	// loaded 2-core machine under -race adds to a 10 ms deadline (up to
-	// 130 ms seen at a load average of 6).
-	const bound = 400 * time.Millisecond
-	// A lookup beyond the bound counts as held only if the process ran on
-	// meanwhile: ticks, a goroutine sleeping a millisecond at a time,
-	// advanced at least minTicks while it waited. One held by the dial
-	// waits while the rest of the process runs (hundreds of ticks); one
-	// slowed by the machine (the process not scheduled, a GC pause) was
-	// stopped with everything else, and is not what this test is about.
-	const minTicks = 20
-	a := newCache(t, r.URL(), func(c *Config) { c.L2Timeout = timeout })
+	p := startGateProxy(t, r.Addr()) // left open: it only lets the test drop connections
+	a := newCache(t, p.URL(), func(c *Config) { c.L2Timeout = 10 * time.Millisecond })
 	b := newCache(t, r.URL())
+	ctx := context.Background()
 	eventually(t, 5*time.Second, "connected", func() bool { return a.Stats().L2Healthy && b.Stats().L2Healthy })
 
 	thaw := freeze(t, r)
-	var (
-		mu      sync.Mutex
-		worst   time.Duration
-		lookups int
-		held    []string // lookups beyond the bound while the process ran on
-		slow    []string // beyond the bound with the process stopped too
-		ticks   atomic.Int64
-	)
-	// timed runs one lookup and records how long it took.
-	timed := func(lookup func()) {
-		t0, n0 := time.Now(), ticks.Load()
-		lookup()
-		d, n := time.Since(t0), ticks.Load()-n0
-		mu.Lock()
-		defer mu.Unlock()
-		worst = max(worst, d)
-		lookups++
-		if d > bound {
-			desc := fmt.Sprintf("%s (%d ticks)", d, n)
-			if n >= minTicks {
-				held = append(held, desc)
-			} else {
-				slow = append(slow, desc)
-			}
-		}
-	}
-	ctx := context.Background()
-	start := time.Now()
-	const span = 5 * time.Second // the breaker half-opens every second: several chances to be held
-	var wg sync.WaitGroup
-	stopTicks := make(chan struct{})
-	ticking := make(chan struct{})
+	// An operator empties the cache meanwhile (DELETE /v1/cache): a call
+	// with a one-second deadline, as the supervisor's, that dials too. Its
+	// client (bg) is not the requests' (rd); how long a Flush waits is not
+	// this test's (one may wait for the epoch subscription's redial, which
+	// has no deadline but the dial timeout), so they are only waited for
+	// once Redis is thawed.
+	stopFlushes, flushed := make(chan struct{}), make(chan struct{})
 	go func() {
-		defer close(ticking)
+		defer close(flushed)
 		for {
 			select {
-			case <-stopTicks:
+			case <-stopFlushes:
 				return
-			case <-time.After(time.Millisecond):
-				ticks.Add(1)
+			default:
 			}
-		}
-	}()
-	for g := range 4 {
-		wg.Go(func() {
-			for i := 0; time.Since(start) < span; i++ {
-				k := key(t, 1_000_000*(g+1)+i) // always an L1 miss
-				timed(func() { a.Lookup(ctx, k) })
-				time.Sleep(time.Millisecond)
-			}
-		})
-	}
-	wg.Go(func() {
-		const n = 20
-		keys := make([]Key, n)
-		vals, tiers, found := make([]Value, n), make([]Tier, n), make([]bool, n)
-		for i := 0; time.Since(start) < span; i++ {
-			for j := range keys {
-				keys[j] = key(t, 10_000_000+i*n+j)
-			}
-			timed(func() { a.LookupMany(ctx, keys, vals, tiers, found) })
-			time.Sleep(time.Millisecond)
-		}
-	})
-	// An operator empties the cache meanwhile (DELETE /v1/cache): a call
-	// with a one-second deadline, as the supervisor's, that dials too.
-	wg.Go(func() {
-		for time.Since(start) < span {
 			fctx, cancel := context.WithTimeout(ctx, time.Second)
 			_, _ = a.Flush(fctx)
 			cancel()
 			time.Sleep(10 * time.Millisecond)
 		}
-	})
-	wg.Wait()
-	close(stopTicks)
-	<-ticking
-	s := a.Stats()
-	t.Logf("%d lookups against a frozen Redis, the slowest %s, %d ticks; beyond %s with the process stopped too: %v; stats %+v", lookups, worst, ticks.Load(), bound, slow, s)
-	if len(held) > 0 {
-		t.Errorf("%d lookups held with Redis frozen while the process ran on: %v, want each under %s (L2Timeout %s)", len(held), held, bound, timeout)
+	}()
+
+	// Each round looks up fresh keys (always L1 misses) concurrently, four
+	// alone and 20 in one LookupMany, and must return with none found.
+	const single, many = 4, 20
+	next := 0
+	round := func(what string) {
+		t.Helper()
+		var hits atomic.Int64
+		var wg sync.WaitGroup
+		for range single {
+			k := key(t, 1_000_000+next)
+			next++
+			wg.Go(func() {
+				if _, _, ok := a.Lookup(ctx, k); ok {
+					hits.Add(1)
+				}
+			})
+		}
+		keys := make([]Key, many)
+		for j := range keys {
+			keys[j] = key(t, 1_000_000+next)
+			next++
+		}
+		wg.Go(func() {
+			vals, tiers, found := make([]Value, many), make([]Tier, many), make([]bool, many)
+			a.LookupMany(ctx, keys, vals, tiers, found)
+			for _, f := range found {
+				if f {
+					hits.Add(1)
+				}
+			}
+		})
+		returns(t, what, wg.Wait)
+		if n := hits.Load(); n != 0 {
+			t.Fatalf("%s: %d keys found that were never set", what, n)
+		}
 	}
-	if s.L2Errors == 0 || s.L2Hits != 0 {
-		t.Errorf("the frozen Redis was not noticed: %+v", s)
+	// check: every key looked up since before was skipped or read and
+	// given up (an L2 error), none answered, and some reached Redis.
+	check := func(what string, before Stats, looked int) {
+		t.Helper()
+		s := a.Stats()
+		trips, errs, skipped := s.L2RoundTrips-before.L2RoundTrips, s.L2Errors-before.L2Errors, s.L2Skipped-before.L2Skipped
+		if trips == 0 || errs+skipped != uint64(looked) || s.L2Hits != before.L2Hits || s.L2Misses != before.L2Misses || s.L2Rejected != before.L2Rejected {
+			t.Fatalf("%s: %d keys looked up, %d round trips, %d L2 errors, %d skipped, L2 hits %d → %d, misses %d → %d; want some round trips and each key given up (an error) or skipped",
+				what, looked, trips, errs, skipped, before.L2Hits, s.L2Hits, before.L2Misses, s.L2Misses)
+		}
+		t.Logf("%s: %d keys looked up, %d round trips, %d L2 errors, %d skipped", what, looked, trips, errs, skipped)
 	}
 
+	// The open connections: reads go out and the frozen Redis holds them,
+	// until the breaker has opened on their failures.
+	before, first := a.Stats(), next
+	for guard := time.Now().Add(hangGuard); a.Stats().BreakerState != "open"; {
+		if time.Now().After(guard) {
+			t.Fatalf("hung: the breaker has not opened after %s of failed reads: %+v", hangGuard, a.Stats())
+		}
+		round("lookups with the reads held by the frozen Redis")
+		time.Sleep(time.Millisecond)
+	}
+	check("reads held", before, next-first)
+
+	// The connections lost: the client dials the frozen Redis again, which
+	// accepts (the kernel does) and holds the handshake. Rounds go on until
+	// the breaker, half-open each second, has let requests meet the redial
+	// a few times (the supervisor's ping dials too, with its one-second
+	// deadline).
+	p.drop()
+	before, first = a.Stats(), next
+	for guard := time.Now().Add(hangGuard); p.forwarded() == 0 || a.Stats().L2RoundTrips-before.L2RoundTrips < 3; {
+		if time.Now().After(guard) {
+			t.Fatalf("hung: after %s, %d connections redialed, %d round trips since the drop; want some of each", hangGuard, p.forwarded(), a.Stats().L2RoundTrips-before.L2RoundTrips)
+		}
+		round("lookups with the redial held by the frozen Redis")
+		time.Sleep(time.Millisecond)
+	}
+	check("redial held", before, next-first)
+	close(stopFlushes)
+
 	thaw()
+	returns(t, "the Flushes once Redis is thawed", func() { <-flushed })
 	eventually(t, 10*time.Second, "L2 healthy again", func() bool { return a.Stats().L2Healthy && b.Stats().L2Healthy })
 	k := key(t, 1)
 	b.Set(k, decision(t, true))
 	waitL2(t, a, k)
 	eventually(t, 5*time.Second, "the reads given up have ended", func() bool { return a.l2.abandoned.Load() == 0 })
+}
+
+// forwarded is how many connections p forwards (two each) since its last
+// drop.
+func (p *gateProxy) forwarded() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns) / 2
 }
 
 // slowProxy forwards TCP connections to a Redis, holding each new
@@ -249,48 +268,71 @@ func TestL2ReconnectsWhenADialOutlastsL2Timeout(t *testing.T) {
 }
 
 // TestAwaitGivesUpAtTheDeadline: await returns a call's result when it
-// comes in time, gives up at the deadline of one that does not, counts it
-// as abandoned until it returns, and reads skip L2 while maxAbandoned are.
+// comes before the deadline, gives up at the deadline of one that has not
+// returned, while the call is still held, counts it as abandoned until it
+// returns, and reads skip L2 while maxAbandoned are.
 func TestAwaitGivesUpAtTheDeadline(t *testing.T) {
 	var abandoned atomic.Int64
-	tests := []struct {
-		name     string
-		delay    time.Duration // how long the call takes
-		deadline time.Duration
-		ok       bool
-	}{
-		{"in time", 0, time.Second, true},
-		{"late", time.Second, 20 * time.Millisecond, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			release := make(chan struct{})
-			ctx, cancel := context.WithTimeout(context.Background(), tt.deadline)
-			defer cancel()
-			start := time.Now()
-			got, ok := await(ctx, &abandoned, func() int {
-				select {
-				case <-release:
-				case <-time.After(tt.delay):
-				}
+
+	t.Run("in time", func(t *testing.T) {
+		// The context ends only after await returned: nothing but the
+		// call's result can end the wait.
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var got int
+		var ok bool
+		returns(t, "await of a call that returns at once", func() {
+			got, ok = await(ctx, &abandoned, func() int { return 42 })
+		})
+		if !ok || got != 42 {
+			t.Fatalf("await = %d, %v; want 42, true", got, ok)
+		}
+		if n := abandoned.Load(); n != 0 {
+			t.Fatalf("%d calls counted as abandoned, want 0", n)
+		}
+	})
+
+	t.Run("late", func(t *testing.T) {
+		// The call is held until the test releases it, which it does only
+		// after checking await: await must return at the deadline while
+		// the call is still held (returns: hung if it waited for it).
+		release, returned := make(chan struct{}), make(chan struct{})
+		defer func() {
+			select {
+			case <-release:
+			default:
+				close(release)
+			}
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		defer cancel()
+		var got int
+		var ok bool
+		returns(t, "await of a held call", func() {
+			got, ok = await(ctx, &abandoned, func() int {
+				<-release
+				defer close(returned)
 				return 42
 			})
-			took := time.Since(start)
-			if ok != tt.ok || ok && got != 42 {
-				t.Fatalf("await = %d, %v; want ok %v", got, ok, tt.ok)
-			}
-			if !ok {
-				if took > 500*time.Millisecond {
-					t.Fatalf("gave up after %s, deadline %s", took, tt.deadline)
-				}
-				if n := abandoned.Load(); n != 1 {
-					t.Fatalf("%d calls counted as abandoned, want 1", n)
-				}
-			}
-			close(release)
-			eventually(t, 5*time.Second, "the abandoned call counted out", func() bool { return abandoned.Load() == 0 })
 		})
-	}
+		if ok || got != 0 {
+			t.Fatalf("await = %d, %v with the call held; want 0, false", got, ok)
+		}
+		if ctx.Err() != context.DeadlineExceeded {
+			t.Fatalf("await gave up before the deadline (ctx.Err() = %v)", ctx.Err())
+		}
+		select {
+		case <-returned:
+			t.Fatal("the held call returned before it was released")
+		default:
+		}
+		if n := abandoned.Load(); n != 1 {
+			t.Fatalf("%d calls counted as abandoned while the call is held, want 1", n)
+		}
+		close(release)
+		returns(t, "the released call", func() { <-returned })
+		eventually(t, 5*time.Second, "the abandoned call counted out", func() bool { return abandoned.Load() == 0 })
+	})
 
 	r := startRedis(t)
 	c := newCache(t, r.URL())
