@@ -20,14 +20,13 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/acgs-lite/acgs/internal/config"
 	"github.com/acgs-lite/acgs/internal/gateway"
 	"github.com/acgs-lite/acgs/internal/gateway/mcptest"
 	"github.com/acgs-lite/acgs/internal/service"
 	"github.com/acgs-lite/acgs/internal/telemetry"
+	"github.com/acgs-lite/acgs/internal/telemetry/telemetrytest"
 	"github.com/acgs-lite/acgs/internal/testenv"
 	"github.com/acgs-lite/acgs/policies"
 )
@@ -415,51 +414,11 @@ func toolNames(t testing.TB, cs *mcp.ClientSession) map[string]bool {
 	return names
 }
 
-// counter reads a counter or gauge of the gateway's registry (the sum over
+// metric reads a counter or gauge of the gateway's registry (the sum over
 // series whose labels include want).
 func (e *env) metric(t testing.TB, name string, want map[string]string) float64 {
 	t.Helper()
-	return gather(t, e.svc.Metrics.Registry(), name, want)
-}
-
-func gather(t testing.TB, g prometheus.Gatherer, name string, want map[string]string) float64 {
-	t.Helper()
-	fams, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, f := range fams {
-		if f.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range f.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			for k, v := range want {
-				if labels[k] != v {
-					continue series
-				}
-			}
-			sum += value(m)
-		}
-	}
-	return sum
-}
-
-func value(m *dto.Metric) float64 {
-	switch {
-	case m.Counter != nil:
-		return m.Counter.GetValue()
-	case m.Gauge != nil:
-		return m.Gauge.GetValue()
-	case m.Histogram != nil:
-		return float64(m.Histogram.GetSampleCount())
-	}
-	return 0
+	return telemetrytest.Sum(t, e.svc.Metrics.Registry(), name, want)
 }
 
 // admin calls the admin API.

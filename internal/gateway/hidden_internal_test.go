@@ -15,6 +15,7 @@ import (
 	"github.com/acgs-lite/acgs/internal/apierror"
 	"github.com/acgs-lite/acgs/internal/engine"
 	"github.com/acgs-lite/acgs/internal/telemetry"
+	"github.com/acgs-lite/acgs/internal/telemetry/telemetrytest"
 )
 
 // answeringDecider answers every decision with d and err: the answers of
@@ -50,37 +51,6 @@ func hiddenCheckGateway(t *testing.T, a answeringDecider) (*Gateway, *telemetry.
 	}
 	t.Cleanup(g.Close)
 	return g, m, logs
-}
-
-// seriesSum is the sum of metric name's series whose labels include want.
-func seriesSum(t *testing.T, m *telemetry.Metrics, name string, want map[string]string) float64 {
-	t.Helper()
-	fams, err := m.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, f := range fams {
-		if f.GetName() != name {
-			continue
-		}
-	series:
-		for _, s := range f.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range s.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			for k, v := range want {
-				if labels[k] != v {
-					continue series
-				}
-			}
-			if c := s.GetCounter(); c != nil {
-				sum += c.GetValue()
-			}
-		}
-	}
-	return sum
 }
 
 // TestHiddenCheckFailsClosed: every answer of the hidden check
@@ -150,7 +120,7 @@ func TestHiddenCheckFailsClosed(t *testing.T) {
 					if o == c.outcome {
 						want = 1
 					}
-					if got := seriesSum(t, m, "acgs_decisions_total", map[string]string{"path": "acgs/tool_call/hidden", "outcome": o}); got != want {
+					if got := telemetrytest.Sum(t, m.Registry(), "acgs_decisions_total", map[string]string{"path": "acgs/tool_call/hidden", "outcome": o}); got != want {
 						t.Errorf("%s: acgs_decisions_total outcome %s = %v, want %v", what, o, got, want)
 					}
 				}
@@ -160,7 +130,7 @@ func TestHiddenCheckFailsClosed(t *testing.T) {
 					if label != "" {
 						want = map[string]string{"reason": label}
 					}
-					if got := seriesSum(t, m, metric, want); got != c.counted[name] {
+					if got := telemetrytest.Sum(t, m.Registry(), metric, want); got != c.counted[name] {
 						t.Errorf("%s: %s = %v, want %v", what, name, got, c.counted[name])
 					}
 				}

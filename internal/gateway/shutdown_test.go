@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/acgs-lite/acgs/internal/gateway"
+	"github.com/acgs-lite/acgs/internal/telemetry/telemetrytest"
 	"github.com/acgs-lite/acgs/internal/testenv"
 )
 
@@ -130,7 +131,7 @@ func TestStdioAgentLeavingWithACallHeld(t *testing.T) {
 	go func() {
 		_, _ = cs.CallTool(testCtx(t), &mcp.CallToolParams{Name: "remote__delete_record", Arguments: map[string]any{"id": "r-1"}})
 	}()
-	for deadline := time.Now().Add(10 * time.Second); gather(t, reg, "acgs_gateway_approvals_pending", nil) != 1; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); telemetrytest.Sum(t, reg, "acgs_gateway_approvals_pending", nil) != 1; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the call was not held in 10s")
 		}
@@ -150,10 +151,10 @@ func TestStdioAgentLeavingWithACallHeld(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the gateway did not stop within 10s of its stdio agent leaving")
 	}
-	if got := gather(t, reg, "acgs_gateway_approvals_total", map[string]string{"verdict": string(gateway.Cancelled)}); got != 1 {
+	if got := telemetrytest.Sum(t, reg, "acgs_gateway_approvals_total", map[string]string{"verdict": string(gateway.Cancelled)}); got != 1 {
 		t.Errorf("cancelled = %v, want 1", got)
 	}
-	if got := gather(t, reg, "acgs_gateway_approvals_pending", nil); got != 0 {
+	if got := telemetrytest.Sum(t, reg, "acgs_gateway_approvals_pending", nil); got != 0 {
 		t.Errorf("pending = %v, want 0", got)
 	}
 }
@@ -291,7 +292,7 @@ func TestStopWarnsOnceAboutUnansweredRequests(t *testing.T) {
 	go func() {
 		_, _ = cs.CallTool(testCtx(t), &mcp.CallToolParams{Name: "remote__delete_record", Arguments: map[string]any{"id": "r-1"}})
 	}()
-	for deadline := time.Now().Add(10 * time.Second); gather(t, reg, "acgs_gateway_approvals_pending", nil) != 1; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); telemetrytest.Sum(t, reg, "acgs_gateway_approvals_pending", nil) != 1; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the call was not held in 10s")
 		}
