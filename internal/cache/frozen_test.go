@@ -2,8 +2,6 @@ package cache
 
 import (
 	"context"
-	"io"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -184,64 +182,6 @@ func (p *gateProxy) forwarded() int {
 	return len(p.conns) / 2
 }
 
-// slowProxy forwards TCP connections to a Redis, holding each new
-// connection's first bytes for delay: a handshake slower than a request's
-// deadline, as with TLS to a distant Redis. drop closes the connections
-// forwarded so far.
-type slowProxy struct {
-	ln     net.Listener
-	target string
-	delay  time.Duration
-	mu     sync.Mutex
-	conns  []net.Conn
-}
-
-func startSlowProxy(t *testing.T, target string, delay time.Duration) *slowProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &slowProxy{ln: ln, target: target, delay: delay}
-	go p.serve()
-	t.Cleanup(func() { ln.Close(); p.drop() })
-	return p
-}
-
-func (p *slowProxy) URL() string { return "redis://" + p.ln.Addr().String() }
-
-func (p *slowProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			s, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				return
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, s)
-			p.mu.Unlock()
-			time.Sleep(p.delay)
-			go func() { _, _ = io.Copy(s, c); s.Close() }()
-			_, _ = io.Copy(c, s)
-			c.Close()
-		}()
-	}
-}
-
-func (p *slowProxy) drop() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
 // TestL2ReconnectsWhenADialOutlastsL2Timeout: requests read with a
 // deadline (L2_TIMEOUT) too short for a dial and a handshake; when their
 // connections are lost, they cannot dial them again themselves, and L2
@@ -249,7 +189,7 @@ func (p *slowProxy) drop() {
 func TestL2ReconnectsWhenADialOutlastsL2Timeout(t *testing.T) {
 	r := startRedis(t)
 	p := startSlowProxy(t, r.Addr(), 100*time.Millisecond)
-	a := newCache(t, p.URL(), func(c *Config) { c.L2Timeout = 20 * time.Millisecond })
+	a := newCache(t, p.plainURL(), func(c *Config) { c.L2Timeout = 20 * time.Millisecond })
 	b := newCache(t, r.URL())
 	eventually(t, 5*time.Second, "connected", func() bool { return a.Stats().L2Healthy && b.Stats().L2Healthy })
 	ctx := context.Background()

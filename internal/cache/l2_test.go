@@ -545,11 +545,13 @@ func returns(t *testing.T, what string, f func()) {
 // new connection and holds it unanswered until it opens: to its client, a
 // dial (the connection's handshake) that lasts as long as the test wants.
 // Its URL sets the client's dial and write timeouts (the handshake's read
-// deadline is the latter) to a minute, beyond hangGuard.
+// deadline is the latter) to a minute, beyond hangGuard. A slow proxy
+// (startSlowProxy) holds each connection's first bytes for delay instead.
 type gateProxy struct {
 	ln     net.Listener
 	target string
-	held   atomic.Int64 // connections waiting at the shut gate
+	delay  time.Duration // before a connection's bytes are forwarded
+	held   atomic.Int64  // connections waiting at the shut gate
 	mu     sync.Mutex
 	gate   chan struct{} // closed while open
 	conns  []net.Conn
@@ -557,11 +559,25 @@ type gateProxy struct {
 
 func startGateProxy(t *testing.T, target string) *gateProxy {
 	t.Helper()
+	return startProxy(t, target, 0)
+}
+
+// startSlowProxy starts an open proxy that holds each new connection's
+// first bytes for delay: a handshake slower than a request's deadline, as
+// with TLS to a distant Redis. Its plainURL keeps the client's default
+// timeouts.
+func startSlowProxy(t *testing.T, target string, delay time.Duration) *gateProxy {
+	t.Helper()
+	return startProxy(t, target, delay)
+}
+
+func startProxy(t *testing.T, target string, delay time.Duration) *gateProxy {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &gateProxy{ln: ln, target: target, gate: make(chan struct{})}
+	p := &gateProxy{ln: ln, target: target, delay: delay, gate: make(chan struct{})}
 	close(p.gate)
 	go p.serve()
 	t.Cleanup(func() { p.open(); ln.Close(); p.drop() })
@@ -569,8 +585,11 @@ func startGateProxy(t *testing.T, target string) *gateProxy {
 }
 
 func (p *gateProxy) URL() string {
-	return "redis://" + p.ln.Addr().String() + "?dial_timeout=60s&write_timeout=60s"
+	return p.plainURL() + "?dial_timeout=60s&write_timeout=60s"
 }
+
+// plainURL is the proxy's URL with the client's default timeouts.
+func (p *gateProxy) plainURL() string { return "redis://" + p.ln.Addr().String() }
 
 // shut holds the connections accepted from now on.
 func (p *gateProxy) shut() {
@@ -619,6 +638,7 @@ func (p *gateProxy) serve() {
 			p.mu.Lock()
 			p.conns = append(p.conns, c, s)
 			p.mu.Unlock()
+			time.Sleep(p.delay)
 			go func() { _, _ = io.Copy(s, c); s.Close() }()
 			_, _ = io.Copy(c, s)
 			c.Close()
