@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // wantOverloadError checks the answer (res, err) of a request (method)
@@ -86,39 +87,53 @@ func TestToolsListShedForOverloadIsAnErrorNotAShorterList(t *testing.T) {
 // was refused nothing: the check is counted as cancelled, not shed, as a
 // cancelled tools/call is. Before, it was counted nowhere.
 func TestToolsListCancelledWhileACheckWaitsIsNotShed(t *testing.T) {
+	gw, release := cancelWhileChecking(t, "tools/list", func(ctx context.Context, gw *mcp.ClientSession) error {
+		_, err := gw.ListTools(ctx, nil)
+		return err
+	})
+	release()
+	if names := toolNames(t, gw); !names["remote__echo"] || names["remote__exec"] {
+		t.Errorf("tools/list once the slot is free: %v", names)
+	}
+}
+
+// series is one figure of the gateway's registry a test wants.
+type series struct {
+	name   string
+	labels map[string]string
+	want   float64
+}
+
+// cancelWhileChecking makes request (named method) in an agent's session
+// of an overloadEnv whose only evaluation slot is held, cancels it while
+// its check waits for the slot, and checks that it answered an error and
+// that the check was counted as cancelled, not shed (and more). It returns
+// the session and the slot's release.
+func cancelWhileChecking(t *testing.T, method string, request func(context.Context, *mcp.ClientSession) error, more ...series) (*mcp.ClientSession, func()) {
+	t.Helper()
 	e, hold := overloadEnv(t, 10*time.Second) // the longest wait allowed
 	gw := e.agent(t, "token-1")
 	release := hold()
 	ctx, cancel := context.WithCancel(testCtx(t))
 	done := make(chan error, 1)
-	go func() {
-		_, err := gw.ListTools(ctx, nil)
-		done <- err
-	}()
-	waitFor(t, time.Minute, "a check of tools/list waiting for the slot", func() bool { return e.svc.Admit.Stats().Waiting == 1 })
+	go func() { done <- request(ctx, gw) }()
+	waitFor(t, time.Minute, "a check of "+method+" waiting for the slot", func() bool { return e.svc.Admit.Stats().Waiting == 1 })
 	cancel()
 	if err := <-done; err == nil {
-		t.Fatal("a cancelled tools/list answered")
+		t.Fatalf("a cancelled %s answered", method)
 	}
 	waitFor(t, time.Minute, "the cancelled check counted", func() bool {
 		return e.metric(t, "acgs_decisions_canceled_total", nil) == 1
 	})
-	for _, c := range []struct {
-		name   string
-		labels map[string]string
-		want   float64
-	}{
+	for _, c := range append([]series{
 		{"acgs_decisions_total", map[string]string{"path": "acgs/tool_call/hidden", "outcome": "canceled"}, 1},
 		{"acgs_decisions_shed_total", nil, 0},
-	} {
+	}, more...) {
 		if got := e.metric(t, c.name, c.labels); got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}
-	release()
-	if names := toolNames(t, gw); !names["remote__echo"] || names["remote__exec"] {
-		t.Errorf("tools/list once the slot is free: %v", names)
-	}
+	return gw, release
 }
 
 // TestToolsListCountsEveryCheck: every check of a tools/list (one per tool

@@ -540,38 +540,13 @@ func TestResourcesAndPromptsShedForOverloadAreAnErrorNotHidden(t *testing.T) {
 // the check not made hid the upstream's resources: the read was counted
 // (and answered) as refused by the constitution.
 func TestResourceReadCancelledWhileItsCheckWaitsIsNotRefused(t *testing.T) {
-	e, hold := overloadEnv(t, 10*time.Second) // the longest wait allowed
-	gw := e.agent(t, "token-1")
-	release := hold()
-	ctx, cancel := context.WithCancel(testCtx(t))
-	done := make(chan error, 1)
-	go func() {
-		_, err := gw.ReadResource(ctx, &mcp.ReadResourceParams{URI: "mcptest://mcptest/readme"})
-		done <- err
-	}()
-	waitFor(t, time.Minute, "the read's check waiting for the slot", func() bool { return e.svc.Admit.Stats().Waiting == 1 })
-	cancel()
-	if err := <-done; err == nil {
-		t.Fatal("a cancelled resources/read answered")
-	}
-	waitFor(t, time.Minute, "the cancelled check counted", func() bool {
-		return e.metric(t, "acgs_decisions_canceled_total", nil) == 1
-	})
-	for _, c := range []struct {
-		name   string
-		labels map[string]string
-		want   float64
-	}{
-		{"acgs_decisions_total", map[string]string{"path": "acgs/tool_call/hidden", "outcome": "canceled"}, 1},
-		{"acgs_decisions_shed_total", nil, 0},
-		{"acgs_gateway_proxied_requests_total", map[string]string{"method": "resources/read"}, 0},
-	} {
-		if got := e.metric(t, c.name, c.labels); got != c.want {
-			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
-		}
-	}
+	read := &mcp.ReadResourceParams{URI: "mcptest://mcptest/readme"}
+	gw, release := cancelWhileChecking(t, "resources/read", func(ctx context.Context, gw *mcp.ClientSession) error {
+		_, err := gw.ReadResource(ctx, read)
+		return err
+	}, series{"acgs_gateway_proxied_requests_total", map[string]string{"method": "resources/read"}, 0})
 	release()
-	if _, err := gw.ReadResource(testCtx(t), &mcp.ReadResourceParams{URI: "mcptest://mcptest/readme"}); err != nil {
+	if _, err := gw.ReadResource(testCtx(t), read); err != nil {
 		t.Errorf("resources/read once the slot is free: %v", err)
 	}
 }
