@@ -302,14 +302,18 @@ func TestStandaloneStreamReopenedWhenItEnds(t *testing.T) {
 	})
 }
 
-// TestOnlyTheFirstStandaloneGETIsBounded: with StandaloneSSE.Wait, the
-// wait for the header of the answer to the first standalone GET (made
-// within Connect, which nothing else bounds) is bounded: without it in
-// time, the session goes on without the stream, which is logged, and no
-// other GET is made. A reopening's GET is not bounded: a header slower
-// than Wait opens the stream. (A resumption's is not either:
+// TestStandaloneGETsBounded: with StandaloneSSE.Wait, the wait for the
+// header of the answer to the first standalone GET (made within Connect,
+// which nothing else bounds) is bounded: without it in time, the session
+// goes on without the stream, which is logged, and no other GET is made.
+// Each reopening's GET is bounded by it too: one accepted and never
+// answered is a failed reopening, tried again (and the stream reopened
+// when the next is answered), the session lost at the second in a row
+// (MaxRetries 1). Review finding: a reopening's GET was not bounded, and
+// one never answered held the stream closed for good, silently, the
+// session looking alive. (A call's stream resumed is not bounded:
 // TestSlowResumption.)
-func TestOnlyTheFirstStandaloneGETIsBounded(t *testing.T) {
+func TestStandaloneGETsBounded(t *testing.T) {
 	t.Run("first GET unanswered", func(t *testing.T) {
 		url, ids := standaloneUpstream(t, func(_ int, _ http.ResponseWriter, r *http.Request) {
 			<-r.Context().Done()
@@ -325,40 +329,58 @@ func TestOnlyTheFirstStandaloneGETIsBounded(t *testing.T) {
 			t.Errorf("the unanswered GET was not logged:\n%s", logs)
 		}
 	})
-	t.Run("a reopening's slow GET", func(t *testing.T) {
-		opened := make(chan struct{})
-		url, ids := standaloneUpstream(t, func(n int, w http.ResponseWriter, r *http.Request) {
-			if n == 1 {
-				serveStream(w, r, ": ok\n\n", false)
-				return
+	// The first GET's stream ends at once; the reopenings' GETs from the
+	// second to the last unanswered are accepted and never answered.
+	for _, c := range []struct {
+		name       string
+		unanswered int  // the last GET unanswered
+		lost       bool // the session is lost (else the stream reopened by the next GET)
+	}{{"a reopening's GET unanswered, then served", 2, false}, {"two in a row unanswered", 3, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			url, ids := standaloneUpstream(t, func(n int, w http.ResponseWriter, r *http.Request) {
+				switch {
+				case n == 1:
+					serveStream(w, r, ": ok\n\n", false)
+				case n <= c.unanswered:
+					<-r.Context().Done()
+				default:
+					serveStream(w, r, ": ok\n\n", true)
+				}
+			})
+			cs, logs := connectStandalone(t, url, mcp.StandaloneSSEOptions{Wait: 200 * time.Millisecond, ReopenAfter: 100 * time.Millisecond})
+			if c.lost {
+				if !ended(cs) {
+					t.Fatalf("the session lives on after %d GET, want it lost at the 2nd unanswered reopening:\n%s", len(ids()), logs)
+				}
+			} else {
+				lost := make(chan error, 1)
+				go func() { lost <- cs.Wait() }()
+				for bound := time.Now().Add(30 * time.Second); !strings.Contains(logs.String(), "ended; reopened"); time.Sleep(10 * time.Millisecond) {
+					select {
+					case err := <-lost:
+						t.Fatalf("the session is lost (%v) after %d GET:\n%s", err, len(ids()), logs)
+					default:
+					}
+					if time.Now().After(bound) {
+						t.Fatalf("%d GET, want the stream reopened by the third:\n%s", len(ids()), logs)
+					}
+				}
+				if err := cs.Ping(testCtx(t), nil); err != nil {
+					t.Errorf("ping: %v", err)
+				}
 			}
-			time.Sleep(600 * time.Millisecond) // past Wait
-			if n == 2 {
-				close(opened)
+			if n := len(ids()); n != 3 {
+				t.Errorf("%d GET, want 3:\n%s", n, logs)
 			}
-			serveStream(w, r, ": ok\n\n", true)
+			l := logs.String()
+			if n := strings.Count(l, "trying again"); n != 1 {
+				t.Errorf("%d failed reopenings logged as tried again, want 1:\n%s", n, l)
+			}
+			if !strings.Contains(l, "in time") {
+				t.Errorf("the log does not say the GET was not answered in time:\n%s", l)
+			}
 		})
-		cs, logs := connectStandalone(t, url, mcp.StandaloneSSEOptions{Wait: 200 * time.Millisecond})
-		select {
-		case <-opened:
-		case <-time.After(20 * time.Second):
-			t.Fatalf("%d GET, want the stream reopened", len(ids()))
-		}
-		for bound := time.Now().Add(20 * time.Second); !strings.Contains(logs.String(), "reopened"); time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(bound) {
-				t.Fatalf("the slow GET's stream was not taken:\n%s", logs)
-			}
-		}
-		if err := cs.Ping(testCtx(t), nil); err != nil {
-			t.Errorf("ping: %v", err)
-		}
-		if n := len(ids()); n != 2 {
-			t.Errorf("%d GET, want 2", n)
-		}
-		if strings.Contains(logs.String(), "going on without it") {
-			t.Errorf("the reopening's GET was bounded:\n%s", logs)
-		}
-	})
+	}
 }
 
 // notifyingUpstream serves an upstream in JSON-response mode (the SDK's

@@ -2058,8 +2058,10 @@ type StandaloneSSEOptions struct {
 	// Without a header in time the session goes on without the stream, as
 	// with a server that answers 405, and this is logged, with the error
 	// of the last attempt if one failed. Wait bounds the SDK's attempts
-	// at that GET and its backoff between them. Later GETs (the stream
-	// reopened, a call's stream resumed) are not bounded.
+	// at that GET and its backoff between them. Wait bounds as well the
+	// wait for the header of each GET that reopens the stream (see
+	// ReopenAfter), one without it in time being a failed reopening. A
+	// call's stream resumed (a GET with Last-Event-ID) is not bounded.
 	Wait time.Duration
 	// ReopenAfter: the stream, when it ends while no event ID has come on
 	// it (so that it cannot be resumed), is opened again with a new GET,
@@ -2070,12 +2072,15 @@ type StandaloneSSEOptions struct {
 	// is the SDK's first reconnection delay (1 to 2 s), so that a server
 	// that ends the stream at once is not asked for it as fast as it ends
 	// it. A reopening's GET that fails in a way that may pass (no answer,
-	// 409, 429, 5xx, an answer that is no event stream: a server
-	// restarting, or still holding the stream for the GET before) is made
-	// again, no sooner than ReopenAfter and the SDK's backoff after it;
-	// the session fails at the MaxRetries+1st such failure in a row, and
-	// at once at any other status, as a resumption does (404: the session
-	// is gone; 405: the server refuses the stream).
+	// or none within Wait; 409, 429, 5xx, an answer that is no event
+	// stream: a server restarting, or still holding the stream for the
+	// GET before) is made again, no sooner than ReopenAfter and the SDK's
+	// backoff after it, nor than the Retry-After (in seconds, at most
+	// [standaloneRetryAfterMax], 5 minutes) of a 429 or 503; the session
+	// fails at the MaxRetries+1st such failure in a row, and at once at
+	// any other status, as a resumption does (404: the session is gone;
+	// 405: the server refuses the stream). Once Close has begun no
+	// reopening GET is made, and one waiting for its answer is ended.
 	ReopenAfter time.Duration
 	// Logger, if set, is told of a first GET without an answer in time,
 	// of each reopening and of each reopening's failed GET.
@@ -2098,6 +2103,15 @@ const noStandaloneHint = ": what the server sends outside a request's own stream
 // errNoStandaloneHeader ends a standalone GET unanswered within
 // [StandaloneSSEOptions.Wait] (ACGS patch).
 var errNoStandaloneHeader = errors.New("no answer to the standalone SSE stream's GET in time")
+
+// errStandaloneClosing ends a reopening's GET in flight when Close begins
+// (ACGS patch).
+var errStandaloneClosing = errors.New("the connection is closing")
+
+// standaloneRetryAfterMax caps the Retry-After of a reopening's GET
+// answered 429 or 503 (ACGS patch): a server's far Retry-After does not
+// leave the session without its standalone stream for longer.
+const standaloneRetryAfterMax = 5 * time.Minute
 
 // These settings are not (yet) exposed to the user in
 // StreamableClientTransport.
@@ -2207,8 +2221,12 @@ type streamableClientConn struct {
 	// standalone is [StreamableClientTransport.StandaloneSSE] (ACGS patch).
 	standalone *StandaloneSSEOptions
 	// closing is set once Close has begun (ACGS patch): its DELETE ends
-	// the standalone stream, which is then not to be reopened.
-	closing atomic.Bool
+	// the standalone stream, which is then not to be reopened. It is set
+	// under reopenMu, which guards reopening: the cancel of a reopening's
+	// GET waiting for its answer, which Close calls.
+	closing   atomic.Bool
+	reopenMu  sync.Mutex
+	reopening context.CancelCauseFunc
 
 	// Guard calls to Close, as it may be called multiple times.
 	closeOnce sync.Once
@@ -2413,11 +2431,13 @@ func (c *streamableClientConn) getStandalone(ctx context.Context) (*http.Respons
 // as the SDK's server answers while its handler of the GET before still
 // holds the stream; 429 or 5xx; an answer that is no event stream) is
 // logged and made again, no sooner than after and the SDK's backoff
-// later, up to maxRetries times in a row; any other status fails it at
-// once, as checkResponse has it (404: ErrSessionMissing). Any 2xx with an
-// event stream opens it, as the first GET's answer does. It returns
-// (nil, nil) once ctx has ended or Close has begun (whose DELETE ends the
-// stream: no GET is made then, and one made as Close began is dropped).
+// later, nor than the Retry-After of a 429 or 503, up to maxRetries times
+// in a row; any other status fails it at once, as checkResponse has it
+// (404: ErrSessionMissing). Each GET's wait for its answer's header is
+// bounded by s.Wait (reopenGET). Any 2xx with an event stream opens it,
+// as the first GET's answer does. It returns (nil, nil) once ctx has
+// ended or Close has begun (whose DELETE ends the stream: no GET is made
+// then, and one in flight as Close began is ended and dropped).
 func (c *streamableClientConn) reopenStandalone(ctx context.Context, summary string, s *StandaloneSSEOptions, after, lived, retryDelay time.Duration) (*http.Response, error) {
 	delay := max(after-lived, retryDelay)
 	for failures := 0; ; failures++ {
@@ -2433,20 +2453,18 @@ func (c *streamableClientConn) reopenStandalone(ctx context.Context, summary str
 				return nil, nil
 			}
 		}
-		if c.closing.Load() {
-			return nil, nil
+		resp, err := c.reopenGET(ctx, s)
+		if resp == nil && err == nil {
+			return nil, nil // closed
 		}
-		resp, err := c.getStandalone(ctx)
-		if ctx.Err() != nil || c.closing.Load() {
-			if err == nil {
-				resp.Body.Close()
-			}
-			return nil, nil
-		}
+		var retryAfter time.Duration // the server's, if it said
 		if err == nil {
 			code, ct := resp.StatusCode, resp.Header.Get("Content-Type")
 			if code >= 200 && code < 300 && baseMediaType(ct) == "text/event-stream" {
 				return resp, nil
+			}
+			if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
+				retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"))
 			}
 			if code != http.StatusConflict && !isTransientHTTPStatus(code) && (code < 200 || code >= 300) {
 				if err := c.checkResponse(ctx, summary, resp); err != nil {
@@ -2463,11 +2481,85 @@ func (c *streamableClientConn) reopenStandalone(ctx context.Context, summary str
 		if failures >= c.maxRetries {
 			return nil, fmt.Errorf("%s: failed to reopen after %d attempts (session ID: %v): %w", summary, failures+1, c.SessionID(), err)
 		}
-		delay = max(after, calculateReconnectDelay(failures+1), retryDelay)
+		delay = max(after, calculateReconnectDelay(failures+1), retryDelay, retryAfter)
 		if s.Logger != nil {
-			s.Logger.Warn("mcp: the server's standalone stream could not be reopened; trying again", "error", err, "again_in", delay.Round(time.Millisecond))
+			args := []any{"error", err, "again_in", delay.Round(time.Millisecond)}
+			if retryAfter > 0 {
+				args = append(args, "retry_after", retryAfter)
+			}
+			s.Logger.Warn("mcp: the server's standalone stream could not be reopened; trying again", args...)
 		}
 	}
+}
+
+// reopenGET (ACGS patch) makes one GET of a reopening of the standalone
+// stream, under a context of its own: s.Wait, if positive, bounds its wait
+// for the answer's header (errNoStandaloneHeader after it), and Close
+// ends it while it waits. It returns (nil, nil), with no GET made or its
+// answer dropped, once ctx has ended or Close has begun. The body of the
+// response it returns ends that context when it is closed.
+func (c *streamableClientConn) reopenGET(ctx context.Context, s *StandaloneSSEOptions) (*http.Response, error) {
+	reqCtx, cancel := context.WithCancelCause(ctx)
+	c.reopenMu.Lock()
+	if c.closing.Load() {
+		c.reopenMu.Unlock()
+		cancel(nil)
+		return nil, nil
+	}
+	c.reopening = cancel
+	c.reopenMu.Unlock()
+	var timer *time.Timer
+	if s.Wait > 0 {
+		timer = time.AfterFunc(s.Wait, func() { cancel(errNoStandaloneHeader) })
+	}
+	resp, err := c.getStandalone(reqCtx)
+	timedOut := timer != nil && !timer.Stop()
+	c.reopenMu.Lock()
+	c.reopening = nil
+	closing := c.closing.Load()
+	c.reopenMu.Unlock()
+	if closing || ctx.Err() != nil || timedOut || err != nil {
+		if err == nil {
+			resp.Body.Close()
+		}
+		cancel(nil)
+		if closing || ctx.Err() != nil {
+			return nil, nil
+		}
+		if timedOut {
+			return nil, errNoStandaloneHeader
+		}
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// cancelOnClose (ACGS patch) is a response body that ends its request's
+// context when it is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelCauseFunc
+}
+
+func (b *cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel(nil)
+	return err
+}
+
+// parseRetryAfter (ACGS patch) is a Retry-After header's delay in seconds,
+// at most standaloneRetryAfterMax; 0 if there is none or it is not a
+// number of seconds (an HTTP date is not read).
+func parseRetryAfter(v string) time.Duration {
+	n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+	if err != nil {
+		return 0
+	}
+	if n >= uint64(standaloneRetryAfterMax/time.Second) {
+		return standaloneRetryAfterMax
+	}
+	return time.Duration(n) * time.Second
 }
 
 // streamEnd (ACGS patch) is the body of a standalone stream that keeps
@@ -3080,7 +3172,14 @@ func (c *streamableClientConn) connectSSE(ctx context.Context, lastEventID strin
 // Close implements the [Connection] interface.
 func (c *streamableClientConn) Close() error {
 	c.closeOnce.Do(func() {
-		c.closing.Store(true) // ACGS patch
+		// ACGS patch: no reopening GET from now on, and one waiting for
+		// its answer is ended.
+		c.reopenMu.Lock()
+		c.closing.Store(true)
+		if c.reopening != nil {
+			c.reopening(errStandaloneClosing)
+		}
+		c.reopenMu.Unlock()
 		if errors.Is(c.failure(), ErrSessionMissing) {
 			// If the session is missing, no need to delete it.
 		} else if c.SessionID() == "" {
