@@ -239,47 +239,42 @@ func ended(cs *mcp.ClientSession) bool {
 // then (the SDK's client would have reopened it within 2 s), nor does the
 // wait hold Close.
 func TestStandaloneStreamReopenedWhenItEnds(t *testing.T) {
-	t.Run("between events, until refused", func(t *testing.T) {
-		url, ids := standaloneUpstream(t, func(n int, w http.ResponseWriter, r *http.Request) {
-			if n > 3 {
-				w.WriteHeader(http.StatusMethodNotAllowed)
-				return
+	// The upstream serves the stream stream to its first served GETs,
+	// ending it each time, then refuses it (405).
+	for _, c := range []struct {
+		name, stream string
+		served       int
+		opts         mcp.StandaloneSSEOptions
+		wantIDs      []string // Last-Event-ID of each GET
+		reopened     int      // times logged
+	}{
+		{"between events, until refused", ": ok\n\nevent: ping\ndata:\n\n", 3, mcp.StandaloneSSEOptions{ReopenAfter: 100 * time.Millisecond}, []string{"", "", "", ""}, 2},
+		{"with event IDs", "id: 7\ndata:\n\n", 1, mcp.StandaloneSSEOptions{}, []string{"", "7"}, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			url, ids := standaloneUpstream(t, func(n int, w http.ResponseWriter, r *http.Request) {
+				if n > c.served {
+					w.WriteHeader(http.StatusMethodNotAllowed)
+					return
+				}
+				serveStream(w, r, c.stream, false)
+			})
+			cs, logs := connectStandalone(t, url, c.opts)
+			if !ended(cs) {
+				t.Fatalf("the session lives on after %d GET, want it ended by the 405 of GET %d", len(ids()), len(c.wantIDs))
 			}
-			serveStream(w, r, ": ok\n\nevent: ping\ndata:\n\n", false)
-		})
-		cs, logs := connectStandalone(t, url, mcp.StandaloneSSEOptions{ReopenAfter: 100 * time.Millisecond})
-		if !ended(cs) {
-			t.Fatalf("the session lives on after %d GET, want it ended by the 405 of the fourth", len(ids()))
-		}
-		if got := ids(); !slices.Equal(got, []string{"", "", "", ""}) {
-			t.Errorf("Last-Event-IDs of the GETs: %q, want 4 GETs without", got)
-		}
-		if n := strings.Count(logs.String(), "standalone stream ended; reopened"); n != 2 {
-			t.Errorf("reopened %d times, want 2 (the third GET's answer refused it):\n%s", n, logs)
-		}
-		if !strings.Contains(logs.String(), "error=EOF") {
-			t.Errorf("the reopenings' log does not say what ended the stream (EOF):\n%s", logs)
-		}
-	})
-	t.Run("with event IDs", func(t *testing.T) {
-		url, ids := standaloneUpstream(t, func(n int, w http.ResponseWriter, r *http.Request) {
-			if n > 1 {
-				w.WriteHeader(http.StatusMethodNotAllowed)
-				return
+			if got := ids(); !slices.Equal(got, c.wantIDs) {
+				t.Errorf("Last-Event-IDs of the GETs: %q, want %q", got, c.wantIDs)
 			}
-			serveStream(w, r, "id: 7\ndata:\n\n", false)
+			// (A failed reopening would be logged as "could not be reopened".)
+			if n := strings.Count(logs.String(), "reopened"); n != c.reopened {
+				t.Errorf("reopened (or tried to) %d times, want %d:\n%s", n, c.reopened, logs)
+			}
+			if c.reopened > 0 && !strings.Contains(logs.String(), "error=EOF") {
+				t.Errorf("the reopenings' log does not say what ended the stream (EOF):\n%s", logs)
+			}
 		})
-		cs, logs := connectStandalone(t, url, mcp.StandaloneSSEOptions{})
-		if !ended(cs) {
-			t.Fatalf("the session lives on after %d GET, want it ended by the 405 of the second", len(ids()))
-		}
-		if got := ids(); !slices.Equal(got, []string{"", "7"}) {
-			t.Errorf("Last-Event-IDs of the GETs: %q, want the second resuming from 7", got)
-		}
-		if strings.Contains(logs.String(), "reopened") {
-			t.Errorf("a stream with event IDs was reopened:\n%s", logs)
-		}
-	})
+	}
 	t.Run("too soon", func(t *testing.T) {
 		url, ids := standaloneUpstream(t, func(_ int, w http.ResponseWriter, r *http.Request) {
 			serveStream(w, r, ": ok\n\n", false)
