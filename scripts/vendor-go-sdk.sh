@@ -8,16 +8,37 @@
 #
 #   scripts/vendor-go-sdk.sh            # the version in third_party/go-sdk/VERSION
 #   scripts/vendor-go-sdk.sh v1.9.0     # move to another version
+#   scripts/vendor-go-sdk.sh --diff     # rewrite the patch from an edited copy
 #
 # Then: go mod tidy, and go test ./internal/gateway/...
+#
+# To change the patch, edit the copy, run --diff (the copy's difference
+# from the SDK's files, as the patch has it), then the script without it:
+# it applies the new patch, runs the SDK's tests and writes the copy, which
+# must come out as edited.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=third_party/go-sdk
 previous=$(cat "$dest/VERSION" 2>/dev/null || true)
+diffmode=
+if [ "${1:-}" = --diff ]; then
+	diffmode=1
+	shift
+fi
 version=${1:-$previous}
 src=$(go mod download -json "github.com/modelcontextprotocol/go-sdk@$version" |
 	sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
 [ -d "$src" ] || { echo "vendor-go-sdk: cannot download go-sdk $version" >&2; exit 1; }
+
+if [ -n "$diffmode" ]; then
+	[ "$version" = "$previous" ] || { echo "vendor-go-sdk: --diff is against the copy's version ($previous)" >&2; exit 1; }
+	(cd "$dest" && find . -name '*.go' | sed 's|^\./||' | LC_ALL=C sort) | while read -r f; do
+		diff -u --label "a/$f" --label "b/$f" "$src/$f" "$dest/$f" || [ $? -eq 1 ]
+	done > third_party/go-sdk.patch.new
+	mv third_party/go-sdk.patch.new third_party/go-sdk.patch
+	echo "vendor-go-sdk: third_party/go-sdk.patch is $dest's difference from go-sdk $version"
+	exit 0
+fi
 
 # The packages this module reaches (directly or through the SDK itself).
 pkgs="auth internal/authutil internal/json internal/jsonrpc2 internal/mcpgodebug internal/util internal/xcontext jsonrpc mcp oauthex"
