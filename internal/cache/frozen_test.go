@@ -2,6 +2,8 @@ package cache
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,7 +52,8 @@ func freeze(t *testing.T, r *testenv.Redis) (thaw func()) {
 // Before, a request that reached L2 while the client was redialing waited
 // for that dial whatever its own deadline: rueidis dials a lost connection
 // once for all its callers, with the deadline of the first, which was the
-// supervisor's one-second epoch read or an operator's flush.
+// supervisor's one-second epoch read or an operator's flush. The
+// operator's Flushes meanwhile return by their deadline too, not confirmed.
 //
 // The client's dial and write timeouts are a minute (gateProxy's URL,
 // forwarding to the frozen Redis), beyond hangGuard: nothing but a
@@ -67,11 +70,13 @@ func TestFrozenRedisDoesNotHoldRequests(t *testing.T) {
 	thaw := freeze(t, r)
 	// An operator empties the cache meanwhile (DELETE /v1/cache): a call
 	// with a one-second deadline, as the supervisor's, that dials too. Its
-	// client (bg) is not the requests' (rd); how long a Flush waits is not
-	// this test's (one may wait for the epoch subscription's redial, which
-	// has no deadline but the dial timeout), so they are only waited for
-	// once Redis is thawed.
+	// client (bg) is not the requests' (rd). Each Flush returns by its
+	// deadline, not confirmed, during the freeze too: once the connections
+	// are lost, one may meet the epoch subscription's redial, which has no
+	// deadline but the dial timeout (a minute here).
 	stopFlushes, flushed := make(chan struct{}), make(chan struct{})
+	var flushes atomic.Int64 // returned
+	var flushErr error       // the first Flush's that is not "not confirmed"; written before flushed is closed
 	go func() {
 		defer close(flushed)
 		for {
@@ -81,8 +86,12 @@ func TestFrozenRedisDoesNotHoldRequests(t *testing.T) {
 			default:
 			}
 			fctx, cancel := context.WithTimeout(ctx, time.Second)
-			_, _ = a.Flush(fctx)
+			_, err := a.Flush(fctx)
 			cancel()
+			if !errors.Is(err, errFlushNotConfirmed) && flushErr == nil {
+				flushErr = fmt.Errorf("Flush = %v, want not confirmed", err)
+			}
+			flushes.Add(1)
 			time.Sleep(10 * time.Millisecond)
 		}
 	}()
@@ -154,6 +163,7 @@ func TestFrozenRedisDoesNotHoldRequests(t *testing.T) {
 	// a few times (the supervisor's ping dials too, with its one-second
 	// deadline).
 	p.drop()
+	flushesAtDrop := flushes.Load()
 	before, first = a.Stats(), next
 	for guard := time.Now().Add(hangGuard); p.forwarded() == 0 || a.Stats().L2RoundTrips-before.L2RoundTrips < 3; {
 		if time.Now().After(guard) {
@@ -163,15 +173,127 @@ func TestFrozenRedisDoesNotHoldRequests(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	check("redial held", before, next-first)
+	returns(t, "a Flush made since the drop, with Redis frozen", func() {
+		for flushes.Load() < flushesAtDrop+2 {
+			time.Sleep(time.Millisecond)
+		}
+	})
 	close(stopFlushes)
+	returns(t, "the Flushes while Redis is frozen", func() { <-flushed })
+	if flushErr != nil {
+		t.Fatalf("a Flush while Redis is frozen: %v", flushErr)
+	}
+	t.Logf("%d Flushes returned while Redis is frozen, %d since the drop", flushes.Load(), flushes.Load()-flushesAtDrop)
 
 	thaw()
-	returns(t, "the Flushes once Redis is thawed", func() { <-flushed })
 	eventually(t, 10*time.Second, "L2 healthy again", func() bool { return a.Stats().L2Healthy && b.Stats().L2Healthy })
 	k := key(t, 1)
 	b.Set(k, decision(t, true))
 	waitL2(t, a, k)
 	eventually(t, 5*time.Second, "the reads given up have ended", func() bool { return a.l2.abandoned.Load() == 0 })
+}
+
+// TestFlushReturnsByItsDeadline: a Flush (DELETE /v1/cache) returns by its
+// deadline, with an error saying it was not confirmed, whatever bg's
+// connections are doing. First their redial is held: the connections are
+// dropped and dialed again for callers without a deadline (the epoch
+// subscription's, and the test's own calls, which stand for such callers
+// on every connection) at a shut gate, for longer than the test runs
+// (gateProxy: a minute's dial timeout), so a Flush that waited for a dial
+// would not return (returns: hung). Once the gate opens, the calls given
+// up end and a Flush succeeds. Then Redis holds the increment itself
+// (CLIENT PAUSE WRITE) past the Flush's deadline: the Flush returns not
+// confirmed, and once Redis does the increment, this instance and another
+// adopt the new epoch (their periodic read of it) and the entry flushed is
+// no longer read.
+func TestFlushReturnsByItsDeadline(t *testing.T) {
+	r := startRedis(t)
+	p := startGateProxy(t, r.Addr())
+	a := newCache(t, p.URL())
+	t.Cleanup(p.open) // before a's Close, which waits for the held dials
+	b := newCache(t, r.URL())
+	raw := rawClient(t, r.URL())
+	ctx := context.Background()
+	eventually(t, 5*time.Second, "connected", func() bool { return a.Stats().L2Healthy && b.Stats().L2Healthy })
+	redisEpoch := func() uint64 {
+		t.Helper()
+		n, err := raw.Do(ctx, raw.B().Get().Key(DefaultKeyPrefix+"epoch").Build()).AsUint64()
+		if err != nil {
+			t.Fatalf("read the epoch: %v", err)
+		}
+		return n
+	}
+
+	p.shut()
+	p.drop()
+	// Each GET goes to one of bg's connections at random; a call that
+	// meets a dial made with a deadline fails when it does and is made
+	// again, until every connection is dialed for one without.
+	bg := a.l2.client.Load().bg
+	stop := make(chan struct{})
+	var holders sync.WaitGroup
+	for i := range 8 {
+		holders.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				bg.Do(ctx, bg.B().Get().Key("hold:"+strconv.Itoa(i)).Build())
+			}
+		})
+	}
+	eventually(t, 10*time.Second, "bg's redial held at the gate", func() bool { return p.held.Load() > 0 })
+	for i := range 20 {
+		fctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		var err error
+		returns(t, "a Flush with bg's redial held", func() { _, err = a.Flush(fctx) })
+		cancel()
+		if !errors.Is(err, errFlushNotConfirmed) {
+			t.Fatalf("Flush %d with bg's redial held = %v, want not confirmed", i, err)
+		}
+	}
+	if n := a.l2.flushAbandoned.Load(); n == 0 {
+		t.Fatal("no Flush's call was given up while held at the gate")
+	}
+	close(stop)
+	p.open()
+	returns(t, "the calls held at the gate", holders.Wait)
+	eventually(t, 10*time.Second, "the Flushes' calls given up have ended", func() bool { return a.l2.flushAbandoned.Load() == 0 })
+	eventually(t, 10*time.Second, "the epoch in Redis adopted", func() bool { return a.Epoch() == redisEpoch() })
+	e, err := a.Flush(ctx)
+	if err != nil || e != redisEpoch() || a.Epoch() != e {
+		t.Fatalf("Flush once the gate is open = %d, %v; epoch in Redis %d, adopted %d", e, err, redisEpoch(), a.Epoch())
+	}
+
+	k := key(t, 1)
+	a.Set(k, decision(t, true))
+	waitL2(t, b, k)
+	e = redisEpoch()
+	// Paused until the test unpauses it (the minute is a backstop): the
+	// increment is sent and held unanswered.
+	if _, err := r.Do("CLIENT", "PAUSE", "60000", "WRITE"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = r.Do("CLIENT", "UNPAUSE") })
+	fctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	returns(t, "a Flush whose increment Redis holds", func() { _, err = a.Flush(fctx) })
+	cancel()
+	if !errors.Is(err, errFlushNotConfirmed) {
+		t.Fatalf("Flush with its increment held = %v, want not confirmed", err)
+	}
+	if _, err := r.Do("CLIENT", "UNPAUSE"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "both instances adopt the increment done after the Flush returned", func() bool {
+		return redisEpoch() == e+1 && a.Epoch() == e+1 && b.Epoch() == e+1
+	})
+	for _, c := range []*Tiered{a, b} {
+		if v, tier, ok := c.Lookup(ctx, k); ok {
+			t.Fatalf("the flushed entry is still read, from %v: %s", tier, mustJSON(v))
+		}
+	}
 }
 
 // forwarded is how many connections p forwards (two each) since its last

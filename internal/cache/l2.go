@@ -42,6 +42,12 @@ var errNotAsked = errors.New("cache: nothing sent to redis")
 // errNotConnected is returned by Flush while Redis has not been reached.
 var errNotConnected = errors.New("cache: L2 (Redis) is not connected")
 
+// errFlushNotConfirmed is returned by Flush when Redis did not answer the
+// increment of the epoch by the flush's deadline: it may not have been
+// sent, or sent and not yet done, or done with its answer lost. It may
+// still take effect (l2.flush says how); a retry is harmless.
+var errFlushNotConfirmed = errors.New("cache: flush not confirmed: Redis did not answer the increment of the epoch")
+
 // maxAbandoned bounds the request-path reads given up at their deadline
 // and still running (await): while that many are, L1 misses skip L2. The
 // breaker opens long before (five failures in a row), so it only matters
@@ -97,6 +103,7 @@ type l2 struct {
 	dropped, writeSkipped, batches, entries           atomic.Uint64
 	queuedBytes                                       atomic.Int64 // queued and batched entries' queuedSize, not yet written
 	abandoned                                         atomic.Int64 // request-path reads given up at their deadline, still running (await)
+	flushAbandoned                                    atomic.Int64 // flushes' calls given up at their deadline, still running (await); not abandoned's, which bounds reads
 
 	rejectLog, errorLog, refusedLog logLimiter
 }
@@ -461,7 +468,22 @@ func (l *l2) readEpoch(ctx context.Context, c rueidis.Client) (uint64, error) {
 	return e, nil
 }
 
-// flush increments the epoch in Redis and announces it.
+// flush increments the epoch in Redis and announces it, by ctx's deadline
+// (adminTimeout without one). Its calls go through await, as the request
+// path's reads do: rueidis makes a call wait for its connection's dial
+// whatever the call's context, and bg's connections are redialed for
+// callers without a deadline (the epoch subscription; its dial has only
+// the dial timeout) or with a longer one (the supervisor's epoch read).
+//
+// When Redis has not answered the increment by then, flush returns
+// errFlushNotConfirmed; the call goes on in the background, and its late
+// answer is dropped. The increment may still land (it was sent and Redis
+// is slow): this instance then adopts the new epoch at its next periodic
+// read (supervise re-reads it every healthInterval, and after a lost epoch
+// subscription, through refreshEpoch, which adopts any later epoch), as do
+// the others; no message announces it, since this call's PUBLISH is never
+// made. Until then, L2 entries of the old epoch may be read again, which
+// is what the error tells the operator.
 func (l *l2) flush(ctx context.Context) (uint64, error) {
 	cp := l.client.Load()
 	if cp == nil {
@@ -474,13 +496,29 @@ func (l *l2) flush(ctx context.Context) (uint64, error) {
 		defer cancel()
 	}
 	// Mended first (epochScript): never from 1, never below this instance.
-	n, err := epochScript.Exec(ctx, c, []string{l.epochKey}, l.epochArgs(true)).AsInt64()
-	if err != nil {
-		return l.t.Epoch(), fmt.Errorf("cache: flush: increment epoch: %w", err)
+	keys, args := []string{l.epochKey}, l.epochArgs(true)
+	res, ok := await(ctx, &l.flushAbandoned, func() rueidis.RedisResult {
+		return epochScript.Exec(ctx, c, keys, args)
+	})
+	if !ok {
+		return l.t.Epoch(), fmt.Errorf("%w (%w); L1 was purged, and the flush may still take effect", errFlushNotConfirmed, ctx.Err())
+	}
+	if err := res.NonRedisError(); err != nil { // no answer: sent or not
+		return l.t.Epoch(), fmt.Errorf("%w (%w); L1 was purged, and the flush may still take effect", errFlushNotConfirmed, err)
+	}
+	n, err := res.AsInt64()
+	if err != nil { // Redis refused it
+		return l.t.Epoch(), fmt.Errorf("cache: flush: increment epoch: %w; L1 was purged", err)
 	}
 	e := uint64(n)
 	l.t.adoptEpoch(e)
-	if err := c.Do(ctx, c.B().Publish().Channel(l.channel).Message(strconv.FormatUint(e, 10)).Build()).Error(); err != nil {
+	// PUBLISH goes on bg's first connection, the epoch subscription's.
+	cmd := c.B().Publish().Channel(l.channel).Message(strconv.FormatUint(e, 10)).Build()
+	err, ok = await(ctx, &l.flushAbandoned, func() error { return c.Do(ctx, cmd).Error() })
+	if !ok {
+		err = ctx.Err()
+	}
+	if err != nil {
 		// Other instances still adopt the epoch at their next periodic read.
 		l.t.log.Warn("cache: flush: publish epoch failed", "err", err)
 	}

@@ -324,7 +324,11 @@ func (t *Tiered) purgeL1() {
 // increments the epoch in Redis (which is part of every L2 key, so older
 // entries are no longer read) and publishes it so that other instances purge
 // their L1 too. Without L2 it bumps a local epoch. With L2 configured but
-// unreachable, L1 is purged and an error is returned.
+// unreachable, L1 is purged and an error is returned. It returns by ctx's
+// deadline (a second without one): when Redis has not answered the
+// increment by then, L1 is purged and an error says the flush was not
+// confirmed (errFlushNotConfirmed); the increment may still take effect,
+// and every instance then adopts it (l2.flush).
 func (t *Tiered) Flush(ctx context.Context) (uint64, error) {
 	if t.l2 == nil {
 		t.adoptMu.Lock()
