@@ -412,24 +412,7 @@ func TestStartWithRedisDown(t *testing.T) {
 	r.Stop()
 	var a *Tiered
 	returns(t, "New with Redis down", func() { a = newCache(t, r.URL()) })
-	s := a.Stats()
-	if !s.L2Enabled || s.L2Healthy {
-		t.Fatalf("stats with Redis down: %+v", s)
-	}
-	if _, err := a.Flush(context.Background()); !errors.Is(err, errNotConnected) {
-		t.Fatalf("Flush with Redis down = %v", err)
-	}
-	k := key(t, 1)
-	a.Set(k, decision(t, true))
-	if _, tier, ok := a.Lookup(context.Background(), k); !ok || tier != TierL1 {
-		t.Fatal("L1 not serving while degraded")
-	}
-	r.Start()
-	eventually(t, 5*time.Second, "connects in the background", func() bool { return a.Stats().L2Healthy })
-	b := newCache(t, r.URL())
-	k2 := key(t, 2)
-	a.Set(k2, decision(t, false))
-	waitL2(t, b, k2)
+	degradedThenConnects(t, a, "with Redis down", r.URL(), nil, r.Start)
 }
 
 // TestStartWithRedisNotAnswering: New does not wait for Redis beyond its
@@ -446,28 +429,45 @@ func TestStartWithRedisNotAnswering(t *testing.T) {
 	returns(t, "New with Redis not answering", func() { a = newCache(t, p.URL()) })
 	t.Cleanup(p.open) // before a's Close, which waits for the held dial
 	eventually(t, 10*time.Second, "New's dial held at the gate", func() bool { return p.held.Load() > 0 })
-	s := a.Stats()
-	if !s.L2Enabled || s.L2Healthy || s.L2RoundTrips != 0 {
+	if s := a.Stats(); s.L2RoundTrips != 0 {
 		t.Fatalf("stats with the first dial held: %+v", s)
 	}
+	degradedThenConnects(t, a, "with the first dial held", r.URL(), func() {
+		if s := a.Stats(); s.L2Skipped != 0 || s.L2RoundTrips != 0 {
+			t.Fatalf("an L1 hit went to L2: %+v", s)
+		}
+		a.Lookup(context.Background(), key(t, 2))
+		if s := a.Stats(); s.L2Skipped != 1 || s.L2RoundTrips != 0 {
+			t.Fatalf("an L1 miss before L2 connected: %+v, want it skipped", s)
+		}
+	}, p.open)
+}
+
+// degradedThenConnects checks a cache whose L2 has not connected yet (how
+// says why): L2 enabled and reported down, Flush not connected, a Set
+// served from L1 (key 1); then whileDown, when set, checks more. Once
+// connect lets Redis answer, the cache connects in the background and its
+// Sets reach L2: another instance on redisURL reads one (key 3).
+func degradedThenConnects(t *testing.T, a *Tiered, how, redisURL string, whileDown, connect func()) {
+	t.Helper()
+	s := a.Stats()
+	if !s.L2Enabled || s.L2Healthy {
+		t.Fatalf("stats %s: %+v", how, s)
+	}
 	if _, err := a.Flush(context.Background()); !errors.Is(err, errNotConnected) {
-		t.Fatalf("Flush with the first dial held = %v, want not connected", err)
+		t.Fatalf("Flush %s = %v, want not connected", how, err)
 	}
 	k := key(t, 1)
 	a.Set(k, decision(t, true))
 	if _, tier, ok := a.Lookup(context.Background(), k); !ok || tier != TierL1 {
-		t.Fatal("L1 not serving while the first dial is held")
+		t.Fatalf("L1 not serving %s", how)
 	}
-	if s := a.Stats(); s.L2Skipped != 0 || s.L2RoundTrips != 0 {
-		t.Fatalf("an L1 hit went to L2: %+v", s)
+	if whileDown != nil {
+		whileDown()
 	}
-	a.Lookup(context.Background(), key(t, 2))
-	if s := a.Stats(); s.L2Skipped != 1 || s.L2RoundTrips != 0 {
-		t.Fatalf("an L1 miss before L2 connected: %+v, want it skipped", s)
-	}
-	p.open()
-	eventually(t, 10*time.Second, "connects once the gate opens", func() bool { return a.Stats().L2Healthy })
-	b := newCache(t, r.URL())
+	connect()
+	eventually(t, 10*time.Second, "connects in the background", func() bool { return a.Stats().L2Healthy })
+	b := newCache(t, redisURL)
 	k2 := key(t, 3)
 	a.Set(k2, decision(t, false))
 	waitL2(t, b, k2)
