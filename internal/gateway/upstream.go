@@ -145,11 +145,13 @@ func (u *upstream) transport() mcp.Transport {
 	// reopens a stream without event IDs when it ends (an upstream without
 	// an event store, a proxy that cuts idle streams), no sooner than
 	// reopenAfter after it opened, where it would have failed the session
-	// at the second end. A reopening's GET that fails in a way that may
-	// pass (a 503 while the upstream restarts, the 409 of an upstream
-	// still holding the stream a proxy cut) is made again, reopenAfter
-	// later at least; the session is lost at the second such failure in a
-	// row (MaxRetries 1), or at once at a 404 or 405.
+	// at the second end. A reopening's GET is bounded as the first is; one
+	// that fails in a way that may pass (no header in time, a 503 while the
+	// upstream restarts, the 409 of an upstream still holding the stream a
+	// proxy cut) is made again, reopenAfter later at least (or a 429's or
+	// 503's Retry-After, up to 5 minutes); the session is lost at the
+	// second such failure in a row (MaxRetries 1), or at once at a 404 or
+	// 405.
 	return &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: &http.Client{Transport: base}, MaxRetries: 1,
 		StandaloneSSE: &mcp.StandaloneSSEOptions{Wait: u.listTimeout() / 2, ReopenAfter: reopenAfter, Logger: u.log}}
 }
