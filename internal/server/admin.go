@@ -78,7 +78,9 @@ func (s *Server) handleCacheFlush(w http.ResponseWriter, r *http.Request) {
 	}
 	epoch, err := s.d.Cache.Flush(r.Context())
 	if err != nil {
-		writeError(w, apierror.Wrap(apierror.Unavailable, err, "cache flushed locally but the epoch could not be published: %v", err))
+		// Not confirmed may still take effect (cache.Tiered.Flush): the
+		// answer says what is sure, and that another flush is harmless.
+		writeError(w, apierror.Wrap(apierror.Unavailable, err, "L1 was flushed in this instance; the flush shared with the other instances (a new cache epoch in Redis) was not made or not confirmed, and retrying is harmless: %v", err))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"flushed": true, "epoch": epoch}, false)
