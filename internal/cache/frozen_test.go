@@ -405,4 +405,20 @@ func TestAwaitGivesUpAtTheDeadline(t *testing.T) {
 	if s := c.Stats(); s.L2Skipped != 1 || s.L2RoundTrips != 0 {
 		t.Fatalf("with %d reads abandoned: %+v, want the lookup skipped", maxAbandoned, s)
 	}
+
+	// Flushes have a bound of their own: past it a Flush is not confirmed
+	// at once and Redis's epoch does not move; below it, it does.
+	before := c.Stats().Epoch
+	c.l2.flushAbandoned.Store(maxFlushAbandoned)
+	_, err := c.Flush(context.Background())
+	c.l2.flushAbandoned.Store(0)
+	if !errors.Is(err, errFlushNotConfirmed) {
+		t.Fatalf("Flush with %d flush calls abandoned = %v, want not confirmed", maxFlushAbandoned, err)
+	}
+	if e, err := c.l2.readEpoch(context.Background(), c.l2.client.Load().bg); err != nil || e != before {
+		t.Fatalf("epoch in Redis after a Flush past the bound: %d, %v; want %d unchanged", e, err, before)
+	}
+	if e, err := c.Flush(context.Background()); err != nil || e != before+1 {
+		t.Fatalf("Flush below the bound = %d, %v; want %d", e, err, before+1)
+	}
 }

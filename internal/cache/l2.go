@@ -56,6 +56,12 @@ var errFlushNotConfirmed = errors.New("cache: flush not confirmed: Redis did not
 // returns, which can take a dial's timeout (a second).
 const maxAbandoned = 1024
 
+// maxFlushAbandoned bounds the flushes' calls given up and still running
+// (each waits for bg's redial at most the dial timeout): past it a Flush
+// is not confirmed at once, without a call, so that an operator's retries
+// in a loop while Redis is unreachable do not pile goroutines up (review).
+const maxFlushAbandoned = 64
+
 // clients are the two Redis clients of a connected L2. Request-path reads
 // go through rd alone; everything else (the epoch, its subscription, the
 // write-behind pipelines, flushes) through bg, with deadlines of up to a
@@ -494,6 +500,9 @@ func (l *l2) flush(ctx context.Context) (uint64, error) {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, adminTimeout)
 		defer cancel()
+	}
+	if n := l.flushAbandoned.Load(); n >= maxFlushAbandoned {
+		return l.t.Epoch(), fmt.Errorf("%w (%d calls of earlier flushes still wait for it); L1 was purged", errFlushNotConfirmed, n)
 	}
 	// Mended first (epochScript): never from 1, never below this instance.
 	keys, args := []string{l.epochKey}, l.epochArgs(true)
