@@ -266,9 +266,11 @@ func TestStandaloneStreamReopenedWhenItEnds(t *testing.T) {
 			if got := ids(); !slices.Equal(got, c.wantIDs) {
 				t.Errorf("Last-Event-IDs of the GETs: %q, want %q", got, c.wantIDs)
 			}
-			// (A failed reopening would be logged as "could not be reopened".)
-			if n := strings.Count(logs.String(), "reopened"); n != c.reopened {
-				t.Errorf("reopened (or tried to) %d times, want %d:\n%s", n, c.reopened, logs)
+			if n := strings.Count(logs.String(), "ended; reopened"); n != c.reopened {
+				t.Errorf("reopened %d times, want %d:\n%s", n, c.reopened, logs)
+			}
+			if strings.Contains(logs.String(), "could not be reopened") {
+				t.Errorf("a reopening failed:\n%s", logs)
 			}
 			if c.reopened > 0 && !strings.Contains(logs.String(), "error=EOF") {
 				t.Errorf("the reopenings' log does not say what ended the stream (EOF):\n%s", logs)
