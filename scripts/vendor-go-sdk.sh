@@ -33,7 +33,7 @@ src=$(go mod download -json "github.com/modelcontextprotocol/go-sdk@$version" |
 if [ -n "$diffmode" ]; then
 	[ "$version" = "$previous" ] || { echo "vendor-go-sdk: --diff is against the copy's version ($previous)" >&2; exit 1; }
 	(cd "$dest" && find . -name '*.go' | sed 's|^\./||' | LC_ALL=C sort) | while read -r f; do
-		diff -u --label "a/$f" --label "b/$f" "$src/$f" "$dest/$f" || [ $? -eq 1 ]
+		diff -u -N --label "a/$f" --label "b/$f" "$src/$f" "$dest/$f" || [ $? -eq 1 ] # -N: a file the patch adds
 	done > third_party/go-sdk.patch.new
 	mv third_party/go-sdk.patch.new third_party/go-sdk.patch
 	echo "vendor-go-sdk: third_party/go-sdk.patch is $dest's difference from go-sdk $version"

@@ -52,6 +52,7 @@ func TestStandaloneRetryAfter(t *testing.T) {
 	}{
 		{"503, 3 s", "3", http.StatusServiceUnavailable, 3 * time.Second, 3 * time.Second, true},
 		{"429, past the cap", "100000", http.StatusTooManyRequests, 5 * time.Minute, 5 * time.Minute, false},
+		{"503, past 64 bits", "99999999999999999999999", http.StatusServiceUnavailable, 5 * time.Minute, 5 * time.Minute, false},
 		{"503, a date", "Fri, 31 Dec 2099 23:59:59 GMT", http.StatusServiceUnavailable, time.Second, 2 * time.Second, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -2550,9 +2550,13 @@ func (b *cancelOnClose) Close() error {
 
 // parseRetryAfter (ACGS patch) is a Retry-After header's delay in seconds,
 // at most standaloneRetryAfterMax; 0 if there is none or it is not a
-// number of seconds (an HTTP date is not read).
+// number of seconds (an HTTP date is not read). A number too large for
+// 64 bits is past the cap too.
 func parseRetryAfter(v string) time.Duration {
 	n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+	if errors.Is(err, strconv.ErrRange) {
+		return standaloneRetryAfterMax
+	}
 	if err != nil {
 		return 0
 	}
