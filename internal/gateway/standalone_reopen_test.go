@@ -68,18 +68,7 @@ func TestStandaloneRetryAfter(t *testing.T) {
 				}
 			})
 			cs, logs := connectStandalone(t, url, mcp.StandaloneSSEOptions{ReopenAfter: 100 * time.Millisecond})
-			lost := make(chan error, 1)
-			go func() { lost <- cs.Wait() }()
-			for bound := time.Now().Add(30 * time.Second); !strings.Contains(logs.String(), "trying again"); time.Sleep(10 * time.Millisecond) {
-				select {
-				case err := <-lost:
-					t.Fatalf("the session is lost (%v) after %d GET:\n%s", err, len(ids()), logs)
-				default:
-				}
-				if time.Now().After(bound) {
-					t.Fatalf("%d GET, want the second's failure logged:\n%s", len(ids()), logs)
-				}
-			}
+			awaitLogged(t, cs, logs, func() int { return len(ids()) }, "trying again", "the second's failure logged")
 			d, line := againIn(t, logs.String())
 			if d < c.min || d > c.max {
 				t.Errorf("next reopening in %v, want %v to %v: %s", d, c.min, c.max, line)
@@ -96,16 +85,7 @@ func TestStandaloneRetryAfter(t *testing.T) {
 				}
 				return
 			}
-			for bound := time.Now().Add(30 * time.Second); !strings.Contains(logs.String(), "ended; reopened"); time.Sleep(10 * time.Millisecond) {
-				select {
-				case err := <-lost:
-					t.Fatalf("the session is lost (%v) after %d GET:\n%s", err, len(ids()), logs)
-				default:
-				}
-				if time.Now().After(bound) {
-					t.Fatalf("%d GET, want the stream reopened by the third:\n%s", len(ids()), logs)
-				}
-			}
+			awaitLogged(t, cs, logs, func() int { return len(ids()) }, "ended; reopened", "the stream reopened by the third")
 			if n := len(ids()); n != 3 {
 				t.Errorf("%d GET, want 3:\n%s", n, logs)
 			}

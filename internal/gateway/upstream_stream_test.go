@@ -193,6 +193,25 @@ func serveStream(w http.ResponseWriter, r *http.Request, s string, hold bool) {
 	}
 }
 
+// awaitLogged waits until the client's log holds want (a 30 s hang guard,
+// not a speed bound), failing if the session is lost first; what says what
+// was awaited, gets how many GETs the upstream had, for the failure.
+func awaitLogged(t *testing.T, cs *mcp.ClientSession, logs *testenv.SyncBuffer, gets func() int, want, what string) {
+	t.Helper()
+	lost := make(chan error, 1)
+	go func() { lost <- cs.Wait() }()
+	for bound := time.Now().Add(30 * time.Second); !strings.Contains(logs.String(), want); time.Sleep(10 * time.Millisecond) {
+		select {
+		case err := <-lost:
+			t.Fatalf("the session is lost (%v) after %d GET:\n%s", err, gets(), logs)
+		default:
+		}
+		if time.Now().After(bound) {
+			t.Fatalf("%d GET, want %s:\n%s", gets(), what, logs)
+		}
+	}
+}
+
 // connectStandalone connects the SDK's client, as the gateway's to an
 // upstream with standalone_stream (MaxRetries 1), with opts, whose
 // Logger writes to the returned buffer.
@@ -350,18 +369,7 @@ func TestStandaloneGETsBounded(t *testing.T) {
 					t.Fatalf("the session lives on after %d GET, want it lost at the 2nd unanswered reopening:\n%s", len(ids()), logs)
 				}
 			} else {
-				lost := make(chan error, 1)
-				go func() { lost <- cs.Wait() }()
-				for bound := time.Now().Add(30 * time.Second); !strings.Contains(logs.String(), "ended; reopened"); time.Sleep(10 * time.Millisecond) {
-					select {
-					case err := <-lost:
-						t.Fatalf("the session is lost (%v) after %d GET:\n%s", err, len(ids()), logs)
-					default:
-					}
-					if time.Now().After(bound) {
-						t.Fatalf("%d GET, want the stream reopened by the third:\n%s", len(ids()), logs)
-					}
-				}
+				awaitLogged(t, cs, logs, func() int { return len(ids()) }, "ended; reopened", "the stream reopened by the third")
 				if err := cs.Ping(testCtx(t), nil); err != nil {
 					t.Errorf("ping: %v", err)
 				}
@@ -728,18 +736,7 @@ func TestStandaloneReopenedOn2xx(t *testing.T) {
 		<-r.Context().Done()
 	})
 	cs, logs := connectStandalone(t, url, mcp.StandaloneSSEOptions{ReopenAfter: 100 * time.Millisecond})
-	lost := make(chan error, 1)
-	go func() { lost <- cs.Wait() }()
-	for bound := time.Now().Add(30 * time.Second); !strings.Contains(logs.String(), "ended; reopened"); time.Sleep(10 * time.Millisecond) {
-		select {
-		case err := <-lost:
-			t.Fatalf("the session is lost (%v) after %d GET:\n%s", err, len(ids()), logs)
-		default:
-		}
-		if time.Now().After(bound) {
-			t.Fatalf("%d GET, want the stream reopened by the second:\n%s", len(ids()), logs)
-		}
-	}
+	awaitLogged(t, cs, logs, func() int { return len(ids()) }, "ended; reopened", "the stream reopened by the second")
 	if err := cs.Ping(testCtx(t), nil); err != nil {
 		t.Errorf("ping: %v", err)
 	}
