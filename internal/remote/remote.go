@@ -86,9 +86,11 @@ type Remote struct {
 	ctx    context.Context // for activations started by the plugin's goroutines
 	cancel context.CancelFunc
 
-	reloadMu  sync.Mutex   // guards the two below
-	reloading bool         // a goroutine runs manual downloads (runReloads)
-	nextLoad  *reloadBatch // the reloads asked for since the running download started
+	reloadMu  sync.Mutex    // guards the three below
+	reloading bool          // a goroutine runs manual downloads (runReloads)
+	nextLoad  *reloadBatch  // the reloads asked for since the running download started
+	stopped   bool          // Stop has begun: no reload starts
+	reloads   chan struct{} // closed when the running runReloads returns (nil: none ran)
 	mu        sync.Mutex
 	bundles   []string                 // configured bundle names
 	seen      map[string]time.Time     // LastSuccessfulActivation handed to the target, per bundle
@@ -368,11 +370,27 @@ const (
 
 // Stop stops every downloader and the plugin manager.
 func (r *Remote) Stop(ctx context.Context) {
+	r.reloadMu.Lock()
+	r.stopped = true
+	reloads := r.reloads
+	r.reloadMu.Unlock()
 	if r.cancel != nil {
 		r.cancel() // ends a manual download in flight
 	}
+	// runReloads reads the plugin's loaders, which its Stop rewrites: the
+	// manager stops only once the reload goroutine has returned (the race
+	// detector caught one outliving a test's reload), or at ctx's end.
+	if reloads != nil {
+		select {
+		case <-reloads:
+		case <-ctx.Done():
+		}
+	}
 	r.manager.Stop(ctx)
 }
+
+// ErrStopped is returned by Reload once Stop has begun.
+var ErrStopped = errors.New("remote bundles are stopped: the service is shutting down")
 
 // ErrPolled is returned by Reload when no bundle is in manual trigger mode.
 var ErrPolled = errors.New("remote bundles are polled: a new bundle is activated at the next poll; " +
@@ -410,13 +428,18 @@ func (r *Remote) Reload(ctx context.Context) error {
 	// they asked (a burst of SIGHUPs is one download, not a queue of them).
 	// The caller's ctx only bounds how long the caller waits.
 	r.reloadMu.Lock()
+	if r.stopped {
+		r.reloadMu.Unlock()
+		return ErrStopped
+	}
 	if r.nextLoad == nil {
 		r.nextLoad = &reloadBatch{done: make(chan struct{})}
 	}
 	b := r.nextLoad
 	if !r.reloading {
 		r.reloading = true
-		go r.runReloads(manual)
+		r.reloads = make(chan struct{})
+		go r.runReloads(manual, r.reloads)
 	}
 	r.reloadMu.Unlock()
 	select {
@@ -433,8 +456,10 @@ type reloadBatch struct {
 	err  error
 }
 
-// runReloads runs the batches of reloads until none is waiting.
-func (r *Remote) runReloads(manual []string) {
+// runReloads runs the batches of reloads until none is waiting, then
+// closes finished.
+func (r *Remote) runReloads(manual []string, finished chan struct{}) {
+	defer close(finished)
 	base := r.ctx
 	if base == nil { // not started: no loaders either, nothing to download
 		base = context.Background()

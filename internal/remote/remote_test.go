@@ -652,3 +652,60 @@ func TestManualFirstDownloadIsRetried(t *testing.T) {
 	publish(t, constitutionDir(t, "late", hash, nil), serveDir, remote.BuildOptions{})
 	eventually(t, 20*time.Second, "revision late active without a reload", func() bool { return e.revision() == "late" })
 }
+
+// TestRemoteStopEndsReloads: Stop ends a reload whose download is in
+// flight and returns only once the reload goroutine has (it reads the
+// plugin's loaders, which the plugin's Stop rewrites: the race detector
+// caught a reload outliving TestRemoteReloadOutlastingItsTimeout), and a
+// reload asked for after Stop is refused with ErrStopped, not started on a
+// stopped plugin.
+func TestRemoteStopEndsReloads(t *testing.T) {
+	serveDir := t.TempDir()
+	publish(t, constitutionDir(t, "first", hash, nil), serveDir, remote.BuildOptions{})
+	asked := make(chan struct{}, 16)
+	url := bundleServerVia(t, serveDir, func(http.Handler) http.Handler {
+		return http.HandlerFunc(func(_ http.ResponseWriter, req *http.Request) {
+			asked <- struct{}{}
+			<-req.Context().Done() // never answers: held until the client gives up
+		})
+	})
+	opts := remote.Options{Config: opaConfig(url, "", "    trigger: manual\n"), Target: newEngine(t), ActivateTimeout: time.Minute,
+		Name: "test-config.yaml", ID: "test", Logger: testLogger(t)}
+	r, err := remote.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- r.Reload(context.Background()) }()
+	select {
+	case <-asked:
+	case <-time.After(30 * time.Second): // hang guard
+		t.Fatal("no download started")
+	}
+	stopped := make(chan struct{})
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		r.Stop(ctx)
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(30 * time.Second): // hang guard
+		t.Fatal("Stop did not return with a reload's download held")
+	}
+	select {
+	case err := <-reloaded:
+		if err == nil {
+			t.Fatal("the reload whose download Stop ended reported success")
+		}
+	case <-time.After(30 * time.Second): // hang guard
+		t.Fatal("the reload in flight did not return after Stop")
+	}
+	if err := r.Reload(context.Background()); !errors.Is(err, remote.ErrStopped) {
+		t.Fatalf("reload after Stop: %v, want ErrStopped", err)
+	}
+}

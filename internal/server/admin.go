@@ -42,6 +42,8 @@ func reloadError(err error, active bool) *apierror.Error {
 	switch {
 	case errors.Is(err, remote.ErrPolled):
 		code = apierror.InvalidParameter
+	case errors.Is(err, remote.ErrStopped): // shutting down: another instance can
+		code, what = apierror.Unavailable, "reload not made"
 	case sourceUnavailable(err):
 		code, what = apierror.Unavailable, "reload failed, the bundle source is unavailable"
 	}

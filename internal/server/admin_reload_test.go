@@ -51,6 +51,7 @@ func TestReloadErrorStatuses(t *testing.T) {
 	}{
 		{"polled remote bundles", active, remote.ErrPolled, 400, "invalid_parameter", []string{"trigger: manual", "the previous policy stays active"}},
 		{"polled, no policy yet", inactive, remote.ErrPolled, 400, "invalid_parameter", []string{"trigger: manual", "no policy is active"}},
+		{"shutting down", active, remote.ErrStopped, 503, "unavailable", []string{"reload not made", "shutting down", "the previous policy stays active"}},
 		{"download failed", active, download, 503, "unavailable", []string{"bundle source is unavailable", "the previous policy stays active", "connection refused"}},
 		{"download failed, no policy yet", inactive, download, 503, "unavailable", []string{"no policy is active", "connection refused"}},
 		{"two downloads failed", active, errors.Join(download, &remote.DownloadError{Err: errors.New("server replied with Bad Gateway")}), 503, "unavailable", []string{"Bad Gateway"}},
